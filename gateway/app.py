@@ -1,0 +1,84 @@
+"""`create_app`: the one place that wires routes, middleware, error handlers and lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.backends.pool import ChannelPool
+from gateway.dataplane import DataPlane
+from gateway.errors import GatewayError
+from gateway.manifests import Config, load_config
+from gateway.observability import RequestIdMiddleware
+from gateway.registry import Registry
+from gateway.routes import health, native
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway")
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+              415: "unsupported_media_type"}
+
+
+def create_app(settings: Settings, config: Config | None = None,
+               failed: Mapping[tuple[str, int], str] | None = None) -> Starlette:
+    """The gateway as an ASGI app serving `config` (read from `settings.config_dir` if None).
+
+    `failed` names local models whose runtime could not start, with the reason.
+    """
+    config = config if config is not None else load_config(settings.config_dir)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pool = ChannelPool()
+        app.state.settings = settings
+        app.state.dataplane = DataPlane(Registry.build(config, pool, failed))
+        try:
+            yield
+        finally:
+            await pool.close(grace=settings.drain_timeout_s)
+
+    return Starlette(
+        routes=[*native.routes, *health.routes],
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={GatewayError: gateway_error, HTTPException: http_error,
+                            Exception: unexpected_error},
+        lifespan=lifespan,
+    )
+
+
+def error_response(status: int, body: object, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+async def gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    if exc.status >= 500:
+        log.warning("%s %s -> %s %s: %s", request.method, request.url.path, exc.status, exc.code,
+                    exc.message)
+    return error_response(exc.status, exc.to_dict())
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail
+    if exc.status_code == 404:
+        message = f"no route for {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    return error_response(exc.status_code, {"error": {"code": code, "message": message}}, exc.headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, {"error": {"code": "internal", "message": "internal error"}})

@@ -1,0 +1,57 @@
+"""The transport-agnostic core: run an application's stages on arrays.
+
+HTTP routes and any other front door decode their wire format into arrays, call
+`DataPlane.predict` and encode the arrays it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.backends import NDArray
+from gateway.errors import DeadlineExceeded
+from gateway.registry import Application, Registry
+from gateway.routing import choose_variant
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What the core needs to know about the caller's request."""
+
+    request_id: str
+    deadline: float  # time.monotonic() by which the answer is due
+
+    @classmethod
+    def start(cls, request_id: str, timeout_s: float) -> RequestContext:
+        return cls(request_id, time.monotonic() + timeout_s)
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline; DeadlineExceeded once it has passed."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("the request's deadline passed before the answer was ready")
+        return left
+
+
+class DataPlane:
+    """Runs requests against the current registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def application(self, name: str) -> Application:
+        """The application called `name` (NotFound otherwise)."""
+        return self.registry.application(name)
+
+    async def predict(self, app: Application, inputs: Mapping[str, NDArray],
+                      context: RequestContext) -> dict[str, NDArray]:
+        """Pass `inputs` through every stage; each stage's outputs feed the next."""
+        tensors: Mapping[str, NDArray] = inputs
+        outputs: dict[str, NDArray] = {}
+        for stage in app.stages:
+            variant = choose_variant(stage)
+            outputs = await variant.model.backend.predict(tensors, context.remaining())
+            tensors = outputs
+        return outputs

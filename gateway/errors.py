@@ -1,0 +1,126 @@
+"""The gateway's one exception tree and the table from backend gRPC codes to it.
+
+Every failure a caller can see is a `GatewayError`; foreign exceptions are translated at
+the boundary where they occur, and one handler in `app.py` turns these into responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway reports; carries what a response needs."""
+
+    status: int = 500
+    code: str = "internal"
+    grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON error shape: `{"error": {"code", "message", "field"?}}`."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return {"error": error}
+
+
+class BadRequest(GatewayError):
+    status, code, grpc_code = 400, "bad_request", grpc.StatusCode.INVALID_ARGUMENT
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class ContractViolation(BadRequest):
+    """The request does not match the application's input contract."""
+
+    code = "contract_violation"
+
+
+class NotFound(GatewayError):
+    status, code, grpc_code = 404, "not_found", grpc.StatusCode.NOT_FOUND
+
+
+class MethodNotAllowed(GatewayError):
+    status, code, grpc_code = 405, "method_not_allowed", grpc.StatusCode.UNIMPLEMENTED
+
+
+class UnsupportedMediaType(GatewayError):
+    status, code, grpc_code = 415, "unsupported_media_type", grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotReady(GatewayError):
+    status, code, grpc_code = 503, "not_ready", grpc.StatusCode.UNAVAILABLE
+
+
+class BackendError(GatewayError):
+    """A backend answered with an error or could not be reached."""
+
+    status, code, grpc_code = 502, "backend_error", grpc.StatusCode.INTERNAL
+
+
+class BackendUnavailable(BackendError):
+    status, code, grpc_code = 503, "backend_unavailable", grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(BackendError):
+    status, code, grpc_code = 504, "deadline_exceeded", grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class ModelError(BackendError):
+    """The model's own code failed (an exception in user code, a broken output)."""
+
+    status, code, grpc_code = 500, "model_error", grpc.StatusCode.INTERNAL
+
+
+class ConfigError(Exception):
+    """A manifest or setting is invalid; `location` is `file:line` when known."""
+
+    def __init__(self, message: str, location: str | None = None) -> None:
+        super().__init__(f"{location}: {message}" if location else message)
+        self.message = message
+        self.location = location
+
+
+# Backend gRPC status -> (HTTP status, machine code). One table, used by every route.
+GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_argument"),
+    grpc.StatusCode.FAILED_PRECONDITION: (400, "failed_precondition"),
+    grpc.StatusCode.OUT_OF_RANGE: (400, "out_of_range"),
+    grpc.StatusCode.NOT_FOUND: (404, "not_found"),
+    grpc.StatusCode.ALREADY_EXISTS: (409, "already_exists"),
+    grpc.StatusCode.ABORTED: (409, "aborted"),
+    grpc.StatusCode.UNAUTHENTICATED: (401, "unauthenticated"),
+    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_denied"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "resource_exhausted"),
+    grpc.StatusCode.CANCELLED: (499, "cancelled"),
+    grpc.StatusCode.UNIMPLEMENTED: (501, "unimplemented"),
+    grpc.StatusCode.UNAVAILABLE: (503, "backend_unavailable"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "deadline_exceeded"),
+    grpc.StatusCode.INTERNAL: (500, "model_error"),
+    grpc.StatusCode.UNKNOWN: (500, "model_error"),
+    grpc.StatusCode.DATA_LOSS: (500, "data_loss"),
+}
+
+
+def from_grpc_status(code: grpc.StatusCode, details: str | None, target: str) -> GatewayError:
+    """The gateway error for a backend's gRPC status, via `GRPC_TO_HTTP`."""
+    status, machine_code = GRPC_TO_HTTP.get(code, (502, "backend_error"))
+    if code is grpc.StatusCode.UNAVAILABLE:
+        message = f"backend {target} is unavailable: {details or code.name}"
+    elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        message = f"backend {target} did not answer before the deadline"
+    else:
+        message = details or code.name
+    error_class = {503: BackendUnavailable, 504: DeadlineExceeded, 500: ModelError}.get(status, BackendError)
+    error = error_class(message)
+    error.status, error.code, error.grpc_code = status, machine_code, code
+    return error

@@ -1,0 +1,447 @@
+"""Load and validate YAML manifests (kind Model, Application, Gateway) into typed objects.
+
+Nothing else in the project parses YAML. Errors name the file, line and field. Field names
+are Hydrosphere's (`kind`, `name`, `install-command`, `payload`, `contract`, `singular`), so
+existing model folders load unchanged.
+
+Layout of a config directory:
+    gateway.yaml                     kind Gateway (optional)
+    applications/*.yaml              kind Application
+    models/<folder>/serving.yaml     kind Model served by the embedded runtime
+    models/*.yaml                    kind Model with a `backend:` (a remote server)
+Any other *.yaml directly in the directory is read too and dispatched on its `kind`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from gateway.errors import ConfigError
+from tensorcodecs import CodecError, Signature, TensorSpec, lookup_dtype, parse_shape
+
+T = TypeVar("T")
+
+MODEL_FILE = "serving.yaml"
+PROTOCOLS = ("tensorflow-serving",)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """A reference to a model from an application: `name`, `name:2` or `name@stable`."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.name}:{self.version}"
+        return f"{self.name}@{self.label}" if self.label else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """Where a model is served: a gRPC target speaking `protocol`."""
+
+    protocol: str
+    target: str
+    model_name: str
+    signature_name: str = "serving_default"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelManifest:
+    """A model: its contract and either a local folder (embedded runtime) or a backend."""
+
+    name: str
+    version: int
+    signature: Signature
+    source: str
+    folder: Path | None = None
+    backend: BackendSpec | None = None
+    runtime: str | None = None
+    install_command: str | None = None
+    payload: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Registry key: (name, version)."""
+        return (self.name, self.version)
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One model serving a stage, with its traffic weight."""
+
+    model: ModelRef
+    weight: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One step of an application; its variants share the traffic."""
+
+    variants: tuple[Variant, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationManifest:
+    """An application: the stages a request passes through, in order."""
+
+    name: str
+    stages: tuple[Stage, ...]
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayManifest:
+    """Gateway-wide settings from `gateway.yaml`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    request_timeout_s: float = 30.0
+    runtime_start_timeout_s: float = 60.0
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a config directory declares, validated and cross-checked."""
+
+    gateway: GatewayManifest = field(default_factory=GatewayManifest)
+    models: Mapping[tuple[str, int], ModelManifest] = field(default_factory=dict)
+    applications: Mapping[str, ApplicationManifest] = field(default_factory=dict)
+
+    def local_models(self) -> list[ModelManifest]:
+        """Models served from a folder by the embedded runtime and not yet bound to a target."""
+        return [m for m in self.models.values() if m.folder is not None and m.backend is None]
+
+    def with_targets(self, targets: Mapping[tuple[str, int], str]) -> Config:
+        """A copy where the given local models are bound to the runtime serving them."""
+        models = dict(self.models)
+        for key, target in targets.items():
+            model = models[key]
+            backend = BackendSpec("tensorflow-serving", target, model.name)
+            models[key] = dataclasses.replace(model, backend=backend)
+        return dataclasses.replace(self, models=models)
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+
+class _Mapping(dict[str, Any]):
+    """A YAML mapping that remembers the line of itself and of each key."""
+
+    line: int = 0
+    key_lines: dict[str, int]
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
+    loader.flatten_mapping(node)
+    result = _Mapping()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        result[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_documents(path: Path) -> Iterator[_Mapping]:
+    """The YAML documents in a file, each a mapping with line numbers."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read: {error.strerror}", str(path)) from None
+    try:
+        documents = list(yaml.load_all(text, Loader=_Loader))  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"invalid YAML: {getattr(error, 'problem', error)}", where) from None
+    for document in documents:
+        if document is None:
+            continue
+        if not isinstance(document, _Mapping):
+            raise ConfigError("a manifest must be a mapping with a `kind`", f"{path}:1")
+        yield document
+
+
+class _Fields:
+    """Typed access to one mapping's fields with errors that say file:line and field."""
+
+    def __init__(self, mapping: _Mapping, path: Path, prefix: str = "") -> None:
+        self.mapping = mapping
+        self.path = path
+        self.prefix = prefix
+
+    def where(self, key: str | None = None) -> str:
+        line = self.mapping.key_lines.get(key, self.mapping.line) if key else self.mapping.line
+        return f"{self.path}:{line}"
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.prefix}{key}: {message}", self.where(key))
+
+    def required(self, key: str, kind: type[T]) -> T:
+        if key not in self.mapping or self.mapping[key] is None:
+            raise ConfigError(f"{self.prefix}{key}: required field is missing", self.where())
+        return self._typed(key, kind)
+
+    def optional(self, key: str, kind: type[T], default: T) -> T:
+        if key not in self.mapping or self.mapping[key] is None:
+            return default
+        return self._typed(key, kind)
+
+    def nested(self, key: str) -> _Fields:
+        value = self.required(key, dict)
+        assert isinstance(value, _Mapping)
+        return _Fields(value, self.path, f"{self.prefix}{key}.")
+
+    def _typed(self, key: str, kind: type[T]) -> T:
+        value = self.mapping[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind is str and isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise self.error(key, f"expected {_kind_name(kind)}, got {_describe(value)}")
+        return value
+
+    def reject_unknown(self, known: set[str]) -> None:
+        for key in self.mapping:
+            if key not in known:
+                accepted = ", ".join(sorted(known))
+                raise self.error(str(key), f"unknown field (accepted: {accepted})")
+
+
+def _kind_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            dict: "a mapping", list: "a list"}.get(kind, kind.__name__)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+# ---------------------------------------------------------------- kinds
+
+
+def parse_model(doc: _Mapping, path: Path, *, folder: Path | None, version: int = 1) -> ModelManifest:
+    """A kind Model document: from a model folder's serving.yaml or a remote manifest."""
+    fields = _Fields(doc, path)
+    fields.reject_unknown({"kind", "name", "runtime", "install-command", "payload", "contract",
+                           "backend", "version"})
+    name = fields.required("name", str)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise fields.error("name", f"{name!r} is not a valid model name (letters, digits, _ . -)")
+    version = fields.optional("version", int, version)
+    payload = fields.optional("payload", list, [])
+    backend = None
+    if "backend" in doc:
+        backend = _parse_backend(fields.nested("backend"), name)
+    elif folder is None:
+        raise ConfigError("backend: required for a model that is not a folder with serving.yaml",
+                          fields.where())
+    if "contract" not in doc:
+        raise ConfigError("contract: required field is missing", fields.where())
+    signature = _parse_contract(fields.nested("contract"), name)
+    return ModelManifest(
+        name=name,
+        version=version,
+        signature=signature,
+        source=f"{path}:{doc.line}",
+        folder=folder,
+        backend=backend,
+        runtime=fields.optional("runtime", str, None),  # type: ignore[arg-type]
+        install_command=fields.optional("install-command", str, None),  # type: ignore[arg-type]
+        payload=tuple(str(p) for p in payload),
+    )
+
+
+def _parse_backend(fields: _Fields, model_name: str) -> BackendSpec:
+    fields.reject_unknown({"protocol", "target", "model_name", "signature_name"})
+    protocol = fields.required("protocol", str)
+    if protocol not in PROTOCOLS:
+        raise fields.error("protocol", f"unknown protocol {protocol!r} (accepted: {', '.join(PROTOCOLS)})")
+    return BackendSpec(
+        protocol=protocol,
+        target=fields.required("target", str),
+        model_name=fields.optional("model_name", str, model_name),
+        signature_name=fields.optional("signature_name", str, "serving_default"),
+    )
+
+
+def _parse_contract(fields: _Fields, model_name: str) -> Signature:
+    fields.reject_unknown({"name", "inputs", "outputs"})
+    return Signature(
+        name=fields.optional("name", str, "predict"),
+        inputs=_parse_tensor_specs(fields, "inputs", model_name),
+        outputs=_parse_tensor_specs(fields, "outputs", model_name),
+    )
+
+
+def _parse_tensor_specs(fields: _Fields, key: str, model_name: str) -> dict[str, TensorSpec]:
+    group = fields.nested(key)
+    specs: dict[str, TensorSpec] = {}
+    for name in group.mapping:
+        spec_fields = group.nested(str(name))
+        spec_fields.reject_unknown({"shape", "type", "profile"})
+        type_name = spec_fields.required("type", str)
+        try:
+            dtype = lookup_dtype(type_name)
+        except CodecError as error:
+            raise spec_fields.error("type", f"model {model_name}: {error.message}") from None
+        try:
+            shape = parse_shape(spec_fields.mapping.get("shape"))
+        except CodecError as error:
+            raise spec_fields.error("shape", error.message) from None
+        profile = spec_fields.optional("profile", str, None)  # type: ignore[arg-type]
+        specs[str(name)] = TensorSpec(str(name), dtype, shape, profile)
+    if not specs:
+        raise fields.error(key, "at least one tensor is required")
+    return specs
+
+
+def parse_application(doc: _Mapping, path: Path) -> ApplicationManifest:
+    """A kind Application document (`singular` for now; pipelines extend `stages`)."""
+    fields = _Fields(doc, path)
+    fields.reject_unknown({"kind", "name", "singular"})
+    name = fields.required("name", str)
+    singular = fields.nested("singular")
+    singular.reject_unknown({"model"})
+    model = parse_model_ref(singular.required("model", str), singular.where("model"))
+    return ApplicationManifest(name, (Stage((Variant(model),)),), f"{path}:{doc.line}")
+
+
+def parse_model_ref(text: str, where: str) -> ModelRef:
+    """`name`, `name:3` or `name@label`."""
+    match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9_.-]*)(?::(\d+)|@([A-Za-z0-9_.-]+))?", text.strip())
+    if not match:
+        raise ConfigError(f"model: {text!r} is not a model reference (name, name:VERSION or name@LABEL)",
+                          where)
+    name, version, label = match.groups()
+    return ModelRef(name, int(version) if version else None, label)
+
+
+def parse_gateway(doc: _Mapping, path: Path) -> GatewayManifest:
+    """A kind Gateway document."""
+    fields = _Fields(doc, path)
+    fields.reject_unknown({"kind", "listen", "defaults"})
+    host, port = GatewayManifest.host, GatewayManifest.port
+    if "listen" in doc:
+        listen = fields.nested("listen")
+        listen.reject_unknown({"host", "port"})
+        host = listen.optional("host", str, host)
+        port = listen.optional("port", int, port)
+        if not 0 <= port <= 65535:
+            raise listen.error("port", f"{port} is not a TCP port")
+    timeout, start_timeout = GatewayManifest.request_timeout_s, GatewayManifest.runtime_start_timeout_s
+    if "defaults" in doc:
+        defaults = fields.nested("defaults")
+        defaults.reject_unknown({"request_timeout_s", "runtime_start_timeout_s"})
+        timeout = defaults.optional("request_timeout_s", float, timeout)
+        start_timeout = defaults.optional("runtime_start_timeout_s", float, start_timeout)
+        for key, value in (("request_timeout_s", timeout), ("runtime_start_timeout_s", start_timeout)):
+            if value <= 0:
+                raise defaults.error(key, "must be greater than 0")
+    return GatewayManifest(host, port, timeout, start_timeout, f"{path}:{doc.line}")
+
+
+# ---------------------------------------------------------------- a whole directory
+
+
+def load_model_folder(folder: Path) -> ModelManifest:
+    """The manifest of one Hydrosphere-style model folder (`serving.yaml` + `src/`)."""
+    path = folder / MODEL_FILE
+    documents = list(read_documents(path))
+    if len(documents) != 1 or documents[0].get("kind") != "Model":
+        raise ConfigError("expected exactly one document of kind Model", f"{path}:1")
+    return parse_model(documents[0], path, folder=folder.resolve())
+
+
+def load_config(directory: Path) -> Config:
+    """Every manifest under `directory`, validated and cross-checked."""
+    if not directory.is_dir():
+        raise ConfigError("config directory does not exist", str(directory))
+    gateway = GatewayManifest()
+    models: dict[tuple[str, int], ModelManifest] = {}
+    applications: dict[str, ApplicationManifest] = {}
+
+    def add_model(model: ModelManifest) -> None:
+        if model.key in models:
+            raise ConfigError(f"model {model.name}:{model.version} is also defined at "
+                              f"{models[model.key].source}", model.source)
+        models[model.key] = model
+
+    models_dir = directory / "models"
+    if models_dir.is_dir():
+        for folder in sorted(p for p in models_dir.iterdir() if (p / MODEL_FILE).is_file()):
+            add_model(load_model_folder(folder))
+    for path in _manifest_files(directory):
+        for doc in read_documents(path):
+            kind = doc.get("kind")
+            if kind == "Model":
+                add_model(parse_model(doc, path, folder=None))
+            elif kind == "Application":
+                app = parse_application(doc, path)
+                if app.name in applications:
+                    raise ConfigError(f"application {app.name} is also defined at "
+                                      f"{applications[app.name].source}", app.source)
+                applications[app.name] = app
+            elif kind == "Gateway":
+                gateway = parse_gateway(doc, path)
+            else:
+                raise ConfigError(f"kind: expected Model, Application or Gateway, got {kind!r}",
+                                  f"{path}:{doc.line}")
+    config = Config(gateway, models, applications)
+    _check_references(config)
+    return config
+
+
+def _manifest_files(directory: Path) -> list[Path]:
+    files: list[Path] = []
+    for folder in (directory, directory / "applications", directory / "models"):
+        if folder.is_dir():
+            files.extend(p for p in folder.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
+    return sorted(files)
+
+
+def _check_references(config: Config) -> None:
+    for app in config.applications.values():
+        for stage in app.stages:
+            for variant in stage.variants:
+                resolve_model(config.models, variant.model, app.source)
+
+
+def resolve_model(models: Mapping[tuple[str, int], ModelManifest], ref: ModelRef,
+                  where: str | None = None) -> ModelManifest:
+    """The model a reference names; without a version, the highest version."""
+    versions = sorted(v for (name, v) in models if name == ref.name)
+    if not versions:
+        raise ConfigError(f"model {ref.name} is not defined", where)
+    if ref.label is not None:
+        raise ConfigError(f"model {ref}: version labels are not defined for {ref.name}", where)
+    version = ref.version if ref.version is not None else versions[-1]
+    if version not in versions:
+        raise ConfigError(f"model {ref.name} has no version {version} (defined: "
+                          f"{', '.join(map(str, versions))})", where)
+    return models[(ref.name, version)]

@@ -1,0 +1,1 @@
+"""Thin HTTP endpoints, one module per API surface, over `gateway.dataplane`."""

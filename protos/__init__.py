@@ -1,0 +1,1 @@
+"""Protocol buffer messages (generated, private proto packages) and the upstream gRPC method table."""

@@ -1,0 +1,1 @@
+"""The embedded model runtime: serves one Hydrosphere-style model folder over gRPC."""

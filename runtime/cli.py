@@ -1,0 +1,64 @@
+"""`python -m runtime serve MODEL_DIR --port N`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from gateway.errors import ConfigError
+from runtime.model import load_model
+from runtime.server import ModelServer
+
+log = logging.getLogger("runtime")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and serve until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m runtime",
+                                     description="Serve one model folder over gRPC.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve MODEL_DIR (serving.yaml + src/func_main.py)")
+    serve.add_argument("model_dir", type=Path)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=9000, help="0 picks a free port")
+    serve.add_argument("--threads", type=int, default=8, help="calls run at once (default 8)")
+    serve.add_argument("--grace", type=float, default=5.0,
+                       help="seconds in-flight calls get on shutdown (default 5)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s runtime: %(message)s")
+    return _serve(args.model_dir, args.host, args.port, args.threads, args.grace)
+
+
+def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float) -> int:
+    try:
+        model = load_model(model_dir.resolve())
+    except ConfigError as error:
+        print(f"runtime: cannot load {model_dir}: {error}", file=sys.stderr, flush=True)
+        return 2
+    server = ModelServer(model, host, port, threads)
+    try:
+        bound = server.start()
+    except OSError as error:
+        print(f"runtime: {error}", file=sys.stderr, flush=True)
+        return 2
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        server.stop(grace)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    manifest = model.manifest
+    # The supervisor reads this line to learn the port.
+    print(json.dumps({"event": "listening", "model": manifest.name, "version": manifest.version,
+                      "port": bound}), flush=True)
+    log.info("serving %s:%s (%s) on %s:%s", manifest.name, manifest.version,
+             manifest.signature.name, host, bound)
+    server.wait()
+    return 0
