@@ -1,0 +1,47 @@
+# Two commands do all set-up: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test lint typecheck protos check-protos unit
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Re-install when pyproject.toml changes.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed-run
+
+## run: serve the example config on $(HOST):$(PORT) with the embedded runtime
+run: $(VENV)/.installed-run
+	$(BIN)/gateway serve --config config/ --host $(HOST) --port $(PORT)
+
+## test: lint, type checks, generated-code check and every test (what CI runs)
+test: $(VENV)/.installed-dev lint typecheck check-protos unit
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed-dev
+	$(BIN)/pytest -q
+
+## protos: regenerate protos/*_pb2.py(i) from protos/**/*.proto
+protos: $(VENV)/.installed-dev
+	PYTHON=$(BIN)/python bash scripts/gen_protos.sh
+
+check-protos: protos
+	@git diff --exit-code --stat -- protos || \
+	  (echo "generated protobuf code is out of date: run 'make protos' and commit" && exit 1)
+	@test -z "$$(git status --porcelain --untracked-files=all -- protos)" || \
+	  (git status --porcelain -- protos; echo "untracked generated files in protos/" && exit 1)
