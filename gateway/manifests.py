@@ -153,8 +153,8 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
     result.line = node.start_mark.line + 1
     result.key_lines = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-        result[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=True)
+        result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = key_node.start_mark.line + 1
     return result
 
@@ -169,7 +169,7 @@ def read_documents(path: Path) -> Iterator[_Mapping]:
     except OSError as error:
         raise ConfigError(f"cannot read: {error.strerror}", str(path)) from None
     try:
-        documents = list(yaml.load_all(text, Loader=_Loader))  # noqa: S506 - _Loader is a SafeLoader
+        documents = list(yaml.load_all(text, Loader=_Loader))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -271,8 +271,8 @@ def parse_model(doc: _Mapping, path: Path, *, folder: Path | None, version: int 
         source=f"{path}:{doc.line}",
         folder=folder,
         backend=backend,
-        runtime=fields.optional("runtime", str, None),  # type: ignore[arg-type]
-        install_command=fields.optional("install-command", str, None),  # type: ignore[arg-type]
+        runtime=fields.optional("runtime", str, None),
+        install_command=fields.optional("install-command", str, None),
         payload=tuple(str(p) for p in payload),
     )
 
@@ -314,7 +314,7 @@ def _parse_tensor_specs(fields: _Fields, key: str, model_name: str) -> dict[str,
             shape = parse_shape(spec_fields.mapping.get("shape"))
         except CodecError as error:
             raise spec_fields.error("shape", error.message) from None
-        profile = spec_fields.optional("profile", str, None)  # type: ignore[arg-type]
+        profile = spec_fields.optional("profile", str, None)
         specs[str(name)] = TensorSpec(str(name), dtype, shape, profile)
     if not specs:
         raise fields.error(key, "at least one tensor is required")
@@ -346,7 +346,8 @@ def parse_gateway(doc: _Mapping, path: Path) -> GatewayManifest:
     """A kind Gateway document."""
     fields = _Fields(doc, path)
     fields.reject_unknown({"kind", "listen", "defaults"})
-    host, port = GatewayManifest.host, GatewayManifest.port
+    fallback = GatewayManifest()
+    host, port = fallback.host, fallback.port
     if "listen" in doc:
         listen = fields.nested("listen")
         listen.reject_unknown({"host", "port"})
@@ -354,7 +355,7 @@ def parse_gateway(doc: _Mapping, path: Path) -> GatewayManifest:
         port = listen.optional("port", int, port)
         if not 0 <= port <= 65535:
             raise listen.error("port", f"{port} is not a TCP port")
-    timeout, start_timeout = GatewayManifest.request_timeout_s, GatewayManifest.runtime_start_timeout_s
+    timeout, start_timeout = fallback.request_timeout_s, fallback.runtime_start_timeout_s
     if "defaults" in doc:
         defaults = fields.nested("defaults")
         defaults.reject_unknown({"request_timeout_s", "runtime_start_timeout_s"})

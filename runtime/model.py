@@ -80,22 +80,28 @@ def _as_response(result: Any, model: str) -> PredictResponse:
                       "expected a PredictResponse with .outputs")
 
 
-def load_model(folder: Path) -> LoadedModel:
+def load_model(folder: Path, *, chdir: bool = True) -> LoadedModel:
     """Read `serving.yaml`, import `src/func_main.py` and find the contract's function.
 
-    The folder becomes the working directory so the function's relative paths work.
+    With `chdir` (what the runtime process does) the folder becomes the working directory
+    so the function's relative paths work.
     """
     manifest = load_model_folder(folder)
     source = folder / ENTRY_POINT
     if not source.is_file():
         raise ConfigError(f"model {manifest.name}: {ENTRY_POINT} is missing", str(source))
     _provide_hydro_serving_grpc()
-    os.chdir(folder)
+    if chdir:
+        os.chdir(folder)
     sys.path.insert(0, str(folder / "src"))
-    spec = importlib.util.spec_from_file_location("func_main", source)
-    assert spec is not None and spec.loader is not None
+    # A unique module name lets several models load into one process (as tests do).
+    module_name = f"func_main__{manifest.name}__{manifest.version}"
+    spec = importlib.util.spec_from_file_location(module_name, source)
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["func_main"] = module
+    sys.modules[module_name] = module
+    sys.modules.setdefault("func_main", module)
     try:
         spec.loader.exec_module(module)
     except SyntaxError as error:

@@ -63,7 +63,7 @@ class ModelServer:
     def stop(self, grace: float = 5.0) -> threading.Event:
         """Stop accepting calls; in-flight calls get `grace` seconds to finish."""
         self._health.enter_graceful_shutdown()
-        return self._server.stop(grace)  # type: ignore[no-any-return]
+        return self._server.stop(grace)
 
     def wait(self) -> None:
         """Block until the server has stopped."""
@@ -85,7 +85,7 @@ class ModelServer:
         except OutputError as error:
             log.error("%s", error)
             context.abort(grpc.StatusCode.INTERNAL, str(error))
-        except Exception as error:  # noqa: BLE001 - user code may raise anything
+        except Exception as error:
             log.exception("model %s raised", manifest.name)
             context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
         response.model_spec.name = manifest.name

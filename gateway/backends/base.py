@@ -9,7 +9,7 @@ import numpy as np
 
 from gateway.errors import BackendUnavailable
 
-NDArray = np.ndarray  # type: ignore[type-arg]
+NDArray = np.ndarray
 
 
 class Backend(Protocol):

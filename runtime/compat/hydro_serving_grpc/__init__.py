@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 
-def make_ndarray(tensor: TensorProto) -> np.ndarray:  # type: ignore[type-arg]
+def make_ndarray(tensor: TensorProto) -> np.ndarray:
     """The numpy array a TensorProto holds (like `tf.make_ndarray`); a writable copy."""
     return np.array(decode_tensor(tensor))
 

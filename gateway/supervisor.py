@@ -1,0 +1,174 @@
+"""Runs one embedded-runtime process per local model and stops them all on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from gateway.backends.tfserving import HEALTH_CHECK
+from gateway.manifests import ModelManifest
+
+log = logging.getLogger("gateway.supervisor")
+
+ModelKey = tuple[str, int]
+STDERR_TAIL_LINES = 20
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask Linux to SIGTERM the runtime if the gateway dies without cleaning up."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class RuntimeProcess:
+    """One running `python -m runtime serve` and what it printed."""
+
+    model: ModelManifest
+    process: asyncio.subprocess.Process
+    port: int = 0
+    stderr_tail: list[str] = field(default_factory=list)
+    readers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+class RuntimeStartError(Exception):
+    """A runtime did not come up; the message says why, with its last stderr lines."""
+
+
+class Supervisor:
+    """Starts the runtimes of local models, waits until each is healthy, stops them all."""
+
+    def __init__(self, models: Sequence[ModelManifest], start_timeout_s: float,
+                 python: str = sys.executable) -> None:
+        self.models = list(models)
+        self.start_timeout_s = start_timeout_s
+        self.python = python
+        self.processes: dict[ModelKey, RuntimeProcess] = {}
+
+    async def start(self) -> tuple[dict[ModelKey, str], dict[ModelKey, str]]:
+        """Start every runtime at once; return the targets that came up and, for those
+        that did not, why."""
+        results = await asyncio.gather(*(self._start_one(m) for m in self.models),
+                                       return_exceptions=True)
+        targets: dict[ModelKey, str] = {}
+        failed: dict[ModelKey, str] = {}
+        for model, result in zip(self.models, results, strict=True):
+            if isinstance(result, RuntimeStartError):
+                failed[model.key] = str(result)
+                log.error("model %s:%s did not start: %s", model.name, model.version, result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                targets[model.key] = result
+        return targets, failed
+
+    async def _start_one(self, model: ModelManifest) -> str:
+        assert model.folder is not None
+        process = await asyncio.create_subprocess_exec(
+            self.python, "-m", "runtime", "serve", str(model.folder), "--host", "127.0.0.1",
+            "--port", "0",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent,
+        )
+        runtime = RuntimeProcess(model, process)
+        self.processes[model.key] = runtime
+        runtime.readers.append(asyncio.create_task(self._forward_stderr(runtime)))
+        deadline = time.monotonic() + self.start_timeout_s
+        try:
+            runtime.port = await asyncio.wait_for(self._read_port(runtime), self.start_timeout_s)
+            await self._wait_healthy(runtime, deadline)
+        except (TimeoutError, RuntimeStartError) as error:
+            await self._stop_one(runtime, grace=1.0)
+            reason = str(error) or f"not healthy within {self.start_timeout_s:g}s"
+            raise RuntimeStartError(self._with_tail(reason, runtime)) from None
+        runtime.readers.append(asyncio.create_task(self._forward_stdout(runtime)))
+        log.info("model %s:%s runtime pid %s on %s", model.name, model.version, process.pid,
+                 runtime.target)
+        return runtime.target
+
+    async def _read_port(self, runtime: RuntimeProcess) -> int:
+        assert runtime.process.stdout is not None
+        while True:
+            line = await runtime.process.stdout.readline()
+            if not line:
+                code = await runtime.process.wait()
+                await asyncio.gather(*runtime.readers, return_exceptions=True)
+                raise RuntimeStartError(f"runtime exited with code {code}")
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict) and event.get("event") == "listening":
+                    return int(event["port"])
+            log.info("[%s] %s", runtime.model.name, line.decode(errors="replace").rstrip())
+
+    async def _wait_healthy(self, runtime: RuntimeProcess, deadline: float) -> None:
+        async with grpc.aio.insecure_channel(runtime.target) as channel:
+            check = channel.unary_unary(
+                HEALTH_CHECK,
+                request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=health_pb2.HealthCheckResponse.FromString,
+            )
+            while time.monotonic() < deadline:
+                if runtime.process.returncode is not None:
+                    raise RuntimeStartError(f"runtime exited with code {runtime.process.returncode}")
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    answer = await check(health_pb2.HealthCheckRequest(), timeout=1.0,
+                                         wait_for_ready=True)
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                await asyncio.sleep(0.05)
+        raise TimeoutError
+
+    async def _forward_stderr(self, runtime: RuntimeProcess) -> None:
+        assert runtime.process.stderr is not None
+        async for line in runtime.process.stderr:
+            text = line.decode(errors="replace").rstrip()
+            runtime.stderr_tail = [*runtime.stderr_tail[-(STDERR_TAIL_LINES - 1):], text]
+            print(f"[{runtime.model.name}] {text}", file=sys.stderr, flush=True)
+
+    async def _forward_stdout(self, runtime: RuntimeProcess) -> None:
+        assert runtime.process.stdout is not None
+        async for line in runtime.process.stdout:
+            log.info("[%s] %s", runtime.model.name, line.decode(errors="replace").rstrip())
+
+    @staticmethod
+    def _with_tail(reason: str, runtime: RuntimeProcess) -> str:
+        if not runtime.stderr_tail:
+            return reason
+        return reason + "; last output:\n  " + "\n  ".join(runtime.stderr_tail[-5:])
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM every runtime, wait `grace` seconds, then SIGKILL what is left."""
+        await asyncio.gather(*(self._stop_one(r, grace) for r in self.processes.values()))
+        self.processes.clear()
+
+    @staticmethod
+    async def _stop_one(runtime: RuntimeProcess, grace: float) -> None:
+        process = runtime.process
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        for reader in runtime.readers:
+            reader.cancel()
+        await asyncio.gather(*runtime.readers, return_exceptions=True)

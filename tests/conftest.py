@@ -1,0 +1,65 @@
+"""Shared fixtures: the example config, free loopback ports, a real uvicorn and runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from gateway.cli import UvicornServer
+from gateway.manifests import Config, load_config
+from runtime.model import load_model
+from runtime.server import ModelServer
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "config"
+INCREMENT_MODEL = CONFIG_DIR / "models" / "increment_model"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def increment_runtime() -> Iterator[ModelServer]:
+    """The example model served by the real runtime server, in this process."""
+    server = ModelServer(load_model(INCREMENT_MODEL, chdir=False))
+    server.start()
+    yield server
+    server.stop(0).wait()
+
+
+@pytest.fixture
+def example_config(increment_runtime: ModelServer) -> Config:
+    """The example config with increment_model bound to the in-process runtime."""
+    return load_config(CONFIG_DIR).with_targets(
+        {("increment_model", 1): f"127.0.0.1:{increment_runtime.port}"}
+    )
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Starlette) -> AsyncIterator[str]:
+    """Run `app` under a real uvicorn on a free loopback port; yield its base URL."""
+    port = free_port()
+    server = UvicornServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
+                                          access_log=False, lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before starting")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -1,0 +1,139 @@
+"""`gateway serve --config config/` as a user runs it, driven over HTTP on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import CONFIG_DIR, REPO, free_port
+
+GATEWAY = Path(sys.executable).parent / "gateway"
+PREDICT = "/gateway/applications/increment_app"
+
+
+@dataclass
+class Gateway:
+    process: subprocess.Popen[bytes]
+    url: str
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "gateway exited during start-up"
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("gateway did not become ready")
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[Gateway]:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(GATEWAY), "serve", "--config", str(CONFIG_DIR), "--port", str(port)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        yield Gateway(process, url)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_readme_curl(gateway: Gateway) -> None:
+    result = subprocess.run(
+        ["curl", "-s", "-X", "POST", "--header", "Content-Type: application/json",
+         "--header", "Accept: application/json", "-d", '{ "number": [1] }', gateway.url + PREDICT],
+        capture_output=True, timeout=30, check=True,
+    )
+    assert result.stdout == b'{"number":[2]}'
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "answer"),
+    [
+        ("POST", PREDICT, b'{"number":[1,2,3]}', 200, {"number": [2, 3, 4]}),
+        ("POST", PREDICT, b'{"number":"x"}', 400, "number"),
+        ("POST", PREDICT, b'{"num":[1]}', 400, "number"),
+        ("POST", PREDICT, b"not json", 400, None),
+        ("POST", "/gateway/applications/unknown_app", b'{"number":[1]}', 404, None),
+        ("GET", PREDICT, None, 405, None),
+    ],
+)
+def test_requests(gateway: Gateway, method: str, path: str, body: bytes | None, status: int,
+                  answer: object) -> None:
+    response = httpx.request(method, gateway.url + path, content=body,
+                             headers={"content-type": "application/json"}, timeout=10)
+    assert response.status_code == status
+    if isinstance(answer, dict):
+        assert response.json() == answer
+    elif isinstance(answer, str):
+        assert response.json()["error"]["field"] == answer
+    if status >= 400:
+        assert set(response.json()["error"]) >= {"code", "message"}
+
+
+def test_sigterm_stops_the_whole_process_tree() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(GATEWAY), "serve", "--config", str(CONFIG_DIR), "--port", str(port)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process)
+        tree = descendants(process.pid)
+        assert tree, "the runtime process is missing"
+        started = time.monotonic()
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        while any(alive(pid) for pid in tree) and time.monotonic() - started < 10:
+            time.sleep(0.05)
+        assert not any(alive(pid) for pid in tree)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -1,0 +1,142 @@
+"""Loading manifests: the example, and errors that name file, line and field."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.manifests import ModelRef, load_config, load_model_folder, parse_model_ref
+from tests.conftest import CONFIG_DIR, INCREMENT_MODEL
+
+
+def test_example_config_loads() -> None:
+    config = load_config(CONFIG_DIR)
+    model = config.models[("increment_model", 1)]
+    assert model.signature.name == "increment"
+    spec = model.signature.inputs["number"]
+    assert (spec.dtype.name, spec.shape, spec.profile) == ("int32", (-1,), "numerical")
+    assert model.install_command == "pip install -r requirements.txt"
+    assert model.payload == ("src/", "requirements.txt")
+    assert model.runtime == "hydrosphere/serving-runtime-python-3.6:0.1.2-rc0"
+    assert model.folder == INCREMENT_MODEL.resolve()
+    app = config.applications["increment_app"]
+    assert app.stages[0].variants[0].model == ModelRef("increment_model", 1)
+    assert (config.gateway.host, config.gateway.port) == ("127.0.0.1", 8000)
+    assert [m.name for m in config.local_models()] == ["increment_model"]
+
+
+@pytest.fixture
+def config_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, target)
+    return target
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_missing_field_names_file_and_field(config_copy: Path) -> None:
+    serving = config_copy / "models/increment_model/serving.yaml"
+    _edit(serving, "      type: int32\n", "")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_copy)
+    assert caught.value.location == f"{serving}:13"
+    assert caught.value.message == "contract.inputs.number.type: required field is missing"
+
+
+def test_wrong_type_names_file_line_and_field(config_copy: Path) -> None:
+    app = config_copy / "applications/increment_app.yaml"
+    _edit(app, "name: increment_app", "name: [1, 2]")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_copy)
+    assert caught.value.location == f"{app}:2"
+    assert "name: expected a string, got a list" in str(caught.value)
+
+
+def test_unknown_dtype_names_model_field_and_accepted_names(config_copy: Path) -> None:
+    serving = config_copy / "models/increment_model/serving.yaml"
+    _edit(serving, "type: int32", "type: int33")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_copy)
+    message = str(caught.value)
+    assert f"{serving}:14" in message
+    assert "contract.inputs.number.type: model increment_model: unknown type 'int33'" in message
+    assert "int32" in message
+    assert "DT_FLOAT" in message
+
+
+def test_unknown_field_is_rejected(config_copy: Path) -> None:
+    serving = config_copy / "models/increment_model/serving.yaml"
+    _edit(serving, "payload:", "paylod:")
+    with pytest.raises(ConfigError, match=r"paylod: unknown field"):
+        load_config(config_copy)
+
+
+def test_application_naming_an_undefined_model(config_copy: Path) -> None:
+    _edit(config_copy / "applications/increment_app.yaml", "increment_model:1", "increment_model:7")
+    with pytest.raises(ConfigError, match="model increment_model has no version 7 \\(defined: 1\\)"):
+        load_config(config_copy)
+
+
+def test_invalid_yaml_names_the_line(config_copy: Path) -> None:
+    app = config_copy / "applications/increment_app.yaml"
+    app.write_text("kind: Application\nname: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML") as caught:
+        load_config(config_copy)
+    assert caught.value.location is not None
+    assert caught.value.location.startswith(str(app))
+
+
+def test_unknown_kind(config_copy: Path) -> None:
+    (config_copy / "applications/other.yaml").write_text("kind: Pipeline\nname: x\n")
+    with pytest.raises(ConfigError, match="kind: expected Model, Application or Gateway"):
+        load_config(config_copy)
+
+
+def test_duplicate_application(config_copy: Path) -> None:
+    shutil.copy(config_copy / "applications/increment_app.yaml", config_copy / "applications/again.yaml")
+    with pytest.raises(ConfigError, match="application increment_app is also defined"):
+        load_config(config_copy)
+
+
+def test_remote_model_manifest(config_copy: Path) -> None:
+    (config_copy / "models/remote.yaml").write_text(
+        "kind: Model\nname: toy\nversion: 2\nbackend:\n  protocol: tensorflow-serving\n"
+        "  target: 127.0.0.1:8500\ncontract:\n  inputs:\n    x: {type: float32, shape: [-1, 2]}\n"
+        "  outputs:\n    y: {type: float, shape: [-1, 1]}\n"
+    )
+    model = load_config(config_copy).models[("toy", 2)]
+    assert model.backend is not None
+    assert (model.backend.target, model.backend.model_name, model.backend.signature_name) == (
+        "127.0.0.1:8500", "toy", "serving_default")
+    assert model.signature.name == "predict"
+    assert model.folder is None
+
+
+def test_gateway_port_must_be_a_port(config_copy: Path) -> None:
+    _edit(config_copy / "gateway.yaml", "port: 8000", "port: 70000")
+    with pytest.raises(ConfigError, match=r"listen\.port: 70000 is not a TCP port"):
+        load_config(config_copy)
+
+
+def test_model_folder_alone() -> None:
+    assert load_model_folder(INCREMENT_MODEL).name == "increment_model"
+
+
+@pytest.mark.parametrize(
+    ("text", "ref"),
+    [("m", ModelRef("m")), ("m:2", ModelRef("m", 2)), ("m@stable", ModelRef("m", label="stable"))],
+)
+def test_model_refs(text: str, ref: ModelRef) -> None:
+    assert parse_model_ref(text, "here") == ref
+
+
+def test_bad_model_ref() -> None:
+    with pytest.raises(ConfigError, match="not a model reference"):
+        parse_model_ref("m:x", "here")
