@@ -11,6 +11,13 @@ from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
 
+from protos.hydrosphere import runtime_pb2 as hydro_runtime
+from protos.tensorflow_serving.get_model_metadata_pb2 import (
+    GetModelMetadataRequest,
+    GetModelMetadataResponse,
+)
+from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest, GetModelStatusResponse
+from protos.tensorflow_serving.model_management_pb2 import ReloadConfigRequest, ReloadConfigResponse
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 
 RequestT = TypeVar("RequestT", bound=Message)
@@ -33,7 +40,24 @@ class Method(Generic[RequestT, ResponseT]):
 
 
 TF_PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+TF_MODEL_SERVICE = "tensorflow.serving.ModelService"
+HYDRO_RUNTIME_SERVICE = "hydrosphere.serving.runtime.PredictionService"
 
 TF_PREDICT: Method[PredictRequest, PredictResponse] = Method(
     TF_PREDICTION_SERVICE, "Predict", PredictRequest, PredictResponse
 )
+TF_GET_MODEL_METADATA: Method[GetModelMetadataRequest, GetModelMetadataResponse] = Method(
+    TF_PREDICTION_SERVICE, "GetModelMetadata", GetModelMetadataRequest, GetModelMetadataResponse
+)
+TF_GET_MODEL_STATUS: Method[GetModelStatusRequest, GetModelStatusResponse] = Method(
+    TF_MODEL_SERVICE, "GetModelStatus", GetModelStatusRequest, GetModelStatusResponse
+)
+TF_RELOAD_CONFIG: Method[ReloadConfigRequest, ReloadConfigResponse] = Method(
+    TF_MODEL_SERVICE, "HandleReloadConfigRequest", ReloadConfigRequest, ReloadConfigResponse
+)
+HYDRO_PREDICT: Method[hydro_runtime.PredictRequest, hydro_runtime.PredictResponse] = Method(
+    HYDRO_RUNTIME_SERVICE, "Predict", hydro_runtime.PredictRequest, hydro_runtime.PredictResponse
+)
+
+# The type URL TF Serving puts on the "signature_def" metadata Any.
+SIGNATURE_DEF_MAP_TYPE_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
