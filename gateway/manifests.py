@@ -7,7 +7,8 @@ existing model folders load unchanged.
 Layout of a config directory:
     gateway.yaml                     kind Gateway (optional)
     applications/*.yaml              kind Application
-    models/<folder>/serving.yaml     kind Model served by the embedded runtime
+    models/<folder>/serving.yaml     kind Model served by the embedded runtime (version 1)
+    models/<folder>/<N>/serving.yaml version N of a model served by the embedded runtime
     models/*.yaml                    kind Model with a `backend:` (a remote server)
 Any other *.yaml directly in the directory is read too and dispatched on its `kind`.
 """
@@ -30,6 +31,7 @@ T = TypeVar("T")
 
 MODEL_FILE = "serving.yaml"
 PROTOCOLS = ("tensorflow-serving",)
+STYLES = ("hydrosphere", "numpy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,8 @@ class ModelManifest:
     runtime: str | None = None
     install_command: str | None = None
     payload: tuple[str, ...] = ()
+    style: str | None = None  # "hydrosphere" or "numpy"; detected from the code when None
+    workers: int = 1  # processes running the function (for CPU-bound models)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -249,7 +253,7 @@ def parse_model(doc: _Mapping, path: Path, *, folder: Path | None, version: int 
     """A kind Model document: from a model folder's serving.yaml or a remote manifest."""
     fields = _Fields(doc, path)
     fields.reject_unknown({"kind", "name", "runtime", "install-command", "payload", "contract",
-                           "backend", "version"})
+                           "backend", "version", "style", "workers"})
     name = fields.required("name", str)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise fields.error("name", f"{name!r} is not a valid model name (letters, digits, _ . -)")
@@ -264,6 +268,12 @@ def parse_model(doc: _Mapping, path: Path, *, folder: Path | None, version: int 
     if "contract" not in doc:
         raise ConfigError("contract: required field is missing", fields.where())
     signature = _parse_contract(fields.nested("contract"), name)
+    style = fields.optional("style", str, None)
+    if style is not None and style not in STYLES:
+        raise fields.error("style", f"{style!r} is not a function style (accepted: {', '.join(STYLES)})")
+    workers = fields.optional("workers", int, 1)
+    if workers < 1:
+        raise fields.error("workers", "must be at least 1")
     return ModelManifest(
         name=name,
         version=version,
@@ -274,6 +284,8 @@ def parse_model(doc: _Mapping, path: Path, *, folder: Path | None, version: int 
         runtime=fields.optional("runtime", str, None),
         install_command=fields.optional("install-command", str, None),
         payload=tuple(str(p) for p in payload),
+        style=style,
+        workers=workers,
     )
 
 
@@ -371,12 +383,35 @@ def parse_gateway(doc: _Mapping, path: Path) -> GatewayManifest:
 
 
 def load_model_folder(folder: Path) -> ModelManifest:
-    """The manifest of one Hydrosphere-style model folder (`serving.yaml` + `src/`)."""
+    """The manifest of one Hydrosphere-style model folder (`serving.yaml` + `src/`).
+
+    A folder named by a number (`models/<name>/<N>/`) is version N, as TF Serving lays
+    versions out; any other folder is version 1 unless its serving.yaml says `version:`.
+    """
     path = folder / MODEL_FILE
     documents = list(read_documents(path))
     if len(documents) != 1 or documents[0].get("kind") != "Model":
         raise ConfigError("expected exactly one document of kind Model", f"{path}:1")
-    return parse_model(documents[0], path, folder=folder.resolve())
+    document = documents[0]
+    if not folder.name.isdigit():
+        return parse_model(document, path, folder=folder.resolve())
+    version = int(folder.name)
+    model = parse_model(document, path, folder=folder.resolve(), version=version)
+    if model.version != version:
+        raise ConfigError(f"version: {model.version} contradicts the folder name {folder.name}",
+                          f"{path}:{document.key_lines.get('version', document.line)}")
+    return model
+
+
+def model_folders(models_dir: Path) -> list[Path]:
+    """Model folders under `models_dir`: `<name>/` (version 1) and `<name>/<N>/` (version N)."""
+    folders: list[Path] = []
+    for folder in sorted(p for p in models_dir.iterdir() if p.is_dir()):
+        if (folder / MODEL_FILE).is_file():
+            folders.append(folder)
+        versions = [p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
+        folders.extend(p for p in sorted(versions, key=lambda p: int(p.name)) if (p / MODEL_FILE).is_file())
+    return folders
 
 
 def load_config(directory: Path) -> Config:
@@ -395,7 +430,7 @@ def load_config(directory: Path) -> Config:
 
     models_dir = directory / "models"
     if models_dir.is_dir():
-        for folder in sorted(p for p in models_dir.iterdir() if (p / MODEL_FILE).is_file()):
+        for folder in model_folders(models_dir):
             add_model(load_model_folder(folder))
     for path in _manifest_files(directory):
         for doc in read_documents(path):

@@ -11,7 +11,6 @@ from pathlib import Path
 from types import FrameType
 
 from gateway.errors import ConfigError
-from runtime.model import load_model
 from runtime.server import ModelServer
 
 log = logging.getLogger("runtime")
@@ -37,11 +36,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float) -> int:
     try:
-        model = load_model(model_dir.resolve())
+        server = ModelServer.for_folder(model_dir.resolve(), host=host, port=port, threads=threads)
     except ConfigError as error:
         print(f"runtime: cannot load {model_dir}: {error}", file=sys.stderr, flush=True)
         return 2
-    server = ModelServer(model, host, port, threads)
     try:
         bound = server.start()
     except OSError as error:
@@ -54,7 +52,7 @@ def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float) ->
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    manifest = model.manifest
+    manifest = server.manifest
     # The supervisor reads this line to learn the port.
     print(json.dumps({"event": "listening", "model": manifest.name, "version": manifest.version,
                       "port": bound}), flush=True)

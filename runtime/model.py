@@ -1,4 +1,4 @@
-"""A loaded model: its manifest and the function named by its contract."""
+"""A loaded model: its manifest, its function and how the function is called."""
 
 from __future__ import annotations
 
@@ -15,21 +15,13 @@ from typing import Any
 from gateway.errors import ConfigError
 from gateway.manifests import ModelManifest, load_model_folder
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
-from tensorcodecs import CodecError
-from tensorcodecs.tensor_proto import decode_tensor
+from runtime.errors import InputError, UserCodeError
+from runtime.styles import Style, arguments, detect_style, to_response
 
 log = logging.getLogger("runtime")
 
 ENTRY_POINT = Path("src") / "func_main.py"
 COMPAT_PATH = Path(__file__).parent / "compat"
-
-
-class InputError(ValueError):
-    """The request does not carry what the contract needs (the caller's mistake)."""
-
-
-class OutputError(RuntimeError):
-    """The function returned something its output contract does not allow."""
 
 
 @dataclass
@@ -38,46 +30,58 @@ class LoadedModel:
 
     manifest: ModelManifest
     function: Callable[..., Any]
+    style: Style
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.function)
 
     def predict(self, request: PredictRequest) -> PredictResponse:
-        """Call the function with the request's input tensors; check what it returns."""
+        """Call a synchronous function with the request's inputs; check what it returns."""
+        kwargs = self._arguments(request)
+        try:
+            result = self.function(**kwargs)
+        except Exception as error:  # noqa: BLE001 - user code may raise anything
+            raise self._user_error(error) from error
+        return to_response(self.style, result, self.manifest.signature, self.manifest.name)
+
+    async def predict_async(self, request: PredictRequest) -> PredictResponse:
+        """Await an async function with the request's inputs; check what it returns."""
+        kwargs = self._arguments(request)
+        try:
+            result = await self.function(**kwargs)
+        except Exception as error:  # noqa: BLE001 - user code may raise anything
+            raise self._user_error(error) from error
+        return to_response(self.style, result, self.manifest.signature, self.manifest.name)
+
+    def _arguments(self, request: PredictRequest) -> dict[str, Any]:
         signature = self.manifest.signature
         missing = [name for name in signature.inputs if name not in request.inputs]
         if missing:
             raise InputError(f"missing input {missing[0]!r}; expected {sorted(signature.inputs)}")
-        result = self.function(**{name: request.inputs[name] for name in signature.inputs})
-        response = _as_response(result, self.manifest.name)
-        self._check_outputs(response)
-        return response
+        try:
+            return arguments(self.style, request.inputs, signature)
+        except ValueError as error:
+            raise InputError(f"malformed input tensor: {error}") from None
 
-    def _check_outputs(self, response: PredictResponse) -> None:
-        name = self.manifest.name
-        for output, spec in self.manifest.signature.outputs.items():
-            if output not in response.outputs:
-                raise OutputError(f"model {name}: output {output!r} is missing from the answer")
-            tensor = response.outputs[output]
-            if tensor.dtype != spec.dtype.enum:
-                raise OutputError(f"model {name}: output {output!r} has dtype {tensor.dtype}, "
-                                  f"contract says {spec.dtype.name}")
-            try:
-                shape = decode_tensor(tensor).shape
-            except CodecError as error:
-                raise OutputError(f"model {name}: output {output!r} is malformed: {error}") from None
-            if not spec.accepts_shape(shape):
-                raise OutputError(f"model {name}: output {output!r} has shape {list(shape)}, "
-                                  f"contract says {spec.shape_text()}")
+    def _user_error(self, error: Exception) -> UserCodeError:
+        log.error("model %s:%s raised", self.manifest.name, self.manifest.version, exc_info=error)
+        return UserCodeError(f"{type(error).__name__}: {error}")
 
 
-def _as_response(result: Any, model: str) -> PredictResponse:
-    if isinstance(result, PredictResponse):
-        return result
-    serialize = getattr(result, "SerializeToString", None)
-    if serialize is not None and hasattr(result, "outputs"):
-        # A PredictResponse of another protobuf package (the real hydro_serving_grpc):
-        # the field numbers are the same, so the bytes are too.
-        return PredictResponse.FromString(serialize())
-    raise OutputError(f"model {model}: the function returned {type(result).__name__}, "
-                      "expected a PredictResponse with .outputs")
+def load_manifest(folder: Path) -> tuple[ModelManifest, Style]:
+    """The folder's manifest and its function style, without importing user code."""
+    manifest = load_model_folder(folder)
+    source = folder / ENTRY_POINT
+    if not source.is_file():
+        raise ConfigError(f"model {manifest.name}: {ENTRY_POINT} is missing", str(source))
+    if manifest.style is not None:
+        return manifest, Style(manifest.style)
+    try:
+        return manifest, detect_style(source)
+    except SyntaxError as error:
+        raise ConfigError(f"model {manifest.name}: syntax error: {error.msg}",
+                          f"{source}:{error.lineno}") from None
 
 
 def load_model(folder: Path, *, chdir: bool = True) -> LoadedModel:
@@ -86,10 +90,8 @@ def load_model(folder: Path, *, chdir: bool = True) -> LoadedModel:
     With `chdir` (what the runtime process does) the folder becomes the working directory
     so the function's relative paths work.
     """
-    manifest = load_model_folder(folder)
+    manifest, style = load_manifest(folder)
     source = folder / ENTRY_POINT
-    if not source.is_file():
-        raise ConfigError(f"model {manifest.name}: {ENTRY_POINT} is missing", str(source))
     _provide_hydro_serving_grpc()
     if chdir:
         os.chdir(folder)
@@ -97,8 +99,7 @@ def load_model(folder: Path, *, chdir: bool = True) -> LoadedModel:
     # A unique module name lets several models load into one process (as tests do).
     module_name = f"func_main__{manifest.name}__{manifest.version}"
     spec = importlib.util.spec_from_file_location(module_name, source)
-    assert spec is not None
-    assert spec.loader is not None
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     sys.modules.setdefault("func_main", module)
@@ -114,18 +115,23 @@ def load_model(folder: Path, *, chdir: bool = True) -> LoadedModel:
     if not callable(function):
         raise ConfigError(f"model {manifest.name}: no function {manifest.signature.name!r} "
                           f"(contract.name) in {ENTRY_POINT}", str(source))
+    _check_parameters(manifest, function, source)
+    return LoadedModel(manifest, function, style)
+
+
+def _check_parameters(manifest: ModelManifest, function: Callable[..., Any], source: Path) -> None:
     parameters = inspect.signature(function).parameters
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-    unknown = [name for name in manifest.signature.inputs if name not in parameters]
-    if unknown and not accepts_any:
-        raise ConfigError(f"model {manifest.name}: function {manifest.signature.name} has no "
-                          f"parameter {unknown[0]!r} for contract input {unknown[0]!r}", str(source))
-    return LoadedModel(manifest, function)
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    for name in manifest.signature.inputs:
+        if name not in parameters:
+            raise ConfigError(f"model {manifest.name}: function {manifest.signature.name} has no "
+                              f"parameter {name!r} for contract input {name!r}", str(source))
 
 
 def _provide_hydro_serving_grpc() -> None:
     """Make `import hydro_serving_grpc` work: the real package if installed, else the stand-in."""
-    if importlib.util.find_spec("hydro_serving_grpc") is None:
+    if importlib.util.find_spec("hydro_serving_grpc") is None and str(COMPAT_PATH) not in sys.path:
         sys.path.append(str(COMPAT_PATH))
 
 

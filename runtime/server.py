@@ -1,21 +1,45 @@
-"""The runtime's gRPC server: TF Serving's PredictionService/Predict and grpc.health.v1.
+"""The runtime's gRPC server, all on one port:
 
-A synchronous `grpc.server` whose thread pool runs the model function: user functions are
-mostly synchronous, and this server answers more calls per core than a grpc.aio one.
+- tensorflow.serving.PredictionService: Predict, GetModelMetadata
+- tensorflow.serving.ModelService: GetModelStatus
+- hydrosphere.serving.runtime.PredictionService: Predict (Hydrosphere 3.x tensors)
+- grpc.health.v1.Health
+
+A synchronous `grpc.server`: its thread pool bounds the calls that run at once, runs
+synchronous model functions directly, and answers more calls per core than grpc.aio.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent import futures
+from pathlib import Path
+from typing import NoReturn, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from protos.services import TF_PREDICT, TF_PREDICTION_SERVICE
+from gateway.manifests import ModelManifest
+from protos.hydrosphere import runtime_pb2 as hydro
+from protos.services import (
+    HYDRO_PREDICT,
+    TF_GET_MODEL_METADATA,
+    TF_GET_MODEL_STATUS,
+    TF_PREDICT,
+    Method,
+)
+from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRequest, GetModelMetadataResponse
+from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest, GetModelStatusResponse
+from protos.tensorflow_serving.model_pb2 import ModelSpec
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
-from runtime.model import InputError, LoadedModel, OutputError
+from runtime.errors import InputError, NotServedError, RuntimeCallError
+from runtime.hydrosphere import from_tensor_proto, to_tensor_proto
+from runtime.invokers import EventLoopInvoker, InlineInvoker, Invoker, WorkerPoolInvoker
+from runtime.metadata import metadata_response, signature_names, status_response
+from runtime.model import load_manifest, load_model
 
 log = logging.getLogger("runtime")
 
@@ -25,70 +49,144 @@ SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),
 ]
 
+RequestT = TypeVar("RequestT", bound=Message)
+ResponseT = TypeVar("ResponseT", bound=Message)
+
 
 class ModelServer:
-    """Serves one loaded model on `host:port` until stopped."""
+    """Serves one model version on `host:port` until stopped."""
 
-    def __init__(self, model: LoadedModel, host: str = "127.0.0.1", port: int = 0,
-                 threads: int = 8) -> None:
-        self.model = model
+    def __init__(self, manifest: ModelManifest, invoker: Invoker, host: str = "127.0.0.1",
+                 port: int = 0, threads: int = 8) -> None:
+        self.manifest = manifest
+        self.invoker = invoker
         self.address = f"{host}:{port}"
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads,
-                                                              thread_name_prefix="model"),
-                                   options=SERVER_OPTIONS)
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max(threads, 2 * manifest.workers),
+                                       thread_name_prefix="model"),
+            options=SERVER_OPTIONS,
+        )
         self._health = health.HealthServicer()
+        self._closer: threading.Thread | None = None
         self.port = 0
+
+    @classmethod
+    def for_folder(cls, folder: Path, *, chdir: bool = True, host: str = "127.0.0.1", port: int = 0,
+                   threads: int = 8) -> ModelServer:
+        """Load the model folder and choose where its function runs."""
+        manifest, _ = load_manifest(folder)
+        invoker: Invoker
+        if manifest.workers > 1:
+            invoker = WorkerPoolInvoker(folder, manifest.workers)
+        else:
+            model = load_model(folder, chdir=chdir)
+            invoker = EventLoopInvoker(model) if model.is_async else InlineInvoker(model)
+        return cls(manifest, invoker, host, port, threads)
 
     def start(self) -> int:
         """Bind, start serving and return the bound port."""
-        handlers = {
-            TF_PREDICT.name: grpc.unary_unary_rpc_method_handler(
-                self._predict,
-                request_deserializer=PredictRequest.FromString,
-                response_serializer=PredictResponse.SerializeToString,
-            ),
-        }
+        services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+        for method, handler in (
+            (TF_PREDICT, self._predict),
+            (TF_GET_MODEL_METADATA, self._metadata),
+            (TF_GET_MODEL_STATUS, self._status),
+            (HYDRO_PREDICT, self._hydro_predict),
+        ):
+            services.setdefault(method.service, {})[method.name] = _unary(method, handler)
         self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(TF_PREDICTION_SERVICE, handlers),)
+            tuple(grpc.method_handlers_generic_handler(name, handlers) for name, handlers in services.items())
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self.port = self._server.add_insecure_port(self.address)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.address}")
         self._server.start()
-        for service in ("", TF_PREDICTION_SERVICE):
+        for service in ("", *services):
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
     def stop(self, grace: float = 5.0) -> threading.Event:
         """Stop accepting calls; in-flight calls get `grace` seconds to finish."""
         self._health.enter_graceful_shutdown()
-        return self._server.stop(grace)
+        stopped: threading.Event = self._server.stop(grace)
+        self._closer = threading.Thread(target=self._close_after, args=(stopped,), daemon=True)
+        self._closer.start()
+        return stopped
+
+    def _close_after(self, stopped: threading.Event) -> None:
+        stopped.wait()
+        self.invoker.close()
 
     def wait(self) -> None:
-        """Block until the server has stopped."""
+        """Block until the server has stopped and the model's invoker is closed."""
         self._server.wait_for_termination()
+        if self._closer is not None:
+            self._closer.join()
 
-    def _predict(self, request: PredictRequest, context: grpc.ServicerContext) -> PredictResponse:
-        manifest = self.model.manifest
-        spec = request.model_spec
-        if spec.name and spec.name != manifest.name:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"model {spec.name!r} is not served here "
-                          f"(this runtime serves {manifest.name!r})")
-        if spec.HasField("version") and spec.version.value != manifest.version:
-            context.abort(grpc.StatusCode.NOT_FOUND,
-                          f"model {manifest.name} has no version {spec.version.value}")
-        try:
-            response = self.model.predict(request)
-        except InputError as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        except OutputError as error:
-            log.error("%s", error)
-            context.abort(grpc.StatusCode.INTERNAL, str(error))
-        except Exception as error:
-            log.exception("model %s raised", manifest.name)
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
-        response.model_spec.name = manifest.name
-        response.model_spec.version.value = manifest.version
-        response.model_spec.signature_name = spec.signature_name or manifest.signature.name
+    # ------------------------------------------------------------ handlers
+
+    def _predict(self, request: PredictRequest) -> PredictResponse:
+        self._check_spec(request.model_spec, check_signature=True)
+        response = self.invoker(request)
+        response.model_spec.name = self.manifest.name
+        response.model_spec.version.value = self.manifest.version
+        response.model_spec.signature_name = request.model_spec.signature_name or self.manifest.signature.name
         return response
+
+    def _metadata(self, request: GetModelMetadataRequest) -> GetModelMetadataResponse:
+        self._check_spec(request.model_spec, check_signature=False)
+        return metadata_response(self.manifest, list(request.metadata_field))
+
+    def _status(self, request: GetModelStatusRequest) -> GetModelStatusResponse:
+        self._check_spec(request.model_spec, check_signature=False)
+        return status_response(self.manifest)
+
+    def _hydro_predict(self, request: hydro.PredictRequest) -> hydro.PredictResponse:
+        tf_request = PredictRequest()
+        for name, tensor in request.inputs.items():
+            tf_request.inputs[name].CopyFrom(to_tensor_proto(tensor))
+        tf_response = self.invoker(tf_request)
+        response = hydro.PredictResponse()
+        for name, proto in tf_response.outputs.items():
+            response.outputs[name].CopyFrom(from_tensor_proto(proto))
+        return response
+
+    def _check_spec(self, spec: ModelSpec, *, check_signature: bool) -> None:
+        manifest = self.manifest
+        if spec.name and spec.name != manifest.name:
+            raise NotServedError(f"model {spec.name!r} is not served here (this runtime serves "
+                                 f"{manifest.name!r})")
+        if spec.HasField("version") and spec.version.value != manifest.version:
+            raise NotServedError(f"model {manifest.name} has no version {spec.version.value} "
+                                 f"(this runtime serves version {manifest.version})")
+        if spec.HasField("version_label"):
+            raise NotServedError(f"model {manifest.name} has no version label {spec.version_label!r}")
+        if check_signature and spec.signature_name not in signature_names(manifest):
+            raise InputError(f"model {manifest.name} has no signature {spec.signature_name!r} "
+                             f"(it has {manifest.signature.name!r})")
+
+
+def _unary(method: Method[RequestT, ResponseT],
+           handler: Callable[[RequestT], ResponseT]) -> grpc.RpcMethodHandler:
+    """A gRPC handler for `handler` that turns RuntimeCallErrors into gRPC statuses."""
+
+    def call(request: RequestT, context: grpc.ServicerContext) -> ResponseT:
+        try:
+            return handler(request)
+        except RuntimeCallError as error:
+            _abort(context, error.code, error.message)
+        except Exception as error:  # noqa: BLE001 - a bug must not take the server down
+            log.exception("%s failed", method.path)
+            _abort(context, grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+
+    return grpc.unary_unary_rpc_method_handler(
+        call, request_deserializer=method.request.FromString,
+        response_serializer=method.response.SerializeToString,
+    )
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    context.abort(code, message)
+    raise AssertionError("unreachable")  # context.abort raises
+
+

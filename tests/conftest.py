@@ -14,7 +14,6 @@ from starlette.applications import Starlette
 
 from gateway.cli import UvicornServer
 from gateway.manifests import Config, load_config
-from runtime.model import load_model
 from runtime.server import ModelServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +31,7 @@ def free_port() -> int:
 @pytest.fixture
 def increment_runtime() -> Iterator[ModelServer]:
     """The example model served by the real runtime server, in this process."""
-    server = ModelServer(load_model(INCREMENT_MODEL, chdir=False))
+    server = ModelServer.for_folder(INCREMENT_MODEL, chdir=False)
     server.start()
     yield server
     server.stop(0).wait()

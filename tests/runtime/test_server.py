@@ -15,7 +15,6 @@ from grpc_health.v1 import health_pb2
 from gateway.backends.tfserving import HEALTH_CHECK
 from protos.services import TF_PREDICT
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
-from runtime.model import load_model
 from runtime.server import ModelServer
 from tensorcodecs import lookup_dtype
 from tensorcodecs.tensor_proto import decode_tensor, encode_tensor
@@ -45,7 +44,7 @@ def serve() -> Iterator[object]:
     servers: list[ModelServer] = []
 
     def start(folder: Path) -> grpc.Channel:
-        server = ModelServer(load_model(folder, chdir=False))
+        server = ModelServer.for_folder(folder, chdir=False)
         server.start()
         servers.append(server)
         return grpc.insecure_channel(f"127.0.0.1:{server.port}")

@@ -1,0 +1,118 @@
+"""Where a model function runs: the calling gRPC thread, an event loop, or worker processes.
+
+The gRPC server's thread pool bounds how many calls run at once; each invoker is called
+from one of those threads and blocks it until the answer is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+from gateway.errors import ConfigError
+from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
+from runtime.errors import RuntimeCallError
+from runtime.model import LoadedModel, load_model
+
+log = logging.getLogger("runtime")
+
+
+class Invoker(Protocol):
+    def __call__(self, request: PredictRequest) -> PredictResponse: ...
+
+    def close(self) -> None: ...
+
+
+class InlineInvoker:
+    """A synchronous function, called in the gRPC thread that received the request."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+
+    def __call__(self, request: PredictRequest) -> PredictResponse:
+        return self.model.predict(request)
+
+    def close(self) -> None:
+        pass
+
+
+class EventLoopInvoker:
+    """An async function, awaited on one event loop that runs in its own thread."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="model-loop", daemon=True)
+        self.thread.start()
+
+    def __call__(self, request: PredictRequest) -> PredictResponse:
+        return asyncio.run_coroutine_threadsafe(self.model.predict_async(request), self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------- worker processes
+
+_worker_model: LoadedModel | None = None
+_worker_loop: asyncio.AbstractEventLoop | None = None
+_worker_error = ""
+
+
+def _init_worker(folder: str) -> None:
+    global _worker_model, _worker_loop, _worker_error
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s runtime worker: %(message)s")
+    try:
+        _worker_model = load_model(Path(folder))
+    except ConfigError as error:
+        _worker_error = str(error)
+        return
+    if _worker_model.is_async:
+        _worker_loop = asyncio.new_event_loop()
+
+
+def _worker_ready(_: int) -> str:
+    return _worker_error
+
+
+def _worker_predict(request_bytes: bytes) -> bytes:
+    assert _worker_model is not None, _worker_error
+    request = PredictRequest.FromString(request_bytes)
+    if _worker_loop is not None:
+        response = _worker_loop.run_until_complete(_worker_model.predict_async(request))
+    else:
+        response = _worker_model.predict(request)
+    return response.SerializeToString()
+
+
+class WorkerPoolInvoker:
+    """N worker processes, each with its own copy of the model, for CPU-bound functions."""
+
+    def __init__(self, folder: Path, workers: int) -> None:
+        context = multiprocessing.get_context("spawn")  # fork is unsafe beside gRPC's threads
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                        initializer=_init_worker, initargs=(str(folder),))
+        # Start every worker now (submitting N calls at once spawns N processes), so a model
+        # that fails to load fails the runtime at start.
+        for error in self.pool.map(_worker_ready, range(workers)):
+            if error:
+                self.pool.shutdown(cancel_futures=True)
+                raise ConfigError(error)
+
+    def __call__(self, request: PredictRequest) -> PredictResponse:
+        try:
+            answer = self.pool.submit(_worker_predict, request.SerializeToString()).result()
+        except RuntimeCallError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a dead worker, an unpicklable result
+            raise RuntimeCallError(f"worker process failed: {type(error).__name__}: {error}") from error
+        return PredictResponse.FromString(answer)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
