@@ -1,10 +1,11 @@
-"""`gateway serve|check` (also `python -m gateway`)."""
+"""`gateway serve|check|build` (also `python -m gateway`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import signal
@@ -16,6 +17,7 @@ import uvicorn
 
 from gateway import __version__
 from gateway.app import create_app
+from gateway.build import BuildError, build_model, interpreter_for
 from gateway.errors import ConfigError
 from gateway.manifests import Config, load_config
 from gateway.settings import Settings
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check":
         return _check(config)
+    if args.command == "build":
+        return _build(settings, config, args.model)
     return _serve(settings, config, access_log=args.access_log)
 
 
@@ -47,7 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="start the model runtimes and serve HTTP")
     check = commands.add_parser("check", help="validate the manifests and print what they declare")
-    for command in (serve, check):
+    build = commands.add_parser("build", help="make each local model's environment with its "
+                                "install-command (used by later `gateway serve`)")
+    build.add_argument("--model", action="append", help="only this model (repeatable)")
+    for command in (serve, check, build):
         command.add_argument("--config", type=Path, default=Path("config"),
                              help="config directory (default: ./config)")
     serve.add_argument("--host", help="listen address (default from gateway.yaml, else 127.0.0.1)")
@@ -67,6 +74,26 @@ def _check(config: Config) -> int:
         print(f"application {app.name}: {stages}")
     print("configuration is valid")
     return 0
+
+
+def _build(settings: Settings, config: Config, names: list[str] | None) -> int:
+    models = [m for m in config.local_models() if not names or m.name in names]
+    unknown = sorted(set(names or ()) - {m.name for m in models})
+    if unknown:
+        print(f"gateway build: no local model named {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    failures = 0
+    for model in models:
+        command = model.install_command or "(no install-command)"
+        print(f"building model {model.name}:{model.version}: {command}", flush=True)
+        try:
+            environment = build_model(settings.envs_dir, model)
+        except BuildError as error:
+            failures += 1
+            print(f"gateway build: {error}", file=sys.stderr, flush=True)
+        else:
+            print(f"  ready: {environment.python}", flush=True)
+    return 1 if failures else 0
 
 
 class UvicornServer(uvicorn.Server):
@@ -93,7 +120,8 @@ async def _run(settings: Settings, config: Config, access_log: bool) -> int:
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
-    supervisor = Supervisor(config.local_models(), settings.runtime_start_timeout_s)
+    supervisor = Supervisor(config.local_models(), settings.runtime_start_timeout_s,
+                            interpreter=functools.partial(interpreter_for, settings.envs_dir))
     stop_wait = asyncio.create_task(stopping.wait())
     try:
         starting = asyncio.create_task(supervisor.start())

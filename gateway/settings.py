@@ -30,6 +30,7 @@ class Settings:
     health_check_timeout_s: float = 1.0
     drain_timeout_s: float = 10.0
     log_level: str = "info"
+    envs_dir: Path = Path(".gateway/envs")  # per-model environments made by `gateway build`
 
     @classmethod
     def load(

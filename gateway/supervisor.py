@@ -10,7 +10,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -23,6 +23,8 @@ log = logging.getLogger("gateway.supervisor")
 
 ModelKey = tuple[str, int]
 STDERR_TAIL_LINES = 20
+TAIL_IN_MESSAGES = 5
+STABLE_AFTER_S = 30.0  # a runtime that ran this long restarts without back-off
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -52,20 +54,24 @@ class RuntimeStartError(Exception):
 
 
 class Supervisor:
-    """Starts the runtimes of local models, waits until each is healthy, stops them all."""
+    """Starts the runtimes of local models, waits until each is healthy, restarts those that
+    crash (with back-off) and stops them all."""
 
     def __init__(self, models: Sequence[ModelManifest], start_timeout_s: float,
-                 python: str = sys.executable) -> None:
+                 interpreter: Callable[[ModelManifest], str] | None = None,
+                 backoff_s: tuple[float, float] = (0.5, 30.0)) -> None:
         self.models = list(models)
         self.start_timeout_s = start_timeout_s
-        self.python = python
+        self.interpreter = interpreter or (lambda _model: sys.executable)
+        self.backoff_s = backoff_s
         self.processes: dict[ModelKey, RuntimeProcess] = {}
+        self._monitors: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     async def start(self) -> tuple[dict[ModelKey, str], dict[ModelKey, str]]:
         """Start every runtime at once; return the targets that came up and, for those
-        that did not, why."""
-        results = await asyncio.gather(*(self._start_one(m) for m in self.models),
-                                       return_exceptions=True)
+        that did not, why. Runtimes that came up are restarted whenever they exit."""
+        results = await asyncio.gather(*(self._launch(m) for m in self.models), return_exceptions=True)
         targets: dict[ModelKey, str] = {}
         failed: dict[ModelKey, str] = {}
         for model, result in zip(self.models, results, strict=True):
@@ -75,14 +81,40 @@ class Supervisor:
             elif isinstance(result, BaseException):
                 raise result
             else:
-                targets[model.key] = result
+                targets[model.key] = result.target
+                self._monitors.append(asyncio.create_task(self._keep_running(model)))
         return targets, failed
 
-    async def _start_one(self, model: ModelManifest) -> str:
+    async def _keep_running(self, model: ModelManifest) -> None:
+        """Restart the model's runtime on its port whenever it exits, backing off while it
+        keeps failing."""
+        failures = 0
+        while not self._stopping:
+            runtime = self.processes[model.key]
+            started = time.monotonic()
+            code = await runtime.process.wait()
+            await asyncio.gather(*runtime.readers, return_exceptions=True)
+            if self._stopping:
+                return
+            failures = 0 if time.monotonic() - started > STABLE_AFTER_S else failures + 1
+            delay = min(self.backoff_s[1], self.backoff_s[0] * 2 ** max(failures - 1, 0))
+            log.error("model %s:%s runtime (pid %s) exited with code %s; restarting in %.1fs%s",
+                      model.name, model.version, runtime.process.pid, code, delay,
+                      self._tail(runtime))
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            try:
+                await self._launch(model, port=runtime.port)
+            except RuntimeStartError as error:
+                log.error("model %s:%s did not restart: %s", model.name, model.version, error)
+
+    async def _launch(self, model: ModelManifest, port: int = 0) -> RuntimeProcess:
+        """Spawn the model's runtime, learn its port and wait until it is healthy."""
         assert model.folder is not None
         process = await asyncio.create_subprocess_exec(
-            self.python, "-m", "runtime", "serve", str(model.folder), "--host", "127.0.0.1",
-            "--port", "0",
+            self.interpreter(model), "-m", "runtime", "serve", str(model.folder),
+            "--host", "127.0.0.1", "--port", str(port),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent,
         )
@@ -96,11 +128,11 @@ class Supervisor:
         except (TimeoutError, RuntimeStartError) as error:
             await self._stop_one(runtime, grace=1.0)
             reason = str(error) or f"not healthy within {self.start_timeout_s:g}s"
-            raise RuntimeStartError(self._with_tail(reason, runtime)) from None
+            raise RuntimeStartError(reason + self._tail(runtime)) from None
         runtime.readers.append(asyncio.create_task(self._forward_stdout(runtime)))
         log.info("model %s:%s runtime pid %s on %s", model.name, model.version, process.pid,
                  runtime.target)
-        return runtime.target
+        return runtime
 
     async def _read_port(self, runtime: RuntimeProcess) -> int:
         assert runtime.process.stdout is not None
@@ -147,13 +179,17 @@ class Supervisor:
             log.info("[%s] %s", runtime.model.name, line.decode(errors="replace").rstrip())
 
     @staticmethod
-    def _with_tail(reason: str, runtime: RuntimeProcess) -> str:
+    def _tail(runtime: RuntimeProcess) -> str:
         if not runtime.stderr_tail:
-            return reason
-        return reason + "; last output:\n  " + "\n  ".join(runtime.stderr_tail[-5:])
+            return ""
+        return "; last output:\n  " + "\n  ".join(runtime.stderr_tail[-TAIL_IN_MESSAGES:])
 
     async def stop(self, grace: float = 5.0) -> None:
         """SIGTERM every runtime, wait `grace` seconds, then SIGKILL what is left."""
+        self._stopping = True
+        for monitor in self._monitors:
+            monitor.cancel()
+        await asyncio.gather(*self._monitors, return_exceptions=True)
         await asyncio.gather(*(self._stop_one(r, grace) for r in self.processes.values()))
         self.processes.clear()
 

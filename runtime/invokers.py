@@ -110,7 +110,7 @@ class WorkerPoolInvoker:
             answer = self.pool.submit(_worker_predict, request.SerializeToString()).result()
         except RuntimeCallError:
             raise
-        except Exception as error:  # noqa: BLE001 - a dead worker, an unpicklable result
+        except Exception as error:
             raise RuntimeCallError(f"worker process failed: {type(error).__name__}: {error}") from error
         return PredictResponse.FromString(answer)
 

@@ -41,7 +41,7 @@ class LoadedModel:
         kwargs = self._arguments(request)
         try:
             result = self.function(**kwargs)
-        except Exception as error:  # noqa: BLE001 - user code may raise anything
+        except Exception as error:
             raise self._user_error(error) from error
         return to_response(self.style, result, self.manifest.signature, self.manifest.name)
 
@@ -50,7 +50,7 @@ class LoadedModel:
         kwargs = self._arguments(request)
         try:
             result = await self.function(**kwargs)
-        except Exception as error:  # noqa: BLE001 - user code may raise anything
+        except Exception as error:
             raise self._user_error(error) from error
         return to_response(self.style, result, self.manifest.signature, self.manifest.name)
 
@@ -99,7 +99,8 @@ def load_model(folder: Path, *, chdir: bool = True) -> LoadedModel:
     # A unique module name lets several models load into one process (as tests do).
     module_name = f"func_main__{manifest.name}__{manifest.version}"
     spec = importlib.util.spec_from_file_location(module_name, source)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     sys.modules.setdefault("func_main", module)

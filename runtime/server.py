@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -85,13 +85,14 @@ class ModelServer:
 
     def start(self) -> int:
         """Bind, start serving and return the bound port."""
-        services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
-        for method, handler in (
+        services: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
+        handlers: list[tuple[Method[Any, Any], Callable[[Any], Any]]] = [
             (TF_PREDICT, self._predict),
             (TF_GET_MODEL_METADATA, self._metadata),
             (TF_GET_MODEL_STATUS, self._status),
             (HYDRO_PREDICT, self._hydro_predict),
-        ):
+        ]
+        for method, handler in handlers:
             services.setdefault(method.service, {})[method.name] = _unary(method, handler)
         self._server.add_generic_rpc_handlers(
             tuple(grpc.method_handlers_generic_handler(name, handlers) for name, handlers in services.items())
@@ -167,7 +168,7 @@ class ModelServer:
 
 
 def _unary(method: Method[RequestT, ResponseT],
-           handler: Callable[[RequestT], ResponseT]) -> grpc.RpcMethodHandler:
+           handler: Callable[[RequestT], ResponseT]) -> grpc.RpcMethodHandler[RequestT, ResponseT]:
     """A gRPC handler for `handler` that turns RuntimeCallErrors into gRPC statuses."""
 
     def call(request: RequestT, context: grpc.ServicerContext) -> ResponseT:
@@ -175,7 +176,7 @@ def _unary(method: Method[RequestT, ResponseT],
             return handler(request)
         except RuntimeCallError as error:
             _abort(context, error.code, error.message)
-        except Exception as error:  # noqa: BLE001 - a bug must not take the server down
+        except Exception as error:
             log.exception("%s failed", method.path)
             _abort(context, grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
 

@@ -1,0 +1,86 @@
+"""`gateway build`: one virtual environment per local model, made by its install-command.
+
+Each environment lives in `<envs_dir>/<name>-<version>/`, sees the gateway's own packages
+(so the runtime can run in it) after its own, and is used by `gateway serve` once the
+install-command has succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import subprocess
+import sys
+import venv
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.manifests import ModelManifest
+
+BUILT_MARKER = ".gateway-built"
+OUTPUT_TAIL_LINES = 20
+
+
+class BuildError(Exception):
+    """A model's environment could not be made; the message names the model and shows why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEnvironment:
+    """Where a model's environment lives and whether it is ready."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, envs_dir: Path, model: ModelManifest) -> ModelEnvironment:
+        return cls(envs_dir.resolve() / f"{model.name}-{model.version}")
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+    @property
+    def built(self) -> bool:
+        return (self.path / BUILT_MARKER).is_file() and self.python.exists()
+
+
+def interpreter_for(envs_dir: Path, model: ModelManifest) -> str:
+    """The Python that runs the model: its built environment's, else the gateway's own."""
+    environment = ModelEnvironment.of(envs_dir, model)
+    return str(environment.python) if environment.built else sys.executable
+
+
+def build_model(envs_dir: Path, model: ModelManifest, timeout_s: float = 1800) -> ModelEnvironment:
+    """(Re)create the model's environment and run its install-command in the model folder."""
+    assert model.folder is not None
+    environment = ModelEnvironment.of(envs_dir, model)
+    label = f"model {model.name}:{model.version}"
+    venv.EnvBuilder(with_pip=True, clear=True, symlinks=True).create(environment.path)
+    _see_gateway_packages(environment)
+    if model.install_command:
+        env = dict(os.environ, VIRTUAL_ENV=str(environment.path),
+                   PATH=f"{environment.path / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+        env.pop("PYTHONHOME", None)
+        try:
+            result = subprocess.run(model.install_command, shell=True, cwd=model.folder, env=env,  # noqa: S602
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"{label}: install-command {model.install_command!r} did not finish "
+                             f"within {timeout_s:g}s") from None
+        if result.returncode != 0:
+            tail = "\n  ".join(result.stdout.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])
+            raise BuildError(f"{label}: install-command {model.install_command!r} failed with exit "
+                             f"code {result.returncode}; last output:\n  {tail}")
+    (environment.path / BUILT_MARKER).write_text(f"{model.install_command or ''}\n")
+    return environment
+
+
+def _see_gateway_packages(environment: ModelEnvironment) -> None:
+    """A .pth file that appends the gateway's site-packages (with their own .pth files)."""
+    purelib = subprocess.run(
+        [str(environment.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    lines = [f"import site; site.addsitedir({path!r})" for path in site.getsitepackages()]
+    Path(purelib, "_gateway_packages.pth").write_text("\n".join(lines) + "\n")
