@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.backends import NDArray
-from gateway.errors import DeadlineExceeded
+from gateway.errors import BackendError, DeadlineExceeded
 from gateway.registry import Application, Registry
 from gateway.routing import choose_variant
 
@@ -50,8 +50,21 @@ class DataPlane:
         """Pass `inputs` through every stage; each stage's outputs feed the next."""
         tensors: Mapping[str, NDArray] = inputs
         outputs: dict[str, NDArray] = {}
+        model = ""
         for stage in app.stages:
             variant = choose_variant(stage)
+            model = variant.model.label
             outputs = await variant.model.backend.predict(tensors, context.remaining())
             tensors = outputs
+        return _contract_outputs(app, outputs, model)
+
+
+def _contract_outputs(app: Application, outputs: dict[str, NDArray], model: str) -> dict[str, NDArray]:
+    """The contract's outputs in contract order (extra outputs are not part of the API)."""
+    specs = app.signature.outputs
+    if not specs:
         return outputs
+    missing = [name for name in specs if name not in outputs]
+    if missing:
+        raise BackendError(f"model {model} answered without output {missing[0]!r}")
+    return {name: outputs[name] for name in specs}

@@ -25,7 +25,7 @@ def test_example_config_loads() -> None:
     app = config.applications["increment_app"]
     assert app.stages[0].variants[0].model == ModelRef("increment_model", 1)
     assert (config.gateway.host, config.gateway.port) == ("127.0.0.1", 8000)
-    assert [m.name for m in config.local_models()] == ["increment_model"]
+    assert sorted(m.name for m in config.local_models()) == ["increment_model", "scaler_model"]
 
 
 @pytest.fixture
@@ -140,3 +140,32 @@ def test_model_refs(text: str, ref: ModelRef) -> None:
 def test_bad_model_ref() -> None:
     with pytest.raises(ConfigError, match="not a model reference"):
         parse_model_ref("m:x", "here")
+
+
+def test_numbered_folders_are_versions(tmp_path: Path) -> None:
+    for version in (1, 2):
+        folder = tmp_path / "models" / "m" / str(version)
+        shutil.copytree(INCREMENT_MODEL, folder)
+        _edit(folder / "serving.yaml", 'name: "increment_model"', "name: m")
+    config = load_config(tmp_path)
+    assert sorted(config.models) == [("m", 1), ("m", 2)]
+    assert config.models[("m", 2)].folder == (tmp_path / "models/m/2").resolve()
+
+
+def test_version_field_must_match_a_numbered_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "m" / "3"
+    shutil.copytree(INCREMENT_MODEL, folder)
+    _edit(folder / "serving.yaml", 'name: "increment_model"', "name: m\nversion: 4")
+    with pytest.raises(ConfigError, match="version: 4 contradicts the folder name 3"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [("style: fortran", "'fortran' is not a function style"), ("workers: 0", "workers: must be at least 1")],
+)
+def test_style_and_workers_are_checked(config_copy: Path, line: str, words: str) -> None:
+    serving = config_copy / "models/increment_model/serving.yaml"
+    _edit(serving, "payload:", f"{line}\npayload:")
+    with pytest.raises(ConfigError, match=words):
+        load_config(config_copy)

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
+from google.protobuf.message import Message
+from google.protobuf.wrappers_pb2 import StringValue
 from grpc_health.v1 import health_pb2
 
 from gateway.backends.tfserving import HEALTH_CHECK
-from protos.services import TF_PREDICT
+from protos.hydrosphere import contract_pb2 as hydro_contract
+from protos.hydrosphere import runtime_pb2 as hydro_runtime
+from protos.services import HYDRO_PREDICT, TF_GET_MODEL_METADATA, TF_GET_MODEL_STATUS, TF_PREDICT, Method
+from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRequest, SignatureDefMap
+from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest, ModelVersionStatus
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from runtime.server import ModelServer
 from tensorcodecs import lookup_dtype
+from tensorcodecs.signature_def import signature_from_def
 from tensorcodecs.tensor_proto import decode_tensor, encode_tensor
 from tests.conftest import INCREMENT_MODEL
 
@@ -136,3 +146,121 @@ def test_a_folder_that_fails_to_load_stops_the_runtime(tmp_path: Path, source: s
     assert result.returncode == 2
     assert words in result.stderr
     assert "model bad" in result.stderr
+
+
+NUMPY_YAML = """kind: Model
+name: {name}
+{extra}
+contract:
+  inputs:
+    x: {{shape: [-1], type: int32}}
+  outputs:
+    y: {{shape: [-1], type: int32}}
+"""
+
+
+def make_numpy_model(root: Path, name: str, source: str, extra: str = "") -> Path:
+    folder = root / name
+    (folder / "src").mkdir(parents=True)
+    (folder / "serving.yaml").write_text(NUMPY_YAML.format(name=name, extra=extra))
+    (folder / "src" / "func_main.py").write_text(source)
+    return folder
+
+
+def call(channel: grpc.Channel, method: Method[Any, Any], request: Message) -> Any:
+    stub = channel.unary_unary(method.path, request_serializer=method.request.SerializeToString,
+                               response_deserializer=method.response.FromString)
+    return stub(request, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("source", "extra"),
+    [
+        ("def predict(x):\n    x *= 10\n    return x\n", ""),
+        ("import asyncio\nasync def predict(x):\n    await asyncio.sleep(0)\n    return {'y': x * 10}\n", ""),
+        ("import os\ndef predict(x):\n    return {'y': x * 10}\n", "workers: 2"),
+    ],
+    ids=["numpy-sync", "numpy-async", "two-worker-processes"],
+)
+def test_numpy_style(serve, tmp_path: Path, source: str, extra: str) -> None:  # type: ignore[no-untyped-def]
+    channel = serve(make_numpy_model(tmp_path, "tenfold", source, extra))
+    response = predict(channel, request_for("tenfold", x=[1, 2]))
+    assert decode_tensor(response.outputs["y"]).tolist() == [10, 20]
+
+
+def test_worker_processes_share_the_load(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = ("import os, time\nimport numpy as np\n"
+              "def predict(x):\n    time.sleep(0.2)\n    return np.full(1, os.getpid(), np.int32)\n")
+    channel = serve(make_numpy_model(tmp_path, "pids", source, "workers: 2"))
+    with futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: predict(channel, request_for("pids", x=[0])), range(4)))
+    pids = {int(decode_tensor(a.outputs["y"])[0]) for a in answers}
+    assert len(pids) == 2
+    assert os.getpid() not in pids
+
+
+def test_get_model_metadata_carries_the_contract(serve) -> None:  # type: ignore[no-untyped-def]
+    channel = serve(INCREMENT_MODEL)
+    request = GetModelMetadataRequest(metadata_field=["signature_def", "runtime"])
+    request.model_spec.name = "increment_model"
+    response = call(channel, TF_GET_MODEL_METADATA, request)
+    assert response.model_spec.version.value == 1
+    packed = response.metadata["signature_def"]
+    assert packed.type_url == "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+    signatures = SignatureDefMap.FromString(packed.value)
+    assert set(signatures.signature_def) == {"increment", "serving_default"}
+    contract = signature_from_def("increment", signatures.signature_def["increment"])
+    assert contract.inputs["number"].dtype.name == "int32"
+    assert contract.inputs["number"].shape == (-1,)
+    assert StringValue.FromString(response.metadata["runtime"].value).value.startswith("hydrosphere/")
+
+
+def test_get_model_metadata_needs_a_field(serve) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as caught:
+        call(serve(INCREMENT_MODEL), TF_GET_MODEL_METADATA, GetModelMetadataRequest())
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_get_model_status(serve) -> None:  # type: ignore[no-untyped-def]
+    channel = serve(INCREMENT_MODEL)
+    request = GetModelStatusRequest()
+    request.model_spec.name = "increment_model"
+    status = call(channel, TF_GET_MODEL_STATUS, request).model_version_status
+    assert [(s.version, s.state, s.status.error_code) for s in status] == [(1, ModelVersionStatus.AVAILABLE, 0)]
+    request.model_spec.version.value = 2
+    with pytest.raises(grpc.RpcError) as caught:
+        call(channel, TF_GET_MODEL_STATUS, request)
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_unknown_signature_is_invalid_argument(serve) -> None:  # type: ignore[no-untyped-def]
+    request = request_for("increment_model", number=[1])
+    request.model_spec.signature_name = "classify"
+    with pytest.raises(grpc.RpcError) as caught:
+        predict(serve(INCREMENT_MODEL), request)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "no signature 'classify'" in (caught.value.details() or "")
+
+
+def test_hydrosphere_runtime_api(serve) -> None:  # type: ignore[no-untyped-def]
+    channel = serve(INCREMENT_MODEL)
+    request = hydro_runtime.PredictRequest()
+    tensor = request.inputs["number"]
+    tensor.dtype = hydro_contract.DT_INT32
+    tensor.tensor_shape.dims.extend([3])
+    tensor.int_val.extend([1, 2, 3])
+    response = call(channel, HYDRO_PREDICT, request)
+    answer = response.outputs["number"]
+    assert answer.dtype == hydro_contract.DT_INT32
+    assert list(answer.tensor_shape.dims) == [3]
+    assert list(answer.int_val) == [2, 3, 4]
+
+
+def test_hydrosphere_binary_val_is_tensor_content(serve) -> None:  # type: ignore[no-untyped-def]
+    request = hydro_runtime.PredictRequest()
+    tensor = request.inputs["number"]
+    tensor.dtype = hydro_contract.DT_INT32
+    tensor.tensor_shape.dims.extend([2])
+    tensor.binary_val = np.array([5, 6], "<i4").tobytes()
+    response = call(serve(INCREMENT_MODEL), HYDRO_PREDICT, request)
+    assert list(response.outputs["number"].int_val) == [6, 7]
