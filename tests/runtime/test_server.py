@@ -226,7 +226,8 @@ def test_get_model_status(serve) -> None:  # type: ignore[no-untyped-def]
     request = GetModelStatusRequest()
     request.model_spec.name = "increment_model"
     status = call(channel, TF_GET_MODEL_STATUS, request).model_version_status
-    assert [(s.version, s.state, s.status.error_code) for s in status] == [(1, ModelVersionStatus.AVAILABLE, 0)]
+    assert [(s.version, s.state, s.status.error_code) for s in status] == [
+        (1, ModelVersionStatus.AVAILABLE, 0)]
     request.model_spec.version.value = 2
     with pytest.raises(grpc.RpcError) as caught:
         call(channel, TF_GET_MODEL_STATUS, request)

@@ -25,8 +25,12 @@ def test_styles_of_the_examples() -> None:
 
 @pytest.mark.parametrize(
     ("source", "style"),
-    [("import tensorflow as tf\n", Style.HYDROSPHERE), ("from hydro_serving_grpc.tf import x\n", Style.HYDROSPHERE),
-     ("import numpy as np\n", Style.NUMPY), ("", Style.NUMPY)],
+    [
+        ("import tensorflow as tf\n", Style.HYDROSPHERE),
+        ("from hydro_serving_grpc.tf import x\n", Style.HYDROSPHERE),
+        ("import numpy as np\n", Style.NUMPY),
+        ("", Style.NUMPY),
+    ],
 )
 def test_style_detection(tmp_path: Path, source: str, style: Style) -> None:
     path = tmp_path / "func_main.py"
@@ -57,7 +61,7 @@ def test_lists_and_safe_casts_are_accepted() -> None:
     ],
 )
 def test_outputs_outside_the_contract(result: object, words: str) -> None:
-    with pytest.raises(OutputError, match="^model m: ") as caught:
+    with pytest.raises(OutputError, match=r"^model m: ") as caught:
         to_response(Style.NUMPY, result, ONE_OUTPUT, "m")
     assert words in str(caught.value)
 
