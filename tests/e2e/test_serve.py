@@ -5,18 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import CONFIG_DIR, REPO, free_port
+from tests.e2e.processes import GATEWAY, alive, descendants, running_gateway, wait_for
 
-GATEWAY = Path(sys.executable).parent / "gateway"
 PREDICT = "/gateway/applications/increment_app"
 
 
@@ -26,62 +24,10 @@ class Gateway:
     url: str
 
 
-def descendants(pid: int) -> set[int]:
-    """Every process below `pid`, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "gateway exited during start-up"
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("gateway did not become ready")
-
-
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[Gateway]:
-    port = free_port()
-    process = subprocess.Popen(
-        [str(GATEWAY), "serve", "--config", str(CONFIG_DIR), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
+    with running_gateway(CONFIG_DIR) as (process, url):
         yield Gateway(process, url)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_readme_curl(gateway: Gateway) -> None:
@@ -124,7 +70,7 @@ def test_sigterm_stops_the_whole_process_tree() -> None:
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        wait_ready(f"http://127.0.0.1:{port}", process)
+        wait_for(f"http://127.0.0.1:{port}/health/ready", process)
         tree = descendants(process.pid)
         assert tree, "the runtime process is missing"
         started = time.monotonic()

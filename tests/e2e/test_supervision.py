@@ -1,0 +1,123 @@
+"""`gateway serve` with several models: versions side by side, a model that fails to load,
+a model that raises, and a runtime killed in the middle of traffic."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.processes import command_line, descendants, running_gateway
+
+MODEL = """kind: Model
+name: {name}
+contract:
+  inputs:
+    x: {{shape: [-1], type: int32}}
+  outputs:
+    y: {{shape: [-1], type: int32}}
+"""
+
+
+def add_model(config: Path, folder: str, name: str, source: str) -> None:
+    path = config / "models" / folder
+    (path / "src").mkdir(parents=True)
+    (path / "serving.yaml").write_text(MODEL.format(name=name))
+    (path / "src" / "func_main.py").write_text(source)
+
+
+def add_app(config: Path, name: str, model: str) -> None:
+    (config / "applications").mkdir(parents=True, exist_ok=True)
+    (config / "applications" / f"{name}.yaml").write_text(
+        f"kind: Application\nname: {name}\nsingular:\n  model: {model}\n")
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    config = tmp_path_factory.mktemp("config")
+    add_model(config, "counter/1", "counter", "def predict(x):\n    return x + 1\n")
+    add_model(config, "counter/2", "counter", "def predict(x):\n    return x + 2\n")
+    add_model(config, "faulty", "faulty", "def predict(x):\n    raise ValueError('weights are missing')\n")
+    add_model(config, "broken", "broken", "def predict(x):\n    return (\n")
+    for app, model in (("v1", "counter:1"), ("v2", "counter:2"), ("latest", "counter"),
+                       ("faulty_app", "faulty:1"), ("broken_app", "broken:1")):
+        add_app(config, app, model)
+    with running_gateway(config, ready_path="/health/live") as running:
+        yield running
+
+
+def predict(url: str, app: str, timeout: float = 10) -> httpx.Response:
+    return httpx.post(f"{url}/gateway/applications/{app}", json={"x": [1, 2]}, timeout=timeout)
+
+
+def test_versions_side_by_side(gateway: tuple[subprocess.Popen[bytes], str]) -> None:
+    _, url = gateway
+    assert predict(url, "v1").json() == {"y": [2, 3]}
+    assert predict(url, "v2").json() == {"y": [3, 4]}
+    assert predict(url, "latest").json() == {"y": [3, 4]}
+
+
+def test_a_model_that_fails_to_load_leaves_the_others_serving(
+        gateway: tuple[subprocess.Popen[bytes], str]) -> None:
+    _, url = gateway
+    ready = httpx.get(f"{url}/health/ready", timeout=10)
+    assert ready.status_code == 503
+    detail = ready.json()["applications"]
+    assert detail["broken_app"]["ready"] is False
+    assert detail["v1"]["ready"] is True
+    response = predict(url, "broken_app")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "backend_unavailable"
+    assert "model broken:1 is unavailable" in error["message"]
+    assert "func_main.py:2" in error["message"]
+
+
+def test_an_exception_in_the_model_is_a_500_model_error(gateway: tuple[subprocess.Popen[bytes], str]) -> None:
+    _, url = gateway
+    response = predict(url, "faulty_app")
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "model_error", "message": "ValueError: weights are missing"}}
+
+
+def test_a_killed_runtime_comes_back(gateway: tuple[subprocess.Popen[bytes], str]) -> None:
+    process, url = gateway
+    runtime = next(pid for pid in descendants(process.pid) if "counter/1" in command_line(pid))
+    statuses: Counter[int | str] = Counter()
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(timeout=5) as client:
+            while not stop.is_set():
+                try:
+                    statuses[client.post(f"{url}/gateway/applications/v1", json={"x": [1]}).status_code] += 1
+                except httpx.TimeoutException:
+                    statuses["timeout"] += 1
+
+    threads = [threading.Thread(target=traffic) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    os.kill(runtime, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    restarted = False
+    while time.monotonic() < deadline and not restarted:
+        time.sleep(0.2)
+        fresh = [pid for pid in descendants(process.pid) if "counter/1" in command_line(pid)]
+        restarted = bool(fresh) and fresh != [runtime] and predict(url, "v1").status_code == 200
+    time.sleep(0.3)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert restarted, f"runtime did not come back; statuses {dict(statuses)}"
+    assert set(statuses) <= {200, 502, 503}, dict(statuses)
+    assert statuses[200] > 0
+    assert predict(url, "v1").json() == {"y": [2, 3]}

@@ -1,0 +1,82 @@
+"""`gateway build`: per-model environments made by the install-command, used by `gateway serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.build import BuildError, build_model, interpreter_for
+from gateway.manifests import load_model_folder
+from tests.e2e.processes import GATEWAY, running_gateway
+
+# Installs a module that exists only in the model's environment.
+INSTALL = (
+    "python -c \"import sys, sysconfig, pathlib; "
+    "pathlib.Path(sysconfig.get_paths()['purelib'], 'only_here.py')"
+    ".write_text('PREFIX = ' + repr(sys.prefix))\""
+)
+MODEL = """kind: Model
+name: {name}
+install-command: {command}
+contract:
+  inputs:
+    x: {{shape: [-1], type: int32}}
+  outputs:
+    y: {{shape: [-1], type: int32}}
+"""
+SOURCE = "import only_here\n\ndef predict(x):\n    return x + 1\n"
+
+
+def make_config(root: Path, name: str, command: str) -> Path:
+    folder = root / "config" / "models" / name
+    (folder / "src").mkdir(parents=True)
+    (folder / "serving.yaml").write_text(MODEL.format(name=name, command=json.dumps(command)))
+    (folder / "src" / "func_main.py").write_text(SOURCE)
+    (root / "config" / "applications").mkdir()
+    (root / "config" / "applications" / "app.yaml").write_text(
+        f"kind: Application\nname: app\nsingular:\n  model: {name}\n")
+    return root / "config"
+
+
+def test_build_makes_an_environment_that_also_sees_the_gateway(tmp_path: Path) -> None:
+    config = make_config(tmp_path, "needs_pkg", INSTALL)
+    model = load_model_folder(config / "models" / "needs_pkg")
+    envs = tmp_path / "envs"
+    assert interpreter_for(envs, model) == sys.executable  # the gateway's own, before building
+    environment = build_model(envs, model)
+    assert interpreter_for(envs, model) == str(environment.python)
+    probe = subprocess.run(
+        [str(environment.python), "-c", "import only_here, sys, gateway, numpy; print(only_here.PREFIX)"],
+        capture_output=True, text=True, timeout=60, check=True)
+    assert probe.stdout.strip() == str(environment.path)
+
+
+def test_a_failed_install_names_the_model_and_shows_the_output(tmp_path: Path) -> None:
+    failing = "python -c \"print('resolving numpy==0.0'); raise SystemExit(3)\""
+    config = make_config(tmp_path, "wont_build", failing)
+    model = load_model_folder(config / "models" / "wont_build")
+    with pytest.raises(BuildError) as caught:
+        build_model(tmp_path / "envs", model)
+    message = str(caught.value)
+    assert message.startswith("model wont_build:1: install-command")
+    assert "exit code 3" in message
+    assert "resolving numpy==0.0" in message
+    assert interpreter_for(tmp_path / "envs", model) == sys.executable
+
+
+def test_serve_runs_the_model_in_its_built_environment(tmp_path: Path) -> None:
+    config = make_config(tmp_path, "needs_pkg", INSTALL)
+    env = dict(os.environ, GATEWAY_ENVS_DIR=str(tmp_path / "envs"))
+    built = subprocess.run([str(GATEWAY), "build", "--config", str(config)], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    assert "building model needs_pkg:1" in built.stdout
+    with running_gateway(config, env=env) as (_, url):
+        response = httpx.post(f"{url}/gateway/applications/app", json={"x": [1]}, timeout=10)
+        assert response.json() == {"y": [2]}
