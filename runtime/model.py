@@ -92,7 +92,7 @@ def load_model(folder: Path, *, chdir: bool = True) -> LoadedModel:
     """
     manifest, style = load_manifest(folder)
     source = folder / ENTRY_POINT
-    _provide_hydro_serving_grpc()
+    provide_compat_modules()
     if chdir:
         os.chdir(folder)
     sys.path.insert(0, str(folder / "src"))
@@ -130,9 +130,10 @@ def _check_parameters(manifest: ModelManifest, function: Callable[..., Any], sou
                               f"parameter {name!r} for contract input {name!r}", str(source))
 
 
-def _provide_hydro_serving_grpc() -> None:
-    """Make `import hydro_serving_grpc` work: the real package if installed, else the stand-in."""
-    if importlib.util.find_spec("hydro_serving_grpc") is None and str(COMPAT_PATH) not in sys.path:
+def provide_compat_modules() -> None:
+    """Make `import hydro_serving_grpc` and `tensorflow.make_ndarray` work: the real packages
+    when installed (they come first on the path), else the runtime's stand-ins."""
+    if str(COMPAT_PATH) not in sys.path:
         sys.path.append(str(COMPAT_PATH))
 
 

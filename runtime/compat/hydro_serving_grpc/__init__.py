@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from protos.tensorflow.tensor_pb2 import TensorProto
-from protos.tensorflow.tensor_shape_pb2 import TensorShapeProto
+from protos.tensorflow.tensor_shape_pb2 import TensorShapeProto as _TensorShapeProto
 from protos.tensorflow.types_pb2 import (
     DT_BOOL,
     DT_COMPLEX64,
@@ -44,6 +44,25 @@ __all__ = [
     "DT_UINT32", "DT_UINT64", "DataType", "ModelSpec", "PredictRequest", "PredictResponse",
     "TensorProto", "TensorShapeProto", "make_ndarray", "make_tensor_proto",
 ]
+
+
+class _ShapeMeta(type):
+    def __instancecheck__(cls, instance: object) -> bool:
+        return isinstance(instance, _TensorShapeProto)
+
+
+class TensorShapeProto(metaclass=_ShapeMeta):
+    """`hs.TensorShapeProto(dim=[...])` builds the real message. `hs.TensorShapeProto.Dim(size=d)`
+    also takes a Dim message as `size` (as Hydrosphere's published example passes one)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _TensorShapeProto:  # type: ignore[misc]
+        return _TensorShapeProto(*args, **kwargs)
+
+    @staticmethod
+    def Dim(size: Any = 0, name: str = "") -> _TensorShapeProto.Dim:
+        if isinstance(size, _TensorShapeProto.Dim):
+            size = size.size
+        return _TensorShapeProto.Dim(size=size, name=name)
 
 
 def make_ndarray(tensor: TensorProto) -> np.ndarray:
