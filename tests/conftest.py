@@ -29,20 +29,16 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def increment_runtime() -> Iterator[ModelServer]:
-    """The example model served by the real runtime server, in this process."""
-    server = ModelServer.for_folder(INCREMENT_MODEL, chdir=False)
-    server.start()
-    yield server
-    server.stop(0).wait()
-
-
-@pytest.fixture
-def example_config(increment_runtime: ModelServer) -> Config:
-    """The example config with increment_model bound to the in-process runtime."""
-    return load_config(CONFIG_DIR).with_targets(
-        {("increment_model", 1): f"127.0.0.1:{increment_runtime.port}"}
-    )
+def example_config() -> Iterator[Config]:
+    """The example config with every local model bound to a real runtime in this process."""
+    config = load_config(CONFIG_DIR)
+    servers = {model.key: ModelServer.for_folder(model.folder, chdir=False)
+               for model in config.local_models() if model.folder is not None}
+    for server in servers.values():
+        server.start()
+    yield config.with_targets({key: f"127.0.0.1:{server.port}" for key, server in servers.items()})
+    for server in servers.values():
+        server.stop(0).wait()
 
 
 @contextlib.asynccontextmanager

@@ -108,3 +108,19 @@ async def test_health(client: httpx.AsyncClient) -> None:
     detail = ready.json()
     assert detail["status"] == "ready"
     assert detail["applications"]["increment_app"]["models"]["increment_model:1"]["ready"] is True
+
+
+async def test_several_inputs_and_outputs_of_different_dtypes(client: httpx.AsyncClient) -> None:
+    response = await client.post("/gateway/applications/scaler_app",
+                                 json={"features": [[1, 10, 100], [3, 20, 200]], "unit": "cm"})
+    assert response.status_code == 200
+    # Outputs come in contract order.
+    assert response.content == b'{"scaled":[[0.0,0.0,0.0],[1.0,2.0,2.0]],"rows":2,"unit":"cm"}'
+
+
+async def test_a_scalar_input_must_be_a_scalar(client: httpx.AsyncClient) -> None:
+    response = await client.post("/gateway/applications/scaler_app",
+                                 json={"features": [[1, 10, 100]], "unit": ["cm"]})
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "unit"
+    assert "expected shape scalar, got [1]" in response.json()["error"]["message"]
