@@ -79,3 +79,16 @@ def test_the_compat_modules() -> None:
     assert isinstance(hs.TensorShapeProto(dim=[hs.TensorShapeProto.Dim(size=3)]), hs.TensorShapeProto)
     with pytest.raises(AttributeError, match=r"only tensorflow\.make_ndarray"):
         _ = tf.constant
+
+
+def test_messages_read_by_a_real_tf_make_ndarray() -> None:
+    """Runs where TensorFlow is installed (it is too large for the default test set-up)."""
+    tf = pytest.importorskip("tensorflow", exc_type=ImportError)
+    if not hasattr(tf, "constant"):
+        pytest.skip("only the runtime's stand-in tensorflow module is importable")
+    for array in (np.array([1, 2, 3], np.int32), np.array([[0.5, 1.5]], np.float32),
+                  np.array([b"a", b"bc"], object), np.array(7, np.int64), np.array([1.5], np.float16)):
+        for typed in (False, True):
+            read = tf.make_ndarray(encode_tensor(array, typed=typed))
+            assert read.shape == array.shape
+            assert read.tolist() == array.tolist()
