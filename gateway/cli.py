@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
-        settings = Settings.load(args.config, config.gateway, overrides={
+        settings = Settings.load(args.config, config.gateway.values, overrides={
             "host": getattr(args, "host", None), "port": getattr(args, "port", None),
             "log_level": getattr(args, "log_level", None)})
     except ConfigError as error:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import yaml
 
 from gateway.errors import ConfigError
+from gateway.settings import SECTIONS, ApiKey, AuthSettings, Settings, convert, field_types
 from tensorcodecs import CodecError, Signature, TensorSpec, lookup_dtype, parse_shape
 
 T = TypeVar("T")
@@ -106,12 +107,9 @@ class ApplicationManifest:
 
 @dataclass(frozen=True, slots=True)
 class GatewayManifest:
-    """Gateway-wide settings from `gateway.yaml`."""
+    """Gateway-wide settings from `gateway.yaml`, as `Settings` field values."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    request_timeout_s: float = 30.0
-    runtime_start_timeout_s: float = 60.0
+    values: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = None
 
 
@@ -355,28 +353,51 @@ def parse_model_ref(text: str, where: str) -> ModelRef:
 
 
 def parse_gateway(doc: _Mapping, path: Path) -> GatewayManifest:
-    """A kind Gateway document."""
+    """A kind Gateway document: sections of settings (see `gateway.settings.SECTIONS`) and `auth`."""
     fields = _Fields(doc, path)
-    fields.reject_unknown({"kind", "listen", "defaults"})
-    fallback = GatewayManifest()
-    host, port = fallback.host, fallback.port
-    if "listen" in doc:
-        listen = fields.nested("listen")
-        listen.reject_unknown({"host", "port"})
-        host = listen.optional("host", str, host)
-        port = listen.optional("port", int, port)
-        if not 0 <= port <= 65535:
-            raise listen.error("port", f"{port} is not a TCP port")
-    timeout, start_timeout = fallback.request_timeout_s, fallback.runtime_start_timeout_s
-    if "defaults" in doc:
-        defaults = fields.nested("defaults")
-        defaults.reject_unknown({"request_timeout_s", "runtime_start_timeout_s"})
-        timeout = defaults.optional("request_timeout_s", float, timeout)
-        start_timeout = defaults.optional("runtime_start_timeout_s", float, start_timeout)
-        for key, value in (("request_timeout_s", timeout), ("runtime_start_timeout_s", start_timeout)):
-            if value <= 0:
-                raise defaults.error(key, "must be greater than 0")
-    return GatewayManifest(host, port, timeout, start_timeout, f"{path}:{doc.line}")
+    fields.reject_unknown({"kind", "auth", *SECTIONS})
+    types = field_types()
+    values: dict[str, Any] = {}
+    for section, names in SECTIONS.items():
+        if section not in doc:
+            continue
+        group = fields.nested(section)
+        group.reject_unknown(set(names))
+        for name in names:
+            if name in group.mapping and group.mapping[name] is not None:
+                try:
+                    values[name] = convert(name, group.mapping[name], types[name],
+                                           source=f"{section}.{name}")
+                except ConfigError as error:
+                    raise ConfigError(error.message, group.where(name)) from None
+    if "auth" in doc:
+        values["auth"] = _parse_auth(fields.nested("auth"))
+    manifest = GatewayManifest(values, f"{path}:{doc.line}")
+    try:
+        Settings(**values).check()
+    except ConfigError as error:
+        raise ConfigError(error.message, manifest.source) from None
+    return manifest
+
+
+def _parse_auth(fields: _Fields) -> AuthSettings:
+    fields.reject_unknown({"api_keys", "admin_token_sha256"})
+    keys: list[ApiKey] = []
+    for index, entry in enumerate(fields.optional("api_keys", list, [])):
+        if not isinstance(entry, _Mapping):
+            raise fields.error("api_keys", f"entry {index} must be a mapping")
+        key = _Fields(entry, fields.path, f"{fields.prefix}api_keys[{index}].")
+        key.reject_unknown({"name", "sha256", "applications"})
+        digest = key.required("sha256", str).lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise key.error("sha256", "must be the 64 hex digits of the key's SHA-256")
+        applications = key.optional("applications", list, ["*"])
+        keys.append(ApiKey(key.required("name", str), digest, tuple(str(a) for a in applications)))
+    tokens = [str(t).lower() for t in fields.optional("admin_token_sha256", list, [])]
+    for token in tokens:
+        if not re.fullmatch(r"[0-9a-f]{64}", token):
+            raise fields.error("admin_token_sha256", "entries must be the 64 hex digits of a SHA-256")
+    return AuthSettings(tuple(keys), tuple(tokens))
 
 
 # ---------------------------------------------------------------- a whole directory

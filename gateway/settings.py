@@ -1,21 +1,46 @@
 """The gateway's settings: one typed object, read once at start.
 
 Precedence, highest first: command-line flags, `GATEWAY_*` environment variables,
-`gateway.yaml` in the config directory, the defaults below.
+`gateway.yaml` in the config directory, the defaults below. In `gateway.yaml` the fields
+are grouped in the sections of `SECTIONS` (e.g. `limits: {max_body_bytes: 1048576}`); as
+environment variables they are `GATEWAY_<FIELD>` (e.g. `GATEWAY_MAX_BODY_BYTES`).
 """
 
 from __future__ import annotations
 
 import os
+import types
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
-from gateway.manifests import GatewayManifest
 
 ENV_PREFIX = "GATEWAY_"
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A client key, stored as the hex SHA-256 of the key; `applications` it may call."""
+
+    name: str
+    sha256: str
+    applications: tuple[str, ...] = ("*",)
+
+    def allows(self, application: str) -> bool:
+        return "*" in self.applications or application in self.applications
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """API keys for clients and tokens for admin routes (both stored hashed). With no keys,
+    client routes are open; with no admin tokens, admin routes are open to loopback only."""
+
+    api_keys: tuple[ApiKey, ...] = ()
+    admin_token_sha256: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,42 +48,110 @@ class Settings:
     """Everything the gateway process is configured with."""
 
     config_dir: Path = Path("config")
+    # listen
     host: str = "127.0.0.1"
     port: int = 8000
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    # defaults
     request_timeout_s: float = 30.0
+    max_request_timeout_s: float = 300.0  # cap for the client's x-request-timeout
     runtime_start_timeout_s: float = 60.0
     health_check_timeout_s: float = 1.0
-    drain_timeout_s: float = 10.0
+    health_interval_s: float = 2.0
+    shutdown_grace_s: float = 2.0  # after SIGTERM: ready is 503, new connections still accepted
+    drain_timeout_s: float = 10.0  # then: in-flight requests get this long to finish
+    # limits
+    max_body_bytes: int = 64 * MIB
+    max_inflated_bytes: int = 256 * MIB  # a gzip request body, once decompressed
+    max_elements: int = 16 * MIB  # tensor elements in one request
+    max_concurrency: int = 1024  # requests in flight across the gateway; beyond it 503
+    # resilience
+    circuit_failures: int = 5  # consecutive transport failures that open a backend's circuit
+    circuit_cooldown_s: float = 5.0  # how long it stays open before one probe call
+    retry_attempts: int = 3  # calls per request when the backend is UNAVAILABLE
+    # logging
     log_level: str = "info"
+    access_log: bool = True
+    # build
     envs_dir: Path = Path(".gateway/envs")  # per-model environments made by `gateway build`
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     @classmethod
     def load(
         cls,
         config_dir: Path,
-        gateway: GatewayManifest,
+        file_values: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> Settings:
         """Merge the file, the environment and explicit overrides (None values are ignored)."""
-        values: dict[str, Any] = {
-            "config_dir": config_dir,
-            "host": gateway.host,
-            "port": gateway.port,
-            "request_timeout_s": gateway.request_timeout_s,
-            "runtime_start_timeout_s": gateway.runtime_start_timeout_s,
-        }
+        values: dict[str, Any] = {"config_dir": config_dir, **(file_values or {})}
         env = os.environ if env is None else env
-        for field in fields(cls):
-            raw = env.get(ENV_PREFIX + field.name.upper())
-            if raw is not None and field.name != "config_dir":
-                values[field.name] = _convert(field.name, raw, type(getattr(cls(), field.name)))
+        hints = field_types()
+        for name, kind in hints.items():
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and name not in ("config_dir", "auth"):
+                values[name] = convert(name, raw, kind, source=f"{ENV_PREFIX}{name.upper()}")
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return cls(**values)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Reject values no gateway can run with."""
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0 \
+                    and item.name != "port":
+                raise ConfigError(f"{item.name} must be greater than 0, got {value}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is not a TCP port")
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ConfigError("tls_certfile and tls_keyfile go together")
 
 
-def _convert(name: str, raw: str, kind: type) -> Any:
+# gateway.yaml sections and the settings each holds.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "listen": ("host", "port", "tls_certfile", "tls_keyfile"),
+    "defaults": ("request_timeout_s", "max_request_timeout_s", "runtime_start_timeout_s",
+                 "health_check_timeout_s", "health_interval_s", "shutdown_grace_s", "drain_timeout_s"),
+    "limits": ("max_body_bytes", "max_inflated_bytes", "max_elements", "max_concurrency"),
+    "resilience": ("circuit_failures", "circuit_cooldown_s", "retry_attempts"),
+    "logging": ("log_level", "access_log"),
+    "build": ("envs_dir",),
+}
+
+
+def field_types() -> dict[str, Any]:
+    """Each setting's declared type (`Path | None` and the like resolved)."""
+    hints = typing.get_type_hints(Settings)
+    return {item.name: hints[item.name] for item in fields(Settings)}
+
+
+def convert(name: str, raw: Any, kind: Any, source: str) -> Any:
+    """`raw` (text from the environment, or a YAML value) as a value of type `kind`."""
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    target = next(option for option in options if option is not type(None))
     try:
-        return kind(raw)
+        if target is bool:
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(raw).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if target is int and isinstance(raw, bool | float):
+            raise ValueError(raw)
+        if target is float and isinstance(raw, bool):
+            raise ValueError(raw)
+        if target in (int, float) or (target is str and not isinstance(raw, dict | list)):
+            return target(raw)
+        if target is Path and isinstance(raw, str):
+            return Path(raw)
+        raise ValueError(raw)
     except ValueError:
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+        names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+                 Path: "a path"}
+        raise ConfigError(f"{source}={raw!r}: {name} must be {names.get(target, target)}") from None

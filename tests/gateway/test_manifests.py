@@ -24,7 +24,7 @@ def test_example_config_loads() -> None:
     assert model.folder == INCREMENT_MODEL.resolve()
     app = config.applications["increment_app"]
     assert app.stages[0].variants[0].model == ModelRef("increment_model", 1)
-    assert (config.gateway.host, config.gateway.port) == ("127.0.0.1", 8000)
+    assert (config.gateway.values["host"], config.gateway.values["port"]) == ("127.0.0.1", 8000)
     assert sorted(m.name for m in config.local_models()) == ["increment_model", "scaler_model"]
 
 
@@ -121,7 +121,7 @@ def test_remote_model_manifest(config_copy: Path) -> None:
 
 def test_gateway_port_must_be_a_port(config_copy: Path) -> None:
     _edit(config_copy / "gateway.yaml", "port: 8000", "port: 70000")
-    with pytest.raises(ConfigError, match=r"listen\.port: 70000 is not a TCP port"):
+    with pytest.raises(ConfigError, match=r"port 70000 is not a TCP port"):
         load_config(config_copy)
 
 
@@ -169,3 +169,33 @@ def test_style_and_workers_are_checked(config_copy: Path, line: str, words: str)
     _edit(serving, "payload:", f"{line}\npayload:")
     with pytest.raises(ConfigError, match=words):
         load_config(config_copy)
+
+
+def test_gateway_settings_sections(config_copy: Path) -> None:
+    (config_copy / "gateway.yaml").write_text(
+        "kind: Gateway\nlisten: {port: 9001}\nlimits: {max_body_bytes: 1024}\n"
+        "logging: {access_log: false}\nauth:\n  api_keys:\n    - name: team\n"
+        f"      sha256: {'a' * 64}\n      applications: [increment_app]\n")
+    values = load_config(config_copy).gateway.values
+    assert values["port"] == 9001
+    assert values["max_body_bytes"] == 1024
+    assert values["access_log"] is False
+    assert values["auth"].api_keys[0].allows("increment_app")
+    assert not values["auth"].api_keys[0].allows("other")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("limits: {max_body_bytes: lots}", "limits.max_body_bytes='lots': max_body_bytes must be an integer"),
+        ("limits: {max_bodybytes: 1}", "limits.max_bodybytes: unknown field"),
+        ("defaults: {request_timeout_s: 0}", "request_timeout_s must be greater than 0"),
+        ("auth: {api_keys: [{name: a, sha256: xyz}]}", "auth.api_keys[0].sha256: must be the 64 hex digits"),
+    ],
+)
+def test_gateway_settings_errors(config_copy: Path, text: str, words: str) -> None:
+    (config_copy / "gateway.yaml").write_text(f"kind: Gateway\n{text}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_copy)
+    assert words in str(caught.value)
+    assert str(config_copy / "gateway.yaml") in str(caught.value)

@@ -1,0 +1,39 @@
+"""Settings: defaults < gateway.yaml < GATEWAY_* environment < command-line flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.settings import Settings
+
+
+def test_precedence() -> None:
+    settings = Settings.load(
+        Path("cfg"),
+        {"port": 9000, "request_timeout_s": 5.0, "host": "0.0.0.0"},
+        env={"GATEWAY_PORT": "9100", "GATEWAY_ACCESS_LOG": "off", "GATEWAY_ENVS_DIR": "/tmp/envs"},
+        overrides={"port": 9200, "host": None},
+    )
+    assert settings.port == 9200
+    assert settings.host == "0.0.0.0"
+    assert settings.request_timeout_s == 5.0
+    assert settings.access_log is False
+    assert settings.envs_dir == Path("/tmp/envs")
+    assert settings.max_body_bytes == 64 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"GATEWAY_PORT": "http"}, "GATEWAY_PORT='http': port must be an integer"),
+        ({"GATEWAY_ACCESS_LOG": "maybe"}, "access_log must be true or false"),
+        ({"GATEWAY_MAX_CONCURRENCY": "0"}, "max_concurrency must be greater than 0"),
+        ({"GATEWAY_TLS_CERTFILE": "cert.pem"}, "tls_certfile and tls_keyfile go together"),
+    ],
+)
+def test_bad_environment(env: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        Settings.load(Path("cfg"), env=env)
