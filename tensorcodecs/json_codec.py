@@ -6,8 +6,8 @@ offending element (`number[2][0]`) once something is already known to be wrong.
 The element rules follow TF Serving's REST API (`tensorflow_serving/util/json_tensor.cc`):
 
 - integers: JSON integers only; `1.5` and `1.0` are rejected, and so are `true`/`false`;
-- floats: any JSON number and `NaN`, `Infinity`, `-Infinity`; a finite value beyond the dtype's
-  largest finite value (`1e39` for float32) is rejected, and so is an integer literal whose
+- floats: any JSON number and `NaN`, `Infinity`, `-Infinity`; a finite value that does not fit
+  the dtype (`1e39` for float32) is rejected, and so is an integer literal whose
   magnitude exceeds 2**digits - 1 (16777215 for float32, 2**53 - 1 for float64) because it
   cannot be converted without loss of precision;
 - bool: `true` / `false` only;
@@ -17,6 +17,9 @@ Deliberate differences from TF Serving, each for a stricter or a more complete c
 
 - int8/int16/uint8/uint16 values are range-checked against their own dtype (TF Serving only
   checks that they fit int32 and lets the kernel truncate);
+- "does not fit" means "rounds to infinity": TF Serving also rejects the values within half a
+  unit in the last place above the largest finite value, which would reject `3.4028235e+38`, the
+  shortest text of the largest float32 (and what this module writes for it);
 - float16 and complex are accepted (TF Serving's JSON API has neither): float16 follows the float
   rules with 2**11 - 1 as the exact-integer bound, complex numbers are `[real, imag]` pairs;
 - `bytes` fields accept plain text as its UTF-8 bytes as well as `{"b64": ...}`;
@@ -184,21 +187,20 @@ def _checked_float_cast(
         return raw.astype(dtype)
     if raw.dtype == dtype:
         return raw
-    # A finite value beyond the largest finite value of the dtype is rejected (inf/nan pass).
-    fmax = float(finfo.max)
-    with np.errstate(invalid="ignore"):
-        over = np.abs(raw) > fmax
+    with np.errstate(over="ignore"):
+        cast = raw.astype(dtype)
+    # A finite value that rounds to infinity in the dtype (1e39 for float32) is rejected.
+    over = np.isinf(cast)
     if over.any():
         over &= np.isfinite(raw)
         if over.any():
             index = int(np.flatnonzero(over)[0])
             raise CodecError(
-                f"out of range for {name} (largest finite value {fmax:.8g}), "
+                f"out of range for {name} (largest finite value {float(finfo.max):.8g}), "
                 f"got {_describe(float(raw.flat[index]))}",
                 field=path + _index_text(raw.shape, index),
             )
-    with np.errstate(over="ignore"):
-        return raw.astype(dtype)
+    return cast
 
 
 def _hides_bools(value: Any, raw: NDArray) -> bool:
@@ -323,7 +325,9 @@ def _string_bytes(value: Any) -> bytes:
 # ---------------------------------------------------------------- numpy -> JSON
 
 
-def encode_outputs(arrays: Mapping[str, NDArray], specs: Mapping[str, TensorSpec] | None = None) -> bytes:
+def encode_outputs(
+    arrays: Mapping[str, NDArray | np.generic], specs: Mapping[str, TensorSpec] | None = None
+) -> bytes:
     """A response object `{name: nested lists}` as JSON bytes."""
     values: dict[str, Any] = {}
     for name, array in arrays.items():
@@ -333,7 +337,7 @@ def encode_outputs(arrays: Mapping[str, NDArray], specs: Mapping[str, TensorSpec
     return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def to_json_value(array: NDArray, spec: TensorSpec | None = None) -> Any:
+def to_json_value(array: NDArray | np.generic, spec: TensorSpec | None = None) -> Any:
     """An array as a value `orjson.dumps(..., option=OPT_SERIALIZE_NUMPY)` writes faithfully.
 
     Numeric arrays pass through as numpy buffers; floats with NaN/Infinity, and float16, come
