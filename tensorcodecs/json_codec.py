@@ -158,7 +158,7 @@ def _decode_numeric(value: Any, target: DType, path: str, bools: bool) -> NDArra
 
 def _checked_int_cast(raw: NDArray, target: DType, path: str) -> NDArray:
     if raw.dtype == target.numpy:
-        return raw
+        return raw.view(target.numpy)  # the canonical dtype object ('L', not the equal 'Q')
     info = np.iinfo(target.numpy)
     if raw.min() < info.min or raw.max() > info.max:
         bad = (raw < info.min) | (raw > info.max)
@@ -366,7 +366,7 @@ def _json_value(array: NDArray, as_b64: bool) -> Any:
         if not finite.all():
             return orjson.Fragment(_with_non_finite(array, finite))
     if array.ndim == 0:
-        return array[()]
+        return array.item() if kind in "biu" else array[()]
     return np.require(array, requirements="C")
 
 
@@ -442,18 +442,21 @@ def _raise_first(value: Any, path: str, ok: Callable[[Any], bool], message: str)
             raise CodecError(f"{message}, got {_describe(item)}", field=where)
 
 
-def _ragged_path(value: Any, path: str = "") -> str:
-    """Path of the first list (or leaf) whose length differs from its siblings ('' if none)."""
-    if not isinstance(value, list):
-        return ""
-    lengths = [len(v) if isinstance(v, list) else None for v in value]
-    for i, length in enumerate(lengths[1:], start=1):
-        if length != lengths[0]:
-            return f"{path}[{i}]"
-    for i, item in enumerate(value):
-        found = _ragged_path(item, f"{path}[{i}]")
-        if found:
-            return found
+def _ragged_path(value: Any) -> str:
+    """Path of the first element whose depth or length differs from the first at its level.
+
+    '' when every list at one depth has the same length and all leaves are at the same depth.
+    """
+    level: list[tuple[Any, str]] = [(value, "")]
+    while level:
+        first = level[0][0]
+        want = len(first) if isinstance(first, list) else None
+        for node, where in level:
+            if (len(node) if isinstance(node, list) else None) != want:
+                return where
+        if want is None:
+            return ""
+        level = [(child, f"{where}[{i}]") for node, where in level for i, child in enumerate(node)]
     return ""
 
 

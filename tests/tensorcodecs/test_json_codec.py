@@ -295,3 +295,11 @@ def test_json_tensor_json_round_trip_of_written_values(value: Any) -> None:
         return
     again = decode_value(loads(encode(array)), spec("float32", array.shape), "x")
     assert _same(again, array)
+
+
+def test_leaves_at_different_depths_are_ragged() -> None:
+    for dtype in ("float32", "int32", "bool", "complex64"):
+        with pytest.raises(CodecError) as info:
+            decode_value([[0.0], [[0.0]]], spec(dtype), "x")
+        assert info.value.field == "x[1][0]"
+        assert "ragged list" in info.value.message
