@@ -129,6 +129,10 @@ def decode_value(value: Any, spec: TensorSpec, path: str, *, bools: bool = True)
 
 
 def _decode_numeric(value: Any, target: DType, path: str, bools: bool) -> NDArray:
+    if type(value) is list and target.json_kind is not JsonKind.BOOL:
+        fast = _fast_numeric(value, target)
+        if fast is not None and not (bools and _hides_bools(value, fast)):
+            return fast
     raw = _as_array(value, path)
     kind = target.json_kind
     if raw.size == 0:
@@ -154,6 +158,44 @@ def _decode_numeric(value: Any, target: DType, path: str, bools: bool) -> NDArra
         _raise_first(value, path, _is_json_number, f"expected a number ({target.name})")
         return _checked_float_cast(np.asarray(value, dtype=object), value, target.numpy, target.name, path)
     raise CodecError(f"cannot read the value as {target.name}", field=path)
+
+
+def _fast_numeric(value: list[Any], target: DType) -> NDArray | None:
+    """The array for a list of plain numbers, converted straight to the target dtype, or None.
+
+    numpy's own dtype discovery walks Python ints twice as slowly as a typed conversion, so the
+    element types are settled by `sum` instead (C speed; exact): a `TypeError` means a string,
+    null, object or misplaced list; a float total means at least one decimal literal, an int
+    total means integers only. Only the plain cases are handled here: integers for an integer
+    field (numpy raises on values out of range), decimal-containing lists for a float field
+    (no value may round to infinity). Everything else (errors included) returns None and takes
+    the general path, which names the offending element. Bools still need `_hides_bools`.
+    """
+    leaves: Any = value
+    item: Any = value
+    while True:
+        item = item[0] if item else None
+        if type(item) is not list:
+            break
+        leaves = chain.from_iterable(leaves)
+    try:
+        total = sum(leaves)
+    except TypeError:
+        return None
+    try:
+        if target.json_kind is JsonKind.INT:
+            if type(total) is not int:
+                return None
+            return np.asarray(value, dtype=target.numpy)
+        if type(total) is not float:
+            return None
+        with np.errstate(over="ignore"):
+            array = np.asarray(value, dtype=target.numpy)
+    except (ValueError, OverflowError, TypeError):
+        return None
+    if array.size and np.isinf(array).any():
+        return None  # Infinity literals and overflow are told apart by the general path
+    return array
 
 
 def _checked_int_cast(raw: NDArray, target: DType, path: str) -> NDArray:
