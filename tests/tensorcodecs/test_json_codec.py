@@ -307,3 +307,19 @@ def test_leaves_at_different_depths_are_ragged() -> None:
             decode_value([[0.0], [[0.0]]], spec(dtype), "x")
         assert info.value.field == "x[1][0]"
         assert "ragged list" in info.value.message
+
+
+def test_non_finite_values_next_to_other_outputs() -> None:
+    out = encode_outputs({
+        "s": np.array([b"null"], object),
+        "f": np.array([[1.5, np.nan], [-np.inf, 2]], np.float32),
+        "g": np.array([0.25], np.float64),
+        "c": np.array([complex(np.inf, 1)], np.complex64),
+        "h": np.float16(np.inf),
+        "i": np.array([1], np.int8),
+    })
+    assert out == (b'{"s":["null"],"f":[[1.5,NaN],[-Infinity,2.0]],"g":[0.25],'
+                   b'"c":[[Infinity,1.0]],"h":Infinity,"i":[1]}')
+    assert encode_outputs({"s": np.array([b"null"], object), "g": np.array([0.5])}) == (
+        b'{"s":["null"],"g":[0.5]}'
+    )
