@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -97,6 +98,14 @@ def test_float32_prints_shortest_round_trip_text() -> None:
 
 def test_scalars_keep_their_precision() -> None:
     assert encode_outputs({"a": np.array(np.float32(0.1)), "b": np.float16(0.1)}) == b'{"a":0.1,"b":0.1}'
+
+
+def test_sums_that_overflow_do_not_warn_or_change_the_text() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert encode(np.array([3e38, 3e38, -np.inf, np.inf], np.float32)) == (
+            b"[3e+38,3e+38,-Infinity,Infinity]"
+        )
 
 
 def test_big_endian_arrays_are_written_in_order() -> None:
