@@ -38,6 +38,7 @@ import base64
 import binascii
 import functools
 import json
+import math
 from collections.abc import Callable, Mapping
 from itertools import chain
 from typing import Any
@@ -193,8 +194,12 @@ def _fast_numeric(value: list[Any], target: DType) -> NDArray | None:
             array = np.asarray(value, dtype=target.numpy)
     except (ValueError, OverflowError, TypeError):
         return None
-    if array.size and np.isinf(array).any():
-        return None  # Infinity literals and overflow are told apart by the general path
+    if not math.isfinite(total) or array.dtype.itemsize < 8:
+        # A finite float32/float16 sum proves that no value rounded to infinity.
+        with np.errstate(over="ignore", invalid="ignore"):
+            array_total = array.sum()
+        if not np.isfinite(array_total) and np.isinf(array).any():
+            return None  # Infinity literals and overflow are told apart by the general path
     return array
 
 
