@@ -11,8 +11,8 @@ TensorProto -> JSON
   floor        np.frombuffer(tensor_content) + orjson.dumps(OPT_SERIALIZE_NUMPY)
   json_format  json_format.MessageToDict of the typed-field TensorProto + orjson.dumps
 
-Each case is timed with timeit (loops sized to ~50 ms, median of 5 repeats, 3 when one call takes
-over 0.3 s; timeit turns GC off). MB/s counts the JSON bytes parsed or produced. The ratios at the
+Each case is timed with timeit (loops sized to ~50 ms, GC off, best of 7 interleaved rounds; 3 for
+N = 1e6). MB/s counts the JSON bytes parsed or produced. The ratios at the
 end compare cases measured in this same run. Peak extra memory is measured in a fresh process
 (peak RSS during one JSON -> serialized TensorProto conversion minus RSS just before it).
 
@@ -59,14 +59,24 @@ def sample(dtype: str, n: int) -> NDArray:
     return rng.integers(-(2**40), 2**40, n, dtype=np.int64)
 
 
-def median_seconds(fn: Callable[[], object]) -> float:
-    """Median seconds per call: loops sized to ~50 ms, 5 repeats (3 when one call > 0.3 s)."""
-    start = timeit.default_timer()
-    fn()
-    one = timeit.default_timer() - start
-    loops = max(1, int(0.05 / max(one, 1e-9)))
-    runs = timeit.Timer(fn).repeat(repeat=3 if one > 0.3 else 5, number=loops)
-    return float(np.median(runs)) / loops
+def best_seconds(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Seconds per call of each function: loops sized to ~50 ms, best of `repeats` rounds.
+
+    The rounds are interleaved (every function once per round) so that a noisy moment on a shared
+    machine hits all the cases compared in one ratio, and the best round is the least disturbed.
+    """
+    loops = []
+    for fn in fns:
+        start = timeit.default_timer()
+        fn()
+        one = timeit.default_timer() - start
+        loops.append(max(1, int(0.05 / max(one, 1e-9))))
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            seconds = timeit.Timer(fn).timeit(number=loops[i]) / loops[i]
+            best[i] = min(best[i], seconds)
+    return best
 
 
 class Case:
@@ -114,7 +124,7 @@ class Case:
 
 def run_timings(sizes: list[int]) -> list[tuple[str, int, str, str, float]]:
     rows: list[tuple[str, int, str, str, float]] = []
-    print("| dtype | N | direction | method | JSON bytes | median µs/op | MB/s (JSON) |")
+    print("| dtype | N | direction | method | JSON bytes | µs/op | MB/s (JSON) |")
     print("|---|---:|---|---|---:|---:|---:|")
     for dtype in DTYPES:
         for n in sizes:
@@ -127,8 +137,9 @@ def run_timings(sizes: list[int]) -> list[tuple[str, int, str, str, float]]:
                 ("pb→JSON", "floor: np.frombuffer + orjson", case.floor_backward, len(case.answer)),
                 ("pb→JSON", "json_format.MessageToDict", case.naive_backward, len(case.answer)),
             ]
-            for direction, method, fn, size in timed:
-                seconds = median_seconds(fn)
+            repeats = 3 if n >= 1_000_000 else 7
+            seconds_each = best_seconds([fn for _, _, fn, _ in timed], repeats)
+            for (direction, method, _, size), seconds in zip(timed, seconds_each, strict=True):
                 rows.append((dtype, n, direction, method, seconds))
                 print(f"| {dtype} | {n} | {direction} | {method} | {size} | {seconds * 1e6:.1f} | "
                       f"{size / seconds / 1e6:.1f} |", flush=True)
