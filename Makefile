@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck protos check-protos unit
+.PHONY: run test lint typecheck protos check-protos unit bench-codec
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,7 @@ check-protos: protos
 	  (echo "generated protobuf code is out of date: run 'make protos' and commit" && exit 1)
 	@test -z "$$(git status --porcelain --untracked-files=all -- protos)" || \
 	  (git status --porcelain -- protos; echo "untracked generated files in protos/" && exit 1)
+
+## bench-codec: JSON <-> TensorProto codec timings and ratios (see benchmarks/README.md)
+bench-codec: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/codec_bench.py

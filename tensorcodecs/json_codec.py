@@ -1,45 +1,101 @@
 """JSON values <-> numpy arrays, checked against a contract field.
 
-Decoding is numpy-vectorised on the happy path; the slower element walks run only to
-name the offending element (`number[2][0]`) once something is already known to be wrong.
+Decoding is numpy-vectorised on the happy path; the slower element walks run only to name the
+offending element (`number[2][0]`) once something is already known to be wrong.
+
+The element rules follow TF Serving's REST API (`tensorflow_serving/util/json_tensor.cc`):
+
+- integers: JSON integers only; `1.5` and `1.0` are rejected, and so are `true`/`false`;
+- floats: any JSON number and `NaN`, `Infinity`, `-Infinity`; a finite value that does not fit
+  the dtype (`1e39` for float32) is rejected, and so is an integer literal whose
+  magnitude exceeds 2**digits - 1 (16777215 for float32, 2**53 - 1 for float64) because it
+  cannot be converted without loss of precision;
+- bool: `true` / `false` only;
+- string: JSON text (stored as its UTF-8 bytes) or `{"b64": "..."}` (stored decoded).
+
+Deliberate differences from TF Serving, each for a stricter or a more complete contract:
+
+- int8/int16/uint8/uint16 values are range-checked against their own dtype (TF Serving only
+  checks that they fit int32 and lets the kernel truncate);
+- "does not fit" means "rounds to infinity": TF Serving also rejects the values within half a
+  unit in the last place above the largest finite value, which would reject `3.4028235e+38`, the
+  shortest text of the largest float32 (and what this module writes for it);
+- float16 and complex are accepted (TF Serving's JSON API has neither): float16 follows the float
+  rules with 2**11 - 1 as the exact-integer bound, complex numbers are `[real, imag]` pairs;
+- `bytes` fields accept plain text as its UTF-8 bytes as well as `{"b64": ...}`;
+- in a list that mixes integer and decimal literals for a float field, numpy reads every element
+  as float64 first, so the exact-integer bound is not applied to the integer literals of that list;
+- float16 answers are written as the shortest text that reads back as the same float16 (TF
+  Serving writes the float32 text of the value: `0.099975586` for float16 0.1, here `0.1`);
+- string answers that are not valid UTF-8 are written as `{"b64": ...}` rather than as invalid
+  JSON text; `bytes` answers are always `{"b64": ...}`. Without a contract, a tensor whose name ends
+  in `_bytes` is written as `{"b64": ...}`, as TF Serving does.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from itertools import chain
 from typing import Any
 
 import numpy as np
 import orjson
 
 from tensorcodecs.contract import Shape, TensorSpec
-from tensorcodecs.dtypes import JsonKind
+from tensorcodecs.dtypes import DType, JsonKind
 from tensorcodecs.errors import CodecError
 
-NDArray = np.ndarray  # type: ignore[type-arg]
+NDArray = np.ndarray[Any, Any]
+
+_RAGGED = "ragged list: all lists at one depth must have the same length"
+_NON_FINITE_TOKENS = (b"NaN", b"Infinity")
 
 
 def loads(body: bytes | str) -> Any:
-    """Parse a JSON document; NaN, Infinity and -Infinity are accepted as TF Serving does."""
+    """Parse a JSON document; NaN, Infinity and -Infinity are accepted as TF Serving does.
+
+    orjson parses every standard document. A document it rejects is parsed again by the
+    standard library only when it contains one of those literals (several times slower, so
+    only such bodies pay for it); any other parse error is reported as orjson found it.
+    """
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as fast_error:
-        # orjson rejects the non-standard literals; the standard library accepts them.
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise CodecError(f"request body is not valid JSON: {fast_error}") from None
+        raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+        if any(token in raw for token in _NON_FINITE_TOKENS):
+            try:
+                return json.loads(raw.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                pass
+        raise CodecError(f"request body is not valid JSON: {fast_error}") from None
+
+
+def may_hold_bools(body: bytes) -> bool:
+    """Whether a JSON document can contain a `true` or `false` literal (cheap, exact when False)."""
+    return (b"u" in body and b"true" in body) or (b"l" in body and b"false" in body)
 
 
 # ---------------------------------------------------------------- JSON -> numpy
 
 
-def decode_inputs(body: Any, specs: Mapping[str, TensorSpec]) -> dict[str, NDArray]:
-    """Turn a request object `{name: value, ...}` into arrays, one per contract input."""
+def decode_request(body: bytes, specs: Mapping[str, TensorSpec]) -> dict[str, NDArray]:
+    """`loads` + `decode_inputs` for a raw request body (lets bool checks skip bool-free bodies)."""
+    return decode_inputs(loads(body), specs, bools=may_hold_bools(body))
+
+
+def decode_inputs(
+    body: Any, specs: Mapping[str, TensorSpec], *, bools: bool = True
+) -> dict[str, NDArray]:
+    """Turn a request object `{name: value, ...}` into arrays, one per contract input.
+
+    `bools=False` promises that the document has no `true`/`false` literal (see
+    `may_hold_bools`), which spares numeric fields the exact walk for bools hiding as 0/1.
+    """
     if not isinstance(body, dict):
         raise CodecError(f"request body must be a JSON object with the inputs {_names(specs)}")
     missing = [name for name in specs if name not in body]
@@ -50,18 +106,22 @@ def decode_inputs(body: Any, specs: Mapping[str, TensorSpec]) -> dict[str, NDArr
                          field=missing[0])
     if unknown:
         raise CodecError(f"unknown input {unknown[0]!r}; expected only {_names(specs)}", field=unknown[0])
-    return {name: decode_value(body[name], spec, name) for name, spec in specs.items()}
+    return {name: decode_value(body[name], spec, name, bools=bools) for name, spec in specs.items()}
 
 
-def decode_value(value: Any, spec: TensorSpec, path: str) -> NDArray:
+def decode_value(value: Any, spec: TensorSpec, path: str, *, bools: bool = True) -> NDArray:
     """One JSON value (scalar or nested lists) as an array of the spec's dtype and shape."""
     kind = spec.dtype.json_kind
-    if kind in (JsonKind.STRING, JsonKind.BYTES):
+    if kind is JsonKind.STRING or kind is JsonKind.BYTES:
         array = _decode_strings(value, path)
     elif kind is JsonKind.COMPLEX:
-        array = _decode_complex(value, spec, path)
+        array = _decode_complex(value, spec.dtype, path, bools)
     else:
-        array = _decode_numeric(value, spec, path)
+        array = _decode_numeric(value, spec.dtype, path, bools)
+    if array.size == 0 and spec.shape and len(spec.shape) > array.ndim and array.shape[-1:] == (0,):
+        # JSON cannot write the dims after an empty one ([] for shape [0, 3]): take them from the
+        # contract (-1 as 0), as an empty batch of a [-1, 3] input is written [].
+        array = array.reshape(array.shape + tuple(max(d, 0) for d in spec.shape[array.ndim:]))
     if not spec.accepts_shape(array.shape):
         raise CodecError(
             f"expected shape {spec.shape_text()}, got {_shape_text(array.shape)}", field=path
@@ -69,172 +129,328 @@ def decode_value(value: Any, spec: TensorSpec, path: str) -> NDArray:
     return array
 
 
-def _decode_numeric(value: Any, spec: TensorSpec, path: str) -> NDArray:
+def _decode_numeric(value: Any, target: DType, path: str, bools: bool) -> NDArray:
+    if type(value) is list and target.json_kind is not JsonKind.BOOL:
+        fast = _fast_numeric(value, target)
+        if fast is not None and not (bools and _hides_bools(value, fast)):
+            return fast
     raw = _as_array(value, path)
-    target = spec.dtype
     kind = target.json_kind
-    if raw.size == 0 and raw.dtype.kind in "fiub":
-        return raw.astype(target.numpy)
+    if raw.size == 0:
+        return np.empty(raw.shape, dtype=target.numpy)
+    raw_kind = raw.dtype.kind
     if kind is JsonKind.BOOL:
-        if raw.dtype.kind != "b":
-            _raise_first(value, path, lambda v: isinstance(v, bool), "expected true or false")
-        return raw
-    if kind is JsonKind.INT:
-        if raw.dtype.kind not in "iu" or _has_bool(value, raw):
-            _raise_first(value, path, _is_json_int, f"expected an integer ({target.name})")
-        return _checked_int_cast(raw, value, spec, path)
-    # FLOAT: integers and floats (and NaN/Infinity) are accepted, as TF Serving does.
-    if raw.dtype.kind not in "iuf" or _has_bool(value, raw):
+        if raw_kind == "b":
+            return raw
+        _raise_first(value, path, _is_bool, "expected true or false")
+    elif kind is JsonKind.INT:
+        if raw_kind in "iu" and not (bools and _hides_bools(value, raw)):
+            return _checked_int_cast(raw, target, path)
+        _raise_first(value, path, _is_json_int, f"expected an integer ({target.name})")
+        info = np.iinfo(target.numpy)
+        _raise_first(value, path, lambda v: info.min <= v <= info.max,
+                     f"out of range for {target.name} [{info.min}, {info.max}]")
+        # Every element is an in-range integer that numpy could not type on its own
+        # (e.g. 2**64 - 1 next to small values): convert element by element.
+        return np.array(value, dtype=target.numpy)
+    else:
+        if raw_kind in "iuf" and not (bools and _hides_bools(value, raw)):
+            return _checked_float_cast(raw, value, target.numpy, target.name, path)
         _raise_first(value, path, _is_json_number, f"expected a number ({target.name})")
+        return _checked_float_cast(np.asarray(value, dtype=object), value, target.numpy, target.name, path)
+    raise CodecError(f"cannot read the value as {target.name}", field=path)
+
+
+def _fast_numeric(value: list[Any], target: DType) -> NDArray | None:
+    """The array for a list of plain numbers, converted straight to the target dtype, or None.
+
+    numpy's own dtype discovery walks Python ints twice as slowly as a typed conversion, so the
+    element types are settled by `sum` instead (C speed; exact): a `TypeError` means a string,
+    null, object or misplaced list; a float total means at least one decimal literal, an int
+    total means integers only. Only the plain cases are handled here: integers for an integer
+    field (numpy raises on values out of range), decimal-containing lists for a float field
+    (no value may round to infinity). Everything else (errors included) returns None and takes
+    the general path, which names the offending element. Bools still need `_hides_bools`.
+    """
+    leaves: Any = value
+    item: Any = value
+    while True:
+        item = item[0] if item else None
+        if type(item) is not list:
+            break
+        leaves = chain.from_iterable(leaves)
+    try:
+        total = sum(leaves)
+    except TypeError:
+        return None
+    try:
+        if target.json_kind is JsonKind.INT:
+            if type(total) is not int:
+                return None
+            return np.asarray(value, dtype=target.numpy)
+        if type(total) is not float:
+            return None
+        with np.errstate(over="ignore"):
+            array = np.asarray(value, dtype=target.numpy)
+    except (ValueError, OverflowError, TypeError):
+        return None
+    if not math.isfinite(total) or array.dtype.itemsize < 8:
+        # A finite float32/float16 sum proves that no value rounded to infinity.
+        with np.errstate(over="ignore", invalid="ignore"):
+            array_total = array.sum()
+        if not np.isfinite(array_total) and np.isinf(array).any():
+            return None  # Infinity literals and overflow are told apart by the general path
+    return array
+
+
+def _checked_int_cast(raw: NDArray, target: DType, path: str) -> NDArray:
+    if raw.dtype == target.numpy:
+        return raw.view(target.numpy)  # the canonical dtype object ('L', not the equal 'Q')
+    info = np.iinfo(target.numpy)
+    if raw.min() < info.min or raw.max() > info.max:
+        bad = (raw < info.min) | (raw > info.max)
+        index = int(np.flatnonzero(bad)[0])
+        raise CodecError(
+            f"out of range for {target.name} [{info.min}, {info.max}], got {raw.flat[index]}",
+            field=path + _index_text(raw.shape, index),
+        )
+    return raw.astype(target.numpy)
+
+
+def _checked_float_cast(
+    raw: NDArray, value: Any, dtype: np.dtype[Any], name: str, path: str
+) -> NDArray:
+    """Apply TF Serving's lossless-conversion rules and cast."""
+    finfo = np.finfo(dtype)
+    if raw.dtype.kind in "iuO":
+        # Integer literals must be exactly representable: |v| <= 2**digits - 1.
+        limit = (1 << (finfo.nmant + 1)) - 1
+        if raw.dtype.kind == "O" or raw.min() < -limit or raw.max() > limit:
+            _raise_first(value, path, lambda v: not _is_json_int(v) or -limit <= v <= limit,
+                         f"cannot be converted to {name} without loss of precision "
+                         f"(integers must be within +-{limit})")
+        if raw.dtype.kind == "O":
+            raw = np.asarray(value, dtype=np.float64)
+        return raw.astype(dtype)
+    if raw.dtype == dtype:
+        return raw
     with np.errstate(over="ignore"):
-        cast = raw.astype(target.numpy)
-    if raw.dtype.kind == "f" and cast.dtype.itemsize < raw.dtype.itemsize:
-        overflow = np.isinf(cast) & np.isfinite(raw)
-        if overflow.any():
-            index = int(np.flatnonzero(overflow)[0])
+        cast = raw.astype(dtype)
+    # A finite value that rounds to infinity in the dtype (1e39 for float32) is rejected.
+    over = np.isinf(cast)
+    if over.any():
+        over &= np.isfinite(raw)
+        if over.any():
+            index = int(np.flatnonzero(over)[0])
             raise CodecError(
-                f"value {raw.flat[index]!r} is out of range for {target.name}",
+                f"out of range for {name} (largest finite value {float(finfo.max):.8g}), "
+                f"got {_describe(float(raw.flat[index]))}",
                 field=path + _index_text(raw.shape, index),
             )
     return cast
 
 
-def _checked_int_cast(raw: NDArray, value: Any, spec: TensorSpec, path: str) -> NDArray:
-    info = np.iinfo(spec.dtype.numpy)
-    if raw.dtype == spec.dtype.numpy:
-        return raw
-    low, high = raw.min(), raw.max()
-    if low < info.min or high > info.max:
-        bad = (raw < info.min) | (raw > info.max)
-        index = int(np.flatnonzero(bad)[0])
-        raise CodecError(
-            f"value {int(raw.flat[index])} is out of range for {spec.dtype.name} "
-            f"[{info.min}, {info.max}]",
-            field=path + _index_text(raw.shape, index),
-        )
-    return raw.astype(spec.dtype.numpy)
+def _hides_bools(value: Any, raw: NDArray) -> bool:
+    """Exact: whether `value` holds a JSON bool that numpy read as 0 or 1.
 
-
-def _has_bool(value: Any, raw: NDArray) -> bool:
-    # numpy reads [1, true] as [1, 1]; only a scalar or a short walk can tell. Bools in
-    # large numeric arrays are found by the first element of each innermost list.
-    if isinstance(value, bool):
-        return True
-    if raw.ndim == 0 or raw.size == 0:
+    Only arrays that contain 0 or 1 at all are walked, so the common case costs one vectorised
+    comparison; the walk itself runs at C speed over the innermost lists.
+    """
+    if raw.ndim == 0:
+        return isinstance(value, bool)
+    if not ((raw == 0) | (raw == 1)).any():
         return False
-    return any(isinstance(v, bool) for v in _innermost_firsts(value))
-
-
-def _innermost_firsts(value: Any) -> Iterator[Any]:
-    while isinstance(value, list) and value and isinstance(value[0], list):
-        value = value[0]
-    if isinstance(value, list):
-        yield from value[:1]
-        yield from value[-1:]
+    rows: list[Any] = [value]
+    for _ in range(raw.ndim - 1):
+        rows = list(chain.from_iterable(rows))
+    return bool in set(map(type, chain.from_iterable(rows)))
 
 
 def _as_array(value: Any, path: str) -> NDArray:
     if isinstance(value, dict):
         raise CodecError("expected a number or a list, got an object", field=path)
+    if isinstance(value, str):
+        raise CodecError(f"expected a number or a list, got {_describe(value)}", field=path)
     try:
         raw = np.asarray(value)
-    except (ValueError, OverflowError):
-        raise CodecError(_ragged_message(value), field=path + _ragged_path(value)) from None
+    except (ValueError, OverflowError, TypeError):
+        _raise_ragged(value, path)
+        raw = np.asarray(value, dtype=object)
     if raw.dtype.kind == "O":
-        # Lists of unequal length, dicts, None or integers beyond 64 bits.
-        ragged = _ragged_path(value)
-        if ragged:
-            raise CodecError(_ragged_message(value), field=path + ragged)
-        _raise_first(value, path, _is_json_number, "expected a number")
-        _raise_first(value, path, _fits_int64, "integer out of range")
+        _raise_ragged(value, path)
     return raw
+
+
+def _raise_ragged(value: Any, path: str) -> None:
+    where = _ragged_path(value)
+    if where:
+        raise CodecError(_RAGGED, field=path + where)
+
+
+def _decode_complex(value: Any, target: DType, path: str, bools: bool) -> NDArray:
+    raw = _as_array(value, path)
+    part_dtype = target.numpy.type(0).real.dtype
+    if raw.size == 0:
+        return np.empty(raw.shape, dtype=target.numpy)  # no pairs at all: [] or [[], ...]
+    if raw.ndim == 0 or raw.shape[-1] != 2:
+        raise CodecError("expected complex numbers as [real, imaginary] pairs", field=path)
+    if raw.dtype.kind not in "iuf" or (bools and _hides_bools(value, raw)):
+        _raise_first(value, path, _is_json_number, f"expected a number ({target.name} part)")
+    parts = _checked_float_cast(raw, value, part_dtype, f"{target.name} part", path)
+    parts = np.ascontiguousarray(parts, dtype=part_dtype)
+    return parts.view(target.numpy)[..., 0]
 
 
 def _decode_strings(value: Any, path: str) -> NDArray:
     flat: list[bytes] = []
-    shape = _walk_strings(value, path, flat)
+    try:
+        shape = _walk_strings(value, flat)
+    except _BadElement as bad:
+        raise CodecError(bad.message, field=path + "".join(f"[{i}]" for i in reversed(bad.index))) from None
     array = np.empty(len(flat), dtype=object)
     array[:] = flat
     return array.reshape(shape)
 
 
-def _walk_strings(value: Any, path: str, out: list[bytes]) -> Shape:
-    if isinstance(value, list):
-        shapes = [_walk_strings(item, f"{path}[{i}]", out) for i, item in enumerate(value)]
-        for i, shape in enumerate(shapes[1:], start=1):
-            if shape != shapes[0]:
-                raise CodecError("ragged list: all lists at one depth must have the same length",
-                                 field=f"{path}[{i}]")
-        return (len(value), *(shapes[0] if shapes else ()))
-    out.append(_string_bytes(value, path))
-    return ()
+class _BadElement(Exception):
+    """An element that is not a string; `index` is filled in innermost-first while unwinding."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.index: list[int] = []
 
 
-def _string_bytes(value: Any, path: str) -> bytes:
+def _walk_strings(value: Any, out: list[bytes]) -> Shape:
+    if type(value) is not list:
+        out.append(_string_bytes(value))
+        return ()
+    if not value or type(value[0]) is not list:
+        append = out.append
+        for i, item in enumerate(value):
+            if type(item) is str:
+                append(item.encode("utf-8", "surrogatepass"))
+                continue
+            try:
+                if type(item) is list:
+                    raise _BadElement(_RAGGED)
+                append(_string_bytes(item))
+            except _BadElement as bad:
+                bad.index.append(i)
+                raise
+        return (len(value),)
+    first: Shape | None = None
+    for i, item in enumerate(value):
+        try:
+            if type(item) is not list:
+                raise _BadElement(_RAGGED)
+            shape = _walk_strings(item, out)
+            if first is None:
+                first = shape
+            elif shape != first:
+                raise _BadElement(_RAGGED)
+        except _BadElement as bad:
+            bad.index.append(i)
+            raise
+    return (len(value), *(first or ()))
+
+
+def _string_bytes(value: Any) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass")
-    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+    if isinstance(value, dict):
+        encoded = value.get("b64")
+        if len(value) != 1 or not isinstance(encoded, str):
+            raise _BadElement('expected a string or {"b64": "..."}, got an object')
         try:
-            return base64.b64decode(value["b64"], validate=True)
-        except binascii.Error:
-            raise CodecError("invalid base64 in {\"b64\": ...}", field=path) from None
-    raise CodecError('expected a string or {"b64": "..."}', field=path)
-
-
-def _decode_complex(value: Any, spec: TensorSpec, path: str) -> NDArray:
-    raw = _as_array(value, path)
-    if raw.dtype.kind not in "iuf" or raw.ndim == 0 or raw.shape[-1] != 2:
-        raise CodecError("expected complex numbers as [real, imaginary] pairs", field=path)
-    parts = np.ascontiguousarray(raw, dtype=spec.dtype.numpy.type(0).real.dtype)
-    return parts.view(spec.dtype.numpy)[..., 0]
+            return base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise _BadElement('invalid base64 in {"b64": ...}') from None
+    raise _BadElement(f'expected a string or {{"b64": "..."}}, got {_describe(value)}')
 
 
 # ---------------------------------------------------------------- numpy -> JSON
 
 
-def encode_outputs(arrays: Mapping[str, NDArray], specs: Mapping[str, TensorSpec] | None = None) -> bytes:
+def encode_outputs(
+    arrays: Mapping[str, NDArray | np.generic], specs: Mapping[str, TensorSpec] | None = None
+) -> bytes:
     """A response object `{name: nested lists}` as JSON bytes."""
-    return orjson.dumps(
-        {name: to_json_value(array, specs.get(name) if specs else None) for name, array in arrays.items()},
-        option=orjson.OPT_SERIALIZE_NUMPY,
-    )
+    values: dict[str, Any] = {}
+    for name, array in arrays.items():
+        spec = specs.get(name) if specs else None
+        as_b64 = spec.dtype.json_kind is JsonKind.BYTES if spec else name.endswith("_bytes")
+        values[name] = _json_value(np.asarray(array), as_b64)
+    return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def to_json_value(array: NDArray, spec: TensorSpec | None = None) -> Any:
-    """An array as a value orjson can write (numeric arrays pass through as numpy buffers)."""
+def to_json_value(array: NDArray | np.generic, spec: TensorSpec | None = None) -> Any:
+    """An array as a value `orjson.dumps(..., option=OPT_SERIALIZE_NUMPY)` writes faithfully.
+
+    Numeric arrays pass through as numpy buffers; floats with NaN/Infinity, and float16, come
+    back as `orjson.Fragment` text; strings as nested lists of str / `{"b64": ...}`.
+    """
+    as_b64 = spec is not None and spec.dtype.json_kind is JsonKind.BYTES
+    return _json_value(np.asarray(array), as_b64)
+
+
+def _json_value(array: NDArray, as_b64: bool) -> Any:
     kind = array.dtype.kind
     if kind in "OSU":
-        as_b64 = spec is not None and spec.dtype.json_kind is JsonKind.BYTES
         return _map_nested(array, lambda v: _bytes_json(v, as_b64))
     if kind == "c":
         pairs = np.stack([array.real, array.imag], axis=-1)
-        return to_json_value(np.ascontiguousarray(pairs))
-    if kind == "f" and (array.dtype == np.float16 or not np.isfinite(array).all()):
-        return orjson.Fragment(_float_text(array))
-    if array.ndim == 0:
-        return array.item()
-    return np.ascontiguousarray(array)
-
-
-_NON_FINITE = {math.inf: b"Infinity", -math.inf: b"-Infinity"}
-
-
-def _float_text(array: NDArray) -> bytes:
-    """Nested lists of floats, shortest round-trip text per dtype, NaN/Infinity as literals."""
-    if array.ndim == 0:
-        value = array[()]
-        if math.isnan(value):
-            return b"NaN"
-        if math.isinf(value):
-            return _NON_FINITE[float(value)]
+        return _json_value(pairs, as_b64)
+    if kind not in "biuf":
+        raise CodecError(f"cannot write {array.dtype} values as JSON")
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    if kind == "f":
         if array.dtype == np.float16:
-            return np.format_float_positional(value, unique=True, trim="-").encode()
-        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
-    return b"[" + b",".join(_float_text(sub) for sub in array) + b"]"
+            # float64 values whose shortest text is the shortest text of each float16.
+            array = _half_table()[array.view(np.uint16)]
+        # A finite sum (one pass, no temporary) proves every value finite; otherwise look closer.
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = array.sum()
+        if not np.isfinite(total):
+            finite = np.isfinite(array)
+            if not finite.all():
+                return orjson.Fragment(_with_non_finite(array, finite))
+    if array.ndim == 0:
+        return array.item() if kind in "biu" else array[()]
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
+def _with_non_finite(array: NDArray, finite: NDArray) -> bytes:
+    """orjson writes NaN and +-Infinity as null; put TF Serving's literals back in their place."""
+    array = np.require(array, requirements="C")
+    text = orjson.dumps(array[()] if array.ndim == 0 else array, option=orjson.OPT_SERIALIZE_NUMPY)
+    bad = array[~finite] if array.ndim else array.reshape(1)
+    if np.isnan(bad).all():
+        return text.replace(b"null", b"NaN")
+    literals = [b"NaN" if v != v else (b"Infinity" if v > 0 else b"-Infinity") for v in bad.tolist()]
+    pieces = text.split(b"null")
+    out = [pieces[0]]
+    for literal, piece in zip(literals, pieces[1:], strict=True):
+        out.append(literal)
+        out.append(piece)
+    return b"".join(out)
+
+
+@functools.cache
+def _half_table() -> NDArray:
+    """For every float16 bit pattern, the float64 read from its shortest round-trip text."""
+    halves = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    return np.array([float(str(v)) for v in halves], dtype=np.float64)
 
 
 def _bytes_json(value: Any, as_b64: bool) -> Any:
-    data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    if isinstance(value, str):
+        if not as_b64:
+            return value
+        data = value.encode("utf-8", "surrogatepass")
+    else:
+        data = bytes(value)
     if not as_b64:
         try:
             return data.decode("utf-8")
@@ -247,11 +463,15 @@ def _map_nested(array: NDArray, convert: Callable[[Any], Any]) -> Any:
     if array.ndim == 0:
         return convert(array[()])
     if array.ndim == 1:
-        return [convert(value) for value in array]
+        return [convert(value) for value in array.tolist()]
     return [_map_nested(sub, convert) for sub in array]
 
 
 # ---------------------------------------------------------------- error paths
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
 
 
 def _is_json_int(value: Any) -> bool:
@@ -260,10 +480,6 @@ def _is_json_int(value: Any) -> bool:
 
 def _is_json_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _fits_int64(value: Any) -> bool:
-    return not _is_json_int(value) or -(2**63) <= value < 2**64
 
 
 def _raise_first(value: Any, path: str, ok: Callable[[Any], bool], message: str) -> None:
@@ -277,23 +493,22 @@ def _raise_first(value: Any, path: str, ok: Callable[[Any], bool], message: str)
             raise CodecError(f"{message}, got {_describe(item)}", field=where)
 
 
-def _ragged_path(value: Any, path: str = "") -> str:
-    """Path of the first list whose length differs from its siblings ('' if none)."""
-    if not isinstance(value, list):
-        return ""
-    lengths = [len(v) if isinstance(v, list) else None for v in value]
-    for i, length in enumerate(lengths[1:], start=1):
-        if length != lengths[0]:
-            return f"{path}[{i}]"
-    for i, item in enumerate(value):
-        found = _ragged_path(item, f"{path}[{i}]")
-        if found:
-            return found
+def _ragged_path(value: Any) -> str:
+    """Path of the first element whose depth or length differs from the first at its level.
+
+    '' when every list at one depth has the same length and all leaves are at the same depth.
+    """
+    level: list[tuple[Any, str]] = [(value, "")]
+    while level:
+        first = level[0][0]
+        want = len(first) if isinstance(first, list) else None
+        for node, where in level:
+            if (len(node) if isinstance(node, list) else None) != want:
+                return where
+        if want is None:
+            return ""
+        level = [(child, f"{where}[{i}]") for node, where in level for i, child in enumerate(node)]
     return ""
-
-
-def _ragged_message(value: Any) -> str:
-    return "ragged list: all lists at one depth must have the same length"
 
 
 def _index_text(shape: Shape, flat_index: int) -> str:
@@ -313,7 +528,13 @@ def _describe(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, dict):
         return "an object"
-    text = orjson.dumps(value).decode() if not isinstance(value, float) else repr(value)
+    if isinstance(value, float):
+        text = "NaN" if value != value else repr(value).replace("inf", "Infinity")
+    else:
+        try:
+            text = orjson.dumps(value).decode()
+        except TypeError:
+            text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

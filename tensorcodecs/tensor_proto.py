@@ -1,10 +1,18 @@
 """numpy arrays <-> TensorFlow TensorProto messages.
 
-Numeric tensors are written to `tensor_content` (one buffer copy) unless typed fields are
-asked for; both forms, and TF's fill rules for short value lists, are read back.
+Numeric tensors are written to `tensor_content` (one buffer copy, always little-endian) unless
+typed fields are asked for; strings always go to `string_val`. Both forms are read back, and
+TF's fill rule for typed fields applies: no values means all zeros (empty strings), fewer values
+than elements repeat the last one.
+
+Deliberate differences from TensorFlow's `Tensor::FromProto`: more typed values than the shape
+holds is an error here (TF silently ignores the extra values), and `tensor_content` on a string
+tensor is ignored in favour of `string_val` (TF rejects it).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +20,7 @@ from protos.tensorflow.tensor_pb2 import TensorProto
 from tensorcodecs.dtypes import DType, JsonKind, dtype_from_enum, dtype_from_numpy
 from tensorcodecs.errors import CodecError
 
-NDArray = np.ndarray  # type: ignore[type-arg]
+NDArray = np.ndarray[Any, Any]
 
 
 def encode_tensor(array: NDArray, dtype: DType | None = None, *, typed: bool = False) -> TensorProto:
@@ -24,46 +32,68 @@ def fill_tensor(
     proto: TensorProto, array: NDArray, dtype: DType | None = None, *, typed: bool = False
 ) -> TensorProto:
     """Write `array` into an empty TensorProto in place (e.g. a request's map entry)."""
+    array = np.asarray(array)
     row = dtype or dtype_from_numpy(array.dtype)
     proto.dtype = row.enum  # type: ignore[assignment]
     dims = proto.tensor_shape.dim
     for size in array.shape:
         dims.add().size = size
     if not row.is_numeric:
-        proto.string_val.extend(_as_bytes(v) for v in array.ravel().tolist())
+        proto.string_val.extend([_as_bytes(v) for v in array.ravel().tolist()])
+    elif array.size == 0:
+        pass  # no values: the shape alone says it all
     elif not typed:
-        proto.tensor_content = np.ascontiguousarray(array, dtype=row.numpy).tobytes()
+        # tobytes() is the one copy; it is C-ordered and, with a "<" dtype, little-endian.
+        proto.tensor_content = _as_numeric(array, row).tobytes()
     else:
-        getattr(proto, row.proto_field).extend(_typed_values(array.astype(row.numpy, copy=False), row))
+        getattr(proto, row.proto_field).extend(_typed_values(_as_numeric(array, row), row))
     return proto
 
 
 def decode_tensor(proto: TensorProto) -> NDArray:
-    """The array a TensorProto holds, whichever field carries its values."""
+    """The array a TensorProto holds, whichever field carries its values.
+
+    Arrays read from `tensor_content` are read-only views of the message's bytes (no copy).
+    """
     row = dtype_from_enum(proto.dtype)
-    shape = tuple(dim.size for dim in proto.tensor_shape.dim)
+    shape_proto = proto.tensor_shape
+    if shape_proto.unknown_rank:
+        raise CodecError("tensor shape has unknown rank")
+    shape = tuple(dim.size for dim in shape_proto.dim)
     if any(size < 0 for size in shape):
         raise CodecError(f"tensor shape {list(shape)} has an unknown dimension")
-    count = int(np.prod(shape, dtype=np.int64))
-    if proto.tensor_content and row.is_numeric:
-        content = proto.tensor_content
-        if len(content) != count * row.numpy.itemsize:
-            raise CodecError(
-                f"tensor_content holds {len(content)} bytes; shape {list(shape)} of {row.name} "
-                f"needs {count * row.numpy.itemsize}"
-            )
-        return np.frombuffer(content, dtype=row.numpy).reshape(shape)
+    count = 1
+    for size in shape:
+        count *= size
+    if row.is_numeric:
+        content = proto.tensor_content  # read once: each access copies the bytes
+        if content:
+            need = count * row.numpy.itemsize
+            if len(content) != need:
+                raise CodecError(
+                    f"tensor_content holds {len(content)} bytes; shape {list(shape)} of {row.name} "
+                    f"needs {need}"
+                )
+            return np.frombuffer(content, dtype=row.numpy).reshape(shape)
     values = _values_from_typed_field(proto, row)
     return _fill(values, count, row).reshape(shape)
 
 
-def _typed_values(array: NDArray, row: DType) -> list[object]:
-    flat = array.ravel()
+def _as_numeric(array: NDArray, row: DType) -> NDArray:
+    if array.dtype.kind in "OSU":
+        raise CodecError(f"cannot write {array.dtype} values as {row.name}")
+    if row.json_kind is not JsonKind.COMPLEX and array.dtype.kind == "c":
+        raise CodecError(f"cannot write complex values as {row.name}")
+    return np.ascontiguousarray(array, dtype=row.numpy)
+
+
+def _typed_values(array: NDArray, row: DType) -> list[Any]:
+    flat = array.reshape(-1)
     if row.numpy == np.float16:
-        return flat.view(np.uint16).astype(np.int32).tolist()  # type: ignore[no-any-return]
+        return flat.view(np.uint16).astype(np.int32).tolist()
     if row.json_kind is JsonKind.COMPLEX:
-        return flat.view(flat.real.dtype).tolist()  # type: ignore[no-any-return]
-    return flat.tolist()  # type: ignore[no-any-return]
+        return flat.view(row.field_numpy).tolist()
+    return flat.tolist()
 
 
 def _values_from_typed_field(proto: TensorProto, row: DType) -> NDArray:
@@ -72,31 +102,38 @@ def _values_from_typed_field(proto: TensorProto, row: DType) -> NDArray:
         values = np.empty(len(field), dtype=object)
         values[:] = list(field)
         return values
+    # Repeated scalar fields expose a buffer: asarray is one C-speed copy.
+    parts = np.asarray(field, dtype=row.field_numpy)
     if row.numpy == np.float16:
-        return np.asarray(field, dtype=np.int32).astype(np.uint16).view(np.float16)
+        return parts.astype(np.uint16).view(np.float16)
     if row.json_kind is JsonKind.COMPLEX:
-        parts = np.asarray(field, dtype=row.numpy.type(0).real.dtype)
         if parts.size % 2:
-            raise CodecError(f"{row.proto_field} holds an odd number of parts")
+            raise CodecError(f"{row.proto_field} holds an odd number of parts ({parts.size})")
         return parts.view(row.numpy)
-    return np.asarray(field, dtype=row.numpy)
+    if parts.dtype != row.numpy:
+        info = np.iinfo(row.numpy)
+        if parts.size and (parts.min() < info.min or parts.max() > info.max):
+            raise CodecError(f"{row.proto_field} holds values out of range for {row.name}")
+        return parts.astype(row.numpy)
+    return parts
 
 
 def _fill(values: NDArray, count: int, row: DType) -> NDArray:
     """TF's rule: fewer values than elements repeat the last value; none means zeros."""
-    if len(values) == count:
+    have = len(values)
+    if have == count:
         return values
-    if len(values) > count:
-        raise CodecError(f"{row.proto_field} holds {len(values)} values for {count} elements")
-    if len(values) == 0:
+    if have > count:
+        raise CodecError(f"{row.proto_field} holds {have} values for {count} elements")
+    if have == 0:
         if row.is_numeric:
             return np.zeros(count, dtype=row.numpy)
         filled = np.empty(count, dtype=object)
-        filled[:] = [b""] * count
+        filled.fill(b"")
         return filled
     padded = np.empty(count, dtype=values.dtype)
-    padded[: len(values)] = values
-    padded[len(values) :] = values[-1]
+    padded[:have] = values
+    padded[have:] = values[-1]
     return padded
 
 
@@ -104,5 +141,5 @@ def _as_bytes(value: object) -> bytes:
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
-        return value.encode("utf-8")
+        return value.encode("utf-8", "surrogatepass")
     raise CodecError(f"string tensors hold bytes or str, got {type(value).__name__}")
