@@ -10,6 +10,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -24,6 +25,7 @@ from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
 
+GZIP_MIN_BYTES = 1024  # smaller answers are sent as they are, even when gzip is accepted
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
               415: "unsupported_media_type"}
 
@@ -40,7 +42,7 @@ def create_app(settings: Settings, config: Config | None = None,
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = ChannelPool()
         app.state.settings = settings
-        app.state.dataplane = DataPlane(Registry.build(config, pool, failed))
+        app.state.dataplane = DataPlane(Registry.build(config, pool, failed), settings.max_concurrency)
         try:
             yield
         finally:
@@ -48,7 +50,8 @@ def create_app(settings: Settings, config: Config | None = None,
 
     return Starlette(
         routes=[*native.routes, *health.routes],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[Middleware(RequestIdMiddleware),
+                    Middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES)],
         exception_handlers={GatewayError: gateway_error, HTTPException: http_error,
                             Exception: unexpected_error},
         lifespan=lifespan,
@@ -65,7 +68,8 @@ async def gateway_error(request: Request, exc: Exception) -> Response:
     if exc.status >= 500:
         log.warning("%s %s -> %s %s: %s", request.method, request.url.path, exc.status, exc.code,
                     exc.message)
-    return error_response(exc.status, exc.to_dict())
+    headers = {"retry-after": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+    return error_response(exc.status, exc.to_dict(), headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.backends import NDArray
-from gateway.errors import BackendError, DeadlineExceeded
+from gateway.errors import BackendError, DeadlineExceeded, Overloaded, TooManyRequests
 from gateway.registry import Application, Registry
 from gateway.routing import choose_variant
 
@@ -36,10 +36,15 @@ class RequestContext:
 
 
 class DataPlane:
-    """Runs requests against the current registry."""
+    """Runs requests against the current registry, within the concurrency limits: the
+    gateway's (`max_concurrency`, beyond it 503) and each application's (beyond it 429).
+    Nothing waits in a queue: a request over a limit is refused at once with Retry-After."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, max_concurrency: int = 1024) -> None:
         self.registry = registry
+        self.max_concurrency = max_concurrency
+        self.in_flight = 0
+        self._app_in_flight: dict[str, int] = {}
 
     def application(self, name: str) -> Application:
         """The application called `name` (NotFound otherwise)."""
@@ -48,6 +53,22 @@ class DataPlane:
     async def predict(self, app: Application, inputs: Mapping[str, NDArray],
                       context: RequestContext) -> dict[str, NDArray]:
         """Pass `inputs` through every stage; each stage's outputs feed the next."""
+        if self.in_flight >= self.max_concurrency:
+            raise Overloaded(f"the gateway is at its limit of {self.max_concurrency} requests in flight")
+        limit = app.manifest.max_concurrency
+        running = self._app_in_flight.get(app.name, 0)
+        if limit is not None and running >= limit:
+            raise TooManyRequests(f"application {app.name} is at its limit of {limit} requests in flight")
+        self.in_flight += 1
+        self._app_in_flight[app.name] = running + 1
+        try:
+            return await self._run_stages(app, inputs, context)
+        finally:
+            self.in_flight -= 1
+            self._app_in_flight[app.name] -= 1
+
+    async def _run_stages(self, app: Application, inputs: Mapping[str, NDArray],
+                          context: RequestContext) -> dict[str, NDArray]:
         tensors: Mapping[str, NDArray] = inputs
         outputs: dict[str, NDArray] = {}
         model = ""

@@ -17,6 +17,7 @@ class GatewayError(Exception):
     status: int = 500
     code: str = "internal"
     grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    retry_after_s: int | None = None  # sent as Retry-After when set
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -57,6 +58,32 @@ class UnsupportedMediaType(GatewayError):
     status, code, grpc_code = 415, "unsupported_media_type", grpc.StatusCode.INVALID_ARGUMENT
 
 
+class PayloadTooLarge(GatewayError):
+    status, code, grpc_code = 413, "payload_too_large", grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unauthenticated(GatewayError):
+    status, code, grpc_code = 401, "unauthenticated", grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(GatewayError):
+    status, code, grpc_code = 403, "permission_denied", grpc.StatusCode.PERMISSION_DENIED
+
+
+class TooManyRequests(GatewayError):
+    """An application is at its concurrency limit."""
+
+    status, code, grpc_code = 429, "too_many_requests", grpc.StatusCode.RESOURCE_EXHAUSTED
+    retry_after_s = 1
+
+
+class Overloaded(GatewayError):
+    """The gateway as a whole is at its concurrency limit, or is shutting down."""
+
+    status, code, grpc_code = 503, "overloaded", grpc.StatusCode.UNAVAILABLE
+    retry_after_s = 1
+
+
 class NotReady(GatewayError):
     status, code, grpc_code = 503, "not_ready", grpc.StatusCode.UNAVAILABLE
 
@@ -69,6 +96,7 @@ class BackendError(GatewayError):
 
 class BackendUnavailable(BackendError):
     status, code, grpc_code = 503, "backend_unavailable", grpc.StatusCode.UNAVAILABLE
+    retry_after_s = 1
 
 
 class DeadlineExceeded(BackendError):

@@ -103,6 +103,8 @@ class ApplicationManifest:
     name: str
     stages: tuple[Stage, ...]
     source: str
+    timeout_s: float | None = None  # default deadline of its requests (else the gateway's)
+    max_concurrency: int | None = None  # its requests in flight; beyond it 429
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,12 +336,19 @@ def _parse_tensor_specs(fields: _Fields, key: str, model_name: str) -> dict[str,
 def parse_application(doc: _Mapping, path: Path) -> ApplicationManifest:
     """A kind Application document (`singular` for now; pipelines extend `stages`)."""
     fields = _Fields(doc, path)
-    fields.reject_unknown({"kind", "name", "singular"})
+    fields.reject_unknown({"kind", "name", "singular", "timeout_s", "max_concurrency"})
     name = fields.required("name", str)
     singular = fields.nested("singular")
     singular.reject_unknown({"model"})
     model = parse_model_ref(singular.required("model", str), singular.where("model"))
-    return ApplicationManifest(name, (Stage((Variant(model),)),), f"{path}:{doc.line}")
+    timeout = fields.optional("timeout_s", float, None)
+    if timeout is not None and timeout <= 0:
+        raise fields.error("timeout_s", "must be greater than 0")
+    concurrency = fields.optional("max_concurrency", int, None)
+    if concurrency is not None and concurrency < 1:
+        raise fields.error("max_concurrency", "must be at least 1")
+    return ApplicationManifest(name, (Stage((Variant(model),)),), f"{path}:{doc.line}", timeout,
+                               concurrency)
 
 
 def parse_model_ref(text: str, where: str) -> ModelRef:

@@ -28,17 +28,45 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def example_config() -> Iterator[Config]:
-    """The example config with every local model bound to a real runtime in this process."""
-    config = load_config(CONFIG_DIR)
+@contextlib.contextmanager
+def runtimes_for(config: Config) -> Iterator[Config]:
+    """`config` with every local model bound to a real runtime server in this process."""
     servers = {model.key: ModelServer.for_folder(model.folder, chdir=False)
                for model in config.local_models() if model.folder is not None}
     for server in servers.values():
         server.start()
-    yield config.with_targets({key: f"127.0.0.1:{server.port}" for key, server in servers.items()})
-    for server in servers.values():
-        server.stop(0).wait()
+    try:
+        yield config.with_targets({key: f"127.0.0.1:{server.port}" for key, server in servers.items()})
+    finally:
+        for server in servers.values():
+            server.stop(0).wait()
+
+
+@pytest.fixture
+def example_config() -> Iterator[Config]:
+    """The example config with every local model bound to a real runtime in this process."""
+    with runtimes_for(load_config(CONFIG_DIR)) as config:
+        yield config
+
+
+def write_model(config_dir: Path, folder: str, name: str, source: str,
+                inputs: str = "x: {shape: [-1], type: int32}",
+                outputs: str = "y: {shape: [-1], type: int32}", extra: str = "") -> Path:
+    """A model folder `config_dir/models/<folder>` with a one-file numpy-style function."""
+    path = config_dir / "models" / folder
+    (path / "src").mkdir(parents=True)
+    (path / "serving.yaml").write_text(
+        f"kind: Model\nname: {name}\n{extra}\ncontract:\n  inputs:\n    {inputs}\n"
+        f"  outputs:\n    {outputs}\n")
+    (path / "src" / "func_main.py").write_text(source)
+    return path
+
+
+def write_app(config_dir: Path, name: str, model: str, extra: str = "") -> None:
+    """An application `name` with one stage served by `model`."""
+    (config_dir / "applications").mkdir(parents=True, exist_ok=True)
+    (config_dir / "applications" / f"{name}.yaml").write_text(
+        f"kind: Application\nname: {name}\nsingular:\n  model: {model}\n{extra}\n")
 
 
 @contextlib.asynccontextmanager

@@ -2,57 +2,67 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.backends import NDArray
+from gateway.body import read_json
 from gateway.dataplane import DataPlane, RequestContext
-from gateway.errors import ContractViolation, InvalidJSON, UnsupportedMediaType
+from gateway.errors import BadRequest, ContractViolation
+from gateway.registry import Application
 from gateway.settings import Settings
 from tensorcodecs import CodecError
-from tensorcodecs.json_codec import decode_inputs, encode_outputs, loads
-
-JSON_TYPES = ("application/json", "text/json")
+from tensorcodecs.json_codec import decode_inputs, encode_outputs, may_hold_bools
 
 
 class JSONResponse(Response):
     media_type = "application/json"
 
 
-def check_json_content_type(request: Request) -> None:
-    """415 unless the body is declared JSON (or not declared at all)."""
-    content_type = request.headers.get("content-type")
-    if content_type is None:
-        return
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media not in JSON_TYPES and not media.endswith("+json"):
-        raise UnsupportedMediaType(f"content type {media!r} is not supported; send application/json")
+TIMEOUT_HEADER = "x-request-timeout"
 
 
-async def read_json(request: Request) -> object:
-    """The request body parsed as JSON, or InvalidJSON."""
-    check_json_content_type(request)
-    body = await request.body()
-    try:
-        return loads(body)
-    except CodecError as error:
-        raise InvalidJSON(error.message) from None
+def request_context(request: Request, settings: Settings, app: Application | None = None) -> RequestContext:
+    """The request's id and deadline: the client's `x-request-timeout` (milliseconds, capped at
+    `max_request_timeout_s`), else the application's `timeout_s`, else the gateway's default."""
+    timeout = settings.request_timeout_s
+    if app is not None and app.manifest.timeout_s is not None:
+        timeout = app.manifest.timeout_s
+    header = request.headers.get(TIMEOUT_HEADER)
+    if header is not None:
+        try:
+            millis = float(header)
+        except ValueError:
+            millis = -1.0
+        if not millis > 0 or millis == float("inf"):
+            raise BadRequest(f"{TIMEOUT_HEADER} must be a positive number of milliseconds, got {header!r}")
+        timeout = min(millis / 1000, settings.max_request_timeout_s)
+    return RequestContext.start(request.state.request_id, timeout)
 
 
-def request_context(request: Request, settings: Settings) -> RequestContext:
-    return RequestContext.start(request.state.request_id, settings.request_timeout_s)
+def check_element_count(inputs: Mapping[str, NDArray], settings: Settings) -> None:
+    """400 when the tensors of one request hold more elements than `max_elements`."""
+    count = sum(array.size for array in inputs.values())
+    if count > settings.max_elements:
+        raise ContractViolation(f"the request holds {count} tensor elements; the limit is "
+                                f"{settings.max_elements}")
 
 
 async def predict_application(request: Request) -> Response:
     """Validate the body against the application's contract, run it, answer JSON."""
     dataplane: DataPlane = request.app.state.dataplane
     app = dataplane.application(request.path_params["name"])
-    body = await read_json(request)
+    settings: Settings = request.app.state.settings
+    raw, body = await read_json(request, settings)
     try:
-        inputs = decode_inputs(body, app.signature.inputs)
+        inputs = decode_inputs(body, app.signature.inputs, bools=may_hold_bools(raw))
     except CodecError as error:
         raise ContractViolation(error.message, field=error.field) from None
-    outputs = await dataplane.predict(app, inputs, request_context(request, request.app.state.settings))
+    check_element_count(inputs, settings)
+    outputs = await dataplane.predict(app, inputs, request_context(request, settings, app))
     return JSONResponse(encode_outputs(outputs, app.signature.outputs))
 
 

@@ -1,0 +1,72 @@
+"""Reading request bodies within the limits: size, content type, gzip, JSON."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from starlette.requests import Request
+
+from gateway.errors import BadRequest, InvalidJSON, PayloadTooLarge, UnsupportedMediaType
+from gateway.settings import Settings
+from tensorcodecs import CodecError
+from tensorcodecs.json_codec import loads
+
+JSON_TYPES = ("application/json", "text/json")
+
+
+def check_json_content_type(request: Request) -> None:
+    """415 unless the body is declared JSON (or not declared at all)."""
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media not in JSON_TYPES and not media.endswith("+json"):
+        raise UnsupportedMediaType(f"content type {media!r} is not supported; send application/json")
+
+
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed `max_body_bytes`
+    (from Content-Length, before reading; else while reading). gzip bodies are inflated up
+    to `max_inflated_bytes`."""
+    limit = settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "gzip":
+        return _inflate(body, settings.max_inflated_bytes)
+    if encoding != "identity":
+        raise UnsupportedMediaType(f"content encoding {encoding!r} is not supported (gzip or identity)")
+    return body
+
+
+def _inflate(body: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, limit)
+        if inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"gzip request body inflates beyond the limit of {limit} bytes")
+        if not inflater.eof:
+            raise BadRequest("gzip request body is truncated")
+    except zlib.error as error:
+        raise BadRequest(f"gzip request body is invalid: {error}") from None
+    return data
+
+
+async def read_json(request: Request, settings: Settings) -> tuple[bytes, Any]:
+    """The raw body and its parsed JSON (InvalidJSON for anything that does not parse)."""
+    check_json_content_type(request)
+    body = await read_body(request, settings)
+    try:
+        return body, loads(body)
+    except CodecError as error:
+        raise InvalidJSON(error.message) from None

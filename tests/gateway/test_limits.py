@@ -1,0 +1,162 @@
+"""Limits on input and load: body size, gzip, content type, element count, deadlines,
+concurrency. Real uvicorn, real runtimes."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.manifests import Config, load_config
+from gateway.settings import Settings
+from tests.conftest import runtimes_for, serve_app, write_app, write_model
+
+SLOW = "import time\nimport numpy as np\n\ndef predict(x):\n    time.sleep(int(x[0]) / 1000)\n    return x\n"
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Config]:
+    root = tmp_path_factory.mktemp("limits")
+    write_model(root, "echo", "echo", "def predict(x):\n    return x\n",
+                inputs="x: {shape: [-1], type: float32}", outputs="y: {shape: [-1], type: float32}")
+    write_model(root, "slow", "slow", SLOW)
+    write_app(root, "echo", "echo")
+    write_app(root, "slow", "slow")
+    write_app(root, "narrow", "slow", "max_concurrency: 1")
+    write_app(root, "hurried", "slow", "timeout_s: 0.2")
+    with runtimes_for(load_config(root)) as bound:
+        yield bound
+
+
+SETTINGS = Settings(max_body_bytes=20_000, max_inflated_bytes=100_000, max_elements=3_000,
+                    max_concurrency=4, max_request_timeout_s=0.5)
+
+
+@pytest.fixture
+async def client(config: Config) -> AsyncIterator[httpx.AsyncClient]:
+    async with (serve_app(create_app(SETTINGS, config)) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as client):
+        yield client
+
+
+def floats(count: int) -> bytes:
+    return b'{"x": [' + b",".join([b"1.5"] * count) + b"]}"
+
+
+async def test_body_over_the_limit_is_413_from_content_length(client: httpx.AsyncClient) -> None:
+    response = await client.post("/gateway/applications/echo", content=floats(10_000),
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_chunked_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"x": ['
+        for _ in range(5_000):
+            yield b"1.5,"
+        yield b"1.5]}"
+
+    response = await client.post("/gateway/applications/echo", content=chunks())
+    assert response.status_code == 413
+
+
+async def test_gzip_request_and_answer(client: httpx.AsyncClient) -> None:
+    body = floats(2_000)
+    response = await client.post("/gateway/applications/echo", content=gzip.compress(body),
+                                 headers={"content-encoding": "gzip", "accept-encoding": "gzip"})
+    assert response.status_code == 200
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.json() == {"y": [1.5] * 2_000}  # httpx inflates it
+
+
+async def test_gzip_bomb_is_413(client: httpx.AsyncClient) -> None:
+    bomb = gzip.compress(b'{"x": [' + b" " * 1_000_000 + b"1]}")
+    assert len(bomb) < SETTINGS.max_body_bytes
+    response = await client.post("/gateway/applications/echo", content=bomb,
+                                 headers={"content-encoding": "gzip"})
+    assert response.status_code == 413
+    assert "inflates beyond" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b"not gzip", {"content-encoding": "gzip"}, 400),
+        (gzip.compress(b'{"x": [1]}')[:-6], {"content-encoding": "gzip"}, 400),
+        (b'{"x": [1]}', {"content-encoding": "br"}, 415),
+        (b'{"x": [1]}', {"content-type": "text/plain"}, 415),
+    ],
+)
+async def test_bad_encodings(client: httpx.AsyncClient, body: bytes, headers: dict[str, str],
+                             status: int) -> None:
+    response = await client.post("/gateway/applications/echo", content=body, headers=headers)
+    assert response.status_code == status
+
+
+async def test_element_count_cap(client: httpx.AsyncClient) -> None:
+    response = await client.post("/gateway/applications/echo", content=floats(3_001))
+    assert response.status_code == 400
+    assert "limit is 3000" in response.json()["error"]["message"]
+
+
+async def test_deep_nesting_is_400(client: httpx.AsyncClient) -> None:
+    response = await client.post("/gateway/applications/echo", content=b'{"x": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    assert response.status_code == 400
+
+
+async def test_client_deadline_is_504_in_time(client: httpx.AsyncClient) -> None:
+    started = time.monotonic()
+    response = await client.post("/gateway/applications/slow", json={"x": [2000]},
+                                 headers={"x-request-timeout": "150"})
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "deadline_exceeded"
+    assert time.monotonic() - started < 1.0
+
+
+async def test_client_deadline_is_capped(client: httpx.AsyncClient) -> None:
+    started = time.monotonic()
+    response = await client.post("/gateway/applications/slow", json={"x": [2000]},
+                                 headers={"x-request-timeout": "60000"})
+    assert response.status_code == 504
+    assert time.monotonic() - started < 1.5  # max_request_timeout_s = 0.5
+
+
+async def test_application_deadline(client: httpx.AsyncClient) -> None:
+    response = await client.post("/gateway/applications/hurried", json={"x": [1000]})
+    assert response.status_code == 504
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "0", "inf"])
+async def test_bad_timeout_header(client: httpx.AsyncClient, value: str) -> None:
+    response = await client.post("/gateway/applications/slow", json={"x": [1]},
+                                 headers={"x-request-timeout": value})
+    assert response.status_code == 400
+    assert "x-request-timeout" in response.json()["error"]["message"]
+
+
+async def test_application_concurrency_limit_is_429(client: httpx.AsyncClient) -> None:
+    first = asyncio.create_task(client.post("/gateway/applications/narrow", json={"x": [300]}))
+    await asyncio.sleep(0.1)
+    second = await client.post("/gateway/applications/narrow", json={"x": [1]})
+    assert second.status_code == 429
+    assert second.headers["retry-after"] == "1"
+    assert (await first).status_code == 200
+
+
+async def test_gateway_concurrency_limit_is_503(client: httpx.AsyncClient) -> None:
+    busy = [asyncio.create_task(client.post("/gateway/applications/slow", json={"x": [300]}))
+            for _ in range(4)]
+    await asyncio.sleep(0.1)
+    over = await client.post("/gateway/applications/echo", json={"x": [1]})
+    assert over.status_code == 503
+    assert over.json()["error"]["code"] == "overloaded"
+    assert over.headers["retry-after"] == "1"
+    assert [r.status_code for r in await asyncio.gather(*busy)] == [200] * 4
+
+
