@@ -106,7 +106,8 @@ async def test_element_count_cap(client: httpx.AsyncClient) -> None:
 
 
 async def test_deep_nesting_is_400(client: httpx.AsyncClient) -> None:
-    response = await client.post("/gateway/applications/echo", content=b'{"x": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    deep = b'{"x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    response = await client.post("/gateway/applications/echo", content=deep)
     assert response.status_code == 400
 
 
