@@ -1,27 +1,112 @@
-"""Request ids (and, later, metrics and access logs), as pure ASGI middleware."""
+"""Request ids, Prometheus metrics and the structured access log, as one pure ASGI middleware.
+
+Routes and the data plane label what they learn about a request in `scope["state"]`
+(`application`, `model`, `version`); the middleware counts and logs it when the answer has
+been sent.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import queue
 import re
+import sys
+import threading
+import time
 import uuid
+from typing import IO, Any
 
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0)
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+log = logging.getLogger("gateway")
 
 
-class RequestIdMiddleware:
-    """Takes the client's `x-request-id` (when sane) or makes one; echoes it on the answer
-    and leaves it in `scope["state"]["request_id"]` for the routes."""
+class Metrics:
+    """Every metric the gateway exports, in one registry (one per app, so tests can count)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("route", "application", "model", "version", "status")
+        self.requests = Counter("gateway_requests", "HTTP requests answered", labels,
+                                registry=self.registry)
+        self.request_seconds = Histogram("gateway_request_duration_seconds",
+                                         "Whole-request latency, from the first byte read to the last "
+                                         "byte sent", ("route", "application"),
+                                         buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.in_flight = Gauge("gateway_requests_in_flight", "HTTP requests being served",
+                               registry=self.registry, multiprocess_mode="livesum")
+        self.request_bytes = Counter("gateway_request_bytes", "Request body bytes received", ("route",),
+                                     registry=self.registry)
+        self.response_bytes = Counter("gateway_response_bytes", "Response body bytes sent", ("route",),
+                                      registry=self.registry)
+        self.contract_errors = Counter("gateway_contract_errors", "Requests refused by a contract",
+                                       ("application",), registry=self.registry)
+        self.backend_seconds = Histogram("gateway_backend_duration_seconds", "Backend call latency",
+                                         ("model", "version"), buckets=LATENCY_BUCKETS,
+                                         registry=self.registry)
+        self.backend_errors = Counter("gateway_backend_errors", "Backend calls that failed, by gRPC code",
+                                      ("model", "version", "code"), registry=self.registry)
+        self.circuit_state = Gauge("gateway_circuit_state", "Backend circuit: 0 closed, 1 half-open, "
+                                   "2 open", ("target",), registry=self.registry,
+                                   multiprocess_mode="max")
+        self.log_dropped = Counter("gateway_access_log_dropped", "Access-log lines dropped because the "
+                                   "writer could not keep up", registry=self.registry)
+
+
+class AccessLog:
+    """One JSON line per request, written by a background thread from a bounded queue; when
+    the queue is full a line is dropped (and counted) rather than slowing requests down."""
+
+    def __init__(self, metrics: Metrics, stream: IO[str] | None = None, capacity: int = 10_000) -> None:
+        self.metrics = metrics
+        self.stream = stream or sys.stdout
+        self._queue: queue.Queue[bytes | None] = queue.Queue(capacity)
+        self._thread = threading.Thread(target=self._write, name="access-log", daemon=True)
+        self._thread.start()
+
+    def record(self, entry: dict[str, Any]) -> None:
+        try:
+            self._queue.put_nowait(orjson.dumps(entry))
+        except queue.Full:
+            self.metrics.log_dropped.inc()
+
+    def _write(self) -> None:
+        while (line := self._queue.get()) is not None:
+            try:
+                self.stream.write(line.decode() + "\n")
+                if self._queue.empty():
+                    self.stream.flush()
+            except (OSError, ValueError):  # a closed stream: keep draining the queue
+                pass
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+
+class ObservabilityMiddleware:
+    """Request id (the client's `x-request-id` when sane, else a new one; echoed on the answer),
+    metrics and the access log for every HTTP request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog | None) -> None:
         self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         request_id = b""
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
@@ -29,11 +114,50 @@ class RequestIdMiddleware:
                 break
         if not request_id:
             request_id = uuid.uuid4().hex.encode()
-        scope.setdefault("state", {})["request_id"] = request_id.decode()
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id.decode()
+        status = 500
+        sizes = [0, 0]  # request body, response body
+
+        async def receive_counting() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                sizes[0] += len(message.get("body", b""))
+            return message
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id)]
+            elif message["type"] == "http.response.body":
+                sizes[1] += len(message.get("body", b""))
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        metrics = self.metrics
+        metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive_counting, send_with_id)
+        finally:
+            metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            application = state.get("application", "")
+            model, version = state.get("model", ""), state.get("version", "")
+            metrics.requests.labels(route, application, model, version, str(status)).inc()
+            metrics.request_seconds.labels(route, application).observe(elapsed)
+            metrics.request_bytes.labels(route).inc(sizes[0])
+            metrics.response_bytes.labels(route).inc(sizes[1])
+            if self.access_log is not None:
+                client = scope.get("client")
+                self.access_log.record({
+                    "time": time.time(), "request_id": state["request_id"], "method": scope["method"],
+                    "path": scope["path"], "status": status, "duration_ms": round(elapsed * 1000, 3),
+                    "bytes_in": sizes[0], "bytes_out": sizes[1], "application": application,
+                    "model": model, "version": version, "client": client[0] if client else None,
+                })
+
+
+def multiprocess_dir() -> str | None:
+    """Where prometheus-client keeps the values of several worker processes (if it does)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
