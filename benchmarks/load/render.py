@@ -1,0 +1,126 @@
+"""Render results/results.md from the raw results of run_all.sh.
+
+usage: render.py results.tsv extra.tsv env.md notes.txt > results.md
+With several repeats (REPEAT>1) each row shows medians over repeats and the req/s range;
+the target ratios use the medians.
+"""
+import csv
+import os
+import statistics
+import sys
+
+tsv, extra_tsv, env, notes = sys.argv[1:5]
+KEY = ("system", "api", "payload", "conc")
+
+
+def read(path):
+    return open(path).read().strip() if os.path.exists(path) else ""
+
+
+groups = {}
+for r in csv.DictReader(open(tsv), delimiter="\t"):
+    groups.setdefault(tuple(r[k] for k in KEY), []).append(r)
+reps = max((len(v) for v in groups.values()), default=1)
+extra = {}
+if os.path.exists(extra_tsv):
+    for r in csv.DictReader(open(extra_tsv), delimiter="\t"):
+        extra[(r["section"], r["key"])] = r["value"]
+
+
+def values(rows, col):
+    return [float(r[col]) for r in rows if r[col] not in ("", "FAILED")]
+
+
+def med(rows, col, fmt):
+    vals = values(rows, col)
+    return fmt % statistics.median(vals) if vals else "FAILED"
+
+
+def metric(system_prefix, payload, conc, col="rps"):
+    for (system, _api, p, c), rows in groups.items():
+        if system.startswith(system_prefix) and p == payload and c == str(conc):
+            vals = values(rows, col)
+            return statistics.median(vals) if vals else None
+    return None
+
+
+print("# Gateway and peers, one run\n")
+print("Servers pinned to CPU 0 (`taskset -c 0`), wrk pinned to CPU 1 (`taskset -c 1`); a gateway's "
+      "backend (embedded runtime or gRPC model server) on CPU 1 as well. Closed loop, one "
+      "connection per unit of concurrency. small = `{\"number\":[1]}`; medium = 1000 float32 "
+      "values, each system in its own JSON format. cpu0/cpu1 = busy % of each core over the "
+      "measured window.\n")
+if reps > 1:
+    print(f"{reps} repeats: medians over repeats; 'req/s range' = min-max.\n")
+more = " req/s range |" if reps > 1 else ""
+print(f"| system | api | payload | conc | req/s | p50 ms | p99 ms | errors | cpu0 % | cpu1 % |{more}")
+print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if reps > 1 else ""))
+for key, rows in groups.items():
+    ok = values(rows, "rps")
+    cells = list(key) + [med(rows, "rps", "%.0f"), med(rows, "p50_ms", "%.2f"),
+                         med(rows, "p99_ms", "%.2f"),
+                         str(sum(int(r["errors"] or 0) for r in rows)),
+                         med(rows, "cpu0_pct", "%.0f"), med(rows, "cpu1_pct", "%.0f")]
+    if reps > 1:
+        cells.append(f"{min(ok):.0f}-{max(ok):.0f}" if ok else "")
+    print("| " + " | ".join(cells) + " |")
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def show(value, fmt="%.2f"):
+    return "n/a" if value is None else fmt % value
+
+
+print("\n## Targets (ratios within this run)\n")
+print("| gateway | measure | target | measured | met |")
+print("|---|---|---|---:|---|")
+for gw, label in (("F ", "embedded runtime"), ("G ", "grpc.aio server")):
+    checks = [
+        ("small c=64 req/s vs mini-gateway", ">= 1.4", ratio(metric(gw, "small", 64), metric("E ", "small", 64)), 1.4),
+        ("small c=64 req/s vs MLServer REST", ">= 1.9", ratio(metric(gw, "small", 64), metric("C ", "small", 64)), 1.9),
+        ("medium c=64 req/s vs mini-gateway", ">= 1.0", ratio(metric(gw, "medium", 64), metric("E ", "medium", 64)), 1.0),
+        ("medium c=64 req/s vs MLServer REST", ">= 1.6", ratio(metric(gw, "medium", 64), metric("C ", "medium", 64)), 1.6),
+    ]
+    for measure, target, value, bound in checks:
+        met = "n/a" if value is None else ("yes" if value >= bound else "no")
+        print(f"| {label} | {measure} | {target} | {show(value)} | {met} |")
+    for payload in ("small", "medium"):
+        a, b = metric(gw, payload, 1, "p50_ms"), metric("E ", payload, 1, "p50_ms")
+        diff = a - b if a is not None and b is not None else None
+        met = "n/a" if diff is None else ("yes" if diff <= 0.1 else "no")
+        print(f"| {label} | {payload} c=1 p50 minus mini-gateway's (ms) | <= 0.1 | {show(diff)} | {met} |")
+
+rss = [(k, v) for (s, k), v in extra.items() if s == "memory"]
+if len(rss) >= 2:
+    first, last = float(rss[0][1].split()[0]), float(rss[-1][1].split()[0])
+    growth = last / first
+    print(f"| embedded runtime | RSS after {rss[-1][0].rsplit('_', 1)[-1]} requests / after "
+          f"{rss[0][0].rsplit('_', 1)[-1]} | <= 1.10 | {growth:.3f} | {'yes' if growth <= 1.10 else 'no'} |")
+w1, w2 = metric("W gateway --workers 1", "small", 64), metric("W gateway --workers 2", "small", 64)
+if w1 and w2:
+    print(f"| embedded runtime | --workers 2 / --workers 1, small c=64 (all on cpu0-1) | report | {w2 / w1:.2f} | - |")
+m1, m2 = metric("W gateway --workers 1", "medium", 64), metric("W gateway --workers 2", "medium", 64)
+if m1 and m2:
+    print(f"| embedded runtime | --workers 2 / --workers 1, medium c=64 (all on cpu0-1) | report | {m2 / m1:.2f} | - |")
+binary = extra.get(("large", "binary_MBps"))
+if binary:
+    mbps = float(binary)
+    print(f"| embedded runtime | 100 MB float32, binary path MB/s | >= 1000 | {mbps:.0f} | "
+          f"{'yes' if mbps >= 1000 else 'no'} |")
+
+if rss:
+    print("\n## Memory (gateway process, embedded runtime, small payload, c=64)\n")
+    for k, v in rss:
+        print(f"- {k}: {v}")
+large = [(k, v) for (s, k), v in extra.items() if s == "large"]
+if large:
+    print("\n## Large tensor (float32, one request at a time)\n")
+    print("| measure | value |\n|---|---:|")
+    for k, v in large:
+        print(f"| {k} | {v} |")
+for title, body in (("Notes from this run", read(notes)), ("Machine and versions", read(env))):
+    if body:
+        print(f"\n## {title}\n\n{body}")

@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# The gateway against its peers, in one bounded run on the same cores: `make bench`.
+#
+#   benchmarks/run_all.sh                      everything (~15 min); writes results/results.md
+#   ONLY="ceil_a mini_gw gw_embedded" ...      a subset of the sections listed in ONLY below
+#   DURATION=10 CONCS="1 8 64" REPEAT=1        seconds per load point, concurrencies, repeats
+#   PYTHON=/path/to/venv/bin/python            the project's interpreter (default ../.venv)
+#   GATEWAY_SRC=DIR                            measure the gateway from another checkout
+#
+# Servers run pinned to CPU 0 (taskset -c 0), wrk runs pinned to CPU 1 (taskset -c 1); a
+# gateway's backend (embedded runtime or gRPC model server) runs on CPU 1 too
+# (RUNTIME_CPU), as the peer harness placed the mini-gateway's runtime. Only 127.0.0.1 is
+# ever targeted; every load run is bounded by -d and an outer `timeout`; every process
+# started here is stopped here by its own PID.
+set -uo pipefail
+cd "$(dirname "$0")"
+ROOT=$(cd .. && pwd)
+PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+export PYTHONPATH=${GATEWAY_SRC:-$ROOT}${PYTHONPATH:+:$PYTHONPATH}
+PYTHON=$PYTHON ./setup.sh || exit 1
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONCS=${CONCS:-"1 8 64"}
+REPEAT=${REPEAT:-1}
+ONLY=${ONLY:-"ceil_a mlserver kserve mini_gw gw_embedded gw_grpc workers memory binary"}
+SERVER_CPU=0
+LOAD_CPU=1
+RUNTIME_CPU=${RUNTIME_CPU:-1}
+MEM_REQUESTS=${MEM_REQUESTS:-"20000 200000"}
+MLS=$PWD/.venv-mlserver/bin
+KS=$PWD/.venv-kserve/bin
+UVICORN_FLAGS="--host 127.0.0.1 --port 8900 --workers 1 --loop uvloop --http httptools --no-access-log --log-level warning"
+GW_URL=http://127.0.0.1:8900/gateway/applications
+GW_READY=http://127.0.0.1:8900/health/ready
+# The gateway as a user runs it: production defaults (access log on, metrics, full contract
+# validation); only the log level is lowered so that warnings are all it prints.
+gateway_cmd() { echo "$PYTHON -m gateway serve --config configs/$1 --port 8900 ${2:-}"; }
+
+mkdir -p logs results results/raw
+TSV=results/raw/results.tsv
+EXTRA=results/raw/extra.tsv
+NOTES=results/raw/notes.txt
+: > "$NOTES"
+printf 'rep\tsystem\tapi\tpayload\tconc\trps\tp50_ms\tp99_ms\terrors\tcpu0_pct\tcpu1_pct\n' > "$TSV"
+printf 'section\tkey\tvalue\n' > "$EXTRA"
+declare -A PID
+trap 'for n in "${!PID[@]}"; do stop "$n"; done' EXIT
+trap 'exit 130' INT TERM
+
+note() { echo "NOTE: $*" | tee -a "$NOTES"; }
+extra() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" | tee -a "$EXTRA"; }
+alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+is_ready() {
+  case $1 in
+    tcp:*) (exec 3<>"/dev/tcp/127.0.0.1/${1#tcp:}") 2>/dev/null ;;
+    *) curl -sf -o /dev/null "$1" ;;
+  esac
+}
+
+start() {  # start NAME CPUS READY "COMMAND" [DIR] -> runs pinned in DIR, waits <= 60 s for READY
+  local name=$1 cpu=$2 ready=$3 cmd=$4 log=$PWD/logs/$1.log
+  (cd "${5:-.}" && exec taskset -c "$cpu" bash -c "exec $cmd") > "$log" 2>&1 &
+  PID[$name]=$!
+  for _ in $(seq 120); do
+    alive "${PID[$name]}" || break
+    if is_ready "$ready"; then echo "== $name started, pid ${PID[$name]}, cpu $cpu"; return 0; fi
+    sleep 0.5
+  done
+  note "$name did not start: $(tail -3 "logs/$name.log" | tr '\n' ' ')"
+  stop "$name"; return 1
+}
+
+stop() {  # SIGTERM our own PID, SIGKILL after 15 s
+  local pid=${PID[$1]:-}
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null
+  for _ in $(seq 60); do alive "$pid" || break; sleep 0.25; done
+  alive "$pid" && kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  unset "PID[$1]"
+  echo "== $1 stopped"
+}
+
+children() { cat /proc/"$1"/task/*/children 2>/dev/null; }
+pin_children() {  # pin_children PID CPUS: move the processes PID started (model runtimes) to CPUS
+  local child
+  for child in $(children "$1"); do taskset -a -c -p "$2" "$child" >/dev/null; done
+}
+rss_kb() { awk '/^VmRSS:/{print $2}' /proc/"$1"/status; }
+
+cpu_snap() { awk '/^cpu[0-9]+ /{printf "%d %d ", $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+cpu_busy() {  # cpu_busy "$before" "$after" -> "cpu0=NN cpu1=NN"
+  echo "$1 $2" | awk '{n=NF/4; for (i=0;i<n;i++) {
+    di=$(2*n+2*i+1)-$(2*i+1); dt=$(2*n+2*i+2)-$(2*i+2); printf "cpu%d=%.0f ", i, 100*(1-di/dt)}}'
+}
+
+row() {  # row SYSTEM API PAYLOAD CONC "RESULT k=v ..."
+  local r=$5
+  kv() { sed -n "s/.*[ ]$1=\([^ ]*\).*/\1/p" <<<" $r"; }
+  if [ -z "$r" ]; then
+    printf '%s\t%s\t%s\t%s\t%s\tFAILED\t\t\t\t\t\n' "$REP" "$1" "$2" "$3" "$4" >> "$TSV"
+  else
+    printf '%s\t%s\t%s\t%s\t%s\t%.0f\t%.2f\t%.2f\t%s\t%s\t%s\n' "$REP" "$1" "$2" "$3" "$4" "$(kv rps)" \
+      "$(awk "BEGIN{print $(kv p50_us)/1000}")" "$(awk "BEGIN{print $(kv p99_us)/1000}")" \
+      "$(kv errors)" "$(kv cpu0)" "$(kv cpu1)" >> "$TSV"
+  fi
+  tail -1 "$TSV"
+}
+
+# http_sweep SYSTEM API URL FORMAT [LOADCPU]: bodies payloads/FORMAT-{small,medium}.json; a URL
+# with {size} is filled with the payload's application (gateway: increment / increment_f32)
+http_sweep() {
+  local sys=$1 api=$2 size body url expect got c before out lcpu=${5:-$LOAD_CPU}
+  for size in small medium; do
+    body=payloads/$4-$size.json
+    url=${3//\{size\}/$([ "$size" = small ] && echo increment || echo increment_f32)}
+    expect='[2]'; [ "$size" = medium ] && expect='[1.0,1.1428'
+    got=$(curl -s -m 10 -XPOST -H 'Content-Type: application/json' --data-binary "@$body" "$url")
+    if ! grep -qF "$expect" <<<"$got"; then
+      note "$sys $api $size: response check failed, got: ${got:0:200}"; continue
+    fi
+    BODY=$body timeout 30 taskset -c "$lcpu" wrk -t1 -c8 -d"${WARMUP}s" -s load/post.lua "$url" >/dev/null
+    for c in $CONCS; do
+      before=$(cpu_snap)
+      out=$(BODY=$body timeout $((DURATION + 20)) taskset -c "$lcpu" \
+            wrk -t1 -c"$c" -d"${DURATION}s" --timeout 10s -s load/post.lua "$url" | grep '^RESULT')
+      row "$sys" "$api" "$size" "$c" "${out:+$out $(cpu_busy "$before" "$(cpu_snap)")}"
+    done
+  done
+}
+
+# gateway_sweep NAME LABEL CONFIG [BACKEND_CMD]: the gateway on CPU 0, its backend on RUNTIME_CPU
+gateway_sweep() {
+  if [ -n "${4:-}" ]; then start backend "$RUNTIME_CPU" tcp:9500 "$4" || return; fi
+  if start "$1" "$SERVER_CPU" "$GW_READY" "$(gateway_cmd "$3")"; then
+    pin_children "${PID[$1]}" "$RUNTIME_CPU"
+    http_sweep "$2" "rest, runtime on cpu$RUNTIME_CPU" "$GW_URL/{size}" plain
+    stop "$1"
+  fi
+  stop backend
+}
+
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+steal() { awk '/^cpu[0-9]+ /{printf "%s=%d ", $1, $9}' /proc/stat; }
+STEAL0=$(steal)
+calib() {  # fixed pure-Python work on CPU 0, median ms: tracks host speed drift between runs
+  taskset -c $SERVER_CPU "$PYTHON" -c 'import timeit, statistics as s
+print("%.1f" % (1e3 * s.median(timeit.repeat("sum(i * i for i in range(200000))", number=5, repeat=7)) / 5))'
+}
+CALIB0=$(calib)
+TF_SERVER="$PYTHON servers/tf_grpc_server.py 9500"
+
+for REP in $(seq "$REPEAT"); do
+  if want ceil_a; then
+    start ceil_a $SERVER_CPU http://127.0.0.1:8600/health \
+      "$PYTHON -m uvicorn servers.ceiling_a_starlette:app ${UVICORN_FLAGS/8900/8600}" &&
+    { http_sweep "A starlette+orjson (no gRPC)" rest http://127.0.0.1:8600/gateway/applications/increment plain
+      stop ceil_a; }
+  fi
+
+  if want mlserver; then
+    start mlserver $SERVER_CPU http://127.0.0.1:8700/v2/models/increment/ready \
+      "$MLS/mlserver start ." servers/mlserver &&
+    { http_sweep "C mlserver" "v2 rest" http://127.0.0.1:8700/v2/models/increment/infer v2
+      stop mlserver; }
+  fi
+
+  if want kserve; then
+    start kserve $SERVER_CPU http://127.0.0.1:8800/v1/models/increment \
+      "$KS/python servers/kserve_increment.py --model_name increment --http_port 8800 \
+       --grpc_port 8801 --workers 1 --enable_latency_logging false \
+       --log_config_file servers/kserve_quiet_logging.json" &&
+    { http_sweep "D kserve" "v1 rest" http://127.0.0.1:8800/v1/models/increment:predict kservev1
+      stop kserve; }
+  fi
+
+  if want mini_gw; then
+    start backend "$RUNTIME_CPU" tcp:9500 "$PYTHON servers/ceiling_b_grpc_server.py 9500" &&
+    { start mini_gw $SERVER_CPU tcp:8900 "$PYTHON -m uvicorn servers.mini_gateway:app $UVICORN_FLAGS" &&
+      { http_sweep "E mini-gateway (reference)" "rest, runtime on cpu$RUNTIME_CPU" "$GW_URL/increment" plain
+        stop mini_gw; }
+      stop backend; }
+  fi
+
+  want gw_embedded && gateway_sweep gw "F gateway + embedded runtime" embedded
+  want gw_grpc && gateway_sweep gw "G gateway + grpc.aio server" grpc "$TF_SERVER"
+done
+
+# Workers: 1 and 2 gateway processes with the same placement. Two cores hold everything
+# here (gateway workers, embedded runtime, wrk), all unpinned (cores 0-1), so the ratio
+# shows what a second worker adds when the other processes compete for the same cores.
+if want workers; then
+  for n in 1 2; do
+    if start gw 0,1 "$GW_READY" "$(gateway_cmd embedded "--workers $n")"; then
+      for c in 64; do
+        for size in small medium; do
+          body=payloads/plain-$size.json
+          url=$GW_URL/$([ "$size" = small ] && echo increment || echo increment_f32)
+          BODY=$body timeout 30 taskset -c 0,1 wrk -t1 -c8 -d"${WARMUP}s" -s load/post.lua "$url" >/dev/null
+          before=$(cpu_snap)
+          out=$(BODY=$body timeout $((DURATION + 20)) taskset -c 0,1 wrk -t2 -c"$c" -d"${DURATION}s" \
+                --timeout 10s -s load/post.lua "$url" | grep '^RESULT')
+          REP=w row "W gateway --workers $n" "rest, all on cpu0-1" "$size" "$c" \
+            "${out:+$out $(cpu_busy "$before" "$(cpu_snap)")}"
+        done
+      done
+      stop gw
+    fi
+  done
+fi
+
+# Memory: resident set of the gateway process after 20,000 and after 200,000 requests.
+if want memory; then
+  if start gw $SERVER_CPU "$GW_READY" "$(gateway_cmd embedded)"; then
+    pin_children "${PID[gw]}" "$RUNTIME_CPU"
+    done_requests=0
+    for target in $MEM_REQUESTS; do
+      while [ "$done_requests" -lt "$target" ]; do
+        out=$(BODY=payloads/plain-small.json timeout 60 taskset -c $LOAD_CPU \
+              wrk -t1 -c64 -d5s -s load/post.lua "$GW_URL/increment" | grep '^RESULT')
+        n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$out")
+        [ -n "$n" ] && [ "$n" -gt 0 ] || { note "memory: load failed"; break 2; }
+        done_requests=$((done_requests + n))
+      done
+      extra memory "rss_kb_after_${target}" "$(rss_kb "${PID[gw]}") (after $done_requests requests)"
+    done
+    stop gw
+  fi
+fi
+
+# Large tensors: 100 MB of float32 through the binary path and through JSON, and memcpy.
+if want binary; then
+  if start gw $SERVER_CPU "$GW_READY" "$(gateway_cmd embedded)"; then
+    pin_children "${PID[gw]}" "$RUNTIME_CPU"
+    timeout 600 taskset -c $LOAD_CPU "$PYTHON" load/large_tensor.py --url "$GW_URL/increment_f32" \
+      --mb "${LARGE_MB:-100}" | tee -a "$EXTRA.large" | while IFS=$'\t' read -r k v; do extra large "$k" "$v"; done
+    stop gw
+  fi
+fi
+
+note "calibration (ms, lower = faster host; compare across runs): start $CALIB0, end $(calib)"
+note "hypervisor steal over the whole run (jiffies, 100/s): before: $STEAL0 after: $(steal)"
+./env_report.sh > results/raw/env.md
+"$PYTHON" load/render.py "$TSV" "$EXTRA" results/raw/env.md "$NOTES" > results/results.md
+echo "== wrote benchmarks/results/results.md"
