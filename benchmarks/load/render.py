@@ -14,16 +14,24 @@ KEY = ("system", "api", "payload", "conc")
 
 
 def read(path):
-    return open(path).read().strip() if os.path.exists(path) else ""
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        return f.read().strip()
+
+
+def table(path):
+    with open(path) as f:
+        return list(csv.DictReader(f, delimiter="\t"))
 
 
 groups = {}
-for r in csv.DictReader(open(tsv), delimiter="\t"):
+for r in table(tsv):
     groups.setdefault(tuple(r[k] for k in KEY), []).append(r)
 reps = max((len(v) for v in groups.values()), default=1)
 extra = {}
 if os.path.exists(extra_tsv):
-    for r in csv.DictReader(open(extra_tsv), delimiter="\t"):
+    for r in table(extra_tsv):
         extra[(r["section"], r["key"])] = r["value"]
 
 
@@ -57,10 +65,9 @@ print(f"| system | api | payload | conc | req/s | p50 ms | p99 ms | errors | cpu
 print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if reps > 1 else ""))
 for key, rows in groups.items():
     ok = values(rows, "rps")
-    cells = list(key) + [med(rows, "rps", "%.0f"), med(rows, "p50_ms", "%.2f"),
-                         med(rows, "p99_ms", "%.2f"),
-                         str(sum(int(r["errors"] or 0) for r in rows)),
-                         med(rows, "cpu0_pct", "%.0f"), med(rows, "cpu1_pct", "%.0f")]
+    cells = [*key, med(rows, "rps", "%.0f"), med(rows, "p50_ms", "%.2f"), med(rows, "p99_ms", "%.2f"),
+             str(sum(int(r["errors"] or 0) for r in rows)),
+             med(rows, "cpu0_pct", "%.0f"), med(rows, "cpu1_pct", "%.0f")]
     if reps > 1:
         cells.append(f"{min(ok):.0f}-{max(ok):.0f}" if ok else "")
     print("| " + " | ".join(cells) + " |")
@@ -78,13 +85,12 @@ print("\n## Targets (ratios within this run)\n")
 print("| gateway | measure | target | measured | met |")
 print("|---|---|---|---:|---|")
 for gw, label in (("F ", "embedded runtime"), ("G ", "grpc.aio server")):
-    checks = [
-        ("small c=64 req/s vs mini-gateway", ">= 1.4", ratio(metric(gw, "small", 64), metric("E ", "small", 64)), 1.4),
-        ("small c=64 req/s vs MLServer REST", ">= 1.9", ratio(metric(gw, "small", 64), metric("C ", "small", 64)), 1.9),
-        ("medium c=64 req/s vs mini-gateway", ">= 1.0", ratio(metric(gw, "medium", 64), metric("E ", "medium", 64)), 1.0),
-        ("medium c=64 req/s vs MLServer REST", ">= 1.6", ratio(metric(gw, "medium", 64), metric("C ", "medium", 64)), 1.6),
-    ]
-    for measure, target, value, bound in checks:
+    for payload, peer, name, bound in (("small", "E ", "mini-gateway", 1.4),
+                                       ("small", "C ", "MLServer REST", 1.9),
+                                       ("medium", "E ", "mini-gateway", 1.0),
+                                       ("medium", "C ", "MLServer REST", 1.6)):
+        measure, target = f"{payload} c=64 req/s vs {name}", f">= {bound}"
+        value = ratio(metric(gw, payload, 64), metric(peer, payload, 64))
         met = "n/a" if value is None else ("yes" if value >= bound else "no")
         print(f"| {label} | {measure} | {target} | {show(value)} | {met} |")
     for payload in ("small", "medium"):
@@ -100,11 +106,12 @@ if len(rss) >= 2:
     print(f"| embedded runtime | RSS after {rss[-1][0].rsplit('_', 1)[-1]} requests / after "
           f"{rss[0][0].rsplit('_', 1)[-1]} | <= 1.10 | {growth:.3f} | {'yes' if growth <= 1.10 else 'no'} |")
 w1, w2 = metric("W gateway --workers 1", "small", 64), metric("W gateway --workers 2", "small", 64)
-if w1 and w2:
-    print(f"| embedded runtime | --workers 2 / --workers 1, small c=64 (all on cpu0-1) | report | {w2 / w1:.2f} | - |")
-m1, m2 = metric("W gateway --workers 1", "medium", 64), metric("W gateway --workers 2", "medium", 64)
-if m1 and m2:
-    print(f"| embedded runtime | --workers 2 / --workers 1, medium c=64 (all on cpu0-1) | report | {m2 / m1:.2f} | - |")
+for payload in ("small", "medium"):
+    w1 = metric("W gateway --workers 1", payload, 64)
+    w2 = metric("W gateway --workers 2", payload, 64)
+    if w1 and w2:
+        print(f"| embedded runtime | --workers 2 / --workers 1, {payload} c=64 (all on cpu0-1) | "
+              f"report | {w2 / w1:.2f} | - |")
 binary = extra.get(("large", "binary_MBps"))
 if binary:
     mbps = float(binary)
