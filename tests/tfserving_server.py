@@ -16,6 +16,7 @@ HandleReloadConfigRequest applies version policies and labels to the models it n
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -136,6 +137,9 @@ class FakeTFServing:
     typed: bool = True
     repository: dict[str, dict[int, Servable]] = field(default_factory=_repository)
     calls: list[tuple[str, Message]] = field(default_factory=list)
+    metadata: list[dict[str, str]] = field(default_factory=list)  # each call's invocation metadata
+    delay_s: float = 0.0  # answer Predict this late
+    cancelled: int = 0  # calls the client cancelled while they were being served
 
     def __post_init__(self) -> None:
         self.loaded: dict[str, dict[int, Servable]] = {name: dict(v) for name, v in self.repository.items()}
@@ -172,6 +176,13 @@ class FakeTFServing:
                  handler: Callable[[Any], Message]) -> grpc.RpcMethodHandler[Any, Any]:
         async def call(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             self.calls.append((method.name, request))
+            self.metadata.append({key: str(value) for key, value in context.invocation_metadata() or ()})
+            if self.delay_s and method is TF_PREDICT:
+                try:
+                    await asyncio.sleep(self.delay_s)
+                except asyncio.CancelledError:
+                    self.cancelled += 1
+                    raise
             try:
                 return handler(request)
             except Abort as error:
