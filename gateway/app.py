@@ -14,6 +14,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.auth import AuthMiddleware
 from gateway.backends.pool import ChannelPool
 from gateway.dataplane import DataPlane
 from gateway.errors import ContractViolation, GatewayError
@@ -63,6 +64,7 @@ def create_app(settings: Settings, config: Config | None = None,
     return Starlette(
         routes=[*native.routes, *tfserving.routes, *admin.routes, *health.routes, *metrics.routes],
         middleware=[Middleware(ObservabilityMiddleware, metrics=meters, access_log=access_log),
+                    Middleware(AuthMiddleware, auth=settings.auth),
                     Middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES)],
         exception_handlers={GatewayError: gateway_error, HTTPException: http_error,
                             Exception: unexpected_error},

@@ -136,9 +136,11 @@ async def _run(settings: Settings, config: Config, access_log: bool) -> int:
             app, host=settings.host, port=settings.port, log_level=settings.log_level,
             access_log=access_log, lifespan="on", server_header=False, log_config=None,
             timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+            ssl_certfile=settings.tls_certfile, ssl_keyfile=settings.tls_keyfile,
         ))
         serving = asyncio.create_task(_serve_http(server))
-        log.info("serving http://%s:%s (applications: %s)", settings.host, settings.port,
+        scheme = "https" if settings.tls_certfile else "http"
+        log.info("serving %s://%s:%s (applications: %s)", scheme, settings.host, settings.port,
                  ", ".join(sorted(config.applications)) or "none")
         await asyncio.wait({serving, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         if stopping.is_set():

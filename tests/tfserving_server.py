@@ -151,7 +151,7 @@ class FakeTFServing:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    async def start(self) -> int:
+    async def start(self, credentials: grpc.ServerCredentials | None = None) -> int:
         server = grpc.aio.server()
         services: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
         handlers: list[tuple[Method[Any, Any], Callable[[Any], Message]]] = [
@@ -163,7 +163,9 @@ class FakeTFServing:
             services.setdefault(method.service, {})[method.name] = self._handler(method, handler)
         server.add_generic_rpc_handlers(
             tuple(grpc.method_handlers_generic_handler(name, methods) for name, methods in services.items()))
-        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        address = f"127.0.0.1:{self.port}"
+        self.port = (server.add_insecure_port(address) if credentials is None
+                     else server.add_secure_port(address, credentials))
         await server.start()
         self._server = server
         return self.port

@@ -8,9 +8,6 @@ With admin tokens configured (`auth.admin_token_sha256`), callers send
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 import grpc
 import orjson
 from google.protobuf import json_format
@@ -18,36 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.auth import check_admin
 from gateway.body import read_json
 from gateway.dataplane import DataPlane
-from gateway.errors import GRPC_TO_HTTP, BadRequest, GatewayError
+from gateway.errors import GRPC_TO_HTTP, BadRequest
 from gateway.routes.native import request_context
 from gateway.settings import Settings
 from protos.tensorflow_serving.model_server_config_pb2 import ModelServerConfig
 from tensorcodecs.tfserving_json import status_dict
-
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-
-class Unauthorized(GatewayError):
-    status, code = 401, "unauthorized"
-
-
-class Forbidden(GatewayError):
-    status, code = 403, "forbidden"
-
-
-def check_admin(request: Request) -> None:
-    """401/403 unless the caller may use admin routes."""
-    settings: Settings = request.app.state.settings
-    tokens = settings.auth.admin_token_sha256
-    if tokens:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        digest = hashlib.sha256(token.strip().encode()).hexdigest()
-        if scheme.lower() != "bearer" or not any(hmac.compare_digest(digest, t) for t in tokens):
-            raise Unauthorized("admin routes need Authorization: Bearer <admin token>")
-    elif request.client is None or request.client.host not in LOOPBACK:
-        raise Forbidden("admin routes answer loopback clients only unless an admin token is set")
 
 
 async def reload_config(request: Request) -> Response:

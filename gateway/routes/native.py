@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.auth import authorize
 from gateway.backends import NDArray
 from gateway.body import read_json
 from gateway.dataplane import DataPlane, RequestContext
@@ -60,6 +61,7 @@ async def predict_application(request: Request) -> Response:
     """Validate the body against the application's contract, run it, answer JSON."""
     dataplane: DataPlane = request.app.state.dataplane
     app = dataplane.application(request.path_params["name"])
+    authorize(request, app.name)
     request.state.application = app.name
     settings: Settings = request.app.state.settings
     raw, body = await read_json(request, settings)
@@ -78,6 +80,7 @@ async def predict_model(request: Request) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
     settings: Settings = request.app.state.settings
     params = request.path_params
+    authorize(request, params["name"])
     target = dataplane.resolve(params["name"], params.get("version"), params.get("label"))
     raw, body = await read_json(request, settings)
     context = request_context(request, settings)

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.auth import authorize
 from gateway.body import read_body
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound
@@ -96,6 +97,7 @@ async def _dispatch(request: Request) -> Response:
 
 
 def _resolve(request: Request, name: str, version: str | None, label: str | None) -> Target:
+    authorize(request, name)
     dataplane: DataPlane = request.app.state.dataplane
     return dataplane.resolve(name, int(version) if version else None, label)
 
