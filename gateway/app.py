@@ -18,11 +18,14 @@ from gateway.auth import AuthMiddleware
 from gateway.backends.pool import ChannelPool
 from gateway.dataplane import DataPlane
 from gateway.errors import ContractViolation, GatewayError
+from gateway.health_watch import HealthWatcher
 from gateway.manifests import Config, load_config
 from gateway.observability import CIRCUIT_STATES, AccessLog, Metrics, ObservabilityMiddleware
 from gateway.registry import Registry
+from gateway.reload import Reloader
 from gateway.routes import admin, health, metrics, native, tfserving
 from gateway.settings import Settings
+from gateway.supervisor import Supervisor
 
 log = logging.getLogger("gateway")
 
@@ -33,10 +36,12 @@ HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_lar
 
 
 def create_app(settings: Settings, config: Config | None = None,
-               failed: Mapping[tuple[str, int], str] | None = None) -> Starlette:
+               failed: Mapping[tuple[str, int], str] | None = None,
+               supervisor: Supervisor | None = None) -> Starlette:
     """The gateway as an ASGI app serving `config` (read from `settings.config_dir` if None).
 
-    `failed` names local models whose runtime could not start, with the reason.
+    `failed` names local models whose runtime could not start, with the reason; `supervisor`
+    (from `gateway serve`) runs the local models' runtimes and is asked for new ones on reload.
     """
     config = config if config is not None else load_config(settings.config_dir)
     meters = Metrics()
@@ -49,14 +54,22 @@ def create_app(settings: Settings, config: Config | None = None,
                                CIRCUIT_STATES[state.value]))
         app.state.settings = settings
         app.state.metrics = meters
+        app.state.draining = False
         dataplane = DataPlane(Registry.build(config, pool, failed), settings.max_concurrency, meters)
         app.state.dataplane = dataplane
         # Contracts not in the manifests come from the backends' metadata (again on first use
         # for those that cannot answer yet).
         await dataplane.discover(min(settings.request_timeout_s, DISCOVERY_TIMEOUT_S))
+        watcher = HealthWatcher(dataplane, settings.health_interval_s, settings.health_check_timeout_s)
+        await watcher.check_now()
+        watcher.start()
+        app.state.health = watcher
+        app.state.reloader = Reloader(settings, config, dataplane, pool, watcher, supervisor)
         try:
             yield
         finally:
+            await watcher.stop()
+            await app.state.reloader.close()
             await pool.close(grace=settings.drain_timeout_s)
             if access_log is not None:
                 access_log.close()

@@ -19,6 +19,7 @@ from gateway.auth import check_admin
 from gateway.body import read_json
 from gateway.dataplane import DataPlane
 from gateway.errors import GRPC_TO_HTTP, BadRequest
+from gateway.reload import Reloader
 from gateway.routes.native import request_context
 from gateway.settings import Settings
 from protos.tensorflow_serving.model_server_config_pb2 import ModelServerConfig
@@ -47,6 +48,18 @@ async def reload_config(request: Request) -> Response:
                     media_type="application/json")
 
 
+async def reload(request: Request) -> Response:
+    """Re-read the config directory and swap to it (422 with the error when it is invalid)."""
+    check_admin(request)
+    reloader: Reloader = request.app.state.reloader
+    result = await reloader.reload()
+    body = {"applied": result.applied, "error": result.error, "applications": result.applications,
+            "models": result.models, "failed": result.failed}
+    return Response(orjson.dumps(body), status_code=200 if result.applied else 422,
+                    media_type="application/json")
+
+
 routes = [
     Route("/gateway/admin/models/{name}/reload-config", reload_config, methods=["POST"]),
+    Route("/admin/reload", reload, methods=["POST"]),
 ]
