@@ -58,7 +58,8 @@ def test_sighup_reloads_and_starts_new_runtimes(tmp_path: Path) -> None:
         status = 0
         while time.monotonic() < deadline and status != 200:
             time.sleep(0.2)
-            status = httpx.post(f"{url}/gateway/applications/double", json={"x": [4]}, timeout=5).status_code
+            answer = httpx.post(f"{url}/gateway/applications/double", json={"x": [4]}, timeout=5)
+            status = answer.status_code
         assert status == 200
         assert httpx.post(f"{url}/gateway/applications/double", json={"x": [4]}, timeout=5).json() == {"y": [8]}
         # A broken config is refused; everything keeps serving.

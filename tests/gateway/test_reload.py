@@ -51,7 +51,7 @@ async def test_reload_swaps_and_in_flight_requests_finish_on_the_old_config(
 async def test_an_invalid_config_is_refused_and_the_old_one_keeps_serving(
         setup: tuple[httpx.AsyncClient, Path]) -> None:
     client, root = setup
-    (root / "applications" / "app.yaml").write_text("kind: Application\nname: app\nsingular:\n  model: nope:1\n")
+    write_app(root, "app", "nope:1")
     answer = await client.post("/admin/reload")
     assert answer.status_code == 422
     assert answer.json()["applied"] is False
