@@ -20,7 +20,7 @@ from gateway.health_watch import HealthWatcher
 from gateway.manifests import Config, load_config
 from gateway.registry import Registry
 from gateway.settings import Settings
-from gateway.supervisor import ModelKey, Supervisor
+from gateway.supervisor import ModelKey, RuntimeProcess, Supervisor
 
 log = logging.getLogger("gateway.reload")
 DISCOVERY_TIMEOUT_S = 5.0
@@ -50,6 +50,7 @@ class Reloader:
         self.supervisor = supervisor
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        self._draining: list[Registry] = []  # replaced registries whose requests may still run
 
     async def reload(self) -> ReloadResult:
         """Load, validate and apply the config directory; one reload at a time."""
@@ -64,11 +65,14 @@ class Reloader:
             targets, failed = await self._runtimes(config)
             bound = config.with_targets(targets)
             registry = Registry.build(bound, self.pool, failed)
+            replaced = self.dataplane.registry
             self.dataplane.registry = registry  # the swap: one assignment
             self.config = bound
+            self._draining.append(replaced)
+            retired = self.supervisor.take_retiring() if self.supervisor is not None else []
             await self.dataplane.discover(min(self.settings.request_timeout_s, DISCOVERY_TIMEOUT_S))
             await self.watcher.check_now()
-            task = asyncio.create_task(self._retire(registry))
+            task = asyncio.create_task(self._retire(replaced, retired))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
             log.info("reloaded: %d applications, %d models", len(registry.applications), len(registry.models))
@@ -88,13 +92,16 @@ class Reloader:
                   for m in local if m.key not in targets}
         return targets, failed
 
-    async def _retire(self, registry: Registry) -> None:
-        """After the drain timeout, close what the new registry no longer uses."""
+    async def _retire(self, replaced: Registry, runtimes: list[RuntimeProcess]) -> None:
+        """Once requests that started on `replaced` have had the drain timeout to finish, stop
+        the runtimes this reload set aside and close the channels no registry still uses."""
         await asyncio.sleep(self.settings.drain_timeout_s)
-        in_use = {model.backend.target for model in registry.models.values()}
+        self._draining.remove(replaced)
+        in_use = {model.backend.target for registry in (self.dataplane.registry, *self._draining)
+                  for model in registry.models.values()}
         await self.pool.close_except(in_use)
         if self.supervisor is not None:
-            await self.supervisor.retire()
+            await self.supervisor.retire(runtimes)
 
     async def close(self) -> None:
         for task in list(self._retiring):

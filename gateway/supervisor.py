@@ -81,6 +81,7 @@ class Supervisor:
         self.processes: dict[ModelKey, RuntimeProcess] = {}
         self._monitors: dict[ModelKey, asyncio.Task[None]] = {}
         self._retiring: list[RuntimeProcess] = []
+        self._handed_over: list[RuntimeProcess] = []  # set aside, waiting for `retire`
         self._stopping = False
 
     async def start(self) -> tuple[dict[ModelKey, str], dict[ModelKey, str]]:
@@ -126,10 +127,16 @@ class Supervisor:
         if runtime is not None:
             self._retiring.append(runtime)
 
-    async def retire(self, grace: float = 5.0) -> None:
-        """Stop the runtimes a reload replaced or removed (once their requests have drained)."""
+    def take_retiring(self) -> list[RuntimeProcess]:
+        """The runtimes `sync` set aside since the last call (to `retire` after a drain)."""
         retiring, self._retiring = self._retiring, []
-        await asyncio.gather(*(self._stop_one(r, grace) for r in retiring))
+        self._handed_over.extend(retiring)
+        return retiring
+
+    async def retire(self, runtimes: list[RuntimeProcess], grace: float = 5.0) -> None:
+        """Stop runtimes a reload replaced or removed (once their requests have drained)."""
+        await asyncio.gather(*(self._stop_one(r, grace) for r in runtimes))
+        self._handed_over = [r for r in self._handed_over if r not in runtimes]
 
     async def _keep_running(self, key: ModelKey) -> None:
         """Restart the model's runtime on its port whenever it exits, backing off while it
@@ -237,10 +244,11 @@ class Supervisor:
         for monitor in monitors:
             monitor.cancel()
         await asyncio.gather(*monitors, return_exceptions=True)
-        runtimes = [*self.processes.values(), *self._retiring]
+        runtimes = [*self.processes.values(), *self._retiring, *self._handed_over]
         await asyncio.gather(*(self._stop_one(r, grace) for r in runtimes))
         self.processes.clear()
         self._retiring.clear()
+        self._handed_over.clear()
 
     @staticmethod
     async def _stop_one(runtime: RuntimeProcess, grace: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 import subprocess
 import sys
@@ -75,7 +76,9 @@ def running_gateway(config_dir: Path, *extra: str, ready_path: str = "/health/re
     port = free_port()
     process = subprocess.Popen(
         [str(GATEWAY), "serve", "--config", str(config_dir), "--port", str(port), *extra],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        cwd=REPO, stdout=subprocess.DEVNULL, env=env,
+        # GATEWAY_TEST_LOG=file keeps the gateway's log when a test needs looking into.
+        stderr=open(os.environ.get("GATEWAY_TEST_LOG", os.devnull), "ab"),  # noqa: SIM115
     )
     url = f"{scheme}://127.0.0.1:{port}"
     try:
