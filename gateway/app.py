@@ -14,43 +14,70 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.auth import AuthMiddleware
 from gateway.backends.pool import ChannelPool
 from gateway.dataplane import DataPlane
-from gateway.errors import GatewayError
+from gateway.errors import ContractViolation, GatewayError
+from gateway.health_watch import HealthWatcher
 from gateway.manifests import Config, load_config
-from gateway.observability import RequestIdMiddleware
+from gateway.observability import CIRCUIT_STATES, AccessLog, Metrics, ObservabilityMiddleware
 from gateway.registry import Registry
-from gateway.routes import health, native
+from gateway.reload import Reloader
+from gateway.routes import admin, health, metrics, native, tfserving
 from gateway.settings import Settings
+from gateway.supervisor import Supervisor
 
 log = logging.getLogger("gateway")
 
+DISCOVERY_TIMEOUT_S = 5.0
 GZIP_MIN_BYTES = 1024  # smaller answers are sent as they are, even when gzip is accepted
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
               415: "unsupported_media_type"}
 
 
 def create_app(settings: Settings, config: Config | None = None,
-               failed: Mapping[tuple[str, int], str] | None = None) -> Starlette:
+               failed: Mapping[tuple[str, int], str] | None = None,
+               supervisor: Supervisor | None = None) -> Starlette:
     """The gateway as an ASGI app serving `config` (read from `settings.config_dir` if None).
 
-    `failed` names local models whose runtime could not start, with the reason.
+    `failed` names local models whose runtime could not start, with the reason; `supervisor`
+    (from `gateway serve`) runs the local models' runtimes and is asked for new ones on reload.
     """
     config = config if config is not None else load_config(settings.config_dir)
+    meters = Metrics()
+    access_log = AccessLog(meters) if settings.access_log else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = ChannelPool()
+        pool = ChannelPool(settings.retry_attempts, settings.circuit_failures, settings.circuit_cooldown_s,
+                           on_circuit_change=lambda target, state: meters.circuit_state.labels(target).set(
+                               CIRCUIT_STATES[state.value]))
         app.state.settings = settings
-        app.state.dataplane = DataPlane(Registry.build(config, pool, failed), settings.max_concurrency)
+        app.state.metrics = meters
+        app.state.draining = False
+        dataplane = DataPlane(Registry.build(config, pool, failed), settings.max_concurrency, meters)
+        app.state.dataplane = dataplane
+        # Contracts not in the manifests come from the backends' metadata (again on first use
+        # for those that cannot answer yet).
+        await dataplane.discover(min(settings.request_timeout_s, DISCOVERY_TIMEOUT_S))
+        watcher = HealthWatcher(dataplane, settings.health_interval_s, settings.health_check_timeout_s)
+        await watcher.check_now()
+        watcher.start()
+        app.state.health = watcher
+        app.state.reloader = Reloader(settings, config, dataplane, pool, watcher, supervisor)
         try:
             yield
         finally:
+            await watcher.stop()
+            await app.state.reloader.close()
             await pool.close(grace=settings.drain_timeout_s)
+            if access_log is not None:
+                access_log.close()
 
     return Starlette(
-        routes=[*native.routes, *health.routes],
-        middleware=[Middleware(RequestIdMiddleware),
+        routes=[*native.routes, *tfserving.routes, *admin.routes, *health.routes, *metrics.routes],
+        middleware=[Middleware(ObservabilityMiddleware, metrics=meters, access_log=access_log),
+                    Middleware(AuthMiddleware, auth=settings.auth),
                     Middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES)],
         exception_handlers={GatewayError: gateway_error, HTTPException: http_error,
                             Exception: unexpected_error},
@@ -65,6 +92,8 @@ def error_response(status: int, body: object, headers: Mapping[str, str] | None 
 
 async def gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
+    if isinstance(exc, ContractViolation):
+        request.app.state.metrics.contract_errors.labels(request.scope["state"].get("application", "")).inc()
     if exc.status >= 500:
         log.warning("%s %s -> %s %s: %s", request.method, request.url.path, exc.status, exc.code,
                     exc.message)

@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+from starlette.applications import Starlette
 
 from gateway import __version__
 from gateway.app import create_app
 from gateway.build import BuildError, build_model, interpreter_for
 from gateway.errors import ConfigError
 from gateway.manifests import Config, load_config
+from gateway.reload import Reloader
 from gateway.settings import Settings
 from gateway.supervisor import Supervisor
 
@@ -34,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         settings = Settings.load(args.config, config.gateway.values, overrides={
             "host": getattr(args, "host", None), "port": getattr(args, "port", None),
-            "log_level": getattr(args, "log_level", None)})
+            "log_level": getattr(args, "log_level", None),
+            "access_log": getattr(args, "access_log", None), "watch_config": getattr(args, "watch", None)})
     except ConfigError as error:
         print(f"gateway: invalid configuration: {error}", file=sys.stderr)
         return 2
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return _check(config)
     if args.command == "build":
         return _build(settings, config, args.model)
-    return _serve(settings, config, access_log=args.access_log)
+    return _serve(settings, config)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,7 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (default from gateway.yaml, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default from gateway.yaml, else 8000)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
+                       help="one JSON line per request on stdout (default: on, see gateway.yaml)")
+    serve.add_argument("--watch", action="store_true", default=None,
+                       help="reload when a file under the config directory changes")
     return parser
 
 
@@ -104,18 +110,18 @@ class UvicornServer(uvicorn.Server):
         yield
 
 
-def _serve(settings: Settings, config: Config, *, access_log: bool) -> int:
+def _serve(settings: Settings, config: Config) -> int:
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]
-        return asyncio.run(_run(settings, config, access_log))
+        return asyncio.run(_run(settings, config))
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_run(settings, config, access_log))
+        return runner.run(_run(settings, config))
 
 
-async def _run(settings: Settings, config: Config, access_log: bool) -> int:
+async def _run(settings: Settings, config: Config) -> int:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -131,24 +137,84 @@ async def _run(settings: Settings, config: Config, access_log: bool) -> int:
             await asyncio.gather(starting, return_exceptions=True)
             return 0
         targets, failed = starting.result()
-        app = create_app(settings, config.with_targets(targets), failed)
+        app = create_app(settings, config.with_targets(targets), failed, supervisor)
         server = UvicornServer(uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level=settings.log_level,
-            access_log=access_log, lifespan="on", server_header=False, log_config=None,
+            access_log=False, lifespan="on", server_header=False, log_config=None,
             timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+            ssl_certfile=settings.tls_certfile, ssl_keyfile=settings.tls_keyfile,
         ))
         serving = asyncio.create_task(_serve_http(server))
-        log.info("serving http://%s:%s (applications: %s)", settings.host, settings.port,
+        scheme = "https" if settings.tls_certfile else "http"
+        log.info("serving %s://%s:%s (applications: %s)", scheme, settings.host, settings.port,
                  ", ".join(sorted(config.applications)) or "none")
+        reloads = _Reloads(app)
+        loop.add_signal_handler(signal.SIGHUP, reloads.trigger)
+        watching = None
+        if settings.watch_config:
+            watching = asyncio.create_task(_watch(settings.config_dir, reloads))
         await asyncio.wait({serving, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-        if stopping.is_set():
-            log.info("stopping: finishing requests in flight")
+        if stopping.is_set() and not serving.done():
+            # Load balancers see /health/ready turn 503 and stop sending; requests that still
+            # arrive during the grace period are served. Then uvicorn stops accepting and gives
+            # requests in flight up to drain_timeout_s.
+            app.state.draining = True
+            log.info("draining: ready is 503, new connections accepted for %gs more",
+                     settings.shutdown_grace_s)
+            await asyncio.wait({serving}, timeout=settings.shutdown_grace_s)
+            log.info("stopping: finishing requests in flight (up to %gs)", settings.drain_timeout_s)
             server.should_exit = True
+        if watching is not None:
+            watching.cancel()
         return await serving
     finally:
         stop_wait.cancel()
+        loop.remove_signal_handler(signal.SIGHUP)
         await supervisor.stop()
         log.info("stopped")
+
+
+class _Reloads:
+    """Reloads asked for by SIGHUP or the file watcher, run one after the other."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def trigger(self) -> None:
+        task = asyncio.create_task(self._reload())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _reload(self) -> None:
+        reloader: Reloader | None = getattr(self.app.state, "reloader", None)
+        if reloader is None:
+            log.warning("reload asked for before the gateway started serving; ignored")
+            return
+        result = await reloader.reload()
+        if not result.applied:
+            log.error("reload refused: %s", result.error)
+
+
+async def _watch(config_dir: Path, reloads: _Reloads, interval_s: float = 1.0) -> None:
+    """Reload when any file under the config directory changes (polled)."""
+    seen = _snapshot(config_dir)
+    while True:
+        await asyncio.sleep(interval_s)
+        current = _snapshot(config_dir)
+        if current != seen:
+            seen = current
+            log.info("config directory changed; reloading")
+            reloads.trigger()
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[int, int]]:
+    snapshot = {}
+    for path in directory.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            stat = path.stat()
+            snapshot[str(path)] = (stat.st_mtime_ns, stat.st_size)
+    return snapshot
 
 
 async def _serve_http(server: uvicorn.Server) -> int:

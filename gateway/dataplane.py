@@ -6,26 +6,53 @@ HTTP routes and any other front door decode their wire format into arrays, call
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from gateway.backends import NDArray
-from gateway.errors import BackendError, DeadlineExceeded, Overloaded, TooManyRequests
-from gateway.registry import Application, Registry
+from gateway.backends import NDArray, Prediction, UnavailableBackend
+from gateway.backends.tfserving import TFServingBackend
+from gateway.errors import (
+    BackendError,
+    BackendUnavailable,
+    BadRequest,
+    DeadlineExceeded,
+    GatewayError,
+    NotFound,
+    Overloaded,
+    TooManyRequests,
+)
+from gateway.observability import Metrics
+from gateway.registry import Application, Model, Registry, Target
 from gateway.routing import choose_variant
+from protos.tensorflow_serving.classification_pb2 import ClassificationResponse
+from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataResponse
+from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusResponse
+from protos.tensorflow_serving.input_pb2 import Input
+from protos.tensorflow_serving.model_management_pb2 import ReloadConfigResponse
+from protos.tensorflow_serving.model_server_config_pb2 import ModelServerConfig
+from protos.tensorflow_serving.regression_pb2 import RegressionResponse
+from tensorcodecs import CodecError, Signature, TensorSpec
+from tensorcodecs.tfserving_json import signatures_from_metadata
+
+log = logging.getLogger("gateway.dataplane")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestContext:
-    """What the core needs to know about the caller's request."""
+    """What the core needs to know about the caller's request. `labels` collects what the
+    core learns for logs and metrics (application, model, version)."""
 
     request_id: str
     deadline: float  # time.monotonic() by which the answer is due
+    labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, request_id: str, timeout_s: float) -> RequestContext:
-        return cls(request_id, time.monotonic() + timeout_s)
+    def start(cls, request_id: str, timeout_s: float,
+              labels: dict[str, str] | None = None) -> RequestContext:
+        return cls(request_id, time.monotonic() + timeout_s, {} if labels is None else labels)
 
     def remaining(self) -> float:
         """Seconds left before the deadline; DeadlineExceeded once it has passed."""
@@ -40,9 +67,11 @@ class DataPlane:
     gateway's (`max_concurrency`, beyond it 503) and each application's (beyond it 429).
     Nothing waits in a queue: a request over a limit is refused at once with Retry-After."""
 
-    def __init__(self, registry: Registry, max_concurrency: int = 1024) -> None:
+    def __init__(self, registry: Registry, max_concurrency: int = 1024,
+                 metrics: Metrics | None = None) -> None:
         self.registry = registry
         self.max_concurrency = max_concurrency
+        self.metrics = metrics
         self.in_flight = 0
         self._app_in_flight: dict[str, int] = {}
 
@@ -75,9 +104,157 @@ class DataPlane:
         for stage in app.stages:
             variant = choose_variant(stage)
             model = variant.model.label
-            outputs = await variant.model.backend.predict(tensors, context.remaining())
+            prediction = await self._predict(Target(variant.model, variant.selector), tensors, context)
+            outputs = prediction.outputs
             tensors = outputs
         return _contract_outputs(app, outputs, model)
+
+
+    # ------------------------------------------------------------ single models
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Target:
+        """The model `name` at a version or label (NotFound otherwise)."""
+        return self.registry.resolve(name, version, label)
+
+    async def predict_model(self, target: Target, inputs: Mapping[str, NDArray], context: RequestContext,
+                            signature_name: str | None = None,
+                            specs: Mapping[str, TensorSpec] | None = None) -> Prediction:
+        """One model's outputs for `inputs`, with the model spec its backend answered with
+        (within the gateway's concurrency limit)."""
+        if self.in_flight >= self.max_concurrency:
+            raise Overloaded(f"the gateway is at its limit of {self.max_concurrency} requests in flight")
+        self.in_flight += 1
+        try:
+            return await self._predict(target, inputs, context, signature_name, specs)
+        finally:
+            self.in_flight -= 1
+
+    async def _predict(self, target: Target, inputs: Mapping[str, NDArray], context: RequestContext,
+                       signature_name: str | None = None,
+                       specs: Mapping[str, TensorSpec] | None = None) -> Prediction:
+        model = target.model
+        name = model.manifest.name
+        version = str(target.selector.version) if target.selector and target.selector.version is not None \
+            else str(model.manifest.version)
+        context.labels["model"], context.labels["version"] = name, version
+        started = time.perf_counter()
+        try:
+            prediction = await self._call_backend(target, inputs, context, signature_name, specs)
+        except GatewayError as error:
+            if self.metrics is not None:
+                self.metrics.backend_errors.labels(name, version, error.grpc_code.name).inc()
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.backend_seconds.labels(name, version).observe(time.perf_counter() - started)
+        if prediction.spec is not None and prediction.spec.version is not None:
+            context.labels["version"] = str(prediction.spec.version)
+        return prediction
+
+    async def _call_backend(self, target: Target, inputs: Mapping[str, NDArray], context: RequestContext,
+                            signature_name: str | None, specs: Mapping[str, TensorSpec] | None) -> Prediction:
+        backend = target.model.backend
+        if isinstance(backend, TFServingBackend):
+            prediction = await backend.predict_spec(inputs, context.remaining(), target.selector,
+                                                    signature_name, specs)
+            if prediction.spec is not None:
+                log.debug("request %s: model %s answered as %s", context.request_id, target.model.label,
+                          prediction.spec.header())
+            return prediction
+        if target.selector is not None:
+            raise NotFound(f"model {target.model.label} serves one version")
+        return Prediction(await backend.predict(inputs, context.remaining()))
+
+    async def signature(self, target: Target, signature_name: str | None,
+                        context: RequestContext) -> Signature:
+        """The contract requests to `target` are checked against: the manifest's, else the
+        one the backend describes (asked once per version or label, then kept)."""
+        model = target.model
+        name = signature_name or model.signature_name
+        manifest = model.manifest
+        if manifest.contract_declared and (signature_name is None or name == model.signature_name
+                                           or name == manifest.signature.name):
+            return manifest.signature
+        signatures = await self._signatures(target, context.remaining())
+        signature = signatures.get(name)
+        if signature is None:
+            raise BadRequest(f'Serving signature name: "{name}" not found in signature def')
+        return signature
+
+    async def _signatures(self, target: Target, timeout: float) -> dict[str, Signature]:
+        model = target.model
+        known = model.contracts.by_selector.get(target.key)
+        if known is not None:
+            return known
+        backend = model.backend
+        if isinstance(backend, UnavailableBackend):
+            raise BackendUnavailable(backend.reason)
+        if not isinstance(backend, TFServingBackend):
+            raise NotFound(f"model {model.label} does not describe its signatures")
+        response = await backend.metadata(timeout, target.selector)
+        try:
+            signatures = signatures_from_metadata(response)
+        except CodecError as error:
+            raise BackendError(f"backend {backend.target} answered unusable metadata: {error}") from None
+        model.contracts.by_selector[target.key] = signatures
+        if target.key == (None, None):
+            self.registry.refresh_applications()
+        return signatures
+
+    async def discover(self, timeout: float) -> dict[str, str]:
+        """Ask every TF Serving model without a declared contract for its signatures; the
+        models that could not answer, with the reason (they are asked again on first use)."""
+        models = [m for m in self.registry.models.values()
+                  if not m.manifest.contract_declared and isinstance(m.backend, TFServingBackend)]
+        for model in models:
+            model.contracts.clear()
+        results = await asyncio.gather(*(self._signatures(Target(m), timeout) for m in models),
+                                       return_exceptions=True)
+        failures: dict[str, str] = {}
+        for model, result in zip(models, results, strict=True):
+            if isinstance(result, GatewayError):
+                failures[model.label] = result.message
+                log.warning("contract of model %s not discovered yet: %s", model.label, result.message)
+            elif isinstance(result, BaseException):
+                raise result
+        self.registry.refresh_applications()
+        return failures
+
+    def _tf_backend(self, model: Model) -> TFServingBackend:
+        if isinstance(model.backend, UnavailableBackend):
+            raise BackendUnavailable(model.backend.reason)
+        if not isinstance(model.backend, TFServingBackend):
+            raise NotFound(f"model {model.label} is not served by a TensorFlow Serving backend")
+        return model.backend
+
+    async def metadata(self, target: Target, context: RequestContext) -> GetModelMetadataResponse:
+        return await self._tf_backend(target.model).metadata(context.remaining(), target.selector)
+
+    async def status(self, target: Target, context: RequestContext) -> GetModelStatusResponse:
+        return await self._tf_backend(target.model).status(context.remaining(), target.selector)
+
+    async def classify(self, target: Target, request_input: Input, signature_name: str | None,
+                       context: RequestContext) -> ClassificationResponse:
+        backend = self._tf_backend(target.model)
+        return await backend.classify(request_input, context.remaining(), target.selector, signature_name)
+
+    async def regress(self, target: Target, request_input: Input, signature_name: str | None,
+                      context: RequestContext) -> RegressionResponse:
+        backend = self._tf_backend(target.model)
+        return await backend.regress(request_input, context.remaining(), target.selector, signature_name)
+
+    async def reload_config(self, model: Model, config: ModelServerConfig,
+                            context: RequestContext) -> ReloadConfigResponse:
+        """Forward a ModelServerConfig to the server behind `model`; on success, forget and
+        rediscover the contracts of every model on that server."""
+        backend = self._tf_backend(model)
+        response = await backend.reload_config(config, context.remaining())
+        if response.status.error_code == 0:
+            for other in self.registry.models.values():
+                if isinstance(other.backend, TFServingBackend) and other.backend.target == backend.target:
+                    other.contracts.clear()
+            await self.discover(context.remaining())
+        return response
 
 
 def _contract_outputs(app: Application, outputs: dict[str, NDArray], model: str) -> dict[str, NDArray]:

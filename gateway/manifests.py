@@ -11,6 +11,11 @@ Layout of a config directory:
     models/<folder>/<N>/serving.yaml version N of a model served by the embedded runtime
     models/*.yaml                    kind Model with a `backend:` (a remote server)
 Any other *.yaml directly in the directory is read too and dispatched on its `kind`.
+
+A TensorFlow Serving model is pinned to one version by `version` (or `backend.version`, or
+`backend.version_label`); without any of them it is *floating*: it fronts every version of
+the served model, gets registry version 0, and forwards the version or label a request names
+(TF Serving's latest version when none). `version_labels` map labels to versions.
 """
 
 from __future__ import annotations
@@ -32,6 +37,12 @@ T = TypeVar("T")
 
 MODEL_FILE = "serving.yaml"
 PROTOCOLS = ("tensorflow-serving",)
+FLOATING_VERSION = 0
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+_LABEL = re.compile(r"[A-Za-z0-9_.-]+")
+# host:port, [v6]:port, dns:[//authority/]host:port, or another gRPC scheme (unix:, ipv4:, ...).
+_TARGET = re.compile(r"(?:dns:(?://[^/]*/)?)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}"
+                     r"|(?:unix|unix-abstract|ipv4|ipv6|vsock):.+")
 STYLES = ("hydrosphere", "numpy")
 
 
@@ -50,6 +61,17 @@ class ModelRef:
 
 
 @dataclass(frozen=True, slots=True)
+class TLSSpec:
+    """TLS to a backend: the CA that signs its certificate and, for mTLS, the gateway's own
+    certificate and key (paths relative to the manifest's folder)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None  # the name its certificate carries, when not the target's host
+
+
+@dataclass(frozen=True, slots=True)
 class BackendSpec:
     """Where a model is served: a gRPC target speaking `protocol`."""
 
@@ -57,6 +79,14 @@ class BackendSpec:
     target: str
     model_name: str
     signature_name: str = "serving_default"
+    version: int | None = None
+    version_label: str | None = None
+    tls: TLSSpec | None = None
+
+    @property
+    def floating(self) -> bool:
+        """Whether no version is pinned: the version (or label) comes with each request."""
+        return self.version is None and self.version_label is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +102,8 @@ class ModelManifest:
     runtime: str | None = None
     install_command: str | None = None
     payload: tuple[str, ...] = ()
+    version_labels: Mapping[str, int] = field(default_factory=dict)
+    contract_declared: bool = True  # False: discovered from the backend's metadata
     style: str | None = None  # "hydrosphere" or "numpy"; detected from the code when None
     workers: int = 1  # processes running the function (for CPU-bound models)
 
@@ -79,6 +111,21 @@ class ModelManifest:
     def key(self) -> tuple[str, int]:
         """Registry key: (name, version)."""
         return (self.name, self.version)
+
+    @property
+    def floating(self) -> bool:
+        """A TF Serving model that forwards the version each request names."""
+        return self.backend is not None and self.backend.floating
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What a model reference resolves to: the manifest, and the version or label to ask
+    the backend for when the manifest is floating (None: the manifest's own)."""
+
+    manifest: ModelManifest
+    version: int | None = None
+    label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +179,7 @@ class Config:
         models = dict(self.models)
         for key, target in targets.items():
             model = models[key]
-            backend = BackendSpec("tensorflow-serving", target, model.name)
+            backend = BackendSpec("tensorflow-serving", target, model.name, version=model.version)
             models[key] = dataclasses.replace(model, backend=backend)
         return dataclasses.replace(self, models=models)
 
@@ -253,21 +300,35 @@ def parse_model(doc: _Mapping, path: Path, *, folder: Path | None, version: int 
     """A kind Model document: from a model folder's serving.yaml or a remote manifest."""
     fields = _Fields(doc, path)
     fields.reject_unknown({"kind", "name", "runtime", "install-command", "payload", "contract",
-                           "backend", "version", "style", "workers"})
+                           "backend", "version", "version_labels", "style", "workers"})
     name = fields.required("name", str)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+    if not re.fullmatch(_NAME, name):
         raise fields.error("name", f"{name!r} is not a valid model name (letters, digits, _ . -)")
-    version = fields.optional("version", int, version)
+    explicit_version = fields.optional("version", int, None)
+    if explicit_version is not None and explicit_version < 0:
+        raise fields.error("version", "must be 0 or more")
     payload = fields.optional("payload", list, [])
     backend = None
     if "backend" in doc:
-        backend = _parse_backend(fields.nested("backend"), name)
+        backend = _parse_backend(fields.nested("backend"), name, explicit_version)
+        if backend.version is not None:
+            version = explicit_version if explicit_version is not None else backend.version
+        elif backend.floating:
+            version = FLOATING_VERSION
+        else:
+            version = explicit_version if explicit_version is not None else version
     elif folder is None:
         raise ConfigError("backend: required for a model that is not a folder with serving.yaml",
                           fields.where())
-    if "contract" not in doc:
+    else:
+        version = explicit_version if explicit_version is not None else version
+    if "contract" in doc:
+        signature = _parse_contract(fields.nested("contract"), name)
+    elif backend is None:
         raise ConfigError("contract: required field is missing", fields.where())
-    signature = _parse_contract(fields.nested("contract"), name)
+    else:
+        signature = Signature(backend.signature_name)
+    labels = _parse_version_labels(fields) if "version_labels" in doc else {}
     style = fields.optional("style", str, None)
     if style is not None and style not in STYLES:
         raise fields.error("style", f"{style!r} is not a function style (accepted: {', '.join(STYLES)})")
@@ -284,22 +345,72 @@ def parse_model(doc: _Mapping, path: Path, *, folder: Path | None, version: int 
         runtime=fields.optional("runtime", str, None),
         install_command=fields.optional("install-command", str, None),
         payload=tuple(str(p) for p in payload),
+        version_labels=labels,
+        contract_declared="contract" in doc,
         style=style,
         workers=workers,
     )
 
 
-def _parse_backend(fields: _Fields, model_name: str) -> BackendSpec:
-    fields.reject_unknown({"protocol", "target", "model_name", "signature_name"})
+def _parse_backend(fields: _Fields, model_name: str, model_version: int | None) -> BackendSpec:
+    fields.reject_unknown({"protocol", "target", "model_name", "signature_name", "version",
+                           "version_label", "tls"})
     protocol = fields.required("protocol", str)
     if protocol not in PROTOCOLS:
         raise fields.error("protocol", f"unknown protocol {protocol!r} (accepted: {', '.join(PROTOCOLS)})")
+    target = fields.required("target", str)
+    if not _TARGET.fullmatch(target):
+        raise fields.error("target", f"{target!r} is not a gRPC target (host:port, [v6]:port, "
+                                     "dns:///host:port)")
+    version = fields.optional("version", int, None)
+    if version is not None and version < 0:
+        raise fields.error("version", "must be 0 or more")
+    label = fields.optional("version_label", str, None)
+    if label is not None and not _LABEL.fullmatch(label):
+        raise fields.error("version_label", f"{label!r} is not a version label (letters, digits, _ . -)")
+    if version is not None and label is not None:
+        raise fields.error("version_label", "give either version or version_label, not both")
+    if version is None and label is None:
+        version = model_version
+    signature_name = fields.optional("signature_name", str, "serving_default")
+    if not signature_name:
+        raise fields.error("signature_name", "must not be empty")
     return BackendSpec(
         protocol=protocol,
-        target=fields.required("target", str),
+        target=target,
         model_name=fields.optional("model_name", str, model_name),
-        signature_name=fields.optional("signature_name", str, "serving_default"),
+        signature_name=signature_name,
+        version=version,
+        version_label=label,
+        tls=_parse_tls(fields.nested("tls")) if "tls" in fields.mapping else None,
     )
+
+
+def _parse_tls(fields: _Fields) -> TLSSpec:
+    fields.reject_unknown({"ca", "cert", "key", "server_name"})
+    paths: dict[str, Path | None] = {}
+    for key in ("ca", "cert", "key"):
+        value = fields.optional(key, str, None)
+        path = None if value is None else (fields.path.parent / value).resolve()
+        if path is not None and not path.is_file():
+            raise fields.error(key, f"{path} is not a file")
+        paths[key] = path
+    if (paths["cert"] is None) != (paths["key"] is None):
+        raise fields.error("cert", "cert and key go together (mutual TLS)")
+    return TLSSpec(paths["ca"], paths["cert"], paths["key"], fields.optional("server_name", str, None))
+
+
+def _parse_version_labels(fields: _Fields) -> dict[str, int]:
+    group = fields.nested("version_labels")
+    labels: dict[str, int] = {}
+    for label in group.mapping:
+        version = group.required(str(label), int)
+        if not _LABEL.fullmatch(str(label)):
+            raise group.error(str(label), f"{label!r} is not a version label (letters, digits, _ . -)")
+        if version < 0:
+            raise group.error(str(label), "a version is 0 or more")
+        labels[str(label)] = version
+    return labels
 
 
 def _parse_contract(fields: _Fields, model_name: str) -> Signature:
@@ -479,6 +590,7 @@ def load_config(directory: Path) -> Config:
                 raise ConfigError(f"kind: expected Model, Application or Gateway, got {kind!r}",
                                   f"{path}:{doc.line}")
     config = Config(gateway, models, applications)
+    _check_labels(config)
     _check_references(config)
     return config
 
@@ -498,16 +610,63 @@ def _check_references(config: Config) -> None:
                 resolve_model(config.models, variant.model, app.source)
 
 
-def resolve_model(models: Mapping[tuple[str, int], ModelManifest], ref: ModelRef,
-                  where: str | None = None) -> ModelManifest:
-    """The model a reference names; without a version, the highest version."""
+def _check_labels(config: Config) -> None:
+    """Labels of one model agree across its manifests and name versions that can be served."""
+    seen: dict[tuple[str, str], tuple[int, str]] = {}
+    for model in config.models.values():
+        for label, version in model.version_labels.items():
+            earlier = seen.get((model.name, label))
+            if earlier is not None and earlier[0] != version:
+                raise ConfigError(f"version_labels.{label}: model {model.name} labels version {version} "
+                                  f"here and version {earlier[0]} at {earlier[1]}", model.source)
+            seen[(model.name, label)] = (version, model.source)
+            resolve_ref(config.models, ModelRef(model.name, label=label), model.source)
+
+
+def version_labels(models: Mapping[tuple[str, int], ModelManifest], name: str) -> dict[str, int]:
+    """Every label the manifests of model `name` define."""
+    labels: dict[str, int] = {}
+    for (model_name, _), model in sorted(models.items()):
+        if model_name == name:
+            labels.update(model.version_labels)
+    return labels
+
+
+def resolve_ref(models: Mapping[tuple[str, int], ModelManifest], ref: ModelRef,
+                where: str | None = None) -> Resolution:
+    """What `name`, `name:VERSION` or `name@LABEL` reaches.
+
+    A label is looked up in the manifests' `version_labels`; an unknown label, or a version
+    without a manifest, is forwarded to the backend when the model has a floating manifest.
+    Without version or label: the highest version.
+    """
     versions = sorted(v for (name, v) in models if name == ref.name)
     if not versions:
         raise ConfigError(f"model {ref.name} is not defined", where)
+    floating = [models[(ref.name, v)] for v in versions if models[(ref.name, v)].floating]
+    version = ref.version
     if ref.label is not None:
-        raise ConfigError(f"model {ref}: version labels are not defined for {ref.name}", where)
-    version = ref.version if ref.version is not None else versions[-1]
-    if version not in versions:
-        raise ConfigError(f"model {ref.name} has no version {version} (defined: "
-                          f"{', '.join(map(str, versions))})", where)
-    return models[(ref.name, version)]
+        labels = version_labels(models, ref.name)
+        if ref.label in labels:
+            version = labels[ref.label]
+        elif floating:
+            return Resolution(floating[-1], label=ref.label)
+        else:
+            defined = ", ".join(sorted(labels)) or "none"
+            raise ConfigError(f"model {ref.name} has no version label {ref.label!r} (defined: {defined})",
+                              where)
+    if version is None:
+        return Resolution(models[(ref.name, versions[-1])])
+    model = models.get((ref.name, version))
+    if model is not None:
+        return Resolution(model, version if model.floating else None)
+    if floating:
+        return Resolution(floating[-1], version)
+    raise ConfigError(f"model {ref.name} has no version {version} (defined: "
+                      f"{', '.join(map(str, versions))})", where)
+
+
+def resolve_model(models: Mapping[tuple[str, int], ModelManifest], ref: ModelRef,
+                  where: str | None = None) -> ModelManifest:
+    """The manifest a reference names (see `resolve_ref`)."""
+    return resolve_ref(models, ref, where).manifest

@@ -7,6 +7,7 @@ been sent.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import queue
@@ -22,6 +23,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = b"x-request-id"
+# The id of the request being served, sent to backends as gRPC metadata.
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0)
@@ -116,6 +119,7 @@ class ObservabilityMiddleware:
             request_id = uuid.uuid4().hex.encode()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id.decode()
+        REQUEST_ID.set(state["request_id"])
         status = 500
         sizes = [0, 0]  # request body, response body
 
@@ -158,6 +162,12 @@ class ObservabilityMiddleware:
                 })
 
 
+def request_metadata() -> tuple[tuple[str, str], ...]:
+    """gRPC metadata for a backend call made while serving a request: its `x-request-id`."""
+    request_id = REQUEST_ID.get()
+    return (("x-request-id", request_id),) if request_id else ()
+
+
 def multiprocess_dir() -> str | None:
     """Where prometheus-client keeps the values of several worker processes (if it does)."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")

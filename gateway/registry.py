@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from gateway.backends import Backend, UnavailableBackend
+from gateway.backends import Backend, Selector, UnavailableBackend
 from gateway.backends.pool import ChannelPool
 from gateway.backends.tfserving import TFServingBackend
-from gateway.errors import NotFound
-from gateway.manifests import ApplicationManifest, Config, ModelManifest, resolve_model
+from gateway.errors import ConfigError, NotFound
+from gateway.manifests import ApplicationManifest, Config, ModelManifest, ModelRef, resolve_ref
 from tensorcodecs import Signature
+
+SelectorKey = tuple[int | None, str | None]
+
+
+@dataclass(slots=True)
+class Contracts:
+    """Signatures a backend described (GetModelMetadata), per version or label asked for."""
+
+    by_selector: dict[SelectorKey, dict[str, Signature]] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.by_selector.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,16 +32,44 @@ class Model:
 
     manifest: ModelManifest
     backend: Backend
+    contracts: Contracts = field(default_factory=Contracts, compare=False)
 
     @property
     def label(self) -> str:
         return f"{self.manifest.name}:{self.manifest.version}"
+
+    @property
+    def signature_name(self) -> str:
+        """The signature requests use unless they name one."""
+        return self.manifest.backend.signature_name if self.manifest.backend else self.manifest.signature.name
+
+    @property
+    def signature(self) -> Signature:
+        """The contract: the manifest's, else the one discovered for the default version
+        (empty until discovered)."""
+        if self.manifest.contract_declared:
+            return self.manifest.signature
+        discovered = self.contracts.by_selector.get((None, None), {})
+        return discovered.get(self.signature_name, self.manifest.signature)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a request reaches: a model, and the version or label to ask its backend for."""
+
+    model: Model
+    selector: Selector | None = None
+
+    @property
+    def key(self) -> SelectorKey:
+        return (None, None) if self.selector is None else (self.selector.version, self.selector.label)
 
 
 @dataclass(frozen=True, slots=True)
 class Variant:
     model: Model
     weight: int
+    selector: Selector | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +93,7 @@ class Registry:
                  applications: Mapping[str, Application]) -> None:
         self.models = dict(models)
         self.applications = dict(applications)
+        self._manifests = {key: model.manifest for key, model in self.models.items()}
 
     @classmethod
     def build(cls, config: Config, pool: ChannelPool,
@@ -61,7 +103,7 @@ class Registry:
         failed = failed or {}
         models = {key: Model(manifest, _backend_for(manifest, pool, failed.get(key)))
                   for key, manifest in config.models.items()}
-        applications = {name: _resolve(app, config, models)
+        applications = {name: _resolve(app, config.models, models)
                         for name, app in config.applications.items()}
         return cls(models, applications)
 
@@ -72,21 +114,56 @@ class Registry:
             raise NotFound(f"application {name!r} does not exist")
         return app
 
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Target:
+        """The model `name` (or, failing that, the one whose backend serves a model of that
+        name) at a version or label; NotFound otherwise."""
+        if not any(model_name == name for model_name, _ in self._manifests):
+            serving = [m for m in self._manifests.values()
+                       if m.backend is not None and m.backend.model_name == name]
+            # Several gateway models may front it: the floating one (every version) wins.
+            served = sorted({m.name for m in serving if m.floating} or {m.name for m in serving})
+            if len(served) != 1:
+                raise NotFound(f"model {name!r} does not exist" if not served else
+                               f"model {name!r} is served as {', '.join(served)}: use one of these names")
+            name = served[0]
+        try:
+            resolution = resolve_ref(self._manifests, ModelRef(name, version, label))
+        except ConfigError as error:
+            raise NotFound(error.message) from None
+        selector = None
+        if resolution.version is not None or resolution.label is not None:
+            selector = Selector(resolution.version, resolution.label)
+        return Target(self.models[resolution.manifest.key], selector)
+
+    def refresh_applications(self) -> None:
+        """Recompute application contracts after model contracts were discovered."""
+        self.applications = {name: dataclasses.replace(app, signature=_app_signature(app.name, app.stages))
+                             for name, app in self.applications.items()}
+
 
 def _backend_for(manifest: ModelManifest, pool: ChannelPool, failure: str | None) -> Backend:
     if manifest.backend is None:
         reason = failure or "its runtime is not running"
         return UnavailableBackend(f"model {manifest.name}:{manifest.version} is unavailable: {reason}")
-    return TFServingBackend(pool.channel(manifest.backend.target), manifest)
+    target = manifest.backend.target
+    return TFServingBackend(pool.channel(target, manifest.backend.tls), manifest, pool.breaker(target))
 
 
-def _resolve(app: ApplicationManifest, config: Config,
+def _resolve(app: ApplicationManifest, manifests: Mapping[tuple[str, int], ModelManifest],
              models: Mapping[tuple[str, int], Model]) -> Application:
-    stages = tuple(
-        tuple(Variant(models[resolve_model(config.models, v.model, app.source).key], v.weight)
-              for v in stage.variants)
-        for stage in app.stages
-    )
-    first, last = stages[0][0].model.manifest.signature, stages[-1][0].model.manifest.signature
-    signature = Signature(app.name, first.inputs, last.outputs)
-    return Application(app.name, stages, signature, app)
+    stages: list[tuple[Variant, ...]] = []
+    for stage in app.stages:
+        variants = []
+        for variant in stage.variants:
+            resolution = resolve_ref(manifests, variant.model, app.source)
+            selector = None
+            if resolution.version is not None or resolution.label is not None:
+                selector = Selector(resolution.version, resolution.label)
+            variants.append(Variant(models[resolution.manifest.key], variant.weight, selector))
+        stages.append(tuple(variants))
+    return Application(app.name, tuple(stages), _app_signature(app.name, tuple(stages)), app)
+
+
+def _app_signature(name: str, stages: tuple[tuple[Variant, ...], ...]) -> Signature:
+    first, last = stages[0][0].model.signature, stages[-1][0].model.signature
+    return Signature(name, first.inputs, last.outputs)

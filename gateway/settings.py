@@ -73,8 +73,9 @@ class Settings:
     # logging
     log_level: str = "info"
     access_log: bool = True
-    # build
+    # build and reload
     envs_dir: Path = Path(".gateway/envs")  # per-model environments made by `gateway build`
+    watch_config: bool = False  # reload when a file under the config directory changes
     auth: AuthSettings = field(default_factory=AuthSettings)
 
     @classmethod
@@ -120,6 +121,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "resilience": ("circuit_failures", "circuit_cooldown_s", "retry_attempts"),
     "logging": ("log_level", "access_log"),
     "build": ("envs_dir",),
+    "reload": ("watch_config",),
 }
 
 

@@ -43,10 +43,24 @@ class RuntimeProcess:
     port: int = 0
     stderr_tail: list[str] = field(default_factory=list)
     readers: list[asyncio.Task[None]] = field(default_factory=list)
+    fingerprint: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+
+def fingerprint(model: ModelManifest) -> tuple[tuple[str, int, int], ...]:
+    """What a reload compares to tell whether a model folder changed: every file's path,
+    modification time and size."""
+    if model.folder is None:
+        return ()
+    entries = []
+    for path in sorted(model.folder.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            stat = path.stat()
+            entries.append((str(path.relative_to(model.folder)), stat.st_mtime_ns, stat.st_size))
+    return tuple(entries)
 
 
 class RuntimeStartError(Exception):
@@ -55,7 +69,7 @@ class RuntimeStartError(Exception):
 
 class Supervisor:
     """Starts the runtimes of local models, waits until each is healthy, restarts those that
-    crash (with back-off) and stops them all."""
+    crash (with back-off), swaps them on reload and stops them all."""
 
     def __init__(self, models: Sequence[ModelManifest], start_timeout_s: float,
                  interpreter: Callable[[ModelManifest], str] | None = None,
@@ -65,49 +79,88 @@ class Supervisor:
         self.interpreter = interpreter or (lambda _model: sys.executable)
         self.backoff_s = backoff_s
         self.processes: dict[ModelKey, RuntimeProcess] = {}
-        self._monitors: list[asyncio.Task[None]] = []
+        self._monitors: dict[ModelKey, asyncio.Task[None]] = {}
+        self._retiring: list[RuntimeProcess] = []
+        self._handed_over: list[RuntimeProcess] = []  # set aside, waiting for `retire`
         self._stopping = False
 
     async def start(self) -> tuple[dict[ModelKey, str], dict[ModelKey, str]]:
         """Start every runtime at once; return the targets that came up and, for those
         that did not, why. Runtimes that came up are restarted whenever they exit."""
-        results = await asyncio.gather(*(self._launch(m) for m in self.models), return_exceptions=True)
+        return await self.sync(self.models)
+
+    async def sync(self, models: Sequence[ModelManifest]) -> tuple[dict[ModelKey, str], dict[ModelKey, str]]:
+        """Make the running runtimes match `models`: keep those whose manifest and files are
+        unchanged, start the new and changed ones, and set aside the others for `retire`.
+        Returns the targets of every model that runs and, for those that do not, why."""
+        wanted = {model.key: model for model in models}
         targets: dict[ModelKey, str] = {}
+        to_start: list[ModelManifest] = []
+        for key, model in wanted.items():
+            running = self.processes.get(key)
+            if running is not None and running.model == model and running.fingerprint == fingerprint(model):
+                targets[key] = running.target
+            else:
+                to_start.append(model)
+        results = await asyncio.gather(*(self._launch(m) for m in to_start), return_exceptions=True)
         failed: dict[ModelKey, str] = {}
-        for model, result in zip(self.models, results, strict=True):
+        for model, result in zip(to_start, results, strict=True):
             if isinstance(result, RuntimeStartError):
                 failed[model.key] = str(result)
                 log.error("model %s:%s did not start: %s", model.name, model.version, result)
             elif isinstance(result, BaseException):
                 raise result
             else:
+                self._set_aside(model.key)
+                self.processes[model.key] = result
+                self._monitors[model.key] = asyncio.create_task(self._keep_running(model.key))
                 targets[model.key] = result.target
-                self._monitors.append(asyncio.create_task(self._keep_running(model)))
+        for key in [k for k in self.processes if k not in wanted]:
+            self._set_aside(key)
         return targets, failed
 
-    async def _keep_running(self, model: ModelManifest) -> None:
+    def _set_aside(self, key: ModelKey) -> None:
+        monitor = self._monitors.pop(key, None)
+        if monitor is not None:
+            monitor.cancel()
+        runtime = self.processes.pop(key, None)
+        if runtime is not None:
+            self._retiring.append(runtime)
+
+    def take_retiring(self) -> list[RuntimeProcess]:
+        """The runtimes `sync` set aside since the last call (to `retire` after a drain)."""
+        retiring, self._retiring = self._retiring, []
+        self._handed_over.extend(retiring)
+        return retiring
+
+    async def retire(self, runtimes: list[RuntimeProcess], grace: float = 5.0) -> None:
+        """Stop runtimes a reload replaced or removed (once their requests have drained)."""
+        await asyncio.gather(*(self._stop_one(r, grace) for r in runtimes))
+        self._handed_over = [r for r in self._handed_over if r not in runtimes]
+
+    async def _keep_running(self, key: ModelKey) -> None:
         """Restart the model's runtime on its port whenever it exits, backing off while it
         keeps failing."""
         failures = 0
         while not self._stopping:
-            runtime = self.processes[model.key]
+            runtime = self.processes[key]
+            model = runtime.model
             started = time.monotonic()
             code = await runtime.process.wait()
             await asyncio.gather(*runtime.readers, return_exceptions=True)
-            if self._stopping:
-                return
             failures = 0 if time.monotonic() - started > STABLE_AFTER_S else failures + 1
-            delay = min(self.backoff_s[1], self.backoff_s[0] * 2 ** max(failures - 1, 0))
-            log.error("model %s:%s runtime (pid %s) exited with code %s; restarting in %.1fs%s",
-                      model.name, model.version, runtime.process.pid, code, delay,
-                      self._tail(runtime))
-            await asyncio.sleep(delay)
-            if self._stopping:
-                return
-            try:
-                await self._launch(model, port=runtime.port)
-            except RuntimeStartError as error:
-                log.error("model %s:%s did not restart: %s", model.name, model.version, error)
+            log.error("model %s:%s runtime (pid %s) exited with code %s%s", model.name, model.version,
+                      runtime.process.pid, code, self._tail(runtime))
+            while not self._stopping:
+                delay = min(self.backoff_s[1], self.backoff_s[0] * 2 ** max(failures - 1, 0))
+                log.info("restarting model %s:%s in %.1fs", model.name, model.version, delay)
+                await asyncio.sleep(delay)
+                try:
+                    self.processes[key] = await self._launch(model, port=runtime.port)
+                    break
+                except RuntimeStartError as error:
+                    failures += 1
+                    log.error("model %s:%s did not restart: %s", model.name, model.version, error)
 
     async def _launch(self, model: ModelManifest, port: int = 0) -> RuntimeProcess:
         """Spawn the model's runtime, learn its port and wait until it is healthy."""
@@ -117,9 +170,9 @@ class Supervisor:
             "--host", "127.0.0.1", "--port", str(port),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent,
+            start_new_session=True,  # Ctrl-C reaches the gateway, which stops runtimes in order
         )
-        runtime = RuntimeProcess(model, process)
-        self.processes[model.key] = runtime
+        runtime = RuntimeProcess(model, process, fingerprint=fingerprint(model))
         runtime.readers.append(asyncio.create_task(self._forward_stderr(runtime)))
         deadline = time.monotonic() + self.start_timeout_s
         try:
@@ -187,11 +240,15 @@ class Supervisor:
     async def stop(self, grace: float = 5.0) -> None:
         """SIGTERM every runtime, wait `grace` seconds, then SIGKILL what is left."""
         self._stopping = True
-        for monitor in self._monitors:
+        monitors = list(self._monitors.values())
+        for monitor in monitors:
             monitor.cancel()
-        await asyncio.gather(*self._monitors, return_exceptions=True)
-        await asyncio.gather(*(self._stop_one(r, grace) for r in self.processes.values()))
+        await asyncio.gather(*monitors, return_exceptions=True)
+        runtimes = [*self.processes.values(), *self._retiring, *self._handed_over]
+        await asyncio.gather(*(self._stop_one(r, grace) for r in runtimes))
         self.processes.clear()
+        self._retiring.clear()
+        self._handed_over.clear()
 
     @staticmethod
     async def _stop_one(runtime: RuntimeProcess, grace: float) -> None:

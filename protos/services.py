@@ -12,6 +12,7 @@ from typing import Generic, TypeVar
 from google.protobuf.message import Message
 
 from protos.hydrosphere import runtime_pb2 as hydro_runtime
+from protos.tensorflow_serving.classification_pb2 import ClassificationRequest, ClassificationResponse
 from protos.tensorflow_serving.get_model_metadata_pb2 import (
     GetModelMetadataRequest,
     GetModelMetadataResponse,
@@ -19,6 +20,7 @@ from protos.tensorflow_serving.get_model_metadata_pb2 import (
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest, GetModelStatusResponse
 from protos.tensorflow_serving.model_management_pb2 import ReloadConfigRequest, ReloadConfigResponse
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
+from protos.tensorflow_serving.regression_pb2 import RegressionRequest, RegressionResponse
 
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
@@ -48,6 +50,12 @@ TF_PREDICT: Method[PredictRequest, PredictResponse] = Method(
 )
 TF_GET_MODEL_METADATA: Method[GetModelMetadataRequest, GetModelMetadataResponse] = Method(
     TF_PREDICTION_SERVICE, "GetModelMetadata", GetModelMetadataRequest, GetModelMetadataResponse
+)
+TF_CLASSIFY: Method[ClassificationRequest, ClassificationResponse] = Method(
+    TF_PREDICTION_SERVICE, "Classify", ClassificationRequest, ClassificationResponse
+)
+TF_REGRESS: Method[RegressionRequest, RegressionResponse] = Method(
+    TF_PREDICTION_SERVICE, "Regress", RegressionRequest, RegressionResponse
 )
 TF_GET_MODEL_STATUS: Method[GetModelStatusRequest, GetModelStatusResponse] = Method(
     TF_MODEL_SERVICE, "GetModelStatus", GetModelStatusRequest, GetModelStatusResponse

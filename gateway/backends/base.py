@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -10,6 +11,41 @@ import numpy as np
 from gateway.errors import BackendUnavailable
 
 NDArray = np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """The version (or label) a request asks a backend for; empty: the backend's choice."""
+
+    version: int | None = None
+    label: str | None = None
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"version {self.version}"
+        return f"label {self.label!r}" if self.label is not None else "the default version"
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveSpec:
+    """The model spec a backend says it answered with."""
+
+    name: str
+    version: int | None
+    signature_name: str
+
+    def header(self) -> str:
+        """The `x-model-spec` header value: `name=Toy; version=2; signature_name=serving_default`."""
+        version = "" if self.version is None else str(self.version)
+        return f"name={self.name}; version={version}; signature_name={self.signature_name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A backend's outputs and the spec it answered with (None when it does not say)."""
+
+    outputs: dict[str, NDArray]
+    spec: EffectiveSpec | None = None
 
 
 class Backend(Protocol):

@@ -1,70 +1,190 @@
-"""A backend speaking TensorFlow Serving's PredictionService (TF Serving, the embedded runtime)."""
+"""A backend speaking TensorFlow Serving's gRPC API (TF Serving itself, the embedded runtime).
+
+PredictionService (Predict, Classify, Regress, GetModelMetadata) and ModelService
+(GetModelStatus, HandleReloadConfigRequest) on one pooled channel. Health: `grpc.health.v1`
+when the server has it; TF Serving does not, so on UNIMPLEMENTED the backend asks
+GetModelStatus instead and is healthy when its version (any version, for a floating model)
+is AVAILABLE.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
-from gateway.backends.base import NDArray
+from gateway.backends.base import EffectiveSpec, NDArray, Prediction, Selector
+from gateway.backends.resilience import CircuitBreaker
 from gateway.errors import BackendError, from_grpc_status
 from gateway.manifests import ModelManifest
-from protos.services import TF_PREDICT
-from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
+from gateway.observability import request_metadata
+from protos.services import (
+    TF_CLASSIFY,
+    TF_GET_MODEL_METADATA,
+    TF_GET_MODEL_STATUS,
+    TF_PREDICT,
+    TF_REGRESS,
+    TF_RELOAD_CONFIG,
+    Method,
+)
+from protos.tensorflow_serving.classification_pb2 import ClassificationRequest, ClassificationResponse
+from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRequest, GetModelMetadataResponse
+from protos.tensorflow_serving.get_model_status_pb2 import (
+    GetModelStatusRequest,
+    GetModelStatusResponse,
+    ModelVersionStatus,
+)
+from protos.tensorflow_serving.input_pb2 import Input
+from protos.tensorflow_serving.model_management_pb2 import ReloadConfigRequest, ReloadConfigResponse
+from protos.tensorflow_serving.model_pb2 import ModelSpec
+from protos.tensorflow_serving.model_server_config_pb2 import ModelServerConfig
+from protos.tensorflow_serving.predict_pb2 import PredictRequest
+from protos.tensorflow_serving.regression_pb2 import RegressionRequest, RegressionResponse
 from tensorcodecs import CodecError, TensorSpec
 from tensorcodecs.tensor_proto import decode_tensor, fill_tensor
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+SIGNATURE_DEF = "signature_def"
+
+RequestT = TypeVar("RequestT", bound=Message)
+ResponseT = TypeVar("ResponseT", bound=Message)
 
 
 class TFServingBackend:
-    """One model version behind a PredictionService on a pooled channel."""
+    """One model (a pinned version, or every version when floating) behind TF Serving's API."""
 
-    def __init__(self, channel: grpc.aio.Channel, model: ModelManifest) -> None:
+    def __init__(self, channel: grpc.aio.Channel, model: ModelManifest,
+                 breaker: CircuitBreaker | None = None) -> None:
         assert model.backend is not None
+        self.breaker = breaker or CircuitBreaker(model.backend.target)
         self.target = model.backend.target
         self.model_name = model.backend.model_name
-        self.version = model.version
+        self.version = model.backend.version
+        self.version_label = model.backend.version_label
         self.signature_name = model.backend.signature_name
         self.input_specs: Mapping[str, TensorSpec] = model.signature.inputs
-        self._predict = channel.unary_unary(
-            TF_PREDICT.path,
-            request_serializer=PredictRequest.SerializeToString,
-            response_deserializer=PredictResponse.FromString,
-        )
+        self._channel = channel
+        self._stubs: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
         self._health = channel.unary_unary(
             HEALTH_CHECK,
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
             response_deserializer=health_pb2.HealthCheckResponse.FromString,
         )
+        self._has_health_service = True
 
-    def build_request(self, inputs: Mapping[str, NDArray]) -> PredictRequest:
-        """The PredictRequest for `inputs`, tensors in `tensor_content` form."""
+    # ------------------------------------------------------------ requests
+
+    def model_spec(self, selector: Selector | None = None, signature_name: str | None = None) -> ModelSpec:
+        """The ModelSpec to send: the selector's version or label, else the pinned one."""
+        spec = ModelSpec(name=self.model_name)
+        if signature_name is not None:
+            spec.signature_name = signature_name
+        if selector is not None and selector.version is not None:
+            spec.version.value = selector.version
+        elif selector is not None and selector.label is not None:
+            spec.version_label = selector.label
+        elif self.version is not None:
+            spec.version.value = self.version
+        elif self.version_label is not None:
+            spec.version_label = self.version_label
+        return spec
+
+    def build_request(self, inputs: Mapping[str, NDArray], selector: Selector | None = None,
+                      signature_name: str | None = None,
+                      specs: Mapping[str, TensorSpec] | None = None) -> PredictRequest:
+        """The PredictRequest for `inputs`, numeric tensors in `tensor_content` form."""
         request = PredictRequest()
-        spec = request.model_spec
-        spec.name = self.model_name
-        spec.version.value = self.version
-        spec.signature_name = self.signature_name
+        request.model_spec.CopyFrom(self.model_spec(selector, signature_name or self.signature_name))
+        specs = self.input_specs if specs is None else specs
         for name, array in inputs.items():
-            input_spec = self.input_specs.get(name)
+            input_spec = specs.get(name)
             fill_tensor(request.inputs[name], array, input_spec.dtype if input_spec else None)
         return request
 
     async def predict(self, inputs: Mapping[str, NDArray], timeout: float) -> dict[str, NDArray]:
-        request = self.build_request(inputs)
+        return (await self.predict_spec(inputs, timeout)).outputs
+
+    async def predict_spec(self, inputs: Mapping[str, NDArray], timeout: float,
+                           selector: Selector | None = None, signature_name: str | None = None,
+                           specs: Mapping[str, TensorSpec] | None = None) -> Prediction:
+        """Predict, with the model spec the backend answered with."""
+        request = self.build_request(inputs, selector, signature_name, specs)
+        response = await self._call(TF_PREDICT, request, timeout)
         try:
-            response: PredictResponse = await self._predict(request, timeout=timeout)
-        except grpc.aio.AioRpcError as error:
-            raise from_grpc_status(error.code(), error.details(), self.target) from None
-        try:
-            return {name: decode_tensor(tensor) for name, tensor in response.outputs.items()}
+            outputs = {name: decode_tensor(tensor) for name, tensor in response.outputs.items()}
         except CodecError as error:
             raise BackendError(f"backend {self.target} answered a malformed tensor: {error}") from None
+        return Prediction(outputs, self._effective(response.model_spec, request.model_spec))
+
+    async def classify(self, request_input: Input, timeout: float, selector: Selector | None = None,
+                       signature_name: str | None = None) -> ClassificationResponse:
+        request = ClassificationRequest(model_spec=self.model_spec(selector, signature_name),
+                                        input=request_input)
+        return await self._call(TF_CLASSIFY, request, timeout)
+
+    async def regress(self, request_input: Input, timeout: float, selector: Selector | None = None,
+                      signature_name: str | None = None) -> RegressionResponse:
+        request = RegressionRequest(model_spec=self.model_spec(selector, signature_name),
+                                    input=request_input)
+        return await self._call(TF_REGRESS, request, timeout)
+
+    async def metadata(self, timeout: float, selector: Selector | None = None) -> GetModelMetadataResponse:
+        """GetModelMetadata with the `signature_def` field."""
+        request = GetModelMetadataRequest(model_spec=self.model_spec(selector),
+                                          metadata_field=[SIGNATURE_DEF])
+        return await self._call(TF_GET_MODEL_METADATA, request, timeout)
+
+    async def status(self, timeout: float, selector: Selector | None = None) -> GetModelStatusResponse:
+        """GetModelStatus of the selected version (of every version when floating and none is)."""
+        request = GetModelStatusRequest(model_spec=self.model_spec(selector))
+        return await self._call(TF_GET_MODEL_STATUS, request, timeout)
+
+    async def reload_config(self, config: ModelServerConfig, timeout: float) -> ReloadConfigResponse:
+        """Forward a ModelServerConfig to the server's HandleReloadConfigRequest."""
+        return await self._call(TF_RELOAD_CONFIG, ReloadConfigRequest(config=config), timeout)
 
     async def healthy(self, timeout: float) -> bool:
+        if self._has_health_service:
+            try:
+                answer = await self._health(health_pb2.HealthCheckRequest(), timeout=timeout)
+            except grpc.aio.AioRpcError as error:
+                if error.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                    return False
+                self._has_health_service = False
+            else:
+                return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
         try:
-            answer = await self._health(health_pb2.HealthCheckRequest(), timeout=timeout)
-        except grpc.aio.AioRpcError:
+            status = await self.status(timeout)
+        except BackendError:
             return False
-        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+        return any(entry.state == ModelVersionStatus.AVAILABLE for entry in status.model_version_status)
+
+    # ------------------------------------------------------------ plumbing
+
+    async def _call(self, method: Method[RequestT, ResponseT], request: RequestT,
+                    timeout: float) -> ResponseT:
+        stub = self._stubs.get(method.path)
+        if stub is None:
+            stub = self._channel.unary_unary(method.path, request_serializer=method.request.SerializeToString,
+                                             response_deserializer=method.response.FromString)
+            self._stubs[method.path] = stub
+        self.breaker.before_call()
+        try:
+            response: ResponseT = await stub(request, timeout=timeout, metadata=request_metadata())
+        except grpc.aio.AioRpcError as error:
+            self.breaker.record(error.code())
+            raise from_grpc_status(error.code(), error.details(), self.target) from None
+        except asyncio.CancelledError:
+            self.breaker.record(None)  # the caller went away; says nothing about the target
+            raise
+        self.breaker.record(None)
+        return response
+
+    def _effective(self, answered: ModelSpec, sent: ModelSpec) -> EffectiveSpec:
+        spec = answered if answered.name else sent
+        version = spec.version.value if spec.HasField("version") else None
+        return EffectiveSpec(spec.name, version, spec.signature_name or sent.signature_name)

@@ -1,8 +1,7 @@
-"""Health for load balancers: `/health/live` (the process answers) and `/health/ready`."""
+"""Health for load balancers: `/health/live` (the process answers) and `/health/ready`
+(every application has ready backends, from the background watcher; 503 while draining)."""
 
 from __future__ import annotations
-
-import asyncio
 
 import orjson
 from starlette.requests import Request
@@ -10,7 +9,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.dataplane import DataPlane
-from gateway.settings import Settings
+from gateway.health_watch import BackendHealth, HealthWatcher
+
+UNCHECKED = BackendHealth(False, 0.0)
 
 
 async def live(request: Request) -> Response:
@@ -18,25 +19,23 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """200 when every application's models answer their health check; 503 with detail else."""
+    """200 when every application's models passed their last health check; 503 with detail
+    otherwise, and at once when the gateway is shutting down."""
     dataplane: DataPlane = request.app.state.dataplane
-    settings: Settings = request.app.state.settings
+    watcher: HealthWatcher = request.app.state.health
     registry = dataplane.registry
-    models = list(registry.models.values())
-    results = await asyncio.gather(
-        *(model.backend.healthy(settings.health_check_timeout_s) for model in models)
-    )
-    healthy = {model.label: ok for model, ok in zip(models, results, strict=True)}
-    applications = {
-        name: {
-            "ready": all(healthy[m.label] for m in app.models()),
-            "models": {m.label: {"ready": healthy[m.label], "target": m.backend.target}
-                       for m in app.models()},
-        }
-        for name, app in registry.applications.items()
-    }
-    is_ready = all(detail["ready"] for detail in applications.values())
-    body = {"status": "ready" if is_ready else "not_ready", "applications": applications}
+    applications = {}
+    for name, app in registry.applications.items():
+        models = {}
+        for model in app.models():
+            health = watcher.health.get(model.label, UNCHECKED)
+            models[model.label] = {"ready": health.ready, "target": model.backend.target,
+                                   "checked_at": health.checked_at}
+        applications[name] = {"ready": all(m["ready"] for m in models.values()), "models": models}
+    draining = bool(request.app.state.draining)
+    is_ready = not draining and all(detail["ready"] for detail in applications.values())
+    status = "draining" if draining else "ready" if is_ready else "not_ready"
+    body = {"status": status, "applications": applications}
     return Response(orjson.dumps(body), status_code=200 if is_ready else 503,
                     media_type="application/json")
 

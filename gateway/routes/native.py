@@ -1,4 +1,5 @@
-"""The native API: `POST /gateway/applications/{name}` with `{"input": value, ...}`."""
+"""The native API: `POST /gateway/applications/{name}` and
+`POST /gateway/models/{name}[/versions/{v}|/labels/{label}]` with `{"input": value, ...}`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.auth import authorize
 from gateway.backends import NDArray
 from gateway.body import read_json
 from gateway.dataplane import DataPlane, RequestContext
@@ -23,6 +25,7 @@ class JSONResponse(Response):
 
 
 TIMEOUT_HEADER = "x-request-timeout"
+MODEL_SPEC_HEADER = "x-model-spec"
 
 
 def request_context(request: Request, settings: Settings, app: Application | None = None) -> RequestContext:
@@ -40,7 +43,10 @@ def request_context(request: Request, settings: Settings, app: Application | Non
         if not millis > 0 or millis == float("inf"):
             raise BadRequest(f"{TIMEOUT_HEADER} must be a positive number of milliseconds, got {header!r}")
         timeout = min(millis / 1000, settings.max_request_timeout_s)
-    return RequestContext.start(request.state.request_id, timeout)
+    labels: dict[str, str] = request.scope.setdefault("state", {})
+    if app is not None:
+        labels["application"] = app.name
+    return RequestContext.start(request.state.request_id, timeout, labels)
 
 
 def check_element_count(inputs: Mapping[str, NDArray], settings: Settings) -> None:
@@ -55,6 +61,8 @@ async def predict_application(request: Request) -> Response:
     """Validate the body against the application's contract, run it, answer JSON."""
     dataplane: DataPlane = request.app.state.dataplane
     app = dataplane.application(request.path_params["name"])
+    authorize(request, app.name)
+    request.state.application = app.name
     settings: Settings = request.app.state.settings
     raw, body = await read_json(request, settings)
     try:
@@ -66,7 +74,34 @@ async def predict_application(request: Request) -> Response:
     return JSONResponse(encode_outputs(outputs, app.signature.outputs))
 
 
+async def predict_model(request: Request) -> Response:
+    """One model at a version or label, checked against its (declared or discovered) contract;
+    the model spec the backend answered with comes back in `x-model-spec`."""
+    dataplane: DataPlane = request.app.state.dataplane
+    settings: Settings = request.app.state.settings
+    params = request.path_params
+    authorize(request, params["name"])
+    target = dataplane.resolve(params["name"], params.get("version"), params.get("label"))
+    raw, body = await read_json(request, settings)
+    context = request_context(request, settings)
+    signature = await dataplane.signature(target, None, context)
+    try:
+        inputs = decode_inputs(body, signature.inputs, bools=may_hold_bools(raw))
+    except CodecError as error:
+        raise ContractViolation(error.message, field=error.field) from None
+    check_element_count(inputs, settings)
+    prediction = await dataplane.predict_model(target, inputs, context, None, signature.inputs)
+    outputs = prediction.outputs
+    if signature.outputs:
+        outputs = {name: outputs[name] for name in signature.outputs if name in outputs}
+    headers = {MODEL_SPEC_HEADER: prediction.spec.header()} if prediction.spec else None
+    return JSONResponse(encode_outputs(outputs, signature.outputs), headers=headers)
+
+
 routes = [
+    Route("/gateway/models/{name}", predict_model, methods=["POST"]),
+    Route("/gateway/models/{name}/versions/{version:int}", predict_model, methods=["POST"]),
+    Route("/gateway/models/{name}/labels/{label}", predict_model, methods=["POST"]),
     Route("/gateway/applications/{name}", predict_application, methods=["POST"]),
     # Hydrosphere's spelling of the same route.
     Route("/gateway/application/{name}", predict_application, methods=["POST"]),

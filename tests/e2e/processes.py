@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 import subprocess
 import sys
 import time
@@ -51,13 +53,14 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60, status: int = 200) -> None:
+def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60, status: int = 200,
+             verify: ssl.SSLContext | bool = True) -> None:
     """Poll GET `url` until it answers `status`; fail if the gateway exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "gateway exited during start-up"
         try:
-            if httpx.get(url, timeout=1).status_code == status:
+            if httpx.get(url, timeout=1, verify=verify).status_code == status:
                 return
         except httpx.TransportError:
             pass
@@ -67,16 +70,19 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60, st
 
 @contextmanager
 def running_gateway(config_dir: Path, *extra: str, ready_path: str = "/health/ready",
-                    env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+                    env: dict[str, str] | None = None, scheme: str = "http",
+                    verify: ssl.SSLContext | bool = True) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`gateway serve --config config_dir` on a free port, stopped (and reaped) afterwards."""
     port = free_port()
     process = subprocess.Popen(
         [str(GATEWAY), "serve", "--config", str(config_dir), "--port", str(port), *extra],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        cwd=REPO, stdout=subprocess.DEVNULL, env=env,
+        # GATEWAY_TEST_LOG=file keeps the gateway's log when a test needs looking into.
+        stderr=open(os.environ.get("GATEWAY_TEST_LOG", os.devnull), "ab"),  # noqa: SIM115
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     try:
-        wait_for(url + ready_path, process)
+        wait_for(url + ready_path, process, verify=verify)
         yield process, url
     finally:
         if process.poll() is None:

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.manifests import ModelRef, load_config, load_model_folder, parse_model_ref
+from gateway.manifests import (
+    ModelRef,
+    Resolution,
+    load_config,
+    load_model_folder,
+    parse_model_ref,
+    resolve_ref,
+)
 from tests.conftest import CONFIG_DIR, INCREMENT_MODEL
 
 
@@ -140,6 +147,97 @@ def test_model_refs(text: str, ref: ModelRef) -> None:
 def test_bad_model_ref() -> None:
     with pytest.raises(ConfigError, match="not a model reference"):
         parse_model_ref("m:x", "here")
+
+
+def _remote(config: Path, name: str, text: str) -> Path:
+    path = config / "models" / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+TOY = ("kind: Model\nname: toy\nbackend:\n  protocol: tensorflow-serving\n  target: '{target}'\n"
+       "  model_name: Toy\n")
+
+
+def test_floating_tf_serving_model_discovers_its_contract(config_copy: Path) -> None:
+    _remote(config_copy, "toy", TOY.format(target="dns:///tfs.local:8500")
+            + "version_labels:\n  stable: 1\n  canary: 2\n")
+    model = load_config(config_copy).models[("toy", 0)]
+    assert model.backend is not None
+    assert model.floating
+    assert not model.contract_declared
+    assert model.signature.name == "serving_default"
+    assert (model.backend.version, model.backend.version_label) == (None, None)
+    assert dict(model.version_labels) == {"stable": 1, "canary": 2}
+
+
+def test_pinned_versions_and_labels_resolve(config_copy: Path) -> None:
+    _remote(config_copy, "toy1", TOY.format(target="127.0.0.1:8500") + "version: 1\n"
+            "version_labels: {stable: 1}\n")
+    _remote(config_copy, "toy2", TOY.format(target="127.0.0.1:8500") + "  version: 2\n"
+            "version_labels: {canary: 2}\n")
+    config = load_config(config_copy)
+    assert config.models[("toy", 1)].backend.version == 1  # type: ignore[union-attr]
+    assert config.models[("toy", 2)].backend.version == 2  # type: ignore[union-attr]
+    stable = resolve_ref(config.models, ModelRef("toy", label="stable"))
+    assert stable == Resolution(config.models[("toy", 1)])
+    assert resolve_ref(config.models, ModelRef("toy")).manifest.version == 2
+    with pytest.raises(ConfigError, match=r"model toy has no version label 'beta' \(defined: canary, stable"):
+        resolve_ref(config.models, ModelRef("toy", label="beta"))
+    with pytest.raises(ConfigError, match="model toy has no version 3"):
+        resolve_ref(config.models, ModelRef("toy", 3))
+
+
+def test_floating_model_forwards_unknown_versions_and_labels(config_copy: Path) -> None:
+    _remote(config_copy, "toy", TOY.format(target="127.0.0.1:8500") + "version_labels: {stable: 1}\n")
+    config = load_config(config_copy)
+    floating = config.models[("toy", 0)]
+    assert resolve_ref(config.models, ModelRef("toy", 7)) == Resolution(floating, 7)
+    assert resolve_ref(config.models, ModelRef("toy", label="stable")) == Resolution(floating, 1)
+    assert resolve_ref(config.models, ModelRef("toy", label="beta")) == Resolution(floating, label="beta")
+    assert resolve_ref(config.models, ModelRef("toy")) == Resolution(floating)
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "message"),
+    [
+        ("  version: 1\n  version_label: stable\n", 8,
+         "backend.version_label: give either version or version_label, not both"),
+        ("  version: x\n", 7, "backend.version: expected an integer, got 'x'"),
+        ("  signature_name: ''\n", 7, "backend.signature_name: must not be empty"),
+        ("  colour: red\n", 7, "backend.colour: unknown field"),
+    ],
+)
+def test_backend_errors_name_file_line_and_field(config_copy: Path, extra: str, line: int,
+                                                 message: str) -> None:
+    path = _remote(config_copy, "toy", TOY.format(target="127.0.0.1:8500") + extra)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_copy)
+    assert caught.value.location == f"{path}:{line}"
+    assert message in caught.value.message
+
+
+def test_bad_target_and_labels(config_copy: Path) -> None:
+    path = _remote(config_copy, "toy", TOY.format(target="http://x"))
+    with pytest.raises(ConfigError, match=r"backend\.target: 'http://x' is not a gRPC target") as caught:
+        load_config(config_copy)
+    assert caught.value.location == f"{path}:5"
+    path = _remote(config_copy, "toy", TOY.format(target="[::1]:8500") + "version: 1\n"
+                   "version_labels:\n  stable: 2\n")
+    with pytest.raises(ConfigError, match="model toy has no version 2"):
+        load_config(config_copy)
+    _remote(config_copy, "toy", TOY.format(target="127.0.0.1:1") + "version: 1\nversion_labels: {s: 1}\n")
+    _remote(config_copy, "toy2", TOY.format(target="127.0.0.1:1") + "version: 2\nversion_labels: {s: 2}\n")
+    with pytest.raises(ConfigError, match=r"version_labels\.s: model toy labels version"):
+        load_config(config_copy)
+
+
+def test_application_stage_with_label(config_copy: Path) -> None:
+    _remote(config_copy, "toy", TOY.format(target="127.0.0.1:8500") + "version_labels: {stable: 1}\n")
+    (config_copy / "applications/toy_app.yaml").write_text(
+        "kind: Application\nname: toy_app\nsingular:\n  model: toy@stable\n")
+    config = load_config(config_copy)
+    assert config.applications["toy_app"].stages[0].variants[0].model == ModelRef("toy", label="stable")
 
 
 def test_numbered_folders_are_versions(tmp_path: Path) -> None:

@@ -1,0 +1,65 @@
+"""Model management: `POST /gateway/admin/models/{name}/reload-config` forwards a
+ModelServerConfig (its JSON form) to the TF Serving server behind model `name`
+(`HandleReloadConfigRequest`), then rediscovers the contracts of the models it serves.
+
+With admin tokens configured (`auth.admin_token_sha256`), callers send
+`Authorization: Bearer <token>`; without any, only loopback clients are served.
+"""
+
+from __future__ import annotations
+
+import grpc
+import orjson
+from google.protobuf import json_format
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.auth import check_admin
+from gateway.body import read_json
+from gateway.dataplane import DataPlane
+from gateway.errors import GRPC_TO_HTTP, BadRequest
+from gateway.reload import Reloader
+from gateway.routes.native import request_context
+from gateway.settings import Settings
+from protos.tensorflow_serving.model_server_config_pb2 import ModelServerConfig
+from tensorcodecs.tfserving_json import status_dict
+
+
+async def reload_config(request: Request) -> Response:
+    check_admin(request)
+    dataplane: DataPlane = request.app.state.dataplane
+    target = dataplane.resolve(request.path_params["name"])
+    settings: Settings = request.app.state.settings
+    _, body = await read_json(request, settings)
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a ModelServerConfig as a JSON object")
+    try:
+        config = json_format.ParseDict(body, ModelServerConfig())
+    except json_format.ParseError as error:
+        raise BadRequest(f"not a ModelServerConfig: {error}") from None
+    response = await dataplane.reload_config(target.model, config, request_context(request, settings))
+    code = int(response.status.error_code)
+    status = 200
+    if code:
+        grpc_code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+        status = GRPC_TO_HTTP.get(grpc_code, (502, ""))[0]
+    return Response(orjson.dumps({"status": status_dict(response.status)}), status_code=status,
+                    media_type="application/json")
+
+
+async def reload(request: Request) -> Response:
+    """Re-read the config directory and swap to it (422 with the error when it is invalid)."""
+    check_admin(request)
+    reloader: Reloader = request.app.state.reloader
+    result = await reloader.reload()
+    body = {"applied": result.applied, "error": result.error, "applications": result.applications,
+            "models": result.models, "failed": result.failed}
+    return Response(orjson.dumps(body), status_code=200 if result.applied else 422,
+                    media_type="application/json")
+
+
+routes = [
+    Route("/gateway/admin/models/{name}/reload-config", reload_config, methods=["POST"]),
+    Route("/admin/reload", reload, methods=["POST"]),
+]

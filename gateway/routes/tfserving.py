@@ -1,0 +1,173 @@
+"""TensorFlow Serving's REST API on the gateway, with its semantics and error shape.
+
+    POST /v1/models/{m}[/versions/{v}|/labels/{l}]:(predict|classify|regress)
+    GET  /v1/models/{m}[/versions/{v}|/labels/{l}]            model status
+    GET  /v1/models/{m}[/versions/{v}|/labels/{l}]/metadata   model metadata
+
+`{m}` is a gateway model name (or the TF Serving name its backend serves). Errors answer
+`{"error": "..."}` with the HTTP status of the one gRPC -> HTTP table, as TF Serving does.
+The JSON <-> tensor rules live in `tensorcodecs.tfserving_json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.auth import authorize
+from gateway.body import read_body
+from gateway.dataplane import DataPlane, RequestContext
+from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound
+from gateway.registry import Target
+from gateway.routes.native import check_element_count, request_context
+from gateway.settings import Settings
+from tensorcodecs import CodecError
+from tensorcodecs.tfserving_json import (
+    classification_json,
+    decode_examples,
+    decode_predict,
+    encode_predict,
+    model_metadata_json,
+    model_status_json,
+    parse_document,
+    regression_json,
+    signature_name,
+)
+
+log = logging.getLogger("gateway.tfserving")
+
+MODEL_SPEC_HEADER = "x-model-spec"
+# TF Serving's own patterns (http_rest_api_util.cc), after the "/v1/models" prefix.
+_PREDICTION = re.compile(r"/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)",
+                         re.IGNORECASE)
+_STATUS = re.compile(r"(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(?:/(metadata))?", re.IGNORECASE)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """TF Serving's error body: `{"error": "message"}`."""
+    return Response(orjson.dumps({"error": message}), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+def _json(body: bytes, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def models(request: Request) -> Response:
+    """Every /v1/models request: parse the path as TF Serving does, answer errors its way."""
+    try:
+        return await _dispatch(request)
+    except GatewayError as error:
+        if error.status >= 500:
+            log.warning("%s %s -> %s: %s", request.method, request.url.path, error.status, error.message)
+        headers = {"allow": "GET, POST"} if error.status == 405 else None
+        return error_response(error.status, error.message, headers)
+    except CodecError as error:
+        return error_response(400, error.message)
+
+
+async def _dispatch(request: Request) -> Response:
+    rest = request.path_params.get("rest", "")
+    path = "/" + rest if rest else ""
+    if request.method == "POST":
+        match = _PREDICTION.fullmatch(path)
+        if match is None:
+            raise NotFound(f"Malformed request: POST {request.url.path}")
+        name, version, label, method = match.groups()
+        target = _resolve(request, name, version, label)
+        handler = _POST_METHODS[method.lower()]
+        return await handler(request, target)
+    if request.method in ("GET", "HEAD"):
+        match = _STATUS.fullmatch(path)
+        if match is None:
+            raise NotFound(f"Malformed request: GET {request.url.path}")
+        name, version, label, metadata = match.groups()
+        if not name:
+            raise BadRequest("Missing model name in request.")
+        target = _resolve(request, name, version, label)
+        return await (_metadata(request, target) if metadata else _status(request, target))
+    raise MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
+
+
+def _resolve(request: Request, name: str, version: str | None, label: str | None) -> Target:
+    authorize(request, name)
+    dataplane: DataPlane = request.app.state.dataplane
+    return dataplane.resolve(name, int(version) if version else None, label)
+
+
+def _context(request: Request) -> RequestContext:
+    settings: Settings = request.app.state.settings
+    return request_context(request, settings)
+
+
+async def _document(request: Request) -> dict[str, Any]:
+    """The body as a JSON object. Any content type is accepted, as TF Serving does (curl -d
+    sends application/x-www-form-urlencoded); size and gzip limits apply."""
+    return parse_document(await read_body(request, request.app.state.settings))
+
+
+async def _predict(request: Request, target: Target) -> Response:
+    dataplane: DataPlane = request.app.state.dataplane
+    context = _context(request)
+    document = await _document(request)
+    name = signature_name(document)
+    signature = await dataplane.signature(target, name, context)
+    body = decode_predict(document, signature.inputs)
+    check_element_count(body.inputs, request.app.state.settings)
+    prediction = await dataplane.predict_model(target, body.inputs, context, name, signature.inputs)
+    headers = {MODEL_SPEC_HEADER: prediction.spec.header()} if prediction.spec else None
+    try:
+        return _json(encode_predict(prediction.outputs, body.format), headers)
+    except CodecError as error:
+        raise BadRequest(error.message) from None
+
+
+async def _classify(request: Request, target: Target) -> Response:
+    dataplane: DataPlane = request.app.state.dataplane
+    document = await _document(request)
+    name = signature_name(document)
+    response = await dataplane.classify(target, decode_examples(document), name, _context(request))
+    return _json(classification_json(response.result))
+
+
+async def _regress(request: Request, target: Target) -> Response:
+    dataplane: DataPlane = request.app.state.dataplane
+    document = await _document(request)
+    name = signature_name(document)
+    response = await dataplane.regress(target, decode_examples(document), name, _context(request))
+    return _json(regression_json(response.result))
+
+
+async def _status(request: Request, target: Target) -> Response:
+    dataplane: DataPlane = request.app.state.dataplane
+    return _json(model_status_json(await dataplane.status(target, _context(request))))
+
+
+async def _metadata(request: Request, target: Target) -> Response:
+    dataplane: DataPlane = request.app.state.dataplane
+    response = await dataplane.metadata(target, _context(request))
+    try:
+        return _json(model_metadata_json(response))
+    except CodecError as error:
+        return error_response(500, error.message)
+
+
+_POST_METHODS: dict[str, Callable[[Request, Target], Awaitable[Response]]] = {
+    "predict": _predict,
+    "classify": _classify,
+    "regress": _regress,
+}
+
+# Every method reaches `models`, so that wrong ones get TF's error shape too.
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+routes = [
+    Route("/v1/models", models, methods=_METHODS),
+    Route("/v1/models/{rest:path}", models, methods=_METHODS),
+]

@@ -1,0 +1,78 @@
+"""Hot reload through POST /admin/reload: validate fully, swap at once, old config keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.manifests import load_config
+from gateway.settings import Settings
+from tests.conftest import runtimes_for, serve_app, write_app, write_model
+
+SLOW_V1 = "import time\n\ndef predict(x):\n    time.sleep(0.5)\n    return x + 1\n"
+V2 = "def predict(x):\n    return x + 2\n"
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
+    root = tmp_path / "config"
+    write_model(root, "m/1", "m", SLOW_V1)
+    write_model(root, "m/2", "m", V2)
+    write_app(root, "app", "m:1")
+    settings = Settings(config_dir=root, access_log=False, drain_timeout_s=0.5)
+    with runtimes_for(load_config(root)) as config:
+        async with (serve_app(create_app(settings, config)) as url,
+                    httpx.AsyncClient(base_url=url, timeout=10) as client):
+            yield client, root
+
+
+async def test_reload_swaps_and_in_flight_requests_finish_on_the_old_config(
+        setup: tuple[httpx.AsyncClient, Path]) -> None:
+    client, root = setup
+    in_flight = asyncio.create_task(client.post("/gateway/applications/app", json={"x": [1]}))
+    await asyncio.sleep(0.1)
+    write_app(root, "app", "m:2")
+    write_app(root, "other", "m:2")
+    answer = await client.post("/admin/reload")
+    assert answer.status_code == 200
+    assert answer.json()["applied"] is True
+    assert answer.json()["applications"] == ["app", "other"]
+    assert (await in_flight).json() == {"y": [2]}  # started on m:1
+    assert (await client.post("/gateway/applications/app", json={"x": [1]})).json() == {"y": [3]}
+    assert (await client.post("/gateway/applications/other", json={"x": [1]})).json() == {"y": [3]}
+
+
+async def test_an_invalid_config_is_refused_and_the_old_one_keeps_serving(
+        setup: tuple[httpx.AsyncClient, Path]) -> None:
+    client, root = setup
+    write_app(root, "app", "nope:1")
+    answer = await client.post("/admin/reload")
+    assert answer.status_code == 422
+    assert answer.json()["applied"] is False
+    assert "model nope is not defined" in answer.json()["error"]
+    assert (await client.post("/gateway/applications/app", json={"x": [1]})).json() == {"y": [2]}
+
+
+async def test_removed_applications_disappear(setup: tuple[httpx.AsyncClient, Path]) -> None:
+    client, root = setup
+    (root / "applications" / "app.yaml").unlink()
+    write_app(root, "renamed", "m:2")
+    assert (await client.post("/admin/reload")).json()["applications"] == ["renamed"]
+    assert (await client.post("/gateway/applications/app", json={"x": [1]})).status_code == 404
+
+
+async def test_reload_is_for_loopback_or_admins(tmp_path: Path) -> None:
+    root = tmp_path / "config"
+    shutil.copytree(Path(__file__).parents[2] / "config", root)
+    app = create_app(Settings(config_dir=root, access_log=False), load_config(root))
+    transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 4000))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport,
+                                                                   base_url="http://gw") as client:
+        answer = await client.post("/admin/reload")
+    assert answer.status_code == 403

@@ -1,0 +1,133 @@
+"""Circuit breakers, retries within a budget, and deadlines that cancel the backend call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.backends.resilience import CircuitBreaker, CircuitState
+from gateway.errors import BackendUnavailable
+from gateway.settings import Settings
+from tests.conftest import free_port, serve_app
+from tests.gateway.test_tfserving_api import write_config
+from tests.tfserving_server import FakeTFServing
+
+UNAVAILABLE, INTERNAL = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL
+
+
+def test_breaker_opens_after_consecutive_transport_failures() -> None:
+    changes: list[CircuitState] = []
+    breaker = CircuitBreaker("t:1", failures=3, cooldown_s=60, on_change=lambda _t, s: changes.append(s))
+    for code in (UNAVAILABLE, UNAVAILABLE, None, UNAVAILABLE, UNAVAILABLE):
+        breaker.before_call()
+        breaker.record(code)
+    assert breaker.state is CircuitState.CLOSED  # a success in between resets the count
+    breaker.before_call()
+    breaker.record(grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert breaker.state.value == "open"
+    with pytest.raises(BackendUnavailable, match="circuit is open") as caught:
+        breaker.before_call()
+    assert caught.value.retry_after_s == 60
+    assert changes == [CircuitState.OPEN]
+
+
+def test_model_errors_do_not_open_the_circuit() -> None:
+    breaker = CircuitBreaker("t:1", failures=2)
+    for _ in range(5):
+        breaker.before_call()
+        breaker.record(INTERNAL)
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_half_open_lets_one_probe_through() -> None:
+    breaker = CircuitBreaker("t:1", failures=1, cooldown_s=0.05)
+    breaker.before_call()
+    breaker.record(UNAVAILABLE)
+    time.sleep(0.06)
+    breaker.before_call()  # the probe
+    assert breaker.state is CircuitState.HALF_OPEN
+    with pytest.raises(BackendUnavailable):
+        breaker.before_call()  # others wait for the probe
+    breaker.record(UNAVAILABLE)
+    assert breaker.state.value == "open"
+    time.sleep(0.06)
+    breaker.before_call()
+    breaker.record(None)
+    assert breaker.state.value == "closed"
+
+
+@pytest.fixture
+async def tfs() -> AsyncIterator[FakeTFServing]:
+    server = FakeTFServing()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_a_dead_backend_opens_its_circuit(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config", f"127.0.0.1:{free_port()}")
+    settings = Settings(access_log=False, circuit_failures=3, circuit_cooldown_s=30)
+    async with (serve_app(create_app(settings, config)) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as client):
+        statuses = []
+        for _ in range(4):
+            response = await client.post("/gateway/models/toy_one", json={"input_1": [[1, 2]]})
+            statuses.append(response.status_code)
+        assert statuses == [503] * 4
+        assert "circuit is open" in response.json()["error"]["message"]
+        assert response.headers["retry-after"] in ("29", "30")
+        metrics = (await client.get("/metrics")).text
+    assert 'gateway_circuit_state{target="127.0.0.1:' in metrics
+    circuit = [line for line in metrics.splitlines() if line.startswith("gateway_circuit_state{")]
+    assert any(line.endswith(" 2.0") for line in circuit)
+
+
+async def test_unavailable_is_retried_within_a_budget(tfs: FakeTFServing, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config", tfs.target)
+    settings = Settings(access_log=False, retry_attempts=3, circuit_failures=100)
+    async with (serve_app(create_app(settings, config)) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as client):
+        before = len(tfs.calls)
+        response = await client.post("/v1/models/errors:predict", json={"inputs": UNAVAILABLE.value[0]})
+        assert response.status_code == 503
+        assert len([c for c in tfs.calls[before:] if c[0] == "Predict"]) == 3
+        # The budget: after a run of failures, calls are no longer multiplied.
+        for _ in range(10):
+            await client.post("/v1/models/errors:predict", json={"inputs": UNAVAILABLE.value[0]})
+        before = len(tfs.calls)
+        await client.post("/v1/models/errors:predict", json={"inputs": UNAVAILABLE.value[0]})
+        assert len([c for c in tfs.calls[before:] if c[0] == "Predict"]) == 1
+
+
+async def test_model_errors_are_not_retried(tfs: FakeTFServing, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config", tfs.target)
+    async with (serve_app(create_app(Settings(access_log=False), config)) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as client):
+        before = len(tfs.calls)
+        response = await client.post("/v1/models/errors:predict", json={"inputs": INTERNAL.value[0]})
+        assert response.status_code == 500
+        assert len([c for c in tfs.calls[before:] if c[0] == "Predict"]) == 1
+
+
+async def test_deadline_is_504_in_time_and_the_backend_sees_the_cancel(tfs: FakeTFServing,
+                                                                       tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config", tfs.target)
+    tfs.delay_s = 5
+    async with (serve_app(create_app(Settings(access_log=False), config)) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as client):
+        started = time.monotonic()
+        response = await client.post("/v1/models/toy_double:predict", json={"instances": [[1, 2]]},
+                                     headers={"x-request-timeout": "200"})
+        elapsed = time.monotonic() - started
+        assert response.status_code == 504
+        assert elapsed < 1.0
+        deadline = time.monotonic() + 2
+        while tfs.cancelled == 0 and time.monotonic() < deadline:
+            await client.get("/health/live")
+    assert tfs.cancelled == 1

@@ -1,0 +1,330 @@
+"""TF Serving's REST JSON semantics (json_tensor.cc), as pure functions."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protos.services import SIGNATURE_DEF_MAP_TYPE_URL
+from protos.tensorflow_serving.classification_pb2 import ClassificationResult
+from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataResponse, SignatureDefMap
+from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusResponse, ModelVersionStatus
+from protos.tensorflow_serving.regression_pb2 import RegressionResult
+from tensorcodecs import CodecError, Signature, TensorSpec, lookup_dtype
+from tensorcodecs.signature_def import signature_to_def
+from tensorcodecs.tfserving_json import (
+    Format,
+    classification_json,
+    decimal_text,
+    decode_examples,
+    decode_predict,
+    encode_predict,
+    model_metadata_json,
+    model_status_json,
+    parse_document,
+    regression_json,
+    signature_name,
+    signatures_from_metadata,
+    tensor_json,
+)
+
+
+def spec(name: str, dtype: str, shape: tuple[int, ...] | None = None) -> TensorSpec:
+    return TensorSpec(name, lookup_dtype(dtype), shape)
+
+
+ONE = {"x": spec("x", "float32")}
+TWO = {"a": spec("a", "int32"), "b": spec("b", "string")}
+
+
+def decode(body: str, specs: dict[str, TensorSpec] = ONE) -> tuple[dict[str, np.ndarray], Format]:
+    result = decode_predict(parse_document(body.encode()), specs)
+    return result.inputs, result.format
+
+
+def error(body: str, specs: dict[str, TensorSpec] = ONE) -> str:
+    with pytest.raises(CodecError) as caught:
+        decode(body, specs)
+    return caught.value.message
+
+
+def test_row_format_single_input_batches_instances() -> None:
+    inputs, fmt = decode('{"instances": [[1, 2], [3.5, 4]]}')
+    assert fmt is Format.ROW
+    assert inputs["x"].dtype == np.float32
+    assert inputs["x"].tolist() == [[1, 2], [3.5, 4]]
+
+
+def test_row_format_named_inputs_and_b64() -> None:
+    inputs, _ = decode('{"instances": [{"a": 1, "b": "x"}, {"a": 2, "b": {"b64": "aGk="}}]}', TWO)
+    assert inputs["a"].tolist() == [1, 2]
+    assert inputs["b"].tolist() == [b"x", b"hi"]
+
+
+def test_row_of_b64_objects_is_a_plain_list() -> None:
+    inputs, _ = decode('{"instances": [{"b64": "aGk"}, "yo"]}', {"s": spec("s", "string")})
+    assert inputs["s"].tolist() == [b"hi", b"yo"]
+
+
+def test_columnar_format_single_and_named() -> None:
+    inputs, fmt = decode('{"inputs": [[1, 2]]}')
+    assert fmt is Format.COLUMNAR
+    assert inputs["x"].shape == (1, 2)
+    inputs, _ = decode('{"inputs": {"a": [[1], [2]], "b": "s", "extra": 1}}', TWO)
+    assert inputs["a"].shape == (2, 1)
+    assert inputs["b"].shape == ()
+    inputs, _ = decode('{"inputs": 3}')
+    assert inputs["x"].shape == ()
+    assert inputs["x"].item() == 3.0
+
+
+def test_signature_name() -> None:
+    assert signature_name(parse_document(b'{"signature_name": "s", "inputs": 1}')) == "s"
+    assert signature_name({"inputs": 1}) is None
+    with pytest.raises(CodecError, match="'signature_name' key must be a string value"):
+        signature_name({"signature_name": 1})
+
+
+def test_nan_and_infinity_are_accepted_for_floats() -> None:
+    inputs, _ = decode('{"instances": [NaN, Infinity, -Infinity]}')
+    values = inputs["x"].tolist()
+    assert math.isnan(values[0])
+    assert values[1:] == [math.inf, -math.inf]
+
+
+@pytest.mark.parametrize(
+    ("body", "specs", "message"),
+    [
+        ("[1]", ONE, "JSON Value: [1] Is not object"),
+        ("", ONE, "JSON Parse error: The document is empty"),
+        ("{", ONE, "JSON Parse error"),
+        ('{"instances": [1], "inputs": [1]}', ONE, "expecting only one of 'inputs' or 'instances'"),
+        ('{"instances": 1}', ONE, "Excepting 'instances' to be an list/array"),
+        ('{"instances": []}', ONE, "No values in 'instances' array"),
+        ('{"foo": []}', ONE, "Missing 'inputs' or 'instances' key"),
+        ('{"instances": [1, 2]}', TWO, "instances is a plain list, but expecting list of objects"),
+        ('{"inputs": [1, 2]}', TWO, "inputs is a plain value/list, but expecting an object"),
+        ('{"inputs": {"a": 1}}', TWO, "Missing named input: b in 'inputs' object."),
+        ('{"instances": [{"a": 1, "b": "x"}, [1]]}', TWO, "Expecting object but got list at item 1"),
+        ('{"instances": [1, {"a": 1}]}', ONE, "Expecting value/list but got object at item 1"),
+        ('{"instances": [{"a": 1}]}', TWO,
+         "Failed to process element: 0 of 'instances' list. JSON object: {\"a\":1} keys must be equal "
+         "to: a,b"),
+        ('{"instances": [{"a": 1, "b": "x", "c": 2}]}', TWO, "does not have named input: c"),
+        ('{"instances": [{"a": 1.5, "b": "x"}]}', TWO,
+         "Failed to process element: 0 key: a of 'instances' list. Error: INVALID_ARGUMENT: "
+         "JSON Value: 1.5 Type: Number is not of expected type: int32"),
+        ('{"inputs": ["1"]}', ONE, 'JSON Value: "1" Type: String is not of expected type: float'),
+        ('{"inputs": [true]}', ONE, "JSON Value: true Type: True is not of expected type: float"),
+        ('{"inputs": [1, true]}', ONE, "Type: True is not of expected type: float"),
+        ('{"inputs": [null]}', ONE, "Type: Null is not of expected type: float"),
+        ('{"inputs": [16777217]}', ONE, "Cannot convert JSON value: 16777217 to float without loss"),
+        ('{"inputs": [1e39]}', ONE, "to float without loss of precision"),
+        ('{"inputs": [[1, 2], [3]]}', ONE,
+         "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
+        ('{"inputs": [[1, 2], 3]}', ONE, "JSON Value: 3 found at incorrect level: 2"),
+        ('{"inputs": [1, [2]]}', ONE, "Encountered list at unexpected level: 1 expected < 1"),
+        ('{"instances": [[1, 2], [3]]}', ONE, "Expecting tensor size: 2 but got: 1"),
+        ('{"instances": [[1, 2], [[3], [4]]]}', ONE, "Expecting shape [2] but got: [2,1]"),
+        ('{"inputs": [{"b64": 1}]}', {"s": spec("s", "string")}, "not formatted correctly for base64 data"),
+        ('{"inputs": [{"b": 1}]}', ONE, "Type: Object is not of expected type: float"),
+        ('{"inputs": {"s": [{"b64": "!!"}]}}', {"s": spec("s", "string")}, "Unable to base64 decode"),
+        ('{"inputs": [300]}', {"i": spec("i", "int8")}, "is not of expected type: int8"),
+        ('{"inputs": [9223372036854775808]}', {"i": spec("i", "int64")}, "not of expected type: int64"),
+        ('{"inputs": [[1, 2]]}', {"x": spec("x", "float32", (-1, 3))},
+         "input 'x' has shape [1, 2] but the signature expects [-1, 3]"),
+    ],
+)
+def test_errors_are_tf_servings(body: str, specs: dict[str, TensorSpec], message: str) -> None:
+    assert message in error(body, specs)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "body", "expected"),
+    [
+        ("float64", "[16777217]", [16777217.0]),
+        ("int64", "[-9223372036854775808]", [-(2**63)]),
+        ("uint64", "[18446744073709551615]", [2**64 - 1]),
+        ("bool", "[true, false]", [True, False]),
+        ("float32", "[]", []),
+        ("int32", "[[], []]", [[], []]),
+        ("float32", "[1, 2.5, 3]", [1.0, 2.5, 3.0]),
+    ],
+)
+def test_int_and_float_rules(dtype: str, body: str, expected: Any) -> None:
+    inputs, _ = decode('{"inputs": ' + body + "}", {"v": spec("v", dtype)})
+    assert inputs["v"].dtype == lookup_dtype(dtype).numpy
+    assert inputs["v"].tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "double", "text"),
+    [
+        (0.5, False, "0.5"),
+        (3.0, False, "3.0"),
+        (float(np.float32(0.2)), False, "0.2"),
+        (float(np.float32(0.9990350008010864)), False, "0.999035"),
+        (float(np.float32(0.1234567)), False, "0.123456702"),
+        (9000000.0, False, "9e+06"),
+        (0.1, True, "0.1"),
+        (1 / 3, True, "0.33333333333333331"),
+        (math.nan, True, "NaN"),
+        (-math.inf, False, "-Infinity"),
+        (-0.0, True, "-0.0"),
+    ],
+)
+def test_decimals_are_written_as_tf_writes_them(value: float, double: bool, text: str) -> None:
+    assert decimal_text(value, double=double) == text
+
+
+def test_predictions_single_output() -> None:
+    out = {"y": np.array([[1.5], [2.0]], dtype=np.float32)}
+    assert encode_predict(out, Format.ROW) == b'{"predictions":[[1.5],[2.0]]}'
+    assert encode_predict(out, Format.COLUMNAR) == b'{"outputs":[[1.5],[2.0]]}'
+
+
+def test_predictions_several_outputs_are_objects_per_instance() -> None:
+    out = {"n": np.array([1, 2], dtype=np.int64), "s_bytes": np.array([b"a", b"\xff"], dtype=object),
+           "t": np.array([b"x", b"y"], dtype=object)}
+    assert orjson.loads(encode_predict(out, Format.ROW)) == {"predictions": [
+        {"n": 1, "s_bytes": {"b64": "YQ=="}, "t": "x"}, {"n": 2, "s_bytes": {"b64": "/w=="}, "t": "y"}]}
+    assert orjson.loads(encode_predict(out, Format.COLUMNAR)) == {"outputs": {
+        "n": [1, 2], "s_bytes": [{"b64": "YQ=="}, {"b64": "/w=="}], "t": ["x", "y"]}}
+
+
+def test_non_finite_outputs_are_literals() -> None:
+    out = {"y": np.array([math.nan, math.inf, -math.inf], dtype=np.float32)}
+    assert encode_predict(out, Format.COLUMNAR) == b'{"outputs":[NaN,Infinity,-Infinity]}'
+
+
+def test_row_answers_need_a_batch_dimension() -> None:
+    with pytest.raises(CodecError, match="Tensor name: y has no shape information"):
+        encode_predict({"y": np.array(1.0)}, Format.ROW)
+    with pytest.raises(CodecError, match="Tensor name: b has inconsistent batch size: 3 expecting: 2"):
+        encode_predict({"a": np.zeros(2), "b": np.zeros(3)}, Format.ROW)
+    assert encode_predict({"y": np.array(1.0)}, Format.COLUMNAR) == b'{"outputs":1.0}'
+
+
+def test_empty_and_scalar_tensors() -> None:
+    assert tensor_json(np.zeros((2, 0), dtype=np.float32)) == b"[[],[]]"
+    assert tensor_json(np.array(True)) == b"true"
+    assert tensor_json(np.zeros((0, 3), dtype=np.int32)) == b"[]"
+
+
+FLOAT32 = (st.floats(width=32, allow_nan=False, allow_infinity=False).filter(lambda v: abs(v) < 3e38)
+           | st.sampled_from([math.nan, math.inf]))
+
+
+@given(st.lists(st.lists(FLOAT32, min_size=2, max_size=2), min_size=1, max_size=5))
+def test_float32_round_trip(rows: list[list[float]]) -> None:
+    array = np.array(rows, dtype=np.float32)
+    text = encode_predict({"y": array}, Format.ROW)
+    back = decode_predict(parse_document(text.replace(b"predictions", b"instances")),
+                          {"y": spec("y", "float32")}).inputs["y"]
+    np.testing.assert_array_equal(back, array)
+
+
+def test_examples_with_context() -> None:
+    document = orjson.loads(b'{"context": {"q": "pizza"}, "examples": [{"f": [1.5, 2.0], "i": 3, "b": true, '
+                            b'"s": {"b64": "aGk="}}, {"e": []}]}')
+    request_input = decode_examples(document)
+    context = request_input.example_list_with_context.context.features.feature
+    assert list(context["q"].bytes_list.value) == [b"pizza"]
+    first = request_input.example_list_with_context.examples[0].features.feature
+    assert list(first["f"].float_list.value) == [1.5, 2.0]
+    assert list(first["i"].int64_list.value) == [3]
+    assert list(first["b"].int64_list.value) == [1]
+    assert list(first["s"].bytes_list.value) == [b"hi"]
+    plain = decode_examples({"examples": [{"x": 1}]})
+    assert plain.WhichOneof("kind") == "example_list"
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"context": {}}, "key 'examples' is expected and was not found"),
+        ({"examples": {}}, "Expecting 'examples' value to be an list/array"),
+        ({"examples": []}, "'examples' value is an empty array"),
+        ({"examples": [1]}, "Example must be JSON object but got JSON Number"),
+        ({"examples": [{"f": [1, "a"]}]}, "Unexpected element type in feature: f expecting type: int64"),
+        ({"examples": [{"f": [None]}]}, "Feature: f has element with unexpected JSON type: Null"),
+        ({"examples": [{"f": [[1]]}]}, "Feature: f has element with unexpected JSON type: Array"),
+        ({"examples": [{"f": 2**63}]}, "Feature: f has uint64 element. Only int64 is supported."),
+    ],
+)
+def test_example_errors(document: dict[str, Any], message: str) -> None:
+    with pytest.raises(CodecError) as caught:
+        decode_examples(document)
+    assert message in caught.value.message
+
+
+def test_classify_and_regress_results() -> None:
+    result = ClassificationResult()
+    classes = result.classifications.add().classes
+    classes.add(label="a", score=0.5)
+    classes.add(label="b", score=0.25)
+    assert orjson.loads(classification_json(result)) \
+        == {"results": [[["a", 0.5], ["b", 0.25]]]}
+    regression = RegressionResult()
+    regression.regressions.add(value=1.0)
+    regression.regressions.add(value=0.5)
+
+    assert regression_json(regression) == b'{"results":[1.0,0.5]}'
+    with pytest.raises(CodecError, match="empty RegressionResults"):
+        regression_json(RegressionResult())
+
+
+def test_model_status_json_is_tfs_shape() -> None:
+    response = GetModelStatusResponse()
+    entry = response.model_version_status.add(version=2, state=ModelVersionStatus.AVAILABLE)
+    entry.status.SetInParent()
+    assert orjson.loads(model_status_json(response)) == {"model_version_status": [
+        {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+
+
+def _metadata(signature: Signature) -> GetModelMetadataResponse:
+    response = GetModelMetadataResponse()
+    response.model_spec.name = "Toy"
+    response.model_spec.version.value = 2
+    signature_map = SignatureDefMap()
+    signature_map.signature_def["serving_default"].CopyFrom(signature_to_def(signature))
+    packed = response.metadata["signature_def"]
+    packed.type_url = SIGNATURE_DEF_MAP_TYPE_URL
+    packed.value = signature_map.SerializeToString()
+    return response
+
+
+def test_metadata_round_trip_and_json() -> None:
+    signature = Signature("serving_default", {"input_1": spec("input_1", "float32", (-1, 2))},
+                          {"output_1": spec("output_1", "float32", None)})
+    response = _metadata(signature)
+    assert signatures_from_metadata(response) == {"serving_default": signature}
+    document = orjson.loads(model_metadata_json(response))
+    assert document["model_spec"] == {"name": "Toy", "signature_name": "", "version": "2"}
+    definition = document["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert definition["inputs"]["input_1"] == {
+        "dtype": "DT_FLOAT", "name": "input_1",
+        "tensor_shape": {"dim": [{"size": "-1", "name": ""}, {"size": "2", "name": ""}],
+                         "unknown_rank": False},
+    }
+    assert definition["outputs"]["output_1"]["tensor_shape"]["unknown_rank"] is True
+    assert definition["method_name"] == "tensorflow/serving/predict"
+
+
+def test_metadata_without_signature_def_is_an_error() -> None:
+    with pytest.raises(CodecError, match="Failed to find 'signature_def' key"):
+        signatures_from_metadata(GetModelMetadataResponse())
+
+
+@given(st.lists(st.floats(width=32) | st.floats(), max_size=50), st.booleans())
+def test_bulk_float_text_is_decimal_text(values: list[float], double: bool) -> None:
+    with np.errstate(over="ignore"):
+        array = np.array(values, dtype=np.float64 if double else np.float32)
+    expected = "[" + ",".join(decimal_text(float(v), double=double) for v in array) + "]"
+    assert tensor_json(array).decode() == expected
