@@ -29,7 +29,6 @@ from protos.services import TF_PREDICT
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from tensorcodecs.tensor_proto import decode_tensor, fill_tensor
 
-
 OPTIONS: dict[str, list[tuple[str, int | str]]] = {
     "default": [],
     "noretry": [("grpc.enable_retries", 0)],
