@@ -25,6 +25,7 @@ import grpc
 import numpy as np
 import uvloop
 
+from gateway.backends.resilience import retry_service_config
 from protos.services import TF_PREDICT
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from tensorcodecs.tensor_proto import decode_tensor, fill_tensor
@@ -32,6 +33,7 @@ from tensorcodecs.tensor_proto import decode_tensor, fill_tensor
 OPTIONS: dict[str, list[tuple[str, int | str]]] = {
     "default": [],
     "noretry": [("grpc.enable_retries", 0)],
+    "retry": [("grpc.enable_retries", 1), ("grpc.service_config", retry_service_config(3))],
     "lean": [("grpc.enable_retries", 0), ("grpc.max_receive_message_length", -1),
              ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0),
              ("grpc.optimization_target", "throughput")],
@@ -86,7 +88,7 @@ async def main(args: argparse.Namespace) -> None:
         return {k: decode_tensor(t) for k, t in r.outputs.items()}
 
     async def aio_bytes() -> object:
-        raw = await bytes_call(req.SerializeToString(), timeout=10)
+        raw = await bytes_call(req.SerializeToString(), timeout=10, metadata=args.metadata)
         r = PredictResponse.FromString(raw)
         return {k: decode_tensor(t) for k, t in r.outputs.items()}
 
@@ -136,4 +138,7 @@ if __name__ == "__main__":
     parser.add_argument("--options", default="default", choices=sorted(OPTIONS))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--styles", nargs="+", default=["aio-proto", "aio-bytes", "sync-future", "aio-2ch"])
-    uvloop.run(main(parser.parse_args()))
+    parser.add_argument("--request-id", action="store_true", help="send x-request-id metadata")
+    arguments = parser.parse_args()
+    arguments.metadata = (("x-request-id", "0123456789abcdef0123456789abcdef"),) if arguments.request_id else None
+    uvloop.run(main(arguments))

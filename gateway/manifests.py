@@ -72,6 +72,16 @@ class TLSSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchingSpec:
+    """Opt-in coalescing of concurrent requests to one model into one backend call: at most
+    `max_calls` calls run at once; requests arriving meanwhile leave together with the next
+    one, concatenated along their first (batch) dimension, up to `max_batch_size` rows."""
+
+    max_batch_size: int = 256
+    max_calls: int = 2
+
+
+@dataclass(frozen=True, slots=True)
 class BackendSpec:
     """Where a model is served: a gRPC target speaking `protocol`."""
 
@@ -106,6 +116,7 @@ class ModelManifest:
     contract_declared: bool = True  # False: discovered from the backend's metadata
     style: str | None = None  # "hydrosphere" or "numpy"; detected from the code when None
     workers: int = 1  # processes running the function (for CPU-bound models)
+    batching: BatchingSpec | None = None  # coalesce concurrent requests (opt-in)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -300,7 +311,7 @@ def parse_model(doc: _Mapping, path: Path, *, folder: Path | None, version: int 
     """A kind Model document: from a model folder's serving.yaml or a remote manifest."""
     fields = _Fields(doc, path)
     fields.reject_unknown({"kind", "name", "runtime", "install-command", "payload", "contract",
-                           "backend", "version", "version_labels", "style", "workers"})
+                           "backend", "version", "version_labels", "style", "workers", "batching"})
     name = fields.required("name", str)
     if not re.fullmatch(_NAME, name):
         raise fields.error("name", f"{name!r} is not a valid model name (letters, digits, _ . -)")
@@ -349,7 +360,26 @@ def parse_model(doc: _Mapping, path: Path, *, folder: Path | None, version: int 
         contract_declared="contract" in doc,
         style=style,
         workers=workers,
+        batching=_parse_batching(fields.nested("batching"), signature) if "batching" in doc else None,
     )
+
+
+def _parse_batching(fields: _Fields, signature: Signature) -> BatchingSpec:
+    fields.reject_unknown({"max_batch_size", "max_calls"})
+    default = BatchingSpec()
+    spec = BatchingSpec(fields.optional("max_batch_size", int, default.max_batch_size),
+                        fields.optional("max_calls", int, default.max_calls))
+    if spec.max_batch_size < 1:
+        raise fields.error("max_batch_size", "must be at least 1")
+    if spec.max_calls < 1:
+        raise fields.error("max_calls", "must be at least 1")
+    for kind, specs in (("input", signature.inputs), ("output", signature.outputs)):
+        for tensor in specs.values():
+            if tensor.shape is not None and (not tensor.shape or tensor.shape[0] != -1):
+                raise ConfigError(f"batching: {kind} {tensor.name!r} has shape {tensor.shape_text()}; "
+                                  "batching needs every input and output to start with a -1 (batch) "
+                                  "dimension", fields.where())
+    return spec
 
 
 def _parse_backend(fields: _Fields, model_name: str, model_version: int | None) -> BackendSpec:

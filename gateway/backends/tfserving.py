@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
 from gateway.backends.base import EffectiveSpec, NDArray, Prediction, Selector
+from gateway.backends.coalesce import Coalescer
 from gateway.backends.resilience import CircuitBreaker
 from gateway.errors import BackendError, from_grpc_status
 from gateway.manifests import ModelManifest
@@ -75,6 +76,9 @@ class TFServingBackend:
             response_deserializer=health_pb2.HealthCheckResponse.FromString,
         )
         self._has_health_service = True
+        batching = model.batching
+        self.coalescer = None if batching is None else Coalescer(
+            self._predict_pinned, self.target, batching.max_batch_size, batching.max_calls)
 
     # ------------------------------------------------------------ requests
 
@@ -112,6 +116,16 @@ class TFServingBackend:
                            selector: Selector | None = None, signature_name: str | None = None,
                            specs: Mapping[str, TensorSpec] | None = None) -> Prediction:
         """Predict, with the model spec the backend answered with."""
+        if self.coalescer is not None and selector is None and signature_name is None and specs is None:
+            return await self.coalescer.predict(inputs, timeout)
+        return await self._predict_once(inputs, timeout, selector, signature_name, specs)
+
+    async def _predict_pinned(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
+        return await self._predict_once(inputs, timeout)
+
+    async def _predict_once(self, inputs: Mapping[str, NDArray], timeout: float,
+                            selector: Selector | None = None, signature_name: str | None = None,
+                            specs: Mapping[str, TensorSpec] | None = None) -> Prediction:
         request = self.build_request(inputs, selector, signature_name, specs)
         response = await self._call(TF_PREDICT, request, timeout)
         try:

@@ -1,0 +1,2 @@
+def increment(number):
+    return {"number": number + 1}
