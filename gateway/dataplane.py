@@ -146,7 +146,7 @@ class DataPlane:
             raise
         finally:
             if self.metrics is not None:
-                self.metrics.backend_seconds.labels(name, version).observe(time.perf_counter() - started)
+                self.metrics.backend_seconds_child(name, version).observe(time.perf_counter() - started)
         if prediction.spec is not None and prediction.spec.version is not None:
             context.labels["version"] = str(prediction.spec.version)
         return prediction

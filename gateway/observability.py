@@ -8,14 +8,14 @@ been sent.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
 import os
-import queue
 import re
 import sys
 import threading
 import time
-import uuid
+from collections import deque
 from typing import IO, Any
 
 import orjson
@@ -63,37 +63,98 @@ class Metrics:
                                    multiprocess_mode="max")
         self.log_dropped = Counter("gateway_access_log_dropped", "Access-log lines dropped because the "
                                    "writer could not keep up", registry=self.registry)
+        # Hot path: the labelled children each request updates, looked up once per label set
+        # (`labels()` costs a lock and a dict lookup per metric), and the in-flight gauge read
+        # from a plain counter when scraped (one process) instead of locked on every request.
+        self.serving = 0
+        self._request_children: dict[tuple[str, str, str, str, int], RequestChildren] = {}
+        self._backend_children: dict[tuple[str, str], Any] = {}
+        self.multiprocess = multiprocess_dir() is not None
+        if not self.multiprocess:
+            self.in_flight.set_function(lambda: self.serving)
+
+    def request_children(self, route: str, application: str, model: str, version: str,
+                         status: int) -> RequestChildren:
+        """The children of the per-request metrics for one label set (created on first use)."""
+        key = (route, application, model, version, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = RequestChildren(self.requests.labels(route, application, model, version, str(status)),
+                                       self.request_seconds.labels(route, application),
+                                       self.request_bytes.labels(route), self.response_bytes.labels(route))
+            self._request_children[key] = children
+        return children
+
+    def backend_seconds_child(self, model: str, version: str) -> Any:
+        """`backend_seconds` for one model version (created on first use)."""
+        key = (model, version)
+        child = self._backend_children.get(key)
+        if child is None:
+            child = self._backend_children[key] = self.backend_seconds.labels(model, version)
+        return child
+
+
+class RequestChildren:
+    """The labelled metrics one request updates."""
+
+    __slots__ = ("request_bytes", "requests", "response_bytes", "seconds")
+
+    def __init__(self, requests: Any, seconds: Any, request_bytes: Any, response_bytes: Any) -> None:
+        self.requests = requests
+        self.seconds = seconds
+        self.request_bytes = request_bytes
+        self.response_bytes = response_bytes
 
 
 class AccessLog:
-    """One JSON line per request, written by a background thread from a bounded queue; when
-    the queue is full a line is dropped (and counted) rather than slowing requests down."""
+    """One JSON line per request, written by a background thread in batches: requests only
+    append a line to a bounded buffer (no lock, no thread wake-up per request); the writer
+    drains it every `interval_s`. When the buffer is full a line is dropped (and counted)
+    rather than slowing requests down."""
 
-    def __init__(self, metrics: Metrics, stream: IO[str] | None = None, capacity: int = 10_000) -> None:
+    def __init__(self, metrics: Metrics, stream: IO[str] | None = None, capacity: int = 10_000,
+                 interval_s: float = 0.05) -> None:
         self.metrics = metrics
         self.stream = stream or sys.stdout
-        self._queue: queue.Queue[bytes | None] = queue.Queue(capacity)
+        self.capacity = capacity
+        self.interval_s = interval_s
+        self._lines: deque[bytes] = deque()
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._write, name="access-log", daemon=True)
         self._thread.start()
 
     def record(self, entry: dict[str, Any]) -> None:
-        try:
-            self._queue.put_nowait(orjson.dumps(entry))
-        except queue.Full:
+        if len(self._lines) >= self.capacity:
             self.metrics.log_dropped.inc()
+            return
+        self._lines.append(orjson.dumps(entry))
 
     def _write(self) -> None:
-        while (line := self._queue.get()) is not None:
-            try:
-                self.stream.write(line.decode() + "\n")
-                if self._queue.empty():
+        lines = self._lines
+        while True:
+            closing = self._closing.wait(self.interval_s)
+            batch = [lines.popleft() for _ in range(len(lines))]
+            if batch:
+                try:
+                    self.stream.write(b"\n".join(batch).decode() + "\n")
                     self.stream.flush()
-            except (OSError, ValueError):  # a closed stream: keep draining the queue
-                pass
+                except (OSError, ValueError):  # a closed stream: keep draining
+                    pass
+            if closing and not lines:
+                return
 
     def close(self) -> None:
-        self._queue.put(None)
+        self._closing.set()
         self._thread.join(timeout=5)
+
+
+_ID_PREFIX = os.urandom(12).hex()
+_ID_COUNTER = itertools.count()
+
+
+def new_request_id() -> bytes:
+    """A new request id: 24 random hex digits per process, then a counter (unique, cheap)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}".encode()
 
 
 class ObservabilityMiddleware:
@@ -116,7 +177,7 @@ class ObservabilityMiddleware:
                 request_id = value if _VALID_ID.fullmatch(value) else b""
                 break
         if not request_id:
-            request_id = uuid.uuid4().hex.encode()
+            request_id = new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id.decode()
         REQUEST_ID.set(state["request_id"])
@@ -139,19 +200,24 @@ class ObservabilityMiddleware:
             await send(message)
 
         metrics = self.metrics
-        metrics.in_flight.inc()
+        metrics.serving += 1
+        if metrics.multiprocess:
+            metrics.in_flight.inc()
         try:
             await self.app(scope, receive_counting, send_with_id)
         finally:
-            metrics.in_flight.dec()
+            metrics.serving -= 1
+            if metrics.multiprocess:
+                metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
             application = state.get("application", "")
             model, version = state.get("model", ""), state.get("version", "")
-            metrics.requests.labels(route, application, model, version, str(status)).inc()
-            metrics.request_seconds.labels(route, application).observe(elapsed)
-            metrics.request_bytes.labels(route).inc(sizes[0])
-            metrics.response_bytes.labels(route).inc(sizes[1])
+            children = metrics.request_children(route, application, model, version, status)
+            children.requests.inc()
+            children.seconds.observe(elapsed)
+            children.request_bytes.inc(sizes[0])
+            children.response_bytes.inc(sizes[1])
             if self.access_log is not None:
                 client = scope.get("client")
                 self.access_log.record({
