@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
+import multiprocessing
+import multiprocessing.process
+import os
+import shutil
 import signal
+import socket
 import sys
-from collections.abc import Iterator
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import uvicorn
@@ -21,9 +29,10 @@ from gateway.app import create_app
 from gateway.build import BuildError, build_model, interpreter_for
 from gateway.errors import ConfigError
 from gateway.manifests import Config, load_config
+from gateway.observability import multiprocess_dir
 from gateway.reload import Reloader
 from gateway.settings import Settings
-from gateway.supervisor import Supervisor
+from gateway.supervisor import Supervisor, _die_with_parent
 
 log = logging.getLogger("gateway")
 
@@ -37,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.load(args.config, config.gateway.values, overrides={
             "host": getattr(args, "host", None), "port": getattr(args, "port", None),
             "log_level": getattr(args, "log_level", None),
-            "access_log": getattr(args, "access_log", None), "watch_config": getattr(args, "watch", None)})
+            "access_log": getattr(args, "access_log", None), "watch_config": getattr(args, "watch", None),
+            "workers": getattr(args, "workers", None)})
     except ConfigError as error:
         print(f"gateway: invalid configuration: {error}", file=sys.stderr)
         return 2
@@ -62,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                              help="config directory (default: ./config)")
     serve.add_argument("--host", help="listen address (default from gateway.yaml, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default from gateway.yaml, else 8000)")
+    serve.add_argument("--workers", type=int,
+                       help="gateway processes sharing the port (SO_REUSEPORT; default 1)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
                        help="one JSON line per request on stdout (default: on, see gateway.yaml)")
@@ -137,22 +149,38 @@ async def _run(settings: Settings, config: Config) -> int:
             await asyncio.gather(starting, return_exceptions=True)
             return 0
         targets, failed = starting.result()
-        app = create_app(settings, config.with_targets(targets), failed, supervisor)
-        server = UvicornServer(uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_level=settings.log_level,
-            access_log=False, lifespan="on", server_header=False, log_config=None,
-            timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
-            ssl_certfile=settings.tls_certfile, ssl_keyfile=settings.tls_keyfile,
-        ))
-        serving = asyncio.create_task(_serve_http(server))
-        scheme = "https" if settings.tls_certfile else "http"
-        log.info("serving %s://%s:%s (applications: %s)", scheme, settings.host, settings.port,
-                 ", ".join(sorted(config.applications)) or "none")
-        reloads = _Reloads(app)
-        loop.add_signal_handler(signal.SIGHUP, reloads.trigger)
-        watching = None
-        if settings.watch_config:
-            watching = asyncio.create_task(_watch(settings.config_dir, reloads))
+        bound = config.with_targets(targets)
+        if settings.workers > 1:
+            return await _run_workers(settings, bound, failed, stopping)
+        app = create_app(settings, bound, failed, supervisor)
+        return await _serve_app(settings, app, sorted(config.applications), stopping, stop_wait)
+    finally:
+        stop_wait.cancel()
+        loop.remove_signal_handler(signal.SIGHUP)
+        await supervisor.stop()
+        log.info("stopped")
+
+
+async def _serve_app(settings: Settings, app: Starlette, applications: list[str], stopping: asyncio.Event,
+                     stop_wait: asyncio.Task[bool], sockets: list[socket.socket] | None = None) -> int:
+    """Serve `app` until `stopping`, then drain; SIGHUP (and --watch) reload it."""
+    loop = asyncio.get_running_loop()
+    server = UvicornServer(uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        access_log=False, lifespan="on", server_header=False, log_config=None,
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+        ssl_certfile=settings.tls_certfile, ssl_keyfile=settings.tls_keyfile,
+    ))
+    serving = asyncio.create_task(_serve_http(server, sockets))
+    scheme = "https" if settings.tls_certfile else "http"
+    log.info("serving %s://%s:%s (applications: %s)", scheme, settings.host, settings.port,
+             ", ".join(applications) or "none")
+    reloads = _Reloads(app)
+    loop.add_signal_handler(signal.SIGHUP, reloads.trigger)
+    watching = None
+    if settings.watch_config:
+        watching = asyncio.create_task(_watch(settings.config_dir, reloads))
+    try:
         await asyncio.wait({serving, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         if stopping.is_set() and not serving.done():
             # Load balancers see /health/ready turn 503 and stop sending; requests that still
@@ -168,10 +196,111 @@ async def _run(settings: Settings, config: Config) -> int:
             watching.cancel()
         return await serving
     finally:
-        stop_wait.cancel()
         loop.remove_signal_handler(signal.SIGHUP)
-        await supervisor.stop()
-        log.info("stopped")
+
+
+# ---------------------------------------------------------------- --workers N
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket with SO_REUSEPORT: each worker binds its own on the same port and
+    the kernel spreads new connections over them."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _run_workers(settings: Settings, config: Config, failed: Mapping[tuple[str, int], str],
+                       stopping: asyncio.Event) -> int:
+    """Run `settings.workers` gateway processes on the port (the model runtimes stay with this
+    process); restart a worker that dies; on SIGTERM stop them all (each drains); SIGHUP is
+    passed on to every worker. Metrics are summed over the workers (prometheus-client's
+    multiprocess mode, in a temporary directory unless PROMETHEUS_MULTIPROC_DIR is set)."""
+    loop = asyncio.get_running_loop()
+    context = multiprocessing.get_context("spawn")
+    own_dir = None
+    if not multiprocess_dir():
+        own_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    # Bind once here first, so that a port in use fails the command rather than every worker.
+    probe = reuseport_socket(settings.host, settings.port)
+    if settings.port == 0:
+        settings = dataclasses.replace(settings, port=probe.getsockname()[1])
+
+    def spawn(index: int) -> multiprocessing.process.BaseProcess:
+        process = context.Process(target=_worker_main, args=(settings, config, dict(failed)),
+                                  name=f"gateway-worker-{index}", daemon=False)
+        process.start()
+        return process
+
+    workers = [spawn(i) for i in range(settings.workers)]
+    probe.close()
+    log.info("started %d workers on port %s (pids %s)", len(workers), settings.port,
+             " ".join(str(w.pid) for w in workers))
+
+    def forward(signum: int) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signum)
+
+    loop.add_signal_handler(signal.SIGHUP, forward, signal.SIGHUP)
+    try:
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=0.5)
+            for index, worker in enumerate(workers):
+                if not worker.is_alive() and not stopping.is_set():
+                    log.error("worker %s exited with code %s; starting another", worker.pid, worker.exitcode)
+                    workers[index] = spawn(index)
+        forward(signal.SIGTERM)
+        limit = settings.shutdown_grace_s + settings.drain_timeout_s + 5
+        await loop.run_in_executor(None, _join_all, workers, limit)
+        return 0
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _join_all(workers: list[multiprocessing.process.BaseProcess], limit: float) -> None:
+    deadline = time.monotonic() + limit
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+
+
+def _worker_main(settings: Settings, config: Config,
+                 failed: Mapping[tuple[str, int], str]) -> None:  # pragma: no cover - a child process
+    """One worker process: the HTTP server on its own SO_REUSEPORT socket."""
+    _die_with_parent()
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        code = runner.run(_worker_run(settings, config, failed))
+    sys.exit(code)
+
+
+async def _worker_run(settings: Settings, config: Config, failed: Mapping[tuple[str, int], str]) -> int:
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    stop_wait = asyncio.create_task(stopping.wait())
+    try:
+        app = create_app(settings, config, failed, None)
+        return await _serve_app(settings, app, sorted(config.applications), stopping, stop_wait,
+                                [reuseport_socket(settings.host, settings.port)])
+    finally:
+        stop_wait.cancel()
 
 
 class _Reloads:
@@ -217,9 +346,9 @@ def _snapshot(directory: Path) -> dict[str, tuple[int, int]]:
     return snapshot
 
 
-async def _serve_http(server: uvicorn.Server) -> int:
+async def _serve_http(server: uvicorn.Server, sockets: list[socket.socket] | None = None) -> int:
     try:
-        await server.serve()
+        await server.serve(sockets=sockets)
     except SystemExit as exit_:  # uvicorn exits when it cannot bind
         return int(exit_.code or 1)
     return 0 if server.started else 1

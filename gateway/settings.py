@@ -53,6 +53,7 @@ class Settings:
     port: int = 8000
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
+    workers: int = 1  # gateway processes sharing the port (SO_REUSEPORT)
     # defaults
     request_timeout_s: float = 30.0
     max_request_timeout_s: float = 300.0  # cap for the client's x-request-timeout
@@ -114,7 +115,7 @@ class Settings:
 
 # gateway.yaml sections and the settings each holds.
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "listen": ("host", "port", "tls_certfile", "tls_keyfile"),
+    "listen": ("host", "port", "tls_certfile", "tls_keyfile", "workers"),
     "defaults": ("request_timeout_s", "max_request_timeout_s", "runtime_start_timeout_s",
                  "health_check_timeout_s", "health_interval_s", "shutdown_grace_s", "drain_timeout_s"),
     "limits": ("max_body_bytes", "max_inflated_bytes", "max_elements", "max_concurrency"),
