@@ -11,7 +11,8 @@ from starlette.routing import Route
 
 from gateway.auth import authorize
 from gateway.backends import NDArray
-from gateway.body import read_json
+from gateway.binary import binary_response, decode_binary, is_binary
+from gateway.body import read_body, read_json
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BadRequest, ContractViolation
 from gateway.registry import Application
@@ -64,6 +65,12 @@ async def predict_application(request: Request) -> Response:
     authorize(request, app.name)
     request.state.application = app.name
     settings: Settings = request.app.state.settings
+    if is_binary(request.headers):  # a raw tensor (gateway/binary.py)
+        inputs = decode_binary(request.headers, await read_body(request, settings), app.signature.inputs)
+        check_element_count(inputs, settings)
+        outputs = await dataplane.predict(app, inputs, request_context(request, settings, app))
+        answer = binary_response(outputs, app.signature.outputs)
+        return answer or JSONResponse(encode_outputs(outputs, app.signature.outputs))
     raw, body = await read_json(request, settings)
     try:
         inputs = decode_inputs(body, app.signature.inputs, bools=may_hold_bools(raw))

@@ -1,0 +1,62 @@
+"""The binary path: raw little-endian tensor bytes with dtype and shape in headers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import numpy as np
+import pytest
+
+from gateway.app import create_app
+from gateway.manifests import Config
+from gateway.settings import Settings
+from tests.conftest import serve_app
+
+PREDICT = "/gateway/applications/increment_app"  # int32 [-1] -> int32 [-1]
+
+
+def raw(dtype: str = "int32", shape: str | None = None) -> dict[str, str]:
+    headers = {"content-type": "application/octet-stream", "x-tensor-dtype": dtype}
+    if shape is not None:
+        headers["x-tensor-shape"] = shape
+    return headers
+
+
+@pytest.fixture
+async def client(example_config: Config) -> AsyncIterator[httpx.AsyncClient]:
+    async with (serve_app(create_app(Settings(access_log=False), example_config)) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as client):
+        yield client
+
+
+async def test_raw_tensor_in_raw_tensor_out(client: httpx.AsyncClient) -> None:
+    values = np.arange(100_000, dtype="<i4")
+    response = await client.post(PREDICT, content=values.tobytes(), headers=raw(shape="100000"))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert (response.headers["x-tensor-name"], response.headers["x-tensor-dtype"],
+            response.headers["x-tensor-shape"]) == ("number", "int32", "100000")
+    assert np.array_equal(np.frombuffer(response.content, dtype="<i4"), values + 1)
+
+
+async def test_shape_defaults_to_one_dimension(client: httpx.AsyncClient) -> None:
+    response = await client.post(PREDICT, content=np.array([1, 2], "<i4").tobytes(),
+                                 headers={"content-type": "application/octet-stream"})
+    assert np.frombuffer(response.content, dtype="<i4").tolist() == [2, 3]
+
+
+@pytest.mark.parametrize(("body", "headers", "message"), [
+    (b"\0" * 8, raw("float32"), "must be int32"),
+    (b"\0" * 8, raw(shape="3"), "needs 12 bytes"),
+    (b"\0" * 8, raw(shape="1,2"), "must have shape [-1]"),
+    (b"\0" * 7, raw(), "whole number"),
+    (b"\0" * 8, raw(shape="x"), "comma-separated"),
+    (b"\0" * 8, {**raw(), "x-tensor-name": "other"}, "not an input"),
+])
+async def test_contract_violations_are_400(client: httpx.AsyncClient, body: bytes, headers: dict[str, str],
+                                           message: str) -> None:
+    response = await client.post(PREDICT, content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "contract_violation"
+    assert message in response.json()["error"]["message"]
