@@ -117,6 +117,7 @@ def test_a_killed_runtime_comes_back(gateway: tuple[subprocess.Popen[bytes], str
     stop.set()
     for thread in threads:
         thread.join()
+    print(f"\nruntime killed under load (4 clients): {dict(statuses)}")
     assert restarted, f"runtime did not come back; statuses {dict(statuses)}"
     assert set(statuses) <= {200, 502, 503}, dict(statuses)
     assert statuses[200] > 0
