@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2
 
 from gateway.backends.base import EffectiveSpec, NDArray, Prediction, Selector
 from gateway.backends.coalesce import Coalescer
-from gateway.backends.resilience import CircuitBreaker
+from gateway.backends.resilience import CircuitBreaker, CircuitState
 from gateway.errors import BackendError, from_grpc_status
 from gateway.manifests import ModelManifest
 from gateway.observability import request_metadata
@@ -162,6 +162,14 @@ class TFServingBackend:
         return await self._call(TF_RELOAD_CONFIG, ReloadConfigRequest(config=config), timeout)
 
     async def healthy(self, timeout: float) -> bool:
+        """Whether the backend answers its health check; a healthy answer also closes an open
+        circuit (the check is the probe), so a restarted backend is used again at once."""
+        ok = await self._check_health(timeout)
+        if ok and self.breaker.state is not CircuitState.CLOSED:
+            self.breaker.record(None)
+        return ok
+
+    async def _check_health(self, timeout: float) -> bool:
         if self._has_health_service:
             try:
                 answer = await self._health(health_pb2.HealthCheckRequest(), timeout=timeout)
@@ -172,7 +180,8 @@ class TFServingBackend:
             else:
                 return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
         try:
-            status = await self.status(timeout)
+            request = GetModelStatusRequest(model_spec=self.model_spec())
+            status = await self._call(TF_GET_MODEL_STATUS, request, timeout, guarded=False)
         except BackendError:
             return False
         return any(entry.state == ModelVersionStatus.AVAILABLE for entry in status.model_version_status)
@@ -180,12 +189,19 @@ class TFServingBackend:
     # ------------------------------------------------------------ plumbing
 
     async def _call(self, method: Method[RequestT, ResponseT], request: RequestT,
-                    timeout: float) -> ResponseT:
+                    timeout: float, guarded: bool = True) -> ResponseT:
+        """One call; `guarded` calls pass the circuit breaker and report to it."""
         stub = self._stubs.get(method.path)
         if stub is None:
             stub = self._channel.unary_unary(method.path, request_serializer=method.request.SerializeToString,
                                              response_deserializer=method.response.FromString)
             self._stubs[method.path] = stub
+        if not guarded:
+            try:
+                answer: ResponseT = await stub(request, timeout=timeout)
+            except grpc.aio.AioRpcError as error:
+                raise from_grpc_status(error.code(), error.details(), self.target) from None
+            return answer
         self.breaker.before_call()
         try:
             response: ResponseT = await stub(request, timeout=timeout, metadata=request_metadata())

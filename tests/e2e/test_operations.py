@@ -87,3 +87,15 @@ def test_readiness_follows_a_dead_runtime(tmp_path: Path) -> None:
             time.sleep(0.2)
             status = httpx.get(f"{url}/health/ready", timeout=5).status_code
         assert status == 200
+
+
+def test_watch_reloads_when_a_file_changes(tmp_path: Path) -> None:
+    root = make_config(tmp_path / "config")
+    with running_gateway(root, "--watch") as (_, url):
+        write_app(root, "slow_alias", "slow")
+        deadline = time.monotonic() + 20
+        status = 404
+        while time.monotonic() < deadline and status != 200:
+            time.sleep(0.2)
+            status = httpx.post(f"{url}/gateway/applications/slow_alias", json={"x": [1]}, timeout=5).status_code
+        assert status == 200

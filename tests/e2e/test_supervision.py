@@ -10,46 +10,24 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.conftest import write_app, write_model
 from tests.e2e.processes import command_line, descendants, running_gateway
-
-MODEL = """kind: Model
-name: {name}
-contract:
-  inputs:
-    x: {{shape: [-1], type: int32}}
-  outputs:
-    y: {{shape: [-1], type: int32}}
-"""
-
-
-def add_model(config: Path, folder: str, name: str, source: str) -> None:
-    path = config / "models" / folder
-    (path / "src").mkdir(parents=True)
-    (path / "serving.yaml").write_text(MODEL.format(name=name))
-    (path / "src" / "func_main.py").write_text(source)
-
-
-def add_app(config: Path, name: str, model: str) -> None:
-    (config / "applications").mkdir(parents=True, exist_ok=True)
-    (config / "applications" / f"{name}.yaml").write_text(
-        f"kind: Application\nname: {name}\nsingular:\n  model: {model}\n")
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     config = tmp_path_factory.mktemp("config")
-    add_model(config, "counter/1", "counter", "def predict(x):\n    return x + 1\n")
-    add_model(config, "counter/2", "counter", "def predict(x):\n    return x + 2\n")
-    add_model(config, "faulty", "faulty", "def predict(x):\n    raise ValueError('weights are missing')\n")
-    add_model(config, "broken", "broken", "def predict(x):\n    return (\n")
+    write_model(config, "counter/1", "counter", "def predict(x):\n    return x + 1\n")
+    write_model(config, "counter/2", "counter", "def predict(x):\n    return x + 2\n")
+    write_model(config, "faulty", "faulty", "def predict(x):\n    raise ValueError('weights are missing')\n")
+    write_model(config, "broken", "broken", "def predict(x):\n    return (\n")
     for app, model in (("v1", "counter:1"), ("v2", "counter:2"), ("latest", "counter"),
                        ("faulty_app", "faulty:1"), ("broken_app", "broken:1")):
-        add_app(config, app, model)
+        write_app(config, app, model)
     with running_gateway(config, ready_path="/health/live") as running:
         yield running
 
@@ -117,6 +95,7 @@ def test_a_killed_runtime_comes_back(gateway: tuple[subprocess.Popen[bytes], str
     stop.set()
     for thread in threads:
         thread.join()
+    print(f"\nruntime killed under load (4 clients): {dict(statuses)}")
     assert restarted, f"runtime did not come back; statuses {dict(statuses)}"
     assert set(statuses) <= {200, 502, 503}, dict(statuses)
     assert statuses[200] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -131,3 +132,22 @@ async def test_deadline_is_504_in_time_and_the_backend_sees_the_cancel(tfs: Fake
         while tfs.cancelled == 0 and time.monotonic() < deadline:
             await client.get("/health/live")
     assert tfs.cancelled == 1
+
+
+async def test_a_healthy_check_closes_an_open_circuit(tfs: FakeTFServing, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config", tfs.target)
+    settings = Settings(access_log=False, circuit_failures=2, circuit_cooldown_s=60, health_interval_s=0.2)
+    async with (serve_app(create_app(settings, config)) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as client):
+        await tfs.stop()
+        for _ in range(3):
+            refused = await client.post("/v1/models/toy_double:predict", json={"instances": [[1, 2]]})
+        assert refused.status_code == 503
+        assert "circuit is open" in refused.json()["error"]
+        await tfs.start()  # back on the same port; the next health check is the probe
+        deadline = time.monotonic() + 5
+        status = 503
+        while status != 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            status = (await client.post("/v1/models/toy_double:predict", json={"instances": [[1, 2]]})).status_code
+        assert status == 200

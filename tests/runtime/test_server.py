@@ -28,25 +28,7 @@ from runtime.server import ModelServer
 from tensorcodecs import lookup_dtype
 from tensorcodecs.signature_def import signature_from_def
 from tensorcodecs.tensor_proto import decode_tensor, encode_tensor
-from tests.conftest import INCREMENT_MODEL
-
-SERVING_YAML = """kind: Model
-name: {name}
-contract:
-  name: {function}
-  inputs:
-    x: {{shape: [-1], type: int32}}
-  outputs:
-    y: {{shape: [-1], type: int32}}
-"""
-
-
-def make_model(root: Path, name: str, source: str, function: str = "predict") -> Path:
-    folder = root / name
-    (folder / "src").mkdir(parents=True)
-    (folder / "serving.yaml").write_text(SERVING_YAML.format(name=name, function=function))
-    (folder / "src" / "func_main.py").write_text(source)
-    return folder
+from tests.conftest import INCREMENT_MODEL, write_model
 
 
 @pytest.fixture
@@ -113,7 +95,7 @@ def test_missing_input_is_invalid_argument(serve) -> None:  # type: ignore[no-un
 
 
 def test_user_exception_becomes_internal_with_type_and_message(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    folder = make_model(tmp_path, "broken", "def predict(x):\n    raise ValueError('bad weights')\n")
+    folder = write_model(tmp_path, "broken", "broken", "def predict(x):\n    raise ValueError('bad weights')\n")
     with pytest.raises(grpc.RpcError) as caught:
         predict(serve(folder), request_for("broken", x=[1]))
     assert caught.value.code() is grpc.StatusCode.INTERNAL
@@ -123,7 +105,7 @@ def test_user_exception_becomes_internal_with_type_and_message(serve, tmp_path: 
 def test_output_outside_the_contract_is_internal(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     source = ("import hydro_serving_grpc as hs\n"
               "def predict(x):\n    return hs.PredictResponse(outputs={'z': x})\n")
-    folder = make_model(tmp_path, "wrongout", source)
+    folder = write_model(tmp_path, "wrongout", "wrongout", source)
     with pytest.raises(grpc.RpcError) as caught:
         predict(serve(folder), request_for("wrongout", x=[1]))
     assert caught.value.code() is grpc.StatusCode.INTERNAL
@@ -131,40 +113,20 @@ def test_output_outside_the_contract_is_internal(serve, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("source", "function", "words"),
+    ("source", "words"),
     [
-        ("def predict(x):\n    return (\n", "predict", "func_main.py:2"),
-        ("def other(x):\n    pass\n", "predict", "no function 'predict'"),
-        ("import no_such_module\n", "predict", "ModuleNotFoundError"),
+        ("def predict(x):\n    return (\n", "func_main.py:2"),
+        ("def other(x):\n    pass\n", "no function 'predict'"),
+        ("import no_such_module\n", "ModuleNotFoundError"),
     ],
 )
-def test_a_folder_that_fails_to_load_stops_the_runtime(tmp_path: Path, source: str, function: str,
-                                                       words: str) -> None:
-    folder = make_model(tmp_path, "bad", source, function)
+def test_a_folder_that_fails_to_load_stops_the_runtime(tmp_path: Path, source: str, words: str) -> None:
+    folder = write_model(tmp_path, "bad", "bad", source)
     result = subprocess.run([sys.executable, "-m", "runtime", "serve", str(folder), "--port", "0"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert words in result.stderr
     assert "model bad" in result.stderr
-
-
-NUMPY_YAML = """kind: Model
-name: {name}
-{extra}
-contract:
-  inputs:
-    x: {{shape: [-1], type: int32}}
-  outputs:
-    y: {{shape: [-1], type: int32}}
-"""
-
-
-def make_numpy_model(root: Path, name: str, source: str, extra: str = "") -> Path:
-    folder = root / name
-    (folder / "src").mkdir(parents=True)
-    (folder / "serving.yaml").write_text(NUMPY_YAML.format(name=name, extra=extra))
-    (folder / "src" / "func_main.py").write_text(source)
-    return folder
 
 
 def call(channel: grpc.Channel, method: Method[Any, Any], request: Message) -> Any:
@@ -183,7 +145,7 @@ def call(channel: grpc.Channel, method: Method[Any, Any], request: Message) -> A
     ids=["numpy-sync", "numpy-async", "two-worker-processes"],
 )
 def test_numpy_style(serve, tmp_path: Path, source: str, extra: str) -> None:  # type: ignore[no-untyped-def]
-    channel = serve(make_numpy_model(tmp_path, "tenfold", source, extra))
+    channel = serve(write_model(tmp_path, "tenfold", "tenfold", source, extra=extra))
     response = predict(channel, request_for("tenfold", x=[1, 2]))
     assert decode_tensor(response.outputs["y"]).tolist() == [10, 20]
 
@@ -191,7 +153,7 @@ def test_numpy_style(serve, tmp_path: Path, source: str, extra: str) -> None:  #
 def test_worker_processes_share_the_load(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     source = ("import os, time\nimport numpy as np\n"
               "def predict(x):\n    time.sleep(0.2)\n    return np.full(1, os.getpid(), np.int32)\n")
-    channel = serve(make_numpy_model(tmp_path, "pids", source, "workers: 2"))
+    channel = serve(write_model(tmp_path, "pids", "pids", source, extra="workers: 2"))
     with futures.ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda _: predict(channel, request_for("pids", x=[0])), range(4)))
     pids = {int(decode_tensor(a.outputs["y"])[0]) for a in answers}
