@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck protos check-protos unit bench-codec
+.PHONY: run test lint typecheck protos check-protos unit bench bench-codec
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ check-protos: protos
 	  (echo "generated protobuf code is out of date: run 'make protos' and commit" && exit 1)
 	@test -z "$$(git status --porcelain --untracked-files=all -- protos)" || \
 	  (git status --porcelain -- protos; echo "untracked generated files in protos/" && exit 1)
+
+## bench: the gateway against its peers in one run (~15 min; not part of `make test`).
+## Installs wrk (apt-get) and the peers' virtualenvs (benchmarks/.venv-*) on first use.
+## Writes benchmarks/results/results.md; knobs: ONLY, DURATION, CONCS, REPEAT (benchmarks/README.md)
+bench: $(VENV)/.installed-dev
+	PYTHON=$(abspath $(BIN)/python) benchmarks/run_all.sh
 
 ## bench-codec: JSON <-> TensorProto codec timings and ratios (see benchmarks/README.md)
 bench-codec: $(VENV)/.installed-dev

@@ -23,7 +23,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONCS=${CONCS:-"1 8 64"}
 REPEAT=${REPEAT:-1}
-ONLY=${ONLY:-"ceil_a mlserver kserve mini_gw gw_embedded gw_grpc workers memory binary"}
+ONLY=${ONLY:-"ceil_a mlserver kserve mini_gw gw_embedded gw_batching gw_grpc workers memory binary"}
 SERVER_CPU=0
 LOAD_CPU=1
 RUNTIME_CPU=${RUNTIME_CPU:-1}
@@ -184,6 +184,7 @@ for REP in $(seq "$REPEAT"); do
   fi
 
   want gw_embedded && gateway_sweep gw "F gateway + embedded runtime" embedded
+  want gw_batching && gateway_sweep gw "H gateway + embedded runtime, batching on" batching
   want gw_grpc && gateway_sweep gw "G gateway + grpc.aio server" grpc "$TF_SERVER"
 done
 

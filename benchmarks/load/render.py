@@ -84,7 +84,8 @@ def show(value, fmt="%.2f"):
 print("\n## Targets (ratios within this run)\n")
 print("| gateway | measure | target | measured | met |")
 print("|---|---|---|---:|---|")
-for gw, label in (("F ", "embedded runtime"), ("G ", "grpc.aio server")):
+for gw, label in (("F ", "embedded runtime"), ("H ", "embedded runtime, batching on"),
+                  ("G ", "grpc.aio server")):
     for payload, peer, name, bound in (("small", "E ", "mini-gateway", 1.4),
                                        ("small", "C ", "MLServer REST", 1.9),
                                        ("medium", "E ", "mini-gateway", 1.0),
