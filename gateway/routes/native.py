@@ -106,10 +106,11 @@ async def predict_model(request: Request) -> Response:
 
 
 routes = [
-    Route("/gateway/models/{name}", predict_model, methods=["POST"]),
-    Route("/gateway/models/{name}/versions/{version:int}", predict_model, methods=["POST"]),
-    Route("/gateway/models/{name}/labels/{label}", predict_model, methods=["POST"]),
+    # The busiest route first: Starlette tries routes in order, one regular expression each.
     Route("/gateway/applications/{name}", predict_application, methods=["POST"]),
     # Hydrosphere's spelling of the same route.
     Route("/gateway/application/{name}", predict_application, methods=["POST"]),
+    Route("/gateway/models/{name}", predict_model, methods=["POST"]),
+    Route("/gateway/models/{name}/versions/{version:int}", predict_model, methods=["POST"]),
+    Route("/gateway/models/{name}/labels/{label}", predict_model, methods=["POST"]),
 ]
