@@ -107,12 +107,13 @@ if len(rss) >= 2:
     print(f"| embedded runtime | RSS after {rss[-1][0].rsplit('_', 1)[-1]} requests / after "
           f"{rss[0][0].rsplit('_', 1)[-1]} | <= 1.10 | {growth:.3f} | {'yes' if growth <= 1.10 else 'no'} |")
 w1, w2 = metric("W gateway --workers 1", "small", 64), metric("W gateway --workers 2", "small", 64)
-for payload in ("small", "medium"):
-    w1 = metric("W gateway --workers 1", payload, 64)
-    w2 = metric("W gateway --workers 2", payload, 64)
-    if w1 and w2:
-        print(f"| embedded runtime | --workers 2 / --workers 1, {payload} c=64 (all on cpu0-1) | "
-              f"report | {w2 / w1:.2f} | - |")
+for cfg, label in (("batching", "embedded runtime, batching on"), ("embedded", "embedded runtime")):
+    for payload in ("small", "medium"):
+        w1 = metric(f"W gateway --workers 1 ({cfg})", payload, 64)
+        w2 = metric(f"W gateway --workers 2 ({cfg})", payload, 64)
+        if w1 and w2:
+            print(f"| {label} | --workers 2 / --workers 1, {payload} c=64 (all on cpu0-1) | "
+                  f"report | {w2 / w1:.2f} | - |")
 binary = extra.get(("large", "binary_MBps"))
 if binary:
     mbps = float(binary)
