@@ -124,3 +124,10 @@ async def test_a_scalar_input_must_be_a_scalar(client: httpx.AsyncClient) -> Non
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "unit"
     assert "expected shape scalar, got [1]" in response.json()["error"]["message"]
+
+
+async def test_paths_beyond_the_application_name_are_not_routes(client: httpx.AsyncClient) -> None:
+    response = await client.post("/gateway/applications/increment_app/extra", json={"number": [1]})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert (await client.post("/gateway/applications/", json={"number": [1]})).status_code == 404
