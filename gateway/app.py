@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import AuthMiddleware
 from gateway.backends.pool import ChannelPool
-from gateway.dataplane import DataPlane
+from gateway.dataplane import DISCOVERY_TIMEOUT_S, DataPlane
 from gateway.errors import ContractViolation, GatewayError
 from gateway.health_watch import HealthWatcher
 from gateway.manifests import Config, load_config
@@ -31,7 +31,6 @@ from gateway.supervisor import Supervisor
 
 log = logging.getLogger("gateway")
 
-DISCOVERY_TIMEOUT_S = 5.0
 GZIP_MIN_BYTES = 1024  # smaller answers are sent as they are, even when gzip is accepted
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
               415: "unsupported_media_type"}

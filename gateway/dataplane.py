@@ -38,6 +38,7 @@ from tensorcodecs import CodecError, Signature, TensorSpec
 from tensorcodecs.tfserving_json import signatures_from_metadata
 
 log = logging.getLogger("gateway.dataplane")
+DISCOVERY_TIMEOUT_S = 5.0  # the longest a start or reload waits for backends to describe their contracts
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 
 from gateway.backends.pool import ChannelPool
-from gateway.dataplane import DataPlane
+from gateway.dataplane import DISCOVERY_TIMEOUT_S, DataPlane
 from gateway.errors import ConfigError
 from gateway.health_watch import HealthWatcher
 from gateway.manifests import Config, load_config
@@ -23,7 +23,6 @@ from gateway.settings import Settings
 from gateway.supervisor import ModelKey, RuntimeProcess, Supervisor
 
 log = logging.getLogger("gateway.reload")
-DISCOVERY_TIMEOUT_S = 5.0
 
 
 @dataclass
