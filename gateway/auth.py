@@ -13,6 +13,7 @@ import hmac
 
 import orjson
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import PermissionDenied, Unauthenticated
@@ -32,31 +33,46 @@ def _bearer(headers: dict[bytes, bytes]) -> str:
     return token if scheme.lower() == "bearer" else ""
 
 
-class AuthMiddleware:
-    """Authenticates client routes when API keys are configured: 401 without a known key; the
-    key is left in `scope["state"]["api_key"]` for `authorize`."""
+class Authenticator:
+    """Checks client routes' API keys when keys are configured."""
 
-    def __init__(self, app: ASGIApp, auth: AuthSettings) -> None:
-        self.app = app
+    def __init__(self, auth: AuthSettings) -> None:
         self.keys = {key.sha256: key for key in auth.api_keys}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.keys or scope["type"] != "http" or not scope["path"].startswith(CLIENT_PREFIXES):
-            await self.app(scope, receive, send)
-            return
+    def admit(self, scope: Scope) -> bool:
+        """Whether the request may go on: True on routes that need no key or with a known key
+        (left in `scope["state"]["api_key"]` for `authorize`)."""
+        if not self.keys or not scope["path"].startswith(CLIENT_PREFIXES):
+            return True
         headers = dict(scope["headers"])
         secret = _bearer(headers) or headers.get(b"x-api-key", b"").decode("latin-1")
         key = self.keys.get(_digest(secret)) if secret else None
         if key is None:
-            message = "a valid API key is required (Authorization: Bearer <key> or x-api-key)"
-            body = {"error": message} if scope["path"].startswith(TF_PREFIX) else \
-                {"error": {"code": Unauthenticated.code, "message": message}}
-            await send({"type": "http.response.start", "status": 401, "headers": [
-                (b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
-            await send({"type": "http.response.body", "body": orjson.dumps(body)})
-            return
+            return False
         scope.setdefault("state", {})["api_key"] = key
-        await self.app(scope, receive, send)
+        return True
+
+    @staticmethod
+    def refusal(scope: Scope) -> Response:
+        """The 401 answer, in the route's error shape."""
+        message = "a valid API key is required (Authorization: Bearer <key> or x-api-key)"
+        body = {"error": message} if scope["path"].startswith(TF_PREFIX) else \
+            {"error": {"code": Unauthenticated.code, "message": message}}
+        return Response(orjson.dumps(body), 401, {"www-authenticate": "Bearer"}, "application/json")
+
+
+class AuthMiddleware:
+    """Authenticates client routes when API keys are configured: 401 without a known key."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.authenticator.admit(scope):
+            await self.app(scope, receive, send)
+            return
+        await self.authenticator.refusal(scope)(scope, receive, send)
 
 
 def authorize(request: Request, name: str) -> None:

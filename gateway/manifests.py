@@ -37,6 +37,7 @@ T = TypeVar("T")
 
 MODEL_FILE = "serving.yaml"
 PROTOCOLS = ("tensorflow-serving",)
+RUNTIME_THREADS = 8  # calls an embedded runtime runs at once, at least
 FLOATING_VERSION = 0
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 _LABEL = re.compile(r"[A-Za-z0-9_.-]+")
@@ -92,6 +93,9 @@ class BackendSpec:
     version: int | None = None
     version_label: str | None = None
     tls: TLSSpec | None = None
+    # An embedded runtime: at most this many calls at once, and the requests arriving while
+    # they are all busy share the next one (PredictMany, see gateway.backends.sharing).
+    shared_calls: int | None = None
 
     @property
     def floating(self) -> bool:
@@ -122,6 +126,11 @@ class ModelManifest:
     def key(self) -> tuple[str, int]:
         """Registry key: (name, version)."""
         return (self.name, self.version)
+
+    @property
+    def runtime_threads(self) -> int:
+        """Calls the model's embedded runtime runs at once (its gRPC server's threads)."""
+        return max(RUNTIME_THREADS, 2 * self.workers)
 
     @property
     def floating(self) -> bool:
@@ -190,7 +199,8 @@ class Config:
         models = dict(self.models)
         for key, target in targets.items():
             model = models[key]
-            backend = BackendSpec("tensorflow-serving", target, model.name, version=model.version)
+            backend = BackendSpec("tensorflow-serving", target, model.name, version=model.version,
+                                  shared_calls=model.runtime_threads)
             models[key] = dataclasses.replace(model, backend=backend)
         return dataclasses.replace(self, models=models)
 

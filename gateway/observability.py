@@ -157,20 +157,20 @@ def new_request_id() -> bytes:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}".encode()
 
 
-class ObservabilityMiddleware:
-    """Request id (the client's `x-request-id` when sane, else a new one; echoed on the answer),
-    metrics and the access log for every HTTP request."""
+class RequestObserver:
+    """Request ids, metrics and the access log around one HTTP request: `begin` before it is
+    served, `end` once its answer has been sent. Used by `ObservabilityMiddleware` and by the
+    predict fast path (gateway.app), which must count and log exactly alike."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog | None) -> None:
-        self.app = app
+    __slots__ = ("access_log", "metrics")
+
+    def __init__(self, metrics: Metrics, access_log: AccessLog | None) -> None:
         self.metrics = metrics
         self.access_log = access_log
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
+    def begin(self, scope: Scope) -> bytes:
+        """Choose the request's id (the client's `x-request-id` when sane, else a new one),
+        keep it in `scope["state"]` and for backend calls; count the request in flight."""
         request_id = b""
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
@@ -181,6 +181,51 @@ class ObservabilityMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id.decode()
         REQUEST_ID.set(state["request_id"])
+        metrics = self.metrics
+        metrics.serving += 1
+        if metrics.multiprocess:
+            metrics.in_flight.inc()
+        return request_id
+
+    def end(self, scope: Scope, status: int, bytes_in: int, bytes_out: int, started: float) -> None:
+        """Count and log the request, labelled with what routes learned in `scope["state"]`."""
+        metrics = self.metrics
+        metrics.serving -= 1
+        if metrics.multiprocess:
+            metrics.in_flight.dec()
+        elapsed = time.perf_counter() - started
+        state = scope["state"]
+        route = getattr(scope.get("route"), "path", "unmatched")
+        application = state.get("application", "")
+        model, version = state.get("model", ""), state.get("version", "")
+        children = metrics.request_children(route, application, model, version, status)
+        children.requests.inc()
+        children.seconds.observe(elapsed)
+        children.request_bytes.inc(bytes_in)
+        children.response_bytes.inc(bytes_out)
+        if self.access_log is not None:
+            client = scope.get("client")
+            self.access_log.record({
+                "time": time.time(), "request_id": state["request_id"], "method": scope["method"],
+                "path": scope["path"], "status": status, "duration_ms": round(elapsed * 1000, 3),
+                "bytes_in": bytes_in, "bytes_out": bytes_out, "application": application,
+                "model": model, "version": version, "client": client[0] if client else None,
+            })
+
+
+class ObservabilityMiddleware:
+    """`RequestObserver` around every HTTP request; the request id is echoed on the answer."""
+
+    def __init__(self, app: ASGIApp, observer: RequestObserver) -> None:
+        self.app = app
+        self.observer = observer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = self.observer.begin(scope)
         status = 500
         sizes = [0, 0]  # request body, response body
 
@@ -199,33 +244,10 @@ class ObservabilityMiddleware:
                 sizes[1] += len(message.get("body", b""))
             await send(message)
 
-        metrics = self.metrics
-        metrics.serving += 1
-        if metrics.multiprocess:
-            metrics.in_flight.inc()
         try:
             await self.app(scope, receive_counting, send_with_id)
         finally:
-            metrics.serving -= 1
-            if metrics.multiprocess:
-                metrics.in_flight.dec()
-            elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", "unmatched")
-            application = state.get("application", "")
-            model, version = state.get("model", ""), state.get("version", "")
-            children = metrics.request_children(route, application, model, version, status)
-            children.requests.inc()
-            children.seconds.observe(elapsed)
-            children.request_bytes.inc(sizes[0])
-            children.response_bytes.inc(sizes[1])
-            if self.access_log is not None:
-                client = scope.get("client")
-                self.access_log.record({
-                    "time": time.time(), "request_id": state["request_id"], "method": scope["method"],
-                    "path": scope["path"], "status": status, "duration_ms": round(elapsed * 1000, 3),
-                    "bytes_in": sizes[0], "bytes_out": sizes[1], "application": application,
-                    "model": model, "version": version, "client": client[0] if client else None,
-                })
+            self.observer.end(scope, status, sizes[0], sizes[1], started)
 
 
 def request_metadata() -> tuple[tuple[str, str], ...]:

@@ -12,6 +12,7 @@ from typing import Generic, TypeVar
 from google.protobuf.message import Message
 
 from protos.hydrosphere import runtime_pb2 as hydro_runtime
+from protos.runtime.calls_pb2 import PredictManyRequest, PredictManyResponse
 from protos.tensorflow_serving.classification_pb2 import ClassificationRequest, ClassificationResponse
 from protos.tensorflow_serving.get_model_metadata_pb2 import (
     GetModelMetadataRequest,
@@ -44,6 +45,7 @@ class Method(Generic[RequestT, ResponseT]):
 TF_PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 TF_MODEL_SERVICE = "tensorflow.serving.ModelService"
 HYDRO_RUNTIME_SERVICE = "hydrosphere.serving.runtime.PredictionService"
+RUNTIME_SERVICE = "gateway.runtime.Runtime"  # the embedded runtime's own method
 
 TF_PREDICT: Method[PredictRequest, PredictResponse] = Method(
     TF_PREDICTION_SERVICE, "Predict", PredictRequest, PredictResponse
@@ -65,6 +67,9 @@ TF_RELOAD_CONFIG: Method[ReloadConfigRequest, ReloadConfigResponse] = Method(
 )
 HYDRO_PREDICT: Method[hydro_runtime.PredictRequest, hydro_runtime.PredictResponse] = Method(
     HYDRO_RUNTIME_SERVICE, "Predict", hydro_runtime.PredictRequest, hydro_runtime.PredictResponse
+)
+RUNTIME_PREDICT_MANY: Method[PredictManyRequest, PredictManyResponse] = Method(
+    RUNTIME_SERVICE, "PredictMany", PredictManyRequest, PredictManyResponse
 )
 
 # The type URL TF Serving puts on the "signature_def" metadata Any.

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from gateway.errors import ConfigError
+from gateway.manifests import RUNTIME_THREADS
 from runtime.server import ModelServer
 
 log = logging.getLogger("runtime")
@@ -25,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("model_dir", type=Path)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=9000, help="0 picks a free port")
-    serve.add_argument("--threads", type=int, default=8, help="calls run at once (default 8)")
+    serve.add_argument("--threads", type=int, default=RUNTIME_THREADS,
+                       help=f"calls run at once (default {RUNTIME_THREADS}, at least 2 per worker)")
     serve.add_argument("--grace", type=float, default=5.0,
                        help="seconds in-flight calls get on shutdown (default 5)")
     args = parser.parse_args(argv)

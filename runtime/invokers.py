@@ -1,7 +1,10 @@
 """Where a model function runs: the calling gRPC thread, an event loop, or worker processes.
 
 The gRPC server's thread pool bounds how many calls run at once; each invoker is called
-from one of those threads and blocks it until the answer is ready.
+from one of those threads and blocks it until the answer is ready. `many` answers several
+independent requests carried by one call (PredictMany): one after another in the calling
+thread for synchronous functions (the calls running at once still bound the parallelism),
+all at once on the event loop for async functions, spread over the worker processes.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ import asyncio
 import logging
 import multiprocessing
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -22,8 +26,13 @@ from runtime.model import LoadedModel, load_model
 log = logging.getLogger("runtime")
 
 
+Outcome = PredictResponse | Exception  # one request's answer, or why it has none
+
+
 class Invoker(Protocol):
     def __call__(self, request: PredictRequest) -> PredictResponse: ...
+
+    def many(self, requests: Sequence[PredictRequest]) -> list[Outcome]: ...
 
     def close(self) -> None: ...
 
@@ -36,6 +45,15 @@ class InlineInvoker:
 
     def __call__(self, request: PredictRequest) -> PredictResponse:
         return self.model.predict(request)
+
+    def many(self, requests: Sequence[PredictRequest]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for request in requests:
+            try:
+                outcomes.append(self.model.predict(request))
+            except Exception as error:  # noqa: BLE001 - each request fails on its own
+                outcomes.append(error)
+        return outcomes
 
     def close(self) -> None:
         pass
@@ -52,6 +70,15 @@ class EventLoopInvoker:
 
     def __call__(self, request: PredictRequest) -> PredictResponse:
         return asyncio.run_coroutine_threadsafe(self.model.predict_async(request), self.loop).result()
+
+    def many(self, requests: Sequence[PredictRequest]) -> list[Outcome]:
+        async def gather() -> list[Outcome]:
+            answers = await asyncio.gather(*(self.model.predict_async(r) for r in requests),
+                                           return_exceptions=True)
+            return [a if isinstance(a, PredictResponse | Exception) else RuntimeError(repr(a))
+                    for a in answers]
+
+        return asyncio.run_coroutine_threadsafe(gather(), self.loop).result()
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -106,8 +133,22 @@ class WorkerPoolInvoker:
                 raise ConfigError(error)
 
     def __call__(self, request: PredictRequest) -> PredictResponse:
+        return self._answer(self.pool.submit(_worker_predict, request.SerializeToString()))
+
+    def many(self, requests: Sequence[PredictRequest]) -> list[Outcome]:
+        submitted = [self.pool.submit(_worker_predict, r.SerializeToString()) for r in requests]
+        outcomes: list[Outcome] = []
+        for future in submitted:
+            try:
+                outcomes.append(self._answer(future))
+            except Exception as error:  # noqa: BLE001 - each request fails on its own
+                outcomes.append(error)
+        return outcomes
+
+    @staticmethod
+    def _answer(future: Future[bytes]) -> PredictResponse:
         try:
-            answer = self.pool.submit(_worker_predict, request.SerializeToString()).result()
+            answer = future.result()
         except RuntimeCallError:
             raise
         except Exception as error:

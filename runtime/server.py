@@ -3,6 +3,8 @@
 - tensorflow.serving.PredictionService: Predict, GetModelMetadata
 - tensorflow.serving.ModelService: GetModelStatus
 - hydrosphere.serving.runtime.PredictionService: Predict (Hydrosphere 3.x tensors)
+- gateway.runtime.Runtime: PredictMany (several independent Predict calls in one, each
+  answered with its response or its own status; the gateway sends concurrent requests so)
 - grpc.health.v1.Health
 
 A synchronous `grpc.server`: its thread pool bounds the calls that run at once, runs
@@ -22,10 +24,12 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from gateway.manifests import ModelManifest
+from gateway.manifests import RUNTIME_THREADS, ModelManifest
 from protos.hydrosphere import runtime_pb2 as hydro
+from protos.runtime.calls_pb2 import PredictManyRequest, PredictManyResponse
 from protos.services import (
     HYDRO_PREDICT,
+    RUNTIME_PREDICT_MANY,
     TF_GET_MODEL_METADATA,
     TF_GET_MODEL_STATUS,
     TF_PREDICT,
@@ -57,7 +61,7 @@ class ModelServer:
     """Serves one model version on `host:port` until stopped."""
 
     def __init__(self, manifest: ModelManifest, invoker: Invoker, host: str = "127.0.0.1",
-                 port: int = 0, threads: int = 8) -> None:
+                 port: int = 0, threads: int = RUNTIME_THREADS) -> None:
         self.manifest = manifest
         self.invoker = invoker
         self.address = f"{host}:{port}"
@@ -72,7 +76,7 @@ class ModelServer:
 
     @classmethod
     def for_folder(cls, folder: Path, *, chdir: bool = True, host: str = "127.0.0.1", port: int = 0,
-                   threads: int = 8) -> ModelServer:
+                   threads: int = RUNTIME_THREADS) -> ModelServer:
         """Load the model folder and choose where its function runs."""
         manifest, _ = load_manifest(folder)
         invoker: Invoker
@@ -91,6 +95,7 @@ class ModelServer:
             (TF_GET_MODEL_METADATA, self._metadata),
             (TF_GET_MODEL_STATUS, self._status),
             (HYDRO_PREDICT, self._hydro_predict),
+            (RUNTIME_PREDICT_MANY, self._predict_many),
         ]
         for method, handler in handlers:
             services.setdefault(method.service, {})[method.name] = _unary(method, handler)
@@ -128,7 +133,32 @@ class ModelServer:
 
     def _predict(self, request: PredictRequest) -> PredictResponse:
         self._check_spec(request.model_spec, check_signature=True)
-        response = self.invoker(request)
+        return self._stamp(request, self.invoker(request))
+
+    def _predict_many(self, request: PredictManyRequest) -> PredictManyResponse:
+        response = PredictManyResponse()
+        results = [response.results.add() for _ in request.requests]
+        accepted: list[int] = []
+        for index, item in enumerate(request.requests):
+            try:
+                self._check_spec(item.model_spec, check_signature=True)
+            except RuntimeCallError as error:
+                results[index].code, results[index].message = error.code.value[0], error.message
+            else:
+                accepted.append(index)
+        outcomes = self.invoker.many([request.requests[i] for i in accepted])
+        for index, outcome in zip(accepted, outcomes, strict=True):
+            result = results[index]
+            if isinstance(outcome, PredictResponse):
+                result.response.CopyFrom(self._stamp(request.requests[index], outcome))
+                continue
+            request_id = request.request_ids[index] if index < len(request.request_ids) else ""
+            code, message = _status_of(outcome, f"{RUNTIME_PREDICT_MANY.path} (request {request_id})")
+            result.code, result.message = code.value[0], message
+        return response
+
+    def _stamp(self, request: PredictRequest, response: PredictResponse) -> PredictResponse:
+        """Say which model spec answered, as TF Serving does."""
         response.model_spec.name = self.manifest.name
         response.model_spec.version.value = self.manifest.version
         response.model_spec.signature_name = request.model_spec.signature_name or self.manifest.signature.name
@@ -174,16 +204,21 @@ def _unary(method: Method[RequestT, ResponseT],
     def call(request: RequestT, context: grpc.ServicerContext) -> ResponseT:
         try:
             return handler(request)
-        except RuntimeCallError as error:
-            _abort(context, error.code, error.message)
-        except Exception as error:
-            log.exception("%s failed", method.path)
-            _abort(context, grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+        except Exception as error:  # noqa: BLE001 - every failure becomes a gRPC status
+            _abort(context, *_status_of(error, method.path))
 
     return grpc.unary_unary_rpc_method_handler(
         call, request_deserializer=method.request.FromString,
         response_serializer=method.response.SerializeToString,
     )
+
+
+def _status_of(error: Exception, where: str) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status a failed call answers with; unexpected errors are logged with `where`."""
+    if isinstance(error, RuntimeCallError):
+        return error.code, error.message
+    log.error("%s failed", where, exc_info=error)
+    return grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:

@@ -4,13 +4,15 @@ PredictionService (Predict, Classify, Regress, GetModelMetadata) and ModelServic
 (GetModelStatus, HandleReloadConfigRequest) on one pooled channel. Health: `grpc.health.v1`
 when the server has it; TF Serving does not, so on UNIMPLEMENTED the backend asks
 GetModelStatus instead and is healthy when its version (any version, for a floating model)
-is AVAILABLE.
+is AVAILABLE. Predictions of the model's pinned version go through a call scheduler when the
+model has one (gateway.backends.sharing): the embedded runtime's PredictMany, or opt-in
+batching.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -20,10 +22,13 @@ from grpc_health.v1 import health_pb2
 from gateway.backends.base import EffectiveSpec, NDArray, Prediction, Selector
 from gateway.backends.coalesce import Coalescer
 from gateway.backends.resilience import CircuitBreaker, CircuitState
-from gateway.errors import BackendError, from_grpc_status
+from gateway.backends.sharing import CallScheduler, Multiplexer
+from gateway.errors import BackendError, GatewayError, from_grpc_status
 from gateway.manifests import ModelManifest
 from gateway.observability import request_metadata
+from protos.runtime.calls_pb2 import PredictManyRequest
 from protos.services import (
+    RUNTIME_PREDICT_MANY,
     TF_CLASSIFY,
     TF_GET_MODEL_METADATA,
     TF_GET_MODEL_STATUS,
@@ -43,13 +48,14 @@ from protos.tensorflow_serving.input_pb2 import Input
 from protos.tensorflow_serving.model_management_pb2 import ReloadConfigRequest, ReloadConfigResponse
 from protos.tensorflow_serving.model_pb2 import ModelSpec
 from protos.tensorflow_serving.model_server_config_pb2 import ModelServerConfig
-from protos.tensorflow_serving.predict_pb2 import PredictRequest
+from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from protos.tensorflow_serving.regression_pb2 import RegressionRequest, RegressionResponse
 from tensorcodecs import CodecError, TensorSpec
 from tensorcodecs.tensor_proto import decode_tensor, fill_tensor
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 SIGNATURE_DEF = "signature_def"
+STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
@@ -76,9 +82,13 @@ class TFServingBackend:
             response_deserializer=health_pb2.HealthCheckResponse.FromString,
         )
         self._has_health_service = True
-        batching = model.batching
-        self.coalescer = None if batching is None else Coalescer(
-            self._predict_pinned, self.target, batching.max_batch_size, batching.max_calls)
+        self.scheduler: CallScheduler | None = None
+        if model.batching is not None:
+            self.scheduler = Coalescer(self._predict_pinned, self.target, model.batching.max_batch_size,
+                                       model.batching.max_calls)
+        elif model.backend.shared_calls is not None:
+            self.scheduler = Multiplexer(self._predict_pinned, self._predict_many, self.target,
+                                         model.backend.shared_calls)
 
     # ------------------------------------------------------------ requests
 
@@ -103,11 +113,15 @@ class TFServingBackend:
         """The PredictRequest for `inputs`, numeric tensors in `tensor_content` form."""
         request = PredictRequest()
         request.model_spec.CopyFrom(self.model_spec(selector, signature_name or self.signature_name))
-        specs = self.input_specs if specs is None else specs
+        self._fill_inputs(request, inputs, self.input_specs if specs is None else specs)
+        return request
+
+    @staticmethod
+    def _fill_inputs(request: PredictRequest, inputs: Mapping[str, NDArray],
+                     specs: Mapping[str, TensorSpec]) -> None:
         for name, array in inputs.items():
             input_spec = specs.get(name)
             fill_tensor(request.inputs[name], array, input_spec.dtype if input_spec else None)
-        return request
 
     async def predict(self, inputs: Mapping[str, NDArray], timeout: float) -> dict[str, NDArray]:
         return (await self.predict_spec(inputs, timeout)).outputs
@@ -116,8 +130,8 @@ class TFServingBackend:
                            selector: Selector | None = None, signature_name: str | None = None,
                            specs: Mapping[str, TensorSpec] | None = None) -> Prediction:
         """Predict, with the model spec the backend answered with."""
-        if self.coalescer is not None and selector is None and signature_name is None and specs is None:
-            return await self.coalescer.predict(inputs, timeout)
+        if self.scheduler is not None and selector is None and signature_name is None and specs is None:
+            return await self.scheduler.predict(inputs, timeout)
         return await self._predict_once(inputs, timeout, selector, signature_name, specs)
 
     async def _predict_pinned(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
@@ -128,11 +142,40 @@ class TFServingBackend:
                             specs: Mapping[str, TensorSpec] | None = None) -> Prediction:
         request = self.build_request(inputs, selector, signature_name, specs)
         response = await self._call(TF_PREDICT, request, timeout)
+        return self._prediction(response, request.model_spec)
+
+    async def _predict_many(self, items: Sequence[Mapping[str, NDArray]], request_ids: Sequence[str],
+                            timeout: float) -> list[Prediction | GatewayError]:
+        """Several requests to the pinned version in one PredictMany call (embedded runtime),
+        each answered or failed on its own."""
+        request = PredictManyRequest(request_ids=request_ids)
+        spec = self.model_spec(None, self.signature_name)
+        for inputs in items:
+            item = request.requests.add()
+            item.model_spec.CopyFrom(spec)
+            self._fill_inputs(item, inputs, self.input_specs)
+        response = await self._call(RUNTIME_PREDICT_MANY, request, timeout, metadata=())
+        if len(response.results) != len(items):
+            raise BackendError(f"backend {self.target} answered {len(response.results)} results "
+                               f"for {len(items)} requests")
+        outcomes: list[Prediction | GatewayError] = []
+        for result in response.results:
+            if result.code:
+                code = STATUS_CODES.get(result.code, grpc.StatusCode.UNKNOWN)
+                outcomes.append(from_grpc_status(code, result.message, self.target))
+                continue
+            try:
+                outcomes.append(self._prediction(result.response, spec))
+            except BackendError as error:
+                outcomes.append(error)
+        return outcomes
+
+    def _prediction(self, response: PredictResponse, sent: ModelSpec) -> Prediction:
         try:
             outputs = {name: decode_tensor(tensor) for name, tensor in response.outputs.items()}
         except CodecError as error:
             raise BackendError(f"backend {self.target} answered a malformed tensor: {error}") from None
-        return Prediction(outputs, self._effective(response.model_spec, request.model_spec))
+        return Prediction(outputs, self._effective(response.model_spec, sent))
 
     async def classify(self, request_input: Input, timeout: float, selector: Selector | None = None,
                        signature_name: str | None = None) -> ClassificationResponse:
@@ -188,9 +231,10 @@ class TFServingBackend:
 
     # ------------------------------------------------------------ plumbing
 
-    async def _call(self, method: Method[RequestT, ResponseT], request: RequestT,
-                    timeout: float, guarded: bool = True) -> ResponseT:
-        """One call; `guarded` calls pass the circuit breaker and report to it."""
+    async def _call(self, method: Method[RequestT, ResponseT], request: RequestT, timeout: float,
+                    guarded: bool = True, metadata: tuple[tuple[str, str], ...] | None = None) -> ResponseT:
+        """One call; `guarded` calls pass the circuit breaker and report to it. The call
+        carries the request's x-request-id unless `metadata` is given."""
         stub = self._stubs.get(method.path)
         if stub is None:
             stub = self._channel.unary_unary(method.path, request_serializer=method.request.SerializeToString,
@@ -204,7 +248,8 @@ class TFServingBackend:
             return answer
         self.breaker.before_call()
         try:
-            response: ResponseT = await stub(request, timeout=timeout, metadata=request_metadata())
+            response: ResponseT = await stub(request, timeout=timeout,
+                                             metadata=request_metadata() if metadata is None else metadata)
         except grpc.aio.AioRpcError as error:
             self.breaker.record(error.code())
             raise from_grpc_status(error.code(), error.details(), self.target) from None

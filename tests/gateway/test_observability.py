@@ -88,7 +88,7 @@ async def test_request_id_reaches_the_backend(tfs: FakeTFServing, tmp_path: Path
 async def test_access_log_is_one_json_line_per_request(example_config: Config) -> None:
     stream = io.StringIO()
     app = create_app(Settings(access_log=False), example_config)
-    app.user_middleware[0].kwargs["access_log"] = AccessLog(Metrics(), stream)
+    app.state.observer.access_log = AccessLog(Metrics(), stream)
     async with (serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client):
         await client.post("/gateway/applications/increment_app", json={"number": [1]},
                           headers={"x-request-id": "abc", "authorization": "Bearer secret-key"})

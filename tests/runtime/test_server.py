@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -17,10 +18,18 @@ from google.protobuf.message import Message
 from google.protobuf.wrappers_pb2 import StringValue
 from grpc_health.v1 import health_pb2
 
-from gateway.backends.tfserving import HEALTH_CHECK
+from gateway.backends.tfserving import HEALTH_CHECK, STATUS_CODES
 from protos.hydrosphere import contract_pb2 as hydro_contract
 from protos.hydrosphere import runtime_pb2 as hydro_runtime
-from protos.services import HYDRO_PREDICT, TF_GET_MODEL_METADATA, TF_GET_MODEL_STATUS, TF_PREDICT, Method
+from protos.runtime.calls_pb2 import PredictManyRequest, PredictResult
+from protos.services import (
+    HYDRO_PREDICT,
+    RUNTIME_PREDICT_MANY,
+    TF_GET_MODEL_METADATA,
+    TF_GET_MODEL_STATUS,
+    TF_PREDICT,
+    Method,
+)
 from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRequest, SignatureDefMap
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest, ModelVersionStatus
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
@@ -227,3 +236,58 @@ def test_hydrosphere_binary_val_is_tensor_content(serve) -> None:  # type: ignor
     tensor.binary_val = np.array([5, 6], "<i4").tobytes()
     response = call(serve(INCREMENT_MODEL), HYDRO_PREDICT, request)
     assert list(response.outputs["number"].int_val) == [6, 7]
+
+
+# ---------------------------------------------------------------- PredictMany
+
+
+def predict_many(channel: grpc.Channel, requests: list[PredictRequest]) -> list[PredictResult]:
+    answer = call(channel, RUNTIME_PREDICT_MANY,
+                  PredictManyRequest(requests=requests, request_ids=[f"r{i}" for i in range(len(requests))]))
+    return list(answer.results)
+
+
+@pytest.mark.parametrize(
+    ("source", "extra"),
+    [
+        ("def predict(x):\n    if x[0] < 0:\n        raise ValueError('negative')\n    return x * 10\n", ""),
+        ("import asyncio\nasync def predict(x):\n    await asyncio.sleep(0.01)\n"
+         "    if x[0] < 0:\n        raise ValueError('negative')\n    return {'y': x * 10}\n", ""),
+        ("def predict(x):\n    if x[0] < 0:\n        raise ValueError('negative')\n    return {'y': x * 10}\n",
+         "workers: 2"),
+    ],
+    ids=["sync", "async", "two-worker-processes"],
+)
+def test_predict_many_answers_each_request_on_its_own(serve, tmp_path: Path, source: str,  # type: ignore[no-untyped-def]
+                                                      extra: str) -> None:
+    channel = serve(write_model(tmp_path, "tenfold", "tenfold", source, extra=extra))
+    unknown_signature = request_for("tenfold", x=[5])
+    unknown_signature.model_spec.signature_name = "nope"
+    results = predict_many(channel, [
+        request_for("tenfold", x=[1, 2]),
+        request_for("tenfold", x=[-1]),           # the function raises
+        request_for("other", x=[1]),              # another model's name
+        request_for("tenfold", z=[1]),            # not the contract's input
+        unknown_signature,
+        request_for("tenfold", x=[3]),
+    ])
+    codes = [grpc.StatusCode.OK if r.code == 0 else STATUS_CODES[r.code] for r in results]
+    assert codes == [grpc.StatusCode.OK, grpc.StatusCode.INTERNAL, grpc.StatusCode.NOT_FOUND,
+                     grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OK]
+    assert decode_tensor(results[0].response.outputs["y"]).tolist() == [10, 20]
+    assert decode_tensor(results[5].response.outputs["y"]).tolist() == [30]
+    assert results[1].message == "ValueError: negative"
+    assert results[0].response == predict(channel, request_for("tenfold", x=[1, 2]))  # as Predict answers
+
+
+def test_predict_many_of_nothing_is_an_empty_answer(serve) -> None:  # type: ignore[no-untyped-def]
+    assert predict_many(serve(INCREMENT_MODEL), []) == []
+
+
+def test_predict_many_runs_async_requests_at_once(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = "import asyncio\nasync def predict(x):\n    await asyncio.sleep(0.3)\n    return {'y': x}\n"
+    channel = serve(write_model(tmp_path, "slow", "slow", source))
+    started = time.monotonic()
+    results = predict_many(channel, [request_for("slow", x=[i]) for i in range(10)])
+    assert [decode_tensor(r.response.outputs["y"]).tolist() for r in results] == [[i] for i in range(10)]
+    assert time.monotonic() - started < 2.0  # not 10 x 0.3 s

@@ -1,0 +1,157 @@
+"""Call sharing: when every call to a model is busy, the requests that arrive meanwhile leave
+together in the next call.
+
+Why: one gRPC call costs the gateway's process ~170 µs of CPU whatever it carries (see
+docs/PERFORMANCE.md), so under load most of a core goes to calls; sharing them is the one
+way past that cost. Nothing is delayed on purpose: while fewer than `max_calls` calls run,
+a request goes out at once and alone, exactly as without sharing, so an unloaded gateway
+answers as fast as ever.
+
+`CallScheduler` decides who travels together; two ways of carrying them:
+
+- `Multiplexer` (the embedded runtime, always on): the requests travel as independent items
+  of one PredictMany call. The model still sees each request alone and each is answered, or
+  fails, on its own.
+- `Coalescer` (`gateway.backends.coalesce`, opt-in `batching:`): their inputs are concatenated
+  along the batch dimension into one Predict call.
+
+Deadlines stay per request: a shared call may run until the latest deadline among its
+requests, and each request whose own deadline passes first is answered 504 at that moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from gateway.backends.base import NDArray, Prediction
+from gateway.errors import DeadlineExceeded, GatewayError
+from gateway.observability import REQUEST_ID
+
+Call = Callable[[Mapping[str, NDArray], float], Awaitable[Prediction]]
+CallMany = Callable[[Sequence[Mapping[str, NDArray]], Sequence[str], float],
+                    Awaitable[list[Prediction | GatewayError]]]
+
+
+class Waiting:
+    """A request waiting for a call: its inputs, its deadline and how it will be answered."""
+
+    __slots__ = ("deadline", "future", "inputs", "request_id", "size", "timer")
+
+    def __init__(self, inputs: Mapping[str, NDArray], size: int, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.inputs = inputs
+        self.size = size
+        self.deadline = time.monotonic() + timeout
+        self.request_id = REQUEST_ID.get()
+        self.future: asyncio.Future[Prediction] = loop.create_future()
+        self.timer = loop.call_later(timeout, self._expire)
+
+    def _expire(self) -> None:
+        self.fail(DeadlineExceeded("the request's deadline passed before the answer was ready"))
+
+    def resolve(self, prediction: Prediction) -> None:
+        self.timer.cancel()
+        if not self.future.done():
+            self.future.set_result(prediction)
+
+    def fail(self, error: BaseException) -> None:
+        self.timer.cancel()
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+class CallScheduler:
+    """At most `max_calls` calls at once; waiting requests leave together, up to `max_size`
+    (counted by `size_of`) per call. Subclasses say how one request and a group travel."""
+
+    def __init__(self, target: str, max_calls: int, max_size: int) -> None:
+        self.target = target
+        self.max_calls = max_calls
+        self.max_size = max_size
+        self.running = 0
+        self.calls = 0  # backend calls made (for tests)
+        self._waiting: deque[Waiting] = deque()
+
+    async def predict(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
+        if self.running < self.max_calls and not self._waiting:
+            self.running += 1
+            self.calls += 1
+            try:
+                return await self._alone(inputs, timeout)
+            finally:
+                self.running -= 1
+                self._start_next()
+        waiting = Waiting(inputs, self.size_of(inputs), timeout)
+        self._waiting.append(waiting)
+        self._start_next()
+        return await waiting.future
+
+    def size_of(self, inputs: Mapping[str, NDArray]) -> int:
+        """How much of a call's `max_size` a request takes (1: counted in requests)."""
+        return 1
+
+    async def _alone(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
+        """One request's call."""
+        raise NotImplementedError
+
+    async def _together(self, group: list[Waiting], timeout: float) -> None:
+        """One call for `group` (two or more requests), answering each of them."""
+        raise NotImplementedError
+
+    def _start_next(self) -> None:
+        """Start calls for the waiting requests while calls are free."""
+        while self._waiting and self.running < self.max_calls:
+            group = [self._waiting.popleft()]
+            size = group[0].size
+            while self._waiting and size + self._waiting[0].size <= self.max_size:
+                item = self._waiting.popleft()
+                size += item.size
+                group.append(item)
+            self.running += 1
+            self.calls += 1
+            asyncio.get_running_loop().create_task(self._run(group))
+
+    async def _run(self, group: list[Waiting]) -> None:
+        try:
+            live = [w for w in group if not w.future.done()]  # callers that went away or timed out
+            if not live:
+                return
+            timeout = max(w.deadline for w in live) - time.monotonic()
+            if timeout <= 0:
+                raise DeadlineExceeded("the request's deadline passed before the answer was ready")
+            if len(live) == 1:
+                live[0].resolve(await self._alone(live[0].inputs, timeout))
+            else:
+                await self._together(live, timeout)
+        except (Exception, asyncio.CancelledError) as error:  # never leave a caller waiting
+            for w in group:
+                w.fail(error)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+        finally:
+            self.running -= 1
+            self._start_next()
+
+
+class Multiplexer(CallScheduler):
+    """Shares calls by sending the waiting requests as independent items of one call."""
+
+    def __init__(self, call: Call, call_many: CallMany, target: str, max_calls: int,
+                 max_items: int = 256) -> None:
+        super().__init__(target, max_calls, max_items)
+        self._call = call
+        self._call_many = call_many
+
+    async def _alone(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
+        return await self._call(inputs, timeout)
+
+    async def _together(self, group: list[Waiting], timeout: float) -> None:
+        outcomes = await self._call_many([w.inputs for w in group], [w.request_id for w in group], timeout)
+        for waiting, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, Prediction):
+                waiting.resolve(outcome)
+            else:
+                waiting.fail(outcome)

@@ -1,0 +1,144 @@
+"""Call sharing: requests arriving while every call is busy leave together, each answered on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from gateway.app import create_app
+from gateway.backends.base import NDArray, Prediction
+from gateway.backends.sharing import Multiplexer
+from gateway.backends.tfserving import TFServingBackend
+from gateway.errors import BackendUnavailable, DeadlineExceeded, GatewayError, ModelError
+from gateway.manifests import load_config
+from gateway.settings import Settings
+from tests.conftest import runtimes_for, serve_app, write_app, write_model
+
+
+class Runtime:
+    """Answers x + 1 after a pause; records how many requests each call carried."""
+
+    def __init__(self, pause: float = 0.01, fail_call: bool = False) -> None:
+        self.pause = pause
+        self.fail_call = fail_call
+        self.calls: list[int] = []
+
+    async def one(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
+        return (await self.many([inputs], [""], timeout))[0]  # type: ignore[return-value]
+
+    async def many(self, items: Sequence[Mapping[str, NDArray]], request_ids: Sequence[str],
+                   timeout: float) -> list[Prediction | GatewayError]:
+        self.calls.append(len(items))
+        await asyncio.sleep(self.pause)
+        if self.fail_call:
+            raise BackendUnavailable("backend t is unavailable: gone")
+        return [ModelError("ValueError: negative") if int(inputs["x"][0]) < 0
+                else Prediction({"y": inputs["x"] + 1}) for inputs in items]
+
+
+def multiplexer(runtime: Runtime, max_calls: int, max_items: int = 256) -> Multiplexer:
+    return Multiplexer(runtime.one, runtime.many, "t", max_calls, max_items)
+
+
+async def test_unloaded_requests_go_alone() -> None:
+    runtime = Runtime()
+    shared = multiplexer(runtime, max_calls=2)
+    for i in range(3):
+        assert (await shared.predict({"x": np.array([i])}, 1.0)).outputs["y"].tolist() == [i + 1]
+    assert runtime.calls == [1, 1, 1]
+
+
+async def test_requests_waiting_for_a_call_share_the_next_and_get_their_own_answers() -> None:
+    runtime = Runtime()
+    shared = multiplexer(runtime, max_calls=1)
+    answers = await asyncio.gather(*(shared.predict({"x": np.array([i, 10 * i])}, 1.0) for i in range(20)))
+    assert [a.outputs["y"].tolist() for a in answers] == [[i + 1, 10 * i + 1] for i in range(20)]
+    assert runtime.calls == [1, 19]
+    assert shared.running == 0
+
+
+async def test_calls_carry_at_most_max_items() -> None:
+    runtime = Runtime()
+    shared = multiplexer(runtime, max_calls=1, max_items=4)
+    await asyncio.gather(*(shared.predict({"x": np.array([i])}, 1.0) for i in range(10)))
+    assert max(runtime.calls) <= 4
+    assert sum(runtime.calls) == 10
+
+
+async def test_a_failing_request_fails_alone() -> None:
+    shared = multiplexer(Runtime(), max_calls=1)
+    results = await asyncio.gather(*(shared.predict({"x": np.array([v])}, 1.0) for v in (1, 2, -3, 4)),
+                                   return_exceptions=True)
+    assert [r.outputs["y"].tolist() if isinstance(r, Prediction) else type(r) for r in results] == \
+        [[2], [3], ModelError, [5]]
+
+
+async def test_a_failed_call_fails_every_request_in_it() -> None:
+    shared = multiplexer(Runtime(fail_call=True), max_calls=1)
+    results = await asyncio.gather(*(shared.predict({"x": np.array([i])}, 1.0) for i in range(5)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, BackendUnavailable) for r in results)
+    assert shared.running == 0
+
+
+async def test_each_request_keeps_its_own_deadline() -> None:
+    runtime = Runtime(pause=0.3)
+    shared = multiplexer(runtime, max_calls=1)
+    first = asyncio.ensure_future(shared.predict({"x": np.array([0])}, 5.0))  # takes the only call
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    hasty = asyncio.ensure_future(shared.predict({"x": np.array([1])}, 0.1))
+    patient = asyncio.ensure_future(shared.predict({"x": np.array([2])}, 5.0))
+    results = await asyncio.gather(hasty, return_exceptions=True)
+    assert isinstance(results[0], DeadlineExceeded)
+    assert time.monotonic() - started < 0.25  # answered at its deadline, not when the call ended
+    assert (await patient).outputs["y"].tolist() == [3]
+    assert (await first).outputs["y"].tolist() == [1]
+
+
+async def test_a_caller_that_goes_away_is_dropped() -> None:
+    runtime = Runtime(pause=0.05)
+    shared = multiplexer(runtime, max_calls=1)
+    first = asyncio.ensure_future(shared.predict({"x": np.array([0])}, 1.0))
+    await asyncio.sleep(0)
+    gone = asyncio.ensure_future(shared.predict({"x": np.array([1])}, 1.0))
+    stays = asyncio.ensure_future(shared.predict({"x": np.array([2])}, 1.0))
+    await asyncio.sleep(0)
+    gone.cancel()
+    assert (await stays).outputs["y"].tolist() == [3]
+    await first
+    assert runtime.calls == [1, 1]  # the second call carried only the request still waiting
+
+
+# ---------------------------------------------------------------- through the real runtime
+
+
+async def test_concurrent_requests_to_the_embedded_runtime_share_calls(tmp_path: Path) -> None:
+    source = ("import time\nimport numpy as np\n"
+              "def predict(x):\n    time.sleep(0.002)\n"
+              "    if x[0] < 0:\n        raise ValueError('negative')\n    return {'y': x + 1}\n")
+    write_model(tmp_path, "inc", "inc", source)
+    write_app(tmp_path, "inc", "inc")
+    with runtimes_for(load_config(tmp_path)) as config:
+        app = create_app(Settings(access_log=False), config)
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30,
+                                                           limits=httpx.Limits(max_connections=64)) as client:
+            values = [-1 if i % 17 == 5 else i for i in range(200)]
+            answers = await asyncio.gather(*(client.post("/gateway/applications/inc", json={"x": [v, v]})
+                                             for v in values))
+            backend = app.state.dataplane.registry.models["inc", 1].backend
+    assert isinstance(backend, TFServingBackend)
+    assert isinstance(backend.scheduler, Multiplexer)
+    for value, answer in zip(values, answers, strict=True):
+        if value < 0:
+            assert answer.status_code == 500
+            assert answer.json()["error"] == {"code": "model_error", "message": "ValueError: negative"}
+        else:
+            assert answer.status_code == 200, answer.text
+            assert answer.json() == {"y": [value + 1, value + 1]}
+    assert backend.scheduler.calls < len(values)  # some calls carried several requests
