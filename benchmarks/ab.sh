@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Quick A/B of the gateway alone: gateway on core 0, its runtimes and wrk on core 1, the small
-# payload at c=64 and c=1 (8 s each). Run it on two commits to compare them; `make bench` is the
-# full side-by-side run against the peers.
-#   benchmarks/ab.sh [CONFIG_DIR] [APPLICATION]
+# Quick A/B of the gateway alone: gateway on core 0, its runtimes and wrk on core 1, one payload
+# at c=64 and c=1 (8 s each). Run it on two commits to compare them; `make bench` is the full
+# side-by-side run against the peers.
+#   [PAYLOAD=small|medium] benchmarks/ab.sh [CONFIG_DIR] [APPLICATION]
 set -u
 cd "$(dirname "$0")/.."
 CONFIG=${1:-benchmarks/configs/embedded}
-APP=${2:-increment}
+PAYLOAD=${PAYLOAD:-small}
+APP=${2:-$([ "$PAYLOAD" = small ] && echo increment || echo increment_f32)}
 PORT=${PORT:-8931}
 BODY_FILE=$(mktemp)
-echo '{"number":[1]}' > "$BODY_FILE"
+if [ "$PAYLOAD" = small ]; then echo '{"number":[1]}' > "$BODY_FILE"; else  # 1000 float32, as make bench
+  .venv/bin/python -c 'import numpy as np, orjson; print(orjson.dumps({"number": np.arange(1000, dtype=np.float32) / 7},
+                       option=orjson.OPT_SERIALIZE_NUMPY).decode())' > "$BODY_FILE"; fi
 taskset -c 0 .venv/bin/gateway serve --config "$CONFIG" --port "$PORT" --log-level warning >/dev/null 2>&1 &
 GW=$!
 trap 'kill -TERM $GW 2>/dev/null; wait $GW 2>/dev/null; rm -f "$BODY_FILE"' EXIT

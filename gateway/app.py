@@ -48,7 +48,7 @@ HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_lar
 
 def create_app(settings: Settings, config: Config | None = None,
                failed: Mapping[tuple[str, int], str] | None = None,
-               supervisor: Supervisor | None = None) -> Starlette:
+               supervisor: Supervisor | None = None) -> GatewayApp:
     """The gateway as an ASGI app serving `config` (read from `settings.config_dir` if None).
 
     `failed` names local models whose runtime could not start, with the reason; `supervisor`

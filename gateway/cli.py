@@ -28,6 +28,7 @@ from gateway import __version__
 from gateway.app import create_app
 from gateway.build import BuildError, build_model, interpreter_for
 from gateway.errors import ConfigError
+from gateway.gc_tuning import tune_for_serving
 from gateway.manifests import Config, load_config
 from gateway.observability import multiprocess_dir
 from gateway.reload import Reloader
@@ -153,6 +154,7 @@ async def _run(settings: Settings, config: Config) -> int:
         if settings.workers > 1:
             return await _run_workers(settings, bound, failed, stopping)
         app = create_app(settings, bound, failed, supervisor)
+        tune_for_serving()
         return await _serve_app(settings, app, sorted(config.applications), stopping, stop_wait)
     finally:
         stop_wait.cancel()
@@ -297,6 +299,7 @@ async def _worker_run(settings: Settings, config: Config, failed: Mapping[tuple[
     stop_wait = asyncio.create_task(stopping.wait())
     try:
         app = create_app(settings, config, failed, None)
+        tune_for_serving()
         return await _serve_app(settings, app, sorted(config.applications), stopping, stop_wait,
                                 [reuseport_socket(settings.host, settings.port)])
     finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from gateway.errors import ConfigError
+from gateway.gc_tuning import tune_for_serving
 from gateway.manifests import RUNTIME_THREADS
 from runtime.server import ModelServer
 
@@ -54,6 +55,7 @@ def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float) ->
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    tune_for_serving()
     manifest = server.manifest
     # The supervisor reads this line to learn the port.
     print(json.dumps({"event": "listening", "model": manifest.name, "version": manifest.version,

@@ -77,7 +77,9 @@ def loads(body: bytes | str) -> Any:
 
 def may_hold_bools(body: bytes) -> bool:
     """Whether a JSON document can contain a `true` or `false` literal (cheap, exact when False)."""
-    return (b"u" in body and b"true" in body) or (b"l" in body and b"false" in body)
+    # One-byte tests first: memchr is several times faster than a substring search.
+    return (b"t" in body and b"u" in body and b"true" in body) or (b"f" in body and b"l" in body
+                                                                   and b"false" in body)
 
 
 # ---------------------------------------------------------------- JSON -> numpy
