@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
@@ -73,6 +74,7 @@ class ModelServer:
         self._health = health.HealthServicer()
         self._closer: threading.Thread | None = None
         self.port = 0
+        self.seconds_per_request = 0.0
 
     @classmethod
     def for_folder(cls, folder: Path, *, chdir: bool = True, host: str = "127.0.0.1", port: int = 0,
@@ -84,7 +86,7 @@ class ModelServer:
             invoker = WorkerPoolInvoker(folder, manifest.workers)
         else:
             model = load_model(folder, chdir=chdir)
-            invoker = EventLoopInvoker(model) if model.is_async else InlineInvoker(model)
+            invoker = EventLoopInvoker(model) if model.is_async else InlineInvoker(model, threads)
         return cls(manifest, invoker, host, port, threads)
 
     def start(self) -> int:
@@ -133,9 +135,26 @@ class ModelServer:
 
     def _predict(self, request: PredictRequest) -> PredictResponse:
         self._check_spec(request.model_spec, check_signature=True)
-        return self._stamp(request, self.invoker(request))
+        started = time.perf_counter()
+        try:
+            return self._stamp(request, self.invoker(request))
+        finally:
+            self._observe(time.perf_counter() - started, 1)
+
+    def _observe(self, seconds: float, requests: int) -> None:
+        """Keep the moving average of time spent per request (reported by PredictMany)."""
+        self.seconds_per_request += 0.2 * (seconds / requests - self.seconds_per_request)
 
     def _predict_many(self, request: PredictManyRequest) -> PredictManyResponse:
+        started = time.perf_counter()
+        try:
+            response = self._answer_many(request)
+        finally:
+            self._observe(time.perf_counter() - started, max(len(request.requests), 1))
+        response.seconds_per_request = self.seconds_per_request
+        return response
+
+    def _answer_many(self, request: PredictManyRequest) -> PredictManyResponse:
         response = PredictManyResponse()
         results = [response.results.add() for _ in request.requests]
         accepted: list[int] = []

@@ -11,7 +11,10 @@ answers as fast as ever.
 
 - `Multiplexer` (the embedded runtime, always on): the requests travel as independent items
   of one PredictMany call. The model still sees each request alone and each is answered, or
-  fails, on its own.
+  fails, on its own. Its call limit adapts to the time the runtime says it spends per request:
+  a quick model (under a millisecond) gets two calls at once, so that more requests share each
+  one; a slow or not yet known one gets as many calls as its runtime runs at once, so that a
+  request never waits behind a long call while the runtime could have started it.
 - `Coalescer` (`gateway.backends.coalesce`, opt-in `batching:`): their inputs are concatenated
   along the batch dimension into one Predict call.
 
@@ -22,6 +25,7 @@ requests, and each request whose own deadline passes first is answered 504 at th
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -31,8 +35,9 @@ from gateway.errors import DeadlineExceeded, GatewayError
 from gateway.observability import REQUEST_ID
 
 Call = Callable[[Mapping[str, NDArray], float], Awaitable[Prediction]]
-CallMany = Callable[[Sequence[Mapping[str, NDArray]], Sequence[str], float],
-                    Awaitable[list[Prediction | GatewayError]]]
+# The outcome of each request, and the backend's time per request (seconds; None: not said).
+SharedAnswer = tuple[list[Prediction | GatewayError], float | None]
+CallMany = Callable[[Sequence[Mapping[str, NDArray]], Sequence[str], float], Awaitable[SharedAnswer]]
 
 
 class Waiting:
@@ -75,8 +80,12 @@ class CallScheduler:
         self.calls = 0  # backend calls made (for tests)
         self._waiting: deque[Waiting] = deque()
 
+    def call_limit(self) -> int:
+        """How many calls may run at once now."""
+        return self.max_calls
+
     async def predict(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
-        if self.running < self.max_calls and not self._waiting:
+        if self.running < self.call_limit() and not self._waiting:
             self.running += 1
             self.calls += 1
             try:
@@ -103,7 +112,7 @@ class CallScheduler:
 
     def _start_next(self) -> None:
         """Start calls for the waiting requests while calls are free."""
-        while self._waiting and self.running < self.max_calls:
+        while self._waiting and self.running < self.call_limit():
             group = [self._waiting.popleft()]
             size = group[0].size
             while self._waiting and size + self._waiting[0].size <= self.max_size:
@@ -136,6 +145,10 @@ class CallScheduler:
             self._start_next()
 
 
+QUICK_REQUEST_S = 0.001  # a runtime spending less than this per request shares calls sooner
+FEW_CALLS = 2
+
+
 class Multiplexer(CallScheduler):
     """Shares calls by sending the waiting requests as independent items of one call."""
 
@@ -144,12 +157,23 @@ class Multiplexer(CallScheduler):
         super().__init__(target, max_calls, max_items)
         self._call = call
         self._call_many = call_many
+        # What the runtime last said it spends per request; until it says, the model is taken
+        # for slow (as many calls as the runtime runs at once).
+        self.seconds_per_request = math.inf
+
+    def call_limit(self) -> int:
+        if self.seconds_per_request < QUICK_REQUEST_S:
+            return min(FEW_CALLS, self.max_calls)
+        return self.max_calls
 
     async def _alone(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
         return await self._call(inputs, timeout)
 
     async def _together(self, group: list[Waiting], timeout: float) -> None:
-        outcomes = await self._call_many([w.inputs for w in group], [w.request_id for w in group], timeout)
+        outcomes, seconds = await self._call_many([w.inputs for w in group], [w.request_id for w in group],
+                                                  timeout)
+        if seconds is not None:
+            self.seconds_per_request = seconds
         for waiting, outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, Prediction):
                 waiting.resolve(outcome)

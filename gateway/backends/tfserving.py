@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2
 from gateway.backends.base import EffectiveSpec, NDArray, Prediction, Selector
 from gateway.backends.coalesce import Coalescer
 from gateway.backends.resilience import CircuitBreaker, CircuitState
-from gateway.backends.sharing import CallScheduler, Multiplexer
+from gateway.backends.sharing import CallScheduler, Multiplexer, SharedAnswer
 from gateway.errors import BackendError, GatewayError, from_grpc_status
 from gateway.manifests import ModelManifest
 from gateway.observability import request_metadata
@@ -130,7 +130,9 @@ class TFServingBackend:
                            selector: Selector | None = None, signature_name: str | None = None,
                            specs: Mapping[str, TensorSpec] | None = None) -> Prediction:
         """Predict, with the model spec the backend answered with."""
-        if self.scheduler is not None and selector is None and signature_name is None and specs is None:
+        if (self.scheduler is not None and selector is None
+                and (signature_name is None or signature_name == self.signature_name)
+                and (specs is None or specs is self.input_specs)):  # the pinned version, as the scheduler sends
             return await self.scheduler.predict(inputs, timeout)
         return await self._predict_once(inputs, timeout, selector, signature_name, specs)
 
@@ -145,9 +147,9 @@ class TFServingBackend:
         return self._prediction(response, request.model_spec)
 
     async def _predict_many(self, items: Sequence[Mapping[str, NDArray]], request_ids: Sequence[str],
-                            timeout: float) -> list[Prediction | GatewayError]:
+                            timeout: float) -> SharedAnswer:
         """Several requests to the pinned version in one PredictMany call (embedded runtime),
-        each answered or failed on its own."""
+        each answered or failed on its own; with the runtime's time per request."""
         request = PredictManyRequest(request_ids=request_ids)
         spec = self.model_spec(None, self.signature_name)
         for inputs in items:
@@ -168,7 +170,7 @@ class TFServingBackend:
                 outcomes.append(self._prediction(result.response, spec))
             except BackendError as error:
                 outcomes.append(error)
-        return outcomes
+        return outcomes, response.seconds_per_request
 
     def _prediction(self, response: PredictResponse, sent: ModelSpec) -> Prediction:
         try:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.tensorflow_serving import predict_pb2 as protos_dot_tensorflow__serving_dot_predict__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aprotos/runtime/calls.proto\x12\x14gatewayproto.runtime\x1a\'protos/tensorflow_serving/predict.proto\"l\n\x12PredictManyRequest\x12\x41\n\x08requests\x18\x01 \x03(\x0b\x32/.gatewayproto.tensorflow.serving.PredictRequest\x12\x13\n\x0brequest_ids\x18\x02 \x03(\t\"r\n\rPredictResult\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x42\n\x08response\x18\x03 \x01(\x0b\x32\x30.gatewayproto.tensorflow.serving.PredictResponse\"K\n\x13PredictManyResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.gatewayproto.runtime.PredictResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aprotos/runtime/calls.proto\x12\x14gatewayproto.runtime\x1a\'protos/tensorflow_serving/predict.proto\"l\n\x12PredictManyRequest\x12\x41\n\x08requests\x18\x01 \x03(\x0b\x32/.gatewayproto.tensorflow.serving.PredictRequest\x12\x13\n\x0brequest_ids\x18\x02 \x03(\t\"r\n\rPredictResult\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x42\n\x08response\x18\x03 \x01(\x0b\x32\x30.gatewayproto.tensorflow.serving.PredictResponse\"h\n\x13PredictManyResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.gatewayproto.runtime.PredictResult\x12\x1b\n\x13seconds_per_request\x18\x02 \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,5 +37,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTRESULT']._serialized_start=203
   _globals['_PREDICTRESULT']._serialized_end=317
   _globals['_PREDICTMANYRESPONSE']._serialized_start=319
-  _globals['_PREDICTMANYRESPONSE']._serialized_end=394
+  _globals['_PREDICTMANYRESPONSE']._serialized_end=423
 # @@protoc_insertion_point(module_scope)

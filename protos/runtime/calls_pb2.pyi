@@ -80,6 +80,11 @@ class PredictManyResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    SECONDS_PER_REQUEST_FIELD_NUMBER: _builtins.int
+    seconds_per_request: _builtins.float
+    """The runtime's moving average of the time it spends per request (seconds): the gateway
+    lets more calls run at once for a slow model and fewer, fuller ones for a quick one.
+    """
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___PredictResult]:
         """One result per request, in the order of the request's `requests`."""
@@ -88,10 +93,11 @@ class PredictManyResponse(_message.Message):
         self,
         *,
         results: _abc.Iterable[Global___PredictResult] | None = ...,
+        seconds_per_request: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results", "seconds_per_request", b"seconds_per_request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

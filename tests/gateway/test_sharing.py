@@ -12,9 +12,9 @@ import numpy as np
 
 from gateway.app import create_app
 from gateway.backends.base import NDArray, Prediction
-from gateway.backends.sharing import Multiplexer
+from gateway.backends.sharing import Multiplexer, SharedAnswer
 from gateway.backends.tfserving import TFServingBackend
-from gateway.errors import BackendUnavailable, DeadlineExceeded, GatewayError, ModelError
+from gateway.errors import BackendUnavailable, DeadlineExceeded, ModelError
 from gateway.manifests import load_config
 from gateway.settings import Settings
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
@@ -29,16 +29,16 @@ class Runtime:
         self.calls: list[int] = []
 
     async def one(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
-        return (await self.many([inputs], [""], timeout))[0]  # type: ignore[return-value]
+        return (await self.many([inputs], [""], timeout))[0][0]  # type: ignore[return-value]
 
     async def many(self, items: Sequence[Mapping[str, NDArray]], request_ids: Sequence[str],
-                   timeout: float) -> list[Prediction | GatewayError]:
+                   timeout: float) -> SharedAnswer:
         self.calls.append(len(items))
         await asyncio.sleep(self.pause)
         if self.fail_call:
             raise BackendUnavailable("backend t is unavailable: gone")
         return [ModelError("ValueError: negative") if int(inputs["x"][0]) < 0
-                else Prediction({"y": inputs["x"] + 1}) for inputs in items]
+                else Prediction({"y": inputs["x"] + 1}) for inputs in items], self.pause
 
 
 def multiplexer(runtime: Runtime, max_calls: int, max_items: int = 256) -> Multiplexer:
@@ -84,6 +84,20 @@ async def test_a_failed_call_fails_every_request_in_it() -> None:
                                    return_exceptions=True)
     assert all(isinstance(r, BackendUnavailable) for r in results)
     assert shared.running == 0
+
+
+async def test_quick_models_share_calls_sooner_slow_ones_keep_their_parallelism() -> None:
+    quick, slow = Runtime(pause=0.0001), Runtime(pause=0.02)
+    quick_shared, slow_shared = multiplexer(quick, max_calls=8), multiplexer(slow, max_calls=8)
+    for shared in (quick_shared, slow_shared):  # unknown models get every call at once at first
+        await asyncio.gather(*(shared.predict({"x": np.array([i])}, 5.0) for i in range(64)))
+        assert shared.call_limit() == (2 if shared is quick_shared else 8)
+    quick.calls.clear()
+    slow.calls.clear()
+    for shared in (quick_shared, slow_shared):
+        await asyncio.gather(*(shared.predict({"x": np.array([i])}, 5.0) for i in range(64)))
+    assert quick.calls == [1, 1, 62]  # two calls at once, then everyone who waited together
+    assert slow.calls[:8] == [1] * 8  # eight calls at once before any request waited
 
 
 async def test_each_request_keeps_its_own_deadline() -> None:
@@ -132,6 +146,14 @@ async def test_concurrent_requests_to_the_embedded_runtime_share_calls(tmp_path:
             answers = await asyncio.gather(*(client.post("/gateway/applications/inc", json={"x": [v, v]})
                                              for v in values))
             backend = app.state.dataplane.registry.models["inc", 1].backend
+            assert isinstance(backend, TFServingBackend)
+            assert isinstance(backend.scheduler, Multiplexer)
+            calls = backend.scheduler.calls
+            # The model and TF Serving routes reach the pinned version through the scheduler too.
+            assert (await client.post("/gateway/models/inc", json={"x": [1]})).json() == {"y": [2]}
+            assert (await client.post("/v1/models/inc:predict", json={"inputs": {"x": [1]}})).json() == \
+                {"outputs": [2]}
+            assert backend.scheduler.calls == calls + 2
     assert isinstance(backend, TFServingBackend)
     assert isinstance(backend.scheduler, Multiplexer)
     for value, answer in zip(values, answers, strict=True):
@@ -142,3 +164,7 @@ async def test_concurrent_requests_to_the_embedded_runtime_share_calls(tmp_path:
             assert answer.status_code == 200, answer.text
             assert answer.json() == {"y": [value + 1, value + 1]}
     assert backend.scheduler.calls < len(values)  # some calls carried several requests
+    # The runtime says how long it spends per request (the function sleeps 2 ms), so the model
+    # keeps as many calls at once as the runtime runs.
+    assert 0.001 < backend.scheduler.seconds_per_request < 0.1
+    assert backend.scheduler.call_limit() == backend.scheduler.max_calls

@@ -291,3 +291,13 @@ def test_predict_many_runs_async_requests_at_once(serve, tmp_path: Path) -> None
     results = predict_many(channel, [request_for("slow", x=[i]) for i in range(10)])
     assert [decode_tensor(r.response.outputs["y"]).tolist() for r in results] == [[i] for i in range(10)]
     assert time.monotonic() - started < 2.0  # not 10 x 0.3 s
+
+
+def test_predict_many_spreads_a_slow_sync_function_over_threads(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = "import time\ndef predict(x):\n    time.sleep(0.1)\n    return {'y': x}\n"
+    channel = serve(write_model(tmp_path, "slow", "slow", source))
+    predict(channel, request_for("slow", x=[0]))  # the runtime learns that the function is slow
+    started = time.monotonic()
+    results = predict_many(channel, [request_for("slow", x=[i]) for i in range(8)])
+    assert [decode_tensor(r.response.outputs["y"]).tolist() for r in results] == [[i] for i in range(8)]
+    assert time.monotonic() - started < 0.5  # not 8 x 0.1 s one after another
