@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from gateway.errors import BadRequest, InvalidJSON, PayloadTooLarge, UnsupportedMediaType
 from gateway.settings import Settings
@@ -35,11 +35,18 @@ async def read_body(request: Request, settings: Settings) -> bytes:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    receive = request.receive  # read directly: Starlette's stream() is an async generator per request
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect: the client went away
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding == "gzip":

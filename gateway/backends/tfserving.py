@@ -82,6 +82,7 @@ class TFServingBackend:
             response_deserializer=health_pb2.HealthCheckResponse.FromString,
         )
         self._has_health_service = True
+        self._pinned_spec = self.model_spec(None, self.signature_name)  # what most requests send
         self.scheduler: CallScheduler | None = None
         if model.batching is not None:
             self.scheduler = Coalescer(self._predict_pinned, self.target, model.batching.max_batch_size,
@@ -112,7 +113,10 @@ class TFServingBackend:
                       specs: Mapping[str, TensorSpec] | None = None) -> PredictRequest:
         """The PredictRequest for `inputs`, numeric tensors in `tensor_content` form."""
         request = PredictRequest()
-        request.model_spec.CopyFrom(self.model_spec(selector, signature_name or self.signature_name))
+        if selector is None and (signature_name is None or signature_name == self.signature_name):
+            request.model_spec.CopyFrom(self._pinned_spec)
+        else:
+            request.model_spec.CopyFrom(self.model_spec(selector, signature_name or self.signature_name))
         self._fill_inputs(request, inputs, self.input_specs if specs is None else specs)
         return request
 
@@ -151,7 +155,7 @@ class TFServingBackend:
         """Several requests to the pinned version in one PredictMany call (embedded runtime),
         each answered or failed on its own; with the runtime's time per request."""
         request = PredictManyRequest(request_ids=request_ids)
-        spec = self.model_spec(None, self.signature_name)
+        spec = self._pinned_spec
         for inputs in items:
             item = request.requests.add()
             item.model_spec.CopyFrom(spec)

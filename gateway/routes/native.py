@@ -63,7 +63,7 @@ async def predict_application(request: Request) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
     app = dataplane.application(request.path_params["name"])
     authorize(request, app.name)
-    request.state.application = app.name
+    request.scope["state"]["application"] = app.name  # labels metrics and logs, errors included
     settings: Settings = request.app.state.settings
     if is_binary(request.headers):  # a raw tensor (gateway/binary.py)
         inputs = decode_binary(request.headers, await read_body(request, settings), app.signature.inputs)
