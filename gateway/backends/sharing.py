@@ -13,8 +13,8 @@ answers as fast as ever.
   of one PredictMany call. The model still sees each request alone and each is answered, or
   fails, on its own. Its call limit adapts to the time the runtime says it spends per request:
   a quick model (under a millisecond) gets two calls at once, so that more requests share each
-  one; a slow or not yet known one gets as many calls as its runtime runs at once, so that a
-  request never waits behind a long call while the runtime could have started it.
+  one; a slow one gets as many calls as its runtime runs at once, so that a request does not
+  wait behind a long call while the runtime could have started it.
 - `Coalescer` (`gateway.backends.coalesce`, opt-in `batching:`): their inputs are concatenated
   along the batch dimension into one Predict call.
 
@@ -25,7 +25,6 @@ requests, and each request whose own deadline passes first is answered 504 at th
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -157,9 +156,10 @@ class Multiplexer(CallScheduler):
         super().__init__(target, max_calls, max_items)
         self._call = call
         self._call_many = call_many
-        # What the runtime last said it spends per request; until it says, the model is taken
-        # for slow (as many calls as the runtime runs at once).
-        self.seconds_per_request = math.inf
+        # What the runtime last said it spends per request. Until it says, the model is taken
+        # for quick: the first call that carries several requests tells (a slow model's first
+        # burst waits behind two calls once; a quick one shares from the start).
+        self.seconds_per_request = 0.0
 
     def call_limit(self) -> int:
         if self.seconds_per_request < QUICK_REQUEST_S:

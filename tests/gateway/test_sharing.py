@@ -89,9 +89,10 @@ async def test_a_failed_call_fails_every_request_in_it() -> None:
 async def test_quick_models_share_calls_sooner_slow_ones_keep_their_parallelism() -> None:
     quick, slow = Runtime(pause=0.0001), Runtime(pause=0.02)
     quick_shared, slow_shared = multiplexer(quick, max_calls=8), multiplexer(slow, max_calls=8)
-    for shared in (quick_shared, slow_shared):  # unknown models get every call at once at first
+    for shared in (quick_shared, slow_shared):  # unknown models are taken for quick at first
         await asyncio.gather(*(shared.predict({"x": np.array([i])}, 5.0) for i in range(64)))
         assert shared.call_limit() == (2 if shared is quick_shared else 8)
+    assert slow.calls == [1, 1, 62]  # the first shared call told that the model is slow
     quick.calls.clear()
     slow.calls.clear()
     for shared in (quick_shared, slow_shared):
