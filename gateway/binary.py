@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from gateway.backends import NDArray
@@ -32,13 +31,13 @@ DTYPE_HEADER = "x-tensor-dtype"
 SHAPE_HEADER = "x-tensor-shape"
 
 
-def is_binary(headers: Headers) -> bool:
+def is_binary(headers: Mapping[str, str]) -> bool:
     """Whether the request body is a raw tensor."""
     content_type = headers.get("content-type", "")
     return content_type.split(";", 1)[0].strip().lower() == BINARY_TYPE
 
 
-def decode_binary(headers: Headers, body: bytes, specs: Mapping[str, TensorSpec]) -> dict[str, NDArray]:
+def decode_binary(headers: Mapping[str, str], body: bytes, specs: Mapping[str, TensorSpec]) -> dict[str, NDArray]:
     """The one input a binary request carries, checked against the contract."""
     name = headers.get(NAME_HEADER)
     if name is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -13,11 +14,24 @@ from tensorcodecs import CodecError
 from tensorcodecs.json_codec import loads
 
 JSON_TYPES = ("application/json", "text/json")
+_HEADERS = "gateway.headers"  # where headers_of keeps its dict in the ASGI scope
+
+
+def headers_of(request: Request) -> Mapping[str, str]:
+    """The request's headers by (lower-case) name, the first of repeated ones, built once per
+    request: Starlette's `Headers.get` scans the list and raises a KeyError inside for every
+    absent header, several times per request on the predict path."""
+    scope = request.scope
+    headers: dict[str, str] | None = scope.get(_HEADERS)
+    if headers is None:
+        headers = scope[_HEADERS] = {name.decode("latin-1"): value.decode("latin-1")
+                                     for name, value in reversed(scope["headers"])}
+    return headers
 
 
 def check_json_content_type(request: Request) -> None:
     """415 unless the body is declared JSON (or not declared at all)."""
-    content_type = request.headers.get("content-type")
+    content_type = headers_of(request).get("content-type")
     if content_type is None:
         return
     media = content_type.split(";", 1)[0].strip().lower()
@@ -30,7 +44,8 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     (from Content-Length, before reading; else while reading). gzip bodies are inflated up
     to `max_inflated_bytes`."""
     limit = settings.max_body_bytes
-    declared = request.headers.get("content-length")
+    headers = headers_of(request)
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks: list[bytes] = []
@@ -48,7 +63,7 @@ async def read_body(request: Request, settings: Settings) -> bytes:
         if not message.get("more_body", False):
             break
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding == "gzip":
         return _inflate(body, settings.max_inflated_bytes)
     if encoding != "identity":

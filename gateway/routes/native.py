@@ -12,7 +12,7 @@ from starlette.routing import Route
 from gateway.auth import authorize
 from gateway.backends import NDArray
 from gateway.binary import binary_response, decode_binary, is_binary
-from gateway.body import read_body, read_json
+from gateway.body import headers_of, read_body, read_json
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BadRequest, ContractViolation
 from gateway.registry import Application
@@ -35,7 +35,7 @@ def request_context(request: Request, settings: Settings, app: Application | Non
     timeout = settings.request_timeout_s
     if app is not None and app.manifest.timeout_s is not None:
         timeout = app.manifest.timeout_s
-    header = request.headers.get(TIMEOUT_HEADER)
+    header = headers_of(request).get(TIMEOUT_HEADER)
     if header is not None:
         try:
             millis = float(header)
@@ -65,8 +65,9 @@ async def predict_application(request: Request) -> Response:
     authorize(request, app.name)
     request.scope["state"]["application"] = app.name  # labels metrics and logs, errors included
     settings: Settings = request.app.state.settings
-    if is_binary(request.headers):  # a raw tensor (gateway/binary.py)
-        inputs = decode_binary(request.headers, await read_body(request, settings), app.signature.inputs)
+    headers = headers_of(request)
+    if is_binary(headers):  # a raw tensor (gateway/binary.py)
+        inputs = decode_binary(headers, await read_body(request, settings), app.signature.inputs)
         check_element_count(inputs, settings)
         outputs = await dataplane.predict(app, inputs, request_context(request, settings, app))
         answer = binary_response(outputs, app.signature.outputs)
