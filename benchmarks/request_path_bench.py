@@ -1,0 +1,81 @@
+"""The gateway's own CPU per request: the predict route driven in-process, without network and
+with the backend's Predict answered at once (no gRPC), so that only the gateway's work is timed
+(contract checks, codecs, limits, metrics, request id, access log, the ASGI plumbing).
+
+usage: PYTHONPATH=. .venv/bin/python benchmarks/request_path_bench.py [--requests N] [--access-log]
+       [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gateway.app import create_app
+from gateway.backends.base import NDArray, Prediction, Selector
+from gateway.backends.tfserving import TFServingBackend
+from gateway.manifests import load_config
+from gateway.settings import Settings
+from tensorcodecs import TensorSpec
+
+CONFIG = Path(__file__).parent / "configs" / "embedded"
+BODY = b'{"number":[1]}'
+PATH = "/gateway/applications/increment"
+
+
+async def answer_at_once(self: TFServingBackend, inputs: Mapping[str, NDArray], timeout: float,
+                         selector: Selector | None = None, signature_name: str | None = None,
+                         specs: Mapping[str, TensorSpec] | None = None) -> Prediction:
+    return Prediction({"number": inputs["number"] + 1})
+
+
+async def main(requests: int, access_log: bool, profile: bool) -> None:
+    TFServingBackend.predict_spec = answer_at_once  # type: ignore[method-assign]
+    config = load_config(CONFIG)
+    config = config.with_targets({key: "127.0.0.1:1" for key in config.models})  # never dialled
+    app = create_app(Settings(log_level="warning", access_log=access_log), config)
+    scope: dict[str, Any] = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": PATH, "raw_path": PATH.encode(), "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1:8900"), (b"content-type", b"application/json"),
+                    (b"content-length", str(len(BODY)).encode())],
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8900),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    async def send(message: Mapping[str, Any]) -> None:
+        pass
+
+    async def run(count: int) -> None:
+        for _ in range(count):
+            await app({**scope, "state": {}}, receive, send)
+
+    async with app.router.lifespan_context(app):
+        await run(2_000)
+        started = time.perf_counter()
+        await run(requests)
+        elapsed = time.perf_counter() - started
+        print(f"{elapsed / requests * 1e6:.1f} µs per request (in-process, no network, no gRPC)")
+        if profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            await run(requests)
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--access-log", action="store_true", help="write the access log (to stdout)")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(main(args.requests, args.access_log, args.profile))
