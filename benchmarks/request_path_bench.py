@@ -2,8 +2,8 @@
 with the backend's Predict answered at once (no gRPC), so that only the gateway's work is timed
 (contract checks, codecs, limits, metrics, request id, access log, the ASGI plumbing).
 
-usage: PYTHONPATH=. .venv/bin/python benchmarks/request_path_bench.py [--requests N] [--access-log]
-       [--profile]
+usage: PYTHONPATH=. .venv/bin/python benchmarks/request_path_bench.py [--payload small|medium]
+       [--requests N] [--access-log] [--profile]
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import orjson
+
 from gateway.app import create_app
 from gateway.backends.base import NDArray, Prediction, Selector
 from gateway.backends.tfserving import TFServingBackend
@@ -25,8 +28,11 @@ from gateway.settings import Settings
 from tensorcodecs import TensorSpec
 
 CONFIG = Path(__file__).parent / "configs" / "embedded"
-BODY = b'{"number":[1]}'
-PATH = "/gateway/applications/increment"
+PAYLOADS = {  # body, application: as `make bench` sends them
+    "small": (b'{"number":[1]}', "increment"),
+    "medium": (orjson.dumps({"number": np.arange(1000, dtype=np.float32) / 7}, option=orjson.OPT_SERIALIZE_NUMPY),
+               "increment_f32"),
+}
 
 
 async def answer_at_once(self: TFServingBackend, inputs: Mapping[str, NDArray], timeout: float,
@@ -35,21 +41,23 @@ async def answer_at_once(self: TFServingBackend, inputs: Mapping[str, NDArray], 
     return Prediction({"number": inputs["number"] + 1})
 
 
-async def main(requests: int, access_log: bool, profile: bool) -> None:
+async def main(payload: str, requests: int, access_log: bool, profile: bool) -> None:
+    body, application = PAYLOADS[payload]
+    path = f"/gateway/applications/{application}"
     TFServingBackend.predict_spec = answer_at_once  # type: ignore[method-assign]
     config = load_config(CONFIG)
     config = config.with_targets({key: "127.0.0.1:1" for key in config.models})  # never dialled
     app = create_app(Settings(log_level="warning", access_log=access_log), config)
     scope: dict[str, Any] = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": PATH, "raw_path": PATH.encode(), "query_string": b"",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
         "headers": [(b"host", b"127.0.0.1:8900"), (b"content-type", b"application/json"),
-                    (b"content-length", str(len(BODY)).encode())],
+                    (b"content-length", str(len(body)).encode())],
         "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8900),
     }
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": BODY, "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: Mapping[str, Any]) -> None:
         pass
@@ -74,8 +82,9 @@ async def main(requests: int, access_log: bool, profile: bool) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
+    parser.add_argument("--payload", choices=sorted(PAYLOADS), default="small")
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--access-log", action="store_true", help="write the access log (to stdout)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    asyncio.run(main(args.requests, args.access_log, args.profile))
+    asyncio.run(main(args.payload, args.requests, args.access_log, args.profile))
