@@ -60,10 +60,9 @@ def to_response(style: Style, result: Any, signature: Signature, model: str) -> 
     """The function's result as a PredictResponse, checked against the output contract."""
     if style is Style.HYDROSPHERE:
         response = _response_from_messages(result, model)
-    else:
-        response = _response_from_arrays(result, signature, model)
-    check_outputs(response, signature, model)
-    return response
+        check_outputs(response, signature, model)
+        return response
+    return _response_from_arrays(result, signature, model)  # checks each array as it goes
 
 
 def _response_from_messages(result: Any, model: str) -> PredictResponse:
@@ -88,7 +87,9 @@ def _response_from_arrays(result: Any, signature: Signature, model: str) -> Pred
     for name, spec in signature.outputs.items():
         if name not in result:
             raise OutputError(f"model {model}: output {name!r} is missing from the answer")
-        fill_tensor(response.outputs[name], _output_array(result[name], spec, model), spec.dtype)
+        array = _output_array(result[name], spec, model)
+        _check_shape(name, array.shape, spec, model)
+        fill_tensor(response.outputs[name], array, spec.dtype)
     return response
 
 
@@ -125,9 +126,13 @@ def check_outputs(response: PredictResponse, signature: Signature, model: str) -
             shape = decode_tensor(tensor).shape
         except CodecError as error:
             raise OutputError(f"model {model}: output {output!r} is malformed: {error}") from None
-        if not spec.accepts_shape(shape):
-            raise OutputError(f"model {model}: output {output!r} has shape {list(shape)}, "
-                              f"contract says {spec.shape_text()}")
+        _check_shape(output, shape, spec, model)
+
+
+def _check_shape(output: str, shape: tuple[int, ...], spec: TensorSpec, model: str) -> None:
+    if not spec.accepts_shape(shape):
+        raise OutputError(f"model {model}: output {output!r} has shape {list(shape)}, "
+                          f"contract says {spec.shape_text()}")
 
 
 def _dtype_name(number: int) -> str:
