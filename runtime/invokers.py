@@ -2,9 +2,11 @@
 
 The gRPC server's thread pool bounds how many calls run at once; each invoker is called
 from one of those threads and blocks it until the answer is ready. `many` answers several
-independent requests carried by one call (PredictMany): one after another in the calling
-thread for synchronous functions (the calls running at once still bound the parallelism),
-all at once on the event loop for async functions, spread over the worker processes.
+independent requests carried by one call (PredictMany): for a synchronous function one after
+another in the calling thread when it is quick (a thread hand-off would cost more than the
+call), else spread over a pool of the runtime's size (a slow function may wait on I/O or
+release the GIL); all at once on the event loop for async functions; spread over the worker
+processes for `workers: N`.
 """
 
 from __future__ import annotations

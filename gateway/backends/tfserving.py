@@ -116,12 +116,16 @@ class TFServingBackend:
                       specs: Mapping[str, TensorSpec] | None = None) -> PredictRequest:
         """The PredictRequest for `inputs`, numeric tensors in `tensor_content` form."""
         request = PredictRequest()
-        if selector is None and (signature_name is None or signature_name == self.signature_name):
+        if self._pinned(selector, signature_name):
             request.model_spec.CopyFrom(self._pinned_spec)
         else:
             request.model_spec.CopyFrom(self.model_spec(selector, signature_name or self.signature_name))
         self._fill_inputs(request, inputs, self.input_specs if specs is None else specs)
         return request
+
+    def _pinned(self, selector: Selector | None, signature_name: str | None) -> bool:
+        """Whether a request asks for the pinned version and signature (`_pinned_spec`)."""
+        return selector is None and (signature_name is None or signature_name == self.signature_name)
 
     @staticmethod
     def _fill_inputs(request: PredictRequest, inputs: Mapping[str, NDArray],
@@ -137,9 +141,8 @@ class TFServingBackend:
                            selector: Selector | None = None, signature_name: str | None = None,
                            specs: Mapping[str, TensorSpec] | None = None) -> Prediction:
         """Predict, with the model spec the backend answered with."""
-        if (self.scheduler is not None and selector is None
-                and (signature_name is None or signature_name == self.signature_name)
-                and (specs is None or specs is self.input_specs)):  # the pinned version, as the scheduler sends
+        if (self.scheduler is not None and self._pinned(selector, signature_name)
+                and (specs is None or specs is self.input_specs)):  # what the scheduler sends
             return await self.scheduler.predict(inputs, timeout)
         return await self._predict_once(inputs, timeout, selector, signature_name, specs)
 

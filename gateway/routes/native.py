@@ -44,9 +44,8 @@ def request_context(request: Request, settings: Settings, app: Application | Non
         if not millis > 0 or millis == float("inf"):
             raise BadRequest(f"{TIMEOUT_HEADER} must be a positive number of milliseconds, got {header!r}")
         timeout = min(millis / 1000, settings.max_request_timeout_s)
+    # The labels the core adds to (predict_application has put the application there already).
     labels: dict[str, str] = request.scope.setdefault("state", {})
-    if app is not None:
-        labels["application"] = app.name
     return RequestContext.start(request.state.request_id, timeout, labels)
 
 
