@@ -23,7 +23,7 @@ import orjson
 from gateway.app import create_app
 from gateway.backends.base import NDArray, Prediction, Selector
 from gateway.backends.tfserving import TFServingBackend
-from gateway.manifests import load_config
+from gateway.manifests import RuntimeAddress, load_config
 from gateway.settings import Settings
 from tensorcodecs import TensorSpec
 
@@ -46,7 +46,7 @@ async def main(payload: str, requests: int, access_log: bool, profile: bool) -> 
     path = f"/gateway/applications/{application}"
     TFServingBackend.predict_spec = answer_at_once  # type: ignore[method-assign]
     config = load_config(CONFIG)
-    config = config.with_targets({key: "127.0.0.1:1" for key in config.models})  # never dialled
+    config = config.with_targets({key: RuntimeAddress("127.0.0.1:1") for key in config.models})  # never dialled
     app = create_app(Settings(log_level="warning", access_log=access_log), config)
     scope: dict[str, Any] = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",

@@ -83,6 +83,15 @@ class BatchingSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RuntimeAddress:
+    """Where an embedded runtime listens: its gRPC target and, for Predict and PredictMany
+    from this machine, its Unix socket (protos.local_wire)."""
+
+    target: str
+    local_socket: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BackendSpec:
     """Where a model is served: a gRPC target speaking `protocol`."""
 
@@ -96,6 +105,8 @@ class BackendSpec:
     # An embedded runtime: at most this many calls at once, and the requests arriving while
     # they are all busy share the next one (PredictMany, see gateway.backends.sharing).
     shared_calls: int | None = None
+    # An embedded runtime's Unix socket: Predict and PredictMany take the local wire there.
+    local_socket: str | None = None
 
     @property
     def floating(self) -> bool:
@@ -194,13 +205,13 @@ class Config:
         """Models served from a folder by the embedded runtime and not yet bound to a target."""
         return [m for m in self.models.values() if m.folder is not None and m.backend is None]
 
-    def with_targets(self, targets: Mapping[tuple[str, int], str]) -> Config:
+    def with_targets(self, targets: Mapping[tuple[str, int], RuntimeAddress]) -> Config:
         """A copy where the given local models are bound to the runtime serving them."""
         models = dict(self.models)
-        for key, target in targets.items():
+        for key, address in targets.items():
             model = models[key]
-            backend = BackendSpec("tensorflow-serving", target, model.name, version=model.version,
-                                  shared_calls=model.runtime_threads)
+            backend = BackendSpec("tensorflow-serving", address.target, model.name, version=model.version,
+                                  shared_calls=model.runtime_threads, local_socket=address.local_socket)
             models[key] = dataclasses.replace(model, backend=backend)
         return dataclasses.replace(self, models=models)
 

@@ -17,7 +17,7 @@ from gateway.backends.pool import ChannelPool
 from gateway.dataplane import DISCOVERY_TIMEOUT_S, DataPlane
 from gateway.errors import ConfigError
 from gateway.health_watch import HealthWatcher
-from gateway.manifests import Config, load_config
+from gateway.manifests import Config, RuntimeAddress, load_config
 from gateway.registry import Registry
 from gateway.settings import Settings
 from gateway.supervisor import ModelKey, RuntimeProcess, Supervisor
@@ -79,14 +79,14 @@ class Reloader:
                                 sorted(model.label for model in registry.models.values()),
                                 {f"{name}:{version}": reason for (name, version), reason in failed.items()})
 
-    async def _runtimes(self, config: Config) -> tuple[dict[ModelKey, str], dict[ModelKey, str]]:
+    async def _runtimes(self, config: Config) -> tuple[dict[ModelKey, RuntimeAddress], dict[ModelKey, str]]:
         local = config.local_models()
         if self.supervisor is not None:
             return await self.supervisor.sync(local)
         # Without a supervisor (the app embedded elsewhere), local models keep their bindings.
         current = self.config.models
-        targets = {m.key: current[m.key].backend.target for m in local  # type: ignore[union-attr]
-                   if m.key in current and current[m.key].backend is not None}
+        targets = {m.key: RuntimeAddress(backend.target, backend.local_socket) for m in local
+                   if m.key in current and (backend := current[m.key].backend) is not None}
         failed = {m.key: "no runtime: the gateway was not started by `gateway serve`"
                   for m in local if m.key not in targets}
         return targets, failed

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import itertools
 import json
 import logging
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from gateway.backends.tfserving import HEALTH_CHECK
-from gateway.manifests import ModelManifest
+from gateway.manifests import ModelManifest, RuntimeAddress
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -41,6 +44,7 @@ class RuntimeProcess:
     model: ModelManifest
     process: asyncio.subprocess.Process
     port: int = 0
+    local_socket: str | None = None
     stderr_tail: list[str] = field(default_factory=list)
     readers: list[asyncio.Task[None]] = field(default_factory=list)
     fingerprint: tuple[tuple[str, int, int], ...] = ()
@@ -48,6 +52,10 @@ class RuntimeProcess:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> RuntimeAddress:
+        return RuntimeAddress(self.target, self.local_socket)
 
 
 def fingerprint(model: ModelManifest) -> tuple[tuple[str, int, int], ...]:
@@ -83,23 +91,25 @@ class Supervisor:
         self._retiring: list[RuntimeProcess] = []
         self._handed_over: list[RuntimeProcess] = []  # set aside, waiting for `retire`
         self._stopping = False
+        self._socket_dir: str | None = None  # the runtimes' Unix sockets (the local wire)
+        self._socket_numbers = itertools.count(1)
 
-    async def start(self) -> tuple[dict[ModelKey, str], dict[ModelKey, str]]:
+    async def start(self) -> tuple[dict[ModelKey, RuntimeAddress], dict[ModelKey, str]]:
         """Start every runtime at once; return the targets that came up and, for those
         that did not, why. Runtimes that came up are restarted whenever they exit."""
         return await self.sync(self.models)
 
-    async def sync(self, models: Sequence[ModelManifest]) -> tuple[dict[ModelKey, str], dict[ModelKey, str]]:
+    async def sync(self, models: Sequence[ModelManifest]) -> tuple[dict[ModelKey, RuntimeAddress], dict[ModelKey, str]]:
         """Make the running runtimes match `models`: keep those whose manifest and files are
         unchanged, start the new and changed ones, and set aside the others for `retire`.
         Returns the targets of every model that runs and, for those that do not, why."""
         wanted = {model.key: model for model in models}
-        targets: dict[ModelKey, str] = {}
+        targets: dict[ModelKey, RuntimeAddress] = {}
         to_start: list[ModelManifest] = []
         for key, model in wanted.items():
             running = self.processes.get(key)
             if running is not None and running.model == model and running.fingerprint == fingerprint(model):
-                targets[key] = running.target
+                targets[key] = running.address
             else:
                 to_start.append(model)
         results = await asyncio.gather(*(self._launch(m) for m in to_start), return_exceptions=True)
@@ -114,7 +124,7 @@ class Supervisor:
                 self._set_aside(model.key)
                 self.processes[model.key] = result
                 self._monitors[model.key] = asyncio.create_task(self._keep_running(model.key))
-                targets[model.key] = result.target
+                targets[model.key] = result.address
         for key in [k for k in self.processes if k not in wanted]:
             self._set_aside(key)
         return targets, failed
@@ -156,23 +166,25 @@ class Supervisor:
                 log.info("restarting model %s:%s in %.1fs", model.name, model.version, delay)
                 await asyncio.sleep(delay)
                 try:
-                    self.processes[key] = await self._launch(model, port=runtime.port)
+                    self.processes[key] = await self._launch(model, runtime.port, runtime.local_socket)
                     break
                 except RuntimeStartError as error:
                     failures += 1
                     log.error("model %s:%s did not restart: %s", model.name, model.version, error)
 
-    async def _launch(self, model: ModelManifest, port: int = 0) -> RuntimeProcess:
-        """Spawn the model's runtime, learn its port and wait until it is healthy."""
+    async def _launch(self, model: ModelManifest, port: int = 0, local_socket: str | None = None) -> RuntimeProcess:
+        """Spawn the model's runtime, learn its port and wait until it is healthy. A restart
+        keeps the port and the Unix socket of the runtime it replaces."""
         assert model.folder is not None
+        local_socket = local_socket or self._new_socket_path()
         process = await asyncio.create_subprocess_exec(
             self.interpreter(model), "-m", "runtime", "serve", str(model.folder),
-            "--host", "127.0.0.1", "--port", str(port),
+            "--host", "127.0.0.1", "--port", str(port), "--local-socket", local_socket,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent,
             start_new_session=True,  # Ctrl-C reaches the gateway, which stops runtimes in order
         )
-        runtime = RuntimeProcess(model, process, fingerprint=fingerprint(model))
+        runtime = RuntimeProcess(model, process, local_socket=local_socket, fingerprint=fingerprint(model))
         runtime.readers.append(asyncio.create_task(self._forward_stderr(runtime)))
         deadline = time.monotonic() + self.start_timeout_s
         try:
@@ -186,6 +198,11 @@ class Supervisor:
         log.info("model %s:%s runtime pid %s on %s", model.name, model.version, process.pid,
                  runtime.target)
         return runtime
+
+    def _new_socket_path(self) -> str:
+        if self._socket_dir is None:
+            self._socket_dir = tempfile.mkdtemp(prefix="gateway-runtimes-")
+        return f"{self._socket_dir}/{next(self._socket_numbers)}.sock"  # short: socket paths max ~100 bytes
 
     async def _read_port(self, runtime: RuntimeProcess) -> int:
         assert runtime.process.stdout is not None
@@ -249,6 +266,8 @@ class Supervisor:
         self.processes.clear()
         self._retiring.clear()
         self._handed_over.clear()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     @staticmethod
     async def _stop_one(runtime: RuntimeProcess, grace: float) -> None:

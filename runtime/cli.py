@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("model_dir", type=Path)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=9000, help="0 picks a free port")
+    serve.add_argument("--local-socket", metavar="PATH",
+                       help="also serve Predict and PredictMany on this Unix socket (the local wire)")
     serve.add_argument("--threads", type=int, default=RUNTIME_THREADS,
                        help=f"calls run at once (default {RUNTIME_THREADS}, at least 2 per worker)")
     serve.add_argument("--grace", type=float, default=5.0,
@@ -34,12 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s runtime: %(message)s")
-    return _serve(args.model_dir, args.host, args.port, args.threads, args.grace)
+    return _serve(args.model_dir, args.host, args.port, args.threads, args.grace, args.local_socket)
 
 
-def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float) -> int:
+def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float, local_socket: str | None) -> int:
     try:
-        server = ModelServer.for_folder(model_dir.resolve(), host=host, port=port, threads=threads)
+        server = ModelServer.for_folder(model_dir.resolve(), host=host, port=port, threads=threads,
+                                        local_socket=local_socket)
     except ConfigError as error:
         print(f"runtime: cannot load {model_dir}: {error}", file=sys.stderr, flush=True)
         return 2

@@ -7,6 +7,9 @@
   answered with its response or its own status; the gateway sends concurrent requests so)
 - grpc.health.v1.Health
 
+and, for a gateway on the same machine, Predict and PredictMany on a Unix socket too
+(runtime.local: the local wire, without gRPC's per-call cost).
+
 A synchronous `grpc.server`: its thread pool bounds the calls that run at once, runs
 synchronous model functions directly, and answers more calls per core than grpc.aio.
 """
@@ -43,6 +46,7 @@ from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictRespons
 from runtime.errors import InputError, NotServedError, RuntimeCallError
 from runtime.hydrosphere import from_tensor_proto, to_tensor_proto
 from runtime.invokers import EventLoopInvoker, InlineInvoker, Invoker, WorkerPoolInvoker
+from runtime.local import LocalListener
 from runtime.metadata import metadata_response, signature_names, status_response
 from runtime.model import load_manifest, load_model
 
@@ -59,10 +63,11 @@ ResponseT = TypeVar("ResponseT", bound=Message)
 
 
 class ModelServer:
-    """Serves one model version on `host:port` until stopped."""
+    """Serves one model version on `host:port` (and on the Unix socket `local_socket`, when
+    given) until stopped."""
 
     def __init__(self, manifest: ModelManifest, invoker: Invoker, host: str = "127.0.0.1",
-                 port: int = 0, threads: int = RUNTIME_THREADS) -> None:
+                 port: int = 0, threads: int = RUNTIME_THREADS, local_socket: str | None = None) -> None:
         self.manifest = manifest
         self.invoker = invoker
         self.address = f"{host}:{port}"
@@ -73,12 +78,15 @@ class ModelServer:
         )
         self._health = health.HealthServicer()
         self._closer: threading.Thread | None = None
+        self._local = None if local_socket is None else LocalListener(
+            local_socket, {TF_PREDICT.path: self._predict, RUNTIME_PREDICT_MANY.path: self._predict_many},
+            _local_status)
         self.port = 0
         self.seconds_per_request = 0.0
 
     @classmethod
     def for_folder(cls, folder: Path, *, chdir: bool = True, host: str = "127.0.0.1", port: int = 0,
-                   threads: int = RUNTIME_THREADS) -> ModelServer:
+                   threads: int = RUNTIME_THREADS, local_socket: str | None = None) -> ModelServer:
         """Load the model folder and choose where its function runs."""
         manifest, _ = load_manifest(folder)
         invoker: Invoker
@@ -87,7 +95,7 @@ class ModelServer:
         else:
             model = load_model(folder, chdir=chdir)
             invoker = EventLoopInvoker(model) if model.is_async else InlineInvoker(model, threads)
-        return cls(manifest, invoker, host, port, threads)
+        return cls(manifest, invoker, host, port, threads, local_socket)
 
     def start(self) -> int:
         """Bind, start serving and return the bound port."""
@@ -109,6 +117,8 @@ class ModelServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {self.address}")
         self._server.start()
+        if self._local is not None:
+            self._local.start()
         for service in ("", *services):
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         return self.port
@@ -116,13 +126,17 @@ class ModelServer:
     def stop(self, grace: float = 5.0) -> threading.Event:
         """Stop accepting calls; in-flight calls get `grace` seconds to finish."""
         self._health.enter_graceful_shutdown()
+        if self._local is not None:
+            self._local.stop()
         stopped: threading.Event = self._server.stop(grace)
-        self._closer = threading.Thread(target=self._close_after, args=(stopped,), daemon=True)
+        self._closer = threading.Thread(target=self._close_after, args=(stopped, grace), daemon=True)
         self._closer.start()
         return stopped
 
-    def _close_after(self, stopped: threading.Event) -> None:
+    def _close_after(self, stopped: threading.Event, grace: float) -> None:
         stopped.wait()
+        if self._local is not None:
+            self._local.wait_idle(grace)
         self.invoker.close()
 
     def wait(self) -> None:
@@ -238,6 +252,11 @@ def _status_of(error: Exception, where: str) -> tuple[grpc.StatusCode, str]:
         return error.code, error.message
     log.error("%s failed", where, exc_info=error)
     return grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
+
+
+def _local_status(error: Exception, where: str) -> tuple[int, str]:
+    code, message = _status_of(error, where)
+    return code.value[0], message
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from gateway.cli import UvicornServer
-from gateway.manifests import Config, load_config
+from gateway.manifests import Config, RuntimeAddress, load_config
 from runtime.server import ModelServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,17 +30,22 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def runtimes_for(config: Config) -> Iterator[Config]:
-    """`config` with every local model bound to a real runtime server in this process."""
-    servers = {model.key: ModelServer.for_folder(model.folder, chdir=False)
-               for model in config.local_models() if model.folder is not None}
-    for server in servers.values():
-        server.start()
-    try:
-        yield config.with_targets({key: f"127.0.0.1:{server.port}" for key, server in servers.items()})
-    finally:
+def runtimes_for(config: Config, *, local_wire: bool = True) -> Iterator[Config]:
+    """`config` with every local model bound to a real runtime server in this process, reached
+    as `gateway serve` reaches it (gRPC, plus its Unix socket unless `local_wire` is False)."""
+    with tempfile.TemporaryDirectory(prefix="rt-") as sockets:
+        paths = {model.key: f"{sockets}/{number}.sock" if local_wire else None
+                 for number, model in enumerate(config.local_models())}
+        servers = {model.key: ModelServer.for_folder(model.folder, chdir=False, local_socket=paths[model.key])
+                   for model in config.local_models() if model.folder is not None}
         for server in servers.values():
-            server.stop(0).wait()
+            server.start()
+        try:
+            yield config.with_targets({key: RuntimeAddress(f"127.0.0.1:{server.port}", paths[key])
+                                       for key, server in servers.items()})
+        finally:
+            for server in servers.values():
+                server.stop(0).wait()
 
 
 @pytest.fixture

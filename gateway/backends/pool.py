@@ -1,5 +1,5 @@
-"""The channel pool: one grpc.aio channel per backend target, shared by every request, and
-one circuit breaker per target."""
+"""The channel pool: one grpc.aio channel per backend target, shared by every request, one
+local-wire channel per embedded runtime, and one circuit breaker per target."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 
+from gateway.backends.local import LocalChannel
 from gateway.backends.resilience import CircuitBreaker, CircuitState, retry_service_config
 from gateway.manifests import TLSSpec
 
@@ -42,6 +43,7 @@ class ChannelPool:
                  on_circuit_change: Callable[[str, CircuitState], None] | None = None) -> None:
         self._channels: dict[tuple[str, TLSSpec | None], grpc.aio.Channel] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._locals: dict[str, LocalChannel] = {}
         self._options = (*CHANNEL_OPTIONS, ("grpc.service_config", retry_service_config(retry_attempts)))
         self._circuit = (circuit_failures, circuit_cooldown_s, on_circuit_change)
 
@@ -58,6 +60,13 @@ class ChannelPool:
                     options = (*options, ("grpc.ssl_target_name_override", tls.server_name))
                 channel = grpc.aio.secure_channel(target, _credentials(tls), options=options)
             self._channels[key] = channel
+        return channel
+
+    def local(self, target: str, path: str) -> LocalChannel:
+        """The local-wire channel to the embedded runtime at `target`, on its Unix socket `path`."""
+        channel = self._locals.get(target)
+        if channel is None or channel.path != path:
+            channel = self._locals[target] = LocalChannel(path, target)
         return channel
 
     def breaker(self, target: str) -> CircuitBreaker:
@@ -80,6 +89,8 @@ class ChannelPool:
         channels = [self._channels.pop(key) for key in dropped]
         for target in [t for t in self._breakers if t not in kept]:
             del self._breakers[target]
+        for target in [t for t in self._locals if t not in kept]:
+            self._locals.pop(target).close()
         await asyncio.gather(*(channel.close(grace) for channel in channels))
 
     async def close(self, grace: float | None = None) -> None:

@@ -1,7 +1,8 @@
 """A backend speaking TensorFlow Serving's gRPC API (TF Serving itself, the embedded runtime).
 
 PredictionService (Predict, Classify, Regress, GetModelMetadata) and ModelService
-(GetModelStatus, HandleReloadConfigRequest) on one pooled channel. Health: `grpc.health.v1`
+(GetModelStatus, HandleReloadConfigRequest) on one pooled channel; to an embedded runtime,
+Predict and PredictMany take its Unix socket instead (gateway.backends.local). Health: `grpc.health.v1`
 when the server has it; TF Serving does not, so on UNIMPLEMENTED the backend asks
 GetModelStatus instead and is healthy when its version (any version, for a floating model)
 is AVAILABLE. Predictions of the model's pinned version go through a call scheduler when the
@@ -21,11 +22,13 @@ from grpc_health.v1 import health_pb2
 
 from gateway.backends.base import EffectiveSpec, NDArray, Prediction, Selector
 from gateway.backends.coalesce import Coalescer
+from gateway.backends.local import LocalCallError, LocalChannel
 from gateway.backends.resilience import CircuitBreaker, CircuitState
 from gateway.backends.sharing import CallScheduler, Multiplexer, SharedAnswer
 from gateway.errors import BackendError, GatewayError, from_grpc_status
 from gateway.manifests import ModelManifest
 from gateway.observability import request_metadata
+from protos.local_wire import METHOD_NUMBERS
 from protos.runtime.calls_pb2 import PredictManyRequest
 from protos.services import (
     RUNTIME_PREDICT_MANY,
@@ -65,7 +68,7 @@ class TFServingBackend:
     """One model (a pinned version, or every version when floating) behind TF Serving's API."""
 
     def __init__(self, channel: grpc.aio.Channel, model: ModelManifest,
-                 breaker: CircuitBreaker | None = None) -> None:
+                 breaker: CircuitBreaker | None = None, local: LocalChannel | None = None) -> None:
         assert model.backend is not None
         self.breaker = breaker or CircuitBreaker(model.backend.target)
         self.target = model.backend.target
@@ -75,6 +78,7 @@ class TFServingBackend:
         self.signature_name = model.backend.signature_name
         self.input_specs: Mapping[str, TensorSpec] = model.signature.inputs
         self._channel = channel
+        self.local = local  # an embedded runtime's Unix socket: Predict and PredictMany go there
         self._stubs: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
         self._health = channel.unary_unary(
             HEALTH_CHECK,
@@ -248,30 +252,40 @@ class TFServingBackend:
         """One call; `guarded` calls pass the circuit breaker and report to it. The call
         carries the request's x-request-id (to servers other than the embedded runtime)
         unless `metadata` is given."""
-        stub = self._stubs.get(method.path)
-        if stub is None:
-            stub = self._channel.unary_unary(method.path, request_serializer=method.request.SerializeToString,
-                                             response_deserializer=method.response.FromString)
-            self._stubs[method.path] = stub
         if not guarded:
-            try:
-                answer: ResponseT = await stub(request, timeout=timeout)
-            except grpc.aio.AioRpcError as error:
-                raise from_grpc_status(error.code(), error.details(), self.target) from None
-            return answer
+            return await self._send(method, request, timeout, ())
         self.breaker.before_call()
         try:
             if metadata is None:
                 metadata = request_metadata() if self._request_ids else ()
-            response: ResponseT = await stub(request, timeout=timeout, metadata=metadata)
-        except grpc.aio.AioRpcError as error:
-            self.breaker.record(error.code())
-            raise from_grpc_status(error.code(), error.details(), self.target) from None
+            response = await self._send(method, request, timeout, metadata)
+        except GatewayError as error:
+            self.breaker.record(error.grpc_code)
+            raise
         except asyncio.CancelledError:
             self.breaker.record(None)  # the caller went away; says nothing about the target
             raise
         self.breaker.record(None)
         return response
+
+    async def _send(self, method: Method[RequestT, ResponseT], request: RequestT, timeout: float,
+                    metadata: tuple[tuple[str, str], ...]) -> ResponseT:
+        """The call over the local wire when the runtime has one for it, else over gRPC."""
+        if self.local is not None and method.path in METHOD_NUMBERS:
+            try:
+                return await self.local.call(method, request, timeout)
+            except LocalCallError as error:
+                raise error.to_gateway_error(self.target) from None
+        stub = self._stubs.get(method.path)
+        if stub is None:
+            stub = self._channel.unary_unary(method.path, request_serializer=method.request.SerializeToString,
+                                             response_deserializer=method.response.FromString)
+            self._stubs[method.path] = stub
+        try:
+            answer: ResponseT = await stub(request, timeout=timeout, metadata=metadata)
+        except grpc.aio.AioRpcError as error:
+            raise from_grpc_status(error.code(), error.details(), self.target) from None
+        return answer
 
     def _effective(self, answered: ModelSpec, sent: ModelSpec) -> EffectiveSpec:
         spec = answered if answered.name else sent
