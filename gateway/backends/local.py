@@ -104,6 +104,11 @@ class LocalChannel:
         self._idle: list[_Connection] = []
         self._closed = False
 
+    @property
+    def idle_connections(self) -> int:
+        """Connections kept open for the next call."""
+        return sum(not connection.closed for connection in self._idle)
+
     async def call(self, method: Method[RequestT, ResponseT], request: RequestT, timeout: float) -> ResponseT:
         """One call; raises LocalCallError with the status it failed with."""
         connection = await self._connection(timeout)

@@ -38,6 +38,12 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def local_socket_of(pid: int) -> str:
+    """The Unix socket a runtime serves the local wire on (its --local-socket argument)."""
+    arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return arguments[arguments.index("--local-socket") + 1]
+
+
 def command_line(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()

@@ -8,12 +8,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import CONFIG_DIR, REPO, free_port
-from tests.e2e.processes import GATEWAY, alive, descendants, running_gateway, wait_for
+from tests.e2e.processes import GATEWAY, alive, descendants, local_socket_of, running_gateway, wait_for
 
 PREDICT = "/gateway/applications/increment_app"
 
@@ -73,12 +74,15 @@ def test_sigterm_stops_the_whole_process_tree() -> None:
         wait_for(f"http://127.0.0.1:{port}/health/ready", process)
         tree = descendants(process.pid)
         assert tree, "the runtime process is missing"
+        sockets = {local_socket_of(pid) for pid in tree}
+        assert all(Path(path).is_socket() for path in sockets)
         started = time.monotonic()
         os.kill(process.pid, signal.SIGTERM)
         assert process.wait(timeout=10) == 0
         while any(alive(pid) for pid in tree) and time.monotonic() - started < 10:
             time.sleep(0.05)
         assert not any(alive(pid) for pid in tree)
+        assert not any(Path(path).parent.exists() for path in sockets)  # the runtimes' socket folder is gone
     finally:
         if process.poll() is None:
             process.kill()

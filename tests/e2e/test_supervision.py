@@ -10,12 +10,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import write_app, write_model
-from tests.e2e.processes import command_line, descendants, running_gateway
+from tests.e2e.processes import command_line, descendants, local_socket_of, running_gateway
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,8 @@ def test_an_exception_in_the_model_is_a_500_model_error(gateway: tuple[subproces
 def test_a_killed_runtime_comes_back(gateway: tuple[subprocess.Popen[bytes], str]) -> None:
     process, url = gateway
     runtime = next(pid for pid in descendants(process.pid) if "counter/1" in command_line(pid))
+    local_socket = local_socket_of(runtime)
+    assert Path(local_socket).is_socket()
     statuses: Counter[int | str] = Counter()
     stop = threading.Event()
 
@@ -97,6 +100,7 @@ def test_a_killed_runtime_comes_back(gateway: tuple[subprocess.Popen[bytes], str
         thread.join()
     print(f"\nruntime killed under load (4 clients): {dict(statuses)}")
     assert restarted, f"runtime did not come back; statuses {dict(statuses)}"
+    assert local_socket_of(fresh[0]) == local_socket  # the gateway's bindings stay valid
     assert set(statuses) <= {200, 502, 503}, dict(statuses)
     assert statuses[200] > 0
     assert predict(url, "v1").json() == {"y": [2, 3]}

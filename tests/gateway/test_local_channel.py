@@ -1,0 +1,183 @@
+"""The gateway's end of the local wire, against a real runtime (or a real socket that misbehaves)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+
+from gateway.app import create_app
+from gateway.backends.local import LocalCallError, LocalChannel
+from gateway.manifests import load_config
+from gateway.settings import Settings
+from protos.services import TF_PREDICT
+from protos.tensorflow_serving.predict_pb2 import PredictRequest
+from runtime.server import ModelServer
+from tensorcodecs import lookup_dtype
+from tensorcodecs.tensor_proto import decode_tensor, encode_tensor
+from tests.conftest import runtimes_for, serve_app, write_app, write_model
+
+SLOW = "import time\n\ndef predict(x):\n    time.sleep(int(x[0]) / 1000)\n    return x\n"
+
+
+def request(milliseconds: int, name: str = "slow") -> PredictRequest:
+    message = PredictRequest()
+    message.model_spec.name = name
+    message.inputs["x"].CopyFrom(encode_tensor(np.array([milliseconds], np.int32), lookup_dtype("int32")))
+    return message
+
+
+@pytest.fixture
+def slow_runtime(tmp_path: Path) -> Iterator[str]:
+    """A real runtime serving the slow model (sleeps x[0] ms); yields its Unix socket path."""
+    folder = write_model(tmp_path / "cfg", "slow", "slow", SLOW)
+    path = str(tmp_path / "slow.sock")
+    server = ModelServer.for_folder(folder, chdir=False, local_socket=path)
+    server.start()
+    yield path
+    server.stop(0).wait()
+
+
+async def test_calls_in_turn_share_one_connection_and_calls_at_once_open_more(slow_runtime: str) -> None:
+    channel = LocalChannel(slow_runtime, "t")
+    for milliseconds in (1, 2, 3):
+        answer = await channel.call(TF_PREDICT, request(milliseconds), 5)
+        assert decode_tensor(answer.outputs["y"]).tolist() == [milliseconds]
+    assert channel.idle_connections == 1
+    started = time.monotonic()
+    answers = await asyncio.gather(*(channel.call(TF_PREDICT, request(200), 5) for _ in range(4)))
+    assert time.monotonic() - started < 0.7  # at the same time, not 4 x 200 ms in turn
+    assert [decode_tensor(a.outputs["y"]).tolist() for a in answers] == [[200]] * 4
+    assert channel.idle_connections == 4
+    channel.close()
+    assert channel.idle_connections == 0
+
+
+async def test_a_status_from_the_runtime_keeps_the_connection(slow_runtime: str) -> None:
+    channel = LocalChannel(slow_runtime, "t")
+    with pytest.raises(LocalCallError) as caught:
+        await channel.call(TF_PREDICT, request(1, name="other"), 5)
+    assert caught.value.code is grpc.StatusCode.NOT_FOUND
+    assert "'other' is not served here" in caught.value.message
+    assert channel.idle_connections == 1
+    assert caught.value.to_gateway_error("t").status == 404
+    channel.close()
+
+
+async def test_a_deadline_ends_the_wait_and_drops_the_connection(slow_runtime: str) -> None:
+    channel = LocalChannel(slow_runtime, "t")
+    started = time.monotonic()
+    with pytest.raises(LocalCallError) as caught:
+        await channel.call(TF_PREDICT, request(500), 0.1)
+    assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 0.4
+    assert channel.idle_connections == 0  # its late answer must not reach the next caller
+    answer = await channel.call(TF_PREDICT, request(1), 5)
+    assert decode_tensor(answer.outputs["y"]).tolist() == [1]
+    error = caught.value.to_gateway_error("t")
+    assert (error.status, error.code) == (504, "deadline_exceeded")
+    channel.close()
+
+
+async def test_a_cancelled_caller_drops_its_connection(slow_runtime: str) -> None:
+    channel = LocalChannel(slow_runtime, "t")
+    task = asyncio.create_task(channel.call(TF_PREDICT, request(300), 5))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert channel.idle_connections == 0
+    assert decode_tensor((await channel.call(TF_PREDICT, request(1), 5)).outputs["y"]).tolist() == [1]
+    channel.close()
+
+
+async def test_no_runtime_is_unavailable(tmp_path: Path) -> None:
+    channel = LocalChannel(str(tmp_path / "nobody.sock"), "t")
+    with pytest.raises(LocalCallError) as caught:
+        await channel.call(TF_PREDICT, request(1), 5)
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+    assert "cannot connect" in caught.value.message
+    assert caught.value.to_gateway_error("t").status == 503
+
+
+async def test_a_runtime_that_goes_away_mid_call_is_unavailable(tmp_path: Path) -> None:
+    path = str(tmp_path / "dies.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen()
+
+    def accept_read_and_die() -> None:
+        connection, _ = listener.accept()
+        connection.recv(1 << 16)
+        connection.close()  # as a killed runtime would
+
+    thread = threading.Thread(target=accept_read_and_die)
+    thread.start()
+    channel = LocalChannel(path, "t")
+    try:
+        with pytest.raises(LocalCallError) as caught:
+            await channel.call(TF_PREDICT, request(1), 5)
+    finally:
+        thread.join()
+        listener.close()
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+    assert "closed the connection mid-call" in caught.value.message
+    assert channel.idle_connections == 0
+
+
+async def test_an_idle_connection_the_runtime_closed_is_not_reused(tmp_path: Path) -> None:
+    folder = write_model(tmp_path / "cfg", "slow", "slow", SLOW)
+    path = str(tmp_path / "rt.sock")
+    first = ModelServer.for_folder(folder, chdir=False, local_socket=path)
+    first.start()
+    channel = LocalChannel(path, "t")
+    await channel.call(TF_PREDICT, request(1), 5)
+    first.stop(0).wait()  # a restart: the same socket path, a new process behind it
+    second = ModelServer.for_folder(folder, chdir=False, local_socket=path)
+    second.start()
+    try:
+        await asyncio.sleep(0.05)  # the loop sees the old connection end
+        assert channel.idle_connections == 0
+        assert decode_tensor((await channel.call(TF_PREDICT, request(2), 5)).outputs["y"]).tolist() == [2]
+    finally:
+        channel.close()
+        second.stop(0).wait()
+
+
+async def test_closing_lets_a_running_call_finish_and_keeps_nothing(slow_runtime: str) -> None:
+    channel = LocalChannel(slow_runtime, "t")
+    task = asyncio.create_task(channel.call(TF_PREDICT, request(200), 5))
+    await asyncio.sleep(0.05)
+    channel.close()
+    assert decode_tensor((await task).outputs["y"]).tolist() == [200]
+    assert channel.idle_connections == 0
+    with pytest.raises(LocalCallError) as caught:
+        await channel.call(TF_PREDICT, request(1), 5)
+    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_gateway_answers_over_the_local_wire_and_over_grpc_alike(tmp_path: Path) -> None:
+    """The same requests through a runtime reached over its socket and over gRPC only."""
+    root = tmp_path / "config"
+    write_model(root, "m", "m", "def predict(x):\n    if x[0] < 0:\n        raise ValueError('negative')\n"
+                "    return x + 1\n")
+    write_app(root, "m", "m")
+    bodies = [{"x": [1, 2]}, {"x": [-1]}, {"x": ["a"]}, {"y": [1]}]
+    answers = []
+    for local_wire in (True, False):
+        with runtimes_for(load_config(root), local_wire=local_wire) as config:
+            assert all((model.backend.local_socket is not None) is local_wire
+                       for model in config.models.values() if model.backend is not None)
+            async with serve_app(create_app(Settings(config_dir=root), config)) as url, httpx.AsyncClient() as client:
+                responses = [await client.post(f"{url}/gateway/applications/m", json=body) for body in bodies]
+                answers.append([(r.status_code, r.json()) for r in responses])
+    assert answers[0] == answers[1]
+    assert [status for status, _ in answers[0]] == [200, 500, 400, 400]

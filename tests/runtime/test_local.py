@@ -1,0 +1,185 @@
+"""The runtime's end of the local wire, in this process, spoken to over a real Unix socket."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from protos.local_wire import HEADER, METHOD_NUMBERS
+from protos.runtime.calls_pb2 import PredictManyRequest, PredictManyResponse
+from protos.services import RUNTIME_PREDICT_MANY, TF_PREDICT
+from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
+from runtime.server import ModelServer
+from tensorcodecs import lookup_dtype
+from tensorcodecs.tensor_proto import decode_tensor, encode_tensor
+from tests.conftest import INCREMENT_MODEL, write_model
+
+SLOW = "import time\n\ndef predict(x):\n    time.sleep(int(x[0]) / 1000)\n    return x\n"
+Serve = Callable[[Path], str]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    """Start a runtime for a model folder; returns its Unix socket path."""
+    servers: list[ModelServer] = []
+
+    def start(folder: Path) -> str:
+        path = str(tmp_path / f"{len(servers)}.sock")
+        server = ModelServer.for_folder(folder, chdir=False, local_socket=path)
+        server.start()
+        servers.append(server)
+        return path
+
+    yield start
+    for server in servers:
+        server.stop(0).wait()
+
+
+def connect(path: str) -> socket.socket:
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.settimeout(10)
+    connection.connect(path)
+    return connection
+
+
+def read_exact(connection: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = connection.recv(size - len(data))
+        if not chunk:
+            raise EOFError(f"connection closed after {len(data)} of {size} bytes")
+        data += chunk
+    return data
+
+
+def call(connection: socket.socket, number: int, payload: bytes) -> tuple[int, bytes]:
+    connection.sendall(HEADER.pack(number, len(payload)) + payload)
+    code, length = HEADER.unpack(read_exact(connection, HEADER.size))
+    return code, read_exact(connection, length)
+
+
+def int_request(name: str, **inputs: list[int]) -> PredictRequest:
+    request = PredictRequest()
+    request.model_spec.name = name
+    for key, values in inputs.items():
+        request.inputs[key].CopyFrom(encode_tensor(np.array(values, np.int32), lookup_dtype("int32")))
+    return request
+
+
+PREDICT = METHOD_NUMBERS[TF_PREDICT.path]
+PREDICT_MANY = METHOD_NUMBERS[RUNTIME_PREDICT_MANY.path]
+
+
+def test_predict_answers_as_over_grpc(serve: Serve) -> None:
+    path = serve(INCREMENT_MODEL)
+    with connect(path) as connection:
+        for values in ([1, 2, 3], [41]):  # one connection, several calls in turn
+            code, payload = call(connection, PREDICT,
+                                 int_request("increment_model", number=values).SerializeToString())
+            assert code == 0
+            response = PredictResponse.FromString(payload)
+            assert decode_tensor(response.outputs["number"]).tolist() == [v + 1 for v in values]
+            assert response.model_spec.name == "increment_model"
+            assert response.model_spec.version.value == 1
+
+
+def test_predict_many_answers_each_request_on_its_own(serve: Serve) -> None:
+    path = serve(INCREMENT_MODEL)
+    request = PredictManyRequest(request_ids=["a", "b"])
+    request.requests.add().CopyFrom(int_request("increment_model", number=[1]))
+    request.requests.add().CopyFrom(int_request("increment_model", other=[1]))
+    with connect(path) as connection:
+        code, payload = call(connection, PREDICT_MANY, request.SerializeToString())
+    assert code == 0
+    first, second = PredictManyResponse.FromString(payload).results
+    assert first.code == 0
+    assert decode_tensor(first.response.outputs["number"]).tolist() == [2]
+    assert second.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "number" in second.message
+
+
+@pytest.mark.parametrize(("number", "payload", "code", "words"), [
+    (PREDICT, int_request("increment_model", other=[1]).SerializeToString(), grpc.StatusCode.INVALID_ARGUMENT,
+     "missing input 'number'"),
+    (PREDICT, int_request("someone_else", number=[1]).SerializeToString(), grpc.StatusCode.NOT_FOUND,
+     "is not served here"),
+    (PREDICT, b"\xff\xff\xff", grpc.StatusCode.INVALID_ARGUMENT, "cannot parse the request"),
+    (99, b"", grpc.StatusCode.UNIMPLEMENTED, "no method number 99"),
+])
+def test_a_failed_call_is_a_status_and_the_connection_stays_usable(
+        serve: Serve, number: int, payload: bytes, code: grpc.StatusCode, words: str) -> None:
+    path = serve(INCREMENT_MODEL)
+    with connect(path) as connection:
+        got, message = call(connection, number, payload)
+        assert got == code.value[0]
+        assert words in message.decode()
+        ok, _ = call(connection, PREDICT, int_request("increment_model", number=[1]).SerializeToString())
+        assert ok == 0
+
+
+def test_an_exception_in_the_model_is_internal_with_type_and_message(serve: Serve, tmp_path: Path) -> None:
+    folder = write_model(tmp_path / "cfg", "faulty", "faulty", "def predict(x):\n    raise KeyError('w')\n")
+    with connect(serve(folder)) as connection:
+        code, message = call(connection, PREDICT, int_request("faulty", x=[1]).SerializeToString())
+    assert code == grpc.StatusCode.INTERNAL.value[0]
+    assert message.decode() == "KeyError: 'w'"
+
+
+def test_connections_run_their_calls_at_the_same_time(serve: Serve, tmp_path: Path) -> None:
+    path = serve(write_model(tmp_path / "cfg", "slow", "slow", SLOW))
+    answers: list[int] = []
+
+    def one() -> None:
+        with connect(path) as connection:
+            answers.append(call(connection, PREDICT, int_request("slow", x=[300]).SerializeToString())[0])
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [0, 0, 0, 0]
+    assert time.monotonic() - started < 1.0  # 4 x 300 ms one after another would take 1.2 s
+
+
+def test_stop_finishes_the_running_call_closes_idle_connections_and_removes_the_socket(tmp_path: Path) -> None:
+    folder = write_model(tmp_path / "cfg", "slow", "slow", SLOW)
+    path = str(tmp_path / "rt.sock")
+    server = ModelServer.for_folder(folder, chdir=False, local_socket=path)
+    server.start()
+    idle, busy = connect(path), connect(path)
+    try:
+        assert call(busy, PREDICT, b"")[0] != 0  # the connection is being served (no input: a status)
+        payload = int_request("slow", x=[400]).SerializeToString()
+        busy.sendall(HEADER.pack(PREDICT, len(payload)) + payload)
+        time.sleep(0.1)  # the call is running
+        stopped = server.stop(5)
+        assert idle.recv(1) == b""  # an idle connection is closed at once
+        code, length = HEADER.unpack(read_exact(busy, HEADER.size))
+        assert code == 0
+        assert decode_tensor(PredictResponse.FromString(read_exact(busy, length)).outputs["y"]).tolist() == [400]
+        assert busy.recv(1) == b""  # and the busy one after its answer
+        assert not Path(path).exists()
+        with pytest.raises(FileNotFoundError):
+            connect(path)
+        assert stopped.wait(5)
+    finally:
+        idle.close()
+        busy.close()
+        server.wait()
+
+
+def test_a_socket_file_left_by_an_earlier_run_is_replaced(serve: Serve, tmp_path: Path) -> None:
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_path / "0.sock"))
+    stale.close()  # the file stays, nothing listens
+    with connect(serve(INCREMENT_MODEL)) as connection:
+        assert call(connection, PREDICT, int_request("increment_model", number=[1]).SerializeToString())[0] == 0
