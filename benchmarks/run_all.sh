@@ -232,13 +232,22 @@ if want memory; then
   fi
 fi
 
-# Large tensors: 100 MB of float32 through the binary path and through JSON, and memcpy.
+# Large tensors: 100 MB of float32 through the binary path and through JSON, and the ceilings:
+# memcpy, a raw TCP echo on loopback (server core, no HTTP), the Starlette ceiling's binary echo.
+large() {
+  timeout 600 taskset -c $LOAD_CPU "$PYTHON" load/large_tensor.py --mb "${LARGE_MB:-100}" "$@" \
+    | tee -a "$EXTRA.large" | while IFS=$'\t' read -r k v; do extra large "$k" "$v"; done
+}
 if want binary; then
   if start gw $SERVER_CPU "$GW_READY" "$(gateway_cmd embedded)"; then
     pin_children "${PID[gw]}" "$RUNTIME_CPU"
-    timeout 600 taskset -c $LOAD_CPU "$PYTHON" load/large_tensor.py --url "$GW_URL/increment_f32" \
-      --mb "${LARGE_MB:-100}" | tee -a "$EXTRA.large" | while IFS=$'\t' read -r k v; do extra large "$k" "$v"; done
+    large --url "$GW_URL/increment_f32" --loopback --echo-cpu "$SERVER_CPU"
     stop gw
+  fi
+  if start ceil_a $SERVER_CPU http://127.0.0.1:8600/health \
+      "$PYTHON -m uvicorn servers.ceiling_a_starlette:app ${UVICORN_FLAGS/8900/8600}"; then
+    large --url http://127.0.0.1:8600/gateway/applications/increment_f32 --prefix starlette_ceiling_ --json-repeat 0
+    stop ceil_a
   fi
 fi
 

@@ -2,12 +2,18 @@
 same machine, over a Unix socket, without gRPC's per-call machinery.
 
 A connection carries one call at a time, as on HTTP/1.1 keep-alive: the gateway writes a
-request frame and reads one answer frame before it writes the next request. Each frame is a
-fixed header followed by `length` bytes:
+request frame and reads one answer frame before it writes the next request. A frame is a
+fixed header, then a table, a message and an attachment of the lengths it gives:
 
-    request: kind = the method's number in LOCAL_METHODS, payload = the serialized request
-    answer:  kind = a gRPC status code; 0: payload = the serialized response,
-             otherwise payload = the status message (UTF-8)
+    request: kind = the method's number in LOCAL_METHODS, message = the serialized request
+    answer:  kind = a gRPC status code; 0: message = the serialized response,
+             otherwise message = the status message (UTF-8), no table, no attachment
+
+Large numeric tensors (ATTACH_MIN bytes and more) travel in the attachment, after the
+message, instead of in `tensor_content`: their TensorProto keeps dtype and shape only, and
+the table lists them in attachment order as (item, name, bytes), where item is the index
+of the request (or result) in a PredictMany, 0 for Predict. Both ends then read and write
+the values in place: no protobuf copy of them on either side.
 
 Deadlines stay with the gateway: a caller that stops waiting closes the connection, which
 the runtime sees as the end of that connection once the call is done.
@@ -16,11 +22,66 @@ the runtime sees as the end of that connection once the call is done.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from protos.services import RUNTIME_PREDICT_MANY, TF_PREDICT, Method
 
-HEADER = struct.Struct("<BQ")  # kind, payload length
+HEADER = struct.Struct("<BIIQ")  # kind, table length, message length, attachment length
+ENTRY = struct.Struct("<IHQ")  # item, name length (the UTF-8 name follows), bytes in the attachment
 LOCAL_METHODS: dict[int, Method[Any, Any]] = {1: TF_PREDICT, 2: RUNTIME_PREDICT_MANY}
 METHOD_NUMBERS: dict[str, int] = {method.path: number for number, method in LOCAL_METHODS.items()}
 SMALL_FRAME = 1 << 16  # frames up to this size are written with one copy, larger ones without
+ATTACH_MIN = 1 << 16  # numeric tensors of at least this many bytes travel in the attachment
+
+
+class WireError(ValueError):
+    """A frame that does not follow the local wire."""
+
+
+@dataclass
+class Attachments:
+    """A call's large tensors, by item and name: the arrays it sends (C-ordered, little-endian)
+    and the raw bytes its answer brought."""
+
+    sent: list[tuple[int, str, Any]] = field(default_factory=list)  # (item, name, numpy array)
+    received: dict[int, dict[str, memoryview]] = field(default_factory=dict)
+
+    def table(self) -> bytes:
+        """The table of `sent`, in the order their bytes are written."""
+        return encode_table((item, name, array.nbytes) for item, name, array in self.sent)
+
+    def buffers(self) -> list[memoryview]:
+        """The bytes of `sent`, in table order."""
+        return [memoryview(array).cast("B") for _, _, array in self.sent]
+
+
+def encode_table(entries: Iterable[tuple[int, str, int]]) -> bytes:
+    parts: list[bytes] = []
+    for item, name, length in entries:
+        encoded = name.encode()
+        parts.append(ENTRY.pack(item, len(encoded), length))
+        parts.append(encoded)
+    return b"".join(parts)
+
+
+def split_attachment(table: bytes, attachment: bytearray | bytes) -> dict[int, dict[str, memoryview]]:
+    """The attachment cut into its tensors' bytes (views, no copy), by item and name."""
+    tensors: dict[int, dict[str, memoryview]] = {}
+    whole = memoryview(attachment)
+    offset = position = 0
+    while position < len(table):
+        if position + ENTRY.size > len(table):
+            raise WireError("the attachment table is cut short")
+        item, name_length, length = ENTRY.unpack_from(table, position)
+        position += ENTRY.size
+        name = table[position:position + name_length].decode(errors="replace")
+        position += name_length
+        if offset + length > len(whole):
+            raise WireError(f"the attachment holds {len(whole)} bytes, the table needs more")
+        tensors.setdefault(item, {})[name] = whole[offset:offset + length]
+        offset += length
+    if offset != len(whole):
+        raise WireError(f"the attachment holds {len(whole)} bytes, the table accounts for {offset}")
+    return tensors

@@ -26,6 +26,7 @@ from gateway.manifests import RUNTIME_THREADS
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from runtime.errors import RuntimeCallError
 from runtime.model import LoadedModel, load_model
+from runtime.styles import Attached, with_attached_inputs
 
 log = logging.getLogger("runtime")
 
@@ -34,9 +35,13 @@ Outcome = PredictResponse | Exception  # one request's answer, or why it has non
 
 
 class Invoker(Protocol):
-    def __call__(self, request: PredictRequest) -> PredictResponse: ...
+    """Calls the model; `attached` (the local wire) gives the values of inputs that travelled
+    beside the request, and takes large outputs out of the response when it can."""
 
-    def many(self, requests: Sequence[PredictRequest]) -> list[Outcome]: ...
+    def __call__(self, request: PredictRequest, attached: Attached | None = None) -> PredictResponse: ...
+
+    def many(self, requests: Sequence[PredictRequest],
+             attached: Sequence[Attached | None] | None = None) -> list[Outcome]: ...
 
     def close(self) -> None: ...
 
@@ -54,21 +59,23 @@ class InlineInvoker:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def __call__(self, request: PredictRequest) -> PredictResponse:
+    def __call__(self, request: PredictRequest, attached: Attached | None = None) -> PredictResponse:
         started = time.perf_counter()
         try:
-            return self.model.predict(request)
+            return self.model.predict(request, attached)
         finally:
             self.seconds += 0.2 * (time.perf_counter() - started - self.seconds)
 
-    def many(self, requests: Sequence[PredictRequest]) -> list[Outcome]:
+    def many(self, requests: Sequence[PredictRequest],
+             attached: Sequence[Attached | None] | None = None) -> list[Outcome]:
+        each = attached or [None] * len(requests)
         if len(requests) > 1 and self.seconds > QUICK_CALL_S:
-            return list(self._spread().map(self._outcome, requests))
-        return [self._outcome(request) for request in requests]
+            return list(self._spread().map(self._outcome, requests, each))
+        return [self._outcome(request, side) for request, side in zip(requests, each, strict=True)]
 
-    def _outcome(self, request: PredictRequest) -> Outcome:
+    def _outcome(self, request: PredictRequest, attached: Attached | None) -> Outcome:
         try:
-            return self(request)
+            return self(request, attached)
         except Exception as error:  # noqa: BLE001 - each request fails on its own
             return error
 
@@ -92,13 +99,16 @@ class EventLoopInvoker:
         self.thread = threading.Thread(target=self.loop.run_forever, name="model-loop", daemon=True)
         self.thread.start()
 
-    def __call__(self, request: PredictRequest) -> PredictResponse:
-        return asyncio.run_coroutine_threadsafe(self.model.predict_async(request), self.loop).result()
+    def __call__(self, request: PredictRequest, attached: Attached | None = None) -> PredictResponse:
+        return asyncio.run_coroutine_threadsafe(self.model.predict_async(request, attached), self.loop).result()
 
-    def many(self, requests: Sequence[PredictRequest]) -> list[Outcome]:
+    def many(self, requests: Sequence[PredictRequest],
+             attached: Sequence[Attached | None] | None = None) -> list[Outcome]:
+        each = attached or [None] * len(requests)
+
         async def gather() -> list[Outcome]:
-            answers = await asyncio.gather(*(self.model.predict_async(r) for r in requests),
-                                           return_exceptions=True)
+            calls = (self.model.predict_async(r, a) for r, a in zip(requests, each, strict=True))
+            answers = await asyncio.gather(*calls, return_exceptions=True)
             return [a if isinstance(a, PredictResponse | Exception) else RuntimeError(repr(a))
                     for a in answers]
 
@@ -142,6 +152,12 @@ def _worker_predict(request_bytes: bytes) -> bytes:
     return response.SerializeToString()
 
 
+def _whole(request: PredictRequest, attached: Attached | None) -> bytes:
+    """The request for a worker process, attached inputs back in the message (its outputs
+    come back in the response)."""
+    return with_attached_inputs(request, attached.inputs if attached else {}).SerializeToString()
+
+
 class WorkerPoolInvoker:
     """N worker processes, each with its own copy of the model, for CPU-bound functions."""
 
@@ -156,11 +172,13 @@ class WorkerPoolInvoker:
                 self.pool.shutdown(cancel_futures=True)
                 raise ConfigError(error)
 
-    def __call__(self, request: PredictRequest) -> PredictResponse:
-        return self._answer(self.pool.submit(_worker_predict, request.SerializeToString()))
+    def __call__(self, request: PredictRequest, attached: Attached | None = None) -> PredictResponse:
+        return self._answer(self.pool.submit(_worker_predict, _whole(request, attached)))
 
-    def many(self, requests: Sequence[PredictRequest]) -> list[Outcome]:
-        submitted = [self.pool.submit(_worker_predict, r.SerializeToString()) for r in requests]
+    def many(self, requests: Sequence[PredictRequest],
+             attached: Sequence[Attached | None] | None = None) -> list[Outcome]:
+        each = attached or [None] * len(requests)
+        submitted = [self.pool.submit(_worker_predict, _whole(r, a)) for r, a in zip(requests, each, strict=True)]
         outcomes: list[Outcome] = []
         for future in submitted:
             try:

@@ -2,8 +2,9 @@
 Unix socket, beside the gRPC server, for a gateway on the same machine.
 
 One thread per connection reads a request, runs the handler in that thread and writes the
-answer; the gateway keeps as many connections as it has calls running, so no call waits
-behind another and no thread hand-off sits on the path.
+answer (large outputs straight from the model's arrays); the gateway keeps as many connections
+as it has calls running, so no call waits behind another and no thread hand-off sits on the
+path.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from protos.local_wire import HEADER, LOCAL_METHODS, SMALL_FRAME
-from protos.services import Method
+from protos.local_wire import HEADER, LOCAL_METHODS, SMALL_FRAME, Attachments, WireError, split_attachment
+from protos.services import RUNTIME_PREDICT_MANY, Method
+from protos.tensorflow_serving.predict_pb2 import PredictRequest
+from runtime.styles import Attached
+from tensorcodecs import CodecError
+from tensorcodecs.tensor_proto import attached_array
 
 log = logging.getLogger("runtime")
 
-Handler = Callable[[Any], Any]
+Handler = Callable[[Any, list[Attached]], Any]  # (request, per-request attached tensors) -> response
 StatusOf = Callable[[Exception, str], tuple[int, str]]  # an error -> (gRPC status code, message)
 INVALID_ARGUMENT, UNIMPLEMENTED = 3, 12
 
@@ -95,19 +100,22 @@ class LocalListener:
                 header = reader.read(HEADER.size)
                 if len(header) < HEADER.size:
                     return  # the gateway closed the connection (or the runtime is stopping)
-                number, length = HEADER.unpack(header)
-                payload = reader.read(length)
-                if len(payload) < length:
+                number, table_length, message_length, attachment_length = HEADER.unpack(header)
+                table = reader.read(table_length)
+                message = reader.read(message_length)
+                attachment = bytearray(attachment_length)  # the call's own: its arrays are writable
+                if (len(table) < table_length or len(message) < message_length
+                        or reader.readinto(attachment) < attachment_length):
                     return
                 with self._idle:
                     self._busy += 1
                 try:
-                    code, answer = self._answer(number, payload)
+                    code, answer, outputs = self._answer(number, table, message, attachment)
                 finally:
                     with self._idle:
                         self._busy -= 1
                         self._idle.notify_all()
-                _send(connection, code, answer)
+                _send(connection, code, answer, outputs)
         except OSError:
             pass  # the gateway went away mid-call (its deadline passed, or it stopped)
         finally:
@@ -116,27 +124,53 @@ class LocalListener:
             reader.close()
             connection.close()
 
-    def _answer(self, number: int, payload: bytes) -> tuple[int, bytes]:
+    def _answer(self, number: int, table: bytes, message: bytes,
+                attachment: bytearray) -> tuple[int, bytes, Attachments]:
+        """The status, the answer's message and the outputs that travel beside it."""
         entry = self._handlers.get(number)
         if entry is None:
-            return UNIMPLEMENTED, f"the local wire has no method number {number}".encode()
+            return UNIMPLEMENTED, f"the local wire has no method number {number}".encode(), Attachments()
         method, handler = entry
         try:
-            request = method.request.FromString(payload)
-        except DecodeError as error:
-            return INVALID_ARGUMENT, f"{method.path}: cannot parse the request: {error}".encode()
+            request = method.request.FromString(message)
+            items = list(request.requests) if method is RUNTIME_PREDICT_MANY else [request]
+            attached = _attached_inputs(items, table, attachment)
+        except (DecodeError, WireError, CodecError) as error:
+            return INVALID_ARGUMENT, f"{method.path}: malformed request: {error}".encode(), Attachments()
         try:
-            response = handler(request)
+            response = handler(request, attached)
         except Exception as error:  # noqa: BLE001 - every failure becomes a status, as over gRPC
-            code, message = self._status_of(error, method.path)
-            return code, message.encode()
-        return 0, response.SerializeToString()
+            code, text = self._status_of(error, method.path)
+            return code, text.encode(), Attachments()
+        answered = [result.code == 0 for result in response.results] if method is RUNTIME_PREDICT_MANY else [True]
+        outputs = Attachments([(item, name, array) for item, side in enumerate(attached) if answered[item]
+                               for name, array in (side.outputs or {}).items()])
+        return 0, response.SerializeToString(), outputs
 
 
-def _send(connection: socket.socket, code: int, payload: bytes) -> None:
-    header = HEADER.pack(code, len(payload))
-    if len(payload) <= SMALL_FRAME:
-        connection.sendall(header + payload)
+def _attached_inputs(items: list[PredictRequest], table: bytes, attachment: bytearray) -> list[Attached]:
+    """One Attached per request: the inputs whose values came in the attachment, and room for
+    the large outputs of its answer."""
+    attached = [Attached(outputs={}) for _ in items]
+    for item, tensors in split_attachment(table, attachment).items():
+        if item >= len(items):
+            raise WireError(f"the attachment table names request {item} of {len(items)}")
+        inputs = items[item].inputs
+        missing = [name for name in tensors if name not in inputs]
+        if missing:
+            raise WireError(f"the attachment table names input {missing[0]!r}, which the request lacks")
+        attached[item].inputs = {name: attached_array(inputs[name], data) for name, data in tensors.items()}
+    return attached
+
+
+def _send(connection: socket.socket, code: int, message: bytes, outputs: Attachments) -> None:
+    table = outputs.table()
+    buffers = outputs.buffers()
+    header = HEADER.pack(code, len(table), len(message), sum(buffer.nbytes for buffer in buffers))
+    if len(message) <= SMALL_FRAME:
+        connection.sendall(header + table + message)
     else:
-        connection.sendall(header)
-        connection.sendall(payload)
+        connection.sendall(header + table)
+        connection.sendall(message)
+    for buffer in buffers:
+        connection.sendall(buffer)  # straight from the output array: no copy

@@ -16,7 +16,7 @@ from gateway.errors import ConfigError
 from gateway.manifests import ModelManifest, load_model_folder
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from runtime.errors import InputError, UserCodeError
-from runtime.styles import Style, arguments, detect_style, to_response
+from runtime.styles import Attached, Style, arguments, detect_style, to_response
 
 log = logging.getLogger("runtime")
 
@@ -36,33 +36,37 @@ class LoadedModel:
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.function)
 
-    def predict(self, request: PredictRequest) -> PredictResponse:
+    def predict(self, request: PredictRequest, attached: Attached | None = None) -> PredictResponse:
         """Call a synchronous function with the request's inputs; check what it returns."""
-        kwargs = self._arguments(request)
+        kwargs = self._arguments(request, attached)
         try:
             result = self.function(**kwargs)
         except Exception as error:
             raise self._user_error(error) from error
-        return to_response(self.style, result, self.manifest.signature, self.manifest.name)
+        return self._response(result, attached)
 
-    async def predict_async(self, request: PredictRequest) -> PredictResponse:
+    async def predict_async(self, request: PredictRequest, attached: Attached | None = None) -> PredictResponse:
         """Await an async function with the request's inputs; check what it returns."""
-        kwargs = self._arguments(request)
+        kwargs = self._arguments(request, attached)
         try:
             result = await self.function(**kwargs)
         except Exception as error:
             raise self._user_error(error) from error
-        return to_response(self.style, result, self.manifest.signature, self.manifest.name)
+        return self._response(result, attached)
 
-    def _arguments(self, request: PredictRequest) -> dict[str, Any]:
+    def _arguments(self, request: PredictRequest, attached: Attached | None) -> dict[str, Any]:
         signature = self.manifest.signature
         missing = [name for name in signature.inputs if name not in request.inputs]
         if missing:
             raise InputError(f"missing input {missing[0]!r}; expected {sorted(signature.inputs)}")
         try:
-            return arguments(self.style, request.inputs, signature)
+            return arguments(self.style, request.inputs, signature, attached.inputs if attached else {})
         except ValueError as error:
             raise InputError(f"malformed input tensor: {error}") from None
+
+    def _response(self, result: Any, attached: Attached | None) -> PredictResponse:
+        detach = attached.outputs if attached is not None else None
+        return to_response(self.style, result, self.manifest.signature, self.manifest.name, detach)
 
     def _user_error(self, error: Exception) -> UserCodeError:
         log.error("model %s:%s raised", self.manifest.name, self.manifest.version, exc_info=error)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -49,6 +49,7 @@ from runtime.invokers import EventLoopInvoker, InlineInvoker, Invoker, WorkerPoo
 from runtime.local import LocalListener
 from runtime.metadata import metadata_response, signature_names, status_response
 from runtime.model import load_manifest, load_model
+from runtime.styles import Attached
 
 log = logging.getLogger("runtime")
 
@@ -147,11 +148,11 @@ class ModelServer:
 
     # ------------------------------------------------------------ handlers
 
-    def _predict(self, request: PredictRequest) -> PredictResponse:
+    def _predict(self, request: PredictRequest, attached: Sequence[Attached] = ()) -> PredictResponse:
         self._check_spec(request.model_spec, check_signature=True)
         started = time.perf_counter()
         try:
-            return self._stamp(request, self.invoker(request))
+            return self._stamp(request, self.invoker(request, attached[0] if attached else None))
         finally:
             self._observe(time.perf_counter() - started, 1)
 
@@ -159,16 +160,16 @@ class ModelServer:
         """Keep the moving average of time spent per request (reported by PredictMany)."""
         self.seconds_per_request += 0.2 * (seconds / requests - self.seconds_per_request)
 
-    def _predict_many(self, request: PredictManyRequest) -> PredictManyResponse:
+    def _predict_many(self, request: PredictManyRequest, attached: Sequence[Attached] = ()) -> PredictManyResponse:
         started = time.perf_counter()
         try:
-            response = self._answer_many(request)
+            response = self._answer_many(request, attached)
         finally:
             self._observe(time.perf_counter() - started, max(len(request.requests), 1))
         response.seconds_per_request = self.seconds_per_request
         return response
 
-    def _answer_many(self, request: PredictManyRequest) -> PredictManyResponse:
+    def _answer_many(self, request: PredictManyRequest, attached: Sequence[Attached]) -> PredictManyResponse:
         response = PredictManyResponse()
         results = [response.results.add() for _ in request.requests]
         accepted: list[int] = []
@@ -179,7 +180,8 @@ class ModelServer:
                 results[index].code, results[index].message = error.code.value[0], error.message
             else:
                 accepted.append(index)
-        outcomes = self.invoker.many([request.requests[i] for i in accepted])
+        outcomes = self.invoker.many([request.requests[i] for i in accepted],
+                                     [attached[i] for i in accepted] if attached else None)
         for index, outcome in zip(accepted, outcomes, strict=True):
             result = results[index]
             if isinstance(outcome, PredictResponse):

@@ -10,21 +10,33 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from protos.local_wire import ATTACH_MIN
 from protos.tensorflow.tensor_pb2 import TensorProto
-from protos.tensorflow_serving.predict_pb2 import PredictResponse
+from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from runtime.errors import OutputError
 from tensorcodecs import CodecError, Signature, TensorSpec, dtype_from_enum
-from tensorcodecs.tensor_proto import decode_tensor, fill_tensor
+from tensorcodecs.tensor_proto import decode_tensor, fill_tensor, tensor_header
 
 NDArray = np.ndarray
 # Modules whose use marks a function as written for TensorProto arguments.
 HYDROSPHERE_MARKERS = frozenset({"hydro_serving_grpc", "tensorflow"})
+
+
+@dataclass
+class Attached:
+    """Tensors travelling beside a call's messages (the local wire, protos.local_wire): the
+    inputs whose values came that way (writable arrays the call owns) and, when not None, where
+    the large numeric outputs go, the response then carrying their dtype and shape only."""
+
+    inputs: Mapping[str, NDArray] = field(default_factory=dict)
+    outputs: dict[str, NDArray] | None = None
 
 
 class Style(Enum):
@@ -48,21 +60,45 @@ def detect_style(source: Path) -> Style:
     return Style.NUMPY
 
 
-def arguments(style: Style, inputs: Mapping[str, TensorProto], signature: Signature) -> dict[str, Any]:
+def arguments(style: Style, inputs: Mapping[str, TensorProto], signature: Signature,
+              attached: Mapping[str, NDArray]) -> dict[str, Any]:
     """The keyword arguments for the function, in the style's form."""
     if style is Style.HYDROSPHERE:
-        return {name: inputs[name] for name in signature.inputs}
-    # Writable copies: user code may change its arguments in place.
-    return {name: np.array(decode_tensor(inputs[name])) for name in signature.inputs}
+        return {name: _with_values(inputs[name], attached[name]) if name in attached else inputs[name]
+                for name in signature.inputs}
+    # Writable copies (or attached arrays, which the call owns): user code may change its
+    # arguments in place.
+    return {name: attached[name] if name in attached else np.array(decode_tensor(inputs[name]))
+            for name in signature.inputs}
 
 
-def to_response(style: Style, result: Any, signature: Signature, model: str) -> PredictResponse:
-    """The function's result as a PredictResponse, checked against the output contract."""
+def with_attached_inputs(request: PredictRequest, attached: Mapping[str, NDArray]) -> PredictRequest:
+    """A copy of `request` whose inputs carry their attached values in the message."""
+    if not attached:
+        return request
+    whole = PredictRequest()
+    whole.CopyFrom(request)
+    for name, array in attached.items():
+        whole.inputs[name].tensor_content = array.tobytes()
+    return whole
+
+
+def _with_values(header: TensorProto, array: NDArray) -> TensorProto:
+    proto = TensorProto()
+    proto.CopyFrom(header)
+    proto.tensor_content = array.tobytes()
+    return proto
+
+
+def to_response(style: Style, result: Any, signature: Signature, model: str,
+                detach: dict[str, NDArray] | None = None) -> PredictResponse:
+    """The function's result as a PredictResponse, checked against the output contract; large
+    numeric outputs go to `detach` instead of the message when it is given."""
     if style is Style.HYDROSPHERE:
         response = _response_from_messages(result, model)
         check_outputs(response, signature, model)
         return response
-    return _response_from_arrays(result, signature, model)  # checks each array as it goes
+    return _response_from_arrays(result, signature, model, detach)  # checks each array as it goes
 
 
 def _response_from_messages(result: Any, model: str) -> PredictResponse:
@@ -77,7 +113,8 @@ def _response_from_messages(result: Any, model: str) -> PredictResponse:
                       "expected a PredictResponse with .outputs")
 
 
-def _response_from_arrays(result: Any, signature: Signature, model: str) -> PredictResponse:
+def _response_from_arrays(result: Any, signature: Signature, model: str,
+                          detach: dict[str, NDArray] | None) -> PredictResponse:
     if not isinstance(result, Mapping):
         if len(signature.outputs) != 1:
             raise OutputError(f"model {model}: the function returned {type(result).__name__}, expected "
@@ -89,7 +126,10 @@ def _response_from_arrays(result: Any, signature: Signature, model: str) -> Pred
             raise OutputError(f"model {model}: output {name!r} is missing from the answer")
         array = _output_array(result[name], spec, model)
         _check_shape(name, array.shape, spec, model)
-        fill_tensor(response.outputs[name], array, spec.dtype)
+        if detach is not None and spec.dtype.is_numeric and array.nbytes >= ATTACH_MIN:
+            detach[name] = tensor_header(response.outputs[name], array, spec.dtype)
+        else:
+            fill_tensor(response.outputs[name], array, spec.dtype)
     return response
 
 

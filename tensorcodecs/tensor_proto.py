@@ -56,15 +56,7 @@ def decode_tensor(proto: TensorProto) -> NDArray:
     Arrays read from `tensor_content` are read-only views of the message's bytes (no copy).
     """
     row = dtype_from_enum(proto.dtype)
-    shape_proto = proto.tensor_shape
-    if shape_proto.unknown_rank:
-        raise CodecError("tensor shape has unknown rank")
-    shape = tuple(dim.size for dim in shape_proto.dim)
-    if any(size < 0 for size in shape):
-        raise CodecError(f"tensor shape {list(shape)} has an unknown dimension")
-    count = 1
-    for size in shape:
-        count *= size
+    shape, count = _shape_of(proto)
     if row.is_numeric:
         content = proto.tensor_content  # read once: each access copies the bytes
         if content:
@@ -77,6 +69,48 @@ def decode_tensor(proto: TensorProto) -> NDArray:
             return np.frombuffer(content, dtype=row.numpy).reshape(shape)
     values = _values_from_typed_field(proto, row)
     return _fill(values, count, row).reshape(shape)
+
+
+def tensor_header(proto: TensorProto, array: NDArray, dtype: DType | None = None) -> NDArray:
+    """Write only the dtype and shape of a numeric `array` into an empty TensorProto, for values
+    that travel beside the message (the local wire); returns the C-ordered little-endian array
+    whose bytes are those values (`array` itself when it already is one: no copy)."""
+    array = np.asarray(array)
+    row = dtype or dtype_from_numpy(array.dtype)
+    if not row.is_numeric:
+        raise CodecError(f"{row.name} values cannot travel as raw bytes")
+    proto.dtype = row.enum  # type: ignore[assignment]
+    dims = proto.tensor_shape.dim
+    for size in array.shape:
+        dims.add().size = size
+    return _as_numeric(array, row)
+
+
+def attached_array(proto: TensorProto, data: memoryview | bytes | bytearray) -> NDArray:
+    """The array of a TensorProto written by `tensor_header`, whose values are `data` (a view of
+    it: writable when `data` is)."""
+    row = dtype_from_enum(proto.dtype)
+    if not row.is_numeric:
+        raise CodecError(f"{row.name} values cannot travel as raw bytes")
+    shape, count = _shape_of(proto)
+    need, got = count * row.numpy.itemsize, memoryview(data).nbytes
+    if got != need:
+        raise CodecError(f"{got} bytes came for shape {list(shape)} of {row.name}, which needs {need}")
+    return np.frombuffer(data, dtype=row.numpy).reshape(shape)
+
+
+def _shape_of(proto: TensorProto) -> tuple[tuple[int, ...], int]:
+    """The tensor's shape and element count; unknown rank or sizes are errors."""
+    shape_proto = proto.tensor_shape
+    if shape_proto.unknown_rank:
+        raise CodecError("tensor shape has unknown rank")
+    shape = tuple(dim.size for dim in shape_proto.dim)
+    if any(size < 0 for size in shape):
+        raise CodecError(f"tensor shape {list(shape)} has an unknown dimension")
+    count = 1
+    for size in shape:
+        count *= size
+    return shape, count
 
 
 def _as_numeric(array: NDArray, row: DType) -> NDArray:

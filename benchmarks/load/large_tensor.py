@@ -1,18 +1,25 @@
-"""A large float32 tensor through the gateway: binary path vs JSON path vs memcpy.
+"""A large float32 tensor through the gateway: binary path vs JSON path vs the ceilings.
 
 Posts one tensor of --mb megabytes to an application with a float32 [-1] input and output
-(the benchmark's `increment_f32`), one request at a time over a kept-alive connection, and
-prints tab-separated `key<TAB>value` lines: MB/s of the tensor for a whole round trip (request
-in, answer out, answer checked) on the binary path (raw bytes, dtype and shape in headers) and
-on the JSON path, and of one in-process memcpy of the same bytes.
+(the benchmark's `increment_f32`), one request at a time, and prints tab-separated
+`key<TAB>value` lines: MB/s of the tensor for a whole round trip (request in, answer out,
+answer checked) on the binary path (raw bytes, dtype and shape in headers) and on the JSON
+path; of one in-process memcpy of the same bytes; and (--loopback) of the same bytes sent to a
+raw TCP echo on 127.0.0.1 and read back, with nothing but the kernel in between: the ceiling
+of any round trip over loopback TCP on this machine. --prefix names the keys of another server
+(the Starlette ceiling).
 
 usage: large_tensor.py --url http://127.0.0.1:8900/gateway/applications/increment_f32 [--mb 100]
+           [--loopback --echo-cpu 0] [--prefix ceiling_] [--json-repeat 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import multiprocessing
+import os
+import socket
 import statistics
 import time
 import urllib.parse
@@ -32,26 +39,67 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str,
         connection.close()
 
 
+def _echo(listener: socket.socket, size: int, rounds: int, cpu: int | None) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    connection, _ = listener.accept()
+    buffer = bytearray(size)
+    for _ in range(rounds):
+        _read_into(connection, buffer)
+        connection.sendall(buffer)
+
+
+def _read_into(connection: socket.socket, buffer: bytearray) -> None:
+    view, got = memoryview(buffer), 0
+    while got < len(buffer):
+        got += connection.recv_into(view[got:])
+
+
+def loopback_seconds(raw: bytes, rounds: int, cpu: int | None) -> float:
+    """Median seconds to send `raw` to a raw TCP echo process on 127.0.0.1 and read it back."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    echo = multiprocessing.get_context("fork").Process(target=_echo, args=(listener, len(raw), rounds, cpu))
+    echo.start()
+    times = []
+    with socket.create_connection(listener.getsockname()) as connection:
+        back = bytearray(len(raw))
+        for _ in range(rounds):
+            started = time.perf_counter()
+            connection.sendall(raw)
+            _read_into(connection, back)
+            times.append(time.perf_counter() - started)
+        assert back == raw
+    echo.join()
+    listener.close()
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--mb", type=float, default=100)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json-repeat", type=int, default=1)
+    parser.add_argument("--loopback", action="store_true", help="also measure a raw TCP echo on loopback")
+    parser.add_argument("--echo-cpu", type=int, help="the CPU the raw TCP echo runs on")
+    parser.add_argument("--prefix", default="", help="a prefix for the keys printed")
     args = parser.parse_args()
+    key = args.prefix
     count = int(args.mb * 1e6) // 4
     tensor = (np.arange(count, dtype=np.float32) % 1000) / 7
     raw = tensor.tobytes()
     megabytes = len(raw) / 1e6
-    print(f"tensor_MB\t{megabytes:.1f}")
-
-    target = np.empty_like(tensor)
-    copies = []
-    for _ in range(5):
-        started = time.perf_counter()
-        np.copyto(target, tensor)
-        copies.append(time.perf_counter() - started)
-    print(f"memcpy_MBps\t{megabytes / statistics.median(copies):.0f}")
+    if not key:
+        print(f"tensor_MB\t{megabytes:.1f}")
+        target = np.empty_like(tensor)
+        copies = []
+        for _ in range(5):
+            started = time.perf_counter()
+            np.copyto(target, tensor)
+            copies.append(time.perf_counter() - started)
+        print(f"memcpy_MBps\t{megabytes / statistics.median(copies):.0f}")
+    if args.loopback:
+        print(f"loopback_tcp_round_trip_MBps\t{megabytes / loopback_seconds(raw, args.repeat, args.echo_cpu):.0f}")
 
     headers = {"Content-Type": "application/octet-stream", "x-tensor-dtype": "float32",
                "x-tensor-shape": str(count)}
@@ -65,11 +113,13 @@ def main() -> None:
         assert answer.shape == tensor.shape
         assert answer_headers.get("x-tensor-dtype") == "float32"
         assert np.array_equal(answer[:1000], tensor[:1000] + 1)
-    print(f"binary_seconds\t{statistics.median(times):.3f}")
-    print(f"binary_MBps\t{megabytes / statistics.median(times):.0f}")
+    print(f"{key}binary_seconds\t{statistics.median(times):.3f}")
+    print(f"{key}binary_MBps\t{megabytes / statistics.median(times):.0f}")
+    if args.json_repeat < 1:
+        return
 
     body_json = orjson.dumps({"number": tensor}, option=orjson.OPT_SERIALIZE_NUMPY)
-    print(f"json_body_MB\t{len(body_json) / 1e6:.1f}")
+    print(f"{key}json_body_MB\t{len(body_json) / 1e6:.1f}")
     times = []
     for _ in range(args.json_repeat):
         started = time.perf_counter()
@@ -78,8 +128,8 @@ def main() -> None:
         assert status == 200, (status, body[:300])
     answer = np.asarray(orjson.loads(body)["number"], dtype=np.float32)
     assert np.array_equal(answer[:1000], tensor[:1000] + 1)
-    print(f"json_seconds\t{statistics.median(times):.3f}")
-    print(f"json_MBps\t{megabytes / statistics.median(times):.0f}")
+    print(f"{key}json_seconds\t{statistics.median(times):.3f}")
+    print(f"{key}json_MBps\t{megabytes / statistics.median(times):.0f}")
 
 
 if __name__ == "__main__":

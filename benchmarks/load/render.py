@@ -119,6 +119,11 @@ if binary:
     mbps = float(binary)
     print(f"| embedded runtime | 100 MB float32, binary path MB/s | >= 1000 | {mbps:.0f} | "
           f"{'yes' if mbps >= 1000 else 'no'} |")
+    for ceiling, label in (("loopback_tcp_round_trip_MBps", "raw TCP echo on loopback"),
+                           ("starlette_ceiling_binary_MBps", "Starlette ceiling's binary echo")):
+        if (value := extra.get(("large", ceiling))) is not None:
+            print(f"| embedded runtime | binary path / {label} (same bytes, same round trip) | report | "
+                  f"{mbps / float(value):.2f} | - |")
 
 if rss:
     print("\n## Memory (gateway process, embedded runtime, small payload, c=64)\n")

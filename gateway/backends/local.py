@@ -12,18 +12,19 @@ from a gRPC backend.
 from __future__ import annotations
 
 import asyncio
-from typing import TypeVar, cast
+from typing import NamedTuple, TypeVar, cast
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 
 from gateway.errors import BackendError, GatewayError, from_grpc_status
-from protos.local_wire import HEADER, METHOD_NUMBERS, SMALL_FRAME
+from protos.local_wire import HEADER, METHOD_NUMBERS, SMALL_FRAME, Attachments, WireError, split_attachment
 from protos.services import Method
 
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
 STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+SCRATCH_BYTES = 1 << 16
 
 
 class LocalCallError(Exception):
@@ -39,48 +40,90 @@ class LocalCallError(Exception):
         return from_grpc_status(self.code, self.message, target)
 
 
-class _Connection(asyncio.Protocol):
-    """One Unix socket connection: writes a request frame, collects the answer frame."""
+class Frame(NamedTuple):
+    """An answer frame: status code, attachment table, message, attachment."""
+
+    code: int
+    table: bytes
+    message: bytes
+    attachment: bytearray
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """One Unix socket connection: writes a request frame, reads the answer frame. Small
+    frames are read through a scratch buffer; an attachment straight into its own buffer."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self._buffer = bytearray()
-        self._need = HEADER.size  # bytes that complete the frame being read (header first)
-        self._code: int | None = None
-        self._answer: asyncio.Future[tuple[int, bytes]] | None = None
+        self._scratch = memoryview(bytearray(SCRATCH_BYTES))
+        self._head = bytearray()  # the frame's header, table and message so far
+        self._lengths: tuple[int, int, int, int] | None = None  # the header, once read
+        self._attachment: bytearray | None = None
+        self._filled = 0
+        self._answer: asyncio.Future[Frame] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
-    def send(self, number: int, payload: bytes) -> asyncio.Future[tuple[int, bytes]]:
+    def send(self, number: int, table: bytes, message: bytes, buffers: list[memoryview]) -> asyncio.Future[Frame]:
         assert self.transport is not None
         assert self._answer is None
         self._answer = answer = asyncio.get_running_loop().create_future()
-        header = HEADER.pack(number, len(payload))
-        if len(payload) <= SMALL_FRAME:
-            self.transport.write(header + payload)
+        header = HEADER.pack(number, len(table), len(message), sum(buffer.nbytes for buffer in buffers))
+        if len(message) <= SMALL_FRAME and not buffers:
+            self.transport.write(header + table + message)
         else:
-            self.transport.writelines((header, payload))
+            self.transport.writelines([header, table, message, *buffers])  # the buffers are not copied
         return answer
 
-    def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        while len(buffer) >= self._need:
-            if self._code is None:
-                self._code, length = HEADER.unpack_from(buffer)
-                del buffer[:HEADER.size]
-                self._need = length
-                continue
-            payload = bytes(buffer[:self._need])
-            del buffer[:self._need]
-            code, self._code, self._need = self._code, None, HEADER.size
-            answer, self._answer = self._answer, None
-            if answer is None or answer.done():
-                self.close()  # an answer nobody asked for: the connection is out of step
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._attachment is not None:
+            return memoryview(self._attachment)[self._filled:]
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._attachment is not None:
+            self._filled += nbytes
+        else:
+            self._head += self._scratch[:nbytes]
+            if self._lengths is None:
+                if len(self._head) < HEADER.size:
+                    return
+                self._lengths = HEADER.unpack_from(self._head)
+                del self._head[:HEADER.size]
+            _, table_length, message_length, attachment_length = self._lengths
+            head = table_length + message_length
+            if len(self._head) < head:
                 return
-            answer.set_result((code, payload))
+            extra = len(self._head) - head
+            if extra > attachment_length:
+                self._fail("the runtime sent more than its frame announced")
+                return
+            self._attachment = bytearray(attachment_length)
+            self._attachment[:extra] = self._head[head:]
+            del self._head[head:]
+            self._filled = extra
+        if self._filled == len(self._attachment):
+            self._complete()
+
+    def _complete(self) -> None:
+        assert self._lengths is not None
+        assert self._attachment is not None
+        code, table_length, _, _ = self._lengths
+        frame = Frame(code, bytes(self._head[:table_length]), bytes(self._head[table_length:]), self._attachment)
+        self._head, self._lengths, self._attachment, self._filled = bytearray(), None, None, 0
+        answer, self._answer = self._answer, None
+        if answer is None or answer.done():
+            self.close()  # an answer nobody waits for: the connection is out of step
+            return
+        answer.set_result(frame)
+
+    def _fail(self, reason: str) -> None:
+        answer, self._answer = self._answer, None
+        if answer is not None and not answer.done():
+            answer.set_exception(LocalCallError(grpc.StatusCode.INTERNAL, reason))
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -109,14 +152,18 @@ class LocalChannel:
         """Connections kept open for the next call."""
         return sum(not connection.closed for connection in self._idle)
 
-    async def call(self, method: Method[RequestT, ResponseT], request: RequestT, timeout: float) -> ResponseT:
-        """One call; raises LocalCallError with the status it failed with."""
+    async def call(self, method: Method[RequestT, ResponseT], request: RequestT, timeout: float,
+                   attachments: Attachments | None = None) -> ResponseT:
+        """One call, with the large tensors of `attachments.sent` beside the request and those of
+        the answer put in `attachments.received`; raises LocalCallError with the status it
+        failed with."""
         connection = await self._connection(timeout)
         loop = asyncio.get_running_loop()
-        answer = connection.send(METHOD_NUMBERS[method.path], request.SerializeToString())
+        table, buffers = (attachments.table(), attachments.buffers()) if attachments is not None else (b"", [])
+        answer = connection.send(METHOD_NUMBERS[method.path], table, request.SerializeToString(), buffers)
         expiry = loop.call_later(timeout, _expire, answer)
         try:
-            code, payload = await answer
+            code, table, payload, attachment = await answer
         except BaseException:
             connection.close()  # the runtime's answer, if it comes, would be out of step
             raise
@@ -129,9 +176,14 @@ class LocalChannel:
         if code:
             raise LocalCallError(STATUS_CODES.get(code, grpc.StatusCode.UNKNOWN), payload.decode(errors="replace"))
         try:
-            return method.response.FromString(payload)
-        except DecodeError as error:
+            response = method.response.FromString(payload)
+            if table or attachment:
+                if attachments is None:
+                    raise WireError("tensors came beside an answer that expects none")
+                attachments.received = split_attachment(table, attachment)
+        except (DecodeError, WireError) as error:
             raise BackendError(f"backend {self.target} answered a malformed message: {error}") from None
+        return response
 
     async def _connection(self, timeout: float) -> _Connection:
         while self._idle:
@@ -158,6 +210,6 @@ class LocalChannel:
         self._idle.clear()
 
 
-def _expire(answer: asyncio.Future[tuple[int, bytes]]) -> None:
+def _expire(answer: asyncio.Future[Frame]) -> None:
     if not answer.done():
         answer.set_exception(LocalCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"))

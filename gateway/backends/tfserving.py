@@ -28,7 +28,7 @@ from gateway.backends.sharing import CallScheduler, Multiplexer, SharedAnswer
 from gateway.errors import BackendError, GatewayError, from_grpc_status
 from gateway.manifests import ModelManifest
 from gateway.observability import request_metadata
-from protos.local_wire import METHOD_NUMBERS
+from protos.local_wire import ATTACH_MIN, METHOD_NUMBERS, Attachments
 from protos.runtime.calls_pb2 import PredictManyRequest
 from protos.services import (
     RUNTIME_PREDICT_MANY,
@@ -54,11 +54,12 @@ from protos.tensorflow_serving.model_server_config_pb2 import ModelServerConfig
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from protos.tensorflow_serving.regression_pb2 import RegressionRequest, RegressionResponse
 from tensorcodecs import CodecError, TensorSpec
-from tensorcodecs.tensor_proto import decode_tensor, fill_tensor
+from tensorcodecs.tensor_proto import attached_array, decode_tensor, fill_tensor, tensor_header
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 SIGNATURE_DEF = "signature_def"
 STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+NUMERIC_KINDS = frozenset("biufc")  # numpy kinds whose values can travel as raw bytes
 
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
@@ -116,15 +117,16 @@ class TFServingBackend:
         return spec
 
     def build_request(self, inputs: Mapping[str, NDArray], selector: Selector | None = None,
-                      signature_name: str | None = None,
-                      specs: Mapping[str, TensorSpec] | None = None) -> PredictRequest:
-        """The PredictRequest for `inputs`, numeric tensors in `tensor_content` form."""
+                      signature_name: str | None = None, specs: Mapping[str, TensorSpec] | None = None,
+                      attachments: Attachments | None = None) -> PredictRequest:
+        """The PredictRequest for `inputs`, numeric tensors in `tensor_content` form (large ones
+        in `attachments` instead, when given: the local wire)."""
         request = PredictRequest()
         if self._pinned(selector, signature_name):
             request.model_spec.CopyFrom(self._pinned_spec)
         else:
             request.model_spec.CopyFrom(self.model_spec(selector, signature_name or self.signature_name))
-        self._fill_inputs(request, inputs, self.input_specs if specs is None else specs)
+        self._fill_inputs(request, inputs, self.input_specs if specs is None else specs, attachments)
         return request
 
     def _pinned(self, selector: Selector | None, signature_name: str | None) -> bool:
@@ -132,11 +134,16 @@ class TFServingBackend:
         return selector is None and (signature_name is None or signature_name == self.signature_name)
 
     @staticmethod
-    def _fill_inputs(request: PredictRequest, inputs: Mapping[str, NDArray],
-                     specs: Mapping[str, TensorSpec]) -> None:
+    def _fill_inputs(request: PredictRequest, inputs: Mapping[str, NDArray], specs: Mapping[str, TensorSpec],
+                     attachments: Attachments | None = None, item: int = 0) -> None:
         for name, array in inputs.items():
             input_spec = specs.get(name)
-            fill_tensor(request.inputs[name], array, input_spec.dtype if input_spec else None)
+            dtype = input_spec.dtype if input_spec else None
+            if (attachments is not None and array.nbytes >= ATTACH_MIN and array.dtype.kind in NUMERIC_KINDS
+                    and (dtype is None or dtype.is_numeric)):
+                attachments.sent.append((item, name, tensor_header(request.inputs[name], array, dtype)))
+            else:
+                fill_tensor(request.inputs[name], array, dtype)
 
     async def predict(self, inputs: Mapping[str, NDArray], timeout: float) -> dict[str, NDArray]:
         return (await self.predict_spec(inputs, timeout)).outputs
@@ -156,9 +163,10 @@ class TFServingBackend:
     async def _predict_once(self, inputs: Mapping[str, NDArray], timeout: float,
                             selector: Selector | None = None, signature_name: str | None = None,
                             specs: Mapping[str, TensorSpec] | None = None) -> Prediction:
-        request = self.build_request(inputs, selector, signature_name, specs)
-        response = await self._call(TF_PREDICT, request, timeout)
-        return self._prediction(response, request.model_spec)
+        attachments = Attachments() if self.local is not None else None
+        request = self.build_request(inputs, selector, signature_name, specs, attachments)
+        response = await self._call(TF_PREDICT, request, timeout, attachments=attachments)
+        return self._prediction(response, request.model_spec, attachments.received.get(0) if attachments else None)
 
     async def _predict_many(self, items: Sequence[Mapping[str, NDArray]], request_ids: Sequence[str],
                             timeout: float) -> SharedAnswer:
@@ -166,29 +174,34 @@ class TFServingBackend:
         each answered or failed on its own; with the runtime's time per request."""
         request = PredictManyRequest(request_ids=request_ids)
         spec = self._pinned_spec
-        for inputs in items:
+        attachments = Attachments() if self.local is not None else None
+        for index, inputs in enumerate(items):
             item = request.requests.add()
             item.model_spec.CopyFrom(spec)
-            self._fill_inputs(item, inputs, self.input_specs)
-        response = await self._call(RUNTIME_PREDICT_MANY, request, timeout, metadata=())
+            self._fill_inputs(item, inputs, self.input_specs, attachments, index)
+        response = await self._call(RUNTIME_PREDICT_MANY, request, timeout, metadata=(), attachments=attachments)
+        received = attachments.received if attachments else {}
         if len(response.results) != len(items):
             raise BackendError(f"backend {self.target} answered {len(response.results)} results "
                                f"for {len(items)} requests")
         outcomes: list[Prediction | GatewayError] = []
-        for result in response.results:
+        for index, result in enumerate(response.results):
             if result.code:
                 code = STATUS_CODES.get(result.code, grpc.StatusCode.UNKNOWN)
                 outcomes.append(from_grpc_status(code, result.message, self.target))
                 continue
             try:
-                outcomes.append(self._prediction(result.response, spec))
+                outcomes.append(self._prediction(result.response, spec, received.get(index)))
             except BackendError as error:
                 outcomes.append(error)
         return outcomes, response.seconds_per_request
 
-    def _prediction(self, response: PredictResponse, sent: ModelSpec) -> Prediction:
+    def _prediction(self, response: PredictResponse, sent: ModelSpec,
+                    attached: Mapping[str, memoryview] | None = None) -> Prediction:
+        """The outputs (those whose values came beside the message from `attached`)."""
         try:
-            outputs = {name: decode_tensor(tensor) for name, tensor in response.outputs.items()}
+            outputs = {name: attached_array(tensor, attached[name]) if attached and name in attached
+                       else decode_tensor(tensor) for name, tensor in response.outputs.items()}
         except CodecError as error:
             raise BackendError(f"backend {self.target} answered a malformed tensor: {error}") from None
         return Prediction(outputs, self._effective(response.model_spec, sent))
@@ -248,17 +261,18 @@ class TFServingBackend:
     # ------------------------------------------------------------ plumbing
 
     async def _call(self, method: Method[RequestT, ResponseT], request: RequestT, timeout: float,
-                    guarded: bool = True, metadata: tuple[tuple[str, str], ...] | None = None) -> ResponseT:
+                    guarded: bool = True, metadata: tuple[tuple[str, str], ...] | None = None,
+                    attachments: Attachments | None = None) -> ResponseT:
         """One call; `guarded` calls pass the circuit breaker and report to it. The call
         carries the request's x-request-id (to servers other than the embedded runtime)
-        unless `metadata` is given."""
+        unless `metadata` is given; `attachments` go with it on the local wire."""
         if not guarded:
             return await self._send(method, request, timeout, ())
         self.breaker.before_call()
         try:
             if metadata is None:
                 metadata = request_metadata() if self._request_ids else ()
-            response = await self._send(method, request, timeout, metadata)
+            response = await self._send(method, request, timeout, metadata, attachments)
         except GatewayError as error:
             self.breaker.record(error.grpc_code)
             raise
@@ -269,11 +283,11 @@ class TFServingBackend:
         return response
 
     async def _send(self, method: Method[RequestT, ResponseT], request: RequestT, timeout: float,
-                    metadata: tuple[tuple[str, str], ...]) -> ResponseT:
+                    metadata: tuple[tuple[str, str], ...], attachments: Attachments | None = None) -> ResponseT:
         """The call over the local wire when the runtime has one for it, else over gRPC."""
         if self.local is not None and method.path in METHOD_NUMBERS:
             try:
-                return await self.local.call(method, request, timeout)
+                return await self.local.call(method, request, timeout, attachments)
             except LocalCallError as error:
                 raise error.to_gateway_error(self.target) from None
         stub = self._stubs.get(method.path)

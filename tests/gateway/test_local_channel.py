@@ -16,13 +16,15 @@ import pytest
 
 from gateway.app import create_app
 from gateway.backends.local import LocalCallError, LocalChannel
+from gateway.errors import BackendError
 from gateway.manifests import load_config
 from gateway.settings import Settings
+from protos.local_wire import Attachments
 from protos.services import TF_PREDICT
 from protos.tensorflow_serving.predict_pb2 import PredictRequest
 from runtime.server import ModelServer
 from tensorcodecs import lookup_dtype
-from tensorcodecs.tensor_proto import decode_tensor, encode_tensor
+from tensorcodecs.tensor_proto import attached_array, decode_tensor, encode_tensor
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
 
 SLOW = "import time\n\ndef predict(x):\n    time.sleep(int(x[0]) / 1000)\n    return x\n"
@@ -181,3 +183,44 @@ async def test_the_gateway_answers_over_the_local_wire_and_over_grpc_alike(tmp_p
                 answers.append([(r.status_code, r.json()) for r in responses])
     assert answers[0] == answers[1]
     assert [status for status, _ in answers[0]] == [200, 500, 400, 400]
+
+
+async def test_large_tensors_take_the_attachment_and_answer_as_over_grpc(tmp_path: Path) -> None:
+    root = tmp_path / "config"
+    write_model(root, "double", "double", "def predict(x):\n    return x * 2\n",
+                "x: {shape: [-1], type: float32}", "y: {shape: [-1], type: float32}")
+    write_app(root, "double", "double")
+    values = [np.arange(300_000, dtype=np.float32) + first for first in range(6)]
+    binary = {"content-type": "application/octet-stream"}
+    answers = []
+    for local_wire in (True, False):
+        with runtimes_for(load_config(root), local_wire=local_wire) as config:
+            async with serve_app(create_app(Settings(config_dir=root), config)) as url, httpx.AsyncClient() as client:
+                app_url = f"{url}/gateway/applications/double"
+                # at once: they share calls (PredictMany), each with its own attachment
+                posts = [client.post(app_url, content=v.tobytes(), headers=binary, timeout=30) for v in values]
+                responses = await asyncio.gather(*posts)
+                as_json = await client.post(app_url, json={"x": values[0][:20_000].tolist()}, timeout=30)
+                answers.append(([r.content for r in responses], as_json.json()))
+    assert answers[0] == answers[1]
+    for sent, got in zip(values, answers[0][0], strict=True):
+        np.testing.assert_array_equal(np.frombuffer(got, "<f4"), sent * 2)
+    assert answers[0][1] == {"y": (values[0][:20_000] * 2).tolist()}
+
+
+async def test_an_answer_with_tensors_nobody_asked_for_is_a_backend_error(tmp_path: Path) -> None:
+    folder = write_model(tmp_path / "cfg", "big", "big", "import numpy as np\n\ndef predict(x):\n"
+                         "    return np.zeros(100_000, np.int32)\n")
+    path = str(tmp_path / "big.sock")
+    server = ModelServer.for_folder(folder, chdir=False, local_socket=path)
+    server.start()
+    channel = LocalChannel(path, "t")
+    try:
+        with pytest.raises(BackendError, match="tensors came beside an answer that expects none"):
+            await channel.call(TF_PREDICT, request(1, name="big"), 5)
+        attachments = Attachments()
+        answer = await channel.call(TF_PREDICT, request(1, name="big"), 5, attachments)
+        assert attached_array(answer.outputs["y"], attachments.received[0]["y"]).shape == (100_000,)
+    finally:
+        channel.close()
+        server.stop(0).wait()

@@ -12,13 +12,13 @@ import grpc
 import numpy as np
 import pytest
 
-from protos.local_wire import HEADER, METHOD_NUMBERS
+from protos.local_wire import ATTACH_MIN, HEADER, METHOD_NUMBERS, Attachments, encode_table, split_attachment
 from protos.runtime.calls_pb2 import PredictManyRequest, PredictManyResponse
 from protos.services import RUNTIME_PREDICT_MANY, TF_PREDICT
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from runtime.server import ModelServer
 from tensorcodecs import lookup_dtype
-from tensorcodecs.tensor_proto import decode_tensor, encode_tensor
+from tensorcodecs.tensor_proto import attached_array, decode_tensor, encode_tensor, tensor_header
 from tests.conftest import INCREMENT_MODEL, write_model
 
 SLOW = "import time\n\ndef predict(x):\n    time.sleep(int(x[0]) / 1000)\n    return x\n"
@@ -60,9 +60,27 @@ def read_exact(connection: socket.socket, size: int) -> bytes:
 
 
 def call(connection: socket.socket, number: int, payload: bytes) -> tuple[int, bytes]:
-    connection.sendall(HEADER.pack(number, len(payload)) + payload)
-    code, length = HEADER.unpack(read_exact(connection, HEADER.size))
-    return code, read_exact(connection, length)
+    """A call without attachments: (status code, message)."""
+    code, table, message, attachment = call_attached(connection, number, payload)
+    assert not table
+    assert not attachment
+    return code, message
+
+
+def call_attached(connection: socket.socket, number: int, payload: bytes,
+                  sent: Attachments | None = None) -> tuple[int, bytes, bytes, bytes]:
+    """A call: (status code, table, message, attachment) of its answer."""
+    sent = sent or Attachments()
+    buffers = b"".join(bytes(buffer) for buffer in sent.buffers())
+    table = sent.table()
+    connection.sendall(HEADER.pack(number, len(table), len(payload), len(buffers)) + table + payload + buffers)
+    return read_answer(connection)
+
+
+def read_answer(connection: socket.socket) -> tuple[int, bytes, bytes, bytes]:
+    code, table_length, message_length, attachment_length = HEADER.unpack(read_exact(connection, HEADER.size))
+    return (code, read_exact(connection, table_length), read_exact(connection, message_length),
+            read_exact(connection, attachment_length))
 
 
 def int_request(name: str, **inputs: list[int]) -> PredictRequest:
@@ -110,8 +128,9 @@ def test_predict_many_answers_each_request_on_its_own(serve: Serve) -> None:
      "missing input 'number'"),
     (PREDICT, int_request("someone_else", number=[1]).SerializeToString(), grpc.StatusCode.NOT_FOUND,
      "is not served here"),
-    (PREDICT, b"\xff\xff\xff", grpc.StatusCode.INVALID_ARGUMENT, "cannot parse the request"),
+    (PREDICT, b"\xff\xff\xff", grpc.StatusCode.INVALID_ARGUMENT, "malformed request"),
     (99, b"", grpc.StatusCode.UNIMPLEMENTED, "no method number 99"),
+    (PREDICT, b"\x0a", grpc.StatusCode.INVALID_ARGUMENT, "malformed request"),
 ])
 def test_a_failed_call_is_a_status_and_the_connection_stays_usable(
         serve: Serve, number: int, payload: bytes, code: grpc.StatusCode, words: str) -> None:
@@ -159,13 +178,13 @@ def test_stop_finishes_the_running_call_closes_idle_connections_and_removes_the_
     try:
         assert call(busy, PREDICT, b"")[0] != 0  # the connection is being served (no input: a status)
         payload = int_request("slow", x=[400]).SerializeToString()
-        busy.sendall(HEADER.pack(PREDICT, len(payload)) + payload)
+        busy.sendall(HEADER.pack(PREDICT, 0, len(payload), 0) + payload)
         time.sleep(0.1)  # the call is running
         stopped = server.stop(5)
         assert idle.recv(1) == b""  # an idle connection is closed at once
-        code, length = HEADER.unpack(read_exact(busy, HEADER.size))
+        code, _, message, _ = read_answer(busy)
         assert code == 0
-        assert decode_tensor(PredictResponse.FromString(read_exact(busy, length)).outputs["y"]).tolist() == [400]
+        assert decode_tensor(PredictResponse.FromString(message).outputs["y"]).tolist() == [400]
         assert busy.recv(1) == b""  # and the busy one after its answer
         assert not Path(path).exists()
         with pytest.raises(FileNotFoundError):
@@ -183,3 +202,80 @@ def test_a_socket_file_left_by_an_earlier_run_is_replaced(serve: Serve, tmp_path
     stale.close()  # the file stays, nothing listens
     with connect(serve(INCREMENT_MODEL)) as connection:
         assert call(connection, PREDICT, int_request("increment_model", number=[1]).SerializeToString())[0] == 0
+
+
+# ---------------------------------------------------------------- large tensors beside the message
+
+DOUBLE = ("def predict(x):\n    return x * 2\n", "x: {shape: [-1], type: float32}", "y: {shape: [-1], type: float32}")
+
+
+def float_request(name: str, values: np.ndarray, sent: Attachments, item: int = 0) -> PredictRequest:
+    request = PredictRequest()
+    request.model_spec.name = name
+    sent.sent.append((item, "x", tensor_header(request.inputs["x"], values, lookup_dtype("float32"))))
+    return request
+
+
+@pytest.mark.parametrize("extra", ["", "workers: 2", "style: hydrosphere"])
+def test_large_tensors_travel_beside_the_message(serve: Serve, tmp_path: Path, extra: str) -> None:
+    source, inputs, outputs = DOUBLE
+    if extra == "style: hydrosphere":
+        source = ("import hydro_serving_grpc as hs\nimport tensorflow as tf\n\ndef predict(x):\n"
+                  "    doubled = tf.make_tensor_proto(hs.make_ndarray(x) * 2, dtype=hs.DT_FLOAT)\n"
+                  "    return hs.PredictResponse(outputs={'y': doubled})\n")
+    path = serve(write_model(tmp_path / "cfg", "double", "double", source, inputs, outputs, extra))
+    values = np.arange(ATTACH_MIN, dtype=np.float32)  # 4 x ATTACH_MIN bytes
+    sent = Attachments()
+    request = float_request("double", values, sent)
+    with connect(path) as connection:
+        code, table, message, attachment = call_attached(connection, PREDICT, request.SerializeToString(), sent)
+    assert code == 0, message
+    response = PredictResponse.FromString(message)
+    if table:  # a numpy-style function in this process: the output comes beside the message
+        assert extra == ""
+        answer = attached_array(response.outputs["y"], split_attachment(table, bytearray(attachment))[0]["y"])
+        assert not response.outputs["y"].tensor_content
+    else:  # worker processes and TensorProto-style functions answer in the message
+        answer = decode_tensor(response.outputs["y"])
+    np.testing.assert_array_equal(answer, values * 2)
+
+
+def test_predict_many_sends_attached_outputs_only_for_answered_requests(serve: Serve, tmp_path: Path) -> None:
+    source = "def predict(x):\n    if x[0] < 0:\n        raise ValueError('negative')\n    return x * 2\n"
+    path = serve(write_model(tmp_path / "cfg", "double", "double", source, DOUBLE[1], DOUBLE[2]))
+    sent = Attachments()
+    many = PredictManyRequest()
+    firsts = [1.0, -1.0, 3.0]
+    for item, first in enumerate(firsts):
+        values = np.full(ATTACH_MIN, first, np.float32)
+        many.requests.add().CopyFrom(float_request("double", values, sent, item))
+    with connect(path) as connection:
+        code, table, message, attachment = call_attached(connection, PREDICT_MANY, many.SerializeToString(), sent)
+    assert code == 0
+    results = PredictManyResponse.FromString(message).results
+    assert [result.code for result in results] == [0, grpc.StatusCode.INTERNAL.value[0], 0]
+    received = split_attachment(table, bytearray(attachment))
+    assert sorted(received) == [0, 2]
+    for item in (0, 2):
+        answer = attached_array(results[item].response.outputs["y"], received[item]["y"])
+        assert answer[0] == firsts[item] * 2
+
+
+@pytest.mark.parametrize(("table_entry", "words"), [
+    ((0, "nope", 4 * ATTACH_MIN), "input 'nope', which the request lacks"),
+    ((5, "x", 4 * ATTACH_MIN), "names request 5 of 1"),
+    ((0, "x", 4 * ATTACH_MIN - 4), "accounts for"),
+])
+def test_a_malformed_attachment_is_invalid_argument(serve: Serve, tmp_path: Path,
+                                                    table_entry: tuple[int, str, int], words: str) -> None:
+    path = serve(write_model(tmp_path / "cfg", "double", "double", *DOUBLE))
+    sent = Attachments()
+    request = float_request("double", np.zeros(ATTACH_MIN, np.float32), sent)
+    table = encode_table([table_entry])
+    payload = request.SerializeToString()
+    with connect(path) as connection:
+        connection.sendall(HEADER.pack(PREDICT, len(table), len(payload), 4 * ATTACH_MIN) + table + payload
+                           + bytes(4 * ATTACH_MIN))
+        code, _, message, _ = read_answer(connection)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert words in message.decode()

@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 from protos.tensorflow.tensor_pb2 import TensorProto
 from tensorcodecs import CodecError, UnknownDTypeError, lookup_dtype
 from tensorcodecs.dtypes import TABLE, JsonKind
-from tensorcodecs.tensor_proto import decode_tensor, encode_tensor, fill_tensor
+from tensorcodecs.tensor_proto import attached_array, decode_tensor, encode_tensor, fill_tensor, tensor_header
 
 NDArray = np.ndarray[Any, Any]
 
@@ -226,3 +226,43 @@ def test_numpy_proto_numpy_round_trip(array: NDArray, typed: bool) -> None:
         assert np.ascontiguousarray(back).tobytes() == np.ascontiguousarray(array, back.dtype).tobytes()
     else:
         assert np.array_equal(back, array)
+
+
+# ---------------------------------------------------------------- values beside the message
+
+@pytest.mark.parametrize("name", ["float32", "float64", "int8", "int64", "uint16", "bool", "complex64", "float16"])
+def test_tensor_header_and_attached_array_round_trip(name: str) -> None:
+    dtype = lookup_dtype(name)
+    array = (np.arange(24) % 3).astype(dtype.numpy).reshape(2, 3, 4)
+    proto = TensorProto()
+    values = tensor_header(proto, array, dtype)
+    assert not proto.tensor_content  # dtype and shape only
+    assert [d.size for d in proto.tensor_shape.dim] == [2, 3, 4]
+    back = attached_array(proto, bytearray(values.tobytes()))
+    assert back.dtype == dtype.numpy
+    np.testing.assert_array_equal(back, array)
+    assert back.flags.writeable  # a view of the caller's bytearray
+
+
+def test_tensor_header_does_not_copy_a_little_endian_contiguous_array() -> None:
+    array = np.arange(10, dtype="<f4")
+    assert np.shares_memory(tensor_header(TensorProto(), array), array)
+    strided = np.arange(20, dtype="<f4")[::2]
+    values = tensor_header(TensorProto(), strided)
+    assert values.flags.c_contiguous
+    np.testing.assert_array_equal(values, strided)
+
+
+def test_attached_array_checks_the_byte_count() -> None:
+    proto = TensorProto()
+    tensor_header(proto, np.zeros((2, 2), np.float32))
+    with pytest.raises(CodecError, match=r"15 bytes came for shape \[2, 2\] of float32, which needs 16"):
+        attached_array(proto, bytes(15))
+
+
+def test_strings_cannot_travel_as_raw_bytes() -> None:
+    with pytest.raises(CodecError, match="cannot travel as raw bytes"):
+        tensor_header(TensorProto(), np.array([b"a"], dtype=object), lookup_dtype("string"))
+    proto = encode_tensor(np.array([b"a"], dtype=object), lookup_dtype("string"))
+    with pytest.raises(CodecError, match="cannot travel as raw bytes"):
+        attached_array(proto, b"a")

@@ -1,0 +1,32 @@
+"""The local wire's attachment table: tensors' bytes after a frame's message."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from protos.local_wire import ENTRY, Attachments, WireError, encode_table, split_attachment
+
+
+def test_attachments_round_trip_by_item_and_name() -> None:
+    sent = Attachments([(0, "x", np.arange(4, dtype="<f4")), (2, "größe", np.ones(3, dtype="<i8")),
+                        (2, "y", np.zeros(0, dtype="<f8"))])
+    attachment = bytearray(b"".join(bytes(buffer) for buffer in sent.buffers()))
+    received = split_attachment(sent.table(), attachment)
+    assert sorted(received) == [0, 2]
+    assert np.frombuffer(received[0]["x"], "<f4").tolist() == [0, 1, 2, 3]
+    assert np.frombuffer(received[2]["größe"], "<i8").tolist() == [1, 1, 1]
+    assert received[2]["y"].nbytes == 0
+    received[0]["x"][0] = 7  # views of the attachment, not copies
+    assert attachment[0] == 7
+
+
+@pytest.mark.parametrize(("table", "attachment", "words"), [
+    (encode_table([(0, "x", 8)])[:ENTRY.size - 1], b"", "cut short"),
+    (encode_table([(0, "x", 8)]), bytes(4), "the table needs more"),
+    (encode_table([(0, "x", 4)]), bytes(8), "accounts for 4"),
+    (b"", bytes(1), "accounts for 0"),
+])
+def test_a_table_that_does_not_match_its_attachment_is_refused(table: bytes, attachment: bytes, words: str) -> None:
+    with pytest.raises(WireError, match=words):
+        split_attachment(table, attachment)
