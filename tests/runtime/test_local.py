@@ -18,8 +18,9 @@ from protos.services import RUNTIME_PREDICT_MANY, TF_PREDICT
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from runtime.server import ModelServer
 from tensorcodecs import lookup_dtype
-from tensorcodecs.tensor_proto import attached_array, decode_tensor, encode_tensor, tensor_header
+from tensorcodecs.tensor_proto import attached_array, decode_tensor, tensor_header
 from tests.conftest import INCREMENT_MODEL, write_model
+from tests.runtime.test_server import request_for
 
 SLOW = "import time\n\ndef predict(x):\n    time.sleep(int(x[0]) / 1000)\n    return x\n"
 Serve = Callable[[Path], str]
@@ -83,14 +84,6 @@ def read_answer(connection: socket.socket) -> tuple[int, bytes, bytes, bytes]:
             read_exact(connection, attachment_length))
 
 
-def int_request(name: str, **inputs: list[int]) -> PredictRequest:
-    request = PredictRequest()
-    request.model_spec.name = name
-    for key, values in inputs.items():
-        request.inputs[key].CopyFrom(encode_tensor(np.array(values, np.int32), lookup_dtype("int32")))
-    return request
-
-
 PREDICT = METHOD_NUMBERS[TF_PREDICT.path]
 PREDICT_MANY = METHOD_NUMBERS[RUNTIME_PREDICT_MANY.path]
 
@@ -100,7 +93,7 @@ def test_predict_answers_as_over_grpc(serve: Serve) -> None:
     with connect(path) as connection:
         for values in ([1, 2, 3], [41]):  # one connection, several calls in turn
             code, payload = call(connection, PREDICT,
-                                 int_request("increment_model", number=values).SerializeToString())
+                                 request_for("increment_model", number=values).SerializeToString())
             assert code == 0
             response = PredictResponse.FromString(payload)
             assert decode_tensor(response.outputs["number"]).tolist() == [v + 1 for v in values]
@@ -111,8 +104,8 @@ def test_predict_answers_as_over_grpc(serve: Serve) -> None:
 def test_predict_many_answers_each_request_on_its_own(serve: Serve) -> None:
     path = serve(INCREMENT_MODEL)
     request = PredictManyRequest(request_ids=["a", "b"])
-    request.requests.add().CopyFrom(int_request("increment_model", number=[1]))
-    request.requests.add().CopyFrom(int_request("increment_model", other=[1]))
+    request.requests.add().CopyFrom(request_for("increment_model", number=[1]))
+    request.requests.add().CopyFrom(request_for("increment_model", other=[1]))
     with connect(path) as connection:
         code, payload = call(connection, PREDICT_MANY, request.SerializeToString())
     assert code == 0
@@ -124,9 +117,9 @@ def test_predict_many_answers_each_request_on_its_own(serve: Serve) -> None:
 
 
 @pytest.mark.parametrize(("number", "payload", "code", "words"), [
-    (PREDICT, int_request("increment_model", other=[1]).SerializeToString(), grpc.StatusCode.INVALID_ARGUMENT,
+    (PREDICT, request_for("increment_model", other=[1]).SerializeToString(), grpc.StatusCode.INVALID_ARGUMENT,
      "missing input 'number'"),
-    (PREDICT, int_request("someone_else", number=[1]).SerializeToString(), grpc.StatusCode.NOT_FOUND,
+    (PREDICT, request_for("someone_else", number=[1]).SerializeToString(), grpc.StatusCode.NOT_FOUND,
      "is not served here"),
     (PREDICT, b"\xff\xff\xff", grpc.StatusCode.INVALID_ARGUMENT, "malformed request"),
     (99, b"", grpc.StatusCode.UNIMPLEMENTED, "no method number 99"),
@@ -139,14 +132,14 @@ def test_a_failed_call_is_a_status_and_the_connection_stays_usable(
         got, message = call(connection, number, payload)
         assert got == code.value[0]
         assert words in message.decode()
-        ok, _ = call(connection, PREDICT, int_request("increment_model", number=[1]).SerializeToString())
+        ok, _ = call(connection, PREDICT, request_for("increment_model", number=[1]).SerializeToString())
         assert ok == 0
 
 
 def test_an_exception_in_the_model_is_internal_with_type_and_message(serve: Serve, tmp_path: Path) -> None:
     folder = write_model(tmp_path / "cfg", "faulty", "faulty", "def predict(x):\n    raise KeyError('w')\n")
     with connect(serve(folder)) as connection:
-        code, message = call(connection, PREDICT, int_request("faulty", x=[1]).SerializeToString())
+        code, message = call(connection, PREDICT, request_for("faulty", x=[1]).SerializeToString())
     assert code == grpc.StatusCode.INTERNAL.value[0]
     assert message.decode() == "KeyError: 'w'"
 
@@ -157,7 +150,7 @@ def test_connections_run_their_calls_at_the_same_time(serve: Serve, tmp_path: Pa
 
     def one() -> None:
         with connect(path) as connection:
-            answers.append(call(connection, PREDICT, int_request("slow", x=[300]).SerializeToString())[0])
+            answers.append(call(connection, PREDICT, request_for("slow", x=[300]).SerializeToString())[0])
 
     threads = [threading.Thread(target=one) for _ in range(4)]
     started = time.monotonic()
@@ -177,7 +170,7 @@ def test_stop_finishes_the_running_call_closes_idle_connections_and_removes_the_
     idle, busy = connect(path), connect(path)
     try:
         assert call(busy, PREDICT, b"")[0] != 0  # the connection is being served (no input: a status)
-        payload = int_request("slow", x=[400]).SerializeToString()
+        payload = request_for("slow", x=[400]).SerializeToString()
         busy.sendall(HEADER.pack(PREDICT, 0, len(payload), 0) + payload)
         time.sleep(0.1)  # the call is running
         stopped = server.stop(5)
@@ -201,7 +194,7 @@ def test_a_socket_file_left_by_an_earlier_run_is_replaced(serve: Serve, tmp_path
     stale.bind(str(tmp_path / "0.sock"))
     stale.close()  # the file stays, nothing listens
     with connect(serve(INCREMENT_MODEL)) as connection:
-        assert call(connection, PREDICT, int_request("increment_model", number=[1]).SerializeToString())[0] == 0
+        assert call(connection, PREDICT, request_for("increment_model", number=[1]).SerializeToString())[0] == 0
 
 
 # ---------------------------------------------------------------- large tensors beside the message
