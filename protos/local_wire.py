@@ -12,7 +12,8 @@ fixed header, then a table, a message and an attachment of the lengths it gives:
 Large numeric tensors (ATTACH_MIN bytes and more) travel in the attachment, after the
 message, instead of in `tensor_content`: their TensorProto keeps dtype and shape only, and
 the table lists them in attachment order as (item, name, bytes), where item is the index
-of the request (or result) in a PredictMany, 0 for Predict. Both ends then read and write
+of the request (or result) in a PredictMany, 0 for Predict; each starts at a multiple of
+ALIGN bytes, zeros in between. Both ends then read and write
 the values in place: no protobuf copy of them on either side.
 
 Deadlines stay with the gateway: a caller that stops waiting closes the connection, which
@@ -34,6 +35,7 @@ LOCAL_METHODS: dict[int, Method[Any, Any]] = {1: TF_PREDICT, 2: RUNTIME_PREDICT_
 METHOD_NUMBERS: dict[str, int] = {method.path: number for number, method in LOCAL_METHODS.items()}
 SMALL_FRAME = 1 << 16  # frames up to this size are written with one copy, larger ones without
 ATTACH_MIN = 1 << 16  # numeric tensors of at least this many bytes travel in the attachment
+ALIGN = 8  # each tensor's bytes start at a multiple of this offset in the attachment
 
 
 class WireError(ValueError):
@@ -53,8 +55,17 @@ class Attachments:
         return encode_table((item, name, array.nbytes) for item, name, array in self.sent)
 
     def buffers(self) -> list[memoryview]:
-        """The bytes of `sent`, in table order."""
-        return [memoryview(array).cast("B") for _, _, array in self.sent]
+        """The attachment: the bytes of `sent` in table order, each starting at a multiple of
+        ALIGN bytes (zeros in between)."""
+        buffers: list[memoryview] = []
+        offset = 0
+        for _, _, array in self.sent:
+            if pad := -offset % ALIGN:
+                buffers.append(memoryview(bytes(pad)))
+                offset += pad
+            buffers.append(array.reshape(-1).view("u1").data)  # bytes of any dtype, no copy
+            offset += array.nbytes
+        return buffers
 
 
 def encode_table(entries: Iterable[tuple[int, str, int]]) -> bytes:
@@ -78,6 +89,7 @@ def split_attachment(table: bytes, attachment: bytearray | bytes) -> dict[int, d
         position += ENTRY.size
         name = table[position:position + name_length].decode(errors="replace")
         position += name_length
+        offset += -offset % ALIGN
         if offset + length > len(whole):
             raise WireError(f"the attachment holds {len(whole)} bytes, the table needs more")
         tensors.setdefault(item, {})[name] = whole[offset:offset + length]

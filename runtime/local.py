@@ -10,10 +10,13 @@ path.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import socket
+import stat
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,37 +33,47 @@ log = logging.getLogger("runtime")
 
 Handler = Callable[[Any, list[Attached]], Any]  # (request, per-request attached tensors) -> response
 StatusOf = Callable[[Exception, str], tuple[int, str]]  # an error -> (gRPC status code, message)
-INVALID_ARGUMENT, UNIMPLEMENTED = 3, 12
+INVALID_ARGUMENT, UNIMPLEMENTED, UNAVAILABLE = 3, 12, 14
+ACCEPT_RETRY_S = 0.1
 
 
 class LocalListener:
-    """Serves `handlers` (method path -> handler) on the Unix socket at `path`."""
+    """Serves `handlers` (method path -> handler) on the Unix socket at `path`, at most
+    `max_calls` calls at once (the others wait, as in the gRPC server's thread pool)."""
 
-    def __init__(self, path: str, handlers: Mapping[str, Handler], status_of: StatusOf) -> None:
+    def __init__(self, path: str, handlers: Mapping[str, Handler], status_of: StatusOf, max_calls: int) -> None:
         self.path = path
         self._handlers: dict[int, tuple[Method[Any, Any], Handler]] = {
             number: (method, handlers[method.path]) for number, method in LOCAL_METHODS.items()
             if method.path in handlers
         }
         self._status_of = status_of
+        self._slots = threading.BoundedSemaphore(max_calls)
         self._socket: socket.socket | None = None
         self._connections: set[socket.socket] = set()
-        self._busy = 0
+        self._busy = 0  # calls between "request read" and "answer sent"
         self._idle = threading.Condition()
         self._stopping = False
 
     def start(self) -> None:
-        """Bind (replacing a socket file left by an earlier run) and accept in a thread."""
+        """Bind (replacing a socket left by an earlier run) and accept in a thread."""
         with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISSOCK(os.stat(self.path).st_mode):
+                raise OSError(f"cannot listen on {self.path}: it exists and is not a socket")
             os.unlink(self.path)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(self.path)
-        listener.listen(64)
+        try:
+            listener.bind(self.path)
+            listener.listen(socket.SOMAXCONN)
+        except OSError:
+            listener.close()
+            raise
         self._socket = listener
         threading.Thread(target=self._accept, name="local-accept", daemon=True).start()
 
     def stop(self) -> None:
-        """Stop accepting; idle connections close now, busy ones after their call."""
+        """Stop accepting; idle connections close now, busy ones after their call. A request
+        read from now on is answered UNAVAILABLE."""
         with self._idle:
             self._stopping = True
             connections = list(self._connections)
@@ -75,7 +88,8 @@ class LocalListener:
                 connection.shutdown(socket.SHUT_RD)  # a thread waiting for a request sees the end
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until no call is running (after `stop`); False if `timeout` passed first."""
+        """Wait until no call is running or sending its answer (after `stop`); False if
+        `timeout` passed first."""
         with self._idle:
             return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
@@ -84,45 +98,68 @@ class LocalListener:
         while True:
             try:
                 connection, _ = self._socket.accept()
-            except OSError:
-                return  # closed by stop()
+            except OSError as error:
+                if self._stopping:
+                    return  # closed by stop()
+                log.warning("local wire: accept failed (%s); trying again", error)  # e.g. out of descriptors
+                time.sleep(ACCEPT_RETRY_S)
+                continue
             with self._idle:
                 if self._stopping:
                     connection.close()
                     return
                 self._connections.add(connection)
-            threading.Thread(target=self._serve, args=(connection,), name="local-call", daemon=True).start()
+            try:
+                threading.Thread(target=self._serve, args=(connection,), name="local-call", daemon=True).start()
+            except RuntimeError as error:  # no thread to be had: the gateway sees the connection end
+                log.warning("local wire: cannot serve a connection: %s", error)
+                with self._idle:
+                    self._connections.discard(connection)
+                connection.close()
 
     def _serve(self, connection: socket.socket) -> None:
         reader = connection.makefile("rb")
         try:
-            while True:
-                header = reader.read(HEADER.size)
-                if len(header) < HEADER.size:
-                    return  # the gateway closed the connection (or the runtime is stopping)
-                number, table_length, message_length, attachment_length = HEADER.unpack(header)
-                table = reader.read(table_length)
-                message = reader.read(message_length)
-                attachment = bytearray(attachment_length)  # the call's own: its arrays are writable
-                if (len(table) < table_length or len(message) < message_length
-                        or reader.readinto(attachment) < attachment_length):
-                    return
-                with self._idle:
-                    self._busy += 1
-                try:
-                    code, answer, outputs = self._answer(number, table, message, attachment)
-                finally:
-                    with self._idle:
-                        self._busy -= 1
-                        self._idle.notify_all()
-                _send(connection, code, answer, outputs)
+            while self._serve_one(connection, reader):
+                pass
         except OSError:
             pass  # the gateway went away mid-call (its deadline passed, or it stopped)
+        except Exception:  # log it; the gateway sees the connection end
+            log.exception("local wire: a connection failed")
         finally:
             with self._idle:
                 self._connections.discard(connection)
             reader.close()
             connection.close()
+
+    def _serve_one(self, connection: socket.socket, reader: io.BufferedReader) -> bool:
+        """Read one request, run it and answer; False when the connection is done."""
+        header = reader.read(HEADER.size)
+        if len(header) < HEADER.size:
+            return False  # the gateway closed the connection (or the runtime is stopping)
+        number, table_length, message_length, attachment_length = HEADER.unpack(header)
+        table = reader.read(table_length)
+        message = reader.read(message_length)
+        attachment = bytearray(attachment_length)  # the call's own: its arrays are writable
+        if (len(table) < table_length or len(message) < message_length
+                or reader.readinto(attachment) < attachment_length):
+            return False
+        with self._idle:
+            if self._stopping:
+                _send(connection, UNAVAILABLE, b"the runtime is stopping", Attachments())
+                return False
+            self._busy += 1
+        try:
+            with self._slots:
+                if not self._stopping and _peer_gone(connection):
+                    return False  # the caller stopped waiting while the call was queued: skip it
+                code, answer, outputs = self._answer(number, table, message, attachment)
+            _send(connection, code, answer, outputs)
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+        return True
 
     def _answer(self, number: int, table: bytes, message: bytes,
                 attachment: bytearray) -> tuple[int, bytes, Attachments]:
@@ -161,6 +198,16 @@ def _attached_inputs(items: list[PredictRequest], table: bytes, attachment: byte
             raise WireError(f"the attachment table names input {missing[0]!r}, which the request lacks")
         attached[item].inputs = {name: attached_array(inputs[name], data) for name, data in tensors.items()}
     return attached
+
+
+def _peer_gone(connection: socket.socket) -> bool:
+    """Whether the gateway closed the connection (it sends nothing else while a call runs)."""
+    try:
+        return connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _send(connection: socket.socket, code: int, message: bytes, outputs: Attachments) -> None:

@@ -72,16 +72,14 @@ class ModelServer:
         self.manifest = manifest
         self.invoker = invoker
         self.address = f"{host}:{port}"
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max(threads, 2 * manifest.workers),
-                                       thread_name_prefix="model"),
-            options=SERVER_OPTIONS,
-        )
         self._health = health.HealthServicer()
         self._closer: threading.Thread | None = None
+        max_calls = max(threads, 2 * manifest.workers)
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_calls, thread_name_prefix="model"),
+                                   options=SERVER_OPTIONS)
         self._local = None if local_socket is None else LocalListener(
             local_socket, {TF_PREDICT.path: self._predict, RUNTIME_PREDICT_MANY.path: self._predict_many},
-            _local_status)
+            _local_status, max_calls)
         self.port = 0
         self.seconds_per_request = 0.0
 
@@ -117,9 +115,9 @@ class ModelServer:
         self.port = self._server.add_insecure_port(self.address)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.address}")
-        self._server.start()
         if self._local is not None:
-            self._local.start()
+            self._local.start()  # before gRPC: a runtime that cannot listen here does not serve at all
+        self._server.start()
         for service in ("", *services):
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         return self.port
@@ -135,9 +133,10 @@ class ModelServer:
         return stopped
 
     def _close_after(self, stopped: threading.Event, grace: float) -> None:
+        deadline = time.monotonic() + grace
         stopped.wait()
         if self._local is not None:
-            self._local.wait_idle(grace)
+            self._local.wait_idle(max(deadline - time.monotonic(), 0.0))
         self.invoker.close()
 
     def wait(self) -> None:

@@ -127,7 +127,13 @@ def _response_from_arrays(result: Any, signature: Signature, model: str,
         array = _output_array(result[name], spec, model)
         _check_shape(name, array.shape, spec, model)
         if detach is not None and spec.dtype.is_numeric and array.nbytes >= ATTACH_MIN:
-            detach[name] = tensor_header(response.outputs[name], array, spec.dtype)
+            values = tensor_header(response.outputs[name], array, spec.dtype)
+            # The answer is sent after the function returned: copy what its code may still hold
+            # (and change) unless the conversion already made a copy.
+            original = result[name]
+            if isinstance(original, np.ndarray) and np.may_share_memory(values, original):
+                values = values.copy()
+            detach[name] = values
         else:
             fill_tensor(response.outputs[name], array, spec.dtype)
     return response

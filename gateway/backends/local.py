@@ -40,6 +40,10 @@ class LocalCallError(Exception):
         return from_grpc_status(self.code, self.message, target)
 
 
+class LocalUnreachable(LocalCallError):
+    """Nothing listens on the socket (no such file, or refused): the request was not sent."""
+
+
 class Frame(NamedTuple):
     """An answer frame: status code, attachment table, message, attachment."""
 
@@ -56,6 +60,7 @@ class _Connection(asyncio.BufferedProtocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.heard_from = False  # whether any byte of the awaited answer came
         self._scratch = memoryview(bytearray(SCRATCH_BYTES))
         self._head = bytearray()  # the frame's header, table and message so far
         self._lengths: tuple[int, int, int, int] | None = None  # the header, once read
@@ -67,14 +72,21 @@ class _Connection(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def send(self, number: int, table: bytes, message: bytes, buffers: list[memoryview]) -> asyncio.Future[Frame]:
+        """Write a request frame; the future resolves with the answer frame."""
         assert self.transport is not None
-        assert self._answer is None
-        self._answer = answer = asyncio.get_running_loop().create_future()
+        answer = self.expect()
         header = HEADER.pack(number, len(table), len(message), sum(buffer.nbytes for buffer in buffers))
         if len(message) <= SMALL_FRAME and not buffers:
             self.transport.write(header + table + message)
         else:
             self.transport.writelines([header, table, message, *buffers])  # the buffers are not copied
+        return answer
+
+    def expect(self) -> asyncio.Future[Frame]:
+        """The future of the next answer frame."""
+        assert self._answer is None
+        self._answer = answer = asyncio.get_running_loop().create_future()
+        self.heard_from = False
         return answer
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -83,6 +95,7 @@ class _Connection(asyncio.BufferedProtocol):
         return self._scratch
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.heard_from = True
         if self._attachment is not None:
             self._filled += nbytes
         else:
@@ -122,7 +135,7 @@ class _Connection(asyncio.BufferedProtocol):
     def _fail(self, reason: str) -> None:
         answer, self._answer = self._answer, None
         if answer is not None and not answer.done():
-            answer.set_exception(LocalCallError(grpc.StatusCode.INTERNAL, reason))
+            answer.set_exception(WireError(reason))
         self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -156,51 +169,81 @@ class LocalChannel:
                    attachments: Attachments | None = None) -> ResponseT:
         """One call, with the large tensors of `attachments.sent` beside the request and those of
         the answer put in `attachments.received`; raises LocalCallError with the status it
-        failed with."""
-        connection = await self._connection(timeout)
+        failed with (LocalUnreachable when the socket is gone), BackendError for an answer
+        that breaks the wire. A kept connection found broken before any answer came (the
+        runtime restarted meanwhile) is replaced once, within the deadline."""
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         table, buffers = (attachments.table(), attachments.buffers()) if attachments is not None else (b"", [])
-        answer = connection.send(METHOD_NUMBERS[method.path], table, request.SerializeToString(), buffers)
-        expiry = loop.call_later(timeout, _expire, answer)
+        payload = (METHOD_NUMBERS[method.path], table, request.SerializeToString(), buffers)
+        while True:
+            connection, kept = await self._connection(deadline - loop.time())
+            try:
+                frame = await self._exchange(connection, payload, deadline)
+            except LocalCallError as error:
+                if kept and error.code is grpc.StatusCode.UNAVAILABLE and not connection.heard_from:
+                    continue  # a stale kept connection: the request never reached a runtime
+                raise
+            except WireError as error:
+                raise BackendError(f"backend {self.target} broke the local wire: {error}") from None
+            break
+        if frame.code:
+            raise LocalCallError(STATUS_CODES.get(frame.code, grpc.StatusCode.UNKNOWN),
+                                 frame.message.decode(errors="replace"))
         try:
-            code, table, payload, attachment = await answer
-        except BaseException:
-            connection.close()  # the runtime's answer, if it comes, would be out of step
-            raise
-        finally:
-            expiry.cancel()
-        if self._closed:
-            connection.close()
-        elif not connection.closed:
-            self._idle.append(connection)
-        if code:
-            raise LocalCallError(STATUS_CODES.get(code, grpc.StatusCode.UNKNOWN), payload.decode(errors="replace"))
-        try:
-            response = method.response.FromString(payload)
-            if table or attachment:
+            response = method.response.FromString(frame.message)
+            if frame.table or frame.attachment:
                 if attachments is None:
                     raise WireError("tensors came beside an answer that expects none")
-                attachments.received = split_attachment(table, attachment)
+                attachments.received = split_attachment(frame.table, frame.attachment)
         except (DecodeError, WireError) as error:
             raise BackendError(f"backend {self.target} answered a malformed message: {error}") from None
         return response
 
-    async def _connection(self, timeout: float) -> _Connection:
+    async def _exchange(self, connection: _Connection, payload: tuple[int, bytes, bytes, list[memoryview]],
+                        deadline: float) -> Frame:
+        """Send one request on `connection` and wait for its answer until `deadline`; the
+        connection is kept for the next call only when the exchange completed."""
+        loop = asyncio.get_running_loop()
+        expiry: asyncio.TimerHandle | None = None
+        try:
+            answer = connection.send(*payload)
+            expiry = loop.call_at(deadline, _expire, answer)
+            frame = await answer
+        except BaseException:
+            connection.close()  # the runtime's answer, if it comes, would be out of step
+            raise
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+        if self._closed:
+            connection.close()
+        elif not connection.closed:
+            self._idle.append(connection)
+        return frame
+
+    async def _connection(self, timeout: float) -> tuple[_Connection, bool]:
+        """An idle connection (and True), else a new one (and False)."""
         while self._idle:
             connection = self._idle.pop()
             if not connection.closed:
-                return connection
+                return connection, True
         if self._closed:
             raise LocalCallError(grpc.StatusCode.UNAVAILABLE, "the channel is closed")
+        if timeout <= 0:
+            raise LocalCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
         loop = asyncio.get_running_loop()
         try:
             _, connection = await asyncio.wait_for(loop.create_unix_connection(_Connection, self.path), timeout)
         except TimeoutError:
             raise LocalCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "connecting took too long") from None
+        except (FileNotFoundError, ConnectionRefusedError) as error:
+            raise LocalUnreachable(grpc.StatusCode.UNAVAILABLE, f"cannot connect to {self.path}: "
+                                   f"{error.strerror or error}") from None
         except OSError as error:
             raise LocalCallError(grpc.StatusCode.UNAVAILABLE, f"cannot connect to {self.path}: "
                                  f"{error.strerror or error}") from None
-        return connection
+        return connection, False
 
     def close(self) -> None:
         """Close the idle connections; calls still running close theirs when they end."""

@@ -66,6 +66,8 @@ class ChannelPool:
         """The local-wire channel to the embedded runtime at `target`, on its Unix socket `path`."""
         channel = self._locals.get(target)
         if channel is None or channel.path != path:
+            if channel is not None:
+                channel.close()
             channel = self._locals[target] = LocalChannel(path, target)
         return channel
 

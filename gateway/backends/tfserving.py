@@ -13,8 +13,9 @@ batching.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -22,7 +23,7 @@ from grpc_health.v1 import health_pb2
 
 from gateway.backends.base import EffectiveSpec, NDArray, Prediction, Selector
 from gateway.backends.coalesce import Coalescer
-from gateway.backends.local import LocalCallError, LocalChannel
+from gateway.backends.local import LocalCallError, LocalChannel, LocalUnreachable
 from gateway.backends.resilience import CircuitBreaker, CircuitState
 from gateway.backends.sharing import CallScheduler, Multiplexer, SharedAnswer
 from gateway.errors import BackendError, GatewayError, from_grpc_status
@@ -56,6 +57,8 @@ from protos.tensorflow_serving.regression_pb2 import RegressionRequest, Regressi
 from tensorcodecs import CodecError, TensorSpec
 from tensorcodecs.tensor_proto import attached_array, decode_tensor, fill_tensor, tensor_header
 
+log = logging.getLogger("gateway.backends")
+
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 SIGNATURE_DEF = "signature_def"
 STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -80,6 +83,7 @@ class TFServingBackend:
         self.input_specs: Mapping[str, TensorSpec] = model.signature.inputs
         self._channel = channel
         self.local = local  # an embedded runtime's Unix socket: Predict and PredictMany go there
+        self._local_fallback_logged = False
         self._stubs: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
         self._health = channel.unary_unary(
             HEALTH_CHECK,
@@ -288,6 +292,14 @@ class TFServingBackend:
         if self.local is not None and method.path in METHOD_NUMBERS:
             try:
                 return await self.local.call(method, request, timeout, attachments)
+            except LocalUnreachable as error:
+                # The socket is gone (or refused): gRPC reaches the same runtime, and retries
+                # while it restarts. Tensors that would have travelled beside go in the message.
+                if not self._local_fallback_logged:
+                    log.warning("model %s: %s; predictions go over gRPC", self.model_name, error.message)
+                    self._local_fallback_logged = True
+                if attachments is not None:
+                    request = _with_attachments_inside(request, attachments)
             except LocalCallError as error:
                 raise error.to_gateway_error(self.target) from None
         stub = self._stubs.get(method.path)
@@ -305,3 +317,14 @@ class TFServingBackend:
         spec = answered if answered.name else sent
         version = spec.version.value if spec.HasField("version") else None
         return EffectiveSpec(spec.name, version, spec.signature_name or sent.signature_name)
+
+
+def _with_attachments_inside(request: RequestT, attachments: Attachments) -> RequestT:
+    """`request` (a PredictRequest or PredictManyRequest) with the tensors of
+    `attachments.sent` put back into `tensor_content`, for gRPC."""
+    message: Any = request
+    for item, name, array in attachments.sent:
+        target = message.requests[item] if isinstance(request, PredictManyRequest) else message
+        target.inputs[name].tensor_content = array.tobytes()
+    attachments.sent.clear()
+    return cast(RequestT, message)

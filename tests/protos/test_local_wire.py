@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protos.local_wire import ENTRY, Attachments, WireError, encode_table, split_attachment
+from protos.local_wire import ALIGN, ENTRY, Attachments, WireError, encode_table, split_attachment
 
 
 def test_attachments_round_trip_by_item_and_name() -> None:
@@ -30,3 +30,15 @@ def test_attachments_round_trip_by_item_and_name() -> None:
 def test_a_table_that_does_not_match_its_attachment_is_refused(table: bytes, attachment: bytes, words: str) -> None:
     with pytest.raises(WireError, match=words):
         split_attachment(table, attachment)
+
+
+@pytest.mark.parametrize("dtype", ["<c8", "<f2", "?", ">i4", "u1"])
+def test_every_numeric_dtype_travels_and_each_tensor_starts_aligned(dtype: str) -> None:
+    odd = np.arange(3, dtype="u1")  # 3 bytes: the next tensor would start unaligned
+    values = np.ascontiguousarray(np.arange(6).reshape(2, 3).astype(dtype))
+    sent = Attachments([(0, "odd", odd), (0, "values", values)])
+    attachment = bytearray(b"".join(bytes(buffer) for buffer in sent.buffers()))
+    assert len(attachment) == ALIGN + values.nbytes
+    received = split_attachment(sent.table(), attachment)[0]
+    assert bytes(received["odd"]) == odd.tobytes()
+    np.testing.assert_array_equal(np.frombuffer(received["values"], values.dtype).reshape(2, 3), values)

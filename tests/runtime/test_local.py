@@ -224,8 +224,8 @@ def test_large_tensors_travel_beside_the_message(serve: Serve, tmp_path: Path, e
         code, table, message, attachment = call_attached(connection, PREDICT, request.SerializeToString(), sent)
     assert code == 0, message
     response = PredictResponse.FromString(message)
+    assert bool(table) == (extra == "")
     if table:  # a numpy-style function in this process: the output comes beside the message
-        assert extra == ""
         answer = attached_array(response.outputs["y"], split_attachment(table, bytearray(attachment))[0]["y"])
         assert not response.outputs["y"].tensor_content
     else:  # worker processes and TensorProto-style functions answer in the message
@@ -272,3 +272,31 @@ def test_a_malformed_attachment_is_invalid_argument(serve: Serve, tmp_path: Path
         code, _, message, _ = read_answer(connection)
     assert code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert words in message.decode()
+
+
+def test_calls_beyond_the_runtime_threads_wait_and_abandoned_ones_are_skipped(tmp_path: Path) -> None:
+    """As in the gRPC server's pool: at most `threads` calls run (at least 2); a queued call
+    whose caller went away does not run at all."""
+    record = tmp_path / "calls.log"
+    source = (f"import time\n\ndef predict(x):\n    with open({str(record)!r}, 'a') as log:\n"
+              "        log.write(f'{int(x[0])} ')\n    time.sleep(0.3)\n    return x\n")
+    folder = write_model(tmp_path / "cfg", "slow", "slow", source)
+    path = str(tmp_path / "rt.sock")
+    server = ModelServer.for_folder(folder, chdir=False, threads=2, local_socket=path)
+    server.start()
+    connections = [connect(path) for _ in range(4)]
+    try:
+        started = time.monotonic()
+        for number, connection in enumerate(connections[:3], start=1):
+            payload = request_for("slow", x=[number]).SerializeToString()
+            connection.sendall(HEADER.pack(PREDICT, 0, len(payload), 0) + payload)
+            time.sleep(0.05)
+        connections[2].close()  # call 3 waits for a thread; its caller stops waiting
+        assert call(connections[3], PREDICT, request_for("slow", x=[4]).SerializeToString())[0] == 0
+        assert [read_answer(connection)[0] for connection in connections[:2]] == [0, 0]
+        assert time.monotonic() - started >= 0.55  # call 4 waited for a thread: 2 x 0.3 s
+    finally:
+        for connection in connections:
+            connection.close()
+        server.stop(0).wait()
+    assert sorted(record.read_text().split()) == ["1", "2", "4"]
