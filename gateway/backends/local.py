@@ -1,8 +1,9 @@
 """The gateway's end of the local wire (protos.local_wire): calls to an embedded runtime over
 its Unix socket.
 
-One call per connection at a time; idle connections are kept and reused, and a new one is
-opened whenever every kept one is busy (the call scheduler in front bounds how many run).
+One call per connection at a time; idle connections are kept (up to MAX_IDLE) and reused, and
+a new one is opened whenever every kept one is busy (the call scheduler in front bounds how many
+run; the runtime runs at most its thread count at once).
 A caller that stops waiting (deadline, disconnect) closes its connection: the runtime drops
 the answer, and the next call opens a fresh one. Failures come back as the gateway errors
 of the matching gRPC status, so the circuit breaker and the error responses see no difference
@@ -25,6 +26,7 @@ RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
 STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 SCRATCH_BYTES = 1 << 16
+MAX_IDLE = 16  # connections kept for the next calls (each holds a runtime thread)
 
 
 class LocalCallError(Exception):
@@ -216,8 +218,8 @@ class LocalChannel:
         finally:
             if expiry is not None:
                 expiry.cancel()
-        if self._closed:
-            connection.close()
+        if self._closed or len(self._idle) >= MAX_IDLE:
+            connection.close()  # after a burst, keep no more than the usual calls need
         elif not connection.closed:
             self._idle.append(connection)
         return frame

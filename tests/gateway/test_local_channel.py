@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from gateway.app import create_app
-from gateway.backends.local import Frame, LocalCallError, LocalChannel, _Connection
+from gateway.backends.local import MAX_IDLE, Frame, LocalCallError, LocalChannel, _Connection
 from gateway.errors import BackendError
 from gateway.manifests import load_config
 from gateway.settings import Settings
@@ -286,3 +286,11 @@ async def test_more_bytes_than_the_frame_announced_break_the_wire() -> None:
     with pytest.raises(WireError, match="more than its frame announced"):
         answer.result()
     assert connection.closed
+
+
+async def test_after_a_burst_only_a_few_connections_are_kept(slow_runtime: str) -> None:
+    channel = LocalChannel(slow_runtime, "t")
+    answers = await asyncio.gather(*(channel.call(TF_PREDICT, request(50), 10) for _ in range(MAX_IDLE + 8)))
+    assert len(answers) == MAX_IDLE + 8
+    assert channel.idle_connections == MAX_IDLE
+    channel.close()
