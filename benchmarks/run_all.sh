@@ -23,7 +23,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONCS=${CONCS:-"1 8 64"}
 REPEAT=${REPEAT:-1}
-ONLY=${ONLY:-"ceil_a mlserver kserve mini_gw gw_embedded gw_batching gw_grpc workers memory binary"}
+ONLY=${ONLY:-"ceil_a mlserver kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_batching workers memory binary"}
 SERVER_CPU=0
 LOAD_CPU=1
 RUNTIME_CPU=${RUNTIME_CPU:-1}
@@ -186,6 +186,7 @@ for REP in $(seq "$REPEAT"); do
   want gw_embedded && gateway_sweep gw "F gateway + embedded runtime" embedded
   want gw_batching && gateway_sweep gw "H gateway + embedded runtime, batching on" batching
   want gw_grpc && gateway_sweep gw "G gateway + grpc.aio server" grpc "$TF_SERVER"
+  want gw_grpc_batching && gateway_sweep gw "I gateway + grpc.aio server, batching on" grpc_batching "$TF_SERVER"
 done
 
 # Workers: 1 and 2 gateway processes with the same placement. Two cores hold everything

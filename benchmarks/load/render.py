@@ -85,7 +85,7 @@ print("\n## Targets (ratios within this run)\n")
 print("| gateway | measure | target | measured | met |")
 print("|---|---|---|---:|---|")
 for gw, label in (("F ", "embedded runtime"), ("H ", "embedded runtime, batching on"),
-                  ("G ", "grpc.aio server")):
+                  ("G ", "grpc.aio server"), ("I ", "grpc.aio server, batching on")):
     for payload, peer, name, bound in (("small", "E ", "mini-gateway", 1.4),
                                        ("small", "C ", "MLServer REST", 1.9),
                                        ("medium", "E ", "mini-gateway", 1.0),

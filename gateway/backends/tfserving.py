@@ -13,6 +13,7 @@ batching.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, cast
@@ -63,6 +64,7 @@ HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 SIGNATURE_DEF = "signature_def"
 STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 NUMERIC_KINDS = frozenset("biufc")  # numpy kinds whose values can travel as raw bytes
+MAX_SCHEDULERS = 16  # model specs (versions, labels, signatures) with a call scheduler each
 
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
@@ -92,13 +94,14 @@ class TFServingBackend:
         )
         self._has_health_service = True
         self._pinned_spec = self.model_spec(None, self.signature_name)  # what most requests send
-        self.scheduler: CallScheduler | None = None
-        if model.batching is not None:
-            self.scheduler = Coalescer(self._predict_pinned, self.target, model.batching.max_batch_size,
-                                       model.batching.max_calls)
-        elif model.backend.shared_calls is not None:
-            self.scheduler = Multiplexer(self._predict_pinned, self._predict_many, self.target,
-                                         model.backend.shared_calls)
+        # Requests that send the same model spec and contract share a call scheduler (opt-in
+        # batching, or the embedded runtime's call sharing): the pinned spec's, and one per
+        # version, label or signature asked for (an application naming `model:N` of a floating
+        # model, a contract discovered per version), up to MAX_SCHEDULERS.
+        self._batching = model.batching
+        self._shared_calls = model.backend.shared_calls
+        self._schedulers: dict[tuple[Selector | None, str | None, int], CallScheduler] = {}
+        self.scheduler = self._scheduler_for(None, None, self.input_specs)
         # The embedded runtime has no use for the x-request-id metadata (~5 % of a call's cost);
         # PredictMany carries the ids in the message, for its error logs.
         self._request_ids = model.backend.shared_calls is None
@@ -156,13 +159,32 @@ class TFServingBackend:
                            selector: Selector | None = None, signature_name: str | None = None,
                            specs: Mapping[str, TensorSpec] | None = None) -> Prediction:
         """Predict, with the model spec the backend answered with."""
-        if (self.scheduler is not None and self._pinned(selector, signature_name)
-                and (specs is None or specs is self.input_specs)):  # what the scheduler sends
-            return await self.scheduler.predict(inputs, timeout)
+        scheduler = self._scheduler_for(selector, signature_name, self.input_specs if specs is None else specs)
+        if scheduler is not None:
+            return await scheduler.predict(inputs, timeout)
         return await self._predict_once(inputs, timeout, selector, signature_name, specs)
 
-    async def _predict_pinned(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
-        return await self._predict_once(inputs, timeout)
+    def _scheduler_for(self, selector: Selector | None, signature_name: str | None,
+                       specs: Mapping[str, TensorSpec]) -> CallScheduler | None:
+        """The call scheduler of what a request sends (model spec, input contract), made on
+        first use, if the model has one."""
+        pinned = self._pinned(selector, signature_name)
+        key = (None if pinned else selector, None if pinned else signature_name, id(specs))
+        if key in self._schedulers:
+            return self._schedulers[key]
+        if len(self._schedulers) >= MAX_SCHEDULERS or (self._batching is None and self._shared_calls is None):
+            return None
+        one = functools.partial(self._predict_once, selector=key[0], signature_name=key[1], specs=specs)
+        scheduler: CallScheduler
+        if self._batching is not None:
+            scheduler = Coalescer(one, self.target, self._batching.max_batch_size, self._batching.max_calls)
+        else:
+            assert self._shared_calls is not None
+            spec = self._pinned_spec if pinned else self.model_spec(selector, signature_name or self.signature_name)
+            many = functools.partial(self._predict_many, spec=spec, specs=specs)  # keeps `specs` (its id) alive
+            scheduler = Multiplexer(one, many, self.target, self._shared_calls)
+        self._schedulers[key] = scheduler
+        return scheduler
 
     async def _predict_once(self, inputs: Mapping[str, NDArray], timeout: float,
                             selector: Selector | None = None, signature_name: str | None = None,
@@ -173,16 +195,15 @@ class TFServingBackend:
         return self._prediction(response, request.model_spec, attachments.received.get(0) if attachments else None)
 
     async def _predict_many(self, items: Sequence[Mapping[str, NDArray]], request_ids: Sequence[str],
-                            timeout: float) -> SharedAnswer:
-        """Several requests to the pinned version in one PredictMany call (embedded runtime),
-        each answered or failed on its own; with the runtime's time per request."""
+                            timeout: float, spec: ModelSpec, specs: Mapping[str, TensorSpec]) -> SharedAnswer:
+        """Several requests for `spec` in one PredictMany call (embedded runtime), each
+        answered or failed on its own; with the runtime's time per request."""
         request = PredictManyRequest(request_ids=request_ids)
-        spec = self._pinned_spec
         attachments = Attachments() if self.local is not None else None
         for index, inputs in enumerate(items):
             item = request.requests.add()
             item.model_spec.CopyFrom(spec)
-            self._fill_inputs(item, inputs, self.input_specs, attachments, index)
+            self._fill_inputs(item, inputs, specs, attachments, index)
         response = await self._call(RUNTIME_PREDICT_MANY, request, timeout, metadata=(), attachments=attachments)
         received = attachments.received if attachments else {}
         if len(response.results) != len(items):

@@ -7,14 +7,20 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+import grpc
+import httpx
 import numpy as np
 import pytest
 
-from gateway.backends.base import NDArray, Prediction
+from gateway.app import create_app
+from gateway.backends.base import NDArray, Prediction, Selector
 from gateway.backends.coalesce import Coalescer
+from gateway.backends.tfserving import MAX_SCHEDULERS, TFServingBackend
 from gateway.errors import BackendError, ConfigError, ModelError
 from gateway.manifests import BatchingSpec, load_config
-from tests.conftest import REPO
+from gateway.settings import Settings
+from tests.conftest import REPO, serve_app, write_app
+from tests.tfserving_server import FakeTFServing
 
 
 class Model:
@@ -87,3 +93,50 @@ def test_batching_in_a_manifest(tmp_path: Path) -> None:
     scaler.write_text(scaler.read_text() + "batching: {}\n")
     with pytest.raises(ConfigError, match="batch"):
         load_config(config)
+
+
+@pytest.mark.parametrize(("model", "declared"), [("toy:1", True), ("toy:1", False), ("toy@stable", False)])
+async def test_requests_for_a_version_of_a_floating_model_are_batched_too(
+        tmp_path: Path, model: str, declared: bool) -> None:
+    """An application naming a version (or label) of a model that floats on TF Serving, with a
+    declared or a discovered contract: its concurrent requests still share calls."""
+    server = FakeTFServing(delay_s=0.02)
+    await server.start()
+    root = tmp_path / "config"
+    (root / "models").mkdir(parents=True)
+    contract = ("contract:\n  inputs:\n    input_1: {shape: [-1, 2], type: float32}\n"
+                "  outputs:\n    output_1: {shape: [-1, 1], type: float32}\n") if declared else ""
+    (root / "models" / "toy.yaml").write_text(
+        "kind: Model\nname: toy\nbatching: {max_batch_size: 64, max_calls: 1}\n"
+        f"backend:\n  protocol: tensorflow-serving\n  target: {server.target}\n  model_name: Toy\n{contract}")
+    write_app(root, "toy_app", model)
+    rows = [[float(i), 1.0] for i in range(12)]
+    try:
+        async with serve_app(create_app(Settings(config_dir=root), load_config(root))) as url, \
+                httpx.AsyncClient() as client:
+            posts = [client.post(f"{url}/gateway/applications/toy_app", json={"input_1": [row]}) for row in rows]
+            responses = await asyncio.gather(*posts)
+    finally:
+        await server.stop()
+    assert [r.status_code for r in responses] == [200] * len(rows)
+    assert [r.json()["output_1"] for r in responses] == [[[2 * a + 3 * b]] for a, b in rows]  # version 1
+    predicts = [request for name, request in server.calls if name == "Predict"]
+    assert len(predicts) < len(rows)  # some calls carried several requests' rows
+    assert all(request.model_spec.HasField("version") or request.model_spec.version_label  # type: ignore[attr-defined]
+               for request in predicts)
+
+
+async def test_schedulers_per_version_are_capped(tmp_path: Path) -> None:
+    """Versions come from requests (`/v1/models/toy/versions/N`): a scheduler each, up to a cap;
+    beyond it requests go out on their own."""
+    root = tmp_path / "config"
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "toy.yaml").write_text(
+        "kind: Model\nname: toy\nbatching: {max_batch_size: 64, max_calls: 1}\n"
+        "backend:\n  protocol: tensorflow-serving\n  target: 127.0.0.1:1\n  model_name: Toy\n")
+    model = load_config(root).models[("toy", 0)]
+    backend = TFServingBackend(grpc.aio.insecure_channel("127.0.0.1:1"), model)
+    made = [backend._scheduler_for(Selector(version), None, backend.input_specs) for version in range(1, 30)]
+    assert sum(scheduler is not None for scheduler in made) == MAX_SCHEDULERS - 1  # the pinned one is made at start
+    assert backend._scheduler_for(Selector(1), None, backend.input_specs) is made[0]
+    await backend._channel.close(None)
