@@ -247,7 +247,8 @@ if want binary; then
   fi
   if start ceil_a $SERVER_CPU http://127.0.0.1:8600/health \
       "$PYTHON -m uvicorn servers.ceiling_a_starlette:app ${UVICORN_FLAGS/8900/8600}"; then
-    large --url http://127.0.0.1:8600/gateway/applications/increment_f32 --prefix starlette_ceiling_ --json-repeat 0
+    large --url http://127.0.0.1:8600/gateway/applications/increment_f32 --prefix starlette_ceiling_ --json-repeat 0 \
+      --ingest-url http://127.0.0.1:8600/ingest
     stop ceil_a
   fi
 fi

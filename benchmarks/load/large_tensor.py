@@ -7,10 +7,11 @@ answer checked) on the binary path (raw bytes, dtype and shape in headers) and o
 path; of one in-process memcpy of the same bytes; and (--loopback) of the same bytes sent to a
 raw TCP echo on 127.0.0.1 and read back, with nothing but the kernel in between: the ceiling
 of any round trip over loopback TCP on this machine. --prefix names the keys of another server
-(the Starlette ceiling).
+(the Starlette ceiling); --ingest-url times the request alone, one way, against a server that
+only reads the body.
 
 usage: large_tensor.py --url http://127.0.0.1:8900/gateway/applications/increment_f32 [--mb 100]
-           [--loopback --echo-cpu 0] [--prefix ceiling_] [--json-repeat 0]
+           [--loopback --echo-cpu 0] [--prefix ceiling_] [--json-repeat 0] [--ingest-url URL]
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--loopback", action="store_true", help="also measure a raw TCP echo on loopback")
     parser.add_argument("--echo-cpu", type=int, help="the CPU the raw TCP echo runs on")
     parser.add_argument("--prefix", default="", help="a prefix for the keys printed")
+    parser.add_argument("--ingest-url", help="also time the request alone against this URL (one way)")
     args = parser.parse_args()
     key = args.prefix
     count = int(args.mb * 1e6) // 4
@@ -113,6 +115,15 @@ def main() -> None:
         assert answer.shape == tensor.shape
         assert answer_headers.get("x-tensor-dtype") == "float32"
         assert np.array_equal(answer[:1000], tensor[:1000] + 1)
+    if args.ingest_url:  # the body one way only: a server that reads it and answers its length
+        ingest = []
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            status, _, body = post(args.ingest_url, raw, headers)
+            ingest.append(time.perf_counter() - started)
+            assert status == 200, (status, body[:300])
+            assert int(body) == len(raw), body[:300]
+        print(f"{key}ingest_MBps\t{megabytes / statistics.median(ingest):.0f}")
     print(f"{key}binary_seconds\t{statistics.median(times):.3f}")
     print(f"{key}binary_MBps\t{megabytes / statistics.median(times):.0f}")
     if args.json_repeat < 1:
