@@ -55,7 +55,7 @@ class Frame(NamedTuple):
     attachment: bytearray
 
 
-class _Connection(asyncio.BufferedProtocol):
+class LocalConnection(asyncio.BufferedProtocol):
     """One Unix socket connection: writes a request frame, reads the answer frame. Small
     frames are read through a scratch buffer; an attachment straight into its own buffer."""
 
@@ -159,7 +159,7 @@ class LocalChannel:
     def __init__(self, path: str, target: str) -> None:
         self.path = path
         self.target = target
-        self._idle: list[_Connection] = []
+        self._idle: list[LocalConnection] = []
         self._closed = False
 
     @property
@@ -202,7 +202,7 @@ class LocalChannel:
             raise BackendError(f"backend {self.target} answered a malformed message: {error}") from None
         return response
 
-    async def _exchange(self, connection: _Connection, payload: tuple[int, bytes, bytes, list[memoryview]],
+    async def _exchange(self, connection: LocalConnection, payload: tuple[int, bytes, bytes, list[memoryview]],
                         deadline: float) -> Frame:
         """Send one request on `connection` and wait for its answer until `deadline`; the
         connection is kept for the next call only when the exchange completed."""
@@ -224,7 +224,7 @@ class LocalChannel:
             self._idle.append(connection)
         return frame
 
-    async def _connection(self, timeout: float) -> tuple[_Connection, bool]:
+    async def _connection(self, timeout: float) -> tuple[LocalConnection, bool]:
         """An idle connection (and True), else a new one (and False)."""
         while self._idle:
             connection = self._idle.pop()
@@ -236,7 +236,7 @@ class LocalChannel:
             raise LocalCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
         loop = asyncio.get_running_loop()
         try:
-            _, connection = await asyncio.wait_for(loop.create_unix_connection(_Connection, self.path), timeout)
+            _, connection = await asyncio.wait_for(loop.create_unix_connection(LocalConnection, self.path), timeout)
         except TimeoutError:
             raise LocalCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "connecting took too long") from None
         except (FileNotFoundError, ConnectionRefusedError) as error:

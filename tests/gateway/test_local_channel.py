@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from gateway.app import create_app
-from gateway.backends.local import MAX_IDLE, Frame, LocalCallError, LocalChannel, _Connection
+from gateway.backends.local import MAX_IDLE, Frame, LocalCallError, LocalChannel, LocalConnection
 from gateway.errors import BackendError
 from gateway.manifests import load_config
 from gateway.settings import Settings
@@ -259,7 +259,7 @@ async def test_an_answer_is_read_whatever_pieces_it_comes_in(piece: int) -> None
     attachment = bytes(range(256)) * 300
     frames = [frame(0, b"", b"", b""), frame(5, b"", b"no such model", b""),
               frame(0, encode_table([(0, "y", len(attachment))]), b"message", attachment)]
-    connection = _Connection()
+    connection = LocalConnection()
     for data in frames:
         answer = connection.expect()
         position = 0
@@ -277,7 +277,7 @@ async def test_an_answer_is_read_whatever_pieces_it_comes_in(piece: int) -> None
 
 
 async def test_more_bytes_than_the_frame_announced_break_the_wire() -> None:
-    connection = _Connection()
+    connection = LocalConnection()
     answer = connection.expect()
     data = frame(0, b"", b"ok", b"") + b"extra"
     buffer = connection.get_buffer(-1)
