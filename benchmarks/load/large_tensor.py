@@ -24,6 +24,7 @@ import socket
 import statistics
 import time
 import urllib.parse
+from collections.abc import Callable
 
 import numpy as np
 import orjson
@@ -105,42 +106,51 @@ def main() -> None:
 
     headers = {"Content-Type": "application/octet-stream", "x-tensor-dtype": "float32",
                "x-tensor-shape": str(count)}
-    times = []
-    for _ in range(args.repeat):
-        started = time.perf_counter()
-        status, answer_headers, body = post(args.url, raw, headers)
-        times.append(time.perf_counter() - started)
-        assert status == 200, (status, body[:300])
+
+    def binary_answer(answer_headers: dict[str, str], body: bytes) -> None:
         answer = np.frombuffer(body, dtype="<f4")
         assert answer.shape == tensor.shape
         assert answer_headers.get("x-tensor-dtype") == "float32"
         assert np.array_equal(answer[:1000], tensor[:1000] + 1)
+
+    seconds = median_seconds(args.url, raw, headers, args.repeat, binary_answer)
     if args.ingest_url:  # the body one way only: a server that reads it and answers its length
-        ingest = []
-        for _ in range(args.repeat):
-            started = time.perf_counter()
-            status, _, body = post(args.ingest_url, raw, headers)
-            ingest.append(time.perf_counter() - started)
-            assert status == 200, (status, body[:300])
-            assert int(body) == len(raw), body[:300]
-        print(f"{key}ingest_MBps\t{megabytes / statistics.median(ingest):.0f}")
-    print(f"{key}binary_seconds\t{statistics.median(times):.3f}")
-    print(f"{key}binary_MBps\t{megabytes / statistics.median(times):.0f}")
+        ingest = median_seconds(args.ingest_url, raw, headers, args.repeat,
+                                lambda _, body: _expect(int(body) == len(raw), body))
+        print(f"{key}ingest_MBps\t{megabytes / ingest:.0f}")
+    print(f"{key}binary_seconds\t{seconds:.3f}")
+    print(f"{key}binary_MBps\t{megabytes / seconds:.0f}")
     if args.json_repeat < 1:
         return
 
     body_json = orjson.dumps({"number": tensor}, option=orjson.OPT_SERIALIZE_NUMPY)
     print(f"{key}json_body_MB\t{len(body_json) / 1e6:.1f}")
+
+    def json_answer(_: dict[str, str], body: bytes) -> None:
+        answer = np.asarray(orjson.loads(body)["number"], dtype=np.float32)
+        assert np.array_equal(answer[:1000], tensor[:1000] + 1)
+
+    seconds = median_seconds(args.url, body_json, {"Content-Type": "application/json"}, args.json_repeat,
+                             json_answer)
+    print(f"{key}json_seconds\t{seconds:.3f}")
+    print(f"{key}json_MBps\t{megabytes / seconds:.0f}")
+
+
+def median_seconds(url: str, body: bytes, headers: dict[str, str], repeat: int,
+                   check: Callable[[dict[str, str], bytes], None]) -> float:
+    """Median seconds of `repeat` round trips, each answer 200 and passing `check`."""
     times = []
-    for _ in range(args.json_repeat):
+    for _ in range(repeat):
         started = time.perf_counter()
-        status, _, body = post(args.url, body_json, {"Content-Type": "application/json"})
+        status, answer_headers, answer = post(url, body, headers)
         times.append(time.perf_counter() - started)
-        assert status == 200, (status, body[:300])
-    answer = np.asarray(orjson.loads(body)["number"], dtype=np.float32)
-    assert np.array_equal(answer[:1000], tensor[:1000] + 1)
-    print(f"{key}json_seconds\t{statistics.median(times):.3f}")
-    print(f"{key}json_MBps\t{megabytes / statistics.median(times):.0f}")
+        assert status == 200, (status, answer[:300])
+        check(answer_headers, answer)
+    return statistics.median(times)
+
+
+def _expect(condition: bool, body: bytes) -> None:
+    assert condition, body[:300]
 
 
 if __name__ == "__main__":
