@@ -77,7 +77,7 @@ def encode_table(entries: Iterable[tuple[int, str, int]]) -> bytes:
     return b"".join(parts)
 
 
-def split_attachment(table: bytes, attachment: bytearray | bytes) -> dict[int, dict[str, memoryview]]:
+def split_attachment(table: bytes, attachment: bytearray | bytes | memoryview) -> dict[int, dict[str, memoryview]]:
     """The attachment cut into its tensors' bytes (views, no copy), by item and name."""
     tensors: dict[int, dict[str, memoryview]] = {}
     whole = memoryview(attachment)

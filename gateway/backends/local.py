@@ -47,26 +47,28 @@ class LocalUnreachable(LocalCallError):
 
 
 class Frame(NamedTuple):
-    """An answer frame: status code, attachment table, message, attachment."""
+    """An answer frame: status code, attachment table, message, attachment (views of one
+    buffer the frame was read into)."""
 
     code: int
     table: bytes
-    message: bytes
-    attachment: bytearray
+    message: memoryview
+    attachment: memoryview
 
 
 class LocalConnection(asyncio.BufferedProtocol):
-    """One Unix socket connection: writes a request frame, reads the answer frame. Small
-    frames are read through a scratch buffer; an attachment straight into its own buffer."""
+    """One Unix socket connection: writes a request frame, reads the answer frame. The
+    header is read through a scratch buffer, the rest of the frame straight into one buffer
+    of its size."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.heard_from = False  # whether any byte of the awaited answer came
         self._scratch = memoryview(bytearray(SCRATCH_BYTES))
-        self._head = bytearray()  # the frame's header, table and message so far
+        self._head = bytearray()  # the frame's first bytes, until its header is complete
         self._lengths: tuple[int, int, int, int] | None = None  # the header, once read
-        self._attachment: bytearray | None = None
+        self._rest: bytearray | None = None  # table, message and attachment, once the header is read
         self._filled = 0
         self._answer: asyncio.Future[Frame] | None = None
 
@@ -92,42 +94,40 @@ class LocalConnection(asyncio.BufferedProtocol):
         return answer
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self._attachment is not None:
-            return memoryview(self._attachment)[self._filled:]
+        if self._rest is not None:
+            return memoryview(self._rest)[self._filled:]
         return self._scratch
 
     def buffer_updated(self, nbytes: int) -> None:
         self.heard_from = True
-        if self._attachment is not None:
+        if self._rest is not None:
             self._filled += nbytes
         else:
             self._head += self._scratch[:nbytes]
-            if self._lengths is None:
-                if len(self._head) < HEADER.size:
-                    return
-                self._lengths = HEADER.unpack_from(self._head)
-                del self._head[:HEADER.size]
-            _, table_length, message_length, attachment_length = self._lengths
-            head = table_length + message_length
-            if len(self._head) < head:
+            if len(self._head) < HEADER.size:
                 return
-            extra = len(self._head) - head
-            if extra > attachment_length:
+            self._lengths = HEADER.unpack_from(self._head)
+            _, table_length, message_length, attachment_length = self._lengths
+            extra = len(self._head) - HEADER.size
+            size = table_length + message_length + attachment_length
+            if extra > size:
                 self._fail("the runtime sent more than its frame announced")
                 return
-            self._attachment = bytearray(attachment_length)
-            self._attachment[:extra] = self._head[head:]
-            del self._head[head:]
+            self._rest = bytearray(size)
+            self._rest[:extra] = self._head[HEADER.size:]
+            self._head.clear()
             self._filled = extra
-        if self._filled == len(self._attachment):
+        if self._filled == len(self._rest):
             self._complete()
 
     def _complete(self) -> None:
         assert self._lengths is not None
-        assert self._attachment is not None
-        code, table_length, _, _ = self._lengths
-        frame = Frame(code, bytes(self._head[:table_length]), bytes(self._head[table_length:]), self._attachment)
-        self._head, self._lengths, self._attachment, self._filled = bytearray(), None, None, 0
+        assert self._rest is not None
+        code, table_length, message_length, _ = self._lengths
+        rest = memoryview(self._rest)
+        frame = Frame(code, bytes(rest[:table_length]), rest[table_length:table_length + message_length],
+                      rest[table_length + message_length:])
+        self._lengths, self._rest, self._filled = None, None, 0
         answer, self._answer = self._answer, None
         if answer is None or answer.done():
             self.close()  # an answer nobody waits for: the connection is out of step
@@ -191,9 +191,9 @@ class LocalChannel:
             break
         if frame.code:
             raise LocalCallError(STATUS_CODES.get(frame.code, grpc.StatusCode.UNKNOWN),
-                                 frame.message.decode(errors="replace"))
+                                 bytes(frame.message).decode(errors="replace"))
         try:
-            response = method.response.FromString(frame.message)
+            response = method.response.FromString(cast(bytes, frame.message))  # any buffer parses: no copy
             if frame.table or frame.attachment:
                 if attachments is None:
                     raise WireError("tensors came beside an answer that expects none")
