@@ -105,7 +105,8 @@ class DataPlane:
         for stage in app.stages:
             variant = choose_variant(stage)
             model = variant.model.label
-            prediction = await self._predict(Target(variant.model, variant.selector), tensors, context)
+            target = Target(variant.model, variant.selector)
+            prediction = await self._predict(target, tensors, context, specs=_discovered_inputs(target))
             outputs = prediction.outputs
             tensors = outputs
         return _contract_outputs(app, outputs, model)
@@ -256,6 +257,18 @@ class DataPlane:
                     other.contracts.clear()
             await self.discover(context.remaining())
         return response
+
+
+def _discovered_inputs(target: Target) -> Mapping[str, TensorSpec] | None:
+    """The inputs of the contract the backend described for `target` (else for the model's
+    default version, which its applications are checked against) when the manifest declares
+    none; None: the manifest's, or not discovered yet."""
+    model = target.model
+    if model.manifest.contract_declared:
+        return None
+    known = model.contracts.by_selector
+    signature = (known.get(target.key) or known.get((None, None)) or {}).get(model.signature_name)
+    return signature.inputs if signature is not None else None
 
 
 def _contract_outputs(app: Application, outputs: dict[str, NDArray], model: str) -> dict[str, NDArray]:

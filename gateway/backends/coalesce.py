@@ -18,13 +18,14 @@ which is what makes it faster for vectorised models, and it works with any TF Se
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import numpy as np
 
 from gateway.backends.base import NDArray, Prediction
 from gateway.backends.sharing import Call, CallScheduler, Waiting
-from gateway.errors import BackendError
+from gateway.errors import BackendError, GatewayError
 
 
 class Coalescer(CallScheduler):
@@ -44,7 +45,11 @@ class Coalescer(CallScheduler):
         return await self._call(inputs, timeout)
 
     async def _together(self, group: list[Waiting], timeout: float) -> None:
-        joined = {name: np.concatenate([w.inputs[name] for w in group]) for name in group[0].inputs}
+        try:
+            joined = {name: np.concatenate([w.inputs[name] for w in group]) for name in group[0].inputs}
+        except ValueError:  # inputs that do not join along a first dimension: each goes alone
+            await asyncio.gather(*(self._each(w, timeout) for w in group))
+            return
         prediction = await self._call(joined, timeout)
         total = sum(w.size for w in group)
         for name, array in prediction.outputs.items():
@@ -59,3 +64,9 @@ class Coalescer(CallScheduler):
             w.resolve(Prediction({name: array[start:end] for name, array in prediction.outputs.items()},
                                  prediction.spec))
             start = end
+
+    async def _each(self, waiting: Waiting, timeout: float) -> None:
+        try:
+            waiting.resolve(await self._call(waiting.inputs, timeout))
+        except GatewayError as error:
+            waiting.fail(error)

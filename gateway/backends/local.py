@@ -5,7 +5,9 @@ One call per connection at a time; idle connections are kept (up to MAX_IDLE) an
 a new one is opened whenever every kept one is busy (the call scheduler in front bounds how many
 run; the runtime runs at most its thread count at once).
 A caller that stops waiting (deadline, disconnect) closes its connection: the runtime drops
-the answer, and the next call opens a fresh one. Failures come back as the gateway errors
+the answer, and the next call opens a fresh one. A kept connection that fails before any answer
+byte (a runtime restarted since) is replaced once: the request may then have run twice, as with
+gRPC's retry of UNAVAILABLE. Failures come back as the gateway errors
 of the matching gRPC status, so the circuit breaker and the error responses see no difference
 from a gRPC backend.
 """
@@ -19,7 +21,15 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from gateway.errors import BackendError, GatewayError, from_grpc_status
-from protos.local_wire import HEADER, METHOD_NUMBERS, SMALL_FRAME, Attachments, WireError, split_attachment
+from protos.local_wire import (
+    ALIGN,
+    HEADER,
+    METHOD_NUMBERS,
+    SMALL_FRAME,
+    Attachments,
+    WireError,
+    split_attachment,
+)
 from protos.services import Method
 
 RequestT = TypeVar("RequestT", bound=Message)
@@ -27,6 +37,7 @@ ResponseT = TypeVar("ResponseT", bound=Message)
 STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 SCRATCH_BYTES = 1 << 16
 MAX_IDLE = 16  # connections kept for the next calls (each holds a runtime thread)
+MAX_FRAME_BYTES = 1 << 36  # an answer announcing more is a broken wire, not something to allocate
 
 
 class LocalCallError(Exception):
@@ -69,6 +80,7 @@ class LocalConnection(asyncio.BufferedProtocol):
         self._head = bytearray()  # the frame's first bytes, until its header is complete
         self._lengths: tuple[int, int, int, int] | None = None  # the header, once read
         self._rest: bytearray | None = None  # table, message and attachment, once the header is read
+        self._start = 0  # where the table starts in `_rest`: the attachment then starts ALIGN-aligned
         self._filled = 0
         self._answer: asyncio.Future[Frame] | None = None
 
@@ -95,11 +107,14 @@ class LocalConnection(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._rest is not None:
-            return memoryview(self._rest)[self._filled:]
+            return memoryview(self._rest)[self._start + self._filled:]
         return self._scratch
 
     def buffer_updated(self, nbytes: int) -> None:
         self.heard_from = True
+        if self._answer is None:
+            self._fail("the runtime sent bytes nobody asked for")
+            return
         if self._rest is not None:
             self._filled += nbytes
         else:
@@ -110,24 +125,26 @@ class LocalConnection(asyncio.BufferedProtocol):
             _, table_length, message_length, attachment_length = self._lengths
             extra = len(self._head) - HEADER.size
             size = table_length + message_length + attachment_length
-            if extra > size:
-                self._fail("the runtime sent more than its frame announced")
+            if extra > size or size > MAX_FRAME_BYTES:
+                self._fail("the runtime sent more than its frame announced" if extra > size
+                           else f"the runtime announced a frame of {size} bytes")
                 return
-            self._rest = bytearray(size)
-            self._rest[:extra] = self._head[HEADER.size:]
+            self._start = -(table_length + message_length) % ALIGN
+            self._rest = bytearray(self._start + size)
+            self._rest[self._start:self._start + extra] = self._head[HEADER.size:]
             self._head.clear()
             self._filled = extra
-        if self._filled == len(self._rest):
+        if self._start + self._filled == len(self._rest):
             self._complete()
 
     def _complete(self) -> None:
         assert self._lengths is not None
         assert self._rest is not None
         code, table_length, message_length, _ = self._lengths
-        rest = memoryview(self._rest)
+        rest = memoryview(self._rest)[self._start:]
         frame = Frame(code, bytes(rest[:table_length]), rest[table_length:table_length + message_length],
                       rest[table_length + message_length:])
-        self._lengths, self._rest, self._filled = None, None, 0
+        self._lengths, self._rest, self._start, self._filled = None, None, 0, 0
         answer, self._answer = self._answer, None
         if answer is None or answer.done():
             self.close()  # an answer nobody waits for: the connection is out of step
@@ -178,13 +195,15 @@ class LocalChannel:
         deadline = loop.time() + timeout
         table, buffers = (attachments.table(), attachments.buffers()) if attachments is not None else (b"", [])
         payload = (METHOD_NUMBERS[method.path], table, request.SerializeToString(), buffers)
+        retried = False
         while True:
             connection, kept = await self._connection(deadline - loop.time())
             try:
                 frame = await self._exchange(connection, payload, deadline)
             except LocalCallError as error:
-                if kept and error.code is grpc.StatusCode.UNAVAILABLE and not connection.heard_from:
-                    continue  # a stale kept connection: the request never reached a runtime
+                if kept and not retried and error.code is grpc.StatusCode.UNAVAILABLE and not connection.heard_from:
+                    retried = True  # most likely a kept connection to a runtime that restarted since;
+                    continue  # (the request may have run: at least once, as gRPC's retry of UNAVAILABLE)
                 raise
             except WireError as error:
                 raise BackendError(f"backend {self.target} broke the local wire: {error}") from None
@@ -193,7 +212,7 @@ class LocalChannel:
             raise LocalCallError(STATUS_CODES.get(frame.code, grpc.StatusCode.UNKNOWN),
                                  bytes(frame.message).decode(errors="replace"))
         try:
-            response = method.response.FromString(cast(bytes, frame.message))  # any buffer parses: no copy
+            response = method.response.FromString(cast(bytes, frame.message))  # any buffer parses
             if frame.table or frame.attachment:
                 if attachments is None:
                     raise WireError("tensors came beside an answer that expects none")
@@ -218,6 +237,7 @@ class LocalChannel:
         finally:
             if expiry is not None:
                 expiry.cancel()
+        self._idle = [kept for kept in self._idle if not kept.closed]
         if self._closed or len(self._idle) >= MAX_IDLE:
             connection.close()  # after a burst, keep no more than the usual calls need
         elif not connection.closed:
@@ -226,14 +246,14 @@ class LocalChannel:
 
     async def _connection(self, timeout: float) -> tuple[LocalConnection, bool]:
         """An idle connection (and True), else a new one (and False)."""
+        if timeout <= 0:
+            raise LocalCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
         while self._idle:
             connection = self._idle.pop()
             if not connection.closed:
                 return connection, True
         if self._closed:
             raise LocalCallError(grpc.StatusCode.UNAVAILABLE, "the channel is closed")
-        if timeout <= 0:
-            raise LocalCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
         loop = asyncio.get_running_loop()
         try:
             _, connection = await asyncio.wait_for(loop.create_unix_connection(LocalConnection, self.path), timeout)

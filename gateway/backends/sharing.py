@@ -83,6 +83,11 @@ class CallScheduler:
         """How many calls may run at once now."""
         return self.max_calls
 
+    @property
+    def idle(self) -> bool:
+        """Whether no call runs and no request waits."""
+        return self.running == 0 and not self._waiting
+
     async def predict(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
         if self.running < self.call_limit() and not self._waiting:
             self.running += 1

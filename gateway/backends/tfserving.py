@@ -5,9 +5,9 @@ PredictionService (Predict, Classify, Regress, GetModelMetadata) and ModelServic
 Predict and PredictMany take its Unix socket instead (gateway.backends.local). Health: `grpc.health.v1`
 when the server has it; TF Serving does not, so on UNIMPLEMENTED the backend asks
 GetModelStatus instead and is healthy when its version (any version, for a floating model)
-is AVAILABLE. Predictions of the model's pinned version go through a call scheduler when the
-model has one (gateway.backends.sharing): the embedded runtime's PredictMany, or opt-in
-batching.
+is AVAILABLE. Predictions go through a call scheduler per model spec when the model has one
+(gateway.backends.sharing): the embedded runtime's PredictMany, or opt-in batching (only for
+contracts whose every input has a leading -1 dimension).
 """
 
 from __future__ import annotations
@@ -97,10 +97,12 @@ class TFServingBackend:
         # Requests that send the same model spec and contract share a call scheduler (opt-in
         # batching, or the embedded runtime's call sharing): the pinned spec's, and one per
         # version, label or signature asked for (an application naming `model:N` of a floating
-        # model, a contract discovered per version), up to MAX_SCHEDULERS.
+        # model, a contract discovered per version), up to MAX_SCHEDULERS (idle ones give way);
+        # each has its own call limit.
         self._batching = model.batching
         self._shared_calls = model.backend.shared_calls
-        self._schedulers: dict[tuple[Selector | None, str | None, int], CallScheduler] = {}
+        self._schedulers: dict[tuple[Selector | None, str, int], CallScheduler] = {}
+        self._pinned_key = (None, self.signature_name, id(self.input_specs))
         self.scheduler = self._scheduler_for(None, None, self.input_specs)
         # The embedded runtime has no use for the x-request-id metadata (~5 % of a call's cost);
         # PredictMany carries the ids in the message, for its error logs.
@@ -167,21 +169,28 @@ class TFServingBackend:
     def _scheduler_for(self, selector: Selector | None, signature_name: str | None,
                        specs: Mapping[str, TensorSpec]) -> CallScheduler | None:
         """The call scheduler of what a request sends (model spec, input contract), made on
-        first use, if the model has one."""
-        pinned = self._pinned(selector, signature_name)
-        key = (None if pinned else selector, None if pinned else signature_name, id(specs))
-        if key in self._schedulers:
-            return self._schedulers[key]
-        if len(self._schedulers) >= MAX_SCHEDULERS or (self._batching is None and self._shared_calls is None):
+        first use, if the model has one; an idle one makes room when there are MAX_SCHEDULERS."""
+        if self._batching is None and self._shared_calls is None:
             return None
-        one = functools.partial(self._predict_once, selector=key[0], signature_name=key[1], specs=specs)
-        scheduler: CallScheduler
+        signature = signature_name or self.signature_name
+        key = (selector, signature, id(specs))  # `specs` stays alive in the scheduler: its id is its own
+        scheduler = self._schedulers.get(key)
+        if scheduler is not None:
+            return scheduler
+        if self._batching is not None and not (specs and all(spec.shape and spec.shape[0] == -1
+                                                             for spec in specs.values())):
+            return None  # an unknown contract, or one without a batch dimension: no joining
+        if len(self._schedulers) >= MAX_SCHEDULERS:
+            idle = next((k for k, other in self._schedulers.items() if other.idle and k != self._pinned_key), None)
+            if idle is None:
+                return None
+            del self._schedulers[idle]
+        one = functools.partial(self._predict_once, selector=selector, signature_name=signature, specs=specs)
         if self._batching is not None:
             scheduler = Coalescer(one, self.target, self._batching.max_batch_size, self._batching.max_calls)
         else:
             assert self._shared_calls is not None
-            spec = self._pinned_spec if pinned else self.model_spec(selector, signature_name or self.signature_name)
-            many = functools.partial(self._predict_many, spec=spec, specs=specs)  # keeps `specs` (its id) alive
+            many = functools.partial(self._predict_many, spec=self.model_spec(selector, signature), specs=specs)
             scheduler = Multiplexer(one, many, self.target, self._shared_calls)
         self._schedulers[key] = scheduler
         return scheduler

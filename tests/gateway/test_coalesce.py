@@ -126,17 +126,47 @@ async def test_requests_for_a_version_of_a_floating_model_are_batched_too(
                for request in predicts)
 
 
-async def test_schedulers_per_version_are_capped(tmp_path: Path) -> None:
+async def test_schedulers_per_version_are_capped_and_idle_ones_give_way(tmp_path: Path) -> None:
     """Versions come from requests (`/v1/models/toy/versions/N`): a scheduler each, up to a cap;
-    beyond it requests go out on their own."""
+    an idle one makes room for a new one; when all are busy, requests go out on their own."""
     root = tmp_path / "config"
     (root / "models").mkdir(parents=True)
     (root / "models" / "toy.yaml").write_text(
         "kind: Model\nname: toy\nbatching: {max_batch_size: 64, max_calls: 1}\n"
-        "backend:\n  protocol: tensorflow-serving\n  target: 127.0.0.1:1\n  model_name: Toy\n")
+        "backend:\n  protocol: tensorflow-serving\n  target: 127.0.0.1:1\n  model_name: Toy\n"
+        "contract:\n  inputs:\n    input_1: {shape: [-1, 2], type: float32}\n"
+        "  outputs:\n    output_1: {shape: [-1, 1], type: float32}\n")
     model = load_config(root).models[("toy", 0)]
     backend = TFServingBackend(grpc.aio.insecure_channel("127.0.0.1:1"), model)
+    pinned = backend.scheduler
+    assert pinned is not None
     made = [backend._scheduler_for(Selector(version), None, backend.input_specs) for version in range(1, 30)]
-    assert sum(scheduler is not None for scheduler in made) == MAX_SCHEDULERS - 1  # the pinned one is made at start
-    assert backend._scheduler_for(Selector(1), None, backend.input_specs) is made[0]
+    assert all(scheduler is not None for scheduler in made)
+    assert len(backend._schedulers) == MAX_SCHEDULERS
+    assert backend._scheduler_for(None, None, backend.input_specs) is pinned  # never given away
+    assert backend._scheduler_for(Selector(29), "serving_default", backend.input_specs) is made[-1]
+    for scheduler in backend._schedulers.values():
+        scheduler.running = 1  # all busy
+    assert backend._scheduler_for(Selector(99), None, backend.input_specs) is None
     await backend._channel.close(None)
+
+
+async def test_a_contract_without_a_batch_dimension_is_never_joined(tmp_path: Path) -> None:
+    """A version or signature whose inputs have no leading -1 (here a scalar) goes out alone."""
+    server = FakeTFServing(delay_s=0.02)
+    await server.start()
+    root = tmp_path / "config"
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "errs.yaml").write_text(
+        "kind: Model\nname: errs\nbatching: {max_batch_size: 64, max_calls: 1}\n"
+        f"backend:\n  protocol: tensorflow-serving\n  target: {server.target}\n  model_name: Errors\n")
+    write_app(root, "errs_app", "errs:1")
+    try:
+        async with serve_app(create_app(Settings(config_dir=root), load_config(root))) as url, \
+                httpx.AsyncClient() as client:
+            responses = await asyncio.gather(*(client.post(f"{url}/gateway/applications/errs_app",
+                                                           json={"code": 0}) for _ in range(8)))
+    finally:
+        await server.stop()
+    assert [(r.status_code, r.json()) for r in responses] == [(200, {"code": 0})] * 8
+    assert sum(name == "Predict" for name, _ in server.calls) == 8

@@ -19,7 +19,7 @@ from gateway.backends.local import MAX_IDLE, LocalCallError, LocalChannel, Local
 from gateway.errors import BackendError
 from gateway.manifests import load_config
 from gateway.settings import Settings
-from protos.local_wire import HEADER, Attachments, WireError, encode_table
+from protos.local_wire import ALIGN, HEADER, Attachments, WireError, encode_table
 from protos.services import TF_PREDICT
 from protos.tensorflow_serving.predict_pb2 import PredictRequest
 from runtime.server import ModelServer
@@ -273,6 +273,8 @@ async def test_an_answer_is_read_whatever_pieces_it_comes_in(piece: int) -> None
         got = answer.result()
         code, table_length, message_length, _ = HEADER.unpack_from(data)
         body = data[HEADER.size:]
+        if got.attachment.nbytes:  # read where its tensors start ALIGN-aligned in memory
+            assert np.frombuffer(got.attachment, np.uint8).ctypes.data % ALIGN == 0
         assert (got.code, got.table, bytes(got.message), bytes(got.attachment)) == (
             code, body[:table_length], body[table_length:table_length + message_length],
             body[table_length + message_length:])
@@ -296,3 +298,27 @@ async def test_after_a_burst_only_a_few_connections_are_kept(slow_runtime: str) 
     assert len(answers) == MAX_IDLE + 8
     assert channel.idle_connections == MAX_IDLE
     channel.close()
+
+
+async def test_bytes_nobody_asked_for_close_the_connection() -> None:
+    connection = LocalConnection()
+    buffer = connection.get_buffer(-1)
+    buffer[:3] = b"abc"
+    connection.buffer_updated(3)  # no call is waiting for an answer
+    assert connection.closed
+
+
+async def test_requests_naming_the_version_share_calls_too(tmp_path: Path) -> None:
+    root = tmp_path / "config"
+    write_model(root, "m", "m", "import time\n\ndef predict(x):\n    time.sleep(0.005)\n    return x + 1\n")
+    write_app(root, "m_v1", "m:1")
+    with runtimes_for(load_config(root)) as config:
+        app = create_app(Settings(config_dir=root), config)
+        async with serve_app(app) as url, httpx.AsyncClient() as client:
+            posts = [client.post(f"{url}/gateway/applications/m_v1", json={"x": [i]}) for i in range(40)]
+            responses = await asyncio.gather(*posts)
+            backend = app.state.dataplane.registry.models[("m", 1)].backend
+    assert [r.json() for r in responses] == [{"y": [i + 1]} for i in range(40)]
+    used = [scheduler for scheduler in backend._schedulers.values() if scheduler.calls]
+    assert len(used) == 1
+    assert used[0].calls < 40  # some calls carried several requests (PredictMany)
