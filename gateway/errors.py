@@ -139,6 +139,14 @@ GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
 }
 
 
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def grpc_code(number: int) -> grpc.StatusCode:
+    """The gRPC status code of a number on the wire (UNKNOWN for one gRPC does not define)."""
+    return _STATUS_CODES.get(number, grpc.StatusCode.UNKNOWN)
+
+
 def from_grpc_status(code: grpc.StatusCode, details: str | None, target: str) -> GatewayError:
     """The gateway error for a backend's gRPC status, via `GRPC_TO_HTTP`."""
     status, machine_code = GRPC_TO_HTTP.get(code, (502, "backend_error"))

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import grpc
 from google.protobuf.message import DecodeError
 
 from protos.local_wire import HEADER, LOCAL_METHODS, SMALL_FRAME, Attachments, WireError, split_attachment
@@ -32,8 +33,7 @@ from tensorcodecs.tensor_proto import attached_array
 log = logging.getLogger("runtime")
 
 Handler = Callable[[Any, list[Attached]], Any]  # (request, per-request attached tensors) -> response
-StatusOf = Callable[[Exception, str], tuple[int, str]]  # an error -> (gRPC status code, message)
-INVALID_ARGUMENT, UNIMPLEMENTED, UNAVAILABLE = 3, 12, 14
+StatusOf = Callable[[Exception, str], tuple[grpc.StatusCode, str]]  # an error -> (its status, message)
 ACCEPT_RETRY_S = 0.1
 
 
@@ -146,7 +146,7 @@ class LocalListener:
             return False
         with self._idle:
             if self._stopping:
-                _send(connection, UNAVAILABLE, b"the runtime is stopping", Attachments())
+                _send(connection, grpc.StatusCode.UNAVAILABLE, b"the runtime is stopping", Attachments())
                 return False
             self._busy += 1
         try:
@@ -162,18 +162,20 @@ class LocalListener:
         return True
 
     def _answer(self, number: int, table: bytes, message: bytes,
-                attachment: bytearray) -> tuple[int, bytes, Attachments]:
+                attachment: bytearray) -> tuple[grpc.StatusCode, bytes, Attachments]:
         """The status, the answer's message and the outputs that travel beside it."""
         entry = self._handlers.get(number)
         if entry is None:
-            return UNIMPLEMENTED, f"the local wire has no method number {number}".encode(), Attachments()
+            reason = f"the local wire has no method number {number}"
+            return grpc.StatusCode.UNIMPLEMENTED, reason.encode(), Attachments()
         method, handler = entry
         try:
             request = method.request.FromString(message)
             items = list(request.requests) if method is RUNTIME_PREDICT_MANY else [request]
             attached = _attached_inputs(items, table, attachment)
         except (DecodeError, WireError, CodecError) as error:
-            return INVALID_ARGUMENT, f"{method.path}: malformed request: {error}".encode(), Attachments()
+            reason = f"{method.path}: malformed request: {error}"
+            return grpc.StatusCode.INVALID_ARGUMENT, reason.encode(), Attachments()
         try:
             response = handler(request, attached)
         except Exception as error:  # noqa: BLE001 - every failure becomes a status, as over gRPC
@@ -182,7 +184,7 @@ class LocalListener:
         answered = [result.code == 0 for result in response.results] if method is RUNTIME_PREDICT_MANY else [True]
         outputs = Attachments([(item, name, array) for item, side in enumerate(attached) if answered[item]
                                for name, array in (side.outputs or {}).items()])
-        return 0, response.SerializeToString(), outputs
+        return grpc.StatusCode.OK, response.SerializeToString(), outputs
 
 
 def _attached_inputs(items: list[PredictRequest], table: bytes, attachment: bytearray) -> list[Attached]:
@@ -210,10 +212,10 @@ def _peer_gone(connection: socket.socket) -> bool:
         return True
 
 
-def _send(connection: socket.socket, code: int, message: bytes, outputs: Attachments) -> None:
+def _send(connection: socket.socket, code: grpc.StatusCode, message: bytes, outputs: Attachments) -> None:
     table = outputs.table()
     buffers = outputs.buffers()
-    header = HEADER.pack(code, len(table), len(message), sum(buffer.nbytes for buffer in buffers))
+    header = HEADER.pack(code.value[0], len(table), len(message), sum(buffer.nbytes for buffer in buffers))
     if len(message) <= SMALL_FRAME:
         connection.sendall(header + table + message)
     else:

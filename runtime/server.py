@@ -79,7 +79,7 @@ class ModelServer:
                                    options=SERVER_OPTIONS)
         self._local = None if local_socket is None else LocalListener(
             local_socket, {TF_PREDICT.path: self._predict, RUNTIME_PREDICT_MANY.path: self._predict_many},
-            _local_status, max_calls)
+            _status_of, max_calls)
         self.port = 0
         self.seconds_per_request = 0.0
 
@@ -253,11 +253,6 @@ def _status_of(error: Exception, where: str) -> tuple[grpc.StatusCode, str]:
         return error.code, error.message
     log.error("%s failed", where, exc_info=error)
     return grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
-
-
-def _local_status(error: Exception, where: str) -> tuple[int, str]:
-    code, message = _status_of(error, where)
-    return code.value[0], message
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:

@@ -20,7 +20,7 @@ from typing import NamedTuple, TypeVar, cast
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from gateway.errors import BackendError, GatewayError, from_grpc_status
+from gateway.errors import BackendError, GatewayError, from_grpc_status, grpc_code
 from protos.local_wire import (
     ALIGN,
     HEADER,
@@ -34,7 +34,6 @@ from protos.services import Method
 
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
-STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 SCRATCH_BYTES = 1 << 16
 MAX_IDLE = 16  # connections kept for the next calls (each holds a runtime thread)
 MAX_FRAME_BYTES = 1 << 36  # an answer announcing more is a broken wire, not something to allocate
@@ -193,7 +192,7 @@ class LocalChannel:
         runtime restarted meanwhile) is replaced once, within the deadline."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        table, buffers = (attachments.table(), attachments.buffers()) if attachments is not None else (b"", [])
+        table, buffers = (attachments.table(), attachments.buffers()) if attachments and attachments.sent else (b"", [])
         payload = (METHOD_NUMBERS[method.path], table, request.SerializeToString(), buffers)
         retried = False
         while True:
@@ -209,8 +208,7 @@ class LocalChannel:
                 raise BackendError(f"backend {self.target} broke the local wire: {error}") from None
             break
         if frame.code:
-            raise LocalCallError(STATUS_CODES.get(frame.code, grpc.StatusCode.UNKNOWN),
-                                 bytes(frame.message).decode(errors="replace"))
+            raise LocalCallError(grpc_code(frame.code), bytes(frame.message).decode(errors="replace"))
         try:
             response = method.response.FromString(cast(bytes, frame.message))  # any buffer parses
             if frame.table or frame.attachment:

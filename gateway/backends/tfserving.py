@@ -27,7 +27,7 @@ from gateway.backends.coalesce import Coalescer
 from gateway.backends.local import LocalCallError, LocalChannel, LocalUnreachable
 from gateway.backends.resilience import CircuitBreaker, CircuitState
 from gateway.backends.sharing import CallScheduler, Multiplexer, SharedAnswer
-from gateway.errors import BackendError, GatewayError, from_grpc_status
+from gateway.errors import BackendError, GatewayError, from_grpc_status, grpc_code
 from gateway.manifests import ModelManifest
 from gateway.observability import request_metadata
 from protos.local_wire import ATTACH_MIN, METHOD_NUMBERS, Attachments
@@ -62,7 +62,6 @@ log = logging.getLogger("gateway.backends")
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 SIGNATURE_DEF = "signature_def"
-STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 NUMERIC_KINDS = frozenset("biufc")  # numpy kinds whose values can travel as raw bytes
 MAX_SCHEDULERS = 16  # model specs (versions, labels, signatures) with a call scheduler each
 
@@ -221,8 +220,7 @@ class TFServingBackend:
         outcomes: list[Prediction | GatewayError] = []
         for index, result in enumerate(response.results):
             if result.code:
-                code = STATUS_CODES.get(result.code, grpc.StatusCode.UNKNOWN)
-                outcomes.append(from_grpc_status(code, result.message, self.target))
+                outcomes.append(from_grpc_status(grpc_code(result.code), result.message, self.target))
                 continue
             try:
                 outcomes.append(self._prediction(result.response, spec, received.get(index)))

@@ -18,7 +18,8 @@ from google.protobuf.message import Message
 from google.protobuf.wrappers_pb2 import StringValue
 from grpc_health.v1 import health_pb2
 
-from gateway.backends.tfserving import HEALTH_CHECK, STATUS_CODES
+from gateway.backends.tfserving import HEALTH_CHECK
+from gateway.errors import grpc_code
 from protos.hydrosphere import contract_pb2 as hydro_contract
 from protos.hydrosphere import runtime_pb2 as hydro_runtime
 from protos.runtime.calls_pb2 import PredictManyRequest, PredictResult
@@ -271,7 +272,7 @@ def test_predict_many_answers_each_request_on_its_own(serve, tmp_path: Path, sou
         unknown_signature,
         request_for("tenfold", x=[3]),
     ])
-    codes = [grpc.StatusCode.OK if r.code == 0 else STATUS_CODES[r.code] for r in results]
+    codes = [grpc_code(r.code) for r in results]
     assert codes == [grpc.StatusCode.OK, grpc.StatusCode.INTERNAL, grpc.StatusCode.NOT_FOUND,
                      grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OK]
     assert decode_tensor(results[0].response.outputs["y"]).tolist() == [10, 20]
