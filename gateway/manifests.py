@@ -44,7 +44,7 @@ _LABEL = re.compile(r"[A-Za-z0-9_.-]+")
 # host:port, [v6]:port, dns:[//authority/]host:port, or another gRPC scheme (unix:, ipv4:, ...).
 _TARGET = re.compile(r"(?:dns:(?://[^/]*/)?)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}"
                      r"|(?:unix|unix-abstract|ipv4|ipv6|vsock):.+")
-STYLES = ("hydrosphere", "numpy")
+STYLES = ("hydrosphere", "hydrosphere3", "numpy")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from protos.hydrosphere.contract_pb2 import DT_MAP, Tensor
 from protos.tensorflow.tensor_pb2 import TensorProto
-from runtime.errors import InputError
+from tensorcodecs import CodecError
 
 
 def to_tensor_proto(tensor: Tensor) -> TensorProto:
     """A Hydrosphere tensor as a TF TensorProto (an absent shape is a scalar)."""
     if tensor.dtype == DT_MAP or len(tensor.map_val):
-        raise InputError("DT_MAP tensors are not supported")
+        raise CodecError("DT_MAP tensors are not supported")
     dims = list(tensor.tensor_shape.dims)
     body = Tensor()
     body.CopyFrom(tensor)

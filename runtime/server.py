@@ -50,6 +50,8 @@ from runtime.local import LocalListener
 from runtime.metadata import metadata_response, signature_names, status_response
 from runtime.model import load_manifest, load_model
 from runtime.styles import Attached
+from tensorcodecs import CodecError, dtype_from_enum
+from tensorcodecs.tensor_proto import decode_tensor, encode_tensor
 
 log = logging.getLogger("runtime")
 
@@ -209,11 +211,16 @@ class ModelServer:
     def _hydro_predict(self, request: hydro.PredictRequest) -> hydro.PredictResponse:
         tf_request = PredictRequest()
         for name, tensor in request.inputs.items():
-            tf_request.inputs[name].CopyFrom(to_tensor_proto(tensor))
+            try:
+                tf_request.inputs[name].CopyFrom(to_tensor_proto(tensor))
+            except CodecError as error:
+                raise InputError(f"input {name!r}: {error}") from None
         tf_response = self.invoker(tf_request)
         response = hydro.PredictResponse()
         for name, proto in tf_response.outputs.items():
-            response.outputs[name].CopyFrom(from_tensor_proto(proto))
+            # Hydrosphere's clients (hydrosdk's tensor_proto_to_np) read the typed fields only.
+            typed = encode_tensor(decode_tensor(proto), dtype_from_enum(proto.dtype), typed=True)
+            response.outputs[name].CopyFrom(from_tensor_proto(typed))
         return response
 
     def _check_spec(self, spec: ModelSpec, *, check_signature: bool) -> None:

@@ -1,9 +1,23 @@
-"""The two ways a model function can be written, and how each is called.
+"""The three ways a model function can be written, and how each is called.
 
-- hydrosphere: each argument is a TensorProto message; the function returns an object with
-  `.outputs` mapping names to TensorProto messages (Hydrosphere's Python runtime convention).
-- numpy: each argument is a numpy array; the function returns a dict of arrays (or one
-  array when the contract has one output).
+- hydrosphere (Hydrosphere 2.x): each argument is a TensorProto message with its values in the
+  typed field of its dtype (`int_val`, `double_val`, `string_val`, ... never `tensor_content`, a
+  scalar has no dims), as Hydrosphere's gateway sent them, whatever wire brought the request; the
+  function returns an object with `.outputs` mapping names to TensorProto messages (typed fields
+  or `tensor_content`; a -1 size is taken from the number of values).
+- hydrosphere3 (Hydrosphere 3.x): each argument is a numpy value as hydrosdk's
+  `tensor_proto_to_np` gave it (an array of the contract's dtype and shape, a numpy scalar for a
+  scalar input, `str` text); the function returns a dict of numpy values, python values or 3.x
+  `Tensor` messages, each converted to the contract's dtype when that loses nothing.
+- numpy: each argument is a numpy array (`string` inputs hold `str`, `bytes` inputs `bytes`); the
+  function returns a dict of arrays (or one array when the contract has one output).
+
+Detection (`detect_style`): code importing the 3.x layout (`hydro_serving_grpc.serving...`) is
+hydrosphere3; code importing `hydro_serving_grpc` otherwise, or `tensorflow`, is hydrosphere; other
+code is numpy. `style:` in serving.yaml always wins.
+
+Every style gets inputs checked against the contract (dtype and shape: INVALID_ARGUMENT) and has
+what it returns checked against the output contract (OutputError naming the output).
 """
 
 from __future__ import annotations
@@ -17,16 +31,21 @@ from typing import Any
 
 import numpy as np
 
+from protos.hydrosphere.contract_pb2 import Tensor
 from protos.local_wire import ATTACH_MIN
 from protos.tensorflow.tensor_pb2 import TensorProto
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
-from runtime.errors import OutputError
+from runtime.errors import InputError, OutputError
+from runtime.hydrosphere import to_tensor_proto
 from tensorcodecs import CodecError, Signature, TensorSpec, dtype_from_enum
-from tensorcodecs.tensor_proto import decode_tensor, fill_tensor, tensor_header
+from tensorcodecs.dtypes import JsonKind
+from tensorcodecs.tensor_proto import decode_tensor, encode_tensor, fill_tensor, resolve_unknown_dim, tensor_header
 
 NDArray = np.ndarray
-# Modules whose use marks a function as written for TensorProto arguments.
+# Modules whose use marks a function as written for TensorProto arguments (Hydrosphere 2.x).
 HYDROSPHERE_MARKERS = frozenset({"hydro_serving_grpc", "tensorflow"})
+# The package of hydro-serving-grpc 3.x's layout: its use marks a Hydrosphere 3.x function.
+HYDROSPHERE3_PACKAGE = "hydro_serving_grpc.serving"
 
 
 @dataclass
@@ -43,33 +62,80 @@ class Style(Enum):
     """How arguments are passed and results returned."""
 
     HYDROSPHERE = "hydrosphere"
+    HYDROSPHERE3 = "hydrosphere3"
     NUMPY = "numpy"
 
 
 def detect_style(source: Path) -> Style:
-    """Hydrosphere style when the file imports hydro_serving_grpc or tensorflow, else numpy."""
+    """hydrosphere3 when the file imports `hydro_serving_grpc.serving...`; hydrosphere when it
+    imports `hydro_serving_grpc` otherwise or `tensorflow`; numpy else."""
     tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
+    style = Style.NUMPY
     for node in ast.walk(tree):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        if any(name == HYDROSPHERE3_PACKAGE or name.startswith(HYDROSPHERE3_PACKAGE + ".") for name in names):
+            return Style.HYDROSPHERE3
         if any(name.split(".")[0] in HYDROSPHERE_MARKERS for name in names):
-            return Style.HYDROSPHERE
-    return Style.NUMPY
+            style = Style.HYDROSPHERE
+    return style
+
+
+# ---------------------------------------------------------------- arguments
 
 
 def arguments(style: Style, inputs: Mapping[str, TensorProto], signature: Signature,
               attached: Mapping[str, NDArray]) -> dict[str, Any]:
-    """The keyword arguments for the function, in the style's form."""
+    """The keyword arguments for the function, in the style's form; InputError when an input
+    does not fit its contract."""
+    arrays = {name: _input_array(name, inputs[name], spec, attached) for name, spec in signature.inputs.items()}
     if style is Style.HYDROSPHERE:
-        return {name: _with_values(inputs[name], attached[name]) if name in attached else inputs[name]
-                for name in signature.inputs}
-    # Writable copies (or attached arrays, which the call owns): user code may change its
-    # arguments in place.
-    return {name: attached[name] if name in attached else np.array(decode_tensor(inputs[name]))
-            for name in signature.inputs}
+        return {name: encode_tensor(arrays[name], spec.dtype, typed=True) for name, spec in signature.inputs.items()}
+    if style is Style.HYDROSPHERE3:
+        return {name: _hydrosdk_value(name, arrays[name], spec) for name, spec in signature.inputs.items()}
+    # Writable arrays: user code may change its arguments in place.
+    return {name: _text(name, array) if spec.dtype.json_kind is JsonKind.STRING
+            else array if name in attached else np.array(array)
+            for (name, spec), array in zip(signature.inputs.items(), arrays.values(), strict=True)}
+
+
+def _input_array(name: str, proto: TensorProto, spec: TensorSpec, attached: Mapping[str, NDArray]) -> NDArray:
+    """The input's values (a read-only view of the message's bytes, or the attached array),
+    checked against the contract's dtype and shape."""
+    if proto.dtype != spec.dtype.enum:
+        raise InputError(f"input {name!r} has dtype {_dtype_name(proto.dtype)}, contract says {spec.dtype.name}")
+    try:
+        array = attached[name] if name in attached else decode_tensor(proto)
+    except CodecError as error:
+        raise InputError(f"input {name!r} is malformed: {error}") from None
+    if not spec.accepts_shape(array.shape):
+        raise InputError(f"input {name!r} has shape {list(array.shape)}, contract says {spec.shape_text()}")
+    return array
+
+
+def _text(name: str, array: NDArray) -> NDArray:
+    """A `string` input's bytes as `str` (an object array); bytes that are not UTF-8 are the
+    caller's mistake (binary data is declared `bytes`)."""
+    texts = np.empty(array.shape, dtype=object)
+    try:
+        texts.reshape(-1)[:] = [value.decode("utf-8") for value in array.reshape(-1).tolist()]
+    except UnicodeDecodeError as error:
+        raise InputError(f"input {name!r} is declared string but holds bytes that are not UTF-8 "
+                         f"({error.reason} at byte {error.start}); declare it bytes for binary data") from None
+    return texts
+
+
+def _hydrosdk_value(name: str, array: NDArray, spec: TensorSpec) -> Any:
+    """The input as hydrosdk's `tensor_proto_to_np` made it: an array of the contract's dtype
+    (`str` text as numpy unicode), or `.flatten()[0]` of it for a scalar."""
+    if spec.dtype.json_kind is JsonKind.STRING:
+        value: NDArray = np.array(_text(name, array).tolist(), dtype=str).reshape(array.shape)
+    else:
+        value = np.array(array)  # a writable copy, as hydrosdk's np.array(...) gave
+    return value if value.ndim else value.flatten()[0]
 
 
 def with_attached_inputs(request: PredictRequest, attached: Mapping[str, NDArray]) -> PredictRequest:
@@ -83,22 +149,31 @@ def with_attached_inputs(request: PredictRequest, attached: Mapping[str, NDArray
     return whole
 
 
-def _with_values(header: TensorProto, array: NDArray) -> TensorProto:
-    proto = TensorProto()
-    proto.CopyFrom(header)
-    proto.tensor_content = array.tobytes()
-    return proto
+# ---------------------------------------------------------------- results
 
 
 def to_response(style: Style, result: Any, signature: Signature, model: str,
                 detach: dict[str, NDArray] | None = None) -> PredictResponse:
     """The function's result as a PredictResponse, checked against the output contract; large
     numeric outputs go to `detach` instead of the message when it is given."""
+    if result is None:
+        raise OutputError(f"model {model}: the function returned None, expected {_expected(style, signature)}")
     if style is Style.HYDROSPHERE:
         response = _response_from_messages(result, model)
         check_outputs(response, signature, model)
         return response
-    return _response_from_arrays(result, signature, model, detach)  # checks each array as it goes
+    if style is Style.HYDROSPHERE3:
+        if not isinstance(result, Mapping):
+            raise OutputError(f"model {model}: the function returned {type(result).__name__}, "
+                              f"expected {_expected(style, signature)}")
+        return _response_from_arrays(result, signature, model, detach, _lossless_array)
+    return _response_from_arrays(result, signature, model, detach, _output_array)  # checks each array
+
+
+def _expected(style: Style, signature: Signature) -> str:
+    if style is Style.HYDROSPHERE:
+        return "a PredictResponse with .outputs"
+    return f"a dict with the outputs {sorted(signature.outputs)}"
 
 
 def _response_from_messages(result: Any, model: str) -> PredictResponse:
@@ -113,8 +188,8 @@ def _response_from_messages(result: Any, model: str) -> PredictResponse:
                       "expected a PredictResponse with .outputs")
 
 
-def _response_from_arrays(result: Any, signature: Signature, model: str,
-                          detach: dict[str, NDArray] | None) -> PredictResponse:
+def _response_from_arrays(result: Any, signature: Signature, model: str, detach: dict[str, NDArray] | None,
+                          convert: Any) -> PredictResponse:
     if not isinstance(result, Mapping):
         if len(signature.outputs) != 1:
             raise OutputError(f"model {model}: the function returned {type(result).__name__}, expected "
@@ -124,7 +199,10 @@ def _response_from_arrays(result: Any, signature: Signature, model: str,
     for name, spec in signature.outputs.items():
         if name not in result:
             raise OutputError(f"model {model}: output {name!r} is missing from the answer")
-        array = _output_array(result[name], spec, model)
+        if result[name] is None:
+            raise OutputError(f"model {model}: output {name!r} is None, contract says {spec.dtype.name} "
+                              f"of shape {spec.shape_text()}")
+        array = convert(result[name], spec, model)
         _check_shape(name, array.shape, spec, model)
         if detach is not None and spec.dtype.is_numeric and array.nbytes >= ATTACH_MIN:
             values = tensor_header(response.outputs[name], array, spec.dtype)
@@ -142,11 +220,7 @@ def _response_from_arrays(result: Any, signature: Signature, model: str,
 def _output_array(value: Any, spec: TensorSpec, model: str) -> NDArray:
     target = spec.dtype
     if not target.is_numeric:
-        array = np.asarray(value, dtype=object)
-        if not all(isinstance(v, bytes | str) for v in array.ravel().tolist()):
-            raise OutputError(f"model {model}: output {spec.name!r} must hold str or bytes, "
-                              f"contract says {target.name}")
-        return array
+        return _text_array(value, spec, model)
     if isinstance(value, np.ndarray | np.generic):
         array = np.asarray(value)
         if array.dtype != target.numpy and not np.can_cast(array.dtype, target.numpy, casting="safe"):
@@ -159,8 +233,59 @@ def _output_array(value: Any, spec: TensorSpec, model: str) -> NDArray:
         raise OutputError(f"model {model}: output {spec.name!r} is not {target.name}: {error}") from None
 
 
+def _text_array(value: Any, spec: TensorSpec, model: str) -> NDArray:
+    array = np.asarray(value, dtype=object)
+    if not all(isinstance(v, bytes | str) for v in array.ravel().tolist()):
+        raise OutputError(f"model {model}: output {spec.name!r} must hold str or bytes, "
+                          f"contract says {spec.dtype.name}")
+    return array
+
+
+def _lossless_array(value: Any, spec: TensorSpec, model: str) -> NDArray:
+    """A 3.x output value (numpy, python or a 3.x Tensor) as an array of the contract's dtype,
+    when every value survives the conversion; python floats round to a float dtype (numpy's
+    rule for python scalars)."""
+    if isinstance(value, Tensor) or (hasattr(value, "SerializeToString") and hasattr(value, "tensor_shape")):
+        value = _tensor_array(value, spec, model)
+    if not spec.dtype.is_numeric:
+        return _text_array(value, spec, model)
+    target = spec.dtype.numpy
+    python = not isinstance(value, np.ndarray | np.generic)
+    try:
+        array = np.asarray(value)
+    except ValueError as error:  # ragged lists
+        raise OutputError(f"model {model}: output {spec.name!r} is not {spec.dtype.name}: {error}") from None
+    if array.dtype == target or np.can_cast(array.dtype, target, casting="safe"):
+        return array.astype(target, copy=False)
+    if array.dtype.kind not in "biufc":
+        raise OutputError(f"model {model}: output {spec.name!r} has dtype {array.dtype}, contract says "
+                          f"{spec.dtype.name}")
+    if python and array.dtype.kind == "f" and target.kind == "f":
+        return array.astype(target)
+    with np.errstate(all="ignore"):
+        real = array.real if array.dtype.kind == "c" and target.kind != "c" else array  # imag checked below
+        converted = real.astype(target)
+        kept = np.array_equal(converted.astype(array.dtype), array, equal_nan=array.dtype.kind in "fc")
+    if not kept:
+        raise OutputError(f"model {model}: output {spec.name!r} has {array.dtype} values that {spec.dtype.name} "
+                          f"(the contract's dtype) cannot hold exactly")
+    return converted
+
+
+def _tensor_array(value: Any, spec: TensorSpec, model: str) -> NDArray:
+    """The values of a 3.x Tensor (this runtime's or the real package's: the same bytes)."""
+    tensor = value if isinstance(value, Tensor) else Tensor.FromString(value.SerializeToString())
+    try:
+        proto = to_tensor_proto(tensor)
+        resolve_unknown_dim(proto)
+        return decode_tensor(proto)
+    except CodecError as error:
+        raise OutputError(f"model {model}: output {spec.name!r} is malformed: {error}") from None
+
+
 def check_outputs(response: PredictResponse, signature: Signature, model: str) -> None:
-    """Every contract output present, of the contract's dtype and shape."""
+    """Every contract output present, of the contract's dtype and shape (a -1 size in a
+    message's shape becomes the size its values give)."""
     for output, spec in signature.outputs.items():
         if output not in response.outputs:
             raise OutputError(f"model {model}: output {output!r} is missing from the answer")
@@ -169,6 +294,7 @@ def check_outputs(response: PredictResponse, signature: Signature, model: str) -
             raise OutputError(f"model {model}: output {output!r} has dtype "
                               f"{_dtype_name(tensor.dtype)}, contract says {spec.dtype.name}")
         try:
+            resolve_unknown_dim(tensor)
             shape = decode_tensor(tensor).shape
         except CodecError as error:
             raise OutputError(f"model {model}: output {output!r} is malformed: {error}") from None

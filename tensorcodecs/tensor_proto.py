@@ -99,6 +99,35 @@ def attached_array(proto: TensorProto, data: memoryview | bytes | bytearray) -> 
     return np.frombuffer(data, dtype=row.numpy).reshape(shape)
 
 
+def resolve_unknown_dim(proto: TensorProto) -> None:
+    """Replace a -1 size in the shape (at most one) by the size the values give, in place, as
+    Hydrosphere did for outputs declared `TensorShapeProto(dim=[Dim(size=-1)])`."""
+    dims = proto.tensor_shape.dim
+    unknown = [index for index, dim in enumerate(dims) if dim.size == -1]
+    if not unknown:
+        return
+    shape = [dim.size for dim in dims]
+    known = 1
+    for size in shape:
+        known *= size if size != -1 else 1
+    count = value_count(proto)
+    if len(unknown) > 1 or known <= 0 or count % known:
+        raise CodecError(f"{count} values do not fit shape {shape}")
+    dims[unknown[0]].size = count // known
+
+
+def value_count(proto: TensorProto) -> int:
+    """How many elements the message's values hold (before TF's fill rule)."""
+    row = dtype_from_enum(proto.dtype)
+    content = proto.tensor_content
+    if row.is_numeric and content:
+        if len(content) % row.numpy.itemsize:
+            raise CodecError(f"tensor_content holds {len(content)} bytes, not a whole number of {row.name}")
+        return len(content) // row.numpy.itemsize
+    values = len(getattr(proto, row.proto_field))
+    return values // 2 if row.json_kind is JsonKind.COMPLEX else values
+
+
 def _shape_of(proto: TensorProto) -> tuple[tuple[int, ...], int]:
     """The tensor's shape and element count; unknown rank or sizes are errors."""
     shape_proto = proto.tensor_shape
