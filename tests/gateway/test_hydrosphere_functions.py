@@ -1,0 +1,269 @@
+"""Hydrosphere's published model functions, served as they are, through the gateway (a real
+uvicorn) and a real embedded runtime, over gRPC and over the local wire."""
+
+from __future__ import annotations
+
+import base64
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from gateway.app import create_app
+from gateway.manifests import Config, load_config
+from gateway.settings import Settings
+from tensorcodecs.dtypes import TABLE, JsonKind
+from tests.conftest import runtimes_for, serve_app, write_app, write_model
+
+# The increment tutorial (docs "Serving Python model"), its `requets_number` typo corrected.
+INCREMENT = """
+import tensorflow as tf
+import hydro_serving_grpc as hs  # this package is already present in the runtime
+
+def increment(number):   # <- keep in mind the signature
+    request_number = tf.make_ndarray(number)
+    response_number = request_number + 1
+
+    response_tensor_shape = [
+        hs.TensorShapeProto.Dim(size=dim) for dim in number.tensor_shape.dim]
+    response_tensor = hs.TensorProto(
+        int_val=response_number.flatten(),
+        dtype=hs.DT_INT32,
+        tensor_shape=hs.TensorShapeProto(dim=response_tensor_shape)
+    )
+
+    return hs.PredictResponse(
+        outputs={"number": response_tensor})
+"""
+
+# The same function reading the typed field, as users wrote it without TensorFlow.
+INCREMENT_INT_VAL = """
+import hydro_serving_grpc as hs
+
+def increment(number):
+    response_tensor = hs.TensorProto(
+        int_val=[v + 1 for v in number.int_val],
+        dtype=hs.DT_INT32,
+        tensor_shape=number.tensor_shape)
+    return hs.PredictResponse(outputs={"number": response_tensor})
+"""
+
+SCALAR_ECHO = """
+import hydro_serving_grpc as hs
+
+def echo(input):
+    return hs.PredictResponse(outputs={"output": hs.TensorProto(
+        dtype=hs.DT_INT64, int64_val=input.int64_val, tensor_shape=hs.TensorShapeProto())})
+"""
+
+# The getting-started function: the values of `x.double_val` reshaped, a -1 output size.
+GETTING_STARTED = """
+import numpy as np
+import hydro_serving_grpc as hs
+
+def infer(x):
+    data = np.array(x.double_val).reshape([dim.size for dim in x.tensor_shape.dim])
+    result = data.sum(axis=1)
+    y = hs.TensorProto(
+        dtype=hs.DT_DOUBLE,
+        double_val=result.flatten(),
+        tensor_shape=hs.TensorShapeProto(dim=[hs.TensorShapeProto.Dim(size=-1)]))
+    return hs.PredictResponse(outputs={"y": y})
+"""
+
+STRING_VAL = """
+import hydro_serving_grpc as hs
+
+def shout(text):
+    words = [s.decode("utf-8").upper().encode("utf-8") for s in text.string_val]
+    return hs.PredictResponse(outputs={"text": hs.TensorProto(
+        dtype=hs.DT_STRING, string_val=words, tensor_shape=text.tensor_shape)})
+"""
+
+CALCULATOR = """
+import hydro_serving_grpc as hs
+
+def add(a, b):
+    result = a.int_val[0] + b.int_val[0]
+    return hs.PredictResponse(outputs={"sum": hs.TensorProto(
+        dtype=hs.DT_INT32, int_val=[result], tensor_shape=hs.TensorShapeProto())})
+"""
+
+NUMPY_3X = """
+import numpy as np
+from hydro_serving_grpc.serving.contract.tensor_pb2 import Tensor, TensorShape
+from hydro_serving_grpc.serving.contract.types_pb2 import DT_INT64
+
+def predict(x, n, unit):
+    assert isinstance(x, np.ndarray) and x.dtype == np.float32, (type(x), x.dtype)
+    assert isinstance(n, np.int64), type(n)
+    assert isinstance(unit, np.str_), type(unit)
+    return {
+        "scaled": x * n,
+        "total": float(x.sum()),
+        "label": unit + "!",
+        "index": Tensor(dtype=DT_INT64, int64_val=list(range(len(x))), tensor_shape=TensorShape(dims=[-1])),
+    }
+"""
+
+LARGE = 20_000  # float32 values: 80 KB, beyond the local wire's ATTACH_MIN
+
+LARGE_SUM = """
+import hydro_serving_grpc as hs
+
+def total(x):
+    assert not x.tensor_content
+    return hs.PredictResponse(outputs={"sum": hs.TensorProto(
+        dtype=hs.DT_DOUBLE, double_val=[sum(x.float_val)], tensor_shape=hs.TensorShapeProto())})
+"""
+
+# Every dtype of the table: one input and output per row; 2.x reads and writes the typed field.
+ROWS = [row for row in TABLE]
+ECHO_2X = """
+import hydro_serving_grpc as hs
+
+FIELDS = {fields!r}
+
+def echo(**inputs):
+    outputs = {{}}
+    for name, tensor in inputs.items():
+        assert not tensor.tensor_content, name
+        field = FIELDS[name]
+        out = hs.TensorProto(dtype=tensor.dtype, tensor_shape=tensor.tensor_shape)
+        getattr(out, field).extend(getattr(tensor, field))
+        outputs["y_" + name[2:]] = out
+    return hs.PredictResponse(outputs=outputs)
+"""
+ECHO_3X = """
+import numpy as np
+from hydro_serving_grpc.serving.contract.types_pb2 import DT_STRING
+
+KINDS = {kinds!r}
+
+def echo(**inputs):
+    for name, value in inputs.items():
+        assert isinstance(value, np.ndarray), (name, type(value))
+        assert value.dtype.str == KINDS[name] or value.dtype.kind == KINDS[name], (name, value.dtype)
+    return {{"y_" + name[2:]: value for name, value in inputs.items()}}
+"""
+ECHO_NUMPY = """
+def echo(**inputs):
+    for name, value in inputs.items():
+        if name in ("x_string", "x_bytes"):
+            kind = str if name == "x_string" else bytes
+            assert all(isinstance(v, kind) for v in value.ravel()), (name, value)
+    return {"y_" + name[2:]: value for name, value in inputs.items()}
+"""
+
+
+def sample(row: Any) -> list[Any]:
+    """Two JSON values of the row's dtype, at its extremes where it has them."""
+    if row.json_kind is JsonKind.INT:
+        info = np.iinfo(row.numpy)
+        return [int(info.min), int(info.max)]
+    if row.json_kind is JsonKind.FLOAT:
+        return [0.5, -1000.5] if row.name == "float16" else [0.1, -3.0e38 if row.name == "float32" else 1e300]
+    return {JsonKind.BOOL: [True, False], JsonKind.STRING: ["cm", "né"],
+            JsonKind.BYTES: [{"b64": base64.b64encode(b"\x00\xff").decode()}, {"b64": ""}],
+            JsonKind.COMPLEX: [[1.5, -2.0], [0.0, 0.25]]}[row.json_kind]
+
+
+def field_lines(rows: list[Any], prefix: str) -> str:
+    return "\n    ".join(f"{prefix}_{row.name}: {{shape: [2], type: {row.name}}}" for row in rows)
+
+
+@pytest.fixture(scope="module")
+def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("hydrosphere")
+    int_io = "number: {shape: [-1], type: int32}"
+    models: list[tuple[str, str, str, str, str]] = [
+        ("increment", INCREMENT, int_io, int_io, ""),
+        ("increment_int_val", INCREMENT_INT_VAL, int_io, int_io, ""),
+        ("echo", SCALAR_ECHO, "input: {shape: scalar, type: int64}", "output: {shape: scalar, type: int64}", ""),
+        ("infer", GETTING_STARTED, "x: {shape: [-1, 2], type: double}", "y: {shape: [-1], type: double}", ""),
+        ("shout", STRING_VAL, "text: {shape: [-1], type: string}", "text: {shape: [-1], type: string}", ""),
+        ("add", CALCULATOR, "a: {shape: scalar, type: int32}\n    b: {shape: scalar, type: int32}",
+         "sum: {shape: scalar, type: int32}", ""),
+        ("numpy3x", NUMPY_3X,
+         "x: {shape: [-1], type: float32}\n    n: {shape: scalar, type: int64}\n    unit: {shape: scalar, type: string}",
+         "scaled: {shape: [-1], type: float32}\n    total: {shape: scalar, type: float64}\n"
+         "    label: {shape: scalar, type: string}\n    index: {shape: [-1], type: int64}", ""),
+        ("total", LARGE_SUM, "x: {shape: [-1], type: float32}", "sum: {shape: scalar, type: double}", ""),
+        ("total_workers", LARGE_SUM, "x: {shape: [-1], type: float32}", "sum: {shape: scalar, type: double}",
+         "workers: 2"),
+        ("increment_workers", INCREMENT_INT_VAL, int_io, int_io, "workers: 2"),
+    ]
+    fields = {f"x_{row.name}": row.proto_field for row in ROWS}
+    kinds = {f"x_{row.name}": "U" if row.json_kind is JsonKind.STRING else "O" if row.json_kind is JsonKind.BYTES
+             else row.numpy.str for row in ROWS}
+    for name, source in (("echo2x", ECHO_2X.format(fields=fields)), ("echo3x", ECHO_3X.format(kinds=kinds)),
+                         ("echonumpy", ECHO_NUMPY)):
+        models.append((name, source, field_lines(ROWS, "x"), field_lines(ROWS, "y"), "contract_name: echo"))
+    for name, source, inputs, outputs, extra in models:
+        function = extra.removeprefix("contract_name: ") if extra.startswith("contract_name") else None
+        folder = write_model(path, name, name, textwrap.dedent(source), inputs, outputs,
+                             "" if function else extra)
+        contract_name = function or {"increment_int_val": "increment", "increment_workers": "increment",
+                                     "total_workers": "total", "numpy3x": "predict"}.get(name, name)
+        yaml = folder / "serving.yaml"
+        yaml.write_text(yaml.read_text().replace("contract:\n", f"contract:\n  name: {contract_name}\n"))
+        write_app(path, name, name)
+    return path
+
+
+@pytest.fixture(scope="module", params=["grpc", "local"])
+def config(request: pytest.FixtureRequest, config_dir: Path) -> Iterator[Config]:
+    """Real runtimes for every model, reached over gRPC or over the local wire."""
+    with runtimes_for(load_config(config_dir), local_wire=request.param == "local") as config:
+        yield config
+
+
+async def post_all(config: Config, calls: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, Any]]:
+    async with serve_app(create_app(Settings(), config)) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        answers = []
+        for app, body in calls:
+            response = await client.post(f"/gateway/applications/{app}", json=body)
+            answers.append((response.status_code, response.json()))
+        return answers
+
+
+async def test_tutorial_functions_answer_as_on_hydrosphere(config: Config) -> None:
+    big = np.arange(LARGE, dtype=np.float32) / 8
+    calls = [
+        ("increment", {"number": [1, 2, 3]}),
+        ("increment_int_val", {"number": [1, 2, 3]}),
+        ("echo", {"input": 7}),
+        ("infer", {"x": [[1.0, 2.0], [3.0, 4.5]]}),
+        ("shout", {"text": ["cm", "né"]}),
+        ("add", {"a": 2, "b": 40}),
+        ("numpy3x", {"x": [1.5, 2.5], "n": 2, "unit": "cm"}),
+        ("total", {"x": big.tolist()}),
+        ("total_workers", {"x": big.tolist()}),
+        ("increment_workers", {"number": [5, 6]}),
+    ]
+    assert await post_all(config, calls) == [
+        (200, {"number": [2, 3, 4]}),
+        (200, {"number": [2, 3, 4]}),
+        (200, {"output": 7}),
+        (200, {"y": [3.0, 7.5]}),
+        (200, {"text": ["CM", "NÉ"]}),
+        (200, {"sum": 42}),
+        (200, {"scaled": [3.0, 5.0], "total": 4.0, "label": "cm!", "index": [0, 1]}),
+        (200, {"sum": float(big.astype(np.float64).sum())}),
+        (200, {"sum": float(big.astype(np.float64).sum())}),
+        (200, {"number": [6, 7]}),
+    ]
+
+
+@pytest.mark.parametrize("app", ["echo2x", "echo3x", "echonumpy"])
+async def test_every_dtype_reaches_each_style_and_comes_back(config: Config, app: str) -> None:
+    body = {f"x_{row.name}": sample(row) for row in ROWS}
+    [(status, answer)] = await post_all(config, [(app, body)])
+    assert status == 200, answer
+    expected = {f"y_{row.name}": sample(row) for row in ROWS}
+    expected["y_bytes"] = [{"b64": "AP8="}, {"b64": ""}]
+    assert answer == expected
