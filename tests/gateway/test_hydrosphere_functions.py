@@ -3,7 +3,6 @@ uvicorn) and a real embedded runtime, over gRPC and over the local wire."""
 
 from __future__ import annotations
 
-import base64
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,7 +121,7 @@ def total(x):
 """
 
 # Every dtype of the table: one input and output per row; 2.x reads and writes the typed field.
-ROWS = [row for row in TABLE]
+ROWS = list(TABLE)
 ECHO_2X = """
 import hydro_serving_grpc as hs
 
@@ -159,6 +158,11 @@ def echo(**inputs):
     return {"y_" + name[2:]: value for name, value in inputs.items()}
 """
 
+WORDS = """
+def words(t):
+    return {"n": len(str(t).split())}
+"""
+
 
 def sample(row: Any) -> list[Any]:
     """Two JSON values of the row's dtype, at its extremes where it has them."""
@@ -167,51 +171,57 @@ def sample(row: Any) -> list[Any]:
         return [int(info.min), int(info.max)]
     if row.json_kind is JsonKind.FLOAT:
         return [0.5, -1000.5] if row.name == "float16" else [0.1, -3.0e38 if row.name == "float32" else 1e300]
-    return {JsonKind.BOOL: [True, False], JsonKind.STRING: ["cm", "né"],
-            JsonKind.BYTES: [{"b64": base64.b64encode(b"\x00\xff").decode()}, {"b64": ""}],
-            JsonKind.COMPLEX: [[1.5, -2.0], [0.0, 0.25]]}[row.json_kind]
+    samples: dict[JsonKind, list[Any]] = {JsonKind.BOOL: [True, False], JsonKind.STRING: ["cm", "né"],
+                                          JsonKind.BYTES: [{"b64": "AP8="}, {"b64": ""}],  # b"\x00\xff", b""
+                                          JsonKind.COMPLEX: [[1.5, -2.0], [0.0, 0.25]]}
+    return samples[row.json_kind]
 
 
 def field_lines(rows: list[Any], prefix: str) -> str:
     return "\n    ".join(f"{prefix}_{row.name}: {{shape: [2], type: {row.name}}}" for row in rows)
 
 
+def write_function(config_dir: Path, name: str, function: str, source: str, inputs: str, outputs: str,
+                   extra: str = "") -> None:
+    """Model and application `name` whose contract names `function`."""
+    yaml = write_model(config_dir, name, name, textwrap.dedent(source), inputs, outputs, extra) / "serving.yaml"
+    yaml.write_text(yaml.read_text().replace("contract:\n", f"contract:\n  name: {function}\n"))
+    write_app(config_dir, name, name)
+
+
 @pytest.fixture(scope="module")
 def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("hydrosphere")
-    int_io = "number: {shape: [-1], type: int32}"
-    models: list[tuple[str, str, str, str, str]] = [
-        ("increment", INCREMENT, int_io, int_io, ""),
-        ("increment_int_val", INCREMENT_INT_VAL, int_io, int_io, ""),
-        ("echo", SCALAR_ECHO, "input: {shape: scalar, type: int64}", "output: {shape: scalar, type: int64}", ""),
-        ("infer", GETTING_STARTED, "x: {shape: [-1, 2], type: double}", "y: {shape: [-1], type: double}", ""),
-        ("shout", STRING_VAL, "text: {shape: [-1], type: string}", "text: {shape: [-1], type: string}", ""),
-        ("add", CALCULATOR, "a: {shape: scalar, type: int32}\n    b: {shape: scalar, type: int32}",
-         "sum: {shape: scalar, type: int32}", ""),
-        ("numpy3x", NUMPY_3X,
-         "x: {shape: [-1], type: float32}\n    n: {shape: scalar, type: int64}\n    unit: {shape: scalar, type: string}",
-         "scaled: {shape: [-1], type: float32}\n    total: {shape: scalar, type: float64}\n"
-         "    label: {shape: scalar, type: string}\n    index: {shape: [-1], type: int64}", ""),
-        ("total", LARGE_SUM, "x: {shape: [-1], type: float32}", "sum: {shape: scalar, type: double}", ""),
-        ("total_workers", LARGE_SUM, "x: {shape: [-1], type: float32}", "sum: {shape: scalar, type: double}",
-         "workers: 2"),
-        ("increment_workers", INCREMENT_INT_VAL, int_io, int_io, "workers: 2"),
-    ]
+    number = "number: {shape: [-1], type: int32}"
+    large_io = ("x: {shape: [-1], type: float32}", "sum: {shape: scalar, type: double}")
+    write_function(path, "increment", "increment", INCREMENT, number, number)
+    write_function(path, "increment_int_val", "increment", INCREMENT_INT_VAL, number, number)
+    write_function(path, "increment_workers", "increment", INCREMENT_INT_VAL, number, number, "workers: 2")
+    write_function(path, "echo", "echo", SCALAR_ECHO, "input: {shape: scalar, type: int64}",
+                   "output: {shape: scalar, type: int64}")
+    write_function(path, "infer", "infer", GETTING_STARTED, "x: {shape: [-1, 2], type: double}",
+                   "y: {shape: [-1], type: double}")
+    write_function(path, "shout", "shout", STRING_VAL, "text: {shape: [-1], type: string}",
+                   "text: {shape: [-1], type: string}")
+    write_function(path, "add", "add", CALCULATOR,
+                   "a: {shape: scalar, type: int32}\n    b: {shape: scalar, type: int32}",
+                   "sum: {shape: scalar, type: int32}")
+    write_function(path, "numpy3x", "predict", NUMPY_3X,
+                   "x: {shape: [-1], type: float32}\n    n: {shape: scalar, type: int64}\n"
+                   "    unit: {shape: scalar, type: string}",
+                   "scaled: {shape: [-1], type: float32}\n    total: {shape: scalar, type: float64}\n"
+                   "    label: {shape: scalar, type: string}\n    index: {shape: [-1], type: int64}")
+    write_function(path, "total", "total", LARGE_SUM, *large_io)
+    write_function(path, "total_workers", "total", LARGE_SUM, *large_io, "workers: 2")
     fields = {f"x_{row.name}": row.proto_field for row in ROWS}
     kinds = {f"x_{row.name}": "U" if row.json_kind is JsonKind.STRING else "O" if row.json_kind is JsonKind.BYTES
              else row.numpy.str for row in ROWS}
+    write_function(path, "words", "words", WORDS, "t: {shape: scalar, type: string}", "n: {shape: scalar, type: int32}")
+    write_function(path, "nothing", "nothing", "def nothing(x):\n    return None\n", "x: {shape: [-1], type: int32}",
+                   "y: {shape: [-1], type: float32}")
     for name, source in (("echo2x", ECHO_2X.format(fields=fields)), ("echo3x", ECHO_3X.format(kinds=kinds)),
                          ("echonumpy", ECHO_NUMPY)):
-        models.append((name, source, field_lines(ROWS, "x"), field_lines(ROWS, "y"), "contract_name: echo"))
-    for name, source, inputs, outputs, extra in models:
-        function = extra.removeprefix("contract_name: ") if extra.startswith("contract_name") else None
-        folder = write_model(path, name, name, textwrap.dedent(source), inputs, outputs,
-                             "" if function else extra)
-        contract_name = function or {"increment_int_val": "increment", "increment_workers": "increment",
-                                     "total_workers": "total", "numpy3x": "predict"}.get(name, name)
-        yaml = folder / "serving.yaml"
-        yaml.write_text(yaml.read_text().replace("contract:\n", f"contract:\n  name: {contract_name}\n"))
-        write_app(path, name, name)
+        write_function(path, name, "echo", source, field_lines(ROWS, "x"), field_lines(ROWS, "y"))
     return path
 
 
@@ -233,7 +243,7 @@ async def post_all(config: Config, calls: list[tuple[str, dict[str, Any]]]) -> l
 
 async def test_tutorial_functions_answer_as_on_hydrosphere(config: Config) -> None:
     big = np.arange(LARGE, dtype=np.float32) / 8
-    calls = [
+    calls: list[tuple[str, dict[str, Any]]] = [
         ("increment", {"number": [1, 2, 3]}),
         ("increment_int_val", {"number": [1, 2, 3]}),
         ("echo", {"input": 7}),
@@ -265,5 +275,15 @@ async def test_every_dtype_reaches_each_style_and_comes_back(config: Config, app
     [(status, answer)] = await post_all(config, [(app, body)])
     assert status == 200, answer
     expected = {f"y_{row.name}": sample(row) for row in ROWS}
-    expected["y_bytes"] = [{"b64": "AP8="}, {"b64": ""}]
     assert answer == expected
+
+
+async def test_text_is_str_and_client_and_model_mistakes_are_told_apart(config: Config) -> None:
+    answers = await post_all(config, [("words", {"t": "two words"}), ("words", {"t": {"b64": "/w=="}}),
+                                      ("nothing", {"x": [1]})])
+    assert answers[0] == (200, {"n": 2})  # str(t) of a numpy-style string input is its text
+    assert answers[1][0] == 400
+    assert answers[1][1]["error"]["code"] == "invalid_argument"
+    assert answers[1][1]["error"]["message"].startswith("input 't' is declared string but holds bytes that are not")
+    assert answers[2][0] == 500
+    assert "the function returned None, expected a dict with the outputs ['y']" in answers[2][1]["error"]["message"]
