@@ -4,6 +4,8 @@ Model functions written for Hydrosphere's Python runtime do `import hydro_servin
 and use `hs.TensorProto`, `hs.TensorShapeProto`, `hs.PredictResponse` and `hs.DT_*`. The
 messages here have the same field names and numbers, so code written for them runs as is.
 `make_ndarray` and `make_tensor_proto` replace the TensorFlow helpers of the same names.
+Code written for hydro-serving-grpc 3.x imports the `serving.contract` / `serving.runtime`
+subpackages instead (see `serving/`).
 """
 
 from __future__ import annotations
