@@ -23,13 +23,14 @@ what it returns checked against the output contract (OutputError naming the outp
 from __future__ import annotations
 
 import ast
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import Message
 
 from protos.hydrosphere.contract_pb2 import Tensor
 from protos.local_wire import ATTACH_MIN
@@ -42,6 +43,7 @@ from tensorcodecs.dtypes import JsonKind
 from tensorcodecs.tensor_proto import decode_tensor, encode_tensor, fill_tensor, resolve_unknown_dim, tensor_header
 
 NDArray = np.ndarray
+Converter = Callable[[Any, TensorSpec, str], NDArray]  # (returned value, output spec, model) -> array
 # Modules whose use marks a function as written for TensorProto arguments (Hydrosphere 2.x).
 HYDROSPHERE_MARKERS = frozenset({"hydro_serving_grpc", "tensorflow"})
 # The package of hydro-serving-grpc 3.x's layout: its use marks a Hydrosphere 3.x function.
@@ -96,10 +98,7 @@ def arguments(style: Style, inputs: Mapping[str, TensorProto], signature: Signat
         return {name: encode_tensor(arrays[name], spec.dtype, typed=True) for name, spec in signature.inputs.items()}
     if style is Style.HYDROSPHERE3:
         return {name: _hydrosdk_value(name, arrays[name], spec) for name, spec in signature.inputs.items()}
-    # Writable arrays: user code may change its arguments in place.
-    return {name: _text(name, array) if spec.dtype.json_kind is JsonKind.STRING
-            else array if name in attached else np.array(array)
-            for (name, spec), array in zip(signature.inputs.items(), arrays.values(), strict=True)}
+    return {name: _numpy_value(name, arrays[name], spec, name in attached) for name, spec in signature.inputs.items()}
 
 
 def _input_array(name: str, proto: TensorProto, spec: TensorSpec, attached: Mapping[str, NDArray]) -> NDArray:
@@ -114,6 +113,14 @@ def _input_array(name: str, proto: TensorProto, spec: TensorSpec, attached: Mapp
     if not spec.accepts_shape(array.shape):
         raise InputError(f"input {name!r} has shape {list(array.shape)}, contract says {spec.shape_text()}")
     return array
+
+
+def _numpy_value(name: str, array: NDArray, spec: TensorSpec, owned: bool) -> NDArray:
+    """A writable array (user code may change its arguments in place): the attached array the
+    call owns as it is, else a copy; `string` text as `str`."""
+    if spec.dtype.json_kind is JsonKind.STRING:
+        return _text(name, array)
+    return array if owned else np.array(array)
 
 
 def _text(name: str, array: NDArray) -> NDArray:
@@ -189,7 +196,7 @@ def _response_from_messages(result: Any, model: str) -> PredictResponse:
 
 
 def _response_from_arrays(result: Any, signature: Signature, model: str, detach: dict[str, NDArray] | None,
-                          convert: Any) -> PredictResponse:
+                          convert: Converter) -> PredictResponse:
     if not isinstance(result, Mapping):
         if len(signature.outputs) != 1:
             raise OutputError(f"model {model}: the function returned {type(result).__name__}, expected "
@@ -245,8 +252,8 @@ def _lossless_array(value: Any, spec: TensorSpec, model: str) -> NDArray:
     """A 3.x output value (numpy, python or a 3.x Tensor) as an array of the contract's dtype,
     when every value survives the conversion; python floats round to a float dtype (numpy's
     rule for python scalars)."""
-    if isinstance(value, Tensor) or (hasattr(value, "SerializeToString") and hasattr(value, "tensor_shape")):
-        value = _tensor_array(value, spec, model)
+    if isinstance(value, Message):
+        value = _message_array(value, spec, model)
     if not spec.dtype.is_numeric:
         return _text_array(value, spec, model)
     target = spec.dtype.numpy
@@ -272,11 +279,18 @@ def _lossless_array(value: Any, spec: TensorSpec, model: str) -> NDArray:
     return converted
 
 
-def _tensor_array(value: Any, spec: TensorSpec, model: str) -> NDArray:
-    """The values of a 3.x Tensor (this runtime's or the real package's: the same bytes)."""
-    tensor = value if isinstance(value, Tensor) else Tensor.FromString(value.SerializeToString())
+def _message_array(message: Message, spec: TensorSpec, model: str) -> NDArray:
+    """The values of a returned tensor message: a 3.x `Tensor` or a TF `TensorProto`, of this
+    runtime's protos or of the real packages (the same field numbers, so the same bytes)."""
+    name = message.DESCRIPTOR.full_name
     try:
-        proto = to_tensor_proto(tensor)
+        if name.endswith("contract.Tensor"):
+            tensor = message if isinstance(message, Tensor) else Tensor.FromString(message.SerializeToString())
+            proto = to_tensor_proto(tensor)
+        elif name.endswith("TensorProto"):
+            proto = TensorProto.FromString(message.SerializeToString())
+        else:
+            raise OutputError(f"model {model}: output {spec.name!r} is a {name} message, expected a Tensor")
         resolve_unknown_dim(proto)
         return decode_tensor(proto)
     except CodecError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,23 @@ def test_messages_read_by_a_real_tf_make_ndarray() -> None:
             read = tf.make_ndarray(encode_tensor(array, typed=typed))
             assert read.shape == array.shape
             assert read.tolist() == array.tolist()
+
+
+def test_the_3x_layout_speaks_hydrosphere_3x_bytes() -> None:
+    provide_compat_modules()
+    contract = "hydro_serving_grpc.serving.contract"
+    ModelField = importlib.import_module(f"{contract}.field_pb2").ModelField
+    ModelSignature = importlib.import_module(f"{contract}.signature_pb2").ModelSignature
+    Tensor, TensorShape = (getattr(importlib.import_module(f"{contract}.tensor_pb2"), name)
+                           for name in ("Tensor", "TensorShape"))
+    types = importlib.import_module(f"{contract}.types_pb2")
+    DT_DOUBLE, NUMERICAL, DataType = types.DT_DOUBLE, types.NUMERICAL, types.DataType
+    HydroRequest = importlib.import_module("hydro_serving_grpc.serving.runtime.api_pb2").PredictRequest
+
+    field = ModelField(name="x", shape=TensorShape(dims=[-1, 2]), dtype=DT_DOUBLE, profile=NUMERICAL)
+    signature = ModelSignature(signature_name="infer", inputs=[field], outputs=[field])
+    # Field numbers of hydro-serving-protos 3.x: signature_name=1, inputs=2; name=1, shape=2, dtype=4.
+    assert signature.SerializeToString().startswith(b"\x0a\x05infer\x12")
+    assert ModelField.FromString(field.SerializeToString()).WhichOneof("type_or_subfields") == "dtype"
+    request = HydroRequest(inputs={"x": Tensor(dtype=DT_DOUBLE, double_val=[1.0], tensor_shape=TensorShape())})
+    assert DataType.Name(request.inputs["x"].dtype) == "DT_DOUBLE"

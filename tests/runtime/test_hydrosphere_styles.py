@@ -196,6 +196,7 @@ def one(spec: TensorSpec) -> Signature:
         (np.array(["a", "é"]), TensorSpec("y", lookup_dtype("string"), (-1,)), [b"a", "é".encode()]),
         (hydro_contract.Tensor(dtype=hydro_contract.DT_INT64, int64_val=[4, 5],
                                tensor_shape=hydro_contract.TensorShape(dims=[-1])), INT, [4, 5]),
+        (encode_tensor(np.array([3, 4], np.int64), typed=True), INT, [3, 4]),
     ],
 )
 def test_3x_outputs_take_the_contract_dtype_when_nothing_is_lost(value: Any, spec: TensorSpec, expected: Any) -> None:
@@ -214,6 +215,8 @@ def test_3x_outputs_take_the_contract_dtype_when_nothing_is_lost(value: Any, spe
         (np.array([1 + 1j]), "output 'y' has complex128 values that int32"),
         (np.array(["1"]), "output 'y' has dtype <U1, contract says int32"),
         (None, "output 'y' is None, contract says int32 of shape [-1]"),
+        (hydro_contract.TensorShape(dims=[1]), "output 'y' is a gatewayproto.hydrosphere.contract.TensorShape "
+                                              "message, expected a Tensor"),
     ],
 )
 def test_3x_outputs_that_would_change_are_errors(value: Any, words: str) -> None:
