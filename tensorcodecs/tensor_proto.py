@@ -3,7 +3,8 @@
 Numeric tensors are written to `tensor_content` (one buffer copy, always little-endian) unless
 typed fields are asked for; strings always go to `string_val`. Both forms are read back, and
 TF's fill rule for typed fields applies: no values means all zeros (empty strings), fewer values
-than elements repeat the last one.
+than elements repeat the last one. `resolve_unknown_dim` turns a -1 size (Hydrosphere's outputs
+declare one) into the size the values give.
 
 Deliberate differences from TensorFlow's `Tensor::FromProto`: more typed values than the shape
 holds is an error here (TF silently ignores the extra values), and `tensor_content` on a string

@@ -222,6 +222,8 @@ def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, source in (("echo2x", ECHO_2X.format(fields=fields)), ("echo3x", ECHO_3X.format(kinds=kinds)),
                          ("echonumpy", ECHO_NUMPY)):
         write_function(path, name, "echo", source, field_lines(ROWS, "x"), field_lines(ROWS, "y"))
+    write_function(path, "echo2x_workers", "echo", ECHO_2X.format(fields=fields), field_lines(ROWS, "x"),
+                   field_lines(ROWS, "y"), "workers: 2")
     return path
 
 
@@ -269,7 +271,7 @@ async def test_tutorial_functions_answer_as_on_hydrosphere(config: Config) -> No
     ]
 
 
-@pytest.mark.parametrize("app", ["echo2x", "echo3x", "echonumpy"])
+@pytest.mark.parametrize("app", ["echo2x", "echo2x_workers", "echo3x", "echonumpy"])
 async def test_every_dtype_reaches_each_style_and_comes_back(config: Config, app: str) -> None:
     body = {f"x_{row.name}": sample(row) for row in ROWS}
     [(status, answer)] = await post_all(config, [(app, body)])

@@ -283,3 +283,23 @@ def test_2x_output_shapes_that_do_not_resolve_name_the_output(shape: list[int], 
     with pytest.raises(OutputError) as caught:
         to_response(Style.HYDROSPHERE, typed(shape, values), one(TensorSpec("y", lookup_dtype("int32"), None)), "m")
     assert str(caught.value) == f"model m: {words}"
+
+
+@pytest.mark.parametrize(
+    ("array", "typed_fields", "shape", "resolved"),
+    [
+        (np.arange(6, dtype=np.int32), False, [-1, 3], (2, 3)),  # tensor_content: 24 bytes of int32
+        (np.array([1 + 2j, 3 - 4j], np.complex64), True, [-1], (2,)),  # scomplex_val holds pairs
+        (np.array([b"a", b"b", b"c"], object), True, [3, -1], (3, 1)),
+    ],
+)
+def test_a_minus_one_size_counts_values_in_any_field(array: np.ndarray, typed_fields: bool, shape: list[int],
+                                                     resolved: tuple[int, ...]) -> None:
+    response = PredictResponse()
+    response.outputs["y"].CopyFrom(encode_tensor(array, typed=typed_fields))
+    response.outputs["y"].tensor_shape.ClearField("dim")
+    response.outputs["y"].tensor_shape.dim.extend([TensorProto().tensor_shape.Dim(size=size) for size in shape])
+    spec = TensorSpec("y", lookup_dtype("string") if array.dtype == object else
+                      lookup_dtype(array.dtype.name), None)
+    to_response(Style.HYDROSPHERE, response, one(spec), "m")
+    np.testing.assert_array_equal(decode_tensor(response.outputs["y"]), array.reshape(resolved))
