@@ -27,10 +27,10 @@ from starlette.applications import Starlette
 
 from gateway import __version__
 from gateway.app import create_app
-from gateway.build import BuildError, build_model, interpreter_for
+from gateway.build import BuildError, build_model, check_model_code, interpreter_for
 from gateway.errors import ConfigError
 from gateway.gc_tuning import tune_for_serving
-from gateway.manifests import Config, load_config
+from gateway.manifests import Config, ModelManifest, load_config
 from gateway.observability import multiprocess_dir
 from gateway.reload import ConfigStager, Reloads
 from gateway.settings import Settings
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: invalid configuration: {error}", file=sys.stderr)
         return 2
     if args.command == "check":
-        return _check(config)
+        return _check(settings, config)
     if args.command == "build":
         return _build(settings, config, args.model)
     return _serve(settings, config)
@@ -85,16 +85,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check(config: Config) -> int:
+def _check(settings: Settings, config: Config) -> int:
+    """Print what the manifests declare and import every local model's code (in its built
+    environment when there is one), as `gateway serve` would; 1 when a model does not load."""
     for model in config.models.values():
         where = model.backend.target if model.backend else f"folder {model.folder}"
-        print(f"model {model.name}:{model.version} ({where}) "
+        print(f"model {_label(model)} ({where}) "
               f"inputs={list(model.signature.inputs)} outputs={list(model.signature.outputs)}")
     for app in config.applications.values():
         stages = " -> ".join("|".join(str(v.model) for v in stage.variants) for stage in app.stages)
         print(f"application {app.name}: {stages}")
+    errors = [error for model in config.local_models()
+              if (error := check_model_code(interpreter_for(settings.envs_dir, model), model,
+                                            settings.runtime_start_timeout_s)) is not None]
+    for error in errors:
+        print(f"gateway check: {error}", file=sys.stderr)
+    if errors:
+        print(f"gateway check: {len(errors)} model(s) do not load", file=sys.stderr)
+        return 1
     print("configuration is valid")
     return 0
+
+
+def _label(model: ModelManifest) -> str:
+    """`name:N`; a TF Serving manifest without a pinned version fronts every version: `name`
+    (`name@label` when it pins a label)."""
+    if model.backend is not None and model.backend.version is None:
+        label = model.backend.version_label
+        return model.name if label is None else f"{model.name}@{label}"
+    return f"{model.name}:{model.version}"
 
 
 def _build(settings: Settings, config: Config, names: list[str] | None) -> int:

@@ -37,7 +37,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: one object per process
 class RuntimeProcess:
     """One running `python -m runtime serve` and what it printed."""
 
