@@ -165,5 +165,5 @@ def test_shutdown_does_not_wait_for_a_reload_stuck_on_a_hanging_model(tmp_path: 
         assert process.wait(timeout=15) == 0
         assert time.monotonic() - started < 5  # not the 60 s start timeout
         reloading.join(10)
-        assert answers and answers[0].status_code == 503
+        assert [answer.status_code for answer in answers] == [503]
         assert not [pid for pid in tree if alive(pid)]
