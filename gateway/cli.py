@@ -182,9 +182,8 @@ async def _run(settings: Settings, config: Config) -> int:
         targets, failed = starting.result()
         bound = config.with_targets(targets)
         if settings.workers > 1:
-            listener.close()  # each worker binds its own; the port stays ours meanwhile (SO_REUSEPORT)
             reloads = WorkerReloads(ConfigStager(settings, bound, supervisor), failed, settings.drain_timeout_s)
-            return await _run_workers(settings, reloads, stopping)
+            return await _run_workers(settings, reloads, stopping, listener)
         app = create_app(settings, bound, failed, supervisor)
         tune_for_serving()
         return await _serve_app(settings, app, sorted(config.applications), stopping, stop_wait, [listener])
@@ -256,7 +255,8 @@ def reuseport_socket(host: str, port: int, reuse_port: bool = True) -> socket.so
     return sock
 
 
-async def _run_workers(settings: Settings, reloads: WorkerReloads, stopping: asyncio.Event) -> int:
+async def _run_workers(settings: Settings, reloads: WorkerReloads, stopping: asyncio.Event,
+                       probe: socket.socket) -> int:
     """Run `settings.workers` gateway processes on the port (the model runtimes stay with this
     process); restart a worker that dies; on SIGTERM stop them all (each drains). A reload
     (SIGHUP, --watch, or `POST /admin/reload` to any worker) is staged here and applied by every
@@ -281,6 +281,7 @@ async def _run_workers(settings: Settings, reloads: WorkerReloads, stopping: asy
         return process
 
     workers = [spawn(i) for i in range(settings.workers)]
+    probe.close()  # bound (SO_REUSEPORT) since before the runtimes started; each worker has its own now
     log.info("started %d workers on port %s (pids %s)", len(workers), settings.port,
              " ".join(str(w.pid) for w in workers))
 
