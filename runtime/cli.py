@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -15,6 +14,7 @@ from types import FrameType
 from gateway.errors import ConfigError
 from gateway.gc_tuning import tune_for_serving
 from gateway.manifests import RUNTIME_THREADS
+from runtime.exits import exit_on_system_exit
 from runtime.model import load_model
 from runtime.server import ModelServer
 
@@ -75,7 +75,7 @@ def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float, lo
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    threading.excepthook = _exit_on_system_exit
+    threading.excepthook = exit_on_system_exit
     tune_for_serving()
     manifest = server.manifest
     # The supervisor reads this line to learn the port.
@@ -85,17 +85,3 @@ def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float, lo
              manifest.signature.name, host, bound)
     server.wait()
     return 0
-
-
-def _exit_on_system_exit(hook: threading.ExceptHookArgs) -> None:
-    """A model that calls sys.exit in a call thread ends the runtime with that code (as it would
-    in a single-threaded program), so the gateway logs the exit and restarts it like a crash."""
-    if hook.exc_type is not SystemExit:
-        threading.__excepthook__(hook)
-        return
-    code = hook.exc_value.code if isinstance(hook.exc_value, SystemExit) else 1
-    status = code if isinstance(code, int) else 0 if code is None else 1
-    log.error("the model called sys.exit(%r) in thread %s: the runtime exits with code %d", code,
-              hook.thread.name if hook.thread else "?", status)
-    sys.stderr.flush()
-    os._exit(status)

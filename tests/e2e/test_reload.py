@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import write_app, write_model
-from tests.e2e.processes import alive, command_line, descendants, running_gateway
+from tests.e2e.processes import alive, command_line, descendants, local_socket_of, running_gateway
 
 GOOD = "def predict(x):\n    return x + 1\n"
 QUITTER = "import sys\n\ndef predict(x):\n    if x[0] == 0:\n        sys.exit(3)\n    return x + 1\n"
@@ -140,8 +140,18 @@ def test_a_model_calling_sys_exit_is_logged_and_restarted(gateway: Gateway) -> N
     assert predict(url, "quitter_app").json() == {"y": [2]}
     assert runtimes_of(process, "quitter") != before
     text = log.read_text()
-    assert "the model called sys.exit(3)" in text
+    assert "the model called sys.exit(3) in thread" in text
     assert f"runtime (pid {before[0]}) exited with code 3" in text
+    # Over gRPC (its Unix socket gone) too: the call does not hang until its deadline.
+    restarted = runtimes_of(process, "quitter")
+    Path(local_socket_of(restarted[0])).unlink()
+    started = time.monotonic()
+    response = predict(url, "quitter_app", x=0)
+    assert response.status_code == 503
+    assert time.monotonic() - started < 5
+    text = log.read_text()
+    assert "the model called sys.exit(3) in /tensorflow.serving.PredictionService/Predict" in text
+    assert f"runtime (pid {restarted[0]}) exited with code 3" in text
 
 
 def test_shutdown_does_not_wait_for_a_reload_stuck_on_a_hanging_model(tmp_path: Path) -> None:
