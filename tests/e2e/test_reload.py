@@ -6,16 +6,23 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
+import numpy as np
 import pytest
 
-from tests.conftest import write_app, write_model
-from tests.e2e.processes import alive, command_line, descendants, local_socket_of, running_gateway
+from protos.services import TF_PREDICT
+from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
+from tensorcodecs import lookup_dtype
+from tensorcodecs.tensor_proto import encode_tensor
+from tests.conftest import REPO, free_port, write_app, write_model
+from tests.e2e.processes import alive, command_line, descendants, running_gateway
 
 GOOD = "def predict(x):\n    return x + 1\n"
 QUITTER = "import sys\n\ndef predict(x):\n    if x[0] == 0:\n        sys.exit(3)\n    return x + 1\n"
@@ -142,16 +149,31 @@ def test_a_model_calling_sys_exit_is_logged_and_restarted(gateway: Gateway) -> N
     text = log.read_text()
     assert "the model called sys.exit(3) in thread" in text
     assert f"runtime (pid {before[0]}) exited with code 3" in text
-    # Over gRPC (its Unix socket gone) too: the call does not hang until its deadline.
-    restarted = runtimes_of(process, "quitter")
-    Path(local_socket_of(restarted[0])).unlink()
-    started = time.monotonic()
-    response = predict(url, "quitter_app", x=0)
-    assert response.status_code == 503
-    assert time.monotonic() - started < 5
-    text = log.read_text()
-    assert "the model called sys.exit(3) in /tensorflow.serving.PredictionService/Predict" in text
-    assert f"runtime (pid {restarted[0]}) exited with code 3" in text
+
+
+def test_a_model_calling_sys_exit_over_grpc_ends_the_runtime_at_once(tmp_path: Path) -> None:
+    folder = write_model(tmp_path, "quitter", "quitter", QUITTER)
+    port = free_port()
+    runtime = subprocess.Popen([sys.executable, "-m", "runtime", "serve", str(folder), "--port", str(port)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert runtime.stdout is not None
+        assert '"listening"' in runtime.stdout.readline()
+        request = PredictRequest()
+        request.model_spec.name = "quitter"
+        request.inputs["x"].CopyFrom(encode_tensor(np.array([0], np.int32), lookup_dtype("int32")))
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary(TF_PREDICT.path, request_serializer=PredictRequest.SerializeToString,
+                                       response_deserializer=PredictResponse.FromString)
+            with pytest.raises(grpc.RpcError) as caught:
+                call(request, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE  # not DEADLINE_EXCEEDED: no hang
+        assert runtime.wait(timeout=5) == 3
+        assert runtime.stderr is not None
+        assert "the model called sys.exit(3) in /tensorflow.serving.PredictionService/Predict" in runtime.stderr.read()
+    finally:
+        runtime.kill()
+        runtime.wait()
 
 
 def test_shutdown_does_not_wait_for_a_reload_stuck_on_a_hanging_model(tmp_path: Path) -> None:
