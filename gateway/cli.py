@@ -159,7 +159,7 @@ async def _run(settings: Settings, config: Config) -> int:
     loop = asyncio.get_running_loop()
     # The port first: a busy one fails the command before any runtime is started.
     try:
-        listener = reuseport_socket(settings.host, settings.port, reuse_port=settings.workers > 1)
+        listener = bound_socket(settings.host, settings.port, reuse_port=settings.workers > 1)
     except OSError as error:
         print(f"gateway: cannot listen on {settings.host}:{settings.port}: {error.strerror or error}",
               file=sys.stderr)
@@ -237,7 +237,7 @@ async def _serve_app(settings: Settings, app: Starlette, applications: list[str]
 # ---------------------------------------------------------------- --workers N
 
 
-def reuseport_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
+def bound_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
     """A bound TCP socket; with SO_REUSEPORT (`reuse_port`) each worker binds its own on the
     same port and the kernel spreads new connections over them."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
@@ -352,7 +352,7 @@ async def _worker_run(settings: Settings, config: Config, failed: Mapping[tuple[
         app.state.reload_via = ParentLink(link, app)
         tune_for_serving()
         return await _serve_app(settings, app, sorted(config.applications), stopping, stop_wait,
-                                [reuseport_socket(settings.host, settings.port)])
+                                [bound_socket(settings.host, settings.port)])
     finally:
         stop_wait.cancel()
 
