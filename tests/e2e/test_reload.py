@@ -41,8 +41,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     write_model(config, "quitter", "quitter", QUITTER)
     write_app(config, "app", "counter")
     write_app(config, "quitter_app", "quitter")
+    write_model(config, "broken", "broken", "def predict(x):\n    return (\n")  # broken from the start
     log = tmp_path_factory.mktemp("log") / "gateway.log"
-    with running_gateway(config, log=log) as (process, url):
+    with running_gateway(config, ready_path="/health/live", log=log) as (process, url):
         yield process, url, config, log
 
 
@@ -129,6 +130,8 @@ def test_a_reload_adding_a_model_starts_its_runtime_first(gateway: Gateway) -> N
     answer = reload(url)
     assert answer.status_code == 200, answer.text
     assert "added_app" in answer.json()["applications"]
+    # A model that failed at start and is unchanged stays unavailable; it does not block reloads.
+    assert "func_main.py:2" in answer.json()["failed"]["broken:1"]
     assert predict(url, "added_app").json() == {"y": [10]}
     assert predict(url).json() == {"y": [2]}
 
