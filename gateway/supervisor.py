@@ -127,21 +127,23 @@ class Supervisor:
         or files differ from the running runtime's) and wait until each is healthy, without
         touching the runtimes in service. With `all_or_nothing`, one that does not come up
         within the start timeout stops all those started and raises RuntimeStartError naming
-        every failure; a model that failed before and is unchanged stays failed (it is no
-        reason to refuse). Cancelling the call stops what it started."""
+        every failure; a model that failed before and is unchanged is tried again, and if it
+        fails again it stays failed (it is no reason to refuse: it was not serving). Cancelling
+        the call stops what it started."""
         staged = Staged({model.key: model for model in models})
         to_start: list[ModelManifest] = []
+        tolerated: set[ModelKey] = set()
         for key, model in staged.models.items():
             running = self.processes.get(key)
             prints = fingerprint(model)
             failure = self._failures.get(key)
             if running is not None and running.model == model and running.fingerprint == prints:
                 staged.targets[key] = running.address
-            elif (all_or_nothing and failure is not None and failure.model == model
-                  and failure.fingerprint == prints):
-                staged.failed[key] = failure.reason
-            else:
-                to_start.append(model)
+                continue
+            if not all_or_nothing or (failure is not None and failure.model == model
+                                      and failure.fingerprint == prints):
+                tolerated.add(key)
+            to_start.append(model)
         launched: list[RuntimeProcess] = []
         try:
             results = await asyncio.gather(*(self._launch(m, started=launched) for m in to_start),
@@ -161,10 +163,11 @@ class Supervisor:
             else:
                 await self.abort(staged)
                 raise result
-        if errors and all_or_nothing:
+        refusals = {key: reason for key, reason in errors.items() if key not in tolerated}
+        if refusals:
             await self.abort(staged)
             raise RuntimeStartError("; ".join(f"model {name}:{version} did not start: {reason}"
-                                              for (name, version), reason in sorted(errors.items())))
+                                              for (name, version), reason in sorted(refusals.items())))
         for key, reason in errors.items():
             model = staged.models[key]
             self._failures[key] = _Failure(model, fingerprint(model), reason)

@@ -130,7 +130,8 @@ def test_a_reload_adding_a_model_starts_its_runtime_first(gateway: Gateway) -> N
     answer = reload(url)
     assert answer.status_code == 200, answer.text
     assert "added_app" in answer.json()["applications"]
-    # A model that failed at start and is unchanged stays unavailable; it does not block reloads.
+    # A model that failed at start and is unchanged is tried again; failing again, it stays
+    # unavailable and does not block the reload.
     assert "func_main.py:2" in answer.json()["failed"]["broken:1"]
     assert predict(url, "added_app").json() == {"y": [10]}
     assert predict(url).json() == {"y": [2]}
