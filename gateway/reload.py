@@ -115,10 +115,6 @@ class ConfigStager:
             return []
         return self.supervisor.commit(staged.runtimes)
 
-    async def abort(self, staged: StagedConfig) -> None:
-        if self.supervisor is not None and staged.runtimes is not None:
-            await self.supervisor.abort(staged.runtimes)
-
     async def retire(self, runtimes: list[RuntimeProcess]) -> None:
         if self.supervisor is not None and runtimes:
             await self.supervisor.retire(runtimes)
