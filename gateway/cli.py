@@ -303,9 +303,9 @@ async def _run_workers(settings: Settings, reloads: WorkerReloads, stopping: asy
                 if not worker.is_alive() and not stopping.is_set():
                     log.error("worker %s exited with code %s; starting another", worker.pid, worker.exitcode)
                     workers[index] = spawn(index)
-        triggers.abandon()
-        await reloads.close()
         forward(signal.SIGTERM)
+        triggers.abandon()  # a reload under way stops what it started; its caller gets 503
+        await reloads.close()
         limit = settings.shutdown_grace_s + settings.drain_timeout_s + 5
         await loop.run_in_executor(None, _join_all, workers, limit)
         return 0
