@@ -1,12 +1,14 @@
 """`gateway build`: one virtual environment per local model, made by its install-command.
 
-Each environment lives in `<envs_dir>/<name>-<version>/`, sees the gateway's own packages
-(so the runtime can run in it) after its own, and is used by `gateway serve` once the
-install-command has succeeded.
+Each environment lives in `<envs_dir>/<name>-<version>-<folder hash>/` (one per model folder,
+so two config directories with a model of the same name do not share one), sees the gateway's
+own packages (so the runtime can run in it) after its own, and is used by `gateway serve` once
+the install-command has succeeded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import site
 import subprocess
@@ -33,7 +35,9 @@ class ModelEnvironment:
 
     @classmethod
     def of(cls, envs_dir: Path, model: ModelManifest) -> ModelEnvironment:
-        return cls(envs_dir.resolve() / f"{model.name}-{model.version}")
+        assert model.folder is not None
+        folder = hashlib.sha256(str(model.folder.resolve()).encode()).hexdigest()[:12]
+        return cls(envs_dir.resolve() / f"{model.name}-{model.version}-{folder}")
 
     @property
     def python(self) -> Path:
@@ -74,6 +78,23 @@ def build_model(envs_dir: Path, model: ModelManifest, timeout_s: float = 1800) -
                              f"code {result.returncode}; last output:\n  {tail}")
     (environment.path / BUILT_MARKER).write_text(f"{model.install_command or ''}\n")
     return environment
+
+
+def check_model_code(python: str, model: ModelManifest, timeout_s: float) -> str | None:
+    """Import the model's function in a subprocess running `python` (its environment's) as its
+    runtime would; None when it loads, else why (file:line for syntax and import errors)."""
+    assert model.folder is not None
+    label = f"model {model.name}:{model.version}"
+    try:
+        result = subprocess.run([python, "-m", "runtime", "check", str(model.folder)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return f"{label}: importing {model.folder / 'src' / 'func_main.py'} did not finish within {timeout_s:g}s"
+    if result.returncode == 0:
+        return None
+    lines = result.stderr.strip().splitlines()
+    return f"{label}: {lines[-1] if lines else f'the import check exited with code {result.returncode}'}"
 
 
 def _see_gateway_packages(environment: ModelEnvironment) -> None:

@@ -18,7 +18,8 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import uvicorn
@@ -26,14 +27,15 @@ from starlette.applications import Starlette
 
 from gateway import __version__
 from gateway.app import create_app
-from gateway.build import BuildError, build_model, interpreter_for
+from gateway.build import BuildError, build_model, check_model_code, interpreter_for
 from gateway.errors import ConfigError
 from gateway.gc_tuning import tune_for_serving
-from gateway.manifests import Config, load_config
+from gateway.manifests import Config, ModelManifest, load_config
 from gateway.observability import multiprocess_dir
-from gateway.reload import Reloader
+from gateway.reload import ConfigStager, Reloads
 from gateway.settings import Settings
 from gateway.supervisor import Supervisor, _die_with_parent
+from gateway.workers import ParentLink, WorkerReloads
 
 log = logging.getLogger("gateway")
 
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: invalid configuration: {error}", file=sys.stderr)
         return 2
     if args.command == "check":
-        return _check(config)
+        return _check(settings, config)
     if args.command == "build":
         return _build(settings, config, args.model)
     return _serve(settings, config)
@@ -83,16 +85,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check(config: Config) -> int:
+def _check(settings: Settings, config: Config) -> int:
+    """Print what the manifests declare and import every local model's code (in its built
+    environment when there is one), as `gateway serve` would; 1 when a model does not load."""
     for model in config.models.values():
         where = model.backend.target if model.backend else f"folder {model.folder}"
-        print(f"model {model.name}:{model.version} ({where}) "
+        print(f"model {_label(model)} ({where}) "
               f"inputs={list(model.signature.inputs)} outputs={list(model.signature.outputs)}")
     for app in config.applications.values():
         stages = " -> ".join("|".join(str(v.model) for v in stage.variants) for stage in app.stages)
         print(f"application {app.name}: {stages}")
+    errors = [error for model in config.local_models()
+              if (error := check_model_code(interpreter_for(settings.envs_dir, model), model,
+                                            settings.runtime_start_timeout_s)) is not None]
+    for error in errors:
+        print(f"gateway check: {error}", file=sys.stderr)
+    if errors:
+        print(f"gateway check: {len(errors)} model(s) do not load", file=sys.stderr)
+        return 1
     print("configuration is valid")
     return 0
+
+
+def _label(model: ModelManifest) -> str:
+    """`name:N`; a TF Serving manifest without a pinned version fronts every version: `name`
+    (`name@label` when it pins a label)."""
+    if model.backend is not None and model.backend.version is None:
+        label = model.backend.version_label
+        return model.name if label is None else f"{model.name}@{label}"
+    return f"{model.name}:{model.version}"
 
 
 def _build(settings: Settings, config: Config, names: list[str] | None) -> int:
@@ -136,6 +157,15 @@ def _serve(settings: Settings, config: Config) -> int:
 
 async def _run(settings: Settings, config: Config) -> int:
     loop = asyncio.get_running_loop()
+    # The port first: a busy one fails the command before any runtime is started.
+    try:
+        listener = bound_socket(settings.host, settings.port, reuse_port=settings.workers > 1)
+    except OSError as error:
+        print(f"gateway: cannot listen on {settings.host}:{settings.port}: {error.strerror or error}",
+              file=sys.stderr)
+        return 1
+    if settings.port == 0:
+        settings = dataclasses.replace(settings, port=listener.getsockname()[1])
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
@@ -152,11 +182,13 @@ async def _run(settings: Settings, config: Config) -> int:
         targets, failed = starting.result()
         bound = config.with_targets(targets)
         if settings.workers > 1:
-            return await _run_workers(settings, bound, failed, stopping)
+            reloads = WorkerReloads(ConfigStager(settings, bound, supervisor), failed, settings.drain_timeout_s)
+            return await _run_workers(settings, reloads, stopping, listener)
         app = create_app(settings, bound, failed, supervisor)
         tune_for_serving()
-        return await _serve_app(settings, app, sorted(config.applications), stopping, stop_wait)
+        return await _serve_app(settings, app, sorted(config.applications), stopping, stop_wait, [listener])
     finally:
+        listener.close()
         stop_wait.cancel()
         loop.remove_signal_handler(signal.SIGHUP)
         await supervisor.stop()
@@ -177,13 +209,14 @@ async def _serve_app(settings: Settings, app: Starlette, applications: list[str]
     scheme = "https" if settings.tls_certfile else "http"
     log.info("serving %s://%s:%s (applications: %s)", scheme, settings.host, settings.port,
              ", ".join(applications) or "none")
-    reloads = _Reloads(app)
+    reloads = _Reloads(lambda: getattr(app.state, "reload_via", None) or getattr(app.state, "reloader", None))
     loop.add_signal_handler(signal.SIGHUP, reloads.trigger)
     watching = None
     if settings.watch_config:
         watching = asyncio.create_task(_watch(settings.config_dir, reloads))
     try:
         await asyncio.wait({serving, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        reloads.abandon()  # a reload waiting on a runtime that hangs must not hold up the drain
         if stopping.is_set() and not serving.done():
             # Load balancers see /health/ready turn 503 and stop sending; requests that still
             # arrive during the grace period are served. Then uvicorn stops accepting and gives
@@ -204,24 +237,30 @@ async def _serve_app(settings: Settings, app: Starlette, applications: list[str]
 # ---------------------------------------------------------------- --workers N
 
 
-def reuseport_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket with SO_REUSEPORT: each worker binds its own on the same port and
-    the kernel spreads new connections over them."""
+def bound_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
+    """A bound TCP socket; with SO_REUSEPORT (`reuse_port`) each worker binds its own on the
+    same port and the kernel spreads new connections over them."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                          flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(address)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
     sock.set_inheritable(True)
     return sock
 
 
-async def _run_workers(settings: Settings, config: Config, failed: Mapping[tuple[str, int], str],
-                       stopping: asyncio.Event) -> int:
+async def _run_workers(settings: Settings, reloads: WorkerReloads, stopping: asyncio.Event,
+                       probe: socket.socket) -> int:
     """Run `settings.workers` gateway processes on the port (the model runtimes stay with this
-    process); restart a worker that dies; on SIGTERM stop them all (each drains); SIGHUP is
-    passed on to every worker. Metrics are summed over the workers (prometheus-client's
+    process); restart a worker that dies; on SIGTERM stop them all (each drains). A reload
+    (SIGHUP, --watch, or `POST /admin/reload` to any worker) is staged here and applied by every
+    worker (gateway/workers.py). Metrics are summed over the workers (prometheus-client's
     multiprocess mode, in a temporary directory unless PROMETHEUS_MULTIPROC_DIR is set)."""
     loop = asyncio.get_running_loop()
     context = multiprocessing.get_context("spawn")
@@ -229,19 +268,20 @@ async def _run_workers(settings: Settings, config: Config, failed: Mapping[tuple
     if not multiprocess_dir():
         own_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
-    # Bind once here first, so that a port in use fails the command rather than every worker.
-    probe = reuseport_socket(settings.host, settings.port)
-    if settings.port == 0:
-        settings = dataclasses.replace(settings, port=probe.getsockname()[1])
+    # Workers do not watch: the parent does, and reloads them all.
+    worker_settings = dataclasses.replace(settings, watch_config=False)
 
     def spawn(index: int) -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=_worker_main, args=(settings, config, dict(failed)),
+        link = reloads.attach(index)
+        process = context.Process(target=_worker_main, args=(worker_settings, reloads.config,
+                                                             reloads.failed, link),
                                   name=f"gateway-worker-{index}", daemon=False)
         process.start()
+        link.close()  # the worker has its own copy
         return process
 
     workers = [spawn(i) for i in range(settings.workers)]
-    probe.close()
+    probe.close()  # bound (SO_REUSEPORT) since before the runtimes started; each worker has its own now
     log.info("started %d workers on port %s (pids %s)", len(workers), settings.port,
              " ".join(str(w.pid) for w in workers))
 
@@ -250,7 +290,11 @@ async def _run_workers(settings: Settings, config: Config, failed: Mapping[tuple
             if worker.pid is not None and worker.is_alive():
                 os.kill(worker.pid, signum)
 
-    loop.add_signal_handler(signal.SIGHUP, forward, signal.SIGHUP)
+    triggers = _Reloads(lambda: reloads)
+    loop.add_signal_handler(signal.SIGHUP, triggers.trigger)
+    watching = None
+    if settings.watch_config:
+        watching = asyncio.create_task(_watch(settings.config_dir, triggers))
     try:
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
@@ -260,10 +304,14 @@ async def _run_workers(settings: Settings, config: Config, failed: Mapping[tuple
                     log.error("worker %s exited with code %s; starting another", worker.pid, worker.exitcode)
                     workers[index] = spawn(index)
         forward(signal.SIGTERM)
+        triggers.abandon()  # a reload under way stops what it started; its caller gets 503
+        await reloads.close()
         limit = settings.shutdown_grace_s + settings.drain_timeout_s + 5
         await loop.run_in_executor(None, _join_all, workers, limit)
         return 0
     finally:
+        if watching is not None:
+            watching.cancel()
         loop.remove_signal_handler(signal.SIGHUP)
         for worker in workers:
             if worker.is_alive():
@@ -278,20 +326,22 @@ def _join_all(workers: list[multiprocessing.process.BaseProcess], limit: float) 
         worker.join(max(0.0, deadline - time.monotonic()))
 
 
-def _worker_main(settings: Settings, config: Config,
-                 failed: Mapping[tuple[str, int], str]) -> None:  # pragma: no cover - a child process
-    """One worker process: the HTTP server on its own SO_REUSEPORT socket."""
+def _worker_main(settings: Settings, config: Config, failed: Mapping[tuple[str, int], str],
+                 link: Connection) -> None:  # pragma: no cover - a child process
+    """One worker process: the HTTP server on its own SO_REUSEPORT socket, reloaded by the
+    parent over `link`."""
     _die_with_parent()
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        code = runner.run(_worker_run(settings, config, failed))
+        code = runner.run(_worker_run(settings, config, failed, link))
     sys.exit(code)
 
 
-async def _worker_run(settings: Settings, config: Config, failed: Mapping[tuple[str, int], str]) -> int:
+async def _worker_run(settings: Settings, config: Config, failed: Mapping[tuple[str, int], str],
+                      link: Connection) -> int:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -299,18 +349,20 @@ async def _worker_run(settings: Settings, config: Config, failed: Mapping[tuple[
     stop_wait = asyncio.create_task(stopping.wait())
     try:
         app = create_app(settings, config, failed, None)
+        app.state.reload_via = ParentLink(link, app)
         tune_for_serving()
         return await _serve_app(settings, app, sorted(config.applications), stopping, stop_wait,
-                                [reuseport_socket(settings.host, settings.port)])
+                                [bound_socket(settings.host, settings.port)])
     finally:
         stop_wait.cancel()
 
 
 class _Reloads:
-    """Reloads asked for by SIGHUP or the file watcher, run one after the other."""
+    """Reloads asked for by SIGHUP or the file watcher, run one after the other by what
+    `reloads` returns (None before the gateway serves)."""
 
-    def __init__(self, app: Starlette) -> None:
-        self.app = app
+    def __init__(self, reloads: Callable[[], Reloads | None]) -> None:
+        self.reloads = reloads
         self.tasks: set[asyncio.Task[None]] = set()
 
     def trigger(self) -> None:
@@ -318,12 +370,18 @@ class _Reloads:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def abandon(self) -> None:
+        """The gateway is stopping: reloads under way give up."""
+        reloads = self.reloads()
+        if reloads is not None:
+            reloads.abandon()
+
     async def _reload(self) -> None:
-        reloader: Reloader | None = getattr(self.app.state, "reloader", None)
-        if reloader is None:
+        reloads = self.reloads()
+        if reloads is None:
             log.warning("reload asked for before the gateway started serving; ignored")
             return
-        result = await reloader.reload()
+        result = await reloads.reload()
         if not result.applied:
             log.error("reload refused: %s", result.error)
 

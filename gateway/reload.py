@@ -1,17 +1,25 @@
-"""Hot reload: re-read the manifests, validate them fully, then swap the registry at once.
+"""Hot reload: re-read the manifests, validate them fully, start the runtimes of new and changed
+local models, then swap the registry at once.
 
-An invalid config is refused with its error and the old one keeps serving. Requests in flight
-finish on the config they started with (they hold its objects). Channels to targets still in
-use are reused; runtimes and channels that are no longer needed are closed after the drain
-timeout. Settings (gateway.yaml) are read once at start: a reload applies models and
-applications only.
+A reload is all or nothing: an invalid manifest, or a new or changed model that does not come up
+within `runtime_start_timeout_s`, refuses the whole reload with its error, stops the runtimes it
+started, and the old config keeps serving unchanged. Requests in flight finish on the config they
+started with (they hold its objects). Channels to targets still in use are reused; runtimes and
+channels that are no longer needed are closed after the drain timeout. Settings (gateway.yaml) are
+read once at start: a reload applies models and applications only.
+
+Two halves: `ConfigStager` (validate, start runtimes) runs where the runtimes live, `Reloader.apply`
+(swap) in every process serving HTTP. With one process `Reloader.reload` does both; with workers the
+parent stages once and every worker applies (gateway/workers.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.backends.pool import ChannelPool
 from gateway.dataplane import DISCOVERY_TIMEOUT_S, DataPlane
@@ -20,9 +28,11 @@ from gateway.health_watch import HealthWatcher
 from gateway.manifests import Config, RuntimeAddress, load_config
 from gateway.registry import Registry
 from gateway.settings import Settings
-from gateway.supervisor import ModelKey, RuntimeProcess, Supervisor
+from gateway.supervisor import ModelKey, RuntimeProcess, RuntimeStartError, Staged, Supervisor
 
 log = logging.getLogger("gateway.reload")
+
+SHUTTING_DOWN = "the gateway is shutting down; the reload was abandoned"
 
 
 @dataclass
@@ -34,10 +44,84 @@ class ReloadResult:
     applications: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    shutting_down: bool = False
+
+    @property
+    def status(self) -> int:
+        """The admin route's HTTP status."""
+        return 200 if self.applied else 503 if self.shutting_down else 422
+
+
+class Reloads(Protocol):
+    """What carries out a reload asked for in one process: its `Reloader`, or a worker's link
+    to the parent that reloads every worker."""
+
+    async def reload(self) -> ReloadResult: ...
+
+    def abandon(self) -> None: ...
+
+
+@dataclass
+class StagedConfig:
+    """A validated config bound to its runtimes, not serving yet."""
+
+    config: Config
+    failed: dict[ModelKey, str]
+    runtimes: Staged | None = None
+
+
+class ConfigStager:
+    """Loads and validates the config directory and starts the runtimes of its new and changed
+    local models (all or nothing); `commit` makes the result current."""
+
+    def __init__(self, settings: Settings, config: Config, supervisor: Supervisor | None) -> None:
+        self.settings = settings
+        self.config = config
+        self.supervisor = supervisor
+
+    async def stage(self) -> StagedConfig:
+        """The config directory, validated, with runtimes for every local model; ConfigError
+        when a manifest is invalid or a new or changed model does not start (then nothing
+        started stays running). Cancelling it stops what it started."""
+        config = load_config(self.settings.config_dir)
+        if config.gateway != self.config.gateway:
+            log.warning("gateway.yaml changed; settings apply at the next restart")
+        if self.supervisor is None:
+            targets, failed = self._kept_bindings(config)
+            return StagedConfig(config.with_targets(targets), failed)
+        try:
+            staged = await self.supervisor.stage(config.local_models())
+        except RuntimeStartError as error:
+            raise ConfigError(str(error)) from None
+        return StagedConfig(config.with_targets(staged.targets), dict(staged.failed), staged)
+
+    def _kept_bindings(self, config: Config) -> tuple[dict[ModelKey, RuntimeAddress], dict[ModelKey, str]]:
+        # Without a supervisor (the app embedded elsewhere) local models keep their bindings,
+        # and a new one cannot be started: refused rather than served as unavailable.
+        current = self.config.models
+        targets = {m.key: RuntimeAddress(backend.target, backend.local_socket) for m in config.local_models()
+                   if m.key in current and (backend := current[m.key].backend) is not None}
+        new = [m for m in config.local_models() if m.key not in targets]
+        if new:
+            raise ConfigError(f"model {new[0].name}:{new[0].version} is new, and this gateway does not run "
+                              "model runtimes (`gateway serve` does): restart it to add local models",
+                              new[0].source)
+        return targets, {}
+
+    def commit(self, staged: StagedConfig) -> list[RuntimeProcess]:
+        """Make `staged` current; returns the runtimes it replaces (to `retire` after a drain)."""
+        self.config = staged.config
+        if self.supervisor is None or staged.runtimes is None:
+            return []
+        return self.supervisor.commit(staged.runtimes)
+
+    async def retire(self, runtimes: list[RuntimeProcess]) -> None:
+        if self.supervisor is not None and runtimes:
+            await self.supervisor.retire(runtimes)
 
 
 class Reloader:
-    """Owns the current config and swaps it for a new one on request."""
+    """Owns the current config of one HTTP-serving process and swaps it for a new one."""
 
     def __init__(self, settings: Settings, config: Config, dataplane: DataPlane, pool: ChannelPool,
                  watcher: HealthWatcher, supervisor: Supervisor | None = None) -> None:
@@ -46,50 +130,68 @@ class Reloader:
         self.dataplane = dataplane
         self.pool = pool
         self.watcher = watcher
-        self.supervisor = supervisor
+        self.stager = ConfigStager(settings, config, supervisor)
         self._lock = asyncio.Lock()
+        self._reloading: set[asyncio.Task[ReloadResult]] = set()
         self._retiring: set[asyncio.Task[None]] = set()
         self._draining: list[Registry] = []  # replaced registries whose requests may still run
+        self._abandoned = False
 
     async def reload(self) -> ReloadResult:
         """Load, validate and apply the config directory; one reload at a time."""
+        if self._abandoned:
+            return ReloadResult(False, SHUTTING_DOWN, shutting_down=True)
+        task = asyncio.create_task(self._reload())
+        self._reloading.add(task)
+        task.add_done_callback(self._reloading.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if self._abandoned:
+                return ReloadResult(False, SHUTTING_DOWN, shutting_down=True)
+            raise
+
+    async def _reload(self) -> ReloadResult:
         async with self._lock:
             try:
-                config = load_config(self.settings.config_dir)
+                staged = await self.stager.stage()
             except ConfigError as error:
                 log.error("reload refused, the current config keeps serving: %s", error)
                 return ReloadResult(False, str(error))
-            if config.gateway != self.config.gateway:
-                log.warning("gateway.yaml changed; settings apply at the next restart")
-            targets, failed = await self._runtimes(config)
-            bound = config.with_targets(targets)
-            registry = Registry.build(bound, self.pool, failed)
-            replaced = self.dataplane.registry
-            self.dataplane.registry = registry  # the swap: one assignment
-            self.config = bound
-            self._draining.append(replaced)
-            retired = self.supervisor.take_retiring() if self.supervisor is not None else []
-            await self.dataplane.discover(min(self.settings.request_timeout_s, DISCOVERY_TIMEOUT_S))
-            await self.watcher.check_now()
-            task = asyncio.create_task(self._retire(replaced, retired))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
-            log.info("reloaded: %d applications, %d models", len(registry.applications), len(registry.models))
-            return ReloadResult(True, None, sorted(registry.applications),
-                                sorted(model.label for model in registry.models.values()),
-                                {f"{name}:{version}": reason for (name, version), reason in failed.items()})
+            return await self._swap(staged.config, staged.failed, self.stager.commit(staged))
 
-    async def _runtimes(self, config: Config) -> tuple[dict[ModelKey, RuntimeAddress], dict[ModelKey, str]]:
-        local = config.local_models()
-        if self.supervisor is not None:
-            return await self.supervisor.sync(local)
-        # Without a supervisor (the app embedded elsewhere), local models keep their bindings.
-        current = self.config.models
-        targets = {m.key: RuntimeAddress(backend.target, backend.local_socket) for m in local
-                   if m.key in current and (backend := current[m.key].backend) is not None}
-        failed = {m.key: "no runtime: the gateway was not started by `gateway serve`"
-                  for m in local if m.key not in targets}
-        return targets, failed
+    def abandon(self) -> None:
+        """Give up reloads under way (the gateway is stopping): what they started is stopped,
+        and their callers are answered at once rather than holding up the drain."""
+        self._abandoned = True
+        for task in self._reloading:
+            task.cancel()
+
+    async def apply(self, config: Config, failed: Mapping[ModelKey, str]) -> ReloadResult:
+        """Swap to `config`, already validated and bound to running runtimes elsewhere (a
+        worker told by the parent); one swap at a time."""
+        async with self._lock:
+            return await self._swap(config, failed, ())
+
+    async def _swap(self, config: Config, failed: Mapping[ModelKey, str],
+                    retiring: Sequence[RuntimeProcess]) -> ReloadResult:
+        """Swap to `config`; `retiring` are runtimes to stop once requests on the replaced
+        config have drained."""
+        registry = Registry.build(config, self.pool, failed)
+        replaced = self.dataplane.registry
+        self.dataplane.registry = registry  # the swap: one assignment
+        self.config = config
+        self.stager.config = config
+        self._draining.append(replaced)
+        task = asyncio.create_task(self._retire(replaced, list(retiring)))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        await self.dataplane.discover(min(self.settings.request_timeout_s, DISCOVERY_TIMEOUT_S))
+        await self.watcher.check_now()
+        log.info("reloaded: %d applications, %d models", len(registry.applications), len(registry.models))
+        return ReloadResult(True, None, sorted(registry.applications),
+                            sorted(model.label for model in registry.models.values()),
+                            {f"{name}:{version}": reason for (name, version), reason in failed.items()})
 
     async def _retire(self, replaced: Registry, runtimes: list[RuntimeProcess]) -> None:
         """Once requests that started on `replaced` have had the drain timeout to finish, stop
@@ -99,10 +201,10 @@ class Reloader:
         in_use = {model.backend.target for registry in (self.dataplane.registry, *self._draining)
                   for model in registry.models.values()}
         await self.pool.close_except(in_use)
-        if self.supervisor is not None:
-            await self.supervisor.retire(runtimes)
+        await self.stager.retire(runtimes)
 
     async def close(self) -> None:
+        self.abandon()
         for task in list(self._retiring):
             task.cancel()
-        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await asyncio.gather(*self._reloading, *self._retiring, return_exceptions=True)

@@ -37,7 +37,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: one object per process
 class RuntimeProcess:
     """One running `python -m runtime serve` and what it printed."""
 
@@ -75,6 +75,26 @@ class RuntimeStartError(Exception):
     """A runtime did not come up; the message says why, with its last stderr lines."""
 
 
+@dataclass
+class Staged:
+    """Runtimes started for a new set of models, not serving yet: `commit` puts them in
+    service, `abort` stops them."""
+
+    models: dict[ModelKey, ModelManifest]
+    started: dict[ModelKey, RuntimeProcess] = field(default_factory=dict)
+    targets: dict[ModelKey, RuntimeAddress] = field(default_factory=dict)
+    failed: dict[ModelKey, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A model that did not start, as it was then (to tell whether it changed since)."""
+
+    model: ModelManifest
+    fingerprint: tuple[tuple[str, int, int], ...]
+    reason: str
+
+
 class Supervisor:
     """Starts the runtimes of local models, waits until each is healthy, restarts those that
     crash (with back-off), swaps them on reload and stops them all."""
@@ -88,7 +108,8 @@ class Supervisor:
         self.backoff_s = backoff_s
         self.processes: dict[ModelKey, RuntimeProcess] = {}
         self._monitors: dict[ModelKey, asyncio.Task[None]] = {}
-        self._retiring: list[RuntimeProcess] = []
+        self._failures: dict[ModelKey, _Failure] = {}
+        self._starting: set[RuntimeProcess] = set()  # launched, not yet committed or stopped
         self._handed_over: list[RuntimeProcess] = []  # set aside, waiting for `retire`
         self._stopping = False
         self._socket_dir: str | None = None  # the runtimes' Unix sockets (the local wire)
@@ -97,37 +118,83 @@ class Supervisor:
     async def start(self) -> tuple[dict[ModelKey, RuntimeAddress], dict[ModelKey, str]]:
         """Start every runtime at once; return the targets that came up and, for those
         that did not, why. Runtimes that came up are restarted whenever they exit."""
-        return await self.sync(self.models)
+        staged = await self.stage(self.models, all_or_nothing=False)
+        self.commit(staged)
+        return staged.targets, staged.failed
 
-    async def sync(self, models: Sequence[ModelManifest]) -> tuple[dict[ModelKey, RuntimeAddress], dict[ModelKey, str]]:
-        """Make the running runtimes match `models`: keep those whose manifest and files are
-        unchanged, start the new and changed ones, and set aside the others for `retire`.
-        Returns the targets of every model that runs and, for those that do not, why."""
-        wanted = {model.key: model for model in models}
-        targets: dict[ModelKey, RuntimeAddress] = {}
+    async def stage(self, models: Sequence[ModelManifest], *, all_or_nothing: bool = True) -> Staged:
+        """Start runtimes for the new and changed models among `models` (those whose manifest
+        or files differ from the running runtime's) and wait until each is healthy, without
+        touching the runtimes in service. With `all_or_nothing`, one that does not come up
+        within the start timeout stops all those started and raises RuntimeStartError naming
+        every failure; a model that failed before and is unchanged is tried again, and if it
+        fails again it stays failed (it is no reason to refuse: it was not serving). Cancelling
+        the call stops what it started."""
+        staged = Staged({model.key: model for model in models})
         to_start: list[ModelManifest] = []
-        for key, model in wanted.items():
+        tolerated: set[ModelKey] = set()
+        for key, model in staged.models.items():
             running = self.processes.get(key)
-            if running is not None and running.model == model and running.fingerprint == fingerprint(model):
-                targets[key] = running.address
-            else:
-                to_start.append(model)
-        results = await asyncio.gather(*(self._launch(m) for m in to_start), return_exceptions=True)
-        failed: dict[ModelKey, str] = {}
+            prints = fingerprint(model)
+            failure = self._failures.get(key)
+            if running is not None and running.model == model and running.fingerprint == prints:
+                staged.targets[key] = running.address
+                continue
+            if not all_or_nothing or (failure is not None and failure.model == model
+                                      and failure.fingerprint == prints):
+                tolerated.add(key)
+            to_start.append(model)
+        launched: list[RuntimeProcess] = []
+        try:
+            results = await asyncio.gather(*(self._launch(m, started=launched) for m in to_start),
+                                           return_exceptions=True)
+        except BaseException:  # cancelled (the gateway is stopping): nothing started may linger
+            for runtime in launched:
+                self._kill_now(runtime)
+            raise
+        errors: dict[ModelKey, str] = {}
         for model, result in zip(to_start, results, strict=True):
-            if isinstance(result, RuntimeStartError):
-                failed[model.key] = str(result)
+            if isinstance(result, RuntimeProcess):
+                staged.started[model.key] = result
+                staged.targets[model.key] = result.address
+            elif isinstance(result, RuntimeStartError):
+                errors[model.key] = str(result)
                 log.error("model %s:%s did not start: %s", model.name, model.version, result)
-            elif isinstance(result, BaseException):
-                raise result
             else:
-                self._set_aside(model.key)
-                self.processes[model.key] = result
-                self._monitors[model.key] = asyncio.create_task(self._keep_running(model.key))
-                targets[model.key] = result.address
-        for key in [k for k in self.processes if k not in wanted]:
+                await self.abort(staged)
+                raise result
+        refusals = {key: reason for key, reason in errors.items() if key not in tolerated}
+        if refusals:
+            await self.abort(staged)
+            raise RuntimeStartError("; ".join(f"model {name}:{version} did not start: {reason}"
+                                              for (name, version), reason in sorted(refusals.items())))
+        for key, reason in errors.items():
+            model = staged.models[key]
+            self._failures[key] = _Failure(model, fingerprint(model), reason)
+        staged.failed.update(errors)
+        return staged
+
+    def commit(self, staged: Staged) -> list[RuntimeProcess]:
+        """Put the runtimes `stage` started in service (restarted whenever they exit); set
+        aside the ones they replace and those of models no longer wanted, and return these
+        (to `retire` once their requests have drained)."""
+        before = len(self._handed_over)
+        for key, runtime in staged.started.items():
+            self._starting.discard(runtime)
             self._set_aside(key)
-        return targets, failed
+            self._failures.pop(key, None)
+            self.processes[key] = runtime
+            self._monitors[key] = asyncio.create_task(self._keep_running(key))
+        for key in [k for k in self.processes if k not in staged.models]:
+            self._set_aside(key)
+        for key in [k for k in self._failures if k not in staged.models]:
+            del self._failures[key]
+        return self._handed_over[before:]
+
+    async def abort(self, staged: Staged) -> None:
+        """Stop the runtimes `stage` started (the reload was refused)."""
+        await asyncio.gather(*(self._stop_one(r, grace=1.0) for r in staged.started.values()))
+        self._starting.difference_update(staged.started.values())
 
     def _set_aside(self, key: ModelKey) -> None:
         monitor = self._monitors.pop(key, None)
@@ -135,13 +202,7 @@ class Supervisor:
             monitor.cancel()
         runtime = self.processes.pop(key, None)
         if runtime is not None:
-            self._retiring.append(runtime)
-
-    def take_retiring(self) -> list[RuntimeProcess]:
-        """The runtimes `sync` set aside since the last call (to `retire` after a drain)."""
-        retiring, self._retiring = self._retiring, []
-        self._handed_over.extend(retiring)
-        return retiring
+            self._handed_over.append(runtime)
 
     async def retire(self, runtimes: list[RuntimeProcess], grace: float = 5.0) -> None:
         """Stop runtimes a reload replaced or removed (once their requests have drained)."""
@@ -172,9 +233,11 @@ class Supervisor:
                     failures += 1
                     log.error("model %s:%s did not restart: %s", model.name, model.version, error)
 
-    async def _launch(self, model: ModelManifest, port: int = 0, local_socket: str | None = None) -> RuntimeProcess:
+    async def _launch(self, model: ModelManifest, port: int = 0, local_socket: str | None = None,
+                      started: list[RuntimeProcess] | None = None) -> RuntimeProcess:
         """Spawn the model's runtime, learn its port and wait until it is healthy. A restart
-        keeps the port and the Unix socket of the runtime it replaces."""
+        keeps the port and the Unix socket of the runtime it replaces. The runtime is added to
+        `started` as soon as it is spawned (so that a cancelled caller can stop it)."""
         assert model.folder is not None
         local_socket = local_socket or self._new_socket_path()
         process = await asyncio.create_subprocess_exec(
@@ -185,6 +248,9 @@ class Supervisor:
             start_new_session=True,  # Ctrl-C reaches the gateway, which stops runtimes in order
         )
         runtime = RuntimeProcess(model, process, local_socket=local_socket, fingerprint=fingerprint(model))
+        if started is not None:
+            self._starting.add(runtime)
+            started.append(runtime)
         runtime.readers.append(asyncio.create_task(self._forward_stderr(runtime)))
         deadline = time.monotonic() + self.start_timeout_s
         try:
@@ -192,8 +258,12 @@ class Supervisor:
             await self._wait_healthy(runtime, deadline)
         except (TimeoutError, RuntimeStartError) as error:
             await self._stop_one(runtime, grace=1.0)
-            reason = str(error) or f"not healthy within {self.start_timeout_s:g}s"
+            self._starting.discard(runtime)
+            reason = str(error) or f"not healthy within {self.start_timeout_s:g}s (is {model.folder} stuck loading?)"
             raise RuntimeStartError(reason + self._tail(runtime)) from None
+        except BaseException:
+            self._kill_now(runtime)
+            raise
         runtime.readers.append(asyncio.create_task(self._forward_stdout(runtime)))
         log.info("model %s:%s runtime pid %s on %s", model.name, model.version, process.pid,
                  runtime.target)
@@ -255,19 +325,32 @@ class Supervisor:
         return "; last output:\n  " + "\n  ".join(runtime.stderr_tail[-TAIL_IN_MESSAGES:])
 
     async def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM every runtime, wait `grace` seconds, then SIGKILL what is left."""
+        """SIGTERM every runtime, wait `grace` seconds, then SIGKILL what is left (and at once
+        those still starting for a reload)."""
         self._stopping = True
         monitors = list(self._monitors.values())
         for monitor in monitors:
             monitor.cancel()
         await asyncio.gather(*monitors, return_exceptions=True)
-        runtimes = [*self.processes.values(), *self._retiring, *self._handed_over]
+        starting = list(self._starting)
+        for runtime in starting:
+            self._kill_now(runtime)
+        runtimes = [*self.processes.values(), *self._handed_over, *starting]
         await asyncio.gather(*(self._stop_one(r, grace) for r in runtimes))
         self.processes.clear()
-        self._retiring.clear()
+        self._starting.clear()
         self._handed_over.clear()
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    def _kill_now(self, runtime: RuntimeProcess) -> None:
+        """SIGKILL a runtime without waiting (for callers being cancelled)."""
+        self._starting.discard(runtime)
+        if runtime.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                runtime.process.kill()
+        for reader in runtime.readers:
+            reader.cancel()
 
     @staticmethod
     async def _stop_one(runtime: RuntimeProcess, grace: float) -> None:

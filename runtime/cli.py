@@ -7,12 +7,15 @@ import json
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 
 from gateway.errors import ConfigError
 from gateway.gc_tuning import tune_for_serving
 from gateway.manifests import RUNTIME_THREADS
+from runtime.exits import exit_on_system_exit
+from runtime.model import load_model
 from runtime.server import ModelServer
 
 log = logging.getLogger("runtime")
@@ -33,10 +36,24 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"calls run at once (default {RUNTIME_THREADS}, at least 2 per worker)")
     serve.add_argument("--grace", type=float, default=5.0,
                        help="seconds in-flight calls get on shutdown (default 5)")
+    check = commands.add_parser("check", help="import MODEL_DIR's function and exit: 0 when it "
+                                "loads, else 2 with the error (file:line) as the last line on stderr")
+    check.add_argument("model_dir", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s runtime: %(message)s")
+    if args.command == "check":
+        return _check(args.model_dir)
     return _serve(args.model_dir, args.host, args.port, args.threads, args.grace, args.local_socket)
+
+
+def _check(model_dir: Path) -> int:
+    try:
+        load_model(model_dir.resolve())
+    except ConfigError as error:
+        print(error, file=sys.stderr, flush=True)
+        return 2
+    return 0
 
 
 def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float, local_socket: str | None) -> int:
@@ -58,6 +75,7 @@ def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float, lo
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    threading.excepthook = exit_on_system_exit
     tune_for_serving()
     manifest = server.manifest
     # The supervisor reads this line to learn the port.

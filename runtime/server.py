@@ -44,6 +44,7 @@ from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest
 from protos.tensorflow_serving.model_pb2 import ModelSpec
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from runtime.errors import InputError, NotServedError, RuntimeCallError
+from runtime.exits import exit_runtime
 from runtime.hydrosphere import from_tensor_proto, to_tensor_proto
 from runtime.invokers import EventLoopInvoker, InlineInvoker, Invoker, WorkerPoolInvoker
 from runtime.local import LocalListener
@@ -247,6 +248,8 @@ def _unary(method: Method[RequestT, ResponseT],
             return handler(request)
         except Exception as error:  # noqa: BLE001 - every failure becomes a gRPC status
             _abort(context, *_status_of(error, method.path))
+        except SystemExit as exit_:  # gRPC's thread pool would swallow it and the call hang
+            exit_runtime(exit_, method.path)
 
     return grpc.unary_unary_rpc_method_handler(
         call, request_deserializer=method.request.FromString,

@@ -19,7 +19,7 @@ from gateway.auth import check_admin
 from gateway.body import read_json
 from gateway.dataplane import DataPlane
 from gateway.errors import GRPC_TO_HTTP, BadRequest
-from gateway.reload import Reloader
+from gateway.reload import Reloads
 from gateway.routes.native import request_context
 from gateway.settings import Settings
 from protos.tensorflow_serving.model_server_config_pb2 import ModelServerConfig
@@ -49,14 +49,15 @@ async def reload_config(request: Request) -> Response:
 
 
 async def reload(request: Request) -> Response:
-    """Re-read the config directory and swap to it (422 with the error when it is invalid)."""
+    """Re-read the config directory and swap to it (422 with the error when it is invalid,
+    503 when the gateway stops meanwhile). A worker of `gateway serve --workers N` has the
+    parent reload every worker (`app.state.reload_via`)."""
     check_admin(request)
-    reloader: Reloader = request.app.state.reloader
-    result = await reloader.reload()
+    reloads: Reloads = getattr(request.app.state, "reload_via", None) or request.app.state.reloader
+    result = await reloads.reload()
     body = {"applied": result.applied, "error": result.error, "applications": result.applications,
             "models": result.models, "failed": result.failed}
-    return Response(orjson.dumps(body), status_code=200 if result.applied else 422,
-                    media_type="application/json")
+    return Response(orjson.dumps(body), status_code=result.status, media_type="application/json")
 
 
 routes = [

@@ -77,14 +77,16 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60, st
 @contextmanager
 def running_gateway(config_dir: Path, *extra: str, ready_path: str = "/health/ready",
                     env: dict[str, str] | None = None, scheme: str = "http",
-                    verify: ssl.SSLContext | bool = True) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`gateway serve --config config_dir` on a free port, stopped (and reaped) afterwards."""
+                    verify: ssl.SSLContext | bool = True,
+                    log: Path | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`gateway serve --config config_dir` on a free port, stopped (and reaped) afterwards;
+    its log goes to `log` when given."""
     port = free_port()
     process = subprocess.Popen(
         [str(GATEWAY), "serve", "--config", str(config_dir), "--port", str(port), *extra],
         cwd=REPO, stdout=subprocess.DEVNULL, env=env,
         # GATEWAY_TEST_LOG=file keeps the gateway's log when a test needs looking into.
-        stderr=open(os.environ.get("GATEWAY_TEST_LOG", os.devnull), "ab"),  # noqa: SIM115
+        stderr=open(log or os.environ.get("GATEWAY_TEST_LOG", os.devnull), "ab"),  # noqa: SIM115
     )
     url = f"{scheme}://127.0.0.1:{port}"
     try:

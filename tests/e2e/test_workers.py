@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO
+from tests.conftest import REPO, write_app, write_model
 from tests.e2e.processes import alive, command_line, descendants, running_gateway
 
 CONFIG_DIR = REPO / "config"
@@ -33,3 +34,54 @@ def test_two_workers_share_the_port_and_stop_together() -> None:
         while any(alive(pid) for pid in tree) and time.monotonic() - started < 15:
             time.sleep(0.05)
         assert not any(alive(pid) for pid in tree)
+
+
+def _answers(url: str, app: str, count: int = 20) -> list[object]:
+    # A new connection each time, so the kernel spreads them over the workers.
+    return [httpx.post(f"{url}/gateway/applications/{app}", json={"x": [1]}, timeout=10).json()
+            for _ in range(count)]
+
+
+def test_a_reload_reaches_every_worker_and_can_add_local_models(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "gateway.yaml").write_text(
+        "kind: Gateway\ndefaults: {runtime_start_timeout_s: 5, drain_timeout_s: 0.5, shutdown_grace_s: 0.2}\n"
+        "logging: {access_log: false}\n")
+    write_model(config, "first", "first", "def predict(x):\n    return x + 1\n")
+    write_app(config, "app", "first")
+    log = tmp_path / "gateway.log"
+    with running_gateway(config, "--workers", "2", "--watch", log=log) as (process, url):
+        assert _answers(url, "app") == [{"y": [2]}] * 20
+        # POST /admin/reload reaches one worker; the parent starts the new runtime and every
+        # worker swaps before the answer (the watcher's own reload of these files changes nothing).
+        write_model(config, "second", "second", "def predict(x):\n    return x + 100\n")
+        write_app(config, "app", "second")
+        write_app(config, "second_app", "second")
+        answer = httpx.post(f"{url}/admin/reload", timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["applications"] == ["app", "second_app"]
+        assert answer.json()["failed"] == {}
+        assert _answers(url, "app") == [{"y": [101]}] * 20
+        assert _answers(url, "second_app") == [{"y": [101]}] * 20
+        # A broken model is refused for all of them.
+        code = config / "models" / "first" / "src" / "func_main.py"
+        code.write_text("def predict(x):\n    return (\n")
+        write_app(config, "app", "first")
+        answer = httpx.post(f"{url}/admin/reload", timeout=30)
+        assert answer.status_code == 422
+        assert f"{code}:2" in answer.json()["error"]
+        assert _answers(url, "app") == [{"y": [101]}] * 20
+        # --watch (in the parent) reloads every worker once the code is fixed.
+        code.write_text("def predict(x):\n    return x + 1\n")
+        deadline = time.monotonic() + 20  # no answer to wait for: poll until every worker serves it
+        while _answers(url, "app") != [{"y": [2]}] * 20:
+            assert time.monotonic() < deadline, "--watch did not reload every worker"
+            time.sleep(0.2)
+        # So does SIGHUP to the gateway.
+        reloaded = log.read_text().count("reloaded 2 workers")
+        os.kill(process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while log.read_text().count("reloaded 2 workers") == reloaded:
+            assert time.monotonic() < deadline, "SIGHUP did not reload the workers"
+            time.sleep(0.1)

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.build import BuildError, build_model, interpreter_for
+from gateway.build import BuildError, ModelEnvironment, build_model, check_model_code, interpreter_for
 from gateway.manifests import load_model_folder
 from tests.e2e.processes import GATEWAY, running_gateway
 
@@ -49,12 +49,22 @@ def test_build_makes_an_environment_that_also_sees_the_gateway(tmp_path: Path) -
     model = load_model_folder(config / "models" / "needs_pkg")
     envs = tmp_path / "envs"
     assert interpreter_for(envs, model) == sys.executable  # the gateway's own, before building
+    unbuilt = check_model_code(interpreter_for(envs, model), model, timeout_s=60)
+    assert unbuilt is not None
+    assert f"{config / 'models' / 'needs_pkg' / 'src' / 'func_main.py'}:1" in unbuilt
+    assert "No module named 'only_here'" in unbuilt
     environment = build_model(envs, model)
     assert interpreter_for(envs, model) == str(environment.python)
     probe = subprocess.run(
         [str(environment.python), "-c", "import only_here, sys, gateway, numpy; print(only_here.PREFIX)"],
         capture_output=True, text=True, timeout=60, check=True)
     assert probe.stdout.strip() == str(environment.path)
+    # `gateway check` imports the model in its environment, where the package is.
+    assert check_model_code(interpreter_for(envs, model), model, timeout_s=60) is None
+    # A model of the same name and version in another config directory has its own environment.
+    other = load_model_folder(make_config(tmp_path / "other", "needs_pkg", INSTALL) / "models" / "needs_pkg")
+    assert ModelEnvironment.of(envs, other).path != environment.path
+    assert interpreter_for(envs, other) == sys.executable
 
 
 def test_a_failed_install_names_the_model_and_shows_the_output(tmp_path: Path) -> None:

@@ -100,6 +100,15 @@ def test_invalid_yaml_names_the_line(config_copy: Path) -> None:
     assert caught.value.location.startswith(str(app))
 
 
+@pytest.mark.parametrize("text", ["", "\n", "# kind: Application\n", "---\n"])
+def test_an_empty_or_truncated_manifest_is_an_error(config_copy: Path, text: str) -> None:
+    app = config_copy / "applications/increment_app.yaml"
+    app.write_text(text)
+    with pytest.raises(ConfigError, match="the file is empty") as caught:
+        load_config(config_copy)
+    assert caught.value.location == f"{app}:1"
+
+
 def test_unknown_kind(config_copy: Path) -> None:
     (config_copy / "applications/other.yaml").write_text("kind: Pipeline\nname: x\n")
     with pytest.raises(ConfigError, match="kind: expected Model, Application or Gateway"):

@@ -76,3 +76,25 @@ async def test_reload_is_for_loopback_or_admins(tmp_path: Path) -> None:
                                                                    base_url="http://gw") as client:
         answer = await client.post("/admin/reload")
     assert answer.status_code == 403
+
+
+async def test_a_new_local_model_without_a_supervisor_is_refused_up_front(
+        setup: tuple[httpx.AsyncClient, Path]) -> None:
+    client, root = setup
+    write_model(root, "fresh", "fresh", V2)
+    write_app(root, "app", "fresh")
+    answer = await client.post("/admin/reload")
+    assert answer.status_code == 422
+    assert "model fresh:1 is new" in answer.json()["error"]
+    assert "restart it to add local models" in answer.json()["error"]
+    assert (await client.post("/gateway/applications/app", json={"x": [1]})).json() == {"y": [2]}
+
+
+async def test_an_empty_application_file_is_refused(setup: tuple[httpx.AsyncClient, Path]) -> None:
+    client, root = setup
+    manifest = root / "applications" / "app.yaml"
+    manifest.write_text("")
+    answer = await client.post("/admin/reload")
+    assert answer.status_code == 422
+    assert answer.json()["error"].startswith(f"{manifest}:1: the file is empty")
+    assert (await client.post("/gateway/applications/app", json={"x": [1]})).json() == {"y": [2]}
