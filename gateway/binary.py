@@ -15,6 +15,7 @@ docs/PERFORMANCE.md for the measured MB/s).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -24,6 +25,7 @@ from gateway.backends import NDArray
 from gateway.errors import ContractViolation
 from tensorcodecs import CodecError, TensorSpec
 from tensorcodecs.dtypes import dtype_from_numpy, lookup_dtype
+from tensorcodecs.json_codec import MAX_RANK
 
 BINARY_TYPE = "application/octet-stream"
 NAME_HEADER = "x-tensor-name"
@@ -73,14 +75,8 @@ def decode_binary(headers: Mapping[str, str], body: bytes, specs: Mapping[str, T
                                     field=name)
         shape: tuple[int, ...] = (len(body) // itemsize,)
     else:
-        try:
-            shape = tuple(int(part) for part in shape_text.split(",") if part.strip())
-        except ValueError:
-            raise ContractViolation(f"{SHAPE_HEADER} must be comma-separated sizes, got {shape_text!r}",
-                                    field=name) from None
-        if any(size < 0 for size in shape):
-            raise ContractViolation(f"{SHAPE_HEADER} has a negative size: {shape_text!r}", field=name)
-        need = int(np.prod(shape, dtype=np.int64)) * itemsize
+        shape = _parse_shape(shape_text, name)
+        need = math.prod(shape) * itemsize  # exact: a product that wraps in 64 bits must not match
         if need != len(body):
             raise ContractViolation(f"shape [{shape_text}] of {dtype.name} needs {need} bytes, the body has "
                                     f"{len(body)}", field=name)
@@ -89,6 +85,21 @@ def decode_binary(headers: Mapping[str, str], body: bytes, specs: Mapping[str, T
         raise ContractViolation(f"{name} must have shape {spec.shape_text()}, got "
                                 f"[{', '.join(map(str, shape))}]", field=name)
     return {name: np.frombuffer(body, dtype=dtype.numpy.newbyteorder("<")).reshape(shape)}
+
+
+def _parse_shape(text: str, name: str) -> tuple[int, ...]:
+    """`x-tensor-shape` as sizes (a client error naming the input when it is not one)."""
+    try:
+        shape = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ContractViolation(f"{SHAPE_HEADER} must be comma-separated sizes, got {text!r}",
+                                field=name) from None
+    if any(size < 0 for size in shape):
+        raise ContractViolation(f"{SHAPE_HEADER} has a negative size: {text!r}", field=name)
+    if len(shape) > MAX_RANK:
+        raise ContractViolation(f"{SHAPE_HEADER} has {len(shape)} dimensions; a tensor has at most {MAX_RANK}",
+                                field=name)
+    return shape
 
 
 def binary_response(outputs: Mapping[str, NDArray], specs: Mapping[str, TensorSpec]) -> Response | None:

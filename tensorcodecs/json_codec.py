@@ -53,6 +53,7 @@ from tensorcodecs.errors import CodecError
 NDArray = np.ndarray[Any, Any]
 
 _RAGGED = "ragged list: all lists at one depth must have the same length"
+MAX_RANK = 64  # numpy's limit on an array's dimensions
 _NON_FINITE_TOKENS = (b"NaN", b"Infinity")
 
 
@@ -113,6 +114,7 @@ def decode_inputs(
 
 def decode_value(value: Any, spec: TensorSpec, path: str, *, bools: bool = True) -> NDArray:
     """One JSON value (scalar or nested lists) as an array of the spec's dtype and shape."""
+    check_rank(value, path)
     kind = spec.dtype.json_kind
     if kind is JsonKind.STRING or kind is JsonKind.BYTES:
         array = _decode_strings(value, path)
@@ -129,6 +131,18 @@ def decode_value(value: Any, spec: TensorSpec, path: str, *, bools: bool = True)
             f"expected shape {spec.shape_text()}, got {_shape_text(array.shape)}", field=path
         )
     return array
+
+
+def check_rank(value: Any, path: str, limit: int = MAX_RANK) -> None:
+    """A client error naming `path` when the first elements nest deeper than `limit` lists
+    (lists nested deeper elsewhere are ragged, which the decoders report)."""
+    depth = 0
+    while type(value) is list:
+        depth += 1
+        if depth > limit:
+            raise CodecError(f"lists nested more than {limit} deep: a tensor has at most {limit} "
+                             "dimensions", field=path)
+        value = value[0] if value else None
 
 
 def _decode_numeric(value: Any, target: DType, path: str, bools: bool) -> NDArray:

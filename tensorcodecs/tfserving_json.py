@@ -37,7 +37,7 @@ from protos.tensorflow_serving.status_pb2 import StatusProto
 from tensorcodecs.contract import Signature, TensorSpec
 from tensorcodecs.dtypes import DType, JsonKind, dtype_from_enum
 from tensorcodecs.errors import CodecError, UnknownDTypeError
-from tensorcodecs.json_codec import loads
+from tensorcodecs.json_codec import MAX_RANK, loads
 
 NDArray = np.ndarray
 
@@ -174,7 +174,7 @@ def _add_instance_item(value: Any, name: str, specs: Mapping[str, TensorSpec],
                        items: dict[str, list[NDArray]]) -> None:
     if name not in specs:
         raise CodecError(f"JSON object: does not have named input: {name}")
-    array = _exact_tensor(value, specs[name].dtype)
+    array = _exact_tensor(value, specs[name].dtype, MAX_RANK - 1)  # instances add a dimension
     seen = items.setdefault(name, [])
     if seen:
         want = seen[0]
@@ -253,12 +253,15 @@ def _fast_numeric(value: Any, dtype: DType) -> NDArray | None:
     return raw.astype(dtype.numpy)
 
 
-def _exact_tensor(value: Any, dtype: DType) -> NDArray:
+def _exact_tensor(value: Any, dtype: DType, max_rank: int = MAX_RANK) -> NDArray:
     """TF's GetDenseTensorShape + FillTensorProto: the shape follows the first element at
     each depth and every other list must match it."""
     shape: list[int] = []
     probe = value
     while isinstance(probe, list):
+        if len(shape) == max_rank:
+            raise CodecError(f"lists nested more than {max_rank} deep: a tensor has at most {max_rank} "
+                             "dimensions")
         shape.append(len(probe))
         if not probe:
             break

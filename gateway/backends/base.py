@@ -67,14 +67,20 @@ class Backend(Protocol):
 
 
 class UnavailableBackend:
-    """The backend of a model that could not be started; every call says why."""
+    """The backend of a model that could not be started; every call says so, and the log why
+    (`detail`: exit codes, a runtime's last output, with its file paths)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, detail: str | None = None) -> None:
         self.reason = reason
+        self.detail = detail
         self.target = "(none)"
 
+    def error(self) -> BackendUnavailable:
+        """What a call to this backend raises."""
+        return BackendUnavailable(self.reason, log_detail=self.detail)
+
     async def predict(self, inputs: Mapping[str, NDArray], timeout: float) -> dict[str, NDArray]:
-        raise BackendUnavailable(self.reason)
+        raise self.error()
 
     async def healthy(self, timeout: float) -> bool:
         return False

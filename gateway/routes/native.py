@@ -65,10 +65,12 @@ async def predict_application(request: Request) -> Response:
     request.scope["state"]["application"] = app.name  # labels metrics and logs, errors included
     settings: Settings = request.app.state.settings
     headers = headers_of(request)
+    context = request_context(request, settings, app)
+    app = await dataplane.with_contract(app, context)
     if is_binary(headers):  # a raw tensor (gateway/binary.py)
         inputs = decode_binary(headers, await read_body(request, settings), app.signature.inputs)
         check_element_count(inputs, settings)
-        outputs = await dataplane.predict(app, inputs, request_context(request, settings, app))
+        outputs = await dataplane.predict(app, inputs, context)
         answer = binary_response(outputs, app.signature.outputs)
         return answer or JSONResponse(encode_outputs(outputs, app.signature.outputs))
     raw, body = await read_json(request, settings)
@@ -77,7 +79,7 @@ async def predict_application(request: Request) -> Response:
     except CodecError as error:
         raise ContractViolation(error.message, field=error.field) from None
     check_element_count(inputs, settings)
-    outputs = await dataplane.predict(app, inputs, request_context(request, settings, app))
+    outputs = await dataplane.predict(app, inputs, context)
     return JSONResponse(encode_outputs(outputs, app.signature.outputs))
 
 

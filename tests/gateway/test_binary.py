@@ -60,3 +60,18 @@ async def test_contract_violations_are_400(client: httpx.AsyncClient, body: byte
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "contract_violation"
     assert message in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("body", "shape", "message"), [
+    (b"", "99999999999999999999", "needs 399999999999999999996 bytes"),  # beyond 64 bits
+    (b"", "4294967296,4294967296", "needs 73786976294838206464 bytes"),  # 2**64 elements: 0 in 64 bits
+    (b"\0" * 4, "274177,67280421310721", "needs 73786976294838206468 bytes"),  # 2**64 + 1 elements: 1 in 64 bits
+    (b"\0" * 4, ",".join(["1"] * 65), "65 dimensions; a tensor has at most 64"),
+])
+async def test_shapes_beyond_what_a_tensor_can_be_are_400(client: httpx.AsyncClient, body: bytes, shape: str,
+                                                         message: str) -> None:
+    response = await client.post(PREDICT, content=body, headers=raw(shape=shape))
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("contract_violation", "number")
+    assert message in error["message"]
