@@ -205,6 +205,15 @@ async def test_backend_status_codes_map_through_one_table(client: httpx.AsyncCli
     assert ok.json() == {"outputs": 0}
 
 
+async def test_float_inputs_take_any_number_as_tf_serving_does(client: httpx.AsyncClient) -> None:
+    # 2**24 is a float32; 1e39 is beyond float32's range: +inf, so 2a + 3b is too.
+    response = await client.post("/v1/models/toy/versions/1:predict", json={"instances": [[16777216, 1e39]]})
+    assert response.status_code == 200, response.text
+    assert response.content == b'{"predictions":[[Infinity]]}'
+    response = await client.post("/v1/models/toy/versions/1:predict", json={"inputs": [[16777216, 1]]})
+    assert response.json() == {"outputs": [[33554436.0]]}
+
+
 async def test_a_backends_own_deadline_message_is_kept(client: httpx.AsyncClient) -> None:
     number = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
     native = await client.post("/gateway/models/errors", json={"code": number})
