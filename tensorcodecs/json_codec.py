@@ -27,6 +27,8 @@ Deliberate differences from TF Serving, each for a stricter or a more complete c
   as float64 first, so the exact-integer bound is not applied to the integer literals of that list;
 - float16 answers are written as the shortest text that reads back as the same float16 (TF
   Serving writes the float32 text of the value: `0.099975586` for float16 0.1, here `0.1`);
+- answers are strict JSON: NaN, Infinity and -Infinity are written as `null` (requests may use the
+  literals, as for TF Serving; its REST API, `tfserving_json`, also writes them);
 - string answers that are not valid UTF-8 are written as `{"b64": ...}` rather than as invalid
   JSON text; `bytes` answers are always `{"b64": ...}`. Without a contract, a tensor whose name ends
   in `_bytes` is written as `{"b64": ...}`, as TF Serving does.
@@ -403,8 +405,8 @@ def encode_outputs(
 def to_json_value(array: NDArray | np.generic, spec: TensorSpec | None = None) -> Any:
     """An array as a value `orjson.dumps(..., option=OPT_SERIALIZE_NUMPY)` writes faithfully.
 
-    Numeric arrays pass through as numpy buffers; floats with NaN/Infinity, and float16, come
-    back as `orjson.Fragment` text; strings as nested lists of str / `{"b64": ...}`.
+    Numeric arrays pass through as numpy buffers (NaN and +-Infinity are written as null);
+    strings as nested lists of str / `{"b64": ...}`.
     """
     as_b64 = spec is not None and spec.dtype.json_kind is JsonKind.BYTES
     return _json_value(np.asarray(array), as_b64)
@@ -421,36 +423,13 @@ def _json_value(array: NDArray, as_b64: bool) -> Any:
         raise CodecError(f"cannot write {array.dtype} values as JSON")
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
-    if kind == "f":
-        if array.dtype == np.float16:
-            # float64 values whose shortest text is the shortest text of each float16.
-            array = _half_table()[array.view(np.uint16)]
-        # A finite sum (one pass, no temporary) proves every value finite; otherwise look closer.
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = array.sum()
-        if not np.isfinite(total):
-            finite = np.isfinite(array)
-            if not finite.all():
-                return orjson.Fragment(_with_non_finite(array, finite))
+    if kind == "f" and array.dtype == np.float16:
+        # float64 values whose shortest text is the shortest text of each float16.
+        array = _half_table()[array.view(np.uint16)]
+    # orjson writes NaN and +-Infinity as null: answers stay strict JSON (TF's tokens are /v1's).
     if array.ndim == 0:
         return array.item() if kind in "biu" else array[()]
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)
-
-
-def _with_non_finite(array: NDArray, finite: NDArray) -> bytes:
-    """orjson writes NaN and +-Infinity as null; put TF Serving's literals back in their place."""
-    array = np.require(array, requirements="C")
-    text = orjson.dumps(array[()] if array.ndim == 0 else array, option=orjson.OPT_SERIALIZE_NUMPY)
-    bad = array[~finite] if array.ndim else array.reshape(1)
-    if np.isnan(bad).all():
-        return text.replace(b"null", b"NaN")
-    literals = [b"NaN" if v != v else (b"Infinity" if v > 0 else b"-Infinity") for v in bad.tolist()]
-    pieces = text.split(b"null")
-    out = [pieces[0]]
-    for literal, piece in zip(literals, pieces[1:], strict=True):
-        out.append(literal)
-        out.append(piece)
-    return b"".join(out)
 
 
 @functools.cache

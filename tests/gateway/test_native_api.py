@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -131,3 +132,16 @@ async def test_paths_beyond_the_application_name_are_not_routes(client: httpx.As
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
     assert (await client.post("/gateway/applications/", json={"number": [1]})).status_code == 404
+
+
+async def test_non_finite_answers_are_strict_json_null_on_native_routes_tokens_on_v1(
+        client: httpx.AsyncClient) -> None:
+    body = b'{"features": [[NaN, Infinity, -Infinity], [3, 20, 200]], "unit": "cm"}'
+    for path in ("/gateway/applications/scaler_app", "/gateway/models/scaler_model"):
+        response = await client.post(path, content=body, headers=JSON)
+        assert response.status_code == 200, response.text
+        assert json.loads(response.content, parse_constant=pytest.fail) == {  # no NaN/Infinity tokens
+            "scaled": [[None, None, None], [1.0, 2.0, 2.0]], "rows": 2, "unit": "cm"}
+    tf = await client.post("/v1/models/scaler_model:predict",
+                           content=b'{"inputs": {"features": [[NaN, Infinity, -Infinity]], "unit": "cm"}}')
+    assert b'"scaled":[[NaN,Infinity,-Infinity]]' in tf.content
