@@ -82,6 +82,10 @@ class TFServingBackend:
         self.version = model.backend.version
         self.version_label = model.backend.version_label
         self.signature_name = model.backend.signature_name
+        if model.folder is not None and model.signature.name:
+            # An embedded runtime's model answers to its contract's name (TF's default key is an
+            # alias there): asked by that name, it stamps the signature its metadata describes.
+            self.signature_name = model.signature.name
         self.input_specs: Mapping[str, TensorSpec] = model.signature.inputs
         self._channel = channel
         self.local = local  # an embedded runtime's Unix socket: Predict and PredictMany go there

@@ -145,3 +145,12 @@ async def test_non_finite_answers_are_strict_json_null_on_native_routes_tokens_o
     tf = await client.post("/v1/models/scaler_model:predict",
                            content=b'{"inputs": {"features": [[NaN, Infinity, -Infinity]], "unit": "cm"}}')
     assert b'"scaled":[[NaN,Infinity,-Infinity]]' in tf.content
+
+
+async def test_the_model_spec_header_names_the_signature_the_metadata_describes(client: httpx.AsyncClient) -> None:
+    metadata = (await client.get("/v1/models/increment_model/metadata")).json()["model_spec"]
+    assert metadata["signature_name"] == "increment"  # the contract's name in serving.yaml
+    native = await client.post("/gateway/models/increment_model", json={"number": [1]})
+    tf = await client.post("/v1/models/increment_model:predict", json={"instances": [1]})
+    for response in (native, tf):
+        assert response.headers["x-model-spec"] == "name=increment_model; version=1; signature_name=increment"
