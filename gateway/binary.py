@@ -1,12 +1,13 @@
 """The binary path for large tensors: raw little-endian bytes, dtype and shape in headers.
 
-`POST /gateway/applications/{name}` with `Content-Type: application/octet-stream` carries one
-input tensor as its C-ordered little-endian bytes; `x-tensor-dtype` (a contract type name such
-as `float32`, default: the contract's), `x-tensor-shape` (comma-separated sizes, `""` for a
-scalar; default: one dimension of every element) and `x-tensor-name` (default: the contract's
-only input). The contract is checked as for JSON: name, dtype, shape, element count. The
-answer of an application with one output comes back the same way (`application/octet-stream`
-with the three headers); with several outputs it is JSON.
+`POST /gateway/applications/{name}` (and the `/gateway/models/...` routes) with
+`Content-Type: application/octet-stream` carries one input tensor as its C-ordered
+little-endian bytes; `x-tensor-dtype` (a contract type name such as `float32`, default: the
+contract's), `x-tensor-shape` (comma-separated sizes, `""` for a scalar; default: one dimension
+of every element) and `x-tensor-name` (default: the contract's only input). The contract is
+checked as for JSON: name, dtype, shape, element count. The answer of an application with one
+output comes back the same way (`application/octet-stream` with the three headers); with
+several outputs it is JSON.
 
 No per-element work happens in the gateway: the body becomes a numpy view of the request bytes
 and the answer a view of the backend's bytes, so the cost is a few memory copies (see
