@@ -6,10 +6,9 @@ offending element (`number[2][0]`) once something is already known to be wrong.
 The element rules follow TF Serving's REST API (`tensorflow_serving/util/json_tensor.cc`):
 
 - integers: JSON integers only; `1.5` and `1.0` are rejected, and so are `true`/`false`;
-- floats: any JSON number and `NaN`, `Infinity`, `-Infinity`; a finite value that does not fit
-  the dtype (`1e39` for float32) is rejected, and so is an integer literal whose
-  magnitude exceeds 2**digits - 1 (16777215 for float32, 2**53 - 1 for float64) because it
-  cannot be converted without loss of precision;
+- floats: any JSON number and `NaN`, `Infinity`, `-Infinity`, rounded to the nearest value of
+  the dtype, integer literals included (`16777217` is float32 `16777216`, as `16777217.0` is);
+  a finite value that does not fit the dtype (`1e39` for float32) is rejected;
 - bool: `true` / `false` only;
 - string: JSON text (stored as its UTF-8 bytes) or `{"b64": "..."}` (stored decoded).
 
@@ -17,14 +16,11 @@ Deliberate differences from TF Serving, each for a stricter or a more complete c
 
 - int8/int16/uint8/uint16 values are range-checked against their own dtype (TF Serving only
   checks that they fit int32 and lets the kernel truncate);
-- "does not fit" means "rounds to infinity": TF Serving also rejects the values within half a
-  unit in the last place above the largest finite value, which would reject `3.4028235e+38`, the
-  shortest text of the largest float32 (and what this module writes for it);
+- a finite value that rounds to infinity is rejected (TF Serving makes it +-inf): on these routes
+  a number beyond the field's range is a client mistake;
 - float16 and complex are accepted (TF Serving's JSON API has neither): float16 follows the float
-  rules with 2**11 - 1 as the exact-integer bound, complex numbers are `[real, imag]` pairs;
+  rules, complex numbers are `[real, imag]` pairs;
 - `bytes` fields accept plain text as its UTF-8 bytes as well as `{"b64": ...}`;
-- in a list that mixes integer and decimal literals for a float field, numpy reads every element
-  as float64 first, so the exact-integer bound is not applied to the integer literals of that list;
 - float16 answers are written as the shortest text that reads back as the same float16 (TF
   Serving writes the float32 text of the value: `0.099975586` for float16 0.1, here `0.1`);
 - answers are strict JSON: NaN, Infinity and -Infinity are written as `null` (requests may use the
@@ -238,18 +234,18 @@ def _checked_int_cast(raw: NDArray, target: DType, path: str) -> NDArray:
 def _checked_float_cast(
     raw: NDArray, value: Any, dtype: np.dtype[Any], name: str, path: str
 ) -> NDArray:
-    """Apply TF Serving's lossless-conversion rules and cast."""
+    """Cast to the float dtype, rounding to the nearest value: integer literals as decimal ones
+    (through float64, as TF Serving does: `1435774380` and `1435774380.0` are the same float32);
+    a finite value that rounds to infinity is rejected."""
     finfo = np.finfo(dtype)
-    if raw.dtype.kind in "iuO":
-        # Integer literals must be exactly representable: |v| <= 2**digits - 1.
-        limit = (1 << (finfo.nmant + 1)) - 1
-        if raw.dtype.kind == "O" or raw.min() < -limit or raw.max() > limit:
-            _raise_first(value, path, lambda v: not _is_json_int(v) or -limit <= v <= limit,
-                         f"cannot be converted to {name} without loss of precision "
-                         f"(integers must be within +-{limit})")
-        if raw.dtype.kind == "O":
+    if raw.dtype.kind == "O":
+        try:
             raw = np.asarray(value, dtype=np.float64)
-        return raw.astype(dtype)
+        except OverflowError:  # an integer beyond float64 (JSON with NaN literals keeps those exact)
+            raise CodecError(f"out of range for {name} (largest finite value {float(finfo.max):.8g})",
+                             field=path) from None
+    elif raw.dtype.kind in "iu":
+        raw = raw.astype(np.float64)
     if raw.dtype == dtype:
         return raw
     with np.errstate(over="ignore"):

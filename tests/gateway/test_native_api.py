@@ -154,3 +154,13 @@ async def test_the_model_spec_header_names_the_signature_the_metadata_describes(
     tf = await client.post("/v1/models/increment_model:predict", json={"instances": [1]})
     for response in (native, tf):
         assert response.headers["x-model-spec"] == "name=increment_model; version=1; signature_name=increment"
+
+
+async def test_float_inputs_round_integers_as_decimals(client: httpx.AsyncClient) -> None:
+    for features in ("[[16777217, 10, 100]]", "[[16777217.0, 10, 100]]"):
+        response = await client.post("/gateway/applications/scaler_app", headers=JSON,
+                                     content=b'{"features": %s, "unit": "cm"}' % features.encode())
+        assert response.status_code == 200, response.text
+        assert response.json()["scaled"] == [[(16777216 - 1) / 2, 0.0, 0.0]]
+    too_big = await client.post("/gateway/applications/scaler_app", json={"features": [[1e39, 1, 1]], "unit": ""})
+    assert (too_big.status_code, too_big.json()["error"]["field"]) == (400, "features[0][0]")

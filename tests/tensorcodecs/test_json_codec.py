@@ -100,6 +100,23 @@ def test_scalars_keep_their_precision() -> None:
     assert encode_outputs({"a": np.array(np.float32(0.1)), "b": np.float16(0.1)}) == b'{"a":0.1,"b":0.1}'
 
 
+@pytest.mark.parametrize(
+    ("dtype", "text", "expected"),
+    [
+        ("float32", "[1435774380, 1435774380.0]", [1435774336.0, 1435774336.0]),  # as TF Serving
+        ("float32", "[16777216, 16777217, -16777217]", [16777216.0, 16777216.0, -16777216.0]),
+        ("float64", "[9007199254740992, 9007199254740993]", [9007199254740992.0, 9007199254740992.0]),
+        ("float16", "[2049, 65504]", [2048.0, 65504.0]),
+        ("float32", "[18446744073709551615]", [2.0**64]),
+    ],
+)
+def test_integer_literals_round_to_the_nearest_float_like_decimal_ones(dtype: str, text: str,
+                                                                      expected: list[float]) -> None:
+    array = decode(dtype, text)
+    assert array.dtype == np.dtype(dtype)
+    assert array.tolist() == expected
+
+
 def test_sums_that_overflow_do_not_warn_or_change_the_text() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -211,8 +228,7 @@ ERRORS = [
     ("uint64", None, "[-1, 18446744073709551615]", "x[0]", "out of range for uint64"),
     ("int64", None, "[100000000000000000000]", "x[0]", "expected an integer (int64), got 1e+20"),
     ("float32", None, "[1, 1e39]", "x[1]", "out of range for float32"),
-    ("float32", None, "[16777216]", "x[0]", "cannot be converted to float32 without loss of precision"),
-    ("float64", None, "[9007199254740992]", "x[0]", "cannot be converted to float64 without loss"),
+    ("float16", None, "[70000]", "x[0]", "out of range for float16"),  # an integer literal as well
     ("float16", None, "[70000.0]", "x[0]", "out of range for float16"),
     ("float32", None, "[1.5, false]", "x[1]", "expected a number (float32), got false"),
     ("float32", None, '[1, "2"]', "x[1]", 'expected a number (float32), got "2"'),
