@@ -174,8 +174,10 @@ async def test_error_answers_name_the_model_not_its_address(tmp_path: Path) -> N
 
 
 async def test_a_model_that_did_not_start_is_503_without_its_paths(example_config: Config) -> None:
-    broken = {key: "exited with code 1: Traceback (most recent call last):\n  File \"/srv/models/x/src/func_main.py\""
-              for key in example_config.models if key[0] == "scaler_model"}
+    folder = example_config.models[("scaler_model", 1)].folder
+    broken = {("scaler_model", 1): f"{folder}/src/func_main.py:2: model scaler_model: syntax error: invalid "
+                                   "syntax (in /usr/lib/python3/importlib/util.py); last output:\n"
+                                   '  File "/usr/lib/python3/importlib/__init__.py", line 126'}
     config = dataclasses.replace(example_config, models={
         key: dataclasses.replace(model, backend=None) if key in broken else model
         for key, model in example_config.models.items()})
@@ -184,5 +186,7 @@ async def test_a_model_that_did_not_start_is_503_without_its_paths(example_confi
         response = await client.post("/gateway/applications/scaler_app",
                                      json={"features": [[1, 2, 3]], "unit": "cm"})
     assert response.status_code == 503
-    assert response.json()["error"] == {"code": "backend_unavailable",
-                                        "message": "model scaler_model:1 is unavailable"}
+    assert response.json()["error"] == {
+        "code": "backend_unavailable",
+        "message": "model scaler_model:1 is unavailable: src/func_main.py:2: model scaler_model: syntax error: "
+                   'invalid syntax (in util.py); last output: File "__init__.py", line 126'}
