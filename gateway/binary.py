@@ -32,6 +32,7 @@ BINARY_TYPE = "application/octet-stream"
 NAME_HEADER = "x-tensor-name"
 DTYPE_HEADER = "x-tensor-dtype"
 SHAPE_HEADER = "x-tensor-shape"
+MAX_ARRAY_BYTES = np.iinfo(np.intp).max  # numpy's bound on an array's size, empty arrays included
 
 
 def is_binary(headers: Mapping[str, str]) -> bool:
@@ -76,7 +77,7 @@ def decode_binary(headers: Mapping[str, str], body: bytes, specs: Mapping[str, T
                                     field=name)
         shape: tuple[int, ...] = (len(body) // itemsize,)
     else:
-        shape = _parse_shape(shape_text, name)
+        shape = _parse_shape(shape_text, name, itemsize)
         need = math.prod(shape) * itemsize  # exact: a product that wraps in 64 bits must not match
         if need != len(body):
             raise ContractViolation(f"shape [{shape_text}] of {dtype.name} needs {need} bytes, the body has "
@@ -88,8 +89,9 @@ def decode_binary(headers: Mapping[str, str], body: bytes, specs: Mapping[str, T
     return {name: np.frombuffer(body, dtype=dtype.numpy.newbyteorder("<")).reshape(shape)}
 
 
-def _parse_shape(text: str, name: str) -> tuple[int, ...]:
-    """`x-tensor-shape` as sizes (a client error naming the input when it is not one)."""
+def _parse_shape(text: str, name: str, itemsize: int) -> tuple[int, ...]:
+    """`x-tensor-shape` as sizes (a client error naming the input when it is not one, or one
+    no array can have, even an empty one: numpy bounds the product of the non-zero sizes)."""
     try:
         shape = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
@@ -100,6 +102,8 @@ def _parse_shape(text: str, name: str) -> tuple[int, ...]:
     if len(shape) > MAX_RANK:
         raise ContractViolation(f"{SHAPE_HEADER} has {len(shape)} dimensions; a tensor has at most {MAX_RANK}",
                                 field=name)
+    if math.prod(size for size in shape if size) * itemsize > MAX_ARRAY_BYTES:
+        raise ContractViolation(f"{SHAPE_HEADER} [{text}] is larger than any tensor can be", field=name)
     return shape
 
 
