@@ -69,7 +69,7 @@ async def test_contract_violations_are_400(client: httpx.AsyncClient, body: byte
 @pytest.mark.parametrize(("body", "shape", "message"), [
     (b"", "99999999999999999999", "larger than any tensor can be"),  # beyond 64 bits
     (b"", "4294967296,4294967296", "larger than any tensor can be"),  # 2**64 elements: 0 in 64 bits
-    (b"\0" * 4, "274177,67280421310721", "larger than any tensor can be"),  # 1 in 64 bits
+    (b"\0" * 4, "274177,67280421310721", "larger than any tensor can be"),  # 2**64 + 1: 1 in 64 bits
     (b"\0" * 4, ",".join(["1"] * 65), "65 dimensions; a tensor has at most 64"),
     (b"", "0,99999999999999999999", "larger than any tensor can be"),  # empty, yet beyond numpy's bound
     (b"", "0,4611686018427387904", "larger than any tensor can be"),  # 2**62 int32 values
