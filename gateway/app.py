@@ -17,7 +17,7 @@ from starlette.middleware.gzip import GZipMiddleware as StarletteGZip
 from starlette.middleware.gzip import GZipResponder
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import Authenticator, AuthMiddleware
 from gateway.backends.pool import ChannelPool
@@ -91,7 +91,8 @@ def create_app(settings: Settings, config: Config | None = None,
         routes=[*native.routes, *tfserving.routes, *admin.routes, *health.routes, *metrics.routes],
         middleware=[Middleware(ObservabilityMiddleware, observer=observer),
                     Middleware(AuthMiddleware, authenticator=authenticator),
-                    Middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES)],
+                    Middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES),
+                    Middleware(UnexpectedErrors)],
         exception_handlers={GatewayError: gateway_error, HTTPException: http_error,
                             Exception: unexpected_error},
         lifespan=lifespan,
@@ -254,8 +255,8 @@ async def gateway_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ContractViolation):
         request.app.state.metrics.contract_errors.labels(request.scope["state"].get("application", "")).inc()
     if exc.status >= 500:
-        log.warning("%s %s -> %s %s: %s", request.method, request.url.path, exc.status, exc.code,
-                    exc.message)
+        log.warning("request %s: %s %s -> %s %s: %s [%s]", request.scope.get("state", {}).get("request_id", "-"),
+                    request.method, request.url.path, exc.status, exc.code, exc.message, exc.log_detail or "")
     headers = {"retry-after": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
     return error_response(exc.status, exc.to_dict(), headers)
 
@@ -271,6 +272,36 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, {"error": {"code": code, "message": message}}, exc.headers)
 
 
+class UnexpectedErrors:
+    """Answers an exception no handler took with 500 `internal`, inside the stack: Starlette's
+    own handler for `Exception` runs in ServerErrorMiddleware, which re-raises after answering,
+    and uvicorn then drops the connection (the client's next request on it fails too)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception as error:
+            if started:
+                raise  # half an answer is out: only closing the connection can tell the client
+            await (await unexpected_error(Request(scope, receive), error))(scope, receive, send)
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, {"error": {"code": "internal", "message": "internal error"}})
+    request_id = request.scope.get("state", {}).get("request_id", "-")
+    log.error("request %s: unexpected error on %s %s", request_id, request.method, request.url.path,
+              exc_info=exc)
+    return error_response(500, {"error": {"code": "internal",
+                                          "message": f"internal error (request {request_id}, see the log)"}})

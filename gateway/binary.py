@@ -1,12 +1,13 @@
 """The binary path for large tensors: raw little-endian bytes, dtype and shape in headers.
 
-`POST /gateway/applications/{name}` with `Content-Type: application/octet-stream` carries one
-input tensor as its C-ordered little-endian bytes; `x-tensor-dtype` (a contract type name such
-as `float32`, default: the contract's), `x-tensor-shape` (comma-separated sizes, `""` for a
-scalar; default: one dimension of every element) and `x-tensor-name` (default: the contract's
-only input). The contract is checked as for JSON: name, dtype, shape, element count. The
-answer of an application with one output comes back the same way (`application/octet-stream`
-with the three headers); with several outputs it is JSON.
+`POST /gateway/applications/{name}` (and the `/gateway/models/...` routes) with
+`Content-Type: application/octet-stream` carries one input tensor as its C-ordered
+little-endian bytes; `x-tensor-dtype` (a contract type name such as `float32`, default: the
+contract's), `x-tensor-shape` (comma-separated sizes, `""` for a scalar; default: one dimension
+of every element) and `x-tensor-name` (default: the contract's only input). The contract is
+checked as for JSON: name, dtype, shape, element count. The answer of an application with one
+output comes back the same way (`application/octet-stream` with the three headers); with
+several outputs it is JSON.
 
 No per-element work happens in the gateway: the body becomes a numpy view of the request bytes
 and the answer a view of the backend's bytes, so the cost is a few memory copies (see
@@ -15,6 +16,7 @@ docs/PERFORMANCE.md for the measured MB/s).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -24,11 +26,13 @@ from gateway.backends import NDArray
 from gateway.errors import ContractViolation
 from tensorcodecs import CodecError, TensorSpec
 from tensorcodecs.dtypes import dtype_from_numpy, lookup_dtype
+from tensorcodecs.json_codec import MAX_RANK
 
 BINARY_TYPE = "application/octet-stream"
 NAME_HEADER = "x-tensor-name"
 DTYPE_HEADER = "x-tensor-dtype"
 SHAPE_HEADER = "x-tensor-shape"
+MAX_ARRAY_BYTES = np.iinfo(np.intp).max  # numpy's bound on an array's size, empty arrays included
 
 
 def is_binary(headers: Mapping[str, str]) -> bool:
@@ -73,14 +77,8 @@ def decode_binary(headers: Mapping[str, str], body: bytes, specs: Mapping[str, T
                                     field=name)
         shape: tuple[int, ...] = (len(body) // itemsize,)
     else:
-        try:
-            shape = tuple(int(part) for part in shape_text.split(",") if part.strip())
-        except ValueError:
-            raise ContractViolation(f"{SHAPE_HEADER} must be comma-separated sizes, got {shape_text!r}",
-                                    field=name) from None
-        if any(size < 0 for size in shape):
-            raise ContractViolation(f"{SHAPE_HEADER} has a negative size: {shape_text!r}", field=name)
-        need = int(np.prod(shape, dtype=np.int64)) * itemsize
+        shape = _parse_shape(shape_text, name, itemsize)
+        need = math.prod(shape) * itemsize  # exact: a product that wraps in 64 bits must not match
         if need != len(body):
             raise ContractViolation(f"shape [{shape_text}] of {dtype.name} needs {need} bytes, the body has "
                                     f"{len(body)}", field=name)
@@ -89,6 +87,24 @@ def decode_binary(headers: Mapping[str, str], body: bytes, specs: Mapping[str, T
         raise ContractViolation(f"{name} must have shape {spec.shape_text()}, got "
                                 f"[{', '.join(map(str, shape))}]", field=name)
     return {name: np.frombuffer(body, dtype=dtype.numpy.newbyteorder("<")).reshape(shape)}
+
+
+def _parse_shape(text: str, name: str, itemsize: int) -> tuple[int, ...]:
+    """`x-tensor-shape` as sizes (a client error naming the input when it is not one, or one
+    no array can have, even an empty one: numpy bounds the product of the non-zero sizes)."""
+    try:
+        shape = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ContractViolation(f"{SHAPE_HEADER} must be comma-separated sizes, got {text!r}",
+                                field=name) from None
+    if any(size < 0 for size in shape):
+        raise ContractViolation(f"{SHAPE_HEADER} has a negative size: {text!r}", field=name)
+    if len(shape) > MAX_RANK:
+        raise ContractViolation(f"{SHAPE_HEADER} has {len(shape)} dimensions; a tensor has at most {MAX_RANK}",
+                                field=name)
+    if math.prod(size for size in shape if size) * itemsize > MAX_ARRAY_BYTES:
+        raise ContractViolation(f"{SHAPE_HEADER} [{text}] is larger than any tensor can be", field=name)
+    return shape
 
 
 def binary_response(outputs: Mapping[str, NDArray], specs: Mapping[str, TensorSpec]) -> Response | None:

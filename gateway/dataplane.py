@@ -16,7 +16,6 @@ from gateway.backends import NDArray, Prediction, UnavailableBackend
 from gateway.backends.tfserving import TFServingBackend
 from gateway.errors import (
     BackendError,
-    BackendUnavailable,
     BadRequest,
     DeadlineExceeded,
     GatewayError,
@@ -79,6 +78,18 @@ class DataPlane:
     def application(self, name: str) -> Application:
         """The application called `name` (NotFound otherwise)."""
         return self.registry.application(name)
+
+    async def with_contract(self, app: Application, context: RequestContext) -> Application:
+        """`app` with its contract known: a model whose contract comes from its backend and
+        could not be discovered yet (its server was down at start) is asked now, so that a
+        request is checked against the real contract, or fails with the backend's 503."""
+        pending = [model for model in (app.stages[0][0].model, app.stages[-1][0].model)
+                   if not model.manifest.contract_declared and (None, None) not in model.contracts.by_selector]
+        if not pending:
+            return app
+        for model in pending:
+            await self._signatures(Target(model), context.remaining())
+        return self.registry.applications.get(app.name, app)
 
     async def predict(self, app: Application, inputs: Mapping[str, NDArray],
                       context: RequestContext) -> dict[str, NDArray]:
@@ -190,14 +201,15 @@ class DataPlane:
             return known
         backend = model.backend
         if isinstance(backend, UnavailableBackend):
-            raise BackendUnavailable(backend.reason)
+            raise backend.error()
         if not isinstance(backend, TFServingBackend):
             raise NotFound(f"model {model.label} does not describe its signatures")
         response = await backend.metadata(timeout, target.selector)
         try:
             signatures = signatures_from_metadata(response)
         except CodecError as error:
-            raise BackendError(f"backend {backend.target} answered unusable metadata: {error}") from None
+            raise BackendError(f"the backend of model {model.label} answered unusable metadata: {error}",
+                               log_detail=f"backend {backend.target}") from None
         model.contracts.by_selector[target.key] = signatures
         if target.key == (None, None):
             self.registry.refresh_applications()
@@ -216,7 +228,8 @@ class DataPlane:
         for model, result in zip(models, results, strict=True):
             if isinstance(result, GatewayError):
                 failures[model.label] = result.message
-                log.warning("contract of model %s not discovered yet: %s", model.label, result.message)
+                log.warning("contract of model %s not discovered yet: %s [%s]", model.label, result.message,
+                            result.log_detail or "")
             elif isinstance(result, BaseException):
                 raise result
         self.registry.refresh_applications()
@@ -224,7 +237,7 @@ class DataPlane:
 
     def _tf_backend(self, model: Model) -> TFServingBackend:
         if isinstance(model.backend, UnavailableBackend):
-            raise BackendUnavailable(model.backend.reason)
+            raise model.backend.error()
         if not isinstance(model.backend, TFServingBackend):
             raise NotFound(f"model {model.label} is not served by a TensorFlow Serving backend")
         return model.backend

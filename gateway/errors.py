@@ -19,10 +19,13 @@ class GatewayError(Exception):
     grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     retry_after_s: int | None = None  # sent as Retry-After when set
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, log_detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        # For the log only (with the request id): backend addresses, socket and file paths,
+        # which the answer never carries.
+        self.log_detail = log_detail
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON error shape: `{"error": {"code", "message", "field"?}}`."""
@@ -147,16 +150,21 @@ def grpc_code(number: int) -> grpc.StatusCode:
     return _STATUS_CODES.get(number, grpc.StatusCode.UNKNOWN)
 
 
-def from_grpc_status(code: grpc.StatusCode, details: str | None, target: str) -> GatewayError:
-    """The gateway error for a backend's gRPC status, via `GRPC_TO_HTTP`."""
+def from_grpc_status(code: grpc.StatusCode, details: str | None, target: str,
+                     model: str | None = None) -> GatewayError:
+    """The gateway error for a backend's gRPC status, via `GRPC_TO_HTTP`. The message names
+    `model` (the model the call was for) and keeps the backend's own words, except for
+    UNAVAILABLE, whose details are the transport's (addresses): those, and `target`, go to
+    `log_detail`."""
     status, machine_code = GRPC_TO_HTTP.get(code, (502, "backend_error"))
+    backend = f"the backend of model {model}" if model else "the backend"
     if code is grpc.StatusCode.UNAVAILABLE:
-        message = f"backend {target} is unavailable: {details or code.name}"
+        message = f"{backend} is unavailable"
     elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        message = f"backend {target} did not answer before the deadline"
+        message = f"{backend} missed the deadline: {details or code.name}"
     else:
         message = details or code.name
     error_class = {503: BackendUnavailable, 504: DeadlineExceeded, 500: ModelError}.get(status, BackendError)
-    error = error_class(message)
+    error = error_class(message, log_detail=f"backend {target}: {code.name}: {details or ''}")
     error.status, error.code, error.grpc_code = status, machine_code, code
     return error

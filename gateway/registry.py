@@ -143,8 +143,8 @@ class Registry:
 
 def _backend_for(manifest: ModelManifest, pool: ChannelPool, failure: str | None) -> Backend:
     if manifest.backend is None:
-        reason = failure or "its runtime is not running"
-        return UnavailableBackend(f"model {manifest.name}:{manifest.version} is unavailable: {reason}")
+        return UnavailableBackend.for_model(f"{manifest.name}:{manifest.version}",
+                                            failure or "its runtime is not running", manifest.folder)
     target, local_socket = manifest.backend.target, manifest.backend.local_socket
     return TFServingBackend(pool.channel(target, manifest.backend.tls), manifest, pool.breaker(target),
                             None if local_socket is None else pool.local(target, local_socket))

@@ -6,10 +6,9 @@ offending element (`number[2][0]`) once something is already known to be wrong.
 The element rules follow TF Serving's REST API (`tensorflow_serving/util/json_tensor.cc`):
 
 - integers: JSON integers only; `1.5` and `1.0` are rejected, and so are `true`/`false`;
-- floats: any JSON number and `NaN`, `Infinity`, `-Infinity`; a finite value that does not fit
-  the dtype (`1e39` for float32) is rejected, and so is an integer literal whose
-  magnitude exceeds 2**digits - 1 (16777215 for float32, 2**53 - 1 for float64) because it
-  cannot be converted without loss of precision;
+- floats: any JSON number and `NaN`, `Infinity`, `-Infinity`, rounded to the nearest value of
+  the dtype, integer literals included (`16777217` is float32 `16777216`, as `16777217.0` is);
+  a finite value that does not fit the dtype (`1e39` for float32) is rejected;
 - bool: `true` / `false` only;
 - string: JSON text (stored as its UTF-8 bytes) or `{"b64": "..."}` (stored decoded).
 
@@ -17,16 +16,15 @@ Deliberate differences from TF Serving, each for a stricter or a more complete c
 
 - int8/int16/uint8/uint16 values are range-checked against their own dtype (TF Serving only
   checks that they fit int32 and lets the kernel truncate);
-- "does not fit" means "rounds to infinity": TF Serving also rejects the values within half a
-  unit in the last place above the largest finite value, which would reject `3.4028235e+38`, the
-  shortest text of the largest float32 (and what this module writes for it);
+- a finite value that rounds to infinity is rejected (TF Serving makes it +-inf): on these routes
+  a number beyond the field's range is a client mistake;
 - float16 and complex are accepted (TF Serving's JSON API has neither): float16 follows the float
-  rules with 2**11 - 1 as the exact-integer bound, complex numbers are `[real, imag]` pairs;
+  rules, complex numbers are `[real, imag]` pairs;
 - `bytes` fields accept plain text as its UTF-8 bytes as well as `{"b64": ...}`;
-- in a list that mixes integer and decimal literals for a float field, numpy reads every element
-  as float64 first, so the exact-integer bound is not applied to the integer literals of that list;
 - float16 answers are written as the shortest text that reads back as the same float16 (TF
   Serving writes the float32 text of the value: `0.099975586` for float16 0.1, here `0.1`);
+- answers are strict JSON: NaN, Infinity and -Infinity are written as `null` (requests may use the
+  literals, as for TF Serving; its REST API, `tfserving_json`, also writes them);
 - string answers that are not valid UTF-8 are written as `{"b64": ...}` rather than as invalid
   JSON text; `bytes` answers are always `{"b64": ...}`. Without a contract, a tensor whose name ends
   in `_bytes` is written as `{"b64": ...}`, as TF Serving does.
@@ -53,6 +51,7 @@ from tensorcodecs.errors import CodecError
 NDArray = np.ndarray[Any, Any]
 
 _RAGGED = "ragged list: all lists at one depth must have the same length"
+MAX_RANK = 64  # numpy's limit on an array's dimensions
 _NON_FINITE_TOKENS = (b"NaN", b"Infinity")
 
 
@@ -113,6 +112,7 @@ def decode_inputs(
 
 def decode_value(value: Any, spec: TensorSpec, path: str, *, bools: bool = True) -> NDArray:
     """One JSON value (scalar or nested lists) as an array of the spec's dtype and shape."""
+    check_rank(value, path)
     kind = spec.dtype.json_kind
     if kind is JsonKind.STRING or kind is JsonKind.BYTES:
         array = _decode_strings(value, path)
@@ -129,6 +129,18 @@ def decode_value(value: Any, spec: TensorSpec, path: str, *, bools: bool = True)
             f"expected shape {spec.shape_text()}, got {_shape_text(array.shape)}", field=path
         )
     return array
+
+
+def check_rank(value: Any, path: str, limit: int = MAX_RANK) -> None:
+    """A client error naming `path` when the first elements nest deeper than `limit` lists
+    (lists nested deeper elsewhere are ragged, which the decoders report)."""
+    depth = 0
+    while type(value) is list:
+        depth += 1
+        if depth > limit:
+            raise CodecError(f"lists nested more than {limit} deep: a tensor has at most {limit} "
+                             "dimensions", field=path)
+        value = value[0] if value else None
 
 
 def _decode_numeric(value: Any, target: DType, path: str, bools: bool) -> NDArray:
@@ -222,18 +234,18 @@ def _checked_int_cast(raw: NDArray, target: DType, path: str) -> NDArray:
 def _checked_float_cast(
     raw: NDArray, value: Any, dtype: np.dtype[Any], name: str, path: str
 ) -> NDArray:
-    """Apply TF Serving's lossless-conversion rules and cast."""
+    """Cast to the float dtype, rounding to the nearest value: integer literals as decimal ones
+    (through float64, as TF Serving does: `1435774380` and `1435774380.0` are the same float32);
+    a finite value that rounds to infinity is rejected."""
     finfo = np.finfo(dtype)
-    if raw.dtype.kind in "iuO":
-        # Integer literals must be exactly representable: |v| <= 2**digits - 1.
-        limit = (1 << (finfo.nmant + 1)) - 1
-        if raw.dtype.kind == "O" or raw.min() < -limit or raw.max() > limit:
-            _raise_first(value, path, lambda v: not _is_json_int(v) or -limit <= v <= limit,
-                         f"cannot be converted to {name} without loss of precision "
-                         f"(integers must be within +-{limit})")
-        if raw.dtype.kind == "O":
+    if raw.dtype.kind == "O":
+        try:
             raw = np.asarray(value, dtype=np.float64)
-        return raw.astype(dtype)
+        except OverflowError:  # an integer beyond float64 (JSON with NaN literals keeps those exact)
+            raise CodecError(f"out of range for {name} (largest finite value {float(finfo.max):.8g})",
+                             field=path) from None
+    elif raw.dtype.kind in "iu":
+        raw = raw.astype(np.float64)
     if raw.dtype == dtype:
         return raw
     with np.errstate(over="ignore"):
@@ -389,8 +401,8 @@ def encode_outputs(
 def to_json_value(array: NDArray | np.generic, spec: TensorSpec | None = None) -> Any:
     """An array as a value `orjson.dumps(..., option=OPT_SERIALIZE_NUMPY)` writes faithfully.
 
-    Numeric arrays pass through as numpy buffers; floats with NaN/Infinity, and float16, come
-    back as `orjson.Fragment` text; strings as nested lists of str / `{"b64": ...}`.
+    Numeric arrays pass through as numpy buffers (NaN and +-Infinity are written as null);
+    strings as nested lists of str / `{"b64": ...}`.
     """
     as_b64 = spec is not None and spec.dtype.json_kind is JsonKind.BYTES
     return _json_value(np.asarray(array), as_b64)
@@ -407,36 +419,13 @@ def _json_value(array: NDArray, as_b64: bool) -> Any:
         raise CodecError(f"cannot write {array.dtype} values as JSON")
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
-    if kind == "f":
-        if array.dtype == np.float16:
-            # float64 values whose shortest text is the shortest text of each float16.
-            array = _half_table()[array.view(np.uint16)]
-        # A finite sum (one pass, no temporary) proves every value finite; otherwise look closer.
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = array.sum()
-        if not np.isfinite(total):
-            finite = np.isfinite(array)
-            if not finite.all():
-                return orjson.Fragment(_with_non_finite(array, finite))
+    if kind == "f" and array.dtype == np.float16:
+        # float64 values whose shortest text is the shortest text of each float16.
+        array = _half_table()[array.view(np.uint16)]
+    # orjson writes NaN and +-Infinity as null: answers stay strict JSON (TF's tokens are /v1's).
     if array.ndim == 0:
         return array.item() if kind in "biu" else array[()]
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)
-
-
-def _with_non_finite(array: NDArray, finite: NDArray) -> bytes:
-    """orjson writes NaN and +-Infinity as null; put TF Serving's literals back in their place."""
-    array = np.require(array, requirements="C")
-    text = orjson.dumps(array[()] if array.ndim == 0 else array, option=orjson.OPT_SERIALIZE_NUMPY)
-    bad = array[~finite] if array.ndim else array.reshape(1)
-    if np.isnan(bad).all():
-        return text.replace(b"null", b"NaN")
-    literals = [b"NaN" if v != v else (b"Infinity" if v > 0 else b"-Infinity") for v in bad.tolist()]
-    pieces = text.split(b"null")
-    out = [pieces[0]]
-    for literal, piece in zip(literals, pieces[1:], strict=True):
-        out.append(literal)
-        out.append(piece)
-    return b"".join(out)
 
 
 @functools.cache

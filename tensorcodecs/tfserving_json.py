@@ -37,7 +37,7 @@ from protos.tensorflow_serving.status_pb2 import StatusProto
 from tensorcodecs.contract import Signature, TensorSpec
 from tensorcodecs.dtypes import DType, JsonKind, dtype_from_enum
 from tensorcodecs.errors import CodecError, UnknownDTypeError
-from tensorcodecs.json_codec import loads
+from tensorcodecs.json_codec import MAX_RANK, loads
 
 NDArray = np.ndarray
 
@@ -174,7 +174,7 @@ def _add_instance_item(value: Any, name: str, specs: Mapping[str, TensorSpec],
                        items: dict[str, list[NDArray]]) -> None:
     if name not in specs:
         raise CodecError(f"JSON object: does not have named input: {name}")
-    array = _exact_tensor(value, specs[name].dtype)
+    array = _exact_tensor(value, specs[name].dtype, MAX_RANK - 1)  # instances add a dimension
     seen = items.setdefault(name, [])
     if seen:
         want = seen[0]
@@ -242,29 +242,34 @@ def _fast_numeric(value: Any, dtype: DType) -> NDArray | None:
         if raw.min() < info.min or raw.max() > info.max:
             return None
         return raw.astype(dtype.numpy)
-    limit = _lossless_int_limit(dtype)
-    if raw.dtype.kind == "f":
-        finite = raw[np.isfinite(raw)]
-        # Integers written without a decimal point are checked one by one (exact walk).
-        if finite.size and float(np.abs(finite).max()) > min(limit, _float_max(dtype)):
-            return None
-    elif raw.dtype.kind == "u" or int(np.abs(raw).max()) > limit:
-        return None
-    return raw.astype(dtype.numpy)
+    return _to_float(raw, dtype)
 
 
-def _exact_tensor(value: Any, dtype: DType) -> NDArray:
+def _to_float(values: NDArray, dtype: DType) -> NDArray:
+    """rapidjson's GetDouble, then GetFloat's cast: every number is taken, rounded to the
+    nearest float (beyond the float's range +-inf, below its smallest 0), as TF Serving does
+    since json_tensor.cc dropped its "without loss of precision" check."""
+    with np.errstate(over="ignore", under="ignore"):
+        return np.asarray(values, dtype=np.float64).astype(dtype.numpy)
+
+
+def _exact_tensor(value: Any, dtype: DType, max_rank: int = MAX_RANK) -> NDArray:
     """TF's GetDenseTensorShape + FillTensorProto: the shape follows the first element at
     each depth and every other list must match it."""
     shape: list[int] = []
     probe = value
     while isinstance(probe, list):
+        if len(shape) == max_rank:
+            raise CodecError(f"lists nested more than {max_rank} deep: a tensor has at most {max_rank} "
+                             "dimensions")
         shape.append(len(probe))
         if not probe:
             break
         probe = probe[0]
     flat: list[Any] = []
     _fill(value, 0, shape, dtype, flat)
+    if dtype.json_kind is JsonKind.FLOAT:
+        return _to_float(np.array(flat, dtype=np.float64), dtype).reshape(shape)
     if dtype.is_numeric:
         return np.array(flat, dtype=dtype.numpy).reshape(shape)
     array = np.empty(len(flat), dtype=object)
@@ -301,10 +306,7 @@ def _scalar(value: Any, dtype: DType) -> Any:
     if kind is JsonKind.FLOAT:
         if not is_number:
             raise _type_error(value, dtype)
-        if not _is_lossless(value, dtype):
-            raise CodecError(f"Cannot convert JSON value: {value_text(value)} to "
-                             f"{tf_type_name(dtype)} without loss of precision.")
-        return value
+        return _as_double(value)
     if kind is JsonKind.INT:
         if not isinstance(value, int) or isinstance(value, bool):
             raise _type_error(value, dtype)
@@ -323,20 +325,12 @@ def _scalar(value: Any, dtype: DType) -> Any:
     raise CodecError(f"Conversion of JSON Value: {value_text(value)} to type: {tf_type_name(dtype)}")
 
 
-def _is_lossless(value: int | float, dtype: DType) -> bool:
-    if isinstance(value, int):
-        return abs(value) <= _lossless_int_limit(dtype)
-    if not math.isfinite(value):
-        return True
-    return abs(value) <= _float_max(dtype)
-
-
-def _lossless_int_limit(dtype: DType) -> int:
-    return int((1 << (np.finfo(dtype.numpy).nmant + 1)) - 1)
-
-
-def _float_max(dtype: DType) -> float:
-    return float(np.finfo(dtype.numpy).max)
+def _as_double(value: int | float) -> float:
+    """A JSON number as rapidjson holds it: a double (an integer beyond one is a parse error)."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise CodecError("JSON Parse error: Number too big to be stored in double") from None
 
 
 def _is_b64(value: Any) -> bool:
@@ -573,11 +567,7 @@ def _add_feature_value(value: Any, name: str, feature: Feature) -> None:
     elif isinstance(value, float) or value >= 2**64 or value < -(2**63):
         # rapidjson reads integers beyond 64 bits as doubles.
         check("float_list")
-        number = float(value)
-        if math.isfinite(number) and abs(number) > float(np.finfo(np.float32).max):
-            raise CodecError(f"Cannot convert JSON value: {value_text(value)} to float without loss of "
-                             "precision.")
-        feature.float_list.value.append(number)
+        feature.float_list.value.append(_as_double(value))  # GetFloat: rounded, +-inf beyond float's range
     else:
         check("int64_list")
         if value >= 2**63:

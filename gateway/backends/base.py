@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -11,6 +14,7 @@ import numpy as np
 from gateway.errors import BackendUnavailable
 
 NDArray = np.ndarray
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s/:;,'\"()]+/)+([^\s/:;,'\"()]+)")  # -> its last part
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +71,36 @@ class Backend(Protocol):
 
 
 class UnavailableBackend:
-    """The backend of a model that could not be started; every call says why."""
+    """The backend of a model that could not be started; every call says so, and the log why
+    (`detail`: exit codes, a runtime's last output, with its file paths)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, detail: str | None = None) -> None:
         self.reason = reason
+        self.detail = detail
         self.target = "(none)"
 
+    @classmethod
+    def for_model(cls, label: str, failure: str, folder: Path | None) -> UnavailableBackend:
+        """The backend of model `label`, whose runtime failed with `failure` (a reason, then
+        maybe "; last output:" and the runtime's last lines): answers carry the reason and the
+        last line, with paths relative to the model `folder` (other absolute paths shortened to
+        their file name); the whole of it goes to the log."""
+        reason, _, output = failure.partition("; last output:")
+        lines = [line.strip() for line in output.splitlines() if line.strip()]
+        public = reason.strip().splitlines()[0] if reason.strip() else ""
+        if lines:
+            public += f"; last output: {lines[-1]}"
+        if folder is not None:
+            public = public.replace(f"{folder}{os.sep}", "").replace(str(folder), folder.name)
+        public = _ABSOLUTE_PATH.sub(r"\1", public)
+        return cls(f"model {label} is unavailable" + (f": {public}" if public else ""), failure)
+
+    def error(self) -> BackendUnavailable:
+        """What a call to this backend raises."""
+        return BackendUnavailable(self.reason, log_detail=self.detail)
+
     async def predict(self, inputs: Mapping[str, NDArray], timeout: float) -> dict[str, NDArray]:
-        raise BackendUnavailable(self.reason)
+        raise self.error()
 
     async def healthy(self, timeout: float) -> bool:
         return False

@@ -55,9 +55,9 @@ class Coalescer(CallScheduler):
         for name, array in prediction.outputs.items():
             rows = array.shape[0] if array.ndim else 0
             if rows != total:
-                raise BackendError(f"backend {self.target} answered output {name!r} with {rows} rows "
+                raise BackendError(f"the backend answered output {name!r} with {rows} rows "
                                    f"for a batch of {total} (batching needs one output row per "
-                                   "input row)")
+                                   "input row)", log_detail=f"backend {self.target}")
         start = 0
         for w in group:
             end = start + w.size

@@ -48,8 +48,8 @@ class LocalCallError(Exception):
         self.code = code
         self.message = message
 
-    def to_gateway_error(self, target: str) -> GatewayError:
-        return from_grpc_status(self.code, self.message, target)
+    def to_gateway_error(self, target: str, model: str | None = None) -> GatewayError:
+        return from_grpc_status(self.code, self.message, target, model)
 
 
 class LocalUnreachable(LocalCallError):
@@ -205,7 +205,8 @@ class LocalChannel:
                     continue  # (the request may have run: at least once, as gRPC's retry of UNAVAILABLE)
                 raise
             except WireError as error:
-                raise BackendError(f"backend {self.target} broke the local wire: {error}") from None
+                raise BackendError(f"the backend broke the local wire: {error}",
+                                   log_detail=f"backend {self.target} ({self.path})") from None
             break
         if frame.code:
             raise LocalCallError(grpc_code(frame.code), bytes(frame.message).decode(errors="replace"))
@@ -216,7 +217,8 @@ class LocalChannel:
                     raise WireError("tensors came beside an answer that expects none")
                 attachments.received = split_attachment(frame.table, frame.attachment)
         except (DecodeError, WireError) as error:
-            raise BackendError(f"backend {self.target} answered a malformed message: {error}") from None
+            raise BackendError(f"the backend answered a malformed message: {error}",
+                               log_detail=f"backend {self.target} ({self.path})") from None
         return response
 
     async def _exchange(self, connection: LocalConnection, payload: tuple[int, bytes, bytes, list[memoryview]],

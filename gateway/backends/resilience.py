@@ -42,17 +42,17 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probing = False
 
-    def before_call(self) -> None:
-        """Raise BackendUnavailable when the circuit does not let this call through."""
+    def before_call(self, model: str | None = None) -> None:
+        """Raise BackendUnavailable (naming `model`) when the circuit does not let this call through."""
         if self.state is CircuitState.CLOSED:
             return
         if self.state is CircuitState.OPEN:
             waited = time.monotonic() - self._opened_at
             if waited < self.cooldown_s:
-                raise self._refusal(self.cooldown_s - waited)
+                raise self._refusal(self.cooldown_s - waited, model)
             self._set(CircuitState.HALF_OPEN)
         if self._probing:
-            raise self._refusal(1.0)
+            raise self._refusal(1.0, model)
         self._probing = True
 
     def record(self, code: grpc.StatusCode | None) -> None:
@@ -68,9 +68,11 @@ class CircuitBreaker:
             self._opened_at = time.monotonic()
             self._set(CircuitState.OPEN)
 
-    def _refusal(self, retry_after_s: float) -> BackendUnavailable:
-        error = BackendUnavailable(f"backend {self.target} is failing; its circuit is open "
-                                   f"(next try in {max(retry_after_s, 0.0):.1f}s)")
+    def _refusal(self, retry_after_s: float, model: str | None) -> BackendUnavailable:
+        backend = f"the backend of model {model}" if model else "the backend"
+        error = BackendUnavailable(f"{backend} is failing; its circuit is open "
+                                   f"(next try in {max(retry_after_s, 0.0):.1f}s)",
+                                   log_detail=f"backend {self.target}")
         error.retry_after_s = max(1, round(retry_after_s))
         return error
 

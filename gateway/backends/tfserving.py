@@ -77,10 +77,15 @@ class TFServingBackend:
         assert model.backend is not None
         self.breaker = breaker or CircuitBreaker(model.backend.target)
         self.target = model.backend.target
+        self.label = model.name  # what error answers name (never the target: an internal address)
         self.model_name = model.backend.model_name
         self.version = model.backend.version
         self.version_label = model.backend.version_label
         self.signature_name = model.backend.signature_name
+        if model.folder is not None and model.signature.name:
+            # An embedded runtime's model answers to its contract's name (TF's default key is an
+            # alias there): asked by that name, it stamps the signature its metadata describes.
+            self.signature_name = model.signature.name
         self.input_specs: Mapping[str, TensorSpec] = model.signature.inputs
         self._channel = channel
         self.local = local  # an embedded runtime's Unix socket: Predict and PredictMany go there
@@ -215,12 +220,12 @@ class TFServingBackend:
         response = await self._call(RUNTIME_PREDICT_MANY, request, timeout, metadata=(), attachments=attachments)
         received = attachments.received if attachments else {}
         if len(response.results) != len(items):
-            raise BackendError(f"backend {self.target} answered {len(response.results)} results "
-                               f"for {len(items)} requests")
+            raise BackendError(f"the backend of model {self.label} answered {len(response.results)} results "
+                               f"for {len(items)} requests", log_detail=f"backend {self.target}")
         outcomes: list[Prediction | GatewayError] = []
         for index, result in enumerate(response.results):
             if result.code:
-                outcomes.append(from_grpc_status(grpc_code(result.code), result.message, self.target))
+                outcomes.append(from_grpc_status(grpc_code(result.code), result.message, self.target, self.label))
                 continue
             try:
                 outcomes.append(self._prediction(result.response, spec, received.get(index)))
@@ -235,7 +240,8 @@ class TFServingBackend:
             outputs = {name: attached_array(tensor, attached[name]) if attached and name in attached
                        else decode_tensor(tensor) for name, tensor in response.outputs.items()}
         except CodecError as error:
-            raise BackendError(f"backend {self.target} answered a malformed tensor: {error}") from None
+            raise BackendError(f"the backend of model {self.label} answered a malformed tensor: {error}",
+                               log_detail=f"backend {self.target}") from None
         return Prediction(outputs, self._effective(response.model_spec, sent))
 
     async def classify(self, request_input: Input, timeout: float, selector: Selector | None = None,
@@ -300,7 +306,7 @@ class TFServingBackend:
         unless `metadata` is given; `attachments` go with it on the local wire."""
         if not guarded:
             return await self._send(method, request, timeout, ())
-        self.breaker.before_call()
+        self.breaker.before_call(self.label)
         try:
             if metadata is None:
                 metadata = request_metadata() if self._request_ids else ()
@@ -329,7 +335,7 @@ class TFServingBackend:
                 if attachments is not None:
                     request = _with_attachments_inside(request, attachments)
             except LocalCallError as error:
-                raise error.to_gateway_error(self.target) from None
+                raise error.to_gateway_error(self.target, self.label) from None
         stub = self._stubs.get(method.path)
         if stub is None:
             stub = self._channel.unary_unary(method.path, request_serializer=method.request.SerializeToString,
@@ -338,7 +344,7 @@ class TFServingBackend:
         try:
             answer: ResponseT = await stub(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as error:
-            raise from_grpc_status(error.code(), error.details(), self.target) from None
+            raise from_grpc_status(error.code(), error.details(), self.target, self.label) from None
         return answer
 
     def _effective(self, answered: ModelSpec, sent: ModelSpec) -> EffectiveSpec:

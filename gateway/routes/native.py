@@ -65,10 +65,12 @@ async def predict_application(request: Request) -> Response:
     request.scope["state"]["application"] = app.name  # labels metrics and logs, errors included
     settings: Settings = request.app.state.settings
     headers = headers_of(request)
+    context = request_context(request, settings, app)
+    app = await dataplane.with_contract(app, context)
     if is_binary(headers):  # a raw tensor (gateway/binary.py)
         inputs = decode_binary(headers, await read_body(request, settings), app.signature.inputs)
         check_element_count(inputs, settings)
-        outputs = await dataplane.predict(app, inputs, request_context(request, settings, app))
+        outputs = await dataplane.predict(app, inputs, context)
         answer = binary_response(outputs, app.signature.outputs)
         return answer or JSONResponse(encode_outputs(outputs, app.signature.outputs))
     raw, body = await read_json(request, settings)
@@ -77,7 +79,7 @@ async def predict_application(request: Request) -> Response:
     except CodecError as error:
         raise ContractViolation(error.message, field=error.field) from None
     check_element_count(inputs, settings)
-    outputs = await dataplane.predict(app, inputs, request_context(request, settings, app))
+    outputs = await dataplane.predict(app, inputs, context)
     return JSONResponse(encode_outputs(outputs, app.signature.outputs))
 
 
@@ -89,20 +91,31 @@ async def predict_model(request: Request) -> Response:
     params = request.path_params
     authorize(request, params["name"])
     target = dataplane.resolve(params["name"], params.get("version"), params.get("label"))
-    raw, body = await read_json(request, settings)
+    headers = headers_of(request)
+    binary = is_binary(headers)  # a raw tensor (gateway/binary.py), as on the application route
     context = request_context(request, settings)
-    signature = await dataplane.signature(target, None, context)
-    try:
-        inputs = decode_inputs(body, signature.inputs, bools=may_hold_bools(raw))
-    except CodecError as error:
-        raise ContractViolation(error.message, field=error.field) from None
+    if binary:
+        data = await read_body(request, settings)
+        signature = await dataplane.signature(target, None, context)
+        inputs = decode_binary(headers, data, signature.inputs)
+    else:
+        raw, body = await read_json(request, settings)
+        signature = await dataplane.signature(target, None, context)
+        try:
+            inputs = decode_inputs(body, signature.inputs, bools=may_hold_bools(raw))
+        except CodecError as error:
+            raise ContractViolation(error.message, field=error.field) from None
     check_element_count(inputs, settings)
     prediction = await dataplane.predict_model(target, inputs, context, None, signature.inputs)
     outputs = prediction.outputs
     if signature.outputs:
         outputs = {name: outputs[name] for name in signature.outputs if name in outputs}
-    headers = {MODEL_SPEC_HEADER: prediction.spec.header()} if prediction.spec else None
-    return JSONResponse(encode_outputs(outputs, signature.outputs), headers=headers)
+    spec = {MODEL_SPEC_HEADER: prediction.spec.header()} if prediction.spec else {}
+    answer = binary_response(outputs, signature.outputs) if binary else None
+    if answer is not None:
+        answer.headers.update(spec)
+        return answer
+    return JSONResponse(encode_outputs(outputs, signature.outputs), headers=spec or None)
 
 
 routes = [

@@ -66,7 +66,8 @@ async def models(request: Request) -> Response:
         return await _dispatch(request)
     except GatewayError as error:
         if error.status >= 500:
-            log.warning("%s %s -> %s: %s", request.method, request.url.path, error.status, error.message)
+            log.warning("request %s: %s %s -> %s: %s [%s]", request.state.request_id, request.method,
+                        request.url.path, error.status, error.message, error.log_detail or "")
         headers = {"allow": "GET, POST"} if error.status == 405 else None
         return error_response(error.status, error.message, headers)
     except CodecError as error:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import textwrap
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -11,7 +15,7 @@ import pytest
 from gateway.app import create_app
 from gateway.manifests import Config
 from gateway.settings import Settings
-from tests.conftest import serve_app
+from tests.conftest import REPO, serve_app
 
 PREDICT = "/gateway/applications/increment_app"  # int32 [-1] -> int32 [-1]
 
@@ -60,3 +64,45 @@ async def test_contract_violations_are_400(client: httpx.AsyncClient, body: byte
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "contract_violation"
     assert message in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("body", "shape", "message"), [
+    (b"", "99999999999999999999", "larger than any tensor can be"),  # beyond 64 bits
+    (b"", "4294967296,4294967296", "larger than any tensor can be"),  # 2**64 elements: 0 in 64 bits
+    (b"\0" * 4, "274177,67280421310721", "larger than any tensor can be"),  # 2**64 + 1: 1 in 64 bits
+    (b"\0" * 4, ",".join(["1"] * 65), "65 dimensions; a tensor has at most 64"),
+    (b"", "0,99999999999999999999", "larger than any tensor can be"),  # empty, yet beyond numpy's bound
+    (b"", "0,4611686018427387904", "larger than any tensor can be"),  # 2**62 int32 values
+])
+async def test_shapes_beyond_what_a_tensor_can_be_are_400(client: httpx.AsyncClient, body: bytes, shape: str,
+                                                         message: str) -> None:
+    response = await client.post(PREDICT, content=body, headers=raw(shape=shape))
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("contract_violation", "number")
+    assert message in error["message"]
+
+
+async def test_the_model_routes_take_raw_tensors_too(client: httpx.AsyncClient) -> None:
+    values = np.array([1, 2, 3], "<i4")
+    response = await client.post("/gateway/models/increment_model/versions/1", content=values.tobytes(),
+                                  headers=raw(shape="3"))
+    assert response.status_code == 200, response.text
+    assert response.headers["x-model-spec"].startswith("name=increment_model; version=1")
+    assert response.headers["x-tensor-shape"] == "3"
+    assert np.frombuffer(response.content, "<i4").tolist() == [2, 3, 4]
+
+
+async def test_the_readme_binary_example_runs_against_the_example_config(client: httpx.AsyncClient,
+                                                                         tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("- **Large tensors**"):].split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = textwrap.dedent(block).replace("\\\n", " ")
+    script = "\n".join(line for line in commands.splitlines() if line.strip() and not line.startswith("#"))
+    expected = next(line for line in commands.splitlines() if line.startswith("# ")).removeprefix("# ")
+    script = script.replace("http://127.0.0.1:8000", str(client.base_url).rstrip("/"))
+    script = script.replace("python3 ", f"{sys.executable} ")  # the interpreter with numpy
+    process = await asyncio.create_subprocess_shell(script, cwd=tmp_path, stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0
+    assert out.decode().strip() == expected

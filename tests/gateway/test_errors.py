@@ -1,10 +1,21 @@
-"""The error tree and the gRPC status table."""
+"""The error tree and the gRPC status table; error answers over a real uvicorn."""
 
 from __future__ import annotations
 
-import grpc
-import pytest
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import grpc
+import httpx
+import orjson
+import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.app import GatewayApp, create_app
 from gateway.errors import (
     GRPC_TO_HTTP,
     BackendUnavailable,
@@ -13,6 +24,9 @@ from gateway.errors import (
     ModelError,
     from_grpc_status,
 )
+from gateway.manifests import Config, load_config
+from gateway.settings import Settings
+from tests.conftest import free_port, serve_app
 
 
 @pytest.mark.parametrize(
@@ -48,9 +62,131 @@ def test_error_classes_follow_the_status() -> None:
     assert error.to_dict() == {"error": {"code": "model_error", "message": "ValueError: boom"}}
 
 
+def test_messages_name_the_model_and_keep_the_backends_words_but_not_its_address() -> None:
+    deadline = from_grpc_status(grpc.StatusCode.DEADLINE_EXCEEDED, "batch timed out", "10.0.0.7:8500", "toy")
+    assert deadline.message == "the backend of model toy missed the deadline: batch timed out"
+    down = from_grpc_status(grpc.StatusCode.UNAVAILABLE, "ipv4:10.0.0.7:8500: Connection refused",
+                            "10.0.0.7:8500", "toy")
+    assert down.message == "the backend of model toy is unavailable"
+    assert down.log_detail is not None
+    assert "10.0.0.7:8500" in down.log_detail
+
+
 def test_json_shape_carries_the_field() -> None:
     error = ContractViolation("expected an integer", field="number[2][0]")
     assert error.status == 400
     assert error.to_dict() == {
         "error": {"code": "contract_violation", "message": "expected an integer", "field": "number[2][0]"}
     }
+
+
+# ---------------------------------------------------------------- over a real uvicorn
+
+
+@pytest.fixture
+async def served(example_config: Config) -> AsyncIterator[tuple[str, GatewayApp]]:
+    app = create_app(Settings(access_log=False), example_config)
+    async with serve_app(app) as url:
+        yield url, app
+
+
+DEEP_BODIES = [  # the nested lists go where %s is
+    ("/gateway/applications/increment_app", b'{"number": %s}'),
+    ("/gateway/models/increment_model", b'{"number": %s}'),
+    ("/gateway/models/increment_model/versions/1", b'{"number": %s}'),
+    ("/v1/models/increment_model:predict", b'{"instances": %s}'),
+    ("/v1/models/increment_model:predict", b'{"instances": [{"number": %s}]}'),
+    ("/v1/models/increment_model:predict", b'{"inputs": %s}'),
+    ("/v1/models/increment_model:predict", b'{"inputs": {"number": %s}}'),
+    ("/v1/models/increment_model:classify", b'{"examples": [{"x": %s}]}'),
+    ("/v1/models/increment_model:regress", b'{"examples": [{"x": %s}]}'),
+]
+
+
+@pytest.mark.parametrize("depth", [65, 1000])
+@pytest.mark.parametrize(("path", "body"), DEEP_BODIES)
+async def test_lists_nested_deeper_than_a_tensor_can_be_are_400(
+        served: tuple[str, GatewayApp], path: str, body: bytes, depth: int) -> None:
+    url, _ = served
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        response = await client.post(path, content=body % (b"[" * depth + b"1" + b"]" * depth),
+                                     headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    if path.startswith("/gateway/"):
+        assert (error["code"], error["field"]) == ("contract_violation", "number")
+        assert "nested more than 64 deep" in error["message"]
+    elif ":predict" in path:
+        assert "nested more than" in error
+
+
+async def test_an_unexpected_error_is_500_and_the_connection_is_kept(served: tuple[str, GatewayApp]) -> None:
+    url, app = served
+
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("a bug in the gateway")
+
+    # A route whose handler fails as a gateway bug would, among the model routes.
+    app.router.routes.insert(0, Route("/gateway/models/broken", broken, methods=["POST"]))
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        for path, body in [("/gateway/models/broken", b"{}"), ("/gateway/models/increment_model",
+                                                              b'{"number": [1]}')]:
+            writer.write(b"POST %s HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            answer = orjson.loads(await reader.readexactly(length))
+            if path.endswith("broken"):
+                assert head.startswith(b"HTTP/1.1 500 ")
+                assert b"x-request-id: " in head
+                request_id = head.split(b"x-request-id: ")[1].split(b"\r\n")[0].decode()
+                assert answer == {"error": {"code": "internal",
+                                            "message": f"internal error (request {request_id}, see the log)"}}
+            else:  # the same connection serves the next request
+                assert head.startswith(b"HTTP/1.1 200 ")
+                assert answer == {"number": [2]}
+    finally:
+        writer.close()
+
+
+async def test_error_answers_name_the_model_not_its_address(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "remote.yaml").write_text(
+        f"kind: Model\nname: remote\nbackend:\n  protocol: tensorflow-serving\n  target: 127.0.0.1:{port}\n"
+        "contract:\n  inputs:\n    x: {type: int32, shape: [-1]}\n  outputs:\n    y: {type: int32, shape: [-1]}\n")
+    config = load_config(tmp_path)
+    async with (serve_app(create_app(Settings(access_log=False, circuit_failures=2), config)) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as client):
+        for _ in range(4):  # unavailable, then the circuit opens
+            native = await client.post("/gateway/models/remote", json={"x": [1]})
+            tf = await client.post("/v1/models/remote:predict", json={"instances": [1]})
+            for response in (native, tf):
+                assert response.status_code == 503
+                assert str(port) not in response.text
+                assert "127.0.0.1" not in response.text
+        assert native.json()["error"]["message"].startswith("the backend of model remote is failing")
+        assert tf.json()["error"].startswith("the backend of model remote is failing")
+
+
+async def test_a_model_that_did_not_start_is_503_without_its_paths(example_config: Config) -> None:
+    folder = example_config.models[("scaler_model", 1)].folder
+    broken = {("scaler_model", 1): f"{folder}/src/func_main.py:2: model scaler_model: syntax error: invalid "
+                                   "syntax (in /usr/lib/python3/importlib/util.py); last output:\n"
+                                   '  File "/usr/lib/python3/importlib/__init__.py", line 126'}
+    config = dataclasses.replace(example_config, models={
+        key: dataclasses.replace(model, backend=None) if key in broken else model
+        for key, model in example_config.models.items()})
+    async with (serve_app(create_app(Settings(access_log=False), config, failed=broken)) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as client):
+        response = await client.post("/gateway/applications/scaler_app",
+                                     json={"features": [[1, 2, 3]], "unit": "cm"})
+    assert response.status_code == 503
+    assert response.json()["error"] == {
+        "code": "backend_unavailable",
+        "message": "model scaler_model:1 is unavailable: src/func_main.py:2: model scaler_model: syntax error: "
+                   'invalid syntax (in util.py); last output: File "__init__.py", line 126'}

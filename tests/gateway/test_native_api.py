@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -131,3 +132,35 @@ async def test_paths_beyond_the_application_name_are_not_routes(client: httpx.As
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
     assert (await client.post("/gateway/applications/", json={"number": [1]})).status_code == 404
+
+
+async def test_non_finite_answers_are_strict_json_null_on_native_routes_tokens_on_v1(
+        client: httpx.AsyncClient) -> None:
+    body = b'{"features": [[NaN, Infinity, -Infinity], [3, 20, 200]], "unit": "cm"}'
+    for path in ("/gateway/applications/scaler_app", "/gateway/models/scaler_model"):
+        response = await client.post(path, content=body, headers=JSON)
+        assert response.status_code == 200, response.text
+        assert json.loads(response.content, parse_constant=pytest.fail) == {  # no NaN/Infinity tokens
+            "scaled": [[None, None, None], [1.0, 2.0, 2.0]], "rows": 2, "unit": "cm"}
+    tf = await client.post("/v1/models/scaler_model:predict",
+                           content=b'{"inputs": {"features": [[NaN, Infinity, -Infinity]], "unit": "cm"}}')
+    assert b'"scaled":[[NaN,Infinity,-Infinity]]' in tf.content
+
+
+async def test_the_model_spec_header_names_the_signature_the_metadata_describes(client: httpx.AsyncClient) -> None:
+    metadata = (await client.get("/v1/models/increment_model/metadata")).json()["model_spec"]
+    assert metadata["signature_name"] == "increment"  # the contract's name in serving.yaml
+    native = await client.post("/gateway/models/increment_model", json={"number": [1]})
+    tf = await client.post("/v1/models/increment_model:predict", json={"instances": [1]})
+    for response in (native, tf):
+        assert response.headers["x-model-spec"] == "name=increment_model; version=1; signature_name=increment"
+
+
+async def test_float_inputs_round_integers_as_decimals(client: httpx.AsyncClient) -> None:
+    for features in ("[[16777217, 10, 100]]", "[[16777217.0, 10, 100]]"):
+        response = await client.post("/gateway/applications/scaler_app", headers=JSON,
+                                     content=b'{"features": %s, "unit": "cm"}' % features.encode())
+        assert response.status_code == 200, response.text
+        assert response.json()["scaled"] == [[(16777216 - 1) / 2, 0.0, 0.0]]
+    too_big = await client.post("/gateway/applications/scaler_app", json={"features": [[1e39, 1, 1]], "unit": ""})
+    assert (too_big.status_code, too_big.json()["error"]["field"]) == (400, "features[0][0]")

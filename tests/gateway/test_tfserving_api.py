@@ -205,6 +205,26 @@ async def test_backend_status_codes_map_through_one_table(client: httpx.AsyncCli
     assert ok.json() == {"outputs": 0}
 
 
+async def test_float_inputs_take_any_number_as_tf_serving_does(client: httpx.AsyncClient) -> None:
+    # 2**24 is a float32; 1e39 is beyond float32's range: +inf, so 2a + 3b is too.
+    response = await client.post("/v1/models/toy/versions/1:predict", json={"instances": [[16777216, 1e39]]})
+    assert response.status_code == 200, response.text
+    assert response.content == b'{"predictions":[[Infinity]]}'
+    response = await client.post("/v1/models/toy/versions/1:predict", json={"inputs": [[16777216, 1]]})
+    assert response.json() == {"outputs": [[33554436.0]]}
+
+
+async def test_a_backends_own_deadline_message_is_kept(client: httpx.AsyncClient) -> None:
+    number = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    native = await client.post("/gateway/models/errors", json={"code": number})
+    assert native.status_code == 504
+    assert native.json()["error"] == {
+        "code": "deadline_exceeded",
+        "message": "the backend of model errors missed the deadline: the model failed with DEADLINE_EXCEEDED"}
+    tf_answer = await client.post("/v1/models/errors:predict", json={"inputs": number})
+    assert tf_answer.json() == {"error": native.json()["error"]["message"]}
+
+
 # ---------------------------------------------------------------- classify, regress, status, metadata
 
 
@@ -370,7 +390,7 @@ async def test_a_backend_down_at_start_is_503_then_discovered_on_first_use(tmp_p
                 httpx.AsyncClient(base_url=url, timeout=10) as client):
         response = await client.post("/v1/models/toy:predict", json={"instances": BATCH})
         assert response.status_code == 503
-        assert f"backend 127.0.0.1:{port} is unavailable" in response.json()["error"]
+        assert response.json()["error"] == "the backend of model toy is unavailable"  # no address
         assert (await client.get("/health/ready")).status_code == 503
         server.port = port
         await server.start()
@@ -383,6 +403,33 @@ async def test_a_backend_down_at_start_is_503_then_discovered_on_first_use(tmp_p
             assert response.json() == {"predictions": V2}
             native = await client.post("/gateway/models/toy/versions/1", json={"input_1": [[1, 2, 3]]})
             assert native.json()["error"]["code"] == "contract_violation"
+        finally:
+            await server.stop()
+
+
+async def test_an_application_whose_contract_is_not_discovered_yet_is_503_not_400(tmp_path: Path) -> None:
+    server = FakeTFServing()
+    port = free_port()
+    config = write_config(tmp_path / "config", f"127.0.0.1:{port}")
+    async with (serve_app(create_app(Settings(), config)) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as client):
+        response = await client.post("/gateway/applications/toy_v1", json={"input_1": BATCH})
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "backend_unavailable"
+        assert response.headers["retry-after"] == "1"
+        assert str(port) not in response.text
+        server.port = port
+        await server.start()
+        try:
+            for _ in range(50):  # discovery is asked again by each request, until the server answers
+                response = await client.post("/gateway/applications/toy_v1", json={"input_1": BATCH})
+                if response.status_code != 503:
+                    break
+                await asyncio.sleep(0.1)
+            assert response.json() == {"output_1": V1}
+            wrong = await client.post("/gateway/applications/toy_v1", json={"number": [1]})
+            assert wrong.status_code == 400
+            assert "missing input 'input_1'" in wrong.json()["error"]["message"]  # the discovered contract
         finally:
             await server.stop()
 

@@ -83,7 +83,7 @@ async def test_embedded_runtime_behind_the_tf_api(runtime_client: httpx.AsyncCli
     response = await client.post("/v1/models/increment_model:predict", json={"instances": [1, 2]})
     assert response.status_code == 200, response.text
     assert response.json() == {"predictions": [2, 3]}
-    assert response.headers[SPEC] == "name=increment_model; version=1; signature_name=serving_default"
+    assert response.headers[SPEC] == "name=increment_model; version=1; signature_name=increment"  # its metadata's name
     response = await client.post("/v1/models/increment_model/versions/1:predict",
                                  json={"signature_name": "increment", "inputs": {"number": [5]}})
     assert response.json() == {"outputs": [6]}

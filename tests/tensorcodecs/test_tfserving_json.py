@@ -124,8 +124,6 @@ def test_nan_and_infinity_are_accepted_for_floats() -> None:
         ('{"inputs": [true]}', ONE, "JSON Value: true Type: True is not of expected type: float"),
         ('{"inputs": [1, true]}', ONE, "Type: True is not of expected type: float"),
         ('{"inputs": [null]}', ONE, "Type: Null is not of expected type: float"),
-        ('{"inputs": [16777217]}', ONE, "Cannot convert JSON value: 16777217 to float without loss"),
-        ('{"inputs": [1e39]}', ONE, "to float without loss of precision"),
         ('{"inputs": [[1, 2], [3]]}', ONE,
          "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
         ('{"inputs": [[1, 2], 3]}', ONE, "JSON Value: 3 found at incorrect level: 2"),
@@ -161,6 +159,54 @@ def test_int_and_float_rules(dtype: str, body: str, expected: Any) -> None:
     inputs, _ = decode('{"inputs": ' + body + "}", {"v": spec("v", dtype)})
     assert inputs["v"].dtype == lookup_dtype(dtype).numpy
     assert inputs["v"].tolist() == expected
+
+
+DBL_MAX, DBL_MIN = "1.79769e+308", "2.22507e-308"  # absl::Substitute's text of the test's limits
+
+
+@pytest.mark.parametrize("key", ["instances", "inputs"])
+@pytest.mark.parametrize(
+    ("dtype", "body", "expected"),
+    [
+        # json_tensor_test.cc at HEAD: FloatTensorWithPrecisionLoss, with and without a decimal point.
+        ("float32", "[1435774380]", [1435774336.0]),
+        ("float32", "[1435774380.0]", [1435774336.0]),
+        # FloatTensorThatExceedsMaxReturnsInf and FloatTensorThatExceedsMinReturnsZero.
+        ("float32", f"[{DBL_MAX}, -{DBL_MAX}]", [math.inf, -math.inf]),
+        ("float32", f"[{DBL_MIN}, -{DBL_MIN}]", [0.0, -0.0]),
+        ("float32", "[16777216, 16777217, 1e39]", [16777216.0, 16777216.0, math.inf]),  # 2**24 is exact
+        ("float32", "[18446744073709551615]", [2.0**64]),  # uint64 through double
+        ("float64", "[9007199254740993, 1e-320]", [9007199254740992.0, 1e-320]),  # 2**53 + 1: GetDouble
+        ("float16", "[65520, 2049, 1e-8]", [math.inf, 2048.0, 0.0]),  # the same rule (TF has no half)
+    ],
+)
+def test_floats_take_any_number_rounded_as_tf_serving_at_head(key: str, dtype: str, body: str,
+                                                              expected: list[float]) -> None:
+    inputs, _ = decode(f'{{"{key}": {body}}}', {"v": spec("v", dtype)})
+    assert inputs["v"].dtype == lookup_dtype(dtype).numpy
+    assert inputs["v"].tolist() == expected
+    assert [math.copysign(1, v) for v in inputs["v"].tolist()] == [math.copysign(1, v) for v in expected]
+
+
+def test_float_features_take_any_number_rounded() -> None:
+    request_input = decode_examples({"examples": [{"x": [1435774380.0, 1e39, 1e-50]}]})
+    assert list(request_input.example_list.examples[0].features.feature["x"].float_list.value) == [
+        1435774336.0, math.inf, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "body"),
+    [
+        ("int32", "[2147483648]"),  # IsInt: beyond int32 is a type error
+        ("int64", "[9223372036854775808]"),  # IsInt64
+        ("uint32", "[-1]"),  # IsUint
+        ("uint64", "[18446744073709551616]"),  # beyond 64 bits rapidjson holds a double
+        ("int32", "[1.0]"),  # a decimal literal is a double, never an integer
+        ("bool", "[1]"),  # IsBool only
+    ],
+)
+def test_integer_and_bool_inputs_keep_tf_servings_type_checks(dtype: str, body: str) -> None:
+    assert f"is not of expected type: {dtype}" in error('{"inputs": ' + body + "}", {"v": spec("v", dtype)})
 
 
 @pytest.mark.parametrize(
