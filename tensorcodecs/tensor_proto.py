@@ -169,8 +169,10 @@ def _values_from_typed_field(proto: TensorProto, row: DType) -> NDArray:
     # Repeated scalar fields expose a buffer: asarray is one C-speed copy.
     parts = np.asarray(field, dtype=row.field_numpy)
     if row.numpy == np.float16:
-        if parts.size and (parts.min() < 0 or parts.max() > 0xFFFF):
-            raise CodecError(f"{row.proto_field} holds values that are not float16 bit patterns (0..65535)")
+        # 16 bits, unsigned or sign-extended (some writers widen an int16); more would wrap.
+        if parts.size and (parts.min() < -0x8000 or parts.max() > 0xFFFF):
+            raise CodecError(f"{row.proto_field} holds values that are not float16 bit patterns "
+                             "(-32768..65535)")
         return parts.astype(np.uint16).view(np.float16)
     if row.json_kind is JsonKind.COMPLEX:
         if parts.size % 2:

@@ -496,9 +496,9 @@ def test_half_val_out_of_float16_bit_patterns_is_malformed(started: Any, tmp_pat
     request.inputs["h"].tensor_shape.dim.add().size = 2
     request.inputs["h"].half_val.extend([0x3C00, 0x13C00])  # 1.0, then 1.0 plus a bit beyond 16
     assert invalid_argument(server, request) == ("input 'h' is malformed: half_val holds values that are not "
-                                                 "float16 bit patterns (0..65535)")
+                                                 "float16 bit patterns (-32768..65535)")
     response = PredictResponse()
     response.outputs["y"].CopyFrom(request.inputs["h"])
-    response.outputs["y"].half_val[1] = -1
+    response.outputs["y"].half_val[1] = -32769  # one below the sign-extended 0x8000
     with pytest.raises(OutputError, match="output 'y' is malformed: half_val holds values that are not float16"):
         to_response(Style.HYDROSPHERE, response, one(TensorSpec("y", lookup_dtype("float16"), (-1,))), "m")
