@@ -27,7 +27,7 @@ against the output contract (OutputError naming the output).
 from __future__ import annotations
 
 import ast
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -100,12 +100,9 @@ def arguments(style: Style, inputs: Mapping[str, TensorProto], signature: Signat
               attached: Mapping[str, NDArray]) -> dict[str, Any]:
     """The keyword arguments for the function, in the style's form; InputError when an input
     does not fit its contract."""
-    arrays = {name: _input_array(name, inputs[name], spec, attached) for name, spec in signature.inputs.items()}
-    if style is Style.HYDROSPHERE:
-        return {name: encode_tensor(arrays[name], spec.dtype, typed=True) for name, spec in signature.inputs.items()}
-    if style is Style.HYDROSPHERE3:
-        return {name: _hydrosdk_value(name, arrays[name], spec) for name, spec in signature.inputs.items()}
-    return {name: _numpy_value(name, arrays[name], spec, name in attached) for name, spec in signature.inputs.items()}
+    value = _ARGUMENT[style]
+    return {name: value(name, _input_array(name, inputs[name], spec, attached), spec)
+            for name, spec in signature.inputs.items()}
 
 
 def _input_array(name: str, proto: TensorProto, spec: TensorSpec, attached: Mapping[str, NDArray]) -> NDArray:
@@ -124,17 +121,35 @@ def _input_array(name: str, proto: TensorProto, spec: TensorSpec, attached: Mapp
             array = convert(array, spec.dtype)
         except ValueError as error:
             raise InputError(f"input {name!r} {error}") from None
-    if not spec.accepts_shape(array.shape):
+    if not _fits(array.shape, spec.shape):
         raise InputError(f"input {name!r} has shape {list(array.shape)}, contract says {spec.shape_text()}")
     return array
 
 
-def _numpy_value(name: str, array: NDArray, spec: TensorSpec, owned: bool) -> NDArray:
-    """A writable array (user code may change its arguments in place): the attached array the
-    call owns as it is, else a copy; `string` text as `str`."""
+def _fits(shape: tuple[int, ...], want: tuple[int, ...] | None) -> bool:
+    """TensorSpec.accepts_shape without a generator (it runs for every input of every call)."""
+    if want is None:
+        return True
+    if len(shape) != len(want):
+        return False
+    for got, size in zip(shape, want, strict=True):  # noqa: SIM110 - a loop: all() of a generator is slower
+        if size != got and size != -1:
+            return False
+    return True
+
+
+def _numpy_value(name: str, array: NDArray, spec: TensorSpec) -> NDArray:
+    """A writable array (user code may change its arguments in place): a copy of a read-only
+    view of the message's bytes, else the array itself (attached, decoded from typed fields
+    or converted: the call's own); `string` text as `str`."""
     if spec.dtype.json_kind is JsonKind.STRING:
         return _text(name, array)
-    return array if owned else np.array(array)
+    return array if array.flags.writeable else np.array(array)
+
+
+def _typed_message(name: str, array: NDArray, spec: TensorSpec) -> TensorProto:
+    """A 2.x argument: a TensorProto with the values in the dtype's typed field."""
+    return encode_tensor(array, spec.dtype, typed=True)
 
 
 def _text(name: str, array: NDArray) -> NDArray:
@@ -157,6 +172,10 @@ def _hydrosdk_value(name: str, array: NDArray, spec: TensorSpec) -> Any:
     else:
         value = np.array(array)  # a writable copy, as hydrosdk's np.array(...) gave
     return value if value.ndim else value.flatten()[0]
+
+
+_ARGUMENT: dict[Style, Callable[[str, NDArray, TensorSpec], Any]] = {
+    Style.HYDROSPHERE: _typed_message, Style.HYDROSPHERE3: _hydrosdk_value, Style.NUMPY: _numpy_value}
 
 
 def with_attached_inputs(request: PredictRequest, attached: Mapping[str, NDArray]) -> PredictRequest:
@@ -232,7 +251,8 @@ def _response_from_arrays(result: Any, signature: Signature, model: str,
             raise OutputError(f"model {model}: output {name!r} is None, contract says {spec.dtype.name} "
                               f"of shape {spec.shape_text()}")
         array = _output_array(result[name], spec, model)
-        _check_shape(name, array.shape, spec, model)
+        if not _fits(array.shape, spec.shape):
+            _check_shape(name, array.shape, spec, model)
         if detach is not None and spec.dtype.is_numeric and array.nbytes >= ATTACH_MIN:
             values = tensor_header(response.outputs[name], array, spec.dtype)
             # The answer is sent after the function returned: copy what its code may still hold

@@ -13,6 +13,7 @@ tensor is ignored in favour of `string_val` (TF rejects it).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -134,13 +135,10 @@ def _shape_of(proto: TensorProto) -> tuple[tuple[int, ...], int]:
     shape_proto = proto.tensor_shape
     if shape_proto.unknown_rank:
         raise CodecError("tensor shape has unknown rank")
-    shape = tuple(dim.size for dim in shape_proto.dim)
-    if any(size < 0 for size in shape):
+    shape = tuple([dim.size for dim in shape_proto.dim])  # a list first: faster than a generator
+    if shape and min(shape) < 0:
         raise CodecError(f"tensor shape {list(shape)} has an unknown dimension")
-    count = 1
-    for size in shape:
-        count *= size
-    return shape, count
+    return shape, math.prod(shape)
 
 
 def _as_numeric(array: NDArray, row: DType) -> NDArray:
