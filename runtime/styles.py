@@ -7,7 +7,8 @@
   or `tensor_content`; a -1 size is taken from the number of values).
 - hydrosphere3 (Hydrosphere 3.x): each argument is a numpy value as hydrosdk's
   `tensor_proto_to_np` gave it (an array of the contract's dtype and shape, a numpy scalar for a
-  scalar input, `str` text); the function returns a dict of numpy values, python values or 3.x
+  scalar input, `string` as `str` text, `bytes` kept as bytes where hydrosdk decoded every
+  DT_STRING); the function returns a dict of numpy values, python values or 3.x
   `Tensor` messages.
 - numpy: each argument is a numpy array (`string` inputs hold `str`, `bytes` inputs `bytes`); the
   function returns a dict of arrays (or one array when the contract has one output).
