@@ -43,7 +43,7 @@ from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataReq
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest, GetModelStatusResponse
 from protos.tensorflow_serving.model_pb2 import ModelSpec
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
-from runtime.errors import InputError, NotServedError, RuntimeCallError
+from runtime.errors import InputError, NotServedError, OutputError, RuntimeCallError
 from runtime.exits import exit_runtime
 from runtime.hydrosphere import from_tensor_proto, to_tensor_proto
 from runtime.invokers import EventLoopInvoker, InlineInvoker, Invoker, WorkerPoolInvoker
@@ -195,7 +195,8 @@ class ModelServer:
         return response
 
     def _stamp(self, request: PredictRequest, response: PredictResponse) -> PredictResponse:
-        """Say which model spec answered, as TF Serving does."""
+        """Say which model spec answered, as TF Serving does (`response` is the runtime's own:
+        styles.to_response never hands back a message the model's function holds)."""
         response.model_spec.name = self.manifest.name
         response.model_spec.version.value = self.manifest.version
         response.model_spec.signature_name = request.model_spec.signature_name or self.manifest.signature.name
@@ -220,7 +221,10 @@ class ModelServer:
         response = hydro.PredictResponse()
         for name, proto in tf_response.outputs.items():
             # Hydrosphere's clients (hydrosdk's tensor_proto_to_np) read the typed fields only.
-            typed = encode_tensor(decode_tensor(proto), dtype_from_enum(proto.dtype), typed=True)
+            try:
+                typed = encode_tensor(decode_tensor(proto), dtype_from_enum(proto.dtype), typed=True)
+            except CodecError as error:  # checked already; a model's answer is never a server fault
+                raise OutputError(f"model {self.manifest.name}: output {name!r} is malformed: {error}") from None
             response.outputs[name].CopyFrom(from_tensor_proto(typed))
         return response
 

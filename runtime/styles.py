@@ -7,17 +7,22 @@
   or `tensor_content`; a -1 size is taken from the number of values).
 - hydrosphere3 (Hydrosphere 3.x): each argument is a numpy value as hydrosdk's
   `tensor_proto_to_np` gave it (an array of the contract's dtype and shape, a numpy scalar for a
-  scalar input, `str` text); the function returns a dict of numpy values, python values or 3.x
-  `Tensor` messages, each converted to the contract's dtype when that loses nothing.
+  scalar input, `string` as `str` text, `bytes` kept as bytes where hydrosdk decoded every
+  DT_STRING); the function returns a dict of numpy values, python values or 3.x
+  `Tensor` messages.
 - numpy: each argument is a numpy array (`string` inputs hold `str`, `bytes` inputs `bytes`); the
   function returns a dict of arrays (or one array when the contract has one output).
 
-Detection (`detect_style`): code importing the 3.x layout (`hydro_serving_grpc.serving...`) is
-hydrosphere3; code importing `hydro_serving_grpc` otherwise, or `tensorflow`, is hydrosphere; other
-code is numpy. `style:` in serving.yaml always wins.
+numpy and hydrosphere3 results are converted to the contract's dtypes by one rule
+(`runtime.conversions`); outputs the contract does not name are dropped in every style.
 
-Every style gets inputs checked against the contract (dtype and shape: INVALID_ARGUMENT) and has
-what it returns checked against the output contract (OutputError naming the output).
+Detection (`detect_style`): code importing the 3.x layout (`hydro_serving_grpc.serving...`) or
+`hydrosdk` (built on it) is hydrosphere3; code importing `hydro_serving_grpc` otherwise, or
+`tensorflow`, is hydrosphere; other code is numpy. `style:` in serving.yaml always wins.
+
+Every style gets inputs checked against the contract (dtype and shape: INVALID_ARGUMENT; another
+dtype of the same kind is converted when every value fits) and has what it returns checked
+against the output contract (OutputError naming the output).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from protos.hydrosphere.contract_pb2 import Tensor
 from protos.local_wire import ATTACH_MIN
 from protos.tensorflow.tensor_pb2 import TensorProto
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
+from runtime.conversions import convert, same_kind
 from runtime.errors import InputError, OutputError
 from runtime.hydrosphere import to_tensor_proto
 from tensorcodecs import CodecError, Signature, TensorSpec, dtype_from_enum
@@ -43,11 +49,12 @@ from tensorcodecs.dtypes import JsonKind
 from tensorcodecs.tensor_proto import decode_tensor, encode_tensor, fill_tensor, resolve_unknown_dim, tensor_header
 
 NDArray = np.ndarray
-Converter = Callable[[Any, TensorSpec, str], NDArray]  # (returned value, output spec, model) -> array
 # Modules whose use marks a function as written for TensorProto arguments (Hydrosphere 2.x).
 HYDROSPHERE_MARKERS = frozenset({"hydro_serving_grpc", "tensorflow"})
 # The package of hydro-serving-grpc 3.x's layout: its use marks a Hydrosphere 3.x function.
 HYDROSPHERE3_PACKAGE = "hydro_serving_grpc.serving"
+# Modules built on the 3.x layout: their use marks a Hydrosphere 3.x function too.
+HYDROSPHERE3_MARKERS = frozenset({"hydrosdk"})
 
 
 @dataclass
@@ -69,8 +76,8 @@ class Style(Enum):
 
 
 def detect_style(source: Path) -> Style:
-    """hydrosphere3 when the file imports `hydro_serving_grpc.serving...`; hydrosphere when it
-    imports `hydro_serving_grpc` otherwise or `tensorflow`; numpy else."""
+    """hydrosphere3 when the file imports `hydro_serving_grpc.serving...` or `hydrosdk`;
+    hydrosphere when it imports `hydro_serving_grpc` otherwise or `tensorflow`; numpy else."""
     tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
     style = Style.NUMPY
     for node in ast.walk(tree):
@@ -79,7 +86,8 @@ def detect_style(source: Path) -> Style:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-        if any(name == HYDROSPHERE3_PACKAGE or name.startswith(HYDROSPHERE3_PACKAGE + ".") for name in names):
+        if any(name == HYDROSPHERE3_PACKAGE or name.startswith(HYDROSPHERE3_PACKAGE + ".")
+               or name.split(".")[0] in HYDROSPHERE3_MARKERS for name in names):
             return Style.HYDROSPHERE3
         if any(name.split(".")[0] in HYDROSPHERE_MARKERS for name in names):
             style = Style.HYDROSPHERE
@@ -93,34 +101,56 @@ def arguments(style: Style, inputs: Mapping[str, TensorProto], signature: Signat
               attached: Mapping[str, NDArray]) -> dict[str, Any]:
     """The keyword arguments for the function, in the style's form; InputError when an input
     does not fit its contract."""
-    arrays = {name: _input_array(name, inputs[name], spec, attached) for name, spec in signature.inputs.items()}
-    if style is Style.HYDROSPHERE:
-        return {name: encode_tensor(arrays[name], spec.dtype, typed=True) for name, spec in signature.inputs.items()}
-    if style is Style.HYDROSPHERE3:
-        return {name: _hydrosdk_value(name, arrays[name], spec) for name, spec in signature.inputs.items()}
-    return {name: _numpy_value(name, arrays[name], spec, name in attached) for name, spec in signature.inputs.items()}
+    value = _ARGUMENT[style]
+    return {name: value(name, _input_array(name, inputs[name], spec, attached), spec)
+            for name, spec in signature.inputs.items()}
 
 
 def _input_array(name: str, proto: TensorProto, spec: TensorSpec, attached: Mapping[str, NDArray]) -> NDArray:
     """The input's values (a read-only view of the message's bytes, or the attached array),
-    checked against the contract's dtype and shape."""
-    if proto.dtype != spec.dtype.enum:
+    checked against the contract's dtype and shape; another dtype of the same kind is converted
+    when every value fits (hydrosdk clients send the dtype their values infer)."""
+    retype = proto.dtype != spec.dtype.enum
+    if retype and not same_kind(_numpy_dtype(proto.dtype), spec.dtype.numpy):
         raise InputError(f"input {name!r} has dtype {_dtype_name(proto.dtype)}, contract says {spec.dtype.name}")
     try:
         array = attached[name] if name in attached else decode_tensor(proto)
     except CodecError as error:
         raise InputError(f"input {name!r} is malformed: {error}") from None
-    if not spec.accepts_shape(array.shape):
+    if retype:
+        try:
+            array = convert(array, spec.dtype)
+        except ValueError as error:
+            raise InputError(f"input {name!r} {error}") from None
+    if not _fits(array.shape, spec.shape):
         raise InputError(f"input {name!r} has shape {list(array.shape)}, contract says {spec.shape_text()}")
     return array
 
 
-def _numpy_value(name: str, array: NDArray, spec: TensorSpec, owned: bool) -> NDArray:
-    """A writable array (user code may change its arguments in place): the attached array the
-    call owns as it is, else a copy; `string` text as `str`."""
+def _fits(shape: tuple[int, ...], want: tuple[int, ...] | None) -> bool:
+    """TensorSpec.accepts_shape without a generator (it runs for every input of every call)."""
+    if want is None:
+        return True
+    if len(shape) != len(want):
+        return False
+    for got, size in zip(shape, want, strict=True):  # noqa: SIM110 - a loop: all() of a generator is slower
+        if size != got and size != -1:
+            return False
+    return True
+
+
+def _numpy_value(name: str, array: NDArray, spec: TensorSpec) -> NDArray:
+    """A writable array (user code may change its arguments in place): a copy of a read-only
+    view of the message's bytes, else the array itself (attached, decoded from typed fields
+    or converted: the call's own); `string` text as `str`."""
     if spec.dtype.json_kind is JsonKind.STRING:
         return _text(name, array)
-    return array if owned else np.array(array)
+    return array if array.flags.writeable else np.array(array)
+
+
+def _typed_message(name: str, array: NDArray, spec: TensorSpec) -> TensorProto:
+    """A 2.x argument: a TensorProto with the values in the dtype's typed field."""
+    return encode_tensor(array, spec.dtype, typed=True)
 
 
 def _text(name: str, array: NDArray) -> NDArray:
@@ -145,6 +175,10 @@ def _hydrosdk_value(name: str, array: NDArray, spec: TensorSpec) -> Any:
     return value if value.ndim else value.flatten()[0]
 
 
+_ARGUMENT: dict[Style, Callable[[str, NDArray, TensorSpec], Any]] = {
+    Style.HYDROSPHERE: _typed_message, Style.HYDROSPHERE3: _hydrosdk_value, Style.NUMPY: _numpy_value}
+
+
 def with_attached_inputs(request: PredictRequest, attached: Mapping[str, NDArray]) -> PredictRequest:
     """A copy of `request` whose inputs carry their attached values in the message."""
     if not attached:
@@ -161,20 +195,18 @@ def with_attached_inputs(request: PredictRequest, attached: Mapping[str, NDArray
 
 def to_response(style: Style, result: Any, signature: Signature, model: str,
                 detach: dict[str, NDArray] | None = None) -> PredictResponse:
-    """The function's result as a PredictResponse, checked against the output contract; large
-    numeric outputs go to `detach` instead of the message when it is given."""
+    """The function's result as a PredictResponse holding the contract's outputs (others are
+    dropped), checked against the output contract; large numeric outputs go to `detach` instead
+    of the message when it is given. The message is the runtime's own, never one the function
+    may still hold: callers may change it."""
     if result is None:
         raise OutputError(f"model {model}: the function returned None, expected {_expected(style, signature)}")
     if style is Style.HYDROSPHERE:
-        response = _response_from_messages(result, model)
-        check_outputs(response, signature, model)
-        return response
-    if style is Style.HYDROSPHERE3:
-        if not isinstance(result, Mapping):
-            raise OutputError(f"model {model}: the function returned {type(result).__name__}, "
-                              f"expected {_expected(style, signature)}")
-        return _response_from_arrays(result, signature, model, detach, _lossless_array)
-    return _response_from_arrays(result, signature, model, detach, _output_array)  # checks each array
+        return _response_from_messages(result, signature, model)
+    if style is Style.HYDROSPHERE3 and not isinstance(result, Mapping):
+        raise OutputError(f"model {model}: the function returned {type(result).__name__}, "
+                          f"expected {_expected(style, signature)}")
+    return _response_from_arrays(result, signature, model, detach)  # checks each array
 
 
 def _expected(style: Style, signature: Signature) -> str:
@@ -183,20 +215,30 @@ def _expected(style: Style, signature: Signature) -> str:
     return f"a dict with the outputs {sorted(signature.outputs)}"
 
 
-def _response_from_messages(result: Any, model: str) -> PredictResponse:
+def _response_from_messages(result: Any, signature: Signature, model: str) -> PredictResponse:
+    """A 2.x function's PredictResponse as a message of the contract's outputs, checked."""
     if isinstance(result, PredictResponse):
-        return result
-    serialize = getattr(result, "SerializeToString", None)
-    if serialize is not None and hasattr(result, "outputs"):
-        # A PredictResponse of another protobuf package (the real hydro_serving_grpc):
-        # the field numbers are the same, so the bytes are too.
-        return PredictResponse.FromString(serialize())
-    raise OutputError(f"model {model}: the function returned {type(result).__name__}, "
-                      "expected a PredictResponse with .outputs")
+        # The function may keep (and reuse) its message: answer with a copy of what counts.
+        response = PredictResponse()
+        for name in signature.outputs:
+            if name in result.outputs:
+                response.outputs[name].CopyFrom(result.outputs[name])
+    else:
+        serialize = getattr(result, "SerializeToString", None)
+        if serialize is None or not hasattr(result, "outputs"):
+            raise OutputError(f"model {model}: the function returned {type(result).__name__}, "
+                              "expected a PredictResponse with .outputs")
+        # A PredictResponse of another protobuf package (the real hydro_serving_grpc): the
+        # field numbers are the same, so the bytes are too; the parsed message is ours.
+        response = PredictResponse.FromString(serialize())
+        for name in [name for name in response.outputs if name not in signature.outputs]:
+            del response.outputs[name]
+    check_outputs(response, signature, model)
+    return response
 
 
-def _response_from_arrays(result: Any, signature: Signature, model: str, detach: dict[str, NDArray] | None,
-                          convert: Converter) -> PredictResponse:
+def _response_from_arrays(result: Any, signature: Signature, model: str,
+                          detach: dict[str, NDArray] | None) -> PredictResponse:
     if not isinstance(result, Mapping):
         if len(signature.outputs) != 1:
             raise OutputError(f"model {model}: the function returned {type(result).__name__}, expected "
@@ -209,8 +251,9 @@ def _response_from_arrays(result: Any, signature: Signature, model: str, detach:
         if result[name] is None:
             raise OutputError(f"model {model}: output {name!r} is None, contract says {spec.dtype.name} "
                               f"of shape {spec.shape_text()}")
-        array = convert(result[name], spec, model)
-        _check_shape(name, array.shape, spec, model)
+        array = _output_array(result[name], spec, model)
+        if not _fits(array.shape, spec.shape):
+            _check_shape(name, array.shape, spec, model)
         if detach is not None and spec.dtype.is_numeric and array.nbytes >= ATTACH_MIN:
             values = tensor_header(response.outputs[name], array, spec.dtype)
             # The answer is sent after the function returned: copy what its code may still hold
@@ -225,19 +268,20 @@ def _response_from_arrays(result: Any, signature: Signature, model: str, detach:
 
 
 def _output_array(value: Any, spec: TensorSpec, model: str) -> NDArray:
-    target = spec.dtype
-    if not target.is_numeric:
+    """An output value (numpy, python or a tensor message) as an array of the contract's dtype,
+    by `runtime.conversions`' rule."""
+    if isinstance(value, Message):
+        value = _message_array(value, spec, model)
+    if not spec.dtype.is_numeric:
         return _text_array(value, spec, model)
-    if isinstance(value, np.ndarray | np.generic):
-        array = np.asarray(value)
-        if array.dtype != target.numpy and not np.can_cast(array.dtype, target.numpy, casting="safe"):
-            raise OutputError(f"model {model}: output {spec.name!r} has dtype {array.dtype}, "
-                              f"contract says {target.name}")
-        return array.astype(target.numpy, copy=False)
     try:
-        return np.asarray(value, dtype=target.numpy)
-    except (TypeError, ValueError, OverflowError) as error:
-        raise OutputError(f"model {model}: output {spec.name!r} is not {target.name}: {error}") from None
+        array = np.asarray(value)
+    except ValueError as error:  # ragged lists
+        raise OutputError(f"model {model}: output {spec.name!r} is not {spec.dtype.name}: {error}") from None
+    try:
+        return convert(array, spec.dtype)
+    except ValueError as error:
+        raise OutputError(f"model {model}: output {spec.name!r} {error}") from None
 
 
 def _text_array(value: Any, spec: TensorSpec, model: str) -> NDArray:
@@ -246,37 +290,6 @@ def _text_array(value: Any, spec: TensorSpec, model: str) -> NDArray:
         raise OutputError(f"model {model}: output {spec.name!r} must hold str or bytes, "
                           f"contract says {spec.dtype.name}")
     return array
-
-
-def _lossless_array(value: Any, spec: TensorSpec, model: str) -> NDArray:
-    """A 3.x output value (numpy, python or a 3.x Tensor) as an array of the contract's dtype,
-    when every value survives the conversion; python floats round to a float dtype (numpy's
-    rule for python scalars)."""
-    if isinstance(value, Message):
-        value = _message_array(value, spec, model)
-    if not spec.dtype.is_numeric:
-        return _text_array(value, spec, model)
-    target = spec.dtype.numpy
-    python = not isinstance(value, np.ndarray | np.generic)
-    try:
-        array = np.asarray(value)
-    except ValueError as error:  # ragged lists
-        raise OutputError(f"model {model}: output {spec.name!r} is not {spec.dtype.name}: {error}") from None
-    if array.dtype == target or np.can_cast(array.dtype, target, casting="safe"):
-        return array.astype(target, copy=False)
-    if array.dtype.kind not in "biufc":
-        raise OutputError(f"model {model}: output {spec.name!r} has dtype {array.dtype}, contract says "
-                          f"{spec.dtype.name}")
-    if python and array.dtype.kind == "f" and target.kind == "f":
-        return array.astype(target)
-    with np.errstate(all="ignore"):
-        real = array.real if array.dtype.kind == "c" and target.kind != "c" else array  # imag checked below
-        converted = real.astype(target)
-        kept = np.array_equal(converted.astype(array.dtype), array, equal_nan=array.dtype.kind in "fc")
-    if not kept:
-        raise OutputError(f"model {model}: output {spec.name!r} has {array.dtype} values that {spec.dtype.name} "
-                          f"(the contract's dtype) cannot hold exactly")
-    return converted
 
 
 def _message_array(message: Message, spec: TensorSpec, model: str) -> NDArray:
@@ -299,7 +312,7 @@ def _message_array(message: Message, spec: TensorSpec, model: str) -> NDArray:
 
 def check_outputs(response: PredictResponse, signature: Signature, model: str) -> None:
     """Every contract output present, of the contract's dtype and shape (a -1 size in a
-    message's shape becomes the size its values give)."""
+    message's shape becomes the size its values give, in place: `response` is the runtime's)."""
     for output, spec in signature.outputs.items():
         if output not in response.outputs:
             raise OutputError(f"model {model}: output {output!r} is missing from the answer")
@@ -319,6 +332,14 @@ def _check_shape(output: str, shape: tuple[int, ...], spec: TensorSpec, model: s
     if not spec.accepts_shape(shape):
         raise OutputError(f"model {model}: output {output!r} has shape {list(shape)}, "
                           f"contract says {spec.shape_text()}")
+
+
+def _numpy_dtype(number: int) -> np.dtype[Any]:
+    """The numpy dtype of a DataType number (object for unknown numbers: of no kind)."""
+    try:
+        return dtype_from_enum(number).numpy
+    except CodecError:
+        return np.dtype(object)
 
 
 def _dtype_name(number: int) -> str:

@@ -13,6 +13,7 @@ tensor is ignored in favour of `string_val` (TF rejects it).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -134,13 +135,10 @@ def _shape_of(proto: TensorProto) -> tuple[tuple[int, ...], int]:
     shape_proto = proto.tensor_shape
     if shape_proto.unknown_rank:
         raise CodecError("tensor shape has unknown rank")
-    shape = tuple(dim.size for dim in shape_proto.dim)
-    if any(size < 0 for size in shape):
+    shape = tuple([dim.size for dim in shape_proto.dim])  # a list first: faster than a generator
+    if shape and min(shape) < 0:
         raise CodecError(f"tensor shape {list(shape)} has an unknown dimension")
-    count = 1
-    for size in shape:
-        count *= size
-    return shape, count
+    return shape, math.prod(shape)
 
 
 def _as_numeric(array: NDArray, row: DType) -> NDArray:
@@ -169,6 +167,10 @@ def _values_from_typed_field(proto: TensorProto, row: DType) -> NDArray:
     # Repeated scalar fields expose a buffer: asarray is one C-speed copy.
     parts = np.asarray(field, dtype=row.field_numpy)
     if row.numpy == np.float16:
+        # 16 bits, unsigned or sign-extended (some writers widen an int16); more would wrap.
+        if parts.size and (parts.min() < -0x8000 or parts.max() > 0xFFFF):
+            raise CodecError(f"{row.proto_field} holds values that are not float16 bit patterns "
+                             "(-32768..65535)")
         return parts.astype(np.uint16).view(np.float16)
     if row.json_kind is JsonKind.COMPLEX:
         if parts.size % 2:

@@ -122,6 +122,11 @@ def total(x):
 
 # Every dtype of the table: one input and output per row; 2.x reads and writes the typed field.
 ROWS = list(TABLE)
+# TensorFlow's typed field of each DataType (tensor.proto), the one Hydrosphere's gateway filled.
+TF_FIELDS = {"DT_FLOAT": "float_val", "DT_DOUBLE": "double_val", "DT_INT32": "int_val", "DT_INT16": "int_val",
+             "DT_INT8": "int_val", "DT_UINT8": "int_val", "DT_UINT16": "int_val", "DT_INT64": "int64_val",
+             "DT_UINT32": "uint32_val", "DT_UINT64": "uint64_val", "DT_BOOL": "bool_val", "DT_STRING": "string_val",
+             "DT_HALF": "half_val", "DT_COMPLEX64": "scomplex_val", "DT_COMPLEX128": "dcomplex_val"}
 ECHO_2X = """
 import hydro_serving_grpc as hs
 
@@ -181,6 +186,12 @@ def field_lines(rows: list[Any], prefix: str) -> str:
     return "\n    ".join(f"{prefix}_{row.name}: {{shape: [2], type: {row.name}}}" for row in rows)
 
 
+def edge_lines(rows: list[Any], prefix: str) -> str:
+    """A scalar and an empty ([0]-shaped) tensor of every dtype."""
+    return "\n    ".join(f"{prefix}_{row.name}_scalar: {{shape: scalar, type: {row.name}}}\n    "
+                          f"{prefix}_{row.name}_empty: {{shape: [0], type: {row.name}}}" for row in rows)
+
+
 def write_function(config_dir: Path, name: str, function: str, source: str, inputs: str, outputs: str,
                    extra: str = "") -> None:
     """Model and application `name` whose contract names `function`."""
@@ -213,7 +224,8 @@ def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                    "    label: {shape: scalar, type: string}\n    index: {shape: [-1], type: int64}")
     write_function(path, "total", "total", LARGE_SUM, *large_io)
     write_function(path, "total_workers", "total", LARGE_SUM, *large_io, "workers: 2")
-    fields = {f"x_{row.name}": row.proto_field for row in ROWS}
+    fields = {f"x_{row.name}": TF_FIELDS[row.enum_name] for row in ROWS}
+    edge_fields = {f"x_{row.name}_{edge}": TF_FIELDS[row.enum_name] for row in ROWS for edge in ("scalar", "empty")}
     kinds = {f"x_{row.name}": "U" if row.json_kind is JsonKind.STRING else "O" if row.json_kind is JsonKind.BYTES
              else row.numpy.str for row in ROWS}
     write_function(path, "words", "words", WORDS, "t: {shape: scalar, type: string}", "n: {shape: scalar, type: int32}")
@@ -224,6 +236,8 @@ def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_function(path, name, "echo", source, field_lines(ROWS, "x"), field_lines(ROWS, "y"))
     write_function(path, "echo2x_workers", "echo", ECHO_2X.format(fields=fields), field_lines(ROWS, "x"),
                    field_lines(ROWS, "y"), "workers: 2")
+    write_function(path, "echo2x_edges", "echo", ECHO_2X.format(fields=edge_fields), edge_lines(ROWS, "x"),
+                   edge_lines(ROWS, "y"))
     return path
 
 
@@ -278,6 +292,15 @@ async def test_every_dtype_reaches_each_style_and_comes_back(config: Config, app
     assert status == 200, answer
     expected = {f"y_{row.name}": sample(row) for row in ROWS}
     assert answer == expected
+
+
+async def test_scalars_and_empty_tensors_of_every_dtype_reach_a_2x_function(config: Config) -> None:
+    body: dict[str, Any] = {}
+    for row in ROWS:
+        body[f"x_{row.name}_scalar"], body[f"x_{row.name}_empty"] = sample(row)[0], []
+    [(status, answer)] = await post_all(config, [("echo2x_edges", body)])
+    assert status == 200, answer
+    assert answer == {"y" + name[1:]: value for name, value in body.items()}
 
 
 async def test_text_is_str_and_client_and_model_mistakes_are_told_apart(config: Config) -> None:

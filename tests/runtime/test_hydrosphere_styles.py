@@ -120,6 +120,8 @@ def test_typed_fields_on_every_wire(started: Any, tmp_path: Path, extra: str) ->
         ("import tensorflow as tf\nfrom hydro_serving_grpc.serving.contract import types_pb2\n", Style.HYDROSPHERE3),
         ("import hydro_serving_grpc as hs\n", Style.HYDROSPHERE),
         ("from hydro_serving_grpc import TensorProto\n", Style.HYDROSPHERE),
+        ("from hydrosdk.data.conversions import np_to_tensor_proto\n", Style.HYDROSPHERE3),  # built on 3.x
+        ("import hydrosdk\nimport tensorflow\n", Style.HYDROSPHERE3),
         ("from .hydro_serving_grpc.serving import x\n", Style.NUMPY),
         ("import hydro_serving_grpc_extra\nimport numpy\n", Style.NUMPY),
     ],
@@ -209,10 +211,10 @@ def test_3x_outputs_take_the_contract_dtype_when_nothing_is_lost(value: Any, spe
 @pytest.mark.parametrize(
     ("value", "words"),
     [
-        (np.array([1.5]), "output 'y' has float64 values that int32 (the contract's dtype) cannot hold exactly"),
-        (np.array([2**40]), "output 'y' has int64 values that int32"),
-        ([0.5], "output 'y' has float64 values that int32"),
-        (np.array([1 + 1j]), "output 'y' has complex128 values that int32"),
+        (np.array([1.5]), "output 'y' has float64 values that are not integers, contract says int32"),
+        (np.array([2**40]), "output 'y' has int64 values out of range for int32 (the contract's dtype)"),
+        ([0.5], "output 'y' has float64 values that are not integers"),
+        (np.array([1 + 1j]), "output 'y' has complex128 values with an imaginary part, contract says int32"),
         (np.array(["1"]), "output 'y' has dtype <U1, contract says int32"),
         (None, "output 'y' is None, contract says int32 of shape [-1]"),
         (hydro_contract.TensorShape(dims=[1]), "output 'y' is a gatewayproto.hydrosphere.contract.TensorShape "
@@ -225,10 +227,69 @@ def test_3x_outputs_that_would_change_are_errors(value: Any, words: str) -> None
     assert words in str(caught.value)
 
 
-def test_float64_arrays_narrow_to_float32_only_when_exact() -> None:
-    assert decode_tensor(to_response(Style.HYDROSPHERE3, {"y": np.array([0.5])}, one(FLOAT), "m").outputs["y"]) == 0.5
-    with pytest.raises(OutputError, match="float64 values that float32"):
-        to_response(Style.HYDROSPHERE3, {"y": np.array([0.1])}, one(FLOAT), "m")
+U8, I32, U64, I64 = (TensorSpec("y", lookup_dtype(name), (-1,)) for name in ("uint8", "int32", "uint64", "int64"))
+HALF, BOOL = TensorSpec("y", lookup_dtype("float16"), (-1,)), TensorSpec("y", lookup_dtype("bool"), (-1,))
+C64 = TensorSpec("y", lookup_dtype("complex64"), (-1,))
+
+
+@pytest.mark.parametrize("style", [Style.NUMPY, Style.HYDROSPHERE3])
+@pytest.mark.parametrize(
+    ("value", "spec", "expected"),
+    [
+        (np.array([0.1, -2.5]), FLOAT, np.array([0.1, -2.5], np.float32)),  # float64 rounds, as numbers do in TF
+        ([0.1], FLOAT, np.array([0.1], np.float32)),
+        (np.array([np.nan, np.inf, -np.inf]), HALF, np.array([np.nan, np.inf, -np.inf], np.float16)),  # kept
+        (np.array([1 + 0.1j]), C64, np.array([1 + 0.1j], np.complex64)),
+        (np.array([2**24 + 1]), FLOAT, np.array([2**24], np.float32)),  # ints round like floats
+        (np.array([0, 255], np.int64), U8, [0, 255]),
+        (np.array([-(2**31), 2**31 - 1], np.int64), I32, [-(2**31), 2**31 - 1]),
+        (np.array([2**63 - 1], np.uint64), I64, [2**63 - 1]),
+        ([2**64 - 1], U64, [2**64 - 1]),
+        (np.array([3.0, -0.0]), I32, [3, 0]),
+        (np.array([-(2.0**31)]), I32, [-(2**31)]),
+        (np.array([True, False]), I32, [1, 0]),
+        ([1, 0], BOOL, [True, False]),
+        (np.array([1.0, 0.0]), BOOL, [True, False]),
+        (np.array([], np.int64), U8, np.array([], np.uint8)),  # nothing to check
+        (np.array([], np.float64), HALF, np.array([], np.float16)),
+    ],
+)
+def test_outputs_convert_when_every_value_fits(style: Style, value: Any, spec: TensorSpec, expected: Any) -> None:
+    tensor = to_response(style, {"y": value}, one(spec), "m").outputs["y"]
+    assert tensor.dtype == spec.dtype.enum
+    np.testing.assert_array_equal(decode_tensor(tensor), np.asarray(expected, spec.dtype.numpy))
+
+
+@pytest.mark.parametrize("style", [Style.NUMPY, Style.HYDROSPHERE3])
+@pytest.mark.parametrize(
+    ("value", "spec", "words"),
+    [
+        (np.array([-1, -128], np.int8), U8, "has int8 values out of range for uint8 (the contract's dtype)"),
+        ([-1, -5], U64, "has int64 values out of range for uint64"),
+        (np.array([4_000_000_000], np.uint32), I32, "has uint32 values out of range for int32"),
+        (np.array([2**63, 2**64 - 1], np.uint64), I64, "has uint64 values out of range for int64"),
+        (hydro_contract.Tensor(dtype=hydro_contract.DT_INT64, int64_val=[-1],
+                               tensor_shape=hydro_contract.TensorShape(dims=[1])), U64,
+         "has int64 values out of range"),
+        ([1e10, 70000.0], HALF, "has float64 values that overflow float16 (the contract's dtype)"),
+        (np.array([1e300]), FLOAT, "has float64 values that overflow float32"),
+        (np.array([1e300 + 1j]), C64, "has complex128 values that overflow complex64"),
+        (np.array([2**64 - 1], np.uint64), HALF, "has uint64 values that overflow float16"),
+        ([1.7, -2.9], I32, "has float64 values that are not integers, contract says int32"),
+        (np.array([np.nan]), I32, "has float64 values that are not integers"),
+        (np.array([np.inf]), I32, "has float64 values out of range for int32"),
+        (np.array([2.0**31]), I32, "has float64 values out of range for int32"),
+        (np.array([2.0**63]), I64, "has float64 values out of range for int64"),
+        (np.array([-1.0]), U8, "has float64 values out of range for uint8"),
+        ([2, 0.5], BOOL, "has float64 values other than 0 and 1, contract says bool"),
+        ([2], BOOL, "has int64 values other than 0 and 1"),
+        ([2**70], I64, "has dtype object, contract says int64"),
+    ],
+)
+def test_outputs_that_do_not_fit_name_the_output(style: Style, value: Any, spec: TensorSpec, words: str) -> None:
+    with pytest.raises(OutputError) as caught:
+        to_response(style, {"y": value}, one(spec), "m")
+    assert str(caught.value).startswith(f"model m: output 'y' {words}")
 
 
 @pytest.mark.parametrize("style", list(Style))
@@ -264,9 +325,10 @@ def typed(shape: list[int], values: list[int]) -> PredictResponse:
 )
 def test_2x_output_shapes_resolve_and_fill(shape: list[int], values: list[int], contract: tuple[int, ...],
                                            expected: Any) -> None:
-    response = typed(shape, values)
-    to_response(Style.HYDROSPHERE, response, one(TensorSpec("y", lookup_dtype("int32"), contract)), "m")
+    returned = typed(shape, values)
+    response = to_response(Style.HYDROSPHERE, returned, one(TensorSpec("y", lookup_dtype("int32"), contract)), "m")
     np.testing.assert_array_equal(decode_tensor(response.outputs["y"]), np.array(expected, np.int32))
+    assert returned == typed(shape, values)  # the function's own message is left as it was
 
 
 @pytest.mark.parametrize(
@@ -301,5 +363,142 @@ def test_a_minus_one_size_counts_values_in_any_field(array: np.ndarray, typed_fi
     response.outputs["y"].tensor_shape.dim.extend([TensorProto().tensor_shape.Dim(size=size) for size in shape])
     spec = TensorSpec("y", lookup_dtype("string") if array.dtype == object else
                       lookup_dtype(array.dtype.name), None)
-    to_response(Style.HYDROSPHERE, response, one(spec), "m")
-    np.testing.assert_array_equal(decode_tensor(response.outputs["y"]), array.reshape(resolved))
+    answer = to_response(Style.HYDROSPHERE, response, one(spec), "m")
+    np.testing.assert_array_equal(decode_tensor(answer.outputs["y"]), array.reshape(resolved))
+
+
+# A 2.x function answering with an output the contract does not name (-1 size, unknown dtype).
+EXTRA_OUTPUTS = """
+import hydro_serving_grpc as hs
+
+def predict(x):
+    unknown = hs.TensorShapeProto(dim=[hs.TensorShapeProto.Dim(size=-1)])
+    return hs.PredictResponse(outputs={
+        "y": hs.TensorProto(dtype=hs.DT_INT32, int_val=[v + 1 for v in x.int_val], tensor_shape=unknown),
+        "debug": hs.TensorProto(dtype=hs.DT_INT32, int_val=[1, 2, 3], tensor_shape=unknown),
+        "odd": hs.TensorProto(dtype=99, tensor_shape=hs.TensorShapeProto()),
+    })
+"""
+INT_IO = ("x: {shape: [-1], type: int32}", "y: {shape: [-1], type: int32}")
+
+
+def hydro_tensor(dtype: int, field: str, values: list[Any]) -> hydro_contract.Tensor:
+    tensor = hydro_contract.Tensor(dtype=dtype)  # type: ignore[arg-type]
+    tensor.tensor_shape.dims.append(len(values))
+    getattr(tensor, field).extend(values)
+    return tensor
+
+
+def test_outputs_outside_the_contract_are_dropped(started: Any, tmp_path: Path) -> None:
+    server = started(write_model(tmp_path / "cfg", "extra", "extra", EXTRA_OUTPUTS, *INT_IO))
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    request = PredictRequest()
+    request.inputs["x"].CopyFrom(encode_tensor(np.array([1, 2], np.int32)))
+    answer = predict(channel, request)
+    assert list(answer.outputs) == ["y"]
+    assert decode_tensor(answer.outputs["y"]).tolist() == [2, 3]
+    hydro = hydro_runtime.PredictRequest()
+    hydro.inputs["x"].CopyFrom(hydro_tensor(hydro_contract.DT_INT32, "int_val", [1, 2]))
+    answer = call(channel, HYDRO_PREDICT, hydro)
+    assert list(answer.outputs) == ["y"]
+    assert list(answer.outputs["y"].int_val) == [2, 3]
+    assert list(answer.outputs["y"].tensor_shape.dims) == [2]
+
+
+# A 2.x function keeping one response message for every call, its output size -1.
+KEPT_RESPONSE = """
+import hydro_serving_grpc as hs
+
+RESPONSE = hs.PredictResponse()
+RESPONSE.outputs["y"].dtype = hs.DT_INT32
+RESPONSE.outputs["y"].tensor_shape.dim.add().size = -1
+
+def predict(x):
+    y = RESPONSE.outputs["y"]
+    assert [dim.size for dim in y.tensor_shape.dim] == [-1], y.tensor_shape
+    assert not RESPONSE.HasField("model_spec"), RESPONSE.model_spec
+    del y.int_val[:]
+    y.int_val.extend([v * 10 for v in x.int_val])
+    return RESPONSE
+"""
+
+
+@pytest.mark.parametrize("extra", ["", "workers: 2"])
+def test_a_response_the_function_keeps_is_left_as_it_was(started: Any, tmp_path: Path, extra: str) -> None:
+    server = started(write_model(tmp_path / "cfg", "kept", "kept", KEPT_RESPONSE, *INT_IO, extra))
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    for values in ([1, 2, 3], [4], [5, 6]):
+        request = PredictRequest()
+        request.inputs["x"].CopyFrom(encode_tensor(np.array(values, np.int32)))
+        answer = predict(channel, request)
+        assert decode_tensor(answer.outputs["y"]).tolist() == [v * 10 for v in values]
+        assert answer.model_spec.name == "kept"
+    many = call(channel, RUNTIME_PREDICT_MANY, PredictManyRequest(requests=[request, request]))
+    assert [decode_tensor(result.response.outputs["y"]).tolist() for result in many.results] == [[50, 60]] * 2
+
+
+ECHO = "def predict(x, f):\n    return {'y': x, 'g': f}\n"
+ECHO_IO = ("x: {shape: [-1], type: int32}\n    f: {shape: [-1], type: float32}",
+           "y: {shape: [-1], type: int32}\n    g: {shape: [-1], type: float32}")
+
+
+@pytest.mark.parametrize("style", ["numpy", "hydrosphere3"])
+def test_inputs_of_another_dtype_are_converted_when_every_value_fits(started: Any, tmp_path: Path,
+                                                                    style: str) -> None:
+    """hydrosdk clients send python ints as DT_INT64 and floats as DT_DOUBLE, whatever the contract."""
+    server = started(write_model(tmp_path / "cfg", "conv", "conv", ECHO, *ECHO_IO, f"style: {style}"))
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+
+    def hydro_call(x: hydro_contract.Tensor, f: hydro_contract.Tensor) -> Any:
+        request = hydro_runtime.PredictRequest()
+        request.inputs["x"].CopyFrom(x)
+        request.inputs["f"].CopyFrom(f)
+        return call(channel, HYDRO_PREDICT, request)
+
+    ints = hydro_tensor(hydro_contract.DT_INT64, "int64_val", [1, -(2**31)])
+    doubles = hydro_tensor(hydro_contract.DT_DOUBLE, "double_val", [0.1, float("nan")])
+    answer = hydro_call(ints, doubles)
+    assert list(answer.outputs["y"].int_val) == [1, -(2**31)]
+    floats_back = np.array(answer.outputs["g"].float_val, np.float32)
+    np.testing.assert_array_equal(floats_back, np.array([0.1, np.nan], np.float32))
+    floats = hydro_tensor(hydro_contract.DT_FLOAT, "float_val", [0.5])
+    mistakes = [
+        (hydro_tensor(hydro_contract.DT_INT64, "int64_val", [2**31]), floats,
+         "input 'x' has int64 values out of range for int32 (the contract's dtype)"),
+        (hydro_tensor(hydro_contract.DT_UINT32, "uint32_val", [2**32 - 1]), floats,
+         "input 'x' has uint32 values out of range for int32 (the contract's dtype)"),
+        (hydro_tensor(hydro_contract.DT_DOUBLE, "double_val", [1.0]), floats,
+         "input 'x' has dtype float64, contract says int32"),  # no int <-> float conversion
+        (hydro_tensor(hydro_contract.DT_BOOL, "bool_val", [True]), floats,
+         "input 'x' has dtype bool, contract says int32"),
+        (ints, hydro_tensor(hydro_contract.DT_DOUBLE, "double_val", [1e300]),
+         "input 'f' has float64 values that overflow float32 (the contract's dtype)"),
+    ]
+    for x, f, words in mistakes:
+        with pytest.raises(grpc.RpcError) as caught:
+            hydro_call(x, f)
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.details() == words
+    request = PredictRequest()  # TF Predict converts the same way
+    request.inputs["x"].CopyFrom(encode_tensor(np.array([7], np.int16)))
+    request.inputs["f"].CopyFrom(encode_tensor(np.array([0.25], np.float16)))
+    answer = predict(channel, request)
+    assert decode_tensor(answer.outputs["y"]).tolist() == [7]
+    assert decode_tensor(answer.outputs["g"]).tolist() == [0.25]
+
+
+def test_half_val_out_of_float16_bit_patterns_is_malformed(started: Any, tmp_path: Path) -> None:
+    half_io = ("h: {shape: [-1], type: float16}", "y: {shape: [-1], type: float16}")
+    server = started(write_model(tmp_path / "cfg", "half", "half", "def predict(h):\n    return {'y': h}\n",
+                                 *half_io))
+    request = PredictRequest()
+    request.inputs["h"].dtype = lookup_dtype("float16").enum  # type: ignore[assignment]
+    request.inputs["h"].tensor_shape.dim.add().size = 2
+    request.inputs["h"].half_val.extend([0x3C00, 0x13C00])  # 1.0, then 1.0 plus a bit beyond 16
+    assert invalid_argument(server, request) == ("input 'h' is malformed: half_val holds values that are not "
+                                                 "float16 bit patterns (-32768..65535)")
+    response = PredictResponse()
+    response.outputs["y"].CopyFrom(request.inputs["h"])
+    response.outputs["y"].half_val[1] = -32769  # one below the sign-extended 0x8000
+    with pytest.raises(OutputError, match="output 'y' is malformed: half_val holds values that are not float16"):
+        to_response(Style.HYDROSPHERE, response, one(TensorSpec("y", lookup_dtype("float16"), (-1,))), "m")
