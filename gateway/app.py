@@ -97,6 +97,9 @@ def create_app(settings: Settings, config: Config | None = None,
         lifespan=lifespan,
     )
     app.state.observer = observer
+    # A path with a trailing slash is a 404, not a redirect: Starlette builds its redirect's
+    # Location from the client's Host header.
+    app.router.redirect_slashes = False
     return app
 
 

@@ -54,6 +54,12 @@ class MethodNotAllowed(GatewayError):
     status, code, grpc_code = 405, "method_not_allowed", grpc.StatusCode.UNIMPLEMENTED
 
 
+class RequestTimeout(GatewayError):
+    """The client did not send its request body within `limits.body_timeout_s`."""
+
+    status, code, grpc_code = 408, "request_timeout", grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class UnsupportedMediaType(GatewayError):
     status, code, grpc_code = 415, "unsupported_media_type", grpc.StatusCode.INVALID_ARGUMENT
 
