@@ -7,7 +7,7 @@ manners a public server needs.
   never counted in flight. (uvicorn's own `timeout_keep_alive` covers only idle connections.)
 - Answered before the body came in full (413, 401, 404...): the rest of the body is read and
   discarded before the connection is closed, up to `body_timeout_s` after the headers and
-  `discard_bytes`: closing a socket with unread data makes the kernel send a reset, and a
+  `discard_limit()`: closing a socket with unread data makes the kernel send a reset, and a
   client that sends its whole body before reading (urllib, http.client) would see that
   instead of the answer.
 - Shutdown: a request in flight is answered with `Connection: close`; an idle kept-alive
@@ -33,8 +33,16 @@ from uvicorn.server import ServerState
 from gateway.settings import Settings
 
 IDLE_CLOSE_S = 0.5  # at shutdown, an idle connection is closed after being idle this long
-DISCARD_FACTOR = 4  # discard up to this many times max_body_bytes of an answered request's body
+# An answered request's body is discarded up to this many times max_body_bytes (at least
+# DISCARD_MIN_BYTES), so a body somewhat over the limit still gets its 413 read.
+DISCARD_FACTOR = 4
+DISCARD_MIN_BYTES = 256 * 1024 * 1024
 _DEFAULTS = Settings()
+
+
+def discard_limit(max_body_bytes: int) -> int:
+    """How much of an answered request's body is read and thrown away before closing."""
+    return max(DISCARD_FACTOR * max_body_bytes, DISCARD_MIN_BYTES)
 
 
 def http_protocol(settings: Settings) -> type[GatewayHttpProtocol]:
@@ -42,7 +50,7 @@ def http_protocol(settings: Settings) -> type[GatewayHttpProtocol]:
     return type("GatewayHttpProtocol", (GatewayHttpProtocol,), {
         "header_timeout_s": settings.header_timeout_s,
         "body_timeout_s": settings.body_timeout_s,
-        "discard_bytes": DISCARD_FACTOR * settings.max_body_bytes,
+        "discard_bytes": discard_limit(settings.max_body_bytes),
     })
 
 
@@ -51,7 +59,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     header_timeout_s: ClassVar[float] = _DEFAULTS.header_timeout_s
     body_timeout_s: ClassVar[float] = _DEFAULTS.body_timeout_s
-    discard_bytes: ClassVar[int] = DISCARD_FACTOR * _DEFAULTS.max_body_bytes
+    discard_bytes: ClassVar[int] = discard_limit(_DEFAULTS.max_body_bytes)
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
