@@ -94,14 +94,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.close()
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.in_headers and self.header_timer is None:  # armed only when headers come in parts
+            self.header_timer = self.loop.call_later(self.header_timeout_s, self.header_timeout)
+
     # -- parser callbacks
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.in_headers = True
         self.discarded = 0
-        if self.header_timer is None:
-            self.header_timer = self.loop.call_later(self.header_timeout_s, self.header_timeout)
 
     def on_headers_complete(self) -> None:
         if self.header_timer is not None:
