@@ -259,7 +259,9 @@ async def gateway_error(request: Request, exc: Exception) -> Response:
     if exc.status >= 500:
         log.warning("%s %s -> %s %s: %s", request.method, request.url.path, exc.status, exc.code,
                     exc.message)
-    headers = {"retry-after": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+    headers = {"retry-after": str(exc.retry_after_s)} if exc.retry_after_s is not None else {}
+    if exc.closes_connection:
+        headers["connection"] = "close"
     return error_response(exc.status, exc.to_dict(), headers)
 
 

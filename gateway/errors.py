@@ -18,6 +18,7 @@ class GatewayError(Exception):
     code: str = "internal"
     grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     retry_after_s: int | None = None  # sent as Retry-After when set
+    closes_connection = False  # answered with Connection: close
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -58,6 +59,7 @@ class RequestTimeout(GatewayError):
     """The client did not send its request body within `limits.body_timeout_s`."""
 
     status, code, grpc_code = 408, "request_timeout", grpc.StatusCode.DEADLINE_EXCEEDED
+    closes_connection = True  # the rest of a stalled body is not awaited
 
 
 class UnsupportedMediaType(GatewayError):

@@ -70,6 +70,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.in_body = False  # its body is arriving
         self.body_deadline = 0.0  # when the request's body must have come in full
         self.discarded = 0  # body bytes of an answered request thrown away
+        self.body_seen = False  # some of the request's body has come
         self.close_when_read = False  # close once the answered request's body has been read
         self.stopping = False  # the server is shutting down
         self.idle_since = 0.0
@@ -110,7 +111,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self.header_timer is not None:
             self.header_timer.cancel()
             self.header_timer = None
-        self.in_headers, self.in_body = False, True
+        self.in_headers, self.in_body, self.body_seen = False, True, False
         self.body_deadline = self.loop.time() + self.body_timeout_s
         super().on_headers_complete()
         cycle = self.cycle
@@ -121,6 +122,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 cycle.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
+        self.body_seen = True
         if self.cycle.response_complete:  # answered already: discard, up to a bound
             self.discarded += len(body)
             if self.discarded > self.discard_bytes:
@@ -160,7 +162,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self.in_body and self.cycle.response_complete:  # answered before the body came in full
             self._unset_keepalive_if_required()  # read the rest (uvicorn resumed reading), bounded
             delay = self.body_deadline - self.loop.time()
-            if delay <= 0:
+            if delay <= 0 or (self.expect_100_continue and not self.body_seen):  # none will come
                 self.close()
             else:
                 self.linger_timer = self.loop.call_later(delay, self.close)

@@ -108,6 +108,18 @@ async def test_413_reaches_a_client_that_sends_the_whole_body_first(client: http
     assert status == 404
 
 
+async def test_413_to_a_client_awaiting_100_continue_closes_at_once(client: httpx.AsyncClient) -> None:
+    host, port = str(client.base_url).removeprefix("http://").rstrip("/").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    started = time.monotonic()
+    writer.write(b"POST /gateway/applications/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 5)  # no 100 Continue: the body is not wanted
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert time.monotonic() - started < 2  # not kept open for the body timeout (30 s)
+    writer.close()
+
+
 async def test_trailing_slash_is_404_not_a_redirect_built_from_host(client: httpx.AsyncClient) -> None:
     for path in ("/gateway/applications/echo/", "/health/ready/", "/v1/models/echo/"):
         response = await client.post(path, json={"x": [1]}, headers={"host": "evil.example"})

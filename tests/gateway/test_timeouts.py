@@ -104,6 +104,7 @@ async def test_stalled_body_is_408_and_leaves_the_in_flight_count(url: str) -> N
     answer = await read_until_closed(reader)
     elapsed = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"connection: close" in answer
     assert b'"code":"request_timeout"' in answer
     assert 0.45 < elapsed < 2.0
     assert await in_flight(url) == 0
