@@ -16,7 +16,8 @@ from gateway.manifests import Config, load_config
 from gateway.settings import Settings
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
 
-SETTINGS = Settings(header_timeout_s=0.5, body_timeout_s=0.5, max_body_bytes=20_000)
+# max_concurrency 4: 100 stalled bodies must not take the slots of requests being predicted
+SETTINGS = Settings(header_timeout_s=0.5, body_timeout_s=0.5, max_body_bytes=20_000, max_concurrency=4)
 STALLED = 200  # slowloris connections held open at once
 
 
