@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import zlib
 from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
-from gateway.errors import BadRequest, InvalidJSON, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from gateway.errors import BadRequest, InvalidJSON, PayloadTooLarge, UnsupportedMediaType
 from gateway.settings import Settings
 from tensorcodecs import CodecError
 from tensorcodecs.json_codec import loads
@@ -43,8 +42,9 @@ def check_json_content_type(request: Request) -> None:
 async def read_body(request: Request, settings: Settings) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed `max_body_bytes`
     (from Content-Length, before reading; else while reading; the HTTP protocol reads and
-    discards what the client still sends), and with 408 unless it has come in full within
-    `body_timeout_s`. gzip bodies are inflated up to `max_inflated_bytes`."""
+    discards what the client still sends); the server's `receive` raises RequestTimeout (408)
+    once `body_timeout_s` has passed without the whole body (gateway.http_protocol). gzip
+    bodies are inflated up to `max_inflated_bytes`."""
     limit = settings.max_body_bytes
     headers = headers_of(request)
     declared = headers.get("content-length")
@@ -53,22 +53,17 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     chunks: list[bytes] = []
     size = 0
     receive = request.receive  # read directly: Starlette's stream() is an async generator per request
-    try:
-        async with asyncio.timeout(settings.body_timeout_s):
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":  # http.disconnect: the client went away
-                    raise ClientDisconnect()
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-    except TimeoutError:
-        raise RequestTimeout(f"request body not received within {settings.body_timeout_s:g} s "
-                             f"({size} bytes came)") from None
+    while True:
+        message = await receive()  # RequestTimeout from the server past body_timeout_s
+        if message["type"] != "http.request":  # http.disconnect: the client went away
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding == "gzip":

@@ -15,8 +15,9 @@ manners a public server needs.
   before is served and answered with `Connection: close`), so the close does not cross a
   request the client has just sent on it.
 
-The body timeout itself (408 to a client that stalls its body) is `gateway.body.read_body`'s,
-where the app can answer it like any other error.
+- Body: once `body_timeout_s` has passed since the headers without the whole body, the app's
+  `receive` raises RequestTimeout, which the app answers (408, counted and logged) like any other
+  error. The timer is armed only for a body that did not come with its headers.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from asyncio import TimerHandle
 from typing import Any, ClassVar
 
 import orjson
+from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from gateway.errors import RequestTimeout
 from gateway.settings import Settings
 
 IDLE_CLOSE_S = 0.5  # at shutdown, an idle connection is closed after being idle this long
@@ -65,6 +68,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.header_timer: TimerHandle | None = None
+        self.body_timer: TimerHandle | None = None
+        self.timed_out: RequestResponseCycle | None = None  # the cycle whose body came too late
         self.linger_timer: TimerHandle | None = None
         self.in_headers = False  # a request's headers are arriving
         self.in_body = False  # its body is arriving
@@ -85,10 +90,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.header_timer = self.loop.call_later(self.header_timeout_s, self.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self.header_timer, self.linger_timer):
+        for timer in (self.header_timer, self.body_timer, self.linger_timer):
             if timer is not None:
                 timer.cancel()
-        self.header_timer = self.linger_timer = None
+        self.header_timer = self.body_timer = self.linger_timer = None
         super().connection_lost(exc)
 
     def close(self) -> None:
@@ -99,6 +104,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self.in_headers and self.header_timer is None:  # armed only when headers come in parts
             self.header_timer = self.loop.call_later(self.header_timeout_s, self.header_timeout)
+        elif self.in_body and self.body_timer is None and not self.transport.is_closing():  # likewise
+            self.body_timer = self.loop.call_at(self.body_deadline, self.body_timeout)
 
     # -- parser callbacks
 
@@ -133,6 +140,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self.in_body = False
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
         if self.cycle.response_complete:  # the body of an answered request has been read
             if self.linger_timer is not None:
                 self.linger_timer.cancel()
@@ -143,6 +153,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self.idle_since = self.loop.time()
                 self.timeout_keep_alive_task = self.loop.call_later(
                     self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        super()._start_asgi_task(cycle, _BodyDeadline(app, cycle, self))
+
+    def body_timeout(self) -> None:
+        """The body did not come in time: the app's next (or pending) receive raises."""
+        self.body_timer = None
+        cycle = self.cycle
+        if self.in_body and not cycle.response_complete:
+            self.timed_out = cycle
+            cycle.message_event.set()
 
     # -- answers
 
@@ -208,6 +229,27 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.linger_timer = None
         if not (self.in_headers or self.in_body) and (self.cycle is None or self.cycle.response_complete):
             self.close()
+
+
+class _BodyDeadline:
+    """The app as one request's cycle runs it, with a `receive` that raises RequestTimeout
+    once the protocol has found the body late."""
+
+    __slots__ = ("app", "cycle", "protocol")
+
+    def __init__(self, app: ASGI3Application, cycle: RequestResponseCycle, protocol: GatewayHttpProtocol) -> None:
+        self.app = app
+        self.cycle = cycle
+        self.protocol = protocol
+
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        await self.app(scope, self.receive, send)
+
+    async def receive(self) -> ASGIReceiveEvent:
+        message = await self.cycle.receive()
+        if self.protocol.timed_out is self.cycle:
+            raise RequestTimeout(f"request body not received within {self.protocol.body_timeout_s:g} s")
+        return message
 
 
 class _CycleTransport(asyncio.Transport):
