@@ -5,6 +5,9 @@ manners a public server needs.
   start (or of the request's first byte on a kept-alive connection); else the client gets a
   408 (or, if it sent nothing, a plain close). Such a request never reaches the app, so it is
   never counted in flight. (uvicorn's own `timeout_keep_alive` covers only idle connections.)
+- Body: once `body_timeout_s` has passed since the headers without the whole body, the app's
+  `receive` raises RequestTimeout, which the app answers (408, counted and logged) like any
+  other error. The timer is armed only for a body that did not come with its headers.
 - Answered before the body came in full (413, 401, 404...): the rest of the body is read and
   discarded before the connection is closed, up to `body_timeout_s` after the headers and
   `discard_limit()`: closing a socket with unread data makes the kernel send a reset, and a
@@ -15,9 +18,8 @@ manners a public server needs.
   before is served and answered with `Connection: close`), so the close does not cross a
   request the client has just sent on it.
 
-- Body: once `body_timeout_s` has passed since the headers without the whole body, the app's
-  `receive` raises RequestTimeout, which the app answers (408, counted and logged) like any other
-  error. The timer is armed only for a body that did not come with its headers.
+Built on uvicorn's HttpToolsProtocol and its parser callbacks (tests/gateway/test_timeouts.py,
+test_limits.py and tests/e2e/test_shutdown.py hold it to that behaviour).
 """
 
 from __future__ import annotations
