@@ -6,9 +6,9 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
-from gateway.errors import BadRequest, InvalidJSON, PayloadTooLarge, UnsupportedMediaType
+from gateway.errors import BadRequest, ClientClosed, InvalidJSON, PayloadTooLarge, UnsupportedMediaType
 from gateway.settings import Settings
 from tensorcodecs import CodecError
 from tensorcodecs.json_codec import loads
@@ -56,7 +56,7 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     while True:
         message = await receive()  # RequestTimeout from the server past body_timeout_s
         if message["type"] != "http.request":  # http.disconnect: the client went away
-            raise ClientDisconnect()
+            raise ClientClosed(f"the client closed the connection after {size} bytes of the body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

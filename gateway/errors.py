@@ -62,6 +62,12 @@ class RequestTimeout(GatewayError):
     closes_connection = True  # the rest of a stalled body is not awaited
 
 
+class ClientClosed(GatewayError):
+    """The client closed the connection before sending its whole body (nobody reads the answer)."""
+
+    status, code, grpc_code = 499, "client_closed_request", grpc.StatusCode.CANCELLED
+
+
 class UnsupportedMediaType(GatewayError):
     status, code, grpc_code = 415, "unsupported_media_type", grpc.StatusCode.INVALID_ARGUMENT
 

@@ -115,6 +115,21 @@ async def test_stalled_body_is_408_and_leaves_the_in_flight_count(url: str) -> N
     writer.close()
 
 
+async def test_client_gone_mid_body_leaves_the_count_as_499(url: str,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    _, writer = await connect(url)
+    writer.write(b"POST /gateway/applications/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    await asyncio.sleep(0.1)
+    assert await in_flight(url) == 1
+    writer.close()
+    await asyncio.sleep(0.1)
+    assert await in_flight(url) == 0
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"{url}/metrics")).text
+    assert re.search(r'gateway_requests_total{application="echo".*status="499"', metrics)
+    assert "unexpected error" not in caplog.text  # not a 500 with a traceback
+
+
 async def test_body_trickled_past_the_deadline_is_408(url: str) -> None:
     reader, writer = await connect(url)
     started = time.monotonic()
