@@ -29,7 +29,7 @@ from gateway.app import create_app
 from gateway.build import BuildError, build_model, interpreter_for
 from gateway.errors import ConfigError
 from gateway.gc_tuning import tune_for_serving
-from gateway.http_protocol import http_protocol
+from gateway.http_protocol import adopt_pending_connections, http_protocol
 from gateway.manifests import Config, load_config
 from gateway.observability import multiprocess_dir
 from gateway.reload import Reloader
@@ -122,6 +122,10 @@ class UvicornServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await adopt_pending_connections(self)  # before the listeners close, which would reset them
+        await super().shutdown(sockets)
 
 
 def _serve(settings: Settings, config: Config) -> int:

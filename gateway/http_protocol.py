@@ -13,7 +13,9 @@ manners a public server needs.
   `discard_limit()`: closing a socket with unread data makes the kernel send a reset, and a
   client that sends its whole body before reading (urllib, http.client) would see that
   instead of the answer.
-- Shutdown: a request in flight is answered with `Connection: close`; an idle kept-alive
+- Shutdown: the connections waiting in the listening sockets' queues are accepted before the
+  listeners close (closing them would reset those, whose clients may have sent a request
+  already); a request in flight is answered with `Connection: close`; an idle kept-alive
   connection is closed once it has been idle for `IDLE_CLOSE_S` (a request that arrives
   before is served and answered with `Connection: close`), so the close does not cross a
   request the client has just sent on it.
@@ -25,10 +27,14 @@ test_limits.py and tests/e2e/test_shutdown.py hold it to that behaviour).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
 from asyncio import TimerHandle
 from typing import Any, ClassVar
 
 import orjson
+import uvicorn
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
@@ -57,6 +63,38 @@ def http_protocol(settings: Settings) -> type[GatewayHttpProtocol]:
         "body_timeout_s": settings.body_timeout_s,
         "discard_bytes": discard_limit(settings.max_body_bytes),
     })
+
+
+async def adopt_pending_connections(server: uvicorn.Server) -> None:
+    """Stop listening, first accepting the connections the kernel has queued (they would be
+    reset by the close) and serving them as any other (the shutdown then drains them)."""
+    pending: list[socket.socket] = []
+    for listener in server.servers:
+        for sock in listener.sockets:
+            with socket.socket(fileno=os.dup(sock.fileno())) as queue:
+                queue.setblocking(False)
+                while True:
+                    try:
+                        pending.append(queue.accept()[0])
+                    except OSError:  # BlockingIOError: the queue is empty
+                        break
+        listener.close()
+    if not pending:
+        return
+    config = server.config
+
+    def create_protocol() -> asyncio.Protocol:
+        return config.http_protocol_class(  # type: ignore[call-arg]
+            config=config, server_state=server.server_state, app_state=server.lifespan.state)
+
+    async def adopt(connection: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(create_protocol, connection, ssl=config.ssl)
+        except (OSError, ValueError):  # gone already, or a failed TLS handshake
+            with contextlib.suppress(OSError):
+                connection.close()
+
+    await asyncio.gather(*(adopt(connection) for connection in pending))
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):

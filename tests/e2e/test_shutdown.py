@@ -1,6 +1,6 @@
 """SIGTERM under load, one worker: every request a client sent is answered (200, or 503 while
 draining); the only failures allowed are connections the stopped gateway refused, whose
-request was never sent."""
+request was never sent. Clients keep their connection alive, or open one per request."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import write_app, write_model
 from tests.e2e.processes import running_gateway
@@ -30,15 +31,18 @@ def make_config(root: Path) -> Path:
     return root
 
 
-def test_sigterm_under_load_resets_no_request_in_flight(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kept_alive", [True, False], ids=["kept-alive", "connection-per-request"])
+def test_sigterm_under_load_resets_no_request_in_flight(tmp_path: Path, kept_alive: bool) -> None:
     with running_gateway(make_config(tmp_path / "config")) as (process, url):
         outcomes: Counter[str] = Counter()
         failures: list[str] = []
         lock = threading.Lock()
 
         def client(number: int) -> None:
-            # Keep-alive clients in a closed loop until the gateway refuses their connection.
-            with httpx.Client(base_url=url, timeout=10, limits=httpx.Limits(max_connections=1)) as http:
+            # Clients in a closed loop until the gateway refuses their connection. Those opening a
+            # connection per request race the listener's close (queued connections are reset).
+            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1 if kept_alive else 0)
+            with httpx.Client(base_url=url, timeout=10, limits=limits) as http:
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:
                     try:
@@ -77,7 +81,8 @@ def test_sigterm_under_load_resets_no_request_in_flight(tmp_path: Path) -> None:
             thread.join(timeout=30)
         exit_code = process.wait(timeout=20)
         stop_s = time.monotonic() - stopped_at
-    print(f"\nSIGTERM under load: {CLIENTS} keep-alive clients, {before} requests before SIGTERM, "
+    print(f"\nSIGTERM under load: {CLIENTS} clients ({'kept-alive' if kept_alive else 'a connection per request'}), "
+          f"{before} requests before SIGTERM, "
           f"then {dict(outcomes)} in all; an idle connection closed {idle_closed_s:.2f} s and the gateway "
           f"exited {exit_code} {stop_s:.2f} s after SIGTERM")
     assert failures == [], failures
