@@ -37,7 +37,7 @@ import orjson
 import uvicorn
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.errors import RequestTimeout
@@ -109,7 +109,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.header_timer: TimerHandle | None = None
         self.body_timer: TimerHandle | None = None
-        self.timed_out: RequestResponseCycle | None = None  # the cycle whose body came too late
+        self.timed_out: object = None  # the scope of the request whose body came too late
+        self.app = _BodyDeadline(self.app, self)
         self.linger_timer: TimerHandle | None = None
         self.in_headers = False  # a request's headers are arriving
         self.in_body = False  # its body is arriving
@@ -194,15 +195,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self.timeout_keep_alive_task = self.loop.call_later(
                     self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
-        super()._start_asgi_task(cycle, _BodyDeadline(app, cycle, self))
-
     def body_timeout(self) -> None:
         """The body did not come in time: the app's next (or pending) receive raises."""
         self.body_timer = None
         cycle = self.cycle
         if self.in_body and not cycle.response_complete:
-            self.timed_out = cycle
+            self.timed_out = cycle.scope
             cycle.message_event.set()
 
     # -- answers
@@ -272,24 +270,25 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
 
 class _BodyDeadline:
-    """The app as one request's cycle runs it, with a `receive` that raises RequestTimeout
-    once the protocol has found the body late."""
+    """The app as the connection runs it, with a `receive` that raises RequestTimeout once the
+    protocol has found the request's body late."""
 
-    __slots__ = ("app", "cycle", "protocol")
+    __slots__ = ("app", "protocol")
 
-    def __init__(self, app: ASGI3Application, cycle: RequestResponseCycle, protocol: GatewayHttpProtocol) -> None:
+    def __init__(self, app: ASGI3Application, protocol: GatewayHttpProtocol) -> None:
         self.app = app
-        self.cycle = cycle
         self.protocol = protocol
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        await self.app(scope, self.receive, send)
+        protocol = self.protocol
 
-    async def receive(self) -> ASGIReceiveEvent:
-        message = await self.cycle.receive()
-        if self.protocol.timed_out is self.cycle:
-            raise RequestTimeout(f"request body not received within {self.protocol.body_timeout_s:g} s")
-        return message
+        async def receive_in_time() -> ASGIReceiveEvent:
+            message = await receive()
+            if protocol.timed_out is scope:
+                raise RequestTimeout(f"request body not received within {protocol.body_timeout_s:g} s")
+            return message
+
+        await self.app(scope, receive_in_time, send)
 
 
 class _CycleTransport(asyncio.Transport):
