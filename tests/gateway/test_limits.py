@@ -108,6 +108,20 @@ async def test_413_reaches_a_client_that_sends_the_whole_body_first(client: http
     assert status == 404
 
 
+async def test_kept_alive_connection_serves_on_after_a_413_sent_before_its_body(
+        client: httpx.AsyncClient) -> None:
+    host, port = str(client.base_url).removeprefix("http://").rstrip("/").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /gateway/applications/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n")
+    writer.write(b" " * 3_000_000)  # answered 413 at once; the rest is read and discarded
+    await writer.drain()
+    assert (await reader.readuntil(b"}}")).startswith(b"HTTP/1.1 413 ")
+    writer.write(b'POST /gateway/applications/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n{"x": [1.5]}')
+    second = await asyncio.wait_for(reader.readuntil(b'{"y":[1.5]}'), 5)
+    assert second.startswith(b"HTTP/1.1 200 ")  # the same connection, the body above skipped
+    writer.close()
+
+
 async def test_413_to_a_client_awaiting_100_continue_closes_at_once(client: httpx.AsyncClient) -> None:
     host, port = str(client.base_url).removeprefix("http://").rstrip("/").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
