@@ -31,9 +31,10 @@ def make_config(root: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("kept_alive", [True, False], ids=["kept-alive", "connection-per-request"])
-def test_sigterm_under_load_resets_no_request_in_flight(tmp_path: Path, kept_alive: bool) -> None:
-    with running_gateway(make_config(tmp_path / "config")) as (process, url):
+@pytest.mark.parametrize(("kept_alive", "workers"), [(True, 1), (False, 1), (False, 2)],
+                         ids=["kept-alive", "connection-per-request", "connection-per-request-2-workers"])
+def test_sigterm_under_load_resets_no_request_in_flight(tmp_path: Path, kept_alive: bool, workers: int) -> None:
+    with running_gateway(make_config(tmp_path / "config"), "--workers", str(workers)) as (process, url):
         outcomes: Counter[str] = Counter()
         failures: list[str] = []
         lock = threading.Lock()
@@ -81,7 +82,8 @@ def test_sigterm_under_load_resets_no_request_in_flight(tmp_path: Path, kept_ali
             thread.join(timeout=30)
         exit_code = process.wait(timeout=20)
         stop_s = time.monotonic() - stopped_at
-    print(f"\nSIGTERM under load: {CLIENTS} clients ({'kept-alive' if kept_alive else 'a connection per request'}), "
+    kind = "kept-alive" if kept_alive else "a connection per request"
+    print(f"\nSIGTERM under load, {workers} worker(s): {CLIENTS} clients ({kind}), "
           f"{before} requests before SIGTERM, "
           f"then {dict(outcomes)} in all; an idle connection closed {idle_closed_s:.2f} s and the gateway "
           f"exited {exit_code} {stop_s:.2f} s after SIGTERM")
