@@ -18,7 +18,7 @@ class GatewayError(Exception):
     code: str = "internal"
     grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     retry_after_s: int | None = None  # sent as Retry-After when set
-    closes_connection = False  # answered with Connection: close
+    closes_connection: bool = False  # answered with Connection: close
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)

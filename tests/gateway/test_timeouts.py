@@ -8,11 +8,13 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway.app import create_app
+from gateway.http_protocol import http_protocol
 from gateway.manifests import Config, load_config
 from gateway.settings import Settings
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
@@ -54,6 +56,16 @@ async def in_flight(url: str) -> int:
     match = re.search(r"^gateway_requests_in_flight (\S+)$", text, re.MULTILINE)
     assert match is not None
     return int(float(match.group(1))) - 1
+
+
+def test_timeouts_are_settings(tmp_path: Path) -> None:
+    (tmp_path / "gateway.yaml").write_text("kind: Gateway\nlimits: {header_timeout_s: 3, body_timeout_s: 4}\n")
+    settings = Settings.load(tmp_path, load_config(tmp_path).gateway.values,
+                             env={"GATEWAY_BODY_TIMEOUT_S": "7.5"})
+    assert (settings.header_timeout_s, settings.body_timeout_s) == (3.0, 7.5)
+    protocol = http_protocol(settings)
+    assert (protocol.header_timeout_s, protocol.body_timeout_s) == (3.0, 7.5)
+    assert (Settings().header_timeout_s, Settings().body_timeout_s) == (10.0, 30.0)
 
 
 async def test_stalled_headers_get_408_and_are_never_in_flight(url: str) -> None:
