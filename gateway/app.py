@@ -98,6 +98,9 @@ def create_app(settings: Settings, config: Config | None = None,
         lifespan=lifespan,
     )
     app.state.observer = observer
+    # A path with a trailing slash is a 404, not a redirect: Starlette builds its redirect's
+    # Location from the client's Host header.
+    app.router.redirect_slashes = False
     return app
 
 
@@ -257,7 +260,9 @@ async def gateway_error(request: Request, exc: Exception) -> Response:
     if exc.status >= 500:
         log.warning("request %s: %s %s -> %s %s: %s [%s]", request.scope.get("state", {}).get("request_id", "-"),
                     request.method, request.url.path, exc.status, exc.code, exc.message, exc.log_detail or "")
-    headers = {"retry-after": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+    headers = {"retry-after": str(exc.retry_after_s)} if exc.retry_after_s is not None else {}
+    if exc.closes_connection:
+        headers["connection"] = "close"
     return error_response(exc.status, exc.to_dict(), headers)
 
 

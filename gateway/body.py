@@ -6,9 +6,9 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
-from gateway.errors import BadRequest, InvalidJSON, PayloadTooLarge, UnsupportedMediaType
+from gateway.errors import BadRequest, ClientClosed, InvalidJSON, PayloadTooLarge, UnsupportedMediaType
 from gateway.settings import Settings
 from tensorcodecs import CodecError
 from tensorcodecs.json_codec import loads
@@ -41,8 +41,10 @@ def check_json_content_type(request: Request) -> None:
 
 async def read_body(request: Request, settings: Settings) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed `max_body_bytes`
-    (from Content-Length, before reading; else while reading). gzip bodies are inflated up
-    to `max_inflated_bytes`."""
+    (from Content-Length, before reading; else while reading; the HTTP protocol reads and
+    discards what the client still sends); the server's `receive` raises RequestTimeout (408)
+    once `body_timeout_s` has passed without the whole body (gateway.http_protocol). gzip
+    bodies are inflated up to `max_inflated_bytes`."""
     limit = settings.max_body_bytes
     headers = headers_of(request)
     declared = headers.get("content-length")
@@ -52,9 +54,9 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     size = 0
     receive = request.receive  # read directly: Starlette's stream() is an async generator per request
     while True:
-        message = await receive()
+        message = await receive()  # RequestTimeout from the server past body_timeout_s
         if message["type"] != "http.request":  # http.disconnect: the client went away
-            raise ClientDisconnect()
+            raise ClientClosed(f"the client closed the connection after {size} bytes of the body")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -30,6 +30,7 @@ from gateway.app import create_app
 from gateway.build import BuildError, build_model, check_model_code, interpreter_for
 from gateway.errors import ConfigError
 from gateway.gc_tuning import tune_for_serving
+from gateway.http_protocol import adopt_pending_connections, http_protocol
 from gateway.manifests import Config, ModelManifest, load_config
 from gateway.observability import multiprocess_dir
 from gateway.reload import ConfigStager, Reloads
@@ -143,6 +144,10 @@ class UvicornServer(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await adopt_pending_connections(self)  # before the listeners close, which would reset them
+        await super().shutdown(sockets)
+
 
 def _serve(settings: Settings, config: Config) -> int:
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
@@ -203,7 +208,7 @@ async def _serve_app(settings: Settings, app: Starlette, applications: list[str]
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         access_log=False, lifespan="on", server_header=False, log_config=None,
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
-        ssl_certfile=settings.tls_certfile, ssl_keyfile=settings.tls_keyfile,
+        ssl_certfile=settings.tls_certfile, ssl_keyfile=settings.tls_keyfile, http=http_protocol(settings),
     ))
     serving = asyncio.create_task(_serve_http(server, sockets))
     scheme = "https" if settings.tls_certfile else "http"

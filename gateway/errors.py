@@ -18,6 +18,7 @@ class GatewayError(Exception):
     code: str = "internal"
     grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     retry_after_s: int | None = None  # sent as Retry-After when set
+    closes_connection: bool = False  # answered with Connection: close
 
     def __init__(self, message: str, *, field: str | None = None, log_detail: str | None = None) -> None:
         super().__init__(message)
@@ -55,6 +56,19 @@ class NotFound(GatewayError):
 
 class MethodNotAllowed(GatewayError):
     status, code, grpc_code = 405, "method_not_allowed", grpc.StatusCode.UNIMPLEMENTED
+
+
+class RequestTimeout(GatewayError):
+    """The client did not send its request body within `limits.body_timeout_s`."""
+
+    status, code, grpc_code = 408, "request_timeout", grpc.StatusCode.DEADLINE_EXCEEDED
+    closes_connection = True  # the rest of a stalled body is not awaited
+
+
+class ClientClosed(GatewayError):
+    """The client closed the connection before sending its whole body (nobody reads the answer)."""
+
+    status, code, grpc_code = 499, "client_closed_request", grpc.StatusCode.CANCELLED
 
 
 class UnsupportedMediaType(GatewayError):

@@ -67,6 +67,8 @@ class Settings:
     max_inflated_bytes: int = 256 * MIB  # a gzip request body, once decompressed
     max_elements: int = 16 * MIB  # tensor elements in one request
     max_concurrency: int = 1024  # requests in flight across the gateway; beyond it 503
+    header_timeout_s: float = 10.0  # a request's headers must arrive within this, else 408 and close
+    body_timeout_s: float = 30.0  # its body within this after the headers, else 408
     # resilience
     circuit_failures: int = 5  # consecutive transport failures that open a backend's circuit
     circuit_cooldown_s: float = 5.0  # how long it stays open before one probe call
@@ -118,7 +120,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "listen": ("host", "port", "tls_certfile", "tls_keyfile", "workers"),
     "defaults": ("request_timeout_s", "max_request_timeout_s", "runtime_start_timeout_s",
                  "health_check_timeout_s", "health_interval_s", "shutdown_grace_s", "drain_timeout_s"),
-    "limits": ("max_body_bytes", "max_inflated_bytes", "max_elements", "max_concurrency"),
+    "limits": ("max_body_bytes", "max_inflated_bytes", "max_elements", "max_concurrency",
+               "header_timeout_s", "body_timeout_s"),
     "resilience": ("circuit_failures", "circuit_cooldown_s", "retry_attempts"),
     "logging": ("log_level", "access_log"),
     "build": ("envs_dir",),

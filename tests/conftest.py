@@ -14,7 +14,9 @@ import uvicorn
 from starlette.applications import Starlette
 
 from gateway.cli import UvicornServer
+from gateway.http_protocol import http_protocol
 from gateway.manifests import Config, RuntimeAddress, load_config
+from gateway.settings import Settings
 from runtime.server import ModelServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,11 +78,13 @@ def write_app(config_dir: Path, name: str, model: str, extra: str = "") -> None:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: Starlette) -> AsyncIterator[str]:
-    """Run `app` under a real uvicorn on a free loopback port; yield its base URL."""
+async def serve_app(app: Starlette, settings: Settings | None = None) -> AsyncIterator[str]:
+    """Run `app` under a real uvicorn on a free loopback port, with the gateway's HTTP protocol
+    (its timeouts from `settings`); yield its base URL."""
     port = free_port()
     server = UvicornServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                          access_log=False, lifespan="on"))
+                                          access_log=False, lifespan="on",
+                                          http=http_protocol(settings or Settings())))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import http.client
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -39,7 +42,7 @@ SETTINGS = Settings(max_body_bytes=20_000, max_inflated_bytes=100_000, max_eleme
 
 @pytest.fixture
 async def client(config: Config) -> AsyncIterator[httpx.AsyncClient]:
-    async with (serve_app(create_app(SETTINGS, config)) as url,
+    async with (serve_app(create_app(SETTINGS, config), SETTINGS) as url,
                 httpx.AsyncClient(base_url=url, timeout=10) as client):
         yield client
 
@@ -64,6 +67,78 @@ async def test_chunked_body_over_the_limit_is_413(client: httpx.AsyncClient) -> 
 
     response = await client.post("/gateway/applications/echo", content=chunks())
     assert response.status_code == 413
+
+
+BIG = 72_000_000  # sent in full before the answer is read, as urllib and http.client do
+
+
+def post_all_then_read(url: str, body: bytes, chunked: bool = False) -> tuple[int, bytes]:
+    """POST `body` with `Connection: close` (urllib's way), reading only once it is all sent."""
+    if not chunked:
+        request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+    host, port = url.removeprefix("http://").split("/", 1)[0].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request("POST", "/" + url.split("/", 3)[3], body=iter([body[i:i + (1 << 20)] for i in
+                                                                          range(0, len(body), 1 << 20)]),
+                           headers={"connection": "close"}, encode_chunked=True)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_413_reaches_a_client_that_sends_the_whole_body_first(client: httpx.AsyncClient,
+                                                                     chunked: bool) -> None:
+    body = b'{"x": [' + b"1," * (BIG // 2) + b"1]}"
+    base = str(client.base_url).rstrip("/")
+    url = f"{base}/gateway/applications/echo"
+    status, answer = await asyncio.to_thread(post_all_then_read, url, body, chunked)
+    assert status == 413  # not a connection reset
+    assert b"payload_too_large" in answer
+    # Other answers given before the body was read close as cleanly (here 404).
+    status, _ = await asyncio.to_thread(post_all_then_read, f"{base}/gateway/applications/none",
+                                        body[:5_000_000])
+    assert status == 404
+
+
+async def test_kept_alive_connection_serves_on_after_a_413_sent_before_its_body(
+        client: httpx.AsyncClient) -> None:
+    host, port = str(client.base_url).removeprefix("http://").rstrip("/").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /gateway/applications/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n")
+    writer.write(b" " * 3_000_000)  # answered 413 at once; the rest is read and discarded
+    await writer.drain()
+    assert (await reader.readuntil(b"}}")).startswith(b"HTTP/1.1 413 ")
+    writer.write(b'POST /gateway/applications/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n{"x": [1.5]}')
+    second = await asyncio.wait_for(reader.readuntil(b'{"y":[1.5]}'), 5)
+    assert second.startswith(b"HTTP/1.1 200 ")  # the same connection, the body above skipped
+    writer.close()
+
+
+async def test_413_to_a_client_awaiting_100_continue_closes_at_once(client: httpx.AsyncClient) -> None:
+    host, port = str(client.base_url).removeprefix("http://").rstrip("/").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    started = time.monotonic()
+    writer.write(b"POST /gateway/applications/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 5)  # no 100 Continue: the body is not wanted
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert time.monotonic() - started < 2  # not kept open for the body timeout (30 s)
+    writer.close()
+
+
+async def test_trailing_slash_is_404_not_a_redirect_built_from_host(client: httpx.AsyncClient) -> None:
+    for path in ("/gateway/applications/echo/", "/health/ready/", "/v1/models/echo/"):
+        response = await client.post(path, json={"x": [1]}, headers={"host": "evil.example"})
+        assert response.status_code == 404, path
+        assert "location" not in response.headers
 
 
 async def test_gzip_request_and_answer(client: httpx.AsyncClient) -> None:

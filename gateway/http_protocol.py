@@ -1,0 +1,309 @@
+"""The HTTP/1.1 connection: uvicorn's httptools protocol with the timeouts and the closing
+manners a public server needs.
+
+- Headers: a request's headers must arrive within `header_timeout_s` of the connection's
+  start (or of the request's first byte on a kept-alive connection); else the client gets a
+  408 (or, if it sent nothing, a plain close). Such a request never reaches the app, so it is
+  never counted in flight. (uvicorn's own `timeout_keep_alive` covers only idle connections.)
+- Body: once `body_timeout_s` has passed since the headers without the whole body, the app's
+  `receive` raises RequestTimeout, which the app answers (408, counted and logged) like any
+  other error. The timer is armed only for a body that did not come with its headers.
+- Answered before the body came in full (413, 401, 404...): the rest of the body is read and
+  discarded before the connection is closed, up to `body_timeout_s` after the headers and
+  `discard_limit()`: closing a socket with unread data makes the kernel send a reset, and a
+  client that sends its whole body before reading (urllib, http.client) would see that
+  instead of the answer.
+- Shutdown: the connections waiting in the listening sockets' queues are accepted before the
+  listeners close (closing them would reset those, whose clients may have sent a request
+  already); a request in flight is answered with `Connection: close`; an idle kept-alive
+  connection is closed once it has been idle for `IDLE_CLOSE_S` (a request that arrives
+  before is served and answered with `Connection: close`), so the close does not cross a
+  request the client has just sent on it.
+
+Built on uvicorn's HttpToolsProtocol and its parser callbacks (tests/gateway/test_timeouts.py,
+test_limits.py and tests/e2e/test_shutdown.py hold it to that behaviour).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from asyncio import TimerHandle
+from typing import Any, ClassVar
+
+import orjson
+import uvicorn
+from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from gateway.errors import RequestTimeout
+from gateway.settings import Settings
+
+IDLE_CLOSE_S = 0.5  # at shutdown, an idle connection is closed after being idle this long
+# An answered request's body is discarded up to this many times max_body_bytes (at least
+# DISCARD_MIN_BYTES), so a body somewhat over the limit still gets its 413 read.
+DISCARD_FACTOR = 4
+DISCARD_MIN_BYTES = 256 * 1024 * 1024
+_DEFAULTS = Settings()
+
+
+def discard_limit(max_body_bytes: int) -> int:
+    """How much of an answered request's body is read and thrown away before closing."""
+    return max(DISCARD_FACTOR * max_body_bytes, DISCARD_MIN_BYTES)
+
+
+def http_protocol(settings: Settings) -> type[GatewayHttpProtocol]:
+    """The protocol class for uvicorn's `Config(http=...)`, with the settings' limits."""
+    return type("GatewayHttpProtocol", (GatewayHttpProtocol,), {
+        "header_timeout_s": settings.header_timeout_s,
+        "body_timeout_s": settings.body_timeout_s,
+        "discard_bytes": discard_limit(settings.max_body_bytes),
+    })
+
+
+async def adopt_pending_connections(server: uvicorn.Server) -> None:
+    """Stop listening, first accepting the connections the kernel has queued (they would be
+    reset by the close) and serving them as any other (the shutdown then drains them)."""
+    pending: list[socket.socket] = []
+    for listener in server.servers:
+        for sock in listener.sockets:
+            with socket.socket(fileno=os.dup(sock.fileno())) as queue:
+                queue.setblocking(False)
+                while True:
+                    try:
+                        pending.append(queue.accept()[0])
+                    except OSError:  # BlockingIOError: the queue is empty
+                        break
+        listener.close()
+    if not pending:
+        return
+    config = server.config
+
+    def create_protocol() -> asyncio.Protocol:
+        return config.http_protocol_class(  # type: ignore[call-arg]
+            config=config, server_state=server.server_state, app_state=server.lifespan.state)
+
+    async def adopt(connection: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(create_protocol, connection, ssl=config.ssl)
+        except (OSError, ValueError):  # gone already, or a failed TLS handshake
+            with contextlib.suppress(OSError):
+                connection.close()
+
+    await asyncio.gather(*(adopt(connection) for connection in pending))
+
+
+class GatewayHttpProtocol(HttpToolsProtocol):
+    """One HTTP/1.1 connection (see the module's docstring)."""
+
+    header_timeout_s: ClassVar[float] = _DEFAULTS.header_timeout_s
+    body_timeout_s: ClassVar[float] = _DEFAULTS.body_timeout_s
+    discard_bytes: ClassVar[int] = discard_limit(_DEFAULTS.max_body_bytes)
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.header_timer: TimerHandle | None = None
+        self.body_timer: TimerHandle | None = None
+        self.timed_out: object = None  # the scope of the request whose body came too late
+        self.app = _BodyDeadline(self.app, self)
+        self.linger_timer: TimerHandle | None = None
+        self.in_headers = False  # a request's headers are arriving
+        self.in_body = False  # its body is arriving
+        self.body_deadline = 0.0  # when the request's body must have come in full
+        self.discarded = 0  # body bytes of an answered request thrown away
+        self.body_seen = False  # some of the request's body has come
+        self.close_when_read = False  # close once the answered request's body has been read
+        self.stopping = False  # the server is shutting down
+        self.idle_since = 0.0
+        self.cycle_transport: _CycleTransport | None = None
+
+    # -- connection
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.cycle_transport = _CycleTransport(transport, self)
+        self.idle_since = self.loop.time()
+        self.header_timer = self.loop.call_later(self.header_timeout_s, self.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self.header_timer, self.body_timer, self.linger_timer):
+            if timer is not None:
+                timer.cancel()
+        self.header_timer = self.body_timer = self.linger_timer = None
+        super().connection_lost(exc)
+
+    def close(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.in_headers and self.header_timer is None:  # armed only when headers come in parts
+            self.header_timer = self.loop.call_later(self.header_timeout_s, self.header_timeout)
+        elif self.in_body and self.body_timer is None and not self.transport.is_closing():  # likewise
+            self.body_timer = self.loop.call_at(self.body_deadline, self.body_timeout)
+
+    # -- parser callbacks
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_headers = True
+        self.discarded = 0
+
+    def on_headers_complete(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+        self.in_headers, self.in_body, self.body_seen = False, True, False
+        self.body_deadline = self.loop.time() + self.body_timeout_s
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:
+            assert self.cycle_transport is not None
+            cycle.transport = self.cycle_transport  # its close() waits for the body to be read
+            if self.stopping:
+                cycle.keep_alive = False
+
+    def on_body(self, body: bytes) -> None:
+        self.body_seen = True
+        if self.cycle.response_complete:  # answered already: discard, up to a bound
+            self.discarded += len(body)
+            if self.discarded > self.discard_bytes:
+                self.close()
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.in_body = False
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
+        if self.cycle.response_complete:  # the body of an answered request has been read
+            if self.linger_timer is not None:
+                self.linger_timer.cancel()
+                self.linger_timer = None
+            if self.close_when_read:
+                self.close()
+            elif not self.pipeline and self.timeout_keep_alive_task is None:
+                self.idle_since = self.loop.time()
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def body_timeout(self) -> None:
+        """The body did not come in time: the app's next (or pending) receive raises."""
+        self.body_timer = None
+        cycle = self.cycle
+        if self.in_body and not cycle.response_complete:
+            self.timed_out = cycle.scope
+            cycle.message_event.set()
+
+    # -- answers
+
+    def close_after_response(self) -> None:
+        """The answer asks for the connection to close: at once, unless the client is still
+        sending the request's body (then once it has been read, within the bounds)."""
+        if self.in_body and self.cycle.response_complete and not self.transport.is_closing():
+            self.close_when_read = True
+        else:
+            self.close()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self.idle_since = self.loop.time()
+        if self.transport.is_closing():
+            return
+        if self.in_body and self.cycle.response_complete:  # answered before the body came in full
+            self._unset_keepalive_if_required()  # read the rest (uvicorn resumed reading), bounded
+            delay = self.body_deadline - self.loop.time()
+            if delay <= 0 or (self.expect_100_continue and not self.body_seen):  # none will come
+                self.close()
+            else:
+                self.linger_timer = self.loop.call_later(delay, self.close)
+        elif self.stopping and not self.pipeline:
+            self.close()
+
+    def header_timeout(self) -> None:
+        """The request's headers did not come in time: 408 if it had begun, else a close."""
+        self.header_timer = None
+        if self.transport.is_closing():
+            return
+        if self.in_headers:
+            body = orjson.dumps({"error": {"code": "request_timeout", "message":
+                                           f"request headers not received within {self.header_timeout_s:g} s"}})
+            defaults = self.server_state.default_headers
+            self.transport.write(b"".join([
+                STATUS_LINE[408], *(name + b": " + value + b"\r\n" for name, value in defaults),
+                b"content-type: application/json\r\ncontent-length: ", str(len(body)).encode(),
+                b"\r\nconnection: close\r\n\r\n", body]))
+        self.close()
+
+    # -- shutdown
+
+    def shutdown(self) -> None:
+        """The server stops: answer what is in flight with `Connection: close`; close an idle
+        connection once it has been idle for IDLE_CLOSE_S (a request arriving before is served)."""
+        self.stopping = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+        elif self.in_body:  # an answered request's body is arriving: close once it is read
+            self.close_when_read = True
+        elif self.in_headers:  # a request is arriving: served, answered with Connection: close
+            pass
+        else:
+            delay = self.idle_since + IDLE_CLOSE_S - self.loop.time()
+            if delay <= 0:
+                self.close()
+            else:
+                self.linger_timer = self.loop.call_later(delay, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        self.linger_timer = None
+        if not (self.in_headers or self.in_body) and (self.cycle is None or self.cycle.response_complete):
+            self.close()
+
+
+class _BodyDeadline:
+    """The app as the connection runs it, with a `receive` that raises RequestTimeout once the
+    protocol has found the request's body late."""
+
+    __slots__ = ("app", "protocol")
+
+    def __init__(self, app: ASGI3Application, protocol: GatewayHttpProtocol) -> None:
+        self.app = app
+        self.protocol = protocol
+
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        protocol = self.protocol
+
+        async def receive_in_time() -> ASGIReceiveEvent:
+            message = await receive()
+            if protocol.timed_out is scope:
+                raise RequestTimeout(f"request body not received within {protocol.body_timeout_s:g} s")
+            return message
+
+        await self.app(scope, receive_in_time, send)
+
+
+class _CycleTransport(asyncio.Transport):
+    """The connection's transport as a request-response cycle sees it: writes go through;
+    the close that follows an answer asks the protocol first."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GatewayHttpProtocol) -> None:
+        super().__init__()
+        self.transport = transport
+        self.protocol = protocol
+        self.write = transport.write  # type: ignore[method-assign]
+        self.is_closing = transport.is_closing  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        self.protocol.close_after_response()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
