@@ -244,7 +244,8 @@ async def _serve_app(settings: Settings, app: Starlette, applications: list[str]
 
 def bound_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
     """A bound TCP socket; with SO_REUSEPORT (`reuse_port`) each worker binds its own on the
-    same port and the kernel spreads new connections over them."""
+    same port and the kernel spreads new connections over them. Not inheritable (Python's
+    default): the runtimes started after it must not hold the port open once the gateway closes it."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                          flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
@@ -256,7 +257,6 @@ def bound_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
     return sock
 
 
