@@ -78,3 +78,18 @@ def test_status_and_metadata(gateway: FuzzGateway, connection: Connection, data:
     assume(NEWLINE not in path)
     body = None if method in ("GET", "HEAD") else data.draw(st.binary(max_size=30), "body")
     check(gateway, connection, Request(method, path, tuple(headers), body))
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/gateway/models/toy/versions/{}", b'{"input_1": [[1, 2]]}'),
+    ("POST", "/v1/models/toy/versions/{}:predict", b'{"instances": [[1, 2]]}'),
+    ("POST", "/v1/models/Toy/versions/{}:classify", b'{"examples": [{"x": [1.0]}]}'),
+    ("GET", "/v1/models/toy/versions/{}", None),
+    ("GET", "/v1/models/toy/versions/{}/metadata", None),
+])
+def test_versions_beyond_int64_are_not_found(gateway: FuzzGateway, connection: Connection, method: str,
+                                             path: str, body: bytes | None) -> None:
+    """TF Serving's versions are int64: a larger one names no version (it answered 500 and reset)."""
+    for version in ("9223372036854775807", "9223372036854775808", "99999999999999999999"):
+        answer = check(gateway, connection, Request(method, path.format(version), (), body))
+        assert answer.status == 404, (version, answer.body)
