@@ -69,10 +69,33 @@ def loads(body: bytes | str) -> Any:
         raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
         if any(token in raw for token in _NON_FINITE_TOKENS):
             try:
-                return json.loads(raw.decode("utf-8"))
-            except (ValueError, UnicodeDecodeError):
+                document = json.loads(raw.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 pass
+            else:
+                # orjson refuses lone surrogates (\ud800), the standard library keeps them.
+                if b"\\u" not in raw or not _has_lone_surrogate(document):
+                    return document
         raise CodecError(f"request body is not valid JSON: {fast_error}") from None
+
+
+def _has_lone_surrogate(document: Any) -> bool:
+    """Whether a string of a parsed document holds a lone surrogate (walked without recursion)."""
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+    return False
 
 
 def may_hold_bools(body: bytes) -> bool:

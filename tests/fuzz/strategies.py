@@ -121,15 +121,20 @@ DEEP_LISTS = st.one_of(st.integers(1, 64), st.integers(1024, 1100))
 
 @st.composite
 def deep_nest(draw: st.DrawFn, depths: st.SearchStrategy[int] = DEEP_LISTS) -> Raw:
-    """A value nested `depth` deep: lists (the leaf a number, a string, or nothing), or objects."""
-    depth = draw(depths)
-    leaf = draw(st.sampled_from(["1", "1.5", '"a"', "", "[]", "null", '{"b64":"YQ=="}']))
-    if draw(st.booleans()):
+    """A value nested deep: lists `depths` deep (the leaf a number, a string, or nothing), a
+    ragged pair of them, or objects, or objects and lists in turn (both up to 1100 deep)."""
+    leaf = draw(st.sampled_from(["1", "1.5", '"a"', "", "[]", "null", '{"b64":"YQ=="}', "NaN", '"\\ud800"']))
+    form = draw(st.sampled_from(["lists", "ragged", "objects", "alternating"]))
+    if form == "lists":
+        depth = draw(depths)
         return Raw("[" * depth + leaf + "]" * depth)
-    if draw(st.booleans()):
-        # ragged at the bottom: [[[1]], [[1, 2]]] deepened
+    if form == "ragged":  # [[[1]], [[1, 2]]] deepened
+        depth = draw(depths)
         return Raw("[" + "[" * depth + "1" + "]" * depth + "," + "[" * depth + "1,2" + "]" * depth + "]")
-    return Raw('{"a":' * depth + (leaf or "1") + "}" * depth)
+    depth = draw(st.integers(1, 1100))
+    if form == "objects":
+        return Raw('{"a":' * depth + (leaf or "1") + "}" * depth)
+    return Raw('[{"a":' * (depth // 2) + (leaf or "1") + "}]" * (depth // 2))
 
 
 # ---------------------------------------------------------------- contract-aware values
