@@ -7,7 +7,7 @@
 - a body of strict JSON (native routes: no NaN/Infinity tokens; TF Serving's routes write them, as
   TF Serving does) of the documented shape: `{"error": {"code", "message", "field"?}}` natively,
   `{"error": "..."}` on /v1; a raw tensor only on the binary path, its size matching its headers;
-- `x-request-id` on every answer;
+- `x-request-id` on every answer, the client's own when it sent a sane one;
 - the keep-alive connection answers a following request;
 - an answer within the client's timeout (no hang).
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import unquote
@@ -26,6 +27,7 @@ from hypothesis import assume, currently_in_test_context, event
 from tests.fuzz.harness import Answer, Connection, FuzzGateway, Request
 from tests.fuzz.strategies import deadline_of
 
+SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")  # echoed as it is (README: "the client's own")
 CLIENT_ERRORS = frozenset({400, 404, 405, 413, 415})
 ITEMSIZES = {"int8": 1, "uint8": 1, "bool": 1, "int16": 2, "uint16": 2, "float16": 2, "int32": 4, "uint32": 4,
              "float32": 4, "int64": 8, "uint64": 8, "float64": 8, "complex64": 8, "complex128": 16}
@@ -81,7 +83,9 @@ KNOWN_NATIVE_NON_FINITE = "a native 200 answer holds a bare NaN/Infinity token"
 def _problem(request: Request, answer: Answer, expect: Expect) -> str:
     tf_route = is_tf_route(request.path)
     status = answer.status
-    sent = dict((name.lower(), value) for name, value in request.headers)
+    sent: dict[str, bytes] = {}
+    for name, value in request.headers:
+        sent.setdefault(name.lower(), value)  # the gateway reads the first of repeated headers
     if status == 307 and unquote(request.path.split("?", 1)[0]).endswith("/"):
         return ""  # Starlette's redirect from a trailing slash (to the path without it)
     if status != 200 and status not in CLIENT_ERRORS and not (
@@ -91,6 +95,9 @@ def _problem(request: Request, answer: Answer, expect: Expect) -> str:
         return f"the keep-alive connection did not answer a following request: {answer.follow_up}"
     if "x-request-id" not in answer.headers:
         return "no x-request-id on the answer"
+    client_id = sent.get("x-request-id", b"")
+    if SANE_REQUEST_ID.fullmatch(client_id) and answer.headers["x-request-id"] != client_id.decode():
+        return f"the client's x-request-id {client_id!r} did not come back"
     if request.method == "HEAD":
         return ""
     body = answer.body

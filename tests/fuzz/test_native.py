@@ -19,7 +19,7 @@ from tests.fuzz.routes import (
     served_name,
     suffix_for,
 )
-from tests.fuzz.strategies import common_headers, document, header_text
+from tests.fuzz.strategies import common_headers, document, header_text, one_in
 
 
 @fuzz_settings(300)
@@ -53,8 +53,10 @@ def test_wrong_methods_and_paths(gateway: FuzzGateway, connection: Connection, d
                          "/gateway/models/toy", "/gateway/models/increment_model/versions/1",
                          "/gateway/models/toy/labels/stable", "/gateway/applications/", "/gateway/applications",
                          "/gateway/models/toy/versions/x", "/gateway/applications/a/b", "/gateway",
-                         "/health/live", "/health/ready", "/metrics", "/", "/%", "/gateway/models/%2F"]),
+                         "/health/live", "/health/ready", "/", "/%", "/gateway/models/%2F"]),
     ), "path")
+    if data.draw(one_in(4), "query"):
+        path += "?" + data.draw(st.sampled_from(["", "x=1", "a=%ff&b", "%", "number=1", "?", "#"]), "query string")
     headers = data.draw(common_headers(), "headers")
     body = data.draw(st.one_of(st.none(), st.binary(max_size=40)), "body") if method != "HEAD" else None
     check(gateway, connection, Request(method, path, tuple(headers), body))
