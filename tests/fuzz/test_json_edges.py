@@ -44,3 +44,15 @@ def test_a_valid_surrogate_pair_with_nan_is_read(gateway: FuzzGateway, connectio
     answer = check(gateway, connection, Request("POST", "/v1/models/scaler_model:predict", JSON,
                                                 b'{"inputs": ' + body + b"}"))
     assert answer.status == 200, answer.body
+
+
+@pytest.mark.parametrize("levels", [1024, 1025, 1100])
+def test_nesting_with_nan_is_bounded_as_without(gateway: FuzzGateway, connection: Connection, levels: int) -> None:
+    """orjson's bound (1024 levels) holds for bodies only the standard library parses, whatever
+    the interpreter's recursion limit (hypothesis raises it while its tests run)."""
+    inner = "[" * (levels - 2) + "{}" + "]" * (levels - 2)
+    body = f'{{"instances": [[1, 2]], "signature_name": {inner}, "x": NaN}}'.encode()
+    answer = check(gateway, connection, Request("POST", "/v1/models/toy:predict", JSON, body))
+    assert answer.status == 400, answer.body
+    if levels > 1024:
+        assert b"depth limit exceeded" in answer.body or b"nested deeper than 1024" in answer.body, answer.body
