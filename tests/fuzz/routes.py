@@ -3,6 +3,7 @@ Serving models), request builders, and the hypothesis settings every property sh
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import quote
 
@@ -53,8 +54,10 @@ TF_NAMES = {"Toy": "toy", "Toy_double": "toy_double", "Echo": "echo"}  # TF Serv
 
 
 def fuzz_settings(default_examples: int) -> settings:
-    """A fixed number of examples, derandomized (the same inputs on every run), no deadline."""
-    return settings(max_examples=examples(default_examples), deadline=None, derandomize=True, database=None,
+    """A fixed number of examples, derandomized (the same inputs on every run; `FUZZ_RANDOM=1`
+    draws new ones, `--hypothesis-seed` picks them), no deadline."""
+    return settings(max_examples=examples(default_examples), deadline=None,
+                    derandomize=not os.environ.get("FUZZ_RANDOM"), database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
 

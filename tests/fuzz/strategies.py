@@ -107,7 +107,8 @@ def _b64() -> st.SearchStrategy[Any]:
 
 b64_values = _b64()
 scalars: st.SearchStrategy[Any] = st.one_of(
-    st.none(), st.booleans(), ints, floats, number_tokens, texts, b64_values, st.sampled_from(NON_FINITE))
+    st.none(), st.booleans(), ints, floats, number_tokens, texts, b64_values, st.sampled_from(NON_FINITE),
+    bad_tokens)
 any_json: st.SearchStrategy[Any] = st.recursive(
     scalars,
     lambda children: st.one_of(st.lists(children, max_size=4),
