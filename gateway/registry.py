@@ -117,6 +117,8 @@ class Registry:
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Target:
         """The model `name` (or, failing that, the one whose backend serves a model of that
         name) at a version or label; NotFound otherwise."""
+        if version is not None and version >= 2**63:  # TF Serving's versions are int64
+            raise NotFound(f"model {name!r} has no version {version}")
         if not any(model_name == name for model_name, _ in self._manifests):
             serving = [m for m in self._manifests.values()
                        if m.backend is not None and m.backend.model_name == name]

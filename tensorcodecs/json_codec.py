@@ -37,6 +37,7 @@ import binascii
 import functools
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from itertools import chain
 from typing import Any
@@ -68,10 +69,48 @@ def loads(body: bytes | str) -> Any:
         raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
         if any(token in raw for token in _NON_FINITE_TOKENS):
             try:
-                return json.loads(raw.decode("utf-8"))
-            except (ValueError, UnicodeDecodeError):
+                document = json.loads(raw.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 pass
+            else:
+                problem = _fallback_problem(document, raw)
+                if problem is None:
+                    return document
+                raise CodecError(f"request body is not valid JSON: {problem}") from None
         raise CodecError(f"request body is not valid JSON: {fast_error}") from None
+
+
+_MAX_DEPTH = 1024  # orjson's nesting limit, kept by the standard library's parse too
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')  # a JSON string token, escapes included
+
+
+def _fallback_problem(document: Any, raw: bytes) -> str | None:
+    """What orjson would have refused in a document the standard library parsed: nesting past
+    `_MAX_DEPTH` (the standard library's bound is the interpreter's recursion limit) and lone
+    surrogates (it keeps them). Both are read from the text at C speed, only when it can hold them."""
+    if raw.count(b"[") + raw.count(b"{") > _MAX_DEPTH:
+        marks = np.frombuffer(_STRING.sub(b"", raw), dtype=np.uint8)  # brackets in strings are text
+        if int(np.cumsum(_DEPTH_STEP[marks]).max()) > _MAX_DEPTH:
+            return f"nested deeper than {_MAX_DEPTH} levels"
+    if _SURROGATE_ESCAPE.search(raw):
+        for token in _STRING.findall(raw):
+            if _SURROGATE_ESCAPE.search(token) and not _is_utf8(json.loads(token)):
+                return "a string holds a lone surrogate"
+    return None
+
+
+_DEPTH_STEP = np.zeros(256, dtype=np.int8)  # by byte: +1 for an opening bracket, -1 for a closing one
+_DEPTH_STEP[list(b"[{")] = 1
+_DEPTH_STEP[list(b"]}")] = -1
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def may_hold_bools(body: bytes) -> bool:
