@@ -391,6 +391,7 @@ async def test_a_backend_down_at_start_is_503_then_discovered_on_first_use(tmp_p
         response = await client.post("/v1/models/toy:predict", json={"instances": BATCH})
         assert response.status_code == 503
         assert response.json()["error"] == "the backend of model toy is unavailable"  # no address
+        assert response.headers["retry-after"] == "1"
         assert (await client.get("/health/ready")).status_code == 503
         server.port = port
         await server.start()
