@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.app import GatewayApp, create_app
+from gateway.backends import UnavailableBackend
 from gateway.errors import (
     GRPC_TO_HTTP,
     BackendUnavailable,
@@ -188,5 +189,29 @@ async def test_a_model_that_did_not_start_is_503_without_its_paths(example_confi
     assert response.status_code == 503
     assert response.json()["error"] == {
         "code": "backend_unavailable",
-        "message": "model scaler_model:1 is unavailable: src/func_main.py:2: model scaler_model: syntax error: "
-                   'invalid syntax (in util.py); last output: File "__init__.py", line 126'}
+        "message": "model scaler_model:1 is unavailable: it failed to load: SyntaxError at src/func_main.py:2"}
+    assert "/usr/lib" not in response.text
+
+
+FOLDER = Path("/srv/my models/broken")
+
+
+@pytest.mark.parametrize(("failure", "message"), [
+    (f"runtime exited with code 2; last output:\n  runtime: cannot load {FOLDER}: {FOLDER}/src/func_main.py:2: "
+     "model broken: syntax error: '(' was never closed", "it failed to load: SyntaxError at src/func_main.py:2"),
+    (f"model broken:1: {FOLDER}/src/func_main.py:7: model broken: importing failed: ValueError: no /data at "
+     "10.0.0.1:80", "it failed to load: ValueError at src/func_main.py:7"),
+    (f'runtime exited with code 1; last output:\n  File "{FOLDER}/src/util.py", line 3, in <module>',
+     "it failed to load: an error at src/util.py:3"),
+    ("runtime exited with code -9; last output:\n  connecting to 10.0.0.1:8500 from /home/u/x y/z",
+     "its runtime exited with code -9"),
+    (f"not healthy within 30s (is {FOLDER} stuck loading?); last output:\n  loading ~/weights/a.bin",
+     "its runtime was not ready within 30s"),
+    ("model broken:1: install-command 'pip install -r /data/req.txt' failed with exit code 1; last output:\n  x",
+     "its install-command failed with exit code 1"),
+    ("a reason nobody foresaw, naming /data and db:5432", "its runtime did not start"),
+])
+def test_a_model_that_did_not_start_is_described_in_the_gateways_words(failure: str, message: str) -> None:
+    backend = UnavailableBackend.for_model("broken:1", failure, FOLDER)
+    assert backend.reason == f"model broken:1 is unavailable: {message}"
+    assert backend.error().log_detail == failure  # the whole of it, for the log
