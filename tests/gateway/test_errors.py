@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -16,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.app import GatewayApp, create_app
+from gateway.auth import Authenticator
 from gateway.backends import UnavailableBackend
 from gateway.errors import (
     GRPC_TO_HTTP,
@@ -26,6 +28,7 @@ from gateway.errors import (
     from_grpc_status,
 )
 from gateway.manifests import Config, load_config
+from gateway.observability import RequestObserver
 from gateway.settings import Settings
 from tests.conftest import free_port, serve_app
 
@@ -150,6 +153,59 @@ async def test_an_unexpected_error_is_500_and_the_connection_is_kept(served: tup
             else:  # the same connection serves the next request
                 assert head.startswith(b"HTTP/1.1 200 ")
                 assert answer == {"number": [2]}
+    finally:
+        writer.close()
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str,
+                    body: bytes) -> tuple[bytes, Any]:
+    """One POST on an open connection: the answer's head and its JSON body."""
+    writer.write(b"POST %s HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
+                 b"content-length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    return head, orjson.loads(await reader.readexactly(length))
+
+
+FAST, STACK = "/gateway/applications/increment_app", "/gateway/models/increment_model"
+
+
+@pytest.mark.parametrize("path", [FAST, STACK])
+@pytest.mark.parametrize(("owner", "hook", "answered"), [
+    (RequestObserver, "begin", False),  # observability, before anything is sent
+    (Authenticator, "admit", False),  # auth
+    (RequestObserver, "end", True),  # observability, once the answer is out
+])
+async def test_a_fault_in_any_layer_is_answered_and_the_connection_kept(
+        served: tuple[str, GatewayApp], monkeypatch: pytest.MonkeyPatch, path: str, owner: type,
+        hook: str, answered: bool) -> None:
+    url, _ = served
+    original = getattr(owner, hook)
+    faults: list[str] = []
+
+    def fails_once(self: object, *args: Any) -> Any:
+        if not faults:
+            faults.append(hook)
+            raise RuntimeError(f"a bug in {hook}")
+        return original(self, *args)
+
+    monkeypatch.setattr(owner, hook, fails_once)
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        head, answer = await _exchange(reader, writer, path, b'{"number": [1]}')
+        assert faults == [hook]
+        if answered:  # the fault came after a whole answer: it stands
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert answer == {"number": [2]}
+        else:
+            assert head.startswith(b"HTTP/1.1 500 ")
+            assert answer["error"]["code"] == "internal"
+        head, answer = await _exchange(reader, writer, path, b'{"number": [5]}')  # the same connection
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert answer == {"number": [6]}
     finally:
         writer.close()
 
