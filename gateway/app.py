@@ -89,10 +89,10 @@ def create_app(settings: Settings, config: Config | None = None,
     app = GatewayApp(
         PredictFastPath(observer, authenticator),
         routes=[*native.routes, *tfserving.routes, *admin.routes, *health.routes, *metrics.routes],
-        middleware=[Middleware(ObservabilityMiddleware, observer=observer),
+        middleware=[Middleware(UnexpectedErrors),  # outermost: a fault in any layer is answered too
+                    Middleware(ObservabilityMiddleware, observer=observer),
                     Middleware(AuthMiddleware, authenticator=authenticator),
-                    Middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES),
-                    Middleware(UnexpectedErrors)],
+                    Middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES)],
         exception_handlers={GatewayError: gateway_error, HTTPException: http_error,
                             Exception: unexpected_error},
         lifespan=lifespan,
@@ -147,8 +147,8 @@ class PredictFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         started = time.perf_counter()
-        request_id = self.observer.begin(scope)
         status, bytes_in, bytes_out = 500, 0, 0
+        phase = _BEFORE_ANSWER  # what UnexpectedErrors learns from the messages, known here
 
         async def receive_counting() -> Message:
             nonlocal bytes_in
@@ -158,22 +158,28 @@ class PredictFastPath:
             return message
 
         try:
-            if not self.authenticator.admit(scope):
-                response = self.authenticator.refusal(scope)  # before routing, as in the stack
-            else:
-                scope["path_params"] = {"name": name}
-                scope["route"] = self.routes[scope["path"][:-len(name)]]
-                request = Request(scope, receive_counting)
-                try:
-                    response = await native.predict_application(request)
-                except GatewayError as error:
-                    response = await gateway_error(request, error)
-                except Exception as error:  # noqa: BLE001 - answered as the app's handler would
-                    response = await unexpected_error(request, error)
-            status = response.status_code
-            bytes_out = await self._send(scope, receive, send, response, request_id)
-        finally:
-            self.observer.end(scope, status, bytes_in, bytes_out, started)
+            request_id = self.observer.begin(scope)
+            try:
+                if not self.authenticator.admit(scope):
+                    response = self.authenticator.refusal(scope)  # before routing, as in the stack
+                else:
+                    scope["path_params"] = {"name": name}
+                    scope["route"] = self.routes[scope["path"][:-len(name)]]
+                    request = Request(scope, receive_counting)
+                    try:
+                        response = await native.predict_application(request)
+                    except GatewayError as error:
+                        response = await gateway_error(request, error)
+                    except Exception as error:  # noqa: BLE001 - answered as the app's handler would
+                        response = await unexpected_error(request, error)
+                status = response.status_code
+                phase = _ANSWERING
+                bytes_out = await self._send(scope, receive, send, response, request_id)
+                phase = _ANSWERED
+            finally:
+                self.observer.end(scope, status, bytes_in, bytes_out, started)
+        except Exception as error:  # noqa: BLE001 - answered, logged or re-raised by phase
+            await _answer_unexpected(scope, receive, send, error, phase)
 
     @staticmethod
     async def _send(scope: Scope, receive: Receive, send: Send, response: Response, request_id: bytes) -> int:
@@ -277,10 +283,15 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, {"error": {"code": code, "message": message}}, exc.headers)
 
 
+_BEFORE_ANSWER, _ANSWERING, _ANSWERED = range(3)
+
+
 class UnexpectedErrors:
-    """Answers an exception no handler took with 500 `internal`, inside the stack: Starlette's
-    own handler for `Exception` runs in ServerErrorMiddleware, which re-raises after answering,
-    and uvicorn then drops the connection (the client's next request on it fails too)."""
+    """Answers an exception raised anywhere in the stack (a route, or a middleware such as
+    observability, auth or gzip) with 500 `internal` and keeps the connection: it is the
+    outermost layer, because Starlette's own handler for `Exception` runs in
+    ServerErrorMiddleware, which re-raises after answering, and uvicorn then drops the
+    connection (the client's next request on it fails too)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -289,19 +300,36 @@ class UnexpectedErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        phase = _BEFORE_ANSWER
 
         async def send_tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+            nonlocal phase
+            if message["type"] == "http.response.start":
+                phase = _ANSWERING
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                phase = _ANSWERED
 
         try:
             await self.app(scope, receive, send_tracking)
-        except Exception as error:
-            if started:
-                raise  # half an answer is out: only closing the connection can tell the client
-            await (await unexpected_error(Request(scope, receive), error))(scope, receive, send)
+        except Exception as error:  # noqa: BLE001 - answered, logged or re-raised by phase
+            await _answer_unexpected(scope, receive, send, error, phase)
+
+
+async def _answer_unexpected(scope: Scope, receive: Receive, send: Send, error: Exception, phase: int) -> None:
+    """After `error` escaped a request at `phase`: answer 500 `internal` (with the request id)
+    if nothing was sent yet, only log it once the whole answer is out; re-raise when half an
+    answer is out, since only closing the connection can tell the client."""
+    if phase == _ANSWERING:
+        raise error
+    request = Request(scope, receive)
+    response = await unexpected_error(request, error)
+    if phase == _ANSWERED:
+        return  # logged; the connection serves the next request
+    request_id = scope.get("state", {}).get("request_id")
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER.decode()] = request_id
+    await response(scope, receive, send)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -17,6 +17,7 @@ docs/PERFORMANCE.md for the measured MB/s).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -32,6 +33,7 @@ BINARY_TYPE = "application/octet-stream"
 NAME_HEADER = "x-tensor-name"
 DTYPE_HEADER = "x-tensor-dtype"
 SHAPE_HEADER = "x-tensor-shape"
+_SIZE = re.compile(r"[0-9]+")  # digits only: int() also takes "1_0", "+1" and " -0"
 MAX_ARRAY_BYTES = np.iinfo(np.intp).max  # numpy's bound on an array's size, empty arrays included
 
 
@@ -92,13 +94,10 @@ def decode_binary(headers: Mapping[str, str], body: bytes, specs: Mapping[str, T
 def _parse_shape(text: str, name: str, itemsize: int) -> tuple[int, ...]:
     """`x-tensor-shape` as sizes (a client error naming the input when it is not one, or one
     no array can have, even an empty one: numpy bounds the product of the non-zero sizes)."""
-    try:
-        shape = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ContractViolation(f"{SHAPE_HEADER} must be comma-separated sizes, got {text!r}",
-                                field=name) from None
-    if any(size < 0 for size in shape):
-        raise ContractViolation(f"{SHAPE_HEADER} has a negative size: {text!r}", field=name)
+    parts = [part.strip() for part in text.split(",")] if text.strip() else []  # "": a scalar
+    if not all(_SIZE.fullmatch(part) for part in parts):
+        raise ContractViolation(f"{SHAPE_HEADER} must be comma-separated sizes, got {text!r}", field=name)
+    shape = tuple(int(part) for part in parts)
     if len(shape) > MAX_RANK:
         raise ContractViolation(f"{SHAPE_HEADER} has {len(shape)} dimensions; a tensor has at most {MAX_RANK}",
                                 field=name)

@@ -12,10 +12,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import grpc
+
 from gateway.backends import NDArray, Prediction, UnavailableBackend
 from gateway.backends.tfserving import TFServingBackend
 from gateway.errors import (
     BackendError,
+    BackendUnavailable,
     BadRequest,
     DeadlineExceeded,
     GatewayError,
@@ -23,8 +26,9 @@ from gateway.errors import (
     Overloaded,
     TooManyRequests,
 )
+from gateway.lookups import SharedLookups
 from gateway.observability import Metrics
-from gateway.registry import Application, Model, Registry, Target
+from gateway.registry import Application, Model, Registry, SelectorKey, Target
 from gateway.routing import choose_variant
 from protos.tensorflow_serving.classification_pb2 import ClassificationResponse
 from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataResponse
@@ -74,21 +78,24 @@ class DataPlane:
         self.metrics = metrics
         self.in_flight = 0
         self._app_in_flight: dict[str, int] = {}
+        self.contract_lookups: SharedLookups[tuple[int, SelectorKey], dict[str, Signature]] = SharedLookups()
 
     def application(self, name: str) -> Application:
         """The application called `name` (NotFound otherwise)."""
         return self.registry.application(name)
 
     async def with_contract(self, app: Application, context: RequestContext) -> Application:
-        """`app` with its contract known: a model whose contract comes from its backend and
-        could not be discovered yet (its server was down at start) is asked now, so that a
-        request is checked against the real contract, or fails with the backend's 503."""
-        pending = [model for model in (app.stages[0][0].model, app.stages[-1][0].model)
-                   if not model.manifest.contract_declared and (None, None) not in model.contracts.by_selector]
+        """`app` with the contract of every stage's models known: a model whose contract comes
+        from its backend and could not be discovered yet (its server was down at start) is
+        asked now, so that a request is checked against the real contract and each stage is
+        sent its model's inputs, or fails with that backend's 503 before any stage runs."""
+        pending = {id(variant.model): variant.model for stage in app.stages for variant in stage
+                   if not variant.model.manifest.contract_declared
+                   and (None, None) not in variant.model.contracts.by_selector}
         if not pending:
             return app
-        for model in pending:
-            await self._signatures(Target(model), context.remaining())
+        timeout = context.remaining()
+        await asyncio.gather(*(self._signatures(Target(model), timeout) for model in pending.values()))
         return self.registry.applications.get(app.name, app)
 
     async def predict(self, app: Application, inputs: Mapping[str, NDArray],
@@ -204,7 +211,23 @@ class DataPlane:
             raise backend.error()
         if not isinstance(backend, TFServingBackend):
             raise NotFound(f"model {model.label} does not describe its signatures")
-        response = await backend.metadata(timeout, target.selector)
+        # By the Model's id: a reload builds new ones (and forgets every failure).
+        return await self.contract_lookups.get((id(model), target.key),
+                                               lambda: self._describe(target, backend, timeout))
+
+    async def _describe(self, target: Target, backend: TFServingBackend, timeout: float) -> dict[str, Signature]:
+        """Ask the backend for `target`'s signatures and keep them."""
+        model = target.model
+        try:
+            response = await backend.metadata(timeout, target.selector)
+        except GatewayError as error:
+            # TF Serving answers NOT_FOUND for a model in its config that it has not loaded yet
+            # as for one it does not have: the manifest says this one exists, so it is not ready
+            # (a version the request named stays a 404, as TF Serving answers it).
+            if error.grpc_code is grpc.StatusCode.NOT_FOUND and target.selector is None:
+                raise BackendUnavailable(f"model {model.label} is not available on its backend yet: "
+                                         f"{error.message}", log_detail=error.log_detail) from None
+            raise
         try:
             signatures = signatures_from_metadata(response)
         except CodecError as error:
@@ -217,11 +240,13 @@ class DataPlane:
 
     async def discover(self, timeout: float) -> dict[str, str]:
         """Ask every TF Serving model without a declared contract for its signatures; the
-        models that could not answer, with the reason (they are asked again on first use)."""
+        models that could not answer, with the reason (they are asked again by requests, one
+        call at a time per model and not before the back-off of `contract_lookups` ends)."""
         models = [m for m in self.registry.models.values()
                   if not m.manifest.contract_declared and isinstance(m.backend, TFServingBackend)]
         for model in models:
             model.contracts.clear()
+        self.contract_lookups.forget()
         results = await asyncio.gather(*(self._signatures(Target(m), timeout) for m in models),
                                        return_exceptions=True)
         failures: dict[str, str] = {}

@@ -22,7 +22,8 @@ Deliberate differences from TF Serving, each for a stricter or a more complete c
   rules, complex numbers are `[real, imag]` pairs;
 - `bytes` fields accept plain text as its UTF-8 bytes as well as `{"b64": ...}`;
 - float16 answers are written as the shortest text that reads back as the same float16 (TF
-  Serving writes the float32 text of the value: `0.099975586` for float16 0.1, here `0.1`);
+  Serving's WriteDecimal would write the float32 text of the value: `0.0999755859` for float16
+  0.1, here `0.1`);
 - answers are strict JSON: NaN, Infinity and -Infinity are written as `null` (requests may use the
   literals, as for TF Serving; its REST API, `tfserving_json`, also writes them);
 - string answers that are not valid UTF-8 are written as `{"b64": ...}` rather than as invalid

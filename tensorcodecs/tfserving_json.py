@@ -5,7 +5,11 @@ its HTTP handler: row (`instances`) and columnar (`inputs`) requests, `predictio
 `outputs` answers, `{"b64": ...}` strings, shapes inferred from the first element of each
 list, NaN/Infinity, the int/float rules, tf.Example JSON for classify/regress, and TF's
 error messages. Errors are `CodecError`s whose message is what TF Serving would put in
-`{"error": ...}`.
+`{"error": ...}`; the JSON values they quote are cut after 256 bytes, as TF Serving's
+JsonValueToDebugString does, so that a large request is not echoed whole.
+
+Stricter than TF Serving: int8, int16, uint8 and uint16 inputs are range-checked against their
+own type and a value beyond it is refused (TF takes any int32 there and the tensor wraps it).
 
 No I/O and no transport here: callers pass parsed JSON, contracts and proto messages.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -375,10 +379,44 @@ def json_type(value: Any) -> str:
     return "Number"
 
 
+DEBUG_TEXT_BYTES = 256  # json_tensor.cc's kMaxJsonDebugStringBytes
+
+
 def value_text(value: Any) -> str:
-    """A JSON value as text for error messages (floats as TF writes them)."""
+    """A JSON value as text for error messages (floats as TF writes them), written token by
+    token until `DEBUG_TEXT_BYTES` are out, as TF's JsonValueToDebugString does (so the text
+    may end mid-value); a longer string is cut to that many characters too."""
     if isinstance(value, float):
         return decimal_text(value, double=True)
+    parts: list[str] = []
+    size = 0
+    for token in _json_tokens(value, ""):
+        if size >= DEBUG_TEXT_BYTES:
+            break
+        parts.append(token)
+        size += len(token.encode())
+    return "".join(parts)
+
+
+def _json_tokens(value: Any, prefix: str) -> Iterator[str]:
+    """Compact JSON text of `value` in tokens, `prefix` (a separator) before the first."""
+    if isinstance(value, dict):
+        yield prefix + "{"
+        for index, (key, item) in enumerate(value.items()):
+            yield from _json_tokens(item, ("," if index else "") + _scalar_text(str(key)) + ":")
+        yield "}"
+    elif isinstance(value, list):
+        yield prefix + "["
+        for index, item in enumerate(value):
+            yield from _json_tokens(item, "," if index else "")
+        yield "]"
+    else:
+        yield prefix + _scalar_text(value)
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, str) and len(value) > DEBUG_TEXT_BYTES:
+        value = value[:DEBUG_TEXT_BYTES]
     try:
         return orjson.dumps(value).decode()
     except TypeError:

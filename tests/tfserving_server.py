@@ -9,8 +9,10 @@ Models (TF Serving names):
 - `Echo`: version 1, `text` string [-1] -> `text` and `text_bytes` (the same strings).
 - `Errors`: version 1, `code` int32 scalar -> aborts with that gRPC status code (0 echoes).
 
-Like TF Serving it has no grpc.health.v1 service, answers in typed `*_val` fields or in
-`tensor_content` (`typed`), and names the effective model spec in every answer.
+A model missing from `loaded` answers NOT_FOUND to every call, as TF Serving does while it is
+still loading a model of its config. Like TF Serving it has no grpc.health.v1 service, answers
+in typed `*_val` fields or in `tensor_content` (`typed`), and names the effective model spec in
+every answer.
 HandleReloadConfigRequest applies version policies and labels to the models it names.
 """
 
@@ -140,6 +142,7 @@ class FakeTFServing:
     metadata: list[dict[str, str]] = field(default_factory=list)  # each call's invocation metadata
     delay_s: float = 0.0  # answer Predict this late
     cancelled: int = 0  # calls the client cancelled while they were being served
+    hold: asyncio.Event | None = None  # when given, every call waits until it is set
 
     def __post_init__(self) -> None:
         self.loaded: dict[str, dict[int, Servable]] = {name: dict(v) for name, v in self.repository.items()}
@@ -179,6 +182,8 @@ class FakeTFServing:
         async def call(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             self.calls.append((method.name, request))
             self.metadata.append({key: str(value) for key, value in context.invocation_metadata() or ()})
+            if self.hold is not None:
+                await self.hold.wait()
             if self.delay_s and method is TF_PREDICT:
                 try:
                     await asyncio.sleep(self.delay_s)

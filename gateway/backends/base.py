@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +13,15 @@ import numpy as np
 from gateway.errors import BackendUnavailable
 
 NDArray = np.ndarray
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s/:;,'\"()]+/)+([^\s/:;,'\"()]+)")  # -> its last part
+# What a failure's reason says happened to the runtime, as answers put it (checked in order).
+_RUNTIME_FAILURES = [
+    (re.compile(r"install-command .* failed with exit code (-?\d+)"), "its install-command failed with exit code {}"),
+    (re.compile(r"did not finish within ([\d.]+)s"), "loading it did not finish within {}s"),
+    (re.compile(r"not healthy within ([\d.]+)s"), "its runtime was not ready within {}s"),
+    (re.compile(r"exited with code (-?\d+)"), "its runtime exited with code {}"),
+    (re.compile(r"(its runtime is not running)"), "{}"),
+]
+_ERROR_NAME = re.compile(r"\b([A-Z][A-Za-z0-9]*(?:Error|Exception))\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +89,11 @@ class UnavailableBackend:
     @classmethod
     def for_model(cls, label: str, failure: str, folder: Path | None) -> UnavailableBackend:
         """The backend of model `label`, whose runtime failed with `failure` (a reason, then
-        maybe "; last output:" and the runtime's last lines): answers carry the reason and the
-        last line, with paths relative to the model `folder` (other absolute paths shortened to
-        their file name); the whole of it goes to the log."""
-        reason, _, output = failure.partition("; last output:")
-        lines = [line.strip() for line in output.splitlines() if line.strip()]
-        public = reason.strip().splitlines()[0] if reason.strip() else ""
-        if lines:
-            public += f"; last output: {lines[-1]}"
-        if folder is not None:
-            public = public.replace(f"{folder}{os.sep}", "").replace(str(folder), folder.name)
-        public = _ABSOLUTE_PATH.sub(r"\1", public)
-        return cls(f"model {label} is unavailable" + (f": {public}" if public else ""), failure)
+        maybe "; last output:" and the runtime's last lines). Answers say why in the gateway's
+        own words: the error and the file:line in the model `folder` when the failure names one
+        ("failed to load: SyntaxError at src/func_main.py:2"), else what happened to the runtime;
+        never the runtime's output, addresses or paths. The whole failure goes to the log."""
+        return cls(f"model {label} is unavailable: {_failure_summary(failure, folder)}", failure)
 
     def error(self) -> BackendUnavailable:
         """What a call to this backend raises."""
@@ -104,3 +104,22 @@ class UnavailableBackend:
 
     async def healthy(self, timeout: float) -> bool:
         return False
+
+
+def _failure_summary(failure: str, folder: Path | None) -> str:
+    """Why a model did not start, for answers (see `UnavailableBackend.for_model`)."""
+    if folder is not None:
+        # The runtime names the failing place as an absolute path in the folder, then the error.
+        where = re.search(re.escape(str(folder)) + r"""/([^:\n"']+)(?::(\d+)|", line (\d+))?(.*)""", failure)
+        if where is not None:
+            file, line, traceback_line, rest = where.groups()
+            line = line or traceback_line
+            name = _ERROR_NAME.search(rest)
+            kind = name.group(1) if name else "SyntaxError" if "syntax error" in rest else "an error"
+            return f"it failed to load: {kind} at {file}" + (f":{line}" if line else "")
+    reason = failure.partition("; last output:")[0]
+    for pattern, words in _RUNTIME_FAILURES:
+        found = pattern.search(reason)
+        if found is not None:
+            return words.format(found.group(1))
+    return "its runtime did not start"

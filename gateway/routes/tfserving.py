@@ -68,7 +68,9 @@ async def models(request: Request) -> Response:
         if error.status >= 500:
             log.warning("request %s: %s %s -> %s: %s [%s]", request.state.request_id, request.method,
                         request.url.path, error.status, error.message, error.log_detail or "")
-        headers = {"allow": "GET, POST"} if error.status == 405 else None
+        headers = {"allow": "GET, POST"} if error.status == 405 else {}
+        if error.retry_after_s is not None:
+            headers["retry-after"] = str(error.retry_after_s)
         return error_response(error.status, error.message, headers)
     except CodecError as error:
         return error_response(400, error.message)

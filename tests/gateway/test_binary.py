@@ -44,6 +44,12 @@ async def test_raw_tensor_in_raw_tensor_out(client: httpx.AsyncClient) -> None:
     assert np.array_equal(np.frombuffer(response.content, dtype="<i4"), values + 1)
 
 
+async def test_spaces_around_sizes_are_ignored(client: httpx.AsyncClient) -> None:
+    response = await client.post(PREDICT, content=np.array([1, 2], "<i4").tobytes(), headers=raw(shape="1 , 2"))
+    assert response.status_code == 400  # increment_app takes [-1]: the shape was read as [1, 2]
+    assert "must have shape [-1], got [1, 2]" in response.json()["error"]["message"]
+
+
 async def test_shape_defaults_to_one_dimension(client: httpx.AsyncClient) -> None:
     response = await client.post(PREDICT, content=np.array([1, 2], "<i4").tobytes(),
                                  headers={"content-type": "application/octet-stream"})
@@ -56,6 +62,7 @@ async def test_shape_defaults_to_one_dimension(client: httpx.AsyncClient) -> Non
     (b"\0" * 8, raw(shape="1,2"), "must have shape [-1]"),
     (b"\0" * 7, raw(), "whole number"),
     (b"\0" * 8, raw(shape="x"), "comma-separated"),
+    *((b"\0" * 8, raw(shape=shape), "comma-separated") for shape in ("1_0", "1,,2", "2,", ",2", "+2", "-2", "2.0")),
     (b"\0" * 8, {**raw(), "x-tensor-name": "other"}, "not an input"),
 ])
 async def test_contract_violations_are_400(client: httpx.AsyncClient, body: bytes, headers: dict[str, str],

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -16,6 +17,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.app import GatewayApp, create_app
+from gateway.auth import Authenticator
+from gateway.backends import UnavailableBackend
 from gateway.errors import (
     GRPC_TO_HTTP,
     BackendUnavailable,
@@ -25,6 +28,7 @@ from gateway.errors import (
     from_grpc_status,
 )
 from gateway.manifests import Config, load_config
+from gateway.observability import RequestObserver
 from gateway.settings import Settings
 from tests.conftest import free_port, serve_app
 
@@ -153,6 +157,59 @@ async def test_an_unexpected_error_is_500_and_the_connection_is_kept(served: tup
         writer.close()
 
 
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str,
+                    body: bytes) -> tuple[bytes, Any]:
+    """One POST on an open connection: the answer's head and its JSON body."""
+    writer.write(b"POST %s HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
+                 b"content-length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    return head, orjson.loads(await reader.readexactly(length))
+
+
+FAST, STACK = "/gateway/applications/increment_app", "/gateway/models/increment_model"
+
+
+@pytest.mark.parametrize("path", [FAST, STACK])
+@pytest.mark.parametrize(("owner", "hook", "answered"), [
+    (RequestObserver, "begin", False),  # observability, before anything is sent
+    (Authenticator, "admit", False),  # auth
+    (RequestObserver, "end", True),  # observability, once the answer is out
+])
+async def test_a_fault_in_any_layer_is_answered_and_the_connection_kept(
+        served: tuple[str, GatewayApp], monkeypatch: pytest.MonkeyPatch, path: str, owner: type,
+        hook: str, answered: bool) -> None:
+    url, _ = served
+    original = getattr(owner, hook)
+    faults: list[str] = []
+
+    def fails_once(self: object, *args: Any) -> Any:
+        if not faults:
+            faults.append(hook)
+            raise RuntimeError(f"a bug in {hook}")
+        return original(self, *args)
+
+    monkeypatch.setattr(owner, hook, fails_once)
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        head, answer = await _exchange(reader, writer, path, b'{"number": [1]}')
+        assert faults == [hook]
+        if answered:  # the fault came after a whole answer: it stands
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert answer == {"number": [2]}
+        else:
+            assert head.startswith(b"HTTP/1.1 500 ")
+            assert answer["error"]["code"] == "internal"
+        head, answer = await _exchange(reader, writer, path, b'{"number": [5]}')  # the same connection
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert answer == {"number": [6]}
+    finally:
+        writer.close()
+
+
 async def test_error_answers_name_the_model_not_its_address(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
     (tmp_path / "models").mkdir()
@@ -188,5 +245,29 @@ async def test_a_model_that_did_not_start_is_503_without_its_paths(example_confi
     assert response.status_code == 503
     assert response.json()["error"] == {
         "code": "backend_unavailable",
-        "message": "model scaler_model:1 is unavailable: src/func_main.py:2: model scaler_model: syntax error: "
-                   'invalid syntax (in util.py); last output: File "__init__.py", line 126'}
+        "message": "model scaler_model:1 is unavailable: it failed to load: SyntaxError at src/func_main.py:2"}
+    assert "/usr/lib" not in response.text
+
+
+FOLDER = Path("/srv/my models/broken")
+
+
+@pytest.mark.parametrize(("failure", "message"), [
+    (f"runtime exited with code 2; last output:\n  runtime: cannot load {FOLDER}: {FOLDER}/src/func_main.py:2: "
+     "model broken: syntax error: '(' was never closed", "it failed to load: SyntaxError at src/func_main.py:2"),
+    (f"model broken:1: {FOLDER}/src/func_main.py:7: model broken: importing failed: ValueError: no /data at "
+     "10.0.0.1:80", "it failed to load: ValueError at src/func_main.py:7"),
+    (f'runtime exited with code 1; last output:\n  File "{FOLDER}/src/util.py", line 3, in <module>',
+     "it failed to load: an error at src/util.py:3"),
+    ("runtime exited with code -9; last output:\n  connecting to 10.0.0.1:8500 from /home/u/x y/z",
+     "its runtime exited with code -9"),
+    (f"not healthy within 30s (is {FOLDER} stuck loading?); last output:\n  loading ~/weights/a.bin",
+     "its runtime was not ready within 30s"),
+    ("model broken:1: install-command 'pip install -r /data/req.txt' failed with exit code 1; last output:\n  x",
+     "its install-command failed with exit code 1"),
+    ("a reason nobody foresaw, naming /data and db:5432", "its runtime did not start"),
+])
+def test_a_model_that_did_not_start_is_described_in_the_gateways_words(failure: str, message: str) -> None:
+    backend = UnavailableBackend.for_model("broken:1", failure, FOLDER)
+    assert backend.reason == f"model broken:1 is unavailable: {message}"
+    assert backend.error().log_detail == failure  # the whole of it, for the log

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import grpc
 import httpx
 import pytest
 
-from gateway.app import create_app
+from gateway.app import GatewayApp, create_app
+from gateway.dataplane import DataPlane
 from gateway.manifests import Config, load_config
 from gateway.settings import AuthSettings, Settings
 from tests.conftest import free_port, serve_app
@@ -48,6 +50,27 @@ def write_config(directory: Path, target: str) -> Config:
         (directory / "applications" / f"{name}.yaml").write_text(
             f"kind: Application\nname: {name}\nsingular:\n  model: {model}\n")
     return load_config(directory)
+
+
+class ManualClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()  # not behind the real clock the gateway started with
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def manual_clock(app: GatewayApp) -> ManualClock:
+    """Run the back-off of contract discovery in `app` (started) on a clock the test moves."""
+    clock = ManualClock()
+    dataplane: DataPlane = app.state.dataplane
+    dataplane.contract_lookups.clock = clock
+    return clock
 
 
 @pytest.fixture
@@ -386,16 +409,19 @@ async def test_a_backend_down_at_start_is_503_then_discovered_on_first_use(tmp_p
     server = FakeTFServing()
     port = free_port()
     config = write_config(tmp_path / "config", f"127.0.0.1:{port}")
-    async with (serve_app(create_app(Settings(), config)) as url,
-                httpx.AsyncClient(base_url=url, timeout=10) as client):
+    app = create_app(Settings(), config)
+    async with (serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client):
+        clock = manual_clock(app)
         response = await client.post("/v1/models/toy:predict", json={"instances": BATCH})
         assert response.status_code == 503
         assert response.json()["error"] == "the backend of model toy is unavailable"  # no address
+        assert response.headers["retry-after"] == "1"
         assert (await client.get("/health/ready")).status_code == 503
         server.port = port
         await server.start()
         try:
             for _ in range(50):  # the channel reconnects with back-off
+                clock.advance(30)  # past the gateway's own back-off of discovery
                 response = await client.post("/v1/models/toy:predict", json={"instances": BATCH})
                 if response.status_code == 200:
                     break
@@ -411,8 +437,9 @@ async def test_an_application_whose_contract_is_not_discovered_yet_is_503_not_40
     server = FakeTFServing()
     port = free_port()
     config = write_config(tmp_path / "config", f"127.0.0.1:{port}")
-    async with (serve_app(create_app(Settings(), config)) as url,
-                httpx.AsyncClient(base_url=url, timeout=10) as client):
+    app = create_app(Settings(), config)
+    async with (serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client):
+        clock = manual_clock(app)
         response = await client.post("/gateway/applications/toy_v1", json={"input_1": BATCH})
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "backend_unavailable"
@@ -421,7 +448,8 @@ async def test_an_application_whose_contract_is_not_discovered_yet_is_503_not_40
         server.port = port
         await server.start()
         try:
-            for _ in range(50):  # discovery is asked again by each request, until the server answers
+            for _ in range(50):  # discovery is asked again once its back-off ends, until the server answers
+                clock.advance(30)
                 response = await client.post("/gateway/applications/toy_v1", json={"input_1": BATCH})
                 if response.status_code != 503:
                     break

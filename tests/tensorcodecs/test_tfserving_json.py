@@ -143,6 +143,17 @@ def test_errors_are_tf_servings(body: str, specs: dict[str, TensorSpec], message
     assert message in error(body, specs)
 
 
+def test_quoted_values_stop_after_256_bytes_as_json_value_to_debug_string() -> None:
+    message = error('{"instances": 1, "padding": [' + ",".join(["12345"] * 100_000) + "]}", ONE)
+    quoted = message.removeprefix("JSON Value: ").removesuffix(" Excepting 'instances' to be an list/array")
+    # Token by token while fewer than 256 bytes are out: the text ends on a whole number.
+    assert quoted.startswith('{"instances":1,"padding":[12345,12345,')
+    assert 256 <= len(quoted) < 256 + len(",12345")
+    assert quoted.endswith("12345")
+    long_string = error('{"inputs": ["' + "x" * 100_000 + '"]}', ONE)
+    assert long_string == f'JSON Value: "{"x" * 256}" Type: String is not of expected type: float'
+
+
 @pytest.mark.parametrize(
     ("dtype", "body", "expected"),
     [

@@ -1,0 +1,182 @@
+"""Contract discovery against a real grpc.aio TF-Serving-protocol server that counts its
+GetModelMetadata calls: one call shared by concurrent requests, a back-off after a failure,
+a model still loading answered 503, and every stage of an application discovered."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.backends.pool import ChannelPool
+from gateway.dataplane import DataPlane, RequestContext
+from gateway.errors import BackendUnavailable, GatewayError, NotFound
+from gateway.lookups import BACKOFF_FIRST_S, BACKOFF_MAX_S, SharedLookups
+from gateway.registry import Application, Registry, Variant
+from gateway.settings import Settings
+from tests.conftest import serve_app
+from tests.gateway.test_tfserving_api import BATCH, V2, ManualClock, manual_clock, write_config
+from tests.tfserving_server import FakeTFServing
+
+CANARY = "/gateway/applications/toy_canary"  # model toy (TF Serving's Toy), no declared contract
+
+
+def metadata_calls(server: FakeTFServing, model: str = "Toy") -> int:
+    return sum(1 for method, request in server.calls
+               if method == "GetModelMetadata" and getattr(request, "model_spec").name == model)  # noqa: B009
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def loading_server() -> AsyncIterator[FakeTFServing]:
+    """A server that has not loaded Toy yet (it answers NOT_FOUND, as TF Serving does)."""
+    server = FakeTFServing()
+    server.repository["Toy_loading"] = server.loaded.pop("Toy")
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def finish_loading(server: FakeTFServing) -> None:
+    server.loaded["Toy"] = server.repository["Toy_loading"]
+
+
+async def test_concurrent_requests_share_one_metadata_call(loading_server: FakeTFServing,
+                                                           tmp_path: Path) -> None:
+    app = create_app(Settings(access_log=False), write_config(tmp_path / "config", loading_server.target))
+    async with (serve_app(app) as url,
+                httpx.AsyncClient(base_url=url, timeout=10, limits=httpx.Limits(max_connections=60)) as client):
+        assert metadata_calls(loading_server) == 1  # at start, answered NOT_FOUND
+        clock = manual_clock(app)
+        clock.advance(BACKOFF_FIRST_S)  # the failure at start no longer holds requests off
+        finish_loading(loading_server)
+        loading_server.hold = asyncio.Event()
+        requests = [asyncio.ensure_future(client.post(CANARY, json={"input_1": BATCH})) for _ in range(50)]
+        await until(lambda: app.state.metrics.serving == 50)  # every request is in the gateway
+        loading_server.hold.set()
+        answers = await asyncio.gather(*requests)
+    assert [answer.status_code for answer in answers] == [200] * 50
+    assert answers[0].json() == {"output_1": V2}
+    assert metadata_calls(loading_server) == 2
+
+
+async def test_a_model_still_loading_is_503_and_asked_again_only_after_a_back_off(
+        loading_server: FakeTFServing, tmp_path: Path) -> None:
+    app = create_app(Settings(access_log=False), write_config(tmp_path / "config", loading_server.target))
+    async with (serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client):
+        clock = manual_clock(app)
+        calls = metadata_calls(loading_server)
+        window = BACKOFF_FIRST_S  # since the failure at start
+        for expected in (1, 2, 4, 8, 16, 30, 30):  # each failure in a row doubles it, up to 30 s
+            clock.advance(window)
+            response = await client.post(CANARY, json={"input_1": BATCH})
+            calls += 1
+            assert metadata_calls(loading_server) == calls
+            assert response.status_code == 503, response.text
+            error = response.json()["error"]
+            assert error["code"] == "backend_unavailable"
+            assert error["message"].startswith("model toy")
+            assert "is not available on its backend yet: Servable not found" in error["message"]
+            assert response.headers["retry-after"] == str(expected)
+            window = expected
+        assert window == BACKOFF_MAX_S
+        clock.advance(29.2)
+        for _ in range(20):  # within the window: answered without asking, Retry-After the time left
+            held = await client.post(CANARY, json={"input_1": BATCH})
+            assert (held.status_code, held.headers["retry-after"]) == (503, "1")
+            v1 = await client.post("/v1/models/toy:predict", json={"instances": BATCH})
+            assert (v1.status_code, v1.headers["retry-after"]) == (503, "1")
+            assert "is not available on its backend yet" in v1.json()["error"]
+        assert metadata_calls(loading_server) == calls
+        missing = await client.post("/v1/models/toy/versions/7:predict", json={"instances": BATCH})
+        assert missing.status_code == 404  # a version the request names: TF Serving's answer
+        finish_loading(loading_server)
+        clock.advance(1)
+        response = await client.post(CANARY, json={"input_1": BATCH})
+        assert response.json() == {"output_1": V2}
+
+
+async def test_every_stage_of_an_application_is_discovered_before_it_runs(
+        tfs_toy_double_loading: tuple[FakeTFServing, Registry]) -> None:
+    server, registry = tfs_toy_double_loading
+    declared, middle = registry.models[("toy_one", 1)], registry.models[("toy_double", 0)]
+    stages = tuple((Variant(model, 100),) for model in (declared, middle, declared))
+    app = Application("chain", stages, declared.signature, registry.applications["toy_v1"].manifest)
+    dataplane = DataPlane(registry)
+    clock = ManualClock()
+    dataplane.contract_lookups.clock = clock
+    with pytest.raises(BackendUnavailable, match="model toy_double:0 is not available on its backend yet"):
+        await dataplane.with_contract(app, RequestContext.start("r", 5))
+    assert metadata_calls(server, "Toy_double") == 1
+    assert not any(method == "Predict" for method, _ in server.calls)  # no stage ran
+    server.loaded["Toy_double"] = server.repository["Toy_double"]
+    clock.advance(BACKOFF_FIRST_S)
+    await dataplane.with_contract(app, RequestContext.start("r", 5))
+    assert middle.signature.inputs["input_1"].shape == (-1, 2)  # the one the server describes
+    assert metadata_calls(server, "Toy_double") == 2
+
+
+@pytest.fixture
+async def tfs_toy_double_loading(tmp_path: Path) -> AsyncIterator[tuple[FakeTFServing, Registry]]:
+    """A server still loading Toy_double, and a registry of its models (nothing discovered)."""
+    server = FakeTFServing()
+    del server.loaded["Toy_double"]
+    await server.start()
+    pool = ChannelPool()
+    yield server, Registry.build(write_config(tmp_path / "config", server.target), pool)
+    await pool.close()
+    await server.stop()
+
+
+# ---------------------------------------------------------------- the lookups themselves
+
+async def test_a_success_resets_the_back_off_and_a_caller_giving_up_does_not_cancel_it() -> None:
+    clock = ManualClock()
+    lookups: SharedLookups[str, int] = SharedLookups(clock)
+    answers: list[int | GatewayError] = [NotFound("no version 7"), BackendUnavailable("down"), 1,
+                                         BackendUnavailable("down again"), 2]
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def lookup() -> int:
+        started.set()
+        await release.wait()
+        answer = answers.pop(0)
+        if isinstance(answer, GatewayError):
+            raise answer
+        return answer
+
+    release.set()
+    with pytest.raises(NotFound):
+        await lookups.get("k", lookup)
+    with pytest.raises(NotFound):  # held off as the same 4xx, without asking
+        await lookups.get("k", lookup)
+    clock.advance(BACKOFF_FIRST_S)
+    with pytest.raises(BackendUnavailable) as failed:
+        await lookups.get("k", lookup)
+    assert failed.value.retry_after_s == 1  # the second failure in a row: 1 s
+    clock.advance(1)
+    started.clear()
+    release.clear()
+    gives_up = asyncio.ensure_future(lookups.get("k", lookup))
+    waits = asyncio.ensure_future(lookups.get("k", lookup))
+    await started.wait()  # both callers are awaiting the one lookup (tasks run in order)
+    gives_up.cancel()
+    release.set()
+    assert await waits == 1
+    assert gives_up.cancelled()
+    with pytest.raises(BackendUnavailable, match="down again"):  # successes are the caller's to keep
+        await lookups.get("k", lookup)
+    clock.advance(BACKOFF_FIRST_S)  # the back-off started over: 0.5 s, not 2 s
+    assert await lookups.get("k", lookup) == 2
+    assert answers == []
