@@ -66,6 +66,9 @@ class RequestContext:
         return left
 
 
+DISCOVERY_TIMEOUT_S = 10.0  # the least time a contract lookup shared by requests is given
+
+
 class DataPlane:
     """Runs requests against the current registry, within the concurrency limits: the
     gateway's (`max_concurrency`, beyond it 503) and each application's (beyond it 429).
@@ -211,9 +214,17 @@ class DataPlane:
             raise backend.error()
         if not isinstance(backend, TFServingBackend):
             raise NotFound(f"model {model.label} does not describe its signatures")
-        # By the Model's id: a reload builds new ones (and forgets every failure).
-        return await self.contract_lookups.get((id(model), target.key),
-                                               lambda: self._describe(target, backend, timeout))
+        # By the Model's id: a reload builds new ones (and forgets every failure). The shared
+        # call has a deadline of its own: a caller with a short one must neither cut it short
+        # nor start a back-off for every other caller; it stops waiting at its own deadline.
+        lookup_timeout = max(timeout, DISCOVERY_TIMEOUT_S)
+        shared = self.contract_lookups.get((id(model), target.key),
+                                           lambda: self._describe(target, backend, lookup_timeout))
+        try:
+            return await asyncio.wait_for(shared, timeout)
+        except TimeoutError:
+            raise DeadlineExceeded(f"the contract of model {model.label} was not known before the "
+                                   "request's deadline") from None
 
     async def _describe(self, target: Target, backend: TFServingBackend, timeout: float) -> dict[str, Signature]:
         """Ask the backend for `target`'s signatures and keep them."""

@@ -180,3 +180,22 @@ async def test_a_success_resets_the_back_off_and_a_caller_giving_up_does_not_can
     clock.advance(BACKOFF_FIRST_S)  # the back-off started over: 0.5 s, not 2 s
     assert await lookups.get("k", lookup) == 2
     assert answers == []
+
+
+async def test_a_caller_with_a_short_deadline_neither_cuts_nor_fails_the_shared_lookup(
+        loading_server: FakeTFServing, tmp_path: Path) -> None:
+    app = create_app(Settings(access_log=False), write_config(tmp_path / "config", loading_server.target))
+    async with (serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client):
+        manual_clock(app).advance(BACKOFF_FIRST_S)  # the failure at start no longer holds requests off
+        finish_loading(loading_server)
+        loading_server.hold = asyncio.Event()
+        hurried = await client.post(CANARY, json={"input_1": BATCH}, headers={"x-request-timeout": "200"})
+        assert hurried.status_code == 504, hurried.text
+        assert metadata_calls(loading_server) == 2  # the lookup it started is still in flight
+        patient = asyncio.ensure_future(client.post(CANARY, json={"input_1": BATCH}))
+        await until(lambda: app.state.metrics.serving == 1)
+        loading_server.hold.set()
+        answer = await patient
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"output_1": V2}
+    assert metadata_calls(loading_server) == 2  # the patient request shared the hurried one's lookup
