@@ -31,7 +31,9 @@ STABLE_AFTER_S = 30.0  # a runtime that ran this long restarts without back-off
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Ask Linux to SIGTERM the runtime if the gateway dies without cleaning up."""
+    """Ask Linux to SIGTERM the runtime if the gateway dies without cleaning up (and give it
+    the default SIGHUP action, which the gateway ignores while it stops)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

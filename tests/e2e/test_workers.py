@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO, write_app, write_model
-from tests.e2e.processes import alive, command_line, descendants, running_gateway
+from tests.conftest import REPO, free_port, write_app, write_model
+from tests.e2e.processes import GATEWAY, alive, command_line, descendants, running_gateway, wait_for
 
 CONFIG_DIR = REPO / "config"
 
@@ -85,3 +87,77 @@ def test_a_reload_reaches_every_worker_and_can_add_local_models(tmp_path: Path) 
         while log.read_text().count("reloaded 2 workers") == reloaded:
             assert time.monotonic() < deadline, "SIGHUP did not reload the workers"
             time.sleep(0.1)
+
+
+def _two_workers_config(tmp_path: Path, code: str = "def predict(x):\n    return x + 1\n") -> Path:
+    config = tmp_path / "config"
+    (config / "applications").mkdir(parents=True)
+    (config / "gateway.yaml").write_text(
+        "kind: Gateway\ndefaults: {runtime_start_timeout_s: 10, drain_timeout_s: 0.5, shutdown_grace_s: 0.2}\n"
+        "logging: {access_log: false}\n")
+    write_model(config, "first", "first", code)
+    write_app(config, "app", "first")
+    return config
+
+
+def test_with_workers_every_failed_reload_is_answered_and_a_lost_worker_is_not_waited_for(tmp_path: Path) -> None:
+    config = _two_workers_config(tmp_path)
+    with running_gateway(config, "--workers", "2") as (process, url):
+        bad = config / "applications" / "bad.yaml"
+        bad.write_bytes(b"kind: Application\nname: \xff\n")
+        answer = httpx.post(f"{url}/admin/reload", timeout=30)
+        assert answer.status_code == 422
+        assert answer.json()["error"].startswith(f"{bad}:2: not UTF-8 text")
+        bad.write_text("kind: Application\nname: " + "[" * 5000 + "]" * 5000 + "\n")  # a fault, not a mistake
+        answer = httpx.post(f"{url}/admin/reload", timeout=30)
+        assert answer.status_code == 500
+        assert "RecursionError" in answer.json()["error"]
+        bad.unlink()
+        # A worker that dies just before the swap is not waited for: its replacement starts on
+        # the new config.
+        workers = [pid for pid in descendants(process.pid) if "spawn_main" in command_line(pid)]
+        os.kill(workers[0], signal.SIGKILL)
+        while alive(workers[0]):
+            time.sleep(0.01)
+        write_app(config, "second_app", "first")
+        started = time.monotonic()
+        answer = httpx.post(f"{url}/admin/reload", timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert time.monotonic() - started < 10
+        assert answer.json()["applications"] == ["app", "second_app"]
+        deadline = time.monotonic() + 20
+        while len([p for p in descendants(process.pid) if "spawn_main" in command_line(p)]) < 2:
+            assert time.monotonic() < deadline, "the lost worker was not replaced"
+            time.sleep(0.1)
+        time.sleep(1)  # the replacement binds its socket
+        assert all(a == {"y": [2]} for a in _answers(url, "second_app", 40))
+
+
+def test_sighup_while_starting_or_stopping_does_not_end_the_gateway(tmp_path: Path) -> None:
+    config = _two_workers_config(tmp_path, "import time\ntime.sleep(1.5)\n\ndef predict(x):\n    return x + 1\n")
+    port = free_port()
+    log = tmp_path / "gateway.log"
+    process = subprocess.Popen([str(GATEWAY), "serve", "--config", str(config), "--port", str(port),
+                                "--workers", "2"], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=open(log, "ab"))  # noqa: SIM115
+    try:
+        deadline = time.monotonic() + 20
+        while not any("runtime serve" in command_line(p) for p in descendants(process.pid)):
+            assert time.monotonic() < deadline
+            assert process.poll() is None
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGHUP)  # the runtime is still importing the model
+        wait_for(f"http://127.0.0.1:{port}/health/ready", process)
+        assert "SIGHUP ignored" in log.read_text()
+        os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while process.poll() is None:  # through the drain and the runtimes' stop
+            assert time.monotonic() < deadline, "the gateway did not stop"
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGHUP)
+            time.sleep(0.05)
+        assert process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

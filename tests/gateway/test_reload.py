@@ -98,3 +98,24 @@ async def test_an_empty_application_file_is_refused(setup: tuple[httpx.AsyncClie
     assert answer.status_code == 422
     assert answer.json()["error"].startswith(f"{manifest}:1: the file is empty")
     assert (await client.post("/gateway/applications/app", json={"x": [1]})).json() == {"y": [2]}
+
+
+async def test_a_file_that_is_not_utf8_is_refused_with_its_line(setup: tuple[httpx.AsyncClient, Path]) -> None:
+    client, root = setup
+    manifest = root / "applications" / "bad.yaml"
+    manifest.write_bytes(b"kind: Application\nname: \xff\xfe\n")
+    answer = await client.post("/admin/reload")
+    assert answer.status_code == 422
+    assert answer.json()["error"].startswith(f"{manifest}:2: not UTF-8 text: byte 0xff")
+    assert (await client.post("/gateway/applications/app", json={"x": [1]})).json() == {"y": [2]}
+
+
+async def test_a_reload_failing_on_a_fault_is_a_500_and_the_old_config_keeps_serving(
+        setup: tuple[httpx.AsyncClient, Path]) -> None:
+    client, root = setup
+    (root / "applications" / "deep.yaml").write_text("kind: Application\nname: " + "[" * 5000 + "]" * 5000 + "\n")
+    answer = await client.post("/admin/reload")
+    assert answer.status_code == 500
+    assert answer.json()["applied"] is False
+    assert "RecursionError" in answer.json()["error"]
+    assert (await client.post("/gateway/applications/app", json={"x": [1]})).json() == {"y": [2]}
