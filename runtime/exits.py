@@ -4,7 +4,9 @@ than the call thread dying silently and the call hanging or its connection closi
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
 import os
 import sys
 import threading
@@ -14,10 +16,14 @@ log = logging.getLogger("runtime")
 
 
 def exit_runtime(error: SystemExit, where: str) -> NoReturn:
-    """Log the model's sys.exit and end the process with its code at once (from any thread)."""
+    """Log the model's sys.exit and end the process with its code at once (from any thread),
+    its worker processes (`workers: N`) with it."""
     code = error.code
     status = code if isinstance(code, int) else 0 if code is None else 1
     log.error("the model called sys.exit(%r) in %s: the runtime exits with code %d", code, where, status)
+    for child in multiprocessing.active_children():  # os._exit skips the pool's shutdown
+        with contextlib.suppress(OSError):
+            child.kill()
     for handler in logging.getLogger().handlers:
         handler.flush()
     sys.stderr.flush()

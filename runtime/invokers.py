@@ -12,8 +12,12 @@ processes for `workers: N`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -126,8 +130,18 @@ _worker_loop: asyncio.AbstractEventLoop | None = None
 _worker_error = ""
 
 
-def _init_worker(folder: str) -> None:
+def _die_with_runtime(runtime_pid: int) -> None:
+    """Have Linux SIGKILL this worker process when its runtime dies, however it dies (its
+    pool's shutdown never runs then, and the worker would hold the runtime's output pipes)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != runtime_pid:  # it died before the request took effect
+        os._exit(1)
+
+
+def _init_worker(folder: str, runtime_pid: int) -> None:
     global _worker_model, _worker_loop, _worker_error
+    _die_with_runtime(runtime_pid)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s runtime worker: %(message)s")
     try:
         _worker_model = load_model(Path(folder))
@@ -164,7 +178,7 @@ class WorkerPoolInvoker:
     def __init__(self, folder: Path, workers: int) -> None:
         context = multiprocessing.get_context("spawn")  # fork is unsafe beside gRPC's threads
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                        initializer=_init_worker, initargs=(str(folder),))
+                                        initializer=_init_worker, initargs=(str(folder), os.getpid()))
         # Start every worker now (submitting N calls at once spawns N processes), so a model
         # that fails to load fails the runtime at start.
         for error in self.pool.map(_worker_ready, range(workers)):
