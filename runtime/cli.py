@@ -7,14 +7,12 @@ import json
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 from types import FrameType
 
 from gateway.errors import ConfigError
 from gateway.gc_tuning import tune_for_serving
 from gateway.manifests import RUNTIME_THREADS
-from runtime.exits import exit_on_system_exit
 from runtime.model import load_model
 from runtime.server import ModelServer
 
@@ -75,7 +73,6 @@ def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float, lo
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    threading.excepthook = exit_on_system_exit
     tune_for_serving()
     manifest = server.manifest
     # The supervisor reads this line to learn the port.

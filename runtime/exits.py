@@ -1,6 +1,8 @@
-"""A model that calls sys.exit ends its runtime with that code, as it would in a program of its
-own: the gateway's supervisor then logs the exit and restarts the runtime like a crash (rather
-than the call thread dying silently and the call hanging or its connection closing)."""
+"""A model that calls sys.exit in a call ends its runtime with that code, as it would in a program
+of its own: the gateway's supervisor then logs the exit and restarts the runtime like a crash
+(rather than the call thread dying silently and the call hanging or its connection closing).
+SystemExit is caught only where the runtime calls the model (a thread the model starts itself
+ends on sys.exit, as in plain Python)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import logging
 import multiprocessing
 import os
 import sys
-import threading
 from typing import NoReturn
 
 log = logging.getLogger("runtime")
@@ -29,9 +30,3 @@ def exit_runtime(error: SystemExit, where: str) -> NoReturn:
     sys.stderr.flush()
     os._exit(status)
 
-
-def exit_on_system_exit(hook: threading.ExceptHookArgs) -> None:
-    """A `threading.excepthook`: SystemExit leaving a thread ends the runtime."""
-    if isinstance(hook.exc_value, SystemExit):
-        exit_runtime(hook.exc_value, f"thread {hook.thread.name if hook.thread else '?'}")
-    threading.__excepthook__(hook)
