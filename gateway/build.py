@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import signal
 import site
@@ -25,6 +26,9 @@ from gateway.manifests import ModelManifest
 
 BUILT_MARKER = ".gateway-built"
 OUTPUT_TAIL_LINES = 20
+
+log = logging.getLogger("gateway.build")
+_warned: set[Path] = set()  # environments a warning was logged for (a runtime restart asks again)
 CHECK_POLL_S = 0.02
 
 
@@ -54,9 +58,29 @@ class ModelEnvironment:
 
 
 def interpreter_for(envs_dir: Path, model: ModelManifest) -> str:
-    """The Python that runs the model: its built environment's, else the gateway's own."""
+    """The Python that runs the model: its built environment's, else the gateway's own (with a
+    warning, once, when environments built for this model elsewhere exist: a moved config
+    folder, or one built by an older gateway, needs `gateway build` again)."""
     environment = ModelEnvironment.of(envs_dir, model)
-    return str(environment.python) if environment.built else sys.executable
+    if environment.built:
+        return str(environment.python)
+    others = _built_elsewhere(environment, model)
+    if others and environment.path not in _warned:
+        _warned.add(environment.path)
+        log.warning("model %s:%s has no environment built for its folder %s: looked for %s, found only %s "
+                    "(environments are per model folder: after moving the config folder, run `gateway build` "
+                    "again); it runs with the gateway's own Python", model.name, model.version, model.folder,
+                    environment.path, ", ".join(others))
+    return sys.executable
+
+
+def _built_elsewhere(environment: ModelEnvironment, model: ModelManifest) -> list[str]:
+    """Environments built for a model of this name and version, but not for its folder."""
+    prefix = f"{model.name}-{model.version}"
+    if not environment.path.parent.is_dir():
+        return []
+    return sorted(str(path) for path in environment.path.parent.iterdir()
+                  if (path.name == prefix or path.name.startswith(f"{prefix}-")) and (path / BUILT_MARKER).is_file())
 
 
 def build_model(envs_dir: Path, model: ModelManifest, timeout_s: float = 1800) -> ModelEnvironment:
