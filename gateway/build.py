@@ -8,11 +8,16 @@ the install-command has succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
+import signal
 import site
 import subprocess
 import sys
+import tempfile
+import time
 import venv
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +26,10 @@ from gateway.manifests import ModelManifest
 
 BUILT_MARKER = ".gateway-built"
 OUTPUT_TAIL_LINES = 20
+
+log = logging.getLogger("gateway.build")
+_warned: set[Path] = set()  # environments a warning was logged for (a runtime restart asks again)
+CHECK_POLL_S = 0.02
 
 
 class BuildError(Exception):
@@ -49,9 +58,29 @@ class ModelEnvironment:
 
 
 def interpreter_for(envs_dir: Path, model: ModelManifest) -> str:
-    """The Python that runs the model: its built environment's, else the gateway's own."""
+    """The Python that runs the model: its built environment's, else the gateway's own (with a
+    warning, once, when environments built for this model elsewhere exist: a moved config
+    folder, or one built by an older gateway, needs `gateway build` again)."""
     environment = ModelEnvironment.of(envs_dir, model)
-    return str(environment.python) if environment.built else sys.executable
+    if environment.built:
+        return str(environment.python)
+    others = _built_elsewhere(environment, model)
+    if others and environment.path not in _warned:
+        _warned.add(environment.path)
+        log.warning("model %s:%s has no environment built for its folder %s: looked for %s, found only %s "
+                    "(environments are per model folder: after moving the config folder, run `gateway build` "
+                    "again); it runs with the gateway's own Python", model.name, model.version, model.folder,
+                    environment.path, ", ".join(others))
+    return sys.executable
+
+
+def _built_elsewhere(environment: ModelEnvironment, model: ModelManifest) -> list[str]:
+    """Environments built for a model of this name and version, but not for its folder."""
+    prefix = f"{model.name}-{model.version}"
+    if not environment.path.parent.is_dir():
+        return []
+    return sorted(str(path) for path in environment.path.parent.iterdir()
+                  if (path.name == prefix or path.name.startswith(f"{prefix}-")) and (path / BUILT_MARKER).is_file())
 
 
 def build_model(envs_dir: Path, model: ModelManifest, timeout_s: float = 1800) -> ModelEnvironment:
@@ -82,19 +111,39 @@ def build_model(envs_dir: Path, model: ModelManifest, timeout_s: float = 1800) -
 
 def check_model_code(python: str, model: ModelManifest, timeout_s: float) -> str | None:
     """Import the model's function in a subprocess running `python` (its environment's) as its
-    runtime would; None when it loads, else why (file:line for syntax and import errors)."""
+    runtime would; None when it loads, else why (file:line for syntax and import errors, and for
+    a sys.exit at import). The check runs in a process group of its own, killed at the end, so a
+    process the model starts at import neither outlives the check nor holds it up."""
     assert model.folder is not None
     label = f"model {model.name}:{model.version}"
-    try:
-        result = subprocess.run([python, "-m", "runtime", "check", str(model.folder)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen([python, "-m", "runtime", "check", str(model.folder)],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                   start_new_session=True)
+        try:
+            finished = _wait_unreaped(process.pid, timeout_s)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the group is still ours: its leader is not reaped
+            code = process.wait()
+        stderr.seek(0)
+        lines = stderr.read().decode(errors="replace").strip().splitlines()
+    if not finished:
         return f"{label}: importing {model.folder / 'src' / 'func_main.py'} did not finish within {timeout_s:g}s"
-    if result.returncode == 0:
+    if code == 0:
         return None
-    lines = result.stderr.strip().splitlines()
-    return f"{label}: {lines[-1] if lines else f'the import check exited with code {result.returncode}'}"
+    return f"{label}: {lines[-1] if lines else f'the import check exited with code {code}'}"
+
+
+def _wait_unreaped(pid: int, timeout_s: float) -> bool:
+    """Wait until child `pid` exits, leaving it a zombie (so its pid and process group stay
+    reserved); False if `timeout_s` passed first."""
+    deadline = time.monotonic() + timeout_s
+    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(CHECK_POLL_S)
+    return True
 
 
 def _see_gateway_packages(environment: ModelEnvironment) -> None:

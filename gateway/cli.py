@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
@@ -36,7 +37,7 @@ from gateway.observability import multiprocess_dir
 from gateway.reload import ConfigStager, Reloads
 from gateway.settings import Settings
 from gateway.supervisor import Supervisor, _die_with_parent
-from gateway.workers import ParentLink, WorkerReloads
+from gateway.workers import ANSWER_MARGIN_S, APPLY_TIMEOUT_S, ParentLink, WorkerReloads
 
 log = logging.getLogger("gateway")
 
@@ -149,15 +150,31 @@ class UvicornServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def _hold_sighup(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """While the gateway starts or stops (no reload to be had) SIGHUP is logged and ignored,
+    rather than ending the gateway (its default action)."""
+    if loop is not None:
+        loop.remove_signal_handler(signal.SIGHUP)
+    signal.signal(signal.SIGHUP, _sighup_ignored)
+
+
+def _sighup_ignored(_signum: int, _frame: FrameType | None) -> None:
+    log.warning("SIGHUP ignored: the gateway is starting or stopping (a reload needs it serving)")
+
+
 def _serve(settings: Settings, config: Config) -> int:
+    _hold_sighup()
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]
-        return asyncio.run(_run(settings, config))
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_run(settings, config))
+        code = asyncio.run(_run(settings, config))
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            code = runner.run(_run(settings, config))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # to the end: Python resets its own handlers at exit
+    return code
 
 
 async def _run(settings: Settings, config: Config) -> int:
@@ -195,7 +212,7 @@ async def _run(settings: Settings, config: Config) -> int:
     finally:
         listener.close()
         stop_wait.cancel()
-        loop.remove_signal_handler(signal.SIGHUP)
+        _hold_sighup(loop)
         await supervisor.stop()
         log.info("stopped")
 
@@ -236,7 +253,7 @@ async def _serve_app(settings: Settings, app: Starlette, applications: list[str]
             watching.cancel()
         return await serving
     finally:
-        loop.remove_signal_handler(signal.SIGHUP)
+        _hold_sighup(loop)
 
 
 # ---------------------------------------------------------------- --workers N
@@ -317,7 +334,7 @@ async def _run_workers(settings: Settings, reloads: WorkerReloads, stopping: asy
     finally:
         if watching is not None:
             watching.cancel()
-        loop.remove_signal_handler(signal.SIGHUP)
+        _hold_sighup(loop)
         for worker in workers:
             if worker.is_alive():
                 worker.kill()
@@ -336,12 +353,14 @@ def _worker_main(settings: Settings, config: Config, failed: Mapping[tuple[str, 
     """One worker process: the HTTP server on its own SO_REUSEPORT socket, reloaded by the
     parent over `link`."""
     _die_with_parent()
+    _hold_sighup()
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         code = runner.run(_worker_run(settings, config, failed, link))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # to the end: Python resets its own handlers at exit
     sys.exit(code)
 
 
@@ -354,7 +373,8 @@ async def _worker_run(settings: Settings, config: Config, failed: Mapping[tuple[
     stop_wait = asyncio.create_task(stopping.wait())
     try:
         app = create_app(settings, config, failed, None)
-        app.state.reload_via = ParentLink(link, app)
+        app.state.reload_via = ParentLink(link, app, settings.runtime_start_timeout_s + APPLY_TIMEOUT_S
+                                          + ANSWER_MARGIN_S)
         tune_for_serving()
         return await _serve_app(settings, app, sorted(config.applications), stopping, stop_wait,
                                 [bound_socket(settings.host, settings.port)])

@@ -248,9 +248,15 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 def read_documents(path: Path) -> Iterator[_Mapping]:
     """The YAML documents in a file, each a mapping with line numbers."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"cannot read: {error.strerror}", str(path)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError(f"not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} "
+                          "(manifests are UTF-8 YAML)", f"{path}:{line}") from None
     try:
         documents = list(yaml.load_all(text, Loader=_Loader))
     except yaml.YAMLError as error:

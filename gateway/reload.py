@@ -45,11 +45,28 @@ class ReloadResult:
     models: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     shutting_down: bool = False
+    refused_status: int = 422  # when not applied: 422 invalid config, 500 a fault, 504 no answer in time
 
     @property
     def status(self) -> int:
         """The admin route's HTTP status."""
-        return 200 if self.applied else 503 if self.shutting_down else 422
+        return 200 if self.applied else 503 if self.shutting_down else self.refused_status
+
+
+def failed_reload(error: BaseException) -> ReloadResult:
+    """A reload that failed on a fault (not an invalid config): logged with its traceback, the
+    current config keeps serving."""
+    log.error("reload failed, the current config keeps serving", exc_info=error)
+    return ReloadResult(False, f"the reload failed: {type(error).__name__}: {error}", refused_status=500)
+
+
+def abandoned(applied: ReloadResult | None) -> ReloadResult:
+    """The answer to a reload given up because the gateway is stopping: what it had applied
+    by then (the swap is done once committed), else that it was abandoned."""
+    if applied is not None:
+        return ReloadResult(True, "applied; the gateway is shutting down", applied.applications,
+                            applied.models, applied.failed)
+    return ReloadResult(False, SHUTTING_DOWN, shutting_down=True)
 
 
 class Reloads(Protocol):
@@ -135,6 +152,7 @@ class Reloader:
         self._reloading: set[asyncio.Task[ReloadResult]] = set()
         self._retiring: set[asyncio.Task[None]] = set()
         self._draining: list[Registry] = []  # replaced registries whose requests may still run
+        self._swapped: dict[asyncio.Task[ReloadResult], ReloadResult] = {}  # reloads past their swap
         self._abandoned = False
 
     async def reload(self) -> ReloadResult:
@@ -148,8 +166,10 @@ class Reloader:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             if self._abandoned:
-                return ReloadResult(False, SHUTTING_DOWN, shutting_down=True)
+                return abandoned(self._swapped.get(task))
             raise
+        finally:
+            self._swapped.pop(task, None)
 
     async def _reload(self) -> ReloadResult:
         async with self._lock:
@@ -158,6 +178,8 @@ class Reloader:
             except ConfigError as error:
                 log.error("reload refused, the current config keeps serving: %s", error)
                 return ReloadResult(False, str(error))
+            except Exception as error:  # noqa: BLE001 - answered (500), never left hanging
+                return failed_reload(error)
             return await self._swap(staged.config, staged.failed, self.stager.commit(staged))
 
     def abandon(self) -> None:
@@ -180,6 +202,12 @@ class Reloader:
         registry = Registry.build(config, self.pool, failed)
         replaced = self.dataplane.registry
         self.dataplane.registry = registry  # the swap: one assignment
+        result = ReloadResult(True, None, sorted(registry.applications),
+                              sorted(model.label for model in registry.models.values()),
+                              {f"{name}:{version}": reason for (name, version), reason in failed.items()})
+        current = asyncio.current_task()
+        if current is not None and current in self._reloading:
+            self._swapped[current] = result
         self.config = config
         self.stager.config = config
         self._draining.append(replaced)
@@ -189,9 +217,7 @@ class Reloader:
         await self.dataplane.discover(min(self.settings.request_timeout_s, DISCOVERY_TIMEOUT_S))
         await self.watcher.check_now()
         log.info("reloaded: %d applications, %d models", len(registry.applications), len(registry.models))
-        return ReloadResult(True, None, sorted(registry.applications),
-                            sorted(model.label for model in registry.models.values()),
-                            {f"{name}:{version}": reason for (name, version), reason in failed.items()})
+        return result
 
     async def _retire(self, replaced: Registry, runtimes: list[RuntimeProcess]) -> None:
         """Once requests that started on `replaced` have had the drain timeout to finish, stop

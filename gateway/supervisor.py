@@ -28,10 +28,13 @@ ModelKey = tuple[str, int]
 STDERR_TAIL_LINES = 20
 TAIL_IN_MESSAGES = 5
 STABLE_AFTER_S = 30.0  # a runtime that ran this long restarts without back-off
+READ_AFTER_EXIT_S = 1.0  # its output still in the pipes takes far less
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Ask Linux to SIGTERM the runtime if the gateway dies without cleaning up."""
+    """Ask Linux to SIGTERM the runtime if the gateway dies without cleaning up (and give it
+    the default SIGHUP action, which the gateway ignores while it stops)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -218,7 +221,7 @@ class Supervisor:
             model = runtime.model
             started = time.monotonic()
             code = await runtime.process.wait()
-            await asyncio.gather(*runtime.readers, return_exceptions=True)
+            await self._finish_reading(runtime)
             failures = 0 if time.monotonic() - started > STABLE_AFTER_S else failures + 1
             log.error("model %s:%s runtime (pid %s) exited with code %s%s", model.name, model.version,
                       runtime.process.pid, code, self._tail(runtime))
@@ -280,7 +283,7 @@ class Supervisor:
             line = await runtime.process.stdout.readline()
             if not line:
                 code = await runtime.process.wait()
-                await asyncio.gather(*runtime.readers, return_exceptions=True)
+                await self._finish_reading(runtime)
                 raise RuntimeStartError(f"runtime exited with code {code}")
             with contextlib.suppress(ValueError):
                 event = json.loads(line)
@@ -317,6 +320,17 @@ class Supervisor:
         assert runtime.process.stdout is not None
         async for line in runtime.process.stdout:
             log.info("[%s] %s", runtime.model.name, line.decode(errors="replace").rstrip())
+
+    @staticmethod
+    async def _finish_reading(runtime: RuntimeProcess) -> None:
+        """Read what the exited runtime still printed; a process it left behind may hold its
+        pipes open, so give up after READ_AFTER_EXIT_S (the restart must not wait for it)."""
+        pending = [reader for reader in runtime.readers if not reader.done()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=READ_AFTER_EXIT_S)
+            for reader in late:
+                reader.cancel()
+            await asyncio.gather(*runtime.readers, return_exceptions=True)
 
     @staticmethod
     def _tail(runtime: RuntimeProcess) -> str:

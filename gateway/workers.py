@@ -5,7 +5,8 @@ The parent owns the model runtimes, so it alone stages a reload (validates the m
 the runtimes of new and changed models); then it has every worker swap to the same config bound to
 the new runtimes, waits until they have, and answers the caller. A worker asked for a reload
 (`POST /admin/reload`, SIGHUP) forwards it to the parent and answers with the outcome. Messages
-travel pickled over one `multiprocessing.Pipe` per worker, read by the event loop.
+travel pickled over one `multiprocessing.Pipe` per worker, read by the event loop and written by
+a thread of the link's own (a worker that stops reading never blocks the event loop).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import queue
+import threading
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -24,12 +27,13 @@ from starlette.applications import Starlette
 
 from gateway.errors import ConfigError
 from gateway.manifests import Config
-from gateway.reload import SHUTTING_DOWN, ConfigStager, Reloader, ReloadResult
+from gateway.reload import SHUTTING_DOWN, ConfigStager, Reloader, ReloadResult, abandoned, failed_reload
 from gateway.supervisor import ModelKey, RuntimeProcess
 
 log = logging.getLogger("gateway.workers")
 
 APPLY_TIMEOUT_S = 30.0  # a worker swaps in well under this; one that does not is not waited for
+ANSWER_MARGIN_S = 30.0  # beyond staging and applying, for the parent to answer a worker's reload
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,9 @@ class Answer:
 
 
 class _Link:
-    """One end of a pipe, read by the running event loop."""
+    """One end of a pipe: read by the running event loop, written by its own thread (a
+    blocked write waits there, not on the loop). The sending thread closes the connection
+    once the link is closed and no write is under way."""
 
     def __init__(self, connection: Connection, on_message: Callable[[object], None],
                  on_closed: Callable[[], None] = lambda: None) -> None:
@@ -68,7 +74,10 @@ class _Link:
         self.on_message = on_message
         self.on_closed = on_closed
         self.closed = False
-        asyncio.get_running_loop().add_reader(connection.fileno(), self._readable)
+        self._loop = asyncio.get_running_loop()
+        self._outbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._loop.add_reader(connection.fileno(), self._readable)
+        threading.Thread(target=self._write, name="gateway-link", daemon=True).start()
 
     def _readable(self) -> None:
         try:
@@ -79,21 +88,31 @@ class _Link:
         self.on_message(message)
 
     def send(self, message: object) -> None:
-        if self.closed:
-            return
-        try:
-            self.connection.send(message)
-        except OSError:  # the other side is gone; its reader sees the end too
-            self.close()
+        """Queue `message` (dropped when the link is closed)."""
+        if not self.closed:
+            self._outbox.put(message)
+
+    def _write(self) -> None:
+        while (message := self._outbox.get()) is not _CLOSE:
+            try:
+                self.connection.send(message)
+            except (OSError, ValueError):  # the other side is gone; its reader sees the end too
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to tell
+                    self._loop.call_soon_threadsafe(self.close)
+                break
+        self.connection.close()
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         with contextlib.suppress(ValueError, OSError):
-            asyncio.get_running_loop().remove_reader(self.connection.fileno())
-        self.connection.close()
+            self._loop.remove_reader(self.connection.fileno())
+        self._outbox.put(_CLOSE)
         self.on_closed()
+
+
+_CLOSE = object()  # tells a link's sending thread to close the connection
 
 
 class WorkerReloads:
@@ -109,8 +128,10 @@ class WorkerReloads:
         self._lock = asyncio.Lock()
         self._rounds = itertools.count(1)
         self._acks: dict[tuple[int, int], asyncio.Future[None]] = {}
+        self._lost_in: dict[int, int] = {}  # round under way -> workers lost meanwhile
         self._tasks: set[asyncio.Task[None]] = set()
         self._reloading: set[asyncio.Task[ReloadResult]] = set()
+        self._committed: dict[asyncio.Task[ReloadResult], ReloadResult] = {}  # reloads past their commit
         self._abandoned = False
 
     @property
@@ -123,8 +144,8 @@ class WorkerReloads:
         if previous is not None:
             previous.close()
         mine, theirs = multiprocessing.Pipe()
-        self.links[index] = _Link(mine, lambda message: self._received(index, message),
-                                  lambda: self._lost(index))
+        link = _Link(mine, lambda message: self._received(index, message), lambda: self._lost(index, link))
+        self.links[index] = link
         return theirs
 
     def _received(self, index: int, message: object) -> None:
@@ -135,11 +156,17 @@ class WorkerReloads:
             if ack is not None and not ack.done():
                 ack.set_result(None)
 
-    def _lost(self, index: int) -> None:
+    def _lost(self, index: int, link: _Link) -> None:
+        """Worker `index` is gone: nothing waits for it (its replacement starts on the current
+        config)."""
+        if self.links.get(index) is link:
+            del self.links[index]
         for (worker, round_), ack in list(self._acks.items()):
             if worker == index and not ack.done():
                 ack.set_result(None)
                 del self._acks[(worker, round_)]
+                if round_ in self._lost_in:
+                    self._lost_in[round_] += 1
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -147,10 +174,18 @@ class WorkerReloads:
         task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, index: int, ask: int) -> None:
-        result = await self.reload()
-        link = self.links.get(index)
-        if link is not None:
-            link.send(Answer(ask, result))
+        """Reload for worker `index` and answer it, whatever happens (a worker waits for it)."""
+        try:
+            result = await self.reload()
+        except asyncio.CancelledError:
+            result = abandoned(None)
+            raise
+        except Exception as error:  # noqa: BLE001 - the asking worker is answered (500)
+            result = failed_reload(error)
+        finally:
+            link = self.links.get(index)
+            if link is not None:
+                link.send(Answer(ask, result))
 
     async def reload(self) -> ReloadResult:
         """Stage the config directory and have every worker swap to it; one at a time."""
@@ -163,8 +198,10 @@ class WorkerReloads:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             if self._abandoned:
-                return ReloadResult(False, SHUTTING_DOWN, shutting_down=True)
+                return abandoned(self._committed.get(task))
             raise
+        finally:
+            self._committed.pop(task, None)
 
     async def _reload(self) -> ReloadResult:
         async with self._lock:
@@ -173,29 +210,49 @@ class WorkerReloads:
             except ConfigError as error:
                 log.error("reload refused, the current config keeps serving: %s", error)
                 return ReloadResult(False, str(error))
+            except Exception as error:  # noqa: BLE001 - answered (500), never left hanging
+                return failed_reload(error)
             retiring = self.stager.commit(staged)  # from now on new workers start on it
             self.failed = dict(staged.failed)
+            config = staged.config
+            result = ReloadResult(True, None, sorted(config.applications),
+                                  sorted(f"{name}:{version}" for name, version in config.models),
+                                  {f"{name}:{version}": reason for (name, version), reason in staged.failed.items()})
+            current = asyncio.current_task()
+            if current is not None:
+                self._committed[current] = result
             round_ = next(self._rounds)
+            self._lost_in[round_] = 0
             loop = asyncio.get_running_loop()
             acks = []
             for index, link in list(self.links.items()):
+                if link.closed:
+                    continue
                 ack: asyncio.Future[None] = loop.create_future()
                 self._acks[(index, round_)] = ack
                 acks.append(ack)
-                link.send(Apply(round_, staged.config, staged.failed))
-            _, late = await asyncio.wait(acks, timeout=self.apply_timeout_s) if acks else (set(), set())
+                link.send(Apply(round_, config, staged.failed))
+            try:
+                _, late = await asyncio.wait(acks, timeout=self.apply_timeout_s) if acks else (set(), set())
+            finally:
+                lost = self._lost_in.pop(round_)
             if late:
-                log.warning("%d workers did not confirm the reload within %gs", len(late), self.apply_timeout_s)
-            self._spawn(self._retire_later(retiring))
-            config = staged.config
-            log.info("reloaded %d workers: %d applications, %d models", len(acks), len(config.applications),
+                log.warning("%d workers did not confirm the reload within %gs; the runtimes it replaces "
+                            "are kept until they do (or exit)", len(late), self.apply_timeout_s)
+            if lost:
+                log.warning("%d workers exited during the reload; their replacements start on the new config",
+                            lost)
+            self._spawn(self._retire_later(retiring, late))
+            log.info("reloaded %d workers: %d applications, %d models", len(acks) - lost, len(config.applications),
                      len(config.models))
-            return ReloadResult(True, None, sorted(config.applications),
-                                sorted(f"{name}:{version}" for name, version in config.models),
-                                {f"{name}:{version}": reason for (name, version), reason in staged.failed.items()})
+            return result
 
-    async def _retire_later(self, runtimes: list[RuntimeProcess]) -> None:
+    async def _retire_later(self, runtimes: list[RuntimeProcess], late: set[asyncio.Future[None]]) -> None:
+        """Stop the replaced runtimes after the drain timeout, and not before every worker that
+        has not confirmed the swap yet (and may still route to them) has, or has exited."""
         await asyncio.sleep(self.drain_timeout_s)
+        if late:
+            await asyncio.wait(late)
         await self.stager.retire(runtimes)
 
     def abandon(self) -> None:
@@ -217,8 +274,11 @@ class ParentLink:
     """In a worker: reloads asked for here are carried out by the parent (for every worker);
     the swaps the parent sends are applied to this worker's app."""
 
-    def __init__(self, connection: Connection, app: Starlette) -> None:
+    def __init__(self, connection: Connection, app: Starlette, answer_timeout_s: float,
+                 apply_timeout_s: float = APPLY_TIMEOUT_S) -> None:
         self.app = app
+        self.answer_timeout_s = answer_timeout_s
+        self.apply_timeout_s = apply_timeout_s
         self._asks = itertools.count(1)
         self._answers: dict[int, asyncio.Future[ReloadResult]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -232,7 +292,14 @@ class ParentLink:
         answer: asyncio.Future[ReloadResult] = asyncio.get_running_loop().create_future()
         self._answers[ask] = answer
         self.link.send(AskReload(ask))
-        return await answer
+        try:
+            return await asyncio.wait_for(answer, self.answer_timeout_s)
+        except TimeoutError:
+            log.error("the gateway's parent process did not answer a reload within %gs", self.answer_timeout_s)
+            return ReloadResult(False, f"the gateway's parent process did not answer within "
+                                f"{self.answer_timeout_s:g}s; the reload may still apply", refused_status=504)
+        finally:
+            self._answers.pop(ask, None)
 
     def _received(self, message: object) -> None:
         if isinstance(message, Answer):
@@ -245,8 +312,13 @@ class ParentLink:
             task.add_done_callback(self._tasks.discard)
 
     async def _apply(self, message: Apply) -> None:
+        deadline = asyncio.get_running_loop().time() + self.apply_timeout_s
         reloader: Reloader | None = getattr(self.app.state, "reloader", None)
         while reloader is None:  # the app is still starting
+            if asyncio.get_running_loop().time() > deadline:
+                log.error("cannot apply reload %d: this worker did not finish starting within %gs",
+                          message.round, self.apply_timeout_s)
+                return
             await asyncio.sleep(0.05)
             reloader = getattr(self.app.state, "reloader", None)
         await reloader.apply(message.config, message.failed)
@@ -260,5 +332,6 @@ class ParentLink:
         self._abandoned = True
         for answer in self._answers.values():
             if not answer.done():
-                answer.set_result(ReloadResult(False, SHUTTING_DOWN, shutting_down=True))
+                answer.set_result(ReloadResult(False, "the gateway's parent process is gone (the gateway is "
+                                               "stopping); the reload was abandoned", shutting_down=True))
         self._answers.clear()

@@ -7,15 +7,13 @@ import json
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 from types import FrameType
 
 from gateway.errors import ConfigError
 from gateway.gc_tuning import tune_for_serving
 from gateway.manifests import RUNTIME_THREADS
-from runtime.exits import exit_on_system_exit
-from runtime.model import load_model
+from runtime.model import ENTRY_POINT, _user_line, load_model
 from runtime.server import ModelServer
 
 log = logging.getLogger("runtime")
@@ -53,7 +51,17 @@ def _check(model_dir: Path) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr, flush=True)
         return 2
+    except (SystemExit, KeyboardInterrupt) as error:  # `serve` would not come up either
+        print(_ended_at_import(error, model_dir), file=sys.stderr, flush=True)
+        return 2
     return 0
+
+
+def _ended_at_import(error: SystemExit | KeyboardInterrupt, model_dir: Path) -> str:
+    """file:line and what the model's import did to end the process."""
+    source = model_dir.resolve() / ENTRY_POINT
+    what = f"called sys.exit({error.code!r})" if isinstance(error, SystemExit) else "raised KeyboardInterrupt"
+    return f"{source}:{_user_line(error, source)}: the model {what} while importing: its runtime cannot start"
 
 
 def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float, local_socket: str | None) -> int:
@@ -63,6 +71,10 @@ def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float, lo
     except ConfigError as error:
         print(f"runtime: cannot load {model_dir}: {error}", file=sys.stderr, flush=True)
         return 2
+    except SystemExit as exit_:  # the process ends with its code, as the model asked, and says where
+        print(f"runtime: cannot load {model_dir}: {_ended_at_import(exit_, model_dir)}", file=sys.stderr,
+              flush=True)
+        raise
     try:
         bound = server.start()
     except OSError as error:
@@ -75,7 +87,6 @@ def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float, lo
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    threading.excepthook = exit_on_system_exit
     tune_for_serving()
     manifest = server.manifest
     # The supervisor reads this line to learn the port.

@@ -1,31 +1,32 @@
-"""A model that calls sys.exit ends its runtime with that code, as it would in a program of its
-own: the gateway's supervisor then logs the exit and restarts the runtime like a crash (rather
-than the call thread dying silently and the call hanging or its connection closing)."""
+"""A model that calls sys.exit in a call ends its runtime with that code, as it would in a program
+of its own: the gateway's supervisor then logs the exit and restarts the runtime like a crash
+(rather than the call thread dying silently and the call hanging or its connection closing).
+SystemExit is caught only where the runtime calls the model (a thread the model starts itself
+ends on sys.exit, as in plain Python)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
 import os
 import sys
-import threading
 from typing import NoReturn
 
 log = logging.getLogger("runtime")
 
 
 def exit_runtime(error: SystemExit, where: str) -> NoReturn:
-    """Log the model's sys.exit and end the process with its code at once (from any thread)."""
+    """Log the model's sys.exit and end the process with its code at once (from any thread),
+    its worker processes (`workers: N`) with it."""
     code = error.code
     status = code if isinstance(code, int) else 0 if code is None else 1
     log.error("the model called sys.exit(%r) in %s: the runtime exits with code %d", code, where, status)
+    for child in multiprocessing.active_children():  # os._exit skips the pool's shutdown
+        with contextlib.suppress(OSError):
+            child.kill()
     for handler in logging.getLogger().handlers:
         handler.flush()
     sys.stderr.flush()
     os._exit(status)
 
-
-def exit_on_system_exit(hook: threading.ExceptHookArgs) -> None:
-    """A `threading.excepthook`: SystemExit leaving a thread ends the runtime."""
-    if isinstance(hook.exc_value, SystemExit):
-        exit_runtime(hook.exc_value, f"thread {hook.thread.name if hook.thread else '?'}")
-    threading.__excepthook__(hook)

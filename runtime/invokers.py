@@ -12,8 +12,12 @@ processes for `workers: N`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +29,7 @@ from gateway.errors import ConfigError
 from gateway.manifests import RUNTIME_THREADS
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from runtime.errors import RuntimeCallError
+from runtime.exits import exit_runtime
 from runtime.model import LoadedModel, load_model
 from runtime.styles import Attached, with_attached_inputs
 
@@ -78,6 +83,8 @@ class InlineInvoker:
             return self(request, attached)
         except Exception as error:  # noqa: BLE001 - each request fails on its own
             return error
+        except SystemExit as exit_:  # here in a pool thread too: the runtime ends, as for one call
+            exit_runtime(exit_, f"thread {threading.current_thread().name}")
 
     def _spread(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -100,14 +107,20 @@ class EventLoopInvoker:
         self.thread.start()
 
     def __call__(self, request: PredictRequest, attached: Attached | None = None) -> PredictResponse:
-        return asyncio.run_coroutine_threadsafe(self.model.predict_async(request, attached), self.loop).result()
+        return asyncio.run_coroutine_threadsafe(self._guarded(request, attached), self.loop).result()
+
+    async def _guarded(self, request: PredictRequest, attached: Attached | None) -> PredictResponse:
+        try:
+            return await self.model.predict_async(request, attached)
+        except SystemExit as exit_:  # left to asyncio, it would stop the loop and every call hang
+            exit_runtime(exit_, "the model's event loop")
 
     def many(self, requests: Sequence[PredictRequest],
              attached: Sequence[Attached | None] | None = None) -> list[Outcome]:
         each = attached or [None] * len(requests)
 
         async def gather() -> list[Outcome]:
-            calls = (self.model.predict_async(r, a) for r, a in zip(requests, each, strict=True))
+            calls = (self._guarded(r, a) for r, a in zip(requests, each, strict=True))
             answers = await asyncio.gather(*calls, return_exceptions=True)
             return [a if isinstance(a, PredictResponse | Exception) else RuntimeError(repr(a))
                     for a in answers]
@@ -126,13 +139,26 @@ _worker_loop: asyncio.AbstractEventLoop | None = None
 _worker_error = ""
 
 
-def _init_worker(folder: str) -> None:
+def _die_with_runtime(runtime_pid: int) -> None:
+    """Have Linux SIGKILL this worker process when its runtime dies, however it dies (its
+    pool's shutdown never runs then, and the worker would hold the runtime's output pipes)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != runtime_pid:  # it died before the request took effect
+        os._exit(1)
+
+
+def _init_worker(folder: str, runtime_pid: int) -> None:
     global _worker_model, _worker_loop, _worker_error
+    _die_with_runtime(runtime_pid)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s runtime worker: %(message)s")
     try:
         _worker_model = load_model(Path(folder))
     except ConfigError as error:
         _worker_error = str(error)
+        return
+    except SystemExit as exit_:  # the runtime reports it as a model that does not load
+        _worker_error = f"{folder}: the model called sys.exit({exit_.code!r}) while loading in a worker process"
         return
     if _worker_model.is_async:
         _worker_loop = asyncio.new_event_loop()
@@ -164,7 +190,7 @@ class WorkerPoolInvoker:
     def __init__(self, folder: Path, workers: int) -> None:
         context = multiprocessing.get_context("spawn")  # fork is unsafe beside gRPC's threads
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                        initializer=_init_worker, initargs=(str(folder),))
+                                        initializer=_init_worker, initargs=(str(folder), os.getpid()))
         # Start every worker now (submitting N calls at once spawns N processes), so a model
         # that fails to load fails the runtime at start.
         for error in self.pool.map(_worker_ready, range(workers)):
@@ -191,6 +217,8 @@ class WorkerPoolInvoker:
     def _answer(future: Future[bytes]) -> PredictResponse:
         try:
             answer = future.result()
+        except SystemExit as exit_:  # the model's, in the worker process: the runtime ends with it
+            exit_runtime(exit_, "a worker process")
         except RuntimeCallError:
             raise
         except Exception as error:

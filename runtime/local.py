@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 from protos.local_wire import HEADER, LOCAL_METHODS, SMALL_FRAME, Attachments, WireError, split_attachment
 from protos.services import RUNTIME_PREDICT_MANY, Method
 from protos.tensorflow_serving.predict_pb2 import PredictRequest
+from runtime.exits import exit_runtime
 from runtime.styles import Attached
 from tensorcodecs import CodecError
 from tensorcodecs.tensor_proto import attached_array
@@ -181,6 +182,8 @@ class LocalListener:
         except Exception as error:  # noqa: BLE001 - every failure becomes a status, as over gRPC
             code, text = self._status_of(error, method.path)
             return code, text.encode(), Attachments()
+        except SystemExit as exit_:  # the model's sys.exit ends the runtime, as over gRPC
+            exit_runtime(exit_, method.path)
         answered = [result.code == 0 for result in response.results] if method is RUNTIME_PREDICT_MANY else [True]
         outputs = Attachments([(item, name, array) for item, side in enumerate(attached) if answered[item]
                                for name, array in (side.outputs or {}).items()])

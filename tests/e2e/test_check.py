@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, write_app, write_model
-from tests.e2e.processes import GATEWAY
+from tests.e2e.processes import GATEWAY, alive
 
 GOOD = "def predict(x):\n    return x + 1\n"
 REMOTE = ("kind: Model\nname: toy\nbackend: {protocol: tensorflow-serving, target: 127.0.0.1:1}\n"
@@ -48,7 +49,10 @@ def test_a_valid_config_passes_and_remote_models_are_named_as_applications_name_
     ("import numpy\nimport no_such_module_anywhere\n\ndef predict(x):\n    return x\n", 2,
      "No module named 'no_such_module_anywhere'"),
     ("import json\n\njson.loads('{')\n\ndef predict(x):\n    return x\n", 3, "JSONDecodeError"),
-], ids=["syntax-error", "import-error", "raises-on-import"])
+    # `serve` fails such a model whatever the code, 0 included
+    ("import sys\n\nsys.exit(0)\n\ndef predict(x):\n    return x\n", 3, "called sys.exit(0) while importing"),
+    ("import sys\nsys.exit(5)\n", 2, "called sys.exit(5) while importing"),
+], ids=["syntax-error", "import-error", "raises-on-import", "sys-exit-0", "sys-exit-5"])
 def test_a_model_that_does_not_load_fails_the_check_with_file_and_line(
         config: Path, source: str, line: int, complaint: str) -> None:
     code = config / "models" / "counter" / "src" / "func_main.py"
@@ -65,6 +69,17 @@ def test_a_model_hanging_on_import_fails_the_check_at_the_timeout(config: Path) 
     result = check(config)
     assert result.returncode == 1
     assert "did not finish within 2s" in result.stderr
+
+
+def test_a_process_the_model_starts_at_import_neither_holds_up_nor_outlives_the_check(config: Path) -> None:
+    (config / "models" / "counter" / "src" / "func_main.py").write_text(
+        "import subprocess\n\nchild = subprocess.Popen(['sleep', '30'])\nopen('child', 'w').write(str(child.pid))\n\n"
+        + GOOD)
+    started = time.monotonic()
+    result = check(config)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 10
+    assert not alive(int((config / "models" / "counter" / "child").read_text()))
 
 
 def test_an_empty_application_file_fails_the_check(config: Path) -> None:

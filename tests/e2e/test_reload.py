@@ -26,6 +26,12 @@ from tests.e2e.processes import alive, command_line, descendants, running_gatewa
 
 GOOD = "def predict(x):\n    return x + 1\n"
 QUITTER = "import sys\n\ndef predict(x):\n    if x[0] == 0:\n        sys.exit(3)\n    return x + 1\n"
+ASYNC_QUITTER = "import sys\n\nasync def predict(x):\n    if x[0] == 0:\n        sys.exit(4)\n    return x + 1\n"
+THREAD_QUITTER = ("import sys, threading, time\n\nexited = False\n\n"
+                  "def _refresh():\n    global exited\n    time.sleep(0.5)  # serving by then\n"
+                  "    exited = True\n    sys.exit()  # ends this thread only\n\n"
+                  "threading.Thread(target=_refresh, daemon=True).start()\n\n"
+                  "def predict(x):\n    return x + int(exited)\n")
 START_TIMEOUT_S = 3
 GATEWAY_YAML = ("kind: Gateway\ndefaults: {runtime_start_timeout_s: %s, drain_timeout_s: 0.5, "
                 "shutdown_grace_s: 0.2, health_interval_s: 0.5}\nlogging: {access_log: false}\n")
@@ -41,6 +47,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     write_model(config, "quitter", "quitter", QUITTER)
     write_app(config, "app", "counter")
     write_app(config, "quitter_app", "quitter")
+    write_model(config, "pool_quitter", "pool_quitter", QUITTER, extra="workers: 2")
+    write_model(config, "async_quitter", "async_quitter", ASYNC_QUITTER)
+    write_model(config, "thread_quitter", "thread_quitter", THREAD_QUITTER)
+    write_app(config, "async_quitter_app", "async_quitter")
+    write_app(config, "thread_quitter_app", "thread_quitter")
+    write_app(config, "pool_quitter_app", "pool_quitter")
     write_model(config, "broken", "broken", "def predict(x):\n    return (\n")  # broken from the start
     log = tmp_path_factory.mktemp("log") / "gateway.log"
     with running_gateway(config, ready_path="/health/live", log=log) as (process, url):
@@ -108,7 +120,10 @@ def test_a_model_hanging_on_import_is_given_up_at_the_timeout(gateway: Gateway) 
         started = time.monotonic()
         reloading = threading.Thread(target=lambda: answers.append(reload(url)))
         reloading.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while len(runtimes_of(process, "counter")) < 2:  # the reload is importing the new code
+            assert time.monotonic() < deadline, "the reload did not start the new runtime"
+            time.sleep(0.05)
         during = time.monotonic()
         assert predict(url).json() == {"y": [2]}  # requests do not wait for the reload
         assert time.monotonic() - during < 2
@@ -151,8 +166,60 @@ def test_a_model_calling_sys_exit_is_logged_and_restarted(gateway: Gateway) -> N
     assert predict(url, "quitter_app").json() == {"y": [2]}
     assert runtimes_of(process, "quitter") != before
     text = log.read_text()
-    assert "the model called sys.exit(3) in thread" in text
+    assert "the model called sys.exit(3) in /" in text  # the method it was called for
     assert f"runtime (pid {before[0]}) exited with code 3" in text
+
+
+def _restarted(process: subprocess.Popen[bytes], url: str, app: str, model: str, before: list[int]) -> None:
+    deadline = time.monotonic() + 20
+    while predict(url, app).status_code != 200 or runtimes_of(process, model) in ([], before):
+        assert time.monotonic() < deadline, "the runtime was not restarted"
+        time.sleep(0.2)
+
+
+def test_a_model_with_workers_exiting_or_killed_is_restarted_without_leaving_its_workers(
+        gateway: Gateway) -> None:
+    process, url, _, log = gateway
+    before = runtimes_of(process, "pool_quitter")
+    pool = descendants(before[0])
+    assert len([pid for pid in pool if "multiprocessing" in command_line(pid)]) >= 2
+    assert predict(url, "pool_quitter_app", x=0).status_code == 503  # sys.exit in a worker process
+    _restarted(process, url, "pool_quitter_app", "pool_quitter", before)
+    assert not [pid for pid in pool if alive(pid)]
+    assert "the model called sys.exit(3)" in log.read_text()
+    # SIGKILLed, the runtime cannot stop its workers: they die with it all the same.
+    killed = runtimes_of(process, "pool_quitter")
+    pool = descendants(killed[0])
+    os.kill(killed[0], signal.SIGKILL)
+    _restarted(process, url, "pool_quitter_app", "pool_quitter", killed)
+    deadline = time.monotonic() + 5
+    while [pid for pid in pool if alive(pid)]:
+        assert time.monotonic() < deadline, "the killed runtime's workers are still running"
+        time.sleep(0.05)
+    assert predict(url, "pool_quitter_app").json() == {"y": [2]}
+
+
+def test_an_async_model_calling_sys_exit_ends_its_runtime(gateway: Gateway) -> None:
+    process, url, _, log = gateway
+    before = runtimes_of(process, "async_quitter")
+    started = time.monotonic()
+    assert predict(url, "async_quitter_app", x=0).status_code == 503
+    assert time.monotonic() - started < 5  # at once, not at the deadline
+    _restarted(process, url, "async_quitter_app", "async_quitter", before)
+    assert f"runtime (pid {before[0]}) exited with code 4" in log.read_text()
+
+
+def test_sys_exit_in_a_thread_the_model_started_ends_only_that_thread(gateway: Gateway) -> None:
+    process, url, _, log = gateway
+    before = runtimes_of(process, "thread_quitter")
+    deadline = time.monotonic() + 10
+    while predict(url, "thread_quitter_app").json() != {"y": [2]}:  # the thread has exited
+        assert time.monotonic() < deadline, "the model's thread did not run"
+        time.sleep(0.05)
+    time.sleep(0.2)  # it would take the runtime down at once
+    assert predict(url, "thread_quitter_app").json() == {"y": [2]}
+    assert runtimes_of(process, "thread_quitter") == before
+    assert f"(pid {before[0]}) exited" not in log.read_text()
 
 
 def test_a_model_calling_sys_exit_over_grpc_ends_the_runtime_at_once(tmp_path: Path) -> None:

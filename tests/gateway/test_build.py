@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -44,7 +45,8 @@ def make_config(root: Path, name: str, command: str) -> Path:
     return root / "config"
 
 
-def test_build_makes_an_environment_that_also_sees_the_gateway(tmp_path: Path) -> None:
+def test_build_makes_an_environment_that_also_sees_the_gateway(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     config = make_config(tmp_path, "needs_pkg", INSTALL)
     model = load_model_folder(config / "models" / "needs_pkg")
     envs = tmp_path / "envs"
@@ -64,7 +66,11 @@ def test_build_makes_an_environment_that_also_sees_the_gateway(tmp_path: Path) -
     # A model of the same name and version in another config directory has its own environment.
     other = load_model_folder(make_config(tmp_path / "other", "needs_pkg", INSTALL) / "models" / "needs_pkg")
     assert ModelEnvironment.of(envs, other).path != environment.path
-    assert interpreter_for(envs, other) == sys.executable
+    with caplog.at_level(logging.WARNING, logger="gateway.build"):
+        assert interpreter_for(envs, other) == sys.executable
+    # ... and `serve` says where it looked, as when the config folder moved since `gateway build`.
+    assert f"looked for {ModelEnvironment.of(envs, other).path}, found only {environment.path}" in caplog.text
+    assert "run `gateway build` again" in caplog.text
 
 
 def test_a_failed_install_names_the_model_and_shows_the_output(tmp_path: Path) -> None:

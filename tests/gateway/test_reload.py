@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.manifests import load_config
+from gateway.reload import ConfigStager
 from gateway.settings import Settings
+from gateway.workers import Apply, ParentLink, WorkerReloads
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
 
 SLOW_V1 = "import time\n\ndef predict(x):\n    time.sleep(0.5)\n    return x + 1\n"
@@ -98,3 +102,75 @@ async def test_an_empty_application_file_is_refused(setup: tuple[httpx.AsyncClie
     assert answer.status_code == 422
     assert answer.json()["error"].startswith(f"{manifest}:1: the file is empty")
     assert (await client.post("/gateway/applications/app", json={"x": [1]})).json() == {"y": [2]}
+
+
+async def test_a_file_that_is_not_utf8_is_refused_with_its_line(setup: tuple[httpx.AsyncClient, Path]) -> None:
+    client, root = setup
+    manifest = root / "applications" / "bad.yaml"
+    manifest.write_bytes(b"kind: Application\nname: \xff\xfe\n")
+    answer = await client.post("/admin/reload")
+    assert answer.status_code == 422
+    assert answer.json()["error"].startswith(f"{manifest}:2: not UTF-8 text: byte 0xff")
+    assert (await client.post("/gateway/applications/app", json={"x": [1]})).json() == {"y": [2]}
+
+
+async def test_a_reload_failing_on_a_fault_is_a_500_and_the_old_config_keeps_serving(
+        setup: tuple[httpx.AsyncClient, Path]) -> None:
+    client, root = setup
+    (root / "applications" / "deep.yaml").write_text("kind: Application\nname: " + "[" * 5000 + "]" * 5000 + "\n")
+    answer = await client.post("/admin/reload")
+    assert answer.status_code == 500
+    assert answer.json()["applied"] is False
+    assert "RecursionError" in answer.json()["error"]
+    assert (await client.post("/gateway/applications/app", json={"x": [1]})).json() == {"y": [2]}
+
+
+REMOTE_ONLY = "kind: Model\nname: toy\nbackend: {protocol: tensorflow-serving, target: 127.0.0.1:1}\n"
+
+
+def _remote_config(tmp_path: Path) -> tuple[Settings, Path]:
+    root = tmp_path / "remote"
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "toy.yaml").write_text(REMOTE_ONLY)
+    write_app(root, "app", "toy")
+    return Settings(config_dir=root, access_log=False), root
+
+
+async def test_a_worker_asking_the_parent_is_answered_even_when_the_reload_fails_on_a_fault(tmp_path: Path) -> None:
+    settings, root = _remote_config(tmp_path)
+    parent = WorkerReloads(ConfigStager(settings, load_config(root), None), {}, drain_timeout_s=0)
+    worker = ParentLink(parent.attach(0), Starlette(), answer_timeout_s=10)
+    try:
+        (root / "applications" / "deep.yaml").write_text("kind: Application\nname: " + "[" * 5000 + "]" * 5000)
+        result = await worker.reload()
+        assert result.status == 500
+        assert "RecursionError" in (result.error or "")
+    finally:
+        await parent.close()
+
+
+async def test_a_worker_answers_504_when_the_parent_does_not_answer_in_time() -> None:
+    mine, parents = multiprocessing.Pipe()  # a parent that reads nothing and answers nothing
+    worker = ParentLink(mine, Starlette(), answer_timeout_s=0.3)
+    result = await worker.reload()
+    assert result.status == 504
+    assert "did not answer within 0.3s" in (result.error or "")
+    worker.link.close()
+    parents.close()
+
+
+async def test_a_reload_abandoned_after_its_swap_answers_that_it_applied(tmp_path: Path) -> None:
+    settings, root = _remote_config(tmp_path)
+    parent = WorkerReloads(ConfigStager(settings, load_config(root), None), {}, drain_timeout_s=0)
+    stuck = parent.attach(0)  # a worker that never confirms the swap
+    write_app(root, "other", "toy")
+    reloading = asyncio.create_task(parent.reload())
+    while not stuck.poll():  # the parent committed and sent the swap
+        await asyncio.sleep(0.01)
+    assert isinstance(stuck.recv(), Apply)
+    parent.abandon()  # SIGTERM
+    result = await reloading
+    assert result.status == 200
+    assert result.applications == ["app", "other"]
+    await parent.close()
+    stuck.close()
