@@ -263,6 +263,8 @@ def read_documents(path: Path) -> Iterator[_Mapping]:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"invalid YAML: {getattr(error, 'problem', error)}", where) from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply to read", f"{path}:1") from None
     if all(document is None for document in documents):  # an empty or truncated file is a mistake
         raise ConfigError("the file is empty: a manifest needs at least a `kind`", f"{path}:1")
     for document in documents:

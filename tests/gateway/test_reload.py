@@ -13,7 +13,7 @@ import pytest
 from starlette.applications import Starlette
 
 from gateway.app import create_app
-from gateway.manifests import load_config
+from gateway.manifests import Config, load_config
 from gateway.reload import ConfigStager
 from gateway.settings import Settings
 from gateway.workers import Apply, ParentLink, WorkerReloads
@@ -114,14 +114,29 @@ async def test_a_file_that_is_not_utf8_is_refused_with_its_line(setup: tuple[htt
     assert (await client.post("/gateway/applications/app", json={"x": [1]})).json() == {"y": [2]}
 
 
-async def test_a_reload_failing_on_a_fault_is_a_500_and_the_old_config_keeps_serving(
-        setup: tuple[httpx.AsyncClient, Path]) -> None:
+async def test_a_manifest_nested_too_deeply_is_refused_with_its_file(setup: tuple[httpx.AsyncClient, Path]) -> None:
     client, root = setup
-    (root / "applications" / "deep.yaml").write_text("kind: Application\nname: " + "[" * 5000 + "]" * 5000 + "\n")
+    deep = root / "applications" / "deep.yaml"
+    deep.write_text("kind: Application\nname: " + "[" * 5000 + "]" * 5000 + "\n")
+    answer = await client.post("/admin/reload")
+    assert answer.status_code == 422
+    assert answer.json()["error"] == f"{deep}:1: invalid YAML: nested too deeply to read"
+    assert (await client.post("/gateway/applications/app", json={"x": [1]})).json() == {"y": [2]}
+
+
+def _fail_loading(directory: Path) -> Config:
+    raise RuntimeError("the disk went away")
+
+
+async def test_a_reload_failing_on_a_fault_is_a_500_and_the_old_config_keeps_serving(
+        setup: tuple[httpx.AsyncClient, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    client, _ = setup
+    monkeypatch.setattr("gateway.reload.load_config", _fail_loading)  # a fault, not a mistake in the config
     answer = await client.post("/admin/reload")
     assert answer.status_code == 500
     assert answer.json()["applied"] is False
-    assert "RecursionError" in answer.json()["error"]
+    assert "RuntimeError" in answer.json()["error"]
+    monkeypatch.undo()
     assert (await client.post("/gateway/applications/app", json={"x": [1]})).json() == {"y": [2]}
 
 
@@ -136,15 +151,16 @@ def _remote_config(tmp_path: Path) -> tuple[Settings, Path]:
     return Settings(config_dir=root, access_log=False), root
 
 
-async def test_a_worker_asking_the_parent_is_answered_even_when_the_reload_fails_on_a_fault(tmp_path: Path) -> None:
+async def test_a_worker_asking_the_parent_is_answered_even_when_the_reload_fails_on_a_fault(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings, root = _remote_config(tmp_path)
     parent = WorkerReloads(ConfigStager(settings, load_config(root), None), {}, drain_timeout_s=0)
     worker = ParentLink(parent.attach(0), Starlette(), answer_timeout_s=10)
     try:
-        (root / "applications" / "deep.yaml").write_text("kind: Application\nname: " + "[" * 5000 + "]" * 5000)
+        monkeypatch.setattr("gateway.reload.load_config", _fail_loading)
         result = await worker.reload()
         assert result.status == 500
-        assert "RecursionError" in (result.error or "")
+        assert "RuntimeError" in (result.error or "")
     finally:
         await parent.close()
 
