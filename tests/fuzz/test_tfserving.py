@@ -45,7 +45,7 @@ def test_predict(gateway: FuzzGateway, connection: Connection, data: st.DataObje
     fields = MODELS[name][0] if name else MODELS["toy"][0]
     body, headers = data.draw(json_body(predict_document(fields, valid), valid), "request")
     path = f"/v1/models/{segment}{suffix}:{verb('predict', data.draw(VERB_CASES, 'case'))}"
-    assume(NEWLINE not in path)  # a known class (test_known_failures)
+    assume(NEWLINE not in path)  # a known class (test_regressions)
     check(gateway, connection, post(path, body, headers), PREDICTED)
 
 
