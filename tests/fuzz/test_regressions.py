@@ -94,10 +94,10 @@ def test_a_newline_in_a_tf_path(gateway: FuzzGateway, connection: Connection, me
     check(gateway, connection, Request(method, path, JSON if body else (), body))
 
 
-@known(":classify/:regress on an embedded-runtime model answer 501 "
-       "'Method not found!' (TF Serving: 400 for a signature that cannot "
-       "classify); excluded by test_tfserving.REMOTE")
-@pytest.mark.parametrize("method", ["classify", "regress"])
-def test_classify_on_a_local_model(gateway: FuzzGateway, connection: Connection, method: str) -> None:
+@pytest.mark.parametrize(("method", "kind"), [("classify", "classification"), ("regress", "regression")])
+def test_classify_on_a_local_model(gateway: FuzzGateway, connection: Connection, method: str, kind: str) -> None:
+    """An embedded runtime's signature is a predict signature: TF Serving's 400 (it answered 501)."""
     request = Request("POST", f"/v1/models/increment_model:{method}", JSON, b'{"examples": [{"x": [1.0]}]}')
-    check(gateway, connection, request)
+    answer = check(gateway, connection, request)
+    assert answer.status == 400, answer.body
+    assert f"Expected {kind} signature method_name".encode() in answer.body, answer.body

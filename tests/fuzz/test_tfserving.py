@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from tests.fuzz.harness import Connection, FuzzGateway, Request
 from tests.fuzz.oracle import Expect, check
 from tests.fuzz.routes import (
-    LOCAL_MODELS,
     MODELS,
     fuzz_settings,
     json_body,
@@ -27,8 +26,6 @@ PREDICTED = Expect(keys=(frozenset({"predictions"}), frozenset({"outputs"})))
 RESULTS = Expect(keys=(frozenset({"results"}),))
 # A percent-encoded newline in a /v1 path answers Starlette's 404 shape, not TF's: a known class.
 NEWLINE = "%0A"
-# The embedded runtime has no Classify/Regress (501 today, a known class): TF Serving models only.
-REMOTE = {name: spec for name, spec in MODELS.items() if name not in LOCAL_MODELS}
 VERB_CASES = st.sampled_from(["{}", "{}", "{}", "{}", "upper", "title"])
 
 
@@ -53,7 +50,7 @@ def test_predict(gateway: FuzzGateway, connection: Connection, data: st.DataObje
 @given(data=st.data())
 def test_classify_and_regress(gateway: FuzzGateway, connection: Connection, data: st.DataObject) -> None:
     valid = data.draw(st.booleans(), "valid")
-    segment, name = data.draw(served_name(REMOTE, valid), "model")
+    segment, name = data.draw(served_name(MODELS, valid), "model")
     suffix = data.draw(suffix_for(name, valid), "version or label")
     method = data.draw(st.sampled_from(["classify", "regress"]), "method")
     body, headers = data.draw(json_body(examples_document(valid), valid), "request")
