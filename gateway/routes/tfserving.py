@@ -76,8 +76,8 @@ async def models(request: Request) -> Response:
 
 
 async def _dispatch(request: Request) -> Response:
-    rest = request.path_params.get("rest", "")
-    path = "/" + rest if rest else ""
+    rest = request.path_params.get("rest")
+    path = "" if rest is None else "/" + rest  # "/v1/models/" is malformed, as in TF Serving
     if request.method == "POST":
         match = _PREDICTION.fullmatch(path)
         if match is None:

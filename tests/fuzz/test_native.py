@@ -45,7 +45,8 @@ def test_model_route(gateway: FuzzGateway, connection: Connection, data: st.Data
     suffix = data.draw(suffix_for(name, valid), "version or label")
     fields = MODELS[name][0] if name else MODELS["increment_model"][0]
     body, headers = data.draw(json_body(document(fields, valid), valid), "request")
-    check(gateway, connection, post(f"/gateway/models/{segment}{suffix}", body, headers), outputs_of(MODELS, name))
+    check(gateway, connection, post(f"/gateway/models/{segment}{suffix}", body, headers),
+          outputs_of(MODELS, name, binary=True))  # a raw tensor body (any Content-Type drawn) is answered raw
 
 
 @fuzz_settings(60)

@@ -159,6 +159,7 @@ async def test_nan_and_infinity_pass_through(client: httpx.AsyncClient) -> None:
         ("POST", "/v1/models/toy:explode", b"{}", 404, "Malformed request: POST /v1/models/toy:explode"),
         ("GET", "/v1/models/toy/versions/x", b"", 404, "Malformed request"),
         ("GET", "/v1/models", b"", 400, "Missing model name in request."),
+        ("GET", "/v1/models/", b"", 404, "Malformed request: GET /v1/models/"),
         ("PUT", "/v1/models/toy:predict", b"{}", 405, "method PUT is not allowed"),
         ("POST", "/v1/models/toy:classify", b'{"examples": []}', 400, "'examples' value is an empty array"),
     ],
