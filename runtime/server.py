@@ -1,6 +1,7 @@
 """The runtime's gRPC server, all on one port:
 
-- tensorflow.serving.PredictionService: Predict, GetModelMetadata
+- tensorflow.serving.PredictionService: Predict, GetModelMetadata, and Classify and Regress,
+  which answer INVALID_ARGUMENT as TF Serving does for a predict signature
 - tensorflow.serving.ModelService: GetModelStatus
 - hydrosphere.serving.runtime.PredictionService: Predict (Hydrosphere 3.x tensors)
 - gateway.runtime.Runtime: PredictMany (several independent Predict calls in one, each
@@ -34,15 +35,19 @@ from protos.runtime.calls_pb2 import PredictManyRequest, PredictManyResponse
 from protos.services import (
     HYDRO_PREDICT,
     RUNTIME_PREDICT_MANY,
+    TF_CLASSIFY,
     TF_GET_MODEL_METADATA,
     TF_GET_MODEL_STATUS,
     TF_PREDICT,
+    TF_REGRESS,
     Method,
 )
+from protos.tensorflow_serving.classification_pb2 import ClassificationRequest, ClassificationResponse
 from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRequest, GetModelMetadataResponse
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest, GetModelStatusResponse
 from protos.tensorflow_serving.model_pb2 import ModelSpec
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
+from protos.tensorflow_serving.regression_pb2 import RegressionRequest, RegressionResponse
 from runtime.errors import InputError, NotServedError, OutputError, RuntimeCallError
 from runtime.exits import exit_runtime
 from runtime.hydrosphere import from_tensor_proto, to_tensor_proto
@@ -52,6 +57,7 @@ from runtime.metadata import metadata_response, signature_names, status_response
 from runtime.model import load_manifest, load_model
 from runtime.styles import Attached
 from tensorcodecs import CodecError, dtype_from_enum
+from tensorcodecs.signature_def import CLASSIFY_METHOD, PREDICT_METHOD, REGRESS_METHOD
 from tensorcodecs.tensor_proto import decode_tensor, encode_tensor
 
 log = logging.getLogger("runtime")
@@ -108,6 +114,8 @@ class ModelServer:
             (TF_GET_MODEL_STATUS, self._status),
             (HYDRO_PREDICT, self._hydro_predict),
             (RUNTIME_PREDICT_MANY, self._predict_many),
+            (TF_CLASSIFY, self._classify),
+            (TF_REGRESS, self._regress),
         ]
         for method, handler in handlers:
             services.setdefault(method.service, {})[method.name] = _unary(method, handler)
@@ -227,6 +235,18 @@ class ModelServer:
                 raise OutputError(f"model {self.manifest.name}: output {name!r} is malformed: {error}") from None
             response.outputs[name].CopyFrom(from_tensor_proto(typed))
         return response
+
+    def _classify(self, request: ClassificationRequest) -> ClassificationResponse:
+        self._refuse_method(request.model_spec, "classification", CLASSIFY_METHOD)
+
+    def _regress(self, request: RegressionRequest) -> RegressionResponse:
+        self._refuse_method(request.model_spec, "regression", REGRESS_METHOD)
+
+    def _refuse_method(self, spec: ModelSpec, kind: str, method_name: str) -> NoReturn:
+        """TF Serving's answer (classifier.cc, regressor.cc) to a call the model's one
+        signature, a predict signature, cannot serve."""
+        self._check_spec(spec, check_signature=True)
+        raise InputError(f"Expected {kind} signature method_name to be {method_name}. Was: {PREDICT_METHOD}")
 
     def _check_spec(self, spec: ModelSpec, *, check_signature: bool) -> None:
         manifest = self.manifest

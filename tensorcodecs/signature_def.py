@@ -9,6 +9,8 @@ from tensorcodecs.contract import Signature, TensorSpec
 from tensorcodecs.dtypes import dtype_from_enum
 
 PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
 
 
 def signature_to_def(signature: Signature) -> SignatureDef:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -77,8 +78,8 @@ async def models(request: Request) -> Response:
 
 
 async def _dispatch(request: Request) -> Response:
-    rest = request.path_params.get("rest", "")
-    path = "/" + rest if rest else ""
+    rest = request.path_params.get("rest")
+    path = "" if rest is None else "/" + rest  # "/v1/models/" is malformed, as in TF Serving
     if request.method == "POST":
         match = _PREDICTION.fullmatch(path)
         if match is None:
@@ -168,9 +169,19 @@ _POST_METHODS: dict[str, Callable[[Request, Target], Awaitable[Response]]] = {
     "regress": _regress,
 }
 
+
+class _AnyPath(PathConvertor):
+    """Starlette's `path` with newlines too: a percent-encoded `%0A` in a /v1 path reaches
+    `models` (and TF's error shape) instead of missing the route."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("tf_path", _AnyPath())
+
 # Every method reaches `models`, so that wrong ones get TF's error shape too.
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 routes = [
     Route("/v1/models", models, methods=_METHODS),
-    Route("/v1/models/{rest:path}", models, methods=_METHODS),
+    Route("/v1/models/{rest:tf_path}", models, methods=_METHODS),
 ]

@@ -46,7 +46,6 @@ MODELS: dict[str, tuple[dict[str, Field], frozenset[str]]] = {
     "echo": APPLICATIONS["echo_app"],
     "matrix_model": APPLICATIONS["matrix_app"],
 }
-LOCAL_MODELS = ("increment_model", "scaler_model", "matrix_model")
 # The versions and labels each model has: local ones version 1, Toy 1 and 2 with labels.
 VALID_SUFFIXES = {name: ["", "/versions/1"] for name in MODELS}
 VALID_SUFFIXES["toy"] = ["", "/versions/1", "/versions/2", "/labels/stable", "/labels/canary"]

@@ -41,4 +41,5 @@ def test_binary_body_on_a_model_route(gateway: FuzzGateway, connection: Connecti
     segment, name = data.draw(served_name(MODELS), "model")
     body, tensor_headers = data.draw(binary_request(), "tensor")
     headers = [("Content-Type", data.draw(st.sampled_from(BINARY_TYPES), "content type")), *tensor_headers]
-    check(gateway, connection, post(f"/gateway/models/{segment}", body, headers), outputs_of(MODELS, name))
+    check(gateway, connection, post(f"/gateway/models/{segment}", body, headers),
+          outputs_of(MODELS, name, binary=True))

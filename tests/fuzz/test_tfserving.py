@@ -5,13 +5,12 @@ models (embedded runtimes) and TF Serving models."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fuzz.harness import Connection, FuzzGateway, Request
 from tests.fuzz.oracle import Expect, check
 from tests.fuzz.routes import (
-    LOCAL_MODELS,
     MODELS,
     fuzz_settings,
     json_body,
@@ -25,10 +24,6 @@ from tests.fuzz.strategies import common_headers, examples_document, predict_doc
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
 PREDICTED = Expect(keys=(frozenset({"predictions"}), frozenset({"outputs"})))
 RESULTS = Expect(keys=(frozenset({"results"}),))
-# A percent-encoded newline in a /v1 path answers Starlette's 404 shape, not TF's: a known class.
-NEWLINE = "%0A"
-# The embedded runtime has no Classify/Regress (501 today, a known class): TF Serving models only.
-REMOTE = {name: spec for name, spec in MODELS.items() if name not in LOCAL_MODELS}
 VERB_CASES = st.sampled_from(["{}", "{}", "{}", "{}", "upper", "title"])
 
 
@@ -45,7 +40,6 @@ def test_predict(gateway: FuzzGateway, connection: Connection, data: st.DataObje
     fields = MODELS[name][0] if name else MODELS["toy"][0]
     body, headers = data.draw(json_body(predict_document(fields, valid), valid), "request")
     path = f"/v1/models/{segment}{suffix}:{verb('predict', data.draw(VERB_CASES, 'case'))}"
-    assume(NEWLINE not in path)  # a known class (test_known_failures)
     check(gateway, connection, post(path, body, headers), PREDICTED)
 
 
@@ -53,12 +47,11 @@ def test_predict(gateway: FuzzGateway, connection: Connection, data: st.DataObje
 @given(data=st.data())
 def test_classify_and_regress(gateway: FuzzGateway, connection: Connection, data: st.DataObject) -> None:
     valid = data.draw(st.booleans(), "valid")
-    segment, name = data.draw(served_name(REMOTE, valid), "model")
+    segment, name = data.draw(served_name(MODELS, valid), "model")
     suffix = data.draw(suffix_for(name, valid), "version or label")
     method = data.draw(st.sampled_from(["classify", "regress"]), "method")
     body, headers = data.draw(json_body(examples_document(valid), valid), "request")
     path = f"/v1/models/{segment}{suffix}:{verb(method, data.draw(VERB_CASES, 'case'))}"
-    assume(NEWLINE not in path)
     check(gateway, connection, post(path, body, headers), RESULTS)
 
 
@@ -75,7 +68,6 @@ def test_status_and_metadata(gateway: FuzzGateway, connection: Connection, data:
     method = data.draw(st.sampled_from(methods), "method")
     headers = data.draw(common_headers(benign=valid or None), "headers")
     path = f"/v1/models/{segment}{suffix}{tail}" if segment else f"/v1/models{suffix}{tail}"
-    assume(NEWLINE not in path)
     body = None if method in ("GET", "HEAD") else data.draw(st.binary(max_size=30), "body")
     check(gateway, connection, Request(method, path, tuple(headers), body))
 

@@ -182,6 +182,7 @@ async def test_nan_and_infinity_pass_through(client: httpx.AsyncClient) -> None:
         ("POST", "/v1/models/toy:explode", b"{}", 404, "Malformed request: POST /v1/models/toy:explode"),
         ("GET", "/v1/models/toy/versions/x", b"", 404, "Malformed request"),
         ("GET", "/v1/models", b"", 400, "Missing model name in request."),
+        ("GET", "/v1/models/", b"", 404, "Malformed request: GET /v1/models/"),
         ("PUT", "/v1/models/toy:predict", b"{}", 405, "method PUT is not allowed"),
         ("POST", "/v1/models/toy:classify", b'{"examples": []}', 400, "'examples' value is an empty array"),
     ],
@@ -260,6 +261,24 @@ async def test_classify_and_regress(client: httpx.AsyncClient, tfs: FakeTFServin
     assert response.json() == {"results": [4.0, 1.5]}
     spec = last_spec(tfs, "Regress")
     assert (spec.version.value, spec.signature_name) == (1, "serving_default")
+
+
+@pytest.mark.parametrize(("method", "kind"), [("classify", "classification"), ("regress", "regression")])
+async def test_classify_and_regress_on_an_embedded_runtime_are_400_as_tf_serving(
+        example_config: Config, method: str, kind: str) -> None:
+    """The runtime's one signature is a predict signature: TF Serving's INVALID_ARGUMENT."""
+    async with (
+        serve_app(create_app(Settings(), example_config)) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+        response = await client.post(f"/v1/models/increment_model:{method}", json={"examples": [{"x": [1.0]}]})
+        assert response.status_code == 400, response.text
+        assert response.json() == {"error": f"Expected {kind} signature method_name to be "
+                                            f"tensorflow/serving/{method}. Was: tensorflow/serving/predict"}
+        response = await client.post(f"/v1/models/increment_model:{method}",
+                                     json={"examples": [{"x": [1.0]}], "signature_name": "other"})
+        assert response.status_code == 400, response.text
+        assert "no signature 'other'" in response.json()["error"]
 
 
 async def test_model_status(client: httpx.AsyncClient) -> None:
