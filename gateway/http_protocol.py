@@ -152,6 +152,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._unset_keepalive_if_required()  # armed by a drained body read together with this request
         self.in_headers = True
         self.discarded = 0
 
