@@ -28,9 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
+import logging
 import os
 import socket
 from asyncio import TimerHandle
+from collections.abc import Callable
+from ssl import SSLContext
 from typing import Any, ClassVar
 
 import orjson
@@ -43,12 +48,15 @@ from uvicorn.server import ServerState
 from gateway.errors import RequestTimeout
 from gateway.settings import Settings
 
+HANDSHAKE_MAX_S = 5.0  # at shutdown, a queued TLS connection's handshake is given at most this long
 IDLE_CLOSE_S = 0.5  # at shutdown, an idle connection is closed after being idle this long
 # An answered request's body is discarded up to this many times max_body_bytes (at least
 # DISCARD_MIN_BYTES), so a body somewhat over the limit still gets its 413 read.
 DISCARD_FACTOR = 4
 DISCARD_MIN_BYTES = 256 * 1024 * 1024
 _DEFAULTS = Settings()
+
+log = logging.getLogger("gateway")
 
 
 def discard_limit(max_body_bytes: int) -> int:
@@ -67,34 +75,86 @@ def http_protocol(settings: Settings) -> type[GatewayHttpProtocol]:
 
 async def adopt_pending_connections(server: uvicorn.Server) -> None:
     """Stop listening, first accepting the connections the kernel has queued (they would be
-    reset by the close) and serving them as any other (the shutdown then drains them)."""
+    reset by the close) and serving them as any other (the shutdown then drains them). Their
+    TLS handshakes run in the server's tasks, bounded, so a silent client holds up nothing."""
     pending: list[socket.socket] = []
     for listener in server.servers:
         for sock in listener.sockets:
             with socket.socket(fileno=os.dup(sock.fileno())) as queue:
                 queue.setblocking(False)
-                while True:
-                    try:
-                        pending.append(queue.accept()[0])
-                    except OSError:  # BlockingIOError: the queue is empty
-                        break
+                _accept_queued(queue, pending)
         listener.close()
     if not pending:
         return
     config = server.config
+    protocol_class = config.http_protocol_class
+    handshake_s = min(getattr(protocol_class, "header_timeout_s", HANDSHAKE_MAX_S), HANDSHAKE_MAX_S)
+    loop = asyncio.get_running_loop()
 
-    def create_protocol() -> asyncio.Protocol:
-        return config.http_protocol_class(  # type: ignore[call-arg]
+    def create_protocol(lost: asyncio.Future[None]) -> asyncio.Protocol:
+        protocol = protocol_class(  # type: ignore[call-arg]
             config=config, server_state=server.server_state, app_state=server.lifespan.state)
+        if isinstance(protocol, GatewayHttpProtocol):
+            protocol.stopping = True  # made after the shutdown began: closes once answered or idle
+            protocol.lost = lost
+        else:
+            lost.set_result(None)
+        return protocol
 
-    async def adopt(connection: socket.socket) -> None:
+    for connection in pending:
+        _adopt(loop, connection, create_protocol, config.ssl, handshake_s, server.server_state.tasks)
+
+
+def _accept_queued(queue: socket.socket, pending: list[socket.socket]) -> None:
+    """Accept every connection waiting in `queue` into `pending`."""
+    while True:
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(create_protocol, connection, ssl=config.ssl)
+            pending.append(queue.accept()[0])
+        except BlockingIOError:  # the queue is empty
+            return
+        except OSError as error:
+            if isinstance(error, ConnectionAbortedError) or error.errno == errno.EPROTO:
+                continue  # that client gave up; the next ones are still queued
+            log.error("could not accept the connections queued at shutdown (%d accepted): %s",
+                      len(pending), error)  # EMFILE, ENFILE...: those left are reset by the close
+            return
+
+
+def _adopt(loop: asyncio.AbstractEventLoop, connection: socket.socket,
+           create_protocol: Callable[[asyncio.Future[None]], asyncio.Protocol], ssl: SSLContext | None,
+           handshake_s: float, tasks: set[asyncio.Task[None]]) -> None:
+    """Serve an accepted `connection` in a task that lasts as long as the connection, so that
+    the shutdown waits for it (and cancels it at the end of its grace)."""
+    handed = False
+
+    async def adopt() -> None:
+        nonlocal handed
+        handed = True  # from here the transport owns the socket, and closes it on failure
+        lost = loop.create_future()
+        factory = functools.partial(create_protocol, lost)
+        try:
+            if ssl is None:
+                transport, _ = await loop.connect_accepted_socket(factory, connection)
+            else:
+                transport, _ = await loop.connect_accepted_socket(factory, connection, ssl=ssl,
+                                                                  ssl_handshake_timeout=handshake_s)
         except (OSError, ValueError):  # gone already, or a failed TLS handshake
             with contextlib.suppress(OSError):
                 connection.close()
+            return
+        try:
+            await lost
+        finally:  # cancelled: the shutdown's grace is over
+            transport.close()
 
-    await asyncio.gather(*(adopt(connection) for connection in pending))
+    def done(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        if not handed:  # cancelled before it began
+            connection.close()
+
+    task = loop.create_task(adopt())
+    tasks.add(task)
+    task.add_done_callback(done)
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -119,6 +179,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.body_seen = False  # some of the request's body has come
         self.close_when_read = False  # close once the answered request's body has been read
         self.stopping = False  # the server is shutting down
+        self.lost: asyncio.Future[None] | None = None  # set once the connection is closed
         self.idle_since = 0.0
         self.cycle_transport: _CycleTransport | None = None
 
@@ -129,6 +190,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.cycle_transport = _CycleTransport(transport, self)
         self.idle_since = self.loop.time()
         self.header_timer = self.loop.call_later(self.header_timeout_s, self.header_timeout)
+        if self.stopping:  # adopted at shutdown, after the server told its connections
+            self.shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self.header_timer, self.body_timer, self.linger_timer):
@@ -136,6 +199,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 timer.cancel()
         self.header_timer = self.body_timer = self.linger_timer = None
         super().connection_lost(exc)
+        if self.lost is not None and not self.lost.done():
+            self.lost.set_result(None)
 
     def close(self) -> None:
         if not self.transport.is_closing():
@@ -261,7 +326,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             delay = self.idle_since + IDLE_CLOSE_S - self.loop.time()
             if delay <= 0:
                 self.close()
-            else:
+            elif self.linger_timer is None:
                 self.linger_timer = self.loop.call_later(delay, self._close_if_idle)
 
     def _close_if_idle(self) -> None:

@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 import uvicorn
 
 from gateway.cli import UvicornServer
-from gateway.http_protocol import http_protocol
+from gateway.http_protocol import _accept_queued, http_protocol
 from gateway.settings import Settings
+from tests.certs import make_certificates
 from tests.conftest import free_port
 
 
@@ -45,10 +51,11 @@ async def paced_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serve_paced(settings: Settings, **config: Any) -> AsyncIterator[tuple[UvicornServer, int]]:
+async def serve_paced(settings: Settings, server_class: type[UvicornServer] = UvicornServer,
+                      **config: Any) -> AsyncIterator[tuple[UvicornServer, int]]:
     """`paced_app` under the gateway's uvicorn server and protocol; yields the server and port."""
     port = free_port()
-    server = UvicornServer(uvicorn.Config(paced_app, host="127.0.0.1", port=port, log_config=None,
+    server = server_class(uvicorn.Config(paced_app, host="127.0.0.1", port=port, log_config=None,
                                           access_log=False, lifespan="on", http=http_protocol(settings),
                                           **config))
     task = asyncio.create_task(server.serve())
@@ -79,3 +86,78 @@ async def test_request_read_with_a_drained_body_tail_is_not_cut_by_the_idle_time
         assert second.startswith(b"HTTP/1.1 200 ")
         assert time.monotonic() - started > 0.75
         writer.close()
+
+
+class QueuedAtShutdown(UvicornServer):
+    """Clients connect (and wait in the listening socket's queue) just as the shutdown begins."""
+
+    clients = 2
+    queued: list[socket.socket]
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.queued = [socket.create_connection(("127.0.0.1", self.config.port)) for _ in range(self.clients)]
+        await super().shutdown(sockets)
+
+
+async def test_a_silent_tls_client_queued_at_shutdown_does_not_hold_it_up(tmp_path: Path) -> None:
+    certificates = make_certificates(tmp_path)
+    settings = Settings(header_timeout_s=1)  # the queued connections' handshakes get as long
+    client_tls = ssl.create_default_context(cafile=str(certificates.ca))
+    async with serve_paced(settings, server_class=QueuedAtShutdown, ssl_certfile=str(certificates.server_cert),
+                           ssl_keyfile=str(certificates.server_key)) as (server, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_tls)
+        writer.write(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        assert (await read_answer(reader, b"read 2")).startswith(b"HTTP/1.1 200 ")
+        server.should_exit = True
+        while not hasattr(server, "queued"):
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        silent, talking = server.queued  # the first sends nothing, not even its TLS hello
+        reader, writer = await asyncio.open_connection(sock=talking, ssl=client_tls, server_hostname="127.0.0.1")
+        writer.write(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        answer = await asyncio.wait_for(reader.read(), 5)  # served, then closed
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert b"connection: close" in answer
+        assert answer.endswith(b"read 5")
+        writer.close()
+    stopped_s = time.monotonic() - started  # the server has stopped
+    assert silent.recv(1) == b""  # closed once its handshake timed out (not reset)
+    silent.close()
+    assert stopped_s < 2.5, stopped_s  # the handshake timeout (1 s) and the drain, not 60 s
+    print(f"\nTLS, a silent client queued at shutdown: stopped {stopped_s:.2f} s after (handshake timeout 1 s)")
+
+
+class ErringQueue:
+    """A listening socket's accept() as the kernel may answer it at shutdown (the errors cannot
+    be provoked on loopback): a connection, or an error, until the queue is empty."""
+
+    def __init__(self, *outcomes: OSError | None) -> None:
+        self.outcomes = list(outcomes)
+        self.accepted: list[socket.socket] = []
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        outcome = self.outcomes.pop(0) if self.outcomes else BlockingIOError(errno.EAGAIN, "empty")
+        if outcome is not None:
+            raise outcome
+        connection = socket.socket()
+        self.accepted.append(connection)
+        return connection, None
+
+
+@pytest.mark.parametrize(("outcomes", "accepted"), [
+    ((None, ConnectionAbortedError(errno.ECONNABORTED, "aborted"), None), 2),
+    ((OSError(errno.EPROTO, "protocol error"), None), 1),
+    ((None, OSError(errno.EMFILE, "too many open files"), None), 1),
+    ((OSError(errno.ENFILE, "file table full"), None), 0),
+], ids=["aborted-skipped", "eproto-skipped", "emfile-stops", "enfile-stops"])
+def test_accepting_the_queue_skips_clients_gone_and_stops_when_out_of_files(
+        outcomes: tuple[OSError | None, ...], accepted: int, caplog: pytest.LogCaptureFixture) -> None:
+    queue = ErringQueue(*outcomes)
+    pending: list[socket.socket] = []
+    _accept_queued(queue, pending)  # type: ignore[arg-type]
+    assert pending == queue.accepted
+    assert len(pending) == accepted
+    assert ("could not accept" in caplog.text) == any(
+        isinstance(outcome, OSError) and outcome.errno in (errno.EMFILE, errno.ENFILE) for outcome in outcomes)
+    for connection in pending:
+        connection.close()
