@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import socket
 import ssl
 import time
@@ -25,8 +26,9 @@ from tests.conftest import free_port
 
 
 async def paced_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """`/early`: 413 without reading the body; `/sleep/<ms>`: read the body, then answer after
-    that long; `/read`: read the body and answer its size."""
+    """`/early`: 413 without reading the body; `/read`: read the body and answer its size;
+    `/sleep/<ms>`: the same, after that long; `/pause/<ms>`: the same, pausing that long
+    between reads."""
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
@@ -42,6 +44,8 @@ async def paced_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             size += len(message["body"])
             if not message["more_body"]:
                 break
+            if path.startswith("/pause/"):
+                await asyncio.sleep(int(path.removeprefix("/pause/")) / 1000)
     if path.startswith("/sleep/"):
         await asyncio.sleep(int(path.removeprefix("/sleep/")) / 1000)
     body = b"early" if path == "/early" else b"read %d" % size
@@ -85,6 +89,44 @@ async def test_request_read_with_a_drained_body_tail_is_not_cut_by_the_idle_time
         second = await read_answer(reader, b"read 0")  # served longer than the keep-alive timeout
         assert second.startswith(b"HTTP/1.1 200 ")
         assert time.monotonic() - started > 0.75
+        writer.close()
+
+
+async def test_a_pipelined_request_has_its_body_deadline_from_its_turn() -> None:
+    async with serve_paced(Settings(body_timeout_s=0.5)) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        # The second request waits 0.8 s for its turn, with half its body; the rest comes later.
+        writer.write(b"POST /sleep/800 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                     b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+        assert (await read_answer(reader, b"read 0")).startswith(b"HTTP/1.1 200 ")
+        await asyncio.sleep(0.2)
+        writer.write(b"world")
+        second = await read_answer(reader, b"read 10")  # not a 408: the wait for its turn is not counted
+        assert second.startswith(b"HTTP/1.1 200 ")
+        writer.close()
+
+
+async def test_time_the_server_is_not_reading_is_not_counted_against_the_body() -> None:
+    async with serve_paced(Settings(body_timeout_s=0.5)) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        size = 2_000_000  # the app pauses 0.15 s between reads: reading stops at 64 KiB unread
+        started = time.monotonic()
+        writer.write(b"POST /pause/150 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        writer.write(b"a" * size)
+        answer = await read_answer(reader, b"read %d" % size, timeout=20)
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert time.monotonic() - started > 0.7  # longer than the body timeout: the app took its time
+        writer.close()
+
+
+async def test_a_body_stalled_by_the_client_is_408_however_the_app_reads() -> None:
+    async with serve_paced(Settings(body_timeout_s=0.5)) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = time.monotonic()
+        writer.write(b"POST /pause/100 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"a" * 70_000)
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 500 ")  # the app does not handle RequestTimeout
+        assert 0.45 < time.monotonic() - started < 2.0
         writer.close()
 
 
@@ -161,3 +203,30 @@ def test_accepting_the_queue_skips_clients_gone_and_stops_when_out_of_files(
         isinstance(outcome, OSError) and outcome.errno in (errno.EMFILE, errno.ENFILE) for outcome in outcomes)
     for connection in pending:
         connection.close()
+
+
+async def test_closed_connections_are_freed_without_the_cycle_collector() -> None:
+    settings = Settings(body_timeout_s=5)
+    async with serve_paced(settings) as (server, port):
+        protocol_class = server.config.http_protocol_class
+        gc.collect()
+        gc.disable()  # what is left now is only freed by the collector: a reference cycle
+        try:
+            for first, rest in ((b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", b""),
+                                (b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello", b"world"),
+                                (b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello", b"world")):
+                for _ in range(20):  # whole, answered before its body, body in two parts
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.write(first)
+                    await asyncio.sleep(0.005)
+                    writer.write(rest)
+                    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 ")
+                    writer.close()
+                    await writer.wait_closed()
+            while server.server_state.connections:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            left = sum(1 for thing in gc.get_objects() if type(thing) is protocol_class)
+        finally:
+            gc.enable()
+    assert left == 0
