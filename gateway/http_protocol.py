@@ -51,6 +51,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.errors import RequestTimeout
+from gateway.observability import new_request_id
 from gateway.settings import Settings
 
 HANDSHAKE_MAX_S = 5.0  # at shutdown, a queued TLS connection's handshake is given at most this long
@@ -308,14 +309,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.header_timer = None
         if self.transport.is_closing():
             return
-        if self.in_headers:
-            body = orjson.dumps({"error": {"code": "request_timeout", "message":
-                                           f"request headers not received within {self.header_timeout_s:g} s"}})
+        if self.in_headers:  # never reaches the app, so logged here rather than counted
+            request_id = new_request_id()
+            message = f"request headers not received within {self.header_timeout_s:g} s"
+            log.info("request %s: %s from %s -> 408", request_id.decode(), message,
+                     self.client[0] if self.client else "-")
+            body = orjson.dumps({"error": {"code": "request_timeout", "message": message}})
             defaults = self.server_state.default_headers
             self.transport.write(b"".join([
                 STATUS_LINE[408], *(name + b": " + value + b"\r\n" for name, value in defaults),
                 b"content-type: application/json\r\ncontent-length: ", str(len(body)).encode(),
-                b"\r\nconnection: close\r\n\r\n", body]))
+                b"\r\nx-request-id: ", request_id, b"\r\nconnection: close\r\n\r\n", body]))
         self.close()
 
     # -- shutdown
