@@ -5,17 +5,20 @@ manners a public server needs.
   start (or of the request's first byte on a kept-alive connection); else the client gets a
   408 (or, if it sent nothing, a plain close). Such a request never reaches the app, so it is
   never counted in flight. (uvicorn's own `timeout_keep_alive` covers only idle connections.)
-- Body: once `body_timeout_s` has passed since the headers without the whole body, the app's
-  `receive` raises RequestTimeout, which the app answers (408, counted and logged) like any
-  other error. The timer is armed only for a body that did not come with its headers.
+- Body: a body that did not come with its headers gets `body_timeout_s` of reading time from
+  the app's first `receive` (a pipelined request's wait for its turn does not count, nor time
+  the server is not reading because the app has not taken what came); once spent, `receive`
+  raises RequestTimeout, which the app answers (408, counted and logged) like any other error.
+  A body that came with its headers costs nothing: its `receive` is uvicorn's own.
 - Answered before the body came in full (413, 401, 404...): the rest of the body is read and
-  discarded before the connection is closed, up to `body_timeout_s` after the headers and
-  `discard_limit()`: closing a socket with unread data makes the kernel send a reset, and a
-  client that sends its whole body before reading (urllib, http.client) would see that
-  instead of the answer.
+  discarded before the connection is closed, up to what is left of the body's time (all of
+  `body_timeout_s` if the app never read) and `discard_limit()`: closing a socket with unread
+  data makes the kernel send a reset, and a client that sends its whole body before reading
+  (urllib, http.client) would see that instead of the answer.
 - Shutdown: the connections waiting in the listening sockets' queues are accepted before the
   listeners close (closing them would reset those, whose clients may have sent a request
-  already); a request in flight is answered with `Connection: close`; an idle kept-alive
+  already), each served in a task of the server's (its TLS handshake bounded) by a protocol
+  that knows the server is stopping; a request in flight is answered with `Connection: close`; an idle kept-alive
   connection is closed once it has been idle for `IDLE_CLOSE_S` (a request that arrives
   before is served and answered with `Connection: close`), so the close does not cross a
   request the client has just sent on it.
@@ -28,27 +31,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
+import logging
 import os
 import socket
+import weakref
 from asyncio import TimerHandle
+from collections.abc import Callable
+from ssl import SSLContext
 from typing import Any, ClassVar
 
 import orjson
 import uvicorn
-from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
+from uvicorn._types import ASGIReceiveEvent
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from gateway.errors import RequestTimeout
+from gateway.observability import new_request_id
 from gateway.settings import Settings
 
+HANDSHAKE_MAX_S = 5.0  # at shutdown, a queued TLS connection's handshake is given at most this long
 IDLE_CLOSE_S = 0.5  # at shutdown, an idle connection is closed after being idle this long
 # An answered request's body is discarded up to this many times max_body_bytes (at least
 # DISCARD_MIN_BYTES), so a body somewhat over the limit still gets its 413 read.
 DISCARD_FACTOR = 4
 DISCARD_MIN_BYTES = 256 * 1024 * 1024
 _DEFAULTS = Settings()
+
+log = logging.getLogger("gateway")
 
 
 def discard_limit(max_body_bytes: int) -> int:
@@ -67,34 +81,86 @@ def http_protocol(settings: Settings) -> type[GatewayHttpProtocol]:
 
 async def adopt_pending_connections(server: uvicorn.Server) -> None:
     """Stop listening, first accepting the connections the kernel has queued (they would be
-    reset by the close) and serving them as any other (the shutdown then drains them)."""
+    reset by the close) and serving them as any other (the shutdown then drains them). Their
+    TLS handshakes run in the server's tasks, bounded, so a silent client holds up nothing."""
     pending: list[socket.socket] = []
     for listener in server.servers:
         for sock in listener.sockets:
             with socket.socket(fileno=os.dup(sock.fileno())) as queue:
                 queue.setblocking(False)
-                while True:
-                    try:
-                        pending.append(queue.accept()[0])
-                    except OSError:  # BlockingIOError: the queue is empty
-                        break
+                _accept_queued(queue, pending)
         listener.close()
     if not pending:
         return
     config = server.config
+    protocol_class = config.http_protocol_class
+    handshake_s = min(getattr(protocol_class, "header_timeout_s", HANDSHAKE_MAX_S), HANDSHAKE_MAX_S)
+    loop = asyncio.get_running_loop()
 
-    def create_protocol() -> asyncio.Protocol:
-        return config.http_protocol_class(  # type: ignore[call-arg]
+    def create_protocol(lost: asyncio.Future[None]) -> asyncio.Protocol:
+        protocol = protocol_class(  # type: ignore[call-arg]
             config=config, server_state=server.server_state, app_state=server.lifespan.state)
+        if isinstance(protocol, GatewayHttpProtocol):
+            protocol.stopping = True  # made after the shutdown began: closes once answered or idle
+            protocol.lost = lost
+        else:
+            lost.set_result(None)
+        return protocol
 
-    async def adopt(connection: socket.socket) -> None:
+    for connection in pending:
+        _adopt(loop, connection, create_protocol, config.ssl, handshake_s, server.server_state.tasks)
+
+
+def _accept_queued(queue: socket.socket, pending: list[socket.socket]) -> None:
+    """Accept every connection waiting in `queue` into `pending`."""
+    while True:
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(create_protocol, connection, ssl=config.ssl)
+            pending.append(queue.accept()[0])
+        except BlockingIOError:  # the queue is empty
+            return
+        except OSError as error:
+            if isinstance(error, ConnectionAbortedError) or error.errno == errno.EPROTO:
+                continue  # that client gave up; the next ones are still queued
+            log.error("could not accept the connections queued at shutdown (%d accepted): %s",
+                      len(pending), error)  # EMFILE, ENFILE...: those left are reset by the close
+            return
+
+
+def _adopt(loop: asyncio.AbstractEventLoop, connection: socket.socket,
+           create_protocol: Callable[[asyncio.Future[None]], asyncio.Protocol], ssl: SSLContext | None,
+           handshake_s: float, tasks: set[asyncio.Task[None]]) -> None:
+    """Serve an accepted `connection` in a task that lasts as long as the connection, so that
+    the shutdown waits for it (and cancels it at the end of its grace)."""
+    handed = False
+
+    async def adopt() -> None:
+        nonlocal handed
+        handed = True  # from here the transport owns the socket, and closes it on failure
+        lost = loop.create_future()
+        factory = functools.partial(create_protocol, lost)
+        try:
+            if ssl is None:
+                transport, _ = await loop.connect_accepted_socket(factory, connection)
+            else:
+                transport, _ = await loop.connect_accepted_socket(factory, connection, ssl=ssl,
+                                                                  ssl_handshake_timeout=handshake_s)
         except (OSError, ValueError):  # gone already, or a failed TLS handshake
             with contextlib.suppress(OSError):
                 connection.close()
+            return
+        try:
+            await lost
+        finally:  # cancelled: the shutdown's grace is over
+            transport.close()
 
-    await asyncio.gather(*(adopt(connection) for connection in pending))
+    def done(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        if not handed:  # cancelled before it began
+            connection.close()
+
+    task = loop.create_task(adopt())
+    tasks.add(task)
+    task.add_done_callback(done)
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -103,39 +169,47 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     header_timeout_s: ClassVar[float] = _DEFAULTS.header_timeout_s
     body_timeout_s: ClassVar[float] = _DEFAULTS.body_timeout_s
     discard_bytes: ClassVar[int] = discard_limit(_DEFAULTS.max_body_bytes)
+    flow: _FlowControl
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.header_timer: TimerHandle | None = None
-        self.body_timer: TimerHandle | None = None
-        self.timed_out: object = None  # the scope of the request whose body came too late
-        self.app = _BodyDeadline(self.app, self)
+        self.body_clock: _BodyClock | None = None  # the deadline of a body that did not come with its headers
         self.linger_timer: TimerHandle | None = None
         self.in_headers = False  # a request's headers are arriving
         self.in_body = False  # its body is arriving
-        self.body_deadline = 0.0  # when the request's body must have come in full
         self.discarded = 0  # body bytes of an answered request thrown away
         self.body_seen = False  # some of the request's body has come
         self.close_when_read = False  # close once the answered request's body has been read
         self.stopping = False  # the server is shutting down
-        self.idle_since = 0.0
+        self.lost: asyncio.Future[None] | None = None  # set once the connection is closed
+        self.idle_since = 0.0  # when it was made, or last armed its keep-alive timer itself
         self.cycle_transport: _CycleTransport | None = None
 
     # -- connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = _FlowControl(transport)
         self.cycle_transport = _CycleTransport(transport, self)
         self.idle_since = self.loop.time()
         self.header_timer = self.loop.call_later(self.header_timeout_s, self.header_timeout)
+        if self.stopping:  # adopted at shutdown, after the server told its connections
+            self.shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self.header_timer, self.body_timer, self.linger_timer):
+        for timer in (self.header_timer, self.linger_timer):
             if timer is not None:
                 timer.cancel()
-        self.header_timer = self.body_timer = self.linger_timer = None
+        self.header_timer = self.linger_timer = None
+        self._stop_body_clock()
+        if self.cycle_transport is not None:  # it and the cycles refer to this protocol: freed at once
+            self.cycle_transport.protocol = None
+            self.cycle_transport = None
         super().connection_lost(exc)
+        if self.lost is not None and not self.lost.done():
+            self.lost.set_result(None)
 
     def close(self) -> None:
         if not self.transport.is_closing():
@@ -145,13 +219,18 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self.in_headers and self.header_timer is None:  # armed only when headers come in parts
             self.header_timer = self.loop.call_later(self.header_timeout_s, self.header_timeout)
-        elif self.in_body and self.body_timer is None and not self.transport.is_closing():  # likewise
-            self.body_timer = self.loop.call_at(self.body_deadline, self.body_timeout)
+        elif self.in_body and self.body_clock is None and not self.transport.is_closing():
+            cycle = self.cycle  # its headers came in this read, without all of its body
+            if cycle.scope is self.scope and not cycle.response_complete:
+                self.body_clock = self.flow.clock = _BodyClock(cycle, self.loop, self.body_timeout_s)
+                cycle.receive = self.body_clock.receive  # type: ignore[method-assign]  # its task has not run yet
 
     # -- parser callbacks
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self.timeout_keep_alive_task is not None:  # armed by a drained body read with this request
+            self._unset_keepalive_if_required()
         self.in_headers = True
         self.discarded = 0
 
@@ -160,7 +239,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.header_timer.cancel()
             self.header_timer = None
         self.in_headers, self.in_body, self.body_seen = False, True, False
-        self.body_deadline = self.loop.time() + self.body_timeout_s
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:
@@ -181,9 +259,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self.in_body = False
-        if self.body_timer is not None:
-            self.body_timer.cancel()
-            self.body_timer = None
+        if self.body_clock is not None:
+            self._stop_body_clock()
         if self.cycle.response_complete:  # the body of an answered request has been read
             if self.linger_timer is not None:
                 self.linger_timer.cancel()
@@ -195,13 +272,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self.timeout_keep_alive_task = self.loop.call_later(
                     self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
-    def body_timeout(self) -> None:
-        """The body did not come in time: the app's next (or pending) receive raises."""
-        self.body_timer = None
-        cycle = self.cycle
-        if self.in_body and not cycle.response_complete:
-            self.timed_out = cycle.scope
-            cycle.message_event.set()
+    def _stop_body_clock(self) -> None:
+        clock = self.body_clock
+        if clock is not None:
+            clock.stop()
+            self.body_clock = self.flow.clock = None
 
     # -- answers
 
@@ -215,12 +290,13 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self.idle_since = self.loop.time()
         if self.transport.is_closing():
             return
         if self.in_body and self.cycle.response_complete:  # answered before the body came in full
             self._unset_keepalive_if_required()  # read the rest (uvicorn resumed reading), bounded
-            delay = self.body_deadline - self.loop.time()
+            clock = self.body_clock
+            delay = clock.time_left() if clock is not None and clock.started else self.body_timeout_s
+            self._stop_body_clock()
             if delay <= 0 or (self.expect_100_continue and not self.body_seen):  # none will come
                 self.close()
             else:
@@ -233,14 +309,17 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.header_timer = None
         if self.transport.is_closing():
             return
-        if self.in_headers:
-            body = orjson.dumps({"error": {"code": "request_timeout", "message":
-                                           f"request headers not received within {self.header_timeout_s:g} s"}})
+        if self.in_headers:  # never reaches the app, so logged here rather than counted
+            request_id = new_request_id()
+            message = f"request headers not received within {self.header_timeout_s:g} s"
+            log.info("request %s: %s from %s -> 408", request_id.decode(), message,
+                     self.client[0] if self.client else "-")
+            body = orjson.dumps({"error": {"code": "request_timeout", "message": message}})
             defaults = self.server_state.default_headers
             self.transport.write(b"".join([
                 STATUS_LINE[408], *(name + b": " + value + b"\r\n" for name, value in defaults),
                 b"content-type: application/json\r\ncontent-length: ", str(len(body)).encode(),
-                b"\r\nconnection: close\r\n\r\n", body]))
+                b"\r\nx-request-id: ", request_id, b"\r\nconnection: close\r\n\r\n", body]))
         self.close()
 
     # -- shutdown
@@ -257,10 +336,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         elif self.in_headers:  # a request is arriving: served, answered with Connection: close
             pass
         else:
-            delay = self.idle_since + IDLE_CLOSE_S - self.loop.time()
+            keep_alive = self.timeout_keep_alive_task  # armed when the last answer was sent
+            idle_since = self.idle_since if keep_alive is None else keep_alive.when() - self.timeout_keep_alive
+            delay = idle_since + IDLE_CLOSE_S - self.loop.time()
             if delay <= 0:
                 self.close()
-            else:
+            elif self.linger_timer is None:
                 self.linger_timer = self.loop.call_later(delay, self._close_if_idle)
 
     def _close_if_idle(self) -> None:
@@ -269,26 +350,81 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.close()
 
 
-class _BodyDeadline:
-    """The app as the connection runs it, with a `receive` that raises RequestTimeout once the
-    protocol has found the request's body late."""
+class _BodyClock:
+    """The deadline of one request's body that did not come with its headers: `body_timeout_s`
+    of reading time, counted from the app's first `receive` (not while a pipelined request
+    waits for its turn) and stopped while the server is not reading (flow control). The app's
+    `receive` raises RequestTimeout once it is spent. Refers to its cycle weakly: the cycle
+    holds it as its `receive`."""
 
-    __slots__ = ("app", "protocol")
+    __slots__ = ("cycle", "deadline", "event", "expired", "left", "loop", "started", "timeout_s", "timer")
 
-    def __init__(self, app: ASGI3Application, protocol: GatewayHttpProtocol) -> None:
-        self.app = app
-        self.protocol = protocol
+    def __init__(self, cycle: RequestResponseCycle, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+        self.cycle = weakref.ref(cycle)
+        self.event = cycle.message_event
+        self.loop = loop
+        self.timeout_s = timeout_s
+        self.left = timeout_s  # of reading time, while the timer is not running
+        self.deadline = 0.0  # while it is
+        self.timer: TimerHandle | None = None
+        self.started = self.expired = False
 
-    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        protocol = self.protocol
+    async def receive(self) -> ASGIReceiveEvent:
+        if not self.started:
+            self.started = True
+            self.resume()
+        cycle = self.cycle()
+        assert cycle is not None  # its task holds it
+        message = await RequestResponseCycle.receive(cycle)  # resumes reading: see resume()
+        if self.expired and message["type"] == "http.request":
+            raise RequestTimeout(f"request body not received within {self.timeout_s:g} s")
+        return message
 
-        async def receive_in_time() -> ASGIReceiveEvent:
-            message = await receive()
-            if protocol.timed_out is scope:
-                raise RequestTimeout(f"request body not received within {protocol.body_timeout_s:g} s")
-            return message
+    def resume(self) -> None:
+        if self.started and self.timer is None and not self.expired:
+            self.deadline = self.loop.time() + self.left
+            self.timer = self.loop.call_at(self.deadline, self.expire)
 
-        await self.app(scope, receive_in_time, send)
+    def pause(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+            self.left = max(self.deadline - self.loop.time(), 0.0)
+
+    def stop(self) -> None:
+        self.pause()
+        self.started = True  # not to be started by a later receive
+
+    def time_left(self) -> float:
+        return max(self.deadline - self.loop.time(), 0.0) if self.timer is not None else self.left
+
+    def expire(self) -> None:
+        self.timer = None
+        self.left = 0.0
+        self.expired = True
+        self.event.set()  # wakes a pending receive
+
+
+class _FlowControl(FlowControl):
+    """uvicorn's flow control, telling the body clock when reading stops and starts again."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        super().__init__(transport)
+        self.clock: _BodyClock | None = None
+
+    def pause_reading(self) -> None:  # uvicorn's, inlined (twice per request)
+        if not self.read_paused:
+            self.read_paused = True
+            self._transport.pause_reading()
+        if self.clock is not None:
+            self.clock.pause()
+
+    def resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            self._transport.resume_reading()
+        if self.clock is not None:
+            self.clock.resume()
 
 
 class _CycleTransport(asyncio.Transport):
@@ -298,12 +434,15 @@ class _CycleTransport(asyncio.Transport):
     def __init__(self, transport: asyncio.Transport, protocol: GatewayHttpProtocol) -> None:
         super().__init__()
         self.transport = transport
-        self.protocol = protocol
+        self.protocol: GatewayHttpProtocol | None = protocol
         self.write = transport.write  # type: ignore[method-assign]
         self.is_closing = transport.is_closing  # type: ignore[method-assign]
 
     def close(self) -> None:
-        self.protocol.close_after_response()
+        if self.protocol is None:  # the connection is gone
+            self.transport.close()
+        else:
+            self.protocol.close_after_response()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.transport.get_extra_info(name, default)

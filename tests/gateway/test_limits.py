@@ -18,6 +18,7 @@ from gateway.app import create_app
 from gateway.manifests import Config, load_config
 from gateway.settings import Settings
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
+from tests.waiting import until_in_flight
 
 SLOW = "import time\nimport numpy as np\n\ndef predict(x):\n    time.sleep(int(x[0]) / 1000)\n    return x\n"
 
@@ -218,7 +219,7 @@ async def test_bad_timeout_header(client: httpx.AsyncClient, value: str) -> None
 
 async def test_application_concurrency_limit_is_429(client: httpx.AsyncClient) -> None:
     first = asyncio.create_task(client.post("/gateway/applications/narrow", json={"x": [300]}))
-    await asyncio.sleep(0.1)
+    await until_in_flight(str(client.base_url).rstrip("/"), 1)
     second = await client.post("/gateway/applications/narrow", json={"x": [1]})
     assert second.status_code == 429
     assert second.headers["retry-after"] == "1"
@@ -228,7 +229,7 @@ async def test_application_concurrency_limit_is_429(client: httpx.AsyncClient) -
 async def test_gateway_concurrency_limit_is_503(client: httpx.AsyncClient) -> None:
     busy = [asyncio.create_task(client.post("/gateway/applications/slow", json={"x": [300]}))
             for _ in range(4)]
-    await asyncio.sleep(0.1)
+    await until_in_flight(str(client.base_url).rstrip("/"), 4)
     over = await client.post("/gateway/applications/echo", json={"x": [1]})
     assert over.status_code == 503
     assert over.json()["error"]["code"] == "overloaded"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,7 @@ from gateway.http_protocol import http_protocol
 from gateway.manifests import Config, load_config
 from gateway.settings import Settings
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
+from tests.waiting import in_flight, until_in_flight
 
 # max_concurrency 4: 100 stalled bodies must not take the slots of requests being predicted
 SETTINGS = Settings(header_timeout_s=0.5, body_timeout_s=0.5, max_body_bytes=20_000, max_concurrency=4)
@@ -49,15 +51,6 @@ async def read_until_closed(reader: asyncio.StreamReader, timeout: float = 5) ->
     return await asyncio.wait_for(reader.read(), timeout)
 
 
-async def in_flight(url: str) -> int:
-    """The in-flight gauge, less the /metrics request that reads it."""
-    async with httpx.AsyncClient() as client:
-        text = (await client.get(f"{url}/metrics")).text
-    match = re.search(r"^gateway_requests_in_flight (\S+)$", text, re.MULTILINE)
-    assert match is not None
-    return int(float(match.group(1))) - 1
-
-
 def test_timeouts_are_settings(tmp_path: Path) -> None:
     (tmp_path / "gateway.yaml").write_text("kind: Gateway\nlimits: {header_timeout_s: 3, body_timeout_s: 4}\n")
     settings = Settings.load(tmp_path, load_config(tmp_path).gateway.values,
@@ -68,16 +61,23 @@ def test_timeouts_are_settings(tmp_path: Path) -> None:
     assert (Settings().header_timeout_s, Settings().body_timeout_s) == (10.0, 30.0)
 
 
-async def test_stalled_headers_get_408_and_are_never_in_flight(url: str) -> None:
+async def test_stalled_headers_get_408_and_are_never_in_flight(url: str,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway")
     reader, writer = await connect(url)
     started = time.monotonic()
     writer.write(b"POST /gateway/applications/echo HTTP/1.1\r\nHost: x\r\nContent-Type: app")
-    await asyncio.sleep(0.2)
-    assert await in_flight(url) == 0
-    answer = await read_until_closed(reader)
+    answering = asyncio.create_task(read_until_closed(reader))
+    while not answering.done():  # not in flight at any time until answered
+        assert await in_flight(url) == 0
+        await asyncio.sleep(0.02)
+    answer = answering.result()
     elapsed = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b"connection: close" in answer
+    request_id = re.search(rb"\r\nx-request-id: (\w+)\r\n", answer)
+    assert request_id is not None
+    assert f"request {request_id.group(1).decode()}: request headers not received within 0.5 s" in caplog.text
     assert answer.endswith(b'{"error":{"code":"request_timeout","message":'
                            b'"request headers not received within 0.5 s"}}')
     assert 0.45 < elapsed < 2.0
@@ -113,8 +113,7 @@ async def test_stalled_body_is_408_and_leaves_the_in_flight_count(url: str) -> N
     started = time.monotonic()
     writer.write(b"POST /gateway/applications/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
                  b'{"x": [1, ')
-    await asyncio.sleep(0.2)
-    assert await in_flight(url) == 1
+    await until_in_flight(url, 1, timeout=0.4)  # before its 408
     answer = await read_until_closed(reader)
     elapsed = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408 ")
@@ -132,11 +131,9 @@ async def test_client_gone_mid_body_leaves_the_count_as_499(url: str,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     _, writer = await connect(url)
     writer.write(b"POST /gateway/applications/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
-    await asyncio.sleep(0.1)
-    assert await in_flight(url) == 1
+    await until_in_flight(url, 1, timeout=0.4)  # before its 408
     writer.close()
-    await asyncio.sleep(0.1)
-    assert await in_flight(url) == 0
+    await until_in_flight(url, 0, timeout=0.4)
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(f"{url}/metrics")).text
     assert re.search(r'gateway_requests_total{application="echo".*status="499"', metrics)
@@ -173,7 +170,7 @@ async def test_slowloris_does_not_stop_other_clients(url: str) -> None:
     for number, (_, writer) in enumerate(stalled):
         writer.write(b"POST /gateway/applications/echo HTTP/1.1\r\nHost: x\r\n" if number % 2 else
                      b"POST /gateway/applications/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{")
-    await asyncio.sleep(0.1)
+    await until_in_flight(url, STALLED // 2)
     async with httpx.AsyncClient(base_url=url) as client:
         latencies = []
         for _ in range(5):

@@ -1,0 +1,232 @@
+"""The gateway's HTTP/1.1 connection (gateway.http_protocol) under a real uvicorn on a loopback
+port, driven over raw sockets, with a small ASGI app whose requests take as long as asked:
+keep-alive after a drained body, pipelining, shutdown, freed connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import gc
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from gateway.cli import UvicornServer
+from gateway.http_protocol import _accept_queued, http_protocol
+from gateway.settings import Settings
+from tests.certs import make_certificates
+from tests.conftest import free_port
+
+
+async def paced_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """`/early`: 413 without reading the body; `/read`: read the body and answer its size;
+    `/sleep/<ms>`: the same, after that long; `/pause/<ms>`: the same, pausing that long
+    between reads."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    path = scope["path"]
+    size = 0
+    if path != "/early":
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            size += len(message["body"])
+            if not message["more_body"]:
+                break
+            if path.startswith("/pause/"):
+                await asyncio.sleep(int(path.removeprefix("/pause/")) / 1000)
+    if path.startswith("/sleep/"):
+        await asyncio.sleep(int(path.removeprefix("/sleep/")) / 1000)
+    body = b"early" if path == "/early" else b"read %d" % size
+    await send({"type": "http.response.start", "status": 413 if path == "/early" else 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@contextlib.asynccontextmanager
+async def serve_paced(settings: Settings, server_class: type[UvicornServer] = UvicornServer,
+                      **config: Any) -> AsyncIterator[tuple[UvicornServer, int]]:
+    """`paced_app` under the gateway's uvicorn server and protocol; yields the server and port."""
+    port = free_port()
+    server = server_class(uvicorn.Config(paced_app, host="127.0.0.1", port=port, log_config=None,
+                                          access_log=False, lifespan="on", http=http_protocol(settings),
+                                          **config))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield server, port
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def read_answer(reader: asyncio.StreamReader, ending: bytes, timeout: float = 5) -> bytes:
+    return await asyncio.wait_for(reader.readuntil(ending), timeout)
+
+
+async def test_request_read_with_a_drained_body_tail_is_not_cut_by_the_idle_timer() -> None:
+    async with serve_paced(Settings(), timeout_keep_alive=0.3) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"a" * 50)
+        assert (await read_answer(reader, b"early")).startswith(b"HTTP/1.1 413 ")
+        # The body's tail and the next request in one segment: read in one go by the server.
+        started = time.monotonic()
+        writer.write(b"a" * 50 + b"POST /sleep/800 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        second = await read_answer(reader, b"read 0")  # served longer than the keep-alive timeout
+        assert second.startswith(b"HTTP/1.1 200 ")
+        assert time.monotonic() - started > 0.75
+        writer.close()
+
+
+async def test_a_pipelined_request_has_its_body_deadline_from_its_turn() -> None:
+    async with serve_paced(Settings(body_timeout_s=0.5)) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        # The second request waits 0.8 s for its turn, with half its body; the rest comes later.
+        writer.write(b"POST /sleep/800 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                     b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+        assert (await read_answer(reader, b"read 0")).startswith(b"HTTP/1.1 200 ")
+        await asyncio.sleep(0.2)
+        writer.write(b"world")
+        second = await read_answer(reader, b"read 10")  # not a 408: the wait for its turn is not counted
+        assert second.startswith(b"HTTP/1.1 200 ")
+        writer.close()
+
+
+async def test_time_the_server_is_not_reading_is_not_counted_against_the_body() -> None:
+    async with serve_paced(Settings(body_timeout_s=0.5)) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        size = 2_000_000  # the app pauses 0.15 s between reads: reading stops at 64 KiB unread
+        started = time.monotonic()
+        writer.write(b"POST /pause/150 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        writer.write(b"a" * size)
+        answer = await read_answer(reader, b"read %d" % size, timeout=20)
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert time.monotonic() - started > 0.7  # longer than the body timeout: the app took its time
+        writer.close()
+
+
+async def test_a_body_stalled_by_the_client_is_408_however_the_app_reads() -> None:
+    async with serve_paced(Settings(body_timeout_s=0.5)) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = time.monotonic()
+        writer.write(b"POST /pause/100 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"a" * 70_000)
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 500 ")  # the app does not handle RequestTimeout
+        assert 0.45 < time.monotonic() - started < 2.0
+        writer.close()
+
+
+class QueuedAtShutdown(UvicornServer):
+    """Clients connect (and wait in the listening socket's queue) just as the shutdown begins."""
+
+    clients = 2
+    queued: list[socket.socket]
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.queued = [socket.create_connection(("127.0.0.1", self.config.port)) for _ in range(self.clients)]
+        await super().shutdown(sockets)
+
+
+async def test_a_silent_tls_client_queued_at_shutdown_does_not_hold_it_up(tmp_path: Path) -> None:
+    certificates = make_certificates(tmp_path)
+    settings = Settings(header_timeout_s=1)  # the queued connections' handshakes get as long
+    client_tls = ssl.create_default_context(cafile=str(certificates.ca))
+    async with serve_paced(settings, server_class=QueuedAtShutdown, ssl_certfile=str(certificates.server_cert),
+                           ssl_keyfile=str(certificates.server_key)) as (server, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_tls)
+        writer.write(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        assert (await read_answer(reader, b"read 2")).startswith(b"HTTP/1.1 200 ")
+        server.should_exit = True
+        while not hasattr(server, "queued"):
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        silent, talking = server.queued  # the first sends nothing, not even its TLS hello
+        reader, writer = await asyncio.open_connection(sock=talking, ssl=client_tls, server_hostname="127.0.0.1")
+        writer.write(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        answer = await asyncio.wait_for(reader.read(), 5)  # served, then closed
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert b"connection: close" in answer
+        assert answer.endswith(b"read 5")
+        writer.close()
+    stopped_s = time.monotonic() - started  # the server has stopped
+    assert silent.recv(1) == b""  # closed once its handshake timed out (not reset)
+    silent.close()
+    assert stopped_s < 2.5, stopped_s  # the handshake timeout (1 s) and the drain, not 60 s
+    print(f"\nTLS, a silent client queued at shutdown: stopped {stopped_s:.2f} s after (handshake timeout 1 s)")
+
+
+class ErringQueue:
+    """A listening socket's accept() as the kernel may answer it at shutdown (the errors cannot
+    be provoked on loopback): a connection, or an error, until the queue is empty."""
+
+    def __init__(self, *outcomes: OSError | None) -> None:
+        self.outcomes = list(outcomes)
+        self.accepted: list[socket.socket] = []
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        outcome = self.outcomes.pop(0) if self.outcomes else BlockingIOError(errno.EAGAIN, "empty")
+        if outcome is not None:
+            raise outcome
+        connection = socket.socket()
+        self.accepted.append(connection)
+        return connection, None
+
+
+@pytest.mark.parametrize(("outcomes", "accepted"), [
+    ((None, ConnectionAbortedError(errno.ECONNABORTED, "aborted"), None), 2),
+    ((OSError(errno.EPROTO, "protocol error"), None), 1),
+    ((None, OSError(errno.EMFILE, "too many open files"), None), 1),
+    ((OSError(errno.ENFILE, "file table full"), None), 0),
+], ids=["aborted-skipped", "eproto-skipped", "emfile-stops", "enfile-stops"])
+def test_accepting_the_queue_skips_clients_gone_and_stops_when_out_of_files(
+        outcomes: tuple[OSError | None, ...], accepted: int, caplog: pytest.LogCaptureFixture) -> None:
+    queue = ErringQueue(*outcomes)
+    pending: list[socket.socket] = []
+    _accept_queued(queue, pending)  # type: ignore[arg-type]
+    assert pending == queue.accepted
+    assert len(pending) == accepted
+    assert ("could not accept" in caplog.text) == any(
+        isinstance(outcome, OSError) and outcome.errno in (errno.EMFILE, errno.ENFILE) for outcome in outcomes)
+    for connection in pending:
+        connection.close()
+
+
+async def test_closed_connections_are_freed_without_the_cycle_collector() -> None:
+    settings = Settings(body_timeout_s=5)
+    async with serve_paced(settings) as (server, port):
+        protocol_class = server.config.http_protocol_class
+        gc.collect()
+        gc.disable()  # what is left now is only freed by the collector: a reference cycle
+        try:
+            for first, rest in ((b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", b""),
+                                (b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello", b"world"),
+                                (b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello", b"world")):
+                for _ in range(20):  # whole, answered before its body, body in two parts
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.write(first)
+                    await asyncio.sleep(0.005)
+                    writer.write(rest)
+                    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 ")
+                    writer.close()
+                    await writer.wait_closed()
+            while server.server_state.connections:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            left = sum(1 for thing in gc.get_objects() if type(thing) is protocol_class)
+        finally:
+            gc.enable()
+    assert left == 0
