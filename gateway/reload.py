@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -137,22 +138,17 @@ class ConfigStager:
             await self.supervisor.retire(runtimes)
 
 
-class Reloader:
-    """Owns the current config of one HTTP-serving process and swaps it for a new one."""
+class SerialReloads(ABC):
+    """Reloads one at a time, each staged by `stager` and then applied by `_apply` (a subclass:
+    one process's swap, or every worker's). A caller is always answered: 422 for an invalid
+    config, 500 for a fault; after `abandon` (the gateway is stopping), at once, with what the
+    reload had applied by then."""
 
-    def __init__(self, settings: Settings, config: Config, dataplane: DataPlane, pool: ChannelPool,
-                 watcher: HealthWatcher, supervisor: Supervisor | None = None) -> None:
-        self.settings = settings
-        self.config = config
-        self.dataplane = dataplane
-        self.pool = pool
-        self.watcher = watcher
-        self.stager = ConfigStager(settings, config, supervisor)
+    def __init__(self, stager: ConfigStager) -> None:
+        self.stager = stager
         self._lock = asyncio.Lock()
         self._reloading: set[asyncio.Task[ReloadResult]] = set()
-        self._retiring: set[asyncio.Task[None]] = set()
-        self._draining: list[Registry] = []  # replaced registries whose requests may still run
-        self._swapped: dict[asyncio.Task[ReloadResult], ReloadResult] = {}  # reloads past their swap
+        self._applied: dict[asyncio.Task[ReloadResult], ReloadResult] = {}  # reloads past their swap
         self._abandoned = False
 
     async def reload(self) -> ReloadResult:
@@ -166,10 +162,10 @@ class Reloader:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             if self._abandoned:
-                return abandoned(self._swapped.get(task))
+                return abandoned(self._applied.get(task))
             raise
         finally:
-            self._swapped.pop(task, None)
+            self._applied.pop(task, None)
 
     async def _reload(self) -> ReloadResult:
         async with self._lock:
@@ -180,7 +176,17 @@ class Reloader:
                 return ReloadResult(False, str(error))
             except Exception as error:  # noqa: BLE001 - answered (500), never left hanging
                 return failed_reload(error)
-            return await self._swap(staged.config, staged.failed, self.stager.commit(staged))
+            return await self._apply(staged)
+
+    @abstractmethod
+    async def _apply(self, staged: StagedConfig) -> ReloadResult:
+        """Make `staged` serve (called with the lock held); `_swapped` as soon as it does."""
+
+    def _swapped(self, result: ReloadResult) -> None:
+        """The reload under way has swapped: an abandoned caller is told it applied."""
+        current = asyncio.current_task()
+        if current is not None and current in self._reloading:
+            self._applied[current] = result
 
     def abandon(self) -> None:
         """Give up reloads under way (the gateway is stopping): what they started is stopped,
@@ -188,6 +194,24 @@ class Reloader:
         self._abandoned = True
         for task in self._reloading:
             task.cancel()
+
+
+class Reloader(SerialReloads):
+    """Owns the current config of one HTTP-serving process and swaps it for a new one."""
+
+    def __init__(self, settings: Settings, config: Config, dataplane: DataPlane, pool: ChannelPool,
+                 watcher: HealthWatcher, supervisor: Supervisor | None = None) -> None:
+        self.settings = settings
+        self.config = config
+        self.dataplane = dataplane
+        self.pool = pool
+        self.watcher = watcher
+        super().__init__(ConfigStager(settings, config, supervisor))
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._draining: list[Registry] = []  # replaced registries whose requests may still run
+
+    async def _apply(self, staged: StagedConfig) -> ReloadResult:
+        return await self._swap(staged.config, staged.failed, self.stager.commit(staged))
 
     async def apply(self, config: Config, failed: Mapping[ModelKey, str]) -> ReloadResult:
         """Swap to `config`, already validated and bound to running runtimes elsewhere (a
@@ -205,9 +229,7 @@ class Reloader:
         result = ReloadResult(True, None, sorted(registry.applications),
                               sorted(model.label for model in registry.models.values()),
                               {f"{name}:{version}": reason for (name, version), reason in failed.items()})
-        current = asyncio.current_task()
-        if current is not None and current in self._reloading:
-            self._swapped[current] = result
+        self._swapped(result)
         self.config = config
         self.stager.config = config
         self._draining.append(replaced)

@@ -25,9 +25,17 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from gateway.errors import ConfigError
 from gateway.manifests import Config
-from gateway.reload import SHUTTING_DOWN, ConfigStager, Reloader, ReloadResult, abandoned, failed_reload
+from gateway.reload import (
+    SHUTTING_DOWN,
+    ConfigStager,
+    Reloader,
+    ReloadResult,
+    SerialReloads,
+    StagedConfig,
+    abandoned,
+    failed_reload,
+)
 from gateway.supervisor import ModelKey, RuntimeProcess
 
 log = logging.getLogger("gateway.workers")
@@ -115,24 +123,20 @@ class _Link:
 _CLOSE = object()  # tells a link's sending thread to close the connection
 
 
-class WorkerReloads:
+class WorkerReloads(SerialReloads):
     """In the parent: stages each reload once and has every worker apply it."""
 
     def __init__(self, stager: ConfigStager, failed: Mapping[ModelKey, str], drain_timeout_s: float,
                  apply_timeout_s: float = APPLY_TIMEOUT_S) -> None:
-        self.stager = stager
+        super().__init__(stager)
         self.failed = dict(failed)  # the current config's models without a runtime (for new workers)
         self.drain_timeout_s = drain_timeout_s
         self.apply_timeout_s = apply_timeout_s
         self.links: dict[int, _Link] = {}
-        self._lock = asyncio.Lock()
         self._rounds = itertools.count(1)
         self._acks: dict[tuple[int, int], asyncio.Future[None]] = {}
         self._lost_in: dict[int, int] = {}  # round under way -> workers lost meanwhile
         self._tasks: set[asyncio.Task[None]] = set()
-        self._reloading: set[asyncio.Task[ReloadResult]] = set()
-        self._committed: dict[asyncio.Task[ReloadResult], ReloadResult] = {}  # reloads past their commit
-        self._abandoned = False
 
     @property
     def config(self) -> Config:
@@ -187,65 +191,40 @@ class WorkerReloads:
             if link is not None:
                 link.send(Answer(ask, result))
 
-    async def reload(self) -> ReloadResult:
-        """Stage the config directory and have every worker swap to it; one at a time."""
-        if self._abandoned:
-            return ReloadResult(False, SHUTTING_DOWN, shutting_down=True)
-        task = asyncio.create_task(self._reload())
-        self._reloading.add(task)
-        task.add_done_callback(self._reloading.discard)
+    async def _apply(self, staged: StagedConfig) -> ReloadResult:
+        """Have every worker swap to `staged`."""
+        retiring = self.stager.commit(staged)  # from now on new workers start on it
+        self.failed = dict(staged.failed)
+        config = staged.config
+        result = ReloadResult(True, None, sorted(config.applications),
+                              sorted(f"{name}:{version}" for name, version in config.models),
+                              {f"{name}:{version}": reason for (name, version), reason in staged.failed.items()})
+        self._swapped(result)  # committed: new workers start on it
+        round_ = next(self._rounds)
+        self._lost_in[round_] = 0
+        loop = asyncio.get_running_loop()
+        acks = []
+        for index, link in list(self.links.items()):
+            if link.closed:
+                continue
+            ack: asyncio.Future[None] = loop.create_future()
+            self._acks[(index, round_)] = ack
+            acks.append(ack)
+            link.send(Apply(round_, config, staged.failed))
         try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if self._abandoned:
-                return abandoned(self._committed.get(task))
-            raise
+            _, late = await asyncio.wait(acks, timeout=self.apply_timeout_s) if acks else (set(), set())
         finally:
-            self._committed.pop(task, None)
-
-    async def _reload(self) -> ReloadResult:
-        async with self._lock:
-            try:
-                staged = await self.stager.stage()
-            except ConfigError as error:
-                log.error("reload refused, the current config keeps serving: %s", error)
-                return ReloadResult(False, str(error))
-            except Exception as error:  # noqa: BLE001 - answered (500), never left hanging
-                return failed_reload(error)
-            retiring = self.stager.commit(staged)  # from now on new workers start on it
-            self.failed = dict(staged.failed)
-            config = staged.config
-            result = ReloadResult(True, None, sorted(config.applications),
-                                  sorted(f"{name}:{version}" for name, version in config.models),
-                                  {f"{name}:{version}": reason for (name, version), reason in staged.failed.items()})
-            current = asyncio.current_task()
-            if current is not None:
-                self._committed[current] = result
-            round_ = next(self._rounds)
-            self._lost_in[round_] = 0
-            loop = asyncio.get_running_loop()
-            acks = []
-            for index, link in list(self.links.items()):
-                if link.closed:
-                    continue
-                ack: asyncio.Future[None] = loop.create_future()
-                self._acks[(index, round_)] = ack
-                acks.append(ack)
-                link.send(Apply(round_, config, staged.failed))
-            try:
-                _, late = await asyncio.wait(acks, timeout=self.apply_timeout_s) if acks else (set(), set())
-            finally:
-                lost = self._lost_in.pop(round_)
-            if late:
-                log.warning("%d workers did not confirm the reload within %gs; the runtimes it replaces "
-                            "are kept until they do (or exit)", len(late), self.apply_timeout_s)
-            if lost:
-                log.warning("%d workers exited during the reload; their replacements start on the new config",
-                            lost)
-            self._spawn(self._retire_later(retiring, late))
-            log.info("reloaded %d workers: %d applications, %d models", len(acks) - lost, len(config.applications),
-                     len(config.models))
-            return result
+            lost = self._lost_in.pop(round_)
+        if late:
+            log.warning("%d workers did not confirm the reload within %gs; the runtimes it replaces "
+                        "are kept until they do (or exit)", len(late), self.apply_timeout_s)
+        if lost:
+            log.warning("%d workers exited during the reload; their replacements start on the new config",
+                        lost)
+        self._spawn(self._retire_later(retiring, late))
+        log.info("reloaded %d workers: %d applications, %d models", len(acks) - lost, len(config.applications),
+                 len(config.models))
+        return result
 
     async def _retire_later(self, runtimes: list[RuntimeProcess], late: set[asyncio.Future[None]]) -> None:
         """Stop the replaced runtimes after the drain timeout, and not before every worker that
@@ -254,12 +233,6 @@ class WorkerReloads:
         if late:
             await asyncio.wait(late)
         await self.stager.retire(runtimes)
-
-    def abandon(self) -> None:
-        """Give up reloads under way (the gateway is stopping)."""
-        self._abandoned = True
-        for task in self._reloading:
-            task.cancel()
 
     async def close(self) -> None:
         self.abandon()
