@@ -33,6 +33,7 @@ BINARY_TYPE = "application/octet-stream"
 NAME_HEADER = "x-tensor-name"
 DTYPE_HEADER = "x-tensor-dtype"
 SHAPE_HEADER = "x-tensor-shape"
+MAX_SIZE_DIGITS = 19  # a size of more digits is beyond any tensor (and int64)
 _SIZE = re.compile(r"[0-9]+")  # digits only: int() also takes "1_0", "+1" and " -0"
 MAX_ARRAY_BYTES = np.iinfo(np.intp).max  # numpy's bound on an array's size, empty arrays included
 
@@ -97,6 +98,8 @@ def _parse_shape(text: str, name: str, itemsize: int) -> tuple[int, ...]:
     parts = [part.strip() for part in text.split(",")] if text.strip() else []  # "": a scalar
     if not all(_SIZE.fullmatch(part) for part in parts):
         raise ContractViolation(f"{SHAPE_HEADER} must be comma-separated sizes, got {text!r}", field=name)
+    if any(len(part.lstrip("0")) > MAX_SIZE_DIGITS for part in parts):  # int() refuses 4,300+ digits
+        raise ContractViolation(f"{SHAPE_HEADER} [{text[:64]}...] is larger than any tensor can be", field=name)
     shape = tuple(int(part) for part in parts)
     if len(shape) > MAX_RANK:
         raise ContractViolation(f"{SHAPE_HEADER} has {len(shape)} dimensions; a tensor has at most {MAX_RANK}",

@@ -66,7 +66,7 @@ class RequestContext:
         return left
 
 
-DISCOVERY_TIMEOUT_S = 10.0  # the least time a contract lookup shared by requests is given
+SHARED_LOOKUP_MIN_S = 10.0  # the least time a contract lookup shared by requests is given
 
 
 class DataPlane:
@@ -217,7 +217,7 @@ class DataPlane:
         # By the Model's id: a reload builds new ones (and forgets every failure). The shared
         # call has a deadline of its own: a caller with a short one must neither cut it short
         # nor start a back-off for every other caller; it stops waiting at its own deadline.
-        lookup_timeout = max(timeout, DISCOVERY_TIMEOUT_S)
+        lookup_timeout = max(timeout, SHARED_LOOKUP_MIN_S)
         shared = self.contract_lookups.get((id(model), target.key),
                                            lambda: self._describe(target, backend, lookup_timeout))
         try:

@@ -80,6 +80,8 @@ async def test_contract_violations_are_400(client: httpx.AsyncClient, body: byte
     (b"\0" * 4, ",".join(["1"] * 65), "65 dimensions; a tensor has at most 64"),
     (b"", "0,99999999999999999999", "larger than any tensor can be"),  # empty, yet beyond numpy's bound
     (b"", "0,4611686018427387904", "larger than any tensor can be"),  # 2**62 int32 values
+    (b"", "9" * 4301, "larger than any tensor can be"),  # more digits than int() reads
+    (b"", "0," + "9" * 5000, "larger than any tensor can be"),
 ])
 async def test_shapes_beyond_what_a_tensor_can_be_are_400(client: httpx.AsyncClient, body: bytes, shape: str,
                                                          message: str) -> None:
