@@ -84,7 +84,8 @@ class _Link:
         self.closed = False
         self._loop = asyncio.get_running_loop()
         self._outbox: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._loop.add_reader(connection.fileno(), self._readable)
+        self._fd = connection.fileno()  # kept: the loop stops watching it before anyone closes it
+        self._loop.add_reader(self._fd, self._readable)
         threading.Thread(target=self._write, name="gateway-link", daemon=True).start()
 
     def _readable(self) -> None:
@@ -104,9 +105,17 @@ class _Link:
         while (message := self._outbox.get()) is not _CLOSE:
             try:
                 self.connection.send(message)
-            except (OSError, ValueError):  # the other side is gone; its reader sees the end too
-                with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to tell
+            except Exception:  # the other side is gone (or the message cannot go): the link ends
+                log.warning("a message to another gateway process could not be sent; the link is closed",
+                            exc_info=True)
+                try:
                     self._loop.call_soon_threadsafe(self.close)
+                except RuntimeError:  # the loop is closed: nobody watches the pipe any more
+                    break
+                # The loop stops watching the pipe first (close), then it is closed here: a
+                # pipe closed under a watching loop can take the process down (uvloop).
+                while self._outbox.get() is not _CLOSE:
+                    pass
                 break
         self.connection.close()
 
@@ -115,7 +124,7 @@ class _Link:
             return
         self.closed = True
         with contextlib.suppress(ValueError, OSError):
-            self._loop.remove_reader(self.connection.fileno())
+            self._loop.remove_reader(self._fd)
         self._outbox.put(_CLOSE)
         self.on_closed()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from gateway.app import create_app
 from gateway.manifests import Config, load_config
 from gateway.reload import ConfigStager
 from gateway.settings import Settings
-from gateway.workers import Apply, ParentLink, WorkerReloads
+from gateway.workers import Apply, ParentLink, WorkerReloads, _Link
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
 
 SLOW_V1 = "import time\n\ndef predict(x):\n    time.sleep(0.5)\n    return x + 1\n"
@@ -190,3 +191,25 @@ async def test_a_reload_abandoned_after_its_swap_answers_that_it_applied(tmp_pat
     assert result.applications == ["app", "other"]
     await parent.close()
     stuck.close()
+
+
+async def test_a_link_whose_peer_is_gone_closes_cleanly_and_its_pipe_number_can_serve_again() -> None:
+    mine, theirs = multiprocessing.Pipe()
+    link = _Link(mine, lambda message: None)
+    theirs.close()  # the worker died
+    link.send("x" * 10)  # the sending thread fails (EPIPE) while the loop watches the pipe
+    time.sleep(0.2)  # the loop busy meanwhile (as when sending to every worker): the thread fails first
+    deadline = asyncio.get_running_loop().time() + 5
+    while not link.closed:
+        assert asyncio.get_running_loop().time() < deadline, "the link never closed"
+        await asyncio.sleep(0.01)
+    received: list[object] = []
+    again, peer = multiprocessing.Pipe()  # likely the same file descriptor numbers
+    replacement = _Link(again, received.append)
+    peer.send("hello from the new worker")
+    while not received:
+        assert asyncio.get_running_loop().time() < deadline, "the new link was never read"
+        await asyncio.sleep(0.01)
+    assert received == ["hello from the new worker"]
+    replacement.close()
+    peer.close()
