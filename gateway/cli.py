@@ -298,7 +298,13 @@ async def _run_workers(settings: Settings, reloads: WorkerReloads, stopping: asy
         process = context.Process(target=_worker_main, args=(worker_settings, reloads.config,
                                                              reloads.failed, link),
                                   name=f"gateway-worker-{index}", daemon=False)
-        process.start()
+        # SIGHUP blocked from before the worker exists until it ignores SIGHUP itself (the mask
+        # is inherited across exec): a SIGHUP while it starts is not the end of it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         link.close()  # the worker has its own copy
         return process
 
@@ -354,6 +360,7 @@ def _worker_main(settings: Settings, config: Config, failed: Mapping[tuple[str, 
     parent over `link`."""
     _die_with_parent()
     _hold_sighup()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # blocked by the parent until now
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     import uvloop

@@ -146,10 +146,13 @@ def test_with_workers_every_failed_reload_is_answered_and_a_lost_worker_is_not_w
         assert time.monotonic() - started < 10
         assert answer.json()["applications"] == ["app", "second_app"]
         deadline = time.monotonic() + 20
-        while len([p for p in descendants(process.pid) if "spawn_main" in command_line(p)]) < 2:
+        while not (replacements := [p for p in descendants(process.pid)
+                                    if "spawn_main" in command_line(p) and p not in workers]):
             assert time.monotonic() < deadline, "the lost worker was not replaced"
-            time.sleep(0.1)
+            time.sleep(0.005)
+        os.kill(replacements[0], signal.SIGHUP)  # while it starts: ignored, never its end
         assert _answers(url, "second_app") == [{"y": [2]}]
+        assert alive(replacements[0])
 
 
 def test_sighup_while_starting_or_stopping_does_not_end_the_gateway(tmp_path: Path) -> None:
