@@ -309,6 +309,15 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.header_timer = None
         if self.transport.is_closing():
             return
+        answering = self.pipeline[0][0] if self.pipeline else self.cycle  # the last request read in full
+        if answering is not None and not answering.response_complete:
+            # Requests before it are still being answered: a 408 now would pass for their
+            # answer. They are answered; then the connection closes, this request unread.
+            answering.keep_alive = False
+            log.info("request headers not received within %g s from %s behind a request in flight: "
+                     "the connection closes after its answer", self.header_timeout_s,
+                     self.client[0] if self.client else "-")
+            return
         if self.in_headers:  # never reaches the app, so logged here rather than counted
             request_id = new_request_id()
             message = f"request headers not received within {self.header_timeout_s:g} s"

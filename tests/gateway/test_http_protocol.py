@@ -106,6 +106,19 @@ async def test_a_pipelined_request_has_its_body_deadline_from_its_turn() -> None
         writer.close()
 
 
+async def test_headers_late_behind_a_request_in_flight_do_not_answer_in_its_place() -> None:
+    async with serve_paced(Settings(header_timeout_s=0.3)) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        # A whole request the app takes 0.8 s over, then part of the next one's headers.
+        writer.write(b"POST /sleep/800 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                     b"GET /read HTTP/1.1\r\nHost: x\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+        assert answer.startswith(b"HTTP/1.1 200 "), answer  # its own answer, not a 408 in its place
+        assert answer.endswith(b"read 0")
+        assert b"connection: close" in answer.lower()
+        writer.close()
+
+
 async def test_time_the_server_is_not_reading_is_not_counted_against_the_body() -> None:
     async with serve_paced(Settings(body_timeout_s=0.5)) as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
