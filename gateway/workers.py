@@ -16,7 +16,9 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import os
 import queue
+import signal
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -303,7 +305,13 @@ class ParentLink:
                 return
             await asyncio.sleep(0.05)
             reloader = getattr(self.app.state, "reloader", None)
-        await reloader.apply(message.config, message.failed)
+        try:
+            await reloader.apply(message.config, message.failed)
+        except Exception:  # this worker cannot serve the new config: it stops
+            # and its replacement starts on the new config (the parent does not wait for it).
+            log.exception("reload %d could not be applied in this worker; it stops and is replaced", message.round)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         self.link.send(Applied(message.round))
 
     def _lost(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import shutil
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -213,3 +214,29 @@ async def test_a_link_whose_peer_is_gone_closes_cleanly_and_its_pipe_number_can_
     assert received == ["hello from the new worker"]
     replacement.close()
     peer.close()
+
+
+async def test_a_worker_that_cannot_apply_a_reload_stops_to_be_replaced_and_never_confirms(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, root = _remote_config(tmp_path)
+    config = load_config(root)
+    app = create_app(settings, config)
+
+    async def cannot_apply(*_: object) -> None:
+        raise RuntimeError("out of memory")  # a fault in this worker only
+
+    signals: list[int] = []
+    monkeypatch.setattr("gateway.reload.Reloader.apply", cannot_apply)
+    monkeypatch.setattr("gateway.workers.os.kill", lambda pid, signum: signals.append(signum))
+    async with serve_app(app):
+        mine, parents = multiprocessing.Pipe()
+        worker = ParentLink(mine, app, answer_timeout_s=5)
+        parents.send(Apply(1, config, {}))
+        deadline = asyncio.get_running_loop().time() + 5
+        while not signals:
+            assert asyncio.get_running_loop().time() < deadline, "the worker neither applied nor stopped"
+            await asyncio.sleep(0.01)
+        assert signals == [signal.SIGTERM]  # it drains and exits; the parent starts its replacement
+        assert not parents.poll(0.1)  # and it does not confirm a swap it did not make
+        worker.link.close()
+        parents.close()
