@@ -32,6 +32,7 @@ from tensorcodecs.tfserving_json import (
     signature_name,
     signatures_from_metadata,
     tensor_json,
+    value_text,
 )
 
 
@@ -114,7 +115,7 @@ def test_nan_and_infinity_are_accepted_for_floats() -> None:
         ('{"instances": [{"a": 1, "b": "x"}, [1]]}', TWO, "Expecting object but got list at item 1"),
         ('{"instances": [1, {"a": 1}]}', ONE, "Expecting value/list but got object at item 1"),
         ('{"instances": [{"a": 1}]}', TWO,
-         "Failed to process element: 0 of 'instances' list. JSON object: {\"a\":1} keys must be equal "
+         "Failed to process element: 0 of 'instances' list. JSON object: {\n    \"a\": 1\n} keys must be equal "
          "to: a,b"),
         ('{"instances": [{"a": 1, "b": "x", "c": 2}]}', TWO, "does not have named input: c"),
         ('{"instances": [{"a": 1.5, "b": "x"}]}', TWO,
@@ -144,14 +145,47 @@ def test_errors_are_tf_servings(body: str, specs: dict[str, TensorSpec], message
 
 
 def test_quoted_values_stop_after_256_bytes_as_json_value_to_debug_string() -> None:
+    """TF checks the size before each writer call and writes that call whole, adding nothing."""
     message = error('{"instances": 1, "padding": [' + ",".join(["12345"] * 100_000) + "]}", ONE)
-    quoted = message.removeprefix("JSON Value: ").removesuffix(" Excepting 'instances' to be an list/array")
-    # Token by token while fewer than 256 bytes are out: the text ends on a whole number.
-    assert quoted.startswith('{"instances":1,"padding":[12345,12345,')
-    assert 256 <= len(quoted) < 256 + len(",12345")
-    assert quoted.endswith("12345")
+    # 38 bytes up to the "[", then 12345 and ", 12345" (7 bytes) while fewer than 256 are out: 32 numbers.
+    assert message == ('JSON Value: {\n    "instances": 1,\n    "padding": [' + ", ".join(["12345"] * 32)
+                       + " Excepting 'instances' to be an list/array")
     long_string = error('{"inputs": ["' + "x" * 100_000 + '"]}', ONE)
-    assert long_string == f'JSON Value: "{"x" * 256}" Type: String is not of expected type: float'
+    assert long_string == f'JSON Value: "{"x" * 100_000}" Type: String is not of expected type: float'
+
+
+@pytest.mark.parametrize(("key_bytes", "quoted"), [
+    # a key is a writer call of its own: 28 + 228 bytes end on the key, without its value
+    (228, '{\n    "instances": 1,\n    "' + "k" * 228 + '"'),
+    (227, '{\n    "instances": 1,\n    "' + "k" * 227 + '": 2'),
+    (225, '{\n    "instances": 1,\n    "' + "k" * 225 + '": 2'),  # 256 bytes out: no "}"
+    (224, '{\n    "instances": 1,\n    "' + "k" * 224 + '": 2\n}'),
+])
+def test_the_cut_falls_between_writer_calls(key_bytes: int, quoted: str) -> None:
+    message = error('{"instances": 1, "' + "k" * key_bytes + '": 2}', ONE)
+    assert message == f"JSON Value: {quoted} Excepting 'instances' to be an list/array"
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    ({"a": 1, "b": [1, 2]}, '{\n    "a": 1,\n    "b": [1, 2]\n}'),
+    ([{"a": 1}, {"b": {}}, []], '[{\n        "a": 1\n    }, {\n        "b": {}\n    }, []]'),
+    ({"a": {"b": [{"c": None}]}},
+     '{\n    "a": {\n        "b": [{\n                "c": null\n            }]\n    }\n}'),
+    ([True, False, "x"], '[true, false, "x"]'),
+    # rapidjson's dtoa
+    (1e21, "1e21"), (1e20, "100000000000000000000.0"), (1.5e-7, "1.5e-7"), (1e-7, "1e-7"),
+    (0.000001, "0.000001"), (0.0001234, "0.0001234"), (-0.0, "-0.0"), (0.0, "0.0"), (1.5, "1.5"),
+    (123.0, "123.0"), (-2.5e300, "-2.5e300"), (5e-324, "5e-324"), (1.7976931348623157e308, "1.7976931348623157e308"),
+    (0.1, "0.1"), (12345678.9, "12345678.9"),
+    # integers within 64 bits as read; beyond them rapidjson reads a double
+    (2**64 - 1, "18446744073709551615"), (-(2**63), "-9223372036854775808"), (2**64, "18446744073709552000.0"),
+    # the writer refuses NaN and Infinity: the text stops after the separator
+    ([1.0, math.nan, 2], "[1.0, "), ({"a": math.inf}, '{\n    "a": '), (math.nan, ""),
+    # control characters as \u00XX (upper case), non-ASCII as it is
+    ("\x01\x1f\n\t\"\\/é\x7f", '"\\u0001\\u001F\\n\\t\\"\\\\/é\x7f"'),
+])
+def test_values_are_written_as_rapidjsons_pretty_writer(value: Any, text: str) -> None:
+    assert value_text(value) == text
 
 
 @pytest.mark.parametrize(
