@@ -183,6 +183,13 @@ async def test_nan_and_infinity_pass_through(client: httpx.AsyncClient) -> None:
         ("GET", "/v1/models/toy/versions/x", b"", 404, "Malformed request"),
         ("GET", "/v1/models", b"", 400, "Missing model name in request."),
         ("GET", "/v1/models/", b"", 404, "Malformed request: GET /v1/models/"),
+        # TF matches the path as sent, whole: a trailing %0A is no "/v1/models" (nor its name)
+        ("GET", "/v1/models%0A", b"", 404, "Malformed request: GET /v1/models%0A"),
+        ("GET", "/v1/models/toy/metadata%0A", b"", 404, "Malformed request: GET /v1/models/toy/metadata%0A"),
+        ("POST", "/v1/models/toy:predict%0A", b"{}", 404, "Malformed request: POST /v1/models/toy:predict%0A"),
+        ("GET", "/v1/model%73/toy", b"", 404, "Malformed request: GET /v1/model%73/toy"),
+        # ... and decodes the model name it captured
+        ("GET", "/v1/models/a%2Fb", b"", 404, "model 'a/b' does not exist"),
         ("PUT", "/v1/models/toy:predict", b"{}", 405, "method PUT is not allowed"),
         ("POST", "/v1/models/toy:classify", b'{"examples": []}', 400, "'examples' value is an empty array"),
     ],
@@ -287,6 +294,12 @@ async def test_classify_and_regress_on_an_embedded_runtime_are_400_as_tf_serving
                                      json={"examples": [{"x": [1.0]}], "signature_name": "other"})
         assert response.status_code == 400, response.text
         assert response.json() == {"error": "No signature was found with the name: other"}
+
+
+async def test_a_percent_encoded_model_name_is_decoded_after_the_match(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/models/t%6Fy/labels/st%61ble")
+    assert response.status_code == 200, response.text
+    assert response.json()["model_version_status"][0]["version"] == "1"
 
 
 async def test_model_status(client: httpx.AsyncClient) -> None:
