@@ -21,7 +21,6 @@ import binascii
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from enum import Enum
 from typing import Any
 
@@ -43,6 +42,7 @@ from tensorcodecs.contract import Signature, TensorSpec
 from tensorcodecs.dtypes import DType, JsonKind, dtype_from_enum
 from tensorcodecs.errors import CodecError, UnknownDTypeError
 from tensorcodecs.json_codec import MAX_RANK, loads
+from tensorcodecs.rapidjson_dtoa import rapidjson_double, rapidjson_number
 
 NDArray = np.ndarray
 
@@ -385,8 +385,8 @@ DEBUG_TEXT_BYTES = 256  # json_tensor.cc's kMaxJsonDebugStringBytes
 
 def value_text(value: Any) -> str:
     """A JSON value as TF's JsonValueToDebugString writes it: rapidjson's PrettyWriter with
-    single-line arrays (`[1, 2]`; objects one member a line, indented by four), numbers as the
-    parser read them (doubles by rapidjson's dtoa). TF checks the 256 bytes before each writer
+    single-line arrays (`[1, 2]`; objects one member a line, indented by four), numbers as
+    rapidjson reads and writes them (`rapidjson_dtoa`). TF checks the 256 bytes before each writer
     call and stops at the first one past them, so the text ends after a whole token (a long
     string is never cut); a NaN or Infinity stops the text after its separator, as rapidjson's
     writer refuses it."""
@@ -473,36 +473,16 @@ def _scalar_text(value: Any) -> str | None:
     if isinstance(value, int):
         if -(2**63) <= value < 2**64:
             return str(value)
-        try:  # rapidjson reads an integer beyond 64 bits as a double
-            value = float(value)
-        except OverflowError:
+        if value.bit_length() > 1023:  # rapidjson refuses it (Number too big to be stored in double)
             return str(value)
+        return rapidjson_double(float(rapidjson_number(str(value))))  # a double, digit by digit
     if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else rapidjson_double(value)
+        if math.isnan(value) or math.isinf(value):
+            return None
+        # TF quotes the double rapidjson read from the client's text, which is not kept here: the
+        # shortest text of the value (what JSON writers send), read as rapidjson reads it.
+        return rapidjson_double(float(rapidjson_number(repr(value))))
     return repr(value)
-
-
-def rapidjson_double(value: float) -> str:
-    """rapidjson's dtoa (Writer::Double): the shortest digits that read back (Grisu2, which
-    may rarely pick a longer form), `.0` on whole numbers below 1e21, exponents as `1e21`,
-    `1.5e-7`."""
-    if value == 0:
-        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
-    sign = "-" if value < 0 else ""
-    decimal = Decimal(repr(abs(value))).as_tuple()
-    all_digits = "".join(map(str, decimal.digits))
-    digits = all_digits.rstrip("0")
-    k = int(decimal.exponent) + len(all_digits) - len(digits)  # value = digits * 10**k
-    length = len(digits)
-    kk = length + k
-    if k >= 0 and kk <= 21:
-        return f"{sign}{digits}{'0' * k}.0"
-    if 0 < kk <= 21:
-        return f"{sign}{digits[:kk]}.{digits[kk:]}"
-    if -6 < kk <= 0:
-        return f"{sign}0.{'0' * -kk}{digits}"
-    mantissa = digits if length == 1 else f"{digits[0]}.{digits[1:]}"
-    return f"{sign}{mantissa}e{kk - 1}"
 
 
 def _tf_shape(shape: tuple[int, ...]) -> str:
