@@ -148,7 +148,7 @@ class PredictFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         started = time.perf_counter()
         status, bytes_in, bytes_out = 500, 0, 0
-        phase = _BEFORE_ANSWER  # what UnexpectedErrors learns from the messages, known here
+        phase = _BEFORE_ANSWER  # as UnexpectedErrors tracks it
 
         async def receive_counting() -> Message:
             nonlocal bytes_in
@@ -156,6 +156,14 @@ class PredictFastPath:
             if message["type"] == "http.request":
                 bytes_in += len(message.get("body", b""))
             return message
+
+        async def send_tracking(message: Message) -> None:  # the phase moves with what is sent
+            nonlocal phase, status
+            if message["type"] == "http.response.start":
+                phase, status = _ANSWERING, message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                phase = _ANSWERED
 
         try:
             request_id = self.observer.begin(scope)
@@ -172,10 +180,7 @@ class PredictFastPath:
                         response = await gateway_error(request, error)
                     except Exception as error:  # noqa: BLE001 - answered as the app's handler would
                         response = await unexpected_error(request, error)
-                status = response.status_code
-                phase = _ANSWERING
-                bytes_out = await self._send(scope, receive, send, response, request_id)
-                phase = _ANSWERED
+                bytes_out = await self._send(scope, receive, send_tracking, response, request_id)
             finally:
                 self.observer.end(scope, status, bytes_in, bytes_out, started)
         except Exception as error:  # noqa: BLE001 - answered, logged or re-raised by phase

@@ -26,7 +26,7 @@ from gateway.errors import (
     Overloaded,
     TooManyRequests,
 )
-from gateway.lookups import SharedLookups
+from gateway.lookups import ByIdentity, SharedLookups
 from gateway.observability import Metrics
 from gateway.registry import Application, Model, Registry, SelectorKey, Target
 from gateway.routing import choose_variant
@@ -81,7 +81,8 @@ class DataPlane:
         self.metrics = metrics
         self.in_flight = 0
         self._app_in_flight: dict[str, int] = {}
-        self.contract_lookups: SharedLookups[tuple[int, SelectorKey], dict[str, Signature]] = SharedLookups()
+        self.contract_lookups: SharedLookups[tuple[ByIdentity[Model], SelectorKey], dict[str, Signature]] = (
+            SharedLookups())
 
     def application(self, name: str) -> Application:
         """The application called `name` (NotFound otherwise)."""
@@ -214,15 +215,19 @@ class DataPlane:
             raise backend.error()
         if not isinstance(backend, TFServingBackend):
             raise NotFound(f"model {model.label} does not describe its signatures")
-        # By the Model's id: a reload builds new ones (and forgets every failure). The shared
+        # By the Model object (a reload builds new ones, and forgets every failure). The shared
         # call has a deadline of its own: a caller with a short one must neither cut it short
         # nor start a back-off for every other caller; it stops waiting at its own deadline.
         lookup_timeout = max(timeout, SHARED_LOOKUP_MIN_S)
-        shared = self.contract_lookups.get((id(model), target.key),
+        shared = self.contract_lookups.get((ByIdentity(model), target.key),
                                            lambda: self._describe(target, backend, lookup_timeout))
+        deadline = asyncio.timeout(timeout)
         try:
-            return await asyncio.wait_for(shared, timeout)
+            async with deadline:
+                return await shared
         except TimeoutError:
+            if not deadline.expired():  # the lookup's own, not this caller's deadline
+                raise
             raise DeadlineExceeded(f"the contract of model {model.label} was not known before the "
                                    "request's deadline") from None
 

@@ -1,8 +1,11 @@
-"""Lookups that concurrent callers share, and that a failure holds off for a back-off window.
+"""Lookups that concurrent callers share, and that a backend failure holds off for a back-off
+window.
 
 Used for contract discovery (GetModelMetadata): fifty requests to a model whose contract is
 not known yet make one call, not fifty, and a backend that cannot answer (down, or still
-loading the model) is not asked by every request while it cannot.
+loading the model) is not asked by every request while it cannot. A failure that is the
+request's (a 4xx: a version the backend does not have) is shared but not remembered: the
+next request asks again, so a version deployed meanwhile is answered at once.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from gateway.errors import BackendUnavailable, GatewayError
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+T = TypeVar("T")
 
 BACKOFF_FIRST_S = 0.5  # how long the first failure is answered without asking again
 BACKOFF_MAX_S = 30.0  # the window doubles with each failure in a row, up to this
@@ -31,13 +35,28 @@ class _Failure:
     until: float  # clock time at which the lookup may be tried again
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class ByIdentity(Generic[T]):
+    """A key part that is `obj` itself, whatever its equality: it holds `obj`, so no other
+    object can take its id while the key is kept."""
+
+    obj: T
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ByIdentity) and other.obj is self.obj
+
+
 class SharedLookups(Generic[K, V]):
     """At most one lookup in flight per key: callers arriving meanwhile await the same one
-    (a caller that gives up does not cancel it for the others). After it fails, callers get
-    `503 backend_unavailable` with `Retry-After` (the time left, rounded up), or the same 4xx
-    when the failure was the request's (an unknown version), until the back-off
-    window ends: `BACKOFF_FIRST_S`, doubling at each failure in a row up to `BACKOFF_MAX_S`,
-    forgotten on success. `clock` is injectable so tests need not sleep through windows."""
+    (a caller that gives up does not cancel it for the others), and get its failure too.
+    After a backend failure (5xx), callers get `503 backend_unavailable` with `Retry-After`
+    (the time left, rounded up) until the back-off window ends: `BACKOFF_FIRST_S`, doubling at
+    each failure in a row up to `BACKOFF_MAX_S`, forgotten on success. A 4xx (the request's
+    failure, an unknown version) is not remembered and ends the back-off: the backend answered.
+    `clock` is injectable so tests need not sleep through windows."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -70,6 +89,9 @@ class SharedLookups(Generic[K, V]):
         try:
             value = await lookup()
         except GatewayError as error:
+            if error.status < 500:
+                self._failures.pop(key, None)
+                raise
             previous = self._failures.get(key)
             window = BACKOFF_FIRST_S if previous is None else min(previous.window_s * 2, BACKOFF_MAX_S)
             self._failures[key] = _Failure(error, window, self.clock() + window)
@@ -83,10 +105,8 @@ class SharedLookups(Generic[K, V]):
 
 
 def _held_off(error: GatewayError, left_s: float) -> GatewayError:
-    """What a caller gets while `error` holds a lookup off for `left_s` more seconds: a 503,
-    unless the caller's own request was the problem (a 4xx stays what it was)."""
-    if error.status < 500:
-        return copy.copy(error)
+    """What a caller gets while the backend failure `error` holds a lookup off for `left_s`
+    more seconds: a 503 with Retry-After."""
     if isinstance(error, BackendUnavailable):
         held = copy.copy(error)
     else:

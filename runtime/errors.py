@@ -36,3 +36,15 @@ class OutputError(RuntimeCallError):
 
 class UserCodeError(RuntimeCallError):
     """The model's own code raised; the message is `Type: message`."""
+
+
+class SignatureNotFoundError(RuntimeCallError):
+    """The request names a signature the model does not have (TF Serving's Predict answer)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class UnsupportedError(RuntimeCallError):
+    """A call the runtime does not serve for this model."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED

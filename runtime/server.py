@@ -42,22 +42,31 @@ from protos.services import (
     TF_REGRESS,
     Method,
 )
+from protos.tensorflow.meta_graph_pb2 import SignatureDef
 from protos.tensorflow_serving.classification_pb2 import ClassificationRequest, ClassificationResponse
 from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRequest, GetModelMetadataResponse
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest, GetModelStatusResponse
 from protos.tensorflow_serving.model_pb2 import ModelSpec
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from protos.tensorflow_serving.regression_pb2 import RegressionRequest, RegressionResponse
-from runtime.errors import InputError, NotServedError, OutputError, RuntimeCallError
+from runtime.errors import (
+    InputError,
+    NotServedError,
+    OutputError,
+    RuntimeCallError,
+    SignatureNotFoundError,
+    UnsupportedError,
+)
 from runtime.exits import exit_runtime
 from runtime.hydrosphere import from_tensor_proto, to_tensor_proto
 from runtime.invokers import EventLoopInvoker, InlineInvoker, Invoker, WorkerPoolInvoker
 from runtime.local import LocalListener
-from runtime.metadata import metadata_response, signature_names, status_response
+from runtime.metadata import DEFAULT_SIGNATURE, metadata_response, signature_names, status_response
 from runtime.model import load_manifest, load_model
+from runtime.signature_checks import classification_error, regression_error
 from runtime.styles import Attached
 from tensorcodecs import CodecError, dtype_from_enum
-from tensorcodecs.signature_def import CLASSIFY_METHOD, PREDICT_METHOD, REGRESS_METHOD
+from tensorcodecs.signature_def import signature_to_def
 from tensorcodecs.tensor_proto import decode_tensor, encode_tensor
 
 log = logging.getLogger("runtime")
@@ -237,16 +246,25 @@ class ModelServer:
         return response
 
     def _classify(self, request: ClassificationRequest) -> ClassificationResponse:
-        self._refuse_method(request.model_spec, "classification", CLASSIFY_METHOD)
+        self._refuse_method(request.model_spec, classification_error)
 
     def _regress(self, request: RegressionRequest) -> RegressionResponse:
-        self._refuse_method(request.model_spec, "regression", REGRESS_METHOD)
+        self._refuse_method(request.model_spec, regression_error)
 
-    def _refuse_method(self, spec: ModelSpec, kind: str, method_name: str) -> NoReturn:
-        """TF Serving's answer (classifier.cc, regressor.cc) to a call the model's one
-        signature, a predict signature, cannot serve."""
-        self._check_spec(spec, check_signature=True)
-        raise InputError(f"Expected {kind} signature method_name to be {method_name}. Was: {PREDICT_METHOD}")
+    def _refuse_method(self, spec: ModelSpec, check: Callable[[SignatureDef], str | None]) -> NoReturn:
+        """TF Serving's answer (classifier.cc, regressor.cc) to a Classify or Regress call
+        on the model's one signature, a predict signature."""
+        self._check_spec(spec, check_signature=False)
+        name = spec.signature_name or DEFAULT_SIGNATURE
+        if name not in signature_names(self.manifest):
+            raise InputError(f"No signature was found with the name: {name}")
+        error = check(signature_to_def(self.manifest.signature))
+        if error is not None:
+            raise InputError(error)
+        # TF would feed the examples, serialized, to the input: a Python model's contract
+        # that names its tensors so is served by Predict only.
+        raise UnsupportedError(f"model {self.manifest.name} is served by Predict only: its signature "
+                               "is a predict signature, which the runtime does not run on tf.Examples")
 
     def _check_spec(self, spec: ModelSpec, *, check_signature: bool) -> None:
         manifest = self.manifest
@@ -259,8 +277,9 @@ class ModelServer:
         if spec.HasField("version_label"):
             raise NotServedError(f"model {manifest.name} has no version label {spec.version_label!r}")
         if check_signature and spec.signature_name not in signature_names(manifest):
-            raise InputError(f"model {manifest.name} has no signature {spec.signature_name!r} "
-                             f"(it has {manifest.signature.name!r})")
+            # predict_util.cc's answer (the gateway's /v1 routes answer the REST handler's own)
+            raise SignatureNotFoundError(
+                f'Serving signature key "{spec.signature_name or DEFAULT_SIGNATURE}" not found.')
 
 
 def _unary(method: Method[RequestT, ResponseT],

@@ -5,8 +5,8 @@ its HTTP handler: row (`instances`) and columnar (`inputs`) requests, `predictio
 `outputs` answers, `{"b64": ...}` strings, shapes inferred from the first element of each
 list, NaN/Infinity, the int/float rules, tf.Example JSON for classify/regress, and TF's
 error messages. Errors are `CodecError`s whose message is what TF Serving would put in
-`{"error": ...}`; the JSON values they quote are cut after 256 bytes, as TF Serving's
-JsonValueToDebugString does, so that a large request is not echoed whole.
+`{"error": ...}`; the JSON values they quote are written and cut after 256 bytes as TF
+Serving's JsonValueToDebugString does, so that a large request is not echoed whole.
 
 Stricter than TF Serving: int8, int16, uint8 and uint16 inputs are range-checked against their
 own type and a value beyond it is refused (TF takes any int32 there and the tensor wraps it).
@@ -42,6 +42,7 @@ from tensorcodecs.contract import Signature, TensorSpec
 from tensorcodecs.dtypes import DType, JsonKind, dtype_from_enum
 from tensorcodecs.errors import CodecError, UnknownDTypeError
 from tensorcodecs.json_codec import MAX_RANK, loads
+from tensorcodecs.rapidjson_dtoa import rapidjson_double, rapidjson_number
 
 NDArray = np.ndarray
 
@@ -383,44 +384,105 @@ DEBUG_TEXT_BYTES = 256  # json_tensor.cc's kMaxJsonDebugStringBytes
 
 
 def value_text(value: Any) -> str:
-    """A JSON value as text for error messages (floats as TF writes them), written token by
-    token until `DEBUG_TEXT_BYTES` are out, as TF's JsonValueToDebugString does (so the text
-    may end mid-value); a longer string is cut to that many characters too."""
-    if isinstance(value, float):
-        return decimal_text(value, double=True)
+    """A JSON value as TF's JsonValueToDebugString writes it: rapidjson's PrettyWriter with
+    single-line arrays (`[1, 2]`; objects one member a line, indented by four), numbers as
+    rapidjson reads and writes them (`rapidjson_dtoa`). TF checks the 256 bytes before each writer
+    call and stops at the first one past them, so the text ends after a whole token (a long
+    string is never cut); a NaN or Infinity stops the text after its separator, as rapidjson's
+    writer refuses it."""
     parts: list[str] = []
     size = 0
-    for token in _json_tokens(value, ""):
-        if size >= DEBUG_TEXT_BYTES:
-            break
-        parts.append(token)
-        size += len(token.encode())
+    try:
+        for text in _writer_calls(value, []):
+            if size >= DEBUG_TEXT_BYTES:
+                break
+            parts.append(text)
+            size += len(text.encode("utf-8", "surrogatepass"))
+    except _WriterRefused as refused:
+        if size < DEBUG_TEXT_BYTES:
+            parts.append(refused.prefix)
     return "".join(parts)
 
 
-def _json_tokens(value: Any, prefix: str) -> Iterator[str]:
-    """Compact JSON text of `value` in tokens, `prefix` (a separator) before the first."""
+class _WriterRefused(Exception):
+    """rapidjson's writer returned false (a NaN or Infinity): nothing more is written."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(prefix)
+        self.prefix = prefix
+
+
+def _writer_calls(value: Any, levels: list[list[int]]) -> Iterator[str]:
+    """What each handler call of rapidjson's Value::Accept writes; `levels` is the writer's
+    stack of open containers, each [in_array, values written]."""
     if isinstance(value, dict):
-        yield prefix + "{"
-        for index, (key, item) in enumerate(value.items()):
-            yield from _json_tokens(item, ("," if index else "") + _scalar_text(str(key)) + ":")
-        yield "}"
+        yield _pretty_prefix(levels) + "{"
+        levels.append([0, 0])
+        for key, item in value.items():
+            yield _pretty_prefix(levels) + _string_text(str(key))
+            yield from _writer_calls(item, levels)
+        written = levels.pop()[1]
+        yield ("\n" + "    " * len(levels) if written else "") + "}"
     elif isinstance(value, list):
-        yield prefix + "["
-        for index, item in enumerate(value):
-            yield from _json_tokens(item, "," if index else "")
+        yield _pretty_prefix(levels) + "["
+        levels.append([1, 0])
+        for item in value:
+            yield from _writer_calls(item, levels)
+        levels.pop()
         yield "]"
     else:
-        yield prefix + _scalar_text(value)
+        prefix = _pretty_prefix(levels)
+        text = _scalar_text(value)
+        if text is None:
+            raise _WriterRefused(prefix)
+        yield prefix + text
 
 
-def _scalar_text(value: Any) -> str:
-    if isinstance(value, str) and len(value) > DEBUG_TEXT_BYTES:
-        value = value[:DEBUG_TEXT_BYTES]
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return repr(value)
+def _pretty_prefix(levels: list[list[int]]) -> str:
+    """PrettyWriter::PrettyPrefix with kFormatSingleLineArray and an indent of four spaces."""
+    if not levels:
+        return ""
+    level = levels[-1]
+    in_array, count = level
+    level[1] += 1
+    if in_array:
+        return ", " if count else ""
+    if count % 2:
+        return ": "
+    return ("," if count else "") + "\n" + "    " * len(levels)
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _string_text(value: str) -> str:
+    """rapidjson's Writer::WriteString: control characters as \\u00XX (upper-case hex),
+    everything else, non-ASCII too, as it is."""
+    return '"' + "".join(_ESCAPES.get(c) or (f"\\u{ord(c):04X}" if c < " " else c) for c in value) + '"'
+
+
+def _scalar_text(value: Any) -> str | None:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return _string_text(value)
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**64:
+            return str(value)
+        if value.bit_length() > 1023:  # rapidjson refuses it (Number too big to be stored in double)
+            return str(value)
+        return rapidjson_double(float(rapidjson_number(str(value))))  # a double, digit by digit
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return None
+        # TF quotes the double rapidjson read from the client's text, which is not kept here: the
+        # shortest text of the value (what JSON writers send), read as rapidjson reads it.
+        return rapidjson_double(float(rapidjson_number(repr(value))))
+    return repr(value)
 
 
 def _tf_shape(shape: tuple[int, ...]) -> str:

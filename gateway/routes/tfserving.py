@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote, unquote
 
 import orjson
 from starlette.convertors import PathConvertor, register_url_convertor
@@ -45,10 +46,12 @@ from tensorcodecs.tfserving_json import (
 log = logging.getLogger("gateway.tfserving")
 
 MODEL_SPEC_HEADER = "x-model-spec"
-# TF Serving's own patterns (http_rest_api_util.cc), after the "/v1/models" prefix.
-_PREDICTION = re.compile(r"/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)",
+# TF Serving's own patterns (http_rest_api_util.cc), matched whole, as RE2::FullMatch does, on
+# the path as sent (percent-encoded); the model name and label are decoded after the match.
+_PREDICTION = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)",
                          re.IGNORECASE)
-_STATUS = re.compile(r"(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(?:/(metadata))?", re.IGNORECASE)
+_STATUS = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(?:/(metadata))?",
+                     re.IGNORECASE)
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -78,26 +81,35 @@ async def models(request: Request) -> Response:
 
 
 async def _dispatch(request: Request) -> Response:
-    rest = request.path_params.get("rest")
-    path = "" if rest is None else "/" + rest  # "/v1/models/" is malformed, as in TF Serving
+    path = _sent_path(request)
     if request.method == "POST":
         match = _PREDICTION.fullmatch(path)
         if match is None:
-            raise NotFound(f"Malformed request: POST {request.url.path}")
+            raise NotFound(f"Malformed request: POST {path}")
         name, version, label, method = match.groups()
-        target = _resolve(request, name, version, label)
+        target = _resolve(request, unquote(name), version, label and unquote(label))
         handler = _POST_METHODS[method.lower()]
         return await handler(request, target)
     if request.method in ("GET", "HEAD"):
         match = _STATUS.fullmatch(path)
         if match is None:
-            raise NotFound(f"Malformed request: GET {request.url.path}")
+            raise NotFound(f"Malformed request: GET {path}")
         name, version, label, metadata = match.groups()
         if not name:
             raise BadRequest("Missing model name in request.")
-        target = _resolve(request, name, version, label)
+        target = _resolve(request, unquote(name), version, label and unquote(label))
         return await (_metadata(request, target) if metadata else _status(request, target))
     raise MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
+
+
+def _sent_path(request: Request) -> str:
+    """The path as the client sent it, percent-encoded (the decoded one may end in a newline,
+    which a Python pattern's `$` would let through), without the app's root path."""
+    raw: bytes | None = request.scope.get("raw_path")
+    if raw is None:
+        return quote(request.scope["path"], safe="/:")
+    root = request.scope.get("root_path", "").encode("latin-1")
+    return raw.removeprefix(root).decode("latin-1")
 
 
 def _resolve(request: Request, name: str, version: str | None, label: str | None) -> Target:

@@ -97,4 +97,4 @@ def test_classify_on_a_local_model(gateway: FuzzGateway, connection: Connection,
     request = Request("POST", f"/v1/models/increment_model:{method}", JSON, b'{"examples": [{"x": [1.0]}]}')
     answer = check(gateway, connection, request)
     assert answer.status == 400, answer.body
-    assert f"Expected {kind} signature method_name".encode() in answer.body, answer.body
+    assert f"No {kind} inputs found in SignatureDef: ".encode() in answer.body, answer.body

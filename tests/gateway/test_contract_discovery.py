@@ -16,8 +16,8 @@ from gateway.app import create_app
 from gateway.backends.pool import ChannelPool
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BackendUnavailable, GatewayError, NotFound
-from gateway.lookups import BACKOFF_FIRST_S, BACKOFF_MAX_S, SharedLookups
-from gateway.registry import Application, Registry, Variant
+from gateway.lookups import BACKOFF_FIRST_S, BACKOFF_MAX_S, ByIdentity, SharedLookups
+from gateway.registry import Application, Model, Registry, Variant
 from gateway.settings import Settings
 from tests.conftest import serve_app
 from tests.gateway.test_tfserving_api import BATCH, V2, ManualClock, manual_clock, write_config
@@ -144,7 +144,7 @@ async def tfs_toy_double_loading(tmp_path: Path) -> AsyncIterator[tuple[FakeTFSe
 async def test_a_success_resets_the_back_off_and_a_caller_giving_up_does_not_cancel_it() -> None:
     clock = ManualClock()
     lookups: SharedLookups[str, int] = SharedLookups(clock)
-    answers: list[int | GatewayError] = [NotFound("no version 7"), BackendUnavailable("down"), 1,
+    answers: list[int | GatewayError] = [BackendUnavailable("down"), BackendUnavailable("down"), 1,
                                          BackendUnavailable("down again"), 2]
     started, release = asyncio.Event(), asyncio.Event()
 
@@ -157,9 +157,9 @@ async def test_a_success_resets_the_back_off_and_a_caller_giving_up_does_not_can
         return answer
 
     release.set()
-    with pytest.raises(NotFound):
+    with pytest.raises(BackendUnavailable):
         await lookups.get("k", lookup)
-    with pytest.raises(NotFound):  # held off as the same 4xx, without asking
+    with pytest.raises(BackendUnavailable):  # held off, without asking
         await lookups.get("k", lookup)
     clock.advance(BACKOFF_FIRST_S)
     with pytest.raises(BackendUnavailable) as failed:
@@ -180,6 +180,91 @@ async def test_a_success_resets_the_back_off_and_a_caller_giving_up_does_not_can
     clock.advance(BACKOFF_FIRST_S)  # the back-off started over: 0.5 s, not 2 s
     assert await lookups.get("k", lookup) == 2
     assert answers == []
+
+
+async def test_a_4xx_is_shared_by_concurrent_callers_but_not_remembered() -> None:
+    clock = ManualClock()
+    lookups: SharedLookups[str, int] = SharedLookups(clock)
+    answers: list[int | GatewayError] = [BackendUnavailable("down"), NotFound("no version 7"),
+                                         NotFound("no version 7"), 3]
+    calls = 0
+    release = asyncio.Event()
+
+    async def lookup() -> int:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        answer = answers.pop(0)
+        if isinstance(answer, GatewayError):
+            raise answer
+        return answer
+
+    release.set()
+    with pytest.raises(BackendUnavailable):
+        await lookups.get("k", lookup)
+    clock.advance(BACKOFF_FIRST_S)
+    release.clear()
+    callers = [asyncio.ensure_future(lookups.get("k", lookup)) for _ in range(3)]
+    await asyncio.sleep(0)  # all three await the one lookup
+    release.set()
+    outcomes = await asyncio.gather(*callers, return_exceptions=True)
+    assert [type(o) for o in outcomes] == [NotFound] * 3
+    assert calls == 2
+    # the clock stands still: neither the 4xx nor the 503 before it holds the next caller off
+    with pytest.raises(NotFound):
+        await lookups.get("k", lookup)
+    assert await lookups.get("k", lookup) == 3
+    assert calls == 4
+
+
+async def test_lookups_are_keyed_by_the_model_object_not_its_equal(
+        tfs_toy_double_loading: tuple[FakeTFServing, Registry]) -> None:
+    """A reload builds equal Models anew: one's failure is never another's, whatever the ids."""
+    first = tfs_toy_double_loading[1].resolve("toy").model
+    second = Model(first.manifest, first.backend)
+    assert first == second
+    assert ByIdentity(first) == ByIdentity(first)
+    assert ByIdentity(first) != ByIdentity(second)
+    assert len({(ByIdentity(first), (None, None)), (ByIdentity(second), (None, None))}) == 2
+
+
+async def test_a_version_deployed_after_a_404_is_answered_at_once(tmp_path: Path) -> None:
+    server = FakeTFServing()
+    version_2 = server.loaded["Toy"].pop(2)
+    await server.start()
+    try:
+        app = create_app(Settings(access_log=False), write_config(tmp_path / "config", server.target))
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+            manual_clock(app)  # no back-off window may pass
+            path = "/v1/models/toy/versions/2:predict"
+            missing = await client.post(path, json={"instances": BATCH})
+            assert missing.status_code == 404, missing.text
+            server.loaded["Toy"][2] = version_2
+            answer = await client.post(path, json={"instances": BATCH})
+            assert answer.status_code == 200, answer.text
+            assert answer.json() == {"predictions": V2}
+    finally:
+        await server.stop()
+
+
+async def test_a_timeout_inside_the_lookup_is_not_the_callers_deadline(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    server = FakeTFServing()
+    await server.start()
+    try:
+        app = create_app(Settings(access_log=False), write_config(tmp_path / "config", server.target))
+        async with serve_app(app):
+            dataplane: DataPlane = app.state.dataplane
+            target = dataplane.resolve("toy", 2, None)
+
+            async def times_out(*args: object) -> object:
+                raise TimeoutError("the backend's own")
+
+            monkeypatch.setattr(dataplane, "_describe", times_out)  # a fault inside the shared lookup
+            with pytest.raises(TimeoutError, match="the backend's own"):
+                await dataplane._signatures(target, 5.0)
+    finally:
+        await server.stop()
 
 
 async def test_a_caller_with_a_short_deadline_neither_cuts_nor_fails_the_shared_lookup(

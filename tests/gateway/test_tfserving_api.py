@@ -183,6 +183,13 @@ async def test_nan_and_infinity_pass_through(client: httpx.AsyncClient) -> None:
         ("GET", "/v1/models/toy/versions/x", b"", 404, "Malformed request"),
         ("GET", "/v1/models", b"", 400, "Missing model name in request."),
         ("GET", "/v1/models/", b"", 404, "Malformed request: GET /v1/models/"),
+        # TF matches the path as sent, whole: a trailing %0A is no "/v1/models" (nor its name)
+        ("GET", "/v1/models%0A", b"", 404, "Malformed request: GET /v1/models%0A"),
+        ("GET", "/v1/models/toy/metadata%0A", b"", 404, "Malformed request: GET /v1/models/toy/metadata%0A"),
+        ("POST", "/v1/models/toy:predict%0A", b"{}", 404, "Malformed request: POST /v1/models/toy:predict%0A"),
+        ("GET", "/v1/model%73/toy", b"", 404, "Malformed request: GET /v1/model%73/toy"),
+        # ... and decodes the model name it captured
+        ("GET", "/v1/models/a%2Fb", b"", 404, "model 'a/b' does not exist"),
         ("PUT", "/v1/models/toy:predict", b"{}", 405, "method PUT is not allowed"),
         ("POST", "/v1/models/toy:classify", b'{"examples": []}', 400, "'examples' value is an empty array"),
     ],
@@ -263,22 +270,36 @@ async def test_classify_and_regress(client: httpx.AsyncClient, tfs: FakeTFServin
     assert (spec.version.value, spec.signature_name) == (1, "serving_default")
 
 
-@pytest.mark.parametrize(("method", "kind"), [("classify", "classification"), ("regress", "regression")])
+@pytest.mark.parametrize(("method", "answer"), [
+    ("classify", "No classification inputs found in SignatureDef: "),
+    ("regress", "No regression inputs found in SignatureDef: "),
+])
 async def test_classify_and_regress_on_an_embedded_runtime_are_400_as_tf_serving(
-        example_config: Config, method: str, kind: str) -> None:
-    """The runtime's one signature is a predict signature: TF Serving's INVALID_ARGUMENT."""
+        example_config: Config, method: str, answer: str) -> None:
+    """The runtime's one signature, a predict signature with input `number`: TF Serving's
+    INVALID_ARGUMENT (its default checks the signature's tensors, not its method name)."""
     async with (
         serve_app(create_app(Settings(), example_config)) as url,
         httpx.AsyncClient(base_url=url, timeout=10) as client,
     ):
         response = await client.post(f"/v1/models/increment_model:{method}", json={"examples": [{"x": [1.0]}]})
         assert response.status_code == 400, response.text
-        assert response.json() == {"error": f"Expected {kind} signature method_name to be "
-                                            f"tensorflow/serving/{method}. Was: tensorflow/serving/predict"}
+        signature = ('inputs {\n  key: "number"\n  value {\n    name: "number"\n    dtype: DT_INT32\n'
+                     '    tensor_shape {\n      dim {\n        size: -1\n      }\n    }\n  }\n}\n'
+                     'outputs {\n  key: "number"\n  value {\n    name: "number"\n    dtype: DT_INT32\n'
+                     '    tensor_shape {\n      dim {\n        size: -1\n      }\n    }\n  }\n}\n'
+                     'method_name: "tensorflow/serving/predict"\n')
+        assert response.json() == {"error": answer + signature}
         response = await client.post(f"/v1/models/increment_model:{method}",
                                      json={"examples": [{"x": [1.0]}], "signature_name": "other"})
         assert response.status_code == 400, response.text
-        assert "no signature 'other'" in response.json()["error"]
+        assert response.json() == {"error": "No signature was found with the name: other"}
+
+
+async def test_a_percent_encoded_model_name_is_decoded_after_the_match(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/models/t%6Fy/labels/st%61ble")
+    assert response.status_code == 200, response.text
+    assert response.json()["model_version_status"][0]["version"] == "1"
 
 
 async def test_model_status(client: httpx.AsyncClient) -> None:

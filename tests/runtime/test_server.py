@@ -26,9 +26,11 @@ from protos.runtime.calls_pb2 import PredictManyRequest, PredictResult
 from protos.services import (
     HYDRO_PREDICT,
     RUNTIME_PREDICT_MANY,
+    TF_CLASSIFY,
     TF_GET_MODEL_METADATA,
     TF_GET_MODEL_STATUS,
     TF_PREDICT,
+    TF_REGRESS,
     Method,
 )
 from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRequest, SignatureDefMap
@@ -206,13 +208,81 @@ def test_get_model_status(serve) -> None:  # type: ignore[no-untyped-def]
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
 
 
-def test_unknown_signature_is_invalid_argument(serve) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_signature_is_tf_servings_failed_precondition(serve) -> None:  # type: ignore[no-untyped-def]
     request = request_for("increment_model", number=[1])
     request.model_spec.signature_name = "classify"
     with pytest.raises(grpc.RpcError) as caught:
         predict(serve(INCREMENT_MODEL), request)
-    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "no signature 'classify'" in (caught.value.details() or "")
+    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert caught.value.details() == 'Serving signature key "classify" not found.'
+
+
+def classify_or_regress(channel: grpc.Channel, method: Method[Any, Any], signature_name: str = "") -> grpc.RpcError:
+    request = method.request()
+    request.model_spec.name = "m"
+    request.model_spec.signature_name = signature_name
+    request.input.example_list.examples.add()
+    with pytest.raises(grpc.RpcError) as caught:
+        call(channel, method, request)
+    return caught.value
+
+
+# The contract's SignatureDef as C++ DebugString prints it (map entries sorted by key).
+X_TO_Y = ('inputs {\n  key: "x"\n  value {\n    name: "x"\n    dtype: DT_INT32\n    tensor_shape {\n'
+          '      dim {\n        size: -1\n      }\n    }\n  }\n}\noutputs {\n  key: "y"\n  value {\n'
+          '    name: "y"\n    dtype: DT_INT32\n    tensor_shape {\n      dim {\n        size: -1\n      }\n'
+          '    }\n  }\n}\nmethod_name: "tensorflow/serving/predict"\n')
+INPUTS_TO_Y = X_TO_Y.replace('"x"', '"inputs"')
+
+
+@pytest.mark.parametrize(("inputs", "outputs", "classify", "regress"), [
+    ("{a: {type: int32}, b: {type: int32}}", "{y: {type: int32}}",
+     "Expected one input Tensor.", "Expected one input Tensor."),
+    ("{x: {type: int32}}", "{a: {type: int32}, b: {type: int32}, c: {type: int32}}",
+     "Expected one or two output Tensors, found 3", "Expected one output Tensor."),
+    ("{x: {type: int32}}", "{a: {type: int32}, b: {type: int32}}",
+     "No classification inputs found in SignatureDef: ", "Expected one output Tensor."),
+    ("{x: {shape: [-1], type: int32}}", "{y: {shape: [-1], type: int32}}",
+     f"No classification inputs found in SignatureDef: {X_TO_Y}",
+     f"No regression inputs found in SignatureDef: {X_TO_Y}"),
+    ("{inputs: {shape: [-1], type: int32}}", "{y: {shape: [-1], type: int32}}",
+     'Expected classification signature outputs to contain at least one of "classes" or "scores". '
+     f"Signature was: {INPUTS_TO_Y}", f"No regression outputs found in SignatureDef: {INPUTS_TO_Y}"),
+])
+def test_classify_and_regress_answer_tf_servings_signature_checks(  # type: ignore[no-untyped-def]
+        serve, tmp_path: Path, inputs: str, outputs: str, classify: str, regress: str) -> None:
+    """TF Serving's default (no method_name check): classifier.cc's and regressor.cc's checks of
+    the signature's inputs and outputs, in their order."""
+    folder = write_model(tmp_path, "m", "m", "def predict(**kwargs):\n    return kwargs\n",
+                         inputs=inputs[1:-1].replace("}, ", "}\n    "),
+                         outputs=outputs[1:-1].replace("}, ", "}\n    "))
+    channel = serve(folder)
+    for method, expected in ((TF_CLASSIFY, classify), (TF_REGRESS, regress)):
+        error = classify_or_regress(channel, method)
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert (error.details() or "").startswith(expected), (method.name, error.details())
+        assert classify_or_regress(channel, method, "serving_default").details() == error.details()
+
+
+def test_classify_on_a_signature_passing_tf_servings_checks_is_unimplemented(  # type: ignore[no-untyped-def]
+        serve, tmp_path: Path) -> None:
+    folder = write_model(tmp_path, "m", "m", "def predict(**kwargs):\n    return kwargs\n",
+                         inputs="inputs: {type: string}", outputs="scores: {type: float32}")
+    error = classify_or_regress(serve(folder), TF_CLASSIFY)
+    assert error.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert "served by Predict only" in (error.details() or "")
+
+
+def test_classify_and_regress_on_an_unknown_signature(serve) -> None:  # type: ignore[no-untyped-def]
+    channel = serve(INCREMENT_MODEL)
+    for method in (TF_CLASSIFY, TF_REGRESS):
+        request = method.request()
+        request.model_spec.name = "increment_model"
+        request.model_spec.signature_name = "other"
+        with pytest.raises(grpc.RpcError) as caught:
+            call(channel, method, request)
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.details() == "No signature was found with the name: other"
 
 
 def test_hydrosphere_runtime_api(serve) -> None:  # type: ignore[no-untyped-def]
@@ -274,7 +344,7 @@ def test_predict_many_answers_each_request_on_its_own(serve, tmp_path: Path, sou
     ])
     codes = [grpc_code(r.code) for r in results]
     assert codes == [grpc.StatusCode.OK, grpc.StatusCode.INTERNAL, grpc.StatusCode.NOT_FOUND,
-                     grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OK]
+                     grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OK]
     assert decode_tensor(results[0].response.outputs["y"]).tolist() == [10, 20]
     assert decode_tensor(results[5].response.outputs["y"]).tolist() == [30]
     assert results[1].message == "ValueError: negative"

@@ -17,6 +17,8 @@ from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRes
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusResponse, ModelVersionStatus
 from protos.tensorflow_serving.regression_pb2 import RegressionResult
 from tensorcodecs import CodecError, Signature, TensorSpec, lookup_dtype
+from tensorcodecs.json_codec import loads
+from tensorcodecs.rapidjson_dtoa import _CACHED_POWERS, rapidjson_number
 from tensorcodecs.signature_def import signature_to_def
 from tensorcodecs.tfserving_json import (
     Format,
@@ -32,6 +34,7 @@ from tensorcodecs.tfserving_json import (
     signature_name,
     signatures_from_metadata,
     tensor_json,
+    value_text,
 )
 
 
@@ -114,7 +117,7 @@ def test_nan_and_infinity_are_accepted_for_floats() -> None:
         ('{"instances": [{"a": 1, "b": "x"}, [1]]}', TWO, "Expecting object but got list at item 1"),
         ('{"instances": [1, {"a": 1}]}', ONE, "Expecting value/list but got object at item 1"),
         ('{"instances": [{"a": 1}]}', TWO,
-         "Failed to process element: 0 of 'instances' list. JSON object: {\"a\":1} keys must be equal "
+         "Failed to process element: 0 of 'instances' list. JSON object: {\n    \"a\": 1\n} keys must be equal "
          "to: a,b"),
         ('{"instances": [{"a": 1, "b": "x", "c": 2}]}', TWO, "does not have named input: c"),
         ('{"instances": [{"a": 1.5, "b": "x"}]}', TWO,
@@ -144,14 +147,78 @@ def test_errors_are_tf_servings(body: str, specs: dict[str, TensorSpec], message
 
 
 def test_quoted_values_stop_after_256_bytes_as_json_value_to_debug_string() -> None:
+    """TF checks the size before each writer call and writes that call whole, adding nothing."""
     message = error('{"instances": 1, "padding": [' + ",".join(["12345"] * 100_000) + "]}", ONE)
-    quoted = message.removeprefix("JSON Value: ").removesuffix(" Excepting 'instances' to be an list/array")
-    # Token by token while fewer than 256 bytes are out: the text ends on a whole number.
-    assert quoted.startswith('{"instances":1,"padding":[12345,12345,')
-    assert 256 <= len(quoted) < 256 + len(",12345")
-    assert quoted.endswith("12345")
+    # 38 bytes up to the "[", then 12345 and ", 12345" (7 bytes) while fewer than 256 are out: 32 numbers.
+    assert message == ('JSON Value: {\n    "instances": 1,\n    "padding": [' + ", ".join(["12345"] * 32)
+                       + " Excepting 'instances' to be an list/array")
     long_string = error('{"inputs": ["' + "x" * 100_000 + '"]}', ONE)
-    assert long_string == f'JSON Value: "{"x" * 256}" Type: String is not of expected type: float'
+    assert long_string == f'JSON Value: "{"x" * 100_000}" Type: String is not of expected type: float'
+
+
+@pytest.mark.parametrize(("key_bytes", "quoted"), [
+    # a key is a writer call of its own: 28 + 228 bytes end on the key, without its value
+    (228, '{\n    "instances": 1,\n    "' + "k" * 228 + '"'),
+    (227, '{\n    "instances": 1,\n    "' + "k" * 227 + '": 2'),
+    (225, '{\n    "instances": 1,\n    "' + "k" * 225 + '": 2'),  # 256 bytes out: no "}"
+    (224, '{\n    "instances": 1,\n    "' + "k" * 224 + '": 2\n}'),
+])
+def test_the_cut_falls_between_writer_calls(key_bytes: int, quoted: str) -> None:
+    message = error('{"instances": 1, "' + "k" * key_bytes + '": 2}', ONE)
+    assert message == f"JSON Value: {quoted} Excepting 'instances' to be an list/array"
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    ({"a": 1, "b": [1, 2]}, '{\n    "a": 1,\n    "b": [1, 2]\n}'),
+    ([{"a": 1}, {"b": {}}, []], '[{\n        "a": 1\n    }, {\n        "b": {}\n    }, []]'),
+    ({"a": {"b": [{"c": None}]}},
+     '{\n    "a": {\n        "b": [{\n                "c": null\n            }]\n    }\n}'),
+    ([True, False, "x"], '[true, false, "x"]'),
+    # rapidjson's dtoa
+    (1e21, "1e21"), (1e20, "100000000000000000000.0"), (1.5e-7, "1.5e-7"), (1e-7, "1e-7"),
+    (0.000001, "0.000001"), (0.0001234, "0.0001234"), (-0.0, "-0.0"), (0.0, "0.0"), (1.5, "1.5"),
+    (123.0, "123.0"), (-2.5e300, "-2.5e300"), (5e-324, "5e-324"), (1.7976931348623157e308, "1.7976931348623157e308"),
+    (0.1, "0.1"), (12345678.9, "12345678.9"),
+    # integers within 64 bits as read; beyond them rapidjson reads a double
+    (2**64 - 1, "18446744073709551615"), (-(2**63), "-9223372036854775808"), (2**64, "18446744073709553000.0"),
+    # the writer refuses NaN and Infinity: the text stops after the separator
+    ([1.0, math.nan, 2], "[1.0, "), ({"a": math.inf}, '{\n    "a": '), (math.nan, ""),
+    # control characters as \u00XX (upper case), non-ASCII as it is
+    ("\x01\x1f\n\t\"\\/é\x7f", '"\\u0001\\u001F\\n\\t\\"\\\\/é\x7f"'),
+])
+def test_values_are_written_as_rapidjsons_pretty_writer(value: Any, text: str) -> None:
+    assert value_text(value) == text
+
+
+# JsonValueToDebugString's text of these documents, from json_tensor.cc's function built
+# against rapidjson 1.1.0 (TF Serving's) with its parse flags.
+@pytest.mark.parametrize(("body", "text"), [
+    # Grisu2's digits round-trip but are not always the shortest or the closest
+    ("[2.2642311506022173e-205, -2.4656440169470205e-293, 1.7495110049777856e+107, 1.5520455747747724e+41]",
+     "[2.264231150602217e-205, -2.4656440169470206e-293, 1.7495110049777857e107, 1.5520455747747727e41]"),
+    # rapidjson's reading without full precision: 17 digits at most, one scaling by a power of ten
+    ("[2.5236874343042183e+206, -9.860259320552738e+148, 6.707492812549787e+246, 1.1020867573674546e+21]",
+     "[2.5236874343042188e206, -9.860259320552739e148, 6.707492812549788e246, 1.1020867573674546e21]"),
+    ("[5e-324, 1.7976931348623157e+308, 2.2250738585072014e-308, 0.1, 1e23, 9007199254740993]",
+     "[5e-324, 1.7976931348623157e308, 2.2250738585072014e-308, 0.1, 9.999999999999999e22, 9007199254740993]"),
+])
+def test_numbers_are_quoted_as_tf_serving_reads_and_writes_them(body: str, text: str) -> None:
+    assert value_text(loads(body)) == text
+
+
+def test_integers_beyond_64_bits_are_read_digit_by_digit_as_rapidjson_does() -> None:
+    assert value_text([123456789012345678901234, -9223372036854775809, 18446744073709551616]) == (
+        "[1.2345678901234567e23, -9223372036854776000.0, 18446744073709553000.0]")
+    assert rapidjson_number("-188364806940185954666") == -1.88364806940186e20  # the nearest: ...8595e20
+    assert rapidjson_number("18446744073709551615") == 2**64 - 1
+
+
+def test_grisu_powers_of_ten_are_rapidjsons_table() -> None:
+    """kCachedPowers_F / _E of rapidjson's diyfp.h: first, two middle ones, last."""
+    assert _CACHED_POWERS[0] == (0xFA8FD5A0081C0288, -1220)
+    assert _CACHED_POWERS[43] == (0xD1B71758E219652C, -77)
+    assert _CACHED_POWERS[46] == (0xAD78EBC5AC620000, 3)
+    assert _CACHED_POWERS[86] == (0xAF87023B9BF0EE6B, 1066)
 
 
 @pytest.mark.parametrize(
