@@ -26,7 +26,7 @@ from starlette.routing import Route
 from gateway.auth import authorize
 from gateway.body import read_body
 from gateway.dataplane import DataPlane, RequestContext
-from gateway.errors import BadRequest, GatewayError, MethodNotAllowed, NotFound
+from gateway.errors import BadRequest, GatewayError, MethodNotAllowed
 from gateway.registry import Target
 from gateway.routes.native import check_element_count, request_context
 from gateway.settings import Settings
@@ -85,7 +85,7 @@ async def _dispatch(request: Request) -> Response:
     if request.method == "POST":
         match = _PREDICTION.fullmatch(path)
         if match is None:
-            raise NotFound(f"Malformed request: POST {path}")
+            raise BadRequest(f"Malformed request: POST {path}")  # TF: InvalidArgument
         name, version, label, method = match.groups()
         target = _resolve(request, unquote(name), version, label and unquote(label))
         handler = _POST_METHODS[method.lower()]
@@ -93,7 +93,7 @@ async def _dispatch(request: Request) -> Response:
     if request.method in ("GET", "HEAD"):
         match = _STATUS.fullmatch(path)
         if match is None:
-            raise NotFound(f"Malformed request: GET {path}")
+            raise BadRequest(f"Malformed request: GET {path}")
         name, version, label, metadata = match.groups()
         if not name:
             raise BadRequest("Missing model name in request.")

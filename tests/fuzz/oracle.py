@@ -4,7 +4,8 @@
 - a documented status: 200, or a client error (400, 404, 405, 413, 415); 504 only when the
   client set its own deadline; no 5xx otherwise (the example models never raise, no backend is
   down during the suite, so neither `model_error` 500 nor 502/503 may appear); a path ending in
-  a slash names nothing: 404 (405 for a method no route there takes), never a redirect;
+  a slash names nothing: 404 (405 for a method no route there takes; on /v1 TF Serving's 400
+  Malformed request), never a redirect;
 - a body of strict JSON (native routes: no NaN/Infinity tokens, a non-finite float is `null`;
   TF Serving's routes write them, as TF Serving does) of the documented shape:
   `{"error": {"code", "message", "field"?}}` natively,
@@ -81,8 +82,9 @@ def _problem(request: Request, answer: Answer, expect: Expect) -> str:
     sent: dict[str, bytes] = {}
     for name, value in request.headers:
         sent.setdefault(name.lower(), value)  # the gateway reads the first of repeated headers
-    if unquote(request.path.split("?", 1)[0]).endswith("/") and status not in (404, 405):
-        return f"status {status} for a path ending in a slash, not 404 (or 405)"
+    slash_statuses = (400, 404, 405) if tf_route else (404, 405)  # TF Serving: 400 Malformed request
+    if unquote(request.path.split("?", 1)[0]).endswith("/") and status not in slash_statuses:
+        return f"status {status} for a path ending in a slash, not one of {slash_statuses}"
     if status != 200 and status not in CLIENT_ERRORS and not (
             status == 504 and deadline_of(sent.get("x-request-timeout")) is not None):
         return f"status {status} is not one a client mistake may cause"
