@@ -136,9 +136,10 @@ async def test_413_to_a_client_awaiting_100_continue_closes_at_once(client: http
 
 
 async def test_trailing_slash_is_404_not_a_redirect_built_from_host(client: httpx.AsyncClient) -> None:
-    for path in ("/gateway/applications/echo/", "/health/ready/", "/v1/models/echo/"):
+    # /v1 answers TF Serving's 400 Malformed request for a path its patterns do not match.
+    for path, status in (("/gateway/applications/echo/", 404), ("/health/ready/", 404), ("/v1/models/echo/", 400)):
         response = await client.post(path, json={"x": [1]}, headers={"host": "evil.example"})
-        assert response.status_code == 404, path
+        assert response.status_code == status, path
         assert "location" not in response.headers
 
 
