@@ -93,13 +93,11 @@ class DataPlane:
         from its backend and could not be discovered yet (its server was down at start) is
         asked now, so that a request is checked against the real contract and each stage is
         sent its model's inputs, or fails with that backend's 503 before any stage runs."""
-        pending = {id(variant.model): variant.model for stage in app.stages for variant in stage
-                   if not variant.model.manifest.contract_declared
-                   and (None, None) not in variant.model.contracts.by_selector}
+        pending = [model for model in app.from_backend if (None, None) not in model.contracts.by_selector]
         if not pending:
             return app
         timeout = context.remaining()
-        await asyncio.gather(*(self._signatures(Target(model), timeout) for model in pending.values()))
+        await asyncio.gather(*(self._signatures(Target(model), timeout) for model in pending))
         return self.registry.applications.get(app.name, app)
 
     async def predict(self, app: Application, inputs: Mapping[str, NDArray],

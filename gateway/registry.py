@@ -81,6 +81,14 @@ class Application:
     stages: tuple[tuple[Variant, ...], ...]
     signature: Signature
     manifest: ApplicationManifest
+    # Its models whose contract comes from their backend (known once at build: requests to an
+    # application of declared contracts never look for one).
+    from_backend: tuple[Model, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        undeclared = {id(v.model): v.model for stage in self.stages for v in stage
+                      if not v.model.manifest.contract_declared}
+        object.__setattr__(self, "from_backend", tuple(undeclared.values()))
 
     def models(self) -> list[Model]:
         return [variant.model for stage in self.stages for variant in stage]

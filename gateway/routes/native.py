@@ -66,7 +66,8 @@ async def predict_application(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     headers = headers_of(request)
     context = request_context(request, settings, app)
-    app = await dataplane.with_contract(app, context)
+    if app.from_backend:
+        app = await dataplane.with_contract(app, context)
     if is_binary(headers):  # a raw tensor (gateway/binary.py)
         inputs = decode_binary(headers, await read_body(request, settings), app.signature.inputs)
         check_element_count(inputs, settings)
