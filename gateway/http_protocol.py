@@ -56,6 +56,9 @@ from gateway.settings import Settings
 
 HANDSHAKE_MAX_S = 5.0  # at shutdown, a queued TLS connection's handshake is given at most this long
 IDLE_CLOSE_S = 0.5  # at shutdown, an idle connection is closed after being idle this long
+# ... and one that has not sent its first request yet after this long: its client has just
+# connected to send one (a busy client may take a moment), so closing it at once would cut it off.
+FRESH_CLOSE_S = 2.0
 # An answered request's body is discarded up to this many times max_body_bytes (at least
 # DISCARD_MIN_BYTES), so a body somewhat over the limit still gets its 413 read.
 DISCARD_FACTOR = 4
@@ -185,6 +188,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.stopping = False  # the server is shutting down
         self.lost: asyncio.Future[None] | None = None  # set once the connection is closed
         self.idle_since = 0.0  # when it was made, or last armed its keep-alive timer itself
+        self.used = False  # a request has begun on it
         self.cycle_transport: _CycleTransport | None = None
 
     # -- connection
@@ -232,6 +236,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self.timeout_keep_alive_task is not None:  # armed by a drained body read with this request
             self._unset_keepalive_if_required()
         self.in_headers = True
+        self.used = True
         self.discarded = 0
 
     def on_headers_complete(self) -> None:
@@ -347,7 +352,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         else:
             keep_alive = self.timeout_keep_alive_task  # armed when the last answer was sent
             idle_since = self.idle_since if keep_alive is None else keep_alive.when() - self.timeout_keep_alive
-            delay = idle_since + IDLE_CLOSE_S - self.loop.time()
+            delay = idle_since + (IDLE_CLOSE_S if self.used else FRESH_CLOSE_S) - self.loop.time()
             if delay <= 0:
                 self.close()
             elif self.linger_timer is None:

@@ -119,6 +119,22 @@ async def test_headers_late_behind_a_request_in_flight_do_not_answer_in_its_plac
         writer.close()
 
 
+async def test_at_shutdown_a_fresh_connection_still_gets_its_first_request_served() -> None:
+    async with serve_paced(Settings()) as (server, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        deadline = time.monotonic() + 5
+        while not server.server_state.connections:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        server.should_exit = True
+        await asyncio.sleep(1.0)  # a busy client: its request comes a second after it connected
+        writer.write(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        assert b"connection: close" in answer.lower()
+        writer.close()
+
+
 async def test_time_the_server_is_not_reading_is_not_counted_against_the_body() -> None:
     async with serve_paced(Settings(body_timeout_s=0.5)) as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
