@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tensorcodecs.dtypes import DType
+from tensorcodecs.dtypes import DType, fits_integer_dtype
 
 NDArray = np.ndarray[Any, Any]
 
@@ -51,10 +51,8 @@ def convert(array: NDArray, row: DType) -> NDArray:
     if want == "int":
         if group == "float":
             _check_integral(array, row)
-        elif group == "int" and array.size:
-            info = np.iinfo(target)
-            if int(array.min()) < info.min or int(array.max()) > info.max:
-                raise ValueError(f"has {source} values out of range for {row.name} (the contract's dtype)")
+        elif group == "int" and not fits_integer_dtype(array, target):
+            raise ValueError(f"has {source} values out of range for {row.name} (the contract's dtype)")
         return array.astype(target)
     with np.errstate(over="ignore", invalid="ignore"):
         converted = array.astype(target)

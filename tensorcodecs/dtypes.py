@@ -156,3 +156,12 @@ def dtype_from_numpy(dtype: np.dtype[Any]) -> DType:
     if row is None:
         raise UnknownDTypeError(f"unsupported numpy dtype {dtype}")
     return row
+
+
+def fits_integer_dtype(values: np.ndarray[Any, Any], target: np.dtype[Any] | type[Any]) -> bool:
+    """Whether every value of the integer array `values` is within integer dtype `target`'s
+    range (compared exactly, whatever the two signednesses); an empty array always fits."""
+    if not values.size:
+        return True
+    info = np.iinfo(target)
+    return info.min <= int(values.min()) and int(values.max()) <= info.max

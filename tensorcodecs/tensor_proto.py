@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from protos.tensorflow.tensor_pb2 import TensorProto
-from tensorcodecs.dtypes import DType, JsonKind, dtype_from_enum, dtype_from_numpy
+from tensorcodecs.dtypes import DType, JsonKind, dtype_from_enum, dtype_from_numpy, fits_integer_dtype
 from tensorcodecs.errors import CodecError
 
 NDArray = np.ndarray[Any, Any]
@@ -177,8 +177,7 @@ def _values_from_typed_field(proto: TensorProto, row: DType) -> NDArray:
             raise CodecError(f"{row.proto_field} holds an odd number of parts ({parts.size})")
         return parts.view(row.numpy)
     if parts.dtype != row.numpy:
-        info = np.iinfo(row.numpy)
-        if parts.size and (parts.min() < info.min or parts.max() > info.max):
+        if not fits_integer_dtype(parts, row.numpy):
             raise CodecError(f"{row.proto_field} holds values out of range for {row.name}")
         return parts.astype(row.numpy)
     return parts
