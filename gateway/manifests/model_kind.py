@@ -46,7 +46,7 @@ def parse_model(doc: LineMapping, path: Path, *, folder: Path | None, version: i
     if "backend" in doc:
         backend = _parse_backend(fields.nested("backend"), name, explicit_version)
         if backend.version is not None:
-            version = backend.version  # the document's own `version:` still wins
+            version = backend.version  # unless the document says `version:` (parse_definition)
         elif backend.floating:
             version = FLOATING_VERSION
     elif folder is None:
@@ -56,6 +56,7 @@ def parse_model(doc: LineMapping, path: Path, *, folder: Path | None, version: i
                                   signature=None if backend is None else Signature(backend.signature_name))
     labels = _parse_version_labels(fields) if "version_labels" in doc else {}
     batching = _parse_batching(fields.nested("batching"), definition.signature) if "batching" in doc else None
+    # The definition's fields, and where the model is served.
     described = {f.name: getattr(definition, f.name) for f in dataclasses.fields(definition)}
     return ModelManifest(**described, backend=backend, version_labels=labels, batching=batching)
 
