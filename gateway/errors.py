@@ -10,6 +10,8 @@ from typing import Any
 
 import grpc
 
+from modelfolder.errors import ConfigError as ConfigError  # configuration errors: modelfolder's one class
+
 
 class GatewayError(Exception):
     """Base of every error the gateway reports; carries what a response needs."""
@@ -124,15 +126,6 @@ class ModelError(BackendError):
     """The model's own code failed (an exception in user code, a broken output)."""
 
     status, code, grpc_code = 500, "model_error", grpc.StatusCode.INTERNAL
-
-
-class ConfigError(Exception):
-    """A manifest or setting is invalid; `location` is `file:line` when known."""
-
-    def __init__(self, message: str, location: str | None = None) -> None:
-        super().__init__(f"{location}: {message}" if location else message)
-        self.message = message
-        self.location = location
 
 
 # Backend gRPC status -> (HTTP status, machine code). One table, used by every route.

@@ -67,6 +67,9 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Variant:
+    """One model serving a stage (a manifest's `VariantManifest` bound to its model), the share of
+    traffic it gets and the version or label to ask its backend for."""
+
     model: Model
     weight: int
     selector: Selector | None = None
@@ -137,13 +140,10 @@ class Registry:
                                f"model {name!r} is served as {', '.join(served)}: use one of these names")
             name = served[0]
         try:
-            resolution = resolve_ref(self._manifests, ModelRef(name, version, label))
+            resolution = resolve_ref(self._manifests, ModelRef(name, Selector(version, label)))
         except ConfigError as error:
             raise NotFound(error.message) from None
-        selector = None
-        if resolution.version is not None or resolution.label is not None:
-            selector = Selector(resolution.version, resolution.label)
-        return Target(self.models[resolution.manifest.key], selector)
+        return Target(self.models[resolution.manifest.key], resolution.selector)
 
     def refresh_applications(self) -> None:
         """Recompute application contracts after model contracts were discovered."""
@@ -167,10 +167,7 @@ def _resolve(app: ApplicationManifest, manifests: Mapping[tuple[str, int], Model
         variants = []
         for variant in stage.variants:
             resolution = resolve_ref(manifests, variant.model, app.source)
-            selector = None
-            if resolution.version is not None or resolution.label is not None:
-                selector = Selector(resolution.version, resolution.label)
-            variants.append(Variant(models[resolution.manifest.key], variant.weight, selector))
+            variants.append(Variant(models[resolution.manifest.key], variant.weight, resolution.selector))
         stages.append(tuple(variants))
     return Application(app.name, tuple(stages), _app_signature(app.name, tuple(stages)), app)
 

@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from gateway.errors import ConfigError
-from gateway.gc_tuning import tune_for_serving
-from gateway.manifests import RUNTIME_THREADS
+from modelfolder import RUNTIME_THREADS, ConfigError
+from runtime.gc_tuning import tune_for_serving
 from runtime.model import ENTRY_POINT, _user_line, load_model
 from runtime.server import ModelServer
 

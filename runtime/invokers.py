@@ -25,8 +25,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-from gateway.errors import ConfigError
-from gateway.manifests import RUNTIME_THREADS
+from modelfolder import RUNTIME_THREADS, ConfigError
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from runtime.errors import RuntimeCallError
 from runtime.exits import exit_runtime

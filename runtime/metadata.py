@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf.any_pb2 import Any
 from google.protobuf.wrappers_pb2 import StringValue
 
-from gateway.manifests import ModelManifest
+from modelfolder import ModelDefinition
 from protos.services import SIGNATURE_DEF_MAP_TYPE_URL
 from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataResponse, SignatureDefMap
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusResponse, ModelVersionStatus
@@ -18,13 +18,13 @@ DEFAULT_SIGNATURE = "serving_default"
 STRING_VALUE_TYPE_URL = "type.googleapis.com/google.protobuf.StringValue"
 
 
-def signature_names(manifest: ModelManifest) -> tuple[str, ...]:
+def signature_names(manifest: ModelDefinition) -> tuple[str, ...]:
     """Names a request may use for the model's one signature: its contract name, TF's default
     key, or none at all."""
     return (manifest.signature.name, DEFAULT_SIGNATURE, "")
 
 
-def metadata_response(manifest: ModelManifest, fields: list[str]) -> GetModelMetadataResponse:
+def metadata_response(manifest: ModelDefinition, fields: list[str]) -> GetModelMetadataResponse:
     """TF Serving's answer: `signature_def` holds a SignatureDefMap; `runtime` (this runtime's
     addition) holds serving.yaml's runtime as a StringValue."""
     if not fields:
@@ -49,7 +49,7 @@ def metadata_response(manifest: ModelManifest, fields: list[str]) -> GetModelMet
     return response
 
 
-def status_response(manifest: ModelManifest) -> GetModelStatusResponse:
+def status_response(manifest: ModelDefinition) -> GetModelStatusResponse:
     """The one version this runtime serves, AVAILABLE."""
     response = GetModelStatusResponse()
     status = response.model_version_status.add()
@@ -59,7 +59,7 @@ def status_response(manifest: ModelManifest) -> GetModelStatusResponse:
     return response
 
 
-def _fill_spec(response: GetModelMetadataResponse, manifest: ModelManifest) -> None:
+def _fill_spec(response: GetModelMetadataResponse, manifest: ModelDefinition) -> None:
     response.model_spec.name = manifest.name
     response.model_spec.version.value = manifest.version
     response.model_spec.signature_name = manifest.signature.name

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import ConfigError
-from gateway.manifests import ModelManifest, load_model_folder
+from modelfolder import ConfigError, ModelDefinition, load_model_folder
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from runtime.errors import InputError, UserCodeError
 from runtime.styles import Attached, Style, arguments, detect_style, to_response
@@ -28,7 +27,7 @@ COMPAT_PATH = Path(__file__).parent / "compat"
 class LoadedModel:
     """A model folder ready to be called."""
 
-    manifest: ModelManifest
+    manifest: ModelDefinition
     function: Callable[..., Any]
     style: Style
 
@@ -73,7 +72,7 @@ class LoadedModel:
         return UserCodeError(f"{type(error).__name__}: {error}")
 
 
-def load_manifest(folder: Path) -> tuple[ModelManifest, Style]:
+def load_manifest(folder: Path) -> tuple[ModelDefinition, Style]:
     """The folder's manifest and its function style, without importing user code."""
     manifest = load_model_folder(folder)
     source = folder / ENTRY_POINT
@@ -124,7 +123,7 @@ def load_model(folder: Path, *, chdir: bool = True) -> LoadedModel:
     return LoadedModel(manifest, function, style)
 
 
-def _check_parameters(manifest: ModelManifest, function: Callable[..., Any], source: Path) -> None:
+def _check_parameters(manifest: ModelDefinition, function: Callable[..., Any], source: Path) -> None:
     parameters = inspect.signature(function).parameters
     if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         return

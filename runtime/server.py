@@ -29,7 +29,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from gateway.manifests import RUNTIME_THREADS, ModelManifest
+from modelfolder import RUNTIME_THREADS, ModelDefinition
 from protos.hydrosphere import runtime_pb2 as hydro
 from protos.runtime.calls_pb2 import PredictManyRequest, PredictManyResponse
 from protos.services import (
@@ -85,7 +85,7 @@ class ModelServer:
     """Serves one model version on `host:port` (and on the Unix socket `local_socket`, when
     given) until stopped."""
 
-    def __init__(self, manifest: ModelManifest, invoker: Invoker, host: str = "127.0.0.1",
+    def __init__(self, manifest: ModelDefinition, invoker: Invoker, host: str = "127.0.0.1",
                  port: int = 0, threads: int = RUNTIME_THREADS, local_socket: str | None = None) -> None:
         self.manifest = manifest
         self.invoker = invoker

@@ -11,6 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from gateway.errors import BackendUnavailable
+from gateway.manifests.types import Selector as Selector  # the one version-or-label value
 
 NDArray = np.ndarray
 # What a failure's reason says happened to the runtime, as answers put it (checked in order).
@@ -22,19 +23,6 @@ _RUNTIME_FAILURES = [
     (re.compile(r"(its runtime is not running)"), "{}"),
 ]
 _ERROR_NAME = re.compile(r"\b([A-Z][A-Za-z0-9]*(?:Error|Exception))\b")
-
-
-@dataclass(frozen=True, slots=True)
-class Selector:
-    """The version (or label) a request asks a backend for; empty: the backend's choice."""
-
-    version: int | None = None
-    label: str | None = None
-
-    def __str__(self) -> str:
-        if self.version is not None:
-            return f"version {self.version}"
-        return f"label {self.label!r}" if self.label is not None else "the default version"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,7 @@ from gateway.backends import NDArray, UnavailableBackend
 from gateway.backends.fake import FakeBackend
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BackendUnavailable, DeadlineExceeded, NotFound
-from gateway.manifests import ApplicationManifest, ModelRef, Stage, load_config
-from gateway.manifests import Variant as VariantManifest
+from gateway.manifests import ApplicationManifest, ModelRef, Selector, Stage, VariantManifest, load_config
 from gateway.registry import Application, Model, Registry, Variant
 from tensorcodecs import Signature
 from tests.conftest import CONFIG_DIR
@@ -27,7 +26,7 @@ def _model(backend: FakeBackend | UnavailableBackend) -> Model:
 
 def _app(*models: Model) -> Application:
     stages = tuple((Variant(m, 100),) for m in models)
-    ref = ModelRef(MANIFEST.name, MANIFEST.version)
+    ref = ModelRef(MANIFEST.name, Selector(MANIFEST.version))
     manifest = ApplicationManifest("app", tuple(Stage((VariantManifest(ref),)) for _ in models), "test")
     return Application("app", stages, Signature("app"), manifest)
 

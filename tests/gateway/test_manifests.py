@@ -11,6 +11,7 @@ from gateway.errors import ConfigError
 from gateway.manifests import (
     ModelRef,
     Resolution,
+    Selector,
     load_config,
     load_model_folder,
     parse_model_ref,
@@ -30,7 +31,7 @@ def test_example_config_loads() -> None:
     assert model.runtime == "hydrosphere/serving-runtime-python-3.6:0.1.2-rc0"
     assert model.folder == INCREMENT_MODEL.resolve()
     app = config.applications["increment_app"]
-    assert app.stages[0].variants[0].model == ModelRef("increment_model", 1)
+    assert app.stages[0].variants[0].model == ModelRef("increment_model", Selector(1))
     assert (config.gateway.values["host"], config.gateway.values["port"]) == ("127.0.0.1", 8000)
     assert sorted(m.name for m in config.local_models()) == ["increment_model", "scaler_model"]
 
@@ -147,7 +148,7 @@ def test_model_folder_alone() -> None:
 
 @pytest.mark.parametrize(
     ("text", "ref"),
-    [("m", ModelRef("m")), ("m:2", ModelRef("m", 2)), ("m@stable", ModelRef("m", label="stable"))],
+    [("m", ModelRef("m")), ("m:2", ModelRef("m", Selector(2))), ("m@stable", ModelRef("m", Selector(label="stable")))],
 )
 def test_model_refs(text: str, ref: ModelRef) -> None:
     assert parse_model_ref(text, "here") == ref
@@ -188,22 +189,23 @@ def test_pinned_versions_and_labels_resolve(config_copy: Path) -> None:
     config = load_config(config_copy)
     assert config.models[("toy", 1)].backend.version == 1  # type: ignore[union-attr]
     assert config.models[("toy", 2)].backend.version == 2  # type: ignore[union-attr]
-    stable = resolve_ref(config.models, ModelRef("toy", label="stable"))
+    stable = resolve_ref(config.models, ModelRef("toy", Selector(label="stable")))
     assert stable == Resolution(config.models[("toy", 1)])
     assert resolve_ref(config.models, ModelRef("toy")).manifest.version == 2
     with pytest.raises(ConfigError, match=r"model toy has no version label 'beta' \(defined: canary, stable"):
-        resolve_ref(config.models, ModelRef("toy", label="beta"))
+        resolve_ref(config.models, ModelRef("toy", Selector(label="beta")))
     with pytest.raises(ConfigError, match="model toy has no version 3"):
-        resolve_ref(config.models, ModelRef("toy", 3))
+        resolve_ref(config.models, ModelRef("toy", Selector(3)))
 
 
 def test_floating_model_forwards_unknown_versions_and_labels(config_copy: Path) -> None:
     _remote(config_copy, "toy", TOY.format(target="127.0.0.1:8500") + "version_labels: {stable: 1}\n")
     config = load_config(config_copy)
     floating = config.models[("toy", 0)]
-    assert resolve_ref(config.models, ModelRef("toy", 7)) == Resolution(floating, 7)
-    assert resolve_ref(config.models, ModelRef("toy", label="stable")) == Resolution(floating, 1)
-    assert resolve_ref(config.models, ModelRef("toy", label="beta")) == Resolution(floating, label="beta")
+    assert resolve_ref(config.models, ModelRef("toy", Selector(7))) == Resolution(floating, Selector(7))
+    assert resolve_ref(config.models, ModelRef("toy", Selector(label="stable"))) == Resolution(floating, Selector(1))
+    beta = Selector(label="beta")
+    assert resolve_ref(config.models, ModelRef("toy", beta)) == Resolution(floating, beta)
     assert resolve_ref(config.models, ModelRef("toy")) == Resolution(floating)
 
 
@@ -246,7 +248,7 @@ def test_application_stage_with_label(config_copy: Path) -> None:
     (config_copy / "applications/toy_app.yaml").write_text(
         "kind: Application\nname: toy_app\nsingular:\n  model: toy@stable\n")
     config = load_config(config_copy)
-    assert config.applications["toy_app"].stages[0].variants[0].model == ModelRef("toy", label="stable")
+    assert config.applications["toy_app"].stages[0].variants[0].model == ModelRef("toy", Selector(label="stable"))
 
 
 def test_numbered_folders_are_versions(tmp_path: Path) -> None:

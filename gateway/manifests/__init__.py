@@ -1,0 +1,67 @@
+"""Load and validate YAML manifests (kind Model, Application, Gateway) into typed objects.
+
+Errors name the file, line and field. Field names are Hydrosphere's (`kind`, `name`,
+`install-command`, `payload`, `contract`, `singular`), so existing model folders load
+unchanged. The model-folder format itself (serving.yaml, the contract, `models/<name>/<N>/`)
+and the line-numbered YAML reader live in `modelfolder`, which the runtime reads too.
+
+Modules: `types` (the domain values), `model_kind`, `application_kind`, `gateway_kind` (one
+parser per kind), `directory` (a whole config directory), `resolve` (request-time resolution
+of `name`, `name:V`, `name@label`).
+"""
+
+from gateway.manifests.application_kind import parse_application, parse_model_ref
+from gateway.manifests.directory import load_config
+from gateway.manifests.gateway_kind import parse_gateway
+from gateway.manifests.model_kind import load_model_folder, parse_model
+from gateway.manifests.resolve import resolve_model, resolve_ref, version_labels
+from gateway.manifests.types import (
+    FLOATING_VERSION,
+    PROTOCOLS,
+    ApplicationManifest,
+    BackendSpec,
+    BatchingSpec,
+    Config,
+    GatewayManifest,
+    ModelManifest,
+    ModelRef,
+    Resolution,
+    RuntimeAddress,
+    Selector,
+    Stage,
+    TLSSpec,
+    VariantManifest,
+)
+from modelfolder import MODEL_FILE, RUNTIME_THREADS, STYLES, model_folders, read_documents
+
+__all__ = [
+    "FLOATING_VERSION",
+    "MODEL_FILE",
+    "PROTOCOLS",
+    "RUNTIME_THREADS",
+    "STYLES",
+    "ApplicationManifest",
+    "BackendSpec",
+    "BatchingSpec",
+    "Config",
+    "GatewayManifest",
+    "ModelManifest",
+    "ModelRef",
+    "Resolution",
+    "RuntimeAddress",
+    "Selector",
+    "Stage",
+    "TLSSpec",
+    "VariantManifest",
+    "load_config",
+    "load_model_folder",
+    "model_folders",
+    "parse_application",
+    "parse_gateway",
+    "parse_model",
+    "parse_model_ref",
+    "read_documents",
+    "resolve_model",
+    "resolve_ref",
+    "version_labels",
+]

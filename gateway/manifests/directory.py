@@ -1,0 +1,89 @@
+"""A whole config directory: every manifest in it, validated and cross-checked.
+
+Layout of a config directory:
+    gateway.yaml                     kind Gateway (optional)
+    applications/*.yaml              kind Application
+    models/<folder>/serving.yaml     kind Model served by the embedded runtime (version 1)
+    models/<folder>/<N>/serving.yaml version N of a model served by the embedded runtime
+    models/*.yaml                    kind Model with a `backend:` (a remote server)
+Any other *.yaml directly in the directory is read too and dispatched on its `kind`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.manifests.application_kind import parse_application
+from gateway.manifests.gateway_kind import parse_gateway
+from gateway.manifests.model_kind import load_model_folder, parse_model
+from gateway.manifests.resolve import resolve_model, resolve_ref
+from gateway.manifests.types import ApplicationManifest, Config, GatewayManifest, ModelManifest, ModelRef, Selector
+from modelfolder import ConfigError, model_folders, read_documents
+
+
+def load_config(directory: Path) -> Config:
+    """Every manifest under `directory`, validated and cross-checked."""
+    if not directory.is_dir():
+        raise ConfigError("config directory does not exist", str(directory))
+    gateway = GatewayManifest()
+    models: dict[tuple[str, int], ModelManifest] = {}
+    applications: dict[str, ApplicationManifest] = {}
+
+    def add_model(model: ModelManifest) -> None:
+        if model.key in models:
+            raise ConfigError(f"model {model.name}:{model.version} is also defined at "
+                              f"{models[model.key].source}", model.source)
+        models[model.key] = model
+
+    models_dir = directory / "models"
+    if models_dir.is_dir():
+        for folder in model_folders(models_dir):
+            add_model(load_model_folder(folder))
+    for path in _manifest_files(directory):
+        for doc in read_documents(path):
+            kind = doc.get("kind")
+            if kind == "Model":
+                add_model(parse_model(doc, path, folder=None))
+            elif kind == "Application":
+                app = parse_application(doc, path)
+                if app.name in applications:
+                    raise ConfigError(f"application {app.name} is also defined at "
+                                      f"{applications[app.name].source}", app.source)
+                applications[app.name] = app
+            elif kind == "Gateway":
+                gateway = parse_gateway(doc, path)
+            else:
+                raise ConfigError(f"kind: expected Model, Application or Gateway, got {kind!r}",
+                                  f"{path}:{doc.line}")
+    config = Config(gateway, models, applications)
+    _check_labels(config)
+    _check_references(config)
+    return config
+
+
+def _manifest_files(directory: Path) -> list[Path]:
+    files: list[Path] = []
+    for folder in (directory, directory / "applications", directory / "models"):
+        if folder.is_dir():
+            files.extend(p for p in folder.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
+    return sorted(files)
+
+
+def _check_references(config: Config) -> None:
+    for app in config.applications.values():
+        for stage in app.stages:
+            for variant in stage.variants:
+                resolve_model(config.models, variant.model, app.source)
+
+
+def _check_labels(config: Config) -> None:
+    """Labels of one model agree across its manifests and name versions that can be served."""
+    seen: dict[tuple[str, str], tuple[int, str]] = {}
+    for model in config.models.values():
+        for label, version in model.version_labels.items():
+            earlier = seen.get((model.name, label))
+            if earlier is not None and earlier[0] != version:
+                raise ConfigError(f"version_labels.{label}: model {model.name} labels version {version} "
+                                  f"here and version {earlier[0]} at {earlier[1]}", model.source)
+            seen[(model.name, label)] = (version, model.source)
+            resolve_ref(config.models, ModelRef(model.name, Selector(label=label)), model.source)

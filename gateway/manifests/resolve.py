@@ -1,0 +1,59 @@
+"""Request-time resolution of a model reference (`name`, `name:V`, `name@label`) to a manifest
+and the version or label to forward: the one rule for native routes, /v1 routes and
+application stages alike."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gateway.manifests.types import ModelManifest, ModelRef, Resolution, Selector
+from modelfolder import ConfigError
+
+
+def version_labels(models: Mapping[tuple[str, int], ModelManifest], name: str) -> dict[str, int]:
+    """Every label the manifests of model `name` define."""
+    labels: dict[str, int] = {}
+    for (model_name, _), model in sorted(models.items()):
+        if model_name == name:
+            labels.update(model.version_labels)
+    return labels
+
+
+def resolve_ref(models: Mapping[tuple[str, int], ModelManifest], ref: ModelRef,
+                where: str | None = None) -> Resolution:
+    """What `name`, `name:VERSION` or `name@LABEL` reaches.
+
+    A label is looked up in the manifests' `version_labels`; an unknown label, or a version
+    without a manifest, is forwarded to the backend when the model has a floating manifest.
+    Without version or label: the highest version.
+    """
+    versions = sorted(v for (name, v) in models if name == ref.name)
+    if not versions:
+        raise ConfigError(f"model {ref.name} is not defined", where)
+    floating = [models[(ref.name, v)] for v in versions if models[(ref.name, v)].floating]
+    version, label = ref.selector.version, ref.selector.label
+    if label is not None:
+        labels = version_labels(models, ref.name)
+        if label in labels:
+            version = labels[label]
+        elif floating:
+            return Resolution(floating[-1], Selector(label=label))
+        else:
+            defined = ", ".join(sorted(labels)) or "none"
+            raise ConfigError(f"model {ref.name} has no version label {label!r} (defined: {defined})",
+                              where)
+    if version is None:
+        return Resolution(models[(ref.name, versions[-1])])
+    model = models.get((ref.name, version))
+    if model is not None:
+        return Resolution(model, Selector(version) if model.floating else None)
+    if floating:
+        return Resolution(floating[-1], Selector(version))
+    raise ConfigError(f"model {ref.name} has no version {version} (defined: "
+                      f"{', '.join(map(str, versions))})", where)
+
+
+def resolve_model(models: Mapping[tuple[str, int], ModelManifest], ref: ModelRef,
+                  where: str | None = None) -> ModelManifest:
+    """The manifest a reference names (see `resolve_ref`)."""
+    return resolve_ref(models, ref, where).manifest
