@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from gateway.backends import NDArray, UnavailableBackend
-from gateway.backends.fake import FakeBackend
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BackendUnavailable, DeadlineExceeded, NotFound
 from gateway.manifests import ApplicationManifest, ModelRef, Stage, load_config
@@ -17,11 +16,12 @@ from gateway.manifests import Variant as VariantManifest
 from gateway.registry import Application, Model, Registry, Variant
 from tensorcodecs import Signature
 from tests.conftest import CONFIG_DIR
+from tests.doubles import InMemoryBackend
 
 MANIFEST = load_config(CONFIG_DIR).models[("increment_model", 1)]
 
 
-def _model(backend: FakeBackend | UnavailableBackend) -> Model:
+def _model(backend: InMemoryBackend | UnavailableBackend) -> Model:
     return Model(MANIFEST, backend)
 
 
@@ -37,7 +37,7 @@ def _add_one(inputs: Mapping[str, NDArray]) -> dict[str, NDArray]:
 
 
 async def test_stages_feed_each_other() -> None:
-    first, second = FakeBackend(_add_one), FakeBackend(_add_one)
+    first, second = InMemoryBackend(_add_one), InMemoryBackend(_add_one)
     app = _app(_model(first), _model(second))
     plane = DataPlane(Registry({}, {"app": app}))
     outputs = await plane.predict(app, {"number": np.array([1], np.int32)}, RequestContext.start("r", 5))
@@ -46,7 +46,7 @@ async def test_stages_feed_each_other() -> None:
 
 
 async def test_each_stage_gets_what_is_left_of_the_deadline() -> None:
-    first, second = FakeBackend(_add_one, delay_s=0.05), FakeBackend(_add_one)
+    first, second = InMemoryBackend(_add_one, delay_s=0.05), InMemoryBackend(_add_one)
     app = _app(_model(first), _model(second))
     await DataPlane(Registry({}, {})).predict(app, {"number": np.array([1])}, RequestContext.start("r", 1.0))
     first_timeout, second_timeout = first.calls[0][1], second.calls[0][1]
@@ -55,7 +55,7 @@ async def test_each_stage_gets_what_is_left_of_the_deadline() -> None:
 
 
 async def test_a_passed_deadline_is_reported() -> None:
-    app = _app(_model(FakeBackend(_add_one)))
+    app = _app(_model(InMemoryBackend(_add_one)))
     context = RequestContext("r", time.monotonic() - 1)
     with pytest.raises(DeadlineExceeded):
         await DataPlane(Registry({}, {})).predict(app, {"number": np.array([1])}, context)

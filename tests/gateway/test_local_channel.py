@@ -16,6 +16,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.backends.local import MAX_IDLE, LocalCallError, LocalChannel, LocalConnection
+from gateway.backends.transports import LocalWireTransport
 from gateway.errors import BackendError
 from gateway.manifests import load_config
 from gateway.settings import Settings
@@ -205,8 +206,8 @@ async def test_large_tensors_take_the_attachment_and_answer_as_over_grpc(tmp_pat
                 responses = await asyncio.gather(*posts)
                 as_json = await client.post(app_url, json={"x": values[0][:20_000].tolist()}, timeout=30)
                 answers.append(([r.content for r in responses], as_json.json()))
-                backend = app.state.dataplane.registry.models[("double", 1)].backend
-                assert (backend.local is not None and backend.local.idle_connections > 0) is local_wire
+                transport = app.state.dataplane.registry.models[("double", 1)].backend.inner.transport.inner
+                assert (isinstance(transport, LocalWireTransport) and transport.local.idle_connections > 0) is local_wire
     assert answers[0] == answers[1]
     for sent, got in zip(values, answers[0][0], strict=True):
         np.testing.assert_array_equal(np.frombuffer(got, "<f4"), sent * 2)
