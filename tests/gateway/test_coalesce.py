@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from gateway.app import create_app
-from gateway.backends.base import BackendCall, NDArray, Prediction, Selector
+from gateway.backends.base import BackendCall, Prediction, Selector
 from gateway.backends.coalesce import Coalescer
 from gateway.backends.pool import ChannelPool
 from gateway.backends.scheduling import MAX_SCHEDULERS, ScheduledBackend

@@ -206,8 +206,9 @@ async def test_large_tensors_take_the_attachment_and_answer_as_over_grpc(tmp_pat
                 responses = await asyncio.gather(*posts)
                 as_json = await client.post(app_url, json={"x": values[0][:20_000].tolist()}, timeout=30)
                 answers.append(([r.content for r in responses], as_json.json()))
-                transport = app.state.dataplane.registry.models[("double", 1)].backend.inner.transport.inner
-                assert (isinstance(transport, LocalWireTransport) and transport.local.idle_connections > 0) is local_wire
+                backend = app.state.dataplane.registry.models[("double", 1)].backend
+                wire = backend.inner.transport.inner  # under the scheduling wrapper and the circuit breaker
+                assert (isinstance(wire, LocalWireTransport) and wire.local.idle_connections > 0) is local_wire
     assert answers[0] == answers[1]
     for sent, got in zip(values, answers[0][0], strict=True):
         np.testing.assert_array_equal(np.frombuffer(got, "<f4"), sent * 2)
