@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 
 import numpy as np
 import pytest
 
-from gateway.backends import NDArray, UnavailableBackend
+from gateway.backends import NDArray, Selector, UnavailableBackend
+from gateway.backends.capabilities import ReportsStatus
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BackendUnavailable, DeadlineExceeded, NotFound
 from gateway.manifests import ApplicationManifest, ModelRef, Stage, load_config
 from gateway.manifests import Variant as VariantManifest
-from gateway.registry import Application, Model, Registry, Variant
+from gateway.registry import Application, Model, Registry, Target, Variant
 from tensorcodecs import Signature
 from tests.conftest import CONFIG_DIR
 from tests.doubles import InMemoryBackend
@@ -72,3 +74,48 @@ async def test_unavailable_backend_says_why() -> None:
 def test_unknown_application() -> None:
     with pytest.raises(NotFound, match="application 'x' does not exist"):
         DataPlane(Registry({}, {})).application("x")
+
+
+def _plane(*models: Model) -> DataPlane:
+    return DataPlane(Registry({(m.manifest.name, m.manifest.version): m for m in models}, {}))
+
+
+async def test_a_selector_reaches_the_backend_in_the_call() -> None:
+    backend = InMemoryBackend(_add_one, versions={2: {"serving_default": lambda i: {"number": i["number"] * 10}}})
+    plane = _plane(_model(backend))
+    target = Target(plane.registry.models[(MANIFEST.name, MANIFEST.version)], Selector(2))
+    context = RequestContext.start("r-7", 5)
+    prediction = await plane.predict_model(target, {"number": np.array([3])}, context)
+    assert prediction.outputs["number"].tolist() == [30]
+    assert (backend.calls[0].selector, backend.calls[0].request_id) == (Selector(2), "r-7")
+    assert context.labels["version"] == "2"  # the version the backend answered with
+
+
+async def test_a_backend_that_cannot_describe_is_not_found_one_that_is_unavailable_says_why() -> None:
+    plane = _plane(_model(InMemoryBackend(_add_one)))
+    target = plane.registry.resolve(MANIFEST.name)
+    with pytest.raises(NotFound, match=r"model increment_model:1 does not describe its signatures"):
+        await plane.signature(target, "other", RequestContext.start("r", 5))
+    down = _plane(_model(UnavailableBackend("model increment_model:1 is unavailable: exited with code 2")))
+    with pytest.raises(BackendUnavailable, match="exited with code 2"):
+        await down.signature(down.registry.resolve(MANIFEST.name), "other", RequestContext.start("r", 5))
+
+
+async def test_a_capability_is_asked_for_in_one_place() -> None:
+    model = _model(InMemoryBackend(_add_one))
+    with pytest.raises(NotFound, match="model increment_model:1 is not served by a TensorFlow Serving backend"):
+        _plane(model).capability(model, ReportsStatus)
+    down = _model(UnavailableBackend("model increment_model:1 is unavailable: exited with code 2"))
+    with pytest.raises(BackendUnavailable, match="exited with code 2"):  # offered, and says why it cannot
+        await _plane(down).capability(down, ReportsStatus).status(1.0)
+
+
+async def test_contracts_of_every_model_on_a_server_are_forgotten_together() -> None:
+    same, other = InMemoryBackend(_add_one, target="a:1"), InMemoryBackend(_add_one, target="b:1")
+    first = _model(same)
+    second = Model(dataclasses.replace(MANIFEST, version=2), InMemoryBackend(_add_one, target="a:1"))
+    third = Model(dataclasses.replace(MANIFEST, version=3), other)
+    for model in (first, second, third):
+        model.contracts.by_selector[(None, None)] = {"serving_default": Signature("serving_default")}
+    await _plane(first, second, third).forget_contracts_on(same, 1.0)
+    assert [bool(m.contracts.by_selector) for m in (first, second, third)] == [False, False, True]
