@@ -200,7 +200,7 @@ class DataPlane:
         backend = model.backend
         if not backend.describes:  # nothing to ask: the backend says at once why not
             try:
-                return await backend.describe(target.selector, timeout, "")
+                return await backend.describe(target.selector, timeout, request_id)
             except NotDescribed:
                 raise NotFound(f"model {model.label} does not describe its signatures") from None
         # By the Model object (a reload builds new ones, and forgets every failure). The shared

@@ -23,6 +23,7 @@ from gateway.manifests import BatchingSpec
 from tensorcodecs import Signature, TensorSpec
 
 MAX_SCHEDULERS = 16  # model specs (versions, labels, signatures) with a call scheduler each
+MAX_SPEC_KEYS = 64  # input contracts whose value key is kept (hashing one costs a few µs)
 SchedulerKey = tuple[Selector | None, str, Hashable]
 
 
@@ -42,7 +43,8 @@ class ScheduledBackend:
         self._shared_calls = shared_calls
         self._many = many
         self._schedulers: dict[SchedulerKey, CallScheduler] = {}
-        self._pinned_key: SchedulerKey = (None, signature_name, _specs_key(specs))
+        self._spec_keys: dict[int, tuple[Mapping[str, TensorSpec], Hashable]] = {}
+        self._pinned_key: SchedulerKey = (None, signature_name, self._specs_key(specs))
         pinned = self._scheduler_for(None, signature_name, specs)
         self.scheduler = pinned  # the pinned model spec's (None: its contract cannot be batched)
 
@@ -78,7 +80,7 @@ class ScheduledBackend:
         """The call scheduler of what a request sends (model spec, input contract), made on
         first use; an idle one makes room when there are MAX_SCHEDULERS; None: the call goes
         alone (a contract without a batch dimension, or every scheduler busy)."""
-        key = (selector, signature_name or self.signature_name, _specs_key(specs))
+        key = (selector, signature_name or self.signature_name, self._specs_key(specs))
         scheduler = self._schedulers.get(key)
         if scheduler is not None:
             return scheduler
@@ -102,10 +104,18 @@ class ScheduledBackend:
         self._schedulers[key] = scheduler
         return scheduler
 
-
-def _specs_key(specs: Mapping[str, TensorSpec]) -> Hashable:
-    """The value of an input contract, as a dict key (TensorSpec is a frozen, hashable value)."""
-    return tuple(specs.items())
+    def _specs_key(self, specs: Mapping[str, TensorSpec]) -> Hashable:
+        """The value of an input contract, as a dict key (TensorSpec is a frozen, hashable
+        value; a frozenset keeps its hash), remembered per contract object: requests send the
+        same few again and again."""
+        known = self._spec_keys.get(id(specs))
+        if known is not None and known[0] is specs:  # the object is kept: its id is its own
+            return known[1]
+        key = frozenset(specs.items())
+        if len(self._spec_keys) >= MAX_SPEC_KEYS:
+            self._spec_keys.clear()
+        self._spec_keys[id(specs)] = (specs, key)
+        return key
 
 
 def scheduled(inner: Backend, signature_name: str, specs: Mapping[str, TensorSpec],
