@@ -135,8 +135,11 @@ def _scheduled(backend: Backend, manifest: ModelManifest) -> Backend:
 
 
 @contextlib.asynccontextmanager
-async def unavailable(tmp_path: Path) -> AsyncIterator[Case]:
-    backend = UnavailableBackend.for_model("inc:1", "the runtime exited with code 3", None)
+async def unavailable(tmp_path: Path, batching: bool = False) -> AsyncIterator[Case]:
+    backend: Backend = UnavailableBackend.for_model("inc:1", "the runtime exited with code 3", None)
+    if batching:
+        specs = {"x": TensorSpec("x", lookup_dtype("float32"), (-1,))}
+        backend = ScheduledBackend(backend, "serving_default", specs, BatchingSpec(8, 1))
     yield Case(backend, [], call({"x": [1]}), missing_status=503, healthy=False, capabilities=TF_API)
 
 
@@ -167,8 +170,10 @@ CASES: dict[str, Callable[[Path], contextlib.AbstractAsyncContextManager[Case]]]
     "runtime-local-wire": embedded_runtime,
     "runtime-local-wire-scheduled": lambda path: embedded_runtime(path, scheduling=True),
     "runtime-grpc-fallback": lambda path: embedded_runtime(path, socket_gone=True),
+    "runtime-grpc-fallback-scheduled": lambda path: embedded_runtime(path, socket_gone=True, scheduling=True),
     "runtime-grpc-only-scheduled": lambda path: embedded_runtime(path, local_wire=False, scheduling=True),
     "unavailable": unavailable,
+    "unavailable-scheduled": lambda path: unavailable(path, batching=True),
     "in-memory": in_memory,
     "in-memory-scheduled": lambda path: in_memory(path, batching=True),
 }
