@@ -13,7 +13,7 @@ What it changes, beside the embedded runtime's call sharing (which keeps request
 model sees several requests' rows in one call, so it must treat rows independently (row i of
 the answer depends only on row i of the inputs), and one call's failure (a model exception,
 the backend's deadline) fails every request in it. In exchange the model runs once per group,
-which is what makes it faster for vectorised models, and it works with any TF Serving backend.
+which is what makes it faster for vectorised models, and it works with any backend.
 """
 
 from __future__ import annotations

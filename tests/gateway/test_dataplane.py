@@ -5,20 +5,24 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gateway.backends import NDArray, Selector, UnavailableBackend
 from gateway.backends.capabilities import ReportsStatus
+from gateway.backends.pool import ChannelPool
+from gateway.backends.scheduling import ScheduledBackend
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BackendUnavailable, DeadlineExceeded, NotFound
-from gateway.manifests import ApplicationManifest, ModelRef, Stage, load_config
+from gateway.manifests import ApplicationManifest, BatchingSpec, ModelManifest, ModelRef, Stage, load_config
 from gateway.manifests import Variant as VariantManifest
-from gateway.registry import Application, Model, Registry, Target, Variant
+from gateway.registry import BACKENDS, Application, Model, Registry, Target, Variant
 from tensorcodecs import Signature
 from tests.conftest import CONFIG_DIR
 from tests.doubles import InMemoryBackend
+from tests.gateway.test_tfserving_api import write_config
 
 MANIFEST = load_config(CONFIG_DIR).models[("increment_model", 1)]
 
@@ -119,3 +123,29 @@ async def test_contracts_of_every_model_on_a_server_are_forgotten_together() -> 
         model.contracts.by_selector[(None, None)] = {"serving_default": Signature("serving_default")}
     await _plane(first, second, third).forget_contracts_on(same, 1.0)
     assert [bool(m.contracts.by_selector) for m in (first, second, third)] == [False, False, True]
+
+
+async def test_the_backend_of_a_manifest_comes_from_its_protocol_row(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    """A protocol is a module and a row in `registry.BACKENDS`: the registry builds what the row
+    makes, the scheduling wrapper around it when the model batches, and requests reach it."""
+    made: list[InMemoryBackend] = []
+
+    def connect(manifest: ModelManifest, pool: ChannelPool) -> InMemoryBackend:
+        made.append(InMemoryBackend(lambda inputs: {"output_1": inputs["input_1"][:, :1] * 2},
+                                    target=manifest.backend.target if manifest.backend else ""))
+        return made[-1]
+
+    monkeypatch.setitem(BACKENDS, "tensorflow-serving", connect)
+    config = write_config(tmp_path / "config", "127.0.0.1:1")
+    toy = config.models[("toy_one", 1)]
+    config = dataclasses.replace(config, models={**config.models, ("toy_one", 1): dataclasses.replace(
+        toy, batching=BatchingSpec(8, 1))})
+    registry = Registry.build(config, ChannelPool())
+    backend = registry.models[("toy_one", 1)].backend
+    assert isinstance(backend, ScheduledBackend)
+    assert backend.inner in made
+    prediction = await DataPlane(registry).predict_model(registry.resolve("toy_one"),
+                                                         {"input_1": np.array([[1.0, 2.0]])},
+                                                         RequestContext.start("r", 5))
+    assert prediction.outputs["output_1"].tolist() == [[2.0]]
