@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import time
 from collections.abc import Mapping
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gateway import dataplane
 from gateway.backends import NDArray, Selector, UnavailableBackend
 from gateway.backends.capabilities import ReportsStatus
 from gateway.backends.pool import ChannelPool
@@ -149,3 +151,17 @@ async def test_the_backend_of_a_manifest_comes_from_its_protocol_row(monkeypatch
                                                          {"input_1": np.array([[1.0, 2.0]])},
                                                          RequestContext.start("r", 5))
     assert prediction.outputs["output_1"].tolist() == [[2.0]]
+
+
+def test_the_data_plane_imports_no_protocol_module() -> None:
+    """The core speaks to backends through the interface alone: adding a protocol never edits it."""
+    source = Path(dataplane.__file__).read_text()
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+    assert not {name for name in imported if name.startswith(("protos", "gateway.backends.tfserving",
+                                                               "gateway.backends.transports"))}
+    assert "TFServingBackend" not in source
