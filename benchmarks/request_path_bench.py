@@ -21,11 +21,11 @@ import numpy as np
 import orjson
 
 from gateway.app import create_app
-from gateway.backends.base import NDArray, Prediction, Selector
+from gateway.backends.base import BackendCall, Prediction
+from gateway.backends.scheduling import ScheduledBackend
 from gateway.backends.tfserving import TFServingBackend
 from gateway.manifests import RuntimeAddress, load_config
 from gateway.settings import Settings
-from tensorcodecs import TensorSpec
 
 CONFIG = Path(__file__).parent / "configs" / "embedded"
 PAYLOADS = {  # body, application: as `make bench` sends them
@@ -35,16 +35,16 @@ PAYLOADS = {  # body, application: as `make bench` sends them
 }
 
 
-async def answer_at_once(self: TFServingBackend, inputs: Mapping[str, NDArray], timeout: float,
-                         selector: Selector | None = None, signature_name: str | None = None,
-                         specs: Mapping[str, TensorSpec] | None = None) -> Prediction:
-    return Prediction({"number": inputs["number"] + 1})
+async def answer_at_once(self: object, call: BackendCall) -> Prediction:
+    return Prediction({"number": call.inputs["number"] + 1})
 
 
 async def main(payload: str, requests: int, access_log: bool, profile: bool) -> None:
     body, application = PAYLOADS[payload]
     path = f"/gateway/applications/{application}"
-    TFServingBackend.predict_spec = answer_at_once  # type: ignore[method-assign]
+    # The backend's predict, outermost (the scheduling wrapper of an embedded runtime's model).
+    ScheduledBackend.predict = answer_at_once  # type: ignore[method-assign]
+    TFServingBackend.predict = answer_at_once  # type: ignore[method-assign]
     config = load_config(CONFIG)
     config = config.with_targets({key: RuntimeAddress("127.0.0.1:1") for key in config.models})  # never dialled
     app = create_app(Settings(log_level="warning", access_log=access_log), config)

@@ -11,11 +11,12 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 
-from gateway.backends import NDArray, Prediction, UnavailableBackend
-from gateway.backends.tfserving import TFServingBackend
+from gateway.backends import Backend, BackendCall, NDArray, NotDescribed, Prediction
+from gateway.backends.capabilities import Kind, offered
 from gateway.errors import (
     BackendError,
     BackendUnavailable,
@@ -30,16 +31,9 @@ from gateway.lookups import ByIdentity, SharedLookups
 from gateway.observability import Metrics
 from gateway.registry import Application, Model, Registry, SelectorKey, Target
 from gateway.routing import choose_variant
-from protos.tensorflow_serving.classification_pb2 import ClassificationResponse
-from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataResponse
-from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusResponse
-from protos.tensorflow_serving.input_pb2 import Input
-from protos.tensorflow_serving.model_management_pb2 import ReloadConfigResponse
-from protos.tensorflow_serving.model_server_config_pb2 import ModelServerConfig
-from protos.tensorflow_serving.regression_pb2 import RegressionResponse
-from tensorcodecs import CodecError, Signature, TensorSpec
-from tensorcodecs.tfserving_json import signatures_from_metadata
+from tensorcodecs import Signature, TensorSpec
 
+C = TypeVar("C")
 log = logging.getLogger("gateway.dataplane")
 DISCOVERY_TIMEOUT_S = 5.0  # the longest a start or reload waits for backends to describe their contracts
 
@@ -175,17 +169,12 @@ class DataPlane:
 
     async def _call_backend(self, target: Target, inputs: Mapping[str, NDArray], context: RequestContext,
                             signature_name: str | None, specs: Mapping[str, TensorSpec] | None) -> Prediction:
-        backend = target.model.backend
-        if isinstance(backend, TFServingBackend):
-            prediction = await backend.predict_spec(inputs, context.remaining(), target.selector,
-                                                    signature_name, specs)
-            if prediction.spec is not None:
-                log.debug("request %s: model %s answered as %s", context.request_id, target.model.label,
-                          prediction.spec.header())
-            return prediction
-        if target.selector is not None:
-            raise NotFound(f"model {target.model.label} serves one version")
-        return Prediction(await backend.predict(inputs, context.remaining()))
+        call = BackendCall(inputs, context.remaining(), context.request_id, target.selector, signature_name, specs)
+        prediction = await target.model.backend.predict(call)
+        if prediction.spec is not None:
+            log.debug("request %s: model %s answered as %s", context.request_id, target.model.label,
+                      prediction.spec.header())
+        return prediction
 
     async def signature(self, target: Target, signature_name: str | None,
                         context: RequestContext) -> Signature:
@@ -197,28 +186,29 @@ class DataPlane:
         if manifest.contract_declared and (signature_name is None or name == model.signature_name
                                            or name == manifest.signature.name):
             return manifest.signature
-        signatures = await self._signatures(target, context.remaining())
+        signatures = await self._signatures(target, context.remaining(), context.request_id)
         signature = signatures.get(name)
         if signature is None:
             raise BadRequest(f'Serving signature name: "{name}" not found in signature def')
         return signature
 
-    async def _signatures(self, target: Target, timeout: float) -> dict[str, Signature]:
+    async def _signatures(self, target: Target, timeout: float, request_id: str = "") -> dict[str, Signature]:
         model = target.model
         known = model.contracts.by_selector.get(target.key)
         if known is not None:
             return known
         backend = model.backend
-        if isinstance(backend, UnavailableBackend):
-            raise backend.error()
-        if not isinstance(backend, TFServingBackend):
-            raise NotFound(f"model {model.label} does not describe its signatures")
+        if not backend.describes:  # nothing to ask: the backend says at once why not
+            try:
+                return await backend.describe(target.selector, timeout, request_id)
+            except NotDescribed:
+                raise NotFound(f"model {model.label} does not describe its signatures") from None
         # By the Model object (a reload builds new ones, and forgets every failure). The shared
         # call has a deadline of its own: a caller with a short one must neither cut it short
         # nor start a back-off for every other caller; it stops waiting at its own deadline.
         lookup_timeout = max(timeout, SHARED_LOOKUP_MIN_S)
         shared = self.contract_lookups.get((ByIdentity(model), target.key),
-                                           lambda: self._describe(target, backend, lookup_timeout))
+                                           lambda: self._describe(target, lookup_timeout, request_id))
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
@@ -229,11 +219,11 @@ class DataPlane:
             raise DeadlineExceeded(f"the contract of model {model.label} was not known before the "
                                    "request's deadline") from None
 
-    async def _describe(self, target: Target, backend: TFServingBackend, timeout: float) -> dict[str, Signature]:
+    async def _describe(self, target: Target, timeout: float, request_id: str) -> dict[str, Signature]:
         """Ask the backend for `target`'s signatures and keep them."""
         model = target.model
         try:
-            response = await backend.metadata(timeout, target.selector)
+            signatures = await model.backend.describe(target.selector, timeout, request_id)
         except GatewayError as error:
             # TF Serving answers NOT_FOUND for a model in its config that it has not loaded yet
             # as for one it does not have: the manifest says this one exists, so it is not ready
@@ -242,11 +232,6 @@ class DataPlane:
                 raise BackendUnavailable(f"model {model.label} is not available on its backend yet: "
                                          f"{error.message}", log_detail=error.log_detail) from None
             raise
-        try:
-            signatures = signatures_from_metadata(response)
-        except CodecError as error:
-            raise BackendError(f"the backend of model {model.label} answered unusable metadata: {error}",
-                               log_detail=f"backend {backend.target}") from None
         model.contracts.by_selector[target.key] = signatures
         if target.key == (None, None):
             self.registry.refresh_applications()
@@ -257,7 +242,7 @@ class DataPlane:
         models that could not answer, with the reason (they are asked again by requests, one
         call at a time per model and not before the back-off of `contract_lookups` ends)."""
         models = [m for m in self.registry.models.values()
-                  if not m.manifest.contract_declared and isinstance(m.backend, TFServingBackend)]
+                  if not m.manifest.contract_declared and m.backend.describes]
         for model in models:
             model.contracts.clear()
         self.contract_lookups.forget()
@@ -274,41 +259,22 @@ class DataPlane:
         self.registry.refresh_applications()
         return failures
 
-    def _tf_backend(self, model: Model) -> TFServingBackend:
-        if isinstance(model.backend, UnavailableBackend):
-            raise model.backend.error()
-        if not isinstance(model.backend, TFServingBackend):
+    def capability(self, model: Model, kind: Kind[C]) -> C:
+        """The backend of `model` as one offering `kind` (a protocol of
+        gateway.backends.capabilities: classify, model status, ...), else NotFound: the one
+        place a front door asks what a backend offers."""
+        backend = offered(model.backend, kind)
+        if backend is None:
             raise NotFound(f"model {model.label} is not served by a TensorFlow Serving backend")
-        return model.backend
+        return backend
 
-    async def metadata(self, target: Target, context: RequestContext) -> GetModelMetadataResponse:
-        return await self._tf_backend(target.model).metadata(context.remaining(), target.selector)
-
-    async def status(self, target: Target, context: RequestContext) -> GetModelStatusResponse:
-        return await self._tf_backend(target.model).status(context.remaining(), target.selector)
-
-    async def classify(self, target: Target, request_input: Input, signature_name: str | None,
-                       context: RequestContext) -> ClassificationResponse:
-        backend = self._tf_backend(target.model)
-        return await backend.classify(request_input, context.remaining(), target.selector, signature_name)
-
-    async def regress(self, target: Target, request_input: Input, signature_name: str | None,
-                      context: RequestContext) -> RegressionResponse:
-        backend = self._tf_backend(target.model)
-        return await backend.regress(request_input, context.remaining(), target.selector, signature_name)
-
-    async def reload_config(self, model: Model, config: ModelServerConfig,
-                            context: RequestContext) -> ReloadConfigResponse:
-        """Forward a ModelServerConfig to the server behind `model`; on success, forget and
-        rediscover the contracts of every model on that server."""
-        backend = self._tf_backend(model)
-        response = await backend.reload_config(config, context.remaining())
-        if response.status.error_code == 0:
-            for other in self.registry.models.values():
-                if isinstance(other.backend, TFServingBackend) and other.backend.target == backend.target:
-                    other.contracts.clear()
-            await self.discover(context.remaining())
-        return response
+    async def forget_contracts_on(self, backend: Backend, timeout: float) -> dict[str, str]:
+        """After the server behind `backend` changed its models (reload-config): forget the
+        contracts of every model it serves and discover them again."""
+        for other in self.registry.models.values():
+            if other.backend.target == backend.target:
+                other.contracts.clear()
+        return await self.discover(timeout)
 
 
 def _discovered_inputs(target: Target) -> Mapping[str, TensorSpec] | None:

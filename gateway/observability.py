@@ -7,7 +7,6 @@ been sent.
 
 from __future__ import annotations
 
-import contextvars
 import itertools
 import logging
 import os
@@ -23,8 +22,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = b"x-request-id"
-# The id of the request being served, sent to backends as gRPC metadata.
-REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0)
@@ -170,7 +167,8 @@ class RequestObserver:
 
     def begin(self, scope: Scope) -> bytes:
         """Choose the request's id (the client's `x-request-id` when sane, else a new one),
-        keep it in `scope["state"]` and for backend calls; count the request in flight."""
+        keep it in `scope["state"]` (the request context takes it to backend calls); count the
+        request in flight."""
         request_id = b""
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
@@ -180,7 +178,6 @@ class RequestObserver:
             request_id = new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id.decode()
-        REQUEST_ID.set(state["request_id"])
         metrics = self.metrics
         metrics.serving += 1
         if metrics.multiprocess:
@@ -248,12 +245,6 @@ class ObservabilityMiddleware:
             await self.app(scope, receive_counting, send_with_id)
         finally:
             self.observer.end(scope, status, sizes[0], sizes[1], started)
-
-
-def request_metadata() -> tuple[tuple[str, str], ...]:
-    """gRPC metadata for a backend call made while serving a request: its `x-request-id`."""
-    request_id = REQUEST_ID.get()
-    return (("x-request-id", request_id),) if request_id else ()
 
 
 def multiprocess_dir() -> str | None:

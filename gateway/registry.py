@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from gateway.backends import Backend, Selector, UnavailableBackend
+from gateway.backends import Backend, Selector, UnavailableBackend, tfserving
+from gateway.backends.base import default_signature
 from gateway.backends.pool import ChannelPool
-from gateway.backends.tfserving import TFServingBackend
+from gateway.backends.scheduling import scheduled
 from gateway.errors import ConfigError, NotFound
 from gateway.manifests import ApplicationManifest, Config, ModelManifest, ModelRef, resolve_ref
 from tensorcodecs import Signature
@@ -151,13 +152,21 @@ class Registry:
                              for name, app in self.applications.items()}
 
 
+# The backend of each protocol a manifest may name (`backend.protocol`): adding a protocol is
+# adding its module and a row here.
+BACKENDS: dict[str, Callable[[ModelManifest, ChannelPool], Backend]] = {
+    "tensorflow-serving": tfserving.connect,
+}
+
+
 def _backend_for(manifest: ModelManifest, pool: ChannelPool, failure: str | None) -> Backend:
-    if manifest.backend is None:
+    spec = manifest.backend
+    if spec is None:
         return UnavailableBackend.for_model(f"{manifest.name}:{manifest.version}",
                                             failure or "its runtime is not running", manifest.folder)
-    target, local_socket = manifest.backend.target, manifest.backend.local_socket
-    return TFServingBackend(pool.channel(target, manifest.backend.tls), manifest, pool.breaker(target),
-                            None if local_socket is None else pool.local(target, local_socket))
+    backend = BACKENDS[spec.protocol](manifest, pool)
+    return scheduled(backend, default_signature(manifest), manifest.signature.inputs, manifest.batching,
+                     spec.shared_calls)
 
 
 def _resolve(app: ApplicationManifest, manifests: Mapping[tuple[str, int], ModelManifest],

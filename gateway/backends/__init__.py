@@ -2,11 +2,14 @@
 
 from gateway.backends.base import (
     Backend,
+    BackendCall,
     EffectiveSpec,
     NDArray,
+    NotDescribed,
     Prediction,
     Selector,
     UnavailableBackend,
 )
 
-__all__ = ["Backend", "EffectiveSpec", "NDArray", "Prediction", "Selector", "UnavailableBackend"]
+__all__ = ["Backend", "BackendCall", "EffectiveSpec", "NDArray", "NotDescribed", "Prediction", "Selector",
+           "UnavailableBackend"]

@@ -1,4 +1,9 @@
-"""The interface every backend implements."""
+"""The interface every backend implements, and the call it is given.
+
+Every caller (the data plane, the scheduling wrapper, the health watch) goes through `Backend`;
+what only some backends offer (classify, model status, ...) is a separate protocol in
+gateway.backends.capabilities, asked for in one place.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
 from gateway.errors import BackendUnavailable
 from gateway.manifests.types import Selector as Selector  # the one version-or-label value
+from tensorcodecs import Signature, TensorSpec
+
+if TYPE_CHECKING:
+    from gateway.manifests import ModelManifest
 
 NDArray = np.ndarray
 # What a failure's reason says happened to the runtime, as answers put it (checked in order).
@@ -47,17 +56,45 @@ class Prediction:
     spec: EffectiveSpec | None = None
 
 
+class BackendCall(NamedTuple):
+    """One prediction asked of a backend, built once per stage of a request (a tuple: cheap to
+    make, and `_replace` gives a scheduler its copy with a joined batch or a later timeout)."""
+
+    inputs: Mapping[str, NDArray]
+    timeout: float  # seconds left for the answer
+    request_id: str = ""  # the caller's request, for the backend's logs ("": none)
+    selector: Selector | None = None  # None: the version (or label) the manifest pins
+    signature_name: str | None = None  # None: the model's default signature
+    specs: Mapping[str, TensorSpec] | None = None  # the inputs' contract; None: the manifest's
+
+
+class NotDescribed(Exception):
+    """Raised by `Backend.describe` of a backend that cannot say its contract."""
+
+
 class Backend(Protocol):
-    """Runs one model version. Implementations translate their transport's errors into
-    the gateway's error tree; callers see only `GatewayError`s."""
+    """Runs one model (a version, or every version when floating). Implementations translate
+    their transport's errors into the gateway's error tree; callers see only `GatewayError`s."""
+
+    @property
+    def describes(self) -> bool:
+        """Whether `describe` asks the backend (calls worth sharing and backing off); False:
+        it raises at once (NotDescribed, or the backend's own error)."""
+        ...
 
     @property
     def target(self) -> str:
         """Where the model runs, for logs and health detail."""
         ...
 
-    async def predict(self, inputs: Mapping[str, NDArray], timeout: float) -> dict[str, NDArray]:
-        """The model's outputs for `inputs`, within `timeout` seconds."""
+    async def predict(self, call: BackendCall) -> Prediction:
+        """The model's outputs for `call.inputs` at the call's selector and signature, within
+        `call.timeout` seconds, with the model spec it answered with."""
+        ...
+
+    async def describe(self, selector: Selector | None, timeout: float,
+                       request_id: str = "") -> dict[str, Signature]:
+        """The signatures (contract) of the selected version, by name."""
         ...
 
     async def healthy(self, timeout: float) -> bool:
@@ -65,9 +102,21 @@ class Backend(Protocol):
         ...
 
 
+def default_signature(model: ModelManifest) -> str:
+    """The signature a call that names none asks the backend of `model` for: the manifest's;
+    an embedded runtime's model answers to its contract's name (TF's default key is an alias
+    there): asked by that name, it stamps the signature its metadata describes."""
+    assert model.backend is not None
+    if model.folder is not None and model.signature.name:
+        return model.signature.name
+    return model.backend.signature_name
+
+
 class UnavailableBackend:
     """The backend of a model that could not be started; every call says so, and the log why
     (`detail`: exit codes, a runtime's last output, with its file paths)."""
+
+    describes = False  # nothing to ask: `describe` raises its error at once
 
     def __init__(self, reason: str, detail: str | None = None) -> None:
         self.reason = reason
@@ -87,11 +136,35 @@ class UnavailableBackend:
         """What a call to this backend raises."""
         return BackendUnavailable(self.reason, log_detail=self.detail)
 
-    async def predict(self, inputs: Mapping[str, NDArray], timeout: float) -> dict[str, NDArray]:
+    async def predict(self, call: BackendCall) -> Prediction:
+        raise self.error()
+
+    async def describe(self, selector: Selector | None, timeout: float,
+                       request_id: str = "") -> dict[str, Signature]:
         raise self.error()
 
     async def healthy(self, timeout: float) -> bool:
         return False
+
+    # The optional capabilities of a TF Serving backend (gateway.backends.capabilities) too, each
+    # saying why it cannot: a model whose runtime failed answers them as it answers predictions.
+
+    async def classify(self, request_input: object, timeout: float, selector: Selector | None = None,
+                       signature_name: str | None = None, request_id: str = "") -> object:
+        raise self.error()
+
+    async def regress(self, request_input: object, timeout: float, selector: Selector | None = None,
+                      signature_name: str | None = None, request_id: str = "") -> object:
+        raise self.error()
+
+    async def metadata(self, timeout: float, selector: Selector | None = None, request_id: str = "") -> object:
+        raise self.error()
+
+    async def status(self, timeout: float, selector: Selector | None = None, request_id: str = "") -> object:
+        raise self.error()
+
+    async def reload_config(self, config: object, timeout: float, request_id: str = "") -> object:
+        raise self.error()
 
 
 def _failure_summary(failure: str, folder: Path | None) -> str:

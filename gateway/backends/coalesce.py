@@ -13,7 +13,7 @@ What it changes, beside the embedded runtime's call sharing (which keeps request
 model sees several requests' rows in one call, so it must treat rows independently (row i of
 the answer depends only on row i of the inputs), and one call's failure (a model exception,
 the backend's deadline) fails every request in it. In exchange the model runs once per group,
-which is what makes it faster for vectorised models, and it works with any TF Serving backend.
+which is what makes it faster for vectorised models, and it works with any backend.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from gateway.backends.base import NDArray, Prediction
+from gateway.backends.base import BackendCall, NDArray, Prediction
 from gateway.backends.sharing import Call, CallScheduler, Waiting
 from gateway.errors import BackendError, GatewayError
 
 
 class Coalescer(CallScheduler):
-    """Runs `call(inputs, timeout)` for requests, sharing calls as the module docstring says."""
+    """Runs `call(BackendCall)` for requests, sharing calls as the module docstring says."""
 
     def __init__(self, call: Call, target: str, max_batch_size: int, max_calls: int) -> None:
         super().__init__(target, max_calls, max_batch_size)
@@ -41,16 +41,17 @@ class Coalescer(CallScheduler):
             return int(array.shape[0]) if array.ndim else 1
         return 1
 
-    async def _alone(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
-        return await self._call(inputs, timeout)
+    async def _alone(self, call: BackendCall) -> Prediction:
+        return await self._call(call)
 
     async def _together(self, group: list[Waiting], timeout: float) -> None:
+        first = group[0].call
         try:
-            joined = {name: np.concatenate([w.inputs[name] for w in group]) for name in group[0].inputs}
+            joined = {name: np.concatenate([w.call.inputs[name] for w in group]) for name in first.inputs}
         except ValueError:  # inputs that do not join along a first dimension: each goes alone
             await asyncio.gather(*(self._each(w, timeout) for w in group))
             return
-        prediction = await self._call(joined, timeout)
+        prediction = await self._call(first._replace(inputs=joined, timeout=timeout))
         total = sum(w.size for w in group)
         for name, array in prediction.outputs.items():
             rows = array.shape[0] if array.ndim else 0
@@ -67,6 +68,6 @@ class Coalescer(CallScheduler):
 
     async def _each(self, waiting: Waiting, timeout: float) -> None:
         try:
-            waiting.resolve(await self._call(waiting.inputs, timeout))
+            waiting.resolve(await self._call(waiting.call._replace(timeout=timeout)))
         except GatewayError as error:
             waiting.fail(error)

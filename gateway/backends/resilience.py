@@ -32,11 +32,13 @@ class CircuitBreaker:
     success closes the circuit, its failure opens it again."""
 
     def __init__(self, target: str, failures: int = 5, cooldown_s: float = 5.0,
-                 on_change: Callable[[str, CircuitState], None] | None = None) -> None:
+                 on_change: Callable[[str, CircuitState], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.target = target
         self.failures = failures
         self.cooldown_s = cooldown_s
         self.on_change = on_change
+        self.clock = clock
         self.state = CircuitState.CLOSED
         self._consecutive = 0
         self._opened_at = 0.0
@@ -47,7 +49,7 @@ class CircuitBreaker:
         if self.state is CircuitState.CLOSED:
             return
         if self.state is CircuitState.OPEN:
-            waited = time.monotonic() - self._opened_at
+            waited = self.clock() - self._opened_at
             if waited < self.cooldown_s:
                 raise self._refusal(self.cooldown_s - waited, model)
             self._set(CircuitState.HALF_OPEN)
@@ -65,7 +67,7 @@ class CircuitBreaker:
             return
         self._consecutive += 1
         if self.state is CircuitState.HALF_OPEN or self._consecutive >= self.failures:
-            self._opened_at = time.monotonic()
+            self._opened_at = self.clock()
             self._set(CircuitState.OPEN)
 
     def _refusal(self, retry_after_s: float, model: str | None) -> BackendUnavailable:

@@ -29,27 +29,26 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from gateway.backends.base import NDArray, Prediction
-from gateway.errors import DeadlineExceeded, GatewayError
-from gateway.observability import REQUEST_ID
+from gateway.backends.base import BackendCall, NDArray, Prediction
+from gateway.backends.capabilities import SharedAnswer
+from gateway.errors import DeadlineExceeded
 
-Call = Callable[[Mapping[str, NDArray], float], Awaitable[Prediction]]
-# The outcome of each request, and the backend's time per request (seconds; None: not said).
-SharedAnswer = tuple[list[Prediction | GatewayError], float | None]
-CallMany = Callable[[Sequence[Mapping[str, NDArray]], Sequence[str], float], Awaitable[SharedAnswer]]
+Call = Callable[[BackendCall], Awaitable[Prediction]]
+CallMany = Callable[[Sequence[BackendCall], float], Awaitable[SharedAnswer]]
 
 
 class Waiting:
-    """A request waiting for a call: its inputs, its deadline and how it will be answered."""
+    """A request waiting for a call: its call (inputs, request id), its deadline and how it
+    will be answered."""
 
-    __slots__ = ("deadline", "future", "inputs", "request_id", "size", "timer")
+    __slots__ = ("call", "deadline", "future", "size", "timer")
 
-    def __init__(self, inputs: Mapping[str, NDArray], size: int, timeout: float) -> None:
+    def __init__(self, call: BackendCall, size: int) -> None:
         loop = asyncio.get_running_loop()
-        self.inputs = inputs
+        timeout = call.timeout
+        self.call = call
         self.size = size
         self.deadline = time.monotonic() + timeout
-        self.request_id = REQUEST_ID.get()
         self.future: asyncio.Future[Prediction] = loop.create_future()
         self.timer = loop.call_later(timeout, self._expire)
 
@@ -88,16 +87,16 @@ class CallScheduler:
         """Whether no call runs and no request waits."""
         return self.running == 0 and not self._waiting
 
-    async def predict(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
+    async def predict(self, call: BackendCall) -> Prediction:
         if self.running < self.call_limit() and not self._waiting:
             self.running += 1
             self.calls += 1
             try:
-                return await self._alone(inputs, timeout)
+                return await self._alone(call)
             finally:
                 self.running -= 1
                 self._start_next()
-        waiting = Waiting(inputs, self.size_of(inputs), timeout)
+        waiting = Waiting(call, self.size_of(call.inputs))
         self._waiting.append(waiting)
         self._start_next()
         return await waiting.future
@@ -106,7 +105,7 @@ class CallScheduler:
         """How much of a call's `max_size` a request takes (1: counted in requests)."""
         return 1
 
-    async def _alone(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
+    async def _alone(self, call: BackendCall) -> Prediction:
         """One request's call."""
         raise NotImplementedError
 
@@ -136,7 +135,7 @@ class CallScheduler:
             if timeout <= 0:
                 raise DeadlineExceeded("the request's deadline passed before the answer was ready")
             if len(live) == 1:
-                live[0].resolve(await self._alone(live[0].inputs, timeout))
+                live[0].resolve(await self._alone(live[0].call._replace(timeout=timeout)))
             else:
                 await self._together(live, timeout)
         except (Exception, asyncio.CancelledError) as error:  # never leave a caller waiting
@@ -171,12 +170,11 @@ class Multiplexer(CallScheduler):
             return min(FEW_CALLS, self.max_calls)
         return self.max_calls
 
-    async def _alone(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
-        return await self._call(inputs, timeout)
+    async def _alone(self, call: BackendCall) -> Prediction:
+        return await self._call(call)
 
     async def _together(self, group: list[Waiting], timeout: float) -> None:
-        outcomes, seconds = await self._call_many([w.inputs for w in group], [w.request_id for w in group],
-                                                  timeout)
+        outcomes, seconds = await self._call_many([w.call for w in group], timeout)
         if seconds is not None:
             self.seconds_per_request = seconds
         for waiting, outcome in zip(group, outcomes, strict=True):

@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import authorize
+from gateway.backends.capabilities import Classifies, HasMetadata, Regresses, ReportsStatus
 from gateway.body import read_body
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BadRequest, GatewayError, MethodNotAllowed
@@ -149,7 +150,11 @@ async def _classify(request: Request, target: Target) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
     document = await _document(request)
     name = signature_name(document)
-    response = await dataplane.classify(target, decode_examples(document), name, _context(request))
+    examples = decode_examples(document)
+    context = _context(request)
+    backend = dataplane.capability(target.model, Classifies)
+    response = await backend.classify(examples, context.remaining(), target.selector, name,
+                                      context.request_id)
     return _json(classification_json(response.result))
 
 
@@ -157,18 +162,26 @@ async def _regress(request: Request, target: Target) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
     document = await _document(request)
     name = signature_name(document)
-    response = await dataplane.regress(target, decode_examples(document), name, _context(request))
+    examples = decode_examples(document)
+    context = _context(request)
+    backend = dataplane.capability(target.model, Regresses)
+    response = await backend.regress(examples, context.remaining(), target.selector, name,
+                                     context.request_id)
     return _json(regression_json(response.result))
 
 
 async def _status(request: Request, target: Target) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
-    return _json(model_status_json(await dataplane.status(target, _context(request))))
+    context = _context(request)
+    backend = dataplane.capability(target.model, ReportsStatus)
+    return _json(model_status_json(await backend.status(context.remaining(), target.selector, context.request_id)))
 
 
 async def _metadata(request: Request, target: Target) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
-    response = await dataplane.metadata(target, _context(request))
+    context = _context(request)
+    backend = dataplane.capability(target.model, HasMetadata)
+    response = await backend.metadata(context.remaining(), target.selector, context.request_id)
     try:
         return _json(model_metadata_json(response))
     except CodecError as error:

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 
-import grpc
 import httpx
 import numpy as np
 import pytest
 
 from gateway.app import create_app
-from gateway.backends.base import NDArray, Prediction, Selector
+from gateway.backends.base import BackendCall, Prediction, Selector
 from gateway.backends.coalesce import Coalescer
-from gateway.backends.tfserving import MAX_SCHEDULERS, TFServingBackend
+from gateway.backends.pool import ChannelPool
+from gateway.backends.scheduling import MAX_SCHEDULERS, ScheduledBackend
+from gateway.backends.tfserving import connect
 from gateway.errors import BackendError, ConfigError, ModelError
 from gateway.manifests import BatchingSpec, load_config
 from gateway.settings import Settings
@@ -31,7 +31,8 @@ class Model:
         self.fail = fail
         self.drop_row = drop_row
 
-    async def __call__(self, inputs: Mapping[str, NDArray], timeout: float) -> Prediction:
+    async def __call__(self, call: BackendCall) -> Prediction:
+        inputs = call.inputs
         self.batches.append(len(inputs["x"]))
         await asyncio.sleep(0.01)
         if self.fail:
@@ -44,7 +45,7 @@ async def test_unloaded_requests_go_alone() -> None:
     model = Model()
     coalescer = Coalescer(model, "t", max_batch_size=100, max_calls=2)
     for i in range(3):
-        answer = await coalescer.predict({"x": np.array([i])}, 1.0)
+        answer = await coalescer.predict(BackendCall({"x": np.array([i])}, 1.0))
         assert answer.outputs["y"].tolist() == [i + 1]
     assert model.batches == [1, 1, 1]
 
@@ -52,7 +53,7 @@ async def test_unloaded_requests_go_alone() -> None:
 async def test_concurrent_requests_share_calls_and_get_their_own_rows() -> None:
     model = Model()
     coalescer = Coalescer(model, "t", max_batch_size=100, max_calls=1)
-    answers = await asyncio.gather(*(coalescer.predict({"x": np.array([i, 10 * i])}, 1.0)
+    answers = await asyncio.gather(*(coalescer.predict(BackendCall({"x": np.array([i, 10 * i])}, 1.0))
                                      for i in range(20)))
     assert [a.outputs["y"].tolist() for a in answers] == [[i + 1, 10 * i + 1] for i in range(20)]
     assert model.batches == [2, 38]  # the first alone, the rest together
@@ -62,21 +63,21 @@ async def test_concurrent_requests_share_calls_and_get_their_own_rows() -> None:
 async def test_batches_stay_within_max_batch_size() -> None:
     model = Model()
     coalescer = Coalescer(model, "t", max_batch_size=4, max_calls=1)
-    await asyncio.gather(*(coalescer.predict({"x": np.array([i])}, 1.0) for i in range(10)))
+    await asyncio.gather(*(coalescer.predict(BackendCall({"x": np.array([i])}, 1.0)) for i in range(10)))
     assert max(model.batches) <= 4
     assert sum(model.batches) == 10
 
 
 async def test_a_failed_call_fails_every_request_in_it() -> None:
     coalescer = Coalescer(Model(fail=True), "t", max_batch_size=100, max_calls=1)
-    results = await asyncio.gather(*(coalescer.predict({"x": np.array([i])}, 1.0) for i in range(5)),
+    results = await asyncio.gather(*(coalescer.predict(BackendCall({"x": np.array([i])}, 1.0)) for i in range(5)),
                                    return_exceptions=True)
     assert all(isinstance(r, ModelError) for r in results)
 
 
 async def test_an_answer_without_one_row_per_input_row_is_a_backend_error() -> None:
     coalescer = Coalescer(Model(drop_row=True), "t", max_batch_size=100, max_calls=1)
-    results = await asyncio.gather(*(coalescer.predict({"x": np.array([i])}, 1.0) for i in range(3)),
+    results = await asyncio.gather(*(coalescer.predict(BackendCall({"x": np.array([i])}, 1.0)) for i in range(3)),
                                    return_exceptions=True)
     assert isinstance(results[1], BackendError)
     assert "rows" in str(results[1])
@@ -137,18 +138,20 @@ async def test_schedulers_per_version_are_capped_and_idle_ones_give_way(tmp_path
         "contract:\n  inputs:\n    input_1: {shape: [-1, 2], type: float32}\n"
         "  outputs:\n    output_1: {shape: [-1, 1], type: float32}\n")
     model = load_config(root).models[("toy", 0)]
-    backend = TFServingBackend(grpc.aio.insecure_channel("127.0.0.1:1"), model)
+    pool = ChannelPool()
+    backend = ScheduledBackend(connect(model, pool), "serving_default", model.signature.inputs, model.batching)
     pinned = backend.scheduler
     assert pinned is not None
-    made = [backend._scheduler_for(Selector(version), None, backend.input_specs) for version in range(1, 30)]
+    made = [backend._scheduler_for(Selector(version), None, backend.specs) for version in range(1, 30)]
     assert all(scheduler is not None for scheduler in made)
     assert len(backend._schedulers) == MAX_SCHEDULERS
-    assert backend._scheduler_for(None, None, backend.input_specs) is pinned  # never given away
-    assert backend._scheduler_for(Selector(29), "serving_default", backend.input_specs) is made[-1]
+    assert backend._scheduler_for(None, None, backend.specs) is pinned  # never given away
+    # Keyed on the values: an equal contract (not the same object) finds the same scheduler.
+    assert backend._scheduler_for(Selector(29), "serving_default", dict(backend.specs)) is made[-1]
     for scheduler in backend._schedulers.values():
         scheduler.running = 1  # all busy
-    assert backend._scheduler_for(Selector(99), None, backend.input_specs) is None
-    await backend._channel.close(None)
+    assert backend._scheduler_for(Selector(99), None, backend.specs) is None
+    await pool.close()
 
 
 async def test_a_contract_without_a_batch_dimension_is_never_joined(tmp_path: Path) -> None:

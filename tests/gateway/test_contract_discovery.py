@@ -22,6 +22,7 @@ from gateway.settings import Settings
 from tests.conftest import serve_app
 from tests.gateway.test_tfserving_api import BATCH, V2, ManualClock, manual_clock, write_config
 from tests.tfserving_server import FakeTFServing
+from tests.waiting import eventually
 
 CANARY = "/gateway/applications/toy_canary"  # model toy (TF Serving's Toy), no declared contract
 
@@ -205,7 +206,11 @@ async def test_a_4xx_is_shared_by_concurrent_callers_but_not_remembered() -> Non
     clock.advance(BACKOFF_FIRST_S)
     release.clear()
     callers = [asyncio.ensure_future(lookups.get("k", lookup)) for _ in range(3)]
-    await asyncio.sleep(0)  # all three await the one lookup
+
+    async def lookup_started() -> bool:  # by then all three await it (the tasks run in order)
+        return calls == 2
+
+    await eventually(lookup_started, what="the shared lookup started")
     release.set()
     outcomes = await asyncio.gather(*callers, return_exceptions=True)
     assert [type(o) for o in outcomes] == [NotFound] * 3

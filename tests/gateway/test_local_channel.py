@@ -16,6 +16,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.backends.local import MAX_IDLE, LocalCallError, LocalChannel, LocalConnection
+from gateway.backends.transports import LocalWireTransport
 from gateway.errors import BackendError
 from gateway.manifests import load_config
 from gateway.settings import Settings
@@ -26,6 +27,7 @@ from runtime.server import ModelServer
 from tensorcodecs import lookup_dtype
 from tensorcodecs.tensor_proto import attached_array, decode_tensor, encode_tensor
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
+from tests.waiting import eventually
 
 SLOW = "import time\n\ndef predict(x):\n    time.sleep(int(x[0]) / 1000)\n    return x\n"
 
@@ -38,14 +40,27 @@ def request(milliseconds: int, name: str = "slow") -> PredictRequest:
 
 
 @pytest.fixture
-def slow_runtime(tmp_path: Path) -> Iterator[str]:
-    """A real runtime serving the slow model (sleeps x[0] ms); yields its Unix socket path."""
+def slow_server(tmp_path: Path) -> Iterator[ModelServer]:
+    """A real runtime serving the slow model (sleeps x[0] ms) on a Unix socket too."""
     folder = write_model(tmp_path / "cfg", "slow", "slow", SLOW)
-    path = str(tmp_path / "slow.sock")
-    server = ModelServer.for_folder(folder, chdir=False, local_socket=path)
+    server = ModelServer.for_folder(folder, chdir=False, local_socket=str(tmp_path / "slow.sock"))
     server.start()
-    yield path
+    yield server
     server.stop(0).wait()
+
+
+@pytest.fixture
+def slow_runtime(slow_server: ModelServer) -> str:
+    """The slow runtime's Unix socket path."""
+    assert slow_server._local is not None
+    return slow_server._local.path
+
+
+async def until_running(server: ModelServer, calls: int = 1) -> None:
+    """Return once the runtime has read `calls` requests it has not answered yet."""
+    async def running() -> bool:
+        return server._local is not None and server._local._busy >= calls
+    await eventually(running, what=f"{calls} call(s) running in the runtime")
 
 
 async def test_calls_in_turn_share_one_connection_and_calls_at_once_open_more(slow_runtime: str) -> None:
@@ -89,10 +104,10 @@ async def test_a_deadline_ends_the_wait_and_drops_the_connection(slow_runtime: s
     channel.close()
 
 
-async def test_a_cancelled_caller_drops_its_connection(slow_runtime: str) -> None:
+async def test_a_cancelled_caller_drops_its_connection(slow_server: ModelServer, slow_runtime: str) -> None:
     channel = LocalChannel(slow_runtime, "t")
     task = asyncio.create_task(channel.call(TF_PREDICT, request(300), 5))
-    await asyncio.sleep(0.05)
+    await until_running(slow_server)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -149,17 +164,21 @@ async def test_an_idle_connection_the_runtime_closed_is_not_reused(tmp_path: Pat
         # Called at once, before the loop has seen the kept connection end: the request goes
         # out on it, fails without an answer, and is sent again on a fresh connection.
         assert decode_tensor((await channel.call(TF_PREDICT, request(2), 5)).outputs["y"]).tolist() == [2]
-        await asyncio.sleep(0.05)
-        assert channel.idle_connections == 1
+
+        async def one_kept() -> bool:  # the broken one gone once the loop has seen it end
+            return channel.idle_connections == 1
+
+        await eventually(one_kept, what="one idle connection")
     finally:
         channel.close()
         second.stop(0).wait()
 
 
-async def test_closing_lets_a_running_call_finish_and_keeps_nothing(slow_runtime: str) -> None:
+async def test_closing_lets_a_running_call_finish_and_keeps_nothing(slow_server: ModelServer,
+                                                                    slow_runtime: str) -> None:
     channel = LocalChannel(slow_runtime, "t")
     task = asyncio.create_task(channel.call(TF_PREDICT, request(200), 5))
-    await asyncio.sleep(0.05)
+    await until_running(slow_server)
     channel.close()
     assert decode_tensor((await task).outputs["y"]).tolist() == [200]
     assert channel.idle_connections == 0
@@ -206,7 +225,8 @@ async def test_large_tensors_take_the_attachment_and_answer_as_over_grpc(tmp_pat
                 as_json = await client.post(app_url, json={"x": values[0][:20_000].tolist()}, timeout=30)
                 answers.append(([r.content for r in responses], as_json.json()))
                 backend = app.state.dataplane.registry.models[("double", 1)].backend
-                assert (backend.local is not None and backend.local.idle_connections > 0) is local_wire
+                wire = backend.inner.transport.inner  # under the scheduling wrapper and the circuit breaker
+                assert (isinstance(wire, LocalWireTransport) and wire.local.idle_connections > 0) is local_wire
     assert answers[0] == answers[1]
     for sent, got in zip(values, answers[0][0], strict=True):
         np.testing.assert_array_equal(np.frombuffer(got, "<f4"), sent * 2)

@@ -16,7 +16,7 @@ from gateway.backends.resilience import CircuitBreaker, CircuitState
 from gateway.errors import BackendUnavailable
 from gateway.settings import Settings
 from tests.conftest import free_port, serve_app
-from tests.gateway.test_tfserving_api import write_config
+from tests.gateway.test_tfserving_api import ManualClock, write_config
 from tests.tfserving_server import FakeTFServing
 
 UNAVAILABLE, INTERNAL = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL
@@ -24,7 +24,9 @@ UNAVAILABLE, INTERNAL = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL
 
 def test_breaker_opens_after_consecutive_transport_failures() -> None:
     changes: list[CircuitState] = []
-    breaker = CircuitBreaker("t:1", failures=3, cooldown_s=60, on_change=lambda _t, s: changes.append(s))
+    clock = ManualClock()
+    breaker = CircuitBreaker("t:1", failures=3, cooldown_s=60, on_change=lambda _t, s: changes.append(s),
+                             clock=clock)
     for code in (UNAVAILABLE, UNAVAILABLE, None, UNAVAILABLE, UNAVAILABLE):
         breaker.before_call()
         breaker.record(code)
@@ -35,6 +37,10 @@ def test_breaker_opens_after_consecutive_transport_failures() -> None:
     with pytest.raises(BackendUnavailable, match="circuit is open") as caught:
         breaker.before_call()
     assert caught.value.retry_after_s == 60
+    clock.advance(45)
+    with pytest.raises(BackendUnavailable, match=r"next try in 15\.0s") as caught:
+        breaker.before_call()
+    assert caught.value.retry_after_s == 15
     assert changes == [CircuitState.OPEN]
 
 
@@ -47,17 +53,21 @@ def test_model_errors_do_not_open_the_circuit() -> None:
 
 
 def test_half_open_lets_one_probe_through() -> None:
-    breaker = CircuitBreaker("t:1", failures=1, cooldown_s=0.05)
+    clock = ManualClock()
+    breaker = CircuitBreaker("t:1", failures=1, cooldown_s=0.05, clock=clock)
     breaker.before_call()
     breaker.record(UNAVAILABLE)
-    time.sleep(0.06)
+    clock.advance(0.04)
+    with pytest.raises(BackendUnavailable):
+        breaker.before_call()  # still cooling down
+    clock.advance(0.02)
     breaker.before_call()  # the probe
     assert breaker.state is CircuitState.HALF_OPEN
     with pytest.raises(BackendUnavailable):
         breaker.before_call()  # others wait for the probe
     breaker.record(UNAVAILABLE)
     assert breaker.state.value == "open"
-    time.sleep(0.06)
+    clock.advance(0.06)
     breaker.before_call()
     breaker.record(None)
     assert breaker.state.value == "closed"

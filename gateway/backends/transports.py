@@ -1,0 +1,167 @@
+"""How a backend's calls travel, apart from what they say: one unary call per `Transport.call`.
+
+- `GrpcTransport`: a pooled grpc.aio channel (gateway.backends.pool) and a stub per method.
+- `LocalWireTransport`: an embedded runtime's Unix socket (gateway.backends.local) for the
+  methods the local wire carries, falling back to gRPC when the socket is unreachable.
+- `GuardedTransport`: the target's circuit breaker around another transport.
+
+A transport raises only `GatewayError`s (named after the model `label`: never the target,
+an internal address), so backends and the circuit breaker see every transport alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol, TypeVar, cast
+
+import grpc
+from google.protobuf.message import Message
+
+from gateway.backends.local import LocalCallError, LocalChannel, LocalUnreachable
+from gateway.backends.resilience import CircuitBreaker, CircuitState
+from gateway.errors import GatewayError, from_grpc_status
+from protos.local_wire import METHOD_NUMBERS, Attachments
+from protos.runtime.calls_pb2 import PredictManyRequest
+from protos.services import Method
+
+log = logging.getLogger("gateway.backends")
+
+RequestT = TypeVar("RequestT", bound=Message)
+ResponseT = TypeVar("ResponseT", bound=Message)
+Metadata = tuple[tuple[str, str], ...]
+
+
+class Transport(Protocol):
+    """Carries one unary call to a backend and back."""
+
+    @property
+    def target(self) -> str:
+        """Where the calls go, for logs."""
+        ...
+
+    @property
+    def carries_attachments(self) -> bool:
+        """Whether large tensors may travel beside the message (else `call` puts them inside)."""
+        ...
+
+    async def call(self, method: Method[RequestT, ResponseT], request: RequestT, timeout: float,
+                   metadata: Metadata = (), attachments: Attachments | None = None) -> ResponseT:
+        """`request` to `method`, answered within `timeout` seconds. `metadata` goes with it
+        (gRPC metadata); `attachments`: tensors beside the message, where the wire has room
+        for them (the answer's come back in `attachments.received`)."""
+        ...
+
+
+class GrpcTransport:
+    """Calls on a pooled channel, one stub per method (made on first use)."""
+
+    def __init__(self, channel: grpc.aio.Channel, target: str, label: str) -> None:
+        self.channel = channel
+        self.target = target
+        self.label = label
+        self._stubs: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
+
+    @property
+    def carries_attachments(self) -> bool:
+        return False
+
+    async def call(self, method: Method[RequestT, ResponseT], request: RequestT, timeout: float,
+                   metadata: Metadata = (), attachments: Attachments | None = None) -> ResponseT:
+        stub = self._stubs.get(method.path)
+        if stub is None:
+            stub = self.channel.unary_unary(method.path, request_serializer=method.request.SerializeToString,
+                                            response_deserializer=method.response.FromString)
+            self._stubs[method.path] = stub
+        if attachments is not None and attachments.sent:
+            request = _with_attachments_inside(request, attachments)
+        try:
+            answer: ResponseT = await stub(request, timeout=timeout, metadata=metadata)
+        except grpc.aio.AioRpcError as error:
+            raise from_grpc_status(error.code(), error.details(), self.target, self.label) from None
+        return answer
+
+
+class LocalWireTransport:
+    """The local wire for the methods it carries (Predict, PredictMany), `fallback` for the
+    others and whenever the socket is gone: gRPC reaches the same runtime, and retries while
+    it restarts (said once in the log)."""
+
+    def __init__(self, local: LocalChannel, fallback: Transport, label: str) -> None:
+        self.local = local
+        self.fallback = fallback
+        self.label = label
+        self._fallback_logged = False
+
+    @property
+    def target(self) -> str:
+        return self.fallback.target
+
+    @property
+    def carries_attachments(self) -> bool:
+        return True
+
+    async def call(self, method: Method[RequestT, ResponseT], request: RequestT, timeout: float,
+                   metadata: Metadata = (), attachments: Attachments | None = None) -> ResponseT:
+        if method.path in METHOD_NUMBERS:
+            try:
+                return await self.local.call(method, request, timeout, attachments)
+            except LocalUnreachable as error:
+                # The socket is gone (or refused); tensors meant to travel beside go in the message.
+                if not self._fallback_logged:
+                    log.warning("model %s: %s; predictions go over gRPC", self.label, error.message)
+                    self._fallback_logged = True
+            except LocalCallError as error:
+                raise error.to_gateway_error(self.target, self.label) from None
+        return await self.fallback.call(method, request, timeout, metadata, attachments)
+
+
+class GuardedTransport:
+    """Calls through the circuit breaker of the target (shared by its models): refused at
+    once while it is open, each outcome reported to it. `inner` carries the calls that
+    must pass whatever the circuit says (health checks: the probe that closes it)."""
+
+    def __init__(self, inner: Transport, breaker: CircuitBreaker, label: str) -> None:
+        self.inner = inner
+        self.breaker = breaker
+        self.label = label
+
+    @property
+    def target(self) -> str:
+        return self.inner.target
+
+    @property
+    def carries_attachments(self) -> bool:
+        return self.inner.carries_attachments
+
+    async def call(self, method: Method[RequestT, ResponseT], request: RequestT, timeout: float,
+                   metadata: Metadata = (), attachments: Attachments | None = None) -> ResponseT:
+        breaker = self.breaker
+        breaker.before_call(self.label)
+        try:
+            response = await self.inner.call(method, request, timeout, metadata, attachments)
+        except GatewayError as error:
+            breaker.record(error.grpc_code)
+            raise
+        except asyncio.CancelledError:
+            breaker.record(None)  # the caller went away; says nothing about the target
+            raise
+        breaker.record(None)
+        return response
+
+    def passed_health_check(self) -> None:
+        """A health check succeeded: an open circuit closes at once (a restarted backend is
+        used again without waiting for its cool-down)."""
+        if self.breaker.state is not CircuitState.CLOSED:
+            self.breaker.record(None)
+
+
+def _with_attachments_inside(request: RequestT, attachments: Attachments) -> RequestT:
+    """`request` (a PredictRequest or PredictManyRequest) with the tensors of
+    `attachments.sent` put back into `tensor_content`, for gRPC."""
+    message: Any = request
+    for item, name, array in attachments.sent:
+        target = message.requests[item] if isinstance(request, PredictManyRequest) else message
+        target.inputs[name].tensor_content = array.tobytes()
+    attachments.sent.clear()
+    return cast(RequestT, message)
