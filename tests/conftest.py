@@ -13,9 +13,9 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from gateway.cli import UvicornServer
 from gateway.http_protocol import http_protocol
 from gateway.manifests import Config, RuntimeAddress, load_config
+from gateway.serving.server import UvicornServer
 from gateway.settings import Settings
 from runtime.server import ModelServer
 

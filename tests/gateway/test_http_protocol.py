@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import uvicorn
 
-from gateway.cli import UvicornServer
 from gateway.http_protocol import _accept_queued, http_protocol
+from gateway.serving.server import UvicornServer
 from gateway.settings import Settings
 from tests.certs import make_certificates
 from tests.conftest import free_port

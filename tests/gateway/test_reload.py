@@ -17,8 +17,8 @@ from starlette.applications import Starlette
 from gateway.app import create_app
 from gateway.manifests import Config, load_config
 from gateway.reload import ConfigStager
+from gateway.serving.worker_reloads import Apply, ParentLink, WorkerReloads, _Link
 from gateway.settings import Settings
-from gateway.workers import Apply, ParentLink, WorkerReloads, _Link
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
 
 SLOW_V1 = "import time\n\ndef predict(x):\n    time.sleep(0.5)\n    return x + 1\n"
@@ -227,7 +227,7 @@ async def test_a_worker_that_cannot_apply_a_reload_stops_to_be_replaced_and_neve
 
     signals: list[int] = []
     monkeypatch.setattr("gateway.reload.Reloader.apply", cannot_apply)
-    monkeypatch.setattr("gateway.workers.os.kill", lambda pid, signum: signals.append(signum))
+    monkeypatch.setattr("gateway.serving.worker_reloads.os.kill", lambda pid, signum: signals.append(signum))
     async with serve_app(app):
         mine, parents = multiprocessing.Pipe()
         worker = ParentLink(mine, app, answer_timeout_s=5)
