@@ -3,6 +3,7 @@ with file:line and the old config keeps serving; a model that calls sys.exit is 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from protos.services import TF_PREDICT
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from tensorcodecs import lookup_dtype
 from tensorcodecs.tensor_proto import encode_tensor
-from tests.conftest import REPO, free_port, write_app, write_model
+from tests.conftest import REPO, write_app, write_model
 from tests.e2e.processes import alive, command_line, descendants, running_gateway
 
 GOOD = "def predict(x):\n    return x + 1\n"
@@ -224,12 +225,13 @@ def test_sys_exit_in_a_thread_the_model_started_ends_only_that_thread(gateway: G
 
 def test_a_model_calling_sys_exit_over_grpc_ends_the_runtime_at_once(tmp_path: Path) -> None:
     folder = write_model(tmp_path, "quitter", "quitter", QUITTER)
-    port = free_port()
-    runtime = subprocess.Popen([sys.executable, "-m", "runtime", "serve", str(folder), "--port", str(port)],
+    runtime = subprocess.Popen([sys.executable, "-m", "runtime", "serve", str(folder), "--port", "0"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert runtime.stdout is not None
-        assert '"listening"' in runtime.stdout.readline()
+        listening = runtime.stdout.readline()
+        assert '"listening"' in listening
+        port = json.loads(listening)["port"]  # the port it bound, as the supervisor learns it
         request = PredictRequest()
         request.model_spec.name = "quitter"
         request.inputs["x"].CopyFrom(encode_tensor(np.array([0], np.int32), lookup_dtype("int32")))

@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO, free_port, write_app, write_model
-from tests.e2e.processes import GATEWAY, alive, command_line, descendants, running_gateway, wait_for
+from tests.conftest import REPO, write_app, write_model
+from tests.e2e.processes import alive, command_line, descendants, running_gateway, served_port, spawn_gateway, wait_for
 
 CONFIG_DIR = REPO / "config"
 
@@ -157,11 +156,8 @@ def test_with_workers_every_failed_reload_is_answered_and_a_lost_worker_is_not_w
 
 def test_sighup_while_starting_or_stopping_does_not_end_the_gateway(tmp_path: Path) -> None:
     config = _two_workers_config(tmp_path, "import time\ntime.sleep(1.5)\n\ndef predict(x):\n    return x + 1\n")
-    port = free_port()
     log = tmp_path / "gateway.log"
-    process = subprocess.Popen([str(GATEWAY), "serve", "--config", str(config), "--port", str(port),
-                                "--workers", "2"], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=open(log, "ab"))  # noqa: SIM115
+    process, _ = spawn_gateway(config, "--workers", "2", log=log)
     try:
         deadline = time.monotonic() + 20
         while not any("runtime serve" in command_line(p) for p in descendants(process.pid)):
@@ -169,7 +165,7 @@ def test_sighup_while_starting_or_stopping_does_not_end_the_gateway(tmp_path: Pa
             assert process.poll() is None
             time.sleep(0.02)
         os.kill(process.pid, signal.SIGHUP)  # the runtime is still importing the model
-        wait_for(f"http://127.0.0.1:{port}/health/ready", process)
+        wait_for(f"http://127.0.0.1:{served_port(process, log)}/health/ready", process)
         assert "SIGHUP ignored" in log.read_text()
         os.kill(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 20

@@ -22,7 +22,7 @@ from gateway.http_protocol import _accept_queued, http_protocol
 from gateway.serving.server import UvicornServer
 from gateway.settings import Settings
 from tests.certs import make_certificates
-from tests.conftest import free_port
+from tests.conftest import loopback_socket
 
 
 async def paced_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -58,11 +58,12 @@ async def paced_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def serve_paced(settings: Settings, server_class: type[UvicornServer] = UvicornServer,
                       **config: Any) -> AsyncIterator[tuple[UvicornServer, int]]:
     """`paced_app` under the gateway's uvicorn server and protocol; yields the server and port."""
-    port = free_port()
+    sock = loopback_socket()
+    port = sock.getsockname()[1]
     server = server_class(uvicorn.Config(paced_app, host="127.0.0.1", port=port, log_config=None,
                                           access_log=False, lifespan="on", http=http_protocol(settings),
                                           **config))
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
             task.result()
