@@ -12,6 +12,7 @@ import httpx
 
 from tests.conftest import REPO, write_app, write_model
 from tests.e2e.processes import alive, command_line, descendants, running_gateway, served_port, spawn_gateway, wait_for
+from tests.waiting import wait_until
 
 CONFIG_DIR = REPO / "config"
 
@@ -136,8 +137,7 @@ def test_with_workers_every_failed_reload_is_answered_and_a_lost_worker_is_not_w
         # the new config.
         workers = [pid for pid in descendants(process.pid) if "spawn_main" in command_line(pid)]
         os.kill(workers[0], signal.SIGKILL)
-        while alive(workers[0]):
-            time.sleep(0.01)
+        wait_until(lambda: not alive(workers[0]), what="the killed worker gone")
         write_app(config, "second_app", "first")
         started = time.monotonic()
         answer = httpx.post(f"{url}/admin/reload", timeout=30)
