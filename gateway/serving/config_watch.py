@@ -21,6 +21,7 @@ class ReloadTrigger:
         self.tasks: set[asyncio.Task[None]] = set()
 
     def trigger(self) -> None:
+        """Ask for a reload (it runs in a task of its own; a signal handler cannot wait)."""
         task = asyncio.create_task(self._reload())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

@@ -46,7 +46,12 @@ class WorkerPool:
         # Workers do not watch: the parent does, and reloads them all.
         self.worker_settings = dataclasses.replace(settings, watch_config=False)
         self.context = multiprocessing.get_context("spawn")
-        self.workers = [self.spawn(i) for i in range(settings.workers)]
+        self.workers: list[multiprocessing.process.BaseProcess] = []
+
+    def start(self, count: int) -> None:
+        """Start workers 0..count-1."""
+        for index in range(count):
+            self.workers.append(self.spawn(index))
 
     def spawn(self, index: int) -> multiprocessing.process.BaseProcess:
         """Start worker `index` on the current config, with a new link to the parent."""
@@ -65,12 +70,14 @@ class WorkerPool:
         return process
 
     def replace_dead(self) -> None:
+        """Start another worker, on the current config, in the place of each that has exited."""
         for index, worker in enumerate(self.workers):
             if not worker.is_alive():
                 log.error("worker %s exited with code %s; starting another", worker.pid, worker.exitcode)
                 self.workers[index] = self.spawn(index)
 
     def forward(self, signum: int) -> None:
+        """Send `signum` to every worker still running."""
         for worker in self.workers:
             if worker.pid is not None and worker.is_alive():
                 os.kill(worker.pid, signum)
@@ -82,6 +89,7 @@ class WorkerPool:
             worker.join(max(0.0, deadline - time.monotonic()))
 
     def kill(self) -> None:
+        """SIGKILL the workers still running (the last resort once the drain is over)."""
         for worker in self.workers:
             if worker.is_alive():
                 worker.kill()
@@ -95,11 +103,11 @@ async def run_workers(settings: Settings, reloads: WorkerReloads, stopping: asyn
     if not multiprocess_dir():
         own_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
-    pool = None
+    pool = WorkerPool(settings, reloads)
     triggers = ReloadTrigger(lambda: reloads)
     watching = None
     try:
-        pool = WorkerPool(settings, reloads)
+        pool.start(settings.workers)
         probe.close()  # bound (SO_REUSEPORT) since before the runtimes started; each worker has its own now
         log.info("started %d workers on port %s (pids %s)", len(pool.workers), settings.port,
                  " ".join(str(w.pid) for w in pool.workers))
@@ -120,8 +128,7 @@ async def run_workers(settings: Settings, reloads: WorkerReloads, stopping: asyn
         if watching is not None:
             watching.cancel()
         hold_sighup(loop)
-        if pool is not None:
-            pool.kill()
+        pool.kill()
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)
 
