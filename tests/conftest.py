@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -114,10 +115,12 @@ async def serve_app(app: Starlette, settings: Settings | None = None) -> AsyncIt
                                           access_log=False, lifespan="on",
                                           http=http_protocol(settings or Settings())))
     task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 30
     while not server.started:
         if task.done():
             task.result()
             raise RuntimeError("uvicorn stopped before starting")
+        assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
         await asyncio.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{port}"

@@ -65,9 +65,11 @@ async def serve_paced(settings: Settings, server_class: type[UvicornServer] = Uv
                                           access_log=False, lifespan="on", http=http_protocol(settings),
                                           **config))
     task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 30
     while not server.started:
         if task.done():
             task.result()
+        assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
         await asyncio.sleep(0.01)
     try:
         yield server, port
