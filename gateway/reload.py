@@ -10,7 +10,7 @@ read once at start: a reload applies models and applications only.
 
 Two halves: `ConfigStager` (validate, start runtimes) runs where the runtimes live, `Reloader.apply`
 (swap) in every process serving HTTP. With one process `Reloader.reload` does both; with workers the
-parent stages once and every worker applies (gateway/workers.py).
+parent stages once and every worker applies (gateway/serving/worker_reloads.py).
 """
 
 from __future__ import annotations

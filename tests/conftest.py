@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,9 +14,9 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from gateway.cli import UvicornServer
 from gateway.http_protocol import http_protocol
 from gateway.manifests import Config, RuntimeAddress, load_config
+from gateway.serving.server import UvicornServer
 from gateway.settings import Settings
 from runtime.server import ModelServer
 
@@ -24,11 +25,38 @@ CONFIG_DIR = REPO / "config"
 INCREMENT_MODEL = CONFIG_DIR / "models" / "increment_model"
 
 
+_reserved_ports: list[socket.socket] = []
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on, reserved until the test ends.
+
+    A socket stays bound to it without listening: connections to the port are refused, and the
+    kernel hands the port to nobody else (`bind` to port 0 and outgoing connections skip it), so
+    nothing can start listening there behind the test's back. It has SO_REUSEPORT, as gRPC
+    servers do, so a grpc server of the test can still bind the port later on."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", 0))
+    _reserved_ports.append(sock)
+    return int(sock.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _release_reserved_ports() -> Iterator[None]:
+    yield
+    while _reserved_ports:
+        _reserved_ports.pop().close()
+
+
+def loopback_socket() -> socket.socket:
+    """A socket bound to 127.0.0.1 on a port the kernel picked, for a server in this process to
+    listen on (`uvicorn.Server.serve(sockets=[sock])`): the port is never free between being
+    picked and being listened on, so no other process can take it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 @contextlib.contextmanager
@@ -81,15 +109,18 @@ def write_app(config_dir: Path, name: str, model: str, extra: str = "") -> None:
 async def serve_app(app: Starlette, settings: Settings | None = None) -> AsyncIterator[str]:
     """Run `app` under a real uvicorn on a free loopback port, with the gateway's HTTP protocol
     (its timeouts from `settings`); yield its base URL."""
-    port = free_port()
+    sock = loopback_socket()
+    port = sock.getsockname()[1]
     server = UvicornServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                           access_log=False, lifespan="on",
                                           http=http_protocol(settings or Settings())))
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 30
     while not server.started:
         if task.done():
             task.result()
             raise RuntimeError("uvicorn stopped before starting")
+        assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
         await asyncio.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{port}"

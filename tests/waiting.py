@@ -19,6 +19,23 @@ async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 
         await asyncio.sleep(0.01)
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 10, what: str = "") -> None:
+    """Return once `condition()` holds (polled, blocking); fail the test if it has not within
+    `timeout` seconds. For tests that drive processes or threads without an event loop."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what or condition}"
+        time.sleep(0.01)
+
+
+def in_flight_now(url: str) -> int:
+    """The gateway's in-flight gauge, less the /metrics request that reads it (blocking)."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    match = re.search(r"^gateway_requests_in_flight (\S+)$", text, re.MULTILINE)
+    assert match is not None
+    return int(float(match.group(1))) - 1
+
+
 async def in_flight(url: str) -> int:
     """The gateway's in-flight gauge, less the /metrics request that reads it."""
     async with httpx.AsyncClient() as client:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
 
 GATEWAY = Path(sys.executable).parent / "gateway"
 
@@ -74,29 +76,54 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60, st
     raise AssertionError(f"{url} did not answer {status}")
 
 
+# What `gateway serve` logs once it serves: one process, or the parent of workers.
+_SERVING = re.compile(rb"serving https?://\S+:(\d+) \(applications|started \d+ workers on port (\d+) ")
+
+
+def spawn_gateway(config_dir: Path, *extra: str, log: Path,
+                  env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """`gateway serve --config config_dir --port 0` (the kernel picks a port no other process
+    holds, so nothing can take it before the gateway binds it); its log appended to `log`.
+    Returns the process and where its log starts in `log` (for `served_port`)."""
+    offset = log.stat().st_size if log.exists() else 0
+    process = subprocess.Popen(
+        [str(GATEWAY), "serve", "--config", str(config_dir), "--port", "0", *extra],
+        cwd=REPO, stdout=subprocess.DEVNULL, env=env, stderr=open(log, "ab"),  # noqa: SIM115
+    )
+    return process, offset
+
+
+def served_port(process: subprocess.Popen[bytes], log: Path, offset: int = 0, timeout: float = 60) -> int:
+    """The port a gateway started with `--port 0` bound, read from its log once it serves (after
+    its runtimes started); fail if it exits first."""
+    deadline = time.monotonic() + timeout
+    while (found := _SERVING.search(log.read_bytes()[offset:])) is None:
+        assert process.poll() is None, "gateway exited during start-up"
+        assert time.monotonic() < deadline, f"the gateway did not say which port it serves within {timeout:g} s"
+        time.sleep(0.05)
+    return int(found.group(1) or found.group(2))
+
+
 @contextmanager
 def running_gateway(config_dir: Path, *extra: str, ready_path: str = "/health/ready",
                     env: dict[str, str] | None = None, scheme: str = "http",
                     verify: ssl.SSLContext | bool = True,
                     log: Path | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`gateway serve --config config_dir` on a free port, stopped (and reaped) afterwards;
+    """`gateway serve --config config_dir` on a port of its own, stopped (and reaped) afterwards;
     its log goes to `log` when given."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(GATEWAY), "serve", "--config", str(config_dir), "--port", str(port), *extra],
-        cwd=REPO, stdout=subprocess.DEVNULL, env=env,
+    with tempfile.TemporaryDirectory(prefix="gateway-log-") as folder:
         # GATEWAY_TEST_LOG=file keeps the gateway's log when a test needs looking into.
-        stderr=open(log or os.environ.get("GATEWAY_TEST_LOG", os.devnull), "ab"),  # noqa: SIM115
-    )
-    url = f"{scheme}://127.0.0.1:{port}"
-    try:
-        wait_for(url + ready_path, process, verify=verify)
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        log = log or Path(os.environ.get("GATEWAY_TEST_LOG", Path(folder) / "gateway.log"))
+        process, offset = spawn_gateway(config_dir, *extra, log=log, env=env)
+        try:
+            url = f"{scheme}://127.0.0.1:{served_port(process, log, offset)}"
+            wait_for(url + ready_path, process, verify=verify)
+            yield process, url
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -14,7 +15,8 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import write_app, write_model
-from tests.e2e.processes import descendants, running_gateway
+from tests.e2e.processes import alive, command_line, descendants, running_gateway
+from tests.waiting import wait_until
 
 SLOW = "import time\n\ndef predict(x):\n    time.sleep(int(x[0]) / 1000)\n    return x\n"
 
@@ -126,7 +128,8 @@ def test_reloads_under_load_lose_no_request(tmp_path: Path) -> None:
     write_model(root, "m", "m", "def predict(x):\n    return x + 1\n")
     write_app(root, "app", "m")
     (root / "gateway.yaml").write_text("kind: Gateway\ndefaults: {drain_timeout_s: 2}\nlogging: {access_log: false}\n")
-    with running_gateway(root) as (process, url):
+    log = tmp_path / "gateway.log"
+    with running_gateway(root, log=log) as (process, url):
         statuses: Counter[int | str] = Counter()
         stop = threading.Event()
         lock = threading.Lock()
@@ -145,15 +148,30 @@ def test_reloads_under_load_lose_no_request(tmp_path: Path) -> None:
         threads = [threading.Thread(target=traffic) for _ in range(6)]
         for thread in threads:
             thread.start()
-        for round_ in range(5):
-            time.sleep(0.5)
+        def more_traffic(count: int = 20) -> None:
+            answered = sum(statuses.values())
+            wait_until(lambda: sum(statuses.values()) >= answered + count, what=f"{count} more answers")
+
+        for round_ in range(1, 6):
+            more_traffic()  # between reloads
             # Touch the model's code so each reload starts a new runtime and retires the old one.
             (root / "models" / "m" / "src" / "func_main.py").write_text(
                 f"def predict(x):\n    return x + 1  # revision {round_}\n")
             os.kill(process.pid, signal.SIGHUP)
-        time.sleep(3)
+            wait_until(functools.partial(_reloads_logged, log, round_), timeout=30, what=f"reload {round_} applied")
+        # Traffic goes on until the drain timeout (2 s) has passed and every replaced runtime is stopped.
+        wait_until(lambda: len(_runtimes(process.pid)) == 1, timeout=30, what="the replaced runtimes stopped")
+        more_traffic()
         stop.set()
         for thread in threads:
             thread.join()
     print(f"\nreload under load: 5 reloads, each with a new runtime: {dict(statuses)}")
     assert set(statuses) == {200}
+
+
+def _reloads_logged(log: Path, count: int) -> bool:
+    return log.read_text().count("reloaded:") == count
+
+
+def _runtimes(gateway: int) -> list[int]:
+    return [pid for pid in descendants(gateway) if alive(pid) and "runtime serve" in command_line(pid)]

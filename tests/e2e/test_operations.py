@@ -12,6 +12,7 @@ import httpx
 
 from tests.conftest import write_app, write_model
 from tests.e2e.processes import command_line, descendants, running_gateway
+from tests.waiting import in_flight_now, wait_until
 
 SLOW = "import time\n\ndef predict(x):\n    time.sleep(int(x[0]) / 1000)\n    return x\n"
 
@@ -31,9 +32,11 @@ def test_a_request_in_flight_at_sigterm_gets_its_answer(tmp_path: Path) -> None:
         caller = threading.Thread(target=lambda: answers.append(
             httpx.post(f"{url}/gateway/applications/slow", json={"x": [2500]}, timeout=20)))
         caller.start()
-        time.sleep(0.3)
+        wait_until(lambda: in_flight_now(url) == 1, what="the request in flight")
         os.kill(process.pid, signal.SIGTERM)
-        time.sleep(0.3)
+        # Within the grace period (1.5 s) ready turns 503 and new connections are still accepted.
+        wait_until(lambda: httpx.get(f"{url}/health/ready", timeout=5).status_code != 200, timeout=1.5,
+                   what="ready turning 503 at SIGTERM")
         ready = httpx.get(f"{url}/health/ready", timeout=5)
         assert ready.status_code == 503
         assert ready.json()["status"] == "draining"
@@ -50,7 +53,8 @@ def test_a_request_in_flight_at_sigterm_gets_its_answer(tmp_path: Path) -> None:
 
 def test_sighup_reloads_and_starts_new_runtimes(tmp_path: Path) -> None:
     root = make_config(tmp_path / "config")
-    with running_gateway(root) as (process, url):
+    log = tmp_path / "gateway.log"
+    with running_gateway(root, log=log) as (process, url):
         write_model(root, "double", "double", "def predict(x):\n    return x * 2\n")
         write_app(root, "double", "double")
         os.kill(process.pid, signal.SIGHUP)
@@ -65,7 +69,7 @@ def test_sighup_reloads_and_starts_new_runtimes(tmp_path: Path) -> None:
         # A broken config is refused; everything keeps serving.
         (root / "applications" / "double.yaml").write_text("kind: Application\nname: [\n")
         os.kill(process.pid, signal.SIGHUP)
-        time.sleep(1)
+        wait_until(lambda: "reload refused" in log.read_text(), what="the broken config refused")
         assert httpx.post(f"{url}/gateway/applications/double", json={"x": [4]}, timeout=5).status_code == 200
 
 

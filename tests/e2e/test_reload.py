@@ -3,6 +3,7 @@ with file:line and the old config keeps serving; a model that calls sys.exit is 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,17 +22,16 @@ from protos.services import TF_PREDICT
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from tensorcodecs import lookup_dtype
 from tensorcodecs.tensor_proto import encode_tensor
-from tests.conftest import REPO, free_port, write_app, write_model
+from tests.conftest import REPO, write_app, write_model
 from tests.e2e.processes import alive, command_line, descendants, running_gateway
 
 GOOD = "def predict(x):\n    return x + 1\n"
 QUITTER = "import sys\n\ndef predict(x):\n    if x[0] == 0:\n        sys.exit(3)\n    return x + 1\n"
 ASYNC_QUITTER = "import sys\n\nasync def predict(x):\n    if x[0] == 0:\n        sys.exit(4)\n    return x + 1\n"
-THREAD_QUITTER = ("import sys, threading, time\n\nexited = False\n\n"
-                  "def _refresh():\n    global exited\n    time.sleep(0.5)  # serving by then\n"
-                  "    exited = True\n    sys.exit()  # ends this thread only\n\n"
-                  "threading.Thread(target=_refresh, daemon=True).start()\n\n"
-                  "def predict(x):\n    return x + int(exited)\n")
+THREAD_QUITTER = ("import sys, threading\n\nserving = threading.Event()\n\n"
+                  "def _quit_once_serving():\n    serving.wait()\n    sys.exit()  # ends this thread only\n\n"
+                  "thread = threading.Thread(target=_quit_once_serving, daemon=True)\nthread.start()\n\n"
+                  "def predict(x):\n    serving.set()\n    return x + int(not thread.is_alive())\n")
 START_TIMEOUT_S = 3
 GATEWAY_YAML = ("kind: Gateway\ndefaults: {runtime_start_timeout_s: %s, drain_timeout_s: 0.5, "
                 "shutdown_grace_s: 0.2, health_interval_s: 0.5}\nlogging: {access_log: false}\n")
@@ -216,7 +216,7 @@ def test_sys_exit_in_a_thread_the_model_started_ends_only_that_thread(gateway: G
     while predict(url, "thread_quitter_app").json() != {"y": [2]}:  # the thread has exited
         assert time.monotonic() < deadline, "the model's thread did not run"
         time.sleep(0.05)
-    time.sleep(0.2)  # it would take the runtime down at once
+    time.sleep(0.2)  # the one timing assumption: had it ended the runtime, it would be down by now
     assert predict(url, "thread_quitter_app").json() == {"y": [2]}
     assert runtimes_of(process, "thread_quitter") == before
     assert f"(pid {before[0]}) exited" not in log.read_text()
@@ -224,12 +224,13 @@ def test_sys_exit_in_a_thread_the_model_started_ends_only_that_thread(gateway: G
 
 def test_a_model_calling_sys_exit_over_grpc_ends_the_runtime_at_once(tmp_path: Path) -> None:
     folder = write_model(tmp_path, "quitter", "quitter", QUITTER)
-    port = free_port()
-    runtime = subprocess.Popen([sys.executable, "-m", "runtime", "serve", str(folder), "--port", str(port)],
+    runtime = subprocess.Popen([sys.executable, "-m", "runtime", "serve", str(folder), "--port", "0"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert runtime.stdout is not None
-        assert '"listening"' in runtime.stdout.readline()
+        listening = runtime.stdout.readline()
+        assert '"listening"' in listening
+        port = json.loads(listening)["port"]  # the port it bound, as the supervisor learns it
         request = PredictRequest()
         request.model_spec.name = "quitter"
         request.inputs["x"].CopyFrom(encode_tensor(np.array([0], np.int32), lookup_dtype("int32")))

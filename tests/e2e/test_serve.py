@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import CONFIG_DIR, REPO, free_port
-from tests.e2e.processes import GATEWAY, alive, descendants, local_socket_of, running_gateway, wait_for
+from tests.conftest import CONFIG_DIR
+from tests.e2e.processes import alive, descendants, local_socket_of, running_gateway
 
 PREDICT = "/gateway/applications/increment_app"
 
@@ -65,13 +65,7 @@ def test_requests(gateway: Gateway, method: str, path: str, body: bytes | None, 
 
 
 def test_sigterm_stops_the_whole_process_tree() -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [str(GATEWAY), "serve", "--config", str(CONFIG_DIR), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/health/ready", process)
+    with running_gateway(CONFIG_DIR) as (process, _):
         tree = descendants(process.pid)
         assert tree, "the runtime process is missing"
         sockets = {local_socket_of(pid) for pid in tree}
@@ -83,7 +77,3 @@ def test_sigterm_stops_the_whole_process_tree() -> None:
             time.sleep(0.05)
         assert not any(alive(pid) for pid in tree)
         assert not any(Path(path).parent.exists() for path in sockets)  # the runtimes' socket folder is gone
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()

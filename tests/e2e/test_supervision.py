@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import write_app, write_model
 from tests.e2e.processes import command_line, descendants, local_socket_of, running_gateway
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_a_killed_runtime_comes_back(gateway: tuple[subprocess.Popen[bytes], str
     threads = [threading.Thread(target=traffic) for _ in range(4)]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
+    wait_until(lambda: statuses[200] >= 20, what="traffic before the kill")
     os.kill(runtime, signal.SIGKILL)
     deadline = time.monotonic() + 20
     restarted = False
@@ -94,7 +95,9 @@ def test_a_killed_runtime_comes_back(gateway: tuple[subprocess.Popen[bytes], str
         time.sleep(0.2)
         fresh = [pid for pid in descendants(process.pid) if "counter/1" in command_line(pid)]
         restarted = bool(fresh) and fresh != [runtime] and predict(url, "v1").status_code == 200
-    time.sleep(0.3)
+    if restarted:  # the clients' traffic reaches the new runtime too
+        served = statuses[200]
+        wait_until(lambda: statuses[200] >= served + 20, what="traffic after the restart")
     stop.set()
     for thread in threads:
         thread.join()

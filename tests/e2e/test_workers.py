@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO, free_port, write_app, write_model
-from tests.e2e.processes import GATEWAY, alive, command_line, descendants, running_gateway, wait_for
+from tests.conftest import REPO, write_app, write_model
+from tests.e2e.processes import alive, command_line, descendants, running_gateway, served_port, spawn_gateway, wait_for
+from tests.waiting import wait_until
 
 CONFIG_DIR = REPO / "config"
 
@@ -137,8 +137,7 @@ def test_with_workers_every_failed_reload_is_answered_and_a_lost_worker_is_not_w
         # the new config.
         workers = [pid for pid in descendants(process.pid) if "spawn_main" in command_line(pid)]
         os.kill(workers[0], signal.SIGKILL)
-        while alive(workers[0]):
-            time.sleep(0.01)
+        wait_until(lambda: not alive(workers[0]), what="the killed worker gone")
         write_app(config, "second_app", "first")
         started = time.monotonic()
         answer = httpx.post(f"{url}/admin/reload", timeout=30)
@@ -157,11 +156,8 @@ def test_with_workers_every_failed_reload_is_answered_and_a_lost_worker_is_not_w
 
 def test_sighup_while_starting_or_stopping_does_not_end_the_gateway(tmp_path: Path) -> None:
     config = _two_workers_config(tmp_path, "import time\ntime.sleep(1.5)\n\ndef predict(x):\n    return x + 1\n")
-    port = free_port()
     log = tmp_path / "gateway.log"
-    process = subprocess.Popen([str(GATEWAY), "serve", "--config", str(config), "--port", str(port),
-                                "--workers", "2"], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=open(log, "ab"))  # noqa: SIM115
+    process, _ = spawn_gateway(config, "--workers", "2", log=log)
     try:
         deadline = time.monotonic() + 20
         while not any("runtime serve" in command_line(p) for p in descendants(process.pid)):
@@ -169,7 +165,7 @@ def test_sighup_while_starting_or_stopping_does_not_end_the_gateway(tmp_path: Pa
             assert process.poll() is None
             time.sleep(0.02)
         os.kill(process.pid, signal.SIGHUP)  # the runtime is still importing the model
-        wait_for(f"http://127.0.0.1:{port}/health/ready", process)
+        wait_for(f"http://127.0.0.1:{served_port(process, log)}/health/ready", process)
         assert "SIGHUP ignored" in log.read_text()
         os.kill(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 20

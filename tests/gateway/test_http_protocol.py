@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 import uvicorn
 
-from gateway.cli import UvicornServer
 from gateway.http_protocol import _accept_queued, http_protocol
+from gateway.serving.server import UvicornServer
 from gateway.settings import Settings
 from tests.certs import make_certificates
-from tests.conftest import free_port
+from tests.conftest import loopback_socket
+from tests.waiting import eventually
 
 
 async def paced_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -58,14 +59,17 @@ async def paced_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def serve_paced(settings: Settings, server_class: type[UvicornServer] = UvicornServer,
                       **config: Any) -> AsyncIterator[tuple[UvicornServer, int]]:
     """`paced_app` under the gateway's uvicorn server and protocol; yields the server and port."""
-    port = free_port()
+    sock = loopback_socket()
+    port = sock.getsockname()[1]
     server = server_class(uvicorn.Config(paced_app, host="127.0.0.1", port=port, log_config=None,
                                           access_log=False, lifespan="on", http=http_protocol(settings),
                                           **config))
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 30
     while not server.started:
         if task.done():
             task.result()
+        assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
         await asyncio.sleep(0.01)
     try:
         yield server, port
@@ -180,8 +184,11 @@ async def test_a_silent_tls_client_queued_at_shutdown_does_not_hold_it_up(tmp_pa
         writer.write(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
         assert (await read_answer(reader, b"read 2")).startswith(b"HTTP/1.1 200 ")
         server.should_exit = True
-        while not hasattr(server, "queued"):
-            await asyncio.sleep(0.01)
+
+        async def queued() -> bool:
+            return hasattr(server, "queued")
+        await eventually(queued, what="clients queued at the shutdown")
+        assert isinstance(server, QueuedAtShutdown)
         started = time.monotonic()
         silent, talking = server.queued  # the first sends nothing, not even its TLS hello
         reader, writer = await asyncio.open_connection(sock=talking, ssl=client_tls, server_hostname="127.0.0.1")
@@ -252,10 +259,18 @@ async def test_closed_connections_are_freed_without_the_cycle_collector() -> Non
                     assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 ")
                     writer.close()
                     await writer.wait_closed()
-            while server.server_state.connections:
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.05)
-            left = sum(1 for thing in gc.get_objects() if type(thing) is protocol_class)
+            async def closed() -> bool:
+                return not server.server_state.connections
+            await eventually(closed, what="every connection closed")
+
+            def protocols_left() -> int:
+                return sum(1 for thing in gc.get_objects() if type(thing) is protocol_class)
+
+            async def freed() -> bool:  # the last connection_lost callbacks may still be queued
+                return protocols_left() == 0
+            with contextlib.suppress(AssertionError):  # not freed by then: the count below says how many
+                await eventually(freed, timeout=1, what="every protocol freed")
+            left = protocols_left()
         finally:
             gc.enable()
     assert left == 0

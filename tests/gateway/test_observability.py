@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -107,9 +108,11 @@ async def test_access_log_is_one_json_line_per_request(example_config: Config) -
 
 
 def test_a_full_access_log_drops_and_counts() -> None:
+    released = threading.Event()
+
     class Stuck(io.StringIO):
         def write(self, text: str) -> int:
-            time.sleep(1)
+            released.wait(5)  # stuck until the test has filled the queue
             return 0
 
     metrics = Metrics()
@@ -117,3 +120,4 @@ def test_a_full_access_log_drops_and_counts() -> None:
     for _ in range(10):
         log.record({"n": 1})
     assert metrics.log_dropped._value.get() >= 7
+    released.set()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import re
 import shutil
 import signal
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,9 +17,10 @@ from starlette.applications import Starlette
 from gateway.app import create_app
 from gateway.manifests import Config, load_config
 from gateway.reload import ConfigStager
+from gateway.serving.worker_reloads import Apply, ParentLink, WorkerReloads, _Link
 from gateway.settings import Settings
-from gateway.workers import Apply, ParentLink, WorkerReloads, _Link
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
+from tests.waiting import eventually, wait_until
 
 SLOW_V1 = "import time\n\ndef predict(x):\n    time.sleep(0.5)\n    return x + 1\n"
 V2 = "def predict(x):\n    return x + 2\n"
@@ -42,7 +43,7 @@ async def test_reload_swaps_and_in_flight_requests_finish_on_the_old_config(
         setup: tuple[httpx.AsyncClient, Path]) -> None:
     client, root = setup
     in_flight = asyncio.create_task(client.post("/gateway/applications/app", json={"x": [1]}))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: _in_flight_is(client, 1), what="the request in flight")
     write_app(root, "app", "m:2")
     write_app(root, "other", "m:2")
     answer = await client.post("/admin/reload")
@@ -183,8 +184,10 @@ async def test_a_reload_abandoned_after_its_swap_answers_that_it_applied(tmp_pat
     stuck = parent.attach(0)  # a worker that never confirms the swap
     write_app(root, "other", "toy")
     reloading = asyncio.create_task(parent.reload())
-    while not stuck.poll():  # the parent committed and sent the swap
-        await asyncio.sleep(0.01)
+
+    async def swap_sent() -> bool:  # the parent committed and sent the swap
+        return stuck.poll()
+    await eventually(swap_sent, what="the swap sent to the worker")
     assert isinstance(stuck.recv(), Apply)
     parent.abandon()  # SIGTERM
     result = await reloading
@@ -194,12 +197,14 @@ async def test_a_reload_abandoned_after_its_swap_answers_that_it_applied(tmp_pat
     stuck.close()
 
 
-async def test_a_link_whose_peer_is_gone_closes_cleanly_and_its_pipe_number_can_serve_again() -> None:
+async def test_a_link_whose_peer_is_gone_closes_cleanly_and_its_pipe_number_can_serve_again(
+        caplog: pytest.LogCaptureFixture) -> None:
     mine, theirs = multiprocessing.Pipe()
     link = _Link(mine, lambda message: None)
     theirs.close()  # the worker died
     link.send("x" * 10)  # the sending thread fails (EPIPE) while the loop watches the pipe
-    time.sleep(0.2)  # the loop busy meanwhile (as when sending to every worker): the thread fails first
+    # The loop busy meanwhile (as when sending to every worker): the thread fails first.
+    wait_until(lambda: "could not be sent" in caplog.text, timeout=5, what="the sending thread failing")
     deadline = asyncio.get_running_loop().time() + 5
     while not link.closed:
         assert asyncio.get_running_loop().time() < deadline, "the link never closed"
@@ -227,7 +232,7 @@ async def test_a_worker_that_cannot_apply_a_reload_stops_to_be_replaced_and_neve
 
     signals: list[int] = []
     monkeypatch.setattr("gateway.reload.Reloader.apply", cannot_apply)
-    monkeypatch.setattr("gateway.workers.os.kill", lambda pid, signum: signals.append(signum))
+    monkeypatch.setattr("gateway.serving.worker_reloads.os.kill", lambda pid, signum: signals.append(signum))
     async with serve_app(app):
         mine, parents = multiprocessing.Pipe()
         worker = ParentLink(mine, app, answer_timeout_s=5)
@@ -240,3 +245,11 @@ async def test_a_worker_that_cannot_apply_a_reload_stops_to_be_replaced_and_neve
         assert not parents.poll(0.1)  # and it does not confirm a swap it did not make
         worker.link.close()
         parents.close()
+
+
+async def _in_flight_is(client: httpx.AsyncClient, count: int) -> bool:
+    """The in-flight gauge, less the /metrics request that reads it, is `count`."""
+    text = (await client.get("/metrics")).text
+    match = re.search(r"^gateway_requests_in_flight (\S+)$", text, re.MULTILINE)
+    assert match is not None
+    return int(float(match.group(1))) - 1 == count

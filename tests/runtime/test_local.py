@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
@@ -21,6 +22,7 @@ from tensorcodecs import lookup_dtype
 from tensorcodecs.tensor_proto import attached_array, decode_tensor, tensor_header
 from tests.conftest import INCREMENT_MODEL, write_model
 from tests.runtime.test_server import request_for
+from tests.waiting import wait_until
 
 SLOW = "import time\n\ndef predict(x):\n    time.sleep(int(x[0]) / 1000)\n    return x\n"
 Serve = Callable[[Path], str]
@@ -163,7 +165,10 @@ def test_connections_run_their_calls_at_the_same_time(serve: Serve, tmp_path: Pa
 
 
 def test_stop_finishes_the_running_call_closes_idle_connections_and_removes_the_socket(tmp_path: Path) -> None:
-    folder = write_model(tmp_path / "cfg", "slow", "slow", SLOW)
+    running = tmp_path / "running"
+    source = (f"import time\n\ndef predict(x):\n    open({str(running)!r}, 'w').close()\n"
+              "    time.sleep(int(x[0]) / 1000)\n    return x\n")
+    folder = write_model(tmp_path / "cfg", "slow", "slow", source)
     path = str(tmp_path / "rt.sock")
     server = ModelServer.for_folder(folder, chdir=False, local_socket=path)
     server.start()
@@ -172,7 +177,7 @@ def test_stop_finishes_the_running_call_closes_idle_connections_and_removes_the_
         assert call(busy, PREDICT, b"")[0] != 0  # the connection is being served (no input: a status)
         payload = request_for("slow", x=[400]).SerializeToString()
         busy.sendall(HEADER.pack(PREDICT, 0, len(payload), 0) + payload)
-        time.sleep(0.1)  # the call is running
+        wait_until(running.exists, what="the call running")
         stopped = server.stop(5)
         assert idle.recv(1) == b""  # an idle connection is closed at once
         code, _, message, _ = read_answer(busy)
@@ -290,7 +295,8 @@ def test_calls_beyond_the_runtime_threads_wait_and_abandoned_ones_are_skipped(tm
         for number, connection in enumerate(connections[:3], start=1):
             payload = request_for("slow", x=[number]).SerializeToString()
             connection.sendall(HEADER.pack(PREDICT, 0, len(payload), 0) + payload)
-            time.sleep(0.05)
+            if number < 3:  # calls 1 and 2 hold both threads before call 3 comes
+                wait_until(functools.partial(_started, record, number), what=f"call {number} running")
         connections[2].close()  # call 3 waits for a thread; its caller stops waiting
         assert call(connections[3], PREDICT, request_for("slow", x=[4]).SerializeToString())[0] == 0
         assert [read_answer(connection)[0] for connection in connections[:2]] == [0, 0]
@@ -300,3 +306,8 @@ def test_calls_beyond_the_runtime_threads_wait_and_abandoned_ones_are_skipped(tm
             connection.close()
         server.stop(0).wait()
     assert sorted(record.read_text().split()) == ["1", "2", "4"]
+
+
+def _started(record: Path, number: int) -> bool:
+    """Whether the model has recorded the start of call `number`."""
+    return record.exists() and str(number) in record.read_text().split()
