@@ -13,7 +13,6 @@ import sys
 
 from gateway.app import create_app
 from gateway.build import interpreter_for
-from gateway.gc_tuning import tune_for_serving
 from gateway.manifests import Config
 from gateway.reload import ConfigStager
 from gateway.serving.server import bound_socket, hold_sighup, run_on_uvloop, serve_app
@@ -21,6 +20,7 @@ from gateway.serving.worker_pool import run_workers
 from gateway.serving.worker_reloads import WorkerReloads
 from gateway.settings import Settings
 from gateway.supervisor import Supervisor
+from runtime.gc_tuning import tune_for_serving
 
 log = logging.getLogger("gateway")
 

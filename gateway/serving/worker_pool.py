@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from multiprocessing.connection import Connection
 
 from gateway.app import create_app
-from gateway.gc_tuning import tune_for_serving
 from gateway.manifests import Config
 from gateway.observability import multiprocess_dir
 from gateway.serving.config_watch import ReloadTrigger, watch_config
@@ -32,6 +31,7 @@ from gateway.serving.server import bound_socket, hold_sighup, run_on_uvloop, ser
 from gateway.serving.worker_reloads import ANSWER_MARGIN_S, APPLY_TIMEOUT_S, ParentLink, WorkerReloads
 from gateway.settings import Settings
 from gateway.supervisor import _die_with_parent
+from runtime.gc_tuning import tune_for_serving
 
 log = logging.getLogger("gateway")
 
