@@ -21,16 +21,25 @@ from gateway.app import GatewayApp, create_app
 from gateway.auth import Authenticator
 from gateway.backends import UnavailableBackend
 from gateway.errors import (
+    BACKEND_ERRORS,
     GRPC_TO_HTTP,
+    BackendError,
     BackendUnavailable,
+    BadRequest,
     ContractViolation,
     DeadlineExceeded,
+    GatewayError,
+    InvalidJSON,
     ModelError,
+    NotFound,
+    answer_errors,
+    codec_errors,
     from_grpc_status,
 )
 from gateway.manifests import Config, load_config
 from gateway.observability import RequestObserver
 from gateway.settings import Settings
+from tensorcodecs import CodecError
 from tests.conftest import free_port, serve_app
 
 
@@ -75,6 +84,131 @@ def test_messages_name_the_model_and_keep_the_backends_words_but_not_its_address
     assert down.message == "the backend of model toy is unavailable"
     assert down.log_detail is not None
     assert "10.0.0.7:8500" in down.log_detail
+
+
+# Every status a backend can answer with: the answer (HTTP status, machine code) and the kinds
+# of gateway error a handler can catch it as. Every one is also a BackendError (a backend failure).
+BY_KIND = [
+    (grpc.StatusCode.INVALID_ARGUMENT, 400, "invalid_argument", BadRequest),
+    (grpc.StatusCode.FAILED_PRECONDITION, 400, "failed_precondition", BadRequest),
+    (grpc.StatusCode.OUT_OF_RANGE, 400, "out_of_range", BadRequest),
+    (grpc.StatusCode.NOT_FOUND, 404, "not_found", NotFound),
+    (grpc.StatusCode.ALREADY_EXISTS, 409, "already_exists", BackendError),
+    (grpc.StatusCode.ABORTED, 409, "aborted", BackendError),
+    (grpc.StatusCode.UNAUTHENTICATED, 401, "unauthenticated", BackendError),
+    (grpc.StatusCode.PERMISSION_DENIED, 403, "permission_denied", BackendError),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, 429, "resource_exhausted", BackendError),
+    (grpc.StatusCode.CANCELLED, 499, "cancelled", BackendError),
+    (grpc.StatusCode.UNIMPLEMENTED, 501, "unimplemented", BackendError),
+    (grpc.StatusCode.UNAVAILABLE, 503, "backend_unavailable", BackendUnavailable),
+    (grpc.StatusCode.DEADLINE_EXCEEDED, 504, "deadline_exceeded", DeadlineExceeded),
+    (grpc.StatusCode.INTERNAL, 500, "model_error", ModelError),
+    (grpc.StatusCode.UNKNOWN, 500, "model_error", ModelError),
+    (grpc.StatusCode.DATA_LOSS, 500, "data_loss", ModelError),
+]
+# The kinds no backend status is (so that catching them never hides a backend's failure).
+CLIENT_ONLY = (InvalidJSON, ContractViolation)
+
+
+def test_the_table_covers_every_status_caught_by_kind() -> None:
+    assert {code for code, *_ in BY_KIND} == set(BACKEND_ERRORS) == set(GRPC_TO_HTTP)
+
+
+@pytest.mark.parametrize(("code", "status", "machine_code", "kind"), BY_KIND)
+def test_a_backends_status_is_caught_by_its_kind(code: grpc.StatusCode, status: int, machine_code: str,
+                                                 kind: type[GatewayError]) -> None:
+    def fail() -> None:
+        raise from_grpc_status(code, "details", "10.0.0.7:8500", "toy")
+
+    with pytest.raises(kind) as caught:
+        fail()
+    error = caught.value
+    assert isinstance(error, BackendError)  # what the breaker, health checks and lookups count
+    assert not isinstance(error, CLIENT_ONLY)
+    assert (error.status, error.code, error.grpc_code) == (status, machine_code, code)
+    assert GRPC_TO_HTTP[code] == (status, machine_code)
+    # The class says it all: nothing is relabelled on the instance.
+    assert not {"status", "code", "grpc_code"} & set(vars(error))
+    assert (type(error).status, type(error).code, type(error).grpc_code) == (status, machine_code, code)
+    assert error.log_detail == f"backend 10.0.0.7:8500: {code.name}: details"
+
+
+@pytest.mark.parametrize(("code", "kind"), [(code, kind) for code, _, _, kind in BY_KIND if kind is not BackendError])
+def test_other_kinds_do_not_catch_a_status(code: grpc.StatusCode, kind: type[GatewayError]) -> None:
+    others = {k for _, _, _, k in BY_KIND} - {kind, BackendError}
+    error = from_grpc_status(code, None, "h:1")
+    assert [other.__name__ for other in others if isinstance(error, other)] == []
+
+
+def test_each_status_raises_a_fresh_error() -> None:
+    first = from_grpc_status(grpc.StatusCode.NOT_FOUND, "no model", "h:1", "a")
+    second = from_grpc_status(grpc.StatusCode.NOT_FOUND, "no model", "h:1", "b")
+    assert first is not second
+    assert type(first) is type(second) is BACKEND_ERRORS[grpc.StatusCode.NOT_FOUND]
+    assert first.message == second.message == "no model"
+    assert first.to_dict() == {"error": {"code": "not_found", "message": "no model"}}
+
+
+def test_a_backend_status_with_the_retry_of_its_kind() -> None:
+    assert from_grpc_status(grpc.StatusCode.UNAVAILABLE, None, "h:1").retry_after_s == 1
+    # RESOURCE_EXHAUSTED is 429 like TooManyRequests, but the backend named no time to wait.
+    assert from_grpc_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full", "h:1").retry_after_s is None
+
+
+# ---------------------------------------------------------------- codec errors
+
+
+def _codec_failure(field: str | None = None) -> None:
+    raise CodecError("expected an integer (int32), got 1.5", field=field)
+
+
+@pytest.mark.parametrize("kind", [ContractViolation, InvalidJSON, BadRequest])
+def test_a_codec_error_becomes_the_kind_the_step_names(kind: type[GatewayError]) -> None:
+    with pytest.raises(kind) as caught, codec_errors(kind):
+        _codec_failure("number[2]")
+    error = caught.value
+    assert type(error) is kind
+    assert (error.message, error.field) == ("expected an integer (int32), got 1.5", "number[2]")
+    assert error.__cause__ is None  # raised `from None`: the codec's traceback is not the client's story
+    assert error.__suppress_context__
+
+
+def test_a_field_given_to_the_step_names_the_input() -> None:
+    with pytest.raises(ContractViolation) as caught, codec_errors(ContractViolation, field="x"):
+        _codec_failure()
+    assert (caught.value.field, caught.value.to_dict()["error"]["field"]) == ("x", "x")
+
+
+def test_one_step_serves_every_use_and_lets_other_errors_through() -> None:
+    step = codec_errors(ContractViolation)
+    for value in range(3):
+        with step:
+            result = value * 2  # nothing failed: nothing happens
+        assert result == value * 2
+    with pytest.raises(ContractViolation), step:
+        _codec_failure("a")
+    with pytest.raises(ContractViolation, match="again"), step:
+        raise CodecError("again", field="b")
+    with pytest.raises(KeyError), step:  # only codec errors are the input's fault
+        raise KeyError("a bug")
+    with pytest.raises(NotFound), step:
+        raise NotFound("no such model")
+
+
+def test_a_codec_error_in_a_backends_answer_is_the_backends_failure() -> None:
+    step = answer_errors("toy:1", "10.0.0.7:8500", "a malformed tensor")
+    with pytest.raises(BackendError) as caught, step:
+        _codec_failure("output_1")
+    error = caught.value
+    assert type(error) is BackendError
+    assert error.status == 502
+    assert error.message == ("the backend of model toy:1 answered a malformed tensor: "
+                             "output_1: expected an integer (int32), got 1.5")
+    assert error.field is None  # a field names a request's input, not an answer's
+    assert error.log_detail == "backend 10.0.0.7:8500"
+    assert "10.0.0.7" not in str(error.to_dict())
+    with pytest.raises(ModelError), answer_errors("toy:1", "h:1", "unusable metadata", ModelError):
+        _codec_failure()
 
 
 def test_json_shape_carries_the_field() -> None:
