@@ -41,7 +41,7 @@ from protos.tensorflow_serving.status_pb2 import StatusProto
 from tensorcodecs.contract import Signature, TensorSpec
 from tensorcodecs.dtypes import DType, JsonKind, dtype_from_enum
 from tensorcodecs.errors import CodecError, UnknownDTypeError
-from tensorcodecs.json_codec import MAX_RANK, loads
+from tensorcodecs.json_codec import MAX_RANK, fast_numeric, loads, string_json
 from tensorcodecs.rapidjson_dtoa import rapidjson_double, rapidjson_number
 
 NDArray = np.ndarray
@@ -141,12 +141,12 @@ def _decode_instances(instances: list[Any], specs: Mapping[str, TensorSpec]) -> 
     named = _is_element_object(first)
     if not named:
         name = next(iter(specs))
-        fast = _fast_numeric(instances, specs[name].dtype)
+        fast = fast_numeric(instances, specs[name].dtype, to_infinity=True)
         if fast is not None and fast.ndim >= 1:
             return {name: fast}
     elif all(_is_element_object(e) and set(e) == set(specs) for e in instances):
         columns = {name: [e[name] for e in instances] for name in specs}
-        arrays = {name: _fast_numeric(values, specs[name].dtype) for name, values in columns.items()}
+        arrays = {name: fast_numeric(values, specs[name].dtype, to_infinity=True) for name, values in columns.items()}
         if all(a is not None for a in arrays.values()):
             return {name: a for name, a in arrays.items() if a is not None}
     # The exact walk, element by element, with TF's errors.
@@ -216,38 +216,11 @@ def _decode_columns(value: Any, specs: Mapping[str, TensorSpec]) -> dict[str, ND
 
 def tensor_from_json(value: Any, dtype: DType) -> NDArray:
     """One JSON value (scalar or nested lists) as an array, with TF's shape and type rules."""
-    fast = _fast_numeric(value, dtype)
+    fast = fast_numeric(value, dtype, to_infinity=True) if type(value) is list else None
     return fast if fast is not None else _exact_tensor(value, dtype)
 
 
 # ---------------------------------------------------------------- JSON value -> array
-
-
-def _fast_numeric(value: Any, dtype: DType) -> NDArray | None:
-    """numpy's reading of a regular numeric list when TF would accept it unchanged, else None
-    (the exact walk then decides, and names the error)."""
-    kind = dtype.json_kind
-    if not isinstance(value, list) or kind not in (JsonKind.INT, JsonKind.FLOAT, JsonKind.BOOL):
-        return None
-    try:
-        raw = np.asarray(value)
-    except (ValueError, OverflowError):
-        return None
-    if kind is JsonKind.BOOL:
-        return raw if raw.dtype.kind == "b" else None
-    if raw.dtype.kind not in ("iu" if kind is JsonKind.INT else "iuf"):
-        return None
-    if raw.size == 0:
-        return raw.astype(dtype.numpy)
-    text = orjson.dumps(value)  # numpy reads true as 1: TF does not
-    if b"t" in text or b"f" in text:
-        return None
-    if kind is JsonKind.INT:
-        info = np.iinfo(dtype.numpy)
-        if raw.min() < info.min or raw.max() > info.max:
-            return None
-        return raw.astype(dtype.numpy)
-    return _to_float(raw, dtype)
 
 
 def _to_float(values: NDArray, dtype: DType) -> NDArray:
@@ -549,18 +522,8 @@ def tensor_json(array: NDArray, as_b64: bool = False) -> bytes:
         items = [f"[{decimal_text(v.real, double=double)},{decimal_text(v.imag, double=double)}]"
                  for v in flat]
     else:
-        items = [orjson.dumps(_string_json(v, as_b64)).decode() for v in flat]
+        items = [orjson.dumps(string_json(v, as_b64)).decode() for v in flat]
     return _nest(items, shape).encode()
-
-
-def _string_json(value: Any, as_b64: bool) -> Any:
-    data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-    if not as_b64:
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            pass  # not valid text: JSON cannot carry it raw, so it goes as base64
-    return {"b64": base64.b64encode(data).decode("ascii")}
 
 
 def _nest(items: list[str], shape: tuple[int, ...]) -> str:
