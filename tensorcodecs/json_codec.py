@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from tensorcodecs.contract import Shape, TensorSpec
+from tensorcodecs.contract import Shape, TensorSpec, shape_text
 from tensorcodecs.dtypes import DType, JsonKind
 from tensorcodecs.errors import CodecError
 
@@ -166,7 +166,7 @@ def decode_value(value: Any, spec: TensorSpec, path: str, *, bools: bool = True)
         array = array.reshape(array.shape + tuple(max(d, 0) for d in spec.shape[array.ndim:]))
     if not spec.accepts_shape(array.shape):
         raise CodecError(
-            f"expected shape {spec.shape_text()}, got {_shape_text(array.shape)}", field=path
+            f"expected shape {spec.shape_text()}, got {shape_text(array.shape)}", field=path
         )
     return array
 
@@ -608,10 +608,6 @@ def _index_text(shape: Shape, flat_index: int) -> str:
     if not shape:
         return ""
     return "".join(f"[{i}]" for i in np.unravel_index(flat_index, shape))
-
-
-def _shape_text(shape: Shape) -> str:
-    return "scalar" if shape == () else "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _describe(value: Any) -> str:

@@ -31,7 +31,6 @@ from google.protobuf import json_format
 from protos.services import SIGNATURE_DEF_MAP_TYPE_URL
 from protos.tensorflow.example_pb2 import Example
 from protos.tensorflow.feature_pb2 import Feature
-from protos.tensorflow.meta_graph_pb2 import TensorInfo
 from protos.tensorflow_serving.classification_pb2 import ClassificationResult
 from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataResponse, SignatureDefMap
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusResponse, ModelVersionStatus
@@ -39,10 +38,11 @@ from protos.tensorflow_serving.input_pb2 import Input
 from protos.tensorflow_serving.regression_pb2 import RegressionResult
 from protos.tensorflow_serving.status_pb2 import StatusProto
 from tensorcodecs.contract import Signature, TensorSpec
-from tensorcodecs.dtypes import DType, JsonKind, dtype_from_enum
-from tensorcodecs.errors import CodecError, UnknownDTypeError
+from tensorcodecs.dtypes import DType, JsonKind
+from tensorcodecs.errors import CodecError
 from tensorcodecs.json_codec import MAX_RANK, fast_numeric, loads, string_json
 from tensorcodecs.rapidjson_dtoa import rapidjson_double, rapidjson_number
+from tensorcodecs.signature_def import SIGNATURE_DEF, signature_from_def
 
 NDArray = np.ndarray
 
@@ -50,7 +50,6 @@ SIGNATURE_KEY = "signature_name"
 INSTANCES_KEY = "instances"
 INPUTS_KEY = "inputs"
 BYTES_SUFFIX = "_bytes"
-SIGNATURE_DEF = "signature_def"
 
 # TF's DataTypeString() for the rows of the dtype table whose name differs.
 _TF_TYPE_NAMES = {"float32": "float", "float64": "double", "float16": "half", "bytes": "string"}
@@ -124,7 +123,7 @@ def decode_predict(document: Mapping[str, Any], specs: Mapping[str, TensorSpec])
     for name, array in inputs.items():
         spec = specs[name]
         if not spec.accepts_shape(array.shape):
-            raise CodecError(f"input {name!r} has shape {shape_text(array.shape)} but the signature "
+            raise CodecError(f"input {name!r} has shape {list(array.shape)} but the signature "
                              f"expects {spec.shape_text()}", field=name)
     return PredictBody(inputs, fmt)
 
@@ -186,7 +185,7 @@ def _add_instance_item(value: Any, name: str, specs: Mapping[str, TensorSpec],
         if want.size != array.size:
             raise CodecError(f"Expecting tensor size: {want.size} but got: {array.size}")
         if want.shape != array.shape:
-            raise CodecError(f"Expecting shape {_tf_shape(want.shape)} but got: {_tf_shape(array.shape)}")
+            raise CodecError(f"Expecting shape {tf_shape_text(want.shape)} but got: {tf_shape_text(array.shape)}")
     seen.append(array)
 
 
@@ -458,13 +457,9 @@ def _scalar_text(value: Any) -> str | None:
     return repr(value)
 
 
-def _tf_shape(shape: tuple[int, ...]) -> str:
+def tf_shape_text(shape: tuple[int, ...]) -> str:
+    """A shape as TF Serving's messages write it: `[2,3]` (`[]` for a scalar)."""
     return "[" + ",".join(str(d) for d in shape) + "]"
-
-
-def shape_text(shape: tuple[int, ...]) -> str:
-    """A shape as `[2, 3]`."""
-    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 # ---------------------------------------------------------------- arrays -> JSON
@@ -710,22 +705,6 @@ def signature_def_map(response: GetModelMetadataResponse) -> SignatureDefMap:
 
 
 def signatures_from_metadata(response: GetModelMetadataResponse) -> dict[str, Signature]:
-    """Every signature of a metadata answer as a contract (-1 for unknown sizes; unknown
-    rank accepts any shape). Tensors of dtypes the gateway cannot carry are skipped."""
-    result: dict[str, Signature] = {}
-    for name, signature in signature_def_map(response).signature_def.items():
-        result[name] = Signature(name, _specs(signature.inputs), _specs(signature.outputs))
-    return result
-
-
-def _specs(infos: Mapping[str, TensorInfo]) -> dict[str, TensorSpec]:
-    specs: dict[str, TensorSpec] = {}
-    for name in sorted(infos):
-        info = infos[name]
-        try:
-            dtype = dtype_from_enum(info.dtype)
-        except UnknownDTypeError:
-            continue
-        shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
-        specs[name] = TensorSpec(name, dtype, shape)
-    return specs
+    """Every signature of a metadata answer as a contract (`signature_def.signature_from_def`)."""
+    return {name: signature_from_def(name, signature)
+            for name, signature in signature_def_map(response).signature_def.items()}

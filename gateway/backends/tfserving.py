@@ -56,12 +56,12 @@ from protos.tensorflow_serving.model_server_config_pb2 import ModelServerConfig
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from protos.tensorflow_serving.regression_pb2 import RegressionRequest, RegressionResponse
 from tensorcodecs import CodecError, TensorSpec
+from tensorcodecs.signature_def import SIGNATURE_DEF
 from tensorcodecs.tensor_proto import attached_array, decode_tensor, fill_tensor, tensor_header
 
 log = logging.getLogger("gateway.backends")
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
-SIGNATURE_DEF = "signature_def"
 NUMERIC_KINDS = frozenset("biufc")  # numpy kinds whose values can travel as raw bytes
 MAX_SCHEDULERS = 16  # model specs (versions, labels, signatures) with a call scheduler each
 
