@@ -39,8 +39,14 @@ from gateway.errors import (
 from gateway.manifests import Config, load_config
 from gateway.observability import RequestObserver
 from gateway.settings import Settings
+from protos.tensorflow_serving.classification_pb2 import ClassificationRequest, ClassificationResponse
+from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRequest, GetModelMetadataResponse
+from protos.tensorflow_serving.model_pb2 import ModelSpec
+from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
+from protos.tensorflow_serving.regression_pb2 import RegressionRequest, RegressionResponse
 from tensorcodecs import CodecError
 from tests.conftest import free_port, serve_app
+from tests.tfserving_server import FakeTFServing
 
 
 @pytest.mark.parametrize(
@@ -407,3 +413,60 @@ def test_a_model_that_did_not_start_is_described_in_the_gateways_words(failure: 
     backend = UnavailableBackend.for_model("broken:1", failure, FOLDER)
     assert backend.reason == f"model broken:1 is unavailable: {message}"
     assert backend.error().log_detail == failure  # the whole of it, for the log
+
+
+class _UnusableAnswers(FakeTFServing):
+    """A TF Serving that answers every call, with nothing a client can be given: metadata
+    without its signature_def, predictions without outputs, empty classify and regress results."""
+
+    def _metadata(self, request: GetModelMetadataRequest) -> GetModelMetadataResponse:
+        return GetModelMetadataResponse(model_spec=ModelSpec(name=request.model_spec.name))
+
+    def _predict(self, request: PredictRequest) -> PredictResponse:
+        return PredictResponse(model_spec=ModelSpec(name=request.model_spec.name))
+
+    def _classify(self, request: ClassificationRequest) -> ClassificationResponse:
+        return ClassificationResponse()
+
+    def _regress(self, request: RegressionRequest) -> RegressionResponse:
+        return RegressionResponse()
+
+
+NO_SIGNATURE_DEF = "Failed to find 'signature_def' key in the GetModelMetadataResponse metadata map."
+UNUSABLE = f"the backend of model discovered:0 answered unusable metadata: {NO_SIGNATURE_DEF}"
+
+
+async def test_answers_a_backend_gave_that_cannot_be_passed_on(tmp_path: Path) -> None:
+    # What TF Serving answers for them on /v1 (its 400 for what its JSON writer refuses, 500 for
+    # metadata it cannot convert); where the gateway needs the answer itself, the backend's failure.
+    server = _UnusableAnswers()
+    await server.start()
+    try:
+        (tmp_path / "models").mkdir()
+        backend = f"backend:\n  protocol: tensorflow-serving\n  target: {server.target}\n  model_name: Toy\n"
+        (tmp_path / "models" / "declared.yaml").write_text(
+            f"kind: Model\nname: declared\n{backend}contract:\n  inputs:\n    x: {{type: float32, shape: [-1]}}\n"
+            "  outputs:\n    y: {type: float32, shape: [-1]}\n")
+        (tmp_path / "models" / "discovered.yaml").write_text(f"kind: Model\nname: discovered\n{backend}")
+        async with (serve_app(create_app(Settings(access_log=False), load_config(tmp_path))) as url,
+                    httpx.AsyncClient(base_url=url, timeout=10) as client):
+            answers = [
+                await client.get("/v1/models/declared/metadata"),
+                await client.post("/v1/models/declared:predict", json={"instances": [1.0]}),
+                await client.post("/v1/models/declared:classify", json={"examples": [{"x": 1.0}]}),
+                await client.post("/v1/models/declared:regress", json={"examples": [{"x": 1.0}]}),
+                await client.post("/v1/models/discovered:predict", json={"instances": [1.0]}),
+                await client.post("/gateway/models/discovered", json={"x": [1.0]}),
+            ]
+    finally:
+        await server.stop()
+    assert [(answer.status_code, answer.json()) for answer in answers] == [
+        (500, {"error": NO_SIGNATURE_DEF}),
+        (400, {"error": "Cannot convert empty tensor map to JSON"}),
+        (400, {"error": "Cannot convert empty ClassificationResults to JSON"}),
+        (400, {"error": "Cannot convert empty RegressionResults to JSON"}),
+        (503, {"error": UNUSABLE}),  # held off after discovery at start failed the same way
+        (503, {"error": {"code": "backend_unavailable", "message": UNUSABLE}}),
+    ]
+    assert answers[-1].headers["retry-after"] == "1"
+    assert server.target not in str([answer.text for answer in answers])
