@@ -185,7 +185,7 @@ class BackendUnimplemented(BackendError):
 
 
 class BackendUnknown(ModelError):
-    grpc_code = grpc.StatusCode.UNKNOWN
+    status, code, grpc_code = 500, "model_error", grpc.StatusCode.UNKNOWN
 
 
 class BackendDataLoss(ModelError):
@@ -247,9 +247,10 @@ def from_grpc_status(code: grpc.StatusCode, details: str | None, target: str,
 
 class CodecErrors:
     """The one translation of the codecs' `CodecError` into the gateway's tree: a context
-    manager around a decode step that raises the error the step's input makes a bad one
-    (`with REQUEST_ERRORS: ...`). It holds no state per use, so one instance, built at import
-    (or once per backend), serves every request: nothing is allocated unless a decode fails."""
+    manager around a decode step that raises the gateway error a bad input of that step is
+    (`with CONTRACT: inputs = decode_inputs(...)`, `CONTRACT = codec_errors(ContractViolation)`).
+    It holds no state per use, so one instance, built at import (or once per backend), serves
+    every request: nothing is allocated unless a decode fails."""
 
     __slots__ = ("field", "kind", "log_detail", "prefix")
 
