@@ -11,6 +11,9 @@ Serving's JsonValueToDebugString does, so that a large request is not echoed who
 Stricter than TF Serving: int8, int16, uint8 and uint16 inputs are range-checked against their
 own type and a value beyond it is refused (TF takes any int32 there and the tensor wraps it).
 
+The pieces whose rules are the native codec's come from `json_codec` (`loads`, `string_json`,
+and `fast_numeric` with TF's float rule); SignatureDefs become contracts in `signature_def`.
+
 No I/O and no transport here: callers pass parsed JSON, contracts and proto messages.
 """
 
