@@ -63,8 +63,10 @@ def decode_binary(headers: Mapping[str, str], body: bytes, specs: Mapping[str, T
     dtype = spec.dtype
     dtype_text = headers.get(DTYPE_HEADER)
     if dtype_text is not None:
-        with codec_errors(ContractViolation, field=name):
+        try:
             dtype = lookup_dtype(dtype_text)
+        except CodecError as error:
+            raise codec_errors(ContractViolation, field=name).translate(error) from None
         if dtype != spec.dtype:
             raise ContractViolation(f"{name} must be {spec.dtype.name}, got {dtype.name}", field=name)
     if not dtype.is_numeric:

@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from gateway.errors import BadRequest, ClientClosed, InvalidJSON, PayloadTooLarge, UnsupportedMediaType, codec_errors
 from gateway.settings import Settings
+from tensorcodecs import CodecError
 from tensorcodecs.json_codec import loads
 
 JSON_TYPES = ("application/json", "text/json")
@@ -90,5 +91,7 @@ async def read_json(request: Request, settings: Settings) -> tuple[bytes, Any]:
     """The raw body and its parsed JSON (InvalidJSON for anything that does not parse)."""
     check_json_content_type(request)
     body = await read_body(request, settings)
-    with _INVALID_JSON:
+    try:
         return body, loads(body)
+    except CodecError as error:
+        raise _INVALID_JSON.translate(error) from None

@@ -17,6 +17,7 @@ from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BadRequest, ContractViolation, codec_errors
 from gateway.registry import Application
 from gateway.settings import Settings
+from tensorcodecs import CodecError
 from tensorcodecs.json_codec import decode_inputs, encode_outputs, may_hold_bools
 
 
@@ -75,8 +76,10 @@ async def predict_application(request: Request) -> Response:
         answer = binary_response(outputs, app.signature.outputs)
         return answer or JSONResponse(encode_outputs(outputs, app.signature.outputs))
     raw, body = await read_json(request, settings)
-    with _CONTRACT_VIOLATION:
+    try:
         inputs = decode_inputs(body, app.signature.inputs, bools=may_hold_bools(raw))
+    except CodecError as error:
+        raise _CONTRACT_VIOLATION.translate(error) from None
     check_element_count(inputs, settings)
     outputs = await dataplane.predict(app, inputs, context)
     return JSONResponse(encode_outputs(outputs, app.signature.outputs))
@@ -100,8 +103,10 @@ async def predict_model(request: Request) -> Response:
     else:
         raw, body = await read_json(request, settings)
         signature = await dataplane.signature(target, None, context)
-        with _CONTRACT_VIOLATION:
+        try:
             inputs = decode_inputs(body, signature.inputs, bools=may_hold_bools(raw))
+        except CodecError as error:
+            raise _CONTRACT_VIOLATION.translate(error) from None
     check_element_count(inputs, settings)
     prediction = await dataplane.predict_model(target, inputs, context, None, signature.inputs)
     outputs = prediction.outputs

@@ -30,6 +30,7 @@ from gateway.errors import BadRequest, CodecErrors, GatewayError, MethodNotAllow
 from gateway.registry import Target
 from gateway.routes.native import MODEL_SPEC_HEADER, check_element_count, request_context
 from gateway.settings import Settings
+from tensorcodecs import CodecError
 from tensorcodecs.tfserving_json import (
     classification_json,
     decode_examples,
@@ -127,9 +128,11 @@ async def _document(request: Request) -> tuple[dict[str, Any], str | None]:
     """The body as a JSON object and the signature it names. Any content type is accepted, as
     TF Serving does (curl -d sends application/x-www-form-urlencoded); size and gzip limits apply."""
     body = await read_body(request, request.app.state.settings)
-    with _BAD_REQUEST:
+    try:
         document = parse_document(body)
         return document, signature_name(document)
+    except CodecError as error:
+        raise _BAD_REQUEST.translate(error) from None
 
 
 async def _predict(request: Request, target: Target) -> Response:
@@ -137,33 +140,45 @@ async def _predict(request: Request, target: Target) -> Response:
     context = _context(request)
     document, name = await _document(request)
     signature = await dataplane.signature(target, name, context)
-    with _BAD_REQUEST:
+    try:
         body = decode_predict(document, signature.inputs)
+    except CodecError as error:
+        raise _BAD_REQUEST.translate(error) from None
     check_element_count(body.inputs, request.app.state.settings)
     prediction = await dataplane.predict_model(target, body.inputs, context, name, signature.inputs)
     headers = {MODEL_SPEC_HEADER: prediction.spec.header()} if prediction.spec else None
-    with _BAD_REQUEST:
+    try:
         return _json(encode_predict(prediction.outputs, body.format), headers)
+    except CodecError as error:
+        raise _BAD_REQUEST.translate(error) from None
 
 
 async def _classify(request: Request, target: Target) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
     document, name = await _document(request)
-    with _BAD_REQUEST:
+    try:
         examples = decode_examples(document)
+    except CodecError as error:
+        raise _BAD_REQUEST.translate(error) from None
     response = await dataplane.classify(target, examples, name, _context(request))
-    with _BAD_REQUEST:
+    try:
         return _json(classification_json(response.result))
+    except CodecError as error:
+        raise _BAD_REQUEST.translate(error) from None
 
 
 async def _regress(request: Request, target: Target) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
     document, name = await _document(request)
-    with _BAD_REQUEST:
+    try:
         examples = decode_examples(document)
+    except CodecError as error:
+        raise _BAD_REQUEST.translate(error) from None
     response = await dataplane.regress(target, examples, name, _context(request))
-    with _BAD_REQUEST:
+    try:
         return _json(regression_json(response.result))
+    except CodecError as error:
+        raise _BAD_REQUEST.translate(error) from None
 
 
 async def _status(request: Request, target: Target) -> Response:
@@ -174,8 +189,10 @@ async def _status(request: Request, target: Target) -> Response:
 async def _metadata(request: Request, target: Target) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
     response = await dataplane.metadata(target, _context(request))
-    with _UNUSABLE_METADATA:
+    try:
         return _json(model_metadata_json(response))
+    except CodecError as error:
+        raise _UNUSABLE_METADATA.translate(error) from None
 
 
 _POST_METHODS: dict[str, Callable[[Request, Target], Awaitable[Response]]] = {

@@ -164,48 +164,36 @@ def test_a_backend_status_with_the_retry_of_its_kind() -> None:
 # ---------------------------------------------------------------- codec errors
 
 
-def _codec_failure(field: str | None = None) -> None:
-    raise CodecError("expected an integer (int32), got 1.5", field=field)
+def _codec_failure(field: str | None = None) -> CodecError:
+    return CodecError("expected an integer (int32), got 1.5", field=field)
 
 
 @pytest.mark.parametrize("kind", [ContractViolation, InvalidJSON, BadRequest])
 def test_a_codec_error_becomes_the_kind_the_step_names(kind: type[GatewayError]) -> None:
-    with pytest.raises(kind) as caught, codec_errors(kind):
-        _codec_failure("number[2]")
-    error = caught.value
+    error = codec_errors(kind).translate(_codec_failure("number[2]"))
     assert type(error) is kind
     assert (error.message, error.field) == ("expected an integer (int32), got 1.5", "number[2]")
-    assert error.__cause__ is None  # raised `from None`: the codec's traceback is not the client's story
-    assert error.__suppress_context__
+    assert error.to_dict() == {"error": {"code": kind.code, "message": "expected an integer (int32), got 1.5",
+                                         "field": "number[2]"}}
+    assert error.log_detail is None
 
 
 def test_a_field_given_to_the_step_names_the_input() -> None:
-    with pytest.raises(ContractViolation) as caught, codec_errors(ContractViolation, field="x"):
-        _codec_failure()
-    assert (caught.value.field, caught.value.to_dict()["error"]["field"]) == ("x", "x")
+    error = codec_errors(ContractViolation, field="x").translate(_codec_failure())
+    assert (error.field, error.to_dict()["error"]["field"]) == ("x", "x")
 
 
-def test_one_step_serves_every_use_and_lets_other_errors_through() -> None:
+def test_one_step_translates_every_failure_into_a_new_error() -> None:
     step = codec_errors(ContractViolation)
-    for value in range(3):
-        with step:
-            result = value * 2  # nothing failed: nothing happens
-        assert result == value * 2
-    with pytest.raises(ContractViolation), step:
-        _codec_failure("a")
-    with pytest.raises(ContractViolation, match="again"), step:
-        raise CodecError("again", field="b")
-    with pytest.raises(KeyError), step:  # only codec errors are the input's fault
-        raise KeyError("a bug")
-    with pytest.raises(NotFound), step:
-        raise NotFound("no such model")
+    first, second = step.translate(_codec_failure("a")), step.translate(CodecError("again", field="b"))
+    assert first is not second
+    assert [(e.message, e.field) for e in (first, second)] == [
+        ("expected an integer (int32), got 1.5", "a"), ("again", "b")]
+    assert (step.kind, step.field) == (ContractViolation, None)  # nothing of a use stays behind
 
 
 def test_a_codec_error_in_a_backends_answer_is_the_backends_failure() -> None:
-    step = answer_errors("toy:1", "10.0.0.7:8500", "a malformed tensor")
-    with pytest.raises(BackendError) as caught, step:
-        _codec_failure("output_1")
-    error = caught.value
+    error = answer_errors("toy:1", "10.0.0.7:8500", "a malformed tensor").translate(_codec_failure("output_1"))
     assert type(error) is BackendError
     assert error.status == 502
     assert error.message == ("the backend of model toy:1 answered a malformed tensor: "
@@ -213,8 +201,8 @@ def test_a_codec_error_in_a_backends_answer_is_the_backends_failure() -> None:
     assert error.field is None  # a field names a request's input, not an answer's
     assert error.log_detail == "backend 10.0.0.7:8500"
     assert "10.0.0.7" not in str(error.to_dict())
-    with pytest.raises(ModelError), answer_errors("toy:1", "h:1", "unusable metadata", ModelError):
-        _codec_failure()
+    assert isinstance(answer_errors("toy:1", "h:1", "unusable metadata", ModelError).translate(_codec_failure()),
+                      ModelError)
 
 
 def test_json_shape_carries_the_field() -> None:
