@@ -24,7 +24,7 @@ import numpy as np
 from starlette.responses import Response
 
 from gateway.backends import NDArray
-from gateway.errors import ContractViolation
+from gateway.errors import ContractViolation, codec_errors
 from tensorcodecs import CodecError, TensorSpec
 from tensorcodecs.dtypes import dtype_from_numpy, lookup_dtype
 from tensorcodecs.json_codec import MAX_RANK
@@ -66,7 +66,7 @@ def decode_binary(headers: Mapping[str, str], body: bytes, specs: Mapping[str, T
         try:
             dtype = lookup_dtype(dtype_text)
         except CodecError as error:
-            raise ContractViolation(error.message, field=name) from None
+            raise codec_errors(ContractViolation, field=name).translate(error) from None
         if dtype != spec.dtype:
             raise ContractViolation(f"{name} must be {spec.dtype.name}, got {dtype.name}", field=name)
     if not dtype.is_numeric:

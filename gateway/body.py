@@ -8,13 +8,14 @@ from typing import Any
 
 from starlette.requests import Request
 
-from gateway.errors import BadRequest, ClientClosed, InvalidJSON, PayloadTooLarge, UnsupportedMediaType
+from gateway.errors import BadRequest, ClientClosed, InvalidJSON, PayloadTooLarge, UnsupportedMediaType, codec_errors
 from gateway.settings import Settings
 from tensorcodecs import CodecError
 from tensorcodecs.json_codec import loads
 
 JSON_TYPES = ("application/json", "text/json")
 _HEADERS = "gateway.headers"  # where headers_of keeps its dict in the ASGI scope
+_INVALID_JSON = codec_errors(InvalidJSON)  # a body that does not parse
 
 
 def headers_of(request: Request) -> Mapping[str, str]:
@@ -93,4 +94,4 @@ async def read_json(request: Request, settings: Settings) -> tuple[bytes, Any]:
     try:
         return body, loads(body)
     except CodecError as error:
-        raise InvalidJSON(error.message) from None
+        raise _INVALID_JSON.translate(error) from None

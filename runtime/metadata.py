@@ -10,9 +10,8 @@ from protos.services import SIGNATURE_DEF_MAP_TYPE_URL
 from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataResponse, SignatureDefMap
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusResponse, ModelVersionStatus
 from runtime.errors import InputError
-from tensorcodecs.signature_def import signature_to_def
+from tensorcodecs.signature_def import SIGNATURE_DEF, signature_to_def
 
-SIGNATURE_DEF = "signature_def"
 RUNTIME = "runtime"
 DEFAULT_SIGNATURE = "serving_default"
 STRING_VALUE_TYPE_URL = "type.googleapis.com/google.protobuf.StringValue"

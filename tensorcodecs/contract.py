@@ -22,11 +22,7 @@ class TensorSpec:
 
     def shape_text(self) -> str:
         """The shape as users write it in contracts."""
-        if self.shape is None:
-            return "any"
-        if self.shape == ():
-            return "scalar"
-        return "[" + ", ".join(str(d) for d in self.shape) + "]"
+        return shape_text(self.shape)
 
     def accepts_shape(self, shape: Shape) -> bool:
         """Whether a concrete shape fits this spec."""
@@ -44,6 +40,16 @@ class Signature:
     name: str
     inputs: Mapping[str, TensorSpec] = field(default_factory=dict)
     outputs: Mapping[str, TensorSpec] = field(default_factory=dict)
+
+
+def shape_text(shape: Shape | None) -> str:
+    """A shape as contracts and the native API's messages write it: `[2, -1]`, `scalar` for (),
+    `any` for None (TF Serving's messages have their own, `tfserving_json.tf_shape_text`)."""
+    if shape is None:
+        return "any"
+    if shape == ():
+        return "scalar"
+    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def parse_shape(value: object) -> Shape | None:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from tensorcodecs.contract import Shape, TensorSpec
+from tensorcodecs.contract import Shape, TensorSpec, shape_text
 from tensorcodecs.dtypes import DType, JsonKind
 from tensorcodecs.errors import CodecError
 
@@ -166,7 +166,7 @@ def decode_value(value: Any, spec: TensorSpec, path: str, *, bools: bool = True)
         array = array.reshape(array.shape + tuple(max(d, 0) for d in spec.shape[array.ndim:]))
     if not spec.accepts_shape(array.shape):
         raise CodecError(
-            f"expected shape {spec.shape_text()}, got {_shape_text(array.shape)}", field=path
+            f"expected shape {spec.shape_text()}, got {shape_text(array.shape)}", field=path
         )
     return array
 
@@ -185,8 +185,8 @@ def check_rank(value: Any, path: str, limit: int = MAX_RANK) -> None:
 
 def _decode_numeric(value: Any, target: DType, path: str, bools: bool) -> NDArray:
     if type(value) is list and target.json_kind is not JsonKind.BOOL:
-        fast = _fast_numeric(value, target)
-        if fast is not None and not (bools and _hides_bools(value, fast)):
+        fast = fast_numeric(value, target, bools=bools)
+        if fast is not None:
             return fast
     raw = _as_array(value, path)
     kind = target.json_kind
@@ -215,46 +215,87 @@ def _decode_numeric(value: Any, target: DType, path: str, bools: bool) -> NDArra
     raise CodecError(f"cannot read the value as {target.name}", field=path)
 
 
-def _fast_numeric(value: list[Any], target: DType) -> NDArray | None:
-    """The array for a list of plain numbers, converted straight to the target dtype, or None.
+_INT, _FLOAT, _BOOL = JsonKind.INT, JsonKind.FLOAT, JsonKind.BOOL  # enum attributes are slow to read
+
+
+def fast_numeric(value: list[Any], target: DType, *, bools: bool = True,
+                 to_infinity: bool = False) -> NDArray | None:
+    """The array for a regular list of plain numbers, converted straight to `target`, or None:
+    then the caller's element walk decides, and names the offending element.
 
     numpy's own dtype discovery walks Python ints twice as slowly as a typed conversion, so the
     element types are settled by `sum` instead (C speed; exact): a `TypeError` means a string,
     null, object or misplaced list; a float total means at least one decimal literal, an int
-    total means integers only. Only the plain cases are handled here: integers for an integer
-    field (numpy raises on values out of range), decimal-containing lists for a float field
-    (no value may round to infinity). Everything else (errors included) returns None and takes
-    the general path, which names the offending element. Bools still need `_hides_bools`.
+    total means integers only. Integer fields take integers only (numpy raises on a value out of
+    the dtype's range). Float fields, by the native codec's rule, take lists with a decimal
+    literal in which no finite value rounds to infinity; with `to_infinity` (TF Serving's rule:
+    rapidjson's GetDouble, then GetFloat's cast) any numbers, each read as a double and rounded to
+    the dtype, beyond its range to +-inf. Bool fields take lists of bools only. A JSON bool in a
+    numeric field is 0 or 1 to numpy: such a list is refused, exactly, unless `bools=False`
+    promises that the document has no `true`/`false` literal (`may_hold_bools`).
     """
+    kind = target.json_kind
+    if kind is not _INT and kind is not _FLOAT:
+        return _bools_only(value) if kind is _BOOL else None
     leaves: Any = value
     item: Any = value
+    depth = 1
     while True:
         item = item[0] if item else None
         if type(item) is not list:
             break
+        depth += 1
+        if depth > MAX_RANK:
+            return None  # deeper than numpy goes: the walk says so
         leaves = chain.from_iterable(leaves)
     try:
         total = sum(leaves)
     except TypeError:
         return None
     try:
-        if target.json_kind is JsonKind.INT:
+        if kind is _INT:
             if type(total) is not int:
                 return None
-            return np.asarray(value, dtype=target.numpy)
-        if type(total) is not float:
-            return None
-        with np.errstate(over="ignore"):
             array = np.asarray(value, dtype=target.numpy)
+        elif to_infinity:
+            with np.errstate(over="ignore", under="ignore"):
+                array = _through_doubles(value, target, integers=type(total) is int)
+        else:
+            if type(total) is not float:
+                return None
+            with np.errstate(over="ignore"):
+                array = np.asarray(value, dtype=target.numpy)
+            if not math.isfinite(total) or array.dtype.itemsize < 8:
+                # A finite float32/float16 sum proves that no value rounded to infinity.
+                with np.errstate(over="ignore", invalid="ignore"):
+                    array_total = array.sum()
+                if not np.isfinite(array_total) and np.isinf(array).any():
+                    return None  # Infinity literals and overflow are told apart by the general path
     except (ValueError, OverflowError, TypeError):
         return None
-    if not math.isfinite(total) or array.dtype.itemsize < 8:
-        # A finite float32/float16 sum proves that no value rounded to infinity.
-        with np.errstate(over="ignore", invalid="ignore"):
-            array_total = array.sum()
-        if not np.isfinite(array_total) and np.isinf(array).any():
-            return None  # Infinity literals and overflow are told apart by the general path
+    if bools and _hides_bools(value, array):
+        return None
     return array
+
+
+def _bools_only(value: list[Any]) -> NDArray | None:
+    """numpy's reading of a list of JSON bools (None when anything else is in it)."""
+    try:
+        raw = np.asarray(value)
+    except (ValueError, OverflowError):
+        return None
+    return raw if raw.dtype.kind == "b" else None
+
+
+def _through_doubles(value: list[Any], target: DType, integers: bool) -> NDArray:
+    """Numbers as doubles rounded to the float dtype `target` (numpy converts each Python number
+    through a double; integers within int64 go faster through an int64 array)."""
+    if integers:
+        try:
+            return np.asarray(value, dtype=np.int64).astype(np.float64).astype(target.numpy, copy=False)
+        except OverflowError:
+            pass  # beyond int64: each integer on its own
+    return np.asarray(value, dtype=target.numpy)
 
 
 def _checked_int_cast(raw: NDArray, target: DType, path: str) -> NDArray:
@@ -305,19 +346,43 @@ def _checked_float_cast(
 
 
 def _hides_bools(value: Any, raw: NDArray) -> bool:
-    """Exact: whether `value` holds a JSON bool that numpy read as 0 or 1.
+    """Exact: whether `value`, nested lists of numbers that numpy read as `raw`, holds a JSON
+    bool that numpy read as 0 or 1.
 
-    Only arrays that contain 0 or 1 at all are walked, so the common case costs one vectorised
-    comparison; the walk itself runs at C speed over the innermost lists.
+    Only the elements that are 0 or 1 can be one, so the common case costs one vectorised
+    comparison; a few such elements are looked up, many are checked in the numbers' JSON text,
+    which has a `t` or an `f` only where a bool was (written by orjson at C speed).
     """
     if raw.ndim == 0:
         return isinstance(value, bool)
-    if not ((raw == 0) | (raw == 1)).any():
+    zero_or_one = (raw == 0) | (raw == 1)
+    count = int(np.count_nonzero(zero_or_one))
+    if not count:
         return False
+    if count <= _FEW_ZEROS_AND_ONES:
+        hits = np.flatnonzero(zero_or_one)
+        if raw.ndim == 1:
+            return any(type(value[i]) is bool for i in hits.tolist())
+        for index in zip(*(axis.tolist() for axis in np.unravel_index(hits, raw.shape)), strict=True):
+            item = value
+            for i in index:
+                item = item[i]
+            if type(item) is bool:
+                return True
+        return False
+    try:
+        text = orjson.dumps(value)
+    except TypeError:  # an integer beyond 64 bits: walk the elements instead
+        pass
+    else:
+        return b"t" in text or b"f" in text
     rows: list[Any] = [value]
     for _ in range(raw.ndim - 1):
         rows = list(chain.from_iterable(rows))
     return bool in set(map(type, chain.from_iterable(rows)))
+
+
+_FEW_ZEROS_AND_ONES = 16  # up to this many, looking each up is cheaper than writing the text
 
 
 def _as_array(value: Any, path: str) -> NDArray:
@@ -451,7 +516,7 @@ def to_json_value(array: NDArray | np.generic, spec: TensorSpec | None = None) -
 def _json_value(array: NDArray, as_b64: bool) -> Any:
     kind = array.dtype.kind
     if kind in "OSU":
-        return _map_nested(array, lambda v: _bytes_json(v, as_b64))
+        return _map_nested(array, lambda v: string_json(v, as_b64))
     if kind == "c":
         pairs = np.stack([array.real, array.imag], axis=-1)
         return _json_value(pairs, as_b64)
@@ -475,13 +540,10 @@ def _half_table() -> NDArray:
     return np.array([float(str(v)) for v in halves], dtype=np.float64)
 
 
-def _bytes_json(value: Any, as_b64: bool) -> Any:
-    if isinstance(value, str):
-        if not as_b64:
-            return value
-        data = value.encode("utf-8", "surrogatepass")
-    else:
-        data = bytes(value)
+def string_json(value: str | bytes, as_b64: bool) -> str | dict[str, str]:
+    """One string element as JSON: its text, or `{"b64": ...}` when `as_b64` is asked or it is
+    not valid UTF-8 (JSON text cannot carry it)."""
+    data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)
     if not as_b64:
         try:
             return data.decode("utf-8")
@@ -546,10 +608,6 @@ def _index_text(shape: Shape, flat_index: int) -> str:
     if not shape:
         return ""
     return "".join(f"[{i}]" for i in np.unravel_index(flat_index, shape))
-
-
-def _shape_text(shape: Shape) -> str:
-    return "scalar" if shape == () else "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _describe(value: Any) -> str:

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from protos.tensorflow.meta_graph_pb2 import SignatureDef, TensorInfo
 from tensorcodecs.contract import Signature, TensorSpec
 from tensorcodecs.dtypes import dtype_from_enum
+from tensorcodecs.errors import UnknownDTypeError
 
+SIGNATURE_DEF = "signature_def"  # the GetModelMetadata field (and metadata key) of the SignatureDefMap
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
@@ -23,7 +25,10 @@ def signature_to_def(signature: Signature) -> SignatureDef:
 
 
 def signature_from_def(name: str, definition: SignatureDef) -> Signature:
-    """The contract a SignatureDef describes; tensors are keyed by their signature names."""
+    """The contract a SignatureDef describes, tensors keyed by their signature names in name
+    order: -1 for an unknown size, any shape for an unknown rank, a scalar for a TensorInfo
+    without dims (as TF reads an empty TensorShapeProto). Tensors of dtypes the gateway cannot
+    carry are left out."""
     return Signature(name, _specs(definition.inputs), _specs(definition.outputs))
 
 
@@ -40,9 +45,12 @@ def _fill_info(info: TensorInfo, spec: TensorSpec) -> None:
 
 def _specs(infos: Mapping[str, TensorInfo]) -> dict[str, TensorSpec]:
     specs: dict[str, TensorSpec] = {}
-    for key, info in infos.items():
-        shape = None
-        if info.HasField("tensor_shape") and not info.tensor_shape.unknown_rank:
-            shape = tuple(max(dim.size, -1) for dim in info.tensor_shape.dim)
-        specs[key] = TensorSpec(key, dtype_from_enum(info.dtype), shape)
+    for name in sorted(infos):
+        info = infos[name]
+        try:
+            dtype = dtype_from_enum(info.dtype)
+        except UnknownDTypeError:
+            continue
+        shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
+        specs[name] = TensorSpec(name, dtype, shape)
     return specs

@@ -11,6 +11,9 @@ Serving's JsonValueToDebugString does, so that a large request is not echoed who
 Stricter than TF Serving: int8, int16, uint8 and uint16 inputs are range-checked against their
 own type and a value beyond it is refused (TF takes any int32 there and the tensor wraps it).
 
+The pieces whose rules are the native codec's come from `json_codec` (`loads`, `string_json`,
+and `fast_numeric` with TF's float rule); SignatureDefs become contracts in `signature_def`.
+
 No I/O and no transport here: callers pass parsed JSON, contracts and proto messages.
 """
 
@@ -31,7 +34,6 @@ from google.protobuf import json_format
 from protos.services import SIGNATURE_DEF_MAP_TYPE_URL
 from protos.tensorflow.example_pb2 import Example
 from protos.tensorflow.feature_pb2 import Feature
-from protos.tensorflow.meta_graph_pb2 import TensorInfo
 from protos.tensorflow_serving.classification_pb2 import ClassificationResult
 from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataResponse, SignatureDefMap
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusResponse, ModelVersionStatus
@@ -39,10 +41,11 @@ from protos.tensorflow_serving.input_pb2 import Input
 from protos.tensorflow_serving.regression_pb2 import RegressionResult
 from protos.tensorflow_serving.status_pb2 import StatusProto
 from tensorcodecs.contract import Signature, TensorSpec
-from tensorcodecs.dtypes import DType, JsonKind, dtype_from_enum
-from tensorcodecs.errors import CodecError, UnknownDTypeError
-from tensorcodecs.json_codec import MAX_RANK, loads
+from tensorcodecs.dtypes import DType, JsonKind
+from tensorcodecs.errors import CodecError
+from tensorcodecs.json_codec import MAX_RANK, fast_numeric, loads, string_json
 from tensorcodecs.rapidjson_dtoa import rapidjson_double, rapidjson_number
+from tensorcodecs.signature_def import SIGNATURE_DEF, signature_from_def
 
 NDArray = np.ndarray
 
@@ -50,7 +53,6 @@ SIGNATURE_KEY = "signature_name"
 INSTANCES_KEY = "instances"
 INPUTS_KEY = "inputs"
 BYTES_SUFFIX = "_bytes"
-SIGNATURE_DEF = "signature_def"
 
 # TF's DataTypeString() for the rows of the dtype table whose name differs.
 _TF_TYPE_NAMES = {"float32": "float", "float64": "double", "float16": "half", "bytes": "string"}
@@ -124,7 +126,7 @@ def decode_predict(document: Mapping[str, Any], specs: Mapping[str, TensorSpec])
     for name, array in inputs.items():
         spec = specs[name]
         if not spec.accepts_shape(array.shape):
-            raise CodecError(f"input {name!r} has shape {shape_text(array.shape)} but the signature "
+            raise CodecError(f"input {name!r} has shape {list(array.shape)} but the signature "
                              f"expects {spec.shape_text()}", field=name)
     return PredictBody(inputs, fmt)
 
@@ -141,12 +143,12 @@ def _decode_instances(instances: list[Any], specs: Mapping[str, TensorSpec]) -> 
     named = _is_element_object(first)
     if not named:
         name = next(iter(specs))
-        fast = _fast_numeric(instances, specs[name].dtype)
+        fast = fast_numeric(instances, specs[name].dtype, to_infinity=True)
         if fast is not None and fast.ndim >= 1:
             return {name: fast}
     elif all(_is_element_object(e) and set(e) == set(specs) for e in instances):
         columns = {name: [e[name] for e in instances] for name in specs}
-        arrays = {name: _fast_numeric(values, specs[name].dtype) for name, values in columns.items()}
+        arrays = {name: fast_numeric(values, specs[name].dtype, to_infinity=True) for name, values in columns.items()}
         if all(a is not None for a in arrays.values()):
             return {name: a for name, a in arrays.items() if a is not None}
     # The exact walk, element by element, with TF's errors.
@@ -186,7 +188,7 @@ def _add_instance_item(value: Any, name: str, specs: Mapping[str, TensorSpec],
         if want.size != array.size:
             raise CodecError(f"Expecting tensor size: {want.size} but got: {array.size}")
         if want.shape != array.shape:
-            raise CodecError(f"Expecting shape {_tf_shape(want.shape)} but got: {_tf_shape(array.shape)}")
+            raise CodecError(f"Expecting shape {tf_shape_text(want.shape)} but got: {tf_shape_text(array.shape)}")
     seen.append(array)
 
 
@@ -216,38 +218,11 @@ def _decode_columns(value: Any, specs: Mapping[str, TensorSpec]) -> dict[str, ND
 
 def tensor_from_json(value: Any, dtype: DType) -> NDArray:
     """One JSON value (scalar or nested lists) as an array, with TF's shape and type rules."""
-    fast = _fast_numeric(value, dtype)
+    fast = fast_numeric(value, dtype, to_infinity=True) if type(value) is list else None
     return fast if fast is not None else _exact_tensor(value, dtype)
 
 
 # ---------------------------------------------------------------- JSON value -> array
-
-
-def _fast_numeric(value: Any, dtype: DType) -> NDArray | None:
-    """numpy's reading of a regular numeric list when TF would accept it unchanged, else None
-    (the exact walk then decides, and names the error)."""
-    kind = dtype.json_kind
-    if not isinstance(value, list) or kind not in (JsonKind.INT, JsonKind.FLOAT, JsonKind.BOOL):
-        return None
-    try:
-        raw = np.asarray(value)
-    except (ValueError, OverflowError):
-        return None
-    if kind is JsonKind.BOOL:
-        return raw if raw.dtype.kind == "b" else None
-    if raw.dtype.kind not in ("iu" if kind is JsonKind.INT else "iuf"):
-        return None
-    if raw.size == 0:
-        return raw.astype(dtype.numpy)
-    text = orjson.dumps(value)  # numpy reads true as 1: TF does not
-    if b"t" in text or b"f" in text:
-        return None
-    if kind is JsonKind.INT:
-        info = np.iinfo(dtype.numpy)
-        if raw.min() < info.min or raw.max() > info.max:
-            return None
-        return raw.astype(dtype.numpy)
-    return _to_float(raw, dtype)
 
 
 def _to_float(values: NDArray, dtype: DType) -> NDArray:
@@ -485,13 +460,9 @@ def _scalar_text(value: Any) -> str | None:
     return repr(value)
 
 
-def _tf_shape(shape: tuple[int, ...]) -> str:
+def tf_shape_text(shape: tuple[int, ...]) -> str:
+    """A shape as TF Serving's messages write it: `[2,3]` (`[]` for a scalar)."""
     return "[" + ",".join(str(d) for d in shape) + "]"
-
-
-def shape_text(shape: tuple[int, ...]) -> str:
-    """A shape as `[2, 3]`."""
-    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 # ---------------------------------------------------------------- arrays -> JSON
@@ -549,18 +520,8 @@ def tensor_json(array: NDArray, as_b64: bool = False) -> bytes:
         items = [f"[{decimal_text(v.real, double=double)},{decimal_text(v.imag, double=double)}]"
                  for v in flat]
     else:
-        items = [orjson.dumps(_string_json(v, as_b64)).decode() for v in flat]
+        items = [orjson.dumps(string_json(v, as_b64)).decode() for v in flat]
     return _nest(items, shape).encode()
-
-
-def _string_json(value: Any, as_b64: bool) -> Any:
-    data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-    if not as_b64:
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            pass  # not valid text: JSON cannot carry it raw, so it goes as base64
-    return {"b64": base64.b64encode(data).decode("ascii")}
 
 
 def _nest(items: list[str], shape: tuple[int, ...]) -> str:
@@ -747,22 +708,6 @@ def signature_def_map(response: GetModelMetadataResponse) -> SignatureDefMap:
 
 
 def signatures_from_metadata(response: GetModelMetadataResponse) -> dict[str, Signature]:
-    """Every signature of a metadata answer as a contract (-1 for unknown sizes; unknown
-    rank accepts any shape). Tensors of dtypes the gateway cannot carry are skipped."""
-    result: dict[str, Signature] = {}
-    for name, signature in signature_def_map(response).signature_def.items():
-        result[name] = Signature(name, _specs(signature.inputs), _specs(signature.outputs))
-    return result
-
-
-def _specs(infos: Mapping[str, TensorInfo]) -> dict[str, TensorSpec]:
-    specs: dict[str, TensorSpec] = {}
-    for name in sorted(infos):
-        info = infos[name]
-        try:
-            dtype = dtype_from_enum(info.dtype)
-        except UnknownDTypeError:
-            continue
-        shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
-        specs[name] = TensorSpec(name, dtype, shape)
-    return specs
+    """Every signature of a metadata answer as a contract (`signature_def.signature_from_def`)."""
+    return {name: signature_from_def(name, signature)
+            for name, signature in signature_def_map(response).signature_def.items()}

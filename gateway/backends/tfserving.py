@@ -50,13 +50,13 @@ from protos.tensorflow_serving.model_server_config_pb2 import ModelServerConfig
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from protos.tensorflow_serving.regression_pb2 import RegressionRequest, RegressionResponse
 from tensorcodecs import CodecError, Signature, TensorSpec
+from tensorcodecs.signature_def import SIGNATURE_DEF
 from tensorcodecs.tensor_proto import attached_array, decode_tensor, fill_tensor, tensor_header
 from tensorcodecs.tfserving_json import signatures_from_metadata
 
 HEALTH: Method[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse] = Method(
     "grpc.health.v1.Health", "Check", health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse)
 HEALTH_CHECK = HEALTH.path
-SIGNATURE_DEF = "signature_def"
 NUMERIC_KINDS = frozenset("biufc")  # numpy kinds whose values can travel as raw bytes
 
 

@@ -14,7 +14,7 @@ from gateway.backends import NDArray
 from gateway.binary import binary_response, decode_binary, is_binary
 from gateway.body import headers_of, read_body, read_json
 from gateway.dataplane import DataPlane, RequestContext
-from gateway.errors import BadRequest, ContractViolation
+from gateway.errors import BadRequest, ContractViolation, codec_errors
 from gateway.registry import Application
 from gateway.settings import Settings
 from tensorcodecs import CodecError
@@ -26,7 +26,8 @@ class JSONResponse(Response):
 
 
 TIMEOUT_HEADER = "x-request-timeout"
-MODEL_SPEC_HEADER = "x-model-spec"
+MODEL_SPEC_HEADER = "x-model-spec"  # the model spec a backend answered with (both APIs)
+_CONTRACT_VIOLATION = codec_errors(ContractViolation)  # a body that does not fit the contract
 
 
 def request_context(request: Request, settings: Settings, app: Application | None = None) -> RequestContext:
@@ -78,7 +79,7 @@ async def predict_application(request: Request) -> Response:
     try:
         inputs = decode_inputs(body, app.signature.inputs, bools=may_hold_bools(raw))
     except CodecError as error:
-        raise ContractViolation(error.message, field=error.field) from None
+        raise _CONTRACT_VIOLATION.translate(error) from None
     check_element_count(inputs, settings)
     outputs = await dataplane.predict(app, inputs, context)
     return JSONResponse(encode_outputs(outputs, app.signature.outputs))
@@ -105,7 +106,7 @@ async def predict_model(request: Request) -> Response:
         try:
             inputs = decode_inputs(body, signature.inputs, bools=may_hold_bools(raw))
         except CodecError as error:
-            raise ContractViolation(error.message, field=error.field) from None
+            raise _CONTRACT_VIOLATION.translate(error) from None
     check_element_count(inputs, settings)
     prediction = await dataplane.predict_model(target, inputs, context, None, signature.inputs)
     outputs = prediction.outputs

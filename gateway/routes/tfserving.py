@@ -27,9 +27,9 @@ from gateway.auth import authorize
 from gateway.backends.capabilities import Classifies, HasMetadata, Regresses, ReportsStatus
 from gateway.body import read_body
 from gateway.dataplane import DataPlane, RequestContext
-from gateway.errors import BadRequest, GatewayError, MethodNotAllowed
+from gateway.errors import BadRequest, CodecErrors, GatewayError, MethodNotAllowed, ModelError, codec_errors
 from gateway.registry import Target
-from gateway.routes.native import check_element_count, request_context
+from gateway.routes.native import MODEL_SPEC_HEADER, check_element_count, request_context
 from gateway.settings import Settings
 from tensorcodecs import CodecError
 from tensorcodecs.tfserving_json import (
@@ -46,7 +46,10 @@ from tensorcodecs.tfserving_json import (
 
 log = logging.getLogger("gateway.tfserving")
 
-MODEL_SPEC_HEADER = "x-model-spec"
+# What TF Serving's JSON codec refuses is its 400 (InvalidArgument), as are answers it cannot
+# write (an empty tensor map, empty results); metadata it cannot convert is its 500.
+_BAD_REQUEST = codec_errors(BadRequest)
+_UNUSABLE_METADATA = CodecErrors(ModelError)
 # TF Serving's own patterns (http_rest_api_util.cc), matched whole, as RE2::FullMatch does, on
 # the path as sent (percent-encoded); the model name and label are decoded after the match.
 _PREDICTION = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)",
@@ -77,8 +80,6 @@ async def models(request: Request) -> Response:
         if error.retry_after_s is not None:
             headers["retry-after"] = str(error.retry_after_s)
         return error_response(error.status, error.message, headers)
-    except CodecError as error:
-        return error_response(400, error.message)
 
 
 async def _dispatch(request: Request) -> Response:
@@ -124,50 +125,65 @@ def _context(request: Request) -> RequestContext:
     return request_context(request, settings)
 
 
-async def _document(request: Request) -> dict[str, Any]:
-    """The body as a JSON object. Any content type is accepted, as TF Serving does (curl -d
-    sends application/x-www-form-urlencoded); size and gzip limits apply."""
-    return parse_document(await read_body(request, request.app.state.settings))
+async def _document(request: Request) -> tuple[dict[str, Any], str | None]:
+    """The body as a JSON object and the signature it names. Any content type is accepted, as
+    TF Serving does (curl -d sends application/x-www-form-urlencoded); size and gzip limits apply."""
+    body = await read_body(request, request.app.state.settings)
+    try:
+        document = parse_document(body)
+        return document, signature_name(document)
+    except CodecError as error:
+        raise _BAD_REQUEST.translate(error) from None
 
 
 async def _predict(request: Request, target: Target) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
     context = _context(request)
-    document = await _document(request)
-    name = signature_name(document)
+    document, name = await _document(request)
     signature = await dataplane.signature(target, name, context)
-    body = decode_predict(document, signature.inputs)
+    try:
+        body = decode_predict(document, signature.inputs)
+    except CodecError as error:
+        raise _BAD_REQUEST.translate(error) from None
     check_element_count(body.inputs, request.app.state.settings)
     prediction = await dataplane.predict_model(target, body.inputs, context, name, signature.inputs)
     headers = {MODEL_SPEC_HEADER: prediction.spec.header()} if prediction.spec else None
     try:
         return _json(encode_predict(prediction.outputs, body.format), headers)
     except CodecError as error:
-        raise BadRequest(error.message) from None
+        raise _BAD_REQUEST.translate(error) from None
 
 
 async def _classify(request: Request, target: Target) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
-    document = await _document(request)
-    name = signature_name(document)
-    examples = decode_examples(document)
+    document, name = await _document(request)
+    try:
+        examples = decode_examples(document)
+    except CodecError as error:
+        raise _BAD_REQUEST.translate(error) from None
     context = _context(request)
     backend = dataplane.capability(target.model, Classifies)
-    response = await backend.classify(examples, context.remaining(), target.selector, name,
-                                      context.request_id)
-    return _json(classification_json(response.result))
+    response = await backend.classify(examples, context.remaining(), target.selector, name, context.request_id)
+    try:
+        return _json(classification_json(response.result))
+    except CodecError as error:
+        raise _BAD_REQUEST.translate(error) from None
 
 
 async def _regress(request: Request, target: Target) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
-    document = await _document(request)
-    name = signature_name(document)
-    examples = decode_examples(document)
+    document, name = await _document(request)
+    try:
+        examples = decode_examples(document)
+    except CodecError as error:
+        raise _BAD_REQUEST.translate(error) from None
     context = _context(request)
     backend = dataplane.capability(target.model, Regresses)
-    response = await backend.regress(examples, context.remaining(), target.selector, name,
-                                     context.request_id)
-    return _json(regression_json(response.result))
+    response = await backend.regress(examples, context.remaining(), target.selector, name, context.request_id)
+    try:
+        return _json(regression_json(response.result))
+    except CodecError as error:
+        raise _BAD_REQUEST.translate(error) from None
 
 
 async def _status(request: Request, target: Target) -> Response:
@@ -185,7 +201,7 @@ async def _metadata(request: Request, target: Target) -> Response:
     try:
         return _json(model_metadata_json(response))
     except CodecError as error:
-        return error_response(500, error.message)
+        raise _UNUSABLE_METADATA.translate(error) from None
 
 
 _POST_METHODS: dict[str, Callable[[Request, Target], Awaitable[Response]]] = {

@@ -21,17 +21,32 @@ from gateway.app import GatewayApp, create_app
 from gateway.auth import Authenticator
 from gateway.backends import UnavailableBackend
 from gateway.errors import (
+    BACKEND_ERRORS,
     GRPC_TO_HTTP,
+    BackendError,
     BackendUnavailable,
+    BadRequest,
     ContractViolation,
     DeadlineExceeded,
+    GatewayError,
+    InvalidJSON,
     ModelError,
+    NotFound,
+    answer_errors,
+    codec_errors,
     from_grpc_status,
 )
 from gateway.manifests import Config, load_config
 from gateway.observability import RequestObserver
 from gateway.settings import Settings
+from protos.tensorflow_serving.classification_pb2 import ClassificationRequest, ClassificationResponse
+from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRequest, GetModelMetadataResponse
+from protos.tensorflow_serving.model_pb2 import ModelSpec
+from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
+from protos.tensorflow_serving.regression_pb2 import RegressionRequest, RegressionResponse
+from tensorcodecs import CodecError
 from tests.conftest import free_port, serve_app
+from tests.tfserving_server import FakeTFServing
 
 
 @pytest.mark.parametrize(
@@ -75,6 +90,119 @@ def test_messages_name_the_model_and_keep_the_backends_words_but_not_its_address
     assert down.message == "the backend of model toy is unavailable"
     assert down.log_detail is not None
     assert "10.0.0.7:8500" in down.log_detail
+
+
+# Every status a backend can answer with: the answer (HTTP status, machine code) and the kinds
+# of gateway error a handler can catch it as. Every one is also a BackendError (a backend failure).
+BY_KIND = [
+    (grpc.StatusCode.INVALID_ARGUMENT, 400, "invalid_argument", BadRequest),
+    (grpc.StatusCode.FAILED_PRECONDITION, 400, "failed_precondition", BadRequest),
+    (grpc.StatusCode.OUT_OF_RANGE, 400, "out_of_range", BadRequest),
+    (grpc.StatusCode.NOT_FOUND, 404, "not_found", NotFound),
+    (grpc.StatusCode.ALREADY_EXISTS, 409, "already_exists", BackendError),
+    (grpc.StatusCode.ABORTED, 409, "aborted", BackendError),
+    (grpc.StatusCode.UNAUTHENTICATED, 401, "unauthenticated", BackendError),
+    (grpc.StatusCode.PERMISSION_DENIED, 403, "permission_denied", BackendError),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, 429, "resource_exhausted", BackendError),
+    (grpc.StatusCode.CANCELLED, 499, "cancelled", BackendError),
+    (grpc.StatusCode.UNIMPLEMENTED, 501, "unimplemented", BackendError),
+    (grpc.StatusCode.UNAVAILABLE, 503, "backend_unavailable", BackendUnavailable),
+    (grpc.StatusCode.DEADLINE_EXCEEDED, 504, "deadline_exceeded", DeadlineExceeded),
+    (grpc.StatusCode.INTERNAL, 500, "model_error", ModelError),
+    (grpc.StatusCode.UNKNOWN, 500, "model_error", ModelError),
+    (grpc.StatusCode.DATA_LOSS, 500, "data_loss", ModelError),
+]
+# The kinds no backend status is (so that catching them never hides a backend's failure).
+CLIENT_ONLY = (InvalidJSON, ContractViolation)
+
+
+def test_the_table_covers_every_status_caught_by_kind() -> None:
+    assert {code for code, *_ in BY_KIND} == set(BACKEND_ERRORS) == set(GRPC_TO_HTTP)
+
+
+@pytest.mark.parametrize(("code", "status", "machine_code", "kind"), BY_KIND)
+def test_a_backends_status_is_caught_by_its_kind(code: grpc.StatusCode, status: int, machine_code: str,
+                                                 kind: type[GatewayError]) -> None:
+    def fail() -> None:
+        raise from_grpc_status(code, "details", "10.0.0.7:8500", "toy")
+
+    with pytest.raises(kind) as caught:
+        fail()
+    error = caught.value
+    assert isinstance(error, BackendError)  # what the breaker, health checks and lookups count
+    assert not isinstance(error, CLIENT_ONLY)
+    assert (error.status, error.code, error.grpc_code) == (status, machine_code, code)
+    assert GRPC_TO_HTTP[code] == (status, machine_code)
+    # The class says it all: nothing is relabelled on the instance.
+    assert not {"status", "code", "grpc_code"} & set(vars(error))
+    assert (type(error).status, type(error).code, type(error).grpc_code) == (status, machine_code, code)
+    assert error.log_detail == f"backend 10.0.0.7:8500: {code.name}: details"
+
+
+@pytest.mark.parametrize(("code", "kind"), [(code, kind) for code, _, _, kind in BY_KIND if kind is not BackendError])
+def test_other_kinds_do_not_catch_a_status(code: grpc.StatusCode, kind: type[GatewayError]) -> None:
+    others = {k for _, _, _, k in BY_KIND} - {kind, BackendError}
+    error = from_grpc_status(code, None, "h:1")
+    assert [other.__name__ for other in others if isinstance(error, other)] == []
+
+
+def test_each_status_raises_a_fresh_error() -> None:
+    first = from_grpc_status(grpc.StatusCode.NOT_FOUND, "no model", "h:1", "a")
+    second = from_grpc_status(grpc.StatusCode.NOT_FOUND, "no model", "h:1", "b")
+    assert first is not second
+    assert type(first) is type(second) is BACKEND_ERRORS[grpc.StatusCode.NOT_FOUND]
+    assert first.message == second.message == "no model"
+    assert first.to_dict() == {"error": {"code": "not_found", "message": "no model"}}
+
+
+def test_a_backend_status_with_the_retry_of_its_kind() -> None:
+    assert from_grpc_status(grpc.StatusCode.UNAVAILABLE, None, "h:1").retry_after_s == 1
+    # RESOURCE_EXHAUSTED is 429 like TooManyRequests, but the backend named no time to wait.
+    assert from_grpc_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full", "h:1").retry_after_s is None
+
+
+# ---------------------------------------------------------------- codec errors
+
+
+def _codec_failure(field: str | None = None) -> CodecError:
+    return CodecError("expected an integer (int32), got 1.5", field=field)
+
+
+@pytest.mark.parametrize("kind", [ContractViolation, InvalidJSON, BadRequest])
+def test_a_codec_error_becomes_the_kind_the_step_names(kind: type[GatewayError]) -> None:
+    error = codec_errors(kind).translate(_codec_failure("number[2]"))
+    assert type(error) is kind
+    assert (error.message, error.field) == ("expected an integer (int32), got 1.5", "number[2]")
+    assert error.to_dict() == {"error": {"code": kind.code, "message": "expected an integer (int32), got 1.5",
+                                         "field": "number[2]"}}
+    assert error.log_detail is None
+
+
+def test_a_field_given_to_the_step_names_the_input() -> None:
+    error = codec_errors(ContractViolation, field="x").translate(_codec_failure())
+    assert (error.field, error.to_dict()["error"]["field"]) == ("x", "x")
+
+
+def test_one_step_translates_every_failure_into_a_new_error() -> None:
+    step = codec_errors(ContractViolation)
+    first, second = step.translate(_codec_failure("a")), step.translate(CodecError("again", field="b"))
+    assert first is not second
+    assert [(e.message, e.field) for e in (first, second)] == [
+        ("expected an integer (int32), got 1.5", "a"), ("again", "b")]
+    assert (step.kind, step.field) == (ContractViolation, None)  # nothing of a use stays behind
+
+
+def test_a_codec_error_in_a_backends_answer_is_the_backends_failure() -> None:
+    error = answer_errors("toy:1", "10.0.0.7:8500", "a malformed tensor").translate(_codec_failure("output_1"))
+    assert type(error) is BackendError
+    assert error.status == 502
+    assert error.message == ("the backend of model toy:1 answered a malformed tensor: "
+                             "output_1: expected an integer (int32), got 1.5")
+    assert error.field is None  # a field names a request's input, not an answer's
+    assert error.log_detail == "backend 10.0.0.7:8500"
+    assert "10.0.0.7" not in str(error.to_dict())
+    assert isinstance(answer_errors("toy:1", "h:1", "unusable metadata", ModelError).translate(_codec_failure()),
+                      ModelError)
 
 
 def test_json_shape_carries_the_field() -> None:
@@ -273,3 +401,60 @@ def test_a_model_that_did_not_start_is_described_in_the_gateways_words(failure: 
     backend = UnavailableBackend.for_model("broken:1", failure, FOLDER)
     assert backend.reason == f"model broken:1 is unavailable: {message}"
     assert backend.error().log_detail == failure  # the whole of it, for the log
+
+
+class _UnusableAnswers(FakeTFServing):
+    """A TF Serving that answers every call, with nothing a client can be given: metadata
+    without its signature_def, predictions without outputs, empty classify and regress results."""
+
+    def _metadata(self, request: GetModelMetadataRequest) -> GetModelMetadataResponse:
+        return GetModelMetadataResponse(model_spec=ModelSpec(name=request.model_spec.name))
+
+    def _predict(self, request: PredictRequest) -> PredictResponse:
+        return PredictResponse(model_spec=ModelSpec(name=request.model_spec.name))
+
+    def _classify(self, request: ClassificationRequest) -> ClassificationResponse:
+        return ClassificationResponse()
+
+    def _regress(self, request: RegressionRequest) -> RegressionResponse:
+        return RegressionResponse()
+
+
+NO_SIGNATURE_DEF = "Failed to find 'signature_def' key in the GetModelMetadataResponse metadata map."
+UNUSABLE = f"the backend of model discovered:0 answered unusable metadata: {NO_SIGNATURE_DEF}"
+
+
+async def test_answers_a_backend_gave_that_cannot_be_passed_on(tmp_path: Path) -> None:
+    # What TF Serving answers for them on /v1 (its 400 for what its JSON writer refuses, 500 for
+    # metadata it cannot convert); where the gateway needs the answer itself, the backend's failure.
+    server = _UnusableAnswers()
+    await server.start()
+    try:
+        (tmp_path / "models").mkdir()
+        backend = f"backend:\n  protocol: tensorflow-serving\n  target: {server.target}\n  model_name: Toy\n"
+        (tmp_path / "models" / "declared.yaml").write_text(
+            f"kind: Model\nname: declared\n{backend}contract:\n  inputs:\n    x: {{type: float32, shape: [-1]}}\n"
+            "  outputs:\n    y: {type: float32, shape: [-1]}\n")
+        (tmp_path / "models" / "discovered.yaml").write_text(f"kind: Model\nname: discovered\n{backend}")
+        async with (serve_app(create_app(Settings(access_log=False), load_config(tmp_path))) as url,
+                    httpx.AsyncClient(base_url=url, timeout=10) as client):
+            answers = [
+                await client.get("/v1/models/declared/metadata"),
+                await client.post("/v1/models/declared:predict", json={"instances": [1.0]}),
+                await client.post("/v1/models/declared:classify", json={"examples": [{"x": 1.0}]}),
+                await client.post("/v1/models/declared:regress", json={"examples": [{"x": 1.0}]}),
+                await client.post("/v1/models/discovered:predict", json={"instances": [1.0]}),
+                await client.post("/gateway/models/discovered", json={"x": [1.0]}),
+            ]
+    finally:
+        await server.stop()
+    assert [(answer.status_code, answer.json()) for answer in answers] == [
+        (500, {"error": NO_SIGNATURE_DEF}),
+        (400, {"error": "Cannot convert empty tensor map to JSON"}),
+        (400, {"error": "Cannot convert empty ClassificationResults to JSON"}),
+        (400, {"error": "Cannot convert empty RegressionResults to JSON"}),
+        (503, {"error": UNUSABLE}),  # held off after discovery at start failed the same way
+        (503, {"error": {"code": "backend_unavailable", "message": UNUSABLE}}),
+    ]
+    assert answers[-1].headers["retry-after"] == "1"
+    assert server.target not in str([answer.text for answer in answers])

@@ -200,6 +200,51 @@ def test_bools_hidden_deep_in_large_arrays_are_found() -> None:
     assert "expected an integer (int64), got false" in info.value.message
 
 
+def _bool_at(value: Any) -> str | None:
+    """The path of the first bool in nested lists, as the codec names it."""
+    if type(value) is bool:
+        return ""
+    if type(value) is list:
+        for i, item in enumerate(value):
+            where = _bool_at(item)
+            if where is not None:
+                return f"[{i}]{where}"
+    return None
+
+
+# Rows of equal length mixing bools with the numbers numpy reads them as (0, 1) and others, few or
+# many zeros and ones, integers beyond 64 bits for float fields: every way the check can go. Only
+# a bool is an error in them.
+_NUMBERS = {
+    "int64": st.sampled_from([0, 1, 2, -3]) | st.integers(-(2**63), 2**63 - 1),
+    "float64": st.sampled_from([0, 1, 0.0, 1.0, 2, -3, 0.5]) | st.integers(-(2**70), 2**70),
+    "float32": st.sampled_from([0, 1, 0.0, 1.0, 2, -3, 0.5]) | st.integers(-(2**70), 2**70),
+}
+
+
+@st.composite
+def _numbers_and_bools(draw: st.DrawFn) -> tuple[str, list[Any]]:
+    dtype = draw(st.sampled_from(sorted(_NUMBERS)))
+    elements = st.booleans() | _NUMBERS[dtype] if draw(st.booleans()) else _NUMBERS[dtype]
+    width = draw(st.integers(1, 40))
+    rows = draw(st.lists(st.lists(elements, min_size=width, max_size=width), min_size=1, max_size=3))
+    return dtype, rows[0] if draw(st.booleans()) else rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(_numbers_and_bools())
+def test_a_bool_among_numbers_is_found_exactly(case: tuple[str, list[Any]]) -> None:
+    dtype, value = case
+    where = _bool_at(value)
+    if where is None:
+        array = decode_value(value, spec(dtype), "x")
+        assert array.shape == np.shape(value)
+        return
+    with pytest.raises(CodecError) as info:
+        decode_value(value, spec(dtype), "x")
+    assert info.value.field == "x" + where
+
+
 def test_empty_batch_takes_trailing_dims_from_the_contract() -> None:
     assert decode("float32", "[]", (-1, 3)).shape == (0, 3)
     assert decode("string", "[[]]", (1, 0, 2)).shape == (1, 0, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from tensorcodecs.rapidjson_dtoa import _CACHED_POWERS, rapidjson_number
 from tensorcodecs.signature_def import signature_to_def
 from tensorcodecs.tfserving_json import (
     Format,
+    _exact_tensor,
     classification_json,
     decimal_text,
     decode_examples,
@@ -33,6 +35,7 @@ from tensorcodecs.tfserving_json import (
     regression_json,
     signature_name,
     signatures_from_metadata,
+    tensor_from_json,
     tensor_json,
     value_text,
 )
@@ -452,3 +455,30 @@ def test_bulk_float_text_is_decimal_text(values: list[float], double: bool) -> N
         array = np.array(values, dtype=np.float64 if double else np.float32)
     expected = "[" + ",".join(decimal_text(float(v), double=double) for v in array) + "]"
     assert tensor_json(array).decode() == expected
+
+
+# Any JSON scalar TF's element rules tell apart: integers up to beyond 64 bits, doubles with
+# NaN and +-Infinity, bools (which numpy reads as 0 and 1), and the odd string or null.
+JSON_SCALARS = (st.integers(-(2**70), 2**70) | st.integers(-3, 3) | st.floats() | st.booleans()
+                | st.sampled_from(["1", None]))
+NUMERIC_DTYPES = ["float32", "float64", "float16", "int8", "uint8", "int32", "uint32", "int64", "uint64", "bool"]
+
+
+def _outcome(read: Callable[[], np.ndarray]) -> tuple[Any, ...]:
+    """An array as (dtype, shape, bytes: NaN canonical, the sign of zero kept), or TF's error."""
+    try:
+        with np.errstate(over="ignore", under="ignore"):
+            array = read()
+    except CodecError as caught:
+        return ("error", caught.message)
+    if array.dtype.kind == "f":
+        array = np.where(np.isnan(array), np.array(np.nan, array.dtype), array)
+    return (array.dtype.str, array.shape, array.tobytes())
+
+
+@given(st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4), max_leaves=16),
+       st.sampled_from(NUMERIC_DTYPES))
+def test_the_numpy_shortcut_reads_values_as_tfs_element_walk(value: Any, dtype: str) -> None:
+    # The native codec's fast path, with TF's float rule, gives what the walk gives, or defers to it.
+    walked = _outcome(lambda: _exact_tensor(value, lookup_dtype(dtype)))
+    assert _outcome(lambda: tensor_from_json(value, lookup_dtype(dtype))) == walked
