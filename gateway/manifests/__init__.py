@@ -10,6 +10,7 @@ parser per kind), `directory` (a whole config directory), `resolve` (request-tim
 of `name`, `name:V`, `name@label`).
 """
 
+from gateway.backends.protocols import PROTOCOLS
 from gateway.manifests.application_kind import parse_application, parse_model_ref
 from gateway.manifests.directory import load_config
 from gateway.manifests.gateway_kind import parse_gateway
@@ -17,7 +18,6 @@ from gateway.manifests.model_kind import load_model_folder, parse_model
 from gateway.manifests.resolve import resolve_model, resolve_ref, version_labels
 from gateway.manifests.types import (
     FLOATING_VERSION,
-    PROTOCOLS,
     ApplicationManifest,
     BackendSpec,
     BatchingSpec,

@@ -16,7 +16,8 @@ import dataclasses
 import re
 from pathlib import Path
 
-from gateway.manifests.types import FLOATING_VERSION, PROTOCOLS, BackendSpec, BatchingSpec, ModelManifest, TLSSpec
+from gateway.backends.protocols import PROTOCOLS
+from gateway.manifests.types import FLOATING_VERSION, BackendSpec, BatchingSpec, ModelManifest, TLSSpec
 from modelfolder import (
     GATEWAY_FIELDS,
     MODEL_FIELDS,

@@ -139,8 +139,10 @@ async def unavailable(tmp_path: Path, batching: bool = False) -> AsyncIterator[C
     backend: Backend = UnavailableBackend.for_model("inc:1", "the runtime exited with code 3", None)
     if batching:
         specs = {"x": TensorSpec("x", lookup_dtype("float32"), (-1,))}
-        backend = ScheduledBackend(backend, "serving_default", specs, BatchingSpec(8, 1))
-    yield Case(backend, [], call({"x": [1]}), missing_status=503, healthy=False, capabilities=TF_API)
+        backend = scheduled(backend, "serving_default", specs, BatchingSpec(8, 1), None)
+        assert isinstance(backend, ScheduledBackend)
+    # It offers no capability: the data plane answers one asked of it with its 503 (test_dataplane).
+    yield Case(backend, [], call({"x": [1]}), missing_status=503, healthy=False)
 
 
 def _double(batching: bool) -> Backend:
@@ -152,7 +154,9 @@ def _double(batching: bool) -> Backend:
     if not batching:
         return double
     specs = {"x": TensorSpec("x", lookup_dtype("float32"), (-1,))}
-    return ScheduledBackend(double, "serving_default", specs, BatchingSpec(8, 1))
+    scheduled_double = scheduled(double, "serving_default", specs, BatchingSpec(8, 1), None)
+    assert isinstance(scheduled_double, ScheduledBackend)
+    return scheduled_double
 
 
 @contextlib.asynccontextmanager
