@@ -310,7 +310,8 @@ async def test_a_contract_looked_up_for_a_request_carries_its_id_to_the_server(t
         assert metadata_request_ids(server) == ["trace-11"]
         await plane.discover(5.0)  # at start or reload: no request
         discovered = metadata_request_ids(server)[1:]
-        assert discovered and set(discovered) == {None}
+        assert discovered
+        assert set(discovered) == {None}
     finally:
         await pool.close()
         await server.stop()
@@ -327,7 +328,8 @@ async def test_reload_config_rediscovers_with_the_request_id(tmp_path: Path) -> 
                                          headers={"x-request-id": "trace-12"})
             assert response.status_code == 200, response.text
             rediscovered = metadata_request_ids(server, before)
-            assert rediscovered and set(rediscovered) == {"trace-12"}
+            assert rediscovered
+            assert set(rediscovered) == {"trace-12"}
             assert server.metadata[before].get("x-request-id") == "trace-12"  # the reload itself
     finally:
         await server.stop()
