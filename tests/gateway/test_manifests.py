@@ -14,7 +14,7 @@ from gateway.manifests import (
     Resolution,
     Selector,
     load_config,
-    load_model_folder,
+    load_model_manifest,
     parse_model_ref,
     resolve_ref,
 )
@@ -145,7 +145,7 @@ def test_gateway_port_must_be_a_port(config_copy: Path) -> None:
 
 
 def test_model_folder_alone() -> None:
-    assert load_model_folder(INCREMENT_MODEL).name == "increment_model"
+    assert load_model_manifest(INCREMENT_MODEL).name == "increment_model"
 
 
 @pytest.mark.parametrize(
