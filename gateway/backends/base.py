@@ -74,7 +74,9 @@ class NotDescribed(Exception):
 
 class Backend(Protocol):
     """Runs one model (a version, or every version when floating). Implementations translate
-    their transport's errors into the gateway's error tree; callers see only `GatewayError`s."""
+    their transport's errors into the gateway's error tree; callers see only `GatewayError`s.
+    One that offers optional calls says which in a `capabilities` frozenset (of the protocols
+    of gateway.backends.capabilities); a wrapper exposes the backend it wraps as `inner`."""
 
     @property
     def describes(self) -> bool:
