@@ -2,8 +2,12 @@
 with the backend's Predict answered at once (no gRPC), so that only the gateway's work is timed
 (contract checks, codecs, limits, metrics, request id, access log, the ASGI plumbing).
 
+`--stub backend` (the default) answers at the backend's `predict`; `--stub local-wire` answers at
+the embedded runtime's local-wire call (`LocalChannel.call`), so the backend (request building,
+answer decoding), the scheduling wrapper (call sharing) and the transports are timed too.
+
 usage: PYTHONPATH=. .venv/bin/python benchmarks/request_path_bench.py [--payload small|medium]
-       [--requests N] [--access-log] [--profile]
+       [--stub backend|local-wire] [--requests N] [--access-log] [--profile]
 """
 
 from __future__ import annotations
@@ -22,10 +26,15 @@ import orjson
 
 from gateway.app import create_app
 from gateway.backends.base import BackendCall, Prediction
+from gateway.backends.local import LocalChannel
 from gateway.backends.scheduling import ScheduledBackend
 from gateway.backends.tfserving import TFServingBackend
 from gateway.manifests import RuntimeAddress, load_config
 from gateway.settings import Settings
+from protos.runtime.calls_pb2 import PredictManyResponse
+from protos.services import RUNTIME_PREDICT_MANY
+from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
+from tensorcodecs.tensor_proto import decode_tensor, fill_tensor
 
 CONFIG = Path(__file__).parent / "configs" / "embedded"
 PAYLOADS = {  # body, application: as `make bench` sends them
@@ -39,14 +48,38 @@ async def answer_at_once(self: object, call: BackendCall) -> Prediction:
     return Prediction({"number": call.inputs["number"] + 1})
 
 
-async def main(payload: str, requests: int, access_log: bool, profile: bool) -> None:
+def _add_one(request: PredictRequest, response: PredictResponse) -> None:
+    fill_tensor(response.outputs["number"], decode_tensor(request.inputs["number"]) + 1)
+
+
+async def wire_answers_at_once(self: object, method: Any, request: Any, timeout: float,
+                               attachments: Any = None) -> Any:
+    """The runtime's answer to a Predict or PredictMany on the local wire, made in place
+    (payloads here are below the attachment size: every tensor is in the message)."""
+    if method.path == RUNTIME_PREDICT_MANY.path:
+        many = PredictManyResponse(seconds_per_request=1e-5)
+        for item in request.requests:
+            _add_one(item, many.results.add().response)
+        return many
+    response = PredictResponse()
+    _add_one(request, response)
+    return response
+
+
+async def main(payload: str, stub: str, requests: int, access_log: bool, profile: bool) -> None:
     body, application = PAYLOADS[payload]
     path = f"/gateway/applications/{application}"
-    # The backend's predict, outermost (the scheduling wrapper of an embedded runtime's model).
-    ScheduledBackend.predict = answer_at_once  # type: ignore[method-assign]
-    TFServingBackend.predict = answer_at_once  # type: ignore[method-assign]
+    if stub == "backend":
+        # The backend's predict, outermost (the scheduling wrapper of an embedded runtime's model).
+        ScheduledBackend.predict = answer_at_once  # type: ignore[method-assign]
+        TFServingBackend.predict = answer_at_once  # type: ignore[method-assign]
+        socket = None
+    else:
+        LocalChannel.call = wire_answers_at_once  # type: ignore[method-assign]
+        socket = "/nonexistent/bench.sock"  # never opened: the call is answered in place
     config = load_config(CONFIG)
-    config = config.with_targets({key: RuntimeAddress("127.0.0.1:1") for key in config.models})  # never dialled
+    config = config.with_targets({key: RuntimeAddress("127.0.0.1:1", socket)  # gRPC never dialled
+                                  for key in config.models})
     app = create_app(Settings(log_level="warning", access_log=access_log), config)
     scope: dict[str, Any] = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
@@ -59,8 +92,11 @@ async def main(payload: str, requests: int, access_log: bool, profile: bool) -> 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
+    statuses: set[int] = set()
+
     async def send(message: Mapping[str, Any]) -> None:
-        pass
+        if message["type"] == "http.response.start":
+            statuses.add(message["status"])
 
     async def run(count: int) -> None:
         for _ in range(count):
@@ -68,10 +104,12 @@ async def main(payload: str, requests: int, access_log: bool, profile: bool) -> 
 
     async with app.router.lifespan_context(app):
         await run(2_000)
+        assert statuses == {200}, f"the warm-up was answered {sorted(statuses)}"
         started = time.perf_counter()
         await run(requests)
         elapsed = time.perf_counter() - started
-        print(f"{elapsed / requests * 1e6:.1f} µs per request (in-process, no network, no gRPC)")
+        print(f"{elapsed / requests * 1e6:.1f} µs per request (in-process, no network, no gRPC; "
+              f"stubbed at the {stub})")
         if profile:
             profiler = cProfile.Profile()
             profiler.enable()
@@ -83,8 +121,11 @@ async def main(payload: str, requests: int, access_log: bool, profile: bool) -> 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--payload", choices=sorted(PAYLOADS), default="small")
+    parser.add_argument("--stub", choices=("backend", "local-wire"), default="backend",
+                        help="where the backend's answer is made (local-wire: the backend, scheduling and "
+                             "transport layers are timed too)")
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--access-log", action="store_true", help="write the access log (to stdout)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    asyncio.run(main(args.payload, args.requests, args.access_log, args.profile))
+    asyncio.run(main(args.payload, args.stub, args.requests, args.access_log, args.profile))

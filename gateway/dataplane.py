@@ -13,13 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import grpc
-
-from gateway.backends import Backend, BackendCall, NDArray, NotDescribed, Prediction
-from gateway.backends.capabilities import Kind, offered
+from gateway.backends import BackendCall, NDArray, NotDescribed, Prediction, Selector, UnavailableBackend
+from gateway.backends.capabilities import (
+    Kind,
+    ReloadAnswer,
+    ReloadsConfig,
+    ServerConfig,
+    absent,
+    innermost,
+    offered,
+    reload_applied,
+)
 from gateway.errors import (
     BackendError,
-    BackendUnavailable,
     BadRequest,
     DeadlineExceeded,
     GatewayError,
@@ -29,7 +35,7 @@ from gateway.errors import (
 )
 from gateway.lookups import ByIdentity, SharedLookups
 from gateway.observability import Metrics
-from gateway.registry import Application, Model, Registry, SelectorKey, Target
+from gateway.registry import Application, Model, Registry, Target
 from gateway.routing import choose_variant
 from tensorcodecs import Signature, TensorSpec
 
@@ -75,7 +81,7 @@ class DataPlane:
         self.metrics = metrics
         self.in_flight = 0
         self._app_in_flight: dict[str, int] = {}
-        self.contract_lookups: SharedLookups[tuple[ByIdentity[Model], SelectorKey], dict[str, Signature]] = (
+        self.contract_lookups: SharedLookups[tuple[ByIdentity[Model], Selector | None], dict[str, Signature]] = (
             SharedLookups())
 
     def application(self, name: str) -> Application:
@@ -87,11 +93,11 @@ class DataPlane:
         from its backend and could not be discovered yet (its server was down at start) is
         asked now, so that a request is checked against the real contract and each stage is
         sent its model's inputs, or fails with that backend's 503 before any stage runs."""
-        pending = [model for model in app.from_backend if (None, None) not in model.contracts.by_selector]
+        pending = [model for model in app.from_backend if None not in model.contracts.by_selector]
         if not pending:
             return app
         timeout = context.remaining()
-        await asyncio.gather(*(self._signatures(Target(model), timeout) for model in pending))
+        await asyncio.gather(*(self._signatures(Target(model), timeout, context.request_id) for model in pending))
         return self.registry.applications.get(app.name, app)
 
     async def predict(self, app: Application, inputs: Mapping[str, NDArray],
@@ -128,9 +134,9 @@ class DataPlane:
 
     # ------------------------------------------------------------ single models
 
-    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Target:
-        """The model `name` at a version or label (NotFound otherwise)."""
-        return self.registry.resolve(name, version, label)
+    def resolve(self, name: str, selector: Selector | None = None) -> Target:
+        """The model `name` at the `selector`'s version or label (NotFound otherwise)."""
+        return self.registry.resolve(name, selector)
 
     async def predict_model(self, target: Target, inputs: Mapping[str, NDArray], context: RequestContext,
                             signature_name: str | None = None,
@@ -194,7 +200,7 @@ class DataPlane:
 
     async def _signatures(self, target: Target, timeout: float, request_id: str = "") -> dict[str, Signature]:
         model = target.model
-        known = model.contracts.by_selector.get(target.key)
+        known = model.contracts.by_selector.get(target.selector)
         if known is not None:
             return known
         backend = model.backend
@@ -207,7 +213,7 @@ class DataPlane:
         # call has a deadline of its own: a caller with a short one must neither cut it short
         # nor start a back-off for every other caller; it stops waiting at its own deadline.
         lookup_timeout = max(timeout, SHARED_LOOKUP_MIN_S)
-        shared = self.contract_lookups.get((ByIdentity(model), target.key),
+        shared = self.contract_lookups.get((ByIdentity(model), target.selector),
                                            lambda: self._describe(target, lookup_timeout, request_id))
         deadline = asyncio.timeout(timeout)
         try:
@@ -222,31 +228,23 @@ class DataPlane:
     async def _describe(self, target: Target, timeout: float, request_id: str) -> dict[str, Signature]:
         """Ask the backend for `target`'s signatures and keep them."""
         model = target.model
-        try:
-            signatures = await model.backend.describe(target.selector, timeout, request_id)
-        except GatewayError as error:
-            # TF Serving answers NOT_FOUND for a model in its config that it has not loaded yet
-            # as for one it does not have: the manifest says this one exists, so it is not ready
-            # (a version the request named stays a 404, as TF Serving answers it).
-            if error.grpc_code is grpc.StatusCode.NOT_FOUND and target.selector is None:
-                raise BackendUnavailable(f"model {model.label} is not available on its backend yet: "
-                                         f"{error.message}", log_detail=error.log_detail) from None
-            raise
-        model.contracts.by_selector[target.key] = signatures
-        if target.key == (None, None):
+        signatures = await model.backend.describe(target.selector, timeout, request_id)
+        model.contracts.by_selector[target.selector] = signatures
+        if target.selector is None:
             self.registry.refresh_applications()
         return signatures
 
-    async def discover(self, timeout: float) -> dict[str, str]:
-        """Ask every TF Serving model without a declared contract for its signatures; the
-        models that could not answer, with the reason (they are asked again by requests, one
-        call at a time per model and not before the back-off of `contract_lookups` ends)."""
+    async def discover(self, timeout: float, request_id: str = "") -> dict[str, str]:
+        """Ask every model without a declared contract whose backend describes for its
+        signatures (for request `request_id`; "": at start or reload); the models that could
+        not answer, with the reason (they are asked again by requests, one call at a time per
+        model and not before the back-off of `contract_lookups` ends)."""
         models = [m for m in self.registry.models.values()
                   if not m.manifest.contract_declared and m.backend.describes]
         for model in models:
             model.contracts.clear()
         self.contract_lookups.forget()
-        results = await asyncio.gather(*(self._signatures(Target(m), timeout) for m in models),
+        results = await asyncio.gather(*(self._signatures(Target(m), timeout, request_id) for m in models),
                                        return_exceptions=True)
         failures: dict[str, str] = {}
         for model, result in zip(models, results, strict=True):
@@ -261,20 +259,30 @@ class DataPlane:
 
     def capability(self, model: Model, kind: Kind[C]) -> C:
         """The backend of `model` as one offering `kind` (a protocol of
-        gateway.backends.capabilities: classify, model status, ...), else NotFound: the one
-        place a front door asks what a backend offers."""
+        gateway.backends.capabilities: classify, model status, ...), else NotFound in the
+        kind's words; a model whose backend could not start answers its 503 (as it answers
+        predictions): the one place a front door asks what a backend offers."""
         backend = offered(model.backend, kind)
         if backend is None:
-            raise NotFound(f"model {model.label} is not served by a TensorFlow Serving backend")
+            down = innermost(model.backend)
+            if isinstance(down, UnavailableBackend):
+                raise down.error()
+            raise NotFound(f"model {model.label} {absent(kind)}")
         return backend
 
-    async def forget_contracts_on(self, backend: Backend, timeout: float) -> dict[str, str]:
-        """After the server behind `backend` changed its models (reload-config): forget the
-        contracts of every model it serves and discover them again."""
-        for other in self.registry.models.values():
-            if other.backend.target == backend.target:
-                other.contracts.clear()
-        return await self.discover(timeout)
+    async def reload_config(self, model: Model, config: ServerConfig, context: RequestContext) -> ReloadAnswer:
+        """Hand the server behind `model` a new config (ReloadsConfig); once it took it, its
+        models may have changed: the contracts of every model it serves are forgotten and
+        discovered again (for this request)."""
+        answer = await self.capability(model, ReloadsConfig).reload_config(config, context.remaining(),
+                                                                            context.request_id)
+        if reload_applied(answer):
+            target = model.backend.target
+            for other in self.registry.models.values():
+                if other.backend.target == target:
+                    other.contracts.clear()
+            await self.discover(context.remaining(), context.request_id)
+        return answer
 
 
 def _discovered_inputs(target: Target) -> Mapping[str, TensorSpec] | None:
@@ -285,7 +293,7 @@ def _discovered_inputs(target: Target) -> Mapping[str, TensorSpec] | None:
     if model.manifest.contract_declared:
         return None
     known = model.contracts.by_selector
-    signature = (known.get(target.key) or known.get((None, None)) or {}).get(model.signature_name)
+    signature = (known.get(target.selector) or known.get(None) or {}).get(model.signature_name)
     return signature.inputs if signature is not None else None
 
 

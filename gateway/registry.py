@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from gateway.backends import Backend, Selector, UnavailableBackend, tfserving
+from gateway.backends import Backend, Selector, UnavailableBackend
 from gateway.backends.base import default_signature
 from gateway.backends.pool import ChannelPool
+from gateway.backends.protocols import PROTOCOLS
 from gateway.backends.scheduling import scheduled
 from gateway.errors import ConfigError, NotFound
 from gateway.manifests import ApplicationManifest, Config, ModelManifest, ModelRef, resolve_ref
 from tensorcodecs import Signature
 
-SelectorKey = tuple[int | None, str | None]
-
 
 @dataclass(slots=True)
 class Contracts:
-    """Signatures a backend described (GetModelMetadata), per version or label asked for."""
+    """Signatures a backend described (GetModelMetadata), per version or label asked for (None:
+    the pinned one; resolution never answers an empty Selector, so None is its only key)."""
 
-    by_selector: dict[SelectorKey, dict[str, Signature]] = field(default_factory=dict)
+    by_selector: dict[Selector | None, dict[str, Signature]] = field(default_factory=dict)
 
     def clear(self) -> None:
         self.by_selector.clear()
@@ -50,7 +51,7 @@ class Model:
         (empty until discovered)."""
         if self.manifest.contract_declared:
             return self.manifest.signature
-        discovered = self.contracts.by_selector.get((None, None), {})
+        discovered = self.contracts.by_selector.get(None, {})
         return discovered.get(self.signature_name, self.manifest.signature)
 
 
@@ -60,10 +61,6 @@ class Target:
 
     model: Model
     selector: Selector | None = None
-
-    @property
-    def key(self) -> SelectorKey:
-        return (None, None) if self.selector is None else (self.selector.version, self.selector.label)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +123,12 @@ class Registry:
             raise NotFound(f"application {name!r} does not exist")
         return app
 
-    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Target:
+    def resolve(self, name: str, selector: Selector | None = None) -> Target:
         """The model `name` (or, failing that, the one whose backend serves a model of that
-        name) at a version or label; NotFound otherwise."""
-        if version is not None and version >= 2**63:  # TF Serving's versions are int64
-            raise NotFound(f"model {name!r} has no version {version}")
+        name) at the `selector`'s version or label; NotFound otherwise."""
+        selector = selector or Selector()
+        if selector.version is not None and selector.version >= 2**63:  # TF Serving's versions are int64
+            raise NotFound(f"model {name!r} has no version {selector.version}")
         if not any(model_name == name for model_name, _ in self._manifests):
             serving = [m for m in self._manifests.values()
                        if m.backend is not None and m.backend.model_name == name]
@@ -141,7 +139,7 @@ class Registry:
                                f"model {name!r} is served as {', '.join(served)}: use one of these names")
             name = served[0]
         try:
-            resolution = resolve_ref(self._manifests, ModelRef(name, Selector(version, label)))
+            resolution = resolve_ref(self._manifests, ModelRef(name, selector))
         except ConfigError as error:
             raise NotFound(error.message) from None
         return Target(self.models[resolution.manifest.key], resolution.selector)
@@ -152,10 +150,10 @@ class Registry:
                              for name, app in self.applications.items()}
 
 
-# The backend of each protocol a manifest may name (`backend.protocol`): adding a protocol is
-# adding its module and a row here.
+# The backend of each protocol a manifest may name (`backend.protocol`): the `connect` of the
+# module gateway.backends.protocols names for it.
 BACKENDS: dict[str, Callable[[ModelManifest, ChannelPool], Backend]] = {
-    "tensorflow-serving": tfserving.connect,
+    name: importlib.import_module(module).connect for name, module in PROTOCOLS.items()
 }
 
 

@@ -16,9 +16,11 @@ from modelfolder.definition import (
     RUNTIME_THREADS,
     STYLES,
     ModelDefinition,
+    ModelHeading,
     model_name,
     model_version,
     parse_definition,
+    read_heading,
 )
 from modelfolder.errors import ConfigError
 from modelfolder.layout import MODEL_FILE, load_model_folder, model_folders, read_model_folder
@@ -34,6 +36,7 @@ __all__ = [
     "Fields",
     "LineMapping",
     "ModelDefinition",
+    "ModelHeading",
     "load_model_folder",
     "model_folders",
     "model_name",
@@ -41,5 +44,6 @@ __all__ = [
     "parse_contract",
     "parse_definition",
     "read_documents",
+    "read_heading",
     "read_model_folder",
 ]

@@ -60,14 +60,29 @@ def model_version(fields: Fields) -> int | None:
     return version
 
 
-def parse_definition(doc: LineMapping, path: Path, *, folder: Path | None, version: int = 1,
-                     signature: Signature | None = None) -> ModelDefinition:
-    """A kind Model document; `version` when it says none, `signature` when it has no `contract`
-    (without either, the contract is required)."""
+@dataclass(frozen=True, slots=True)
+class ModelHeading:
+    """A kind Model document with what every reader checks first, checked once: no unknown
+    field, its `name`, its own `version:` (None: it says none)."""
+
+    fields: Fields
+    name: str
+    version: int | None
+
+
+def read_heading(doc: LineMapping, path: Path) -> ModelHeading:
+    """The heading of the kind Model document `doc` (from `path`)."""
     fields = Fields(doc, path)
     fields.reject_unknown(MODEL_FIELDS | GATEWAY_FIELDS)
-    name = model_name(fields)
-    explicit_version = model_version(fields)
+    return ModelHeading(fields, model_name(fields), model_version(fields))
+
+
+def parse_definition(heading: ModelHeading, *, folder: Path | None, version: int = 1,
+                     signature: Signature | None = None) -> ModelDefinition:
+    """A kind Model document (its heading read); `version` when it says none, `signature` when
+    it has no `contract` (without either, the contract is required)."""
+    fields, name, explicit_version = heading.fields, heading.name, heading.version
+    doc, path = fields.mapping, fields.path
     payload = fields.optional("payload", list, [])
     if "contract" in doc:
         signature = parse_contract(fields.nested("contract"), name)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from modelfolder.definition import ModelDefinition, parse_definition
+from modelfolder.definition import ModelDefinition, parse_definition, read_heading
 from modelfolder.errors import ConfigError
 from modelfolder.yaml_reader import LineMapping, read_documents
 
@@ -36,12 +36,13 @@ def read_model_folder(folder: Path, parse: Parse[D]) -> D:
 
 
 def load_model_folder(folder: Path) -> ModelDefinition:
-    """The definition of one Hydrosphere-style model folder (`serving.yaml` + `src/`)."""
+    """The definition of one Hydrosphere-style model folder (`serving.yaml` + `src/`): what the
+    runtime reads (the gateway's manifest of a folder: gateway.manifests.load_model_manifest)."""
     return read_model_folder(folder, _definition)
 
 
 def _definition(document: LineMapping, path: Path, folder: Path, version: int) -> ModelDefinition:
-    return parse_definition(document, path, folder=folder, version=version)
+    return parse_definition(read_heading(document, path), folder=folder, version=version)
 
 
 def model_folders(models_dir: Path) -> list[Path]:

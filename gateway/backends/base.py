@@ -2,7 +2,7 @@
 
 Every caller (the data plane, the scheduling wrapper, the health watch) goes through `Backend`;
 what only some backends offer (classify, model status, ...) is a separate protocol in
-gateway.backends.capabilities, asked for in one place.
+gateway.backends.capabilities, declared by the backend (`capabilities`) and asked for in one place.
 """
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ class NotDescribed(Exception):
 
 class Backend(Protocol):
     """Runs one model (a version, or every version when floating). Implementations translate
-    their transport's errors into the gateway's error tree; callers see only `GatewayError`s."""
+    their transport's errors into the gateway's error tree; callers see only `GatewayError`s.
+    One that offers optional calls says which in a `capabilities` frozenset (of the protocols
+    of gateway.backends.capabilities); a wrapper exposes the backend it wraps as `inner`."""
 
     @property
     def describes(self) -> bool:
@@ -114,7 +116,8 @@ def default_signature(model: ModelManifest) -> str:
 
 class UnavailableBackend:
     """The backend of a model that could not be started; every call says so, and the log why
-    (`detail`: exit codes, a runtime's last output, with its file paths)."""
+    (`detail`: exit codes, a runtime's last output, with its file paths). It offers no
+    capability: the data plane answers a capability asked of it with `error()` too."""
 
     describes = False  # nothing to ask: `describe` raises its error at once
 
@@ -145,26 +148,6 @@ class UnavailableBackend:
 
     async def healthy(self, timeout: float) -> bool:
         return False
-
-    # The optional capabilities of a TF Serving backend (gateway.backends.capabilities) too, each
-    # saying why it cannot: a model whose runtime failed answers them as it answers predictions.
-
-    async def classify(self, request_input: object, timeout: float, selector: Selector | None = None,
-                       signature_name: str | None = None, request_id: str = "") -> object:
-        raise self.error()
-
-    async def regress(self, request_input: object, timeout: float, selector: Selector | None = None,
-                      signature_name: str | None = None, request_id: str = "") -> object:
-        raise self.error()
-
-    async def metadata(self, timeout: float, selector: Selector | None = None, request_id: str = "") -> object:
-        raise self.error()
-
-    async def status(self, timeout: float, selector: Selector | None = None, request_id: str = "") -> object:
-        raise self.error()
-
-    async def reload_config(self, config: object, timeout: float, request_id: str = "") -> object:
-        raise self.error()
 
 
 def _failure_summary(failure: str, folder: Path | None) -> str:

@@ -4,6 +4,7 @@ local-wire channel per embedded runtime, and one circuit breaker per target."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -37,15 +38,18 @@ def _credentials(tls: TLSSpec) -> grpc.ChannelCredentials:
 
 
 class ChannelPool:
-    """Opens channels on first use and closes them at shutdown (or when a reload drops them)."""
+    """Opens channels on first use and closes them at shutdown (or when a reload drops them).
+    Its circuit breakers run on `clock`."""
 
     def __init__(self, retry_attempts: int = 3, circuit_failures: int = 5, circuit_cooldown_s: float = 5.0,
-                 on_circuit_change: Callable[[str, CircuitState], None] | None = None) -> None:
+                 on_circuit_change: Callable[[str, CircuitState], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._channels: dict[tuple[str, TLSSpec | None], grpc.aio.Channel] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._locals: dict[str, LocalChannel] = {}
         self._options = (*CHANNEL_OPTIONS, ("grpc.service_config", retry_service_config(retry_attempts)))
         self._circuit = (circuit_failures, circuit_cooldown_s, on_circuit_change)
+        self.clock = clock  # the circuit breakers' (tests move a manual one)
 
     def channel(self, target: str, tls: TLSSpec | None = None) -> grpc.aio.Channel:
         """The channel to `target` (`host:port` or `dns:///name:port`), over TLS when given."""
@@ -76,7 +80,7 @@ class ChannelPool:
         breaker = self._breakers.get(target)
         if breaker is None:
             failures, cooldown, on_change = self._circuit
-            breaker = self._breakers[target] = CircuitBreaker(target, failures, cooldown, on_change)
+            breaker = self._breakers[target] = CircuitBreaker(target, failures, cooldown, on_change, self.clock)
         return breaker
 
     @property

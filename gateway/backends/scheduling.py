@@ -2,9 +2,10 @@
 spec and contract go through one call scheduler (gateway.backends.sharing), which makes
 requests arriving while every call is busy leave together.
 
-`ScheduledBackend(inner, ...)` uses a `Coalescer` when the model opts in to `batching:` (only
-for contracts whose every input has a leading -1 dimension), else a `Multiplexer` when the
-inner backend offers PredictMany (the embedded runtime). It keeps a scheduler per model spec
+`scheduled(inner, ...)` decides, once per backend, whether and how: a `Coalescer` when the
+model opts in to `batching:` (only for contracts whose every input has a leading -1
+dimension), else a `Multiplexer` when the inner backend offers PredictMany (the embedded
+runtime), else `inner` as it is. It keeps a scheduler per model spec
 sent, keyed on the values (selector, signature, input specs): the pinned one's, and one per
 version, label or signature asked for (an application naming `model:N` of a floating model, a
 contract discovered per version), up to MAX_SCHEDULERS (idle ones give way); each has its own
@@ -13,35 +14,35 @@ call limit. Everything but `predict` is the inner backend's.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 
 from gateway.backends.base import Backend, BackendCall, Prediction, Selector
 from gateway.backends.capabilities import PredictsMany, offered
 from gateway.backends.coalesce import Coalescer
-from gateway.backends.sharing import CallScheduler, Multiplexer
+from gateway.backends.sharing import Call, CallScheduler, Multiplexer
 from gateway.manifests import BatchingSpec
 from tensorcodecs import Signature, TensorSpec
 
 MAX_SCHEDULERS = 16  # model specs (versions, labels, signatures) with a call scheduler each
 MAX_SPEC_KEYS = 64  # input contracts whose value key is kept (hashing one costs a few µs)
 SchedulerKey = tuple[Selector | None, str, Hashable]
+# Makes a call scheduler over one backend's `predict` (and its target, for logs).
+SchedulerFactory = Callable[[Call, str], CallScheduler]
 
 
 class ScheduledBackend:
-    """`inner` with its predictions scheduled (see the module docstring). `signature_name`
-    and `specs` are what a call naming neither asks `inner` for (the pinned model spec)."""
+    """`inner` with its predictions scheduled by the schedulers `make` makes (see the module
+    docstring; `scheduled` decides which). `signature_name` and `specs` are what a call naming
+    neither asks `inner` for (the pinned model spec); `batches`: only contracts with a batch
+    dimension get a scheduler."""
 
     def __init__(self, inner: Backend, signature_name: str, specs: Mapping[str, TensorSpec],
-                 batching: BatchingSpec | None = None, shared_calls: int | None = None) -> None:
-        many = offered(inner, PredictsMany) if batching is None else None
-        if batching is None and (many is None or shared_calls is None):
-            raise ValueError("a scheduled backend needs batching, or call sharing and PredictMany")
+                 make: SchedulerFactory, batches: bool) -> None:
         self.inner = inner
         self.signature_name = signature_name
         self.specs = specs
-        self._batching = batching
-        self._shared_calls = shared_calls
-        self._many = many
+        self._make = make
+        self._batches = batches
         self._schedulers: dict[SchedulerKey, CallScheduler] = {}
         self._spec_keys: dict[int, tuple[Mapping[str, TensorSpec], Hashable]] = {}
         self._pinned_key: SchedulerKey = (None, signature_name, self._specs_key(specs))
@@ -84,7 +85,7 @@ class ScheduledBackend:
         scheduler = self._schedulers.get(key)
         if scheduler is not None:
             return scheduler
-        if self._batching is not None and not (specs and all(spec.shape and spec.shape[0] == -1
+        if self._batches and not (specs and all(spec.shape and spec.shape[0] == -1
                                                              for spec in specs.values())):
             return None  # an unknown contract, or one without a batch dimension: no joining
         if len(self._schedulers) >= MAX_SCHEDULERS:
@@ -94,14 +95,7 @@ class ScheduledBackend:
             del self._schedulers[idle]
         # A call that names no signature or specs asks the inner backend for the same (this
         # wrapper's defaults are its own), so the calls go to it as they come.
-        one, target = self.inner.predict, self.inner.target
-        if self._batching is not None:
-            scheduler = Coalescer(one, target, self._batching.max_batch_size, self._batching.max_calls)
-        else:
-            assert self._many is not None
-            assert self._shared_calls is not None
-            scheduler = Multiplexer(one, self._many.predict_many, target, self._shared_calls)
-        self._schedulers[key] = scheduler
+        scheduler = self._schedulers[key] = self._make(self.inner.predict, self.inner.target)
         return scheduler
 
     def _specs_key(self, specs: Mapping[str, TensorSpec]) -> Hashable:
@@ -120,7 +114,15 @@ class ScheduledBackend:
 
 def scheduled(inner: Backend, signature_name: str, specs: Mapping[str, TensorSpec],
               batching: BatchingSpec | None, shared_calls: int | None) -> Backend:
-    """`inner`, scheduled when the model batches or its backend shares calls (PredictMany)."""
-    if batching is None and (shared_calls is None or offered(inner, PredictsMany) is None):
+    """`inner`, scheduled when the model batches or its backend shares calls (PredictMany): the
+    one place that decides."""
+    if batching is not None:
+        size, calls = batching.max_batch_size, batching.max_calls
+        return ScheduledBackend(inner, signature_name, specs,
+                                lambda one, target: Coalescer(one, target, size, calls), batches=True)
+    many = offered(inner, PredictsMany)
+    if many is None or shared_calls is None:
         return inner
-    return ScheduledBackend(inner, signature_name, specs, batching, shared_calls)
+    limit, predict_many = shared_calls, many.predict_many
+    return ScheduledBackend(inner, signature_name, specs,
+                            lambda one, target: Multiplexer(one, predict_many, target, limit), batches=False)

@@ -15,14 +15,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
+from google.protobuf.message import Message
 from grpc import StatusCode
 from grpc_health.v1 import health_pb2
 
 from gateway.backends.base import BackendCall, EffectiveSpec, NDArray, Prediction, Selector, default_signature
-from gateway.backends.capabilities import SharedAnswer
+from gateway.backends.capabilities import (
+    Classifies,
+    HasMetadata,
+    PredictsMany,
+    Regresses,
+    ReloadsConfig,
+    ReportsStatus,
+    SharedAnswer,
+)
 from gateway.backends.pool import ChannelPool
-from gateway.backends.transports import GrpcTransport, GuardedTransport, LocalWireTransport, Metadata, Transport
-from gateway.errors import BackendError, GatewayError, from_grpc_status, grpc_code
+from gateway.backends.transports import Metadata, Transport
+from gateway.backends.transports import connect as connect_transports
+from gateway.errors import BackendError, BackendUnavailable, GatewayError, from_grpc_status, grpc_code
 from gateway.manifests import ModelManifest
 from protos.local_wire import ATTACH_MIN, Attachments
 from protos.runtime.calls_pb2 import PredictManyRequest
@@ -62,13 +72,16 @@ NUMERIC_KINDS = frozenset("biufc")  # numpy kinds whose values can travel as raw
 
 class TFServingBackend:
     """One model (a pinned version, or every version when floating) behind TF Serving's API;
-    its calls go through `transport` (health checks through its unguarded inner transport)."""
+    its calls go through `transport`, health checks through `checks` (past the circuit
+    breaker: the probe that closes it; default `transport`)."""
 
     describes = True
+    capabilities: ClassVar[frozenset[type]] = frozenset({Classifies, Regresses, ReportsStatus, HasMetadata,
+                                                          ReloadsConfig})
     # Whether calls carry the request's x-request-id as gRPC metadata.
     sends_request_ids: ClassVar[bool] = True
 
-    def __init__(self, model: ModelManifest, transport: GuardedTransport) -> None:
+    def __init__(self, model: ModelManifest, transport: Transport, checks: Transport | None = None) -> None:
         assert model.backend is not None
         self.target = model.backend.target
         self.label = model.name  # what error answers name (never the target: an internal address)
@@ -79,6 +92,7 @@ class TFServingBackend:
         self.signature_name = default_signature(model)
         self.input_specs: Mapping[str, TensorSpec] = model.signature.inputs
         self.transport = transport
+        self.checks = transport if checks is None else checks
         self._attach = transport.carries_attachments
         self._has_health_service = True
         self._pinned_spec = self.model_spec(None, self.signature_name)  # what most requests send
@@ -153,7 +167,16 @@ class TFServingBackend:
     async def describe(self, selector: Selector | None, timeout: float,
                        request_id: str = "") -> dict[str, Signature]:
         """The signatures GetModelMetadata describes."""
-        response = await self.metadata(timeout, selector, request_id)
+        try:
+            response = await self.metadata(timeout, selector, request_id)
+        except GatewayError as error:
+            # TF Serving answers NOT_FOUND for a model in its config that it has not loaded yet
+            # as for one it does not have: the manifest says this one exists, so it is not ready
+            # (a version the request named stays a 404, as TF Serving answers it).
+            if error.grpc_code is StatusCode.NOT_FOUND and selector is None:
+                raise BackendUnavailable(f"model {self.model_label} is not available on its backend yet: "
+                                         f"{error.message}", log_detail=error.log_detail) from None
+            raise
         try:
             return signatures_from_metadata(response)
         except CodecError as error:
@@ -199,7 +222,7 @@ class TFServingBackend:
         return ok
 
     async def _check_health(self, timeout: float) -> bool:
-        unguarded = self.transport.inner
+        unguarded = self.checks
         if self._has_health_service:
             try:
                 answer = await unguarded.call(HEALTH, health_pb2.HealthCheckRequest(), timeout)
@@ -222,6 +245,7 @@ class RuntimeBackend(TFServingBackend):
     each answered on its own). It has no use for the x-request-id metadata (~5 % of a call's
     cost); PredictMany carries the ids in the message, for its error logs."""
 
+    capabilities: ClassVar[frozenset[type]] = TFServingBackend.capabilities | {PredictsMany}
     sends_request_ids: ClassVar[bool] = False
 
     async def predict_many(self, calls: Sequence[BackendCall], timeout: float) -> SharedAnswer:
@@ -254,16 +278,23 @@ class RuntimeBackend(TFServingBackend):
 
 
 def connect(model: ModelManifest, pool: ChannelPool) -> TFServingBackend:
-    """The backend of `model` on `pool`: its channel and circuit breaker, and for an embedded
-    runtime (one with call sharing) a `RuntimeBackend`, over its Unix socket when it has one."""
-    backend = model.backend
-    assert backend is not None
-    transport: Transport = GrpcTransport(pool.channel(backend.target, backend.tls), backend.target, model.name)
-    if backend.local_socket is not None:
-        transport = LocalWireTransport(pool.local(backend.target, backend.local_socket), transport, model.name)
-    guarded = GuardedTransport(transport, pool.breaker(backend.target), model.name)
-    kind = TFServingBackend if backend.shared_calls is None else RuntimeBackend
-    return kind(model, guarded)
+    """The backend of `model` on `pool` (gateway.backends.transports.connect: its channel,
+    circuit breaker and, for an embedded runtime, its Unix socket); a `RuntimeBackend` for an
+    embedded runtime (one with call sharing)."""
+    spec = model.backend
+    assert spec is not None
+    transports = connect_transports(spec, pool, model.name, inline_attachments)
+    kind = TFServingBackend if spec.shared_calls is None else RuntimeBackend
+    return kind(model, transports.calls, transports.checks)
+
+
+def inline_attachments(request: Message, attachments: Attachments) -> None:
+    """Put the tensors of `attachments.sent` back into `tensor_content` of `request` (a
+    PredictRequest, or each item's of a PredictManyRequest), for a call that goes over gRPC."""
+    for item, name, array in attachments.sent:
+        target = request.requests[item] if isinstance(request, PredictManyRequest) else request
+        target.inputs[name].tensor_content = array.tobytes()  # type: ignore[attr-defined]
+    attachments.sent.clear()
 
 
 def _effective(answered: ModelSpec, sent: ModelSpec) -> EffectiveSpec:

@@ -5,6 +5,10 @@
   methods the local wire carries, falling back to gRPC when the socket is unreachable.
 - `GuardedTransport`: the target's circuit breaker around another transport.
 
+`connect(spec, pool, label)` assembles the stack a manifest's backend spec asks for, for any
+protocol spoken over gRPC; what a message holds (where attachments go back in, on the way to
+gRPC) is the backend's, given as `inline`.
+
 A transport raises only `GatewayError`s (named after the model `label`: never the target,
 an internal address), so backends and the circuit breaker see every transport alike.
 """
@@ -13,16 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from gateway.backends.local import LocalCallError, LocalChannel, LocalUnreachable
+from gateway.backends.pool import ChannelPool
 from gateway.backends.resilience import CircuitBreaker, CircuitState
 from gateway.errors import GatewayError, from_grpc_status
+from gateway.manifests import BackendSpec
 from protos.local_wire import METHOD_NUMBERS, Attachments
-from protos.runtime.calls_pb2 import PredictManyRequest
 from protos.services import Method
 
 log = logging.getLogger("gateway.backends")
@@ -30,6 +36,9 @@ log = logging.getLogger("gateway.backends")
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
 Metadata = tuple[tuple[str, str], ...]
+# Puts the tensors of `attachments.sent` back inside `request` (and clears them): the backend's
+# knowledge of its messages, for a call that leaves the local wire for gRPC.
+Inline = Callable[[Message, Attachments], None]
 
 
 class Transport(Protocol):
@@ -50,6 +59,10 @@ class Transport(Protocol):
         """`request` to `method`, answered within `timeout` seconds. `metadata` goes with it
         (gRPC metadata); `attachments`: tensors beside the message, where the wire has room
         for them (the answer's come back in `attachments.received`)."""
+        ...
+
+    def passed_health_check(self) -> None:
+        """A health check of the target succeeded (a guarded transport closes its circuit)."""
         ...
 
 
@@ -73,24 +86,27 @@ class GrpcTransport:
             stub = self.channel.unary_unary(method.path, request_serializer=method.request.SerializeToString,
                                             response_deserializer=method.response.FromString)
             self._stubs[method.path] = stub
-        if attachments is not None and attachments.sent:
-            request = _with_attachments_inside(request, attachments)
         try:
             answer: ResponseT = await stub(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as error:
             raise from_grpc_status(error.code(), error.details(), self.target, self.label) from None
         return answer
 
+    def passed_health_check(self) -> None:
+        pass
+
 
 class LocalWireTransport:
     """The local wire for the methods it carries (Predict, PredictMany), `fallback` for the
     others and whenever the socket is gone: gRPC reaches the same runtime, and retries while
-    it restarts (said once in the log)."""
+    it restarts (said once in the log). With `inline` (how the backend puts attachments back
+    in its messages) large tensors travel beside the message."""
 
-    def __init__(self, local: LocalChannel, fallback: Transport, label: str) -> None:
+    def __init__(self, local: LocalChannel, fallback: Transport, label: str, inline: Inline | None = None) -> None:
         self.local = local
         self.fallback = fallback
         self.label = label
+        self.inline = inline
         self._fallback_logged = False
 
     @property
@@ -99,7 +115,10 @@ class LocalWireTransport:
 
     @property
     def carries_attachments(self) -> bool:
-        return True
+        return self.inline is not None
+
+    def passed_health_check(self) -> None:
+        self.fallback.passed_health_check()
 
     async def call(self, method: Method[RequestT, ResponseT], request: RequestT, timeout: float,
                    metadata: Metadata = (), attachments: Attachments | None = None) -> ResponseT:
@@ -113,6 +132,8 @@ class LocalWireTransport:
                     self._fallback_logged = True
             except LocalCallError as error:
                 raise error.to_gateway_error(self.target, self.label) from None
+            if attachments is not None and attachments.sent and self.inline is not None:
+                self.inline(request, attachments)
         return await self.fallback.call(method, request, timeout, metadata, attachments)
 
 
@@ -156,12 +177,19 @@ class GuardedTransport:
             self.breaker.record(None)
 
 
-def _with_attachments_inside(request: RequestT, attachments: Attachments) -> RequestT:
-    """`request` (a PredictRequest or PredictManyRequest) with the tensors of
-    `attachments.sent` put back into `tensor_content`, for gRPC."""
-    message: Any = request
-    for item, name, array in attachments.sent:
-        target = message.requests[item] if isinstance(request, PredictManyRequest) else message
-        target.inputs[name].tensor_content = array.tobytes()
-    attachments.sent.clear()
-    return cast(RequestT, message)
+class Transports(NamedTuple):
+    """A backend's ways to its target: `calls` through the circuit breaker, `checks` past it
+    (health checks: the probe that closes it, reported with `calls.passed_health_check()`)."""
+
+    calls: Transport
+    checks: Transport
+
+
+def connect(spec: BackendSpec, pool: ChannelPool, label: str, inline: Inline | None = None) -> Transports:
+    """The transports of a backend `spec` on `pool`: its pooled channel, over the embedded
+    runtime's Unix socket first when it has one, behind the target's circuit breaker; calls'
+    errors name the model `label`."""
+    transport: Transport = GrpcTransport(pool.channel(spec.target, spec.tls), spec.target, label)
+    if spec.local_socket is not None:
+        transport = LocalWireTransport(pool.local(spec.target, spec.local_socket), transport, label, inline)
+    return Transports(GuardedTransport(transport, pool.breaker(spec.target), label), transport)

@@ -10,14 +10,14 @@ parser per kind), `directory` (a whole config directory), `resolve` (request-tim
 of `name`, `name:V`, `name@label`).
 """
 
+from gateway.backends.protocols import PROTOCOLS
 from gateway.manifests.application_kind import parse_application, parse_model_ref
 from gateway.manifests.directory import load_config
 from gateway.manifests.gateway_kind import parse_gateway
-from gateway.manifests.model_kind import load_model_folder, parse_model
+from gateway.manifests.model_kind import load_model_manifest, parse_model
 from gateway.manifests.resolve import resolve_model, resolve_ref, version_labels
 from gateway.manifests.types import (
     FLOATING_VERSION,
-    PROTOCOLS,
     ApplicationManifest,
     BackendSpec,
     BatchingSpec,
@@ -54,7 +54,7 @@ __all__ = [
     "TLSSpec",
     "VariantManifest",
     "load_config",
-    "load_model_folder",
+    "load_model_manifest",
     "model_folders",
     "parse_application",
     "parse_gateway",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gateway.manifests.application_kind import parse_application
 from gateway.manifests.gateway_kind import parse_gateway
-from gateway.manifests.model_kind import load_model_folder, parse_model
+from gateway.manifests.model_kind import load_model_manifest, parse_model
 from gateway.manifests.resolve import resolve_model, resolve_ref
 from gateway.manifests.types import ApplicationManifest, Config, GatewayManifest, ModelManifest, ModelRef, Selector
 from modelfolder import ConfigError, model_folders, read_documents
@@ -38,7 +38,7 @@ def load_config(directory: Path) -> Config:
     models_dir = directory / "models"
     if models_dir.is_dir():
         for folder in model_folders(models_dir):
-            add_model(load_model_folder(folder))
+            add_model(load_model_manifest(folder))
     for path in _manifest_files(directory):
         for doc in read_documents(path):
             kind = doc.get("kind")

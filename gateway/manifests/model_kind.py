@@ -16,16 +16,14 @@ import dataclasses
 import re
 from pathlib import Path
 
-from gateway.manifests.types import FLOATING_VERSION, PROTOCOLS, BackendSpec, BatchingSpec, ModelManifest, TLSSpec
+from gateway.backends.protocols import PROTOCOLS
+from gateway.manifests.types import FLOATING_VERSION, BackendSpec, BatchingSpec, ModelManifest, TLSSpec
 from modelfolder import (
-    GATEWAY_FIELDS,
-    MODEL_FIELDS,
     ConfigError,
     Fields,
     LineMapping,
-    model_name,
-    model_version,
     parse_definition,
+    read_heading,
     read_model_folder,
 )
 from tensorcodecs import Signature
@@ -38,10 +36,8 @@ _TARGET = re.compile(r"(?:dns:(?://[^/]*/)?)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+
 
 def parse_model(doc: LineMapping, path: Path, *, folder: Path | None, version: int = 1) -> ModelManifest:
     """A kind Model document: from a model folder's serving.yaml or a remote manifest."""
-    fields = Fields(doc, path)
-    fields.reject_unknown(MODEL_FIELDS | GATEWAY_FIELDS)
-    name = model_name(fields)
-    explicit_version = model_version(fields)
+    heading = read_heading(doc, path)  # unknown fields, name and version: checked once
+    fields, name, explicit_version = heading.fields, heading.name, heading.version
     backend = None
     if "backend" in doc:
         backend = _parse_backend(fields.nested("backend"), name, explicit_version)
@@ -52,7 +48,7 @@ def parse_model(doc: LineMapping, path: Path, *, folder: Path | None, version: i
     elif folder is None:
         raise ConfigError("backend: required for a model that is not a folder with serving.yaml",
                           fields.where())
-    definition = parse_definition(doc, path, folder=folder, version=version,
+    definition = parse_definition(heading, folder=folder, version=version,
                                   signature=None if backend is None else Signature(backend.signature_name))
     labels = _parse_version_labels(fields) if "version_labels" in doc else {}
     batching = _parse_batching(fields.nested("batching"), definition.signature) if "batching" in doc else None
@@ -61,8 +57,9 @@ def parse_model(doc: LineMapping, path: Path, *, folder: Path | None, version: i
     return ModelManifest(**described, backend=backend, version_labels=labels, batching=batching)
 
 
-def load_model_folder(folder: Path) -> ModelManifest:
-    """The manifest of one Hydrosphere-style model folder (`serving.yaml` + `src/`).
+def load_model_manifest(folder: Path) -> ModelManifest:
+    """The manifest of one Hydrosphere-style model folder (`serving.yaml` + `src/`): the
+    gateway's view (the runtime's, a ModelDefinition: modelfolder.load_model_folder).
 
     A folder named by a number (`models/<name>/<N>/`) is version N, as TF Serving lays
     versions out; any other folder is version 1 unless its serving.yaml says `version:`.

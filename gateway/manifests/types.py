@@ -11,7 +11,6 @@ from typing import Any
 
 from modelfolder import ModelDefinition
 
-PROTOCOLS = ("tensorflow-serving",)
 FLOATING_VERSION = 0
 
 

@@ -16,7 +16,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import check_admin
-from gateway.backends.capabilities import ReloadsConfig
 from gateway.body import read_json
 from gateway.dataplane import DataPlane
 from gateway.errors import GRPC_TO_HTTP, BadRequest
@@ -40,10 +39,7 @@ async def reload_config(request: Request) -> Response:
     except json_format.ParseError as error:
         raise BadRequest(f"not a ModelServerConfig: {error}") from None
     context = request_context(request, settings)
-    backend = dataplane.capability(target.model, ReloadsConfig)
-    response = await backend.reload_config(config, context.remaining(), context.request_id)
-    if response.status.error_code == 0:  # the server's models changed: so may their contracts
-        await dataplane.forget_contracts_on(target.model.backend, context.remaining())
+    response = await dataplane.reload_config(target.model, config, context)
     code = int(response.status.error_code)
     status = 200
     if code:

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import authorize
-from gateway.backends import NDArray
+from gateway.backends import NDArray, Selector
 from gateway.binary import binary_response, decode_binary, is_binary
 from gateway.body import headers_of, read_body, read_json
 from gateway.dataplane import DataPlane, RequestContext
@@ -92,7 +92,7 @@ async def predict_model(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     params = request.path_params
     authorize(request, params["name"])
-    target = dataplane.resolve(params["name"], params.get("version"), params.get("label"))
+    target = dataplane.resolve(params["name"], Selector(params.get("version"), params.get("label")))
     headers = headers_of(request)
     binary = is_binary(headers)  # a raw tensor (gateway/binary.py), as on the application route
     context = request_context(request, settings)

@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import authorize
+from gateway.backends import Selector
 from gateway.backends.capabilities import Classifies, HasMetadata, Regresses, ReportsStatus
 from gateway.body import read_body
 from gateway.dataplane import DataPlane, RequestContext
@@ -117,7 +118,7 @@ def _sent_path(request: Request) -> str:
 def _resolve(request: Request, name: str, version: str | None, label: str | None) -> Target:
     authorize(request, name)
     dataplane: DataPlane = request.app.state.dataplane
-    return dataplane.resolve(name, int(version) if version else None, label)
+    return dataplane.resolve(name, Selector(int(version) if version else None, label))
 
 
 def _context(request: Request) -> RequestContext:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from gateway.build import BuildError, ModelEnvironment, build_model, check_model_code, interpreter_for
-from gateway.manifests import load_model_folder
+from gateway.manifests import load_model_manifest
 from tests.e2e.processes import GATEWAY, running_gateway
 
 # Installs a module that exists only in the model's environment.
@@ -48,7 +48,7 @@ def make_config(root: Path, name: str, command: str) -> Path:
 def test_build_makes_an_environment_that_also_sees_the_gateway(tmp_path: Path,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     config = make_config(tmp_path, "needs_pkg", INSTALL)
-    model = load_model_folder(config / "models" / "needs_pkg")
+    model = load_model_manifest(config / "models" / "needs_pkg")
     envs = tmp_path / "envs"
     assert interpreter_for(envs, model) == sys.executable  # the gateway's own, before building
     unbuilt = check_model_code(interpreter_for(envs, model), model, timeout_s=60)
@@ -64,7 +64,7 @@ def test_build_makes_an_environment_that_also_sees_the_gateway(tmp_path: Path,
     # `gateway check` imports the model in its environment, where the package is.
     assert check_model_code(interpreter_for(envs, model), model, timeout_s=60) is None
     # A model of the same name and version in another config directory has its own environment.
-    other = load_model_folder(make_config(tmp_path / "other", "needs_pkg", INSTALL) / "models" / "needs_pkg")
+    other = load_model_manifest(make_config(tmp_path / "other", "needs_pkg", INSTALL) / "models" / "needs_pkg")
     assert ModelEnvironment.of(envs, other).path != environment.path
     with caplog.at_level(logging.WARNING, logger="gateway.build"):
         assert interpreter_for(envs, other) == sys.executable
@@ -76,7 +76,7 @@ def test_build_makes_an_environment_that_also_sees_the_gateway(tmp_path: Path,
 def test_a_failed_install_names_the_model_and_shows_the_output(tmp_path: Path) -> None:
     failing = "python -c \"print('resolving numpy==0.0'); raise SystemExit(3)\""
     config = make_config(tmp_path, "wont_build", failing)
-    model = load_model_folder(config / "models" / "wont_build")
+    model = load_model_manifest(config / "models" / "wont_build")
     with pytest.raises(BuildError) as caught:
         build_model(tmp_path / "envs", model)
     message = str(caught.value)

@@ -14,7 +14,7 @@ from gateway.app import create_app
 from gateway.backends.base import BackendCall, Prediction, Selector
 from gateway.backends.coalesce import Coalescer
 from gateway.backends.pool import ChannelPool
-from gateway.backends.scheduling import MAX_SCHEDULERS, ScheduledBackend
+from gateway.backends.scheduling import MAX_SCHEDULERS, ScheduledBackend, scheduled
 from gateway.backends.tfserving import connect
 from gateway.errors import BackendError, ConfigError, ModelError
 from gateway.manifests import BatchingSpec, load_config
@@ -139,7 +139,8 @@ async def test_schedulers_per_version_are_capped_and_idle_ones_give_way(tmp_path
         "  outputs:\n    output_1: {shape: [-1, 1], type: float32}\n")
     model = load_config(root).models[("toy", 0)]
     pool = ChannelPool()
-    backend = ScheduledBackend(connect(model, pool), "serving_default", model.signature.inputs, model.batching)
+    backend = scheduled(connect(model, pool), "serving_default", model.signature.inputs, model.batching, None)
+    assert isinstance(backend, ScheduledBackend)
     pinned = backend.scheduler
     assert pinned is not None
     made = [backend._scheduler_for(Selector(version), None, backend.specs) for version in range(1, 30)]

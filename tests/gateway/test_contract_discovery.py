@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
+from gateway.backends import Selector
 from gateway.backends.pool import ChannelPool
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BackendUnavailable, GatewayError, NotFound
@@ -20,7 +21,7 @@ from gateway.lookups import BACKOFF_FIRST_S, BACKOFF_MAX_S, ByIdentity, SharedLo
 from gateway.registry import Application, Model, Registry, Variant
 from gateway.settings import Settings
 from tests.conftest import serve_app
-from tests.gateway.test_tfserving_api import BATCH, V2, ManualClock, manual_clock, write_config
+from tests.gateway.test_tfserving_api import BATCH, RELOAD, V2, ManualClock, manual_clock, write_config
 from tests.tfserving_server import FakeTFServing
 from tests.waiting import eventually
 
@@ -230,7 +231,7 @@ async def test_lookups_are_keyed_by_the_model_object_not_its_equal(
     assert first == second
     assert ByIdentity(first) == ByIdentity(first)
     assert ByIdentity(first) != ByIdentity(second)
-    assert len({(ByIdentity(first), (None, None)), (ByIdentity(second), (None, None))}) == 2
+    assert len({(ByIdentity(first), None), (ByIdentity(second), None)}) == 2
 
 
 async def test_a_version_deployed_after_a_404_is_answered_at_once(tmp_path: Path) -> None:
@@ -260,7 +261,7 @@ async def test_a_timeout_inside_the_lookup_is_not_the_callers_deadline(tmp_path:
         app = create_app(Settings(access_log=False), write_config(tmp_path / "config", server.target))
         async with serve_app(app):
             dataplane: DataPlane = app.state.dataplane
-            target = dataplane.resolve("toy", 2, None)
+            target = dataplane.resolve("toy", Selector(2))
 
             async def times_out(*args: object) -> object:
                 raise TimeoutError("the backend's own")
@@ -289,3 +290,46 @@ async def test_a_caller_with_a_short_deadline_neither_cuts_nor_fails_the_shared_
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"output_1": V2}
     assert metadata_calls(loading_server) == 2  # the patient request shared the hurried one's lookup
+
+
+# ---------------------------------------------------------------- the request id in the lookup
+
+def metadata_request_ids(server: FakeTFServing, since: int = 0) -> list[str | None]:
+    """The x-request-id of each GetModelMetadata call the server got (after the first `since` calls)."""
+    return [metadata.get("x-request-id") for (method, _), metadata
+            in list(zip(server.calls, server.metadata, strict=True))[since:] if method == "GetModelMetadata"]
+
+
+async def test_a_contract_looked_up_for_a_request_carries_its_id_to_the_server(tmp_path: Path) -> None:
+    server = FakeTFServing()
+    await server.start()
+    pool = ChannelPool()
+    try:
+        plane = DataPlane(Registry.build(write_config(tmp_path / "config", server.target), pool))
+        await plane.with_contract(plane.application("toy_canary"), RequestContext.start("trace-11", 5))
+        assert metadata_request_ids(server) == ["trace-11"]
+        await plane.discover(5.0)  # at start or reload: no request
+        discovered = metadata_request_ids(server)[1:]
+        assert discovered
+        assert set(discovered) == {None}
+    finally:
+        await pool.close()
+        await server.stop()
+
+
+async def test_reload_config_rediscovers_with_the_request_id(tmp_path: Path) -> None:
+    server = FakeTFServing()
+    await server.start()
+    try:
+        app = create_app(Settings(access_log=False), write_config(tmp_path / "config", server.target))
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+            before = len(server.calls)
+            response = await client.post("/gateway/admin/models/toy/reload-config", json=RELOAD,
+                                         headers={"x-request-id": "trace-12"})
+            assert response.status_code == 200, response.text
+            rediscovered = metadata_request_ids(server, before)
+            assert rediscovered
+            assert set(rediscovered) == {"trace-12"}
+            assert server.metadata[before].get("x-request-id") == "trace-12"  # the reload itself
+    finally:
+        await server.stop()

@@ -12,10 +12,17 @@ import numpy as np
 import pytest
 
 from gateway import dataplane
-from gateway.backends import NDArray, Selector, UnavailableBackend
-from gateway.backends.capabilities import ReportsStatus
+from gateway.backends import Backend, NDArray, Selector, UnavailableBackend
+from gateway.backends.capabilities import (
+    Classifies,
+    HasMetadata,
+    Regresses,
+    ReloadsConfig,
+    ReportsStatus,
+    ServerConfig,
+)
 from gateway.backends.pool import ChannelPool
-from gateway.backends.scheduling import ScheduledBackend
+from gateway.backends.scheduling import ScheduledBackend, scheduled
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BackendUnavailable, DeadlineExceeded, NotFound
 from gateway.manifests import (
@@ -28,6 +35,7 @@ from gateway.manifests import (
     load_config,
 )
 from gateway.registry import BACKENDS, Application, Model, Registry, Target, Variant
+from protos.tensorflow_serving.model_management_pb2 import ReloadConfigResponse
 from tensorcodecs import Signature
 from tests.conftest import CONFIG_DIR
 from tests.doubles import InMemoryBackend
@@ -36,7 +44,7 @@ from tests.gateway.test_tfserving_api import write_config
 MANIFEST = load_config(CONFIG_DIR).models[("increment_model", 1)]
 
 
-def _model(backend: InMemoryBackend | UnavailableBackend) -> Model:
+def _model(backend: Backend) -> Model:
     return Model(MANIFEST, backend)
 
 
@@ -121,17 +129,57 @@ async def test_a_capability_is_asked_for_in_one_place() -> None:
     down = _model(UnavailableBackend("model increment_model:1 is unavailable: exited with code 2"))
     with pytest.raises(BackendUnavailable, match="exited with code 2"):  # offered, and says why it cannot
         await _plane(down).capability(down, ReportsStatus).status(1.0)
+    for kind in (Classifies, Regresses, ReportsStatus, HasMetadata, ReloadsConfig):  # each, and wrapped
+        wrapped = _model(scheduled(down.backend, "serving_default", {}, BatchingSpec(8, 1), None))
+        for each in (down, wrapped):
+            with pytest.raises(BackendUnavailable, match="exited with code 2"):
+                _plane(each).capability(each, kind)
+
+
+class OwnMetadata(InMemoryBackend):
+    """Another protocol's backend with a `metadata` and a `status` of its own, offering no capability."""
+
+    async def metadata(self, timeout: float, selector: Selector | None = None, request_id: str = "") -> dict[str, str]:
+        return {"protocol": "another"}
+
+    async def status(self, timeout: float, selector: Selector | None = None, request_id: str = "") -> str:
+        return "READY"
+
+
+async def test_capabilities_are_what_a_backend_declares_not_its_method_names() -> None:
+    model = _model(OwnMetadata(_add_one))
+    for kind in (HasMetadata, ReportsStatus):
+        with pytest.raises(NotFound, match="is not served by a TensorFlow Serving backend"):
+            _plane(model).capability(model, kind)
+    declared = _model(Reloading(_add_one))
+    answered: object = _plane(declared).capability(declared, ReloadsConfig)
+    assert answered is declared.backend
+
+
+class Reloading(InMemoryBackend):
+    """A double that offers ReloadsConfig (and says so), recording the request of each reload."""
+
+    capabilities = frozenset({ReloadsConfig})
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.reloads: list[str] = []
+
+    async def reload_config(self, config: ServerConfig, timeout: float, request_id: str = "") -> ReloadConfigResponse:
+        self.reloads.append(request_id)
+        return ReloadConfigResponse()
 
 
 async def test_contracts_of_every_model_on_a_server_are_forgotten_together() -> None:
-    same, other = InMemoryBackend(_add_one, target="a:1"), InMemoryBackend(_add_one, target="b:1")
+    same, other = Reloading(_add_one, target="a:1"), InMemoryBackend(_add_one, target="b:1")
     first = _model(same)
     second = Model(dataclasses.replace(MANIFEST, version=2), InMemoryBackend(_add_one, target="a:1"))
     third = Model(dataclasses.replace(MANIFEST, version=3), other)
     for model in (first, second, third):
-        model.contracts.by_selector[(None, None)] = {"serving_default": Signature("serving_default")}
-    await _plane(first, second, third).forget_contracts_on(same, 1.0)
+        model.contracts.by_selector[None] = {"serving_default": Signature("serving_default")}
+    await _plane(first, second, third).reload_config(first, ServerConfig(), RequestContext.start("r-9", 1.0))
     assert [bool(m.contracts.by_selector) for m in (first, second, third)] == [False, False, True]
+    assert same.reloads == ["r-9"]  # the request's id, in the call
 
 
 async def test_the_backend_of_a_manifest_comes_from_its_protocol_row(monkeypatch: pytest.MonkeyPatch,
@@ -170,5 +218,5 @@ def test_the_data_plane_imports_no_protocol_module() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
     assert not {name for name in imported if name.startswith(("protos", "gateway.backends.tfserving",
-                                                               "gateway.backends.transports"))}
+                                                               "gateway.backends.transports", "grpc"))}
     assert "TFServingBackend" not in source

@@ -7,16 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from gateway.backends.protocols import PROTOCOLS
 from gateway.errors import ConfigError
 from gateway.manifests import (
     ModelRef,
     Resolution,
     Selector,
     load_config,
-    load_model_folder,
+    load_model_manifest,
     parse_model_ref,
     resolve_ref,
 )
+from gateway.registry import BACKENDS
 from tests.conftest import CONFIG_DIR, INCREMENT_MODEL
 
 
@@ -143,7 +145,7 @@ def test_gateway_port_must_be_a_port(config_copy: Path) -> None:
 
 
 def test_model_folder_alone() -> None:
-    assert load_model_folder(INCREMENT_MODEL).name == "increment_model"
+    assert load_model_manifest(INCREMENT_MODEL).name == "increment_model"
 
 
 @pytest.mark.parametrize(
@@ -308,3 +310,16 @@ def test_gateway_settings_errors(config_copy: Path, text: str, words: str) -> No
         load_config(config_copy)
     assert words in str(caught.value)
     assert str(config_copy / "gateway.yaml") in str(caught.value)
+
+
+def test_an_unknown_protocol_names_the_line_and_the_protocols_a_backend_exists_for(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    manifest = models / "remote.yaml"
+    manifest.write_text("kind: Model\nname: remote\nbackend:\n  protocol: open-inference\n  target: h:1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert caught.value.location == f"{manifest}:4"
+    assert caught.value.message == ("backend.protocol: unknown protocol 'open-inference' "
+                                    f"(accepted: {', '.join(PROTOCOLS)})")
+    assert set(PROTOCOLS) == set(BACKENDS) == {"tensorflow-serving"}  # one list: the registry's rows

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
+from gateway.backends.pool import ChannelPool
 from gateway.backends.resilience import CircuitBreaker, CircuitState
 from gateway.errors import BackendUnavailable
 from gateway.settings import Settings
@@ -73,6 +74,21 @@ def test_half_open_lets_one_probe_through() -> None:
     assert breaker.state.value == "closed"
 
 
+async def test_the_pools_breakers_run_on_its_clock() -> None:
+    clock = ManualClock()
+    pool = ChannelPool(circuit_failures=1, circuit_cooldown_s=10, clock=clock)
+    breaker = pool.breaker("t:1")
+    breaker.before_call()
+    breaker.record(UNAVAILABLE)
+    clock.advance(9)
+    with pytest.raises(BackendUnavailable, match=r"next try in 1\.0s"):
+        breaker.before_call()
+    clock.advance(1)
+    breaker.before_call()  # cooled down on the pool's clock: the probe
+    assert breaker.state is CircuitState.HALF_OPEN
+    await pool.close()
+
+
 @pytest.fixture
 async def tfs() -> AsyncIterator[FakeTFServing]:
     server = FakeTFServing()
@@ -82,10 +98,14 @@ async def tfs() -> AsyncIterator[FakeTFServing]:
 
 
 async def test_a_dead_backend_opens_its_circuit(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "config", f"127.0.0.1:{free_port()}")
+    target = f"127.0.0.1:{free_port()}"
+    config = write_config(tmp_path / "config", target)
     settings = Settings(access_log=False, circuit_failures=3, circuit_cooldown_s=30)
-    async with (serve_app(create_app(settings, config)) as url,
+    app = create_app(settings, config)
+    async with (serve_app(app) as url,
                 httpx.AsyncClient(base_url=url, timeout=10) as client):
+        clock = ManualClock()
+        app.state.reloader.pool.breaker(target).clock = clock  # the cool-down runs on the test's clock
         statuses = []
         for _ in range(4):
             response = await client.post("/gateway/models/toy_one", json={"input_1": [[1, 2]]})
@@ -93,6 +113,11 @@ async def test_a_dead_backend_opens_its_circuit(tmp_path: Path) -> None:
         assert statuses == [503] * 4
         assert "circuit is open" in response.json()["error"]["message"]
         assert response.headers["retry-after"] in ("29", "30")
+        assert response.headers["retry-after"] == "30"  # no time passed on the breaker's clock
+        clock.advance(30)  # cooled down: the next call is the probe, and reaches (nobody at) the target
+        probe = await client.post("/gateway/models/toy_one", json={"input_1": [[1, 2]]})
+        assert probe.status_code == 503
+        assert "circuit is open" not in probe.json()["error"]["message"]
         metrics = (await client.get("/metrics")).text
     assert 'gateway_circuit_state{target="127.0.0.1:' in metrics
     circuit = [line for line in metrics.splitlines() if line.startswith("gateway_circuit_state{")]

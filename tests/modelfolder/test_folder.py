@@ -10,7 +10,7 @@ import pytest
 
 import gateway.errors
 from gateway.manifests import ModelManifest
-from gateway.manifests import load_model_folder as load_manifest
+from gateway.manifests import load_model_manifest as load_manifest
 from modelfolder import (
     GATEWAY_FIELDS,
     MODEL_FIELDS,

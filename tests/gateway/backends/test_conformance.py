@@ -33,9 +33,10 @@ from gateway.backends.capabilities import (
 )
 from gateway.backends.pool import ChannelPool
 from gateway.backends.scheduling import ScheduledBackend, scheduled
-from gateway.backends.tfserving import connect
+from gateway.backends.tfserving import RuntimeBackend, connect
 from gateway.errors import GatewayError
 from gateway.manifests import BatchingSpec, ModelManifest, load_config
+from protos.local_wire import ATTACH_MIN
 from tensorcodecs import Signature, TensorSpec, lookup_dtype
 from tests.conftest import free_port, runtimes_for, write_model
 from tests.doubles import InMemoryBackend
@@ -139,8 +140,10 @@ async def unavailable(tmp_path: Path, batching: bool = False) -> AsyncIterator[C
     backend: Backend = UnavailableBackend.for_model("inc:1", "the runtime exited with code 3", None)
     if batching:
         specs = {"x": TensorSpec("x", lookup_dtype("float32"), (-1,))}
-        backend = ScheduledBackend(backend, "serving_default", specs, BatchingSpec(8, 1))
-    yield Case(backend, [], call({"x": [1]}), missing_status=503, healthy=False, capabilities=TF_API)
+        backend = scheduled(backend, "serving_default", specs, BatchingSpec(8, 1), None)
+        assert isinstance(backend, ScheduledBackend)
+    # It offers no capability: the data plane answers one asked of it with its 503 (test_dataplane).
+    yield Case(backend, [], call({"x": [1]}), missing_status=503, healthy=False)
 
 
 def _double(batching: bool) -> Backend:
@@ -152,7 +155,9 @@ def _double(batching: bool) -> Backend:
     if not batching:
         return double
     specs = {"x": TensorSpec("x", lookup_dtype("float32"), (-1,))}
-    return ScheduledBackend(double, "serving_default", specs, BatchingSpec(8, 1))
+    scheduled_double = scheduled(double, "serving_default", specs, BatchingSpec(8, 1), None)
+    assert isinstance(scheduled_double, ScheduledBackend)
+    return scheduled_double
 
 
 @contextlib.asynccontextmanager
@@ -278,3 +283,20 @@ async def test_the_request_id_travels_to_a_remote_server_as_metadata(tmp_path: P
         await pool.close()
         await server.stop()
     assert [metadata.get("x-request-id") for metadata in server.metadata] == ["trace-7", "trace-8", None]
+
+
+async def test_large_tensors_meant_for_the_local_wire_go_inside_the_message_when_it_falls_back(
+        tmp_path: Path) -> None:
+    """The transport leaves the local wire for gRPC; the backend (which knows its messages) puts
+    the tensors meant to travel beside back inside: Predict and PredictMany alike."""
+    async with embedded_runtime(tmp_path, socket_gone=True) as case:
+        backend = case.backend
+        assert isinstance(backend, RuntimeBackend)
+        assert backend.transport.carries_attachments
+        large = np.arange(ATTACH_MIN, dtype=np.int32)  # 4 x ATTACH_MIN bytes: sent beside on the wire
+        prediction = await backend.predict(BackendCall({"x": large}, 5.0, "big"))
+        assert prediction.outputs["y"].tolist() == (large + 1).tolist()
+        outcomes, _ = await backend.predict_many([BackendCall({"x": large}, 5.0, "a"),
+                                                  BackendCall({"x": large * 2}, 5.0, "b")], 5.0)
+        assert [outcome.outputs["y"].tolist() for outcome in outcomes if not isinstance(outcome, GatewayError)] \
+            == [(large + 1).tolist(), (large * 2 + 1).tolist()]
