@@ -32,7 +32,14 @@ from gateway.backends.capabilities import (
 from gateway.backends.pool import ChannelPool
 from gateway.backends.transports import Metadata, Transport
 from gateway.backends.transports import connect as connect_transports
-from gateway.errors import BackendError, BackendUnavailable, GatewayError, from_grpc_status, grpc_code
+from gateway.errors import (
+    BackendError,
+    BackendUnavailable,
+    GatewayError,
+    answer_errors,
+    from_grpc_status,
+    grpc_code,
+)
 from gateway.manifests import ModelManifest
 from protos.local_wire import ATTACH_MIN, Attachments
 from protos.runtime.calls_pb2 import PredictManyRequest
@@ -86,6 +93,9 @@ class TFServingBackend:
         self.target = model.backend.target
         self.label = model.name  # what error answers name (never the target: an internal address)
         self.model_label = f"{model.name}:{model.version}"
+        # Answers that do not decode are this backend's failure (502), said once per backend.
+        self._malformed_tensor = answer_errors(self.label, self.target, "a malformed tensor")
+        self._unusable_metadata = answer_errors(self.model_label, self.target, "unusable metadata")
         self.model_name = model.backend.model_name
         self.version = model.backend.version
         self.version_label = model.backend.version_label
@@ -160,8 +170,7 @@ class TFServingBackend:
             outputs = {name: attached_array(tensor, attached[name]) if attached and name in attached
                        else decode_tensor(tensor) for name, tensor in response.outputs.items()}
         except CodecError as error:
-            raise BackendError(f"the backend of model {self.label} answered a malformed tensor: {error}",
-                               log_detail=f"backend {self.target}") from None
+            raise self._malformed_tensor.translate(error) from None
         return Prediction(outputs, _effective(response.model_spec, sent))
 
     async def describe(self, selector: Selector | None, timeout: float,
@@ -180,8 +189,7 @@ class TFServingBackend:
         try:
             return signatures_from_metadata(response)
         except CodecError as error:
-            raise BackendError(f"the backend of model {self.model_label} answered unusable metadata: {error}",
-                               log_detail=f"backend {self.target}") from None
+            raise self._unusable_metadata.translate(error) from None
 
     async def classify(self, request_input: Input, timeout: float, selector: Selector | None = None,
                        signature_name: str | None = None, request_id: str = "") -> ClassificationResponse:
