@@ -5,19 +5,18 @@
     GET  /v1/models/{m}[/versions/{v}|/labels/{l}]/metadata   model metadata
 
 `{m}` is a gateway model name (or the TF Serving name its backend serves). Errors answer
-`{"error": "..."}` with the HTTP status of the one gRPC -> HTTP table, as TF Serving does.
+`{"error": "..."}` with the HTTP status of the one gRPC -> HTTP table, as TF Serving does
+(gateway.answers renders them so for every request on this API).
 The JSON <-> tensor rules live in `tensorcodecs.tfserving_json`.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, unquote
 
-import orjson
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
@@ -43,8 +42,6 @@ from tensorcodecs.tfserving_json import (
     signature_name,
 )
 
-log = logging.getLogger("gateway.tfserving")
-
 MODEL_SPEC_HEADER = "x-model-spec"
 # TF Serving's own patterns (http_rest_api_util.cc), matched whole, as RE2::FullMatch does, on
 # the path as sent (percent-encoded); the model name and label are decoded after the match.
@@ -54,30 +51,17 @@ _STATUS = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]
                      re.IGNORECASE)
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """TF Serving's error body: `{"error": "message"}`."""
-    return Response(orjson.dumps({"error": message}), status_code=status, media_type="application/json",
-                    headers=headers)
-
-
 def _json(body: bytes, headers: dict[str, str] | None = None) -> Response:
     return Response(body, media_type="application/json", headers=headers)
 
 
 async def models(request: Request) -> Response:
-    """Every /v1/models request: parse the path as TF Serving does, answer errors its way."""
+    """Every /v1/models request: parse the path as TF Serving does. Errors are answered in TF
+    Serving's shape by the app's error layer (gateway.answers: this API surface's shape)."""
     try:
         return await _dispatch(request)
-    except GatewayError as error:
-        if error.status >= 500:
-            log.warning("request %s: %s %s -> %s: %s [%s]", request.state.request_id, request.method,
-                        request.url.path, error.status, error.message, error.log_detail or "")
-        headers = {"allow": "GET, POST"} if error.status == 405 else {}
-        if error.retry_after_s is not None:
-            headers["retry-after"] = str(error.retry_after_s)
-        return error_response(error.status, error.message, headers)
     except CodecError as error:
-        return error_response(400, error.message)
+        raise BadRequest(error.message) from None
 
 
 async def _dispatch(request: Request) -> Response:
@@ -172,7 +156,7 @@ async def _metadata(request: Request, target: Target) -> Response:
     try:
         return _json(model_metadata_json(response))
     except CodecError as error:
-        return error_response(500, error.message)
+        raise GatewayError(error.message) from None  # 500: a metadata answer TF's JSON cannot hold
 
 
 _POST_METHODS: dict[str, Callable[[Request, Target], Awaitable[Response]]] = {
