@@ -126,15 +126,19 @@ class _VarySender:
 
 def _add_vary(headers: list[tuple[bytes, bytes]]) -> None:
     """`Vary: Accept-Encoding` on an answer not encoded already, as Starlette's
-    `MutableHeaders.add_vary_header` adds it (joined to the first `Vary`, the others dropped)."""
-    if any(name == b"content-encoding" for name, _ in headers):
-        return
-    for index, (name, value) in enumerate(headers):
-        if name == b"vary":
-            headers[index] = (name, value + b", Accept-Encoding")
-            headers[index + 1:] = [header for header in headers[index + 1:] if header[0] != b"vary"]
+    `MutableHeaders.add_vary_header` adds it (joined to the `Vary` values there are, in one)."""
+    varies = []
+    for name, value in headers:
+        if name == b"content-encoding":
             return
-    headers.append((b"vary", b"Accept-Encoding"))
+        if name == b"vary":
+            varies.append(value)
+    if not varies:
+        headers.append((b"vary", b"Accept-Encoding"))
+        return
+    first = next(index for index, (name, _) in enumerate(headers) if name == b"vary")
+    headers[first] = (b"vary", b", ".join([*varies, b"Accept-Encoding"]))
+    headers[first + 1:] = [header for header in headers[first + 1:] if header[0] != b"vary"]
 
 
 class _Started:
