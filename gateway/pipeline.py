@@ -190,7 +190,6 @@ class Endpoints:
                     name = path[len(prefix):]
                     if name and "/" not in name:
                         scope["route"] = route
-                        scope["endpoint"] = route.endpoint
                         scope["path_params"] = {"name": name}
                         try:
                             response: Response = await route.endpoint(Request(scope, receive))

@@ -41,7 +41,8 @@ def request_context(request: Request, settings: Settings, app: Application | Non
     if app is not None and app.manifest.timeout_s is not None:
         timeout = app.manifest.timeout_s
     labels = {"application": app.name} if app is not None else {}
-    context = request.scope[CONTEXT_KEY] = RequestContext.start(request.state.request_id, timeout, labels)
+    scope = request.scope
+    context = scope[CONTEXT_KEY] = RequestContext.start(scope["state"]["request_id"], timeout, labels)
     header = headers_of(request).get(TIMEOUT_HEADER)
     if header is not None:
         try:
