@@ -1,4 +1,4 @@
-"""`create_app`: the one place that wires routes, middleware, error handlers and lifespan."""
+"""`create_app`: the one place that wires routes, the HTTP pipeline's layers and the lifespan."""
 
 from __future__ import annotations
 
