@@ -35,7 +35,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                    10.0, 30.0)
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 CONTEXT_KEY = "gateway.context"  # where a route keeps the request's RequestContext in the scope
-EXCHANGE_KEY = "gateway.exchange"  # where the middleware keeps the request's Exchange
+PROGRESS_KEY = "gateway.answer_progress"  # how far the answer went out, once the middleware is done
 _NO_LABELS: Mapping[str, str] = {}
 
 log = logging.getLogger("gateway")
@@ -229,7 +229,8 @@ def labels_of(scope: Scope) -> Mapping[str, str]:
 
 class ObservabilityMiddleware:
     """`RequestObserver` around every HTTP request; the request id is echoed on the answer.
-    The request's `Exchange` is kept in the scope (`EXCHANGE_KEY`)."""
+    How far the answer went out is left in the scope (`PROGRESS_KEY`, an `Exchange.progress`)
+    for gateway.pipeline's UnexpectedErrors, the layer above."""
 
     __slots__ = ("app", "observer")
 
@@ -242,19 +243,25 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        exchange = scope[EXCHANGE_KEY] = Exchange(receive, send, self.observer.begin(scope))
+        exchange = Exchange(receive, send, self.observer.begin(scope))
         try:
             await self.app(scope, exchange.receive_counting, exchange.send_with_id)
         finally:
+            # A number, not the exchange: the scope must not refer back to the server's
+            # `send` (a reference cycle per request, left to the garbage collector).
+            scope[PROGRESS_KEY] = exchange.progress
             self.observer.end(scope, exchange.status, exchange.bytes_in, exchange.bytes_out, started)
+
+
+NOT_STARTED, STARTED, FINISHED = range(3)  # how far an answer has gone out
 
 
 class Exchange:
     """One request's exchange as the middleware sees it go: the body bytes each way, the
-    status, how far the answer has gone out (`started`, `finished`: what gateway.pipeline's
-    UnexpectedErrors asks after a fault), and the request id added to the answer's headers."""
+    status, how far the answer has gone out (`progress`), and the request id added to the
+    answer's headers."""
 
-    __slots__ = ("bytes_in", "bytes_out", "finished", "receive", "request_id", "send", "started", "status")
+    __slots__ = ("bytes_in", "bytes_out", "progress", "receive", "request_id", "send", "status")
 
     def __init__(self, receive: Receive, send: Send, request_id: bytes) -> None:
         self.receive = receive
@@ -263,8 +270,7 @@ class Exchange:
         self.status = 500
         self.bytes_in = 0
         self.bytes_out = 0
-        self.started = False  # the answer's head has been sent
-        self.finished = False  # and all of its body
+        self.progress = NOT_STARTED
 
     async def receive_counting(self) -> Message:
         message = await self.receive()
@@ -277,11 +283,12 @@ class Exchange:
         if kind == "http.response.start":
             self.status = message["status"]
             message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, self.request_id)]
-            self.started = True
+            self.progress = STARTED
         elif kind == "http.response.body":
             self.bytes_out += len(message.get("body", b""))
             await self.send(message)
-            self.finished = not message.get("more_body", False)
+            if not message.get("more_body", False):
+                self.progress = FINISHED
             return
         await self.send(message)
 

@@ -29,20 +29,24 @@ from gateway.answers import (
     unexpected_error_response,
 )
 from gateway.errors import ContractViolation, GatewayError
-from gateway.observability import EXCHANGE_KEY, REQUEST_ID_HEADER, Exchange, Metrics, labels_of
+from gateway.observability import (
+    FINISHED,
+    NOT_STARTED,
+    PROGRESS_KEY,
+    REQUEST_ID_HEADER,
+    STARTED,
+    Metrics,
+    labels_of,
+)
 
 GZIP_MIN_BYTES = 1024  # smaller answers are sent as they are, even when gzip is accepted
-
-_BEFORE_ANSWER, _ANSWERING, _ANSWERED = range(3)
-
 
 class UnexpectedErrors:
     """Answers an exception raised anywhere below (a route, or a layer such as observability,
     auth or gzip) with 500 `internal` and keeps the connection; it is the outermost layer, so
     that nothing is left for uvicorn, which would drop the connection (the client's next
-    request on it fails too). How far the answer had gone out is the request's `Exchange`'s
-    to say: the observability layer, right below, sees every message this one would (no send
-    wrapper of its own per request)."""
+    request on it fails too). How far the answer had gone out, the observability layer right
+    below says (it sees every message this one would; no send wrapper of its own per request)."""
 
     __slots__ = ("app",)
 
@@ -55,20 +59,17 @@ class UnexpectedErrors:
         except Exception as error:
             if scope["type"] != "http":
                 raise
-            exchange: Exchange | None = scope.get(EXCHANGE_KEY)
-            phase = _BEFORE_ANSWER if exchange is None or not exchange.started else \
-                _ANSWERED if exchange.finished else _ANSWERING
-            await _answer_unexpected(scope, receive, send, error, phase)
+            await _answer_unexpected(scope, receive, send, error, scope.get(PROGRESS_KEY, NOT_STARTED))
 
 
-async def _answer_unexpected(scope: Scope, receive: Receive, send: Send, error: Exception, phase: int) -> None:
-    """After `error` escaped a request at `phase`: answer 500 `internal` (with the request id)
-    if nothing was sent yet, only log it once the whole answer is out; re-raise when half an
-    answer is out, since only closing the connection can tell the client."""
-    if phase == _ANSWERING:
+async def _answer_unexpected(scope: Scope, receive: Receive, send: Send, error: Exception, progress: int) -> None:
+    """After `error` escaped a request with its answer at `progress`: answer 500 `internal`
+    (with the request id) if nothing was sent yet, only log it once the whole answer is out;
+    re-raise when half an answer is out, since only closing the connection can tell the client."""
+    if progress == STARTED:
         raise error
     response = unexpected_error_response(scope, error)
-    if phase == _ANSWERED:
+    if progress == FINISHED:
         return  # logged; the connection serves the next request
     request_id = scope.get("state", {}).get("request_id")
     if request_id is not None:
