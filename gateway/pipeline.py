@@ -13,7 +13,8 @@ one object with `__slots__`, not closures.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Generator, Iterable
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.middleware.gzip import GZipMiddleware as StarletteGZip
@@ -102,7 +103,9 @@ class GZipMiddleware(StarletteGZip):
 
 
 class _VarySender:
-    """Holds the response start until the first body part says whether to add `Vary`."""
+    """Adds `Vary: Accept-Encoding` to an answer large enough that a client accepting gzip
+    would have had it compressed: an answer whose head gives its length is judged by it and
+    passed on at once; another's head is held until its first body part says."""
 
     __slots__ = ("minimum_size", "send", "start")
 
@@ -111,18 +114,43 @@ class _VarySender:
         self.minimum_size = minimum_size
         self.start: Message | None = None
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
+        # Not a coroutine where nothing is held: it hands on the server's own awaitable.
+        if self.start is not None:
+            return self._send_held(message)
         if message["type"] == "http.response.start":
-            self.start = message
-            return
-        start = self.start
-        if start is not None:
-            self.start = None
-            if message["type"] == "http.response.body" and (
-                    len(message.get("body", b"")) >= self.minimum_size or message.get("more_body", False)):
-                _add_vary(start.setdefault("headers", []))
-            await self.send(start)
+            headers = message.setdefault("headers", [])
+            for name, value in headers:
+                if name == b"content-length":
+                    if int(value) >= self.minimum_size:
+                        _add_vary(headers)
+                    break
+            else:
+                self.start = message
+                return _SENT
+        return self.send(message)
+
+    async def _send_held(self, message: Message) -> None:
+        start, self.start = self.start, None
+        assert start is not None
+        if message["type"] == "http.response.body" and (
+                len(message.get("body", b"")) >= self.minimum_size or message.get("more_body", False)):
+            _add_vary(start["headers"])
+        await self.send(start)
         await self.send(message)
+
+
+class _Sent:
+    """An awaitable that is done already (a message held, nothing to wait for)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+_SENT = _Sent()
 
 
 def _add_vary(headers: list[tuple[bytes, bytes]]) -> None:

@@ -16,9 +16,11 @@ import pytest
 import uvicorn
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware.gzip import GZipMiddleware as StarletteGZip
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.answers import (
     NATIVE,
@@ -33,7 +35,7 @@ from gateway.app import GatewayApp, create_app
 from gateway.http_protocol import http_protocol
 from gateway.manifests import Config
 from gateway.observability import CONTEXT_KEY, labels_of
-from gateway.pipeline import _add_vary
+from gateway.pipeline import GZIP_MIN_BYTES, GZipMiddleware, _add_vary
 from gateway.routes import native
 from gateway.settings import ApiKey, AuthSettings, Settings
 from tests.gateway.test_observability import sample
@@ -240,3 +242,47 @@ async def test_a_request_leaves_no_garbage_cycle(example_config: Config) -> None
         finally:
             writer.close()
     assert collected < 20 * len(requests), f"{collected} unreachable objects after {20 * len(requests)} requests"
+
+
+def _answer(messages: list[Message]) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        for message in messages:
+            await send(dict(message, headers=list(message["headers"])) if "headers" in message else dict(message))
+    return app
+
+
+async def _sent(app: ASGIApp, accept: bytes) -> list[Message]:
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"accept-encoding", accept)]}
+    await app(scope, receive, send)
+    return sent
+
+
+JSON_HEAD = [(b"content-type", b"application/json")]
+
+
+@pytest.mark.parametrize("messages", [
+    [{"type": "http.response.start", "status": 200, "headers": [*JSON_HEAD, (b"content-length", b"2000")]},
+     {"type": "http.response.body", "body": b"1" * 2000}],
+    [{"type": "http.response.start", "status": 200, "headers": [*JSON_HEAD, (b"content-length", b"10")]},
+     {"type": "http.response.body", "body": b"1" * 10}],
+    [{"type": "http.response.start", "status": 200, "headers": JSON_HEAD},  # streamed: no length
+     {"type": "http.response.body", "body": b"1" * 10, "more_body": True},
+     {"type": "http.response.body", "body": b"2" * 10}],
+    [{"type": "http.response.start", "status": 200, "headers": JSON_HEAD},
+     {"type": "http.response.body", "body": b"1" * 10}],
+    [{"type": "http.response.start", "status": 200, "headers": JSON_HEAD},
+     {"type": "http.response.body", "body": b"1" * 2000}],
+], ids=["long", "short", "streamed", "short-unsized", "long-unsized"])
+@pytest.mark.parametrize("accept", [b"identity", b"gzip"])
+async def test_gzip_answers_as_starlettes(messages: list[Message], accept: bytes) -> None:
+    ours = await _sent(GZipMiddleware(_answer(messages), minimum_size=GZIP_MIN_BYTES), accept)
+    theirs = await _sent(StarletteGZip(_answer(messages), minimum_size=GZIP_MIN_BYTES), accept)
+    assert ours == theirs
