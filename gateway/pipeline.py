@@ -156,15 +156,15 @@ _SENT = _Sent()
 def _add_vary(headers: list[tuple[bytes, bytes]]) -> None:
     """`Vary: Accept-Encoding` on an answer not encoded already, as Starlette's
     `MutableHeaders.add_vary_header` adds it (joined to the `Vary` values there are, in one)."""
-    varies = []
-    for name, value in headers:
-        if name == b"content-encoding":
-            return
-        if name == b"vary":
-            varies.append(value)
-    if not varies:
+    for name, _ in headers:
+        if name == b"content-encoding" or name == b"vary":
+            break
+    else:  # the usual answer: neither
         headers.append((b"vary", b"Accept-Encoding"))
         return
+    if any(name == b"content-encoding" for name, _ in headers):
+        return
+    varies = [value for name, value in headers if name == b"vary"]
     first = next(index for index, (name, _) in enumerate(headers) if name == b"vary")
     headers[first] = (b"vary", b", ".join([*varies, b"Accept-Encoding"]))
     headers[first + 1:] = [header for header in headers[first + 1:] if header[0] != b"vary"]
