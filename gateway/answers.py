@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Protocol
 
 import orjson
 from starlette.datastructures import URL
@@ -29,30 +30,42 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
                415: "unsupported_media_type"}
 
 
+class Renderer(Protocol):
+    """Renders an error body from its machine code, message and field."""
+
+    def __call__(self, code: str, message: str, field: str | None = None) -> bytes: ...
+
+
+def native_body(code: str, message: str, field: str | None = None) -> bytes:
+    """The native error body: `{"error": {"code", "message", "field"?}}`."""
+    error = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    return orjson.dumps({"error": error})
+
+
+def tf_serving_body(code: str, message: str, field: str | None = None) -> bytes:
+    """TF Serving's error body: `{"error": "message"}` (no machine code, no field)."""
+    return orjson.dumps({"error": message})
+
+
 class ErrorShape:
-    """One JSON shape of error answers."""
+    """One shape of error answers: its body's renderer, and the `Allow` its 405s name (when
+    its API says which methods it takes)."""
 
-    __slots__ = ("allow", "name", "with_code")
+    __slots__ = ("allow", "body", "name")
 
-    def __init__(self, name: str, with_code: bool, allow: str | None = None) -> None:
+    def __init__(self, name: str, body: Renderer, allow: str | None = None) -> None:
         self.name = name
-        self.with_code = with_code  # the machine code and field travel in the body
-        self.allow = allow  # the methods a 405 names in `Allow`, when the surface says so
-
-    def body(self, code: str, message: str, field: str | None = None) -> bytes:
-        if not self.with_code:
-            return orjson.dumps({"error": message})
-        error = {"code": code, "message": message}
-        if field is not None:
-            error["field"] = field
-        return orjson.dumps({"error": error})
+        self.body = body
+        self.allow = allow
 
     def __repr__(self) -> str:
         return f"ErrorShape({self.name})"
 
 
-NATIVE = ErrorShape("native", with_code=True)
-TF_SERVING = ErrorShape("tensorflow-serving", with_code=False, allow="GET, POST")
+NATIVE = ErrorShape("native", native_body)
+TF_SERVING = ErrorShape("tensorflow-serving", tf_serving_body, allow="GET, POST")
 
 # The API surfaces whose errors are not native, by the path of the routes that serve them.
 SURFACES: tuple[tuple[str, ErrorShape], ...] = (("/v1/models", TF_SERVING),)
