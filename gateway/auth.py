@@ -11,16 +11,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.answers import error_response, route_path
 from gateway.errors import PermissionDenied, Unauthenticated
 from gateway.settings import ApiKey, AuthSettings
 
 CLIENT_PREFIXES = ("/gateway/applications/", "/gateway/application/", "/gateway/models/", "/v1/models")
-TF_PREFIX = "/v1/"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -42,7 +41,7 @@ class Authenticator:
     def admit(self, scope: Scope) -> bool:
         """Whether the request may go on: True on routes that need no key or with a known key
         (left in `scope["state"]["api_key"]` for `authorize`)."""
-        if not self.keys or not scope["path"].startswith(CLIENT_PREFIXES):
+        if not self.keys or not route_path(scope).startswith(CLIENT_PREFIXES):
             return True
         headers = dict(scope["headers"])
         secret = _bearer(headers) or headers.get(b"x-api-key", b"").decode("latin-1")
@@ -54,15 +53,16 @@ class Authenticator:
 
     @staticmethod
     def refusal(scope: Scope) -> Response:
-        """The 401 answer, in the route's error shape."""
-        message = "a valid API key is required (Authorization: Bearer <key> or x-api-key)"
-        body = {"error": message} if scope["path"].startswith(TF_PREFIX) else \
-            {"error": {"code": Unauthenticated.code, "message": message}}
-        return Response(orjson.dumps(body), 401, {"www-authenticate": "Bearer"}, "application/json")
+        """The 401 answer, in the request's error shape."""
+        return error_response(scope, 401, Unauthenticated.code,
+                              "a valid API key is required (Authorization: Bearer <key> or x-api-key)",
+                              headers={"www-authenticate": "Bearer"})
 
 
 class AuthMiddleware:
     """Authenticates client routes when API keys are configured: 401 without a known key."""
+
+    __slots__ = ("app", "authenticator")
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
         self.app = app

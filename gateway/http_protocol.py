@@ -42,7 +42,6 @@ from collections.abc import Callable
 from ssl import SSLContext
 from typing import Any, ClassVar
 
-import orjson
 import uvicorn
 from uvicorn._types import ASGIReceiveEvent
 from uvicorn.config import Config
@@ -50,6 +49,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from gateway.answers import NATIVE
 from gateway.errors import RequestTimeout
 from gateway.observability import new_request_id
 from gateway.settings import Settings
@@ -328,7 +328,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             message = f"request headers not received within {self.header_timeout_s:g} s"
             log.info("request %s: %s from %s -> 408", request_id.decode(), message,
                      self.client[0] if self.client else "-")
-            body = orjson.dumps({"error": {"code": "request_timeout", "message": message}})
+            body = NATIVE.body(RequestTimeout.code, message)  # no route known: the native shape
             defaults = self.server_state.default_headers
             self.transport.write(b"".join([
                 STATUS_LINE[408], *(name + b": " + value + b"\r\n" for name, value in defaults),

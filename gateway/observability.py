@@ -1,8 +1,9 @@
 """Request ids, Prometheus metrics and the structured access log, as one pure ASGI middleware.
 
-Routes and the data plane label what they learn about a request in `scope["state"]`
-(`application`, `model`, `version`); the middleware counts and logs it when the answer has
-been sent.
+Routes and the data plane label what they learn about a request (`application`, `model`,
+`version`) in its `RequestContext.labels` (gateway.dataplane), which the route keeps in the
+scope (`CONTEXT_KEY`); the middleware counts and logs the request with them once the answer
+has been sent.
 """
 
 from __future__ import annotations
@@ -15,17 +16,24 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import IO, Any
+from collections.abc import Awaitable, Mapping
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from gateway.dataplane import RequestContext
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0)
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+CONTEXT_KEY = "gateway.context"  # where a route keeps the request's RequestContext in the scope
+PROGRESS_KEY = "gateway.answer_progress"  # how far the answer went out, once the middleware is done
+_NO_LABELS: Mapping[str, str] = {}
 
 log = logging.getLogger("gateway")
 
@@ -156,8 +164,7 @@ def new_request_id() -> bytes:
 
 class RequestObserver:
     """Request ids, metrics and the access log around one HTTP request: `begin` before it is
-    served, `end` once its answer has been sent. Used by `ObservabilityMiddleware` and by the
-    predict fast path (gateway.app), which must count and log exactly alike."""
+    served, `end` once its answer has been sent (`ObservabilityMiddleware`)."""
 
     __slots__ = ("access_log", "metrics")
 
@@ -185,16 +192,16 @@ class RequestObserver:
         return request_id
 
     def end(self, scope: Scope, status: int, bytes_in: int, bytes_out: int, started: float) -> None:
-        """Count and log the request, labelled with what routes learned in `scope["state"]`."""
+        """Count and log the request, labelled with what its context learned (`labels_of`)."""
         metrics = self.metrics
         metrics.serving -= 1
         if metrics.multiprocess:
             metrics.in_flight.dec()
         elapsed = time.perf_counter() - started
-        state = scope["state"]
         route = getattr(scope.get("route"), "path", "unmatched")
-        application = state.get("application", "")
-        model, version = state.get("model", ""), state.get("version", "")
+        labels = labels_of(scope)
+        application = labels.get("application", "")
+        model, version = labels.get("model", ""), labels.get("version", "")
         children = metrics.request_children(route, application, model, version, status)
         children.requests.inc()
         children.seconds.observe(elapsed)
@@ -203,15 +210,26 @@ class RequestObserver:
         if self.access_log is not None:
             client = scope.get("client")
             self.access_log.record({
-                "time": time.time(), "request_id": state["request_id"], "method": scope["method"],
+                "time": time.time(), "request_id": scope["state"]["request_id"], "method": scope["method"],
                 "path": scope["path"], "status": status, "duration_ms": round(elapsed * 1000, 3),
                 "bytes_in": bytes_in, "bytes_out": bytes_out, "application": application,
                 "model": model, "version": version, "client": client[0] if client else None,
             })
 
 
+def labels_of(scope: Scope) -> Mapping[str, str]:
+    """The labels the request's context learned (application, model, version); none before
+    the route made one."""
+    context: RequestContext | None = scope.get(CONTEXT_KEY)
+    return context.labels if context is not None else _NO_LABELS
+
+
 class ObservabilityMiddleware:
-    """`RequestObserver` around every HTTP request; the request id is echoed on the answer."""
+    """`RequestObserver` around every HTTP request; the request id is echoed on the answer.
+    How far the answer went out is left in the scope (`PROGRESS_KEY`, an `Exchange.progress`)
+    for gateway.pipeline's UnexpectedErrors, the layer above."""
+
+    __slots__ = ("app", "observer")
 
     def __init__(self, app: ASGIApp, observer: RequestObserver) -> None:
         self.app = app
@@ -222,29 +240,54 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = self.observer.begin(scope)
-        status = 500
-        sizes = [0, 0]  # request body, response body
-
-        async def receive_counting() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                sizes[0] += len(message.get("body", b""))
-            return message
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id)]
-            elif message["type"] == "http.response.body":
-                sizes[1] += len(message.get("body", b""))
-            await send(message)
-
+        exchange = Exchange(receive, send, self.observer.begin(scope))
         try:
-            await self.app(scope, receive_counting, send_with_id)
+            await self.app(scope, exchange.receive_counting, exchange.send_with_id)
         finally:
-            self.observer.end(scope, status, sizes[0], sizes[1], started)
+            # A number, not the exchange: the scope must not refer back to the server's
+            # `send` (a reference cycle per request, left to the garbage collector).
+            scope[PROGRESS_KEY] = exchange.progress
+            self.observer.end(scope, exchange.status, exchange.bytes_in, exchange.bytes_out, started)
+
+
+NOT_STARTED, STARTED, FINISHED = range(3)  # how far an answer has gone out
+
+
+class Exchange:
+    """One request's exchange as the middleware sees it go: the body bytes each way, the
+    status, how far the answer has gone out (`progress`), and the request id added to the
+    answer's headers."""
+
+    __slots__ = ("bytes_in", "bytes_out", "progress", "receive", "request_id", "send", "status")
+
+    def __init__(self, receive: Receive, send: Send, request_id: bytes) -> None:
+        self.receive = receive
+        self.send = send
+        self.request_id = request_id
+        self.status = 500
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.progress = NOT_STARTED
+
+    async def receive_counting(self) -> Message:
+        message = await self.receive()
+        if message["type"] == "http.request":
+            self.bytes_in += len(message.get("body", b""))
+        return message
+
+    def send_with_id(self, message: Message) -> Awaitable[None]:
+        # Not a coroutine: it hands on the server's own awaitable (one coroutine less per
+        # message), so the answer counts as gone out once given to the server.
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+            message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, self.request_id)]
+            self.progress = STARTED
+        elif kind == "http.response.body":
+            self.bytes_out += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.progress = FINISHED
+        return self.send(message)
 
 
 def multiprocess_dir() -> str | None:

@@ -8,7 +8,6 @@ With admin tokens configured (`auth.admin_token_sha256`), callers send
 
 from __future__ import annotations
 
-import grpc
 import orjson
 from google.protobuf import json_format
 from starlette.requests import Request
@@ -18,7 +17,7 @@ from starlette.routing import Route
 from gateway.auth import check_admin
 from gateway.body import read_json
 from gateway.dataplane import DataPlane
-from gateway.errors import GRPC_TO_HTTP, BadRequest
+from gateway.errors import GRPC_TO_HTTP, BadRequest, grpc_code
 from gateway.reload import Reloads
 from gateway.routes.native import request_context
 from gateway.settings import Settings
@@ -41,10 +40,7 @@ async def reload_config(request: Request) -> Response:
     context = request_context(request, settings)
     response = await dataplane.reload_config(target.model, config, context)
     code = int(response.status.error_code)
-    status = 200
-    if code:
-        grpc_code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
-        status = GRPC_TO_HTTP.get(grpc_code, (502, ""))[0]
+    status = GRPC_TO_HTTP.get(grpc_code(code), (502, ""))[0] if code else 200
     return Response(orjson.dumps({"status": status_dict(response.status)}), status_code=status,
                     media_type="application/json")
 

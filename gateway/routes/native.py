@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 from starlette.requests import Request
@@ -15,6 +16,7 @@ from gateway.binary import binary_response, decode_binary, is_binary
 from gateway.body import headers_of, read_body, read_json
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BadRequest, ContractViolation, codec_errors
+from gateway.observability import CONTEXT_KEY
 from gateway.registry import Application
 from gateway.settings import Settings
 from tensorcodecs import CodecError
@@ -31,11 +33,17 @@ _CONTRACT_VIOLATION = codec_errors(ContractViolation)  # a body that does not fi
 
 
 def request_context(request: Request, settings: Settings, app: Application | None = None) -> RequestContext:
-    """The request's id and deadline: the client's `x-request-timeout` (milliseconds, capped at
-    `max_request_timeout_s`), else the application's `timeout_s`, else the gateway's default."""
+    """The request's context: its id, its labels (`application` when `app` is given; the core
+    adds the model and version) and its deadline: the client's `x-request-timeout`
+    (milliseconds, capped at `max_request_timeout_s`), else the application's `timeout_s`, else
+    the gateway's default. It is kept in the scope, where the observer reads its labels once
+    the request is answered (errors included, a bad `x-request-timeout` too)."""
     timeout = settings.request_timeout_s
     if app is not None and app.manifest.timeout_s is not None:
         timeout = app.manifest.timeout_s
+    labels = {"application": app.name} if app is not None else {}
+    scope = request.scope
+    context = scope[CONTEXT_KEY] = RequestContext.start(scope["state"]["request_id"], timeout, labels)
     header = headers_of(request).get(TIMEOUT_HEADER)
     if header is not None:
         try:
@@ -44,10 +52,8 @@ def request_context(request: Request, settings: Settings, app: Application | Non
             millis = -1.0
         if not millis > 0 or millis == float("inf"):
             raise BadRequest(f"{TIMEOUT_HEADER} must be a positive number of milliseconds, got {header!r}")
-        timeout = min(millis / 1000, settings.max_request_timeout_s)
-    # The labels the core adds to (predict_application has put the application there already).
-    labels: dict[str, str] = request.scope.setdefault("state", {})
-    return RequestContext.start(request.state.request_id, timeout, labels)
+        context.deadline = time.monotonic() + min(millis / 1000, settings.max_request_timeout_s)
+    return context
 
 
 def check_element_count(inputs: Mapping[str, NDArray], settings: Settings) -> None:
@@ -63,7 +69,6 @@ async def predict_application(request: Request) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
     app = dataplane.application(request.path_params["name"])
     authorize(request, app.name)
-    request.scope["state"]["application"] = app.name  # labels metrics and logs, errors included
     settings: Settings = request.app.state.settings
     headers = headers_of(request)
     context = request_context(request, settings, app)

@@ -5,19 +5,18 @@
     GET  /v1/models/{m}[/versions/{v}|/labels/{l}]/metadata   model metadata
 
 `{m}` is a gateway model name (or the TF Serving name its backend serves). Errors answer
-`{"error": "..."}` with the HTTP status of the one gRPC -> HTTP table, as TF Serving does.
+`{"error": "..."}` with the HTTP status of the one gRPC -> HTTP table, as TF Serving does
+(gateway.answers renders them so for every request on this API).
 The JSON <-> tensor rules live in `tensorcodecs.tfserving_json`.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, unquote
 
-import orjson
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,7 +27,7 @@ from gateway.backends import Selector
 from gateway.backends.capabilities import Classifies, HasMetadata, Regresses, ReportsStatus
 from gateway.body import read_body
 from gateway.dataplane import DataPlane, RequestContext
-from gateway.errors import BadRequest, CodecErrors, GatewayError, MethodNotAllowed, ModelError, codec_errors
+from gateway.errors import BadRequest, CodecErrors, MethodNotAllowed, ModelError, codec_errors
 from gateway.registry import Target
 from gateway.routes.native import MODEL_SPEC_HEADER, check_element_count, request_context
 from gateway.settings import Settings
@@ -45,8 +44,6 @@ from tensorcodecs.tfserving_json import (
     signature_name,
 )
 
-log = logging.getLogger("gateway.tfserving")
-
 # What TF Serving's JSON codec refuses is its 400 (InvalidArgument), as are answers it cannot
 # write (an empty tensor map, empty results); metadata it cannot convert is its 500.
 _BAD_REQUEST = codec_errors(BadRequest)
@@ -59,28 +56,17 @@ _STATUS = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]
                      re.IGNORECASE)
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """TF Serving's error body: `{"error": "message"}`."""
-    return Response(orjson.dumps({"error": message}), status_code=status, media_type="application/json",
-                    headers=headers)
-
-
 def _json(body: bytes, headers: dict[str, str] | None = None) -> Response:
     return Response(body, media_type="application/json", headers=headers)
 
 
 async def models(request: Request) -> Response:
-    """Every /v1/models request: parse the path as TF Serving does, answer errors its way."""
+    """Every /v1/models request: parse the path as TF Serving does. Errors are answered in TF
+    Serving's shape by the app's error layer (gateway.answers: this API surface's shape)."""
     try:
         return await _dispatch(request)
-    except GatewayError as error:
-        if error.status >= 500:
-            log.warning("request %s: %s %s -> %s: %s [%s]", request.state.request_id, request.method,
-                        request.url.path, error.status, error.message, error.log_detail or "")
-        headers = {"allow": "GET, POST"} if error.status == 405 else {}
-        if error.retry_after_s is not None:
-            headers["retry-after"] = str(error.retry_after_s)
-        return error_response(error.status, error.message, headers)
+    except CodecError as error:  # any codec step of this API not translated at its own: TF's 400
+        raise _BAD_REQUEST.translate(error) from None
 
 
 async def _dispatch(request: Request) -> Response:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-import gateway.app
+import gateway.pipeline
 from gateway.app import GatewayApp, create_app
 from gateway.auth import Authenticator
 from gateway.backends import UnavailableBackend
@@ -305,7 +305,7 @@ FAST, STACK = "/gateway/applications/increment_app", "/gateway/models/increment_
 @pytest.mark.parametrize(("owner", "hook", "answered"), [
     (RequestObserver, "begin", False),  # observability, before anything is sent
     (Authenticator, "admit", False),  # auth
-    (gateway.app, "accepts_gzip", False),  # building the answer's headers, before anything is sent
+    (gateway.pipeline, "accepts_gzip", False),  # building the answer's headers, before anything is sent
     (RequestObserver, "end", True),  # observability, once the answer is out
 ])
 async def test_a_fault_in_any_layer_is_answered_and_the_connection_kept(

@@ -1,4 +1,5 @@
-"""The predict fast path answers, counts and logs exactly as the middleware stack does."""
+"""The predict shortcut (the innermost layer of the one pipeline, gateway.pipeline.Endpoints)
+answers, counts and logs exactly as the same route served by Starlette's router does."""
 
 from __future__ import annotations
 
@@ -64,8 +65,8 @@ def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 async def answers(config_dir: Path, fast: bool) -> tuple[list[tuple[int, dict[str, str], bytes]], list[str],
                                                           list[dict[str, Any]]]:
-    """Every request's answer, the request metrics and the access log of an app with or
-    without the fast path."""
+    """Every request's answer, the request metrics and the access log of an app with the
+    shortcut serving the application route, or without it (the router serving it)."""
     stream = io.StringIO()
     with runtimes_for(load_config(config_dir)) as config:
         app = create_app(Settings(auth=KEYS, access_log=False), config)
