@@ -258,8 +258,7 @@ def fast_numeric(value: list[Any], target: DType, *, bools: bool = True,
                 return None
             array = np.asarray(value, dtype=target.numpy)
         elif to_infinity:
-            with np.errstate(over="ignore", under="ignore"):
-                array = _through_doubles(value, target, integers=type(total) is int)
+            array = through_doubles(value, target, integers=type(total) is int)
         else:
             if type(total) is not float:
                 return None
@@ -287,15 +286,18 @@ def _bools_only(value: list[Any]) -> NDArray | None:
     return raw if raw.dtype.kind == "b" else None
 
 
-def _through_doubles(value: list[Any], target: DType, integers: bool) -> NDArray:
-    """Numbers as doubles rounded to the float dtype `target` (numpy converts each Python number
-    through a double; integers within int64 go faster through an int64 array)."""
-    if integers:
-        try:
-            return np.asarray(value, dtype=np.int64).astype(np.float64).astype(target.numpy, copy=False)
-        except OverflowError:
-            pass  # beyond int64: each integer on its own
-    return np.asarray(value, dtype=target.numpy)
+def through_doubles(value: list[Any], target: DType, *, integers: bool = False) -> NDArray:
+    """Numbers (nested lists) as doubles rounded to the float dtype `target`: rapidjson's
+    GetDouble, then GetFloat's cast, as TF Serving reads them (beyond the float's range +-inf,
+    below its smallest 0). numpy converts each Python number through a double; `integers` (all
+    of them are ints) goes faster through an int64 array. OverflowError for an int beyond double."""
+    with np.errstate(over="ignore", under="ignore"):
+        if integers:
+            try:
+                return np.asarray(value, dtype=np.int64).astype(np.float64).astype(target.numpy, copy=False)
+            except OverflowError:
+                pass  # beyond int64: each integer on its own
+        return np.asarray(value, dtype=target.numpy)
 
 
 def _checked_int_cast(raw: NDArray, target: DType, path: str) -> NDArray:

@@ -12,7 +12,7 @@ Stricter than TF Serving: int8, int16, uint8 and uint16 inputs are range-checked
 own type and a value beyond it is refused (TF takes any int32 there and the tensor wraps it).
 
 The pieces whose rules are the native codec's come from `json_codec` (`loads`, `string_json`,
-and `fast_numeric` with TF's float rule); SignatureDefs become contracts in `signature_def`.
+`through_doubles` and `fast_numeric` with TF's float rule); SignatureDefs become contracts in `signature_def`.
 
 No I/O and no transport here: callers pass parsed JSON, contracts and proto messages.
 """
@@ -40,10 +40,10 @@ from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRespons
 from protos.tensorflow_serving.input_pb2 import Input
 from protos.tensorflow_serving.regression_pb2 import RegressionResult
 from protos.tensorflow_serving.status_pb2 import StatusProto
-from tensorcodecs.contract import Signature, TensorSpec
+from tensorcodecs.contract import Signature, TensorSpec, dims_text
 from tensorcodecs.dtypes import DType, JsonKind
 from tensorcodecs.errors import CodecError
-from tensorcodecs.json_codec import MAX_RANK, fast_numeric, loads, string_json
+from tensorcodecs.json_codec import MAX_RANK, fast_numeric, loads, string_json, through_doubles
 from tensorcodecs.rapidjson_dtoa import rapidjson_double, rapidjson_number
 from tensorcodecs.signature_def import SIGNATURE_DEF, signature_from_def
 
@@ -129,7 +129,7 @@ def decode_predict(
     for name, array in inputs.items():
         spec = specs[name]
         if not spec.accepts_shape(array.shape):
-            raise CodecError(f"input {name!r} has shape {list(array.shape)} but the signature "
+            raise CodecError(f"input {name!r} has shape {dims_text(array.shape)} but the signature "
                              f"expects {spec.shape_text()}", field=name)
     return PredictBody(inputs, fmt)
 
@@ -230,14 +230,6 @@ def tensor_from_json(value: Any, dtype: DType, *, bools: bool = True) -> NDArray
 # ---------------------------------------------------------------- JSON value -> array
 
 
-def _to_float(values: NDArray, dtype: DType) -> NDArray:
-    """rapidjson's GetDouble, then GetFloat's cast: every number is taken, rounded to the
-    nearest float (beyond the float's range +-inf, below its smallest 0), as TF Serving does
-    since json_tensor.cc dropped its "without loss of precision" check."""
-    with np.errstate(over="ignore", under="ignore"):
-        return np.asarray(values, dtype=np.float64).astype(dtype.numpy)
-
-
 def _exact_tensor(value: Any, dtype: DType, max_rank: int = MAX_RANK) -> NDArray:
     """TF's GetDenseTensorShape + FillTensorProto: the shape follows the first element at
     each depth and every other list must match it."""
@@ -254,7 +246,8 @@ def _exact_tensor(value: Any, dtype: DType, max_rank: int = MAX_RANK) -> NDArray
     flat: list[Any] = []
     _fill(value, 0, shape, dtype, flat)
     if dtype.json_kind is JsonKind.FLOAT:
-        return _to_float(np.array(flat, dtype=np.float64), dtype).reshape(shape)
+        # Every double is taken, rounded: json_tensor.cc dropped its "without loss of precision" check.
+        return through_doubles(flat, dtype).reshape(shape)
     if dtype.is_numeric:
         return np.array(flat, dtype=dtype.numpy).reshape(shape)
     array = np.empty(len(flat), dtype=object)
