@@ -26,6 +26,7 @@ from starlette.responses import Response
 from gateway.backends import NDArray
 from gateway.errors import ContractViolation, codec_errors
 from tensorcodecs import CodecError, TensorSpec
+from tensorcodecs.contract import dims_text
 from tensorcodecs.dtypes import dtype_from_numpy, lookup_dtype
 from tensorcodecs.json_codec import MAX_RANK
 
@@ -87,8 +88,8 @@ def decode_binary(headers: Mapping[str, str], body: bytes, specs: Mapping[str, T
                                     f"{len(body)}", field=name)
     if spec.shape is not None and (len(spec.shape) != len(shape) or any(
             want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True))):
-        raise ContractViolation(f"{name} must have shape {spec.shape_text()}, got "
-                                f"[{', '.join(map(str, shape))}]", field=name)
+        raise ContractViolation(f"{name} must have shape {spec.shape_text()}, got {dims_text(shape)}",
+                                field=name)
     return {name: np.frombuffer(body, dtype=dtype.numpy.newbyteorder("<")).reshape(shape)}
 
 

@@ -238,8 +238,13 @@ def from_grpc_status(code: grpc.StatusCode, details: str | None, target: str,
         message = f"{backend} missed the deadline: {details or code.name}"
     else:
         message = details or code.name
-    error_class = BACKEND_ERRORS.get(code, BackendError)  # every status but OK is in the table
-    return error_class(message, log_detail=f"backend {target}: {code.name}: {details or ''}")
+    log_detail = f"backend {target}: {code.name}: {details or ''}"
+    error_class = BACKEND_ERRORS.get(code)
+    if error_class is None:  # a code outside the table (OK): a BackendError that keeps it
+        error = BackendError(message, log_detail=log_detail)
+        error.grpc_code = code
+        return error
+    return error_class(message, log_detail=log_detail)
 
 
 # ---------------------------------------------------------------- codec errors
@@ -248,7 +253,8 @@ def from_grpc_status(code: grpc.StatusCode, details: str | None, target: str,
 class CodecErrors:
     """What the codecs' `CodecError` becomes at one decode step: the one translation of codec
     errors into the gateway's tree. A step names its kind once, in a constant built at import
-    (or once per backend), and translates where it decodes:
+    (or once per backend), and translates where it decodes (a step whose field is known only per
+    request builds its translation in the `except`, which runs only when a decode fails):
 
         _CONTRACT_VIOLATION = codec_errors(ContractViolation)
         try:

@@ -49,6 +49,12 @@ def shape_text(shape: Shape | None) -> str:
         return "any"
     if shape == ():
         return "scalar"
+    return dims_text(shape)
+
+
+def dims_text(shape: Shape) -> str:
+    """A shape as a list of sizes, as messages about a value's shape write it: `[2, 3]`, `[]`
+    for a scalar."""
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 

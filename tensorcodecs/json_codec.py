@@ -250,7 +250,7 @@ def fast_numeric(value: list[Any], target: DType, *, bools: bool = True,
         leaves = chain.from_iterable(leaves)
     try:
         total = sum(leaves)
-    except TypeError:
+    except (TypeError, OverflowError):  # OverflowError: a float next to an int beyond double range
         return None
     try:
         if kind is _INT:
@@ -258,8 +258,7 @@ def fast_numeric(value: list[Any], target: DType, *, bools: bool = True,
                 return None
             array = np.asarray(value, dtype=target.numpy)
         elif to_infinity:
-            with np.errstate(over="ignore", under="ignore"):
-                array = _through_doubles(value, target, integers=type(total) is int)
+            array = through_doubles(value, target, integers=type(total) is int)
         else:
             if type(total) is not float:
                 return None
@@ -287,15 +286,18 @@ def _bools_only(value: list[Any]) -> NDArray | None:
     return raw if raw.dtype.kind == "b" else None
 
 
-def _through_doubles(value: list[Any], target: DType, integers: bool) -> NDArray:
-    """Numbers as doubles rounded to the float dtype `target` (numpy converts each Python number
-    through a double; integers within int64 go faster through an int64 array)."""
-    if integers:
-        try:
-            return np.asarray(value, dtype=np.int64).astype(np.float64).astype(target.numpy, copy=False)
-        except OverflowError:
-            pass  # beyond int64: each integer on its own
-    return np.asarray(value, dtype=target.numpy)
+def through_doubles(value: list[Any], target: DType, *, integers: bool = False) -> NDArray:
+    """Numbers (nested lists) as doubles rounded to the float dtype `target`: rapidjson's
+    GetDouble, then GetFloat's cast, as TF Serving reads them (beyond the float's range +-inf,
+    below its smallest 0). numpy converts each Python number through a double; `integers` (all
+    of them are ints) goes faster through an int64 array. OverflowError for an int beyond double."""
+    with np.errstate(over="ignore", under="ignore"):
+        if integers:
+            try:
+                return np.asarray(value, dtype=np.int64).astype(np.float64).astype(target.numpy, copy=False)
+            except OverflowError:
+                pass  # beyond int64: each integer on its own
+        return np.asarray(value, dtype=target.numpy)
 
 
 def _checked_int_cast(raw: NDArray, target: DType, path: str) -> NDArray:
@@ -350,26 +352,28 @@ def _hides_bools(value: Any, raw: NDArray) -> bool:
     bool that numpy read as 0 or 1.
 
     Only the elements that are 0 or 1 can be one, so the common case costs one vectorised
-    comparison; a few such elements are looked up, many are checked in the numbers' JSON text,
-    which has a `t` or an `f` only where a bool was (written by orjson at C speed).
+    comparison; a few such elements are looked up, many (or a small array's all) are checked in
+    the numbers' JSON text, which has a `t` or an `f` only where a bool was (written by orjson at
+    C speed).
     """
     if raw.ndim == 0:
         return isinstance(value, bool)
-    zero_or_one = (raw == 0) | (raw == 1)
-    count = int(np.count_nonzero(zero_or_one))
-    if not count:
-        return False
-    if count <= _FEW_ZEROS_AND_ONES:
-        hits = np.flatnonzero(zero_or_one)
-        if raw.ndim == 1:
-            return any(type(value[i]) is bool for i in hits.tolist())
-        for index in zip(*(axis.tolist() for axis in np.unravel_index(hits, raw.shape)), strict=True):
-            item = value
-            for i in index:
-                item = item[i]
-            if type(item) is bool:
-                return True
-        return False
+    if raw.size > _FEW_ZEROS_AND_ONES:  # fewer numbers are written faster than numpy compares them
+        zero_or_one = (raw == 0) | (raw == 1)
+        count = int(np.count_nonzero(zero_or_one))
+        if not count:
+            return False
+        if count <= _FEW_ZEROS_AND_ONES:
+            hits = np.flatnonzero(zero_or_one)
+            if raw.ndim == 1:
+                return any(type(value[i]) is bool for i in hits.tolist())
+            for index in zip(*(axis.tolist() for axis in np.unravel_index(hits, raw.shape)), strict=True):
+                item = value
+                for i in index:
+                    item = item[i]
+                if type(item) is bool:
+                    return True
+            return False
     try:
         text = orjson.dumps(value)
     except TypeError:  # an integer beyond 64 bits: walk the elements instead
@@ -494,13 +498,26 @@ def _string_bytes(value: Any) -> bytes:
 def encode_outputs(
     arrays: Mapping[str, NDArray | np.generic], specs: Mapping[str, TensorSpec] | None = None
 ) -> bytes:
-    """A response object `{name: nested lists}` as JSON bytes."""
+    """A response object `{name: nested lists}` as JSON bytes.
+
+    Text elements go out unchecked; only when orjson refuses one (a lone surrogate) are the
+    answer's strings written again through `string_json`.
+    """
+    try:
+        return orjson.dumps(_json_values(arrays, specs, _text_json), option=orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError:
+        values = _json_values(arrays, specs, _checked_text_json)
+        return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _json_values(arrays: Mapping[str, NDArray | np.generic], specs: Mapping[str, TensorSpec] | None,
+                 text: Callable[[Any], Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, array in arrays.items():
         spec = specs.get(name) if specs else None
         as_b64 = spec.dtype.json_kind is JsonKind.BYTES if spec else name.endswith("_bytes")
-        values[name] = _json_value(np.asarray(array), as_b64)
-    return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
+        values[name] = _json_value(np.asarray(array), as_b64, text)
+    return values
 
 
 def to_json_value(array: NDArray | np.generic, spec: TensorSpec | None = None) -> Any:
@@ -510,16 +527,18 @@ def to_json_value(array: NDArray | np.generic, spec: TensorSpec | None = None) -
     strings as nested lists of str / `{"b64": ...}`.
     """
     as_b64 = spec is not None and spec.dtype.json_kind is JsonKind.BYTES
-    return _json_value(np.asarray(array), as_b64)
+    return _json_value(np.asarray(array), as_b64, _checked_text_json)
 
 
-def _json_value(array: NDArray, as_b64: bool) -> Any:
+def _json_value(array: NDArray, as_b64: bool, text: Callable[[Any], Any]) -> Any:
+    """`text` writes the elements of a string array that is not bytes (`_text_json` or
+    `_checked_text_json`)."""
     kind = array.dtype.kind
     if kind in "OSU":
-        return _map_nested(array, lambda v: string_json(v, as_b64))
+        return _map_nested(array, _b64_json if as_b64 else text)
     if kind == "c":
         pairs = np.stack([array.real, array.imag], axis=-1)
-        return _json_value(pairs, as_b64)
+        return _json_value(pairs, as_b64, text)
     if kind not in "biuf":
         raise CodecError(f"cannot write {array.dtype} values as JSON")
     if not array.dtype.isnative:
@@ -542,14 +561,46 @@ def _half_table() -> NDArray:
 
 def string_json(value: str | bytes, as_b64: bool) -> str | dict[str, str]:
     """One string element as JSON: its text, or `{"b64": ...}` when `as_b64` is asked or it is
-    not valid UTF-8 (JSON text cannot carry it)."""
-    data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)
-    if not as_b64:
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
+    not valid UTF-8 (JSON text cannot carry it).
+
+    A str goes out as it is; one with a lone surrogate (no UTF-8 text can hold it) goes as the
+    base64 of its surrogatepass bytes, where both codecs once failed the answer with a 500.
+    """
+    if isinstance(value, str):
+        if not as_b64 and (value.isascii() or _encodes(value)):
+            return value
+        data = value.encode("utf-8", "surrogatepass")
+    else:
+        data = bytes(value)
+        if not as_b64:
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
     return {"b64": base64.b64encode(data).decode("ascii")}
+
+
+def _text_json(value: Any) -> Any:
+    """A text element as `string_json` writes it, a str as it is (unchecked: the caller's
+    orjson refuses a lone surrogate)."""
+    return value if type(value) is str else string_json(value, False)
+
+
+def _checked_text_json(value: Any) -> Any:
+    return string_json(value, False)
+
+
+def _b64_json(value: Any) -> Any:
+    return string_json(value, True)
+
+
+def _encodes(text: str) -> bool:
+    """Whether `text` is valid UTF-8 text (it holds no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _map_nested(array: NDArray, convert: Callable[[Any], Any]) -> Any:

@@ -12,7 +12,7 @@ Stricter than TF Serving: int8, int16, uint8 and uint16 inputs are range-checked
 own type and a value beyond it is refused (TF takes any int32 there and the tensor wraps it).
 
 The pieces whose rules are the native codec's come from `json_codec` (`loads`, `string_json`,
-and `fast_numeric` with TF's float rule); SignatureDefs become contracts in `signature_def`.
+`through_doubles` and `fast_numeric` with TF's float rule); SignatureDefs become contracts in `signature_def`.
 
 No I/O and no transport here: callers pass parsed JSON, contracts and proto messages.
 """
@@ -40,10 +40,10 @@ from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRespons
 from protos.tensorflow_serving.input_pb2 import Input
 from protos.tensorflow_serving.regression_pb2 import RegressionResult
 from protos.tensorflow_serving.status_pb2 import StatusProto
-from tensorcodecs.contract import Signature, TensorSpec
+from tensorcodecs.contract import Signature, TensorSpec, dims_text
 from tensorcodecs.dtypes import DType, JsonKind
 from tensorcodecs.errors import CodecError
-from tensorcodecs.json_codec import MAX_RANK, fast_numeric, loads, string_json
+from tensorcodecs.json_codec import MAX_RANK, fast_numeric, loads, string_json, through_doubles
 from tensorcodecs.rapidjson_dtoa import rapidjson_double, rapidjson_number
 from tensorcodecs.signature_def import SIGNATURE_DEF, signature_from_def
 
@@ -100,11 +100,14 @@ def signature_name(document: Mapping[str, Any]) -> str | None:
     return name
 
 
-def decode_predict(document: Mapping[str, Any], specs: Mapping[str, TensorSpec]) -> PredictBody:
+def decode_predict(
+    document: Mapping[str, Any], specs: Mapping[str, TensorSpec], *, bools: bool = True
+) -> PredictBody:
     """The input tensors of a `:predict` document, typed by the signature's inputs.
 
     Shapes come from the JSON (the first element of each list decides the size at its
-    depth); shapes the signature fixes are then checked too.
+    depth); shapes the signature fixes are then checked too. `bools=False` promises that the
+    document has no `true`/`false` literal (`json_codec.may_hold_bools` of its body).
     """
     if not specs:
         raise CodecError("Failed to get input map for signature")
@@ -118,15 +121,15 @@ def decode_predict(document: Mapping[str, Any], specs: Mapping[str, TensorSpec])
             raise CodecError(f"JSON Value: {value_text(document)} Excepting 'instances' to be an list/array")
         if not instances:
             raise CodecError(f"JSON Value: {value_text(document)} No values in 'instances' array")
-        inputs, fmt = _decode_instances(instances, specs), Format.ROW
+        inputs, fmt = _decode_instances(instances, specs, bools), Format.ROW
     elif has_inputs:
-        inputs, fmt = _decode_columns(document[INPUTS_KEY], specs), Format.COLUMNAR
+        inputs, fmt = _decode_columns(document[INPUTS_KEY], specs, bools), Format.COLUMNAR
     else:
         raise CodecError("Missing 'inputs' or 'instances' key")
     for name, array in inputs.items():
         spec = specs[name]
         if not spec.accepts_shape(array.shape):
-            raise CodecError(f"input {name!r} has shape {list(array.shape)} but the signature "
+            raise CodecError(f"input {name!r} has shape {dims_text(array.shape)} but the signature "
                              f"expects {spec.shape_text()}", field=name)
     return PredictBody(inputs, fmt)
 
@@ -135,7 +138,7 @@ def _is_element_object(value: Any) -> bool:
     return isinstance(value, dict) and not _is_b64(value)
 
 
-def _decode_instances(instances: list[Any], specs: Mapping[str, TensorSpec]) -> dict[str, NDArray]:
+def _decode_instances(instances: list[Any], specs: Mapping[str, TensorSpec], bools: bool) -> dict[str, NDArray]:
     first = instances[0]
     if not isinstance(first, dict) and len(specs) > 1:
         raise CodecError("instances is a plain list, but expecting list of objects as multiple input "
@@ -143,12 +146,13 @@ def _decode_instances(instances: list[Any], specs: Mapping[str, TensorSpec]) -> 
     named = _is_element_object(first)
     if not named:
         name = next(iter(specs))
-        fast = fast_numeric(instances, specs[name].dtype, to_infinity=True)
+        fast = fast_numeric(instances, specs[name].dtype, bools=bools, to_infinity=True)
         if fast is not None and fast.ndim >= 1:
             return {name: fast}
     elif all(_is_element_object(e) and set(e) == set(specs) for e in instances):
         columns = {name: [e[name] for e in instances] for name in specs}
-        arrays = {name: fast_numeric(values, specs[name].dtype, to_infinity=True) for name, values in columns.items()}
+        arrays = {name: fast_numeric(values, specs[name].dtype, bools=bools, to_infinity=True)
+                  for name, values in columns.items()}
         if all(a is not None for a in arrays.values()):
             return {name: a for name, a in arrays.items() if a is not None}
     # The exact walk, element by element, with TF's errors.
@@ -201,36 +205,29 @@ def _stack(arrays: list[NDArray], dtype: DType) -> NDArray:
     return out
 
 
-def _decode_columns(value: Any, specs: Mapping[str, TensorSpec]) -> dict[str, NDArray]:
+def _decode_columns(value: Any, specs: Mapping[str, TensorSpec], bools: bool) -> dict[str, NDArray]:
     if not isinstance(value, dict) or _is_b64(value):
         if len(specs) > 1:
             raise CodecError("inputs is a plain value/list, but expecting an object as multiple input "
                              "tensors required as per tensorinfo_map")
         name = next(iter(specs))
-        return {name: tensor_from_json(value, specs[name].dtype)}
+        return {name: tensor_from_json(value, specs[name].dtype, bools=bools)}
     arrays: dict[str, NDArray] = {}
     for name, spec in specs.items():
         if name not in value:
             raise CodecError(f"Missing named input: {name} in 'inputs' object.")
-        arrays[name] = tensor_from_json(value[name], spec.dtype)
+        arrays[name] = tensor_from_json(value[name], spec.dtype, bools=bools)
     return arrays
 
 
-def tensor_from_json(value: Any, dtype: DType) -> NDArray:
-    """One JSON value (scalar or nested lists) as an array, with TF's shape and type rules."""
-    fast = fast_numeric(value, dtype, to_infinity=True) if type(value) is list else None
+def tensor_from_json(value: Any, dtype: DType, *, bools: bool = True) -> NDArray:
+    """One JSON value (scalar or nested lists) as an array, with TF's shape and type rules
+    (`bools` as in `decode_predict`)."""
+    fast = fast_numeric(value, dtype, bools=bools, to_infinity=True) if type(value) is list else None
     return fast if fast is not None else _exact_tensor(value, dtype)
 
 
 # ---------------------------------------------------------------- JSON value -> array
-
-
-def _to_float(values: NDArray, dtype: DType) -> NDArray:
-    """rapidjson's GetDouble, then GetFloat's cast: every number is taken, rounded to the
-    nearest float (beyond the float's range +-inf, below its smallest 0), as TF Serving does
-    since json_tensor.cc dropped its "without loss of precision" check."""
-    with np.errstate(over="ignore", under="ignore"):
-        return np.asarray(values, dtype=np.float64).astype(dtype.numpy)
 
 
 def _exact_tensor(value: Any, dtype: DType, max_rank: int = MAX_RANK) -> NDArray:
@@ -249,7 +246,8 @@ def _exact_tensor(value: Any, dtype: DType, max_rank: int = MAX_RANK) -> NDArray
     flat: list[Any] = []
     _fill(value, 0, shape, dtype, flat)
     if dtype.json_kind is JsonKind.FLOAT:
-        return _to_float(np.array(flat, dtype=np.float64), dtype).reshape(shape)
+        # Every double is taken, rounded: json_tensor.cc dropped its "without loss of precision" check.
+        return through_doubles(flat, dtype).reshape(shape)
     if dtype.is_numeric:
         return np.array(flat, dtype=dtype.numpy).reshape(shape)
     array = np.empty(len(flat), dtype=object)

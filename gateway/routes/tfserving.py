@@ -32,6 +32,7 @@ from gateway.registry import Target
 from gateway.routes.native import MODEL_SPEC_HEADER, check_element_count, request_context
 from gateway.settings import Settings
 from tensorcodecs import CodecError
+from tensorcodecs.json_codec import may_hold_bools
 from tensorcodecs.tfserving_json import (
     classification_json,
     decode_examples,
@@ -112,13 +113,14 @@ def _context(request: Request) -> RequestContext:
     return request_context(request, settings)
 
 
-async def _document(request: Request) -> tuple[dict[str, Any], str | None]:
-    """The body as a JSON object and the signature it names. Any content type is accepted, as
-    TF Serving does (curl -d sends application/x-www-form-urlencoded); size and gzip limits apply."""
+async def _document(request: Request) -> tuple[dict[str, Any], str | None, bytes]:
+    """The body as a JSON object, the signature it names and the raw body. Any content type is
+    accepted, as TF Serving does (curl -d sends application/x-www-form-urlencoded); size and
+    gzip limits apply."""
     body = await read_body(request, request.app.state.settings)
     try:
         document = parse_document(body)
-        return document, signature_name(document)
+        return document, signature_name(document), body
     except CodecError as error:
         raise _BAD_REQUEST.translate(error) from None
 
@@ -126,10 +128,10 @@ async def _document(request: Request) -> tuple[dict[str, Any], str | None]:
 async def _predict(request: Request, target: Target) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
     context = _context(request)
-    document, name = await _document(request)
+    document, name, raw = await _document(request)
     signature = await dataplane.signature(target, name, context)
     try:
-        body = decode_predict(document, signature.inputs)
+        body = decode_predict(document, signature.inputs, bools=may_hold_bools(raw))
     except CodecError as error:
         raise _BAD_REQUEST.translate(error) from None
     check_element_count(body.inputs, request.app.state.settings)
@@ -143,7 +145,7 @@ async def _predict(request: Request, target: Target) -> Response:
 
 async def _classify(request: Request, target: Target) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
-    document, name = await _document(request)
+    document, name, _ = await _document(request)
     try:
         examples = decode_examples(document)
     except CodecError as error:
@@ -159,7 +161,7 @@ async def _classify(request: Request, target: Target) -> Response:
 
 async def _regress(request: Request, target: Target) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
-    document, name = await _document(request)
+    document, name, _ = await _document(request)
     try:
         examples = decode_examples(document)
     except CodecError as error:

@@ -74,6 +74,15 @@ def test_every_grpc_code_but_ok_is_mapped() -> None:
     assert set(GRPC_TO_HTTP) == set(grpc.StatusCode) - {grpc.StatusCode.OK}
 
 
+def test_a_code_outside_the_table_keeps_its_own_grpc_code() -> None:
+    error = from_grpc_status(grpc.StatusCode.OK, None, "h:1")  # as d20565e answered it
+    assert type(error) is BackendError
+    assert (error.status, error.code, error.grpc_code) == (502, "backend_error", grpc.StatusCode.OK)
+    assert error.message == "OK"
+    assert error.log_detail == "backend h:1: OK: "
+    assert BackendError.grpc_code is grpc.StatusCode.INTERNAL  # the class is not relabelled
+
+
 def test_error_classes_follow_the_status() -> None:
     assert isinstance(from_grpc_status(grpc.StatusCode.UNAVAILABLE, None, "h:1"), BackendUnavailable)
     assert isinstance(from_grpc_status(grpc.StatusCode.DEADLINE_EXCEEDED, None, "h:1"), DeadlineExceeded)

@@ -174,6 +174,16 @@ async def test_nan_and_infinity_pass_through(client: httpx.AsyncClient) -> None:
          "input 'input_1' has shape [1, 3] but the signature expects [-1, 2]"),
         ("POST", "/v1/models/toy:predict", b'{"instances": [[1, 2], [3]]}', 400,
          "Expecting tensor size: 2 but got: 1"),
+        # an integer beyond double beside a float (NaN keeps it exact): d20565e's 400, not a 500
+        ("POST", "/v1/models/toy:predict", b'{"instances": [[0.5, 1' + b"0" * 400 + b'], [NaN, 1.0]]}', 400,
+         "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: JSON Parse error: "
+         "Number too big to be stored in double"),
+        ("POST", "/v1/models/toy:predict", b'{"inputs": [[0.5, 1' + b"0" * 400 + b'], [NaN, 1.0]]}', 400,
+         "JSON Parse error: Number too big to be stored in double"),
+        ("POST", "/v1/models/toy:predict",
+         b'{"instances": [{"input_1": [0.5, 1' + b"0" * 400 + b']}, {"input_1": [NaN, 1.0]}]}', 400,
+         "Failed to process element: 0 key: input_1 of 'instances' list. Error: INVALID_ARGUMENT: "
+         "JSON Parse error: Number too big to be stored in double"),
         ("POST", "/v1/models/nope:predict", b"{}", 404, "model 'nope' does not exist"),
         ("POST", "/v1/models/toy/versions/9:predict", b'{"instances": [[1, 2]]}', 404,
          "Servable not found for request: Specific(Toy, 9)"),

@@ -394,3 +394,37 @@ def test_non_finite_values_are_written_as_null_next_to_other_outputs() -> None:
     assert encode_outputs({"s": np.array([b"null"], object), "g": np.array([0.5])}) == (
         b'{"s":["null"],"g":[0.5]}'
     )
+
+
+# ---------------------------------------------------------------- numbers beyond double, text answers
+
+BEYOND_DOUBLE = "1" + "0" * 400  # the NaN token makes loads keep it exact (the stdlib parser)
+
+
+@pytest.mark.parametrize("text", [
+    f"[[0.5, {BEYOND_DOUBLE}], [NaN, 1.0]]",
+    f"[0.5, {BEYOND_DOUBLE}, NaN]",
+    f"[{BEYOND_DOUBLE}, NaN]",
+])
+def test_an_integer_beyond_double_next_to_floats_is_out_of_range(text: str) -> None:
+    # d20565e raised OverflowError here (a 500); other too-big values name the dtype's range.
+    with pytest.raises(CodecError) as caught:
+        decode_request(f'{{"x": {text}}}'.encode(), {"x": spec("float32")})
+    assert caught.value.message == "out of range for float32 (largest finite value 3.4028235e+38)"
+    assert caught.value.field == "x"
+
+
+def test_text_answers_are_written_as_before() -> None:
+    strings = np.array([["a", "é"], ["\U0001f600", "x"]], dtype=object)
+    out = encode_outputs({"s": strings, "b": np.array([b"\xff", b"ok"], dtype=object),
+                          "t_bytes": np.array(["hi"], dtype=object), "u": np.array("zz")})
+    # d20565e's bytes, byte for byte
+    assert out == b'{"s":[["a","\xc3\xa9"],["\xf0\x9f\x98\x80","x"]],"b":[{"b64":"/w=="},"ok"],' \
+                  b'"t_bytes":[{"b64":"aGk="}],"u":"zz"}'
+
+
+def test_a_text_answer_with_a_lone_surrogate_goes_as_base64() -> None:
+    # d20565e failed the answer (orjson refuses the surrogate); its surrogatepass bytes go as b64.
+    out = encode_outputs({"s": np.array(["ok", "a\ud800"], dtype=object)})
+    assert orjson.loads(out) == {"s": ["ok", {"b64": "Ye2ggA=="}]}
+    assert orjson.loads(encode_outputs({"s": np.array("\udfff", dtype=object)})) == {"s": {"b64": "7b+/"}}

@@ -18,7 +18,7 @@ from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRes
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusResponse, ModelVersionStatus
 from protos.tensorflow_serving.regression_pb2 import RegressionResult
 from tensorcodecs import CodecError, Signature, TensorSpec, lookup_dtype
-from tensorcodecs.json_codec import loads
+from tensorcodecs.json_codec import loads, may_hold_bools
 from tensorcodecs.rapidjson_dtoa import _CACHED_POWERS, rapidjson_number
 from tensorcodecs.signature_def import signature_to_def
 from tensorcodecs.tfserving_json import (
@@ -482,3 +482,59 @@ def test_the_numpy_shortcut_reads_values_as_tfs_element_walk(value: Any, dtype: 
     # The native codec's fast path, with TF's float rule, gives what the walk gives, or defers to it.
     walked = _outcome(lambda: _exact_tensor(value, lookup_dtype(dtype)))
     assert _outcome(lambda: tensor_from_json(value, lookup_dtype(dtype))) == walked
+
+
+# ---------------------------------------------------------------- numbers beyond double, bool-free bodies
+
+BEYOND_DOUBLE = "1" + "0" * 400  # the NaN token makes loads keep it exact (the stdlib parser)
+TOO_BIG = "JSON Parse error: Number too big to be stored in double"
+
+
+@pytest.mark.parametrize(("body", "message"), [  # d20565e's answers, word for word
+    (f'{{"instances": [[0.5, {BEYOND_DOUBLE}], [NaN, 1.0]]}}',
+     f"Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: {TOO_BIG}"),
+    (f'{{"inputs": [[0.5, {BEYOND_DOUBLE}], [NaN, 1.0]]}}', TOO_BIG),
+    (f'{{"inputs": {{"x": [[0.5, {BEYOND_DOUBLE}], [NaN, 1.0]]}}}}', TOO_BIG),
+    (f'{{"instances": [{{"x": [0.5, {BEYOND_DOUBLE}]}}, {{"x": [NaN, 1.0]}}]}}',
+     f"Failed to process element: 0 key: x of 'instances' list. Error: INVALID_ARGUMENT: {TOO_BIG}"),
+])
+def test_an_integer_beyond_double_next_to_floats_is_too_big(body: str, message: str) -> None:
+    with pytest.raises(CodecError) as caught:
+        decode(body)
+    assert caught.value.message == message
+
+
+@pytest.mark.parametrize("body", [
+    '{"instances": [[1, 2]]}', '{"instances": [[1.5, 2.5], [0, 1]]}', '{"inputs": [[0, 1]]}',
+    '{"inputs": {"x": [[1, 0]]}}', '{"instances": [{"x": [1, 0]}, {"x": [0.5, 1]}]}',
+])
+def test_a_bool_free_body_decodes_the_same_without_the_bool_check(body: str) -> None:
+    document = parse_document(body.encode())
+    assert not may_hold_bools(body.encode())
+    checked, unchecked = decode_predict(document, ONE), decode_predict(document, ONE, bools=False)
+    assert checked.format is unchecked.format
+    assert checked.inputs["x"].dtype == unchecked.inputs["x"].dtype == np.float32
+    assert np.array_equal(checked.inputs["x"], unchecked.inputs["x"])
+
+
+@pytest.mark.parametrize(("body", "message"), [  # d20565e's answers, word for word
+    ('{"instances": [[true, 2.0]]}', "Failed to process element: 0 of 'instances' list. Error: "
+     "INVALID_ARGUMENT: JSON Value: true Type: True is not of expected type: float"),
+    ('{"instances": [[1.5, false]]}', "Failed to process element: 0 of 'instances' list. Error: "
+     "INVALID_ARGUMENT: JSON Value: false Type: False is not of expected type: float"),
+    ('{"inputs": [[1, true]]}', "JSON Value: true Type: True is not of expected type: float"),
+    ('{"instances": [{"x": [true, 2.0]}]}', "Failed to process element: 0 key: x of 'instances' list. "
+     "Error: INVALID_ARGUMENT: JSON Value: true Type: True is not of expected type: float"),
+])
+def test_a_bool_in_a_small_float_input_is_refused(body: str, message: str) -> None:
+    assert may_hold_bools(body.encode())
+    with pytest.raises(CodecError) as caught:
+        decode_predict(parse_document(body.encode()), ONE, bools=True)
+    assert caught.value.message == message
+
+
+def test_a_scalar_against_a_shaped_input_says_its_shape_as_before() -> None:
+    with pytest.raises(CodecError) as caught:
+        decode('{"inputs": 3}', {"x": spec("x", "float32", (-1, 2))})
+    assert caught.value.message == "input 'x' has shape [] but the signature expects [-1, 2]"  # d20565e's
+    assert caught.value.field == "x"
