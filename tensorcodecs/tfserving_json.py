@@ -573,7 +573,7 @@ def decimal_text(value: float, *, double: bool) -> str:
 # ---------------------------------------------------------------- classify and regress
 
 
-def decode_examples(document: Mapping[str, Any], method: str = "classify") -> Input:
+def decode_examples(document: Mapping[str, Any]) -> Input:
     """The `Input` of a `:classify` or `:regress` document (`examples`, optional `context`)."""
     request_input = Input()
     has_context = "context" in document

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 from starlette.convertors import PathConvertor, register_url_convertor
@@ -31,6 +31,7 @@ from gateway.errors import BadRequest, CodecErrors, MethodNotAllowed, ModelError
 from gateway.registry import Target
 from gateway.routes.native import MODEL_SPEC_HEADER, check_element_count, request_context
 from gateway.settings import Settings
+from protos.tensorflow_serving.input_pb2 import Input
 from tensorcodecs import CodecError
 from tensorcodecs.json_codec import may_hold_bools
 from tensorcodecs.tfserving_json import (
@@ -45,6 +46,7 @@ from tensorcodecs.tfserving_json import (
     signature_name,
 )
 
+ResultT = TypeVar("ResultT")
 # What TF Serving's JSON codec refuses is its 400 (InvalidArgument), as are answers it cannot
 # write (an empty tensor map, empty results); metadata it cannot convert is its 500.
 _BAD_REQUEST = codec_errors(BadRequest)
@@ -144,33 +146,31 @@ async def _predict(request: Request, target: Target) -> Response:
 
 
 async def _classify(request: Request, target: Target) -> Response:
-    dataplane: DataPlane = request.app.state.dataplane
-    document, name, _ = await _document(request)
-    try:
-        examples = decode_examples(document)
-    except CodecError as error:
-        raise _BAD_REQUEST.translate(error) from None
-    context = _context(request)
-    backend = dataplane.capability(target.model, Classifies)
+    examples, name, context = await _examples(request)
+    backend = request.app.state.dataplane.capability(target.model, Classifies)
     response = await backend.classify(examples, context.remaining(), target.selector, name, context.request_id)
-    try:
-        return _json(classification_json(response.result))
-    except CodecError as error:
-        raise _BAD_REQUEST.translate(error) from None
+    return _results_json(classification_json, response.result)
 
 
 async def _regress(request: Request, target: Target) -> Response:
-    dataplane: DataPlane = request.app.state.dataplane
+    examples, name, context = await _examples(request)
+    backend = request.app.state.dataplane.capability(target.model, Regresses)
+    response = await backend.regress(examples, context.remaining(), target.selector, name, context.request_id)
+    return _results_json(regression_json, response.result)
+
+
+async def _examples(request: Request) -> tuple[Input, str | None, RequestContext]:
+    """A Classify or Regress body: TF's `examples` as an Input, the signature name, the context."""
     document, name, _ = await _document(request)
     try:
-        examples = decode_examples(document)
+        return decode_examples(document), name, _context(request)
     except CodecError as error:
         raise _BAD_REQUEST.translate(error) from None
-    context = _context(request)
-    backend = dataplane.capability(target.model, Regresses)
-    response = await backend.regress(examples, context.remaining(), target.selector, name, context.request_id)
+
+
+def _results_json(encode: Callable[[ResultT], bytes], result: ResultT) -> Response:
     try:
-        return _json(regression_json(response.result))
+        return _json(encode(result))
     except CodecError as error:
         raise _BAD_REQUEST.translate(error) from None
 
