@@ -165,10 +165,16 @@ def test_reloads_under_load_lose_no_request(tmp_path: Path) -> None:
             os.kill(process.pid, signal.SIGHUP)
             wait_until(functools.partial(_reloads_logged, log, round_), timeout=30, what=f"reload {round_} applied")
         # Two SIGHUPs back to back: the second comes while the first reload is under way (they run
-        # one after the other), and the gateway ends on the config written last.
+        # one after the other), and the gateway ends on the config written last. The new runtime
+        # takes a second to import, so the second SIGHUP is sent once the first is being handled
+        # (two sent at once could reach the process as one signal) and before that reload is over.
         more_traffic()
-        (root / "models" / "m" / "src" / "func_main.py").write_text("def predict(x):\n    return x + 1  # revision 6\n")
+        (root / "models" / "m" / "src" / "func_main.py").write_text(
+            "import time\n\ntime.sleep(1)\n\n\ndef predict(x):\n    return x + 1  # revision 6\n")
+        before = set(_runtimes(process.pid))
         os.kill(process.pid, signal.SIGHUP)
+        wait_until(lambda: bool(set(_runtimes(process.pid)) - before), timeout=30, what="reload 6 started")
+        assert _reloads_logged(log, 5)  # the first of the two is still under way
         write_app(tmp_path / "staging", "added", "m")  # then moved in whole: the first reload may be reading
         os.replace(tmp_path / "staging" / "applications" / "added.yaml", root / "applications" / "added.yaml")
         os.kill(process.pid, signal.SIGHUP)
