@@ -31,9 +31,10 @@ STABLE_AFTER_S = 30.0  # a runtime that ran this long restarts without back-off
 READ_AFTER_EXIT_S = 1.0  # its output still in the pipes takes far less
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Ask Linux to SIGTERM the runtime if the gateway dies without cleaning up (and give it
-    the default SIGHUP action, which the gateway ignores while it stops)."""
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask Linux to SIGTERM this child (a runtime, or a worker of `--workers`) if the gateway
+    dies without cleaning up (and give it the default SIGHUP action, which the gateway ignores
+    while it stops)."""
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -247,7 +248,7 @@ class Supervisor:
             self.interpreter(model), "-m", "runtime", "serve", str(model.folder),
             "--host", "127.0.0.1", "--port", str(port), "--local-socket", local_socket,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent,
+            stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent,
             start_new_session=True,  # Ctrl-C reaches the gateway, which stops runtimes in order
         )
         runtime = RuntimeProcess(model, process, local_socket=local_socket, fingerprint=fingerprint(model))

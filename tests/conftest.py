@@ -32,9 +32,12 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on, reserved until the test ends.
 
     A socket stays bound to it without listening: connections to the port are refused, and the
-    kernel hands the port to nobody else (`bind` to port 0 and outgoing connections skip it), so
-    nothing can start listening there behind the test's back. It has SO_REUSEPORT, as gRPC
-    servers do, so a grpc server of the test can still bind the port later on."""
+    kernel hands the port to nobody else except an explicit SO_REUSEPORT bind by this user
+    (`bind` to port 0 and outgoing connections skip it), so nothing else can start listening
+    there behind the test's back. It has SO_REUSEPORT, as gRPC servers do, so a grpc server of
+    the test can still bind the port later on. Never pass it to `gateway serve --workers N`: its
+    workers bind with SO_REUSEPORT, as would any other SO_REUSEPORT server of this user, so the
+    reservation protects nothing there; start gateways with `--port 0` (tests/e2e/processes.py)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(("127.0.0.1", 0))

@@ -15,7 +15,8 @@ from gateway.app import create_app
 from gateway.build import interpreter_for
 from gateway.manifests import Config
 from gateway.reload import ConfigStager
-from gateway.serving.server import bound_socket, hold_sighup, run_on_uvloop, serve_app
+from gateway.serving.process import hold_sighup, run_on_uvloop, stop_on_signals
+from gateway.serving.server import bound_socket, serve_app
 from gateway.serving.worker_pool import run_workers
 from gateway.serving.worker_reloads import WorkerReloads
 from gateway.settings import Settings
@@ -46,9 +47,7 @@ async def _run(settings: Settings, config: Config) -> int:
         return 1
     if settings.port == 0:
         settings = dataclasses.replace(settings, port=listener.getsockname()[1])
-    stopping = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
+    stopping = stop_on_signals(loop)
     supervisor = Supervisor(config.local_models(), settings.runtime_start_timeout_s,
                             interpreter=functools.partial(interpreter_for, settings.envs_dir))
     stop_wait = asyncio.create_task(stopping.wait())

@@ -9,15 +9,14 @@ import logging
 import math
 import signal
 import socket
-from collections.abc import Coroutine, Iterator
-from types import FrameType
-from typing import Any
+from collections.abc import Iterator
 
 import uvicorn
 from starlette.applications import Starlette
 
 from gateway.http_protocol import adopt_pending_connections, http_protocol
 from gateway.serving.config_watch import ReloadTrigger, watch_config
+from gateway.serving.process import hold_sighup
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
@@ -51,28 +50,6 @@ def bound_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket
         sock.close()
         raise
     return sock
-
-
-def run_on_uvloop(main: Coroutine[Any, Any, int]) -> int:
-    """Run `main` to its end on a uvloop event loop (asyncio's when uvloop is missing)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
-
-
-def hold_sighup(loop: asyncio.AbstractEventLoop | None = None) -> None:
-    """While the gateway starts or stops (no reload to be had) SIGHUP is logged and ignored,
-    rather than ending the gateway (its default action)."""
-    if loop is not None:
-        loop.remove_signal_handler(signal.SIGHUP)
-    signal.signal(signal.SIGHUP, _sighup_ignored)
-
-
-def _sighup_ignored(_signum: int, _frame: FrameType | None) -> None:
-    log.warning("SIGHUP ignored: the gateway is starting or stopping (a reload needs it serving)")
 
 
 async def serve_app(settings: Settings, app: Starlette, applications: list[str], stopping: asyncio.Event,

@@ -27,15 +27,17 @@ from gateway.app import create_app
 from gateway.manifests import Config
 from gateway.observability import multiprocess_dir
 from gateway.serving.config_watch import ReloadTrigger, watch_config
-from gateway.serving.server import bound_socket, hold_sighup, run_on_uvloop, serve_app
+from gateway.serving.process import hold_sighup, run_on_uvloop, stop_on_signals
+from gateway.serving.server import bound_socket, serve_app
 from gateway.serving.worker_reloads import ANSWER_MARGIN_S, APPLY_TIMEOUT_S, ParentLink, WorkerReloads
 from gateway.settings import Settings
-from gateway.supervisor import _die_with_parent
+from gateway.supervisor import die_with_parent
 from runtime.gc_tuning import tune_for_serving
 
 log = logging.getLogger("gateway")
 
 CHECK_INTERVAL_S = 0.5  # how soon a worker that died is replaced
+KILL_WAIT_S = 5.0  # a SIGKILLed worker is gone far sooner
 
 
 class WorkerPool:
@@ -49,9 +51,15 @@ class WorkerPool:
         self.workers: list[multiprocessing.process.BaseProcess] = []
 
     def start(self, count: int) -> None:
-        """Start workers 0..count-1."""
-        for index in range(count):
-            self.workers.append(self.spawn(index))
+        """Start workers 0..count-1; if one cannot be started, those already started are
+        killed (and reaped) before the error goes on."""
+        try:
+            for index in range(count):
+                self.workers.append(self.spawn(index))
+        except BaseException:
+            self.kill()
+            self.join(KILL_WAIT_S)
+            raise
 
     def spawn(self, index: int) -> multiprocessing.process.BaseProcess:
         """Start worker `index` on the current config, with a new link to the parent."""
@@ -107,8 +115,9 @@ async def run_workers(settings: Settings, reloads: WorkerReloads, stopping: asyn
     triggers = ReloadTrigger(lambda: reloads)
     watching = None
     try:
+        # `probe` stays bound (never listening, so it gets no connection) until the pool stops:
+        # with --port 0 nobody else can take the port while a worker is spawning or replaced.
         pool.start(settings.workers)
-        probe.close()  # bound (SO_REUSEPORT) since before the runtimes started; each worker has its own now
         log.info("started %d workers on port %s (pids %s)", len(pool.workers), settings.port,
                  " ".join(str(w.pid) for w in pool.workers))
         loop.add_signal_handler(signal.SIGHUP, triggers.trigger)
@@ -137,7 +146,7 @@ def _worker_main(settings: Settings, config: Config, failed: Mapping[tuple[str, 
                  link: Connection) -> None:  # pragma: no cover - a child process
     """One worker process: the HTTP server on its own SO_REUSEPORT socket, reloaded by the
     parent over `link`."""
-    _die_with_parent()
+    die_with_parent()
     hold_sighup()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # blocked by the parent until now
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
@@ -150,9 +159,7 @@ def _worker_main(settings: Settings, config: Config, failed: Mapping[tuple[str, 
 async def _worker_run(settings: Settings, config: Config, failed: Mapping[tuple[str, int], str],
                       link: Connection) -> int:
     loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
+    stopping = stop_on_signals(loop)
     stop_wait = asyncio.create_task(stopping.wait())
     try:
         app = create_app(settings, config, failed, None)

@@ -40,7 +40,7 @@ from gateway.reload import (
 )
 from gateway.supervisor import ModelKey, RuntimeProcess
 
-log = logging.getLogger("gateway.workers")
+log = logging.getLogger("gateway.workers")  # the name from before the split, kept for log continuity
 
 APPLY_TIMEOUT_S = 30.0  # a worker swaps in well under this; one that does not is not waited for
 ANSWER_MARGIN_S = 30.0  # beyond staging and applying, for the parent to answer a worker's reload

@@ -76,26 +76,31 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60, st
     raise AssertionError(f"{url} did not answer {status}")
 
 
-# What `gateway serve` logs once it serves: one process, or the parent of workers.
-_SERVING = re.compile(rb"serving https?://\S+:(\d+) \(applications|started \d+ workers on port (\d+) ")
+# What `gateway serve` logs at INFO once it serves: one process, or the parent of workers. Only the
+# serving process's own lines: a worker names its logger `gateway[pid]`, the parent plain `gateway`.
+_SERVING = re.compile(rb" INFO gateway: (?:serving https?://\S+:(\d+) \(applications"
+                      rb"|started \d+ workers on port (\d+) )")
 
 
 def spawn_gateway(config_dir: Path, *extra: str, log: Path,
                   env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
     """`gateway serve --config config_dir --port 0` (the kernel picks a port no other process
-    holds, so nothing can take it before the gateway binds it); its log appended to `log`.
-    Returns the process and where its log starts in `log` (for `served_port`)."""
+    holds, so nothing can take it before the gateway binds it) at log level INFO (whatever its
+    gateway.yaml says: `served_port` reads an INFO line), its log appended to `log`, which no other
+    gateway should write to. Returns the process and where its log starts in `log` (for `served_port`)."""
+    if "--log-level" in extra:
+        raise ValueError("the test gateway logs at INFO: served_port reads the port from an INFO line")
     offset = log.stat().st_size if log.exists() else 0
     process = subprocess.Popen(
-        [str(GATEWAY), "serve", "--config", str(config_dir), "--port", "0", *extra],
+        [str(GATEWAY), "serve", "--config", str(config_dir), "--port", "0", "--log-level", "info", *extra],
         cwd=REPO, stdout=subprocess.DEVNULL, env=env, stderr=open(log, "ab"),  # noqa: SIM115
     )
     return process, offset
 
 
 def served_port(process: subprocess.Popen[bytes], log: Path, offset: int = 0, timeout: float = 60) -> int:
-    """The port a gateway started with `--port 0` bound, read from its log once it serves (after
-    its runtimes started); fail if it exits first."""
+    """The port a gateway started by `spawn_gateway` bound, read from its log (from `offset` on)
+    once it serves (after its runtimes started); fail if it exits first."""
     deadline = time.monotonic() + timeout
     while (found := _SERVING.search(log.read_bytes()[offset:])) is None:
         assert process.poll() is None, "gateway exited during start-up"
@@ -109,14 +114,17 @@ def running_gateway(config_dir: Path, *extra: str, ready_path: str = "/health/re
                     env: dict[str, str] | None = None, scheme: str = "http",
                     verify: ssl.SSLContext | bool = True,
                     log: Path | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`gateway serve --config config_dir` on a port of its own, stopped (and reaped) afterwards;
-    its log goes to `log` when given."""
+    """`gateway serve --config config_dir` on a port of its own, stopped (and reaped) afterwards.
+
+    It relies on the gateway's own log file (`log` when given, else a temporary one; never shared
+    with another gateway) and on the INFO line the serving process writes there once it serves
+    ("serving <url>" or "started N workers on port P"; `spawn_gateway` forces INFO): the port
+    comes from that line, then `ready_path` is polled until it answers 200."""
     with tempfile.TemporaryDirectory(prefix="gateway-log-") as folder:
-        # GATEWAY_TEST_LOG=file keeps the gateway's log when a test needs looking into.
-        log = log or Path(os.environ.get("GATEWAY_TEST_LOG", Path(folder) / "gateway.log"))
-        process, offset = spawn_gateway(config_dir, *extra, log=log, env=env)
+        own_log = log or Path(folder) / "gateway.log"
+        process, offset = spawn_gateway(config_dir, *extra, log=own_log, env=env)
         try:
-            url = f"{scheme}://127.0.0.1:{served_port(process, log, offset)}"
+            url = f"{scheme}://127.0.0.1:{served_port(process, own_log, offset)}"
             wait_for(url + ready_path, process, verify=verify)
             yield process, url
         finally:
@@ -127,3 +135,8 @@ def running_gateway(config_dir: Path, *extra: str, ready_path: str = "/health/re
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+            # GATEWAY_TEST_LOG=file keeps the logs of the gateways a test run starts, one after the other.
+            if log is None and (kept := os.environ.get("GATEWAY_TEST_LOG")):
+                with open(kept, "ab") as file:
+                    file.write(f"--- gateway serve --config {config_dir} (pid {process.pid})\n".encode())
+                    file.write(own_log.read_bytes())

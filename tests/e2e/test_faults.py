@@ -148,9 +148,14 @@ def test_reloads_under_load_lose_no_request(tmp_path: Path) -> None:
         threads = [threading.Thread(target=traffic) for _ in range(6)]
         for thread in threads:
             thread.start()
+
+        def answered() -> int:
+            with lock:  # the traffic threads add keys while this counts
+                return sum(statuses.values())
+
         def more_traffic(count: int = 20) -> None:
-            answered = sum(statuses.values())
-            wait_until(lambda: sum(statuses.values()) >= answered + count, what=f"{count} more answers")
+            before = answered()
+            wait_until(lambda: answered() >= before + count, what=f"{count} more answers")
 
         for round_ in range(1, 6):
             more_traffic()  # between reloads
@@ -159,13 +164,30 @@ def test_reloads_under_load_lose_no_request(tmp_path: Path) -> None:
                 f"def predict(x):\n    return x + 1  # revision {round_}\n")
             os.kill(process.pid, signal.SIGHUP)
             wait_until(functools.partial(_reloads_logged, log, round_), timeout=30, what=f"reload {round_} applied")
+        # Two SIGHUPs back to back: the second comes while the first reload is under way (they run
+        # one after the other), and the gateway ends on the config written last. The new runtime
+        # takes a second to import, so the second SIGHUP is sent once the first is being handled
+        # (two sent at once could reach the process as one signal) and before that reload is over.
+        more_traffic()
+        (root / "models" / "m" / "src" / "func_main.py").write_text(
+            "import time\n\ntime.sleep(1)\n\n\ndef predict(x):\n    return x + 1  # revision 6\n")
+        before = set(_runtimes(process.pid))
+        os.kill(process.pid, signal.SIGHUP)
+        wait_until(lambda: bool(set(_runtimes(process.pid)) - before), timeout=30, what="reload 6 started")
+        assert _reloads_logged(log, 5)  # the first of the two is still under way
+        write_app(tmp_path / "staging", "added", "m")  # then moved in whole: the first reload may be reading
+        os.replace(tmp_path / "staging" / "applications" / "added.yaml", root / "applications" / "added.yaml")
+        os.kill(process.pid, signal.SIGHUP)
+        wait_until(functools.partial(_reloads_logged, log, 7), timeout=60, what="both back-to-back reloads applied")
+        added = httpx.post(f"{url}/gateway/applications/added", json={"x": [1]}, timeout=10)
+        assert (added.status_code, added.json()) == (200, {"y": [2]})
         # Traffic goes on until the drain timeout (2 s) has passed and every replaced runtime is stopped.
         wait_until(lambda: len(_runtimes(process.pid)) == 1, timeout=30, what="the replaced runtimes stopped")
         more_traffic()
         stop.set()
         for thread in threads:
             thread.join()
-    print(f"\nreload under load: 5 reloads, each with a new runtime: {dict(statuses)}")
+    print(f"\nreload under load: 5 reloads, each with a new runtime, then 2 back to back: {dict(statuses)}")
     assert set(statuses) == {200}
 
 

@@ -77,3 +77,11 @@ def test_sigterm_stops_the_whole_process_tree() -> None:
             time.sleep(0.05)
         assert not any(alive(pid) for pid in tree)
         assert not any(Path(path).parent.exists() for path in sockets)  # the runtimes' socket folder is gone
+
+
+def test_a_gateway_set_to_log_warnings_only_is_still_found_on_its_port(tmp_path: Path) -> None:
+    # The port is read from an INFO line of the gateway's own log: the test gateway logs INFO.
+    (tmp_path / "gateway.yaml").write_text("kind: Gateway\nlogging: {log_level: warning}\n")
+    with running_gateway(tmp_path, ready_path="/health/live") as (process, url):
+        assert httpx.get(f"{url}/health/live", timeout=5).status_code == 200
+        assert process.poll() is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 import httpx
@@ -38,7 +39,10 @@ async def test_a_change_under_the_config_directory_reloads_the_app_once(
         watching = asyncio.create_task(watch_config(settings.config_dir, trigger, interval_s=0.02))
         await asyncio.sleep(0)  # the watcher runs up to its first wait: it has seen the directory as it was
         try:
-            write_app(settings.config_dir, "added", "toy")
+            # Written outside and moved in whole: the watcher (every 20 ms) sees one change, not two.
+            write_app(tmp_path / "staging", "added", "toy")
+            os.replace(tmp_path / "staging" / "applications" / "added.yaml",
+                       settings.config_dir / "applications" / "added.yaml")
 
             async def served() -> bool:
                 return "added" in (await client.get("/health/ready")).json()["applications"]
