@@ -55,8 +55,10 @@ def _release_reserved_ports() -> Iterator[None]:
 def loopback_socket() -> socket.socket:
     """A socket bound to 127.0.0.1 on a port the kernel picked, for a server in this process to
     listen on (`uvicorn.Server.serve(sockets=[sock])`): the port is never free between being
-    picked and being listened on, so no other process can take it."""
-    sock = socket.socket()
+    picked and being listened on, so no other process can take it. Made with IPPROTO_TCP, as
+    uvicorn's own sockets are: asyncio sets TCP_NODELAY on accepted connections only then
+    (otherwise every answer waits ~40 ms on Nagle's algorithm and the client's delayed ACK)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     return sock

@@ -55,3 +55,9 @@ def _bind_error(sock: socket.socket, port: int) -> int | None:
     except OSError as error:
         return error.errno
     return None
+
+
+def test_a_loopback_socket_gets_no_nagle_delay() -> None:
+    # asyncio sets TCP_NODELAY on the connections a server accepts only for IPPROTO_TCP sockets.
+    with loopback_socket() as sock:
+        assert (sock.family, sock.type, sock.proto) == (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
