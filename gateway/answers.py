@@ -18,7 +18,6 @@ import orjson
 from starlette.datastructures import URL
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
 from gateway.errors import GatewayError
@@ -86,13 +85,16 @@ def route_path(scope: Scope) -> str:
 
 def error_shape(scope: Scope) -> ErrorShape:
     """The shape of the request's error answers: the dialect its route named (`SHAPE_KEY`, for
-    a route that accepts several), else the API surface of the route that serves (or, before
-    routing, would serve) its path; native when no route does."""
+    a route that accepts several), else the API surface of the route that serves it; before
+    routing (auth refusals) or when no route matches, the surface whose prefix its path has
+    (native when none)."""
     shape: ErrorShape | None = scope.get(SHAPE_KEY)
     if shape is not None:
         return shape
-    route = scope.get("route") or _route_for(scope)
-    path = getattr(route, "path", None)
+    route = scope.get("route")
+    # A route's path starts with the text it matches: the prefix of the request's path tells
+    # the surface without walking the routes' patterns (a refusal flood must stay cheap).
+    path = getattr(route, "path", None) if route is not None else route_path(scope)
     if path is not None:
         for prefix, surface_shape in SURFACES:
             if path.startswith(prefix):
@@ -100,22 +102,13 @@ def error_shape(scope: Scope) -> ErrorShape:
     return NATIVE
 
 
-def _route_for(scope: Scope) -> BaseRoute | None:
-    """The route the app's router would hand the request to (asked for answers given before
-    routing, such as auth refusals)."""
-    router = getattr(scope.get("app"), "router", None)
-    for route in getattr(router, "routes", ()):
-        if route.matches(scope)[0] is not Match.NONE:
-            return route  # type: ignore[no-any-return]
-    return None
-
-
 def error_response(scope: Scope, status: int, code: str, message: str, field: str | None = None,
                    headers: Mapping[str, str] | None = None) -> Response:
     """An error answer in the request's shape."""
     shape = error_shape(scope)
-    if status == 405 and shape.allow is not None:
-        headers = {**(headers or {}), "allow": shape.allow}
+    if status == 405 and shape.allow is not None:  # the surface's own Allow, in place of the router's
+        headers = {**{name: value for name, value in (headers or {}).items() if name.lower() != "allow"},
+                   "allow": shape.allow}
     return Response(shape.body(code, message, field), status, headers, "application/json")
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -84,9 +86,20 @@ def create_app(settings: Settings, config: Config | None = None,
 class GatewayApp(Starlette):
     """Starlette with the gateway's pipeline (gateway.pipeline): the `middleware` given, then
     `Endpoints` (the predict shortcut ahead of the router, and the answers to what routes
-    raise); Starlette's own ServerErrorMiddleware and ExceptionMiddleware are not used."""
+    raise); Starlette's own ServerErrorMiddleware and ExceptionMiddleware are not used, so what
+    only they would honour (exception handlers, `debug` tracebacks, `max_body_size`) is refused
+    rather than ignored: errors are answered in gateway.answers, bodies limited by the settings."""
 
-    def __init__(self, metrics: Metrics, **kwargs: Any) -> None:
+    def __init__(self, metrics: Metrics, *, debug: bool = False, exception_handlers: Mapping[Any, Any] | None = None,
+                 max_body_size: int | None = None, **kwargs: Any) -> None:
+        if exception_handlers:
+            raise TypeError("GatewayApp takes no exception_handlers: errors are answered by gateway.answers")
+        if debug:
+            raise ValueError("GatewayApp has no debug mode: an unexpected error is answered 500 `internal` and logged")
+        if max_body_size is not None:
+            raise TypeError("GatewayApp takes no max_body_size: body limits are the gateway's settings")
+        for middleware in kwargs.get("middleware") or ():
+            _refuse_error_layer(middleware.cls)
         super().__init__(**kwargs)
         self.metrics = metrics
         # The routes served ahead of the router (None: every request through the router).
@@ -94,8 +107,21 @@ class GatewayApp(Starlette):
             route for route in self.router.routes
             if isinstance(route, Route) and route.endpoint is native.predict_application]
 
+    def add_exception_handler(self, exc_class_or_status_code: Any, handler: Any) -> None:
+        raise TypeError("GatewayApp takes no exception handlers: errors are answered by gateway.answers")
+
+    def add_middleware(self, middleware_class: Any, *args: Any, **kwargs: Any) -> None:
+        _refuse_error_layer(middleware_class)
+        super().add_middleware(middleware_class, *args, **kwargs)
+
     def build_middleware_stack(self) -> ASGIApp:
         app: ASGIApp = Endpoints(self.router, self.metrics, self.fast_path or ())
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
         return app
+
+
+def _refuse_error_layer(cls: object) -> None:
+    """Starlette's error layers would answer errors a second way, beside gateway.pipeline's."""
+    if cls in (ServerErrorMiddleware, ExceptionMiddleware):
+        raise TypeError(f"GatewayApp answers errors itself (gateway.pipeline): no {getattr(cls, '__name__', cls)}")

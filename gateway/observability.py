@@ -243,7 +243,13 @@ class ObservabilityMiddleware:
         exchange = Exchange(receive, send, self.observer.begin(scope))
         try:
             await self.app(scope, exchange.receive_counting, exchange.send_with_id)
+        except BaseException:
+            if exchange.progress == ENDING:  # the server's last send may be what failed: half an answer
+                exchange.progress = STARTED
+            raise
         finally:
+            if exchange.progress == ENDING:  # the app returned, so its last send did
+                exchange.progress = FINISHED
             # A number, not the exchange: the scope must not refer back to the server's
             # `send` (a reference cycle per request, left to the garbage collector).
             scope[PROGRESS_KEY] = exchange.progress
@@ -251,6 +257,7 @@ class ObservabilityMiddleware:
 
 
 NOT_STARTED, STARTED, FINISHED = range(3)  # how far an answer has gone out
+ENDING = 3  # the last message handed to the server, not yet known to have gone (an Exchange's only)
 
 
 class Exchange:
@@ -277,7 +284,7 @@ class Exchange:
 
     def send_with_id(self, message: Message) -> Awaitable[None]:
         # Not a coroutine: it hands on the server's own awaitable (one coroutine less per
-        # message), so the answer counts as gone out once given to the server.
+        # message), so the answer counts as gone out once the app has returned after it.
         kind = message["type"]
         if kind == "http.response.start":
             self.status = message["status"]
@@ -286,7 +293,7 @@ class Exchange:
         elif kind == "http.response.body":
             self.bytes_out += len(message.get("body", b""))
             if not message.get("more_body", False):
-                self.progress = FINISHED
+                self.progress = ENDING
         return self.send(message)
 
 

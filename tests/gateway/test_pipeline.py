@@ -52,7 +52,7 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve_under_root(app: GatewayApp, root_path: str) -> AsyncIterator[str]:
+async def serve_under_root(app: GatewayApp, root_path: str, settings: Settings | None = None) -> AsyncIterator[str]:
     """`app` under a real uvicorn started with `root_path` (`--root-path`), as behind a proxy
     that strips that prefix; yield its base URL."""
     # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so (else Nagle's
@@ -60,7 +60,7 @@ async def serve_under_root(app: GatewayApp, root_path: str) -> AsyncIterator[str
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                    root_path=root_path, http=http_protocol(Settings())))
+                                    root_path=root_path, http=http_protocol(settings or Settings())))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
@@ -143,7 +143,7 @@ def test_the_error_shape_is_the_surfaces_of_the_route(example_config: Config) ->
     assert error_shape(scope_for("/v1/models", app, "GET")) is TF_SERVING
     assert error_shape(scope_for("/v1/models\n", app, "GET")) is TF_SERVING  # Starlette's `$` matches before it
     assert error_shape(scope_for("/v1/models/toy", app, "GET", root_path=ROOT)) is TF_SERVING
-    assert error_shape(scope_for("/v1/modelsx", app)) is NATIVE  # no route serves it
+    assert error_shape(scope_for("/v1/modelsx", app)) is TF_SERVING  # no route serves it: the surface of its prefix
     assert error_shape(scope_for("/v1/other", app)) is NATIVE
     assert error_shape(scope_for("/gateway/applications/x", app)) is NATIVE
     routed = scope_for("/anything")
@@ -159,8 +159,8 @@ def test_one_renderer_per_shape() -> None:
         {"error": {"code": "contract_violation", "message": "no", "field": "x[1]"}})
     assert NATIVE.body("not_found", "no") == b'{"error":{"code":"not_found","message":"no"}}'
     assert TF_SERVING.body("contract_violation", "no", "x[1]") == b'{"error":"no"}'
-    unrouted = error_response(scope_for("/v1/models/toy"), 405, "method_not_allowed", "no")
-    assert "allow" not in unrouted.headers  # no app to route it: native
+    unrouted = error_response(scope_for("/gateway/models/toy"), 405, "method_not_allowed", "no")
+    assert "allow" not in unrouted.headers  # native: the router's Allow, if any
     routed = scope_for("/v1/models/toy", None, "PUT")
     routed["route"] = Route("/v1/models/{rest:path}", native.predict_model)
     assert error_response(routed, 405, "method_not_allowed", "no").headers["allow"] == "GET, POST"
@@ -286,3 +286,143 @@ async def test_gzip_answers_as_starlettes(messages: list[Message], accept: bytes
     ours = await _sent(GZipMiddleware(_answer(messages), minimum_size=GZIP_MIN_BYTES), accept)
     theirs = await _sent(StarletteGZip(_answer(messages), minimum_size=GZIP_MIN_BYTES), accept)
     assert ours == theirs
+
+
+async def _raw(url: str, request: bytes) -> tuple[bytes, bytes]:
+    """`request` sent as it is on a new connection: the answer's head and all that follows
+    until the server closes (or 5 s)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        rest = await asyncio.wait_for(reader.read(65536), 5)
+        return head, rest
+    finally:
+        writer.close()
+
+
+def _header_values(head: bytes, name: bytes) -> list[bytes]:
+    return [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")[1:]
+            if line.split(b":", 1)[0].strip().lower() == name]
+
+
+async def test_a_router_405_on_the_tf_api_has_one_allow_and_tfs_body(example_config: Config) -> None:
+    app = create_app(Settings(access_log=False), example_config)
+    async with serve_under_root(app, "") as url:
+        head, body = await _raw(url, b"TRACE /v1/models/increment_model HTTP/1.1\r\nhost: gateway\r\n"
+                                     b"connection: close\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405 ")
+    assert _header_values(head, b"allow") == [b"GET, POST"]  # TF's route answers these, once
+    assert orjson.loads(body) == {"error": "method TRACE is not allowed on /v1/models/increment_model"}
+
+
+async def test_auth_refusals_on_unmatched_tf_paths_are_tf_shaped(example_config: Config) -> None:
+    app = create_app(Settings(access_log=False, auth=AUTH), example_config)
+    async with serve_under_root(app, "") as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        unmatched = await client.get("/v1/modelsx")
+        routed = await client.get("/v1/models/increment_model")
+        native_refused = await client.post("/gateway/models/nope", json={})
+    assert (unmatched.status_code, routed.status_code, native_refused.status_code) == (401, 401, 401)
+    assert isinstance(unmatched.json()["error"], str)
+    assert unmatched.json() == routed.json()
+    assert native_refused.json()["error"]["code"] == "unauthenticated"
+
+
+async def test_a_failed_last_send_is_half_an_answer(example_config: Config, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """The server's last send failing leaves the answer incomplete: the error goes on up to
+    uvicorn (which closes the connection), not logged as if the answer had gone out."""
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    original = RequestResponseCycle.send
+    failed: list[bool] = []
+
+    async def fails_on_the_last_body(self: RequestResponseCycle, message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body") and not failed:
+            failed.append(True)
+            raise RuntimeError("the transport broke")
+        await original(self, message)  # type: ignore[arg-type]  # uvicorn types its messages narrower
+
+    monkeypatch.setattr(RequestResponseCycle, "send", fails_on_the_last_body)
+    app = create_app(Settings(access_log=False), example_config)
+    async with serve_under_root(app, "") as url:
+        head, body = await _raw(url, b'POST /gateway/applications/increment_app HTTP/1.1\r\nhost: gateway\r\n'
+                                     b'content-type: application/json\r\ncontent-length: 15\r\n\r\n{"number": [1]}')
+    assert failed == [True]
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert body == b""  # closed: half an answer
+    assert any(record.name == "uvicorn.error" and record.exc_info is not None
+               and str(record.exc_info[1]) == "the transport broke" for record in caplog.records)
+    assert not any("unexpected error" in record.getMessage() for record in caplog.records
+                   if record.name == "gateway")
+
+
+def test_what_only_starlettes_error_layers_would_honour_is_refused() -> None:
+    from starlette.middleware import Middleware
+    from starlette.middleware.errors import ServerErrorMiddleware
+    from starlette.middleware.exceptions import ExceptionMiddleware
+
+    from gateway.observability import Metrics
+
+    with pytest.raises(TypeError, match="exception_handlers"):
+        GatewayApp(Metrics(), exception_handlers={404: lambda request, error: Response()})
+    with pytest.raises(ValueError, match="debug"):
+        GatewayApp(Metrics(), debug=True)
+    with pytest.raises(TypeError, match="max_body_size"):
+        GatewayApp(Metrics(), max_body_size=1024)
+    with pytest.raises(TypeError, match="ServerErrorMiddleware"):
+        GatewayApp(Metrics(), middleware=[Middleware(ServerErrorMiddleware)])
+    app = GatewayApp(Metrics(), exception_handlers={}, debug=False)  # the defaults, said aloud
+    with pytest.raises(TypeError, match="exception handlers"):
+        app.add_exception_handler(404, lambda request, error: Response())
+    with pytest.raises(TypeError, match="ExceptionMiddleware"):
+        app.add_middleware(ExceptionMiddleware)
+    app.add_middleware(StarletteGZip)  # any other layer is welcome
+    assert [middleware.cls for middleware in app.user_middleware] == [StarletteGZip]  # type: ignore[comparison-overlap]
+
+
+async def test_a_tf_5xx_is_logged_by_the_gateway_with_its_code_and_counts_its_bytes(
+        example_config: Config, caplog: pytest.LogCaptureFixture) -> None:
+    import io
+
+    from gateway.errors import Overloaded
+    from gateway.observability import AccessLog, Metrics
+
+    async def overloaded(request: Request) -> Response:
+        raise Overloaded("too many requests in flight")
+
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("a bug in the gateway")
+
+    stream = io.StringIO()
+    app = create_app(Settings(access_log=False), example_config)
+    app.state.observer.access_log = AccessLog(Metrics(), stream, interval_s=0.01)
+    app.router.routes[:0] = [Route("/v1/models/overloaded:predict", overloaded, methods=["POST"]),
+                             Route("/v1/models/broken:predict", broken, methods=["POST"])]
+    caplog.set_level("WARNING", "gateway")
+    async with serve_under_root(app, "") as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        busy = await client.post("/v1/models/overloaded:predict", json={"instances": [1]})
+        fault = await client.post("/v1/models/broken:predict", json={"instances": [1]})
+        text = (await client.get("/metrics")).text
+    assert (busy.status_code, busy.json()) == (503, {"error": "too many requests in flight"})
+    assert any(record.name == "gateway" and record.levelname == "WARNING" and "503 overloaded" in record.getMessage()
+               for record in caplog.records)
+    assert fault.status_code == 500
+    assert sample(text, "gateway_response_bytes_total", route="/v1/models/broken:predict") == len(fault.content)
+    # the lifespan closed the access log (written out) as the server stopped
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    entry = next(line for line in lines if line["path"] == "/v1/models/broken:predict")
+    assert (entry["status"], entry["bytes_out"]) == (500, len(fault.content))
+
+
+async def test_a_tf_408_closes_the_connection(example_config: Config) -> None:
+    settings = Settings(access_log=False, body_timeout_s=0.2)
+    app = create_app(settings, example_config)
+    async with serve_under_root(app, "", settings) as url:
+        head, body = await _raw(url, b"POST /v1/models/increment_model:predict HTTP/1.1\r\nhost: gateway\r\n"
+                                     b"content-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert _header_values(head, b"connection") == [b"close"]
+    assert isinstance(orjson.loads(body)["error"], str)

@@ -518,3 +518,32 @@ async def test_dns_targets_are_resolved(tfs: FakeTFServing, tmp_path: Path) -> N
                 httpx.AsyncClient(base_url=url, timeout=10) as client):
         response = await client.post("/v1/models/toy/versions/1:predict", json={"instances": BATCH})
         assert response.json() == {"predictions": V1}
+
+
+class _UnusableMetadata(FakeTFServing):
+    """A TF Serving whose metadata packs something other than a SignatureDefMap."""
+
+    def _metadata(self, request: Any) -> Any:
+        response = super()._metadata(request)
+        response.metadata["signature_def"].type_url = "type.googleapis.com/tensorflow.TensorProto"
+        return response
+
+
+async def test_metadata_the_gateway_cannot_render_is_a_logged_500(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    server = _UnusableMetadata(typed=True)
+    await server.start()
+    try:
+        config = write_config(tmp_path / "config", server.target)
+        caplog.set_level("WARNING", "gateway")
+        async with (serve_app(create_app(Settings(access_log=False), config)) as url,
+                    httpx.AsyncClient(base_url=url, timeout=10) as client):
+            response = await client.get("/v1/models/toy/metadata")
+    finally:
+        await server.stop()
+    message = "Failed to unpack 'Any' object to 'SignatureDefMap' (type 'type.googleapis.com/tensorflow.TensorProto')."
+    assert (response.status_code, response.json()) == (500, {"error": message})
+    request_id = response.headers["x-request-id"]
+    assert any(record.name == "gateway" and record.levelname == "WARNING"
+               and f"request {request_id}: GET /v1/models/toy/metadata -> 500 model_error" in record.getMessage()
+               for record in caplog.records)
