@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import functools
 import logging
 import os
 import socket
+import struct
 import weakref
 from asyncio import TimerHandle
 from collections.abc import Callable
@@ -90,6 +92,7 @@ async def adopt_pending_connections(server: uvicorn.Server) -> None:
     for listener in server.servers:
         for sock in listener.sockets:
             with socket.socket(fileno=os.dup(sock.fileno())) as queue:
+                _refuse_new_handshakes(queue)
                 queue.setblocking(False)
                 _accept_queued(queue, pending)
         listener.close()
@@ -112,6 +115,22 @@ async def adopt_pending_connections(server: uvicorn.Server) -> None:
 
     for connection in pending:
         _adopt(loop, connection, create_protocol, config.ssl, handshake_s, server.server_state.tasks)
+
+
+# A classic BPF program of one instruction, `ret #0`: every packet to the socket is dropped.
+_DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)
+_SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)  # Linux's value
+
+
+def _refuse_new_handshakes(listener: socket.socket) -> None:
+    """Drop the SYNs that reach `listener` from now on (Linux): a connection whose handshake
+    completed after the queue was drained would be reset by the close, after its client sent a
+    request; a dropped SYN is retried by the client and then refused, never sent. Elsewhere
+    (no socket filters) the close keeps that small race."""
+    program = ctypes.create_string_buffer(_DROP_ALL)
+    fprog = struct.pack("HL", 1, ctypes.addressof(program))
+    with contextlib.suppress(OSError):
+        listener.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
 
 
 def _accept_queued(queue: socket.socket, pending: list[socket.socket]) -> None:

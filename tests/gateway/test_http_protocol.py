@@ -10,6 +10,7 @@ import errno
 import gc
 import socket
 import ssl
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from gateway.http_protocol import _accept_queued, http_protocol
+from gateway.http_protocol import _accept_queued, _refuse_new_handshakes, http_protocol
 from gateway.serving.server import UvicornServer
 from gateway.settings import Settings
 from tests.certs import make_certificates
@@ -274,3 +275,24 @@ async def test_closed_connections_are_freed_without_the_cycle_collector() -> Non
         finally:
             gc.enable()
     assert left == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="socket filters are Linux's")
+def test_a_listener_refusing_handshakes_keeps_its_connections() -> None:
+    # At shutdown the listener drops new SYNs before its queue is drained and it closes: a client
+    # then retries and is refused (never sent) instead of being reset after sending a request.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        address = listener.getsockname()
+        queued = socket.create_connection(address)
+        _refuse_new_handshakes(listener)
+        late = socket.socket()
+        late.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            late.connect(address)  # its SYN is dropped, not answered
+        accepted, _ = listener.accept()  # a connection queued before is still served
+        queued.sendall(b"ping")
+        assert accepted.recv(4) == b"ping"
+        for sock in (queued, late, accepted):
+            sock.close()
