@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -46,12 +46,22 @@ DISCOVERY_TIMEOUT_S = 5.0  # the longest a start or reload waits for backends to
 
 @dataclass(slots=True)
 class RequestContext:
-    """What the core needs to know about the caller's request. `labels` collects what the
-    core learns for logs and metrics (application, model, version)."""
+    """What the core needs to know about the caller's request, and what it learns serving it.
+
+    `labels` collects what logs and metrics are labelled with (application, model, version);
+    `route_key` and `variant_override` are the caller's routing wishes (sticky key, a forced
+    `model:version`); `served` names the variants that served it, stage by stage; `timings`
+    (name, seconds) is where its time went; `after_answer` holds what runs once the caller's
+    answer was sent (the front door calls `answered()`), such as shadow copies."""
 
     request_id: str
     deadline: float  # time.monotonic() by which the answer is due
     labels: dict[str, str] = field(default_factory=dict)
+    route_key: str | None = None
+    variant_override: str | None = None
+    served: list[str] = field(default_factory=list)
+    timings: list[tuple[str, float]] = field(default_factory=list)
+    after_answer: list[Callable[[], object]] = field(default_factory=list)
 
     @classmethod
     def start(cls, request_id: str, timeout_s: float,
@@ -64,6 +74,12 @@ class RequestContext:
         if left <= 0:
             raise DeadlineExceeded("the request's deadline passed before the answer was ready")
         return left
+
+    def answered(self) -> None:
+        """The caller's answer was sent (or the caller is gone): run what waited for it."""
+        jobs, self.after_answer = self.after_answer, []
+        for job in jobs:
+            job()
 
 
 SHARED_LOOKUP_MIN_S = 10.0  # the least time a contract lookup shared by requests is given
@@ -123,14 +139,14 @@ class DataPlane:
         outputs: dict[str, NDArray] = {}
         model = ""
         for stage in app.stages:
-            variant = choose_variant(stage)
+            variant = choose_variant(stage, context)
+            context.served.append(variant.name)
             model = variant.model.label
-            target = Target(variant.model, variant.selector)
+            target = variant.target
             prediction = await self._predict(target, tensors, context, specs=_discovered_inputs(target))
             outputs = prediction.outputs
             tensors = outputs
         return _contract_outputs(app, outputs, model)
-
 
     # ------------------------------------------------------------ single models
 

@@ -13,7 +13,7 @@ from gateway.backends.pool import ChannelPool
 from gateway.backends.protocols import PROTOCOLS
 from gateway.backends.scheduling import scheduled
 from gateway.errors import ConfigError, NotFound
-from gateway.manifests import ApplicationManifest, Config, ModelManifest, ModelRef, resolve_ref
+from gateway.manifests import ApplicationManifest, Config, ModelManifest, ModelRef, VariantManifest, resolve_ref
 from tensorcodecs import Signature
 
 
@@ -71,6 +71,35 @@ class Variant:
     model: Model
     weight: int
     selector: Selector | None = None
+    manifest: VariantManifest | None = None  # as the application's manifest names it
+
+    @property
+    def name(self) -> str:
+        """`name:version` as requests name it (`x-gateway-variant`) and answers report it
+        (`x-gateway-variants`): the version asked for when the model is floating."""
+        if self.selector is not None and self.selector.version is not None:
+            return f"{self.model.manifest.name}:{self.selector.version}"
+        if self.selector is not None and self.selector.label is not None:
+            return f"{self.model.manifest.name}@{self.selector.label}"
+        return self.model.label
+
+    @property
+    def target(self) -> Target:
+        return Target(self.model, self.selector)
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One step of an application: the live variants that share its traffic (one serves each
+    request) and the shadows that get copies of it. `number` counts from 1, as errors say."""
+
+    number: int
+    live: tuple[Variant, ...]
+    shadows: tuple[Variant, ...] = ()
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        return self.live + self.shadows
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,20 +108,23 @@ class Application:
     its last stage's outputs."""
 
     name: str
-    stages: tuple[tuple[Variant, ...], ...]
+    stages: tuple[Stage, ...]
     signature: Signature
     manifest: ApplicationManifest
-    # Its models whose contract comes from their backend (known once at build: requests to an
-    # application of declared contracts never look for one).
+    # Its live models whose contract comes from their backend (known once at build: requests to
+    # an application of declared contracts never look for one).
     from_backend: tuple[Model, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        undeclared = {id(v.model): v.model for stage in self.stages for v in stage
-                      if not v.model.manifest.contract_declared}
+        undeclared = {id(model): model for model in self.models() if not model.manifest.contract_declared}
         object.__setattr__(self, "from_backend", tuple(undeclared.values()))
 
     def models(self) -> list[Model]:
-        return [variant.model for stage in self.stages for variant in stage]
+        """The models of its live variants (what its answers and readiness depend on)."""
+        return [variant.model for stage in self.stages for variant in stage.live]
+
+    def shadow_models(self) -> list[Model]:
+        return [variant.model for stage in self.stages for variant in stage.shadows]
 
 
 class Registry:
@@ -169,16 +201,15 @@ def _backend_for(manifest: ModelManifest, pool: ChannelPool, failure: str | None
 
 def _resolve(app: ApplicationManifest, manifests: Mapping[tuple[str, int], ModelManifest],
              models: Mapping[tuple[str, int], Model]) -> Application:
-    stages: list[tuple[Variant, ...]] = []
-    for stage in app.stages:
-        variants = []
-        for variant in stage.variants:
-            resolution = resolve_ref(manifests, variant.model, app.source)
-            variants.append(Variant(models[resolution.manifest.key], variant.weight, resolution.selector))
-        stages.append(tuple(variants))
-    return Application(app.name, tuple(stages), _app_signature(app.name, tuple(stages)), app)
+    def bind(variant: VariantManifest) -> Variant:
+        resolution = resolve_ref(manifests, variant.model, variant.source or app.source)
+        return Variant(models[resolution.manifest.key], variant.weight, resolution.selector, variant)
+
+    stages = tuple(Stage(number, tuple(map(bind, stage.live)), tuple(map(bind, stage.shadows)))
+                   for number, stage in enumerate(app.stages, start=1))
+    return Application(app.name, stages, _app_signature(app.name, stages), app)
 
 
-def _app_signature(name: str, stages: tuple[tuple[Variant, ...], ...]) -> Signature:
-    first, last = stages[0][0].model.signature, stages[-1][0].model.signature
+def _app_signature(name: str, stages: tuple[Stage, ...]) -> Signature:
+    first, last = stages[0].live[0].model.signature, stages[-1].live[0].model.signature
     return Signature(name, first.inputs, last.outputs)

@@ -123,18 +123,46 @@ class Resolution:
 
 
 @dataclass(frozen=True, slots=True)
+class CompareSpec:
+    """How a shadow's float outputs are compared with the live variant's: equal when
+    |shadow - live| <= atol + rtol * |live| (numpy.isclose's rule and defaults); ints, bools
+    and strings compare exactly."""
+
+    rtol: float = 1e-05
+    atol: float = 1e-08
+
+
+DEFAULT_WEIGHT = 100  # a live variant without a weight: stages share equally
+
+
+@dataclass(frozen=True, slots=True)
 class VariantManifest:
-    """One model serving a stage, with its traffic weight (as the manifest names it)."""
+    """One model serving a stage: a live variant with its traffic weight, or a shadow that
+    gets a copy of (a `sample` share of) the stage's requests once the live variant answered,
+    whose answer is compared with the live one's and never returned."""
 
     model: ModelRef
-    weight: int = 100
+    weight: int = DEFAULT_WEIGHT  # live variants only (0 for a shadow)
+    shadow: bool = False
+    sample: float = 1.0  # shadows: the share of requests copied to it
+    compare: CompareSpec = CompareSpec()  # shadows: how its float outputs are compared
+    source: str = ""  # file:line of the variant in its manifest
 
 
 @dataclass(frozen=True, slots=True)
 class Stage:
-    """One step of an application; its variants share the traffic."""
+    """One step of an application; its live variants share the traffic, its shadows get copies."""
 
     variants: tuple[VariantManifest, ...]
+    source: str = ""
+
+    @property
+    def live(self) -> tuple[VariantManifest, ...]:
+        return tuple(v for v in self.variants if not v.shadow)
+
+    @property
+    def shadows(self) -> tuple[VariantManifest, ...]:
+        return tuple(v for v in self.variants if v.shadow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +174,9 @@ class ApplicationManifest:
     source: str
     timeout_s: float | None = None  # default deadline of its requests (else the gateway's)
     max_concurrency: int | None = None  # its requests in flight; beyond it 429
+    allow_variant_override: bool = False  # whether `x-gateway-variant` may force a variant
+    validate_outputs: bool = False  # check every stage's answer against its contract (502)
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # Hydrosphere's free-form key-values
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from gateway.backends.pool import ChannelPool
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BackendUnavailable, GatewayError, NotFound
 from gateway.lookups import BACKOFF_FIRST_S, BACKOFF_MAX_S, ByIdentity, SharedLookups
-from gateway.registry import Application, Model, Registry, Variant
+from gateway.registry import Application, Model, Registry, Stage, Variant
 from gateway.settings import Settings
 from tests.conftest import serve_app
 from tests.gateway.test_tfserving_api import BATCH, RELOAD, V2, ManualClock, manual_clock, write_config
@@ -113,7 +113,7 @@ async def test_every_stage_of_an_application_is_discovered_before_it_runs(
         tfs_toy_double_loading: tuple[FakeTFServing, Registry]) -> None:
     server, registry = tfs_toy_double_loading
     declared, middle = registry.models[("toy_one", 1)], registry.models[("toy_double", 0)]
-    stages = tuple((Variant(model, 100),) for model in (declared, middle, declared))
+    stages = tuple(Stage(n, (Variant(model, 100),)) for n, model in enumerate((declared, middle, declared), start=1))
     app = Application("chain", stages, declared.signature, registry.applications["toy_v1"].manifest)
     dataplane = DataPlane(registry)
     clock = ManualClock()

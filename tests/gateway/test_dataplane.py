@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway import dataplane
+from gateway import dataplane, registry
 from gateway.backends import Backend, NDArray, Selector, UnavailableBackend
 from gateway.backends.capabilities import (
     Classifies,
@@ -49,7 +49,7 @@ def _model(backend: Backend) -> Model:
 
 
 def _app(*models: Model) -> Application:
-    stages = tuple((Variant(m, 100),) for m in models)
+    stages = tuple(registry.Stage(n, (Variant(m, 100),)) for n, m in enumerate(models, start=1))
     ref = ModelRef(MANIFEST.name, Selector(MANIFEST.version))
     manifest = ApplicationManifest("app", tuple(Stage((VariantManifest(ref),)) for _ in models), "test")
     return Application("app", stages, Signature("app"), manifest)
