@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from gateway.answer_headers import Timing
 from gateway.backends import BackendCall, NDArray, NotDescribed, Prediction, Selector, UnavailableBackend
 from gateway.backends.capabilities import (
     Kind,
@@ -51,7 +52,7 @@ class RequestContext:
     `labels` collects what logs and metrics are labelled with (application, model, version);
     `route_key` and `variant_override` are the caller's routing wishes (sticky key, a forced
     `model:version`); `served` names the variants that served it, stage by stage; `timings`
-    (name, seconds) is where its time went; `after_answer` holds what runs once the caller's
+    is where its time went (Server-Timing); `after_answer` holds what runs once the caller's
     answer was sent (the front door calls `answered()`), such as shadow copies."""
 
     request_id: str
@@ -60,7 +61,7 @@ class RequestContext:
     route_key: str | None = None
     variant_override: str | None = None
     served: list[str] = field(default_factory=list)
-    timings: list[tuple[str, float]] = field(default_factory=list)
+    timings: list[Timing] = field(default_factory=list)
     after_answer: list[Callable[[], object]] = field(default_factory=list)
 
     @classmethod

@@ -23,6 +23,8 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.answer_headers import answer_headers
+
 if TYPE_CHECKING:
     from gateway.dataplane import RequestContext
 
@@ -213,8 +215,15 @@ class RequestObserver:
                 "time": time.time(), "request_id": scope["state"]["request_id"], "method": scope["method"],
                 "path": scope["path"], "status": status, "duration_ms": round(elapsed * 1000, 3),
                 "bytes_in": bytes_in, "bytes_out": bytes_out, "application": application,
-                "model": model, "version": version, "client": client[0] if client else None,
+                "model": model, "version": version, "variants": _served(scope),
+                "client": client[0] if client else None,
             })
+
+
+def _served(scope: Scope) -> list[str]:
+    """The variants that served the request, stage by stage (empty: no application ran)."""
+    context: RequestContext | None = scope.get(CONTEXT_KEY)
+    return context.served if context is not None else []
 
 
 def labels_of(scope: Scope) -> Mapping[str, str]:
@@ -240,7 +249,7 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        exchange = Exchange(receive, send, self.observer.begin(scope))
+        exchange = Exchange(receive, send, self.observer.begin(scope), scope)
         try:
             await self.app(scope, exchange.receive_counting, exchange.send_with_id)
         except BaseException:
@@ -254,6 +263,9 @@ class ObservabilityMiddleware:
             # `send` (a reference cycle per request, left to the garbage collector).
             scope[PROGRESS_KEY] = exchange.progress
             self.observer.end(scope, exchange.status, exchange.bytes_in, exchange.bytes_out, started)
+            context: RequestContext | None = scope.get(CONTEXT_KEY)
+            if context is not None and context.after_answer:
+                context.answered()
 
 
 NOT_STARTED, STARTED, FINISHED = range(3)  # how far an answer has gone out
@@ -265,9 +277,10 @@ class Exchange:
     status, how far the answer has gone out (`progress`), and the request id added to the
     answer's headers."""
 
-    __slots__ = ("bytes_in", "bytes_out", "progress", "receive", "request_id", "send", "status")
+    __slots__ = ("bytes_in", "bytes_out", "progress", "receive", "request_id", "scope", "send", "status")
 
-    def __init__(self, receive: Receive, send: Send, request_id: bytes) -> None:
+    def __init__(self, receive: Receive, send: Send, request_id: bytes, scope: Scope) -> None:
+        self.scope = scope
         self.receive = receive
         self.send = send
         self.request_id = request_id
@@ -289,6 +302,9 @@ class Exchange:
         if kind == "http.response.start":
             self.status = message["status"]
             message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, self.request_id)]
+            context: RequestContext | None = self.scope.get(CONTEXT_KEY)
+            if context is not None:
+                message["headers"].extend(answer_headers(context))
             self.progress = STARTED
         elif kind == "http.response.body":
             self.bytes_out += len(message.get("body", b""))
