@@ -31,12 +31,14 @@ from gateway.errors import (
     DeadlineExceeded,
     GatewayError,
     NotFound,
+    OutputContractViolation,
     Overloaded,
     TooManyRequests,
 )
 from gateway.lookups import ByIdentity, SharedLookups
 from gateway.observability import Metrics
-from gateway.registry import Application, Model, Registry, Target
+from gateway.output_contract import check_outputs
+from gateway.registry import Application, Model, Registry, Stage, Target, Variant
 from gateway.routing import choose_variant
 from tensorcodecs import Signature, TensorSpec
 
@@ -143,11 +145,48 @@ class DataPlane:
             variant = choose_variant(stage, context)
             context.served.append(variant.name)
             model = variant.model.label
-            target = variant.target
-            prediction = await self._predict(target, tensors, context, specs=_discovered_inputs(target))
+            prediction = await self._run_stage(app, stage, variant, tensors, context)
             outputs = prediction.outputs
             tensors = outputs
         return _contract_outputs(app, outputs, model)
+
+    async def _run_stage(self, app: Application, stage: Stage, variant: Variant, tensors: Mapping[str, NDArray],
+                         context: RequestContext) -> Prediction:
+        """One stage's call to `variant`, sent the inputs its model takes (not every output of
+        the stage before: servers refuse inputs they do not know), timed (Server-Timing
+        `stageN`, gateway_stage_duration_seconds), its answer checked when the application
+        validates outputs; an error of a stage of a pipeline names the stage and variant."""
+        target = variant.target
+        contract = _stage_contract(target)
+        if stage.number > 1 and contract is not None and contract.inputs:
+            tensors = {name: tensors[name] for name in contract.inputs if name in tensors}
+        started = time.perf_counter()
+        try:
+            prediction = await self._predict(target, tensors, context, specs=_discovered_inputs(target))
+            if app.manifest.validate_outputs and contract is not None:
+                self._check_outputs(prediction.outputs, contract, variant, context)
+        except GatewayError as error:
+            if len(app.stages) == 1:
+                raise
+            raise error.with_prefix(f"stage {stage.number} ({variant.name}): ") from error
+        finally:
+            elapsed = time.perf_counter() - started
+            context.timings.append(Timing(f"stage{stage.number}", elapsed, variant.name))
+            if self.metrics is not None:
+                self.metrics.stage_seconds_child(app.name, stage.number, variant.name).observe(elapsed)
+        return prediction
+
+    def _check_outputs(self, outputs: Mapping[str, NDArray], contract: Signature, variant: Variant,
+                       context: RequestContext) -> None:
+        """`outputs` against the contract of `variant`'s model (validate_outputs), counted per
+        model version when they break it."""
+        try:
+            check_outputs(outputs, contract.outputs, variant.name)
+        except OutputContractViolation:
+            if self.metrics is not None:
+                labels = context.labels
+                self.metrics.output_contract_violations.labels(labels["model"], labels["version"]).inc()
+            raise
 
     # ------------------------------------------------------------ single models
 
@@ -163,10 +202,14 @@ class DataPlane:
         if self.in_flight >= self.max_concurrency:
             raise Overloaded(f"the gateway is at its limit of {self.max_concurrency} requests in flight")
         self.in_flight += 1
+        started = time.perf_counter()
         try:
             return await self._predict(target, inputs, context, signature_name, specs)
         finally:
             self.in_flight -= 1
+            labels = context.labels
+            context.timings.append(Timing("backend", time.perf_counter() - started,
+                                          f"{labels['model']}:{labels['version']}"))
 
     async def _predict(self, target: Target, inputs: Mapping[str, NDArray], context: RequestContext,
                        signature_name: str | None = None,
@@ -312,6 +355,17 @@ def _discovered_inputs(target: Target) -> Mapping[str, TensorSpec] | None:
     known = model.contracts.by_selector
     signature = (known.get(target.selector) or known.get(None) or {}).get(model.signature_name)
     return signature.inputs if signature is not None else None
+
+
+def _stage_contract(target: Target) -> Signature | None:
+    """The contract of the model `target` reaches: its manifest's, else the one its backend
+    described for the target's version or label (else for its default version); None: not
+    known (not discovered yet)."""
+    model = target.model
+    if model.manifest.contract_declared:
+        return model.manifest.signature
+    known = model.contracts.by_selector
+    return (known.get(target.selector) or known.get(None) or {}).get(model.signature_name)
 
 
 def _contract_outputs(app: Application, outputs: dict[str, NDArray], model: str) -> dict[str, NDArray]:
