@@ -145,6 +145,7 @@ class DataPlane:
             variant = choose_variant(stage, context)
             context.served.append(variant.name)
             model = variant.model.label
+            tensors = _stage_inputs(stage, variant.target, tensors)
             prediction = await self._run_stage(app, stage, variant, tensors, context)
             outputs = prediction.outputs
             tensors = outputs
@@ -152,14 +153,11 @@ class DataPlane:
 
     async def _run_stage(self, app: Application, stage: Stage, variant: Variant, tensors: Mapping[str, NDArray],
                          context: RequestContext) -> Prediction:
-        """One stage's call to `variant`, sent the inputs its model takes (not every output of
-        the stage before: servers refuse inputs they do not know), timed (Server-Timing
-        `stageN`, gateway_stage_duration_seconds), its answer checked when the application
-        validates outputs; an error of a stage of a pipeline names the stage and variant."""
+        """One stage's call to `variant`, timed (Server-Timing `stageN`,
+        gateway_stage_duration_seconds), its answer checked when the application validates
+        outputs; an error of a stage of a pipeline names the stage and variant."""
         target = variant.target
         contract = _stage_contract(target)
-        if stage.number > 1 and contract is not None and contract.inputs:
-            tensors = {name: tensors[name] for name in contract.inputs if name in tensors}
         started = time.perf_counter()
         try:
             prediction = await self._predict(target, tensors, context, specs=_discovered_inputs(target))
@@ -366,6 +364,17 @@ def _stage_contract(target: Target) -> Signature | None:
         return model.manifest.signature
     known = model.contracts.by_selector
     return (known.get(target.selector) or known.get(None) or {}).get(model.signature_name)
+
+
+def _stage_inputs(stage: Stage, target: Target, tensors: Mapping[str, NDArray]) -> Mapping[str, NDArray]:
+    """What a stage after the first is sent of the outputs before it: the inputs its model takes
+    (servers refuse inputs they do not know), as the arrays they are (nothing re-encodes them)."""
+    if stage.number == 1:
+        return tensors  # decoded against the application's contract: its first stage's inputs
+    contract = _stage_contract(target)
+    if contract is None or not contract.inputs:
+        return tensors
+    return {name: tensors[name] for name in contract.inputs if name in tensors}
 
 
 def _contract_outputs(app: Application, outputs: dict[str, NDArray], model: str) -> dict[str, NDArray]:
