@@ -156,30 +156,32 @@ class DataPlane:
         """One stage's call to `variant`, timed (Server-Timing `stageN`,
         gateway_stage_duration_seconds), its answer checked when the application validates
         outputs; an error of a stage of a pipeline names the stage and variant."""
-        target = variant.target
-        contract = _stage_contract(target)
+        target, name = variant.target, variant.name
         started = time.perf_counter()
         try:
             prediction = await self._predict(target, tensors, context, specs=_discovered_inputs(target))
-            if app.manifest.validate_outputs and contract is not None:
-                self._check_outputs(prediction.outputs, contract, variant, context)
+            if app.manifest.validate_outputs:
+                self._check_outputs(prediction.outputs, target, name, context)
         except GatewayError as error:
             if len(app.stages) == 1:
                 raise
-            raise error.with_prefix(f"stage {stage.number} ({variant.name}): ") from error
+            raise error.with_prefix(f"stage {stage.number} ({name}): ") from error
         finally:
             elapsed = time.perf_counter() - started
-            context.timings.append(Timing(f"stage{stage.number}", elapsed, variant.name))
+            context.timings.append(Timing(f"stage{stage.number}", elapsed, name))
             if self.metrics is not None:
-                self.metrics.stage_seconds_child(app.name, stage.number, variant.name).observe(elapsed)
+                self.metrics.stage_seconds_child(app.name, stage.number, name).observe(elapsed)
         return prediction
 
-    def _check_outputs(self, outputs: Mapping[str, NDArray], contract: Signature, variant: Variant,
+    def _check_outputs(self, outputs: Mapping[str, NDArray], target: Target, variant: str,
                        context: RequestContext) -> None:
-        """`outputs` against the contract of `variant`'s model (validate_outputs), counted per
-        model version when they break it."""
+        """`outputs` against the contract of the model `target` reaches (validate_outputs; none
+        known yet: nothing to check), counted per model version when they break it."""
+        contract = _stage_contract(target)
+        if contract is None:
+            return
         try:
-            check_outputs(outputs, contract.outputs, variant.name)
+            check_outputs(outputs, contract.outputs, variant)
         except OutputContractViolation:
             if self.metrics is not None:
                 labels = context.labels
