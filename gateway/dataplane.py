@@ -149,7 +149,7 @@ class DataPlane:
             prediction = await self._run_stage(app, stage, variant, tensors, context)
             outputs = prediction.outputs
             tensors = outputs
-        return _contract_outputs(app, outputs, model)
+        return _contract_outputs(app, outputs, model, context.served[-1])
 
     async def _run_stage(self, app: Application, stage: Stage, variant: Variant, tensors: Mapping[str, NDArray],
                          context: RequestContext) -> Prediction:
@@ -379,12 +379,15 @@ def _stage_inputs(stage: Stage, target: Target, tensors: Mapping[str, NDArray]) 
     return {name: tensors[name] for name in contract.inputs if name in tensors}
 
 
-def _contract_outputs(app: Application, outputs: dict[str, NDArray], model: str) -> dict[str, NDArray]:
-    """The contract's outputs in contract order (extra outputs are not part of the API)."""
+def _contract_outputs(app: Application, outputs: dict[str, NDArray], model: str,
+                      variant: str) -> dict[str, NDArray]:
+    """The contract's outputs in contract order (extra outputs are not part of the API), from
+    the last stage's answer (`model` as `variant`)."""
     specs = app.signature.outputs
     if not specs:
         return outputs
     missing = [name for name in specs if name not in outputs]
     if missing:
-        raise BackendError(f"model {model} answered without output {missing[0]!r}")
+        error = BackendError(f"model {model} answered without output {missing[0]!r}")
+        raise error if len(app.stages) == 1 else error.with_prefix(f"stage {len(app.stages)} ({variant}): ")
     return {name: outputs[name] for name in specs}

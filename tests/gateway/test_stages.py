@@ -41,8 +41,9 @@ THREE_STAGES = "/gateway/applications/three_stages"
 S1 = "import numpy as np\n\ndef predict(x):\n    return {'y': x.astype(np.float32) / 2, 'unused': np.int64(7)}\n"
 S2 = ("import time\n\nimport numpy as np\n\ndef predict(y):\n"
       "    if (y < 0).any():\n        raise ValueError('no negative readings')\n"
-      "    if (y == 1000).any():\n        time.sleep(0.5)\n"
+      "    if (y == 1000).any():\n        time.sleep(1.5)\n"
       "    return {'z': y.astype(np.float64) * 3}\n")
+IDENTITY = "def predict(x):\n    return {'x': x}\n"
 S3 = "import numpy as np\n\ndef predict(z):\n    return {'w': np.array([f'{v:.2f}' for v in z])}\n"
 # The runtime behind `claims_*`: its own contract says float64, which it keeps.
 FLOAT64 = "import numpy as np\n\ndef predict(x):\n    return {'y': x.astype(np.float64) / 4}\n"
@@ -133,6 +134,8 @@ def _write_stage_config(root: Path, remote: str) -> Path:
                 outputs="z: {shape: [-1], type: float64}")
     write_model(root, "s3", "s3", S3, inputs="z: {shape: [-1], type: float64}",
                 outputs="w: {shape: [-1], type: string}")
+    write_model(root, "identity", "identity", IDENTITY, inputs="x: {shape: [-1], type: int64}",
+                outputs="x: {shape: [-1], type: int64}")
     backend = f"backend:\n  protocol: tensorflow-serving\n  target: {remote}\n  model_name: float64_model\n"
     (root / "models" / "claims_float32.yaml").write_text(
         f"kind: Model\nname: claims_float32\n{backend}contract:\n  inputs:\n    x: {{shape: [-1], type: int64}}\n"
@@ -154,6 +157,8 @@ def _write_stage_config(root: Path, remote: str) -> Path:
     (apps / "claims_pipeline.yaml").write_text(
         "kind: Application\nname: claims_pipeline\nvalidate_outputs: true\n"
         "pipeline:\n  - - model: claims_float32:1\n  - - model: s2:1\n")
+    (apps / "missing_last.yaml").write_text(
+        "kind: Application\nname: missing_last\npipeline:\n  - - model: identity:1\n  - - model: claims_two:1\n")
     return root
 
 
@@ -185,8 +190,8 @@ async def test_a_failing_stage_names_itself_with_the_error_it_wraps(stages: http
 
 
 async def test_the_deadline_covers_the_whole_pipeline(stages: httpx.AsyncClient) -> None:
-    # s2 takes 0.5 s on 1000.0 (x = 2000): the 300 ms of the request run out in stage 2.
-    response = await stages.post(THREE_STAGES, json={"x": [2000]}, headers={"x-request-timeout": "300"})
+    # s2 takes 1.5 s on 1000.0 (x = 2000): the 800 ms of the request run out in stage 2.
+    response = await stages.post(THREE_STAGES, json={"x": [2000]}, headers={"x-request-timeout": "800"})
     assert response.status_code == 504, response.text
     error = response.json()["error"]
     assert error["code"] == "deadline_exceeded"
@@ -215,6 +220,14 @@ async def test_validate_outputs_refuses_an_answer_that_breaks_the_contract(stage
         "code": "output_contract_violation", "field": "y",
         "message": "stage 1 (claims_float32:1): model claims_float32:1 answered output 'y' as float64; "
                    "its contract says float32"}
+    # Unchecked, an output of the application's contract missing from the last stage's answer
+    # is still refused, naming that stage (the model's own label: a remote model floating over
+    # the server's versions is `name:0`).
+    last = await stages.post("/gateway/applications/missing_last", json={"x": [2]})
+    assert last.status_code == 502
+    assert last.json()["error"] == {"code": "backend_error",
+                                    "message": "stage 2 (claims_two:1): model claims_two:0 answered without "
+                                               "output 'extra'"}
     # The embedded runtime's models keep their contracts: checked, they answer as before.
     assert (await stages.post("/gateway/applications/three_stages_checked", json={"x": [2]})).json() == {
         "w": ["3.00"]}
