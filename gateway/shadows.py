@@ -127,6 +127,10 @@ class ShadowTraffic:
         except asyncio.QueueFull:
             self._count(copy, "dropped")
 
+    def pending(self) -> int:
+        """Copies queued or being sent."""
+        return sum(lane.queue.qsize() + len(lane.busy) for lane in self._lanes.values())
+
     # ------------------------------------------------------------ sending them
 
     async def _serve(self, lane: _Lane) -> None:
