@@ -276,10 +276,11 @@ async def test_a_disagreeing_shadow_is_measured_and_logged_with_both_answers(
 async def test_a_sampled_shadow_gets_about_its_share(tmp_path: Path) -> None:
     async with tf_serving(Live=lambda x: x, Half=lambda x: x) as server:
         config = write_shadowed(tmp_path / "config", server.target, {"half": (server.target, "Half", "sample: 0.5")})
-        async with gateway(config) as (client, _):
+        async with gateway(config) as (client, app):
+            shadows = app.state.dataplane.shadows
             for _ in range(16):
                 await asyncio.gather(*(client.post(APP, json=X) for _ in range(25)))
-            await asyncio.sleep(0.2)
+                await eventually(lambda: _true(shadows.pending() == 0), what="the copies sent")
             outcomes = await copies(client, "half:1")
     assert 140 <= outcomes["answered"] <= 260  # 400 requests, p = 0.5: within 6 standard deviations
     assert outcomes["failed"] == outcomes["dropped"] == 0
