@@ -29,6 +29,7 @@ from gateway.app import create_app
 from gateway.backends import NDArray, Selector
 from gateway.backends.resilience import CircuitState
 from gateway.dataplane import DataPlane, RequestContext
+from gateway.errors import ConfigError
 from gateway.manifests import ApplicationManifest, CompareSpec, ModelRef, Stage, VariantManifest, load_config
 from gateway.observability import Metrics
 from gateway.registry import Application, Model, Registry, Variant
@@ -396,3 +397,16 @@ async def test_a_slow_shadow_on_the_embedded_runtime_neither_delays_nor_limits_t
             outcomes = await settled(client, "slow:1", 2, timeout=10)  # the first two hit the 1 s deadline
             assert outcomes["failed"] >= 2
             assert outcomes["answered"] == 0
+
+
+def test_the_shadow_settings_come_from_their_section_of_gateway_yaml(tmp_path: Path) -> None:
+    (tmp_path / "gateway.yaml").write_text(
+        "kind: Gateway\nshadows: {shadow_queue_size: 5, shadow_concurrency: 3, shadow_log_sample: 0}\n")
+    settings = Settings.load(tmp_path, load_config(tmp_path).gateway.values, env={})
+    assert (settings.shadow_queue_size, settings.shadow_concurrency, settings.shadow_log_sample) == (5, 3, 0.0)
+    assert Settings.load(tmp_path, env={"GATEWAY_SHADOW_LOG_SAMPLE": "1"}).shadow_log_sample == 1.0
+    (tmp_path / "gateway.yaml").write_text("kind: Gateway\nshadows: {shadow_log_sample: 1.5}\n")
+    with pytest.raises(ConfigError, match=r"shadow_log_sample must be between 0\.0 and 1\.0"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match="shadow_queue_size must be greater than 0"):
+        Settings.load(tmp_path, env={"GATEWAY_SHADOW_QUEUE_SIZE": "0"})
