@@ -355,11 +355,11 @@ async def test_the_shadow_is_called_only_after_the_client_received_the_answer(tm
 
 async def test_a_full_queue_drops_copies_and_shutdown_drains_the_rest(tmp_path: Path) -> None:
     async with tf_serving(Live=lambda x: x) as live, tf_serving(Stuck=lambda x: x) as stuck:
-        stuck.hold = asyncio.Event()  # the shadow's calls wait until the test ends
         config = write_shadowed(tmp_path / "config", live.target, {"stuck": (stuck.target, "Stuck", "")})
         app = create_app(Settings(access_log=False, shadow_queue_size=1, shadow_concurrency=1,
                                   drain_timeout_s=0.2), load_config(config))
         async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+            stuck.hold = asyncio.Event()  # the shadow's calls wait until the test ends
             for _ in range(5):
                 assert (await client.post(APP, json=X)).status_code == 200
             # One copy is being sent, one waits in the queue, the other three found it full.
