@@ -12,6 +12,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -37,7 +40,7 @@ from gateway.settings import Settings
 from gateway.shadow_compare import compare_outputs, preview
 from gateway.shadows import ShadowTraffic
 from tensorcodecs import Signature, TensorSpec, lookup_dtype
-from tests.conftest import CONFIG_DIR, runtimes_for, serve_app, write_model
+from tests.conftest import CONFIG_DIR, REPO, runtimes_for, serve_app, write_model
 from tests.doubles import InMemoryBackend
 from tests.gateway.test_observability import sample
 from tests.tfserving_server import DEFAULT, Abort, FakeTFServing, Servable
@@ -132,6 +135,55 @@ async def test_a_shadow_is_called_only_once_the_answer_was_sent_and_never_feeds_
     assert sample(text, "gateway_shadow_comparisons_total", application="app", stage="1", output="number",
                   agreed="false") == 1
     assert sample(text, "gateway_backend_duration_seconds_count", model="increment_model") == 2  # live only
+
+
+async def test_a_copy_made_before_a_reload_goes_to_the_variant_it_was_made_for() -> None:
+    manifest = load_config(CONFIG_DIR).models[("increment_model", 1)]
+    then = Model(manifest, InMemoryBackend(dict))
+    old_shadow, new_shadow = InMemoryBackend(dict), InMemoryBackend(dict)
+    before = _double_app(Model(manifest, InMemoryBackend(dict)), Model(manifest, old_shadow), then)
+    after = _double_app(Model(manifest, InMemoryBackend(dict)), Model(manifest, new_shadow), then)
+    shadows = ShadowTraffic()
+    plane = DataPlane(Registry({}, {"app": before}), shadows=shadows)
+    context = RequestContext.start("r2", 5)
+    await plane.predict(before, {"number": np.array([1], np.int32)}, context)
+    plane.registry = Registry({}, {"app": after})  # a reload's swap, before the answer went out
+    context.answered()
+    await eventually(lambda: _true(shadows.pending() == 0), what="the copy sent")
+    assert (len(old_shadow.calls), len(new_shadow.calls)) == (1, 0)
+    await shadows.close()
+
+
+MULTIPROCESS = """
+import sys
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from gateway.observability import Metrics
+
+metrics = Metrics()
+labels = ("app", "1", "s:1")
+metrics.shadow_copies.labels(*labels, "answered").inc()
+metrics.shadow_comparisons.labels(*labels, "y", "true").inc()
+metrics.shadow_agreement.labels(*labels, "y").set(0.75)
+metrics.shadow_abs_difference.labels(*labels, "y").observe(0.5)
+metrics.shadow_latency_difference.labels(*labels).observe(-0.01)
+registry = CollectorRegistry()
+MultiProcessCollector(registry)
+sys.stdout.write(generate_latest(registry).decode())
+"""
+
+
+def test_the_shadow_metrics_work_in_multiprocess_mode(tmp_path: Path) -> None:
+    """With --workers N every worker's values are collected from PROMETHEUS_MULTIPROC_DIR."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    text = subprocess.run([sys.executable, "-c", MULTIPROCESS], env=env, cwd=REPO, capture_output=True,
+                          text=True, check=True, timeout=60).stdout
+    labels = {"application": "app", "stage": "1", "shadow": "s:1"}
+    assert sample(text, "gateway_shadow_copies_total", **labels, outcome="answered") == 1
+    assert sample(text, "gateway_shadow_comparisons_total", **labels, output="y", agreed="true") == 1
+    assert sample(text, "gateway_shadow_agreement_ratio", **labels, output="y") == 0.75
+    assert sample(text, "gateway_shadow_abs_difference_count", **labels, output="y") == 1
+    assert sample(text, "gateway_shadow_latency_difference_seconds_bucket", **labels, le="-0.01") == 1
 
 
 async def _true(value: bool) -> bool:
