@@ -3,19 +3,23 @@ alone, through the data plane with in-memory backends, and over HTTP with the re
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import random
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from gateway import registry
@@ -30,9 +34,10 @@ from gateway.manifests import (
     VariantManifest,
     load_config,
 )
+from gateway.observability import AccessLog, Metrics
 from gateway.registry import Application, Model, Registry, Variant
 from gateway.routing import MAX_ROUTE_KEY_BYTES, Router, choose_variant, route_key, variant_override
-from gateway.settings import AuthSettings, Settings
+from gateway.settings import ApiKey, AuthSettings, Settings
 from tensorcodecs import Signature
 from tests.conftest import CONFIG_DIR, runtimes_for, serve_app, write_model
 from tests.doubles import InMemoryBackend
@@ -244,7 +249,7 @@ def test_the_override_accepts_the_spelling_the_manifest_declared() -> None:
 
 # ------------------------------------------------------------------ over HTTP, with the real runtime
 
-ADMIN = "admin-token"
+ADMIN, KEY = "admin-token", "caller-key"
 
 
 def _add(amount: int, given: str = "x", answered: str = "y", least: int = -100) -> str:
@@ -273,12 +278,24 @@ def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def client(config_dir: Path, request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
-    tokens = (hashlib.sha256(ADMIN.encode()).hexdigest(),) if getattr(request, "param", False) else ()
-    settings = Settings(auth=AuthSettings(admin_token_sha256=tokens))
+def access_log() -> io.StringIO:
+    return io.StringIO()
+
+
+@pytest.fixture
+async def client(config_dir: Path, access_log: io.StringIO,
+                 request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway serving `config_dir`; with the parameter True, admin tokens and API keys are
+    configured."""
+    secured = getattr(request, "param", False)
+    settings = Settings(access_log=False, auth=AuthSettings(
+        api_keys=(ApiKey("caller", hashlib.sha256(KEY.encode()).hexdigest()),) if secured else (),
+        admin_token_sha256=(hashlib.sha256(ADMIN.encode()).hexdigest(),) if secured else ()))
     with runtimes_for(load_config(config_dir)) as config:
+        app = create_app(settings, config)
+        app.state.observer.access_log = AccessLog(Metrics(), access_log)
         async with (
-            serve_app(create_app(settings, config)) as url,
+            serve_app(app) as url,
             httpx.AsyncClient(base_url=url, timeout=10) as client,
         ):
             yield client
@@ -310,7 +327,15 @@ async def test_a_route_key_sticks_over_http(client: httpx.AsyncClient) -> None:
     assert long.json()["error"]["message"] == "x-gateway-route-key is 1025 bytes long; the limit is 1024"
 
 
-async def test_errors_after_a_stage_ran_name_it(client: httpx.AsyncClient) -> None:
+async def _logged(stream: io.StringIO, count: int) -> list[dict[str, object]]:
+    """The first `count` access log entries (the log is written by a thread, in batches)."""
+    deadline = time.monotonic() + 5
+    while len(stream.getvalue().splitlines()) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return [orjson.loads(line) for line in stream.getvalue().splitlines()[:count]]
+
+
+async def test_errors_after_a_stage_ran_name_it(client: httpx.AsyncClient, access_log: io.StringIO) -> None:
     first = await client.post("/gateway/applications/open", json={"x": [-101]},
                               headers={"x-gateway-variant": "dark:1"})
     assert first.status_code == 500
@@ -319,6 +344,7 @@ async def test_errors_after_a_stage_ran_name_it(client: httpx.AsyncClient) -> No
                                headers={"x-gateway-variant": "dark:1"})
     assert second.status_code == 500
     assert second.headers["x-gateway-variants"] == "dark:1, c:1"
+    assert [entry["variants"] for entry in await _logged(access_log, 2)] == [["dark:1"], ["dark:1", "c:1"]]
     refused = await client.post("/gateway/applications/open", json={"x": [0]},
                                 headers={"x-gateway-variant": "nope:1"})
     assert refused.status_code == 400
@@ -349,7 +375,7 @@ async def test_the_override_forces_variants_where_the_application_allows_it(clie
 
 @pytest.mark.parametrize("client", [True], indirect=True)
 async def test_the_override_needs_an_admin_token_once_tokens_are_configured(client: httpx.AsyncClient) -> None:
-    forced = {"x-gateway-variant": "b:1"}
+    forced = {"x-gateway-variant": "b:1", "x-api-key": KEY}  # the API key beside the admin token
     refused = await client.post("/gateway/applications/open", json={"x": [0]}, headers=forced)
     assert refused.status_code == 403
     assert refused.json()["error"]["message"] == "x-gateway-variant needs Authorization: Bearer <admin token>"
@@ -359,6 +385,7 @@ async def test_the_override_needs_an_admin_token_once_tokens_are_configured(clie
     allowed = await client.post("/gateway/applications/open", json={"x": [0]},
                                 headers={**forced, "authorization": f"Bearer {ADMIN}"})
     assert _answer(allowed) == (200, "b:1, c:1", {"z": [12]})
-    plain = await client.post("/gateway/applications/open", json={"x": [0]})
-    assert plain.status_code == 200  # routing needs no token
+    plain = await client.post("/gateway/applications/open", json={"x": [0]},
+                              headers={"x-gateway-route-key": "alice", "authorization": f"Bearer {KEY}"})
+    assert plain.status_code == 200  # routing by key needs no token
 
