@@ -144,6 +144,7 @@ def _live_name(stage: Stage, name: str) -> str | None:
 
 
 def _not_live(app: Application, name: str) -> str:
+    """Why `name` cannot be forced: a shadow's name, or no variant's (each stage's live ones)."""
     for stage in app.stages:
         if name in stage.router.shadow_names or any(
                 variant.manifest is not None and str(variant.manifest.model) == name for variant in stage.shadows):
