@@ -37,7 +37,8 @@ def request_context(request: Request, settings: Settings, app: Application | Non
     """The request's context: its id, its labels (`application` when `app` is given; the core
     adds the model and version) and its deadline: the client's `x-request-timeout`
     (milliseconds, capped at `max_request_timeout_s`), else the application's `timeout_s`, else
-    the gateway's default. It is kept in the scope, where the observer reads its labels once
+    the gateway's default; for an application, the caller's routing headers (`_routing_wishes`).
+    It is kept in the scope, where the observer reads its labels once
     the request is answered (errors included, a bad `x-request-timeout` too)."""
     timeout = settings.request_timeout_s
     if app is not None and app.manifest.timeout_s is not None:
