@@ -15,6 +15,7 @@ from gateway.backends.protocols import PROTOCOLS
 from gateway.backends.scheduling import scheduled
 from gateway.errors import ConfigError, NotFound
 from gateway.manifests import ApplicationManifest, Config, ModelManifest, ModelRef, VariantManifest, resolve_ref
+from gateway.routing import Router
 from tensorcodecs import Signature
 
 
@@ -100,6 +101,10 @@ class Stage:
     number: int
     live: tuple[Variant, ...]
     shadows: tuple[Variant, ...] = ()
+    router: Router = field(init=False, repr=False, compare=False)  # built once per stage, not per request
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "router", Router(self.live, self.shadows))
 
     @property
     def variants(self) -> tuple[Variant, ...]:
