@@ -38,6 +38,7 @@ from gateway.lookups import ByIdentity, SharedLookups
 from gateway.observability import Metrics
 from gateway.registry import Application, Model, Registry, Target
 from gateway.routing import choose_variant
+from gateway.shadows import ShadowTraffic
 from tensorcodecs import Signature, TensorSpec
 
 C = TypeVar("C")
@@ -92,7 +93,7 @@ class DataPlane:
     Nothing waits in a queue: a request over a limit is refused at once with Retry-After."""
 
     def __init__(self, registry: Registry, max_concurrency: int = 1024,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, shadows: ShadowTraffic | None = None) -> None:
         self.registry = registry
         self.max_concurrency = max_concurrency
         self.metrics = metrics
@@ -100,6 +101,7 @@ class DataPlane:
         self._app_in_flight: dict[str, int] = {}
         self.contract_lookups: SharedLookups[tuple[ByIdentity[Model], Selector | None], dict[str, Signature]] = (
             SharedLookups())
+        self.shadows = shadows  # where shadow variants get their copies (None: they get none)
 
     def application(self, name: str) -> Application:
         """The application called `name` (NotFound otherwise)."""
@@ -144,7 +146,11 @@ class DataPlane:
             context.served.append(variant.name)
             model = variant.model.label
             target = variant.target
+            live_started = time.perf_counter()
             prediction = await self._predict(target, tensors, context, specs=_discovered_inputs(target))
+            if stage.shadows and self.shadows is not None:
+                self.shadows.copy(app, stage, variant, tensors, prediction, time.perf_counter() - live_started,
+                                  context, _discovered_inputs)
             outputs = prediction.outputs
             tensors = outputs
         return _contract_outputs(app, outputs, model)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.backends import Backend, Selector, UnavailableBackend
 from gateway.backends.base import default_signature
@@ -36,6 +37,9 @@ class Model:
     manifest: ModelManifest
     backend: Backend
     contracts: Contracts = field(default_factory=Contracts, compare=False)
+    # For a model some application uses as a shadow: its backend without the target's circuit
+    # breaker or a call scheduler, through which shadow copies go (gateway.shadows).
+    shadow_backend: Backend | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
@@ -147,7 +151,10 @@ class Registry:
         """Bind every model to a backend on the pool; `failed` gives reasons for local models
         whose runtime did not start."""
         failed = failed or {}
-        models = {key: Model(manifest, _backend_for(manifest, pool, failed.get(key)))
+        shadowed = _shadow_models(config)
+        models = {key: Model(manifest, _backend_for(manifest, pool, failed.get(key)),
+                             shadow_backend=_shadow_backend_for(manifest, pool, failed.get(key))
+                             if key in shadowed else None)
                   for key, manifest in config.models.items()}
         applications = {name: _resolve(app, config.models, models)
                         for name, app in config.applications.items()}
@@ -187,9 +194,16 @@ class Registry:
                              for name, app in self.applications.items()}
 
 
+class Connect(Protocol):
+    """A backend protocol's `connect`: the backend of a manifest on the pool; `guarded=False`
+    leaves the target's circuit breaker out (for shadow calls, which must not open it)."""
+
+    def __call__(self, manifest: ModelManifest, pool: ChannelPool, *, guarded: bool = True) -> Backend: ...
+
+
 # The backend of each protocol a manifest may name (`backend.protocol`): the `connect` of the
 # module gateway.backends.protocols names for it.
-BACKENDS: dict[str, Callable[[ModelManifest, ChannelPool], Backend]] = {
+BACKENDS: dict[str, Connect] = {
     name: importlib.import_module(module).connect for name, module in PROTOCOLS.items()
 }
 
@@ -202,6 +216,21 @@ def _backend_for(manifest: ModelManifest, pool: ChannelPool, failure: str | None
     backend = BACKENDS[spec.protocol](manifest, pool)
     return scheduled(backend, default_signature(manifest), manifest.signature.inputs, manifest.batching,
                      spec.shared_calls)
+
+
+def _shadow_backend_for(manifest: ModelManifest, pool: ChannelPool, failure: str | None) -> Backend:
+    """The backend shadow copies of `manifest`'s model go through: unguarded and unscheduled."""
+    spec = manifest.backend
+    if spec is None:
+        return UnavailableBackend.for_model(f"{manifest.name}:{manifest.version}",
+                                            failure or "its runtime is not running", manifest.folder)
+    return BACKENDS[spec.protocol](manifest, pool, guarded=False)
+
+
+def _shadow_models(config: Config) -> set[tuple[str, int]]:
+    """The models some application uses as a shadow variant."""
+    return {resolve_ref(config.models, variant.model, variant.source or app.source).manifest.key
+            for app in config.applications.values() for stage in app.stages for variant in stage.shadows}
 
 
 def _resolve(app: ApplicationManifest, manifests: Mapping[tuple[str, int], ModelManifest],
