@@ -26,6 +26,7 @@ from gateway.backends.capabilities import (
     reload_applied,
 )
 from gateway.errors import (
+    ApplicationContractMismatch,
     BackendError,
     BadRequest,
     DeadlineExceeded,
@@ -111,15 +112,17 @@ class DataPlane:
         asked now, so that a request is checked against the real contract and each stage is
         sent its model's inputs, or fails with that backend's 503 before any stage runs."""
         pending = [model for model in app.from_backend if None not in model.contracts.by_selector]
-        if not pending:
-            return app
-        timeout = context.remaining()
-        await asyncio.gather(*(self._signatures(Target(model), timeout, context.request_id) for model in pending))
-        return self.registry.applications.get(app.name, app)
+        if pending:
+            timeout = context.remaining()
+            await asyncio.gather(*(self._signatures(Target(model), timeout, context.request_id) for model in pending))
+            app = self.registry.applications.get(app.name, app)
+        _refuse_mismatched(app)
+        return app
 
     async def predict(self, app: Application, inputs: Mapping[str, NDArray],
                       context: RequestContext) -> dict[str, NDArray]:
         """Pass `inputs` through every stage; each stage's outputs feed the next."""
+        _refuse_mismatched(app)
         if self.in_flight >= self.max_concurrency:
             raise Overloaded(f"the gateway is at its limit of {self.max_concurrency} requests in flight")
         limit = app.manifest.max_concurrency
@@ -300,6 +303,12 @@ class DataPlane:
                     other.contracts.clear()
             await self.discover(context.remaining(), context.request_id)
         return answer
+
+
+def _refuse_mismatched(app: Application) -> None:
+    """503 for an application whose discovered contracts do not fit together."""
+    if app.problems:
+        raise ApplicationContractMismatch("; ".join(app.problems))
 
 
 def _discovered_inputs(target: Target) -> Mapping[str, TensorSpec] | None:

@@ -13,7 +13,17 @@ from gateway.backends.pool import ChannelPool
 from gateway.backends.protocols import PROTOCOLS
 from gateway.backends.scheduling import scheduled
 from gateway.errors import ConfigError, NotFound
-from gateway.manifests import ApplicationManifest, Config, ModelManifest, ModelRef, VariantManifest, resolve_ref
+from gateway.manifests import (
+    ApplicationManifest,
+    Config,
+    ModelManifest,
+    ModelRef,
+    Plan,
+    PlannedStage,
+    PlannedVariant,
+    VariantManifest,
+    resolve_ref,
+)
 from tensorcodecs import Signature
 
 
@@ -114,10 +124,21 @@ class Application:
     # Its live models whose contract comes from their backend (known once at build: requests to
     # an application of declared contracts never look for one).
     from_backend: tuple[Model, ...] = field(init=False)
+    # The contract rules its known contracts break (discovered ones: declared ones are checked
+    # at load); while there are any it is not ready and answers ApplicationContractMismatch.
+    problems: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         undeclared = {id(model): model for model in self.models() if not model.manifest.contract_declared}
         object.__setattr__(self, "from_backend", tuple(undeclared.values()))
+        object.__setattr__(self, "problems", tuple(problem.message for problem in self.plan().problems()))
+
+    def plan(self) -> Plan:
+        """Its stages with the contracts known now: declared, or discovered for the model's
+        default version (None until then)."""
+        return Plan(self.name, tuple(
+            PlannedStage(stage.number, tuple(_planned(variant) for variant in stage.variants))
+            for stage in self.stages))
 
     def models(self) -> list[Model]:
         """The models of its live variants (what its answers and readiness depend on)."""
@@ -208,6 +229,17 @@ def _resolve(app: ApplicationManifest, manifests: Mapping[tuple[str, int], Model
     stages = tuple(Stage(number, tuple(map(bind, stage.live)), tuple(map(bind, stage.shadows)))
                    for number, stage in enumerate(app.stages, start=1))
     return Application(app.name, stages, _app_signature(app.name, stages), app)
+
+
+def _planned(variant: Variant) -> PlannedVariant:
+    model, manifest = variant.model, variant.manifest
+    signature: Signature | None = model.manifest.signature
+    if not model.manifest.contract_declared:
+        discovered = model.contracts.by_selector.get(None)
+        signature = discovered.get(model.signature_name) if discovered is not None else None
+    if manifest is None:
+        return PlannedVariant(variant.name, variant.weight, signature=signature)
+    return PlannedVariant(variant.name, variant.weight, manifest.shadow, manifest.sample, signature, manifest.source)
 
 
 def _app_signature(name: str, stages: tuple[Stage, ...]) -> Signature:
