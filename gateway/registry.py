@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -25,6 +26,8 @@ from gateway.manifests import (
     resolve_ref,
 )
 from tensorcodecs import Signature
+
+log = logging.getLogger("gateway.registry")
 
 
 @dataclass(slots=True)
@@ -198,9 +201,16 @@ class Registry:
         return Target(self.models[resolution.manifest.key], resolution.selector)
 
     def refresh_applications(self) -> None:
-        """Recompute application contracts after model contracts were discovered."""
+        """Recompute application contracts (and their problems) after model contracts were discovered."""
+        before = self.applications
         self.applications = {name: dataclasses.replace(app, signature=_app_signature(app.name, app.stages))
                              for name, app in self.applications.items()}
+        for name, app in self.applications.items():
+            if app.problems != before[name].problems:
+                if app.problems:
+                    log.warning("application %s is not ready: %s", name, "; ".join(app.problems))
+                else:
+                    log.warning("application %s: its discovered contracts fit together again", name)
 
 
 # The backend of each protocol a manifest may name (`backend.protocol`): the `connect` of the

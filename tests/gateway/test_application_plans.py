@@ -72,7 +72,7 @@ MISMATCH = ("application chain: stage 2 (toy_double:0) input 'input_1' is not an
 
 
 async def test_discovered_contracts_that_do_not_fit_keep_the_application_not_ready_until_they_do(
-        tfs: FakeTFServing, tmp_path: Path) -> None:
+        tfs: FakeTFServing, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     config = tmp_path / "config"
     write_remote_model(config, "toy", tfs.target, "Toy")
     write_remote_model(config, "toy_double", tfs.target, "Toy_double")
@@ -86,6 +86,7 @@ async def test_discovered_contracts_that_do_not_fit_keep_the_application_not_rea
         assert (detail["chain"]["ready"], detail["chain"]["problems"]) == (False, [MISMATCH])
         assert (detail["alone"]["ready"], detail["alone"]["problems"]) == (True, [])
         assert all(model["ready"] for model in detail["chain"]["models"].values())  # the backends are fine
+        assert f"application chain is not ready: {MISMATCH}" in caplog.messages
 
         before = predictions(tfs)
         for body in ({"input_1": BATCH}, {"nothing": 1}):  # refused before its body is checked or any stage runs
@@ -106,6 +107,7 @@ async def test_discovered_contracts_that_do_not_fit_keep_the_application_not_rea
         ready = await client.get("/health/ready")
         assert ready.status_code == 200, ready.text
         assert ready.json()["applications"]["chain"]["problems"] == []
+        assert "application chain: its discovered contracts fit together again" in caplog.messages
         response = await client.post("/gateway/applications/chain", json={"input_1": BATCH})
         assert response.status_code == 200, response.text
         assert response.json()["doubled"] == [[pytest.approx(0.6)], [pytest.approx(0.8)]]  # Toy 2: (a + b) / 10
