@@ -115,7 +115,7 @@ def _compare(config: Config, url: str, api_key: str | None, timeout: float) -> i
         return 2
     try:
         running = {plan.application: plan for plan in map(plan_from_json, response.json()["applications"])}
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # not a gateway's plans
         print(f"gateway check: {address} did not answer application plans: {error!r}", file=sys.stderr)
         return 2
     changes = diff(running, {name: manifest_plan(app, config.models) for name, app in config.applications.items()})

@@ -13,6 +13,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from gateway.app import create_app
 from gateway.cli import main
@@ -277,6 +280,13 @@ async def test_check_says_when_the_gateway_does_not_answer_its_plans(
     status, _, err = await check(capsys, "--config", str(config), "--url", "not a url")
     assert status == 2
     assert "does not answer" in err
+    answers: list[object] = [{"applications": [1]}, {"applications": [{"name": "x"}]}, [], {"applications": "x"}]
+    for answer in answers:
+        other = Starlette(routes=[Route("/gateway/applications", lambda _, body=answer: JSONResponse(body))])
+        async with serve_app(other) as url:
+            status, _, err = await check(capsys, "--config", str(config), "--url", url)
+            assert status == 2
+            assert err.startswith(f"gateway check: {url}/gateway/applications did not answer application plans: ")
     async with serve_app(create_app(Settings(access_log=False, auth=KEYS), load_config(config))) as url:
         status, _, err = await check(capsys, "--config", str(config), "--url", url)
         assert status == 2
