@@ -250,8 +250,7 @@ class DataPlane:
         model = target.model
         signatures = await model.backend.describe(target.selector, timeout, request_id)
         model.contracts.by_selector[target.selector] = signatures
-        if target.selector is None:
-            self.registry.refresh_applications()
+        self.registry.refresh_applications()  # a variant's version may be the one described
         return signatures
 
     async def discover(self, timeout: float, request_id: str = "") -> dict[str, str]:
@@ -264,14 +263,16 @@ class DataPlane:
         for model in models:
             model.contracts.clear()
         self.contract_lookups.forget()
-        results = await asyncio.gather(*(self._signatures(Target(m), timeout, request_id) for m in models),
+        targets = [Target(m) for m in models] + _variant_targets(self.registry)
+        results = await asyncio.gather(*(self._signatures(t, timeout, request_id) for t in targets),
                                        return_exceptions=True)
         failures: dict[str, str] = {}
-        for model, result in zip(models, results, strict=True):
+        for target, result in zip(targets, results, strict=True):
+            model = target.model
             if isinstance(result, GatewayError):
-                failures[model.label] = result.message
-                log.warning("contract of model %s not discovered yet: %s [%s]", model.label, result.message,
-                            result.log_detail or "")
+                failures.setdefault(model.label, result.message)
+                log.warning("contract of model %s (%s) not discovered yet: %s [%s]", model.label,
+                            target.selector or "the default version", result.message, result.log_detail or "")
             elif isinstance(result, BaseException):
                 raise result
         self.registry.refresh_applications()
@@ -303,6 +304,20 @@ class DataPlane:
                     other.contracts.clear()
             await self.discover(context.remaining(), context.request_id)
         return answer
+
+
+def _variant_targets(registry: Registry) -> list[Target]:
+    """The version or label each application variant of a model without a declared contract
+    asks for, when it names one (a canary of `toy:1` and `toy:2`): their contracts are the
+    ones the application's checks and requests use."""
+    targets: dict[tuple[int, Selector], Target] = {}
+    for app in registry.applications.values():
+        for stage in app.stages:
+            for variant in stage.variants:
+                model, selector = variant.model, variant.selector
+                if selector is not None and not model.manifest.contract_declared and model.backend.describes:
+                    targets.setdefault((id(model), selector), variant.target)
+    return list(targets.values())
 
 
 def _refuse_mismatched(app: Application) -> None:

@@ -241,17 +241,26 @@ def _resolve(app: ApplicationManifest, manifests: Mapping[tuple[str, int], Model
     return Application(app.name, stages, _app_signature(app.name, stages), app)
 
 
+def known_signature(variant: Variant) -> Signature | None:
+    """The contract of a variant: the manifest's, else the one discovered for the version or
+    label it asks for, else for the model's default version (as requests fall back to); None
+    while not discovered."""
+    model = variant.model
+    if model.manifest.contract_declared:
+        return model.manifest.signature
+    known = model.contracts.by_selector
+    discovered = known.get(variant.selector) if variant.selector in known else known.get(None)
+    return discovered.get(model.signature_name) if discovered is not None else None
+
+
 def _planned(variant: Variant) -> PlannedVariant:
-    model, manifest = variant.model, variant.manifest
-    signature: Signature | None = model.manifest.signature
-    if not model.manifest.contract_declared:
-        discovered = model.contracts.by_selector.get(None)
-        signature = discovered.get(model.signature_name) if discovered is not None else None
+    manifest, signature = variant.manifest, known_signature(variant)
     if manifest is None:
         return PlannedVariant(variant.name, variant.weight, signature=signature)
     return PlannedVariant(variant.name, variant.weight, manifest.shadow, manifest.sample, signature, manifest.source)
 
 
 def _app_signature(name: str, stages: tuple[Stage, ...]) -> Signature:
-    first, last = stages[0].live[0].model.signature, stages[-1].live[0].model.signature
-    return Signature(name, first.inputs, last.outputs)
+    first, last = stages[0].live[0], stages[-1].live[0]
+    inputs = (known_signature(first) or first.model.signature).inputs
+    return Signature(name, inputs, (known_signature(last) or last.model.signature).outputs)

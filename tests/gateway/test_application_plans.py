@@ -117,6 +117,33 @@ async def test_discovered_contracts_that_do_not_fit_keep_the_application_not_rea
         assert (await client.get("/gateway/applications/chain")).json()["problems"] == []
 
 
+def wider_toy() -> Servable:
+    """A Toy version that takes three columns."""
+    signature = Signature(DEFAULT, {"input_1": _spec("input_1", "float32", (-1, 3))},
+                          {"output_1": _spec("output_1", "float32", (-1, 1))})
+    return Servable({DEFAULT: (signature, lambda x: {"output_1": x["input_1"][:, :1]})})
+
+
+async def test_each_version_a_variant_names_is_discovered_and_checked(tfs: FakeTFServing, tmp_path: Path) -> None:
+    tfs.loaded["Toy"][3] = wider_toy()  # the default (latest) version; versions 1 and 2 take two columns
+    config = tmp_path / "config"
+    write_remote_model(config, "toy", tfs.target, "Toy")
+    write_app(config, "canary", "pipeline:\n  - - {model: toy:1, weight: 90}\n    - {model: toy:2, weight: 10}\n")
+    write_app(config, "mixed", "pipeline:\n  - - {model: toy:1, weight: 90}\n    - {model: toy:3, weight: 10}\n")
+    async with (serve_app(create_app(Settings(access_log=False), load_config(config))) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as client):
+        detail = (await client.get("/health/ready")).json()["applications"]
+        assert detail["canary"]["problems"] == []  # checked against versions 1 and 2, not the default's
+        assert detail["mixed"]["problems"] == [
+            "application mixed: stage 1 variant toy:3 input 'input_1' has shape [-1, 3] but toy:1 has it with "
+            "shape [-1, 2]"]
+        plan = (await client.get("/gateway/applications/canary")).json()
+        assert plan["inputs"] == [{"name": "input_1", "dtype": "float32", "shape": [-1, 2]}]
+        response = await client.post("/gateway/applications/canary", json={"input_1": BATCH})
+        assert response.status_code == 200, response.text  # decoded against version 1's contract
+        assert (await client.post("/gateway/applications/mixed", json={"input_1": BATCH})).status_code == 503
+
+
 # ---------------------------------------------------------------- the plans as JSON
 
 
