@@ -25,6 +25,7 @@ from gateway.manifests import (
     VariantManifest,
     resolve_ref,
 )
+from gateway.routing import Router
 from tensorcodecs import Signature
 
 log = logging.getLogger("gateway.registry")
@@ -109,6 +110,10 @@ class Stage:
     number: int
     live: tuple[Variant, ...]
     shadows: tuple[Variant, ...] = ()
+    router: Router = field(init=False, repr=False, compare=False)  # built once per stage, not per request
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "router", Router(self.live, self.shadows))
 
     @property
     def variants(self) -> tuple[Variant, ...]:
