@@ -69,7 +69,7 @@ def create_app(settings: Settings, config: Config | None = None,
 
     app = GatewayApp(
         meters,
-        routes=[*native.routes, *applications.routes, *tfserving.routes, *admin.routes, *health.routes,
+        routes=[*applications.routes, *native.routes, *tfserving.routes, *admin.routes, *health.routes,
                 *metrics.routes],
         middleware=[Middleware(UnexpectedErrors),  # outermost: a fault in any layer is answered too
                     Middleware(ObservabilityMiddleware, observer=observer),
