@@ -110,7 +110,9 @@ class DataPlane:
         """`app` with the contract of every stage's models known: a model whose contract comes
         from its backend and could not be discovered yet (its server was down at start) is
         asked now, so that a request is checked against the real contract and each stage is
-        sent its model's inputs, or fails with that backend's 503 before any stage runs."""
+        sent its model's inputs, or fails with that backend's 503 before any stage runs; an
+        application whose known contracts do not fit together is refused (503
+        ApplicationContractMismatch) rather than run."""
         pending = [model for model in app.from_backend if None not in model.contracts.by_selector]
         if pending:
             timeout = context.remaining()

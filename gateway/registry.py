@@ -142,8 +142,8 @@ class Application:
         object.__setattr__(self, "problems", tuple(problem.message for problem in self.plan().problems()))
 
     def plan(self) -> Plan:
-        """Its stages with the contracts known now: declared, or discovered for the model's
-        default version (None until then)."""
+        """Its stages with the contracts known now (`known_signature`: declared, or discovered;
+        None until then)."""
         return Plan(self.name, tuple(
             PlannedStage(stage.number, tuple(_planned(variant) for variant in stage.variants))
             for stage in self.stages))
