@@ -70,8 +70,8 @@ class PlannedStage:
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A contract rule broken: the message names the application, stage and models; `source`
-    is the file:line of the variant it is about (empty for discovered contracts' own)."""
+    """A contract rule broken: the message names the application, stage, models and field (and
+    no file: answers carry it); `source` is the file:line of the variant it is about."""
 
     message: str
     source: str = ""
