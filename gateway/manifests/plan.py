@@ -374,6 +374,15 @@ def _stage_changes(app: str, old: Plan, new: Plan) -> Iterator[Change]:
             elif not a.shadow and a.weight != b.weight:
                 yield Change(app, f"{stage} variant {model} weight {a.weight} -> {b.weight} "
                              f"({before.share(a):.4g}% -> {after.share(b):.4g}%)")
+        # Between stages (the application's own contract is compared above); callers see none of it.
+        was_contract, contract = before.contract, after.contract
+        if was_contract is not None and contract is not None:
+            edges = [("input", was_contract.inputs, contract.inputs)] if after.number > 1 else []
+            if after.number < len(new.stages):
+                edges.append(("output", was_contract.outputs, contract.outputs))
+            for kind, old_specs, new_specs in edges:
+                for change in _contract_changes(app, kind, old_specs, new_specs):
+                    yield Change(app, f"{stage} {change.text}")
 
 
 def _variant_text(stage: PlannedStage, variant: PlannedVariant) -> str:

@@ -418,3 +418,16 @@ def test_contracts_not_known_on_one_side_are_not_compared() -> None:
     known = _plan("app", [_spec("a", "int64")], [_spec("y", "int64")])
     unknown = Plan("app", (PlannedStage(1, (PlannedVariant("m:1", 100),)),))
     assert diff({"app": known}, {"app": unknown}) == []
+
+
+def test_contract_changes_between_stages_are_listed_but_break_no_caller() -> None:
+    def two_stages(middle: str) -> Plan:
+        first = Signature("", {"a": _spec("a", "int64")}, {"m": _spec("m", middle)})
+        second = Signature("", {"m": _spec("m", middle)}, {"y": _spec("y", "int64")})
+        return Plan("app", (PlannedStage(1, (PlannedVariant("p:1", 100, signature=first),)),
+                            PlannedStage(2, (PlannedVariant("q:1", 100, signature=second),))))
+
+    assert [str(change) for change in diff({"app": two_stages("int64")}, {"app": two_stages("float32")})] == [
+        "application app: stage 1 output 'm' dtype int64 -> float32",
+        "application app: stage 2 input 'm' dtype int64 -> float32",
+    ]
