@@ -322,3 +322,13 @@ async def test_check_says_when_the_gateway_does_not_answer_its_plans(
         # the key sees canary only: the others look added
         assert (status, lines) == (0, [f"changes against {url}:", "  application gone: added",
                                        "  application typed: added"])
+
+
+async def test_check_refuses_declared_contracts_that_do_not_fit(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    config = running_config(tmp_path / "config", "127.0.0.1:1")
+    write_app(config, "typed", "pipeline:\n  - model: words:1\n  - model: t:1\n")
+    assert main(["check", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        f"gateway: invalid configuration: {config}/applications/typed.yaml:5: application typed: stage 2 (t:1) "
+        "input 'x' is not an output of stage 1 (words:1) (its outputs: 'text')\n")
