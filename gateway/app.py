@@ -22,7 +22,7 @@ from gateway.observability import CIRCUIT_STATES, AccessLog, Metrics, Observabil
 from gateway.pipeline import GZIP_MIN_BYTES, Endpoints, GZipMiddleware, UnexpectedErrors
 from gateway.registry import Registry
 from gateway.reload import Reloader
-from gateway.routes import admin, health, metrics, native, tfserving
+from gateway.routes import admin, applications, health, metrics, native, tfserving
 from gateway.settings import Settings
 from gateway.shadows import CLOSE_WAIT_S, ShadowTraffic
 from gateway.supervisor import Supervisor
@@ -72,7 +72,8 @@ def create_app(settings: Settings, config: Config | None = None,
 
     app = GatewayApp(
         meters,
-        routes=[*native.routes, *tfserving.routes, *admin.routes, *health.routes, *metrics.routes],
+        routes=[*applications.routes, *native.routes, *tfserving.routes, *admin.routes, *health.routes,
+                *metrics.routes],
         middleware=[Middleware(UnexpectedErrors),  # outermost: a fault in any layer is answered too
                     Middleware(ObservabilityMiddleware, observer=observer),
                     Middleware(AuthMiddleware, authenticator=authenticator),

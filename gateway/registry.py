@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -14,9 +15,21 @@ from gateway.backends.pool import ChannelPool
 from gateway.backends.protocols import PROTOCOLS
 from gateway.backends.scheduling import scheduled
 from gateway.errors import ConfigError, NotFound
-from gateway.manifests import ApplicationManifest, Config, ModelManifest, ModelRef, VariantManifest, resolve_ref
+from gateway.manifests import (
+    ApplicationManifest,
+    Config,
+    ModelManifest,
+    ModelRef,
+    Plan,
+    PlannedStage,
+    PlannedVariant,
+    VariantManifest,
+    resolve_ref,
+)
 from gateway.routing import Router
 from tensorcodecs import Signature
+
+log = logging.getLogger("gateway.registry")
 
 
 @dataclass(slots=True)
@@ -123,10 +136,21 @@ class Application:
     # Its live models whose contract comes from their backend (known once at build: requests to
     # an application of declared contracts never look for one).
     from_backend: tuple[Model, ...] = field(init=False)
+    # The contract rules its known contracts break (discovered ones: declared ones are checked
+    # at load); while there are any it is not ready and answers ApplicationContractMismatch.
+    problems: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         undeclared = {id(model): model for model in self.models() if not model.manifest.contract_declared}
         object.__setattr__(self, "from_backend", tuple(undeclared.values()))
+        object.__setattr__(self, "problems", tuple(problem.message for problem in self.plan().problems()))
+
+    def plan(self) -> Plan:
+        """Its stages with the contracts known now (`known_signature`: declared, or discovered;
+        None until then)."""
+        return Plan(self.name, tuple(
+            PlannedStage(stage.number, tuple(_planned(variant) for variant in stage.variants))
+            for stage in self.stages))
 
     def models(self) -> list[Model]:
         """The models of its live variants (what its answers and readiness depend on)."""
@@ -189,9 +213,16 @@ class Registry:
         return Target(self.models[resolution.manifest.key], resolution.selector)
 
     def refresh_applications(self) -> None:
-        """Recompute application contracts after model contracts were discovered."""
+        """Recompute application contracts (and their problems) after model contracts were discovered."""
+        before = self.applications
         self.applications = {name: dataclasses.replace(app, signature=_app_signature(app.name, app.stages))
                              for name, app in self.applications.items()}
+        for name, app in self.applications.items():
+            if app.problems != before[name].problems:
+                if app.problems:
+                    log.warning("application %s is not ready: %s", name, "; ".join(app.problems))
+                else:
+                    log.warning("application %s: its discovered contracts fit together again", name)
 
 
 class Connect(Protocol):
@@ -244,6 +275,26 @@ def _resolve(app: ApplicationManifest, manifests: Mapping[tuple[str, int], Model
     return Application(app.name, stages, _app_signature(app.name, stages), app)
 
 
+def known_signature(variant: Variant) -> Signature | None:
+    """The contract of a variant: the manifest's, else the one discovered for the version or
+    label it asks for, else for the model's default version (as requests fall back to); None
+    while not discovered."""
+    model = variant.model
+    if model.manifest.contract_declared:
+        return model.manifest.signature
+    known = model.contracts.by_selector
+    discovered = known.get(variant.selector) if variant.selector in known else known.get(None)
+    return discovered.get(model.signature_name) if discovered is not None else None
+
+
+def _planned(variant: Variant) -> PlannedVariant:
+    manifest, signature = variant.manifest, known_signature(variant)
+    if manifest is None:
+        return PlannedVariant(variant.name, variant.weight, signature=signature)
+    return PlannedVariant(variant.name, variant.weight, manifest.shadow, manifest.sample, signature, manifest.source)
+
+
 def _app_signature(name: str, stages: tuple[Stage, ...]) -> Signature:
-    first, last = stages[0].live[0].model.signature, stages[-1].live[0].model.signature
-    return Signature(name, first.inputs, last.outputs)
+    first, last = stages[0].live[0], stages[-1].live[0]
+    inputs = (known_signature(first) or first.model.signature).inputs
+    return Signature(name, inputs, (known_signature(last) or last.model.signature).outputs)

@@ -48,7 +48,15 @@ def test_readme_curl(gateway: Gateway) -> None:
         ("POST", PREDICT, b'{"num":[1]}', 400, "number"),
         ("POST", PREDICT, b"not json", 400, None),
         ("POST", "/gateway/applications/unknown_app", b'{"number":[1]}', 404, None),
-        ("GET", PREDICT, None, 405, None),
+        ("PUT", PREDICT, None, 405, None),
+        ("GET", PREDICT, None, 200, {  # the application's plan
+            "name": "increment_app", "inputs": [{"name": "number", "dtype": "int32", "shape": [-1]}],
+            "outputs": [{"name": "number", "dtype": "int32", "shape": [-1]}],
+            "stages": [{"stage": 1, "variants": [{"model": "increment_model:1", "shadow": False, "weight": 100,
+                                                  "share": 100.0}],
+                        "inputs": [{"name": "number", "dtype": "int32", "shape": [-1]}],
+                        "outputs": [{"name": "number", "dtype": "int32", "shape": [-1]}]}],
+            "dropped": [], "problems": []}),
     ],
 )
 def test_requests(gateway: Gateway, method: str, path: str, body: bytes | None, status: int,
