@@ -22,8 +22,9 @@ from gateway.observability import CIRCUIT_STATES, AccessLog, Metrics, Observabil
 from gateway.pipeline import GZIP_MIN_BYTES, Endpoints, GZipMiddleware, UnexpectedErrors
 from gateway.registry import Registry
 from gateway.reload import Reloader
-from gateway.routes import admin, health, metrics, native, tfserving
+from gateway.routes import admin, applications, health, metrics, native, tfserving
 from gateway.settings import Settings
+from gateway.shadows import CLOSE_WAIT_S, ShadowTraffic
 from gateway.supervisor import Supervisor
 
 
@@ -48,7 +49,8 @@ def create_app(settings: Settings, config: Config | None = None,
         app.state.settings = settings
         app.state.metrics = meters
         app.state.draining = False
-        dataplane = DataPlane(Registry.build(config, pool, failed), settings.max_concurrency, meters)
+        shadows = ShadowTraffic.from_settings(settings, meters)
+        dataplane = DataPlane(Registry.build(config, pool, failed), settings.max_concurrency, meters, shadows)
         app.state.dataplane = dataplane
         # Contracts not in the manifests come from the backends' metadata (again on first use
         # for those that cannot answer yet).
@@ -61,6 +63,7 @@ def create_app(settings: Settings, config: Config | None = None,
         try:
             yield
         finally:
+            await shadows.close(min(CLOSE_WAIT_S, settings.drain_timeout_s))
             await watcher.stop()
             await app.state.reloader.close()
             await pool.close(grace=settings.drain_timeout_s)
@@ -69,7 +72,8 @@ def create_app(settings: Settings, config: Config | None = None,
 
     app = GatewayApp(
         meters,
-        routes=[*native.routes, *tfserving.routes, *admin.routes, *health.routes, *metrics.routes],
+        routes=[*applications.routes, *native.routes, *tfserving.routes, *admin.routes, *health.routes,
+                *metrics.routes],
         middleware=[Middleware(UnexpectedErrors),  # outermost: a fault in any layer is answered too
                     Middleware(ObservabilityMiddleware, observer=observer),
                     Middleware(AuthMiddleware, authenticator=authenticator),

@@ -1,6 +1,7 @@
 """API keys for client routes and tokens for admin routes, both stored as SHA-256 digests.
 
-Client keys come as `Authorization: Bearer <key>` or `x-api-key: <key>`. With no keys
+Client keys come as `Authorization: Bearer <key>` or `x-api-key: <key>` (the one a request
+uses when its Bearer is an admin token, as `x-gateway-variant` may need). With no keys
 configured, client routes are open. Health and metrics are always open. Admin routes need
 a configured admin token, or, without any, a loopback client. Keys never reach logs or
 error bodies.
@@ -19,7 +20,8 @@ from gateway.answers import error_response, route_path
 from gateway.errors import PermissionDenied, Unauthenticated
 from gateway.settings import ApiKey, AuthSettings
 
-CLIENT_PREFIXES = ("/gateway/applications/", "/gateway/application/", "/gateway/models/", "/v1/models")
+# "/gateway/applications" alone is the list of application plans (GET).
+CLIENT_PREFIXES = ("/gateway/applications", "/gateway/application/", "/gateway/models/", "/v1/models")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -44,8 +46,10 @@ class Authenticator:
         if not self.keys or not route_path(scope).startswith(CLIENT_PREFIXES):
             return True
         headers = dict(scope["headers"])
-        secret = _bearer(headers) or headers.get(b"x-api-key", b"").decode("latin-1")
-        key = self.keys.get(_digest(secret)) if secret else None
+        bearer, api_key = _bearer(headers), headers.get(b"x-api-key", b"").decode("latin-1")
+        key = self.keys.get(_digest(bearer)) if bearer else None
+        if key is None and api_key:  # the Bearer may be an admin token (x-gateway-variant)
+            key = self.keys.get(_digest(api_key))
         if key is None:
             return False
         scope.setdefault("state", {})["api_key"] = key

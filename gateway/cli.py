@@ -7,10 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
+import httpx
+
 from gateway import __version__
 from gateway.build import BuildError, build_model, check_model_code, interpreter_for
 from gateway.errors import ConfigError
-from gateway.manifests import Config, ModelManifest, load_config
+from gateway.manifests import Config, ModelManifest, diff, load_config, manifest_plan, plan_from_json, plan_lines
 from gateway.serving.serve import serve
 from gateway.settings import Settings
 
@@ -30,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gateway: invalid configuration: {error}", file=sys.stderr)
         return 2
     if args.command == "check":
-        return _check(settings, config)
+        status = _check(settings, config)
+        if status == 0 and args.url is not None:
+            return _compare(config, args.url, args.api_key, args.timeout)
+        return status
     if args.command == "build":
         return _build(settings, config, args.model)
     return serve(settings, config)
@@ -41,7 +46,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="start the model runtimes and serve HTTP")
-    check = commands.add_parser("check", help="validate the manifests and print what they declare")
+    check = commands.add_parser(
+        "check", help="validate the manifests and print what they declare",
+        description="Validate the manifests, import each local model's code and print each application's "
+                    "plan. With --url, also compare it with the plans of a running gateway and print what "
+                    "a reload would change. Exit status: 0 valid (and no breaking change), 1 a model does "
+                    "not load, 2 an invalid manifest or a gateway that does not answer, 3 breaking changes "
+                    "(an application or input removed, an input added, an output removed, a dtype "
+                    "changed, a shape that no longer fits).")
+    check.add_argument("--url", help="a running gateway (http://host:port) to compare the plans with")
+    check.add_argument("--api-key", help="the API key for --url when the gateway has keys (only the "
+                       "applications it may call are compared)")
+    check.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for --url (default 10)")
     build = commands.add_parser("build", help="make each local model's environment with its "
                                 "install-command (used by later `gateway serve`)")
     build.add_argument("--model", action="append", help="only this model (repeatable)")
@@ -70,6 +86,8 @@ def _check(settings: Settings, config: Config) -> int:
     for app in config.applications.values():
         stages = " -> ".join("|".join(str(v.model) for v in stage.variants) for stage in app.stages)
         print(f"application {app.name}: {stages}")
+        for line in plan_lines(manifest_plan(app, config.models)):
+            print(f"  {line}")
     errors = [error for model in config.local_models()
               if (error := check_model_code(interpreter_for(settings.envs_dir, model), model,
                                             settings.runtime_start_timeout_s)) is not None]
@@ -79,6 +97,35 @@ def _check(settings: Settings, config: Config) -> int:
         print(f"gateway check: {len(errors)} model(s) do not load", file=sys.stderr)
         return 1
     print("configuration is valid")
+    return 0
+
+
+def _compare(config: Config, url: str, api_key: str | None, timeout: float) -> int:
+    """Print what swapping the gateway at `url` to `config` would change; 3 when a change
+    breaks callers, 2 when the gateway does not answer its plans."""
+    address = f"{url.rstrip('/')}/gateway/applications"
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(address, headers=headers, timeout=timeout)
+    except (httpx.HTTPError, httpx.InvalidURL) as error:
+        print(f"gateway check: {address} does not answer: {error or type(error).__name__}", file=sys.stderr)
+        return 2
+    if response.status_code != 200:
+        print(f"gateway check: {address} answered {response.status_code}: {response.text[:500]}", file=sys.stderr)
+        return 2
+    try:
+        running = {plan.application: plan for plan in map(plan_from_json, response.json()["applications"])}
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # not a gateway's plans
+        print(f"gateway check: {address} did not answer application plans: {error!r}", file=sys.stderr)
+        return 2
+    changes = diff(running, {name: manifest_plan(app, config.models) for name, app in config.applications.items()})
+    print(f"changes against {url}:" if changes else f"no changes against {url}")
+    for change in changes:
+        print(f"  {change}")
+    breaking = sum(change.breaking for change in changes)
+    if breaking:
+        print(f"gateway check: {breaking} breaking change(s) against {url}", file=sys.stderr)
+        return 3
     return 0
 
 

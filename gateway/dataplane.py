@@ -26,6 +26,7 @@ from gateway.backends.capabilities import (
     reload_applied,
 )
 from gateway.errors import (
+    ApplicationContractMismatch,
     BackendError,
     BadRequest,
     DeadlineExceeded,
@@ -40,6 +41,7 @@ from gateway.observability import Metrics
 from gateway.output_contract import check_outputs
 from gateway.registry import Application, Model, Registry, Stage, Target, Variant
 from gateway.routing import choose_variant
+from gateway.shadows import ShadowTraffic
 from tensorcodecs import Signature, TensorSpec
 
 C = TypeVar("C")
@@ -94,7 +96,7 @@ class DataPlane:
     Nothing waits in a queue: a request over a limit is refused at once with Retry-After."""
 
     def __init__(self, registry: Registry, max_concurrency: int = 1024,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, shadows: ShadowTraffic | None = None) -> None:
         self.registry = registry
         self.max_concurrency = max_concurrency
         self.metrics = metrics
@@ -102,6 +104,7 @@ class DataPlane:
         self._app_in_flight: dict[str, int] = {}
         self.contract_lookups: SharedLookups[tuple[ByIdentity[Model], Selector | None], dict[str, Signature]] = (
             SharedLookups())
+        self.shadows = shadows  # where shadow variants get their copies (None: they get none)
 
     def application(self, name: str) -> Application:
         """The application called `name` (NotFound otherwise)."""
@@ -111,17 +114,21 @@ class DataPlane:
         """`app` with the contract of every stage's models known: a model whose contract comes
         from its backend and could not be discovered yet (its server was down at start) is
         asked now, so that a request is checked against the real contract and each stage is
-        sent its model's inputs, or fails with that backend's 503 before any stage runs."""
+        sent its model's inputs, or fails with that backend's 503 before any stage runs; an
+        application whose known contracts do not fit together is refused (503
+        ApplicationContractMismatch) rather than run."""
         pending = [model for model in app.from_backend if None not in model.contracts.by_selector]
-        if not pending:
-            return app
-        timeout = context.remaining()
-        await asyncio.gather(*(self._signatures(Target(model), timeout, context.request_id) for model in pending))
-        return self.registry.applications.get(app.name, app)
+        if pending:
+            timeout = context.remaining()
+            await asyncio.gather(*(self._signatures(Target(model), timeout, context.request_id) for model in pending))
+            app = self.registry.applications.get(app.name, app)
+        _refuse_mismatched(app)
+        return app
 
     async def predict(self, app: Application, inputs: Mapping[str, NDArray],
                       context: RequestContext) -> dict[str, NDArray]:
         """Pass `inputs` through every stage; each stage's outputs feed the next."""
+        _refuse_mismatched(app)
         if self.in_flight >= self.max_concurrency:
             raise Overloaded(f"the gateway is at its limit of {self.max_concurrency} requests in flight")
         limit = app.manifest.max_concurrency
@@ -146,7 +153,11 @@ class DataPlane:
             context.served.append(variant.name)
             model = variant.model.label
             tensors = _stage_inputs(stage, variant.target, tensors)
+            live_started = time.perf_counter()
             prediction = await self._run_stage(app, stage, variant, tensors, context)
+            if stage.shadows and self.shadows is not None:
+                self.shadows.copy(app, stage, variant, tensors, prediction, time.perf_counter() - live_started,
+                                  context, _discovered_inputs)
             outputs = prediction.outputs
             tensors = outputs
         return _contract_outputs(app, outputs, model, context.served[-1])
@@ -290,8 +301,7 @@ class DataPlane:
         model = target.model
         signatures = await model.backend.describe(target.selector, timeout, request_id)
         model.contracts.by_selector[target.selector] = signatures
-        if target.selector is None:
-            self.registry.refresh_applications()
+        self.registry.refresh_applications()  # a variant's version may be the one described
         return signatures
 
     async def discover(self, timeout: float, request_id: str = "") -> dict[str, str]:
@@ -304,14 +314,16 @@ class DataPlane:
         for model in models:
             model.contracts.clear()
         self.contract_lookups.forget()
-        results = await asyncio.gather(*(self._signatures(Target(m), timeout, request_id) for m in models),
+        targets = [Target(m) for m in models] + _variant_targets(self.registry)
+        results = await asyncio.gather(*(self._signatures(t, timeout, request_id) for t in targets),
                                        return_exceptions=True)
         failures: dict[str, str] = {}
-        for model, result in zip(models, results, strict=True):
+        for target, result in zip(targets, results, strict=True):
+            model = target.model
             if isinstance(result, GatewayError):
-                failures[model.label] = result.message
-                log.warning("contract of model %s not discovered yet: %s [%s]", model.label, result.message,
-                            result.log_detail or "")
+                failures.setdefault(model.label, result.message)
+                log.warning("contract of model %s (%s) not discovered yet: %s [%s]", model.label,
+                            target.selector or "the default version", result.message, result.log_detail or "")
             elif isinstance(result, BaseException):
                 raise result
         self.registry.refresh_applications()
@@ -343,6 +355,26 @@ class DataPlane:
                     other.contracts.clear()
             await self.discover(context.remaining(), context.request_id)
         return answer
+
+
+def _variant_targets(registry: Registry) -> list[Target]:
+    """The version or label each application variant of a model without a declared contract
+    asks for, when it names one (a canary of `toy:1` and `toy:2`): their contracts are the
+    ones the application's checks and requests use."""
+    targets: dict[tuple[int, Selector], Target] = {}
+    for app in registry.applications.values():
+        for stage in app.stages:
+            for variant in stage.variants:
+                model, selector = variant.model, variant.selector
+                if selector is not None and not model.manifest.contract_declared and model.backend.describes:
+                    targets.setdefault((id(model), selector), variant.target)
+    return list(targets.values())
+
+
+def _refuse_mismatched(app: Application) -> None:
+    """503 for an application whose discovered contracts do not fit together."""
+    if app.problems:
+        raise ApplicationContractMismatch("; ".join(app.problems))
 
 
 def _discovered_inputs(target: Target) -> Mapping[str, TensorSpec] | None:

@@ -118,6 +118,14 @@ class NotReady(GatewayError):
     status, code, grpc_code = 503, "not_ready", grpc.StatusCode.UNAVAILABLE
 
 
+class ApplicationContractMismatch(NotReady):
+    """The contracts an application's backends describe do not fit together (a stage's variants
+    differ, or a stage takes what the stage before does not give): it answers nothing until a
+    rediscovery finds them fitting, rather than a wrong answer."""
+
+    code = "application_contract_mismatch"
+
+
 class BackendError(GatewayError):
     """A backend answered with an error or could not be reached."""
 

@@ -33,6 +33,9 @@ _VALID_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0)
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+ABS_DIFFERENCE_BUCKETS = (0.0, 1e-9, 1e-6, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+LATENCY_DIFFERENCE_BUCKETS = (-10.0, -1.0, -0.25, -0.1, -0.05, -0.01, -0.001, 0.0, 0.001, 0.01, 0.05, 0.1,
+                              0.25, 1.0, 10.0)
 CONTEXT_KEY = "gateway.context"  # where a route keeps the request's RequestContext in the scope
 PROGRESS_KEY = "gateway.answer_progress"  # how far the answer went out, once the middleware is done
 _NO_LABELS: Mapping[str, str] = {}
@@ -79,6 +82,26 @@ class Metrics:
         self.multiprocess = multiprocess_dir() is not None
         if not self.multiprocess:
             self.in_flight.set_function(lambda: self.serving)
+        # Shadow variants (gateway.shadows): their calls are counted here only, never above.
+        shadow = ("application", "stage", "shadow")
+        self.shadow_copies = Counter("gateway_shadow_copies", "Copies of requests for shadow variants, by "
+                                     "outcome: answered, failed, dropped (queue full), drained (at shutdown)",
+                                     (*shadow, "outcome"), registry=self.registry)
+        self.shadow_seconds = Histogram("gateway_shadow_duration_seconds", "Shadow backend call latency",
+                                        shadow, buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.shadow_comparisons = Counter("gateway_shadow_comparisons", "Shadow outputs compared with the "
+                                          "live variant's, by whether they agreed", (*shadow, "output", "agreed"),
+                                          registry=self.registry)
+        self.shadow_agreement = Gauge("gateway_shadow_agreement_ratio", "Share of a shadow output's "
+                                      "comparisons that agreed (this process's, since it started)",
+                                      (*shadow, "output"), registry=self.registry,
+                                      multiprocess_mode="livemostrecent")
+        self.shadow_abs_difference = Histogram("gateway_shadow_abs_difference", "max |shadow - live| of a "
+                                               "numeric output, per comparison", (*shadow, "output"),
+                                               buckets=ABS_DIFFERENCE_BUCKETS, registry=self.registry)
+        self.shadow_latency_difference = Histogram("gateway_shadow_latency_difference_seconds",
+                                                   "Shadow call latency minus the live call's", shadow,
+                                                   buckets=LATENCY_DIFFERENCE_BUCKETS, registry=self.registry)
         self.stage_seconds = Histogram("gateway_stage_duration_seconds", "An application stage's backend "
                                        "call latency, by the variant that served it", ("application", "stage",
                                                                                         "model"),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.backends import Backend, Selector, UnavailableBackend
 from gateway.backends.base import default_signature
@@ -13,8 +15,21 @@ from gateway.backends.pool import ChannelPool
 from gateway.backends.protocols import PROTOCOLS
 from gateway.backends.scheduling import scheduled
 from gateway.errors import ConfigError, NotFound
-from gateway.manifests import ApplicationManifest, Config, ModelManifest, ModelRef, VariantManifest, resolve_ref
+from gateway.manifests import (
+    ApplicationManifest,
+    Config,
+    ModelManifest,
+    ModelRef,
+    Plan,
+    PlannedStage,
+    PlannedVariant,
+    VariantManifest,
+    resolve_ref,
+)
+from gateway.routing import Router
 from tensorcodecs import Signature
+
+log = logging.getLogger("gateway.registry")
 
 
 @dataclass(slots=True)
@@ -35,6 +50,9 @@ class Model:
     manifest: ModelManifest
     backend: Backend
     contracts: Contracts = field(default_factory=Contracts, compare=False)
+    # For a model some application uses as a shadow: its backend without the target's circuit
+    # breaker or a call scheduler, through which shadow copies go (gateway.shadows).
+    shadow_backend: Backend | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
@@ -96,6 +114,10 @@ class Stage:
     number: int
     live: tuple[Variant, ...]
     shadows: tuple[Variant, ...] = ()
+    router: Router = field(init=False, repr=False, compare=False)  # built once per stage, not per request
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "router", Router(self.live, self.shadows))
 
     @property
     def variants(self) -> tuple[Variant, ...]:
@@ -114,10 +136,21 @@ class Application:
     # Its live models whose contract comes from their backend (known once at build: requests to
     # an application of declared contracts never look for one).
     from_backend: tuple[Model, ...] = field(init=False)
+    # The contract rules its known contracts break (discovered ones: declared ones are checked
+    # at load); while there are any it is not ready and answers ApplicationContractMismatch.
+    problems: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         undeclared = {id(model): model for model in self.models() if not model.manifest.contract_declared}
         object.__setattr__(self, "from_backend", tuple(undeclared.values()))
+        object.__setattr__(self, "problems", tuple(problem.message for problem in self.plan().problems()))
+
+    def plan(self) -> Plan:
+        """Its stages with the contracts known now (`known_signature`: declared, or discovered;
+        None until then)."""
+        return Plan(self.name, tuple(
+            PlannedStage(stage.number, tuple(_planned(variant) for variant in stage.variants))
+            for stage in self.stages))
 
     def models(self) -> list[Model]:
         """The models of its live variants (what its answers and readiness depend on)."""
@@ -142,7 +175,10 @@ class Registry:
         """Bind every model to a backend on the pool; `failed` gives reasons for local models
         whose runtime did not start."""
         failed = failed or {}
-        models = {key: Model(manifest, _backend_for(manifest, pool, failed.get(key)))
+        shadowed = _shadow_models(config)
+        models = {key: Model(manifest, _backend_for(manifest, pool, failed.get(key)),
+                             shadow_backend=_shadow_backend_for(manifest, pool, failed.get(key))
+                             if key in shadowed else None)
                   for key, manifest in config.models.items()}
         applications = {name: _resolve(app, config.models, models)
                         for name, app in config.applications.items()}
@@ -177,14 +213,28 @@ class Registry:
         return Target(self.models[resolution.manifest.key], resolution.selector)
 
     def refresh_applications(self) -> None:
-        """Recompute application contracts after model contracts were discovered."""
+        """Recompute application contracts (and their problems) after model contracts were discovered."""
+        before = self.applications
         self.applications = {name: dataclasses.replace(app, signature=_app_signature(app.name, app.stages))
                              for name, app in self.applications.items()}
+        for name, app in self.applications.items():
+            if app.problems != before[name].problems:
+                if app.problems:
+                    log.warning("application %s is not ready: %s", name, "; ".join(app.problems))
+                else:
+                    log.warning("application %s: its discovered contracts fit together again", name)
+
+
+class Connect(Protocol):
+    """A backend protocol's `connect`: the backend of a manifest on the pool; `guarded=False`
+    leaves the target's circuit breaker out (for shadow calls, which must not open it)."""
+
+    def __call__(self, manifest: ModelManifest, pool: ChannelPool, *, guarded: bool = True) -> Backend: ...
 
 
 # The backend of each protocol a manifest may name (`backend.protocol`): the `connect` of the
 # module gateway.backends.protocols names for it.
-BACKENDS: dict[str, Callable[[ModelManifest, ChannelPool], Backend]] = {
+BACKENDS: dict[str, Connect] = {
     name: importlib.import_module(module).connect for name, module in PROTOCOLS.items()
 }
 
@@ -199,6 +249,21 @@ def _backend_for(manifest: ModelManifest, pool: ChannelPool, failure: str | None
                      spec.shared_calls)
 
 
+def _shadow_backend_for(manifest: ModelManifest, pool: ChannelPool, failure: str | None) -> Backend:
+    """The backend shadow copies of `manifest`'s model go through: unguarded and unscheduled."""
+    spec = manifest.backend
+    if spec is None:
+        return UnavailableBackend.for_model(f"{manifest.name}:{manifest.version}",
+                                            failure or "its runtime is not running", manifest.folder)
+    return BACKENDS[spec.protocol](manifest, pool, guarded=False)
+
+
+def _shadow_models(config: Config) -> set[tuple[str, int]]:
+    """The models some application uses as a shadow variant."""
+    return {resolve_ref(config.models, variant.model, variant.source or app.source).manifest.key
+            for app in config.applications.values() for stage in app.stages for variant in stage.shadows}
+
+
 def _resolve(app: ApplicationManifest, manifests: Mapping[tuple[str, int], ModelManifest],
              models: Mapping[tuple[str, int], Model]) -> Application:
     def bind(variant: VariantManifest) -> Variant:
@@ -210,6 +275,26 @@ def _resolve(app: ApplicationManifest, manifests: Mapping[tuple[str, int], Model
     return Application(app.name, stages, _app_signature(app.name, stages), app)
 
 
+def known_signature(variant: Variant) -> Signature | None:
+    """The contract of a variant: the manifest's, else the one discovered for the version or
+    label it asks for, else for the model's default version (as requests fall back to); None
+    while not discovered."""
+    model = variant.model
+    if model.manifest.contract_declared:
+        return model.manifest.signature
+    known = model.contracts.by_selector
+    discovered = known.get(variant.selector) if variant.selector in known else known.get(None)
+    return discovered.get(model.signature_name) if discovered is not None else None
+
+
+def _planned(variant: Variant) -> PlannedVariant:
+    manifest, signature = variant.manifest, known_signature(variant)
+    if manifest is None:
+        return PlannedVariant(variant.name, variant.weight, signature=signature)
+    return PlannedVariant(variant.name, variant.weight, manifest.shadow, manifest.sample, signature, manifest.source)
+
+
 def _app_signature(name: str, stages: tuple[Stage, ...]) -> Signature:
-    first, last = stages[0].live[0].model.signature, stages[-1].live[0].model.signature
-    return Signature(name, first.inputs, last.outputs)
+    first, last = stages[0].live[0], stages[-1].live[0]
+    inputs = (known_signature(first) or first.model.signature).inputs
+    return Signature(name, inputs, (known_signature(last) or last.model.signature).outputs)

@@ -79,6 +79,10 @@ class Settings:
     # build and reload
     envs_dir: Path = Path(".gateway/envs")  # per-model environments made by `gateway build`
     watch_config: bool = False  # reload when a file under the config directory changes
+    # shadows (gateway.shadows)
+    shadow_queue_size: int = 100  # copies waiting per shadow variant; beyond it one is dropped (counted)
+    shadow_concurrency: int = 2  # calls at once per shadow variant
+    shadow_log_sample: float = 0.01  # share of disagreements logged (logger gateway.shadow); 0: none
     auth: AuthSettings = field(default_factory=AuthSettings)
 
     @classmethod
@@ -107,8 +111,10 @@ class Settings:
         for item in fields(self):
             value = getattr(self, item.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0 \
-                    and item.name != "port":
+                    and item.name not in ("port", "shadow_log_sample"):
                 raise ConfigError(f"{item.name} must be greater than 0, got {value}")
+        if not 0.0 <= self.shadow_log_sample <= 1.0:
+            raise ConfigError(f"shadow_log_sample must be between 0.0 and 1.0, got {self.shadow_log_sample}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is not a TCP port")
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
@@ -126,6 +132,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "logging": ("log_level", "access_log"),
     "build": ("envs_dir",),
     "reload": ("watch_config",),
+    "shadows": ("shadow_queue_size", "shadow_concurrency", "shadow_log_sample"),
 }
 
 

@@ -285,15 +285,15 @@ class RuntimeBackend(TFServingBackend):
         return outcomes, response.seconds_per_request
 
 
-def connect(model: ModelManifest, pool: ChannelPool) -> TFServingBackend:
+def connect(model: ModelManifest, pool: ChannelPool, *, guarded: bool = True) -> TFServingBackend:
     """The backend of `model` on `pool` (gateway.backends.transports.connect: its channel,
     circuit breaker and, for an embedded runtime, its Unix socket); a `RuntimeBackend` for an
-    embedded runtime (one with call sharing)."""
+    embedded runtime (one with call sharing). `guarded=False`: its calls skip the breaker."""
     spec = model.backend
     assert spec is not None
     transports = connect_transports(spec, pool, model.name, inline_attachments)
     kind = TFServingBackend if spec.shared_calls is None else RuntimeBackend
-    return kind(model, transports.calls, transports.checks)
+    return kind(model, transports.calls if guarded else transports.checks, transports.checks)
 
 
 def inline_attachments(request: Message, attachments: Attachments) -> None:

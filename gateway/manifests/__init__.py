@@ -7,7 +7,8 @@ and the line-numbered YAML reader live in `modelfolder`, which the runtime reads
 
 Modules: `types` (the domain values), `model_kind`, `application_kind`, `gateway_kind` (one
 parser per kind), `directory` (a whole config directory), `resolve` (request-time resolution
-of `name`, `name:V`, `name@label`).
+of `name`, `name:V`, `name@label`), `plan` (an application's stages and the contract rules
+between them, for declared and discovered contracts alike).
 """
 
 from gateway.backends.protocols import PROTOCOLS
@@ -15,6 +16,18 @@ from gateway.manifests.application_kind import parse_application, parse_model_re
 from gateway.manifests.directory import load_config
 from gateway.manifests.gateway_kind import parse_gateway
 from gateway.manifests.model_kind import load_model_manifest, parse_model
+from gateway.manifests.plan import (
+    Change,
+    Plan,
+    PlannedStage,
+    PlannedVariant,
+    Problem,
+    diff,
+    manifest_plan,
+    plan_from_json,
+    plan_lines,
+    plan_to_json,
+)
 from gateway.manifests.resolve import resolve_model, resolve_ref, version_labels
 from gateway.manifests.types import (
     FLOATING_VERSION,
@@ -44,24 +57,34 @@ __all__ = [
     "ApplicationManifest",
     "BackendSpec",
     "BatchingSpec",
+    "Change",
     "CompareSpec",
     "Config",
     "GatewayManifest",
     "ModelManifest",
     "ModelRef",
+    "Plan",
+    "PlannedStage",
+    "PlannedVariant",
+    "Problem",
     "Resolution",
     "RuntimeAddress",
     "Selector",
     "Stage",
     "TLSSpec",
     "VariantManifest",
+    "diff",
     "load_config",
     "load_model_manifest",
+    "manifest_plan",
     "model_folders",
     "parse_application",
     "parse_gateway",
     "parse_model",
     "parse_model_ref",
+    "plan_from_json",
+    "plan_lines",
+    "plan_to_json",
     "read_documents",
     "resolve_model",
     "resolve_ref",

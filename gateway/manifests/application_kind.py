@@ -70,13 +70,14 @@ def _pipeline(fields: Fields) -> tuple[Stage, ...]:
         where = f"pipeline[{number - 1}]"
         # A stage is a list of variants; a lone mapping is a stage of one variant.
         variant_docs = [stage_doc] if isinstance(stage_doc, LineMapping) else stage_doc
+        # YAML lists keep no lines: errors about one point at `pipeline:`.
         if not isinstance(variant_docs, list) or not variant_docs:
-            raise fields.error(where, f"stage {number} must be a list of variants ({{model: name:version, "
-                               "weight: N}})")
+            raise ConfigError(f"{where}: stage {number} must be a list of variants ({{model: name:version, "
+                              "weight: N})", fields.where("pipeline"))
         variants = []
         for index, variant_doc in enumerate(variant_docs):
             if not isinstance(variant_doc, LineMapping):
-                raise fields.error(f"{where}[{index}]", "a variant is a mapping with a `model`")
+                raise ConfigError(f"{where}[{index}]: a variant is a mapping with a `model`", fields.where("pipeline"))
             variants.append(_variant(Fields(variant_doc, fields.path, f"{where}[{index}].")))
         stage = Stage(tuple(variants), Fields(variant_docs[0], fields.path).where())
         _check_stage(stage, number)

@@ -16,6 +16,7 @@ from pathlib import Path
 from gateway.manifests.application_kind import parse_application
 from gateway.manifests.gateway_kind import parse_gateway
 from gateway.manifests.model_kind import load_model_manifest, parse_model
+from gateway.manifests.plan import manifest_plan
 from gateway.manifests.resolve import resolve_model, resolve_ref
 from gateway.manifests.types import ApplicationManifest, Config, GatewayManifest, ModelManifest, ModelRef, Selector
 from modelfolder import ConfigError, model_folders, read_documents
@@ -58,6 +59,7 @@ def load_config(directory: Path) -> Config:
     config = Config(gateway, models, applications)
     _check_labels(config)
     _check_references(config)
+    _check_contracts(config)
     return config
 
 
@@ -74,6 +76,14 @@ def _check_references(config: Config) -> None:
         for stage in app.stages:
             for variant in stage.variants:
                 resolve_model(config.models, variant.model, app.source)
+
+
+def _check_contracts(config: Config) -> None:
+    """The declared contracts of each application's variants fit (gateway.manifests.plan)."""
+    for app in config.applications.values():
+        problems = manifest_plan(app, config.models).problems()
+        if problems:
+            raise ConfigError(problems[0].message, problems[0].source or app.source)
 
 
 def _check_labels(config: Config) -> None:

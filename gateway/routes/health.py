@@ -19,8 +19,9 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """200 when every application's models passed their last health check; 503 with detail
-    otherwise, and at once when the gateway is shutting down."""
+    """200 when every application's models passed their last health check and its contracts
+    fit together; 503 with detail (each application's `problems`) otherwise, and at once when
+    the gateway is shutting down."""
     dataplane: DataPlane = request.app.state.dataplane
     watcher: HealthWatcher = request.app.state.health
     registry = dataplane.registry
@@ -31,7 +32,9 @@ async def ready(request: Request) -> Response:
             health = watcher.health.get(model.label, UNCHECKED)
             models[model.label] = {"ready": health.ready, "target": model.backend.target,
                                    "checked_at": health.checked_at}
-        applications[name] = {"ready": all(m["ready"] for m in models.values()), "models": models}
+        # Contracts discovered from backends that do not fit together keep it not ready.
+        applications[name] = {"ready": not app.problems and all(m["ready"] for m in models.values()),
+                              "models": models, "problems": list(app.problems)}
     draining = bool(request.app.state.draining)
     is_ready = not draining and all(detail["ready"] for detail in applications.values())
     status = "draining" if draining else "ready" if is_ready else "not_ready"

@@ -10,13 +10,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway import routing
 from gateway.answer_headers import Timing
-from gateway.auth import authorize
+from gateway.auth import authorize, check_admin
 from gateway.backends import NDArray, Selector
 from gateway.binary import binary_response, decode_binary, is_binary
 from gateway.body import headers_of, parse_json, read_body, read_json_body
 from gateway.dataplane import DataPlane, RequestContext
-from gateway.errors import BadRequest, ContractViolation, codec_errors
+from gateway.errors import BadRequest, ContractViolation, PermissionDenied, Unauthenticated, codec_errors
 from gateway.observability import CONTEXT_KEY
 from gateway.registry import Application
 from gateway.settings import Settings
@@ -37,7 +38,8 @@ def request_context(request: Request, settings: Settings, app: Application | Non
     """The request's context: its id, its labels (`application` when `app` is given; the core
     adds the model and version) and its deadline: the client's `x-request-timeout`
     (milliseconds, capped at `max_request_timeout_s`), else the application's `timeout_s`, else
-    the gateway's default. It is kept in the scope, where the observer reads its labels once
+    the gateway's default; for an application, the caller's routing headers (`_routing_wishes`).
+    It is kept in the scope, where the observer reads its labels once
     the request is answered (errors included, a bad `x-request-timeout` too)."""
     timeout = settings.request_timeout_s
     if app is not None and app.manifest.timeout_s is not None:
@@ -45,7 +47,10 @@ def request_context(request: Request, settings: Settings, app: Application | Non
     labels = {"application": app.name} if app is not None else {}
     scope = request.scope
     context = scope[CONTEXT_KEY] = RequestContext.start(scope["state"]["request_id"], timeout, labels)
-    header = headers_of(request).get(TIMEOUT_HEADER)
+    headers = headers_of(request)
+    if app is not None:
+        _routing_wishes(request, settings, app, headers, context)
+    header = headers.get(TIMEOUT_HEADER)
     if header is not None:
         try:
             millis = float(header)
@@ -55,6 +60,27 @@ def request_context(request: Request, settings: Settings, app: Application | Non
             raise BadRequest(f"{TIMEOUT_HEADER} must be a positive number of milliseconds, got {header!r}")
         context.deadline = time.monotonic() + min(millis / 1000, settings.max_request_timeout_s)
     return context
+
+
+def _routing_wishes(request: Request, settings: Settings, app: Application, headers: Mapping[str, str],
+                    context: RequestContext) -> None:
+    """The caller's sticky key and forced variants (gateway/routing.py), checked: forcing needs
+    an application that allows it and, once admin tokens are configured, an admin token (403)."""
+    key = headers.get(routing.ROUTE_KEY_HEADER)
+    if key is not None:
+        context.route_key = routing.route_key(key)
+    forced = headers.get(routing.VARIANT_HEADER)
+    if forced is None:
+        return
+    if not app.manifest.allow_variant_override:
+        raise PermissionDenied(f"application {app.name} does not allow {routing.VARIANT_HEADER} "
+                               "(its manifest may set allow_variant_override: true)")
+    if settings.auth.admin_token_sha256:
+        try:
+            check_admin(request)
+        except Unauthenticated:
+            raise PermissionDenied(f"{routing.VARIANT_HEADER} needs Authorization: Bearer <admin token>") from None
+    context.variant_override = routing.variant_override(app, forced)
 
 
 def check_element_count(inputs: Mapping[str, NDArray], settings: Settings) -> None:

@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import CONFIG_DIR
 from tests.e2e.processes import alive, descendants, local_socket_of, running_gateway
+from tests.gateway.test_observability import sample
+from tests.waiting import wait_until
 
 PREDICT = "/gateway/applications/increment_app"
 
@@ -62,9 +64,19 @@ def test_readme_pipeline_and_canary_curls(gateway: Gateway) -> None:
                     "x-request-timeout: 0.001")
     assert body == (b'{"error":{"code":"deadline_exceeded","message":"stage 1 (celsius_model:1): the request\'s '
                     b'deadline passed before the answer was ready"}}')
-    headers, body = _curl(gateway.url + "/gateway/applications/canary_app", '{"number": [1, 2147483647]}')
+    canary = gateway.url + "/gateway/applications/canary_app"
+    headers, body = _curl(canary, '{"number": [1, 2147483647]}')
     assert body == b'{"number":[2,-2147483648]}'
     assert headers["x-gateway-variants"] in ("increment_model:1", "increment_numpy:1")
+    for key, variant in (("user-42", "increment_numpy:1"), ("user-1", "increment_model:1")):
+        headers, body = _curl(canary, '{"number": [1]}', f"x-gateway-route-key: {key}")
+        assert (headers["x-gateway-variants"], body) == (variant, b'{"number":[2]}')
+
+    def disagreed() -> float:  # the shadow, increment_numpy:2, keeps 2147483647
+        return sample(httpx.get(gateway.url + "/metrics", timeout=5).text, "gateway_shadow_comparisons_total",
+                      application="canary_app", shadow="increment_numpy:2", agreed="false")
+
+    wait_until(lambda: disagreed() == 1, what="the shadow's disagreement counted")
 
 
 @pytest.mark.parametrize(
@@ -75,7 +87,15 @@ def test_readme_pipeline_and_canary_curls(gateway: Gateway) -> None:
         ("POST", PREDICT, b'{"num":[1]}', 400, "number"),
         ("POST", PREDICT, b"not json", 400, None),
         ("POST", "/gateway/applications/unknown_app", b'{"number":[1]}', 404, None),
-        ("GET", PREDICT, None, 405, None),
+        ("PUT", PREDICT, None, 405, None),
+        ("GET", PREDICT, None, 200, {  # the application's plan
+            "name": "increment_app", "inputs": [{"name": "number", "dtype": "int32", "shape": [-1]}],
+            "outputs": [{"name": "number", "dtype": "int32", "shape": [-1]}],
+            "stages": [{"stage": 1, "variants": [{"model": "increment_model:1", "shadow": False, "weight": 100,
+                                                  "share": 100.0}],
+                        "inputs": [{"name": "number", "dtype": "int32", "shape": [-1]}],
+                        "outputs": [{"name": "number", "dtype": "int32", "shape": [-1]}]}],
+            "dropped": [], "problems": []}),
     ],
 )
 def test_requests(gateway: Gateway, method: str, path: str, body: bytes | None, status: int,

@@ -53,7 +53,8 @@ async def test_no_key_is_401(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize("headers", [{"authorization": "Bearer inc-key"}, {"x-api-key": "inc-key"},
-                                     {"authorization": "Bearer all-key"}])
+                                     {"authorization": "Bearer all-key"},
+                                     {"authorization": "Bearer admin-token", "x-api-key": "inc-key"}])
 async def test_a_valid_key_is_served(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
     response = await client.post(INCREMENT, json={"number": [1]}, headers=headers)
     assert response.json() == {"number": [2]}

@@ -29,8 +29,12 @@ CANARY = "/gateway/applications/toy_canary"  # model toy (TF Serving's Toy), no 
 
 
 def metadata_calls(server: FakeTFServing, model: str = "Toy") -> int:
-    return sum(1 for method, request in server.calls
-               if method == "GetModelMetadata" and getattr(request, "model_spec").name == model)  # noqa: B009
+    """The lookups of the contract of `model`'s default version (applications' variants that
+    name a version or label have theirs looked up too)."""
+    specs = [getattr(request, "model_spec") for method, request in server.calls  # noqa: B009
+             if method == "GetModelMetadata"]
+    return sum(1 for spec in specs if spec.name == model and not spec.HasField("version")
+               and not spec.HasField("version_label"))
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:

@@ -188,7 +188,7 @@ async def test_the_backend_of_a_manifest_comes_from_its_protocol_row(monkeypatch
     makes, the scheduling wrapper around it when the model batches, and requests reach it."""
     made: list[InMemoryBackend] = []
 
-    def connect(manifest: ModelManifest, pool: ChannelPool) -> InMemoryBackend:
+    def connect(manifest: ModelManifest, pool: ChannelPool, *, guarded: bool = True) -> InMemoryBackend:
         made.append(InMemoryBackend(lambda inputs: {"output_1": inputs["input_1"][:, :1] * 2},
                                     target=manifest.backend.target if manifest.backend else ""))
         return made[-1]

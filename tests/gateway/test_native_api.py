@@ -86,11 +86,11 @@ async def test_unknown_route_is_404_in_the_error_shape(client: httpx.AsyncClient
     assert response.json()["error"]["code"] == "not_found"
 
 
-async def test_get_on_the_predict_route_is_405(client: httpx.AsyncClient) -> None:
-    response = await client.get(PREDICT)
+async def test_another_method_on_the_predict_route_is_405(client: httpx.AsyncClient) -> None:
+    response = await client.put(PREDICT)  # GET answers the application's plan (routes/applications.py)
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
-    assert response.headers["allow"] == "POST"
+    assert response.headers["allow"] == "GET, HEAD, POST"
 
 
 async def test_non_json_content_type_is_415(client: httpx.AsyncClient) -> None:

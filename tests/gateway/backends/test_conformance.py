@@ -32,6 +32,7 @@ from gateway.backends.capabilities import (
     offered,
 )
 from gateway.backends.pool import ChannelPool
+from gateway.backends.resilience import CircuitState
 from gateway.backends.scheduling import ScheduledBackend, scheduled
 from gateway.backends.tfserving import RuntimeBackend, connect
 from gateway.errors import GatewayError
@@ -81,12 +82,12 @@ TOY_CALLS = [
 
 
 @contextlib.asynccontextmanager
-async def tf_serving(tmp_path: Path, batching: bool = False) -> AsyncIterator[Case]:
+async def tf_serving(tmp_path: Path, batching: bool = False, guarded: bool = True) -> AsyncIterator[Case]:
     server = FakeTFServing()
     await server.start()
     pool = ChannelPool()
     manifest = write_config(tmp_path / "config", server.target).models[("toy_one", 1)]  # Toy, pinned v1
-    backend: Backend = connect(manifest, pool)
+    backend: Backend = connect(manifest, pool, guarded=guarded)
     if batching:
         backend = _scheduled(backend, dataclasses.replace(manifest, batching=BatchingSpec(8, 1)))
         assert isinstance(backend, ScheduledBackend)
@@ -108,7 +109,7 @@ RUNTIME_CALLS = [
 
 @contextlib.asynccontextmanager
 async def embedded_runtime(tmp_path: Path, local_wire: bool = True, socket_gone: bool = False,
-                           scheduling: bool = False) -> AsyncIterator[Case]:
+                           scheduling: bool = False, guarded: bool = True) -> AsyncIterator[Case]:
     write_model(tmp_path / "config", "inc", "inc", INCREMENT)
     pool = ChannelPool()
     with runtimes_for(load_config(tmp_path / "config"), local_wire=local_wire) as config:
@@ -117,7 +118,7 @@ async def embedded_runtime(tmp_path: Path, local_wire: bool = True, socket_gone:
         if socket_gone:
             assert manifest.backend.local_socket is not None
             Path(manifest.backend.local_socket).unlink()  # predictions fall back to gRPC
-        backend: Backend = connect(manifest, pool)
+        backend: Backend = connect(manifest, pool, guarded=guarded)
         if scheduling:
             backend = _scheduled(backend, manifest)
             assert isinstance(backend, ScheduledBackend)  # a Multiplexer: it offers PredictMany
@@ -177,6 +178,9 @@ CASES: dict[str, Callable[[Path], contextlib.AbstractAsyncContextManager[Case]]]
     "runtime-grpc-fallback": lambda path: embedded_runtime(path, socket_gone=True),
     "runtime-grpc-fallback-scheduled": lambda path: embedded_runtime(path, socket_gone=True, scheduling=True),
     "runtime-grpc-only-scheduled": lambda path: embedded_runtime(path, local_wire=False, scheduling=True),
+    # What shadow copies go through: the same backend without the target's circuit breaker.
+    "tfserving-grpc-unguarded": lambda path: tf_serving(path, guarded=False),
+    "runtime-local-wire-unguarded": lambda path: embedded_runtime(path, guarded=False),
     "unavailable": unavailable,
     "unavailable-scheduled": lambda path: unavailable(path, batching=True),
     "in-memory": in_memory,
@@ -266,6 +270,30 @@ async def test_a_tf_serving_backend_nobody_answers_is_unhealthy_and_unavailable(
         with pytest.raises(GatewayError) as caught:
             await backend.predict(call(TOY))
         assert caught.value.status == 503
+    finally:
+        await pool.close()
+
+
+async def test_an_unguarded_backend_leaves_the_circuit_breaker_of_its_target_alone(tmp_path: Path) -> None:
+    """Shadow copies go through `connect(..., guarded=False)`: their failures never open the
+    circuit live calls to the same target go through, nor are they refused by an open one."""
+    manifest = write_config(tmp_path / "config", f"127.0.0.1:{free_port()}").models[("toy_one", 1)]
+    pool = ChannelPool(retry_attempts=1, circuit_failures=1)
+    try:
+        unguarded = connect(manifest, pool, guarded=False)
+        for _ in range(3):
+            with pytest.raises(GatewayError) as caught:
+                await unguarded.predict(call(TOY))
+            assert "circuit is open" not in caught.value.message
+        breaker = pool.breaker(manifest.backend.target if manifest.backend else "")
+        states = [breaker.state]
+        with pytest.raises(GatewayError):
+            await connect(manifest, pool).predict(call(TOY))  # a live call: it opens
+        states.append(breaker.state)
+        assert states == [CircuitState.CLOSED, CircuitState.OPEN]
+        with pytest.raises(GatewayError) as caught:
+            await unguarded.predict(call(TOY))
+        assert "circuit is open" not in caught.value.message  # still asked the target
     finally:
         await pool.close()
 
