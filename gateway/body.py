@@ -89,9 +89,20 @@ def _inflate(body: bytes, limit: int) -> bytes:
 
 async def read_json(request: Request, settings: Settings) -> tuple[bytes, Any]:
     """The raw body and its parsed JSON (InvalidJSON for anything that does not parse)."""
+    body = await read_json_body(request, settings)
+    return body, parse_json(body)
+
+
+async def read_json_body(request: Request, settings: Settings) -> bytes:
+    """The raw body of a JSON request (its content type checked), not parsed yet: a route
+    that times its decoding (Server-Timing `decode`) parses it with `parse_json`."""
     check_json_content_type(request)
-    body = await read_body(request, settings)
+    return await read_body(request, settings)
+
+
+def parse_json(body: bytes) -> Any:
+    """A body's JSON (InvalidJSON for anything that does not parse)."""
     try:
-        return body, loads(body)
+        return loads(body)
     except CodecError as error:
         raise _INVALID_JSON.translate(error) from None

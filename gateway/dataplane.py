@@ -32,12 +32,14 @@ from gateway.errors import (
     DeadlineExceeded,
     GatewayError,
     NotFound,
+    OutputContractViolation,
     Overloaded,
     TooManyRequests,
 )
 from gateway.lookups import ByIdentity, SharedLookups
 from gateway.observability import Metrics
-from gateway.registry import Application, Model, Registry, Target
+from gateway.output_contract import check_outputs
+from gateway.registry import Application, Model, Registry, Stage, Target, Variant
 from gateway.routing import choose_variant
 from gateway.shadows import ShadowTraffic
 from tensorcodecs import Signature, TensorSpec
@@ -150,15 +152,52 @@ class DataPlane:
             variant = choose_variant(stage, context)
             context.served.append(variant.name)
             model = variant.model.label
-            target = variant.target
+            tensors = _stage_inputs(stage, variant.target, tensors)
             live_started = time.perf_counter()
-            prediction = await self._predict(target, tensors, context, specs=_discovered_inputs(target))
+            prediction = await self._run_stage(app, stage, variant, tensors, context)
             if stage.shadows and self.shadows is not None:
                 self.shadows.copy(app, stage, variant, tensors, prediction, time.perf_counter() - live_started,
                                   context, _discovered_inputs)
             outputs = prediction.outputs
             tensors = outputs
-        return _contract_outputs(app, outputs, model)
+        return _contract_outputs(app, outputs, model, context.served[-1])
+
+    async def _run_stage(self, app: Application, stage: Stage, variant: Variant, tensors: Mapping[str, NDArray],
+                         context: RequestContext) -> Prediction:
+        """One stage's call to `variant`, timed (Server-Timing `stageN`,
+        gateway_stage_duration_seconds), its answer checked when the application validates
+        outputs; an error of a stage of a pipeline names the stage and variant."""
+        target, name = variant.target, variant.name
+        started = time.perf_counter()
+        try:
+            prediction = await self._predict(target, tensors, context, specs=_discovered_inputs(target))
+            if app.manifest.validate_outputs:
+                self._check_outputs(prediction.outputs, target, name, context)
+        except GatewayError as error:
+            if len(app.stages) == 1:
+                raise
+            raise error.with_prefix(f"stage {stage.number} ({name}): ") from error
+        finally:
+            elapsed = time.perf_counter() - started
+            context.timings.append(Timing(f"stage{stage.number}", elapsed, name))
+            if self.metrics is not None:
+                self.metrics.stage_seconds_child(app.name, stage.number, name).observe(elapsed)
+        return prediction
+
+    def _check_outputs(self, outputs: Mapping[str, NDArray], target: Target, variant: str,
+                       context: RequestContext) -> None:
+        """`outputs` against the contract of the model `target` reaches (validate_outputs; none
+        known yet: nothing to check), counted per model version when they break it."""
+        contract = _stage_contract(target)
+        if contract is None:
+            return
+        try:
+            check_outputs(outputs, contract.outputs, variant)
+        except OutputContractViolation:
+            if self.metrics is not None:
+                labels = context.labels
+                self.metrics.output_contract_violations.labels(labels["model"], labels["version"]).inc()
+            raise
 
     # ------------------------------------------------------------ single models
 
@@ -174,10 +213,14 @@ class DataPlane:
         if self.in_flight >= self.max_concurrency:
             raise Overloaded(f"the gateway is at its limit of {self.max_concurrency} requests in flight")
         self.in_flight += 1
+        started = time.perf_counter()
         try:
             return await self._predict(target, inputs, context, signature_name, specs)
         finally:
             self.in_flight -= 1
+            labels = context.labels
+            context.timings.append(Timing("backend", time.perf_counter() - started,
+                                          f"{labels['model']}:{labels['version']}"))
 
     async def _predict(self, target: Target, inputs: Mapping[str, NDArray], context: RequestContext,
                        signature_name: str | None = None,
@@ -346,12 +389,37 @@ def _discovered_inputs(target: Target) -> Mapping[str, TensorSpec] | None:
     return signature.inputs if signature is not None else None
 
 
-def _contract_outputs(app: Application, outputs: dict[str, NDArray], model: str) -> dict[str, NDArray]:
-    """The contract's outputs in contract order (extra outputs are not part of the API)."""
+def _stage_contract(target: Target) -> Signature | None:
+    """The contract of the model `target` reaches: its manifest's, else the one its backend
+    described for the target's version or label (else for its default version); None: not
+    known (not discovered yet)."""
+    model = target.model
+    if model.manifest.contract_declared:
+        return model.manifest.signature
+    known = model.contracts.by_selector
+    return (known.get(target.selector) or known.get(None) or {}).get(model.signature_name)
+
+
+def _stage_inputs(stage: Stage, target: Target, tensors: Mapping[str, NDArray]) -> Mapping[str, NDArray]:
+    """What a stage after the first is sent of the outputs before it: the inputs its model takes
+    (servers refuse inputs they do not know), as the arrays they are (nothing re-encodes them)."""
+    if stage.number == 1:
+        return tensors  # decoded against the application's contract: its first stage's inputs
+    contract = _stage_contract(target)
+    if contract is None or not contract.inputs:
+        return tensors
+    return {name: tensors[name] for name in contract.inputs if name in tensors}
+
+
+def _contract_outputs(app: Application, outputs: dict[str, NDArray], model: str,
+                      variant: str) -> dict[str, NDArray]:
+    """The contract's outputs in contract order (extra outputs are not part of the API), from
+    the last stage's answer (`model` as `variant`)."""
     specs = app.signature.outputs
     if not specs:
         return outputs
     missing = [name for name in specs if name not in outputs]
     if missing:
-        raise BackendError(f"model {model} answered without output {missing[0]!r}")
+        error = BackendError(f"model {model} answered without output {missing[0]!r}")
+        raise error if len(app.stages) == 1 else error.with_prefix(f"stage {len(app.stages)} ({variant}): ")
     return {name: outputs[name] for name in specs}

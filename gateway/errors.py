@@ -6,7 +6,8 @@ the boundary where they occur, and one handler in `app.py` turns these into resp
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import Any, Self
 
 import grpc
 
@@ -30,6 +31,15 @@ class GatewayError(Exception):
         # For the log only (with the request id): backend addresses, socket and file paths,
         # which the answer never carries.
         self.log_detail = log_detail
+
+    def with_prefix(self, prefix: str) -> Self:
+        """A new error of the same class, status, machine and gRPC code, field and log detail,
+        its message prefixed (`stage 2 (s2:1): ...`); this one is left as it was (errors are
+        raised fresh, never changed once raised)."""
+        error = copy.copy(self)  # the class, and what an instance overrides (a grpc_code kept)
+        error.message = prefix + self.message
+        error.args = (error.message,)
+        return error
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON error shape: `{"error": {"code", "message", "field"?}}`."""
@@ -135,6 +145,13 @@ class ModelError(BackendError):
     """The model's own code failed (an exception in user code, a broken output)."""
 
     status, code, grpc_code = 500, "model_error", grpc.StatusCode.INTERNAL
+
+
+class OutputContractViolation(BackendError):
+    """A model answered outputs its contract does not allow (an application's
+    `validate_outputs: true`): the backend's fault, never passed on as an answer."""
+
+    status, code, grpc_code = 502, "output_contract_violation", grpc.StatusCode.INTERNAL
 
 
 # ---------------------------------------------------------------- a backend's gRPC status

@@ -102,6 +102,15 @@ class Metrics:
         self.shadow_latency_difference = Histogram("gateway_shadow_latency_difference_seconds",
                                                    "Shadow call latency minus the live call's", shadow,
                                                    buckets=LATENCY_DIFFERENCE_BUCKETS, registry=self.registry)
+        self.stage_seconds = Histogram("gateway_stage_duration_seconds", "An application stage's backend "
+                                       "call latency, by the variant that served it", ("application", "stage",
+                                                                                        "model"),
+                                       buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._stage_children: dict[tuple[str, int, str], Any] = {}
+        self.output_contract_violations = Counter("gateway_output_contract_violations", "Answers refused "
+                                                  "because they broke the model's output contract "
+                                                  "(validate_outputs)", ("model", "version"),
+                                                  registry=self.registry)
 
     def request_children(self, route: str, application: str, model: str, version: str,
                          status: int) -> RequestChildren:
@@ -121,6 +130,14 @@ class Metrics:
         child = self._backend_children.get(key)
         if child is None:
             child = self._backend_children[key] = self.backend_seconds.labels(model, version)
+        return child
+
+    def stage_seconds_child(self, application: str, stage: int, model: str) -> Any:
+        """`stage_seconds` for one stage's variant (created on first use)."""
+        key = (application, stage, model)
+        child = self._stage_children.get(key)
+        if child is None:
+            child = self._stage_children[key] = self.stage_seconds.labels(application, str(stage), model)
         return child
 
 

@@ -11,10 +11,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import routing
+from gateway.answer_headers import Timing
 from gateway.auth import authorize, check_admin
 from gateway.backends import NDArray, Selector
 from gateway.binary import binary_response, decode_binary, is_binary
-from gateway.body import headers_of, read_body, read_json
+from gateway.body import headers_of, parse_json, read_body, read_json_body
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BadRequest, ContractViolation, PermissionDenied, Unauthenticated, codec_errors
 from gateway.observability import CONTEXT_KEY
@@ -100,20 +101,32 @@ async def predict_application(request: Request) -> Response:
     context = request_context(request, settings, app)
     if app.from_backend:
         app = await dataplane.with_contract(app, context)
+    timings = context.timings
     if is_binary(headers):  # a raw tensor (gateway/binary.py)
-        inputs = decode_binary(headers, await read_body(request, settings), app.signature.inputs)
+        data = await read_body(request, settings)
+        started = time.perf_counter()
+        inputs = decode_binary(headers, data, app.signature.inputs)
+        timings.append(Timing("decode", time.perf_counter() - started))
         check_element_count(inputs, settings)
         outputs = await dataplane.predict(app, inputs, context)
-        answer = binary_response(outputs, app.signature.outputs)
-        return answer or JSONResponse(encode_outputs(outputs, app.signature.outputs))
-    raw, body = await read_json(request, settings)
+        started = time.perf_counter()
+        answer = binary_response(outputs, app.signature.outputs) or JSONResponse(
+            encode_outputs(outputs, app.signature.outputs))
+        timings.append(Timing("encode", time.perf_counter() - started))
+        return answer
+    raw = await read_json_body(request, settings)
+    started = time.perf_counter()
     try:
-        inputs = decode_inputs(body, app.signature.inputs, bools=may_hold_bools(raw))
+        inputs = decode_inputs(parse_json(raw), app.signature.inputs, bools=may_hold_bools(raw))
     except CodecError as error:
         raise _CONTRACT_VIOLATION.translate(error) from None
+    timings.append(Timing("decode", time.perf_counter() - started))
     check_element_count(inputs, settings)
     outputs = await dataplane.predict(app, inputs, context)
-    return JSONResponse(encode_outputs(outputs, app.signature.outputs))
+    started = time.perf_counter()
+    answer = JSONResponse(encode_outputs(outputs, app.signature.outputs))
+    timings.append(Timing("encode", time.perf_counter() - started))
+    return answer
 
 
 async def predict_model(request: Request) -> Response:
@@ -127,28 +140,38 @@ async def predict_model(request: Request) -> Response:
     headers = headers_of(request)
     binary = is_binary(headers)  # a raw tensor (gateway/binary.py), as on the application route
     context = request_context(request, settings)
+    parsed = 0.0  # the JSON parse, timed apart: the contract lookup between may ask the backend
     if binary:
         data = await read_body(request, settings)
         signature = await dataplane.signature(target, None, context)
+        started = time.perf_counter()
         inputs = decode_binary(headers, data, signature.inputs)
     else:
-        raw, body = await read_json(request, settings)
+        raw = await read_json_body(request, settings)
+        started = time.perf_counter()
+        body = parse_json(raw)
+        parsed = time.perf_counter() - started
         signature = await dataplane.signature(target, None, context)
+        started = time.perf_counter()
         try:
             inputs = decode_inputs(body, signature.inputs, bools=may_hold_bools(raw))
         except CodecError as error:
             raise _CONTRACT_VIOLATION.translate(error) from None
+    context.timings.append(Timing("decode", parsed + time.perf_counter() - started))
     check_element_count(inputs, settings)
     prediction = await dataplane.predict_model(target, inputs, context, None, signature.inputs)
     outputs = prediction.outputs
     if signature.outputs:
         outputs = {name: outputs[name] for name in signature.outputs if name in outputs}
     spec = {MODEL_SPEC_HEADER: prediction.spec.header()} if prediction.spec else {}
+    started = time.perf_counter()
     answer = binary_response(outputs, signature.outputs) if binary else None
     if answer is not None:
         answer.headers.update(spec)
-        return answer
-    return JSONResponse(encode_outputs(outputs, signature.outputs), headers=spec or None)
+    else:
+        answer = JSONResponse(encode_outputs(outputs, signature.outputs), headers=spec or None)
+    context.timings.append(Timing("encode", time.perf_counter() - started))
+    return answer
 
 
 routes = [

@@ -13,6 +13,7 @@ The JSON <-> tensor rules live in `tensorcodecs.tfserving_json`.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.answer_headers import Timing
 from gateway.auth import authorize
 from gateway.backends import Selector
 from gateway.backends.capabilities import Classifies, HasMetadata, Regresses, ReportsStatus
@@ -120,9 +122,15 @@ async def _document(request: Request) -> tuple[dict[str, Any], str | None, bytes
     accepted, as TF Serving does (curl -d sends application/x-www-form-urlencoded); size and
     gzip limits apply."""
     body = await read_body(request, request.app.state.settings)
+    document, name = _parse_document(body)
+    return document, name, body
+
+
+def _parse_document(body: bytes) -> tuple[dict[str, Any], str | None]:
+    """A body as a JSON object, and the signature it names."""
     try:
         document = parse_document(body)
-        return document, signature_name(document), body
+        return document, signature_name(document)
     except CodecError as error:
         raise _BAD_REQUEST.translate(error) from None
 
@@ -130,19 +138,27 @@ async def _document(request: Request) -> tuple[dict[str, Any], str | None, bytes
 async def _predict(request: Request, target: Target) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
     context = _context(request)
-    document, name, raw = await _document(request)
-    signature = await dataplane.signature(target, name, context)
+    raw = await read_body(request, request.app.state.settings)
+    started = time.perf_counter()
+    document, name = _parse_document(raw)
+    parsed = time.perf_counter() - started
+    signature = await dataplane.signature(target, name, context)  # may ask the backend: not decoding
+    started = time.perf_counter()
     try:
         body = decode_predict(document, signature.inputs, bools=may_hold_bools(raw))
     except CodecError as error:
         raise _BAD_REQUEST.translate(error) from None
+    context.timings.append(Timing("decode", parsed + time.perf_counter() - started))
     check_element_count(body.inputs, request.app.state.settings)
     prediction = await dataplane.predict_model(target, body.inputs, context, name, signature.inputs)
     headers = {MODEL_SPEC_HEADER: prediction.spec.header()} if prediction.spec else None
+    started = time.perf_counter()
     try:
-        return _json(encode_predict(prediction.outputs, body.format), headers)
+        answer = _json(encode_predict(prediction.outputs, body.format), headers)
     except CodecError as error:
         raise _BAD_REQUEST.translate(error) from None
+    context.timings.append(Timing("encode", time.perf_counter() - started))
+    return answer
 
 
 async def _classify(request: Request, target: Target) -> Response:

@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import CONFIG_DIR
 from tests.e2e.processes import alive, descendants, local_socket_of, running_gateway
+from tests.gateway.test_observability import sample
+from tests.waiting import wait_until
 
 PREDICT = "/gateway/applications/increment_app"
 
@@ -38,6 +40,43 @@ def test_readme_curl(gateway: Gateway) -> None:
         capture_output=True, timeout=30, check=True,
     )
     assert result.stdout == b'{"number":[2]}'
+
+
+def _curl(url: str, body: str, *headers: str) -> tuple[dict[str, str], bytes]:
+    """The answer's headers (lower-case names) and body, as `curl -si` shows them."""
+    options = [arg for header in ("Content-Type: application/json", *headers) for arg in ("-H", header)]
+    result = subprocess.run(["curl", "-si", "-X", "POST", *options, "-d", body, url],
+                            capture_output=True, timeout=30, check=True)
+    head, _, answer = result.stdout.partition(b"\r\n\r\n")
+    fields = (line.split(":", 1) for line in head.decode().splitlines()[1:])
+    return {name.strip().lower(): value.strip() for name, value in fields}, answer
+
+
+def test_readme_pipeline_and_canary_curls(gateway: Gateway) -> None:
+    headers, body = _curl(gateway.url + "/gateway/applications/pipeline_app", '{"fahrenheit": [-40, 32, 212]}')
+    assert body == b'{"phase":["ice","water","steam"]}'
+    assert headers["x-gateway-variants"] == "celsius_model:1, kelvin_model:1, phase_model:1"
+    assert [part.split(";")[0] for part in headers["server-timing"].split(", ")] == [
+        "decode", "stage1", "stage2", "stage3", "encode"]
+    _, body = _curl(gateway.url + "/gateway/models/celsius_model", '{"fahrenheit": [-40, 32, 212]}')
+    assert body == b'{"celsius":[-40.0,0.0,100.0],"readings":3}'
+    _, body = _curl(gateway.url + "/gateway/applications/pipeline_app", '{"fahrenheit": [32]}',
+                    "x-request-timeout: 0.001")
+    assert body == (b'{"error":{"code":"deadline_exceeded","message":"stage 1 (celsius_model:1): the request\'s '
+                    b'deadline passed before the answer was ready"}}')
+    canary = gateway.url + "/gateway/applications/canary_app"
+    headers, body = _curl(canary, '{"number": [1, 2147483647]}')
+    assert body == b'{"number":[2,-2147483648]}'
+    assert headers["x-gateway-variants"] in ("increment_model:1", "increment_numpy:1")
+    for key, variant in (("user-42", "increment_numpy:1"), ("user-1", "increment_model:1")):
+        headers, body = _curl(canary, '{"number": [1]}', f"x-gateway-route-key: {key}")
+        assert (headers["x-gateway-variants"], body) == (variant, b'{"number":[2]}')
+
+    def disagreed() -> float:  # the shadow, increment_numpy:2, keeps 2147483647
+        return sample(httpx.get(gateway.url + "/metrics", timeout=5).text, "gateway_shadow_comparisons_total",
+                      application="canary_app", shadow="increment_numpy:2", agreed="false")
+
+    wait_until(lambda: disagreed() == 1, what="the shadow's disagreement counted")
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,9 @@ def test_example_config_loads() -> None:
     app = config.applications["increment_app"]
     assert app.stages[0].variants[0].model == ModelRef("increment_model", Selector(1))
     assert (config.gateway.values["host"], config.gateway.values["port"]) == ("127.0.0.1", 8000)
-    assert sorted(m.name for m in config.local_models()) == ["increment_model", "scaler_model"]
+    assert sorted(m.key for m in config.local_models()) == [
+        ("celsius_model", 1), ("increment_model", 1), ("increment_numpy", 1), ("increment_numpy", 2),
+        ("kelvin_model", 1), ("phase_model", 1), ("scaler_model", 1)]
 
 
 @pytest.fixture
