@@ -33,10 +33,13 @@ def answer_headers(context: RequestContext) -> list[tuple[bytes, bytes]]:
 
 def server_timing(timings: list[Timing]) -> str:
     """The Server-Timing value of `timings`, durations in milliseconds."""
-    parts = []
-    for timing in timings:
-        part = f"{timing.name};dur={timing.seconds * 1000:.3f}"
-        if timing.description:
-            part += ';desc="' + timing.description.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        parts.append(part)
-    return ", ".join(parts)
+    return ", ".join(["%s;dur=%.3f" % (name, seconds * 1000) if not description  # noqa: UP031 (the faster)
+                      else '%s;dur=%.3f;desc="%s"' % (name, seconds * 1000, _quoted(description))  # noqa: UP031
+                      for name, seconds, description in timings])
+
+
+def _quoted(text: str) -> str:
+    """`text` inside a quoted-string (RFC 9110): backslash and double quote escaped."""
+    if '"' in text or "\\" in text:
+        return text.replace("\\", "\\\\").replace('"', '\\"')
+    return text
