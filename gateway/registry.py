@@ -23,8 +23,10 @@ from gateway.manifests import (
     Plan,
     PlannedStage,
     PlannedVariant,
+    Resolution,
     VariantManifest,
     resolve_ref,
+    resolved_name,
 )
 from gateway.routing import Router
 from tensorcodecs import Signature
@@ -94,12 +96,8 @@ class Variant:
     @property
     def name(self) -> str:
         """`name:version` as requests name it (`x-gateway-variant`) and answers report it
-        (`x-gateway-variants`): the version asked for when the model is floating."""
-        if self.selector is not None and self.selector.version is not None:
-            return f"{self.model.manifest.name}:{self.selector.version}"
-        if self.selector is not None and self.selector.label is not None:
-            return f"{self.model.manifest.name}@{self.selector.label}"
-        return self.model.label
+        (`x-gateway-variants`): `resolved_name`, as plans name it too."""
+        return resolved_name(Resolution(self.model.manifest, self.selector))
 
     @property
     def target(self) -> Target:

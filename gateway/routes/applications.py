@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.auth import authorize
 from gateway.dataplane import DataPlane
 from gateway.errors import PermissionDenied
-from gateway.manifests.plan import plan_to_json
+from gateway.manifests.plan_json import plan_to_json
 from gateway.registry import Application
 
 

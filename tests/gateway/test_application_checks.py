@@ -1,5 +1,5 @@
 """Application manifests checked at load: the parser's rules (weights, shadows, stages) and the
-contract rules between variants and stages (gateway/manifests/plan.py), each error with its
+contract rules between variants and stages (gateway/manifests/contract_rules.py, plan.py), each error with its
 message and file:line; and what `diff` calls a breaking change."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from gateway.manifests import (
     plan_lines,
     plan_to_json,
 )
-from gateway.manifests.plan import compatible_shapes
+from gateway.manifests.contract_rules import compatible_shapes
 from tensorcodecs import Signature, TensorSpec, lookup_dtype
 
 Contract = dict[str, str]  # name -> "dtype [shape]" ("dtype" alone: any shape)

@@ -70,7 +70,7 @@ def doubling() -> Servable:
 RELOAD = {"model_config_list": {"config": [
     {"name": "Toy", "base_path": "/models/Toy", "model_platform": "tensorflow"},
     {"name": "Toy_double", "base_path": "/models/Toy_double", "model_platform": "tensorflow"}]}}
-MISMATCH = ("application chain: stage 2 (toy_double:0) input 'input_1' is not an output of stage 1 (toy:0) "
+MISMATCH = ("application chain: stage 2 (toy_double) input 'input_1' is not an output of stage 1 (toy) "
             "(its outputs: 'output_1')")
 
 
