@@ -85,7 +85,8 @@ class Metrics:
         # Shadow variants (gateway.shadows): their calls are counted here only, never above.
         shadow = ("application", "stage", "shadow")
         self.shadow_copies = Counter("gateway_shadow_copies", "Copies of requests for shadow variants, by "
-                                     "outcome: answered, failed, dropped (queue full), drained (at shutdown)",
+                                     "outcome: answered, failed, dropped (queue full), drained (at shutdown), "
+                                     "mismatched (its discovered contract does not fit the stage)",
                                      (*shadow, "outcome"), registry=self.registry)
         self.shadow_seconds = Histogram("gateway_shadow_duration_seconds", "Shadow backend call latency",
                                         shadow, buckets=LATENCY_BUCKETS, registry=self.registry)

@@ -135,13 +135,21 @@ class Application:
     # an application of declared contracts never look for one).
     from_backend: tuple[Model, ...] = field(init=False)
     # The contract rules its known contracts break (discovered ones: declared ones are checked
-    # at load); while there are any it is not ready and answers ApplicationContractMismatch.
+    # at load) between live variants; while there are any it is not ready and answers
+    # ApplicationContractMismatch.
     problems: tuple[str, ...] = field(init=False)
+    # Those about a shadow variant: the shadow gets no copies (`disabled_shadows`, by name), the
+    # application keeps serving.
+    shadow_problems: tuple[str, ...] = field(init=False)
+    disabled_shadows: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         undeclared = {id(model): model for model in self.models() if not model.manifest.contract_declared}
         object.__setattr__(self, "from_backend", tuple(undeclared.values()))
-        object.__setattr__(self, "problems", tuple(problem.message for problem in self.plan().problems()))
+        found = self.plan().problems()
+        object.__setattr__(self, "problems", tuple(problem.message for problem in found if not problem.shadow))
+        object.__setattr__(self, "shadow_problems", tuple(problem.message for problem in found if problem.shadow))
+        object.__setattr__(self, "disabled_shadows", frozenset(problem.shadow for problem in found if problem.shadow))
 
     def plan(self) -> Plan:
         """Its stages with the contracts known now (`known_signature`: declared, or discovered;
@@ -221,6 +229,12 @@ class Registry:
                     log.warning("application %s is not ready: %s", name, "; ".join(app.problems))
                 else:
                     log.warning("application %s: its discovered contracts fit together again", name)
+            if app.shadow_problems != before[name].shadow_problems:
+                if app.shadow_problems:
+                    log.warning("application %s: shadow(s) %s get no copies: %s", name,
+                                ", ".join(sorted(app.disabled_shadows)), "; ".join(app.shadow_problems))
+                else:
+                    log.warning("application %s: its shadows' discovered contracts fit again", name)
 
 
 class Connect(Protocol):

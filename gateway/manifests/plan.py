@@ -60,10 +60,13 @@ class PlannedStage:
 @dataclass(frozen=True, slots=True)
 class Problem:
     """A contract rule broken: the message names the application, stage, models and field (and
-    no file: answers carry it); `source` is the file:line of the variant it is about."""
+    no file: answers carry it); `source` is the file:line of the variant it is about; `shadow`
+    names the shadow variant it is about ("": it is about live variants), which a discovered
+    problem disables instead of the application."""
 
     message: str
     source: str = ""
+    shadow: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +121,7 @@ class Plan:
                 theirs = getattr(reference.signature, f"{kind}s")
                 for text in differences(kind, mine, theirs, reference.model):
                     yield Problem(f"application {self.application}: stage {stage.number} variant {variant.model} "
-                                  f"{text}", variant.source)
+                                  f"{text}", variant.source, _shadow_of(variant, reference))
 
     def _edge_problems(self, before: PlannedStage, after: PlannedStage) -> Iterator[Problem]:
         produced, taken, reference = before.contract, after.contract, after.reference
@@ -127,7 +130,12 @@ class Plan:
         given = f"stage {before.number} ({before.reference.model})"
         for name, text in edge_differences(taken.inputs, produced.outputs, given):
             yield Problem(f"application {self.application}: stage {after.number} ({reference.model}) input {name!r} "
-                          f"{text}", reference.source)
+                          f"{text}", reference.source, _shadow_of(reference, before.reference))
+
+
+def _shadow_of(variant: PlannedVariant, other: PlannedVariant) -> str:
+    """The shadow a problem between two variants is about: the one that is a shadow ("": both live)."""
+    return variant.model if variant.shadow else other.model if other.shadow else ""
 
 
 def manifest_plan(app: ApplicationManifest, models: Mapping[tuple[str, int], ModelManifest]) -> Plan:

@@ -28,7 +28,7 @@ def _answer(body: dict[str, Any]) -> Response:
 
 def application_json(app: Application) -> dict[str, Any]:
     """One application's plan with the contracts known now and its problems."""
-    return {**plan_to_json(app.plan()), "problems": list(app.problems)}
+    return {**plan_to_json(app.plan()), "problems": list(app.problems), "shadow_problems": list(app.shadow_problems)}
 
 
 def _may_call(request: Request, name: str) -> bool:

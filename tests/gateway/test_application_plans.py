@@ -23,6 +23,7 @@ from gateway.manifests import load_config
 from gateway.settings import ApiKey, AuthSettings, Settings
 from tensorcodecs import Signature, TensorSpec, lookup_dtype
 from tests.conftest import free_port, serve_app
+from tests.gateway.test_observability import sample
 from tests.tfserving_server import DEFAULT, FakeTFServing, Servable
 
 BATCH = [[1, 2], [1, 3]]
@@ -117,6 +118,38 @@ async def test_discovered_contracts_that_do_not_fit_keep_the_application_not_rea
         assert (await client.get("/gateway/applications/chain")).json()["problems"] == []
 
 
+SHADOW_MISMATCH = ("application canary: stage 1 variant toy_double output 'output_1' is float64 but toy has it "
+                   "as float32")
+
+
+async def test_a_shadow_whose_discovered_contract_does_not_fit_is_disabled_and_the_application_serves(
+        tfs: FakeTFServing, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = tmp_path / "config"
+    write_remote_model(config, "toy", tfs.target, "Toy")
+    write_remote_model(config, "toy_double", tfs.target, "Toy_double")  # a float64 re-export of Toy
+    write_app(config, "canary", "pipeline:\n  - - {model: toy}\n    - {model: toy_double, shadow: true}\n")
+    app = create_app(Settings(access_log=False), load_config(config))
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 200, ready.text
+        detail = ready.json()["applications"]["canary"]
+        assert (detail["ready"], detail["problems"], detail["shadow_problems"]) == (True, [], [SHADOW_MISMATCH])
+        assert [m for m in caplog.messages if "get no copies" in m] == [
+            f"application canary: shadow(s) toy_double get no copies: {SHADOW_MISMATCH}"]
+        plan = (await client.get("/gateway/applications/canary")).json()
+        assert (plan["problems"], plan["shadow_problems"]) == ([], [SHADOW_MISMATCH])
+
+        before = predictions(tfs)
+        for _ in range(3):
+            response = await client.post("/gateway/applications/canary", json={"input_1": BATCH})
+            assert response.status_code == 200, response.text
+            assert response.headers["x-gateway-variants"] == "toy"
+        text = (await client.get("/metrics")).text
+        assert sample(text, "gateway_shadow_copies_total", application="canary", stage="1", shadow="toy_double",
+                      outcome="mismatched") == 3
+        assert predictions(tfs) == before + 3  # the live calls only: the shadow got none
+
+
 def wider_toy() -> Servable:
     """A Toy version that takes three columns."""
     signature = Signature(DEFAULT, {"input_1": _spec("input_1", "float32", (-1, 3))},
@@ -184,6 +217,7 @@ CANARY_PLAN = {
     ],
     "dropped": [],
     "problems": [],
+    "shadow_problems": [],
 }
 
 
