@@ -159,6 +159,14 @@ def test_a_model_is_a_variant_of_a_stage_once(config: Path) -> None:
     assert error.location == f"{path}:5"
 
 
+@pytest.mark.parametrize("second", ["{model: a:1, weight: 50}", "{model: a:1, shadow: true}"])
+def test_a_model_is_a_variant_of_a_stage_once_however_it_is_spelled(config: Path, second: str) -> None:
+    path = write_application(config, f"pipeline:\n  - - {{model: a, weight: 50}}\n    - {second}\n")
+    error = refused(config)
+    assert error.message == f"stage 1: model a:1 is a:1, also a variant at {path}:4 (as a)"
+    assert error.location == f"{path}:5"
+
+
 @pytest.mark.parametrize("stage", ["[]", "a:1", "[a:1]"])
 def test_a_stage_is_a_list_of_variant_mappings(config: Path, stage: str) -> None:
     path = write_application(config, f"pipeline:\n  - {stage}\n")
