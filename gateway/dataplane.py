@@ -63,7 +63,7 @@ class RequestContext:
     deadline: float  # time.monotonic() by which the answer is due
     labels: dict[str, str] = field(default_factory=dict)
     route_key: str | None = None
-    variant_override: str | None = None
+    variant_override: tuple[str, ...] = ()  # variant names, checked (routing.variant_override)
     served: list[str] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
     after_answer: list[Callable[[], object]] = field(default_factory=list)
