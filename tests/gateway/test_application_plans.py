@@ -177,6 +177,23 @@ async def test_each_version_a_variant_names_is_discovered_and_checked(tfs: FakeT
         assert (await client.post("/gateway/applications/mixed", json={"input_1": BATCH})).status_code == 503
 
 
+async def test_a_version_not_described_at_start_is_asked_for_not_taken_for_the_default(
+        tfs: FakeTFServing, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    write_remote_model(config, "toy", tfs.target, "Toy")
+    write_app(config, "mixed", "pipeline:\n  - - {model: toy:1, weight: 90}\n    - {model: toy:3, weight: 10}\n")
+    async with (serve_app(create_app(Settings(access_log=False), load_config(config))) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as client):
+        assert (await client.get("/health/ready")).json()["applications"]["mixed"]["problems"] == []  # toy:3 unknown
+        tfs.loaded["Toy"][3] = wider_toy()  # version 3 arrives, and it does not fit
+        response = await client.post("/gateway/applications/mixed", json={"input_1": BATCH})
+        assert response.status_code == 503, response.text  # its contract was asked for first
+        problem = ("application mixed: stage 1 variant toy:3 input 'input_1' has shape [-1, 3] but toy:1 has it "
+                   "with shape [-1, 2]")
+        assert response.json()["error"] == {"code": "application_contract_mismatch", "message": problem}
+        assert (await client.get("/health/ready")).json()["applications"]["mixed"]["problems"] == [problem]
+
+
 # ---------------------------------------------------------------- the plans as JSON
 
 
