@@ -19,7 +19,7 @@ from gateway.manifests.directory import load_config
 from gateway.manifests.gateway_kind import parse_gateway
 from gateway.manifests.model_kind import load_model_manifest, parse_model
 from gateway.manifests.plan import Plan, PlannedStage, PlannedVariant, Problem, manifest_plan
-from gateway.manifests.plan_diff import Change, diff
+from gateway.manifests.plan_diff import Change, diff, not_compared, with_running_contracts
 from gateway.manifests.plan_json import plan_from_json, plan_to_json
 from gateway.manifests.plan_text import plan_lines
 from gateway.manifests.resolve import resolve_model, resolve_ref, resolved_name, version_labels
@@ -72,6 +72,7 @@ __all__ = [
     "load_model_manifest",
     "manifest_plan",
     "model_folders",
+    "not_compared",
     "parse_application",
     "parse_gateway",
     "parse_model",
@@ -84,4 +85,5 @@ __all__ = [
     "resolve_ref",
     "resolved_name",
     "version_labels",
+    "with_running_contracts",
 ]

@@ -4,7 +4,7 @@ changes break callers of an application."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.manifests.contract_rules import spec_text
 from gateway.manifests.plan import Plan, PlannedStage, PlannedVariant
@@ -16,14 +16,41 @@ from tensorcodecs.contract import Shape
 class Change:
     """One difference between a running gateway's plan and a config's; `breaking` when callers
     of the application as it runs would fail (an application or input removed, an input added,
-    an output removed, a dtype changed, a shape made incompatible)."""
+    an output removed, a dtype changed, a shape made incompatible); `compared` False when the
+    check could not tell (a contract one side does not know, an application the API key may
+    not see)."""
 
     application: str
     text: str
     breaking: bool = False
+    compared: bool = True
 
     def __str__(self) -> str:
         return f"{'BREAKING ' if self.breaking else ''}application {self.application}: {self.text}"
+
+
+def not_compared(application: str, why: str) -> Change:
+    return Change(application, f"not compared: {why}", compared=False)
+
+
+def with_running_contracts(running: Mapping[str, Plan], config: Mapping[str, Plan]) -> dict[str, Plan]:
+    """The `config` plans with each contract they leave to discovery (a variant without a
+    declared contract) taken from the running gateway's variant of that name in that stage,
+    when it runs one: it reaches the same model and version, so what the gateway discovered
+    for it is what a reload would serve."""
+    filled = {}
+    for name, plan in config.items():
+        old = running.get(name)
+        if old is None:
+            filled[name] = plan
+            continue
+        known = {(stage.number, v.model): v.signature for stage in old.stages for v in stage.variants}
+        filled[name] = Plan(plan.application, tuple(
+            PlannedStage(stage.number, tuple(
+                v if v.signature is not None else replace(v, signature=known.get((stage.number, v.model)))
+                for v in stage.variants))
+            for stage in plan.stages))
+    return filled
 
 
 def diff(running: Mapping[str, Plan], config: Mapping[str, Plan]) -> list[Change]:
@@ -40,7 +67,21 @@ def diff(running: Mapping[str, Plan], config: Mapping[str, Plan]) -> list[Change
             changes.extend(_contract_changes(name, "input", old.inputs, new.inputs))
             changes.extend(_contract_changes(name, "output", old.outputs, new.outputs))
             changes.extend(_stage_changes(name, old, new))
+            changes.extend(_uncompared(name, old, new))
     return changes
+
+
+def _uncompared(app: str, old: Plan, new: Plan) -> Iterator[Change]:
+    """A stage whose contract one side does not know: nothing above could compare it."""
+    for before, after in zip(old.stages, new.stages, strict=False):
+        if after.contract is None:
+            names = ", ".join(v.model for v in after.variants)
+            yield not_compared(app, f"contract of stage {after.number} ({names}): discovered from its backend "
+                               "when served")
+        elif before.contract is None:
+            names = ", ".join(v.model for v in before.variants)
+            yield not_compared(app, f"contract of stage {before.number} ({names}): the running gateway has not "
+                               "discovered it")
 
 
 def _contract_changes(app: str, kind: str, old: Mapping[str, TensorSpec] | None,

@@ -23,6 +23,7 @@ from gateway.manifests import (
     plan_from_json,
     plan_lines,
     plan_to_json,
+    with_running_contracts,
 )
 from gateway.manifests.contract_rules import compatible_shapes
 from tensorcodecs import Signature, TensorSpec, lookup_dtype
@@ -422,10 +423,22 @@ def test_applications_and_variants_added_removed_or_reweighted() -> None:
     assert diff(running, running) == []
 
 
-def test_contracts_not_known_on_one_side_are_not_compared() -> None:
+def test_contracts_not_known_on_one_side_are_said_not_compared() -> None:
     known = _plan("app", [_spec("a", "int64")], [_spec("y", "int64")])
     unknown = Plan("app", (PlannedStage(1, (PlannedVariant("m:1", 100),)),))
-    assert diff({"app": known}, {"app": unknown}) == []
+    assert [(str(change), change.compared) for change in diff({"app": known}, {"app": unknown})] == [
+        ("application app: not compared: contract of stage 1 (m:1): discovered from its backend when served", False)]
+    assert [str(change) for change in diff({"app": unknown}, {"app": known})] == [
+        "application app: not compared: contract of stage 1 (m:1): the running gateway has not discovered it"]
+
+
+def test_a_contract_left_to_discovery_is_the_running_variants_of_that_name() -> None:
+    running = {"app": _plan("app", [_spec("a", "int64")], [_spec("y", "int64")])}  # m:1, as discovered
+    same = {"app": Plan("app", (PlannedStage(1, (PlannedVariant("m:1", 100),)),))}
+    assert diff(running, with_running_contracts(running, same)) == []
+    other = {"app": Plan("app", (PlannedStage(1, (PlannedVariant("m:2", 100),)),))}
+    assert [str(change) for change in diff(running, with_running_contracts(running, other)) if not change.compared] \
+        == ["application app: not compared: contract of stage 1 (m:2): discovered from its backend when served"]
 
 
 def test_contract_changes_between_stages_are_listed_but_break_no_caller() -> None:

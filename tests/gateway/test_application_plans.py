@@ -369,10 +369,59 @@ async def test_check_says_when_the_gateway_does_not_answer_its_plans(
         status, _, err = await check(capsys, "--config", str(config), "--url", url)
         assert status == 2
         assert err.startswith(f"gateway check: {url}/gateway/applications answered 401: ")
-        status, lines, _ = await check(capsys, "--config", str(config), "--url", url, "--api-key", "canary-key")
-        # the key sees canary only: the others look added
-        assert (status, lines) == (0, [f"changes against {url}:", "  application gone: added",
-                                       "  application typed: added"])
+        status, lines, err = await check(capsys, "--config", str(config), "--url", url, "--api-key", "canary-key")
+        # the key sees canary only: the others are asked for by name, and not compared
+        assert (status, lines) == (4, [f"changes against {url}:",
+                                       "  application gone: not compared: the API key may not see it",
+                                       "  application typed: not compared: the API key may not see it",
+                                       NOT_SEEN])
+        assert err == f"gateway check: 2 thing(s) not compared against {url}\n"
+        changed = next_config(tmp_path / "next", tfs.target)
+        status, lines, _ = await check(capsys, "--config", str(changed), "--url", url, "--api-key", "canary-key")
+        assert (status, lines[-3:]) == (4, ["  application fresh: added",  # 404: really added
+                                            "  application typed: not compared: the API key may not see it",
+                                            NOT_SEEN])
+        status, lines, _ = await check(capsys, "--config", str(changed), "--url", url, "--api-key", "ops-key")
+        assert status == 3  # a key that sees everything: typed's new dtype and gone's removal are seen
+        assert "  BREAKING application gone: removed" in lines
+
+
+NOT_SEEN = "note: only the applications the API key may call are listed: a removed one it may not call is not seen"
+
+
+async def test_check_compares_discovered_contracts_through_the_running_gateway(
+        tfs: FakeTFServing, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    running = tmp_path / "running"
+    write_remote_model(running, "toy", tfs.target, "Toy")
+    write_app(running, "alone", "singular: {model: toy}\n")
+    changed = tmp_path / "changed"
+    write_remote_model(changed, "toy", tfs.target, "Toy")
+    write_remote_model(changed, "toy_double", tfs.target, "Toy_double")
+    write_app(changed, "alone", "singular: {model: toy_double}\n")
+    async with serve_app(create_app(Settings(access_log=False), load_config(running))) as url:
+        status, lines, err = await check(capsys, "--config", str(running), "--url", url)
+        assert (status, lines, err) == (0, [f"no changes against {url}"], "")  # toy's contract: the gateway's
+        status, lines, err = await check(capsys, "--config", str(changed), "--url", url)
+        assert (status, lines) == (4, [
+            f"changes against {url}:",
+            "  application alone: stage 1 variant toy removed",
+            "  application alone: stage 1 variant toy_double added (weight 100, 100%)",
+            "  application alone: not compared: contract of stage 1 (toy_double): discovered from its backend "
+            "when served"])
+
+
+@pytest.mark.parametrize("argv", [["--timeout", "-1"], ["--timeout", "nan"], ["--timeout", "inf"], ["--timeout", "0"],
+                                  ["--timeout", "soon"], ["--api-key", "k"]])
+def test_check_refuses_bad_options_in_one_line(argv: list[str], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    config = running_config(tmp_path / "config", "127.0.0.1:1")
+    url = [] if argv[0] == "--api-key" else ["--url", "http://127.0.0.1:1"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "--config", str(config), *url, *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith(("gateway check: error: ", "gateway: error: check: "))
 
 
 async def test_check_refuses_declared_contracts_that_do_not_fit(tmp_path: Path,
