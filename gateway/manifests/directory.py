@@ -105,8 +105,9 @@ def _check_contracts(config: Config) -> None:
     """The declared contracts of each application's variants fit (gateway.manifests.plan)."""
     for app in config.applications.values():
         problems = manifest_plan(app, config.models).problems()
-        if problems:
-            raise ConfigError(problems[0].message, problems[0].source or app.source)
+        if problems:  # all of them, so that one run shows every fix to make
+            others = "".join(f"; and at {p.source or app.source}: {p.message}" for p in problems[1:])
+            raise ConfigError(problems[0].message + others, problems[0].source or app.source)
 
 
 def _check_labels(config: Config) -> None:

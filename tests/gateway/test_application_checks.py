@@ -121,6 +121,14 @@ def test_a_shadows_fields_are_checked(config: Path, fields: str, message: str) -
     assert error.location == f"{path}:{line_of(path, fields.partition(':')[0])}"
 
 
+def test_the_older_modelservices_stage_is_refused_with_the_spelling_to_use(config: Path) -> None:
+    path = write_application(config, "pipeline:\n  - modelservices: [{model: a:1, weight: 100}]\n")
+    error = refused(config)
+    assert error.message == ("pipeline[0][0].modelservices: the older stage spelling; a stage is now the list of its "
+                             "variants itself: `- - {model: name:version, weight: N}`")
+    assert error.location == f"{path}:4"
+
+
 def test_a_shadows_sample_and_compare_are_kept(config: Path) -> None:
     write_application(config, "pipeline:\n  - - {model: a:1, weight: 3}\n    - {model: c:1}\n"
                               "    - {model: b:1, shadow: true, sample: 0.25, compare: {rtol: 0.01, atol: 0.5}}\n")
@@ -256,8 +264,16 @@ def test_every_variant_of_a_stage_has_its_contract(config: Path, b: tuple[Contra
                                                    shadow: bool) -> None:
     path = _stage_of(config, {"a": INT, "b": b}, shadow=shadow)
     error = refused(config)
-    assert error.message == f"application demo: stage 1 variant b:1 {words}"
+    assert error.message.split("; and at ")[0] == f"application demo: stage 1 variant b:1 {words}"  # the first
     assert error.location == f"{path}:5"  # the variant's `model`
+
+
+def test_every_contract_problem_is_listed_at_once(config: Path) -> None:
+    path = _stage_of(config, {"a": INT, "b": ({"x": "float32 [-1]"}, {"y": "int32 [-1]"})})
+    error = refused(config)
+    assert error.message == (f"application demo: stage 1 variant b:1 input 'x' is float32 but a:1 has it as int64; "
+                             f"and at {path}:5: application demo: stage 1 variant b:1 output 'y' is int32 but a:1 "
+                             "has it as int64")
 
 
 @pytest.mark.parametrize("b", [
