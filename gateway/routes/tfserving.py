@@ -33,7 +33,9 @@ from gateway.errors import BadRequest, CodecErrors, MethodNotAllowed, ModelError
 from gateway.registry import Target
 from gateway.routes.native import MODEL_SPEC_HEADER, check_element_count, request_context
 from gateway.settings import Settings
+from protos.tensorflow_serving.classification_pb2 import ClassificationResponse
 from protos.tensorflow_serving.input_pb2 import Input
+from protos.tensorflow_serving.regression_pb2 import RegressionResponse
 from tensorcodecs import CodecError
 from tensorcodecs.json_codec import may_hold_bools
 from tensorcodecs.tfserving_json import (
@@ -156,10 +158,11 @@ async def _classify(request: Request, target: Target) -> Response:
     examples, name, context = await _examples(request)
     backend = request.app.state.dataplane.capability(target.model, Classifies)
     started = time.perf_counter()
+    response = None
     try:
         response = await backend.classify(examples, context.remaining(), target.selector, name, context.request_id)
     finally:
-        context.timings.append(Timing("backend", time.perf_counter() - started, _served_as(target)))
+        context.timings.append(Timing("backend", time.perf_counter() - started, _served_as(target, response)))
     return _results_json(classification_json, response.result, context)
 
 
@@ -167,10 +170,11 @@ async def _regress(request: Request, target: Target) -> Response:
     examples, name, context = await _examples(request)
     backend = request.app.state.dataplane.capability(target.model, Regresses)
     started = time.perf_counter()
+    response = None
     try:
         response = await backend.regress(examples, context.remaining(), target.selector, name, context.request_id)
     finally:
-        context.timings.append(Timing("backend", time.perf_counter() - started, _served_as(target)))
+        context.timings.append(Timing("backend", time.perf_counter() - started, _served_as(target, response)))
     return _results_json(regression_json, response.result, context)
 
 
@@ -199,9 +203,11 @@ def _results_json(encode: Callable[[ResultT], bytes], result: ResultT, context: 
     return answer
 
 
-def _served_as(target: Target) -> str:
-    """The model version a call to `target` asks for, as Server-Timing names it (name:version)."""
+def _served_as(target: Target, response: ClassificationResponse | RegressionResponse | None) -> str:
+    """The model version that answered (else the one asked for), as Server-Timing names it."""
     manifest, selector = target.model.manifest, target.selector
+    if response is not None and response.model_spec.HasField("version"):
+        return f"{manifest.name}:{response.model_spec.version.value}"
     if selector is not None and (selector.version is not None or selector.label is not None):
         return f"{manifest.name}:{selector.version if selector.version is not None else selector.label}"
     return f"{manifest.name}:{manifest.version}"

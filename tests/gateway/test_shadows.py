@@ -33,7 +33,15 @@ from gateway.backends import NDArray, Selector
 from gateway.backends.resilience import CircuitState
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import ConfigError
-from gateway.manifests import ApplicationManifest, CompareSpec, ModelRef, Stage, VariantManifest, load_config
+from gateway.manifests import (
+    ApplicationManifest,
+    CompareSpec,
+    ModelManifest,
+    ModelRef,
+    Stage,
+    VariantManifest,
+    load_config,
+)
 from gateway.observability import Metrics
 from gateway.registry import Application, Model, Registry, Variant
 from gateway.settings import Settings
@@ -102,6 +110,11 @@ def test_a_logged_tensor_shows_its_first_values_only() -> None:
 
 # ---------------------------------------------------------------- the data plane, with the double
 
+def _shadow_model(manifest: ModelManifest, backend: InMemoryBackend) -> Model:
+    """A model some application shadows: the registry gives it its unguarded shadow backend."""
+    return Model(manifest, backend, shadow_backend=backend)
+
+
 def _double_app(live: Model, shadow: Model, then: Model) -> Application:
     ref = ModelRef("m", Selector(1))
     first = registry.Stage(1, (Variant(live, 100),),
@@ -116,7 +129,7 @@ async def test_a_shadow_is_called_only_once_the_answer_was_sent_and_never_feeds_
     live = InMemoryBackend(lambda inputs: {"number": inputs["number"] + 1})
     shadow = InMemoryBackend(lambda inputs: {"number": inputs["number"] * 100})
     then = InMemoryBackend(lambda inputs: {"number": inputs["number"] + 10})
-    app = _double_app(Model(manifest, live), Model(manifest, shadow), Model(manifest, then))
+    app = _double_app(Model(manifest, live), _shadow_model(manifest, shadow), Model(manifest, then))
     metrics = Metrics()
     shadows = ShadowTraffic(metrics)
     plane = DataPlane(Registry({}, {"app": app}), metrics=metrics, shadows=shadows)
@@ -141,8 +154,8 @@ async def test_a_copy_made_before_a_reload_goes_to_the_variant_it_was_made_for()
     manifest = load_config(CONFIG_DIR).models[("increment_model", 1)]
     then = Model(manifest, InMemoryBackend(dict))
     old_shadow, new_shadow = InMemoryBackend(dict), InMemoryBackend(dict)
-    before = _double_app(Model(manifest, InMemoryBackend(dict)), Model(manifest, old_shadow), then)
-    after = _double_app(Model(manifest, InMemoryBackend(dict)), Model(manifest, new_shadow), then)
+    before = _double_app(Model(manifest, InMemoryBackend(dict)), _shadow_model(manifest, old_shadow), then)
+    after = _double_app(Model(manifest, InMemoryBackend(dict)), _shadow_model(manifest, new_shadow), then)
     shadows = ShadowTraffic()
     plane = DataPlane(Registry({}, {"app": before}), shadows=shadows)
     context = RequestContext.start("r2", 5)
