@@ -493,7 +493,7 @@ async def tf_serving(**models: Callable[[NDArray], NDArray]) -> AsyncIterator[Fa
 
 @contextlib.asynccontextmanager
 async def gateway(config_dir: Path, **settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    app = create_app(Settings(access_log=False, **settings), load_config(config_dir))
+    app = create_app(Settings(config_dir=config_dir, access_log=False, **settings), load_config(config_dir))
     async with (serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client):
         yield client, app
 
@@ -735,3 +735,23 @@ async def test_a_draining_gateway_makes_no_copies_and_a_failing_copy_job_is_coun
             app.state.draining = True  # SIGTERM: /health/ready says 503, requests are still served
             assert (await client.post(APP, json=X)).status_code == 200
             assert await settled(client, "shadow:1", 2) == {"answered": 1, "failed": 0, "dropped": 0, "drained": 1}
+
+
+async def test_a_reload_removing_a_shadow_ends_its_workers_and_its_late_copies_count_drained(tmp_path: Path) -> None:
+    async with tf_serving(Live=lambda x: x) as live, tf_serving(Stuck=lambda x: x) as stuck:
+        config = write_shadowed(tmp_path / "config", live.target, {"stuck": (stuck.target, "Stuck", "")})
+        async with gateway(config, shadow_concurrency=1, drain_timeout_s=0.5) as (client, app):
+            stuck.hold = asyncio.Event()  # its calls wait until the test ends
+            for _ in range(3):
+                assert (await client.post(APP, json=X)).status_code == 200
+            await eventually(lambda: _true(predictions(stuck) == 1), what="the first copy's call")
+            workers = [task for task in asyncio.all_tasks() if task.get_name() == "shadow shadowed/1/stuck:1"]
+            assert len(workers) == 1
+            (config / "applications" / "shadowed.yaml").write_text(
+                "kind: Application\nname: shadowed\nsingular: {model: live}\n")
+            assert (await client.post("/admin/reload")).status_code == 200
+            assert (await client.post(APP, json=X)).status_code == 200  # no shadow any more
+            # The drain timeout passed: the call under way and the two queued copies are dropped
+            # before the reload closes the shadow's channel (never counted as its failures).
+            await eventually(lambda: _true(workers[0].done()), what="the removed shadow's worker to end")
+            assert await copies(client, "stuck:1") == {"answered": 0, "failed": 0, "dropped": 0, "drained": 3}
