@@ -418,6 +418,7 @@ metrics.shadow_comparisons.labels(*labels, "y", "true").inc()
 metrics.shadow_agreement.labels(*labels, "y").set(0.75)
 metrics.shadow_abs_difference.labels(*labels, "y").observe(0.5)
 metrics.shadow_latency_difference.labels(*labels).observe(-0.01)
+metrics.shadow_live_seconds.labels(*labels).observe(0.02)
 registry = CollectorRegistry()
 MultiProcessCollector(registry)
 sys.stdout.write(generate_latest(registry).decode())
@@ -435,6 +436,7 @@ def test_the_shadow_metrics_work_in_multiprocess_mode(tmp_path: Path) -> None:
     assert sample(text, "gateway_shadow_agreement_ratio", **labels, output="y") == 0.75
     assert sample(text, "gateway_shadow_abs_difference_count", **labels, output="y") == 1
     assert sample(text, "gateway_shadow_latency_difference_seconds_bucket", **labels, le="-0.01") == 1
+    assert sample(text, "gateway_shadow_live_duration_seconds_sum", **labels) == 0.02
 
 
 async def _true(value: bool) -> bool:
@@ -704,9 +706,12 @@ async def test_a_slow_shadow_on_the_embedded_runtime_neither_delays_nor_limits_t
 
 def test_the_shadow_settings_come_from_their_section_of_gateway_yaml(tmp_path: Path) -> None:
     (tmp_path / "gateway.yaml").write_text(
-        "kind: Gateway\nshadows: {shadow_queue_size: 5, shadow_concurrency: 3, shadow_log_sample: 0}\n")
+        "kind: Gateway\nshadows: {shadow_queue_size: 5, shadow_concurrency: 3, shadow_log_sample: 0,\n"
+        "          shadow_queue_bytes: 1000}\n")
     settings = Settings.load(tmp_path, load_config(tmp_path).gateway.values, env={})
     assert (settings.shadow_queue_size, settings.shadow_concurrency, settings.shadow_log_sample) == (5, 3, 0.0)
+    assert settings.shadow_queue_bytes == 1000
+    assert Settings().shadow_queue_bytes == 64 << 20
     assert Settings.load(tmp_path, env={"GATEWAY_SHADOW_LOG_SAMPLE": "1"}).shadow_log_sample == 1.0
     (tmp_path / "gateway.yaml").write_text("kind: Gateway\nshadows: {shadow_log_sample: 1.5}\n")
     with pytest.raises(ConfigError, match=r"shadow_log_sample must be between 0\.0 and 1\.0"):
@@ -740,7 +745,7 @@ async def test_a_draining_gateway_makes_no_copies_and_a_failing_copy_job_is_coun
 async def test_a_reload_removing_a_shadow_ends_its_workers_and_its_late_copies_count_drained(tmp_path: Path) -> None:
     async with tf_serving(Live=lambda x: x) as live, tf_serving(Stuck=lambda x: x) as stuck:
         config = write_shadowed(tmp_path / "config", live.target, {"stuck": (stuck.target, "Stuck", "")})
-        async with gateway(config, shadow_concurrency=1, drain_timeout_s=0.5) as (client, app):
+        async with gateway(config, shadow_concurrency=1, drain_timeout_s=0.5) as (client, _app):
             stuck.hold = asyncio.Event()  # its calls wait until the test ends
             for _ in range(3):
                 assert (await client.post(APP, json=X)).status_code == 200
