@@ -50,6 +50,7 @@ def create_app(settings: Settings, config: Config | None = None,
         app.state.metrics = meters
         app.state.draining = False
         shadows = ShadowTraffic.from_settings(settings, meters)
+        shadows.draining = lambda: bool(app.state.draining)  # SIGTERM: copies are no longer made
         dataplane = DataPlane(Registry.build(config, pool, failed), settings.max_concurrency, meters, shadows)
         app.state.dataplane = dataplane
         # Contracts not in the manifests come from the backends' metadata (again on first use

@@ -80,11 +80,18 @@ class RequestContext:
             raise DeadlineExceeded("the request's deadline passed before the answer was ready")
         return left
 
-    def answered(self) -> None:
-        """The caller's answer was sent (or the caller is gone): run what waited for it."""
+    def answered(self) -> int:
+        """The caller's answer was sent (or the caller is gone): run what waited for it; the
+        jobs that raised (logged; the others still run)."""
         jobs, self.after_answer = self.after_answer, []
+        failed = 0
         for job in jobs:
-            job()
+            try:
+                job()
+            except Exception:
+                failed += 1
+                log.exception("request %s: a job run after the answer failed", self.request_id)
+        return failed
 
 
 SHARED_LOOKUP_MIN_S = 10.0  # the least time a contract lookup shared by requests is given
@@ -149,30 +156,28 @@ class DataPlane:
                           context: RequestContext) -> dict[str, NDArray]:
         tensors: Mapping[str, NDArray] = inputs
         outputs: dict[str, NDArray] = {}
-        model = ""
         for stage in app.stages:
             variant = choose_variant(stage, context)
             context.served.append(variant.name)
-            model = variant.model.label
             tensors = _stage_inputs(stage, variant.target, tensors)
-            live_started = time.perf_counter()
-            prediction = await self._run_stage(app, stage, variant, tensors, context)
+            prediction, call_seconds = await self._run_stage(app, stage, variant, tensors, context)
             if stage.shadows and self.shadows is not None:
-                self.shadows.copy(app, stage, variant, tensors, prediction, time.perf_counter() - live_started,
-                                  context, _discovered_inputs)
+                self.shadows.copy(app, stage, variant, tensors, prediction, call_seconds, context, _discovered_inputs)
             outputs = prediction.outputs
             tensors = outputs
-        return _contract_outputs(app, outputs, model, context.served[-1])
+        return _contract_outputs(app, outputs, context.served[-1])
 
     async def _run_stage(self, app: Application, stage: Stage, variant: Variant, tensors: Mapping[str, NDArray],
-                         context: RequestContext) -> Prediction:
+                         context: RequestContext) -> tuple[Prediction, float]:
         """One stage's call to `variant`, timed (Server-Timing `stageN`,
         gateway_stage_duration_seconds), its answer checked when the application validates
-        outputs; an error of a stage of a pipeline names the stage and variant."""
+        outputs; an error of a stage of a pipeline names the stage and variant. With the
+        backend call's own seconds (what a shadow's call is compared with)."""
         target, name = variant.target, variant.name
         started = time.perf_counter()
         try:
             prediction = await self._predict(target, tensors, context, specs=_discovered_inputs(target))
+            call_seconds = time.perf_counter() - started
             if app.manifest.validate_outputs:
                 self._check_outputs(prediction.outputs, target, name, context)
         except GatewayError as error:
@@ -183,8 +188,10 @@ class DataPlane:
             elapsed = time.perf_counter() - started
             context.timings.append(Timing(f"stage{stage.number}", elapsed, name))
             if self.metrics is not None:
-                self.metrics.stage_seconds_child(app.name, stage.number, name).observe(elapsed)
-        return prediction
+                labels = context.labels
+                self.metrics.stage_seconds_child(app.name, stage.number, labels.get("model", ""),
+                                                 labels.get("version", "")).observe(elapsed)
+        return prediction, call_seconds
 
     def _check_outputs(self, outputs: Mapping[str, NDArray], target: Target, variant: str,
                        context: RequestContext) -> None:
@@ -399,15 +406,14 @@ def _stage_inputs(stage: Stage, target: Target, tensors: Mapping[str, NDArray]) 
     return {name: tensors[name] for name in contract.inputs if name in tensors}
 
 
-def _contract_outputs(app: Application, outputs: dict[str, NDArray], model: str,
-                      variant: str) -> dict[str, NDArray]:
+def _contract_outputs(app: Application, outputs: dict[str, NDArray], variant: str) -> dict[str, NDArray]:
     """The contract's outputs in contract order (extra outputs are not part of the API), from
-    the last stage's answer (`model` as `variant`)."""
+    the last stage's answer (by `variant`, as answers name it)."""
     specs = app.signature.outputs
     if not specs:
         return outputs
     missing = [name for name in specs if name not in outputs]
     if missing:
-        error = BackendError(f"model {model} answered without output {missing[0]!r}")
+        error = BackendError(f"model {variant} answered without output {missing[0]!r}")
         raise error if len(app.stages) == 1 else error.with_prefix(f"stage {len(app.stages)} ({variant}): ")
     return {name: outputs[name] for name in specs}

@@ -85,8 +85,9 @@ class Metrics:
         # Shadow variants (gateway.shadows): their calls are counted here only, never above.
         shadow = ("application", "stage", "shadow")
         self.shadow_copies = Counter("gateway_shadow_copies", "Copies of requests for shadow variants, by "
-                                     "outcome: answered, failed, dropped (queue full), drained (at shutdown), "
-                                     "mismatched (its discovered contract does not fit the stage)",
+                                     "outcome: answered, failed, dropped (queue full by count or bytes), drained (a "
+                                     "reload removed the shadow, the gateway drains or stops), mismatched (its "
+                                     "discovered contract does not fit the stage)",
                                      (*shadow, "outcome"), registry=self.registry)
         self.shadow_seconds = Histogram("gateway_shadow_duration_seconds", "Shadow backend call latency",
                                         shadow, buckets=LATENCY_BUCKETS, registry=self.registry)
@@ -101,17 +102,25 @@ class Metrics:
                                                "numeric output, per comparison", (*shadow, "output"),
                                                buckets=ABS_DIFFERENCE_BUCKETS, registry=self.registry)
         self.shadow_latency_difference = Histogram("gateway_shadow_latency_difference_seconds",
-                                                   "Shadow call latency minus the live call's", shadow,
+                                                   "Shadow call latency minus the live call's (no _sum: "
+                                                   "negative buckets; means from gateway_shadow_duration_"
+                                                   "seconds and gateway_shadow_live_duration_seconds)", shadow,
                                                    buckets=LATENCY_DIFFERENCE_BUCKETS, registry=self.registry)
         self.stage_seconds = Histogram("gateway_stage_duration_seconds", "An application stage's backend "
-                                       "call latency, by the variant that served it", ("application", "stage",
-                                                                                        "model"),
+                                       "call latency, by the model version that served it", ("application", "stage",
+                                                                                              "model", "version"),
                                        buckets=LATENCY_BUCKETS, registry=self.registry)
-        self._stage_children: dict[tuple[str, int, str], Any] = {}
+        self._stage_children: dict[tuple[str, int, str, str], Any] = {}
         self.output_contract_violations = Counter("gateway_output_contract_violations", "Answers refused "
                                                   "because they broke the model's output contract "
                                                   "(validate_outputs)", ("model", "version"),
                                                   registry=self.registry)
+        self.shadow_live_seconds = Histogram("gateway_shadow_live_duration_seconds", "The live backend call's "
+                                             "latency for the copies a shadow answered (compare with "
+                                             "gateway_shadow_duration_seconds)", shadow, buckets=LATENCY_BUCKETS,
+                                             registry=self.registry)
+        self.after_answer_errors = Counter("gateway_after_answer_errors", "Jobs run once an answer was sent "
+                                           "(queueing shadow copies) that raised (logged)", registry=self.registry)
 
     def request_children(self, route: str, application: str, model: str, version: str,
                          status: int) -> RequestChildren:
@@ -133,12 +142,12 @@ class Metrics:
             child = self._backend_children[key] = self.backend_seconds.labels(model, version)
         return child
 
-    def stage_seconds_child(self, application: str, stage: int, model: str) -> Any:
-        """`stage_seconds` for one stage's variant (created on first use)."""
-        key = (application, stage, model)
+    def stage_seconds_child(self, application: str, stage: int, model: str, version: str) -> Any:
+        """`stage_seconds` for one stage's model version (created on first use)."""
+        key = (application, stage, model, version)
         child = self._stage_children.get(key)
         if child is None:
-            child = self._stage_children[key] = self.stage_seconds.labels(application, str(stage), model)
+            child = self._stage_children[key] = self.stage_seconds.labels(application, str(stage), model, version)
         return child
 
 
@@ -306,7 +315,9 @@ class ObservabilityMiddleware:
             self.observer.end(scope, exchange.status, exchange.bytes_in, exchange.bytes_out, started)
             context: RequestContext | None = scope.get(CONTEXT_KEY)
             if context is not None and context.after_answer:
-                context.answered()
+                failed = context.answered()
+                if failed:
+                    self.observer.metrics.after_answer_errors.inc(failed)
 
 
 NOT_STARTED, STARTED, FINISHED = range(3)  # how far an answer has gone out

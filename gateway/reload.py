@@ -226,6 +226,8 @@ class Reloader(SerialReloads):
         registry = Registry.build(config, self.pool, failed)
         replaced = self.dataplane.registry
         self.dataplane.registry = registry  # the swap: one assignment
+        if self.dataplane.shadows is not None:
+            self.dataplane.shadows.keep_only(registry)  # removed shadows' queues end
         result = ReloadResult(True, None, sorted(registry.applications),
                               sorted(model.label for model in registry.models.values()),
                               {f"{name}:{version}": reason for (name, version), reason in failed.items()})

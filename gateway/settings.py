@@ -83,6 +83,7 @@ class Settings:
     shadow_queue_size: int = 100  # copies waiting per shadow variant; beyond it one is dropped (counted)
     shadow_concurrency: int = 2  # calls at once per shadow variant
     shadow_log_sample: float = 0.01  # share of disagreements logged (logger gateway.shadow); 0: none
+    shadow_queue_bytes: int = 64 << 20  # array bytes a shadow's copies may hold; beyond it one is dropped
     auth: AuthSettings = field(default_factory=AuthSettings)
 
     @classmethod
@@ -132,7 +133,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "logging": ("log_level", "access_log"),
     "build": ("envs_dir",),
     "reload": ("watch_config",),
-    "shadows": ("shadow_queue_size", "shadow_concurrency", "shadow_log_sample"),
+    "shadows": ("shadow_queue_size", "shadow_concurrency", "shadow_log_sample", "shadow_queue_bytes"),
 }
 
 

@@ -33,7 +33,9 @@ from gateway.errors import BadRequest, CodecErrors, MethodNotAllowed, ModelError
 from gateway.registry import Target
 from gateway.routes.native import MODEL_SPEC_HEADER, check_element_count, request_context
 from gateway.settings import Settings
+from protos.tensorflow_serving.classification_pb2 import ClassificationResponse
 from protos.tensorflow_serving.input_pb2 import Input
+from protos.tensorflow_serving.regression_pb2 import RegressionResponse
 from tensorcodecs import CodecError
 from tensorcodecs.json_codec import may_hold_bools
 from tensorcodecs.tfserving_json import (
@@ -117,15 +119,6 @@ def _context(request: Request) -> RequestContext:
     return request_context(request, settings)
 
 
-async def _document(request: Request) -> tuple[dict[str, Any], str | None, bytes]:
-    """The body as a JSON object, the signature it names and the raw body. Any content type is
-    accepted, as TF Serving does (curl -d sends application/x-www-form-urlencoded); size and
-    gzip limits apply."""
-    body = await read_body(request, request.app.state.settings)
-    document, name = _parse_document(body)
-    return document, name, body
-
-
 def _parse_document(body: bytes) -> tuple[dict[str, Any], str | None]:
     """A body as a JSON object, and the signature it names."""
     try:
@@ -164,31 +157,60 @@ async def _predict(request: Request, target: Target) -> Response:
 async def _classify(request: Request, target: Target) -> Response:
     examples, name, context = await _examples(request)
     backend = request.app.state.dataplane.capability(target.model, Classifies)
-    response = await backend.classify(examples, context.remaining(), target.selector, name, context.request_id)
-    return _results_json(classification_json, response.result)
+    started = time.perf_counter()
+    response = None
+    try:
+        response = await backend.classify(examples, context.remaining(), target.selector, name, context.request_id)
+    finally:
+        context.timings.append(Timing("backend", time.perf_counter() - started, _served_as(target, response)))
+    return _results_json(classification_json, response.result, context)
 
 
 async def _regress(request: Request, target: Target) -> Response:
     examples, name, context = await _examples(request)
     backend = request.app.state.dataplane.capability(target.model, Regresses)
-    response = await backend.regress(examples, context.remaining(), target.selector, name, context.request_id)
-    return _results_json(regression_json, response.result)
+    started = time.perf_counter()
+    response = None
+    try:
+        response = await backend.regress(examples, context.remaining(), target.selector, name, context.request_id)
+    finally:
+        context.timings.append(Timing("backend", time.perf_counter() - started, _served_as(target, response)))
+    return _results_json(regression_json, response.result, context)
 
 
 async def _examples(request: Request) -> tuple[Input, str | None, RequestContext]:
-    """A Classify or Regress body: TF's `examples` as an Input, the signature name, the context."""
-    document, name, _ = await _document(request)
+    """A Classify or Regress body: TF's `examples` as an Input, the signature name, the context
+    (its decode timed)."""
+    context = _context(request)
+    body = await read_body(request, request.app.state.settings)
+    started = time.perf_counter()
+    document, name = _parse_document(body)
     try:
-        return decode_examples(document), name, _context(request)
+        examples = decode_examples(document)
     except CodecError as error:
         raise _BAD_REQUEST.translate(error) from None
+    context.timings.append(Timing("decode", time.perf_counter() - started))
+    return examples, name, context
 
 
-def _results_json(encode: Callable[[ResultT], bytes], result: ResultT) -> Response:
+def _results_json(encode: Callable[[ResultT], bytes], result: ResultT, context: RequestContext) -> Response:
+    started = time.perf_counter()
     try:
-        return _json(encode(result))
+        answer = _json(encode(result))
     except CodecError as error:
         raise _BAD_REQUEST.translate(error) from None
+    context.timings.append(Timing("encode", time.perf_counter() - started))
+    return answer
+
+
+def _served_as(target: Target, response: ClassificationResponse | RegressionResponse | None) -> str:
+    """The model version that answered (else the one asked for), as Server-Timing names it."""
+    manifest, selector = target.model.manifest, target.selector
+    if response is not None and response.model_spec.HasField("version"):
+        return f"{manifest.name}:{response.model_spec.version.value}"
+    if selector is not None and (selector.version is not None or selector.label is not None):
+        return f"{manifest.name}:{selector.version if selector.version is not None else selector.label}"
+    return f"{manifest.name}:{manifest.version}"
 
 
 async def _status(request: Request, target: Target) -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -29,11 +30,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import registry
 from gateway.app import create_app
-from gateway.backends import NDArray, Selector
+from gateway.backends import BackendCall, NDArray, Selector
 from gateway.backends.resilience import CircuitState
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import ConfigError
-from gateway.manifests import ApplicationManifest, CompareSpec, ModelRef, Stage, VariantManifest, load_config
+from gateway.manifests import (
+    ApplicationManifest,
+    CompareSpec,
+    ModelManifest,
+    ModelRef,
+    Stage,
+    VariantManifest,
+    load_config,
+)
 from gateway.observability import Metrics
 from gateway.registry import Application, Model, Registry, Variant
 from gateway.settings import Settings
@@ -102,6 +111,11 @@ def test_a_logged_tensor_shows_its_first_values_only() -> None:
 
 # ---------------------------------------------------------------- the data plane, with the double
 
+def _shadow_model(manifest: ModelManifest, backend: InMemoryBackend) -> Model:
+    """A model some application shadows: the registry gives it its unguarded shadow backend."""
+    return Model(manifest, backend, shadow_backend=backend)
+
+
 def _double_app(live: Model, shadow: Model, then: Model) -> Application:
     ref = ModelRef("m", Selector(1))
     first = registry.Stage(1, (Variant(live, 100),),
@@ -116,7 +130,7 @@ async def test_a_shadow_is_called_only_once_the_answer_was_sent_and_never_feeds_
     live = InMemoryBackend(lambda inputs: {"number": inputs["number"] + 1})
     shadow = InMemoryBackend(lambda inputs: {"number": inputs["number"] * 100})
     then = InMemoryBackend(lambda inputs: {"number": inputs["number"] + 10})
-    app = _double_app(Model(manifest, live), Model(manifest, shadow), Model(manifest, then))
+    app = _double_app(Model(manifest, live), _shadow_model(manifest, shadow), Model(manifest, then))
     metrics = Metrics()
     shadows = ShadowTraffic(metrics)
     plane = DataPlane(Registry({}, {"app": app}), metrics=metrics, shadows=shadows)
@@ -141,8 +155,8 @@ async def test_a_copy_made_before_a_reload_goes_to_the_variant_it_was_made_for()
     manifest = load_config(CONFIG_DIR).models[("increment_model", 1)]
     then = Model(manifest, InMemoryBackend(dict))
     old_shadow, new_shadow = InMemoryBackend(dict), InMemoryBackend(dict)
-    before = _double_app(Model(manifest, InMemoryBackend(dict)), Model(manifest, old_shadow), then)
-    after = _double_app(Model(manifest, InMemoryBackend(dict)), Model(manifest, new_shadow), then)
+    before = _double_app(Model(manifest, InMemoryBackend(dict)), _shadow_model(manifest, old_shadow), then)
+    after = _double_app(Model(manifest, InMemoryBackend(dict)), _shadow_model(manifest, new_shadow), then)
     shadows = ShadowTraffic()
     plane = DataPlane(Registry({}, {"app": before}), shadows=shadows)
     context = RequestContext.start("r2", 5)
@@ -152,6 +166,243 @@ async def test_a_copy_made_before_a_reload_goes_to_the_variant_it_was_made_for()
     await eventually(lambda: _true(shadows.pending() == 0), what="the copy sent")
     assert (len(old_shadow.calls), len(new_shadow.calls)) == (1, 0)
     await shadows.close()
+
+
+def _shadowed_app(live: Model, shadow: Model, *, max_concurrency: int | None = None,
+                  shadow_stage: int = 1) -> Application:
+    """Application `app`: one stage of `live` with `shadow` as its shadow, or (`shadow_stage` 2)
+    two stages of `live`, the shadow on the second."""
+    ref = ModelRef("m", Selector(1))
+    shadowing = (Variant(shadow, 0, manifest=VariantManifest(ref, 0, shadow=True)),)
+    stages: tuple[registry.Stage, ...]
+    if shadow_stage == 1:
+        stages = (registry.Stage(1, (Variant(live, 100),), shadowing),)
+    else:
+        stages = (registry.Stage(1, (Variant(live, 100),)), registry.Stage(2, (Variant(live, 100),), shadowing))
+    manifest = ApplicationManifest("app", tuple(Stage((VariantManifest(ref),)) for _ in stages), "test",
+                                   max_concurrency=max_concurrency)
+    return Application("app", stages, Signature("app"), manifest)
+
+
+def _increment() -> ModelManifest:
+    return load_config(CONFIG_DIR).models[("increment_model", 1)]
+
+
+async def _served(plane: DataPlane, app: Application, number: NDArray, request_id: str = "r") -> dict[str, NDArray]:
+    """One request through `plane`, its answer then "sent" (its shadow copies queued)."""
+    context = RequestContext.start(request_id, 30)
+    outputs = await plane.predict(app, {"number": number}, context)
+    context.answered()
+    return outputs
+
+
+def _outcomes(metrics: Metrics, stage: str = "1") -> dict[str, float]:
+    text = generate_latest(metrics.registry).decode()
+    return {outcome: sample(text, "gateway_shadow_copies_total", application="app", stage=stage, outcome=outcome)
+            for outcome in ("answered", "failed", "dropped", "drained")}
+
+
+async def test_a_big_comparison_runs_off_the_event_loop_while_live_requests_are_answered() -> None:
+    big = np.arange(4_000_000, dtype=np.float32)  # 16 MB: ~0.2 s of numpy, far above COMPARE_INLINE_ELEMENTS
+    events: list[str] = []
+    live = Model(_increment(), InMemoryBackend(lambda inputs: {"number": big}))
+
+    def shadow_answers(inputs: Mapping[str, NDArray]) -> dict[str, NDArray]:
+        events.append("shadow answered")
+        return {"number": big.copy()}
+
+    metrics = Metrics()
+    shadows = ShadowTraffic(metrics)
+    plane = DataPlane(Registry({}, {}), metrics=metrics, shadows=shadows)
+    app = _shadowed_app(live, _shadow_model(_increment(), InMemoryBackend(shadow_answers)))
+    other = Application("other", (registry.Stage(1, (Variant(Model(_increment(), InMemoryBackend(dict)), 100),)),),
+                        Signature("other"), ApplicationManifest("other", (Stage((VariantManifest(ModelRef("m")),)),),
+                                                                "test"))
+    await _served(plane, app, np.array([1], np.int32))
+    await eventually(lambda: _true(bool(events)), what="the shadow's answer")
+    # The comparison is under way now; a live request of another application is answered meanwhile.
+    assert (await plane.predict(other, {"number": np.array([5], np.int32)}, RequestContext.start("r2", 5)))[
+        "number"].tolist() == [5]
+    events.append("live request answered")
+    compared = sample(generate_latest(metrics.registry).decode(), "gateway_shadow_comparisons_total", agreed="true")
+    events.append("compared" if compared else "not compared yet")
+    await eventually(lambda: _true(shadows.pending() == 0), what="the comparison")
+    await shadows.close()
+    assert events == ["shadow answered", "live request answered", "not compared yet"]
+    assert sample(generate_latest(metrics.registry).decode(), "gateway_shadow_comparisons_total",
+                  application="app", output="number", agreed="true") == 1
+
+
+async def test_a_shadow_queue_holds_at_most_its_byte_budget() -> None:
+    number = np.zeros(1000, np.int32)  # 4000 bytes in, 4000 bytes of live answer out: 8000 a copy
+    stuck = InMemoryBackend(dict, delay_s=30)
+    metrics = Metrics()
+    shadows = ShadowTraffic(metrics, queue_size=100, queue_bytes=20_000, concurrency=1)
+    plane = DataPlane(Registry({}, {}), metrics=metrics, shadows=shadows)
+    app = _shadowed_app(Model(_increment(), InMemoryBackend(dict)), _shadow_model(_increment(), stuck))
+    for n in range(4):
+        await _served(plane, app, number, f"r{n}")
+    # The first copy is being sent, the second waits (16000 bytes held); the third and fourth
+    # would go over 20000: dropped, though the queue has room for 98 more by count.
+    await eventually(lambda: _true(len(stuck.calls) == 1), what="the first copy's call")
+    assert _outcomes(metrics) == {"answered": 0, "failed": 0, "dropped": 2, "drained": 0}
+    await shadows.close(0.01)
+    assert _outcomes(metrics)["drained"] == 2
+
+
+async def test_the_live_call_of_a_compared_copy_is_measured_as_the_shadows_is() -> None:
+    metrics = Metrics()
+    shadows = ShadowTraffic(metrics)
+    plane = DataPlane(Registry({}, {}), metrics=metrics, shadows=shadows)
+    live = Model(_increment(), InMemoryBackend(dict, delay_s=0.2))
+    app = _shadowed_app(live, _shadow_model(_increment(), InMemoryBackend(dict)))
+    await _served(plane, app, np.array([1], np.int32))
+    await eventually(lambda: _true(_outcomes(metrics)["answered"] == 1), what="the shadow's answer")
+    await shadows.close()
+    text = generate_latest(metrics.registry).decode()
+    labels = {"application": "app", "stage": "1", "shadow": "increment_model:1"}
+    assert sample(text, "gateway_shadow_live_duration_seconds_count", **labels) == 1
+    live_seconds = sample(text, "gateway_shadow_live_duration_seconds_sum", **labels)
+    shadow_seconds = sample(text, "gateway_shadow_duration_seconds_sum", **labels)
+    assert 0.2 <= live_seconds < 5
+    assert shadow_seconds < 0.2  # the shadow answered at once: the mean difference is their sums' difference
+    assert sample(text, "gateway_shadow_latency_difference_seconds_bucket", **labels, le="-0.1") == 1
+
+
+async def test_a_shadow_on_the_second_stage_gets_the_first_stages_answer() -> None:
+    shadow = InMemoryBackend(lambda inputs: {"number": inputs["number"] * 100})
+    metrics = Metrics()
+    shadows = ShadowTraffic(metrics)
+    plane = DataPlane(Registry({}, {}), metrics=metrics, shadows=shadows)
+    live = Model(_increment(), InMemoryBackend(lambda inputs: {"number": inputs["number"] + 1}))
+    app = _shadowed_app(live, _shadow_model(_increment(), shadow), shadow_stage=2)
+    assert (await _served(plane, app, np.array([1], np.int32)))["number"].tolist() == [3]
+    await eventually(lambda: _true(bool(shadow.calls)), what="the shadow's copy")
+    assert shadow.calls[0].inputs["number"].tolist() == [2]  # stage 1's answer, as stage 2's live variant got it
+    await shadows.close()
+    text = generate_latest(metrics.registry).decode()
+    assert sample(text, "gateway_shadow_comparisons_total", application="app", stage="2", output="number",
+                  agreed="false") == 1  # 200 against the live 3
+    assert _outcomes(metrics, "1") == {"answered": 0, "failed": 0, "dropped": 0, "drained": 0}
+
+
+async def _called(backend: InMemoryBackend, times: int) -> bool:
+    return len(backend.calls) == times
+
+
+@pytest.mark.parametrize("limit", ["gateway", "application"])
+async def test_shadow_calls_under_way_count_against_no_concurrency_limit(limit: str) -> None:
+    slow = InMemoryBackend(dict, delay_s=30)
+    shadows = ShadowTraffic(concurrency=2)
+    plane = DataPlane(Registry({}, {}), max_concurrency=1 if limit == "gateway" else 1024, shadows=shadows)
+    app = _shadowed_app(Model(_increment(), InMemoryBackend(dict)), _shadow_model(_increment(), slow),
+                        max_concurrency=1 if limit == "application" else None)
+    for n in range(3):  # each while the shadow's calls of the ones before still run
+        assert (await _served(plane, app, np.array([n], np.int32)))["number"].tolist() == [n]
+        await eventually(functools.partial(_called, slow, min(n + 1, 2)), what="the shadow's call")
+    assert shadows.pending() == 3
+    await shadows.close(0.01)
+
+
+async def test_a_shadow_model_without_a_shadow_backend_fails_loudly_never_through_the_live_path(
+        caplog: pytest.LogCaptureFixture) -> None:
+    backend = InMemoryBackend(dict)
+    metrics = Metrics()
+    shadows = ShadowTraffic(metrics)
+    plane = DataPlane(Registry({}, {}), metrics=metrics, shadows=shadows)
+    app = _shadowed_app(Model(_increment(), InMemoryBackend(dict)), Model(_increment(), backend))
+    with caplog.at_level(logging.ERROR, "gateway.shadow"):
+        for n in range(2):
+            await _served(plane, app, np.array([n], np.int32))
+        await eventually(lambda: _true(_outcomes(metrics)["failed"] == 2), what="the failed copies")
+    await shadows.close()
+    assert backend.calls == []  # its live backend (breaker, scheduler, limits) was never used instead
+    assert [record.message for record in caplog.records] == [
+        "shadow increment_model:1 of application app has no shadow backend: its copies fail"]  # once
+
+
+async def test_no_copy_is_made_once_the_gateway_drains() -> None:
+    shadow = InMemoryBackend(dict)
+    metrics = Metrics()
+    shadows = ShadowTraffic(metrics)
+    plane = DataPlane(Registry({}, {}), metrics=metrics, shadows=shadows)
+    app = _shadowed_app(Model(_increment(), InMemoryBackend(dict)), _shadow_model(_increment(), shadow))
+    draining = False
+    shadows.draining = lambda: draining
+    await _served(plane, app, np.array([1], np.int32))
+    await eventually(lambda: _true(_outcomes(metrics)["answered"] == 1), what="the copy before the drain")
+    draining = True
+    assert (await _served(plane, app, np.array([2], np.int32)))["number"].tolist() == [2]
+    await shadows.close()
+    assert len(shadow.calls) == 1
+    assert _outcomes(metrics) == {"answered": 1, "failed": 0, "dropped": 0, "drained": 1}
+
+
+async def test_a_reload_retires_the_queues_of_the_shadows_it_removed() -> None:
+    slow = InMemoryBackend(dict, delay_s=0.1)
+    metrics = Metrics()
+    shadows = ShadowTraffic(metrics, concurrency=1, drain_timeout_s=30)
+    plane = DataPlane(Registry({}, {}), metrics=metrics, shadows=shadows)
+    app = _shadowed_app(Model(_increment(), InMemoryBackend(dict)), _shadow_model(_increment(), slow))
+    for n in range(3):
+        await _served(plane, app, np.array([n], np.int32))
+    workers = [task for task in asyncio.all_tasks() if task.get_name().startswith("shadow app/")]
+    assert len(workers) == 1
+    shadows.keep_only(Registry({}, {}))  # the reload removed the application
+    await _served(plane, app, np.array([9], np.int32))  # made before the swap, queued after it
+    await eventually(lambda: _true(workers[0].done()), what="the retired queue's worker to end")
+    assert [call.inputs["number"].tolist() for call in slow.calls] == [[0], [1], [2]]  # queued: still sent
+    assert _outcomes(metrics) == {"answered": 3, "failed": 0, "dropped": 0, "drained": 1}
+    assert shadows.pending() == 0
+    await shadows.close()
+
+
+async def test_a_retired_queue_drops_what_is_left_after_the_drain_timeout() -> None:
+    stuck = InMemoryBackend(dict, delay_s=30)
+    metrics = Metrics()
+    shadows = ShadowTraffic(metrics, concurrency=1, drain_timeout_s=0.2)
+    plane = DataPlane(Registry({}, {}), metrics=metrics, shadows=shadows)
+    app = _shadowed_app(Model(_increment(), InMemoryBackend(dict)), _shadow_model(_increment(), stuck))
+    for n in range(3):
+        await _served(plane, app, np.array([n], np.int32))
+    await eventually(lambda: _true(len(stuck.calls) == 1), what="the first copy's call")
+    shadows.keep_only(Registry({}, {}))
+    await eventually(lambda: _true(_outcomes(metrics)["drained"] == 3), what="the rest drained")
+    assert not [task for task in asyncio.all_tasks() if "shadow app/" in task.get_name()]
+    assert shadows.pending() == 0
+    await shadows.close()
+
+
+async def test_a_failing_job_after_the_answer_is_logged_and_the_others_still_run(
+        caplog: pytest.LogCaptureFixture) -> None:
+    ran: list[str] = []
+    context = RequestContext.start("r7", 5)
+    context.after_answer += [lambda: 1 / 0, lambda: ran.append("second")]
+    with caplog.at_level(logging.ERROR, "gateway.dataplane"):
+        assert context.answered() == 1
+    assert ran == ["second"]
+    assert "request r7: a job run after the answer failed" in caplog.text
+    assert "ZeroDivisionError" in caplog.text
+
+
+async def test_a_shadow_that_cannot_get_its_copy_is_counted_never_the_callers_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics()
+    shadows = ShadowTraffic(metrics)
+
+    def broken(target: Any) -> None:
+        raise RuntimeError("no inputs")
+
+    live = InMemoryBackend(dict)
+    app = _shadowed_app(Model(_increment(), live), _shadow_model(_increment(), InMemoryBackend(dict)))
+    stage = app.stages[0]
+    context = RequestContext.start("r8", 5)
+    prediction = await live.predict(BackendCall({"number": np.array([1])}, 5, "r8"))
+    with caplog.at_level(logging.ERROR, "gateway.shadow"):
+        shadows.copy(app, stage, stage.live[0], {"number": np.array([1])}, prediction, 0.01, context, broken)
+    assert context.after_answer == []
+    assert _outcomes(metrics)["failed"] == 1
+    assert "request r8: no copy for shadow increment_model:1 of application app" in caplog.text
 
 
 MULTIPROCESS = """
@@ -167,6 +418,7 @@ metrics.shadow_comparisons.labels(*labels, "y", "true").inc()
 metrics.shadow_agreement.labels(*labels, "y").set(0.75)
 metrics.shadow_abs_difference.labels(*labels, "y").observe(0.5)
 metrics.shadow_latency_difference.labels(*labels).observe(-0.01)
+metrics.shadow_live_seconds.labels(*labels).observe(0.02)
 registry = CollectorRegistry()
 MultiProcessCollector(registry)
 sys.stdout.write(generate_latest(registry).decode())
@@ -184,6 +436,7 @@ def test_the_shadow_metrics_work_in_multiprocess_mode(tmp_path: Path) -> None:
     assert sample(text, "gateway_shadow_agreement_ratio", **labels, output="y") == 0.75
     assert sample(text, "gateway_shadow_abs_difference_count", **labels, output="y") == 1
     assert sample(text, "gateway_shadow_latency_difference_seconds_bucket", **labels, le="-0.01") == 1
+    assert sample(text, "gateway_shadow_live_duration_seconds_sum", **labels) == 0.02
 
 
 async def _true(value: bool) -> bool:
@@ -242,7 +495,7 @@ async def tf_serving(**models: Callable[[NDArray], NDArray]) -> AsyncIterator[Fa
 
 @contextlib.asynccontextmanager
 async def gateway(config_dir: Path, **settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    app = create_app(Settings(access_log=False, **settings), load_config(config_dir))
+    app = create_app(Settings(config_dir=config_dir, access_log=False, **settings), load_config(config_dir))
     async with (serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client):
         yield client, app
 
@@ -453,12 +706,57 @@ async def test_a_slow_shadow_on_the_embedded_runtime_neither_delays_nor_limits_t
 
 def test_the_shadow_settings_come_from_their_section_of_gateway_yaml(tmp_path: Path) -> None:
     (tmp_path / "gateway.yaml").write_text(
-        "kind: Gateway\nshadows: {shadow_queue_size: 5, shadow_concurrency: 3, shadow_log_sample: 0}\n")
+        "kind: Gateway\nshadows: {shadow_queue_size: 5, shadow_concurrency: 3, shadow_log_sample: 0,\n"
+        "          shadow_queue_bytes: 1000}\n")
     settings = Settings.load(tmp_path, load_config(tmp_path).gateway.values, env={})
     assert (settings.shadow_queue_size, settings.shadow_concurrency, settings.shadow_log_sample) == (5, 3, 0.0)
+    assert settings.shadow_queue_bytes == 1000
+    assert Settings().shadow_queue_bytes == 64 << 20
     assert Settings.load(tmp_path, env={"GATEWAY_SHADOW_LOG_SAMPLE": "1"}).shadow_log_sample == 1.0
     (tmp_path / "gateway.yaml").write_text("kind: Gateway\nshadows: {shadow_log_sample: 1.5}\n")
     with pytest.raises(ConfigError, match=r"shadow_log_sample must be between 0\.0 and 1\.0"):
         load_config(tmp_path)
     with pytest.raises(ConfigError, match="shadow_queue_size must be greater than 0"):
         Settings.load(tmp_path, env={"GATEWAY_SHADOW_QUEUE_SIZE": "0"})
+
+
+async def test_a_draining_gateway_makes_no_copies_and_a_failing_copy_job_is_counted(tmp_path: Path) -> None:
+    async with tf_serving(Live=lambda x: x, Shadow=lambda x: x) as server:
+        config = write_shadowed(tmp_path / "config", server.target, {"shadow": (server.target, "Shadow", "")})
+        async with gateway(config) as (client, app):
+            assert (await client.post(APP, json=X)).status_code == 200
+            assert await settled(client, "shadow:1", 1) == {"answered": 1, "failed": 0, "dropped": 0, "drained": 0}
+            shadows = app.state.dataplane.shadows
+
+            def broken(copy: Any) -> None:
+                raise RuntimeError("the queue is broken")
+
+            shadows.submit = broken  # a fault in a job run after the answer
+            answer = await client.post(APP, json=X)
+            assert (answer.status_code, answer.json()) == (200, {"y": [1.0, 2.0, 3.0]})
+            await eventually(lambda: _true(sample(generate_latest(app.state.metrics.registry).decode(),
+                                                  "gateway_after_answer_errors_total") == 1), what="the count")
+            del shadows.submit
+            app.state.draining = True  # SIGTERM: /health/ready says 503, requests are still served
+            assert (await client.post(APP, json=X)).status_code == 200
+            assert await settled(client, "shadow:1", 2) == {"answered": 1, "failed": 0, "dropped": 0, "drained": 1}
+
+
+async def test_a_reload_removing_a_shadow_ends_its_workers_and_its_late_copies_count_drained(tmp_path: Path) -> None:
+    async with tf_serving(Live=lambda x: x) as live, tf_serving(Stuck=lambda x: x) as stuck:
+        config = write_shadowed(tmp_path / "config", live.target, {"stuck": (stuck.target, "Stuck", "")})
+        async with gateway(config, shadow_concurrency=1, drain_timeout_s=0.5) as (client, _app):
+            stuck.hold = asyncio.Event()  # its calls wait until the test ends
+            for _ in range(3):
+                assert (await client.post(APP, json=X)).status_code == 200
+            await eventually(lambda: _true(predictions(stuck) == 1), what="the first copy's call")
+            workers = [task for task in asyncio.all_tasks() if task.get_name() == "shadow shadowed/1/stuck:1"]
+            assert len(workers) == 1
+            (config / "applications" / "shadowed.yaml").write_text(
+                "kind: Application\nname: shadowed\nsingular: {model: live}\n")
+            assert (await client.post("/admin/reload")).status_code == 200
+            assert (await client.post(APP, json=X)).status_code == 200  # no shadow any more
+            # The drain timeout passed: the call under way and the two queued copies are dropped
+            # before the reload closes the shadow's channel (never counted as its failures).
+            await eventually(lambda: _true(workers[0].done()), what="the removed shadow's worker to end")
+            assert await copies(client, "stuck:1") == {"answered": 0, "failed": 0, "dropped": 0, "drained": 3}

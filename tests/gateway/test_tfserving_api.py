@@ -269,13 +269,23 @@ async def test_a_backends_own_deadline_message_is_kept(client: httpx.AsyncClient
 # ---------------------------------------------------------------- classify, regress, status, metadata
 
 
+def _timings(header: str) -> list[tuple[str, str]]:
+    """Server-Timing's steps in order, each with its description ("" without one)."""
+    steps = [dict(part.split("=", 1) for part in step.split(";")[1:]) | {"": step.split(";")[0]}
+             for step in header.split(", ")]
+    return [(step[""].strip(), step.get("desc", "").strip('"')) for step in steps]
+
+
 async def test_classify_and_regress(client: httpx.AsyncClient, tfs: FakeTFServing) -> None:
     response = await client.post("/v1/models/toy:classify", json={"examples": [{"x": [0.0]}]})
     assert response.json() == {"results": [[["pos", 0.5], ["neg", 0.5]]]}
+    assert _timings(response.headers["server-timing"]) == [("decode", ""), ("backend", "toy:2"), ("encode", "")]
     response = await client.post("/v1/models/toy/labels/stable:regress", json={
         "signature_name": "serving_default", "context": {"bias": 1.0},
         "examples": [{"x": [1.0, 2.0]}, {"x": 0.5}]})
     assert response.json() == {"results": [4.0, 1.5]}
+    assert _timings(response.headers["server-timing"]) == [("decode", ""), ("backend", "toy:1"),
+                                                           ("encode", "")]
     spec = last_spec(tfs, "Regress")
     assert (spec.version.value, spec.signature_name) == (1, "serving_default")
 
