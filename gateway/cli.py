@@ -4,15 +4,28 @@ configuration, then runs the command (`serve` is gateway/serving/)."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from gateway import __version__
 from gateway.build import BuildError, build_model, check_model_code, interpreter_for
 from gateway.errors import ConfigError
-from gateway.manifests import Config, ModelManifest, diff, load_config, manifest_plan, plan_from_json, plan_lines
+from gateway.manifests import (
+    Config,
+    ModelManifest,
+    diff,
+    load_config,
+    manifest_plan,
+    not_compared,
+    plan_from_json,
+    plan_lines,
+    with_running_contracts,
+)
 from gateway.serving.serve import serve
 from gateway.settings import Settings
 
@@ -21,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `gateway` command."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "check" and args.api_key is not None and args.url is None:
+        parser.error("check: --api-key is for --url (the API key of the running gateway)")
     try:
         config = load_config(args.config)
         settings = Settings.load(args.config, config.gateway.values, overrides={
@@ -53,11 +68,12 @@ def _parser() -> argparse.ArgumentParser:
                     "a reload would change. Exit status: 0 valid (and no breaking change), 1 a model does "
                     "not load, 2 an invalid manifest or a gateway that does not answer, 3 breaking changes "
                     "(an application or input removed, an input added, an output removed, a dtype "
-                    "changed, a shape that no longer fits).")
+                    "changed, a shape that no longer fits), 4 nothing breaking but something not compared "
+                    "(an application the API key may not see, a contract only discovered when served).")
     check.add_argument("--url", help="a running gateway (http://host:port) to compare the plans with")
     check.add_argument("--api-key", help="the API key for --url when the gateway has keys (only the "
                        "applications it may call are compared)")
-    check.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for --url (default 10)")
+    check.add_argument("--timeout", type=_seconds, default=10.0, help="seconds to wait for --url (default 10)")
     build = commands.add_parser("build", help="make each local model's environment with its "
                                 "install-command (used by later `gateway serve`)")
     build.add_argument("--model", action="append", help="only this model (repeatable)")
@@ -74,6 +90,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--watch", action="store_true", default=None,
                        help="reload when a file under the config directory changes")
     return parser
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got {text!r}")
+    return value
 
 
 def _check(settings: Settings, config: Config) -> int:
@@ -100,33 +127,76 @@ def _check(settings: Settings, config: Config) -> int:
     return 0
 
 
+NOT_COMPARED = 4  # `gateway check --url`: nothing breaking found, but something could not be compared
+
+
 def _compare(config: Config, url: str, api_key: str | None, timeout: float) -> int:
     """Print what swapping the gateway at `url` to `config` would change; 3 when a change
-    breaks callers, 2 when the gateway does not answer its plans."""
+    breaks callers, 4 when none does but some could not be compared (an application the API
+    key may not see, a contract neither side knows), 2 when the gateway does not answer its plans."""
     address = f"{url.rstrip('/')}/gateway/applications"
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    listed = _plans_answer(address, headers, timeout)
+    if isinstance(listed, int):
+        return listed
+    plans = {name: manifest_plan(app, config.models) for name, app in config.applications.items()}
+    hidden = []
+    try:
+        running = {plan.application: plan for plan in map(plan_from_json, listed["applications"])}
+        for name in sorted(plans.keys() - running.keys()):  # added, or one the key may not see
+            where = f"{address}/{quote(name, safe='')}"
+            one = _plans_answer(where, headers, timeout, missing=(403, 404))
+            if isinstance(one, int):
+                return one
+            if "error" not in one:
+                running[name] = plan_from_json(one)
+            elif one["error"]["code"] == "permission_denied":
+                hidden.append(name)
+                del plans[name]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # not a gateway's plans
+        print(f"gateway check: {address} did not answer application plans: {error!r}", file=sys.stderr)
+        return 2
+    changes = diff(running, with_running_contracts(running, plans))
+    changes.extend(not_compared(name, "the API key may not see it") for name in hidden)
+    changes.sort(key=lambda change: change.application)  # stable: each application's order kept
+    print(f"changes against {url}:" if changes else f"no changes against {url}")
+    for change in changes:
+        print(f"  {change}")
+    if api_key:
+        print("note: only the applications the API key may call are listed: a removed one it may not call is "
+              "not seen")
+    breaking = sum(change.breaking for change in changes)
+    if breaking:
+        print(f"gateway check: {breaking} breaking change(s) against {url}", file=sys.stderr)
+        return 3
+    uncompared = sum(not change.compared for change in changes)
+    if uncompared:
+        print(f"gateway check: {uncompared} thing(s) not compared against {url}", file=sys.stderr)
+        return NOT_COMPARED
+    return 0
+
+
+def _plans_answer(address: str, headers: dict[str, str], timeout: float,
+                  missing: tuple[int, ...] = ()) -> dict[str, Any] | int:
+    """The JSON object `address` answers (also for a status in `missing`: its error), else 2
+    once said why."""
     try:
         response = httpx.get(address, headers=headers, timeout=timeout)
     except (httpx.HTTPError, httpx.InvalidURL) as error:
         print(f"gateway check: {address} does not answer: {error or type(error).__name__}", file=sys.stderr)
         return 2
-    if response.status_code != 200:
+    if response.status_code != 200 and response.status_code not in missing:
         print(f"gateway check: {address} answered {response.status_code}: {response.text[:500]}", file=sys.stderr)
         return 2
     try:
-        running = {plan.application: plan for plan in map(plan_from_json, response.json()["applications"])}
-    except (ValueError, KeyError, TypeError, AttributeError) as error:  # not a gateway's plans
+        answer = response.json()
+    except ValueError as error:
         print(f"gateway check: {address} did not answer application plans: {error!r}", file=sys.stderr)
         return 2
-    changes = diff(running, {name: manifest_plan(app, config.models) for name, app in config.applications.items()})
-    print(f"changes against {url}:" if changes else f"no changes against {url}")
-    for change in changes:
-        print(f"  {change}")
-    breaking = sum(change.breaking for change in changes)
-    if breaking:
-        print(f"gateway check: {breaking} breaking change(s) against {url}", file=sys.stderr)
-        return 3
-    return 0
+    if not isinstance(answer, dict):
+        print(f"gateway check: {address} did not answer application plans: {answer!r:.200}", file=sys.stderr)
+        return 2
+    return answer
 
 
 def _label(model: ModelManifest) -> str:

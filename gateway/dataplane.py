@@ -39,7 +39,7 @@ from gateway.errors import (
 from gateway.lookups import ByIdentity, SharedLookups
 from gateway.observability import Metrics
 from gateway.output_contract import check_outputs
-from gateway.registry import Application, Model, Registry, Stage, Target, Variant
+from gateway.registry import Application, Model, Registry, Stage, Target, Variant, target_contract
 from gateway.routing import choose_variant
 from gateway.shadows import ShadowTraffic
 from tensorcodecs import Signature, TensorSpec
@@ -63,7 +63,7 @@ class RequestContext:
     deadline: float  # time.monotonic() by which the answer is due
     labels: dict[str, str] = field(default_factory=dict)
     route_key: str | None = None
-    variant_override: str | None = None
+    variant_override: tuple[str, ...] = ()  # variant names, checked (routing.variant_override)
     served: list[str] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
     after_answer: list[Callable[[], object]] = field(default_factory=list)
@@ -118,16 +118,18 @@ class DataPlane:
         return self.registry.application(name)
 
     async def with_contract(self, app: Application, context: RequestContext) -> Application:
-        """`app` with the contract of every stage's models known: a model whose contract comes
-        from its backend and could not be discovered yet (its server was down at start) is
-        asked now, so that a request is checked against the real contract and each stage is
-        sent its model's inputs, or fails with that backend's 503 before any stage runs; an
-        application whose known contracts do not fit together is refused (503
-        ApplicationContractMismatch) rather than run."""
-        pending = [model for model in app.from_backend if None not in model.contracts.by_selector]
+        """`app` with the contract of every stage's models known: the version or label a live
+        variant reaches whose contract comes from its backend and could not be discovered yet
+        (its server was down at start, the version was not loaded yet) is asked now, so that a
+        request is checked against the real contract and each stage is sent its model's inputs,
+        or fails with that backend's 503 before any stage runs; an application whose known
+        contracts do not fit together is refused (503 ApplicationContractMismatch) rather than
+        run."""
+        pending = [target for target in app.from_backend
+                   if target.selector not in target.model.contracts.by_selector]
         if pending:
             timeout = context.remaining()
-            await asyncio.gather(*(self._signatures(Target(model), timeout, context.request_id) for model in pending))
+            await asyncio.gather(*(self._signatures(target, timeout, context.request_id) for target in pending))
             app = self.registry.applications.get(app.name, app)
         _refuse_mismatched(app)
         return app
@@ -195,7 +197,7 @@ class DataPlane:
                        context: RequestContext) -> None:
         """`outputs` against the contract of the model `target` reaches (validate_outputs; none
         known yet: nothing to check), counted per model version when they break it."""
-        contract = _stage_contract(target)
+        contract = target_contract(target)
         if contract is None:
             return
         try:
@@ -385,26 +387,12 @@ def _refuse_mismatched(app: Application) -> None:
 
 
 def _discovered_inputs(target: Target) -> Mapping[str, TensorSpec] | None:
-    """The inputs of the contract the backend described for `target` (else for the model's
-    default version, which its applications are checked against) when the manifest declares
-    none; None: the manifest's, or not discovered yet."""
-    model = target.model
-    if model.manifest.contract_declared:
+    """The inputs of the contract the backend described for `target` when the manifest declares
+    none (`target_contract`); None: the manifest's, or not discovered yet."""
+    if target.model.manifest.contract_declared:
         return None
-    known = model.contracts.by_selector
-    signature = (known.get(target.selector) or known.get(None) or {}).get(model.signature_name)
-    return signature.inputs if signature is not None else None
-
-
-def _stage_contract(target: Target) -> Signature | None:
-    """The contract of the model `target` reaches: its manifest's, else the one its backend
-    described for the target's version or label (else for its default version); None: not
-    known (not discovered yet)."""
-    model = target.model
-    if model.manifest.contract_declared:
-        return model.manifest.signature
-    known = model.contracts.by_selector
-    return (known.get(target.selector) or known.get(None) or {}).get(model.signature_name)
+    contract = target_contract(target)
+    return contract.inputs if contract is not None else None
 
 
 def _stage_inputs(stage: Stage, target: Target, tensors: Mapping[str, NDArray]) -> Mapping[str, NDArray]:
@@ -412,7 +400,7 @@ def _stage_inputs(stage: Stage, target: Target, tensors: Mapping[str, NDArray]) 
     (servers refuse inputs they do not know), as the arrays they are (nothing re-encodes them)."""
     if stage.number == 1:
         return tensors  # decoded against the application's contract: its first stage's inputs
-    contract = _stage_contract(target)
+    contract = target_contract(target)
     if contract is None or not contract.inputs:
         return tensors
     return {name: tensors[name] for name in contract.inputs if name in tensors}

@@ -86,7 +86,8 @@ class Metrics:
         shadow = ("application", "stage", "shadow")
         self.shadow_copies = Counter("gateway_shadow_copies", "Copies of requests for shadow variants, by "
                                      "outcome: answered, failed, dropped (queue full by count or bytes), drained (a "
-                                     "reload removed the shadow, the gateway drains or stops)",
+                                     "reload removed the shadow, the gateway drains or stops), mismatched (its "
+                                     "discovered contract does not fit the stage)",
                                      (*shadow, "outcome"), registry=self.registry)
         self.shadow_seconds = Histogram("gateway_shadow_duration_seconds", "Shadow backend call latency",
                                         shadow, buckets=LATENCY_BUCKETS, registry=self.registry)

@@ -23,8 +23,10 @@ from gateway.manifests import (
     Plan,
     PlannedStage,
     PlannedVariant,
+    Resolution,
     VariantManifest,
     resolve_ref,
+    resolved_name,
 )
 from gateway.routing import Router
 from tensorcodecs import Signature
@@ -94,12 +96,8 @@ class Variant:
     @property
     def name(self) -> str:
         """`name:version` as requests name it (`x-gateway-variant`) and answers report it
-        (`x-gateway-variants`): the version asked for when the model is floating."""
-        if self.selector is not None and self.selector.version is not None:
-            return f"{self.model.manifest.name}:{self.selector.version}"
-        if self.selector is not None and self.selector.label is not None:
-            return f"{self.model.manifest.name}@{self.selector.label}"
-        return self.model.label
+        (`x-gateway-variants`): `resolved_name`, as plans name it too."""
+        return resolved_name(Resolution(self.model.manifest, self.selector))
 
     @property
     def target(self) -> Target:
@@ -133,20 +131,31 @@ class Application:
     stages: tuple[Stage, ...]
     signature: Signature
     manifest: ApplicationManifest
-    # Its live models whose contract comes from their backend (known once at build: requests to
-    # an application of declared contracts never look for one).
-    from_backend: tuple[Model, ...] = field(init=False)
+    # What its live variants reach whose contract comes from the backend, each model's version
+    # or label once (known once at build: requests to an application of declared contracts
+    # never look for one).
+    from_backend: tuple[Target, ...] = field(init=False)
     # The contract rules its known contracts break (discovered ones: declared ones are checked
-    # at load); while there are any it is not ready and answers ApplicationContractMismatch.
+    # at load) between live variants; while there are any it is not ready and answers
+    # ApplicationContractMismatch.
     problems: tuple[str, ...] = field(init=False)
+    # Those about a shadow variant: the shadow gets no copies (`disabled_shadows`, by name), the
+    # application keeps serving.
+    shadow_problems: tuple[str, ...] = field(init=False)
+    disabled_shadows: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        undeclared = {id(model): model for model in self.models() if not model.manifest.contract_declared}
+        undeclared = {(id(variant.model), variant.selector): variant.target
+                      for stage in self.stages for variant in stage.live
+                      if not variant.model.manifest.contract_declared}
         object.__setattr__(self, "from_backend", tuple(undeclared.values()))
-        object.__setattr__(self, "problems", tuple(problem.message for problem in self.plan().problems()))
+        found = self.plan().problems()
+        object.__setattr__(self, "problems", tuple(problem.message for problem in found if not problem.shadow))
+        object.__setattr__(self, "shadow_problems", tuple(problem.message for problem in found if problem.shadow))
+        object.__setattr__(self, "disabled_shadows", frozenset(problem.shadow for problem in found if problem.shadow))
 
     def plan(self) -> Plan:
-        """Its stages with the contracts known now (`known_signature`: declared, or discovered;
+        """Its stages with the contracts known now (`target_contract`: declared, or discovered;
         None until then)."""
         return Plan(self.name, tuple(
             PlannedStage(stage.number, tuple(_planned(variant) for variant in stage.variants))
@@ -223,6 +232,12 @@ class Registry:
                     log.warning("application %s is not ready: %s", name, "; ".join(app.problems))
                 else:
                     log.warning("application %s: its discovered contracts fit together again", name)
+            if app.shadow_problems != before[name].shadow_problems:
+                if app.shadow_problems:
+                    log.warning("application %s: shadow(s) %s get no copies: %s", name,
+                                ", ".join(sorted(app.disabled_shadows)), "; ".join(app.shadow_problems))
+                else:
+                    log.warning("application %s: its shadows' discovered contracts fit again", name)
 
 
 class Connect(Protocol):
@@ -275,20 +290,19 @@ def _resolve(app: ApplicationManifest, manifests: Mapping[tuple[str, int], Model
     return Application(app.name, stages, _app_signature(app.name, stages), app)
 
 
-def known_signature(variant: Variant) -> Signature | None:
-    """The contract of a variant: the manifest's, else the one discovered for the version or
-    label it asks for, else for the model's default version (as requests fall back to); None
-    while not discovered."""
-    model = variant.model
+def target_contract(target: Target) -> Signature | None:
+    """The contract of the model `target` reaches: its manifest's, else the one its backend
+    described for the target's version or label (None: that one not described yet, never
+    another version's: the data plane asks for it before a request runs)."""
+    model = target.model
     if model.manifest.contract_declared:
         return model.manifest.signature
-    known = model.contracts.by_selector
-    discovered = known.get(variant.selector) if variant.selector in known else known.get(None)
+    discovered = model.contracts.by_selector.get(target.selector)
     return discovered.get(model.signature_name) if discovered is not None else None
 
 
 def _planned(variant: Variant) -> PlannedVariant:
-    manifest, signature = variant.manifest, known_signature(variant)
+    manifest, signature = variant.manifest, target_contract(variant.target)
     if manifest is None:
         return PlannedVariant(variant.name, variant.weight, signature=signature)
     return PlannedVariant(variant.name, variant.weight, manifest.shadow, manifest.sample, signature, manifest.source)
@@ -296,5 +310,5 @@ def _planned(variant: Variant) -> PlannedVariant:
 
 def _app_signature(name: str, stages: tuple[Stage, ...]) -> Signature:
     first, last = stages[0].live[0], stages[-1].live[0]
-    inputs = (known_signature(first) or first.model.signature).inputs
-    return Signature(name, inputs, (known_signature(last) or last.model.signature).outputs)
+    inputs = (target_contract(first.target) or first.model.signature).inputs
+    return Signature(name, inputs, (target_contract(last.target) or last.model.signature).outputs)

@@ -52,11 +52,10 @@ class Router:
         """The variant that serves `context`'s request; `draw` gives a float in [0, 1)."""
         if self._only is not None:  # one live variant: as cheap as no routing at all
             return self._only
-        if context.variant_override is not None:
-            for name in context.variant_override.split(","):
-                forced = self.by_name.get(name.strip())
-                if forced is not None:
-                    return forced
+        for name in context.variant_override:
+            forced = self.by_name.get(name)
+            if forced is not None:
+                return forced
         if context.route_key is not None:
             return self.for_key(context.route_key)
         return self.weighted(draw())
@@ -74,7 +73,7 @@ class Router:
         that weight's share of keys, and only to or from that variant."""
         if len(self._weighted) == 1:
             return self._weighted[0]
-        data = key.encode("utf-8", "surrogatepass")
+        data = key_bytes(key)
         best, best_score = self._weighted[0], -1.0
         for prefix, weight, variant in self._prefixes:
             digest = prefix.copy()
@@ -100,9 +99,20 @@ def choose_variant(stage: Stage, context: RequestContext) -> Variant:
     return stage.router.choose(context)
 
 
+def key_bytes(key: str) -> bytes:
+    """A route key as the header's bytes: headers are decoded as latin-1 (gateway.body), so
+    encoding back gives the bytes received (UTF-8 or not), each counted and hashed once; a key
+    made elsewhere of other characters is taken as UTF-8."""
+    try:
+        return key.encode("latin-1")
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogatepass")
+
+
 def route_key(value: str) -> str:
-    """`x-gateway-route-key`'s value, checked: non-empty and at most MAX_ROUTE_KEY_BYTES."""
-    size = len(value.encode("utf-8", "surrogatepass"))
+    """`x-gateway-route-key`'s value, checked: non-empty and at most MAX_ROUTE_KEY_BYTES bytes
+    as received."""
+    size = len(key_bytes(value))
     if size == 0:
         raise BadRequest(f"{ROUTE_KEY_HEADER} must not be empty")
     if size > MAX_ROUTE_KEY_BYTES:
@@ -110,9 +120,10 @@ def route_key(value: str) -> str:
     return value
 
 
-def variant_override(app: Application, value: str) -> str:
+def variant_override(app: Application, value: str) -> tuple[str, ...]:
     """`x-gateway-variant`'s value (`name:version`, or `name@label` as the manifest declares the
-    variant; comma-separated, one per stage at most) as the stages' routers name their variants;
+    variant; comma-separated, one per stage at most) as the stages' routers name their variants
+    (checked once per request: each stage's router only looks them up);
     BadRequest for a name that is no live variant of the application, a shadow's, or two names
     for one stage."""
     chosen: dict[int, str] = {}
@@ -129,7 +140,7 @@ def variant_override(app: Application, value: str) -> str:
             if chosen.setdefault(stage.number, canonical) != canonical:
                 raise BadRequest(f"{VARIANT_HEADER} names two variants of stage {stage.number} of application "
                                  f"{app.name}: {chosen[stage.number]} and {canonical}")
-    return ", ".join(chosen.values())
+    return tuple(chosen.values())
 
 
 def _live_name(stage: Stage, name: str) -> str | None:

@@ -130,6 +130,9 @@ class ShadowTraffic:
                 sample, compare = (manifest.sample, manifest.compare) if manifest is not None else (1.0, CompareSpec())
                 if sample < 1.0 and self.draw() >= sample:
                     continue
+                if shadow.name in app.disabled_shadows:  # its discovered contract does not fit the stage
+                    self._count_labels((app.name, str(stage.number), shadow.name), "mismatched")
+                    continue
                 copy = ShadowCopy(app.name, stage.number, shadow, live.name, inputs, prediction.outputs,
                                   live_seconds, context.request_id, timeout, compare, inputs_of(shadow.target))
                 context.after_answer.append(functools.partial(self.submit, copy))
@@ -268,8 +271,11 @@ class ShadowTraffic:
             log.info("%s", disagreement_line(copy, outputs, disagreed))
 
     def _count(self, copy: ShadowCopy, outcome: str) -> None:
+        self._count_labels(copy.labels, outcome)
+
+    def _count_labels(self, labels: tuple[str, str, str], outcome: str) -> None:
         if self.metrics is not None:
-            self.metrics.shadow_copies.labels(*copy.labels, outcome).inc()
+            self.metrics.shadow_copies.labels(*labels, outcome).inc()
 
     def _drain(self, lane: _Lane) -> None:
         """Drop the copies still queued in `lane` (counted `drained`)."""

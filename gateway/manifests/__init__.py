@@ -7,8 +7,10 @@ and the line-numbered YAML reader live in `modelfolder`, which the runtime reads
 
 Modules: `types` (the domain values), `model_kind`, `application_kind`, `gateway_kind` (one
 parser per kind), `directory` (a whole config directory), `resolve` (request-time resolution
-of `name`, `name:V`, `name@label`), `plan` (an application's stages and the contract rules
-between them, for declared and discovered contracts alike).
+of `name`, `name:V`, `name@label`, and how what they reach is named), `contract_rules` (the
+rules contracts keep between variants and stages), `plan` (an application's stages checked
+against them, for declared and discovered contracts alike), `plan_text` and `plan_json` (its
+renderings), `plan_diff` (what a reload would change).
 """
 
 from gateway.backends.protocols import PROTOCOLS
@@ -16,19 +18,11 @@ from gateway.manifests.application_kind import parse_application, parse_model_re
 from gateway.manifests.directory import load_config
 from gateway.manifests.gateway_kind import parse_gateway
 from gateway.manifests.model_kind import load_model_manifest, parse_model
-from gateway.manifests.plan import (
-    Change,
-    Plan,
-    PlannedStage,
-    PlannedVariant,
-    Problem,
-    diff,
-    manifest_plan,
-    plan_from_json,
-    plan_lines,
-    plan_to_json,
-)
-from gateway.manifests.resolve import resolve_model, resolve_ref, version_labels
+from gateway.manifests.plan import Plan, PlannedStage, PlannedVariant, Problem, manifest_plan
+from gateway.manifests.plan_diff import Change, diff, not_compared, with_running_contracts
+from gateway.manifests.plan_json import plan_from_json, plan_to_json
+from gateway.manifests.plan_text import plan_lines
+from gateway.manifests.resolve import resolve_model, resolve_ref, resolved_name, version_labels
 from gateway.manifests.types import (
     FLOATING_VERSION,
     ApplicationManifest,
@@ -78,6 +72,7 @@ __all__ = [
     "load_model_manifest",
     "manifest_plan",
     "model_folders",
+    "not_compared",
     "parse_application",
     "parse_gateway",
     "parse_model",
@@ -88,5 +83,7 @@ __all__ = [
     "read_documents",
     "resolve_model",
     "resolve_ref",
+    "resolved_name",
     "version_labels",
+    "with_running_contracts",
 ]

@@ -86,6 +86,9 @@ def _pipeline(fields: Fields) -> tuple[Stage, ...]:
 
 
 def _variant(fields: Fields) -> VariantManifest:
+    if "modelservices" in fields.mapping:  # the older `hs` CLI's stage: say how to write it now
+        raise fields.error("modelservices", "the older stage spelling; a stage is now the list of its variants "
+                           "itself: `- - {model: name:version, weight: N}`")
     fields.reject_unknown(_VARIANT_FIELDS)
     model = parse_model_ref(fields.required("model", str), fields.where("model"))
     shadow = fields.optional("shadow", bool, False)

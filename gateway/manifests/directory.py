@@ -17,8 +17,16 @@ from gateway.manifests.application_kind import parse_application
 from gateway.manifests.gateway_kind import parse_gateway
 from gateway.manifests.model_kind import load_model_manifest, parse_model
 from gateway.manifests.plan import manifest_plan
-from gateway.manifests.resolve import resolve_model, resolve_ref
-from gateway.manifests.types import ApplicationManifest, Config, GatewayManifest, ModelManifest, ModelRef, Selector
+from gateway.manifests.resolve import resolve_model, resolve_ref, resolved_name
+from gateway.manifests.types import (
+    ApplicationManifest,
+    Config,
+    GatewayManifest,
+    ModelManifest,
+    ModelRef,
+    Selector,
+    VariantManifest,
+)
 from modelfolder import ConfigError, model_folders, read_documents
 
 
@@ -59,6 +67,7 @@ def load_config(directory: Path) -> Config:
     config = Config(gateway, models, applications)
     _check_labels(config)
     _check_references(config)
+    _check_variants(config)
     _check_contracts(config)
     return config
 
@@ -78,12 +87,27 @@ def _check_references(config: Config) -> None:
                 resolve_model(config.models, variant.model, app.source)
 
 
+def _check_variants(config: Config) -> None:
+    """No model is two variants of one stage under two spellings (`toy` and `toy:2` of one
+    manifest): answers, routing and the override know variants by what they resolve to."""
+    for app in config.applications.values():
+        for number, stage in enumerate(app.stages, start=1):
+            seen: dict[str, VariantManifest] = {}
+            for variant in stage.variants:
+                name = resolved_name(resolve_ref(config.models, variant.model, variant.source or app.source))
+                earlier = seen.setdefault(name, variant)
+                if earlier is not variant:
+                    raise ConfigError(f"stage {number}: model {variant.model} is {name}, also a variant at "
+                                      f"{earlier.source} (as {earlier.model})", variant.source or app.source)
+
+
 def _check_contracts(config: Config) -> None:
     """The declared contracts of each application's variants fit (gateway.manifests.plan)."""
     for app in config.applications.values():
         problems = manifest_plan(app, config.models).problems()
-        if problems:
-            raise ConfigError(problems[0].message, problems[0].source or app.source)
+        if problems:  # all of them, so that one run shows every fix to make
+            others = "".join(f"; and at {p.source or app.source}: {p.message}" for p in problems[1:])
+            raise ConfigError(problems[0].message + others, problems[0].source or app.source)
 
 
 def _check_labels(config: Config) -> None:

@@ -57,3 +57,16 @@ def resolve_model(models: Mapping[tuple[str, int], ModelManifest], ref: ModelRef
                   where: str | None = None) -> ModelManifest:
     """The manifest a reference names (see `resolve_ref`)."""
     return resolve_ref(models, ref, where).manifest
+
+
+def resolved_name(resolution: Resolution) -> str:
+    """How answers (`x-gateway-variants`), logs, metrics, plans and problems name what a
+    reference reaches: `name:VERSION` for the version it asks for (else the manifest's own),
+    `name@LABEL` for a label forwarded to a floating model, and `name` alone for a floating
+    model asked for no version (the backend's latest: it has no version of its own)."""
+    manifest, selector = resolution.manifest, resolution.selector
+    if selector is not None and selector.version is not None:
+        return f"{manifest.name}:{selector.version}"
+    if selector is not None and selector.label is not None:
+        return f"{manifest.name}@{selector.label}"
+    return manifest.name if manifest.floating else f"{manifest.name}:{manifest.version}"

@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.auth import authorize
 from gateway.dataplane import DataPlane
 from gateway.errors import PermissionDenied
-from gateway.manifests.plan import plan_to_json
+from gateway.manifests.plan_json import plan_to_json
 from gateway.registry import Application
 
 
@@ -28,7 +28,7 @@ def _answer(body: dict[str, Any]) -> Response:
 
 def application_json(app: Application) -> dict[str, Any]:
     """One application's plan with the contracts known now and its problems."""
-    return {**plan_to_json(app.plan()), "problems": list(app.problems)}
+    return {**plan_to_json(app.plan()), "problems": list(app.problems), "shadow_problems": list(app.shadow_problems)}
 
 
 def _may_call(request: Request, name: str) -> bool:

@@ -20,7 +20,8 @@ async def live(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     """200 when every application's models passed their last health check and its contracts
-    fit together; 503 with detail (each application's `problems`) otherwise, and at once when
+    fit together; 503 with detail (each application's `problems`) otherwise (`shadow_problems`
+    only disable those shadows), and at once when
     the gateway is shutting down."""
     dataplane: DataPlane = request.app.state.dataplane
     watcher: HealthWatcher = request.app.state.health
@@ -34,7 +35,8 @@ async def ready(request: Request) -> Response:
                                    "checked_at": health.checked_at}
         # Contracts discovered from backends that do not fit together keep it not ready.
         applications[name] = {"ready": not app.problems and all(m["ready"] for m in models.values()),
-                              "models": models, "problems": list(app.problems)}
+                              "models": models, "problems": list(app.problems),
+                              "shadow_problems": list(app.shadow_problems)}  # they disable a shadow, not it
     draining = bool(request.app.state.draining)
     is_ready = not draining and all(detail["ready"] for detail in applications.values())
     status = "draining" if draining else "ready" if is_ready else "not_ready"

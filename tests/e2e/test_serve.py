@@ -95,7 +95,7 @@ def test_readme_pipeline_and_canary_curls(gateway: Gateway) -> None:
                                                   "share": 100.0}],
                         "inputs": [{"name": "number", "dtype": "int32", "shape": [-1]}],
                         "outputs": [{"name": "number", "dtype": "int32", "shape": [-1]}]}],
-            "dropped": [], "problems": []}),
+            "dropped": [], "problems": [], "shadow_problems": []}),
     ],
 )
 def test_requests(gateway: Gateway, method: str, path: str, body: bytes | None, status: int,

@@ -1,5 +1,5 @@
 """Application manifests checked at load: the parser's rules (weights, shadows, stages) and the
-contract rules between variants and stages (gateway/manifests/plan.py), each error with its
+contract rules between variants and stages (gateway/manifests/contract_rules.py, plan.py), each error with its
 message and file:line; and what `diff` calls a breaking change."""
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from gateway.manifests import (
     plan_from_json,
     plan_lines,
     plan_to_json,
+    with_running_contracts,
 )
-from gateway.manifests.plan import compatible_shapes
+from gateway.manifests.contract_rules import compatible_shapes
 from tensorcodecs import Signature, TensorSpec, lookup_dtype
 
 Contract = dict[str, str]  # name -> "dtype [shape]" ("dtype" alone: any shape)
@@ -120,6 +121,14 @@ def test_a_shadows_fields_are_checked(config: Path, fields: str, message: str) -
     assert error.location == f"{path}:{line_of(path, fields.partition(':')[0])}"
 
 
+def test_the_older_modelservices_stage_is_refused_with_the_spelling_to_use(config: Path) -> None:
+    path = write_application(config, "pipeline:\n  - modelservices: [{model: a:1, weight: 100}]\n")
+    error = refused(config)
+    assert error.message == ("pipeline[0][0].modelservices: the older stage spelling; a stage is now the list of its "
+                             "variants itself: `- - {model: name:version, weight: N}`")
+    assert error.location == f"{path}:4"
+
+
 def test_a_shadows_sample_and_compare_are_kept(config: Path) -> None:
     write_application(config, "pipeline:\n  - - {model: a:1, weight: 3}\n    - {model: c:1}\n"
                               "    - {model: b:1, shadow: true, sample: 0.25, compare: {rtol: 0.01, atol: 0.5}}\n")
@@ -156,6 +165,14 @@ def test_a_model_is_a_variant_of_a_stage_once(config: Path) -> None:
     path = write_application(config, "pipeline:\n  - - {model: a:1}\n    - {model: a:1, shadow: true}\n")
     error = refused(config)
     assert error.message == f"stage 1: model a:1 is also a variant at {path}:4"
+    assert error.location == f"{path}:5"
+
+
+@pytest.mark.parametrize("second", ["{model: a:1, weight: 50}", "{model: a:1, shadow: true}"])
+def test_a_model_is_a_variant_of_a_stage_once_however_it_is_spelled(config: Path, second: str) -> None:
+    path = write_application(config, f"pipeline:\n  - - {{model: a, weight: 50}}\n    - {second}\n")
+    error = refused(config)
+    assert error.message == f"stage 1: model a:1 is a:1, also a variant at {path}:4 (as a)"
     assert error.location == f"{path}:5"
 
 
@@ -247,8 +264,16 @@ def test_every_variant_of_a_stage_has_its_contract(config: Path, b: tuple[Contra
                                                    shadow: bool) -> None:
     path = _stage_of(config, {"a": INT, "b": b}, shadow=shadow)
     error = refused(config)
-    assert error.message == f"application demo: stage 1 variant b:1 {words}"
+    assert error.message.split("; and at ")[0] == f"application demo: stage 1 variant b:1 {words}"  # the first
     assert error.location == f"{path}:5"  # the variant's `model`
+
+
+def test_every_contract_problem_is_listed_at_once(config: Path) -> None:
+    path = _stage_of(config, {"a": INT, "b": ({"x": "float32 [-1]"}, {"y": "int32 [-1]"})})
+    error = refused(config)
+    assert error.message == (f"application demo: stage 1 variant b:1 input 'x' is float32 but a:1 has it as int64; "
+                             f"and at {path}:5: application demo: stage 1 variant b:1 output 'y' is int32 but a:1 "
+                             "has it as int64")
 
 
 @pytest.mark.parametrize("b", [
@@ -414,10 +439,22 @@ def test_applications_and_variants_added_removed_or_reweighted() -> None:
     assert diff(running, running) == []
 
 
-def test_contracts_not_known_on_one_side_are_not_compared() -> None:
+def test_contracts_not_known_on_one_side_are_said_not_compared() -> None:
     known = _plan("app", [_spec("a", "int64")], [_spec("y", "int64")])
     unknown = Plan("app", (PlannedStage(1, (PlannedVariant("m:1", 100),)),))
-    assert diff({"app": known}, {"app": unknown}) == []
+    assert [(str(change), change.compared) for change in diff({"app": known}, {"app": unknown})] == [
+        ("application app: not compared: contract of stage 1 (m:1): discovered from its backend when served", False)]
+    assert [str(change) for change in diff({"app": unknown}, {"app": known})] == [
+        "application app: not compared: contract of stage 1 (m:1): the running gateway has not discovered it"]
+
+
+def test_a_contract_left_to_discovery_is_the_running_variants_of_that_name() -> None:
+    running = {"app": _plan("app", [_spec("a", "int64")], [_spec("y", "int64")])}  # m:1, as discovered
+    same = {"app": Plan("app", (PlannedStage(1, (PlannedVariant("m:1", 100),)),))}
+    assert diff(running, with_running_contracts(running, same)) == []
+    other = {"app": Plan("app", (PlannedStage(1, (PlannedVariant("m:2", 100),)),))}
+    assert [str(change) for change in diff(running, with_running_contracts(running, other)) if not change.compared] \
+        == ["application app: not compared: contract of stage 1 (m:2): discovered from its backend when served"]
 
 
 def test_contract_changes_between_stages_are_listed_but_break_no_caller() -> None:

@@ -23,6 +23,7 @@ from gateway.manifests import load_config
 from gateway.settings import ApiKey, AuthSettings, Settings
 from tensorcodecs import Signature, TensorSpec, lookup_dtype
 from tests.conftest import free_port, serve_app
+from tests.gateway.test_observability import sample
 from tests.tfserving_server import DEFAULT, FakeTFServing, Servable
 
 BATCH = [[1, 2], [1, 3]]
@@ -70,7 +71,7 @@ def doubling() -> Servable:
 RELOAD = {"model_config_list": {"config": [
     {"name": "Toy", "base_path": "/models/Toy", "model_platform": "tensorflow"},
     {"name": "Toy_double", "base_path": "/models/Toy_double", "model_platform": "tensorflow"}]}}
-MISMATCH = ("application chain: stage 2 (toy_double:0) input 'input_1' is not an output of stage 1 (toy:0) "
+MISMATCH = ("application chain: stage 2 (toy_double) input 'input_1' is not an output of stage 1 (toy) "
             "(its outputs: 'output_1')")
 
 
@@ -117,6 +118,38 @@ async def test_discovered_contracts_that_do_not_fit_keep_the_application_not_rea
         assert (await client.get("/gateway/applications/chain")).json()["problems"] == []
 
 
+SHADOW_MISMATCH = ("application canary: stage 1 variant toy_double output 'output_1' is float64 but toy has it "
+                   "as float32")
+
+
+async def test_a_shadow_whose_discovered_contract_does_not_fit_is_disabled_and_the_application_serves(
+        tfs: FakeTFServing, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = tmp_path / "config"
+    write_remote_model(config, "toy", tfs.target, "Toy")
+    write_remote_model(config, "toy_double", tfs.target, "Toy_double")  # a float64 re-export of Toy
+    write_app(config, "canary", "pipeline:\n  - - {model: toy}\n    - {model: toy_double, shadow: true}\n")
+    app = create_app(Settings(access_log=False), load_config(config))
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 200, ready.text
+        detail = ready.json()["applications"]["canary"]
+        assert (detail["ready"], detail["problems"], detail["shadow_problems"]) == (True, [], [SHADOW_MISMATCH])
+        assert [m for m in caplog.messages if "get no copies" in m] == [
+            f"application canary: shadow(s) toy_double get no copies: {SHADOW_MISMATCH}"]
+        plan = (await client.get("/gateway/applications/canary")).json()
+        assert (plan["problems"], plan["shadow_problems"]) == ([], [SHADOW_MISMATCH])
+
+        before = predictions(tfs)
+        for _ in range(3):
+            response = await client.post("/gateway/applications/canary", json={"input_1": BATCH})
+            assert response.status_code == 200, response.text
+            assert response.headers["x-gateway-variants"] == "toy"
+        text = (await client.get("/metrics")).text
+        assert sample(text, "gateway_shadow_copies_total", application="canary", stage="1", shadow="toy_double",
+                      outcome="mismatched") == 3
+        assert predictions(tfs) == before + 3  # the live calls only: the shadow got none
+
+
 def wider_toy() -> Servable:
     """A Toy version that takes three columns."""
     signature = Signature(DEFAULT, {"input_1": _spec("input_1", "float32", (-1, 3))},
@@ -142,6 +175,23 @@ async def test_each_version_a_variant_names_is_discovered_and_checked(tfs: FakeT
         response = await client.post("/gateway/applications/canary", json={"input_1": BATCH})
         assert response.status_code == 200, response.text  # decoded against version 1's contract
         assert (await client.post("/gateway/applications/mixed", json={"input_1": BATCH})).status_code == 503
+
+
+async def test_a_version_not_described_at_start_is_asked_for_not_taken_for_the_default(
+        tfs: FakeTFServing, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    write_remote_model(config, "toy", tfs.target, "Toy")
+    write_app(config, "mixed", "pipeline:\n  - - {model: toy:1, weight: 90}\n    - {model: toy:3, weight: 10}\n")
+    async with (serve_app(create_app(Settings(access_log=False), load_config(config))) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as client):
+        assert (await client.get("/health/ready")).json()["applications"]["mixed"]["problems"] == []  # toy:3 unknown
+        tfs.loaded["Toy"][3] = wider_toy()  # version 3 arrives, and it does not fit
+        response = await client.post("/gateway/applications/mixed", json={"input_1": BATCH})
+        assert response.status_code == 503, response.text  # its contract was asked for first
+        problem = ("application mixed: stage 1 variant toy:3 input 'input_1' has shape [-1, 3] but toy:1 has it "
+                   "with shape [-1, 2]")
+        assert response.json()["error"] == {"code": "application_contract_mismatch", "message": problem}
+        assert (await client.get("/health/ready")).json()["applications"]["mixed"]["problems"] == [problem]
 
 
 # ---------------------------------------------------------------- the plans as JSON
@@ -184,6 +234,7 @@ CANARY_PLAN = {
     ],
     "dropped": [],
     "problems": [],
+    "shadow_problems": [],
 }
 
 
@@ -318,10 +369,59 @@ async def test_check_says_when_the_gateway_does_not_answer_its_plans(
         status, _, err = await check(capsys, "--config", str(config), "--url", url)
         assert status == 2
         assert err.startswith(f"gateway check: {url}/gateway/applications answered 401: ")
-        status, lines, _ = await check(capsys, "--config", str(config), "--url", url, "--api-key", "canary-key")
-        # the key sees canary only: the others look added
-        assert (status, lines) == (0, [f"changes against {url}:", "  application gone: added",
-                                       "  application typed: added"])
+        status, lines, err = await check(capsys, "--config", str(config), "--url", url, "--api-key", "canary-key")
+        # the key sees canary only: the others are asked for by name, and not compared
+        assert (status, lines) == (4, [f"changes against {url}:",
+                                       "  application gone: not compared: the API key may not see it",
+                                       "  application typed: not compared: the API key may not see it",
+                                       NOT_SEEN])
+        assert err == f"gateway check: 2 thing(s) not compared against {url}\n"
+        changed = next_config(tmp_path / "next", tfs.target)
+        status, lines, _ = await check(capsys, "--config", str(changed), "--url", url, "--api-key", "canary-key")
+        assert (status, lines[-3:]) == (4, ["  application fresh: added",  # 404: really added
+                                            "  application typed: not compared: the API key may not see it",
+                                            NOT_SEEN])
+        status, lines, _ = await check(capsys, "--config", str(changed), "--url", url, "--api-key", "ops-key")
+        assert status == 3  # a key that sees everything: typed's new dtype and gone's removal are seen
+        assert "  BREAKING application gone: removed" in lines
+
+
+NOT_SEEN = "note: only the applications the API key may call are listed: a removed one it may not call is not seen"
+
+
+async def test_check_compares_discovered_contracts_through_the_running_gateway(
+        tfs: FakeTFServing, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    running = tmp_path / "running"
+    write_remote_model(running, "toy", tfs.target, "Toy")
+    write_app(running, "alone", "singular: {model: toy}\n")
+    changed = tmp_path / "changed"
+    write_remote_model(changed, "toy", tfs.target, "Toy")
+    write_remote_model(changed, "toy_double", tfs.target, "Toy_double")
+    write_app(changed, "alone", "singular: {model: toy_double}\n")
+    async with serve_app(create_app(Settings(access_log=False), load_config(running))) as url:
+        status, lines, err = await check(capsys, "--config", str(running), "--url", url)
+        assert (status, lines, err) == (0, [f"no changes against {url}"], "")  # toy's contract: the gateway's
+        status, lines, err = await check(capsys, "--config", str(changed), "--url", url)
+        assert (status, lines) == (4, [
+            f"changes against {url}:",
+            "  application alone: stage 1 variant toy removed",
+            "  application alone: stage 1 variant toy_double added (weight 100, 100%)",
+            "  application alone: not compared: contract of stage 1 (toy_double): discovered from its backend "
+            "when served"])
+
+
+@pytest.mark.parametrize("argv", [["--timeout", "-1"], ["--timeout", "nan"], ["--timeout", "inf"], ["--timeout", "0"],
+                                  ["--timeout", "soon"], ["--api-key", "k"]])
+def test_check_refuses_bad_options_in_one_line(argv: list[str], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    config = running_config(tmp_path / "config", "127.0.0.1:1")
+    url = [] if argv[0] == "--api-key" else ["--url", "http://127.0.0.1:1"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "--config", str(config), *url, *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith(("gateway check: error: ", "gateway: error: check: "))
 
 
 async def test_check_refuses_declared_contracts_that_do_not_fit(tmp_path: Path,

@@ -18,6 +18,7 @@ from gateway.backends.pool import ChannelPool
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BackendUnavailable, GatewayError, NotFound
 from gateway.lookups import BACKOFF_FIRST_S, BACKOFF_MAX_S, ByIdentity, SharedLookups
+from gateway.manifests import Config, load_config
 from gateway.registry import Application, Model, Registry, Stage, Variant
 from gateway.settings import Settings
 from tests.conftest import serve_app
@@ -25,7 +26,16 @@ from tests.gateway.test_tfserving_api import BATCH, RELOAD, V2, ManualClock, man
 from tests.tfserving_server import FakeTFServing
 from tests.waiting import eventually
 
-CANARY = "/gateway/applications/toy_canary"  # model toy (TF Serving's Toy), no declared contract
+LATEST = "/gateway/applications/toy_latest"  # model toy (TF Serving's Toy) at its default version, no declared contract
+
+
+def latest_config(directory: Path, target: str) -> Config:
+    """write_config's, and an application of toy's default version (whose contract
+    `metadata_calls` counts the lookups of)."""
+    write_config(directory, target)
+    (directory / "applications" / "toy_latest.yaml").write_text(
+        "kind: Application\nname: toy_latest\nsingular: {model: toy}\n")
+    return load_config(directory)
 
 
 def metadata_calls(server: FakeTFServing, model: str = "Toy") -> int:
@@ -60,7 +70,7 @@ def finish_loading(server: FakeTFServing) -> None:
 
 async def test_concurrent_requests_share_one_metadata_call(loading_server: FakeTFServing,
                                                            tmp_path: Path) -> None:
-    app = create_app(Settings(access_log=False), write_config(tmp_path / "config", loading_server.target))
+    app = create_app(Settings(access_log=False), latest_config(tmp_path / "config", loading_server.target))
     async with (serve_app(app) as url,
                 httpx.AsyncClient(base_url=url, timeout=10, limits=httpx.Limits(max_connections=60)) as client):
         assert metadata_calls(loading_server) == 1  # at start, answered NOT_FOUND
@@ -68,7 +78,7 @@ async def test_concurrent_requests_share_one_metadata_call(loading_server: FakeT
         clock.advance(BACKOFF_FIRST_S)  # the failure at start no longer holds requests off
         finish_loading(loading_server)
         loading_server.hold = asyncio.Event()
-        requests = [asyncio.ensure_future(client.post(CANARY, json={"input_1": BATCH})) for _ in range(50)]
+        requests = [asyncio.ensure_future(client.post(LATEST, json={"input_1": BATCH})) for _ in range(50)]
         await until(lambda: app.state.metrics.serving == 50)  # every request is in the gateway
         loading_server.hold.set()
         answers = await asyncio.gather(*requests)
@@ -79,14 +89,14 @@ async def test_concurrent_requests_share_one_metadata_call(loading_server: FakeT
 
 async def test_a_model_still_loading_is_503_and_asked_again_only_after_a_back_off(
         loading_server: FakeTFServing, tmp_path: Path) -> None:
-    app = create_app(Settings(access_log=False), write_config(tmp_path / "config", loading_server.target))
+    app = create_app(Settings(access_log=False), latest_config(tmp_path / "config", loading_server.target))
     async with (serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client):
         clock = manual_clock(app)
         calls = metadata_calls(loading_server)
         window = BACKOFF_FIRST_S  # since the failure at start
         for expected in (1, 2, 4, 8, 16, 30, 30):  # each failure in a row doubles it, up to 30 s
             clock.advance(window)
-            response = await client.post(CANARY, json={"input_1": BATCH})
+            response = await client.post(LATEST, json={"input_1": BATCH})
             calls += 1
             assert metadata_calls(loading_server) == calls
             assert response.status_code == 503, response.text
@@ -99,7 +109,7 @@ async def test_a_model_still_loading_is_503_and_asked_again_only_after_a_back_of
         assert window == BACKOFF_MAX_S
         clock.advance(29.2)
         for _ in range(20):  # within the window: answered without asking, Retry-After the time left
-            held = await client.post(CANARY, json={"input_1": BATCH})
+            held = await client.post(LATEST, json={"input_1": BATCH})
             assert (held.status_code, held.headers["retry-after"]) == (503, "1")
             v1 = await client.post("/v1/models/toy:predict", json={"instances": BATCH})
             assert (v1.status_code, v1.headers["retry-after"]) == (503, "1")
@@ -109,7 +119,7 @@ async def test_a_model_still_loading_is_503_and_asked_again_only_after_a_back_of
         assert missing.status_code == 404  # a version the request names: TF Serving's answer
         finish_loading(loading_server)
         clock.advance(1)
-        response = await client.post(CANARY, json={"input_1": BATCH})
+        response = await client.post(LATEST, json={"input_1": BATCH})
         assert response.json() == {"output_1": V2}
 
 
@@ -279,15 +289,15 @@ async def test_a_timeout_inside_the_lookup_is_not_the_callers_deadline(tmp_path:
 
 async def test_a_caller_with_a_short_deadline_neither_cuts_nor_fails_the_shared_lookup(
         loading_server: FakeTFServing, tmp_path: Path) -> None:
-    app = create_app(Settings(access_log=False), write_config(tmp_path / "config", loading_server.target))
+    app = create_app(Settings(access_log=False), latest_config(tmp_path / "config", loading_server.target))
     async with (serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client):
         manual_clock(app).advance(BACKOFF_FIRST_S)  # the failure at start no longer holds requests off
         finish_loading(loading_server)
         loading_server.hold = asyncio.Event()
-        hurried = await client.post(CANARY, json={"input_1": BATCH}, headers={"x-request-timeout": "200"})
+        hurried = await client.post(LATEST, json={"input_1": BATCH}, headers={"x-request-timeout": "200"})
         assert hurried.status_code == 504, hurried.text
         assert metadata_calls(loading_server) == 2  # the lookup it started is still in flight
-        patient = asyncio.ensure_future(client.post(CANARY, json={"input_1": BATCH}))
+        patient = asyncio.ensure_future(client.post(LATEST, json={"input_1": BATCH}))
         await until(lambda: app.state.metrics.serving == 1)
         loading_server.hold.set()
         answer = await patient

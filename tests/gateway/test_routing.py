@@ -65,7 +65,7 @@ def _application(*stages: registry.Stage, name: str = "app") -> Application:
     return Application(name, stages, Signature(name), ApplicationManifest(name, manifests, "test"))
 
 
-def _context(key: str | None = None, override: str | None = None) -> RequestContext:
+def _context(key: str | None = None, override: tuple[str, ...] = ()) -> RequestContext:
     context = RequestContext.start("r", 10.0)
     context.route_key, context.variant_override = key, override
     return context
@@ -172,6 +172,9 @@ def _keyed_names() -> list[str]:
     return [router.for_key(f"user-{number}").name for number in range(1000)]
 
 
+GOLDEN_NON_ASCII = ["a:1", "a:1", "c:1", "b:1", "c:1", "a:1", "a:1", "a:1", "a:1", "b:1", "b:1", "a:1"]
+
+
 def test_the_hash_is_pinned_so_an_upgrade_moves_no_key() -> None:
     # Golden values: a change of hash or score would move every sticky key of every user.
     assert _keyed_names()[:12] == ["a:1", "c:1", "b:1", "a:1", "b:1", "b:1", "a:1", "b:1", "a:1", "a:1", "a:1", "c:1"]
@@ -197,11 +200,29 @@ def test_adding_a_variant_takes_keys_only_for_itself() -> None:
     assert moves == {("a:1", "canary:1"), ("b:1", "canary:1")}
 
 
-@pytest.mark.parametrize("key", ["", "x" * (MAX_ROUTE_KEY_BYTES + 1), "é" * (MAX_ROUTE_KEY_BYTES // 2 + 1)])
+def _as_received(text: str) -> str:
+    """A header value as the gateway reads it: its UTF-8 bytes decoded as latin-1 (gateway.body)."""
+    return text.encode().decode("latin-1")
+
+
+@pytest.mark.parametrize("key", ["", "x" * (MAX_ROUTE_KEY_BYTES + 1),
+                                 _as_received("é" * (MAX_ROUTE_KEY_BYTES // 2 + 1))])
 def test_route_keys_empty_or_too_long_are_refused(key: str) -> None:
     with pytest.raises(BadRequest, match="x-gateway-route-key"):
         route_key(key)
     assert route_key("x" * MAX_ROUTE_KEY_BYTES) == "x" * MAX_ROUTE_KEY_BYTES
+
+
+def test_a_route_key_is_measured_and_hashed_on_the_bytes_received() -> None:
+    key = _as_received("ж" * 400)  # 800 bytes on the wire
+    assert route_key(key) == key
+    with pytest.raises(BadRequest) as error:
+        route_key(_as_received("ж" * 513))
+    assert error.value.message == "x-gateway-route-key is 1026 bytes long; the limit is 1024"
+    router = Router(_stage({"a": 50, "b": 30, "c": 20}).live)
+    # Golden values on non-ASCII keys: each byte received hashed once (pinned like the ASCII ones).
+    names = [router.for_key(_as_received(f"пользователь-{number}")).name for number in range(12)]
+    assert names == GOLDEN_NON_ASCII
 
 
 # ------------------------------------------------------------------ the override
@@ -211,7 +232,7 @@ def test_the_override_forces_a_live_variant_even_of_weight_zero() -> None:
     stage = _stage({"a": 100, "dark": 0})
     app = _application(stage, _stage({"c": 1, "d": 1}, number=2))
     override = variant_override(app, " dark:1 ,d:1")
-    assert override == "dark:1, d:1"
+    assert override == ("dark:1", "d:1")
     context = _context(key="user-1", override=override)
     assert [choose_variant(s, context).name for s in app.stages] == ["dark:1", "d:1"]
     partial = _context(key="user-1", override=variant_override(app, "d:1"))  # stage 1 by its key
@@ -242,9 +263,9 @@ def test_the_override_accepts_the_spelling_the_manifest_declared() -> None:
     floating = Variant(Model(dataclasses.replace(MANIFEST, name="toy", version=3), InMemoryBackend(dict)),
                        1, None, VariantManifest(ModelRef("toy")))
     app = _application(registry.Stage(1, (labelled, floating)))
-    assert variant_override(app, "increment_model@stable") == "increment_model@stable"
-    assert variant_override(app, "toy") == "toy:3"
-    assert variant_override(app, "toy:3") == "toy:3"
+    assert variant_override(app, "increment_model@stable") == ("increment_model@stable",)
+    assert variant_override(app, "toy") == ("toy:3",)
+    assert variant_override(app, "toy:3") == ("toy:3",)
 
 
 # ------------------------------------------------------------------ over HTTP, with the real runtime
@@ -325,6 +346,9 @@ async def test_a_route_key_sticks_over_http(client: httpx.AsyncClient) -> None:
                              headers={"x-gateway-route-key": "k" * (MAX_ROUTE_KEY_BYTES + 1)})
     assert long.status_code == 400
     assert long.json()["error"]["message"] == "x-gateway-route-key is 1025 bytes long; the limit is 1024"
+    wide = await client.post("/gateway/applications/open", json={"x": [0]},
+                             headers={b"x-gateway-route-key": ("ж" * 512).encode()})  # 1024 bytes of UTF-8
+    assert wide.status_code == 200, wide.text
 
 
 async def _logged(stream: io.StringIO, count: int) -> list[dict[str, object]]:

@@ -1,0 +1,60 @@
+"""The rules contracts keep within an application, on `tensorcodecs` specs, so that the same
+code checks contracts manifests declare (at load) and those discovered from backends (at run
+time):
+- every variant of a stage has the stage's input and output contract: the same names, the
+  same dtypes (as on the wire: `bytes` is `string`), compatible shapes;
+- each input of stage N+1 is an output of stage N by name, with its dtype and a compatible
+  shape (outputs stage N+1 does not take are dropped: a note, not an error).
+Shapes are compatible when either is None (any shape), or both have the same rank and each
+dimension is equal or -1 on one side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from tensorcodecs import TensorSpec
+from tensorcodecs.contract import Shape
+
+
+def compatible_shapes(a: Shape | None, b: Shape | None) -> bool:
+    """Whether a tensor of one shape may be one of the other: either is any shape, or the same
+    rank with each dimension equal or -1 on one side."""
+    if a is None or b is None:
+        return True
+    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b, strict=True))
+
+
+def differences(kind: str, mine: Mapping[str, TensorSpec], theirs: Mapping[str, TensorSpec],
+                 other: str) -> Iterator[str]:
+    for name in theirs:
+        if name not in mine:
+            yield f"has no {kind} {name!r}, which {other} has"
+    for name, spec in mine.items():
+        reference = theirs.get(name)
+        if reference is None:
+            yield f"has {kind} {name!r}, which {other} has not"
+        elif spec.dtype.enum != reference.dtype.enum:
+            yield f"{kind} {name!r} is {spec.dtype} but {other} has it as {reference.dtype}"
+        elif not compatible_shapes(spec.shape, reference.shape):
+            yield f"{kind} {name!r} has shape {spec.shape_text()} but {other} has it with shape " \
+                  f"{reference.shape_text()}"
+
+
+def spec_text(spec: TensorSpec) -> str:
+    return f"{spec.dtype} {spec.shape_text()}"
+
+
+def edge_differences(taken: Mapping[str, TensorSpec], produced: Mapping[str, TensorSpec],
+                     given: str) -> Iterator[tuple[str, str]]:
+    """How the inputs a stage takes do not fit the outputs the stage before it gives (`given`
+    names that stage): (input name, what is wrong) for each."""
+    for name, spec in taken.items():
+        output = produced.get(name)
+        if output is None:
+            outputs = ", ".join(repr(n) for n in produced) or "none"
+            yield name, f"is not an output of {given} (its outputs: {outputs})"
+        elif output.dtype.enum != spec.dtype.enum:
+            yield name, f"is {spec.dtype} but {given} outputs it as {output.dtype}"
+        elif not compatible_shapes(spec.shape, output.shape):
+            yield name, f"has shape {spec.shape_text()} but {given} outputs it with shape {output.shape_text()}"
