@@ -92,16 +92,15 @@ class Variant:
     weight: int
     selector: Selector | None = None
     manifest: VariantManifest | None = None  # as the application's manifest names it
+    # `name:version` as requests name it (`x-gateway-variant`) and answers report it
+    # (`x-gateway-variants`): `resolved_name`, as plans name it too; made once, read per request.
+    name: str = field(init=False, compare=False)
+    # What a request to it reaches (made once: every request of its stage asks for it).
+    target: Target = field(init=False, repr=False, compare=False)
 
-    @property
-    def name(self) -> str:
-        """`name:version` as requests name it (`x-gateway-variant`) and answers report it
-        (`x-gateway-variants`): `resolved_name`, as plans name it too."""
-        return resolved_name(Resolution(self.model.manifest, self.selector))
-
-    @property
-    def target(self) -> Target:
-        return Target(self.model, self.selector)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", resolved_name(Resolution(self.model.manifest, self.selector)))
+        object.__setattr__(self, "target", Target(self.model, self.selector))
 
 
 @dataclass(frozen=True, slots=True)
