@@ -28,6 +28,7 @@ from gateway.backends.capabilities import (
 from gateway.errors import (
     ApplicationContractMismatch,
     BackendError,
+    BackendUnavailable,
     BadRequest,
     DeadlineExceeded,
     GatewayError,
@@ -67,6 +68,7 @@ class RequestContext:
     served: list[str] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
     after_answer: list[Callable[[], object]] = field(default_factory=list)
+    first_choice: tuple[Stage, Variant] | None = None  # stage 1's variant, chosen before the body is decoded
 
     @classmethod
     def start(cls, request_id: str, timeout_s: float,
@@ -118,19 +120,42 @@ class DataPlane:
         return self.registry.application(name)
 
     async def with_contract(self, app: Application, context: RequestContext) -> Application:
-        """`app` with the contract of every stage's models known: the version or label a live
-        variant reaches whose contract comes from its backend and could not be discovered yet
-        (its server was down at start, the version was not loaded yet) is asked now, so that a
-        request is checked against the real contract and each stage is sent its model's inputs,
-        or fails with that backend's 503 before any stage runs; an application whose known
-        contracts do not fit together is refused (503 ApplicationContractMismatch) rather than
-        run."""
-        pending = [target for target in app.from_backend
-                   if target.selector not in target.model.contracts.by_selector]
-        if pending:
-            timeout = context.remaining()
-            await asyncio.gather(*(self._signatures(target, timeout, context.request_id) for target in pending))
-            app = self.registry.applications.get(app.name, app)
+        """`app` once the variant chosen for its first stage (routed now, kept for the run) has
+        its contract known: a version or label whose contract comes from its backend and could
+        not be discovered yet (its server was down at start, the version was not loaded yet) is
+        asked now, so that the body is checked against the real contract, or the request fails
+        with a 503 naming the variant before any stage runs; the other variants are not asked
+        (a canary its backend does not serve yet fails only the requests routed to it). An
+        application whose known contracts do not fit together is refused (503
+        ApplicationContractMismatch) rather than run."""
+        stage = app.stages[0]
+        variant = choose_variant(stage, context)
+        context.first_choice = (stage, variant)
+        app = await self._variant_contract(app, stage, variant, context)
+        _refuse_mismatched(app)
+        return app
+
+    async def _variant_contract(self, app: Application, stage: Stage, variant: Variant,
+                                context: RequestContext) -> Application:
+        """`app` once `variant`'s contract is known (asked of its backend when it comes from
+        there and is not known yet; refreshed, and refused when it does not fit); a lookup that
+        fails is a 503 (the application exists, its variant is not served yet), naming the
+        stage and variant when the application has several."""
+        target = variant.target
+        model = target.model
+        if model.manifest.contract_declared or target.selector in model.contracts.by_selector:
+            return app
+        try:
+            await self._signatures(target, context.remaining(), context.request_id)
+        except GatewayError as error:
+            failure = error if not isinstance(error, NotFound) else BackendUnavailable(
+                error.message, log_detail=error.log_detail)
+            if len(app.stages) > 1 or len(stage.live) > 1:
+                failure = failure.with_prefix(f"stage {stage.number} ({variant.name}): ")
+            raise failure from error
+        fresh = self.registry.applications.get(app.name)
+        if fresh is not None and fresh.stages is app.stages:  # not one a reload built meanwhile
+            app = fresh
         _refuse_mismatched(app)
         return app
 
@@ -157,8 +182,11 @@ class DataPlane:
         tensors: Mapping[str, NDArray] = inputs
         outputs: dict[str, NDArray] = {}
         for stage in app.stages:
-            variant = choose_variant(stage, context)
+            first, context.first_choice = context.first_choice, None
+            variant = first[1] if first is not None and first[0] is stage else choose_variant(stage, context)
             context.served.append(variant.name)
+            if stage.number > 1:  # stage 1's was asked for before the body was decoded
+                app = await self._variant_contract(app, stage, variant, context)
             tensors = _stage_inputs(stage, variant.target, tensors)
             prediction, call_seconds = await self._run_stage(app, stage, variant, tensors, context)
             if stage.shadows and self.shadows is not None:
@@ -308,8 +336,13 @@ class DataPlane:
     async def _describe(self, target: Target, timeout: float, request_id: str) -> dict[str, Signature]:
         """Ask the backend for `target`'s signatures and keep them."""
         model = target.model
-        signatures = await model.backend.describe(target.selector, timeout, request_id)
+        try:
+            signatures = await model.backend.describe(target.selector, timeout, request_id)
+        except GatewayError as error:
+            model.contracts.failures[target.selector] = error.message
+            raise
         model.contracts.by_selector[target.selector] = signatures
+        model.contracts.failures.pop(target.selector, None)
         self.registry.refresh_applications()  # a variant's version may be the one described
         return signatures
 

@@ -40,9 +40,13 @@ class Contracts:
     the pinned one; resolution never answers an empty Selector, so None is its only key)."""
 
     by_selector: dict[Selector | None, dict[str, Signature]] = field(default_factory=dict)
+    # Why the last lookup of a version or label failed (its backend does not serve it yet):
+    # the variants reaching it answer 503 and readiness lists them, until a lookup succeeds.
+    failures: dict[Selector | None, str] = field(default_factory=dict)
 
     def clear(self) -> None:
         self.by_selector.clear()
+        self.failures.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +171,18 @@ class Application:
 
     def shadow_models(self) -> list[Model]:
         return [variant.model for stage in self.stages for variant in stage.shadows]
+
+    def unserved(self) -> list[tuple[Stage, Variant, str]]:
+        """Its live variants whose contract lookup failed (`Contracts.failures`), with the reason:
+        the requests routed to them answer 503, the other variants keep serving."""
+        found = []
+        for stage in self.stages:
+            for variant in stage.live:
+                contracts = variant.model.contracts
+                reason = contracts.failures.get(variant.selector)
+                if reason is not None and variant.selector not in contracts.by_selector:
+                    found.append((stage, variant, reason))
+        return found
 
 
 class Registry:

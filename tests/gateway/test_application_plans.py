@@ -186,12 +186,47 @@ async def test_a_version_not_described_at_start_is_asked_for_not_taken_for_the_d
                 httpx.AsyncClient(base_url=url, timeout=10) as client):
         assert (await client.get("/health/ready")).json()["applications"]["mixed"]["problems"] == []  # toy:3 unknown
         tfs.loaded["Toy"][3] = wider_toy()  # version 3 arrives, and it does not fit
-        response = await client.post("/gateway/applications/mixed", json={"input_1": BATCH})
+        response = await client.post("/gateway/applications/mixed", json={"input_1": BATCH},
+                                     headers={"x-gateway-route-key": "user-9"})  # a key toy:3 serves
         assert response.status_code == 503, response.text  # its contract was asked for first
         problem = ("application mixed: stage 1 variant toy:3 input 'input_1' has shape [-1, 3] but toy:1 has it "
                    "with shape [-1, 2]")
         assert response.json()["error"] == {"code": "application_contract_mismatch", "message": problem}
         assert (await client.get("/health/ready")).json()["applications"]["mixed"]["problems"] == [problem]
+
+
+CANARY = "pipeline:\n  - - {model: toy:1, weight: 90}\n    - {model: toy:3, weight: 10}\n"
+
+
+async def test_a_canary_version_not_loaded_fails_only_its_requests(tfs: FakeTFServing, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    write_remote_model(config, "toy", tfs.target, "Toy")  # the fake serves Toy version 1 only
+    write_app(config, "mixed", CANARY)
+    write_app(config, "chain", "pipeline:\n  - model: toy:1\n  - model: toy:3\n")
+    async with (serve_app(create_app(Settings(access_log=False), load_config(config))) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as client):
+        answers = [await client.post("/gateway/applications/mixed", json={"input_1": BATCH},
+                                     headers={"x-gateway-route-key": f"user-{i}"}) for i in range(40)]
+        served = [a for a in answers if a.status_code == 200]
+        assert served
+        assert all(a.headers["x-gateway-variants"] == "toy:1" for a in served)
+        refused = [a for a in answers if a.status_code != 200]
+        assert refused, "some of 40 keys route to the 10 % canary"
+        for answer in refused:
+            assert answer.status_code == 503, answer.text
+            error = answer.json()["error"]
+            assert error["code"] == "backend_unavailable"
+            assert error["message"].startswith("stage 1 (toy:3): ")
+        # A later stage's variant is asked for when the request reaches it.
+        chained = await client.post("/gateway/applications/chain", json={"input_1": BATCH})
+        assert chained.status_code == 503, chained.text
+        assert chained.json()["error"]["message"].startswith("stage 2 (toy:3): ")
+        health = await client.get("/health/ready")
+        detail = health.json()["applications"]
+        assert detail["mixed"]["ready"] is True  # toy:1 serves its stage
+        assert [line.split(": ")[0] for line in detail["mixed"]["unserved_variants"]] == ["stage 1 (toy:3)"]
+        assert detail["chain"]["ready"] is False  # its stage 2 has nothing to serve it
+        assert health.status_code == 503
 
 
 # ---------------------------------------------------------------- the plans as JSON
