@@ -457,6 +457,18 @@ def test_a_contract_left_to_discovery_is_the_running_variants_of_that_name() -> 
         == ["application app: not compared: contract of stage 1 (m:2): discovered from its backend when served"]
 
 
+def test_a_new_variant_whose_contract_nobody_knows_is_said_not_compared() -> None:
+    running = {"app": _plan("app", [_spec("a", "int64")], [_spec("y", "int64")])}  # m:1, as discovered
+    config = {"app": Plan("app", (PlannedStage(1, (PlannedVariant("m:1", 90), PlannedVariant("m:2", 10),
+                                                   PlannedVariant("m:3", shadow=True, sample=0.5))),))}
+    assert [(str(change), change.compared) for change in diff(running, with_running_contracts(running, config))
+            if not change.compared] == [
+        ("application app: not compared: contract of stage 1 variant m:2: discovered from its backend when served",
+         False),
+        ("application app: not compared: contract of stage 1 variant m:3: discovered from its backend when served",
+         False)]
+
+
 def test_contract_changes_between_stages_are_listed_but_break_no_caller() -> None:
     def two_stages(middle: str) -> Plan:
         first = Signature("", {"a": _spec("a", "int64")}, {"m": _spec("m", middle)})
