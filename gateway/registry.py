@@ -143,7 +143,8 @@ class Application:
     # at load) between live variants; while there are any it is not ready and answers
     # ApplicationContractMismatch.
     problems: tuple[str, ...] = field(init=False)
-    # Those about a shadow variant: the shadow gets no copies (`disabled_shadows`, by name), the
+    # Those about a shadow variant: the shadow gets no copies (`disabled_shadows`, by name) unless
+    # its answers can still be compared (an output of another dtype of one kind: a note), the
     # application keeps serving.
     shadow_problems: tuple[str, ...] = field(init=False)
     disabled_shadows: frozenset[str] = field(init=False)
@@ -156,7 +157,8 @@ class Application:
         found = self.plan().problems()
         object.__setattr__(self, "problems", tuple(problem.message for problem in found if not problem.shadow))
         object.__setattr__(self, "shadow_problems", tuple(problem.message for problem in found if problem.shadow))
-        object.__setattr__(self, "disabled_shadows", frozenset(problem.shadow for problem in found if problem.shadow))
+        object.__setattr__(self, "disabled_shadows", frozenset(problem.shadow for problem in found
+                                                               if problem.shadow and not problem.note))
 
     def plan(self) -> Plan:
         """Its stages with the contracts known now (`target_contract`: declared, or discovered;
@@ -249,9 +251,12 @@ class Registry:
                 else:
                     log.warning("application %s: its discovered contracts fit together again", name)
             if app.shadow_problems != before[name].shadow_problems:
-                if app.shadow_problems:
+                if app.disabled_shadows:
                     log.warning("application %s: shadow(s) %s get no copies: %s", name,
                                 ", ".join(sorted(app.disabled_shadows)), "; ".join(app.shadow_problems))
+                elif app.shadow_problems:  # differences their answers are compared across
+                    log.warning("application %s: shadow(s) differ but are still compared: %s", name,
+                                "; ".join(app.shadow_problems))
                 else:
                     log.warning("application %s: its shadows' discovered contracts fit again", name)
 
