@@ -38,6 +38,7 @@ from gateway.errors import (
     TooManyRequests,
 )
 from gateway.lookups import ByIdentity, SharedLookups
+from gateway.manifests import Resolution, resolved_name
 from gateway.observability import Metrics
 from gateway.output_contract import check_outputs
 from gateway.registry import Application, Model, Registry, Stage, Target, Variant, target_contract
@@ -257,15 +258,15 @@ class DataPlane:
             self.in_flight -= 1
             labels = context.labels
             context.timings.append(Timing("backend", time.perf_counter() - started,
-                                          f"{labels['model']}:{labels['version']}"))
+                                          f"{labels['model']}:{labels['version']}" if labels.get("version")
+                                          else resolved_name(Resolution(target.model.manifest, target.selector))))
 
     async def _predict(self, target: Target, inputs: Mapping[str, NDArray], context: RequestContext,
                        signature_name: str | None = None,
                        specs: Mapping[str, TensorSpec] | None = None) -> Prediction:
         model = target.model
         name = model.manifest.name
-        version = str(target.selector.version) if target.selector and target.selector.version is not None \
-            else str(model.manifest.version)
+        version = _asked_version(target)
         context.labels["model"], context.labels["version"] = name, version
         started = time.perf_counter()
         try:
@@ -411,6 +412,16 @@ def _variant_targets(registry: Registry) -> list[Target]:
                 if selector is not None and not model.manifest.contract_declared and model.backend.describes:
                     targets.setdefault((id(model), selector), variant.target)
     return list(targets.values())
+
+
+def _asked_version(target: Target) -> str:
+    """The version label of metrics and logs before the backend answers (and if it fails): the
+    version asked for, else the manifest's; "" for a floating model asked for none (it has no
+    version of its own: its answers say which one served)."""
+    selector, manifest = target.selector, target.model.manifest
+    if selector is not None and selector.version is not None:
+        return str(selector.version)
+    return "" if manifest.floating else str(manifest.version)
 
 
 def _refuse_mismatched(app: Application) -> None:
