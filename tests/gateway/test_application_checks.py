@@ -172,7 +172,7 @@ def test_a_model_is_a_variant_of_a_stage_once(config: Path) -> None:
 def test_a_model_is_a_variant_of_a_stage_once_however_it_is_spelled(config: Path, second: str) -> None:
     path = write_application(config, f"pipeline:\n  - - {{model: a, weight: 50}}\n    - {second}\n")
     error = refused(config)
-    assert error.message == f"stage 1: model a:1 is a:1, also a variant at {path}:4 (as a)"
+    assert error.message == f"stage 1: a:1 (as a:1) is the same model as the variant at {path}:4 (as a)"
     assert error.location == f"{path}:5"
 
 
