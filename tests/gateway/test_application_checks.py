@@ -359,6 +359,23 @@ def test_the_json_plan_reads_back_as_the_same_plan(config: Path) -> None:
     assert plan_lines(again) == plan_lines(plan)
 
 
+def test_a_variant_whose_contract_is_not_its_stages_keeps_its_own_in_the_json_plan() -> None:
+    live = Signature("", {"a": _spec("a", "int64")}, {"y": _spec("y", "int64")})
+    other = Signature("", {"a": _spec("a", "float32")}, {"y": _spec("y", "int64")})
+    running = Plan("app", (PlannedStage(1, (PlannedVariant("m:1", 90, signature=live),
+                                            PlannedVariant("m:2", 10),  # not discovered yet
+                                            PlannedVariant("m:3", shadow=True, signature=other))),))  # disabled
+    variants = plan_to_json(running)["stages"][0]["variants"]
+    assert ["contract" in v for v in variants] == [False, True, True]
+    again = plan_from_json(plan_to_json(running))
+    assert [v.signature for v in again.stages[0].variants] == [live, None, other]
+    # So the check compares the config's shadow against its own contract, and says m:2 is unknown.
+    config = {"app": Plan("app", (PlannedStage(1, (PlannedVariant("m:1", 90), PlannedVariant("m:2", 10),
+                                                   PlannedVariant("m:3", shadow=True))),))}
+    filled = with_running_contracts({"app": again}, config)["app"]
+    assert [v.signature for v in filled.stages[0].variants] == [live, None, other]
+
+
 def test_a_stage_whose_contract_is_discovered_is_not_checked_at_load(config: Path) -> None:
     write_models(config, {"pre": INT, "remote": None, "post": ({"q": "string"}, {"r": "string"})})
     write_application(config, "pipeline:\n  - {model: pre:1}\n  - {model: remote:1}\n  - {model: post:1}\n")
