@@ -69,7 +69,7 @@ class RequestContext:
     served: list[str] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
     after_answer: list[Callable[[], object]] = field(default_factory=list)
-    first_choice: tuple[Stage, Variant] | None = None  # stage 1's variant, chosen before the body is decoded
+    choices: tuple[tuple[Stage, Variant], ...] = ()  # each stage's variant, chosen before the body is decoded
 
     @classmethod
     def start(cls, request_id: str, timeout_s: float,
@@ -121,31 +121,31 @@ class DataPlane:
         return self.registry.application(name)
 
     async def with_contract(self, app: Application, context: RequestContext) -> Application:
-        """`app` once the variant chosen for its first stage (routed now, kept for the run) has
-        its contract known: a version or label whose contract comes from its backend and could
-        not be discovered yet (its server was down at start, the version was not loaded yet) is
-        asked now, so that the body is checked against the real contract, or the request fails
-        with a 503 naming the variant before any stage runs; the other variants are not asked
-        (a canary its backend does not serve yet fails only the requests routed to it). An
-        application whose known contracts do not fit together is refused (503
-        ApplicationContractMismatch) rather than run."""
-        stage = app.stages[0]
-        variant = choose_variant(stage, context)
-        context.first_choice = (stage, variant)
-        app = await self._variant_contract(app, stage, variant, context)
+        """`app` once the variant chosen for each stage (routed now, kept for the run) has its
+        contract known: a version or label whose contract comes from its backend and could not
+        be discovered yet (its server was down at start, the version was not loaded yet) is
+        asked now, so that the body is checked against the real contract and each stage is sent
+        its model's inputs, or the request fails with a 503 naming the variant before any stage
+        runs; the variants not chosen are not asked (a canary its backend does not serve yet
+        fails only the requests routed to it). An application whose known contracts do not fit
+        together is refused (503 ApplicationContractMismatch) rather than run."""
+        context.choices = tuple((stage, choose_variant(stage, context)) for stage in app.stages)
+        asked = await asyncio.gather(*(self._ask_contract(app, stage, variant, context)
+                                       for stage, variant in context.choices))
+        if any(asked):
+            app = self._refreshed(app)
         _refuse_mismatched(app)
         return app
 
-    async def _variant_contract(self, app: Application, stage: Stage, variant: Variant,
-                                context: RequestContext) -> Application:
-        """`app` once `variant`'s contract is known (asked of its backend when it comes from
-        there and is not known yet; refreshed, and refused when it does not fit); a lookup that
-        fails is a 503 (the application exists, its variant is not served yet), naming the
-        stage and variant when the application has several."""
+    async def _ask_contract(self, app: Application, stage: Stage, variant: Variant,
+                            context: RequestContext) -> bool:
+        """Whether `variant`'s contract had to be asked of its backend (it comes from there and
+        was not known yet); a lookup that fails is a 503 (the application exists, its variant is
+        not served yet), naming the stage and variant when the application has several."""
         target = variant.target
         model = target.model
         if model.manifest.contract_declared or target.selector in model.contracts.by_selector:
-            return app
+            return False
         try:
             await self._signatures(target, context.remaining(), context.request_id)
         except GatewayError as error:
@@ -154,11 +154,12 @@ class DataPlane:
             if len(app.stages) > 1 or len(stage.live) > 1:
                 failure = failure.with_prefix(f"stage {stage.number} ({variant.name}): ")
             raise failure from error
+        return True
+
+    def _refreshed(self, app: Application) -> Application:
+        """`app` with the contracts discovered since it was looked up (not one a reload built meanwhile)."""
         fresh = self.registry.applications.get(app.name)
-        if fresh is not None and fresh.stages is app.stages:  # not one a reload built meanwhile
-            app = fresh
-        _refuse_mismatched(app)
-        return app
+        return fresh if fresh is not None and fresh.stages is app.stages else app
 
     async def predict(self, app: Application, inputs: Mapping[str, NDArray],
                       context: RequestContext) -> dict[str, NDArray]:
@@ -182,12 +183,14 @@ class DataPlane:
                           context: RequestContext) -> dict[str, NDArray]:
         tensors: Mapping[str, NDArray] = inputs
         outputs: dict[str, NDArray] = {}
+        chosen = {id(stage): variant for stage, variant in context.choices}  # by with_contract
+        context.choices = ()
         for stage in app.stages:
-            first, context.first_choice = context.first_choice, None
-            variant = first[1] if first is not None and first[0] is stage else choose_variant(stage, context)
+            variant = chosen.get(id(stage)) or choose_variant(stage, context)
             context.served.append(variant.name)
-            if stage.number > 1:  # stage 1's was asked for before the body was decoded
-                app = await self._variant_contract(app, stage, variant, context)
+            if await self._ask_contract(app, stage, variant, context):  # not asked by with_contract
+                app = self._refreshed(app)
+                _refuse_mismatched(app)
             tensors = _stage_inputs(stage, variant.target, tensors)
             prediction, call_seconds = await self._run_stage(app, stage, variant, tensors, context)
             if stage.shadows and self.shadows is not None:

@@ -233,7 +233,7 @@ async def test_a_canary_version_not_loaded_fails_only_its_requests(tfs: FakeTFSe
             error = answer.json()["error"]
             assert error["code"] == "backend_unavailable"
             assert error["message"].startswith("stage 1 (toy:3): ")
-        # A later stage's variant is asked for when the request reaches it.
+        # Every stage's chosen variant is asked for before any stage runs.
         chained = await client.post("/gateway/applications/chain", json={"input_1": BATCH})
         assert chained.status_code == 503, chained.text
         assert chained.json()["error"]["message"].startswith("stage 2 (toy:3): ")
