@@ -28,6 +28,7 @@ from gateway.backends.capabilities import (
 from gateway.errors import (
     ApplicationContractMismatch,
     BackendError,
+    BackendUnavailable,
     BadRequest,
     DeadlineExceeded,
     GatewayError,
@@ -37,6 +38,7 @@ from gateway.errors import (
     TooManyRequests,
 )
 from gateway.lookups import ByIdentity, SharedLookups
+from gateway.manifests import Resolution, resolved_name
 from gateway.observability import Metrics
 from gateway.output_contract import check_outputs
 from gateway.registry import Application, Model, Registry, Stage, Target, Variant, target_contract
@@ -67,6 +69,7 @@ class RequestContext:
     served: list[str] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
     after_answer: list[Callable[[], object]] = field(default_factory=list)
+    choices: tuple[tuple[Stage, Variant], ...] = ()  # each stage's variant, chosen before the body is decoded
 
     @classmethod
     def start(cls, request_id: str, timeout_s: float,
@@ -118,21 +121,45 @@ class DataPlane:
         return self.registry.application(name)
 
     async def with_contract(self, app: Application, context: RequestContext) -> Application:
-        """`app` with the contract of every stage's models known: the version or label a live
-        variant reaches whose contract comes from its backend and could not be discovered yet
-        (its server was down at start, the version was not loaded yet) is asked now, so that a
-        request is checked against the real contract and each stage is sent its model's inputs,
-        or fails with that backend's 503 before any stage runs; an application whose known
-        contracts do not fit together is refused (503 ApplicationContractMismatch) rather than
-        run."""
-        pending = [target for target in app.from_backend
-                   if target.selector not in target.model.contracts.by_selector]
-        if pending:
-            timeout = context.remaining()
-            await asyncio.gather(*(self._signatures(target, timeout, context.request_id) for target in pending))
-            app = self.registry.applications.get(app.name, app)
+        """`app` once the variant chosen for each stage (routed now, kept for the run) has its
+        contract known: a version or label whose contract comes from its backend and could not
+        be discovered yet (its server was down at start, the version was not loaded yet) is
+        asked now, so that the body is checked against the real contract and each stage is sent
+        its model's inputs, or the request fails with a 503 naming the variant before any stage
+        runs; the variants not chosen are not asked (a canary its backend does not serve yet
+        fails only the requests routed to it). An application whose known contracts do not fit
+        together is refused (503 ApplicationContractMismatch) rather than run."""
+        context.choices = tuple((stage, choose_variant(stage, context)) for stage in app.stages)
+        asked = await asyncio.gather(*(self._ask_contract(app, stage, variant, context)
+                                       for stage, variant in context.choices))
+        if any(asked):
+            app = self._refreshed(app)
         _refuse_mismatched(app)
         return app
+
+    async def _ask_contract(self, app: Application, stage: Stage, variant: Variant,
+                            context: RequestContext) -> bool:
+        """Whether `variant`'s contract had to be asked of its backend (it comes from there and
+        was not known yet); a lookup that fails is a 503 (the application exists, its variant is
+        not served yet), naming the stage and variant when the application has several."""
+        target = variant.target
+        model = target.model
+        if model.manifest.contract_declared or target.selector in model.contracts.by_selector:
+            return False
+        try:
+            await self._signatures(target, context.remaining(), context.request_id)
+        except GatewayError as error:
+            failure = error if not isinstance(error, NotFound) else BackendUnavailable(
+                error.message, log_detail=error.log_detail)
+            if len(app.stages) > 1 or len(stage.live) > 1:
+                failure = failure.with_prefix(f"stage {stage.number} ({variant.name}): ")
+            raise failure from error
+        return True
+
+    def _refreshed(self, app: Application) -> Application:
+        """`app` with the contracts discovered since it was looked up (not one a reload built meanwhile)."""
+        fresh = self.registry.applications.get(app.name)
+        return fresh if fresh is not None and fresh.stages is app.stages else app
 
     async def predict(self, app: Application, inputs: Mapping[str, NDArray],
                       context: RequestContext) -> dict[str, NDArray]:
@@ -156,9 +183,14 @@ class DataPlane:
                           context: RequestContext) -> dict[str, NDArray]:
         tensors: Mapping[str, NDArray] = inputs
         outputs: dict[str, NDArray] = {}
+        chosen = {id(stage): variant for stage, variant in context.choices}  # by with_contract
+        context.choices = ()
         for stage in app.stages:
-            variant = choose_variant(stage, context)
+            variant = chosen.get(id(stage)) or choose_variant(stage, context)
             context.served.append(variant.name)
+            if await self._ask_contract(app, stage, variant, context):  # not asked by with_contract
+                app = self._refreshed(app)
+                _refuse_mismatched(app)
             tensors = _stage_inputs(stage, variant.target, tensors)
             prediction, call_seconds = await self._run_stage(app, stage, variant, tensors, context)
             if stage.shadows and self.shadows is not None:
@@ -229,15 +261,15 @@ class DataPlane:
             self.in_flight -= 1
             labels = context.labels
             context.timings.append(Timing("backend", time.perf_counter() - started,
-                                          f"{labels['model']}:{labels['version']}"))
+                                          f"{labels['model']}:{labels['version']}" if labels.get("version")
+                                          else resolved_name(Resolution(target.model.manifest, target.selector))))
 
     async def _predict(self, target: Target, inputs: Mapping[str, NDArray], context: RequestContext,
                        signature_name: str | None = None,
                        specs: Mapping[str, TensorSpec] | None = None) -> Prediction:
         model = target.model
         name = model.manifest.name
-        version = str(target.selector.version) if target.selector and target.selector.version is not None \
-            else str(model.manifest.version)
+        version = _asked_version(target)
         context.labels["model"], context.labels["version"] = name, version
         started = time.perf_counter()
         try:
@@ -308,8 +340,13 @@ class DataPlane:
     async def _describe(self, target: Target, timeout: float, request_id: str) -> dict[str, Signature]:
         """Ask the backend for `target`'s signatures and keep them."""
         model = target.model
-        signatures = await model.backend.describe(target.selector, timeout, request_id)
+        try:
+            signatures = await model.backend.describe(target.selector, timeout, request_id)
+        except GatewayError as error:
+            model.contracts.failures[target.selector] = error.message
+            raise
         model.contracts.by_selector[target.selector] = signatures
+        model.contracts.failures.pop(target.selector, None)
         self.registry.refresh_applications()  # a variant's version may be the one described
         return signatures
 
@@ -378,6 +415,16 @@ def _variant_targets(registry: Registry) -> list[Target]:
                 if selector is not None and not model.manifest.contract_declared and model.backend.describes:
                     targets.setdefault((id(model), selector), variant.target)
     return list(targets.values())
+
+
+def _asked_version(target: Target) -> str:
+    """The version label of metrics and logs before the backend answers (and if it fails): the
+    version asked for, else the manifest's; "" for a floating model asked for none (it has no
+    version of its own: its answers say which one served)."""
+    selector, manifest = target.selector, target.model.manifest
+    if selector is not None and selector.version is not None:
+        return str(selector.version)
+    return "" if manifest.floating else str(manifest.version)
 
 
 def _refuse_mismatched(app: Application) -> None:

@@ -40,9 +40,13 @@ class Contracts:
     the pinned one; resolution never answers an empty Selector, so None is its only key)."""
 
     by_selector: dict[Selector | None, dict[str, Signature]] = field(default_factory=dict)
+    # Why the last lookup of a version or label failed (its backend does not serve it yet):
+    # the variants reaching it answer 503 and readiness lists them, until a lookup succeeds.
+    failures: dict[Selector | None, str] = field(default_factory=dict)
 
     def clear(self) -> None:
         self.by_selector.clear()
+        self.failures.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +142,8 @@ class Application:
     # at load) between live variants; while there are any it is not ready and answers
     # ApplicationContractMismatch.
     problems: tuple[str, ...] = field(init=False)
-    # Those about a shadow variant: the shadow gets no copies (`disabled_shadows`, by name), the
+    # Those about a shadow variant: the shadow gets no copies (`disabled_shadows`, by name) unless
+    # its answers can still be compared (an output of another dtype of one kind: a note), the
     # application keeps serving.
     shadow_problems: tuple[str, ...] = field(init=False)
     disabled_shadows: frozenset[str] = field(init=False)
@@ -151,7 +156,8 @@ class Application:
         found = self.plan().problems()
         object.__setattr__(self, "problems", tuple(problem.message for problem in found if not problem.shadow))
         object.__setattr__(self, "shadow_problems", tuple(problem.message for problem in found if problem.shadow))
-        object.__setattr__(self, "disabled_shadows", frozenset(problem.shadow for problem in found if problem.shadow))
+        object.__setattr__(self, "disabled_shadows", frozenset(problem.shadow for problem in found
+                                                               if problem.shadow and not problem.note))
 
     def plan(self) -> Plan:
         """Its stages with the contracts known now (`target_contract`: declared, or discovered;
@@ -166,6 +172,18 @@ class Application:
 
     def shadow_models(self) -> list[Model]:
         return [variant.model for stage in self.stages for variant in stage.shadows]
+
+    def unserved(self) -> list[tuple[Stage, Variant, str]]:
+        """Its live variants whose contract lookup failed (`Contracts.failures`), with the reason:
+        the requests routed to them answer 503, the other variants keep serving."""
+        found = []
+        for stage in self.stages:
+            for variant in stage.live:
+                contracts = variant.model.contracts
+                reason = contracts.failures.get(variant.selector)
+                if reason is not None and variant.selector not in contracts.by_selector:
+                    found.append((stage, variant, reason))
+        return found
 
 
 class Registry:
@@ -232,9 +250,12 @@ class Registry:
                 else:
                     log.warning("application %s: its discovered contracts fit together again", name)
             if app.shadow_problems != before[name].shadow_problems:
-                if app.shadow_problems:
+                if app.disabled_shadows:
                     log.warning("application %s: shadow(s) %s get no copies: %s", name,
                                 ", ".join(sorted(app.disabled_shadows)), "; ".join(app.shadow_problems))
+                elif app.shadow_problems:  # differences their answers are compared across
+                    log.warning("application %s: shadow(s) differ but are still compared: %s", name,
+                                "; ".join(app.shadow_problems))
                 else:
                     log.warning("application %s: its shadows' discovered contracts fit again", name)
 

@@ -14,12 +14,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gateway.manifests import CompareSpec
+from gateway.manifests.contract_rules import DTYPE_KINDS
 
 NDArray = np.ndarray
 PREVIEW_VALUES = 16  # values of a tensor a disagreement log line shows (the rest is cut)
-# numpy dtype kinds that compare with one another: signed and unsigned integers are one kind.
-_KINDS = {"i": "int", "u": "int", "b": "bool", "f": "float", "c": "complex", "U": "text", "S": "text",
-          "O": "text"}
 
 
 class OutputComparison(NamedTuple):
@@ -63,7 +61,7 @@ def compare_output(name: str, live: NDArray, shadow: NDArray | None, spec: Compa
 
 
 def _kind(array: NDArray) -> str:
-    return _KINDS.get(array.dtype.kind, array.dtype.kind)
+    return DTYPE_KINDS.get(array.dtype.kind, array.dtype.kind)
 
 
 def _max_abs_difference(live: NDArray, shadow: NDArray) -> float:

@@ -16,6 +16,21 @@ from collections.abc import Iterator, Mapping
 from tensorcodecs import TensorSpec
 from tensorcodecs.contract import Shape
 
+# numpy dtype kinds whose values compare with one another (a shadow's answer with the live one's):
+# signed and unsigned integers are one kind, float32 and float64 another.
+DTYPE_KINDS = {"i": "int", "u": "int", "b": "bool", "f": "float", "c": "complex", "U": "text", "S": "text",
+               "O": "text"}
+
+
+def comparable_output(mine: TensorSpec | None, theirs: TensorSpec | None) -> bool:
+    """Whether a shadow's output `mine` can still be compared with the live variant's `theirs`
+    (gateway.shadow_compare) despite a difference: one only the shadow gives (not compared), or
+    both of one dtype kind (a float64 re-export of a float32 model; a shape the comparison judges)."""
+    if mine is None or theirs is None:
+        return mine is not None
+    kinds = [DTYPE_KINDS.get(spec.dtype.numpy.kind, spec.dtype.numpy.kind) for spec in (mine, theirs)]
+    return kinds[0] == kinds[1]
+
 
 def compatible_shapes(a: Shape | None, b: Shape | None) -> bool:
     """Whether a tensor of one shape may be one of the other: either is any shape, or the same

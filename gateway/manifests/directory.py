@@ -97,8 +97,8 @@ def _check_variants(config: Config) -> None:
                 name = resolved_name(resolve_ref(config.models, variant.model, variant.source or app.source))
                 earlier = seen.setdefault(name, variant)
                 if earlier is not variant:
-                    raise ConfigError(f"stage {number}: model {variant.model} is {name}, also a variant at "
-                                      f"{earlier.source} (as {earlier.model})", variant.source or app.source)
+                    raise ConfigError(f"stage {number}: {variant.model} (as {name}) is the same model as the "
+                                      f"variant at {earlier.source} (as {earlier.model})", variant.source or app.source)
 
 
 def _check_contracts(config: Config) -> None:

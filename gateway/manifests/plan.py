@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from gateway.manifests.contract_rules import differences, edge_differences, spec_text
+from gateway.manifests.contract_rules import comparable_output, differences, edge_differences, spec_text
 from gateway.manifests.resolve import resolve_ref, resolved_name
 from gateway.manifests.types import ApplicationManifest, ModelManifest
 from tensorcodecs import Signature, TensorSpec
@@ -62,11 +62,13 @@ class Problem:
     """A contract rule broken: the message names the application, stage, models and field (and
     no file: answers carry it); `source` is the file:line of the variant it is about; `shadow`
     names the shadow variant it is about ("": it is about live variants), which a discovered
-    problem disables instead of the application."""
+    problem disables instead of the application; `note`: a shadow's output difference its
+    answers can still be compared across (`comparable_output`), listed but disabling nothing."""
 
     message: str
     source: str = ""
     shadow: str = ""
+    note: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +118,19 @@ class Plan:
         for variant in stage.variants:
             if variant is reference or variant.signature is None:
                 continue
+            shadow = _shadow_of(variant, reference)
             for kind in ("input", "output"):
                 mine = getattr(variant.signature, f"{kind}s")
                 theirs = getattr(reference.signature, f"{kind}s")
-                for text in differences(kind, mine, theirs, reference.model):
-                    yield Problem(f"application {self.application}: stage {stage.number} variant {variant.model} "
-                                  f"{text}", variant.source, _shadow_of(variant, reference))
+                # A shadow's outputs one by one: those it can be compared across are notes.
+                pairs = [(mine, theirs, False)] if not (variant.shadow and kind == "output") else [
+                    ({name: mine[name]} if name in mine else {}, {name: theirs[name]} if name in theirs else {},
+                     comparable_output(mine.get(name), theirs.get(name)))
+                    for name in [*theirs, *(name for name in mine if name not in theirs)]]
+                for one_mine, one_theirs, note in pairs:
+                    for text in differences(kind, one_mine, one_theirs, reference.model):
+                        yield Problem(f"application {self.application}: stage {stage.number} variant "
+                                      f"{variant.model} {text}", variant.source, shadow, note)
 
     def _edge_problems(self, before: PlannedStage, after: PlannedStage) -> Iterator[Problem]:
         produced, taken, reference = before.contract, after.contract, after.reference

@@ -72,16 +72,23 @@ def diff(running: Mapping[str, Plan], config: Mapping[str, Plan]) -> list[Change
 
 
 def _uncompared(app: str, old: Plan, new: Plan) -> Iterator[Change]:
-    """A stage whose contract one side does not know: nothing above could compare it."""
+    """A stage whose contract one side does not know, or a config variant whose contract nobody
+    knows (a new canary or shadow beside a known variant): nothing above could compare it."""
     for before, after in zip(old.stages, new.stages, strict=False):
         if after.contract is None:
             names = ", ".join(v.model for v in after.variants)
             yield not_compared(app, f"contract of stage {after.number} ({names}): discovered from its backend "
                                "when served")
-        elif before.contract is None:
-            names = ", ".join(v.model for v in before.variants)
-            yield not_compared(app, f"contract of stage {before.number} ({names}): the running gateway has not "
-                               "discovered it")
+            continue
+        for variant in after.variants:
+            if variant.signature is None:
+                yield not_compared(app, f"contract of stage {after.number} variant {variant.model}: discovered "
+                                   "from its backend when served")
+        if before.contract is not None:
+            continue
+        names = ", ".join(v.model for v in before.variants)
+        yield not_compared(app, f"contract of stage {before.number} ({names}): the running gateway has not "
+                           "discovered it")
 
 
 def _contract_changes(app: str, kind: str, old: Mapping[str, TensorSpec] | None,

@@ -19,7 +19,8 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
             "stage": stage.number,
             "variants": [{"model": v.model, "shadow": v.shadow,
                           **({"sample": v.sample} if v.shadow else {"weight": v.weight,
-                                                                   "share": round(stage.share(v), 2)})}
+                                                                   "share": round(stage.share(v), 2)}),
+                          **_own_contract(stage, v)}
                          for v in stage.variants],
             "inputs": _specs_json(stage.contract.inputs if stage.contract else None),
             "outputs": _specs_json(stage.contract.outputs if stage.contract else None),
@@ -36,9 +37,31 @@ def plan_from_json(data: Mapping[str, Any]) -> Plan:
         inputs, outputs = _specs_from_json(stage["inputs"]), _specs_from_json(stage["outputs"])
         signature = Signature("", inputs, outputs) if inputs is not None and outputs is not None else None
         variants = tuple(PlannedVariant(str(v["model"]), int(v.get("weight", 0)), bool(v["shadow"]),
-                                        float(v.get("sample", 1.0)), signature) for v in stage["variants"])
+                                        float(v.get("sample", 1.0)),
+                                        _contract_from_json(v["contract"]) if "contract" in v else signature)
+                         for v in stage["variants"])
         stages.append(PlannedStage(int(stage["stage"]), variants))
     return Plan(str(data["name"]), tuple(stages))
+
+
+def _own_contract(stage: PlannedStage, variant: PlannedVariant) -> dict[str, Any]:
+    """A variant's `contract` when it is not the stage's (not known yet: null; a shadow that does
+    not fit: its own), so that `gateway check --url` never takes the stage's for it."""
+    contract = stage.contract
+    mine = variant.signature
+    if contract is not None and mine is not None and (mine.inputs, mine.outputs) == (contract.inputs,
+                                                                                      contract.outputs):
+        return {}
+    if mine is None:
+        return {"contract": None} if contract is not None else {}
+    return {"contract": {"inputs": _specs_json(mine.inputs), "outputs": _specs_json(mine.outputs)}}
+
+
+def _contract_from_json(data: Mapping[str, Any] | None) -> Signature | None:
+    if data is None:
+        return None
+    inputs, outputs = _specs_from_json(data["inputs"]), _specs_from_json(data["outputs"])
+    return Signature("", inputs or {}, outputs or {})
 
 
 def _specs_json(specs: Mapping[str, TensorSpec] | None) -> list[dict[str, Any]] | None:

@@ -33,10 +33,16 @@ async def ready(request: Request) -> Response:
             health = watcher.health.get(model.label, UNCHECKED)
             models[model.label] = {"ready": health.ready, "target": model.backend.target,
                                    "checked_at": health.checked_at}
-        # Contracts discovered from backends that do not fit together keep it not ready.
-        applications[name] = {"ready": not app.problems and all(m["ready"] for m in models.values()),
+        # Contracts discovered from backends that do not fit together keep it not ready, and so
+        # does a stage none of whose live variants is served yet (one unserved canary does not).
+        unserved = app.unserved()
+        down = {id(variant) for _, variant, _ in unserved}
+        serving = all(any(id(variant) not in down for variant in stage.live) for stage in app.stages)
+        applications[name] = {"ready": not app.problems and serving and all(m["ready"] for m in models.values()),
                               "models": models, "problems": list(app.problems),
-                              "shadow_problems": list(app.shadow_problems)}  # they disable a shadow, not it
+                              "shadow_problems": list(app.shadow_problems),  # they disable a shadow, not it
+                              "unserved_variants": [f"stage {stage.number} ({variant.name}): {reason}"
+                                                    for stage, variant, reason in unserved]}
     draining = bool(request.app.state.draining)
     is_ready = not draining and all(detail["ready"] for detail in applications.values())
     status = "draining" if draining else "ready" if is_ready else "not_ready"

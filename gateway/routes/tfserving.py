@@ -30,6 +30,7 @@ from gateway.backends.capabilities import Classifies, HasMetadata, Regresses, Re
 from gateway.body import read_body
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BadRequest, CodecErrors, MethodNotAllowed, ModelError, codec_errors
+from gateway.manifests import Resolution, resolved_name
 from gateway.registry import Target
 from gateway.routes.native import MODEL_SPEC_HEADER, check_element_count, request_context
 from gateway.settings import Settings
@@ -204,13 +205,12 @@ def _results_json(encode: Callable[[ResultT], bytes], result: ResultT, context: 
 
 
 def _served_as(target: Target, response: ClassificationResponse | RegressionResponse | None) -> str:
-    """The model version that answered (else the one asked for), as Server-Timing names it."""
-    manifest, selector = target.model.manifest, target.selector
+    """The model version that answered, else what was asked for as `resolved_name` names it
+    (`toy@stable`, `toy` for a floating model), as Server-Timing names it."""
+    manifest = target.model.manifest
     if response is not None and response.model_spec.HasField("version"):
         return f"{manifest.name}:{response.model_spec.version.value}"
-    if selector is not None and (selector.version is not None or selector.label is not None):
-        return f"{manifest.name}:{selector.version if selector.version is not None else selector.label}"
-    return f"{manifest.name}:{manifest.version}"
+    return resolved_name(Resolution(manifest, target.selector))
 
 
 async def _status(request: Request, target: Target) -> Response:

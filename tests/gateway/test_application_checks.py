@@ -172,7 +172,7 @@ def test_a_model_is_a_variant_of_a_stage_once(config: Path) -> None:
 def test_a_model_is_a_variant_of_a_stage_once_however_it_is_spelled(config: Path, second: str) -> None:
     path = write_application(config, f"pipeline:\n  - - {{model: a, weight: 50}}\n    - {second}\n")
     error = refused(config)
-    assert error.message == f"stage 1: model a:1 is a:1, also a variant at {path}:4 (as a)"
+    assert error.message == f"stage 1: a:1 (as a:1) is the same model as the variant at {path}:4 (as a)"
     assert error.location == f"{path}:5"
 
 
@@ -359,6 +359,23 @@ def test_the_json_plan_reads_back_as_the_same_plan(config: Path) -> None:
     assert plan_lines(again) == plan_lines(plan)
 
 
+def test_a_variant_whose_contract_is_not_its_stages_keeps_its_own_in_the_json_plan() -> None:
+    live = Signature("", {"a": _spec("a", "int64")}, {"y": _spec("y", "int64")})
+    other = Signature("", {"a": _spec("a", "float32")}, {"y": _spec("y", "int64")})
+    running = Plan("app", (PlannedStage(1, (PlannedVariant("m:1", 90, signature=live),
+                                            PlannedVariant("m:2", 10),  # not discovered yet
+                                            PlannedVariant("m:3", shadow=True, signature=other))),))  # disabled
+    variants = plan_to_json(running)["stages"][0]["variants"]
+    assert ["contract" in v for v in variants] == [False, True, True]
+    again = plan_from_json(plan_to_json(running))
+    assert [v.signature for v in again.stages[0].variants] == [live, None, other]
+    # So the check compares the config's shadow against its own contract, and says m:2 is unknown.
+    config = {"app": Plan("app", (PlannedStage(1, (PlannedVariant("m:1", 90), PlannedVariant("m:2", 10),
+                                                   PlannedVariant("m:3", shadow=True))),))}
+    filled = with_running_contracts({"app": again}, config)["app"]
+    assert [v.signature for v in filled.stages[0].variants] == [live, None, other]
+
+
 def test_a_stage_whose_contract_is_discovered_is_not_checked_at_load(config: Path) -> None:
     write_models(config, {"pre": INT, "remote": None, "post": ({"q": "string"}, {"r": "string"})})
     write_application(config, "pipeline:\n  - {model: pre:1}\n  - {model: remote:1}\n  - {model: post:1}\n")
@@ -455,6 +472,18 @@ def test_a_contract_left_to_discovery_is_the_running_variants_of_that_name() -> 
     other = {"app": Plan("app", (PlannedStage(1, (PlannedVariant("m:2", 100),)),))}
     assert [str(change) for change in diff(running, with_running_contracts(running, other)) if not change.compared] \
         == ["application app: not compared: contract of stage 1 (m:2): discovered from its backend when served"]
+
+
+def test_a_new_variant_whose_contract_nobody_knows_is_said_not_compared() -> None:
+    running = {"app": _plan("app", [_spec("a", "int64")], [_spec("y", "int64")])}  # m:1, as discovered
+    config = {"app": Plan("app", (PlannedStage(1, (PlannedVariant("m:1", 90), PlannedVariant("m:2", 10),
+                                                   PlannedVariant("m:3", shadow=True, sample=0.5))),))}
+    assert [(str(change), change.compared) for change in diff(running, with_running_contracts(running, config))
+            if not change.compared] == [
+        ("application app: not compared: contract of stage 1 variant m:2: discovered from its backend when served",
+         False),
+        ("application app: not compared: contract of stage 1 variant m:3: discovered from its backend when served",
+         False)]
 
 
 def test_contract_changes_between_stages_are_listed_but_break_no_caller() -> None:

@@ -25,6 +25,7 @@ from tensorcodecs import Signature, TensorSpec, lookup_dtype
 from tests.conftest import free_port, serve_app
 from tests.gateway.test_observability import sample
 from tests.tfserving_server import DEFAULT, FakeTFServing, Servable
+from tests.waiting import eventually
 
 BATCH = [[1, 2], [1, 3]]
 
@@ -118,36 +119,51 @@ async def test_discovered_contracts_that_do_not_fit_keep_the_application_not_rea
         assert (await client.get("/gateway/applications/chain")).json()["problems"] == []
 
 
-SHADOW_MISMATCH = ("application canary: stage 1 variant toy_double output 'output_1' is float64 but toy has it "
-                   "as float32")
+SHADOW_NOTE = ("application canary: stage 1 variant toy_double output 'output_1' is float64 but toy has it "
+               "as float32")
+SHADOW_MISMATCH = ("application canary: stage 1 variant toy_wide input 'input_1' has shape [-1, 3] but toy has it "
+                   "with shape [-1, 2]")
 
 
 async def test_a_shadow_whose_discovered_contract_does_not_fit_is_disabled_and_the_application_serves(
         tfs: FakeTFServing, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tfs.loaded["Toy_wide"] = {1: wider_toy()}  # takes three columns: the stage's inputs do not fit it
     config = tmp_path / "config"
     write_remote_model(config, "toy", tfs.target, "Toy")
     write_remote_model(config, "toy_double", tfs.target, "Toy_double")  # a float64 re-export of Toy
-    write_app(config, "canary", "pipeline:\n  - - {model: toy}\n    - {model: toy_double, shadow: true}\n")
+    write_remote_model(config, "toy_wide", tfs.target, "Toy_wide")
+    write_app(config, "canary", "pipeline:\n  - - {model: toy}\n    - {model: toy_double, shadow: true}\n"
+                                "    - {model: toy_wide, shadow: true}\n")
     app = create_app(Settings(access_log=False), load_config(config))
     async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
         ready = await client.get("/health/ready")
         assert ready.status_code == 200, ready.text
         detail = ready.json()["applications"]["canary"]
-        assert (detail["ready"], detail["problems"], detail["shadow_problems"]) == (True, [], [SHADOW_MISMATCH])
-        assert [m for m in caplog.messages if "get no copies" in m] == [
-            f"application canary: shadow(s) toy_double get no copies: {SHADOW_MISMATCH}"]
+        # float64 against float32 is one kind: compared, the difference only listed.
+        assert (detail["ready"], detail["problems"], detail["shadow_problems"]) == (
+            True, [], [SHADOW_NOTE, SHADOW_MISMATCH])
+        disabled = [m for m in caplog.messages if "get no copies" in m]
+        assert disabled  # logged as each contract is discovered: toy_wide alone, never toy_double
+        assert all(m.startswith("application canary: shadow(s) toy_wide get no copies: ") for m in disabled)
         plan = (await client.get("/gateway/applications/canary")).json()
-        assert (plan["problems"], plan["shadow_problems"]) == ([], [SHADOW_MISMATCH])
+        assert (plan["problems"], plan["shadow_problems"]) == ([], [SHADOW_NOTE, SHADOW_MISMATCH])
 
         before = predictions(tfs)
         for _ in range(3):
             response = await client.post("/gateway/applications/canary", json={"input_1": BATCH})
             assert response.status_code == 200, response.text
             assert response.headers["x-gateway-variants"] == "toy"
+
+        async def copies_answered() -> bool:
+            text = (await client.get("/metrics")).text
+            return sample(text, "gateway_shadow_copies_total", application="canary", stage="1", shadow="toy_double",
+                          outcome="answered") == 3
+
+        await eventually(copies_answered, what="toy_double's copies")
         text = (await client.get("/metrics")).text
-        assert sample(text, "gateway_shadow_copies_total", application="canary", stage="1", shadow="toy_double",
+        assert sample(text, "gateway_shadow_copies_total", application="canary", stage="1", shadow="toy_wide",
                       outcome="mismatched") == 3
-        assert predictions(tfs) == before + 3  # the live calls only: the shadow got none
+        assert predictions(tfs) == before + 6  # the live calls and toy_double's: toy_wide got none
 
 
 def wider_toy() -> Servable:
@@ -186,12 +202,47 @@ async def test_a_version_not_described_at_start_is_asked_for_not_taken_for_the_d
                 httpx.AsyncClient(base_url=url, timeout=10) as client):
         assert (await client.get("/health/ready")).json()["applications"]["mixed"]["problems"] == []  # toy:3 unknown
         tfs.loaded["Toy"][3] = wider_toy()  # version 3 arrives, and it does not fit
-        response = await client.post("/gateway/applications/mixed", json={"input_1": BATCH})
+        response = await client.post("/gateway/applications/mixed", json={"input_1": BATCH},
+                                     headers={"x-gateway-route-key": "user-9"})  # a key toy:3 serves
         assert response.status_code == 503, response.text  # its contract was asked for first
         problem = ("application mixed: stage 1 variant toy:3 input 'input_1' has shape [-1, 3] but toy:1 has it "
                    "with shape [-1, 2]")
         assert response.json()["error"] == {"code": "application_contract_mismatch", "message": problem}
         assert (await client.get("/health/ready")).json()["applications"]["mixed"]["problems"] == [problem]
+
+
+CANARY = "pipeline:\n  - - {model: toy:1, weight: 90}\n    - {model: toy:3, weight: 10}\n"
+
+
+async def test_a_canary_version_not_loaded_fails_only_its_requests(tfs: FakeTFServing, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    write_remote_model(config, "toy", tfs.target, "Toy")  # the fake serves Toy version 1 only
+    write_app(config, "mixed", CANARY)
+    write_app(config, "chain", "pipeline:\n  - model: toy:1\n  - model: toy:3\n")
+    async with (serve_app(create_app(Settings(access_log=False), load_config(config))) as url,
+                httpx.AsyncClient(base_url=url, timeout=10) as client):
+        answers = [await client.post("/gateway/applications/mixed", json={"input_1": BATCH},
+                                     headers={"x-gateway-route-key": f"user-{i}"}) for i in range(40)]
+        served = [a for a in answers if a.status_code == 200]
+        assert served
+        assert all(a.headers["x-gateway-variants"] == "toy:1" for a in served)
+        refused = [a for a in answers if a.status_code != 200]
+        assert refused, "some of 40 keys route to the 10 % canary"
+        for answer in refused:
+            assert answer.status_code == 503, answer.text
+            error = answer.json()["error"]
+            assert error["code"] == "backend_unavailable"
+            assert error["message"].startswith("stage 1 (toy:3): ")
+        # Every stage's chosen variant is asked for before any stage runs.
+        chained = await client.post("/gateway/applications/chain", json={"input_1": BATCH})
+        assert chained.status_code == 503, chained.text
+        assert chained.json()["error"]["message"].startswith("stage 2 (toy:3): ")
+        health = await client.get("/health/ready")
+        detail = health.json()["applications"]
+        assert detail["mixed"]["ready"] is True  # toy:1 serves its stage
+        assert [line.split(": ")[0] for line in detail["mixed"]["unserved_variants"]] == ["stage 1 (toy:3)"]
+        assert detail["chain"]["ready"] is False  # its stage 2 has nothing to serve it
+        assert health.status_code == 503
 
 
 # ---------------------------------------------------------------- the plans as JSON

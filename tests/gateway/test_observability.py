@@ -73,6 +73,9 @@ async def test_backend_errors_are_counted_by_grpc_code(tfs: FakeTFServing, tmp_p
         assert response.status_code == 404
         text = (await client.get("/metrics")).text
     assert sample(text, "gateway_backend_errors_total", model="errors", code="NOT_FOUND") == 1
+    # A floating model asked for no version has none of its own until it answers: "", never "0".
+    assert sample(text, "gateway_backend_errors_total", model="errors", version="", code="NOT_FOUND") == 1
+    assert sample(text, "gateway_backend_duration_seconds_count", model="errors", version="") == 1
 
 
 async def test_request_id_reaches_the_backend(tfs: FakeTFServing, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ from prometheus_client import generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import registry
+from gateway import shadows as shadows_module
 from gateway.app import create_app
 from gateway.backends import BackendCall, NDArray, Selector
 from gateway.backends.resilience import CircuitState
@@ -46,7 +48,7 @@ from gateway.manifests import (
 from gateway.observability import Metrics
 from gateway.registry import Application, Model, Registry, Variant
 from gateway.settings import Settings
-from gateway.shadow_compare import compare_outputs, preview
+from gateway.shadow_compare import OutputComparison, compare_outputs, preview
 from gateway.shadows import ShadowTraffic
 from tensorcodecs import Signature, TensorSpec, lookup_dtype
 from tests.conftest import CONFIG_DIR, REPO, runtimes_for, serve_app, write_model
@@ -202,33 +204,37 @@ def _outcomes(metrics: Metrics, stage: str = "1") -> dict[str, float]:
             for outcome in ("answered", "failed", "dropped", "drained")}
 
 
-async def test_a_big_comparison_runs_off_the_event_loop_while_live_requests_are_answered() -> None:
-    big = np.arange(4_000_000, dtype=np.float32)  # 16 MB: ~0.2 s of numpy, far above COMPARE_INLINE_ELEMENTS
+async def test_a_big_comparison_runs_off_the_event_loop_while_live_requests_are_answered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    big = np.arange(shadows_module.COMPARE_INLINE_ELEMENTS + 1, dtype=np.float32)
     events: list[str] = []
+    release = threading.Event()
+
+    def held_comparison(*args: Any) -> list[OutputComparison]:
+        events.append("comparison started")
+        # On the event loop this wait would hold every live request up until it gives up.
+        events.append("compared" if release.wait(2) else "comparison gave up waiting")
+        return compare_outputs(*args)
+
+    monkeypatch.setattr(shadows_module, "compare_outputs", held_comparison)
     live = Model(_increment(), InMemoryBackend(lambda inputs: {"number": big}))
-
-    def shadow_answers(inputs: Mapping[str, NDArray]) -> dict[str, NDArray]:
-        events.append("shadow answered")
-        return {"number": big.copy()}
-
     metrics = Metrics()
     shadows = ShadowTraffic(metrics)
     plane = DataPlane(Registry({}, {}), metrics=metrics, shadows=shadows)
-    app = _shadowed_app(live, _shadow_model(_increment(), InMemoryBackend(shadow_answers)))
+    app = _shadowed_app(live, _shadow_model(_increment(), InMemoryBackend(lambda inputs: {"number": big.copy()})))
     other = Application("other", (registry.Stage(1, (Variant(Model(_increment(), InMemoryBackend(dict)), 100),)),),
                         Signature("other"), ApplicationManifest("other", (Stage((VariantManifest(ModelRef("m")),)),),
                                                                 "test"))
     await _served(plane, app, np.array([1], np.int32))
-    await eventually(lambda: _true(bool(events)), what="the shadow's answer")
-    # The comparison is under way now; a live request of another application is answered meanwhile.
+    await eventually(lambda: _true("comparison started" in events), what="the comparison")
+    # The comparison is under way (held); a live request of another application is answered meanwhile.
     assert (await plane.predict(other, {"number": np.array([5], np.int32)}, RequestContext.start("r2", 5)))[
         "number"].tolist() == [5]
     events.append("live request answered")
-    compared = sample(generate_latest(metrics.registry).decode(), "gateway_shadow_comparisons_total", agreed="true")
-    events.append("compared" if compared else "not compared yet")
-    await eventually(lambda: _true(shadows.pending() == 0), what="the comparison")
+    release.set()
+    await eventually(lambda: _true(shadows.pending() == 0), what="the comparison's end")
     await shadows.close()
-    assert events == ["shadow answered", "live request answered", "not compared yet"]
+    assert events == ["comparison started", "live request answered", "compared"]
     assert sample(generate_latest(metrics.registry).decode(), "gateway_shadow_comparisons_total",
                   application="app", output="number", agreed="true") == 1
 

@@ -288,6 +288,10 @@ async def test_classify_and_regress(client: httpx.AsyncClient, tfs: FakeTFServin
                                                            ("encode", "")]
     spec = last_spec(tfs, "Regress")
     assert (spec.version.value, spec.signature_name) == (1, "serving_default")
+    # A failed call is named as what was asked for, as answers name variants: `toy@beta`, not `toy:beta`.
+    response = await client.post("/v1/models/toy/labels/beta:classify", json={"examples": [{"x": [0.0]}]})
+    assert response.status_code == 400, response.text
+    assert _timings(response.headers["server-timing"]) == [("decode", ""), ("backend", "toy@beta")]
 
 
 @pytest.mark.parametrize(("method", "answer"), [
