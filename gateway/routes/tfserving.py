@@ -158,25 +158,31 @@ async def _predict(request: Request, target: Target) -> Response:
 async def _classify(request: Request, target: Target) -> Response:
     examples, name, context = await _examples(request)
     backend = request.app.state.dataplane.capability(target.model, Classifies)
-    started = time.perf_counter()
-    response = None
-    try:
-        response = await backend.classify(examples, context.remaining(), target.selector, name, context.request_id)
-    finally:
-        context.timings.append(Timing("backend", time.perf_counter() - started, _served_as(target, response)))
+    response = await _timed_call(context, target, lambda: backend.classify(
+        examples, context.remaining(), target.selector, name, context.request_id))
     return _results_json(classification_json, response.result, context)
 
 
 async def _regress(request: Request, target: Target) -> Response:
     examples, name, context = await _examples(request)
     backend = request.app.state.dataplane.capability(target.model, Regresses)
+    response = await _timed_call(context, target, lambda: backend.regress(
+        examples, context.remaining(), target.selector, name, context.request_id))
+    return _results_json(regression_json, response.result, context)
+
+
+Answer = TypeVar("Answer", ClassificationResponse, RegressionResponse)
+
+
+async def _timed_call(context: RequestContext, target: Target, call: Callable[[], Awaitable[Answer]]) -> Answer:
+    """`call`'s answer, its time in Server-Timing `backend` (a failed call's too)."""
     started = time.perf_counter()
     response = None
     try:
-        response = await backend.regress(examples, context.remaining(), target.selector, name, context.request_id)
+        response = await call()
+        return response
     finally:
         context.timings.append(Timing("backend", time.perf_counter() - started, _served_as(target, response)))
-    return _results_json(regression_json, response.result, context)
 
 
 async def _examples(request: Request) -> tuple[Input, str | None, RequestContext]:
