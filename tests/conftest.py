@@ -19,6 +19,7 @@ from gateway.manifests import Config, RuntimeAddress, load_config
 from gateway.serving.server import UvicornServer
 from gateway.settings import Settings
 from runtime.server import ModelServer
+from tests.tfserving_server import FakeTFServing
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "config"
@@ -81,6 +82,15 @@ def runtimes_for(config: Config, *, local_wire: bool = True) -> Iterator[Config]
         finally:
             for server in servers.values():
                 server.stop(0).wait()
+
+
+@pytest.fixture
+async def tfs() -> AsyncIterator[FakeTFServing]:
+    """A fake TF Serving model server (tests/tfserving_server.py) on a loopback port."""
+    server = FakeTFServing()
+    await server.start()
+    yield server
+    await server.stop()
 
 
 @pytest.fixture

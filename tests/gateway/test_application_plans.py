@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -28,14 +28,6 @@ from tests.tfserving_server import DEFAULT, FakeTFServing, Servable
 from tests.waiting import eventually
 
 BATCH = [[1, 2], [1, 3]]
-
-
-@pytest.fixture
-async def tfs() -> AsyncIterator[FakeTFServing]:
-    server = FakeTFServing()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def write_remote_model(config: Path, name: str, target: str, served: str, contract: str = "") -> None:

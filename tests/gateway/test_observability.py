@@ -22,14 +22,6 @@ from tests.tfserving_server import FakeTFServing
 
 
 @pytest.fixture
-async def tfs() -> AsyncIterator[FakeTFServing]:
-    server = FakeTFServing()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def client(example_config: Config) -> AsyncIterator[httpx.AsyncClient]:
     async with (serve_app(create_app(Settings(access_log=False), example_config)) as url,
                 httpx.AsyncClient(base_url=url, timeout=10) as client):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -87,14 +86,6 @@ async def test_the_pools_breakers_run_on_its_clock() -> None:
     breaker.before_call()  # cooled down on the pool's clock: the probe
     assert breaker.state is CircuitState.HALF_OPEN
     await pool.close()
-
-
-@pytest.fixture
-async def tfs() -> AsyncIterator[FakeTFServing]:
-    server = FakeTFServing()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_a_dead_backend_opens_its_circuit(tmp_path: Path) -> None:
