@@ -119,6 +119,14 @@ class Metrics:
                                              "latency for the copies a shadow answered (compare with "
                                              "gateway_shadow_duration_seconds)", shadow, buckets=LATENCY_BUCKETS,
                                              registry=self.registry)
+        # Request logs (gateway.requestlog): per sink ("file:DIR", "cloudevents:URL").
+        self.request_log_records = Counter("gateway_request_log_records", "Request-log records by sink and "
+                                           "outcome: written (delivered), dropped (queue full by count or bytes, "
+                                           "or still queued at shutdown), skipped (larger than the sink's "
+                                           "limit), failed (the sink refused it after its retries)",
+                                           ("sink", "outcome"), registry=self.registry)
+        self.request_log_bytes = Counter("gateway_request_log_bytes", "Request-log bytes delivered, by sink",
+                                         ("sink",), registry=self.registry)
         self.after_answer_errors = Counter("gateway_after_answer_errors", "Jobs run once an answer was sent "
                                            "(queueing shadow copies) that raised (logged)", registry=self.registry)
 

@@ -84,6 +84,10 @@ class Settings:
     shadow_concurrency: int = 2  # calls at once per shadow variant
     shadow_log_sample: float = 0.01  # share of disagreements logged (logger gateway.shadow); 0: none
     shadow_queue_bytes: int = 64 << 20  # array bytes a shadow's copies may hold; beyond it one is dropped
+    # request logs (gateway.requestlog) and warmup
+    request_log_queue_size: int = 1000  # records waiting per sink; beyond it one is dropped (counted)
+    request_log_queue_bytes: int = 64 << 20  # array bytes a sink's queue may hold; beyond it one is dropped
+    warmup_timeout_s: float = 60.0  # the longest one model version's warmup replay may take
     auth: AuthSettings = field(default_factory=AuthSettings)
 
     @classmethod
@@ -134,6 +138,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "build": ("envs_dir",),
     "reload": ("watch_config",),
     "shadows": ("shadow_queue_size", "shadow_concurrency", "shadow_log_sample", "shadow_queue_bytes"),
+    "request_logs": ("request_log_queue_size", "request_log_queue_bytes", "warmup_timeout_s"),
 }
 
 

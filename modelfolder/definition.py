@@ -17,9 +17,9 @@ STYLES = ("hydrosphere", "hydrosphere3", "numpy")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Hydrosphere's fields (`kind` ... `contract`) and this project's `version`, `style`, `workers`.
 MODEL_FIELDS = frozenset({"kind", "name", "runtime", "install-command", "payload", "contract", "version",
-                          "style", "workers"})
+                          "style", "workers", "warmup"})
 # Fields about serving the model behind the gateway, read by gateway.manifests; a runtime accepts them.
-GATEWAY_FIELDS = frozenset({"backend", "version_labels", "batching"})
+GATEWAY_FIELDS = frozenset({"backend", "version_labels", "batching", "request_log"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,10 @@ class ModelDefinition:
     contract_declared: bool = True  # False: discovered from the backend's metadata
     style: str | None = None  # "hydrosphere", "hydrosphere3" or "numpy"; detected from the code when None
     workers: int = 1  # processes running the function (for CPU-bound models)
+    # TFRecord of PredictionLogs replayed before the model takes traffic: `warmup:` (relative to
+    # the model folder, or to a remote manifest's folder), else a folder's
+    # assets.extra/tf_serving_warmup_requests; None: no warmup
+    warmup: Path | None = None
 
     @property
     def runtime_threads(self) -> int:

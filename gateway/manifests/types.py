@@ -93,6 +93,45 @@ class BackendSpec:
         return self.version is None and self.version_label is None
 
 
+MIB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class FileSinkSpec:
+    """Request-log records written to rotating TFRecord files in `dir` (relative: to the
+    gateway's working directory), each beside its JSON-lines index: a file is closed (its
+    `.partial` suffix dropped) once it reaches `max_bytes`, at most `max_files` closed files
+    are kept (the oldest deleted), and a call whose record would exceed `max_record_bytes` is
+    skipped (counted)."""
+
+    dir: Path
+    max_bytes: int = 64 * MIB
+    max_files: int = 10
+    max_record_bytes: int = 4 * MIB
+
+
+@dataclass(frozen=True, slots=True)
+class CloudEventsSpec:
+    """Request-log records sent as CloudEvents over HTTP (binary mode, KServe's logger's
+    event types) to `url`, each event tried `retries` more times on failure, every attempt
+    within `timeout_s`."""
+
+    url: str
+    timeout_s: float = 5.0
+    retries: int = 3
+    max_event_bytes: int = 4 * MIB
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLogSpec:
+    """`request_log:` of a model or an application: the share of requests recorded and where."""
+
+    sample_rate: float = 1.0
+    file: FileSinkSpec | None = None
+    cloudevents: CloudEventsSpec | None = None
+    source: str = ""  # file:line of `request_log:` in its manifest
+
+
 @dataclass(frozen=True, slots=True)
 class ModelManifest(ModelDefinition):
     """A model: its definition (contract, code; modelfolder.ModelDefinition) and either a local
@@ -101,6 +140,7 @@ class ModelManifest(ModelDefinition):
     backend: BackendSpec | None = None
     version_labels: Mapping[str, int] = field(default_factory=dict)
     batching: BatchingSpec | None = None  # coalesce concurrent requests (opt-in)
+    request_log: RequestLogSpec | None = None  # record (a sample of) its calls
 
     @property
     def key(self) -> tuple[str, int]:
@@ -177,6 +217,7 @@ class ApplicationManifest:
     allow_variant_override: bool = False  # whether `x-gateway-variant` may force a variant
     validate_outputs: bool = False  # check every stage's answer against its contract (502)
     metadata: Mapping[str, Any] = field(default_factory=dict)  # Hydrosphere's free-form key-values
+    request_log: RequestLogSpec | None = None  # record (a sample of) its requests, every stage's call
 
 
 @dataclass(frozen=True, slots=True)

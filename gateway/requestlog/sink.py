@@ -1,0 +1,39 @@
+"""What every request-log sink offers the log that feeds it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.requestlog.call import LoggedCall
+
+
+@dataclass(frozen=True, slots=True)
+class SinkHealth:
+    """A sink's state for `/health/ready` (detail only: a sink that is down never makes the
+    gateway unready). `error` is the last failure while `ok` is False."""
+
+    ok: bool
+    error: str | None = None
+    queued: int = 0
+
+
+class Sink(Protocol):
+    """Where records go: `offer` only queues (never blocks, never raises; False: dropped and
+    counted), a writer of the sink's own delivers them."""
+
+    @property
+    def name(self) -> str:
+        """The metrics' and health detail's name: `file:DIR`, `cloudevents:URL`."""
+        ...
+
+    def offer(self, call: LoggedCall) -> bool:
+        """Queue `call` for writing; False when the queue is full (the call is dropped, counted)."""
+        ...
+
+    def health(self) -> SinkHealth: ...
+
+    def close(self, timeout: float) -> None:
+        """Deliver what is queued within `timeout` seconds (the rest dropped, counted), then
+        close: a file sink renames its `.partial` file. Runs in a thread (it blocks)."""
+        ...
