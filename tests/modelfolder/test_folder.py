@@ -69,7 +69,7 @@ def test_numbered_folders_are_versions_for_both_readers(tmp_path: Path) -> None:
     [
         ("version: 2\n", 21, "version: 2 contradicts the folder name 3"),
         ("colour: red\n", 21, "colour: unknown field (accepted: backend, batching, contract, install-command, "
-                              "kind, name, payload, runtime, style, version, version_labels, workers)"),
+                              "kind, name, payload, request_log, runtime, style, version, version_labels, warmup, workers)"),
         ("style: java\n", 21, "style: 'java' is not a function style (accepted: hydrosphere, hydrosphere3, numpy)"),
         ("workers: 0\n", 21, "workers: must be at least 1"),
     ],
