@@ -69,7 +69,8 @@ def test_numbered_folders_are_versions_for_both_readers(tmp_path: Path) -> None:
     [
         ("version: 2\n", 21, "version: 2 contradicts the folder name 3"),
         ("colour: red\n", 21, "colour: unknown field (accepted: backend, batching, contract, install-command, "
-                              "kind, name, payload, request_log, runtime, style, version, version_labels, warmup, workers)"),
+                              "kind, name, payload, request_log, runtime, style, version, version_labels, warmup, "
+                              "workers)"),
         ("style: java\n", 21, "style: 'java' is not a function style (accepted: hydrosphere, hydrosphere3, numpy)"),
         ("workers: 0\n", 21, "workers: must be at least 1"),
     ],
@@ -93,5 +94,5 @@ def test_a_folder_needs_its_contract(tmp_path: Path) -> None:
 
 def test_one_config_error_class_for_runtime_and_gateway() -> None:
     assert gateway.errors.ConfigError is ConfigError
-    assert {"backend", "version_labels", "batching"} == GATEWAY_FIELDS
+    assert {"backend", "version_labels", "batching", "request_log"} == GATEWAY_FIELDS
     assert not MODEL_FIELDS & GATEWAY_FIELDS
