@@ -48,6 +48,7 @@ from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataReq
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest, GetModelStatusResponse
 from protos.tensorflow_serving.model_pb2 import ModelSpec
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
+from protos.tensorflow_serving.prediction_log_pb2 import PredictionLog
 from protos.tensorflow_serving.regression_pb2 import RegressionRequest, RegressionResponse
 from runtime.errors import (
     InputError,
@@ -164,6 +165,19 @@ class ModelServer:
         self._server.wait_for_termination()
         if self._closer is not None:
             self._closer.join()
+
+    def replay(self, log: PredictionLog) -> None:
+        """Answer a warmup record's request through the handler its call would reach (a
+        RuntimeCallError when it fails as that call would)."""
+        kind = log.WhichOneof("log_type")
+        if kind == "predict_log":
+            self._predict(log.predict_log.request)
+        elif kind == "classify_log":
+            self._classify(log.classify_log.request)
+        elif kind == "regress_log":
+            self._regress(log.regress_log.request)
+        else:  # TF Serving's MultiInference, which this runtime does not serve
+            raise UnsupportedError(f"model {self.manifest.name} does not serve {kind} (MultiInference)")
 
     # ------------------------------------------------------------ handlers
 
