@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 
 from gateway.backends import BackendCall
@@ -25,6 +26,28 @@ from tensorcodecs.tensor_proto import decode_tensor
 log = logging.getLogger("gateway.warmup")
 
 ModelKey = tuple[str, int]
+
+
+def check_warmups(models: Iterable[ModelManifest]) -> tuple[list[str], list[str]]:
+    """What `gateway check` says of every model's warmup file (read and checked, not replayed):
+    a line per file, and the errors."""
+    lines: list[str] = []
+    errors: list[str] = []
+    for model in models:
+        if model.warmup is None:
+            continue
+        try:
+            records = read_warmup(model.warmup)
+        except WarmupError as error:
+            errors.append(f"model {model.name}:{model.version}: {error}")
+            continue
+        kinds = Counter(record.kind for record in records)
+        if model.folder is None and set(kinds) - {"predict_log"}:
+            errors.append(f"model {model.name}:{model.version}: {model.warmup}: a remote model is warmed with "
+                          "predict_log records only")
+        lines.append(f"model {model.name}:{model.version} warmup {model.warmup}: {len(records)} records ("
+                     + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) + ")")
+    return lines, errors
 
 
 def remote_warmups(models: Iterable[ModelManifest]) -> list[ModelManifest]:

@@ -24,7 +24,9 @@ from runtime.server import ModelServer
 
 log = logging.getLogger("runtime")
 
-EXIT_CODE = 3  # the runtime's exit code when its model's warmup failed
+# The runtime's exit code when its model's warmup failed: EX_CONFIG (sysexits.h), unlike the
+# small codes a model's own sys.exit uses.
+EXIT_CODE = 78
 EVENT = "warmup_failed"  # the stdout event that carries the message
 
 
