@@ -116,7 +116,7 @@ def _check(settings: Settings, config: Config) -> int:
         print(f"application {app.name}: {stages}")
         for line in plan_lines(manifest_plan(app, config.models)):
             print(f"  {line}")
-    warmups, errors = check_warmups(config.models.values())
+    warmups, errors = check_warmups(config.models.values(), _label)
     for line in warmups:
         print(line)
     errors += [error for model in config.local_models()

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from gateway.backends import BackendCall
 from gateway.backends.base import default_signature
@@ -28,9 +28,10 @@ log = logging.getLogger("gateway.warmup")
 ModelKey = tuple[str, int]
 
 
-def check_warmups(models: Iterable[ModelManifest]) -> tuple[list[str], list[str]]:
-    """What `gateway check` says of every model's warmup file (read and checked, not replayed):
-    a line per file, and the errors."""
+def check_warmups(models: Iterable[ModelManifest],
+                  label: Callable[[ModelManifest], str]) -> tuple[list[str], list[str]]:
+    """What `gateway check` says of every model's warmup file (read and checked, not replayed),
+    each model named by `label`: a line per file, and the errors."""
     lines: list[str] = []
     errors: list[str] = []
     for model in models:
@@ -39,13 +40,13 @@ def check_warmups(models: Iterable[ModelManifest]) -> tuple[list[str], list[str]
         try:
             records = read_warmup(model.warmup)
         except WarmupError as error:
-            errors.append(f"model {model.name}:{model.version}: {error}")
+            errors.append(f"model {label(model)}: {error}")
             continue
         kinds = Counter(record.kind for record in records)
         if model.folder is None and set(kinds) - {"predict_log"}:
-            errors.append(f"model {model.name}:{model.version}: {model.warmup}: a remote model is warmed with "
-                          "predict_log records only")
-        lines.append(f"model {model.name}:{model.version} warmup {model.warmup}: {len(records)} records ("
+            errors.append(f"model {label(model)}: {model.warmup}: a remote model is warmed with predict_log "
+                          "records only")
+        lines.append(f"model {label(model)} warmup {model.warmup}: {len(records)} records ("
                      + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) + ")")
     return lines, errors
 

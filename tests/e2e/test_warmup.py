@@ -21,7 +21,7 @@ import pytest
 from modelfolder import read_warmup
 from protos.tensorflow_serving.predict_pb2 import PredictRequest
 from tests.conftest import write_app, write_model
-from tests.e2e.processes import command_line, descendants, running_gateway
+from tests.e2e.processes import GATEWAY, command_line, descendants, running_gateway
 from tests.tfserving_server import FakeTFServing
 from tests.waiting import wait_until
 from tests.warmup_files import int_logs, predict_log, write_warmup
@@ -199,3 +199,17 @@ def test_the_gateway_serves_only_once_the_warmup_is_over(tmp_path: Path) -> None
         assert text.index("warmed model slow:1 with 3 records in") < text.index("INFO gateway: serving http://")
         assert inputs(slow) == [1, 2, 3]
         assert httpx.get(f"{url}/health/ready", timeout=10).status_code == 200
+
+
+def test_gateway_check_reads_every_warmup_file(tmp_path: Path) -> None:
+    counting_model(tmp_path, "counter", (1, 2, 3))
+    bad = counting_model(tmp_path, "bad", (1,))
+    (bad / "warmup.tfrecord").write_bytes((bad / "warmup.tfrecord").read_bytes()[:-1])
+    result = subprocess.run([str(GATEWAY), "check", "--config", str(tmp_path)], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 1
+    counter = (tmp_path / "models" / "counter" / "warmup.tfrecord").resolve()
+    assert f"model counter:1 warmup {counter}: 3 records (3 predict_log)" in result.stdout
+    assert (f"gateway check: model bad:1: warmup failed at record 1 of {(bad / 'warmup.tfrecord').resolve()}: "
+            "at byte 0: is truncated") in result.stderr
+    assert inputs(tmp_path / "models" / "counter") == []  # read, not replayed
