@@ -65,7 +65,7 @@ async def warm_remote(model: ModelManifest, timeout_s: float) -> int:
     started = time.monotonic()
     deadline = started + timeout_s
     records = await asyncio.to_thread(read_warmup, path)
-    pool = ChannelPool(retry_attempts=1)  # its own channels, closed when done: nothing lingers
+    pool = ChannelPool()  # its own channels, closed when done: nothing lingers
     try:
         backend = BACKENDS[model.backend.protocol](model, pool, guarded=False)
         for record in records:
