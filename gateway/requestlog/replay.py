@@ -65,11 +65,13 @@ class Tally:
 
 
 def replay(path: Path, target: Target, *, rate: float = 10.0, limit: int | None = None,
-           out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+           out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Send the records of `path` to `target`, at most `rate` a second, one at a time; print a
     line per failure or difference and a summary. 0 when every request sent was answered 2xx,
     1 otherwise (none sent, a failure, an unreadable file after some records), 2 when `path`
     cannot be read at all."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     tally = Tally()
     file_errors: list[LogFileError] = []
 

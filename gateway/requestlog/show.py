@@ -29,11 +29,13 @@ _VALUE_FIELDS = ("half_val", "float_val", "double_val", "int_val", "string_val",
                  "bool_val", "dcomplex_val", "uint32_val", "uint64_val")
 
 
-def show(path: Path, *, limit: int | None = None, as_json: bool = False, out: TextIO = sys.stdout,
-         err: TextIO = sys.stderr) -> int:
+def show(path: Path, *, limit: int | None = None, as_json: bool = False, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
     """Print the records of `path` (a log file, a warmup file or a directory of logs), the first
     `limit` of them. 0 when all were read; 1 when a file had a corrupt record (those before it
     were printed); 2 when nothing could be read (a missing file, not a TFRecord file)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     failures: list[LogFileError] = []
 
     def fail(error: LogFileError) -> None:
