@@ -45,12 +45,16 @@ class LogRecord:
 
 
 def log_files(path: Path) -> list[Path]:
-    """The files `path` names: itself, or for a directory its `*.tfrecord` and `*.tfrecord.partial`
-    files in the order they were opened (the names start with the time; `.partial` ignored)."""
+    """The files `path` names: itself (its log when it is an index), or for a directory its
+    `*.tfrecord` and `*.tfrecord.partial` files in the order they were opened (the names start
+    with the time; `.partial` ignored)."""
     if path.is_dir():
         files = [child for child in path.iterdir() if child.is_file()
                  and (child.name.endswith(TFRECORD) or child.name.endswith(TFRECORD + PARTIAL))]
         return sorted(files, key=lambda child: (child.name.removesuffix(PARTIAL), child.name))
+    for index in (INDEX, INDEX + PARTIAL):  # an index named for its log: read the log
+        if path.name.endswith(index):
+            path = path.with_name(path.name.removesuffix(index) + TFRECORD + index.removeprefix(INDEX))
     if not path.exists():
         closed = path.with_name(path.name.removesuffix(PARTIAL))
         if path.name.endswith(PARTIAL) and closed.exists():  # renamed since it was named: read it closed
@@ -79,7 +83,12 @@ def read_index(path: Path, *, partial: bool) -> dict[int, dict[str, Any]]:
     (the writer is at it): that line is left out; a bad line elsewhere is an error."""
     entries: dict[int, dict[str, Any]] = {}
     try:
-        lines = path.read_bytes().split(b"\n")
+        try:
+            lines = path.read_bytes().split(b"\n")
+        except FileNotFoundError:
+            if not partial:
+                raise
+            lines = path.with_name(path.name.removesuffix(PARTIAL)).read_bytes().split(b"\n")  # closed since
     except OSError as error:
         raise LogFileError(f"{path}: {error.strerror or error}") from None
     for number, line in enumerate(lines, 1):

@@ -235,6 +235,9 @@ def test_a_directory_in_the_order_files_were_opened(tmp_path: Path, capsys: pyte
     assert [line["request_id"] for line in json_lines(out)] == ["a-1", "a-2", "b-1", "c-1"]
     status, out, _ = run(capsys, str(tmp_path), "--json", "--limit", "3")
     assert len(json_lines(out)) == 3
+    index = tmp_path / "requests-20261201T120000.000000Z-p1-000003.index.jsonl.partial"
+    status, out, _ = run(capsys, str(index), "--json")  # an index names its log
+    assert [line["request_id"] for line in json_lines(out)] == ["c-1"]
 
 
 def test_the_command_as_a_user_runs_it(tmp_path: Path) -> None:
