@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -123,7 +123,7 @@ def _logs_parser(commands: Any) -> None:
                     "strings, numpy.isclose for floats). Exit status: 0 every request answered 2xx, 1 "
                     "otherwise (or nothing sent), 2 bad arguments or a file that cannot be read.")
     replay_command.add_argument("file", type=Path, metavar="FILE", help="log file, warmup file or log directory")
-    replay_command.add_argument("--url", required=True, help="the gateway, http://host:port")
+    replay_command.add_argument("--url", required=True, type=_http_url, help="the gateway, http://host:port")
     replay_command.add_argument("--rate", type=_rate, default=10.0,
                                 help=f"requests per second at most (default 10, at most {replay.MAX_RATE:g})")
     replay_command.add_argument("--limit", type=_count, help="send at most N requests")
@@ -149,6 +149,14 @@ def _count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
     return value
+
+
+def _http_url(text: str) -> str:
+    """An http:// or https:// URL with a host (argparse type)."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"must be an http:// or https:// URL with a host, got {text!r}")
+    return text
 
 
 def _rate(text: str) -> float:

@@ -107,8 +107,8 @@ def read_index(path: Path, *, partial: bool) -> dict[int, dict[str, Any]]:
 
 
 class LogReader:
-    """The records of one log file, in order. Problems with the index (a line that matches no
-    record, a record without a line) are collected in `warnings`, once the file was read."""
+    """The records of one log file, in order. Problems with the index of a closed file (a line
+    that matches no record, a record without a line) go to `warn` once the file was read."""
 
     def __init__(self, path: Path, *, warn: Callable[[str], None]) -> None:
         self.path = path

@@ -88,14 +88,15 @@ def replay(path: Path, target: Target, *, rate: float = 10.0, limit: int | None 
     if target.api_key:
         headers["authorization"] = f"Bearer {target.api_key}"
     interval = 1.0 / rate
-    started = time.monotonic()
+    next_at = time.monotonic()
     with httpx.Client(base_url=target.url.rstrip("/"), headers=headers, timeout=target.timeout_s) as client:
         for call in calls(records, target.application, finals, tally):
             if limit is not None and tally.sent >= limit:
                 break
-            wait = started + tally.sent * interval - time.monotonic()  # request N leaves at N / rate
+            wait = next_at - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
+            next_at = time.monotonic() + interval  # from this send: a slow answer is no credit for a burst
             tally.sent += 1
             try:
                 response = client.post(call.path, content=call.body)

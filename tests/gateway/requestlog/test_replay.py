@@ -174,6 +174,10 @@ async def test_bad_arguments_and_files(tmp_path: Path, capsys: pytest.CaptureFix
         await replay(capsys, str(tmp_path), "--url", "http://127.0.0.1:9", "--rate", "0")
     assert exited.value.code == 2
     assert "--rate: must be more than 0 and at most 1000 requests per second" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        await replay(capsys, str(tmp_path), "--url", "127.0.0.1:8000")
+    assert exited.value.code == 2
+    assert "--url: must be an http:// or https:// URL with a host, got '127.0.0.1:8000'" in capsys.readouterr().err
 
 
 async def test_the_command_as_a_user_runs_it(gateway: str, tmp_path: Path) -> None:
