@@ -44,6 +44,11 @@ class LogRecord:
     entry: dict[str, Any] | None
 
 
+def record_label(record: LogRecord, *, with_file: bool) -> str:
+    """`record N`, `<file name> record N` when records of several files are shown."""
+    return f"{record.path.name} record {record.number}" if with_file else f"record {record.number}"
+
+
 def log_files(path: Path) -> list[Path]:
     """The files `path` names: itself (its log when it is an index), or for a directory its
     `*.tfrecord` and `*.tfrecord.partial` files in the order they were opened (the names start

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import orjson
 
-from gateway.requestlog.reading import LogFileError, LogRecord, read_log
+from gateway.requestlog.reading import LogFileError, LogRecord, read_log, record_label
 from gateway.requestlog.show import tensors_json
 from protos.tensorflow import tensor_pb2
 from tensorcodecs import CodecError
@@ -46,6 +46,7 @@ class Call:
     its answer is compared with (None: the logged call has none)."""
 
     record: LogRecord
+    label: str  # `record N`, with the file's name when a directory is replayed
     path: str
     body: bytes
     expected: Mapping[str, tensor_pb2.TensorProto] | None
@@ -90,7 +91,7 @@ def replay(path: Path, target: Target, *, rate: float = 10.0, limit: int | None 
     interval = 1.0 / rate
     next_at = time.monotonic()
     with httpx.Client(base_url=target.url.rstrip("/"), headers=headers, timeout=target.timeout_s) as client:
-        for call in calls(records, target.application, finals, tally):
+        for call in calls(records, target.application, finals, tally, with_file=path.is_dir()):
             if limit is not None and tally.sent >= limit:
                 break
             wait = next_at - time.monotonic()
@@ -102,7 +103,7 @@ def replay(path: Path, target: Target, *, rate: float = 10.0, limit: int | None 
                 response = client.post(call.path, content=call.body)
             except httpx.TransportError as error:
                 tally.failed["no answer"] += 1
-                print(f"record {call.record.number}: {target.url}{call.path} does not answer: "
+                print(f"{call.label}: {target.url}{call.path} does not answer: "
                       f"{error or type(error).__name__}", file=out)
                 if isinstance(error, httpx.ConnectError):
                     print(f"gateway logs replay: {target.url} does not answer ({error or 'connection refused'}): "
@@ -136,7 +137,8 @@ def last_stages(path: Path, application: str) -> dict[str, Mapping[str, tensor_p
 
 
 def calls(records: Iterable[LogRecord], application: str | None,
-          finals: Mapping[str, Mapping[str, tensor_pb2.TensorProto] | None], tally: Tally) -> Iterator[Call]:
+          finals: Mapping[str, Mapping[str, tensor_pb2.TensorProto] | None], tally: Tally, *,
+          with_file: bool = False) -> Iterator[Call]:
     """The requests to send, in the log's order: each predict record's inputs to the model
     route of the model and version that ran; with `application`, to its route, only the
     records of its stage 1 when the index says (every record of a file without an index),
@@ -165,7 +167,7 @@ def calls(records: Iterable[LogRecord], application: str | None,
         except (CodecError, ValueError):
             tally.skipped["inputs that cannot be decoded"] += 1
             continue
-        yield Call(record, path, body, expected)
+        yield Call(record, record_label(record, with_file=with_file), path, body, expected)
 
 
 def model_path(name: str, version: int | None) -> str:
@@ -197,10 +199,10 @@ def _plain(value: Any) -> Any:
 
 
 def _check(call: Call, response: httpx.Response, tally: Tally, out: TextIO) -> None:
-    number = call.record.number
+    label = call.label
     if not 200 <= response.status_code < 300:
         tally.failed[str(response.status_code)] += 1
-        print(f"record {number}: {call.path} answered {response.status_code}: "
+        print(f"{label}: {call.path} answered {response.status_code}: "
               f"{response.text[:_SHOWN_BODY]}", file=out)
         return
     tally.answered += 1
@@ -213,13 +215,13 @@ def _check(call: Call, response: httpx.Response, tally: Tally, out: TextIO) -> N
         answer = None
     if not isinstance(answer, dict):
         tally.different += 1
-        print(f"record {number}: {call.path} answered {response.status_code} without a JSON object of "
+        print(f"{label}: {call.path} answered {response.status_code} without a JSON object of "
               "outputs", file=out)
         return
     differences = compare(call.expected, answer)
     if differences:
         tally.different += 1
-        print(f"record {number}: outputs differ from the log: {'; '.join(differences)}", file=out)
+        print(f"{label}: outputs differ from the log: {'; '.join(differences)}", file=out)
     else:
         tally.equal += 1
 

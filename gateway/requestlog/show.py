@@ -15,7 +15,7 @@ import orjson
 from google.protobuf import json_format, text_format
 from google.protobuf.message import Message
 
-from gateway.requestlog.reading import LogFileError, LogRecord, read_log
+from gateway.requestlog.reading import LogFileError, LogRecord, read_log, record_label
 from protos.tensorflow import tensor_pb2
 from protos.tensorflow_serving import model_pb2, predict_pb2, prediction_log_pb2
 from tensorcodecs import CodecError
@@ -46,11 +46,12 @@ def show(path: Path, *, limit: int | None = None, as_json: bool = False, out: Te
         print(f"gateway logs show: warning: {message}", file=err)
 
     shown = 0
+    with_file = path.is_dir()
     try:
         for record in read_log(path, warn=warn, fail=fail):
             if limit is not None and shown >= limit:
                 break
-            out.write(json_line(record) if as_json else text(record))
+            out.write(json_line(record) if as_json else text(record, with_file=with_file))
             shown += 1
         out.flush()
     except BrokenPipeError:  # `gateway logs show FILE | head`: the reader has seen enough
@@ -65,11 +66,11 @@ def show(path: Path, *, limit: int | None = None, as_json: bool = False, out: Te
 # ---------------------------------------------------------------- readable
 
 
-def text(record: LogRecord) -> str:
+def text(record: LogRecord, *, with_file: bool = False) -> str:
     """One record as the request-log view prints it: a header line, the request between
     `request logs` banners, then the outputs (or the error) between `outputs` banners; each
     tensor also decoded, as numpy prints it summarised."""
-    lines = [header(record)]
+    lines = [header(record, with_file=with_file)]
     log = record.record
     if log.WhichOneof("log_type") != "predict_log":
         lines += [_banner(log.WhichOneof("log_type") or "record"), _text_format(log), _banner("end"), ""]
@@ -94,10 +95,10 @@ def text(record: LogRecord) -> str:
     return "\n".join(lines) + "\n"
 
 
-def header(record: LogRecord) -> str:
-    """`record N (offset O, L bytes)` and, from the index, the request id, time, status,
-    application/stage/variant and duration; else the model spec."""
-    parts = [f"record {record.number} (offset {record.offset}, {record.length} bytes)"]
+def header(record: LogRecord, *, with_file: bool = False) -> str:
+    """`record N (offset O, L bytes)` (after the file's name `with_file`) and, from the index,
+    the request id, time, status, application/stage/variant and duration; else the model spec."""
+    parts = [f"{record_label(record, with_file=with_file)} (offset {record.offset}, {record.length} bytes)"]
     entry = record.entry
     if entry is None:
         spec = _spec_of(record.record)

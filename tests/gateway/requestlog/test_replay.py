@@ -90,6 +90,19 @@ async def test_strings_and_unversioned_records(gateway: str, tmp_path: Path,
     ]
 
 
+async def test_a_directory_of_logs(gateway: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_log(tmp_path, [call("req-1")], stem="requests-20261201T100000.000000Z-p1-000001")
+    write_log(tmp_path, [call("req-2", outputs={"number": np.array([0, 0, 0], dtype=np.int32)})],
+              stem="requests-20261201T110000.000000Z-p1-000002", partial=True)
+    status, out, _ = await replay(capsys, str(tmp_path), "--url", gateway)
+    assert status == 0
+    assert out.splitlines()[:2] == [
+        "requests-20261201T110000.000000Z-p1-000002.tfrecord.partial record 0: outputs differ from the log: "
+        "number: logged [0,0,0], answered [2,3,4]",
+        f"sent 2 request(s) to {gateway}: 2 answered 2xx, 0 failed",
+    ]
+
+
 async def test_the_rate_is_a_bound(gateway: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_log(tmp_path, [call(f"req-{n}") for n in range(20)])
     started = time.monotonic()

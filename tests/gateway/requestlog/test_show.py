@@ -235,6 +235,13 @@ def test_a_directory_in_the_order_files_were_opened(tmp_path: Path, capsys: pyte
     assert [line["request_id"] for line in json_lines(out)] == ["a-1", "a-2", "b-1", "c-1"]
     status, out, _ = run(capsys, str(tmp_path), "--json", "--limit", "3")
     assert len(json_lines(out)) == 3
+    status, out, _ = run(capsys, str(tmp_path))  # records of several files: each header names its file
+    headers = [line for line in out.splitlines() if " (offset " in line]
+    assert [line.split("  ")[0] for line in headers] == [
+        "requests-20261201T100000.000000Z-p1-000001.tfrecord record 0 (offset 0, 195 bytes)",
+        "requests-20261201T100000.000000Z-p1-000001.tfrecord record 1 (offset 195, 195 bytes)",
+        "requests-20261201T110000.000000Z-p2-000001.tfrecord record 0 (offset 0, 195 bytes)",
+        "requests-20261201T120000.000000Z-p1-000003.tfrecord.partial record 0 (offset 0, 195 bytes)"]
     index = tmp_path / "requests-20261201T120000.000000Z-p1-000003.index.jsonl.partial"
     status, out, _ = run(capsys, str(index), "--json")  # an index names its log
     assert [line["request_id"] for line in json_lines(out)] == ["c-1"]
