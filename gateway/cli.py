@@ -111,7 +111,7 @@ def _logs_parser(commands: Any) -> None:
                     "order they were opened). Exit status: 0 all read, 1 a corrupt record after some were "
                     "printed, 2 nothing could be read.")
     show_command.add_argument("file", type=Path, metavar="FILE", help="log file, warmup file or log directory")
-    show_command.add_argument("--limit", type=_count, help="only the first N records")
+    show_command.add_argument("--limit", type=_count, metavar="N", help="only the first N records")
     show_command.add_argument("--json", action="store_true", help="one JSON object per record and line "
                               "(index fields, model_spec, inputs and outputs as native JSON values)")
     replay_command = actions.add_parser(
@@ -124,12 +124,13 @@ def _logs_parser(commands: Any) -> None:
                     "otherwise (or nothing sent), 2 bad arguments or a file that cannot be read.")
     replay_command.add_argument("file", type=Path, metavar="FILE", help="log file, warmup file or log directory")
     replay_command.add_argument("--url", required=True, type=_http_url, help="the gateway, http://host:port")
-    replay_command.add_argument("--rate", type=_rate, default=10.0,
+    replay_command.add_argument("--rate", type=_rate, default=10.0, metavar="R",
                                 help=f"requests per second at most (default 10, at most {replay.MAX_RATE:g})")
-    replay_command.add_argument("--limit", type=_count, help="send at most N requests")
-    replay_command.add_argument("--application", help="send to this application's route instead")
-    replay_command.add_argument("--api-key", help="API key of the gateway (sent as Authorization: Bearer)")
-    replay_command.add_argument("--timeout", type=_seconds, default=10.0,
+    replay_command.add_argument("--limit", type=_count, metavar="N", help="send at most N requests")
+    replay_command.add_argument("--application", metavar="NAME", help="send to this application's route instead")
+    replay_command.add_argument("--api-key", metavar="KEY",
+                                help="API key of the gateway (sent as Authorization: Bearer)")
+    replay_command.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
                                 help="seconds to wait for each answer (default 10)")
 
 
