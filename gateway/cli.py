@@ -1,5 +1,5 @@
-"""`gateway serve|check|build` (also `python -m gateway`): parses the arguments and the
-configuration, then runs the command (`serve` is gateway/serving/)."""
+"""`gateway serve|check|build|logs` (also `python -m gateway`): parses the arguments and the
+configuration, then runs the command (`serve` is gateway/serving/, `logs` gateway/requestlog/)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -26,6 +26,7 @@ from gateway.manifests import (
     plan_lines,
     with_running_contracts,
 )
+from gateway.requestlog import replay, show
 from gateway.serving.serve import serve
 from gateway.settings import Settings
 from gateway.warmup import check_warmups
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `gateway` command."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "logs":  # reads log files, not the configuration
+        return _logs(args)
     if args.command == "check" and args.api_key is not None and args.url is None:
         parser.error("check: --api-key is for --url (the API key of the running gateway)")
     try:
@@ -78,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="make each local model's environment with its "
                                 "install-command (used by later `gateway serve`)")
     build.add_argument("--model", action="append", help="only this model (repeatable)")
+    _logs_parser(commands)
     for command in (serve, check, build):
         command.add_argument("--config", type=Path, default=Path("config"),
                              help="config directory (default: ./config)")
@@ -91,6 +95,77 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--watch", action="store_true", default=None,
                        help="reload when a file under the config directory changes")
     return parser
+
+
+def _logs_parser(commands: Any) -> None:
+    logs = commands.add_parser("logs", help="read and replay request logs (TFRecord files of PredictionLog)",
+                               description="Read the request logs a file sink wrote, or any TF Serving warmup "
+                                           "file, and replay them against a running gateway.")
+    actions = logs.add_subparsers(dest="logs_command", required=True)
+    show_command = actions.add_parser(
+        "show", help="print the records of a log file readably or as JSON lines",
+        description="Print each record of FILE: a header (record number, offset and, from the index beside the "
+                    "file, request id, time, status, application/stage/variant, duration), the request and the "
+                    "outputs in protobuf text format, each tensor decoded (summarised). FILE may be a "
+                    "`.tfrecord`, a `.tfrecord.partial` still being written (a truncated last record is left "
+                    "out), a warmup file, or a directory (its `.tfrecord` and `.tfrecord.partial` files in the "
+                    "order they were opened). Exit status: 0 all read, 1 a corrupt record after some were "
+                    "printed, 2 nothing could be read.")
+    show_command.add_argument("file", type=Path, metavar="FILE", help="log file, warmup file or log directory")
+    show_command.add_argument("--limit", type=_count, metavar="N", help="only the first N records")
+    show_command.add_argument("--json", action="store_true", help="one JSON object per record and line "
+                              "(index fields, model_spec, inputs and outputs as native JSON values)")
+    replay_command = actions.add_parser(
+        "replay", help="send the logged requests to a running gateway and compare the answers",
+        description="Send each record's inputs to the gateway at --url, one request at a time, at most --rate "
+                    "a second: to the model route of the model and version that ran, or with --application "
+                    "to that application's route (only the records of its stage 1 when the index says so). "
+                    "Each answer's outputs are compared with the logged ones (exact for integers and "
+                    "strings, numpy.isclose for floats). Exit status: 0 every request answered 2xx, 1 "
+                    "otherwise (or nothing sent), 2 bad arguments or a file that cannot be read.")
+    replay_command.add_argument("file", type=Path, metavar="FILE", help="log file, warmup file or log directory")
+    replay_command.add_argument("--url", required=True, type=_http_url, help="the gateway, http://host:port")
+    replay_command.add_argument("--rate", type=_rate, default=10.0, metavar="R",
+                                help=f"requests per second at most (default 10, at most {replay.MAX_RATE:g})")
+    replay_command.add_argument("--limit", type=_count, metavar="N", help="send at most N requests")
+    replay_command.add_argument("--application", metavar="NAME", help="send to this application's route instead")
+    replay_command.add_argument("--api-key", metavar="KEY",
+                                help="API key of the gateway (sent as Authorization: Bearer)")
+    replay_command.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
+                                help="seconds to wait for each answer (default 10)")
+
+
+def _logs(args: argparse.Namespace) -> int:
+    if args.logs_command == "show":
+        return show.show(args.file, limit=args.limit, as_json=args.json)
+    target = replay.Target(args.url, args.application, args.api_key, args.timeout)
+    return replay.replay(args.file, target, rate=args.rate, limit=args.limit)
+
+
+def _count(text: str) -> int:
+    """A positive whole number (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _http_url(text: str) -> str:
+    """An http:// or https:// URL with a host (argparse type)."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"must be an http:// or https:// URL with a host, got {text!r}")
+    return text
+
+
+def _rate(text: str) -> float:
+    try:
+        return replay.rate_per_second(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _seconds(text: str) -> float:
