@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote
 
 import httpx
@@ -48,6 +49,11 @@ BACKOFF_S = 0.1  # before the first retry; doubled for each next one
 BACKOFF_MAX_S = 2.0
 _RETRIED_STATUSES = frozenset({429, *range(500, 600)})
 _ERROR_CODE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class _Failure(NamedTuple):
+    reason: str  # what health reports
+    logged: bool  # already logged (a refusal: once per status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +144,7 @@ class CloudEventsSink:
         self._client = httpx.Client(timeout=spec.timeout_s)
         self._error: str | None = None  # the last call's failure, until a call is delivered
         self._refusals_logged: set[int] = set()
+        self._skip_logged = False
         self._deadline = math.inf  # time.monotonic() by which a closing sink stops trying
         self._closing = threading.Event()  # cuts a back-off short once the sink closes
         self._writer: BackgroundWriter[LoggedCall] = BackgroundWriter(
@@ -177,14 +184,17 @@ class CloudEventsSink:
         largest = max(len(event.body) for event in events)
         if largest > self.spec.max_event_bytes:
             self._skipped.inc()
-            log.warning("request log %s: request %s skipped: an event of %d bytes is over max_event_bytes (%d)",
-                        self._name, call.request_id, largest, self.spec.max_event_bytes)
+            if not self._skip_logged:
+                self._skip_logged = True
+                log.warning("request log %s: request %s skipped: an event of %d bytes is over max_event_bytes (%d); "
+                            "further skipped calls are counted, not logged",
+                            self._name, call.request_id, largest, self.spec.max_event_bytes)
             return
         for event in events:
-            error = self._send(event)
-            if error is not None:
+            failure = self._send(event)
+            if failure is not None:
                 self._failed.inc()
-                self._fail(error)
+                self._fail(failure)
                 return
             self._bytes.inc(len(event.body))
         self._written.inc()
@@ -192,7 +202,7 @@ class CloudEventsSink:
             log.info("request log %s: events delivered again", self._name)
             self._error = None
 
-    def _send(self, event: Event) -> str | None:
+    def _send(self, event: Event) -> _Failure | None:
         """Deliver `event`, retrying what may pass; None once the server took it, else why not."""
         error = "the sink closed before the event was sent"
         for attempt in range(self.spec.retries + 1):
@@ -214,9 +224,10 @@ class CloudEventsSink:
             if status not in _RETRIED_STATUSES:
                 if status not in self._refusals_logged:
                     self._refusals_logged.add(status)
-                    log.warning("request log %s: %s (not retried; logged once per status)", self._name, error)
-                return error
-        return error
+                    log.warning("request log %s: %s: calls it refuses are failed, not retried (logged once "
+                                "per status)", self._name, error)
+                return _Failure(error, logged=True)
+        return _Failure(error, logged=False)
 
     def _back_off(self, attempt: int) -> bool:
         """Wait before retry `attempt`; False when the sink closes meanwhile (past its deadline)."""
@@ -229,8 +240,8 @@ class CloudEventsSink:
             time.sleep(rest)
         return time.monotonic() < self._deadline
 
-    def _fail(self, error: str) -> None:
-        if self._error is None:
+    def _fail(self, failure: _Failure) -> None:
+        if self._error is None and not failure.logged:  # once per outage, not per call
             log.warning("request log %s: events not delivered: %s (calls are counted failed until one is)",
-                        self._name, error)
-        self._error = error
+                        self._name, failure.reason)
+        self._error = failure.reason

@@ -181,21 +181,26 @@ async def test_a_503_and_a_429_are_retried_and_the_call_written_once() -> None:
     assert sink.health().ok
 
 
-async def test_a_4xx_fails_the_call_at_once_and_the_next_call_is_sent() -> None:
-    receiver = Receiver(answers=deque([400]))
+async def test_a_4xx_fails_the_call_at_once_and_the_next_call_is_sent(caplog: pytest.LogCaptureFixture) -> None:
+    receiver = Receiver(answers=deque([400, 404, 400]))
     metrics = Metrics()
     async with serving(receiver) as url:
         sink = make_sink(url, metrics, retries=3)
         sink.offer(model_call("r-1"))
         await eventually(lambda: asyncio.sleep(0, count(metrics, sink, "failed") == 1), what="the call failed")
         assert sink.health() == SinkHealth(ok=False, error="the server answered 400 Bad Request", queued=0)
-        sink.offer(model_call("r-2"))
+        for number in (2, 3, 4):
+            sink.offer(model_call(f"r-{number}"))
         await closed(sink)
     # Neither retried nor followed by its response event.
     assert [(event.headers["ce-id"], event.status) for event in receiver.received] == [
-        ("r-1", 400), ("r-2", 200), ("r-2", 200)]
+        ("r-1", 400), ("r-2", 404), ("r-3", 400), ("r-4", 200), ("r-4", 200)]
+    assert count(metrics, sink, "failed") == 3
     assert count(metrics, sink, "written") == 1
     assert sink.health().ok
+    refusals = [record.getMessage() for record in caplog.records if "not retried" in record.getMessage()]
+    assert len(refusals) == 2  # once per status
+    assert "the server answered 404 Not Found" in refusals[1]
 
 
 async def test_a_down_server_fails_calls_until_it_is_back() -> None:
