@@ -141,15 +141,15 @@ class CloudEventsSink:
         self._skipped = records.labels(sink=self._name, outcome="skipped")
         self._failed = records.labels(sink=self._name, outcome="failed")
         self._bytes = metrics.request_log_bytes.labels(sink=self._name)
-        self._client = httpx.Client(timeout=spec.timeout_s)
+        self._client: httpx.Client | None = None  # made by the writer thread: its TLS set-up takes ~30 ms
         self._error: str | None = None  # the last call's failure, until a call is delivered
         self._refusals_logged: set[int] = set()
         self._skip_logged = False
         self._deadline = math.inf  # time.monotonic() by which a closing sink stops trying
-        self._closing = threading.Event()  # cuts a back-off short once the sink closes
+        self._closing = threading.Event()  # wakes a back-off, to bound it by the close's deadline
         self._writer: BackgroundWriter[LoggedCall] = BackgroundWriter(
             self._name, self._deliver, capacity=capacity, max_bytes=max_bytes,
-            on_drop=self._dropped.inc, finish=self._client.close)
+            on_drop=self._dropped.inc, finish=self._close_client)
 
     @property
     def name(self) -> str:
@@ -211,6 +211,8 @@ class CloudEventsSink:
             remaining = self._deadline - time.monotonic()
             if remaining <= 0:
                 break
+            if self._client is None:
+                self._client = httpx.Client(timeout=self.spec.timeout_s)
             try:
                 response = self._client.post(self.spec.url, content=event.body, headers=event.headers,
                                              timeout=min(self.spec.timeout_s, remaining))
@@ -239,6 +241,10 @@ class CloudEventsSink:
         if rest > 0:
             time.sleep(rest)
         return time.monotonic() < self._deadline
+
+    def _close_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
     def _fail(self, failure: _Failure) -> None:
         if self._error is None and not failure.logged:  # once per outage, not per call
