@@ -1,13 +1,15 @@
-"""A slow request-log sink never adds latency: one real gateway (`gateway serve`, embedded runtime)
-serves two applications of the same model, `plain` without a request log and `logged` recording
-every request (`request_log: {sample_rate: 1.0, cloudevents: {url}}`) to a CloudEvents server that
-takes 200 ms per event (~2.5 calls/s: the sink's queue fills and drops). Both are loaded in the same
-run, in interleaved rounds (closed loop, `--concurrency` clients, `{"number":[1]}`), and the script
-prints their latencies side by side, the ratio logged / plain at p50 and p99, and the records the
-gateway counted (written, dropped, ...). Loopback only; bounded (a few thousand requests).
+"""A slow request-log sink never adds latency: two real gateways (`gateway serve`, embedded runtime)
+serve the same application of the same model side by side, one without a request log and one
+recording every request (`request_log: {sample_rate: 1.0, cloudevents: {url}}`) to a CloudEvents
+server that takes 200 ms per event (~2.5 calls/s: the sink's queue fills and drops). Each
+closed-loop client (`--concurrency`, `{"number":[1]}`) alternates between the two gateways, so both
+see the same moments of a noisy machine, and a cost of the sink anywhere in its gateway's process
+(its writer thread, the GIL) shows in that gateway's latency. The script prints the latencies side
+by side, the ratio logged / plain at p50 and p99, and the records the logging gateway counted
+(written, dropped, ...). Loopback only; bounded (a few thousand requests).
 
-usage: PYTHONPATH=. .venv/bin/python benchmarks/request_log_bench.py [--requests N] [--rounds R]
-       [--concurrency C] [--event-delay-s S] [--tsv]
+usage: PYTHONPATH=. .venv/bin/python benchmarks/request_log_bench.py [--requests N] [--concurrency C]
+       [--event-delay-s S] [--tsv]
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 MODEL = HERE / "configs" / "embedded" / "models" / "increment"
 BODY = b'{"number":[1]}'
-APPS = ("plain", "logged")
+APP = "increment"
+GATEWAYS = ("plain", "logged")
 _SERVING = re.compile(r" INFO gateway: serving https?://\S+:(\d+) ")
 _RECORDS = re.compile(r'^gateway_request_log_records_total\{(?=[^}]*outcome="(\w+)")[^}]*\} (\S+)$', re.MULTILINE)
 
@@ -65,16 +68,15 @@ def serve_events(delay_s: float) -> None:
     server.run(sockets=[sock])
 
 
-def write_config(root: Path, events_url: str) -> None:
-    """Two applications of one model: without a request log, and logging every request."""
+def write_config(root: Path, events_url: str | None) -> None:
+    """One application of one model, logging every request to `events_url` when it is given."""
     shutil.copytree(MODEL, root / "models" / "increment")
     (root / "applications").mkdir()
     (root / "gateway.yaml").write_text("kind: Gateway\nlogging:\n  access_log: true\n")
-    (root / "applications" / "plain.yaml").write_text(
-        "kind: Application\nname: plain\nsingular:\n  model: increment:1\n")
-    (root / "applications" / "logged.yaml").write_text(
-        "kind: Application\nname: logged\nsingular:\n  model: increment:1\n"
-        f"request_log:\n  sample_rate: 1.0\n  cloudevents:\n    url: {events_url}\n")
+    request_log = (f"request_log:\n  sample_rate: 1.0\n  cloudevents:\n    url: {events_url}\n"
+                   if events_url else "")
+    (root / "applications" / f"{APP}.yaml").write_text(
+        f"kind: Application\nname: {APP}\nsingular:\n  model: increment:1\n{request_log}")
 
 
 @contextlib.contextmanager
@@ -106,36 +108,39 @@ def gateway_port(process: subprocess.Popen[bytes], log: Path, timeout: float = 9
     return int(found.group(1))
 
 
-async def load(client: httpx.AsyncClient, url: str, requests: int, concurrency: int) -> list[float]:
-    """`requests` POSTs of BODY by `concurrency` closed-loop clients; each one's latency (s)."""
-    latencies: list[float] = []
-    left = requests
+async def load(clients: dict[str, httpx.AsyncClient], requests: int, concurrency: int) -> dict[str, list[float]]:
+    """`requests` POSTs of BODY to each gateway by `concurrency` closed-loop clients, each one
+    alternating between them; each request's latency (s) by gateway."""
+    latencies: dict[str, list[float]] = {gateway: [] for gateway in GATEWAYS}
+    left = 2 * requests
 
-    async def one_client() -> None:
+    async def one_client(first: int) -> None:
         nonlocal left
+        turn = first
         while left > 0:
             left -= 1
+            gateway = GATEWAYS[turn % 2]
+            turn += 1
             started = time.perf_counter()
-            response = await client.post(url, content=BODY, headers={"content-type": "application/json"})
-            latencies.append(time.perf_counter() - started)
+            response = await clients[gateway].post(f"/gateway/applications/{APP}", content=BODY,
+                                                   headers={"content-type": "application/json"})
+            latencies[gateway].append(time.perf_counter() - started)
             if response.status_code != 200:
-                raise RuntimeError(f"{url} answered {response.status_code}: {response.text[:200]}")
+                raise RuntimeError(f"the {gateway} gateway answered {response.status_code}: {response.text[:200]}")
 
-    await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    await asyncio.gather(*(one_client(number) for number in range(concurrency)))
     return latencies
 
 
-async def measure(base: str, requests: int, rounds: int, concurrency: int) -> dict[str, list[float]]:
-    """Latencies per application: a warm-up, then `rounds` rounds, the order alternating."""
-    latencies: dict[str, list[float]] = {app: [] for app in APPS}
+async def measure(bases: dict[str, str], requests: int, concurrency: int) -> dict[str, list[float]]:
+    """Latencies per gateway, after a warm-up of 100 requests each."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
-        for app in APPS:
-            await load(client, f"/gateway/applications/{app}", 100, concurrency)
-        for number in range(rounds):
-            for app in APPS if number % 2 == 0 else reversed(APPS):
-                latencies[app] += await load(client, f"/gateway/applications/{app}", requests // rounds, concurrency)
-    return latencies
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {gateway: await stack.enter_async_context(httpx.AsyncClient(base_url=base, limits=limits,
+                                                                              timeout=30))
+                   for gateway, base in bases.items()}
+        await load(clients, 100, concurrency)
+        return await load(clients, requests, concurrency)
 
 
 def records(metrics_text: str) -> dict[str, int]:
@@ -148,8 +153,7 @@ def records(metrics_text: str) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=1500, help="measured requests per application")
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=1500, help="measured requests per gateway")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--event-delay-s", type=float, default=0.2, help="the CloudEvents server's time per event")
     parser.add_argument("--tsv", action="store_true", help="key<TAB>value lines (for run_all.sh)")
@@ -159,33 +163,34 @@ def main() -> None:
         serve_events(args.event_delay_s)
         return
 
-    with tempfile.TemporaryDirectory(prefix="request-log-bench-") as folder:
+    with tempfile.TemporaryDirectory(prefix="request-log-bench-") as folder, contextlib.ExitStack() as stack:
         root = Path(folder)
-        events_log, gateway_log = root / "events.log", root / "gateway.log"
         events_command = [sys.executable, __file__, "--serve-events", "--event-delay-s", str(args.event_delay_s)]
-        with child(events_command, events_log) as events:
-            assert events.stdout is not None
-            events_port = int(events.stdout.readline() or 0)
-            if not events_port:
-                sys.exit(f"the event server did not start:\n{events_log.read_text()}")
-            events_url = f"http://127.0.0.1:{events_port}"
-            write_config(root / "config", f"{events_url}/events")
-            gateway_command = [sys.executable, "-m", "gateway", "serve", "--config", str(root / "config"),
-                               "--port", "0", "--log-level", "info"]
-            with child(gateway_command, gateway_log) as gateway:
-                base = f"http://127.0.0.1:{gateway_port(gateway, gateway_log)}"
-                latencies = asyncio.run(measure(base, args.requests, args.rounds, args.concurrency))
-                counted = records(httpx.get(f"{base}/metrics", timeout=10).text)
-                ready = httpx.get(f"{base}/health/ready", timeout=10).status_code
-            received = httpx.get(f"{events_url}/stats", timeout=10).json()
+        events = stack.enter_context(child(events_command, root / "events.log"))
+        assert events.stdout is not None
+        events_port = int(events.stdout.readline() or 0)
+        if not events_port:
+            sys.exit(f"the event server did not start:\n{(root / 'events.log').read_text()}")
+        events_url = f"http://127.0.0.1:{events_port}"
+        bases = {}
+        for gateway in GATEWAYS:
+            write_config(root / gateway, f"{events_url}/events" if gateway == "logged" else None)
+            log = root / f"{gateway}.log"
+            process = stack.enter_context(child([sys.executable, "-m", "gateway", "serve", "--config",
+                                                 str(root / gateway), "--port", "0", "--log-level", "info"], log))
+            bases[gateway] = f"http://127.0.0.1:{gateway_port(process, log)}"
+        latencies = asyncio.run(measure(bases, args.requests, args.concurrency))
+        counted = records(httpx.get(f"{bases['logged']}/metrics", timeout=10).text)
+        ready = httpx.get(f"{bases['logged']}/health/ready", timeout=10).status_code
+        received = httpx.get(f"{events_url}/stats", timeout=10).json()
     report(latencies, counted, ready, received, args)
 
 
 def report(latencies: dict[str, list[float]], counted: dict[str, int], ready: int, received: dict[str, int],
            args: argparse.Namespace) -> None:
-    ms = {app: np.array(values) * 1000 for app, values in latencies.items()}
-    p50 = {app: float(np.percentile(values, 50)) for app, values in ms.items()}
-    p99 = {app: float(np.percentile(values, 99)) for app, values in ms.items()}
+    ms = {gateway: np.array(values) * 1000 for gateway, values in latencies.items()}
+    p50 = {gateway: float(np.percentile(values, 50)) for gateway, values in ms.items()}
+    p99 = {gateway: float(np.percentile(values, 99)) for gateway, values in ms.items()}
     rows = {
         "plain_p50_ms": p50["plain"], "plain_p99_ms": p99["plain"],
         "logged_p50_ms": p50["logged"], "logged_p99_ms": p99["logged"],
@@ -203,11 +208,11 @@ def report(latencies: dict[str, list[float]], counted: dict[str, int], ready: in
         print(f"events_received\t{events}")
         print(f"health_ready_status\t{ready}")
         return
-    print(f"{args.requests} requests per application, c={args.concurrency}, {args.rounds} interleaved rounds; "
+    print(f"{args.requests} requests per gateway, c={args.concurrency}, each client alternating; "
           f"CloudEvents server: {args.event_delay_s * 1000:.0f} ms per event")
     print(f"{'':28}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}")
-    for app, label in (("plain", "without request_log"), ("logged", "with request_log (slow sink)")):
-        print(f"{label:28}{p50[app]:10.3f}{p99[app]:10.3f}{float(ms[app].mean()):10.3f}")
+    for gateway, label in (("plain", "without request_log"), ("logged", "with request_log (slow sink)")):
+        print(f"{label:28}{p50[gateway]:10.3f}{p99[gateway]:10.3f}{float(ms[gateway].mean()):10.3f}")
     print(f"{'ratio with / without':28}{rows['p50_ratio_logged_over_plain']:10.3f}"
           f"{rows['p99_ratio_logged_over_plain']:10.3f}")
     print("request-log records: " + ", ".join(f"{key[8:]} {count}" for key, count in outcomes.items())
