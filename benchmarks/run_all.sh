@@ -23,7 +23,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONCS=${CONCS:-"1 8 64"}
 REPEAT=${REPEAT:-1}
-ONLY=${ONLY:-"ceil_a mlserver kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_batching workers memory binary"}
+ONLY=${ONLY:-"ceil_a mlserver kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_batching workers memory binary request_log"}
 SERVER_CPU=0
 LOAD_CPU=1
 RUNTIME_CPU=${RUNTIME_CPU:-1}
@@ -251,6 +251,14 @@ if want binary; then
       --ingest-url http://127.0.0.1:8600/ingest
     stop ceil_a
   fi
+fi
+
+# Request logs: latency with every request logged to a CloudEvents server taking 200 ms per event,
+# beside the same application without a request log (the script starts both servers itself).
+if want request_log; then
+  timeout 300 "$PYTHON" request_log_bench.py --tsv > results/raw/request_log.tsv 2> logs/request_log.log ||
+    note "request_log: the benchmark failed: $(tail -3 logs/request_log.log | tr '\n' ' ')"
+  while IFS=$'\t' read -r k v; do extra request_log "$k" "$v"; done < results/raw/request_log.tsv
 fi
 
 note "calibration (ms, lower = faster host; compare across runs): start $CALIB0, end $(calib)"

@@ -135,6 +135,12 @@ if large:
     print("| measure | value |\n|---|---:|")
     for k, v in large:
         print(f"| {k} | {v} |")
+request_log = [(k, v) for (s, k), v in extra.items() if s == "request_log"]
+if request_log:
+    print("\n## Request logs (every request to a CloudEvents server taking 200 ms per event, c=8)\n")
+    print("| measure | value |\n|---|---:|")
+    for k, v in request_log:
+        print(f"| {k} | {v} |")
 for title, body in (("Notes from this run", read(notes)), ("Machine and versions", read(env))):
     if body:
         print(f"\n## {title}\n\n{body}")
