@@ -177,6 +177,7 @@ class FileSink:
         current = self._file
         if current is None or not self._unflushed:
             return
+        os.stat(current.partial(RECORDS))  # a deleted directory or file: writes would go nowhere
         current.flush()
         self._written.inc(self._unflushed)
         self._bytes.inc(self._unflushed_bytes)
