@@ -61,7 +61,8 @@ def test_records_read_back_by_an_independent_reader_with_their_index(tmp_path: P
         assert list(request.output_filter) == ["y"]
         np.testing.assert_array_equal(decode_tensor(request.inputs["x"]), np.arange(4, dtype=np.int32) + number)
         if number < 4:
-            assert line["status"] == 200 and line["error"] is None
+            assert line["status"] == 200
+            assert line["error"] is None
             np.testing.assert_array_equal(decode_tensor(record.predict_log.response.outputs["y"]),
                                           np.arange(4, dtype=np.int32) + number + 1)
         else:  # failed: no response, the index says why
@@ -139,7 +140,8 @@ def test_a_directory_that_cannot_be_written_is_reported_and_the_sink_recovers(tm
     wait_until(lambda: not sink.health().ok, what="the failure in health")
     assert _count(metrics, sink, "failed") >= 1
     error = sink.health().error
-    assert error is not None and ("NotADirectory" in error or "FileExists" in error or "FileNotFound" in error)
+    assert error is not None
+    assert ("NotADirectory" in error or "FileExists" in error or "FileNotFound" in error)
     directory.unlink()
     sink.offer(_call(3))
     wait_until(lambda: sink.health().ok, what="the sink writing again")
@@ -158,7 +160,8 @@ def test_max_files_counts_every_process_files_in_the_directory(tmp_path: Path) -
     sink.offer(_call(1))
     sink.close(5.0)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert f"{older[0]}.tfrecord" not in names and f"{older[0]}.index.jsonl" not in names
+    assert f"{older[0]}.tfrecord" not in names
+    assert f"{older[0]}.index.jsonl" not in names
     assert f"{older[1]}.tfrecord" in names
     assert "requests-20200101T000002.000000Z-p3-000001.tfrecord.partial" in names  # left as it was
     assert len(closed_files(tmp_path)) == 2

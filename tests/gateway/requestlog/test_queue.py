@@ -40,8 +40,11 @@ def test_a_blocked_sink_drops_new_items_at_once_and_counts_them() -> None:
 def test_the_queue_is_bounded_by_bytes_too_and_close_drops_what_it_cannot_deliver_in_time() -> None:
     release = threading.Event()
     dropped: list[int] = []
-    writer: BackgroundWriter[int] = BackgroundWriter("bytes", lambda item: release.wait(), capacity=1000,
-                                                     max_bytes=100, on_drop=dropped.append, interval_s=0.01)
+    def deliver(item: int) -> None:
+        release.wait()
+
+    writer: BackgroundWriter[int] = BackgroundWriter("bytes", deliver, capacity=1000, max_bytes=100,
+                                                     on_drop=dropped.append, interval_s=0.01)
     assert writer.offer(0, 1)
     wait_until(lambda: writer.queued == 0, what="the first item taken")
     assert [writer.offer(item, 40) for item in range(1, 5)] == [True, True, False, False]
@@ -51,5 +54,6 @@ def test_the_queue_is_bounded_by_bytes_too_and_close_drops_what_it_cannot_delive
     time.sleep(0.3)
     release.set()  # the writer's deadline passed while it was blocked: the rest is dropped
     closer.join(10)
-    assert not closer.is_alive() and time.monotonic() - started < 5
+    assert not closer.is_alive()
+    assert time.monotonic() - started < 5
     assert sum(dropped) == 2 + 2  # two refused, two still queued when the close deadline passed

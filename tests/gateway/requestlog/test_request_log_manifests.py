@@ -42,7 +42,9 @@ def test_a_relative_dir_is_relative_to_the_working_directory(tmp_path: Path, mon
     monkeypatch.chdir(tmp_path)
     root = _config(tmp_path, "request_log: {file: {dir: out/logs}}")
     log = load_config(root).models[("m", 1)].request_log
-    assert log is not None and log.file is not None and log.file.dir == tmp_path / "out" / "logs"
+    assert log is not None
+    assert log.file is not None
+    assert log.file.dir == tmp_path / "out" / "logs"
 
 
 BAD = [
@@ -55,13 +57,17 @@ BAD = [
     ("request_log: {file: {max_bytes: 3}}", "request_log.file.dir: required field is missing"),
     ("request_log: {file: {dir: /tmp/l, max_bytes: 0}}", "request_log.file.max_bytes: must be at least 1, got 0"),
     ("request_log: {file: {dir: /tmp/l, max_files: -2}}", "request_log.file.max_files: must be at least 1, got -2"),
-    ("request_log: {file: {dir: /tmp/l, max_record_bytes: 0}}", "request_log.file.max_record_bytes: must be at least 1"),
+    ("request_log: {file: {dir: /tmp/l, max_record_bytes: 0}}",
+     "request_log.file.max_record_bytes: must be at least 1"),
     ("request_log: {file: {dir: /tmp/l, max_bytes: 100, max_record_bytes: 200}}",
      "request_log.file.max_record_bytes: 200 is more than max_bytes (100)"),
-    ("request_log: {cloudevents: {url: 'ftp://x/'}}", "request_log.cloudevents.url: 'ftp://x/' is not an http:// or https://"),
+    ("request_log: {cloudevents: {url: 'ftp://x/'}}",
+     "request_log.cloudevents.url: 'ftp://x/' is not an http:// or https://"),
     ("request_log: {cloudevents: {url: 'collector:8080'}}", "request_log.cloudevents.url: 'collector:8080' is not"),
-    ("request_log: {cloudevents: {url: 'http://x/', timeout_s: 0}}", "request_log.cloudevents.timeout_s: must be a finite"),
-    ("request_log: {cloudevents: {url: 'http://x/', retries: -1}}", "request_log.cloudevents.retries: must be 0 or more"),
+    ("request_log: {cloudevents: {url: 'http://x/', timeout_s: 0}}",
+     "request_log.cloudevents.timeout_s: must be a finite"),
+    ("request_log: {cloudevents: {url: 'http://x/', retries: -1}}",
+     "request_log.cloudevents.retries: must be 0 or more"),
     ("request_log: [file]", "request_log: expected a mapping, got a list"),
 ]
 
@@ -92,5 +98,5 @@ def test_two_manifests_naming_one_dir_agree_on_its_limits(tmp_path: Path) -> Non
     same = f"request_log: {{file: {{dir: {logs}, max_files: 3}}}}"
     load_config(_config(tmp_path / "a", same, same))  # the same limits: one writer, fine
     other = f"request_log: {{file: {{dir: {logs}, max_files: 4}}}}"
-    with pytest.raises(ConfigError, match="is also a request-log directory at .*with other limits"):
+    with pytest.raises(ConfigError, match=r"is also a request-log directory at .*with other limits"):
         load_config(_config(tmp_path / "b", same, other))

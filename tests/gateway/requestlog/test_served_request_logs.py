@@ -74,7 +74,8 @@ async def test_a_log_made_under_load_is_written_completely_and_replays_as_warmup
         assert not list(logs.glob("*.partial"))
         files = closed_files(logs)
         records = [(line, record) for file in files
-                   for line, (offset, length, record) in zip(read_index(index_of(file)), read_tfrecord(file), strict=True)
+                   for line, (offset, length, record) in zip(read_index(index_of(file)), read_tfrecord(file),
+                                                             strict=True)
                    if (line["offset"], line["length"]) == (offset, length)]
         assert len(records) == sum(len(read_index(index_of(f))) for f in files) == requests
         assert sorted(line["request_id"] for line, _ in records) == sorted(answered)  # each request once
@@ -83,7 +84,8 @@ async def test_a_log_made_under_load_is_written_completely_and_replays_as_warmup
             number = answered[line["request_id"]]
             assert (line["application"], line["stage"], line["variant"], line["model"], line["version"],
                     line["status"]) == ("app", 1, "m:1", "m", 1, 200)
-            assert record.log_metadata.model_spec.name == "m" and record.log_metadata.model_spec.version.value == 1
+            assert record.log_metadata.model_spec.name == "m"
+            assert record.log_metadata.model_spec.version.value == 1
             np.testing.assert_array_equal(decode_tensor(record.predict_log.request.inputs["x"]), [number, number * 2])
             np.testing.assert_array_equal(decode_tensor(record.predict_log.response.outputs["y"]),
                                           [number + 1, number * 2 + 1])
@@ -155,7 +157,7 @@ async def test_sampling_per_request_and_per_call_and_a_call_logged_by_both(tmp_p
     write_app(root, "both", "m:1", _log(app_logs))
     calls = 400
     with _config(root) as config:
-        async with _gateway(root, config) as (client, app):
+        async with _gateway(root, config) as (client, _app):
             for _ in range(50):
                 assert (await client.post("/gateway/applications/silent", json={"x": [1]})).status_code == 200
             for number in range(calls):
@@ -171,6 +173,30 @@ async def test_sampling_per_request_and_per_call_and_a_call_logged_by_both(tmp_p
     assert (app_line["request_id"], app_line["application"]) == (both_id, "both")
     # The stage call of a model with its own log goes to that log too when it samples the call.
     assert [line["request_id"] for line in model_lines if line["application"] == "both"] in ([], [both_id])
+
+
+async def test_failed_calls_are_recorded_without_a_response_and_v1_predictions_as_model_calls(
+        tmp_path: Path) -> None:
+    root, logs = tmp_path / "config", tmp_path / "logs"
+    failing = "def predict(x):\n    if x[0] < 0:\n        raise ValueError('negative')\n    return x + 1\n"
+    write_model(root, "m", "m", failing, extra=_log(logs))
+    with _config(root) as config:
+        async with _gateway(root, config) as (client, _):
+            failed = await client.post("/gateway/models/m", json={"x": [-1]})
+            assert failed.status_code == 500
+            answer = await client.post("/v1/models/m:predict", json={"instances": [3]})
+            assert answer.json() == {"predictions": [4]}
+    [file] = closed_files(logs)
+    (failed_line, v1_line) = read_index(index_of(file))
+    (_, _, failed_record), (_, _, v1_record) = read_tfrecord(file)
+    assert (failed_line["request_id"], failed_line["status"]) == (failed.headers["x-request-id"], 500)
+    assert failed_line["error"].startswith("model_error: ")
+    assert "negative" in failed_line["error"]
+    assert not failed_record.predict_log.HasField("response")
+    np.testing.assert_array_equal(decode_tensor(failed_record.predict_log.request.inputs["x"]), [-1])
+    assert (v1_line["status"], v1_line["application"], v1_line["model"], v1_line["version"]) == (200, None, "m", 1)
+    np.testing.assert_array_equal(decode_tensor(v1_record.predict_log.response.outputs["y"]), [4])
+    assert v1_record.predict_log.request.model_spec.signature_name == "predict"
 
 
 async def test_a_full_queue_drops_records_and_every_request_is_still_answered(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ def read_tfrecord(path: Path) -> list[tuple[int, int, prediction_log_pb2.Predict
         assert struct.unpack("<I", header[8:])[0] == _masked(header[:8]), f"{path}: length CRC at {offset}"
         body = data[offset + 12:offset + 12 + length]
         footer = data[offset + 12 + length:offset + 16 + length]
-        assert len(body) == length and len(footer) == 4, f"{path}: truncated record at {offset}"
+        assert len(body) + len(footer) == length + 4, f"{path}: truncated record at {offset}"
         assert struct.unpack("<I", footer)[0] == _masked(body), f"{path}: data CRC at {offset}"
         record = prediction_log_pb2.PredictionLog()
         record.ParseFromString(body)
