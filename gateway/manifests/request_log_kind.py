@@ -72,3 +72,15 @@ def _positive(fields: Fields, key: str, default: int) -> int:
     if value < 1:
         raise fields.error(key, f"must be at least 1, got {value}")
     return value
+
+
+def request_log_text(spec: RequestLogSpec) -> str:
+    """`spec` as `gateway check` prints it: `request log: sample 0.1 to file DIR (...), cloudevents URL`."""
+    sinks = []
+    if spec.file is not None:
+        file = spec.file
+        sinks.append(f"file {file.dir} ({file.max_files} files of {file.max_bytes} bytes, records up to "
+                     f"{file.max_record_bytes})")
+    if spec.cloudevents is not None:
+        sinks.append(f"cloudevents {spec.cloudevents.url}")
+    return f"request log: sample {spec.sample_rate:g} to {', '.join(sinks)}"

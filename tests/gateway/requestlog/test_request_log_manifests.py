@@ -9,6 +9,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.manifests import load_config
+from gateway.manifests.request_log_kind import request_log_text
 from gateway.manifests.types import CloudEventsSpec, FileSinkSpec, RequestLogSpec
 from tests.conftest import write_app, write_model
 
@@ -100,3 +101,9 @@ def test_two_manifests_naming_one_dir_agree_on_its_limits(tmp_path: Path) -> Non
     other = f"request_log: {{file: {{dir: {logs}, max_files: 4}}}}"
     with pytest.raises(ConfigError, match=r"is also a request-log directory at .*with other limits"):
         load_config(_config(tmp_path / "b", same, other))
+
+
+def test_gateway_check_prints_each_request_log() -> None:
+    spec = RequestLogSpec(0.25, FileSinkSpec(Path("/var/log/gw"), 1000, 3, 100), CloudEventsSpec("http://c/"))
+    assert request_log_text(spec) == ("request log: sample 0.25 to file /var/log/gw (3 files of 1000 bytes, "
+                                      "records up to 100), cloudevents http://c/")
