@@ -65,7 +65,7 @@ def create_app(settings: Settings, config: Config | None = None,
         await watcher.check_now()
         watcher.start()
         app.state.health = watcher
-        app.state.reloader = Reloader(settings, config, dataplane, pool, watcher, supervisor)
+        app.state.reloader = Reloader(settings, config, dataplane, pool, watcher, supervisor, failed)
         try:
             yield
         finally:

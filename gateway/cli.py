@@ -29,6 +29,7 @@ from gateway.manifests import (
 from gateway.manifests.request_log_kind import request_log_text
 from gateway.serving.serve import serve
 from gateway.settings import Settings
+from gateway.warmup import check_warmups
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,13 +121,16 @@ def _check(settings: Settings, config: Config) -> int:
             print(f"  {line}")
         if app.request_log is not None:
             print(f"  {request_log_text(app.request_log)}")
-    errors = [error for model in config.local_models()
-              if (error := check_model_code(interpreter_for(settings.envs_dir, model), model,
-                                            settings.runtime_start_timeout_s)) is not None]
+    warmups, errors = check_warmups(config.models.values(), _label)
+    for line in warmups:
+        print(line)
+    errors += [error for model in config.local_models()
+               if (error := check_model_code(interpreter_for(settings.envs_dir, model), model,
+                                             settings.runtime_start_timeout_s)) is not None]
     for error in errors:
         print(f"gateway check: {error}", file=sys.stderr)
     if errors:
-        print(f"gateway check: {len(errors)} model(s) do not load", file=sys.stderr)
+        print(f"gateway check: {len(errors)} model(s) do not load or warm up", file=sys.stderr)
         return 1
     print("configuration is valid")
     return 0

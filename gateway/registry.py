@@ -65,6 +65,11 @@ class Model:
         return f"{self.manifest.name}:{self.manifest.version}"
 
     @property
+    def unavailable(self) -> str | None:
+        """Why the model is not served (its runtime did not start, its warmup failed); None: it is."""
+        return self.backend.reason if isinstance(self.backend, UnavailableBackend) else None
+
+    @property
     def signature_name(self) -> str:
         """The signature requests use unless they name one."""
         return self.manifest.backend.signature_name if self.manifest.backend else self.manifest.signature.name
@@ -198,8 +203,8 @@ class Registry:
     @classmethod
     def build(cls, config: Config, pool: ChannelPool,
               failed: Mapping[tuple[str, int], str] | None = None) -> Registry:
-        """Bind every model to a backend on the pool; `failed` gives reasons for local models
-        whose runtime did not start."""
+        """Bind every model to a backend on the pool; `failed` gives reasons for models that
+        are not served (a local model whose runtime did not start, a failed warmup)."""
         failed = failed or {}
         shadowed = _shadow_models(config)
         models = {key: Model(manifest, _backend_for(manifest, pool, failed.get(key)),
@@ -276,7 +281,7 @@ BACKENDS: dict[str, Connect] = {
 
 def _backend_for(manifest: ModelManifest, pool: ChannelPool, failure: str | None) -> Backend:
     spec = manifest.backend
-    if spec is None:
+    if spec is None or failure is not None:  # a local model without a runtime, or a failed warmup
         return UnavailableBackend.for_model(f"{manifest.name}:{manifest.version}",
                                             failure or "its runtime is not running", manifest.folder)
     backend = BACKENDS[spec.protocol](manifest, pool)
@@ -287,7 +292,7 @@ def _backend_for(manifest: ModelManifest, pool: ChannelPool, failure: str | None
 def _shadow_backend_for(manifest: ModelManifest, pool: ChannelPool, failure: str | None) -> Backend:
     """The backend shadow copies of `manifest`'s model go through: unguarded and unscheduled."""
     spec = manifest.backend
-    if spec is None:
+    if spec is None or failure is not None:
         return UnavailableBackend.for_model(f"{manifest.name}:{manifest.version}",
                                             failure or "its runtime is not running", manifest.folder)
     return BACKENDS[spec.protocol](manifest, pool, guarded=False)

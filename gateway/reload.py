@@ -2,8 +2,9 @@
 local models, then swap the registry at once.
 
 A reload is all or nothing: an invalid manifest, or a new or changed model that does not come up
-within `runtime_start_timeout_s`, refuses the whole reload with its error, stops the runtimes it
-started, and the old config keeps serving unchanged. Requests in flight finish on the config they
+within `runtime_start_timeout_s` or whose warmup fails (runtime.warmup, gateway.warmup), refuses
+the whole reload with its error, stops the runtimes it started, and the old config keeps serving
+unchanged. Requests in flight finish on the config they
 started with (they hold its objects). Channels to targets still in use are reused; runtimes and
 channels that are no longer needed are closed after the drain timeout. Settings (gateway.yaml) are
 read once at start: a reload applies models and applications only.
@@ -30,6 +31,7 @@ from gateway.manifests import Config, RuntimeAddress, load_config
 from gateway.registry import Registry
 from gateway.settings import Settings
 from gateway.supervisor import ModelKey, RuntimeProcess, RuntimeStartError, Staged, Supervisor
+from gateway.warmup import remote_warmups, warm_remotes
 
 log = logging.getLogger("gateway.reload")
 
@@ -92,26 +94,50 @@ class ConfigStager:
     """Loads and validates the config directory and starts the runtimes of its new and changed
     local models (all or nothing); `commit` makes the result current."""
 
-    def __init__(self, settings: Settings, config: Config, supervisor: Supervisor | None) -> None:
+    def __init__(self, settings: Settings, config: Config, supervisor: Supervisor | None,
+                 failed: Mapping[ModelKey, str] | None = None) -> None:
         self.settings = settings
         self.config = config
         self.supervisor = supervisor
+        self.unwarmed: dict[ModelKey, str] = {}  # remote models not served: their warmup failed
+        self._keep_unwarmed(config, failed or {})
 
     async def stage(self) -> StagedConfig:
-        """The config directory, validated, with runtimes for every local model; ConfigError
-        when a manifest is invalid or a new or changed model does not start (then nothing
-        started stays running). Cancelling it stops what it started."""
+        """The config directory, validated, with runtimes for every local model and remote
+        models warmed; ConfigError when a manifest is invalid or a new or changed model does not
+        start or warm up (then nothing started stays running). Cancelling it stops what it
+        started."""
         config = load_config(self.settings.config_dir)
         if config.gateway != self.config.gateway:
             log.warning("gateway.yaml changed; settings apply at the next restart")
+        unwarmed = await self._warm_remotes(config)
         if self.supervisor is None:
             targets, failed = self._kept_bindings(config)
-            return StagedConfig(config.with_targets(targets), failed)
+            return StagedConfig(config.with_targets(targets), {**failed, **unwarmed})
         try:
             staged = await self.supervisor.stage(config.local_models())
         except RuntimeStartError as error:
             raise ConfigError(str(error)) from None
-        return StagedConfig(config.with_targets(staged.targets), dict(staged.failed), staged)
+        return StagedConfig(config.with_targets(staged.targets), {**staged.failed, **unwarmed}, staged)
+
+    async def _warm_remotes(self, config: Config) -> dict[ModelKey, str]:
+        """Warm the new and changed remote models with a warmup file (and those whose warmup
+        failed before); ConfigError when a new or changed one fails. The failures of models
+        unchanged since theirs failed: they stay not served."""
+        current = self.config.models
+        wanted = [m for m in remote_warmups(config.models.values())
+                  if current.get(m.key) != m or m.key in self.unwarmed]
+        failures = await warm_remotes(wanted, self.settings.warmup_timeout_s)
+        refused = {key: reason for key, reason in failures.items()
+                   if key not in self.unwarmed or current.get(key) != config.models[key]}
+        if refused:
+            raise ConfigError("; ".join(f"model {name}:{version} is not served: {reason}"
+                                        for (name, version), reason in sorted(refused.items())))
+        return failures
+
+    def _keep_unwarmed(self, config: Config, failed: Mapping[ModelKey, str]) -> None:
+        self.unwarmed = {key: reason for key, reason in failed.items()
+                         if key in config.models and config.models[key].folder is None}
 
     def _kept_bindings(self, config: Config) -> tuple[dict[ModelKey, RuntimeAddress], dict[ModelKey, str]]:
         # Without a supervisor (the app embedded elsewhere) local models keep their bindings,
@@ -129,6 +155,7 @@ class ConfigStager:
     def commit(self, staged: StagedConfig) -> list[RuntimeProcess]:
         """Make `staged` current; returns the runtimes it replaces (to `retire` after a drain)."""
         self.config = staged.config
+        self._keep_unwarmed(staged.config, staged.failed)
         if self.supervisor is None or staged.runtimes is None:
             return []
         return self.supervisor.commit(staged.runtimes)
@@ -200,13 +227,14 @@ class Reloader(SerialReloads):
     """Owns the current config of one HTTP-serving process and swaps it for a new one."""
 
     def __init__(self, settings: Settings, config: Config, dataplane: DataPlane, pool: ChannelPool,
-                 watcher: HealthWatcher, supervisor: Supervisor | None = None) -> None:
+                 watcher: HealthWatcher, supervisor: Supervisor | None = None,
+                 failed: Mapping[ModelKey, str] | None = None) -> None:
         self.settings = settings
         self.config = config
         self.dataplane = dataplane
         self.pool = pool
         self.watcher = watcher
-        super().__init__(ConfigStager(settings, config, supervisor))
+        super().__init__(ConfigStager(settings, config, supervisor, failed))
         self._retiring: set[asyncio.Task[None]] = set()
         self._draining: list[Registry] = []  # replaced registries whose requests may still run
 

@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2
 
 from gateway.backends.tfserving import HEALTH_CHECK
 from gateway.manifests import ModelManifest, RuntimeAddress
+from runtime.warmup import EVENT as WARMUP_FAILED
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -105,9 +106,10 @@ class Supervisor:
 
     def __init__(self, models: Sequence[ModelManifest], start_timeout_s: float,
                  interpreter: Callable[[ModelManifest], str] | None = None,
-                 backoff_s: tuple[float, float] = (0.5, 30.0)) -> None:
+                 backoff_s: tuple[float, float] = (0.5, 30.0), warmup_timeout_s: float = 60.0) -> None:
         self.models = list(models)
         self.start_timeout_s = start_timeout_s
+        self.warmup_timeout_s = warmup_timeout_s  # added to the start timeout of a model with a warmup file
         self.interpreter = interpreter or (lambda _model: sys.executable)
         self.backoff_s = backoff_s
         self.processes: dict[ModelKey, RuntimeProcess] = {}
@@ -247,6 +249,7 @@ class Supervisor:
         process = await asyncio.create_subprocess_exec(
             self.interpreter(model), "-m", "runtime", "serve", str(model.folder),
             "--host", "127.0.0.1", "--port", str(port), "--local-socket", local_socket,
+            "--warmup-timeout", str(self.warmup_timeout_s),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent,
             start_new_session=True,  # Ctrl-C reaches the gateway, which stops runtimes in order
@@ -256,14 +259,16 @@ class Supervisor:
             self._starting.add(runtime)
             started.append(runtime)
         runtime.readers.append(asyncio.create_task(self._forward_stderr(runtime)))
-        deadline = time.monotonic() + self.start_timeout_s
+        # The runtime warms its model before it listens: that time is part of its start.
+        timeout = self.start_timeout_s + (self.warmup_timeout_s if model.warmup is not None else 0.0)
+        deadline = time.monotonic() + timeout
         try:
-            runtime.port = await asyncio.wait_for(self._read_port(runtime), self.start_timeout_s)
+            runtime.port = await asyncio.wait_for(self._read_port(runtime), timeout)
             await self._wait_healthy(runtime, deadline)
         except (TimeoutError, RuntimeStartError) as error:
             await self._stop_one(runtime, grace=1.0)
             self._starting.discard(runtime)
-            reason = str(error) or f"not healthy within {self.start_timeout_s:g}s (is {model.folder} stuck loading?)"
+            reason = str(error) or f"not healthy within {timeout:g}s (is {model.folder} stuck loading?)"
             raise RuntimeStartError(reason + self._tail(runtime)) from None
         except BaseException:
             self._kill_now(runtime)
@@ -280,16 +285,20 @@ class Supervisor:
 
     async def _read_port(self, runtime: RuntimeProcess) -> int:
         assert runtime.process.stdout is not None
+        warmup_failure: str | None = None
         while True:
             line = await runtime.process.stdout.readline()
             if not line:
                 code = await runtime.process.wait()
                 await self._finish_reading(runtime)
-                raise RuntimeStartError(f"runtime exited with code {code}")
+                raise RuntimeStartError(warmup_failure or f"runtime exited with code {code}")
             with contextlib.suppress(ValueError):
                 event = json.loads(line)
                 if isinstance(event, dict) and event.get("event") == "listening":
                     return int(event["port"])
+                if isinstance(event, dict) and event.get("event") == WARMUP_FAILED:
+                    warmup_failure = str(event.get("error"))
+                    continue
             log.info("[%s] %s", runtime.model.name, line.decode(errors="replace").rstrip())
 
     async def _wait_healthy(self, runtime: RuntimeProcess, deadline: float) -> None:

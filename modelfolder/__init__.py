@@ -2,7 +2,7 @@
 
 A model folder is Hydrosphere's: `serving.yaml` (one YAML document of kind Model: `name`,
 `runtime`, `install-command`, `payload`, `contract`, and this project's `version`, `style`,
-`workers`) beside `src/func_main.py`. Under a config directory's `models/`, `<name>/` is
+`workers`, `warmup`) beside `src/func_main.py`. Under a config directory's `models/`, `<name>/` is
 version 1 (or its `version:`) and `<name>/<N>/` is version N. The runtime reads a folder with
 `load_model_folder`; the gateway's manifests (gateway.manifests) read the same documents and
 add where the model is served (`backend`, `version_labels`, `batching`). Errors are
@@ -24,10 +24,12 @@ from modelfolder.definition import (
 )
 from modelfolder.errors import ConfigError
 from modelfolder.layout import MODEL_FILE, load_model_folder, model_folders, read_model_folder
+from modelfolder.warmup import MAX_RECORDS, WarmupError, WarmupRecord, read_warmup
 from modelfolder.yaml_reader import Fields, LineMapping, read_documents
 
 __all__ = [
     "GATEWAY_FIELDS",
+    "MAX_RECORDS",
     "MODEL_FIELDS",
     "MODEL_FILE",
     "RUNTIME_THREADS",
@@ -37,6 +39,8 @@ __all__ = [
     "LineMapping",
     "ModelDefinition",
     "ModelHeading",
+    "WarmupError",
+    "WarmupRecord",
     "load_model_folder",
     "model_folders",
     "model_name",
@@ -46,4 +50,5 @@ __all__ = [
     "read_documents",
     "read_heading",
     "read_model_folder",
+    "read_warmup",
 ]

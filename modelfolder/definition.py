@@ -9,6 +9,7 @@ from pathlib import Path
 
 from modelfolder.contract import parse_contract
 from modelfolder.errors import ConfigError
+from modelfolder.warmup import ASSETS_FILE
 from modelfolder.yaml_reader import Fields, LineMapping
 from tensorcodecs import Signature
 
@@ -110,4 +111,18 @@ def parse_definition(heading: ModelHeading, *, folder: Path | None, version: int
         contract_declared="contract" in doc,
         style=style,
         workers=workers,
+        warmup=_warmup_file(fields, folder),
     )
+
+
+def _warmup_file(fields: Fields, folder: Path | None) -> Path | None:
+    """The `warmup:` file (relative to the model folder, else to the manifest's folder), else a
+    folder's SavedModel warmup file (assets.extra/tf_serving_warmup_requests) when it has one."""
+    value = fields.optional("warmup", str, None)
+    if value is None:
+        found = None if folder is None else folder / ASSETS_FILE
+        return found.resolve() if found is not None and found.is_file() else None
+    path = ((folder if folder is not None else fields.path.parent) / value).resolve()
+    if not path.is_file():
+        raise fields.error("warmup", f"{path} is not a file")
+    return path

@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from modelfolder import RUNTIME_THREADS, ConfigError
+from modelfolder import RUNTIME_THREADS, ConfigError, WarmupError
 from runtime.gc_tuning import tune_for_serving
 from runtime.model import ENTRY_POINT, _user_line, load_model
 from runtime.server import ModelServer
+from runtime.warmup import end_runtime, warm
 
 log = logging.getLogger("runtime")
 
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"calls run at once (default {RUNTIME_THREADS}, at least 2 per worker)")
     serve.add_argument("--grace", type=float, default=5.0,
                        help="seconds in-flight calls get on shutdown (default 5)")
+    serve.add_argument("--warmup-timeout", type=float, default=60.0,
+                       help="seconds the model's warmup records may take before it serves (default 60)")
     check = commands.add_parser("check", help="import MODEL_DIR's function and exit: 0 when it "
                                 "loads, else 2 with the error (file:line) as the last line on stderr")
     check.add_argument("model_dir", type=Path)
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s runtime: %(message)s")
     if args.command == "check":
         return _check(args.model_dir)
-    return _serve(args.model_dir, args.host, args.port, args.threads, args.grace, args.local_socket)
+    return _serve(args.model_dir, args.host, args.port, args.threads, args.grace, args.local_socket,
+                  args.warmup_timeout)
 
 
 def _check(model_dir: Path) -> int:
@@ -63,7 +67,8 @@ def _ended_at_import(error: SystemExit | KeyboardInterrupt, model_dir: Path) -> 
     return f"{source}:{_user_line(error, source)}: the model {what} while importing: its runtime cannot start"
 
 
-def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float, local_socket: str | None) -> int:
+def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float, local_socket: str | None,
+           warmup_timeout: float) -> int:
     try:
         server = ModelServer.for_folder(model_dir.resolve(), host=host, port=port, threads=threads,
                                         local_socket=local_socket)
@@ -74,6 +79,10 @@ def _serve(model_dir: Path, host: str, port: int, threads: int, grace: float, lo
         print(f"runtime: cannot load {model_dir}: {_ended_at_import(exit_, model_dir)}", file=sys.stderr,
               flush=True)
         raise
+    try:  # before listening: nothing reaches the model until its warmup is done
+        warm(server, warmup_timeout)
+    except WarmupError as error:
+        end_runtime(error)
     try:
         bound = server.start()
     except OSError as error:

@@ -48,6 +48,7 @@ from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataReq
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest, GetModelStatusResponse
 from protos.tensorflow_serving.model_pb2 import ModelSpec
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
+from protos.tensorflow_serving.prediction_log_pb2 import PredictionLog
 from protos.tensorflow_serving.regression_pb2 import RegressionRequest, RegressionResponse
 from runtime.errors import (
     InputError,
@@ -165,6 +166,21 @@ class ModelServer:
         if self._closer is not None:
             self._closer.join()
 
+    def replay(self, log: PredictionLog) -> None:
+        """Answer a warmup record's request through the handler its call would reach (a
+        RuntimeCallError when it fails as that call would). As in TF Serving, the record's
+        model name and version are not checked (it runs on the version being loaded); its
+        signature name is."""
+        kind = log.WhichOneof("log_type")
+        if kind == "predict_log":
+            self._predict(_for_this_version(log.predict_log.request))
+        elif kind == "classify_log":
+            self._classify(_for_this_version(log.classify_log.request))
+        elif kind == "regress_log":
+            self._regress(_for_this_version(log.regress_log.request))
+        else:  # TF Serving's MultiInference, which this runtime does not serve
+            raise UnsupportedError(f"model {self.manifest.name} does not serve {kind} (MultiInference)")
+
     # ------------------------------------------------------------ handlers
 
     def _predict(self, request: PredictRequest, attached: Sequence[Attached] = ()) -> PredictResponse:
@@ -280,6 +296,16 @@ class ModelServer:
             # predict_util.cc's answer (the gateway's /v1 routes answer the REST handler's own)
             raise SignatureNotFoundError(
                 f'Serving signature key "{spec.signature_name or DEFAULT_SIGNATURE}" not found.')
+
+
+def _for_this_version(request: RequestT) -> RequestT:
+    """A copy of `request` whose model spec names no model or version: only its signature."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    spec = copy.model_spec  # type: ignore[attr-defined]
+    spec.ClearField("name")
+    spec.ClearField("version_choice")
+    return copy
 
 
 def _unary(method: Method[RequestT, ResponseT],

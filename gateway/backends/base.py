@@ -25,12 +25,15 @@ if TYPE_CHECKING:
 NDArray = np.ndarray
 # What a failure's reason says happened to the runtime, as answers put it (checked in order).
 _RUNTIME_FAILURES = [
+    (re.compile(r"(warmup failed at record \d+) of "), "its {}"),
+    (re.compile(r"(warmup failed) at "), "its {}"),
     (re.compile(r"install-command .* failed with exit code (-?\d+)"), "its install-command failed with exit code {}"),
     (re.compile(r"did not finish within ([\d.]+)s"), "loading it did not finish within {}s"),
     (re.compile(r"not healthy within ([\d.]+)s"), "its runtime was not ready within {}s"),
     (re.compile(r"exited with code (-?\d+)"), "its runtime exited with code {}"),
     (re.compile(r"(its runtime is not running)"), "{}"),
 ]
+_WARMUP_FAILED = re.compile(r"warmup failed at ")
 _ERROR_NAME = re.compile(r"\b([A-Z][A-Za-z0-9]*(?:Error|Exception))\b")
 
 
@@ -152,7 +155,8 @@ class UnavailableBackend:
 
 def _failure_summary(failure: str, folder: Path | None) -> str:
     """Why a model did not start, for answers (see `UnavailableBackend.for_model`)."""
-    if folder is not None:
+    reason = failure.partition("; last output:")[0]
+    if folder is not None and not _WARMUP_FAILED.match(reason):
         # The runtime names the failing place as an absolute path in the folder, then the error.
         where = re.search(re.escape(str(folder)) + r"""/([^:\n"']+)(?::(\d+)|", line (\d+))?(.*)""", failure)
         if where is not None:
@@ -161,7 +165,6 @@ def _failure_summary(failure: str, folder: Path | None) -> str:
             name = _ERROR_NAME.search(rest)
             kind = name.group(1) if name else "SyntaxError" if "syntax error" in rest else "an error"
             return f"it failed to load: {kind} at {file}" + (f":{line}" if line else "")
-    reason = failure.partition("; last output:")[0]
     for pattern, words in _RUNTIME_FAILURES:
         found = pattern.search(reason)
         if found is not None:

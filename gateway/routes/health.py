@@ -34,6 +34,8 @@ async def ready(request: Request) -> Response:
             health = watcher.health.get(model.label, UNCHECKED)
             models[model.label] = {"ready": health.ready, "target": model.backend.target,
                                    "checked_at": health.checked_at}
+            if model.unavailable is not None:  # why: a runtime that did not start, a failed warmup
+                models[model.label]["error"] = model.unavailable
         # Contracts discovered from backends that do not fit together keep it not ready, and so
         # does a stage none of whose live variants is served yet (one unserved canary does not).
         unserved = app.unserved()

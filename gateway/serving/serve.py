@@ -13,14 +13,15 @@ import sys
 
 from gateway.app import create_app
 from gateway.build import interpreter_for
-from gateway.manifests import Config
+from gateway.manifests import Config, RuntimeAddress
 from gateway.reload import ConfigStager
 from gateway.serving.process import hold_sighup, run_on_uvloop, stop_on_signals
 from gateway.serving.server import bound_socket, serve_app
 from gateway.serving.worker_pool import run_workers
 from gateway.serving.worker_reloads import WorkerReloads
 from gateway.settings import Settings
-from gateway.supervisor import Supervisor
+from gateway.supervisor import ModelKey, Supervisor
+from gateway.warmup import warm_remotes
 from runtime.gc_tuning import tune_for_serving
 
 log = logging.getLogger("gateway")
@@ -49,10 +50,11 @@ async def _run(settings: Settings, config: Config) -> int:
         settings = dataclasses.replace(settings, port=listener.getsockname()[1])
     stopping = stop_on_signals(loop)
     supervisor = Supervisor(config.local_models(), settings.runtime_start_timeout_s,
-                            interpreter=functools.partial(interpreter_for, settings.envs_dir))
+                            interpreter=functools.partial(interpreter_for, settings.envs_dir),
+                            warmup_timeout_s=settings.warmup_timeout_s)
     stop_wait = asyncio.create_task(stopping.wait())
     try:
-        starting = asyncio.create_task(supervisor.start())
+        starting = asyncio.create_task(_start_models(settings, config, supervisor))
         await asyncio.wait({starting, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         if stopping.is_set():
             starting.cancel()
@@ -61,7 +63,8 @@ async def _run(settings: Settings, config: Config) -> int:
         targets, failed = starting.result()
         bound = config.with_targets(targets)
         if settings.workers > 1:
-            reloads = WorkerReloads(ConfigStager(settings, bound, supervisor), failed, settings.drain_timeout_s)
+            reloads = WorkerReloads(ConfigStager(settings, bound, supervisor, failed), failed,
+                                    settings.drain_timeout_s)
             return await run_workers(settings, reloads, stopping, listener)
         app = create_app(settings, bound, failed, supervisor)
         tune_for_serving()
@@ -72,3 +75,12 @@ async def _run(settings: Settings, config: Config) -> int:
         hold_sighup(loop)
         await supervisor.stop()
         log.info("stopped")
+
+
+async def _start_models(settings: Settings, config: Config,
+                        supervisor: Supervisor) -> tuple[dict[ModelKey, RuntimeAddress], dict[ModelKey, str]]:
+    """Start the runtimes (each warms its model) and warm the remote models that name a warmup
+    file, at once; the runtimes' targets and the models not served, with why."""
+    (targets, failed), unwarmed = await asyncio.gather(
+        supervisor.start(), warm_remotes(config.models.values(), settings.warmup_timeout_s))
+    return targets, {**failed, **unwarmed}
