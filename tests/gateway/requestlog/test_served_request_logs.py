@@ -10,24 +10,28 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import numpy as np
 
 from gateway.app import GatewayApp, create_app
 from gateway.manifests import Config, load_config
 from gateway.settings import Settings
-from protos.services import TF_PREDICT
+from runtime.server import ModelServer
+from runtime.warmup import warm
 from tensorcodecs.tensor_proto import decode_tensor
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
 from tests.gateway.requestlog.tfrecords import closed_files, index_of, read_index, read_tfrecord
 from tests.waiting import eventually
 
 INCREMENT = "def predict(x):\n    return x + 1\n"
+# Appends the first element of each call's input to `calls` beside src/.
+COUNTING = ("from pathlib import Path\n\nCALLS = Path(__file__).parent.parent / 'calls'\n\n"
+            "def predict(x):\n    with CALLS.open('a') as file:\n        file.write(f'{int(x[0])}\\n')\n"
+            "    return x + 1\n")
 
 
-def _log(directory: Path, sample_rate: float = 1.0) -> str:
-    return f"request_log:\n  sample_rate: {sample_rate}\n  file: {{dir: {directory}}}\n"
+def _log(directory: Path, sample_rate: float = 1.0, limits: str = "") -> str:
+    return f"request_log:\n  sample_rate: {sample_rate}\n  file: {{dir: {directory}{limits}}}\n"
 
 
 @contextmanager
@@ -52,7 +56,8 @@ def _written(app: GatewayApp, directory: Path, outcome: str = "written") -> floa
 async def test_a_log_made_under_load_is_written_completely_and_replays_as_warmup(tmp_path: Path) -> None:
     root, logs = tmp_path / "config", tmp_path / "logs"
     write_model(root, "m", "m", INCREMENT)
-    write_app(root, "app", "m:1", _log(logs))
+    # Small files: each a valid warmup file (TF Serving takes at most 1,000 records).
+    write_app(root, "app", "m:1", _log(logs, limits=", max_bytes: 65536, max_record_bytes: 4096, max_files: 100"))
     requests, concurrency = 2000, 32
     with _config(root) as config:
         async with _gateway(root, config) as (client, app):
@@ -73,6 +78,7 @@ async def test_a_log_made_under_load_is_written_completely_and_replays_as_warmup
         # Shut down: everything queued written, the open file renamed.
         assert not list(logs.glob("*.partial"))
         files = closed_files(logs)
+        assert len(files) > 1  # rotated under load
         records = [(line, record) for file in files
                    for line, (offset, length, record) in zip(read_index(index_of(file)), read_tfrecord(file),
                                                              strict=True)
@@ -89,16 +95,19 @@ async def test_a_log_made_under_load_is_written_completely_and_replays_as_warmup
             np.testing.assert_array_equal(decode_tensor(record.predict_log.request.inputs["x"]), [number, number * 2])
             np.testing.assert_array_equal(decode_tensor(record.predict_log.response.outputs["y"]),
                                           [number + 1, number * 2 + 1])
-        # Replayed as TF Serving replays a warmup file: each PredictRequest, as it is, to the model.
-        target = config.models[("m", 1)].backend
-        assert target is not None
-        async with grpc.aio.insecure_channel(target.target) as channel:
-            predict = channel.unary_unary(TF_PREDICT.path, request_serializer=TF_PREDICT.request.SerializeToString,
-                                          response_deserializer=TF_PREDICT.response.FromString)
-            for _, record in records[:1000]:  # TF Serving's bound on a warmup file
-                response = await predict(record.predict_log.request, timeout=10)
-                np.testing.assert_array_equal(decode_tensor(response.outputs["y"]),
-                                              decode_tensor(record.predict_log.response.outputs["y"]))
+    # Each closed file (at most 1,000 records: TF Serving's bound) is a warmup file of the model.
+    counted = 0
+    for number, file in enumerate(files):
+        folder = write_model(tmp_path / f"warm{number}", "m", "m", COUNTING, extra=f"warmup: {file}")
+        server = ModelServer.for_folder(folder, chdir=False)
+        try:
+            assert warm(server, 30) == len(read_index(index_of(file)))
+        finally:
+            server.invoker.close()
+        replayed = [int(line) for line in (folder / "calls").read_text().split()]
+        assert replayed == [answered[line["request_id"]] for line in read_index(index_of(file))]
+        counted += len(replayed)
+    assert counted == requests
 
 
 async def test_a_sink_that_cannot_write_is_reported_in_ready_detail_and_the_gateway_stays_ready(
