@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -22,6 +23,7 @@ from gateway.observability import CIRCUIT_STATES, AccessLog, Metrics, Observabil
 from gateway.pipeline import GZIP_MIN_BYTES, Endpoints, GZipMiddleware, UnexpectedErrors
 from gateway.registry import Registry
 from gateway.reload import Reloader
+from gateway.requestlog.logs import RequestLogs
 from gateway.routes import admin, applications, health, metrics, native, tfserving
 from gateway.settings import Settings
 from gateway.shadows import CLOSE_WAIT_S, ShadowTraffic
@@ -51,7 +53,10 @@ def create_app(settings: Settings, config: Config | None = None,
         app.state.draining = False
         shadows = ShadowTraffic.from_settings(settings, meters)
         shadows.draining = lambda: bool(app.state.draining)  # SIGTERM: copies are no longer made
-        dataplane = DataPlane(Registry.build(config, pool, failed), settings.max_concurrency, meters, shadows)
+        registry = Registry.build(config, pool, failed)
+        request_logs = RequestLogs.from_settings(settings, meters)
+        request_logs.for_registry(registry)
+        dataplane = DataPlane(registry, settings.max_concurrency, meters, shadows, request_logs)
         app.state.dataplane = dataplane
         # Contracts not in the manifests come from the backends' metadata (again on first use
         # for those that cannot answer yet).
@@ -65,6 +70,8 @@ def create_app(settings: Settings, config: Config | None = None,
             yield
         finally:
             await shadows.close(min(CLOSE_WAIT_S, settings.drain_timeout_s))
+            # After the drain: what requests recorded is written and every .partial file renamed.
+            await asyncio.to_thread(request_logs.close, settings.drain_timeout_s)
             await watcher.stop()
             await app.state.reloader.close()
             await pool.close(grace=settings.drain_timeout_s)

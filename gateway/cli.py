@@ -26,6 +26,7 @@ from gateway.manifests import (
     plan_lines,
     with_running_contracts,
 )
+from gateway.manifests.request_log_kind import request_log_text
 from gateway.requestlog import replay, show
 from gateway.serving.serve import serve
 from gateway.settings import Settings
@@ -186,11 +187,15 @@ def _check(settings: Settings, config: Config) -> int:
         where = model.backend.target if model.backend else f"folder {model.folder}"
         print(f"model {_label(model)} ({where}) "
               f"inputs={list(model.signature.inputs)} outputs={list(model.signature.outputs)}")
+        if model.request_log is not None:
+            print(f"  {request_log_text(model.request_log)}")
     for app in config.applications.values():
         stages = " -> ".join("|".join(str(v.model) for v in stage.variants) for stage in app.stages)
         print(f"application {app.name}: {stages}")
         for line in plan_lines(manifest_plan(app, config.models)):
             print(f"  {line}")
+        if app.request_log is not None:
+            print(f"  {request_log_text(app.request_log)}")
     warmups, errors = check_warmups(config.models.values(), _label)
     for line in warmups:
         print(line)

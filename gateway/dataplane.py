@@ -42,6 +42,8 @@ from gateway.manifests import Resolution, resolved_name
 from gateway.observability import Metrics
 from gateway.output_contract import check_outputs
 from gateway.registry import Application, Model, Registry, Stage, Target, Variant, target_contract
+from gateway.requestlog import LoggedCall
+from gateway.requestlog.logs import RequestLogs
 from gateway.routing import choose_variant
 from gateway.shadows import ShadowTraffic
 from tensorcodecs import Signature, TensorSpec
@@ -70,6 +72,9 @@ class RequestContext:
     timings: list[Timing] = field(default_factory=list)
     after_answer: list[Callable[[], object]] = field(default_factory=list)
     choices: tuple[tuple[Stage, Variant], ...] = ()  # each stage's variant, chosen before the body is decoded
+    # Request logs: None while none is configured (the calls are not looked at); True once its
+    # application's log sampled the request (every stage's call is recorded), else False.
+    logged: bool | None = None
 
     @classmethod
     def start(cls, request_id: str, timeout_s: float,
@@ -106,7 +111,8 @@ class DataPlane:
     Nothing waits in a queue: a request over a limit is refused at once with Retry-After."""
 
     def __init__(self, registry: Registry, max_concurrency: int = 1024,
-                 metrics: Metrics | None = None, shadows: ShadowTraffic | None = None) -> None:
+                 metrics: Metrics | None = None, shadows: ShadowTraffic | None = None,
+                 request_logs: RequestLogs | None = None) -> None:
         self.registry = registry
         self.max_concurrency = max_concurrency
         self.metrics = metrics
@@ -115,6 +121,7 @@ class DataPlane:
         self.contract_lookups: SharedLookups[tuple[ByIdentity[Model], Selector | None], dict[str, Signature]] = (
             SharedLookups())
         self.shadows = shadows  # where shadow variants get their copies (None: they get none)
+        self.request_logs = request_logs  # where sampled calls are recorded (None: nowhere)
 
     def application(self, name: str) -> Application:
         """The application called `name` (NotFound otherwise)."""
@@ -173,6 +180,9 @@ class DataPlane:
             raise TooManyRequests(f"application {app.name} is at its limit of {limit} requests in flight")
         self.in_flight += 1
         self._app_in_flight[app.name] = running + 1
+        logs = self.request_logs
+        if logs is not None and logs.active:
+            context.logged = logs.sampled(app.manifest.request_log)
         try:
             return await self._run_stages(app, inputs, context)
         finally:
@@ -207,12 +217,18 @@ class DataPlane:
         backend call's own seconds (what a shadow's call is compared with)."""
         target, name = variant.target, variant.name
         started = time.perf_counter()
+        answered = False
         try:
             prediction = await self._predict(target, tensors, context, specs=_discovered_inputs(target))
+            answered = True
             call_seconds = time.perf_counter() - started
+            if context.logged is not None:
+                self._log_call(target, tensors, prediction, None, started, None, context, app, stage, name)
             if app.manifest.validate_outputs:
                 self._check_outputs(prediction.outputs, target, name, context)
         except GatewayError as error:
+            if context.logged is not None and not answered:  # an answer that broke its contract was recorded
+                self._log_call(target, tensors, None, error, started, None, context, app, stage, name)
             if len(app.stages) == 1:
                 raise
             raise error.with_prefix(f"stage {stage.number} ({name}): ") from error
@@ -255,14 +271,58 @@ class DataPlane:
             raise Overloaded(f"the gateway is at its limit of {self.max_concurrency} requests in flight")
         self.in_flight += 1
         started = time.perf_counter()
+        logs = self.request_logs
         try:
-            return await self._predict(target, inputs, context, signature_name, specs)
+            prediction = await self._predict(target, inputs, context, signature_name, specs)
+        except GatewayError as error:
+            if logs is not None and logs.active:
+                self._log_call(target, inputs, None, error, started, signature_name, context)
+            raise
+        else:
+            if logs is not None and logs.active:
+                self._log_call(target, inputs, prediction, None, started, signature_name, context)
+            return prediction
         finally:
             self.in_flight -= 1
             labels = context.labels
             context.timings.append(Timing("backend", time.perf_counter() - started,
                                           f"{labels['model']}:{labels['version']}" if labels.get("version")
                                           else resolved_name(Resolution(target.model.manifest, target.selector))))
+
+    def _log_call(self, target: Target, inputs: Mapping[str, NDArray], prediction: Prediction | None,
+                  error: GatewayError | None, started: float, signature_name: str | None, context: RequestContext,
+                  app: Application | None = None, stage: Stage | None = None, variant: str | None = None) -> None:
+        """Record one model call, answered (`prediction`) or failed (`error`), in the logs that
+        sample it: its application's (`context.logged`) and its model's. Never raises: a fault
+        here is logged and counted, never the caller's error."""
+        logs = self.request_logs
+        if logs is None:
+            return
+        try:
+            manifest = target.model.manifest
+            sinks = logs.sinks(app.manifest.request_log if app is not None and context.logged else None,
+                               manifest.request_log)
+            if not sinks:
+                return
+            duration = time.perf_counter() - started
+            spec = prediction.spec if prediction is not None else None
+            selector = target.selector
+            version = (spec.version if spec is not None and spec.version is not None
+                       else selector.version if selector is not None and selector.version is not None
+                       else None if manifest.floating else manifest.version)
+            call = LoggedCall(
+                context.request_id, time.time() - duration, duration, manifest.name, version,
+                spec.signature_name if spec is not None else signature_name or target.model.signature_name,
+                inputs, prediction.outputs if prediction is not None else None,
+                200 if error is None else error.status,
+                None if error is None else f"{error.code}: {error.message}",
+                app.name if app is not None else None, stage.number if stage is not None else None, variant)
+            logs.record(call, sinks)
+        except Exception:
+            log.exception("request %s: the call to model %s could not be logged", context.request_id,
+                          target.model.label)
+            if self.metrics is not None:
+                self.metrics.request_log_records.labels("", "failed").inc()  # before any sink
 
     async def _predict(self, target: Target, inputs: Mapping[str, NDArray], context: RequestContext,
                        signature_name: str | None = None,

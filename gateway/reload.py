@@ -256,6 +256,8 @@ class Reloader(SerialReloads):
         self.dataplane.registry = registry  # the swap: one assignment
         if self.dataplane.shadows is not None:
             self.dataplane.shadows.keep_only(registry)  # removed shadows' queues end
+        if self.dataplane.request_logs is not None:
+            self.dataplane.request_logs.keep_only(registry)  # removed sinks close, kept ones keep their files
         result = ReloadResult(True, None, sorted(registry.applications),
                               sorted(model.label for model in registry.models.values()),
                               {f"{name}:{version}": reason for (name, version), reason in failed.items()})

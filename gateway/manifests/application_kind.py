@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from gateway.manifests.request_log_kind import parse_request_log
 from gateway.manifests.types import (
     DEFAULT_WEIGHT,
     ApplicationManifest,
@@ -24,7 +25,7 @@ from modelfolder import ConfigError, Fields, LineMapping
 
 _MODEL_REF = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]*)(?::(\d+)|@([A-Za-z0-9_.-]+))?")
 _FIELDS = {"kind", "name", "singular", "pipeline", "timeout_s", "max_concurrency", "allow_variant_override",
-           "validate_outputs", "metadata"}
+           "validate_outputs", "metadata", "request_log"}
 _VARIANT_FIELDS = {"model", "weight", "shadow", "sample", "compare"}
 
 
@@ -58,7 +59,8 @@ def parse_application(doc: LineMapping, path: Path) -> ApplicationManifest:
             raise fields.error("metadata", f"{key}: values are strings, numbers or booleans")
     return ApplicationManifest(name, stages, f"{path}:{doc.line}", timeout, concurrency,
                                fields.optional("allow_variant_override", bool, False),
-                               fields.optional("validate_outputs", bool, False), dict(metadata))
+                               fields.optional("validate_outputs", bool, False), dict(metadata),
+                               parse_request_log(fields) if "request_log" in doc else None)
 
 
 def _pipeline(fields: Fields) -> tuple[Stage, ...]:

@@ -21,6 +21,7 @@ from gateway.manifests.resolve import resolve_model, resolve_ref, resolved_name
 from gateway.manifests.types import (
     ApplicationManifest,
     Config,
+    FileSinkSpec,
     GatewayManifest,
     ModelManifest,
     ModelRef,
@@ -69,6 +70,7 @@ def load_config(directory: Path) -> Config:
     _check_references(config)
     _check_variants(config)
     _check_contracts(config)
+    _check_request_logs(config, directory)
     return config
 
 
@@ -108,6 +110,27 @@ def _check_contracts(config: Config) -> None:
         if problems:  # all of them, so that one run shows every fix to make
             others = "".join(f"; and at {p.source or app.source}: {p.message}" for p in problems[1:])
             raise ConfigError(problems[0].message + others, problems[0].source or app.source)
+
+
+def _check_request_logs(config: Config, directory: Path) -> None:
+    """File sinks write outside the config directory (a --watch reload would fire on every
+    record), and manifests naming one directory agree on its limits (one writer per directory)."""
+    config_dir = directory.resolve()
+    seen: dict[Path, tuple[FileSinkSpec, str]] = {}
+    specs = [m.request_log for m in config.models.values()] + [a.request_log for a in config.applications.values()]
+    for spec in specs:
+        if spec is None or spec.file is None:
+            continue
+        file = spec.file
+        if file.dir == config_dir or file.dir.is_relative_to(config_dir):
+            raise ConfigError(f"request_log.file.dir: {file.dir} is inside the config directory {config_dir}; "
+                              "write request logs elsewhere (a watched config would reload on every record)",
+                              spec.source)
+        earlier = seen.setdefault(file.dir, (file, spec.source))
+        if earlier[0] != file:
+            raise ConfigError(f"request_log.file: {file.dir} is also a request-log directory at {earlier[1]} with "
+                              "other limits (max_bytes, max_files, max_record_bytes); one directory has one "
+                              "writer: give both the same limits", spec.source)
 
 
 def _check_labels(config: Config) -> None:

@@ -2,7 +2,7 @@
 
 What the document says about the model itself is read by modelfolder (the format the runtime
 reads too); this adds where it is served: `backend` (protocol, target, version or label, TLS),
-`version_labels` and `batching`.
+`version_labels`, `batching` and `request_log`.
 
 A TensorFlow Serving model is pinned to one version by `version` (or `backend.version`, or
 `backend.version_label`); without any of them it is *floating*: it fronts every version of
@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from gateway.backends.protocols import PROTOCOLS
+from gateway.manifests.request_log_kind import parse_request_log
 from gateway.manifests.types import FLOATING_VERSION, BackendSpec, BatchingSpec, ModelManifest, TLSSpec
 from modelfolder import (
     ConfigError,
@@ -52,9 +53,11 @@ def parse_model(doc: LineMapping, path: Path, *, folder: Path | None, version: i
                                   signature=None if backend is None else Signature(backend.signature_name))
     labels = _parse_version_labels(fields) if "version_labels" in doc else {}
     batching = _parse_batching(fields.nested("batching"), definition.signature) if "batching" in doc else None
+    request_log = parse_request_log(fields) if "request_log" in doc else None
     # The definition's fields, and where the model is served.
     described = {f.name: getattr(definition, f.name) for f in dataclasses.fields(definition)}
-    return ModelManifest(**described, backend=backend, version_labels=labels, batching=batching)
+    return ModelManifest(**described, backend=backend, version_labels=labels, batching=batching,
+                         request_log=request_log)
 
 
 def load_model_manifest(folder: Path) -> ModelManifest:

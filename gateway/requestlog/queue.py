@@ -64,7 +64,7 @@ class BackgroundWriter(Generic[T]):
         while True:
             closing = self._closing.wait(self.interval_s)
             while items:
-                if closing and time.monotonic() >= self._deadline:
+                if time.monotonic() >= self._deadline:  # set by close, even in the middle of a batch
                     self._drop_rest()
                     break
                 item, nbytes = items.popleft()

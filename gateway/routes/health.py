@@ -1,5 +1,6 @@
 """Health for load balancers: `/health/live` (the process answers) and `/health/ready`
-(every application has ready backends, from the background watcher; 503 while draining)."""
+(every application has ready backends, from the background watcher; 503 while draining),
+with each request-log sink's state as detail."""
 
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ async def ready(request: Request) -> Response:
     draining = bool(request.app.state.draining)
     is_ready = not draining and all(detail["ready"] for detail in applications.values())
     status = "draining" if draining else "ready" if is_ready else "not_ready"
-    body = {"status": status, "applications": applications}
+    body: dict[str, object] = {"status": status, "applications": applications}
+    if dataplane.request_logs is not None:
+        body["request_logs"] = dataplane.request_logs.health()  # detail only: a sink down never makes it unready
     return Response(orjson.dumps(body), status_code=200 if is_ready else 503,
                     media_type="application/json")
 

@@ -1,0 +1,227 @@
+"""Rotating TFRecord files of PredictionLogs, each with its JSON-lines index.
+
+In the sink's directory every file series is named by when it was opened, the process and a
+sequence number, so names sort in time order across the processes sharing a directory:
+
+    requests-20261201T162030.123456Z-p4242-000001.tfrecord       closed: every record whole
+    requests-20261201T162030.123456Z-p4242-000001.index.jsonl    its index, one line per record
+    requests-...-000002.tfrecord.partial                         being written (and its
+    requests-...-000002.index.jsonl.partial                      .index.jsonl.partial)
+
+A file is closed (its `.partial` dropped: the index first, so a reader that sees a closed
+.tfrecord finds its closed index) when the next record would take it past `max_bytes`, when a
+reload stops naming the directory and at shutdown; then the oldest closed files beyond
+`max_files` (any process's) are deleted. What a process that died was writing stays `.partial`.
+Everything here runs in the writer thread except `offer`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from gateway.manifests.types import FileSinkSpec
+from gateway.observability import Metrics
+from gateway.requestlog.call import LoggedCall
+from gateway.requestlog.queue import BackgroundWriter
+from gateway.requestlog.records import index_entry, prediction_log
+from gateway.requestlog.sink import SinkHealth
+from tensorcodecs.tfrecord import OVERHEAD_BYTES, encode_record
+
+log = logging.getLogger("gateway.requestlog")
+
+PREFIX = "requests-"
+RECORDS = ".tfrecord"
+INDEX = ".index.jsonl"
+PARTIAL = ".partial"
+_SEQUENCE = itertools.count(1)  # per process: two sinks of one process never pick one name
+
+
+def file_stem(now: float, pid: int, sequence: int) -> str:
+    """`requests-<UTC yyyymmddTHHMMSS.ffffffZ>-p<pid>-<sequence, 6 digits>`."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1_000_000):06d}Z"
+    return f"{PREFIX}{stamp}-p{pid}-{sequence:06d}"
+
+
+def least_record_bytes(call: LoggedCall) -> int:
+    """A lower bound of the bytes `call`'s record takes (numeric arrays travel as their raw
+    bytes; each string takes at least a tag and a length byte): cheap, for the request path."""
+    least = OVERHEAD_BYTES
+    for arrays in (call.inputs, call.outputs or {}):
+        for array in arrays.values():
+            least += 2 * array.size if array.dtype.kind == "O" else array.nbytes
+    return least
+
+
+class _OpenFile:
+    """The file series being written: records and index, both `.partial`."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        while True:
+            self.stem = directory / file_stem(time.time(), os.getpid(), next(_SEQUENCE))
+            try:
+                self.records: BinaryIO = open(self.partial(RECORDS), "xb")  # noqa: SIM115 - kept open
+            except FileExistsError:
+                continue
+            break
+        try:
+            self.index: BinaryIO = open(self.partial(INDEX), "xb")  # noqa: SIM115 - kept open
+        except BaseException:
+            self.records.close()
+            raise
+        self.size = 0
+
+    def partial(self, suffix: str) -> Path:
+        return self.stem.with_name(self.stem.name + suffix + PARTIAL)
+
+    def closed(self, suffix: str) -> Path:
+        return self.stem.with_name(self.stem.name + suffix)
+
+    def flush(self) -> None:
+        self.records.flush()
+        self.index.flush()
+
+    def close(self) -> None:
+        """Flush, close and drop `.partial`: the index first (a closed .tfrecord has a closed index)."""
+        try:
+            self.flush()
+        finally:
+            self.records.close()
+            self.index.close()
+        os.rename(self.partial(INDEX), self.closed(INDEX))
+        os.rename(self.partial(RECORDS), self.closed(RECORDS))
+
+    def abandon(self) -> None:
+        """Close without renaming (a write failed: the file may end in a partial record)."""
+        for stream in (self.records, self.index):
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+class FileSink:
+    """A request log written to rotating TFRecord files in `spec.dir` by a writer thread."""
+
+    def __init__(self, spec: FileSinkSpec, *, metrics: Metrics, capacity: int, max_bytes: int) -> None:
+        self.spec = spec
+        self._name = f"file:{spec.dir}"
+        records = metrics.request_log_records
+        self._written, self._dropped, self._skipped, self._failed = (
+            records.labels(self._name, outcome) for outcome in ("written", "dropped", "skipped", "failed"))
+        self._bytes = metrics.request_log_bytes.labels(self._name)
+        self._file: _OpenFile | None = None
+        self._unflushed = 0  # records written to the open file's buffer since its last flush
+        self._unflushed_bytes = 0
+        self._error: str | None = None
+        self._writer: BackgroundWriter[LoggedCall] = BackgroundWriter(
+            self._name, self._deliver, capacity=capacity, max_bytes=max_bytes,
+            on_drop=self._dropped.inc, finish=self._close_file)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def offer(self, call: LoggedCall) -> bool:
+        """Queue `call`; False when it is clearly too large (skipped) or the queue is full (dropped)."""
+        if least_record_bytes(call) > self.spec.max_record_bytes:
+            self._skipped.inc()
+            return False
+        return self._writer.offer(call, call.nbytes)
+
+    def health(self) -> SinkHealth:
+        error = self._error
+        return SinkHealth(error is None, error, self._writer.queued)
+
+    def close(self, timeout: float) -> None:
+        """Write what is queued within `timeout` seconds, then close the open file (renamed)."""
+        self._writer.close(timeout)
+
+    # ------------------------------------------------------------ the writer thread
+
+    def _deliver(self, call: LoggedCall) -> None:
+        try:
+            data = prediction_log(call).SerializeToString()
+        except Exception:  # a fault, not the caller's: logged and counted, the next record goes on
+            log.exception("request log %s: request %s could not be made a record", self._name, call.request_id)
+            self._failed.inc()
+            return
+        length = len(data) + OVERHEAD_BYTES
+        if length > self.spec.max_record_bytes:
+            self._skipped.inc()
+            return
+        try:
+            current = self._file
+            if current is not None and current.size + length > self.spec.max_bytes:
+                self._close_file()
+                current = None
+            if current is None:
+                current = self._file = _OpenFile(self.spec.dir)
+            current.records.write(encode_record(data))
+            current.index.write(orjson.dumps(index_entry(call, current.size, length)) + b"\n")
+            current.size += length
+            self._unflushed += 1
+            self._unflushed_bytes += length
+            if not self._writer.queued:  # the batch is written: readers of the .partial see it now
+                self._flush()
+        except OSError as error:
+            self._write_failed(error, 1)
+
+    def _flush(self) -> None:
+        current = self._file
+        if current is None or not self._unflushed:
+            return
+        os.stat(current.partial(RECORDS))  # a deleted directory or file: writes would go nowhere
+        current.flush()
+        self._written.inc(self._unflushed)
+        self._bytes.inc(self._unflushed_bytes)
+        self._unflushed = self._unflushed_bytes = 0
+        self._error = None
+
+    def _write_failed(self, error: OSError, records: int) -> None:
+        """A write, flush or rename failed: what was not on disk yet is counted failed, the file
+        is let go (left `.partial`), and the next record starts a new one (and its directory)."""
+        lost = self._unflushed + records
+        self._unflushed = self._unflushed_bytes = 0
+        self._failed.inc(lost)
+        self._error = f"{type(error).__name__}: {error}"
+        log.error("request log %s: %d records not written: %s", self._name, lost, self._error)
+        if self._file is not None:
+            self._file.abandon()
+            self._file = None
+
+    def _close_file(self) -> None:
+        """Close the open file (renamed), then keep at most `max_files` closed files."""
+        current = self._file
+        if current is None:
+            return
+        try:
+            self._flush()
+            current.close()
+        except OSError as error:
+            self._write_failed(error, 0)
+            return
+        self._file = None
+        self._remove_oldest()
+
+    def _remove_oldest(self) -> None:
+        try:
+            closed = sorted(p for p in os.listdir(self.spec.dir) if p.startswith(PREFIX) and p.endswith(RECORDS))
+        except OSError as error:
+            log.warning("request log %s: cannot list old files: %s", self._name, error)
+            return
+        for name in closed[:max(0, len(closed) - self.spec.max_files)]:
+            records = self.spec.dir / name
+            for path in (records, records.with_name(name[:-len(RECORDS)] + INDEX)):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass  # another process sharing the directory deleted it first
+                except OSError as error:
+                    log.warning("request log %s: cannot delete %s: %s", self._name, path, error)

@@ -1,0 +1,167 @@
+"""The file sink: TFRecord files of PredictionLogs read back by an independent reader, their
+index, rotation, `max_files`, `.partial` while open, records over the limit skipped, and a
+directory that cannot be written reported in health while the sink keeps trying."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from gateway.manifests.types import FileSinkSpec
+from gateway.observability import Metrics
+from gateway.requestlog import LoggedCall
+from gateway.requestlog.file_sink import FileSink
+from tensorcodecs.tensor_proto import decode_tensor
+from tests.gateway.requestlog.tfrecords import closed_files, index_of, read_index, read_tfrecord
+from tests.waiting import wait_until
+
+NAME = re.compile(r"requests-\d{8}T\d{6}\.\d{6}Z-p\d+-\d{6}\.tfrecord")
+
+
+def _call(number: int, size: int = 4, *, failed: bool = False) -> LoggedCall:
+    inputs = {"x": np.arange(size, dtype=np.int32) + number}
+    outputs = None if failed else {"y": inputs["x"] + 1}
+    return LoggedCall(f"req-{number}", 1_780_000_000.0 + number, 0.002, "toy", 3, "serving_default", inputs, outputs,
+                      503 if failed else 200, "backend_unavailable: down" if failed else None,
+                      output_filter=("y",))
+
+
+def _sink(directory: Path, metrics: Metrics, **limits: int) -> FileSink:
+    return FileSink(FileSinkSpec(directory, **limits), metrics=metrics, capacity=10_000, max_bytes=1 << 30)
+
+
+def _count(metrics: Metrics, sink: FileSink, outcome: str) -> float:
+    value = metrics.registry.get_sample_value("gateway_request_log_records_total",
+                                              {"sink": sink.name, "outcome": outcome})
+    return value or 0.0
+
+
+def test_records_read_back_by_an_independent_reader_with_their_index(tmp_path: Path) -> None:
+    metrics = Metrics()
+    sink = _sink(tmp_path, metrics)
+    for number in range(5):
+        assert sink.offer(_call(number, failed=number == 4))
+    sink.close(5.0)
+    [records_file] = closed_files(tmp_path)
+    assert NAME.fullmatch(records_file.name)
+    assert not list(tmp_path.glob("*.partial"))
+    records = read_tfrecord(records_file)
+    index = read_index(index_of(records_file))
+    assert len(records) == len(index) == 5
+    for number, ((offset, length, record), line) in enumerate(zip(records, index, strict=True)):
+        assert (line["offset"], line["length"]) == (offset, length)
+        assert line["request_id"] == f"req-{number}"
+        request = record.predict_log.request
+        assert (request.model_spec.name, request.model_spec.version.value,
+                request.model_spec.signature_name) == ("toy", 3, "serving_default")
+        assert record.log_metadata.model_spec == request.model_spec
+        assert list(request.output_filter) == ["y"]
+        np.testing.assert_array_equal(decode_tensor(request.inputs["x"]), np.arange(4, dtype=np.int32) + number)
+        if number < 4:
+            assert line["status"] == 200
+            assert line["error"] is None
+            np.testing.assert_array_equal(decode_tensor(record.predict_log.response.outputs["y"]),
+                                          np.arange(4, dtype=np.int32) + number + 1)
+        else:  # failed: no response, the index says why
+            assert not record.predict_log.HasField("response")
+            assert (line["status"], line["error"]) == (503, "backend_unavailable: down")
+    assert list(index[0]) == ["offset", "length", "request_id", "time", "duration_ms", "status", "error",
+                              "application", "stage", "variant", "model", "version"]
+    assert _count(metrics, sink, "written") == 5
+    assert metrics.registry.get_sample_value("gateway_request_log_bytes_total", {"sink": sink.name}) == \
+        records_file.stat().st_size
+
+
+def test_the_open_file_is_partial_and_readers_see_whole_records_soon(tmp_path: Path) -> None:
+    sink = _sink(tmp_path, Metrics())
+    sink.offer(_call(1))
+    wait_until(lambda: len(list(tmp_path.glob("*.tfrecord.partial"))) == 1, what="the open file")
+    [partial] = tmp_path.glob("*.tfrecord.partial")
+    assert list(tmp_path.glob("*.index.jsonl.partial"))
+    wait_until(lambda: partial.stat().st_size > 0, what="the flushed record")
+    assert [r[2].predict_log.request.inputs["x"].tensor_shape.dim[0].size for r in read_tfrecord(partial)] == [4]
+    assert closed_files(tmp_path) == []
+    sink.close(5.0)
+    assert [p.name for p in closed_files(tmp_path)] == [partial.name.removesuffix(".partial")]
+
+
+def test_files_rotate_at_max_bytes_and_only_max_files_closed_ones_are_kept(tmp_path: Path) -> None:
+    metrics = Metrics()
+    one = len(bytes(read_record_bytes(tmp_path / "probe", _call(0))))
+    # Three records a file; 10 records: files of 3, 3, 3, 1; the first two deleted (max_files 2).
+    sink = _sink(tmp_path / "logs", metrics, max_bytes=3 * one, max_files=2, max_record_bytes=one)
+    for number in range(10):
+        sink.offer(_call(number))
+        wait_until(lambda: sink.health().queued == 0, what="the record written")
+    sink.close(5.0)
+    files = closed_files(tmp_path / "logs")
+    assert [len(read_tfrecord(f)) for f in files] == [3, 1]
+    assert [line["request_id"] for f in files for line in read_index(index_of(f))] == \
+        [f"req-{n}" for n in (6, 7, 8, 9)]
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == sorted(
+        [f.name for f in files] + [index_of(f).name for f in files])
+    assert all(f.stat().st_size <= 3 * one for f in files)
+    assert _count(metrics, sink, "written") == 10
+
+
+def read_record_bytes(directory: Path, call: LoggedCall) -> bytes:
+    """The framed bytes one call's record takes (written by a sink of its own)."""
+    sink = _sink(directory, Metrics())
+    sink.offer(call)
+    sink.close(5.0)
+    [file] = closed_files(directory)
+    return file.read_bytes()
+
+
+def test_a_record_over_max_record_bytes_is_skipped_and_counted(tmp_path: Path) -> None:
+    metrics = Metrics()
+    sink = _sink(tmp_path, metrics, max_record_bytes=1000)
+    assert not sink.offer(_call(1, size=1000))  # 8000 array bytes: refused on the request path
+    assert sink.offer(_call(2, size=120))  # 960 bytes of arrays: known too large only once made
+    assert sink.offer(_call(3, size=4))
+    sink.close(5.0)
+    [file] = closed_files(tmp_path)
+    assert [r[2].predict_log.request.inputs["x"].tensor_shape.dim[0].size for r in read_tfrecord(file)] == [4]
+    assert (_count(metrics, sink, "skipped"), _count(metrics, sink, "written")) == (2, 1)
+
+
+def test_a_directory_that_cannot_be_written_is_reported_and_the_sink_recovers(tmp_path: Path) -> None:
+    metrics = Metrics()
+    directory = tmp_path / "logs"
+    sink = _sink(directory, metrics)
+    sink.offer(_call(1))
+    wait_until(lambda: _count(metrics, sink, "written") == 1, what="the first record")
+    shutil.rmtree(directory)
+    directory.write_text("not a directory")  # as root too: no permission bit stops it
+    sink.offer(_call(2))
+    wait_until(lambda: not sink.health().ok, what="the failure in health")
+    assert _count(metrics, sink, "failed") >= 1
+    error = sink.health().error
+    assert error is not None
+    assert ("NotADirectory" in error or "FileExists" in error or "FileNotFound" in error)
+    directory.unlink()
+    sink.offer(_call(3))
+    wait_until(lambda: sink.health().ok, what="the sink writing again")
+    sink.close(5.0)
+    [file] = closed_files(directory)
+    assert [line["request_id"] for line in read_index(index_of(file))] == ["req-3"]
+
+
+def test_max_files_counts_every_process_files_in_the_directory(tmp_path: Path) -> None:
+    older = ["requests-20200101T000000.000000Z-p1-000001", "requests-20200101T000001.000000Z-p2-000001"]
+    for stem in older:
+        (tmp_path / f"{stem}.tfrecord").write_bytes(b"")
+        (tmp_path / f"{stem}.index.jsonl").write_bytes(b"")
+    (tmp_path / "requests-20200101T000002.000000Z-p3-000001.tfrecord.partial").write_bytes(b"")  # a dead process's
+    sink = _sink(tmp_path, Metrics(), max_files=2)
+    sink.offer(_call(1))
+    sink.close(5.0)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert f"{older[0]}.tfrecord" not in names
+    assert f"{older[0]}.index.jsonl" not in names
+    assert f"{older[1]}.tfrecord" in names
+    assert "requests-20200101T000002.000000Z-p3-000001.tfrecord.partial" in names  # left as it was
+    assert len(closed_files(tmp_path)) == 2
