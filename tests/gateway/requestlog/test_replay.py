@@ -61,8 +61,8 @@ async def test_each_record_goes_to_the_model_version_that_ran(gateway: str, tmp_
     status, out, err = await replay(capsys, str(path), "--url", gateway, "--rate", "200")
     assert (status, err) == (1, "")
     lines = out.splitlines()
-    assert lines[0] == "record 1: outputs differ from the log: number: logged [9,9,9], answered [2,3,4]"
-    assert lines[1].startswith('record 3: /gateway/models/missing_model/versions/1 answered 404: {"error":')
+    assert lines[0] == "record 2: outputs differ from the log: number: logged [9,9,9], answered [2,3,4]"
+    assert lines[1].startswith('record 4: /gateway/models/missing_model/versions/1 answered 404: {"error":')
     assert lines[2:] == [
         f"sent 6 request(s) to {gateway}: 5 answered 2xx, 1 failed",
         "  failed: 404 x1",
@@ -83,7 +83,7 @@ async def test_strings_and_unversioned_records(gateway: str, tmp_path: Path,
     status, out, _ = await replay(capsys, str(write_log(tmp_path, [phase, wrong])), "--url", gateway)
     assert status == 0
     assert out.splitlines() == [
-        'record 1: outputs differ from the log: phase: logged ["ice","ice",{"b64":"/w=="}], '
+        'record 2: outputs differ from the log: phase: logged ["ice","ice",{"b64":"/w=="}], '
         'answered ["ice","water","steam"]',
         f"sent 2 request(s) to {gateway}: 2 answered 2xx, 0 failed",
         "  outputs equal to the logged ones: 1, different: 1, not compared: 0 (no logged outputs)",
@@ -97,7 +97,7 @@ async def test_a_directory_of_logs(gateway: str, tmp_path: Path, capsys: pytest.
     status, out, _ = await replay(capsys, str(tmp_path), "--url", gateway)
     assert status == 0
     assert out.splitlines()[:2] == [
-        "requests-20261201T110000.000000Z-p1-000002.tfrecord.partial record 0: outputs differ from the log: "
+        "requests-20261201T110000.000000Z-p1-000002.tfrecord.partial record 1: outputs differ from the log: "
         "number: logged [0,0,0], answered [2,3,4]",
         f"sent 2 request(s) to {gateway}: 2 answered 2xx, 0 failed",
     ]
@@ -138,7 +138,7 @@ async def test_an_application_gets_its_stage_one_records(gateway: str, tmp_path:
     status, out, _ = await replay(capsys, str(path), "--url", gateway, "--application", "pipeline_app")
     assert status == 0
     assert out.splitlines() == [
-        'record 5: outputs differ from the log: phase: logged ["steam","steam","steam"], '
+        'record 6: outputs differ from the log: phase: logged ["steam","steam","steam"], '
         'answered ["ice","water","steam"]',
         f"sent 2 request(s) to {gateway} (application pipeline_app): 2 answered 2xx, 0 failed",
         "  outputs equal to the logged ones: 1, different: 1, not compared: 0 (no logged outputs)",
@@ -164,7 +164,7 @@ async def test_the_api_key_is_sent(example_config: Config, tmp_path: Path,
     async with serve_app(create_app(Settings(auth=auth), example_config)) as url:
         status, out, _ = await replay(capsys, str(path), "--url", url)
         assert status == 1
-        assert out.splitlines()[0].startswith("record 0: /gateway/models/increment_model/versions/1 answered 401")
+        assert out.splitlines()[0].startswith("record 1: /gateway/models/increment_model/versions/1 answered 401")
         status, out, _ = await replay(capsys, str(path), "--url", url, "--api-key", KEY)
         assert status == 0
         assert "1 answered 2xx, 0 failed" in out
