@@ -26,10 +26,11 @@ from gateway.manifests import (
     plan_lines,
     with_running_contracts,
 )
-from gateway.requestlog import replay, show
+from gateway.requestlog import replay, show, warmup_file
 from gateway.serving.serve import serve
 from gateway.settings import Settings
 from gateway.warmup import check_warmups
+from modelfolder.warmup import MAX_RECORDS as MAX_WARMUP_RECORDS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,11 +134,31 @@ def _logs_parser(commands: Any) -> None:
                                 help="API key of the gateway (sent as Authorization: Bearer)")
     replay_command.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
                                 help="seconds to wait for each answer (default 10)")
+    warmup_command = actions.add_parser(
+        "warmup", help="write a TF Serving warmup file of a model's answered calls",
+        description="Write the answered calls of FILE (index status 200; every record of a file without an "
+                    "index, with a warning) of one model to --out as a TF Serving warmup file (TFRecord of "
+                    "PredictionLog, as assets.extra/tf_serving_warmup_requests), at most --limit of them. The "
+                    "file is written as PATH.partial and renamed when complete. Exit status: 0 written, 1 "
+                    "nothing to write or a corrupt record (the records before it are written), 2 bad arguments, "
+                    "a file that cannot be read, or calls of several models without --model.")
+    warmup_command.add_argument("file", type=Path, metavar="FILE", help="log file or log directory")
+    warmup_command.add_argument("--out", required=True, type=Path, metavar="PATH", help="the warmup file to write")
+    warmup_command.add_argument("--model", type=_model_choice, metavar="NAME[:VERSION]",
+                                help="only this model's calls (needed when the log holds several models')")
+    warmup_command.add_argument("--limit", type=_warmup_count, default=MAX_WARMUP_RECORDS, metavar="N",
+                                help=f"at most N records (default and at most {MAX_WARMUP_RECORDS}, "
+                                     "TF Serving's limit)")
 
 
 def _logs(args: argparse.Namespace) -> int:
     if args.logs_command == "show":
         return show.show(args.file, limit=args.limit, as_json=args.json)
+    if args.logs_command == "warmup":
+        try:
+            return warmup_file.write_warmup(args.file, args.out, model=args.model, limit=args.limit)
+        except KeyboardInterrupt:  # nothing is left but the .partial file, which is removed
+            return 130
     target = replay.Target(args.url, args.application, args.api_key, args.timeout)
     return replay.replay(args.file, target, rate=args.rate, limit=args.limit)
 
@@ -151,6 +172,22 @@ def _count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
     return value
+
+
+def _warmup_count(text: str) -> int:
+    """A whole number in [1, MAX_RECORDS] (argparse type)."""
+    value = _count(text)
+    if value > MAX_WARMUP_RECORDS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_WARMUP_RECORDS} (TF Serving's limit of "
+                                         f"warmup records), got {text!r}")
+    return value
+
+
+def _model_choice(text: str) -> warmup_file.ModelChoice:
+    try:
+        return warmup_file.model_choice(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _http_url(text: str) -> str:
