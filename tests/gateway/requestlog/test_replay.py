@@ -20,7 +20,7 @@ from gateway.app import create_app
 from gateway.cli import main
 from gateway.manifests import Config, load_config
 from gateway.requestlog.call import LoggedCall
-from gateway.requestlog.reading import read_log
+from gateway.requestlog.reading import LogFileError, read_log
 from gateway.requestlog.replay import Tally, calls, compare
 from gateway.settings import ApiKey, AuthSettings, Settings
 from protos.tensorflow.types_pb2 import DT_FLOAT
@@ -311,5 +311,9 @@ def test_a_record_too_large_to_decode_is_skipped(tmp_path: Path) -> None:
     path = tmp_path / "huge.tfrecord"
     path.write_bytes(encode_record(log.SerializeToString()))
     tally = Tally()
-    assert list(calls(read_log(path, warn=pytest.fail, fail=pytest.fail), None, None, tally)) == []
+
+    def fail(error: LogFileError) -> None:
+        pytest.fail(str(error))
+
+    assert list(calls(read_log(path, warn=pytest.fail, fail=fail), None, None, tally)) == []
     assert tally.skipped == {"inputs that cannot be decoded": 1}
