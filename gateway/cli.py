@@ -119,11 +119,12 @@ def _logs_parser(commands: Any) -> None:
     replay_command = actions.add_parser(
         "replay", help="send the logged requests to a running gateway and compare the answers",
         description="Send each record's inputs to the gateway at --url, one request at a time, at most --rate "
-                    "a second: to the model route of the model and version that ran, or with --application "
-                    "to that application's route (only the records of its stage 1 when the index says so). "
+                    "a second: to the model route of the model and version that ran (TF Serving's REST route for a "
+                    "signature other than the model's default), or with --application to that application's "
+                    "route (only the records of its stage 1 when the file has an index). "
                     "Each answer's outputs are compared with the logged ones (exact for integers and "
                     "strings, numpy.isclose for floats). Exit status: 0 every request answered 2xx, 1 "
-                    "otherwise (or nothing sent), 2 bad arguments or a file that cannot be read.")
+                    "otherwise (or nothing sent), 2 bad arguments or a file that cannot be read, 130 interrupted.")
     replay_command.add_argument("file", type=Path, metavar="FILE", help="log file, warmup file or log directory")
     replay_command.add_argument("--url", required=True, type=_http_url, help="the gateway, http://host:port")
     replay_command.add_argument("--rate", type=_rate, default=10.0, metavar="R",

@@ -27,6 +27,7 @@ from protos.tensorflow import tensor_pb2
 from tensorcodecs import CodecError
 
 MAX_RATE = 1000.0  # requests per second: a replay is a check, not a load test
+DEFAULT_SIGNATURE = "serving_default"  # TF's default signature key
 _SHOWN_BODY = 300  # characters of a failed answer's body printed
 
 
@@ -161,6 +162,8 @@ def _routed(client: httpx.Client, call: Call, contracts: dict[tuple[str, int | N
         contracts[key] = _contract(client, spec.name, version)
     contract = contracts[key]
     signature = spec.signature_name
+    if signature == DEFAULT_SIGNATURE and contract is not None and signature not in contract.outputs:
+        signature = ""  # TF's default key names the default signature of a model that has another name for it
     if contract is None:  # no metadata (e.g. an unknown model): the native route answers why
         return call
     if signature and signature not in contract.outputs:
@@ -188,7 +191,7 @@ def _contract(client: httpx.Client, name: str, version: int | None) -> Contract 
     except (httpx.TransportError, ValueError, TypeError, KeyError, AttributeError):
         return None
     if default not in outputs:
-        default = "serving_default" if "serving_default" in outputs else (
+        default = DEFAULT_SIGNATURE if DEFAULT_SIGNATURE in outputs else (
             next(iter(outputs)) if len(outputs) == 1 else None)
     return Contract(default, outputs)
 

@@ -317,3 +317,14 @@ def test_a_record_too_large_to_decode_is_skipped(tmp_path: Path) -> None:
 
     assert list(calls(read_log(path, warn=pytest.fail, fail=fail), None, None, tally)) == []
     assert tally.skipped == {"inputs that cannot be decoded": 1}
+
+
+async def test_tf_default_key_names_a_models_only_signature(gateway: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_log(tmp_path, [call("req-1", signature="serving_default")])  # as warmup files name it
+    status, out, _ = await replay(capsys, str(path), "--url", gateway)
+    assert status == 0
+    assert out.splitlines() == [
+        f"sent 1 request(s) to {gateway}: 1 answered 2xx, 0 failed",
+        "  outputs equal to the logged ones: 1, different: 0, not compared: 0 (no logged outputs)",
+    ]
