@@ -27,10 +27,11 @@ from gateway.manifests import (
     with_running_contracts,
 )
 from gateway.manifests.request_log_kind import request_log_text
-from gateway.requestlog import replay, show
+from gateway.requestlog import replay, show, warmup_file
 from gateway.serving.serve import serve
 from gateway.settings import Settings
 from gateway.warmup import check_warmups
+from modelfolder.warmup import MAX_RECORDS as MAX_WARMUP_RECORDS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,11 +120,12 @@ def _logs_parser(commands: Any) -> None:
     replay_command = actions.add_parser(
         "replay", help="send the logged requests to a running gateway and compare the answers",
         description="Send each record's inputs to the gateway at --url, one request at a time, at most --rate "
-                    "a second: to the model route of the model and version that ran, or with --application "
-                    "to that application's route (only the records of its stage 1 when the index says so). "
+                    "a second: to the model route of the model and version that ran (TF Serving's REST route for a "
+                    "signature other than the model's default), or with --application to that application's "
+                    "route (only the records of its stage 1 when the file has an index). "
                     "Each answer's outputs are compared with the logged ones (exact for integers and "
                     "strings, numpy.isclose for floats). Exit status: 0 every request answered 2xx, 1 "
-                    "otherwise (or nothing sent), 2 bad arguments or a file that cannot be read.")
+                    "otherwise (or nothing sent), 2 bad arguments or a file that cannot be read, 130 interrupted.")
     replay_command.add_argument("file", type=Path, metavar="FILE", help="log file, warmup file or log directory")
     replay_command.add_argument("--url", required=True, type=_http_url, help="the gateway, http://host:port")
     replay_command.add_argument("--rate", type=_rate, default=10.0, metavar="R",
@@ -134,11 +136,31 @@ def _logs_parser(commands: Any) -> None:
                                 help="API key of the gateway (sent as Authorization: Bearer)")
     replay_command.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
                                 help="seconds to wait for each answer (default 10)")
+    warmup_command = actions.add_parser(
+        "warmup", help="write a TF Serving warmup file of a model's answered calls",
+        description="Write the answered calls of FILE (index status 200; every record of a file without an "
+                    "index, with a warning) of one model to --out as a TF Serving warmup file (TFRecord of "
+                    "PredictionLog, as assets.extra/tf_serving_warmup_requests), at most --limit of them. The "
+                    "file is written as PATH.partial and renamed when complete. Exit status: 0 written, 1 "
+                    "nothing to write or a corrupt record (the records before it are written), 2 bad arguments, "
+                    "a file that cannot be read, or calls of several models without --model.")
+    warmup_command.add_argument("file", type=Path, metavar="FILE", help="log file or log directory")
+    warmup_command.add_argument("--out", required=True, type=Path, metavar="PATH", help="the warmup file to write")
+    warmup_command.add_argument("--model", type=_model_choice, metavar="NAME[:VERSION]",
+                                help="only this model's calls (needed when the log holds several models')")
+    warmup_command.add_argument("--limit", type=_warmup_count, default=MAX_WARMUP_RECORDS, metavar="N",
+                                help=f"at most N records (default and at most {MAX_WARMUP_RECORDS}, "
+                                     "TF Serving's limit)")
 
 
 def _logs(args: argparse.Namespace) -> int:
     if args.logs_command == "show":
         return show.show(args.file, limit=args.limit, as_json=args.json)
+    if args.logs_command == "warmup":
+        try:
+            return warmup_file.write_warmup(args.file, args.out, model=args.model, limit=args.limit)
+        except KeyboardInterrupt:  # nothing is left but the .partial file, which is removed
+            return 130
     target = replay.Target(args.url, args.application, args.api_key, args.timeout)
     return replay.replay(args.file, target, rate=args.rate, limit=args.limit)
 
@@ -152,6 +174,22 @@ def _count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
     return value
+
+
+def _warmup_count(text: str) -> int:
+    """A whole number in [1, MAX_RECORDS] (argparse type)."""
+    value = _count(text)
+    if value > MAX_WARMUP_RECORDS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_WARMUP_RECORDS} (TF Serving's limit of "
+                                         f"warmup records), got {text!r}")
+    return value
+
+
+def _model_choice(text: str) -> warmup_file.ModelChoice:
+    try:
+        return warmup_file.model_choice(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _http_url(text: str) -> str:

@@ -5,21 +5,29 @@ What `gateway logs show` and `gateway logs replay` both read."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 from google.protobuf.message import DecodeError
 
+from protos.tensorflow import tensor_pb2
 from protos.tensorflow_serving import prediction_log_pb2
+from tensorcodecs import CodecError
+from tensorcodecs.tensor_proto import decode_tensor
 from tensorcodecs.tfrecord import FOOTER_BYTES, HEADER_BYTES, OVERHEAD_BYTES, TFRecordError, masked_crc, read_records
 
 PARTIAL = ".partial"
 TFRECORD = ".tfrecord"
 INDEX = ".index.jsonl"
+MAX_ELEMENTS = 16 * 2**20  # of one tensor decoded: the gateway's default `limits.max_elements`
+_RECORD_NUMBER = re.compile(r"^record \d+")  # TFRecordError's own, 0-based
 
 
 class LogFileError(Exception):
@@ -33,8 +41,9 @@ class LogFileError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class LogRecord:
-    """One record of a log file: its number (0-based, as TFRecord errors count) and place in
-    the file, the `PredictionLog`, and its index line when the file has an index that names it."""
+    """One record of a log file: its number (1-based, as warmup errors count) and place in
+    the file, the `PredictionLog`, and its index line when the file has an index that names it
+    (`indexed`: the file has an index, so a record without a line is one it does not know)."""
 
     path: Path
     number: int
@@ -42,6 +51,7 @@ class LogRecord:
     length: int  # framing included, as the index counts it
     record: prediction_log_pb2.PredictionLog
     entry: dict[str, Any] | None
+    indexed: bool = False
 
 
 def record_label(record: LogRecord, *, with_file: bool) -> str:
@@ -56,6 +66,8 @@ def log_files(path: Path) -> list[Path]:
     if path.is_dir():
         files = [child for child in path.iterdir() if child.is_file()
                  and (child.name.endswith(TFRECORD) or child.name.endswith(TFRECORD + PARTIAL))]
+        if not files:  # a wrong directory must not look like an empty log
+            raise LogFileError(f"{path} has no .tfrecord files")
         return sorted(files, key=lambda child: (child.name.removesuffix(PARTIAL), child.name))
     for index in (INDEX, INDEX + PARTIAL):  # an index named for its log: read the log
         if path.name.endswith(index):
@@ -123,6 +135,7 @@ class LogReader:
         self.has_index = where is not None
         self.entries = read_index(where, partial=where.name.endswith(PARTIAL)) if where is not None else {}
         self.index = where
+        self._reread = False
 
     def __iter__(self) -> Iterator[LogRecord]:
         try:
@@ -147,9 +160,9 @@ class LogReader:
                 try:
                     record.ParseFromString(data)
                 except DecodeError:
-                    raise LogFileError(f"{self.path}: record {count} at byte {offset} is not a PredictionLog",
+                    raise LogFileError(f"{self.path}: record {count + 1} at byte {offset} is not a PredictionLog",
                                        count) from None
-                entry = self.entries.get(offset)
+                entry = self._entry(offset)
                 length = len(data) + OVERHEAD_BYTES
                 if entry is not None and entry.get("length") != length:
                     entry = None
@@ -157,15 +170,16 @@ class LogReader:
                     used.add(offset)
                 elif self.has_index:
                     unmatched += 1
-                yield LogRecord(self.path, count, offset, length, record, entry)
+                yield LogRecord(self.path, count + 1, offset, length, record, entry, self.has_index)
                 count += 1
         except TFRecordError as error:
+            detail = _RECORD_NUMBER.sub(f"record {error.index + 1}", str(error))
             if self.partial and _cut_short(stream, error.offset):
                 count = error.index  # the writer is mid-record: the file ends before it
             elif error.index == 0:
-                raise LogFileError(f"{self.path} is not a TFRecord file of PredictionLogs ({error})") from None
+                raise LogFileError(f"{self.path} is not a TFRecord file of PredictionLogs ({detail})") from None
             else:
-                raise LogFileError(f"{self.path}: {error}", error.index) from None
+                raise LogFileError(f"{self.path}: {detail}", error.index) from None
         if self.partial:  # the index may lag its records, or be ahead of a record still being written
             return
         extra = len(self.entries) - len(used)
@@ -177,6 +191,18 @@ class LogReader:
         if problems:
             self._warn(f"{self.index}: the index disagrees with {self.path.name}: {', '.join(problems)}; "
                        "records are shown as the file has them")
+
+
+    def _entry(self, offset: int) -> dict[str, Any] | None:
+        """The index line of the record at `offset`; a `.partial` index lags its records (it is
+        append-only), so past its last line it is read again, once."""
+        entry = self.entries.get(offset)
+        if (entry is None and self.partial and self.index is not None and not self._reread
+                and offset > max(self.entries, default=-1)):
+            self._reread = True
+            self.entries = read_index(self.index, partial=self.index.name.endswith(PARTIAL))
+            entry = self.entries.get(offset)
+        return entry
 
 
 def _cut_short(stream: BinaryIO, offset: int) -> bool:
@@ -210,3 +236,12 @@ def read_log(path: Path, *, warn: Callable[[str], None],
             yield from LogReader(file, warn=warn)
         except LogFileError as error:
             fail(error)
+
+
+def decode(tensor: tensor_pb2.TensorProto) -> np.ndarray:
+    """`decode_tensor`, refusing (CodecError) a shape of more than MAX_ELEMENTS elements before
+    allocating it: a corrupt or hand-made record must not take the memory of the machine."""
+    dims = [dim.size for dim in tensor.tensor_shape.dim]
+    if all(size >= 0 for size in dims) and math.prod(dims) > MAX_ELEMENTS:
+        raise CodecError(f"too large to decode ({math.prod(dims)} elements)")
+    return decode_tensor(tensor)

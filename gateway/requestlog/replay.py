@@ -1,5 +1,6 @@
 """`gateway logs replay`: the logged requests sent again, one at a time and at a bounded rate,
-to a running gateway's native routes, each answer compared with the logged outputs."""
+to a running gateway's native routes (TF Serving's REST route for a signature the native route
+does not serve: it serves a model's default one only), each answer compared with the logged outputs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
@@ -20,13 +21,13 @@ import httpx
 import numpy as np
 import orjson
 
-from gateway.requestlog.reading import LogFileError, LogRecord, read_log, record_label
+from gateway.requestlog.reading import LogFileError, LogRecord, decode, read_log, record_label
 from gateway.requestlog.show import tensors_json
 from protos.tensorflow import tensor_pb2
 from tensorcodecs import CodecError
-from tensorcodecs.tensor_proto import decode_tensor
 
 MAX_RATE = 1000.0  # requests per second: a replay is a check, not a load test
+DEFAULT_SIGNATURE = "serving_default"  # TF's default signature key
 _SHOWN_BODY = 300  # characters of a failed answer's body printed
 
 
@@ -50,6 +51,19 @@ class Call:
     path: str
     body: bytes
     expected: Mapping[str, tensor_pb2.TensorProto] | None
+    output_filter: tuple[str, ...] = ()  # the logged request's: its logged outputs are only these
+    unfinished: bool = False  # an application request whose last stage was not logged: nothing to compare
+    outputs: frozenset[str] | None = None  # the route's contract (None: unknown)
+    tf_rest: bool = False  # the answer is TF REST's `{"outputs": ...}`
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """What the gateway's TF metadata says of a model version: its default signature and each
+    signature's output names."""
+
+    default: str | None
+    outputs: Mapping[str, frozenset[str]]
 
 
 @dataclass(slots=True)
@@ -62,6 +76,7 @@ class Tally:
     equal: int = 0
     different: int = 0
     not_compared: int = 0
+    unfinished: int = 0  # application requests whose last stage is not in the log
     skipped: Counter[str] = field(default_factory=Counter)  # by reason
 
 
@@ -83,34 +98,20 @@ def replay(path: Path, target: Target, *, rate: float = 10.0, limit: int | None 
     def warn(message: str) -> None:
         print(f"gateway logs replay: warning: {message}", file=err)
 
-    finals = last_stages(path, target.application) if target.application is not None else {}
+    finals = last_stages(path, target.application) if target.application is not None else None
     records = read_log(path, warn=warn, fail=fail)
     headers = {"content-type": "application/json"}
     if target.api_key:
         headers["authorization"] = f"Bearer {target.api_key}"
-    interval = 1.0 / rate
-    next_at = time.monotonic()
+    contracts: dict[tuple[str, int | None], Contract | None] = {}
     with httpx.Client(base_url=target.url.rstrip("/"), headers=headers, timeout=target.timeout_s) as client:
-        for call in calls(records, target.application, finals, tally, with_file=path.is_dir()):
-            if limit is not None and tally.sent >= limit:
-                break
-            wait = next_at - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            next_at = time.monotonic() + interval  # from this send: a slow answer is no credit for a burst
-            tally.sent += 1
-            try:
-                response = client.post(call.path, content=call.body)
-            except httpx.TransportError as error:
-                tally.failed["no answer"] += 1
-                print(f"{call.label}: {target.url}{call.path} does not answer: "
-                      f"{error or type(error).__name__}", file=out)
-                if isinstance(error, httpx.ConnectError):
-                    print(f"gateway logs replay: {target.url} does not answer ({error or 'connection refused'}): "
-                          "stopped", file=err)
-                    break
-                continue
-            _check(call, response, tally, out)
+        try:
+            _send_all(client, calls(records, target.application, finals, tally, with_file=path.is_dir()),
+                      contracts, target, tally, rate, limit, out, err)
+        except KeyboardInterrupt:  # Ctrl-C: what was seen so far, then 130 as a shell reports SIGINT
+            print("gateway logs replay: interrupted", file=err)
+            _summary(tally, target, out)
+            return 130
     if file_errors and tally.sent == 0 and all(error.shown == 0 for error in file_errors):
         return 2
     _summary(tally, target, out)
@@ -120,28 +121,107 @@ def replay(path: Path, target: Target, *, rate: float = 10.0, limit: int | None 
     return 0 if answered_all and not file_errors else 1
 
 
+def _send_all(client: httpx.Client, planned: Iterable[Call], contracts: dict[tuple[str, int | None], Contract | None],
+              target: Target, tally: Tally, rate: float, limit: int | None, out: TextIO, err: TextIO) -> None:
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    for planned_call in planned:
+        if limit is not None and tally.sent >= limit:
+            break
+        call = planned_call if target.application is not None else _routed(client, planned_call, contracts)
+        if call is None:
+            tally.skipped["a signature the gateway does not describe"] += 1
+            continue
+        wait = next_at - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        next_at = time.monotonic() + interval  # from this send: a slow answer is no credit for a burst
+        tally.sent += 1
+        try:
+            response = client.post(call.path, content=call.body)
+        except httpx.TransportError as error:
+            tally.failed["no answer"] += 1
+            print(f"{call.label}: {target.url}{call.path} does not answer: "
+                  f"{error or type(error).__name__}", file=out)
+            if isinstance(error, httpx.ConnectError):
+                print(f"gateway logs replay: {target.url} does not answer ({error or 'connection refused'}): "
+                      "stopped", file=err)
+                break
+            continue
+        _check(call, response, tally, out)
+
+
+def _routed(client: httpx.Client, call: Call, contracts: dict[tuple[str, int | None], Contract | None]) -> Call | None:
+    """`call` to the native route when its signature is the model's default (or unnamed), else
+    to TF Serving's REST route naming it, with the route's output names; None: the gateway's
+    metadata does not know the signature."""
+    spec = call.record.record.predict_log.request.model_spec
+    version = spec.version.value if spec.HasField("version") else None
+    key = (spec.name, version)
+    if key not in contracts:
+        contracts[key] = _contract(client, spec.name, version)
+    contract = contracts[key]
+    signature = spec.signature_name
+    if signature == DEFAULT_SIGNATURE and contract is not None and signature not in contract.outputs:
+        signature = ""  # TF's default key names the default signature of a model that has another name for it
+    if contract is None:  # no metadata (e.g. an unknown model): the native route answers why
+        return call
+    if signature and signature not in contract.outputs:
+        return None
+    outputs = contract.outputs.get(signature or contract.default or "")
+    if not signature or signature == contract.default:
+        return replace(call, outputs=outputs)
+    route = f"/v1/models/{quote(spec.name, safe='')}" + ("" if version is None else f"/versions/{version}")
+    body = b'{"signature_name":' + orjson.dumps(signature) + b',"inputs":' + call.body + b"}"
+    return replace(call, path=f"{route}:predict", body=body, outputs=outputs, tf_rest=True)
+
+
+def _contract(client: httpx.Client, name: str, version: int | None) -> Contract | None:
+    """The model version's signatures from `GET /v1/models/NAME[/versions/V]/metadata`."""
+    route = f"/v1/models/{quote(name, safe='')}" + ("" if version is None else f"/versions/{version}")
+    try:
+        answer = client.get(f"{route}/metadata")
+        if answer.status_code != 200:
+            return None
+        document = answer.json()
+        signatures = document["metadata"]["signature_def"]["signature_def"]
+        outputs = {signature: frozenset(definition.get("outputs") or {})
+                   for signature, definition in signatures.items()}
+        default = document.get("model_spec", {}).get("signature_name") or None
+    except (httpx.TransportError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if default not in outputs:
+        default = DEFAULT_SIGNATURE if DEFAULT_SIGNATURE in outputs else (
+            next(iter(outputs)) if len(outputs) == 1 else None)
+    return Contract(default, outputs)
+
+
 def last_stages(path: Path, application: str) -> dict[str, Mapping[str, tensor_pb2.TensorProto] | None]:
-    """For each request of `application` the index names, the logged outputs of its last
-    stage (None: that call failed): what the application answered. A first pass over the log."""
+    """For each request of `application` the index names whose last stage is in the log, the
+    logged outputs of that stage (None: that call failed): what the application answered. The
+    last stage is the highest one the log holds for the application (a request whose records
+    stop before it is left out: its last call was not logged). A first pass over the log."""
     finals: dict[str, tuple[int, Mapping[str, tensor_pb2.TensorProto] | None]] = {}
+    stages = 0
     for record in read_log(path, warn=lambda _: None, fail=lambda _: None):
         entry = record.entry
         if entry is None or entry.get("application") != application or not entry.get("request_id"):
             continue
         stage = entry.get("stage") or 0
+        stages = max(stages, stage)
         known = finals.get(entry["request_id"])
         if known is None or stage >= known[0]:
             log = record.record.predict_log
             finals[entry["request_id"]] = (stage, log.response.outputs if log.HasField("response") else None)
-    return {request_id: outputs for request_id, (_, outputs) in finals.items()}
+    return {request_id: outputs for request_id, (stage, outputs) in finals.items() if stage == stages}
 
 
 def calls(records: Iterable[LogRecord], application: str | None,
-          finals: Mapping[str, Mapping[str, tensor_pb2.TensorProto] | None], tally: Tally, *,
+          finals: Mapping[str, Mapping[str, tensor_pb2.TensorProto] | None] | None, tally: Tally, *,
           with_file: bool = False) -> Iterator[Call]:
     """The requests to send, in the log's order: each predict record's inputs to the model
     route of the model and version that ran; with `application`, to its route, only the
-    records of its stage 1 when the index says (every record of a file without an index),
+    records of its stage 1 when the file has an index (every record of a file without one),
     compared with `finals`, the outputs of the same request's last stage."""
     for record in records:
         log = record.record
@@ -152,22 +232,31 @@ def calls(records: Iterable[LogRecord], application: str | None,
         expected: Mapping[str, tensor_pb2.TensorProto] | None = (
             log.predict_log.response.outputs if log.predict_log.HasField("response") else None)
         entry = record.entry
+        unfinished = False
+        output_filter = tuple(request.output_filter)
         if application is None:
             spec = request.model_spec
             path = model_path(spec.name, spec.version.value if spec.HasField("version") else None)
+        elif record.indexed and entry is None:
+            tally.skipped["no index line (cannot tell its stage)"] += 1
+            continue
         elif entry is not None and (entry.get("application") != application or entry.get("stage") != 1):
             tally.skipped[f"not stage 1 of {application}"] += 1
             continue
         else:
             if entry is not None:
-                expected = finals.get(entry.get("request_id") or "")
+                request_id = entry.get("request_id") or ""
+                unfinished = finals is not None and request_id not in finals
+                expected = None if finals is None or unfinished else finals[request_id]
+            output_filter = ()  # the last stage's outputs are the application's answer
             path = f"/gateway/applications/{quote(application, safe='')}"
         try:
             body = request_body(request.inputs)
-        except (CodecError, ValueError):
+        except (CodecError, ValueError, MemoryError):
             tally.skipped["inputs that cannot be decoded"] += 1
             continue
-        yield Call(record, record_label(record, with_file=with_file), path, body, expected)
+        yield Call(record, record_label(record, with_file=with_file), path, body, expected, output_filter,
+                   unfinished)
 
 
 def model_path(name: str, version: int | None) -> str:
@@ -183,7 +272,7 @@ def request_body(inputs: Mapping[str, tensor_pb2.TensorProto]) -> bytes:
     for name, value in values.items():
         if isinstance(value, dict) and set(value) == {"error"}:
             raise CodecError(f"input {name!r}: {value['error']}")
-    if not any(_non_finite(decode_tensor(tensor)) for tensor in inputs.values()):
+    if not any(_non_finite(decode(tensor)) for tensor in inputs.values()):
         return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
     return json.dumps(values, default=_plain).encode()
 
@@ -206,6 +295,9 @@ def _check(call: Call, response: httpx.Response, tally: Tally, out: TextIO) -> N
               f"{response.text[:_SHOWN_BODY]}", file=out)
         return
     tally.answered += 1
+    if call.unfinished:
+        tally.unfinished += 1
+        return
     if call.expected is None:
         tally.not_compared += 1
         return
@@ -213,12 +305,16 @@ def _check(call: Call, response: httpx.Response, tally: Tally, out: TextIO) -> N
         answer = response.json()
     except ValueError:
         answer = None
+    if call.tf_rest and isinstance(answer, dict):  # `{"outputs": {name: value}}`, or the value of the only one
+        answer = answer.get("outputs")
+        if call.outputs is not None and len(call.outputs) == 1:
+            answer = {next(iter(call.outputs)): answer}
     if not isinstance(answer, dict):
         tally.different += 1
         print(f"{label}: {call.path} answered {response.status_code} without a JSON object of "
               "outputs", file=out)
         return
-    differences = compare(call.expected, answer)
+    differences = compare(call.expected, answer, output_filter=call.output_filter, contract=call.outputs)
     if differences:
         tally.different += 1
         print(f"{label}: outputs differ from the log: {'; '.join(differences)}", file=out)
@@ -226,18 +322,26 @@ def _check(call: Call, response: httpx.Response, tally: Tally, out: TextIO) -> N
         tally.equal += 1
 
 
-def compare(logged: Mapping[str, tensor_pb2.TensorProto], answer: Mapping[str, Any]) -> list[str]:
-    """What differs between the logged outputs and an answer's (each output of the answer
-    must be in the log: outputs the answer leaves out, as an output filter does, are not
-    compared). Exact for integers, bools and strings; floats with numpy.isclose, NaN and
-    infinities (null in answers) equal to null."""
-    differences = []
-    for name in sorted(answer):
-        if name not in logged:
-            differences.append(f"{name}: not in the log")
-            continue
+def compare(logged: Mapping[str, tensor_pb2.TensorProto], answer: Mapping[str, Any], *,
+            output_filter: Iterable[str] = (), contract: Iterable[str] | None = None) -> list[str]:
+    """What differs between the logged outputs and an answer's, over the outputs both have
+    (the answer restricted to the logged request's `output_filter` when it had one). Also a
+    difference: no output in common, and a logged output the answer leaves out unless it is
+    outside the route's `contract` (its output names, when known). Exact for integers, bools
+    and strings; floats with numpy.isclose, NaN and infinities (null in answers) equal to null."""
+    wanted = set(output_filter)
+    if wanted:
+        answer = {name: value for name, value in answer.items() if name in wanted}
+    common = sorted(set(logged) & set(answer))
+    if not common:
+        return [f"no output in common with the log (logged: {', '.join(sorted(logged)) or 'none'}; "
+                f"answered: {', '.join(sorted(answer)) or 'none'})"]
+    served = set(contract) if contract is not None else None
+    missing = [name for name in sorted(set(logged) - set(answer)) if served is None or name in served]
+    differences = [f"{name}: missing from the answer" for name in missing]
+    for name in common:
         try:
-            array = decode_tensor(logged[name])
+            array = decode(logged[name])
         except (CodecError, ValueError) as error:
             differences.append(f"{name}: the logged value cannot be decoded: {error}")
             continue
@@ -288,6 +392,8 @@ def _summary(tally: Tally, target: Target, out: TextIO) -> None:
               file=out)
     print(f"  outputs equal to the logged ones: {tally.equal}, different: {tally.different}, "
           f"not compared: {tally.not_compared} (no logged outputs)", file=out)
+    if tally.unfinished:
+        print(f"  not compared: {tally.unfinished} request(s) whose last stage was not logged", file=out)
     for reason, count in sorted(tally.skipped.items()):
         print(f"  skipped {count} record(s): {reason}", file=out)
 

@@ -15,12 +15,12 @@ import orjson
 from google.protobuf import json_format, text_format
 from google.protobuf.message import Message
 
-from gateway.requestlog.reading import LogFileError, LogRecord, read_log, record_label
+from gateway.requestlog.reading import LogFileError, LogRecord, decode, read_log, record_label
+from gateway.requestlog.records import INDEX_FIELDS
 from protos.tensorflow import tensor_pb2
 from protos.tensorflow_serving import model_pb2, predict_pb2, prediction_log_pb2
 from tensorcodecs import CodecError
 from tensorcodecs.json_codec import to_json_value
-from tensorcodecs.tensor_proto import decode_tensor
 
 BANNER_WIDTH = 100  # the seed's request-log view
 MAX_BYTES_SHOWN = 64  # of one tensor_content or string element in the text format
@@ -58,6 +58,9 @@ def show(path: Path, *, limit: int | None = None, as_json: bool = False, out: Te
         if out is sys.stdout:  # no flush at exit onto the closed pipe (Python's documented remedy)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: no traceback; 130 as a shell reports SIGINT
+        out.flush()
+        return 130
     if not failures:
         return 0
     return 2 if shown == 0 and all(error.shown == 0 for error in failures) else 1
@@ -159,7 +162,7 @@ def _decoded(tensors: Mapping[str, tensor_pb2.TensorProto]) -> list[str]:
     with np.printoptions(threshold=20, edgeitems=3, linewidth=BANNER_WIDTH):
         for name in sorted(tensors):
             try:
-                array = decode_tensor(tensors[name])
+                array = decode(tensors[name])
             except (CodecError, ValueError) as error:
                 lines.append(f"  {name}: cannot be decoded: {error}")
                 continue
@@ -203,10 +206,12 @@ def _spec_label(spec: model_pb2.ModelSpec) -> str:
 
 
 def json_line(record: LogRecord) -> str:
-    """One record as one JSON line: where it is, its index line's fields when it has one, the
-    model spec, and the inputs and outputs as the gateway's native JSON values (`{"b64": ...}`
-    for bytes that are not UTF-8; NaN and infinities as null)."""
+    """One record as one JSON line: where it is, its index line's fields (null when it has
+    none, so every line has the same keys), the model spec, and the inputs and outputs as the
+    gateway's native JSON values (`{"b64": ...}` for bytes that are not UTF-8; NaN and
+    infinities as null)."""
     document: dict[str, Any] = {"file": str(record.path), "record": record.number}
+    document.update(dict.fromkeys(INDEX_FIELDS))
     if record.entry is not None:
         document.update(record.entry)
     document.update(offset=record.offset, length=record.length)  # the file's, even if the index disagrees
@@ -237,7 +242,7 @@ def tensors_json(tensors: Mapping[str, tensor_pb2.TensorProto]) -> dict[str, Any
     values: dict[str, Any] = {}
     for name in sorted(tensors):
         try:
-            values[name] = to_json_value(decode_tensor(tensors[name]))
+            values[name] = to_json_value(decode(tensors[name]))
         except (CodecError, ValueError) as error:
             values[name] = {"error": str(error)}
     return values

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -16,11 +18,18 @@ import pytest
 
 from gateway.app import create_app
 from gateway.cli import main
-from gateway.manifests import Config
+from gateway.manifests import Config, load_config
 from gateway.requestlog.call import LoggedCall
+from gateway.requestlog.reading import LogFileError, read_log
+from gateway.requestlog.replay import Tally, calls, compare
 from gateway.settings import ApiKey, AuthSettings, Settings
+from protos.tensorflow.types_pb2 import DT_FLOAT
+from protos.tensorflow_serving.prediction_log_pb2 import PredictionLog
+from tensorcodecs.tensor_proto import encode_tensor
+from tensorcodecs.tfrecord import encode_record
 from tests.conftest import REPO, free_port, serve_app
-from tests.gateway.requestlog.log_files import call, write_log
+from tests.gateway.requestlog.log_files import STEM, call, write_log
+from tests.tfserving_server import FakeTFServing
 
 KEY = "replay-key"
 
@@ -61,8 +70,8 @@ async def test_each_record_goes_to_the_model_version_that_ran(gateway: str, tmp_
     status, out, err = await replay(capsys, str(path), "--url", gateway, "--rate", "200")
     assert (status, err) == (1, "")
     lines = out.splitlines()
-    assert lines[0] == "record 1: outputs differ from the log: number: logged [9,9,9], answered [2,3,4]"
-    assert lines[1].startswith('record 3: /gateway/models/missing_model/versions/1 answered 404: {"error":')
+    assert lines[0] == "record 2: outputs differ from the log: number: logged [9,9,9], answered [2,3,4]"
+    assert lines[1].startswith('record 4: /gateway/models/missing_model/versions/1 answered 404: {"error":')
     assert lines[2:] == [
         f"sent 6 request(s) to {gateway}: 5 answered 2xx, 1 failed",
         "  failed: 404 x1",
@@ -83,7 +92,7 @@ async def test_strings_and_unversioned_records(gateway: str, tmp_path: Path,
     status, out, _ = await replay(capsys, str(write_log(tmp_path, [phase, wrong])), "--url", gateway)
     assert status == 0
     assert out.splitlines() == [
-        'record 1: outputs differ from the log: phase: logged ["ice","ice",{"b64":"/w=="}], '
+        'record 2: outputs differ from the log: phase: logged ["ice","ice",{"b64":"/w=="}], '
         'answered ["ice","water","steam"]',
         f"sent 2 request(s) to {gateway}: 2 answered 2xx, 0 failed",
         "  outputs equal to the logged ones: 1, different: 1, not compared: 0 (no logged outputs)",
@@ -97,7 +106,7 @@ async def test_a_directory_of_logs(gateway: str, tmp_path: Path, capsys: pytest.
     status, out, _ = await replay(capsys, str(tmp_path), "--url", gateway)
     assert status == 0
     assert out.splitlines()[:2] == [
-        "requests-20261201T110000.000000Z-p1-000002.tfrecord.partial record 0: outputs differ from the log: "
+        "requests-20261201T110000.000000Z-p1-000002.tfrecord.partial record 1: outputs differ from the log: "
         "number: logged [0,0,0], answered [2,3,4]",
         f"sent 2 request(s) to {gateway}: 2 answered 2xx, 0 failed",
     ]
@@ -138,7 +147,7 @@ async def test_an_application_gets_its_stage_one_records(gateway: str, tmp_path:
     status, out, _ = await replay(capsys, str(path), "--url", gateway, "--application", "pipeline_app")
     assert status == 0
     assert out.splitlines() == [
-        'record 5: outputs differ from the log: phase: logged ["steam","steam","steam"], '
+        'record 6: outputs differ from the log: phase: logged ["steam","steam","steam"], '
         'answered ["ice","water","steam"]',
         f"sent 2 request(s) to {gateway} (application pipeline_app): 2 answered 2xx, 0 failed",
         "  outputs equal to the logged ones: 1, different: 1, not compared: 0 (no logged outputs)",
@@ -164,7 +173,7 @@ async def test_the_api_key_is_sent(example_config: Config, tmp_path: Path,
     async with serve_app(create_app(Settings(auth=auth), example_config)) as url:
         status, out, _ = await replay(capsys, str(path), "--url", url)
         assert status == 1
-        assert out.splitlines()[0].startswith("record 0: /gateway/models/increment_model/versions/1 answered 401")
+        assert out.splitlines()[0].startswith("record 1: /gateway/models/increment_model/versions/1 answered 401")
         status, out, _ = await replay(capsys, str(path), "--url", url, "--api-key", KEY)
         assert status == 0
         assert "1 answered 2xx, 0 failed" in out
@@ -203,4 +212,119 @@ async def test_the_command_as_a_user_runs_it(gateway: str, tmp_path: Path) -> No
     assert out.decode().splitlines() == [
         f"sent 2 request(s) to {gateway}: 2 answered 2xx, 0 failed",
         "  outputs equal to the logged ones: 1, different: 0, not compared: 1 (no logged outputs)",
+    ]
+
+
+async def test_a_logged_signature_is_the_one_replayed(tfs: FakeTFServing, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    config_dir = tmp_path / "config"
+    (config_dir / "models").mkdir(parents=True)
+    (config_dir / "models" / "toy.yaml").write_text(
+        "kind: Model\nname: toy\nversion: 2\n"
+        f"backend: {{protocol: tensorflow-serving, target: '{tfs.target}', model_name: Toy, version: 2}}\n")
+    x = np.array([[1.0, 2.0]], dtype=np.float32)
+    scaled = call("req-1", model="toy", version=2, signature="scaled", inputs={"input_1": x},
+                  outputs={"scaled": x * 100})
+    wrong = call("req-2", model="toy", version=2, signature="scaled", inputs={"input_1": x},
+                 outputs={"scaled": x})
+    unknown = call("req-3", model="toy", version=2, signature="nowhere", inputs={"input_1": x}, outputs={"y": x})
+    path = write_log(tmp_path, [scaled, wrong, unknown])
+    async with serve_app(create_app(Settings(), load_config(config_dir))) as url:
+        status, out, err = await replay(capsys, str(path), "--url", url, "--rate", "200")
+    assert (status, err) == (0, "")
+    assert out.splitlines() == [
+        "record 2: outputs differ from the log: scaled: logged [[1.0,2.0]], answered [[100.0,200.0]]",
+        f"sent 2 request(s) to {url}: 2 answered 2xx, 0 failed",
+        "  outputs equal to the logged ones: 1, different: 1, not compared: 0 (no logged outputs)",
+        "  skipped 1 record(s): a signature the gateway does not describe",
+    ]
+
+
+def test_an_answer_that_leaves_logged_outputs_out_differs() -> None:
+    logged = {"y": encode_tensor(np.array([1.0, 2.0], dtype=np.float32)),
+              "z": encode_tensor(np.array([3], dtype=np.int32))}
+    assert compare(logged, {}) == ["no output in common with the log (logged: y, z; answered: none)"]
+    assert compare(logged, {"other": [1]}) == ["no output in common with the log (logged: y, z; answered: other)"]
+    assert compare(logged, {"z": [3]}) == ["y: missing from the answer"]
+    assert compare(logged, {"z": [3]}, contract=["z"]) == []  # y is outside the route's contract
+    assert compare({"z": logged["z"]}, {"y": [1.0, 2.0], "z": [3]}, output_filter=["z"]) == []
+    assert compare(logged, {"y": [1.0, 2.0], "z": [4]}) == ["z: logged [3], answered [4]"]
+
+
+async def test_an_indexed_file_sends_only_the_records_its_index_names(gateway: str, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_log(tmp_path, [*pipeline_request("req-a", [b"ice", b"water", b"steam"]),
+                                *pipeline_request("req-b", [b"ice", b"water", b"steam"])], partial=True)
+    index = tmp_path / f"{STEM}.index.jsonl.partial"
+    index.write_text("".join(index.read_text().splitlines(keepends=True)[:3]))  # the index lags its records
+    status, out, _ = await replay(capsys, str(path), "--url", gateway, "--application", "pipeline_app")
+    assert status == 0
+    assert out.splitlines() == [
+        f"sent 1 request(s) to {gateway} (application pipeline_app): 1 answered 2xx, 0 failed",
+        "  outputs equal to the logged ones: 1, different: 0, not compared: 0 (no logged outputs)",
+        "  skipped 3 record(s): no index line (cannot tell its stage)",
+        "  skipped 2 record(s): not stage 1 of pipeline_app",
+    ]
+
+
+async def test_a_request_whose_last_stage_was_not_logged_is_not_compared(
+        gateway: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_log(tmp_path, [*pipeline_request("req-a", [b"ice", b"water", b"steam"])[:2],
+                                *pipeline_request("req-b", [b"ice", b"water", b"steam"])])
+    status, out, _ = await replay(capsys, str(path), "--url", gateway, "--application", "pipeline_app")
+    assert status == 0
+    assert out.splitlines() == [
+        f"sent 2 request(s) to {gateway} (application pipeline_app): 2 answered 2xx, 0 failed",
+        "  outputs equal to the logged ones: 1, different: 0, not compared: 0 (no logged outputs)",
+        "  not compared: 1 request(s) whose last stage was not logged",
+        "  skipped 3 record(s): not stage 1 of pipeline_app",
+    ]
+
+
+async def test_ctrl_c_prints_the_summary_so_far(tmp_path: Path) -> None:
+    silent = socket.socket()  # accepts connections and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    path = write_log(tmp_path, [call("req-1"), call("req-2")])
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "logs", "replay", str(path), "--url", url, cwd=REPO,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        await asyncio.sleep(1.5)  # the interpreter started; it waits for the model's metadata
+        process.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        silent.close()
+    assert process.returncode == 130
+    assert b"Traceback" not in err
+    assert err.decode() == "gateway logs replay: interrupted\n"
+    assert out.decode().splitlines()[0] == f"sent 0 request(s) to {url}: 0 answered 2xx, 0 failed"
+
+
+def test_a_record_too_large_to_decode_is_skipped(tmp_path: Path) -> None:
+    log = PredictionLog()
+    log.predict_log.request.model_spec.name = "toy"
+    huge = log.predict_log.request.inputs["input_1"]
+    huge.dtype = DT_FLOAT
+    huge.tensor_shape.dim.add().size = 10**12
+    path = tmp_path / "huge.tfrecord"
+    path.write_bytes(encode_record(log.SerializeToString()))
+    tally = Tally()
+
+    def fail(error: LogFileError) -> None:
+        pytest.fail(str(error))
+
+    assert list(calls(read_log(path, warn=pytest.fail, fail=fail), None, None, tally)) == []
+    assert tally.skipped == {"inputs that cannot be decoded": 1}
+
+
+async def test_tf_default_key_names_a_models_only_signature(gateway: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_log(tmp_path, [call("req-1", signature="serving_default")])  # as warmup files name it
+    status, out, _ = await replay(capsys, str(path), "--url", gateway)
+    assert status == 0
+    assert out.splitlines() == [
+        f"sent 1 request(s) to {gateway}: 1 answered 2xx, 0 failed",
+        "  outputs equal to the logged ones: 1, different: 0, not compared: 0 (no logged outputs)",
     ]

@@ -12,7 +12,9 @@ import pytest
 from google.protobuf import text_format
 
 from gateway.cli import main
-from gateway.requestlog.records import prediction_log
+from gateway.requestlog.reading import LogReader
+from gateway.requestlog.records import INDEX_FIELDS, prediction_log
+from modelfolder.warmup import WarmupError, read_warmup
 from protos.tensorflow import types_pb2
 from protos.tensorflow_serving import prediction_log_pb2
 from tensorcodecs.tensor_proto import encode_tensor
@@ -38,7 +40,7 @@ def test_answered_call_shows_header_request_and_outputs(tmp_path: Path, capsys: 
     status, out, err = run(capsys, str(path))
     assert (status, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0] == ("record 0 (offset 0, 195 bytes)  request req-1  2026-12-01T16:20:30.123456Z  status 200  "
+    assert lines[0] == ("record 1 (offset 0, 195 bytes)  request req-1  2026-12-01T16:20:30.123456Z  status 200  "
                         "model increment_model:1  4.2 ms")
     assert lines[1] == BANNER
     end = lines.index("end".center(100, "*"))
@@ -110,7 +112,7 @@ def test_json_lines_carry_the_index_and_native_values(tmp_path: Path, capsys: py
     assert status == 0
     first, second, third = json_lines(out)
     assert first == {
-        "file": str(tmp_path / f"{STEM}.tfrecord"), "record": 0, "offset": 0, "length": 195,
+        "file": str(tmp_path / f"{STEM}.tfrecord"), "record": 1, "offset": 0, "length": 195,
         "request_id": "req-1", "time": "2026-12-01T16:20:30.123456Z", "duration_ms": 4.2, "status": 200,
         "error": None, "application": None, "stage": None, "variant": None, "model": "increment_model",
         "version": 1, "kind": "predict_log",
@@ -146,16 +148,19 @@ def warmup_file(folder: Path) -> Path:
 def test_a_warmup_file_without_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, err = run(capsys, str(warmup_file(tmp_path)))
     assert (status, err) == (0, "")
-    assert out.splitlines()[0] == "record 0 (offset 0, 75 bytes)  model toy signature serving_default"
+    assert out.splitlines()[0] == "record 1 (offset 0, 75 bytes)  model toy signature serving_default"
     assert "float_val: 1.0\n" in out
     assert "  input_1 (float32, [2]): [1. 2.]" in out
     assert "outputs".center(100, "*") + "\nno response" in out
-    assert "record 1 (offset 75, 27 bytes)  model toy\n" + "classify_log".center(100, "*") in out
+    assert "record 2 (offset 75, 27 bytes)  model toy\n" + "classify_log".center(100, "*") in out
     status, out, _ = run(capsys, str(tmp_path / "assets.extra" / "tf_serving_warmup_requests"), "--json")
     predict, classify = json_lines(out)
     assert predict["inputs"] == {"input_1": [1.0, 2.0]}
     assert predict["outputs"] is None
-    assert "request_id" not in predict
+    for line in (predict, classify):  # the index's keys on every line, null without an index
+        assert {key: line[key] for key in INDEX_FIELDS if key not in ("offset", "length")} == dict.fromkeys(
+            ("request_id", "time", "duration_ms", "status", "error", "application", "stage", "variant", "model",
+             "version"))
     assert classify["kind"] == "classify_log"
     assert classify["log"] == {"classifyLog": {"request": {"modelSpec": {"name": "toy"}}}}
 
@@ -176,7 +181,7 @@ def test_a_partial_file_stops_quietly_at_a_truncated_last_record(tmp_path: Path,
     status, out, err = run(capsys, str(closed), "--json")
     assert status == 1
     assert len(json_lines(out)) == 1
-    assert "record 1 at byte 195 is truncated" in err
+    assert "record 2 at byte 195 is truncated" in err
 
 
 def test_a_partial_file_renamed_while_being_read_is_read_closed(tmp_path: Path,
@@ -196,7 +201,7 @@ def test_corrupt_and_missing_files(tmp_path: Path, capsys: pytest.CaptureFixture
     assert status == 1
     assert "request req-1" in out
     assert "req-2" not in out
-    assert err == (f"gateway logs show: {path}: record 1 at byte 195: the data's checksum does not match "
+    assert err == (f"gateway logs show: {path}: record 2 at byte 195: the data's checksum does not match "
                    "(corrupt)\n")
     (tmp_path / "notes.tfrecord").write_text("not a log at all, just some text")
     status, out, err = run(capsys, str(tmp_path / "notes.tfrecord"))
@@ -205,7 +210,7 @@ def test_corrupt_and_missing_files(tmp_path: Path, capsys: pytest.CaptureFixture
     (tmp_path / "proto.tfrecord").write_bytes(encode_record(b"\xff\xff\xff"))
     status, out, err = run(capsys, str(tmp_path / "proto.tfrecord"))
     assert status == 2
-    assert "record 0 at byte 0 is not a PredictionLog" in err
+    assert "record 1 at byte 0 is not a PredictionLog" in err
     status, out, err = run(capsys, str(tmp_path / "missing.tfrecord"))
     assert (status, out, err) == (2, "", f"gateway logs show: {tmp_path / 'missing.tfrecord'}: no such file "
                                          "or directory\n")
@@ -238,10 +243,10 @@ def test_a_directory_in_the_order_files_were_opened(tmp_path: Path, capsys: pyte
     status, out, _ = run(capsys, str(tmp_path))  # records of several files: each header names its file
     headers = [line for line in out.splitlines() if " (offset " in line]
     assert [line.split("  ")[0] for line in headers] == [
-        "requests-20261201T100000.000000Z-p1-000001.tfrecord record 0 (offset 0, 195 bytes)",
-        "requests-20261201T100000.000000Z-p1-000001.tfrecord record 1 (offset 195, 195 bytes)",
-        "requests-20261201T110000.000000Z-p2-000001.tfrecord record 0 (offset 0, 195 bytes)",
-        "requests-20261201T120000.000000Z-p1-000003.tfrecord.partial record 0 (offset 0, 195 bytes)"]
+        "requests-20261201T100000.000000Z-p1-000001.tfrecord record 1 (offset 0, 195 bytes)",
+        "requests-20261201T100000.000000Z-p1-000001.tfrecord record 2 (offset 195, 195 bytes)",
+        "requests-20261201T110000.000000Z-p2-000001.tfrecord record 1 (offset 0, 195 bytes)",
+        "requests-20261201T120000.000000Z-p1-000003.tfrecord.partial record 1 (offset 0, 195 bytes)"]
     index = tmp_path / "requests-20261201T120000.000000Z-p1-000003.index.jsonl.partial"
     status, out, _ = run(capsys, str(index), "--json")  # an index names its log
     assert [line["request_id"] for line in json_lines(out)] == ["c-1"]
@@ -263,3 +268,55 @@ def test_the_command_as_a_user_runs_it(tmp_path: Path) -> None:
                           cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert "--limit: must be a whole number of at least 1" in done.stderr
+
+
+def test_records_are_numbered_from_1_as_warmup_errors_number_them(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_log(tmp_path, [call("req-1"), call("req-2")])
+    warmup = tmp_path / "w.tfrecord"
+    data = path.read_bytes()
+    warmup.write_bytes(data + b"\x00" * 20)  # a third record that is not one
+    with pytest.raises(WarmupError) as failed:
+        read_warmup(warmup)
+    assert failed.value.record == 3
+    status, out, err = run(capsys, str(warmup), "--json")
+    assert status == 1
+    assert [line["record"] for line in json_lines(out)] == [1, 2]
+    assert "record 3 at byte 390" in err
+
+
+def test_a_tensor_too_large_to_decode_is_reported_not_allocated(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    log = prediction_log_pb2.PredictionLog()
+    request = log.predict_log.request
+    request.model_spec.name = "toy"
+    huge = request.inputs["input_1"]
+    huge.dtype = types_pb2.DT_FLOAT
+    huge.tensor_shape.dim.add().size = 10**12  # a hand-made record: no values at all
+    path = tmp_path / "huge.tfrecord"
+    path.write_bytes(encode_record(log.SerializeToString()))
+    status, out, err = run(capsys, str(path))
+    assert (status, err) == (0, "")
+    assert "  input_1: cannot be decoded: too large to decode (1000000000000 elements)" in out
+    status, out, err = run(capsys, str(path), "--json")
+    assert (status, err) == (0, "")
+    assert json_lines(out)[0]["inputs"] == {"input_1": {"error": "too large to decode (1000000000000 elements)"}}
+
+
+def test_a_directory_without_logs_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "README.txt").write_text("not a log")
+    for folder in (tmp_path / "logs", tmp_path):
+        status, out, err = run(capsys, str(folder))
+        assert (status, out, err) == (2, "", f"gateway logs show: {folder} has no .tfrecord files\n")
+
+
+def test_a_partial_index_is_read_again_for_records_written_after_it(tmp_path: Path) -> None:
+    path = write_log(tmp_path, [call("req-1"), call("req-2"), call("req-3")], partial=True)
+    index = tmp_path / f"{STEM}.index.jsonl.partial"
+    lines = index.read_text().splitlines(keepends=True)
+    index.write_text(lines[0])  # the index as it was when the reader opened it
+    reader = LogReader(path, warn=pytest.fail)
+    index.write_text("".join(lines))  # the writer has caught up since
+    assert [(record.number, (record.entry or {}).get("request_id")) for record in reader] == [
+        (1, "req-1"), (2, "req-2"), (3, "req-3")]
