@@ -154,9 +154,9 @@ async def test_a_tensor_over_max_elements_is_refused_before_decoding(tmp_path: P
 
 
 async def test_any_failure_of_a_record_names_the_record(tmp_path: Path, tfs: FakeTFServing) -> None:
-    model = remote(tmp_path, tfs, [huge(10**12)])
+    model = remote(tmp_path, tfs, [huge(10**14)])  # 400 TB: more than any address space can map
     with pytest.raises(WarmupError) as caught:  # allowed in, its decoding cannot allocate the tensor
-        await warm_remote(model, 10, max_elements=10**13)
+        await warm_remote(model, 10, max_elements=10**15)
     assert caught.value.record == 1
     assert caught.value.reason.startswith("MemoryError: ")
 
@@ -226,3 +226,24 @@ async def test_a_fault_warming_remote_models_at_start_cancels_the_runtimes_start
         assert supervisor._starting == set()
     finally:
         await supervisor.stop()
+
+
+async def test_a_model_whose_server_was_unreachable_at_start_is_warmed_at_every_reload(tmp_path: Path) -> None:
+    later = FakeTFServing()
+    later.port = free_port()
+    remote(tmp_path, later, toy_logs(2))
+    config = load_config(tmp_path)
+    failed = await warm_remotes(config.models.values(), 0.3, max_elements=MAX_ELEMENTS, wait_for_server=True)
+    assert list(failed) == [("toy", 2)]
+    stager = ConfigStager(Settings.load(tmp_path), config, None, failed)
+    staged = await stager.stage()  # still down: it stays unavailable, the reload goes through
+    assert list(staged.failed) == [("toy", 2)]
+    stager.commit(staged)
+    await later.start()
+    try:
+        await asyncio.sleep(2.2)  # gRPC's reconnect back-off to the target (at most 2 s) has run out
+        staged = await stager.stage()
+        assert staged.failed == {}
+        assert len(predictions(later)) == 2
+    finally:
+        await later.stop()
