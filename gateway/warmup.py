@@ -57,7 +57,7 @@ def refusal(model: ModelManifest, record: WarmupRecord) -> str | None:
     """Why `record` can never warm `model` (None: it can): a remote model is sent Predicts only,
     and the embedded runtime serves no MultiInference."""
     if model.folder is None and record.predict_request is None:
-        return f"a remote model is warmed with predict_log records only, not {record.kind}"
+        return f"a remote model is warmed with predict_log (and predict_streamed_log) records only, not {record.kind}"
     if model.folder is not None and record.kind == "multi_inference_log":
         return "the embedded runtime does not serve multi_inference_log (MultiInference)"
     return None

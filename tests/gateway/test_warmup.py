@@ -180,7 +180,7 @@ def test_check_refuses_records_the_model_can_never_answer(tmp_path: Path, tfs: F
         f"model counter: warmup failed at record 2 of {local / 'warmup.tfrecord'}: the embedded runtime does "
         "not serve multi_inference_log (MultiInference)",
         f"model toy: warmup failed at record 2 of {models[('toy', 2)].warmup}: a remote model is warmed with "
-        "predict_log records only, not multi_inference_log",
+        "predict_log (and predict_streamed_log) records only, not multi_inference_log",
     ]
     assert len(lines) == 2
 
