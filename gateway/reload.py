@@ -32,6 +32,7 @@ from gateway.registry import Registry
 from gateway.settings import Settings
 from gateway.supervisor import ModelKey, RuntimeProcess, RuntimeStartError, Staged, Supervisor
 from gateway.warmup import remote_warmups, warm_remotes
+from modelfolder.warmup import WarmupStamp, stamp
 
 log = logging.getLogger("gateway.reload")
 
@@ -100,6 +101,9 @@ class ConfigStager:
         self.config = config
         self.supervisor = supervisor
         self.unwarmed: dict[ModelKey, str] = {}  # remote models not served: their warmup failed
+        # The warmup file each remote model was warmed with (a new file at the same path warms again).
+        self._warmed: dict[ModelKey, WarmupStamp] = {m.key: stamp(m.warmup)
+                                                     for m in remote_warmups(config.models.values())}
         self._keep_unwarmed(config, failed or {})
 
     async def stage(self) -> StagedConfig:
@@ -126,8 +130,10 @@ class ConfigStager:
         unchanged since theirs failed: they stay not served."""
         current = self.config.models
         wanted = [m for m in remote_warmups(config.models.values())
-                  if current.get(m.key) != m or m.key in self.unwarmed]
-        failures = await warm_remotes(wanted, self.settings.warmup_timeout_s)
+                  if current.get(m.key) != m or m.key in self.unwarmed or self._warmed.get(m.key) != stamp(m.warmup)]
+        failures = await warm_remotes(wanted, self.settings.warmup_timeout_s,
+                                      max_elements=self.settings.max_elements)
+        self._warmed.update({m.key: stamp(m.warmup) for m in wanted if m.key not in failures})
         refused = {key: reason for key, reason in failures.items()
                    if key not in self.unwarmed or current.get(key) != config.models[key]}
         if refused:

@@ -8,6 +8,7 @@ environment variables they are `GATEWAY_<FIELD>` (e.g. `GATEWAY_MAX_BODY_BYTES`)
 
 from __future__ import annotations
 
+import math
 import os
 import types
 import typing
@@ -115,6 +116,8 @@ class Settings:
         """Reject values no gateway can run with."""
         for item in fields(self):
             value = getattr(self, item.name)
+            if isinstance(value, float) and not math.isfinite(value):  # inf and nan compare as no bound can
+                raise ConfigError(f"{item.name} must be a finite number, got {value}")
             if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0 \
                     and item.name not in ("port", "shadow_log_sample"):
                 raise ConfigError(f"{item.name} must be greater than 0, got {value}")

@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2
 
 from gateway.backends.tfserving import HEALTH_CHECK
 from gateway.manifests import ModelManifest, RuntimeAddress
+from modelfolder.warmup import stamp
 from runtime.warmup import EVENT as WARMUP_FAILED
 
 log = logging.getLogger("gateway.supervisor")
@@ -65,7 +66,7 @@ class RuntimeProcess:
 
 def fingerprint(model: ModelManifest) -> tuple[tuple[str, int, int], ...]:
     """What a reload compares to tell whether a model folder changed: every file's path,
-    modification time and size."""
+    modification time and size, and its warmup file's when that lies outside the folder."""
     if model.folder is None:
         return ()
     entries = []
@@ -73,6 +74,9 @@ def fingerprint(model: ModelManifest) -> tuple[tuple[str, int, int], ...]:
         if path.is_file() and "__pycache__" not in path.parts:
             stat = path.stat()
             entries.append((str(path.relative_to(model.folder)), stat.st_mtime_ns, stat.st_size))
+    warmup = stamp(model.warmup)
+    if warmup is not None and model.warmup is not None and not model.warmup.is_relative_to(model.folder):
+        entries.append(warmup)
     return tuple(entries)
 
 

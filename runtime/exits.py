@@ -22,11 +22,17 @@ def exit_runtime(error: SystemExit, where: str) -> NoReturn:
     code = error.code
     status = code if isinstance(code, int) else 0 if code is None else 1
     log.error("the model called sys.exit(%r) in %s: the runtime exits with code %d", code, where, status)
+    die(status)
+
+
+def die(status: int) -> NoReturn:
+    """End the process with `status` at once (from any thread), its worker processes with it."""
     for child in multiprocessing.active_children():  # os._exit skips the pool's shutdown
         with contextlib.suppress(OSError):
             child.kill()
     for handler in logging.getLogger().handlers:
         handler.flush()
+    sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
 

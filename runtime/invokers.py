@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -48,6 +48,10 @@ class Invoker(Protocol):
              attached: Sequence[Attached | None] | None = None) -> list[Outcome]: ...
 
     def close(self) -> None: ...
+
+    def warming(self) -> contextlib.AbstractContextManager[None]:
+        """While warming up: calls reach every copy of the model (each worker process)."""
+        ...
 
 
 QUICK_CALL_S = 0.0002  # a function quicker than this runs a PredictMany's requests one by one
@@ -95,6 +99,9 @@ class InlineInvoker:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def warming(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # one copy of the model
+
 
 class EventLoopInvoker:
     """An async function, awaited on one event loop that runs in its own thread."""
@@ -130,12 +137,16 @@ class EventLoopInvoker:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
 
+    def warming(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # one copy of the model
+
 
 # ---------------------------------------------------------------- worker processes
 
 _worker_model: LoadedModel | None = None
 _worker_loop: asyncio.AbstractEventLoop | None = None
 _worker_error = ""
+_worker_barrier: threading.Barrier | None = None  # every worker's, to have each answer one call
 
 
 def _die_with_runtime(runtime_pid: int) -> None:
@@ -147,9 +158,10 @@ def _die_with_runtime(runtime_pid: int) -> None:
         os._exit(1)
 
 
-def _init_worker(folder: str, runtime_pid: int) -> None:
-    global _worker_model, _worker_loop, _worker_error
+def _init_worker(folder: str, runtime_pid: int, barrier: threading.Barrier) -> None:
+    global _worker_model, _worker_loop, _worker_error, _worker_barrier
     _die_with_runtime(runtime_pid)
+    _worker_barrier = barrier
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s runtime worker: %(message)s")
     try:
         _worker_model = load_model(Path(folder))
@@ -177,6 +189,14 @@ def _worker_predict(request_bytes: bytes) -> bytes:
     return response.SerializeToString()
 
 
+def _worker_predict_each(request_bytes: bytes) -> bytes:
+    """One of N calls submitted at once: none answers before all N wait here, so each is
+    answered by a different worker process."""
+    assert _worker_barrier is not None
+    _worker_barrier.wait()
+    return _worker_predict(request_bytes)
+
+
 def _whole(request: PredictRequest, attached: Attached | None) -> bytes:
     """The request for a worker process, attached inputs back in the message (its outputs
     come back in the response)."""
@@ -188,8 +208,10 @@ class WorkerPoolInvoker:
 
     def __init__(self, folder: Path, workers: int) -> None:
         context = multiprocessing.get_context("spawn")  # fork is unsafe beside gRPC's threads
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                        initializer=_init_worker, initargs=(str(folder), os.getpid()))
+        self.workers = workers
+        self._every = False
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                                        initargs=(str(folder), os.getpid(), context.Barrier(workers)))
         # Start every worker now (submitting N calls at once spawns N processes), so a model
         # that fails to load fails the runtime at start.
         for error in self.pool.map(_worker_ready, range(workers)):
@@ -198,7 +220,31 @@ class WorkerPoolInvoker:
                 raise ConfigError(error)
 
     def __call__(self, request: PredictRequest, attached: Attached | None = None) -> PredictResponse:
+        if self._every:
+            return self._each(_whole(request, attached))
         return self._answer(self.pool.submit(_worker_predict, _whole(request, attached)))
+
+    def _each(self, request_bytes: bytes) -> PredictResponse:
+        """Every worker process answers the request; the first answer, or the first failure."""
+        futures = [self.pool.submit(_worker_predict_each, request_bytes) for _ in range(self.workers)]
+        answers: list[PredictResponse] = []
+        failures: list[Exception] = []
+        for future in futures:
+            try:
+                answers.append(self._answer(future))
+            except Exception as error:  # noqa: BLE001 - every copy is waited for, the first failure raised
+                failures.append(error)
+        if failures:
+            raise failures[0]
+        return answers[0]
+
+    @contextlib.contextmanager
+    def warming(self) -> Iterator[None]:
+        self._every = True
+        try:
+            yield
+        finally:
+            self._every = False
 
     def many(self, requests: Sequence[PredictRequest],
              attached: Sequence[Attached | None] | None = None) -> list[Outcome]:

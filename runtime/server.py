@@ -172,14 +172,21 @@ class ModelServer:
         model name and version are not checked (it runs on the version being loaded); its
         signature name is."""
         kind = log.WhichOneof("log_type")
-        if kind == "predict_log":
-            self._predict(_for_this_version(log.predict_log.request))
-        elif kind == "classify_log":
-            self._classify(_for_this_version(log.classify_log.request))
-        elif kind == "regress_log":
-            self._regress(_for_this_version(log.regress_log.request))
-        else:  # TF Serving's MultiInference, which this runtime does not serve
-            raise UnsupportedError(f"model {self.manifest.name} does not serve {kind} (MultiInference)")
+        timing = self.seconds_per_request  # cold calls would skew what PredictMany reports
+        try:
+            with self.invoker.warming():
+                if kind == "predict_log":
+                    self._predict(_for_this_version(log.predict_log.request))
+                elif kind == "predict_streamed_log":  # one request (modelfolder.warmup checks it), as TFRT
+                    self._predict(_for_this_version(log.predict_streamed_log.request[0]))
+                elif kind == "classify_log":
+                    self._classify(_for_this_version(log.classify_log.request))
+                elif kind == "regress_log":
+                    self._regress(_for_this_version(log.regress_log.request))
+                else:  # TF Serving's MultiInference, which this runtime does not serve
+                    raise UnsupportedError(f"model {self.manifest.name} does not serve {kind} (MultiInference)")
+        finally:
+            self.seconds_per_request = timing
 
     # ------------------------------------------------------------ handlers
 

@@ -1,17 +1,15 @@
 """A model version's warmup, as TF Serving warms a SavedModel while loading it: every record of
 its warmup file (modelfolder.warmup) is answered by the loaded model, in this process and through
-the handlers its calls reach (so every style, `workers: N` and async functions warm as they
-serve), before the runtime listens or says SERVING. A failure (a record the model answers with an
-error, a bad file, the time bound) ends the runtime with `EXIT_CODE`, the message on stderr and,
-for the supervisor, a `warmup_failed` event on stdout."""
+the handlers its calls reach (so every style and async functions warm as they serve; with
+`workers: N` every worker process answers every record, each having its own copy), before the
+runtime listens or says SERVING. A failure (a record the model answers with an error, a bad
+file, the time bound) ends the runtime with `EXIT_CODE`, the message on stderr and, for the
+supervisor, a `warmup_failed` event on stdout."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import multiprocessing
-import os
 import sys
 import threading
 import time
@@ -19,7 +17,7 @@ from typing import NoReturn
 
 from modelfolder import WarmupError, read_warmup
 from runtime.errors import RuntimeCallError
-from runtime.exits import exit_runtime
+from runtime.exits import die, exit_runtime
 from runtime.server import ModelServer
 
 log = logging.getLogger("runtime")
@@ -77,9 +75,4 @@ def end_runtime(error: WarmupError) -> NoReturn:
     still running holds a thread that would not end)."""
     print(f"runtime: {error}", file=sys.stderr, flush=True)
     print(json.dumps({"event": EVENT, "error": str(error)}), flush=True)
-    for child in multiprocessing.active_children():
-        with contextlib.suppress(OSError):
-            child.kill()
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os._exit(EXIT_CODE)
+    die(EXIT_CODE)

@@ -80,7 +80,14 @@ async def _run(settings: Settings, config: Config) -> int:
 async def _start_models(settings: Settings, config: Config,
                         supervisor: Supervisor) -> tuple[dict[ModelKey, RuntimeAddress], dict[ModelKey, str]]:
     """Start the runtimes (each warms its model) and warm the remote models that name a warmup
-    file, at once; the runtimes' targets and the models not served, with why."""
-    (targets, failed), unwarmed = await asyncio.gather(
-        supervisor.start(), warm_remotes(config.models.values(), settings.warmup_timeout_s))
-    return targets, {**failed, **unwarmed}
+    file, at once (a remote server not up yet is waited for); the runtimes' targets and the
+    models not served, with why. A fault in one half cancels the other."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            starting = group.create_task(supervisor.start())
+            warming = group.create_task(warm_remotes(config.models.values(), settings.warmup_timeout_s,
+                                                     max_elements=settings.max_elements, wait_for_server=True))
+    except BaseExceptionGroup as faults:
+        raise faults.exceptions[0] from None
+    targets, failed = starting.result()
+    return targets, {**failed, **warming.result()}

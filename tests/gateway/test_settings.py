@@ -37,3 +37,13 @@ def test_precedence() -> None:
 def test_bad_environment(env: dict[str, str], words: str) -> None:
     with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
         Settings.load(Path("cfg"), env=env)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity"])
+@pytest.mark.parametrize("name", ["warmup_timeout_s", "request_timeout_s", "shadow_log_sample"])
+def test_a_float_setting_must_be_finite(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(Path("cfg"), env={f"GATEWAY_{name.upper()}": value})
+    assert str(caught.value) == f"{name} must be a finite number, got {float(value)}"
+    with pytest.raises(ConfigError, match=f"^{name} must be a finite number"):
+        Settings.load(Path("cfg"), {name: float(value)})

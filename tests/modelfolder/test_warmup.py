@@ -11,7 +11,7 @@ import pytest
 from gateway.manifests import load_config
 from modelfolder import MAX_RECORDS, ConfigError, WarmupError, load_model_folder, read_warmup
 from protos.tensorflow_serving.classification_pb2 import ClassificationRequest
-from protos.tensorflow_serving.prediction_log_pb2 import ClassifyLog, PredictionLog
+from protos.tensorflow_serving.prediction_log_pb2 import ClassifyLog, PredictionLog, PredictStreamedLog
 from tests.conftest import write_model
 from tests.warmup_files import frame, int_logs, write_warmup
 
@@ -122,3 +122,21 @@ def test_a_session_run_log_is_unsupported_as_in_tf_serving(tmp_path: Path) -> No
 def test_classify_records_are_read(tmp_path: Path) -> None:
     log = PredictionLog(classify_log=ClassifyLog(request=ClassificationRequest()))
     assert [r.kind for r in read_warmup(write_warmup(tmp_path / "w", [log]))] == ["classify_log"]
+
+
+def test_a_streamed_predict_record_holds_exactly_one_request_as_in_tfrt(tmp_path: Path) -> None:
+    request = int_logs(1)[0].predict_log.request
+    one = PredictionLog(predict_streamed_log=PredictStreamedLog(request=[request]))
+    records = read_warmup(write_warmup(tmp_path / "one", [one]))
+    assert [r.kind for r in records] == ["predict_streamed_log"]
+    assert records[0].predict_request == request
+    none = write_warmup(tmp_path / "none", [*int_logs(1), PredictionLog(predict_streamed_log=PredictStreamedLog())])
+    with pytest.raises(WarmupError) as caught:
+        read_warmup(none)
+    assert str(caught.value) == (f"warmup failed at record 2 of {none}: "
+                                 "predict_streamed_log does not contain any requests.")
+    doubled = PredictionLog(predict_streamed_log=PredictStreamedLog(request=[request] * 2))
+    two = write_warmup(tmp_path / "two", [doubled])
+    with pytest.raises(WarmupError, match=r"at record 1 of .*: predict_streamed_log contains more than one request, "
+                                          r"which is not supported by PredictStreamed\.$"):
+        read_warmup(two)

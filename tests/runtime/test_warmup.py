@@ -14,17 +14,17 @@ import pytest
 
 from modelfolder import WarmupError
 from protos.tensorflow_serving.classification_pb2 import ClassificationRequest
-from protos.tensorflow_serving.prediction_log_pb2 import ClassifyLog, PredictionLog
+from protos.tensorflow_serving.prediction_log_pb2 import ClassifyLog, PredictionLog, PredictStreamedLog
 from runtime.errors import RuntimeCallError
 from runtime.server import ModelServer
 from runtime.warmup import EXIT_CODE, warm
 from tests.conftest import write_model
 from tests.warmup_files import int_logs, predict_log, write_warmup
 
-# Appends each call's input to `calls` beside src/ (one line per call, from any process).
-COUNTING = ("from pathlib import Path\n{imports}\nCALLS = Path(__file__).parent.parent / 'calls'\n\n"
+# Appends each call's input and process id to `calls` beside src/ (one line per call, from any process).
+COUNTING = ("import os\nfrom pathlib import Path\n{imports}\nCALLS = Path(__file__).parent.parent / 'calls'\n\n"
             "{define} predict(x):\n{wait}"
-            "    with CALLS.open('a') as file:\n        file.write(f'{{int(x[0])}}\\n')\n"
+            "    with CALLS.open('a') as file:\n        file.write(f'{{int(x[0])}} {{os.getpid()}}\\n')\n"
             "    if int(x[0]) == {fail}:\n        raise ValueError('cannot take {fail}')\n"
             "    if int(x[0]) == {hang}:\n        import time\n        time.sleep(30)\n"
             "    return x\n")
@@ -34,9 +34,16 @@ def counting(imports: str = "", define: str = "def", wait: str = "", fail: int =
     return COUNTING.format(imports=imports, define=define, wait=wait, fail=fail, hang=hang)
 
 
+def calls_by_pid(folder: Path) -> list[tuple[int, int]]:
+    """(input, process id) of each call, in order."""
+    path = folder / "calls"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [(int(value), int(pid)) for value, pid in (line.split() for line in lines)]
+
+
 def calls(folder: Path) -> list[int]:
     path = folder / "calls"
-    return [int(line) for line in path.read_text().split()] if path.exists() else []
+    return [int(line.split()[0]) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def model(tmp_path: Path, source: str, logs: list[PredictionLog], extra: str = "") -> Path:
@@ -53,15 +60,25 @@ def warmed(folder: Path, timeout_s: float = 30) -> int:
         server.invoker.close()
 
 
-@pytest.mark.parametrize(("source", "extra"), [
-    (counting(), ""),
-    (counting(imports="import asyncio", define="async def", wait="    await asyncio.sleep(0)\n"), ""),
-    (counting(), "workers: 2"),
-], ids=["numpy-sync", "numpy-async", "two-worker-processes"])
-def test_every_record_is_answered_by_the_model(tmp_path: Path, source: str, extra: str) -> None:
-    folder = model(tmp_path, source, int_logs(4, 5, 6, model="counter"), extra)
+@pytest.mark.parametrize("source", [
+    counting(),
+    counting(imports="import asyncio", define="async def", wait="    await asyncio.sleep(0)\n"),
+], ids=["numpy-sync", "numpy-async"])
+def test_every_record_is_answered_by_the_model(tmp_path: Path, source: str) -> None:
+    folder = model(tmp_path, source, int_logs(4, 5, 6, model="counter"))
     assert warmed(folder) == 3
-    assert sorted(calls(folder)) == [4, 5, 6]
+    assert calls(folder) == [4, 5, 6]
+
+
+def test_every_worker_process_answers_every_record(tmp_path: Path) -> None:
+    # A quick model and a 2-record file: without a call per worker one process would take them all.
+    folder = model(tmp_path, counting(), int_logs(4, 5, model="counter"), "workers: 3")
+    assert warmed(folder) == 2
+    seen = calls_by_pid(folder)
+    pids = {pid for _, pid in seen}
+    assert len(pids) == 3
+    assert sorted(seen) == sorted((value, pid) for value in (4, 5) for pid in pids)
+    assert [value for value, _ in seen] == [4, 4, 4, 5, 5, 5]  # record by record
 
 
 def test_a_hydrosphere_style_model_warms_as_it_serves(tmp_path: Path) -> None:
@@ -148,3 +165,33 @@ def test_a_failed_warmup_ends_the_runtime_with_its_own_code(tmp_path: Path) -> N
     assert f"runtime: {message}" in stderr
     assert json.loads(stdout.splitlines()[-1]) == {"event": "warmup_failed", "error": message}
     assert "listening" not in stdout
+
+
+def test_a_streamed_predict_record_is_replayed_as_its_one_predict(tmp_path: Path) -> None:
+    request = int_logs(9, model="counter")[0].predict_log.request
+    streamed = PredictionLog(predict_streamed_log=PredictStreamedLog(request=[request]))
+    folder = model(tmp_path, counting(), [*int_logs(8), streamed])
+    assert warmed(folder) == 2
+    assert calls(folder) == [8, 9]
+
+
+def test_warmup_calls_leave_the_time_per_request_as_it_was(tmp_path: Path) -> None:
+    source = counting(wait="    import time\n    time.sleep(0.05)\n")
+    folder = model(tmp_path, source, int_logs(1, 2))
+    server = ModelServer.for_folder(folder, chdir=False)
+    try:
+        assert warm(server, 30) == 2
+        assert server.seconds_per_request == 0.0  # what PredictMany reports: cold calls left out
+    finally:
+        server.invoker.close()
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0"])
+def test_a_warmup_timeout_that_is_no_finite_time_is_refused(tmp_path: Path, value: str) -> None:
+    folder = model(tmp_path, counting(), int_logs(1))
+    process = _serve(folder, "--warmup-timeout", value)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert f"argument --warmup-timeout: '{value}' is not a finite number of seconds greater than 0" in stderr
+    assert "Traceback" not in stderr
+    assert calls(folder) == []
