@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 import pytest
+from prometheus_client import generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -150,8 +151,8 @@ async def test_each_call_is_a_request_and_a_response_event_in_binary_mode() -> N
                                            "outputs": [
                                                {"name": "kelvin", "shape": [2], "datatype": "FP64",
                                                 "data": [233.15, None]},
-                                               {"name": "unit", "shape": [2], "datatype": "BYTES", "data": ["Sw==", "/w=="],
-                                                "parameters": {"content_type": "base64"}}]}
+                                               {"name": "unit", "shape": [2], "datatype": "BYTES",
+                                                "data": ["Sw==", "/w=="], "parameters": {"content_type": "base64"}}]}
 
     model_attributes = {
         "content-type": "application/json", "ce-specversion": "1.0", "ce-id": "r-9", "ce-source": "/gateway/models/m",
@@ -192,10 +193,12 @@ async def test_a_4xx_fails_the_call_at_once_and_the_next_call_is_sent(caplog: py
         sink.offer(model_call("r-1"))
         await eventually(lambda: asyncio.sleep(0, count(metrics, sink, "failed") == 1), what="the call failed")
         assert sink.health() == SinkHealth(ok=False, error="the server answered 400 Bad Request", queued=0)
+        def done() -> int:
+            return count(metrics, sink, "failed") + count(metrics, sink, "written")
+
         for number in (2, 3, 4):  # one at a time: the senders run in parallel
             sink.offer(model_call(f"r-{number}"))
-            await eventually(lambda: asyncio.sleep(0, count(metrics, sink, "failed") + count(
-                metrics, sink, "written") == number - 1 + 1), what=f"r-{number} done")
+            await eventually(lambda: asyncio.sleep(0, done() == number), what=f"r-{number} done")  # noqa: B023
         await closed(sink)
     # Neither retried nor followed by its response event.
     assert [(event.headers["ce-id"], event.status) for event in receiver.received] == [
@@ -334,3 +337,70 @@ def test_a_failed_call_is_an_open_inference_protocol_error() -> None:
 def test_sources_name_the_route_or_the_stage() -> None:
     assert event_source(model_call()) == "/gateway/models/increment_model"
     assert event_source(STAGE_CALL) == "/gateway/applications/pipeline/stages/2"
+
+
+async def test_a_url_with_credentials_is_sent_with_them_and_shown_without() -> None:
+    receiver = Receiver()
+    metrics = Metrics()
+    async with serving(receiver) as url:
+        secret_url = url.replace("http://", "http://collector:s3cret@") + "?access_token=t0ken"
+        sink = make_sink(secret_url, metrics, retries=0)
+        assert sink.name == f"cloudevents:{url}?access_token=…"
+        sink.offer(model_call())
+        await closed(sink)
+    assert receiver.authorizations == {"Basic Y29sbGVjdG9yOnMzY3JldA=="}  # collector:s3cret, as httpx sends it
+    assert count(metrics, sink, "written") == 1
+    exposed = generate_latest(metrics.registry).decode()
+    assert "s3cret" not in exposed
+    assert "t0ken" not in exposed
+    assert f'sink="cloudevents:{url}?access_token=…"' in exposed
+
+
+async def test_an_attempt_is_bounded_in_all_by_timeout_s() -> None:
+    """A server that drips its answer a byte every 0.1 s never trips a per-read timeout; the
+    attempt still ends at timeout_s."""
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        with contextlib.suppress(ConnectionError):
+            for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n":
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        writer.close()
+
+    server = await asyncio.start_server(drip, sock=loopback_socket())
+    port = server.sockets[0].getsockname()[1]
+    metrics = Metrics()
+    sink = make_sink(f"http://127.0.0.1:{port}/events", metrics, timeout_s=0.5, retries=0)
+    try:
+        started = time.monotonic()
+        sink.offer(model_call())
+        await eventually(lambda: asyncio.sleep(0, count(metrics, sink, "failed") == 1), what="the call failed")
+        assert time.monotonic() - started < 2.0  # the answer would take 3.8 s
+        assert sink.health().error == "no answer within 0.5 s"
+        assert count(metrics, sink, "written") == 0
+    finally:
+        await closed(sink)
+        server.close()
+
+
+async def test_senders_send_calls_in_parallel_each_request_before_its_response() -> None:
+    receiver = Receiver(delay_s=0.3)
+    metrics = Metrics()
+    async with serving(receiver) as url:
+        sink = make_sink(url, metrics)
+        started = time.monotonic()
+        for number in range(cloudevents.SENDERS):
+            sink.offer(model_call(f"r-{number}"))
+        await eventually(lambda: asyncio.sleep(0, count(metrics, sink, "written") == cloudevents.SENDERS),
+                         what="every call written")
+        elapsed = time.monotonic() - started
+        await closed(sink)
+    assert receiver.most_in_flight == cloudevents.SENDERS
+    assert elapsed < 2 * 0.3 * cloudevents.SENDERS  # one at a time would take 2.4 s
+    for number in range(cloudevents.SENDERS):
+        types = [event.headers["ce-type"] for event in receiver.received if event.headers["ce-id"] == f"r-{number}"]
+        assert types == ["org.kubeflow.serving.inference.request", "org.kubeflow.serving.inference.response"]
