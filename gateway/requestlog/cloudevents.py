@@ -54,6 +54,16 @@ BACKOFF_MAX_S = 2.0
 JITTER = 0.5  # each back-off is its pause times 1 ± JITTER: workers do not retry in lockstep
 SENDERS = 4  # threads (each with its own connection) sending calls at once
 _RETRIED_STATUSES = frozenset({429, *range(500, 600)})
+_SENDER_PREFIX = "request-log cloudevents:"
+
+
+def _not_a_sender(record: logging.LogRecord) -> bool:
+    """httpx logs each request with its full URL at INFO: for a sink, a line per event with the
+    credentials the URL may carry. The sink logs what matters itself, under its redacted name."""
+    return not (record.threadName or "").startswith(_SENDER_PREFIX)
+
+
+logging.getLogger("httpx").addFilter(_not_a_sender)
 
 
 class _Failure(NamedTuple):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections import deque
@@ -281,7 +282,8 @@ def test_sources_name_the_route_or_the_stage() -> None:
     assert event_source(STAGE_CALL) == "/gateway/applications/pipeline/stages/2"
 
 
-async def test_a_url_with_credentials_is_sent_with_them_and_shown_without() -> None:
+async def test_a_url_with_credentials_is_sent_with_them_and_shown_without(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     receiver = Receiver()
     metrics = Metrics()
     async with serving(receiver) as url:
@@ -295,6 +297,9 @@ async def test_a_url_with_credentials_is_sent_with_them_and_shown_without() -> N
     exposed = generate_latest(metrics.registry).decode()
     assert "s3cret" not in exposed
     assert "t0ken" not in exposed
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "s3cret" not in logged
+    assert "t0ken" not in logged
     assert f'sink="cloudevents:{url}?access_token=…"' in exposed
 
 
