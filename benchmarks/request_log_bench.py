@@ -1,9 +1,9 @@
 """A slow request-log sink never adds latency: two real gateways (`gateway serve`, embedded runtime)
 serve the same application of the same model side by side, one without a request log and one
 recording every request (`request_log: {sample_rate: 1.0, cloudevents: {url}}`) to a CloudEvents
-server that takes 200 ms per event (~2.5 calls/s: the sink's queue fills and drops). Each
-closed-loop client (`--concurrency`, `{"number":[1]}`) alternates between the two gateways, so both
-see the same moments of a noisy machine, and a cost of the sink anywhere in its gateway's process
+server that takes 200 ms per event (~10 calls/s over the sink's four senders: its queue fills and
+drops). Each closed-loop client (`--concurrency`, `{"number":[1]}`) alternates between the two
+gateways, so both see the same moments of a noisy machine, and a cost of the sink anywhere in its gateway's process
 (its writer thread, the GIL) shows in that gateway's latency. The script prints the latencies side
 by side, the ratio logged / plain at p50 and p99, and the records the logging gateway counted
 (written, dropped, ...). Loopback only; bounded (a few thousand requests).

@@ -121,10 +121,11 @@ def write_app(config_dir: Path, name: str, model: str, extra: str = "") -> None:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: Starlette, settings: Settings | None = None) -> AsyncIterator[str]:
-    """Run `app` under a real uvicorn on a free loopback port, with the gateway's HTTP protocol
-    (its timeouts from `settings`); yield its base URL."""
-    sock = loopback_socket()
+async def serve_app(app: Starlette, settings: Settings | None = None,
+                    sock: socket.socket | None = None) -> AsyncIterator[str]:
+    """Run `app` under a real uvicorn listening on `sock` (a free loopback port by default),
+    with the gateway's HTTP protocol (its timeouts from `settings`); yield its base URL."""
+    sock = sock or loopback_socket()
     port = sock.getsockname()[1]
     server = UvicornServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                           access_log=False, lifespan="on",

@@ -17,9 +17,11 @@ from gateway.manifests.application_kind import parse_application
 from gateway.manifests.gateway_kind import parse_gateway
 from gateway.manifests.model_kind import load_model_manifest, parse_model
 from gateway.manifests.plan import manifest_plan
+from gateway.manifests.request_log_kind import redacted_url
 from gateway.manifests.resolve import resolve_model, resolve_ref, resolved_name
 from gateway.manifests.types import (
     ApplicationManifest,
+    CloudEventsSpec,
     Config,
     FileSinkSpec,
     GatewayManifest,
@@ -114,11 +116,20 @@ def _check_contracts(config: Config) -> None:
 
 def _check_request_logs(config: Config, directory: Path) -> None:
     """File sinks write outside the config directory (a --watch reload would fire on every
-    record), and manifests naming one directory agree on its limits (one writer per directory)."""
+    record), and manifests naming one directory (or one CloudEvents URL) agree on its limits
+    (one writer per directory, one sink per URL)."""
     config_dir = directory.resolve()
     seen: dict[Path, tuple[FileSinkSpec, str]] = {}
+    urls: dict[str, tuple[CloudEventsSpec, str]] = {}
     specs = [m.request_log for m in config.models.values()] + [a.request_log for a in config.applications.values()]
     for spec in specs:
+        if spec is not None and spec.cloudevents is not None:
+            events = spec.cloudevents
+            first = urls.setdefault(events.url, (events, spec.source))
+            if first[0] != events:  # one URL is one sink: its name in health and metrics
+                raise ConfigError(f"request_log.cloudevents: {redacted_url(events.url)} is also a CloudEvents sink at "
+                                  f"{first[1]} with other settings (timeout_s, retries, max_event_bytes); one URL "
+                                  "is one sink: give both the same settings", spec.source)
         if spec is None or spec.file is None:
             continue
         file = spec.file

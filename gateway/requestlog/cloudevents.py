@@ -2,7 +2,8 @@
 (pkg/logger): binary mode (the attributes in `ce-*` headers, the JSON data as the body), two
 events per model call, `org.kubeflow.serving.inference.request` with the call's inputs and
 `org.kubeflow.serving.inference.response` with its outputs (or its error), both with the
-request id as `ce-id`. Unlike KServe's logger, the queue is bounded and delivery is counted.
+request id as `ce-id`, the bodies Open Inference Protocol JSON (`oip.py`). Unlike KServe's
+logger, the queue is bounded and delivery is counted.
 
 Headers of one event (extension names are lowercase alphanumerics, as CloudEvents requires):
 
@@ -19,9 +20,12 @@ Headers of one event (extension names are lowercase alphanumerics, as CloudEvent
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-import re
+import os
+import queue
+import random
 import threading
 import time
 from collections.abc import Mapping
@@ -31,14 +35,14 @@ from urllib.parse import quote
 
 import httpx
 
-from gateway.answers import native_body
+from gateway.manifests.request_log_kind import redacted_url
 from gateway.manifests.types import CloudEventsSpec
 from gateway.observability import Metrics
+from gateway.requestlog import oip
 from gateway.requestlog.call import LoggedCall
 from gateway.requestlog.queue import BackgroundWriter
 from gateway.requestlog.records import iso_time
 from gateway.requestlog.sink import SinkHealth
-from tensorcodecs.json_codec import encode_outputs
 
 log = logging.getLogger("gateway.requestlog")
 
@@ -47,8 +51,19 @@ RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 COMPONENT = "predictor"  # KServe's component of a model call (its others: transformer, explainer)
 BACKOFF_S = 0.1  # before the first retry; doubled for each next one
 BACKOFF_MAX_S = 2.0
+JITTER = 0.5  # each back-off is its pause times 1 ± JITTER: workers do not retry in lockstep
+SENDERS = 4  # threads (each with its own connection) sending calls at once
 _RETRIED_STATUSES = frozenset({429, *range(500, 600)})
-_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]*")
+_SENDER_PREFIX = "request-log cloudevents:"
+
+
+def _not_a_sender(record: logging.LogRecord) -> bool:
+    """httpx logs each request with its full URL at INFO: for a sink, a line per event with the
+    credentials the URL may carry. The sink logs what matters itself, under its redacted name."""
+    return not (record.threadName or "").startswith(_SENDER_PREFIX)
+
+
+logging.getLogger("httpx").addFilter(_not_a_sender)
 
 
 class _Failure(NamedTuple):
@@ -67,8 +82,10 @@ class Event:
 def call_events(call: LoggedCall) -> tuple[Event, Event]:
     """The request and response events of `call` (pure; run in the writer thread)."""
     attributes = _attributes(call)
-    request = Event({"ce-type": REQUEST_TYPE, **attributes}, encode_outputs(call.inputs))
-    body = encode_outputs(call.outputs) if call.outputs is not None else error_body(call)
+    request = Event({"ce-type": REQUEST_TYPE, **attributes},
+                    oip.request_body(call.request_id, call.model, call.version, call.inputs))
+    body = (oip.response_body(call.request_id, call.model, call.version, call.outputs)
+            if call.outputs is not None else error_body(call))
     return request, Event({"ce-type": RESPONSE_TYPE, **attributes}, body)
 
 
@@ -82,13 +99,9 @@ def event_source(call: LoggedCall) -> str:
 
 
 def error_body(call: LoggedCall) -> bytes:
-    """A failed call's response event: the native error object its answer had. The logged
-    error is `code: message`; a text without a machine code is the message of `error`."""
-    text = call.error or f"the call failed with status {call.status}"
-    code, separator, message = text.partition(": ")
-    if not separator or not _ERROR_CODE.fullmatch(code):
-        code, message = "error", text
-    return native_body(code, message)
+    """A failed call's response event: an Open Inference Protocol error, `{"error": text}`,
+    the text the call's error logged (`code: message`)."""
+    return oip.error_body(call.error or f"the call failed with status {call.status}")
 
 
 def _attributes(call: LoggedCall) -> dict[str, str]:
@@ -124,32 +137,41 @@ def header_value(text: str) -> str:
 
 
 class CloudEventsSink:
-    """Sends each offered call as its two events to `spec.url`, from a writer thread of its own
-    (one keep-alive connection): every attempt within `timeout_s`, up to `retries` more on a
-    connection error, a timeout, a 5xx or a 429, with an exponential back-off; another 4xx
-    fails the call at once. A call counts `written` once both its events went, `failed` when
-    one did not, `skipped` when an event is over `max_event_bytes`; the queue's drops count
-    `dropped`. Retries hold only the writer thread: a slow or down server fills the queue,
-    whose new calls are dropped, and never holds a request."""
+    """Sends each offered call as its two events to `spec.url` from SENDERS threads of its own
+    (each with its own keep-alive connection; one call's two events from one thread, request
+    first): every attempt within `timeout_s` in all, up to `retries` more on a connection
+    error, a timeout, a 5xx or a 429, with a jittered exponential back-off; another 4xx fails
+    the call at once. A call counts `written` once both its events went, `failed` when one did
+    not, `skipped` when an event is over `max_event_bytes`; the queue's drops count `dropped`.
+    Retries hold only a sender: a slow or down server fills the queue, whose new calls are
+    dropped, and never holds a request. The queue's writer thread hands each call to a free
+    sender, so at most SENDERS calls are out of the queue at once."""
 
     def __init__(self, spec: CloudEventsSpec, *, metrics: Metrics, capacity: int, max_bytes: int) -> None:
         self.spec = spec
-        self._name = f"cloudevents:{spec.url}"
+        self._name = f"cloudevents:{redacted_url(spec.url)}"  # shown: health, labels, logs; never the URL
         records = metrics.request_log_records
         self._written = records.labels(sink=self._name, outcome="written")
         self._dropped = records.labels(sink=self._name, outcome="dropped")
         self._skipped = records.labels(sink=self._name, outcome="skipped")
         self._failed = records.labels(sink=self._name, outcome="failed")
         self._bytes = metrics.request_log_bytes.labels(sink=self._name)
-        self._client: httpx.Client | None = None  # made by the writer thread: its TLS set-up takes ~30 ms
-        self._error: str | None = None  # the last call's failure, until a call is delivered
+        self._error: str | None = None  # why the last call failed (or is being retried), until one is delivered
+        self._outage_logged = False
         self._refusals_logged: set[int] = set()
+        self._lock = threading.Lock()  # the senders' shared log-once state
         self._skip_logged = False
         self._deadline = math.inf  # time.monotonic() by which a closing sink stops trying
         self._closing = threading.Event()  # wakes a back-off, to bound it by the close's deadline
+        self._idle = threading.Semaphore(SENDERS)
+        self._calls: queue.SimpleQueue[LoggedCall | None] = queue.SimpleQueue()
+        self._senders = [threading.Thread(target=self._sender, name=f"request-log {self._name} sender {n}",
+                                          daemon=True) for n in range(SENDERS)]
+        for thread in self._senders:
+            thread.start()
         self._writer: BackgroundWriter[LoggedCall] = BackgroundWriter(
-            self._name, self._deliver, capacity=capacity, max_bytes=max_bytes,
-            on_drop=self._dropped.inc, finish=self._close_client)
+            self._name, self._dispatch, capacity=capacity, max_bytes=max_bytes,
+            on_drop=self._dropped.inc, finish=self._stop_senders)
 
     @property
     def name(self) -> str:
@@ -160,19 +182,54 @@ class CloudEventsSink:
         return self._writer.offer(call, call.nbytes)
 
     def health(self) -> SinkHealth:
-        return SinkHealth(ok=self._error is None, error=self._error, queued=self._writer.queued)
+        error = self._error
+        return SinkHealth(ok=error is None, error=error, queued=self._writer.queued)
 
     def close(self, timeout: float) -> None:
         """Send what is queued within `timeout` seconds (the rest dropped, counted; a call still
-        being retried then fails), then close the connection. Blocks: call it in a thread."""
+        being retried then fails), then close the connections. Blocks: call it in a thread."""
         self._deadline = time.monotonic() + timeout
         self._closing.set()
         self._writer.close(timeout)
 
-    # ------------------------------------------------------------ the writer thread
+    # ------------------------------------------------------------ the queue's writer thread
 
-    def _deliver(self, call: LoggedCall) -> None:
+    def _dispatch(self, call: LoggedCall) -> None:
+        self._idle.acquire()  # a sender's call ends by the close's deadline: this wait does too
         if time.monotonic() >= self._deadline:  # closing, and its time is up: still queued, so dropped
+            self._idle.release()
+            self._dropped.inc()
+            return
+        self._calls.put(call)
+
+    def _stop_senders(self) -> None:
+        for _ in self._senders:
+            self._calls.put(None)
+        for thread in self._senders:
+            thread.join(max(0.0, min(self._deadline, time.monotonic() + 60.0) - time.monotonic()) + 1.0)
+
+    # ------------------------------------------------------------ a sender thread
+
+    def _sender(self) -> None:
+        with asyncio.Runner() as runner:  # each attempt runs under an overall deadline
+            client: httpx.AsyncClient | None = None  # made on first use: its TLS set-up takes ~30 ms
+            try:
+                while (call := self._calls.get()) is not None:
+                    try:
+                        if client is None:
+                            client = httpx.AsyncClient()
+                        self._deliver(call, runner, client)
+                    except Exception:  # a fault of this code, not the server's: still counted
+                        self._failed.inc()
+                        log.exception("request log %s: request %s could not be sent", self._name, call.request_id)
+                    finally:
+                        self._idle.release()
+            finally:
+                if client is not None:
+                    runner.run(client.aclose())
+
+    def _deliver(self, call: LoggedCall, runner: asyncio.Runner, client: httpx.AsyncClient) -> None:
+        if time.monotonic() >= self._deadline:
             self._dropped.inc()
             return
         try:
@@ -191,7 +248,7 @@ class CloudEventsSink:
                             self._name, call.request_id, largest, self.spec.max_event_bytes)
             return
         for event in events:
-            failure = self._send(event)
+            failure = self._send(event, runner, client)
             if failure is not None:
                 self._failed.inc()
                 self._fail(failure)
@@ -199,41 +256,52 @@ class CloudEventsSink:
             self._bytes.inc(len(event.body))
         self._written.inc()
         if self._error is not None:
-            log.info("request log %s: events delivered again", self._name)
+            if self._outage_logged:
+                log.info("request log %s: events delivered again", self._name)
             self._error = None
+            self._outage_logged = False
 
-    def _send(self, event: Event) -> _Failure | None:
+    def _send(self, event: Event, runner: asyncio.Runner, client: httpx.AsyncClient) -> _Failure | None:
         """Deliver `event`, retrying what may pass; None once the server took it, else why not."""
         error = "the sink closed before the event was sent"
         for attempt in range(self.spec.retries + 1):
-            if attempt and not self._back_off(attempt):
+            if attempt:
+                self._error = f"retrying: {error}"  # health says so while the call is retried
+                if not self._back_off(attempt):
+                    break
+            budget = min(self.spec.timeout_s, self._deadline - time.monotonic())
+            if budget <= 0:
                 break
-            remaining = self._deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            if self._client is None:
-                self._client = httpx.Client(timeout=self.spec.timeout_s)
             try:
-                response = self._client.post(self.spec.url, content=event.body, headers=event.headers,
-                                             timeout=min(self.spec.timeout_s, remaining))
+                response = runner.run(self._attempt(client, event, budget))
+            except TimeoutError:
+                error = f"no answer within {budget:.3g} s"
+                continue
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                error = _describe(exc)
                 continue
             status = response.status_code
             if 200 <= status < 300:
                 return None
             error = f"the server answered {status} {response.reason_phrase}".rstrip()
             if status not in _RETRIED_STATUSES:
-                if status not in self._refusals_logged:
+                with self._lock:
+                    first = status not in self._refusals_logged
                     self._refusals_logged.add(status)
+                if first:
                     log.warning("request log %s: %s: calls it refuses are failed, not retried (logged once "
                                 "per status)", self._name, error)
                 return _Failure(error, logged=True)
         return _Failure(error, logged=False)
 
+    async def _attempt(self, client: httpx.AsyncClient, event: Event, budget: float) -> httpx.Response:
+        """One POST, connecting, sending and reading the answer within `budget` seconds in all."""
+        async with asyncio.timeout(budget):
+            return await client.post(self.spec.url, content=event.body, headers=event.headers, timeout=budget)
+
     def _back_off(self, attempt: int) -> bool:
         """Wait before retry `attempt`; False when the sink closes meanwhile (past its deadline)."""
-        pause = min(BACKOFF_S * 2 ** (attempt - 1), BACKOFF_MAX_S)
+        pause = min(BACKOFF_S * 2 ** (attempt - 1), BACKOFF_MAX_S) * random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311 (timing)
         end = time.monotonic() + pause
         if not self._closing.wait(pause):
             return True
@@ -242,12 +310,22 @@ class CloudEventsSink:
             time.sleep(rest)
         return time.monotonic() < self._deadline
 
-    def _close_client(self) -> None:
-        if self._client is not None:
-            self._client.close()
-
     def _fail(self, failure: _Failure) -> None:
-        if self._error is None and not failure.logged:  # once per outage, not per call
+        with self._lock:
+            first = not self._outage_logged
+            self._outage_logged = True
+        if first and not failure.logged:  # once per outage, not per call
             log.warning("request log %s: events not delivered: %s (calls are counted failed until one is)",
                         self._name, failure.reason)
         self._error = failure.reason
+
+
+def _describe(exc: Exception) -> str:
+    """`ConnectError: [Errno 111] Connection refused`: the error, with the OS's reason when a
+    cause has one (the async transport words a refused connection "All connection attempts failed")."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return f"{type(exc).__name__}: [Errno {cause.errno}] {os.strerror(cause.errno)}"
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

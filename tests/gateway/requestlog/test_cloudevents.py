@@ -1,93 +1,31 @@
 """The CloudEvents sink against a real HTTP server (Starlette on uvicorn, loopback) that records
-every event it receives: KServe's binary-mode events, retries, a server that is down, slow or
-refusing, oversized calls, and a close that drains."""
+every event it receives: KServe's binary-mode events with Open Inference Protocol bodies, retries,
+a server that is down, slow, dripping or refusing, senders in parallel, oversized calls, a URL
+with credentials shown without them, and a close that drains."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
-import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from prometheus_client import generate_latest
 
-from gateway.http_protocol import http_protocol
 from gateway.manifests.types import CloudEventsSpec
 from gateway.observability import Metrics
+from gateway.requestlog import cloudevents
 from gateway.requestlog.call import LoggedCall
 from gateway.requestlog.cloudevents import CloudEventsSink, error_body, event_source, header_value
 from gateway.requestlog.sink import SinkHealth
-from gateway.serving.server import UvicornServer
-from gateway.settings import Settings
 from tests.conftest import loopback_socket
+from tests.gateway.requestlog.receiver import Receiver, serving
 from tests.waiting import eventually
-
-# What CloudEvents' HTTP binding and KServe's logger put in the headers, and nothing that httpx adds.
-_HEADERS = ("content-type", "ce-specversion", "ce-id", "ce-type", "ce-source", "ce-time",
-            "ce-inferenceservicename", "ce-component", "ce-modelversion", "ce-signaturename", "ce-status",
-            "ce-application", "ce-stage", "ce-variant")
-
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-    status: int  # what the receiver answered
-
-
-@dataclass
-class Receiver:
-    """The event server's behaviour and what it received (every POST, in order)."""
-
-    answers: deque[int] = field(default_factory=deque)  # statuses for the next POSTs; then 200
-    delay_s: float = 0.0
-    received: list[Received] = field(default_factory=list)
-
-    def app(self) -> Starlette:
-        async def events(request: Request) -> Response:
-            body = await request.body()
-            if self.delay_s:
-                await asyncio.sleep(self.delay_s)
-            status = self.answers.popleft() if self.answers else 200
-            headers = {name: request.headers[name] for name in _HEADERS if name in request.headers}
-            self.received.append(Received(headers, body, status))
-            return Response(status_code=status)
-        return Starlette(routes=[Route("/events", events, methods=["POST"])])
-
-    def delivered(self) -> list[Received]:
-        return [event for event in self.received if event.status == 200]
-
-
-@contextlib.asynccontextmanager
-async def serving(receiver: Receiver, sock: socket.socket | None = None) -> AsyncIterator[str]:
-    """The receiver under a real uvicorn listening on `sock` (a new loopback socket by default);
-    yields the events URL."""
-    sock = sock or loopback_socket()
-    port = sock.getsockname()[1]
-    server = UvicornServer(uvicorn.Config(receiver.app(), host="127.0.0.1", port=port, log_config=None,
-                                          access_log=False, http=http_protocol(Settings())))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert not task.done(), "uvicorn stopped before starting"
-        assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}/events"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def make_sink(url: str, metrics: Metrics, *, capacity: int = 100, timeout_s: float = 5.0, retries: int = 3,
@@ -136,6 +74,7 @@ async def test_each_call_is_a_request_and_a_response_event_in_binary_mode() -> N
         sink = make_sink(url, metrics)
         assert sink.name == f"cloudevents:{url}"
         assert sink.offer(STAGE_CALL)
+        await eventually(lambda: asyncio.sleep(0, len(receiver.received) == 2), what="the stage call sent")
         assert sink.offer(FAILED_CALL)
         await closed(sink)
     request, response, failed_request, failed_response = receiver.received
@@ -147,9 +86,16 @@ async def test_each_call_is_a_request_and_a_response_event_in_binary_mode() -> N
         "ce-status": "200", "ce-application": "pipeline", "ce-stage": "2", "ce-variant": "kelvin_model:2"}
     assert request.headers == {**stage_attributes, "ce-type": "org.kubeflow.serving.inference.request"}
     assert response.headers == {**stage_attributes, "ce-type": "org.kubeflow.serving.inference.response"}
-    # The gateway's native JSON: NaN and infinities as null, bytes that are not UTF-8 as b64.
-    assert orjson.loads(request.body) == {"celsius": [-40.0, None]}
-    assert orjson.loads(response.body) == {"kelvin": [233.15, None], "unit": ["K", {"b64": "/w=="}]}
+    # Open Inference Protocol JSON: NaN and infinities as null, a BYTES tensor that is not UTF-8 as base64.
+    assert orjson.loads(request.body) == {"id": "req 7/é", "model_name": "kelvin_model", "model_version": "2",
+                                          "inputs": [{"name": "celsius", "shape": [2], "datatype": "FP32",
+                                                      "data": [-40.0, None]}]}
+    assert orjson.loads(response.body) == {"id": "req 7/é", "model_name": "kelvin_model", "model_version": "2",
+                                           "outputs": [
+                                               {"name": "kelvin", "shape": [2], "datatype": "FP64",
+                                                "data": [233.15, None]},
+                                               {"name": "unit", "shape": [2], "datatype": "BYTES",
+                                                "data": ["Sw==", "/w=="], "parameters": {"content_type": "base64"}}]}
 
     model_attributes = {
         "content-type": "application/json", "ce-specversion": "1.0", "ce-id": "r-9", "ce-source": "/gateway/models/m",
@@ -157,9 +103,10 @@ async def test_each_call_is_a_request_and_a_response_event_in_binary_mode() -> N
         "ce-signaturename": "serving_default", "ce-status": "504"}
     assert failed_request.headers == {**model_attributes, "ce-type": "org.kubeflow.serving.inference.request"}
     assert failed_response.headers == {**model_attributes, "ce-type": "org.kubeflow.serving.inference.response"}
-    assert orjson.loads(failed_request.body) == {"x": [[1, 2]]}
-    assert orjson.loads(failed_response.body) == {"error": {
-        "code": "deadline_exceeded", "message": "the backend of model m missed the deadline: slow"}}
+    assert orjson.loads(failed_request.body) == {"id": "r-9", "model_name": "m", "inputs": [
+        {"name": "x", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}]}
+    assert orjson.loads(failed_response.body) == {
+        "error": "deadline_exceeded: the backend of model m missed the deadline: slow"}
 
     assert count(metrics, sink, "written") == 2
     assert sent_bytes(metrics, sink) == sum(len(event.body) for event in receiver.received)
@@ -189,8 +136,12 @@ async def test_a_4xx_fails_the_call_at_once_and_the_next_call_is_sent(caplog: py
         sink.offer(model_call("r-1"))
         await eventually(lambda: asyncio.sleep(0, count(metrics, sink, "failed") == 1), what="the call failed")
         assert sink.health() == SinkHealth(ok=False, error="the server answered 400 Bad Request", queued=0)
-        for number in (2, 3, 4):
+        def done() -> int:
+            return count(metrics, sink, "failed") + count(metrics, sink, "written")
+
+        for number in (2, 3, 4):  # one at a time: the senders run in parallel
             sink.offer(model_call(f"r-{number}"))
+            await eventually(lambda: asyncio.sleep(0, done() == number), what=f"r-{number} done")  # noqa: B023
         await closed(sink)
     # Neither retried nor followed by its response event.
     assert [(event.headers["ce-id"], event.status) for event in receiver.received] == [
@@ -211,8 +162,11 @@ async def test_a_down_server_fails_calls_until_it_is_back() -> None:
     try:
         started = time.monotonic()
         sink.offer(model_call("r-1"))
+        # While it is retried, health says so.
+        await eventually(lambda: asyncio.sleep(0, (sink.health().error or "").startswith("retrying: ")
+                                               or count(metrics, sink, "failed") == 1), what="retrying")
         await eventually(lambda: asyncio.sleep(0, count(metrics, sink, "failed") == 1), what="the call failed")
-        assert time.monotonic() - started >= 0.3  # two back-offs: 0.1 s, 0.2 s
+        assert time.monotonic() - started >= 0.15  # two back-offs: 0.1 s, 0.2 s, each ± 50%
         health = sink.health()
         assert not health.ok
         assert health.error == "ConnectError: [Errno 111] Connection refused"
@@ -239,7 +193,8 @@ async def test_a_slow_server_never_blocks_offer_and_a_full_queue_drops() -> None
             await asyncio.sleep(0.002)
         # Never the server's 0.4 s, nor a wait for room: at most a GIL switch on a loaded machine.
         assert max(offer_times) < 0.05, offer_times
-        assert accepted <= 3 + 2  # the queue's 3, and what the writer had taken meanwhile
+        in_flight = cloudevents.SENDERS + 1  # one call per sender, one waiting for a sender
+        assert accepted <= 3 + in_flight  # the queue's 3, and what was taken from it meanwhile
         assert count(metrics, sink, "dropped") == 30 - accepted
         started = time.monotonic()
         await closed(sink, timeout=0.5)
@@ -249,7 +204,7 @@ async def test_a_slow_server_never_blocks_offer_and_a_full_queue_drops() -> None
     assert sum(outcomes.values()) == 30, outcomes
     # The server may have taken an event the sink gave up waiting for: never counted written.
     assert outcomes["written"] <= len(receiver.delivered()) // 2
-    assert outcomes["dropped"] >= 30 - 5
+    assert outcomes["dropped"] >= 30 - 3 - in_flight
 
 
 async def test_an_event_over_max_event_bytes_is_skipped() -> None:
@@ -276,7 +231,10 @@ async def test_close_sends_everything_queued() -> None:
         await closed(sink, timeout=10)
         assert not sink.offer(model_call("late"))  # closed: refused and counted
     assert len(receiver.received) == 200
-    assert [event.headers["ce-id"] for event in receiver.received[::2]] == [f"r-{n}" for n in range(100)]
+    assert sorted(event.headers["ce-id"] for event in receiver.received) == sorted(2 * [f"r-{n}" for n in range(100)])
+    for number in range(100):  # each call's request event before its response event
+        types = [event.headers["ce-type"] for event in receiver.received if event.headers["ce-id"] == f"r-{number}"]
+        assert types == ["org.kubeflow.serving.inference.request", "org.kubeflow.serving.inference.response"]
     assert count(metrics, sink, "written") == 100
     assert count(metrics, sink, "dropped") == 1
 
@@ -284,15 +242,17 @@ async def test_close_sends_everything_queued() -> None:
 async def test_close_gives_up_retrying_at_its_deadline() -> None:
     sock = loopback_socket()
     metrics = Metrics()
-    sink = make_sink(f"http://127.0.0.1:{sock.getsockname()[1]}/events", metrics, retries=50)
-    for number in range(5):
+    sink = make_sink(f"http://127.0.0.1:{sock.getsockname()[1]}/events", metrics, retries=10)
+    calls = cloudevents.SENDERS + 3
+    for number in range(calls):
         sink.offer(model_call(f"r-{number}"))
     await asyncio.sleep(0.2)
     started = time.monotonic()
     await closed(sink, timeout=0.5)
     assert time.monotonic() - started < 1.5
-    assert count(metrics, sink, "failed") == 1
-    assert count(metrics, sink, "dropped") == 4
+    # Each sender's call fails at the deadline; the calls still queued are dropped.
+    assert count(metrics, sink, "failed") == cloudevents.SENDERS
+    assert count(metrics, sink, "dropped") == calls - cloudevents.SENDERS
     sock.close()
 
 
@@ -308,16 +268,86 @@ def test_header_values_are_percent_encoded_as_the_http_binding_says(text: str, v
     assert header_value(text) == value
 
 
-def test_an_error_without_a_machine_code_is_the_message_of_error() -> None:
+def test_a_failed_call_is_an_open_inference_protocol_error() -> None:
     call = LoggedCall(request_id="r", time=0.0, duration_s=0.0, model="m", version=None, signature_name="",
                       inputs={}, outputs=None, status=500, error="Something: odd")
-    assert orjson.loads(error_body(call)) == {"error": {"code": "error", "message": "Something: odd"}}
+    assert orjson.loads(error_body(call)) == {"error": "Something: odd"}
     unnamed = LoggedCall(request_id="r", time=0.0, duration_s=0.0, model="m", version=None, signature_name="",
                          inputs={}, outputs=None, status=502)
-    assert orjson.loads(error_body(unnamed)) == {"error": {"code": "error",
-                                                           "message": "the call failed with status 502"}}
+    assert orjson.loads(error_body(unnamed)) == {"error": "the call failed with status 502"}
 
 
 def test_sources_name_the_route_or_the_stage() -> None:
     assert event_source(model_call()) == "/gateway/models/increment_model"
     assert event_source(STAGE_CALL) == "/gateway/applications/pipeline/stages/2"
+
+
+async def test_a_url_with_credentials_is_sent_with_them_and_shown_without(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    receiver = Receiver()
+    metrics = Metrics()
+    async with serving(receiver) as url:
+        secret_url = url.replace("http://", "http://collector:s3cret@") + "?access_token=t0ken"
+        sink = make_sink(secret_url, metrics, retries=0)
+        assert sink.name == f"cloudevents:{url}?access_token=…"
+        sink.offer(model_call())
+        await closed(sink)
+    assert receiver.authorizations == {"Basic Y29sbGVjdG9yOnMzY3JldA=="}  # collector:s3cret, as httpx sends it
+    assert count(metrics, sink, "written") == 1
+    exposed = generate_latest(metrics.registry).decode()
+    assert "s3cret" not in exposed
+    assert "t0ken" not in exposed
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "s3cret" not in logged
+    assert "t0ken" not in logged
+    assert f'sink="cloudevents:{url}?access_token=…"' in exposed
+
+
+async def test_an_attempt_is_bounded_in_all_by_timeout_s() -> None:
+    """A server that drips its answer a byte every 0.1 s never trips a per-read timeout; the
+    attempt still ends at timeout_s."""
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        with contextlib.suppress(ConnectionError):
+            for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n":
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        writer.close()
+
+    server = await asyncio.start_server(drip, sock=loopback_socket())
+    port = server.sockets[0].getsockname()[1]
+    metrics = Metrics()
+    sink = make_sink(f"http://127.0.0.1:{port}/events", metrics, timeout_s=0.5, retries=0)
+    try:
+        started = time.monotonic()
+        sink.offer(model_call())
+        await eventually(lambda: asyncio.sleep(0, count(metrics, sink, "failed") == 1), what="the call failed")
+        assert time.monotonic() - started < 2.0  # the answer would take 3.8 s
+        assert sink.health().error == "no answer within 0.5 s"
+        assert count(metrics, sink, "written") == 0
+    finally:
+        await closed(sink)
+        server.close()
+
+
+async def test_senders_send_calls_in_parallel_each_request_before_its_response() -> None:
+    receiver = Receiver(delay_s=0.3)
+    metrics = Metrics()
+    async with serving(receiver) as url:
+        sink = make_sink(url, metrics)
+        started = time.monotonic()
+        for number in range(cloudevents.SENDERS):
+            sink.offer(model_call(f"r-{number}"))
+        await eventually(lambda: asyncio.sleep(0, count(metrics, sink, "written") == cloudevents.SENDERS),
+                         what="every call written")
+        elapsed = time.monotonic() - started
+        await closed(sink)
+    assert receiver.most_in_flight == cloudevents.SENDERS
+    assert elapsed < 2 * 0.3 * cloudevents.SENDERS  # one at a time would take 2.4 s
+    for number in range(cloudevents.SENDERS):
+        types = [event.headers["ce-type"] for event in receiver.received if event.headers["ce-id"] == f"r-{number}"]
+        assert types == ["org.kubeflow.serving.inference.request", "org.kubeflow.serving.inference.response"]

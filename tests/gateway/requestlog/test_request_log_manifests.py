@@ -66,10 +66,21 @@ BAD = [
      "request_log.cloudevents.url: 'ftp://x/' is not an http:// or https://"),
     ("request_log: {cloudevents: {url: 'collector:8080'}}", "request_log.cloudevents.url: 'collector:8080' is not"),
     ("request_log: {cloudevents: {url: 'http://x/', timeout_s: 0}}",
-     "request_log.cloudevents.timeout_s: must be a finite"),
+     "request_log.cloudevents.timeout_s: must be a number greater than 0"),
     ("request_log: {cloudevents: {url: 'http://x/', retries: -1}}",
-     "request_log.cloudevents.retries: must be 0 or more"),
+     "request_log.cloudevents.retries: must be between 0 and 10"),
     ("request_log: [file]", "request_log: expected a mapping, got a list"),
+    ("request_log:", "request_log: is empty: give it a sink"),
+    ("request_log: {file: {dir: /tmp/l, max_bytes: 1000}}",
+     "request_log.file.max_bytes: 1000 is less than max_record_bytes (4194304, the default)"),
+    ("request_log: {cloudevents: {url: 'http:// bad url'}}",
+     "request_log.cloudevents.url: 'http:// bad url' is not an http:// or https:// URL with a host"),
+    ("request_log: {cloudevents: {url: 'http:///events'}}", "request_log.cloudevents.url: 'http:///events' is not"),
+    ("request_log: {cloudevents: {url: 'http://x/', retries: 11}}",
+     "request_log.cloudevents.retries: must be between 0 and 10, got 11"),
+    ("request_log: {cloudevents: {url: 'http://x/', timeout_s: 61}}",
+     "request_log.cloudevents.timeout_s: must be a number greater than 0 and at most 60, got 61.0"),
+    ("request_log: {cloudevents: {url: 'http://x/', timeout_s: .inf}}", "request_log.cloudevents.timeout_s: must be"),
 ]
 
 
@@ -107,3 +118,26 @@ def test_gateway_check_prints_each_request_log() -> None:
     spec = RequestLogSpec(0.25, FileSinkSpec(Path("/var/log/gw"), 1000, 3, 100), CloudEventsSpec("http://c/"))
     assert request_log_text(spec) == ("request log: sample 0.25 to file /var/log/gw (3 files of 1000 bytes, "
                                       "records up to 100), cloudevents http://c/")
+
+
+def test_two_manifests_naming_one_cloudevents_url_agree_on_its_settings(tmp_path: Path) -> None:
+    same = "request_log: {cloudevents: {url: 'http://127.0.0.1:9/e', retries: 2}}"
+    load_config(_config(tmp_path / "a", same, same))  # one sink, fine
+    other = "request_log: {cloudevents: {url: 'http://127.0.0.1:9/e', retries: 2, timeout_s: 1}}"
+    root = _config(tmp_path / "b", same, other)
+    with pytest.raises(ConfigError, match=r"http://127.0.0.1:9/e is also a CloudEvents sink at .*with other "
+                                          r"settings") as caught:
+        load_config(root)
+    message = str(caught.value)
+    assert f"{root / 'models/m/serving.yaml'}:3" in message or f"{root / 'applications/app.yaml'}:5" in message
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://user:s3cret@collector.example:8443/ingest?access_token=abc&x=1#frag",
+     "https://collector.example:8443/ingest?access_token=…&x=…"),
+    ("http://collector/", "http://collector/"),
+    ("http://[::1]:9000/e", "http://[::1]:9000/e"),
+])
+def test_gateway_check_shows_a_cloudevents_url_without_credentials(url: str, shown: str) -> None:
+    spec = RequestLogSpec(1.0, None, CloudEventsSpec(url))
+    assert request_log_text(spec) == f"request log: sample 1 to cloudevents {shown}"
