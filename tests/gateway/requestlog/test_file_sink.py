@@ -194,9 +194,9 @@ def test_string_calls_are_charged_their_bytes_and_fill_the_queue_bound(tmp_path:
     metrics = Metrics()
     blocked = FileSink(FileSinkSpec(tmp_path / "a", max_record_bytes=4 << 20), metrics=metrics, capacity=1000,
                        max_bytes=3_500_000)
-    # Queue four 1 MB calls at once: the first three fit the 3.5 MB bound, the fourth is dropped.
-    answers = [blocked.offer(_string_call(n, 4, 250_000)) for n in range(4)]
-    assert answers.count(False) >= 1
+    # Twenty 1 MB calls at once (far faster than the writer takes them): at most 3.5 MB queued.
+    answers = [blocked.offer(_string_call(n, 4, 250_000)) for n in range(20)]
+    assert answers.count(False) >= 10
     assert _count(metrics, blocked, "dropped") == answers.count(False)
     blocked.close(5.0)
     # A record over max_record_bytes is refused on the request path: its strings counted.
@@ -331,3 +331,19 @@ def test_two_sinks_sharing_a_directory_prune_the_first_closed_files_not_a_quiet_
     busy.close(5.0)
     assert sorted(line["request_id"] for f in closed_files(directory) for line in read_index(index_of(f))) == \
         ["req-1", "req-4"]
+
+
+def test_an_index_line_that_cannot_be_made_leaves_no_record_and_later_offsets_right(tmp_path: Path) -> None:
+    metrics = Metrics()
+    sink = _sink(tmp_path, metrics)
+    broken = LoggedCall("req-1", 1_780_000_000.0, 0.001, "toy", 3, "serving_default", {"x": np.arange(3)}, None,
+                        500, "internal: \ud800")  # a lone surrogate: not JSON
+    assert sink.offer(_call(0))
+    assert sink.offer(broken)
+    assert sink.offer(_call(2))
+    sink.close(5.0)
+    [file] = closed_files(tmp_path)
+    records, index = read_tfrecord(file), read_index(index_of(file))
+    assert [line["request_id"] for line in index] == ["req-0", "req-2"]
+    assert [(line["offset"], line["length"]) for line in index] == [(offset, length) for offset, length, _ in records]
+    assert (_count(metrics, sink, "written"), _count(metrics, sink, "failed")) == (2, 1)
