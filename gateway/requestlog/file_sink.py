@@ -255,6 +255,7 @@ class FileSink:
         if self._file is not None:
             self._file.abandon()
             self._file = None
+            self._remove_oldest()  # it may have been closed: counted in max_files as any other
 
     def _close_file(self) -> None:
         """Close the open file (renamed), then keep at most `max_files` closed files."""
