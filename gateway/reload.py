@@ -30,7 +30,7 @@ from gateway.health_watch import HealthWatcher
 from gateway.manifests import Config, RuntimeAddress, load_config
 from gateway.registry import Registry
 from gateway.settings import Settings
-from gateway.supervisor import ModelKey, RuntimeProcess, RuntimeStartError, Staged, Supervisor
+from gateway.supervisor import ModelKey, RuntimeProcess, RuntimeStartError, Staged, Supervisor, runs_alike
 from gateway.warmup import remote_warmups, warm_remotes
 from modelfolder.warmup import WarmupStamp, stamp
 
@@ -130,12 +130,13 @@ class ConfigStager:
         unchanged since theirs failed: they stay not served."""
         current = self.config.models
         wanted = [m for m in remote_warmups(config.models.values())
-                  if current.get(m.key) != m or m.key in self.unwarmed or self._warmed.get(m.key) != stamp(m.warmup)]
+                  if not runs_alike(current.get(m.key), m) or m.key in self.unwarmed
+                  or self._warmed.get(m.key) != stamp(m.warmup)]
         failures = await warm_remotes(wanted, self.settings.warmup_timeout_s,
                                       max_elements=self.settings.max_elements)
         self._warmed.update({m.key: stamp(m.warmup) for m in wanted if m.key not in failures})
         refused = {key: reason for key, reason in failures.items()
-                   if key not in self.unwarmed or current.get(key) != config.models[key]}
+                   if key not in self.unwarmed or not runs_alike(current.get(key), config.models[key])}
         if refused:
             raise ConfigError("; ".join(f"model {name}:{version} is not served: {reason}"
                                         for (name, version), reason in sorted(refused.items())))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import itertools
 import json
 import logging
@@ -14,13 +15,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import grpc
+import yaml
 from grpc_health.v1 import health_pb2
 
 from gateway.backends.tfserving import HEALTH_CHECK
 from gateway.manifests import ModelManifest, RuntimeAddress
+from modelfolder.layout import MODEL_FILE
 from modelfolder.warmup import stamp
 from runtime.warmup import EVENT as WARMUP_FAILED
 
@@ -66,18 +70,44 @@ class RuntimeProcess:
 
 def fingerprint(model: ModelManifest) -> tuple[tuple[str, int, int], ...]:
     """What a reload compares to tell whether a model folder changed: every file's path,
-    modification time and size, and its warmup file's when that lies outside the folder."""
+    modification time and size (serving.yaml's: its content without `request_log`, a gateway-side
+    setting: editing it restarts no runtime), and its warmup file's when that lies outside the folder."""
     if model.folder is None:
         return ()
     entries = []
+    manifest = model.folder / MODEL_FILE
     for path in sorted(model.folder.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:
-            stat = path.stat()
-            entries.append((str(path.relative_to(model.folder)), stat.st_mtime_ns, stat.st_size))
+            name = str(path.relative_to(model.folder))
+            digest = _without_request_log(path) if path == manifest else None
+            if digest is not None:
+                entries.append((name, digest, -1))
+            else:
+                stat = path.stat()
+                entries.append((name, stat.st_mtime_ns, stat.st_size))
     warmup = stamp(model.warmup)
     if warmup is not None and model.warmup is not None and not model.warmup.is_relative_to(model.folder):
         entries.append(warmup)
     return tuple(entries)
+
+
+def _without_request_log(path: Path) -> int | None:
+    """A digest of `path`'s YAML documents without their `request_log`; None when unreadable."""
+    try:
+        documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    for document in documents:
+        if isinstance(document, dict):
+            document.pop("request_log", None)
+    text = json.dumps(documents, sort_keys=True, default=str).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+
+
+def runs_alike(running: ModelManifest | None, model: ModelManifest) -> bool:
+    """Whether `model` is served as `running` is: equal but for `request_log` (gateway-side:
+    a change of only it neither restarts a runtime nor warms a model again)."""
+    return running is not None and replace(running, request_log=None) == replace(model, request_log=None)
 
 
 class RuntimeStartError(Exception):
@@ -147,10 +177,10 @@ class Supervisor:
             running = self.processes.get(key)
             prints = fingerprint(model)
             failure = self._failures.get(key)
-            if running is not None and running.model == model and running.fingerprint == prints:
+            if running is not None and runs_alike(running.model, model) and running.fingerprint == prints:
                 staged.targets[key] = running.address
                 continue
-            if not all_or_nothing or (failure is not None and failure.model == model
+            if not all_or_nothing or (failure is not None and runs_alike(failure.model, model)
                                       and failure.fingerprint == prints):
                 tolerated.add(key)
             to_start.append(model)

@@ -46,6 +46,9 @@ class RequestLogs:
         self.active = False
         self._sinks: dict[SinkSpec, Sink] = {}
         self._of_log: dict[RequestLogSpec, tuple[Sink, ...]] = {}
+        # The registry before the last reload: its in-flight requests still find their sinks (a
+        # sink closed since counts their calls dropped).
+        self._previous: dict[RequestLogSpec, tuple[Sink, ...]] = {}
         self._closing: list[threading.Thread] = []
 
     @classmethod
@@ -71,6 +74,7 @@ class RequestLogs:
                 named.append(sink)
             of_log[spec] = tuple(named)
         removed = [sink for key, sink in self._sinks.items() if key not in sinks]
+        self._previous = self._of_log
         self._sinks, self._of_log, self.active = sinks, of_log, bool(of_log)
         return removed
 
@@ -100,10 +104,14 @@ class RequestLogs:
         the request), the model's when its log samples this call; each sink once."""
         chosen: list[Sink] = []
         if application is not None:
-            chosen.extend(self._of_log.get(application, ()))
+            chosen.extend(self._of(application))
         if model is not None and self.sampled(model):
-            chosen.extend(sink for sink in self._of_log.get(model, ()) if sink not in chosen)
+            chosen.extend(sink for sink in self._of(model) if sink not in chosen)
         return chosen
+
+    def _of(self, spec: RequestLogSpec) -> tuple[Sink, ...]:
+        found = self._of_log.get(spec)
+        return found if found is not None else self._previous.get(spec, ())
 
     def record(self, call: LoggedCall, sinks: Iterable[Sink]) -> None:
         """Offer `call` to `sinks` (each queues or drops it, counted: never blocks)."""
@@ -124,6 +132,7 @@ class RequestLogs:
         """Shutdown: every sink writes what is queued within `timeout` seconds (the rest dropped,
         counted) and closes its file; blocks (run it in a thread)."""
         sinks, self._sinks, self._of_log, self.active = list(self._sinks.values()), {}, {}, False
+        self._previous = {}
         threads = [threading.Thread(target=sink.close, args=(timeout,), name=f"close {sink.name}", daemon=True)
                    for sink in sinks]
         for thread in threads:

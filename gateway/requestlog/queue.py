@@ -74,8 +74,10 @@ class BackgroundWriter(Generic[T]):
                     self._deliver(item)
                 except Exception:  # the sink counts its own failures; this one is a fault
                     log.exception("request log %s: a record could not be written", self.name)
-            if closing and not items:
-                break
+            if closing:
+                with self._lock:  # an offer that saw the writer open has appended by now
+                    if not items:
+                        break
         if self._finish is not None:
             try:
                 self._finish()

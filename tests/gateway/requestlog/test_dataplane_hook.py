@@ -16,12 +16,14 @@ from gateway.manifests import ApplicationManifest, ModelManifest, ModelRef, Stag
 from gateway.manifests.types import FileSinkSpec, RequestLogSpec
 from gateway.observability import Metrics
 from gateway.registry import Application, Model, Registry, Variant
+from gateway.requestlog import LoggedCall
 from gateway.requestlog.logs import RequestLogs
 from tensorcodecs import Signature
 from tensorcodecs.tensor_proto import decode_tensor
 from tests.conftest import CONFIG_DIR
 from tests.doubles import InMemoryBackend
 from tests.gateway.requestlog.tfrecords import closed_files, index_of, read_index, read_tfrecord
+from tests.waiting import wait_until
 
 
 def _increment() -> ModelManifest:
@@ -100,3 +102,28 @@ async def test_a_record_that_cannot_be_made_is_counted_and_the_caller_is_answere
                                              {"sink": sink, "outcome": "failed"}) == 1
     assert metrics.registry.get_sample_value("gateway_request_log_records_total",
                                              {"sink": sink, "outcome": "written"}) == 1
+
+
+def test_a_call_in_flight_across_a_reload_reaches_its_sink_or_is_counted_dropped(tmp_path: Path) -> None:
+    metrics = Metrics()
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    spec_a = RequestLogSpec(1.0, FileSinkSpec(first), source="app.yaml:5")
+    spec_b = RequestLogSpec(1.0, FileSinkSpec(first), source="app.yaml:6")  # its line moved only
+    spec_c = RequestLogSpec(1.0, FileSinkSpec(moved), source="app.yaml:6")
+    logs = RequestLogs(metrics, capacity=100, max_bytes=1 << 20)
+    apps = {spec: _pipeline([Model(_increment(), _plus(1))], spec) for spec in (spec_a, spec_b, spec_c)}
+    logs.for_registry(Registry({}, {"app": apps[spec_a]}))
+    call = LoggedCall("r1", 1_780_000_000.0, 0.001, "increment_model", 1, "s", {"number": np.array([1])}, None)
+    logs.keep_only(Registry({}, {"app": apps[spec_b]}))
+    [kept] = logs.sinks(spec_a, None)  # a request of the old registry: the same sink
+    logs.record(call, [kept])
+    logs.keep_only(Registry({}, {"app": apps[spec_c]}))  # `first` closed
+    [closed] = logs.sinks(spec_b, None)
+    assert closed is kept
+    wait_until(lambda: bool(closed_files(first)), what="the removed sink closed")
+    logs.record(call, [closed])
+    logs.close(5.0)
+    [file] = closed_files(first)
+    assert len(read_tfrecord(file)) == 1
+    assert metrics.registry.get_sample_value("gateway_request_log_records_total",
+                                             {"sink": f"file:{first}", "outcome": "dropped"}) == 1

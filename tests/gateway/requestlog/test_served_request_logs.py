@@ -5,6 +5,7 @@ write reported in /health/ready, reloads, sampling, and a full queue dropping, n
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -15,6 +16,8 @@ import numpy as np
 
 from gateway.app import GatewayApp, create_app
 from gateway.manifests import Config, load_config
+from gateway.requestlog import LoggedCall
+from gateway.requestlog.file_sink import FileSink
 from gateway.settings import Settings
 from runtime.server import ModelServer
 from runtime.warmup import warm
@@ -166,11 +169,12 @@ async def test_sampling_per_request_and_per_call_and_a_call_logged_by_both(tmp_p
     write_app(root, "both", "m:1", _log(app_logs))
     calls = 400
     with _config(root) as config:
-        async with _gateway(root, config) as (client, _app):
+        async with _gateway(root, config) as (client, app):
             for _ in range(50):
                 assert (await client.post("/gateway/applications/silent", json={"x": [1]})).status_code == 200
             for number in range(calls):
                 assert (await client.post("/gateway/models/m", json={"x": [number]})).status_code == 200
+            app.state.dataplane.request_logs.draw = lambda: 0.0  # the model's log samples the next call
             answer = await client.post("/gateway/applications/both", json={"x": [7]})
             both_id = answer.headers["x-request-id"]
     assert not never.exists() or not any(never.iterdir())  # sample_rate 0.0: nothing, no file
@@ -181,7 +185,7 @@ async def test_sampling_per_request_and_per_call_and_a_call_logged_by_both(tmp_p
     [app_line] = [line for f in closed_files(app_logs) for line in read_index(index_of(f))]
     assert (app_line["request_id"], app_line["application"]) == (both_id, "both")
     # The stage call of a model with its own log goes to that log too when it samples the call.
-    assert [line["request_id"] for line in model_lines if line["application"] == "both"] in ([], [both_id])
+    assert [line["request_id"] for line in model_lines if line["application"] == "both"] == [both_id]
 
 
 async def test_failed_calls_are_recorded_without_a_response_and_v1_predictions_as_model_calls(
@@ -208,18 +212,36 @@ async def test_failed_calls_are_recorded_without_a_response_and_v1_predictions_a
     assert v1_record.predict_log.request.model_spec.signature_name == "predict"
 
 
-async def test_a_full_queue_drops_records_and_every_request_is_still_answered(tmp_path: Path) -> None:
+async def test_a_full_queue_drops_records_and_every_request_is_still_answered(tmp_path: Path,
+                                                                            monkeypatch: Any) -> None:
     root, logs = tmp_path / "config", tmp_path / "logs"
     write_model(root, "m", "m", INCREMENT)
     write_app(root, "app", "m:1", _log(logs))
+    release, taken = threading.Event(), threading.Event()
+    deliver = FileSink._deliver
+
+    def stuck(sink: FileSink, call: LoggedCall) -> None:  # a disk that does not answer
+        taken.set()
+        release.wait(30)
+        deliver(sink, call)
+
+    monkeypatch.setattr(FileSink, "_deliver", stuck)
     requests = 300
     with _config(root) as config:
         async with _gateway(root, config, request_log_queue_size=1) as (client, app):
-            answers = await asyncio.gather(*(client.post("/gateway/applications/app", json={"x": [n]})
-                                             for n in range(requests)))
-            assert [a.status_code for a in answers] == [200] * requests
+            try:
+                first = await client.post("/gateway/applications/app", json={"x": [0]})
+                assert first.status_code == 200
+                await eventually(lambda: _true(taken.is_set()), what="the writer stuck on the first record")
+                answers = await asyncio.gather(*(client.post("/gateway/applications/app", json={"x": [n]})
+                                                 for n in range(1, requests)))
+                # Answered while the writer is stuck: a full queue drops, never waits.
+                assert [a.status_code for a in answers] == [200] * (requests - 1)
+                assert _written(app, logs, "dropped") == requests - 2  # one taken, one queued
+            finally:
+                release.set()
     written, dropped = _written(app, logs), _written(app, logs, "dropped")
-    assert written + dropped == requests
+    assert (written, dropped) == (2, requests - 2)
     assert written == sum(len(read_tfrecord(f)) for f in closed_files(logs))
 
 
