@@ -36,7 +36,7 @@ KEY = "replay-key"
 
 @pytest.fixture
 async def gateway(example_config: Config) -> AsyncIterator[str]:
-    async with serve_app(create_app(Settings(), example_config)) as url:
+    async with serve_app(create_app(Settings(access_log=False), example_config)) as url:
         yield url
 
 
@@ -170,7 +170,7 @@ async def test_the_api_key_is_sent(example_config: Config, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     auth = AuthSettings(api_keys=(ApiKey("replay", hashlib.sha256(KEY.encode()).hexdigest()),))
     path = write_log(tmp_path, [call("req-1")])
-    async with serve_app(create_app(Settings(auth=auth), example_config)) as url:
+    async with serve_app(create_app(Settings(auth=auth, access_log=False), example_config)) as url:
         status, out, _ = await replay(capsys, str(path), "--url", url)
         assert status == 1
         assert out.splitlines()[0].startswith("record 1: /gateway/models/increment_model/versions/1 answered 401")
@@ -229,7 +229,7 @@ async def test_a_logged_signature_is_the_one_replayed(tfs: FakeTFServing, tmp_pa
                  outputs={"scaled": x})
     unknown = call("req-3", model="toy", version=2, signature="nowhere", inputs={"input_1": x}, outputs={"y": x})
     path = write_log(tmp_path, [scaled, wrong, unknown])
-    async with serve_app(create_app(Settings(), load_config(config_dir))) as url:
+    async with serve_app(create_app(Settings(access_log=False), load_config(config_dir))) as url:
         status, out, err = await replay(capsys, str(path), "--url", url, "--rate", "200")
     assert (status, err) == (0, "")
     assert out.splitlines() == [
