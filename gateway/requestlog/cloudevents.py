@@ -177,9 +177,10 @@ class CloudEventsSink:
     def name(self) -> str:
         return self._name
 
-    def offer(self, call: LoggedCall) -> bool:
-        """Queue `call` (charged its arrays' bytes); False when the queue is full (dropped, counted)."""
-        return self._writer.offer(call, call.nbytes)
+    def offer(self, call: LoggedCall, nbytes: int | None = None) -> bool:
+        """Queue `call` (charged `nbytes`, by default `call.nbytes`); False when the queue is
+        full (dropped, counted)."""
+        return self._writer.offer(call, call.nbytes if nbytes is None else nbytes)
 
     def health(self) -> SinkHealth:
         error = self._error

@@ -28,9 +28,10 @@ from typing import BinaryIO
 
 import orjson
 
+from gateway.held_bytes import least_string_bytes
 from gateway.manifests.types import FileSinkSpec
 from gateway.observability import Metrics
-from gateway.requestlog.call import LoggedCall, string_bytes
+from gateway.requestlog.call import LoggedCall
 from gateway.requestlog.queue import BackgroundWriter
 from gateway.requestlog.records import index_entry, prediction_log
 from gateway.requestlog.sink import SinkHealth
@@ -53,11 +54,12 @@ def file_stem(now: float, pid: int, sequence: int) -> str:
 
 def least_record_bytes(call: LoggedCall) -> int:
     """A lower bound of the bytes `call`'s record takes (numeric arrays travel as their raw
-    bytes; each string as its bytes after a tag and a length byte): cheap, for the request path."""
+    bytes; each string as its bytes after a tag and a length byte, only a sample's bytes
+    measured): cheap, for the request path; the writer checks the record's exact size."""
     least = OVERHEAD_BYTES
     for arrays in (call.inputs, call.outputs or {}):
         for array in arrays.values():
-            least += 2 * array.size + string_bytes(array) if array.dtype.kind in "OSU" else array.nbytes
+            least += 2 * array.size + least_string_bytes(array) if array.dtype.kind in "OSU" else array.nbytes
     return least
 
 
@@ -169,12 +171,13 @@ class FileSink:
     def name(self) -> str:
         return self._name
 
-    def offer(self, call: LoggedCall) -> bool:
-        """Queue `call`; False when it is clearly too large (skipped) or the queue is full (dropped)."""
+    def offer(self, call: LoggedCall, nbytes: int | None = None) -> bool:
+        """Queue `call` (charged `nbytes`, by default `call.nbytes`); False when it is clearly
+        too large (skipped) or the queue is full (dropped)."""
         if least_record_bytes(call) > self.spec.max_record_bytes:
             self._skipped.inc()
             return False
-        return self._writer.offer(call, call.nbytes)
+        return self._writer.offer(call, call.nbytes if nbytes is None else nbytes)
 
     def health(self) -> SinkHealth:
         error = self._error

@@ -114,9 +114,13 @@ class RequestLogs:
         return found if found is not None else self._previous.get(spec, ())
 
     def record(self, call: LoggedCall, sinks: Iterable[Sink]) -> None:
-        """Offer `call` to `sinks` (each queues or drops it, counted: never blocks)."""
+        """Offer `call` to `sinks` (each queues or drops it, counted: never blocks), charged
+        its bytes measured once."""
+        nbytes: int | None = None
         for sink in sinks:
-            sink.offer(call)
+            if nbytes is None:
+                nbytes = call.nbytes
+            sink.offer(call, nbytes)
 
     # ------------------------------------------------------------ health and shutdown
 

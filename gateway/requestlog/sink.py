@@ -27,8 +27,9 @@ class Sink(Protocol):
         """The metrics' and health detail's name: `file:DIR`, `cloudevents:URL`."""
         ...
 
-    def offer(self, call: LoggedCall) -> bool:
-        """Queue `call` for writing; False when the queue is full (the call is dropped, counted)."""
+    def offer(self, call: LoggedCall, nbytes: int | None = None) -> bool:
+        """Queue `call` for writing, charged `nbytes` (its log computes `call.nbytes` once for
+        every sink; None: the sink does); False when the queue is full (dropped, counted)."""
         ...
 
     def health(self) -> SinkHealth: ...
