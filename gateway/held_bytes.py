@@ -3,12 +3,14 @@ holding it (shadow copies, request-log calls) is charged."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from numpy.typing import NDArray
 
 OBJECT_SAMPLE = 1024  # string tensors: elements measured, the rest estimated from them
 
 
-def array_bytes(array: NDArray) -> int:
+def array_bytes(array: NDArray[Any]) -> int:
     """An array's bytes; a string tensor's strings too (measured on its first `OBJECT_SAMPLE`)."""
     if array.dtype.kind != "O" or array.size == 0:
         return int(array.nbytes)
@@ -17,7 +19,7 @@ def array_bytes(array: NDArray) -> int:
     return int(array.nbytes) + measured * array.size // len(sample)
 
 
-def least_string_bytes(array: NDArray) -> int:
+def least_string_bytes(array: NDArray[Any]) -> int:
     """A lower bound of the characters or bytes of a string array's elements (0 for other
     arrays): its first `OBJECT_SAMPLE` elements measured, the rest counted 0."""
     if array.dtype.kind not in "OSU" or array.size == 0:
