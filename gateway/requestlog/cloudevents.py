@@ -42,7 +42,7 @@ from gateway.requestlog import oip
 from gateway.requestlog.call import LoggedCall
 from gateway.requestlog.queue import BackgroundWriter
 from gateway.requestlog.records import iso_time
-from gateway.requestlog.sink import SinkHealth
+from gateway.requestlog.sink import SinkHealth, sink_counters
 
 log = logging.getLogger("gateway.requestlog")
 
@@ -150,12 +150,7 @@ class CloudEventsSink:
     def __init__(self, spec: CloudEventsSpec, *, metrics: Metrics, capacity: int, max_bytes: int) -> None:
         self.spec = spec
         self._name = f"cloudevents:{redacted_url(spec.url)}"  # shown: health, labels, logs; never the URL
-        records = metrics.request_log_records
-        self._written = records.labels(sink=self._name, outcome="written")
-        self._dropped = records.labels(sink=self._name, outcome="dropped")
-        self._skipped = records.labels(sink=self._name, outcome="skipped")
-        self._failed = records.labels(sink=self._name, outcome="failed")
-        self._bytes = metrics.request_log_bytes.labels(sink=self._name)
+        self._written, self._dropped, self._skipped, self._failed, self._bytes = sink_counters(metrics, self._name)
         self._error: str | None = None  # why the last call failed (or is being retried), until one is delivered
         self._outage_logged = False
         self._refusals_logged: set[int] = set()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
+from prometheus_client import Counter
+
+from gateway.observability import Metrics
 from gateway.requestlog.call import LoggedCall
 
 
@@ -16,6 +19,24 @@ class SinkHealth:
     ok: bool
     error: str | None = None
     queued: int = 0
+
+
+class SinkCounters(NamedTuple):
+    """A sink's series of `gateway_request_log_records_total` (one per outcome) and of
+    `gateway_request_log_bytes_total`."""
+
+    written: Counter
+    dropped: Counter
+    skipped: Counter
+    failed: Counter
+    bytes: Counter
+
+
+def sink_counters(metrics: Metrics, name: str) -> SinkCounters:
+    records = metrics.request_log_records
+    return SinkCounters(records.labels(sink=name, outcome="written"), records.labels(sink=name, outcome="dropped"),
+                        records.labels(sink=name, outcome="skipped"), records.labels(sink=name, outcome="failed"),
+                        metrics.request_log_bytes.labels(sink=name))
 
 
 class Sink(Protocol):
