@@ -35,14 +35,13 @@ from urllib.parse import quote
 
 import httpx
 
-from gateway.manifests.request_log_kind import redacted_url
 from gateway.manifests.types import CloudEventsSpec
 from gateway.observability import Metrics
 from gateway.requestlog import oip
 from gateway.requestlog.call import LoggedCall
 from gateway.requestlog.queue import BackgroundWriter
 from gateway.requestlog.records import iso_time
-from gateway.requestlog.sink import SinkHealth, sink_counters
+from gateway.requestlog.sink import SinkHealth, sink_counters, sink_name
 
 log = logging.getLogger("gateway.requestlog")
 
@@ -149,7 +148,7 @@ class CloudEventsSink:
 
     def __init__(self, spec: CloudEventsSpec, *, metrics: Metrics, capacity: int, max_bytes: int) -> None:
         self.spec = spec
-        self._name = f"cloudevents:{redacted_url(spec.url)}"  # shown: health, labels, logs; never the URL
+        self._name = sink_name(spec)  # shown: health, labels, logs; never the URL
         self._written, self._dropped, self._skipped, self._failed, self._bytes = sink_counters(metrics, self._name)
         self._error: str | None = None  # why the last call failed (or is being retried), until one is delivered
         self._outage_logged = False

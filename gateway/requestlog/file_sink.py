@@ -34,7 +34,7 @@ from gateway.observability import Metrics
 from gateway.requestlog.call import LoggedCall
 from gateway.requestlog.queue import BackgroundWriter
 from gateway.requestlog.records import index_entry, prediction_log
-from gateway.requestlog.sink import SinkHealth, sink_counters
+from gateway.requestlog.sink import SinkHealth, sink_counters, sink_name
 from tensorcodecs.tfrecord import OVERHEAD_BYTES, encode_record
 
 log = logging.getLogger("gateway.requestlog")
@@ -150,7 +150,7 @@ class FileSink:
     def __init__(self, spec: FileSinkSpec, *, metrics: Metrics, capacity: int, max_bytes: int,
                  retry_s: tuple[float, float] = (1.0, 30.0)) -> None:
         self.spec = spec
-        self._name = f"file:{spec.dir}"
+        self._name = sink_name(spec)
         self._written, self._dropped, self._skipped, self._failed, self._bytes = sink_counters(metrics, self._name)
         self._file: _OpenFile | None = None
         self._unflushed = 0  # records written to the open file's buffer since its last flush

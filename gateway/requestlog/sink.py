@@ -7,6 +7,8 @@ from typing import NamedTuple, Protocol
 
 from prometheus_client import Counter
 
+from gateway.manifests.request_log_kind import redacted_url
+from gateway.manifests.types import CloudEventsSpec, FileSinkSpec
 from gateway.observability import Metrics
 from gateway.requestlog.call import LoggedCall
 
@@ -19,6 +21,13 @@ class SinkHealth:
     ok: bool
     error: str | None = None
     queued: int = 0
+
+
+def sink_name(spec: FileSinkSpec | CloudEventsSpec) -> str:
+    """The name of the sink `spec` makes: `file:DIR`, `cloudevents:URL` (shown redacted, never the URL)."""
+    if isinstance(spec, FileSinkSpec):
+        return f"file:{spec.dir}"
+    return f"cloudevents:{redacted_url(spec.url)}"
 
 
 class SinkCounters(NamedTuple):
