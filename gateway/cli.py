@@ -4,7 +4,6 @@ configuration, then runs the command (`serve` is gateway/serving/, `logs` gatewa
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from gateway.requestlog import replay, show, warmup_file
 from gateway.serving.serve import serve
 from gateway.settings import Settings
 from gateway.warmup import check_warmups
+from modelfolder.arguments import seconds
 from modelfolder.warmup import MAX_RECORDS as MAX_WARMUP_RECORDS
 
 
@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--url", help="a running gateway (http://host:port) to compare the plans with")
     check.add_argument("--api-key", help="the API key for --url when the gateway has keys (only the "
                        "applications it may call are compared)")
-    check.add_argument("--timeout", type=_seconds, default=10.0, help="seconds to wait for --url (default 10)")
+    check.add_argument("--timeout", type=seconds, default=10.0, help="seconds to wait for --url (default 10)")
     build = commands.add_parser("build", help="make each local model's environment with its "
                                 "install-command (used by later `gateway serve`)")
     build.add_argument("--model", action="append", help="only this model (repeatable)")
@@ -134,7 +134,7 @@ def _logs_parser(commands: Any) -> None:
     replay_command.add_argument("--application", metavar="NAME", help="send to this application's route instead")
     replay_command.add_argument("--api-key", metavar="KEY",
                                 help="API key of the gateway (sent as Authorization: Bearer)")
-    replay_command.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
+    replay_command.add_argument("--timeout", type=seconds, default=10.0, metavar="S",
                                 help="seconds to wait for each answer (default 10)")
     warmup_command = actions.add_parser(
         "warmup", help="write a TF Serving warmup file of a model's answered calls",
@@ -205,17 +205,6 @@ def _rate(text: str) -> float:
         return replay.rate_per_second(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _seconds(text: str) -> float:
-    """A positive, finite number of seconds (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got {text!r}")
-    return value
 
 
 def _check(settings: Settings, config: Config) -> int:

@@ -36,6 +36,7 @@ import orjson
 
 from gateway.backends import BackendCall, NDArray, Prediction
 from gateway.errors import GatewayError
+from gateway.held_bytes import array_bytes
 from gateway.manifests import CompareSpec
 from gateway.observability import Metrics
 from gateway.registry import Application, Registry, Stage, Target, Variant
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.shadow")
 CLOSE_WAIT_S = 1.0  # at shutdown, how long shadow calls under way may still finish
 COMPARE_INLINE_ELEMENTS = 65_536  # above this many live output values a comparison runs in a thread
-OBJECT_SAMPLE = 1024  # string tensors: elements measured, the rest estimated from them
 InputsOf = Callable[[Target], Mapping[str, TensorSpec] | None]  # the discovered input specs of a target
 
 
@@ -318,15 +318,6 @@ def _failed(lane: _Lane) -> str:
 def copy_bytes(copy: ShadowCopy) -> int:
     """The bytes a queued copy keeps alive: its inputs and the live outputs."""
     return sum(map(array_bytes, copy.inputs.values())) + sum(map(array_bytes, copy.live_outputs.values()))
-
-
-def array_bytes(array: NDArray) -> int:
-    """An array's bytes; a string tensor's strings too (measured on its first `OBJECT_SAMPLE`)."""
-    if array.dtype.kind != "O" or array.size == 0:
-        return int(array.nbytes)
-    sample = array.flat[:OBJECT_SAMPLE]
-    measured = sum(len(item) if isinstance(item, (bytes, str)) else 8 for item in sample)
-    return int(array.nbytes) + measured * array.size // len(sample)
 
 
 def disagreement_line(copy: ShadowCopy, outputs: Mapping[str, NDArray],

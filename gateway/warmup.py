@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -22,7 +21,7 @@ from gateway.manifests import ModelManifest
 from gateway.registry import BACKENDS
 from modelfolder import WarmupError, WarmupRecord, read_warmup
 from tensorcodecs import CodecError
-from tensorcodecs.tensor_proto import decode_tensor
+from tensorcodecs.tensor_proto import decode_tensor, shape_elements
 
 log = logging.getLogger("gateway.warmup")
 
@@ -112,7 +111,7 @@ def _call(model: ModelManifest, record: WarmupRecord, deadline: float, timeout_s
     assert request is not None
     inputs: dict[str, NDArray] = {}
     for name, proto in request.inputs.items():
-        elements = math.prod(max(dim.size, 0) for dim in proto.tensor_shape.dim)
+        elements = shape_elements(proto)
         if elements > max_elements:
             raise WarmupError(model.warmup, record.number, f"input {name} has {elements} elements, more than "
                                                            f"max_elements ({max_elements})")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
 
 from modelfolder import RUNTIME_THREADS, ConfigError, WarmupError
+from modelfolder.arguments import seconds
 from runtime.gc_tuning import tune_for_serving
 from runtime.model import ENTRY_POINT, _user_line, load_model
 from runtime.server import ModelServer
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"calls run at once (default {RUNTIME_THREADS}, at least 2 per worker)")
     serve.add_argument("--grace", type=float, default=5.0,
                        help="seconds in-flight calls get on shutdown (default 5)")
-    serve.add_argument("--warmup-timeout", type=_seconds, default=60.0,
+    serve.add_argument("--warmup-timeout", type=seconds, default=60.0,
                        help="seconds the model's warmup records may take before it serves (default 60)")
     check = commands.add_parser("check", help="import MODEL_DIR's function and exit: 0 when it "
                                 "loads, else 2 with the error (file:line) as the last line on stderr")
@@ -47,17 +47,6 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args.model_dir)
     return _serve(args.model_dir, args.host, args.port, args.threads, args.grace, args.local_socket,
                   args.warmup_timeout)
-
-
-def _seconds(text: str) -> float:
-    """A time bound: a finite number of seconds greater than 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds greater than 0")
-    return value
 
 
 def _check(model_dir: Path) -> int:

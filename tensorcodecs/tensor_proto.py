@@ -52,6 +52,12 @@ def fill_tensor(
     return proto
 
 
+def shape_elements(proto: TensorProto) -> int:
+    """The elements `proto`'s shape declares (an unknown, negative dim: 0), read before decoding
+    so that a hand-made or corrupt tensor can be refused before its array is allocated."""
+    return math.prod(max(dim.size, 0) for dim in proto.tensor_shape.dim)
+
+
 def decode_tensor(proto: TensorProto) -> NDArray:
     """The array a TensorProto holds, whichever field carries its values.
 

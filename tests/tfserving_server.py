@@ -143,6 +143,7 @@ class FakeTFServing:
     delay_s: float = 0.0  # answer Predict this late
     cancelled: int = 0  # calls the client cancelled while they were being served
     hold: asyncio.Event | None = None  # when given, every call waits until it is set
+    metadata_unavailable: bool = False  # GetModelMetadata answers UNAVAILABLE
 
     def __post_init__(self) -> None:
         self.loaded: dict[str, dict[int, Servable]] = {name: dict(v) for name, v in self.repository.items()}
@@ -250,6 +251,8 @@ class FakeTFServing:
         return response
 
     def _metadata(self, request: GetModelMetadataRequest) -> GetModelMetadataResponse:
+        if self.metadata_unavailable:
+            raise Abort(grpc.StatusCode.UNAVAILABLE, "metadata unavailable")
         if list(request.metadata_field) != ["signature_def"]:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "Metadata field must be signature_def")
         version, servable = self._find(request.model_spec)

@@ -121,6 +121,7 @@ def _check_request_logs(config: Config, directory: Path) -> None:
     config_dir = directory.resolve()
     seen: dict[Path, tuple[FileSinkSpec, str]] = {}
     urls: dict[str, tuple[CloudEventsSpec, str]] = {}
+    shown: dict[str, tuple[str, str]] = {}  # redacted URL -> the URL and manifest that showed it first
     specs = [m.request_log for m in config.models.values()] + [a.request_log for a in config.applications.values()]
     for spec in specs:
         if spec is not None and spec.cloudevents is not None:
@@ -130,6 +131,12 @@ def _check_request_logs(config: Config, directory: Path) -> None:
                 raise ConfigError(f"request_log.cloudevents: {redacted_url(events.url)} is also a CloudEvents sink at "
                                   f"{first[1]} with other settings (timeout_s, retries, max_event_bytes); one URL "
                                   "is one sink: give both the same settings", spec.source)
+            name = redacted_url(events.url)
+            url, where = shown.setdefault(name, (events.url, spec.source))
+            if url != events.url:  # two sinks one name: health and metrics would merge them
+                raise ConfigError(f"request_log.cloudevents: {name} is shown as a CloudEvents sink at {where} "
+                                  "too, whose URL differs only in its credentials or query values; one name is "
+                                  "one sink: send both to one URL", spec.source)
         if spec is None or spec.file is None:
             continue
         file = spec.file

@@ -35,14 +35,13 @@ from urllib.parse import quote
 
 import httpx
 
-from gateway.manifests.request_log_kind import redacted_url
 from gateway.manifests.types import CloudEventsSpec
 from gateway.observability import Metrics
 from gateway.requestlog import oip
 from gateway.requestlog.call import LoggedCall
 from gateway.requestlog.queue import BackgroundWriter
 from gateway.requestlog.records import iso_time
-from gateway.requestlog.sink import SinkHealth
+from gateway.requestlog.sink import SinkHealth, sink_counters, sink_name
 
 log = logging.getLogger("gateway.requestlog")
 
@@ -149,13 +148,8 @@ class CloudEventsSink:
 
     def __init__(self, spec: CloudEventsSpec, *, metrics: Metrics, capacity: int, max_bytes: int) -> None:
         self.spec = spec
-        self._name = f"cloudevents:{redacted_url(spec.url)}"  # shown: health, labels, logs; never the URL
-        records = metrics.request_log_records
-        self._written = records.labels(sink=self._name, outcome="written")
-        self._dropped = records.labels(sink=self._name, outcome="dropped")
-        self._skipped = records.labels(sink=self._name, outcome="skipped")
-        self._failed = records.labels(sink=self._name, outcome="failed")
-        self._bytes = metrics.request_log_bytes.labels(sink=self._name)
+        self._name = sink_name(spec)  # shown: health, labels, logs; never the URL
+        self._written, self._dropped, self._skipped, self._failed, self._bytes = sink_counters(metrics, self._name)
         self._error: str | None = None  # why the last call failed (or is being retried), until one is delivered
         self._outage_logged = False
         self._refusals_logged: set[int] = set()
@@ -163,6 +157,7 @@ class CloudEventsSink:
         self._skip_logged = False
         self._deadline = math.inf  # time.monotonic() by which a closing sink stops trying
         self._closing = threading.Event()  # wakes a back-off, to bound it by the close's deadline
+        self._attempts: dict[asyncio.Timeout, asyncio.AbstractEventLoop] = {}  # the POSTs under way
         self._idle = threading.Semaphore(SENDERS)
         self._calls: queue.SimpleQueue[LoggedCall | None] = queue.SimpleQueue()
         self._senders = [threading.Thread(target=self._sender, name=f"request-log {self._name} sender {n}",
@@ -177,25 +172,33 @@ class CloudEventsSink:
     def name(self) -> str:
         return self._name
 
-    def offer(self, call: LoggedCall) -> bool:
-        """Queue `call` (charged its arrays' bytes); False when the queue is full (dropped, counted)."""
-        return self._writer.offer(call, call.nbytes)
+    def offer(self, call: LoggedCall, nbytes: int | None = None) -> bool:
+        """Queue `call` (charged `nbytes`, by default `call.nbytes`); False when the queue is
+        full (dropped, counted)."""
+        return self._writer.offer(call, call.nbytes if nbytes is None else nbytes)
 
     def health(self) -> SinkHealth:
         error = self._error
         return SinkHealth(ok=error is None, error=error, queued=self._writer.queued)
 
     def close(self, timeout: float) -> None:
-        """Send what is queued within `timeout` seconds (the rest dropped, counted; a call still
-        being retried then fails), then close the connections. Blocks: call it in a thread."""
+        """Send what is queued within `timeout` seconds (the rest dropped, counted; a call whose
+        POST is under way or retried then fails: the close's deadline cuts it), then close the
+        connections. Blocks: call it in a thread."""
         self._deadline = time.monotonic() + timeout
         self._closing.set()
+        with self._lock:  # an attempt started before the close ends by its deadline too
+            for scope, loop in self._attempts.items():
+                loop.call_soon_threadsafe(self._cut, scope)
         self._writer.close(timeout)
 
     # ------------------------------------------------------------ the queue's writer thread
 
     def _dispatch(self, call: LoggedCall) -> None:
-        self._idle.acquire()  # a sender's call ends by the close's deadline: this wait does too
+        while not self._idle.acquire(timeout=0.1):  # every sender busy: wait, but not past a close's deadline
+            if time.monotonic() >= self._deadline:
+                self._dropped.inc()
+                return
         if time.monotonic() >= self._deadline:  # closing, and its time is up: still queued, so dropped
             self._idle.release()
             self._dropped.inc()
@@ -275,7 +278,8 @@ class CloudEventsSink:
             try:
                 response = runner.run(self._attempt(client, event, budget))
             except TimeoutError:
-                error = f"no answer within {budget:.3g} s"
+                error = ("the sink closed before the server answered" if time.monotonic() >= self._deadline
+                         else f"no answer within {budget:.3g} s")
                 continue
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 error = _describe(exc)
@@ -296,8 +300,29 @@ class CloudEventsSink:
 
     async def _attempt(self, client: httpx.AsyncClient, event: Event, budget: float) -> httpx.Response:
         """One POST, connecting, sending and reading the answer within `budget` seconds in all."""
-        async with asyncio.timeout(budget):
-            return await client.post(self.spec.url, content=event.body, headers=event.headers, timeout=budget)
+        async with asyncio.timeout(budget) as scope:
+            loop = asyncio.get_running_loop()
+            with self._lock:
+                self._attempts[scope] = loop
+            try:
+                self._cut(scope)  # a close since `budget` was computed: its deadline, not the budget's
+                return await client.post(self.spec.url, content=event.body, headers=event.headers, timeout=budget)
+            finally:
+                with self._lock:
+                    del self._attempts[scope]
+
+    def _cut(self, scope: asyncio.Timeout) -> None:
+        """End `scope`'s attempt by the close's deadline (runs in the attempt's loop)."""
+        rest = self._deadline - time.monotonic()
+        if rest == math.inf:
+            return
+        when = asyncio.get_running_loop().time() + max(rest, 0.0)
+        current = scope.when()
+        try:
+            if current is None or when < current:
+                scope.reschedule(when)
+        except RuntimeError:  # the attempt ended meanwhile
+            pass
 
     def _back_off(self, attempt: int) -> bool:
         """Wait before retry `attempt`; False when the sink closes meanwhile (past its deadline)."""

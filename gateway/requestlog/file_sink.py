@@ -28,12 +28,13 @@ from typing import BinaryIO
 
 import orjson
 
+from gateway.held_bytes import least_string_bytes
 from gateway.manifests.types import FileSinkSpec
 from gateway.observability import Metrics
-from gateway.requestlog.call import LoggedCall, string_bytes
+from gateway.requestlog.call import LoggedCall
 from gateway.requestlog.queue import BackgroundWriter
 from gateway.requestlog.records import index_entry, prediction_log
-from gateway.requestlog.sink import SinkHealth
+from gateway.requestlog.sink import SinkHealth, sink_counters, sink_name
 from tensorcodecs.tfrecord import OVERHEAD_BYTES, encode_record
 
 log = logging.getLogger("gateway.requestlog")
@@ -53,11 +54,12 @@ def file_stem(now: float, pid: int, sequence: int) -> str:
 
 def least_record_bytes(call: LoggedCall) -> int:
     """A lower bound of the bytes `call`'s record takes (numeric arrays travel as their raw
-    bytes; each string as its bytes after a tag and a length byte): cheap, for the request path."""
+    bytes; each string as its bytes after a tag and a length byte, only a sample's bytes
+    measured): cheap, for the request path; the writer checks the record's exact size."""
     least = OVERHEAD_BYTES
     for arrays in (call.inputs, call.outputs or {}):
         for array in arrays.values():
-            least += 2 * array.size + string_bytes(array) if array.dtype.kind in "OSU" else array.nbytes
+            least += 2 * array.size + least_string_bytes(array) if array.dtype.kind in "OSU" else array.nbytes
     return least
 
 
@@ -148,11 +150,8 @@ class FileSink:
     def __init__(self, spec: FileSinkSpec, *, metrics: Metrics, capacity: int, max_bytes: int,
                  retry_s: tuple[float, float] = (1.0, 30.0)) -> None:
         self.spec = spec
-        self._name = f"file:{spec.dir}"
-        records = metrics.request_log_records
-        self._written, self._dropped, self._skipped, self._failed = (
-            records.labels(self._name, outcome) for outcome in ("written", "dropped", "skipped", "failed"))
-        self._bytes = metrics.request_log_bytes.labels(self._name)
+        self._name = sink_name(spec)
+        self._written, self._dropped, self._skipped, self._failed, self._bytes = sink_counters(metrics, self._name)
         self._file: _OpenFile | None = None
         self._unflushed = 0  # records written to the open file's buffer since its last flush
         self._unflushed_bytes = 0
@@ -169,12 +168,13 @@ class FileSink:
     def name(self) -> str:
         return self._name
 
-    def offer(self, call: LoggedCall) -> bool:
-        """Queue `call`; False when it is clearly too large (skipped) or the queue is full (dropped)."""
+    def offer(self, call: LoggedCall, nbytes: int | None = None) -> bool:
+        """Queue `call` (charged `nbytes`, by default `call.nbytes`); False when it is clearly
+        too large (skipped) or the queue is full (dropped)."""
         if least_record_bytes(call) > self.spec.max_record_bytes:
             self._skipped.inc()
             return False
-        return self._writer.offer(call, call.nbytes)
+        return self._writer.offer(call, call.nbytes if nbytes is None else nbytes)
 
     def health(self) -> SinkHealth:
         error = self._error

@@ -24,7 +24,7 @@ from gateway.registry import Registry
 from gateway.requestlog.call import LoggedCall
 from gateway.requestlog.cloudevents import CloudEventsSink
 from gateway.requestlog.file_sink import FileSink
-from gateway.requestlog.sink import Sink
+from gateway.requestlog.sink import Sink, sink_name
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.requestlog")
@@ -103,20 +103,32 @@ class RequestLogs:
         """Where a call goes: the application's sinks when `application` is given (it sampled
         the request), the model's when its log samples this call; each sink once."""
         chosen: list[Sink] = []
+        lost: set[str] = set()  # sinks of a registry two or more reloads old: closed, their calls dropped
         if application is not None:
-            chosen.extend(self._of(application))
+            self._add(application, chosen, lost)
         if model is not None and self.sampled(model):
-            chosen.extend(sink for sink in self._of(model) if sink not in chosen)
+            self._add(model, chosen, lost)
+        for name in lost - {sink.name for sink in chosen}:
+            self.metrics.request_log_records.labels(sink=name, outcome="dropped").inc()
         return chosen
 
-    def _of(self, spec: RequestLogSpec) -> tuple[Sink, ...]:
+    def _add(self, spec: RequestLogSpec, chosen: list[Sink], lost: set[str]) -> None:
         found = self._of_log.get(spec)
-        return found if found is not None else self._previous.get(spec, ())
+        if found is None:
+            found = self._previous.get(spec)
+        if found is None:
+            lost.update(sink_name(sink_spec) for sink_spec in (spec.file, spec.cloudevents) if sink_spec is not None)
+            return
+        chosen.extend(sink for sink in found if sink not in chosen)
 
     def record(self, call: LoggedCall, sinks: Iterable[Sink]) -> None:
-        """Offer `call` to `sinks` (each queues or drops it, counted: never blocks)."""
+        """Offer `call` to `sinks` (each queues or drops it, counted: never blocks), charged
+        its bytes measured once."""
+        nbytes: int | None = None
         for sink in sinks:
-            sink.offer(call)
+            if nbytes is None:
+                nbytes = call.nbytes
+            sink.offer(call, nbytes)
 
     # ------------------------------------------------------------ health and shutdown
 

@@ -5,7 +5,6 @@ What `gateway logs show` and `gateway logs replay` both read."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import struct
@@ -17,16 +16,17 @@ from typing import Any, BinaryIO
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from gateway.settings import Settings
 from protos.tensorflow import tensor_pb2
 from protos.tensorflow_serving import prediction_log_pb2
 from tensorcodecs import CodecError
-from tensorcodecs.tensor_proto import decode_tensor
+from tensorcodecs.tensor_proto import decode_tensor, shape_elements
 from tensorcodecs.tfrecord import FOOTER_BYTES, HEADER_BYTES, OVERHEAD_BYTES, TFRecordError, masked_crc, read_records
 
 PARTIAL = ".partial"
 TFRECORD = ".tfrecord"
 INDEX = ".index.jsonl"
-MAX_ELEMENTS = 16 * 2**20  # of one tensor decoded: the gateway's default `limits.max_elements`
+MAX_ELEMENTS = Settings().max_elements  # of one tensor decoded: the gateway's default `limits.max_elements`
 _RECORD_NUMBER = re.compile(r"^record \d+")  # TFRecordError's own, 0-based
 
 
@@ -241,7 +241,7 @@ def read_log(path: Path, *, warn: Callable[[str], None],
 def decode(tensor: tensor_pb2.TensorProto) -> np.ndarray:
     """`decode_tensor`, refusing (CodecError) a shape of more than MAX_ELEMENTS elements before
     allocating it: a corrupt or hand-made record must not take the memory of the machine."""
-    dims = [dim.size for dim in tensor.tensor_shape.dim]
-    if all(size >= 0 for size in dims) and math.prod(dims) > MAX_ELEMENTS:
-        raise CodecError(f"too large to decode ({math.prod(dims)} elements)")
+    elements = shape_elements(tensor)
+    if elements > MAX_ELEMENTS:
+        raise CodecError(f"too large to decode ({elements} elements)")
     return decode_tensor(tensor)

@@ -153,8 +153,8 @@ def _send_all(client: httpx.Client, planned: Iterable[Call], contracts: dict[tup
 
 def _routed(client: httpx.Client, call: Call, contracts: dict[tuple[str, int | None], Contract | None]) -> Call | None:
     """`call` to the native route when its signature is the model's default (or unnamed), else
-    to TF Serving's REST route naming it, with the route's output names; None: the gateway's
-    metadata does not know the signature."""
+    to TF Serving's REST route naming it, with the route's output names (unknown when the
+    metadata cannot be read); None: the gateway's metadata does not list the signature."""
     spec = call.record.record.predict_log.request.model_spec
     version = spec.version.value if spec.HasField("version") else None
     key = (spec.name, version)
@@ -164,14 +164,22 @@ def _routed(client: httpx.Client, call: Call, contracts: dict[tuple[str, int | N
     signature = spec.signature_name
     if signature == DEFAULT_SIGNATURE and contract is not None and signature not in contract.outputs:
         signature = ""  # TF's default key names the default signature of a model that has another name for it
-    if contract is None:  # no metadata (e.g. an unknown model): the native route answers why
-        return call
+    if contract is None:  # no metadata (e.g. an unknown model): a route that answers why
+        if signature in ("", DEFAULT_SIGNATURE):
+            return call
+        return _signature_call(call, spec.name, version, signature, None)  # the gateway checks the signature
     if signature and signature not in contract.outputs:
         return None
     outputs = contract.outputs.get(signature or contract.default or "")
     if not signature or signature == contract.default:
         return replace(call, outputs=outputs)
-    route = f"/v1/models/{quote(spec.name, safe='')}" + ("" if version is None else f"/versions/{version}")
+    return _signature_call(call, spec.name, version, signature, outputs)
+
+
+def _signature_call(call: Call, name: str, version: int | None, signature: str,
+                    outputs: frozenset[str] | None) -> Call:
+    """`call` to TF Serving's REST route of the model version, naming `signature`."""
+    route = f"/v1/models/{quote(name, safe='')}" + ("" if version is None else f"/versions/{version}")
     body = b'{"signature_name":' + orjson.dumps(signature) + b',"inputs":' + call.body + b"}"
     return replace(call, path=f"{route}:predict", body=body, outputs=outputs, tf_rest=True)
 
@@ -309,6 +317,9 @@ def _check(call: Call, response: httpx.Response, tally: Tally, out: TextIO) -> N
         answer = answer.get("outputs")
         if call.outputs is not None and len(call.outputs) == 1:
             answer = {next(iter(call.outputs)): answer}
+        elif call.outputs is None and call.expected is not None and len(call.expected) == 1 and (
+                not isinstance(answer, dict)):  # outputs unknown: a bare value is the logged output's
+            answer = {next(iter(call.expected)): answer}
     if not isinstance(answer, dict):
         tally.different += 1
         print(f"{label}: {call.path} answered {response.status_code} without a JSON object of "

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
+from prometheus_client import Counter
+
+from gateway.manifests.request_log_kind import redacted_url
+from gateway.manifests.types import CloudEventsSpec, FileSinkSpec
+from gateway.observability import Metrics
 from gateway.requestlog.call import LoggedCall
 
 
@@ -18,6 +23,31 @@ class SinkHealth:
     queued: int = 0
 
 
+def sink_name(spec: FileSinkSpec | CloudEventsSpec) -> str:
+    """The name of the sink `spec` makes: `file:DIR`, `cloudevents:URL` (shown redacted, never the URL)."""
+    if isinstance(spec, FileSinkSpec):
+        return f"file:{spec.dir}"
+    return f"cloudevents:{redacted_url(spec.url)}"
+
+
+class SinkCounters(NamedTuple):
+    """A sink's series of `gateway_request_log_records_total` (one per outcome) and of
+    `gateway_request_log_bytes_total`."""
+
+    written: Counter
+    dropped: Counter
+    skipped: Counter
+    failed: Counter
+    bytes: Counter
+
+
+def sink_counters(metrics: Metrics, name: str) -> SinkCounters:
+    records = metrics.request_log_records
+    return SinkCounters(records.labels(sink=name, outcome="written"), records.labels(sink=name, outcome="dropped"),
+                        records.labels(sink=name, outcome="skipped"), records.labels(sink=name, outcome="failed"),
+                        metrics.request_log_bytes.labels(sink=name))
+
+
 class Sink(Protocol):
     """Where records go: `offer` only queues (never blocks, never raises; False: dropped and
     counted), a writer of the sink's own delivers them."""
@@ -27,8 +57,9 @@ class Sink(Protocol):
         """The metrics' and health detail's name: `file:DIR`, `cloudevents:URL`."""
         ...
 
-    def offer(self, call: LoggedCall) -> bool:
-        """Queue `call` for writing; False when the queue is full (the call is dropped, counted)."""
+    def offer(self, call: LoggedCall, nbytes: int | None = None) -> bool:
+        """Queue `call` for writing, charged `nbytes` (its log computes `call.nbytes` once for
+        every sink; None: the sink does); False when the queue is full (dropped, counted)."""
         ...
 
     def health(self) -> SinkHealth: ...

@@ -56,6 +56,7 @@ def write_warmup(path: Path, destination: Path, *, model: ModelChoice | None = N
         print(f"gateway logs warmup: warning: {message}", file=err)
 
     taken: list[LogRecord] = []
+    over = 0
     models: Counter[str] = Counter()
     for record in read_log(path, warn=warn, fail=fail):
         reason = _refused(record)
@@ -71,7 +72,10 @@ def write_warmup(path: Path, destination: Path, *, model: ModelChoice | None = N
             continue
         spec = record.record.predict_log.request.model_spec
         models[spec.name] += 1
-        taken.append(record)
+        if len(taken) < limit:  # the rest only counted: memory bounded by `limit`, not by the log
+            taken.append(record)
+        else:
+            over += 1
     if failures and not taken and all(error.shown == 0 for error in failures):
         return 2
     if model is None and len(models) > 1:
@@ -79,9 +83,8 @@ def write_warmup(path: Path, destination: Path, *, model: ModelChoice | None = N
               + ", ".join(f"{name} x{count}" for name, count in sorted(models.items()))
               + "): say which with --model NAME[:VERSION]", file=err)
         return 2
-    if len(taken) > limit:
-        skipped[f"more than {limit}"] += len(taken) - limit
-        del taken[limit:]
+    if over:
+        skipped[f"more than {limit}"] += over
     for reason, count in sorted(skipped.items()):
         print(f"  skipped {count} record(s): {reason}", file=out)
     if not taken:

@@ -11,9 +11,17 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from protos.tensorflow.tensor_pb2 import TensorProto
+from protos.tensorflow.types_pb2 import DT_FLOAT
 from tensorcodecs import CodecError, UnknownDTypeError, lookup_dtype
 from tensorcodecs.dtypes import TABLE, JsonKind
-from tensorcodecs.tensor_proto import attached_array, decode_tensor, encode_tensor, fill_tensor, tensor_header
+from tensorcodecs.tensor_proto import (
+    attached_array,
+    decode_tensor,
+    encode_tensor,
+    fill_tensor,
+    shape_elements,
+    tensor_header,
+)
 
 NDArray = np.ndarray[Any, Any]
 
@@ -266,3 +274,13 @@ def test_strings_cannot_travel_as_raw_bytes() -> None:
     proto = encode_tensor(np.array([b"a"], dtype=object), lookup_dtype("string"))
     with pytest.raises(CodecError, match="cannot travel as raw bytes"):
         attached_array(proto, b"a")
+
+
+def test_shape_elements_are_read_before_decoding_an_unknown_dim_counting_none() -> None:
+    proto = TensorProto(dtype=DT_FLOAT)
+    for size in (1_000_000, 1_000_000):
+        proto.tensor_shape.dim.add(size=size)
+    assert shape_elements(proto) == 10**12  # no values at all: the shape alone says it
+    proto.tensor_shape.dim.add(size=-1)
+    assert shape_elements(proto) == 0
+    assert shape_elements(TensorProto(dtype=DT_FLOAT)) == 1  # a scalar

@@ -25,7 +25,7 @@ from gateway.requestlog.cloudevents import CloudEventsSink, error_body, event_so
 from gateway.requestlog.sink import SinkHealth
 from tests.conftest import loopback_socket
 from tests.gateway.requestlog.receiver import Receiver, serving
-from tests.waiting import eventually
+from tests.waiting import eventually, wait_until
 
 
 def make_sink(url: str, metrics: Metrics, *, capacity: int = 100, timeout_s: float = 5.0, retries: int = 3,
@@ -253,6 +253,25 @@ async def test_close_gives_up_retrying_at_its_deadline() -> None:
     # Each sender's call fails at the deadline; the calls still queued are dropped.
     assert count(metrics, sink, "failed") == cloudevents.SENDERS
     assert count(metrics, sink, "dropped") == calls - cloudevents.SENDERS
+    sock.close()
+
+
+def test_close_cuts_attempts_under_way_at_its_deadline_and_counts_every_call() -> None:
+    sock = loopback_socket()
+    sock.listen(64)  # the kernel takes the connections and the POSTs; nothing ever answers
+    metrics = Metrics()
+    sink = make_sink(f"http://127.0.0.1:{sock.getsockname()[1]}/events", metrics, timeout_s=30.0, retries=0)
+    calls = 20
+    for number in range(calls):
+        assert sink.offer(model_call(f"r-{number}"))
+    wait_until(lambda: sink.health().queued < calls - cloudevents.SENDERS)  # every sender has a call
+    started = time.monotonic()
+    sink.close(1.0)
+    assert time.monotonic() - started < 3.0  # the close's 1 s, not the attempts' 30 s
+    # The senders' calls fail at the deadline; the one waiting for a sender and the queued ones are dropped.
+    assert count(metrics, sink, "failed") == cloudevents.SENDERS
+    assert count(metrics, sink, "dropped") == calls - cloudevents.SENDERS
+    assert sink.health().error == "the sink closed before the server answered"
     sock.close()
 
 

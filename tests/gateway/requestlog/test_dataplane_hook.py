@@ -122,8 +122,10 @@ def test_a_call_in_flight_across_a_reload_reaches_its_sink_or_is_counted_dropped
     assert closed is kept
     wait_until(lambda: bool(closed_files(first)), what="the removed sink closed")
     logs.record(call, [closed])
+    logs.keep_only(Registry({}, {"app": apps[spec_b]}))  # a second reload since spec_a's registry
+    assert logs.sinks(spec_a, None) == []  # its sink forgotten: the call is counted dropped all the same
     logs.close(5.0)
     [file] = closed_files(first)
     assert len(read_tfrecord(file)) == 1
     assert metrics.registry.get_sample_value("gateway_request_log_records_total",
-                                             {"sink": f"file:{first}", "outcome": "dropped"}) == 1
+                                             {"sink": f"file:{first}", "outcome": "dropped"}) == 2

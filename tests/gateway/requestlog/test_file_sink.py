@@ -10,14 +10,16 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from gateway.held_bytes import OBJECT_SAMPLE
 from gateway.manifests.types import FileSinkSpec
 from gateway.observability import Metrics
 from gateway.requestlog import LoggedCall
 from gateway.requestlog.file_sink import FileSink, _OpenFile, least_record_bytes
+from gateway.requestlog.logs import RequestLogs
 from tensorcodecs.tensor_proto import decode_tensor
 from tests.gateway.requestlog.tfrecords import closed_files, index_of, read_index, read_tfrecord
 from tests.waiting import wait_until
@@ -205,6 +207,36 @@ def test_string_calls_are_charged_their_bytes_and_fill_the_queue_bound(tmp_path:
     assert not small.offer(_string_call(9, 4, 250_000))
     assert _count(metrics, small, "skipped") == 1
     small.close(5.0)
+
+
+class _Counted(str):
+    """A string that counts how often the request path's thread measures it."""
+
+    measured_on: ClassVar[dict[int, int]] = {}
+
+    def __len__(self) -> int:
+        thread = threading.get_ident()
+        self.measured_on[thread] = self.measured_on.get(thread, 0) + 1
+        return super().__len__()
+
+
+def test_a_call_of_a_million_strings_is_charged_by_a_sample_once_for_every_sink(tmp_path: Path) -> None:
+    strings = np.empty(1_000_000, dtype=object)
+    strings[:] = [_Counted("abcd")] * strings.size
+    call = LoggedCall("big", 1_780_000_000.0, 0.001, "toy", 1, "serving_default", {"text": strings},
+                      {"text": strings})
+    assert abs(call.nbytes - 2 * (strings.nbytes + 4 * strings.size)) < 1000  # 4 bytes a string, estimated
+    metrics = Metrics()
+    logs = RequestLogs(metrics, capacity=10, max_bytes=1 << 30)
+    sinks = [FileSink(FileSinkSpec(tmp_path / name, max_record_bytes=1 << 30), metrics=metrics, capacity=10,
+                      max_bytes=1 << 30) for name in ("a", "b")]
+    _Counted.measured_on.clear()
+    logs.record(call, sinks)
+    # Two arrays of a million: the charge and each sink's size check measure a sample of each.
+    assert _Counted.measured_on.get(threading.get_ident(), 0) <= 3 * 2 * OBJECT_SAMPLE
+    for sink in sinks:
+        sink.close(30.0)
+        assert _count(metrics, sink, "written") == 1  # queued, then written whole by the writer
 
 
 def test_under_sustained_load_records_are_flushed_counted_and_health_recovers(tmp_path: Path,

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -71,7 +72,8 @@ async def test_each_record_goes_to_the_model_version_that_ran(gateway: str, tmp_
     assert (status, err) == (1, "")
     lines = out.splitlines()
     assert lines[0] == "record 2: outputs differ from the log: number: logged [9,9,9], answered [2,3,4]"
-    assert lines[1].startswith('record 4: /gateway/models/missing_model/versions/1 answered 404: {"error":')
+    # No metadata for a record naming a signature: TF Serving's REST route, which checks it, says why.
+    assert lines[1].startswith('record 4: /v1/models/missing_model/versions/1:predict answered 404: {"error":')
     assert lines[2:] == [
         f"sent 6 request(s) to {gateway}: 5 answered 2xx, 1 failed",
         "  failed: 404 x1",
@@ -173,7 +175,7 @@ async def test_the_api_key_is_sent(example_config: Config, tmp_path: Path,
     async with serve_app(create_app(Settings(auth=auth, access_log=False), example_config)) as url:
         status, out, _ = await replay(capsys, str(path), "--url", url)
         assert status == 1
-        assert out.splitlines()[0].startswith("record 1: /gateway/models/increment_model/versions/1 answered 401")
+        assert out.splitlines()[0].startswith("record 1: /v1/models/increment_model/versions/1:predict answered 401")
         status, out, _ = await replay(capsys, str(path), "--url", url, "--api-key", KEY)
         assert status == 0
         assert "1 answered 2xx, 0 failed" in out
@@ -237,6 +239,36 @@ async def test_a_logged_signature_is_the_one_replayed(tfs: FakeTFServing, tmp_pa
         f"sent 2 request(s) to {url}: 2 answered 2xx, 0 failed",
         "  outputs equal to the logged ones: 1, different: 1, not compared: 0 (no logged outputs)",
         "  skipped 1 record(s): a signature the gateway does not describe",
+    ]
+
+
+async def test_a_logged_signature_is_replayed_when_the_metadata_cannot_be_read(
+        tfs: FakeTFServing, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config_dir = tmp_path / "config"
+    (config_dir / "models").mkdir(parents=True)
+    (config_dir / "models" / "toy.yaml").write_text(
+        "kind: Model\nname: toy\nversion: 2\n"
+        f"backend: {{protocol: tensorflow-serving, target: '{tfs.target}', model_name: Toy, version: 2}}\n")
+    x = np.array([[1.0, 2.0]], dtype=np.float32)
+    scaled = call("req-1", model="toy", version=2, signature="scaled", inputs={"input_1": x},
+                  outputs={"scaled": x * 100})
+    unknown = call("req-2", model="toy", version=2, signature="nowhere", inputs={"input_1": x}, outputs={"y": x})
+    path = write_log(tmp_path, [scaled, unknown])
+    async with serve_app(create_app(Settings(access_log=False), load_config(config_dir))) as url:
+        tfs.metadata_unavailable = True
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"{url}/v1/models/toy/versions/2/metadata")).status_code != 200
+        status, out, err = await replay(capsys, str(path), "--url", url, "--rate", "200")
+    # Sent with its signature all the same: the default one would answer other outputs.
+    assert status == 1
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[0].startswith("record 2: ")
+    assert "nowhere" in lines[0]
+    assert lines[1:] == [
+        f"sent 2 request(s) to {url}: 1 answered 2xx, 1 failed",
+        "  failed: 400 x1",
+        "  outputs equal to the logged ones: 1, different: 0, not compared: 0 (no logged outputs)",
     ]
 
 

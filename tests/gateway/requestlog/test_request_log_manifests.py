@@ -132,6 +132,16 @@ def test_two_manifests_naming_one_cloudevents_url_agree_on_its_settings(tmp_path
     assert f"{root / 'models/m/serving.yaml'}:3" in message or f"{root / 'applications/app.yaml'}:5" in message
 
 
+def test_two_cloudevents_urls_shown_alike_are_refused(tmp_path: Path) -> None:
+    a = "request_log: {cloudevents: {url: 'https://tenant-a:tok1@c/in?key=abc'}}"
+    b = "request_log: {cloudevents: {url: 'https://tenant-b:tok2@c/in?key=xyz'}}"
+    with pytest.raises(ConfigError, match=r"https://c/in\?key=… is shown as a CloudEvents sink at .* too, whose "
+                                          r"URL differs only in its credentials or query values") as caught:
+        load_config(_config(tmp_path, a, b))
+    assert "tok1" not in str(caught.value)
+    assert "tok2" not in str(caught.value)
+
+
 @pytest.mark.parametrize(("url", "shown"), [
     ("https://user:s3cret@collector.example:8443/ingest?access_token=abc&x=1#frag",
      "https://collector.example:8443/ingest?access_token=…&x=…"),

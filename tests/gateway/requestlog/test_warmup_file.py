@@ -84,6 +84,12 @@ def test_at_most_limit_records(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert out.splitlines()[0] == "  skipped 2 record(s): more than 3"
     assert [int(decode_tensor(record.log.predict_log.request.inputs["x"])[0]) for record in read_warmup(out_path)] == [
         0, 1, 2]
+    # Past the limit records are only counted: another model's call there still needs --model.
+    (tmp_path / "mixed").mkdir()
+    mixed = write_log(tmp_path / "mixed", [*(counter_call(f"req-{n}", n) for n in range(5)), call("req-9")])
+    status, out, err = run(capsys, str(mixed), "--out", str(tmp_path / "m.tfrecord"), "--limit", "3")
+    assert (status, out) == (2, "")
+    assert "(counter x5, increment_model x1)" in err
     with pytest.raises(SystemExit) as exited:
         run(capsys, str(log), "--out", str(out_path), "--limit", "1001")
     assert exited.value.code == 2
