@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import tempfile
 import time
@@ -16,6 +17,7 @@ from starlette.applications import Starlette
 
 from gateway.http_protocol import http_protocol
 from gateway.manifests import Config, RuntimeAddress, load_config
+from gateway.manifests.types import RequestLogSpec
 from gateway.serving.server import UvicornServer
 from gateway.settings import Settings
 from runtime.server import ModelServer
@@ -94,10 +96,25 @@ async def tfs() -> AsyncIterator[FakeTFServing]:
 
 
 @pytest.fixture
-def example_config() -> Iterator[Config]:
-    """The example config with every local model bound to a real runtime in this process."""
-    with runtimes_for(load_config(CONFIG_DIR)) as config:
+def example_config(tmp_path: Path) -> Iterator[Config]:
+    """The example config with every local model bound to a real runtime in this process, its
+    request logs written under `tmp_path` (not into the checkout)."""
+    with runtimes_for(logs_under(load_config(CONFIG_DIR), tmp_path / "request-logs")) as config:
         yield config
+
+
+def logs_under(config: Config, root: Path) -> Config:
+    """`config` with every request log's file sink moved into `root` (its directory's name kept)."""
+    def moved(spec: RequestLogSpec | None) -> RequestLogSpec | None:
+        if spec is None or spec.file is None:
+            return spec
+        return dataclasses.replace(spec, file=dataclasses.replace(spec.file, dir=root / spec.file.dir.name))
+
+    applications = {name: dataclasses.replace(app, request_log=moved(app.request_log))
+                    for name, app in config.applications.items()}
+    models = {key: dataclasses.replace(model, request_log=moved(model.request_log))
+              for key, model in config.models.items()}
+    return dataclasses.replace(config, applications=applications, models=models)
 
 
 def write_model(config_dir: Path, folder: str, name: str, source: str,
