@@ -306,10 +306,8 @@ class DataPlane:
                 return
             duration = time.perf_counter() - started
             spec = prediction.spec if prediction is not None else None
-            selector = target.selector
             version = (spec.version if spec is not None and spec.version is not None
-                       else selector.version if selector is not None and selector.version is not None
-                       else None if manifest.floating else manifest.version)
+                       else _asked_version_number(target))
             call = LoggedCall(
                 context.request_id, time.time() - duration, duration, manifest.name, version,
                 spec.signature_name if spec is not None else signature_name or target.model.signature_name,
@@ -481,10 +479,16 @@ def _asked_version(target: Target) -> str:
     """The version label of metrics and logs before the backend answers (and if it fails): the
     version asked for, else the manifest's; "" for a floating model asked for none (it has no
     version of its own: its answers say which one served)."""
+    version = _asked_version_number(target)
+    return "" if version is None else str(version)
+
+
+def _asked_version_number(target: Target) -> int | None:
+    """`_asked_version` as a number; None for a floating model asked for none."""
     selector, manifest = target.selector, target.model.manifest
     if selector is not None and selector.version is not None:
-        return str(selector.version)
-    return "" if manifest.floating else str(manifest.version)
+        return selector.version
+    return None if manifest.floating else manifest.version
 
 
 def _refuse_mismatched(app: Application) -> None:
