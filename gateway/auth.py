@@ -20,8 +20,8 @@ from gateway.answers import error_response, route_path
 from gateway.errors import PermissionDenied, Unauthenticated
 from gateway.settings import ApiKey, AuthSettings
 
-# "/gateway/applications" alone is the list of application plans (GET).
-CLIENT_PREFIXES = ("/gateway/applications", "/gateway/application/", "/gateway/models/", "/v1/models")
+# "/gateway/applications" and "/gateway/models" alone are the lists of applications and models (GET).
+CLIENT_PREFIXES = ("/gateway/applications", "/gateway/application/", "/gateway/models", "/v1/models")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 

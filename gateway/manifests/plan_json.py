@@ -13,8 +13,8 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
     """The plan as `GET /gateway/applications/{name}` answers it (no file paths)."""
     return {
         "name": plan.application,
-        "inputs": _specs_json(plan.inputs),
-        "outputs": _specs_json(plan.outputs),
+        "inputs": specs_json(plan.inputs),
+        "outputs": specs_json(plan.outputs),
         "stages": [{
             "stage": stage.number,
             "variants": [{"model": v.model, "shadow": v.shadow,
@@ -22,8 +22,8 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
                                                                    "share": round(stage.share(v), 2)}),
                           **_own_contract(stage, v)}
                          for v in stage.variants],
-            "inputs": _specs_json(stage.contract.inputs if stage.contract else None),
-            "outputs": _specs_json(stage.contract.outputs if stage.contract else None),
+            "inputs": specs_json(stage.contract.inputs if stage.contract else None),
+            "outputs": specs_json(stage.contract.outputs if stage.contract else None),
         } for stage in plan.stages],
         "dropped": plan.dropped(),
     }
@@ -54,7 +54,7 @@ def _own_contract(stage: PlannedStage, variant: PlannedVariant) -> dict[str, Any
         return {}
     if mine is None:
         return {"contract": None} if contract is not None else {}
-    return {"contract": {"inputs": _specs_json(mine.inputs), "outputs": _specs_json(mine.outputs)}}
+    return {"contract": {"inputs": specs_json(mine.inputs), "outputs": specs_json(mine.outputs)}}
 
 
 def _contract_from_json(data: Mapping[str, Any] | None) -> Signature | None:
@@ -64,7 +64,7 @@ def _contract_from_json(data: Mapping[str, Any] | None) -> Signature | None:
     return Signature("", inputs or {}, outputs or {})
 
 
-def _specs_json(specs: Mapping[str, TensorSpec] | None) -> list[dict[str, Any]] | None:
+def specs_json(specs: Mapping[str, TensorSpec] | None) -> list[dict[str, Any]] | None:
     if specs is None:
         return None
     return [{"name": spec.name, "dtype": spec.dtype.name,
