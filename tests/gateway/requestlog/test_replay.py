@@ -317,15 +317,19 @@ async def test_ctrl_c_prints_the_summary_so_far(tmp_path: Path) -> None:
     silent = socket.socket()  # accepts connections and never answers
     silent.bind(("127.0.0.1", 0))
     silent.listen()
+    silent.setblocking(False)
     url = f"http://127.0.0.1:{silent.getsockname()[1]}"
     path = write_log(tmp_path, [call("req-1"), call("req-2")])
     try:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "logs", "replay", str(path), "--url", url, cwd=REPO,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        await asyncio.sleep(1.5)  # the interpreter started; it waits for the model's metadata
+        # Interrupted once it waits for the model's metadata (its connection came), however long
+        # the interpreter took to start on a loaded machine.
+        connection, _ = await asyncio.wait_for(asyncio.get_running_loop().sock_accept(silent), 30)
         process.send_signal(signal.SIGINT)
         out, err = await asyncio.wait_for(process.communicate(), 30)
+        connection.close()
     finally:
         silent.close()
     assert process.returncode == 130
