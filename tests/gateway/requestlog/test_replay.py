@@ -323,7 +323,9 @@ async def test_ctrl_c_prints_the_summary_so_far(tmp_path: Path) -> None:
     try:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "logs", "replay", str(path), "--url", url, cwd=REPO,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            # Ctrl-C reaches it even when the tests run in a shell's background (SIGINT ignored there).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         # Interrupted once it waits for the model's metadata (its connection came), however long
         # the interpreter took to start on a loaded machine.
         connection, _ = await asyncio.wait_for(asyncio.get_running_loop().sock_accept(silent), 30)
