@@ -291,19 +291,37 @@ def _copy(value: _T) -> _T:
 # Each takes a schema whose sub-schemas are already converted and returns it rewritten.
 
 
+# The keywords that apply to one JSON type only: a type list's alternatives each take their own.
+_TYPE_KEYWORDS: dict[str, frozenset[str]] = {
+    "number": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "format"}),
+    "integer": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "format"}),
+    "string": frozenset({"minLength", "maxLength", "pattern", "format"}),
+    "array": frozenset({"items", "minItems", "maxItems", "uniqueItems"}),
+    "object": frozenset({"properties", "required", "additionalProperties", "minProperties", "maxProperties"}),
+    "boolean": frozenset(),
+    "null": frozenset(),
+}
+_ANY_TYPE_KEYWORD = frozenset().union(*_TYPE_KEYWORDS.values())
+
+
 def _types(schema: Schema) -> Schema:
+    """A type list: one type and `nullable`, or an `anyOf` with an alternative per type that
+    carries that type's keywords (generators and validators read `items` next to `type: array`)."""
     types = schema.get("type")
     if not isinstance(types, list) and types != "null":
         return schema
     names = [types] if isinstance(types, str) else list(types)
     rest = {k: v for k, v in schema.items() if k != "type"}
     concrete = [t for t in names if t != "null"]
-    nullable = len(concrete) < len(names)
+    nullable = {"nullable": True} if len(concrete) < len(names) else {}
     if not concrete:
         return {**rest, "nullable": True, "enum": [None]}  # only null: 3.0 has no "null" type
     if len(concrete) == 1:
-        return {"type": concrete[0], **rest, **({"nullable": True} if nullable else {})}
-    alternatives = [{"type": t, **({"nullable": True} if nullable else {})} for t in concrete]
+        return {"type": concrete[0], **rest, **nullable}
+    alternatives = [_rewritten({"type": t, **{k: _copy(v) for k, v in rest.items()
+                                              if k in _TYPE_KEYWORDS.get(t, ())}, **nullable})
+                    for t in concrete]
+    rest = {k: v for k, v in rest.items() if k not in _ANY_TYPE_KEYWORD}
     if "anyOf" in rest:  # keep both: the types and the schema's own alternatives
         existing = rest.pop("anyOf")
         rest["allOf"] = [*rest.get("allOf", []), {"anyOf": alternatives}, {"anyOf": existing}]
@@ -390,8 +408,15 @@ def _array_items(schema: Schema) -> Schema:
     return schema
 
 
-_SCHEMA_REWRITES: tuple[Callable[[Schema], Schema], ...] = (
-    _ref_siblings, _types, _const, _examples, _prefix_items, _exclusive_bounds, _content_encoding,
-    _array_items,
+# After `_types`, the rewrites its alternatives take too.
+_PER_TYPE_REWRITES: tuple[Callable[[Schema], Schema], ...] = (
+    _const, _examples, _prefix_items, _exclusive_bounds, _content_encoding, _array_items,
 )
+_SCHEMA_REWRITES: tuple[Callable[[Schema], Schema], ...] = (_ref_siblings, _types, *_PER_TYPE_REWRITES)
+
+
+def _rewritten(schema: Schema) -> Schema:
+    for rewrite in _PER_TYPE_REWRITES:
+        schema = rewrite(schema)
+    return schema
 
