@@ -11,7 +11,8 @@ What JSON Schema cannot say, and the descriptions repeat:
   only fixed sizes become `minItems`/`maxItems`);
 - `1.0` versus `1`: JSON Schema's `integer` takes any number without a fraction, the decoders take
   integer literals only;
-- the `NaN`, `Infinity` and `-Infinity` literals requests may use for floats (they are not JSON).
+- the `NaN`, `Infinity` and `-Infinity` literals requests may use for floats (they are not JSON);
+- nesting deeper than `LISTED_RANK` lists for any shape (the decoders take up to 64 dimensions).
 
 Every function is pure and returns new objects (no dict is shared between two places of one
 schema, so YAML writers need no aliases); the module-level GENERIC_* schemas are read-only.
@@ -184,24 +185,19 @@ _TF_OUT_NOTES: dict[JsonKind, str] = {
 # ---------------------------------------------------------------- one value: elements nested per dimension
 
 
-# Any shape is unrolled to a bounded nesting (3.0 has no `$defs` for a recursive schema), shallower
-# than the decoders' MAX_RANK: validators recurse a dozen Python frames per schema level, so 64
-# levels (128 for complex pairs, which take two) would exhaust their default recursion limit.
-_LISTED_RANK = 8
-_LISTED_PAIR_RANK = 8
-
-
-def _listed_rank(element: Callable[[], Schema]) -> int:
-    """How many nested lists the any-shape schema of `element` lists."""
-    return _LISTED_RANK if _types_of(element()) is not None else _LISTED_PAIR_RANK
+# Any shape is unrolled to a bounded nesting (3.0 has no `$defs` for a recursive schema), far
+# shallower than the decoders' MAX_RANK: validators recurse a dozen Python frames per schema
+# level and client generators (openapi-python-client) name a model class per level, so 64 levels
+# exhaust the first's recursion limit and the second's file-name length.
+LISTED_RANK = 8
 
 
 def _any_rank(element: Callable[[], Schema]) -> Schema:
-    """Any nesting up to `_listed_rank` lists. Each level is one schema typed "the element's
+    """Any nesting up to `LISTED_RANK` lists. Each level is one schema typed "the element's
     types, or array" (the element's keywords apply to its own types only), which keeps
     validators' recursion shallow; complex pairs (arrays themselves) need an `anyOf` a level."""
     schema = element()
-    for _ in range(_listed_rank(element)):
+    for _ in range(LISTED_RANK):
         leaf = element()
         types = _types_of(leaf)
         if types is None:
@@ -264,7 +260,7 @@ def _value(element: Callable[[], Schema], spec: TensorSpec, shape: Shape | None,
     text = f"{what}: " if what else ""
     text += f"{spec.dtype.name}, shape {spec.shape_text()}"
     if shape is None:
-        text += (f" (this schema lists up to {_listed_rank(element)} nested lists, the gateway takes up "
+        text += (f" (this schema lists up to {LISTED_RANK} nested lists, the gateway takes up "
                  f"to {rank}; every list at one depth must have the same length, which it cannot say)")
     elif len(shape) > 1 and -1 in shape[1:]:
         text += " (every list at one depth must have the same length)"
@@ -420,24 +416,21 @@ def tfserving_response_schema(outputs: Mapping[str, TensorSpec]) -> Schema:
     if not outputs:
         return {"type": "object", "description": "the signature has no outputs"}
 
-    def described(spec: TensorSpec, shape: Shape | None, what: str) -> Schema:
-        return _tf_out(spec, shape, what)
-
     single = next(iter(outputs.values())) if len(outputs) == 1 else None
     if single is not None:
-        columns: Schema = described(single, single.shape, "the whole tensor")
+        columns: Schema = _tf_out(single, single.shape, "the whole tensor")
     else:
-        columns = {"type": "object", "properties": {n: described(s, s.shape, "the whole tensor")
+        columns = {"type": "object", "properties": {n: _tf_out(s, s.shape, "the whole tensor")
                                                     for n, s in outputs.items()},
                    "required": list(outputs), "additionalProperties": False}
     forms = []
     batch = _answer_batch(outputs)
     if batch is not None:
         if single is not None:
-            predictions = described(single, single.shape, "the whole tensor, one item per row")
+            predictions = _tf_out(single, single.shape, "the whole tensor, one item per row")
         else:
             predictions = {"type": "array", "items": {
-                "type": "object", "properties": {n: described(s, _row_shape(s), "one row")
+                "type": "object", "properties": {n: _tf_out(s, _row_shape(s), "one row")
                                                  for n, s in outputs.items()},
                 "required": list(outputs), "additionalProperties": False}}
             if batch[0]:

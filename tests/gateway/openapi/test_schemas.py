@@ -219,6 +219,23 @@ def test_empty_dimensions_follow_the_decoder() -> None:
         assert _validator("tf_in", row, shape).is_valid({"inputs": value}) is tf_accepted, (shape, value)
 
 
+@pytest.mark.parametrize("name", ["float16", "float32", "complex64"])
+def test_float_bounds_are_where_values_start_rounding_to_infinity(name: str) -> None:
+    row = lookup_dtype(name)
+    part = np.float32 if name == "complex64" else row.numpy
+    largest = float(np.finfo(part).max)
+    threshold = largest + 2.0 ** (np.finfo(part).maxexp - np.finfo(part).nmant - 2)
+    specs = _specs(row, (-1,))
+    validator = _validator("native_in", row, (-1,))
+    for value, accepted in [(largest, True), (float(np.nextafter(threshold, 0)), True), (threshold, False),
+                            (threshold * 2, False)]:
+        for sign in (1, -1):
+            element = sign * value if name != "complex64" else [sign * value, 0]
+            body = {"x": [element]}
+            assert _native_decodes(body, specs) is accepted, body
+            assert validator.is_valid(body) is accepted, body
+
+
 # ---------------------------------------------------------------- exactness on random JSON
 
 _LEAVES = st.one_of(
