@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -404,6 +405,15 @@ def test_generic_schemas_take_any_contract_and_say_so() -> None:
     assert response.is_valid({"predictions": [1]})
     assert response.is_valid({"outputs": {"a": 1}})
     assert not response.is_valid({"error": "x"})
+
+
+@pytest.mark.parametrize(("row", "shape"), CASES, ids=CASE_IDS)
+def test_schemas_are_strict_json(row: DType, shape: Shape | None) -> None:
+    """orjson writes them (no NaN or infinity, integers within 64 bits) and reads them back equal."""
+    specs = _specs(row, shape, ("x", "y"))
+    for schema in (native_request_schema(specs), native_response_schema(specs), tfserving_request_schema(specs),
+                   tfserving_response_schema(specs), native_example(specs), tfserving_examples(specs)):
+        assert orjson.loads(orjson.dumps(schema)) == schema
 
 
 def test_schemas_share_no_objects() -> None:
