@@ -7,6 +7,10 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,10 +31,12 @@ from gateway.openapi.schemas import (
     native_request_schema,
     native_response_schema,
     tfserving_examples,
+    tfserving_request_forms,
     tfserving_request_schema,
+    tfserving_response_forms,
     tfserving_response_schema,
 )
-from tensorcodecs import DType, TensorSpec
+from tensorcodecs import DType, TensorSpec, lookup_dtype
 from tensorcodecs.contract import Shape
 from tensorcodecs.dtypes import TABLE
 
@@ -254,3 +260,54 @@ def _nodes(value: Any) -> list[Any]:
     if isinstance(value, list):
         return [value, *(n for v in value for n in _nodes(v))]
     return []
+
+
+# ---------------------------------------------------------------- client generators
+
+_BIN = Path(sys.executable).parent
+
+
+def _generator_document() -> Schema:
+    """Native and TF Serving routes of a few contracts, each TF Serving form a component (as a
+    document does for generators, which take unions of `$ref`s better than of inline objects)."""
+    contracts = {
+        "increment": {"number": TensorSpec("number", lookup_dtype("int32"), (-1,))},
+        "scaler": {"features": TensorSpec("features", lookup_dtype("float32"), (-1, 3)),
+                   "unit": TensorSpec("unit", lookup_dtype("string"), ())},
+        "anything": {"text": TensorSpec("text", lookup_dtype("bytes"), None),
+                     "pairs": TensorSpec("pairs", lookup_dtype("complex64"), None)},
+    }
+    schemas: dict[str, Schema] = {}
+    paths: dict[str, Schema] = {}
+
+    def component(name: str, schema: Schema) -> Schema:
+        schemas[name] = schema
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    def forms(name: str, found: dict[str, Schema]) -> Schema:
+        refs = [component(f"{name}_{form}", schema) for form, schema in found.items()]
+        return refs[0] if len(refs) == 1 else component(name, {"oneOf": refs})
+
+    for name, specs in contracts.items():
+        paths[f"/applications/{name}"] = {"post": {"operationId": f"{name}_app", **_operation(
+            component(f"{name}_request", native_request_schema(specs)), {},
+            component(f"{name}_response", native_response_schema(specs)))}}
+        paths[f"/v1/models/{name}:predict"] = {"post": {"operationId": f"{name}_predict", **_operation(
+            forms(f"{name}_tf_request", tfserving_request_forms(specs)), {},
+            forms(f"{name}_tf_response", tfserving_response_forms(specs)))}}
+    return {**_document(paths), "components": {"schemas": schemas}}
+
+
+@pytest.mark.parametrize("dialect", ["3.1", "3.0"])
+def test_a_client_generator_takes_the_schemas_without_a_warning(dialect: str, tmp_path: Path) -> None:
+    document = _generator_document()
+    if dialect == "3.0":
+        document = to_openapi_30(document)
+    (tmp_path / "openapi.json").write_text(json.dumps(document))
+    environment = {**os.environ, "PATH": f"{_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    generated = subprocess.run(
+        [str(_BIN / "openapi-python-client"), "generate", "--path", "openapi.json", "--output-path", "client",
+         "--meta", "none", "--fail-on-warning"], cwd=tmp_path, env=environment, capture_output=True, text=True,
+        timeout=120, check=False)
+    assert generated.returncode == 0, generated.stdout + generated.stderr
+    assert (tmp_path / "client" / "api").is_dir()
