@@ -104,7 +104,7 @@ _VALUES = st.recursive(
     max_leaves=8)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(row=st.sampled_from(TABLE), value=_VALUES, form=st.sampled_from(["native", "inputs", "instances"]))
 def test_converted_schemas_accept_the_same_values(row: DType, value: Any, form: str) -> None:
     document = _contract_document(row)
