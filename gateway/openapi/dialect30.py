@@ -18,7 +18,8 @@ are dropped, loosening the schema (never tightening it):
 | `contentEncoding: base64` | `format: byte` |
 | the keywords in `_DROPPED_KEYWORDS` (`$schema`, `$id`, `if`/`then`/`else`, `patternProperties`...) | dropped |
 
-Outside schemas: `jsonSchemaDialect`, `webhooks`, `components.pathItems`, `info.summary`,
+Outside schemas: `jsonSchemaDialect`, `webhooks`, `components.pathItems` (written in place of
+the path items that refer to them), `info.summary`,
 `info.license.identifier` and `mutualTLS` security schemes (with the requirements naming them; a
 `security` list naming nothing else is dropped, so the document's requirements apply) are
 dropped; `paths` and every operation's `responses` are added when absent (3.0 requires them).
@@ -46,6 +47,7 @@ _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
 _SCHEMA_VALUES = ("not", "items", "additionalProperties")
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _DEFS_PREFIX = "#/$defs/"
+_PATH_ITEMS = "#/components/pathItems/"
 
 
 def to_openapi_30(document: Schema) -> Schema:
@@ -143,7 +145,14 @@ class _Converter:
         return {"schemas": self.schema, "responses": self.response, "parameters": self.parameter,
                 "requestBodies": self.request_body, "headers": self.parameter, "callbacks": self.callback}
 
-    def path_item(self, item: Schema) -> Schema:
+    def path_item(self, item: Schema, seen: tuple[str, ...] = ()) -> Schema:
+        ref = item.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_PATH_ITEMS) and ref not in seen:
+            # 3.0 has no components.pathItems: the item referred to is written in place.
+            shared = self.source.get("components", {}).get("pathItems", {}).get(ref[len(_PATH_ITEMS):])
+            if isinstance(shared, dict):
+                merged = {**shared, **{k: v for k, v in item.items() if k != "$ref"}}
+                return self.path_item(merged, (*seen, ref))
         out: Schema = {}
         for key, value in item.items():
             if key in _METHODS:

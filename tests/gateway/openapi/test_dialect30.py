@@ -151,6 +151,7 @@ def _hand_made() -> Schema:
                 },
                 "security": [{"mtls": []}],
             }},
+            "/shared": {"$ref": "#/components/pathItems/shared", "summary": "a shared item"},
             "/raw": {"get": {"parameters": [{"name": "n", "in": "query", "schema": {
                 "type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10, "examples": [5]}}]}},
         },
@@ -199,7 +200,7 @@ def test_a_document_with_every_31_construct_converts_to_valid_30() -> None:
     validate(converted, cls=OpenAPIV30SpecValidator)
     text = json.dumps(converted)
     for gone in ("jsonSchemaDialect", "webhooks", "pathItems", "$schema", "$id", "$comment", "$defs", "prefixItems",
-                 "const", "mutualTLS", "identifier", "summary", "contentEncoding", "patternProperties", "if"):
+                 "const", "mutualTLS", "identifier", "contentEncoding", "patternProperties", "if"):
         assert f'"{gone}"' not in text, gone
 
     thing = converted["components"]["schemas"]["Thing"]
@@ -228,6 +229,8 @@ def test_a_document_with_every_31_construct_converts_to_valid_30() -> None:
     assert query == {"type": "integer", "minimum": 0, "exclusiveMinimum": True, "maximum": 10,
                      "exclusiveMaximum": True, "example": 5}
     assert converted["paths"]["/raw"]["get"]["responses"]  # 3.0 requires them
+    assert converted["paths"]["/shared"] == {"summary": "a shared item",
+                                             "get": {"responses": {"200": {"description": "ok"}}}}
     assert converted["security"] == [{"key": []}]
     assert "security" not in converted["paths"]["/things"]["post"]  # only mTLS: the document's apply
     assert set(converted["components"]["securitySchemes"]) == {"key"}
