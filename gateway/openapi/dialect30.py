@@ -8,7 +8,7 @@ are dropped, loosening the schema (never tightening it):
 | 3.1 | 3.0 |
 |---|---|
 | `type: [t, "null"]` | `type: t`, `nullable: true` (several types: `anyOf` of one per type) |
-| `const: x` | `enum: [x]` |
+| `const: x` | `enum: [x]`, typed by `x` |
 | `examples: [a, ...]` | `example: a` |
 | `prefixItems: [s1, s2]` | `items: {anyOf: [s1, s2]}` (and `maxItems` when no more items are allowed) |
 | `exclusiveMinimum: n` (a number) | `minimum: n`, `exclusiveMinimum: true` |
@@ -339,16 +339,29 @@ def _types(schema: Schema) -> Schema:
 
 
 def _const(schema: Schema) -> Schema:
+    """`enum` of the one value, typed by it (3.0 generators want an enum's type)."""
     if "const" not in schema:
         return schema
+    value = schema["const"]
     rest = {k: v for k, v in schema.items() if k != "const"}
-    if "enum" in rest:
-        rest["enum"] = [v for v in rest["enum"] if v == schema["const"]]
-    else:
-        rest["enum"] = [schema["const"]]
-    if schema["const"] is None:
+    rest["enum"] = [v for v in rest["enum"] if v == value] if "enum" in rest else [value]
+    if value is None:
         rest["nullable"] = True
+    elif "type" not in rest and _json_type(value) is not None:
+        rest = {"type": _json_type(value), **rest}
     return rest
+
+
+def _json_type(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object" if isinstance(value, dict) else None
 
 
 def _examples(schema: Schema) -> Schema:

@@ -170,6 +170,8 @@ def _hand_made() -> Schema:
                         "several": {"type": ["integer", "string"]},
                         "nothing": {"type": "null"},
                         "constant": {"const": "fixed"},
+                        "flag": {"const": False},
+                        "maybe": {"oneOf": [{"$ref": f"{_THING}/$defs/Leaf"}, {"type": "null"}]},
                         "pair": {"type": "array", "prefixItems": [{"type": "number"}, {"type": "string"}],
                                  "items": False},
                         "head": {"type": "array", "prefixItems": [{"type": "number"}], "items": {"type": "boolean"}},
@@ -208,7 +210,9 @@ def test_a_document_with_every_31_construct_converts_to_valid_30() -> None:
     assert props["nullable"] == {"type": "number", "nullable": True, "minimum": 1}  # the stricter bound kept
     assert props["several"] == {"anyOf": [{"type": "integer"}, {"type": "string"}]}
     assert props["nothing"] == {"nullable": True, "enum": [None]}
-    assert props["constant"] == {"enum": ["fixed"]}
+    assert props["constant"] == {"type": "string", "enum": ["fixed"]}  # generators want an enum's type
+    assert props["flag"] == {"type": "boolean", "enum": [False]}
+    assert props["maybe"] == {"oneOf": [{"$ref": "#/components/schemas/Leaf"}, {"nullable": True, "enum": [None]}]}
     assert props["pair"] == {"type": "array", "items": {"anyOf": [{"type": "number"}, {"type": "string"}]},
                              "maxItems": 2}
     assert props["head"]["items"] == {"anyOf": [{"type": "number"}, {"type": "boolean"}]}
