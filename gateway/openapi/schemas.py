@@ -14,6 +14,10 @@ What JSON Schema cannot say, and the descriptions repeat:
 - the `NaN`, `Infinity` and `-Infinity` literals requests may use for floats (they are not JSON);
 - nesting deeper than `LISTED_RANK` lists for any shape (the decoders take up to 64 dimensions).
 
+TF Serving's request and answer forms (row, columnar) come one by one from `tfserving_request_forms`
+/ `tfserving_response_forms` too, for documents that make each a component; no schema has a
+`title` (client generators name classes by it, and every model's forms would share one).
+
 Every function is pure and returns new objects (no dict is shared between two places of one
 schema, so YAML writers need no aliases); the module-level GENERIC_* schemas are read-only.
 """
