@@ -318,3 +318,22 @@ def test_a_client_generator_takes_the_schemas_without_a_warning(dialect: str, tm
         timeout=120, check=False)
     assert generated.returncode == 0, generated.stdout + generated.stderr
     assert (tmp_path / "client" / "api").is_dir()
+
+
+_THING_VALUES = st.dictionaries(
+    st.sampled_from(["nullable", "several", "nothing", "constant", "flag", "maybe", "pair", "head", "any", "raw",
+                     "tree", "bounded", "list"]),
+    st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-3, 12), st.floats(-1, 6), st.text(max_size=2),
+                           st.just("fixed")), lambda inner: st.lists(inner, max_size=3), max_leaves=6),
+    max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=_THING_VALUES)
+def test_the_conversion_loosens_and_never_tightens(value: dict[str, Any]) -> None:
+    document = _hand_made()
+    converted = to_openapi_30(document)
+    original = OAS31Validator({**document, "$ref": _THING})
+    rewritten = OAS30Validator({**converted, "$ref": _THING})
+    if original.is_valid(value):
+        assert rewritten.is_valid(value), value
