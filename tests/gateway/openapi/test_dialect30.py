@@ -104,7 +104,7 @@ _VALUES = st.recursive(
     max_leaves=8)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(row=st.sampled_from(TABLE), value=_VALUES, form=st.sampled_from(["native", "inputs", "instances"]))
 def test_converted_schemas_accept_the_same_values(row: DType, value: Any, form: str) -> None:
     document = _contract_document(row)
@@ -328,7 +328,7 @@ _THING_VALUES = st.dictionaries(
     max_size=4)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(value=_THING_VALUES)
 def test_the_conversion_loosens_and_never_tightens(value: dict[str, Any]) -> None:
     document = _hand_made()

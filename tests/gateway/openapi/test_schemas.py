@@ -45,7 +45,7 @@ SHAPES: list[Shape | None] = [(), (3,), (-1,), (-1, 2), (2, -1, 3), None]
 CASES = [(row, shape) for row in TABLE for shape in SHAPES]
 CASE_IDS = [f"{row.name}-{'any' if shape is None else list(shape)}" for row, shape in CASES]
 # One property test draws its dtype and shape too: hypothesis's cost is per test, not per example.
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _specs(row: DType, shape: Shape | None, names: tuple[str, ...] = ("x",)) -> dict[str, TensorSpec]:
