@@ -302,6 +302,12 @@ def _generator_document() -> Schema:
         paths[f"/v1/models/{name}:predict"] = {"post": {"operationId": f"{name}_predict", **_operation(
             forms(f"{name}_tf_request", tfserving_request_forms(specs)), {},
             forms(f"{name}_tf_response", tfserving_response_forms(specs)))}}
+    for name in ("unknown", "remote"):  # two models whose contracts are not known yet
+        paths[f"/v1/models/{name}:predict"] = {"post": {"operationId": f"{name}_predict", **_operation(
+            component(f"{name}_tf_request", GENERIC_TFSERVING_REQUEST), {},
+            component(f"{name}_tf_response", GENERIC_TFSERVING_RESPONSE))}}
+        paths[f"/models/{name}"] = {"post": {"operationId": f"{name}_model", **_operation(
+            component(f"{name}_request", GENERIC_REQUEST), {}, component(f"{name}_response", GENERIC_RESPONSE))}}
     return {**_document(paths), "components": {"schemas": schemas}}
 
 
