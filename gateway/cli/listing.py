@@ -73,7 +73,7 @@ def _variant(variant: Variant, variants: int) -> str:
         sample = "" if variant.sample in (None, 1.0) else f" {variant.sample:.0%}"
         return f"{variant.model} (shadow{sample})"
     if variants > 1 and variant.share is not None:
-        return f"{variant.model} {variant.share:.0%}"
+        return f"{variant.model} {variant.share:g}%"
     return variant.model
 
 
