@@ -32,7 +32,7 @@ class Settings:
     - `api_key`: sent as `Authorization: Bearer`; default `GATEWAY_API_KEY`, else none.
     - `timeout`: seconds to wait for each answer (None: forever).
     - `deadline`: seconds for a whole call, retries and waits included, also sent to the gateway
-      as `x-request-timeout` (None: only `timeout` and `retries` bound a call).
+      as `x-request-timeout` (90 % of what is left; None: only `timeout` and `retries` bound a call).
     - `retries`: how many times a 429, a 503 or a refused connection is tried again.
     - `binary_threshold`: a lone numeric array of this many bytes or more is sent raw (None: never).
     """
