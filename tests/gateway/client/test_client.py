@@ -72,6 +72,21 @@ async def test_lists_and_arrays_in_contract_dtypes_out(client: AnyClient) -> Non
     assert plain == {"scaled": [[0.0, 0.0, 0.0]], "rows": 1, "unit": "m"}
 
 
+async def test_float64_and_nan_round_trips(client: AnyClient) -> None:
+    kelvin = await call(client, "predict_model", "kelvin_model", celsius=np.array([0.0, 100.0], np.float32))
+    assert kelvin["kelvin"].dtype == np.float64
+    assert kelvin["kelvin"].tolist() == pytest.approx([273.15, 373.15])
+    phase = await call(client, "predict_model", "phase_model", kelvin=np.array([300.0, np.nan]))
+    assert phase["phase"].tolist() == ["water", "steam"]  # NaN went as the NaN literal (not null): not < 373.15
+    scaled = await call(client, "predict", "scaler_app", features=[[float("nan"), 10.0, float("inf")]], unit="m")
+    values = scaled["scaled"][0]
+    assert np.isnan(values[0])  # answered as null, read back as NaN
+    assert values[1] == 0.0
+    assert np.isnan(values[2])  # infinity is null too in a JSON answer: NaN is all the client can read
+    assert await call(client, "predict", "scaler_app", as_lists=True, features=[[np.nan, 10, 100]], unit="m") == {
+        "scaled": [[None, 0.0, 0.0]], "rows": 1, "unit": "m"}
+
+
 async def test_model_routes_by_version_and_default(client: AnyClient) -> None:
     answer = await call(client, "predict_model", "increment_model", number=[7])
     assert answer["number"].tolist() == [8]
