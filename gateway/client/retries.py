@@ -1,6 +1,7 @@
 """When the client tries again: after a 429 or a 503 answer, or a connection refused before
 anything was sent, at most `retries` more times, waiting what `Retry-After` says (seconds or an
-HTTP date) or a jittered exponential back-off without one, and never past the total deadline.
+HTTP date; given up when it ends past the deadline) or a jittered exponential back-off without
+one (shortened to leave time for a last try before the deadline).
 Nothing else is retried: a request the gateway may have run is not sent twice."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from gateway.errors import GatewayError
 RETRY_STATUSES = frozenset({429, 503})
 BACKOFF_BASE_S = 0.1  # the first wait without Retry-After, doubled per attempt (full jitter)
 BACKOFF_CAP_S = 5.0
+MIN_LAST_TRY_S = 0.02  # less left than this: no time for another attempt
 DEADLINE_SHARE_SENT = 0.9  # of the time left: the gateway's own 504 then arrives before the client gives up
 
 
@@ -77,10 +79,11 @@ class Attempts:
         self.made += 1
         if not retryable(error) or self.made > self.retries:
             return None
-        after = error.retry_after_s
-        wait = float(after) if after is not None else random.uniform(  # noqa: S311 (jitter, not a secret)
-            0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (self.made - 1)))
         left = self.remaining_s()
-        if left is not None and wait >= left:
-            return None
+        after = error.retry_after_s
+        if after is not None:  # the gateway's word: not sooner, so not at all when past the deadline
+            return None if left is not None and after >= left else float(after)
+        wait = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (self.made - 1)))  # noqa: S311 (jitter)
+        if left is not None and wait >= left:  # our own guess: shortened to leave time for one more try
+            return None if left < MIN_LAST_TRY_S else left / 2
         return wait

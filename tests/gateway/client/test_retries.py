@@ -132,6 +132,13 @@ def test_waits_follow_retry_after_and_never_pass_the_deadline() -> None:
     assert 800 <= int(short.header() or 0) <= 900  # x-request-timeout: 90 % of the milliseconds left
 
 
+def test_a_back_off_is_shortened_to_leave_a_last_try_before_the_deadline() -> None:
+    attempts = Attempts.start(retries=100, deadline_s=0.5)
+    refused = error_for(None, "gateway_unreachable", "refused", kind=GatewayUnreachable)
+    waits = [attempts.wait_s(refused) for _ in range(30)]
+    assert all(wait is not None and 0 <= wait < 0.5 for wait in waits)
+
+
 def test_the_error_table_is_the_gateways_tree() -> None:
     def codes(root: type[errors.GatewayError]) -> set[str]:
         found = {root.code} if root.__module__ == errors.__name__ else set()
