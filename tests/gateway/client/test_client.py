@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,9 +17,9 @@ import pytest
 from gateway.app import create_app
 from gateway.client import AsyncClient, Client, GatewayTimeout, GatewayUnreachable
 from gateway.errors import ContractViolation, GatewayError, NotFound, PermissionDenied, Unauthenticated
-from gateway.manifests import Config
+from gateway.manifests import Config, load_config
 from gateway.settings import ApiKey, AuthSettings, Settings
-from tests.conftest import free_port, serve_app
+from tests.conftest import free_port, runtimes_for, serve_app, write_app, write_model
 
 AnyClient = Client | AsyncClient
 
@@ -191,3 +192,24 @@ async def test_url_and_key_default_from_the_environment(monkeypatch: pytest.Monk
         assert client.settings.headers()["authorization"] == "Bearer k1"
     monkeypatch.delenv("GATEWAY_URL")
     assert Client().url == "http://127.0.0.1:8000"
+
+
+async def test_a_contract_changed_by_a_reload_is_read_again(tmp_path: Path) -> None:
+    root = tmp_path / "config"
+    write_model(root, "m/1", "m", "def predict(x):\n    return x + 1\n")
+    write_model(root, "m/2", "m", "def predict(x):\n    return x + 2\n",
+                inputs="x: {shape: [-1], type: float32}", outputs="y: {shape: [-1], type: float32}")
+    write_app(root, "app", "m:1")
+    settings = Settings(config_dir=root, access_log=False, drain_timeout_s=0.5)
+    with runtimes_for(load_config(root)) as config:
+        async with serve_app(create_app(settings, config)) as url, AsyncClient(url, binary_threshold=8) as client:
+            values = np.arange(4, dtype=np.int32)
+            first = await client.predict("app", x=values)  # binary, as int32: the contract's dtype
+            assert (first["y"].dtype, first["y"].tolist()) == (np.int32, [1, 2, 3, 4])
+            write_app(root, "app", "m:2")
+            async with httpx.AsyncClient(base_url=url) as admin:
+                assert (await admin.post("/admin/reload")).status_code == 200
+            # The cached int32 contract makes a binary int32 request, refused: the contract is read
+            # again and the request sent as float32's JSON.
+            second = await client.predict("app", x=values)
+            assert (second["y"].dtype, second["y"].tolist()) == (np.float32, [2.0, 3.0, 4.0, 5.0])
