@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
                             "models": [m.json for m in models]}).decode())
         return exits.OK
     for line in lines(applications, models):
-        print(line.rstrip())
+        print(line)
     return exits.OK
 
 
@@ -79,4 +79,4 @@ def _variant(variant: Variant, variants: int) -> str:
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
