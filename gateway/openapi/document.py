@@ -262,11 +262,15 @@ class _Builder:
             answer_schema = self._schema(f"{component}.response", GENERIC_TFSERVING_RESPONSE)
             description = f"{description} {UNKNOWN_CONTRACT}"
         else:
-            examples = tfserving_examples(signature.inputs)
-            body = {"schema": self._schema(f"{component}.request", tfserving_request_schema(signature.inputs)),
-                    "examples": {form: {"summary": f"the {form} form", "value": value}
-                                 for form, value in examples.items()}}
-            answer_schema = self._schema(f"{component}.response", tfserving_response_schema(signature.outputs))
+            answers = tfserving_response_schema(signature.outputs)
+            # A row request to a model with a scalar output is refused (TF Serving writes no rows of it).
+            examples = {form: value for form, value in tfserving_examples(signature.inputs).items()
+                        if form != "row" or _answers_rows(answers)}
+            body = {"schema": self._schema(f"{component}.request", tfserving_request_schema(signature.inputs))}
+            if examples:
+                body["examples"] = {form: {"summary": f"the {form} form", "value": value}
+                                    for form, value in examples.items()}
+            answer_schema = self._schema(f"{component}.response", answers)
         self.paths[f"{path}:predict"] = {"post": self._client({
             "operationId": self._operation_id(f"tfserving_predict_{suffix}"), "tags": ["tensorflow-serving"],
             "summary": f"Predict with {what} (TF Serving)", "description": description, "parameters": params,
@@ -420,6 +424,11 @@ def _version_parameter() -> Schema:
 
 def _version_text(entry: ModelEntry) -> str:
     return "the backend's latest" if entry.floating else f"version {entry.version}"
+
+
+def _answers_rows(answers: Schema) -> bool:
+    """Whether a predict answer schema has the row form (`predictions`)."""
+    return any("predictions" in form.get("required", ()) for form in answers.get("oneOf", ()))
 
 
 def _one_numeric(specs: Any) -> TensorSpec | None:
