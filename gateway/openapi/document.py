@@ -117,8 +117,10 @@ class _Builder:
 
     def _schema(self, name: str, schema: Schema) -> Schema:
         """A named component for `schema` (the same name twice: the first one's), its reference."""
-        key = _COMPONENT.sub("_", name)
-        self.schemas.setdefault(key, schema)
+        base = key = _COMPONENT.sub("_", name)
+        number = 2
+        while self.schemas.setdefault(key, schema) != schema:  # another name that reads the same
+            key, number = f"{base}.{number}", number + 1
         return ref("schemas", key)
 
     def _client(self, operation: Schema, statuses: tuple[int, ...], tf_serving: bool = False) -> Schema:
@@ -154,7 +156,8 @@ class _Builder:
         statuses: tuple[int, ...] = BACKEND_CALL_STATUSES + ((403,) if app.allow_variant_override else ())
         post = self._predict_operation(f"app.{app.name}", app.signature, parameters, headers, f"predict_{app.name}",
                                        "applications", f"Predict with application {app.name}",
-                                       f"Stages: {stages}.", statuses)
+                                       f"Stages: {stages}. Also at /gateway/application/{_segment(app.name)}.",
+                                       statuses)
         get = self._client({
             "operationId": self._operation_id(f"get_application_{app.name}"), "tags": ["listing"],
             "summary": f"The plan of application {app.name}",
