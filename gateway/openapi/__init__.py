@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from gateway.openapi.catalog import Allowed, everyone, from_config, from_registry
+from gateway.openapi.dialect30 import to_openapi_30
 from gateway.openapi.document import build_document
 from gateway.settings import ApiKey, Settings
 
@@ -56,14 +57,6 @@ class _PlainDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: igno
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
-
-
-def to_openapi_30(document: dict[str, Any]) -> dict[str, Any]:
-    """`document` in OpenAPI 3.0 (gateway/openapi/dialect30.py)."""
-    from gateway.openapi.dialect30 import to_openapi_30 as convert
-
-    converted: dict[str, Any] = convert(document)
-    return converted
 
 
 def to_yaml(document: dict[str, Any]) -> str:
