@@ -382,7 +382,7 @@ class _Builder:
 
         document("/openapi.json", "openapi_json", "This document (OpenAPI 3.1)", "application/json",
                  {"type": "object"})
-        document("/openapi.yaml", "openapi_yaml", "This document as YAML", "application/yaml", {"type": "string"})
+        document("/openapi.yaml", "openapi_yaml", "This document as YAML", "application/yaml", {"type": "object"})
         document("/openapi-3.0.json", "openapi_30_json", "This document in OpenAPI 3.0", "application/json",
                  {"type": "object"})
         self.paths["/docs"] = {"get": {
