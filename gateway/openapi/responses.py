@@ -214,11 +214,8 @@ def listing_schemas() -> dict[str, Schema]:
     (gateway/manifests/plan_json.py, gateway/routes/models.py)."""
     tensors = _nullable({"type": "array", "items": ref("schemas", "TensorSpec")})
     strings: Schema = {"type": "array", "items": {"type": "string"}}
-    contract = {"oneOf": [{"type": "null"}, {
-        "type": "object", "required": ["inputs", "outputs"], "additionalProperties": False,
-        "properties": {"inputs": {"type": "array", "items": ref("schemas", "TensorSpec")},
-                       "outputs": {"type": "array", "items": ref("schemas", "TensorSpec")}}}],
-        "description": "The variant's own contract, when it is not the stage's (null: not discovered yet)."}
+    contract = {"oneOf": [ref("schemas", "VariantContract"), {"type": "null"}],
+                "description": "The variant's own contract, when it is not the stage's (null: not discovered yet)."}
     return {
         "TensorSpec": {
             "type": "object", "required": ["name", "dtype", "shape"], "additionalProperties": False,
@@ -228,6 +225,10 @@ def listing_schemas() -> dict[str, Schema]:
                 "shape": {"oneOf": [{"type": "array", "items": {"type": "integer", "minimum": -1}},
                                     {"type": "null"}],
                           "description": "Sizes (-1: any), [] for a scalar, null for any shape."}}},
+        "VariantContract": {
+            "type": "object", "required": ["inputs", "outputs"], "additionalProperties": False,
+            "properties": {"inputs": {"type": "array", "items": ref("schemas", "TensorSpec")},
+                           "outputs": {"type": "array", "items": ref("schemas", "TensorSpec")}}},
         "PlanVariant": {"oneOf": [
             {"type": "object", "required": ["model", "shadow", "weight", "share"], "additionalProperties": False,
              "properties": {"model": {"type": "string"}, "shadow": {"const": False},
