@@ -187,3 +187,17 @@ async def test_a_contract_discovered_later_is_in_the_next_document(tmp_path: Pat
                 "input_1"]
     finally:
         await server.stop()
+
+
+def test_a_remote_model_with_a_declared_contract_is_typed_offline(tmp_path: Path) -> None:
+    write_remote_model(tmp_path, "declared", f"127.0.0.1:{free_port()}", "Toy",
+                       "version: 1\ncontract:\n  inputs:\n    x: {shape: [-1, 2], type: float32}\n"
+                       "  outputs:\n    y: {shape: [-1, 1], type: float32}\n")
+    document = document_for_config(load_config(tmp_path), Settings())
+    check_31(document)
+    operation = document["paths"]["/gateway/models/declared/versions/1"]["post"]
+    assert "not known yet" not in operation.get("description", "")
+    request = resolved(document, operation["requestBody"]["content"]["application/json"]["schema"])
+    assert request["required"] == ["x"]
+    assert request["properties"]["x"]["items"]["minItems"] == 2
+    assert "/gateway/models/declared/versions/{version}" not in document["paths"]  # pinned: its version only
