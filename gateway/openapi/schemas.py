@@ -374,7 +374,8 @@ def _row_request(inputs: Mapping[str, TensorSpec]) -> Schema | None:
         forms.append(_instances(row(next(iter(inputs.values()))), batch))  # bare values, one per row
     instances: Schema = forms[0] if len(forms) == 1 else {"anyOf": forms}
     return {"type": "object", "title": "row (instances) request", "required": [INSTANCES_KEY],
-            "properties": {SIGNATURE_KEY: _signature_name(), INSTANCES_KEY: instances}}
+            "properties": {SIGNATURE_KEY: _signature_name(), INSTANCES_KEY: instances},
+            "not": {"required": [INPUTS_KEY]}}
 
 
 def _columnar_request(inputs: Mapping[str, TensorSpec]) -> Schema:
@@ -386,7 +387,7 @@ def _columnar_request(inputs: Mapping[str, TensorSpec]) -> Schema:
                      "required": list(inputs)}
     value = named if len(inputs) != 1 else {"anyOf": [named, column(next(iter(inputs.values())))]}
     return {"type": "object", "title": "columnar (inputs) request", "required": [INPUTS_KEY],
-            "properties": {SIGNATURE_KEY: _signature_name(), INPUTS_KEY: value}}
+            "properties": {SIGNATURE_KEY: _signature_name(), INPUTS_KEY: value}, "not": {"required": [INSTANCES_KEY]}}
 
 
 def _signature_name() -> Schema:
@@ -400,7 +401,7 @@ def tfserving_request_schema(inputs: Mapping[str, TensorSpec]) -> Schema:
     if not inputs:
         return {**_nothing(), "description": "the signature has no inputs: " + _NOTHING_DESCRIPTION}
     forms = [form for form in (_row_request(inputs), _columnar_request(inputs)) if form is not None]
-    # oneOf: a body with both `instances` and `inputs` is refused.
+    # A body with both `instances` and `inputs` is refused (each form's `not`).
     return {"oneOf": forms, "description": "TensorFlow Serving's predict request, in the row or the columnar form"}
 
 
@@ -522,9 +523,10 @@ GENERIC_TFSERVING_REQUEST: Schema = {
     "description": _UNKNOWN + "TensorFlow Serving's predict request, in the row or the columnar form.",
     "oneOf": [
         {"type": "object", "title": "row (instances) request", "required": [INSTANCES_KEY],
-         "properties": {SIGNATURE_KEY: {"type": "string"}, INSTANCES_KEY: {"type": "array", "minItems": 1}}},
+         "properties": {SIGNATURE_KEY: {"type": "string"}, INSTANCES_KEY: {"type": "array", "minItems": 1}},
+         "not": {"required": [INPUTS_KEY]}},
         {"type": "object", "title": "columnar (inputs) request", "required": [INPUTS_KEY],
-         "properties": {SIGNATURE_KEY: {"type": "string"}, INPUTS_KEY: {}}},
+         "properties": {SIGNATURE_KEY: {"type": "string"}, INPUTS_KEY: {}}, "not": {"required": [INSTANCES_KEY]}},
     ],
 }
 GENERIC_TFSERVING_RESPONSE: Schema = {
