@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 
 from gateway.cli.common import Commands, add_config_flag, command, load
+from gateway.openapi import document_for_config, to_openapi_30, to_yaml
 
 EPILOG = """examples:
   gateway openapi --config config/ --out openapi.json
@@ -39,8 +40,6 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(loaded, int):
         return loaded
     config, settings = loaded
-    from gateway.openapi import document_for_config, to_openapi_30, to_yaml  # only this command needs them
-
     document = document_for_config(config, settings)
     if args.openapi == "3.0":
         document = to_openapi_30(document)
