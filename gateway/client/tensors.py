@@ -68,10 +68,6 @@ class Body:
     content: bytes
     headers: dict[str, str]
 
-    @property
-    def binary(self) -> bool:
-        return self.headers["content-type"] == BINARY_TYPE
-
 
 def request_body(inputs: Mapping[str, Any], contract: Contract, binary_threshold: int | None) -> Body:
     """The body carrying `inputs`: binary for one large numeric array, else JSON."""
@@ -88,7 +84,8 @@ def request_body(inputs: Mapping[str, Any], contract: Contract, binary_threshold
         content = orjson.dumps(values)
     except TypeError:
         content = b"null"
-    if b"null" in content:  # orjson writes NaN and infinities as null: the stdlib writes their literals
+    if b"null" in content:  # orjson writes NaN and infinities as null: the stdlib writes their literals (a
+        # "null" inside a string only takes this slower path to the same JSON)
         content = json.dumps(values, allow_nan=True, default=_plain, separators=(",", ":")).encode()
     return Body(content, {"content-type": JSON_TYPE})
 
