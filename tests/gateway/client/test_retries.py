@@ -70,7 +70,7 @@ async def test_429_is_retried_after_retry_after(url: str) -> None:
 async def test_503_retries_stop_at_the_deadline(config: Config) -> None:
     settings = Settings(access_log=False, max_concurrency=1)  # the whole gateway: 503 overloaded
     async with serve_app(create_app(settings, config)) as url, AsyncClient(url) as holder:
-        busy = await occupy(holder, "wide", 4000)
+        busy = await occupy(holder, "wide", 2000)
         async with AsyncClient(url, deadline=1.5, retries=10) as client:
             started = time.monotonic()
             with pytest.raises(Overloaded) as refused:
