@@ -117,7 +117,8 @@ class _Builder:
         return name
 
     def _schema(self, name: str, schema: Schema) -> Schema:
-        """A named component for `schema` (the same name twice: the first one's), its reference."""
+        """A reference to `schema` as a named component (the name made valid; one already naming
+        another schema gets a suffix)."""
         base = key = _COMPONENT.sub("_", name)
         number = 2
         while self.schemas.setdefault(key, schema) != schema:  # another name that reads the same
