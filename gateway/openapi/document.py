@@ -7,6 +7,7 @@ or admin tokens are configured. Pure: the same catalog gives the same document."
 from __future__ import annotations
 
 import re
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
 
@@ -116,7 +117,8 @@ class _Builder:
         return name
 
     def _schema(self, name: str, schema: Schema) -> Schema:
-        """A named component for `schema` (the same name twice: the first one's), its reference."""
+        """A reference to `schema` as a named component (the name made valid; one already naming
+        another schema gets a suffix)."""
         base = key = _COMPONENT.sub("_", name)
         number = 2
         while self.schemas.setdefault(key, schema) != schema:  # another name that reads the same
@@ -401,7 +403,7 @@ def _reload_config_responses(refused: tuple[int, ...]) -> Schema:
     for status in sorted(server | gateway_errors):
         if status in server and status in gateway_errors:
             answered[str(status)] = {
-                "description": f"The server refused it (its status), or: {parts.STATUS_NAMES[status]}.",
+                "description": f"The server refused it (its status), or: {HTTPStatus(status).phrase}.",
                 "headers": {"x-request-id": ref("headers", "RequestId")},
                 "content": {"application/json": {"schema": {"oneOf": [ref("schemas", "ReloadConfigAnswer"),
                                                                        ref("schemas", "Error")]}}}}

@@ -5,7 +5,9 @@ bodies, and the request and response headers the routes read and send."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any
 
 from gateway.answers import _HTTP_CODES
@@ -57,12 +59,13 @@ ERROR_CODES: tuple[str, ...] = tuple(sorted({code for codes in CODES_BY_STATUS.v
 BACKEND_STATUSES: tuple[int, ...] = tuple(sorted({kind.status for kind in BACKEND_ERRORS.values()}
                                                  - UNREAD - {401, 403} | {502}))
 
-# Status -> the name of its response component (and reason phrase it is described by).
-STATUS_NAMES: dict[int, str] = {
-    400: "BadRequest", 401: "Unauthenticated", 403: "PermissionDenied", 404: "NotFound",
-    405: "MethodNotAllowed", 408: "RequestTimeout", 409: "Conflict", 413: "PayloadTooLarge",
-    415: "UnsupportedMediaType", 422: "UnprocessableContent", 429: "TooManyRequests", 500: "InternalError",
-    501: "NotImplemented", 502: "BadGateway", 503: "ServiceUnavailable", 504: "GatewayTimeout"}
+
+def status_name(status: int) -> str:
+    """The name of a status's response component: its reason phrase, e.g. `BadRequest`."""
+    return re.sub(r"[^A-Za-z0-9]", "", HTTPStatus(status).phrase.title())
+
+
+# What each error status means on the gateway's routes (else its reason phrase).
 _WHY: dict[int, str] = {
     400: "The request does not fit the contract or is malformed.",
     401: "No valid API key (Authorization: Bearer <key> or x-api-key).",
@@ -108,14 +111,12 @@ def error_schemas() -> dict[str, Schema]:
 def error_responses() -> dict[str, Schema]:
     """One response component per error status and body shape (`TFServing<Name>` on /v1)."""
     responses: dict[str, Schema] = {}
-    for status, name in STATUS_NAMES.items():
-        if status == 422:
-            continue  # the admin reload's refusal has a body of its own
-        codes = CODES_BY_STATUS.get(status, ())
+    for status, codes in sorted(CODES_BY_STATUS.items()):
+        name = status_name(status)
         headers: Schema = {"x-request-id": ref("headers", "RequestId")}
         if status in RETRY_STATUSES:
             headers["Retry-After"] = ref("headers", "RetryAfter")
-        why = _WHY.get(status, name)
+        why = _WHY.get(status, HTTPStatus(status).phrase + ".")
         for prefix, schema in (("", "Error"), ("TFServing", "TFServingError")):
             text = why + (f" Codes: {', '.join(f'`{c}`' for c in codes)}." if codes and not prefix else "")
             responses[prefix + name] = {"description": text, "headers": headers,
@@ -126,7 +127,7 @@ def error_responses() -> dict[str, Schema]:
 def error_refs(statuses: Iterable[int], tf_serving: bool = False) -> dict[str, Schema]:
     """The `responses` entries of `statuses`, each a reference to its component."""
     prefix = "TFServing" if tf_serving else ""
-    return {str(status): ref("responses", prefix + STATUS_NAMES[status]) for status in sorted(set(statuses))}
+    return {str(status): ref("responses", prefix + status_name(status)) for status in sorted(set(statuses))}
 
 
 def headers() -> dict[str, Schema]:

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 
 from gateway.app import create_app
-from gateway.errors import GatewayError
+from gateway.errors import BACKEND_ERRORS, GatewayError
 from gateway.manifests import Config, load_config
 from gateway.openapi import document_for_config, live_document, to_openapi_30
-from gateway.openapi.responses import CODES_BY_STATUS, ERROR_CODES
+from gateway.openapi.responses import CODES_BY_STATUS, ERROR_CODES, status_name
 from gateway.settings import ApiKey, AuthSettings, Settings
 from tests.conftest import CONFIG_DIR, free_port, serve_app
 from tests.gateway.openapi.documents import check_30, check_31, operations, resolved
@@ -94,6 +94,9 @@ def test_the_error_codes_are_those_of_the_error_tree() -> None:
         if kind.status != 499:
             assert kind.code in codes
             assert kind.code in CODES_BY_STATUS[kind.status]
+            assert status_name(kind.status) in document["components"]["responses"]
+    predict = document["paths"]["/gateway/models/increment_model"]["post"]["responses"]
+    assert {str(kind.status) for kind in BACKEND_ERRORS.values()} - {"401", "403", "499"} <= set(predict)
     assert "client_closed_request" not in codes  # 499: nobody reads it
 
 
