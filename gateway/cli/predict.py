@@ -53,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         with Client(client_url(args), api_key=args.api_key, timeout=args.timeout, deadline=args.timeout) as client:
             if model is None:
-                answer = client.predict(app, as_lists=True, **inputs)
+                answer = client.predict(app, inputs, as_lists=True)
             else:
-                answer = client.predict_model(model[0], model[1], as_lists=True, **inputs)
+                answer = client.predict_model(model[0], inputs, version=model[1], as_lists=True)
     except GatewayError as error:
         print(f"gateway predict: {describe(error)}", file=sys.stderr)
         return exits.exit_status(error)

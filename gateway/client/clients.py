@@ -76,14 +76,16 @@ class Client(_Base):
         """Close the pooled connections."""
         self._http.close()
 
-    def predict(self, app: str, /, *, as_lists: bool = False, **inputs: Any) -> Outputs:
-        """The outputs of application `app` for `inputs`."""
-        return self._predict(Target("applications", app), inputs, as_lists)
+    def predict(self, app: str, inputs: Mapping[str, Any] | None = None, /, *, as_lists: bool = False,
+                **named: Any) -> Outputs:
+        """The outputs of application `app` for the inputs, given as keywords or as one mapping
+        (for an input named like an option of this method)."""
+        return self._predict(Target("applications", app), {**(inputs or {}), **named}, as_lists)
 
-    def predict_model(self, name: str, /, version: int | None = None, label: str | None = None, *,
-                      as_lists: bool = False, **inputs: Any) -> Outputs:
-        """The outputs of model `name` (at `version` or `label`; else its default) for `inputs`."""
-        return self._predict(Target("models", name, version, label), inputs, as_lists)
+    def predict_model(self, name: str, inputs: Mapping[str, Any] | None = None, /, *, version: int | None = None,
+                      label: str | None = None, as_lists: bool = False, **named: Any) -> Outputs:
+        """The outputs of model `name` (at `version` or `label`; else its default) for the inputs."""
+        return self._predict(Target("models", name, version, label), {**(inputs or {}), **named}, as_lists)
 
     def applications(self) -> list[Application]:
         """The applications the API key may call, with their plans."""
@@ -173,14 +175,16 @@ class AsyncClient(_Base):
         """Close the pooled connections."""
         await self._http.aclose()
 
-    async def predict(self, app: str, /, *, as_lists: bool = False, **inputs: Any) -> Outputs:
-        """The outputs of application `app` for `inputs`."""
-        return await self._predict(Target("applications", app), inputs, as_lists)
+    async def predict(self, app: str, inputs: Mapping[str, Any] | None = None, /, *, as_lists: bool = False,
+                      **named: Any) -> Outputs:
+        """The outputs of application `app` for the inputs, given as keywords or as one mapping
+        (for an input named like an option of this method)."""
+        return await self._predict(Target("applications", app), {**(inputs or {}), **named}, as_lists)
 
-    async def predict_model(self, name: str, /, version: int | None = None, label: str | None = None, *,
-                            as_lists: bool = False, **inputs: Any) -> Outputs:
-        """The outputs of model `name` (at `version` or `label`; else its default) for `inputs`."""
-        return await self._predict(Target("models", name, version, label), inputs, as_lists)
+    async def predict_model(self, name: str, inputs: Mapping[str, Any] | None = None, /, *, version: int | None = None,
+                            label: str | None = None, as_lists: bool = False, **named: Any) -> Outputs:
+        """The outputs of model `name` (at `version` or `label`; else its default) for the inputs."""
+        return await self._predict(Target("models", name, version, label), {**(inputs or {}), **named}, as_lists)
 
     async def applications(self) -> list[Application]:
         """The applications the API key may call, with their plans."""

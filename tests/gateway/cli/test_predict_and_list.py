@@ -57,6 +57,7 @@ async def test_predict_reads_stdin_and_gateway_url(url: str) -> None:
 
 @pytest.mark.parametrize(("argv", "status", "said"), [
     (["increment_app", "--json", '{"number": ["x"]}'], exits.REFUSED, "400 contract_violation: "),
+    (["increment_app", "--json", '{"as_lists": [1]}'], exits.REFUSED, "400 contract_violation: "),
     (["nope", "--json", "{}"], exits.NOT_FOUND, "404 not_found: "),
     (["--model", "increment_model:7", "--json", '{"number": [1]}'], exits.NOT_FOUND, "404 not_found: "),
     (["increment_app", "--json", "[1]"], exits.USAGE, "must be a JSON object"),

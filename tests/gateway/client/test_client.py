@@ -69,6 +69,8 @@ async def test_lists_and_arrays_in_contract_dtypes_out(client: AnyClient) -> Non
     phases = await call(client, "predict", "pipeline_app", fahrenheit=np.array([14, 212, 500], np.int64))
     assert phases["phase"].tolist() == ["ice", "steam", "steam"]
 
+    mapping = await call(client, "predict", "increment_app", {"number": [3]})  # the inputs as one mapping
+    assert mapping["number"].tolist() == [4]
     plain = await call(client, "predict", "scaler_app", as_lists=True, features=[[1.0, 10.0, 100.0]], unit="m")
     assert plain == {"scaled": [[0.0, 0.0, 0.0]], "rows": 1, "unit": "m"}
 
@@ -93,6 +95,8 @@ async def test_model_routes_by_version_and_default(client: AnyClient) -> None:
     assert answer["number"].tolist() == [8]
     assert answer["number"].dtype == np.int32
     assert (await call(client, "predict_model", "increment_numpy", version=2, number=[1]))["number"].tolist() == [2]
+    assert (await call(client, "predict_model", "increment_numpy", {"number": [1]}, version=1, as_lists=True)) == {
+        "number": [2]}
     with pytest.raises(NotFound) as missing:
         await call(client, "predict_model", "increment_model", version=9, number=[1])
     assert missing.value.status == 404
