@@ -48,8 +48,10 @@ ADMIN_SECURITY: tuple[Schema, ...] = ({"AdminToken": []},)
 BODY_STATUSES = (400, 408, 413, 415)
 # What every route reaching a backend can answer: its own errors and the gateway's around it.
 BACKEND_CALL_STATUSES = (*BODY_STATUSES, 404, 429, 500, 502, 503, 504, *BACKEND_STATUSES)
-_COMPONENT = re.compile(r"[^A-Za-z0-9._-]")
-_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
+_COMPONENT = re.compile(r"[A-Za-z0-9._-]+")  # what OpenAPI allows in a component's name
+# A name's characters in an operationId: each escape starts with `_` and the character after it
+# tells which one it is, so no escape reads as another or as the `_<word>` joining the parts.
+_ESCAPES = {"_": "__", ".": "_dot_", "-": "_dash_"}
 UNKNOWN_CONTRACT = ("Its contract is not known yet (to be discovered from its backend's metadata): the schemas "
                     "below are generic, and the gateway checks requests against the contract once it knows it.")
 
@@ -108,22 +110,20 @@ class _Builder:
 
     # ------------------------------------------------------------ helpers
 
-    def _operation_id(self, text: str) -> str:
-        base = _IDENTIFIER.sub("_", text)
-        name, number = base, 2
-        while name in self.operation_ids:
-            name, number = f"{base}_{number}", number + 1
-        self.operation_ids.add(name)
-        return name
+    def _operation_id(self, operation_id: str) -> str:
+        """`operation_id` (made by `_id`: a function of the route alone), checked unique."""
+        if operation_id in self.operation_ids:
+            raise AssertionError(f"two operations are named {operation_id}")
+        self.operation_ids.add(operation_id)
+        return operation_id
 
     def _schema(self, name: str, schema: Schema) -> Schema:
-        """A reference to `schema` as a named component (the name made valid; one already naming
-        another schema gets a suffix)."""
-        base = key = _COMPONENT.sub("_", name)
-        number = 2
-        while self.schemas.setdefault(key, schema) != schema:  # another name that reads the same
-            key, number = f"{base}.{number}", number + 1
-        return ref("schemas", key)
+        """A reference to `schema` as the component `name` (routes of one version share theirs)."""
+        if not _COMPONENT.fullmatch(name):
+            raise ValueError(f"{name!r} is not a valid component name")
+        if self.schemas.setdefault(name, schema) != schema:
+            raise AssertionError(f"two schemas are named {name}")
+        return ref("schemas", name)
 
     def _client(self, operation: Schema, statuses: tuple[int, ...], tf_serving: bool = False) -> Schema:
         """`operation` with its error responses and, with API keys, security and 401/403."""
@@ -156,12 +156,12 @@ class _Builder:
             parameters.append(parts.variant_parameter(app.stages, self.catalog.admin_tokens))
         headers = {"x-gateway-variants": ref("headers", "Variants")}
         statuses: tuple[int, ...] = BACKEND_CALL_STATUSES + ((403,) if app.allow_variant_override else ())
-        post = self._predict_operation(f"app.{app.name}", app.signature, parameters, headers, f"predict_{app.name}",
+        post = self._predict_operation(f"app.{app.name}", app.signature, parameters, headers, _id("predict", app.name),
                                        "applications", f"Predict with application {app.name}",
                                        f"Stages: {stages}. Also at /gateway/application/{_segment(app.name)}.",
                                        statuses)
         get = self._client({
-            "operationId": self._operation_id(f"get_application_{app.name}"), "tags": ["listing"],
+            "operationId": self._operation_id(_id("get_application", app.name)), "tags": ["listing"],
             "summary": f"The plan of application {app.name}",
             "responses": {"200": _json_answer("Its stages, variants and contracts.", "ApplicationPlan")},
         }, (404,))
@@ -171,25 +171,26 @@ class _Builder:
         latest = versions[-1]
         base = f"/gateway/models/{_segment(name)}"
         get = self._client({
-            "operationId": self._operation_id(f"get_model_{name}"), "tags": ["listing"],
+            "operationId": self._operation_id(_id("get_model", name)), "tags": ["listing"],
             "summary": f"The versions of model {name}",
             "responses": {"200": _json_answer("Each version's state and contract.", "Model")},
         }, (404,))
-        post = self._model_predict(latest, f"predict_model_{name}", f"Predict with model {name}",
+        post = self._model_predict(latest, _id("predict_model", name), f"Predict with model {name}",
                                    f"Its latest version ({_version_text(latest)}).")
         self.paths[base] = {"get": get, "post": post}
         for entry in versions:
             if entry.floating:
                 self.paths[f"{base}/versions/{{version}}"] = {"post": self._model_predict(
-                    entry, f"predict_model_{name}_version", f"Predict with a version of model {name}",
+                    entry, _id("predict_model", name, "version"), f"Predict with a version of model {name}",
                     "The version its backend serves, asked for by number (the schemas are those of the version "
                     "it serves by default).", [_version_parameter()])}
             else:
                 self.paths[f"{base}/versions/{entry.version}"] = {"post": self._model_predict(
-                    entry, f"predict_model_{name}_v{entry.version}", f"Predict with model {name}:{entry.version}")}
+                    entry, _id("predict_model", name, f"v{entry.version}"),
+                    f"Predict with model {name}:{entry.version}")}
             for label in entry.labels:
                 self.paths[f"{base}/labels/{_segment(label)}"] = {"post": self._model_predict(
-                    entry, f"predict_model_{name}_label_{label}", f"Predict with model {name}@{label}",
+                    entry, _id("predict_model", name, "label", label), f"Predict with model {name}@{label}",
                     f"Label {label} is version {entry.version}.")}
 
     def _model_predict(self, entry: ModelEntry, operation_id: str, summary: str, description: str = "",
@@ -242,19 +243,19 @@ class _Builder:
 
     def _tfserving_model(self, name: str, versions: tuple[ModelEntry, ...]) -> None:
         base = f"/v1/models/{_segment(name)}"
-        self._tfserving_routes(base, versions[-1], name, f"model {name}")
+        self._tfserving_routes(base, versions[-1], (name,), f"model {name}")
         for entry in versions:
             if entry.floating:
-                self._tfserving_routes(f"{base}/versions/{{version}}", entry, f"{name}_version",
+                self._tfserving_routes(f"{base}/versions/{{version}}", entry, (name, "version"),
                                        f"a version of model {name}", [_version_parameter()])
             else:
-                self._tfserving_routes(f"{base}/versions/{entry.version}", entry, f"{name}_v{entry.version}",
+                self._tfserving_routes(f"{base}/versions/{entry.version}", entry, (name, f"v{entry.version}"),
                                        f"model {name}:{entry.version}")
             for label in entry.labels:
-                self._tfserving_routes(f"{base}/labels/{_segment(label)}", entry, f"{name}_label_{label}",
+                self._tfserving_routes(f"{base}/labels/{_segment(label)}", entry, (name, "label", label),
                                        f"model {name}@{label}")
 
-    def _tfserving_routes(self, path: str, entry: ModelEntry, suffix: str, what: str,
+    def _tfserving_routes(self, path: str, entry: ModelEntry, route: tuple[str, ...], what: str,
                           parameters: list[Schema] | None = None) -> None:
         params = [*(parameters or []), ref("parameters", "RequestTimeout"), ref("parameters", "RequestId")]
         component = f"tfserving.{entry.name}.{entry.version}"
@@ -277,7 +278,7 @@ class _Builder:
                                     for form, value in examples.items()}
             answer_schema = self._schema(f"{component}.response", answers)
         self.paths[f"{path}:predict"] = {"post": self._client({
-            "operationId": self._operation_id(f"tfserving_predict_{suffix}"), "tags": ["tensorflow-serving"],
+            "operationId": self._operation_id(_id("tfserving_predict", *route)), "tags": ["tensorflow-serving"],
             "summary": f"Predict with {what} (TF Serving)", "description": description, "parameters": params,
             "requestBody": {"required": True, "content": {"application/json": body}},
             "responses": {"200": {"description": "`predictions` for a row request, `outputs` for a columnar one.",
@@ -287,7 +288,7 @@ class _Builder:
         for method, schema in (("classify", "TFClassifyResponse"), ("regress", "TFRegressResponse")):
             if method in offers:
                 self.paths[f"{path}:{method}"] = {"post": self._client({
-                    "operationId": self._operation_id(f"tfserving_{method}_{suffix}"),
+                    "operationId": self._operation_id(_id(f"tfserving_{method}", *route)),
                     "tags": ["tensorflow-serving"], "summary": f"{method.capitalize()} with {what} (TF Serving)",
                     "parameters": params,
                     "requestBody": {"required": True, "content": {"application/json": {
@@ -299,13 +300,13 @@ class _Builder:
         status_statuses = (400, 404, 500, 502, 503, 504, *BACKEND_STATUSES)
         if "status" in offers:
             self.paths[path] = {"get": self._client({
-                "operationId": self._operation_id(f"tfserving_status_{suffix}"), "tags": ["tensorflow-serving"],
+                "operationId": self._operation_id(_id("tfserving_status", *route)), "tags": ["tensorflow-serving"],
                 "summary": f"The status of {what} (TF Serving)", "parameters": params,
                 "responses": {"200": _json_answer("Each version's state.", "TFModelStatus")},
             }, status_statuses, tf_serving=True)}
         if "metadata" in offers:
             self.paths[f"{path}/metadata"] = {"get": self._client({
-                "operationId": self._operation_id(f"tfserving_metadata_{suffix}"), "tags": ["tensorflow-serving"],
+                "operationId": self._operation_id(_id("tfserving_metadata", *route)), "tags": ["tensorflow-serving"],
                 "summary": f"The metadata of {what} (TF Serving)", "parameters": params,
                 "responses": {"200": _json_answer("Its signatures.", "TFModelMetadata")},
             }, status_statuses, tf_serving=True)}
@@ -415,6 +416,18 @@ def _reload_config_responses(refused: tuple[int, ...]) -> Schema:
 def _json_answer(description: str, schema: str) -> Schema:
     return {"description": description, "headers": {"x-request-id": ref("headers", "RequestId")},
             "content": {"application/json": {"schema": ref("schemas", schema)}}}
+
+
+def _id(kind: str, *parts: str) -> str:
+    """The operationId of a route: `kind`, then each part (names, `v<N>`, `label`...) escaped,
+    each after a `_`; a function of the route alone, no two routes alike (names' own `_`, `.`
+    and `-` are `__`, `_dot_`, `_dash_`, so `m` version 1 is not model `m_v1`)."""
+    return kind + "".join("_" + _escaped(part) for part in parts)
+
+
+def _escaped(name: str) -> str:
+    return "".join(char if char.isascii() and char.isalnum() else _ESCAPES.get(char, f"_x{ord(char):x}_")
+                   for char in name)
 
 
 def _segment(name: str) -> str:

@@ -187,8 +187,8 @@ _TF_OUT_NOTES: dict[JsonKind, str] = {
 # Any shape is unrolled to a bounded nesting (3.0 has no `$defs` for a recursive schema), shallower
 # than the decoders' MAX_RANK: validators recurse a dozen Python frames per schema level, so 64
 # levels (128 for complex pairs, which take two) would exhaust their default recursion limit.
-_LISTED_RANK = 32
-_LISTED_PAIR_RANK = 16
+_LISTED_RANK = 8
+_LISTED_PAIR_RANK = 8
 
 
 def _listed_rank(element: Callable[[], Schema]) -> int:
@@ -523,7 +523,8 @@ GENERIC_TFSERVING_REQUEST: Schema = {
     "description": _UNKNOWN + "TensorFlow Serving's predict request, in the row or the columnar form.",
     "oneOf": [
         {"type": "object", "title": "row (instances) request", "required": [INSTANCES_KEY],
-         "properties": {SIGNATURE_KEY: {"type": "string"}, INSTANCES_KEY: {"type": "array", "minItems": 1}},
+         "properties": {SIGNATURE_KEY: {"type": "string"},
+                        INSTANCES_KEY: {"type": "array", "items": {}, "minItems": 1}},
          "not": {"required": [INPUTS_KEY]}},
         {"type": "object", "title": "columnar (inputs) request", "required": [INPUTS_KEY],
          "properties": {SIGNATURE_KEY: {"type": "string"}, INPUTS_KEY: {}}, "not": {"required": [INSTANCES_KEY]}},

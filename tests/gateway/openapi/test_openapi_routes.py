@@ -166,7 +166,7 @@ async def test_a_reload_that_adds_an_application_regenerates_the_document(tmp_pa
             assert reloaded.status_code == 200, reloaded.text
             after = (await client.get("/openapi.json")).json()
             operation = after["paths"]["/gateway/applications/twice_app"]["post"]
-            assert operation["operationId"] == "predict_twice_app"
+            assert operation["operationId"] == "predict_twice__app"
             body = operation["requestBody"]["content"]["application/json"]["example"]
             answer = await client.post("/gateway/applications/twice_app", json=body)
             assert answer.status_code == 200
