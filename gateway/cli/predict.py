@@ -27,8 +27,8 @@ EPILOG = f"""examples:
 def add_parser(commands: Commands) -> None:
     predict = command(commands, "predict", "send inputs to an application or model and print the answer",
                       "Send one request to APP (POST /gateway/applications/APP), or with --model to a model "
-                      "(POST /gateway/models/NAME[/versions/V]), and print the outputs as one line of JSON. The "
-                      "inputs are a JSON object {\"input\": value, ...} given with --json, read from --file, "
+                      "(POST /gateway/models/NAME[/versions/V|/labels/L]), and print the outputs as one line of "
+                      "JSON. The inputs are a JSON object {\"input\": value, ...} given with --json, read from --file, "
                       "or from stdin with -. Requests refused with 429 or 503 are tried again, honouring "
                       "Retry-After, within --timeout.", EPILOG)
     predict.add_argument("target", nargs="*", metavar="APP",
@@ -36,7 +36,8 @@ def add_parser(commands: Commands) -> None:
     source = predict.add_mutually_exclusive_group()
     source.add_argument("--json", metavar="TEXT", help="the inputs as a JSON object")
     source.add_argument("--file", metavar="F", help="a file holding the inputs as a JSON object")
-    predict.add_argument("--model", metavar="NAME[:VERSION]", help="call this model's route instead of an application")
+    predict.add_argument("--model", metavar="NAME[:VERSION|@LABEL]",
+                         help="call this model's route (at a version or label) instead of an application")
     predict.add_argument("--pretty", action="store_true", help="print the answer indented")
     add_client_flags(predict)
     predict.set_defaults(run=run)
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             if model is None:
                 answer = client.predict(app, inputs, as_lists=True)
             else:
-                answer = client.predict_model(model[0], inputs, version=model[1], as_lists=True)
+                answer = client.predict_model(model[0], inputs, version=model[1], label=model[2], as_lists=True)
     except GatewayError as error:
         print(f"gateway predict: {describe(error)}", file=sys.stderr)
         return exits.exit_status(error)
@@ -79,16 +80,22 @@ def _target(words: list[str], model: str | None) -> tuple[str, bool]:
             raise _Usage(f"give an application or --model, not both (got {names[0]!r} and --model {model})")
         return "", stdin
     if len(names) != 1:
-        raise _Usage("name one application (or a model with --model NAME[:VERSION])" if not names
+        raise _Usage("name one application (or a model with --model NAME[:VERSION|@LABEL])" if not names
                      else f"one application at a time, got {' '.join(names)}")
     return names[0], stdin
 
 
-def _model(text: str) -> tuple[str, int | None]:
-    name, _, version = text.partition(":")
-    if not name or (version and not version.isdigit()):
-        raise _Usage(f"--model takes NAME or NAME:VERSION (a whole number), got {text!r}")
-    return name, int(version) if version else None
+def _model(text: str) -> tuple[str, int | None, str | None]:
+    """`NAME`, `NAME:VERSION` or `NAME@LABEL` as the name, version and label."""
+    if "@" in text:
+        name, _, label = text.partition("@")
+        if name and label:
+            return name, None, label
+    else:
+        name, _, version = text.partition(":")
+        if name and (not version or version.isdigit()):
+            return name, int(version) if version else None, None
+    raise _Usage(f"--model takes NAME, NAME:VERSION (a whole number) or NAME@LABEL, got {text!r}")
 
 
 def _inputs(text: str | None, path: str | None, stdin: bool) -> dict[str, Any]:

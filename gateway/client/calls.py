@@ -22,6 +22,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_RETRIES = 3
 TIMEOUT_HEADER = "x-request-timeout"
+FLOATING_VERSION = 0  # how the models listing shows a TF Serving model that fronts every version
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,18 +90,20 @@ class Target:
 
     def contract(self, body: Mapping[str, Any]) -> Contract:
         """The contract in the listing's answer: an application's plan, or the model version
-        asked for (the version a label names; without either, the highest listed)."""
+        asked for (the version a label names; without either, the highest listed); failing that,
+        the entry of a TF Serving model fronting every version (listed as version 0), whose
+        contract is its backend's default version's."""
         if self.kind == "applications":
             return contract_from_json(body)
-        versions = body.get("versions") or []
-        chosen = None
-        for entry in versions:
-            labels = entry.get("labels") or {}
-            if (self.version is not None and entry.get("version") == self.version) or (
-                    self.label is not None and labels.get(self.label) == entry.get("version")):
-                chosen = entry
-        if chosen is None and self.version is None and self.label is None and versions:
-            chosen = max(versions, key=lambda entry: int(entry.get("version", 0)))
+        versions = {int(entry["version"]): entry for entry in body.get("versions") or ()}
+        wanted = self.version
+        if self.label is not None:
+            wanted = next((int(entry["labels"][self.label]) for entry in versions.values()
+                           if self.label in (entry.get("labels") or {})), None)
+        elif wanted is None and versions:
+            wanted = max(versions)
+        chosen = versions.get(wanted) if wanted is not None else None
+        chosen = chosen or versions.get(FLOATING_VERSION)
         return contract_from_json(chosen) if chosen is not None else Contract(None, None)
 
 
@@ -116,7 +119,9 @@ def attempt_timeout(settings: Settings, attempts: Attempts) -> float | None:
     """This attempt's timeout, or raise GatewayTimeout when the deadline has passed."""
     timeout = attempts.timeout_s(settings.timeout)
     if timeout is not None and timeout <= 0:
-        raise GatewayTimeout(f"the deadline of {settings.deadline:g} s passed after {attempts.made} attempt(s)")
+        raise error_for(None, GatewayTimeout.code,
+                        f"the deadline of {settings.deadline:g} s passed after {attempts.made} attempt(s)",
+                        kind=GatewayTimeout)
     return timeout
 
 
