@@ -15,9 +15,11 @@ import pytest
 
 from gateway.app import create_app
 from gateway.cli import exits, main
+from gateway.client import AsyncClient
 from gateway.manifests import Config, load_config
 from gateway.settings import ApiKey, AuthSettings, Settings
 from tests.conftest import REPO, free_port, runtimes_for, serve_app, write_app, write_model
+from tests.waiting import until_in_flight
 
 
 @pytest.fixture
@@ -115,13 +117,15 @@ async def test_predict_exit_status_model_error_and_busy(failing: Config, capsys:
         assert status == exits.FAILED
         assert "500 model_error: " in err
         assert "ValueError: no" in err
-        busy = asyncio.create_task(gateway(capsys, "predict", "narrow", "--json", '{"x": [1500]}', "--url", url))
-        await asyncio.sleep(0.3)
-        status, _, err = await gateway(capsys, "predict", "narrow", "--json", '{"x": [0]}', "--url", url,
-                                       "--timeout", "0.8")  # one 1 s Retry-After would pass it: given up
-        assert status == exits.BUSY
-        assert "429 too_many_requests: " in err
-        assert (await busy)[0] == 0
+        async with AsyncClient(url) as holder:
+            await holder.predict("narrow", x=[0])  # its contract read: then only the busy request is in flight
+            busy = asyncio.create_task(holder.predict("narrow", x=[1500]))
+            await until_in_flight(url, 1)
+            status, _, err = await gateway(capsys, "predict", "narrow", "--json", '{"x": [0]}', "--url", url,
+                                           "--timeout", "0.8")  # one 1 s Retry-After would pass it: given up
+            assert status == exits.BUSY
+            assert "429 too_many_requests: " in err
+            assert (await busy)["y"].tolist() == [1500]
 
 
 async def test_list_prints_applications_and_models(url: str, capsys: pytest.CaptureFixture[str]) -> None:

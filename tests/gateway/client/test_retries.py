@@ -19,6 +19,7 @@ from gateway.errors import Overloaded, TooManyRequests
 from gateway.manifests import Config, load_config
 from gateway.settings import Settings
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
+from tests.waiting import until_in_flight
 
 SLOW = "import time\n\ndef predict(x):\n    time.sleep(int(x[0]) / 1000)\n    return x\n"  # x[0] ms
 
@@ -41,8 +42,9 @@ async def url(config: Config) -> AsyncIterator[str]:
 
 async def occupy(client: AsyncClient, app: str, ms: int) -> asyncio.Task[object]:
     """A request holding `app` busy for `ms` milliseconds, once it is in flight."""
+    await client.predict(app, x=[0])  # the contract read first: then only the busy request is in flight
     task = asyncio.create_task(client.predict(app, x=[ms]))
-    await asyncio.sleep(0.15)
+    await until_in_flight(client.url, 1)
     return task
 
 
