@@ -30,6 +30,7 @@ from gateway.openapi.schemas import (
     tfserving_response_schema,
 )
 from tensorcodecs import Signature, TensorSpec
+from tensorcodecs.signature_def import CLASSIFY_METHOD, REGRESS_METHOD
 
 OPENAPI_VERSION = "3.1.0"
 JSON_SCHEMA_DIALECT = "https://spec.openapis.org/oas/3.1/dialect/base"
@@ -286,15 +287,17 @@ class _Builder:
         }, BACKEND_CALL_STATUSES, tf_serving=True)}
         offers = entry.capabilities
         for method, schema in (("classify", "TFClassifyResponse"), ("regress", "TFRegressResponse")):
-            if method in offers:
+            takes = _method_description(entry, method)
+            if method in offers and takes is not None:
                 self.paths[f"{path}:{method}"] = {"post": self._client({
                     "operationId": self._operation_id(_id(f"tfserving_{method}", *route)),
                     "tags": ["tensorflow-serving"], "summary": f"{method.capitalize()} with {what} (TF Serving)",
-                    "parameters": params,
+                    "description": takes, "parameters": params,
                     "requestBody": {"required": True, "content": {"application/json": {
                         "schema": ref("schemas", "TFExamplesRequest")}}},
                     "responses": {"200": {"description": "The results, one per example.",
-                                          "headers": {"x-request-id": ref("headers", "RequestId")},
+                                          "headers": {"x-request-id": ref("headers", "RequestId"),
+                                                      "server-timing": ref("headers", "ServerTiming")},
                                           "content": {"application/json": {"schema": ref("schemas", schema)}}}},
                 }, BACKEND_CALL_STATUSES, tf_serving=True)}
         status_statuses = (400, 404, 500, 502, 503, 504, *BACKEND_STATUSES)
@@ -411,6 +414,22 @@ def _reload_config_responses(refused: tuple[int, ...]) -> Schema:
         else:
             answered.update(error_refs((status,)))
     return answered
+
+
+def _method_description(entry: ModelEntry, method: str) -> str | None:
+    """What `:classify` / `:regress` of `entry` answers for, None when no signature of its
+    takes it (TF Serving's Classify and Regress refuse another method's signature)."""
+    full = {"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}[method]
+    if entry.methods is None:
+        return (f"Answers only for a signature whose method is `{full}` (TF Serving refuses another with "
+                "400); this model's signatures are not known yet.")
+    names = [name for name, kind in entry.methods if kind == full]
+    if not names:
+        return None
+    default = entry.signature.name if entry.signature is not None else None
+    named = ", ".join(f"`{name}`" for name in names)
+    return (f"Answers for its `{full}` signatures: {named}"
+            + ("." if default in names else " (name one in `signature_name`)."))
 
 
 def _json_answer(description: str, schema: str) -> Schema:

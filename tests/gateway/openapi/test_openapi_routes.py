@@ -17,10 +17,15 @@ import yaml
 
 from gateway.app import create_app
 from gateway.manifests import Config, load_config
+from gateway.openapi import document_for_config
 from gateway.routes.openapi import DocumentCache
 from gateway.settings import ApiKey, AuthSettings, Settings
+from tensorcodecs import Signature, TensorSpec, lookup_dtype
+from tensorcodecs.signature_def import CLASSIFY_METHOD
 from tests.conftest import CONFIG_DIR, logs_under, runtimes_for, serve_app, write_app
 from tests.gateway.openapi.documents import answer_validator, check_31, operations
+from tests.gateway.test_application_plans import write_remote_model
+from tests.tfserving_server import FakeTFServing, Servable, _toy
 
 PREDICT_PREFIXES = ("/gateway/applications/", "/gateway/models/", "/v1/models/")
 
@@ -218,3 +223,36 @@ async def test_a_rendering_is_made_once_per_registry_state_and_served_fast(examp
         assert app.state.openapi.builds == 1
         raw = await client.get("/openapi.yaml", headers={"accept-encoding": "gzip"})
         assert yaml.safe_load(raw.text) == response.json()
+
+
+def _scorer() -> Servable:
+    """A TF Serving model whose default signature is a Classify one (a serialized tf.Example in)."""
+    signature = Signature("serving_default", {"inputs": TensorSpec("inputs", lookup_dtype("string"), (-1,))},
+                          {"scores": TensorSpec("scores", lookup_dtype("float32"), (-1, 2))}, CLASSIFY_METHOD)
+    return Servable({"serving_default": (signature, lambda x: {})})
+
+
+async def test_classify_and_regress_are_documented_where_a_signature_takes_them(
+        example_config: Config, tmp_path: Path) -> None:
+    local = document_for_config(example_config, Settings())
+    assert not [path for path in local["paths"] if path.endswith((":classify", ":regress"))]  # Predict's only
+    server = FakeTFServing(repository={"Toy": {1: _toy(1)}, "Scorer": {1: _scorer()}})
+    await server.start()
+    try:
+        write_remote_model(tmp_path, "toy", server.target, "Toy")
+        write_remote_model(tmp_path, "scorer", server.target, "Scorer")
+        async with serve_app(create_app(Settings(config_dir=tmp_path), load_config(tmp_path))) as url, \
+                httpx.AsyncClient(base_url=url) as client:
+            document = (await client.get("/openapi.json")).json()
+            check_31(document)
+            paths = set(document["paths"])
+            assert "/v1/models/scorer:classify" in paths
+            assert not {"/v1/models/scorer:regress", "/v1/models/toy:classify", "/v1/models/toy:regress"} & paths
+            operation = document["paths"]["/v1/models/scorer:classify"]["post"]
+            assert "`serving_default`" in operation["description"]
+            answer = await client.post("/v1/models/scorer:classify", json={"examples": [{"x": [1.0, 2.0]}]})
+            assert answer.status_code == 200, answer.text
+            answer_validator(document, "/v1/models/scorer:classify", "post", 200).validate(answer.json())
+            assert set(operation["responses"]["200"]["headers"]) <= set(answer.headers)
+    finally:
+        await server.stop()
