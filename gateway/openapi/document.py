@@ -14,6 +14,7 @@ from urllib.parse import quote
 from prometheus_client import CONTENT_TYPE_LATEST
 
 import gateway
+from gateway.errors import BACKEND_ERRORS
 from gateway.openapi import responses as parts
 from gateway.openapi.catalog import AppEntry, Catalog, ModelEntry
 from gateway.openapi.responses import BACKEND_STATUSES, Schema, error_refs, ref
@@ -53,6 +54,7 @@ _COMPONENT = re.compile(r"[A-Za-z0-9._-]+")  # what OpenAPI allows in a componen
 # A name's characters in an operationId: each escape starts with `_` and the character after it
 # tells which one it is, so no escape reads as another or as the `_<word>` joining the parts.
 _ESCAPES = {"_": "__", ".": "_dot_", "-": "_dash_"}
+BODY_ENCODING = "May be sent gzip-compressed (`Content-Encoding: gzip`); another content encoding is a 415."
 UNKNOWN_CONTRACT = ("Its contract is not known yet (to be discovered from its backend's metadata): the schemas "
                     "below are generic, and the gateway checks requests against the contract once it knows it.")
 
@@ -126,9 +128,11 @@ class _Builder:
             raise AssertionError(f"two schemas are named {name}")
         return ref("schemas", name)
 
-    def _client(self, operation: Schema, statuses: tuple[int, ...], tf_serving: bool = False) -> Schema:
-        """`operation` with its error responses and, with API keys, security and 401/403."""
-        keyed = (401, 403) if self.catalog.api_keys else ()
+    def _client(self, operation: Schema, statuses: tuple[int, ...], tf_serving: bool = False,
+                named: bool = True) -> Schema:
+        """`operation` with its error responses and, with API keys, security, 401 and, on a route
+        naming an application or model (`named`: the key may not call it), 403."""
+        keyed = ((401, 403) if named else (401,)) if self.catalog.api_keys else ()
         operation["responses"].update(error_refs((*statuses, *keyed), tf_serving))
         if self.catalog.api_keys:
             operation["security"] = list(SECURITY)
@@ -233,7 +237,7 @@ class _Builder:
         operation: Schema = {
             "operationId": self._operation_id(operation_id), "tags": [tag], "summary": summary,
             "parameters": parameters,
-            "requestBody": {"required": True, "content": request},
+            "requestBody": {"required": True, "description": BODY_ENCODING, "content": request},
             "responses": {"200": answer},
         }
         if description:
@@ -281,7 +285,7 @@ class _Builder:
         self.paths[f"{path}:predict"] = {"post": self._client({
             "operationId": self._operation_id(_id("tfserving_predict", *route)), "tags": ["tensorflow-serving"],
             "summary": f"Predict with {what} (TF Serving)", "description": description, "parameters": params,
-            "requestBody": {"required": True, "content": {"application/json": body}},
+            "requestBody": {"required": True, "description": BODY_ENCODING, "content": {"application/json": body}},
             "responses": {"200": {"description": "`predictions` for a row request, `outputs` for a columnar one.",
                                   "headers": headers, "content": {"application/json": {"schema": answer_schema}}}},
         }, BACKEND_CALL_STATUSES, tf_serving=True)}
@@ -293,7 +297,7 @@ class _Builder:
                     "operationId": self._operation_id(_id(f"tfserving_{method}", *route)),
                     "tags": ["tensorflow-serving"], "summary": f"{method.capitalize()} with {what} (TF Serving)",
                     "description": takes, "parameters": params,
-                    "requestBody": {"required": True, "content": {"application/json": {
+                    "requestBody": {"required": True, "description": BODY_ENCODING, "content": {"application/json": {
                         "schema": ref("schemas", "TFExamplesRequest")}}},
                     "responses": {"200": {"description": "The results, one per example.",
                                           "headers": {"x-request-id": ref("headers", "RequestId"),
@@ -321,13 +325,13 @@ class _Builder:
             "operationId": self._operation_id("list_applications"), "tags": ["listing"],
             "summary": "The applications this caller may call, with their plans",
             "responses": {"200": _json_answer("Their plans, by name.", "ApplicationList")},
-        }, ())}
+        }, (), named=False)}  # a key lists what it may call, never refused
         self.paths["/gateway/models"] = {"get": self._client({
             "operationId": self._operation_id("list_models"), "tags": ["listing"],
             "summary": "The model versions this caller may call",
             "responses": {"200": _json_answer("Each version's state and contract, by name and version.",
                                               "ModelList")},
-        }, ())}
+        }, (), named=False)}
 
     def _health(self) -> None:
         self.paths["/health/live"] = {"get": {
@@ -350,7 +354,7 @@ class _Builder:
         tokens = self.catalog.admin_tokens
         who = ("Needs an admin token." if tokens else
                "Answers loopback clients only (no admin token is configured).")
-        refused = (401, 403) if tokens else (403,)
+        refused = (401,) if tokens else (403,)  # gateway.auth.check_admin: a token or loopback
         security = {"security": list(ADMIN_SECURITY)} if tokens else {}
         reload_answer = {"description": "", "headers": {"x-request-id": ref("headers", "RequestId")},
                          "content": {"application/json": {"schema": ref("schemas", "ReloadResult")}}}
@@ -374,7 +378,7 @@ class _Builder:
             **security,
             "parameters": [{"name": "name", "in": "path", "required": True, "description": "A model's name.",
                             "schema": {"type": "string"}}, ref("parameters", "RequestTimeout")],
-            "requestBody": {"required": True, "content": {"application/json": {
+            "requestBody": {"required": True, "description": BODY_ENCODING, "content": {"application/json": {
                 "schema": ref("schemas", "ModelServerConfig")}}},
             "responses": _reload_config_responses(refused)}}
 
@@ -399,18 +403,23 @@ class _Builder:
 
 
 def _reload_config_responses(refused: tuple[int, ...]) -> Schema:
-    """The server's own refusals answer its status (ReloadConfigAnswer); the gateway's, an Error;
-    a status both may give, either."""
+    """The server's own status answers as its HTTP status (ReloadConfigAnswer: every one of the
+    gRPC table, its 401, 403 and 499 too); the gateway's refusals, an Error; a status both may
+    give, either."""
     answered = {"200": _json_answer("The server took it.", "ReloadConfigAnswer")}
-    server = {status for status in BACKEND_STATUSES}
+    server = {kind.status for kind in BACKEND_ERRORS.values()} | {502}  # 502: a code outside the table
     gateway_errors = {*BACKEND_CALL_STATUSES, *refused}
     for status in sorted(server | gateway_errors):
+        answer = ref("schemas", "ReloadConfigAnswer")
         if status in server and status in gateway_errors:
             answered[str(status)] = {
                 "description": f"The server refused it (its status), or: {HTTPStatus(status).phrase}.",
                 "headers": {"x-request-id": ref("headers", "RequestId")},
-                "content": {"application/json": {"schema": {"oneOf": [ref("schemas", "ReloadConfigAnswer"),
-                                                                       ref("schemas", "Error")]}}}}
+                "content": {"application/json": {"schema": {"oneOf": [answer, ref("schemas", "Error")]}}}}
+        elif status in server:
+            answered[str(status)] = {"description": f"The server refused it ({_phrase(status)}).",
+                                     "headers": {"x-request-id": ref("headers", "RequestId")},
+                                     "content": {"application/json": {"schema": answer}}}
         else:
             answered.update(error_refs((status,)))
     return answered
@@ -430,6 +439,10 @@ def _method_description(entry: ModelEntry, method: str) -> str | None:
     named = ", ".join(f"`{name}`" for name in names)
     return (f"Answers for its `{full}` signatures: {named}"
             + ("." if default in names else " (name one in `signature_name`)."))
+
+
+def _phrase(status: int) -> str:
+    return HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "CANCELLED"  # 499
 
 
 def _json_answer(description: str, schema: str) -> Schema:
