@@ -160,7 +160,7 @@ class _Builder:
         if app.allow_variant_override:
             parameters.append(parts.variant_parameter(app.stages, self.catalog.admin_tokens))
         headers = {"x-gateway-variants": ref("headers", "Variants")}
-        statuses: tuple[int, ...] = BACKEND_CALL_STATUSES + ((403,) if app.allow_variant_override else ())
+        statuses = (*BACKEND_CALL_STATUSES, 403)  # x-gateway-variant where not allowed (or without a token)
         post = self._predict_operation(f"app.{app.name}", app.signature, parameters, headers, _id("predict", app.name),
                                        "applications", f"Predict with application {app.name}",
                                        f"Stages: {stages}. Also at /gateway/application/{_segment(app.name)}.",
