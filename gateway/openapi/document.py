@@ -31,6 +31,7 @@ from gateway.openapi.schemas import (
     tfserving_response_schema,
 )
 from tensorcodecs import Signature, TensorSpec
+from tensorcodecs.dtypes import JsonKind
 from tensorcodecs.signature_def import CLASSIFY_METHOD, REGRESS_METHOD
 
 OPENAPI_VERSION = "3.1.0"
@@ -54,6 +55,8 @@ _COMPONENT = re.compile(r"[A-Za-z0-9._-]+")  # what OpenAPI allows in a componen
 # A name's characters in an operationId: each escape starts with `_` and the character after it
 # tells which one it is, so no escape reads as another or as the `_<word>` joining the parts.
 _ESCAPES = {"_": "__", ".": "_dot_", "-": "_dash_"}
+NON_FINITE = (" As TF Serving writes them, a non-finite float output is a bare `NaN`, `Infinity` or `-Infinity`: "
+              "the body is then not strict JSON (parse it with a reader that takes them, e.g. Python's json).")
 BODY_ENCODING = "May be sent gzip-compressed (`Content-Encoding: gzip`); another content encoding is a 415."
 UNKNOWN_CONTRACT = ("Its contract is not known yet (to be discovered from its backend's metadata): the schemas "
                     "below are generic, and the gateway checks requests against the contract once it knows it.")
@@ -286,7 +289,8 @@ class _Builder:
             "operationId": self._operation_id(_id("tfserving_predict", *route)), "tags": ["tensorflow-serving"],
             "summary": f"Predict with {what} (TF Serving)", "description": description, "parameters": params,
             "requestBody": {"required": True, "description": BODY_ENCODING, "content": {"application/json": body}},
-            "responses": {"200": {"description": "`predictions` for a row request, `outputs` for a columnar one.",
+            "responses": {"200": {"description": "`predictions` for a row request, `outputs` for a columnar one."
+                                                 + (NON_FINITE if _floats_out(signature) else ""),
                                   "headers": headers, "content": {"application/json": {"schema": answer_schema}}}},
         }, BACKEND_CALL_STATUSES, tf_serving=True)}
         offers = entry.capabilities
@@ -479,6 +483,12 @@ def _version_text(entry: ModelEntry) -> str:
 def _answers_rows(answers: Schema) -> bool:
     """Whether a predict answer schema has the row form (`predictions`)."""
     return any("predictions" in form.get("required", ()) for form in answers.get("oneOf", ()))
+
+
+def _floats_out(signature: Signature | None) -> bool:
+    """Whether an answer may carry non-finite floats (any output of a contract not known yet)."""
+    return signature is None or any(spec.dtype.json_kind in (JsonKind.FLOAT, JsonKind.COMPLEX)
+                                    for spec in signature.outputs.values())
 
 
 def _one_numeric(specs: Any) -> TensorSpec | None:

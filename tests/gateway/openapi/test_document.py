@@ -76,6 +76,9 @@ def test_each_application_and_model_version_is_typed_by_its_contract() -> None:
     assert "x-model-spec" in model["responses"]["200"]["headers"]
     tf = document["paths"]["/v1/models/increment_model:predict"]["post"]
     assert set(tf["requestBody"]["content"]["application/json"]["examples"]) == {"row", "columnar"}
+    assert "NaN" not in tf["responses"]["200"]["description"]  # int32 out: always finite
+    kelvin = document["paths"]["/v1/models/kelvin_model:predict"]["post"]["responses"]["200"]["description"]
+    assert "bare `NaN`, `Infinity` or `-Infinity`" in kelvin
     tf_error = resolved(document, tf["responses"]["400"])
     assert tf_error["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/TFServingError"}
     get = document["paths"]["/gateway/applications/increment_app"]["get"]
