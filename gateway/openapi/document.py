@@ -228,7 +228,12 @@ class _Builder:
                 "schema": self._schema(f"{component}.response", native_response_schema(signature.outputs))}}}
             one_in = _one_numeric(signature.inputs)
             if one_in is not None:
-                request["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+                size = one_in.dtype.numpy.itemsize
+                request["application/octet-stream"] = {"schema": {
+                    "type": "string", "format": "binary",
+                    "description": f"The `{one_in.name}` values as raw little-endian `{one_in.dtype.name}`: "
+                                   f"N x {size} bytes, N the product of `x-tensor-shape` (without it, one dimension "
+                                   "of N); another length is a 400."}}
                 parameters = [*parameters, *parts.binary_parameters(one_in.name, one_in.dtype.name)]
                 description = (f"{description} A raw little-endian `{one_in.dtype.name}` tensor may be sent as "
                                "`application/octet-stream`.").strip()

@@ -167,7 +167,8 @@ def parameters() -> dict[str, Schema]:
         "RequestTimeout": {
             "name": TIMEOUT_HEADER, "in": "header", "required": False,
             "description": "The request's deadline in milliseconds (capped by `max_request_timeout_s`; "
-                           "else the application's `timeout_s`, else the gateway's).",
+                           "else the application's `timeout_s`, else the gateway's). A deadline shorter than the "
+                           "model's time answers 504, however small.",
             "schema": {"type": "number", "exclusiveMinimum": 0}},
         "RequestId": {
             "name": REQUEST_ID_HEADER.decode(), "in": "header", "required": False,

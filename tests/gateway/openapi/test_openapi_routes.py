@@ -266,7 +266,8 @@ async def test_the_documented_raw_tensor_path_answers_as_documented(example_conf
         document = (await client.get("/openapi.json")).json()
         path = "/gateway/applications/increment_app"
         operation = document["paths"][path]["post"]
-        assert "application/octet-stream" in operation["requestBody"]["content"]
+        raw = operation["requestBody"]["content"]["application/octet-stream"]["schema"]
+        assert "N x 4 bytes" in raw["description"]  # int32: what the gateway checks, said
         documented = {parameter["name"]: parameter for parameter in operation["parameters"] if "name" in parameter}
         sent = {"x-tensor-name": "number", "x-tensor-dtype": "int32", "x-tensor-shape": "3"}
         for name, value in sent.items():
