@@ -8,7 +8,7 @@ are dropped, loosening the schema (never tightening it):
 | 3.1 | 3.0 |
 |---|---|
 | `type: [t, "null"]` | `type: t`, `nullable: true` (several types: `anyOf` of one per type) |
-| `const: x` | `enum: [x]` |
+| `const: x` | `enum: [x]`, typed by `x` |
 | `examples: [a, ...]` | `example: a` |
 | `prefixItems: [s1, s2]` | `items: {anyOf: [s1, s2]}` (and `maxItems` when no more items are allowed) |
 | `exclusiveMinimum: n` (a number) | `minimum: n`, `exclusiveMinimum: true` |
@@ -18,7 +18,8 @@ are dropped, loosening the schema (never tightening it):
 | `contentEncoding: base64` | `format: byte` |
 | the keywords in `_DROPPED_KEYWORDS` (`$schema`, `$id`, `if`/`then`/`else`, `patternProperties`...) | dropped |
 
-Outside schemas: `jsonSchemaDialect`, `webhooks`, `components.pathItems`, `info.summary`,
+Outside schemas: `jsonSchemaDialect`, `webhooks`, `components.pathItems` (written in place of
+the path items that refer to them), `info.summary`,
 `info.license.identifier` and `mutualTLS` security schemes (with the requirements naming them; a
 `security` list naming nothing else is dropped, so the document's requirements apply) are
 dropped; `paths` and every operation's `responses` are added when absent (3.0 requires them).
@@ -46,6 +47,7 @@ _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
 _SCHEMA_VALUES = ("not", "items", "additionalProperties")
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _DEFS_PREFIX = "#/$defs/"
+_PATH_ITEMS = "#/components/pathItems/"
 
 
 def to_openapi_30(document: Schema) -> Schema:
@@ -143,7 +145,14 @@ class _Converter:
         return {"schemas": self.schema, "responses": self.response, "parameters": self.parameter,
                 "requestBodies": self.request_body, "headers": self.parameter, "callbacks": self.callback}
 
-    def path_item(self, item: Schema) -> Schema:
+    def path_item(self, item: Schema, seen: tuple[str, ...] = ()) -> Schema:
+        ref = item.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_PATH_ITEMS) and ref not in seen:
+            # 3.0 has no components.pathItems: the item referred to is written in place.
+            shared = self.source.get("components", {}).get("pathItems", {}).get(ref[len(_PATH_ITEMS):])
+            if isinstance(shared, dict):
+                merged = {**shared, **{k: v for k, v in item.items() if k != "$ref"}}
+                return self.path_item(merged, (*seen, ref))
         out: Schema = {}
         for key, value in item.items():
             if key in _METHODS:
@@ -330,16 +339,29 @@ def _types(schema: Schema) -> Schema:
 
 
 def _const(schema: Schema) -> Schema:
+    """`enum` of the one value, typed by it (3.0 generators want an enum's type)."""
     if "const" not in schema:
         return schema
+    value = schema["const"]
     rest = {k: v for k, v in schema.items() if k != "const"}
-    if "enum" in rest:
-        rest["enum"] = [v for v in rest["enum"] if v == schema["const"]]
-    else:
-        rest["enum"] = [schema["const"]]
-    if schema["const"] is None:
+    rest["enum"] = [v for v in rest["enum"] if v == value] if "enum" in rest else [value]
+    if value is None:
         rest["nullable"] = True
+    elif "type" not in rest and _json_type(value) is not None:
+        rest = {"type": _json_type(value), **rest}
     return rest
+
+
+def _json_type(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object" if isinstance(value, dict) else None
 
 
 def _examples(schema: Schema) -> Schema:

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from prometheus_client import CONTENT_TYPE_LATEST
 
 import gateway
+from gateway.errors import BACKEND_ERRORS
 from gateway.openapi import responses as parts
 from gateway.openapi.catalog import AppEntry, Catalog, ModelEntry
 from gateway.openapi.responses import BACKEND_STATUSES, Schema, error_refs, ref
@@ -30,6 +31,8 @@ from gateway.openapi.schemas import (
     tfserving_response_schema,
 )
 from tensorcodecs import Signature, TensorSpec
+from tensorcodecs.dtypes import JsonKind
+from tensorcodecs.signature_def import CLASSIFY_METHOD, REGRESS_METHOD
 
 OPENAPI_VERSION = "3.1.0"
 JSON_SCHEMA_DIALECT = "https://spec.openapis.org/oas/3.1/dialect/base"
@@ -52,6 +55,9 @@ _COMPONENT = re.compile(r"[A-Za-z0-9._-]+")  # what OpenAPI allows in a componen
 # A name's characters in an operationId: each escape starts with `_` and the character after it
 # tells which one it is, so no escape reads as another or as the `_<word>` joining the parts.
 _ESCAPES = {"_": "__", ".": "_dot_", "-": "_dash_"}
+NON_FINITE = (" As TF Serving writes them, a non-finite float output is a bare `NaN`, `Infinity` or `-Infinity`: "
+              "the body is then not strict JSON (parse it with a reader that takes them, e.g. Python's json).")
+BODY_ENCODING = "May be sent gzip-compressed (`Content-Encoding: gzip`); another content encoding is a 415."
 UNKNOWN_CONTRACT = ("Its contract is not known yet (to be discovered from its backend's metadata): the schemas "
                     "below are generic, and the gateway checks requests against the contract once it knows it.")
 
@@ -125,9 +131,11 @@ class _Builder:
             raise AssertionError(f"two schemas are named {name}")
         return ref("schemas", name)
 
-    def _client(self, operation: Schema, statuses: tuple[int, ...], tf_serving: bool = False) -> Schema:
-        """`operation` with its error responses and, with API keys, security and 401/403."""
-        keyed = (401, 403) if self.catalog.api_keys else ()
+    def _client(self, operation: Schema, statuses: tuple[int, ...], tf_serving: bool = False,
+                named: bool = True) -> Schema:
+        """`operation` with its error responses and, with API keys, security, 401 and, on a route
+        naming an application or model (`named`: the key may not call it), 403."""
+        keyed = ((401, 403) if named else (401,)) if self.catalog.api_keys else ()
         operation["responses"].update(error_refs((*statuses, *keyed), tf_serving))
         if self.catalog.api_keys:
             operation["security"] = list(SECURITY)
@@ -155,7 +163,7 @@ class _Builder:
         if app.allow_variant_override:
             parameters.append(parts.variant_parameter(app.stages, self.catalog.admin_tokens))
         headers = {"x-gateway-variants": ref("headers", "Variants")}
-        statuses: tuple[int, ...] = BACKEND_CALL_STATUSES + ((403,) if app.allow_variant_override else ())
+        statuses = (*BACKEND_CALL_STATUSES, 403)  # x-gateway-variant where not allowed (or without a token)
         post = self._predict_operation(f"app.{app.name}", app.signature, parameters, headers, _id("predict", app.name),
                                        "applications", f"Predict with application {app.name}",
                                        f"Stages: {stages}. Also at /gateway/application/{_segment(app.name)}.",
@@ -220,7 +228,12 @@ class _Builder:
                 "schema": self._schema(f"{component}.response", native_response_schema(signature.outputs))}}}
             one_in = _one_numeric(signature.inputs)
             if one_in is not None:
-                request["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+                size = one_in.dtype.numpy.itemsize
+                request["application/octet-stream"] = {"schema": {
+                    "type": "string", "format": "binary",
+                    "description": f"The `{one_in.name}` values as raw little-endian `{one_in.dtype.name}`: "
+                                   f"N x {size} bytes, N the product of `x-tensor-shape` (without it, one dimension "
+                                   "of N); another length is a 400."}}
                 parameters = [*parameters, *parts.binary_parameters(one_in.name, one_in.dtype.name)]
                 description = (f"{description} A raw little-endian `{one_in.dtype.name}` tensor may be sent as "
                                "`application/octet-stream`.").strip()
@@ -232,7 +245,7 @@ class _Builder:
         operation: Schema = {
             "operationId": self._operation_id(operation_id), "tags": [tag], "summary": summary,
             "parameters": parameters,
-            "requestBody": {"required": True, "content": request},
+            "requestBody": {"required": True, "description": BODY_ENCODING, "content": request},
             "responses": {"200": answer},
         }
         if description:
@@ -280,21 +293,24 @@ class _Builder:
         self.paths[f"{path}:predict"] = {"post": self._client({
             "operationId": self._operation_id(_id("tfserving_predict", *route)), "tags": ["tensorflow-serving"],
             "summary": f"Predict with {what} (TF Serving)", "description": description, "parameters": params,
-            "requestBody": {"required": True, "content": {"application/json": body}},
-            "responses": {"200": {"description": "`predictions` for a row request, `outputs` for a columnar one.",
+            "requestBody": {"required": True, "description": BODY_ENCODING, "content": {"application/json": body}},
+            "responses": {"200": {"description": "`predictions` for a row request, `outputs` for a columnar one."
+                                                 + (NON_FINITE if _floats_out(signature) else ""),
                                   "headers": headers, "content": {"application/json": {"schema": answer_schema}}}},
         }, BACKEND_CALL_STATUSES, tf_serving=True)}
         offers = entry.capabilities
         for method, schema in (("classify", "TFClassifyResponse"), ("regress", "TFRegressResponse")):
-            if method in offers:
+            takes = _method_description(entry, method)
+            if method in offers and takes is not None:
                 self.paths[f"{path}:{method}"] = {"post": self._client({
                     "operationId": self._operation_id(_id(f"tfserving_{method}", *route)),
                     "tags": ["tensorflow-serving"], "summary": f"{method.capitalize()} with {what} (TF Serving)",
-                    "parameters": params,
-                    "requestBody": {"required": True, "content": {"application/json": {
+                    "description": takes, "parameters": params,
+                    "requestBody": {"required": True, "description": BODY_ENCODING, "content": {"application/json": {
                         "schema": ref("schemas", "TFExamplesRequest")}}},
                     "responses": {"200": {"description": "The results, one per example.",
-                                          "headers": {"x-request-id": ref("headers", "RequestId")},
+                                          "headers": {"x-request-id": ref("headers", "RequestId"),
+                                                      "server-timing": ref("headers", "ServerTiming")},
                                           "content": {"application/json": {"schema": ref("schemas", schema)}}}},
                 }, BACKEND_CALL_STATUSES, tf_serving=True)}
         status_statuses = (400, 404, 500, 502, 503, 504, *BACKEND_STATUSES)
@@ -318,13 +334,13 @@ class _Builder:
             "operationId": self._operation_id("list_applications"), "tags": ["listing"],
             "summary": "The applications this caller may call, with their plans",
             "responses": {"200": _json_answer("Their plans, by name.", "ApplicationList")},
-        }, ())}
+        }, (), named=False)}  # a key lists what it may call, never refused
         self.paths["/gateway/models"] = {"get": self._client({
             "operationId": self._operation_id("list_models"), "tags": ["listing"],
             "summary": "The model versions this caller may call",
             "responses": {"200": _json_answer("Each version's state and contract, by name and version.",
                                               "ModelList")},
-        }, ())}
+        }, (), named=False)}
 
     def _health(self) -> None:
         self.paths["/health/live"] = {"get": {
@@ -347,7 +363,7 @@ class _Builder:
         tokens = self.catalog.admin_tokens
         who = ("Needs an admin token." if tokens else
                "Answers loopback clients only (no admin token is configured).")
-        refused = (401, 403) if tokens else (403,)
+        refused = (401,) if tokens else (403,)  # gateway.auth.check_admin: a token or loopback
         security = {"security": list(ADMIN_SECURITY)} if tokens else {}
         reload_answer = {"description": "", "headers": {"x-request-id": ref("headers", "RequestId")},
                          "content": {"application/json": {"schema": ref("schemas", "ReloadResult")}}}
@@ -371,7 +387,7 @@ class _Builder:
             **security,
             "parameters": [{"name": "name", "in": "path", "required": True, "description": "A model's name.",
                             "schema": {"type": "string"}}, ref("parameters", "RequestTimeout")],
-            "requestBody": {"required": True, "content": {"application/json": {
+            "requestBody": {"required": True, "description": BODY_ENCODING, "content": {"application/json": {
                 "schema": ref("schemas", "ModelServerConfig")}}},
             "responses": _reload_config_responses(refused)}}
 
@@ -396,21 +412,46 @@ class _Builder:
 
 
 def _reload_config_responses(refused: tuple[int, ...]) -> Schema:
-    """The server's own refusals answer its status (ReloadConfigAnswer); the gateway's, an Error;
-    a status both may give, either."""
+    """The server's own status answers as its HTTP status (ReloadConfigAnswer: every one of the
+    gRPC table, its 401, 403 and 499 too); the gateway's refusals, an Error; a status both may
+    give, either."""
     answered = {"200": _json_answer("The server took it.", "ReloadConfigAnswer")}
-    server = {status for status in BACKEND_STATUSES}
+    server = {kind.status for kind in BACKEND_ERRORS.values()} | {502}  # 502: a code outside the table
     gateway_errors = {*BACKEND_CALL_STATUSES, *refused}
     for status in sorted(server | gateway_errors):
+        answer = ref("schemas", "ReloadConfigAnswer")
         if status in server and status in gateway_errors:
             answered[str(status)] = {
                 "description": f"The server refused it (its status), or: {HTTPStatus(status).phrase}.",
                 "headers": {"x-request-id": ref("headers", "RequestId")},
-                "content": {"application/json": {"schema": {"oneOf": [ref("schemas", "ReloadConfigAnswer"),
-                                                                       ref("schemas", "Error")]}}}}
+                "content": {"application/json": {"schema": {"oneOf": [answer, ref("schemas", "Error")]}}}}
+        elif status in server:
+            answered[str(status)] = {"description": f"The server refused it ({_phrase(status)}).",
+                                     "headers": {"x-request-id": ref("headers", "RequestId")},
+                                     "content": {"application/json": {"schema": answer}}}
         else:
             answered.update(error_refs((status,)))
     return answered
+
+
+def _method_description(entry: ModelEntry, method: str) -> str | None:
+    """What `:classify` / `:regress` of `entry` answers for, None when no signature of its
+    takes it (TF Serving's Classify and Regress refuse another method's signature)."""
+    full = {"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}[method]
+    if entry.methods is None:
+        return (f"Answers only for a signature whose method is `{full}` (TF Serving refuses another with "
+                "400); this model's signatures are not known yet.")
+    names = [name for name, kind in entry.methods if kind == full]
+    if not names:
+        return None
+    default = entry.signature.name if entry.signature is not None else None
+    named = ", ".join(f"`{name}`" for name in names)
+    return (f"Answers for its `{full}` signatures: {named}"
+            + ("." if default in names else " (name one in `signature_name`)."))
+
+
+def _phrase(status: int) -> str:
+    return HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "CANCELLED"  # 499
 
 
 def _json_answer(description: str, schema: str) -> Schema:
@@ -447,6 +488,12 @@ def _version_text(entry: ModelEntry) -> str:
 def _answers_rows(answers: Schema) -> bool:
     """Whether a predict answer schema has the row form (`predictions`)."""
     return any("predictions" in form.get("required", ()) for form in answers.get("oneOf", ()))
+
+
+def _floats_out(signature: Signature | None) -> bool:
+    """Whether an answer may carry non-finite floats (any output of a contract not known yet)."""
+    return signature is None or any(spec.dtype.json_kind in (JsonKind.FLOAT, JsonKind.COMPLEX)
+                                    for spec in signature.outputs.values())
 
 
 def _one_numeric(specs: Any) -> TensorSpec | None:

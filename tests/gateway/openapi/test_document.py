@@ -76,6 +76,9 @@ def test_each_application_and_model_version_is_typed_by_its_contract() -> None:
     assert "x-model-spec" in model["responses"]["200"]["headers"]
     tf = document["paths"]["/v1/models/increment_model:predict"]["post"]
     assert set(tf["requestBody"]["content"]["application/json"]["examples"]) == {"row", "columnar"}
+    assert "NaN" not in tf["responses"]["200"]["description"]  # int32 out: always finite
+    kelvin = document["paths"]["/v1/models/kelvin_model:predict"]["post"]["responses"]["200"]["description"]
+    assert "bare `NaN`, `Infinity` or `-Infinity`" in kelvin
     tf_error = resolved(document, tf["responses"]["400"])
     assert tf_error["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/TFServingError"}
     get = document["paths"]["/gateway/applications/increment_app"]["get"]
@@ -120,9 +123,29 @@ def test_keys_and_admin_tokens_add_security_schemes_and_their_refusals(tmp_path:
             assert {"401", "403"} <= set(operation["responses"])
     assert document["paths"]["/gateway/admin/models/{name}/reload-config"]["post"]["security"] == [
         {"AdminToken": []}]
+    # Only the statuses each route gives (gateway/auth.py): listings filter, they refuse no key they know.
+    for listing in ("/gateway/applications", "/gateway/models"):
+        assert {"401"} <= set(document["paths"][listing]["get"]["responses"])
+        assert "403" not in document["paths"][listing]["get"]["responses"]
+    assert "403" in document["paths"]["/gateway/applications/increment_app"]["get"]["responses"]
+    assert "WWW-Authenticate" in resolved(document, document["paths"]["/gateway/models"]["get"]["responses"][
+        "401"])["headers"]
+    reload_config = document["paths"]["/gateway/admin/models/{name}/reload-config"]["post"]["responses"]
+    for admin in (document["paths"]["/admin/reload"]["post"]["responses"], reload_config):
+        assert "401" in admin  # a token, or none: check_admin answers 401, never 403
+    assert "403" not in document["paths"]["/admin/reload"]["post"]["responses"]
+    tf_late = resolved(document, document["paths"]["/v1/models/increment_model:predict"]["post"]["responses"]["408"])
+    assert tf_late["content"]["application/json"]["schema"]["oneOf"] == [
+        {"$ref": "#/components/schemas/TFServingError"}, {"$ref": "#/components/schemas/Error"}]
     tokens_only = document_for_config(load_config(CONFIG_DIR), Settings(auth=AuthSettings(
         admin_token_sha256=auth.admin_token_sha256)))
     assert set(tokens_only["components"]["securitySchemes"]) == {"AdminToken"}
+    open_admin = document_for_config(load_config(CONFIG_DIR), Settings())
+    assert "401" not in open_admin["paths"]["/admin/reload"]["post"]["responses"]
+    assert "403" in open_admin["paths"]["/admin/reload"]["post"]["responses"]  # loopback clients only
+    server = open_admin["paths"]["/gateway/admin/models/{name}/reload-config"]["post"]["responses"]
+    for status in ("401", "403", "499"):  # the server's own UNAUTHENTICATED, PERMISSION_DENIED, CANCELLED
+        assert "ReloadConfigAnswer" in str(server[status]["content"]["application/json"]["schema"])
     assert "security" not in tokens_only["paths"]["/gateway/applications/increment_app"]["post"]
 
 
