@@ -53,8 +53,8 @@ class Client(_Base):
 
     `predict` takes each input as a keyword (numpy arrays or scalars, lists, Python scalars) and
     answers a dict of numpy arrays of the contract's dtypes (`as_lists=True`: plain JSON values).
-    Errors raise the gateway's exceptions (gateway.client.errors). Not thread-safe to configure;
-    calls from several threads share the connection pool.
+    Errors raise the gateway's exceptions (gateway.client.errors). Threads may share one client:
+    their calls share its connection pool.
     """
 
     def __init__(self, url: str | None = None, *, api_key: str | None = None,
