@@ -1,0 +1,79 @@
+"""What the commands share: argument types, the flags of the commands that call a running
+gateway, reading a config directory, and the help layout (description, example, exit codes)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from gateway.client import DEFAULT_URL
+from gateway.errors import ConfigError
+from gateway.manifests import Config, load_config
+from gateway.settings import Settings
+from modelfolder.arguments import seconds as seconds
+
+
+class Commands(Protocol):
+    """argparse's sub-parsers action (what `add_subparsers` returns)."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+
+
+def command(commands: Commands, name: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A sub-command whose --help shows `description` and `epilog` (examples, exit codes) as written."""
+    return commands.add_parser(name, help=summary, description=textwrap.fill(description, 100), epilog=epilog,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=Path("config"), help="config directory (default: ./config)")
+
+
+def add_client_flags(parser: argparse.ArgumentParser, timeout_s: float = 30.0) -> None:
+    """`--url`, `--api-key`, `--timeout`: the flags of every command that calls a running gateway."""
+    parser.add_argument("--url", type=http_url, default=None,
+                        help=f"the gateway (default: $GATEWAY_URL, else {DEFAULT_URL})")
+    parser.add_argument("--api-key", metavar="KEY", default=None,
+                        help="API key, sent as Authorization: Bearer (default: $GATEWAY_API_KEY)")
+    parser.add_argument("--timeout", type=seconds, default=timeout_s, metavar="S",
+                        help=f"seconds for the whole call, retries of 429/503 included (default {timeout_s:g})")
+
+
+def client_url(args: argparse.Namespace) -> str:
+    return str(args.url or os.environ.get("GATEWAY_URL") or DEFAULT_URL)
+
+
+def load(args: argparse.Namespace, overrides: dict[str, Any] | None = None,
+         prog: str = "gateway") -> tuple[Config, Settings] | int:
+    """The config directory `--config` and its settings, or 2 once the error (file:line) is said."""
+    try:
+        config = load_config(args.config)
+        settings = Settings.load(args.config, config.gateway.values, overrides=overrides or {})
+    except ConfigError as error:
+        print(f"{prog}: invalid configuration: {error}", file=sys.stderr)
+        return 2
+    return config, settings
+
+
+def count(text: str) -> int:
+    """A positive whole number (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def http_url(text: str) -> str:
+    """An http:// or https:// URL with a host (argparse type)."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"must be an http:// or https:// URL with a host, got {text!r}")
+    return text

@@ -1,0 +1,249 @@
+"""`Client` and `AsyncClient`: the same API over one pooled httpx client each; the logic they
+share is in calls.py, tensors.py and retries.py, so each method here is only its I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from gateway.client.calls import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    Settings,
+    Target,
+    answer_error,
+    attempt_timeout,
+    json_object,
+    request_headers,
+    transport_error,
+)
+from gateway.client.listing import Application, ModelVersion
+from gateway.client.retries import Attempts
+from gateway.client.tensors import DEFAULT_BINARY_THRESHOLD, Contract, read_answer, request_body
+from gateway.errors import ContractViolation, GatewayError
+
+Outputs = dict[str, Any]
+
+
+class _Base:
+    def __init__(self, url: str | None = None, *, api_key: str | None = None,
+                 timeout: float | None = DEFAULT_TIMEOUT_S, deadline: float | None = None,
+                 retries: int = DEFAULT_RETRIES, binary_threshold: int | None = DEFAULT_BINARY_THRESHOLD) -> None:
+        self.settings = Settings.of(url, api_key, timeout, deadline, retries, binary_threshold)
+        self._contracts: dict[Target, Contract] = {}
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    def _attempts(self) -> Attempts:
+        return Attempts.start(self.settings.retries, self.settings.deadline)
+
+
+class Client(_Base):
+    """A blocking client of one gateway.
+
+        with Client("http://127.0.0.1:8000") as gateway:
+            gateway.predict("increment_app", number=[1])   # {"number": array([2], dtype=int32)}
+
+    `predict` takes each input as a keyword (numpy arrays or scalars, lists, Python scalars) and
+    answers a dict of numpy arrays of the contract's dtypes (`as_lists=True`: plain JSON values).
+    Errors raise the gateway's exceptions (gateway.client.errors). Threads may share one client:
+    their calls share its connection pool.
+    """
+
+    def __init__(self, url: str | None = None, *, api_key: str | None = None,
+                 timeout: float | None = DEFAULT_TIMEOUT_S, deadline: float | None = None,
+                 retries: int = DEFAULT_RETRIES, binary_threshold: int | None = DEFAULT_BINARY_THRESHOLD,
+                 verify: bool | str = True) -> None:
+        super().__init__(url, api_key=api_key, timeout=timeout, deadline=deadline, retries=retries,
+                         binary_threshold=binary_threshold)
+        self._http = httpx.Client(base_url=self.settings.url, verify=verify, timeout=timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._http.close()
+
+    def predict(self, app: str, inputs: Mapping[str, Any] | None = None, /, *, as_lists: bool = False,
+                **named: Any) -> Outputs:
+        """The outputs of application `app` for the inputs, given as keywords or as one mapping
+        (for an input named like an option of this method)."""
+        return self._predict(Target("applications", app), {**(inputs or {}), **named}, as_lists)
+
+    def predict_model(self, name: str, inputs: Mapping[str, Any] | None = None, /, *, version: int | None = None,
+                      label: str | None = None, as_lists: bool = False, **named: Any) -> Outputs:
+        """The outputs of model `name` (at `version` or `label`; else its default) for the inputs."""
+        return self._predict(Target("models", name, version, label), {**(inputs or {}), **named}, as_lists)
+
+    def applications(self) -> list[Application]:
+        """The applications the API key may call, with their plans."""
+        body = json_object(self._send("GET", "/gateway/applications", self._attempts()))
+        return [Application.from_json(item) for item in body["applications"]]
+
+    def models(self) -> list[ModelVersion]:
+        """Every model version the API key may call, with its state and contract."""
+        body = json_object(self._send("GET", "/gateway/models", self._attempts()))
+        return [ModelVersion.from_json(item) for item in body["models"]]
+
+    def ready(self) -> bool:
+        """Whether the gateway is ready (`GET /health/ready` answers 200)."""
+        try:
+            self._send("GET", "/health/ready", Attempts.start(0, self.settings.deadline))
+        except GatewayError as error:
+            if error.status == 503:
+                return False
+            raise
+        return True
+
+    def _predict(self, target: Target, inputs: Mapping[str, Any], as_lists: bool) -> Outputs:
+        attempts = self._attempts()
+        contract = self._contract(target, attempts)
+        try:
+            return self._post(target, inputs, contract, as_lists, attempts)
+        except ContractViolation:
+            fresh = self._contract(target, attempts, refresh=True)  # a reload may have changed it
+            if fresh == contract:
+                raise
+        return self._post(target, inputs, fresh, as_lists, attempts)
+
+    def _contract(self, target: Target, attempts: Attempts, refresh: bool = False) -> Contract:
+        if refresh or target not in self._contracts:
+            self._contracts[target] = target.contract(json_object(self._send("GET", target.listing, attempts)))
+        return self._contracts[target]
+
+    def _post(self, target: Target, inputs: Mapping[str, Any], contract: Contract, as_lists: bool,
+              attempts: Attempts) -> Outputs:
+        body = request_body(inputs, contract, self.settings.binary_threshold)
+        response = self._send("POST", target.path, attempts, body.content, body.headers)
+        return read_answer(response.headers.get("content-type", ""), response.headers, response.content,
+                           contract, as_lists)
+
+    def _send(self, method: str, path: str, attempts: Attempts, content: bytes | None = None,
+              headers: Mapping[str, str] | None = None) -> httpx.Response:
+        while True:
+            timeout = attempt_timeout(self.settings, attempts)
+            try:
+                response = self._http.request(method, path, content=content, timeout=timeout,
+                                              headers=request_headers(self.settings, attempts, headers))
+            except httpx.TransportError as failure:
+                error = transport_error(failure, timeout)
+            else:
+                if response.status_code < 400:
+                    return response
+                error = answer_error(response)
+            wait = attempts.wait_s(error)
+            if wait is None:
+                raise error
+            time.sleep(wait)
+
+
+class AsyncClient(_Base):
+    """`Client` for asyncio: the same methods, awaited.
+
+        async with AsyncClient() as gateway:
+            await gateway.predict("increment_app", number=[1])
+    """
+
+    def __init__(self, url: str | None = None, *, api_key: str | None = None,
+                 timeout: float | None = DEFAULT_TIMEOUT_S, deadline: float | None = None,
+                 retries: int = DEFAULT_RETRIES, binary_threshold: int | None = DEFAULT_BINARY_THRESHOLD,
+                 verify: bool | str = True) -> None:
+        super().__init__(url, api_key=api_key, timeout=timeout, deadline=deadline, retries=retries,
+                         binary_threshold=binary_threshold)
+        self._http = httpx.AsyncClient(base_url=self.settings.url, verify=verify, timeout=timeout)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        await self._http.aclose()
+
+    async def predict(self, app: str, inputs: Mapping[str, Any] | None = None, /, *, as_lists: bool = False,
+                      **named: Any) -> Outputs:
+        """The outputs of application `app` for the inputs, given as keywords or as one mapping
+        (for an input named like an option of this method)."""
+        return await self._predict(Target("applications", app), {**(inputs or {}), **named}, as_lists)
+
+    async def predict_model(self, name: str, inputs: Mapping[str, Any] | None = None, /, *, version: int | None = None,
+                            label: str | None = None, as_lists: bool = False, **named: Any) -> Outputs:
+        """The outputs of model `name` (at `version` or `label`; else its default) for the inputs."""
+        return await self._predict(Target("models", name, version, label), {**(inputs or {}), **named}, as_lists)
+
+    async def applications(self) -> list[Application]:
+        """The applications the API key may call, with their plans."""
+        body = json_object(await self._send("GET", "/gateway/applications", self._attempts()))
+        return [Application.from_json(item) for item in body["applications"]]
+
+    async def models(self) -> list[ModelVersion]:
+        """Every model version the API key may call, with its state and contract."""
+        body = json_object(await self._send("GET", "/gateway/models", self._attempts()))
+        return [ModelVersion.from_json(item) for item in body["models"]]
+
+    async def ready(self) -> bool:
+        """Whether the gateway is ready (`GET /health/ready` answers 200)."""
+        try:
+            await self._send("GET", "/health/ready", Attempts.start(0, self.settings.deadline))
+        except GatewayError as error:
+            if error.status == 503:
+                return False
+            raise
+        return True
+
+    async def _predict(self, target: Target, inputs: Mapping[str, Any], as_lists: bool) -> Outputs:
+        attempts = self._attempts()
+        contract = await self._contract(target, attempts)
+        try:
+            return await self._post(target, inputs, contract, as_lists, attempts)
+        except ContractViolation:
+            fresh = await self._contract(target, attempts, refresh=True)  # a reload may have changed it
+            if fresh == contract:
+                raise
+        return await self._post(target, inputs, fresh, as_lists, attempts)
+
+    async def _contract(self, target: Target, attempts: Attempts, refresh: bool = False) -> Contract:
+        if refresh or target not in self._contracts:
+            listing = json_object(await self._send("GET", target.listing, attempts))
+            self._contracts[target] = target.contract(listing)
+        return self._contracts[target]
+
+    async def _post(self, target: Target, inputs: Mapping[str, Any], contract: Contract, as_lists: bool,
+                    attempts: Attempts) -> Outputs:
+        body = request_body(inputs, contract, self.settings.binary_threshold)
+        response = await self._send("POST", target.path, attempts, body.content, body.headers)
+        return read_answer(response.headers.get("content-type", ""), response.headers, response.content,
+                           contract, as_lists)
+
+    async def _send(self, method: str, path: str, attempts: Attempts, content: bytes | None = None,
+                    headers: Mapping[str, str] | None = None) -> httpx.Response:
+        while True:
+            timeout = attempt_timeout(self.settings, attempts)
+            try:
+                response = await self._http.request(method, path, content=content, timeout=timeout,
+                                                    headers=request_headers(self.settings, attempts, headers))
+            except httpx.TransportError as failure:
+                error = transport_error(failure, timeout)
+            else:
+                if response.status_code < 400:
+                    return response
+                error = answer_error(response)
+            wait = attempts.wait_s(error)
+            if wait is None:
+                raise error
+            await asyncio.sleep(wait)

@@ -1,0 +1,34 @@
+"""`gateway list`'s tables from listings: an application that is not ready, labels, an
+unavailable model (pure: what the listing routes answer, as JSON)."""
+
+from __future__ import annotations
+
+from gateway.cli.listing import lines
+from gateway.client import Application, ModelVersion
+
+PLAN = {"name": "typed", "inputs": None, "outputs": None, "dropped": [], "shadow_problems": [],
+        "problems": ["stage 2 (b:1) input 'x' is not an output of stage 1 (a:1) (its outputs: 'y')"],
+        "stages": [{"stage": 1, "inputs": None, "outputs": None,
+                    "variants": [{"model": "a:1", "shadow": False, "weight": 100, "share": 100.0}]},
+                   {"stage": 2, "inputs": None, "outputs": None,
+                    "variants": [{"model": "b:1", "shadow": False, "weight": 75, "share": 75.0},
+                                 {"model": "b:2", "shadow": False, "weight": 25, "share": 25.0},
+                                 {"model": "b:3", "shadow": True, "sample": 0.5}]}]}
+MODEL = {"name": "far", "version": 3, "labels": {"stable": 3, "canary": 4}, "kind": "tensorflow-serving",
+         "state": "unavailable", "contract": "unknown", "signature_name": None, "inputs": None, "outputs": None,
+         "applications": ["typed"], "error": "its backend does not answer"}
+
+
+def test_a_problem_makes_an_application_not_ready_and_is_listed() -> None:
+    app = Application.from_json(PLAN)
+    assert not app.ready
+    assert lines([app], [ModelVersion.from_json(MODEL)]) == [
+        "APPLICATION  READY  STAGES",
+        "typed        no     a:1 -> b:1 75% | b:2 25% | b:3 (shadow 50%)",
+        "",
+        "MODEL  VERSION  LABELS  KIND                STATE        CONTRACT",
+        "far    3        stable  tensorflow-serving  unavailable  unknown",
+        "",
+        "problem: typed: stage 2 (b:1) input 'x' is not an output of stage 1 (a:1) (its outputs: 'y')",
+        "problem: far:3: its backend does not answer",
+    ]

@@ -1,0 +1,42 @@
+"""The client and `gateway predict --model` on a TF Serving backend (a real grpc.aio server):
+versions and labels, the contract discovered from the backend typing the answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.app import create_app
+from gateway.cli import main
+from gateway.client import AsyncClient
+from gateway.settings import Settings
+from tests.conftest import serve_app
+from tests.gateway.test_tfserving_api import BATCH, V1, V2, write_config
+from tests.tfserving_server import FakeTFServing
+
+
+@pytest.fixture
+async def url(tfs: FakeTFServing, tmp_path: Path) -> AsyncIterator[str]:
+    config = write_config(tmp_path, tfs.target)
+    async with serve_app(create_app(Settings(config_dir=tmp_path, access_log=False), config)) as url:
+        yield url
+
+
+async def test_versions_and_labels_with_discovered_contracts(url: str) -> None:
+    async with AsyncClient(url) as client:
+        stable = await client.predict_model("toy", label="stable", input_1=BATCH)
+        assert stable["output_1"].dtype == np.float32
+        assert stable["output_1"].tolist() == V1
+        second = await client.predict_model("toy", version=2, input_1=np.array(BATCH, np.float32))
+        assert second["output_1"].dtype == np.float32
+        assert second["output_1"] == pytest.approx(np.array(V2, np.float32))
+
+
+async def test_gateway_predict_model_at_a_label(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["predict", "--model", "toy@stable", "--json", '{"input_1": [[1, 2], [1, 3]]}', "--url", url]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert capsys.readouterr().out == '{"output_1":[[8.0],[11.0]]}\n'
