@@ -137,8 +137,8 @@ class _Builder:
         """A reference to `whole`, a union of `forms`, as component `name` whose alternatives are
         components of their own (`<name minus .request>.row_request`...): client generators take
         a union of references, not of inline objects."""
-        if len(forms) < 2:
-            return self._schema(name, whole)
+        if len(forms) < 2:  # one form: itself (a union of one, generators refuse); none: no inputs
+            return self._schema(name, next(iter(forms.values())) if forms else whole)
         base, _, kind = name.rpartition(".")
         union = {**whole, "oneOf": [self._schema(f"{base}.{form}_{kind}", schema) for form, schema in forms.items()]}
         return self._schema(name, union)
@@ -297,8 +297,9 @@ class _Builder:
             # A row request to a model with a scalar output is refused (TF Serving writes no rows of it).
             examples = {form: value for form, value in tfserving_examples(signature.inputs).items()
                         if form != "row" or "row" in answer_forms}
-            body = {"schema": self._union(f"{component}.request", tfserving_request_forms(signature.inputs),
-                                          tfserving_request_schema(signature.inputs))}
+            forms = {form: schema for form, schema in tfserving_request_forms(signature.inputs).items()
+                     if form != "row" or "row" in answer_forms}
+            body = {"schema": self._union(f"{component}.request", forms, tfserving_request_schema(signature.inputs))}
             if examples:
                 body["examples"] = {form: {"summary": f"the {form} form", "value": value}
                                     for form, value in examples.items()}
