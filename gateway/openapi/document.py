@@ -54,9 +54,9 @@ BODY_STATUSES = (400, 408, 413, 415)
 # What every route reaching a backend can answer: its own errors and the gateway's around it.
 BACKEND_CALL_STATUSES = (*BODY_STATUSES, 404, 429, 500, 502, 503, 504, *BACKEND_STATUSES)
 _COMPONENT = re.compile(r"[A-Za-z0-9._-]+")  # what OpenAPI allows in a component's name
-# A name's characters in an operationId: each escape starts with `_` and the character after it
-# tells which one it is, so no escape reads as another or as the `_<word>` joining the parts.
-_ESCAPES = {"_": "__", ".": "_dot_", "-": "_dash_"}
+# A name's characters in an operationId (see `_escaped`): an escape is `_` and a digit, which no
+# literal `_` is followed by.
+_ESCAPES = {".": "_0", "-": "_1", "_": "_2"}
 NON_FINITE = (" As TF Serving writes them, a non-finite float output is a bare `NaN`, `Infinity` or `-Infinity`: "
               "the body is then not strict JSON (parse it with a reader that takes them, e.g. Python's json).")
 BODY_ENCODING = "May be sent gzip-compressed (`Content-Encoding: gzip`); another content encoding is a 415."
@@ -195,22 +195,22 @@ class _Builder:
             "summary": f"The versions of model {name}",
             "responses": {"200": _json_answer("Each version's state and contract.", "Model")},
         }, (404,))
-        post = self._model_predict(latest, _id("predict_model", name), f"Predict with model {name}",
+        post = self._model_predict(latest, _id("model_predict", name), f"Predict with model {name}",
                                    f"Its latest version ({_version_text(latest)}).")
         self.paths[base] = {"get": get, "post": post}
         for entry in versions:
             if entry.floating:
                 self.paths[f"{base}/versions/{{version}}"] = {"post": self._model_predict(
-                    entry, _id("predict_model", name, "version"), f"Predict with a version of model {name}",
+                    entry, _id("model_predict", name, "version"), f"Predict with a version of model {name}",
                     "The version its backend serves, asked for by number (the schemas are those of the version "
                     "it serves by default).", [_version_parameter()])}
             else:
                 self.paths[f"{base}/versions/{entry.version}"] = {"post": self._model_predict(
-                    entry, _id("predict_model", name, f"v{entry.version}"),
+                    entry, _id("model_predict", name, f"v{entry.version}"),
                     f"Predict with model {name}:{entry.version}")}
             for label in entry.labels:
                 self.paths[f"{base}/labels/{_segment(label)}"] = {"post": self._model_predict(
-                    entry, _id("predict_model", name, "label", label), f"Predict with model {name}@{label}",
+                    entry, _id("model_predict", name, "label", label), f"Predict with model {name}@{label}",
                     f"Label {label} is version {entry.version}.")}
 
     def _model_predict(self, entry: ModelEntry, operation_id: str, summary: str, description: str = "",
@@ -475,15 +475,36 @@ def _json_answer(description: str, schema: str) -> Schema:
 
 
 def _id(kind: str, *parts: str) -> str:
-    """The operationId of a route: `kind`, then each part (names, `v<N>`, `label`...) escaped,
-    each after a `_`; a function of the route alone, no two routes alike (names' own `_`, `.`
-    and `-` are `__`, `_dot_`, `_dash_`, so `m` version 1 is not model `m_v1`)."""
-    return kind + "".join("_" + _escaped(part) for part in parts)
+    """The operationId of a route: `kind` (one of `ID_KINDS`, none of which begins another's
+    `kind_`), then `_` and the parts (names, `v<N>`, `label`...), each escaped, joined by `__`. A
+    function of the route alone, and no two routes alike: `increment_app` is
+    `predict_increment_app`, model `m` version 1 `model_predict_m__v1`, model `m_v1`
+    `model_predict_m_v1`."""
+    if kind not in ID_KINDS:
+        raise ValueError(f"{kind!r} is not one of the operationId kinds")
+    return kind + ("_" + "__".join(_escaped(part) for part in parts) if parts else "")
+
+
+# The kinds of operationIds made of names (the others are fixed words such as `list_models`): each
+# is followed by `_`, and none is the start of another's.
+ID_KINDS = frozenset({"predict", "get_application", "get_model", "model_predict", "tfserving_predict",
+                      "tfserving_classify", "tfserving_regress", "tfserving_status", "tfserving_metadata"})
 
 
 def _escaped(name: str) -> str:
-    return "".join(char if char.isascii() and char.isalnum() else _ESCAPES.get(char, f"_x{ord(char):x}_")
-                   for char in name)
+    """`name` in an identifier, one to one: letters and digits as they are, `_` as it is where a
+    letter follows it (and it is not first), else `_2`; `.` is `_0`, `-` `_1`, any other character
+    `_3` and its code point in six hex digits. Readable for the usual names (`increment_app`),
+    and an escaped name never holds `__` nor ends with `_`, so `__` between parts reads one way."""
+    out = []
+    for index, char in enumerate(name):
+        if char.isascii() and char.isalnum():
+            out.append(char)
+        elif char == "_" and 0 < index < len(name) - 1 and name[index + 1].isascii() and name[index + 1].isalpha():
+            out.append("_")
+        else:
+            out.append(_ESCAPES.get(char) or f"_3{ord(char):06x}")
+    return "".join(out)
 
 
 def _segment(name: str) -> str:

@@ -28,12 +28,13 @@ def ref(kind: str, name: str) -> Schema:
 
 
 def _error_classes() -> list[type[GatewayError]]:
-    """Every class of the error tree, the root first."""
+    """Every class of the gateway's error tree (gateway/errors.py), the root first: not the
+    client's own (gateway.client.errors), which no answer carries."""
     found: list[type[GatewayError]] = []
     todo: list[type[GatewayError]] = [GatewayError]
     while todo:
         kind = todo.pop(0)
-        if kind not in found:
+        if kind not in found and kind.__module__ == GatewayError.__module__:
             found.append(kind)
             todo.extend(kind.__subclasses__())
     return found
