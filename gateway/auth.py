@@ -45,15 +45,20 @@ class Authenticator:
         (left in `scope["state"]["api_key"]` for `authorize`)."""
         if not self.keys or not route_path(scope).startswith(CLIENT_PREFIXES):
             return True
+        key = self.identify(scope)
+        if key is None:
+            return False
+        scope.setdefault("state", {})["api_key"] = key
+        return True
+
+    def identify(self, scope: Scope) -> ApiKey | None:
+        """The configured key the request presents (its Bearer, else its x-api-key), or None."""
         headers = dict(scope["headers"])
         bearer, api_key = _bearer(headers), headers.get(b"x-api-key", b"").decode("latin-1")
         key = self.keys.get(_digest(bearer)) if bearer else None
         if key is None and api_key:  # the Bearer may be an admin token (x-gateway-variant)
             key = self.keys.get(_digest(api_key))
-        if key is None:
-            return False
-        scope.setdefault("state", {})["api_key"] = key
-        return True
+        return key
 
     @staticmethod
     def refusal(scope: Scope) -> Response:

@@ -184,21 +184,62 @@ _TF_OUT_NOTES: dict[JsonKind, str] = {
 # ---------------------------------------------------------------- one value: elements nested per dimension
 
 
-def _any_rank(element: Callable[[], Schema], rank: int) -> Schema:
-    """Any nesting up to `rank` lists (the decoders' MAX_RANK), unrolled: 3.0 has no `$defs`
-    for a recursive schema."""
+# Any shape is unrolled to a bounded nesting (3.0 has no `$defs` for a recursive schema), shallower
+# than the decoders' MAX_RANK: validators recurse a dozen Python frames per schema level, so 64
+# levels (128 for complex pairs, which take two) would exhaust their default recursion limit.
+_LISTED_RANK = 32
+_LISTED_PAIR_RANK = 16
+
+
+def _listed_rank(element: Callable[[], Schema]) -> int:
+    """How many nested lists the any-shape schema of `element` lists."""
+    return _LISTED_RANK if _types_of(element()) is not None else _LISTED_PAIR_RANK
+
+
+def _any_rank(element: Callable[[], Schema]) -> Schema:
+    """Any nesting up to `_listed_rank` lists. Each level is one schema typed "the element's
+    types, or array" (the element's keywords apply to its own types only), which keeps
+    validators' recursion shallow; complex pairs (arrays themselves) need an `anyOf` a level."""
     schema = element()
-    for _ in range(rank):
-        schema = {"anyOf": [element(), {"type": "array", "items": schema}]}
+    for _ in range(_listed_rank(element)):
+        leaf = element()
+        types = _types_of(leaf)
+        if types is None:
+            schema = {"anyOf": [leaf, {"type": "array", "items": schema}]}
+        else:
+            schema = {**_merged(leaf), "type": [*types, "array"], "items": schema}
     return schema
 
 
-def _nest(element: Callable[[], Schema], shape: Shape | None, *, rank: int = MAX_RANK,
-          nonempty_outer: bool = False) -> Schema:
+def _types_of(schema: Schema) -> list[str] | None:
+    """The JSON types an element schema allows, when none of them is `array` (else None)."""
+    if schema == _nothing():
+        return []
+    if "oneOf" in schema:
+        parts = [_types_of(part) for part in schema["oneOf"]]
+        if any(p is None for p in parts):
+            return None
+        return [t for p in parts if p is not None for t in p]
+    declared = schema.get("type")
+    types = [declared] if isinstance(declared, str) else list(declared or [])
+    return None if not types or "array" in types else types
+
+
+def _merged(schema: Schema) -> Schema:
+    """An element's keywords without `type`, alternatives of different types flattened."""
+    if schema == _nothing():
+        return {}
+    merged: Schema = {}
+    for part in schema.get("oneOf", [schema]):
+        merged.update({k: v for k, v in part.items() if k not in ("type", "description")})
+    return merged
+
+
+def _nest(element: Callable[[], Schema], shape: Shape | None, *, nonempty_outer: bool = False) -> Schema:
     """`element` in one array per dimension. `nonempty_outer`: TF Serving's decoder reads the
     rank from the first element at each depth, so an empty list is the innermost dimension."""
     if shape is None:
-        return _any_rank(element, rank)
+        return _any_rank(element)
     schema = element()
     for depth in range(len(shape) - 1, -1, -1):
         size = shape[depth]
@@ -215,12 +256,17 @@ def _nest(element: Callable[[], Schema], shape: Shape | None, *, rank: int = MAX
     return schema
 
 
-def _described(schema: Schema, spec: TensorSpec, note: str | None, *, rank: int = MAX_RANK) -> Schema:
-    text = f"{spec.dtype.name}, shape {spec.shape_text()}"
-    if spec.shape is None:
-        text += (f" (up to {rank} nested lists; every list at one depth must have the same length, "
-                 "which the schema cannot say)")
-    elif spec.shape and any(d == -1 for d in spec.shape[1:]):
+def _value(element: Callable[[], Schema], spec: TensorSpec, shape: Shape | None, note: str | None, *,
+           what: str = "", rank: int = MAX_RANK, nonempty_outer: bool = False) -> Schema:
+    """`element` nested for `shape` (`spec`'s, or its rows'), described: what it is (`what`), the
+    dtype and shape as contracts write them, what the schema cannot say, and `note`."""
+    schema = _nest(element, shape, nonempty_outer=nonempty_outer)
+    text = f"{what}: " if what else ""
+    text += f"{spec.dtype.name}, shape {spec.shape_text()}"
+    if shape is None:
+        text += (f" (this schema lists up to {_listed_rank(element)} nested lists, the gateway takes up "
+                 f"to {rank}; every list at one depth must have the same length, which it cannot say)")
+    elif len(shape) > 1 and -1 in shape[1:]:
         text += " (every list at one depth must have the same length)"
     if note:
         text += f"; {note}"
@@ -230,14 +276,13 @@ def _described(schema: Schema, spec: TensorSpec, note: str | None, *, rank: int 
 def value_schema(spec: TensorSpec) -> Schema:
     """One input value in the native JSON form (`json_codec.decode_value`)."""
     kind = spec.dtype.json_kind
-    return _described(_nest(lambda: _ELEMENTS[kind].native_in(spec.dtype), spec.shape), spec, _NOTES.get(kind))
+    return _value(lambda: _ELEMENTS[kind].native_in(spec.dtype), spec, spec.shape, _NOTES.get(kind))
 
 
 def output_value_schema(spec: TensorSpec) -> Schema:
     """One output value as `json_codec.encode_outputs` writes it."""
     kind = spec.dtype.json_kind
-    return _described(_nest(lambda: _ELEMENTS[kind].native_out(spec.dtype), spec.shape), spec,
-                      _OUT_NOTES.get(kind))
+    return _value(lambda: _ELEMENTS[kind].native_out(spec.dtype), spec, spec.shape, _OUT_NOTES.get(kind))
 
 
 def native_request_schema(inputs: Mapping[str, TensorSpec]) -> Schema:
@@ -280,15 +325,11 @@ def native_example(inputs: Mapping[str, TensorSpec]) -> dict[str, Any]:
 # ---------------------------------------------------------------- TF Serving's REST API
 
 
-def _tf_value(spec: TensorSpec, shape: Shape | None, *, rank: int = MAX_RANK) -> Schema:
+def _tf_value(spec: TensorSpec, shape: Shape | None, what: str, *, rank: int = MAX_RANK) -> Schema:
+    """An input value as `tfserving_json` reads it (`shape`: the whole tensor's or a row's)."""
     kind = spec.dtype.json_kind
-    return _nest(lambda: _ELEMENTS[kind].tf_in(spec.dtype), shape, rank=rank, nonempty_outer=True)
-
-
-def _tf_described(schema: Schema, spec: TensorSpec, note: str | None, what: str) -> Schema:
-    described = _described(schema, spec, note)
-    described["description"] = f"{what}: {described['description']}"
-    return described
+    return _value(lambda: _ELEMENTS[kind].tf_in(spec.dtype), spec, shape, _TF_IN_NOTES.get(kind), what=what,
+                  rank=rank, nonempty_outer=True)
 
 
 def _batch(specs: Mapping[str, TensorSpec]) -> tuple[int, int | None] | None:
@@ -324,9 +365,7 @@ def _row_request(inputs: Mapping[str, TensorSpec]) -> Schema | None:
         return None
 
     def row(spec: TensorSpec) -> Schema:
-        value = _tf_value(spec, _row_shape(spec), rank=MAX_RANK - 1)
-        return _tf_described(value, spec, _TF_IN_NOTES.get(spec.dtype.json_kind), "one row (the first dimension "
-                             "dropped)")
+        return _tf_value(spec, _row_shape(spec), "one row (the first dimension dropped)", rank=MAX_RANK - 1)
 
     named = _instances({"type": "object", "properties": {n: row(s) for n, s in inputs.items()},
                         "required": list(inputs), "additionalProperties": False}, batch)
@@ -335,20 +374,20 @@ def _row_request(inputs: Mapping[str, TensorSpec]) -> Schema | None:
         forms.append(_instances(row(next(iter(inputs.values()))), batch))  # bare values, one per row
     instances: Schema = forms[0] if len(forms) == 1 else {"anyOf": forms}
     return {"type": "object", "title": "row (instances) request", "required": [INSTANCES_KEY],
-            "properties": {SIGNATURE_KEY: _signature_name(), INSTANCES_KEY: instances}}
+            "properties": {SIGNATURE_KEY: _signature_name(), INSTANCES_KEY: instances},
+            "not": {"required": [INPUTS_KEY]}}
 
 
 def _columnar_request(inputs: Mapping[str, TensorSpec]) -> Schema:
     def column(spec: TensorSpec) -> Schema:
-        return _tf_described(_tf_value(spec, spec.shape), spec, _TF_IN_NOTES.get(spec.dtype.json_kind),
-                             "the whole tensor")
+        return _tf_value(spec, spec.shape, "the whole tensor")
 
     # Names the signature does not have are ignored (tfserving_json._decode_columns).
     named: Schema = {"type": "object", "properties": {n: column(s) for n, s in inputs.items()},
                      "required": list(inputs)}
     value = named if len(inputs) != 1 else {"anyOf": [named, column(next(iter(inputs.values())))]}
     return {"type": "object", "title": "columnar (inputs) request", "required": [INPUTS_KEY],
-            "properties": {SIGNATURE_KEY: _signature_name(), INPUTS_KEY: value}}
+            "properties": {SIGNATURE_KEY: _signature_name(), INPUTS_KEY: value}, "not": {"required": [INSTANCES_KEY]}}
 
 
 def _signature_name() -> Schema:
@@ -362,14 +401,16 @@ def tfserving_request_schema(inputs: Mapping[str, TensorSpec]) -> Schema:
     if not inputs:
         return {**_nothing(), "description": "the signature has no inputs: " + _NOTHING_DESCRIPTION}
     forms = [form for form in (_row_request(inputs), _columnar_request(inputs)) if form is not None]
-    # oneOf: a body with both `instances` and `inputs` is refused.
+    # A body with both `instances` and `inputs` is refused (each form's `not`).
     return {"oneOf": forms, "description": "TensorFlow Serving's predict request, in the row or the columnar form"}
 
 
-def _tf_out(spec: TensorSpec, shape: Shape | None) -> Schema:
+def _tf_out(spec: TensorSpec, shape: Shape | None, what: str) -> Schema:
+    """An output value as `tfserving_json.encode_predict` writes it."""
     kind = spec.dtype.json_kind
     as_b64 = spec.name.endswith(BYTES_SUFFIX)
-    return _nest(lambda: _ELEMENTS[kind].tf_out(spec.dtype, as_b64), shape)
+    return _value(lambda: _ELEMENTS[kind].tf_out(spec.dtype, as_b64), spec, shape, _TF_OUT_NOTES.get(kind),
+                  what=what)
 
 
 def tfserving_response_schema(outputs: Mapping[str, TensorSpec]) -> Schema:
@@ -380,7 +421,7 @@ def tfserving_response_schema(outputs: Mapping[str, TensorSpec]) -> Schema:
         return {"type": "object", "description": "the signature has no outputs"}
 
     def described(spec: TensorSpec, shape: Shape | None, what: str) -> Schema:
-        return _tf_described(_tf_out(spec, shape), spec, _TF_OUT_NOTES.get(spec.dtype.json_kind), what)
+        return _tf_out(spec, shape, what)
 
     single = next(iter(outputs.values())) if len(outputs) == 1 else None
     if single is not None:
@@ -482,9 +523,10 @@ GENERIC_TFSERVING_REQUEST: Schema = {
     "description": _UNKNOWN + "TensorFlow Serving's predict request, in the row or the columnar form.",
     "oneOf": [
         {"type": "object", "title": "row (instances) request", "required": [INSTANCES_KEY],
-         "properties": {SIGNATURE_KEY: {"type": "string"}, INSTANCES_KEY: {"type": "array", "minItems": 1}}},
+         "properties": {SIGNATURE_KEY: {"type": "string"}, INSTANCES_KEY: {"type": "array", "minItems": 1}},
+         "not": {"required": [INPUTS_KEY]}},
         {"type": "object", "title": "columnar (inputs) request", "required": [INPUTS_KEY],
-         "properties": {SIGNATURE_KEY: {"type": "string"}, INPUTS_KEY: {}}},
+         "properties": {SIGNATURE_KEY: {"type": "string"}, INPUTS_KEY: {}}, "not": {"required": [INSTANCES_KEY]}},
     ],
 }
 GENERIC_TFSERVING_RESPONSE: Schema = {

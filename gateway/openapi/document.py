@@ -1,0 +1,444 @@
+"""The OpenAPI 3.1 document of a catalog (gateway/openapi/catalog.py): one literal path per
+application and per native and TF Serving model route, typed by its contract
+(gateway/openapi/schemas.py), every error status the route can answer with its body, the
+listing, health, metrics, admin and document routes, and the security schemes when API keys
+or admin tokens are configured. Pure: the same catalog gives the same document."""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import quote
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+import gateway
+from gateway.openapi import responses as parts
+from gateway.openapi.catalog import AppEntry, Catalog, ModelEntry
+from gateway.openapi.responses import BACKEND_STATUSES, Schema, error_refs, ref
+from gateway.openapi.schemas import (
+    GENERIC_REQUEST,
+    GENERIC_RESPONSE,
+    GENERIC_TFSERVING_REQUEST,
+    GENERIC_TFSERVING_RESPONSE,
+    native_example,
+    native_request_schema,
+    native_response_schema,
+    tfserving_examples,
+    tfserving_request_schema,
+    tfserving_response_schema,
+)
+from tensorcodecs import Signature, TensorSpec
+
+OPENAPI_VERSION = "3.1.0"
+JSON_SCHEMA_DIALECT = "https://spec.openapis.org/oas/3.1/dialect/base"
+TAGS = (
+    ("applications", "Predict with an application: its contract, its stages."),
+    ("models", "Predict with one model version, label or its latest version."),
+    ("tensorflow-serving", "TensorFlow Serving's REST API (/v1/models), its semantics and error body."),
+    ("listing", "Applications' plans and model versions as JSON."),
+    ("health", "Liveness, readiness and Prometheus metrics."),
+    ("admin", "Reloading the configuration and TF Serving's model config."),
+    ("documents", "This document (JSON, YAML, OpenAPI 3.0) and the interactive page."),
+)
+SECURITY: tuple[Schema, ...] = ({"ApiKeyBearer": []}, {"ApiKeyHeader": []})  # either alternative
+ADMIN_SECURITY: tuple[Schema, ...] = ({"AdminToken": []},)
+# What every route with a body can refuse before reading it (JSON, limits, timeouts).
+BODY_STATUSES = (400, 408, 413, 415)
+# What every route reaching a backend can answer: its own errors and the gateway's around it.
+BACKEND_CALL_STATUSES = (*BODY_STATUSES, 404, 429, 500, 502, 503, 504, *BACKEND_STATUSES)
+_COMPONENT = re.compile(r"[^A-Za-z0-9._-]")
+_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
+UNKNOWN_CONTRACT = ("Its contract is not known yet (to be discovered from its backend's metadata): the schemas "
+                    "below are generic, and the gateway checks requests against the contract once it knows it.")
+
+
+def build_document(catalog: Catalog) -> Schema:
+    """The OpenAPI 3.1 document of `catalog`."""
+    return _Builder(catalog).document()
+
+
+class _Builder:
+    """Collects paths and components, handing out unique component names and operation ids."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.paths: dict[str, Schema] = {}
+        self.schemas: dict[str, Schema] = {}
+        self.operation_ids: set[str] = set()
+
+    def document(self) -> Schema:
+        catalog = self.catalog
+        self._listing()
+        for app in catalog.applications:
+            self._application(app)
+        for name in catalog.model_names:
+            self._native_model(name, catalog.versions(name))
+        for name in catalog.model_names:
+            self._tfserving_model(name, catalog.versions(name))
+        self._health()
+        self._admin()
+        self._documents()
+        components: Schema = {
+            "schemas": {**parts.error_schemas(), **parts.listing_schemas(), **parts.health_schemas(),
+                        **parts.admin_schemas(), **parts.tfserving_schemas(), **self.schemas},
+            "responses": parts.error_responses(),
+            "parameters": parts.parameters(),
+            "headers": parts.headers(),
+        }
+        schemes = self._security_schemes()
+        if schemes:
+            components["securitySchemes"] = schemes
+        return {
+            "openapi": OPENAPI_VERSION,
+            "jsonSchemaDialect": JSON_SCHEMA_DIALECT,
+            "info": {
+                "title": "Inference gateway",
+                "version": gateway.__version__,
+                "description": "Predict with the gateway's applications and models, typed by their contracts. "
+                               "Try it at /docs; this document is also at /openapi.yaml and, in OpenAPI 3.0, "
+                               "at /openapi-3.0.json.",
+            },
+            "servers": [{"url": "/"}],
+            "tags": [{"name": name, "description": text} for name, text in TAGS],
+            "paths": self.paths,
+            "components": components,
+        }
+
+    # ------------------------------------------------------------ helpers
+
+    def _operation_id(self, text: str) -> str:
+        base = _IDENTIFIER.sub("_", text)
+        name, number = base, 2
+        while name in self.operation_ids:
+            name, number = f"{base}_{number}", number + 1
+        self.operation_ids.add(name)
+        return name
+
+    def _schema(self, name: str, schema: Schema) -> Schema:
+        """A reference to `schema` as a named component (the name made valid; one already naming
+        another schema gets a suffix)."""
+        base = key = _COMPONENT.sub("_", name)
+        number = 2
+        while self.schemas.setdefault(key, schema) != schema:  # another name that reads the same
+            key, number = f"{base}.{number}", number + 1
+        return ref("schemas", key)
+
+    def _client(self, operation: Schema, statuses: tuple[int, ...], tf_serving: bool = False) -> Schema:
+        """`operation` with its error responses and, with API keys, security and 401/403."""
+        keyed = (401, 403) if self.catalog.api_keys else ()
+        operation["responses"].update(error_refs((*statuses, *keyed), tf_serving))
+        if self.catalog.api_keys:
+            operation["security"] = list(SECURITY)
+        return operation
+
+    def _security_schemes(self) -> Schema:
+        schemes: Schema = {}
+        if self.catalog.api_keys:
+            schemes["ApiKeyBearer"] = {"type": "http", "scheme": "bearer",
+                                       "description": "An API key as `Authorization: Bearer <key>`."}
+            schemes["ApiKeyHeader"] = {"type": "apiKey", "in": "header", "name": "x-api-key",
+                                       "description": "An API key as `x-api-key: <key>`."}
+        if self.catalog.admin_tokens:
+            schemes["AdminToken"] = {"type": "http", "scheme": "bearer",
+                                     "description": "An admin token as `Authorization: Bearer <token>`."}
+        return schemes
+
+    # ------------------------------------------------------------ native routes
+
+    def _application(self, app: AppEntry) -> None:
+        path = f"/gateway/applications/{_segment(app.name)}"
+        stages = " -> ".join(" | ".join(stage) for stage in app.stages)
+        parameters: list[Schema] = [ref("parameters", "RequestTimeout"), ref("parameters", "RequestId"),
+                                    ref("parameters", "RouteKey")]
+        if app.allow_variant_override:
+            parameters.append(parts.variant_parameter(app.stages, self.catalog.admin_tokens))
+        headers = {"x-gateway-variants": ref("headers", "Variants")}
+        statuses: tuple[int, ...] = BACKEND_CALL_STATUSES + ((403,) if app.allow_variant_override else ())
+        post = self._predict_operation(f"app.{app.name}", app.signature, parameters, headers, f"predict_{app.name}",
+                                       "applications", f"Predict with application {app.name}",
+                                       f"Stages: {stages}. Also at /gateway/application/{_segment(app.name)}.",
+                                       statuses)
+        get = self._client({
+            "operationId": self._operation_id(f"get_application_{app.name}"), "tags": ["listing"],
+            "summary": f"The plan of application {app.name}",
+            "responses": {"200": _json_answer("Its stages, variants and contracts.", "ApplicationPlan")},
+        }, (404,))
+        self.paths[path] = {"get": get, "post": post}
+
+    def _native_model(self, name: str, versions: tuple[ModelEntry, ...]) -> None:
+        latest = versions[-1]
+        base = f"/gateway/models/{_segment(name)}"
+        get = self._client({
+            "operationId": self._operation_id(f"get_model_{name}"), "tags": ["listing"],
+            "summary": f"The versions of model {name}",
+            "responses": {"200": _json_answer("Each version's state and contract.", "Model")},
+        }, (404,))
+        post = self._model_predict(latest, f"predict_model_{name}", f"Predict with model {name}",
+                                   f"Its latest version ({_version_text(latest)}).")
+        self.paths[base] = {"get": get, "post": post}
+        for entry in versions:
+            if entry.floating:
+                self.paths[f"{base}/versions/{{version}}"] = {"post": self._model_predict(
+                    entry, f"predict_model_{name}_version", f"Predict with a version of model {name}",
+                    "The version its backend serves, asked for by number (the schemas are those of the version "
+                    "it serves by default).", [_version_parameter()])}
+            else:
+                self.paths[f"{base}/versions/{entry.version}"] = {"post": self._model_predict(
+                    entry, f"predict_model_{name}_v{entry.version}", f"Predict with model {name}:{entry.version}")}
+            for label in entry.labels:
+                self.paths[f"{base}/labels/{_segment(label)}"] = {"post": self._model_predict(
+                    entry, f"predict_model_{name}_label_{label}", f"Predict with model {name}@{label}",
+                    f"Label {label} is version {entry.version}.")}
+
+    def _model_predict(self, entry: ModelEntry, operation_id: str, summary: str, description: str = "",
+                       parameters: list[Schema] | None = None) -> Schema:
+        params = [*(parameters or []), ref("parameters", "RequestTimeout"), ref("parameters", "RequestId")]
+        return self._predict_operation(f"model.{entry.name}.{entry.version}", entry.signature, params,
+                                       {"x-model-spec": ref("headers", "ModelSpec")}, operation_id, "models",
+                                       summary, description, BACKEND_CALL_STATUSES)
+
+    def _predict_operation(self, component: str, signature: Signature | None, parameters: list[Schema],
+                           answer_headers: Schema, operation_id: str, tag: str, summary: str, description: str,
+                           statuses: tuple[int, ...]) -> Schema:
+        """A native predict operation: JSON in and out (and raw tensors for one numeric input)."""
+        headers = {"x-request-id": ref("headers", "RequestId"), "server-timing": ref("headers", "ServerTiming"),
+                   **answer_headers}
+        if signature is None:
+            request: Schema = {"application/json": {"schema": self._schema(f"{component}.request", GENERIC_REQUEST)}}
+            answer: Schema = {"description": "The outputs by name.", "headers": headers,
+                              "content": {"application/json": {"schema": self._schema(f"{component}.response",
+                                                                              GENERIC_RESPONSE)}}}
+            description = f"{description} {UNKNOWN_CONTRACT}".strip()
+        else:
+            request = {"application/json": {
+                "schema": self._schema(f"{component}.request", native_request_schema(signature.inputs)),
+                "example": native_example(signature.inputs)}}
+            answer = {"description": "The outputs by name.", "headers": headers, "content": {"application/json": {
+                "schema": self._schema(f"{component}.response", native_response_schema(signature.outputs))}}}
+            one_in = _one_numeric(signature.inputs)
+            if one_in is not None:
+                request["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+                parameters = [*parameters, *parts.binary_parameters(one_in.name, one_in.dtype.name)]
+                description = (f"{description} A raw little-endian `{one_in.dtype.name}` tensor may be sent as "
+                               "`application/octet-stream`.").strip()
+            if _one_numeric(signature.outputs) is not None:
+                answer["content"]["application/octet-stream"] = {"schema": {
+                    "type": "string", "format": "binary",
+                    "description": "To a raw tensor request: the output as raw little-endian values."}}
+                answer["headers"] = {**headers, **parts.binary_headers()}
+        operation: Schema = {
+            "operationId": self._operation_id(operation_id), "tags": [tag], "summary": summary,
+            "parameters": parameters,
+            "requestBody": {"required": True, "content": request},
+            "responses": {"200": answer},
+        }
+        if description:
+            operation["description"] = description
+        return self._client(operation, statuses)
+
+    # ------------------------------------------------------------ TF Serving's REST API
+
+    def _tfserving_model(self, name: str, versions: tuple[ModelEntry, ...]) -> None:
+        base = f"/v1/models/{_segment(name)}"
+        self._tfserving_routes(base, versions[-1], name, f"model {name}")
+        for entry in versions:
+            if entry.floating:
+                self._tfserving_routes(f"{base}/versions/{{version}}", entry, f"{name}_version",
+                                       f"a version of model {name}", [_version_parameter()])
+            else:
+                self._tfserving_routes(f"{base}/versions/{entry.version}", entry, f"{name}_v{entry.version}",
+                                       f"model {name}:{entry.version}")
+            for label in entry.labels:
+                self._tfserving_routes(f"{base}/labels/{_segment(label)}", entry, f"{name}_label_{label}",
+                                       f"model {name}@{label}")
+
+    def _tfserving_routes(self, path: str, entry: ModelEntry, suffix: str, what: str,
+                          parameters: list[Schema] | None = None) -> None:
+        params = [*(parameters or []), ref("parameters", "RequestTimeout"), ref("parameters", "RequestId")]
+        component = f"tfserving.{entry.name}.{entry.version}"
+        signature = entry.signature
+        headers = {"x-request-id": ref("headers", "RequestId"), "server-timing": ref("headers", "ServerTiming"),
+                   "x-model-spec": ref("headers", "ModelSpec")}
+        description = "The row form (`instances`) or the columnar form (`inputs`), as TF Serving takes them."
+        if signature is None:
+            body: Schema = {"schema": self._schema(f"{component}.request", GENERIC_TFSERVING_REQUEST)}
+            answer_schema = self._schema(f"{component}.response", GENERIC_TFSERVING_RESPONSE)
+            description = f"{description} {UNKNOWN_CONTRACT}"
+        else:
+            answers = tfserving_response_schema(signature.outputs)
+            # A row request to a model with a scalar output is refused (TF Serving writes no rows of it).
+            examples = {form: value for form, value in tfserving_examples(signature.inputs).items()
+                        if form != "row" or _answers_rows(answers)}
+            body = {"schema": self._schema(f"{component}.request", tfserving_request_schema(signature.inputs))}
+            if examples:
+                body["examples"] = {form: {"summary": f"the {form} form", "value": value}
+                                    for form, value in examples.items()}
+            answer_schema = self._schema(f"{component}.response", answers)
+        self.paths[f"{path}:predict"] = {"post": self._client({
+            "operationId": self._operation_id(f"tfserving_predict_{suffix}"), "tags": ["tensorflow-serving"],
+            "summary": f"Predict with {what} (TF Serving)", "description": description, "parameters": params,
+            "requestBody": {"required": True, "content": {"application/json": body}},
+            "responses": {"200": {"description": "`predictions` for a row request, `outputs` for a columnar one.",
+                                  "headers": headers, "content": {"application/json": {"schema": answer_schema}}}},
+        }, BACKEND_CALL_STATUSES, tf_serving=True)}
+        offers = entry.capabilities
+        for method, schema in (("classify", "TFClassifyResponse"), ("regress", "TFRegressResponse")):
+            if method in offers:
+                self.paths[f"{path}:{method}"] = {"post": self._client({
+                    "operationId": self._operation_id(f"tfserving_{method}_{suffix}"),
+                    "tags": ["tensorflow-serving"], "summary": f"{method.capitalize()} with {what} (TF Serving)",
+                    "parameters": params,
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": ref("schemas", "TFExamplesRequest")}}},
+                    "responses": {"200": {"description": "The results, one per example.",
+                                          "headers": {"x-request-id": ref("headers", "RequestId")},
+                                          "content": {"application/json": {"schema": ref("schemas", schema)}}}},
+                }, BACKEND_CALL_STATUSES, tf_serving=True)}
+        status_statuses = (400, 404, 500, 502, 503, 504, *BACKEND_STATUSES)
+        if "status" in offers:
+            self.paths[path] = {"get": self._client({
+                "operationId": self._operation_id(f"tfserving_status_{suffix}"), "tags": ["tensorflow-serving"],
+                "summary": f"The status of {what} (TF Serving)", "parameters": params,
+                "responses": {"200": _json_answer("Each version's state.", "TFModelStatus")},
+            }, status_statuses, tf_serving=True)}
+        if "metadata" in offers:
+            self.paths[f"{path}/metadata"] = {"get": self._client({
+                "operationId": self._operation_id(f"tfserving_metadata_{suffix}"), "tags": ["tensorflow-serving"],
+                "summary": f"The metadata of {what} (TF Serving)", "parameters": params,
+                "responses": {"200": _json_answer("Its signatures.", "TFModelMetadata")},
+            }, status_statuses, tf_serving=True)}
+
+    # ------------------------------------------------------------ the gateway's own routes
+
+    def _listing(self) -> None:
+        self.paths["/gateway/applications"] = {"get": self._client({
+            "operationId": self._operation_id("list_applications"), "tags": ["listing"],
+            "summary": "The applications this caller may call, with their plans",
+            "responses": {"200": _json_answer("Their plans, by name.", "ApplicationList")},
+        }, ())}
+        self.paths["/gateway/models"] = {"get": self._client({
+            "operationId": self._operation_id("list_models"), "tags": ["listing"],
+            "summary": "The model versions this caller may call",
+            "responses": {"200": _json_answer("Each version's state and contract, by name and version.",
+                                              "ModelList")},
+        }, ())}
+
+    def _health(self) -> None:
+        self.paths["/health/live"] = {"get": {
+            "operationId": self._operation_id("health_live"), "tags": ["health"],
+            "summary": "Whether the process answers",
+            "responses": {"200": _json_answer("It does.", "Live")}}}
+        self.paths["/health/ready"] = {"get": {
+            "operationId": self._operation_id("health_ready"), "tags": ["health"],
+            "summary": "Whether every application can serve",
+            "responses": {"200": _json_answer("Every application is ready.", "Ready"),
+                          "503": _json_answer("An application is not ready, or the gateway is draining.", "Ready")}}}
+        self.paths["/metrics"] = {"get": {
+            "operationId": self._operation_id("metrics"), "tags": ["health"],
+            "summary": "Prometheus metrics",
+            "responses": {"200": {"description": f"Prometheus' text format (`{CONTENT_TYPE_LATEST}`).",
+                                  "headers": {"x-request-id": ref("headers", "RequestId")},
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
+
+    def _admin(self) -> None:
+        tokens = self.catalog.admin_tokens
+        who = ("Needs an admin token." if tokens else
+               "Answers loopback clients only (no admin token is configured).")
+        refused = (401, 403) if tokens else (403,)
+        security = {"security": list(ADMIN_SECURITY)} if tokens else {}
+        reload_answer = {"description": "", "headers": {"x-request-id": ref("headers", "RequestId")},
+                         "content": {"application/json": {"schema": ref("schemas", "ReloadResult")}}}
+        self.paths["/admin/reload"] = {"post": {
+            "operationId": self._operation_id("admin_reload"), "tags": ["admin"],
+            "summary": "Re-read the config directory and swap to it",
+            "description": f"All or nothing: the old config serves on when the new one is refused. {who}",
+            **security,
+            "responses": {
+                "200": {**reload_answer, "description": "Applied."},
+                "422": {**reload_answer, "description": "Refused: a manifest is invalid (file:line) or a new or "
+                                                        "changed model does not load."},
+                "500": {**reload_answer, "description": "The reload failed on a fault; the old config serves on."},
+                "503": {**reload_answer, "description": "The gateway is stopping."},
+                "504": {**reload_answer, "description": "With several workers: the parent did not answer in time."},
+                **error_refs(refused)}}}
+        self.paths["/gateway/admin/models/{name}/reload-config"] = {"post": {
+            "operationId": self._operation_id("admin_reload_config"), "tags": ["admin"],
+            "summary": "Hand the TF Serving server behind a model a new ModelServerConfig",
+            "description": f"Its models' contracts are then discovered again. {who}",
+            **security,
+            "parameters": [{"name": "name", "in": "path", "required": True, "description": "A model's name.",
+                            "schema": {"type": "string"}}, ref("parameters", "RequestTimeout")],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": ref("schemas", "ModelServerConfig")}}},
+            "responses": _reload_config_responses(refused)}}
+
+    def _documents(self) -> None:
+        def document(path: str, operation_id: str, summary: str, media: str, schema: Schema) -> None:
+            self.paths[path] = {"get": {
+                "operationId": self._operation_id(operation_id), "tags": ["documents"], "summary": summary,
+                "responses": {"200": {"description": "The document, for what the presented API key may call.",
+                                      "headers": {"x-request-id": ref("headers", "RequestId")},
+                                      "content": {media: {"schema": schema}}}}}}
+
+        document("/openapi.json", "openapi_json", "This document (OpenAPI 3.1)", "application/json",
+                 {"type": "object"})
+        document("/openapi.yaml", "openapi_yaml", "This document as YAML", "application/yaml", {"type": "object"})
+        document("/openapi-3.0.json", "openapi_30_json", "This document in OpenAPI 3.0", "application/json",
+                 {"type": "object"})
+        self.paths["/docs"] = {"get": {
+            "operationId": self._operation_id("docs"), "tags": ["documents"],
+            "summary": "The interactive documentation page",
+            "responses": {"200": {"description": "Swagger UI on this document, served by the gateway.",
+                                  "content": {"text/html": {"schema": {"type": "string"}}}}}}}
+
+
+def _reload_config_responses(refused: tuple[int, ...]) -> Schema:
+    """The server's own refusals answer its status (ReloadConfigAnswer); the gateway's, an Error;
+    a status both may give, either."""
+    answered = {"200": _json_answer("The server took it.", "ReloadConfigAnswer")}
+    server = {status for status in BACKEND_STATUSES}
+    gateway_errors = {*BACKEND_CALL_STATUSES, *refused}
+    for status in sorted(server | gateway_errors):
+        if status in server and status in gateway_errors:
+            answered[str(status)] = {
+                "description": f"The server refused it (its status), or: {HTTPStatus(status).phrase}.",
+                "headers": {"x-request-id": ref("headers", "RequestId")},
+                "content": {"application/json": {"schema": {"oneOf": [ref("schemas", "ReloadConfigAnswer"),
+                                                                       ref("schemas", "Error")]}}}}
+        else:
+            answered.update(error_refs((status,)))
+    return answered
+
+
+def _json_answer(description: str, schema: str) -> Schema:
+    return {"description": description, "headers": {"x-request-id": ref("headers", "RequestId")},
+            "content": {"application/json": {"schema": ref("schemas", schema)}}}
+
+
+def _segment(name: str) -> str:
+    """A name as one literal path segment (braces and slashes percent-encoded)."""
+    return quote(name, safe="-._~:@!$&'()*+,;=")
+
+
+def _version_parameter() -> Schema:
+    return {"name": "version", "in": "path", "required": True, "description": "A version its backend serves.",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}
+
+
+def _version_text(entry: ModelEntry) -> str:
+    return "the backend's latest" if entry.floating else f"version {entry.version}"
+
+
+def _answers_rows(answers: Schema) -> bool:
+    """Whether a predict answer schema has the row form (`predictions`)."""
+    return any("predictions" in form.get("required", ()) for form in answers.get("oneOf", ()))
+
+
+def _one_numeric(specs: Any) -> TensorSpec | None:
+    """The only tensor of `specs` when there is one and it is numeric (the binary path)."""
+    if len(specs) != 1:
+        return None
+    spec: TensorSpec = next(iter(specs.values()))
+    return spec if spec.dtype.is_numeric else None
