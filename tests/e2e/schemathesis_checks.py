@@ -1,13 +1,21 @@
-"""A schemathesis check for `schemathesis run` (loaded through SCHEMATHESIS_HOOKS by
-tests/e2e/test_openapi_conformance.py): 5xx answers only as the document and the gateway allow.
+"""What `schemathesis run` loads through SCHEMATHESIS_HOOKS for tests/e2e/test_openapi_conformance.py
+(with tests/e2e/schemathesis.toml):
 
-schemathesis's own `not_a_server_error` fails on every 5xx, but a model raising, or a backend
-down or late, is answered 5xx by design and documented so; what must never be answered is the
-gateway's own fault (500 `internal`) or a 5xx the operation does not document.
+- `documented_server_errors`: 5xx answers only as the document and the gateway allow.
+  schemathesis's own `not_a_server_error` fails on every 5xx, but a model raising, or a backend
+  down or late, is answered 5xx by design and documented so; what must never be answered is the
+  gateway's own fault (500 `internal`) or a 5xx the operation does not document.
+- a JSON reader for answers: TF Serving's routes write NaN and +-Infinity as bare literals, as
+  TF Serving does (the schemas' descriptions say so); JSON Schema validators hold no such number
+  (schemathesis's would see `null`), so each is checked as a finite number, 0.0.
+- raw-tensor headers kept to raw-tensor bodies: `x-tensor-dtype`/`x-tensor-shape`/`x-tensor-name`
+  describe an `application/octet-stream` body, and a JSON body's are never read, so a malformed one
+  there is not a request the gateway should refuse (OpenAPI cannot tie a parameter to a media type).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -41,6 +49,22 @@ def _error(content: bytes) -> tuple[str | None, str]:
     if isinstance(error, dict):
         return str(error.get("code")), str(error.get("message"))
     return None, str(error)
+
+
+RAW_TENSOR_HEADERS = ("x-tensor-dtype", "x-tensor-shape", "x-tensor-name")
+
+
+@schemathesis.deserializer("application/json")
+def json_with_bare_non_finite_numbers(ctx: Any, response: Any) -> Any:
+    return json.loads(response.content, parse_constant=lambda literal: 0.0)
+
+
+@schemathesis.hook
+def filter_case(ctx: Any, case: Any) -> bool:
+    """No raw-tensor headers beside a JSON body."""
+    if case.media_type == "application/octet-stream" or not case.headers:
+        return True
+    return not any(name.lower() in RAW_TENSOR_HEADERS for name in case.headers)
 
 
 @schemathesis.check
