@@ -5,6 +5,8 @@ Chromium (Debian's, driven by Playwright) that must never leave loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from playwright.async_api import Page, Route, async_playwright
 from gateway.app import create_app
 from gateway.manifests import Config
 from gateway.routes import docs
-from gateway.settings import Settings
+from gateway.settings import ApiKey, AuthSettings, Settings
 from tests.conftest import serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -156,32 +158,74 @@ async def response_json(page: Page, operation: str) -> tuple[str, object]:
     return (await status.inner_text()).strip(), orjson.loads(await body.inner_text())
 
 
-@pytest.mark.browser
-async def test_the_page_lists_increment_app_and_runs_it_without_leaving_loopback(
-        gateway: str, chromium: Path, tmp_path: Path) -> None:
-    traffic = Traffic()
-    problems: list[str] = []
+@contextlib.asynccontextmanager
+async def browser_page(chromium: Path, profile: Path, traffic: Traffic,
+                       problems: list[str]) -> AsyncIterator[Page]:
+    """A page of a fresh headless Chromium whose every request goes through `traffic`, its
+    script errors and console errors collected in `problems`."""
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
-            tmp_path / "profile", executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
+            profile, executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
         try:
             await context.route("**/*", traffic.route)
             page = context.pages[0] if context.pages else await context.new_page()
             page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
             page.on("console", lambda message: problems.append(f"console {message.type}: {message.text}")
                     if message.type == "error" else None)
-            await page.goto(gateway + "/docs")
-            operation = ('.opblock-post:has(.opblock-summary-path'
-                         '[data-path="/gateway/applications/increment_app"])')
-            block = page.locator(operation)
-            await block.locator(".opblock-summary").first.click(timeout=15_000)
-            await block.get_by_role("button", name="Try it out").click()
-            await block.get_by_role("button", name="Execute").click()
-            status, body = await response_json(page, operation)
-            assert status == "200"
-            assert body == {"number": [2]}
+            yield page
         finally:
             await context.close()
+
+
+def application_operation(name: str) -> str:
+    """The selector of Swagger UI's block for POST /gateway/applications/<name>."""
+    return f'.opblock-post:has(.opblock-summary-path[data-path="/gateway/applications/{name}"])'
+
+
+async def try_it_out(page: Page, operation: str) -> tuple[str, object]:
+    """Open `operation`, "Try it out" with its example, "Execute": the answer's status and body."""
+    block = page.locator(operation)
+    await block.locator(".opblock-summary").first.click(timeout=15_000)
+    await block.get_by_role("button", name="Try it out").click()
+    await block.get_by_role("button", name="Execute").click()
+    return await response_json(page, operation)
+
+
+@pytest.mark.browser
+async def test_the_page_lists_increment_app_and_runs_it_without_leaving_loopback(
+        gateway: str, chromium: Path, tmp_path: Path) -> None:
+    traffic, problems = Traffic(), []
+    async with browser_page(chromium, tmp_path / "profile", traffic, problems) as page:
+        await page.goto(gateway + "/docs")
+        status, body = await try_it_out(page, application_operation("increment_app"))
+        assert status == "200"
+        assert body == {"number": [2]}
     assert traffic.refused == []
     assert any(url.endswith("/openapi.json") for url in traffic.requested), traffic.requested
     assert problems == []
+
+
+@pytest.mark.browser
+async def test_the_authorize_button_takes_an_api_key_and_lists_what_it_may_call(
+        example_config: Config, chromium: Path, tmp_path: Path) -> None:
+    key = ApiKey(name="docs", sha256=hashlib.sha256(b"s3cret").hexdigest(), applications=("increment_app",))
+    settings = Settings(access_log=False, auth=AuthSettings(api_keys=(key,)))
+    traffic, problems = Traffic(), []
+    async with serve_app(create_app(settings, example_config)) as url, \
+            browser_page(chromium, tmp_path / "profile", traffic, problems) as page:
+        await page.goto(url + "/docs")
+        authorize = page.locator(".auth-wrapper .authorize")
+        await authorize.click(timeout=15_000)
+        dialog = page.locator(".modal-ux")
+        section = dialog.locator(".auth-container", has_text="ApiKeyHeader")
+        await section.locator("input").fill("s3cret")
+        await section.locator("button.modal-btn.authorize").click()
+        await dialog.locator("button.btn-done").first.click()
+        # The document is loaded again with the key: what it may call is listed, and called with it.
+        status, body = await try_it_out(page, application_operation("increment_app"))
+        assert status == "200"
+        assert body == {"number": [2]}
+        assert await page.locator(application_operation("scaler_app")).count() == 0
+    assert traffic.refused == []
+    assert sum(url.endswith("/openapi.json") for url in traffic.requested) >= 2, traffic.requested
+    assert problems == [], problems

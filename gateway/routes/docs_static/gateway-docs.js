@@ -5,8 +5,11 @@
   // The headers of the credentials the Authorize dialog took (API keys in a header, Bearer tokens).
   function credentialHeaders(system) {
     var headers = {};
-    system.authSelectors.authorized().forEach(function (auth) {
+    system.authSelectors.authorized().forEach(function (auth, scheme) {
       var schema = auth.get("schema");
+      if (scheme === "AdminToken") {
+        return;  // an admin token is no API key: the document would list nothing for it
+      }
       var value = auth.get("value");
       if (!schema || typeof value !== "string" || !value) {
         return;
