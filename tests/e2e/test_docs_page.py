@@ -194,7 +194,7 @@ async def try_it_out(page: Page, operation: str) -> tuple[str, object]:
 @pytest.mark.browser
 async def test_the_page_lists_increment_app_and_runs_it_without_leaving_loopback(
         gateway: str, chromium: Path, tmp_path: Path) -> None:
-    traffic, problems = Traffic(), []
+    traffic, problems = Traffic(), list[str]()
     async with browser_page(chromium, tmp_path / "profile", traffic, problems) as page:
         await page.goto(gateway + "/docs")
         status, body = await try_it_out(page, application_operation("increment_app"))
@@ -210,7 +210,7 @@ async def test_the_authorize_button_takes_an_api_key_and_lists_what_it_may_call(
         example_config: Config, chromium: Path, tmp_path: Path) -> None:
     key = ApiKey(name="docs", sha256=hashlib.sha256(b"s3cret").hexdigest(), applications=("increment_app",))
     settings = Settings(access_log=False, auth=AuthSettings(api_keys=(key,)))
-    traffic, problems = Traffic(), []
+    traffic, problems = Traffic(), list[str]()
     async with serve_app(create_app(settings, example_config)) as url, \
             browser_page(chromium, tmp_path / "profile", traffic, problems) as page:
         await page.goto(url + "/docs")
