@@ -33,6 +33,9 @@ class TensorSpec:
         return all(want == -1 or want == got for want, got in zip(self.shape, shape, strict=True))
 
 
+PREDICT_METHOD = "tensorflow/serving/predict"
+
+
 @dataclass(frozen=True, slots=True)
 class Signature:
     """A named function with its inputs and outputs, in contract order."""
@@ -40,6 +43,8 @@ class Signature:
     name: str
     inputs: Mapping[str, TensorSpec] = field(default_factory=dict)
     outputs: Mapping[str, TensorSpec] = field(default_factory=dict)
+    # TF Serving's SignatureDef.method_name: which of Predict, Classify, Regress takes it.
+    method: str = PREDICT_METHOD
 
 
 def shape_text(shape: Shape | None) -> str:

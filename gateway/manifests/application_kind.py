@@ -22,6 +22,7 @@ from gateway.manifests.types import (
     VariantManifest,
 )
 from modelfolder import ConfigError, Fields, LineMapping
+from modelfolder.definition import NAME
 
 _MODEL_REF = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]*)(?::(\d+)|@([A-Za-z0-9_.-]+))?")
 _FIELDS = {"kind", "name", "singular", "pipeline", "timeout_s", "max_concurrency", "allow_variant_override",
@@ -37,6 +38,9 @@ def parse_application(doc: LineMapping, path: Path) -> ApplicationManifest:
                            "over HTTP")
     fields.reject_unknown(_FIELDS)
     name = fields.required("name", str)
+    if not NAME.fullmatch(name):  # one path segment, as a model's name: /gateway/applications/{name}
+        raise fields.error("name", f"{name!r} is not a valid application name (letters, digits, _ . -; "
+                           "a letter or digit first)")
     if ("singular" in doc) == ("pipeline" in doc):
         raise ConfigError("an application needs exactly one of `singular` or `pipeline`", fields.where())
     if "singular" in doc:

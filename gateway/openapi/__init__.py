@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from gateway.openapi.catalog import Allowed, everyone, from_config, from_registry
+from gateway.openapi import yaml_text
+from gateway.openapi.catalog import Allowed, Catalog, everyone, from_config, from_registry
 from gateway.openapi.dialect30 import to_openapi_30
 from gateway.openapi.document import build_document
 from gateway.settings import ApiKey, Settings
@@ -38,10 +37,16 @@ def allowed_for(settings: Settings, api_key: ApiKey | None) -> Allowed:
     return api_key.allows if api_key is not None else nobody
 
 
+def live_catalog(dataplane: DataPlane, settings: Settings, api_key: ApiKey | None) -> Catalog:
+    """What the live document of `api_key` lists, read from the registry (on its event loop:
+    discoveries change it there)."""
+    return from_registry(dataplane.registry, settings.auth, allowed_for(settings, api_key))
+
+
 def live_document(dataplane: DataPlane, settings: Settings, api_key: ApiKey | None) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the running registry (discovered contracts included), listing
     the applications and models `api_key` may call."""
-    return build_document(from_registry(dataplane.registry, settings.auth, allowed_for(settings, api_key)))
+    return build_document(live_catalog(dataplane, settings, api_key))
 
 
 def document_for_config(config: Config, settings: Settings) -> dict[str, Any]:
@@ -51,14 +56,7 @@ def document_for_config(config: Config, settings: Settings) -> dict[str, Any]:
     return build_document(from_config(config, settings.auth))
 
 
-class _PlainDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    """yaml's safe dumper writing a part the document shares in two places twice, not as an
-    alias (`&id001`), which some OpenAPI tools do not follow."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
 def to_yaml(document: dict[str, Any]) -> str:
-    """`document` as YAML (the safe dumper), its keys in the document's order."""
-    return yaml.dump(document, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True, width=120)
+    """`document` as block-style YAML, its keys in the document's order, no aliases
+    (`yaml_text.dump`: what `yaml.safe_load` reads back as `document`)."""
+    return yaml_text.dump(document)

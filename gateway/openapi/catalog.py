@@ -42,7 +42,8 @@ class AppEntry:
 class ModelEntry:
     """One model version: its contract (None: not known yet) and where it comes from
     (`declared`, `discovered`, `unknown`), the labels pointing at it, whether it is floating
-    (every version its backend serves), the optional calls its backend offers."""
+    (every version its backend serves), the optional calls its backend offers and the method of
+    each of its signatures (Classify and Regress take only their own)."""
 
     name: str
     version: int
@@ -52,6 +53,9 @@ class ModelEntry:
     labels: tuple[str, ...] = ()
     floating: bool = False
     capabilities: frozenset[str] = frozenset()
+    # Each signature's name and method (SignatureDef.method_name); None: not known (a remote
+    # model not described yet, or whose contract is declared: its server may have others).
+    methods: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +93,8 @@ def from_registry(registry: Registry, auth: AuthSettings, allowed: Allowed = eve
         known = target_contract(first.target) is not None and target_contract(last.target) is not None
         apps.append(AppEntry(name, app.signature if known else None, app.manifest.allow_variant_override,
                              tuple(tuple(v.name for v in stage.live) for stage in app.stages)))
-    models = [_model_entry(model.manifest, manifests, _live_contract(model), _live_capabilities(model))
+    models = [_model_entry(model.manifest, manifests, _live_contract(model), _live_capabilities(model),
+                           _live_methods(model))
               for key, model in sorted(registry.models.items()) if allowed(key[0])]
     return Catalog(tuple(apps), tuple(models), bool(auth.api_keys), bool(auth.admin_token_sha256))
 
@@ -99,7 +104,7 @@ def from_config(config: Config, auth: AuthSettings, allowed: Allowed = everyone)
     apps = [_config_app(app, config.models) for name, app in sorted(config.applications.items()) if allowed(name)]
     models = [_model_entry(manifest, config.models,
                            (manifest.signature, "declared") if manifest.contract_declared else (None, "unknown"),
-                           _protocol_capabilities(manifest))
+                           _protocol_capabilities(manifest), _declared_methods(manifest))
               for key, manifest in sorted(config.models.items()) if allowed(key[0])]
     return Catalog(tuple(apps), tuple(models), bool(auth.api_keys), bool(auth.admin_token_sha256))
 
@@ -113,14 +118,15 @@ def _config_app(app: ApplicationManifest, models: Mapping[tuple[str, int], Model
 
 
 def _model_entry(manifest: ModelManifest, manifests: Mapping[tuple[str, int], ModelManifest],
-                 contract: tuple[Signature | None, str], capabilities: frozenset[str]) -> ModelEntry:
+                 contract: tuple[Signature | None, str], capabilities: frozenset[str],
+                 methods: tuple[tuple[str, str], ...] | None) -> ModelEntry:
     served = {version for name, version in manifests if name == manifest.name}
     # A label reaches its version's manifest, else the floating one, which forwards it.
     labels = tuple(sorted(label for label, version in version_labels(manifests, manifest.name).items()
                           if version == manifest.version or (manifest.floating and version not in served)))
     kind = "local" if manifest.folder is not None else manifest.backend.protocol if manifest.backend else "local"
     return ModelEntry(manifest.name, manifest.version, contract[0], contract[1], kind, labels,
-                      manifest.floating, capabilities)
+                      manifest.floating, capabilities, methods)
 
 
 def _live_contract(model: Model) -> tuple[Signature | None, str]:
@@ -130,6 +136,20 @@ def _live_contract(model: Model) -> tuple[Signature | None, str]:
     if model.contracts.by_selector.get(None):
         return model.signature, "discovered"
     return None, "unknown"
+
+
+def _declared_methods(manifest: ModelManifest) -> tuple[tuple[str, str], ...] | None:
+    """A local model's one signature (the runtime's contract is Predict's); None for a remote one."""
+    return ((manifest.signature.name, manifest.signature.method),) if manifest.folder is not None else None
+
+
+def _live_methods(model: Model) -> tuple[tuple[str, str], ...] | None:
+    """The methods of the signatures its backend described for its default version, else as
+    offline."""
+    discovered = model.contracts.by_selector.get(None)
+    if model.manifest.folder is None and discovered:
+        return tuple(sorted((name, signature.method) for name, signature in discovered.items()))
+    return _declared_methods(model.manifest)
 
 
 def _live_capabilities(model: Model) -> frozenset[str]:

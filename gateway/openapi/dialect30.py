@@ -8,7 +8,7 @@ are dropped, loosening the schema (never tightening it):
 | 3.1 | 3.0 |
 |---|---|
 | `type: [t, "null"]` | `type: t`, `nullable: true` (several types: `anyOf` of one per type) |
-| `const: x` | `enum: [x]` |
+| `const: x` | `enum: [x]`, typed by `x` |
 | `examples: [a, ...]` | `example: a` |
 | `prefixItems: [s1, s2]` | `items: {anyOf: [s1, s2]}` (and `maxItems` when no more items are allowed) |
 | `exclusiveMinimum: n` (a number) | `minimum: n`, `exclusiveMinimum: true` |
@@ -18,9 +18,13 @@ are dropped, loosening the schema (never tightening it):
 | `contentEncoding: base64` | `format: byte` |
 | the keywords in `_DROPPED_KEYWORDS` (`$schema`, `$id`, `if`/`then`/`else`, `patternProperties`...) | dropped |
 
-Outside schemas: `jsonSchemaDialect`, `webhooks`, `components.pathItems`, `info.summary`,
-`info.license.identifier` and `mutualTLS` security schemes (with the requirements naming them)
-are dropped; `paths` and every operation's `responses` are added when absent (3.0 requires them).
+Outside schemas: `jsonSchemaDialect`, `webhooks`, `components.pathItems` (written in place of
+the path items that refer to them), `info.summary`,
+`info.license.identifier` and `mutualTLS` security schemes (with the requirements naming them; a
+`security` list naming nothing else is dropped, so the document's requirements apply) are
+dropped; `paths` and every operation's `responses` are added when absent (3.0 requires them).
+A `$ref` to a `$defs` entry is written as JSON pointer from the document's root
+(`#/components/schemas/Thing/$defs/Leaf`), or `#/$defs/Leaf` inside a schema with an `$id`.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
 _SCHEMA_VALUES = ("not", "items", "additionalProperties")
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _DEFS_PREFIX = "#/$defs/"
+_PATH_ITEMS = "#/components/pathItems/"
 
 
 def to_openapi_30(document: Schema) -> Schema:
@@ -67,6 +72,25 @@ class _Converter:
         self.dropped_schemes = {name for name, scheme in
                                 document.get("components", {}).get("securitySchemes", {}).items()
                                 if isinstance(scheme, dict) and scheme.get("type") == "mutualTLS"}
+        # Where each `$defs` entry goes: by the JSON pointer `$ref`s use (`#/components/schemas/
+        # Thing/$defs/Leaf`), and by the schema object holding it (for `#/$defs/Leaf` under an `$id`).
+        self.moved: dict[str, str] = {}
+        self.defs_of: dict[int, dict[str, str]] = {}
+        self._find_defs(document, "#")
+
+    def _find_defs(self, node: Any, pointer: str) -> None:
+        if isinstance(node, dict):
+            defs = node.get("$defs")
+            if isinstance(defs, dict) and not pointer.endswith("/properties"):  # not a property named $defs
+                names = {name: self._hoist_name(name) for name in defs}
+                self.defs_of[id(node)] = names
+                for name, target in names.items():
+                    self.moved[f"{pointer}/$defs/{_escape(name)}"] = target
+            for key, value in node.items():
+                self._find_defs(value, f"{pointer}/{_escape(str(key))}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                self._find_defs(value, f"{pointer}/{index}")
 
     # ------------------------------------------------------------ the document's structure
 
@@ -84,7 +108,8 @@ class _Converter:
             elif key == "components":
                 out[key] = self.components(value)
             elif key == "security":
-                out[key] = self.security(value)
+                if self.security(value) or not value:  # only dropped schemes: nothing 3.0 can say
+                    out[key] = self.security(value)
             else:
                 out[key] = _copy(value)
         out.setdefault("paths", {})
@@ -120,7 +145,14 @@ class _Converter:
         return {"schemas": self.schema, "responses": self.response, "parameters": self.parameter,
                 "requestBodies": self.request_body, "headers": self.parameter, "callbacks": self.callback}
 
-    def path_item(self, item: Schema) -> Schema:
+    def path_item(self, item: Schema, seen: tuple[str, ...] = ()) -> Schema:
+        ref = item.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_PATH_ITEMS) and ref not in seen:
+            # 3.0 has no components.pathItems: the item referred to is written in place.
+            shared = self.source.get("components", {}).get("pathItems", {}).get(ref[len(_PATH_ITEMS):])
+            if isinstance(shared, dict):
+                merged = {**shared, **{k: v for k, v in item.items() if k != "$ref"}}
+                return self.path_item(merged, (*seen, ref))
         out: Schema = {}
         for key, value in item.items():
             if key in _METHODS:
@@ -143,7 +175,8 @@ class _Converter:
             elif key == "callbacks":
                 out[key] = {name: self.callback(c) for name, c in value.items()}
             elif key == "security":
-                out[key] = self.security(value)
+                if self.security(value) or not value:  # only dropped schemes: the document's apply
+                    out[key] = self.security(value)
             else:
                 out[key] = _copy(value)
         out.setdefault("responses", {"default": {"description": "the operation's answer"}})
@@ -203,16 +236,17 @@ class _Converter:
         if not isinstance(schema, dict):
             kept: Schema = _copy(schema)  # not a schema: left for the validator to report
             return kept
-        if "$defs" in schema:
-            defs = {**(defs or {}), **{name: self._hoist_name(name) for name in schema["$defs"]}}
+        if isinstance(schema.get("$defs"), dict):
+            names = self.defs_of.get(id(schema)) or {name: self._hoist_name(name) for name in schema["$defs"]}
+            defs = {**(defs or {}), **names}
             for name, sub in schema["$defs"].items():
-                self.hoisted[defs[name]] = self.schema(sub, defs)
+                self.hoisted[names[name]] = self.schema(sub, defs)
         out: Schema = {}
         for key, value in schema.items():
             if key in _DROPPED_KEYWORDS or key == "$defs":
                 continue
             if key == "$ref":
-                out[key] = _ref(value, defs)
+                out[key] = self.ref(value, defs)
             elif key in _SCHEMA_LISTS:
                 out[key] = [self.schema(s, defs) for s in value]
             elif key in _SCHEMA_VALUES and (isinstance(value, dict) or key != "additionalProperties"):
@@ -236,13 +270,21 @@ class _Converter:
         return candidate
 
 
-def _ref(ref: str, defs: dict[str, str] | None) -> str:
-    if defs and ref.startswith(_DEFS_PREFIX):
-        name = ref[len(_DEFS_PREFIX):].split("/", 1)[0]
-        if name in defs:
-            rest = ref[len(_DEFS_PREFIX) + len(name):]
-            return f"#/components/schemas/{defs[name]}{rest}"
-    return ref
+    def ref(self, ref: str, defs: dict[str, str] | None) -> str:
+        """A `$ref` to a moved `$defs` entry (or into one) pointed at its new place."""
+        for pointer, target in sorted(self.moved.items(), key=lambda item: -len(item[0])):  # innermost first
+            if ref == pointer or ref.startswith(pointer + "/"):
+                return f"#/components/schemas/{target}{ref[len(pointer):]}"
+        if defs and ref.startswith(_DEFS_PREFIX):
+            name = ref[len(_DEFS_PREFIX):].split("/", 1)[0]
+            if name in defs:
+                return f"#/components/schemas/{defs[name]}{ref[len(_DEFS_PREFIX) + len(name):]}"
+        return ref
+
+
+def _escape(segment: str) -> str:
+    """A JSON pointer segment (RFC 6901)."""
+    return segment.replace("~", "~0").replace("/", "~1")
 
 
 def _copy(value: _T) -> _T:
@@ -258,19 +300,37 @@ def _copy(value: _T) -> _T:
 # Each takes a schema whose sub-schemas are already converted and returns it rewritten.
 
 
+# The keywords that apply to one JSON type only: a type list's alternatives each take their own.
+_TYPE_KEYWORDS: dict[str, frozenset[str]] = {
+    "number": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "format"}),
+    "integer": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "format"}),
+    "string": frozenset({"minLength", "maxLength", "pattern", "format"}),
+    "array": frozenset({"items", "minItems", "maxItems", "uniqueItems"}),
+    "object": frozenset({"properties", "required", "additionalProperties", "minProperties", "maxProperties"}),
+    "boolean": frozenset(),
+    "null": frozenset(),
+}
+_ANY_TYPE_KEYWORD = frozenset().union(*_TYPE_KEYWORDS.values())
+
+
 def _types(schema: Schema) -> Schema:
+    """A type list: one type and `nullable`, or an `anyOf` with an alternative per type that
+    carries that type's keywords (generators and validators read `items` next to `type: array`)."""
     types = schema.get("type")
     if not isinstance(types, list) and types != "null":
         return schema
     names = [types] if isinstance(types, str) else list(types)
     rest = {k: v for k, v in schema.items() if k != "type"}
     concrete = [t for t in names if t != "null"]
-    nullable = len(concrete) < len(names)
+    nullable = {"nullable": True} if len(concrete) < len(names) else {}
     if not concrete:
         return {**rest, "nullable": True, "enum": [None]}  # only null: 3.0 has no "null" type
     if len(concrete) == 1:
-        return {"type": concrete[0], **rest, **({"nullable": True} if nullable else {})}
-    alternatives = [{"type": t, **({"nullable": True} if nullable else {})} for t in concrete]
+        return {"type": concrete[0], **rest, **nullable}
+    alternatives = [_rewritten({"type": t, **{k: _copy(v) for k, v in rest.items()
+                                              if k in _TYPE_KEYWORDS.get(t, ())}, **nullable})
+                    for t in concrete]
+    rest = {k: v for k, v in rest.items() if k not in _ANY_TYPE_KEYWORD}
     if "anyOf" in rest:  # keep both: the types and the schema's own alternatives
         existing = rest.pop("anyOf")
         rest["allOf"] = [*rest.get("allOf", []), {"anyOf": alternatives}, {"anyOf": existing}]
@@ -279,16 +339,29 @@ def _types(schema: Schema) -> Schema:
 
 
 def _const(schema: Schema) -> Schema:
+    """`enum` of the one value, typed by it (3.0 generators want an enum's type)."""
     if "const" not in schema:
         return schema
+    value = schema["const"]
     rest = {k: v for k, v in schema.items() if k != "const"}
-    if "enum" in rest:
-        rest["enum"] = [v for v in rest["enum"] if v == schema["const"]]
-    else:
-        rest["enum"] = [schema["const"]]
-    if schema["const"] is None:
+    rest["enum"] = [v for v in rest["enum"] if v == value] if "enum" in rest else [value]
+    if value is None:
         rest["nullable"] = True
+    elif "type" not in rest and _json_type(value) is not None:
+        rest = {"type": _json_type(value), **rest}
     return rest
+
+
+def _json_type(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object" if isinstance(value, dict) else None
 
 
 def _examples(schema: Schema) -> Schema:
@@ -357,8 +430,15 @@ def _array_items(schema: Schema) -> Schema:
     return schema
 
 
-_SCHEMA_REWRITES: tuple[Callable[[Schema], Schema], ...] = (
-    _ref_siblings, _types, _const, _examples, _prefix_items, _exclusive_bounds, _content_encoding,
-    _array_items,
+# After `_types`, the rewrites its alternatives take too.
+_PER_TYPE_REWRITES: tuple[Callable[[Schema], Schema], ...] = (
+    _const, _examples, _prefix_items, _exclusive_bounds, _content_encoding, _array_items,
 )
+_SCHEMA_REWRITES: tuple[Callable[[Schema], Schema], ...] = (_ref_siblings, _types, *_PER_TYPE_REWRITES)
+
+
+def _rewritten(schema: Schema) -> Schema:
+    for rewrite in _PER_TYPE_REWRITES:
+        schema = rewrite(schema)
+    return schema
 

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from prometheus_client import CONTENT_TYPE_LATEST
 
 import gateway
+from gateway.errors import BACKEND_ERRORS
 from gateway.openapi import responses as parts
 from gateway.openapi.catalog import AppEntry, Catalog, ModelEntry
 from gateway.openapi.responses import BACKEND_STATUSES, Schema, error_refs, ref
@@ -30,6 +31,8 @@ from gateway.openapi.schemas import (
     tfserving_response_schema,
 )
 from tensorcodecs import Signature, TensorSpec
+from tensorcodecs.dtypes import JsonKind
+from tensorcodecs.signature_def import CLASSIFY_METHOD, REGRESS_METHOD
 
 OPENAPI_VERSION = "3.1.0"
 JSON_SCHEMA_DIALECT = "https://spec.openapis.org/oas/3.1/dialect/base"
@@ -48,8 +51,13 @@ ADMIN_SECURITY: tuple[Schema, ...] = ({"AdminToken": []},)
 BODY_STATUSES = (400, 408, 413, 415)
 # What every route reaching a backend can answer: its own errors and the gateway's around it.
 BACKEND_CALL_STATUSES = (*BODY_STATUSES, 404, 429, 500, 502, 503, 504, *BACKEND_STATUSES)
-_COMPONENT = re.compile(r"[^A-Za-z0-9._-]")
-_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
+_COMPONENT = re.compile(r"[A-Za-z0-9._-]+")  # what OpenAPI allows in a component's name
+# A name's characters in an operationId: each escape starts with `_` and the character after it
+# tells which one it is, so no escape reads as another or as the `_<word>` joining the parts.
+_ESCAPES = {"_": "__", ".": "_dot_", "-": "_dash_"}
+NON_FINITE = (" As TF Serving writes them, a non-finite float output is a bare `NaN`, `Infinity` or `-Infinity`: "
+              "the body is then not strict JSON (parse it with a reader that takes them, e.g. Python's json).")
+BODY_ENCODING = "May be sent gzip-compressed (`Content-Encoding: gzip`); another content encoding is a 415."
 UNKNOWN_CONTRACT = ("Its contract is not known yet (to be discovered from its backend's metadata): the schemas "
                     "below are generic, and the gateway checks requests against the contract once it knows it.")
 
@@ -108,26 +116,26 @@ class _Builder:
 
     # ------------------------------------------------------------ helpers
 
-    def _operation_id(self, text: str) -> str:
-        base = _IDENTIFIER.sub("_", text)
-        name, number = base, 2
-        while name in self.operation_ids:
-            name, number = f"{base}_{number}", number + 1
-        self.operation_ids.add(name)
-        return name
+    def _operation_id(self, operation_id: str) -> str:
+        """`operation_id` (made by `_id`: a function of the route alone), checked unique."""
+        if operation_id in self.operation_ids:
+            raise AssertionError(f"two operations are named {operation_id}")
+        self.operation_ids.add(operation_id)
+        return operation_id
 
     def _schema(self, name: str, schema: Schema) -> Schema:
-        """A reference to `schema` as a named component (the name made valid; one already naming
-        another schema gets a suffix)."""
-        base = key = _COMPONENT.sub("_", name)
-        number = 2
-        while self.schemas.setdefault(key, schema) != schema:  # another name that reads the same
-            key, number = f"{base}.{number}", number + 1
-        return ref("schemas", key)
+        """A reference to `schema` as the component `name` (routes of one version share theirs)."""
+        if not _COMPONENT.fullmatch(name):
+            raise ValueError(f"{name!r} is not a valid component name")
+        if self.schemas.setdefault(name, schema) != schema:
+            raise AssertionError(f"two schemas are named {name}")
+        return ref("schemas", name)
 
-    def _client(self, operation: Schema, statuses: tuple[int, ...], tf_serving: bool = False) -> Schema:
-        """`operation` with its error responses and, with API keys, security and 401/403."""
-        keyed = (401, 403) if self.catalog.api_keys else ()
+    def _client(self, operation: Schema, statuses: tuple[int, ...], tf_serving: bool = False,
+                named: bool = True) -> Schema:
+        """`operation` with its error responses and, with API keys, security, 401 and, on a route
+        naming an application or model (`named`: the key may not call it), 403."""
+        keyed = ((401, 403) if named else (401,)) if self.catalog.api_keys else ()
         operation["responses"].update(error_refs((*statuses, *keyed), tf_serving))
         if self.catalog.api_keys:
             operation["security"] = list(SECURITY)
@@ -155,13 +163,13 @@ class _Builder:
         if app.allow_variant_override:
             parameters.append(parts.variant_parameter(app.stages, self.catalog.admin_tokens))
         headers = {"x-gateway-variants": ref("headers", "Variants")}
-        statuses: tuple[int, ...] = BACKEND_CALL_STATUSES + ((403,) if app.allow_variant_override else ())
-        post = self._predict_operation(f"app.{app.name}", app.signature, parameters, headers, f"predict_{app.name}",
+        statuses = (*BACKEND_CALL_STATUSES, 403)  # x-gateway-variant where not allowed (or without a token)
+        post = self._predict_operation(f"app.{app.name}", app.signature, parameters, headers, _id("predict", app.name),
                                        "applications", f"Predict with application {app.name}",
                                        f"Stages: {stages}. Also at /gateway/application/{_segment(app.name)}.",
                                        statuses)
         get = self._client({
-            "operationId": self._operation_id(f"get_application_{app.name}"), "tags": ["listing"],
+            "operationId": self._operation_id(_id("get_application", app.name)), "tags": ["listing"],
             "summary": f"The plan of application {app.name}",
             "responses": {"200": _json_answer("Its stages, variants and contracts.", "ApplicationPlan")},
         }, (404,))
@@ -171,25 +179,26 @@ class _Builder:
         latest = versions[-1]
         base = f"/gateway/models/{_segment(name)}"
         get = self._client({
-            "operationId": self._operation_id(f"get_model_{name}"), "tags": ["listing"],
+            "operationId": self._operation_id(_id("get_model", name)), "tags": ["listing"],
             "summary": f"The versions of model {name}",
             "responses": {"200": _json_answer("Each version's state and contract.", "Model")},
         }, (404,))
-        post = self._model_predict(latest, f"predict_model_{name}", f"Predict with model {name}",
+        post = self._model_predict(latest, _id("predict_model", name), f"Predict with model {name}",
                                    f"Its latest version ({_version_text(latest)}).")
         self.paths[base] = {"get": get, "post": post}
         for entry in versions:
             if entry.floating:
                 self.paths[f"{base}/versions/{{version}}"] = {"post": self._model_predict(
-                    entry, f"predict_model_{name}_version", f"Predict with a version of model {name}",
+                    entry, _id("predict_model", name, "version"), f"Predict with a version of model {name}",
                     "The version its backend serves, asked for by number (the schemas are those of the version "
                     "it serves by default).", [_version_parameter()])}
             else:
                 self.paths[f"{base}/versions/{entry.version}"] = {"post": self._model_predict(
-                    entry, f"predict_model_{name}_v{entry.version}", f"Predict with model {name}:{entry.version}")}
+                    entry, _id("predict_model", name, f"v{entry.version}"),
+                    f"Predict with model {name}:{entry.version}")}
             for label in entry.labels:
                 self.paths[f"{base}/labels/{_segment(label)}"] = {"post": self._model_predict(
-                    entry, f"predict_model_{name}_label_{label}", f"Predict with model {name}@{label}",
+                    entry, _id("predict_model", name, "label", label), f"Predict with model {name}@{label}",
                     f"Label {label} is version {entry.version}.")}
 
     def _model_predict(self, entry: ModelEntry, operation_id: str, summary: str, description: str = "",
@@ -219,7 +228,12 @@ class _Builder:
                 "schema": self._schema(f"{component}.response", native_response_schema(signature.outputs))}}}
             one_in = _one_numeric(signature.inputs)
             if one_in is not None:
-                request["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+                size = one_in.dtype.numpy.itemsize
+                request["application/octet-stream"] = {"schema": {
+                    "type": "string", "format": "binary",
+                    "description": f"The `{one_in.name}` values as raw little-endian `{one_in.dtype.name}`: "
+                                   f"N x {size} bytes, N the product of `x-tensor-shape` (without it, one dimension "
+                                   "of N); another length is a 400."}}
                 parameters = [*parameters, *parts.binary_parameters(one_in.name, one_in.dtype.name)]
                 description = (f"{description} A raw little-endian `{one_in.dtype.name}` tensor may be sent as "
                                "`application/octet-stream`.").strip()
@@ -231,7 +245,7 @@ class _Builder:
         operation: Schema = {
             "operationId": self._operation_id(operation_id), "tags": [tag], "summary": summary,
             "parameters": parameters,
-            "requestBody": {"required": True, "content": request},
+            "requestBody": {"required": True, "description": BODY_ENCODING, "content": request},
             "responses": {"200": answer},
         }
         if description:
@@ -242,19 +256,19 @@ class _Builder:
 
     def _tfserving_model(self, name: str, versions: tuple[ModelEntry, ...]) -> None:
         base = f"/v1/models/{_segment(name)}"
-        self._tfserving_routes(base, versions[-1], name, f"model {name}")
+        self._tfserving_routes(base, versions[-1], (name,), f"model {name}")
         for entry in versions:
             if entry.floating:
-                self._tfserving_routes(f"{base}/versions/{{version}}", entry, f"{name}_version",
+                self._tfserving_routes(f"{base}/versions/{{version}}", entry, (name, "version"),
                                        f"a version of model {name}", [_version_parameter()])
             else:
-                self._tfserving_routes(f"{base}/versions/{entry.version}", entry, f"{name}_v{entry.version}",
+                self._tfserving_routes(f"{base}/versions/{entry.version}", entry, (name, f"v{entry.version}"),
                                        f"model {name}:{entry.version}")
             for label in entry.labels:
-                self._tfserving_routes(f"{base}/labels/{_segment(label)}", entry, f"{name}_label_{label}",
+                self._tfserving_routes(f"{base}/labels/{_segment(label)}", entry, (name, "label", label),
                                        f"model {name}@{label}")
 
-    def _tfserving_routes(self, path: str, entry: ModelEntry, suffix: str, what: str,
+    def _tfserving_routes(self, path: str, entry: ModelEntry, route: tuple[str, ...], what: str,
                           parameters: list[Schema] | None = None) -> None:
         params = [*(parameters or []), ref("parameters", "RequestTimeout"), ref("parameters", "RequestId")]
         component = f"tfserving.{entry.name}.{entry.version}"
@@ -277,35 +291,38 @@ class _Builder:
                                     for form, value in examples.items()}
             answer_schema = self._schema(f"{component}.response", answers)
         self.paths[f"{path}:predict"] = {"post": self._client({
-            "operationId": self._operation_id(f"tfserving_predict_{suffix}"), "tags": ["tensorflow-serving"],
+            "operationId": self._operation_id(_id("tfserving_predict", *route)), "tags": ["tensorflow-serving"],
             "summary": f"Predict with {what} (TF Serving)", "description": description, "parameters": params,
-            "requestBody": {"required": True, "content": {"application/json": body}},
-            "responses": {"200": {"description": "`predictions` for a row request, `outputs` for a columnar one.",
+            "requestBody": {"required": True, "description": BODY_ENCODING, "content": {"application/json": body}},
+            "responses": {"200": {"description": "`predictions` for a row request, `outputs` for a columnar one."
+                                                 + (NON_FINITE if _floats_out(signature) else ""),
                                   "headers": headers, "content": {"application/json": {"schema": answer_schema}}}},
         }, BACKEND_CALL_STATUSES, tf_serving=True)}
         offers = entry.capabilities
         for method, schema in (("classify", "TFClassifyResponse"), ("regress", "TFRegressResponse")):
-            if method in offers:
+            takes = _method_description(entry, method)
+            if method in offers and takes is not None:
                 self.paths[f"{path}:{method}"] = {"post": self._client({
-                    "operationId": self._operation_id(f"tfserving_{method}_{suffix}"),
+                    "operationId": self._operation_id(_id(f"tfserving_{method}", *route)),
                     "tags": ["tensorflow-serving"], "summary": f"{method.capitalize()} with {what} (TF Serving)",
-                    "parameters": params,
-                    "requestBody": {"required": True, "content": {"application/json": {
+                    "description": takes, "parameters": params,
+                    "requestBody": {"required": True, "description": BODY_ENCODING, "content": {"application/json": {
                         "schema": ref("schemas", "TFExamplesRequest")}}},
                     "responses": {"200": {"description": "The results, one per example.",
-                                          "headers": {"x-request-id": ref("headers", "RequestId")},
+                                          "headers": {"x-request-id": ref("headers", "RequestId"),
+                                                      "server-timing": ref("headers", "ServerTiming")},
                                           "content": {"application/json": {"schema": ref("schemas", schema)}}}},
                 }, BACKEND_CALL_STATUSES, tf_serving=True)}
         status_statuses = (400, 404, 500, 502, 503, 504, *BACKEND_STATUSES)
         if "status" in offers:
             self.paths[path] = {"get": self._client({
-                "operationId": self._operation_id(f"tfserving_status_{suffix}"), "tags": ["tensorflow-serving"],
+                "operationId": self._operation_id(_id("tfserving_status", *route)), "tags": ["tensorflow-serving"],
                 "summary": f"The status of {what} (TF Serving)", "parameters": params,
                 "responses": {"200": _json_answer("Each version's state.", "TFModelStatus")},
             }, status_statuses, tf_serving=True)}
         if "metadata" in offers:
             self.paths[f"{path}/metadata"] = {"get": self._client({
-                "operationId": self._operation_id(f"tfserving_metadata_{suffix}"), "tags": ["tensorflow-serving"],
+                "operationId": self._operation_id(_id("tfserving_metadata", *route)), "tags": ["tensorflow-serving"],
                 "summary": f"The metadata of {what} (TF Serving)", "parameters": params,
                 "responses": {"200": _json_answer("Its signatures.", "TFModelMetadata")},
             }, status_statuses, tf_serving=True)}
@@ -317,13 +334,13 @@ class _Builder:
             "operationId": self._operation_id("list_applications"), "tags": ["listing"],
             "summary": "The applications this caller may call, with their plans",
             "responses": {"200": _json_answer("Their plans, by name.", "ApplicationList")},
-        }, ())}
+        }, (), named=False)}  # a key lists what it may call, never refused
         self.paths["/gateway/models"] = {"get": self._client({
             "operationId": self._operation_id("list_models"), "tags": ["listing"],
             "summary": "The model versions this caller may call",
             "responses": {"200": _json_answer("Each version's state and contract, by name and version.",
                                               "ModelList")},
-        }, ())}
+        }, (), named=False)}
 
     def _health(self) -> None:
         self.paths["/health/live"] = {"get": {
@@ -346,7 +363,7 @@ class _Builder:
         tokens = self.catalog.admin_tokens
         who = ("Needs an admin token." if tokens else
                "Answers loopback clients only (no admin token is configured).")
-        refused = (401, 403) if tokens else (403,)
+        refused = (401,) if tokens else (403,)  # gateway.auth.check_admin: a token or loopback
         security = {"security": list(ADMIN_SECURITY)} if tokens else {}
         reload_answer = {"description": "", "headers": {"x-request-id": ref("headers", "RequestId")},
                          "content": {"application/json": {"schema": ref("schemas", "ReloadResult")}}}
@@ -370,7 +387,7 @@ class _Builder:
             **security,
             "parameters": [{"name": "name", "in": "path", "required": True, "description": "A model's name.",
                             "schema": {"type": "string"}}, ref("parameters", "RequestTimeout")],
-            "requestBody": {"required": True, "content": {"application/json": {
+            "requestBody": {"required": True, "description": BODY_ENCODING, "content": {"application/json": {
                 "schema": ref("schemas", "ModelServerConfig")}}},
             "responses": _reload_config_responses(refused)}}
 
@@ -395,26 +412,63 @@ class _Builder:
 
 
 def _reload_config_responses(refused: tuple[int, ...]) -> Schema:
-    """The server's own refusals answer its status (ReloadConfigAnswer); the gateway's, an Error;
-    a status both may give, either."""
+    """The server's own status answers as its HTTP status (ReloadConfigAnswer: every one of the
+    gRPC table, its 401, 403 and 499 too); the gateway's refusals, an Error; a status both may
+    give, either."""
     answered = {"200": _json_answer("The server took it.", "ReloadConfigAnswer")}
-    server = {status for status in BACKEND_STATUSES}
+    server = {kind.status for kind in BACKEND_ERRORS.values()} | {502}  # 502: a code outside the table
     gateway_errors = {*BACKEND_CALL_STATUSES, *refused}
     for status in sorted(server | gateway_errors):
+        answer = ref("schemas", "ReloadConfigAnswer")
         if status in server and status in gateway_errors:
             answered[str(status)] = {
                 "description": f"The server refused it (its status), or: {HTTPStatus(status).phrase}.",
                 "headers": {"x-request-id": ref("headers", "RequestId")},
-                "content": {"application/json": {"schema": {"oneOf": [ref("schemas", "ReloadConfigAnswer"),
-                                                                       ref("schemas", "Error")]}}}}
+                "content": {"application/json": {"schema": {"oneOf": [answer, ref("schemas", "Error")]}}}}
+        elif status in server:
+            answered[str(status)] = {"description": f"The server refused it ({_phrase(status)}).",
+                                     "headers": {"x-request-id": ref("headers", "RequestId")},
+                                     "content": {"application/json": {"schema": answer}}}
         else:
             answered.update(error_refs((status,)))
     return answered
 
 
+def _method_description(entry: ModelEntry, method: str) -> str | None:
+    """What `:classify` / `:regress` of `entry` answers for, None when no signature of its
+    takes it (TF Serving's Classify and Regress refuse another method's signature)."""
+    full = {"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}[method]
+    if entry.methods is None:
+        return (f"Answers only for a signature whose method is `{full}` (TF Serving refuses another with "
+                "400); this model's signatures are not known yet.")
+    names = [name for name, kind in entry.methods if kind == full]
+    if not names:
+        return None
+    default = entry.signature.name if entry.signature is not None else None
+    named = ", ".join(f"`{name}`" for name in names)
+    return (f"Answers for its `{full}` signatures: {named}"
+            + ("." if default in names else " (name one in `signature_name`)."))
+
+
+def _phrase(status: int) -> str:
+    return HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "CANCELLED"  # 499
+
+
 def _json_answer(description: str, schema: str) -> Schema:
     return {"description": description, "headers": {"x-request-id": ref("headers", "RequestId")},
             "content": {"application/json": {"schema": ref("schemas", schema)}}}
+
+
+def _id(kind: str, *parts: str) -> str:
+    """The operationId of a route: `kind`, then each part (names, `v<N>`, `label`...) escaped,
+    each after a `_`; a function of the route alone, no two routes alike (names' own `_`, `.`
+    and `-` are `__`, `_dot_`, `_dash_`, so `m` version 1 is not model `m_v1`)."""
+    return kind + "".join("_" + _escaped(part) for part in parts)
+
+
+def _escaped(name: str) -> str:
+    return "".join(char if char.isascii() and char.isalnum() else _ESCAPES.get(char, f"_x{ord(char):x}_")
+                   for char in name)
 
 
 def _segment(name: str) -> str:
@@ -434,6 +488,12 @@ def _version_text(entry: ModelEntry) -> str:
 def _answers_rows(answers: Schema) -> bool:
     """Whether a predict answer schema has the row form (`predictions`)."""
     return any("predictions" in form.get("required", ()) for form in answers.get("oneOf", ()))
+
+
+def _floats_out(signature: Signature | None) -> bool:
+    """Whether an answer may carry non-finite floats (any output of a contract not known yet)."""
+    return signature is None or any(spec.dtype.json_kind in (JsonKind.FLOAT, JsonKind.COMPLEX)
+                                    for spec in signature.outputs.values())
 
 
 def _one_numeric(specs: Any) -> TensorSpec | None:

@@ -83,6 +83,8 @@ _WHY: dict[int, str] = {
     504: "The backend missed the request's deadline.",
 }
 RETRY_STATUSES = frozenset({429, 503})
+# Answered before a route is known (gateway/http_protocol.py: headers late), in the native shape.
+NO_ROUTE_YET = frozenset({408})
 
 
 def error_schemas() -> dict[str, Schema]:
@@ -116,11 +118,17 @@ def error_responses() -> dict[str, Schema]:
         headers: Schema = {"x-request-id": ref("headers", "RequestId")}
         if status in RETRY_STATUSES:
             headers["Retry-After"] = ref("headers", "RetryAfter")
+        if status == 401:  # an API key's refusal (an admin route's says none)
+            headers["WWW-Authenticate"] = ref("headers", "WWWAuthenticate")
         why = _WHY.get(status, HTTPStatus(status).phrase + ".")
         for prefix, schema in (("", "Error"), ("TFServing", "TFServingError")):
             text = why + (f" Codes: {', '.join(f'`{c}`' for c in codes)}." if codes and not prefix else "")
+            body: Schema = ref("schemas", schema)
+            if prefix and status in NO_ROUTE_YET:
+                body = {"oneOf": [body, ref("schemas", "Error")]}
+                text += " Headers that did not arrive in time get the native body (no route was known yet)."
             responses[prefix + name] = {"description": text, "headers": headers,
-                                        "content": {"application/json": {"schema": ref("schemas", schema)}}}
+                                        "content": {"application/json": {"schema": body}}}
     return responses
 
 
@@ -144,6 +152,8 @@ def headers() -> dict[str, Schema]:
                      "schema": text},
         "ModelSpec": {"description": "The model spec the backend answered with: "
                                      "`name=...; version=...; signature_name=...`.", "schema": text},
+        "WWWAuthenticate": {"description": "`Bearer`: on a client route, how to present an API key.",
+                            "schema": text},
         "TensorName": {"description": "The output tensor's name.", "schema": text},
         "TensorDtype": {"description": "The output tensor's dtype.", "schema": text},
         "TensorShape": {"description": "The output tensor's shape: comma-separated sizes, empty for a scalar.",
@@ -157,7 +167,8 @@ def parameters() -> dict[str, Schema]:
         "RequestTimeout": {
             "name": TIMEOUT_HEADER, "in": "header", "required": False,
             "description": "The request's deadline in milliseconds (capped by `max_request_timeout_s`; "
-                           "else the application's `timeout_s`, else the gateway's).",
+                           "else the application's `timeout_s`, else the gateway's). A deadline shorter than the "
+                           "model's time answers 504, however small.",
             "schema": {"type": "number", "exclusiveMinimum": 0}},
         "RequestId": {
             "name": REQUEST_ID_HEADER.decode(), "in": "header", "required": False,

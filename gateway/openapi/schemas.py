@@ -11,7 +11,12 @@ What JSON Schema cannot say, and the descriptions repeat:
   only fixed sizes become `minItems`/`maxItems`);
 - `1.0` versus `1`: JSON Schema's `integer` takes any number without a fraction, the decoders take
   integer literals only;
-- the `NaN`, `Infinity` and `-Infinity` literals requests may use for floats (they are not JSON).
+- the `NaN`, `Infinity` and `-Infinity` literals requests may use for floats (they are not JSON);
+- nesting deeper than `LISTED_RANK` lists for any shape (the decoders take up to 64 dimensions).
+
+TF Serving's request and answer forms (row, columnar) come one by one from `tfserving_request_forms`
+/ `tfserving_response_forms` too, for documents that make each a component; no schema has a
+`title` (client generators name classes by it, and every model's forms would share one).
 
 Every function is pure and returns new objects (no dict is shared between two places of one
 schema, so YAML writers need no aliases); the module-level GENERIC_* schemas are read-only.
@@ -184,24 +189,19 @@ _TF_OUT_NOTES: dict[JsonKind, str] = {
 # ---------------------------------------------------------------- one value: elements nested per dimension
 
 
-# Any shape is unrolled to a bounded nesting (3.0 has no `$defs` for a recursive schema), shallower
-# than the decoders' MAX_RANK: validators recurse a dozen Python frames per schema level, so 64
-# levels (128 for complex pairs, which take two) would exhaust their default recursion limit.
-_LISTED_RANK = 32
-_LISTED_PAIR_RANK = 16
-
-
-def _listed_rank(element: Callable[[], Schema]) -> int:
-    """How many nested lists the any-shape schema of `element` lists."""
-    return _LISTED_RANK if _types_of(element()) is not None else _LISTED_PAIR_RANK
+# Any shape is unrolled to a bounded nesting (3.0 has no `$defs` for a recursive schema), far
+# shallower than the decoders' MAX_RANK: validators recurse a dozen Python frames per schema
+# level and client generators (openapi-python-client) name a model class per level, so 64 levels
+# exhaust the first's recursion limit and the second's file-name length.
+LISTED_RANK = 8
 
 
 def _any_rank(element: Callable[[], Schema]) -> Schema:
-    """Any nesting up to `_listed_rank` lists. Each level is one schema typed "the element's
+    """Any nesting up to `LISTED_RANK` lists. Each level is one schema typed "the element's
     types, or array" (the element's keywords apply to its own types only), which keeps
     validators' recursion shallow; complex pairs (arrays themselves) need an `anyOf` a level."""
     schema = element()
-    for _ in range(_listed_rank(element)):
+    for _ in range(LISTED_RANK):
         leaf = element()
         types = _types_of(leaf)
         if types is None:
@@ -264,7 +264,7 @@ def _value(element: Callable[[], Schema], spec: TensorSpec, shape: Shape | None,
     text = f"{what}: " if what else ""
     text += f"{spec.dtype.name}, shape {spec.shape_text()}"
     if shape is None:
-        text += (f" (this schema lists up to {_listed_rank(element)} nested lists, the gateway takes up "
+        text += (f" (this schema lists up to {LISTED_RANK} nested lists, the gateway takes up "
                  f"to {rank}; every list at one depth must have the same length, which it cannot say)")
     elif len(shape) > 1 and -1 in shape[1:]:
         text += " (every list at one depth must have the same length)"
@@ -373,7 +373,7 @@ def _row_request(inputs: Mapping[str, TensorSpec]) -> Schema | None:
     if len(inputs) == 1:
         forms.append(_instances(row(next(iter(inputs.values()))), batch))  # bare values, one per row
     instances: Schema = forms[0] if len(forms) == 1 else {"anyOf": forms}
-    return {"type": "object", "title": "row (instances) request", "required": [INSTANCES_KEY],
+    return {"type": "object", "description": "The row form: `instances`, one item per row", "required": [INSTANCES_KEY],
             "properties": {SIGNATURE_KEY: _signature_name(), INSTANCES_KEY: instances},
             "not": {"required": [INPUTS_KEY]}}
 
@@ -386,12 +386,22 @@ def _columnar_request(inputs: Mapping[str, TensorSpec]) -> Schema:
     named: Schema = {"type": "object", "properties": {n: column(s) for n, s in inputs.items()},
                      "required": list(inputs)}
     value = named if len(inputs) != 1 else {"anyOf": [named, column(next(iter(inputs.values())))]}
-    return {"type": "object", "title": "columnar (inputs) request", "required": [INPUTS_KEY],
+    return {"type": "object", "description": "The columnar form: `inputs`, whole tensors", "required": [INPUTS_KEY],
             "properties": {SIGNATURE_KEY: _signature_name(), INPUTS_KEY: value}, "not": {"required": [INSTANCES_KEY]}}
 
 
 def _signature_name() -> Schema:
     return {"type": "string", "description": "the signature to run (the model's default when absent)"}
+
+
+def tfserving_request_forms(inputs: Mapping[str, TensorSpec]) -> dict[str, Schema]:
+    """The forms of a `:predict` body, `{"row": ..., "columnar": ...}` (a form no body fits is left
+    out: a scalar input has no rows), for documents that make each a component (client generators
+    take unions of `$ref`s better than of inline objects; a union of one form they refuse)."""
+    if not inputs:
+        return {}
+    row = _row_request(inputs)
+    return {**({"row": row} if row is not None else {}), "columnar": _columnar_request(inputs)}
 
 
 def tfserving_request_schema(inputs: Mapping[str, TensorSpec]) -> Schema:
@@ -400,9 +410,16 @@ def tfserving_request_schema(inputs: Mapping[str, TensorSpec]) -> Schema:
     object or, for a single input, the bare value), with an optional `signature_name`."""
     if not inputs:
         return {**_nothing(), "description": "the signature has no inputs: " + _NOTHING_DESCRIPTION}
-    forms = [form for form in (_row_request(inputs), _columnar_request(inputs)) if form is not None]
     # A body with both `instances` and `inputs` is refused (each form's `not`).
-    return {"oneOf": forms, "description": "TensorFlow Serving's predict request, in the row or the columnar form"}
+    return _one_of(list(tfserving_request_forms(inputs).values()),
+                   "TensorFlow Serving's predict request, in the row or the columnar form")
+
+
+def _one_of(forms: list[Schema], description: str) -> Schema:
+    """One of `forms` (the form itself when it is the only one: generators refuse unions of one)."""
+    if len(forms) == 1:
+        return {**forms[0], "description": f"{description}: {forms[0]['description']}"}
+    return {"oneOf": forms, "description": description}
 
 
 def _tf_out(spec: TensorSpec, shape: Shape | None, what: str) -> Schema:
@@ -413,43 +430,47 @@ def _tf_out(spec: TensorSpec, shape: Shape | None, what: str) -> Schema:
                   what=what)
 
 
-def tfserving_response_schema(outputs: Mapping[str, TensorSpec]) -> Schema:
-    """A `:predict` answer (`tfserving_json.encode_predict`): `predictions` for row requests (the
-    single output's tensor, or one object per row), `outputs` for columnar ones (the single
-    output's tensor, or an object of them)."""
+def tfserving_response_forms(outputs: Mapping[str, TensorSpec]) -> dict[str, Schema]:
+    """The forms of a `:predict` answer (`tfserving_json.encode_predict`), `{"row": ...,
+    "columnar": ...}`: `predictions` for row requests (the single output's tensor, or one object
+    per row; left out when a scalar output leaves no rows), `outputs` for columnar ones (the
+    single output's tensor, or an object of them)."""
     if not outputs:
-        return {"type": "object", "description": "the signature has no outputs"}
-
-    def described(spec: TensorSpec, shape: Shape | None, what: str) -> Schema:
-        return _tf_out(spec, shape, what)
-
+        return {}
     single = next(iter(outputs.values())) if len(outputs) == 1 else None
     if single is not None:
-        columns: Schema = described(single, single.shape, "the whole tensor")
+        columns: Schema = _tf_out(single, single.shape, "the whole tensor")
     else:
-        columns = {"type": "object", "properties": {n: described(s, s.shape, "the whole tensor")
+        columns = {"type": "object", "properties": {n: _tf_out(s, s.shape, "the whole tensor")
                                                     for n, s in outputs.items()},
                    "required": list(outputs), "additionalProperties": False}
-    forms = []
+    forms: dict[str, Schema] = {}
     batch = _answer_batch(outputs)
     if batch is not None:
         if single is not None:
-            predictions = described(single, single.shape, "the whole tensor, one item per row")
+            predictions = _tf_out(single, single.shape, "the whole tensor, one item per row")
         else:
             predictions = {"type": "array", "items": {
-                "type": "object", "properties": {n: described(s, _row_shape(s), "one row")
-                                                 for n, s in outputs.items()},
+                "type": "object", "properties": {n: _tf_out(s, _row_shape(s), "one row") for n, s in outputs.items()},
                 "required": list(outputs), "additionalProperties": False}}
             if batch[0]:
                 predictions["minItems"] = batch[0]
             if batch[1] is not None:
                 predictions["maxItems"] = batch[1]
-        forms.append({"type": "object", "title": "row (predictions) answer", "required": ["predictions"],
-                      "properties": {"predictions": predictions}, "additionalProperties": False})
-    forms.append({"type": "object", "title": "columnar (outputs) answer", "required": ["outputs"],
-                  "properties": {"outputs": columns}, "additionalProperties": False})
-    return {"oneOf": forms, "description": "TensorFlow Serving's predict answer: predictions for a row "
-                                           "request, outputs for a columnar one"}
+        forms["row"] = {"type": "object", "description": "The answer to a row request: `predictions`",
+                        "required": ["predictions"], "properties": {"predictions": predictions},
+                        "additionalProperties": False}
+    forms["columnar"] = {"type": "object", "description": "The answer to a columnar request: `outputs`",
+                         "required": ["outputs"], "properties": {"outputs": columns}, "additionalProperties": False}
+    return forms
+
+
+def tfserving_response_schema(outputs: Mapping[str, TensorSpec]) -> Schema:
+    """A `:predict` answer: one of `tfserving_response_forms`."""
+    if not outputs:
+        return {"type": "object", "description": "the signature has no outputs"}
+    return _one_of(list(tfserving_response_forms(outputs).values()),
+                   "TensorFlow Serving's predict answer: predictions for a row request, outputs for a columnar one")
 
 
 def _answer_batch(outputs: Mapping[str, TensorSpec]) -> tuple[int, int | None] | None:
@@ -522,10 +543,11 @@ GENERIC_RESPONSE: Schema = {
 GENERIC_TFSERVING_REQUEST: Schema = {
     "description": _UNKNOWN + "TensorFlow Serving's predict request, in the row or the columnar form.",
     "oneOf": [
-        {"type": "object", "title": "row (instances) request", "required": [INSTANCES_KEY],
-         "properties": {SIGNATURE_KEY: {"type": "string"}, INSTANCES_KEY: {"type": "array", "minItems": 1}},
+        {"type": "object", "description": "The row form: `instances`, one item per row", "required": [INSTANCES_KEY],
+         "properties": {SIGNATURE_KEY: {"type": "string"},
+                        INSTANCES_KEY: {"type": "array", "items": {}, "minItems": 1}},
          "not": {"required": [INPUTS_KEY]}},
-        {"type": "object", "title": "columnar (inputs) request", "required": [INPUTS_KEY],
+        {"type": "object", "description": "The columnar form: `inputs`, whole tensors", "required": [INPUTS_KEY],
          "properties": {SIGNATURE_KEY: {"type": "string"}, INPUTS_KEY: {}}, "not": {"required": [INSTANCES_KEY]}},
     ],
 }
@@ -533,9 +555,9 @@ GENERIC_TFSERVING_RESPONSE: Schema = {
     "description": _UNKNOWN + "TensorFlow Serving's predict answer: predictions for a row request, "
                               "outputs for a columnar one.",
     "oneOf": [
-        {"type": "object", "title": "row (predictions) answer", "required": ["predictions"],
+        {"type": "object", "description": "The answer to a row request: `predictions`", "required": ["predictions"],
          "properties": {"predictions": {}}, "additionalProperties": False},
-        {"type": "object", "title": "columnar (outputs) answer", "required": ["outputs"],
+        {"type": "object", "description": "The answer to a columnar request: `outputs`", "required": ["outputs"],
          "properties": {"outputs": {}}, "additionalProperties": False},
     ],
 }

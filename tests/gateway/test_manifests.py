@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -69,6 +70,16 @@ def test_wrong_type_names_file_line_and_field(config_copy: Path) -> None:
         load_config(config_copy)
     assert caught.value.location == f"{app}:2"
     assert "name: expected a string, got a list" in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["a/b", "my app", "caf\u00e9", "_app", ".hidden", "{x}"])
+def test_an_application_name_is_one_path_segment_as_a_model_s(config_copy: Path, name: str) -> None:
+    app = config_copy / "applications/increment_app.yaml"
+    _edit(app, "name: increment_app", f"name: {json.dumps(name)}")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_copy)
+    assert caught.value.location == f"{app}:2"
+    assert caught.value.message.startswith(f"name: {name!r} is not a valid application name")
 
 
 def test_unknown_dtype_names_model_field_and_accepted_names(config_copy: Path) -> None:

@@ -16,8 +16,11 @@ from gateway.app import create_app
 from gateway.errors import BACKEND_ERRORS, GatewayError
 from gateway.manifests import Config, load_config
 from gateway.openapi import document_for_config, live_document, to_openapi_30
+from gateway.openapi.catalog import AppEntry, Catalog, ModelEntry
+from gateway.openapi.document import build_document
 from gateway.openapi.responses import CODES_BY_STATUS, ERROR_CODES, status_name
 from gateway.settings import ApiKey, AuthSettings, Settings
+from tensorcodecs import Signature, TensorSpec, lookup_dtype
 from tests.conftest import CONFIG_DIR, free_port, serve_app
 from tests.gateway.openapi.documents import check_30, check_31, operations, resolved
 from tests.gateway.test_application_plans import write_remote_model
@@ -43,7 +46,7 @@ async def test_the_live_document_is_the_config_s_when_every_contract_is_declared
     assert "/docs" in live["info"]["description"]
     ids = [operation["operationId"] for operation in _all_operations(live)]
     assert len(ids) == len(set(ids))
-    assert {"predict_increment_app", "predict_model_increment_model_v1", "tfserving_predict_increment_model",
+    assert {"predict_increment__app", "predict_model_increment__model_v1", "tfserving_predict_increment__model",
             "list_applications", "list_models", "health_ready", "admin_reload"} <= set(ids)
     assert all(operation["tags"] for operation in _all_operations(live))
     assert "securitySchemes" not in live["components"]
@@ -73,6 +76,9 @@ def test_each_application_and_model_version_is_typed_by_its_contract() -> None:
     assert "x-model-spec" in model["responses"]["200"]["headers"]
     tf = document["paths"]["/v1/models/increment_model:predict"]["post"]
     assert set(tf["requestBody"]["content"]["application/json"]["examples"]) == {"row", "columnar"}
+    assert "NaN" not in tf["responses"]["200"]["description"]  # int32 out: always finite
+    kelvin = document["paths"]["/v1/models/kelvin_model:predict"]["post"]["responses"]["200"]["description"]
+    assert "bare `NaN`, `Infinity` or `-Infinity`" in kelvin
     tf_error = resolved(document, tf["responses"]["400"])
     assert tf_error["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/TFServingError"}
     get = document["paths"]["/gateway/applications/increment_app"]["get"]
@@ -117,9 +123,29 @@ def test_keys_and_admin_tokens_add_security_schemes_and_their_refusals(tmp_path:
             assert {"401", "403"} <= set(operation["responses"])
     assert document["paths"]["/gateway/admin/models/{name}/reload-config"]["post"]["security"] == [
         {"AdminToken": []}]
+    # Only the statuses each route gives (gateway/auth.py): listings filter, they refuse no key they know.
+    for listing in ("/gateway/applications", "/gateway/models"):
+        assert {"401"} <= set(document["paths"][listing]["get"]["responses"])
+        assert "403" not in document["paths"][listing]["get"]["responses"]
+    assert "403" in document["paths"]["/gateway/applications/increment_app"]["get"]["responses"]
+    assert "WWW-Authenticate" in resolved(document, document["paths"]["/gateway/models"]["get"]["responses"][
+        "401"])["headers"]
+    reload_config = document["paths"]["/gateway/admin/models/{name}/reload-config"]["post"]["responses"]
+    for admin in (document["paths"]["/admin/reload"]["post"]["responses"], reload_config):
+        assert "401" in admin  # a token, or none: check_admin answers 401, never 403
+    assert "403" not in document["paths"]["/admin/reload"]["post"]["responses"]
+    tf_late = resolved(document, document["paths"]["/v1/models/increment_model:predict"]["post"]["responses"]["408"])
+    assert tf_late["content"]["application/json"]["schema"]["oneOf"] == [
+        {"$ref": "#/components/schemas/TFServingError"}, {"$ref": "#/components/schemas/Error"}]
     tokens_only = document_for_config(load_config(CONFIG_DIR), Settings(auth=AuthSettings(
         admin_token_sha256=auth.admin_token_sha256)))
     assert set(tokens_only["components"]["securitySchemes"]) == {"AdminToken"}
+    open_admin = document_for_config(load_config(CONFIG_DIR), Settings())
+    assert "401" not in open_admin["paths"]["/admin/reload"]["post"]["responses"]
+    assert "403" in open_admin["paths"]["/admin/reload"]["post"]["responses"]  # loopback clients only
+    server = open_admin["paths"]["/gateway/admin/models/{name}/reload-config"]["post"]["responses"]
+    for status in ("401", "403", "499"):  # the server's own UNAUTHENTICATED, PERMISSION_DENIED, CANCELLED
+        assert "ReloadConfigAnswer" in str(server[status]["content"]["application/json"]["schema"])
     assert "security" not in tokens_only["paths"]["/gateway/applications/increment_app"]["post"]
 
 
@@ -204,3 +230,40 @@ def test_a_remote_model_with_a_declared_contract_is_typed_offline(tmp_path: Path
     assert request["required"] == ["x"]
     assert request["properties"]["x"]["items"]["minItems"] == 2
     assert "/gateway/models/declared/versions/{version}" not in document["paths"]  # pinned: its version only
+
+
+def _ids_and_components(catalog: Catalog) -> tuple[dict[tuple[str, str], str], set[str]]:
+    document = build_document(catalog)
+    ids = {(path, method): operation["operationId"] for path, item in document["paths"].items()
+           for method, operation in item.items()}
+    assert len(set(ids.values())) == len(ids)
+    return ids, set(document["components"]["schemas"])
+
+
+def _entry(name: str, version: int, *labels: str) -> ModelEntry:
+    signature = Signature("serving_default", {"x": TensorSpec("x", lookup_dtype("int32"), (-1,))},
+                          {"y": TensorSpec("y", lookup_dtype("int32"), (-1,))})
+    return ModelEntry(name, version, signature, "declared", "local", labels)
+
+
+def test_operation_ids_and_component_names_depend_on_the_route_alone() -> None:
+    app = AppEntry("m_v1", Signature("m_v1", {"x": TensorSpec("x", lookup_dtype("int32"), (-1,))}, {}))
+    models = (_entry("a.b", 1), _entry("a_b", 1, "x.y", "_x"), _entry("m", 1), _entry("m_v1", 1), _entry("m", 2))
+    ids, components = _ids_and_components(Catalog((app,), models))
+    check_31(build_document(Catalog((app,), models)))
+    assert ids[("/gateway/models/a.b", "post")] == "predict_model_a_dot_b"
+    assert ids[("/gateway/models/a_b", "post")] == "predict_model_a__b"
+    assert ids[("/gateway/models/m/versions/1", "post")] == "predict_model_m_v1"
+    assert ids[("/gateway/models/m_v1", "post")] == "predict_model_m__v1"
+    assert ids[("/gateway/models/a_b/labels/_x", "post")] == "predict_model_a__b_label___x"
+    assert ids[("/v1/models/a.b:predict", "post")] == "tfserving_predict_a_dot_b"
+    assert ids[("/gateway/applications/m_v1", "post")] == "predict_m__v1"
+    # More applications and models, sorted before and between them, rename nothing already there.
+    more_apps = (AppEntry("model_m", None), app, AppEntry("a-b", None))
+    more_models = (_entry("a-b", 1), *models[:2], _entry("a_b_v1", 1), *models[2:], _entry("model_m", 1))
+    more_ids, more_components = _ids_and_components(Catalog(more_apps, tuple(
+        sorted(more_models, key=lambda m: (m.name, m.version)))))
+    assert more_ids.items() >= ids.items()
+    assert more_components >= components
+    assert more_ids[("/gateway/models/a-b", "post")] == "predict_model_a_dash_b"
+    assert more_ids[("/gateway/applications/model_m", "post")] == "predict_model__m"

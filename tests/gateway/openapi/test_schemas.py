@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -44,7 +45,7 @@ SHAPES: list[Shape | None] = [(), (3,), (-1,), (-1, 2), (2, -1, 3), None]
 CASES = [(row, shape) for row in TABLE for shape in SHAPES]
 CASE_IDS = [f"{row.name}-{'any' if shape is None else list(shape)}" for row, shape in CASES]
 # One property test draws its dtype and shape too: hypothesis's cost is per test, not per example.
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _specs(row: DType, shape: Shape | None, names: tuple[str, ...] = ("x",)) -> dict[str, TensorSpec]:
@@ -219,6 +220,23 @@ def test_empty_dimensions_follow_the_decoder() -> None:
         assert _validator("tf_in", row, shape).is_valid({"inputs": value}) is tf_accepted, (shape, value)
 
 
+@pytest.mark.parametrize("name", ["float16", "float32", "complex64"])
+def test_float_bounds_are_where_values_start_rounding_to_infinity(name: str) -> None:
+    row = lookup_dtype(name)
+    part = np.float32 if name == "complex64" else row.numpy
+    largest = float(np.finfo(part).max)
+    threshold = largest + 2.0 ** (np.finfo(part).maxexp - np.finfo(part).nmant - 2)
+    specs = _specs(row, (-1,))
+    validator = _validator("native_in", row, (-1,))
+    for value, accepted in [(largest, True), (float(np.nextafter(threshold, 0)), True), (threshold, False),
+                            (threshold * 2, False)]:
+        for sign in (1, -1):
+            element = sign * value if name != "complex64" else [sign * value, 0]
+            body = {"x": [element]}
+            assert _native_decodes(body, specs) is accepted, body
+            assert validator.is_valid(body) is accepted, body
+
+
 # ---------------------------------------------------------------- exactness on random JSON
 
 _LEAVES = st.one_of(
@@ -387,6 +405,15 @@ def test_generic_schemas_take_any_contract_and_say_so() -> None:
     assert response.is_valid({"predictions": [1]})
     assert response.is_valid({"outputs": {"a": 1}})
     assert not response.is_valid({"error": "x"})
+
+
+@pytest.mark.parametrize(("row", "shape"), CASES, ids=CASE_IDS)
+def test_schemas_are_strict_json(row: DType, shape: Shape | None) -> None:
+    """orjson writes them (no NaN or infinity, integers within 64 bits) and reads them back equal."""
+    specs = _specs(row, shape, ("x", "y"))
+    for schema in (native_request_schema(specs), native_response_schema(specs), tfserving_request_schema(specs),
+                   tfserving_response_schema(specs), native_example(specs), tfserving_examples(specs)):
+        assert orjson.loads(orjson.dumps(schema)) == schema
 
 
 def test_schemas_share_no_objects() -> None:
