@@ -101,10 +101,9 @@ async def test_a_generated_client_calls_the_applications(example_config: Config,
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "openapi-python-client skips the /v1 predict routes: their request and answer forms are inline "
-    "objects inside oneOf/anyOf (its issue #1428 wants union members as $ref components) sharing one "
-    "`title` per form across models (duplicate class names); and it cannot type /openapi.yaml's "
-    "application/yaml answer"))
+    "openapi-python-client skips the /v1 predict routes: their row and columnar forms are inline objects "
+    "inside oneOf/anyOf, and it takes union members as $ref components only (its issue #1428); and it "
+    "cannot type /openapi.yaml's application/yaml answer"))
 @DOCUMENTS
 async def test_the_generator_takes_the_whole_document_without_a_warning(example_config: Config, tmp_path: Path,
                                                                         document_path: str) -> None:
