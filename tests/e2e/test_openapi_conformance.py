@@ -7,6 +7,7 @@ gateway's own fault or undocumented (tests/e2e/schemathesis_checks.py)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import sys
@@ -17,7 +18,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.manifests import Config, load_config
-from gateway.settings import Settings
+from gateway.settings import ApiKey, AuthSettings, Settings
 from tests.conftest import logs_under, runtimes_for, serve_app
 
 EVERY_DTYPE = Path(__file__).with_name("every_dtype")
@@ -32,18 +33,18 @@ ADMIN = r"(^|/)admin(/|$)"
 # the same kinds with every dtype and shape.
 MAX_EXAMPLES = 5
 EXAMPLE_PHASES = "examples,fuzzing"
-EVERY_DTYPE_PHASES = "examples,coverage,fuzzing"
+EVERY_DTYPE_PHASES = "examples,coverage,fuzzing"  # also for a key's document (a score of operations)
 TIME_BUDGET_S = 90  # `--max-time` would not bound it: fuzzing repeats until that time is spent
 
 
-async def fuzz(url: str, report: Path, phases: str) -> tuple[int, str]:
+async def fuzz(url: str, report: Path, phases: str, *options: str) -> tuple[int, str]:
     """`schemathesis run` against `url`'s own /openapi.json: its exit code and output (killed,
     its output so far shown, if it overruns its time budget)."""
     log = report / "schemathesis.log"
     with log.open("wb") as output:
         process = await asyncio.create_subprocess_exec(
             str(SCHEMATHESIS), "--config-file", str(CONFIG), "run", f"{url}/openapi.json",
-            "--exclude-path-regex", ADMIN, "--phases", phases,
+            "--exclude-path-regex", ADMIN, "--phases", phases, *options,
             "--max-examples", str(MAX_EXAMPLES), "--seed", "1",
             "--workers", "1", "--generation-database", "none", "--request-timeout", "20",
             "--no-color", "--report", "junit", "--report-junit-path", str(report / "junit.xml"),
@@ -64,15 +65,16 @@ def every_dtype_config(tmp_path: Path) -> Iterator[Config]:
         yield config
 
 
-async def conforms(config: Config, tmp_path: Path, phases: str) -> None:
-    async with serve_app(create_app(Settings(access_log=False), config)) as url:
-        code, output = await fuzz(url, tmp_path, phases)
+async def conforms(config: Config, tmp_path: Path, phases: str, settings: Settings | None = None,
+                   *options: str, applications: tuple[str, ...] | None = None) -> None:
+    async with serve_app(create_app(settings or Settings(access_log=False), config)) as url:
+        code, output = await fuzz(url, tmp_path, phases, *options)
     assert code == 0, output
     selected = re.search(r"Selected: (\d+)/\d+\s+Tested: (\d+)", output)
     assert selected is not None, output
     assert selected.group(1) == selected.group(2), output  # every operation selected was tested
-    applications = [name for name in config.applications]
-    for name in applications:  # each application's predict route among them
+    # Each application's predict route among them.
+    for name in applications if applications is not None else tuple(config.applications):
         assert f"POST /gateway/applications/{name}" in (tmp_path / "junit.xml").read_text(), output
 
 
@@ -83,3 +85,14 @@ async def test_the_example_config_answers_as_its_document_says(example_config: C
 async def test_a_config_with_every_dtype_answers_as_its_document_says(every_dtype_config: Config,
                                                                      tmp_path: Path) -> None:
     await conforms(every_dtype_config, tmp_path, EVERY_DTYPE_PHASES)
+
+
+async def test_with_api_keys_the_document_of_a_key_is_what_it_may_call(example_config: Config,
+                                                                       tmp_path: Path) -> None:
+    """The document the key is given lists its applications and models, each with its security
+    schemes and 401/403; schemathesis calls them with the key, and (ignored_auth) without it."""
+    key = ApiKey(name="fuzz", sha256=hashlib.sha256(b"s3cret").hexdigest(),
+                 applications=("increment_app", "increment_model"))
+    settings = Settings(access_log=False, auth=AuthSettings(api_keys=(key,)))
+    await conforms(example_config, tmp_path, EVERY_DTYPE_PHASES, settings, "--header", "Authorization: Bearer s3cret",
+                   applications=("increment_app",))
