@@ -4,6 +4,7 @@ dtype and shape (schemas.py), what the document lists (catalog.py), the document
 3.0 (dialect30.py).
 
     live_document(dataplane, settings, api_key)   what a running gateway serves at /openapi.json
+    live_catalog(dataplane, settings, api_key)    what it lists (read on the loop, built off it)
     document_for_config(config, settings)         the same offline, from the manifests alone
     to_yaml(document), to_openapi_30(document)    its other renderings
 """

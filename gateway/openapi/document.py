@@ -27,7 +27,9 @@ from gateway.openapi.schemas import (
     native_request_schema,
     native_response_schema,
     tfserving_examples,
+    tfserving_request_forms,
     tfserving_request_schema,
+    tfserving_response_forms,
     tfserving_response_schema,
 )
 from tensorcodecs import Signature, TensorSpec
@@ -130,6 +132,16 @@ class _Builder:
         if self.schemas.setdefault(name, schema) != schema:
             raise AssertionError(f"two schemas are named {name}")
         return ref("schemas", name)
+
+    def _union(self, name: str, forms: dict[str, Schema], whole: Schema) -> Schema:
+        """A reference to `whole`, a union of `forms`, as component `name` whose alternatives are
+        components of their own (`<name minus .request>.row_request`...): client generators take
+        a union of references, not of inline objects."""
+        if len(forms) < 2:  # one form: itself (a union of one, generators refuse); none: no inputs
+            return self._schema(name, next(iter(forms.values())) if forms else whole)
+        base, _, kind = name.rpartition(".")
+        union = {**whole, "oneOf": [self._schema(f"{base}.{form}_{kind}", schema) for form, schema in forms.items()]}
+        return self._schema(name, union)
 
     def _client(self, operation: Schema, statuses: tuple[int, ...], tf_serving: bool = False,
                 named: bool = True) -> Schema:
@@ -281,15 +293,18 @@ class _Builder:
             answer_schema = self._schema(f"{component}.response", GENERIC_TFSERVING_RESPONSE)
             description = f"{description} {UNKNOWN_CONTRACT}"
         else:
-            answers = tfserving_response_schema(signature.outputs)
+            answer_forms = tfserving_response_forms(signature.outputs)
             # A row request to a model with a scalar output is refused (TF Serving writes no rows of it).
             examples = {form: value for form, value in tfserving_examples(signature.inputs).items()
-                        if form != "row" or _answers_rows(answers)}
-            body = {"schema": self._schema(f"{component}.request", tfserving_request_schema(signature.inputs))}
+                        if form != "row" or "row" in answer_forms}
+            forms = {form: schema for form, schema in tfserving_request_forms(signature.inputs).items()
+                     if form != "row" or "row" in answer_forms}
+            body = {"schema": self._union(f"{component}.request", forms, tfserving_request_schema(signature.inputs))}
             if examples:
                 body["examples"] = {form: {"summary": f"the {form} form", "value": value}
                                     for form, value in examples.items()}
-            answer_schema = self._schema(f"{component}.response", answers)
+            answer_schema = self._union(f"{component}.response", answer_forms,
+                                        tfserving_response_schema(signature.outputs))
         self.paths[f"{path}:predict"] = {"post": self._client({
             "operationId": self._operation_id(_id("tfserving_predict", *route)), "tags": ["tensorflow-serving"],
             "summary": f"Predict with {what} (TF Serving)", "description": description, "parameters": params,
@@ -483,11 +498,6 @@ def _version_parameter() -> Schema:
 
 def _version_text(entry: ModelEntry) -> str:
     return "the backend's latest" if entry.floating else f"version {entry.version}"
-
-
-def _answers_rows(answers: Schema) -> bool:
-    """Whether a predict answer schema has the row form (`predictions`)."""
-    return any("predictions" in form.get("required", ()) for form in answers.get("oneOf", ()))
 
 
 def _floats_out(signature: Signature | None) -> bool:

@@ -76,6 +76,16 @@ def test_each_application_and_model_version_is_typed_by_its_contract() -> None:
     assert "x-model-spec" in model["responses"]["200"]["headers"]
     tf = document["paths"]["/v1/models/increment_model:predict"]["post"]
     assert set(tf["requestBody"]["content"]["application/json"]["examples"]) == {"row", "columnar"}
+    union = resolved(document, tf["requestBody"]["content"]["application/json"]["schema"])
+    assert union["oneOf"] == [{"$ref": "#/components/schemas/tfserving.increment_model.1.row_request"},
+                              {"$ref": "#/components/schemas/tfserving.increment_model.1.columnar_request"}]
+    answers = resolved(document, tf["responses"]["200"]["content"]["application/json"]["schema"])
+    assert [form["$ref"].rsplit(".", 1)[1] for form in answers["oneOf"]] == ["row_response", "columnar_response"]
+    # A scalar output leaves no rows to answer: TF Serving refuses row requests, so only the columnar form.
+    celsius = document["paths"]["/v1/models/celsius_model:predict"]["post"]["requestBody"]["content"][
+        "application/json"]
+    assert "inputs" in resolved(document, celsius["schema"])["required"]
+    assert set(celsius["examples"]) == {"columnar"}
     assert "NaN" not in tf["responses"]["200"]["description"]  # int32 out: always finite
     kelvin = document["paths"]["/v1/models/kelvin_model:predict"]["post"]["responses"]["200"]["description"]
     assert "bare `NaN`, `Infinity` or `-Infinity`" in kelvin

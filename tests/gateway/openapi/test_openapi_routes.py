@@ -100,6 +100,10 @@ async def test_the_yaml_and_the_3_0_documents_are_the_same_document(example_conf
         assert "&id" not in as_yaml.text  # no YAML aliases: every part written out
         assert yaml.safe_load(as_yaml.text) == document
         assert list(yaml.safe_load(as_yaml.text)) == list(document)  # the key order kept
+        for method in ("POST", "PUT", "DELETE", "TRACE"):  # GET and HEAD only
+            refused = await client.request(method, "/openapi.yaml")
+            assert refused.status_code == 405, (method, refused.status_code)
+            assert "GET" in refused.headers["allow"]
         head = await client.head("/openapi.json")
         assert head.status_code == 200
         assert head.content == b""
