@@ -4,8 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+CHROMIUM := /usr/bin/chromium
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint typecheck protos check-protos unit bench bench-codec
+.PHONY: run test lint typecheck protos check-protos unit chromium bench bench-codec
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +35,16 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-unit: $(VENV)/.installed-dev
+unit: $(VENV)/.installed-dev chromium
 	$(BIN)/pytest -q
+
+## chromium: Debian's chromium for the browser tests (Playwright drives it; it cannot download its own)
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  echo "$(CHROMIUM) is missing: installing Debian's chromium package for the browser tests"; \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; } && test -x $(CHROMIUM) || { \
+	    echo "could not install chromium: run 'apt-get install -y chromium' as root;" \
+	         "tests/e2e/test_docs_page.py fails without it (pytest -m 'not browser' leaves it out)"; exit 1; }; }
 
 ## protos: regenerate protos/*_pb2.py(i) from protos/**/*.proto
 protos: $(VENV)/.installed-dev

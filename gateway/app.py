@@ -24,7 +24,7 @@ from gateway.pipeline import GZIP_MIN_BYTES, Endpoints, GZipMiddleware, Unexpect
 from gateway.registry import Registry
 from gateway.reload import Reloader
 from gateway.requestlog.logs import RequestLogs
-from gateway.routes import admin, applications, health, metrics, models, native, tfserving
+from gateway.routes import admin, applications, docs, health, metrics, models, native, tfserving
 from gateway.routes import openapi as openapi_routes
 from gateway.settings import Settings
 from gateway.shadows import CLOSE_WAIT_S, ShadowTraffic
@@ -82,7 +82,7 @@ def create_app(settings: Settings, config: Config | None = None,
     app = GatewayApp(
         meters,
         routes=[*applications.routes, *models.routes, *native.routes, *tfserving.routes, *admin.routes,
-                *health.routes, *metrics.routes, *openapi_routes.routes],
+                *health.routes, *metrics.routes, *openapi_routes.routes, *docs.routes],
         middleware=[Middleware(UnexpectedErrors),  # outermost: a fault in any layer is answered too
                     Middleware(ObservabilityMiddleware, observer=observer),
                     Middleware(AuthMiddleware, authenticator=authenticator),

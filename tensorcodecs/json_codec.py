@@ -307,8 +307,8 @@ def _checked_int_cast(raw: NDArray, target: DType, path: str) -> NDArray:
     if raw.min() < info.min or raw.max() > info.max:
         bad = (raw < info.min) | (raw > info.max)
         index = int(np.flatnonzero(bad)[0])
-        raise CodecError(
-            f"out of range for {target.name} [{info.min}, {info.max}], got {raw.flat[index]}",
+        raise CodecError(  # reshape, not .flat: numpy's flat iterator stops at 32 dimensions (MAX_RANK is 64)
+            f"out of range for {target.name} [{info.min}, {info.max}], got {raw.reshape(-1)[index]}",
             field=path + _index_text(raw.shape, index),
         )
     return raw.astype(target.numpy)
@@ -339,9 +339,9 @@ def _checked_float_cast(
         over &= np.isfinite(raw)
         if over.any():
             index = int(np.flatnonzero(over)[0])
-            raise CodecError(
+            raise CodecError(  # reshape, not .flat: numpy's flat iterator stops at 32 dimensions
                 f"out of range for {name} (largest finite value {float(finfo.max):.8g}), "
-                f"got {_describe(float(raw.flat[index]))}",
+                f"got {_describe(float(raw.reshape(-1)[index]))}",
                 field=path + _index_text(raw.shape, index),
             )
     return cast

@@ -312,6 +312,20 @@ def test_errors_name_the_field_and_the_expectation(
     assert str(info.value) == f"{field}: {info.value.message}"
 
 
+@pytest.mark.parametrize(("dtype", "leaf", "message"), [
+    ("uint64", "-1", "out of range for uint64 [0, 18446744073709551615], got -1"),
+    ("int8", "128", "out of range for int8 [-128, 127], got 128"),
+    ("float32", "1e39", "out of range for float32 (largest finite value 3.4028235e+38), got 1e+39"),
+])
+def test_an_out_of_range_value_is_named_in_arrays_of_more_than_32_dimensions(dtype: str, leaf: str,
+                                                                              message: str) -> None:
+    depth = 40  # numpy's flat iterator stops at 32 dimensions; the decoders take up to 64
+    with pytest.raises(CodecError) as info:
+        decode(dtype, "[" * depth + leaf + "]" * depth, None)
+    assert info.value.field == "x" + "[0]" * depth
+    assert info.value.message == message
+
+
 # ---------------------------------------------------------------- round trips
 
 SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)
