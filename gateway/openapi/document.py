@@ -110,7 +110,9 @@ class _Builder:
                                "Try it at /docs; this document is also at /openapi.yaml and, in OpenAPI 3.0, "
                                "at /openapi-3.0.json.",
             },
-            "servers": [{"url": "/"}],
+            # Relative to where the document was read: behind a proxy that strips a path prefix, calls
+            # keep the prefix (Swagger UI and generators resolve it against the document's URL).
+            "servers": [{"url": "."}],
             "tags": [{"name": name, "description": text} for name, text in TAGS],
             "paths": self.paths,
             "components": components,
