@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
-import textwrap
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -15,7 +11,7 @@ import pytest
 from gateway.app import create_app
 from gateway.manifests import Config
 from gateway.settings import Settings
-from tests.conftest import REPO, serve_app
+from tests.conftest import serve_app
 
 PREDICT = "/gateway/applications/increment_app"  # int32 [-1] -> int32 [-1]
 
@@ -100,18 +96,3 @@ async def test_the_model_routes_take_raw_tensors_too(client: httpx.AsyncClient) 
     assert response.headers["x-model-spec"].startswith("name=increment_model; version=1")
     assert response.headers["x-tensor-shape"] == "3"
     assert np.frombuffer(response.content, "<i4").tolist() == [2, 3, 4]
-
-
-async def test_the_readme_binary_example_runs_against_the_example_config(client: httpx.AsyncClient,
-                                                                         tmp_path: Path) -> None:
-    readme = (REPO / "README.md").read_text()
-    block = readme[readme.index("- **Large tensors**"):].split("```sh\n", 1)[1].split("```", 1)[0]
-    commands = textwrap.dedent(block).replace("\\\n", " ")
-    script = "\n".join(line for line in commands.splitlines() if line.strip() and not line.startswith("#"))
-    expected = next(line for line in commands.splitlines() if line.startswith("# ")).removeprefix("# ")
-    script = script.replace("http://127.0.0.1:8000", str(client.base_url).rstrip("/"))
-    script = script.replace("python3 ", f"{sys.executable} ")  # the interpreter with numpy
-    process = await asyncio.create_subprocess_shell(script, cwd=tmp_path, stdout=asyncio.subprocess.PIPE)
-    out, _ = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0
-    assert out.decode().strip() == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import signal
 import socket
 import sys
@@ -336,7 +337,10 @@ async def test_ctrl_c_prints_the_summary_so_far(tmp_path: Path) -> None:
         silent.close()
     assert process.returncode == 130
     assert b"Traceback" not in err
-    assert err.decode() == "gateway logs replay: interrupted\n"
+    # gRPC's core may log its poller's shutdown (`E1201 ... ev_epoll1_linux.cc ...`) as the
+    # interpreter ends: the command's own words are the rest.
+    own = [line for line in err.decode().splitlines() if not re.match(r"[EWI]\d{4} \d\d:\d\d:\d\d", line)]
+    assert own == ["gateway logs replay: interrupted"]
     assert out.decode().splitlines()[0] == f"sent 0 request(s) to {url}: 0 answered 2xx, 0 failed"
 
 
