@@ -44,6 +44,14 @@ class _Base:
     def _attempts(self) -> Attempts:
         return Attempts.start(self.settings.retries, self.settings.deadline)
 
+    def _remember(self, target: Target, contract: Contract) -> Contract:
+        """Keep a known contract; one not known yet (a backend not discovered) is read again next call."""
+        if contract.known:
+            self._contracts[target] = contract
+        else:
+            self._contracts.pop(target, None)
+        return contract
+
 
 class Client(_Base):
     """A blocking client of one gateway.
@@ -119,14 +127,17 @@ class Client(_Base):
         return self._post(target, inputs, fresh, as_lists, attempts)
 
     def _contract(self, target: Target, attempts: Attempts, refresh: bool = False) -> Contract:
-        if refresh or target not in self._contracts:
-            self._contracts[target] = target.contract(json_object(self._send("GET", target.listing, attempts)))
-        return self._contracts[target]
+        cached = None if refresh else self._contracts.get(target)
+        if cached is not None:
+            return cached
+        return self._remember(target, target.contract(json_object(self._send("GET", target.listing, attempts))))
 
     def _post(self, target: Target, inputs: Mapping[str, Any], contract: Contract, as_lists: bool,
               attempts: Attempts) -> Outputs:
         body = request_body(inputs, contract, self.settings.binary_threshold)
         response = self._send("POST", target.path, attempts, body.content, body.headers)
+        if not contract.known and not as_lists:  # answered, so the gateway knows the contract now: type by it
+            contract = self._contract(target, attempts)
         return read_answer(response.headers.get("content-type", ""), response.headers, response.content,
                            contract, as_lists)
 
@@ -218,15 +229,17 @@ class AsyncClient(_Base):
         return await self._post(target, inputs, fresh, as_lists, attempts)
 
     async def _contract(self, target: Target, attempts: Attempts, refresh: bool = False) -> Contract:
-        if refresh or target not in self._contracts:
-            listing = json_object(await self._send("GET", target.listing, attempts))
-            self._contracts[target] = target.contract(listing)
-        return self._contracts[target]
+        cached = None if refresh else self._contracts.get(target)
+        if cached is not None:
+            return cached
+        return self._remember(target, target.contract(json_object(await self._send("GET", target.listing, attempts))))
 
     async def _post(self, target: Target, inputs: Mapping[str, Any], contract: Contract, as_lists: bool,
                     attempts: Attempts) -> Outputs:
         body = request_body(inputs, contract, self.settings.binary_threshold)
         response = await self._send("POST", target.path, attempts, body.content, body.headers)
+        if not contract.known and not as_lists:  # answered, so the gateway knows the contract now: type by it
+            contract = await self._contract(target, attempts)
         return read_answer(response.headers.get("content-type", ""), response.headers, response.content,
                            contract, as_lists)
 

@@ -44,6 +44,10 @@ class Contract:
     inputs: Mapping[str, TensorSpec] | None
     outputs: Mapping[str, TensorSpec] | None
 
+    @property
+    def known(self) -> bool:
+        return self.inputs is not None or self.outputs is not None
+
 
 UNKNOWN = Contract(None, None)
 
