@@ -170,9 +170,10 @@ def _binary_answer(headers: Mapping[str, str], content: bytes) -> NDArray:
         dtype = lookup_dtype(headers[DTYPE_HEADER])
         text = headers.get(SHAPE_HEADER, "").strip()
         shape = tuple(int(size) for size in text.split(",")) if text else ()
-        return np.frombuffer(content, dtype=dtype.numpy.newbyteorder("<")).reshape(shape)
+        array = np.frombuffer(content, dtype=dtype.numpy.newbyteorder("<")).reshape(shape)
     except (KeyError, ValueError, CodecError) as error:
         raise UnexpectedAnswer(f"a binary answer without a readable dtype and shape: {error}") from None
+    return array.astype(dtype.numpy)  # a writable copy in native byte order, as a JSON answer's arrays are
 
 
 def output_array(value: Any, spec: TensorSpec | None, name: str) -> NDArray:

@@ -115,7 +115,10 @@ async def test_a_large_numeric_array_goes_over_the_binary_path(client: AnyClient
         answer = await call(client, "predict", "increment_app", number=values)
         after = (await raw.get("/metrics")).text
     assert answer["number"].dtype == np.int32
+    assert repr(answer["number"].dtype) == "dtype('int32')"  # native byte order, as a JSON answer's
     assert np.array_equal(answer["number"], values + 1)
+    answer["number"] += 1  # writable, as a JSON answer's arrays are
+    assert int(answer["number"][-1]) == 100_001
     # Raw int32: exactly 4 bytes per element, no JSON.
     assert _counter(after, "gateway_request_bytes", route) - _counter(before, "gateway_request_bytes", route) \
         == 400_000
