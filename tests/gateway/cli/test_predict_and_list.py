@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -55,6 +56,27 @@ async def test_predict_reads_stdin_and_gateway_url(url: str) -> None:
         subprocess.run, [sys.executable, "-m", "gateway", "predict", "increment_app", "-"], input='{"number": [41]}',
         capture_output=True, text=True, timeout=60, cwd=REPO, env={"GATEWAY_URL": url, "PATH": "/usr/bin:/bin"})
     assert (done.returncode, done.stdout, done.stderr) == (0, '{"number":[42]}\n', "")
+
+
+@pytest.mark.parametrize("argv", [
+    ["increment_app", "--pretty", "-", "--url"],
+    ["increment_app", "--timeout", "10", "--pretty", "-", "--url"],
+    ["--pretty", "increment_app", "-", "--url"],
+    ["increment_app", "-", "--pretty", "--url"],
+])
+async def test_predict_reads_stdin_wherever_the_dash_is(url: str, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"number": [41]}'))
+    assert await gateway(capsys, "predict", *argv, url) == (0, '{\n  "number": [\n    42\n  ]\n}\n', "")
+
+
+async def test_an_unknown_option_is_said_in_the_commands_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["predict", "increment_app", "--pretty", "--bogus", "-"])
+    assert done.value.code == exits.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("usage: gateway predict ")
+    assert "unrecognized arguments: --bogus" in err
 
 
 @pytest.mark.parametrize(("argv", "status", "said"), [
