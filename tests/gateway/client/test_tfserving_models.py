@@ -43,6 +43,14 @@ async def test_gateway_predict_model_at_a_label(url: str, capsys: pytest.Capture
     assert capsys.readouterr().out == '{"output_1":[[8.0],[11.0]]}\n'
 
 
+async def test_gateway_list_shows_a_model_fronting_every_version_as_star(url: str,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert await asyncio.to_thread(main, ["list", "--url", url]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["toy", "*", "stable=1", "tensorflow-serving", "ready", "discovered"] in rows  # the config's labels
+    assert ["toy_one", "1", "-", "tensorflow-serving", "ready", "declared"] in rows
+
+
 async def test_a_contract_not_known_yet_is_read_again_once_discovered(tmp_path: Path) -> None:
     port = free_port()
     app = create_app(Settings(config_dir=tmp_path, access_log=False), write_config(tmp_path, f"127.0.0.1:{port}"))
