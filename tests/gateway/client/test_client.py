@@ -126,6 +126,19 @@ async def test_a_large_numeric_array_goes_over_the_binary_path(client: AnyClient
     assert small == {"number": list(range(1, 11))}
 
 
+async def test_an_input_is_accepted_or_refused_whatever_its_size(client: AnyClient) -> None:
+    for size in (2, 70_000):  # JSON below the binary threshold, raw above it: the gateway's JSON rules both ways
+        with pytest.raises(ContractViolation) as bools:
+            await call(client, "predict", "increment_app", number=np.ones(size, bool))
+        assert "expected an integer (int32), got true" in bools.value.message
+        with pytest.raises(ContractViolation) as floats:
+            await call(client, "predict", "increment_app", number=np.ones(size, np.float64))
+        assert "expected an integer (int32)" in floats.value.message
+        with pytest.raises(ContractViolation) as big:
+            await call(client, "predict", "increment_app", number=np.full(size, 2**40))
+        assert big.value.field == "number[0]"
+
+
 async def test_errors_are_the_gateways_classes(client: AnyClient) -> None:
     with pytest.raises(ContractViolation) as bad:
         await call(client, "predict", "increment_app", number=["x"])
