@@ -126,6 +126,23 @@ async def test_a_large_numeric_array_goes_over_the_binary_path(client: AnyClient
     assert small == {"number": list(range(1, 11))}
 
 
+async def test_float64_for_a_float32_contract_goes_raw_rounded_as_json_would(client: AnyClient, url: str) -> None:
+    route = "/gateway/models/{name}"
+    values = np.random.default_rng(7).normal(20, 30, 20_000)  # numpy's default float64; kelvin_model takes float32
+    async with httpx.AsyncClient(base_url=url) as raw:
+        before = (await raw.get("/metrics")).text
+        answer = await call(client, "predict_model", "kelvin_model", celsius=values)
+        after = (await raw.get("/metrics")).text
+    assert _counter(after, "gateway_request_bytes", route) - _counter(before, "gateway_request_bytes", route) \
+        == 80_000  # float32, 4 bytes per element
+    async with AsyncClient(url, binary_threshold=None) as json_only:
+        as_json = await json_only.predict_model("kelvin_model", celsius=values)
+    assert np.array_equal(answer["kelvin"], as_json["kelvin"])
+    with pytest.raises(ContractViolation) as beyond:  # beyond float32: refused, as JSON is, naming the element
+        await call(client, "predict_model", "kelvin_model", celsius=np.full(20_000, 1e39))
+    assert beyond.value.field == "celsius[0]"
+
+
 async def test_an_input_is_accepted_or_refused_whatever_its_size(client: AnyClient) -> None:
     for size in (2, 70_000):  # JSON below the binary threshold, raw above it: the gateway's JSON rules both ways
         with pytest.raises(ContractViolation) as bools:
