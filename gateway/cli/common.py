@@ -9,9 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from gateway.client import DEFAULT_URL
+from gateway.client.calls import checked_url
 from gateway.errors import ConfigError
 from gateway.manifests import Config, load_config
 from gateway.settings import Settings
@@ -45,7 +45,17 @@ def add_client_flags(parser: argparse.ArgumentParser, timeout_s: float = 30.0) -
 
 
 def client_url(args: argparse.Namespace) -> str:
-    return str(args.url or os.environ.get("GATEWAY_URL") or DEFAULT_URL)
+    """`--url`, else `GATEWAY_URL` (checked as `--url` is: exit 2 with the reason), else the default."""
+    if args.url:
+        return str(args.url)
+    url = os.environ.get("GATEWAY_URL")
+    if not url:
+        return DEFAULT_URL
+    try:
+        return checked_url(url)
+    except ValueError as error:
+        print(f"gateway {args.command}: GATEWAY_URL {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def load(args: argparse.Namespace, overrides: dict[str, Any] | None = None,
@@ -73,7 +83,7 @@ def count(text: str) -> int:
 
 def http_url(text: str) -> str:
     """An http:// or https:// URL with a host (argparse type)."""
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise argparse.ArgumentTypeError(f"must be an http:// or https:// URL with a host, got {text!r}")
-    return text
+    try:
+        return checked_url(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
@@ -53,7 +53,7 @@ class Settings:
         for name, value in (("timeout", timeout), ("deadline", deadline)):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value}")
-        url = (url or os.environ.get("GATEWAY_URL") or DEFAULT_URL).rstrip("/")
+        url = checked_url(url or os.environ.get("GATEWAY_URL") or DEFAULT_URL).rstrip("/")
         api_key = api_key if api_key is not None else os.environ.get("GATEWAY_API_KEY") or None
         return cls(url, api_key, timeout, deadline, retries, binary_threshold)
 
@@ -62,6 +62,15 @@ class Settings:
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
         return headers
+
+
+def checked_url(url: str) -> str:
+    """`url` when it is an http:// or https:// URL with a host, else ValueError (httpx would
+    report a URL without a scheme as a broken connection)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"must be an http:// or https:// URL with a host, got {url!r} (e.g. {DEFAULT_URL})")
+    return url
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,21 @@ async def test_predict_reads_stdin_and_gateway_url(url: str) -> None:
     assert (done.returncode, done.stdout, done.stderr) == (0, '{"number":[42]}\n', "")
 
 
+@pytest.mark.parametrize("command", [["predict", "increment_app", "--json", "{}"], ["list"]])
+def test_a_url_without_a_scheme_is_a_usage_error(command: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("GATEWAY_URL", "127.0.0.1:8000")
+    with pytest.raises(SystemExit) as done:
+        main(command)
+    assert done.value.code == exits.USAGE
+    assert capsys.readouterr().err == (f"gateway {command[0]}: GATEWAY_URL must be an http:// or https:// URL with a "
+                                       "host, got '127.0.0.1:8000' (e.g. http://127.0.0.1:8000)\n")
+    with pytest.raises(SystemExit) as flag:
+        main([*command, "--url", "localhost:8000"])
+    assert flag.value.code == exits.USAGE
+    assert "--url: must be an http:// or https:// URL with a host, got 'localhost:8000'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [
     ["increment_app", "--pretty", "-", "--url"],
     ["increment_app", "--timeout", "10", "--pretty", "-", "--url"],

@@ -206,6 +206,15 @@ async def test_unreachable_is_retried_within_the_deadline(kind: type[AnyClient])
     assert 0.3 < elapsed < 3.0  # backed off and retried, then gave up at the deadline
 
 
+@pytest.mark.parametrize("kind", [Client, AsyncClient])
+def test_a_url_without_a_scheme_is_refused_at_once(kind: type[AnyClient], monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match=re.escape("an http:// or https:// URL with a host, got '127.0.0.1:8000'")):
+        kind("127.0.0.1:8000")
+    monkeypatch.setenv("GATEWAY_URL", "localhost:8000")
+    with pytest.raises(ValueError, match="got 'localhost:8000'"):
+        kind()
+
+
 async def test_api_keys_401_and_403(example_config: Config) -> None:
     key = ApiKey(name="k", sha256=hashlib.sha256(b"secret").hexdigest(), applications=("increment_app",))
     settings = Settings(access_log=False, auth=AuthSettings(api_keys=(key,)))
