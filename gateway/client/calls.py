@@ -158,7 +158,7 @@ def answer_error(response: httpx.Response) -> GatewayError:
         else:
             code, message, field = str(error["code"]), str(error["message"]), error.get("field")
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        text = response.text[:200].strip() or response.reason_phrase
+        text = " ".join(response.text[:400].split())[:200] or response.reason_phrase  # one line
         return error_for(response.status_code, UnexpectedAnswer.code,
                          f"HTTP {response.status_code} not from the gateway: {text}", request_id=request_id,
                          retry_after_s=retry_after, kind=UnexpectedAnswer)
