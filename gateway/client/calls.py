@@ -22,6 +22,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_RETRIES = 3
 TIMEOUT_HEADER = "x-request-timeout"
+CONNECT_TIMEOUT_S = 5.0  # an unreachable host that drops packets: retried (nothing sent), not waited out
 FLOATING_VERSION = 0  # how the models listing shows a TF Serving model that fronts every version
 
 
@@ -31,10 +32,11 @@ class Settings:
 
     - `url`: the gateway; default `GATEWAY_URL`, else http://127.0.0.1:8000.
     - `api_key`: sent as `Authorization: Bearer`; default `GATEWAY_API_KEY`, else none.
-    - `timeout`: seconds to wait for each answer (None: forever).
+    - `timeout`: seconds for each attempt, connecting to the answer's last byte (None: forever), and
+      without a deadline the longest Retry-After waited.
     - `deadline`: seconds for a whole call, retries and waits included, also sent to the gateway
       as `x-request-timeout` (90 % of what is left; None: only `timeout` and `retries` bound a call).
-    - `retries`: how many times a 429, a 503 or a refused connection is tried again.
+    - `retries`: how many times a request that did not run is tried again (retries.py says which).
     - `binary_threshold`: a lone numeric array of this many bytes or more is sent raw (None: never).
     """
 
@@ -134,8 +136,25 @@ def attempt_timeout(settings: Settings, attempts: Attempts) -> float | None:
     return timeout
 
 
+def httpx_timeout(timeout: float | None) -> httpx.Timeout:
+    """An attempt's timeouts: `timeout` for each read and write, at most CONNECT_TIMEOUT_S to connect."""
+    return httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S if timeout is None else min(timeout, CONNECT_TIMEOUT_S))
+
+
+def late(timeout: float) -> GatewayError:
+    """The GatewayTimeout of an attempt whose whole exchange, the answer's body included, outlasted
+    its time (the timeout, or what was left of the deadline)."""
+    return error_for(None, GatewayTimeout.code, f"the gateway's answer did not end within {timeout:g} s",
+                     kind=GatewayTimeout)
+
+
 def transport_error(error: httpx.TransportError, timeout: float | None) -> GatewayError:
-    """A failure with no answer: refused or reset (GatewayUnreachable), or too slow (GatewayTimeout)."""
+    """A failure with no answer: refused, reset or no connection in time (GatewayUnreachable), or
+    too slow (GatewayTimeout)."""
+    if isinstance(error, httpx.ConnectTimeout):  # nothing was sent: retried as a refused connection is
+        return error_for(None, GatewayUnreachable.code, f"cannot reach the gateway: no connection within "
+                         f"{CONNECT_TIMEOUT_S if timeout is None else min(timeout, CONNECT_TIMEOUT_S):g} s",
+                         kind=GatewayUnreachable)
     if isinstance(error, httpx.TimeoutException):
         waited = f" within {timeout:g} s" if timeout is not None else ""
         return error_for(None, GatewayTimeout.code, f"the gateway did not answer{waited} ({type(error).__name__})",

@@ -18,10 +18,13 @@ from gateway.client.calls import (
     Target,
     answer_error,
     attempt_timeout,
+    httpx_timeout,
     json_object,
+    late,
     request_headers,
     transport_error,
 )
+from gateway.client.errors import GatewayTimeout
 from gateway.client.listing import Application, ModelVersion
 from gateway.client.retries import Attempts
 from gateway.client.tensors import DEFAULT_BINARY_THRESHOLD, Contract, read_answer, request_body
@@ -42,7 +45,7 @@ class _Base:
         return self.settings.url
 
     def _attempts(self) -> Attempts:
-        return Attempts.start(self.settings.retries, self.settings.deadline)
+        return Attempts.start(self.settings.retries, self.settings.deadline, self.settings.timeout)
 
     def _remember(self, target: Target, contract: Contract) -> Contract:
         """Keep a known contract; one not known yet (a backend not discovered) is read again next call."""
@@ -71,7 +74,7 @@ class Client(_Base):
                  verify: bool | str = True) -> None:
         super().__init__(url, api_key=api_key, timeout=timeout, deadline=deadline, retries=retries,
                          binary_threshold=binary_threshold)
-        self._http = httpx.Client(base_url=self.settings.url, verify=verify, timeout=timeout)
+        self._http = httpx.Client(base_url=self.settings.url, verify=verify, timeout=httpx_timeout(timeout))
 
     def __enter__(self) -> Self:
         return self
@@ -108,7 +111,7 @@ class Client(_Base):
     def ready(self) -> bool:
         """Whether the gateway is ready (`GET /health/ready` answers 200)."""
         try:
-            self._send("GET", "/health/ready", Attempts.start(0, self.settings.deadline))
+            self._send("GET", "/health/ready", Attempts.start(0, self.settings.deadline, self.settings.timeout))
         except GatewayError as error:
             if error.status == 503:
                 return False
@@ -118,6 +121,7 @@ class Client(_Base):
     def _predict(self, target: Target, inputs: Mapping[str, Any], as_lists: bool) -> Outputs:
         attempts = self._attempts()
         contract = self._contract(target, attempts)
+        attempts.pipeline = contract.stages > 1
         try:
             return self._post(target, inputs, contract, as_lists, attempts)
         except ContractViolation:
@@ -144,12 +148,16 @@ class Client(_Base):
     def _send(self, method: str, path: str, attempts: Attempts, content: bytes | None = None,
               headers: Mapping[str, str] | None = None) -> httpx.Response:
         while True:
+            if self._http.is_closed:
+                raise RuntimeError("the client is closed")
             timeout = attempt_timeout(self.settings, attempts)
             try:
-                response = self._http.request(method, path, content=content, timeout=timeout,
-                                              headers=request_headers(self.settings, attempts, headers))
+                response = self._exchange(method, path, content, request_headers(self.settings, attempts, headers),
+                                          timeout)
             except httpx.TransportError as failure:
                 error = transport_error(failure, timeout)
+            except GatewayTimeout as failure:
+                error = failure
             else:
                 if response.status_code < 400:
                     return response
@@ -158,6 +166,24 @@ class Client(_Base):
             if wait is None:
                 raise error
             time.sleep(wait)
+
+    def _exchange(self, method: str, path: str, content: bytes | None, headers: Mapping[str, str],
+                  timeout: float | None) -> httpx.Response:
+        """One request and its whole answer within `timeout`: httpx bounds each read, so the body is
+        streamed and the time checked between its chunks (a server trickling bytes is cut off)."""
+        ends_at = None if timeout is None else time.monotonic() + timeout
+        request = self._http.build_request(method, path, content=content, headers=headers,
+                                           timeout=httpx_timeout(timeout))
+        response = self._http.send(request, stream=True)
+        try:
+            raw = bytearray()
+            for chunk in response.iter_raw():
+                raw += chunk
+                if ends_at is not None and time.monotonic() > ends_at:
+                    raise late(timeout or 0.0)
+        finally:
+            response.close()
+        return httpx.Response(response.status_code, headers=response.headers, content=bytes(raw), request=request)
 
 
 class AsyncClient(_Base):
@@ -173,7 +199,7 @@ class AsyncClient(_Base):
                  verify: bool | str = True) -> None:
         super().__init__(url, api_key=api_key, timeout=timeout, deadline=deadline, retries=retries,
                          binary_threshold=binary_threshold)
-        self._http = httpx.AsyncClient(base_url=self.settings.url, verify=verify, timeout=timeout)
+        self._http = httpx.AsyncClient(base_url=self.settings.url, verify=verify, timeout=httpx_timeout(timeout))
 
     async def __aenter__(self) -> Self:
         return self
@@ -210,7 +236,7 @@ class AsyncClient(_Base):
     async def ready(self) -> bool:
         """Whether the gateway is ready (`GET /health/ready` answers 200)."""
         try:
-            await self._send("GET", "/health/ready", Attempts.start(0, self.settings.deadline))
+            await self._send("GET", "/health/ready", Attempts.start(0, self.settings.deadline, self.settings.timeout))
         except GatewayError as error:
             if error.status == 503:
                 return False
@@ -220,6 +246,7 @@ class AsyncClient(_Base):
     async def _predict(self, target: Target, inputs: Mapping[str, Any], as_lists: bool) -> Outputs:
         attempts = self._attempts()
         contract = await self._contract(target, attempts)
+        attempts.pipeline = contract.stages > 1
         try:
             return await self._post(target, inputs, contract, as_lists, attempts)
         except ContractViolation:
@@ -246,12 +273,17 @@ class AsyncClient(_Base):
     async def _send(self, method: str, path: str, attempts: Attempts, content: bytes | None = None,
                     headers: Mapping[str, str] | None = None) -> httpx.Response:
         while True:
+            if self._http.is_closed:
+                raise RuntimeError("the client is closed")
             timeout = attempt_timeout(self.settings, attempts)
             try:
-                response = await self._http.request(method, path, content=content, timeout=timeout,
-                                                    headers=request_headers(self.settings, attempts, headers))
+                async with asyncio.timeout(timeout):  # the whole exchange: httpx's timeouts bound each read
+                    response = await self._http.request(method, path, content=content, timeout=httpx_timeout(timeout),
+                                                        headers=request_headers(self.settings, attempts, headers))
             except httpx.TransportError as failure:
                 error = transport_error(failure, timeout)
+            except TimeoutError:
+                error = late(timeout or 0.0)
             else:
                 if response.status_code < 400:
                     return response

@@ -8,14 +8,15 @@ gateway's).
                                                     it: `not_found` is NotFound, not BackendNotFound)
     an error answer with a code the tree lacks      the class nearest the root with the answer's status,
                                                     else GatewayError
-    no connection (refused, unknown host)           GatewayUnreachable (a BackendUnavailable: to the
-                                                    client the gateway is the backend it cannot reach)
+    no connection (refused, unknown host, or not    GatewayUnreachable (a BackendUnavailable: to the
+    made within the connect timeout)                client the gateway is the backend it cannot reach)
     the connection broke once the request was sent  ConnectionLost (a GatewayUnreachable)
-    no answer within `timeout` or the deadline      GatewayTimeout (a DeadlineExceeded)
+    no whole answer within `timeout` or deadline    GatewayTimeout (a DeadlineExceeded)
     an answer that is not the gateway's             UnexpectedAnswer (a BackendError; the CLI exits 9)
 
 Every instance carries `status` (None when nothing was answered), `code`, `message`, `field`,
 `request_id` (the answer's `x-request-id`) and `retry_after_s` (the answer's Retry-After, seconds).
+A call on a closed client raises RuntimeError, not one of these: it is a mistake in the caller.
 """
 
 from __future__ import annotations

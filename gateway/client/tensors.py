@@ -47,6 +47,7 @@ class Contract:
 
     inputs: Mapping[str, TensorSpec] | None
     outputs: Mapping[str, TensorSpec] | None
+    stages: int = 1  # an application's stages (a model: 1)
 
     @property
     def known(self) -> bool:
@@ -67,7 +68,8 @@ def specs_from_json(items: list[dict[str, Any]] | None) -> dict[str, TensorSpec]
 
 def contract_from_json(body: Mapping[str, Any]) -> Contract:
     """The contract of an application plan or a model version's listing."""
-    return Contract(specs_from_json(body.get("inputs")), specs_from_json(body.get("outputs")))
+    return Contract(specs_from_json(body.get("inputs")), specs_from_json(body.get("outputs")),
+                    len(body.get("stages") or ()) or 1)
 
 
 @dataclass(frozen=True, slots=True)

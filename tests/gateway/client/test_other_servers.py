@@ -5,6 +5,7 @@ real uvicorn serving a small Starlette app that answers each application name it
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,8 +17,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.cli import exits, main
-from gateway.client import AsyncClient, Client, UnexpectedAnswer
-from gateway.errors import TooManyRequests
+from gateway.client import AsyncClient, Client, GatewayTimeout, UnexpectedAnswer
+from gateway.errors import Overloaded, TooManyRequests
 from tests.conftest import serve_app
 
 HTML = "<!DOCTYPE HTML>\n<html lang=\"en\">\n    <head><title>Error response</title></head>\n</html>\n"
@@ -108,6 +109,52 @@ async def test_an_error_without_a_code_gets_its_class_code(server: tuple[str, Co
         with pytest.raises(TooManyRequests) as busy:
             await client.predict("v1", x=[1])
     assert (busy.value.status, busy.value.code, busy.value.message) == (429, "too_many_requests", "busy")
+
+
+@pytest.mark.parametrize(("timeout", "deadline"), [(30.0, 1.0), (1.0, None)])
+async def test_a_trickling_answer_is_cut_off_at_the_deadline_or_timeout(
+        server: tuple[str, Counter[str]], kind: type[AnyClient], timeout: float, deadline: float | None) -> None:
+    client = kind(server[0], timeout=timeout, deadline=deadline)  # a 3 s body, 0.5 s a chunk: no read times out
+    try:
+        started = time.monotonic()
+        with pytest.raises(GatewayTimeout) as cut:
+            await call(client, "trickle")
+        elapsed = time.monotonic() - started
+    finally:
+        await _close(client)
+    assert 0.9 < elapsed < 1.8
+    assert "did not end within" in cut.value.message
+
+
+async def test_without_a_deadline_a_retry_after_beyond_the_timeout_is_not_waited(
+        server: tuple[str, Counter[str]], kind: type[AnyClient]) -> None:
+    url, posts = server
+    client = kind(url, timeout=2.0, retries=3)  # the answer asks for an hour
+    try:
+        started = time.monotonic()
+        with pytest.raises(Overloaded) as refused:
+            await call(client, "hour")
+        assert time.monotonic() - started < 1.0
+    finally:
+        await _close(client)
+    assert (refused.value.retry_after_s, posts["hour"]) == (3600.0, 1)
+
+
+async def test_a_decimal_retry_after_is_honoured(server: tuple[str, Counter[str]], kind: type[AnyClient]) -> None:
+    client = kind(server[0])
+    try:
+        started = time.monotonic()
+        assert (await call(client, "later"))["y"].tolist() == [1]  # 429 with Retry-After: 1.5, then answered
+        assert 1.4 < time.monotonic() - started < 3.0
+    finally:
+        await _close(client)
+
+
+async def test_a_closed_client_says_so(server: tuple[str, Counter[str]], kind: type[AnyClient]) -> None:
+    client = kind(server[0])
+    await _close(client)
+    with pytest.raises(RuntimeError, match="the client is closed"):
+        await call(client, "text")
 
 
 async def _close(client: AnyClient) -> None:
