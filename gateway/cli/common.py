@@ -34,12 +34,14 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=Path("config"), help="config directory (default: ./config)")
 
 
+URL_HELP = f"the gateway (default: $GATEWAY_URL, else {DEFAULT_URL})"
+API_KEY_HELP = "API key, sent as Authorization: Bearer (default: $GATEWAY_API_KEY)"
+
+
 def add_client_flags(parser: argparse.ArgumentParser, timeout_s: float = 30.0) -> None:
     """`--url`, `--api-key`, `--timeout`: the flags of every command that calls a running gateway."""
-    parser.add_argument("--url", type=http_url, default=None,
-                        help=f"the gateway (default: $GATEWAY_URL, else {DEFAULT_URL})")
-    parser.add_argument("--api-key", metavar="KEY", default=None,
-                        help="API key, sent as Authorization: Bearer (default: $GATEWAY_API_KEY)")
+    parser.add_argument("--url", type=http_url, default=None, help=URL_HELP)
+    parser.add_argument("--api-key", metavar="KEY", default=None, help=API_KEY_HELP)
     parser.add_argument("--timeout", type=seconds, default=timeout_s, metavar="S",
                         help=f"seconds for the whole call, retries of 429/503 included (default {timeout_s:g})")
 
@@ -56,6 +58,11 @@ def client_url(args: argparse.Namespace) -> str:
     except ValueError as error:
         print(f"gateway {args.command}: GATEWAY_URL {error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def client_api_key(args: argparse.Namespace) -> str | None:
+    """`--api-key`, else `GATEWAY_API_KEY`, else none."""
+    return str(args.api_key) if args.api_key is not None else os.environ.get("GATEWAY_API_KEY") or None
 
 
 def load(args: argparse.Namespace, overrides: dict[str, Any] | None = None,
