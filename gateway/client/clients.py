@@ -27,10 +27,11 @@ from gateway.client.calls import (
 from gateway.client.errors import GatewayTimeout
 from gateway.client.listing import Application, ModelVersion
 from gateway.client.retries import Attempts
-from gateway.client.tensors import DEFAULT_BINARY_THRESHOLD, Contract, read_answer, request_body
+from gateway.client.tensors import DEFAULT_BINARY_THRESHOLD, Contract, input_bytes, read_answer, request_body
 from gateway.errors import ContractViolation, GatewayError
 
 Outputs = dict[str, Any]
+OFF_LOOP_BYTES = 256 * 1024  # the async client encodes and decodes bodies this large in a thread
 
 
 class _Base:
@@ -199,6 +200,7 @@ class AsyncClient(_Base):
                  verify: bool | str = True) -> None:
         super().__init__(url, api_key=api_key, timeout=timeout, deadline=deadline, retries=retries,
                          binary_threshold=binary_threshold)
+        self._reading: dict[Target, asyncio.Lock] = {}
         self._http = httpx.AsyncClient(base_url=self.settings.url, verify=verify, timeout=httpx_timeout(timeout))
 
     async def __aenter__(self) -> Self:
@@ -256,19 +258,28 @@ class AsyncClient(_Base):
         return await self._post(target, inputs, fresh, as_lists, attempts)
 
     async def _contract(self, target: Target, attempts: Attempts, refresh: bool = False) -> Contract:
-        cached = None if refresh else self._contracts.get(target)
-        if cached is not None:
-            return cached
-        return self._remember(target, target.contract(json_object(await self._send("GET", target.listing, attempts))))
+        seen = self._contracts.get(target)
+        async with self._reading.setdefault(target, asyncio.Lock()):  # concurrent first calls: one read
+            cached = self._contracts.get(target)
+            if cached is not None and not (refresh and cached is seen):  # (refreshed while this call waited)
+                return cached
+            listing = json_object(await self._send("GET", target.listing, attempts))
+            return self._remember(target, target.contract(listing))
 
     async def _post(self, target: Target, inputs: Mapping[str, Any], contract: Contract, as_lists: bool,
                     attempts: Attempts) -> Outputs:
-        body = request_body(inputs, contract, self.settings.binary_threshold)
+        threshold = self.settings.binary_threshold
+        if input_bytes(inputs) >= OFF_LOOP_BYTES:  # large: encoded off the event loop, which keeps serving
+            body = await asyncio.to_thread(request_body, inputs, contract, threshold)
+        else:
+            body = request_body(inputs, contract, threshold)
         response = await self._send("POST", target.path, attempts, body.content, body.headers)
         if not contract.known and not as_lists:  # answered, so the gateway knows the contract now: type by it
             contract = await self._contract(target, attempts)
-        return read_answer(response.headers.get("content-type", ""), response.headers, response.content,
-                           contract, as_lists)
+        read = (response.headers.get("content-type", ""), response.headers, response.content, contract, as_lists)
+        if len(response.content) >= OFF_LOOP_BYTES:
+            return await asyncio.to_thread(read_answer, *read)
+        return read_answer(*read)
 
     async def _send(self, method: str, path: str, attempts: Attempts, content: bytes | None = None,
                     headers: Mapping[str, str] | None = None) -> httpx.Response:

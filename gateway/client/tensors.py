@@ -80,6 +80,12 @@ class Body:
     headers: dict[str, str]
 
 
+def input_bytes(inputs: Mapping[str, Any]) -> int:
+    """A cheap estimate of the inputs' size: numpy arrays' bytes, 8 a top-level list item."""
+    return sum(value.nbytes if isinstance(value, np.ndarray) else 8 * len(value) if isinstance(value, list | tuple)
+               else 8 for value in inputs.values())
+
+
 def request_body(inputs: Mapping[str, Any], contract: Contract, binary_threshold: int | None) -> Body:
     """The body carrying `inputs`: binary for one large numeric array, else JSON."""
     if binary_threshold is not None and len(inputs) == 1:

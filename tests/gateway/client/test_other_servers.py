@@ -42,9 +42,16 @@ def stub() -> tuple[Starlette, Counter[str]]:
     posts: Counter[str] = Counter()
 
     async def plan(request: Request) -> Response:
-        if request.path_params["name"] == "html":
+        name = request.path_params["name"]
+        posts[f"GET {name}"] += 1
+        if name == "html":
             return Response(HTML, 404, media_type="text/html")
-        return JSONResponse({"name": request.path_params["name"], "inputs": None, "outputs": None, "stages": []})
+        if name == "known":
+            await asyncio.sleep(0.1)  # long enough for every concurrent first call to ask
+            tensors = [{"name": "x", "dtype": "int32", "shape": [-1]}]
+            return JSONResponse({"name": name, "inputs": tensors, "outputs": [{**tensors[0], "name": "y"}],
+                                 "stages": [{"stage": 1}]})
+        return JSONResponse({"name": name, "inputs": None, "outputs": None, "stages": []})
 
     async def predict(request: Request) -> Response:
         name = request.path_params["name"]
@@ -55,6 +62,7 @@ def stub() -> tuple[Starlette, Counter[str]]:
             "hour": lambda: _busy("overloaded", 503, "3600"),
             "later": lambda: _busy("too_many_requests", 429, "1.5") if posts[name] == 1 else JSONResponse({"y": [1]}),
             "trickle": lambda: StreamingResponse(_trickle(), media_type="application/json"),
+            "known": lambda: JSONResponse({"y": [1]}),
         }
         answer: Response = answers[name]()
         return answer
@@ -155,6 +163,14 @@ async def test_a_closed_client_says_so(server: tuple[str, Counter[str]], kind: t
     await _close(client)
     with pytest.raises(RuntimeError, match="the client is closed"):
         await call(client, "text")
+
+
+async def test_concurrent_first_calls_read_the_contract_once(server: tuple[str, Counter[str]]) -> None:
+    url, posts = server
+    async with AsyncClient(url) as client:
+        answers = await asyncio.gather(*(client.predict("known", x=[n]) for n in range(20)))
+    assert all(answer["y"].dtype == "int32" for answer in answers)
+    assert (posts["GET known"], posts["known"]) == (1, 20)
 
 
 async def _close(client: AnyClient) -> None:
