@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.cli import exits, main
-from gateway.client import AsyncClient, Client, GatewayTimeout, UnexpectedAnswer
+from gateway.client import AsyncClient, Client, ConnectionLost, GatewayTimeout, UnexpectedAnswer
 from gateway.errors import Overloaded, TooManyRequests
 from tests.conftest import serve_app
 
@@ -171,6 +171,37 @@ async def test_concurrent_first_calls_read_the_contract_once(server: tuple[str, 
         answers = await asyncio.gather(*(client.predict("known", x=[n]) for n in range(20)))
     assert all(answer["y"].dtype == "int32" for answer in answers)
     assert (posts["GET known"], posts["known"]) == (1, 20)
+
+
+async def test_a_connection_broken_after_the_request_was_sent_is_not_sent_again(kind: type[AnyClient]) -> None:
+    posts = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal posts
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"GET "):
+            body = b'{"inputs": null, "outputs": null, "stages": []}'
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        else:
+            posts += 1  # read whole, then the connection closed with no answer: the gateway may have run it
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = kind(f"http://127.0.0.1:{port}", retries=5)
+    try:
+        with pytest.raises(ConnectionLost):
+            await call(client, "any")
+    finally:
+        await _close(client)
+        server.close()
+        await server.wait_closed()
+    assert posts == 1
 
 
 async def _close(client: AnyClient) -> None:
