@@ -129,6 +129,7 @@ class Client(_Base):
             fresh = self._contract(target, attempts, refresh=True)  # a reload may have changed it
             if fresh == contract:
                 raise
+            attempts.pipeline = fresh.stages > 1
         return self._post(target, inputs, fresh, as_lists, attempts)
 
     def _contract(self, target: Target, attempts: Attempts, refresh: bool = False) -> Contract:
@@ -255,6 +256,7 @@ class AsyncClient(_Base):
             fresh = await self._contract(target, attempts, refresh=True)  # a reload may have changed it
             if fresh == contract:
                 raise
+            attempts.pipeline = fresh.stages > 1
         return await self._post(target, inputs, fresh, as_lists, attempts)
 
     async def _contract(self, target: Target, attempts: Attempts, refresh: bool = False) -> Contract:
