@@ -3,14 +3,17 @@
 A fenced block right after a line `<!-- readme-test -->` is a test (its id: the nearest heading):
 
 - ```` ```console ````: each line starting with `$ ` is a command (a line ending in `\\` goes on
-  on the next), run with `bash -c` from the checkout root within 30 s, which must exit 0; the
+  on the next), run with `bash -o pipefail -c` from the checkout root within 30 s, which must
+  exit 0, every command of a pipe included (so `| sed -n 1p`, which reads all, not `| head -1`,
+  whose early exit kills the writer with SIGPIPE); the
   lines after it, up to the next command, are its expected stdout (each line compared with its
   trailing whitespace stripped; a line `...` stands for any number of lines).
 - ```` ```python ````: a script run with the checkout's Python; it must exit 0 (it asserts what
   it shows).
 
 `127.0.0.1:8000` and `localhost:8000` become the live gateway's address; `GATEWAY_URL` is set to
-it and `.venv/bin` leads PATH. The gateway serves a copy of `config/` whose request logs are
+it, `TMPDIR` is the test's own temporary folder (examples write `"${TMPDIR:-/tmp}/..."`) and
+`.venv/bin` leads PATH. The gateway serves a copy of `config/` whose request logs are
 written under the test's temporary folder (not into the checkout).
 """
 
@@ -153,9 +156,9 @@ def test_the_readme_has_examples() -> None:
 
 
 @pytest.mark.parametrize("example", README_EXAMPLES, ids=[example.id for example in README_EXAMPLES])
-def test_readme_example(example: Example, gateway_url: str) -> None:
+def test_readme_example(example: Example, gateway_url: str, tmp_path: Path) -> None:
     address = gateway_url.removeprefix("http://")
-    env = _environment(gateway_url)
+    env = _environment(gateway_url) | {"TMPDIR": str(tmp_path)}  # examples write "${TMPDIR:-/tmp}/..."
     where = f"README.md:{example.line} ({example.id})"
     if example.language == "python":
         done = subprocess.run([sys.executable, "-c", _ADDRESS.sub(address, example.text)], cwd=REPO, env=env,
@@ -165,13 +168,24 @@ def test_readme_example(example: Example, gateway_url: str) -> None:
     assert example.language == "console", f"{where}: a marked block is console or python"
     for step in steps(example.text):
         command = _ADDRESS.sub(address, step.command)
-        done = subprocess.run(["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=COMMAND_TIMEOUT_S)
+        done = run_command(command, env)
         assert done.returncode == 0, f"{where}: `{step.command}` exited {done.returncode}:\n{done.stderr}"
         expected = [_ADDRESS.sub(address, line) for line in _trimmed(step.expected)]
         actual = _trimmed([line.rstrip() for line in done.stdout.splitlines()])
         assert matches(expected, actual), (f"{where}: `{step.command}` printed\n" + "\n".join(actual)
                                            + "\nexpected\n" + "\n".join(expected))
+
+
+def run_command(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """One console command, a failure anywhere in its pipe failing it."""
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=COMMAND_TIMEOUT_S)
+
+
+def test_a_failure_anywhere_in_a_pipe_fails_the_command() -> None:
+    env = dict(os.environ)
+    assert run_command("false | cat", env).returncode == 1
+    assert run_command("printf 'a\\nb\\n' | sed -n 1p", env).stdout == "a\n"
 
 
 @pytest.mark.parametrize(("expected", "actual", "result"), [

@@ -11,7 +11,8 @@ from urllib.parse import quote
 import httpx
 
 from gateway.build import check_model_code, interpreter_for
-from gateway.cli.common import Commands, add_config_flag, command, load, seconds
+from gateway.cli.common import Commands, add_config_flag, client_api_key, client_url, command, load, seconds
+from gateway.client import DEFAULT_URL
 from gateway.manifests import (
     Config,
     ModelManifest,
@@ -43,9 +44,11 @@ served)"""
 def add_parser(commands: Commands) -> None:
     check = command(commands, "check", "validate the manifests and print what they declare", DESCRIPTION, EPILOG)
     add_config_flag(check)
-    check.add_argument("--url", help="a running gateway (http://host:port) to compare the plans with")
-    check.add_argument("--api-key", help="the API key for --url when the gateway has keys (only the "
-                       "applications it may call are compared)")
+    check.add_argument("--url", nargs="?", const="", default=None,
+                       help=f"compare the plans with a running gateway: this one, or with --url alone "
+                            f"$GATEWAY_URL, else {DEFAULT_URL}")
+    check.add_argument("--api-key", metavar="KEY", help="the API key for --url when the gateway has keys (only the "
+                       "applications it may call are compared; default: $GATEWAY_API_KEY)")
     check.add_argument("--timeout", type=seconds, default=10.0, help="seconds to wait for --url (default 10)")
     check.set_defaults(run=run)
 
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     config, settings = loaded
     status = _check(settings, config)
     if status == 0 and args.url is not None:
-        return _compare(config, args.url, args.api_key, args.timeout)
+        return _compare(config, args.url or client_url(args), client_api_key(args), args.timeout)
     return status
 
 
@@ -173,3 +176,4 @@ def _label(model: ModelManifest) -> str:
         label = model.backend.version_label
         return model.name if label is None else f"{model.name}@{label}"
     return f"{model.name}:{model.version}"
+

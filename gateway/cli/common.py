@@ -9,9 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from gateway.client import DEFAULT_URL
+from gateway.client.calls import checked_url
 from gateway.errors import ConfigError
 from gateway.manifests import Config, load_config
 from gateway.settings import Settings
@@ -34,18 +34,35 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=Path("config"), help="config directory (default: ./config)")
 
 
+URL_HELP = f"the gateway (default: $GATEWAY_URL, else {DEFAULT_URL})"
+API_KEY_HELP = "API key, sent as Authorization: Bearer (default: $GATEWAY_API_KEY)"
+
+
 def add_client_flags(parser: argparse.ArgumentParser, timeout_s: float = 30.0) -> None:
     """`--url`, `--api-key`, `--timeout`: the flags of every command that calls a running gateway."""
-    parser.add_argument("--url", type=http_url, default=None,
-                        help=f"the gateway (default: $GATEWAY_URL, else {DEFAULT_URL})")
-    parser.add_argument("--api-key", metavar="KEY", default=None,
-                        help="API key, sent as Authorization: Bearer (default: $GATEWAY_API_KEY)")
+    parser.add_argument("--url", type=http_url, default=None, help=URL_HELP)
+    parser.add_argument("--api-key", metavar="KEY", default=None, help=API_KEY_HELP)
     parser.add_argument("--timeout", type=seconds, default=timeout_s, metavar="S",
                         help=f"seconds for the whole call, retries of 429/503 included (default {timeout_s:g})")
 
 
 def client_url(args: argparse.Namespace) -> str:
-    return str(args.url or os.environ.get("GATEWAY_URL") or DEFAULT_URL)
+    """`--url`, else `GATEWAY_URL` (checked as `--url` is: exit 2 with the reason), else the default."""
+    if args.url:
+        return str(args.url)
+    url = os.environ.get("GATEWAY_URL")
+    if not url:
+        return DEFAULT_URL
+    try:
+        return checked_url(url)
+    except ValueError as error:
+        print(f"gateway {args.command}: GATEWAY_URL {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def client_api_key(args: argparse.Namespace) -> str | None:
+    """`--api-key`, else `GATEWAY_API_KEY`, else none."""
+    return str(args.api_key) if args.api_key is not None else os.environ.get("GATEWAY_API_KEY") or None
 
 
 def load(args: argparse.Namespace, overrides: dict[str, Any] | None = None,
@@ -73,7 +90,7 @@ def count(text: str) -> int:
 
 def http_url(text: str) -> str:
     """An http:// or https:// URL with a host (argparse type)."""
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise argparse.ArgumentTypeError(f"must be an http:// or https:// URL with a host, got {text!r}")
-    return text
+    try:
+        return checked_url(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

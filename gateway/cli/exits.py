@@ -3,7 +3,7 @@ kind of failure, chosen from the client's exception (gateway.client.errors) in o
 
 from __future__ import annotations
 
-from gateway.client import GatewayTimeout, GatewayUnreachable
+from gateway.client import GatewayTimeout, GatewayUnreachable, UnexpectedAnswer
 from gateway.errors import GatewayError, NotFound, PermissionDenied, Unauthenticated
 
 OK = 0
@@ -14,9 +14,11 @@ DENIED = 5  # no or unknown API key (401), a key not allowed this application (4
 BUSY = 6  # overloaded, at the concurrency limit or not ready (429 / 503), still after the retries
 FAILED = 7  # the model or its backend failed (5xx: model_error, backend_error, deadline_exceeded)
 UNREACHABLE = 8  # no answer: the connection was refused or broke, or the timeout passed
+NOT_A_GATEWAY = 9  # an answer, but not a gateway's (not its JSON): a wrong --url, a proxy's page
 
 # First match wins: the client's own classes subclass the gateway's 503 and 504 ones.
 _BY_CLASS: tuple[tuple[type[GatewayError], int], ...] = (
+    (UnexpectedAnswer, NOT_A_GATEWAY),
     (GatewayUnreachable, UNREACHABLE),
     (GatewayTimeout, UNREACHABLE),
     (NotFound, NOT_FOUND),
@@ -27,7 +29,7 @@ _BY_CLASS: tuple[tuple[type[GatewayError], int], ...] = (
 EPILOG = """exit status: 0 answered, 2 bad usage or unreadable input, 3 the gateway refused the request
 (4xx: bad input, contract violation), 4 not found, 5 unauthenticated or forbidden, 6 overloaded or
 not ready after the retries (429, 503), 7 the model or its backend failed (5xx), 8 the gateway could
-not be reached or did not answer in time"""
+not be reached or did not answer in time, 9 the answer was not a gateway's (a wrong --url, a proxy)"""
 
 
 def exit_status(error: GatewayError) -> int:

@@ -12,6 +12,7 @@ import orjson
 from gateway.cli import exits
 from gateway.cli.common import Commands, add_client_flags, client_url, command
 from gateway.client import Application, Client, ModelVersion, Variant
+from gateway.client.calls import FLOATING_VERSION
 from gateway.client.errors import describe
 from gateway.errors import GatewayError
 
@@ -58,14 +59,25 @@ def lines(applications: Sequence[Application], models: Sequence[ModelVersion]) -
          " -> ".join(" | ".join(_variant(v, len(stage.variants)) for v in stage.variants) for stage in app.stages))
         for app in applications]
     versions = [("MODEL", "VERSION", "LABELS", "KIND", "STATE", "CONTRACT")] + [
-        (m.name, str(m.version), ",".join(sorted(label for label, v in m.labels.items() if v == m.version)) or "-",
-         m.kind, m.state, m.contract) for m in models]
+        (m.name, _version(m), _labels(m), m.kind, m.state, m.contract) for m in models]
     out = [*_table(apps), "", *_table(versions)]
     problems = [f"{app.name}: {problem}" for app in applications for problem in app.problems]
-    errors = [f"{m.name}:{m.version}: {m.error}" for m in models if m.error]
+    errors = [f"{m.name}:{_version(m)}: {m.error}" for m in models if m.error]
     if problems or errors:
         out += [""] + [f"problem: {line}" for line in problems + errors]
     return out
+
+
+def _version(model: ModelVersion) -> str:
+    """`*` for a TF Serving model that fronts every version (listed as version 0)."""
+    return "*" if model.version == FLOATING_VERSION else str(model.version)
+
+
+def _labels(model: ModelVersion) -> str:
+    """The labels naming this version; for one fronting every version, each label with its version."""
+    if model.version == FLOATING_VERSION:
+        return ",".join(f"{label}={version}" for label, version in sorted(model.labels.items())) or "-"
+    return ",".join(sorted(label for label, version in model.labels.items() if version == model.version)) or "-"
 
 
 def _variant(variant: Variant, variants: int) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gateway.cli.common import Commands, count, http_url, seconds
+from gateway.cli.common import API_KEY_HELP, URL_HELP, Commands, client_api_key, client_url, count, http_url, seconds
 from gateway.requestlog import replay, show, warmup_file
 from modelfolder.warmup import MAX_RECORDS as MAX_WARMUP_RECORDS
 
@@ -43,13 +43,12 @@ def add_parser(commands: Commands) -> None:
                     "strings, numpy.isclose for floats). Exit status: 0 every request answered 2xx, 1 "
                     "otherwise (or nothing sent), 2 bad arguments or a file that cannot be read, 130 interrupted.")
     replay_command.add_argument("file", type=Path, metavar="FILE", help="log file, warmup file or log directory")
-    replay_command.add_argument("--url", required=True, type=http_url, help="the gateway, http://host:port")
+    replay_command.add_argument("--url", type=http_url, default=None, help=URL_HELP)
     replay_command.add_argument("--rate", type=_rate, default=10.0, metavar="R",
                                 help=f"requests per second at most (default 10, at most {replay.MAX_RATE:g})")
     replay_command.add_argument("--limit", type=count, metavar="N", help="send at most N requests")
     replay_command.add_argument("--application", metavar="NAME", help="send to this application's route instead")
-    replay_command.add_argument("--api-key", metavar="KEY",
-                                help="API key of the gateway (sent as Authorization: Bearer)")
+    replay_command.add_argument("--api-key", metavar="KEY", default=None, help=API_KEY_HELP)
     replay_command.add_argument("--timeout", type=seconds, default=10.0, metavar="S",
                                 help="seconds to wait for each answer (default 10)")
     warmup_command = actions.add_parser(
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             return warmup_file.write_warmup(args.file, args.out, model=args.model, limit=args.limit)
         except KeyboardInterrupt:  # nothing is left but the .partial file, which is removed
             return 130
-    target = replay.Target(args.url, args.application, args.api_key, args.timeout)
+    target = replay.Target(client_url(args), args.application, client_api_key(args), args.timeout)
     return replay.replay(args.file, target, rate=args.rate, limit=args.limit)
 
 

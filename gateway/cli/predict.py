@@ -29,8 +29,8 @@ def add_parser(commands: Commands) -> None:
                       "Send one request to APP (POST /gateway/applications/APP), or with --model to a model "
                       "(POST /gateway/models/NAME[/versions/V|/labels/L]), and print the outputs as one line of "
                       "JSON. The inputs are a JSON object {\"input\": value, ...} given with --json, read from --file, "
-                      "or from stdin with -. Requests refused with 429 or 503 are tried again, honouring "
-                      "Retry-After, within --timeout.", EPILOG)
+                      "or from stdin with -. A request refused before it ran (429, 503, see the Python client's "
+                      "retries) is tried again, honouring Retry-After, within --timeout.", EPILOG)
     predict.add_argument("target", nargs="*", metavar="APP",
                          help="the application (none with --model); '-' reads the inputs from stdin")
     source = predict.add_mutually_exclusive_group()

@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
@@ -22,6 +22,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_RETRIES = 3
 TIMEOUT_HEADER = "x-request-timeout"
+CONNECT_TIMEOUT_S = 5.0  # an unreachable host that drops packets: retried (nothing sent), not waited out
 FLOATING_VERSION = 0  # how the models listing shows a TF Serving model that fronts every version
 
 
@@ -31,10 +32,11 @@ class Settings:
 
     - `url`: the gateway; default `GATEWAY_URL`, else http://127.0.0.1:8000.
     - `api_key`: sent as `Authorization: Bearer`; default `GATEWAY_API_KEY`, else none.
-    - `timeout`: seconds to wait for each answer (None: forever).
+    - `timeout`: seconds for each attempt, connecting to the answer's last byte (None: forever), and
+      without a deadline the longest Retry-After waited.
     - `deadline`: seconds for a whole call, retries and waits included, also sent to the gateway
       as `x-request-timeout` (90 % of what is left; None: only `timeout` and `retries` bound a call).
-    - `retries`: how many times a 429, a 503 or a refused connection is tried again.
+    - `retries`: how many times a request that did not run is tried again (retries.py says which).
     - `binary_threshold`: a lone numeric array of this many bytes or more is sent raw (None: never).
     """
 
@@ -53,7 +55,7 @@ class Settings:
         for name, value in (("timeout", timeout), ("deadline", deadline)):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value}")
-        url = (url or os.environ.get("GATEWAY_URL") or DEFAULT_URL).rstrip("/")
+        url = checked_url(url or os.environ.get("GATEWAY_URL") or DEFAULT_URL).rstrip("/")
         api_key = api_key if api_key is not None else os.environ.get("GATEWAY_API_KEY") or None
         return cls(url, api_key, timeout, deadline, retries, binary_threshold)
 
@@ -62,6 +64,15 @@ class Settings:
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
         return headers
+
+
+def checked_url(url: str) -> str:
+    """`url` when it is an http:// or https:// URL with a host, else ValueError (httpx would
+    report a URL without a scheme as a broken connection)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"must be an http:// or https:// URL with a host, got {url!r} (e.g. {DEFAULT_URL})")
+    return url
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +136,25 @@ def attempt_timeout(settings: Settings, attempts: Attempts) -> float | None:
     return timeout
 
 
+def httpx_timeout(timeout: float | None) -> httpx.Timeout:
+    """An attempt's timeouts: `timeout` for each read and write, at most CONNECT_TIMEOUT_S to connect."""
+    return httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S if timeout is None else min(timeout, CONNECT_TIMEOUT_S))
+
+
+def late(timeout: float) -> GatewayError:
+    """The GatewayTimeout of an attempt whose whole exchange, the answer's body included, outlasted
+    its time (the timeout, or what was left of the deadline)."""
+    return error_for(None, GatewayTimeout.code, f"the gateway's answer did not end within {timeout:g} s",
+                     kind=GatewayTimeout)
+
+
 def transport_error(error: httpx.TransportError, timeout: float | None) -> GatewayError:
-    """A failure with no answer: refused or reset (GatewayUnreachable), or too slow (GatewayTimeout)."""
+    """A failure with no answer: refused, reset or no connection in time (GatewayUnreachable), or
+    too slow (GatewayTimeout)."""
+    if isinstance(error, httpx.ConnectTimeout):  # nothing was sent: retried as a refused connection is
+        return error_for(None, GatewayUnreachable.code, f"cannot reach the gateway: no connection within "
+                         f"{CONNECT_TIMEOUT_S if timeout is None else min(timeout, CONNECT_TIMEOUT_S):g} s",
+                         kind=GatewayUnreachable)
     if isinstance(error, httpx.TimeoutException):
         waited = f" within {timeout:g} s" if timeout is not None else ""
         return error_for(None, GatewayTimeout.code, f"the gateway did not answer{waited} ({type(error).__name__})",
@@ -149,7 +177,7 @@ def answer_error(response: httpx.Response) -> GatewayError:
         else:
             code, message, field = str(error["code"]), str(error["message"]), error.get("field")
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        text = response.text[:200].strip() or response.reason_phrase
+        text = " ".join(response.text[:400].split())[:200] or response.reason_phrase  # one line
         return error_for(response.status_code, UnexpectedAnswer.code,
                          f"HTTP {response.status_code} not from the gateway: {text}", request_id=request_id,
                          retry_after_s=retry_after, kind=UnexpectedAnswer)

@@ -8,14 +8,15 @@ gateway's).
                                                     it: `not_found` is NotFound, not BackendNotFound)
     an error answer with a code the tree lacks      the class nearest the root with the answer's status,
                                                     else GatewayError
-    no connection (refused, unknown host)           GatewayUnreachable (a BackendUnavailable: to the
-                                                    client the gateway is the backend it cannot reach)
+    no connection (refused, unknown host, or not    GatewayUnreachable (a BackendUnavailable: to the
+    made within the connect timeout)                client the gateway is the backend it cannot reach)
     the connection broke once the request was sent  ConnectionLost (a GatewayUnreachable)
-    no answer within `timeout` or the deadline      GatewayTimeout (a DeadlineExceeded)
-    an answer that is not the gateway's             UnexpectedAnswer (a BackendError, 502)
+    no whole answer within `timeout` or deadline    GatewayTimeout (a DeadlineExceeded)
+    an answer that is not the gateway's             UnexpectedAnswer (a BackendError; the CLI exits 9)
 
 Every instance carries `status` (None when nothing was answered), `code`, `message`, `field`,
 `request_id` (the answer's `x-request-id`) and `retry_after_s` (the answer's Retry-After, seconds).
+A call on a closed client raises RuntimeError, not one of these: it is a mistake in the caller.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def error_for(status: int | None, code: str, message: str, *, field: str | None 
             or GatewayError
     error = kind(message, field=field)
     error.status = status  # type: ignore[assignment]  # None: nothing was answered
-    error.code = code
+    error.code = code or kind.code  # TF Serving's `{"error": "..."}` (the /v1 routes) names no code
     error.request_id = request_id  # type: ignore[attr-defined]
     error.retry_after_s = retry_after_s  # type: ignore[assignment]
     return error

@@ -1,8 +1,16 @@
-"""When the client tries again: after a 429 or a 503 answer, or a connection refused before
-anything was sent, at most `retries` more times, waiting what `Retry-After` says (seconds or an
-HTTP date; given up when it ends past the deadline) or a jittered exponential back-off without
-one (shortened to leave time for a last try before the deadline).
-Nothing else is retried: a request the gateway may have run is not sent twice."""
+"""When the client tries again, at most `retries` more times, only where the request did not run:
+
+- a connection refused or a connect timeout (nothing was sent);
+- `429 too_many_requests`, `503 overloaded`, `503 not_ready` (and its `application_contract_mismatch`):
+  the gateway refuses these before running anything;
+- a backend's `503 backend_unavailable` or `429 resource_exhausted`, on a model route or an
+  application of one stage only: that stage's model did not run it. In a pipeline an earlier
+  stage may have run, so these are not retried there.
+
+Each retry waits what `Retry-After` says (seconds, a decimal allowed, or an HTTP date) or a jittered
+exponential back-off without one (shortened to leave time for a last try before the deadline); a
+wait that would end past the deadline, or past `timeout` when there is no deadline, raises the
+error at once. Nothing else is retried: a request the gateway may have run is not sent twice."""
 
 from __future__ import annotations
 
@@ -15,7 +23,8 @@ from dataclasses import dataclass
 from gateway.client.errors import ConnectionLost, GatewayUnreachable
 from gateway.errors import GatewayError
 
-RETRY_STATUSES = frozenset({429, 503})
+BEFORE_RUNNING = frozenset({"too_many_requests", "overloaded", "not_ready", "application_contract_mismatch"})
+BACKEND_REFUSALS = frozenset({"backend_unavailable", "resource_exhausted"})  # the failing stage did not run it
 BACKOFF_BASE_S = 0.1  # the first wait without Retry-After, doubled per attempt (full jitter)
 BACKOFF_CAP_S = 5.0
 MIN_LAST_TRY_S = 0.02  # less left than this: no time for another attempt
@@ -28,7 +37,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.replace(".", "", 1).isdigit():  # RFC delay-seconds, or a decimal some proxies send
         return float(text)
     try:
         when = email.utils.parsedate_to_datetime(text)
@@ -37,11 +46,14 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def retryable(error: GatewayError) -> bool:
-    """Whether the request may be sent again: the gateway refused it before running it."""
+def retryable(error: GatewayError, pipeline: bool = False) -> bool:
+    """Whether the request may be sent again: nothing of it ran (`pipeline`: the target has
+    several stages, so a backend's refusal may come after an earlier stage ran)."""
     if isinstance(error, GatewayUnreachable):
         return not isinstance(error, ConnectionLost)
-    return error.status in RETRY_STATUSES
+    if error.status not in (429, 503):
+        return False
+    return error.code in BEFORE_RUNNING or (error.code in BACKEND_REFUSALS and not pipeline)
 
 
 @dataclass(slots=True)
@@ -52,10 +64,13 @@ class Attempts:
     retries: int
     deadline_at: float | None
     made: int = 0
+    longest_wait_s: float | None = None  # without a deadline: the client's timeout
+    pipeline: bool = False  # the target has several stages (see `retryable`)
 
     @classmethod
-    def start(cls, retries: int, deadline_s: float | None) -> Attempts:
-        return cls(retries, None if deadline_s is None else time.monotonic() + deadline_s)
+    def start(cls, retries: int, deadline_s: float | None, timeout_s: float | None = None) -> Attempts:
+        return cls(retries, None if deadline_s is None else time.monotonic() + deadline_s,
+                   longest_wait_s=timeout_s if deadline_s is None else None)
 
     def remaining_s(self) -> float | None:
         """Seconds left before the deadline (None without one)."""
@@ -75,15 +90,19 @@ class Attempts:
 
     def wait_s(self, error: GatewayError) -> float | None:
         """How long to wait before trying again after `error`, or None to raise it: not
-        retryable, no retries left, or a wait that would end past the deadline."""
+        retryable, no retries left, or a wait that would end past the deadline (without one, a
+        `Retry-After` longer than the timeout)."""
         self.made += 1
-        if not retryable(error) or self.made > self.retries:
+        if not retryable(error, self.pipeline) or self.made > self.retries:
             return None
         left = self.remaining_s()
+        longest = self.longest_wait_s if left is None else None  # no deadline: waits bounded by the timeout
         after = error.retry_after_s
-        if after is not None:  # the gateway's word: not sooner, so not at all when past the deadline
-            return None if left is not None and after >= left else float(after)
+        if after is not None:  # the gateway's word: not sooner, so not at all when past the limit
+            if (left is not None and after >= left) or (longest is not None and after > longest):
+                return None
+            return float(after)
         wait = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (self.made - 1)))  # noqa: S311 (jitter)
         if left is not None and wait >= left:  # our own guess: shortened to leave time for one more try
             return None if left < MIN_LAST_TRY_S else left / 2
-        return wait
+        return wait if longest is None else min(wait, longest)

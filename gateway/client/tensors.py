@@ -5,7 +5,11 @@ JSON body (`{"name": value}`; floats' NaN and infinities as the `NaN`/`Infinity`
 gateway accepts), except one numeric array of `binary_threshold` bytes or more, the only input
 of the call: that goes as raw little-endian bytes (`application/octet-stream` with
 `x-tensor-name`, `x-tensor-dtype`, `x-tensor-shape`, gateway/binary.py), cast to the contract's
-dtype when that keeps every value. A binary answer is read back without JSON.
+dtype exactly as the gateway's JSON decoder reads the same values: bools only for bool, integers
+only for integer contracts and within range, integers and floats rounded to the nearest value of a
+float contract (through doubles, a finite value that rounds to infinity refused), complex for
+complex. A value that decoder would refuse goes as JSON, so that the refusal names the element. A
+binary answer is read back without JSON.
 
 Answers become numpy arrays of the contract's dtypes (NaN where the JSON answer wrote a
 non-finite float as `null`); `string` outputs are `str` arrays (object arrays of `bytes` when an
@@ -43,6 +47,11 @@ class Contract:
 
     inputs: Mapping[str, TensorSpec] | None
     outputs: Mapping[str, TensorSpec] | None
+    stages: int = 1  # an application's stages (a model: 1)
+
+    @property
+    def known(self) -> bool:
+        return self.inputs is not None or self.outputs is not None
 
 
 UNKNOWN = Contract(None, None)
@@ -59,7 +68,8 @@ def specs_from_json(items: list[dict[str, Any]] | None) -> dict[str, TensorSpec]
 
 def contract_from_json(body: Mapping[str, Any]) -> Contract:
     """The contract of an application plan or a model version's listing."""
-    return Contract(specs_from_json(body.get("inputs")), specs_from_json(body.get("outputs")))
+    return Contract(specs_from_json(body.get("inputs")), specs_from_json(body.get("outputs")),
+                    len(body.get("stages") or ()) or 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +78,12 @@ class Body:
 
     content: bytes
     headers: dict[str, str]
+
+
+def input_bytes(inputs: Mapping[str, Any]) -> int:
+    """A cheap estimate of the inputs' size: numpy arrays' bytes, 8 a top-level list item."""
+    return sum(value.nbytes if isinstance(value, np.ndarray) else 8 * len(value) if isinstance(value, list | tuple)
+               else 8 for value in inputs.values())
 
 
 def request_body(inputs: Mapping[str, Any], contract: Contract, binary_threshold: int | None) -> Body:
@@ -91,24 +107,56 @@ def request_body(inputs: Mapping[str, Any], contract: Contract, binary_threshold
     return Body(content, {"content-type": JSON_TYPE})
 
 
+# The source kinds (numpy `dtype.kind`) the gateway's JSON decoder takes for each contract kind.
+_JSON_SOURCES = {JsonKind.BOOL: "b", JsonKind.INT: "iu", JsonKind.FLOAT: "iuf", JsonKind.COMPLEX: "c"}
+
+
 def _binary_array(value: Any, spec: TensorSpec | None, threshold: int) -> NDArray | None:
-    """`value` as the little-endian array to send raw, or None when it goes as JSON."""
+    """`value` as the little-endian array to send raw, or None when it goes as JSON: the value
+    the gateway's JSON decoder would read, or JSON (whose refusal names the element) when it
+    would refuse it."""
     if not isinstance(value, np.ndarray) or value.nbytes < threshold or value.dtype.kind not in "biufc":
         return None
-    target = value.dtype if spec is None else spec.dtype.numpy
-    if spec is not None and not spec.dtype.is_numeric:
+    if spec is not None:
+        cast = _as_contract(value, spec)
+        if cast is None:
+            return None
+        value = cast
+    return np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
+
+
+def _as_contract(array: NDArray, spec: TensorSpec) -> NDArray | None:
+    """`array` cast to the contract's dtype as tensorcodecs.json_codec reads the same values
+    (bools only as bool, integers in range, numbers rounded to the nearest float, a finite value
+    that rounds to infinity refused), or None where that decoder would refuse a value."""
+    target = spec.dtype.numpy
+    sources = _JSON_SOURCES.get(spec.dtype.json_kind)
+    if sources is None or array.dtype.kind not in sources:
         return None
-    if value.dtype != target:
-        if not np.can_cast(value.dtype, target, "safe") and not _fits(value, target):
-            return None  # JSON: the gateway names the value that does not fit
-        value = value.astype(target)
-    return np.ascontiguousarray(value, dtype=target.newbyteorder("<"))
+    if array.dtype == target:
+        return array
+    if spec.dtype.json_kind is JsonKind.INT:
+        return array.astype(target) if np.can_cast(array.dtype, target, "safe") or _fits(array, target) else None
+    if array.dtype.kind in "iu":
+        array = array.astype(np.float64)  # integers through doubles, as JSON integer literals are read
+    with np.errstate(over="ignore"):
+        cast = array.astype(target)
+    if not np.can_cast(array.dtype, target, "safe") and _rounds_to_infinity(array, cast):
+        return None
+    return cast
+
+
+def _rounds_to_infinity(source: NDArray, cast: NDArray) -> bool:
+    """Whether a finite value (or complex part) became infinite in the cast."""
+    if source.dtype.kind == "c":
+        return _rounds_to_infinity(source.real, cast.real) or _rounds_to_infinity(source.imag, cast.imag)
+    return bool((np.isinf(cast) & np.isfinite(source)).any())
 
 
 def _fits(array: NDArray, target: np.dtype[Any]) -> bool:
     """Whether an integer array's values all fit an integer dtype."""
-    if array.dtype.kind not in "iu" or target.kind not in "iu" or array.size == 0:
-        return False
+    if array.size == 0:
+        return True
     info = np.iinfo(target)
     return bool(info.min <= array.min() and array.max() <= info.max)
 
@@ -166,9 +214,10 @@ def _binary_answer(headers: Mapping[str, str], content: bytes) -> NDArray:
         dtype = lookup_dtype(headers[DTYPE_HEADER])
         text = headers.get(SHAPE_HEADER, "").strip()
         shape = tuple(int(size) for size in text.split(",")) if text else ()
-        return np.frombuffer(content, dtype=dtype.numpy.newbyteorder("<")).reshape(shape)
+        array = np.frombuffer(content, dtype=dtype.numpy.newbyteorder("<")).reshape(shape)
     except (KeyError, ValueError, CodecError) as error:
         raise UnexpectedAnswer(f"a binary answer without a readable dtype and shape: {error}") from None
+    return array.astype(dtype.numpy)  # a writable copy in native byte order, as a JSON answer's arrays are
 
 
 def output_array(value: Any, spec: TensorSpec | None, name: str) -> NDArray:

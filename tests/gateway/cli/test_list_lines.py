@@ -32,3 +32,22 @@ def test_a_problem_makes_an_application_not_ready_and_is_listed() -> None:
         "problem: typed: stage 2 (b:1) input 'x' is not an output of stage 1 (a:1) (its outputs: 'y')",
         "problem: far:3: its backend does not answer",
     ]
+
+
+def test_a_model_fronting_every_version_is_listed_as_star_with_each_label() -> None:
+    floating = {**MODEL, "name": "toy", "version": 0, "labels": {"stable": 1, "canary": 2}, "state": "ready",
+                "contract": "discovered", "error": None}
+    pinned = {**MODEL, "name": "toy_one", "version": 1, "labels": {}, "state": "not_ready", "contract": "declared",
+              "error": None}
+    assert lines([], [ModelVersion.from_json(floating), ModelVersion.from_json(pinned),
+                      ModelVersion.from_json({**floating, "name": "down", "labels": {}, "state": "unavailable",
+                                              "error": "its backend does not answer"})]) == [
+        "APPLICATION  READY  STAGES",
+        "",
+        "MODEL    VERSION  LABELS             KIND                STATE        CONTRACT",
+        "toy      *        canary=2,stable=1  tensorflow-serving  ready        discovered",
+        "toy_one  1        -                  tensorflow-serving  not_ready    declared",
+        "down     *        -                  tensorflow-serving  unavailable  discovered",
+        "",
+        "problem: down:*: its backend does not answer",
+    ]

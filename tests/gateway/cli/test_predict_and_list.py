@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -55,6 +56,42 @@ async def test_predict_reads_stdin_and_gateway_url(url: str) -> None:
         subprocess.run, [sys.executable, "-m", "gateway", "predict", "increment_app", "-"], input='{"number": [41]}',
         capture_output=True, text=True, timeout=60, cwd=REPO, env={"GATEWAY_URL": url, "PATH": "/usr/bin:/bin"})
     assert (done.returncode, done.stdout, done.stderr) == (0, '{"number":[42]}\n', "")
+
+
+@pytest.mark.parametrize("command", [["predict", "increment_app", "--json", "{}"], ["list"]])
+def test_a_url_without_a_scheme_is_a_usage_error(command: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("GATEWAY_URL", "127.0.0.1:8000")
+    with pytest.raises(SystemExit) as done:
+        main(command)
+    assert done.value.code == exits.USAGE
+    assert capsys.readouterr().err == (f"gateway {command[0]}: GATEWAY_URL must be an http:// or https:// URL with a "
+                                       "host, got '127.0.0.1:8000' (e.g. http://127.0.0.1:8000)\n")
+    with pytest.raises(SystemExit) as flag:
+        main([*command, "--url", "localhost:8000"])
+    assert flag.value.code == exits.USAGE
+    assert "--url: must be an http:// or https:// URL with a host, got 'localhost:8000'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["increment_app", "--pretty", "-", "--url"],
+    ["increment_app", "--timeout", "10", "--pretty", "-", "--url"],
+    ["--pretty", "increment_app", "-", "--url"],
+    ["increment_app", "-", "--pretty", "--url"],
+])
+async def test_predict_reads_stdin_wherever_the_dash_is(url: str, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"number": [41]}'))
+    assert await gateway(capsys, "predict", *argv, url) == (0, '{\n  "number": [\n    42\n  ]\n}\n', "")
+
+
+async def test_an_unknown_option_is_said_in_the_commands_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["predict", "increment_app", "--pretty", "--bogus", "-"])
+    assert done.value.code == exits.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("usage: gateway predict ")
+    assert "unrecognized arguments: --bogus" in err
 
 
 @pytest.mark.parametrize(("argv", "status", "said"), [

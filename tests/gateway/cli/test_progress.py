@@ -54,3 +54,19 @@ def test_the_works_exception_is_raised_and_no_done_line(tty: bool) -> None:
     with pytest.raises(OSError, match="disk full"):
         Progress(out).run("building model m:1", "x", work)
     assert "done in" not in out.getvalue()
+
+
+def test_the_spinner_line_fits_the_terminal_row() -> None:
+    out = Terminal()
+    detail = "pip install -r requirements.txt --index-url https://mirror.example/simple " * 3
+
+    def work() -> None:
+        time.sleep(0.25)
+
+    Progress(out, columns=60).run("building model m:1", detail, work)
+    frames = [frame.removesuffix("\x1b[K") for frame in out.getvalue().split("\r")
+              if frame.startswith(("|", "/", "-", "\\"))]
+    assert frames
+    assert all(len(frame) <= 59 for frame in frames)
+    assert frames[0].startswith("| building model m:1: pip install -r")
+    assert frames[0].endswith("... 0.0 s")

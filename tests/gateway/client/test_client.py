@@ -115,12 +115,45 @@ async def test_a_large_numeric_array_goes_over_the_binary_path(client: AnyClient
         answer = await call(client, "predict", "increment_app", number=values)
         after = (await raw.get("/metrics")).text
     assert answer["number"].dtype == np.int32
+    assert repr(answer["number"].dtype) == "dtype('int32')"  # native byte order, as a JSON answer's
     assert np.array_equal(answer["number"], values + 1)
+    answer["number"] += 1  # writable, as a JSON answer's arrays are
+    assert int(answer["number"][-1]) == 100_001
     # Raw int32: exactly 4 bytes per element, no JSON.
     assert _counter(after, "gateway_request_bytes", route) - _counter(before, "gateway_request_bytes", route) \
         == 400_000
     small = await call(client, "predict", "increment_app", as_lists=True, number=np.arange(10, dtype=np.int32))
     assert small == {"number": list(range(1, 11))}
+
+
+async def test_float64_for_a_float32_contract_goes_raw_rounded_as_json_would(client: AnyClient, url: str) -> None:
+    route = "/gateway/models/{name}"
+    values = np.random.default_rng(7).normal(20, 30, 20_000)  # numpy's default float64; kelvin_model takes float32
+    async with httpx.AsyncClient(base_url=url) as raw:
+        before = (await raw.get("/metrics")).text
+        answer = await call(client, "predict_model", "kelvin_model", celsius=values)
+        after = (await raw.get("/metrics")).text
+    assert _counter(after, "gateway_request_bytes", route) - _counter(before, "gateway_request_bytes", route) \
+        == 80_000  # float32, 4 bytes per element
+    async with AsyncClient(url, binary_threshold=None) as json_only:
+        as_json = await json_only.predict_model("kelvin_model", celsius=values)
+    assert np.array_equal(answer["kelvin"], as_json["kelvin"])
+    with pytest.raises(ContractViolation) as beyond:  # beyond float32: refused, as JSON is, naming the element
+        await call(client, "predict_model", "kelvin_model", celsius=np.full(20_000, 1e39))
+    assert beyond.value.field == "celsius[0]"
+
+
+async def test_an_input_is_accepted_or_refused_whatever_its_size(client: AnyClient) -> None:
+    for size in (2, 70_000):  # JSON below the binary threshold, raw above it: the gateway's JSON rules both ways
+        with pytest.raises(ContractViolation) as bools:
+            await call(client, "predict", "increment_app", number=np.ones(size, bool))
+        assert "expected an integer (int32), got true" in bools.value.message
+        with pytest.raises(ContractViolation) as floats:
+            await call(client, "predict", "increment_app", number=np.ones(size, np.float64))
+        assert "expected an integer (int32)" in floats.value.message
+        with pytest.raises(ContractViolation) as big:
+            await call(client, "predict", "increment_app", number=np.full(size, 2**40))
+        assert big.value.field == "number[0]"
 
 
 async def test_errors_are_the_gateways_classes(client: AnyClient) -> None:
@@ -170,7 +203,16 @@ async def test_unreachable_is_retried_within_the_deadline(kind: type[AnyClient])
         else:
             client.close()
     assert failed.value.status is None
-    assert 0.3 < elapsed < 3.0  # backed off and retried, then gave up at the deadline
+    assert 0.3 < elapsed < 1.5  # backed off and retried, then gave up at the deadline
+
+
+@pytest.mark.parametrize("kind", [Client, AsyncClient])
+def test_a_url_without_a_scheme_is_refused_at_once(kind: type[AnyClient], monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match=re.escape("an http:// or https:// URL with a host, got '127.0.0.1:8000'")):
+        kind("127.0.0.1:8000")
+    monkeypatch.setenv("GATEWAY_URL", "localhost:8000")
+    with pytest.raises(ValueError, match="got 'localhost:8000'"):
+        kind()
 
 
 async def test_api_keys_401_and_403(example_config: Config) -> None:

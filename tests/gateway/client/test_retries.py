@@ -8,12 +8,14 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from email.utils import formatdate
 
+import httpx
 import pytest
 
 from gateway import errors
 from gateway.app import create_app
 from gateway.client import AsyncClient, Client, GatewayTimeout
-from gateway.client.errors import ERRORS_BY_CODE, ConnectionLost, GatewayUnreachable, error_for
+from gateway.client.calls import transport_error
+from gateway.client.errors import ERRORS_BY_CODE, ConnectionLost, GatewayUnreachable, UnexpectedAnswer, error_for
 from gateway.client.retries import Attempts, parse_retry_after, retryable
 from gateway.errors import Overloaded, TooManyRequests
 from gateway.manifests import Config, load_config
@@ -107,6 +109,8 @@ async def test_a_timeout_without_a_deadline_is_the_clients_own(url: str) -> None
 
 def test_retry_after_in_seconds_or_as_an_http_date() -> None:
     assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("1.5") == 1.5
+    assert parse_retry_after("1.5.1") is None
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
     now = time.time()
@@ -116,11 +120,27 @@ def test_retry_after_in_seconds_or_as_an_http_date() -> None:
 
 def test_only_refusals_before_running_are_retried() -> None:
     assert retryable(error_for(429, "too_many_requests", "busy"))
+    for code in ("overloaded", "not_ready", "application_contract_mismatch"):
+        assert retryable(error_for(503, code, "busy"), pipeline=True)  # answered before any stage ran
     assert retryable(error_for(503, "backend_unavailable", "down"))
+    assert retryable(error_for(429, "resource_exhausted", "busy"))
+    assert not retryable(error_for(503, "backend_unavailable", "down"), pipeline=True)  # an earlier stage ran
+    assert not retryable(error_for(429, "resource_exhausted", "busy"), pipeline=True)
+    assert not retryable(error_for(503, "unexpected_answer", "<html>", kind=UnexpectedAnswer))  # a proxy's page
     assert retryable(error_for(None, "gateway_unreachable", "refused", kind=GatewayUnreachable))
     assert not retryable(error_for(500, "model_error", "ValueError"))
     assert not retryable(error_for(504, "deadline_exceeded", "late"))
     assert not retryable(error_for(None, "connection_lost", "reset", kind=ConnectionLost))
+
+
+def test_a_connect_timeout_is_retried_as_a_refused_connection() -> None:
+    error = transport_error(httpx.ConnectTimeout("timed out"), 30.0)
+    assert type(error) is GatewayUnreachable
+    assert retryable(error)
+    assert "no connection within 5 s" in error.message
+    read = transport_error(httpx.ReadTimeout("timed out"), 30.0)  # sent: the gateway may be running it
+    assert type(read) is GatewayTimeout
+    assert not retryable(read)
 
 
 def test_waits_follow_retry_after_and_never_pass_the_deadline() -> None:
@@ -132,6 +152,15 @@ def test_waits_follow_retry_after_and_never_pass_the_deadline() -> None:
     short = Attempts.start(retries=5, deadline_s=1)
     assert short.wait_s(busy) is None  # 2 s would end past the 1 s deadline
     assert 800 <= int(short.header() or 0) <= 900  # x-request-timeout: 90 % of the milliseconds left
+
+
+def test_without_a_deadline_waits_are_bounded_by_the_timeout() -> None:
+    attempts = Attempts.start(retries=5, deadline_s=None, timeout_s=2.0)
+    assert attempts.wait_s(error_for(503, "overloaded", "busy", retry_after_s=2)) == 2
+    assert attempts.wait_s(error_for(503, "overloaded", "busy", retry_after_s=3600)) is None
+    backed_off = Attempts.start(retries=50, deadline_s=None, timeout_s=0.05)
+    refused = error_for(None, "gateway_unreachable", "refused", kind=GatewayUnreachable)
+    assert all((backed_off.wait_s(refused) or 0) <= 0.05 for _ in range(20))  # 5 s back-offs cut to the timeout
 
 
 def test_a_back_off_is_shortened_to_leave_a_last_try_before_the_deadline() -> None:
