@@ -51,6 +51,10 @@ def permissions(settings: Settings, api_key: ApiKey | None) -> Hashable:
         return frozenset()
     return EVERYTHING if EVERYTHING in api_key.applications else frozenset(api_key.applications)
 
+OPEN_HEADERS = {"vary": "Accept-Encoding"}
+# With keys, the document depends on the key presented: no shared cache may keep one for another caller.
+KEYED_HEADERS = {"vary": "Accept-Encoding, Authorization, X-API-Key", "cache-control": "private, no-cache"}
+
 
 class _Made:
     """What one registry state's callers share: per set of permissions, each value made once, by a
@@ -138,8 +142,9 @@ def _answer(kind: str) -> Callable[[Request], Any]:
         api_key = cache.authenticator.identify(request.scope) if cache.authenticator.keys else None
         gzipped = accepts_gzip(request.scope)
         body = await cache.rendering(request.app.state.dataplane, api_key, kind, gzipped)
-        # Already compressed (the gzip layer passes an encoded answer on as it is), and cached so.
-        headers = {"content-encoding": "gzip", "vary": "Accept-Encoding"} if gzipped else None
+        headers = dict(KEYED_HEADERS if cache.authenticator.keys else OPEN_HEADERS)
+        if gzipped:  # already compressed (the gzip layer passes an encoded answer on as it is), and cached so
+            headers["content-encoding"] = "gzip"
         return Response(body, media_type=RENDERINGS[kind][0], headers=headers)
 
     endpoint.__name__ = f"openapi_{kind}"

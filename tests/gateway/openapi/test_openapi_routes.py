@@ -257,6 +257,21 @@ async def test_keys_with_the_same_permissions_share_one_rendering_and_the_cache_
         assert cache.builds == 2 + PERMISSION_SETS + 8
 
 
+async def test_documents_that_follow_the_key_say_so_to_caches(example_config: Config) -> None:
+    keyed = Settings(auth=AuthSettings(api_keys=(_key("inc", "inc-secret", "increment_app"),)))
+    for settings, private in ((Settings(), False), (keyed, True)):
+        async with serve_app(create_app(settings, example_config)) as url, httpx.AsyncClient(base_url=url) as client:
+            for path in ("/openapi.json", "/openapi.yaml", "/openapi-3.0.json"):
+                for encoding in ("gzip", "identity", "gzip;q=0", "br;q=1, gzip;q=0"):
+                    answer = await client.get(path, headers={"accept-encoding": encoding, "x-api-key": "inc-secret"})
+                    assert answer.status_code == 200
+                    assert answer.headers.get("content-encoding") == ("gzip" if encoding == "gzip" else None)
+                    varies = [name.strip().lower() for name in answer.headers["vary"].split(",")]
+                    assert varies == (["accept-encoding", "authorization", "x-api-key"] if private
+                                      else ["accept-encoding"])
+                    assert answer.headers.get("cache-control") == ("private, no-cache" if private else None)
+
+
 def _scorer() -> Servable:
     """A TF Serving model whose default signature is a Classify one (a serialized tf.Example in)."""
     signature = Signature("serving_default", {"inputs": TensorSpec("inputs", lookup_dtype("string"), (-1,))},
