@@ -42,7 +42,7 @@ unit: $(VENV)/.installed-dev chromium
 chromium:
 	@test -x $(CHROMIUM) || { \
 	  echo "$(CHROMIUM) is missing: installing Debian's chromium package for the browser tests"; \
-	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; } && test -x $(CHROMIUM) || { \
+	  { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } && test -x $(CHROMIUM) || { \
 	    echo "could not install chromium: run 'apt-get install -y chromium' as root;" \
 	         "tests/e2e/test_docs_page.py fails without it (pytest -m 'not browser' leaves it out)"; exit 1; }; }
 

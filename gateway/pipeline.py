@@ -79,11 +79,30 @@ async def _answer_unexpected(scope: Scope, receive: Receive, send: Send, error: 
 
 
 def accepts_gzip(scope: Scope) -> bool:
-    """Whether the client said `Accept-Encoding: gzip`."""
+    """Whether the client said `Accept-Encoding: gzip`, with a quality above 0 (`gzip;q=0` refuses it)."""
     for name, value in scope["headers"]:
         if name == b"accept-encoding":
-            return b"gzip" in value
+            if b"gzip" not in value:
+                return False
+            if b";" not in value:
+                return True  # what clients send: `gzip, deflate, br`
+            return any(_gzip_quality(coding) for coding in value.lower().split(b","))
     return False
+
+
+def _gzip_quality(coding: bytes) -> bool:
+    """Whether one `Accept-Encoding` element names gzip with a quality above 0."""
+    name, _, parameters = coding.partition(b";")
+    if name.strip() != b"gzip":
+        return False
+    for parameter in parameters.split(b";"):
+        key, _, quality = parameter.partition(b"=")
+        if key.strip() == b"q":
+            try:
+                return float(quality) > 0
+            except ValueError:
+                return False
+    return True
 
 
 class GZipMiddleware(StarletteGZip):
@@ -155,14 +174,16 @@ _SENT = _Sent()
 
 def _add_vary(headers: list[tuple[bytes, bytes]]) -> None:
     """`Vary: Accept-Encoding` on an answer not encoded already, as Starlette's
-    `MutableHeaders.add_vary_header` adds it (joined to the `Vary` values there are, in one)."""
+    `MutableHeaders.add_vary_header` adds it (joined to the `Vary` values there are, in one), unless
+    it is there already."""
     for name, _ in headers:
         if name == b"content-encoding" or name == b"vary":
             break
     else:  # the usual answer: neither
         headers.append((b"vary", b"Accept-Encoding"))
         return
-    if any(name == b"content-encoding" for name, _ in headers):
+    if any(name == b"content-encoding" or (name == b"vary" and b"accept-encoding" in value.lower())
+           for name, value in headers):
         return
     varies = [value for name, value in headers if name == b"vary"]
     first = next(index for index, (name, _) in enumerate(headers) if name == b"vary")

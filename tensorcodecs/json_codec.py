@@ -537,6 +537,8 @@ def _json_value(array: NDArray, as_b64: bool, text: Callable[[Any], Any]) -> Any
     if kind in "OSU":
         return _map_nested(array, _b64_json if as_b64 else text)
     if kind == "c":
+        if array.ndim >= MAX_RANK:  # the pairs' axis would be one more than numpy takes: outer ones as lists
+            return [_json_value(part, as_b64, text) for part in array]
         pairs = np.stack([array.real, array.imag], axis=-1)
         return _json_value(pairs, as_b64, text)
     if kind not in "biuf":

@@ -2,8 +2,12 @@
 
 PyYAML's dumper spends most of its time in its Python representer, C emitter or not (130 ms for
 the example config's document, seconds for a large one); this writes the same data directly,
-about ten times faster. A string is written plain when a YAML 1.1 reader (PyYAML's resolver)
-reads it back as that string, else double-quoted with JSON's escapes (which YAML shares), so
+about ten times faster. A string is written plain only when every YAML reader reads it back as
+that string, whatever schema it resolves plain scalars by (YAML 1.1's, as PyYAML and Go's yaml.v2
+do: `y`, `no`, `on`, `0o17`, sexagesimals, dates; YAML 1.2's core, as js-yaml and Go's yaml.v3
+do: `1e3`, `0x1F`...): a word starting with a letter, `_` or `/`, of letters, digits and `_./:-`
+(so no number, date or `.inf`), not ending in `:` and not a boolean or null of either schema.
+Every other string is double-quoted with JSON's escapes (which YAML shares), so
 `yaml.safe_load(dump(data)) == data`. Keys keep their order; nothing is written as an alias.
 """
 
@@ -15,14 +19,14 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-import yaml
 
-# Plain scalars are kept to characters no YAML reader takes for syntax in block context.
-_PLAIN = re.compile(r"""[A-Za-z0-9/$(][\w./$:()+, '";!?=<>*&%@`~^|\\\[\]{}#-]*""")
+# Words no YAML reader types or takes for syntax in block context (a leading digit, `.`, sign or
+# space could make a number, date, `.inf` or syntax; `:` at the end would make a key).
+_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./:-]*(?<!:)")
+# The plain words YAML 1.1 (booleans, null) or 1.2's core schema types, in any case.
+_TYPED_WORDS = frozenset({"y", "n", "yes", "no", "true", "false", "on", "off", "null"})
 # Characters a YAML stream may not carry raw (and line breaks JSON leaves unescaped).
 _UNPRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
-_STR_TAG = "tag:yaml.org,2002:str"
-_RESOLVER = yaml.resolver.Resolver()
 
 
 def dump(data: Any) -> str:
@@ -93,8 +97,7 @@ def _float(value: float) -> str:
 
 @lru_cache(maxsize=65536)
 def _string(text: str) -> str:
-    if (_PLAIN.fullmatch(text) and not text.endswith((" ", ":")) and ": " not in text and " #" not in text
-            and _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) == _STR_TAG):  # type: ignore[no-untyped-call]
+    if _PLAIN.fullmatch(text) and text.lower() not in _TYPED_WORDS:
         return text
     quoted = orjson.dumps(text).decode()
     return _UNPRINTABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", quoted)

@@ -8,20 +8,25 @@ initializer (`docs_static/`, not inline: the page's Content-Security-Policy allo
 'self' only) are the gateway's own, and every URL in them is relative, so the page works behind
 a path prefix. The page is as open as the document: it lists what the presented API key may
 call, and its Authorize button takes the key (the initializer then reloads the document with it).
+Each asset is gzip-compressed once, in a worker thread, and kept so (the gzip layer would compress
+the 1.5 MB bundle again, on the event loop, for every browser fetching it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import gzip
 import importlib.metadata
 import importlib.util
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from gateway.errors import NotFound
+from gateway.pipeline import accepts_gzip
 
 OWN = Path(__file__).with_name("docs_static")
 CSS, JS, PNG = "text/css; charset=utf-8", "text/javascript; charset=utf-8", "image/png"
@@ -35,6 +40,7 @@ ASSETS: dict[str, str] = {
     "favicon-16x16.png": PNG,
 }
 INITIALIZER = "gateway-docs.js"
+GZIP_LEVEL = 6  # level 9 makes the bundle 1 % smaller for twice the time
 
 # Versioned assets never change under their URL; the page and the initializer are revalidated.
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -78,6 +84,14 @@ def _asset(name: str) -> bytes:
     return (static_folder() / name).read_bytes()
 
 
+# Each asset's gzip once made (two first fetches at once may both make it: the same bytes).
+_gzipped: dict[str, bytes] = {}
+
+
+def _compress(name: str) -> bytes:
+    return gzip.compress(_asset(name), GZIP_LEVEL, mtime=0)
+
+
 @functools.cache
 def _own(name: str) -> bytes:
     return (OWN / name).read_bytes()
@@ -106,12 +120,25 @@ async def asset(request: Request) -> Response:
     media_type = ASSETS.get(name)
     if media_type is None or version != swagger_ui_version():
         raise NotFound(f"no such file: /docs/{version}/{name}")
-    return Response(_asset(name), media_type=media_type, headers={"cache-control": IMMUTABLE,
-                                                                   "x-content-type-options": "nosniff"})
+    headers = {"cache-control": IMMUTABLE, "x-content-type-options": "nosniff", "vary": "Accept-Encoding"}
+    if not accepts_gzip(request.scope):
+        return Response(_asset(name), media_type=media_type, headers=headers)
+    body = _gzipped.get(name)
+    if body is None:
+        body = _gzipped[name] = await asyncio.to_thread(_compress, name)
+    # Already compressed: the gzip layer passes an encoded answer on as it is.
+    return Response(body, media_type=media_type, headers={**headers, "content-encoding": "gzip"})
+
+
+async def with_slash(request: Request) -> Response:
+    """`/docs/` → `/docs`, by a relative URL (`../docs`): right behind a path prefix too, and
+    never built from the request's Host header."""
+    return RedirectResponse("../docs", status_code=307)
 
 
 routes = [
     Route("/docs", page, methods=["GET"]),
+    Route("/docs/", with_slash, methods=["GET"]),
     Route(f"/docs/{INITIALIZER}", initializer, methods=["GET"]),
     Route("/docs/{version}/{file}", asset, methods=["GET"]),
 ]

@@ -7,7 +7,8 @@
   gateway's own fault (500 `internal`) or a 5xx the operation does not document.
 - a JSON reader for answers: TF Serving's routes write NaN and +-Infinity as bare literals, as
   TF Serving does (the schemas' descriptions say so); JSON Schema validators hold no such number
-  (schemathesis's would see `null`), so each is checked as a finite number, 0.0.
+  (schemathesis's would see `null`), so there each is checked as a finite number, 0.0. Every other
+  answer must be strict JSON (the native routes write `null`): a bare literal there fails.
 - raw-tensor headers kept to raw-tensor bodies: `x-tensor-dtype`/`x-tensor-shape`/`x-tensor-name`
   describe an `application/octet-stream` body, and a JSON body's are never read, so a malformed one
   there is not a request the gateway should refuse (OpenAPI cannot tie a parameter to a media type).
@@ -54,9 +55,15 @@ def _error(content: bytes) -> tuple[str | None, str]:
 RAW_TENSOR_HEADERS = ("x-tensor-dtype", "x-tensor-shape", "x-tensor-name")
 
 
+def _refuse_constant(literal: str) -> Any:
+    raise ValueError(f"a bare {literal} outside TF Serving's routes: not JSON")
+
+
 @schemathesis.deserializer("application/json")
 def json_with_bare_non_finite_numbers(ctx: Any, response: Any) -> Any:
-    return json.loads(response.content, parse_constant=lambda literal: 0.0)
+    """JSON; on TF Serving's `/v1` routes also NaN and +-Infinity, read as 0.0."""
+    tfserving = ctx.operation.path.startswith("/v1/")
+    return json.loads(response.content, parse_constant=(lambda literal: 0.0) if tfserving else _refuse_constant)
 
 
 @schemathesis.hook

@@ -27,7 +27,8 @@ from tests.conftest import serve_app
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium calls Google's hosts on its own.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]  # Docker's 64 MB /dev/shm crashes Chromium's renderer
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 VERSION = docs.swagger_ui_version()
 
@@ -85,6 +86,41 @@ async def test_each_linked_file_has_its_content_type_and_versioned_ones_are_cach
         assert "validatorUrl: null" in initializer  # the default badge calls validator.swagger.io
 
 
+async def test_assets_are_sent_gzipped_from_bytes_compressed_once(gateway: str) -> None:
+    path = f"/docs/{VERSION}/swagger-ui-bundle.js"
+    original = (docs.static_folder() / "swagger-ui-bundle.js").read_bytes()
+    async with httpx.AsyncClient(base_url=gateway) as client:
+        for name in docs.ASSETS:
+            answer = await client.get(f"/docs/{VERSION}/{name}", headers={"accept-encoding": "gzip"})
+            assert answer.headers["content-encoding"] == "gzip", name
+            assert answer.headers["vary"] == "Accept-Encoding", name
+            assert answer.content == (docs.static_folder() / name).read_bytes(), name  # httpx inflates it
+        stored = docs._gzipped["swagger-ui-bundle.js"]
+        async with client.stream("GET", path, headers={"accept-encoding": "gzip"}) as raw:
+            sent = b"".join([part async for part in raw.aiter_raw()])
+        assert sent == stored
+        assert len(stored) < len(original) / 3
+        assert docs._gzipped["swagger-ui-bundle.js"] is stored  # not made again
+        for refused in ("identity", "gzip;q=0", "br, gzip;q=0"):
+            answer = await client.get(path, headers={"accept-encoding": refused})
+            assert "content-encoding" not in answer.headers, refused
+            assert answer.headers["vary"] == "Accept-Encoding", refused
+            assert answer.content == original
+        head = await client.head(path, headers={"accept-encoding": "gzip"})
+        assert head.status_code == 200
+        assert int(head.headers["content-length"]) == len(stored)
+
+
+async def test_a_trailing_slash_redirects_to_the_page_by_a_relative_url(gateway: str) -> None:
+    async with httpx.AsyncClient(base_url=gateway) as client:
+        answer = await client.get("/docs/", headers={"host": "attacker.example"})
+        assert answer.status_code == 307
+        assert answer.headers["location"] == "../docs"  # not built from the Host header
+        followed = await client.get("/docs/", follow_redirects=True)
+        assert followed.status_code == 200
+        assert str(followed.url) == f"{gateway}/docs"
+
+
 @pytest.mark.parametrize("path", [
     f"/docs/{VERSION}/swagger-editor-bundle.js",  # in the package's folder, not in the allow-list
     f"/docs/{VERSION}/LICENSE",
@@ -93,7 +129,7 @@ async def test_each_linked_file_has_its_content_type_and_versioned_ones_are_cach
     "/docs/0.0.1/swagger-ui-bundle.js",  # another version's URL
     "/docs/swagger-ui-bundle.js",
     "/docs/index.html",
-    "/docs/",  # a trailing slash is a 404 like everywhere else, never a redirect
+    "/docs//",
     f"/docs/{VERSION}/%2e%2e/core.py",
     f"/docs/{VERSION}/..%2fcore.py",
     f"/docs/{VERSION}/..%2f..%2fswagger_ui%2fcore.py",
@@ -107,7 +143,7 @@ async def test_nothing_else_is_served_under_docs(gateway: str, path: str) -> Non
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
     await writer.drain()
-    answer = await reader.read()
+    answer = await asyncio.wait_for(reader.read(), 10)
     writer.close()
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 404 "), (path, head)

@@ -54,7 +54,12 @@ async def run(*command: str, cwd: Path, timeout: float = 60) -> str:
     process = await asyncio.create_subprocess_exec(
         *command, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"})  # the generator runs ruff
-    output, _ = await asyncio.wait_for(process.communicate(), timeout)
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()  # not left running after the test
+        await process.wait()
+        raise
     text = output.decode("utf-8", "replace")
     assert process.returncode == 0, f"{' '.join(command)} exited {process.returncode}:\n{text}"
     return text

@@ -35,7 +35,7 @@ from gateway.app import GatewayApp, create_app
 from gateway.http_protocol import http_protocol
 from gateway.manifests import Config
 from gateway.observability import CONTEXT_KEY, labels_of
-from gateway.pipeline import GZIP_MIN_BYTES, GZipMiddleware, _add_vary
+from gateway.pipeline import GZIP_MIN_BYTES, GZipMiddleware, _add_vary, accepts_gzip
 from gateway.routes import native
 from gateway.settings import ApiKey, AuthSettings, Settings
 from tests.gateway.test_observability import sample
@@ -202,6 +202,30 @@ def test_vary_is_added_as_starlette_adds_it(headers: list[tuple[bytes, bytes]]) 
     if "content-encoding" not in theirs:
         theirs.add_vary_header("Accept-Encoding")
     assert ours == theirs.raw
+
+
+def test_vary_names_accept_encoding_once() -> None:
+    headers = [(b"vary", b"Accept-Encoding, Authorization")]
+    _add_vary(headers)
+    assert headers == [(b"vary", b"Accept-Encoding, Authorization")]
+
+
+# RFC 9110 12.5.3: a coding with q=0 is "not acceptable".
+@pytest.mark.parametrize(("value", "accepted"), [
+    (b"gzip, deflate, br", True),
+    (b"gzip", True),
+    (b"gzip;q=0", False),
+    (b"gzip; q=0.0, identity", False),
+    (b"br;q=1, gzip;q=0.5", True),
+    (b"deflate, GZIP ; Q=0", False),
+    (b"x-gzip;q=1, gzip;q=0", False),
+    (b"gzip;q=nope", False),
+    (b"identity", False),
+    (None, False),
+])
+def test_gzip_is_accepted_unless_refused_by_its_quality(value: bytes | None, accepted: bool) -> None:
+    headers = [] if value is None else [(b"accept-encoding", value)]
+    assert accepts_gzip({"type": "http", "headers": headers}) is accepted
 
 
 async def test_a_request_leaves_no_garbage_cycle(example_config: Config) -> None:

@@ -326,6 +326,19 @@ def test_an_out_of_range_value_is_named_in_arrays_of_more_than_32_dimensions(dty
     assert info.value.message == message
 
 
+@pytest.mark.parametrize("depth", [33, 63, 64])
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_complex_outputs_of_any_rank_are_written_as_pairs(dtype: str, depth: int) -> None:
+    # A pair adds an axis: at numpy's 64 the outer ones are written as lists instead.
+    array = np.full((2,) + (1,) * (depth - 1), 1.5 - 0.25j, dtype=dtype)
+    array.reshape(-1)[1] = complex(np.nan, 2)
+    value = orjson.loads(encode(array, dtype))
+    for _ in range(depth - 1):
+        value = [item[0] for item in value]
+    assert value == [[1.5, -0.25], [None, 2.0]]
+    assert orjson.loads(encode(array)) == orjson.loads(encode(array, dtype))
+
+
 # ---------------------------------------------------------------- round trips
 
 SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)

@@ -329,7 +329,10 @@ def test_a_client_generator_takes_the_schemas_without_a_warning(dialect: str, tm
 _THING_VALUES = st.dictionaries(
     st.sampled_from(["nullable", "several", "nothing", "constant", "flag", "maybe", "pair", "head", "any", "raw",
                      "tree", "bounded", "list"]),
-    st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-3, 12), st.floats(-1, 6), st.text(max_size=2),
+    # No integral floats: 3.1's `integer` takes `1.0` (JSON Schema 2020-12), 3.0's does not, and the
+    # gateway's decoders refuse it for integer dtypes, so 3.0 being stricter there is the truth.
+    st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-3, 12),
+                           st.floats(-1, 6).filter(lambda x: not x.is_integer()), st.text(max_size=2),
                            st.just("fixed")), lambda inner: st.lists(inner, max_size=3), max_leaves=6),
     max_size=4)
 

@@ -19,7 +19,7 @@ import yaml
 from gateway.app import create_app
 from gateway.manifests import Config, load_config
 from gateway.openapi import document_for_config
-from gateway.routes.openapi import DocumentCache
+from gateway.routes.openapi import PERMISSION_SETS, DocumentCache
 from gateway.settings import ApiKey, AuthSettings, Settings
 from tensorcodecs import Signature, TensorSpec, lookup_dtype
 from tensorcodecs.signature_def import CLASSIFY_METHOD
@@ -212,7 +212,7 @@ async def test_a_rendering_is_made_once_per_registry_state_and_served_fast(examp
         dataplane.registry.refresh_applications()
         answers = await asyncio.gather(*(cache.rendering(dataplane, None, kind, gzipped)
                                          for kind in ("json", "yaml", "json30") for gzipped in (False, True) * 4))
-        assert cache.builds == 3
+        assert cache.builds == 5  # one document per rendering: only the bytes are kept
         assert len({id(answer) for answer in answers}) == 6
         assert gzip.decompress(answers[1]) == answers[0]
         # Served: the cached gzip bytes when the client accepts gzip (browsers and Swagger UI do).
@@ -230,6 +230,46 @@ async def test_a_rendering_is_made_once_per_registry_state_and_served_fast(examp
         assert app.state.openapi.builds == 1
         raw = await client.get("/openapi.yaml", headers={"accept-encoding": "gzip"})
         assert yaml.safe_load(raw.text) == response.json()
+
+
+async def test_keys_with_the_same_permissions_share_one_rendering_and_the_cache_stays_bounded(
+        example_config: Config) -> None:
+    everything = [_key(f"all{n}", f"all-secret-{n}", "*") for n in range(40)]
+    increment = [_key(f"inc{n}", f"inc-secret-{n}", "increment_model", "increment_app") for n in range(40)]
+    apart = [_key(f"one{n}", f"one-secret-{n}", f"app_{n}") for n in range(PERMISSION_SETS + 8)]
+    settings = Settings(auth=AuthSettings(api_keys=(*everything, *increment, *apart)))
+    app = create_app(settings, example_config)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        answers = await asyncio.gather(*(client.get("/openapi.json", headers={"x-api-key": f"all-secret-{n}"})
+                                         for n in range(40)))
+        assert {answer.content for answer in answers} == {answers[0].content}
+        cache: DocumentCache = app.state.openapi
+        assert cache.builds == 1
+        for n in range(40):
+            answer = await client.get("/openapi.json", headers={"Authorization": f"Bearer inc-secret-{n}"})
+            assert _served(answer.json()) == {"increment_app", "increment_model"}
+        assert cache.builds == 2
+        assert cache.entries() == 2
+        for n in range(PERMISSION_SETS + 8):
+            answer = await client.get("/openapi.json", headers={"x-api-key": f"one-secret-{n}"})
+            assert _served(answer.json()) == set()
+        assert cache.entries() == PERMISSION_SETS  # the least recently used sets dropped
+        assert cache.builds == 2 + PERMISSION_SETS + 8
+
+
+async def test_documents_that_follow_the_key_say_so_to_caches(example_config: Config) -> None:
+    keyed = Settings(auth=AuthSettings(api_keys=(_key("inc", "inc-secret", "increment_app"),)))
+    for settings, private in ((Settings(), False), (keyed, True)):
+        async with serve_app(create_app(settings, example_config)) as url, httpx.AsyncClient(base_url=url) as client:
+            for path in ("/openapi.json", "/openapi.yaml", "/openapi-3.0.json"):
+                for encoding in ("gzip", "identity", "gzip;q=0", "br;q=1, gzip;q=0"):
+                    answer = await client.get(path, headers={"accept-encoding": encoding, "x-api-key": "inc-secret"})
+                    assert answer.status_code == 200
+                    assert answer.headers.get("content-encoding") == ("gzip" if encoding == "gzip" else None)
+                    varies = [name.strip().lower() for name in answer.headers["vary"].split(",")]
+                    assert varies == (["accept-encoding", "authorization", "x-api-key"] if private
+                                      else ["accept-encoding"])
+                    assert answer.headers.get("cache-control") == ("private, no-cache" if private else None)
 
 
 def _scorer() -> Servable:
