@@ -112,7 +112,7 @@ class _Builder:
             },
             # Relative to where the document was read: behind a proxy that strips a path prefix, calls
             # keep the prefix (Swagger UI and generators resolve it against the document's URL).
-            "servers": [{"url": "."}],
+            "servers": [{"url": ".", "description": "this gateway (where this document was read)"}],
             "tags": [{"name": name, "description": text} for name, text in TAGS],
             "paths": self.paths,
             "components": components,

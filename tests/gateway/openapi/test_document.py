@@ -47,7 +47,7 @@ async def test_the_live_document_is_the_config_s_when_every_contract_is_declared
     check_30(to_openapi_30(live))
     assert live["openapi"] == "3.1.0"
     assert live["jsonSchemaDialect"] == "https://spec.openapis.org/oas/3.1/dialect/base"
-    assert live["servers"] == [{"url": "."}]
+    assert live["servers"] == [{"url": ".", "description": "this gateway (where this document was read)"}]
     assert "/docs" in live["info"]["description"]
     ids = [operation["operationId"] for operation in _all_operations(live)]
     assert len(ids) == len(set(ids))
