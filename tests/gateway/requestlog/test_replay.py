@@ -218,13 +218,19 @@ async def test_the_command_as_a_user_runs_it(gateway: str, tmp_path: Path) -> No
     ]
 
 
-async def test_a_logged_signature_is_the_one_replayed(tfs: FakeTFServing, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def _toy_version_2(tmp_path: Path, tfs: FakeTFServing) -> Path:
+    """A config directory with one remote model, toy version 2, served by `tfs` as Toy."""
     config_dir = tmp_path / "config"
     (config_dir / "models").mkdir(parents=True)
     (config_dir / "models" / "toy.yaml").write_text(
         "kind: Model\nname: toy\nversion: 2\n"
         f"backend: {{protocol: tensorflow-serving, target: '{tfs.target}', model_name: Toy, version: 2}}\n")
+    return config_dir
+
+
+async def test_a_logged_signature_is_the_one_replayed(tfs: FakeTFServing, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    config_dir = _toy_version_2(tmp_path, tfs)
     x = np.array([[1.0, 2.0]], dtype=np.float32)
     scaled = call("req-1", model="toy", version=2, signature="scaled", inputs={"input_1": x},
                   outputs={"scaled": x * 100})
@@ -245,11 +251,7 @@ async def test_a_logged_signature_is_the_one_replayed(tfs: FakeTFServing, tmp_pa
 
 async def test_a_logged_signature_is_replayed_when_the_metadata_cannot_be_read(
         tfs: FakeTFServing, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config_dir = tmp_path / "config"
-    (config_dir / "models").mkdir(parents=True)
-    (config_dir / "models" / "toy.yaml").write_text(
-        "kind: Model\nname: toy\nversion: 2\n"
-        f"backend: {{protocol: tensorflow-serving, target: '{tfs.target}', model_name: Toy, version: 2}}\n")
+    config_dir = _toy_version_2(tmp_path, tfs)
     x = np.array([[1.0, 2.0]], dtype=np.float32)
     scaled = call("req-1", model="toy", version=2, signature="scaled", inputs={"input_1": x},
                   outputs={"scaled": x * 100})
