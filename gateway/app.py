@@ -17,6 +17,8 @@ from starlette.types import ASGIApp
 from gateway.auth import Authenticator, AuthMiddleware
 from gateway.backends.pool import ChannelPool
 from gateway.dataplane import DISCOVERY_TIMEOUT_S, DataPlane
+from gateway.grpc_api.calls import DoorState
+from gateway.grpc_api.server import GrpcFrontDoor
 from gateway.health_watch import HealthWatcher
 from gateway.manifests import Config, load_config
 from gateway.observability import CIRCUIT_STATES, AccessLog, Metrics, ObservabilityMiddleware, RequestObserver
@@ -67,9 +69,17 @@ def create_app(settings: Settings, config: Config | None = None,
         watcher.start()
         app.state.health = watcher
         app.state.reloader = Reloader(settings, config, dataplane, pool, watcher, supervisor, failed)
+        grpc_door = None
+        if settings.grpc_port is not None:
+            grpc_door = GrpcFrontDoor(DoorState(settings, dataplane, observer, authenticator, watcher,
+                                                lambda: bool(app.state.draining)))
+            app.state.grpc_port = await grpc_door.start()
+        app.state.grpc_door = grpc_door
         try:
             yield
         finally:
+            if grpc_door is not None:
+                await grpc_door.stop(settings.drain_timeout_s)  # begun with HTTP's drain (serve_app)
             await shadows.close(min(CLOSE_WAIT_S, settings.drain_timeout_s))
             # After the drain: what requests recorded is written and every .partial file renamed.
             await asyncio.to_thread(request_logs.close, settings.drain_timeout_s)

@@ -53,7 +53,10 @@ class Authenticator:
 
     def identify(self, scope: Scope) -> ApiKey | None:
         """The configured key the request presents (its Bearer, else its x-api-key), or None."""
-        headers = dict(scope["headers"])
+        return self.identify_headers(dict(scope["headers"]))
+
+    def identify_headers(self, headers: dict[bytes, bytes]) -> ApiKey | None:
+        """`identify` for headers (or gRPC metadata) by lower-case name."""
         bearer, api_key = _bearer(headers), headers.get(b"x-api-key", b"").decode("latin-1")
         key = self.keys.get(_digest(bearer)) if bearer else None
         if key is None and api_key:  # the Bearer may be an admin token (x-gateway-variant)
@@ -93,11 +96,17 @@ def authorize(request: Request, name: str) -> None:
 
 def check_admin(request: Request) -> None:
     """401/403 unless the caller may use admin routes."""
-    tokens = request.app.state.settings.auth.admin_token_sha256
+    check_admin_token(request.app.state.settings.auth, dict(request.scope["headers"]),
+                      request.client.host if request.client is not None else None)
+
+
+def check_admin_token(auth: AuthSettings, headers: dict[bytes, bytes], client_host: str | None) -> None:
+    """`check_admin` for any front door: the caller's headers (or gRPC metadata) and address."""
+    tokens = auth.admin_token_sha256
     if tokens:
-        token = _bearer(dict(request.scope["headers"]))
+        token = _bearer(headers)
         digest = _digest(token) if token else ""
         if not any(hmac.compare_digest(digest, known) for known in tokens):
             raise Unauthenticated("admin routes need Authorization: Bearer <admin token>")
-    elif request.client is None or request.client.host not in LOOPBACK:
+    elif client_host not in LOOPBACK:
         raise PermissionDenied("admin routes answer loopback clients only unless an admin token is set")

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
@@ -276,6 +277,57 @@ class RequestObserver:
                 "model": model, "version": version, "variants": _served(scope),
                 "client": client[0] if client else None,
             })
+
+
+    def begin_call(self, sent_id: str | None) -> str:
+        """`begin` for a front door without an ASGI scope (gRPC): the request's id (`sent_id`
+        when sane, else a new one), counted in flight."""
+        request_id = sent_id if sent_id is not None and _VALID_ID.fullmatch(sent_id.encode()) else ""
+        metrics = self.metrics
+        metrics.serving += 1
+        if metrics.multiprocess:
+            metrics.in_flight.inc()
+        return request_id or new_request_id().decode()
+
+    def end_call(self, entry: CallRecord) -> None:
+        """`end` for a front door without an ASGI scope: the call's metrics and access-log line."""
+        metrics = self.metrics
+        metrics.serving -= 1
+        if metrics.multiprocess:
+            metrics.in_flight.dec()
+        context = entry.context
+        labels = context.labels if context is not None else _NO_LABELS
+        application = labels.get("application", "")
+        model, version = labels.get("model", ""), labels.get("version", "")
+        children = metrics.request_children(entry.route, application, model, version, entry.status)
+        children.requests.inc()
+        children.seconds.observe(entry.seconds)
+        children.request_bytes.inc(entry.bytes_in)
+        children.response_bytes.inc(entry.bytes_out)
+        if self.access_log is not None:
+            self.access_log.record({
+                "time": time.time(), "request_id": entry.request_id, "method": entry.method,
+                "path": entry.route, "status": entry.status, "grpc_status": entry.grpc_status,
+                "duration_ms": round(entry.seconds * 1000, 3), "bytes_in": entry.bytes_in,
+                "bytes_out": entry.bytes_out, "application": application, "model": model, "version": version,
+                "variants": context.served if context is not None else [], "client": entry.client,
+            })
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What `RequestObserver.end_call` records of one call that came through no ASGI scope."""
+
+    request_id: str
+    method: str  # "GRPC"
+    route: str  # the method path, /package.Service/Method: the `route` label of the metrics
+    status: int  # the HTTP status of the outcome (200, else the error's), as HTTP requests are counted
+    grpc_status: str  # OK, INVALID_ARGUMENT, ...
+    seconds: float
+    bytes_in: int
+    bytes_out: int
+    client: str | None
+    context: RequestContext | None
 
 
 def _served(scope: Scope) -> list[str]:

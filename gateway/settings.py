@@ -55,6 +55,8 @@ class Settings:
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     workers: int = 1  # gateway processes sharing the port (SO_REUSEPORT)
+    grpc_port: int | None = None  # the gRPC front door's port (gateway.grpc_api); None: off, 0: any free one
+    grpc_max_connection_age_s: float | None = None  # gRPC connections are closed (GOAWAY) after this: clients rebalance
     # defaults
     request_timeout_s: float = 30.0
     max_request_timeout_s: float = 300.0  # cap for the client's x-request-timeout
@@ -119,19 +121,26 @@ class Settings:
             if isinstance(value, float) and not math.isfinite(value):  # inf and nan compare as no bound can
                 raise ConfigError(f"{item.name} must be a finite number, got {value}")
             if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0 \
-                    and item.name not in ("port", "shadow_log_sample"):
+                    and item.name not in ("port", "grpc_port", "shadow_log_sample"):
                 raise ConfigError(f"{item.name} must be greater than 0, got {value}")
         if not 0.0 <= self.shadow_log_sample <= 1.0:
             raise ConfigError(f"shadow_log_sample must be between 0.0 and 1.0, got {self.shadow_log_sample}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is not a TCP port")
+        if self.grpc_port is not None:
+            if not 0 <= self.grpc_port <= 65535:
+                raise ConfigError(f"grpc_port {self.grpc_port} is not a TCP port")
+            if self.grpc_port == self.port and self.port != 0:
+                raise ConfigError(f"grpc_port and port are both {self.port}: the two front doors need a port each")
+            if self.grpc_port == 0 and self.workers > 1:
+                raise ConfigError("grpc_port 0 (any free port) needs workers: 1: workers share one known port")
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ConfigError("tls_certfile and tls_keyfile go together")
 
 
 # gateway.yaml sections and the settings each holds.
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "listen": ("host", "port", "tls_certfile", "tls_keyfile", "workers"),
+    "listen": ("host", "port", "tls_certfile", "tls_keyfile", "workers", "grpc_port", "grpc_max_connection_age_s"),
     "defaults": ("request_timeout_s", "max_request_timeout_s", "runtime_start_timeout_s",
                  "health_check_timeout_s", "health_interval_s", "shutdown_grace_s", "drain_timeout_s"),
     "limits": ("max_body_bytes", "max_inflated_bytes", "max_elements", "max_concurrency",

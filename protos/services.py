@@ -12,6 +12,7 @@ from typing import Generic, TypeVar
 from google.protobuf.message import Message
 
 from protos.hydrosphere import runtime_pb2 as hydro_runtime
+from protos.hydrosphere.gateway_pb2 import GatewayPredictRequest
 from protos.runtime.calls_pb2 import PredictManyRequest, PredictManyResponse
 from protos.tensorflow_serving.classification_pb2 import ClassificationRequest, ClassificationResponse
 from protos.tensorflow_serving.get_model_metadata_pb2 import (
@@ -45,6 +46,7 @@ class Method(Generic[RequestT, ResponseT]):
 TF_PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 TF_MODEL_SERVICE = "tensorflow.serving.ModelService"
 HYDRO_RUNTIME_SERVICE = "hydrosphere.serving.runtime.PredictionService"
+HYDRO_GATEWAY_SERVICE = "hydrosphere.serving.gateway.GatewayService"
 RUNTIME_SERVICE = "gateway.runtime.Runtime"  # the embedded runtime's own method
 
 TF_PREDICT: Method[PredictRequest, PredictResponse] = Method(
@@ -67,6 +69,15 @@ TF_RELOAD_CONFIG: Method[ReloadConfigRequest, ReloadConfigResponse] = Method(
 )
 HYDRO_PREDICT: Method[hydro_runtime.PredictRequest, hydro_runtime.PredictResponse] = Method(
     HYDRO_RUNTIME_SERVICE, "Predict", hydro_runtime.PredictRequest, hydro_runtime.PredictResponse
+)
+HYDRO_PREDICT_APPLICATION: Method[GatewayPredictRequest, hydro_runtime.PredictResponse] = Method(
+    HYDRO_GATEWAY_SERVICE, "PredictApplication", GatewayPredictRequest, hydro_runtime.PredictResponse
+)
+HYDRO_PREDICT_SERVABLE: Method[GatewayPredictRequest, hydro_runtime.PredictResponse] = Method(
+    HYDRO_GATEWAY_SERVICE, "PredictServable", GatewayPredictRequest, hydro_runtime.PredictResponse
+)
+HYDRO_SHADOWLESS_PREDICT_SERVABLE: Method[GatewayPredictRequest, hydro_runtime.PredictResponse] = Method(
+    HYDRO_GATEWAY_SERVICE, "ShadowlessPredictServable", GatewayPredictRequest, hydro_runtime.PredictResponse
 )
 RUNTIME_PREDICT_MANY: Method[PredictManyRequest, PredictManyResponse] = Method(
     RUNTIME_SERVICE, "PredictMany", PredictManyRequest, PredictManyResponse

@@ -21,6 +21,8 @@ def add_parser(commands: Commands) -> None:
     add_config_flag(parser)
     parser.add_argument("--host", help="listen address (default from gateway.yaml, else 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default from gateway.yaml, else 8000)")
+    parser.add_argument("--grpc-port", type=int,
+                        help="also serve TF Serving's and Hydrosphere's gRPC APIs on this port (default: off)")
     parser.add_argument("--workers", type=int, help="gateway processes sharing the port (SO_REUSEPORT; default 1)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
@@ -32,7 +34,8 @@ def add_parser(commands: Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     loaded = load(args, {"host": args.host, "port": args.port, "log_level": args.log_level,
-                         "access_log": args.access_log, "watch_config": args.watch, "workers": args.workers})
+                         "access_log": args.access_log, "watch_config": args.watch, "workers": args.workers,
+                         "grpc_port": args.grpc_port})
     if isinstance(loaded, int):
         return loaded
     config, settings = loaded

@@ -24,8 +24,14 @@ async def ready(request: Request) -> Response:
     fit together; 503 with detail (each application's `problems`) otherwise (`shadow_problems`
     only disable those shadows), and at once when
     the gateway is shutting down."""
-    dataplane: DataPlane = request.app.state.dataplane
-    watcher: HealthWatcher = request.app.state.health
+    is_ready, body = readiness(request.app.state.dataplane, request.app.state.health,
+                               bool(request.app.state.draining))
+    return Response(orjson.dumps(body), status_code=200 if is_ready else 503,
+                    media_type="application/json")
+
+
+def readiness(dataplane: DataPlane, watcher: HealthWatcher, draining: bool) -> tuple[bool, dict[str, object]]:
+    """Whether the gateway is ready (every front door answers by it), with the detail of /health/ready."""
     registry = dataplane.registry
     applications = {}
     for name, app in registry.applications.items():
@@ -46,14 +52,12 @@ async def ready(request: Request) -> Response:
                               "shadow_problems": list(app.shadow_problems),  # they disable a shadow, not it
                               "unserved_variants": [f"stage {stage.number} ({variant.name}): {reason}"
                                                     for stage, variant, reason in unserved]}
-    draining = bool(request.app.state.draining)
     is_ready = not draining and all(detail["ready"] for detail in applications.values())
     status = "draining" if draining else "ready" if is_ready else "not_ready"
     body: dict[str, object] = {"status": status, "applications": applications}
     if dataplane.request_logs is not None:
         body["request_logs"] = dataplane.request_logs.health()  # detail only: a sink down never makes it unready
-    return Response(orjson.dumps(body), status_code=200 if is_ready else 503,
-                    media_type="application/json")
+    return is_ready, body
 
 
 routes = [

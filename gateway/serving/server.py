@@ -83,6 +83,9 @@ async def serve_app(settings: Settings, app: Starlette, applications: list[str],
                      settings.shutdown_grace_s)
             await asyncio.wait({serving}, timeout=settings.shutdown_grace_s)
             log.info("stopping: finishing requests in flight (up to %gs)", settings.drain_timeout_s)
+            grpc_door = getattr(app.state, "grpc_door", None)
+            if grpc_door is not None:
+                grpc_door.begin_stop(settings.drain_timeout_s)
             server.should_exit = True
         if watching is not None:
             watching.cancel()

@@ -1,0 +1,191 @@
+"""One call at the gRPC front door, from its metadata to its status.
+
+`unary(method, handler, door)` makes the grpc.aio handler of one upstream method: it gives the
+request its id (the client's `x-request-id` metadata when sane, echoed in the trailing
+metadata), checks the API key (`authorization: Bearer <key>` or `x-api-key`, as on HTTP), runs
+`handler(request, call)`, answers a `GatewayError` with its `grpc_code` and message (never a
+traceback; anything else is INTERNAL, logged with the request id) and counts and logs the
+call as the HTTP front door does (route label: the method path).
+
+A handler builds its `RequestContext` with `call.context(app)`: the deadline is the client's
+gRPC deadline (capped at `max_request_timeout_s`), else the application's `timeout_s`, else
+the gateway's default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from gateway.auth import Authenticator, check_admin_token
+from gateway.dataplane import DataPlane, RequestContext
+from gateway.errors import BadRequest, GatewayError, PermissionDenied, Unauthenticated
+from gateway.health_watch import HealthWatcher
+from gateway.observability import CallRecord, RequestObserver
+from gateway.registry import Application
+from gateway.settings import ApiKey, Settings
+from protos.services import Method
+
+RequestT = TypeVar("RequestT", bound=Message)
+ResponseT = TypeVar("ResponseT", bound=Message)
+log = logging.getLogger("gateway.grpc")
+REQUEST_ID_KEY = "x-request-id"
+# The HTTP status each gRPC code is counted as in the request metrics (the HTTP front door's
+# table, gateway.errors, read backwards for the codes no GatewayError carries).
+_STATUS_OF_CODE = {grpc.StatusCode.OK: 200, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNKNOWN: 500,
+                   grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+                   grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.ALREADY_EXISTS: 409,
+                   grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+                   grpc.StatusCode.FAILED_PRECONDITION: 400, grpc.StatusCode.ABORTED: 409,
+                   grpc.StatusCode.OUT_OF_RANGE: 400, grpc.StatusCode.UNIMPLEMENTED: 501,
+                   grpc.StatusCode.INTERNAL: 500, grpc.StatusCode.UNAVAILABLE: 503,
+                   grpc.StatusCode.DATA_LOSS: 500, grpc.StatusCode.UNAUTHENTICATED: 401}
+
+
+@dataclass(slots=True)
+class DoorState:
+    """What every call reads: the gateway's settings, its data plane (its registry is swapped
+    in place by reloads), the request observer and the API-key checker of the HTTP app."""
+
+    settings: Settings
+    dataplane: DataPlane
+    observer: RequestObserver
+    authenticator: Authenticator
+    watcher: HealthWatcher  # the backends' health (readiness)
+    draining: Callable[[], bool]
+
+
+class Call:
+    """One gRPC call being served: its id, metadata, caller and the context it runs with."""
+
+    __slots__ = ("api_key", "door", "grpc", "metadata", "peer", "request_context", "request_id")
+
+    def __init__(self, door: DoorState, context: grpc.aio.ServicerContext[bytes, bytes], request_id: str,
+                 metadata: dict[str, str]) -> None:
+        self.door = door
+        self.grpc = context
+        self.request_id = request_id
+        self.metadata = metadata  # lower-case keys; text values only (binary `-bin` keys are left out)
+        self.peer = context.peer()
+        self.api_key: ApiKey | None = None
+        self.request_context: RequestContext | None = None
+
+    @property
+    def dataplane(self) -> DataPlane:
+        return self.door.dataplane
+
+    @property
+    def settings(self) -> Settings:
+        return self.door.settings
+
+    def context(self, app: Application | None = None) -> RequestContext:
+        """The call's `RequestContext` (labelled with `app`'s name when given), its deadline the
+        client's (capped), else the application's timeout, else the gateway's; kept for the
+        metrics and the access log."""
+        settings = self.door.settings
+        timeout = settings.request_timeout_s
+        if app is not None and app.manifest.timeout_s is not None:
+            timeout = app.manifest.timeout_s
+        remaining = self.grpc.time_remaining()
+        if remaining is not None:
+            timeout = min(max(remaining, 0.0), settings.max_request_timeout_s)
+        labels = {"application": app.name} if app is not None else {}
+        context = self.request_context = RequestContext.start(self.request_id, timeout, labels)
+        return context
+
+    def authorize(self, name: str) -> None:
+        """403 unless the caller's key (when keys are in use) may call application or model `name`."""
+        if self.api_key is not None and not self.api_key.allows(name):
+            raise PermissionDenied(f"this API key may not call {name!r}")
+
+    def check_admin(self) -> None:
+        """401/403 unless the caller may use admin methods (an admin token as `authorization:
+        Bearer <token>`, else a loopback peer when no token is configured)."""
+        check_admin_token(self.door.settings.auth, self._headers(), peer_host(self.peer))
+
+    def _headers(self) -> dict[bytes, bytes]:
+        return {key.encode("latin-1"): value.encode("latin-1") for key, value in self.metadata.items()}
+
+    def authenticate(self) -> None:
+        """Unauthenticated unless the call presents a configured API key (when keys are in use)."""
+        authenticator = self.door.authenticator
+        if not authenticator.keys:
+            return
+        key = authenticator.identify_headers(self._headers())
+        if key is None:
+            raise Unauthenticated("a valid API key is required (authorization: Bearer <key> or x-api-key metadata)")
+        self.api_key = key
+
+
+def peer_host(peer: str | None) -> str | None:
+    """The address in a gRPC peer string (`ipv4:127.0.0.1:5000`, `ipv6:[::1]:5000`), else None."""
+    if not peer:
+        return None
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    return None
+
+
+Handler = Callable[[RequestT, Call], Awaitable[ResponseT]]
+
+
+def unary(method: Method[RequestT, ResponseT], handler: Handler[RequestT, ResponseT], door: DoorState, *,
+          admin: bool = False) -> grpc.RpcMethodHandler[bytes, bytes]:
+    """The grpc.aio handler of `method`: bytes in and out (a request that does not parse is
+    INVALID_ARGUMENT, answered like every error), `handler` in between. `admin`: the method
+    needs the admin token, not an API key."""
+    parse = method.request.FromString
+    path = method.path
+
+    async def serve(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        started = time.perf_counter()
+        metadata = {key.lower(): value for key, value in (context.invocation_metadata() or ())
+                    if isinstance(value, str)}
+        observer = door.observer
+        request_id = observer.begin_call(metadata.get(REQUEST_ID_KEY))
+        call = Call(door, context, request_id, metadata)
+        code, answer = grpc.StatusCode.OK, b""
+        message = ""
+        try:
+            context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+            if admin:
+                call.check_admin()
+            else:
+                call.authenticate()
+            try:
+                request = parse(raw)
+            except DecodeError as error:
+                raise BadRequest(f"the request is not a valid {method.request.DESCRIPTOR.full_name}: {error}") from None
+            answer = (await handler(request, call)).SerializeToString()
+            return answer
+        except GatewayError as error:
+            code, message = error.grpc_code, error.message
+            log.info("request %s: %s %s: %s%s", request_id, path, code.name, message,
+                     f" [{error.log_detail}]" if error.log_detail else "")
+        except asyncio.CancelledError:  # the client went away (or its deadline passed): nobody reads an answer
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
+            log.exception("request %s: %s failed", request_id, path)
+        finally:
+            request_context = call.request_context
+            observer.end_call(CallRecord(
+                request_id, "GRPC", path, _STATUS_OF_CODE.get(code, 500), code.name,
+                time.perf_counter() - started, len(raw), len(answer), peer_host(call.peer), request_context))
+            if request_context is not None:
+                request_context.answered()
+        await context.abort(code, message)
+        raise AssertionError("unreachable")  # abort raises
+
+    return grpc.unary_unary_rpc_method_handler(serve)

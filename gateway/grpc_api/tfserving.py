@@ -1,0 +1,14 @@
+"""tensorflow.serving.PredictionService and ModelService on the gRPC front door."""
+
+from __future__ import annotations
+
+import grpc
+
+from gateway.grpc_api.calls import DoorState
+from protos.services import TF_MODEL_SERVICE, TF_PREDICTION_SERVICE
+
+
+def services(door: DoorState) -> list[grpc.GenericRpcHandler[bytes, bytes]]:
+    """The handlers of this module's services (one generic handler per service)."""
+    return [grpc.method_handlers_generic_handler(TF_PREDICTION_SERVICE, {}),
+            grpc.method_handlers_generic_handler(TF_MODEL_SERVICE, {})]
