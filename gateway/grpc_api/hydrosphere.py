@@ -1,13 +1,173 @@
-"""hydrosphere.serving.gateway.GatewayService on the gRPC front door."""
+"""hydrosphere.serving.gateway.GatewayService (hydro-serving-protos 3.x) on the gRPC front door.
+
+    PredictApplication         `name` is an application: its contract, routing and shadows
+                               (shadows get copies, as on HTTP), `dataplane.predict`
+    PredictServable            `name` is a servable, a model version of the gateway (below),
+                               `dataplane.predict_model` on it
+    ShadowlessPredictServable  the same: a single model's call has no shadows to leave out
+
+A servable is named `<model>:<version>`, `<model>:<label>`, `<model>` (its default version) or
+as Hydrosphere names the servables it deploys, `<model>-<version>[-<adjective>-<noun>]`
+(`adult-classification-1-wild-flower`), read so only when no model has the whole name.
+
+`data` holds Hydrosphere contract tensors (converted to TensorProto by runtime/hydrosphere.py,
+then to arrays), checked against the contract: each input named, of the contract's dtype and
+shape (INVALID_ARGUMENT with the field path, `data["number"].tensor_shape`, otherwise). The
+answer's tensors carry their values in the typed fields (`int_val`, ...), which Hydrosphere's
+clients read.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 import grpc
 
-from gateway.grpc_api.calls import DoorState
-from protos.services import HYDRO_GATEWAY_SERVICE
+from gateway.backends import NDArray, Selector
+from gateway.errors import BadRequest, ContractViolation, NotFound
+from gateway.grpc_api.calls import Call, DoorState, unary
+from gateway.registry import Target
+from gateway.routes.native import check_element_count
+from gateway.settings import Settings
+from protos.hydrosphere.contract_pb2 import DT_MAP, Tensor
+from protos.hydrosphere.gateway_pb2 import GatewayPredictRequest
+from protos.hydrosphere.runtime_pb2 import PredictResponse
+from protos.services import (
+    HYDRO_GATEWAY_SERVICE,
+    HYDRO_PREDICT_APPLICATION,
+    HYDRO_PREDICT_SERVABLE,
+    HYDRO_SHADOWLESS_PREDICT_SERVABLE,
+)
+from runtime.hydrosphere import from_tensor_proto, to_tensor_proto
+from tensorcodecs import CodecError
+from tensorcodecs.contract import TensorSpec, dims_text, shape_text
+from tensorcodecs.dtypes import dtype_from_enum, dtype_from_numpy
+from tensorcodecs.tensor_proto import decode_tensor, encode_tensor, shape_elements
+
+# Hydrosphere's servable names: the model version's, then a random two-word suffix.
+_HYDRO_SERVABLE = re.compile(r"(?P<model>.+)-(?P<version>[0-9]+)(?:-[a-z]+-[a-z]+)?")
 
 
 def services(door: DoorState) -> list[grpc.GenericRpcHandler[bytes, bytes]]:
     """The handlers of this module's services (one generic handler per service)."""
-    return [grpc.method_handlers_generic_handler(HYDRO_GATEWAY_SERVICE, {})]
+    return [grpc.method_handlers_generic_handler(HYDRO_GATEWAY_SERVICE, {
+        HYDRO_PREDICT_APPLICATION.name: unary(HYDRO_PREDICT_APPLICATION, predict_application, door),
+        HYDRO_PREDICT_SERVABLE.name: unary(HYDRO_PREDICT_SERVABLE, predict_servable, door),
+        HYDRO_SHADOWLESS_PREDICT_SERVABLE.name: unary(HYDRO_SHADOWLESS_PREDICT_SERVABLE, predict_servable, door),
+    })]
+
+
+async def predict_application(request: GatewayPredictRequest, call: Call) -> PredictResponse:
+    """The application `request.name` on `request.data`, as the native HTTP route runs it."""
+    dataplane = call.dataplane
+    app = dataplane.application(request.name)
+    call.authorize(app.name)
+    context = call.context(app)
+    if app.from_backend:
+        app = await dataplane.with_contract(app, context)
+    inputs = decode_data(request.data, app.signature.inputs, call.settings)
+    outputs = await dataplane.predict(app, inputs, context)
+    return encode_outputs(outputs, app.signature.outputs)
+
+
+async def predict_servable(request: GatewayPredictRequest, call: Call) -> PredictResponse:
+    """The servable `request.name` (one model version, no shadows) on `request.data`."""
+    dataplane = call.dataplane
+    target = resolve_servable(request.name, call)
+    context = call.context()
+    signature = await dataplane.signature(target, None, context)
+    inputs = decode_data(request.data, signature.inputs, call.settings)
+    prediction = await dataplane.predict_model(target, inputs, context, None, signature.inputs)
+    outputs = prediction.outputs
+    if signature.outputs:
+        outputs = {name: outputs[name] for name in signature.outputs if name in outputs}
+    return encode_outputs(outputs, signature.outputs)
+
+
+def parse_servable(name: str) -> tuple[str, Selector]:
+    """`<model>:<version>`, `<model>:<label>` or `<model>` as a model name and selector."""
+    model, colon, selected = name.partition(":")
+    if not colon:
+        return name, Selector()
+    if not model or not selected:
+        raise BadRequest(f"name: servable {name!r} is not <model>, <model>:<version> or <model>:<label>")
+    if selected.isascii() and selected.isdigit():
+        return model, Selector(version=int(selected))
+    return model, Selector(label=selected)
+
+
+def resolve_servable(name: str, call: Call) -> Target:
+    """The model version servable `name` names (NotFound otherwise), once the caller's key may call it."""
+    if not name:
+        raise BadRequest("name: a servable name is required (<model>:<version> or <model>)")
+    model, selector = parse_servable(name)
+    call.authorize(model)
+    try:
+        return call.dataplane.resolve(model, selector)
+    except NotFound:
+        match = _HYDRO_SERVABLE.fullmatch(name)
+        if match is None:
+            raise
+    model = match["model"]
+    call.authorize(model)
+    try:
+        return call.dataplane.resolve(model, Selector(version=int(match["version"])))
+    except NotFound as error:
+        raise NotFound(f"servable {name!r} does not exist ({error.message})") from None
+
+
+def decode_data(data: Mapping[str, Tensor], specs: Mapping[str, TensorSpec], settings: Settings) -> dict[str, NDArray]:
+    """The arrays of a request's `data`, each checked against its input's spec (ContractViolation
+    with the field path); with no specs (a contract not known) every tensor is taken as sent."""
+    unknown = sorted(set(data) - set(specs)) if specs else []
+    if unknown:
+        raise ContractViolation(f"data[{unknown[0]!r}]: not an input of the contract (inputs: "
+                                f"{', '.join(sorted(specs))})", field=f"data.{unknown[0]}")
+    missing = [name for name in specs if name not in data]
+    if missing:
+        raise ContractViolation(f"data: input {missing[0]!r} is missing", field=f"data.{missing[0]}")
+    budget = settings.max_elements
+    inputs: dict[str, NDArray] = {}
+    for name in sorted(data):
+        path = f"data[{name!r}]"
+        inputs[name] = _decode_one(data[name], specs.get(name), path, budget)
+        budget -= inputs[name].size
+    check_element_count(inputs, settings)
+    return inputs
+
+
+def _decode_one(tensor: Tensor, spec: TensorSpec | None, path: str, budget: int) -> NDArray:
+    if tensor.dtype == DT_MAP or len(tensor.map_val):
+        raise ContractViolation(f"{path}.dtype: DT_MAP tensors are not supported", field=path)
+    try:
+        dtype = dtype_from_enum(tensor.dtype)
+    except CodecError:
+        raise ContractViolation(f"{path}.dtype: unknown or unsupported dtype {tensor.dtype}", field=path) from None
+    if spec is not None and dtype.enum != spec.dtype.enum:
+        raise ContractViolation(f"{path}.dtype: {dtype.enum_name} given; the contract's input is "
+                                f"{spec.dtype.enum_name}", field=path)
+    dims = tuple(tensor.tensor_shape.dims)
+    if any(size < 0 for size in dims):
+        raise ContractViolation(f"{path}.tensor_shape: {dims_text(dims)} has a negative size", field=path)
+    if spec is not None and not spec.accepts_shape(dims):
+        raise ContractViolation(f"{path}.tensor_shape: {shape_text(dims)} does not fit the contract's "
+                                f"{spec.shape_text()}", field=path)
+    proto = to_tensor_proto(tensor)
+    if shape_elements(proto) > budget:
+        raise ContractViolation(f"{path}.tensor_shape: {dims_text(dims)} holds more tensor elements than the "
+                                "request may (max_elements)", field=path)
+    try:
+        return decode_tensor(proto)
+    except CodecError as error:
+        raise ContractViolation(f"{path}: {error}", field=path) from None
+
+
+def encode_outputs(outputs: Mapping[str, NDArray], specs: Mapping[str, TensorSpec]) -> PredictResponse:
+    """Outputs as Hydrosphere tensors, values in the typed fields, of the contract's dtypes."""
+    response = PredictResponse()
+    for name, array in outputs.items():
+        spec = specs.get(name)
+        dtype = spec.dtype if spec is not None else dtype_from_numpy(array.dtype)
+        response.outputs[name].CopyFrom(from_tensor_proto(encode_tensor(array, dtype, typed=True)))
+    return response
