@@ -98,23 +98,26 @@ def parse_servable(name: str) -> tuple[str, Selector]:
 
 
 def resolve_servable(name: str, call: Call) -> Target:
-    """The model version servable `name` names (NotFound otherwise), once the caller's key may call it."""
+    """The model version servable `name` names, read as `<model>[:<version>|:<label>]`, else as
+    Hydrosphere's `<model>-<version>[-<adjective>-<noun>]`; only the model names the caller's
+    key may call are looked up (403 when it may call none, NotFound when none exists)."""
     if not name:
         raise BadRequest("name: a servable name is required (<model>:<version> or <model>)")
-    model, selector = parse_servable(name)
-    call.authorize(model)
-    try:
-        return call.dataplane.resolve(model, selector)
-    except NotFound:
-        match = _HYDRO_SERVABLE.fullmatch(name)
-        if match is None:
-            raise
-    model = match["model"]
-    call.authorize(model)
-    try:
-        return call.dataplane.resolve(model, Selector(version=int(match["version"])))
-    except NotFound as error:
-        raise NotFound(f"servable {name!r} does not exist ({error.message})") from None
+    readings = [parse_servable(name)]
+    match = _HYDRO_SERVABLE.fullmatch(name)
+    if match is not None:
+        readings.append((match["model"], Selector(version=int(match["version"]))))
+    allowed = [(model, selector) for model, selector in readings if call.api_key is None or call.api_key.allows(model)]
+    if not allowed:
+        call.authorize(readings[0][0])
+    first: NotFound | None = None
+    for model, selector in allowed:
+        try:
+            return call.dataplane.resolve(model, selector)
+        except NotFound as error:
+            first = first or error
+    assert first is not None
+    raise NotFound(f"servable {name!r} does not exist ({first.message})") if len(allowed) > 1 else first
 
 
 def decode_data(data: Mapping[str, Tensor], specs: Mapping[str, TensorSpec], settings: Settings) -> dict[str, NDArray]:
