@@ -28,7 +28,6 @@ from gateway.backends import NDArray, Selector
 from gateway.errors import BadRequest, ContractViolation, NotFound
 from gateway.grpc_api.calls import Call, DoorState, unary
 from gateway.registry import Target
-from gateway.routes.native import check_element_count
 from gateway.settings import Settings
 from protos.hydrosphere.contract_pb2 import DT_MAP, Tensor
 from protos.hydrosphere.gateway_pb2 import GatewayPredictRequest
@@ -130,17 +129,15 @@ def decode_data(data: Mapping[str, Tensor], specs: Mapping[str, TensorSpec], set
     missing = [name for name in specs if name not in data]
     if missing:
         raise ContractViolation(f"data: input {missing[0]!r} is missing", field=f"data.{missing[0]}")
-    budget = settings.max_elements
+    count, limit = 0, settings.max_elements
     inputs: dict[str, NDArray] = {}
     for name in sorted(data):
-        path = f"data[{name!r}]"
-        inputs[name] = _decode_one(data[name], specs.get(name), path, budget)
-        budget -= inputs[name].size
-    check_element_count(inputs, settings)
+        array = inputs[name] = _decode_one(data[name], specs.get(name), f"data[{name!r}]", count, limit)
+        count += array.size
     return inputs
 
 
-def _decode_one(tensor: Tensor, spec: TensorSpec | None, path: str, budget: int) -> NDArray:
+def _decode_one(tensor: Tensor, spec: TensorSpec | None, path: str, count: int, limit: int) -> NDArray:
     if tensor.dtype == DT_MAP or len(tensor.map_val):
         raise ContractViolation(f"{path}.dtype: DT_MAP tensors are not supported", field=path)
     try:
@@ -157,9 +154,9 @@ def _decode_one(tensor: Tensor, spec: TensorSpec | None, path: str, budget: int)
         raise ContractViolation(f"{path}.tensor_shape: {shape_text(dims)} does not fit the contract's "
                                 f"{spec.shape_text()}", field=path)
     proto = to_tensor_proto(tensor)
-    if shape_elements(proto) > budget:
-        raise ContractViolation(f"{path}.tensor_shape: {dims_text(dims)} holds more tensor elements than the "
-                                "request may (max_elements)", field=path)
+    if count + shape_elements(proto) > limit:  # refused before its array is allocated
+        raise ContractViolation(f"{path}.tensor_shape: {dims_text(dims)} brings the request to "
+                                f"{count + shape_elements(proto)} tensor elements; the limit is {limit}", field=path)
     try:
         return decode_tensor(proto)
     except CodecError as error:

@@ -229,7 +229,10 @@ def faulty(tmp_path: Path) -> Iterator[Config]:
 
 
 async def test_model_errors_deadlines_and_overload(faulty: Config) -> None:
-    async with gateway(Settings(max_concurrency=1), faulty) as door:
+    async with gateway(Settings(max_concurrency=1, max_elements=4), faulty) as door:
+        error = await door.failure(HYDRO_PREDICT_SERVABLE, request("boom:1", x=ints(1, 2, 3, 4, 5)))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.details() == "data['x'].tensor_shape: [5] brings the request to 5 tensor elements; the limit is 4"
         for method, name in [(HYDRO_PREDICT_APPLICATION, "boom_app"), (HYDRO_PREDICT_SERVABLE, "boom:1")]:
             error = await door.failure(method, request(name, x=ints(3)))
             assert error.code() == grpc.StatusCode.INTERNAL
