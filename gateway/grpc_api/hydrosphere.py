@@ -11,10 +11,11 @@ as Hydrosphere names the servables it deploys, `<model>-<version>[-<adjective>-<
 (`adult-classification-1-wild-flower`), read so only when no model has the whole name.
 
 `data` holds Hydrosphere contract tensors (converted to TensorProto by runtime/hydrosphere.py,
-then to arrays), checked against the contract: each input named, of the contract's dtype and
-shape (INVALID_ARGUMENT with the field path, `data["number"].tensor_shape`, otherwise). The
-answer's tensors carry their values in the typed fields (`int_val`, ...), which Hydrosphere's
-clients read.
+then to arrays), checked against the contract as PredictionService's inputs are (each input
+named, of the contract's dtype and shape: INVALID_ARGUMENT with the field path, `data["number"]`,
+otherwise; DT_MAP and dtypes the gateway has no row for too). An application honours the
+routing metadata (`x-gateway-route-key`, `x-gateway-variant`) as HTTP honours the headers. The answer's tensors
+carry their values in the typed fields (`int_val`, ...), which Hydrosphere's clients read.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ import grpc
 from gateway.backends import NDArray, Selector
 from gateway.errors import BadRequest, ContractViolation, NotFound
 from gateway.grpc_api.calls import Call, DoorState, unary
+from gateway.grpc_api.tensors import decode_tensors, field_path
 from gateway.registry import Target
+from gateway.routes.native import routing_wishes
 from gateway.settings import Settings
 from protos.hydrosphere.contract_pb2 import DT_MAP, Tensor
 from protos.hydrosphere.gateway_pb2 import GatewayPredictRequest
@@ -38,11 +41,12 @@ from protos.services import (
     HYDRO_PREDICT_SERVABLE,
     HYDRO_SHADOWLESS_PREDICT_SERVABLE,
 )
+from protos.tensorflow.tensor_pb2 import TensorProto
 from runtime.hydrosphere import from_tensor_proto, to_tensor_proto
 from tensorcodecs import CodecError
-from tensorcodecs.contract import TensorSpec, dims_text, shape_text
+from tensorcodecs.contract import TensorSpec, dims_text
 from tensorcodecs.dtypes import dtype_from_enum, dtype_from_numpy
-from tensorcodecs.tensor_proto import decode_tensor, encode_tensor, shape_elements
+from tensorcodecs.tensor_proto import encode_tensor
 
 # Hydrosphere's servable names: the model version's, then a random two-word suffix.
 _HYDRO_SERVABLE = re.compile(r"(?P<model>.+)-(?P<version>[0-9]+)(?:-[a-z]+-[a-z]+)?")
@@ -63,6 +67,7 @@ async def predict_application(request: GatewayPredictRequest, call: Call) -> Pre
     app = dataplane.application(request.name)
     call.authorize(app.name)
     context = call.context(app)
+    routing_wishes(call.settings, app, call.metadata, context, call.check_admin)
     if app.from_backend:
         app = await dataplane.with_contract(app, context)
     inputs = decode_data(request.data, app.signature.inputs, call.settings)
@@ -120,47 +125,24 @@ def resolve_servable(name: str, call: Call) -> Target:
 
 
 def decode_data(data: Mapping[str, Tensor], specs: Mapping[str, TensorSpec], settings: Settings) -> dict[str, NDArray]:
-    """The arrays of a request's `data`, each checked against its input's spec (ContractViolation
-    with the field path); with no specs (a contract not known) every tensor is taken as sent."""
-    unknown = sorted(set(data) - set(specs)) if specs else []
-    if unknown:
-        raise ContractViolation(f"data[{unknown[0]!r}]: not an input of the contract (inputs: "
-                                f"{', '.join(sorted(specs))})", field=f"data.{unknown[0]}")
-    missing = [name for name in specs if name not in data]
-    if missing:
-        raise ContractViolation(f"data: input {missing[0]!r} is missing", field=f"data.{missing[0]}")
-    count, limit = 0, settings.max_elements
-    inputs: dict[str, NDArray] = {}
+    """The arrays of a request's `data`, checked against the contract as TF Serving's requests
+    are (gateway/grpc_api/tensors.py: names, dtypes, shapes, the element limit; with no specs,
+    a contract not known, every tensor is taken as sent), once each is a TensorProto."""
+    protos: dict[str, TensorProto] = {}
     for name in sorted(data):
-        array = inputs[name] = _decode_one(data[name], specs.get(name), f"data[{name!r}]", count, limit)
-        count += array.size
-    return inputs
-
-
-def _decode_one(tensor: Tensor, spec: TensorSpec | None, path: str, count: int, limit: int) -> NDArray:
-    if tensor.dtype == DT_MAP or len(tensor.map_val):
-        raise ContractViolation(f"{path}.dtype: DT_MAP tensors are not supported", field=path)
-    try:
-        dtype = dtype_from_enum(tensor.dtype)
-    except CodecError:
-        raise ContractViolation(f"{path}.dtype: unknown or unsupported dtype {tensor.dtype}", field=path) from None
-    if spec is not None and dtype.enum != spec.dtype.enum:
-        raise ContractViolation(f"{path}.dtype: {dtype.enum_name} given; the contract's input is "
-                                f"{spec.dtype.enum_name}", field=path)
-    dims = tuple(tensor.tensor_shape.dims)
-    if any(size < 0 for size in dims):
-        raise ContractViolation(f"{path}.tensor_shape: {dims_text(dims)} has a negative size", field=path)
-    if spec is not None and not spec.accepts_shape(dims):
-        raise ContractViolation(f"{path}.tensor_shape: {shape_text(dims)} does not fit the contract's "
-                                f"{spec.shape_text()}", field=path)
-    proto = to_tensor_proto(tensor)
-    if count + shape_elements(proto) > limit:  # refused before its array is allocated
-        raise ContractViolation(f"{path}.tensor_shape: {dims_text(dims)} brings the request to "
-                                f"{count + shape_elements(proto)} tensor elements; the limit is {limit}", field=path)
-    try:
-        return decode_tensor(proto)
-    except CodecError as error:
-        raise ContractViolation(f"{path}: {error}", field=path) from None
+        tensor, path = data[name], field_path("data", name)
+        if tensor.dtype == DT_MAP or len(tensor.map_val):
+            raise ContractViolation(f"{path}.dtype: DT_MAP tensors are not supported", field=name)
+        try:
+            dtype_from_enum(tensor.dtype)
+        except CodecError:
+            raise ContractViolation(f"{path}.dtype: unknown or unsupported dtype {tensor.dtype}",
+                                    field=name) from None
+        dims = list(tensor.tensor_shape.dims)
+        if any(size < 0 for size in dims):
+            raise ContractViolation(f"{path}.tensor_shape: {dims_text(tuple(dims))} has a negative size", field=name)
+        protos[name] = to_tensor_proto(tensor)
+    return decode_tensors(protos, specs, settings, field="data")
 
 
 def encode_outputs(outputs: Mapping[str, NDArray], specs: Mapping[str, TensorSpec]) -> PredictResponse:
