@@ -4,7 +4,9 @@
                                (shadows get copies, as on HTTP), `dataplane.predict`
     PredictServable            `name` is a servable, a model version of the gateway (below),
                                `dataplane.predict_model` on it
-    ShadowlessPredictServable  the same: a single model's call has no shadows to leave out
+    ShadowlessPredictServable  the same: Hydrosphere leaves out its monitoring copy there; a
+                               single model's call here has no shadows to leave out (its
+                               model's request log, when configured, records it as usual)
 
 A servable is named `<model>:<version>`, `<model>:<label>`, `<model>` (its default version) or
 as Hydrosphere names the servables it deploys, `<model>-<version>[-<adjective>-<noun>]`
@@ -111,17 +113,19 @@ def resolve_servable(name: str, call: Call) -> Target:
     match = _HYDRO_SERVABLE.fullmatch(name)
     if match is not None:
         readings.append((match["model"], Selector(version=int(match["version"]))))
-    allowed = [(model, selector) for model, selector in readings if call.api_key is None or call.api_key.allows(model)]
+    key = call.api_key
+    allowed = [(model, selector) for model, selector in readings if key is None or key.allows(model)]
     if not allowed:
-        call.authorize(readings[0][0])
-    first: NotFound | None = None
+        call.authorize(readings[0][0])  # raises: the key may call none of them
+    errors: list[NotFound] = []
     for model, selector in allowed:
         try:
             return call.dataplane.resolve(model, selector)
         except NotFound as error:
-            first = first or error
-    assert first is not None
-    raise NotFound(f"servable {name!r} does not exist ({first.message})") if len(allowed) > 1 else first
+            errors.append(error)
+    if len(errors) == 1:
+        raise errors[0]
+    raise NotFound(f"servable {name!r} does not exist ({errors[-1].message})")
 
 
 def decode_data(data: Mapping[str, Tensor], specs: Mapping[str, TensorSpec], settings: Settings) -> dict[str, NDArray]:
