@@ -29,6 +29,7 @@ from protos.services import (
     Method,
 )
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
+from tests.tfserving_server import FakeTFServing
 from tests.waiting import eventually
 
 Hydro = Method[GatewayPredictRequest, PredictResponse]
@@ -278,3 +279,34 @@ async def _metrics(url: str) -> str:
 def _copies(text: str) -> float:
     return sum(float(value) for value in re.findall(
         r'^gateway_shadow_copies_total\{[^}]*application="canary_app"[^}]*\} (\S+)$', text, re.MULTILINE))
+
+
+def floats(rows: list[list[float]]) -> contract.Tensor:
+    return contract.Tensor(dtype=contract.DT_FLOAT, tensor_shape=contract.TensorShape(dims=[len(rows), len(rows[0])]),
+                           float_val=[value for row in rows for value in row])
+
+
+async def test_a_tf_serving_backend_with_its_contract_discovered(tfs: FakeTFServing, tmp_path: Path) -> None:
+    """Toy on a TF Serving backend, no contract declared: the gateway asks for it, checks the
+    Hydrosphere tensors against it and selects versions and labels as the servable name says."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "toy.yaml").write_text(
+        f"kind: Model\nname: toy\nbackend:\n  protocol: tensorflow-serving\n  target: {tfs.target}\n"
+        "  model_name: Toy\n")
+    write_app(tmp_path, "toy_canary", "toy@canary")
+    async with gateway(Settings(), load_config(tmp_path)) as door:
+        answer = await door.call(HYDRO_PREDICT_APPLICATION, request("toy_canary", input_1=floats([[1, 2], [1, 3]])))
+        output = answer.outputs["output_1"]
+        assert [round(value, 5) for value in output.float_val] == [0.3, 0.4]  # version 2: (a + b) / 10
+        assert list(output.tensor_shape.dims) == [2, 1]
+        for name, want in [("toy:1", [8.0, 11.0]), ("toy:stable", [8.0, 11.0]), ("toy-1", [8.0, 11.0]),
+                           ("toy:canary", [0.3, 0.4])]:
+            answer = await door.call(HYDRO_PREDICT_SERVABLE, request(name, input_1=floats([[1, 2], [1, 3]])))
+            assert [round(value, 5) for value in answer.outputs["output_1"].float_val] == want, name
+        error = await door.failure(HYDRO_PREDICT_SERVABLE, request("toy:1", input_1=floats([[1, 2, 3]])))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert 'data["input_1"]: expects shape [-1, 2], got [1, 3]' in (error.details() or "")
+        # A label the backend does not know: TF Serving's own answer comes through.
+        error = await door.failure(HYDRO_PREDICT_SERVABLE, request("toy:nightly", input_1=floats([[1, 2]])))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.details() == "Unrecognized servable version label: nightly"
