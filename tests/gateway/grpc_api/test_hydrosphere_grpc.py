@@ -226,17 +226,19 @@ async def test_api_keys_guard_applications_and_servables(example_config: Config)
 
 @pytest.fixture
 def faulty(tmp_path: Path) -> Iterator[Config]:
-    """A model that raises, one that takes a second, and an application with a 0.2 s timeout."""
+    """A model that raises, one that takes a second, an application with a 0.2 s timeout and one
+    that takes one call at a time."""
     write_model(tmp_path, "boom", "boom", "def predict(x):\n    raise ValueError('no luck for ' + str(x[0]))\n")
     write_model(tmp_path, "slow", "slow", "import time\n\ndef predict(x):\n    time.sleep(1)\n    return x\n")
     write_app(tmp_path, "boom_app", "boom")
     write_app(tmp_path, "hasty_app", "slow", "timeout_s: 0.2")
+    write_app(tmp_path, "narrow_app", "slow", "max_concurrency: 1")
     with runtimes_for(load_config(tmp_path)) as config:
         yield config
 
 
 async def test_model_errors_deadlines_and_overload(faulty: Config) -> None:
-    async with gateway(Settings(max_concurrency=1, max_elements=4), faulty) as door:
+    async with gateway(Settings(max_concurrency=2, max_elements=4), faulty) as door:
         error = await door.failure(HYDRO_PREDICT_SERVABLE, request("boom:1", x=ints(1, 2, 3, 4, 5)))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error.details() == "the request holds 5 tensor elements; the limit is 4"
@@ -251,11 +253,17 @@ async def test_model_errors_deadlines_and_overload(faulty: Config) -> None:
         error = await door.failure(HYDRO_PREDICT_SERVABLE, request("slow", x=ints(1)), timeout=0.2)
         assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         await eventually(_idle(door), what="the timed-out calls to end")
-        # One call in flight fills max_concurrency 1: the next is refused.
+        # One call in flight fills narrow_app (max_concurrency 1): 429's RESOURCE_EXHAUSTED; a second
+        # fills the gateway (max_concurrency 2): 503's UNAVAILABLE.
+        narrow = asyncio.create_task(door.call(HYDRO_PREDICT_APPLICATION, request("narrow_app", x=ints(4))))
+        await eventually(_busy(door, 1), what="narrow_app's call in flight")
+        error = await door.failure(HYDRO_PREDICT_APPLICATION, request("narrow_app", x=ints(1)))
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         busy = asyncio.create_task(door.call(HYDRO_PREDICT_SERVABLE, request("slow:1", x=ints(5))))
-        await eventually(_busy(door), what="the slow call in flight")
+        await eventually(_busy(door, 2), what="both slow calls in flight")
         error = await door.failure(HYDRO_SHADOWLESS_PREDICT_SERVABLE, request("boom", x=ints(1)))
         assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert list((await narrow).outputs["y"].int_val) == [4]
         assert list((await busy).outputs["y"].int_val) == [5]
 
 
@@ -265,9 +273,9 @@ def _idle(door: Gateway) -> Callable[[], Awaitable[bool]]:
     return holds
 
 
-def _busy(door: Gateway) -> Callable[[], Awaitable[bool]]:
+def _busy(door: Gateway, calls: int) -> Callable[[], Awaitable[bool]]:
     async def holds() -> bool:
-        return bool(door.app.state.dataplane.in_flight >= 1)
+        return bool(door.app.state.dataplane.in_flight >= calls)
     return holds
 
 
