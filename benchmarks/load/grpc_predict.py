@@ -5,7 +5,8 @@ h2load (nghttp2, C, one thread, closed loop) POSTs one gRPC-framed
 small payload) over HTTP/2 without TLS. It sees HTTP statuses only, and a gRPC error is an
 HTTP 200 with a `grpc-status` trailer, so each run is checked twice: one real grpc.aio call
 before it must answer `number: [2]`, and, for the gateway, its request metrics of the method
-(`--metrics`) must count no non-OK call during the run.
+(`--metrics`) must count no failed call during the run (the calls h2load resets when its time
+is up are counted as `cancelled`, not as errors).
 
   grpc_predict.py check --target 127.0.0.1:8901
   grpc_predict.py load --target 127.0.0.1:8901 --clients 64 --streams 1 --duration 10 \
@@ -27,6 +28,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 
 import grpc
@@ -37,7 +39,7 @@ from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictRespons
 from tensorcodecs.tensor_proto import decode_tensor, fill_tensor
 
 MODEL = "increment"
-# The status label of the gateway's request counter for calls that answered OK.
+# The gateway's request counter, one line per label set.
 METRIC = re.compile(r'^gateway_requests_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$', re.M)
 
 
@@ -70,18 +72,23 @@ async def check(target: str) -> str | None:
     return None if values == [2] else f"number = {values}, expected [2]"
 
 
-def failed_calls(metrics_url: str | None) -> int:
-    """Calls of the Predict method the gateway counted with a status other than 200."""
+def failed_calls(metrics_url: str | None) -> tuple[int, int]:
+    """Calls of the Predict method the gateway counted as failed (not 200, not 499) and as
+    cancelled (499: h2load resets the calls still in flight when its time is up)."""
     if metrics_url is None:
-        return 0
+        return 0, 0
     with urllib.request.urlopen(metrics_url, timeout=10) as answer:
         text = answer.read().decode()
-    total = 0
+    failed = cancelled = 0
     for match in METRIC.finditer(text):
         labels = match["labels"]
-        if f'route="{TF_PREDICT.path}"' in labels and 'status="200"' not in labels:
-            total += int(float(match["value"]))
-    return total
+        if f'route="{TF_PREDICT.path}"' not in labels or 'status="200"' in labels:
+            continue
+        if 'status="499"' in labels:
+            cancelled += int(float(match["value"]))
+        else:
+            failed += int(float(match["value"]))
+    return failed, cancelled
 
 
 def percentile(ordered: list[int], q: float) -> int:
@@ -105,7 +112,9 @@ def load(args: argparse.Namespace) -> str:
                    f"http://{host}:{port}{TF_PREDICT.path}"]
         done = subprocess.run(command, capture_output=True, text=True,
                               timeout=args.duration + args.warmup + 30)
-        errors = failed_calls(args.metrics) - before
+        time.sleep(0.5 if args.metrics else 0)  # the calls reset at the end are counted a moment later
+        after = failed_calls(args.metrics)
+        errors, cancelled = after[0] - before[0], after[1] - before[1]
         out = done.stdout
         if done.returncode != 0 or "requests:" not in out:
             raise SystemExit(f"h2load failed ({done.returncode}): {done.stderr.strip()[-300:]} {out[-300:]}")
@@ -119,7 +128,7 @@ def load(args: argparse.Namespace) -> str:
     h2_failed = int(stats[5]) + int(stats[6]) + int(stats[7])
     rps = float(re.search(r"finished in [^,]+, ([\d.]+) req/s", out)[1])  # type: ignore[index]
     return (f"RESULT rps={rps:.1f} p50_us={percentile(latencies, 50)} p99_us={percentile(latencies, 99)} "
-            f"errors={errors + max(not_ok, h2_failed)} requests={len(rows)}")
+            f"errors={errors + max(not_ok, h2_failed)} requests={len(rows)} cancelled={cancelled}")
 
 
 def main() -> None:
