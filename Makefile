@@ -73,6 +73,12 @@ check-protos: protos
 bench: $(VENV)/.installed-dev
 	PYTHON=$(abspath $(BIN)/python) benchmarks/run_all.sh
 
+## bench-grpc: the gRPC front door's rows alone (~3 min): its Predict vs its HTTP, a bare grpc.aio
+## server and the mini-gateway, side by side; writes benchmarks/results/grpc_front.md
+.PHONY: bench-grpc
+bench-grpc: $(VENV)/.installed-dev
+	ONLY=grpc_front RESULTS=results/grpc_front.md PYTHON=$(abspath $(BIN)/python) benchmarks/run_all.sh
+
 ## bench-codec: JSON <-> TensorProto codec timings and ratios (see benchmarks/README.md)
 bench-codec: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/codec_bench.py

@@ -6,6 +6,7 @@
 #   DURATION=10 CONCS="1 8 64" REPEAT=1        seconds per load point, concurrencies, repeats
 #   PYTHON=/path/to/venv/bin/python            the project's interpreter (default ../.venv)
 #   GATEWAY_SRC=DIR                            measure the gateway from another checkout
+#   RESULTS=results/NAME.md                    where the rendered results go (results/results.md)
 #
 # Servers run pinned to CPU 0 (taskset -c 0), wrk runs pinned to CPU 1 (taskset -c 1); a
 # gateway's backend (embedded runtime or gRPC model server) runs on CPU 1 too
@@ -23,11 +24,12 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONCS=${CONCS:-"1 8 64"}
 REPEAT=${REPEAT:-1}
-ONLY=${ONLY:-"ceil_a mlserver kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_batching workers memory binary request_log"}
+ONLY=${ONLY:-"ceil_a mlserver kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_batching grpc_front workers memory binary request_log"}
 SERVER_CPU=0
 LOAD_CPU=1
 RUNTIME_CPU=${RUNTIME_CPU:-1}
 MEM_REQUESTS=${MEM_REQUESTS:-"20000 200000"}
+RESULTS=${RESULTS:-results/results.md}
 MLS=$PWD/.venv-mlserver/bin
 KS=$PWD/.venv-kserve/bin
 UVICORN_FLAGS="--host 127.0.0.1 --port 8900 --workers 1 --loop uvloop --http httptools --no-access-log --log-level warning"
@@ -141,6 +143,59 @@ gateway_sweep() {
   stop backend
 }
 
+# grpc_sweep SYSTEM API TARGET CLIENTS STREAMS CONC [METRICS_URL]: one h2load point of TF
+# Serving's Predict (small payload, checked by one real call first) on LOAD_CPU
+grpc_sweep() {
+  local got before out
+  if ! got=$("$PYTHON" load/grpc_predict.py check --target "$3" 2>&1); then
+    note "$1 $2: Predict check failed, got: ${got:0:200}"; return
+  fi
+  before=$(cpu_snap)
+  out=$(timeout $((DURATION + WARMUP + 40)) taskset -c "$LOAD_CPU" "$PYTHON" load/grpc_predict.py load \
+        --target "$3" --clients "$4" --streams "$5" --duration "$DURATION" --warmup "$WARMUP" \
+        ${7:+--metrics "$7"} | grep '^RESULT')
+  row "$1" "$2" small "$6" "${out:+$out $(cpu_busy "$before" "$(cpu_snap)")}"
+}
+
+# The gRPC front door (J): the gateway of F with --grpc-port, TF Serving's Predict over gRPC and
+# the same application over HTTP from the same process; beside it, each point measured right
+# after, a bare grpc.aio server answering the same Predict (K, on the gateway's core) and the
+# mini-gateway (E, its runtime on RUNTIME_CPU). All four stay up for the whole section, so that
+# the points of one concurrency are taken back to back (ratios within minutes, not sections).
+GRPC_CONCS=${GRPC_CONCS:-"1 64"}
+grpc_front_sweep() {
+  local c shape conns streams api url target before out ok=1 body=payloads/plain-small.json
+  start gw "$SERVER_CPU" "$GW_READY" "$(gateway_cmd embedded "--grpc-port 8901")" || return
+  pin_children "${PID[gw]}" "$RUNTIME_CPU"
+  start bare_grpc "$SERVER_CPU" tcp:9502 "$PYTHON servers/tf_grpc_server.py 9502" || ok=
+  start backend "$RUNTIME_CPU" tcp:9500 "$PYTHON servers/ceiling_b_grpc_server.py 9500" || ok=
+  [ -n "$ok" ] && { start mini_gw "$SERVER_CPU" tcp:8902 \
+      "$PYTHON -m uvicorn servers.mini_gateway:app ${UVICORN_FLAGS/8900/8902}" || ok=; }
+  if [ -n "$ok" ]; then
+    for url in "$GW_URL/increment" http://127.0.0.1:8902/gateway/applications/increment; do
+      BODY=$body timeout 30 taskset -c "$LOAD_CPU" wrk -t1 -c8 -d"${WARMUP}s" -s load/post.lua "$url" >/dev/null
+    done
+    for c in $GRPC_CONCS; do
+      # c connections of one call each (wrk's c); at c > 1 also one connection of c calls
+      for shape in "$c:1" $([ "$c" -gt 1 ] && echo "1:$c"); do
+        conns=${shape%:*} streams=${shape#*:}
+        api="grpc, $conns conn x $streams"
+        grpc_sweep "J gateway gRPC Predict + embedded runtime" "$api" 127.0.0.1:8901 \
+          "$conns" "$streams" "$c" http://127.0.0.1:8900/metrics
+        grpc_sweep "K bare grpc.aio Predict server (no gateway)" "$api" 127.0.0.1:9502 "$conns" "$streams" "$c"
+      done
+      for target in "J gateway HTTP + embedded runtime (same process as J gRPC)|$GW_URL/increment" \
+                    "E mini-gateway (reference)|http://127.0.0.1:8902/gateway/applications/increment"; do
+        before=$(cpu_snap)
+        out=$(BODY=$body timeout $((DURATION + 20)) taskset -c "$LOAD_CPU" \
+              wrk -t1 -c"$c" -d"${DURATION}s" --timeout 10s -s load/post.lua "${target#*|}" | grep '^RESULT')
+        row "${target%%|*}" "rest, beside J gRPC" small "$c" "${out:+$out $(cpu_busy "$before" "$(cpu_snap)")}"
+      done
+    done
+  fi
+  stop mini_gw; stop backend; stop bare_grpc; stop gw
+}
+
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 steal() { awk '/^cpu[0-9]+ /{printf "%s=%d ", $1, $9}' /proc/stat; }
 STEAL0=$(steal)
@@ -187,6 +242,7 @@ for REP in $(seq "$REPEAT"); do
   want gw_batching && gateway_sweep gw "H gateway + embedded runtime, batching on" batching
   want gw_grpc && gateway_sweep gw "G gateway + grpc.aio server" grpc "$TF_SERVER"
   want gw_grpc_batching && gateway_sweep gw "I gateway + grpc.aio server, batching on" grpc_batching "$TF_SERVER"
+  want grpc_front && grpc_front_sweep
 done
 
 # Workers: 1 and 2 gateway processes with the same placement. Two cores hold everything
@@ -264,5 +320,5 @@ fi
 note "calibration (ms, lower = faster host; compare across runs): start $CALIB0, end $(calib)"
 note "hypervisor steal over the whole run (jiffies, 100/s): before: $STEAL0 after: $(steal)"
 ./env_report.sh > results/raw/env.md
-"$PYTHON" load/render.py "$TSV" "$EXTRA" results/raw/env.md "$NOTES" > results/results.md
-echo "== wrote benchmarks/results/results.md"
+"$PYTHON" load/render.py "$TSV" "$EXTRA" results/raw/env.md "$NOTES" > "$RESULTS"
+echo "== wrote benchmarks/$RESULTS"

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Idempotent set-up for run_all.sh: wrk from Debian, one virtualenv per peer (their pins
+# Idempotent set-up for run_all.sh: wrk (and h2load) from Debian, one virtualenv per peer (their pins
 # conflict with each other and with the project's), the peer protobuf stubs, payload files.
 # Fast when everything is already there. PYTHON is the project's interpreter.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-../.venv/bin/python}
 
-if ! command -v wrk >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk
-  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk; fi
-fi
+ONLY=${ONLY:-"mlserver kserve grpc_front"}  # the sections run_all.sh runs: only their tools are set up
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+
+apt_install() {  # apt_install COMMAND PACKAGE: PACKAGE from Debian unless COMMAND is there
+  command -v "$1" >/dev/null && return 0
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "$2"
+  else sudo apt-get update -qq && sudo apt-get install -y -qq "$2"; fi
+}
+apt_install wrk wrk
+want grpc_front && apt_install h2load nghttp2-client  # the gRPC rows' load generator
 
 mkvenv() {  # mkvenv DIR PACKAGE: a virtualenv with PACKAGE (pinned) installed from PyPI
   local dir=$1
@@ -19,8 +25,8 @@ mkvenv() {  # mkvenv DIR PACKAGE: a virtualenv with PACKAGE (pinned) installed f
     "$dir/bin/pip" install -q "$2"
   fi
 }
-mkvenv .venv-mlserver mlserver==1.7.1
-mkvenv .venv-kserve kserve==0.21.0
+want mlserver && mkvenv .venv-mlserver mlserver==1.7.1
+want kserve && mkvenv .venv-kserve kserve==0.21.0
 
 "$PYTHON" -m grpc_tools.protoc -Iproto --python_out=proto --grpc_python_out=proto proto/tensor.proto
 "$PYTHON" load/make_payloads.py >/dev/null

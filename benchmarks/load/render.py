@@ -100,6 +100,37 @@ for gw, label in (("F ", "embedded runtime"), ("H ", "embedded runtime, batching
         met = "n/a" if diff is None else ("yes" if diff <= 0.1 else "no")
         print(f"| {label} | {payload} c=1 p50 minus mini-gateway's (ms) | <= 0.1 | {show(diff)} | {met} |")
 
+
+
+def point(system_prefix, api, conc, col="rps"):
+    """The median of `col` for the small-payload row of `system_prefix` with exactly `api`."""
+    for (system, a, p, c), rows in groups.items():
+        if system.startswith(system_prefix) and a == api and p == "small" and c == str(conc):
+            vals = values(rows, col)
+            return statistics.median(vals) if vals else None
+    return None
+
+
+# The gRPC front door (J gRPC) against, measured beside it: the same gateway's HTTP (J HTTP),
+# a bare grpc.aio Predict server (K), the mini-gateway (E); name, api, target (None: report).
+GRPC, BESIDE = "J gateway gRPC", "rest, beside J gRPC"
+GRPC_PEERS = (("J gateway HTTP", BESIDE, "HTTP front door (same process)", 1.0),
+              ("K ", None, "bare grpc.aio server", None),
+              ("E ", BESIDE, "mini-gateway HTTP", None))
+for shape in ("64 conn x 1", "1 conn x 64"):
+    api = f"grpc, {shape}"
+    for peer, peer_api, name, bound in GRPC_PEERS:
+        value = ratio(point(GRPC, api, 64), point(peer, peer_api or api, 64))
+        if value is None:
+            continue
+        met = "-" if bound is None else ("yes" if value >= bound else "no")
+        print(f"| gRPC front door | small c=64 ({shape}) req/s vs {name} | "
+              f"{'report' if bound is None else f'>= {bound}'} | {show(value)} | {met} |")
+for peer, peer_api, name, _bound in GRPC_PEERS:
+    a, b = point(GRPC, "grpc, 1 conn x 1", 1, "p50_ms"), point(peer, peer_api or "grpc, 1 conn x 1", 1, "p50_ms")
+    if a is not None and b is not None:
+        print(f"| gRPC front door | small c=1 p50 minus {name}'s (ms) | report | {a - b:.2f} | - |")
+
 rss = [(k, v) for (s, k), v in extra.items() if s == "memory"]
 if len(rss) >= 2:
     first, last = float(rss[0][1].split()[0]), float(rss[-1][1].split()[0])
