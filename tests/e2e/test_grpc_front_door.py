@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -51,11 +52,11 @@ def check(channel: grpc.Channel, service: str = "") -> int:
 
 
 @contextmanager
-def gateway_with_grpc(config: Path, *extra: str, env: dict[str, str] | None = None,
-                      scheme: str = "http", verify: object = True) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+def gateway_with_grpc(config: Path, *extra: str, env: dict[str, str] | None = None, scheme: str = "http",
+                      verify: ssl.SSLContext | bool = True) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
     log = config / "gateway.log"
     workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 1
-    with running_gateway(config, *extra, env=env, scheme=scheme, verify=verify, log=log) as (process, _):  # type: ignore[arg-type]
+    with running_gateway(config, *extra, env=env, scheme=scheme, verify=verify, log=log) as (process, _):
         port, _ = grpc_port_of(log, workers)
         yield process, port, log
 
@@ -98,7 +99,6 @@ def test_tls_uses_the_http_listeners_certificate(tmp_path: Path) -> None:
     certs = make_certificates(tmp_path / "certs")
     config = make_config(tmp_path / "config", f"listen: {{tls_certfile: {certs.server_cert}, "
                                               f"tls_keyfile: {certs.server_key}}}\n")
-    import ssl
     verify = ssl.create_default_context(cafile=str(certs.ca))
     with gateway_with_grpc(config, "--grpc-port", "0", scheme="https", verify=verify) as (_, port, log):
         assert grpc_port_of(log)[1] == "TLS"
