@@ -1,5 +1,5 @@
 """`gateway serve --grpc-port`: the gRPC port as a process serves it (flag, gateway.yaml, env),
-a busy port, TLS, SIGTERM's drain and `--workers` sharing the port."""
+a busy port, TLS, SIGTERM's drain with a call in flight and `--workers` sharing the port."""
 
 from __future__ import annotations
 
@@ -15,22 +15,27 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from protos.services import TF_PREDICT
+from protos.tensorflow_serving.model_pb2 import ModelSpec
+from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
+from tensorcodecs.tensor_proto import decode_tensor, encode_tensor
 from tests.certs import make_certificates
 from tests.conftest import REPO, write_app, write_model
 from tests.e2e.processes import GATEWAY, command_line, descendants, running_gateway
 
-ECHO = "def predict(x):\n    return x\n"
+SLOW = "import time\n\ndef predict(x):\n    time.sleep(int(x[0]) / 1000)\n    return x\n"  # x: its ms
 _GRPC_SERVING = re.compile(rb"serving gRPC on \S+:(\d+) \((TLS|plaintext)\)")
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def make_config(root: Path, listen: str = "") -> Path:
-    write_model(root, "echo", "echo", ECHO)
-    write_app(root, "echo", "echo")
+    write_model(root, "slow", "slow", SLOW)
+    write_app(root, "slow_app", "slow")
     (root / "gateway.yaml").write_text(
         "kind: Gateway\ndefaults: {shutdown_grace_s: 1, drain_timeout_s: 3}\n" + listen)
     return root
@@ -111,17 +116,43 @@ def test_tls_uses_the_http_listeners_certificate(tmp_path: Path) -> None:
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_sigterm_turns_health_not_serving_at_once_then_exits_0(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+def predict_call(channel: grpc.Channel) -> grpc.UnaryUnaryMultiCallable[PredictRequest, PredictResponse]:
+    return channel.unary_unary(TF_PREDICT.path, request_serializer=PredictRequest.SerializeToString,
+                               response_deserializer=PredictResponse.FromString)
+
+
+def slow_request(ms: int) -> PredictRequest:
+    return PredictRequest(model_spec=ModelSpec(name="slow_app"),
+                          inputs={"x": encode_tensor(np.array([ms], np.int32))})
+
+
+def sent(answer: PredictResponse) -> list[int]:
+    """What the slow model answered (its x, as output y)."""
+    return [int(value) for value in decode_tensor(answer.outputs["y"])]
+
+
+def test_sigterm_health_not_serving_at_once_calls_in_flight_finish_new_ones_unavailable(tmp_path: Path) -> None:
+    config = make_config(tmp_path)  # shutdown_grace_s 1, drain_timeout_s 3
     with gateway_with_grpc(config, "--grpc-port", "0") as (process, port, _), \
             grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        predict = predict_call(channel)
+        assert sent(predict(slow_request(0), timeout=10)) == [0]
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
         assert next(watch).status == SERVING
+        in_flight = predict.future(slow_request(1800), timeout=10)  # past the grace, within the drain
+        time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
         started = time.monotonic()
         assert next(watch).status == NOT_SERVING
-        assert time.monotonic() - started < 1.5  # within the 1 s grace, while calls are still taken
+        assert time.monotonic() - started < 0.9  # at once: calls are still taken during the 1 s grace
+        assert sent(predict(slow_request(0), timeout=5)) == [0]
+        time.sleep(max(0.0, started + 1.3 - time.monotonic()))  # the grace is over
+        with pytest.raises(grpc.RpcError) as refused:
+            predict(slow_request(0), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert sent(in_flight.result()) == [1800]
         assert process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 1 + 3 + 2
 
 
 def test_two_workers_both_serve_grpc_on_the_shared_port(tmp_path: Path) -> None:
@@ -131,9 +162,15 @@ def test_two_workers_both_serve_grpc_on_the_shared_port(tmp_path: Path) -> None:
         workers = [pid for pid in descendants(process.pid) if "spawn_main" in command_line(pid)]
         assert len(workers) == 2
         assert all(_listens_on(pid, port) for pid in workers)
-        for _ in range(10):  # a new connection each time: the kernel picks a worker
+        answered_by = set()  # the request ids' per-process prefix tells the worker
+        for _ in range(40):  # a new connection each time: the kernel picks a worker
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 assert check(channel) == SERVING
+                _, call = predict_call(channel).with_call(slow_request(0), timeout=10)
+                answered_by.add(dict(call.trailing_metadata())["x-request-id"][:24])
+            if len(answered_by) == 2:
+                break
+        assert len(answered_by) == 2
 
 
 def _free_reusable_port() -> int:
