@@ -77,12 +77,6 @@ def test_the_grpc_port_is_configured_by_flag_yaml_or_env(tmp_path: Path, how: st
         assert check(channel, "tensorflow.serving.PredictionService") == SERVING
 
 
-def test_the_grpc_port_is_off_by_default(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
-    with running_gateway(config, log=tmp_path / "gateway.log"):
-        assert b"serving gRPC" not in (tmp_path / "gateway.log").read_bytes()
-
-
 def test_a_busy_grpc_port_fails_the_start_with_one_clear_line(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     with socket.socket() as holder:  # a listener of another program, without SO_REUSEPORT

@@ -69,6 +69,13 @@ async def test_health_follows_readiness_per_service(tmp_path: Path) -> None:
             await backend.stop()
 
 
+async def test_the_grpc_port_is_off_by_default(example_config: Config) -> None:
+    app = create_app(Settings(), example_config)
+    async with serve_app(app):
+        assert app.state.grpc_door is None
+        assert not hasattr(app.state, "grpc_port")
+
+
 async def test_a_message_over_max_body_bytes_is_resource_exhausted(example_config: Config) -> None:
     settings = Settings(grpc_port=0, max_body_bytes=1000)
     app = create_app(settings, example_config)
