@@ -86,7 +86,7 @@ def test_a_busy_grpc_port_fails_the_start_with_one_clear_line(tmp_path: Path) ->
         done = subprocess.run([str(GATEWAY), "serve", "--config", str(config), "--port", "0",
                                "--grpc-port", str(port)], cwd=REPO, capture_output=True, timeout=60)
     stderr = done.stderr.decode()
-    assert done.returncode != 0
+    assert done.returncode == 1
     assert f"cannot listen for gRPC on 127.0.0.1:{port}" in stderr
     assert "Traceback" not in stderr
     assert "runtime pid" not in stderr  # failed before any model runtime started
