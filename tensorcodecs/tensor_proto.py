@@ -136,6 +136,10 @@ def value_count(proto: TensorProto) -> int:
     return values // 2 if row.json_kind is JsonKind.COMPLEX else values
 
 
+MAX_RANK = 32  # numpy's limit on the dimensions of an array (numpy 1; numpy 2 takes 64)
+MAX_ELEMENTS_OF_SHAPE = 2**40  # the other sizes of an empty tensor: beyond some such bound numpy refuses the shape
+
+
 def _shape_of(proto: TensorProto) -> tuple[tuple[int, ...], int]:
     """The tensor's shape and element count; unknown rank or sizes are errors."""
     shape_proto = proto.tensor_shape
@@ -144,7 +148,13 @@ def _shape_of(proto: TensorProto) -> tuple[tuple[int, ...], int]:
     shape = tuple([dim.size for dim in shape_proto.dim])  # a list first: faster than a generator
     if shape and min(shape) < 0:
         raise CodecError(f"tensor shape {list(shape)} has an unknown dimension")
-    return shape, math.prod(shape)
+    if len(shape) > MAX_RANK:
+        raise CodecError(f"tensor shape has {len(shape)} dimensions; at most {MAX_RANK} are supported")
+    count = math.prod(shape)
+    if count == 0 and math.prod([size for size in shape if size]) > MAX_ELEMENTS_OF_SHAPE:
+        # An empty tensor whose other sizes no array could have (numpy refuses to make it).
+        raise CodecError(f"tensor shape {list(shape)} is too large")
+    return shape, count
 
 
 def _as_numeric(array: NDArray, row: DType) -> NDArray:

@@ -284,3 +284,18 @@ def test_shape_elements_are_read_before_decoding_an_unknown_dim_counting_none() 
     proto.tensor_shape.dim.add(size=-1)
     assert shape_elements(proto) == 0
     assert shape_elements(TensorProto(dtype=DT_FLOAT)) == 1  # a scalar
+
+
+@pytest.mark.parametrize(("dims", "message"), [
+    ([0, 2**62], "is too large"),
+    ([0, 2**31, 2**31], "is too large"),
+    ([1] * 40, "40 dimensions; at most 32"),
+])
+def test_shapes_no_array_can_have_are_codec_errors(dims: list[int], message: str) -> None:
+    """A client's empty tensor with absurd other sizes, or too many dimensions, is its mistake
+    (a CodecError every front door answers as one), not numpy's ValueError."""
+    proto = TensorProto(dtype=DT_FLOAT)
+    for size in dims:
+        proto.tensor_shape.dim.add(size=size)
+    with pytest.raises(CodecError, match=message):
+        decode_tensor(proto)
