@@ -16,6 +16,7 @@ import grpc
 
 from gateway.grpc_api import health, hydrosphere, tfserving
 from gateway.grpc_api.calls import DoorState
+from gateway.serving.server import bound_socket
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.grpc")
@@ -84,6 +85,23 @@ class GrpcFrontDoor:
         self.begin_stop(grace_s)
         assert self._stopping is not None
         await self._stopping
+
+
+def port_problem(settings: Settings) -> str | None:
+    """Why `grpc_port` cannot be listened on, found before anything starts (grpc would only
+    fail in the app's lifespan, after the runtimes started); None when it can or is 0."""
+    port = settings.grpc_port
+    if port is None or port == 0:
+        return None
+    address = _address(settings.host, port)
+    if port == settings.port:
+        return f"cannot listen for gRPC on {address}: it is the HTTP port"
+    try:
+        probe = bound_socket(settings.host, port, reuse_port=settings.workers > 1)
+    except OSError as error:
+        return f"cannot listen for gRPC on {address}: {error.strerror or error}"
+    probe.close()
+    return None
 
 
 def _address(host: str, port: int) -> str:

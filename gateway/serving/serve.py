@@ -13,6 +13,7 @@ import sys
 
 from gateway.app import create_app
 from gateway.build import interpreter_for
+from gateway.grpc_api.server import port_problem as grpc_port_problem
 from gateway.manifests import Config, RuntimeAddress
 from gateway.reload import ConfigStager
 from gateway.serving.process import hold_sighup, run_on_uvloop, stop_on_signals
@@ -48,6 +49,10 @@ async def _run(settings: Settings, config: Config) -> int:
         return 1
     if settings.port == 0:
         settings = dataclasses.replace(settings, port=listener.getsockname()[1])
+    if (problem := grpc_port_problem(settings)) is not None:
+        listener.close()
+        print(f"gateway: {problem}", file=sys.stderr)
+        return 1
     stopping = stop_on_signals(loop)
     supervisor = Supervisor(config.local_models(), settings.runtime_start_timeout_s,
                             interpreter=functools.partial(interpreter_for, settings.envs_dir),

@@ -1,0 +1,104 @@
+"""The gRPC front door's operations in process, over a real uvicorn and grpc.aio server:
+grpc.health.v1 following readiness, the message limit from max_body_bytes, connections aged
+out by grpc_max_connection_age_s."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.app import create_app
+from gateway.manifests import Config, load_config
+from gateway.settings import Settings
+from tests.conftest import free_port, serve_app
+from tests.tfserving_server import FakeTFServing
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService",
+            "hydrosphere.serving.gateway.GatewayService")
+
+
+def toy_config(directory: Path, target: str) -> Config:
+    """One application over Toy version 1 of a TF Serving backend at `target` (its contract
+    declared: readiness then waits on the backend only)."""
+    (directory / "models").mkdir(parents=True)
+    (directory / "applications").mkdir()
+    (directory / "models" / "toy.yaml").write_text(
+        f"kind: Model\nname: toy\nbackend:\n  protocol: tensorflow-serving\n  target: {target}\n"
+        "  model_name: Toy\n  version: 1\ncontract:\n  inputs:\n    input_1: {type: float32, shape: [-1, 2]}\n"
+        "  outputs:\n    output_1: {type: float32, shape: [-1, 1]}\n")
+    (directory / "applications" / "toy.yaml").write_text("kind: Application\nname: toy\nsingular:\n  model: toy\n")
+    return load_config(directory)
+
+
+async def statuses(channel: grpc.aio.Channel) -> list[int]:
+    stub = health_pb2_grpc.HealthStub(channel)
+    return [(await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)).status for name in SERVICES]
+
+
+async def test_health_follows_readiness_per_service(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there yet: the model's backend is down
+    settings = Settings(grpc_port=0, health_interval_s=0.1)
+    app = create_app(settings, toy_config(tmp_path / "config", f"127.0.0.1:{port}"))
+    backend = FakeTFServing()
+    async with serve_app(app, settings), grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel:
+        assert await statuses(channel) == [NOT_SERVING] * len(SERVICES)
+        stub = health_pb2_grpc.HealthStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        watch = stub.Watch(health_pb2.HealthCheckRequest(service="tensorflow.serving.PredictionService"))
+        assert (await watch.read()).status == NOT_SERVING
+        backend.port = port
+        await backend.start()
+        try:
+            update = await asyncio.wait_for(watch.read(), timeout=20)  # the channel's reconnect back-off
+            assert update.status == SERVING
+            assert await statuses(channel) == [SERVING] * len(SERVICES)
+            app.state.grpc_door.begin_stop(1.0)  # the drain: NOT_SERVING at once
+            assert (await asyncio.wait_for(watch.read(), timeout=5)).status == NOT_SERVING
+        finally:
+            watch.cancel()
+            await backend.stop()
+
+
+async def test_the_grpc_port_is_off_by_default(example_config: Config) -> None:
+    app = create_app(Settings(), example_config)
+    async with serve_app(app):
+        assert app.state.grpc_door is None
+        assert not hasattr(app.state, "grpc_port")
+
+
+async def test_a_message_over_max_body_bytes_is_resource_exhausted(example_config: Config) -> None:
+    settings = Settings(grpc_port=0, max_body_bytes=1000)
+    app = create_app(settings, example_config)
+    async with serve_app(app, settings), grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        codes = []
+        for size in (900, 1100):  # under the limit: read (an unknown service); over it: refused
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Check(health_pb2.HealthCheckRequest(service="x" * size), timeout=5)
+            codes.append(refused.value.code())
+        assert codes == [grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED]
+
+
+async def test_max_connection_age_sends_goaway_and_the_channel_reconnects(example_config: Config) -> None:
+    settings = dataclasses.replace(Settings(grpc_port=0, drain_timeout_s=0.2), grpc_max_connection_age_s=0.5)
+    app = create_app(settings, example_config)
+    async with serve_app(app, settings), grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        assert (await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)).status == SERVING
+        assert channel.get_state() == grpc.ChannelConnectivity.READY
+        started = time.monotonic()
+        # The server's GOAWAY after 0.5 s (+ jitter) ends the connection: the channel leaves READY.
+        await asyncio.wait_for(channel.wait_for_state_change(grpc.ChannelConnectivity.READY), timeout=5)
+        assert time.monotonic() - started < 3
+        assert (await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)).status == SERVING  # a new connection
+        assert channel.get_state() == grpc.ChannelConnectivity.READY
