@@ -69,13 +69,12 @@ def create_app(settings: Settings, config: Config | None = None,
         watcher.start()
         app.state.health = watcher
         app.state.reloader = Reloader(settings, config, dataplane, pool, watcher, supervisor, failed)
-        grpc_door = None
-        if settings.grpc_port is not None:
-            grpc_door = GrpcFrontDoor(DoorState(settings, dataplane, observer, authenticator, watcher,
-                                                lambda: bool(app.state.draining)))
-            app.state.grpc_port = await grpc_door.start()
-        app.state.grpc_door = grpc_door
+        grpc_door = app.state.grpc_door = None
         try:
+            if settings.grpc_port is not None:  # a port taken since serve's check fails the start, cleaned up
+                grpc_door = app.state.grpc_door = GrpcFrontDoor(DoorState(
+                    settings, dataplane, observer, authenticator, watcher, lambda: bool(app.state.draining)))
+                app.state.grpc_port = await grpc_door.start()
             yield
         finally:
             if grpc_door is not None:
