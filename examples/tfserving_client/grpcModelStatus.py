@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
-import tfs_client
+import tfs_client  # first: it puts the generated stubs on sys.path
+
+# isort: split
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import sys
 
-import tfs_client
+import tfs_client  # first: it puts the generated stubs on sys.path
+
+# isort: split
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import tfs_client  # first: it puts the generated stubs on sys.path
 
-import tfs_client
+# isort: split
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 

@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 import grpcRequest
-import tfs_client
+import tfs_client  # first: it puts the generated stubs on sys.path
+
+# isort: split
 from tensorflow_serving.apis import prediction_log_pb2, prediction_service_pb2_grpc
 
 BANNER = 100

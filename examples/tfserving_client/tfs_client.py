@@ -12,7 +12,7 @@ from pathlib import Path
 # as TF Serving's own Python package is imported.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "generated"))
 
-import grpc  # noqa: E402
+import grpc
 
 GATEWAY_GRPC_PORT = 8500  # the example config's listen.grpc_port (TF Serving's default gRPC port)
 
