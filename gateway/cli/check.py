@@ -82,6 +82,8 @@ def _check(settings: Settings, config: Config) -> int:
             print(f"  {line}")
         if app.request_log is not None:
             print(f"  {request_log_text(app.request_log)}")
+    for line in shared_name_warnings(config):
+        print(f"gateway check: warning: {line}", file=sys.stderr)
     warmups, errors = check_warmups(config.models.values(), _label)
     for line in warmups:
         print(line)
@@ -95,6 +97,16 @@ def _check(settings: Settings, config: Config) -> int:
         return 1
     print("configuration is valid")
     return 0
+
+
+def shared_name_warnings(config: Config) -> list[str]:
+    """One line per application that shares its name with a model: the REST routes tell them
+    apart, gRPC's `model_spec.name` cannot (the application is served, the model is not)."""
+    models = {name for name, _ in config.models}
+    return [f"application {name} and model {name} share a name: gRPC Predict with model_spec.name "
+            f"{name!r} serves the application, never the model (GetModelStatus, GetModelMetadata, "
+            "Classify and Regress name the model); rename one to call both over gRPC"
+            for name in sorted(models & set(config.applications))]
 
 
 NOT_COMPARED = 4  # `gateway check --url`: nothing breaking found, but something could not be compared

@@ -1,14 +1,238 @@
-"""tensorflow.serving.PredictionService and ModelService on the gRPC front door."""
+"""tensorflow.serving.PredictionService and ModelService on the gRPC front door.
+
+Predict's `model_spec.name` is an application (which wins when a model shares its name:
+`gateway check` warns) or a model. An application has no versions (a `version` or
+`version_label` is INVALID_ARGUMENT); its inputs are checked against its contract, routing
+wishes come from the `x-gateway-route-key` / `x-gateway-variant` metadata as from the native
+API's headers. A model is resolved at the version or label asked, as on the /v1 REST routes,
+and checked against the signature asked (default: the model's). The answer's `model_spec` is
+filled as TF Serving fills it: the name asked, the version that served, the signature used
+(for an application: its name, the application's signature name, no version).
+
+GetModelMetadata, GetModelStatus, Classify and Regress name a model (an application's name
+that is no model's is NOT_FOUND, as TF Serving answers an unknown model); the backend must
+offer the call (gateway.backends.capabilities), else NOT_FOUND in the capability's words.
+HandleReloadConfigRequest needs the admin token; it goes to the server that serves the models
+the config lists (or the model named by the `x-gateway-model` metadata).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import grpc
 
-from gateway.grpc_api.calls import DoorState
-from protos.services import TF_MODEL_SERVICE, TF_PREDICTION_SERVICE
+from gateway.backends import NDArray, Selector
+from gateway.backends.capabilities import Classifies, HasMetadata, Regresses, ReportsStatus
+from gateway.dataplane import DataPlane
+from gateway.errors import BackendError, BadRequest, NotFound
+from gateway.grpc_api.calls import Call, DoorState, unary
+from gateway.grpc_api.tensors import decode_tensors, encode_tensors, filter_outputs
+from gateway.registry import Application, Target
+from gateway.routes.native import routing_wishes
+from protos.services import (
+    TF_CLASSIFY,
+    TF_GET_MODEL_METADATA,
+    TF_GET_MODEL_STATUS,
+    TF_MODEL_SERVICE,
+    TF_PREDICT,
+    TF_PREDICTION_SERVICE,
+    TF_REGRESS,
+    TF_RELOAD_CONFIG,
+)
+from protos.tensorflow_serving.classification_pb2 import ClassificationRequest, ClassificationResponse
+from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRequest, GetModelMetadataResponse
+from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest, GetModelStatusResponse
+from protos.tensorflow_serving.model_management_pb2 import ReloadConfigRequest, ReloadConfigResponse
+from protos.tensorflow_serving.model_pb2 import ModelSpec
+from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
+from protos.tensorflow_serving.regression_pb2 import RegressionRequest, RegressionResponse
+from tensorcodecs import CodecError, TensorSpec
+from tensorcodecs.signature_def import SIGNATURE_DEF
+
+DEFAULT_SIGNATURE = "serving_default"  # TF Serving's kDefaultServingSignatureDefKey
+MODEL_KEY = "x-gateway-model"  # HandleReloadConfigRequest: the model whose server takes the config
+
+
+def _selector(spec: ModelSpec) -> Selector:
+    """The version or label a ModelSpec asks for (a oneof: at most one is set)."""
+    version = spec.version.value if spec.HasField("version") else None
+    return Selector(version, spec.version_label or None)
+
+
+def _model_target(spec: ModelSpec, call: Call) -> Target:
+    """The model a ModelSpec names at its version or label (NotFound otherwise; an application
+    that no model shares the name of is named as such)."""
+    name = spec.name
+    call.authorize(name)
+    dataplane = call.dataplane
+    try:
+        return dataplane.resolve(name, _selector(spec))
+    except NotFound:
+        if name in dataplane.registry.applications:
+            raise NotFound(f"{name!r} is an application, not a model: this method names a model "
+                           f"(applications answer Predict only)") from None
+        raise
+
+
+def _require_spec(has_spec: bool) -> None:
+    if not has_spec:
+        raise BadRequest("Missing ModelSpec")  # TF Serving's words
+
+
+async def predict(request: PredictRequest, call: Call) -> PredictResponse:
+    """Predict on an application or a model."""
+    _require_spec(request.HasField("model_spec"))
+    spec = request.model_spec
+    app = call.dataplane.registry.applications.get(spec.name)
+    if app is not None:
+        return await _predict_application(app, request, call)
+    return await _predict_model(request, call)
+
+
+async def _predict_application(app: Application, request: PredictRequest, call: Call) -> PredictResponse:
+    spec = request.model_spec
+    if spec.HasField("version") or spec.version_label:
+        raise BadRequest(f"model_spec: applications have no versions: name a model ({app.name!r} is an "
+                         "application)", field="model_spec")
+    if spec.signature_name not in ("", DEFAULT_SIGNATURE, app.signature.name):
+        raise BadRequest(f'model_spec.signature_name: Serving signature name: "{spec.signature_name}" not '
+                         "found in signature def", field="model_spec.signature_name")
+    call.authorize(app.name)
+    dataplane, settings = call.dataplane, call.settings
+    context = call.context(app)
+    routing_wishes(settings, app, call.metadata, context, call.check_admin)
+    if app.from_backend:
+        app = await dataplane.with_contract(app, context)
+    inputs = decode_tensors(request.inputs, app.signature.inputs, settings)
+    outputs = filter_outputs(await dataplane.predict(app, inputs, context), request.output_filter,
+                             app.signature.outputs)
+    response = PredictResponse()
+    response.model_spec.name = app.name
+    response.model_spec.signature_name = app.signature.name
+    _encode(outputs, response, app.signature.outputs, app.name)
+    return response
+
+
+async def _predict_model(request: PredictRequest, call: Call) -> PredictResponse:
+    spec = request.model_spec
+    target = _model_target(spec, call)
+    dataplane, settings = call.dataplane, call.settings
+    context = call.context()
+    signature_name = spec.signature_name or None
+    signature = await dataplane.signature(target, signature_name, context)
+    inputs = decode_tensors(request.inputs, signature.inputs, settings)
+    prediction = await dataplane.predict_model(target, inputs, context, signature_name, signature.inputs)
+    outputs = filter_outputs(prediction.outputs, request.output_filter, signature.outputs)
+    response = PredictResponse()
+    answered = response.model_spec
+    answered.name = spec.name
+    served = prediction.spec
+    version = served.version if served is not None else None
+    if version is None and target.selector is not None:
+        version = target.selector.version
+    if version is not None:
+        answered.version.value = version
+    answered.signature_name = ((served.signature_name if served is not None else None) or signature_name
+                               or target.model.signature_name or DEFAULT_SIGNATURE)
+    _encode(outputs, response, signature.outputs, target.model.label)
+    return response
+
+
+def _encode(outputs: Mapping[str, NDArray], response: PredictResponse, specs: Mapping[str, TensorSpec],
+            who: str) -> None:
+    """The outputs into the answer; one that cannot be written is the model's failure."""
+    try:
+        encode_tensors(outputs, response.outputs, specs)
+    except CodecError as error:
+        raise BackendError(f"model {who} answered {error}") from None
+
+
+async def get_model_metadata(request: GetModelMetadataRequest, call: Call) -> GetModelMetadataResponse:
+    """The model's signature_def metadata, as its TF Serving backend answers it."""
+    _require_spec(request.HasField("model_spec"))
+    if not request.metadata_field:  # TF Serving's checks (get_model_metadata_impl.cc)
+        raise BadRequest("GetModelMetadataRequest must specify at least one metadata_field")
+    for field in request.metadata_field:
+        if field != SIGNATURE_DEF:
+            raise BadRequest(f"Metadata field {field} is not supported")
+    target = _model_target(request.model_spec, call)
+    context = call.context()
+    backend = call.dataplane.capability(target.model, HasMetadata)
+    response = await backend.metadata(context.remaining(), target.selector, context.request_id)
+    response.model_spec.name = request.model_spec.name
+    return response
+
+
+async def get_model_status(request: GetModelStatusRequest, call: Call) -> GetModelStatusResponse:
+    """The state of the model's version (every version's when none is asked and it floats)."""
+    _require_spec(request.HasField("model_spec"))
+    target = _model_target(request.model_spec, call)
+    context = call.context()
+    backend = call.dataplane.capability(target.model, ReportsStatus)
+    return await backend.status(context.remaining(), target.selector, context.request_id)
+
+
+async def classify(request: ClassificationRequest, call: Call) -> ClassificationResponse:
+    _require_spec(request.HasField("model_spec"))
+    target = _model_target(request.model_spec, call)
+    context = call.context()
+    backend = call.dataplane.capability(target.model, Classifies)
+    response = await backend.classify(request.input, context.remaining(), target.selector,
+                                      request.model_spec.signature_name or None, context.request_id)
+    response.model_spec.name = request.model_spec.name
+    return response
+
+
+async def regress(request: RegressionRequest, call: Call) -> RegressionResponse:
+    _require_spec(request.HasField("model_spec"))
+    target = _model_target(request.model_spec, call)
+    context = call.context()
+    backend = call.dataplane.capability(target.model, Regresses)
+    response = await backend.regress(request.input, context.remaining(), target.selector,
+                                     request.model_spec.signature_name or None, context.request_id)
+    response.model_spec.name = request.model_spec.name
+    return response
+
+
+async def reload_config(request: ReloadConfigRequest, call: Call) -> ReloadConfigResponse:
+    """A new ModelServerConfig for the server behind the models it lists (or behind the model
+    `x-gateway-model` names); its answer as the server gave it."""
+    dataplane = call.dataplane
+    named = call.metadata.get(MODEL_KEY)
+    target = dataplane.resolve(named) if named else _config_server(dataplane, request)
+    return await dataplane.reload_config(target.model, request.config, call.context())
+
+
+def _config_server(dataplane: DataPlane, request: ReloadConfigRequest) -> Target:
+    """The one gateway model whose server the config's models are on (INVALID_ARGUMENT when
+    they are on several, NOT_FOUND when the gateway fronts none of them)."""
+    names = [config.name for config in request.config.model_config_list.config]
+    if not names:
+        raise BadRequest(f"the config lists no models: name the model whose server takes it in {MODEL_KEY} metadata")
+    found: dict[str, Target] = {}
+    for name in names:
+        try:
+            target = dataplane.resolve(name)
+        except NotFound:
+            continue
+        found.setdefault(target.model.backend.target, target)
+    if not found:
+        raise NotFound(f"no model of this gateway is served as {', '.join(names)}: name the model whose server "
+                       f"takes the config in {MODEL_KEY} metadata")
+    if len(found) > 1:
+        raise BadRequest(f"the config's models are on {len(found)} servers: name the model whose server takes it "
+                         f"in {MODEL_KEY} metadata")
+    return next(iter(found.values()))
 
 
 def services(door: DoorState) -> list[grpc.GenericRpcHandler[bytes, bytes]]:
     """The handlers of this module's services (one generic handler per service)."""
-    return [grpc.method_handlers_generic_handler(TF_PREDICTION_SERVICE, {}),
-            grpc.method_handlers_generic_handler(TF_MODEL_SERVICE, {})]
+    prediction = {TF_PREDICT.name: unary(TF_PREDICT, predict, door),
+                  TF_GET_MODEL_METADATA.name: unary(TF_GET_MODEL_METADATA, get_model_metadata, door),
+                  TF_CLASSIFY.name: unary(TF_CLASSIFY, classify, door),
+                  TF_REGRESS.name: unary(TF_REGRESS, regress, door)}
+    model = {TF_GET_MODEL_STATUS.name: unary(TF_GET_MODEL_STATUS, get_model_status, door),
+             TF_RELOAD_CONFIG.name: unary(TF_RELOAD_CONFIG, reload_config, door, admin=True)}
+    return [grpc.method_handlers_generic_handler(TF_PREDICTION_SERVICE, prediction),
+            grpc.method_handlers_generic_handler(TF_MODEL_SERVICE, model)]

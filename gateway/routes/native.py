@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -38,7 +38,7 @@ def request_context(request: Request, settings: Settings, app: Application | Non
     """The request's context: its id, its labels (`application` when `app` is given; the core
     adds the model and version) and its deadline: the client's `x-request-timeout`
     (milliseconds, capped at `max_request_timeout_s`), else the application's `timeout_s`, else
-    the gateway's default; for an application, the caller's routing headers (`_routing_wishes`).
+    the gateway's default; for an application, the caller's routing headers (`routing_wishes`).
     It is kept in the scope, where the observer reads its labels once
     the request is answered (errors included, a bad `x-request-timeout` too)."""
     timeout = settings.request_timeout_s
@@ -49,7 +49,7 @@ def request_context(request: Request, settings: Settings, app: Application | Non
     context = scope[CONTEXT_KEY] = RequestContext.start(scope["state"]["request_id"], timeout, labels)
     headers = headers_of(request)
     if app is not None:
-        _routing_wishes(request, settings, app, headers, context)
+        routing_wishes(settings, app, headers, context, lambda: check_admin(request))
     header = headers.get(TIMEOUT_HEADER)
     if header is not None:
         try:
@@ -62,10 +62,11 @@ def request_context(request: Request, settings: Settings, app: Application | Non
     return context
 
 
-def _routing_wishes(request: Request, settings: Settings, app: Application, headers: Mapping[str, str],
-                    context: RequestContext) -> None:
-    """The caller's sticky key and forced variants (gateway/routing.py), checked: forcing needs
-    an application that allows it and, once admin tokens are configured, an admin token (403)."""
+def routing_wishes(settings: Settings, app: Application, headers: Mapping[str, str], context: RequestContext,
+                   check_admin_token: Callable[[], None]) -> None:
+    """The caller's sticky key and forced variants (gateway/routing.py) from its headers (or
+    gRPC metadata: lower-case keys), checked: forcing needs an application that allows it and,
+    once admin tokens are configured, an admin token (`check_admin_token` raises without one: 403)."""
     key = headers.get(routing.ROUTE_KEY_HEADER)
     if key is not None:
         context.route_key = routing.route_key(key)
@@ -77,7 +78,7 @@ def _routing_wishes(request: Request, settings: Settings, app: Application, head
                                "(its manifest may set allow_variant_override: true)")
     if settings.auth.admin_token_sha256:
         try:
-            check_admin(request)
+            check_admin_token()
         except Unauthenticated:
             raise PermissionDenied(f"{routing.VARIANT_HEADER} needs Authorization: Bearer <admin token>") from None
     context.variant_override = routing.variant_override(app, forced)
