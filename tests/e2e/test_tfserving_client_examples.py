@@ -161,7 +161,7 @@ def test_reload_hands_tf_serving_the_config_with_the_admin_token(tmp_path: Path)
         with gateway(config, tmp_path / "gateway.log") as port:
             refused = run("grpcReloadModel.py", port, "-m", "Toy")
             assert refused.returncode == 1
-            assert refused.stderr.startswith("PERMISSION_DENIED: "), refused.stderr
+            assert refused.stderr.startswith("UNAUTHENTICATED: "), refused.stderr
             assert printed("grpcReloadModel.py", port, "-m", "Toy", "--admin-token", ADMIN_TOKEN,
                            "--versions", "1", "--labels", "stable=1") == "model Toy reloaded successfully\n"
     reloads = [request for method, request in tfs.calls if method == "HandleReloadConfigRequest"]
