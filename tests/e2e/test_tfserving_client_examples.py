@@ -48,16 +48,22 @@ def gateway(config: Path, log: Path) -> Iterator[int]:
         yield int(found.group(1))
 
 
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    """The example's config as shipped, but for Toy's request log, written to a folder of the test's."""
-    config = tmp_path_factory.mktemp("config") / "config"
+def copy_example(folder: Path, logs: Path) -> Path:
+    """A copy of the example's config in `folder`, with Toy's request log written to `logs`."""
+    config = folder / "config"
     shutil.copytree(EXAMPLE / "config", config)
-    logs = tmp_path_factory.mktemp("request-logs")
     for serving in (config / "models" / "Toy").glob("*/serving.yaml"):
         text = serving.read_text()
         assert "dir: .gateway/request-logs/Toy" in text
         serving.write_text(text.replace("dir: .gateway/request-logs/Toy", f"dir: {logs}"))
+    return config
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """The example's config as shipped, but for Toy's request log, written to a folder of the test's."""
+    logs = tmp_path_factory.mktemp("request-logs")
+    config = copy_example(tmp_path_factory.mktemp("config"), logs)
     with gateway(config, tmp_path_factory.mktemp("log") / "gateway.log") as port:
         yield port, logs
 
