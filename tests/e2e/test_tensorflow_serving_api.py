@@ -2,7 +2,8 @@
 real `tensorflow-serving-api` stubs and `tf.make_tensor_proto` / `tf.make_ndarray` in an environment
 of their own (TensorFlow is too big for the dev one), against `gateway serve --grpc-port`.
 
-`make test-tf-grpc` builds that environment (.venv-tf) and runs this; elsewhere it is skipped.
+`make test-tf-grpc` builds that environment (.venv-tf) and runs this with GATEWAY_TF_PYTHON; without it
+the test is skipped.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
 from tests.e2e.test_tfserving_client_examples import EXAMPLE, LINEAR, copy_example, gateway
 
-TF_PYTHON = os.environ.get("GATEWAY_TF_PYTHON", str(REPO / ".venv-tf" / "bin" / "python"))
+# Set by `make test-tf-grpc` only: importing TensorFlow three times would add a minute to the suite.
+TF_PYTHON = os.environ.get("GATEWAY_TF_PYTHON", "")
 
 pytestmark = [
     pytest.mark.tensorflow_serving_api,
-    pytest.mark.skipif(not Path(TF_PYTHON).exists(),
-                       reason=f"{TF_PYTHON} is missing: `make test-tf-grpc` builds it (tensorflow-serving-api)"),
+    pytest.mark.skipif(not TF_PYTHON or not Path(TF_PYTHON).exists(),
+                       reason="needs GATEWAY_TF_PYTHON, a python with tensorflow-serving-api: make test-tf-grpc"),
 ]
 
 
