@@ -23,6 +23,8 @@ def main() -> int:
                            help="version labels, label=version comma-separated (default stable=1,canary=2)")
     arguments.add_argument("--admin-token", default=os.environ.get("GATEWAY_ADMIN_TOKEN"),
                            help="the gateway's admin token (default: $GATEWAY_ADMIN_TOKEN)")
+    arguments.add_argument("--gateway-model", help="the gateway model whose server takes the config, sent as "
+                           "x-gateway-model metadata (default: the gateway finds the server of the models listed)")
     options = arguments.parse_args()
     message = model_management_pb2.ReloadConfigRequest()
     model = message.config.model_config_list.config.add()
@@ -34,10 +36,11 @@ def main() -> int:
     for pair in filter(None, options.labels.split(",")):
         label, version = pair.split("=")
         model.version_labels[label] = int(version)
+    extra = [("x-gateway-model", options.gateway_model)] if options.gateway_model else []
     stub = model_service_pb2_grpc.ModelServiceStub(tfs_client.channel(options))
     try:
         response = stub.HandleReloadConfigRequest(message, timeout=options.timeout,
-                                                  metadata=tfs_client.metadata(options.admin_token))
+                                                  metadata=tfs_client.metadata(options.admin_token, *extra))
     except tfs_client.grpc.RpcError as error:
         return tfs_client.fail(error)
     if response.status.error_code != 0:

@@ -170,8 +170,10 @@ def test_reload_hands_tf_serving_the_config_with_the_admin_token(tmp_path: Path)
             assert refused.stderr.startswith("UNAUTHENTICATED: "), refused.stderr
             assert printed("grpcReloadModel.py", port, "-m", "Toy", "--admin-token", ADMIN_TOKEN,
                            "--versions", "1", "--labels", "stable=1") == "model Toy reloaded successfully\n"
+            assert printed("grpcReloadModel.py", port, "-m", "Toy", "--admin-token", ADMIN_TOKEN,
+                           "--gateway-model", "Toy") == "model Toy reloaded successfully\n"
     reloads = [request for method, request in tfs.calls if method == "HandleReloadConfigRequest"]
-    assert len(reloads) == 1
+    assert len(reloads) == 2
     (model,) = reloads[0].config.model_config_list.config  # type: ignore[attr-defined]
     assert (model.name, model.base_path, model.model_platform) == ("Toy", "/models/Toy", "tensorflow")
     assert list(model.model_version_policy.specific.versions) == [1]
