@@ -7,7 +7,7 @@ PORT   ?= 8000
 CHROMIUM := /usr/bin/chromium
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint typecheck protos check-protos unit chromium bench bench-codec test-tf-grpc
+.PHONY: run test lint typecheck protos check-protos unit chromium bench bench-codec test-hydro-grpc test-tf-grpc
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,17 @@ typecheck: $(VENV)/.installed-dev
 
 unit: $(VENV)/.installed-dev chromium
 	$(BIN)/pytest -q
+
+## test-hydro-grpc: Hydrosphere's own client stubs (hydro-serving-grpc 3.x) against `gateway serve
+## --grpc-port`; they need protobuf<4, so they get a venv of their own (.venv-hydro-grpc, built on first use)
+HYDRO_GRPC_VENV := .venv-hydro-grpc
+$(HYDRO_GRPC_VENV)/.installed:
+	$(PYTHON) -m venv $(HYDRO_GRPC_VENV)
+	$(HYDRO_GRPC_VENV)/bin/python -m pip install -q 'hydro-serving-grpc==3.0.3' 'protobuf==3.20.3' 'grpcio>=1.60,<2'
+	touch $@
+
+test-hydro-grpc: $(VENV)/.installed-dev $(HYDRO_GRPC_VENV)/.installed
+	HYDRO_GRPC_PYTHON=$(abspath $(HYDRO_GRPC_VENV)/bin/python) $(BIN)/pytest -q -m hydro_grpc tests/gateway/grpc_api
 
 ## chromium: Debian's chromium for the browser tests (Playwright drives it; it cannot download its own)
 chromium:
