@@ -40,7 +40,10 @@ def find_record(log_dir: Path, request_id: str, wait_s: float) -> bytes:
             except FileNotFoundError:  # renamed from .partial meanwhile: found on the next pass
                 continue
             for line in lines:
-                entry = json.loads(line) if line.strip() else {}
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # a line still being written (or blank)
+                    continue
                 if entry.get("request_id") == request_id:
                     stem = index.name.split(".index.jsonl")[0]
                     return read_record(log_dir, stem, entry["offset"])
