@@ -7,7 +7,7 @@ PORT   ?= 8000
 CHROMIUM := /usr/bin/chromium
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint typecheck protos check-protos unit chromium bench bench-codec test-hydro-grpc
+.PHONY: run test lint typecheck protos check-protos unit chromium bench bench-codec test-hydro-grpc test-tf-grpc
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,15 +57,31 @@ chromium:
 	    echo "could not install chromium: run 'apt-get install -y chromium' as root;" \
 	         "tests/e2e/test_docs_page.py fails without it (pytest -m 'not browser' leaves it out)"; exit 1; }; }
 
-## protos: regenerate protos/*_pb2.py(i) from protos/**/*.proto
+## protos: regenerate protos/*_pb2.py(i) from protos/**/*.proto, and the TF Serving client example's
+## stubs (examples/tfserving_client/generated/) from tests/fixtures/upstream_protos/
 protos: $(VENV)/.installed-dev
 	PYTHON=$(BIN)/python bash scripts/gen_protos.sh
+	PYTHON=$(BIN)/python bash examples/tfserving_client/gen_stubs.sh
 
 check-protos: protos
-	@git diff --exit-code --stat -- protos || \
+	@git diff --exit-code --stat -- protos examples/tfserving_client/generated || \
 	  (echo "generated protobuf code is out of date: run 'make protos' and commit" && exit 1)
-	@test -z "$$(git status --porcelain --untracked-files=all -- protos)" || \
-	  (git status --porcelain -- protos; echo "untracked generated files in protos/" && exit 1)
+	@test -z "$$(git status --porcelain --untracked-files=all -- protos examples/tfserving_client/generated)" || \
+	  (git status --porcelain -- protos examples/tfserving_client/generated; \
+	   echo "untracked generated files in protos/ or examples/tfserving_client/generated/" && exit 1)
+
+## test-tf-grpc: TF Serving's own Python client (tensorflow-serving-api, tf.make_tensor_proto) against
+## the gateway's gRPC port; builds .venv-tf once (it pulls tensorflow, the CPU wheel: ~600 MB).
+TF_VENV := .venv-tf
+$(TF_VENV)/.installed:
+	$(PYTHON) -m venv $(TF_VENV)
+	$(TF_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TF_VENV)/bin/python -m pip install -q tensorflow-serving-api
+	touch $@
+
+test-tf-grpc: $(VENV)/.installed-dev $(TF_VENV)/.installed
+	GATEWAY_TF_PYTHON=$(abspath $(TF_VENV)/bin/python) $(BIN)/pytest -q -m tensorflow_serving_api \
+	  tests/e2e/test_tensorflow_serving_api.py
 
 ## bench: the gateway against its peers in one run (~15 min; not part of `make test`).
 ## Installs wrk (apt-get) and the peers' virtualenvs (benchmarks/.venv-*) on first use.
