@@ -1,0 +1,189 @@
+"""TF Serving's PredictionService and ModelService on the gateway's gRPC port, end to end: a
+real uvicorn with its gRPC door, the embedded runtime (example config) and the TF-Serving
+test server behind it."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from gateway.app import create_app
+from gateway.manifests import Config
+from gateway.settings import AuthSettings, Settings
+from protos.services import TF_GET_MODEL_METADATA, TF_GET_MODEL_STATUS, TF_PREDICT, TF_REGRESS, TF_RELOAD_CONFIG
+from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRequest
+from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest
+from protos.tensorflow_serving.model_management_pb2 import ReloadConfigRequest
+from protos.tensorflow_serving.predict_pb2 import PredictRequest
+from protos.tensorflow_serving.regression_pb2 import RegressionRequest
+from tensorcodecs.tensor_proto import decode_tensor, fill_tensor
+from tests.conftest import serve_app
+from tests.gateway.test_tfserving_api import write_config
+from tests.tfserving_server import FakeTFServing
+
+
+async def _port(settings: Settings, config: Config) -> AsyncIterator[int]:
+    app = create_app(dataclasses.replace(settings, grpc_port=0), config)
+    async with serve_app(app):
+        yield app.state.grpc_port
+
+
+@pytest.fixture
+async def runtime_port(example_config: Config) -> AsyncIterator[int]:
+    async for port in _port(Settings(), example_config):
+        yield port
+
+
+@pytest.fixture
+async def tfs() -> AsyncIterator[FakeTFServing]:
+    server = FakeTFServing()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def tfs_port(tfs: FakeTFServing, tmp_path: Path) -> AsyncIterator[int]:
+    async for port in _port(Settings(), write_config(tmp_path / "config", tfs.target)):
+        yield port
+
+
+async def call(port: int, method: Any, request: Any, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = channel.unary_unary(method.path, request_serializer=method.request.SerializeToString,
+                                   response_deserializer=method.response.FromString)
+        return await stub(request, timeout=10, metadata=metadata)
+
+
+async def failure(port: int, method: Any, request: Any, **kwargs: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(port, method, request, **kwargs)
+    return caught.value
+
+
+def predict_request(name: str, inputs: dict[str, np.ndarray[Any, Any]], version: int | None = None,
+                    label: str = "", output_filter: tuple[str, ...] = ()) -> PredictRequest:
+    request = PredictRequest(output_filter=list(output_filter))
+    request.model_spec.name = name
+    if version is not None:
+        request.model_spec.version.value = version
+    if label:
+        request.model_spec.version_label = label
+    for key, array in inputs.items():
+        fill_tensor(request.inputs[key], array)
+    return request
+
+
+NUMBERS = {"number": np.array([1, 2, 3], dtype=np.int32)}
+BATCH = {"input_1": np.array([[1, 2], [1, 3]], dtype=np.float32)}
+
+
+async def test_predict_an_application_on_the_embedded_runtime(runtime_port: int) -> None:
+    response = await call(runtime_port, TF_PREDICT, predict_request("increment_app", NUMBERS))
+    assert decode_tensor(response.outputs["number"]).tolist() == [2, 3, 4]
+    assert response.outputs["number"].tensor_content  # numeric answers in tensor_content, as TF Serving's
+    assert (response.model_spec.name, response.model_spec.signature_name) == ("increment_app", "increment_app")
+    assert not response.model_spec.HasField("version")
+
+
+async def test_predict_a_model_fills_the_model_spec(runtime_port: int) -> None:
+    response = await call(runtime_port, TF_PREDICT, predict_request("increment_model", NUMBERS, version=1))
+    assert decode_tensor(response.outputs["number"]).tolist() == [2, 3, 4]
+    assert response.model_spec.name == "increment_model"
+    assert response.model_spec.signature_name
+
+
+async def test_contract_violations_name_the_field(runtime_port: int) -> None:
+    wrong_dtype = predict_request("increment_app", {"number": np.array([1.5], dtype=np.float32)})
+    error = await failure(runtime_port, TF_PREDICT, wrong_dtype)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == 'inputs["number"]: expects int32 but float32 is provided'
+    extra = predict_request("increment_app", {**NUMBERS, "other": np.array([1], dtype=np.int32)})
+    error = await failure(runtime_port, TF_PREDICT, extra)
+    assert (error.details() or "").startswith('inputs["other"]: input tensor alias not found in signature: other.')
+    versioned = predict_request("increment_app", NUMBERS, version=1)
+    error = await failure(runtime_port, TF_PREDICT, versioned)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "applications have no versions: name a model" in (error.details() or "")
+
+
+async def test_unknown_names_and_application_only_methods_are_not_found(runtime_port: int) -> None:
+    error = await failure(runtime_port, TF_PREDICT, predict_request("nope", NUMBERS))
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    status = GetModelStatusRequest()
+    status.model_spec.name = "increment_app"
+    error = await failure(runtime_port, TF_GET_MODEL_STATUS, status)
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert "is an application, not a model" in (error.details() or "")
+
+
+async def test_versions_labels_and_output_filter_on_tf_serving(tfs_port: int, tfs: FakeTFServing) -> None:
+    latest = await call(tfs_port, TF_PREDICT, predict_request("toy", BATCH))
+    assert decode_tensor(latest.outputs["output_1"]).ravel().tolist() == pytest.approx([0.3, 0.4])
+    assert (latest.model_spec.name, latest.model_spec.version.value, latest.model_spec.signature_name) == (
+        "toy", 2, "serving_default")
+    stable = await call(tfs_port, TF_PREDICT, predict_request("toy", BATCH, label="stable"))
+    assert decode_tensor(stable.outputs["output_1"]).tolist() == [[8.0], [11.0]]
+    assert stable.model_spec.version.value == 1
+    one = await call(tfs_port, TF_PREDICT, predict_request("toy", BATCH, version=1, output_filter=("output_1",)))
+    assert list(one.outputs) == ["output_1"]
+    error = await failure(tfs_port, TF_PREDICT, predict_request("toy", BATCH, output_filter=("nope",)))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.details() or "").startswith("output tensor alias not found in signature: nope")
+    error = await failure(tfs_port, TF_PREDICT, predict_request("toy", BATCH, version=7))
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_models_exception_is_internal_with_its_message(tfs_port: int) -> None:
+    request = predict_request("errors", {"code": np.array(13, dtype=np.int32)})
+    error = await failure(tfs_port, TF_PREDICT, request)
+    assert error.code() is grpc.StatusCode.INTERNAL
+    assert "Traceback" not in (error.details() or "")
+
+
+async def test_metadata_status_and_regress(tfs_port: int) -> None:
+    metadata = GetModelMetadataRequest(metadata_field=["signature_def"])
+    metadata.model_spec.name = "toy"
+    answer = await call(tfs_port, TF_GET_MODEL_METADATA, metadata)
+    assert answer.model_spec.name == "toy"
+    assert "signature_def" in answer.metadata
+    del metadata.metadata_field[:]
+    error = await failure(tfs_port, TF_GET_MODEL_METADATA, metadata)
+    assert error.details() == "GetModelMetadataRequest must specify at least one metadata_field"
+    status = GetModelStatusRequest()
+    status.model_spec.name = "toy"
+    status.model_spec.version.value = 1
+    answer = await call(tfs_port, TF_GET_MODEL_STATUS, status)
+    assert [entry.version for entry in answer.model_version_status] == [1]
+    regress = RegressionRequest()
+    regress.model_spec.name = "toy"
+    regress.model_spec.version_label = "stable"
+    example = regress.input.example_list.examples.add()
+    example.features.feature["x"].float_list.value.extend([1.0, 2.0])
+    answer = await call(tfs_port, TF_REGRESS, regress)
+    assert [result.value for result in answer.result.regressions] == [3.0]
+    assert answer.model_spec.name == "toy"
+
+
+async def test_reload_config_needs_the_admin_token(tfs: FakeTFServing, tmp_path: Path) -> None:
+    settings = Settings(auth=AuthSettings(admin_token_sha256=(hashlib.sha256(b"s3cret").hexdigest(),)))
+    request = ReloadConfigRequest()
+    entry = request.config.model_config_list.config.add(name="Toy", base_path="/models/Toy",
+                                                        model_platform="tensorflow")
+    entry.model_version_policy.specific.versions.append(1)
+    entry.version_labels["canary"] = 1
+    async for port in _port(settings, write_config(tmp_path / "config", tfs.target)):
+        error = await failure(port, TF_RELOAD_CONFIG, request)
+        assert error.code() is grpc.StatusCode.UNAUTHENTICATED
+        answer = await call(port, TF_RELOAD_CONFIG, request, metadata=(("authorization", "Bearer s3cret"),))
+        assert answer.status.error_code == 0
+        forwarded = [request for name, request in tfs.calls if name == "HandleReloadConfigRequest"]
+        lists = [getattr(sent, "config").model_config_list.config for sent in forwarded]  # noqa: B009
+        assert [[c.name for c in configs] for configs in lists] == [["Toy"]]
