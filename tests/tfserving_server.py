@@ -144,6 +144,7 @@ class FakeTFServing:
     cancelled: int = 0  # calls the client cancelled while they were being served
     hold: asyncio.Event | None = None  # when given, every call waits until it is set
     metadata_unavailable: bool = False  # GetModelMetadata answers UNAVAILABLE
+    loose_outputs: bool = False  # answer outputs in the dtype the function gave, not the signature's
 
     def __post_init__(self) -> None:
         self.loaded: dict[str, dict[int, Servable]] = {name: dict(v) for name, v in self.repository.items()}
@@ -246,7 +247,7 @@ class FakeTFServing:
         inputs = {name: decode_tensor(request.inputs[name]) for name in signature.inputs}
         response = PredictResponse(model_spec=self._answer_spec(request.model_spec, version, signature.name))
         for name, array in function(inputs).items():
-            dtype = signature.outputs[name].dtype
+            dtype = None if self.loose_outputs else signature.outputs[name].dtype
             response.outputs[name].CopyFrom(encode_tensor(array, dtype, typed=self.typed))
         return response
 

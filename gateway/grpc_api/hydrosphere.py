@@ -15,9 +15,15 @@ as Hydrosphere names the servables it deploys, `<model>-<version>[-<adjective>-<
 `data` holds Hydrosphere contract tensors (converted to TensorProto by runtime/hydrosphere.py,
 then to arrays), checked against the contract as PredictionService's inputs are (each input
 named, of the contract's dtype and shape: INVALID_ARGUMENT with the field path, `data["number"]`,
-otherwise; DT_MAP and dtypes the gateway has no row for too). An application honours the
-routing metadata (`x-gateway-route-key`, `x-gateway-variant`) as HTTP honours the headers. The answer's tensors
-carry their values in the typed fields (`int_val`, ...), which Hydrosphere's clients read.
+otherwise; DT_MAP and dtypes the gateway has no row for too). As Hydrosphere's gateway does
+(TensorUtil.verifyShape), one -1 size is taken from the number of values (hydrosdk sends the
+contract's shape, `[-1, 3]`). Values only in a field other than the dtype's (`int_val` of a
+DT_FLOAT, `binary_val` of a DT_STRING) are INVALID_ARGUMENT, never read as zeros or empty strings.
+An application honours the routing metadata (`x-gateway-route-key`, `x-gateway-variant`) as HTTP
+honours the headers; its name is looked up only once the caller's key may call it. The answer's
+tensors carry their values in the typed fields (`int_val`, ...), which Hydrosphere's clients read,
+each in its contract's dtype when that holds the values exactly, else in the model's
+(gateway/grpc_api/tensors.py `answer_dtype`).
 """
 
 from __future__ import annotations
@@ -28,9 +34,9 @@ from collections.abc import Mapping
 import grpc
 
 from gateway.backends import NDArray, Selector
-from gateway.errors import BadRequest, ContractViolation, NotFound
+from gateway.errors import BackendError, BadRequest, ContractViolation, NotFound
 from gateway.grpc_api.calls import Call, DoorState, unary
-from gateway.grpc_api.tensors import decode_tensors, field_path
+from gateway.grpc_api.tensors import answer_dtype, decode_tensors, field_path
 from gateway.registry import Target
 from gateway.routes.native import routing_wishes
 from gateway.settings import Settings
@@ -47,8 +53,8 @@ from protos.tensorflow.tensor_pb2 import TensorProto
 from runtime.hydrosphere import from_tensor_proto, to_tensor_proto
 from tensorcodecs import CodecError
 from tensorcodecs.contract import TensorSpec, dims_text
-from tensorcodecs.dtypes import dtype_from_enum, dtype_from_numpy
-from tensorcodecs.tensor_proto import encode_tensor
+from tensorcodecs.dtypes import DType, dtype_from_enum
+from tensorcodecs.tensor_proto import encode_tensor, resolve_unknown_dim
 
 # Hydrosphere's servable names: the model version's, then a random two-word suffix.
 _HYDRO_SERVABLE = re.compile(r"(?P<model>.+)-(?P<version>[0-9]+)(?:-[a-z]+-[a-z]+)?")
@@ -66,15 +72,15 @@ def services(door: DoorState) -> list[grpc.GenericRpcHandler[bytes, bytes]]:
 async def predict_application(request: GatewayPredictRequest, call: Call) -> PredictResponse:
     """The application `request.name` on `request.data`, as the native HTTP route runs it."""
     dataplane = call.dataplane
+    call.authorize(request.name)  # first: a key that may not call it learns nothing of the name
     app = dataplane.application(request.name)
-    call.authorize(app.name)
     context = call.context(app)
     routing_wishes(call.settings, app, call.metadata, context, call.check_admin)
     if app.from_backend:
         app = await dataplane.with_contract(app, context)
     inputs = decode_data(request.data, app.signature.inputs, call.settings)
     outputs = await dataplane.predict(app, inputs, context)
-    return encode_outputs(outputs, app.signature.outputs)
+    return encode_outputs(outputs, app.signature.outputs, app.name)
 
 
 async def predict_servable(request: GatewayPredictRequest, call: Call) -> PredictResponse:
@@ -88,7 +94,7 @@ async def predict_servable(request: GatewayPredictRequest, call: Call) -> Predic
     outputs = prediction.outputs
     if signature.outputs:
         outputs = {name: outputs[name] for name in signature.outputs if name in outputs}
-    return encode_outputs(outputs, signature.outputs)
+    return encode_outputs(outputs, signature.outputs, target.model.label)
 
 
 def parse_servable(name: str) -> tuple[str, Selector]:
@@ -138,22 +144,58 @@ def decode_data(data: Mapping[str, Tensor], specs: Mapping[str, TensorSpec], set
         if tensor.dtype == DT_MAP or len(tensor.map_val):
             raise ContractViolation(f"{path}.dtype: DT_MAP tensors are not supported", field=name)
         try:
-            dtype_from_enum(tensor.dtype)
+            row = dtype_from_enum(tensor.dtype)
         except CodecError:
             raise ContractViolation(f"{path}.dtype: unknown or unsupported dtype {tensor.dtype}",
                                     field=name) from None
+        _check_value_fields(tensor, row, path, name)
         dims = list(tensor.tensor_shape.dims)
-        if any(size < 0 for size in dims):
-            raise ContractViolation(f"{path}.tensor_shape: {dims_text(tuple(dims))} has a negative size", field=name)
-        protos[name] = to_tensor_proto(tensor)
+        if any(size < -1 for size in dims) or dims.count(-1) > 1:
+            raise ContractViolation(f"{path}.tensor_shape: {dims_text(tuple(dims))} has a negative size other "
+                                    "than one -1", field=name)
+        proto = to_tensor_proto(tensor)
+        try:
+            resolve_unknown_dim(proto)  # Hydrosphere's verifyShape: the -1 from the values
+        except CodecError as error:
+            raise ContractViolation(f"{path}.tensor_shape: {error.message}", field=name) from None
+        protos[name] = proto
     return decode_tensors(protos, specs, settings, field="data")
 
 
-def encode_outputs(outputs: Mapping[str, NDArray], specs: Mapping[str, TensorSpec]) -> PredictResponse:
-    """Outputs as Hydrosphere tensors, values in the typed fields, of the contract's dtypes."""
+# The fields of a Tensor that carry values (DT_MAP's map_val is refused before these are read).
+_VALUE_FIELDS = ("binary_val", "half_val", "float_val", "double_val", "int_val", "string_val", "scomplex_val",
+                 "int64_val", "bool_val", "dcomplex_val", "uint32_val", "uint64_val")
+
+
+def _check_value_fields(tensor: Tensor, row: DType, path: str, name: str) -> None:
+    """INVALID_ARGUMENT for values a decoder would not read (TF's rule would make them zeros or
+    empty strings): `binary_val` on a string tensor, or values only in another dtype's field."""
+    own = (row.proto_field, "binary_val") if row.is_numeric else (row.proto_field,)
+    if not row.is_numeric and tensor.binary_val:
+        raise ContractViolation(f"{path}.binary_val: {row.enum_name} tensors carry their values in "
+                                f"{row.proto_field}", field=name)
+    if any(_has_values(tensor, field) for field in own):
+        return
+    for field in _VALUE_FIELDS:
+        if field not in own and _has_values(tensor, field):
+            where = " or binary_val" if row.is_numeric else ""
+            raise ContractViolation(f"{path}.{field}: {row.enum_name} tensors carry their values in "
+                                    f"{row.proto_field}{where}", field=name)
+
+
+def _has_values(tensor: Tensor, field: str) -> bool:
+    return len(getattr(tensor, field)) > 0
+
+
+def encode_outputs(outputs: Mapping[str, NDArray], specs: Mapping[str, TensorSpec], who: str) -> PredictResponse:
+    """Outputs as Hydrosphere tensors, values in the typed fields, each of its contract's dtype
+    when that holds the values exactly (else the model's own); one that cannot be written is
+    the model's failure (`who` answered it)."""
     response = PredictResponse()
     for name, array in outputs.items():
-        spec = specs.get(name)
-        dtype = spec.dtype if spec is not None else dtype_from_numpy(array.dtype)
-        response.outputs[name].CopyFrom(from_tensor_proto(encode_tensor(array, dtype, typed=True)))
+        try:
+            proto = encode_tensor(array, answer_dtype(array, specs.get(name)), typed=True)
+        except CodecError as error:
+            raise BackendError(f"model {who} answered output {name!r}: {error.message}", field=name) from None
+        response.outputs[name].CopyFrom(from_tensor_proto(proto))
     return response

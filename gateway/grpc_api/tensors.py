@@ -6,12 +6,17 @@ named, none extra, each of its dtype and of a shape the contract allows. A viola
 INVALID_ARGUMENT naming the input as a field path (`inputs["x"]: ...`). The elements the
 shapes declare are counted against `max_elements` before any array is allocated. Answers are
 written as TF Serving writes them: numeric tensors in `tensor_content`, strings in
-`string_val`.
+`string_val`; each output in its contract's dtype only when that holds every value exactly
+(`answer_dtype`), else in the array's own, as the HTTP routes' JSON answers carry the values.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
+
+import numpy as np
 
 from gateway.backends import NDArray
 from gateway.errors import ContractViolation
@@ -19,7 +24,7 @@ from gateway.settings import Settings
 from protos.tensorflow.tensor_pb2 import TensorProto
 from tensorcodecs import CodecError, TensorSpec
 from tensorcodecs.contract import dims_text
-from tensorcodecs.dtypes import dtype_from_enum, dtype_from_numpy
+from tensorcodecs.dtypes import DType, dtype_from_enum, dtype_from_numpy, fits_integer_dtype
 from tensorcodecs.tensor_proto import decode_tensor, fill_tensor, shape_elements
 
 
@@ -76,13 +81,45 @@ def _check_names(tensors: Mapping[str, TensorProto], specs: Mapping[str, TensorS
 def encode_tensors(arrays: Mapping[str, NDArray], into: MutableMapping[str, TensorProto],
                    specs: Mapping[str, TensorSpec] | None = None) -> None:
     """Write `arrays` into a message's tensor map (`PredictResponse.outputs`): numeric values in
-    `tensor_content`, as TF Serving answers; a contract's dtype when `specs` names one."""
+    `tensor_content`, as TF Serving answers; in the contract's dtype when `specs` names one that
+    holds the values exactly (`answer_dtype`)."""
     for name, array in arrays.items():
-        spec = specs.get(name) if specs else None
         try:
-            fill_tensor(into[name], array, spec.dtype if spec is not None else None)
+            fill_tensor(into[name], array, answer_dtype(array, specs.get(name) if specs else None))
         except CodecError as error:
             raise CodecError(f"output {name!r}: {error.message}", field=name) from None
+
+
+def answer_dtype(array: NDArray, spec: TensorSpec | None) -> DType | None:
+    """The dtype an output is written in: the contract's when it holds every value of `array`
+    exactly (the same dtype, a cast that cannot change a value, or one that changes none of
+    these), else None, the array's own: a model that breaks its contract is answered what it
+    answered, as the HTTP routes' JSON answers it, never cast values it did not produce."""
+    if spec is None:
+        return None
+    row, source = spec.dtype, array.dtype
+    if source == row.numpy:
+        return row
+    if not row.is_numeric:
+        return row if source.kind in "OSU" else None
+    if source.kind not in "biufc" or (source.kind == "c" and row.numpy.kind != "c"):
+        return None  # the codec writes complex values only as complex
+    return row if _keeps_values(array, row.numpy) else None
+
+
+def _keeps_values(array: NDArray, target: np.dtype[Any]) -> bool:
+    """Whether `array` cast to the numeric `target` keeps every value."""
+    source = array.dtype
+    if np.can_cast(source, target, "safe") and not (
+            source.kind in "iu" and target.kind in "fc" and source.itemsize * 8 > np.finfo(target).nmant + 1):
+        return True  # numpy's "safe" takes int64 -> float64 as safe; it rounds beyond 2**53
+    if source.kind in "biu" and target.kind in "iu":
+        return fits_integer_dtype(array, target)
+    # Floats or complex on one side: the values survive when the round trip gives them back.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy warns of the casts that change values: compared below
+        back = array.astype(target).astype(source)
+    return bool(np.array_equal(back, array, equal_nan=source.kind in "fc"))
 
 
 def filter_outputs(arrays: dict[str, NDArray], wanted: Iterable[str],

@@ -29,6 +29,7 @@ from protos.services import (
     Method,
 )
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
+from tests.gateway.grpc_api.test_tensors import LIAR_ANSWER, liar, liar_config
 from tests.tfserving_server import FakeTFServing
 from tests.waiting import eventually
 
@@ -96,6 +97,15 @@ async def test_predict_application_increments_as_the_tutorial_says(example: Gate
     assert not number.binary_val
     matrix = await example.call(HYDRO_PREDICT_APPLICATION, request("increment_app", number=ints(1, 2, 3)))
     assert list(matrix.outputs["number"].int_val) == [2, 3, 4]
+
+
+async def test_one_unknown_dim_is_taken_from_the_values(example: Gateway) -> None:
+    """hydrosdk sends the contract's shape (`[-1]`, `[-1, 3]`); Hydrosphere's gateway resolves the
+    -1 from the number of values (TensorUtil.verifyShape)."""
+    for method, name in [(HYDRO_PREDICT_APPLICATION, "increment_app"), (HYDRO_PREDICT_SERVABLE, "increment_model:1")]:
+        answer = await example.call(method, request(name, number=ints(1, 2, 3, dims=(-1,))))
+        assert list(answer.outputs["number"].int_val) == [2, 3, 4], method.name
+        assert list(answer.outputs["number"].tensor_shape.dims) == [3], method.name
 
 
 async def test_binary_val_inputs_are_read_as_tensor_content(example: Gateway) -> None:
@@ -174,7 +184,22 @@ async def test_contract_violations_are_invalid_argument_with_the_field_path(exam
         (request("increment_app", number=ints(1, 2, dims=(1, 2))),
          'data["number"]: expects shape [-1], got [1, 2]'),
         (request("increment_app", number=ints(1, 2, 3, dims=(2,))), 'data["number"]: '),
-        (request("increment_app", number=ints(1, dims=(-1,))), 'data["number"].tensor_shape: [-1] has a negative'),
+        (request("increment_app", number=ints(1, dims=(-2,))),
+         'data["number"].tensor_shape: [-2] has a negative size other than one -1'),
+        (request("increment_app", number=ints(1, dims=(-1, -1))),
+         'data["number"].tensor_shape: [-1, -1] has a negative size other than one -1'),
+        (request("increment_app", number=ints(1, 2, 3, dims=(-1, 2))),
+         'data["number"].tensor_shape: 3 values do not fit shape [-1, 2]'),
+        # Values a decoder would not read: never taken as zeros or empty strings.
+        (request("increment_app", number=contract.Tensor(dtype=contract.DT_INT32, float_val=[1.5],
+                                                         tensor_shape=contract.TensorShape(dims=[1]))),
+         'data["number"].float_val: DT_INT32 tensors carry their values in int_val or binary_val'),
+        (request("increment_app", number=contract.Tensor(dtype=contract.DT_STRING, binary_val=b"hello",
+                                                         tensor_shape=contract.TensorShape(dims=[1]))),
+         'data["number"].binary_val: DT_STRING tensors carry their values in string_val'),
+        (request("increment_app", number=contract.Tensor(dtype=contract.DT_STRING, int_val=[1],
+                                                         tensor_shape=contract.TensorShape(dims=[1]))),
+         'data["number"].int_val: DT_STRING tensors carry their values in string_val'),
         (request("increment_app", number=ints(1), extra=ints(1)),
          'data["extra"]: input tensor alias not found in signature: extra'),
         (request("increment_app"), 'data["number"]: missing input'),
@@ -218,8 +243,10 @@ async def test_api_keys_guard_applications_and_servables(example_config: Config)
         assert list(answer.outputs["number"].int_val) == [2]
         answer = await door.call(HYDRO_PREDICT_SERVABLE, request("increment_model-1", number=ints(1)), metadata=key)
         assert list(answer.outputs["number"].int_val) == [2]
+        # A name the key may not call is refused before it is looked up: whether it exists stays unsaid.
         for method, name in [(HYDRO_PREDICT_APPLICATION, "canary_app"), (HYDRO_PREDICT_SERVABLE, "increment_numpy:1"),
-                             (HYDRO_SHADOWLESS_PREDICT_SERVABLE, "increment_numpy-2")]:
+                             (HYDRO_SHADOWLESS_PREDICT_SERVABLE, "increment_numpy-2"),
+                             (HYDRO_PREDICT_APPLICATION, "no_such_app"), (HYDRO_PREDICT_SERVABLE, "no_such_model:1")]:
             error = await door.failure(method, request(name, number=ints(1)), metadata=key)
             assert error.code() == grpc.StatusCode.PERMISSION_DENIED, name
 
@@ -318,3 +345,25 @@ async def test_a_tf_serving_backend_with_its_contract_discovered(tfs: FakeTFServ
         error = await door.failure(HYDRO_PREDICT_SERVABLE, request("toy:nightly", input_1=floats([[1, 2]])))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error.details() == "Unrecognized servable version label: nightly"
+
+
+@pytest.fixture
+async def lying_backend() -> AsyncIterator[FakeTFServing]:
+    server = FakeTFServing(loose_outputs=True, repository={"Liar": {1: liar()}})
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_answers_are_never_cast_to_a_contract_dtype_that_changes_them(lying_backend: FakeTFServing,
+                                                                             tmp_path: Path) -> None:
+    """A backend answering float64 for its int32 and bool outputs is answered its values, as HTTP
+    answers them; an int64 answer that fits the int32 contract takes the contract's dtype."""
+    async with gateway(Settings(), liar_config(tmp_path, lying_backend)) as door:
+        for method, name in [(HYDRO_PREDICT_APPLICATION, "liar_app"), (HYDRO_PREDICT_SERVABLE, "liar:1"),
+                             (HYDRO_SHADOWLESS_PREDICT_SERVABLE, "liar")]:
+            x = contract.Tensor(dtype=contract.DT_FLOAT, tensor_shape=contract.TensorShape(dims=[1]), float_val=[1])
+            outputs = (await door.call(method, request(name, x=x))).outputs
+            got = {key: (contract.DataType.Name(tensor.dtype), list(tensor.double_val or tensor.int_val))
+                   for key, tensor in outputs.items()}
+            assert got == LIAR_ANSWER, (method.name, got)
