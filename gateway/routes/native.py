@@ -95,8 +95,9 @@ def check_element_count(inputs: Mapping[str, NDArray], settings: Settings) -> No
 async def predict_application(request: Request) -> Response:
     """Validate the body against the application's contract, run it, answer JSON."""
     dataplane: DataPlane = request.app.state.dataplane
-    app = dataplane.application(request.path_params["name"])
-    authorize(request, app.name)
+    name = request.path_params["name"]
+    authorize(request, name)  # first: a key learns nothing of the applications it may not call
+    app = dataplane.application(name)
     settings: Settings = request.app.state.settings
     headers = headers_of(request)
     context = request_context(request, settings, app)

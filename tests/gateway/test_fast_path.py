@@ -108,7 +108,7 @@ async def test_the_fast_path_is_indistinguishable_from_the_stack(config_dir: Pat
     assert statuses == {
         "ok": 200, "hydrosphere-spelling": 200, "large-answer": 200, "large-answer-gzip": 200,
         "small-answer-gzip": 200, "gzip-body": 200, "binary": 200, "contract-violation": 400,
-        "missing-input": 400, "invalid-json": 400, "unsupported-type": 415, "unknown-application": 404,
+        "missing-input": 400, "invalid-json": 400, "unsupported-type": 415, "unknown-application": 403,
         "model-error": 500, "bad-timeout": 400, "no-key": 401, "unknown-key": 401, "key-not-allowed": 403,
     }
     large = dict(zip([n for n, _ in REQUESTS], fast, strict=True))
