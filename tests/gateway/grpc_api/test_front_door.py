@@ -146,3 +146,11 @@ async def test_a_backends_fault_is_internal_and_counted_as_http_counts_it(tmp_pa
         assert 'status="502"' in counted[0], counted  # OutputContractViolation's status, as over HTTP
     finally:
         await backend.stop()
+
+
+async def test_an_unreadable_certificate_fails_the_start_with_the_grpc_wording(tmp_path: Path) -> None:
+    settings = Settings(grpc_port=0, tls_certfile=tmp_path / "missing.pem", tls_keyfile=tmp_path / "missing.key")
+    app = create_app(settings, load_config(tmp_path))
+    with pytest.raises(RuntimeError, match=r"^cannot listen for gRPC on 127\.0\.0\.1:0: No such file or directory: "):
+        async with app.router.lifespan_context(app):
+            pass
