@@ -3,10 +3,12 @@
 h2load (nghttp2, C, one thread, closed loop) POSTs one gRPC-framed
 `tensorflow.serving.PredictionService/Predict` request (model `increment`, int32 `[1]`, the
 small payload) over HTTP/2 without TLS. It sees HTTP statuses only, and a gRPC error is an
-HTTP 200 with a `grpc-status` trailer, so each run is checked twice: one real grpc.aio call
-before it must answer `number: [2]`, and, for the gateway, its request metrics of the method
-(`--metrics`) must count no failed call during the run (the calls h2load resets when its time
-is up are counted as `cancelled`, not as errors).
+HTTP 200 with a `grpc-status` trailer, so each run is checked three ways: one real grpc.aio call
+before it must answer `number: [2]`; every call h2load counts as done must have carried an
+answer (its DATA bytes over one answer's framed size: a gRPC error carries none), which holds
+for every server; and, for the gateway, its request metrics of the method (`--metrics`) must
+count no failed call during the run (the calls h2load resets when its time is up are counted
+as `cancelled`, not as errors).
 
   grpc_predict.py check --target 127.0.0.1:8901
   grpc_predict.py load --target 127.0.0.1:8901 --clients 64 --streams 1 --duration 10 \
@@ -57,6 +59,15 @@ def framed(message: PredictRequest) -> bytes:
     return struct.pack(">BI", 0, len(body)) + body
 
 
+async def answer_bytes(target: str) -> int:
+    """The framed size of one Predict answer (the same for every call of the same request)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        predict = channel.unary_unary(TF_PREDICT.path, request_serializer=PredictRequest.SerializeToString,
+                                      response_deserializer=PredictResponse.FromString)
+        answer: PredictResponse = await predict(request(), timeout=10)
+    return len(answer.SerializeToString()) + 5  # the gRPC frame: compressed flag, 4-byte length
+
+
 async def check(target: str) -> str | None:
     """None when one Predict answers `number: [2]`, else what went wrong."""
     async with grpc.aio.insecure_channel(target) as channel:
@@ -105,6 +116,7 @@ def load(args: argparse.Namespace) -> str:
         body, log = os.path.join(tmp, "body"), os.path.join(tmp, "log.tsv")
         with open(body, "wb") as f:
             f.write(framed(request()))
+        size = asyncio.run(answer_bytes(args.target))
         before = failed_calls(args.metrics)
         command = ["h2load", "-t1", f"-c{args.clients}", f"-m{args.streams}", f"-D{args.duration}",
                    f"--warm-up-time={args.warmup}", "-d", body, "--log-file", log,
@@ -126,9 +138,13 @@ def load(args: argparse.Namespace) -> str:
                       r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
     assert stats is not None, out
     h2_failed = int(stats[5]) + int(stats[6]) + int(stats[7])
+    data = re.search(r"traffic: .*\((\d+)\) data", out)
+    assert data is not None, out
+    # Calls without an answer's bytes (a few calls cut off at the end may leave part of theirs).
+    unanswered = max(0, int(stats[3]) - int(data[1]) // size)
     rps = float(re.search(r"finished in [^,]+, ([\d.]+) req/s", out)[1])  # type: ignore[index]
     return (f"RESULT rps={rps:.1f} p50_us={percentile(latencies, 50)} p99_us={percentile(latencies, 99)} "
-            f"errors={errors + max(not_ok, h2_failed)} requests={len(rows)} cancelled={cancelled}")
+            f"errors={max(errors + max(not_ok, h2_failed), unanswered)} requests={len(rows)} cancelled={cancelled}")
 
 
 def main() -> None:

@@ -15,8 +15,10 @@ the gateway's default.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -37,8 +39,8 @@ RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
 log = logging.getLogger("gateway.grpc")
 REQUEST_ID_KEY = "x-request-id"
-# The HTTP status each gRPC code is counted as in the request metrics (the HTTP front door's
-# table, gateway.errors, read backwards for the codes no GatewayError carries).
+# The HTTP status a call ending with a gRPC code but no GatewayError (cancelled, past its
+# deadline, an unexpected fault) is counted as in the request metrics.
 _STATUS_OF_CODE = {grpc.StatusCode.OK: 200, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNKNOWN: 500,
                    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
                    grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.ALREADY_EXISTS: 409,
@@ -125,15 +127,21 @@ class Call:
 
 
 def peer_host(peer: str | None) -> str | None:
-    """The address in a gRPC peer string (`ipv4:127.0.0.1:5000`, `ipv6:[::1]:5000`), else None."""
+    """The address in a gRPC peer string (`ipv4:127.0.0.1:5000`, `ipv6:%5B::1%5D:5000` as grpc
+    writes it, `ipv6:[::1]:5000`), an IPv4-mapped IPv6 one as IPv4 (what the client is); else None."""
     if not peer:
         return None
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        return rest.rpartition(":")[0]
-    if kind == "ipv6":
-        return rest.rpartition(":")[0].strip("[]")
-    return None
+    kind, _, rest = urllib.parse.unquote(peer).partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return None
+    host = rest.rpartition(":")[0].strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host or None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 Handler = Callable[[RequestT, Call], Awaitable[ResponseT]]
@@ -155,7 +163,7 @@ def unary(method: Method[RequestT, ResponseT], handler: Handler[RequestT, Respon
         request_id = observer.begin_call(metadata.get(REQUEST_ID_KEY))
         call = Call(door, context, request_id, metadata)
         code, answer = grpc.StatusCode.OK, b""
-        message = ""
+        message, status = "", 200
         try:
             context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
             if admin:
@@ -169,19 +177,23 @@ def unary(method: Method[RequestT, ResponseT], handler: Handler[RequestT, Respon
             answer = (await handler(request, call)).SerializeToString()
             return answer
         except GatewayError as error:
-            code, message = error.grpc_code, error.message
+            code, message, status = error.grpc_code, error.message, error.status
             log.info("request %s: %s %s: %s%s", request_id, path, code.name, message,
                      f" [{error.log_detail}]" if error.log_detail else "")
-        except asyncio.CancelledError:  # the client went away (or its deadline passed): nobody reads an answer
-            code = grpc.StatusCode.CANCELLED
+        except asyncio.CancelledError:  # the client went away or its deadline passed: nobody reads an answer
+            remaining = context.time_remaining()
+            past_deadline = remaining is not None and remaining <= 0
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if past_deadline else grpc.StatusCode.CANCELLED
+            status = _STATUS_OF_CODE[code]
             raise
         except Exception:
             code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
+            status = _STATUS_OF_CODE[code]
             log.exception("request %s: %s failed", request_id, path)
         finally:
             request_context = call.request_context
             observer.end_call(CallRecord(
-                request_id, "GRPC", path, _STATUS_OF_CODE.get(code, 500), code.name,
+                request_id, "GRPC", path, status, code.name,
                 time.perf_counter() - started, len(raw), len(answer), peer_host(call.peer), request_context))
             if request_context is not None:
                 request_context.answered()

@@ -2,8 +2,9 @@
 
 The overall status ("") and each served service's follow what `/health/ready` answers
 (gateway.routes.health.readiness): SERVING when ready, NOT_SERVING otherwise and from the
-start of a drain on (NOT_SERVING for good, as grpc's graceful shutdown sets it). Checked every
-`health_interval_s`; a service this port does not serve is NOT_FOUND (Check) as grpc answers.
+start of a drain on (`drain()`: at once, for good). Checked every `health_interval_s` (at
+most every second); a service this port does not serve is NOT_FOUND (Check) as grpc answers.
+`close()` ends the Watch streams, which would otherwise hold the server's stop for its grace.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 
 from gateway.grpc_api.calls import DoorState
 from gateway.routes.health import readiness
@@ -24,6 +25,61 @@ log = logging.getLogger("gateway.grpc")
 SERVICE_NAMES = ("", TF_PREDICTION_SERVICE, TF_MODEL_SERVICE, HYDRO_GATEWAY_SERVICE)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+Response = health_pb2.HealthCheckResponse
+Context = grpc.aio.ServicerContext[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+
+
+class ClosingHealthServicer:
+    """Check and Watch as grpc's reference servicer answers them (and List), over statuses set with
+    `set_all`; `close()` ends every Watch once it has sent the last status (grpc's own servicer
+    keeps them open forever, so a watching client would hold a graceful stop for all its grace)."""
+
+    def __init__(self) -> None:
+        self._statuses: dict[str, int] = {}
+        self._changed = asyncio.Condition()
+        self._closed = False
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: Context) -> health_pb2.HealthCheckResponse:
+        status = self._statuses.get(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND)
+        answer: health_pb2.HealthCheckResponse = Response(status=status)
+        return answer
+
+    async def List(self, request: health_pb2.HealthListRequest,
+                   context: grpc.aio.ServicerContext[health_pb2.HealthListRequest, health_pb2.HealthListResponse],
+                   ) -> health_pb2.HealthListResponse:
+        answer: health_pb2.HealthListResponse = health_pb2.HealthListResponse(
+            statuses={name: Response(status=status) for name, status in self._statuses.items()})
+        return answer
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest,
+                    context: Context) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        last: int | None = None
+        service = request.service
+        while True:
+            async with self._changed:  # not held while writing: a slow watcher holds up no one
+                while not self._closed and self._statuses.get(service, _UNKNOWN) == last:
+                    await self._changed.wait()
+                status, closed = self._statuses.get(service, _UNKNOWN), self._closed
+            if status != last:
+                yield Response(status=status)
+                last = status
+            if closed:
+                return
+
+    async def set_all(self, names: Iterable[str], status: int) -> None:
+        async with self._changed:
+            for name in names:
+                self._statuses[name] = status
+            self._changed.notify_all()
+
+    async def close(self) -> None:
+        """End every Watch (after its last status); new ones answer the status and end."""
+        async with self._changed:
+            self._closed = True
+            self._changed.notify_all()
 
 
 class ReadinessHealth:
@@ -31,44 +87,53 @@ class ReadinessHealth:
 
     def __init__(self, door: DoorState) -> None:
         self.door = door
-        self.servicer = HealthServicer()
+        self.servicer = ClosingHealthServicer()
         self._task: asyncio.Task[None] | None = None
+        self._draining = asyncio.Event()
         self._status: int | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """The first statuses now (before the port is announced), then follow readiness."""
+        await self._round()
         self._task = asyncio.create_task(self._follow())
 
-    def stop(self) -> None:
-        """The drain began: NOT_SERVING from now on."""
-        if self._task is not None:
-            self._task.cancel()
-        self._task = asyncio.create_task(self._set(_NOT_SERVING))
+    def drain(self) -> None:
+        """The drain began: NOT_SERVING at once and from now on."""
+        self._draining.set()
 
     def ready(self) -> bool:
         door = self.door
         return readiness(door.dataplane, door.watcher, door.draining())[0]
 
+    async def _round(self) -> None:
+        try:
+            await self._set(_SERVING if self.ready() else _NOT_SERVING)
+        except Exception:  # the next round tries again
+            log.exception("gRPC health: readiness could not be read")
+
     async def _follow(self) -> None:
-        interval = self.door.settings.health_interval_s
-        while True:
-            try:
-                await self._set(_SERVING if self.ready() else _NOT_SERVING)
-            except Exception:  # the next round tries again
-                log.exception("gRPC health: readiness could not be read")
-            await asyncio.sleep(min(interval, 1.0))
+        interval = min(self.door.settings.health_interval_s, 1.0)
+        while not self._draining.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._draining.wait(), interval)
+            if not self._draining.is_set():
+                await self._round()
+        await self._set(_NOT_SERVING)
 
     async def _set(self, status: int) -> None:
         if status == self._status:
             return
         self._status = status
-        for name in SERVICE_NAMES:
-            await self.servicer.set(name, status)
+        await self.servicer.set_all(SERVICE_NAMES, status)
 
     async def close(self) -> None:
+        """NOT_SERVING for good, the follow task ended and awaited, every Watch ended."""
+        self.drain()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
+        else:
+            await self._set(_NOT_SERVING)
+        await self.servicer.close()
 
 
 def add_to_server(health: ReadinessHealth, server: grpc.aio.Server) -> None:

@@ -2,8 +2,9 @@
 
 The app's lifespan starts it once the data plane is built (so every `--workers` process runs
 one, each binding the shared port with SO_REUSEPORT; with one worker the port is not shared
-and a busy one fails the start) and stops it last; `serve_app` begins its drain together with
-HTTP's (`begin_stop`): new calls are refused UNAVAILABLE, calls in flight get `drain_timeout_s`.
+and a busy one fails the start) and stops it last; `serve_app` turns its health NOT_SERVING when
+the drain starts (`drain`) and begins its stop together with HTTP's (`begin_stop`): the health
+Watch streams end, new calls are refused UNAVAILABLE, calls in flight get `drain_timeout_s`.
 """
 
 from __future__ import annotations
@@ -63,22 +64,33 @@ class GrpcFrontDoor:
                 port = self.server.add_secure_port(address, credentials)
             else:
                 port = self.server.add_insecure_port(address)
+        except OSError as error:  # a certificate file that cannot be read
+            raise RuntimeError(f"cannot listen for gRPC on {address}: {error.strerror or error}: "
+                               f"{error.filename}") from None
         except RuntimeError as error:
             raise RuntimeError(f"cannot listen for gRPC on {address}: {error}") from None
         if port == 0:
             raise RuntimeError(f"cannot listen for gRPC on {address} (in use?)")
         self.port = port
         await self.server.start()
-        self.health.start()
+        await self.health.start()
         scheme = "TLS" if settings.tls_certfile else "plaintext"
         log.info("serving gRPC on %s:%s (%s)", settings.host, port, scheme)
         return port
 
+    def drain(self) -> None:
+        """The drain began: health NOT_SERVING at once (calls are still taken until `begin_stop`)."""
+        self.health.drain()
+
     def begin_stop(self, grace_s: float) -> None:
-        """Stop taking calls and give those in flight `grace_s` (once; later calls are no-ops)."""
+        """End the health Watch streams, stop taking calls and give those in flight `grace_s`
+        (once; later calls are no-ops)."""
         if self._stopping is None:
-            self.health.stop()
-            self._stopping = asyncio.create_task(self.server.stop(grace_s))
+            self._stopping = asyncio.create_task(self._stop(grace_s))
+
+    async def _stop(self, grace_s: float) -> None:
+        await self.health.close()  # a Watch left open would hold the stop for all of grace_s
+        await self.server.stop(grace_s)
 
     async def stop(self, grace_s: float) -> None:
         """`begin_stop`, then wait until the server stopped."""

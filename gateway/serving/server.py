@@ -79,11 +79,13 @@ async def serve_app(settings: Settings, app: Starlette, applications: list[str],
             # arrive during the grace period are served. Then uvicorn stops accepting and gives
             # requests in flight up to drain_timeout_s.
             app.state.draining = True
+            grpc_door = getattr(app.state, "grpc_door", None)
+            if grpc_door is not None:
+                grpc_door.drain()  # its health NOT_SERVING now, not at its next readiness round
             log.info("draining: ready is 503, new connections accepted for %gs more",
                      settings.shutdown_grace_s)
             await asyncio.wait({serving}, timeout=settings.shutdown_grace_s)
             log.info("stopping: finishing requests in flight (up to %gs)", settings.drain_timeout_s)
-            grpc_door = getattr(app.state, "grpc_door", None)
             if grpc_door is not None:
                 grpc_door.begin_stop(settings.drain_timeout_s)
             server.should_exit = True

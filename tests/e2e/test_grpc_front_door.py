@@ -138,12 +138,13 @@ def test_sigterm_health_not_serving_at_once_calls_in_flight_finish_new_ones_unav
         process.send_signal(signal.SIGTERM)
         started = time.monotonic()
         assert next(watch).status == NOT_SERVING
-        assert time.monotonic() - started < 0.9  # at once: calls are still taken during the 1 s grace
+        assert time.monotonic() - started < 0.9  # at once (the drain sets it): calls are still taken for 1 s
         assert sent(predict(slow_request(0), timeout=5)) == [0]
         time.sleep(max(0.0, started + 1.3 - time.monotonic()))  # the grace is over
         with pytest.raises(grpc.RpcError) as refused:
             predict(slow_request(0), timeout=5)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert next(watch, None) is None  # the stop ended the Watch: it holds up no shutdown
         assert sent(in_flight.result()) == [1800]
         assert process.wait(timeout=10) == 0
         assert time.monotonic() - started < 1 + 3 + 2

@@ -1,6 +1,6 @@
 """The gRPC front door's operations in process, over a real uvicorn and grpc.aio server:
-grpc.health.v1 following readiness, the message limit from max_body_bytes, connections aged
-out by grpc_max_connection_age_s."""
+grpc.health.v1 following readiness and the drain, the message limit from max_body_bytes,
+connections aged out by grpc_max_connection_age_s, a backend's fault counted as HTTP counts it."""
 
 from __future__ import annotations
 
@@ -10,12 +10,18 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.app import create_app
 from gateway.manifests import Config, load_config
 from gateway.settings import Settings
+from protos.services import TF_PREDICT
+from protos.tensorflow_serving.model_pb2 import ModelSpec
+from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
+from tensorcodecs.tensor_proto import encode_tensor
 from tests.conftest import free_port, serve_app
 from tests.tfserving_server import FakeTFServing
 
@@ -25,7 +31,7 @@ SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.Mode
             "hydrosphere.serving.gateway.GatewayService")
 
 
-def toy_config(directory: Path, target: str) -> Config:
+def toy_config(directory: Path, target: str, output_type: str = "float32", app_extra: str = "") -> Config:
     """One application over Toy version 1 of a TF Serving backend at `target` (its contract
     declared: readiness then waits on the backend only)."""
     (directory / "models").mkdir(parents=True)
@@ -33,8 +39,9 @@ def toy_config(directory: Path, target: str) -> Config:
     (directory / "models" / "toy.yaml").write_text(
         f"kind: Model\nname: toy\nbackend:\n  protocol: tensorflow-serving\n  target: {target}\n"
         "  model_name: Toy\n  version: 1\ncontract:\n  inputs:\n    input_1: {type: float32, shape: [-1, 2]}\n"
-        "  outputs:\n    output_1: {type: float32, shape: [-1, 1]}\n")
-    (directory / "applications" / "toy.yaml").write_text("kind: Application\nname: toy\nsingular:\n  model: toy\n")
+        f"  outputs:\n    output_1: {{type: {output_type}, shape: [-1, 1]}}\n")
+    (directory / "applications" / "toy.yaml").write_text(
+        f"kind: Application\nname: toy\nsingular:\n  model: toy\n{app_extra}\n")
     return load_config(directory)
 
 
@@ -62,8 +69,18 @@ async def test_health_follows_readiness_per_service(tmp_path: Path) -> None:
             update = await asyncio.wait_for(watch.read(), timeout=20)  # the channel's reconnect back-off
             assert update.status == SERVING
             assert await statuses(channel) == [SERVING] * len(SERVICES)
-            app.state.grpc_door.begin_stop(1.0)  # the drain: NOT_SERVING at once
+            door = app.state.grpc_door
+            door.drain()  # the drain: NOT_SERVING at once, though calls are still taken
             assert (await asyncio.wait_for(watch.read(), timeout=5)).status == NOT_SERVING
+            assert await statuses(channel) == [NOT_SERVING] * len(SERVICES)
+            listed = await stub.List(health_pb2.HealthListRequest(), timeout=5)
+            assert {name: answer.status for name, answer in listed.statuses.items()} == {
+                name: NOT_SERVING for name in SERVICES}
+            # The stop ends the Watch stream (OK), so it does not hold the stop for its 30 s grace.
+            door.begin_stop(30.0)
+            assert await asyncio.wait_for(watch.read(), timeout=5) is grpc.aio.EOF  # type: ignore[attr-defined]
+            assert await watch.code() == grpc.StatusCode.OK
+            await asyncio.wait_for(door.stop(30.0), timeout=10)
         finally:
             watch.cancel()
             await backend.stop()
@@ -102,3 +119,38 @@ async def test_max_connection_age_sends_goaway_and_the_channel_reconnects(exampl
         assert time.monotonic() - started < 3
         assert (await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)).status == SERVING  # a new connection
         assert channel.get_state() == grpc.ChannelConnectivity.READY
+
+
+async def test_a_backends_fault_is_internal_and_counted_as_http_counts_it(tmp_path: Path) -> None:
+    backend = FakeTFServing()
+    await backend.start()
+    try:  # Toy answers float32, the manifest says int32 and the application checks answers
+        config = toy_config(tmp_path / "config", backend.target, "int32", "validate_outputs: true")
+        settings = Settings(grpc_port=0)
+        app = create_app(settings, config)
+        async with serve_app(app, settings) as url, \
+                grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel:
+            predict = channel.unary_unary(TF_PREDICT.path, request_serializer=PredictRequest.SerializeToString,
+                                          response_deserializer=PredictResponse.FromString)
+            request = PredictRequest(model_spec=ModelSpec(name="toy"),
+                                     inputs={"input_1": encode_tensor(np.array([[1, 2]], np.float32))})
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await predict(request, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INTERNAL
+            assert "output_1" in (refused.value.details() or "")
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                metrics = (await client.get("/metrics")).text
+        counted = [line for line in metrics.splitlines() if line.startswith("gateway_requests_total{")
+                   and 'route="/tensorflow.serving.PredictionService/Predict"' in line]
+        assert len(counted) == 1, counted
+        assert 'status="502"' in counted[0], counted  # OutputContractViolation's status, as over HTTP
+    finally:
+        await backend.stop()
+
+
+async def test_an_unreadable_certificate_fails_the_start_with_the_grpc_wording(tmp_path: Path) -> None:
+    settings = Settings(grpc_port=0, tls_certfile=tmp_path / "missing.pem", tls_keyfile=tmp_path / "missing.key")
+    app = create_app(settings, load_config(tmp_path))
+    with pytest.raises(RuntimeError, match=r"^cannot listen for gRPC on 127\.0\.0\.1:0: No such file or directory: "):
+        async with app.router.lifespan_context(app):
+            pass
