@@ -13,6 +13,8 @@ signature's outputs before anything runs (unknown or duplicate aliases are INVAL
 predict_util.cc's words); without one a model answers only its signature's outputs (all it
 answered when the signature declares none). Outputs are written as TF Serving's Predict writes
 them (kAsProtoField): in the typed fields (`float_val`, `int_val`, ...), strings in `string_val`.
+A model on a TF Serving backend that needs no decoding gets the request's tensors as sent and
+answers its backend's tensors as they came (gateway.grpc_api.passthrough).
 
 GetModelMetadata, GetModelStatus, Classify and Regress name a model (an application's name
 that is no model's is NOT_FOUND, as TF Serving answers an unknown model); the backend must
@@ -33,7 +35,8 @@ from gateway.backends.capabilities import Classifies, HasMetadata, Regresses, Re
 from gateway.dataplane import DataPlane
 from gateway.errors import BackendError, BadRequest, ContractViolation, NotFound, from_grpc_status, grpc_code
 from gateway.grpc_api.calls import Call, DoorState, unary
-from gateway.grpc_api.tensors import decode_tensors, filter_outputs
+from gateway.grpc_api.passthrough import forward, passes_through
+from gateway.grpc_api.tensors import check_declared_elements, decode_tensors, filter_outputs
 from gateway.registry import Application, Target
 from gateway.routes.native import routing_wishes
 from protos.services import (
@@ -128,6 +131,14 @@ async def _predict_model(request: PredictRequest, call: Call) -> PredictResponse
     target = _model_target(spec, call)
     dataplane, settings = call.dataplane, call.settings
     context = call.context()
+    if passes_through(target, request):
+        check_declared_elements(request.inputs, settings)
+        asked = ModelSpec()
+        asked.CopyFrom(spec)
+        answer = await forward(target, request, context, dataplane)  # the tensors as sent, as answered
+        answer.model_spec.name = asked.name
+        answer.model_spec.signature_name = asked.signature_name or DEFAULT_SIGNATURE
+        return answer
     signature_name = spec.signature_name or None
     signature = await dataplane.signature(target, signature_name, context)
     check_output_filter(request.output_filter, signature.outputs)

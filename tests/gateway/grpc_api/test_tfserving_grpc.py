@@ -25,6 +25,7 @@ from protos.services import (
     TF_REGRESS,
     TF_RELOAD_CONFIG,
 )
+from protos.tensorflow import types_pb2
 from protos.tensorflow_serving.classification_pb2 import ClassificationRequest
 from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRequest
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest
@@ -309,3 +310,37 @@ async def test_routing_wishes_come_from_metadata(tfs: FakeTFServing, tmp_path: P
         error = await failure(port, TF_PREDICT, predict_request("toy_v1", BATCH),
                               metadata=(("x-gateway-variant", "toy:1"),))
         assert error.code() is grpc.StatusCode.PERMISSION_DENIED  # toy_v1 does not allow the override
+
+
+async def test_a_tf_serving_model_gets_the_tensors_as_sent_and_answers_its_backends(tmp_path: Path) -> None:
+    server = FakeTFServing(typed=False)  # answers in tensor_content: the gateway's own answers are typed
+    await server.start()
+    try:
+        async for port in _port(Settings(), write_config(tmp_path / "config", server.target)):
+            request = predict_request("toy", {})
+            typed = request.inputs["input_1"]
+            typed.dtype = types_pb2.DT_FLOAT  # in float_val, as tf.make_tensor_proto writes small tensors
+            typed.tensor_shape.dim.add().size, typed.tensor_shape.dim.add().size = 2, 2
+            typed.float_val.extend([1, 2, 1, 3])
+            sent = typed.SerializeToString()
+            response = await call(port, TF_PREDICT, request)
+            forwarded = [message for name, message in server.calls if name == "Predict"][-1]
+            assert getattr(forwarded, "inputs")["input_1"].SerializeToString() == sent  # noqa: B009
+            assert getattr(forwarded, "model_spec").name == "Toy"  # noqa: B009 (the backend's name)
+            answered = response.outputs["output_1"]
+            assert answered.tensor_content  # the backend's tensor, not re-encoded
+            assert not answered.float_val
+            assert decode_tensor(answered).ravel().tolist() == pytest.approx([0.3, 0.4])
+            assert (response.model_spec.name, response.model_spec.version.value,
+                    response.model_spec.signature_name) == ("toy", 2, "serving_default")
+            declared = predict_request("toy_one", BATCH)  # a declared contract: decoded, checked, typed
+            answer = await call(port, TF_PREDICT, declared)
+            assert list(answer.outputs["output_1"].float_val) == [8.0, 11.0]
+            huge = predict_request("toy", {})
+            huge.inputs["input_1"].dtype = types_pb2.DT_FLOAT
+            huge.inputs["input_1"].tensor_shape.dim.add().size = 10**9
+            error = await failure(port, TF_PREDICT, huge)  # the element limit still holds, read from the shape
+            assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert (error.details() or "").startswith("the request holds 1000000000 tensor elements")
+    finally:
+        await server.stop()
