@@ -78,12 +78,14 @@ def _model_target(spec: ModelSpec, call: Call) -> Target:
     call.authorize(name)
     dataplane = call.dataplane
     try:
-        return dataplane.resolve(name, _selector(spec))
+        target = dataplane.resolve(name, _selector(spec))
     except NotFound:
         if name in dataplane.registry.applications:
             raise NotFound(f"{name!r} is an application, not a model: this method names a model "
                            f"(applications answer Predict only)") from None
         raise
+    call.authorize(target.model.manifest.name)  # a backend's model name may lead to another gateway model
+    return target
 
 
 def _require_spec(has_spec: bool) -> None:

@@ -344,3 +344,11 @@ async def test_a_tf_serving_model_gets_the_tensors_as_sent_and_answers_its_backe
             assert (error.details() or "").startswith("the request holds 1000000000 tensor elements")
     finally:
         await server.stop()
+
+
+async def test_a_key_for_a_backend_model_name_reaches_no_other_gateway_model(tfs: FakeTFServing,
+                                                                              tmp_path: Path) -> None:
+    settings = Settings(auth=AuthSettings(api_keys=(ApiKey("k", hashlib.sha256(b"k2").hexdigest(), ("Toy",)),)))
+    async for port in _port(settings, write_config(tmp_path / "config", tfs.target)):
+        error = await failure(port, TF_PREDICT, predict_request("Toy", BATCH), metadata=(("x-api-key", "k2"),))
+        assert (error.code(), error.details()) == (grpc.StatusCode.PERMISSION_DENIED, "this API key may not call 'toy'")
