@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 
@@ -352,3 +353,15 @@ async def test_a_key_for_a_backend_model_name_reaches_no_other_gateway_model(tfs
     async for port in _port(settings, write_config(tmp_path / "config", tfs.target)):
         error = await failure(port, TF_PREDICT, predict_request("Toy", BATCH), metadata=(("x-api-key", "k2"),))
         assert (error.code(), error.details()) == (grpc.StatusCode.PERMISSION_DENIED, "this API key may not call 'toy'")
+
+
+async def test_a_forwarded_call_counts_in_the_metrics_as_a_decoded_one(tfs: FakeTFServing, tmp_path: Path) -> None:
+    app = create_app(dataclasses.replace(Settings(), grpc_port=0), write_config(tmp_path / "config", tfs.target))
+    async with serve_app(app) as url:
+        await call(app.state.grpc_port, TF_PREDICT, predict_request("toy", BATCH))
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            text = (await client.get("/metrics")).text
+    lines = text.splitlines()
+    assert 'gateway_backend_duration_seconds_count{model="toy",version=""} 1.0' in lines
+    assert any(line.startswith("gateway_requests_total{") and 'route="/tensorflow.serving.PredictionService/Predict"'
+               in line and 'model="toy"' in line and 'version="2"' in line for line in lines)
