@@ -163,6 +163,15 @@ class TFServingBackend:
                                              attachments)
         return self._prediction(response, request.model_spec, attachments.received.get(0) if attachments else None)
 
+    async def forward_predict(self, request: PredictRequest, selector: Selector | None, timeout: float,
+                              request_id: str = "") -> PredictResponse:
+        """`request` as the client sent it (its tensors never decoded) to this backend's model,
+        and the answer as the backend gave it; only the request's model_spec is rewritten (in
+        place) to the one this backend sends."""
+        request.model_spec.CopyFrom(self.model_spec(selector, request.model_spec.signature_name
+                                                    or self.signature_name))
+        return await self.transport.call(TF_PREDICT, request, timeout, self._metadata(request_id))
+
     def _prediction(self, response: PredictResponse, sent: ModelSpec,
                     attached: Mapping[str, memoryview] | None = None) -> Prediction:
         """The outputs (those whose values came beside the message from `attached`)."""

@@ -100,13 +100,21 @@ def _check(settings: Settings, config: Config) -> int:
 
 
 def shared_name_warnings(config: Config) -> list[str]:
-    """One line per application that shares its name with a model: the REST routes tell them
-    apart, gRPC's `model_spec.name` cannot (the application is served, the model is not)."""
+    """One line per application that shares its name with a model, or with the name a TF
+    Serving backend serves a model as (what TF clients send, `-m Toy`): the REST routes tell
+    them apart, gRPC's `model_spec.name` cannot (the application is served, the model is not)."""
     models = {name for name, _ in config.models}
-    return [f"application {name} and model {name} share a name: gRPC Predict with model_spec.name "
-            f"{name!r} serves the application, never the model (GetModelStatus, GetModelMetadata, "
-            "Classify and Regress name the model); rename one to call both over gRPC"
-            for name in sorted(models & set(config.applications))]
+    served = {model.backend.model_name: model.name for model in config.models.values()
+              if model.backend is not None and model.backend.model_name not in models}
+    lines = [f"application {name} and model {name} share a name: gRPC Predict with model_spec.name "
+             f"{name!r} serves the application, never the model (GetModelStatus, GetModelMetadata, "
+             "Classify and Regress name the model); rename one to call both over gRPC"
+             for name in sorted(models & set(config.applications))]
+    lines += [f"application {name} shares its name with the backend model {name} (served as model "
+              f"{served[name]}): gRPC Predict with model_spec.name {name!r} serves the application, never "
+              f"the model; rename the application for TF Serving clients that name the model {name!r}"
+              for name in sorted(set(served) & set(config.applications))]
+    return lines
 
 
 NOT_COMPARED = 4  # `gateway check --url`: nothing breaking found, but something could not be compared

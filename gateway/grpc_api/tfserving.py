@@ -6,28 +6,37 @@ Predict's `model_spec.name` is an application (which wins when a model shares it
 wishes come from the `x-gateway-route-key` / `x-gateway-variant` metadata as from the native
 API's headers. A model is resolved at the version or label asked, as on the /v1 REST routes,
 and checked against the signature asked (default: the model's). The answer's `model_spec` is
-filled as TF Serving fills it: the name asked, the version that served, the signature used
-(for an application: its name, the application's signature name, no version).
+filled as TF Serving fills it: the name asked, the version that served, the signature name
+asked ("serving_default" when none was: TF's MakeModelSpec) (for an application: its name,
+the application's signature name, no version). `output_filter` is checked against the
+signature's outputs before anything runs (unknown or duplicate aliases are INVALID_ARGUMENT in
+predict_util.cc's words); without one a model answers only its signature's outputs (all it
+answered when the signature declares none). Outputs are written as TF Serving's Predict writes
+them (kAsProtoField): in the typed fields (`float_val`, `int_val`, ...), strings in `string_val`.
+A model on a TF Serving backend that needs no decoding gets the request's tensors as sent and
+answers its backend's tensors as they came (gateway.grpc_api.passthrough).
 
 GetModelMetadata, GetModelStatus, Classify and Regress name a model (an application's name
 that is no model's is NOT_FOUND, as TF Serving answers an unknown model); the backend must
 offer the call (gateway.backends.capabilities), else NOT_FOUND in the capability's words.
 HandleReloadConfigRequest needs the admin token; it goes to the server that serves the models
-the config lists (or the model named by the `x-gateway-model` metadata).
+the config lists (or the model named by the `x-gateway-model` metadata); a reload the server
+refused is answered with its status as the gRPC status, as TF Serving's model_service_impl does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 
 import grpc
 
 from gateway.backends import NDArray, Selector
 from gateway.backends.capabilities import Classifies, HasMetadata, Regresses, ReportsStatus
 from gateway.dataplane import DataPlane
-from gateway.errors import BackendError, BadRequest, NotFound
+from gateway.errors import BackendError, BadRequest, ContractViolation, NotFound, from_grpc_status, grpc_code
 from gateway.grpc_api.calls import Call, DoorState, unary
-from gateway.grpc_api.tensors import decode_tensors, encode_tensors, filter_outputs
+from gateway.grpc_api.passthrough import forward, passes_through
+from gateway.grpc_api.tensors import check_declared_elements, decode_tensors, filter_outputs
 from gateway.registry import Application, Target
 from gateway.routes.native import routing_wishes
 from protos.services import (
@@ -40,6 +49,7 @@ from protos.services import (
     TF_REGRESS,
     TF_RELOAD_CONFIG,
 )
+from protos.tensorflow.tensor_pb2 import TensorProto
 from protos.tensorflow_serving.classification_pb2 import ClassificationRequest, ClassificationResponse
 from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRequest, GetModelMetadataResponse
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest, GetModelStatusResponse
@@ -49,6 +59,7 @@ from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictRespons
 from protos.tensorflow_serving.regression_pb2 import RegressionRequest, RegressionResponse
 from tensorcodecs import CodecError, TensorSpec
 from tensorcodecs.signature_def import SIGNATURE_DEF
+from tensorcodecs.tensor_proto import fill_tensor
 
 DEFAULT_SIGNATURE = "serving_default"  # TF Serving's kDefaultServingSignatureDefKey
 MODEL_KEY = "x-gateway-model"  # HandleReloadConfigRequest: the model whose server takes the config
@@ -67,12 +78,14 @@ def _model_target(spec: ModelSpec, call: Call) -> Target:
     call.authorize(name)
     dataplane = call.dataplane
     try:
-        return dataplane.resolve(name, _selector(spec))
+        target = dataplane.resolve(name, _selector(spec))
     except NotFound:
         if name in dataplane.registry.applications:
             raise NotFound(f"{name!r} is an application, not a model: this method names a model "
                            f"(applications answer Predict only)") from None
         raise
+    call.authorize(target.model.manifest.name)  # a backend's model name may lead to another gateway model
+    return target
 
 
 def _require_spec(has_spec: bool) -> None:
@@ -92,18 +105,19 @@ async def predict(request: PredictRequest, call: Call) -> PredictResponse:
 
 async def _predict_application(app: Application, request: PredictRequest, call: Call) -> PredictResponse:
     spec = request.model_spec
+    call.authorize(app.name)  # before any answer that tells it is an application
     if spec.HasField("version") or spec.version_label:
         raise BadRequest(f"model_spec: applications have no versions: name a model ({app.name!r} is an "
                          "application)", field="model_spec")
     if spec.signature_name not in ("", DEFAULT_SIGNATURE, app.signature.name):
         raise BadRequest(f'model_spec.signature_name: Serving signature name: "{spec.signature_name}" not '
                          "found in signature def", field="model_spec.signature_name")
-    call.authorize(app.name)
     dataplane, settings = call.dataplane, call.settings
     context = call.context(app)
     routing_wishes(settings, app, call.metadata, context, call.check_admin)
     if app.from_backend:
         app = await dataplane.with_contract(app, context)
+    check_output_filter(request.output_filter, app.signature.outputs)
     inputs = decode_tensors(request.inputs, app.signature.inputs, settings)
     outputs = filter_outputs(await dataplane.predict(app, inputs, context), request.output_filter,
                              app.signature.outputs)
@@ -119,11 +133,23 @@ async def _predict_model(request: PredictRequest, call: Call) -> PredictResponse
     target = _model_target(spec, call)
     dataplane, settings = call.dataplane, call.settings
     context = call.context()
+    if passes_through(target, request):
+        check_declared_elements(request.inputs, settings)
+        asked = ModelSpec()
+        asked.CopyFrom(spec)
+        answer = await forward(target, request, context, dataplane)  # the tensors as sent, as answered
+        answer.model_spec.name = asked.name
+        answer.model_spec.signature_name = asked.signature_name or DEFAULT_SIGNATURE
+        return answer
     signature_name = spec.signature_name or None
     signature = await dataplane.signature(target, signature_name, context)
+    check_output_filter(request.output_filter, signature.outputs)
     inputs = decode_tensors(request.inputs, signature.inputs, settings)
     prediction = await dataplane.predict_model(target, inputs, context, signature_name, signature.inputs)
-    outputs = filter_outputs(prediction.outputs, request.output_filter, signature.outputs)
+    outputs = prediction.outputs
+    if signature.outputs and not request.output_filter:  # TF Serving fetches the signature's outputs only
+        outputs = {name: outputs[name] for name in signature.outputs if name in outputs}
+    outputs = filter_outputs(outputs, request.output_filter, signature.outputs)
     response = PredictResponse()
     answered = response.model_spec
     answered.name = spec.name
@@ -133,8 +159,7 @@ async def _predict_model(request: PredictRequest, call: Call) -> PredictResponse
         version = target.selector.version
     if version is not None:
         answered.version.value = version
-    answered.signature_name = ((served.signature_name if served is not None else None) or signature_name
-                               or target.model.signature_name or DEFAULT_SIGNATURE)
+    answered.signature_name = spec.signature_name or DEFAULT_SIGNATURE  # TF's MakeModelSpec
     _encode(outputs, response, signature.outputs, target.model.label)
     return response
 
@@ -143,9 +168,34 @@ def _encode(outputs: Mapping[str, NDArray], response: PredictResponse, specs: Ma
             who: str) -> None:
     """The outputs into the answer; one that cannot be written is the model's failure."""
     try:
-        encode_tensors(outputs, response.outputs, specs)
+        write_typed(outputs, response.outputs, specs)
     except CodecError as error:
         raise BackendError(f"model {who} answered {error}") from None
+
+
+def write_typed(arrays: Mapping[str, NDArray], into: MutableMapping[str, TensorProto],
+                specs: Mapping[str, TensorSpec]) -> None:
+    """`arrays` into a tensor map in the typed fields, as TF Serving's Predict answers
+    (kAsProtoField); a contract's dtype when `specs` names one."""
+    for name, array in arrays.items():
+        spec = specs.get(name)
+        try:
+            fill_tensor(into[name], array, spec.dtype if spec is not None else None, typed=True)
+        except CodecError as error:
+            raise CodecError(f"output {name!r}: {error.message}", field=name) from None
+
+
+def check_output_filter(wanted: Iterable[str], known: Mapping[str, TensorSpec]) -> None:
+    """predict_util.cc's checks of `output_filter`, before anything runs: each alias one of the
+    signature's outputs (when it declares any), none twice."""
+    seen: set[str] = set()
+    for name in wanted:
+        if known and name not in known:
+            raise ContractViolation(f"output tensor alias not found in signature: {name} Outputs expected to "
+                                    f"be in the set {{{','.join(known)}}}.", field=name)
+        if name in seen:
+            raise ContractViolation(f"duplicate output tensor alias: {name}", field=name)
+        seen.add(name)
 
 
 async def get_model_metadata(request: GetModelMetadataRequest, call: Call) -> GetModelMetadataResponse:
@@ -201,12 +251,19 @@ async def reload_config(request: ReloadConfigRequest, call: Call) -> ReloadConfi
     dataplane = call.dataplane
     named = call.metadata.get(MODEL_KEY)
     target = dataplane.resolve(named) if named else _config_server(dataplane, request)
-    return await dataplane.reload_config(target.model, request.config, call.context())
+    answer = await dataplane.reload_config(target.model, request.config, call.context())
+    if answer.status.error_code:  # model_service_impl.cc returns ToGRPCStatus(status)
+        raise from_grpc_status(grpc_code(int(answer.status.error_code)), answer.status.error_message,
+                               target.model.backend.target, target.model.label)
+    return answer
 
 
 def _config_server(dataplane: DataPlane, request: ReloadConfigRequest) -> Target:
     """The one gateway model whose server the config's models are on (INVALID_ARGUMENT when
     they are on several, NOT_FOUND when the gateway fronts none of them)."""
+    if request.config.WhichOneof("config") not in (None, "model_config_list"):
+        raise BadRequest("ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+                         "ModelConfigList is currently supported")  # TF Serving's words
     names = [config.name for config in request.config.model_config_list.config]
     if not names:
         raise BadRequest(f"the config lists no models: name the model whose server takes it in {MODEL_KEY} metadata")
