@@ -5,8 +5,8 @@ checked against a contract as TF Serving's predict_util.cc checks a signature: e
 named, none extra, each of its dtype and of a shape the contract allows. A violation is
 INVALID_ARGUMENT naming the input as a field path (`inputs["x"]: ...`). The elements the
 shapes declare are counted against `max_elements` before any array is allocated. Answers are
-written as TF Serving writes them: numeric tensors in `tensor_content`, strings in
-`string_val`; each output in its contract's dtype only when that holds every value exactly
+written as TF Serving writes them: in the typed fields (`float_val`, `int_val`, `string_val`, ...
+predict_util's kAsProtoField); each output in its contract's dtype only when that holds every value exactly
 (`answer_dtype`), else in the array's own, as the HTTP routes' JSON answers carry the values.
 """
 
@@ -80,12 +80,13 @@ def _check_names(tensors: Mapping[str, TensorProto], specs: Mapping[str, TensorS
 
 def encode_tensors(arrays: Mapping[str, NDArray], into: MutableMapping[str, TensorProto],
                    specs: Mapping[str, TensorSpec] | None = None) -> None:
-    """Write `arrays` into a message's tensor map (`PredictResponse.outputs`): numeric values in
-    `tensor_content`, as TF Serving answers; in the contract's dtype when `specs` names one that
-    holds the values exactly (`answer_dtype`)."""
+    """Write `arrays` into a message's tensor map (`PredictResponse.outputs`) in the typed fields
+    (`float_val`, `int_val`, ...), as TF Serving's Predict answers (predict_util's default,
+    kAsProtoField); in the contract's dtype when `specs` names one that holds the values exactly
+    (`answer_dtype`)."""
     for name, array in arrays.items():
         try:
-            fill_tensor(into[name], array, answer_dtype(array, specs.get(name) if specs else None))
+            fill_tensor(into[name], array, answer_dtype(array, specs.get(name) if specs else None), typed=True)
         except CodecError as error:
             raise CodecError(f"output {name!r}: {error.message}", field=name) from None
 

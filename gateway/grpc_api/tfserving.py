@@ -26,7 +26,7 @@ refused is answered with its status as the gRPC status, as TF Serving's model_se
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 
 import grpc
 
@@ -36,7 +36,7 @@ from gateway.dataplane import DataPlane
 from gateway.errors import BackendError, BadRequest, ContractViolation, NotFound, from_grpc_status, grpc_code
 from gateway.grpc_api.calls import Call, DoorState, unary
 from gateway.grpc_api.passthrough import forward, passes_through
-from gateway.grpc_api.tensors import check_declared_elements, decode_tensors, filter_outputs
+from gateway.grpc_api.tensors import check_declared_elements, decode_tensors, encode_tensors, filter_outputs
 from gateway.registry import Application, Target
 from gateway.routes.native import routing_wishes
 from protos.services import (
@@ -49,7 +49,6 @@ from protos.services import (
     TF_REGRESS,
     TF_RELOAD_CONFIG,
 )
-from protos.tensorflow.tensor_pb2 import TensorProto
 from protos.tensorflow_serving.classification_pb2 import ClassificationRequest, ClassificationResponse
 from protos.tensorflow_serving.get_model_metadata_pb2 import GetModelMetadataRequest, GetModelMetadataResponse
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest, GetModelStatusResponse
@@ -59,7 +58,6 @@ from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictRespons
 from protos.tensorflow_serving.regression_pb2 import RegressionRequest, RegressionResponse
 from tensorcodecs import CodecError, TensorSpec
 from tensorcodecs.signature_def import SIGNATURE_DEF
-from tensorcodecs.tensor_proto import fill_tensor
 
 DEFAULT_SIGNATURE = "serving_default"  # TF Serving's kDefaultServingSignatureDefKey
 MODEL_KEY = "x-gateway-model"  # HandleReloadConfigRequest: the model whose server takes the config
@@ -168,21 +166,9 @@ def _encode(outputs: Mapping[str, NDArray], response: PredictResponse, specs: Ma
             who: str) -> None:
     """The outputs into the answer; one that cannot be written is the model's failure."""
     try:
-        write_typed(outputs, response.outputs, specs)
+        encode_tensors(outputs, response.outputs, specs)
     except CodecError as error:
         raise BackendError(f"model {who} answered {error}") from None
-
-
-def write_typed(arrays: Mapping[str, NDArray], into: MutableMapping[str, TensorProto],
-                specs: Mapping[str, TensorSpec]) -> None:
-    """`arrays` into a tensor map in the typed fields, as TF Serving's Predict answers
-    (kAsProtoField); a contract's dtype when `specs` names one."""
-    for name, array in arrays.items():
-        spec = specs.get(name)
-        try:
-            fill_tensor(into[name], array, spec.dtype if spec is not None else None, typed=True)
-        except CodecError as error:
-            raise CodecError(f"output {name!r}: {error.message}", field=name) from None
 
 
 def check_output_filter(wanted: Iterable[str], known: Mapping[str, TensorSpec]) -> None:
