@@ -1,0 +1,713 @@
+"""One HTTP/2 connection of the gRPC server (RFC 9113, grpc's PROTOCOL-HTTP2.md).
+
+An asyncio protocol: frames are parsed as bytes arrive, a call is dispatched as a task once its
+request has ended (unary and server-streaming methods), and its answer is written in as few
+writes as flow control allows (headers, message and trailers in one for a small answer). Flow
+control both ways, PING, SETTINGS, GOAWAY (a graceful `shutdown`, also when the connection
+reaches its maximum age) and RST_STREAM (a call reset by its client is cancelled) as the RFC
+says; a protocol violation ends the connection with GOAWAY and the RFC's error code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import zlib
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+import grpc
+
+from gateway.grpc_server import frames as f
+from gateway.grpc_server.call import RESERVED_HEADERS, RpcHandler, ServerCall
+from gateway.grpc_server.frames import ConnectionFault
+from gateway.grpc_server.hpack import Decoder, HeaderListTooLarge, HpackError, encode
+from gateway.grpc_server.status import RpcStatus, code_number, encode_message, parse_timeout
+
+if TYPE_CHECKING:
+    from gateway.grpc_server.server import GrpcServer
+
+log = logging.getLogger("gateway.grpc")
+_MESSAGE_PREFIX = struct.Struct(">BL")  # compressed flag, length
+_RESPONSE_HEADERS = encode([(":status", "200"), ("content-type", "application/grpc"),
+                            ("grpc-accept-encoding", "identity,deflate,gzip")])
+_OK_TRAILER = encode([("grpc-status", "0")])
+_DECOMPRESS_WBITS = {"gzip": 31, "deflate": 15}
+_MAX_HEADER_BLOCK = 1 << 20  # a header block spread over CONTINUATION frames beyond this ends the connection
+
+
+class Stream:
+    """One call's stream: its request as it arrives, its answer's state and flow control."""
+
+    __slots__ = ("body", "call", "deadline_timer", "drained", "encoding", "handler", "id", "local_closed",
+                 "pending", "pending_size", "recv_unacked", "recv_window", "remote_closed", "reset",
+                 "send_window", "sent_headers", "task", "timed_out", "trailers")
+
+    def __init__(self, stream_id: int, send_window: int, recv_window: int) -> None:
+        self.id = stream_id
+        self.send_window = send_window
+        self.recv_window = recv_window
+        self.recv_unacked = 0
+        self.body = bytearray()
+        self.call: ServerCall | None = None
+        self.handler: RpcHandler | None = None
+        self.encoding: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.deadline_timer: asyncio.TimerHandle | None = None
+        self.remote_closed = False
+        self.local_closed = False
+        self.reset = False
+        self.timed_out = False
+        self.sent_headers = False
+        self.pending: deque[memoryview] = deque()  # answer bytes waiting for flow control
+        self.pending_size = 0
+        self.trailers: bytes | None = None  # written once `pending` is empty
+        self.drained: asyncio.Future[None] | None = None  # a streaming handler waiting for `pending`
+
+
+class Connection(asyncio.Protocol):
+    """The server side of one HTTP/2 connection."""
+
+    def __init__(self, server: GrpcServer) -> None:
+        self.server = server
+        options = server.options
+        self.options = options
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.decoder = Decoder(options.header_table_size)
+        self.streams: dict[int, Stream] = {}
+        self.last_stream_id = 0
+        self.buffer = bytearray()
+        self.preface_seen = False
+        self.continuation: tuple[int, int, bytearray] | None = None  # stream, HEADERS flags, block so far
+        self.send_window = f.DEFAULT_WINDOW
+        self.peer_initial_window = f.DEFAULT_WINDOW
+        self.peer_max_frame = f.DEFAULT_MAX_FRAME
+        self.recv_window = options.connection_window
+        self.recv_unacked = 0
+        self.blocked: dict[int, Stream] = {}  # streams waiting for the connection's send window
+        self.going_away = False
+        self.closed = False
+        self.timers: list[asyncio.TimerHandle] = []
+
+    # -- the connection's life ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
+        self.transport = transport
+        self.peer = _peer(transport.get_extra_info("peername"))
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() not in ("h2", None):
+            transport.close()  # an HTTP/1.1 client over TLS: nothing to say to it
+            return
+        options = self.options
+        transport.write(f.settings_frame({
+            f.MAX_CONCURRENT_STREAMS: options.max_concurrent_streams,
+            f.INITIAL_WINDOW_SIZE: options.stream_window,
+            f.MAX_FRAME_SIZE: options.max_frame_size,
+            f.MAX_HEADER_LIST_SIZE: options.max_header_list_size,
+            f.ENABLE_PUSH: 0})
+            + f.window_update(0, options.connection_window - f.DEFAULT_WINDOW))
+        self.timers.append(self.loop.call_later(options.handshake_timeout_s, self._handshake_timeout))
+        if options.max_connection_age_s is not None:
+            self.timers.append(self.loop.call_later(options.max_connection_age_s, self._aged))
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        for timer in self.timers:
+            timer.cancel()
+        for stream in self.streams.values():
+            stream.reset = True
+            self._end_stream_tasks(stream)
+        self.streams.clear()
+        self.blocked.clear()
+        self.server.connections.discard(self)
+        self.server.connection_closed()
+
+    def _handshake_timeout(self) -> None:
+        if not self.preface_seen and self.transport is not None:
+            self.transport.close()
+
+    def _aged(self) -> None:
+        self.shutdown()
+        self.timers.append(self.loop.call_later(self.options.max_connection_age_grace_s, self.abort))
+
+    def shutdown(self) -> None:
+        """GOAWAY: the calls begun finish, no new ones are taken; closed once none is left."""
+        if self.going_away or self.closed or self.transport is None:
+            return
+        self.going_away = True
+        self.transport.write(f.goaway(self.last_stream_id, f.NO_ERROR))
+        if not self.streams:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close now: calls in flight are cancelled."""
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+            self.connection_lost(None)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.streams)
+
+    def _fault(self, fault: ConnectionFault) -> None:
+        log.info("gRPC connection from %s ended: %s", self.peer, fault)
+        assert self.transport is not None
+        self.transport.write(f.goaway(self.last_stream_id, fault.code, str(fault).encode()[:256]))
+        self.going_away = True
+        self.abort()
+
+    # -- frames in ------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        buffer = self.buffer
+        if buffer:
+            buffer += data
+            view: bytes | bytearray = buffer
+        else:
+            view = data
+        try:
+            position = self._frames(view)
+        except ConnectionFault as fault:
+            self._fault(fault)
+            return
+        if view is buffer:
+            del buffer[:position]
+        elif position < len(view):
+            buffer += view[position:]
+
+    def _frames(self, view: bytes | bytearray) -> int:
+        """Handle every whole frame in `view`; the position after the last one."""
+        position = 0
+        size = len(view)
+        if not self.preface_seen:
+            if size < len(f.PREFACE):
+                if not f.PREFACE.startswith(view):
+                    raise ConnectionFault(f.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+                return 0
+            if view[:len(f.PREFACE)] != f.PREFACE:
+                raise ConnectionFault(f.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+            self.preface_seen = True
+            position = len(f.PREFACE)
+        unpack = f.HEADER.unpack_from
+        max_frame = self.options.max_frame_size
+        while size - position >= f.HEADER_SIZE:
+            high, low, kind, flags, stream_id = unpack(view, position)
+            length = high << 8 | low
+            if length > max_frame:
+                raise ConnectionFault(f.FRAME_SIZE_ERROR, f"a frame of {length} bytes (the limit is {max_frame})")
+            end = position + f.HEADER_SIZE + length
+            if end > size:
+                break
+            payload = view[position + f.HEADER_SIZE:end]
+            position = end
+            stream_id &= f.STREAM_MASK
+            if self.continuation is not None and kind != f.CONTINUATION:
+                raise ConnectionFault(f.PROTOCOL_ERROR, "a header block interrupted before its end")
+            if kind == f.DATA:
+                self._data(stream_id, flags, payload)
+            elif kind == f.HEADERS:
+                self._headers(stream_id, flags, payload)
+            else:
+                handle = self._CONTROL.get(kind)
+                if handle is not None:
+                    handle(self, stream_id, flags, payload)
+            if self.closed:
+                break
+        return position
+
+    def _data(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
+        if stream_id == 0:
+            raise ConnectionFault(f.PROTOCOL_ERROR, "DATA on stream 0")
+        length = len(payload)
+        self.recv_window -= length
+        if self.recv_window < 0:
+            raise ConnectionFault(f.FLOW_CONTROL_ERROR, "DATA beyond the connection's window")
+        self.recv_unacked += length
+        if self.recv_unacked >= self.options.connection_window >> 1:
+            self._write(f.window_update(0, self.recv_unacked))
+            self.recv_window += self.recv_unacked
+            self.recv_unacked = 0
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            if stream_id > self.last_stream_id:
+                raise ConnectionFault(f.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
+            return  # a stream already answered or reset: its late data is dropped
+        if stream.remote_closed:
+            self._reset(stream, f.STREAM_CLOSED)
+            return
+        stream.recv_window -= length
+        if stream.recv_window < 0:
+            self._reset(stream, f.FLOW_CONTROL_ERROR)
+            return
+        if flags & f.PADDED:
+            payload = _unpad(payload)
+        body = stream.body
+        body += payload
+        if len(body) >= 5 and stream.handler is not None and not stream.local_closed:
+            declared = _MESSAGE_PREFIX.unpack_from(body)[1]
+            limit = self.options.max_receive_message_length
+            if declared > limit:
+                self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"Received message larger than max ({declared} vs. {limit})")
+                return
+        if flags & f.END_STREAM:
+            self._request_ended(stream)
+        else:
+            stream.recv_unacked += length
+            if stream.recv_unacked >= self.options.stream_window >> 1:
+                self._write(f.window_update(stream_id, stream.recv_unacked))
+                stream.recv_window += stream.recv_unacked
+                stream.recv_unacked = 0
+
+    def _headers(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
+        if stream_id == 0 or not stream_id & 1:
+            raise ConnectionFault(f.PROTOCOL_ERROR, f"HEADERS on stream {stream_id}")
+        if flags & f.PADDED:
+            payload = _unpad(payload)
+        if flags & f.PRIORITY_FLAG:
+            if len(payload) < 5:
+                raise ConnectionFault(f.FRAME_SIZE_ERROR, "a HEADERS frame too short for its priority")
+            payload = payload[5:]
+        if flags & f.END_HEADERS:
+            self._header_block(stream_id, flags, payload)
+        else:
+            self.continuation = (stream_id, flags, bytearray(payload))
+
+    def _continuation(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
+        if self.continuation is None or self.continuation[0] != stream_id:
+            raise ConnectionFault(f.PROTOCOL_ERROR, "CONTINUATION without the HEADERS it continues")
+        _, first_flags, block = self.continuation
+        block += payload
+        if len(block) > _MAX_HEADER_BLOCK:
+            raise ConnectionFault(f.ENHANCE_YOUR_CALM, "a header block over 1 MiB")
+        if flags & f.END_HEADERS:
+            self.continuation = None
+            self._header_block(stream_id, first_flags, block)
+
+    def _header_block(self, stream_id: int, flags: int, block: bytes | bytearray) -> None:
+        too_large = 0
+        try:
+            headers = self.decoder.decode(block, self.options.max_header_list_size)
+        except HeaderListTooLarge as error:
+            headers, too_large = [], error.size
+        except HpackError as error:
+            raise ConnectionFault(f.COMPRESSION_ERROR, f"a header block that does not decode: {error}") from None
+        stream = self.streams.get(stream_id)
+        if stream is not None:  # the request's trailers
+            if not flags & f.END_STREAM:
+                raise ConnectionFault(f.PROTOCOL_ERROR, "trailers without END_STREAM")
+            if not stream.remote_closed:
+                self._request_ended(stream)
+            return
+        if stream_id <= self.last_stream_id:
+            return  # trailers of a stream answered before its request ended
+        self.last_stream_id = stream_id
+        if self.going_away or len(self.streams) >= self.options.max_concurrent_streams:
+            self._write(f.rst_stream(stream_id, f.REFUSED_STREAM))
+            return
+        stream = Stream(stream_id, self.peer_initial_window, self.options.stream_window)
+        self.streams[stream_id] = stream
+        if flags & f.END_STREAM:
+            stream.remote_closed = True
+        if too_large:
+            self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"received metadata of {too_large} bytes (the limit is "
+                         f"{self.options.max_header_list_size})")
+            return
+        self._start(stream, headers)
+        if stream.remote_closed and not stream.local_closed:
+            self._request_ended(stream)
+
+    def _start(self, stream: Stream, headers: list[tuple[str, str]]) -> None:
+        """Read the request's headers: its method, its handler, its deadline and metadata."""
+        path = method = content_type = ""
+        timeout: float | None = None
+        metadata: list[tuple[str, str]] = []
+        for name, value in headers:
+            if name[0] == ":":
+                if name == ":path":
+                    path = value
+                elif name == ":method":
+                    method = value
+            elif name == "content-type":
+                content_type = value
+            elif name == "grpc-timeout":
+                timeout = parse_timeout(value)
+            elif name == "grpc-encoding":
+                stream.encoding = value
+            elif name not in RESERVED_HEADERS:
+                metadata.append((name, value))
+        if method != "POST":
+            self._http_error(stream, "405")
+            return
+        if not (content_type == "application/grpc" or content_type.startswith(("application/grpc+",
+                                                                               "application/grpc;"))):
+            self._http_error(stream, "415")
+            return
+        deadline = None if timeout is None else self.loop.time() + timeout
+        stream.call = ServerCall(path, metadata, self.peer, deadline)
+        if stream.encoding not in (None, "identity", "gzip", "deflate"):
+            self._finish(stream, grpc.StatusCode.UNIMPLEMENTED,
+                         f"the message encoding {stream.encoding!r} is not supported (identity, deflate, gzip are)")
+            return
+        handler = self.server.handlers.get(path)
+        if handler is None:
+            self._finish(stream, grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path}")
+            return
+        stream.handler = handler
+        if timeout is not None:
+            stream.deadline_timer = self.loop.call_later(timeout, self._deadline_passed, stream)
+
+    def _request_ended(self, stream: Stream) -> None:
+        stream.remote_closed = True
+        if stream.local_closed:
+            self._forget(stream)
+            return
+        handler = stream.handler
+        assert handler is not None
+        try:
+            message = self._message(stream)
+        except RpcStatus as status:
+            self._finish(stream, status.code, status.message)
+            return
+        if handler.unary is not None:
+            stream.task = self.loop.create_task(self._unary(stream, handler, message))
+        else:
+            stream.task = self.loop.create_task(self._streaming(stream, handler, message))
+
+    def _message(self, stream: Stream) -> bytes:
+        """The request's one message, decompressed when it says so."""
+        body = stream.body
+        if len(body) < 5:
+            raise RpcStatus(grpc.StatusCode.INTERNAL, "the call carried no request message" if not body
+                            else "the request message was cut short")
+        compressed, length = _MESSAGE_PREFIX.unpack_from(body)
+        if len(body) != 5 + length:
+            raise RpcStatus(grpc.StatusCode.INTERNAL, "the request message was cut short" if len(body) < 5 + length
+                            else "more than one request message for a method that takes one")
+        message = bytes(body[5:])
+        stream.body = bytearray()
+        if not compressed:
+            return message
+        if stream.encoding not in _DECOMPRESS_WBITS:
+            raise RpcStatus(grpc.StatusCode.INTERNAL, "a compressed message without a grpc-encoding")
+        limit = self.options.max_receive_message_length
+        inflater = zlib.decompressobj(_DECOMPRESS_WBITS[stream.encoding])
+        try:
+            message = inflater.decompress(message, limit + 1)
+        except zlib.error as error:
+            raise RpcStatus(grpc.StatusCode.INTERNAL, f"the message does not decompress: {error}") from None
+        if len(message) > limit:
+            raise RpcStatus(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"Received message larger than max (over {limit} bytes once decompressed)")
+        return message
+
+    def _rst_stream(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
+        if stream_id == 0:
+            raise ConnectionFault(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
+        if len(payload) != 4:
+            raise ConnectionFault(f.FRAME_SIZE_ERROR, "an RST_STREAM frame not 4 bytes long")
+        stream = self.streams.pop(stream_id, None)
+        if stream is None:
+            if stream_id > self.last_stream_id:
+                raise ConnectionFault(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
+            return
+        stream.reset = True
+        self._end_stream_tasks(stream)
+        self._after_stream()
+
+    def _settings(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
+        if stream_id != 0:
+            raise ConnectionFault(f.PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & f.ACK:
+            if payload:
+                raise ConnectionFault(f.FRAME_SIZE_ERROR, "a SETTINGS ACK with a payload")
+            return
+        for key, value in f.parse_settings(payload):
+            if key == f.INITIAL_WINDOW_SIZE:
+                if value > f.MAX_WINDOW:
+                    raise ConnectionFault(f.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
+                delta, self.peer_initial_window = value - self.peer_initial_window, value
+                for stream in self.streams.values():
+                    stream.send_window += delta
+            elif key == f.MAX_FRAME_SIZE:
+                if not f.DEFAULT_MAX_FRAME <= value <= f.LARGEST_MAX_FRAME:
+                    raise ConnectionFault(f.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
+                self.peer_max_frame = value
+            elif key == f.ENABLE_PUSH and value > 1:
+                raise ConnectionFault(f.PROTOCOL_ERROR, f"SETTINGS_ENABLE_PUSH {value}")
+        self._write(f.frame(f.SETTINGS, f.ACK, 0))
+        for stream in list(self.streams.values()):
+            if stream.pending:
+                self._flush(stream)
+
+    def _ping(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
+        if stream_id != 0:
+            raise ConnectionFault(f.PROTOCOL_ERROR, "PING on a stream")
+        if len(payload) != 8:
+            raise ConnectionFault(f.FRAME_SIZE_ERROR, "a PING frame not 8 bytes long")
+        if not flags & f.ACK:
+            self._write(f.frame(f.PING, f.ACK, 0, payload))
+
+    def _goaway(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
+        if stream_id != 0:
+            raise ConnectionFault(f.PROTOCOL_ERROR, "GOAWAY on a stream")
+        self.going_away = True  # the client leaves: the calls in flight are still answered
+        if not self.streams and self.transport is not None:
+            self.transport.close()
+
+    def _window_update(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
+        if len(payload) != 4:
+            raise ConnectionFault(f.FRAME_SIZE_ERROR, "a WINDOW_UPDATE frame not 4 bytes long")
+        increment = f.read_u32(payload) & f.STREAM_MASK
+        if stream_id == 0:
+            if increment == 0:
+                raise ConnectionFault(f.PROTOCOL_ERROR, "a WINDOW_UPDATE of 0 on the connection")
+            self.send_window += increment
+            if self.send_window > f.MAX_WINDOW:
+                raise ConnectionFault(f.FLOW_CONTROL_ERROR, "the connection's window over 2^31-1")
+            blocked, self.blocked = self.blocked, {}
+            for stream in blocked.values():
+                self._flush(stream)
+            return
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        if increment == 0:
+            self._reset(stream, f.PROTOCOL_ERROR)
+            return
+        stream.send_window += increment
+        if stream.send_window > f.MAX_WINDOW:
+            self._reset(stream, f.FLOW_CONTROL_ERROR)
+            return
+        if stream.pending:
+            self._flush(stream)
+
+    def _priority(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
+        if stream_id == 0:
+            raise ConnectionFault(f.PROTOCOL_ERROR, "PRIORITY on stream 0")
+
+    def _push_promise(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
+        raise ConnectionFault(f.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
+
+    _CONTROL: dict[int, Callable[[Connection, int, int, bytes | bytearray], None]] = {
+        f.PRIORITY: _priority, f.RST_STREAM: _rst_stream, f.SETTINGS: _settings, f.PUSH_PROMISE: _push_promise,
+        f.PING: _ping, f.GOAWAY: _goaway, f.WINDOW_UPDATE: _window_update, f.CONTINUATION: _continuation}
+
+    # -- calls ----------------------------------------------------------------------------
+
+    async def _unary(self, stream: Stream, handler: RpcHandler, message: bytes) -> None:
+        assert handler.unary is not None and stream.call is not None
+        try:
+            answer = await handler.unary(message, stream.call)
+        except RpcStatus as status:
+            self._finish(stream, status.code, status.message)
+        except asyncio.CancelledError:
+            self._cancelled(stream)
+        except Exception:
+            log.exception("gRPC call %s failed", stream.call.path)
+            self._finish(stream, grpc.StatusCode.INTERNAL, "Unexpected error")
+        else:
+            self._answer(stream, answer)
+
+    async def _streaming(self, stream: Stream, handler: RpcHandler, message: bytes) -> None:
+        assert handler.stream is not None and stream.call is not None
+        try:
+            async for answer in handler.stream(message, stream.call):
+                if stream.local_closed:
+                    return
+                self._send_message(stream, answer)
+                if stream.pending:
+                    stream.drained = self.loop.create_future()
+                    await stream.drained
+        except RpcStatus as status:
+            self._finish(stream, status.code, status.message)
+        except asyncio.CancelledError:
+            self._cancelled(stream)
+        except Exception:
+            log.exception("gRPC call %s failed", stream.call.path)
+            self._finish(stream, grpc.StatusCode.INTERNAL, "Unexpected error")
+        else:
+            self._finish(stream, grpc.StatusCode.OK, "")
+
+    def _cancelled(self, stream: Stream) -> None:
+        """The call's task was cancelled: by its deadline (answered DEADLINE_EXCEEDED), by a
+        reset or a lost connection (nobody to answer), or by the server's stop."""
+        if stream.reset or self.closed:
+            return
+        if stream.timed_out:
+            self._finish(stream, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        else:
+            self._finish(stream, grpc.StatusCode.UNAVAILABLE, "the server is stopping")
+
+    def _deadline_passed(self, stream: Stream) -> None:
+        stream.deadline_timer = None
+        stream.timed_out = True
+        if stream.task is not None:
+            stream.task.cancel()
+        elif not stream.local_closed:
+            self._finish(stream, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    # -- frames out -----------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def _answer(self, stream: Stream, answer: bytes) -> None:
+        """A unary call's answer: headers, the message and the OK trailers, at once when flow
+        control lets the message go in one frame."""
+        if stream.local_closed or self.closed:
+            return
+        size = len(answer) + 5
+        trailers = self._trailers_block(stream, _OK_TRAILER)
+        stream_id = stream.id
+        if not stream.sent_headers and size <= min(stream.send_window, self.send_window, self.peer_max_frame):
+            stream.send_window -= size
+            self.send_window -= size
+            stream.sent_headers = True
+            self._write(b"".join((
+                f.frame_header(f.HEADERS, f.END_HEADERS, stream_id, len(_RESPONSE_HEADERS)), _RESPONSE_HEADERS,
+                f.frame_header(f.DATA, 0, stream_id, size), _MESSAGE_PREFIX.pack(0, len(answer)), answer,
+                f.frame_header(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream_id, len(trailers)), trailers)))
+            self._close_local(stream)
+            return
+        self._send_message(stream, answer)
+        stream.trailers = trailers
+        self._flush(stream)
+
+    def _send_message(self, stream: Stream, message: bytes) -> None:
+        if not stream.sent_headers:
+            stream.sent_headers = True
+            self._write(f.frame(f.HEADERS, f.END_HEADERS, stream.id, _RESPONSE_HEADERS))
+        stream.pending.append(memoryview(_MESSAGE_PREFIX.pack(0, len(message))))
+        stream.pending.append(memoryview(message))
+        stream.pending_size += len(message) + 5
+        self._flush(stream)
+
+    def _flush(self, stream: Stream) -> None:
+        """Send what flow control lets go of the stream's answer; its trailers once all went."""
+        pending = stream.pending
+        while pending:
+            allowed = min(stream.send_window, self.send_window, self.peer_max_frame, stream.pending_size)
+            if allowed <= 0:
+                if self.send_window <= 0:
+                    self.blocked[stream.id] = stream
+                return
+            chunk: list[memoryview] = []
+            taken = 0
+            while taken < allowed:
+                piece = pending[0]
+                if len(piece) <= allowed - taken:
+                    chunk.append(pending.popleft())
+                    taken += len(piece)
+                else:
+                    cut = allowed - taken
+                    chunk.append(piece[:cut])
+                    pending[0] = piece[cut:]
+                    taken += cut
+            stream.send_window -= taken
+            self.send_window -= taken
+            stream.pending_size -= taken
+            assert self.transport is not None
+            self.transport.write(f.frame_header(f.DATA, 0, stream.id, taken))
+            for piece in chunk:
+                self.transport.write(piece)
+        if stream.drained is not None and not stream.drained.done():
+            stream.drained.set_result(None)
+        if stream.trailers is not None:
+            trailers, stream.trailers = stream.trailers, None
+            self._write(f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream.id, trailers))
+            self._close_local(stream)
+
+    def _trailers_block(self, stream: Stream, status: bytes, message: str = "") -> bytes:
+        block = status
+        if message:
+            block += encode([("grpc-message", encode_message(message))])
+        call = stream.call
+        if call is not None and call.trailing_metadata:
+            block += encode(call.trailing_metadata)
+        return block
+
+    def _finish(self, stream: Stream, code: grpc.StatusCode, message: str) -> None:
+        """End the call with a status (after any answer bytes still waiting for flow control);
+        a call that sent nothing yet answers trailers-only."""
+        if stream.local_closed or self.closed:
+            return
+        status = _OK_TRAILER if code is grpc.StatusCode.OK else encode([("grpc-status", str(code_number(code)))])
+        trailers = self._trailers_block(stream, status, message)
+        if not stream.sent_headers:
+            stream.sent_headers = True
+            self._write(f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream.id, _RESPONSE_HEADERS + trailers))
+            self._close_local(stream)
+            return
+        stream.trailers = trailers
+        self._flush(stream)
+
+    def _http_error(self, stream: Stream, status: str) -> None:
+        """A request that is not a gRPC call: an HTTP status and no body."""
+        stream.sent_headers = True
+        self._write(f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream.id, encode([(":status", status)])))
+        self._close_local(stream)
+
+    def _close_local(self, stream: Stream) -> None:
+        stream.local_closed = True
+        if stream.deadline_timer is not None:
+            stream.deadline_timer.cancel()
+            stream.deadline_timer = None
+        if not stream.remote_closed:
+            self._reset(stream, f.NO_ERROR)  # the answer is complete: the client need not send the rest
+            return
+        self._forget(stream)
+
+    def _reset(self, stream: Stream, code: int) -> None:
+        self._write(f.rst_stream(stream.id, code))
+        stream.reset = stream.reset or code != f.NO_ERROR
+        if code != f.NO_ERROR:
+            self._end_stream_tasks(stream)
+        self._forget(stream)
+
+    def _forget(self, stream: Stream) -> None:
+        self.streams.pop(stream.id, None)
+        self.blocked.pop(stream.id, None)
+        self._after_stream()
+
+    def _after_stream(self) -> None:
+        if self.going_away and not self.streams and self.transport is not None:
+            self.transport.close()
+        self.server.stream_closed()
+
+    @staticmethod
+    def _end_stream_tasks(stream: Stream) -> None:
+        if stream.deadline_timer is not None:
+            stream.deadline_timer.cancel()
+            stream.deadline_timer = None
+        if stream.task is not None and not stream.task.done():
+            stream.task.cancel()
+        if stream.drained is not None and not stream.drained.done():
+            stream.drained.cancel()
+
+
+def _unpad(payload: bytes | bytearray) -> bytes | bytearray:
+    if not payload:
+        raise ConnectionFault(f.PROTOCOL_ERROR, "a padded frame without its pad length")
+    pad = payload[0]
+    if pad >= len(payload):
+        raise ConnectionFault(f.PROTOCOL_ERROR, "padding longer than the frame")
+    return payload[1:len(payload) - pad]
+
+
+def _peer(address: object) -> str:
+    """The caller's address as grpc writes it."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"ipv6:[{host}]:{port}" if ":" in str(host) else f"ipv4:{host}:{port}"
+    return "unknown"
