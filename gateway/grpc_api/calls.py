@@ -1,6 +1,6 @@
 """One call at the gRPC front door, from its metadata to its status.
 
-`unary(method, handler, door)` makes the grpc.aio handler of one upstream method: it gives the
+`unary(method, handler, door)` makes the gRPC server's handler of one upstream method: it gives the
 request its id (the client's `x-request-id` metadata when sane, echoed in the trailing
 metadata), checks the API key (`authorization: Bearer <key>` or `x-api-key`, as on HTTP), runs
 `handler(request, call)`, answers a `GatewayError` with its `grpc_code` and message (never a
@@ -29,6 +29,8 @@ from google.protobuf.message import DecodeError, Message
 from gateway.auth import Authenticator, check_admin_token
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BadRequest, GatewayError, PermissionDenied, Unauthenticated
+from gateway.grpc_server.call import RpcHandler, ServerCall
+from gateway.grpc_server.status import RpcStatus
 from gateway.health_watch import HealthWatcher
 from gateway.observability import CallRecord, RequestObserver
 from gateway.registry import Application
@@ -67,15 +69,14 @@ class DoorState:
 class Call:
     """One gRPC call being served: its id, metadata, caller and the context it runs with."""
 
-    __slots__ = ("api_key", "door", "grpc", "metadata", "peer", "request_context", "request_id")
+    __slots__ = ("api_key", "door", "metadata", "peer", "request_context", "request_id", "server_call")
 
-    def __init__(self, door: DoorState, context: grpc.aio.ServicerContext[bytes, bytes], request_id: str,
-                 metadata: dict[str, str]) -> None:
+    def __init__(self, door: DoorState, server_call: ServerCall, request_id: str, metadata: dict[str, str]) -> None:
         self.door = door
-        self.grpc = context
+        self.server_call = server_call
         self.request_id = request_id
         self.metadata = metadata  # lower-case keys; text values only (binary `-bin` keys are left out)
-        self.peer = context.peer()
+        self.peer = server_call.peer
         self.api_key: ApiKey | None = None
         self.request_context: RequestContext | None = None
 
@@ -95,7 +96,7 @@ class Call:
         timeout = settings.request_timeout_s
         if app is not None and app.manifest.timeout_s is not None:
             timeout = app.manifest.timeout_s
-        remaining = self.grpc.time_remaining()
+        remaining = self.server_call.time_remaining()
         if remaining is not None:
             timeout = min(max(remaining, 0.0), settings.max_request_timeout_s)
         labels = {"application": app.name} if app is not None else {}
@@ -148,24 +149,23 @@ Handler = Callable[[RequestT, Call], Awaitable[ResponseT]]
 
 
 def unary(method: Method[RequestT, ResponseT], handler: Handler[RequestT, ResponseT], door: DoorState, *,
-          admin: bool = False) -> grpc.RpcMethodHandler[bytes, bytes]:
-    """The grpc.aio handler of `method`: bytes in and out (a request that does not parse is
+          admin: bool = False) -> RpcHandler:
+    """The server's handler of `method`: bytes in and out (a request that does not parse is
     INVALID_ARGUMENT, answered like every error), `handler` in between. `admin`: the method
     needs the admin token, not an API key."""
     parse = method.request.FromString
     path = method.path
 
-    async def serve(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    async def serve(raw: bytes, server_call: ServerCall) -> bytes:
         started = time.perf_counter()
-        metadata = {key.lower(): value for key, value in (context.invocation_metadata() or ())
-                    if isinstance(value, str)}
+        metadata = {key.lower(): value for key, value in server_call.metadata if not key.endswith("-bin")}
         observer = door.observer
         request_id = observer.begin_call(metadata.get(REQUEST_ID_KEY))
-        call = Call(door, context, request_id, metadata)
+        call = Call(door, server_call, request_id, metadata)
         code, answer = grpc.StatusCode.OK, b""
         message, status = "", 200
         try:
-            context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+            server_call.trailing_metadata.append((REQUEST_ID_KEY, request_id))
             if admin:
                 call.check_admin()
             else:
@@ -181,7 +181,7 @@ def unary(method: Method[RequestT, ResponseT], handler: Handler[RequestT, Respon
             log.info("request %s: %s %s: %s%s", request_id, path, code.name, message,
                      f" [{error.log_detail}]" if error.log_detail else "")
         except asyncio.CancelledError:  # the client went away or its deadline passed: nobody reads an answer
-            remaining = context.time_remaining()
+            remaining = server_call.time_remaining()
             past_deadline = remaining is not None and remaining <= 0
             code = grpc.StatusCode.DEADLINE_EXCEEDED if past_deadline else grpc.StatusCode.CANCELLED
             status = _STATUS_OF_CODE[code]
@@ -197,7 +197,6 @@ def unary(method: Method[RequestT, ResponseT], handler: Handler[RequestT, Respon
                 time.perf_counter() - started, len(raw), len(answer), peer_host(call.peer), request_context))
             if request_context is not None:
                 request_context.answered()
-        await context.abort(code, message)
-        raise AssertionError("unreachable")  # abort raises
+        raise RpcStatus(code, message)
 
-    return grpc.unary_unary_rpc_method_handler(serve)
+    return RpcHandler(unary=serve)

@@ -13,11 +13,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
+from typing import TypeVar
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from google.protobuf.message import DecodeError, Message
+from grpc_health.v1 import health_pb2
 
 from gateway.grpc_api.calls import DoorState
+from gateway.grpc_server.call import RpcHandler, ServerCall
+from gateway.grpc_server.status import RpcStatus
 from gateway.routes.health import readiness
 from protos.services import HYDRO_GATEWAY_SERVICE, TF_MODEL_SERVICE, TF_PREDICTION_SERVICE
 
@@ -27,7 +31,7 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 _UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 Response = health_pb2.HealthCheckResponse
-Context = grpc.aio.ServicerContext[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
 class ClosingHealthServicer:
@@ -40,31 +44,35 @@ class ClosingHealthServicer:
         self._changed = asyncio.Condition()
         self._closed = False
 
-    async def Check(self, request: health_pb2.HealthCheckRequest, context: Context) -> health_pb2.HealthCheckResponse:
-        status = self._statuses.get(request.service)
+    def handlers(self) -> dict[str, RpcHandler]:
+        """The service's handlers by method path."""
+        return {f"/{HEALTH_SERVICE}/Check": RpcHandler(unary=self.check),
+                f"/{HEALTH_SERVICE}/List": RpcHandler(unary=self.list),
+                f"/{HEALTH_SERVICE}/Watch": RpcHandler(stream=self.watch)}
+
+    async def check(self, raw: bytes, call: ServerCall) -> bytes:
+        status = self._statuses.get(_parse(health_pb2.HealthCheckRequest, raw).service)
         if status is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND)
-        answer: health_pb2.HealthCheckResponse = Response(status=status)
+            raise RpcStatus(grpc.StatusCode.NOT_FOUND)  # as grpc's reference servicer: no details
+        answer: bytes = Response(status=status).SerializeToString()
         return answer
 
-    async def List(self, request: health_pb2.HealthListRequest,
-                   context: grpc.aio.ServicerContext[health_pb2.HealthListRequest, health_pb2.HealthListResponse],
-                   ) -> health_pb2.HealthListResponse:
-        answer: health_pb2.HealthListResponse = health_pb2.HealthListResponse(
-            statuses={name: Response(status=status) for name, status in self._statuses.items()})
+    async def list(self, raw: bytes, call: ServerCall) -> bytes:
+        _parse(health_pb2.HealthListRequest, raw)
+        answer: bytes = health_pb2.HealthListResponse(
+            statuses={name: Response(status=status) for name, status in self._statuses.items()}).SerializeToString()
         return answer
 
-    async def Watch(self, request: health_pb2.HealthCheckRequest,
-                    context: Context) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+    async def watch(self, raw: bytes, call: ServerCall) -> AsyncIterator[bytes]:
         last: int | None = None
-        service = request.service
+        service = _parse(health_pb2.HealthCheckRequest, raw).service
         while True:
             async with self._changed:  # not held while writing: a slow watcher holds up no one
                 while not self._closed and self._statuses.get(service, _UNKNOWN) == last:
                     await self._changed.wait()
                 status, closed = self._statuses.get(service, _UNKNOWN), self._closed
             if status != last:
-                yield Response(status=status)
+                yield Response(status=status).SerializeToString()
                 last = status
             if closed:
                 return
@@ -136,5 +144,12 @@ class ReadinessHealth:
         await self.servicer.close()
 
 
-def add_to_server(health: ReadinessHealth, server: grpc.aio.Server) -> None:
-    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+MessageT = TypeVar("MessageT", bound=Message)
+
+
+def _parse(kind: type[MessageT], raw: bytes) -> MessageT:
+    try:
+        return kind.FromString(raw)
+    except DecodeError as error:
+        raise RpcStatus(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"the request is not a valid {kind.DESCRIPTOR.full_name}: {error}") from None

@@ -31,12 +31,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-import grpc
-
 from gateway.backends import NDArray, Selector
 from gateway.errors import BackendError, BadRequest, ContractViolation, NotFound
 from gateway.grpc_api.calls import Call, DoorState, unary
 from gateway.grpc_api.tensors import answer_dtype, decode_tensors, field_path
+from gateway.grpc_server.call import RpcHandler
 from gateway.registry import Target
 from gateway.routes.native import routing_wishes
 from gateway.settings import Settings
@@ -44,7 +43,6 @@ from protos.hydrosphere.contract_pb2 import DT_MAP, Tensor
 from protos.hydrosphere.gateway_pb2 import GatewayPredictRequest
 from protos.hydrosphere.runtime_pb2 import PredictResponse
 from protos.services import (
-    HYDRO_GATEWAY_SERVICE,
     HYDRO_PREDICT_APPLICATION,
     HYDRO_PREDICT_SERVABLE,
     HYDRO_SHADOWLESS_PREDICT_SERVABLE,
@@ -60,13 +58,11 @@ from tensorcodecs.tensor_proto import encode_tensor, resolve_unknown_dim
 _HYDRO_SERVABLE = re.compile(r"(?P<model>.+)-(?P<version>[0-9]+)(?:-[a-z]+-[a-z]+)?")
 
 
-def services(door: DoorState) -> list[grpc.GenericRpcHandler[bytes, bytes]]:
-    """The handlers of this module's services (one generic handler per service)."""
-    return [grpc.method_handlers_generic_handler(HYDRO_GATEWAY_SERVICE, {
-        HYDRO_PREDICT_APPLICATION.name: unary(HYDRO_PREDICT_APPLICATION, predict_application, door),
-        HYDRO_PREDICT_SERVABLE.name: unary(HYDRO_PREDICT_SERVABLE, predict_servable, door),
-        HYDRO_SHADOWLESS_PREDICT_SERVABLE.name: unary(HYDRO_SHADOWLESS_PREDICT_SERVABLE, predict_servable, door),
-    })]
+def services(door: DoorState) -> dict[str, RpcHandler]:
+    """The handlers of this module's services by method path."""
+    return {HYDRO_PREDICT_APPLICATION.path: unary(HYDRO_PREDICT_APPLICATION, predict_application, door),
+            HYDRO_PREDICT_SERVABLE.path: unary(HYDRO_PREDICT_SERVABLE, predict_servable, door),
+            HYDRO_SHADOWLESS_PREDICT_SERVABLE.path: unary(HYDRO_SHADOWLESS_PREDICT_SERVABLE, predict_servable, door)}
 
 
 async def predict_application(request: GatewayPredictRequest, call: Call) -> PredictResponse:

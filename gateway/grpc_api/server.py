@@ -1,54 +1,49 @@
-"""The gRPC front door's grpc.aio server, run in the HTTP app's process and event loop.
+"""The gRPC front door: the gateway's own gRPC server, run in the HTTP app's process and event loop.
 
 The app's lifespan starts it once the data plane is built (so every `--workers` process runs
 one, each binding the shared port with SO_REUSEPORT; with one worker the port is not shared
 and a busy one fails the start) and stops it last; `serve_app` turns its health NOT_SERVING when
 the drain starts (`drain`) and begins its stop together with HTTP's (`begin_stop`): the health
-Watch streams end, new calls are refused UNAVAILABLE, calls in flight get `drain_timeout_s`.
+Watch streams end, every connection gets GOAWAY (no new calls), calls in flight get `drain_timeout_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-
-import grpc
+import ssl
+from collections.abc import Callable, Mapping, Sequence
 
 from gateway.grpc_api import health, hydrosphere, tfserving
 from gateway.grpc_api.calls import DoorState
+from gateway.grpc_server.call import RpcHandler
+from gateway.grpc_server.server import GrpcServer, ServerOptions, tls_context
 from gateway.serving.server import bound_socket
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.grpc")
 # Each service module's handlers for a door (new services: one more entry).
-SERVICES: Sequence[Callable[[DoorState], Sequence[grpc.GenericRpcHandler[bytes, bytes]]]] = (tfserving.services,
-                                                                               hydrosphere.services)
+SERVICES: Sequence[Callable[[DoorState], Mapping[str, RpcHandler]]] = (tfserving.services, hydrosphere.services)
 
 
-def server_options(settings: Settings) -> list[tuple[str, int]]:
-    """The channel arguments of the server: message limits from `max_body_bytes`, the port
-    shared only between workers, connections aged out when configured."""
-    options = [("grpc.max_receive_message_length", settings.max_body_bytes),
-               ("grpc.max_send_message_length", -1),
-               ("grpc.so_reuseport", 1 if settings.workers > 1 else 0)]
-    age = settings.grpc_max_connection_age_s
-    if age is not None:
-        options += [("grpc.max_connection_age_ms", int(age * 1000)),
-                    ("grpc.max_connection_age_grace_ms", int(settings.drain_timeout_s * 1000))]
-    return options
+def server_options(settings: Settings) -> ServerOptions:
+    """The server's limits: messages up to `max_body_bytes`, a client's preface within
+    `header_timeout_s`, connections aged out when configured (their calls then get `drain_timeout_s`)."""
+    return ServerOptions(max_receive_message_length=settings.max_body_bytes,
+                         handshake_timeout_s=settings.header_timeout_s,
+                         max_connection_age_s=settings.grpc_max_connection_age_s,
+                         max_connection_age_grace_s=settings.drain_timeout_s)
 
 
 class GrpcFrontDoor:
-    """The grpc.aio server of one gateway process."""
+    """The gRPC server of one gateway process."""
 
     def __init__(self, door: DoorState) -> None:
         self.door = door
-        settings = door.settings
-        self.server = grpc.aio.server(options=server_options(settings))
         self.health = health.ReadinessHealth(door)
-        self.server.add_generic_rpc_handlers([handler for make in SERVICES for handler in make(door)])
-        health.add_to_server(self.health, self.server)
+        handlers = {path: handler for make in SERVICES for path, handler in make(door).items()}
+        handlers.update(self.health.servicer.handlers())
+        self.server = GrpcServer(handlers, server_options(door.settings))
         self.port = 0
         self._stopping: asyncio.Task[None] | None = None
 
@@ -58,25 +53,23 @@ class GrpcFrontDoor:
         assert settings.grpc_port is not None
         address = _address(settings.host, settings.grpc_port)
         try:
+            tls = None
             if settings.tls_certfile is not None and settings.tls_keyfile is not None:
-                credentials = grpc.ssl_server_credentials(
-                    [(settings.tls_keyfile.read_bytes(), settings.tls_certfile.read_bytes())])
-                port = self.server.add_secure_port(address, credentials)
-            else:
-                port = self.server.add_insecure_port(address)
-        except OSError as error:  # a certificate file that cannot be read
-            raise RuntimeError(f"cannot listen for gRPC on {address}: {error.strerror or error}: "
-                               f"{error.filename}") from None
-        except RuntimeError as error:
-            raise RuntimeError(f"cannot listen for gRPC on {address}: {error}") from None
-        if port == 0:
-            raise RuntimeError(f"cannot listen for gRPC on {address} (in use?)")
-        self.port = port
-        await self.server.start()
+                for path in (settings.tls_certfile, settings.tls_keyfile):
+                    path.read_bytes()  # ssl's own error would not name the file
+                tls = tls_context(str(settings.tls_certfile), str(settings.tls_keyfile))
+            sock = bound_socket(settings.host, settings.grpc_port, reuse_port=settings.workers > 1)
+        except ssl.SSLError as error:
+            raise RuntimeError(f"cannot listen for gRPC on {address}: the certificate or key does not load: "
+                               f"{error.reason or error}") from None
+        except OSError as error:  # a certificate file that cannot be read, a port in use
+            where = f": {error.filename}" if error.filename else ""
+            raise RuntimeError(f"cannot listen for gRPC on {address}: {error.strerror or error}{where}") from None
+        self.port = await self.server.start(sock, tls)
         await self.health.start()
-        scheme = "TLS" if settings.tls_certfile else "plaintext"
-        log.info("serving gRPC on %s:%s (%s)", settings.host, port, scheme)
-        return port
+        scheme = "TLS" if tls is not None else "plaintext"
+        log.info("serving gRPC on %s:%s (%s)", settings.host, self.port, scheme)
+        return self.port
 
     def drain(self) -> None:
         """The drain began: health NOT_SERVING at once (calls are still taken until `begin_stop`)."""
@@ -89,6 +82,7 @@ class GrpcFrontDoor:
             self._stopping = asyncio.create_task(self._stop(grace_s))
 
     async def _stop(self, grace_s: float) -> None:
+        self.server.begin_stop()  # GOAWAY at once; the Watch streams end next
         await self.health.close()  # a Watch left open would hold the stop for all of grace_s
         await self.server.stop(grace_s)
 

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import grpc
-
 from gateway.backends import NDArray, Selector
 from gateway.backends.capabilities import Classifies, HasMetadata, Regresses, ReportsStatus
 from gateway.dataplane import DataPlane
@@ -37,15 +35,14 @@ from gateway.errors import BackendError, BadRequest, ContractViolation, NotFound
 from gateway.grpc_api.calls import Call, DoorState, unary
 from gateway.grpc_api.passthrough import forward, passes_through
 from gateway.grpc_api.tensors import check_declared_elements, decode_tensors, encode_tensors, filter_outputs
+from gateway.grpc_server.call import RpcHandler
 from gateway.registry import Application, Target
 from gateway.routes.native import routing_wishes
 from protos.services import (
     TF_CLASSIFY,
     TF_GET_MODEL_METADATA,
     TF_GET_MODEL_STATUS,
-    TF_MODEL_SERVICE,
     TF_PREDICT,
-    TF_PREDICTION_SERVICE,
     TF_REGRESS,
     TF_RELOAD_CONFIG,
 )
@@ -269,13 +266,11 @@ def _config_server(dataplane: DataPlane, request: ReloadConfigRequest) -> Target
     return next(iter(found.values()))
 
 
-def services(door: DoorState) -> list[grpc.GenericRpcHandler[bytes, bytes]]:
-    """The handlers of this module's services (one generic handler per service)."""
-    prediction = {TF_PREDICT.name: unary(TF_PREDICT, predict, door),
-                  TF_GET_MODEL_METADATA.name: unary(TF_GET_MODEL_METADATA, get_model_metadata, door),
-                  TF_CLASSIFY.name: unary(TF_CLASSIFY, classify, door),
-                  TF_REGRESS.name: unary(TF_REGRESS, regress, door)}
-    model = {TF_GET_MODEL_STATUS.name: unary(TF_GET_MODEL_STATUS, get_model_status, door),
-             TF_RELOAD_CONFIG.name: unary(TF_RELOAD_CONFIG, reload_config, door, admin=True)}
-    return [grpc.method_handlers_generic_handler(TF_PREDICTION_SERVICE, prediction),
-            grpc.method_handlers_generic_handler(TF_MODEL_SERVICE, model)]
+def services(door: DoorState) -> dict[str, RpcHandler]:
+    """The handlers of this module's services by method path."""
+    return {TF_PREDICT.path: unary(TF_PREDICT, predict, door),
+            TF_GET_MODEL_METADATA.path: unary(TF_GET_MODEL_METADATA, get_model_metadata, door),
+            TF_CLASSIFY.path: unary(TF_CLASSIFY, classify, door),
+            TF_REGRESS.path: unary(TF_REGRESS, regress, door),
+            TF_GET_MODEL_STATUS.path: unary(TF_GET_MODEL_STATUS, get_model_status, door),
+            TF_RELOAD_CONFIG.path: unary(TF_RELOAD_CONFIG, reload_config, door, admin=True)}

@@ -20,10 +20,12 @@ import pytest
 
 from gateway.app import GatewayApp, create_app
 from gateway.grpc_api.calls import Call, peer_host, unary
+from gateway.grpc_server.server import GrpcServer, ServerOptions
 from gateway.manifests import Config, load_config
 from gateway.observability import AccessLog, Metrics
+from gateway.serving.server import bound_socket
 from gateway.settings import ApiKey, AuthSettings, Settings
-from protos.services import TF_PREDICT, TF_PREDICTION_SERVICE, TF_RELOAD_CONFIG
+from protos.services import TF_PREDICT, TF_RELOAD_CONFIG
 from protos.tensorflow_serving.model_management_pb2 import ReloadConfigRequest
 from protos.tensorflow_serving.model_pb2 import ModelSpec
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
@@ -262,7 +264,7 @@ async def test_admin_methods_answer_an_ipv6_loopback_caller_without_a_token(gate
 
 @pytest.mark.parametrize("gateway", [grpc_settings()], indirect=True)
 async def test_a_call_grpc_cancels_at_the_clients_deadline_is_counted_504(gateway: tuple[GatewayApp, str]) -> None:
-    """A handler that waits on nothing with a timer of its own: grpc cancels it when the client's
+    """A handler that waits on nothing with a timer of its own: the server cancels it when the client's
     deadline passes, and that is DEADLINE_EXCEEDED (504), not a client that went away (499)."""
     app, url = gateway
 
@@ -271,16 +273,13 @@ async def test_a_call_grpc_cancels_at_the_clients_deadline_is_counted_504(gatewa
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
-    server = grpc.aio.server()
     handler = unary(TF_PREDICT, wait_forever, app.state.grpc_door.door)  # the gateway's own door state
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(TF_PREDICTION_SERVICE,
-                                                                          {TF_PREDICT.name: handler})])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server = GrpcServer({TF_PREDICT.path: handler}, ServerOptions())
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             assert await code_of(predict(channel, "slow", timeout=0.2)) == grpc.StatusCode.DEADLINE_EXCEEDED
-            await until(counted(url, 504, 1), "the call grpc cancelled at its deadline is not counted as 504")
+            await until(counted(url, 504, 1), "the call cancelled at its deadline is not counted as 504")
             assert await predict_count(url, 499) == 0
             cancelled = asyncio.ensure_future(predict(channel, "slow", timeout=30))
             await until(lambda: _serving_one(app), "the call to cancel never started")
