@@ -97,6 +97,8 @@ STATIC_TABLE: tuple[tuple[str, str], ...] = (
 MAX_INTEGER = 2**32 - 1  # larger integers (lengths, indices, sizes) are refused, not computed
 ENTRY_OVERHEAD = 32  # RFC 7541 section 4.1, also RFC 9113's header list size
 _DYNAMIC = len(STATIC_TABLE) + 1  # list position of dynamic index 62
+_PAST_THE_END = "string literal past the end of the block"
+_STATIC_COSTS = [0] + [len(name) + len(value) + ENTRY_OVERHEAD for name, value in STATIC_TABLE]
 
 
 class HpackError(Exception):
@@ -161,7 +163,7 @@ def _string(data: bytes, pos: int) -> tuple[str, int]:
         pos += 1
     stop = pos + length
     if stop > len(data):
-        raise HpackError("string literal past the end of the block")
+        raise HpackError(_PAST_THE_END)
     if octet & 0x80:
         try:
             return huffman_decode(data[pos:stop]), stop
@@ -173,7 +175,7 @@ def _string(data: bytes, pos: int) -> tuple[str, int]:
 class Decoder:
     """The decoding side of one connection's HPACK context (one per connection, blocks in order)."""
 
-    __slots__ = ("_capacity", "_entries", "_size", "max_table_size")
+    __slots__ = ("_capacity", "_costs", "_entries", "_size", "max_table_size")
 
     def __init__(self, max_table_size: int = 4096) -> None:
         # The SETTINGS_HEADER_TABLE_SIZE we advertise: the peer's size updates may not exceed it.
@@ -181,6 +183,8 @@ class Decoder:
         self._capacity = max_table_size
         self._size = 0
         self._entries: list[tuple[str, str]] = [("", ""), *STATIC_TABLE]
+        # Each entry's len(name) + len(value) + 32, in step with _entries: the header list size and eviction.
+        self._costs: list[int] = _STATIC_COSTS.copy()
 
     @property
     def table(self) -> list[tuple[str, str]]:
@@ -208,6 +212,8 @@ class Decoder:
         """
         data = block if type(block) is bytes else bytes(block)
         entries = self._entries
+        costs = self._costs
+        total = 0
         headers: list[tuple[str, str]] = []
         append = headers.append
         end = len(data)
@@ -220,18 +226,23 @@ class Decoder:
                 self._resize(size)
             while pos < end:
                 octet = data[pos]
-                if octet & 0x80:  # indexed field line, nearly every field after a connection's first call
-                    if octet == 0xFF:
-                        index, pos = decode_integer(data, pos, 7)
-                    else:
-                        index = octet & 0x7F
-                        pos += 1
-                    if not index:
+                if 0x80 < octet < 0xFF:  # a one-octet indexed field: nearly every field after the first call
+                    try:
+                        append(entries[octet - 0x80])
+                    except IndexError:
+                        raise HpackError(f"index {octet - 0x80} past the tables ({len(entries) - 1})") from None
+                    total += costs[octet - 0x80]
+                    pos += 1
+                    continue
+                if octet & 0x80:
+                    if octet == 0x80:
                         raise HpackError("indexed field line with index 0")
+                    index, pos = decode_integer(data, pos, 7)
                     try:
                         append(entries[index])
                     except IndexError:
                         raise HpackError(f"index {index} past the tables ({len(entries) - 1})") from None
+                    total += costs[index]
                     continue
                 if octet & 0x40:  # literal with incremental indexing
                     indexing = True
@@ -255,20 +266,34 @@ class Decoder:
                     except IndexError:
                         raise HpackError(f"name index {index} past the tables ({len(entries) - 1})") from None
                 else:
-                    name, pos = _string(data, pos)
-                value, pos = _string(data, pos)
+                    octet = data[pos]
+                    if octet < 0x7F:  # raw and shorter than 127 octets, inlined: halves a literal's cost
+                        stop = pos + 1 + octet
+                        if stop > end:
+                            raise HpackError(_PAST_THE_END)
+                        name = data[pos + 1 : stop].decode("latin-1")
+                        pos = stop
+                    else:
+                        name, pos = _string(data, pos)
+                octet = data[pos]
+                if octet < 0x7F:
+                    stop = pos + 1 + octet
+                    if stop > end:
+                        raise HpackError(_PAST_THE_END)
+                    value = data[pos + 1 : stop].decode("latin-1")
+                    pos = stop
+                else:
+                    value, pos = _string(data, pos)
                 field = (name, value)
                 append(field)
+                cost = len(name) + len(value) + ENTRY_OVERHEAD
+                total += cost
                 if indexing:
-                    self._insert(field)
+                    self._insert(field, cost)
         except IndexError:
             raise HpackError("header block truncated inside a field line") from None
-        if max_header_list_size is not None:
-            size = ENTRY_OVERHEAD * len(headers)
-            for name, value in headers:
-                size += len(name) + len(value)
-            if size > max_header_list_size:
-                raise HeaderListTooLarge(size, max_header_list_size)
+        if max_header_list_size is not None and total > max_header_list_size:
+            raise HeaderListTooLarge(total, max_header_list_size)
         return headers
 
     def _resize(self, capacity: int) -> None:
@@ -276,19 +301,19 @@ class Decoder:
         self._evict(capacity)
 
     def _evict(self, limit: int) -> None:
-        entries = self._entries
         while self._size > limit:
-            name, value = entries.pop()
-            self._size -= len(name) + len(value) + ENTRY_OVERHEAD
+            self._entries.pop()
+            self._size -= self._costs.pop()
 
-    def _insert(self, field: tuple[str, str]) -> None:
-        cost = len(field[0]) + len(field[1]) + ENTRY_OVERHEAD
+    def _insert(self, field: tuple[str, str], cost: int) -> None:
         if cost > self._capacity:  # RFC 7541 section 4.4: it empties the table and is not added
             del self._entries[_DYNAMIC:]
+            del self._costs[_DYNAMIC:]
             self._size = 0
             return
         self._evict(self._capacity - cost)
         self._entries.insert(_DYNAMIC, field)
+        self._costs.insert(_DYNAMIC, cost)
         self._size += cost
 
 
