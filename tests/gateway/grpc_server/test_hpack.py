@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import random
+import subprocess
+import sys
 from fractions import Fraction
 
 import hpack
@@ -444,7 +446,13 @@ def test_blocks_of_the_hpack_package_decode_in_sequence() -> None:
             for name, value in _as_bytes(fields)
         ]
         block = encoder.encode(marked, huffman=rng.random() < 0.8)
-        assert decoder.decode(block) == fields
+        size = sum(len(name) + len(value) + 32 for name, value in fields)
+        if rng.random() < 0.2:  # over the limit: refused, yet the table follows the encoder's
+            with pytest.raises(HeaderListTooLarge) as raised:
+                decoder.decode(block, max_header_list_size=size - 1)
+            assert raised.value.size == size
+        else:
+            assert decoder.decode(block, max_header_list_size=size) == fields
         entries = list(encoder.header_table.dynamic_entries)
         assert _as_bytes(decoder.table) == entries
         assert decoder.table_size == sum(len(name) + len(value) + 32 for name, value in entries)
@@ -458,3 +466,8 @@ def test_our_blocks_decode_with_the_hpack_package() -> None:
         fields = _random_fields(rng)
         assert [tuple(field) for field in theirs.decode(encode(fields), raw=True)] == _as_bytes(fields)
     assert len(theirs.header_table.dynamic_entries) == 0
+
+
+def test_the_product_does_not_import_the_hpack_package() -> None:
+    code = "import sys, gateway.grpc_server.hpack; print(sorted(m for m in sys.modules if m.split('.')[0] == 'hpack'))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
