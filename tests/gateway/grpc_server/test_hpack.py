@@ -471,3 +471,57 @@ def test_our_blocks_decode_with_the_hpack_package() -> None:
 def test_the_product_does_not_import_the_hpack_package() -> None:
     code = "import sys, gateway.grpc_server.hpack; print(sorted(m for m in sys.modules if m.split('.')[0] == 'hpack'))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+# --- a real client: the blocks grpcio 1.85 (grpc-core's chttp2) sent for three calls on one connection
+
+
+def _grpc_core_fields(timeout: str, request_id: str) -> Fields:
+    return [
+        (":path", "/tensorflow.serving.PredictionService/Predict"),
+        (":authority", "127.0.0.1:35149"),
+        (":method", "POST"),
+        (":scheme", "http"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("grpc-accept-encoding", "identity, deflate, gzip"),
+        ("grpc-timeout", timeout),
+        ("user-agent", "grpc-python/1.85.3 grpc-c/58.0.0 (linux; chttp2)"),
+        ("authorization", "Bearer secret-key"),
+        ("x-request-id", request_id),
+    ]
+
+
+def test_grpc_core_request_blocks() -> None:
+    blocks = [
+        bytes.fromhex(
+            "40053a706174682d2f74656e736f72666c6f772e73657276696e672e50726564696374696f6e536572766963652f5072"
+            "6564696374400a3a617574686f726974790f3132372e302e302e313a33353134398386400c636f6e74656e742d747970"
+            "65106170706c69636174696f6e2f677270634002746508747261696c6572734014677270632d6163636570742d656e63"
+            "6f64696e67176964656e746974792c206465666c6174652c20677a6970400c677270632d74696d656f7574023353400a"
+            "757365722d6167656e7430677270632d707974686f6e2f312e38352e3320677270632d632f35382e302e3020286c696e"
+            "75783b2063687474703229000d617574686f72697a6174696f6e11426561726572207365637265742d6b6579000c782d"
+            "726571756573742d6964057265712d30"
+        ),
+        bytes.fromhex(
+            "c4c38386c2c1c0400c677270632d74696d656f757405333031306dbf000d617574686f72697a6174696f6e1142656172"
+            "6572207365637265742d6b6579000c782d726571756573742d6964057265712d31"
+        ),
+        bytes.fromhex(
+            "c5c48386c3c2c1c0bf000d617574686f72697a6174696f6e11426561726572207365637265742d6b6579000c782d7265"
+            "71756573742d6964057265712d32"
+        ),
+    ]
+    decoder = Decoder()
+    assert decoder.decode(blocks[0], 16384) == _grpc_core_fields("3S", "req-0")
+    assert decoder.decode(blocks[1], 16384) == _grpc_core_fields("3010m", "req-1")
+    assert decoder.decode(blocks[2], 16384) == _grpc_core_fields("3S", "req-2")
+    # Indexed: the first call's fields but the static :method and :scheme, the never-indexed
+    # authorization and the unindexed request id; then the second call's new grpc-timeout.
+    assert decoder.table == [
+        ("grpc-timeout", "3010m"),
+        *reversed([field for field in _grpc_core_fields("3S", "") if field[0] not in _NOT_INDEXED]),
+    ]
+
+
+_NOT_INDEXED = {":method", ":scheme", "authorization", "x-request-id"}
