@@ -321,6 +321,8 @@ def _decode_tables() -> tuple[tuple[int, ...], tuple[bytes, ...], tuple[bool, ..
                     node = child
                 elif ~child == EOS:
                     node = dead
+                elif out:
+                    raise AssertionError("a code shorter than 5 bits: two octets in one nibble")
                 else:
                     node, out = 0, bytes((~child,))
             next_states.append(node * 16)
@@ -372,11 +374,17 @@ def huffman_decode(data: bytes) -> str:
 def huffman_encode(data: bytes) -> bytes:
     """Huffman-code octets, padded with the leading ones of EOS to a whole octet."""
     codes = CODES
-    acc = 0
+    out = bytearray()
+    acc = 0  # the bits not yet written, fewer than 8 between octets
     bits = 0
     for octet in data:
         code, length = codes[octet]
         acc = (acc << length) | code
         bits += length
-    pad = -bits % 8
-    return ((acc << pad) | ((1 << pad) - 1)).to_bytes((bits + pad) // 8, "big")
+        while bits >= 8:
+            bits -= 8
+            out.append(acc >> bits)
+            acc &= (1 << bits) - 1
+    if bits:
+        out.append((acc << (8 - bits)) | ((1 << (8 - bits)) - 1))  # padding: the leading ones of EOS
+    return bytes(out)

@@ -11,6 +11,7 @@ import sys
 from fractions import Fraction
 
 import hpack
+import hpack.huffman
 import hpack.huffman_constants
 import pytest
 
@@ -235,6 +236,16 @@ def test_huffman_round_trip_of_every_octet() -> None:
     assert huffman_decode(huffman_encode(every[::-1] * 3)) == (every[::-1] * 3).decode("latin-1")
     assert huffman_encode(b"") == b""
     assert huffman_decode(b"") == ""
+
+
+def test_huffman_encoding_is_the_one_of_another_implementation() -> None:
+    theirs = hpack.huffman.HuffmanEncoder(
+        hpack.huffman_constants.REQUEST_CODES, hpack.huffman_constants.REQUEST_CODES_LENGTH
+    )
+    rng = random.Random(5)
+    for length in range(200):
+        data = rng.randbytes(length)
+        assert huffman_encode(data) == theirs.encode(data)
 
 
 def test_huffman_encoding_matches_the_rfc() -> None:
