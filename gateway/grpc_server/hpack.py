@@ -329,12 +329,25 @@ def _static_lines() -> tuple[dict[tuple[str, str], bytes], dict[str, bytes]]:
 
 _STATIC_FIELDS, _STATIC_NAMES = _static_lines()
 
+# Servers answer with the same fields on every call: encoded lines by field, the static ones always.
+_lines: dict[tuple[str, str], bytes] = dict(_STATIC_FIELDS)
+_LINES_ENTRIES = 1024 + len(_STATIC_FIELDS)
+_LINES_MAX_OCTETS = 512  # longer values are rarely repeated and would make the cache large
+
 
 def _raw_string(text: str) -> bytes:
     raw = text.encode("latin-1")
     if len(raw) < 0x7F:
         return bytes((len(raw),)) + raw
     return encode_integer(len(raw), 7) + raw
+
+
+def _literal_line(name: str, value: str) -> bytes:
+    """A literal field line without indexing: the static name's index if there is one, else the name."""
+    prefix = _STATIC_NAMES.get(name)
+    if prefix is None:
+        return b"\x00" + _raw_string(name) + _raw_string(value)
+    return prefix + _raw_string(value)
 
 
 def encode(headers: Sequence[tuple[str, str]], table_size_update: int | None = None) -> bytes:
@@ -344,19 +357,15 @@ def encode(headers: Sequence[tuple[str, str]], table_size_update: int | None = N
     for the first block after the peer lowered its SETTINGS_HEADER_TABLE_SIZE.
     """
     out = bytearray() if table_size_update is None else bytearray(encode_integer(table_size_update, 5, 0x20))
-    fields = _STATIC_FIELDS
-    names = _STATIC_NAMES
+    lines = _lines
     for field in headers:
-        line = fields.get(field)
-        if line is not None:
-            out += line
-            continue
-        name, value = field
-        prefix = names.get(name)
-        if prefix is None:
-            out.append(0)
-            out += _raw_string(name)
-        else:
-            out += prefix
-        out += _raw_string(value)
+        line = lines.get(field)
+        if line is None:
+            line = _literal_line(*field)
+            if len(line) <= _LINES_MAX_OCTETS:
+                if len(lines) >= _LINES_ENTRIES:
+                    lines.clear()
+                    lines.update(_STATIC_FIELDS)
+                lines[field] = line
+        out += line
     return bytes(out)

@@ -15,6 +15,7 @@ import hpack.huffman
 import hpack.huffman_constants
 import pytest
 
+from gateway.grpc_server import hpack as hpack_module
 from gateway.grpc_server import huffman
 from gateway.grpc_server.hpack import (
     MAX_INTEGER,
@@ -405,6 +406,17 @@ def test_encoder_lines() -> None:
     assert encode([], table_size_update=0) == b"\x20"
     long_value = "x" * 200
     assert encode([("grpc-message", long_value)]) == b"\x00\x0cgrpc-message\x7f\x49" + long_value.encode()
+
+
+def test_encoder_cache_is_bounded_and_keeps_the_static_lines() -> None:
+    decoder = Decoder()
+    for n in range(3000):
+        fields = [("x-request-id", f"id-{n}"), (":status", "200")]
+        assert decoder.decode(encode(fields)) == fields
+        assert len(hpack_module._lines) <= 1024 + len(STATIC_TABLE)
+    assert encode([(":status", "200"), ("x-request-id", "id-2999")]) == b"\x88\x00\x0cx-request-id\x07id-2999"
+    assert encode([(":path", "/x" * 300)]) == b"\x04\x7f\xd9\x03" + b"/x" * 300  # long: encoded, not cached
+    assert (":path", "/x" * 300) not in hpack_module._lines
 
 
 def test_encoder_output_decodes_with_our_decoder() -> None:
