@@ -15,6 +15,7 @@ the gateway's default.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import time
@@ -127,6 +128,7 @@ class Call:
         self.api_key = key
 
 
+@functools.lru_cache(maxsize=4096)  # one parse per client address, not per call
 def peer_host(peer: str | None) -> str | None:
     """The address in a gRPC peer string (`ipv4:127.0.0.1:5000`, `ipv6:%5B::1%5D:5000` as grpc
     writes it, `ipv6:[::1]:5000`), an IPv4-mapped IPv6 one as IPv4 (what the client is); else None."""

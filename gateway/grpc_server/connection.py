@@ -92,6 +92,7 @@ class Connection(asyncio.Protocol):
         self.going_away = False
         self.closed = False
         self.timers: list[asyncio.TimerHandle] = []
+        self.out: list[bytes | memoryview] = []  # written at the end of the loop iteration
 
     # -- the connection's life ------------------------------------------------------------
 
@@ -141,14 +142,14 @@ class Connection(asyncio.Protocol):
         if self.going_away or self.closed or self.transport is None:
             return
         self.going_away = True
-        self.transport.write(f.goaway(self.last_stream_id, f.NO_ERROR))
+        self._write(f.goaway(self.last_stream_id, f.NO_ERROR))
         if not self.streams:
-            self.transport.close()
+            self._close_transport()
 
     def abort(self) -> None:
         """Close now: calls in flight are cancelled."""
         if self.transport is not None and not self.closed:
-            self.transport.close()
+            self._close_transport()
             self.connection_lost(None)
 
     @property
@@ -157,8 +158,7 @@ class Connection(asyncio.Protocol):
 
     def _fault(self, fault: ConnectionFault) -> None:
         log.info("gRPC connection from %s ended: %s", self.peer, fault)
-        assert self.transport is not None
-        self.transport.write(f.goaway(self.last_stream_id, fault.code, str(fault).encode()[:256]))
+        self._write(f.goaway(self.last_stream_id, fault.code, str(fault).encode()[:256]))
         self.going_away = True
         self.abort()
 
@@ -461,8 +461,8 @@ class Connection(asyncio.Protocol):
         if stream_id != 0:
             raise ConnectionFault(f.PROTOCOL_ERROR, "GOAWAY on a stream")
         self.going_away = True  # the client leaves: the calls in flight are still answered
-        if not self.streams and self.transport is not None:
-            self.transport.close()
+        if not self.streams:
+            self._close_transport()
 
     def _window_update(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
         if len(payload) != 4:
@@ -558,9 +558,30 @@ class Connection(asyncio.Protocol):
 
     # -- frames out -----------------------------------------------------------------------
 
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
+    def _write(self, data: bytes | memoryview) -> None:
+        """Queue `data`: what a loop iteration writes goes out in one write at its end (the
+        answers of many calls on one connection in one system call)."""
+        if self.transport is None or self.closed:
+            return
+        out = self.out
+        out.append(data)
+        if len(out) == 1:
+            self.loop.call_soon(self._send_out)
+
+    def _send_out(self) -> None:
+        out, self.out = self.out, []
+        if not out or self.transport is None or self.closed:
+            return
+        if len(out) == 1:
+            self.transport.write(out[0])
+        else:
+            self.transport.writelines(out)
+
+    def _close_transport(self) -> None:
+        """Close once what is queued went to the transport (which writes it before closing)."""
+        self._send_out()
+        if self.transport is not None:
+            self.transport.close()
 
     def _answer(self, stream: Stream, answer: bytes) -> None:
         """A unary call's answer: headers, the message and the OK trailers, at once when flow
@@ -618,9 +639,9 @@ class Connection(asyncio.Protocol):
             self.send_window -= taken
             stream.pending_size -= taken
             assert self.transport is not None
-            self.transport.write(f.frame_header(f.DATA, 0, stream.id, taken))
+            self._write(f.frame_header(f.DATA, 0, stream.id, taken))
             for piece in chunk:
-                self.transport.write(piece)
+                self._write(piece)
         if stream.drained is not None and not stream.drained.done():
             stream.drained.set_result(None)
         if stream.trailers is not None:
@@ -681,8 +702,8 @@ class Connection(asyncio.Protocol):
         self._after_stream()
 
     def _after_stream(self) -> None:
-        if self.going_away and not self.streams and self.transport is not None:
-            self.transport.close()
+        if self.going_away and not self.streams:
+            self._close_transport()
         self.server.stream_closed()
 
     @staticmethod
