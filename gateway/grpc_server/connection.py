@@ -178,6 +178,10 @@ class Connection(asyncio.Protocol):
         except ConnectionFault as fault:
             self._fault(fault)
             return
+        except Exception:  # a fault of the server's own: this connection ends, the others go on
+            log.exception("gRPC connection from %s failed", self.peer)
+            self._fault(ConnectionFault(f.INTERNAL_ERROR, "internal error"))
+            return
         if view is buffer:
             del buffer[:position]
         elif position < len(view):
@@ -257,6 +261,10 @@ class Connection(asyncio.Protocol):
             if declared > limit:
                 self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
                              f"Received message larger than max ({declared} vs. {limit})")
+                return
+            if len(body) > 5 + declared:  # refused now, not once the client has sent all it likes
+                self._finish(stream, grpc.StatusCode.INTERNAL,
+                             "more than one request message for a method that takes one")
                 return
         if flags & f.END_STREAM:
             self._request_ended(stream)
