@@ -20,7 +20,7 @@ import ipaddress
 import logging
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -31,6 +31,7 @@ from gateway.auth import Authenticator, check_admin_token
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BadRequest, GatewayError, PermissionDenied, Unauthenticated
 from gateway.grpc_server.call import RpcHandler, ServerCall
+from gateway.grpc_server.server import RefusedCall
 from gateway.grpc_server.status import RpcStatus
 from gateway.health_watch import HealthWatcher
 from gateway.observability import CallRecord, RequestObserver
@@ -202,3 +203,22 @@ def unary(method: Method[RequestT, ResponseT], handler: Handler[RequestT, Respon
         raise RpcStatus(code, message)
 
     return RpcHandler(unary=serve)
+
+
+def refused_calls(door: DoorState, methods: Container[str]) -> RefusedCall:
+    """What the door's server tells of a call it ended before any handler ran: counted and logged
+    as the HTTP front door counts a request refused before its route (a message over
+    `max_body_bytes` as 413, a method not served with route `unmatched`), its request id in the
+    trailing metadata."""
+
+    def refused(server_call: ServerCall, code: grpc.StatusCode, message: str, received: int) -> None:
+        sent_id = next((value for key, value in server_call.metadata if key.lower() == REQUEST_ID_KEY), None)
+        request_id = door.observer.begin_call(sent_id)
+        server_call.trailing_metadata.append((REQUEST_ID_KEY, request_id))
+        route = server_call.path if server_call.path in methods else "unmatched"
+        status = 413 if code is grpc.StatusCode.RESOURCE_EXHAUSTED else _STATUS_OF_CODE[code]
+        log.info("request %s: %s %s: %s", request_id, server_call.path, code.name, message)
+        door.observer.end_call(CallRecord(request_id, "GRPC", route, status, code.name, 0.0, received, 0,
+                                          peer_host(server_call.peer), None))
+
+    return refused

@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Callable, Mapping, Sequence
 
 from gateway.grpc_api import health, hydrosphere, tfserving
-from gateway.grpc_api.calls import DoorState
+from gateway.grpc_api.calls import DoorState, refused_calls
 from gateway.grpc_server.call import RpcHandler
 from gateway.grpc_server.server import GrpcServer, ServerOptions, tls_context
 from gateway.serving.server import bound_socket
@@ -43,7 +43,7 @@ class GrpcFrontDoor:
         self.health = health.ReadinessHealth(door)
         handlers = {path: handler for make in SERVICES for path, handler in make(door).items()}
         handlers.update(self.health.servicer.handlers())
-        self.server = GrpcServer(handlers, server_options(door.settings))
+        self.server = GrpcServer(handlers, server_options(door.settings), refused_calls(door, handlers))
         self.port = 0
         self._stopping: asyncio.Task[None] | None = None
 

@@ -671,6 +671,9 @@ class Connection(asyncio.Protocol):
         a call that sent nothing yet answers trailers-only."""
         if stream.local_closed or self.closed:
             return
+        refused = self.server.refused
+        if stream.task is None and stream.call is not None and refused is not None:
+            refused(stream.call, code, message, len(stream.body))  # ended before any handler ran
         status = _OK_TRAILER if code is grpc.StatusCode.OK else encode([("grpc-status", str(code_number(code)))])
         trailers = self._trailers_block(stream, status, message)
         if not stream.sent_headers:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.grpc_server.call import RpcHandler
+import grpc
+
+from gateway.grpc_server.call import RpcHandler, ServerCall
 from gateway.grpc_server.connection import Connection
 
 
@@ -30,12 +32,20 @@ class ServerOptions:
     max_connection_age_grace_s: float = 10.0  # and the calls still in flight get this long
 
 
-class GrpcServer:
-    """Serves `handlers` (method path -> handler) on one listening socket."""
+# Told of a call the server ended before any handler ran (an unknown method, a message over the
+# limit, a deadline passed while the request arrived...): the call, its status, the bytes received.
+RefusedCall = Callable[[ServerCall, grpc.StatusCode, str, int], None]
 
-    def __init__(self, handlers: Mapping[str, RpcHandler], options: ServerOptions) -> None:
+
+class GrpcServer:
+    """Serves `handlers` (method path -> handler) on one listening socket; `refused` is told of
+    the calls it ends itself."""
+
+    def __init__(self, handlers: Mapping[str, RpcHandler], options: ServerOptions,
+                 refused: RefusedCall | None = None) -> None:
         self.handlers = dict(handlers)
         self.options = options
+        self.refused = refused
         self.connections: set[Connection] = set()
         self._listener: asyncio.Server | None = None
         self._idle = asyncio.Event()

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -96,7 +97,8 @@ async def test_the_grpc_port_is_off_by_default(example_config: Config) -> None:
 async def test_a_message_over_max_body_bytes_is_resource_exhausted(example_config: Config) -> None:
     settings = Settings(grpc_port=0, max_body_bytes=1000)
     app = create_app(settings, example_config)
-    async with serve_app(app, settings), grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel:
+    async with serve_app(app, settings) as url, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         codes = []
         for size in (900, 1100):  # under the limit: read (an unknown service); over it: refused
@@ -104,6 +106,29 @@ async def test_a_message_over_max_body_bytes_is_resource_exhausted(example_confi
                 await stub.Check(health_pb2.HealthCheckRequest(service="x" * size), timeout=5)
             codes.append(refused.value.code())
         assert codes == [grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED]
+        assert ("x-request-id", "refused-1") in await _trailing_metadata(
+            stub.Check(health_pb2.HealthCheckRequest(service="x" * 1100), timeout=5,
+                       metadata=(("x-request-id", "refused-1"),)))
+        unknown = channel.unary_unary("/tensorflow.serving.PredictionService/Nothing")
+        with pytest.raises(grpc.aio.AioRpcError) as not_served:
+            await unknown(b"", timeout=5)
+        assert not_served.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            metrics = (await client.get("/metrics")).text
+    # Refused before any handler, still counted: as HTTP counts a body too large, and an unknown route.
+    assert _requests(metrics, 'route="/grpc.health.v1.Health/Check"', 'status="413"') == 2
+    assert _requests(metrics, 'route="unmatched"', 'status="501"') == 1
+
+
+def _requests(metrics: str, *labels: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("gateway_requests_total{") and all(label in line for label in labels))
+
+
+async def _trailing_metadata(call: grpc.aio.UnaryUnaryCall[Any, Any]) -> list[tuple[str, str | bytes]]:
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call
+    return [(key, value) for key, value in await call.trailing_metadata() or ()]
 
 
 async def test_max_connection_age_sends_goaway_and_the_channel_reconnects(example_config: Config) -> None:
