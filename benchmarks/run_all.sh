@@ -168,6 +168,7 @@ grpc_front_sweep() {
   start gw "$SERVER_CPU" "$GW_READY" "$(gateway_cmd embedded "--grpc-port 8901")" || return
   pin_children "${PID[gw]}" "$RUNTIME_CPU"
   start bare_grpc "$SERVER_CPU" tcp:9502 "$PYTHON servers/tf_grpc_server.py 9502" || ok=
+  start bare_inloop "$SERVER_CPU" tcp:9503 "$PYTHON servers/inloop_grpc_server.py 9503" || ok=
   start backend "$RUNTIME_CPU" tcp:9500 "$PYTHON servers/ceiling_b_grpc_server.py 9500" || ok=
   [ -n "$ok" ] && { start mini_gw "$SERVER_CPU" tcp:8902 \
       "$PYTHON -m uvicorn servers.mini_gateway:app ${UVICORN_FLAGS/8900/8902}" || ok=; }
@@ -183,6 +184,8 @@ grpc_front_sweep() {
         grpc_sweep "J gateway gRPC Predict + embedded runtime" "$api" 127.0.0.1:8901 \
           "$conns" "$streams" "$c" http://127.0.0.1:8900/metrics
         grpc_sweep "K bare grpc.aio Predict server (no gateway)" "$api" 127.0.0.1:9502 "$conns" "$streams" "$c"
+        grpc_sweep "L bare gateway.grpc_server Predict server (no gateway)" "$api" 127.0.0.1:9503 \
+          "$conns" "$streams" "$c"
       done
       for target in "J gateway HTTP + embedded runtime (same process as J gRPC)|$GW_URL/increment" \
                     "E mini-gateway (reference)|http://127.0.0.1:8902/gateway/applications/increment"; do
@@ -193,7 +196,7 @@ grpc_front_sweep() {
       done
     done
   fi
-  stop mini_gw; stop backend; stop bare_grpc; stop gw
+  stop mini_gw; stop backend; stop bare_inloop; stop bare_grpc; stop gw
 }
 
 want() { [[ " $ONLY " == *" $1 "* ]]; }

@@ -112,10 +112,12 @@ def point(system_prefix, api, conc, col="rps"):
 
 
 # The gRPC front door (J gRPC) against, measured beside it: the same gateway's HTTP (J HTTP),
-# a bare grpc.aio Predict server (K), the mini-gateway (E); name, api, target (None: report).
+# a bare grpc.aio Predict server (K), the bare in-loop server it runs on (L), the mini-gateway
+# (E); name, api, target (None: report).
 GRPC, BESIDE = "J gateway gRPC", "rest, beside J gRPC"
 GRPC_PEERS = (("J gateway HTTP", BESIDE, "HTTP front door (same process)", 1.0),
               ("K ", None, "bare grpc.aio server", None),
+              ("L ", None, "bare gateway.grpc_server server", None),
               ("E ", BESIDE, "mini-gateway HTTP", None))
 for shape in ("64 conn x 1", "1 conn x 64"):
     api = f"grpc, {shape}"

@@ -483,8 +483,8 @@ class Connection(asyncio.Protocol):
             if self.send_window > f.MAX_WINDOW:
                 raise ConnectionFault(f.FLOW_CONTROL_ERROR, "the connection's window over 2^31-1")
             blocked, self.blocked = self.blocked, {}
-            for stream in blocked.values():
-                self._flush(stream)
+            for waiting in blocked.values():
+                self._flush(waiting)
             return
         stream = self.streams.get(stream_id)
         if stream is None:

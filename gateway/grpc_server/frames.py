@@ -69,7 +69,7 @@ def settings_frame(values: dict[int, int]) -> bytes:
     return frame(SETTINGS, 0, 0, b"".join(_SETTING.pack(key, value) for key, value in values.items()))
 
 
-def parse_settings(payload: bytes | memoryview) -> list[tuple[int, int]]:
+def parse_settings(payload: bytes | bytearray | memoryview) -> list[tuple[int, int]]:
     if len(payload) % 6:
         raise ConnectionFault(FRAME_SIZE_ERROR, "a SETTINGS frame's length is not a multiple of 6")
     return [_SETTING.unpack_from(payload, offset) for offset in range(0, len(payload), 6)]
@@ -87,6 +87,6 @@ def goaway(last_stream_id: int, code: int, debug: bytes = b"") -> bytes:
     return frame(GOAWAY, 0, 0, _U32X2.pack(last_stream_id, code) + debug)
 
 
-def read_u32(payload: bytes | memoryview, offset: int = 0) -> int:
+def read_u32(payload: bytes | bytearray | memoryview, offset: int = 0) -> int:
     value: int = _U32.unpack_from(payload, offset)[0]
     return value

@@ -109,7 +109,8 @@ async def test_a_message_over_max_body_bytes_is_resource_exhausted(example_confi
         assert ("x-request-id", "refused-1") in await _trailing_metadata(
             stub.Check(health_pb2.HealthCheckRequest(service="x" * 1100), timeout=5,
                        metadata=(("x-request-id", "refused-1"),)))
-        unknown = channel.unary_unary("/tensorflow.serving.PredictionService/Nothing")
+        unknown = channel.unary_unary("/tensorflow.serving.PredictionService/Nothing",
+                                      request_serializer=bytes, response_deserializer=bytes)
         with pytest.raises(grpc.aio.AioRpcError) as not_served:
             await unknown(b"", timeout=5)
         assert not_served.value.code() == grpc.StatusCode.UNIMPLEMENTED
