@@ -16,7 +16,7 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import grpc
 
@@ -506,14 +506,15 @@ class Connection(asyncio.Protocol):
     def _push_promise(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
         raise ConnectionFault(f.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
 
-    _CONTROL: dict[int, Callable[[Connection, int, int, bytes | bytearray], None]] = {
+    _CONTROL: ClassVar[dict[int, Callable[[Connection, int, int, bytes | bytearray], None]]] = {
         f.PRIORITY: _priority, f.RST_STREAM: _rst_stream, f.SETTINGS: _settings, f.PUSH_PROMISE: _push_promise,
         f.PING: _ping, f.GOAWAY: _goaway, f.WINDOW_UPDATE: _window_update, f.CONTINUATION: _continuation}
 
     # -- calls ----------------------------------------------------------------------------
 
     async def _unary(self, stream: Stream, handler: RpcHandler, message: bytes) -> None:
-        assert handler.unary is not None and stream.call is not None
+        assert handler.unary is not None
+        assert stream.call is not None
         try:
             answer = await handler.unary(message, stream.call)
         except RpcStatus as status:
@@ -527,7 +528,8 @@ class Connection(asyncio.Protocol):
             self._answer(stream, answer)
 
     async def _streaming(self, stream: Stream, handler: RpcHandler, message: bytes) -> None:
-        assert handler.stream is not None and stream.call is not None
+        assert handler.stream is not None
+        assert stream.call is not None
         try:
             async for answer in handler.stream(message, stream.call):
                 if stream.local_closed:
