@@ -65,11 +65,23 @@ def frame_header(kind: int, flags: int, stream_id: int, length: int) -> bytes:
     return HEADER.pack(length >> 8, length & 0xFF, kind, flags, stream_id)
 
 
+def header_frames(stream_id: int, flags: int, block: bytes, max_frame: int) -> bytes:
+    """A header block as HEADERS (with `flags`, END_HEADERS added) and, past the peer's
+    `max_frame`, CONTINUATION frames (RFC 9113 6.10)."""
+    if len(block) <= max_frame:
+        return frame(HEADERS, flags | END_HEADERS, stream_id, block)
+    pieces = [frame(HEADERS, flags & ~END_HEADERS, stream_id, block[:max_frame])]
+    for start in range(max_frame, len(block), max_frame):
+        last = start + max_frame >= len(block)
+        pieces.append(frame(CONTINUATION, END_HEADERS if last else 0, stream_id, block[start:start + max_frame]))
+    return b"".join(pieces)
+
+
 def settings_frame(values: dict[int, int]) -> bytes:
     return frame(SETTINGS, 0, 0, b"".join(_SETTING.pack(key, value) for key, value in values.items()))
 
 
-def parse_settings(payload: bytes | memoryview) -> list[tuple[int, int]]:
+def parse_settings(payload: bytes | bytearray | memoryview) -> list[tuple[int, int]]:
     if len(payload) % 6:
         raise ConnectionFault(FRAME_SIZE_ERROR, "a SETTINGS frame's length is not a multiple of 6")
     return [_SETTING.unpack_from(payload, offset) for offset in range(0, len(payload), 6)]
@@ -87,6 +99,6 @@ def goaway(last_stream_id: int, code: int, debug: bytes = b"") -> bytes:
     return frame(GOAWAY, 0, 0, _U32X2.pack(last_stream_id, code) + debug)
 
 
-def read_u32(payload: bytes | memoryview, offset: int = 0) -> int:
+def read_u32(payload: bytes | bytearray | memoryview, offset: int = 0) -> int:
     value: int = _U32.unpack_from(payload, offset)[0]
     return value
