@@ -23,7 +23,8 @@ from gateway.grpc_server.status import RpcStatus
 from gateway.serving.server import bound_socket
 from tests.certs import make_certificates
 
-ECHO, SLOW, FAIL, STREAM, META = "/test.Echo/Echo", "/test.Echo/Slow", "/test.Echo/Fail", "/test.Echo/Stream", "/test.Echo/Meta"
+ECHO, SLOW, FAIL, META = "/test.Echo/Echo", "/test.Echo/Slow", "/test.Echo/Fail", "/test.Echo/Meta"
+STREAM = "/test.Echo/Stream"
 
 
 class Handlers:
