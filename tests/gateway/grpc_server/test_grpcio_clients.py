@@ -82,8 +82,12 @@ async def serving(handlers: Handlers, options: ServerOptions | None = None,
         await server.stop(0)
 
 
-def unary(channel: grpc.aio.Channel, path: str) -> grpc.aio.UnaryUnaryMultiCallable:
-    return channel.unary_unary(path)  # no serializers: bytes both ways
+def unary(channel: grpc.aio.Channel, path: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+    return channel.unary_unary(path, None, None)  # no serializers: bytes both ways
+
+
+def streaming(channel: grpc.aio.Channel, path: str) -> grpc.aio.UnaryStreamMultiCallable[bytes, bytes]:
+    return channel.unary_stream(path, None, None)
 
 
 async def test_unary_call_answers_with_the_handlers_bytes_and_the_callers_peer() -> None:
@@ -99,8 +103,8 @@ async def test_unary_call_answers_with_the_handlers_bytes_and_the_callers_peer()
 async def test_sync_channel_in_a_thread() -> None:
     def calls(port: int) -> tuple[bytes, bytes]:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            empty = channel.unary_unary(ECHO)(b"", timeout=5)
-            return empty, channel.unary_unary(ECHO)(b"\x00" * 1000, timeout=5)
+            empty = channel.unary_unary(ECHO, None, None)(b"", timeout=5)
+            return empty, channel.unary_unary(ECHO, None, None)(b"\x00" * 1000, timeout=5)
 
     async with serving(Handlers()) as (_, port):
         assert await asyncio.to_thread(calls, port) == (b"", b"\x00" * 1000)
@@ -199,7 +203,7 @@ async def test_gzip_compressed_request() -> None:
 
 async def test_server_streaming_messages_then_status() -> None:
     async with serving(Handlers()) as (_, port), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = channel.unary_stream(STREAM)(b"5 8", timeout=5)
+        call = streaming(channel, STREAM)(b"5 8", timeout=5)
         answers = [answer async for answer in call]
         assert await call.code() == grpc.StatusCode.OK
     assert answers == [index.to_bytes(4, "big") * 2 for index in range(5)]
@@ -209,7 +213,7 @@ async def test_server_streaming_to_a_slow_reader_is_paced_by_flow_control() -> N
     handlers = Handlers()
     count, size = 400, 64 * 1024  # 25 MiB: far past any window of the client's
     async with serving(handlers) as (_, port), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = channel.unary_stream(STREAM)(f"{count} {size}".encode(), timeout=20)
+        call = streaming(channel, STREAM)(f"{count} {size}".encode(), timeout=20)
         stream = call.__aiter__()
         first = await stream.__anext__()
         await asyncio.sleep(0.5)
@@ -224,7 +228,7 @@ async def test_server_streaming_to_a_slow_reader_is_paced_by_flow_control() -> N
 async def test_sync_server_streaming_in_a_thread() -> None:
     def read(port: int) -> list[bytes]:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            return list(channel.unary_stream(STREAM)(b"3 0", timeout=5))
+            return list(channel.unary_stream(STREAM, None, None)(b"3 0", timeout=5))
 
     async with serving(Handlers()) as (_, port):
         assert await asyncio.to_thread(read, port) == [b"", b"", b""]  # empty messages too
@@ -237,7 +241,7 @@ async def test_tls_with_a_self_signed_certificate(tmp_path: Path) -> None:
     async with serving(Handlers(), tls=tls) as (_, port), \
             grpc.aio.secure_channel(f"localhost:{port}", credentials) as channel:
         assert await unary(channel, ECHO)(b"secret", timeout=5) == b"secret"
-        stream = channel.unary_stream(STREAM)(b"3 4", timeout=5)
+        stream = streaming(channel, STREAM)(b"3 4", timeout=5)
         assert [answer async for answer in stream] == [index.to_bytes(4, "big") for index in range(3)]
 
 
