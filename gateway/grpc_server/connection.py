@@ -3,9 +3,12 @@
 An asyncio protocol: frames are parsed as bytes arrive, a call is dispatched as a task once its
 request has ended (unary and server-streaming methods), and its answer is written in as few
 writes as flow control allows (headers, message and trailers in one for a small answer). Flow
-control both ways, PING, SETTINGS, GOAWAY (a graceful `shutdown`, also when the connection
-reaches its maximum age) and RST_STREAM (a call reset by its client is cancelled) as the RFC
-says; a protocol violation ends the connection with GOAWAY and the RFC's error code.
+control both ways, PING, SETTINGS, GOAWAY (a graceful `shutdown` in two steps, also when the
+connection reaches its maximum age) and RST_STREAM (a call reset by its client is cancelled) as
+the RFC says. A malformed request (RFC 9113 8.1.1: pseudo-headers, field names and values,
+connection-specific fields, TE, content-length) is reset with PROTOCOL_ERROR; a request that is
+not a gRPC call is answered 405 or 415 once it ended; a connection error ends the connection
+with GOAWAY and the RFC's error code.
 """
 
 from __future__ import annotations
