@@ -45,10 +45,11 @@ _SHUTDOWN_PING = b"shutdown"  # the PING after the first GOAWAY of a graceful sh
 _SHUTDOWN_PING_WAIT_S = 1.0  # the final GOAWAY goes this long after the first one at the latest
 _CALLS_CANCELLED_WAIT_S = 1.0  # handlers cancelled at the end of a grace get this long to end before the close
 _REMEMBERED = 1024  # stream ids remembered as reset by the server or skipped by the client
-# RFC 9113 8.2.1/8.2.2: a name with these octets, a value with NUL, CR or LF or with surrounding
-# blanks, a connection-specific field and a TE other than "trailers" make a request malformed.
+# RFC 9113 8.2.1/8.2.2: a name with these octets, a value with NUL, CR or LF, a connection-specific
+# field and a TE other than "trailers" make a request malformed. Blanks around a value are let
+# through: grpc's ASCII-Value (PROTOCOL-HTTP2.md) allows them, grpcio sends them, grpc's server takes them.
 _BAD_NAME = re.compile(r"[\x00-\x20A-Z\x7f-\xff:]|^$")
-_BAD_VALUE = re.compile(r"[\x00\r\n]|^[ \t]|[ \t]$")
+_BAD_VALUE = re.compile(r"[\x00\r\n]")
 _CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
 _REQUEST_PSEUDO = frozenset({":method", ":scheme", ":path", ":authority"})
 _valid_fields: set[tuple[str, str]] = set()  # fields already checked (most repeat on every call)

@@ -131,11 +131,13 @@ async def test_metadata_in_text_and_binary_and_trailing_metadata_out() -> None:
     handlers = Handlers()
     binary = bytes(range(256))
     async with serving(handlers) as (_, port), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = unary(channel, META)(b"x", timeout=5, metadata=(("x-text", "a value"), ("x-blob-bin", binary)))
+        call = unary(channel, META)(b"x", timeout=5, metadata=(("x-text", "a value"), ("x-blob-bin", binary),
+                                                               ("x-blanks", " around ")))
         assert await call == b"x"
         trailing = await call.trailing_metadata()
     received = dict(handlers.metadata)
     assert received["x-text"] == "a value"
+    assert received["x-blanks"] == " around "  # grpc's ASCII-Value allows them, as grpc's own server does
     sent = received["x-blob-bin"]
     assert base64.b64decode(sent + "=" * (-len(sent) % 4)) == binary
     assert tuple(trailing) == (("x-answer", "forty-two"), ("x-answer-bin", b"\x00\x01\xfe\xff"))
