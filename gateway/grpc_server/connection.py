@@ -3,15 +3,19 @@
 An asyncio protocol: frames are parsed as bytes arrive, a call is dispatched as a task once its
 request has ended (unary and server-streaming methods), and its answer is written in as few
 writes as flow control allows (headers, message and trailers in one for a small answer). Flow
-control both ways, PING, SETTINGS, GOAWAY (a graceful `shutdown`, also when the connection
-reaches its maximum age) and RST_STREAM (a call reset by its client is cancelled) as the RFC
-says; a protocol violation ends the connection with GOAWAY and the RFC's error code.
+control both ways, PING, SETTINGS, GOAWAY (a graceful `shutdown` in two steps, also when the
+connection reaches its maximum age) and RST_STREAM (a call reset by its client is cancelled) as
+the RFC says. A malformed request (RFC 9113 8.1.1: pseudo-headers, field names and values,
+connection-specific fields, TE, content-length) is reset with PROTOCOL_ERROR; a request that is
+not a gRPC call is answered 405 or 415 once it ended; a connection error ends the connection
+with GOAWAY and the RFC's error code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import struct
 import zlib
 from collections import deque
@@ -36,14 +40,42 @@ _RESPONSE_HEADERS = encode([(":status", "200"), ("content-type", "application/gr
 _OK_TRAILER = encode([("grpc-status", "0")])
 _DECOMPRESS_WBITS = {"gzip": 31, "deflate": 15}
 _MAX_HEADER_BLOCK = 1 << 20  # a header block spread over CONTINUATION frames beyond this ends the connection
+_SELF_DEPENDENT = 0x100  # beside a HEADERS frame's flags: its priority names its own stream (a stream error)
+_SHUTDOWN_PING = b"shutdown"  # the PING after the first GOAWAY of a graceful shutdown (RFC 9113 6.8)
+_SHUTDOWN_PING_WAIT_S = 1.0  # the final GOAWAY goes this long after the first one at the latest
+_CALLS_CANCELLED_WAIT_S = 1.0  # handlers cancelled at the end of a grace get this long to end before the close
+_REMEMBERED = 1024  # stream ids remembered as reset by the server or skipped by the client
+# RFC 9113 8.2.1/8.2.2: a name with these octets, a value with NUL, CR or LF, a connection-specific
+# field and a TE other than "trailers" make a request malformed. Blanks around a value are let
+# through: grpc's ASCII-Value (PROTOCOL-HTTP2.md) allows them, grpcio sends them, grpc's server takes them.
+_BAD_NAME = re.compile(r"[\x00-\x20A-Z\x7f-\xff:]|^$")
+_BAD_VALUE = re.compile(r"[\x00\r\n]")
+_CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
+_REQUEST_PSEUDO = frozenset({":method", ":scheme", ":path", ":authority"})
+_valid_fields: set[tuple[str, str]] = set()  # fields already checked (most repeat on every call)
+
+
+def _field_valid(field: tuple[str, str]) -> bool:
+    """Whether a field may be in a request (pseudo-header names are checked by the caller)."""
+    if field in _valid_fields:
+        return True
+    name, value = field
+    if name[:1] == ":":
+        valid = name in _REQUEST_PSEUDO and _BAD_VALUE.search(value) is None
+    else:
+        valid = (_BAD_NAME.search(name) is None and _BAD_VALUE.search(value) is None
+                 and name not in _CONNECTION_SPECIFIC and (name != "te" or value == "trailers"))
+    if valid and len(_valid_fields) < 4096:
+        _valid_fields.add(field)
+    return valid
 
 
 class Stream:
     """One call's stream: its request as it arrives, its answer's state and flow control."""
 
-    __slots__ = ("body", "call", "deadline_timer", "drained", "encoding", "handler", "id", "local_closed",
-                 "pending", "pending_size", "recv_unacked", "recv_window", "remote_closed", "reset",
-                 "send_window", "sent_headers", "task", "timed_out", "trailers")
+    __slots__ = ("body", "call", "content_length", "deadline_timer", "drained", "encoding", "handler",
+                 "http_status", "id", "local_closed", "pending", "pending_size", "recv_unacked", "recv_window",
+                 "remote_closed", "reset", "send_window", "sent_headers", "task", "timed_out", "trailers")
 
     def __init__(self, stream_id: int, send_window: int, recv_window: int) -> None:
         self.id = stream_id
@@ -54,6 +86,8 @@ class Stream:
         self.call: ServerCall | None = None
         self.handler: RpcHandler | None = None
         self.encoding: str | None = None
+        self.content_length: int | None = None  # as the request declared it, checked against its DATA
+        self.http_status: str | None = None  # not a gRPC call: answered with this once the request ended
         self.task: asyncio.Task[None] | None = None
         self.deadline_timer: asyncio.TimerHandle | None = None
         self.remote_closed = False
@@ -81,7 +115,7 @@ class Connection(asyncio.Protocol):
         self.streams: dict[int, Stream] = {}
         self.last_stream_id = 0
         self.buffer = bytearray()
-        self.preface_seen = False
+        self.handshake = 0  # 0: the preface is awaited, 1: the client's first SETTINGS, 2: done
         self.continuation: tuple[int, int, bytearray] | None = None  # stream, HEADERS flags, block so far
         self.send_window = f.DEFAULT_WINDOW
         self.peer_initial_window = f.DEFAULT_WINDOW
@@ -89,8 +123,13 @@ class Connection(asyncio.Protocol):
         self.recv_window = options.connection_window
         self.recv_unacked = 0
         self.blocked: dict[int, Stream] = {}  # streams waiting for the connection's send window
-        self.going_away = False
+        self.draining = False  # the first GOAWAY (last stream 2^31-1) and its PING are sent
+        self.going_away = False  # the final GOAWAY is sent: no new streams
         self.closed = False
+        # Closed streams whose late frames are told apart (RFC 9113 5.1): reset by the server while the
+        # client was still sending (ignored), or skipped by the client (idle, so closed: PROTOCOL_ERROR).
+        self.reset_streams: dict[int, None] = {}
+        self.skipped: deque[tuple[int, int]] = deque(maxlen=_REMEMBERED)
         self.timers: list[asyncio.TimerHandle] = []
         self.out: list[bytes | memoryview] = []  # written at the end of the loop iteration
 
@@ -110,7 +149,8 @@ class Connection(asyncio.Protocol):
             f.INITIAL_WINDOW_SIZE: options.stream_window,
             f.MAX_FRAME_SIZE: options.max_frame_size,
             f.MAX_HEADER_LIST_SIZE: options.max_header_list_size,
-            f.ENABLE_PUSH: 0})
+            f.ENABLE_PUSH: 0,
+            **({} if options.header_table_size == 4096 else {f.HEADER_TABLE_SIZE: options.header_table_size})})
             + f.window_update(0, options.connection_window - f.DEFAULT_WINDOW))
         self.timers.append(self.loop.call_later(options.handshake_timeout_s, self._handshake_timeout))
         if options.max_connection_age_s is not None:
@@ -130,21 +170,44 @@ class Connection(asyncio.Protocol):
         self.server.connection_closed()
 
     def _handshake_timeout(self) -> None:
-        if not self.preface_seen and self.transport is not None:
+        if self.handshake < 2 and self.transport is not None:
             self.transport.close()
 
     def _aged(self) -> None:
         self.shutdown()
-        self.timers.append(self.loop.call_later(self.options.max_connection_age_grace_s, self.abort))
+        self.timers.append(self.loop.call_later(self.options.max_connection_age_grace_s, self.cancel_calls))
 
     def shutdown(self) -> None:
-        """GOAWAY: the calls begun finish, no new ones are taken; closed once none is left."""
+        """A graceful GOAWAY (RFC 9113 6.8): first one naming stream 2^31-1 and a PING, so the
+        streams the client opened meanwhile are still taken; at the PING's ACK the final one
+        naming the last stream taken. The calls begun finish; closed once none is left."""
+        if self.draining or self.going_away or self.closed or self.transport is None:
+            return
+        self.draining = True
+        self.transport.write(f.goaway(f.STREAM_MASK, f.NO_ERROR) + f.frame(f.PING, 0, 0, _SHUTDOWN_PING))
+        self.timers.append(self.loop.call_later(_SHUTDOWN_PING_WAIT_S, self._final_goaway))
+
+    def _final_goaway(self) -> None:
         if self.going_away or self.closed or self.transport is None:
             return
         self.going_away = True
         self._write(f.goaway(self.last_stream_id, f.NO_ERROR))
         if not self.streams:
             self._close_transport()
+
+    def cancel_calls(self) -> list[asyncio.Task[None]]:
+        """End every call in flight with UNAVAILABLE (their handlers cancelled), then close; the
+        handlers' tasks, to wait for."""
+        self._final_goaway()
+        tasks = []
+        for stream in list(self.streams.values()):
+            if stream.task is not None and not stream.task.done():
+                stream.task.cancel()  # its handler's end answers UNAVAILABLE (`_cancelled`)
+                tasks.append(stream.task)
+            else:
+                self._finish(stream, grpc.StatusCode.UNAVAILABLE, "the server is stopping")
+        self.timers.append(self.loop.call_later(_CALLS_CANCELLED_WAIT_S, self.abort))
+        return tasks
 
     def abort(self) -> None:
         """Close now: calls in flight are cancelled."""
@@ -191,15 +254,10 @@ class Connection(asyncio.Protocol):
         """Handle every whole frame in `view`; the position after the last one."""
         position = 0
         size = len(view)
-        if not self.preface_seen:
-            if size < len(f.PREFACE):
-                if not f.PREFACE.startswith(view):
-                    raise ConnectionFault(f.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-                return 0
-            if view[:len(f.PREFACE)] != f.PREFACE:
-                raise ConnectionFault(f.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-            self.preface_seen = True
-            position = len(f.PREFACE)
+        if self.handshake < 2:
+            position = self._handshake(view)
+            if self.handshake == 0:
+                return 0  # the preface is not whole yet
         unpack = f.HEADER.unpack_from
         max_frame = self.options.max_frame_size
         while size - position >= f.HEADER_SIZE:
@@ -227,6 +285,25 @@ class Connection(asyncio.Protocol):
                 break
         return position
 
+    def _handshake(self, view: bytes | bytearray) -> int:
+        """The position after the client's preface; its first frame must be SETTINGS (RFC 9113 3.4)."""
+        position = 0
+        if self.handshake == 0:
+            if len(view) < len(f.PREFACE):
+                if not f.PREFACE.startswith(view):
+                    raise ConnectionFault(f.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+                return 0
+            if view[:len(f.PREFACE)] != f.PREFACE:
+                raise ConnectionFault(f.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+            self.handshake = 1
+            position = len(f.PREFACE)
+        if len(view) - position >= f.HEADER_SIZE:
+            kind, flags = view[position + 3], view[position + 4]
+            if kind != f.SETTINGS or flags & f.ACK:
+                raise ConnectionFault(f.PROTOCOL_ERROR, "the connection preface is not followed by SETTINGS")
+            self.handshake = 2
+        return position
+
     def _data(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
         if stream_id == 0:
             raise ConnectionFault(f.PROTOCOL_ERROR, "DATA on stream 0")
@@ -239,11 +316,15 @@ class Connection(asyncio.Protocol):
             self._write(f.window_update(0, self.recv_unacked))
             self.recv_window += self.recv_unacked
             self.recv_unacked = 0
+        if flags & f.PADDED:
+            payload = _unpad(payload)
         stream = self.streams.get(stream_id)
         if stream is None:
             if stream_id > self.last_stream_id:
                 raise ConnectionFault(f.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
-            return  # a stream already answered or reset: its late data is dropped
+            if stream_id not in self.reset_streams:  # late data of a stream this server reset is dropped
+                self._stream_error(stream_id, f.STREAM_CLOSED)
+            return
         if stream.remote_closed:
             self._reset(stream, f.STREAM_CLOSED)
             return
@@ -251,16 +332,24 @@ class Connection(asyncio.Protocol):
         if stream.recv_window < 0:
             self._reset(stream, f.FLOW_CONTROL_ERROR)
             return
-        if flags & f.PADDED:
-            payload = _unpad(payload)
         body = stream.body
-        body += payload
-        if len(body) >= 5 and stream.handler is not None and not stream.local_closed:
-            declared = _MESSAGE_PREFIX.unpack_from(body)[1]
-            limit = self.options.max_receive_message_length
-            if declared > limit:
-                self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                             f"Received message larger than max ({declared} vs. {limit})")
+        if stream.handler is not None:
+            body += payload
+            if len(body) >= 5:
+                declared = _MESSAGE_PREFIX.unpack_from(body)[1]
+                limit = self.options.max_receive_message_length
+                if declared > limit:
+                    self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                 f"Received message larger than max ({declared} vs. {limit})")
+                    return
+                if len(body) > 5 + declared:
+                    self._finish(stream, grpc.StatusCode.INTERNAL,
+                                 "more than one request message for a method that takes one")
+                    return
+        if stream.content_length is not None:
+            stream.content_length -= len(payload)  # what is still to come
+            if stream.content_length < 0:
+                self._reset(stream, f.PROTOCOL_ERROR)  # RFC 9113 8.1.1: malformed
                 return
             if len(body) > 5 + declared:  # refused now, not once the client has sent all it likes
                 self._finish(stream, grpc.StatusCode.INTERNAL,
@@ -276,13 +365,15 @@ class Connection(asyncio.Protocol):
                 stream.recv_unacked = 0
 
     def _headers(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
-        if stream_id == 0 or not stream_id & 1:
+        if not stream_id & 1:
             raise ConnectionFault(f.PROTOCOL_ERROR, f"HEADERS on stream {stream_id}")
         if flags & f.PADDED:
             payload = _unpad(payload)
         if flags & f.PRIORITY_FLAG:
             if len(payload) < 5:
                 raise ConnectionFault(f.FRAME_SIZE_ERROR, "a HEADERS frame too short for its priority")
+            if f.read_u32(payload) & f.STREAM_MASK == stream_id:
+                flags |= _SELF_DEPENDENT
             payload = payload[5:]
         if flags & f.END_HEADERS:
             self._header_block(stream_id, flags, payload)
@@ -302,29 +393,35 @@ class Connection(asyncio.Protocol):
 
     def _header_block(self, stream_id: int, flags: int, block: bytes | bytearray) -> None:
         too_large = 0
-        try:
+        try:  # decoded whatever becomes of the stream: the dynamic table must stay in step
             headers = self.decoder.decode(block, self.options.max_header_list_size)
         except HeaderListTooLarge as error:
             headers, too_large = [], error.size
         except HpackError as error:
             raise ConnectionFault(f.COMPRESSION_ERROR, f"a header block that does not decode: {error}") from None
         stream = self.streams.get(stream_id)
-        if stream is not None:  # the request's trailers
-            if not flags & f.END_STREAM:
-                raise ConnectionFault(f.PROTOCOL_ERROR, "trailers without END_STREAM")
-            if not stream.remote_closed:
-                self._request_ended(stream)
+        if stream is not None:
+            self._trailers(stream, flags, headers, too_large)
             return
         if stream_id <= self.last_stream_id:
-            return  # trailers of a stream answered before its request ended
+            if stream_id in self.reset_streams:
+                return  # trailers of a stream answered and reset before its request ended
+            if self._was_skipped(stream_id):
+                raise ConnectionFault(f.PROTOCOL_ERROR, f"HEADERS on stream {stream_id}, below the last one")
+            raise ConnectionFault(f.STREAM_CLOSED, f"HEADERS on closed stream {stream_id}")
+        if stream_id != self.last_stream_id + 2:
+            self.skipped.append((self.last_stream_id + 2, stream_id - 2))
         self.last_stream_id = stream_id
         if self.going_away or len(self.streams) >= self.options.max_concurrent_streams:
-            self._write(f.rst_stream(stream_id, f.REFUSED_STREAM))
+            self._stream_error(stream_id, f.REFUSED_STREAM)
             return
         stream = Stream(stream_id, self.peer_initial_window, self.options.stream_window)
         self.streams[stream_id] = stream
         if flags & f.END_STREAM:
             stream.remote_closed = True
+        if flags & _SELF_DEPENDENT:
+            self._reset(stream, f.PROTOCOL_ERROR)
+            return
         if too_large:
             self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"received metadata of {too_large} bytes (the limit is "
@@ -334,32 +431,81 @@ class Connection(asyncio.Protocol):
         if stream.remote_closed and not stream.local_closed:
             self._request_ended(stream)
 
+    def _trailers(self, stream: Stream, flags: int, headers: list[tuple[str, str]], too_large: int) -> None:
+        """A second header block on a stream: the request's trailers (RFC 9113 8.1)."""
+        if stream.remote_closed:
+            self._reset(stream, f.STREAM_CLOSED)
+            return
+        if not flags & f.END_STREAM or flags & _SELF_DEPENDENT or not all(
+                field[0][:1] != ":" and _field_valid(field) for field in headers):
+            self._reset(stream, f.PROTOCOL_ERROR)  # malformed
+            return
+        if too_large:
+            stream.remote_closed = True
+            self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"received trailing metadata of {too_large} bytes (the limit is "
+                         f"{self.options.max_header_list_size})")
+            return
+        self._request_ended(stream)
+
+    def _was_skipped(self, stream_id: int) -> bool:
+        """Whether the client opened streams past `stream_id` without opening it (RFC 9113 5.1.1)."""
+        return any(low <= stream_id <= high for low, high in self.skipped)
+
     def _start(self, stream: Stream, headers: list[tuple[str, str]]) -> None:
-        """Read the request's headers: its method, its handler, its deadline and metadata."""
-        path = method = content_type = ""
+        """Read the request's headers: its method, its handler, its deadline and metadata; a
+        malformed request (RFC 9113 8.1.1, 8.2, 8.3.1) is reset with PROTOCOL_ERROR."""
+        path = method = scheme = authority = None
+        content_type = ""
         timeout: float | None = None
         metadata: list[tuple[str, str]] = []
-        for name, value in headers:
+        regular = False
+        for field in headers:
+            if field not in _valid_fields and not _field_valid(field):
+                self._reset(stream, f.PROTOCOL_ERROR)
+                return
+            name, value = field
             if name[0] == ":":
+                if regular:
+                    self._reset(stream, f.PROTOCOL_ERROR)  # a pseudo-header after a regular field
+                    return
                 if name == ":path":
-                    path = value
+                    duplicate, path = path is not None, value
                 elif name == ":method":
-                    method = value
-            elif name == "content-type":
+                    duplicate, method = method is not None, value
+                elif name == ":scheme":
+                    duplicate, scheme = scheme is not None, value
+                else:
+                    duplicate, authority = authority is not None, value
+                if duplicate:
+                    self._reset(stream, f.PROTOCOL_ERROR)
+                    return
+                continue
+            regular = True
+            if name == "content-type":
                 content_type = value
             elif name == "grpc-timeout":
                 timeout = parse_timeout(value)
             elif name == "grpc-encoding":
                 stream.encoding = value
+            elif name == "content-length":
+                if not value.isdigit() or not value.isascii():
+                    self._reset(stream, f.PROTOCOL_ERROR)
+                    return
+                stream.content_length = int(value)
             elif name not in RESERVED_HEADERS:
-                metadata.append((name, value))
+                metadata.append(field)
+        if method != "CONNECT" and (not path or method is None or scheme is None):
+            self._reset(stream, f.PROTOCOL_ERROR)  # a pseudo-header missing, or an empty :path
+            return
         if method != "POST":
-            self._http_error(stream, "405")
+            stream.http_status = "405"
             return
         if not (content_type == "application/grpc" or content_type.startswith(("application/grpc+",
                                                                                "application/grpc;"))):
-            self._http_error(stream, "415")
+            stream.http_status = "415"
             return
+        assert path is not None
         deadline = None if timeout is None else self.loop.time() + timeout
         stream.call = ServerCall(path, metadata, self.peer, deadline)
         if stream.encoding not in (None, "identity", "gzip", "deflate"):
@@ -379,8 +525,14 @@ class Connection(asyncio.Protocol):
         if stream.local_closed:
             self._forget(stream)
             return
+        if stream.content_length:  # fewer bytes than it declared
+            self._reset(stream, f.PROTOCOL_ERROR)
+            return
         handler = stream.handler
-        assert handler is not None
+        if handler is None:
+            assert stream.http_status is not None
+            self._http_error(stream, stream.http_status)
+            return
         try:
             message = self._message(stream)
         except RpcStatus as status:
@@ -423,14 +575,14 @@ class Connection(asyncio.Protocol):
             raise ConnectionFault(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
         if len(payload) != 4:
             raise ConnectionFault(f.FRAME_SIZE_ERROR, "an RST_STREAM frame not 4 bytes long")
-        stream = self.streams.pop(stream_id, None)
+        stream = self.streams.get(stream_id)
         if stream is None:
             if stream_id > self.last_stream_id:
                 raise ConnectionFault(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
             return
         stream.reset = True
         self._end_stream_tasks(stream)
-        self._after_stream()
+        self._forget(stream)
 
     def _settings(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
         if stream_id != 0:
@@ -446,6 +598,8 @@ class Connection(asyncio.Protocol):
                 delta, self.peer_initial_window = value - self.peer_initial_window, value
                 for stream in self.streams.values():
                     stream.send_window += delta
+                    if stream.send_window > f.MAX_WINDOW:
+                        raise ConnectionFault(f.FLOW_CONTROL_ERROR, "a stream's window over 2^31-1 (RFC 9113 6.9.2)")
             elif key == f.MAX_FRAME_SIZE:
                 if not f.DEFAULT_MAX_FRAME <= value <= f.LARGEST_MAX_FRAME:
                     raise ConnectionFault(f.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
@@ -464,10 +618,14 @@ class Connection(asyncio.Protocol):
             raise ConnectionFault(f.FRAME_SIZE_ERROR, "a PING frame not 8 bytes long")
         if not flags & f.ACK:
             self._write(f.frame(f.PING, f.ACK, 0, payload))
+        elif self.draining and payload == _SHUTDOWN_PING:
+            self._final_goaway()  # the client has seen the first GOAWAY: it opens no more streams
 
     def _goaway(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
         if stream_id != 0:
             raise ConnectionFault(f.PROTOCOL_ERROR, "GOAWAY on a stream")
+        if len(payload) < 8:
+            raise ConnectionFault(f.FRAME_SIZE_ERROR, "a GOAWAY frame shorter than 8 bytes")
         self.going_away = True  # the client leaves: the calls in flight are still answered
         if not self.streams:
             self._close_transport()
@@ -488,7 +646,9 @@ class Connection(asyncio.Protocol):
             return
         stream = self.streams.get(stream_id)
         if stream is None:
-            return
+            if stream_id > self.last_stream_id:
+                raise ConnectionFault(f.PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {stream_id}")
+            return  # a closed stream's: nothing is left to send on it
         if increment == 0:
             self._reset(stream, f.PROTOCOL_ERROR)
             return
@@ -500,8 +660,13 @@ class Connection(asyncio.Protocol):
             self._flush(stream)
 
     def _priority(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
+        """Priorities are not acted on (RFC 9113 5.3.2 deprecates them), only checked."""
         if stream_id == 0:
             raise ConnectionFault(f.PROTOCOL_ERROR, "PRIORITY on stream 0")
+        if len(payload) != 5:
+            self._stream_error(stream_id, f.FRAME_SIZE_ERROR)
+        elif f.read_u32(payload) & f.STREAM_MASK == stream_id:
+            self._stream_error(stream_id, f.PROTOCOL_ERROR)
 
     def _push_promise(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
         raise ConnectionFault(f.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
@@ -601,7 +766,8 @@ class Connection(asyncio.Protocol):
         size = len(answer) + 5
         trailers = self._trailers_block(stream, _OK_TRAILER)
         stream_id = stream.id
-        if not stream.sent_headers and size <= min(stream.send_window, self.send_window, self.peer_max_frame):
+        if (not stream.sent_headers and size <= min(stream.send_window, self.send_window, self.peer_max_frame)
+                and len(trailers) <= self.peer_max_frame):
             stream.send_window -= size
             self.send_window -= size
             stream.sent_headers = True
@@ -620,7 +786,8 @@ class Connection(asyncio.Protocol):
             stream.sent_headers = True
             self._write(f.frame(f.HEADERS, f.END_HEADERS, stream.id, _RESPONSE_HEADERS))
         stream.pending.append(memoryview(_MESSAGE_PREFIX.pack(0, len(message))))
-        stream.pending.append(memoryview(message))
+        if message:  # an empty piece would never be sent, and the stream would wait on it forever
+            stream.pending.append(memoryview(message))
         stream.pending_size += len(message) + 5
         self._flush(stream)
 
@@ -656,7 +823,7 @@ class Connection(asyncio.Protocol):
             stream.drained.set_result(None)
         if stream.trailers is not None:
             trailers, stream.trailers = stream.trailers, None
-            self._write(f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream.id, trailers))
+            self._write(f.header_frames(stream.id, f.END_STREAM, trailers, self.peer_max_frame))
             self._close_local(stream)
 
     def _trailers_block(self, stream: Stream, status: bytes, message: str = "") -> bytes:
@@ -680,7 +847,7 @@ class Connection(asyncio.Protocol):
         trailers = self._trailers_block(stream, status, message)
         if not stream.sent_headers:
             stream.sent_headers = True
-            self._write(f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream.id, _RESPONSE_HEADERS + trailers))
+            self._write(f.header_frames(stream.id, f.END_STREAM, _RESPONSE_HEADERS + trailers, self.peer_max_frame))
             self._close_local(stream)
             return
         stream.trailers = trailers
@@ -703,11 +870,20 @@ class Connection(asyncio.Protocol):
         self._forget(stream)
 
     def _reset(self, stream: Stream, code: int) -> None:
-        self._write(f.rst_stream(stream.id, code))
+        stream.local_closed = True
         stream.reset = stream.reset or code != f.NO_ERROR
         if code != f.NO_ERROR:
             self._end_stream_tasks(stream)
+        self._stream_error(stream.id, code)
         self._forget(stream)
+
+    def _stream_error(self, stream_id: int, code: int) -> None:
+        """RST_STREAM; the client's frames already on their way on that stream are ignored."""
+        self._write(f.rst_stream(stream_id, code))
+        reset = self.reset_streams
+        reset[stream_id] = None
+        if len(reset) > _REMEMBERED:
+            del reset[next(iter(reset))]
 
     def _forget(self, stream: Stream) -> None:
         self.streams.pop(stream.id, None)

@@ -65,6 +65,18 @@ def frame_header(kind: int, flags: int, stream_id: int, length: int) -> bytes:
     return HEADER.pack(length >> 8, length & 0xFF, kind, flags, stream_id)
 
 
+def header_frames(stream_id: int, flags: int, block: bytes, max_frame: int) -> bytes:
+    """A header block as HEADERS (with `flags`, END_HEADERS added) and, past the peer's
+    `max_frame`, CONTINUATION frames (RFC 9113 6.10)."""
+    if len(block) <= max_frame:
+        return frame(HEADERS, flags | END_HEADERS, stream_id, block)
+    pieces = [frame(HEADERS, flags & ~END_HEADERS, stream_id, block[:max_frame])]
+    for start in range(max_frame, len(block), max_frame):
+        last = start + max_frame >= len(block)
+        pieces.append(frame(CONTINUATION, END_HEADERS if last else 0, stream_id, block[start:start + max_frame]))
+    return b"".join(pieces)
+
+
 def settings_frame(values: dict[int, int]) -> bytes:
     return frame(SETTINGS, 0, 0, b"".join(_SETTING.pack(key, value) for key, value in values.items()))
 

@@ -65,7 +65,8 @@ class GrpcServer:
             connection.shutdown()
 
     async def stop(self, grace_s: float) -> None:
-        """`begin_stop`, wait up to `grace_s` for the calls in flight, then close every connection."""
+        """`begin_stop`, wait up to `grace_s` for the calls in flight, then end those left with
+        UNAVAILABLE (their handlers cancelled) and close every connection."""
         self.begin_stop()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
@@ -75,6 +76,9 @@ class GrpcServer:
                 await asyncio.wait_for(self._idle.wait(), max(deadline - loop.time(), 0))
             except TimeoutError:
                 break
+        tasks = [task for connection in list(self.connections) for task in connection.cancel_calls()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)  # a handler that ignores its cancellation is not waited for
         for connection in list(self.connections):
             connection.abort()
         if self._listener is not None:
