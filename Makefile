@@ -89,8 +89,8 @@ test-tf-grpc: $(VENV)/.installed-dev $(TF_VENV)/.installed
 bench: $(VENV)/.installed-dev
 	PYTHON=$(abspath $(BIN)/python) benchmarks/run_all.sh
 
-## bench-grpc: the gRPC front door's rows alone (~3 min): its Predict vs its HTTP, a bare grpc.aio
-## server and the mini-gateway, side by side; writes benchmarks/results/grpc_front.md
+## bench-grpc: the gRPC front door's rows alone (~4 min): its Predict vs its HTTP, a bare grpc.aio
+## server, its own gRPC server alone and the mini-gateway, side by side; writes benchmarks/results/grpc_front.md
 .PHONY: bench-grpc
 bench-grpc: $(VENV)/.installed-dev
 	ONLY=grpc_front RESULTS=results/grpc_front.md PYTHON=$(abspath $(BIN)/python) benchmarks/run_all.sh
