@@ -110,9 +110,11 @@ def _sent_path(request: Request) -> str:
 
 
 def _resolve(request: Request, name: str, version: str | None, label: str | None) -> Target:
-    authorize(request, name)
+    authorize(request, name)  # first: a key learns nothing of the names it may not call
     dataplane: DataPlane = request.app.state.dataplane
-    return dataplane.resolve(name, Selector(int(version) if version else None, label))
+    target = dataplane.resolve(name, Selector(int(version) if version else None, label))
+    authorize(request, target.model.manifest.name)  # a backend's model name may lead to another gateway model
+    return target
 
 
 def _context(request: Request) -> RequestContext:

@@ -120,6 +120,33 @@ async def test_tls_and_mutual_tls_to_a_backend(tmp_path: Path) -> None:
         await server.stop()
 
 
+async def test_a_backend_model_name_does_not_open_the_gateway_model_behind_it(tmp_path: Path) -> None:
+    """`/v1/models/<the backend's model_name>` resolves to the gateway model fronting it: a key
+    must be allowed that gateway model, not only the name it asked."""
+    server = FakeTFServing()
+    await server.start()
+    config_dir = tmp_path / "config"
+    (config_dir / "models").mkdir(parents=True)
+    (config_dir / "models" / "front.yaml").write_text(
+        f"kind: Model\nname: front\nbackend:\n  protocol: tensorflow-serving\n  target: {server.target}\n"
+        f"  model_name: Toy_double\n")
+    auth = AuthSettings(api_keys=(ApiKey("asks-by-backend-name", sha("backend-key"), ("Toy_double",)),
+                                  ApiKey("front-team", sha("front-key"), ("front", "Toy_double"))))
+    try:
+        async with (serve_app(create_app(Settings(access_log=False, auth=auth), load_config(config_dir))) as url,
+                    httpx.AsyncClient(base_url=url, timeout=10) as client):
+            body = {"instances": [[2, 3]]}
+            refused = await client.post("/v1/models/Toy_double:predict", json=body,
+                                        headers={"authorization": "Bearer backend-key"})
+            assert refused.status_code == 403
+            assert "front" in refused.json()["error"]
+            served = await client.post("/v1/models/Toy_double:predict", json=body,
+                                       headers={"authorization": "Bearer front-key"})
+            assert served.json() == {"predictions": [[6.0]]}
+    finally:
+        await server.stop()
+
+
 def test_https_listener(tmp_path: Path) -> None:
     certs = make_certificates(tmp_path / "certs")
     env = dict(os.environ, GATEWAY_TLS_CERTFILE=str(certs.server_cert),
