@@ -351,10 +351,6 @@ class Connection(asyncio.Protocol):
             if stream.content_length < 0:
                 self._reset(stream, f.PROTOCOL_ERROR)  # RFC 9113 8.1.1: malformed
                 return
-            if len(body) > 5 + declared:  # refused now, not once the client has sent all it likes
-                self._finish(stream, grpc.StatusCode.INTERNAL,
-                             "more than one request message for a method that takes one")
-                return
         if flags & f.END_STREAM:
             self._request_ended(stream)
         else:

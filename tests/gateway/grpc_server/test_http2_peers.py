@@ -277,6 +277,26 @@ async def test_requests_that_are_not_grpc_calls_get_an_http_status(headers: list
     assert answer.data == b""
 
 
+async def test_content_length_with_a_message_split_into_small_frames_and_on_a_415() -> None:
+    async with serving(Handlers()) as port:
+        client = await RawClient.connect(port)
+        body = message(b"hello")
+        client.send(hf.HeadersFrame(1, client.block(request(ECHO, ("content-length", str(len(body))))),
+                                    flags={"END_HEADERS"}),
+                    hf.DataFrame(1, body[:3]), hf.DataFrame(1, body[3:], flags={"END_STREAM"}))
+        answer = await client.answer(1)
+        client.send(hf.HeadersFrame(3, client.block(request(content_type="application/json")
+                                                    + [("content-length", "2")]), flags={"END_HEADERS"}),
+                    hf.DataFrame(3, b"{}", flags={"END_STREAM"}))
+        rejected = await client.answer(3)
+        client.call(5, request(), message(b"after"))
+        after = await client.answer(5)
+        client.close()
+    assert (answer.grpc_status, answer.data) == ("0", body)
+    assert dict(rejected.headers)[":status"] == "415"
+    assert (after.grpc_status, after.data) == ("0", message(b"after"))
+
+
 def _without(name: str) -> list[tuple[str, str]]:
     return [field for field in request() if field[0] != name]
 
