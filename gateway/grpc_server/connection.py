@@ -45,6 +45,13 @@ _SHUTDOWN_PING = b"shutdown"  # the PING after the first GOAWAY of a graceful sh
 _SHUTDOWN_PING_WAIT_S = 1.0  # the final GOAWAY goes this long after the first one at the latest
 _CALLS_CANCELLED_WAIT_S = 1.0  # handlers cancelled at the end of a grace get this long to end before the close
 _REMEMBERED = 1024  # stream ids remembered as reset by the server or skipped by the client
+_WRITE_BUFFER_HIGH = 1 << 20  # the transport's buffer past this pauses reading and answers' DATA
+_ABORT_WAIT_S = 1.0  # a closed connection's last frames get this long to be read before the socket is dropped
+# Control frames the client makes the server answer or work for (PING, SETTINGS, RST_STREAM) while the
+# server sends no answer: past this many in an interval, GOAWAY ENHANCE_YOUR_CALM (grpc's ping strikes,
+# RFC 9113 10.5). grpcio sends a keepalive PING every few seconds at most; its BDP PINGs follow DATA.
+_MAX_STRIKES = 500
+_STRIKE_INTERVAL_S = 1.0
 # RFC 9113 8.2.1/8.2.2: a name with these octets, a value with NUL, CR or LF, a connection-specific
 # field and a TE other than "trailers" make a request malformed. Blanks around a value are let
 # through: grpc's ASCII-Value (PROTOCOL-HTTP2.md) allows them, grpcio sends them, grpc's server takes them.
@@ -132,6 +139,12 @@ class Connection(asyncio.Protocol):
         self.skipped: deque[tuple[int, int]] = deque(maxlen=_REMEMBERED)
         self.timers: list[asyncio.TimerHandle] = []
         self.out: list[bytes | memoryview] = []  # written at the end of the loop iteration
+        self.out_data = 0  # answer DATA bytes in `out`: past _WRITE_BUFFER_HIGH the rest waits for the write
+        self.flush_deferred = False  # answers stopped at _WRITE_BUFFER_HIGH, resumed after the write
+        self.write_paused = False  # the transport's buffer is over its limit (pause_writing)
+        self.pending_streams: dict[int, Stream] = {}  # streams with answer bytes waiting to be sent
+        self.strikes = 0  # control frames received since the server last answered (see _MAX_STRIKES)
+        self.strikes_until = 0.0
 
     # -- the connection's life ------------------------------------------------------------
 
@@ -144,6 +157,7 @@ class Connection(asyncio.Protocol):
             transport.close()  # an HTTP/1.1 client over TLS: nothing to say to it
             return
         options = self.options
+        transport.set_write_buffer_limits(high=_WRITE_BUFFER_HIGH)
         transport.write(f.settings_frame({
             f.MAX_CONCURRENT_STREAMS: options.max_concurrent_streams,
             f.INITIAL_WINDOW_SIZE: options.stream_window,
@@ -158,6 +172,12 @@ class Connection(asyncio.Protocol):
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.server.lingering.discard(self.transport)
+        self._release()
+
+    def _release(self) -> None:
+        """Forget the connection's streams, timers and place in the server (the socket may linger)."""
         self.closed = True
         for timer in self.timers:
             timer.cancel()
@@ -166,6 +186,7 @@ class Connection(asyncio.Protocol):
             self._end_stream_tasks(stream)
         self.streams.clear()
         self.blocked.clear()
+        self.pending_streams.clear()
         self.server.connections.discard(self)
         self.server.connection_closed()
 
@@ -210,10 +231,35 @@ class Connection(asyncio.Protocol):
         return tasks
 
     def abort(self) -> None:
-        """Close now: calls in flight are cancelled."""
-        if self.transport is not None and not self.closed:
+        """Close now: calls in flight are cancelled; what was written gets _ABORT_WAIT_S to be read
+        (a client that reads nothing would hold the socket and its buffer forever), then the socket
+        is dropped. `GrpcServer.stop` drops those left at its end."""
+        transport = self.transport
+        if transport is not None and not self.closed:
             self._close_transport()
-            self.connection_lost(None)
+            self.server.lingering.add(transport)
+            self.loop.call_later(_ABORT_WAIT_S, transport.abort)
+            self._release()
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is full: read no more frames (they would make the server owe more)
+        and send no more answer DATA until it drained."""
+        self.write_paused = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return
+        self.transport.resume_reading()
+        self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        for stream in list(self.pending_streams.values()):
+            if self.write_paused or self.flush_deferred:
+                return
+            self._flush(stream)
 
     @property
     def busy(self) -> bool:
@@ -571,6 +617,7 @@ class Connection(asyncio.Protocol):
             raise ConnectionFault(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
         if len(payload) != 4:
             raise ConnectionFault(f.FRAME_SIZE_ERROR, "an RST_STREAM frame not 4 bytes long")
+        self._strike()
         stream = self.streams.get(stream_id)
         if stream is None:
             if stream_id > self.last_stream_id:
@@ -587,6 +634,7 @@ class Connection(asyncio.Protocol):
             if payload:
                 raise ConnectionFault(f.FRAME_SIZE_ERROR, "a SETTINGS ACK with a payload")
             return
+        self._strike()
         for key, value in f.parse_settings(payload):
             if key == f.INITIAL_WINDOW_SIZE:
                 if value > f.MAX_WINDOW:
@@ -613,6 +661,7 @@ class Connection(asyncio.Protocol):
         if len(payload) != 8:
             raise ConnectionFault(f.FRAME_SIZE_ERROR, "a PING frame not 8 bytes long")
         if not flags & f.ACK:
+            self._strike()
             self._write(f.frame(f.PING, f.ACK, 0, payload))
         elif self.draining and payload == _SHUTDOWN_PING:
             self._final_goaway()  # the client has seen the first GOAWAY: it opens no more streams
@@ -663,6 +712,16 @@ class Connection(asyncio.Protocol):
             self._stream_error(stream_id, f.FRAME_SIZE_ERROR)
         elif f.read_u32(payload) & f.STREAM_MASK == stream_id:
             self._stream_error(stream_id, f.PROTOCOL_ERROR)
+
+    def _strike(self) -> None:
+        """One more control frame while the server answers nothing: past _MAX_STRIKES in an
+        interval the client is abusive (grpc's ping strikes, CVE-2019-9512/9515, CVE-2023-44487)."""
+        now = self.loop.time()
+        if now >= self.strikes_until:
+            self.strikes, self.strikes_until = 0, now + _STRIKE_INTERVAL_S
+        self.strikes += 1
+        if self.strikes > _MAX_STRIKES:
+            raise ConnectionFault(f.ENHANCE_YOUR_CALM, "too_many_pings")
 
     def _push_promise(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
         raise ConnectionFault(f.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
@@ -741,12 +800,16 @@ class Connection(asyncio.Protocol):
 
     def _send_out(self) -> None:
         out, self.out = self.out, []
+        self.out_data = 0
         if not out or self.transport is None or self.closed:
             return
         if len(out) == 1:
             self.transport.write(out[0])
         else:
             self.transport.writelines(out)
+        if self.flush_deferred and not self.write_paused:
+            self.flush_deferred = False
+            self._flush_pending()
 
     def _close_transport(self) -> None:
         """Close once what is queued went to the transport (which writes it before closing)."""
@@ -767,6 +830,7 @@ class Connection(asyncio.Protocol):
             stream.send_window -= size
             self.send_window -= size
             stream.sent_headers = True
+            self.strikes = 0
             self._write(b"".join((
                 f.frame_header(f.HEADERS, f.END_HEADERS, stream_id, len(_RESPONSE_HEADERS)), _RESPONSE_HEADERS,
                 f.frame_header(f.DATA, 0, stream_id, size), _MESSAGE_PREFIX.pack(0, len(answer)), answer,
@@ -785,12 +849,16 @@ class Connection(asyncio.Protocol):
         if message:  # an empty piece would never be sent, and the stream would wait on it forever
             stream.pending.append(memoryview(message))
         stream.pending_size += len(message) + 5
+        self.pending_streams[stream.id] = stream
         self._flush(stream)
 
     def _flush(self, stream: Stream) -> None:
         """Send what flow control lets go of the stream's answer; its trailers once all went."""
         pending = stream.pending
         while pending:
+            if self.write_paused or self.out_data >= _WRITE_BUFFER_HIGH:
+                self.flush_deferred = not self.write_paused  # resumed by `_send_out` or `resume_writing`
+                return
             allowed = min(stream.send_window, self.send_window, self.peer_max_frame, stream.pending_size)
             if allowed <= 0:
                 if self.send_window <= 0:
@@ -811,10 +879,12 @@ class Connection(asyncio.Protocol):
             stream.send_window -= taken
             self.send_window -= taken
             stream.pending_size -= taken
-            assert self.transport is not None
+            self.out_data += taken
+            self.strikes = 0
             self._write(f.frame_header(f.DATA, 0, stream.id, taken))
             for piece in chunk:
                 self._write(piece)
+        self.pending_streams.pop(stream.id, None)
         if stream.drained is not None and not stream.drained.done():
             stream.drained.set_result(None)
         if stream.trailers is not None:
@@ -884,6 +954,7 @@ class Connection(asyncio.Protocol):
     def _forget(self, stream: Stream) -> None:
         self.streams.pop(stream.id, None)
         self.blocked.pop(stream.id, None)
+        self.pending_streams.pop(stream.id, None)
         self._after_stream()
 
     def _after_stream(self) -> None:

@@ -47,6 +47,7 @@ class GrpcServer:
         self.options = options
         self.refused = refused
         self.connections: set[Connection] = set()
+        self.lingering: set[asyncio.Transport] = set()  # closed connections' sockets not yet gone
         self._listener: asyncio.Server | None = None
         self._idle = asyncio.Event()
 
@@ -81,6 +82,9 @@ class GrpcServer:
             await asyncio.wait(tasks, timeout=1.0)  # a handler that ignores its cancellation is not waited for
         for connection in list(self.connections):
             connection.abort()
+        for transport in list(self.lingering):
+            transport.abort()  # a client that does not read would hold its socket and buffer past the stop
+        self.lingering.clear()
         if self._listener is not None:
             self._listener.close()
             await self._listener.wait_closed()

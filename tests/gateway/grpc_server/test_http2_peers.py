@@ -31,6 +31,7 @@ ECHO, SLOW, HELD, HEADER, SIZED = "/t.T/Echo", "/t.T/Slow", "/t.T/Held", "/t.T/H
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 FrameT = TypeVar("FrameT", bound=hf.Frame)
 PROTOCOL_ERROR, STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 1, 5, 6, 7, 8, 9
+ENHANCE_YOUR_CALM = 11
 
 
 class Handlers:
@@ -452,6 +453,42 @@ async def test_streams_over_the_concurrency_limit_are_refused() -> None:
         client.close()
     assert refused.reset == REFUSED_STREAM
     assert [(answer.grpc_status, answer.data) for answer in answers] == [("0", message(b"1")), ("0", message(b"3"))]
+
+
+async def test_a_client_that_reads_nothing_holds_a_bounded_write_buffer_and_stop_drops_its_socket() -> None:
+    server = GrpcServer(Handlers().table(), ServerOptions())
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)  # reads a few KiB, then stops
+    client = RawClient(reader, writer)
+    writer.write(PREFACE)
+    client.send(hf.SettingsFrame(0, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1}),
+                hf.WindowUpdateFrame(0, window_increment=2**31 - 1 - 65_535))
+    client.call(1, request(SIZED), message(b"30000000"))  # a 30 MB answer the windows let go at once
+    await asyncio.sleep(0.5)
+    (connection,) = server.connections
+    assert connection.transport is not None
+    buffered = connection.transport.get_write_buffer_size()
+    await server.stop(0)
+    await asyncio.sleep(0.05)
+    left = connection.transport.get_write_buffer_size()
+    writer.close()
+    assert buffered < 4 * 1024 * 1024
+    assert left == 0
+
+
+async def test_a_ping_flood_is_enhance_your_calm_and_pings_between_calls_are_not() -> None:
+    async with serving(Handlers()) as port:
+        client = await RawClient.connect(port)
+        answers = []
+        for stream_id in (1, 3):
+            client.send(*[hf.PingFrame(0, opaque_data=b"%08d" % n) for n in range(400)])
+            client.call(stream_id, request(), message(b"between"))
+            answers.append(await client.answer(stream_id))
+        client.send(*[hf.PingFrame(0, opaque_data=b"%08d" % n) for n in range(1000)])
+        code = await client.goaway()
+        client.close()
+    assert [(answer.grpc_status, answer.data) for answer in answers] == [("0", message(b"between"))] * 2
+    assert code == ENHANCE_YOUR_CALM
 
 
 async def test_metadata_over_the_header_list_limit_is_resource_exhausted_and_the_connection_lives_on() -> None:
