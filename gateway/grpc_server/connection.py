@@ -635,15 +635,19 @@ class Connection(asyncio.Protocol):
                 raise ConnectionFault(f.FRAME_SIZE_ERROR, "a SETTINGS ACK with a payload")
             return
         self._strike()
+        grew = False
         for key, value in f.parse_settings(payload):
             if key == f.INITIAL_WINDOW_SIZE:
                 if value > f.MAX_WINDOW:
                     raise ConnectionFault(f.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
                 delta, self.peer_initial_window = value - self.peer_initial_window, value
-                for stream in self.streams.values():
-                    stream.send_window += delta
-                    if stream.send_window > f.MAX_WINDOW:
-                        raise ConnectionFault(f.FLOW_CONTROL_ERROR, "a stream's window over 2^31-1 (RFC 9113 6.9.2)")
+                if delta:  # every stream's window moves by it (RFC 9113 6.9.2); most SETTINGS leave it
+                    for stream in self.streams.values():
+                        stream.send_window += delta
+                        if stream.send_window > f.MAX_WINDOW:
+                            raise ConnectionFault(f.FLOW_CONTROL_ERROR,
+                                                  "a stream's window over 2^31-1 (RFC 9113 6.9.2)")
+                    grew = delta > 0
             elif key == f.MAX_FRAME_SIZE:
                 if not f.DEFAULT_MAX_FRAME <= value <= f.LARGEST_MAX_FRAME:
                     raise ConnectionFault(f.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
@@ -651,9 +655,8 @@ class Connection(asyncio.Protocol):
             elif key == f.ENABLE_PUSH and value > 1:
                 raise ConnectionFault(f.PROTOCOL_ERROR, f"SETTINGS_ENABLE_PUSH {value}")
         self._write(f.frame(f.SETTINGS, f.ACK, 0))
-        for stream in list(self.streams.values()):
-            if stream.pending:
-                self._flush(stream)
+        if grew:
+            self._flush_pending()
 
     def _ping(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
         if stream_id != 0:

@@ -24,6 +24,7 @@ import pytest
 from hyperframe import frame as hf
 
 from gateway.grpc_server.call import RpcHandler, ServerCall
+from gateway.grpc_server.connection import Stream
 from gateway.grpc_server.server import GrpcServer, ServerOptions
 from gateway.serving.server import bound_socket
 
@@ -286,8 +287,8 @@ async def test_content_length_with_a_message_split_into_small_frames_and_on_a_41
                                     flags={"END_HEADERS"}),
                     hf.DataFrame(1, body[:3]), hf.DataFrame(1, body[3:], flags={"END_STREAM"}))
         answer = await client.answer(1)
-        client.send(hf.HeadersFrame(3, client.block(request(content_type="application/json")
-                                                    + [("content-length", "2")]), flags={"END_HEADERS"}),
+        json = [*request(content_type="application/json"), ("content-length", "2")]
+        client.send(hf.HeadersFrame(3, client.block(json), flags={"END_HEADERS"}),
                     hf.DataFrame(3, b"{}", flags={"END_STREAM"}))
         rejected = await client.answer(3)
         client.call(5, request(), message(b"after"))
@@ -489,6 +490,37 @@ async def test_a_ping_flood_is_enhance_your_calm_and_pings_between_calls_are_not
         client.close()
     assert [(answer.grpc_status, answer.data) for answer in answers] == [("0", message(b"between"))] * 2
     assert code == ENHANCE_YOUR_CALM
+
+
+async def test_settings_flush_answers_only_when_the_initial_window_grew() -> None:
+    server = GrpcServer(Handlers().table(), ServerOptions())
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    client = await RawClient.connect(port, settings=False)
+    client.send(hf.SettingsFrame(0, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 0}))
+    stream_ids = range(1, 101, 2)
+    for stream_id in stream_ids:
+        client.call(stream_id, request(SIZED), message(b"100"))  # answers wait for a stream window
+    client.send(hf.PingFrame(0, opaque_data=b"answered"))
+    await client.next(hf.PingFrame)
+    (connection,) = server.connections
+    flushed: list[int] = []
+    flush = connection._flush
+
+    def counted(stream: Stream) -> None:
+        flushed.append(stream.id)
+        flush(stream)
+
+    connection._flush = counted  # type: ignore[method-assign]
+    client.send(*[hf.SettingsFrame(0) for _ in range(100)], hf.PingFrame(0, opaque_data=b"settings"))
+    await client.next(hf.PingFrame)
+    unchanged = len(flushed)
+    client.send(hf.SettingsFrame(0, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 65_535}))
+    answers = [await client.answer(stream_id) for stream_id in stream_ids]
+    client.close()
+    await server.stop(0)
+    assert unchanged == 0
+    assert sorted(flushed) == list(stream_ids)
+    assert all((answer.grpc_status, answer.data) == ("0", message(b"\xab" * 100)) for answer in answers)
 
 
 async def test_metadata_over_the_header_list_limit_is_resource_exhausted_and_the_connection_lives_on() -> None:
