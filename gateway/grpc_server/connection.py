@@ -80,9 +80,10 @@ def _field_valid(field: tuple[str, str]) -> bool:
 class Stream:
     """One call's stream: its request as it arrives, its answer's state and flow control."""
 
-    __slots__ = ("body", "call", "content_length", "deadline_timer", "drained", "encoding", "handler",
-                 "http_status", "id", "local_closed", "pending", "pending_size", "recv_unacked", "recv_window",
-                 "remote_closed", "reset", "send_window", "sent_headers", "task", "timed_out", "trailers")
+    __slots__ = ("body", "buffered", "call", "content_length", "deadline_timer", "drained", "encoding", "handler",
+                 "http_status", "id", "local_closed", "opened", "pending", "pending_size", "recv_unacked",
+                 "recv_window", "remote_closed", "reset", "send_window", "sent_headers", "task", "timed_out",
+                 "trailers", "unreturned")
 
     def __init__(self, stream_id: int, send_window: int, recv_window: int) -> None:
         self.id = stream_id
@@ -90,6 +91,9 @@ class Stream:
         self.recv_window = recv_window
         self.recv_unacked = 0
         self.body = bytearray()
+        self.buffered = 0  # DATA bytes (with padding) held in `body`
+        self.unreturned = 0  # of those, the ones the connection's window opens by only once they are used
+        self.opened = 0.0  # event-loop time the stream opened while its request has not ended
         self.call: ServerCall | None = None
         self.handler: RpcHandler | None = None
         self.encoding: str | None = None
@@ -127,8 +131,15 @@ class Connection(asyncio.Protocol):
         self.send_window = f.DEFAULT_WINDOW
         self.peer_initial_window = f.DEFAULT_WINDOW
         self.peer_max_frame = f.DEFAULT_MAX_FRAME
-        self.recv_window = options.connection_window
+        # Request bytes held for requests that have not ended: past `budget` the connection's window
+        # opens only as they are used or dropped, so budget + window bound what one connection holds.
+        self.window = options.connection_window
+        self.budget = max(4 * options.connection_window, 2 * (options.max_receive_message_length + f.DEFAULT_MAX_FRAME))
+        self.buffered = 0
+        self.recv_window = self.window
         self.recv_unacked = 0
+        self.open_requests: dict[int, Stream] = {}  # streams whose request has not ended, oldest first
+        self.request_timer: asyncio.TimerHandle | None = None
         self.blocked: dict[int, Stream] = {}  # streams waiting for the connection's send window
         self.draining = False  # the first GOAWAY (last stream 2^31-1) and its PING are sent
         self.going_away = False  # the final GOAWAY is sent: no new streams
@@ -165,7 +176,7 @@ class Connection(asyncio.Protocol):
             f.MAX_HEADER_LIST_SIZE: options.max_header_list_size,
             f.ENABLE_PUSH: 0,
             **({} if options.header_table_size == 4096 else {f.HEADER_TABLE_SIZE: options.header_table_size})})
-            + f.window_update(0, options.connection_window - f.DEFAULT_WINDOW))
+            + f.window_update(0, self.window - f.DEFAULT_WINDOW))
         self.timers.append(self.loop.call_later(options.handshake_timeout_s, self._handshake_timeout))
         if options.max_connection_age_s is not None:
             self.timers.append(self.loop.call_later(options.max_connection_age_s, self._aged))
@@ -181,6 +192,10 @@ class Connection(asyncio.Protocol):
         self.closed = True
         for timer in self.timers:
             timer.cancel()
+        if self.request_timer is not None:
+            self.request_timer.cancel()
+            self.request_timer = None
+        self.open_requests.clear()
         for stream in self.streams.values():
             stream.reset = True
             self._end_stream_tasks(stream)
@@ -357,20 +372,24 @@ class Connection(asyncio.Protocol):
         self.recv_window -= length
         if self.recv_window < 0:
             raise ConnectionFault(f.FLOW_CONTROL_ERROR, "DATA beyond the connection's window")
-        self.recv_unacked += length
-        if self.recv_unacked >= self.options.connection_window >> 1:
-            self._write(f.window_update(0, self.recv_unacked))
-            self.recv_window += self.recv_unacked
-            self.recv_unacked = 0
         if flags & f.PADDED:
             payload = _unpad(payload)
         stream = self.streams.get(stream_id)
+        if stream is None or stream.handler is None:
+            self._consumed(length)  # not kept
         if stream is None:
             if stream_id > self.last_stream_id:
                 raise ConnectionFault(f.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
             if stream_id not in self.reset_streams:  # late data of a stream this server reset is dropped
                 self._stream_error(stream_id, f.STREAM_CLOSED)
             return
+        if stream.handler is not None:  # held until `_release_body`, also when the stream ends now
+            stream.buffered += length
+            self.buffered += length
+            if self.buffered <= self.budget:
+                self._consumed(length)
+            else:
+                stream.unreturned += length
         if stream.remote_closed:
             self._reset(stream, f.STREAM_CLOSED)
             return
@@ -399,12 +418,43 @@ class Connection(asyncio.Protocol):
                 return
         if flags & f.END_STREAM:
             self._request_ended(stream)
-        else:
-            stream.recv_unacked += length
-            if stream.recv_unacked >= self.options.stream_window >> 1:
-                self._write(f.window_update(stream_id, stream.recv_unacked))
-                stream.recv_window += stream.recv_unacked
-                stream.recv_unacked = 0
+            return
+        stream.recv_unacked += length
+        if stream.recv_unacked >= self.options.stream_window >> 1:
+            self._write(f.window_update(stream_id, stream.recv_unacked))
+            stream.recv_window += stream.recv_unacked
+            stream.recv_unacked = 0
+        if self.recv_window < f.DEFAULT_MAX_FRAME:
+            self._window_full()
+
+    def _consumed(self, size: int) -> None:
+        """Request bytes used or dropped: the connection's window opens by them (in half-window
+        steps, or at once when the client is nearly out of window)."""
+        self.recv_unacked += size
+        if self.recv_unacked >= self.window >> 1 or (self.recv_unacked and self.recv_window < f.DEFAULT_MAX_FRAME):
+            self._write(f.window_update(0, self.recv_unacked))
+            self.recv_window += self.recv_unacked
+            self.recv_unacked = 0
+
+    def _release_body(self, stream: Stream) -> None:
+        if stream.buffered:
+            self.buffered -= stream.buffered
+            stream.buffered = 0
+            if stream.unreturned:
+                size, stream.unreturned = stream.unreturned, 0
+                self._consumed(size)
+
+    def _window_full(self) -> None:
+        """The connection's window is held by requests that have not ended: the client can send none
+        of their rest, so the newest is refused and the older ones can end (else it would stall)."""
+        self._consumed(0)
+        if self.recv_window >= f.DEFAULT_MAX_FRAME:
+            return
+        for stream in reversed(self.streams.values()):
+            if stream.unreturned and not stream.remote_closed:
+                self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             "the connection's request bytes are over their limit")
+                return
 
     def _headers(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
         if not stream_id & 1:
@@ -461,6 +511,8 @@ class Connection(asyncio.Protocol):
         self.streams[stream_id] = stream
         if flags & f.END_STREAM:
             stream.remote_closed = True
+        elif self.options.request_timeout_s is not None:
+            self._track_request(stream)
         if flags & _SELF_DEPENDENT:
             self._reset(stream, f.PROTOCOL_ERROR)
             return
@@ -562,8 +614,38 @@ class Connection(asyncio.Protocol):
         if timeout is not None:
             stream.deadline_timer = self.loop.call_later(timeout, self._deadline_passed, stream)
 
+    def _track_request(self, stream: Stream) -> None:
+        stream.opened = self.loop.time()
+        self.open_requests[stream.id] = stream
+        if self.request_timer is None:
+            assert self.options.request_timeout_s is not None
+            self.request_timer = self.loop.call_later(self.options.request_timeout_s, self._requests_timed_out)
+
+    def _requests_timed_out(self) -> None:
+        """End the requests that have not ended within `request_timeout_s` of their stream's opening."""
+        self.request_timer = None
+        timeout = self.options.request_timeout_s
+        assert timeout is not None
+        now = self.loop.time()
+        for stream in list(self.open_requests.values()):
+            wait = stream.opened + timeout - now
+            if wait > 0:  # the oldest left: the others opened after it
+                self.request_timer = self.loop.call_later(wait, self._requests_timed_out)
+                return
+            self.open_requests.pop(stream.id, None)
+            if stream.local_closed or stream.id not in self.streams:
+                continue
+            if stream.call is None:
+                self._reset(stream, f.CANCEL)
+            else:
+                self._finish(stream, grpc.StatusCode.DEADLINE_EXCEEDED,
+                             f"the request did not end within {timeout:g} s")
+
     def _request_ended(self, stream: Stream) -> None:
         stream.remote_closed = True
+        if stream.opened:
+            del self.open_requests[stream.id]
+        self._release_body(stream)
         if stream.local_closed:
             self._forget(stream)
             return
@@ -958,6 +1040,8 @@ class Connection(asyncio.Protocol):
         self.streams.pop(stream.id, None)
         self.blocked.pop(stream.id, None)
         self.pending_streams.pop(stream.id, None)
+        self.open_requests.pop(stream.id, None)
+        self._release_body(stream)
         self._after_stream()
 
     def _after_stream(self) -> None:

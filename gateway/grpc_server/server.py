@@ -21,13 +21,14 @@ class ServerOptions:
     """The server's limits and HTTP/2 settings."""
 
     max_receive_message_length: int = 4 * 1024 * 1024
-    max_concurrent_streams: int = 4096
+    max_concurrent_streams: int = 1024  # with request bytes bound by the connection's window (16 MiB)
     max_header_list_size: int = 16 * 1024  # grpc's own hard limit on metadata
     header_table_size: int = 4096
     stream_window: int = 4 * 1024 * 1024
     connection_window: int = 16 * 1024 * 1024
     max_frame_size: int = 1024 * 1024
     handshake_timeout_s: float = 10.0  # the client's preface must arrive within this
+    request_timeout_s: float | None = 30.0  # a request not ended this long after its stream opened is ended
     max_connection_age_s: float | None = None  # then GOAWAY, so long-lived clients move
     max_connection_age_grace_s: float = 10.0  # and the calls still in flight get this long
 

@@ -523,6 +523,73 @@ async def test_settings_flush_answers_only_when_the_initial_window_grew() -> Non
     assert all((answer.grpc_status, answer.data) == ("0", message(b"\xab" * 100)) for answer in answers)
 
 
+async def test_request_bytes_held_by_a_connection_stay_within_its_budget_and_window() -> None:
+    # budget = max(4 x window, 2 x (message limit + 16 KiB)) = 1 MiB, then the 256 KiB window
+    options = ServerOptions(connection_window=256 * 1024, max_receive_message_length=64 * 1024)
+    server = GrpcServer(Handlers().table(), options)
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    client = await RawClient.connect(port, settings=False)
+    client.send(hf.SettingsFrame(0, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1}),
+                hf.WindowUpdateFrame(0, window_increment=2**31 - 1 - 65_535))  # the answers all go at once
+    window, held, chunk = 256 * 1024, 0, b"\0" * 16 * 1024
+    refused: set[int] = set()
+    statuses: dict[int, str] = {}
+
+    def read(frame: hf.Frame) -> int:
+        if isinstance(frame, hf.WindowUpdateFrame) and frame.stream_id == 0:
+            return int(frame.window_increment)
+        if isinstance(frame, hf.RstStreamFrame):
+            refused.add(frame.stream_id)
+        elif isinstance(frame, (hf.HeadersFrame, hf.ContinuationFrame)):
+            fields = dict((str(name), str(value)) for name, value in client.decoder.decode(frame.data))
+            if "grpc-status" in fields:
+                statuses[frame.stream_id] = fields["grpc-status"]
+        return 0
+
+    async def send(stream_id: int, piece: bytes, end: bool = False) -> None:
+        nonlocal window, held
+        while window < len(piece):
+            frame = await client.frame()
+            assert frame is not None, "the server stalled the connection"
+            window += read(frame)
+        client.send(hf.DataFrame(stream_id, piece, flags={"END_STREAM"} if end else set()))
+        window -= len(piece)
+        await client.writer.drain()
+        await asyncio.sleep(0)
+        (connection,) = server.connections
+        held = max(held, connection.buffered)
+
+    stream_ids = range(1, 61, 2)
+    for stream_id in stream_ids:  # 30 requests of 60 KiB, 48 KiB of each sent: 1.4 MiB held
+        client.send(hf.HeadersFrame(stream_id, client.block(request()), flags={"END_HEADERS"}))
+        for piece in (message(b"\0" * 60 * 1024)[:16 * 1024], chunk, chunk):
+            await send(stream_id, piece)
+    for stream_id in stream_ids:
+        if stream_id not in refused:
+            await send(stream_id, chunk[:12 * 1024 + 5], end=True)
+    while len(statuses) < len(stream_ids) and (frame := await client.frame()) is not None:
+        read(frame)
+    client.close()
+    await server.stop(0)
+    assert held <= 1024 * 1024 + 256 * 1024
+    exhausted = str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
+    assert refused == {stream_id for stream_id, status in statuses.items() if status == exhausted} != set()
+    assert all(statuses[stream_id] == "0" for stream_id in stream_ids if stream_id not in refused)
+
+
+async def test_a_request_that_does_not_end_is_ended_after_the_request_timeout() -> None:
+    async with serving(Handlers(), ServerOptions(request_timeout_s=0.2)) as port:
+        client = await RawClient.connect(port)
+        client.send(hf.HeadersFrame(1, client.block(request()), flags={"END_HEADERS"}),
+                    hf.DataFrame(1, message(b"never ended")))
+        client.send(hf.HeadersFrame(3, client.block(request(content_type="application/json")), flags={"END_HEADERS"}))
+        timed_out = await client.answer(1)
+        reset = await client.answer(3)
+        client.close()
+    assert timed_out.grpc_status == str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
+    assert reset.reset == CANCEL
+
+
 async def test_metadata_over_the_header_list_limit_is_resource_exhausted_and_the_connection_lives_on() -> None:
     async with serving(Handlers(), ServerOptions(max_header_list_size=1024)) as port:
         client = await RawClient.connect(port)  # hpack's encoder indexes: the second block refers to the first
