@@ -39,7 +39,7 @@ _RESPONSE_HEADERS = encode([(":status", "200"), ("content-type", "application/gr
                             ("grpc-accept-encoding", "identity,deflate,gzip")])
 _OK_TRAILER = encode([("grpc-status", "0")])
 _DECOMPRESS_WBITS = {"gzip": 31, "deflate": 15}
-_MAX_HEADER_BLOCK = 1 << 20  # a header block spread over CONTINUATION frames beyond this ends the connection
+_MAX_HEADER_BLOCK = 64 * 1024  # a header block beyond this ends the connection (4x grpc's 16 KiB metadata limit)
 _SELF_DEPENDENT = 0x100  # beside a HEADERS frame's flags: its priority names its own stream (a stream error)
 _SHUTDOWN_PING = b"shutdown"  # the PING after the first GOAWAY of a graceful shutdown (RFC 9113 6.8)
 _SHUTDOWN_PING_WAIT_S = 1.0  # the final GOAWAY goes this long after the first one at the latest
@@ -123,6 +123,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.decoder = Decoder(options.header_table_size)
+        self.max_block = max(_MAX_HEADER_BLOCK, 4 * options.max_header_list_size)
         self.streams: dict[int, Stream] = {}
         self.last_stream_id = 0
         self.buffer = bytearray()
@@ -467,6 +468,8 @@ class Connection(asyncio.Protocol):
             if f.read_u32(payload) & f.STREAM_MASK == stream_id:
                 flags |= _SELF_DEPENDENT
             payload = payload[5:]
+        if len(payload) > self.max_block:
+            raise ConnectionFault(f.ENHANCE_YOUR_CALM, f"a header block over {self.max_block} bytes")
         if flags & f.END_HEADERS:
             self._header_block(stream_id, flags, payload)
         else:
@@ -477,8 +480,8 @@ class Connection(asyncio.Protocol):
             raise ConnectionFault(f.PROTOCOL_ERROR, "CONTINUATION without the HEADERS it continues")
         _, first_flags, block = self.continuation
         block += payload
-        if len(block) > _MAX_HEADER_BLOCK:
-            raise ConnectionFault(f.ENHANCE_YOUR_CALM, "a header block over 1 MiB")
+        if len(block) > self.max_block:
+            raise ConnectionFault(f.ENHANCE_YOUR_CALM, f"a header block over {self.max_block} bytes")
         if flags & f.END_HEADERS:
             self.continuation = None
             self._header_block(stream_id, first_flags, block)

@@ -590,6 +590,16 @@ async def test_a_request_that_does_not_end_is_ended_after_the_request_timeout() 
     assert reset.reset == CANCEL
 
 
+async def test_a_header_block_over_64_kib_ends_the_connection_also_in_one_frame() -> None:
+    async with serving(Handlers()) as port:
+        client = await RawClient.connect(port)
+        block = client.block(request()) + client.block([("x-big", "v" * 100_000)])
+        client.send(hf.HeadersFrame(1, block, flags={"END_HEADERS", "END_STREAM"}))
+        code = await client.goaway()
+        client.close()
+    assert code == ENHANCE_YOUR_CALM
+
+
 async def test_metadata_over_the_header_list_limit_is_resource_exhausted_and_the_connection_lives_on() -> None:
     async with serving(Handlers(), ServerOptions(max_header_list_size=1024)) as port:
         client = await RawClient.connect(port)  # hpack's encoder indexes: the second block refers to the first
