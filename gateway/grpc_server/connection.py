@@ -269,6 +269,7 @@ class Connection(asyncio.Protocol):
         if self.closed or self.transport is None or self.transport.is_closing():
             return
         self.transport.resume_reading()
+        self.flush_deferred = False
         self._flush_pending()
 
     def _flush_pending(self) -> None:

@@ -469,11 +469,22 @@ async def test_a_client_that_reads_nothing_holds_a_bounded_write_buffer_and_stop
     (connection,) = server.connections
     assert connection.transport is not None
     buffered = connection.transport.get_write_buffer_size()
+    data, trailers = 0, dict[str, str]()  # once read, the rest of the answer follows
+    while not trailers:
+        frame = await client.frame()
+        assert frame is not None
+        if isinstance(frame, hf.DataFrame):
+            data += len(frame.data)
+        elif isinstance(frame, hf.HeadersFrame) and "END_STREAM" in frame.flags:
+            trailers = {str(name): str(value) for name, value in client.decoder.decode(frame.data)}
+    client.call(3, request(SIZED), message(b"30000000"))
+    await asyncio.sleep(0.5)
     await server.stop(0)
     await asyncio.sleep(0.05)
     left = connection.transport.get_write_buffer_size()
     writer.close()
     assert buffered < 4 * 1024 * 1024
+    assert (trailers.get("grpc-status"), data) == ("0", 30_000_005)
     assert left == 0
 
 
