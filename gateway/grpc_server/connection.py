@@ -46,7 +46,7 @@ _SHUTDOWN_PING_WAIT_S = 1.0  # the final GOAWAY goes this long after the first o
 _CALLS_CANCELLED_WAIT_S = 1.0  # handlers cancelled at the end of a grace get this long to end before the close
 _REMEMBERED = 1024  # stream ids remembered as reset by the server or skipped by the client
 _WRITE_BUFFER_HIGH = 1 << 20  # the transport's buffer past this pauses reading and answers' DATA
-_ABORT_WAIT_S = 1.0  # a closed connection's last frames get this long to be read before the socket is dropped
+_LINGER_S = 1.0  # a closing connection reads and drops the client's frames this long at most, then drops the socket
 # Control frames the client makes the server answer or work for (PING, SETTINGS, RST_STREAM) while the
 # server sends no answer: past this many in an interval, GOAWAY ENHANCE_YOUR_CALM (grpc's ping strikes,
 # RFC 9113 10.5). grpcio sends a keepalive PING every few seconds at most; its BDP PINGs follow DATA.
@@ -156,6 +156,9 @@ class Connection(asyncio.Protocol):
         self.write_paused = False  # the transport's buffer is over its limit (pause_writing)
         self.pending_streams: dict[int, Stream] = {}  # streams with answer bytes waiting to be sent
         self.strikes = 0  # control frames received since the server last answered (see _MAX_STRIKES)
+        self.unwinding = 0  # handlers of streams the client reset, still running: counted as streams
+        self.lingering = False  # closing: our side is shut, the client's frames are read and dropped
+        self.linger_timer: asyncio.TimerHandle | None = None
         self.strikes_until = 0.0
 
     # -- the connection's life ------------------------------------------------------------
@@ -186,7 +189,12 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is not None:
             self.server.lingering.discard(self.transport)
+        if self.linger_timer is not None:
+            self.linger_timer.cancel()
         self._release()
+
+    def eof_received(self) -> bool:
+        return False  # the client closed its side: so does the server (the transport closes)
 
     def _release(self) -> None:
         """Forget the connection's streams, timers and place in the server (the socket may linger)."""
@@ -247,14 +255,9 @@ class Connection(asyncio.Protocol):
         return tasks
 
     def abort(self) -> None:
-        """Close now: calls in flight are cancelled; what was written gets _ABORT_WAIT_S to be read
-        (a client that reads nothing would hold the socket and its buffer forever), then the socket
-        is dropped. `GrpcServer.stop` drops those left at its end."""
-        transport = self.transport
-        if transport is not None and not self.closed:
+        """Close now: calls in flight are cancelled, the socket closed as `_close_transport` does."""
+        if self.transport is not None and not self.closed:
             self._close_transport()
-            self.server.lingering.add(transport)
-            self.loop.call_later(_ABORT_WAIT_S, transport.abort)
             self._release()
 
     def pause_writing(self) -> None:
@@ -291,7 +294,7 @@ class Connection(asyncio.Protocol):
     # -- frames in ------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.lingering:
             return
         buffer = self.buffer
         if buffer:
@@ -508,7 +511,7 @@ class Connection(asyncio.Protocol):
         if stream_id != self.last_stream_id + 2:
             self.skipped.append((self.last_stream_id + 2, stream_id - 2))
         self.last_stream_id = stream_id
-        if self.going_away or len(self.streams) >= self.options.max_concurrent_streams:
+        if self.going_away or len(self.streams) + self.unwinding >= self.options.max_concurrent_streams:
             self._stream_error(stream_id, f.REFUSED_STREAM)
             return
         stream = Stream(stream_id, self.peer_initial_window, self.options.stream_window)
@@ -710,8 +713,15 @@ class Connection(asyncio.Protocol):
                 raise ConnectionFault(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
             return
         stream.reset = True
+        task = stream.task
+        if task is not None and not task.done():  # counted until it ended (CVE-2023-44487: rapid reset)
+            self.unwinding += 1
+            task.add_done_callback(self._unwound)
         self._end_stream_tasks(stream)
         self._forget(stream)
+
+    def _unwound(self, task: asyncio.Task[None]) -> None:
+        self.unwinding -= 1
 
     def _settings(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
         if stream_id != 0:
@@ -890,7 +900,7 @@ class Connection(asyncio.Protocol):
     def _send_out(self) -> None:
         out, self.out = self.out, []
         self.out_data = 0
-        if not out or self.transport is None or self.closed:
+        if not out or self.transport is None or self.closed or self.lingering:
             return
         if len(out) == 1:
             self.transport.write(out[0])
@@ -901,10 +911,26 @@ class Connection(asyncio.Protocol):
             self._flush_pending()
 
     def _close_transport(self) -> None:
-        """Close once what is queued went to the transport (which writes it before closing)."""
+        """A lingering close: what is queued is written, then our side shut (FIN); the client's
+        frames are read and dropped until it closes or _LINGER_S passed, then the socket is dropped
+        (closing with unread input would send RST, which can destroy answers the client has not
+        read yet; a client that reads nothing must not hold the socket and its buffer)."""
         self._send_out()
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None or self.lingering or transport.is_closing():
+            return
+        self.lingering = True
+        if transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except OSError:  # the client is gone already
+                transport.abort()
+                return
+            transport.resume_reading()  # even when paused by back-pressure: the input is dropped
+        else:
+            transport.close()  # TLS: no half-close
+        self.server.lingering.add(transport)
+        self.linger_timer = self.loop.call_later(_LINGER_S, transport.abort)
 
     def _answer(self, stream: Stream, answer: bytes) -> None:
         """A unary call's answer: headers, the message and the OK trailers, at once when flow

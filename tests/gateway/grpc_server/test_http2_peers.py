@@ -29,6 +29,7 @@ from gateway.grpc_server.server import GrpcServer, ServerOptions
 from gateway.serving.server import bound_socket
 
 ECHO, SLOW, HELD, HEADER, SIZED = "/t.T/Echo", "/t.T/Slow", "/t.T/Held", "/t.T/Header", "/t.T/Sized"
+UNWINDING = "/t.T/Unwinding"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 FrameT = TypeVar("FrameT", bound=hf.Frame)
 PROTOCOL_ERROR, STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 1, 5, 6, 7, 8, 9
@@ -67,10 +68,21 @@ class Handlers:
     async def sized(self, raw: bytes, call: ServerCall) -> bytes:
         return b"\xab" * int(raw)
 
+    async def unwinding(self, raw: bytes, call: ServerCall) -> bytes:
+        """Takes a while to end once cancelled."""
+        self.started.set()
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.3)
+            self.cancelled.set()
+            raise
+        return raw
+
     def table(self) -> dict[str, RpcHandler]:
         return {ECHO: RpcHandler(unary=self.echo), SLOW: RpcHandler(unary=self.slow),
                 HELD: RpcHandler(unary=self.held), HEADER: RpcHandler(unary=self.header),
-                SIZED: RpcHandler(unary=self.sized)}
+                SIZED: RpcHandler(unary=self.sized), UNWINDING: RpcHandler(unary=self.unwinding)}
 
 
 @contextlib.asynccontextmanager
@@ -609,6 +621,69 @@ async def test_a_header_block_over_64_kib_ends_the_connection_also_in_one_frame(
         code = await client.goaway()
         client.close()
     assert code == ENHANCE_YOUR_CALM
+
+
+async def test_a_reset_stream_counts_against_the_limit_until_its_handler_ended() -> None:
+    handlers = Handlers()
+    async with serving(handlers, ServerOptions(max_concurrent_streams=2)) as port:
+        client = await RawClient.connect(port)
+        client.call(1, request(UNWINDING), message(b""))
+        await asyncio.wait_for(handlers.started.wait(), 5)
+        client.send(hf.RstStreamFrame(1, error_code=CANCEL))
+        client.call(3, request(HELD), message(b"3"))
+        client.call(5, request(HELD), message(b"5"))
+        refused = await client.answer(5)
+        await asyncio.wait_for(handlers.cancelled.wait(), 2)
+        await asyncio.sleep(0.01)
+        client.call(7, request(), message(b"7"))
+        taken = await client.answer(7)
+        client.close()
+    assert refused.reset == REFUSED_STREAM
+    assert (taken.grpc_status, taken.data) == ("0", message(b"7"))
+
+
+async def test_rapid_resets_are_enhance_your_calm() -> None:
+    async with serving(Handlers()) as port:
+        client = await RawClient.connect(port)
+        for stream_id in range(1, 1201, 2):  # 600 calls, each reset once sent
+            client.call(stream_id, request(SLOW), message(b""))
+            client.send(hf.RstStreamFrame(stream_id, error_code=CANCEL))
+            if stream_id % 64 == 1:
+                await client.writer.drain()
+                await asyncio.sleep(0)  # across reads: the handlers start
+        code = await client.goaway()
+        client.close()
+    assert code == ENHANCE_YOUR_CALM
+
+
+async def test_a_graceful_close_reads_the_clients_frames_so_its_answers_are_not_lost() -> None:
+    handlers = Handlers()
+    server = GrpcServer(handlers.table(), ServerOptions())
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    client = await RawClient.connect(port)
+    client.call(1, request(HELD), message(b"held"))
+    await client.until(lambda frame: isinstance(frame, hf.SettingsFrame) and "ACK" in frame.flags)
+    server.begin_stop()
+    await client.until(lambda frame: isinstance(frame, hf.PingFrame))
+    client.send(hf.PingFrame(0, opaque_data=b"shutdown", flags={"ACK"}))
+
+    async def window_updates() -> None:  # what a client sends as it reads, arriving after the close
+        with contextlib.suppress(ConnectionError):
+            while True:
+                client.send(hf.WindowUpdateFrame(0, window_increment=1))
+                await asyncio.sleep(0.002)
+
+    sender = asyncio.create_task(window_updates())
+    await asyncio.sleep(0.05)
+    handlers.gate.set()
+    await asyncio.sleep(0.3)  # the answer is written and the server closed its side, unread
+    sender.cancel()
+    answer = await client.answer(1)
+    end = await client.until(lambda frame: False)
+    client.close()
+    await server.stop(0)
+    assert (answer.grpc_status, answer.data) == ("0", message(b"held"))
+    assert end is None
 
 
 async def test_metadata_over_the_header_list_limit_is_resource_exhausted_and_the_connection_lives_on() -> None:
