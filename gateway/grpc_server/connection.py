@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import struct
 import zlib
@@ -27,7 +28,7 @@ import grpc
 from gateway.grpc_server import frames as f
 from gateway.grpc_server.call import RESERVED_HEADERS, RpcHandler, ServerCall
 from gateway.grpc_server.frames import ConnectionFault
-from gateway.grpc_server.hpack import Decoder, HeaderListTooLarge, HpackError, encode
+from gateway.grpc_server.hpack import Decoder, HeaderListTooLarge, HpackError, encode, encode_uncached
 from gateway.grpc_server.status import RpcStatus, code_number, encode_message, parse_timeout
 
 if TYPE_CHECKING:
@@ -158,6 +159,8 @@ class Connection(asyncio.Protocol):
         self.strikes = 0  # control frames received since the server last answered (see _MAX_STRIKES)
         self.unwinding = 0  # handlers of streams the client reset, still running: counted as streams
         self.lingering = False  # closing: our side is shut, the client's frames are read and dropped
+        self.idle_s = options.max_connection_idle_s
+        self.idle_since = 0.0  # event-loop time the last stream ended
         self.linger_timer: asyncio.TimerHandle | None = None
         self.strikes_until = 0.0
 
@@ -182,8 +185,12 @@ class Connection(asyncio.Protocol):
             **({} if options.header_table_size == 4096 else {f.HEADER_TABLE_SIZE: options.header_table_size})})
             + f.window_update(0, self.window - f.DEFAULT_WINDOW))
         self.timers.append(self.loop.call_later(options.handshake_timeout_s, self._handshake_timeout))
-        if options.max_connection_age_s is not None:
-            self.timers.append(self.loop.call_later(options.max_connection_age_s, self._aged))
+        if options.max_connection_age_s is not None:  # +-10 %: connections opened together do not all leave together
+            age = options.max_connection_age_s * random.uniform(0.9, 1.1)  # noqa: S311 (a jitter, not a secret)
+            self.timers.append(self.loop.call_later(age, self._aged))
+        if self.idle_s is not None:
+            self.idle_since = self.loop.time()
+            self.timers.append(self.loop.call_later(self.idle_s, self._idle_check))
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -218,6 +225,16 @@ class Connection(asyncio.Protocol):
         if self.handshake < 2 and self.transport is not None:
             self.transport.close()
 
+    def _idle_check(self) -> None:
+        """GOAWAY once the connection went `max_connection_idle_s` without a stream (grpc's max
+        connection idle); checked again when the last stream ends before then."""
+        assert self.idle_s is not None
+        wait = self.idle_s if self.streams else self.idle_since + self.idle_s - self.loop.time()
+        if wait <= 0:
+            self.shutdown()
+        elif not self.closed:
+            self.timers.append(self.loop.call_later(wait, self._idle_check))
+
     def _aged(self) -> None:
         self.shutdown()
         self.timers.append(self.loop.call_later(self.options.max_connection_age_grace_s, self.cancel_calls))
@@ -229,7 +246,7 @@ class Connection(asyncio.Protocol):
         if self.draining or self.going_away or self.closed or self.transport is None:
             return
         self.draining = True
-        self.transport.write(f.goaway(f.STREAM_MASK, f.NO_ERROR) + f.frame(f.PING, 0, 0, _SHUTDOWN_PING))
+        self._write(f.goaway(f.STREAM_MASK, f.NO_ERROR) + f.frame(f.PING, 0, 0, _SHUTDOWN_PING))
         self.timers.append(self.loop.call_later(_SHUTDOWN_PING_WAIT_S, self._final_goaway))
 
     def _final_goaway(self) -> None:
@@ -681,10 +698,12 @@ class Connection(asyncio.Protocol):
             raise RpcStatus(grpc.StatusCode.INTERNAL, "the call carried no request message" if not body
                             else "the request message was cut short")
         compressed, length = _MESSAGE_PREFIX.unpack_from(body)
+        if compressed > 1:
+            raise RpcStatus(grpc.StatusCode.INTERNAL, f"a message with the reserved compressed flag {compressed}")
         if len(body) != 5 + length:
             raise RpcStatus(grpc.StatusCode.INTERNAL, "the request message was cut short" if len(body) < 5 + length
                             else "more than one request message for a method that takes one")
-        message = bytes(body[5:])
+        message = bytes(memoryview(body)[5:])  # one copy, not two
         stream.body = bytearray()
         if not compressed:
             return message
@@ -699,6 +718,9 @@ class Connection(asyncio.Protocol):
         if len(message) > limit:
             raise RpcStatus(grpc.StatusCode.RESOURCE_EXHAUSTED,
                             f"Received message larger than max (over {limit} bytes once decompressed)")
+        if not inflater.eof or inflater.unused_data:  # a prefix could parse as another, valid request
+            raise RpcStatus(grpc.StatusCode.INTERNAL, "the message does not decompress: "
+                            + ("truncated" if not inflater.eof else "bytes after its end"))
         return message
 
     def _rst_stream(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
@@ -807,10 +829,12 @@ class Connection(asyncio.Protocol):
         """Priorities are not acted on (RFC 9113 5.3.2 deprecates them), only checked."""
         if stream_id == 0:
             raise ConnectionFault(f.PROTOCOL_ERROR, "PRIORITY on stream 0")
-        if len(payload) != 5:
-            self._stream_error(stream_id, f.FRAME_SIZE_ERROR)
-        elif f.read_u32(payload) & f.STREAM_MASK == stream_id:
-            self._stream_error(stream_id, f.PROTOCOL_ERROR)
+        if len(payload) == 5 and f.read_u32(payload) & f.STREAM_MASK != stream_id:
+            return
+        code = f.FRAME_SIZE_ERROR if len(payload) != 5 else f.PROTOCOL_ERROR
+        if stream_id > self.last_stream_id:  # RST_STREAM on an idle stream is itself an error (RFC 9113 6.4)
+            raise ConnectionFault(code, f"a malformed PRIORITY on idle stream {stream_id}")
+        self._stream_error(stream_id, code)
 
     def _strike(self) -> None:
         """One more control frame while the server answers nothing: past _MAX_STRIKES in an
@@ -1013,7 +1037,7 @@ class Connection(asyncio.Protocol):
             block += encode([("grpc-message", encode_message(message))])
         call = stream.call
         if call is not None and call.trailing_metadata:
-            block += encode(call.trailing_metadata)
+            block += encode_uncached(call.trailing_metadata)
         return block
 
     def _finish(self, stream: Stream, code: grpc.StatusCode, message: str) -> None:
@@ -1023,7 +1047,10 @@ class Connection(asyncio.Protocol):
             return
         refused = self.server.refused
         if stream.task is None and stream.call is not None and refused is not None:
-            refused(stream.call, code, message, len(stream.body))  # ended before any handler ran
+            try:
+                refused(stream.call, code, message, len(stream.body))  # ended before any handler ran
+            except Exception:  # the observer's fault: the call still ends
+                log.exception("gRPC refused-call hook failed for %s", stream.call.path)
         status = _OK_TRAILER if code is grpc.StatusCode.OK else encode([("grpc-status", str(code_number(code)))])
         trailers = self._trailers_block(stream, status, message)
         if not stream.sent_headers:
@@ -1075,8 +1102,11 @@ class Connection(asyncio.Protocol):
         self._after_stream()
 
     def _after_stream(self) -> None:
-        if self.going_away and not self.streams:
-            self._close_transport()
+        if not self.streams:
+            if self.going_away:
+                self._close_transport()
+            elif self.idle_s is not None:
+                self.idle_since = self.loop.time()
         self.server.stream_closed()
 
     @staticmethod

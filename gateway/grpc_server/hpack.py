@@ -364,6 +364,12 @@ def _literal_line(name: str, value: str) -> bytes:
     return prefix + _raw_string(value)
 
 
+def encode_uncached(headers: Sequence[tuple[str, str]]) -> bytes:
+    """`encode` for fields that seldom repeat (per-call metadata such as a request id): kept out
+    of the line cache, which they would fill and empty of the lines that do repeat."""
+    return b"".join([_literal_line(name, value) for name, value in headers])
+
+
 def encode(headers: Sequence[tuple[str, str]], table_size_update: int | None = None) -> bytes:
     """Encode a header list without touching the dynamic table; names and values must be latin-1.
 

@@ -31,6 +31,7 @@ class ServerOptions:
     request_timeout_s: float | None = 30.0  # a request not ended this long after its stream opened is ended
     max_connection_age_s: float | None = None  # then GOAWAY, so long-lived clients move
     max_connection_age_grace_s: float = 10.0  # and the calls still in flight get this long
+    max_connection_idle_s: float | None = None  # GOAWAY after this long without a stream (None: never)
 
 
 # Told of a call the server ended before any handler ran (an unknown method, a message over the

@@ -415,6 +415,15 @@ def test_fields_past_the_header_list_limit_are_not_kept_while_the_block_decodes_
 # --- the encoder ------------------------------------------------------------------------------
 
 
+def test_encode_uncached_decodes_like_encode_and_leaves_the_line_cache_alone() -> None:
+    fields = [("x-request-id", "0f8e4c1a-unique"), (":status", "200"), ("grpc-message", "v" * 600)]
+    before = dict(hpack_module._lines)
+    block = hpack_module.encode_uncached(fields)
+    assert hpack_module._lines == before
+    assert Decoder().decode(block) == fields
+    assert [(str(name), str(value)) for name, value in hpack.Decoder().decode(block)] == fields
+
+
 def test_encoder_lines() -> None:
     assert encode([(":status", "200")]) == b"\x88"
     assert encode([("content-type", "")]) == bytes((0x80 | 31,))  # the static entry with an empty value

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import re
 import struct
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -387,10 +388,23 @@ async def test_priority_on_its_own_stream_is_a_stream_error() -> None:
         client = await RawClient.connect(port)
         client.send(hf.HeadersFrame(1, client.block(request()), flags={"END_HEADERS", "PRIORITY"}, depends_on=1))
         answer = await client.answer(1)
-        client.send(hf.PriorityFrame(3, depends_on=3))
-        second = await client.answer(3)
+        client.send(hf.PriorityFrame(3, depends_on=3))  # an idle stream: no RST_STREAM on it (RFC 9113 6.4)
+        code = await client.goaway()
         client.close()
-    assert (answer.reset, second.reset) == (PROTOCOL_ERROR, PROTOCOL_ERROR)
+    assert (answer.reset, code) == (PROTOCOL_ERROR, PROTOCOL_ERROR)
+
+
+async def test_a_malformed_priority_on_a_closed_stream_is_reset_and_on_an_idle_one_a_connection_error() -> None:
+    async with serving(Handlers()) as port:
+        client = await RawClient.connect(port)
+        client.call(1, request(), message(b"1"))
+        await client.answer(1)
+        client.writer.write(b"\x00\x00\x04\x02\x00\x00\x00\x00\x01" + b"\x00" * 4)  # PRIORITY of 4 bytes
+        reset = await client.next(hf.RstStreamFrame)
+        client.writer.write(b"\x00\x00\x04\x02\x00\x00\x00\x00\x05" + b"\x00" * 4)
+        code = await client.goaway()
+        client.close()
+    assert (reset.stream_id, reset.error_code, code) == (1, FRAME_SIZE_ERROR, FRAME_SIZE_ERROR)
 
 
 def _even_stream(client: RawClient) -> None:
@@ -684,6 +698,73 @@ async def test_a_graceful_close_reads_the_clients_frames_so_its_answers_are_not_
     await server.stop(0)
     assert (answer.grpc_status, answer.data) == ("0", message(b"held"))
     assert end is None
+
+
+async def test_connection_ages_are_jittered_by_10_percent() -> None:
+    server = GrpcServer(Handlers().table(), ServerOptions(max_connection_age_s=100))
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    opened = asyncio.get_running_loop().time()
+    clients = [await RawClient.connect(port) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    ages = [connection.timers[1].when() - opened for connection in server.connections]
+    for client in clients:
+        client.close()
+    await server.stop(0)
+    assert len(ages) == 20
+    assert all(89.9 <= age <= 110.2 for age in ages)
+    assert max(ages) - min(ages) > 1
+
+
+async def test_an_idle_connection_gets_a_goaway_after_max_connection_idle() -> None:
+    async with serving(Handlers(), ServerOptions(max_connection_idle_s=0.2)) as port:
+        client = await RawClient.connect(port)
+        client.call(1, request(), message(b"1"))
+        answer = await client.answer(1)
+        answered = asyncio.get_running_loop().time()
+        goaway = await client.next(hf.GoAwayFrame)
+        idle = asyncio.get_running_loop().time() - answered
+        client.close()
+    assert answer.grpc_status == "0"
+    assert (goaway.error_code, goaway.last_stream_id) == (0, 2**31 - 1)
+    assert 0.15 < idle < 1
+
+
+def _gzip(payload: bytes) -> bytes:
+    compressor = zlib.compressobj(wbits=31)
+    return compressor.compress(payload) + compressor.flush()
+
+
+@pytest.mark.parametrize(("flag", "compressed", "details"), [
+    (1, _gzip(b"a request" * 100)[:-6], "the message does not decompress: truncated"),
+    (1, _gzip(b"a request") + b"more", "the message does not decompress: bytes after its end"),
+    (2, b"a request", "a message with the reserved compressed flag 2"),
+], ids=["truncated", "bytes-after-the-end", "reserved-flag"])
+async def test_truncated_or_trailing_compressed_messages_and_reserved_flags_are_internal(
+        flag: int, compressed: bytes, details: str) -> None:
+    async with serving(Handlers()) as port:
+        client = await RawClient.connect(port)
+        client.call(1, request(ECHO, ("grpc-encoding", "gzip")), struct.pack(">BL", flag, len(compressed)) + compressed)
+        answer = await client.answer(1)
+        client.close()
+    assert answer.grpc_status == str(grpc.StatusCode.INTERNAL.value[0])
+    assert dict(answer.headers)["grpc-message"] == details
+
+
+async def test_a_refused_hook_that_raises_does_not_end_the_call_or_the_connection() -> None:
+    def refused(call: ServerCall, code: grpc.StatusCode, message: str, received: int) -> None:
+        raise RuntimeError("observer bug")
+
+    server = GrpcServer(Handlers().table(), ServerOptions(), refused)
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    client = await RawClient.connect(port)
+    client.call(1, request("/t.T/Missing"), message(b""))
+    missing = await client.answer(1)
+    client.call(3, request(), message(b"after"))
+    after = await client.answer(3)
+    client.close()
+    await server.stop(0)
+    assert missing.grpc_status == str(grpc.StatusCode.UNIMPLEMENTED.value[0])
+    assert (after.grpc_status, after.data) == ("0", message(b"after"))
 
 
 async def test_metadata_over_the_header_list_limit_is_resource_exhausted_and_the_connection_lives_on() -> None:
