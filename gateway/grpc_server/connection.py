@@ -408,10 +408,12 @@ class Connection(asyncio.Protocol):
         if stream.handler is not None:  # held until `_release_body`, also when the stream ends now
             stream.buffered += length
             self.buffered += length
-            if self.buffered <= self.budget:
-                self._consumed(length)
-            else:
+            if self.buffered > self.budget:
                 stream.unreturned += length
+            else:  # `_consumed` inlined: this runs for every request
+                self.recv_unacked += length
+                if self.recv_unacked >= self.window >> 1 or self.recv_window < f.DEFAULT_MAX_FRAME:
+                    self._consumed(0)
         if stream.remote_closed:
             self._reset(stream, f.STREAM_CLOSED)
             return
@@ -459,12 +461,11 @@ class Connection(asyncio.Protocol):
             self.recv_unacked = 0
 
     def _release_body(self, stream: Stream) -> None:
-        if stream.buffered:
-            self.buffered -= stream.buffered
-            stream.buffered = 0
-            if stream.unreturned:
-                size, stream.unreturned = stream.unreturned, 0
-                self._consumed(size)
+        self.buffered -= stream.buffered
+        stream.buffered = 0
+        if stream.unreturned:
+            size, stream.unreturned = stream.unreturned, 0
+            self._consumed(size)
 
     def _window_full(self) -> None:
         """The connection's window is held by requests that have not ended: the client can send none
@@ -669,7 +670,8 @@ class Connection(asyncio.Protocol):
         stream.remote_closed = True
         if stream.opened:
             del self.open_requests[stream.id]
-        self._release_body(stream)
+        if stream.buffered:
+            self._release_body(stream)
         if stream.local_closed:
             self._forget(stream)
             return
@@ -1098,7 +1100,8 @@ class Connection(asyncio.Protocol):
         self.blocked.pop(stream.id, None)
         self.pending_streams.pop(stream.id, None)
         self.open_requests.pop(stream.id, None)
-        self._release_body(stream)
+        if stream.buffered:
+            self._release_body(stream)
         self._after_stream()
 
     def _after_stream(self) -> None:
