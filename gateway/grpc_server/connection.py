@@ -136,11 +136,13 @@ class Connection(asyncio.Protocol):
         # Request bytes held for requests that have not ended: past `budget` the connection's window
         # opens only as they are used or dropped, so budget + window bound what one connection holds.
         self.window = options.connection_window
+        self.half_window = self.window >> 1
         self.budget = max(4 * options.connection_window, 2 * (options.max_receive_message_length + f.DEFAULT_MAX_FRAME))
         self.buffered = 0
         self.recv_window = self.window
         self.recv_unacked = 0
         self.open_requests: dict[int, Stream] = {}  # streams whose request has not ended, oldest first
+        self.request_timeout_s = options.request_timeout_s
         self.request_timer: asyncio.TimerHandle | None = None
         self.blocked: dict[int, Stream] = {}  # streams waiting for the connection's send window
         self.draining = False  # the first GOAWAY (last stream 2^31-1) and its PING are sent
@@ -412,7 +414,7 @@ class Connection(asyncio.Protocol):
                 stream.unreturned += length
             else:  # `_consumed` inlined: this runs for every request
                 self.recv_unacked += length
-                if self.recv_unacked >= self.window >> 1 or self.recv_window < f.DEFAULT_MAX_FRAME:
+                if self.recv_unacked >= self.half_window or self.recv_window < f.DEFAULT_MAX_FRAME:
                     self._consumed(0)
         if stream.remote_closed:
             self._reset(stream, f.STREAM_CLOSED)
@@ -455,7 +457,7 @@ class Connection(asyncio.Protocol):
         """Request bytes used or dropped: the connection's window opens by them (in half-window
         steps, or at once when the client is nearly out of window)."""
         self.recv_unacked += size
-        if self.recv_unacked >= self.window >> 1 or (self.recv_unacked and self.recv_window < f.DEFAULT_MAX_FRAME):
+        if self.recv_unacked >= self.half_window or (self.recv_unacked and self.recv_window < f.DEFAULT_MAX_FRAME):
             self._write(f.window_update(0, self.recv_unacked))
             self.recv_window += self.recv_unacked
             self.recv_unacked = 0
@@ -536,8 +538,11 @@ class Connection(asyncio.Protocol):
         self.streams[stream_id] = stream
         if flags & f.END_STREAM:
             stream.remote_closed = True
-        elif self.options.request_timeout_s is not None:
-            self._track_request(stream)
+        elif self.request_timeout_s is not None:  # `_track_request` inlined: this runs for nearly every call
+            stream.opened = self.loop.time()
+            self.open_requests[stream_id] = stream
+            if self.request_timer is None:
+                self.request_timer = self.loop.call_later(self.request_timeout_s, self._requests_timed_out)
         if flags & _SELF_DEPENDENT:
             self._reset(stream, f.PROTOCOL_ERROR)
             return
@@ -561,6 +566,7 @@ class Connection(asyncio.Protocol):
             return
         if too_large:
             stream.remote_closed = True
+            self.open_requests.pop(stream.id, None)
             self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"received trailing metadata of {too_large} bytes (the limit is "
                          f"{self.options.max_header_list_size})")
@@ -639,13 +645,6 @@ class Connection(asyncio.Protocol):
         if timeout is not None:
             stream.deadline_timer = self.loop.call_later(timeout, self._deadline_passed, stream)
 
-    def _track_request(self, stream: Stream) -> None:
-        stream.opened = self.loop.time()
-        self.open_requests[stream.id] = stream
-        if self.request_timer is None:
-            assert self.options.request_timeout_s is not None
-            self.request_timer = self.loop.call_later(self.options.request_timeout_s, self._requests_timed_out)
-
     def _requests_timed_out(self) -> None:
         """End the requests that have not ended within `request_timeout_s` of their stream's opening."""
         self.request_timer = None
@@ -670,8 +669,12 @@ class Connection(asyncio.Protocol):
         stream.remote_closed = True
         if stream.opened:
             del self.open_requests[stream.id]
-        if stream.buffered:
-            self._release_body(stream)
+        if stream.buffered:  # `_release_body` inlined: this runs for every request
+            self.buffered -= stream.buffered
+            stream.buffered = 0
+            if stream.unreturned:
+                size, stream.unreturned = stream.unreturned, 0
+                self._consumed(size)
         if stream.local_closed:
             self._forget(stream)
             return
@@ -705,7 +708,7 @@ class Connection(asyncio.Protocol):
         if len(body) != 5 + length:
             raise RpcStatus(grpc.StatusCode.INTERNAL, "the request message was cut short" if len(body) < 5 + length
                             else "more than one request message for a method that takes one")
-        message = bytes(memoryview(body)[5:])  # one copy, not two
+        message = bytes(memoryview(body)[5:]) if length > 4096 else bytes(body[5:])  # large: one copy, not two
         stream.body = bytearray()
         if not compressed:
             return message
@@ -1097,9 +1100,11 @@ class Connection(asyncio.Protocol):
 
     def _forget(self, stream: Stream) -> None:
         self.streams.pop(stream.id, None)
-        self.blocked.pop(stream.id, None)
-        self.pending_streams.pop(stream.id, None)
-        self.open_requests.pop(stream.id, None)
+        if stream.pending:  # only a stream with answer bytes waiting is in these
+            self.blocked.pop(stream.id, None)
+            self.pending_streams.pop(stream.id, None)
+        if not stream.remote_closed:
+            self.open_requests.pop(stream.id, None)
         if stream.buffered:
             self._release_body(stream)
         self._after_stream()
