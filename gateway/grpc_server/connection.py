@@ -8,7 +8,10 @@ connection reaches its maximum age) and RST_STREAM (a call reset by its client i
 the RFC says. A malformed request (RFC 9113 8.1.1: pseudo-headers, field names and values,
 connection-specific fields, TE, content-length) is reset with PROTOCOL_ERROR; a request that is
 not a gRPC call is answered 405 or 415 once it ended; a connection error ends the connection
-with GOAWAY and the RFC's error code.
+with GOAWAY and the RFC's error code. Limits against abusive clients: write back-pressure (a
+full transport buffer stops reading and answering), PING/SETTINGS/RST_STREAM floods and rapid
+resets (GOAWAY ENHANCE_YOUR_CALM), request bytes held per connection, a request timeout, 64 KiB
+header blocks; a closing connection lingers (FIN, input dropped) before its socket is dropped.
 """
 
 from __future__ import annotations
