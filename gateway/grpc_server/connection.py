@@ -8,13 +8,17 @@ connection reaches its maximum age) and RST_STREAM (a call reset by its client i
 the RFC says. A malformed request (RFC 9113 8.1.1: pseudo-headers, field names and values,
 connection-specific fields, TE, content-length) is reset with PROTOCOL_ERROR; a request that is
 not a gRPC call is answered 405 or 415 once it ended; a connection error ends the connection
-with GOAWAY and the RFC's error code.
+with GOAWAY and the RFC's error code. Limits against abusive clients: write back-pressure (a
+full transport buffer stops reading and answering), PING/SETTINGS/RST_STREAM floods and rapid
+resets (GOAWAY ENHANCE_YOUR_CALM), request bytes held per connection, a request timeout, 64 KiB
+header blocks; a closing connection lingers (FIN, input dropped) before its socket is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import struct
 import zlib
@@ -27,7 +31,7 @@ import grpc
 from gateway.grpc_server import frames as f
 from gateway.grpc_server.call import RESERVED_HEADERS, RpcHandler, ServerCall
 from gateway.grpc_server.frames import ConnectionFault
-from gateway.grpc_server.hpack import Decoder, HeaderListTooLarge, HpackError, encode
+from gateway.grpc_server.hpack import Decoder, HeaderListTooLarge, HpackError, encode, encode_uncached
 from gateway.grpc_server.status import RpcStatus, code_number, encode_message, parse_timeout
 
 if TYPE_CHECKING:
@@ -39,12 +43,19 @@ _RESPONSE_HEADERS = encode([(":status", "200"), ("content-type", "application/gr
                             ("grpc-accept-encoding", "identity,deflate,gzip")])
 _OK_TRAILER = encode([("grpc-status", "0")])
 _DECOMPRESS_WBITS = {"gzip": 31, "deflate": 15}
-_MAX_HEADER_BLOCK = 1 << 20  # a header block spread over CONTINUATION frames beyond this ends the connection
+_MAX_HEADER_BLOCK = 64 * 1024  # a header block beyond this ends the connection (4x grpc's 16 KiB metadata limit)
 _SELF_DEPENDENT = 0x100  # beside a HEADERS frame's flags: its priority names its own stream (a stream error)
 _SHUTDOWN_PING = b"shutdown"  # the PING after the first GOAWAY of a graceful shutdown (RFC 9113 6.8)
 _SHUTDOWN_PING_WAIT_S = 1.0  # the final GOAWAY goes this long after the first one at the latest
 _CALLS_CANCELLED_WAIT_S = 1.0  # handlers cancelled at the end of a grace get this long to end before the close
 _REMEMBERED = 1024  # stream ids remembered as reset by the server or skipped by the client
+_WRITE_BUFFER_HIGH = 1 << 20  # the transport's buffer past this pauses reading and answers' DATA
+_LINGER_S = 1.0  # a closing connection reads and drops the client's frames this long at most, then drops the socket
+# Control frames the client makes the server answer or work for (PING, SETTINGS, RST_STREAM) while the
+# server sends no answer: past this many in an interval, GOAWAY ENHANCE_YOUR_CALM (grpc's ping strikes,
+# RFC 9113 10.5). grpcio sends a keepalive PING every few seconds at most; its BDP PINGs follow DATA.
+_MAX_STRIKES = 500
+_STRIKE_INTERVAL_S = 1.0
 # RFC 9113 8.2.1/8.2.2: a name with these octets, a value with NUL, CR or LF, a connection-specific
 # field and a TE other than "trailers" make a request malformed. Blanks around a value are let
 # through: grpc's ASCII-Value (PROTOCOL-HTTP2.md) allows them, grpcio sends them, grpc's server takes them.
@@ -73,9 +84,10 @@ def _field_valid(field: tuple[str, str]) -> bool:
 class Stream:
     """One call's stream: its request as it arrives, its answer's state and flow control."""
 
-    __slots__ = ("body", "call", "content_length", "deadline_timer", "drained", "encoding", "handler",
-                 "http_status", "id", "local_closed", "pending", "pending_size", "recv_unacked", "recv_window",
-                 "remote_closed", "reset", "send_window", "sent_headers", "task", "timed_out", "trailers")
+    __slots__ = ("body", "buffered", "call", "content_length", "deadline_timer", "drained", "encoding", "handler",
+                 "http_status", "id", "local_closed", "opened", "pending", "pending_size", "recv_unacked",
+                 "recv_window", "remote_closed", "reset", "send_window", "sent_headers", "task", "timed_out",
+                 "trailers", "unreturned")
 
     def __init__(self, stream_id: int, send_window: int, recv_window: int) -> None:
         self.id = stream_id
@@ -83,6 +95,9 @@ class Stream:
         self.recv_window = recv_window
         self.recv_unacked = 0
         self.body = bytearray()
+        self.buffered = 0  # DATA bytes (with padding) held in `body`
+        self.unreturned = 0  # of those, the ones the connection's window opens by only once they are used
+        self.opened = 0.0  # event-loop time the stream opened while its request has not ended
         self.call: ServerCall | None = None
         self.handler: RpcHandler | None = None
         self.encoding: str | None = None
@@ -112,6 +127,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.decoder = Decoder(options.header_table_size)
+        self.max_block = max(_MAX_HEADER_BLOCK, 4 * options.max_header_list_size)
         self.streams: dict[int, Stream] = {}
         self.last_stream_id = 0
         self.buffer = bytearray()
@@ -120,8 +136,17 @@ class Connection(asyncio.Protocol):
         self.send_window = f.DEFAULT_WINDOW
         self.peer_initial_window = f.DEFAULT_WINDOW
         self.peer_max_frame = f.DEFAULT_MAX_FRAME
-        self.recv_window = options.connection_window
+        # Request bytes held for requests that have not ended: past `budget` the connection's window
+        # opens only as they are used or dropped, so budget + window bound what one connection holds.
+        self.window = options.connection_window
+        self.half_window = self.window >> 1
+        self.budget = max(4 * options.connection_window, 2 * (options.max_receive_message_length + f.DEFAULT_MAX_FRAME))
+        self.buffered = 0
+        self.recv_window = self.window
         self.recv_unacked = 0
+        self.open_requests: dict[int, Stream] = {}  # streams whose request has not ended, oldest first
+        self.request_timeout_s = options.request_timeout_s
+        self.request_timer: asyncio.TimerHandle | None = None
         self.blocked: dict[int, Stream] = {}  # streams waiting for the connection's send window
         self.draining = False  # the first GOAWAY (last stream 2^31-1) and its PING are sent
         self.going_away = False  # the final GOAWAY is sent: no new streams
@@ -132,6 +157,17 @@ class Connection(asyncio.Protocol):
         self.skipped: deque[tuple[int, int]] = deque(maxlen=_REMEMBERED)
         self.timers: list[asyncio.TimerHandle] = []
         self.out: list[bytes | memoryview] = []  # written at the end of the loop iteration
+        self.out_data = 0  # answer DATA bytes in `out`: past _WRITE_BUFFER_HIGH the rest waits for the write
+        self.flush_deferred = False  # answers stopped at _WRITE_BUFFER_HIGH, resumed after the write
+        self.write_paused = False  # the transport's buffer is over its limit (pause_writing)
+        self.pending_streams: dict[int, Stream] = {}  # streams with answer bytes waiting to be sent
+        self.strikes = 0  # control frames received since the server last answered (see _MAX_STRIKES)
+        self.unwinding = 0  # handlers of streams the client reset, still running: counted as streams
+        self.lingering = False  # closing: our side is shut, the client's frames are read and dropped
+        self.idle_s = options.max_connection_idle_s
+        self.idle_since = 0.0  # event-loop time the last stream ended
+        self.linger_timer: asyncio.TimerHandle | None = None
+        self.strikes_until = 0.0
 
     # -- the connection's life ------------------------------------------------------------
 
@@ -144,6 +180,7 @@ class Connection(asyncio.Protocol):
             transport.close()  # an HTTP/1.1 client over TLS: nothing to say to it
             return
         options = self.options
+        transport.set_write_buffer_limits(high=_WRITE_BUFFER_HIGH)
         transport.write(f.settings_frame({
             f.MAX_CONCURRENT_STREAMS: options.max_concurrent_streams,
             f.INITIAL_WINDOW_SIZE: options.stream_window,
@@ -151,27 +188,57 @@ class Connection(asyncio.Protocol):
             f.MAX_HEADER_LIST_SIZE: options.max_header_list_size,
             f.ENABLE_PUSH: 0,
             **({} if options.header_table_size == 4096 else {f.HEADER_TABLE_SIZE: options.header_table_size})})
-            + f.window_update(0, options.connection_window - f.DEFAULT_WINDOW))
+            + f.window_update(0, self.window - f.DEFAULT_WINDOW))
         self.timers.append(self.loop.call_later(options.handshake_timeout_s, self._handshake_timeout))
-        if options.max_connection_age_s is not None:
-            self.timers.append(self.loop.call_later(options.max_connection_age_s, self._aged))
+        if options.max_connection_age_s is not None:  # +-10 %: connections opened together do not all leave together
+            age = options.max_connection_age_s * random.uniform(0.9, 1.1)  # noqa: S311 (a jitter, not a secret)
+            self.timers.append(self.loop.call_later(age, self._aged))
+        if self.idle_s is not None:
+            self.idle_since = self.loop.time()
+            self.timers.append(self.loop.call_later(self.idle_s, self._idle_check))
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.server.lingering.discard(self.transport)
+        if self.linger_timer is not None:
+            self.linger_timer.cancel()
+        self._release()
+
+    def eof_received(self) -> bool:
+        return False  # the client closed its side: so does the server (the transport closes)
+
+    def _release(self) -> None:
+        """Forget the connection's streams, timers and place in the server (the socket may linger)."""
         self.closed = True
         for timer in self.timers:
             timer.cancel()
+        if self.request_timer is not None:
+            self.request_timer.cancel()
+            self.request_timer = None
+        self.open_requests.clear()
         for stream in self.streams.values():
             stream.reset = True
             self._end_stream_tasks(stream)
         self.streams.clear()
         self.blocked.clear()
+        self.pending_streams.clear()
         self.server.connections.discard(self)
         self.server.connection_closed()
 
     def _handshake_timeout(self) -> None:
         if self.handshake < 2 and self.transport is not None:
             self.transport.close()
+
+    def _idle_check(self) -> None:
+        """GOAWAY once the connection went `max_connection_idle_s` without a stream (grpc's max
+        connection idle); checked again when the last stream ends before then."""
+        assert self.idle_s is not None
+        wait = self.idle_s if self.streams else self.idle_since + self.idle_s - self.loop.time()
+        if wait <= 0:
+            self.shutdown()
+        elif not self.closed:
+            self.timers.append(self.loop.call_later(wait, self._idle_check))
 
     def _aged(self) -> None:
         self.shutdown()
@@ -184,7 +251,7 @@ class Connection(asyncio.Protocol):
         if self.draining or self.going_away or self.closed or self.transport is None:
             return
         self.draining = True
-        self.transport.write(f.goaway(f.STREAM_MASK, f.NO_ERROR) + f.frame(f.PING, 0, 0, _SHUTDOWN_PING))
+        self._write(f.goaway(f.STREAM_MASK, f.NO_ERROR) + f.frame(f.PING, 0, 0, _SHUTDOWN_PING))
         self.timers.append(self.loop.call_later(_SHUTDOWN_PING_WAIT_S, self._final_goaway))
 
     def _final_goaway(self) -> None:
@@ -210,10 +277,31 @@ class Connection(asyncio.Protocol):
         return tasks
 
     def abort(self) -> None:
-        """Close now: calls in flight are cancelled."""
+        """Close now: calls in flight are cancelled, the socket closed as `_close_transport` does."""
         if self.transport is not None and not self.closed:
             self._close_transport()
-            self.connection_lost(None)
+            self._release()
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is full: read no more frames (they would make the server owe more)
+        and send no more answer DATA until it drained."""
+        self.write_paused = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return
+        self.transport.resume_reading()
+        self.flush_deferred = False
+        self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        for stream in list(self.pending_streams.values()):
+            if self.write_paused or self.flush_deferred:
+                return
+            self._flush(stream)
 
     @property
     def busy(self) -> bool:
@@ -228,7 +316,7 @@ class Connection(asyncio.Protocol):
     # -- frames in ------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.lingering:
             return
         buffer = self.buffer
         if buffer:
@@ -311,20 +399,26 @@ class Connection(asyncio.Protocol):
         self.recv_window -= length
         if self.recv_window < 0:
             raise ConnectionFault(f.FLOW_CONTROL_ERROR, "DATA beyond the connection's window")
-        self.recv_unacked += length
-        if self.recv_unacked >= self.options.connection_window >> 1:
-            self._write(f.window_update(0, self.recv_unacked))
-            self.recv_window += self.recv_unacked
-            self.recv_unacked = 0
         if flags & f.PADDED:
             payload = _unpad(payload)
         stream = self.streams.get(stream_id)
+        if stream is None or stream.handler is None:
+            self._consumed(length)  # not kept
         if stream is None:
             if stream_id > self.last_stream_id:
                 raise ConnectionFault(f.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
             if stream_id not in self.reset_streams:  # late data of a stream this server reset is dropped
                 self._stream_error(stream_id, f.STREAM_CLOSED)
             return
+        if stream.handler is not None:  # held until `_release_body`, also when the stream ends now
+            stream.buffered += length
+            self.buffered += length
+            if self.buffered > self.budget:
+                stream.unreturned += length
+            else:  # `_consumed` inlined: this runs for every request
+                self.recv_unacked += length
+                if self.recv_unacked >= self.half_window or self.recv_window < f.DEFAULT_MAX_FRAME:
+                    self._consumed(0)
         if stream.remote_closed:
             self._reset(stream, f.STREAM_CLOSED)
             return
@@ -351,18 +445,44 @@ class Connection(asyncio.Protocol):
             if stream.content_length < 0:
                 self._reset(stream, f.PROTOCOL_ERROR)  # RFC 9113 8.1.1: malformed
                 return
-            if len(body) > 5 + declared:  # refused now, not once the client has sent all it likes
-                self._finish(stream, grpc.StatusCode.INTERNAL,
-                             "more than one request message for a method that takes one")
-                return
         if flags & f.END_STREAM:
             self._request_ended(stream)
-        else:
-            stream.recv_unacked += length
-            if stream.recv_unacked >= self.options.stream_window >> 1:
-                self._write(f.window_update(stream_id, stream.recv_unacked))
-                stream.recv_window += stream.recv_unacked
-                stream.recv_unacked = 0
+            return
+        stream.recv_unacked += length
+        if stream.recv_unacked >= self.options.stream_window >> 1:
+            self._write(f.window_update(stream_id, stream.recv_unacked))
+            stream.recv_window += stream.recv_unacked
+            stream.recv_unacked = 0
+        if self.recv_window < f.DEFAULT_MAX_FRAME:
+            self._window_full()
+
+    def _consumed(self, size: int) -> None:
+        """Request bytes used or dropped: the connection's window opens by them (in half-window
+        steps, or at once when the client is nearly out of window)."""
+        self.recv_unacked += size
+        if self.recv_unacked >= self.half_window or (self.recv_unacked and self.recv_window < f.DEFAULT_MAX_FRAME):
+            self._write(f.window_update(0, self.recv_unacked))
+            self.recv_window += self.recv_unacked
+            self.recv_unacked = 0
+
+    def _release_body(self, stream: Stream) -> None:
+        self.buffered -= stream.buffered
+        stream.buffered = 0
+        if stream.unreturned:
+            size, stream.unreturned = stream.unreturned, 0
+            self._consumed(size)
+
+    def _window_full(self) -> None:
+        """The connection's window is held by requests that have not ended: the client can send none
+        of their rest, so the newest is refused and the older ones can end (else it would stall)."""
+        self._consumed(0)
+        if self.recv_window >= f.DEFAULT_MAX_FRAME:
+            return
+        for stream in reversed(self.streams.values()):
+            if stream.unreturned and not stream.remote_closed:
+                self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             "the connection's request bytes are over their limit")
+                return
 
     def _headers(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
         if not stream_id & 1:
@@ -375,6 +495,8 @@ class Connection(asyncio.Protocol):
             if f.read_u32(payload) & f.STREAM_MASK == stream_id:
                 flags |= _SELF_DEPENDENT
             payload = payload[5:]
+        if len(payload) > self.max_block:
+            raise ConnectionFault(f.ENHANCE_YOUR_CALM, f"a header block over {self.max_block} bytes")
         if flags & f.END_HEADERS:
             self._header_block(stream_id, flags, payload)
         else:
@@ -385,8 +507,8 @@ class Connection(asyncio.Protocol):
             raise ConnectionFault(f.PROTOCOL_ERROR, "CONTINUATION without the HEADERS it continues")
         _, first_flags, block = self.continuation
         block += payload
-        if len(block) > _MAX_HEADER_BLOCK:
-            raise ConnectionFault(f.ENHANCE_YOUR_CALM, "a header block over 1 MiB")
+        if len(block) > self.max_block:
+            raise ConnectionFault(f.ENHANCE_YOUR_CALM, f"a header block over {self.max_block} bytes")
         if flags & f.END_HEADERS:
             self.continuation = None
             self._header_block(stream_id, first_flags, block)
@@ -412,13 +534,18 @@ class Connection(asyncio.Protocol):
         if stream_id != self.last_stream_id + 2:
             self.skipped.append((self.last_stream_id + 2, stream_id - 2))
         self.last_stream_id = stream_id
-        if self.going_away or len(self.streams) >= self.options.max_concurrent_streams:
+        if self.going_away or len(self.streams) + self.unwinding >= self.options.max_concurrent_streams:
             self._stream_error(stream_id, f.REFUSED_STREAM)
             return
         stream = Stream(stream_id, self.peer_initial_window, self.options.stream_window)
         self.streams[stream_id] = stream
         if flags & f.END_STREAM:
             stream.remote_closed = True
+        elif self.request_timeout_s is not None:  # `_track_request` inlined: this runs for nearly every call
+            stream.opened = self.loop.time()
+            self.open_requests[stream_id] = stream
+            if self.request_timer is None:
+                self.request_timer = self.loop.call_later(self.request_timeout_s, self._requests_timed_out)
         if flags & _SELF_DEPENDENT:
             self._reset(stream, f.PROTOCOL_ERROR)
             return
@@ -442,6 +569,7 @@ class Connection(asyncio.Protocol):
             return
         if too_large:
             stream.remote_closed = True
+            self.open_requests.pop(stream.id, None)
             self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"received trailing metadata of {too_large} bytes (the limit is "
                          f"{self.options.max_header_list_size})")
@@ -520,8 +648,36 @@ class Connection(asyncio.Protocol):
         if timeout is not None:
             stream.deadline_timer = self.loop.call_later(timeout, self._deadline_passed, stream)
 
+    def _requests_timed_out(self) -> None:
+        """End the requests that have not ended within `request_timeout_s` of their stream's opening."""
+        self.request_timer = None
+        timeout = self.options.request_timeout_s
+        assert timeout is not None
+        now = self.loop.time()
+        for stream in list(self.open_requests.values()):
+            wait = stream.opened + timeout - now
+            if wait > 0:  # the oldest left: the others opened after it
+                self.request_timer = self.loop.call_later(wait, self._requests_timed_out)
+                return
+            self.open_requests.pop(stream.id, None)
+            if stream.local_closed or stream.id not in self.streams:
+                continue
+            if stream.call is None:
+                self._reset(stream, f.CANCEL)
+            else:
+                self._finish(stream, grpc.StatusCode.DEADLINE_EXCEEDED,
+                             f"the request did not end within {timeout:g} s")
+
     def _request_ended(self, stream: Stream) -> None:
         stream.remote_closed = True
+        if stream.opened:
+            del self.open_requests[stream.id]
+        if stream.buffered:  # `_release_body` inlined: this runs for every request
+            self.buffered -= stream.buffered
+            stream.buffered = 0
+            if stream.unreturned:
+                size, stream.unreturned = stream.unreturned, 0
+                self._consumed(size)
         if stream.local_closed:
             self._forget(stream)
             return
@@ -550,10 +706,12 @@ class Connection(asyncio.Protocol):
             raise RpcStatus(grpc.StatusCode.INTERNAL, "the call carried no request message" if not body
                             else "the request message was cut short")
         compressed, length = _MESSAGE_PREFIX.unpack_from(body)
+        if compressed > 1:
+            raise RpcStatus(grpc.StatusCode.INTERNAL, f"a message with the reserved compressed flag {compressed}")
         if len(body) != 5 + length:
             raise RpcStatus(grpc.StatusCode.INTERNAL, "the request message was cut short" if len(body) < 5 + length
                             else "more than one request message for a method that takes one")
-        message = bytes(body[5:])
+        message = bytes(memoryview(body)[5:]) if length > 4096 else bytes(body[5:])  # large: one copy, not two
         stream.body = bytearray()
         if not compressed:
             return message
@@ -568,6 +726,9 @@ class Connection(asyncio.Protocol):
         if len(message) > limit:
             raise RpcStatus(grpc.StatusCode.RESOURCE_EXHAUSTED,
                             f"Received message larger than max (over {limit} bytes once decompressed)")
+        if not inflater.eof or inflater.unused_data:  # a prefix could parse as another, valid request
+            raise RpcStatus(grpc.StatusCode.INTERNAL, "the message does not decompress: "
+                            + ("truncated" if not inflater.eof else "bytes after its end"))
         return message
 
     def _rst_stream(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
@@ -575,14 +736,22 @@ class Connection(asyncio.Protocol):
             raise ConnectionFault(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
         if len(payload) != 4:
             raise ConnectionFault(f.FRAME_SIZE_ERROR, "an RST_STREAM frame not 4 bytes long")
+        self._strike()
         stream = self.streams.get(stream_id)
         if stream is None:
             if stream_id > self.last_stream_id:
                 raise ConnectionFault(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
             return
         stream.reset = True
+        task = stream.task
+        if task is not None and not task.done():  # counted until it ended (CVE-2023-44487: rapid reset)
+            self.unwinding += 1
+            task.add_done_callback(self._unwound)
         self._end_stream_tasks(stream)
         self._forget(stream)
+
+    def _unwound(self, task: asyncio.Task[None]) -> None:
+        self.unwinding -= 1
 
     def _settings(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
         if stream_id != 0:
@@ -591,15 +760,20 @@ class Connection(asyncio.Protocol):
             if payload:
                 raise ConnectionFault(f.FRAME_SIZE_ERROR, "a SETTINGS ACK with a payload")
             return
+        self._strike()
+        grew = False
         for key, value in f.parse_settings(payload):
             if key == f.INITIAL_WINDOW_SIZE:
                 if value > f.MAX_WINDOW:
                     raise ConnectionFault(f.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
                 delta, self.peer_initial_window = value - self.peer_initial_window, value
-                for stream in self.streams.values():
-                    stream.send_window += delta
-                    if stream.send_window > f.MAX_WINDOW:
-                        raise ConnectionFault(f.FLOW_CONTROL_ERROR, "a stream's window over 2^31-1 (RFC 9113 6.9.2)")
+                if delta:  # every stream's window moves by it (RFC 9113 6.9.2); most SETTINGS leave it
+                    for stream in self.streams.values():
+                        stream.send_window += delta
+                        if stream.send_window > f.MAX_WINDOW:
+                            raise ConnectionFault(f.FLOW_CONTROL_ERROR,
+                                                  "a stream's window over 2^31-1 (RFC 9113 6.9.2)")
+                    grew = delta > 0
             elif key == f.MAX_FRAME_SIZE:
                 if not f.DEFAULT_MAX_FRAME <= value <= f.LARGEST_MAX_FRAME:
                     raise ConnectionFault(f.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
@@ -607,9 +781,8 @@ class Connection(asyncio.Protocol):
             elif key == f.ENABLE_PUSH and value > 1:
                 raise ConnectionFault(f.PROTOCOL_ERROR, f"SETTINGS_ENABLE_PUSH {value}")
         self._write(f.frame(f.SETTINGS, f.ACK, 0))
-        for stream in list(self.streams.values()):
-            if stream.pending:
-                self._flush(stream)
+        if grew:
+            self._flush_pending()
 
     def _ping(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
         if stream_id != 0:
@@ -617,6 +790,7 @@ class Connection(asyncio.Protocol):
         if len(payload) != 8:
             raise ConnectionFault(f.FRAME_SIZE_ERROR, "a PING frame not 8 bytes long")
         if not flags & f.ACK:
+            self._strike()
             self._write(f.frame(f.PING, f.ACK, 0, payload))
         elif self.draining and payload == _SHUTDOWN_PING:
             self._final_goaway()  # the client has seen the first GOAWAY: it opens no more streams
@@ -663,10 +837,22 @@ class Connection(asyncio.Protocol):
         """Priorities are not acted on (RFC 9113 5.3.2 deprecates them), only checked."""
         if stream_id == 0:
             raise ConnectionFault(f.PROTOCOL_ERROR, "PRIORITY on stream 0")
-        if len(payload) != 5:
-            self._stream_error(stream_id, f.FRAME_SIZE_ERROR)
-        elif f.read_u32(payload) & f.STREAM_MASK == stream_id:
-            self._stream_error(stream_id, f.PROTOCOL_ERROR)
+        if len(payload) == 5 and f.read_u32(payload) & f.STREAM_MASK != stream_id:
+            return
+        code = f.FRAME_SIZE_ERROR if len(payload) != 5 else f.PROTOCOL_ERROR
+        if stream_id > self.last_stream_id:  # RST_STREAM on an idle stream is itself an error (RFC 9113 6.4)
+            raise ConnectionFault(code, f"a malformed PRIORITY on idle stream {stream_id}")
+        self._stream_error(stream_id, code)
+
+    def _strike(self) -> None:
+        """One more control frame while the server answers nothing: past _MAX_STRIKES in an
+        interval the client is abusive (grpc's ping strikes, CVE-2019-9512/9515, CVE-2023-44487)."""
+        now = self.loop.time()
+        if now >= self.strikes_until:
+            self.strikes, self.strikes_until = 0, now + _STRIKE_INTERVAL_S
+        self.strikes += 1
+        if self.strikes > _MAX_STRIKES:
+            raise ConnectionFault(f.ENHANCE_YOUR_CALM, "too_many_pings")
 
     def _push_promise(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
         raise ConnectionFault(f.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
@@ -745,18 +931,38 @@ class Connection(asyncio.Protocol):
 
     def _send_out(self) -> None:
         out, self.out = self.out, []
-        if not out or self.transport is None or self.closed:
+        self.out_data = 0
+        if not out or self.transport is None or self.closed or self.lingering:
             return
         if len(out) == 1:
             self.transport.write(out[0])
         else:
             self.transport.writelines(out)
+        if self.flush_deferred and not self.write_paused:
+            self.flush_deferred = False
+            self._flush_pending()
 
     def _close_transport(self) -> None:
-        """Close once what is queued went to the transport (which writes it before closing)."""
+        """A lingering close: what is queued is written, then our side shut (FIN); the client's
+        frames are read and dropped until it closes or _LINGER_S passed, then the socket is dropped
+        (closing with unread input would send RST, which can destroy answers the client has not
+        read yet; a client that reads nothing must not hold the socket and its buffer)."""
         self._send_out()
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None or self.lingering or transport.is_closing():
+            return
+        self.lingering = True
+        if transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except OSError:  # the client is gone already
+                transport.abort()
+                return
+            transport.resume_reading()  # even when paused by back-pressure: the input is dropped
+        else:
+            transport.close()  # TLS: no half-close
+        self.server.lingering.add(transport)
+        self.linger_timer = self.loop.call_later(_LINGER_S, transport.abort)
 
     def _answer(self, stream: Stream, answer: bytes) -> None:
         """A unary call's answer: headers, the message and the OK trailers, at once when flow
@@ -771,6 +977,7 @@ class Connection(asyncio.Protocol):
             stream.send_window -= size
             self.send_window -= size
             stream.sent_headers = True
+            self.strikes = 0
             self._write(b"".join((
                 f.frame_header(f.HEADERS, f.END_HEADERS, stream_id, len(_RESPONSE_HEADERS)), _RESPONSE_HEADERS,
                 f.frame_header(f.DATA, 0, stream_id, size), _MESSAGE_PREFIX.pack(0, len(answer)), answer,
@@ -789,12 +996,16 @@ class Connection(asyncio.Protocol):
         if message:  # an empty piece would never be sent, and the stream would wait on it forever
             stream.pending.append(memoryview(message))
         stream.pending_size += len(message) + 5
+        self.pending_streams[stream.id] = stream
         self._flush(stream)
 
     def _flush(self, stream: Stream) -> None:
         """Send what flow control lets go of the stream's answer; its trailers once all went."""
         pending = stream.pending
         while pending:
+            if self.write_paused or self.out_data >= _WRITE_BUFFER_HIGH:
+                self.flush_deferred = not self.write_paused  # resumed by `_send_out` or `resume_writing`
+                return
             allowed = min(stream.send_window, self.send_window, self.peer_max_frame, stream.pending_size)
             if allowed <= 0:
                 if self.send_window <= 0:
@@ -815,10 +1026,12 @@ class Connection(asyncio.Protocol):
             stream.send_window -= taken
             self.send_window -= taken
             stream.pending_size -= taken
-            assert self.transport is not None
+            self.out_data += taken
+            self.strikes = 0
             self._write(f.frame_header(f.DATA, 0, stream.id, taken))
             for piece in chunk:
                 self._write(piece)
+        self.pending_streams.pop(stream.id, None)
         if stream.drained is not None and not stream.drained.done():
             stream.drained.set_result(None)
         if stream.trailers is not None:
@@ -832,7 +1045,7 @@ class Connection(asyncio.Protocol):
             block += encode([("grpc-message", encode_message(message))])
         call = stream.call
         if call is not None and call.trailing_metadata:
-            block += encode(call.trailing_metadata)
+            block += encode_uncached(call.trailing_metadata)
         return block
 
     def _finish(self, stream: Stream, code: grpc.StatusCode, message: str) -> None:
@@ -842,7 +1055,10 @@ class Connection(asyncio.Protocol):
             return
         refused = self.server.refused
         if stream.task is None and stream.call is not None and refused is not None:
-            refused(stream.call, code, message, len(stream.body))  # ended before any handler ran
+            try:
+                refused(stream.call, code, message, len(stream.body))  # ended before any handler ran
+            except Exception:  # the observer's fault: the call still ends
+                log.exception("gRPC refused-call hook failed for %s", stream.call.path)
         status = _OK_TRAILER if code is grpc.StatusCode.OK else encode([("grpc-status", str(code_number(code)))])
         trailers = self._trailers_block(stream, status, message)
         if not stream.sent_headers:
@@ -887,12 +1103,21 @@ class Connection(asyncio.Protocol):
 
     def _forget(self, stream: Stream) -> None:
         self.streams.pop(stream.id, None)
-        self.blocked.pop(stream.id, None)
+        if stream.pending:  # only a stream with answer bytes waiting is in these
+            self.blocked.pop(stream.id, None)
+            self.pending_streams.pop(stream.id, None)
+        if not stream.remote_closed:
+            self.open_requests.pop(stream.id, None)
+        if stream.buffered:
+            self._release_body(stream)
         self._after_stream()
 
     def _after_stream(self) -> None:
-        if self.going_away and not self.streams:
-            self._close_transport()
+        if not self.streams:
+            if self.going_away:
+                self._close_transport()
+            elif self.idle_s is not None:
+                self.idle_since = self.loop.time()
         self.server.stream_closed()
 
     @staticmethod

@@ -214,6 +214,7 @@ class Decoder:
         entries = self._entries
         costs = self._costs
         total = 0
+        limit = _NO_LIMIT if max_header_list_size is None else max_header_list_size
         headers: list[tuple[str, str]] = []
         append = headers.append
         end = len(data)
@@ -233,6 +234,8 @@ class Decoder:
                         raise HpackError(f"index {octet - 0x80} past the tables ({len(entries) - 1})") from None
                     total += costs[octet - 0x80]
                     pos += 1
+                    if total > limit:  # decoded on for the dynamic table, no longer kept
+                        append = _drop
                     continue
                 if octet & 0x80:
                     if octet == 0x80:
@@ -243,6 +246,8 @@ class Decoder:
                     except IndexError:
                         raise HpackError(f"index {index} past the tables ({len(entries) - 1})") from None
                     total += costs[index]
+                    if total > limit:
+                        append = _drop
                     continue
                 if octet & 0x40:  # literal with incremental indexing
                     indexing = True
@@ -288,6 +293,8 @@ class Decoder:
                 append(field)
                 cost = len(name) + len(value) + ENTRY_OVERHEAD
                 total += cost
+                if total > limit:
+                    append = _drop
                 if indexing:
                     self._insert(field, cost)
         except IndexError:
@@ -315,6 +322,13 @@ class Decoder:
         self._entries.insert(_DYNAMIC, field)
         self._costs.insert(_DYNAMIC, cost)
         self._size += cost
+
+
+_NO_LIMIT = 1 << 62
+
+
+def _drop(field: tuple[str, str]) -> None:
+    """Where a header list's fields go once it is over its limit (it is rejected as a whole)."""
 
 
 def _static_lines() -> tuple[dict[tuple[str, str], bytes], dict[str, bytes]]:
@@ -348,6 +362,12 @@ def _literal_line(name: str, value: str) -> bytes:
     if prefix is None:
         return b"\x00" + _raw_string(name) + _raw_string(value)
     return prefix + _raw_string(value)
+
+
+def encode_uncached(headers: Sequence[tuple[str, str]]) -> bytes:
+    """`encode` for fields that seldom repeat (per-call metadata such as a request id): kept out
+    of the line cache, which they would fill and empty of the lines that do repeat."""
+    return b"".join([_literal_line(name, value) for name, value in headers])
 
 
 def encode(headers: Sequence[tuple[str, str]], table_size_update: int | None = None) -> bytes:

@@ -8,6 +8,7 @@ import itertools
 import random
 import subprocess
 import sys
+import tracemalloc
 from fractions import Fraction
 
 import hpack
@@ -392,7 +393,35 @@ def test_header_list_too_large_after_the_whole_block() -> None:
     assert decoder.table_size == 164
 
 
+def test_fields_past_the_header_list_limit_are_not_kept_while_the_block_decodes_on() -> None:
+    block = bytes([0x82]) * 200_000  # :method: GET, 42 octets of list size each
+    tracemalloc.start()
+    try:
+        with pytest.raises(HeaderListTooLarge) as raised:
+            Decoder().decode(block, max_header_list_size=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert raised.value.size == 200_000 * 42
+    assert peak < 100_000  # a list of 200 000 fields would take 1.6 MB
+    # Indexing literals past the limit still enter the dynamic table.
+    decoder = Decoder()
+    literal = bytes([0x40, 3]) + b"x-a" + bytes([1]) + b"1"
+    with pytest.raises(HeaderListTooLarge):
+        decoder.decode(bytes([0x82]) * 30 + literal, max_header_list_size=100)
+    assert decoder.table == [("x-a", "1")]
+
+
 # --- the encoder ------------------------------------------------------------------------------
+
+
+def test_encode_uncached_decodes_like_encode_and_leaves_the_line_cache_alone() -> None:
+    fields = [("x-request-id", "0f8e4c1a-unique"), (":status", "200"), ("grpc-message", "v" * 600)]
+    before = dict(hpack_module._lines)
+    block = hpack_module.encode_uncached(fields)
+    assert hpack_module._lines == before
+    assert Decoder().decode(block) == fields
+    assert [(str(name), str(value)) for name, value in hpack.Decoder().decode(block)] == fields
 
 
 def test_encoder_lines() -> None:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import re
 import struct
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +25,16 @@ import pytest
 from hyperframe import frame as hf
 
 from gateway.grpc_server.call import RpcHandler, ServerCall
+from gateway.grpc_server.connection import Stream
 from gateway.grpc_server.server import GrpcServer, ServerOptions
 from gateway.serving.server import bound_socket
 
 ECHO, SLOW, HELD, HEADER, SIZED = "/t.T/Echo", "/t.T/Slow", "/t.T/Held", "/t.T/Header", "/t.T/Sized"
+UNWINDING = "/t.T/Unwinding"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 FrameT = TypeVar("FrameT", bound=hf.Frame)
 PROTOCOL_ERROR, STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 1, 5, 6, 7, 8, 9
+ENHANCE_YOUR_CALM = 11
 
 
 class Handlers:
@@ -65,10 +69,21 @@ class Handlers:
     async def sized(self, raw: bytes, call: ServerCall) -> bytes:
         return b"\xab" * int(raw)
 
+    async def unwinding(self, raw: bytes, call: ServerCall) -> bytes:
+        """Takes a while to end once cancelled."""
+        self.started.set()
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.3)
+            self.cancelled.set()
+            raise
+        return raw
+
     def table(self) -> dict[str, RpcHandler]:
         return {ECHO: RpcHandler(unary=self.echo), SLOW: RpcHandler(unary=self.slow),
                 HELD: RpcHandler(unary=self.held), HEADER: RpcHandler(unary=self.header),
-                SIZED: RpcHandler(unary=self.sized)}
+                SIZED: RpcHandler(unary=self.sized), UNWINDING: RpcHandler(unary=self.unwinding)}
 
 
 @contextlib.asynccontextmanager
@@ -277,6 +292,26 @@ async def test_requests_that_are_not_grpc_calls_get_an_http_status(headers: list
     assert answer.data == b""
 
 
+async def test_content_length_with_a_message_split_into_small_frames_and_on_a_415() -> None:
+    async with serving(Handlers()) as port:
+        client = await RawClient.connect(port)
+        body = message(b"hello")
+        client.send(hf.HeadersFrame(1, client.block(request(ECHO, ("content-length", str(len(body))))),
+                                    flags={"END_HEADERS"}),
+                    hf.DataFrame(1, body[:3]), hf.DataFrame(1, body[3:], flags={"END_STREAM"}))
+        answer = await client.answer(1)
+        json = [*request(content_type="application/json"), ("content-length", "2")]
+        client.send(hf.HeadersFrame(3, client.block(json), flags={"END_HEADERS"}),
+                    hf.DataFrame(3, b"{}", flags={"END_STREAM"}))
+        rejected = await client.answer(3)
+        client.call(5, request(), message(b"after"))
+        after = await client.answer(5)
+        client.close()
+    assert (answer.grpc_status, answer.data) == ("0", body)
+    assert dict(rejected.headers)[":status"] == "415"
+    assert (after.grpc_status, after.data) == ("0", message(b"after"))
+
+
 def _without(name: str) -> list[tuple[str, str]]:
     return [field for field in request() if field[0] != name]
 
@@ -353,10 +388,23 @@ async def test_priority_on_its_own_stream_is_a_stream_error() -> None:
         client = await RawClient.connect(port)
         client.send(hf.HeadersFrame(1, client.block(request()), flags={"END_HEADERS", "PRIORITY"}, depends_on=1))
         answer = await client.answer(1)
-        client.send(hf.PriorityFrame(3, depends_on=3))
-        second = await client.answer(3)
+        client.send(hf.PriorityFrame(3, depends_on=3))  # an idle stream: no RST_STREAM on it (RFC 9113 6.4)
+        code = await client.goaway()
         client.close()
-    assert (answer.reset, second.reset) == (PROTOCOL_ERROR, PROTOCOL_ERROR)
+    assert (answer.reset, code) == (PROTOCOL_ERROR, PROTOCOL_ERROR)
+
+
+async def test_a_malformed_priority_on_a_closed_stream_is_reset_and_on_an_idle_one_a_connection_error() -> None:
+    async with serving(Handlers()) as port:
+        client = await RawClient.connect(port)
+        client.call(1, request(), message(b"1"))
+        await client.answer(1)
+        client.writer.write(b"\x00\x00\x04\x02\x00\x00\x00\x00\x01" + b"\x00" * 4)  # PRIORITY of 4 bytes
+        reset = await client.next(hf.RstStreamFrame)
+        client.writer.write(b"\x00\x00\x04\x02\x00\x00\x00\x00\x05" + b"\x00" * 4)
+        code = await client.goaway()
+        client.close()
+    assert (reset.stream_id, reset.error_code, code) == (1, FRAME_SIZE_ERROR, FRAME_SIZE_ERROR)
 
 
 def _even_stream(client: RawClient) -> None:
@@ -432,6 +480,291 @@ async def test_streams_over_the_concurrency_limit_are_refused() -> None:
         client.close()
     assert refused.reset == REFUSED_STREAM
     assert [(answer.grpc_status, answer.data) for answer in answers] == [("0", message(b"1")), ("0", message(b"3"))]
+
+
+async def test_a_client_that_reads_nothing_holds_a_bounded_write_buffer_and_stop_drops_its_socket() -> None:
+    server = GrpcServer(Handlers().table(), ServerOptions())
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)  # reads a few KiB, then stops
+    client = RawClient(reader, writer)
+    writer.write(PREFACE)
+    client.send(hf.SettingsFrame(0, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1}),
+                hf.WindowUpdateFrame(0, window_increment=2**31 - 1 - 65_535))
+    client.call(1, request(SIZED), message(b"30000000"))  # a 30 MB answer the windows let go at once
+    await asyncio.sleep(0.5)
+    (connection,) = server.connections
+    assert connection.transport is not None
+    buffered = connection.transport.get_write_buffer_size()
+    data, trailers = 0, dict[str, str]()  # once read, the rest of the answer follows
+    while not trailers:
+        frame = await client.frame()
+        assert frame is not None
+        if isinstance(frame, hf.DataFrame):
+            data += len(frame.data)
+        elif isinstance(frame, hf.HeadersFrame) and "END_STREAM" in frame.flags:
+            trailers = {str(name): str(value) for name, value in client.decoder.decode(frame.data)}
+    client.call(3, request(SIZED), message(b"30000000"))
+    await asyncio.sleep(0.5)
+    await server.stop(0)
+    await asyncio.sleep(0.05)
+    left = connection.transport.get_write_buffer_size()
+    writer.close()
+    assert buffered < 4 * 1024 * 1024
+    assert (trailers.get("grpc-status"), data) == ("0", 30_000_005)
+    assert left == 0
+
+
+async def test_a_ping_flood_is_enhance_your_calm_and_pings_between_calls_are_not() -> None:
+    async with serving(Handlers()) as port:
+        client = await RawClient.connect(port)
+        answers = []
+        for stream_id in (1, 3):
+            client.send(*[hf.PingFrame(0, opaque_data=b"%08d" % n) for n in range(400)])
+            client.call(stream_id, request(), message(b"between"))
+            answers.append(await client.answer(stream_id))
+        client.send(*[hf.PingFrame(0, opaque_data=b"%08d" % n) for n in range(1000)])
+        code = await client.goaway()
+        client.close()
+    assert [(answer.grpc_status, answer.data) for answer in answers] == [("0", message(b"between"))] * 2
+    assert code == ENHANCE_YOUR_CALM
+
+
+async def test_settings_flush_answers_only_when_the_initial_window_grew() -> None:
+    server = GrpcServer(Handlers().table(), ServerOptions())
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    client = await RawClient.connect(port, settings=False)
+    client.send(hf.SettingsFrame(0, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 0}))
+    stream_ids = range(1, 101, 2)
+    for stream_id in stream_ids:
+        client.call(stream_id, request(SIZED), message(b"100"))  # answers wait for a stream window
+    client.send(hf.PingFrame(0, opaque_data=b"answered"))
+    await client.next(hf.PingFrame)
+    (connection,) = server.connections
+    flushed: list[int] = []
+    flush = connection._flush
+
+    def counted(stream: Stream) -> None:
+        flushed.append(stream.id)
+        flush(stream)
+
+    connection._flush = counted  # type: ignore[method-assign]
+    client.send(*[hf.SettingsFrame(0) for _ in range(100)], hf.PingFrame(0, opaque_data=b"settings"))
+    await client.next(hf.PingFrame)
+    unchanged = len(flushed)
+    client.send(hf.SettingsFrame(0, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 65_535}))
+    answers = [await client.answer(stream_id) for stream_id in stream_ids]
+    client.close()
+    await server.stop(0)
+    assert unchanged == 0
+    assert sorted(flushed) == list(stream_ids)
+    assert all((answer.grpc_status, answer.data) == ("0", message(b"\xab" * 100)) for answer in answers)
+
+
+async def test_request_bytes_held_by_a_connection_stay_within_its_budget_and_window() -> None:
+    # budget = max(4 x window, 2 x (message limit + 16 KiB)) = 1 MiB, then the 256 KiB window
+    options = ServerOptions(connection_window=256 * 1024, max_receive_message_length=64 * 1024)
+    server = GrpcServer(Handlers().table(), options)
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    client = await RawClient.connect(port, settings=False)
+    client.send(hf.SettingsFrame(0, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1}),
+                hf.WindowUpdateFrame(0, window_increment=2**31 - 1 - 65_535))  # the answers all go at once
+    window, held, chunk = 256 * 1024, 0, b"\0" * 16 * 1024
+    refused: set[int] = set()
+    statuses: dict[int, str] = {}
+
+    def read(frame: hf.Frame) -> int:
+        if isinstance(frame, hf.WindowUpdateFrame) and frame.stream_id == 0:
+            return int(frame.window_increment)
+        if isinstance(frame, hf.RstStreamFrame):
+            refused.add(frame.stream_id)
+        elif isinstance(frame, (hf.HeadersFrame, hf.ContinuationFrame)):
+            fields = dict((str(name), str(value)) for name, value in client.decoder.decode(frame.data))
+            if "grpc-status" in fields:
+                statuses[frame.stream_id] = fields["grpc-status"]
+        return 0
+
+    async def send(stream_id: int, piece: bytes, end: bool = False) -> None:
+        nonlocal window, held
+        while window < len(piece):
+            frame = await client.frame()
+            assert frame is not None, "the server stalled the connection"
+            window += read(frame)
+        client.send(hf.DataFrame(stream_id, piece, flags={"END_STREAM"} if end else set()))
+        window -= len(piece)
+        await client.writer.drain()
+        await asyncio.sleep(0)
+        (connection,) = server.connections
+        held = max(held, connection.buffered)
+
+    stream_ids = range(1, 61, 2)
+    for stream_id in stream_ids:  # 30 requests of 60 KiB, 48 KiB of each sent: 1.4 MiB held
+        client.send(hf.HeadersFrame(stream_id, client.block(request()), flags={"END_HEADERS"}))
+        for piece in (message(b"\0" * 60 * 1024)[:16 * 1024], chunk, chunk):
+            await send(stream_id, piece)
+    for stream_id in stream_ids:
+        if stream_id not in refused:
+            await send(stream_id, chunk[:12 * 1024 + 5], end=True)
+    while len(statuses) < len(stream_ids) and (frame := await client.frame()) is not None:
+        read(frame)
+    client.close()
+    await server.stop(0)
+    assert held <= 1024 * 1024 + 256 * 1024
+    exhausted = str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
+    assert refused == {stream_id for stream_id, status in statuses.items() if status == exhausted} != set()
+    assert all(statuses[stream_id] == "0" for stream_id in stream_ids if stream_id not in refused)
+
+
+async def test_a_request_that_does_not_end_is_ended_after_the_request_timeout() -> None:
+    async with serving(Handlers(), ServerOptions(request_timeout_s=0.2)) as port:
+        client = await RawClient.connect(port)
+        client.send(hf.HeadersFrame(1, client.block(request()), flags={"END_HEADERS"}),
+                    hf.DataFrame(1, message(b"never ended")))
+        client.send(hf.HeadersFrame(3, client.block(request(content_type="application/json")), flags={"END_HEADERS"}))
+        timed_out = await client.answer(1)
+        reset = await client.answer(3)
+        client.close()
+    assert timed_out.grpc_status == str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
+    assert reset.reset == CANCEL
+
+
+async def test_a_header_block_over_64_kib_ends_the_connection_also_in_one_frame() -> None:
+    async with serving(Handlers(), ServerOptions(max_frame_size=1 << 20)) as port:
+        client = await RawClient.connect(port)
+        block = client.block(request()) + client.block([("x-big", "v" * 100_000)])
+        client.send(hf.HeadersFrame(1, block, flags={"END_HEADERS", "END_STREAM"}))
+        code = await client.goaway()
+        client.close()
+    assert code == ENHANCE_YOUR_CALM
+
+
+async def test_a_reset_stream_counts_against_the_limit_until_its_handler_ended() -> None:
+    handlers = Handlers()
+    async with serving(handlers, ServerOptions(max_concurrent_streams=2)) as port:
+        client = await RawClient.connect(port)
+        client.call(1, request(UNWINDING), message(b""))
+        await asyncio.wait_for(handlers.started.wait(), 5)
+        client.send(hf.RstStreamFrame(1, error_code=CANCEL))
+        client.call(3, request(HELD), message(b"3"))
+        client.call(5, request(HELD), message(b"5"))
+        refused = await client.answer(5)
+        await asyncio.wait_for(handlers.cancelled.wait(), 2)
+        await asyncio.sleep(0.01)
+        client.call(7, request(), message(b"7"))
+        taken = await client.answer(7)
+        client.close()
+    assert refused.reset == REFUSED_STREAM
+    assert (taken.grpc_status, taken.data) == ("0", message(b"7"))
+
+
+async def test_rapid_resets_are_enhance_your_calm() -> None:
+    async with serving(Handlers()) as port:
+        client = await RawClient.connect(port)
+        for stream_id in range(1, 1201, 2):  # 600 calls, each reset once sent
+            client.call(stream_id, request(SLOW), message(b""))
+            client.send(hf.RstStreamFrame(stream_id, error_code=CANCEL))
+            if stream_id % 64 == 1:
+                await client.writer.drain()
+                await asyncio.sleep(0)  # across reads: the handlers start
+        code = await client.goaway()
+        client.close()
+    assert code == ENHANCE_YOUR_CALM
+
+
+async def test_a_graceful_close_reads_the_clients_frames_so_its_answers_are_not_lost() -> None:
+    handlers = Handlers()
+    server = GrpcServer(handlers.table(), ServerOptions())
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    client = await RawClient.connect(port)
+    client.call(1, request(HELD), message(b"held"))
+    await client.until(lambda frame: isinstance(frame, hf.SettingsFrame) and "ACK" in frame.flags)
+    server.begin_stop()
+    await client.until(lambda frame: isinstance(frame, hf.PingFrame))
+    client.send(hf.PingFrame(0, opaque_data=b"shutdown", flags={"ACK"}))
+
+    async def window_updates() -> None:  # what a client sends as it reads, arriving after the close
+        with contextlib.suppress(ConnectionError):
+            while True:
+                client.send(hf.WindowUpdateFrame(0, window_increment=1))
+                await asyncio.sleep(0.002)
+
+    sender = asyncio.create_task(window_updates())
+    await asyncio.sleep(0.05)
+    handlers.gate.set()
+    await asyncio.sleep(0.3)  # the answer is written and the server closed its side, unread
+    sender.cancel()
+    answer = await client.answer(1)
+    end = await client.until(lambda frame: False)
+    client.close()
+    await server.stop(0)
+    assert (answer.grpc_status, answer.data) == ("0", message(b"held"))
+    assert end is None
+
+
+async def test_connection_ages_are_jittered_by_10_percent() -> None:
+    server = GrpcServer(Handlers().table(), ServerOptions(max_connection_age_s=100))
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    opened = asyncio.get_running_loop().time()
+    clients = [await RawClient.connect(port) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    ages = [connection.timers[1].when() - opened for connection in server.connections]
+    for client in clients:
+        client.close()
+    await server.stop(0)
+    assert len(ages) == 20
+    assert all(89.9 <= age <= 110.2 for age in ages)
+    assert max(ages) - min(ages) > 1
+
+
+async def test_an_idle_connection_gets_a_goaway_after_max_connection_idle() -> None:
+    async with serving(Handlers(), ServerOptions(max_connection_idle_s=0.2)) as port:
+        client = await RawClient.connect(port)
+        client.call(1, request(), message(b"1"))
+        answer = await client.answer(1)
+        answered = asyncio.get_running_loop().time()
+        goaway = await client.next(hf.GoAwayFrame)
+        idle = asyncio.get_running_loop().time() - answered
+        client.close()
+    assert answer.grpc_status == "0"
+    assert (goaway.error_code, goaway.last_stream_id) == (0, 2**31 - 1)
+    assert 0.15 < idle < 1
+
+
+def _gzip(payload: bytes) -> bytes:
+    compressor = zlib.compressobj(wbits=31)
+    return compressor.compress(payload) + compressor.flush()
+
+
+@pytest.mark.parametrize(("flag", "compressed", "details"), [
+    (1, _gzip(b"a request" * 100)[:-6], "the message does not decompress: truncated"),
+    (1, _gzip(b"a request") + b"more", "the message does not decompress: bytes after its end"),
+    (2, b"a request", "a message with the reserved compressed flag 2"),
+], ids=["truncated", "bytes-after-the-end", "reserved-flag"])
+async def test_truncated_or_trailing_compressed_messages_and_reserved_flags_are_internal(
+        flag: int, compressed: bytes, details: str) -> None:
+    async with serving(Handlers()) as port:
+        client = await RawClient.connect(port)
+        client.call(1, request(ECHO, ("grpc-encoding", "gzip")), struct.pack(">BL", flag, len(compressed)) + compressed)
+        answer = await client.answer(1)
+        client.close()
+    assert answer.grpc_status == str(grpc.StatusCode.INTERNAL.value[0])
+    assert dict(answer.headers)["grpc-message"] == details
+
+
+async def test_a_refused_hook_that_raises_does_not_end_the_call_or_the_connection() -> None:
+    def refused(call: ServerCall, code: grpc.StatusCode, message: str, received: int) -> None:
+        raise RuntimeError("observer bug")
+
+    server = GrpcServer(Handlers().table(), ServerOptions(), refused)
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    client = await RawClient.connect(port)
+    client.call(1, request("/t.T/Missing"), message(b""))
+    missing = await client.answer(1)
+    client.call(3, request(), message(b"after"))
+    after = await client.answer(3)
+    client.close()
+    await server.stop(0)
+    assert missing.grpc_status == str(grpc.StatusCode.UNIMPLEMENTED.value[0])
+    assert (after.grpc_status, after.data) == ("0", message(b"after"))
 
 
 async def test_metadata_over_the_header_list_limit_is_resource_exhausted_and_the_connection_lives_on() -> None:
@@ -527,7 +860,7 @@ async def test_tiny_client_window_gets_a_1_mb_answer_through_window_updates() ->
 
 
 async def test_frames_and_header_blocks_kept_within_the_clients_max_frame_size() -> None:
-    async with serving(Handlers()) as port:  # the server's own limit is 1 MiB; the client's 16 KiB
+    async with serving(Handlers()) as port:  # the server's own limit is 64 KiB; the client's 16 KiB
         client = await H2Client.connect(port, {h2.settings.SettingCodes.MAX_FRAME_SIZE: 16384,
                                                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 20})
         answer, sizes = await client.call(request(SIZED), message(b"200000"))
