@@ -28,9 +28,11 @@ SERVICES: Sequence[Callable[[DoorState], Mapping[str, RpcHandler]]] = (tfserving
 
 def server_options(settings: Settings) -> ServerOptions:
     """The server's limits: messages up to `max_body_bytes`, a client's preface within
-    `header_timeout_s`, connections aged out when configured (their calls then get `drain_timeout_s`)."""
+    `header_timeout_s`, a call's request within `body_timeout_s` of its headers (as HTTP's body),
+    connections aged out when configured (their calls then get `drain_timeout_s`)."""
     return ServerOptions(max_receive_message_length=settings.max_body_bytes,
                          handshake_timeout_s=settings.header_timeout_s,
+                         request_timeout_s=settings.body_timeout_s,
                          max_connection_age_s=settings.grpc_max_connection_age_s,
                          max_connection_age_grace_s=settings.drain_timeout_s)
 
