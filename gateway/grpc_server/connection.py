@@ -56,6 +56,9 @@ _LINGER_S = 1.0  # a closing connection reads and drops the client's frames this
 # RFC 9113 10.5). grpcio sends a keepalive PING every few seconds at most; its BDP PINGs follow DATA.
 _MAX_STRIKES = 500
 _STRIKE_INTERVAL_S = 1.0
+# Early resets (CVE-2023-44487) may reach this many times max_concurrent_streams: a client cancelling
+# every call it has in flight at once (a deadline storm) stays well under it.
+_RESET_STRIKES_PER_STREAM = 2
 # RFC 9113 8.2.1/8.2.2: a name with these octets, a value with NUL, CR or LF, a connection-specific
 # field and a TE other than "trailers" make a request malformed. Blanks around a value are let
 # through: grpc's ASCII-Value (PROTOCOL-HTTP2.md) allows them, grpcio sends them, grpc's server takes them.
@@ -85,7 +88,7 @@ class Stream:
     """One call's stream: its request as it arrives, its answer's state and flow control."""
 
     __slots__ = ("body", "buffered", "call", "content_length", "deadline_timer", "drained", "encoding", "handler",
-                 "http_status", "id", "local_closed", "opened", "pending", "pending_size", "recv_unacked",
+                 "http_status", "id", "local_closed", "opened", "pending", "pending_size", "read", "recv_unacked",
                  "recv_window", "remote_closed", "reset", "send_window", "sent_headers", "task", "timed_out",
                  "trailers", "unreturned")
 
@@ -97,7 +100,8 @@ class Stream:
         self.body = bytearray()
         self.buffered = 0  # DATA bytes (with padding) held in `body`
         self.unreturned = 0  # of those, the ones the connection's window opens by only once they are used
-        self.opened = 0.0  # event-loop time the stream opened while its request has not ended
+        self.opened = 0.0  # event-loop time the stream opened or last had DATA while its request has not ended
+        self.read = 0  # the connection's read (`data_received`) its HEADERS came in
         self.call: ServerCall | None = None
         self.handler: RpcHandler | None = None
         self.encoding: str | None = None
@@ -168,6 +172,8 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0  # event-loop time the last stream ended
         self.linger_timer: asyncio.TimerHandle | None = None
         self.strikes_until = 0.0
+        self.max_resets = max(_MAX_STRIKES, _RESET_STRIKES_PER_STREAM * options.max_concurrent_streams)
+        self.reads = 0  # `data_received` calls so far
 
     # -- the connection's life ------------------------------------------------------------
 
@@ -318,6 +324,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed or self.lingering:
             return
+        self.reads += 1
         buffer = self.buffer
         if buffer:
             buffer += data
@@ -538,6 +545,7 @@ class Connection(asyncio.Protocol):
             self._stream_error(stream_id, f.REFUSED_STREAM)
             return
         stream = Stream(stream_id, self.peer_initial_window, self.options.stream_window)
+        stream.read = self.reads
         self.streams[stream_id] = stream
         if flags & f.END_STREAM:
             stream.remote_closed = True
@@ -736,12 +744,16 @@ class Connection(asyncio.Protocol):
             raise ConnectionFault(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
         if len(payload) != 4:
             raise ConnectionFault(f.FRAME_SIZE_ERROR, "an RST_STREAM frame not 4 bytes long")
-        self._strike()
         stream = self.streams.get(stream_id)
         if stream is None:
             if stream_id > self.last_stream_id:
                 raise ConnectionFault(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
+            self._strike(self.max_resets)
             return
+        # Early (a rapid reset): its request had not ended, or it came in the same read as its HEADERS (an
+        # attack's HEADERS+RST pairs); a cancelled live call (a deadline, a cancel) is no strike.
+        if not stream.remote_closed or stream.read == self.reads:
+            self._strike(self.max_resets)
         stream.reset = True
         task = stream.task
         if task is not None and not task.done():  # counted until it ended (CVE-2023-44487: rapid reset)
@@ -760,7 +772,7 @@ class Connection(asyncio.Protocol):
             if payload:
                 raise ConnectionFault(f.FRAME_SIZE_ERROR, "a SETTINGS ACK with a payload")
             return
-        self._strike()
+        self._strike(_MAX_STRIKES)
         grew = False
         for key, value in f.parse_settings(payload):
             if key == f.INITIAL_WINDOW_SIZE:
@@ -790,7 +802,7 @@ class Connection(asyncio.Protocol):
         if len(payload) != 8:
             raise ConnectionFault(f.FRAME_SIZE_ERROR, "a PING frame not 8 bytes long")
         if not flags & f.ACK:
-            self._strike()
+            self._strike(_MAX_STRIKES)
             self._write(f.frame(f.PING, f.ACK, 0, payload))
         elif self.draining and payload == _SHUTDOWN_PING:
             self._final_goaway()  # the client has seen the first GOAWAY: it opens no more streams
@@ -844,14 +856,14 @@ class Connection(asyncio.Protocol):
             raise ConnectionFault(code, f"a malformed PRIORITY on idle stream {stream_id}")
         self._stream_error(stream_id, code)
 
-    def _strike(self) -> None:
-        """One more control frame while the server answers nothing: past _MAX_STRIKES in an
-        interval the client is abusive (grpc's ping strikes, CVE-2019-9512/9515, CVE-2023-44487)."""
+    def _strike(self, limit: int) -> None:
+        """One more control frame while the server answers nothing: past `limit` in an interval
+        the client is abusive (grpc's ping strikes, CVE-2019-9512/9515, CVE-2023-44487)."""
         now = self.loop.time()
         if now >= self.strikes_until:
             self.strikes, self.strikes_until = 0, now + _STRIKE_INTERVAL_S
         self.strikes += 1
-        if self.strikes > _MAX_STRIKES:
+        if self.strikes > limit:
             raise ConnectionFault(f.ENHANCE_YOUR_CALM, "too_many_pings")
 
     def _push_promise(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
@@ -1063,6 +1075,7 @@ class Connection(asyncio.Protocol):
         trailers = self._trailers_block(stream, status, message)
         if not stream.sent_headers:
             stream.sent_headers = True
+            self.strikes = 0
             self._write(f.header_frames(stream.id, f.END_STREAM, _RESPONSE_HEADERS + trailers, self.peer_max_frame))
             self._close_local(stream)
             return
@@ -1072,6 +1085,7 @@ class Connection(asyncio.Protocol):
     def _http_error(self, stream: Stream, status: str) -> None:
         """A request that is not a gRPC call: an HTTP status and no body."""
         stream.sent_headers = True
+        self.strikes = 0
         self._write(f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream.id, encode([(":status", status)])))
         self._close_local(stream)
 

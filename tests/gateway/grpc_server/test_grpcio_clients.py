@@ -165,6 +165,24 @@ async def test_client_cancel_cancels_the_handler() -> None:
         assert await unary(channel, ECHO)(b"after", timeout=5) == b"after"  # the connection lives on
 
 
+async def test_a_deadline_storm_of_1000_calls_leaves_the_channel_and_its_other_calls_alone() -> None:
+    async with serving(Handlers()) as (_, port), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        assert await unary(channel, ECHO)(b"warm", timeout=5) == b"warm"
+        survivor = asyncio.ensure_future(unary(channel, SLOW)(b"0.6", timeout=5))
+
+        async def expiring() -> grpc.StatusCode:
+            try:
+                await unary(channel, SLOW)(b"5", timeout=0.3)
+            except grpc.aio.AioRpcError as error:
+                return error.code()
+            return grpc.StatusCode.OK
+
+        codes = await asyncio.gather(*[expiring() for _ in range(1000)])  # cancelled by the client together
+        assert set(codes) == {grpc.StatusCode.DEADLINE_EXCEEDED}
+        assert await survivor == b"0.6"
+        assert await unary(channel, ECHO)(b"after", timeout=5) == b"after"
+
+
 async def test_64_concurrent_calls_on_one_channel() -> None:
     async with serving(Handlers()) as (_, port), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         slow = unary(channel, SLOW)
