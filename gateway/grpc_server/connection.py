@@ -51,6 +51,7 @@ _CALLS_CANCELLED_WAIT_S = 1.0  # handlers cancelled at the end of a grace get th
 _REMEMBERED = 1024  # stream ids remembered as reset by the server or skipped by the client
 _WRITE_BUFFER_HIGH = 1 << 20  # the transport's buffer past this pauses reading and answers' DATA
 _LINGER_S = 1.0  # a closing connection reads and drops the client's frames this long at most, then drops the socket
+_DRAIN_POLL_S = 0.05  # a closing connection's write buffer is checked this often until it is empty
 # Control frames the client makes the server answer or work for (PING, SETTINGS, RST_STREAM) while the
 # server sends no answer: past this many in an interval, GOAWAY ENHANCE_YOUR_CALM (grpc's ping strikes,
 # RFC 9113 10.5). grpcio sends a keepalive PING every few seconds at most; its BDP PINGs follow DATA.
@@ -958,7 +959,8 @@ class Connection(asyncio.Protocol):
         """A lingering close: what is queued is written, then our side shut (FIN); the client's
         frames are read and dropped until it closes or _LINGER_S passed, then the socket is dropped
         (closing with unread input would send RST, which can destroy answers the client has not
-        read yet; a client that reads nothing must not hold the socket and its buffer)."""
+        read yet; a client that reads nothing must not hold the socket and its buffer). The linger
+        starts once the write buffer is empty: a slow reader gets the whole answer."""
         self._send_out()
         transport = self.transport
         if transport is None or self.lingering or transport.is_closing():
@@ -974,7 +976,21 @@ class Connection(asyncio.Protocol):
         else:
             transport.close()  # TLS: no half-close
         self.server.lingering.add(transport)
-        self.linger_timer = self.loop.call_later(_LINGER_S, transport.abort)
+        self._drained(transport, transport.get_write_buffer_size(), self.loop.time())
+
+    def _drained(self, transport: asyncio.Transport, size: int, since: float) -> None:
+        """Linger once the write buffer is empty; drop a client whose buffer did not shrink within _LINGER_S."""
+        left = transport.get_write_buffer_size()
+        now = self.loop.time()
+        if left == 0:
+            self.linger_timer = self.loop.call_later(_LINGER_S, transport.abort)
+            return
+        if left < size:
+            size, since = left, now
+        elif now - since >= _LINGER_S:  # it reads nothing
+            transport.abort()
+            return
+        self.linger_timer = self.loop.call_later(_DRAIN_POLL_S, self._drained, transport, size, since)
 
     def _answer(self, stream: Stream, answer: bytes) -> None:
         """A unary call's answer: headers, the message and the OK trailers, at once when flow

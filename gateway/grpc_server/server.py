@@ -84,6 +84,12 @@ class GrpcServer:
             await asyncio.wait(tasks, timeout=1.0)  # a handler that ignores its cancellation is not waited for
         for connection in list(self.connections):
             connection.abort()
+        while self.lingering and loop.time() < deadline:  # closed connections' answers still draining to slow readers
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), deadline - loop.time())
+            except TimeoutError:
+                break
         for transport in list(self.lingering):
             transport.abort()  # a client that does not read would hold its socket and buffer past the stop
         self.lingering.clear()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import struct
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -698,6 +699,40 @@ async def test_a_graceful_close_reads_the_clients_frames_so_its_answers_are_not_
     await server.stop(0)
     assert (answer.grpc_status, answer.data) == ("0", message(b"held"))
     assert end is None
+
+
+async def test_a_graceful_stop_lets_a_slow_reader_drain_a_finished_answer_and_its_trailers() -> None:
+    server = GrpcServer(Handlers().table(), ServerOptions())
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=64 * 1024)
+    client = RawClient(reader, writer)
+    writer.write(PREFACE)
+    client.send(hf.SettingsFrame(0, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1}),
+                hf.WindowUpdateFrame(0, window_increment=2**31 - 1 - 65_535))
+    await client.until(lambda frame: isinstance(frame, hf.SettingsFrame) and "ACK" in frame.flags)
+    (connection,) = server.connections
+    assert connection.transport is not None  # a WAN's bounded bytes in flight: the answer waits in our buffer
+    connection.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    client.call(1, request(SIZED), message(b"1000000"))
+    await asyncio.sleep(0.05)
+    assert connection.transport.get_write_buffer_size() > 500_000
+    stopping = asyncio.create_task(server.stop(5.0))
+    data, trailers = 0, dict[str, str]()
+    while not trailers:  # at about 1 MB/s
+        frame = await client.frame()
+        assert frame is not None, "the answer was cut"
+        if isinstance(frame, hf.DataFrame) and frame.stream_id == 1:
+            data += len(frame.data)
+            await asyncio.sleep(len(frame.data) / 1e6)
+        elif isinstance(frame, hf.HeadersFrame) and "END_STREAM" in frame.flags:
+            trailers = {str(name): str(value) for name, value in client.decoder.decode(frame.data)}
+    client.close()
+    await asyncio.wait_for(stopping, 2)
+    assert (trailers.get("grpc-status"), data) == ("0", 1_000_005)
 
 
 async def test_connection_ages_are_jittered_by_10_percent() -> None:
