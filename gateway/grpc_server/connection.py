@@ -488,8 +488,7 @@ class Connection(asyncio.Protocol):
             return
         for stream in reversed(self.streams.values()):
             if stream.unreturned and not stream.remote_closed:
-                self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                             "the connection's request bytes are over their limit")
+                self._reset(stream, f.REFUSED_STREAM)  # no handler ran (RFC 9113 8.7): grpc clients retry it
                 return
 
     def _headers(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:

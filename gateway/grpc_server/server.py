@@ -21,7 +21,9 @@ class ServerOptions:
     """The server's limits and HTTP/2 settings."""
 
     max_receive_message_length: int = 4 * 1024 * 1024
-    max_concurrent_streams: int = 1024  # with request bytes bound by the connection's window (16 MiB)
+    # Request bytes a connection holds: its budget, max(4 connection windows, 2 x (message limit + 16 KiB)),
+    # then one more connection window; past it the newest request is refused (REFUSED_STREAM, retried).
+    max_concurrent_streams: int = 1024
     max_header_list_size: int = 16 * 1024  # grpc's own hard limit on metadata
     header_table_size: int = 4096
     stream_window: int = 4 * 1024 * 1024

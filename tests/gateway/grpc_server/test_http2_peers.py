@@ -576,7 +576,7 @@ async def test_request_bytes_held_by_a_connection_stay_within_its_budget_and_win
     def read(frame: hf.Frame) -> int:
         if isinstance(frame, hf.WindowUpdateFrame) and frame.stream_id == 0:
             return int(frame.window_increment)
-        if isinstance(frame, hf.RstStreamFrame):
+        if isinstance(frame, hf.RstStreamFrame) and frame.error_code == REFUSED_STREAM:
             refused.add(frame.stream_id)
         elif isinstance(frame, (hf.HeadersFrame, hf.ContinuationFrame)):
             fields = dict((str(name), str(value)) for name, value in client.decoder.decode(frame.data))
@@ -605,14 +605,13 @@ async def test_request_bytes_held_by_a_connection_stay_within_its_budget_and_win
     for stream_id in stream_ids:
         if stream_id not in refused:
             await send(stream_id, chunk[:12 * 1024 + 5], end=True)
-    while len(statuses) < len(stream_ids) and (frame := await client.frame()) is not None:
+    while len(statuses) + len(refused) < len(stream_ids) and (frame := await client.frame()) is not None:
         read(frame)
     client.close()
     await server.stop(0)
     assert held <= 1024 * 1024 + 256 * 1024
-    exhausted = str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
-    assert refused == {stream_id for stream_id, status in statuses.items() if status == exhausted} != set()
-    assert all(statuses[stream_id] == "0" for stream_id in stream_ids if stream_id not in refused)
+    assert refused != set()  # no handler ran: the client may retry them
+    assert statuses == dict.fromkeys(set(stream_ids) - refused, "0")
 
 
 async def test_a_request_that_does_not_end_is_ended_after_the_request_timeout() -> None:
