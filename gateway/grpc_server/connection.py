@@ -152,6 +152,7 @@ class Connection(asyncio.Protocol):
         self.open_requests: dict[int, Stream] = {}  # streams whose request has not ended, oldest first
         self.request_timeout_s = options.request_timeout_s
         self.request_timer: asyncio.TimerHandle | None = None
+        self.read_resumed = 0.0  # event-loop time the server last stopped holding uploads back
         self.blocked: dict[int, Stream] = {}  # streams waiting for the connection's send window
         self.draining = False  # the first GOAWAY (last stream 2^31-1) and its PING are sent
         self.going_away = False  # the final GOAWAY is sent: no new streams
@@ -298,6 +299,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.read_resumed = self.loop.time()
         if self.closed or self.transport is None or self.transport.is_closing():
             return
         self.transport.resume_reading()
@@ -456,6 +458,8 @@ class Connection(asyncio.Protocol):
         if flags & f.END_STREAM:
             self._request_ended(stream)
             return
+        if stream.opened:  # progress: the request timeout counts from here (the timer finds it when it fires)
+            stream.opened = self.loop.time()
         stream.recv_unacked += length
         if stream.recv_unacked >= self.options.stream_window >> 1:
             self._write(f.window_update(stream_id, stream.recv_unacked))
@@ -655,18 +659,26 @@ class Connection(asyncio.Protocol):
         stream.handler = handler
         if timeout is not None:
             stream.deadline_timer = self.loop.call_later(timeout, self._deadline_passed, stream)
+            if stream.opened and self.request_timeout_s is not None and timeout > self.request_timeout_s:
+                del self.open_requests[stream.id]  # the client's longer deadline governs its upload
+                stream.opened = 0.0
 
     def _requests_timed_out(self) -> None:
-        """End the requests that have not ended within `request_timeout_s` of their stream's opening."""
+        """End the requests that got no DATA for `request_timeout_s` while the server was reading
+        them (a stalled upload, not a slow one); re-armed for the soonest of the others."""
         self.request_timer = None
-        timeout = self.options.request_timeout_s
+        timeout = self.request_timeout_s
         assert timeout is not None
         now = self.loop.time()
+        if self.write_paused or self.buffered > self.budget:  # the server holds the uploads back: no clock runs
+            self.read_resumed = now
+        since = self.read_resumed
+        soonest = timeout
         for stream in list(self.open_requests.values()):
-            wait = stream.opened + timeout - now
-            if wait > 0:  # the oldest left: the others opened after it
-                self.request_timer = self.loop.call_later(wait, self._requests_timed_out)
-                return
+            wait = max(stream.opened, since) + timeout - now
+            if wait > 0:
+                soonest = min(soonest, wait)
+                continue
             self.open_requests.pop(stream.id, None)
             if stream.local_closed or stream.id not in self.streams:
                 continue
@@ -674,7 +686,9 @@ class Connection(asyncio.Protocol):
                 self._reset(stream, f.CANCEL)
             else:
                 self._finish(stream, grpc.StatusCode.DEADLINE_EXCEEDED,
-                             f"the request did not end within {timeout:g} s")
+                             f"the request made no progress for {timeout:g} s")
+        if self.open_requests and not self.closed:  # at most 8 checks a timeout: a stall is ended up to 1/8 late
+            self.request_timer = self.loop.call_later(max(soonest, timeout / 8), self._requests_timed_out)
 
     def _request_ended(self, stream: Stream) -> None:
         stream.remote_closed = True

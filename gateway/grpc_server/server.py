@@ -30,7 +30,7 @@ class ServerOptions:
     connection_window: int = 16 * 1024 * 1024
     max_frame_size: int = 64 * 1024  # as fast as 1 MiB with grpcio (10-50 MB messages); one frame holds the loop less
     handshake_timeout_s: float = 10.0  # the client's preface must arrive within this
-    request_timeout_s: float | None = 30.0  # a request not ended this long after its stream opened is ended
+    request_timeout_s: float | None = 30.0  # an upload stalled this long is ended (unless grpc-timeout is longer)
     max_connection_age_s: float | None = None  # then GOAWAY, so long-lived clients move
     max_connection_age_grace_s: float = 10.0  # and the calls still in flight get this long
     max_connection_idle_s: float | None = None  # GOAWAY after this long without a stream (None: never)

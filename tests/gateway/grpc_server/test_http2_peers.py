@@ -627,6 +627,70 @@ async def test_a_request_that_does_not_end_is_ended_after_the_request_timeout() 
     assert reset.reset == CANCEL
 
 
+async def ended(client: RawClient, stream_ids: set[int]) -> dict[int, tuple[float, dict[str, str], bytes]]:
+    """Each stream's end: the loop time, its trailers, its DATA."""
+    loop, ends, data = asyncio.get_running_loop(), dict[int, tuple[float, dict[str, str], bytes]](), dict[int, bytes]()
+    while set(ends) != stream_ids:
+        frame = await client.frame()
+        assert frame is not None
+        if isinstance(frame, hf.DataFrame):
+            data[frame.stream_id] = data.get(frame.stream_id, b"") + frame.data
+        elif isinstance(frame, hf.HeadersFrame) and "END_STREAM" in frame.flags:
+            fields = {str(name): str(value) for name, value in client.decoder.decode(frame.data)}
+            ends[frame.stream_id] = (loop.time(), fields, data.get(frame.stream_id, b""))
+    return ends
+
+
+async def test_the_request_timeout_ends_only_a_stalled_upload_and_a_longer_client_deadline_governs() -> None:
+    async with serving(Handlers(), ServerOptions(request_timeout_s=0.3)) as port:
+        client = await RawClient.connect(port)
+        body = message(b"m" * 600)
+        start = asyncio.get_running_loop().time()
+        client.send(hf.HeadersFrame(1, client.block(request()), flags={"END_HEADERS"}),  # slow but steady
+                    hf.HeadersFrame(3, client.block(request(ECHO, ("grpc-timeout", "700m"))), flags={"END_HEADERS"}),
+                    hf.HeadersFrame(5, client.block(request()), flags={"END_HEADERS"}),  # stalls
+                    hf.DataFrame(3, body[:100]), hf.DataFrame(5, body[:100]))
+
+        async def steady() -> None:
+            for offset in range(0, 500, 100):
+                client.send(hf.DataFrame(1, body[offset:offset + 100]))
+                await asyncio.sleep(0.1)
+            client.send(hf.DataFrame(1, body[500:], flags={"END_STREAM"}))
+
+        sender = asyncio.create_task(steady())
+        ends = await ended(client, {1, 3, 5})
+        await sender
+        client.close()
+    deadline_exceeded = str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
+    assert (ends[1][1]["grpc-status"], ends[1][2]) == ("0", body)
+    assert (ends[3][1]["grpc-status"], ends[3][1]["grpc-message"]) == (deadline_exceeded, "Deadline Exceeded")
+    assert ends[5][1]["grpc-status"] == deadline_exceeded
+    assert "no progress" in ends[5][1]["grpc-message"]
+    assert 0.3 <= ends[5][0] - start < 0.6
+    assert 0.7 <= ends[3][0] - start < 1.0
+
+
+async def test_the_request_timeout_stops_while_the_server_does_not_read() -> None:
+    server = GrpcServer(Handlers().table(), ServerOptions(request_timeout_s=0.2))
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)
+    client = RawClient(reader, writer)
+    writer.write(PREFACE)
+    client.send(hf.SettingsFrame(0, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1}),
+                hf.WindowUpdateFrame(0, window_increment=2**31 - 1 - 65_535),
+                hf.HeadersFrame(1, client.block(request()), flags={"END_HEADERS"}), hf.DataFrame(1, message(b"up")[:3]))
+    client.call(3, request(SIZED), message(b"6000000"))  # an answer the client does not read for a while
+    await asyncio.sleep(0.5)
+    (connection,) = server.connections
+    assert connection.write_paused
+    client.send(hf.DataFrame(1, message(b"up")[3:], flags={"END_STREAM"}))  # read once the server reads again
+    ends = await ended(client, {1, 3})
+    client.close()
+    await server.stop(0)
+    assert (ends[1][1]["grpc-status"], ends[1][2]) == ("0", message(b"up"))
+    assert (ends[3][1]["grpc-status"], len(ends[3][2])) == ("0", 6_000_005)
+
+
 async def test_a_header_block_over_64_kib_ends_the_connection_also_in_one_frame() -> None:
     async with serving(Handlers(), ServerOptions(max_frame_size=1 << 20)) as port:
         client = await RawClient.connect(port)
