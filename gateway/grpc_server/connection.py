@@ -51,11 +51,15 @@ _CALLS_CANCELLED_WAIT_S = 1.0  # handlers cancelled at the end of a grace get th
 _REMEMBERED = 1024  # stream ids remembered as reset by the server or skipped by the client
 _WRITE_BUFFER_HIGH = 1 << 20  # the transport's buffer past this pauses reading and answers' DATA
 _LINGER_S = 1.0  # a closing connection reads and drops the client's frames this long at most, then drops the socket
+_DRAIN_POLL_S = 0.05  # a closing connection's write buffer is checked this often until it is empty
 # Control frames the client makes the server answer or work for (PING, SETTINGS, RST_STREAM) while the
 # server sends no answer: past this many in an interval, GOAWAY ENHANCE_YOUR_CALM (grpc's ping strikes,
 # RFC 9113 10.5). grpcio sends a keepalive PING every few seconds at most; its BDP PINGs follow DATA.
 _MAX_STRIKES = 500
 _STRIKE_INTERVAL_S = 1.0
+# Early resets (CVE-2023-44487) may reach this many times max_concurrent_streams: a client cancelling
+# every call it has in flight at once (a deadline storm) stays well under it.
+_RESET_STRIKES_PER_STREAM = 2
 # RFC 9113 8.2.1/8.2.2: a name with these octets, a value with NUL, CR or LF, a connection-specific
 # field and a TE other than "trailers" make a request malformed. Blanks around a value are let
 # through: grpc's ASCII-Value (PROTOCOL-HTTP2.md) allows them, grpcio sends them, grpc's server takes them.
@@ -85,7 +89,7 @@ class Stream:
     """One call's stream: its request as it arrives, its answer's state and flow control."""
 
     __slots__ = ("body", "buffered", "call", "content_length", "deadline_timer", "drained", "encoding", "handler",
-                 "http_status", "id", "local_closed", "opened", "pending", "pending_size", "recv_unacked",
+                 "http_status", "id", "local_closed", "opened", "pending", "pending_size", "read", "recv_unacked",
                  "recv_window", "remote_closed", "reset", "send_window", "sent_headers", "task", "timed_out",
                  "trailers", "unreturned")
 
@@ -97,7 +101,8 @@ class Stream:
         self.body = bytearray()
         self.buffered = 0  # DATA bytes (with padding) held in `body`
         self.unreturned = 0  # of those, the ones the connection's window opens by only once they are used
-        self.opened = 0.0  # event-loop time the stream opened while its request has not ended
+        self.opened = 0.0  # event-loop time the stream opened or last had DATA while its request has not ended
+        self.read = 0  # the connection's read (`data_received`) its HEADERS came in
         self.call: ServerCall | None = None
         self.handler: RpcHandler | None = None
         self.encoding: str | None = None
@@ -147,6 +152,7 @@ class Connection(asyncio.Protocol):
         self.open_requests: dict[int, Stream] = {}  # streams whose request has not ended, oldest first
         self.request_timeout_s = options.request_timeout_s
         self.request_timer: asyncio.TimerHandle | None = None
+        self.read_resumed = 0.0  # event-loop time the server last stopped holding uploads back
         self.blocked: dict[int, Stream] = {}  # streams waiting for the connection's send window
         self.draining = False  # the first GOAWAY (last stream 2^31-1) and its PING are sent
         self.going_away = False  # the final GOAWAY is sent: no new streams
@@ -168,6 +174,8 @@ class Connection(asyncio.Protocol):
         self.idle_since = 0.0  # event-loop time the last stream ended
         self.linger_timer: asyncio.TimerHandle | None = None
         self.strikes_until = 0.0
+        self.max_resets = max(_MAX_STRIKES, _RESET_STRIKES_PER_STREAM * options.max_concurrent_streams)
+        self.reads = 0  # `data_received` calls so far
 
     # -- the connection's life ------------------------------------------------------------
 
@@ -291,6 +299,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.read_resumed = self.loop.time()
         if self.closed or self.transport is None or self.transport.is_closing():
             return
         self.transport.resume_reading()
@@ -318,6 +327,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed or self.lingering:
             return
+        self.reads += 1
         buffer = self.buffer
         if buffer:
             buffer += data
@@ -448,6 +458,8 @@ class Connection(asyncio.Protocol):
         if flags & f.END_STREAM:
             self._request_ended(stream)
             return
+        if stream.opened:  # progress: the request timeout counts from here (the timer finds it when it fires)
+            stream.opened = self.loop.time()
         stream.recv_unacked += length
         if stream.recv_unacked >= self.options.stream_window >> 1:
             self._write(f.window_update(stream_id, stream.recv_unacked))
@@ -480,8 +492,7 @@ class Connection(asyncio.Protocol):
             return
         for stream in reversed(self.streams.values()):
             if stream.unreturned and not stream.remote_closed:
-                self._finish(stream, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                             "the connection's request bytes are over their limit")
+                self._reset(stream, f.REFUSED_STREAM)  # no handler ran (RFC 9113 8.7): grpc clients retry it
                 return
 
     def _headers(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
@@ -538,6 +549,7 @@ class Connection(asyncio.Protocol):
             self._stream_error(stream_id, f.REFUSED_STREAM)
             return
         stream = Stream(stream_id, self.peer_initial_window, self.options.stream_window)
+        stream.read = self.reads
         self.streams[stream_id] = stream
         if flags & f.END_STREAM:
             stream.remote_closed = True
@@ -647,18 +659,26 @@ class Connection(asyncio.Protocol):
         stream.handler = handler
         if timeout is not None:
             stream.deadline_timer = self.loop.call_later(timeout, self._deadline_passed, stream)
+            if stream.opened and self.request_timeout_s is not None and timeout > self.request_timeout_s:
+                del self.open_requests[stream.id]  # the client's longer deadline governs its upload
+                stream.opened = 0.0
 
     def _requests_timed_out(self) -> None:
-        """End the requests that have not ended within `request_timeout_s` of their stream's opening."""
+        """End the requests that got no DATA for `request_timeout_s` while the server was reading
+        them (a stalled upload, not a slow one); re-armed for the soonest of the others."""
         self.request_timer = None
-        timeout = self.options.request_timeout_s
+        timeout = self.request_timeout_s
         assert timeout is not None
         now = self.loop.time()
+        if self.write_paused or self.buffered > self.budget:  # the server holds the uploads back: no clock runs
+            self.read_resumed = now
+        since = self.read_resumed
+        soonest = timeout
         for stream in list(self.open_requests.values()):
-            wait = stream.opened + timeout - now
-            if wait > 0:  # the oldest left: the others opened after it
-                self.request_timer = self.loop.call_later(wait, self._requests_timed_out)
-                return
+            wait = max(stream.opened, since) + timeout - now
+            if wait > 0:
+                soonest = min(soonest, wait)
+                continue
             self.open_requests.pop(stream.id, None)
             if stream.local_closed or stream.id not in self.streams:
                 continue
@@ -666,7 +686,9 @@ class Connection(asyncio.Protocol):
                 self._reset(stream, f.CANCEL)
             else:
                 self._finish(stream, grpc.StatusCode.DEADLINE_EXCEEDED,
-                             f"the request did not end within {timeout:g} s")
+                             f"the request made no progress for {timeout:g} s")
+        if self.open_requests and not self.closed:  # at most 8 checks a timeout: a stall is ended up to 1/8 late
+            self.request_timer = self.loop.call_later(max(soonest, timeout / 8), self._requests_timed_out)
 
     def _request_ended(self, stream: Stream) -> None:
         stream.remote_closed = True
@@ -736,12 +758,16 @@ class Connection(asyncio.Protocol):
             raise ConnectionFault(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
         if len(payload) != 4:
             raise ConnectionFault(f.FRAME_SIZE_ERROR, "an RST_STREAM frame not 4 bytes long")
-        self._strike()
         stream = self.streams.get(stream_id)
         if stream is None:
             if stream_id > self.last_stream_id:
                 raise ConnectionFault(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
+            self._strike(self.max_resets)
             return
+        # Early (a rapid reset): its request had not ended, or it came in the same read as its HEADERS (an
+        # attack's HEADERS+RST pairs); a cancelled live call (a deadline, a cancel) is no strike.
+        if not stream.remote_closed or stream.read == self.reads:
+            self._strike(self.max_resets)
         stream.reset = True
         task = stream.task
         if task is not None and not task.done():  # counted until it ended (CVE-2023-44487: rapid reset)
@@ -760,7 +786,7 @@ class Connection(asyncio.Protocol):
             if payload:
                 raise ConnectionFault(f.FRAME_SIZE_ERROR, "a SETTINGS ACK with a payload")
             return
-        self._strike()
+        self._strike(_MAX_STRIKES)
         grew = False
         for key, value in f.parse_settings(payload):
             if key == f.INITIAL_WINDOW_SIZE:
@@ -790,7 +816,7 @@ class Connection(asyncio.Protocol):
         if len(payload) != 8:
             raise ConnectionFault(f.FRAME_SIZE_ERROR, "a PING frame not 8 bytes long")
         if not flags & f.ACK:
-            self._strike()
+            self._strike(_MAX_STRIKES)
             self._write(f.frame(f.PING, f.ACK, 0, payload))
         elif self.draining and payload == _SHUTDOWN_PING:
             self._final_goaway()  # the client has seen the first GOAWAY: it opens no more streams
@@ -844,14 +870,14 @@ class Connection(asyncio.Protocol):
             raise ConnectionFault(code, f"a malformed PRIORITY on idle stream {stream_id}")
         self._stream_error(stream_id, code)
 
-    def _strike(self) -> None:
-        """One more control frame while the server answers nothing: past _MAX_STRIKES in an
-        interval the client is abusive (grpc's ping strikes, CVE-2019-9512/9515, CVE-2023-44487)."""
+    def _strike(self, limit: int) -> None:
+        """One more control frame while the server answers nothing: past `limit` in an interval
+        the client is abusive (grpc's ping strikes, CVE-2019-9512/9515, CVE-2023-44487)."""
         now = self.loop.time()
         if now >= self.strikes_until:
             self.strikes, self.strikes_until = 0, now + _STRIKE_INTERVAL_S
         self.strikes += 1
-        if self.strikes > _MAX_STRIKES:
+        if self.strikes > limit:
             raise ConnectionFault(f.ENHANCE_YOUR_CALM, "too_many_pings")
 
     def _push_promise(self, stream_id: int, flags: int, payload: bytes | bytearray) -> None:
@@ -946,7 +972,8 @@ class Connection(asyncio.Protocol):
         """A lingering close: what is queued is written, then our side shut (FIN); the client's
         frames are read and dropped until it closes or _LINGER_S passed, then the socket is dropped
         (closing with unread input would send RST, which can destroy answers the client has not
-        read yet; a client that reads nothing must not hold the socket and its buffer)."""
+        read yet; a client that reads nothing must not hold the socket and its buffer). The linger
+        starts once the write buffer is empty: a slow reader gets the whole answer."""
         self._send_out()
         transport = self.transport
         if transport is None or self.lingering or transport.is_closing():
@@ -962,7 +989,21 @@ class Connection(asyncio.Protocol):
         else:
             transport.close()  # TLS: no half-close
         self.server.lingering.add(transport)
-        self.linger_timer = self.loop.call_later(_LINGER_S, transport.abort)
+        self._drained(transport, transport.get_write_buffer_size(), self.loop.time())
+
+    def _drained(self, transport: asyncio.Transport, size: int, since: float) -> None:
+        """Linger once the write buffer is empty; drop a client whose buffer did not shrink within _LINGER_S."""
+        left = transport.get_write_buffer_size()
+        now = self.loop.time()
+        if left == 0:
+            self.linger_timer = self.loop.call_later(_LINGER_S, transport.abort)
+            return
+        if left < size:
+            size, since = left, now
+        elif now - since >= _LINGER_S:  # it reads nothing
+            transport.abort()
+            return
+        self.linger_timer = self.loop.call_later(_DRAIN_POLL_S, self._drained, transport, size, since)
 
     def _answer(self, stream: Stream, answer: bytes) -> None:
         """A unary call's answer: headers, the message and the OK trailers, at once when flow
@@ -1063,6 +1104,7 @@ class Connection(asyncio.Protocol):
         trailers = self._trailers_block(stream, status, message)
         if not stream.sent_headers:
             stream.sent_headers = True
+            self.strikes = 0
             self._write(f.header_frames(stream.id, f.END_STREAM, _RESPONSE_HEADERS + trailers, self.peer_max_frame))
             self._close_local(stream)
             return
@@ -1072,6 +1114,7 @@ class Connection(asyncio.Protocol):
     def _http_error(self, stream: Stream, status: str) -> None:
         """A request that is not a gRPC call: an HTTP status and no body."""
         stream.sent_headers = True
+        self.strikes = 0
         self._write(f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream.id, encode([(":status", status)])))
         self._close_local(stream)
 

@@ -21,14 +21,16 @@ class ServerOptions:
     """The server's limits and HTTP/2 settings."""
 
     max_receive_message_length: int = 4 * 1024 * 1024
-    max_concurrent_streams: int = 1024  # with request bytes bound by the connection's window (16 MiB)
+    # Request bytes a connection holds: its budget, max(4 connection windows, 2 x (message limit + 16 KiB)),
+    # then one more connection window; past it the newest request is refused (REFUSED_STREAM, retried).
+    max_concurrent_streams: int = 1024
     max_header_list_size: int = 16 * 1024  # grpc's own hard limit on metadata
     header_table_size: int = 4096
     stream_window: int = 4 * 1024 * 1024
     connection_window: int = 16 * 1024 * 1024
     max_frame_size: int = 64 * 1024  # as fast as 1 MiB with grpcio (10-50 MB messages); one frame holds the loop less
     handshake_timeout_s: float = 10.0  # the client's preface must arrive within this
-    request_timeout_s: float | None = 30.0  # a request not ended this long after its stream opened is ended
+    request_timeout_s: float | None = 30.0  # an upload stalled this long is ended (unless grpc-timeout is longer)
     max_connection_age_s: float | None = None  # then GOAWAY, so long-lived clients move
     max_connection_age_grace_s: float = 10.0  # and the calls still in flight get this long
     max_connection_idle_s: float | None = None  # GOAWAY after this long without a stream (None: never)
@@ -84,6 +86,12 @@ class GrpcServer:
             await asyncio.wait(tasks, timeout=1.0)  # a handler that ignores its cancellation is not waited for
         for connection in list(self.connections):
             connection.abort()
+        while self.lingering and loop.time() < deadline:  # closed connections' answers still draining to slow readers
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), deadline - loop.time())
+            except TimeoutError:
+                break
         for transport in list(self.lingering):
             transport.abort()  # a client that does not read would hold its socket and buffer past the stop
         self.lingering.clear()

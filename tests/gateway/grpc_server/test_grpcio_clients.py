@@ -165,6 +165,41 @@ async def test_client_cancel_cancels_the_handler() -> None:
         assert await unary(channel, ECHO)(b"after", timeout=5) == b"after"  # the connection lives on
 
 
+async def test_a_deadline_storm_of_1000_calls_leaves_the_channel_and_its_other_calls_alone() -> None:
+    async with serving(Handlers()) as (_, port), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        assert await unary(channel, ECHO)(b"warm", timeout=5) == b"warm"
+        survivor = asyncio.ensure_future(unary(channel, SLOW)(b"0.6", timeout=5))
+
+        async def expiring() -> grpc.StatusCode:
+            try:
+                await unary(channel, SLOW)(b"5", timeout=0.3)
+            except grpc.aio.AioRpcError as error:
+                return error.code()
+            return grpc.StatusCode.OK
+
+        codes = await asyncio.gather(*[expiring() for _ in range(1000)])  # cancelled by the client together
+        assert set(codes) == {grpc.StatusCode.DEADLINE_EXCEEDED}
+        assert await survivor == b"0.6"
+        assert await unary(channel, ECHO)(b"after", timeout=5) == b"after"
+
+
+async def test_concurrent_requests_past_the_connections_request_budget_are_refused_retryably() -> None:
+    # budget max(4 x 128 KiB, 2 x (256 KiB + 16 KiB)) = 544 KiB: 16 requests of 200 KB sent together do not fit;
+    # the newest are refused REFUSED_STREAM (no handler ran: UNAVAILABLE to grpcio) and succeed when sent again
+    options = ServerOptions(connection_window=128 * 1024, max_receive_message_length=256 * 1024)
+    payloads = [bytes([index]) * 200_000 for index in range(16)]
+    async with serving(Handlers(), options) as (_, port), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        outcomes = await asyncio.gather(*[unary(channel, ECHO)(payload, timeout=10) for payload in payloads],
+                                        return_exceptions=True)
+        pairs = list(zip(payloads, outcomes, strict=True))
+        refused = [payload for payload, outcome in pairs if not isinstance(outcome, bytes)]
+        assert refused
+        assert {outcome.code() for _, outcome in pairs if isinstance(outcome, grpc.aio.AioRpcError)} == {
+            grpc.StatusCode.UNAVAILABLE}
+        assert all(outcome == payload for payload, outcome in pairs if isinstance(outcome, bytes))
+        assert [await unary(channel, ECHO)(payload, timeout=10) for payload in refused] == refused
+
+
 async def test_64_concurrent_calls_on_one_channel() -> None:
     async with serving(Handlers()) as (_, port), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         slow = unary(channel, SLOW)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import struct
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -575,7 +576,7 @@ async def test_request_bytes_held_by_a_connection_stay_within_its_budget_and_win
     def read(frame: hf.Frame) -> int:
         if isinstance(frame, hf.WindowUpdateFrame) and frame.stream_id == 0:
             return int(frame.window_increment)
-        if isinstance(frame, hf.RstStreamFrame):
+        if isinstance(frame, hf.RstStreamFrame) and frame.error_code == REFUSED_STREAM:
             refused.add(frame.stream_id)
         elif isinstance(frame, (hf.HeadersFrame, hf.ContinuationFrame)):
             fields = dict((str(name), str(value)) for name, value in client.decoder.decode(frame.data))
@@ -604,14 +605,13 @@ async def test_request_bytes_held_by_a_connection_stay_within_its_budget_and_win
     for stream_id in stream_ids:
         if stream_id not in refused:
             await send(stream_id, chunk[:12 * 1024 + 5], end=True)
-    while len(statuses) < len(stream_ids) and (frame := await client.frame()) is not None:
+    while len(statuses) + len(refused) < len(stream_ids) and (frame := await client.frame()) is not None:
         read(frame)
     client.close()
     await server.stop(0)
     assert held <= 1024 * 1024 + 256 * 1024
-    exhausted = str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
-    assert refused == {stream_id for stream_id, status in statuses.items() if status == exhausted} != set()
-    assert all(statuses[stream_id] == "0" for stream_id in stream_ids if stream_id not in refused)
+    assert refused != set()  # no handler ran: the client may retry them
+    assert statuses == dict.fromkeys(set(stream_ids) - refused, "0")
 
 
 async def test_a_request_that_does_not_end_is_ended_after_the_request_timeout() -> None:
@@ -625,6 +625,70 @@ async def test_a_request_that_does_not_end_is_ended_after_the_request_timeout() 
         client.close()
     assert timed_out.grpc_status == str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
     assert reset.reset == CANCEL
+
+
+async def ended(client: RawClient, stream_ids: set[int]) -> dict[int, tuple[float, dict[str, str], bytes]]:
+    """Each stream's end: the loop time, its trailers, its DATA."""
+    loop, ends, data = asyncio.get_running_loop(), dict[int, tuple[float, dict[str, str], bytes]](), dict[int, bytes]()
+    while set(ends) != stream_ids:
+        frame = await client.frame()
+        assert frame is not None
+        if isinstance(frame, hf.DataFrame):
+            data[frame.stream_id] = data.get(frame.stream_id, b"") + frame.data
+        elif isinstance(frame, hf.HeadersFrame) and "END_STREAM" in frame.flags:
+            fields = {str(name): str(value) for name, value in client.decoder.decode(frame.data)}
+            ends[frame.stream_id] = (loop.time(), fields, data.get(frame.stream_id, b""))
+    return ends
+
+
+async def test_the_request_timeout_ends_only_a_stalled_upload_and_a_longer_client_deadline_governs() -> None:
+    async with serving(Handlers(), ServerOptions(request_timeout_s=0.3)) as port:
+        client = await RawClient.connect(port)
+        body = message(b"m" * 600)
+        start = asyncio.get_running_loop().time()
+        client.send(hf.HeadersFrame(1, client.block(request()), flags={"END_HEADERS"}),  # slow but steady
+                    hf.HeadersFrame(3, client.block(request(ECHO, ("grpc-timeout", "700m"))), flags={"END_HEADERS"}),
+                    hf.HeadersFrame(5, client.block(request()), flags={"END_HEADERS"}),  # stalls
+                    hf.DataFrame(3, body[:100]), hf.DataFrame(5, body[:100]))
+
+        async def steady() -> None:
+            for offset in range(0, 500, 100):
+                client.send(hf.DataFrame(1, body[offset:offset + 100]))
+                await asyncio.sleep(0.1)
+            client.send(hf.DataFrame(1, body[500:], flags={"END_STREAM"}))
+
+        sender = asyncio.create_task(steady())
+        ends = await ended(client, {1, 3, 5})
+        await sender
+        client.close()
+    deadline_exceeded = str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
+    assert (ends[1][1]["grpc-status"], ends[1][2]) == ("0", body)
+    assert (ends[3][1]["grpc-status"], ends[3][1]["grpc-message"]) == (deadline_exceeded, "Deadline Exceeded")
+    assert ends[5][1]["grpc-status"] == deadline_exceeded
+    assert "no progress" in ends[5][1]["grpc-message"]
+    assert 0.3 <= ends[5][0] - start < 0.6
+    assert 0.7 <= ends[3][0] - start < 1.0
+
+
+async def test_the_request_timeout_stops_while_the_server_does_not_read() -> None:
+    server = GrpcServer(Handlers().table(), ServerOptions(request_timeout_s=0.2))
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)
+    client = RawClient(reader, writer)
+    writer.write(PREFACE)
+    client.send(hf.SettingsFrame(0, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1}),
+                hf.WindowUpdateFrame(0, window_increment=2**31 - 1 - 65_535),
+                hf.HeadersFrame(1, client.block(request()), flags={"END_HEADERS"}), hf.DataFrame(1, message(b"up")[:3]))
+    client.call(3, request(SIZED), message(b"6000000"))  # an answer the client does not read for a while
+    await asyncio.sleep(0.5)
+    (connection,) = server.connections
+    assert connection.write_paused
+    client.send(hf.DataFrame(1, message(b"up")[3:], flags={"END_STREAM"}))  # read once the server reads again
+    ends = await ended(client, {1, 3})
+    client.close()
+    await server.stop(0)
+    assert (ends[1][1]["grpc-status"], ends[1][2]) == ("0", message(b"up"))
+    assert (ends[3][1]["grpc-status"], len(ends[3][2])) == ("0", 6_000_005)
 
 
 async def test_a_header_block_over_64_kib_ends_the_connection_also_in_one_frame() -> None:
@@ -659,7 +723,7 @@ async def test_a_reset_stream_counts_against_the_limit_until_its_handler_ended()
 async def test_rapid_resets_are_enhance_your_calm() -> None:
     async with serving(Handlers()) as port:
         client = await RawClient.connect(port)
-        for stream_id in range(1, 1201, 2):  # 600 calls, each reset once sent
+        for stream_id in range(1, 4401, 2):  # 2200 calls, each reset once sent: past 2 x 1024 early resets
             client.call(stream_id, request(SLOW), message(b""))
             client.send(hf.RstStreamFrame(stream_id, error_code=CANCEL))
             if stream_id % 64 == 1:
@@ -698,6 +762,40 @@ async def test_a_graceful_close_reads_the_clients_frames_so_its_answers_are_not_
     await server.stop(0)
     assert (answer.grpc_status, answer.data) == ("0", message(b"held"))
     assert end is None
+
+
+async def test_a_graceful_stop_lets_a_slow_reader_drain_a_finished_answer_and_its_trailers() -> None:
+    server = GrpcServer(Handlers().table(), ServerOptions())
+    port = await server.start(bound_socket("127.0.0.1", 0, reuse_port=False))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=64 * 1024)
+    client = RawClient(reader, writer)
+    writer.write(PREFACE)
+    client.send(hf.SettingsFrame(0, settings={hf.SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1}),
+                hf.WindowUpdateFrame(0, window_increment=2**31 - 1 - 65_535))
+    await client.until(lambda frame: isinstance(frame, hf.SettingsFrame) and "ACK" in frame.flags)
+    (connection,) = server.connections
+    assert connection.transport is not None  # a WAN's bounded bytes in flight: the answer waits in our buffer
+    connection.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    client.call(1, request(SIZED), message(b"1000000"))
+    await asyncio.sleep(0.05)
+    assert connection.transport.get_write_buffer_size() > 500_000
+    stopping = asyncio.create_task(server.stop(5.0))
+    data, trailers = 0, dict[str, str]()
+    while not trailers:  # at about 1 MB/s
+        frame = await client.frame()
+        assert frame is not None, "the answer was cut"
+        if isinstance(frame, hf.DataFrame) and frame.stream_id == 1:
+            data += len(frame.data)
+            await asyncio.sleep(len(frame.data) / 1e6)
+        elif isinstance(frame, hf.HeadersFrame) and "END_STREAM" in frame.flags:
+            trailers = {str(name): str(value) for name, value in client.decoder.decode(frame.data)}
+    client.close()
+    await asyncio.wait_for(stopping, 2)
+    assert (trailers.get("grpc-status"), data) == ("0", 1_000_005)
 
 
 async def test_connection_ages_are_jittered_by_10_percent() -> None:
