@@ -28,7 +28,7 @@ SERVICES: Sequence[Callable[[DoorState], Mapping[str, RpcHandler]]] = (tfserving
 
 def server_options(settings: Settings) -> ServerOptions:
     """The server's limits: messages up to `max_body_bytes`, a client's preface within
-    `header_timeout_s`, a call's request within `body_timeout_s` of its headers (as HTTP's body),
+    `header_timeout_s`, a call's upload ended when it makes no progress for `body_timeout_s`,
     connections aged out when configured (their calls then get `drain_timeout_s`)."""
     return ServerOptions(max_receive_message_length=settings.max_body_bytes,
                          handshake_timeout_s=settings.header_timeout_s,
