@@ -158,13 +158,23 @@ grpc_sweep() {
 }
 
 # The gRPC front door (J): the gateway of F with --grpc-port, TF Serving's Predict over gRPC and
-# the same application over HTTP from the same process; beside it, each point measured right
+# the same application over HTTP from the same process (the two taken next to each other,
+# GRPC_REPEAT times); beside them, measured right
 # after, a bare grpc.aio server answering the same Predict (K, on the gateway's core) and the
 # mini-gateway (E, its runtime on RUNTIME_CPU). All four stay up for the whole section, so that
 # the points of one concurrency are taken back to back (ratios within minutes, not sections).
 GRPC_CONCS=${GRPC_CONCS:-"1 64"}
+GRPC_REPEAT=${GRPC_REPEAT:-3}
+# wrk_point SYSTEM URL CONC: one wrk point of the small payload beside the gRPC rows
+wrk_point() {
+  local before out
+  before=$(cpu_snap)
+  out=$(BODY=payloads/plain-small.json timeout $((DURATION + 20)) taskset -c "$LOAD_CPU" \
+        wrk -t1 -c"$3" -d"${DURATION}s" --timeout 10s -s load/post.lua "$2" | grep '^RESULT')
+  row "$1" "rest, beside J gRPC" small "$3" "${out:+$out $(cpu_busy "$before" "$(cpu_snap)")}"
+}
 grpc_front_sweep() {
-  local c shape conns streams api url target before out ok=1 body=payloads/plain-small.json
+  local c shape conns streams api url ok=1 body=payloads/plain-small.json
   start gw "$SERVER_CPU" "$GW_READY" "$(gateway_cmd embedded "--grpc-port 8901")" || return
   pin_children "${PID[gw]}" "$RUNTIME_CPU"
   start bare_grpc "$SERVER_CPU" tcp:9502 "$PYTHON servers/tf_grpc_server.py 9502" || ok=
@@ -177,23 +187,27 @@ grpc_front_sweep() {
       BODY=$body timeout 30 taskset -c "$LOAD_CPU" wrk -t1 -c8 -d"${WARMUP}s" -s load/post.lua "$url" >/dev/null
     done
     for c in $GRPC_CONCS; do
-      # c connections of one call each (wrk's c); at c > 1 also one connection of c calls
-      for shape in "$c:1" $([ "$c" -gt 1 ] && echo "1:$c"); do
+      # The gateway's gRPC points and its HTTP point next to each other, GRPC_REPEAT times (the
+      # table shows medians): the host's speed drifts within a minute, so the ratio the target is
+      # about is taken from points seconds apart. c connections of one call each (wrk's c); at
+      # c > 1 also one connection of c calls.
+      local shapes="$c:1 $([ "$c" -gt 1 ] && echo "1:$c")"
+      for _ in $(seq "$GRPC_REPEAT"); do
+        for shape in $shapes; do
+          conns=${shape%:*} streams=${shape#*:}
+          grpc_sweep "J gateway gRPC Predict + embedded runtime" "grpc, $conns conn x $streams" 127.0.0.1:8901 \
+            "$conns" "$streams" "$c" http://127.0.0.1:8900/metrics
+        done
+        wrk_point "J gateway HTTP + embedded runtime (same process as J gRPC)" "$GW_URL/increment" "$c"
+      done
+      for shape in $shapes; do
         conns=${shape%:*} streams=${shape#*:}
         api="grpc, $conns conn x $streams"
-        grpc_sweep "J gateway gRPC Predict + embedded runtime" "$api" 127.0.0.1:8901 \
-          "$conns" "$streams" "$c" http://127.0.0.1:8900/metrics
         grpc_sweep "K bare grpc.aio Predict server (no gateway)" "$api" 127.0.0.1:9502 "$conns" "$streams" "$c"
         grpc_sweep "L bare gateway.grpc_server Predict server (no gateway)" "$api" 127.0.0.1:9503 \
           "$conns" "$streams" "$c"
       done
-      for target in "J gateway HTTP + embedded runtime (same process as J gRPC)|$GW_URL/increment" \
-                    "E mini-gateway (reference)|http://127.0.0.1:8902/gateway/applications/increment"; do
-        before=$(cpu_snap)
-        out=$(BODY=$body timeout $((DURATION + 20)) taskset -c "$LOAD_CPU" \
-              wrk -t1 -c"$c" -d"${DURATION}s" --timeout 10s -s load/post.lua "${target#*|}" | grep '^RESULT')
-        row "${target%%|*}" "rest, beside J gRPC" small "$c" "${out:+$out $(cpu_busy "$before" "$(cpu_snap)")}"
-      done
+      wrk_point "E mini-gateway (reference)" http://127.0.0.1:8902/gateway/applications/increment "$c"
     done
   fi
   stop mini_gw; stop backend; stop bare_inloop; stop bare_grpc; stop gw
