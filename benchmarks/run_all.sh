@@ -4,6 +4,7 @@
 #   benchmarks/run_all.sh                      everything (~15 min); writes results/results.md
 #   ONLY="ceil_a mini_gw gw_embedded" ...      a subset of the sections listed in ONLY below
 #   DURATION=10 CONCS="1 8 64" REPEAT=1        seconds per load point, concurrencies, repeats
+#   GRPC_CONCS="1 64" GRPC_REPEAT=3            the gRPC front door's concurrencies, its side-by-side repeats
 #   PYTHON=/path/to/venv/bin/python            the project's interpreter (default ../.venv)
 #   GATEWAY_SRC=DIR                            measure the gateway from another checkout
 #   RESULTS=results/NAME.md                    where the rendered results go (results/results.md)
