@@ -161,7 +161,7 @@ def unary(method: Method[RequestT, ResponseT], handler: Handler[RequestT, Respon
 
     async def serve(raw: bytes, server_call: ServerCall) -> bytes:
         started = time.perf_counter()
-        metadata = {key.lower(): value for key, value in server_call.metadata if not key.endswith("-bin")}
+        metadata = {key: value for key, value in server_call.metadata if not key.endswith("-bin")}  # names lower-case
         observer = door.observer
         request_id = observer.begin_call(metadata.get(REQUEST_ID_KEY))
         call = Call(door, server_call, request_id, metadata)
@@ -212,7 +212,7 @@ def refused_calls(door: DoorState, methods: Container[str]) -> RefusedCall:
     trailing metadata."""
 
     def refused(server_call: ServerCall, code: grpc.StatusCode, message: str, received: int) -> None:
-        sent_id = next((value for key, value in server_call.metadata if key.lower() == REQUEST_ID_KEY), None)
+        sent_id = next((value for key, value in server_call.metadata if key == REQUEST_ID_KEY), None)
         request_id = door.observer.begin_call(sent_id)
         server_call.trailing_metadata.append((REQUEST_ID_KEY, request_id))
         route = server_call.path if server_call.path in methods else "unmatched"
