@@ -26,7 +26,18 @@ from gateway.pipeline import GZIP_MIN_BYTES, Endpoints, GZipMiddleware, Unexpect
 from gateway.registry import Registry
 from gateway.reload import Reloader
 from gateway.requestlog.logs import RequestLogs
-from gateway.routes import admin, applications, docs, health, metrics, models, native, tfserving
+from gateway.routes import (
+    admin,
+    admin_apply,
+    admin_upload,
+    applications,
+    docs,
+    health,
+    metrics,
+    models,
+    native,
+    tfserving,
+)
 from gateway.routes import openapi as openapi_routes
 from gateway.settings import Settings
 from gateway.shadows import CLOSE_WAIT_S, ShadowTraffic
@@ -91,6 +102,7 @@ def create_app(settings: Settings, config: Config | None = None,
     app = GatewayApp(
         meters,
         routes=[*applications.routes, *models.routes, *native.routes, *tfserving.routes, *admin.routes,
+                *admin_upload.routes, *admin_apply.routes,
                 *health.routes, *metrics.routes, *openapi_routes.routes, *docs.routes],
         middleware=[Middleware(UnexpectedErrors),  # outermost: a fault in any layer is answered too
                     Middleware(ObservabilityMiddleware, observer=observer),

@@ -21,15 +21,17 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.backends.pool import ChannelPool
 from gateway.dataplane import DISCOVERY_TIMEOUT_S, DataPlane
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.health_watch import HealthWatcher
 from gateway.manifests import Config, RuntimeAddress, load_config
 from gateway.registry import Registry
 from gateway.settings import Settings
+from gateway.store.changes import ConfigChange, Prepared
+from gateway.store.journal import Committed, ConfigStore
 from gateway.supervisor import ModelKey, RuntimeProcess, RuntimeStartError, Staged, Supervisor, runs_alike
 from gateway.warmup import remote_warmups, warm_remotes
 from modelfolder.warmup import WarmupStamp, stamp
@@ -50,6 +52,7 @@ class ReloadResult:
     failed: dict[str, str] = field(default_factory=dict)
     shutting_down: bool = False
     refused_status: int = 422  # when not applied: 422 invalid config, 500 a fault, 504 no answer in time
+    detail: dict[str, Any] = field(default_factory=dict)  # what a config change tells its caller
 
     @property
     def status(self) -> int:
@@ -79,6 +82,11 @@ class Reloads(Protocol):
 
     async def reload(self) -> ReloadResult: ...
 
+    async def change(self, change: ConfigChange) -> ReloadResult:
+        """Make `change` to the config directory, then reload (reverted when the reload is
+        refused)."""
+        ...
+
     def abandon(self) -> None: ...
 
 
@@ -100,6 +108,7 @@ class ConfigStager:
         self.settings = settings
         self.config = config
         self.supervisor = supervisor
+        self.store = ConfigStore(settings.config_dir)
         self.unwarmed: dict[ModelKey, str] = {}  # remote models not served: their warmup failed
         # The warmup file each remote model was warmed with (a new file at the same path warms again).
         self._warmed: dict[ModelKey, WarmupStamp] = {m.key: stamp(m.warmup)
@@ -187,9 +196,17 @@ class SerialReloads(ABC):
 
     async def reload(self) -> ReloadResult:
         """Load, validate and apply the config directory; one reload at a time."""
+        return await self._run(None)
+
+    async def change(self, change: ConfigChange) -> ReloadResult:
+        """Make `change` (committed to the config directory), then reload as `reload` does;
+        a refused reload reverts the change (then nothing of it is left)."""
+        return await self._run(change)
+
+    async def _run(self, change: ConfigChange | None) -> ReloadResult:
         if self._abandoned:
             return ReloadResult(False, SHUTTING_DOWN, shutting_down=True)
-        task = asyncio.create_task(self._reload())
+        task = asyncio.create_task(self._reload(change))
         self._reloading.add(task)
         task.add_done_callback(self._reloading.discard)
         try:
@@ -201,16 +218,35 @@ class SerialReloads(ABC):
         finally:
             self._applied.pop(task, None)
 
-    async def _reload(self) -> ReloadResult:
+    async def _reload(self, change: ConfigChange | None) -> ReloadResult:
         async with self._lock:
+            prepared: Prepared | None = None
+            committed: Committed | None = None
             try:
+                if change is not None:
+                    prepared = change.prepare(self.stager.config, self.stager.store)
+                    committed = prepared.transaction.commit()  # the switch: from here a restart serves it
                 staged = await self.stager.stage()
-            except ConfigError as error:
-                log.error("reload refused, the current config keeps serving: %s", error)
-                return ReloadResult(False, str(error))
-            except Exception as error:  # noqa: BLE001 - answered (500), never left hanging
-                return failed_reload(error)
-            return await self._apply(staged)
+            except BaseException as error:
+                if prepared is not None and committed is None:
+                    prepared.transaction.discard()
+                if committed is not None:
+                    committed.revert()  # a refused (or abandoned) reload leaves nothing of the change
+                if isinstance(error, GatewayError):
+                    return ReloadResult(False, error.message, refused_status=error.status)
+                if isinstance(error, ConfigError):
+                    log.error("%s refused, the current config keeps serving: %s",
+                              "reload" if change is None else "change", error)
+                    return ReloadResult(False, str(error))
+                if isinstance(error, Exception):  # answered (500), never left hanging
+                    return failed_reload(error)
+                raise
+            result = await self._apply(staged)
+            if committed is not None:
+                committed.finish()
+            if prepared is not None:
+                result.detail = prepared.detail
+            return result
 
     @abstractmethod
     async def _apply(self, staged: StagedConfig) -> ReloadResult:

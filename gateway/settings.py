@@ -72,6 +72,8 @@ class Settings:
     max_concurrency: int = 1024  # requests in flight across the gateway; beyond it 503
     header_timeout_s: float = 10.0  # a request's headers must arrive within this, else 408 and close
     body_timeout_s: float = 30.0  # its body within this after the headers, else 408
+    max_upload_bytes: int = 1024 * MIB  # a model archive sent to `POST /gateway/admin/models`
+    upload_timeout_s: float = 600.0  # its body within this (instead of body_timeout_s)
     # resilience
     circuit_failures: int = 5  # consecutive transport failures that open a backend's circuit
     circuit_cooldown_s: float = 5.0  # how long it stays open before one probe call
@@ -81,6 +83,7 @@ class Settings:
     access_log: bool = True
     # build and reload
     envs_dir: Path = Path(".gateway/envs")  # per-model environments made by `gateway build`
+    build_timeout_s: float = 1800.0  # an install-command (of `gateway build` or an upload) runs at most this
     watch_config: bool = False  # reload when a file under the config directory changes
     # shadows (gateway.shadows)
     shadow_queue_size: int = 100  # copies waiting per shadow variant; beyond it one is dropped (counted)
@@ -144,10 +147,10 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "defaults": ("request_timeout_s", "max_request_timeout_s", "runtime_start_timeout_s",
                  "health_check_timeout_s", "health_interval_s", "shutdown_grace_s", "drain_timeout_s"),
     "limits": ("max_body_bytes", "max_inflated_bytes", "max_elements", "max_concurrency",
-               "header_timeout_s", "body_timeout_s"),
+               "header_timeout_s", "body_timeout_s", "max_upload_bytes", "upload_timeout_s"),
     "resilience": ("circuit_failures", "circuit_cooldown_s", "retry_attempts"),
     "logging": ("log_level", "access_log"),
-    "build": ("envs_dir",),
+    "build": ("envs_dir", "build_timeout_s"),
     "reload": ("watch_config",),
     "shadows": ("shadow_queue_size", "shadow_concurrency", "shadow_log_sample", "shadow_queue_bytes"),
     "request_logs": ("request_log_queue_size", "request_log_queue_bytes", "warmup_timeout_s"),

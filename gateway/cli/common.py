@@ -15,6 +15,7 @@ from gateway.client.calls import checked_url
 from gateway.errors import ConfigError
 from gateway.manifests import Config, load_config
 from gateway.settings import Settings
+from gateway.store.journal import ConfigStore
 from modelfolder.arguments import seconds as seconds
 
 
@@ -69,6 +70,7 @@ def load(args: argparse.Namespace, overrides: dict[str, Any] | None = None,
          prog: str = "gateway") -> tuple[Config, Settings] | int:
     """The config directory `--config` and its settings, or 2 once the error (file:line) is said."""
     try:
+        ConfigStore(args.config).recover()  # a change an earlier gateway committed is finished first
         config = load_config(args.config)
         settings = Settings.load(args.config, config.gateway.values, overrides=overrides or {})
     except ConfigError as error:

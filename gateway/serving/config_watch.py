@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.reload import Reloads
+from gateway.store.journal import STATE_DIR
 
 log = logging.getLogger("gateway")
 
@@ -55,10 +56,11 @@ async def watch_config(config_dir: Path, reloads: ReloadTrigger, interval_s: flo
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
-    """Modification time and size of every file under `directory` (compiled Python left out)."""
+    """Modification time and size of every file under `directory` (compiled Python and the
+    admin API's changes under way left out: a change reloads once it is made)."""
     files = {}
     for path in directory.rglob("*"):
-        if path.is_file() and "__pycache__" not in path.parts:
+        if path.is_file() and "__pycache__" not in path.parts and STATE_DIR not in path.relative_to(directory).parts:
             stat = path.stat()
             files[str(path)] = (stat.st_mtime_ns, stat.st_size)
     return files
