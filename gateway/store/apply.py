@@ -272,10 +272,21 @@ def _standalone(body: str, path: Path) -> object:
     if len(docs) != 1:
         raise ConfigError("not one document")
     doc = docs[0]
-    doc.line = 1  # where it starts in its file does not make it another manifest
-    if doc.get("kind") == "Application":
-        return parse_application(doc, path)
-    return parse_model(doc, path, folder=None)
+    parsed = parse_application(doc, path) if doc.get("kind") == "Application" else parse_model(doc, path,
+                                                                                              folder=None)
+    return _without_sources(parsed)
+
+
+def _without_sources(value: Any) -> Any:
+    """`value` with every `source` (file:line) blanked: lines moved by a comment do not make
+    another manifest."""
+    if isinstance(value, tuple):
+        return tuple(_without_sources(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: "" if f.name == "source" else _without_sources(getattr(value, f.name))
+                   for f in dataclasses.fields(value)}
+        return dataclasses.replace(value, **changes)
+    return value
 
 
 def _new_path(document: Document, config_dir: Path, taken: Mapping[str, bytes]) -> str:
