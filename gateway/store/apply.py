@@ -37,7 +37,7 @@ from gateway.manifests import (
 )
 from gateway.store.changes import Prepared
 from gateway.store.documents import document_at, normalised, replace_document, split_documents
-from gateway.store.journal import ConfigStore
+from gateway.store.journal import ConfigStore, Conflict
 from modelfolder import ConfigError, LineMapping, read_text_documents
 
 MAX_FILE_STEM = 100  # longer names get a shortened file name (with a digest keeping it unique)
@@ -137,7 +137,7 @@ def _plan(file: str, text: str, config: Config, config_dir: Path) -> ApplyPlan:
     edits: dict[str, list[tuple[int, str]]] = {}
     for document in documents:
         old = _existing(document, config)
-        located = None if old is None else locate(old.source, config_dir)
+        located = None if old is None else locate(old.source, config_dir, old.name)
         action = "created"
         if located is not None and old is not None:
             action = "unchanged" if _unchanged(document, old, located, config_dir) else "updated"
@@ -213,7 +213,7 @@ def _remote_model(doc: LineMapping, path: Path, config: Config, config_dir: Path
     if old is not None and old.folder is not None:
         raise ConfigError(f"model {model.name}:{model.version} is a model folder ({old.source}); a remote "
                           "model takes another version or name", f"{path}:{doc.line}")
-    located = None if old is None else locate(old.source, config_dir)
+    located = None if old is None else locate(old.source, config_dir, old.name)
     if located is not None and (config_dir / located.path).parent != config_dir / "models":
         model = _parse_in(doc, path, (config_dir / located.path).parent)
     return model
@@ -234,16 +234,25 @@ def _parse_in(doc: LineMapping, path: Path, folder: Path) -> ModelManifest:
                                                                                                  str(path))))
 
 
-def locate(source: str, config_dir: Path) -> Located | None:
-    """The file (relative to `config_dir`) and document index of a manifest whose `source` is
-    `file:line`; None when it is not a file of the directory."""
+def locate(source: str, config_dir: Path, name: str) -> Located | None:
+    """The file (relative to `config_dir`) and document index of the manifest `name` whose
+    `source` is `file:line`; None when it is not a file of the directory. Conflict (409) when
+    that document is no longer the manifest's (the file was edited since it was read)."""
     file, _, line = source.rpartition(":")
     try:
         relative = Path(file).resolve().relative_to(config_dir.resolve()).as_posix()
         text = (config_dir / relative).read_text(encoding="utf-8")
-        return Located(relative, document_at(split_documents(text), int(line)))
-    except (ValueError, OSError):
+        located = Located(relative, document_at(split_documents(text), int(line)))
+    except (ValueError, OSError, UnicodeDecodeError):
         return None
+    try:
+        docs = list(read_text_documents(split_documents(text)[located.index].body, Path(file)))
+    except ConfigError:
+        docs = []
+    if len(docs) != 1 or docs[0].get("name") != name:
+        raise Conflict(f"{relative} changed since the gateway read it: reload the gateway (POST /admin/reload) "
+                       "and try again")
+    return located
 
 
 def _existing(document: Document, config: Config) -> ApplicationManifest | ModelManifest | None:

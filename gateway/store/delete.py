@@ -91,7 +91,7 @@ def _check(config: Config, config_dir: Path) -> None:
 
 def _remove_document(transaction: Transaction, manifest: ApplicationManifest | ModelManifest,
                      config_dir: Path) -> None:
-    located = locate(manifest.source, config_dir)
+    located = locate(manifest.source, config_dir, manifest.name)
     if located is None:
         raise Conflict(f"{manifest.name} is defined at {manifest.source}, which is not a file of the config "
                        f"directory {config_dir}")

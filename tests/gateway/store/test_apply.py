@@ -210,3 +210,11 @@ def test_a_version_one_folder_goes_and_its_version_folders_stay(tmp_path: Path) 
     make(root, DeleteModel("k", 1))
     assert sorted(p.name for p in (root / "models" / "k").iterdir()) == ["2"]
     assert set(load_config(root).models) == {("k", 2)}
+
+
+def test_a_file_edited_since_it_was_read_is_a_conflict(root: Path) -> None:
+    config = load_config(root)
+    both = root / "applications" / "both.yaml"
+    both.write_text(app_doc("c", "m:1") + "---\n" + app_doc("d", "m:1") + "---\n" + BOTH)
+    with pytest.raises(Conflict, match="applications/both.yaml changed since the gateway read it"):
+        ApplyManifests("b.yaml", app_doc("b", "m:1")).prepare(config, ConfigStore(root))
