@@ -25,9 +25,11 @@ from gateway.store.delete import DeleteApplication, DeleteModel
 from gateway.store.journal import ConfigStore
 
 MAX_FILE_NAME = 255
+DEFAULT_FILE = "<request>"  # what errors name the text when the client names no file
 _REFUSED_CODES = {404: "not_found", 409: "conflict", 422: "reload_refused", 500: "internal", 503: "unavailable",
                   504: "deadline_exceeded"}
-_BODY = 'the body must be a JSON object {"file": "<the name errors give>", "text": "<YAML documents>"}'
+_BODY = ('the body must be a JSON object {"text": "<YAML documents>", "file": "<the name errors give them>"} '
+         '("file" optional)')
 
 
 def _answer(body: dict[str, Any], status: int = 200) -> Response:
@@ -60,9 +62,9 @@ async def apply(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     dry_run = _dry_run(request)
     _, body = await read_json(request, settings)
-    if not isinstance(body, dict) or set(body) != {"file", "text"}:
+    if not isinstance(body, dict) or "text" not in body or not set(body) <= {"file", "text"}:
         raise BadRequest(_BODY)
-    file, text = body["file"], body["text"]
+    file, text = body.get("file", DEFAULT_FILE), body["text"]
     if not isinstance(file, str) or not isinstance(text, str):
         raise BadRequest(_BODY)
     if not file or len(file) > MAX_FILE_NAME or any(c in file for c in "\n\r\0"):

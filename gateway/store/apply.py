@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import GatewayError
+from gateway.errors import Conflict, InvalidManifest
 from gateway.manifests import (
     ApplicationManifest,
     Config,
@@ -37,16 +37,10 @@ from gateway.manifests import (
 )
 from gateway.store.changes import Prepared
 from gateway.store.documents import document_at, normalised, replace_document, split_documents
-from gateway.store.journal import ConfigStore, Conflict
+from gateway.store.journal import ConfigStore
 from modelfolder import ConfigError, LineMapping, read_text_documents
 
 MAX_FILE_STEM = 100  # longer names get a shortened file name (with a digest keeping it unique)
-
-
-class InvalidManifest(GatewayError):
-    """A document of an apply is invalid, or the config it makes would be (422)."""
-
-    status, code = 422, "invalid_manifest"
 
 
 @dataclass(frozen=True, slots=True)

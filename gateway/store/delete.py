@@ -13,12 +13,12 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.errors import NotFound
+from gateway.errors import Conflict, InvalidManifest, NotFound
 from gateway.manifests import ApplicationManifest, Config, ModelManifest, check_config, resolve_ref
-from gateway.store.apply import InvalidManifest, locate
+from gateway.store.apply import locate
 from gateway.store.changes import Prepared
 from gateway.store.documents import has_documents, remove_document
-from gateway.store.journal import ConfigStore, Conflict, Transaction
+from gateway.store.journal import ConfigStore, Transaction
 from modelfolder import ConfigError
 
 

@@ -35,7 +35,12 @@ async def test_apply_serves_survives_a_restart_and_delete_removes(tmp_path: Path
             assert bad.status_code == 422
             assert bad.json()["error"] == {"code": "invalid_manifest",
                                            "message": "web.yaml:1: model m has no version 9 (defined: 1)"}
-            assert (await client.post("/gateway/admin/apply", json={"text": APP})).status_code == 400
+            for body in ({"file": "web.yaml"}, {"text": APP, "files": "x"}, [APP], {"text": 1}):
+                refused = await client.post("/gateway/admin/apply", json=body)
+                assert refused.status_code == 400, body
+                assert refused.json()["error"]["code"] == "bad_request"
+            nameless = await client.post("/gateway/admin/apply", json={"text": "kind: Nope\n"})
+            assert nameless.json()["error"]["message"].startswith("<request>:1: kind:")
 
             applied = await client.post("/gateway/admin/apply", json={"file": "web.yaml", "text": APP})
             assert applied.status_code == 200, applied.text

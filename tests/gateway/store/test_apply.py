@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import NotFound
+from gateway.errors import Conflict, InvalidManifest, NotFound
 from gateway.manifests import Config, load_config, manifest_plan
-from gateway.store.apply import ApplyManifests, InvalidManifest, apply_answer
+from gateway.store.apply import ApplyManifests, apply_answer
 from gateway.store.changes import ConfigChange
 from gateway.store.delete import DeleteApplication, DeleteModel
-from gateway.store.journal import ConfigStore, Conflict
+from gateway.store.journal import ConfigStore
 from modelfolder import ConfigError
 from tests.conftest import write_app, write_model
 
@@ -216,5 +216,5 @@ def test_a_file_edited_since_it_was_read_is_a_conflict(root: Path) -> None:
     config = load_config(root)
     both = root / "applications" / "both.yaml"
     both.write_text(app_doc("c", "m:1") + "---\n" + app_doc("d", "m:1") + "---\n" + BOTH)
-    with pytest.raises(Conflict, match="applications/both.yaml changed since the gateway read it"):
+    with pytest.raises(Conflict, match=r"applications/both\.yaml changed since the gateway read it"):
         ApplyManifests("b.yaml", app_doc("b", "m:1")).prepare(config, ConfigStore(root))
