@@ -14,6 +14,9 @@ from tests.conftest import runtimes_for, serve_app, write_app, write_model
 
 FN = "def predict(x):\n    return x + 1\n"
 APP = "kind: Application\nname: web\nsingular:\n  model: m:1\n"
+REMOTE = ("kind: Model\nname: tf\nversion: 3\nwarmup: junk.warmup\nbackend:\n  protocol: tensorflow-serving\n"
+          "  target: 127.0.0.1:9\ncontract:\n  inputs:\n    x: {type: int32, shape: [-1]}\n"
+          "  outputs:\n    y: {type: int32, shape: [-1]}\n")
 
 
 async def test_apply_serves_survives_a_restart_and_delete_removes(tmp_path: Path) -> None:
@@ -41,6 +44,13 @@ async def test_apply_serves_survives_a_restart_and_delete_removes(tmp_path: Path
                 assert refused.json()["error"]["code"] == "bad_request"
             nameless = await client.post("/gateway/admin/apply", json={"text": "kind: Nope\n"})
             assert nameless.json()["error"]["message"].startswith("<request>:1: kind:")
+
+            (root / "models" / "junk.warmup").write_bytes(b"not a TFRecord")  # relative to models/
+            refused = await client.post("/gateway/admin/apply", json={"file": "tf.yaml", "text": REMOTE})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["error"]["code"] == "reload_refused"
+            assert "model tf:3 is not served" in refused.json()["error"]["message"]
+            assert not (root / "models" / "tf-3.yaml").exists()  # reverted
 
             applied = await client.post("/gateway/admin/apply", json={"file": "web.yaml", "text": APP})
             assert applied.status_code == 200, applied.text

@@ -4,11 +4,12 @@ documents rewritten where they are defined, one transaction per apply, refusals.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.errors import Conflict, InvalidManifest, NotFound
-from gateway.manifests import Config, load_config, manifest_plan
+from gateway.manifests import Config, Plan, load_config, manifest_plan
 from gateway.store.apply import ApplyManifests, apply_answer
 from gateway.store.changes import ConfigChange
 from gateway.store.delete import DeleteApplication, DeleteModel
@@ -38,7 +39,7 @@ def root(tmp_path: Path) -> Path:
     return root
 
 
-def make(root: Path, change: ConfigChange) -> dict[str, object]:
+def make(root: Path, change: ConfigChange) -> dict[str, Any]:
     """Prepare `change` against the directory's config, commit it, check it loads."""
     prepared = change.prepare(load_config(root), ConfigStore(root))
     prepared.transaction.commit().finish()
@@ -55,7 +56,7 @@ def test_a_new_application_gets_a_file_of_its_own(root: Path) -> None:
     detail = make(root, ApplyManifests("app.yaml", app_doc("new", "m")))
     assert (root / "applications" / "new.yaml").read_text() == app_doc("new", "m")
     assert detail["documents"] == [{"kind": "Application", "name": "new", "action": "created"}]
-    assert detail["plans"]["new"][0].startswith("stage 1")  # type: ignore[index]
+    assert detail["plans"]["new"][0].startswith("stage 1")
     assert load_config(root).applications["new"].stages[0].variants[0].model.name == "m"
 
 
@@ -137,7 +138,7 @@ def test_a_remote_model_over_a_model_folder_is_refused(root: Path) -> None:
             load_config(root), root)
 
 
-def running(config: Config) -> dict[str, object]:
+def running(config: Config) -> dict[str, Plan]:
     return {name: manifest_plan(app, config.models) for name, app in config.applications.items()}
 
 
@@ -147,7 +148,7 @@ def test_a_dry_run_lists_breaking_changes_and_writes_nothing(root: Path) -> None
     before = files(root)
     config = load_config(root)
     planned = ApplyManifests("tf.yaml", REMOTE.format(version=3, output="z")).plan(config, root)
-    answer = apply_answer(planned.detail(), running(config), applied=False, dry_run=True)  # type: ignore[arg-type]
+    answer = apply_answer(planned.detail(), running(config), applied=False, dry_run=True)
     assert answer["documents"] == [{"kind": "Model", "name": "tf", "version": 3, "action": "updated"}]
     assert "BREAKING application b: output 'y' removed" in answer["changes"]
     assert answer["breaking"] >= 1
@@ -218,3 +219,14 @@ def test_a_file_edited_since_it_was_read_is_a_conflict(root: Path) -> None:
     both.write_text(app_doc("c", "m:1") + "---\n" + app_doc("d", "m:1") + "---\n" + BOTH)
     with pytest.raises(Conflict, match=r"applications/both\.yaml changed since the gateway read it"):
         ApplyManifests("b.yaml", app_doc("b", "m:1")).prepare(config, ConfigStore(root))
+
+
+def test_new_files_take_free_safe_names(root: Path) -> None:
+    (root / "applications" / "new.yaml").write_text(app_doc("other", "m:1"))
+    long = "n" * 300  # a valid name, too long for a file name
+    detail = make(root, ApplyManifests("x.yaml", app_doc("new", "m") + "---\n" + app_doc(long, "m")))
+    assert [d["action"] for d in detail["documents"]] == ["created", "created"]
+    assert (root / "applications" / "new-2.yaml").read_text() == app_doc("new", "m")
+    names = sorted(p.name for p in (root / "applications").iterdir())
+    assert all(len(name) < 120 for name in names)
+    assert set(load_config(root).applications) == {"a", "b", "new", "other", long}
