@@ -173,7 +173,7 @@ def read_apply(file: str, text: str, config: Config, config_dir: Path) -> list[D
     seen: dict[tuple[str, object], str] = {}
     for doc in read_text_documents(text, path):
         location = f"{path}:{doc.line}"
-        body = segments[document_at(segments, doc.line)].body
+        body = segments[document_at(segments, doc.line)].text
         kind = doc.get("kind")
         if kind == "Application":
             document = Document("Application", parse_application(doc, path), body, location)
@@ -240,7 +240,7 @@ def locate(source: str, config_dir: Path, name: str) -> Located | None:
     except (ValueError, OSError, UnicodeDecodeError):
         return None
     try:
-        docs = list(read_text_documents(split_documents(text)[located.index].body, Path(file)))
+        docs = list(read_text_documents(split_documents(text)[located.index].text, Path(file)))
     except ConfigError:
         docs = []
     if len(docs) != 1 or docs[0].get("name") != name:
@@ -259,7 +259,7 @@ def _unchanged(document: Document, old: ApplicationManifest | ModelManifest, loc
                config_dir: Path) -> bool:
     """The same text after normalisation, or the same manifest (both parsed on their own)."""
     text = (config_dir / located.path).read_text(encoding="utf-8")
-    body = split_documents(text)[located.index].body
+    body = split_documents(text)[located.index].text
     if normalised(body) == normalised(document.body):
         return True
     try:

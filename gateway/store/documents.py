@@ -28,6 +28,12 @@ class Document:
         return self.first <= line <= self.last
 
     @property
+    def text(self) -> str:
+        """Its YAML: the body, after what its `---` line holds beyond the marker (`--- {a: 1}`)."""
+        after = self.separator[3:].lstrip(" \t")
+        return ("" if _blank(after) else after) + self.body
+
+    @property
     def empty(self) -> bool:
         """Only comments and blank lines (YAML reads no document from it)."""
         return all(_blank(line) for line in self.body.splitlines())

@@ -230,3 +230,10 @@ def test_new_files_take_free_safe_names(root: Path) -> None:
     names = sorted(p.name for p in (root / "applications").iterdir())
     assert all(len(name) < 120 for name in names)
     assert set(load_config(root).applications) == {"a", "b", "new", "other", long}
+
+
+def test_documents_on_their_separator_lines(root: Path) -> None:
+    second = "{kind: Application, name: f2, singular: {model: 'm:1'}}\n"
+    make(root, ApplyManifests("flow.yaml", "--- {kind: Application, name: f1, singular: {model: m}}\n--- " + second))
+    assert (root / "applications" / "f2.yaml").read_text() == second
+    assert {"f1", "f2"} <= set(load_config(root).applications)

@@ -92,3 +92,14 @@ def test_a_file_of_comments_has_no_documents() -> None:
 def test_normalised_text_ignores_line_ends_and_trailing_space() -> None:
     assert normalised("a: 1  \r\nb: 2\r\n\n") == normalised("\na: 1\nb: 2")
     assert normalised("a: 1\n") != normalised("a: 2\n")
+
+
+@pytest.mark.parametrize(("text", "texts"), [
+    ("a: 1\n--- # note\nb: 2\n", ["a: 1\n", "b: 2\n"]),
+    ("--- {a: 1}\n--- {b: 2}\n", ["{a: 1}\n", "{b: 2}\n"]),
+    ("--- !!map\nb: 2\n", ["!!map\nb: 2\n"]),
+])
+def test_a_documents_yaml_includes_what_its_separator_line_holds(text: str, texts: list[str]) -> None:
+    documents = split_documents(text)
+    assert [document.text for document in documents] == texts
+    assert [yaml.safe_load(t) for t in texts] == list(yaml.safe_load_all(text))
