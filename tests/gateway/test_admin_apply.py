@@ -42,6 +42,9 @@ async def test_apply_serves_survives_a_restart_and_delete_removes(tmp_path: Path
                 refused = await client.post("/gateway/admin/apply", json=body)
                 assert refused.status_code == 400, body
                 assert refused.json()["error"]["code"] == "bad_request"
+            maybe = await client.post("/gateway/admin/apply?dry_run=maybe", json={"text": APP})
+            assert maybe.status_code == 400
+            assert maybe.json()["error"]["field"] == "dry_run"
             nameless = await client.post("/gateway/admin/apply", json={"text": "kind: Nope\n"})
             assert nameless.json()["error"]["message"].startswith("<request>:1: kind:")
 
