@@ -3,6 +3,7 @@ documents rewritten where they are defined, one transaction per apply, refusals.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +238,10 @@ def test_documents_on_their_separator_lines(root: Path) -> None:
     make(root, ApplyManifests("flow.yaml", "--- {kind: Application, name: f1, singular: {model: m}}\n--- " + second))
     assert (root / "applications" / "f2.yaml").read_text() == second
     assert {"f1", "f2"} <= set(load_config(root).applications)
+
+
+def test_changes_travel_pickled_to_the_process_that_makes_them(root: Path) -> None:
+    for change in (ApplyManifests("a.yaml", app_doc("new", "m")), DeleteApplication("a"), DeleteModel("m", 2)):
+        assert pickle.loads(pickle.dumps(change)) == change
+    detail = ApplyManifests("a.yaml", app_doc("new", "m")).plan(load_config(root), root).detail()
+    assert pickle.loads(pickle.dumps(detail)) == detail
