@@ -19,7 +19,7 @@ import stat
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, cast
 
 from gateway.errors import BadRequest, PayloadTooLarge
 from modelfolder.layout import MODEL_FILE
@@ -53,14 +53,14 @@ def unpack_model_archive(archive: Path, destination: Path, max_bytes: int,
     _sanitise_modes(destination)
 
 
-def _open_tar(stream: IO[bytes]) -> tarfile.TarFile:
+def _open_tar(stream: _BoundedReader) -> tarfile.TarFile:
     try:
-        return tarfile.open(fileobj=stream, mode="r|")  # a stream: members read once, in order
+        return tarfile.open(fileobj=cast(IO[bytes], stream), mode="r|")  # a stream: members read once, in order
     except tarfile.ReadError as error:
         raise BadRequest(f"the body is not a tar archive once decompressed: {error}") from None
 
 
-def _unpack(stream: IO[bytes], destination: Path, max_bytes: int, max_members: int) -> None:
+def _unpack(stream: _BoundedReader, destination: Path, max_bytes: int, max_members: int) -> None:
     total = members = 0
     with _open_tar(stream) as tar:
         while True:
@@ -80,8 +80,7 @@ def _unpack(stream: IO[bytes], destination: Path, max_bytes: int, max_members: i
             if total > max_bytes:
                 raise PayloadTooLarge(f"the archive unpacks to more than {max_bytes} bytes "
                                       f"(at entry {member.name!r})")
-            member = member.replace(name=name, mode=_mode(member), uid=None, gid=None, uname=None,
-                                    gname=None, deep=False)
+            member = member.replace(name=name, mode=_mode(member), deep=False)  # owners: the data filter drops them
             try:
                 tar.extract(member, destination, set_attrs=True, filter="data")
             except tarfile.FilterError as error:  # what the checks above let through: refused all the same
