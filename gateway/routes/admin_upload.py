@@ -134,7 +134,7 @@ class UploadAnswer(Response):
             headers = [(name, value) for name, value in self.raw_headers if name != b"content-length"]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             writer = asyncio.create_task(self._stream(events, send))
-        work = asyncio.create_task(self._run(events.put_nowait))
+        work = asyncio.create_task(self._run(events.put_nowait if self.streaming else _ignore))
         watch = asyncio.create_task(_client_gone(receive))
         try:
             await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -212,6 +212,10 @@ class _RefusedChange(GatewayError):
         self.status = status
         self.code = "reload_refused" if status == 422 else "conflict" if status == 409 else \
             "unavailable" if status == 503 else "internal"
+
+
+def _ignore(_event: dict[str, Any]) -> None:
+    """Events of an upload answered in one piece: not kept."""
 
 
 async def _client_gone(receive: Receive) -> None:

@@ -13,7 +13,6 @@ reservation and environment removed.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import shutil
 import threading
 import time
@@ -31,8 +30,6 @@ from gateway.store.journal import ConfigStore, Conflict
 from gateway.store.versions import Reservation, reserve_version
 from modelfolder import read_documents
 from modelfolder.layout import MODEL_FILE
-
-log = logging.getLogger("gateway.upload")
 
 UNPACKED_FACTOR = 4  # an archive may unpack to this many times the upload limit
 
