@@ -113,8 +113,10 @@ async def test_an_upload_becomes_the_next_version_and_serves_after_a_restart(tmp
             events_of(client, echoing),
             client.post("/gateway/admin/models", headers=ARCHIVE,
                         content=model_archive("broken", install="echo resolving numpy==0.0 && exit 3")),
-            upload_and_leave(client, model_archive("sleeper", install="echo sleeping && sleep 60"), "sleeping"))
-        events, broken = results[0], results[1]
+            upload_and_leave(client, model_archive("sleeper", install="echo sleeping && sleep 60"), "sleeping"),
+            client.post("/gateway/admin/models", headers=ARCHIVE,  # its runtime does not start: the reload refuses it
+                        content=model_archive("crashing", source="raise RuntimeError('no weights')\n")))
+        events, broken, crashing = results[0], results[1], results[3]
         seconds = events[-1]["model"]["build"]["seconds"]
         done = {"name": "echoer", "version": 1, "state": "serving", "folder": "models/echoer/1",
                 "build": {"command": "echo first && echo second", "seconds": seconds}}
@@ -129,6 +131,10 @@ async def test_an_upload_becomes_the_next_version_and_serves_after_a_restart(tmp
         assert "install-command 'echo resolving numpy==0.0 && exit 3' failed with exit code 3" in broken.text
         assert "resolving numpy==0.0" in broken.json()["error"]["message"]
 
+        assert crashing.status_code == 422
+        assert crashing.json()["error"]["code"] == "reload_refused"
+        assert "crashing:1" in crashing.json()["error"]["message"]
+
         async def only_echoer_is_left() -> bool:
             return leftovers(root, envs) == {"reserved": [], "uploads": [], "envs": ["echoer"]}
         for _ in range(100):  # the sleeper's build is stopped once its client is gone
@@ -136,7 +142,8 @@ async def test_an_upload_becomes_the_next_version_and_serves_after_a_restart(tmp
                 break
             await asyncio.sleep(0.1)
         assert leftovers(root, envs) == {"reserved": [], "uploads": [], "envs": ["echoer"]}
-        assert sorted(p.name for p in (root / "models").iterdir()) == ["echoer", "m"]
+        versions = {p.relative_to(root).as_posix() for p in (root / "models").glob("*/*")}
+        assert versions == {"models/m/1", "models/m/2", "models/echoer/1"}
         assert (await client.get("/gateway/models/broken")).status_code == 404
 
     async with running_gateway(root, envs) as client:  # a restart serves what was uploaded
