@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.build import BuildCancelled, BuildError, ModelEnvironment, build_model
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, InvalidManifest
 from gateway.manifests import Config, ModelManifest, load_model_manifest
 from gateway.store.archive import unpack_model_archive
 from gateway.store.changes import Prepared
@@ -32,12 +32,6 @@ from modelfolder import read_documents
 from modelfolder.layout import MODEL_FILE
 
 UNPACKED_FACTOR = 4  # an archive may unpack to this many times the upload limit
-
-
-class InvalidModelFolder(GatewayError):
-    """The uploaded serving.yaml is not a valid model (422), `file:line: field: why`."""
-
-    status, code = 422, "invalid_manifest"
 
 
 class BuildFailed(GatewayError):
@@ -92,7 +86,7 @@ class ModelUpload:
     def unpack(self, config: Config, max_upload_bytes: int) -> ModelManifest:
         """Unpack the archive, read its serving.yaml as start-up would and reserve the next
         version (blocking: run it in a thread). BadRequest (400) for the archive,
-        InvalidModelFolder (422) for the manifest."""
+        InvalidManifest (422) for the manifest."""
         unpack_model_archive(self.archive, self.unpacked, UNPACKED_FACTOR * max_upload_bytes)
         self.archive.unlink()
         uploaded = read_uploaded_model(self.unpacked)
@@ -143,18 +137,18 @@ class ModelUpload:
 
 def read_uploaded_model(folder: Path) -> ModelManifest:
     """The manifest of an unpacked upload, checked as `gateway serve` checks a model folder;
-    InvalidModelFolder (422) naming `serving.yaml:line: field`, never the scratch path."""
+    InvalidManifest (422) naming `serving.yaml:line: field`, never the scratch path."""
     try:
         manifest = load_model_manifest(folder)
         [document] = read_documents(folder / MODEL_FILE)
     except ConfigError as error:
         location = (error.location or "").replace(f"{folder.resolve()}/", "").replace(f"{folder}/", "")
-        raise InvalidModelFolder(f"{location}: {error.message}" if location else error.message) from None
+        raise InvalidManifest(f"{location}: {error.message}" if location else error.message) from None
     if manifest.backend is not None:
-        raise InvalidModelFolder(f"{MODEL_FILE}:{document.key_lines.get('backend', document.line)}: backend: an "
+        raise InvalidManifest(f"{MODEL_FILE}:{document.key_lines.get('backend', document.line)}: backend: an "
                                  "uploaded model runs in the gateway's embedded runtime; a model served elsewhere "
                                  "is a manifest sent with `gateway apply`")
     if "version" in document:
-        raise InvalidModelFolder(f"{MODEL_FILE}:{document.key_lines.get('version', document.line)}: version: an "
+        raise InvalidManifest(f"{MODEL_FILE}:{document.key_lines.get('version', document.line)}: version: an "
                                  "uploaded model gets the next version of its name from the gateway; remove it")
     return manifest
