@@ -189,11 +189,14 @@ class UploadAnswer(Response):
         self.changing = True
         try:
             result = await self.reloads.change(upload.change())
-        except BaseException:  # the change was abandoned, hence reverted, or failed before it was made
+        except asyncio.CancelledError:  # the gateway stops: the change may yet be made, so all is left
+            raise  # as it is (the next start's recover() clears the scratch folder and the reservation)
+        except BaseException:
             upload.discard()
             raise
         if not result.applied:
-            upload.discard()
+            if result.status != 504:  # 504: a worker's parent did not answer in time, and may still apply it
+                upload.discard()
             raise _RefusedChange(result.status, result.error or "the change was refused")
         upload.release()
         detail = result.detail or {"name": manifest.name, "version": manifest.version,
@@ -210,8 +213,7 @@ class _RefusedChange(GatewayError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-        self.code = "reload_refused" if status == 422 else "conflict" if status == 409 else \
-            "unavailable" if status == 503 else "internal"
+        self.code = {422: "reload_refused", 409: "conflict", 503: "unavailable", 504: "timeout"}.get(status, "internal")
 
 
 def _ignore(_event: dict[str, Any]) -> None:
