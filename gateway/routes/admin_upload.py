@@ -199,6 +199,8 @@ class UploadAnswer(Response):
                 upload.discard()
             raise _RefusedChange(result.status, result.error or "the change was refused")
         upload.release()
+        log.info("model %s:%s uploaded (%d bytes%s) and serving", manifest.name, manifest.version, self.size,
+                 f", built in {seconds:.1f} s" if seconds is not None else "")
         detail = result.detail or {"name": manifest.name, "version": manifest.version,
                                    "folder": upload.change().folder}
         return {"name": detail["name"], "version": detail["version"], "state": "serving",
@@ -237,6 +239,7 @@ async def _outcome(work: asyncio.Task[dict[str, Any]]) -> tuple[int, dict[str, A
     except BuildCancelled as error:
         return ClientClosed.status, ClientClosed(str(error)).to_dict()
     except GatewayError as error:
+        log.warning("an upload was refused (%d): %s", error.status, error.message)
         return error.status, error.to_dict()
     except Exception as error:  # a fault: answered, logged with its traceback
         log.error("an upload failed on a fault", exc_info=error)
