@@ -39,7 +39,7 @@ from gateway.store.upload import ModelUpload
 
 log = logging.getLogger("gateway.upload")
 
-ARCHIVE_TYPES = ("application/gzip", "application/x-gzip", "application/x-tar+gzip")
+ARCHIVE_TYPES = ("application/gzip", "application/x-gzip", "application/x-tar+gzip", "application/octet-stream")
 NDJSON = "application/x-ndjson"
 T = TypeVar("T")
 
