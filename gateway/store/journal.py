@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from gateway.errors import GatewayError
+from gateway.errors import Conflict as Conflict  # the 409 of a change (re-exported)
 
 log = logging.getLogger("gateway.store")
 
@@ -49,13 +49,6 @@ STATE_DIR = ".gateway-state"  # in the config directory: changes under way, thei
 TRASH_KEEP_S = 600.0  # a removed model folder outlives the drain of any runtime still running from it
 READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 REVERTED = "reverted"  # the file in a committed change's folder that marks it as being undone
-
-
-class Conflict(GatewayError):
-    """The change cannot be made in the state things are in (409): a read-only config
-    directory, a model version an application uses."""
-
-    status, code = 409, "conflict"
 
 
 class PathConflict(Conflict, ValueError):
