@@ -1,0 +1,183 @@
+"""Changes through the admin API on a real `gateway serve`: one asked of a worker is made by the
+parent and served by every worker; a gateway SIGKILLed at random points of a multi-document
+apply restarts with all of it or none of it, and serves exactly that."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from gateway.manifests import load_config
+from gateway.store.journal import STATE_DIR, ConfigStore
+from tests.conftest import write_app, write_model
+from tests.e2e.processes import running_gateway, served_port, spawn_gateway, wait_for
+
+ROUNDS = 16  # SIGKILLs, each of a freshly started gateway (about a second each)
+SEED = int(os.environ.get("GATEWAY_CRASH_SEED", "0")) or random.randrange(1 << 30)
+
+_GATEWAY_YAML = ("kind: Gateway\ndefaults: {runtime_start_timeout_s: 10, drain_timeout_s: 0.3, shutdown_grace_s: 0.2}\n"
+                 "logging: {access_log: false}\n")
+
+
+def _apply(url: str, text: str, timeout: float = 30) -> httpx.Response:
+    return httpx.post(f"{url}/gateway/admin/apply", json={"file": "change.yaml", "text": text}, timeout=timeout)
+
+
+def _application(name: str, model: str) -> str:
+    return f"kind: Application\nname: {name}\nsingular:\n  model: {model}\n"
+
+
+def _per_worker(url: str, app: str, workers: int = 2, each: int = 3, limit_s: float = 20) -> dict[str, set[str]]:
+    """What each worker answers for `app` (a new connection per request: the kernel picks the
+    worker; a worker is told by its request ids' first 24 hex digits)."""
+    answers: dict[str, set[str]] = {}
+    counts: dict[str, int] = {}
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        response = httpx.post(f"{url}/gateway/applications/{app}", json={"x": [1]}, timeout=10)
+        worker = response.headers["x-request-id"][:24]
+        answers.setdefault(worker, set()).add(f"{response.status_code} {response.text}")
+        counts[worker] = counts.get(worker, 0) + 1
+        if len(counts) == workers and all(count >= each for count in counts.values()):
+            return answers
+    raise AssertionError(f"in {limit_s:g}s, {len(counts)} of {workers} workers answered")
+
+
+def test_a_change_asked_of_a_worker_is_made_by_the_parent_and_served_by_every_worker(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "gateway.yaml").write_text(_GATEWAY_YAML)
+    write_model(config, "first", "first", "def predict(x):\n    return x + 1\n")
+    write_app(config, "app", "first")
+    with running_gateway(config, "--workers", "2") as (_, url):
+        assert _per_worker(url, "app") == {worker: {'200 {"y":[2]}'} for worker in _per_worker(url, "app")}
+        answer = _apply(url, _application("second", "first") + "---\n" + _application("third", "first"))
+        assert answer.status_code == 200, answer.text
+        assert [(d["name"], d["action"]) for d in answer.json()["documents"]] == [("second", "created"),
+                                                                                   ("third", "created")]
+        for app in ("second", "third"):  # every worker swapped before the answer
+            served = _per_worker(url, app)
+            assert len(served) == 2
+            assert all(got == {'200 {"y":[2]}'} for got in served.values()), served
+        refused = _apply(url, _application("fourth", "nope:1"))  # refused by the parent, for every worker
+        assert refused.status_code == 422, refused.text
+        assert "nope" in refused.json()["error"]["message"]
+        assert {answer.split(" ")[0] for got in _per_worker(url, "fourth").values() for answer in got} == {"404"}
+    assert not (config / "applications" / "fourth.yaml").exists()
+
+
+# ---------------------------------------------------------------- SIGKILL during an apply
+
+
+def _crash_config(root: Path) -> None:
+    (root / "models").mkdir(parents=True)
+    (root / "gateway.yaml").write_text(_GATEWAY_YAML)
+    for version in (1, 2):  # remote models: no runtime to start, so a gateway starts in about a second
+        (root / "models" / f"r{version}.yaml").write_text(
+            f"kind: Model\nname: r\nversion: {version}\nbackend:\n  protocol: tensorflow-serving\n"
+            f"  target: 127.0.0.1:1\n  model_name: r\n")
+    write_app(root, "app", "r:1")
+
+
+def _change(round_: int) -> tuple[str, int]:
+    """Round `round_`'s apply: an update of `app` (to the other version of r) and two new
+    applications; the version `app` then uses."""
+    version = 2 if round_ % 2 else 1
+    text = "---\n".join([_application("app", f"r:{version}"), _application(f"a{round_}", "r:1"),
+                         _application(f"b{round_}", "r:2")])
+    return text, version
+
+
+def _state(applications: dict[str, int], round_: int) -> str:
+    """`old` or `new` for round `round_`'s change, given each application's version of r;
+    anything else (a mix) fails the test."""
+    _, version = _change(round_)
+    new = {f"a{round_}", f"b{round_}"} <= applications.keys() and applications["app"] == version
+    old = not ({f"a{round_}", f"b{round_}"} & applications.keys()) and applications["app"] != version
+    assert new or old, f"round {round_} (seed {SEED}): a mix of the old and the new state: {applications}"
+    return "new" if new else "old"
+
+
+def _recovered(root: Path) -> dict[str, int]:
+    ConfigStore(root).recover()
+    assert not (root / STATE_DIR / "pending").exists()
+    config = load_config(root)
+    return {name: app.stages[0].variants[0].model.selector.version or 0
+            for name, app in config.applications.items()}
+
+
+def _served(url: str) -> dict[str, int]:
+    answer = httpx.get(f"{url}/gateway/applications", timeout=10).json()["applications"]
+    return {app["name"]: int(app["stages"][0]["variants"][0]["model"].split(":")[1]) for app in answer}
+
+
+def test_a_gateway_killed_during_an_apply_restarts_with_all_of_it_or_none(tmp_path: Path) -> None:
+    root = tmp_path / "config"
+    _crash_config(root)
+    log = tmp_path / "gateway.log"
+    rng = random.Random(SEED)
+    started = time.monotonic()
+    # How long an apply takes here, measured on a first one (not killed).
+    process, offset = spawn_gateway(root, log=log)
+    try:
+        url = f"http://127.0.0.1:{served_port(process, log, offset)}"
+        wait_for(f"{url}/health/live", process)
+        text, _ = _change(0)
+        sent = time.monotonic()
+        assert _apply(url, text).status_code == 200
+        took = time.monotonic() - sent
+    finally:
+        process.kill()
+        process.wait()
+    expected = _recovered(root)
+    assert _state(expected, 0) == "new"
+    delays = [took * 1.2 * (i + rng.random()) / ROUNDS for i in range(ROUNDS)]  # spread over the apply
+    rng.shuffle(delays)
+    seen = {"old": 0, "new": 0}
+    for round_, delay in enumerate(delays, start=1):
+        process, offset = spawn_gateway(root, log=log)
+        try:
+            url = f"http://127.0.0.1:{served_port(process, log, offset)}"
+            wait_for(f"{url}/health/live", process)
+            served = _served(url)  # a restart serves exactly what the directory holds after its recovery
+            assert served == expected, f"round {round_} (seed {SEED}): served {served}, applied {expected}"
+            text, _ = _change(round_)
+            threading.Thread(target=_ask_ignoring_the_kill, args=(url, text), daemon=True).start()
+            time.sleep(delay)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        if round_ % 4:  # most rounds: recovered here; the others by the next gateway's start
+            expected = _recovered(root)
+            seen[_state(expected, round_)] += 1
+        else:
+            expected = _peek(root, round_, seen)
+    assert seen["old"], f"seed {SEED}: no kill landed before the switch: {seen}"
+    assert seen["new"], f"seed {SEED}: no kill landed after the switch: {seen}"
+    assert time.monotonic() - started < 60
+
+
+def _peek(root: Path, round_: int, seen: dict[str, int]) -> dict[str, int]:
+    """The state the next start will serve, worked out on a copy (the directory itself is left
+    for that start to recover)."""
+    copy = root.parent / f"peek-{round_}"
+    subprocess.run(["cp", "-a", str(root), str(copy)], check=True)
+    try:
+        state = _recovered(copy)
+    finally:
+        subprocess.run(["rm", "-rf", str(copy)], check=True)
+    seen[_state(state, round_)] += 1
+    return state
+
+
+def _ask_ignoring_the_kill(url: str, text: str) -> None:
+    with contextlib.suppress(httpx.TransportError):  # the gateway was killed under it
+        _apply(url, text, timeout=10)
