@@ -55,7 +55,7 @@ async def _to_end(function: Callable[..., T], *args: Any) -> T:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(future)
             continue
-        cancelled = cancelled or not future.done()
+        cancelled = cancelled or not future.cancelled()  # the caller was (even if the work ended meanwhile)
     result = future.result()
     if cancelled:
         raise asyncio.CancelledError

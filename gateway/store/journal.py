@@ -117,7 +117,10 @@ class ConfigStore:
         keeps another's `recover()` away from it)."""
         path = self.state / kind
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            if not path.is_dir():
+                made_state = not self.state.is_dir()
+                path.mkdir(parents=True, exist_ok=True)
+                _fsync_dirs({self.state, self.config_dir} if made_state else {self.state})  # their entries last
             self._hold()
         except OSError as error:
             if is_read_only(error):

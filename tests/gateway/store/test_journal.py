@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.manifests import Config, load_config
-from gateway.reload import ConfigStager, Reloader
+from gateway.reload import ConfigStager, Reloader, _to_end
 from gateway.settings import Settings
 from gateway.store.changes import Prepared
 from gateway.store.journal import STATE_DIR, ConfigStore, PathConflict
@@ -319,3 +320,33 @@ def test_a_read_only_folder_inside_the_config_directory_is_a_409(tmp_path: Path)
         kind, status, message = seen[name]
         assert (kind, status) == ("Conflict", 409)
         assert "read-only" in message
+
+
+async def test_file_work_cancelled_as_it_ends_runs_to_its_end_and_the_cancellation_is_kept() -> None:
+    go, ended = threading.Event(), threading.Event()
+
+    def work() -> str:
+        go.wait(5)
+        ended.set()
+        return "done"
+
+    task = asyncio.create_task(_to_end(work))
+    await asyncio.sleep(0.05)  # the task waits for the thread
+    go.set()
+    assert ended.wait(5)
+    time.sleep(0.05)  # the thread has handed its result to the loop, which has not run it yet
+    task.cancel()  # as the work ends: the cancellation must not be lost
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    go.clear()
+    ended.clear()
+    task = asyncio.create_task(_to_end(work))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    task.cancel()  # twice, while the work goes on: it still runs to its end
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ended.is_set()
