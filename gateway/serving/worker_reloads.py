@@ -43,6 +43,7 @@ from gateway.reload import (
     failed_reload,
 )
 from gateway.store.changes import ConfigChange
+from gateway.store.journal import release_locks
 from gateway.supervisor import ModelKey, RuntimeProcess
 
 log = logging.getLogger("gateway.workers")  # the name from before the split, kept for log continuity
@@ -357,6 +358,7 @@ class ParentLink:
         self.link.send(Applied(message.round))
 
     def _lost(self) -> None:
+        release_locks()  # the parent is gone: a gateway started in its place may recover the directory now
         self.abandon()
 
     def abandon(self) -> None:

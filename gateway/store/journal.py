@@ -66,6 +66,82 @@ def is_read_only(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in READ_ONLY_ERRNOS
 
 
+class _ProcessLocks:
+    """The shared `flock` this process holds on each config directory it changes (one open file
+    per directory, whatever the number of `ConfigStore` objects), and its exclusive use by
+    `recover()`."""
+
+    def __init__(self) -> None:
+        self._held: dict[Path, int] = {}
+        self._guard = threading.RLock()  # recover() makes changes (which hold the lock) while it has it
+
+    def hold(self, path: Path) -> None:
+        with self._guard:
+            held = self._held.get(path)
+            if held is not None and _same_file(held, path):
+                return
+            if held is not None:  # the state folder was deleted and made again
+                os.close(held)
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fcntl.flock(descriptor, fcntl.LOCK_SH)  # waits only while another process recovers
+            self._held[path] = descriptor
+
+    def release(self, path: Path) -> None:
+        with self._guard:
+            held = self._held.pop(path, None)
+            if held is not None:
+                os.close(held)
+
+    def release_all(self) -> None:
+        """Let go of every directory (this process changes none from now on)."""
+        with self._guard:
+            for path in list(self._held):
+                self.release(path)
+
+    @contextlib.contextmanager
+    def exclusive(self, path: Path) -> Iterator[bool]:
+        """The lock taken exclusively, if no other process holds it (then back to shared if this
+        process held it, else let go)."""
+        with self._guard:
+            own = self._held.get(path)
+            if own is not None and not _same_file(own, path):
+                self.release(path)
+                own = None
+            descriptor = own if own is not None else os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._held[path] = descriptor  # the changes recover() makes take no other lock
+            try:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    yield False
+                    return
+                yield True
+            finally:
+                if own is not None:
+                    fcntl.flock(descriptor, fcntl.LOCK_SH)
+                else:
+                    del self._held[path]
+                    os.close(descriptor)
+
+
+def _same_file(descriptor: int, path: Path) -> bool:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(descriptor)
+    return (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
+
+
+_LOCKS = _ProcessLocks()
+
+
+def release_locks() -> None:
+    """This process changes no config directory from now on: another process's `recover()` may
+    run (a worker whose parent is gone)."""
+    _LOCKS.release_all()
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
     """One step of a transaction: `put` renames entry `index` of the transaction into `path`
@@ -101,8 +177,6 @@ class ConfigStore:
         self.config_dir = config_dir
         self.state = config_dir / STATE_DIR
         self._ids = itertools.count(1)
-        self._lock_fd: int | None = None  # the shared lock, held from this store's first change on
-        self._lock_guard = threading.RLock()  # recover() makes changes while it holds it
 
     def writable(self) -> bool:
         return os.access(self.config_dir, os.W_OK)
@@ -129,18 +203,12 @@ class ConfigStore:
         return path
 
     def _hold(self) -> None:
-        with self._lock_guard:
-            if self._lock_fd is None:
-                descriptor = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                fcntl.flock(descriptor, fcntl.LOCK_SH)  # waits only while another process recovers
-                self._lock_fd = descriptor
+        _LOCKS.hold(self.state / "lock")
 
     def close(self) -> None:
-        """Let go of the lock (another process may recover the directory from now on)."""
-        with self._lock_guard:
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+        """This process lets go of the directory's lock (another process may recover it from
+        now on)."""
+        _LOCKS.release(self.state / "lock")
 
     def begin(self) -> Transaction:
         """A new transaction (Conflict when the directory is read-only)."""
@@ -181,26 +249,8 @@ class ConfigStore:
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[bool]:
-        """The lock taken exclusively, if no other process holds it (back to shared afterwards
-        if this store held it, else let go)."""
-        with self._lock_guard:
-            own = self._lock_fd
-            descriptor = own if own is not None else os.open(self.state / "lock", os.O_RDWR | os.O_CREAT
-                                                              | os.O_CLOEXEC, 0o644)
-            self._lock_fd = descriptor  # the changes recover() makes take no other lock
-            try:
-                try:
-                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    yield False
-                    return
-                yield True
-            finally:
-                self._lock_fd = own
-                if own is not None:
-                    fcntl.flock(descriptor, fcntl.LOCK_SH)
-                else:
-                    os.close(descriptor)
+        with _LOCKS.exclusive(self.state / "lock") as locked:
+            yield locked
 
     def purge_trash(self, keep_s: float = TRASH_KEEP_S) -> None:
         """Delete what finished changes took away, once older than `keep_s`."""

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from gateway.manifests import Config, load_config
 from gateway.reload import ConfigStager, Reloader, _to_end
 from gateway.settings import Settings
 from gateway.store.changes import Prepared
-from gateway.store.journal import STATE_DIR, ConfigStore, PathConflict
+from gateway.store.journal import STATE_DIR, ConfigStore, PathConflict, release_locks
 from tests.conftest import REPO, serve_app, write_app
 from tests.gateway.store.trees import change, old_state, tree
 
@@ -149,6 +150,19 @@ def test_recovery_waits_while_another_process_has_a_change_under_way(tmp_path: P
         holder.kill()
     assert (root / "applications" / "late.yaml").read_bytes() == b"x"
     assert ConfigStore(root).recover() == []  # the lock is free again: recovery runs (nothing to do)
+
+
+def test_a_process_holds_one_lock_per_directory_whatever_its_stores(tmp_path: Path) -> None:
+    root = tmp_path / "config"
+    old_state(root)
+    ConfigStore(root).folder("uploads")
+    open_files = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):  # as one upload request after another does
+        ConfigStore(root).folder("uploads")
+        ConfigStore(root).begin().discard()
+    assert len(os.listdir("/proc/self/fd")) == open_files
+    release_locks()
+    assert ConfigStore(root).recover() == []  # (nothing held, nothing to do)
 
 
 # ---------------------------------------------------------------- changes through a reload
