@@ -5,13 +5,15 @@ apply restarts with all of it or none of it, and serves exactly that."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import random
 import signal
 import subprocess
+import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -21,7 +23,8 @@ from gateway.store.journal import STATE_DIR, ConfigStore
 from tests.conftest import write_app, write_model
 from tests.e2e.processes import running_gateway, served_port, spawn_gateway, wait_for
 
-ROUNDS = 8  # SIGKILLs, each of a gateway of its own (a start is about a second of imports)
+APPLY_ROUNDS = 6  # SIGKILLs during an apply, each of a gateway of its own (a start: a second of imports)
+UPLOAD_ROUNDS = 3  # and during an upload
 SEED = int(os.environ.get("GATEWAY_CRASH_SEED", "0")) or random.randrange(1 << 30)
 
 _GATEWAY_YAML = ("kind: Gateway\ndefaults: {runtime_start_timeout_s: 10, drain_timeout_s: 0.3, shutdown_grace_s: 0.2}\n"
@@ -30,6 +33,28 @@ _GATEWAY_YAML = ("kind: Gateway\ndefaults: {runtime_start_timeout_s: 10, drain_t
 
 def _apply(url: str, text: str, timeout: float = 30) -> httpx.Response:
     return httpx.post(f"{url}/gateway/admin/apply", json={"file": "change.yaml", "text": text}, timeout=timeout)
+
+
+_FUNCTION = "def predict(x):\n    return x + 100\n"
+_SERVING_YAML = ("kind: Model\nname: {name}\npayload: [src/]\ncontract:\n  inputs:\n"
+                 "    x: {{shape: [-1], type: int32}}\n  outputs:\n    y: {{shape: [-1], type: int32}}\n")
+
+
+def _model_archive(name: str) -> bytes:
+    """A model folder as `gateway upload` sends it: serving.yaml and its payload, tar.gz."""
+    files = {"serving.yaml": _SERVING_YAML.format(name=name).encode(), "src/func_main.py": _FUNCTION.encode()}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path, data in files.items():
+            entry = tarfile.TarInfo(path)
+            entry.size, entry.mode = len(data), 0o644
+            archive.addfile(entry, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _upload(url: str, name: str, timeout: float = 60) -> httpx.Response:
+    return httpx.post(f"{url}/gateway/admin/models", content=_model_archive(name),
+                      headers={"content-type": "application/gzip"}, timeout=timeout)
 
 
 def _application(name: str, model: str) -> str:
@@ -52,7 +77,7 @@ def _per_worker(url: str, app: str, workers: int = 2, each: int = 3, limit_s: fl
     raise AssertionError(f"in {limit_s:g}s, {len(counts)} of {workers} workers answered")
 
 
-def test_a_change_asked_of_a_worker_is_made_by_the_parent_and_served_by_every_worker(tmp_path: Path) -> None:
+def test_changes_asked_of_a_worker_are_made_by_the_parent_and_served_by_every_worker(tmp_path: Path) -> None:
     config = tmp_path / "config"
     config.mkdir()
     (config / "gateway.yaml").write_text(_GATEWAY_YAML)
@@ -68,6 +93,13 @@ def test_a_change_asked_of_a_worker_is_made_by_the_parent_and_served_by_every_wo
             served = _per_worker(url, app)
             assert len(served) == 2
             assert all(got == {'200 {"y":[2]}'} for got in served.values()), served
+        uploaded = _upload(url, "second")  # a new local model: its runtime started by the parent
+        assert uploaded.status_code == 201, uploaded.text
+        assert (uploaded.json()["name"], uploaded.json()["version"]) == ("second", 1)
+        assert _apply(url, _application("up", "second:1")).status_code == 200
+        served = _per_worker(url, "up")
+        assert len(served) == 2
+        assert all(got == {'200 {"y":[101]}'} for got in served.values()), served
         refused = _apply(url, _application("fourth", "nope:1"))  # refused by the parent, for every worker
         assert refused.status_code == 422, refused.text
         assert "nope" in refused.json()["error"]["message"]
@@ -140,54 +172,98 @@ def _gateways(roots: list[Path], log: Path) -> Iterator[list[tuple[subprocess.Po
             process.wait()
 
 
-def test_a_gateway_killed_during_an_apply_restarts_with_all_of_it_or_none(tmp_path: Path) -> None:
+def _version_folder(root: Path) -> str:
+    """`new` when the uploaded version is there whole (and loads), `old` when nothing of it is."""
+    folder = root / "models" / "up"
+    models = load_config(root).models
+    if not folder.exists():
+        assert ("up", 1) not in models
+        return "old"
+    files = {path.relative_to(folder).as_posix(): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    assert files == {"1/serving.yaml": _SERVING_YAML.format(name="up").encode(),
+                     "1/src/func_main.py": _FUNCTION.encode()}, f"seed {SEED}: part of an upload: {sorted(files)}"
+    assert ("up", 1) in models
+    return "new"
+
+
+def _killed_during(running: list[tuple[subprocess.Popen[bytes], str]], ask: Callable[[str, int], object],
+                   rng: random.Random) -> float:
+    """The first gateway asked (`ask(url, 0)`) and timed; each other one asked, then SIGKILLed
+    after a delay spread over that time (some before the switch, some inside the commit, some
+    after). Returns the time measured."""
+    sent = time.monotonic()
+    ask(running[0][1], 0)
+    took = time.monotonic() - sent
+    kills = len(running) - 1
+    delays = [took * 1.2 * (i + rng.random()) / kills for i in range(kills)]
+    rng.shuffle(delays)
+    for round_, ((process, url), delay) in enumerate(zip(running[1:], delays, strict=True), start=1):
+        threading.Thread(target=_ignoring_the_kill, args=(ask, url, round_), daemon=True).start()
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    return took
+
+
+def _ignoring_the_kill(ask: Callable[[str, int], object], url: str, round_: int) -> None:
+    with contextlib.suppress(httpx.TransportError):  # the gateway was killed under it
+        ask(url, round_)
+
+
+def _ask_apply(url: str, round_: int) -> None:
+    answer = _apply(url, _change(round_)[0], timeout=10)
+    assert round_ or answer.status_code == 200, answer.text
+
+
+def _ask_upload(url: str, round_: int) -> None:
+    answer = _upload(url, "up", timeout=30)
+    assert round_ or answer.status_code == 201, answer.text
+
+
+def test_a_gateway_killed_during_a_change_restarts_with_all_of_it_or_none(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     log = tmp_path / "gateway.log"
-    roots = [tmp_path / f"config-{round_}" for round_ in range(ROUNDS + 1)]
+    roots = [tmp_path / f"config-{index}" for index in range(APPLY_ROUNDS + UPLOAD_ROUNDS + 2)]
     for root in roots:
         _crash_config(root)
+    applies = roots[:APPLY_ROUNDS + 1]  # the rest: uploads
     before = {"app": 1}
     seen = {"old": 0, "new": 0}
-    states: dict[int, dict[str, int]] = {}
     finished: list[str] = []  # kills that landed inside the commit: finished by the recovery
-    with _gateways(roots, log) as running:
-        # How long an apply takes here, measured on the first gateway (not killed); then kill
-        # delays spread over that time: some land before the switch, some inside the commit, some after.
-        sent = time.monotonic()
-        assert _apply(running[0][1], _change(0)[0]).status_code == 200
-        took = time.monotonic() - sent
-        delays = [took * 1.2 * (i + rng.random()) / ROUNDS for i in range(ROUNDS)]
-        rng.shuffle(delays)
-        for round_, (process, url) in enumerate(running[1:], start=1):
-            threading.Thread(target=_ask_ignoring_the_kill, args=(url, _change(round_)[0]), daemon=True).start()
-            time.sleep(delays[round_ - 1])
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-    for round_ in range(ROUNDS + 1):
+    with _gateways(roots, log) as running:  # started side by side: a start is mostly imports
+        took = _killed_during(running[:len(applies)], _ask_apply, rng)
+        took_upload = _killed_during(running[len(applies):], _ask_upload, rng)
+    states: dict[Path, dict[str, int]] = {}
+    for index, root in enumerate(roots):
         # Most recovered here; every fourth by a restart (its state worked out on a copy first).
-        states[round_] = _recovered(roots[round_], finished) if round_ % 4 else _peek(roots[round_], finished)
-        seen[_state(states[round_], before, round_)] += 1
-    restarted = [round_ for round_ in states if round_ % 4 == 0]
-    with _gateways([roots[round_] for round_ in restarted], log) as running:
-        for round_, (_, url) in zip(restarted, running, strict=True):
+        states[root], upload = _recovered_state(root, finished) if index % 4 else _peek(root, finished)
+        if root in applies:
+            seen[_state(states[root], before, index)] += 1
+        else:
+            assert states[root] == before
+            seen[upload] += 1
+    restarted = [root for index, root in enumerate(roots) if index % 4 == 0]
+    with _gateways(restarted, log) as running:
+        for root, (_, url) in zip(restarted, running, strict=True):
             served = _served(url)  # a restart serves exactly what was applied: all of it or none
-            assert served == states[round_], f"round {round_} (seed {SEED}): served {served}, not {states[round_]}"
-    spread = f"seed {SEED}, an apply takes {took:.3f}s: {seen}, {len(finished)} finished by the recovery"
+            assert served == states[root], f"{root.name} (seed {SEED}): served {served}, not {states[root]}"
+    spread = (f"seed {SEED}, an apply takes {took:.3f}s, an upload {took_upload:.3f}s: {seen}, "
+              f"{len(finished)} finished by the recovery")
     assert seen["old"], f"no kill landed before the switch ({spread})"
-    assert seen["new"] > 1, f"no kill landed after the switch ({spread})"  # (round 0 is new)
+    assert seen["new"] > 2, f"no kill landed after the switch ({spread})"  # (the two measured are new)
 
 
-def _peek(root: Path, finished: list[str]) -> dict[str, int]:
+def _recovered_state(root: Path, finished: list[str]) -> tuple[dict[str, int], str]:
+    applications = _recovered(root, finished)
+    return applications, _version_folder(root)
+
+
+def _peek(root: Path, finished: list[str]) -> tuple[dict[str, int], str]:
     """The state the next start will serve, worked out on a copy (the directory itself is left
     for that start to recover)."""
     copy = root.parent / "peek"
     subprocess.run(["cp", "-a", str(root), str(copy)], check=True)
     try:
-        return _recovered(copy, finished)
+        return _recovered_state(copy, finished)
     finally:
         subprocess.run(["rm", "-rf", str(copy)], check=True)
-
-
-def _ask_ignoring_the_kill(url: str, text: str) -> None:
-    with contextlib.suppress(httpx.TransportError):  # the gateway was killed under it
-        _apply(url, text, timeout=10)
