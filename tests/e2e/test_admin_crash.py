@@ -8,6 +8,7 @@ import contextlib
 import io
 import os
 import random
+import shutil
 import signal
 import subprocess
 import tarfile
@@ -22,8 +23,8 @@ import pytest
 from gateway.manifests import load_config
 from gateway.routes import admin_apply, admin_upload
 from gateway.store.journal import STATE_DIR, ConfigStore
-from tests.conftest import write_app, write_model
-from tests.e2e.processes import running_gateway, served_port, spawn_gateway, wait_for
+from tests.conftest import REPO, write_app, write_model
+from tests.e2e.processes import GATEWAY, running_gateway, served_port, spawn_gateway, wait_for
 
 # The admin routes as this tree has them (each lands on its own; a test needs the ones it drives).
 APPLIES, UPLOADS = bool(admin_apply.routes), bool(admin_upload.routes)
@@ -275,3 +276,42 @@ def _peek(root: Path, finished: list[str]) -> tuple[dict[str, int], str]:
         return _recovered_state(copy, finished)
     finally:
         subprocess.run(["rm", "-rf", str(copy)], check=True)
+
+
+# ---------------------------------------------------------------- a read-only config directory
+
+
+def test_a_read_only_config_directory_answers_409_to_every_change(tmp_path: Path) -> None:
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) to mount the config directory read-only with")
+    root = tmp_path / "config"
+    _crash_config(root)
+    log = tmp_path / "gateway.log"
+    # A read-only bind mount of the directory, as a ConfigMap is mounted, in a mount namespace of
+    # the gateway's own (the network is the test's: it listens on loopback as usual).
+    mount = f"mount --bind {root} {root} && mount -o remount,bind,ro {root}"
+    process = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                                f'{mount} && exec "$0" serve --config {root} --port 0 --log-level info', GATEWAY],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
+    try:
+        try:
+            url = f"http://127.0.0.1:{served_port(process, log)}"
+        except AssertionError:
+            if "mount" in log.read_text():
+                pytest.skip(f"this machine cannot make a read-only mount: {log.read_text().strip()}")
+            raise
+        wait_for(f"{url}/health/live", process)
+        answers = [_apply(url, _application("other", "r:1")),
+                   httpx.delete(f"{url}/gateway/admin/applications/app", timeout=10),
+                   httpx.delete(f"{url}/gateway/admin/models/r/versions/2", timeout=10)]
+        if UPLOADS:
+            answers.append(_upload(url, "up"))
+        for answer in answers:
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["error"]["code"] == "conflict"
+            assert f"the config directory {root} is read-only" in answer.json()["error"]["message"]
+        assert _served(url) == {"app": 1}
+    finally:
+        process.kill()
+        process.wait()
+    assert not (root / STATE_DIR).exists()  # nothing was written (the mount is gone with its namespace)
