@@ -277,9 +277,9 @@ class Transaction:
     def paths(self) -> set[str]:
         return {operation.path for operation in self.operations}
 
-    def _claim(self, path: str) -> Path:
-        """`path` checked against the steps so far and the config directory; steps making its
-        missing parent folders are added. Returns where it is in the config directory."""
+    def _claim(self, path: str) -> tuple[Path, list[Operation]]:
+        """`path` checked against the steps so far and the config directory: where it is in the
+        config directory, and the steps making its missing parent folders (added with its own)."""
         path = relative(path)
         for operation in self.operations:
             inside = path.startswith(operation.path + "/") and operation.kind != "mkdir"
@@ -287,6 +287,7 @@ class Transaction:
                 raise ValueError(f"{path} is changed twice in one transaction (with {operation.path})")
         config_dir = self.store.config_dir
         made = {operation.path for operation in self.operations if operation.kind == "mkdir"}
+        parents: list[Operation] = []
         parts = PurePosixPath(path).parts
         for depth in range(1, len(parts)):
             parent = "/".join(parts[:depth])
@@ -294,7 +295,7 @@ class Transaction:
             if parent in made:
                 continue
             if not os.path.lexists(where):
-                self.operations.append(Operation("mkdir", parent, len(self.operations)))
+                parents.append(Operation("mkdir", parent, len(self.operations) + len(parents)))
                 made.add(parent)
             elif not where.is_dir():
                 raise PathConflict(f"{parent} is not a folder, so {path} cannot be put in it")
@@ -306,12 +307,16 @@ class Transaction:
                                "(a mount in the config directory): the gateway cannot change it")
         if not os.access(nearest, os.W_OK):
             raise read_only_conflict(config_dir)
-        return config_dir / path
+        return config_dir / path, parents
+
+    def _add(self, parents: list[Operation], kind: str, path: str, backup: bool = False) -> None:
+        self.operations.extend(parents)
+        self.operations.append(Operation(kind, relative(path), len(self.operations), backup))
 
     def put_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         """Write `data` as file `path` (replacing one there), with `mode`."""
-        target = self._claim(path)
-        index = len(self.operations)
+        target, parents = self._claim(path)
+        index = len(self.operations) + len(parents)
         backup = target.is_file() and not target.is_symlink()
         if not backup and os.path.lexists(target):
             raise PathConflict(f"{relative(path)} exists and is not a file")
@@ -325,27 +330,26 @@ class Transaction:
         if backup:
             (self.root / "backup").mkdir(exist_ok=True)
             os.link(target, self.root / "backup" / str(index))
-        self.operations.append(Operation("put", relative(path), index, backup))
+        self._add(parents, "put", path, backup)
 
     def put_folder(self, path: str, source: Path) -> None:
         """Move the complete folder `source` (on the same file system) to `path`, which must
         not exist; its files are fsynced here."""
-        target = self._claim(path)
-        index = len(self.operations)
+        target, parents = self._claim(path)
         if os.path.lexists(target):
             raise PathConflict(f"{relative(path)} exists already")
         _fsync_tree(source)
-        entry = self.root / "new" / str(index)
+        entry = self.root / "new" / str(len(self.operations) + len(parents))
         entry.parent.mkdir(exist_ok=True)
         os.rename(source, entry)
-        self.operations.append(Operation("put", relative(path), index))
+        self._add(parents, "put", path)
 
     def remove(self, path: str) -> None:
         """Take file or folder `path` away (kept in the trash for a while)."""
-        target = self._claim(path)
-        if not os.path.lexists(target):
+        target, parents = self._claim(path)
+        if parents or not os.path.lexists(target):
             raise PathConflict(f"{relative(path)} does not exist")
-        self.operations.append(Operation("remove", relative(path), len(self.operations)))
+        self._add(parents, "remove", path)
 
     def commit(self) -> Committed:
         """The atomic switch: the change is made from here on (and carried out now). A failure

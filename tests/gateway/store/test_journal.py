@@ -100,6 +100,8 @@ def test_a_path_changed_twice_is_refused(tmp_path: Path, steps: list[tuple[str, 
     ("put_file", "applications/app.yaml/x.yaml", "applications/app.yaml is not a folder"),
     ("put_folder", "models/old/1", "models/old/1 exists already"),
     ("remove", "models/missing", "models/missing does not exist"),
+    ("remove", "nowhere/deep/x.yaml", "nowhere/deep/x.yaml does not exist"),
+    ("put_file", "nowhere/deep/../x.yaml", "not a path inside"),
 ])
 def test_paths_that_clash_with_the_directory_are_a_409(tmp_path: Path, kind: str, path: str, words: str) -> None:
     root = tmp_path / "config"
@@ -108,9 +110,11 @@ def test_paths_that_clash_with_the_directory_are_a_409(tmp_path: Path, kind: str
     transaction = store.begin()
     arguments: tuple[object, ...] = {"put_file": (path, b"x"), "remove": (path,),
                                      "put_folder": (path, store.folder("uploads"))}[kind]
-    with pytest.raises(PathConflict, match=words) as raised:
+    with pytest.raises(ValueError, match=words) as raised:
         getattr(transaction, kind)(*arguments)
-    assert raised.value.status == 409
+    assert isinstance(raised.value, PathConflict) == ("not a path" not in words)
+    assert getattr(raised.value, "status", 409) == 409
+    assert transaction.operations == []  # nothing of a refused step is kept (no folder made for it)
 
 
 @pytest.mark.parametrize("path", ["/etc/passwd", "../outside", "a/../../b", f"{STATE_DIR}/committed/x", ""])
