@@ -21,17 +21,12 @@ import httpx
 import pytest
 
 from gateway.manifests import load_config
-from gateway.routes import admin_apply, admin_upload
 from gateway.store.journal import STATE_DIR, ConfigStore
 from tests.conftest import REPO, write_app, write_model
 from tests.e2e.processes import GATEWAY, running_gateway, served_port, spawn_gateway, wait_for
 
-# The admin routes as this tree has them (each lands on its own; a test needs the ones it drives).
-APPLIES, UPLOADS = bool(admin_apply.routes), bool(admin_upload.routes)
-pytestmark = pytest.mark.skipif(not APPLIES, reason="POST /gateway/admin/apply is not served by this tree yet")
-
 APPLY_ROUNDS = 5  # SIGKILLs during an apply, each of a gateway of its own (a start: a second of imports)
-UPLOAD_ROUNDS = 2 if UPLOADS else 0  # and during an upload
+UPLOAD_ROUNDS = 2  # and during an upload
 SEED = int(os.environ.get("GATEWAY_CRASH_SEED", "0")) or random.randrange(1 << 30)
 
 _GATEWAY_YAML = ("kind: Gateway\ndefaults: {runtime_start_timeout_s: 10, drain_timeout_s: 0.3, shutdown_grace_s: 0.2}\n"
@@ -100,14 +95,13 @@ def test_changes_asked_of_a_worker_are_made_by_the_parent_and_served_by_every_wo
             served = _per_worker(url, app)
             assert len(served) == 2
             assert all(got == {'200 {"y":[2]}'} for got in served.values()), served
-        if UPLOADS:
-            uploaded = _upload(url, "second")  # a new local model: its runtime started by the parent
-            assert uploaded.status_code == 201, uploaded.text
-            assert (uploaded.json()["name"], uploaded.json()["version"]) == ("second", 1)
-            assert _apply(url, _application("up", "second:1")).status_code == 200
-            served = _per_worker(url, "up")
-            assert len(served) == 2
-            assert all(got == {'200 {"y":[101]}'} for got in served.values()), served
+        uploaded = _upload(url, "second")  # a new local model: its runtime started by the parent
+        assert uploaded.status_code == 201, uploaded.text
+        assert (uploaded.json()["name"], uploaded.json()["version"]) == ("second", 1)
+        assert _apply(url, _application("up", "second:1")).status_code == 200
+        served = _per_worker(url, "up")
+        assert len(served) == 2
+        assert all(got == {'200 {"y":[101]}'} for got in served.values()), served
         refused = _apply(url, _application("fourth", "nope:1"))  # refused by the parent, for every worker
         assert refused.status_code == 422, refused.text
         assert "nope" in refused.json()["error"]["message"]
@@ -231,7 +225,7 @@ def _ask_upload(url: str, round_: int) -> None:
 def test_a_gateway_killed_during_a_change_restarts_with_all_of_it_or_none(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     log = tmp_path / "gateway.log"
-    roots = [tmp_path / f"config-{index}" for index in range(APPLY_ROUNDS + 1 + (UPLOAD_ROUNDS + 1 if UPLOADS else 0))]
+    roots = [tmp_path / f"config-{index}" for index in range(APPLY_ROUNDS + UPLOAD_ROUNDS + 2)]
     for root in roots:
         _crash_config(root)
     applies = roots[:APPLY_ROUNDS + 1]  # the rest: uploads
@@ -240,7 +234,7 @@ def test_a_gateway_killed_during_a_change_restarts_with_all_of_it_or_none(tmp_pa
     finished: list[str] = []  # kills that landed inside the commit: finished by the recovery
     with _gateways(roots, log) as running:  # started side by side: a start is mostly imports
         took = _killed_during(running[:len(applies)], _ask_apply, rng)
-        took_upload = _killed_during(running[len(applies):], _ask_upload, rng) if UPLOADS else 0.0
+        took_upload = _killed_during(running[len(applies):], _ask_upload, rng)
     states: dict[Path, dict[str, int]] = {}
     for index, root in enumerate(roots):
         # Most recovered here; every fourth by a restart (its state worked out on a copy first).
@@ -258,8 +252,7 @@ def test_a_gateway_killed_during_a_change_restarts_with_all_of_it_or_none(tmp_pa
     spread = (f"seed {SEED}, an apply takes {took:.3f}s, an upload {took_upload:.3f}s: {seen}, "
               f"{len(finished)} finished by the recovery")
     assert seen["old"], f"no kill landed before the switch ({spread})"
-    measured = 2 if UPLOADS else 1  # the changes timed, not killed, are new
-    assert seen["new"] > measured, f"no kill landed after the switch ({spread})"
+    assert seen["new"] > 2, f"no kill landed after the switch ({spread})"  # (the two timed are new)
 
 
 def _recovered_state(root: Path, finished: list[str]) -> tuple[dict[str, int], str]:
@@ -304,8 +297,7 @@ def test_a_read_only_config_directory_answers_409_to_every_change(tmp_path: Path
         answers = [_apply(url, _application("other", "r:1")),
                    httpx.delete(f"{url}/gateway/admin/applications/app", timeout=10),
                    httpx.delete(f"{url}/gateway/admin/models/r/versions/2", timeout=10)]
-        if UPLOADS:
-            answers.append(_upload(url, "up"))
+        answers.append(_upload(url, "up"))
         for answer in answers:
             assert answer.status_code == 409, answer.text
             assert answer.json()["error"]["code"] == "conflict"
