@@ -17,11 +17,13 @@ parent stages once and every worker applies (gateway/serving/worker_reloads.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from gateway.backends.pool import ChannelPool
 from gateway.dataplane import DISCOVERY_TIMEOUT_S, DataPlane
@@ -31,7 +33,7 @@ from gateway.manifests import Config, RuntimeAddress, load_config
 from gateway.registry import Registry
 from gateway.settings import Settings
 from gateway.store.changes import ConfigChange, Prepared
-from gateway.store.journal import Committed, ConfigStore
+from gateway.store.journal import ConfigStore, is_read_only, read_only_conflict
 from gateway.supervisor import ModelKey, RuntimeProcess, RuntimeStartError, Staged, Supervisor, runs_alike
 from gateway.warmup import remote_warmups, warm_remotes
 from modelfolder.warmup import WarmupStamp, stamp
@@ -39,6 +41,25 @@ from modelfolder.warmup import WarmupStamp, stamp
 log = logging.getLogger("gateway.reload")
 
 SHUTTING_DOWN = "the gateway is shutting down; the reload was abandoned"
+
+T = TypeVar("T")
+
+
+async def _to_end(function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)` in a thread (file system work off the event loop), waited for to its
+    end even when the caller is cancelled meanwhile, which is then raised: a change is never
+    left half made by a cancellation."""
+    future = asyncio.get_running_loop().run_in_executor(None, functools.partial(function, *args))
+    cancelled = False
+    while not future.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(future)
+            continue
+        cancelled = cancelled or not future.cancelled()  # the caller was (even if the work ended meanwhile)
+    result = future.result()
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 @dataclass
@@ -220,18 +241,20 @@ class SerialReloads(ABC):
 
     async def _reload(self, change: ConfigChange | None) -> ReloadResult:
         async with self._lock:
+            made: list[Prepared] = []  # set in the thread: known even when cancelled meanwhile
             prepared: Prepared | None = None
-            committed: Committed | None = None
             try:
                 if change is not None:
-                    prepared = change.prepare(self.stager.config, self.stager.store)
-                    committed = prepared.transaction.commit()  # the switch: from here a restart serves it
+                    await _to_end(lambda: made.append(change.prepare(self.stager.config, self.stager.store)))
+                    prepared = made[0]
+                    await _to_end(prepared.transaction.commit)  # the switch: from here a restart serves it
                 staged = await self.stager.stage()
             except BaseException as error:
-                if prepared is not None and committed is None:
-                    prepared.transaction.discard()
-                if committed is not None:
-                    committed.revert()  # a refused (or abandoned) reload leaves nothing of the change
+                prepared = made[0] if made else None
+                if prepared is not None:
+                    await self._undo(prepared)  # a refused (or abandoned) reload leaves nothing of the change
+                if is_read_only(error):
+                    error = read_only_conflict(self.stager.settings.config_dir)
                 if isinstance(error, GatewayError):
                     return ReloadResult(False, error.message, refused_status=error.status)
                 if isinstance(error, ConfigError):
@@ -241,12 +264,30 @@ class SerialReloads(ABC):
                 if isinstance(error, Exception):  # answered (500), never left hanging
                     return failed_reload(error)
                 raise
-            result = await self._apply(staged)
-            if committed is not None:
-                committed.finish()
+            committed = prepared.transaction.committed if prepared is not None else None
+            try:
+                result = await self._apply(staged)
+            except BaseException:
+                if committed is not None and asyncio.current_task() not in self._applied:
+                    await _to_end(committed.revert)  # not swapped: the old config serves on, and stays
+                    committed = None
+                raise
+            finally:
+                if committed is not None:  # swapped: the change stays, also when abandoned meanwhile
+                    await _to_end(committed.finish)
             if prepared is not None:
                 result.detail = prepared.detail
             return result
+
+    async def _undo(self, prepared: Prepared) -> None:
+        """Revert the change if it was committed, else drop what it prepared (to the end, even
+        when cancelled meanwhile); a failure is logged (recover() completes it at the next start)."""
+        transaction = prepared.transaction
+        undo = transaction.committed.revert if transaction.committed is not None else transaction.discard
+        try:
+            await _to_end(undo)
+        except Exception:
+            log.exception("the change could not be undone; the next start of the gateway completes it")
 
     @abstractmethod
     async def _apply(self, staged: StagedConfig) -> ReloadResult:

@@ -4,7 +4,9 @@ reaches every worker.
 The parent owns the model runtimes, so it alone stages a reload (validates the manifests, starts
 the runtimes of new and changed models); then it has every worker swap to the same config bound to
 the new runtimes, waits until they have, and answers the caller. A worker asked for a reload
-(`POST /admin/reload`, SIGHUP) forwards it to the parent and answers with the outcome. Messages
+(`POST /admin/reload`, SIGHUP) forwards it to the parent and answers with the outcome; so does one
+asked for a change of the config directory (an upload, an apply, a delete): the parent, which
+alone commits changes, makes it, reloads every worker and answers (`AskChange`). Messages
 travel pickled over one `multiprocessing.Pipe` per worker, read by the event loop and written by
 a thread of the link's own (a worker that stops reading never blocks the event loop).
 """
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import multiprocessing
 import os
+import pickle
 import queue
 import signal
 import threading
@@ -38,6 +42,8 @@ from gateway.reload import (
     abandoned,
     failed_reload,
 )
+from gateway.store.changes import ConfigChange
+from gateway.store.journal import release_locks
 from gateway.supervisor import ModelKey, RuntimeProcess
 
 log = logging.getLogger("gateway.workers")  # the name from before the split, kept for log continuity
@@ -51,6 +57,14 @@ class AskReload:
     """worker -> parent: reload, then send `Answer(ask, ...)`."""
 
     ask: int
+
+
+@dataclass(frozen=True)
+class AskChange:
+    """worker -> parent: make `change` (then reload every worker), then send `Answer(ask, ...)`."""
+
+    ask: int
+    change: ConfigChange
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,17 @@ class _Link:
 _CLOSE = object()  # tells a link's sending thread to close the connection
 
 
+def _sendable(result: ReloadResult) -> ReloadResult:
+    """`result`, its `detail` dropped (and said so) if it cannot be pickled: an answer that
+    cannot go would end the link to the worker."""
+    try:
+        pickle.dumps(result)
+    except Exception as error:  # noqa: BLE001 - the worker is answered anyway
+        log.error("the answer to a worker's change could not be sent whole: %s", error)
+        result = dataclasses.replace(result, detail={})
+    return result
+
+
 class WorkerReloads(SerialReloads):
     """In the parent: stages each reload once and has every worker apply it."""
 
@@ -164,7 +189,9 @@ class WorkerReloads(SerialReloads):
         return theirs
 
     def _received(self, index: int, message: object) -> None:
-        if isinstance(message, AskReload):
+        if isinstance(message, AskChange):
+            self._spawn(self._answer(index, message.ask, message.change))
+        elif isinstance(message, AskReload):
             self._spawn(self._answer(index, message.ask))
         elif isinstance(message, Applied):
             ack = self._acks.pop((index, message.round), None)
@@ -188,10 +215,11 @@ class WorkerReloads(SerialReloads):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, index: int, ask: int) -> None:
-        """Reload for worker `index` and answer it, whatever happens (a worker waits for it)."""
+    async def _answer(self, index: int, ask: int, change: ConfigChange | None = None) -> None:
+        """Reload (after making `change`) for worker `index` and answer it, whatever happens (a
+        worker waits for it)."""
         try:
-            result = await self.reload()
+            result = await (self.reload() if change is None else self.change(change))
         except asyncio.CancelledError:
             result = abandoned(None)
             raise
@@ -200,7 +228,7 @@ class WorkerReloads(SerialReloads):
         finally:
             link = self.links.get(index)
             if link is not None:
-                link.send(Answer(ask, result))
+                link.send(Answer(ask, _sendable(result)))
 
     async def _apply(self, staged: StagedConfig) -> ReloadResult:
         """Have every worker swap to `staged`."""
@@ -259,9 +287,10 @@ class ParentLink:
     the swaps the parent sends are applied to this worker's app."""
 
     def __init__(self, connection: Connection, app: Starlette, answer_timeout_s: float,
-                 apply_timeout_s: float = APPLY_TIMEOUT_S) -> None:
+                 apply_timeout_s: float = APPLY_TIMEOUT_S, change_timeout_s: float | None = None) -> None:
         self.app = app
         self.answer_timeout_s = answer_timeout_s
+        self.change_timeout_s = answer_timeout_s if change_timeout_s is None else change_timeout_s
         self.apply_timeout_s = apply_timeout_s
         self._asks = itertools.count(1)
         self._answers: dict[int, asyncio.Future[ReloadResult]] = {}
@@ -270,18 +299,32 @@ class ParentLink:
         self.link = _Link(connection, self._received, self._lost)
 
     async def reload(self) -> ReloadResult:
+        return await self._ask(AskReload, None, self.answer_timeout_s)
+
+    async def change(self, change: ConfigChange) -> ReloadResult:
+        """Have the parent make `change` and reload every worker (its answer, or 504 after
+        `change_timeout_s`)."""
+        try:
+            pickle.dumps(change)
+        except Exception as error:  # noqa: BLE001 - it would end the link; answered (500) instead
+            return failed_reload(error)
+        return await self._ask(AskChange, change, self.change_timeout_s)
+
+    async def _ask(self, kind: type[AskReload] | type[AskChange], change: ConfigChange | None,
+                   timeout_s: float) -> ReloadResult:
         if self._abandoned or self.link.closed:
             return ReloadResult(False, SHUTTING_DOWN, shutting_down=True)
         ask = next(self._asks)
         answer: asyncio.Future[ReloadResult] = asyncio.get_running_loop().create_future()
         self._answers[ask] = answer
-        self.link.send(AskReload(ask))
+        self.link.send(AskReload(ask) if kind is AskReload else AskChange(ask, change))  # type: ignore[arg-type]
+        what = "reload" if kind is AskReload else "change"
         try:
-            return await asyncio.wait_for(answer, self.answer_timeout_s)
+            return await asyncio.wait_for(answer, timeout_s)
         except TimeoutError:
-            log.error("the gateway's parent process did not answer a reload within %gs", self.answer_timeout_s)
+            log.error("the gateway's parent process did not answer a %s within %gs", what, timeout_s)
             return ReloadResult(False, f"the gateway's parent process did not answer within "
-                                f"{self.answer_timeout_s:g}s; the reload may still apply", refused_status=504)
+                                f"{timeout_s:g}s; the {what} may still apply", refused_status=504)
         finally:
             self._answers.pop(ask, None)
 
@@ -315,6 +358,7 @@ class ParentLink:
         self.link.send(Applied(message.round))
 
     def _lost(self) -> None:
+        release_locks()  # the parent is gone: a gateway started in its place may recover the directory now
         self.abandon()
 
     def abandon(self) -> None:
