@@ -99,7 +99,7 @@ async def delete_application(request: Request) -> Response:
 async def delete_model(request: Request) -> Response:
     check_admin(request)
     version = request.path_params["version"]
-    if not version.isdigit() or len(version) > 18:
+    if not (version.isascii() and version.isdigit()) or len(version) > 18:
         raise BadRequest(f"version: expected a number, got {version!r}", field="version")
     return await _delete(request, DeleteModel(request.path_params["name"], int(version)))
 

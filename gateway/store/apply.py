@@ -23,6 +23,7 @@ from gateway.manifests import (
     ApplicationManifest,
     Config,
     ModelManifest,
+    ModelRef,
     Plan,
     check_config,
     diff,
@@ -131,7 +132,7 @@ def _plan(file: str, text: str, config: Config, config_dir: Path) -> ApplyPlan:
     edits: dict[str, list[tuple[int, str]]] = {}
     for document in documents:
         old = _existing(document, config)
-        located = None if old is None else locate(old.source, config_dir, old.name)
+        located = None if old is None else locate(old.source, config_dir, old.name, document.kind)
         action = "created"
         if located is not None and old is not None:
             action = "unchanged" if _unchanged(document, old, located, config_dir) else "updated"
@@ -147,21 +148,44 @@ def _plan(file: str, text: str, config: Config, config_dir: Path) -> ApplyPlan:
             entry["version"] = document.version
         planned.documents.append(entry)
     for path, replacements in edits.items():
-        updated = (config_dir / path).read_text(encoding="utf-8")
+        updated = read_config_text(config_dir / path)
         for index, body in replacements:
             updated = replace_document(updated, index, body)
         planned.writes[path] = updated.encode()
-    applied_keys = {d.manifest.key for d in documents if isinstance(d.manifest, ModelManifest)}
     applied_apps = {d.name for d in documents if isinstance(d.manifest, ApplicationManifest)}
     for name, app in sorted(prospective.applications.items()):
-        reached = {resolve_ref(prospective.models, variant.model).manifest.key
-                   for stage in app.stages for variant in stage.variants}
-        if name in applied_apps or reached & applied_keys:
-            plan = manifest_plan(app, prospective.models)
+        plan = manifest_plan(app, prospective.models)
+        if name in applied_apps or _affected(app, plan, config, prospective):
             planned.proposed[name] = plan_to_json(plan)
             if name in applied_apps:
                 planned.plans[name] = plan_lines(plan)
     return planned
+
+
+def _affected(app: ApplicationManifest, plan: Plan, config: Config, prospective: Config) -> bool:
+    """Whether the apply changes what `app` serves: a variant resolving elsewhere (a moved
+    version label, a new highest version) or another plan (a changed contract)."""
+    old = config.applications.get(app.name)
+    if old is None:
+        return True
+    try:
+        if manifest_plan(old, config.models) != plan:
+            return True
+        return any(_resolved(config.models, variant.model) != _resolved(prospective.models, variant.model)
+                   for stage in app.stages for variant in stage.variants)
+    except ConfigError:  # it did not resolve before: it is another application now
+        return True
+
+
+def _resolved(models: Mapping[tuple[str, int], ModelManifest], ref: ModelRef) -> object:
+    resolution = resolve_ref(models, ref)
+    return resolution.manifest.key, resolution.manifest
+
+
+def read_config_text(path: Path) -> str:
+    """A config file's text with its line ends as written (no newline translation: CRLF and a
+    lone CR stay, so that the documents left alone are kept byte for byte)."""
+    return path.read_bytes().decode("utf-8")
 
 
 def read_apply(file: str, text: str, config: Config, config_dir: Path) -> list[Document]:
@@ -207,7 +231,7 @@ def _remote_model(doc: LineMapping, path: Path, config: Config, config_dir: Path
     if old is not None and old.folder is not None:
         raise ConfigError(f"model {model.name}:{model.version} is a model folder ({old.source}); a remote "
                           "model takes another version or name", f"{path}:{doc.line}")
-    located = None if old is None else locate(old.source, config_dir, old.name)
+    located = None if old is None else locate(old.source, config_dir, old.name, "Model")
     if located is not None and (config_dir / located.path).parent != config_dir / "models":
         model = _parse_in(doc, path, (config_dir / located.path).parent)
     return model
@@ -228,24 +252,30 @@ def _parse_in(doc: LineMapping, path: Path, folder: Path) -> ModelManifest:
                                                                                                  str(path))))
 
 
-def locate(source: str, config_dir: Path, name: str) -> Located | None:
-    """The file (relative to `config_dir`) and document index of the manifest `name` whose
-    `source` is `file:line`; None when it is not a file of the directory. Conflict (409) when
-    that document is no longer the manifest's (the file was edited since it was read)."""
+def locate(source: str, config_dir: Path, name: str, kind: str) -> Located | None:
+    """The file (relative to `config_dir`) and document index of the manifest `name` of `kind`
+    whose `source` is `file:line`; None when it is not a file of the directory. Conflict (409)
+    when that document is no longer the manifest's (the file was edited, or removed, since it
+    was read)."""
     file, _, line = source.rpartition(":")
     try:
         relative = Path(file).resolve().relative_to(config_dir.resolve()).as_posix()
-        text = (config_dir / relative).read_text(encoding="utf-8")
-        located = Located(relative, document_at(split_documents(text), int(line)))
-    except (ValueError, OSError, UnicodeDecodeError):
+        number = int(line)
+    except ValueError:
         return None
+    changed = Conflict(f"{relative} changed since the gateway read it: reload the gateway (POST /admin/reload) "
+                       "and try again")
+    try:
+        text = read_config_text(config_dir / relative)
+        located = Located(relative, document_at(split_documents(text), number))
+    except (ValueError, OSError):  # gone, unreadable, no longer UTF-8 or shorter: edited by hand
+        raise changed from None
     try:
         docs = list(read_text_documents(split_documents(text)[located.index].text, Path(file)))
     except ConfigError:
         docs = []
-    if len(docs) != 1 or docs[0].get("name") != name:
-        raise Conflict(f"{relative} changed since the gateway read it: reload the gateway (POST /admin/reload) "
-                       "and try again")
+    if len(docs) != 1 or docs[0].get("name") != name or docs[0].get("kind") != kind:
+        raise changed
     return located
 
 
@@ -258,7 +288,7 @@ def _existing(document: Document, config: Config) -> ApplicationManifest | Model
 def _unchanged(document: Document, old: ApplicationManifest | ModelManifest, located: Located,
                config_dir: Path) -> bool:
     """The same text after normalisation, or the same manifest (both parsed on their own)."""
-    text = (config_dir / located.path).read_text(encoding="utf-8")
+    text = read_config_text(config_dir / located.path)
     body = split_documents(text)[located.index].text
     if normalised(body) == normalised(document.body):
         return True

@@ -10,12 +10,13 @@ the highest version of a model named without one) is refused (409) naming the ap
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import Conflict, InvalidManifest, NotFound
-from gateway.manifests import ApplicationManifest, Config, ModelManifest, check_config, resolve_ref
-from gateway.store.apply import locate
+from gateway.manifests import ApplicationManifest, Config, ModelManifest, ModelRef, check_config, resolve_ref
+from gateway.store.apply import locate, read_config_text
 from gateway.store.changes import Prepared
 from gateway.store.documents import has_documents, remove_document
 from gateway.store.journal import ConfigStore, Transaction
@@ -60,6 +61,10 @@ class DeleteModel:
             raise Conflict(f"model {self.name}:{self.version} is in use by application(s) {', '.join(users)}: "
                            "change or delete them first")
         models = {k: m for k, m in config.models.items() if k != key}
+        users = label_users(config, models)
+        if users:
+            raise Conflict(f"model {self.name}:{self.version} defines version labels used by application(s) "
+                           f"{', '.join(users)}: change or delete them first")
         _check(dataclasses.replace(config, models=models), store.config_dir)
         transaction = store.begin()
         try:
@@ -81,6 +86,19 @@ def users_of(config: Config, key: tuple[str, int]) -> list[str]:
                          for stage in app.stages for variant in stage.variants))
 
 
+def label_users(config: Config, models: Mapping[tuple[str, int], ModelManifest]) -> list[str]:
+    """The applications a variant of which no longer resolves with only `models` (a version
+    label defined by the manifest removed)."""
+    def resolves(ref: ModelRef) -> bool:
+        try:
+            resolve_ref(models, ref)
+        except ConfigError:
+            return False
+        return True
+    return sorted(app.name for app in config.applications.values()
+                  if not all(resolves(variant.model) for stage in app.stages for variant in stage.variants))
+
+
 def _check(config: Config, config_dir: Path) -> None:
     """What is left still holds together (a label naming the version deleted, say)."""
     try:
@@ -91,11 +109,12 @@ def _check(config: Config, config_dir: Path) -> None:
 
 def _remove_document(transaction: Transaction, manifest: ApplicationManifest | ModelManifest,
                      config_dir: Path) -> None:
-    located = locate(manifest.source, config_dir, manifest.name)
+    kind = "Model" if isinstance(manifest, ModelManifest) else "Application"
+    located = locate(manifest.source, config_dir, manifest.name, kind)
     if located is None:
         raise Conflict(f"{manifest.name} is defined at {manifest.source}, which is not a file of the config "
                        f"directory {config_dir}")
-    text = (config_dir / located.path).read_text(encoding="utf-8")
+    text = read_config_text(config_dir / located.path)
     rest = remove_document(text, located.index)
     if has_documents(rest):
         transaction.put_file(located.path, rest.encode())

@@ -4,7 +4,8 @@ document can be replaced or removed while every other byte of the file stays as 
 Pure text work, no YAML parsing: a line starting with `---` (alone, or followed by a space, a
 comment or content) begins a document; a line starting with `...` ends one (what follows it up
 to the next `---` is kept with it, as it is). Text before the first `---` is a document of its
-own when it holds more than comments and blank lines. Line ends (LF or CRLF) are kept.
+own when it holds more than comments, directives (`%YAML`) and blank lines. Line ends (LF or
+CRLF) are kept.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ class Document:
 
     @property
     def empty(self) -> bool:
-        """Only comments and blank lines (YAML reads no document from it)."""
-        return all(_blank(line) for line in self.body.splitlines())
+        """Only comments, directives and blank lines (YAML reads no document from it)."""
+        return all(_blank(line) or _directive(line) for line in self.body.splitlines())
 
 
 def split_documents(text: str) -> list[Document]:
@@ -94,7 +95,7 @@ def remove_document(text: str, index: int) -> str:
     document is left: `has_documents`."""
     documents = split_documents(text)
     del documents[index]
-    return join_documents(documents)
+    return _without_trailing_directives(join_documents(documents))
 
 
 def has_documents(text: str) -> bool:
@@ -112,6 +113,20 @@ def normalised(text: str) -> str:
 def _marks(line: str, marker: str) -> bool:
     """Whether `line` starts with the `---` or `...` marker (then a space, a tab or its end)."""
     return line.startswith(marker) and (len(line) == 3 or line[3] in " \t\r\n")
+
+
+def _directive(line: str) -> bool:
+    return line.startswith("%")
+
+
+def _without_trailing_directives(text: str) -> str:
+    """`text` without the directives of the document removed from its end: a `%YAML` line
+    not followed by a `---` is invalid YAML."""
+    lines = text.splitlines(keepends=True)
+    end = len(lines)
+    while end and (_blank(lines[end - 1]) or _directive(lines[end - 1])):
+        end -= 1
+    return "".join(lines[:end]) + "".join(line for line in lines[end:] if not _directive(line))
 
 
 def _blank(line: str) -> bool:

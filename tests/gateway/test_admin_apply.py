@@ -70,6 +70,10 @@ async def test_apply_serves_survives_a_restart_and_delete_removes(tmp_path: Path
             assert in_use.status_code == 409
             assert "keep, web" in in_use.json()["error"]["message"]
             assert (await client.delete("/gateway/admin/applications/nope")).status_code == 404
+            for version in ("%C2%B2", "%E2%91%A0", "1x"):  # ² and ①: digits to str.isdigit, not to int()
+                odd = await client.delete(f"/gateway/admin/models/m/versions/{version}")
+                assert odd.status_code == 400, odd.text
+                assert odd.json()["error"]["field"] == "version"
             deleted = await client.delete("/gateway/admin/applications/web")
             assert deleted.status_code == 200, deleted.text
             assert deleted.json() == {"deleted": "application", "name": "web"}

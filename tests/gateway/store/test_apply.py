@@ -157,6 +157,60 @@ def test_a_dry_run_lists_breaking_changes_and_writes_nothing(root: Path) -> None
     assert files(root) == before
 
 
+def test_a_moved_version_label_lists_its_breaking_changes(root: Path) -> None:
+    make(root, ApplyManifests("tf.yaml", REMOTE.format(version=1, output="y") + "version_labels:\n  stable: 1\n"))
+    make(root, ApplyManifests("tf2.yaml", REMOTE.format(version=2, output="z")))
+    write_app(root, "s", "tf@stable")
+    config = load_config(root)
+    moved = REMOTE.format(version=1, output="y") + "version_labels:\n  stable: 2\n"
+    planned = ApplyManifests("tf.yaml", moved).plan(config, root)
+    answer = apply_answer(planned.detail(), running(config), applied=False, dry_run=True)
+    assert "BREAKING application s: output 'y' removed" in answer["changes"]
+    assert answer["breaking"] >= 1
+    assert set(planned.proposed) == {"s"}  # a, b and their models are untouched: not compared
+
+
+def test_a_crlf_file_keeps_its_other_documents_byte_for_byte(root: Path) -> None:
+    both = root / "applications" / "both.yaml"
+    both.write_bytes(BOTH.replace("\n", "\r\n").encode())
+    make(root, ApplyManifests("b.yaml", app_doc("b", "m:1")))
+    first, second = both.read_bytes().split(b"--- # the second one\r\n")
+    assert first == BOTH.split("--- # the second one\n")[0].replace("\n", "\r\n").encode()
+    assert second == app_doc("b", "m:1").replace("\n", "\r\n").encode()
+    make(root, DeleteApplication("b"))
+    assert both.read_bytes() == BOTH.split("--- # the second one\n")[0].replace("\n", "\r\n").encode()
+
+
+def test_deleting_the_only_application_of_a_file_with_a_directive(root: Path) -> None:
+    (root / "applications" / "d.yaml").write_text("%YAML 1.1\n---\n" + app_doc("d", "m:1"))
+    make(root, DeleteApplication("d"))
+    assert not (root / "applications" / "d.yaml").exists()
+
+
+def test_a_manifest_file_removed_by_hand_is_a_conflict(root: Path) -> None:
+    config = load_config(root)
+    (root / "applications" / "both.yaml").unlink()
+    for change in (ApplyManifests("b.yaml", app_doc("b", "m:1")), DeleteApplication("b")):
+        with pytest.raises(Conflict, match=r"applications/both\.yaml changed since the gateway read it"):
+            change.prepare(config, ConfigStore(root))
+
+
+def test_another_kind_in_a_manifests_place_is_a_conflict(root: Path) -> None:
+    config = load_config(root)
+    both = root / "applications" / "both.yaml"
+    both.write_text(BOTH.replace("kind: Application\nname: b", "kind: Model\nname: b"))
+    with pytest.raises(Conflict, match="changed since the gateway read it"):
+        ApplyManifests("b.yaml", app_doc("b", "m:1")).prepare(config, ConfigStore(root))
+
+
+def test_deleting_a_label_in_use_is_refused_naming_its_applications(root: Path) -> None:
+    make(root, ApplyManifests("tf.yaml", REMOTE.format(version=1, output="y")))
+    make(root, ApplyManifests("tf2.yaml", REMOTE.format(version=2, output="y") + "version_labels:\n  stable: 1\n"))
+    write_app(root, "s", "tf@stable")
+    with pytest.raises(Conflict, match=r"model tf:2 defines version labels used by application\(s\) s"):
+        DeleteModel("tf", 2).prepare(load_config(root), ConfigStore(root))
+
+
 def test_deleting_an_application_of_a_multi_document_file(root: Path) -> None:
     detail = make(root, DeleteApplication("a"))
     assert detail == {"deleted": "application", "name": "a"}

@@ -78,9 +78,20 @@ def test_replacing_a_document_keeps_the_others_byte_for_byte(text: str, index: i
     ("a: 1\n---\nb: 2\n", 1, "a: 1\n"),
     ("a: 1\n--- # two\nb: 2\n...\n---\nc: 3\n", 1, "a: 1\n---\nc: 3\n"),
     ("# head\n---\na: 1\n", 1, "# head\n"),
+    ("%YAML 1.1\n---\na: 1\n---\nb: 2\n", 2, "%YAML 1.1\n---\na: 1\n"),
+    ("%YAML 1.1\n---\na: 1\n---\nb: 2\n", 1, "%YAML 1.1\n---\nb: 2\n"),
+    ("a: 1\n...\n%YAML 1.1\n---\nb: 2\n", 1, "a: 1\n...\n"),
 ])
 def test_removing_a_document(text: str, index: int, expected: str) -> None:
-    assert remove_document(text, index) == expected
+    removed = remove_document(text, index)
+    assert removed == expected
+    assert len(list(yaml.safe_load_all(removed))) == len(list(yaml.safe_load_all(text))) - 1  # still valid
+
+
+def test_a_directive_without_its_document_is_no_document() -> None:
+    assert not has_documents(remove_document("%YAML 1.1\n---\na: 1\n", 1))
+    assert not has_documents("%YAML 1.1\n# head\n")
+    assert has_documents("%YAML 1.1\n---\na: 1\n")
 
 
 def test_a_file_of_comments_has_no_documents() -> None:
