@@ -33,7 +33,7 @@ from gateway.manifests import Config, RuntimeAddress, load_config
 from gateway.registry import Registry
 from gateway.settings import Settings
 from gateway.store.changes import ConfigChange, Prepared
-from gateway.store.journal import ConfigStore, is_read_only, read_only_conflict
+from gateway.store.journal import Committed, ConfigStore, is_read_only, read_only_conflict
 from gateway.supervisor import ModelKey, RuntimeProcess, RuntimeStartError, Staged, Supervisor, runs_alike
 from gateway.warmup import remote_warmups, warm_remotes
 from modelfolder.warmup import WarmupStamp, stamp
@@ -214,6 +214,7 @@ class SerialReloads(ABC):
         self._reloading: set[asyncio.Task[ReloadResult]] = set()
         self._applied: dict[asyncio.Task[ReloadResult], ReloadResult] = {}  # reloads past their swap
         self._abandoned = False
+        self._committing: Committed | None = None  # the change of the reload under way, until it swaps
 
     async def reload(self) -> ReloadResult:
         """Load, validate and apply the config directory; one reload at a time."""
@@ -265,6 +266,7 @@ class SerialReloads(ABC):
                     return failed_reload(error)
                 raise
             committed = prepared.transaction.committed if prepared is not None else None
+            self._committing = committed
             try:
                 result = await self._apply(staged)
             except BaseException:
@@ -273,6 +275,7 @@ class SerialReloads(ABC):
                     committed = None
                 raise
             finally:
+                self._committing = None
                 if committed is not None:  # swapped: the change stays, also when abandoned meanwhile
                     await _to_end(committed.finish)
             if prepared is not None:
@@ -294,7 +297,11 @@ class SerialReloads(ABC):
         """Make `staged` serve (called with the lock held); `_swapped` as soon as it does."""
 
     def _swapped(self, result: ReloadResult) -> None:
-        """The reload under way has swapped: an abandoned caller is told it applied."""
+        """The reload under way has swapped: the change it makes is marked served (a restart
+        keeps it from now on), and an abandoned caller is told it applied."""
+        if self._committing is not None:
+            self._committing.mark_served()
+            self._committing = None
         current = asyncio.current_task()
         if current is not None and current in self._reloading:
             self._applied[current] = result

@@ -76,6 +76,9 @@ def load(args: argparse.Namespace, overrides: dict[str, Any] | None = None,
     except ConfigError as error:
         print(f"{prog}: invalid configuration: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # finishing an interrupted change failed (permissions, a full disk)
+        print(f"{prog}: cannot finish the change an earlier gateway made to {args.config}: {error}", file=sys.stderr)
+        return 2
     return config, settings
 
 

@@ -164,8 +164,8 @@ async def _worker_run(settings: Settings, config: Config, failed: Mapping[tuple[
     try:
         app = create_app(settings, config, failed, None)
         reload_timeout_s = settings.runtime_start_timeout_s + APPLY_TIMEOUT_S + ANSWER_MARGIN_S
-        # A change may build a model's environment, then start its runtime and warm remote models.
-        change_timeout_s = reload_timeout_s + settings.build_timeout_s + settings.warmup_timeout_s
+        # A change starts a runtime and warms remote models (an upload's build ran in this worker before).
+        change_timeout_s = reload_timeout_s + settings.warmup_timeout_s
         app.state.reload_via = ParentLink(link, app, reload_timeout_s, change_timeout_s=change_timeout_s)
         tune_for_serving()
         return await serve_app(settings, app, sorted(config.applications), stopping, stop_wait,

@@ -49,6 +49,7 @@ STATE_DIR = ".gateway-state"  # in the config directory: changes under way, thei
 TRASH_KEEP_S = 600.0  # a removed model folder outlives the drain of any runtime still running from it
 READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 REVERTED = "reverted"  # the file in a committed change's folder that marks it as being undone
+SERVED = "served"  # the file that marks it served (the point of no return: a restart keeps it)
 
 
 class PathConflict(Conflict, ValueError):
@@ -191,11 +192,14 @@ class ConfigStore:
         keeps another's `recover()` away from it)."""
         path = self.state / kind
         try:
+            made_state = not self.state.is_dir()
+            if made_state:
+                self.state.mkdir(exist_ok=True)
+                _fsync_dirs({self.config_dir})
+            self._hold()  # before the folder is made: another process's recover() would remove it
             if not path.is_dir():
-                made_state = not self.state.is_dir()
-                path.mkdir(parents=True, exist_ok=True)
-                _fsync_dirs({self.state, self.config_dir} if made_state else {self.state})  # their entries last
-            self._hold()
+                path.mkdir(exist_ok=True)
+                _fsync_dirs({self.state})  # its entry last
         except OSError as error:
             if is_read_only(error):
                 raise read_only_conflict(self.config_dir) from None
@@ -235,10 +239,10 @@ class ConfigStore:
             if committed.is_dir():
                 for root in sorted(committed.iterdir()):
                     change = Committed(self, root, _read_operations(root))
-                    if (root / REVERTED).exists():
-                        change.revert()
-                    else:
+                    if (root / SERVED).exists() and not (root / REVERTED).exists():
                         change.finish()
+                    else:  # never served (the process died staging it) or being undone: the old state
+                        change.revert()
                     finished.append(root.name)
                     log.warning("%s the config change %s that an earlier gateway process committed but did "
                                 "not complete", "reverted" if change.reverted else "finished", root.name)
@@ -362,9 +366,9 @@ class Transaction:
         _fsync_dir(self.root)
         committed = self.store.folder("committed") / self.root.name
         os.rename(self.root, committed)
+        self.committed = Committed(self.store, committed, list(self.operations))  # from here: revert, never discard
         _fsync_dir(committed.parent)
         _fsync_dir(self.root.parent)
-        self.committed = Committed(self.store, committed, list(self.operations))
         self.committed.replay()
         return self.committed
 
@@ -441,6 +445,12 @@ class Committed:
                 parents.update((source.parent, target.parent))
         _fsync_dirs(parents)
         self._to_trash()
+
+    def mark_served(self) -> None:
+        """The new config serves: from here a restart keeps the change (before, it reverts it:
+        a change whose reload never swapped, say a runtime that never started, is not kept)."""
+        _write_synced(self.root / SERVED, b"")
+        _fsync_dir(self.root)
 
     def finish(self) -> None:
         """Carried out: the change's folder goes to the trash (one rename, so a crash never

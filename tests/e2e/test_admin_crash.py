@@ -252,7 +252,9 @@ def test_a_gateway_killed_during_a_change_restarts_with_all_of_it_or_none(tmp_pa
     spread = (f"seed {SEED}, an apply takes {took:.3f}s, an upload {took_upload:.3f}s: {seen}, "
               f"{len(finished)} finished by the recovery")
     assert seen["old"], f"no kill landed before the switch ({spread})"
-    assert seen["new"] > 2, f"no kill landed after the switch ({spread})"  # (the two timed are new)
+    # The two timed are new; a kill after the switch (the change marked served, once it swapped) is new too, but
+    # that window is the end of a call, which random delays need not hit: test_crash_points cuts at every call.
+    assert seen["new"] >= 2, f"the timed changes were not kept ({spread})"
 
 
 def _recovered_state(root: Path, finished: list[str]) -> tuple[dict[str, int], str]:

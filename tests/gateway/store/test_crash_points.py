@@ -182,10 +182,10 @@ def test_a_revert_cut_off_after_any_call_is_the_old_state(tmp_path: Path) -> Non
     assert k > 10
 
 
-@pytest.mark.parametrize("what", ["commit", "revert"])
+@pytest.mark.parametrize("what", ["commit", "served", "revert"])
 def test_a_recovery_cut_off_after_any_call_recovers_again(tmp_path: Path, what: str) -> None:
     before, after = _states(tmp_path)
-    expected = after if what == "commit" else before
+    expected = after if what == "served" else before  # committed but never served: reverted
     j = 0
     while True:
         j += 1
@@ -197,6 +197,9 @@ def test_a_recovery_cut_off_after_any_call_recovers_again(tmp_path: Path, what: 
             change(transaction, store.folder("uploads") / "new")
             if what == "revert":
                 (transaction.commit().root / REVERTED).write_bytes(b"")  # the revert's mark, then the end
+                os._exit(CUT)
+            if what == "served":
+                transaction.commit().mark_served()  # the reload swapped, then the end
                 os._exit(CUT)
             real_rename = os.rename
 
