@@ -88,7 +88,8 @@ def test_modes_are_sanitised_and_owners_dropped(tmp_path: Path) -> None:
     by_name = {member.name: member for member in members(folder)}
     assert by_name["requirements.txt"].mode == 0o644
     assert by_name["src/func_main.py"].mode == 0o755
-    assert by_name["src"].isdir() and by_name["src"].mode == 0o755
+    assert by_name["src"].isdir()
+    assert by_name["src"].mode == 0o755
     assert {(m.uid, m.gid, m.uname, m.gname) for m in by_name.values()} == {(0, 0, "", "")}
 
 
@@ -104,9 +105,11 @@ def test_a_link_inside_the_folder_is_packed_as_its_content(tmp_path: Path) -> No
     (folder / "model.bin").symlink_to("weights/b.bin")
     (folder / "shared").symlink_to("weights")
     by_name = {member.name: member for member in members(folder)}
-    assert by_name["src/weights.bin"].isfile() and by_name["src/weights.bin"].size == 1
+    assert by_name["src/weights.bin"].isfile()
+    assert by_name["src/weights.bin"].size == 1
     assert by_name["model.bin"].isfile()
-    assert by_name["shared"].isdir() and "shared/a.bin" in by_name
+    assert by_name["shared"].isdir()
+    assert "shared/a.bin" in by_name
     assert not any(member.issym() or member.islnk() for member in by_name.values())
 
 
@@ -148,7 +151,7 @@ def test_a_link_loop_and_a_device_are_refused(tmp_path: Path) -> None:
 
 
 def test_serving_yaml_missing_or_invalid_says_file_line_field(tmp_path: Path) -> None:
-    with pytest.raises(PackingError, match="serving.yaml: no such file"):
+    with pytest.raises(PackingError, match=r"serving\.yaml: no such file"):
         pack_model_folder(tmp_path)
     folder = model_folder(tmp_path, ["src/"])
     (folder / "serving.yaml").write_text("kind: Model\nname: increment_model\npayload: [src/]\nworkers: 0\n"
