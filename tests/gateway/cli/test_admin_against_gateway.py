@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from gateway.cli import exits, main
 from tests.e2e.processes import running_gateway
 
 TOKEN = "admin-secret"
+MAX_UPLOAD_BYTES = 256 * 1024
 CONTRACT = ("contract:\n  inputs:\n    {name}: {{shape: [-1], type: int32}}\n"
             "  outputs:\n    y: {{shape: [-1], type: int32}}\n")
 
@@ -25,7 +27,8 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     config = tmp_path_factory.mktemp("admin") / "config"
     config.mkdir()
     digest = hashlib.sha256(TOKEN.encode()).hexdigest()
-    (config / "gateway.yaml").write_text(f"kind: Gateway\nauth:\n  admin_token_sha256: [{digest}]\n")
+    (config / "gateway.yaml").write_text(f"kind: Gateway\nauth:\n  admin_token_sha256: [{digest}]\n"
+                                         f"limits:\n  max_upload_bytes: {MAX_UPLOAD_BYTES}\n")
     with running_gateway(config) as (_, address):
         yield address
 
@@ -78,6 +81,15 @@ def test_upload_without_or_with_a_wrong_token_exits_5(url: str, tmp_path: Path,
         status, out, err = gateway(capsys, "upload", str(folder), "--url", url, *token)
         assert (status, out) == (exits.DENIED, "")
         assert "gateway upload: 401 unauthenticated: admin routes need Authorization: Bearer" in err
+
+
+def test_an_archive_over_the_upload_limit_is_refused(url: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    folder = model_folder(tmp_path, "too_big")
+    (folder / "src" / "weights.bin").write_bytes(os.urandom(2 * MAX_UPLOAD_BYTES))  # random: gzip cannot shrink it
+    status, out, err = gateway(capsys, "upload", str(folder), "--url", url, "--token", TOKEN)
+    assert (status, out) == (exits.REFUSED, "")
+    assert "gateway upload: 413 payload_too_large: the model archive of " in err
 
 
 def test_a_failed_build_shows_its_output_and_leaves_no_version(url: str, tmp_path: Path,
