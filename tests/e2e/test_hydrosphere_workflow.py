@@ -92,3 +92,4 @@ def test_the_readme_walkthrough_serves_increment_app(tmp_path: Path) -> None:
                   if path.is_file() and "__pycache__" not in path.parts) == [
         "models/increment_model/1/requirements.txt", "models/increment_model/1/serving.yaml",
         "models/increment_model/1/src/func_main.py"]
+    assert [path.name for path in (config / "applications").iterdir()] == ["increment_app.yaml"]
