@@ -27,12 +27,13 @@ from gateway.client.packing import PackedModel, PackingError, pack_model_folder
 from gateway.errors import GatewayError
 
 REDRAW_S = 0.1
+INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
 BUILD_TIMEOUT_S = 1800.0  # as the gateway's build.build_timeout_s: a build may print nothing for long
 EPILOG = f"""examples:
   cd increment_model && gateway upload
   gateway upload increment_model --url http://127.0.0.1:8000 --token "$ADMIN_TOKEN"
 
-{ADMIN_EXITS}"""
+{ADMIN_EXITS}; 130 interrupted (Ctrl-C: a build under way stops and leaves no version)"""
 
 
 def add_parser(commands: Commands) -> None:
@@ -62,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
             print(f"gateway upload: {describe(error)}", file=sys.stderr)
             return admin_exit_status(error)
+        except KeyboardInterrupt:  # the connection closes: a gateway still building stops and keeps nothing
+            bar.close()
+            print("gateway upload: interrupted (a build under way stops and leaves no version; one the gateway "
+                  "had begun to start is finished or reverted by it: see gateway list)", file=sys.stderr)
+            return INTERRUPTED
         bar.close()
     print(f"model {describe_model(model)}")
     return OK
