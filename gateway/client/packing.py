@@ -98,7 +98,8 @@ def payload_entries(folder: Path, payload: tuple[str, ...]) -> list[tuple[str, P
     by name (serving.yaml first), each once."""
     root = folder.resolve()
     where = f"{folder / MODEL_FILE}: payload"
-    found: dict[str, Path] = {MODEL_FILE: folder / MODEL_FILE}
+    found: dict[str, Path] = {}
+    _collect(root, PurePosixPath(MODEL_FILE), folder / MODEL_FILE, found, (root,), f"{folder / MODEL_FILE}")
     for pattern in payload:
         for name in _matches(folder, pattern, where):
             _collect(root, PurePosixPath(name), folder / name, found, (root,), where)

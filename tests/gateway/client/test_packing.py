@@ -131,6 +131,15 @@ def test_entries_that_escape_or_match_nothing_are_refused(tmp_path: Path, entry:
     assert why in str(raised.value)
 
 
+def test_a_linked_serving_yaml_is_packed_as_its_content(tmp_path: Path) -> None:
+    folder = model_folder(tmp_path, ["src/"])
+    (folder / "definitions").mkdir()
+    (folder / "serving.yaml").rename(folder / "definitions" / "increment.yaml")
+    (folder / "serving.yaml").symlink_to("definitions/increment.yaml")
+    entry = members(folder)[0]
+    assert (entry.name, entry.isfile()) == ("serving.yaml", True)
+
+
 def test_a_link_out_of_the_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "outside.txt").write_text("secret\n")
     folder = model_folder(tmp_path, ["src/"])
