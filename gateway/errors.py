@@ -67,6 +67,19 @@ class NotFound(GatewayError):
     status, code, grpc_code = 404, "not_found", grpc.StatusCode.NOT_FOUND
 
 
+class Conflict(GatewayError):
+    """The change cannot be made in the state things are in: a read-only config directory, a
+    model version an application uses."""
+
+    status, code, grpc_code = 409, "conflict", grpc.StatusCode.FAILED_PRECONDITION
+
+
+class InvalidManifest(GatewayError):
+    """A manifest sent to the admin API is invalid (`file:line: field: why`, as at start-up)."""
+
+    status, code, grpc_code = 422, "invalid_manifest", grpc.StatusCode.INVALID_ARGUMENT
+
+
 class MethodNotAllowed(GatewayError):
     status, code, grpc_code = 405, "method_not_allowed", grpc.StatusCode.UNIMPLEMENTED
 

@@ -408,6 +408,58 @@ class _Builder:
                 "schema": ref("schemas", "ModelServerConfig")}}},
             "responses": _reload_config_responses(refused)}}
 
+        self._admin_changes(who, security, refused)
+
+    def _admin_changes(self, who: str, security: Schema, refused: tuple[int, ...]) -> None:
+        """Uploads, applies and deletes (gateway/routes/admin_upload.py, admin_apply.py)."""
+        changed = f"One atomic change of the config directory, served at once and after a restart. {who}"
+        read_only = (409,)  # a read-only config directory (a ConfigMap), a model version in use
+        name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+        self.paths["/gateway/admin/models"] = {"post": {
+            "operationId": self._operation_id("admin_upload_model"), "tags": ["admin"],
+            "summary": "Upload a model folder as the model's next version",
+            "description": "The body is the folder as a gzip tar: serving.yaml at its root and the files its "
+                           "`payload` names. Stored as `models/<name>/<N>/` (N: the highest version + 1), its "
+                           "environment built with its install-command, its runtime started. With `Accept: "
+                           "application/x-ndjson` the answer streams progress events, one JSON object per line, "
+                           f"the last one `done` or `error` with the outcome's status. {changed}",
+            **security,
+            "requestBody": {"required": True, "content": {"application/gzip": {
+                "schema": {"type": "string", "format": "binary"}}}},
+            "responses": {"201": _json_answer("Stored, built and serving.", "UploadedModel"),
+                          "200": {"description": "With Accept: application/x-ndjson: the progress events.",
+                                  "headers": {"x-request-id": ref("headers", "RequestId")},
+                                  "content": {"application/x-ndjson": {"schema": ref("schemas", "UploadEvent")}}},
+                          **error_refs((400, 408, 413, 415, 422, 500, 503, *read_only, *refused))}}}
+        self.paths["/gateway/admin/apply"] = {"post": {
+            "operationId": self._operation_id("admin_apply"), "tags": ["admin"],
+            "summary": "Apply Application and remote Model manifests",
+            "description": "YAML documents (`---`-separated), validated as at start-up (errors name the "
+                           "`file` given, and the line), applied all together or not at all. With "
+                           f"`dry_run=true` nothing changes: the answer says what would. {changed}",
+            **security,
+            "parameters": [{"name": "dry_run", "in": "query", "required": False, "schema": {"type": "boolean"},
+                            "description": "Only say what the apply would do (and which changes break callers)."}],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": ref("schemas", "ApplyRequest")}}},
+            "responses": {"200": _json_answer("Applied (or, with dry_run, what would be).", "ApplyResult"),
+                          **error_refs((400, 413, 415, 422, 500, 503, *read_only, *refused))}}}
+        deleted = _json_answer("Deleted.", "Deleted")
+        self.paths["/gateway/admin/applications/{name}"] = {"delete": {
+            "operationId": self._operation_id("admin_delete_application"), "tags": ["admin"],
+            "summary": "Delete an application", "description": changed, **security,
+            "parameters": [{**name, "description": "An application's name."}],
+            "responses": {"200": deleted, **error_refs((404, 422, 500, 503, *read_only, *refused))}}}
+        self.paths["/gateway/admin/models/{name}/versions/{version}"] = {"delete": {
+            "operationId": self._operation_id("admin_delete_model"), "tags": ["admin"],
+            "summary": "Delete a model version",
+            "description": f"Refused (409) while an application uses it, also as the highest version of a model "
+                           f"it names without one. {changed}", **security,
+            "parameters": [{**name, "description": "A model's name."},
+                           {"name": "version", "in": "path", "required": True,
+                            "schema": {"type": "integer", "minimum": 0}}],
+            "responses": {"200": deleted, **error_refs((404, 422, 500, 503, *read_only, *refused))}}}
+
     def _documents(self) -> None:
         def document(path: str, operation_id: str, summary: str, media: str, schema: Schema) -> None:
             self.paths[path] = {"get": {

@@ -73,7 +73,8 @@ _WHY: dict[int, str] = {
     403: "This API key may not call it.",
     404: "No such application, model, version or label, or the backend does not offer the call.",
     408: "The request's headers or body did not arrive in time; the connection is closed.",
-    409: "The backend refused the call (already exists, aborted).",
+    409: "The backend refused the call (already exists, aborted), or an admin change conflicts (a read-only "
+         "config directory, a model version an application uses).",
     413: "The body is over the size limit (or a gzip body inflates beyond its cap).",
     415: "A content type or content encoding the route does not take.",
     429: "The application is at its concurrency limit (Retry-After), or its backend out of a resource.",
@@ -317,7 +318,7 @@ def health_schemas() -> dict[str, Schema]:
 
 
 def admin_schemas() -> dict[str, Schema]:
-    """The answers of the admin routes (gateway/routes/admin.py)."""
+    """The answers of the admin routes (gateway/routes/admin*.py)."""
     strings: Schema = {"type": "array", "items": {"type": "string"}}
     return {
         "ReloadResult": {
@@ -328,6 +329,37 @@ def admin_schemas() -> dict[str, Schema]:
                 "applications": strings, "models": strings,
                 "failed": {"type": "object", "additionalProperties": {"type": "string"},
                            "description": "Models not served (`name:version`), and why."}}},
+        "UploadedModel": {
+            "type": "object", "required": ["name", "version", "state"],
+            "properties": {"name": {"type": "string"}, "version": {"type": "integer"}, "state": {"type": "string"},
+                           "folder": {"type": "string", "description": "Where it is, in the config directory."},
+                           "build": {"type": "object", "description": "The install-command and the seconds it took."}}},
+        "UploadEvent": {
+            "type": "object", "required": ["event"],
+            "description": "One line of an upload's progress: received, version, build (a line of the "
+                           "install-command's output), starting, then done (status, model) or error (status, error).",
+            "properties": {"event": {"type": "string", "enum": ["received", "version", "build", "starting", "done",
+                                                                  "error"]},
+                           "status": {"type": "integer"}, "line": {"type": "string"}}},
+        "ApplyRequest": {
+            "type": "object", "required": ["text"], "additionalProperties": False,
+            "properties": {"file": {"type": "string", "description": "The name errors give the text (e.g. app.yaml)."},
+                           "text": {"type": "string", "description": "YAML documents, separated by `---`."}}},
+        "ApplyResult": {
+            "type": "object", "required": ["applied", "dry_run", "documents", "changes", "breaking"],
+            "properties": {
+                "applied": {"type": "boolean"}, "dry_run": {"type": "boolean"},
+                "documents": {"type": "array", "items": {
+                    "type": "object", "required": ["kind", "name", "action"],
+                    "properties": {"kind": {"type": "string"}, "name": {"type": "string"},
+                                   "version": {"type": "integer"},
+                                   "action": {"type": "string", "enum": ["created", "updated", "unchanged"]}}}},
+                "changes": strings, "breaking": {"type": "integer", "minimum": 0},
+                "plans": {"type": "object", "additionalProperties": strings}}},
+        "Deleted": {
+            "type": "object", "required": ["deleted", "name"],
+            "properties": {"deleted": {"type": "string", "enum": ["application", "model"]}, "name": {"type": "string"},
+                           "version": {"type": "integer"}}},
         "ModelServerConfig": {
             "type": "object", "description": "TF Serving's ModelServerConfig in its JSON form "
                                              "(`model_config_list: {config: [...]}`)."},

@@ -30,19 +30,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from gateway.errors import GatewayError
+from gateway.errors import Conflict as Conflict  # the 409 of a change (re-exported)
 
 log = logging.getLogger("gateway.store")
 
 STATE_DIR = ".gateway-state"  # in the config directory: changes under way, their trash, reservations
 TRASH_KEEP_S = 600.0  # a removed model folder outlives the drain of any runtime still running from it
-
-
-class Conflict(GatewayError):
-    """The change cannot be made in the state things are in (409): a read-only config
-    directory, a model version an application uses."""
-
-    status, code = 409, "conflict"
 
 
 def read_only_conflict(config_dir: Path) -> Conflict:
