@@ -13,13 +13,11 @@ from typing import Any, Protocol
 from gateway.cli.exits import USAGE, exit_status
 from gateway.client import DEFAULT_URL
 from gateway.client.calls import checked_url
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, InvalidManifest
 from gateway.manifests import Config, load_config
 from gateway.settings import Settings
 from gateway.store.journal import ConfigStore
 from modelfolder.arguments import seconds as seconds
-
-INVALID_MANIFEST = "invalid_manifest"  # the admin API's code for a document that does not validate
 
 
 class Commands(Protocol):
@@ -126,6 +124,6 @@ read-only config directory, 413 too large, 422 a build or a model start that fai
 
 def admin_exit_status(error: GatewayError) -> int:
     """The exit status of a failed admin call: an invalid manifest is a usage error, as in `gateway check`."""
-    if error.code == INVALID_MANIFEST:
+    if error.code == InvalidManifest.code:  # by code: a 422 of another code (build_failed) maps to the class too
         return USAGE
     return exit_status(error)

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli import exits, main
 from gateway.cli.apply import lines
-from gateway.cli.common import admin_token, client_url
+from gateway.cli.common import admin_exit_status, admin_token, client_url
 from gateway.cli.upload import SendBar, size_text
 from gateway.client.admin import AdminClient
+from gateway.client.errors import error_for
 
 
 class Terminal(io.StringIO):
@@ -127,3 +128,11 @@ def test_upload_of_an_invalid_folder_names_file_and_line(tmp_path: Path, capsys:
     assert main(["upload", str(tmp_path), "--url", "http://127.0.0.1:9"]) == 2
     assert f"gateway upload: {tmp_path / 'serving.yaml'}:2: name: 'bad name' is not a valid model name" \
         in capsys.readouterr().err
+
+
+def test_only_an_invalid_manifest_is_a_usage_error_among_the_422s() -> None:
+    assert admin_exit_status(error_for(422, "invalid_manifest", "app.yaml:3: singular: required")) == exits.USAGE
+    assert admin_exit_status(error_for(422, "build_failed", "exit status 1")) == exits.REFUSED
+    assert admin_exit_status(error_for(422, "reload_refused", "model m:1 does not start")) == exits.REFUSED
+    assert admin_exit_status(error_for(409, "conflict", "in use by app_a")) == exits.REFUSED
+    assert admin_exit_status(error_for(401, "unauthenticated", "admin token")) == exits.DENIED
