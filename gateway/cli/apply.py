@@ -34,8 +34,9 @@ EPILOG = f"""examples:
     model: increment_model:1
   EOF
 
-{ADMIN_EXITS}; with --dry-run, 3 also when a change would break callers (an application or input
-removed, an input added, an output removed, a dtype changed, a shape that no longer fits)"""
+{ADMIN_EXITS};
+with --dry-run, 3 also when a change would break callers (an application or input removed, an input
+added, an output removed, a dtype changed, a shape that no longer fits)"""
 
 
 def add_parser(commands: Commands) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from gateway.cli.exits import USAGE, exit_status
 from gateway.client import DEFAULT_URL
+from gateway.client.admin import DEFAULT_ADMIN_TIMEOUT_S
 from gateway.client.calls import checked_url
 from gateway.errors import ConfigError, GatewayError, InvalidManifest
 from gateway.manifests import Config, load_config
@@ -50,7 +51,7 @@ def add_client_flags(parser: argparse.ArgumentParser, timeout_s: float = 30.0) -
                         help=f"seconds for the whole call, retries of 429/503 included (default {timeout_s:g})")
 
 
-def add_admin_flags(parser: argparse.ArgumentParser, timeout_s: float = 60.0) -> None:
+def add_admin_flags(parser: argparse.ArgumentParser, timeout_s: float = DEFAULT_ADMIN_TIMEOUT_S) -> None:
     """`--url`, `--token`, `--timeout`: the flags of the commands that change a running gateway."""
     parser.add_argument("--url", type=http_url, default=None, help=URL_HELP)
     parser.add_argument("--token", metavar="TOKEN", default=None, help=ADMIN_HELP)

@@ -26,7 +26,7 @@ from gateway.client.errors import ConnectionLost, UnexpectedAnswer, error_for
 from gateway.client.packing import PackedModel
 from gateway.errors import GatewayError
 
-DEFAULT_ADMIN_TIMEOUT_S = 60.0
+DEFAULT_ADMIN_TIMEOUT_S = 180.0  # an apply waits for its reload: new runtimes started and warmed up
 NDJSON = "application/x-ndjson"
 Event = dict[str, Any]
 
