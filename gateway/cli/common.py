@@ -115,12 +115,12 @@ def http_url(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-ADMIN_EXITS = """exit status: 0 done, 2 bad usage, or an invalid model folder or manifest (found before sending,
-or the gateway's 422 invalid_manifest), 3 the gateway refused the change (4xx: 409 a version in use or a
-read-only config directory, 413 too large, 422 a build or a model start that failed), 4 not found,
-5 no or a wrong admin token (401), or not a loopback caller of a gateway without one (403), 6 busy
-(429, 503), 7 the gateway failed (5xx), 8 the gateway could not be reached or stayed silent past
---timeout, 9 the answer was not a gateway's (a wrong --url, a proxy)"""
+ADMIN_EXITS = """exit status: 0 done, 2 bad usage, or an invalid model folder or manifest (found before
+sending, or the gateway's 422 invalid_manifest), 3 the gateway refused the change (4xx: 409 a version
+in use or a read-only config directory, 413 too large, 422 a build or a model start that failed),
+4 not found, 5 no or a wrong admin token (401), or not a loopback caller of a gateway without one
+(403), 6 busy (429, 503), 7 the gateway failed (5xx), 8 the gateway could not be reached or stayed
+silent past --timeout, 9 the answer was not a gateway's (a wrong --url, a proxy)"""
 
 
 def admin_exit_status(error: GatewayError) -> int:

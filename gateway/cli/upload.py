@@ -33,7 +33,8 @@ EPILOG = f"""examples:
   cd increment_model && gateway upload
   gateway upload increment_model --url http://127.0.0.1:8000 --token "$ADMIN_TOKEN"
 
-{ADMIN_EXITS}; 130 interrupted (Ctrl-C: a build under way stops and leaves no version)"""
+{ADMIN_EXITS};
+130 interrupted (Ctrl-C: a build under way stops and leaves no version)"""
 
 
 def add_parser(commands: Commands) -> None:
