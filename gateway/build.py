@@ -8,6 +8,7 @@ the install-command has succeeded.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import logging
@@ -17,8 +18,10 @@ import site
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import venv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,8 @@ from gateway.manifests import ModelManifest
 
 BUILT_MARKER = ".gateway-built"
 OUTPUT_TAIL_LINES = 20
+MAX_LINE_CHARS = 4096  # an output line longer than this is cut (a progress bar without newlines)
+INSTALL_POLL_S = 0.05  # how often a running install-command's deadline and stop are checked
 
 log = logging.getLogger("gateway.build")
 _warned: set[Path] = set()  # environments a warning was logged for (a runtime restart asks again)
@@ -83,30 +88,92 @@ def _built_elsewhere(environment: ModelEnvironment, model: ModelManifest) -> lis
                   if (path.name == prefix or path.name.startswith(f"{prefix}-")) and (path / BUILT_MARKER).is_file())
 
 
-def build_model(envs_dir: Path, model: ModelManifest, timeout_s: float = 1800) -> ModelEnvironment:
-    """(Re)create the model's environment and run its install-command in the model folder."""
+def build_model(envs_dir: Path, model: ModelManifest, timeout_s: float = 1800, *, workdir: Path | None = None,
+                on_output: Callable[[str], None] | None = None,
+                stop: threading.Event | None = None) -> ModelEnvironment:
+    """(Re)create the model's environment and run its install-command in the model folder.
+
+    The environment is keyed by `model.folder`; the command runs in `workdir` when given (an
+    upload builds in its staging folder the environment of the folder it will become).
+    `on_output` gets each line of the command's output as it comes (from this thread); setting
+    `stop` ends the command (its whole process group) with BuildCancelled, as `timeout_s` does
+    with a BuildError."""
     assert model.folder is not None
     environment = ModelEnvironment.of(envs_dir, model)
     label = f"model {model.name}:{model.version}"
     venv.EnvBuilder(with_pip=True, clear=True, symlinks=True).create(environment.path)
     _see_gateway_packages(environment)
+    if stop is not None and stop.is_set():
+        raise BuildCancelled(f"{label}: the build was stopped")
     if model.install_command:
         env = dict(os.environ, VIRTUAL_ENV=str(environment.path),
                    PATH=f"{environment.path / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
         env.pop("PYTHONHOME", None)
-        try:
-            result = subprocess.run(model.install_command, shell=True, cwd=model.folder, env=env,  # noqa: S602
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    timeout=timeout_s, check=False)
-        except subprocess.TimeoutExpired:
+        run = _run_install(model.install_command, workdir or model.folder, env, timeout_s, on_output, stop)
+        if run.outcome == "stopped":
+            raise BuildCancelled(f"{label}: install-command {model.install_command!r} was stopped")
+        if run.outcome == "timeout":
             raise BuildError(f"{label}: install-command {model.install_command!r} did not finish "
-                             f"within {timeout_s:g}s") from None
-        if result.returncode != 0:
-            tail = "\n  ".join(result.stdout.rstrip().splitlines()[-OUTPUT_TAIL_LINES:])
+                             f"within {timeout_s:g}s")
+        if run.returncode != 0:
+            tail = "\n  ".join(run.tail)
             raise BuildError(f"{label}: install-command {model.install_command!r} failed with exit "
-                             f"code {result.returncode}; last output:\n  {tail}")
+                             f"code {run.returncode}; last output:\n  {tail}")
     (environment.path / BUILT_MARKER).write_text(f"{model.install_command or ''}\n")
     return environment
+
+
+class BuildCancelled(BuildError):
+    """The build was stopped by its caller (an upload whose client went away)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _InstallRun:
+    outcome: str  # "exited" | "timeout" | "stopped"
+    returncode: int
+    tail: list[str]
+
+
+def _run_install(command: str, cwd: Path, env: dict[str, str], timeout_s: float,
+                 on_output: Callable[[str], None] | None, stop: threading.Event | None) -> _InstallRun:
+    """Run `command` in a shell, in a process group of its own (killed whole on timeout or stop),
+    its output read line by line."""
+    process = subprocess.Popen(command, shell=True, cwd=cwd, env=env, stdin=subprocess.DEVNULL,  # noqa: S602
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    ended = threading.Event()
+    outcome: list[str] = []
+
+    def watch() -> None:  # ends the command at the deadline or when asked to stop
+        deadline = time.monotonic() + timeout_s
+        while not ended.wait(INSTALL_POLL_S):
+            reason = "stopped" if stop is not None and stop.is_set() else \
+                "timeout" if time.monotonic() > deadline else None
+            if reason is not None:
+                outcome.append(reason)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                return
+
+    watcher = threading.Thread(target=watch, name="install-command watch", daemon=True)
+    watcher.start()
+    tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+    try:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.decode(errors="replace").rstrip("\r\n")[:MAX_LINE_CHARS]
+            tail.append(line)
+            if on_output is not None:
+                on_output(line)
+        returncode = process.wait()
+    finally:
+        ended.set()
+        watcher.join()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # what the command left running in its group
+        process.wait()
+    while tail and not tail[-1].strip():
+        tail.pop()
+    return _InstallRun(outcome[0] if outcome else "exited", returncode, list(tail))
 
 
 def check_model_code(python: str, model: ModelManifest, timeout_s: float) -> str | None:

@@ -40,7 +40,7 @@ import socket
 import struct
 import weakref
 from asyncio import TimerHandle
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from ssl import SSLContext
 from typing import Any, ClassVar
 
@@ -68,6 +68,18 @@ DISCARD_MIN_BYTES = 256 * 1024 * 1024
 _DEFAULTS = Settings()
 
 log = logging.getLogger("gateway")
+
+
+BODY_CLOCK_KEY = "gateway.body_clock"  # in a request's scope: the deadline of its body, when it has one
+
+
+def allow_body_time(scope: Mapping[str, Any], timeout_s: float) -> None:
+    """Give the request's body `timeout_s` of reading time instead of `body_timeout_s`, for the
+    one route whose bodies are meant to be large (a model upload); called before its first
+    `receive`, else nothing changes. A body that came with its headers has no deadline to change."""
+    clock: _BodyClock | None = scope.get(BODY_CLOCK_KEY)
+    if clock is not None and not clock.started:
+        clock.timeout_s = clock.left = timeout_s
 
 
 def discard_limit(max_body_bytes: int) -> int:
@@ -247,6 +259,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             if cycle.scope is self.scope and not cycle.response_complete:
                 self.body_clock = self.flow.clock = _BodyClock(cycle, self.loop, self.body_timeout_s)
                 cycle.receive = self.body_clock.receive  # type: ignore[method-assign]  # its task has not run yet
+                cycle.scope[BODY_CLOCK_KEY] = self.body_clock  # type: ignore[literal-required]  # see allow_body_time
 
     # -- parser callbacks
 

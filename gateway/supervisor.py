@@ -76,8 +76,9 @@ def fingerprint(model: ModelManifest) -> tuple[tuple[str, int, int], ...]:
         return ()
     entries = []
     manifest = model.folder / MODEL_FILE
+    versions = _version_folders(model.folder)  # a version-1 folder's numbered versions are models of their own
     for path in sorted(model.folder.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
+        if path.is_file() and "__pycache__" not in path.parts and not any(path.is_relative_to(v) for v in versions):
             name = str(path.relative_to(model.folder))
             digest = _without_request_log(path) if path == manifest else None
             if digest is not None:
@@ -89,6 +90,13 @@ def fingerprint(model: ModelManifest) -> tuple[tuple[str, int, int], ...]:
     if warmup is not None and model.warmup is not None and not model.warmup.is_relative_to(model.folder):
         entries.append(warmup)
     return tuple(entries)
+
+
+def _version_folders(folder: Path) -> list[Path]:
+    """The numbered sub-folders of `folder` with a serving.yaml: versions of their own
+    (modelfolder.model_folders), not files of this one."""
+    return [entry for entry in folder.iterdir()
+            if entry.is_dir() and entry.name.isdigit() and (entry / MODEL_FILE).is_file()]
 
 
 def _without_request_log(path: Path) -> int | None:

@@ -25,7 +25,7 @@ from modelfolder.definition import (
 from modelfolder.errors import ConfigError
 from modelfolder.layout import MODEL_FILE, load_model_folder, model_folders, read_model_folder
 from modelfolder.warmup import MAX_RECORDS, WarmupError, WarmupRecord, read_warmup
-from modelfolder.yaml_reader import Fields, LineMapping, read_documents
+from modelfolder.yaml_reader import Fields, LineMapping, read_documents, read_text_documents
 
 __all__ = [
     "GATEWAY_FIELDS",
@@ -50,5 +50,6 @@ __all__ = [
     "read_documents",
     "read_heading",
     "read_model_folder",
+    "read_text_documents",
     "read_warmup",
 ]

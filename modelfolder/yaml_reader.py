@@ -53,6 +53,12 @@ def read_documents(path: Path) -> Iterator[LineMapping]:
         line = data.count(b"\n", 0, error.start) + 1
         raise ConfigError(f"not UTF-8 text: byte 0x{data[error.start]:02x} at offset {error.start} "
                           "(manifests are UTF-8 YAML)", f"{path}:{line}") from None
+    yield from read_text_documents(text, path)
+
+
+def read_text_documents(text: str, path: Path) -> Iterator[LineMapping]:
+    """The YAML documents in `text`, read as if from the file `path` (the name its errors
+    give: a manifest sent to the admin API is named as its client names it)."""
     try:
         documents = list(yaml.load_all(text, Loader=_Loader))
     except yaml.YAMLError as error:

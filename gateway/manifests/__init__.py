@@ -15,7 +15,7 @@ renderings), `plan_diff` (what a reload would change).
 
 from gateway.backends.protocols import PROTOCOLS
 from gateway.manifests.application_kind import parse_application, parse_model_ref
-from gateway.manifests.directory import load_config
+from gateway.manifests.directory import check_config, load_config
 from gateway.manifests.gateway_kind import parse_gateway
 from gateway.manifests.model_kind import load_model_manifest, parse_model
 from gateway.manifests.plan import Plan, PlannedStage, PlannedVariant, Problem, manifest_plan
@@ -67,6 +67,7 @@ __all__ = [
     "Stage",
     "TLSSpec",
     "VariantManifest",
+    "check_config",
     "diff",
     "load_config",
     "load_model_manifest",

@@ -68,12 +68,19 @@ def load_config(directory: Path) -> Config:
                 raise ConfigError(f"kind: expected Model, Application or Gateway, got {kind!r}",
                                   f"{path}:{doc.line}")
     config = Config(gateway, models, applications)
+    check_config(config, directory)
+    return config
+
+
+def check_config(config: Config, directory: Path) -> None:
+    """The cross-checks between the manifests of `config` (read from `directory`, or built in
+    memory from what an apply would write there): labels, references, variants, contracts,
+    request logs. ConfigError for the first that fails."""
     _check_labels(config)
     _check_references(config)
     _check_variants(config)
     _check_contracts(config)
     _check_request_logs(config, directory)
-    return config
 
 
 def _manifest_files(directory: Path) -> list[Path]:

@@ -418,18 +418,21 @@ class _Builder:
         self.paths["/gateway/admin/models"] = {"post": {
             "operationId": self._operation_id("admin_upload_model"), "tags": ["admin"],
             "summary": "Upload a model folder as the model's next version",
-            "description": "The body is the folder as a gzip tar: serving.yaml at its root and the files its "
+            "description": "The body is the folder as a gzip tar (sent as application/gzip or "
+                           "application/octet-stream): serving.yaml at its root and the files its "
                            "`payload` names. Stored as `models/<name>/<N>/` (N: the highest version + 1), its "
                            "environment built with its install-command, its runtime started. With `Accept: "
                            "application/x-ndjson` the answer streams progress events, one JSON object per line, "
                            f"the last one `done` or `error` with the outcome's status. {changed}",
             **security,
-            "requestBody": {"required": True, "content": {"application/gzip": {
+            # Documented as octet-stream, which client generators take (application/gzip is taken too).
+            "requestBody": {"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}},
             "responses": {"201": _json_answer("Stored, built and serving.", "UploadedModel"),
-                          "200": {"description": "With Accept: application/x-ndjson: the progress events.",
-                                  "headers": {"x-request-id": ref("headers", "RequestId")},
-                                  "content": {"application/x-ndjson": {"schema": ref("schemas", "UploadEvent")}}},
+                          # No content listed: client generators take no NDJSON (each line is an UploadEvent).
+                          "200": {"description": "With Accept: application/x-ndjson: the progress events, one "
+                                                 "UploadEvent (JSON) per line.",
+                                  "headers": {"x-request-id": ref("headers", "RequestId")}},
                           **error_refs((400, 408, 413, 415, 422, 500, 503, *read_only, *refused))}}}
         self.paths["/gateway/admin/apply"] = {"post": {
             "operationId": self._operation_id("admin_apply"), "tags": ["admin"],

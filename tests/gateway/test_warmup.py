@@ -207,6 +207,18 @@ def test_a_local_models_warmup_file_outside_its_folder_is_part_of_its_fingerprin
     assert fingerprint(model) != before
 
 
+def test_a_version_folder_added_inside_a_version_1_folder_leaves_its_fingerprint(tmp_path: Path) -> None:
+    # An upload puts models/<name>/2/ inside models/<name>/ (version 1's folder): version 1 runs on.
+    write_model(tmp_path, "counter", "counter", "def predict(x):\n    return x\n")
+    before = fingerprint(load_config(tmp_path).models[("counter", 1)])
+    write_model(tmp_path, "counter/2", "counter", "def predict(x):\n    return x + 1\n")
+    config = load_config(tmp_path)
+    assert ("counter", 2) in config.models
+    assert fingerprint(config.models[("counter", 1)]) == before
+    (tmp_path / "models" / "counter" / "src" / "func_main.py").write_text("def predict(x):\n    return -x\n")
+    assert fingerprint(load_config(tmp_path).models[("counter", 1)]) != before
+
+
 async def test_a_fault_warming_remote_models_at_start_cancels_the_runtimes_start(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_model(tmp_path, "slow", "slow", "import time\ntime.sleep(1.5)\n\ndef predict(x):\n    return x\n")
