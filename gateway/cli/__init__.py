@@ -1,6 +1,7 @@
 """The `gateway` command (also `python -m gateway`): one module per sub-command, each adding its
 parser and the function that runs it. `serve` is gateway/serving/, `logs` gateway/requestlog/,
-`predict` and `list` use the Python client (gateway/client/)."""
+`predict` and `list` use the Python client (gateway/client/), `upload`, `apply` and `delete` its
+admin calls (gateway/client/admin.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import argparse
 import sys
 
 from gateway import __version__
-from gateway.cli import build, check, listing, logs, openapi, predict, serve
+from gateway.cli import apply, build, check, delete, listing, logs, openapi, predict, serve, upload
 
-COMMANDS = (serve, check, build, logs, predict, listing, openapi)
+COMMANDS = (serve, check, build, logs, predict, listing, openapi, upload, apply, delete)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,11 @@ import textwrap
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.cli.exits import USAGE, exit_status
 from gateway.client import DEFAULT_URL
+from gateway.client.admin import DEFAULT_ADMIN_TIMEOUT_S
 from gateway.client.calls import checked_url
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError, InvalidManifest
 from gateway.manifests import Config, load_config
 from gateway.settings import Settings
 from gateway.store.journal import ConfigStore
@@ -37,6 +39,8 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
 
 URL_HELP = f"the gateway (default: $GATEWAY_URL, else {DEFAULT_URL})"
 API_KEY_HELP = "API key, sent as Authorization: Bearer (default: $GATEWAY_API_KEY)"
+ADMIN_HELP = ("admin token, sent as Authorization: Bearer (default: $GATEWAY_ADMIN_TOKEN; without one a "
+              "gateway with no admin token answers loopback callers only)")
 
 
 def add_client_flags(parser: argparse.ArgumentParser, timeout_s: float = 30.0) -> None:
@@ -45,6 +49,19 @@ def add_client_flags(parser: argparse.ArgumentParser, timeout_s: float = 30.0) -
     parser.add_argument("--api-key", metavar="KEY", default=None, help=API_KEY_HELP)
     parser.add_argument("--timeout", type=seconds, default=timeout_s, metavar="S",
                         help=f"seconds for the whole call, retries of 429/503 included (default {timeout_s:g})")
+
+
+def add_admin_flags(parser: argparse.ArgumentParser, timeout_s: float = DEFAULT_ADMIN_TIMEOUT_S) -> None:
+    """`--url`, `--token`, `--timeout`: the flags of the commands that change a running gateway."""
+    parser.add_argument("--url", type=http_url, default=None, help=URL_HELP)
+    parser.add_argument("--token", metavar="TOKEN", default=None, help=ADMIN_HELP)
+    parser.add_argument("--timeout", type=seconds, default=timeout_s, metavar="S",
+                        help=f"seconds the gateway may stay silent before the call fails (default {timeout_s:g})")
+
+
+def admin_token(args: argparse.Namespace) -> str | None:
+    """`--token`, else `GATEWAY_ADMIN_TOKEN`, else none."""
+    return str(args.token) if args.token is not None else os.environ.get("GATEWAY_ADMIN_TOKEN") or None
 
 
 def client_url(args: argparse.Namespace) -> str:
@@ -99,3 +116,18 @@ def http_url(text: str) -> str:
         return checked_url(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+ADMIN_EXITS = """exit status: 0 done, 2 bad usage, or an invalid model folder or manifest (found before
+sending, or the gateway's 422 invalid_manifest), 3 the gateway refused the change (4xx: 409 a version
+in use or a read-only config directory, 413 too large, 422 a build or a model start that failed),
+4 not found, 5 no or a wrong admin token (401), or not a loopback caller of a gateway without one
+(403), 6 busy (429, 503), 7 the gateway failed (5xx), 8 the gateway could not be reached or stayed
+silent past --timeout, 9 the answer was not a gateway's (a wrong --url, a proxy)"""
+
+
+def admin_exit_status(error: GatewayError) -> int:
+    """The exit status of a failed admin call: an invalid manifest is a usage error, as in `gateway check`."""
+    if error.code == InvalidManifest.code:  # by code: a 422 of another code (build_failed) maps to the class too
+        return USAGE
+    return exit_status(error)

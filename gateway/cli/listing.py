@@ -28,7 +28,7 @@ def add_parser(commands: Commands) -> None:
                       "Print the applications the API key may call (each stage's models, with the share of "
                       "each live variant and the shadows; READY no while its contracts do not fit, the "
                       "problems below the table) and the model versions (labels, kind, state, where the "
-                      "contract comes from).", EPILOG)
+                      "contract comes from, the applications that use it).", EPILOG)
     listing.add_argument("--json", action="store_true",
                          help="print {\"applications\": [...], \"models\": [...]} as the gateway answers them")
     add_client_flags(listing, timeout_s=10.0)
@@ -58,8 +58,9 @@ def lines(applications: Sequence[Application], models: Sequence[ModelVersion]) -
         (app.name, "yes" if app.ready else "no",
          " -> ".join(" | ".join(_variant(v, len(stage.variants)) for v in stage.variants) for stage in app.stages))
         for app in applications]
-    versions = [("MODEL", "VERSION", "LABELS", "KIND", "STATE", "CONTRACT")] + [
-        (m.name, _version(m), _labels(m), m.kind, m.state, m.contract) for m in models]
+    versions = [("MODEL", "VERSION", "LABELS", "KIND", "STATE", "CONTRACT", "APPLICATIONS")] + [
+        (m.name, _version(m), _labels(m), m.kind, m.state, m.contract, ",".join(m.applications) or "-")
+        for m in models]
     out = [*_table(apps), "", *_table(versions)]
     problems = [f"{app.name}: {problem}" for app in applications for problem in app.problems]
     errors = [f"{m.name}:{_version(m)}: {m.error}" for m in models if m.error]

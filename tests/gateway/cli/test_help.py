@@ -6,7 +6,7 @@ import pytest
 
 from gateway.cli import COMMANDS, main, parser_of_commands
 
-NAMES = ["serve", "check", "build", "logs", "predict", "list", "openapi"]
+NAMES = ["serve", "check", "build", "logs", "predict", "list", "openapi", "upload", "apply", "delete"]
 
 
 def test_every_command_is_listed() -> None:

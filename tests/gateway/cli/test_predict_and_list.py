@@ -175,8 +175,9 @@ async def test_list_prints_applications_and_models(url: str, capsys: pytest.Capt
     assert lines[3].split() == ["pipeline_app", "yes", "celsius_model:1", "->", "kelvin_model:1", "->",
                                 "phase_model:1"]
     header = lines.index("") + 1
-    assert lines[header].split() == ["MODEL", "VERSION", "LABELS", "KIND", "STATE", "CONTRACT"]
-    assert lines[header + 2].split() == ["increment_model", "1", "-", "local", "ready", "declared"]
+    assert lines[header].split() == ["MODEL", "VERSION", "LABELS", "KIND", "STATE", "CONTRACT", "APPLICATIONS"]
+    assert lines[header + 2].split() == ["increment_model", "1", "-", "local", "ready", "declared",
+                                         "canary_app,increment_app"]
     assert lines[1].index("yes") == lines[0].index("READY")  # aligned columns
     status, out, _ = await gateway(capsys, "list", "--url", url, "--json")
     listed = json.loads(out)
