@@ -13,6 +13,9 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
+import select
+import shutil
 import signal
 import site
 import subprocess
@@ -31,6 +34,9 @@ BUILT_MARKER = ".gateway-built"
 OUTPUT_TAIL_LINES = 20
 MAX_LINE_CHARS = 4096  # an output line longer than this is cut (a progress bar without newlines)
 INSTALL_POLL_S = 0.05  # how often a running install-command's deadline and stop are checked
+INSTALL_GRACE_S = 1.0  # how long output is still read after the shell's exit (or its kill)
+READ_CHUNK = 65536
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 log = logging.getLogger("gateway.build")
 _warned: set[Path] = set()  # environments a warning was logged for (a runtime restart asks again)
@@ -61,14 +67,36 @@ class ModelEnvironment:
     def built(self) -> bool:
         return (self.path / BUILT_MARKER).is_file() and self.python.exists()
 
+    def built_for(self, model: ModelManifest) -> bool:
+        """Built, by `model`'s install-command, after its folder was made (an environment left
+        by a deleted version at the same path is not used)."""
+        marker = self.path / BUILT_MARKER
+        try:
+            written = marker.read_text()
+            marker_time = marker.stat().st_mtime
+            folder_time = model.folder.stat().st_mtime if model.folder is not None else 0.0
+        except OSError:
+            return False
+        return (self.python.exists() and written.splitlines()[:1] == [model.install_command or '']
+                and marker_time >= folder_time)
+
+    def remove(self) -> None:
+        """No environment is left at this path (blocking)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
 
 def interpreter_for(envs_dir: Path, model: ModelManifest) -> str:
     """The Python that runs the model: its built environment's, else the gateway's own (with a
     warning, once, when environments built for this model elsewhere exist: a moved config
     folder, or one built by an older gateway, needs `gateway build` again)."""
     environment = ModelEnvironment.of(envs_dir, model)
-    if environment.built:
+    if environment.built_for(model):
         return str(environment.python)
+    if environment.built:
+        log.warning("model %s:%s: the environment %s was built for another install-command or an older "
+                    "folder at this path (run `gateway build` again); it runs with the gateway's own Python",
+                    model.name, model.version, environment.path)
+        return sys.executable
     others = _built_elsewhere(environment, model)
     if others and environment.path not in _warned:
         _warned.add(environment.path)
@@ -136,44 +164,121 @@ class _InstallRun:
 
 def _run_install(command: str, cwd: Path, env: dict[str, str], timeout_s: float,
                  on_output: Callable[[str], None] | None, stop: threading.Event | None) -> _InstallRun:
-    """Run `command` in a shell, in a process group of its own (killed whole on timeout or stop),
-    its output read line by line."""
-    process = subprocess.Popen(command, shell=True, cwd=cwd, env=env, stdin=subprocess.DEVNULL,  # noqa: S602
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    ended = threading.Event()
-    outcome: list[str] = []
-
-    def watch() -> None:  # ends the command at the deadline or when asked to stop
-        deadline = time.monotonic() + timeout_s
-        while not ended.wait(INSTALL_POLL_S):
-            reason = "stopped" if stop is not None and stop.is_set() else \
-                "timeout" if time.monotonic() > deadline else None
-            if reason is not None:
-                outcome.append(reason)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                return
-
-    watcher = threading.Thread(target=watch, name="install-command watch", daemon=True)
-    watcher.start()
-    tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+    """Run `command` in a shell, in a session and process group of its own. The shell's exit (not
+    the pipe's end) ends the run: then, or at the deadline or a stop, the whole group is killed,
+    and so is any process still holding the output pipe (a daemon that left the group); the
+    output is read in a thread, in bounded chunks, for at most INSTALL_GRACE_S more, then the
+    pipe is closed, so nothing the command left behind holds the build."""
+    read_fd, write_fd = os.pipe()
     try:
-        assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.decode(errors="replace").rstrip("\r\n")[:MAX_LINE_CHARS]
-            tail.append(line)
-            if on_output is not None:
-                on_output(line)
-        returncode = process.wait()
+        process = subprocess.Popen(command, shell=True, cwd=cwd, env=env, stdin=subprocess.DEVNULL,  # noqa: S602
+                                   stdout=write_fd, stderr=write_fd, start_new_session=True)
+    except BaseException:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise
+    os.close(write_fd)
+    pipe = os.stat(read_fd).st_ino
+    tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+    closing = threading.Event()
+
+    def emit(line: str) -> None:
+        tail.append(line)
+        if on_output is not None:
+            on_output(line)
+
+    reader = threading.Thread(target=_read_lines, args=(read_fd, closing, emit), name="install-command output",
+                              daemon=True)
+    reader.start()
+    outcome = "exited"
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not _wait_unreaped(process.pid, INSTALL_POLL_S):
+            if stop is not None and stop.is_set():
+                outcome = "stopped"
+                break
+            if time.monotonic() > deadline:
+                outcome = "timeout"
+                break
     finally:
-        ended.set()
-        watcher.join()
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # what the command left running in its group
-        process.wait()
+            os.killpg(process.pid, signal.SIGKILL)  # the group is still ours: its leader is not reaped
+        returncode = process.wait()
+        reader.join(INSTALL_GRACE_S)
+        if reader.is_alive():  # a process outside the group holds the pipe: kill it where we can
+            left = _kill_pipe_holders(pipe)
+            reader.join(INSTALL_GRACE_S)
+            closing.set()
+            reader.join()
+            log.warning("install-command %r left %s running with its output open; %s", command,
+                        f"processes {left}" if left else "a process",
+                        "killed" if left else "its output is no longer read")
+        os.close(read_fd)
     while tail and not tail[-1].strip():
         tail.pop()
-    return _InstallRun(outcome[0] if outcome else "exited", returncode, list(tail))
+    return _InstallRun(outcome, returncode, list(tail))
+
+
+def _read_lines(fd: int, closing: threading.Event, emit: Callable[[str], None]) -> None:
+    """Read `fd` in chunks until its end or `closing`, giving each line (ended by \\n or \\r, cut at
+    MAX_LINE_CHARS, bytes that are not UTF-8 replaced) to `emit`; memory stays bounded whatever
+    the output."""
+    partial = bytearray()
+    dropping = False  # the current line passed MAX_LINE_CHARS: its rest is skipped
+    limit = MAX_LINE_CHARS * 4  # bytes (a character is at most 4 of them)
+    while not closing.is_set():
+        ready, _, _ = select.select([fd], [], [], INSTALL_POLL_S)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, READ_CHUNK)
+        except OSError:
+            break
+        if not chunk:
+            break
+        start = 0
+        for match in _LINE_END.finditer(chunk):
+            if not dropping:
+                partial += chunk[start:match.start()][:max(0, limit - len(partial))]
+            emit(_decode(partial))
+            partial.clear()
+            dropping = False
+            start = match.end()
+        if not dropping:
+            partial += chunk[start:][:max(0, limit - len(partial))]
+            if len(partial) >= limit:
+                emit(_decode(partial))
+                partial.clear()
+                dropping = True
+    if partial:
+        emit(_decode(partial))
+
+
+def _decode(raw: bytes | bytearray) -> str:
+    return bytes(raw).decode(errors="replace")[:MAX_LINE_CHARS]
+
+
+def _kill_pipe_holders(inode: int) -> list[int]:
+    """Kill (SIGKILL, with their process groups) the processes of this user that hold pipe
+    `inode` open; their pids."""
+    killed: list[int] = []
+    target = f"pipe:[{inode}]"
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            holds = any(os.readlink(fd) == target for fd in (entry / "fd").iterdir())
+        except OSError:
+            continue
+        if holds:
+            pid = int(entry.name)
+            with contextlib.suppress(OSError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed
 
 
 def check_model_code(python: str, model: ModelManifest, timeout_s: float) -> str | None:

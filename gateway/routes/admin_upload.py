@@ -63,7 +63,7 @@ async def upload_model(request: Request) -> Response:
         size = await receive_archive(request.receive, upload.archive.open("wb"), limit)
         await in_thread(upload.unpack, config, limit)
     except BaseException:
-        upload.discard()
+        await in_thread(upload.discard)  # off the loop (thousands of files); in_thread shields it
         raise
     reloads: Reloads = getattr(request.app.state, "reload_via", None) or request.app.state.reloader
     return UploadAnswer(upload, size, settings, reloads, streaming=NDJSON in headers.get("accept", ""))
@@ -96,7 +96,7 @@ async def receive_archive(receive: Receive, stream: Any, limit: int) -> int:
             if size > limit:
                 raise PayloadTooLarge(f"the model archive exceeds the upload limit of {limit} bytes "
                                       "(limits.max_upload_bytes)")
-            stream.write(chunk)
+            await in_thread(stream.write, chunk)  # disk I/O off the loop
             if not message.get("more_body", False):
                 return size
 
@@ -183,7 +183,7 @@ class UploadAnswer(Response):
             seconds = await in_thread(upload.build, self.settings.build_timeout_s,
                                       lambda line: loop.call_soon_threadsafe(emit, {"event": "build", "line": line}))
         except BaseException:
-            upload.discard()
+            await in_thread(upload.discard)
             raise
         emit({"event": "starting"})
         self.changing = True
@@ -192,13 +192,13 @@ class UploadAnswer(Response):
         except asyncio.CancelledError:  # the gateway stops: the change may yet be made, so all is left
             raise  # as it is (the next start's recover() clears the scratch folder and the reservation)
         except BaseException:
-            upload.discard()
+            await in_thread(upload.discard)
             raise
         if not result.applied:
             if result.status != 504:  # 504: a worker's parent did not answer in time, and may still apply it
-                upload.discard()
+                await in_thread(upload.discard)
             raise _RefusedChange(result.status, result.error or "the change was refused")
-        upload.release()
+        await in_thread(upload.release)
         log.info("model %s:%s uploaded (%d bytes%s) and serving", manifest.name, manifest.version, self.size,
                  f", built in {seconds:.1f} s" if seconds is not None else "")
         detail = result.detail or {"name": manifest.name, "version": manifest.version,

@@ -101,10 +101,12 @@ class ModelUpload:
         model does). BuildFailed (422) when the install-command fails."""
         manifest = self.manifest
         assert manifest is not None
+        environment = ModelEnvironment.of(self.envs_dir, manifest)
+        environment.remove()  # one left at this path (a deleted version's) is never used
         if not manifest.install_command:
             return None
         started = time.monotonic()
-        self.environment = ModelEnvironment.of(self.envs_dir, manifest)
+        self.environment = environment
         try:
             build_model(self.envs_dir, manifest, timeout_s, workdir=self.unpacked, on_output=on_output,
                         stop=self.stop)

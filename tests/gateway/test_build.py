@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -96,3 +97,53 @@ def test_serve_runs_the_model_in_its_built_environment(tmp_path: Path) -> None:
     with running_gateway(config, env=env) as (_, url):
         response = httpx.post(f"{url}/gateway/applications/app", json={"x": [1]}, timeout=10)
         assert response.json() == {"y": [2]}
+
+
+def _run(command: str, tmp_path: Path, timeout_s: float = 30, stop: object = None) -> tuple[object, list[str], float]:
+    from gateway.build import _run_install
+    lines: list[str] = []
+    started = time.monotonic()
+    run = _run_install(command, tmp_path, dict(os.environ), timeout_s, lines.append, stop)  # type: ignore[arg-type]
+    return run, lines, time.monotonic() - started
+
+
+def test_a_background_child_or_a_daemon_holding_the_output_does_not_hold_the_build(tmp_path: Path) -> None:
+    run, lines, took = _run("echo hi; sleep 30 &", tmp_path)
+    assert (run.outcome, run.returncode, lines[:1]) == ("exited", 0, ["hi"])  # type: ignore[attr-defined]
+    assert took < 10
+    pidfile = tmp_path / "daemon.pid"
+    run, _, took = _run(f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' & sleep 0.3", tmp_path)
+    assert (run.outcome, run.returncode) == ("exited", 0)  # type: ignore[attr-defined]
+    assert took < 10
+    time.sleep(0.2)
+    assert not Path(f"/proc/{pidfile.read_text().strip()}").exists() or \
+        Path(f"/proc/{pidfile.read_text().strip()}/stat").read_text().split()[2] == "Z"  # killed
+    run, _, took = _run("setsid sleep 30 & sleep 30", tmp_path, timeout_s=0.5)
+    assert run.outcome == "timeout"  # type: ignore[attr-defined]
+    assert took < 10
+
+
+def test_output_lines_are_bounded_while_read_and_end_at_cr_or_lf(tmp_path: Path) -> None:
+    from gateway.build import MAX_LINE_CHARS
+    _, lines, _ = _run("printf 'a\\rb\\nc\\377d\\n'; head -c 50000000 /dev/zero | tr '\\0' x; echo; echo end",
+                         tmp_path)
+    assert lines[:3] == ["a", "b", "c\ufffdd"]
+    assert len(lines[3]) == MAX_LINE_CHARS
+    assert set(lines[3]) == {"x"}
+    assert lines[-1] == "end"
+    assert all(len(line) <= MAX_LINE_CHARS for line in lines)
+
+
+def test_an_environment_for_another_install_command_or_an_older_folder_is_not_used(tmp_path: Path) -> None:
+    config = make_config(tmp_path, "stale", "true")
+    model = load_model_manifest(config / "models" / "stale")
+    environment = ModelEnvironment.of(tmp_path / "envs", model)
+    (environment.path / "bin").mkdir(parents=True)
+    (environment.path / "bin" / "python").write_text("")
+    (environment.path / ".gateway-built").write_text("pip install old\n")  # a deleted version's
+    assert interpreter_for(tmp_path / "envs", model) == sys.executable
+    (environment.path / ".gateway-built").write_text("true\n")
+    assert interpreter_for(tmp_path / "envs", model) == str(environment.python)
+    folder_time = model.folder.stat().st_mtime  # type: ignore[union-attr]
+    os.utime(environment.path / ".gateway-built", (folder_time - 60, folder_time - 60))
+    assert interpreter_for(tmp_path / "envs", model) == sys.executable

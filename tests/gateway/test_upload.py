@@ -239,3 +239,40 @@ async def slow_post(port: int, path: str, headers: str, body: bytes) -> bytes:
         return await asyncio.wait_for(reader.read(), 10)
     finally:
         writer.close()
+
+
+async def test_an_upload_clears_a_stale_environment_and_cleans_up_off_the_loop(tmp_path: Path,
+                                                                              monkeypatch: Any) -> None:
+    import dataclasses
+    import threading
+
+    from gateway.build import ModelEnvironment
+    from gateway.manifests import load_model_manifest
+    from gateway.store.upload import ModelUpload
+    root, envs = tmp_path / "config", tmp_path / "envs"
+    write_model(root, "other", "other", INCREMENT)
+    write_app(root, "app", "other:1")
+    envs.mkdir()
+    # An environment left at models/m/1's path (a deleted m:1 built with an install-command).
+    template = load_model_manifest(root / "models" / "other")
+    stale = ModelEnvironment.of(envs, dataclasses.replace(template, name="m", version=1,
+                                                          folder=(root / "models" / "m" / "1").resolve()))
+    (stale.path / "bin").mkdir(parents=True)
+    (stale.path / "bin" / "python").write_text("")
+    (stale.path / ".gateway-built").write_text("\n")
+    threads: list[bool] = []
+    for name in ("discard", "release"):
+        original = getattr(ModelUpload, name)
+
+        def record(self: ModelUpload, original: Any = original) -> None:
+            threads.append(threading.current_thread() is threading.main_thread())
+            original(self)
+        monkeypatch.setattr(ModelUpload, name, record)
+    async with running_gateway(root, envs, upload_timeout_s=30) as client:
+        bad = await client.post("/gateway/admin/models", content=b"not an archive", headers=ARCHIVE)
+        assert bad.status_code in (400, 422)
+        answer = await client.post("/gateway/admin/models", content=model_archive("m"), headers=ARCHIVE)
+        assert answer.status_code == 201, answer.text
+    assert not stale.path.exists()
+    assert threads
+    assert not any(threads)
