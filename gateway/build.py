@@ -68,17 +68,13 @@ class ModelEnvironment:
         return (self.path / BUILT_MARKER).is_file() and self.python.exists()
 
     def built_for(self, model: ModelManifest) -> bool:
-        """Built, by `model`'s install-command, after its folder was made (an environment left
-        by a deleted version at the same path is not used)."""
-        marker = self.path / BUILT_MARKER
+        """Built, by `model`'s install-command (an environment another install-command made at
+        this path, a deleted version's say, is not used; an upload clears its path first)."""
         try:
-            written = marker.read_text()
-            marker_time = marker.stat().st_mtime
-            folder_time = model.folder.stat().st_mtime if model.folder is not None else 0.0
+            written = (self.path / BUILT_MARKER).read_text()
         except OSError:
             return False
-        return (self.python.exists() and written.splitlines()[:1] == [model.install_command or '']
-                and marker_time >= folder_time)
+        return self.python.exists() and written.splitlines()[:1] == [model.install_command or ""]
 
     def remove(self) -> None:
         """No environment is left at this path (blocking)."""
