@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import importlib.util
 import logging
 import os
 import re
@@ -125,8 +126,11 @@ def build_model(envs_dir: Path, model: ModelManifest, timeout_s: float = 1800, *
     assert model.folder is not None
     environment = ModelEnvironment.of(envs_dir, model)
     label = f"model {model.name}:{model.version}"
-    venv.EnvBuilder(with_pip=True, clear=True, symlinks=True).create(environment.path)
+    own_pip = importlib.util.find_spec("pip") is None  # else the gateway's pip serves it (ensurepip: seconds)
+    venv.EnvBuilder(with_pip=own_pip, clear=True, symlinks=True).create(environment.path)
     _see_gateway_packages(environment)
+    if not own_pip:
+        _pip_commands(environment)
     if stop is not None and stop.is_set():
         raise BuildCancelled(f"{label}: the build was stopped")
     if model.install_command:
@@ -312,6 +316,18 @@ def _wait_unreaped(pid: int, timeout_s: float) -> bool:
             return False
         time.sleep(CHECK_POLL_S)
     return True
+
+
+def _pip_commands(environment: ModelEnvironment) -> None:
+    """`pip`, `pip3` and `pip3.X` in the environment's bin/, running the pip the gateway's
+    packages hold (seen through the .pth file) with the environment's Python: it installs into
+    the environment, as its own pip would."""
+    script = (f"#!{environment.python}\nimport sys\nfrom pip._internal.cli.main import main\n"
+              "sys.exit(main())\n")
+    for name in ("pip", "pip3", f"pip{sys.version_info.major}.{sys.version_info.minor}"):
+        path = environment.path / "bin" / name
+        path.write_text(script)
+        path.chmod(0o755)
 
 
 def _see_gateway_packages(environment: ModelEnvironment) -> None:
