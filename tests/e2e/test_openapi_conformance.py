@@ -76,21 +76,18 @@ async def conforms(config: Config, tmp_path: Path, settings: Settings | None = N
         assert f"POST /gateway/applications/{name}" in (tmp_path / "junit.xml").read_text(), output
 
 
-async def test_the_example_config_answers_as_its_document_says(example_config: Config, tmp_path: Path) -> None:
-    await conforms(example_config, tmp_path)
-
-
-async def test_a_config_with_every_dtype_answers_as_its_document_says(every_dtype_config: Config,
-                                                                     tmp_path: Path) -> None:
-    await conforms(every_dtype_config, tmp_path)
-
-
-async def test_with_api_keys_the_document_of_a_key_is_what_it_may_call(example_config: Config,
-                                                                       tmp_path: Path) -> None:
-    """The document the key is given lists its applications and models, each with its security
-    schemes and 401/403; schemathesis calls them with the key, and (ignored_auth) without it."""
+async def test_the_example_config_one_with_every_dtype_and_a_keys_document_answer_as_they_say(
+        example_config: Config, every_dtype_config: Config, tmp_path: Path) -> None:
+    """Three runs side by side (each is mostly the fuzzer's own work, in a process of its own):
+    the example config; a config with every dtype; and with API keys, where the document a key
+    is given lists its applications and models, each with its security schemes and 401/403, and
+    schemathesis calls them with the key, and (ignored_auth) without it."""
     key = ApiKey(name="fuzz", sha256=hashlib.sha256(b"s3cret").hexdigest(),
                  applications=("increment_app", "increment_model"))
-    settings = Settings(access_log=False, auth=AuthSettings(api_keys=(key,)))
-    await conforms(example_config, tmp_path, settings, "--header", "Authorization: Bearer s3cret",
-                   applications=("increment_app",))
+    with_keys = Settings(access_log=False, auth=AuthSettings(api_keys=(key,)))
+    for name in ("example", "every_dtype", "keys"):
+        (tmp_path / name).mkdir()
+    await asyncio.gather(conforms(example_config, tmp_path / "example"),
+                         conforms(every_dtype_config, tmp_path / "every_dtype"),
+                         conforms(example_config, tmp_path / "keys", with_keys, "--header",
+                                  "Authorization: Bearer s3cret", applications=("increment_app",)))

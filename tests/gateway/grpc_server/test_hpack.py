@@ -403,7 +403,9 @@ def test_fields_past_the_header_list_limit_are_not_kept_while_the_block_decodes_
     finally:
         tracemalloc.stop()
     assert raised.value.size == 200_000 * 42
-    assert peak < 100_000  # a list of 200 000 fields would take 1.6 MB
+    # A list of 200 000 fields would take 1.6 MB; the bound leaves room for what other threads of
+    # the test process allocate meanwhile (tracemalloc counts every thread).
+    assert peak < 400_000
     # Indexing literals past the limit still enter the dynamic table.
     decoder = Decoder()
     literal = bytes([0x40, 3]) + b"x-a" + bytes([1]) + b"1"
