@@ -248,7 +248,7 @@ class SerialReloads(ABC):
                 if change is not None:
                     await _to_end(lambda: made.append(change.prepare(self.stager.config, self.stager.store)))
                     prepared = made[0]
-                    await _to_end(prepared.transaction.commit)  # the switch: from here a restart serves it
+                    await _to_end(prepared.transaction.commit)  # files in place; kept by a restart once served
                 staged = await self.stager.stage()
             except BaseException as error:
                 prepared = made[0] if made else None

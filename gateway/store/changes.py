@@ -3,9 +3,10 @@
 A change is asked for in whichever process took the request (a worker of `gateway serve
 --workers N` sends it to the parent, pickled) and made there, one at a time with reloads
 (`gateway.reload.SerialReloads.change`): `prepare` turns it into a transaction against the
-config as it is then, the transaction is committed (the atomic switch), the new config directory
-is staged as any reload is (validated, runtimes started, warmed), and a refused stage reverts the
-transaction, so a change either serves or leaves nothing behind.
+config as it is then, the transaction is committed (its files put in place), the new config
+directory is staged as any reload is (validated, runtimes started, warmed), a refused stage
+reverts the transaction, and the swap marks it served (the atomic switch a restart keeps), so a
+change either serves or leaves nothing behind.
 """
 
 from __future__ import annotations

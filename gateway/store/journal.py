@@ -5,18 +5,19 @@ and paths to take away, no path changed twice nor inside another the change puts
 (missing parent folders are made by steps of their own). It is prepared in a folder of its own
 under `<config dir>/.gateway-state/pending/` (new content written and fsynced there; a file it
 replaces is hard-linked there first, so the change can be undone), then committed by one rename
-of that folder into `committed/`: the atomic switch. From then on the change is made, whatever
-happens: its steps are replayed, in order, each one a rename (or a mkdir) that is skipped once
-done, and the folder is moved to `trash/` when they all are. `Committed.revert()` first marks the
-change as reverted (one fsynced file), then undoes its steps in reverse order, each also skipped
-once undone; from the mark on, a crash ends in the state from before the change.
+of that folder into `committed/`, and its steps are replayed, in order, each one a rename (or a
+mkdir) that is skipped once done: the files are in place for the reload that stages them. When
+that reload swaps, `mark_served()` writes one fsynced file: the atomic switch, from which the
+change is kept whatever happens; the folder is then moved to `trash/`. `Committed.revert()`
+first marks the change as reverted (one fsynced file), then undoes its steps in reverse order,
+each also skipped once undone; from the mark on, a crash ends in the state from before it.
 
 `recover()`, run before the config directory is read (`gateway serve`, `check`, `build`),
-finishes (or reverts, when marked) a committed change a crash interrupted and drops an uncommitted
-one, so a restart reads either the state before a change or the state after it, never a mix. A
-process that changes the directory holds a shared lock (`.gateway-state/lock`) from its first
-change on; `recover()` needs it exclusively and leaves the directory alone while another process
-holds it.
+finishes a committed change marked served, reverts any other (its reload never swapped, or it
+was being undone) and drops an uncommitted one, so a restart reads either the state before a
+change or the state after it, never a mix. A process that changes the directory holds a shared
+lock (`.gateway-state/lock`) from its first change on; `recover()` needs it exclusively and
+leaves the directory alone while another process holds it.
 
 Nothing else in the config directory is touched, so it stays a plain folder of manifests that
 can be edited by hand, and a model version folder once in place never moves (its runtime runs
