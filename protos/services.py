@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 
 from protos.hydrosphere import runtime_pb2 as hydro_runtime
 from protos.hydrosphere.gateway_pb2 import GatewayPredictRequest
+from protos.inference import grpc_service_pb2 as oip
 from protos.runtime.calls_pb2 import PredictManyRequest, PredictManyResponse
 from protos.tensorflow_serving.classification_pb2 import ClassificationRequest, ClassificationResponse
 from protos.tensorflow_serving.get_model_metadata_pb2 import (
@@ -48,6 +49,7 @@ TF_MODEL_SERVICE = "tensorflow.serving.ModelService"
 HYDRO_RUNTIME_SERVICE = "hydrosphere.serving.runtime.PredictionService"
 HYDRO_GATEWAY_SERVICE = "hydrosphere.serving.gateway.GatewayService"
 RUNTIME_SERVICE = "gateway.runtime.Runtime"  # the embedded runtime's own method
+OIP_SERVICE = "inference.GRPCInferenceService"  # the Open Inference Protocol (KServe v2)
 
 TF_PREDICT: Method[PredictRequest, PredictResponse] = Method(
     TF_PREDICTION_SERVICE, "Predict", PredictRequest, PredictResponse
@@ -81,6 +83,24 @@ HYDRO_SHADOWLESS_PREDICT_SERVABLE: Method[GatewayPredictRequest, hydro_runtime.P
 )
 RUNTIME_PREDICT_MANY: Method[PredictManyRequest, PredictManyResponse] = Method(
     RUNTIME_SERVICE, "PredictMany", PredictManyRequest, PredictManyResponse
+)
+OIP_SERVER_LIVE: Method[oip.ServerLiveRequest, oip.ServerLiveResponse] = Method(
+    OIP_SERVICE, "ServerLive", oip.ServerLiveRequest, oip.ServerLiveResponse
+)
+OIP_SERVER_READY: Method[oip.ServerReadyRequest, oip.ServerReadyResponse] = Method(
+    OIP_SERVICE, "ServerReady", oip.ServerReadyRequest, oip.ServerReadyResponse
+)
+OIP_MODEL_READY: Method[oip.ModelReadyRequest, oip.ModelReadyResponse] = Method(
+    OIP_SERVICE, "ModelReady", oip.ModelReadyRequest, oip.ModelReadyResponse
+)
+OIP_SERVER_METADATA: Method[oip.ServerMetadataRequest, oip.ServerMetadataResponse] = Method(
+    OIP_SERVICE, "ServerMetadata", oip.ServerMetadataRequest, oip.ServerMetadataResponse
+)
+OIP_MODEL_METADATA: Method[oip.ModelMetadataRequest, oip.ModelMetadataResponse] = Method(
+    OIP_SERVICE, "ModelMetadata", oip.ModelMetadataRequest, oip.ModelMetadataResponse
+)
+OIP_MODEL_INFER: Method[oip.ModelInferRequest, oip.ModelInferResponse] = Method(
+    OIP_SERVICE, "ModelInfer", oip.ModelInferRequest, oip.ModelInferResponse
 )
 
 # The type URL TF Serving puts on the "signature_def" metadata Any.

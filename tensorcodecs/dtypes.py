@@ -11,7 +11,10 @@ Columns of a row (`DType`):
 - `proto_field`: the typed `TensorProto` field (`float_val`, `int_val`, ...) and `field_numpy`, the
   numpy dtype of that field's elements (`half_val` holds float16 bit patterns in int32, complex
   fields hold real/imaginary parts),
-- `json_kind`: how an element is written in JSON.
+- `json_kind`: how an element is written in JSON,
+- `oip`: the Open Inference Protocol's (KServe v2) datatype (`FP32`, `BYTES`, ...; "" where it has
+  none) and `oip_contents`, its typed `InferTensorContents` field ("" where it has none: FP16 travels
+  as raw bytes only).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class DType:
     json_kind: JsonKind
     aliases: tuple[str, ...] = ()
     field_numpy: np.dtype[Any] = _OBJ
+    oip: str = ""
+    oip_contents: str = ""
 
     @property
     def is_numeric(self) -> bool:
@@ -90,21 +95,28 @@ ENUM_NAMES: dict[int, str] = {
 _I4 = np.dtype("<i4")
 
 TABLE: tuple[DType, ...] = (
-    # name, enum, numpy dtype, typed field, JSON kind, aliases, typed field's element dtype
-    DType("float32", DT_FLOAT, np.dtype("<f4"), "float_val", JsonKind.FLOAT, ("float",), np.dtype("<f4")),
-    DType("float64", DT_DOUBLE, np.dtype("<f8"), "double_val", JsonKind.FLOAT, ("double",), np.dtype("<f8")),
-    DType("float16", DT_HALF, np.dtype("<f2"), "half_val", JsonKind.FLOAT, ("half",), _I4),
-    DType("int8", DT_INT8, np.dtype("i1"), "int_val", JsonKind.INT, (), _I4),
-    DType("int16", DT_INT16, np.dtype("<i2"), "int_val", JsonKind.INT, (), _I4),
-    DType("int32", DT_INT32, np.dtype("<i4"), "int_val", JsonKind.INT, ("int",), _I4),
-    DType("int64", DT_INT64, np.dtype("<i8"), "int64_val", JsonKind.INT, ("long",), np.dtype("<i8")),
-    DType("uint8", DT_UINT8, np.dtype("u1"), "int_val", JsonKind.INT, (), _I4),
-    DType("uint16", DT_UINT16, np.dtype("<u2"), "int_val", JsonKind.INT, (), _I4),
-    DType("uint32", DT_UINT32, np.dtype("<u4"), "uint32_val", JsonKind.INT, (), np.dtype("<u4")),
-    DType("uint64", DT_UINT64, np.dtype("<u8"), "uint64_val", JsonKind.INT, (), np.dtype("<u8")),
-    DType("bool", DT_BOOL, np.dtype("?"), "bool_val", JsonKind.BOOL, ("boolean",), np.dtype("?")),
-    DType("string", DT_STRING, _OBJ, "string_val", JsonKind.STRING, ("str",), _OBJ),
-    DType("bytes", DT_STRING, _OBJ, "string_val", JsonKind.BYTES, ("binary",), _OBJ),
+    # name, enum, numpy dtype, typed field, JSON kind, aliases, typed field's element dtype,
+    # Open Inference Protocol datatype and contents field
+    DType("float32", DT_FLOAT, np.dtype("<f4"), "float_val", JsonKind.FLOAT, ("float",), np.dtype("<f4"),
+          "FP32", "fp32_contents"),
+    DType("float64", DT_DOUBLE, np.dtype("<f8"), "double_val", JsonKind.FLOAT, ("double",), np.dtype("<f8"),
+          "FP64", "fp64_contents"),
+    DType("float16", DT_HALF, np.dtype("<f2"), "half_val", JsonKind.FLOAT, ("half",), _I4, "FP16", ""),
+    DType("int8", DT_INT8, np.dtype("i1"), "int_val", JsonKind.INT, (), _I4, "INT8", "int_contents"),
+    DType("int16", DT_INT16, np.dtype("<i2"), "int_val", JsonKind.INT, (), _I4, "INT16", "int_contents"),
+    DType("int32", DT_INT32, np.dtype("<i4"), "int_val", JsonKind.INT, ("int",), _I4, "INT32", "int_contents"),
+    DType("int64", DT_INT64, np.dtype("<i8"), "int64_val", JsonKind.INT, ("long",), np.dtype("<i8"),
+          "INT64", "int64_contents"),
+    DType("uint8", DT_UINT8, np.dtype("u1"), "int_val", JsonKind.INT, (), _I4, "UINT8", "uint_contents"),
+    DType("uint16", DT_UINT16, np.dtype("<u2"), "int_val", JsonKind.INT, (), _I4, "UINT16", "uint_contents"),
+    DType("uint32", DT_UINT32, np.dtype("<u4"), "uint32_val", JsonKind.INT, (), np.dtype("<u4"),
+          "UINT32", "uint_contents"),
+    DType("uint64", DT_UINT64, np.dtype("<u8"), "uint64_val", JsonKind.INT, (), np.dtype("<u8"),
+          "UINT64", "uint64_contents"),
+    DType("bool", DT_BOOL, np.dtype("?"), "bool_val", JsonKind.BOOL, ("boolean",), np.dtype("?"),
+          "BOOL", "bool_contents"),
+    DType("string", DT_STRING, _OBJ, "string_val", JsonKind.STRING, ("str",), _OBJ, "BYTES", "bytes_contents"),
+    DType("bytes", DT_STRING, _OBJ, "string_val", JsonKind.BYTES, ("binary",), _OBJ, "BYTES", "bytes_contents"),
     DType("complex64", DT_COMPLEX64, np.dtype("<c8"), "scomplex_val", JsonKind.COMPLEX, (), np.dtype("<f4")),
     DType("complex128", DT_COMPLEX128, np.dtype("<c16"), "dcomplex_val", JsonKind.COMPLEX, (),
           np.dtype("<f8")),
@@ -125,6 +137,9 @@ def _build_name_index() -> dict[str, DType]:
 _BY_NAME = _build_name_index()
 _BY_ENUM = {row.enum: row for row in TABLE if row.json_kind is not JsonKind.BYTES}
 _BY_NUMPY = {row.numpy: row for row in TABLE if row.numpy != _OBJ}
+# BYTES names the text row, as DT_STRING does: the protocol's BYTES carry text as UTF-8.
+_BY_OIP = {row.oip: row for row in TABLE if row.oip and row.json_kind is not JsonKind.BYTES}
+OIP_DATATYPES: tuple[str, ...] = tuple(_BY_OIP)
 
 ACCEPTED_NAMES: tuple[str, ...] = tuple(
     sorted({spelling for row in TABLE for spelling in (row.name, *row.aliases)})
@@ -145,6 +160,15 @@ def dtype_from_enum(number: int) -> DType:
     row = _BY_ENUM.get(number)
     if row is None:
         raise UnknownDTypeError(f"unsupported TensorFlow DataType {number}")
+    return row
+
+
+def dtype_from_oip(datatype: str) -> DType:
+    """The row for an Open Inference Protocol datatype (`FP32`, `BYTES`, ...; exact spelling, as
+    the protocol's servers compare it); BYTES gives the `string` row."""
+    row = _BY_OIP.get(datatype) if isinstance(datatype, str) else None
+    if row is None:
+        raise UnknownDTypeError(f"unsupported datatype {datatype!r}; accepted: {', '.join(OIP_DATATYPES)}")
     return row
 
 
