@@ -32,10 +32,10 @@ from gateway.backends.capabilities import (
     ReportsStatus,
     offered,
 )
+from gateway.backends.oip import connect as connect_v2
 from gateway.backends.pool import ChannelPool
 from gateway.backends.resilience import CircuitState
 from gateway.backends.scheduling import ScheduledBackend, scheduled
-from gateway.backends.oip import connect as connect_v2
 from gateway.backends.tfserving import RuntimeBackend, connect
 from gateway.errors import GatewayError
 from gateway.manifests import BatchingSpec, ModelManifest, load_config
