@@ -272,6 +272,8 @@ async def test_an_unknown_datatype_leaves_the_model_undescribed_naming_the_tenso
 
 def test_signature_from_metadata_refuses_what_no_contract_says() -> None:
     response = ModelMetadataResponse(name="m")
+    with pytest.raises(CodecError, match=r"no inputs .*declare the model's contract in its manifest"):
+        signature_from_metadata(response, "serving_default")  # MLServer's, for settings without inputs
     response.inputs.add(name="x", datatype="FP64", shape=[-1, 3])
     signature = signature_from_metadata(response, "serving_default")
     assert signature.inputs["x"].dtype == lookup_dtype("float64")
