@@ -274,14 +274,15 @@ def encode_outputs(outputs: Mapping[str, NDArray], requested: object = None,
     """An answer's `outputs` list (for `orjson.dumps(..., option=OPT_SERIALIZE_NUMPY)`) and the
     buffers of its binary part, in order.
 
-    `requested` is the request's `outputs` value (None: every output, in the model's order);
-    `binary_output` its `parameters.binary_data_output`. Numeric data goes to orjson as numpy
-    arrays and binary buffers are views of the arrays where their layout allows (no copy).
+    `requested` is the request's `outputs` value, or what `requested_outputs` made of it (None:
+    every output, in the model's order); `binary_output` its `parameters.binary_data_output`.
+    Numeric data goes to orjson as numpy arrays and binary buffers are views of the arrays where
+    their layout allows (no copy).
     """
     if requested is None:
         chosen: Mapping[str, bool | None] = dict.fromkeys(outputs)
     else:
-        chosen = requested_outputs(requested)
+        chosen = requested if isinstance(requested, Mapping) else requested_outputs(requested)
         for index, name in enumerate(chosen):
             if name not in outputs:
                 raise CodecError(f"unknown output {name!r}; the model answers "
