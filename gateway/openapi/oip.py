@@ -90,8 +90,9 @@ def empty_answer(description: str) -> Schema:
 
 
 def infer_body() -> Schema:
-    return {"required": True, "description": "JSON, or the binary tensor extension (any content type with "
-                                             f"`{HEADER_LENGTH}`). May be sent gzip-compressed.",
+    return {"required": True, "description": "JSON, or the binary tensor extension (with "
+                                             f"`{HEADER_LENGTH}`); any content type is taken, as Triton takes "
+                                             "it. May be sent gzip-compressed.",
             "content": {"application/json": {"schema": ref("schemas", "V2InferenceRequest")},
                         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
 

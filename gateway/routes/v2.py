@@ -29,7 +29,7 @@ from gateway import __version__
 from gateway.answer_headers import Timing
 from gateway.auth import authorize
 from gateway.backends import NDArray, Selector
-from gateway.body import JSON_TYPES, headers_of, parse_json, read_body
+from gateway.body import headers_of, parse_json, read_body
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import (
     BadRequest,
@@ -37,11 +37,10 @@ from gateway.errors import (
     ContractViolation,
     ModelError,
     NotFound,
-    UnsupportedMediaType,
     codec_errors,
 )
 from gateway.health_watch import HealthWatcher
-from gateway.oip_binary import HEADER_LENGTH, binary_answer, split_body
+from gateway.oip_binary import binary_answer, split_body
 from gateway.registry import Application, Target
 from gateway.routes.health import UNCHECKED, readiness
 from gateway.routes.native import MODEL_SPEC_HEADER, request_context
@@ -167,9 +166,7 @@ async def infer(request: Request) -> Response:
     requested outputs checked before it runs, answered in JSON or with a binary part."""
     dataplane, settings = _state(request)
     named = _named(request)
-    headers = headers_of(request)
-    if HEADER_LENGTH not in headers:
-        _check_json_type(headers)
+    headers = headers_of(request)  # any content type, as Triton takes (`curl -d` sends a form type)
     context = request_context(request, settings, named if isinstance(named, Application) else None)
     raw = await read_body(request, settings)
     started = time.perf_counter()
@@ -207,16 +204,6 @@ async def infer(request: Request) -> Response:
     answer = _answer(body, outputs, wanted, binary_output, answer_headers)
     context.timings.append(Timing("encode", time.perf_counter() - started))
     return answer
-
-
-def _check_json_type(headers: Mapping[str, str]) -> None:
-    content_type = headers.get("content-type")
-    if content_type is None:
-        return
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media not in JSON_TYPES and not media.endswith("+json"):
-        raise UnsupportedMediaType(f"content type {media!r} is not supported; send application/json, or the "
-                                   "binary tensor extension with Inference-Header-Content-Length")
 
 
 def _request_fields(document: object) -> tuple[str | None, object, dict[str, bool | None] | None, bool]:
