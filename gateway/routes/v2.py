@@ -53,6 +53,7 @@ SERVER_NAME = "inference-gateway"
 EXTENSIONS = ("binary_tensor_data",)  # Triton's name for the binary tensor extension
 APPLICATION_PLATFORM = "gateway-application"
 EMBEDDED_PLATFORM = "embedded"
+_MAX_VERSION_DIGITS = 19
 _CONTRACT_VIOLATION = codec_errors(ContractViolation)  # inputs that do not fit the contract
 _BAD_REQUEST = codec_errors(BadRequest)  # a request's `outputs` or `parameters` the protocol refuses
 _UNWRITABLE = CodecErrors(ModelError)  # an answer the protocol has no datatype for (complex)
@@ -100,8 +101,14 @@ def _named(request: Request) -> Application | Target:
             raise NotFound(f"{name!r} is an application: applications have no versions (name a model to "
                            "ask for one)")
         return app
-    selector = (Selector(int(version)) if version.isdigit() and version.isascii() else Selector(label=version)
-                ) if version is not None else None
+    selector = None
+    if version is not None:
+        if not (version.isdigit() and version.isascii()):
+            selector = Selector(label=version)
+        elif len(version) > _MAX_VERSION_DIGITS:  # beyond int64, as no version is (and int() refuses 4,300 digits)
+            raise NotFound(f"model {name!r} has no version {version[:24]}...")
+        else:
+            selector = Selector(int(version))
     target = dataplane.resolve(name, selector)
     authorize(request, target.model.manifest.name)  # a backend's model name may lead to another gateway model
     return target

@@ -132,9 +132,10 @@ async def test_application_has_no_versions(client: httpx.AsyncClient) -> None:
 
 
 async def test_unknown_version_is_404(client: httpx.AsyncClient) -> None:
-    response = await client.get("/v2/models/matrix/versions/7")
-    assert response.status_code == 404
-    assert set(response.json()) == {"error"}
+    for version in ("7", "9" * 5000, "nolabel"):
+        response = await client.get(f"/v2/models/matrix/versions/{version}")
+        assert response.status_code == 404, version
+        assert set(response.json()) == {"error"}
 
 
 # ---------------------------------------------------------------- inference, JSON
