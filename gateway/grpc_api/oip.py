@@ -25,6 +25,8 @@ Predict's are, each error naming the input as `inputs[0] (x)`. Outputs are answe
 `raw_output_contents` for all of them, as Triton answers (and tritonclient reads by default),
 each with its datatype from the array's dtype (`dtypes.oip`) and its shape; requested `outputs`
 choose and order them (unknown or repeated names are INVALID_ARGUMENT before anything runs).
+Parameters of Triton extensions the gateway does not offer (`classification` on an output, the
+`shared_memory_*` ones on a tensor) are INVALID_ARGUMENT rather than ignored.
 `model_name` is echoed as asked, `model_version` is the version that answered when known, `id`
 the request's (else the gateway's request id).
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from google.protobuf.empty_pb2 import Empty
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 import gateway
 from gateway.backends import NDArray, Selector
@@ -148,10 +151,10 @@ async def model_metadata(request: oip.ModelMetadataRequest, call: Call) -> oip.M
     return response
 
 
-def _describe(specs: Mapping[str, TensorSpec], into: Sequence[TensorMetadata]) -> None:
+def _describe(specs: Mapping[str, TensorSpec], into: RepeatedCompositeFieldContainer[TensorMetadata]) -> None:
     for name, spec in specs.items():
         shape = [-1] if spec.shape is None else list(spec.shape)
-        into.add(name=name, datatype=spec.dtype.oip or spec.dtype.name, shape=shape)  # type: ignore[attr-defined]
+        into.add(name=name, datatype=spec.dtype.oip or spec.dtype.name, shape=shape)
 
 
 # ------------------------------------------------------------------ names
@@ -237,6 +240,7 @@ def requested_outputs(request: oip.ModelInferRequest, known: Mapping[str, Tensor
     names: list[str] = []
     for index, output in enumerate(request.outputs):
         name = output.name
+        _refuse_extensions(output.parameters, _where(index, name, "outputs"), name)
         if known and name not in known:
             raise ContractViolation(f"{_where(index, name, 'outputs')}: unknown output; the outputs are "
                                     f"{', '.join(known)}", field=name)
@@ -244,6 +248,23 @@ def requested_outputs(request: oip.ModelInferRequest, known: Mapping[str, Tensor
             raise ContractViolation(f"{_where(index, name, 'outputs')}: requested twice", field=name)
         names.append(name)
     return names
+
+
+# Parameters of Triton's extensions the gateway does not offer: honouring them silently would
+# answer something else than asked (no class labels, no tensor read from shared memory).
+_EXTENSION_PARAMETERS = {"classification": "the classification extension",
+                         "shared_memory_region": "shared memory", "shared_memory_byte_size": "shared memory",
+                         "shared_memory_offset": "shared memory"}
+
+
+def _refuse_extensions(parameters: Mapping[str, oip.InferParameter], where: str, name: str) -> None:
+    for parameter in parameters:
+        offered = _EXTENSION_PARAMETERS.get(parameter)
+        if offered is not None:
+            message = f"{where}: parameter {parameter!r}: {offered} is not offered by the gateway"
+            if offered == "shared memory":
+                message += "; send the tensor in the request (raw_input_contents or contents)"
+            raise ContractViolation(message, field=name)
 
 
 def _chosen(outputs: dict[str, NDArray], wanted: list[str], who: str) -> dict[str, NDArray]:
@@ -265,6 +286,8 @@ def decode_inputs(request: oip.ModelInferRequest, specs: Mapping[str, TensorSpec
     raw = request.raw_input_contents
     total = 0
     for index, tensor in enumerate(tensors):
+        if tensor.parameters:
+            _refuse_extensions(tensor.parameters, _where(index, tensor.name), tensor.name)
         try:
             total += shape_elements(tensor.shape)
         except CodecError as error:

@@ -167,6 +167,17 @@ async def test_requested_outputs_choose_and_order_the_answer(port: int) -> None:
     error = await failure(port, OIP_MODEL_INFER, unknown)
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert (error.details() or "").startswith("outputs[1] (nope): unknown output; the outputs are y_FP32, ")
+    classes = infer_request("echo", every_input(), outputs=("y_FP32",))
+    classes.outputs[0].parameters["classification"].int64_param = 2
+    error = await failure(port, OIP_MODEL_INFER, classes)
+    assert error.details() == ("outputs[0] (y_FP32): parameter 'classification': the classification extension "
+                               "is not offered by the gateway")
+    shared = infer_request("echo", every_input())
+    shared.inputs[1].parameters["shared_memory_region"].string_param = "region"
+    error = await failure(port, OIP_MODEL_INFER, shared)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.details() or "").startswith("inputs[1] (x_FP64): parameter 'shared_memory_region': shared memory "
+                                              "is not offered by the gateway")
     twice = infer_request("echo", every_input(), outputs=("y_BOOL", "y_BOOL"))
     assert (await failure(port, OIP_MODEL_INFER, twice)).details() == "outputs[1] (y_BOOL): requested twice"
 
