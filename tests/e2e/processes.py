@@ -93,9 +93,26 @@ def spawn_gateway(config_dir: Path, *extra: str, log: Path,
     offset = log.stat().st_size if log.exists() else 0
     process = subprocess.Popen(
         [str(GATEWAY), "serve", "--config", str(config_dir), "--port", "0", "--log-level", "info", *extra],
-        cwd=REPO, stdout=subprocess.DEVNULL, env=env, stderr=open(log, "ab"),  # noqa: SIM115
+        cwd=REPO, stdout=subprocess.DEVNULL, env=short_grace(config_dir, env), stderr=open(log, "ab"),  # noqa: SIM115
     )
     return process, offset
+
+
+TEST_SHUTDOWN_GRACE_S = "0.2"
+
+
+def short_grace(config_dir: Path, env: dict[str, str] | None) -> dict[str, str]:
+    """`env` (the test's own environment by default) with a short `shutdown_grace_s` unless the
+    test chose one, in the environment or in its gateway.yaml: the default 2 s of readiness 503
+    after SIGTERM would be spent at the end of every test that stops a gateway, and only the
+    tests about the grace need one (they set it)."""
+    env = dict(os.environ if env is None else env)
+    gateway_yaml = config_dir / "gateway.yaml"
+    chosen = "GATEWAY_SHUTDOWN_GRACE_S" in env or (
+        gateway_yaml.is_file() and "shutdown_grace_s" in gateway_yaml.read_text())
+    if not chosen:
+        env["GATEWAY_SHUTDOWN_GRACE_S"] = TEST_SHUTDOWN_GRACE_S
+    return env
 
 
 def served_port(process: subprocess.Popen[bytes], log: Path, offset: int = 0, timeout: float = 60) -> int:

@@ -123,6 +123,11 @@ def test_a_thousand_malformed_bodies(tmp_path: Path) -> None:
     print(f"\nmalformed: 1000 requests -> {dict(sorted(statuses.items()))}")
 
 
+# Reloads one after the other, each with a new runtime: two show that a reload follows a reload
+# (the runtime it retires was itself started by one); more repeat the same.
+ROUNDS = 2
+
+
 def test_reloads_under_load_lose_no_request(tmp_path: Path) -> None:
     root = tmp_path / "config"
     write_model(root, "m", "m", "def predict(x):\n    return x + 1\n")
@@ -157,7 +162,7 @@ def test_reloads_under_load_lose_no_request(tmp_path: Path) -> None:
             before = answered()
             wait_until(lambda: answered() >= before + count, what=f"{count} more answers")
 
-        for round_ in range(1, 6):
+        for round_ in range(1, ROUNDS + 1):
             more_traffic()  # between reloads
             # Touch the model's code so each reload starts a new runtime and retires the old one.
             (root / "models" / "m" / "src" / "func_main.py").write_text(
@@ -170,15 +175,16 @@ def test_reloads_under_load_lose_no_request(tmp_path: Path) -> None:
         # (two sent at once could reach the process as one signal) and before that reload is over.
         more_traffic()
         (root / "models" / "m" / "src" / "func_main.py").write_text(
-            "import time\n\ntime.sleep(1)\n\n\ndef predict(x):\n    return x + 1  # revision 6\n")
+            f"import time\n\ntime.sleep(1)\n\n\ndef predict(x):\n    return x + 1  # revision {ROUNDS + 1}\n")
         before = set(_runtimes(process.pid))
         os.kill(process.pid, signal.SIGHUP)
-        wait_until(lambda: bool(set(_runtimes(process.pid)) - before), timeout=30, what="reload 6 started")
-        assert _reloads_logged(log, 5)  # the first of the two is still under way
+        wait_until(lambda: bool(set(_runtimes(process.pid)) - before), timeout=30, what=f"reload {ROUNDS + 1} started")
+        assert _reloads_logged(log, ROUNDS)  # the first of the two is still under way
         write_app(tmp_path / "staging", "added", "m")  # then moved in whole: the first reload may be reading
         os.replace(tmp_path / "staging" / "applications" / "added.yaml", root / "applications" / "added.yaml")
         os.kill(process.pid, signal.SIGHUP)
-        wait_until(functools.partial(_reloads_logged, log, 7), timeout=60, what="both back-to-back reloads applied")
+        wait_until(functools.partial(_reloads_logged, log, ROUNDS + 2), timeout=60,
+                   what="both back-to-back reloads applied")
         added = httpx.post(f"{url}/gateway/applications/added", json={"x": [1]}, timeout=10)
         assert (added.status_code, added.json()) == (200, {"y": [2]})
         # Traffic goes on until the drain timeout (2 s) has passed and every replaced runtime is stopped.
@@ -187,7 +193,7 @@ def test_reloads_under_load_lose_no_request(tmp_path: Path) -> None:
         stop.set()
         for thread in threads:
             thread.join()
-    print(f"\nreload under load: 5 reloads, each with a new runtime, then 2 back to back: {dict(statuses)}")
+    print(f"\nreload under load: {ROUNDS} reloads, each with a new runtime, then 2 back to back: {dict(statuses)}")
     assert set(statuses) == {200}
 
 

@@ -17,10 +17,11 @@ import pytest
 
 from tests.conftest import write_app, write_model
 from tests.e2e.processes import running_gateway
+from tests.waiting import wait_until
 
 SLOW = "import time\n\ndef predict(x):\n    time.sleep(int(x[0]) / 1000)\n    return x\n"
 CLIENTS = 16
-LOAD_S = 1.0  # of load before SIGTERM
+ANSWERED = 3  # requests each client has had answered before SIGTERM: every client is in its loop
 
 
 def make_config(root: Path) -> Path:
@@ -36,6 +37,7 @@ def make_config(root: Path) -> Path:
 def test_sigterm_under_load_resets_no_request_in_flight(tmp_path: Path, kept_alive: bool, workers: int) -> None:
     with running_gateway(make_config(tmp_path / "config"), "--workers", str(workers)) as (process, url):
         outcomes: Counter[str] = Counter()
+        answered: Counter[int] = Counter()  # by client
         failures: list[str] = []
         lock = threading.Lock()
 
@@ -57,6 +59,7 @@ def test_sigterm_under_load_resets_no_request_in_flight(tmp_path: Path, kept_ali
                             failures.append(repr(error))
                     with lock:
                         outcomes[outcome] += 1
+                        answered[number] += 1
                     if outcome in ("refused", "failed"):
                         return
 
@@ -71,8 +74,12 @@ def test_sigterm_under_load_resets_no_request_in_flight(tmp_path: Path, kept_ali
         threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
         for thread in threads:
             thread.start()
-        time.sleep(LOAD_S)
-        before = sum(outcomes.values())
+        # Load until every client is under way (not a fixed time, which a loaded machine may spend
+        # starting the clients' threads or the workers' first requests).
+        wait_until(lambda: len(answered) == CLIENTS and min(answered.values()) >= ANSWERED, timeout=30,
+                   what=f"{ANSWERED} requests answered to each of {CLIENTS} clients")
+        with lock:
+            before = sum(outcomes.values())
         stopped_at = time.monotonic()
         os.kill(process.pid, signal.SIGTERM)
         assert idle.recv(65536) == b""  # would raise ConnectionResetError on a reset

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from gateway.backends import UnavailableBackend
+from gateway.backends.pool import ChannelPool
 from gateway.manifests import ModelManifest, load_config
 from gateway.reload import ConfigStager
 from gateway.serving import serve
@@ -241,6 +242,18 @@ async def test_a_fault_warming_remote_models_at_start_cancels_the_runtimes_start
         await supervisor.stop()
 
 
+async def reconnected(tfs: FakeTFServing, timeout: float = 15) -> None:
+    """Return once gRPC's reconnect back-off to `tfs` (at most 2 s, and its jitter) has run out
+    and its connection is up: a channel with the gateway's options shares the subchannel that a
+    warmup's channel uses, so it waits for that one (a fixed sleep is too short on a loaded
+    machine, or longer than needed)."""
+    pool = ChannelPool()
+    try:
+        await asyncio.wait_for(pool.channel(tfs.target).channel_ready(), timeout)
+    finally:
+        await pool.close()
+
+
 async def test_a_model_whose_server_was_unreachable_at_start_is_warmed_at_every_reload(tmp_path: Path) -> None:
     later = FakeTFServing()
     later.port = free_port()
@@ -254,7 +267,7 @@ async def test_a_model_whose_server_was_unreachable_at_start_is_warmed_at_every_
     stager.commit(staged)
     await later.start()
     try:
-        await asyncio.sleep(2.2)  # gRPC's reconnect back-off to the target (at most 2 s) has run out
+        await reconnected(later)
         staged = await stager.stage()
         assert staged.failed == {}
         assert len(predictions(later)) == 2

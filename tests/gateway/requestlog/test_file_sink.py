@@ -84,7 +84,10 @@ def test_records_read_back_by_an_independent_reader_with_their_index(tmp_path: P
 def test_the_open_file_is_partial_and_readers_see_whole_records_soon(tmp_path: Path) -> None:
     sink = _sink(tmp_path, Metrics())
     sink.offer(_call(1))
-    wait_until(lambda: len(list(tmp_path.glob("*.tfrecord.partial"))) == 1, what="the open file")
+    # The writer's thread opens the records' file, then the index's: both awaited (on a loaded
+    # machine the index may come a moment after the records' file).
+    wait_until(lambda: len(list(tmp_path.glob("*.tfrecord.partial"))) == 1
+               and bool(list(tmp_path.glob("*.index.jsonl.partial"))), what="the open files")
     [partial] = tmp_path.glob("*.tfrecord.partial")
     assert list(tmp_path.glob("*.index.jsonl.partial"))
     wait_until(lambda: partial.stat().st_size > 0, what="the flushed record")

@@ -45,7 +45,8 @@ def _config(root: Path) -> Iterator[Config]:
 
 @asynccontextmanager
 async def _gateway(root: Path, config: Config, **settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, GatewayApp]]:
-    app = create_app(Settings(config_dir=root, access_log=False, drain_timeout_s=2.0, **settings), config)
+    settings = {"drain_timeout_s": 2.0, **settings}
+    app = create_app(Settings(config_dir=root, access_log=False, **settings), config)
     async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         yield client, app
 
@@ -61,9 +62,10 @@ async def test_a_log_made_under_load_is_written_completely_and_replays_as_warmup
     write_model(root, "m", "m", INCREMENT)
     # Small files: each a valid warmup file (TF Serving takes at most 1,000 records).
     write_app(root, "app", "m:1", _log(logs, limits=", max_bytes: 65536, max_record_bytes: 4096, max_files: 100"))
-    requests, concurrency = 2000, 32
+    requests, concurrency = 1000, 32  # a few files' worth
     with _config(root) as config:
-        async with _gateway(root, config) as (client, app):
+        # A drain long enough for the writer to catch up on a loaded machine (it ends once it has).
+        async with _gateway(root, config, drain_timeout_s=30.0) as (client, app):
             queue: asyncio.Queue[int] = asyncio.Queue()
             for number in range(requests):
                 queue.put_nowait(number)
@@ -111,6 +113,7 @@ async def test_a_log_made_under_load_is_written_completely_and_replays_as_warmup
         assert replayed == [answered[line["request_id"]] for line in read_index(index_of(file))]
         counted += len(replayed)
     assert counted == requests
+    print(f"\n{requests} requests logged in {len(files)} files, each replayed as a warmup file")
 
 
 async def test_a_sink_that_cannot_write_is_reported_in_ready_detail_and_the_gateway_stays_ready(

@@ -6,6 +6,8 @@ recovered again."""
 from __future__ import annotations
 
 import builtins
+import functools
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -98,13 +100,11 @@ def _fresh(tmp_path: Path, k: int) -> Path:
     return root
 
 
-def _commit(root: Path) -> Callable[[], None]:
-    def work() -> None:
-        store = ConfigStore(root)
-        transaction = store.begin()
-        change(transaction, store.folder("uploads") / "new")
-        transaction.commit().finish()
-    return work
+def _commit(root: Path) -> None:
+    store = ConfigStore(root)
+    transaction = store.begin()
+    change(transaction, store.folder("uploads") / "new")
+    transaction.commit().finish()
 
 
 def _recovered(root: Path) -> Tree:
@@ -124,7 +124,7 @@ def test_a_change_cut_off_after_any_call_is_the_old_or_the_new_state(tmp_path: P
     while True:
         k += 1
         root = _fresh(tmp_path, k)
-        code = _in_child(_commit(root), lambda: None, k)
+        code = _in_child(functools.partial(_commit, root), _nothing, k)
         found = _recovered(root)
         assert found in (before, after), f"cut off after call {k}: a mix of the old and the new state"
         seen.append("new" if found == after else "old")
@@ -137,35 +137,58 @@ def test_a_change_cut_off_after_any_call_is_the_old_or_the_new_state(tmp_path: P
     assert k > 40  # every call of the change was a cut point
 
 
-def _committed_then_reverted(root: Path, after: Tree) -> tuple[Callable[[], None], Callable[[], None]]:
-    """The revert (to cut off), and the committed change before it (run to its end)."""
+_made: list[Committed] = []  # in a child: the change `_committed` made, for `_reverted`
+
+
+def _committed(root: Path, after: Tree) -> None:
+    """The committed change before the revert (run to its end)."""
     store = ConfigStore(root)
-    made: list[Committed] = []
+    transaction = store.begin()
+    change(transaction, store.folder("uploads") / "new")
+    _made.append(transaction.commit())
+    assert tree(root) == after
 
-    def commit() -> None:
-        transaction = store.begin()
-        change(transaction, store.folder("uploads") / "new")
-        made.append(transaction.commit())
-        assert tree(root) == after
 
-    return lambda: made[0].revert(), commit
+def _reverted() -> None:
+    """The revert (to cut off) of the change `_committed` made."""
+    _made[0].revert()
+
+
+def _nothing() -> None:
+    pass
+
+
+def _recover(root: Path) -> None:
+    ConfigStore(root).recover()
+
+
+# Each cut point is a child process. Forked from a small process that has imported only this
+# module (not from pytest's, whose size makes each fork and its copy-on-write faults slower):
+# hundreds of children per test.
+_CHILDREN = multiprocessing.get_context("forkserver")
+_CHILDREN.set_forkserver_preload([__name__])
+
+
+def _child(work: Callable[[], None], before: Callable[[], None], cut_after: int) -> None:  # pragma: no cover
+    code = 1
+    try:
+        before()
+        _cut_after(cut_after)
+        work()
+        code = DONE
+    finally:
+        os._exit(code)
 
 
 def _in_child(work: Callable[[], None], before: Callable[[], None], cut_after: int) -> int:
     """Run `before`, then `work` cut off after its `cut_after`-th call, in a forked process;
-    its exit code (DONE when it ran to the end)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            before()
-            _cut_after(cut_after)
-            work()
-            code = DONE
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    its exit code (DONE when it ran to the end). `work` and `before` are module functions (or
+    partials of them): the child gets them pickled."""
+    child = _CHILDREN.Process(target=_child, args=(work, before, cut_after))
+    child.start()
+    child.join()
+    assert child.exitcode is not None
+    return child.exitcode
 
 
 def test_a_revert_cut_off_after_any_call_is_the_old_state(tmp_path: Path) -> None:
@@ -174,12 +197,34 @@ def test_a_revert_cut_off_after_any_call_is_the_old_state(tmp_path: Path) -> Non
     while True:
         k += 1
         root = _fresh(tmp_path, k)
-        code = _in_child(*_committed_then_reverted(root, after), k)
+        code = _in_child(_reverted, functools.partial(_committed, root, after), k)
         assert _recovered(root) == before, f"revert cut off after call {k}: not the old state"
         if code == DONE:
             break
         assert code == CUT
     assert k > 10
+
+
+def _crashed(what: str, root: Path) -> None:
+    """A change committed and not carried out; or carried out and served, or reverting."""
+    store = ConfigStore(root)
+    transaction = store.begin()
+    change(transaction, store.folder("uploads") / "new")
+    if what == "revert":
+        (transaction.commit().root / REVERTED).write_bytes(b"")  # the revert's mark, then the end
+        os._exit(CUT)
+    if what == "served":
+        transaction.commit().mark_served()  # the reload swapped, then the end
+        os._exit(CUT)
+    real_rename = os.rename
+
+    def stop_after_switch(source: Any, target: Any) -> None:
+        real_rename(source, target)
+        if Path(target).parent.name == "committed":
+            os._exit(CUT)
+
+    os.rename = stop_after_switch  # type: ignore[assignment]
+    transaction.commit()
 
 
 @pytest.mark.parametrize("what", ["commit", "served", "revert"])
@@ -191,29 +236,9 @@ def test_a_recovery_cut_off_after_any_call_recovers_again(tmp_path: Path, what: 
         j += 1
         root = _fresh(tmp_path, j)
 
-        def crashed(root: Path = root) -> None:  # committed and not carried out; or carried out, reverting
-            store = ConfigStore(root)
-            transaction = store.begin()
-            change(transaction, store.folder("uploads") / "new")
-            if what == "revert":
-                (transaction.commit().root / REVERTED).write_bytes(b"")  # the revert's mark, then the end
-                os._exit(CUT)
-            if what == "served":
-                transaction.commit().mark_served()  # the reload swapped, then the end
-                os._exit(CUT)
-            real_rename = os.rename
-
-            def stop_after_switch(source: Any, target: Any) -> None:
-                real_rename(source, target)
-                if Path(target).parent.name == "committed":
-                    os._exit(CUT)
-
-            os.rename = stop_after_switch  # type: ignore[assignment]
-            transaction.commit()
-
-        assert _in_child(lambda: None, crashed, 10**9) == CUT
+        assert _in_child(_nothing, functools.partial(_crashed, what, root), 10**9) == CUT
         assert any((root / STATE_DIR / "committed").iterdir())  # committed, not carried out yet
-        code = _in_child(ConfigStore(root).recover, lambda: None, j)  # type: ignore[arg-type]
+        code = _in_child(functools.partial(_recover, root), _nothing, j)
         carried_out = not any((root / STATE_DIR / "committed").iterdir())  # the rest is clean-up
         assert _recovered(root) == expected, f"recovery cut off after call {j}"
         if code == DONE or carried_out:
