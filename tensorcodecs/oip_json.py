@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -151,10 +152,20 @@ def _headers(items: object, specs: Mapping[str, TensorSpec] | None) -> list[_Hea
 def _shape(value: object, index: int) -> tuple[int, ...]:
     if not isinstance(value, list):
         raise CodecError(f"shape must be a list of sizes, got {_kind(value)}", _at(index, "shape"))
+    if len(value) > _MAX_RANK:
+        raise CodecError(f"shape has {len(value)} dimensions, more than {_MAX_RANK}", _at(index, "shape"))
     for dim in value:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
-            raise CodecError(f"shape must hold sizes (integers >= 0), got {value}", _at(index, "shape"))
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 0 <= dim <= _MAX_DIM:
+            raise CodecError(f"shape must hold sizes (integers from 0 to 2^63-1), got {value}",
+                             _at(index, "shape"))
+    if math.prod(dim for dim in value if dim) > _MAX_SPAN:  # numpy cannot shape even an empty one
+        raise CodecError(f"shape {value} is larger than any tensor can be", _at(index, "shape"))
     return tuple(value)
+
+
+_MAX_SPAN = 2**58  # elements of 8 bytes, within a signed 64-bit byte count, with room
+_MAX_RANK = 64  # numpy's, as TensorFlow's TensorShape allows 254: more is no tensor either can hold
+_MAX_DIM = 2**63 - 1  # an int64 dim
 
 
 def _dtype(value: object, spec: TensorSpec | None, index: int) -> DType:
@@ -326,8 +337,10 @@ def _bytes_json(array: NDArray) -> tuple[list[str], bool]:
             if isinstance(value, str):
                 value.encode("utf-8")  # a lone surrogate is no UTF-8 text
                 texts.append(value)
-            else:
+            elif isinstance(value, bytes | bytearray | memoryview):
                 texts.append(bytes(value).decode("utf-8"))
+            else:  # bytes(int) would be that many zero bytes: never a BYTES element
+                raise CodecError(f"a BYTES output holds a {type(value).__name__}, not bytes or text")
     except UnicodeError:
         encoded = [base64.b64encode(value.encode("utf-8", "surrogatepass") if isinstance(value, str)
                                     else bytes(value)).decode("ascii") for value in values]

@@ -296,7 +296,7 @@ def with_change(index: int, **changes: object) -> list[dict[str, object]]:
     (with_change(1, name="x"), "given twice", "inputs[1].name"),
     (with_change(1, name="q"), "unknown input 'q'; expected 'x', 'n'", "inputs[1].name"),
     (good()[:1], "missing input 'n'", "inputs"),
-    (with_change(0, shape=[2, -1]), "integers >= 0", "inputs[0].shape"),
+    (with_change(0, shape=[2, -1]), r"integers from 0 to 2\^63-1", "inputs[0].shape"),
     (with_change(0, shape="1,2"), "shape must be a list", "inputs[0].shape"),
     (with_change(0, shape=[2]), "has shape \\[-1, 2\\], got \\[2\\]", "inputs[0].shape"),
     (with_change(0, datatype="FP64"), "is FP32 \\(float32\\), got datatype FP64", "inputs[0].datatype"),
@@ -335,3 +335,16 @@ def test_complex_contract_has_no_datatype() -> None:
     with pytest.raises(CodecError, match="has no datatype"):
         decode_inputs([{"name": "c", "shape": [1], "datatype": "FP64", "data": [1.0]}],
                       specs(spec("c", "complex128", (1,))))
+
+
+@pytest.mark.parametrize("shape", [[0, 2**62], [0, 2**63 - 1], [2**40, 2**40, 0], [1] * 65, [0, 2**64]])
+def test_a_shape_no_tensor_can_have_is_a_codec_error_even_when_empty(shape: list[int]) -> None:
+    spec = TensorSpec("x", dtype_from_oip("FP32"), None)
+    with pytest.raises(CodecError) as caught:
+        decode_inputs([{"name": "x", "datatype": "FP32", "shape": shape, "data": []}], {"x": spec}, max_elements=10)
+    assert caught.value.field == "inputs[0].shape"
+
+
+def test_a_bytes_output_of_integers_is_refused_not_written_as_zero_bytes() -> None:
+    with pytest.raises(CodecError, match="a BYTES output holds a int"):
+        encode_outputs({"o": np.array([1, 10**9], dtype=object)})
