@@ -185,7 +185,12 @@ class FakeOIPServer:
         if name in self.loading:
             if self.loading_code is grpc.StatusCode.INVALID_ARGUMENT:
                 raise Abort(self.loading_code, f"Model {name} is not ready yet.")
-            raise Abort(self.loading_code, f"Request for unknown model: '{name}' has no available versions")
+            if self.loading_code is not grpc.StatusCode.UNAVAILABLE:
+                raise Abort(self.loading_code, f"Request for unknown model: '{name}' has no available versions")
+            if not version:  # Triton: NOT_FOUND for the latest, UNAVAILABLE for a named version
+                raise Abort(grpc.StatusCode.NOT_FOUND, f"Request for unknown model: '{name}' has no available versions")
+            raise Abort(grpc.StatusCode.UNAVAILABLE, f"Request for unknown model: '{name}' version {version} "
+                                                     "is not at ready state")
         versions = self.repository.get(name)
         if not versions:
             raise Abort(grpc.StatusCode.NOT_FOUND, f"Request for unknown model: '{name}' is not found")

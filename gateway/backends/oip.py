@@ -55,7 +55,28 @@ from tensorcodecs.dtypes import dtype_from_oip
 from tensorcodecs.oip_tensors import array_to_contents, array_to_raw, contents_to_array, oip_datatype, raw_to_array
 
 # MLServer's ModelNotReady (an INVALID_ARGUMENT): the model exists and is loading.
-_NOT_READY = re.compile(r"\bis not ready yet\b")
+_NOT_READY = re.compile(r"^Model \S+ (?:with version \S+ )?is not ready yet\.$")
+# Triton's UNAVAILABLE (NOT_FOUND for the latest version) of a model loading, failed or unloading.
+# (UNAVAILABLE's details reach only the error's log detail, which ends with them.)
+_TRITON_NOT_READY = re.compile(r"(?:^|: )(Request for unknown model: '[^']+' "
+                               r"(?:version \d+ is not at ready state|has no available versions))$")
+
+
+def not_ready_reason(error: GatewayError) -> str | None:
+    """The server's words when `error` says one of its models is not ready (loading, failed,
+    unloading), else None."""
+    if error.grpc_code is StatusCode.UNAVAILABLE or error.grpc_code is StatusCode.NOT_FOUND:
+        found = _TRITON_NOT_READY.search(error.log_detail or "") or _TRITON_NOT_READY.search(error.message)
+        return found.group(1) if found else None
+    if error.grpc_code is StatusCode.INVALID_ARGUMENT and _NOT_READY.match(error.message):
+        return error.message
+    return None
+
+
+def model_not_ready(error: GatewayError) -> bool:
+    """Whether `error` is about one model not being ready, not about its server: the target's
+    circuit breaker, shared by the server's other models, does not count it."""
+    return not_ready_reason(error) is not None
 
 
 class OIPBackend:
@@ -70,7 +91,7 @@ class OIPBackend:
         assert model.backend is not None
         self.target = model.backend.target
         self.label = model.name  # what error answers name (never the target: an internal address)
-        self.model_label = f"{model.name}:{model.version}"
+        self.model_label = model.name if model.backend.version is None else f"{model.name}:{model.version}"
         self._malformed_tensor = answer_errors(self.label, self.target, "a malformed tensor")
         self._unusable_metadata = answer_errors(self.model_label, self.target, "unusable metadata")
         self.model_name = model.backend.model_name
@@ -171,8 +192,11 @@ class OIPBackend:
 
     def _loading(self, error: GatewayError, selector: Selector | None) -> GatewayError:
         """`error`, or 503 when it says the manifest's own model is not loaded (yet)."""
-        unloaded = error.grpc_code is StatusCode.NOT_FOUND and selector is None
-        if unloaded or (error.grpc_code is StatusCode.INVALID_ARGUMENT and _NOT_READY.search(error.message)):
+        reason = not_ready_reason(error)
+        if reason is not None:
+            return BackendUnavailable(f"model {self.model_label} is not ready on its backend: {reason}",
+                                      log_detail=error.log_detail)
+        if error.grpc_code is StatusCode.NOT_FOUND and selector is None:
             return BackendUnavailable(f"model {self.model_label} is not available on its backend yet: "
                                       f"{error.message}", log_detail=error.log_detail)
         return error
@@ -247,6 +271,6 @@ def connect(model: ModelManifest, pool: ChannelPool, *, guarded: bool = True) ->
     circuit breaker). `guarded=False`: its calls skip the breaker."""
     spec = model.backend
     assert spec is not None
-    transports = connect_transports(spec, pool, model.name)
+    transports = connect_transports(spec, pool, model.name, model_level=model_not_ready)
     return OIPBackend(model, transports.calls if guarded else transports.checks, transports.checks)
 
