@@ -326,3 +326,16 @@ async def test_batching_joins_concurrent_calls_along_the_first_dimension(setup: 
                                      for i in range(5)))
     assert [a.outputs["y"].tolist() for a in answers] == [[i + 1.0, 10 * i + 1.0] for i in range(5)]
     assert [list(r.inputs[0].shape) for r in setup.server.infers()] == [[2], [8]]  # the first alone, then the rest
+
+
+async def test_a_joined_call_refused_as_invalid_is_retried_request_by_request(setup: Setup) -> None:
+    """A server whose own batch limit is below the gateway's (Triton's "batch-size must be <="),
+    or one bad request, never fails the other requests of a joined call."""
+    manifest = dataclasses.replace(setup.model("add_one"), batching=BatchingSpec(16, 1))
+    specs = (await setup.backend("add_one").describe(None, 5.0))["serving_default"].inputs
+    backend = scheduled(connect(manifest, setup.pool), default_signature(manifest), specs, manifest.batching, None)
+    setup.server.delay_s, setup.server.max_rows = 0.2, 4
+    answers = await asyncio.gather(*(backend.predict(BackendCall({"x": f32(i, i)}, 5.0, specs=specs))
+                                     for i in range(5)))
+    assert [a.outputs["y"].tolist() for a in answers] == [[i + 1.0, i + 1.0] for i in range(5)]
+    assert [list(r.inputs[0].shape) for r in setup.server.infers()] == [[2], [8], [2], [2], [2], [2]]
