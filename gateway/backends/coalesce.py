@@ -15,8 +15,9 @@ the answer depends only on row i of the inputs), and one call's failure (a model
 the backend's deadline) fails every request in it, except a client-class refusal
 (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE: one request's bad values, or a batch larger
 than the server's own maximum), after which each request is sent alone and answered on its own.
-A joined call carries the first request's id; the log (debug) lists the ids it joined. In exchange the model runs once per group,
-which is what makes it faster for vectorised models, and it works with any backend.
+A joined call carries the first request's id; the log (debug) lists the ids it joined.
+In exchange the model runs once per group, which is what makes it faster for vectorised models,
+and it works with any backend.
 """
 
 from __future__ import annotations
