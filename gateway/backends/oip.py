@@ -8,7 +8,8 @@ the circuit breaker), how requests share calls the scheduling wrapper's (opt-in 
   `contents` (for servers that take no raw contents); the answer is read from
   `raw_output_contents` or the typed contents, whichever the server used (Triton answers raw to
   a raw request, MLServer typed unless asked raw, then every output raw; a mixed answer is read
-  as MLServer reads mixed requests: outputs with no typed contents take the raw entries in order). The request id is the call's `id` and x-request-id metadata.
+  as MLServer reads mixed requests: outputs with no typed contents take the raw entries in order).
+  The request id is the call's `id` and x-request-id metadata.
 - Versions: a pinned manifest sends its version (`model_version`, a string on the wire), a
   floating one the version a request names ("" when none: the server's choice). The protocol
   has no version labels (the manifests forward none to it) and a model has one contract, which
