@@ -39,7 +39,7 @@ from gateway.backends.base import BackendCall, EffectiveSpec, NDArray, Predictio
 from gateway.backends.pool import ChannelPool
 from gateway.backends.transports import Metadata, Transport
 from gateway.backends.transports import connect as connect_transports
-from gateway.errors import BackendUnavailable, BadRequest, GatewayError, NotFound, answer_errors
+from gateway.errors import BackendError, BackendUnavailable, BadRequest, GatewayError, NotFound, answer_errors
 from gateway.manifests import ModelManifest
 from protos.inference.grpc_service_pb2 import (
     InferTensorContents,
@@ -134,6 +134,9 @@ class OIPBackend:
                     raise CodecError(f"the Open Inference Protocol has no datatype for {spec.dtype if spec else ''}")
                 tensor = request.inputs.add(name=name, datatype=datatype, shape=array.shape)
                 if self.typed:
+                    if datatype == "FP16":  # the manifest's choice, not the client's mistake
+                        raise BackendError(f"model {self.label} sends typed contents, which have no FP16 field "
+                                           f"(input {name}): its manifest needs contents: raw")
                     array_to_contents(array, tensor.contents, datatype)
                 else:
                     raw.append(array_to_raw(array, datatype))

@@ -133,14 +133,14 @@ async def test_typed_contents_for_a_server_that_takes_no_raw_contents(setup: Set
     sent = setup.server.infers()[-1]
     assert not sent.raw_input_contents
     assert list(sent.inputs[0].contents.fp32_contents) == [1.0, 2.0]
-    # Typed contents have no FP16 field: refused before any call, naming the input.
+    # Typed contents have no FP16 field: refused before any call, naming the input and the
+    # manifest's setting (a 502: no client can fix it).
     no_half = {name: array for name, array in ECHO.items() if name != "half"}
     calls = len(setup.server.calls)
     with pytest.raises(GatewayError) as caught:
         await setup.backend("echo_typed").predict(BackendCall({**no_half, "half": ECHO["half"]}, 5.0))
-    assert caught.value.status == 400
-    assert caught.value.field == "half"
-    assert "FP16 has no typed contents field" in caught.value.message
+    assert caught.value.status == 502
+    assert "no FP16 field (input half): its manifest needs contents: raw" in caught.value.message
     assert len(setup.server.calls) == calls
 
 
