@@ -9,6 +9,12 @@ FP16 has none, so it is raw only). The datatype table is `dtypes` (`oip`, `oip_c
 Both directions check what the other side cannot: the element count against the shape, negative
 dims, a raw buffer's length, and integers of a narrower datatype than their contents field
 (`int_contents` holds INT8 as int32: 300 is refused, never wrapped).
+
+Writing an array as another datatype never changes its values silently (`_cast`): integers go to
+integers within the target's range, floats to floats rounded to the target (a finite value that
+would become inf is refused), integers and floats across kinds only when every value comes through
+exactly (2.0 as INT32, 3 as FP32; not 2.9, not 2**24 + 1 as FP32), bools only as BOOL; anything
+else (text as numbers, a value out of range) is a CodecError.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ def array_to_raw(array: NDArray, datatype: str | None = None) -> bytes:
     """One raw contents entry of `array` (converted to `datatype` when given: e.g. a contract's)."""
     row = _row(datatype, None) if datatype else dtype_from_numpy(array.dtype)
     if row.is_numeric:
-        return np.ascontiguousarray(array, dtype=row.numpy).tobytes()
+        return np.ascontiguousarray(_cast(array, row)).tobytes()
     parts: list[bytes] = []
     for value in array.ravel().tolist():
         data = _as_bytes(value)
@@ -104,7 +110,7 @@ def array_to_contents(array: NDArray, contents: InferTensorContents, datatype: s
         raise CodecError(f"{row.oip or array.dtype} has no typed contents field: it travels as raw contents")
     values = getattr(contents, row.oip_contents)
     if row.is_numeric:
-        values.extend(np.asarray(array, dtype=row.numpy).ravel().tolist())
+        values.extend(_cast(array, row).ravel().tolist())
     else:
         values.extend(_as_bytes(value) for value in array.ravel().tolist())
 
@@ -119,6 +125,32 @@ _FIELD_NUMPY: dict[str, np.dtype[Any]] = {
     "fp32_contents": np.dtype("<f4"),
     "fp64_contents": np.dtype("<f8"),
 }
+
+
+_KINDS = {"b": "bool", "i": "int", "u": "int", "f": "float"}
+
+
+def _cast(array: NDArray, row: DType) -> NDArray:
+    """`array` as `row`'s numeric dtype, or a CodecError when that would change a value (the
+    rule of the module docstring, the runtime's `conversions` rule for numbers)."""
+    target, source = row.numpy, array.dtype
+    if source == target:
+        return array
+    kind, want = _KINDS.get(source.kind), _KINDS.get(target.kind)
+    if kind is None or want is None or (kind == "bool") != (want == "bool"):
+        raise CodecError(f"{source} values cannot be sent as {row.oip}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = array.astype(target)
+        if kind == "float" and want == "float":
+            if array.size and np.any(np.isfinite(array) & ~np.isfinite(converted)):
+                raise CodecError(f"a {source} value overflows {row.oip}")
+        elif kind == "int" and want == "int":
+            if not fits_integer_dtype(array, target):
+                raise CodecError(f"a {source} value is out of range for {row.oip}")
+        elif not np.array_equal(converted.astype(source), array):  # across kinds: exact values only
+            raise CodecError(f"{source} values cannot be sent as {row.oip} unchanged (a fraction, "
+                             "out of range or not exactly representable)")
+    return converted
 
 
 def _row(datatype: str | None, field: str | None) -> DType:

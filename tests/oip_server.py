@@ -131,6 +131,7 @@ class FakeOIPServer:
     calls: list[tuple[str, Message]] = field(default_factory=list)
     metadata: list[dict[str, str]] = field(default_factory=list)
     delay_s: float = 0.0  # answer ModelInfer this late
+    max_rows: int = 0  # refuse larger batches as Triton does (its config's max_batch_size); 0: any
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -185,7 +186,12 @@ class FakeOIPServer:
         if name in self.loading:
             if self.loading_code is grpc.StatusCode.INVALID_ARGUMENT:
                 raise Abort(self.loading_code, f"Model {name} is not ready yet.")
-            raise Abort(self.loading_code, f"Request for unknown model: '{name}' has no available versions")
+            if self.loading_code is not grpc.StatusCode.UNAVAILABLE:
+                raise Abort(self.loading_code, f"Request for unknown model: '{name}' has no available versions")
+            if not version:  # Triton: NOT_FOUND for the latest, UNAVAILABLE for a named version
+                raise Abort(grpc.StatusCode.NOT_FOUND, f"Request for unknown model: '{name}' has no available versions")
+            raise Abort(grpc.StatusCode.UNAVAILABLE, f"Request for unknown model: '{name}' version {version} "
+                                                     "is not at ready state")
         versions = self.repository.get(name)
         if not versions:
             raise Abort(grpc.StatusCode.NOT_FOUND, f"Request for unknown model: '{name}' is not found")
@@ -227,6 +233,9 @@ class FakeOIPServer:
 
     def _infer(self, request: ModelInferRequest) -> ModelInferResponse:
         number, servable = self._find(request.model_name, request.model_version)
+        if self.max_rows and request.inputs and request.inputs[0].shape and request.inputs[0].shape[0] > self.max_rows:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"inference request batch-size must be <= {self.max_rows} "
+                                                          f"for '{request.model_name}'")
         raw = list(request.raw_input_contents)
         if raw and not self.accepts_raw:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "raw_input_contents are not supported by this server")

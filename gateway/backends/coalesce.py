@@ -12,20 +12,27 @@ row count.
 What it changes, beside the embedded runtime's call sharing (which keeps requests apart): the
 model sees several requests' rows in one call, so it must treat rows independently (row i of
 the answer depends only on row i of the inputs), and one call's failure (a model exception,
-the backend's deadline) fails every request in it. In exchange the model runs once per group,
-which is what makes it faster for vectorised models, and it works with any backend.
+the backend's deadline) fails every request in it, except a client-class refusal
+(INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE: one request's bad values, or a batch larger
+than the server's own maximum), after which each request is sent alone and answered on its own.
+A joined call carries the first request's id; the log (debug) lists the ids it joined.
+In exchange the model runs once per group, which is what makes it faster for vectorised models,
+and it works with any backend.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 
 import numpy as np
 
 from gateway.backends.base import BackendCall, NDArray, Prediction
 from gateway.backends.sharing import Call, CallScheduler, Waiting
-from gateway.errors import BackendError, GatewayError
+from gateway.errors import BackendError, BadRequest, GatewayError
+
+log = logging.getLogger("gateway.backends")
 
 
 class Coalescer(CallScheduler):
@@ -51,7 +58,12 @@ class Coalescer(CallScheduler):
         except ValueError:  # inputs that do not join along a first dimension: each goes alone
             await asyncio.gather(*(self._each(w, timeout) for w in group))
             return
-        prediction = await self._call(first._replace(inputs=joined, timeout=timeout))
+        log.debug("backend %s: one call for requests %s", self.target, [w.call.request_id for w in group])
+        try:
+            prediction = await self._call(first._replace(inputs=joined, timeout=timeout))
+        except BadRequest:  # maybe one request's fault, or the batch's size: each is answered alone
+            await asyncio.gather(*(self._each(w, timeout) for w in group))
+            return
         total = sum(w.size for w in group)
         for name, array in prediction.outputs.items():
             rows = array.shape[0] if array.ndim else 0

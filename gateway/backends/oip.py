@@ -7,8 +7,9 @@ the circuit breaker), how requests share calls the scheduling wrapper's (opt-in 
   (BYTES length-prefixed), or, with the manifest's `contents: typed`, in each input's typed
   `contents` (for servers that take no raw contents); the answer is read from
   `raw_output_contents` or the typed contents, whichever the server used (Triton answers raw to
-  a raw request, MLServer typed unless asked raw, and may mix: outputs with no typed contents
-  take the raw entries in order). The request id is the call's `id` and x-request-id metadata.
+  a raw request, MLServer typed unless asked raw, then every output raw; a mixed answer is read
+  as MLServer reads mixed requests: outputs with no typed contents take the raw entries in order).
+  The request id is the call's `id` and x-request-id metadata.
 - Versions: a pinned manifest sends its version (`model_version`, a string on the wire), a
   floating one the version a request names ("" when none: the server's choice). The protocol
   has no version labels (the manifests forward none to it) and a model has one contract, which
@@ -38,7 +39,7 @@ from gateway.backends.base import BackendCall, EffectiveSpec, NDArray, Predictio
 from gateway.backends.pool import ChannelPool
 from gateway.backends.transports import Metadata, Transport
 from gateway.backends.transports import connect as connect_transports
-from gateway.errors import BackendUnavailable, BadRequest, GatewayError, NotFound, answer_errors
+from gateway.errors import BackendError, BackendUnavailable, BadRequest, GatewayError, NotFound, answer_errors
 from gateway.manifests import ModelManifest
 from protos.inference.grpc_service_pb2 import (
     InferTensorContents,
@@ -55,7 +56,28 @@ from tensorcodecs.dtypes import dtype_from_oip
 from tensorcodecs.oip_tensors import array_to_contents, array_to_raw, contents_to_array, oip_datatype, raw_to_array
 
 # MLServer's ModelNotReady (an INVALID_ARGUMENT): the model exists and is loading.
-_NOT_READY = re.compile(r"\bis not ready yet\b")
+_NOT_READY = re.compile(r"^Model \S+ (?:with version \S+ )?is not ready yet\.$")
+# Triton's UNAVAILABLE (NOT_FOUND for the latest version) of a model loading, failed or unloading.
+# (UNAVAILABLE's details reach only the error's log detail, which ends with them.)
+_TRITON_NOT_READY = re.compile(r"(?:^|: )(Request for unknown model: '[^']+' "
+                               r"(?:version \d+ is not at ready state|has no available versions))$")
+
+
+def not_ready_reason(error: GatewayError) -> str | None:
+    """The server's words when `error` says one of its models is not ready (loading, failed,
+    unloading), else None."""
+    if error.grpc_code is StatusCode.UNAVAILABLE or error.grpc_code is StatusCode.NOT_FOUND:
+        found = _TRITON_NOT_READY.search(error.log_detail or "") or _TRITON_NOT_READY.search(error.message)
+        return found.group(1) if found else None
+    if error.grpc_code is StatusCode.INVALID_ARGUMENT and _NOT_READY.match(error.message):
+        return error.message
+    return None
+
+
+def model_not_ready(error: GatewayError) -> bool:
+    """Whether `error` is about one model not being ready, not about its server: the target's
+    circuit breaker, shared by the server's other models, does not count it."""
+    return not_ready_reason(error) is not None
 
 
 class OIPBackend:
@@ -70,7 +92,7 @@ class OIPBackend:
         assert model.backend is not None
         self.target = model.backend.target
         self.label = model.name  # what error answers name (never the target: an internal address)
-        self.model_label = f"{model.name}:{model.version}"
+        self.model_label = model.name if model.backend.version is None else f"{model.name}:{model.version}"
         self._malformed_tensor = answer_errors(self.label, self.target, "a malformed tensor")
         self._unusable_metadata = answer_errors(self.model_label, self.target, "unusable metadata")
         self.model_name = model.backend.model_name
@@ -112,6 +134,9 @@ class OIPBackend:
                     raise CodecError(f"the Open Inference Protocol has no datatype for {spec.dtype if spec else ''}")
                 tensor = request.inputs.add(name=name, datatype=datatype, shape=array.shape)
                 if self.typed:
+                    if datatype == "FP16":  # the manifest's choice, not the client's mistake
+                        raise BackendError(f"model {self.label} sends typed contents, which have no FP16 field "
+                                           f"(input {name}): its manifest needs contents: raw")
                     array_to_contents(array, tensor.contents, datatype)
                 else:
                     raw.append(array_to_raw(array, datatype))
@@ -171,8 +196,11 @@ class OIPBackend:
 
     def _loading(self, error: GatewayError, selector: Selector | None) -> GatewayError:
         """`error`, or 503 when it says the manifest's own model is not loaded (yet)."""
-        unloaded = error.grpc_code is StatusCode.NOT_FOUND and selector is None
-        if unloaded or (error.grpc_code is StatusCode.INVALID_ARGUMENT and _NOT_READY.search(error.message)):
+        reason = not_ready_reason(error)
+        if reason is not None:
+            return BackendUnavailable(f"model {self.model_label} is not ready on its backend: {reason}",
+                                      log_detail=error.log_detail)
+        if error.grpc_code is StatusCode.NOT_FOUND and selector is None:
             return BackendUnavailable(f"model {self.model_label} is not available on its backend yet: "
                                       f"{error.message}", log_detail=error.log_detail)
         return error
@@ -247,6 +275,6 @@ def connect(model: ModelManifest, pool: ChannelPool, *, guarded: bool = True) ->
     circuit breaker). `guarded=False`: its calls skip the breaker."""
     spec = model.backend
     assert spec is not None
-    transports = connect_transports(spec, pool, model.name)
+    transports = connect_transports(spec, pool, model.name, model_level=model_not_ready)
     return OIPBackend(model, transports.calls if guarded else transports.checks, transports.checks)
 

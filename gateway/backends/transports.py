@@ -140,12 +140,16 @@ class LocalWireTransport:
 class GuardedTransport:
     """Calls through the circuit breaker of the target (shared by its models): refused at
     once while it is open, each outcome reported to it. `inner` carries the calls that
-    must pass whatever the circuit says (health checks: the probe that closes it)."""
+    must pass whatever the circuit says (health checks: the probe that closes it).
+    `model_level(error)`: whether an error is about one model, not the target (a v2 server's
+    "not at ready state"): the target answered, so it counts as a success for the breaker."""
 
-    def __init__(self, inner: Transport, breaker: CircuitBreaker, label: str) -> None:
+    def __init__(self, inner: Transport, breaker: CircuitBreaker, label: str,
+                 model_level: Callable[[GatewayError], bool] | None = None) -> None:
         self.inner = inner
         self.breaker = breaker
         self.label = label
+        self.model_level = model_level
 
     @property
     def target(self) -> str:
@@ -162,7 +166,8 @@ class GuardedTransport:
         try:
             response = await self.inner.call(method, request, timeout, metadata, attachments)
         except GatewayError as error:
-            breaker.record(error.grpc_code)
+            model_level = self.model_level is not None and self.model_level(error)
+            breaker.record(None if model_level else error.grpc_code)
             raise
         except asyncio.CancelledError:
             breaker.record(None)  # the caller went away; says nothing about the target
@@ -185,11 +190,13 @@ class Transports(NamedTuple):
     checks: Transport
 
 
-def connect(spec: BackendSpec, pool: ChannelPool, label: str, inline: Inline | None = None) -> Transports:
+def connect(spec: BackendSpec, pool: ChannelPool, label: str, inline: Inline | None = None,
+            model_level: Callable[[GatewayError], bool] | None = None) -> Transports:
     """The transports of a backend `spec` on `pool`: its pooled channel, over the embedded
-    runtime's Unix socket first when it has one, behind the target's circuit breaker; calls'
-    errors name the model `label`."""
+    runtime's Unix socket first when it has one, behind the target's circuit breaker (which
+    does not count the errors `model_level` says are one model's); calls' errors name the
+    model `label`."""
     transport: Transport = GrpcTransport(pool.channel(spec.target, spec.tls), spec.target, label)
     if spec.local_socket is not None:
         transport = LocalWireTransport(pool.local(spec.target, spec.local_socket), transport, label, inline)
-    return Transports(GuardedTransport(transport, pool.breaker(spec.target), label), transport)
+    return Transports(GuardedTransport(transport, pool.breaker(spec.target), label, model_level), transport)

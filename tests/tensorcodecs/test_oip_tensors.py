@@ -127,3 +127,36 @@ def test_contract_dtypes_convert_on_write() -> None:
     assert lookup_dtype("string").oip == "BYTES"
     assert lookup_dtype("bytes").oip == "BYTES"
     assert lookup_dtype("complex64").oip == ""
+
+
+@pytest.mark.parametrize(("array", "datatype"), [
+    (np.array([300, -129]), "INT8"),
+    (np.array([-1]), "UINT32"),
+    (np.array([2.9]), "INT32"),
+    (np.array([np.nan]), "INT64"),
+    (np.array([2**24 + 1]), "FP32"),
+    (np.array([1e300]), "FP32"),
+    (np.array([b"1.5"], dtype=object), "FP32"),
+    (np.array([b"abc"], dtype=object), "FP32"),
+    (np.array(["1"]), "INT32"),
+    (np.array([True]), "INT32"),
+    (np.array([1]), "BOOL"),
+])
+def test_writing_as_another_datatype_never_changes_values(array: np.ndarray, datatype: str) -> None:
+    with pytest.raises(CodecError):
+        array_to_raw(array, datatype)
+    with pytest.raises(CodecError):
+        array_to_contents(array, InferTensorContents(), datatype)
+
+
+def test_writing_as_another_datatype_keeps_values_that_fit() -> None:
+    assert raw_to_array(array_to_raw(np.array([-128, 127]), "INT8"), "INT8", [2]).tolist() == [-128, 127]
+    assert raw_to_array(array_to_raw(np.array([2.0, -3.0]), "INT32"), "INT32", [2]).tolist() == [2, -3]
+    narrowed = raw_to_array(array_to_raw(np.array([0.1, np.inf]), "FP16"), "FP16", [2])
+    assert narrowed.tolist() == [np.float16(0.1), np.inf]  # rounded, as the native codec rounds
+    contents = InferTensorContents()
+    array_to_contents(np.array([3, 4], np.uint8), contents, "INT64")
+    assert list(contents.int64_contents) == [3, 4]
+    contents = InferTensorContents()
+    array_to_contents(np.array([0.5]), contents, "FP32")
+    assert list(contents.fp32_contents) == [0.5]

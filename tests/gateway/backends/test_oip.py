@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -132,14 +133,14 @@ async def test_typed_contents_for_a_server_that_takes_no_raw_contents(setup: Set
     sent = setup.server.infers()[-1]
     assert not sent.raw_input_contents
     assert list(sent.inputs[0].contents.fp32_contents) == [1.0, 2.0]
-    # Typed contents have no FP16 field: refused before any call, naming the input.
+    # Typed contents have no FP16 field: refused before any call, naming the input and the
+    # manifest's setting (a 502: no client can fix it).
     no_half = {name: array for name, array in ECHO.items() if name != "half"}
     calls = len(setup.server.calls)
     with pytest.raises(GatewayError) as caught:
         await setup.backend("echo_typed").predict(BackendCall({**no_half, "half": ECHO["half"]}, 5.0))
-    assert caught.value.status == 400
-    assert caught.value.field == "half"
-    assert "FP16 has no typed contents field" in caught.value.message
+    assert caught.value.status == 502
+    assert "no FP16 field (input half): its manifest needs contents: raw" in caught.value.message
     assert len(setup.server.calls) == calls
 
 
@@ -225,21 +226,37 @@ async def test_a_model_still_loading_is_unavailable_not_missing(setup: Setup, co
     request named stays a 404."""
     setup.server.loading_code = code
     backend = setup.backend("loading")
-    words = ("the backend of model loading is unavailable" if code is grpc.StatusCode.UNAVAILABLE
-             else "model loading:1 is not available on its backend yet: Model loading is not ready yet.")
+    reason = ("Request for unknown model: 'loading' version 1 is not at ready state"
+              if code is grpc.StatusCode.UNAVAILABLE else "Model loading is not ready yet.")
+    words = re.escape(f"model loading:1 is not ready on its backend: {reason}")
     with pytest.raises(BackendUnavailable, match=words):
         await backend.predict(BackendCall({"x": f32(1)}, 5.0))
     with pytest.raises(BackendUnavailable, match=words):
         await backend.describe(None, 5.0)
     setup.server.loading.clear()
     del setup.server.repository["add"]
-    with pytest.raises(BackendUnavailable, match="model add:0 is not available on its backend yet: "
+    with pytest.raises(BackendUnavailable, match="model add is not available on its backend yet: "
                                                  "Request for unknown model: 'add' is not found"):
         await setup.backend("add").describe(None, 5.0)
     setup.server.repository["add"] = {1: setup.server.repository["typed"][1]}
     with pytest.raises(GatewayError) as caught:
         await setup.backend("add").predict(BackendCall({"x": f32(1)}, 5.0, selector=Selector(7)))
     assert caught.value.status == 404
+
+
+async def test_a_model_not_ready_does_not_open_the_circuit_of_its_server_s_other_models(setup: Setup) -> None:
+    """Triton's "not at ready state" is about one model: the breaker shared by the server's
+    models does not count it, so a loading model never makes its neighbours answer 503."""
+    loading, neighbour = setup.backend("loading"), setup.backend("add_one")
+    for _ in range(8):
+        with pytest.raises(BackendUnavailable, match="is not at ready state"):
+            await loading.predict(BackendCall({"x": f32(1)}, 5.0))
+    assert setup.pool.breaker(setup.server.target).state.value == "closed"
+    assert (await neighbour.predict(BackendCall({"x": f32(1)}, 5.0))).outputs["y"].tolist() == [2.0]
+    setup.server.loading_code = grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(GatewayError) as caught:  # a model's own text is not MLServer's not-ready
+        await setup.backend("failing").predict(BackendCall({"code": np.array(3, np.int32)}, 5.0))
+    assert caught.value.status == 400
 
 
 # ---------------------------------------------------------------- describe and health
@@ -266,7 +283,7 @@ async def test_an_unknown_datatype_leaves_the_model_undescribed_naming_the_tenso
     with pytest.raises(BackendError) as caught:
         await setup.backend("bf16").describe(None, 5.0)
     assert caught.value.status == 502
-    assert caught.value.message.startswith("the backend of model bf16:0 answered unusable metadata: "
+    assert caught.value.message.startswith("the backend of model bf16 answered unusable metadata: "
                                            "input 'x': unsupported datatype 'BF16'")
 
 
@@ -309,3 +326,16 @@ async def test_batching_joins_concurrent_calls_along_the_first_dimension(setup: 
                                      for i in range(5)))
     assert [a.outputs["y"].tolist() for a in answers] == [[i + 1.0, 10 * i + 1.0] for i in range(5)]
     assert [list(r.inputs[0].shape) for r in setup.server.infers()] == [[2], [8]]  # the first alone, then the rest
+
+
+async def test_a_joined_call_refused_as_invalid_is_retried_request_by_request(setup: Setup) -> None:
+    """A server whose own batch limit is below the gateway's (Triton's "batch-size must be <="),
+    or one bad request, never fails the other requests of a joined call."""
+    manifest = dataclasses.replace(setup.model("add_one"), batching=BatchingSpec(16, 1))
+    specs = (await setup.backend("add_one").describe(None, 5.0))["serving_default"].inputs
+    backend = scheduled(connect(manifest, setup.pool), default_signature(manifest), specs, manifest.batching, None)
+    setup.server.delay_s, setup.server.max_rows = 0.2, 4
+    answers = await asyncio.gather(*(backend.predict(BackendCall({"x": f32(i, i)}, 5.0, specs=specs))
+                                     for i in range(5)))
+    assert [a.outputs["y"].tolist() for a in answers] == [[i + 1.0, i + 1.0] for i in range(5)]
+    assert [list(r.inputs[0].shape) for r in setup.server.infers()] == [[2], [8], [2], [2], [2], [2]]
