@@ -136,6 +136,8 @@ class Plan:
         produced, taken, reference = before.contract, after.contract, after.reference
         if produced is None or taken is None or reference is None or before.reference is None:
             return
+        if not produced.outputs:  # a contract naming no outputs (a v2 server's metadata may omit them): unknown
+            return
         given = f"stage {before.number} ({before.reference.model})"
         for name, text in edge_differences(taken.inputs, produced.outputs, given):
             yield Problem(f"application {self.application}: stage {after.number} ({reference.model}) input {name!r} "

@@ -497,3 +497,17 @@ def test_contract_changes_between_stages_are_listed_but_break_no_caller() -> Non
         "application app: stage 1 output 'm' dtype int64 -> float32",
         "application app: stage 2 input 'm' dtype int64 -> float32",
     ]
+
+
+def test_a_stage_whose_contract_names_no_outputs_feeds_the_next_stage_unchecked() -> None:
+    """A v2 server's metadata may list no outputs (MLServer's model-settings need not): they are
+    unknown, not none, so the stage after it is not refused; named outputs are still checked."""
+    x = {"x": TensorSpec("x", lookup_dtype("float32"), (-1,))}
+    no_outputs = Signature("serving_default", x, {})
+    takes_y = Signature("serving_default", {"y": TensorSpec("y", lookup_dtype("float32"), (-1,))}, x)
+    def plan(first: Signature) -> Plan:
+        return Plan("app", (PlannedStage(1, (PlannedVariant("a:1", 100, signature=first),)),
+                            PlannedStage(2, (PlannedVariant("b:1", 100, signature=takes_y),))))
+    assert plan(no_outputs).problems() == []
+    assert [p.message for p in plan(Signature("serving_default", x, x)).problems()] == [
+        "application app: stage 2 (b:1) input 'y' is not an output of stage 1 (a:1) (its outputs: 'x')"]
