@@ -21,6 +21,9 @@ The rules, in order (the native form wins where they overlap):
 7. a TF body holds only its tensor key and `signature_name`, a v2 body only `inputs`,
    `outputs`, `id` and `parameters`: any other key (an input name, another dialect's key) is a 400.
 
+The 400s of rules 3, 5 and 7 answer in the native error shape (no dialect could be settled); once
+one is, its errors answer in its shape: TF Serving's `{"error": "..."}`, v2's `{"error": "..."}`.
+
 The contract is known before the body is read (a contract its backend describes is asked
 first, or the request fails with a 503), so rule 2 always has one to check; were it to have no
 inputs, a body is read by its structure alone (rules 3-7), as no native body could fit it.
@@ -64,7 +67,7 @@ def dialect_of(body: object, input_names: Mapping[str, object]) -> Dialect:
             raise BadRequest("a body holds one of 'instances' (TensorFlow Serving's row format) and "
                              "'inputs' (its columnar format, or the Open Inference Protocol's), not both",
                              field=INPUTS)
-        _only(body, _TF_KEYS, "a TensorFlow Serving body ('instances')", input_names)
+        _only(body, _TF_KEYS - {INPUTS}, "a TensorFlow Serving body ('instances')", input_names)
         return Dialect.TF_ROW
     inputs = body[INPUTS]
     if isinstance(inputs, list) and inputs:
