@@ -192,3 +192,19 @@ async def test_unknown_application_keeps_the_native_shape(client: httpx.AsyncCli
     status, body = await post(client, "nope", {"instances": [[1, 2]]})
     assert status == 404
     assert body["error"]["code"] == "not_found"  # type: ignore[index]
+
+
+# ---------------------------------------------------------------- the README's examples
+
+
+async def test_readme_examples(example_config: Config) -> None:
+    async with (serve_app(create_app(SETTINGS, example_config), SETTINGS) as url,
+                httpx.AsyncClient(base_url=url, timeout=20) as client):
+        assert await post(client, "increment_app", {"instances": [1, 2, 3]}) == (200, {"predictions": [2, 3, 4]})
+        assert await post(client, "increment_app", {"inputs": {"number": [1, 2, 3]}}) == (200, {"outputs": [2, 3, 4]})
+        request = {"id": "a1", "inputs": [{"name": "number", "datatype": "INT32", "shape": [3], "data": [1, 2, 3]}]}
+        response = await client.post("/gateway/applications/increment_app", json=request)
+        assert response.content == (b'{"model_name":"increment_app","id":"a1","outputs":[{"name":"number",'
+                                    b'"datatype":"INT32","shape":[3],"data":[2,3,4]}]}')
+        response = await client.post("/gateway/applications/increment_app", json={"instances": [1, 2, 3]})
+        assert response.content == b'{"predictions":[2,3,4]}'
