@@ -62,6 +62,12 @@ _ESCAPES = {".": "_0", "-": "_1", "_": "_2"}
 NON_FINITE = (" As TF Serving writes them, a non-finite float output is a bare `NaN`, `Infinity` or `-Infinity`: "
               "the body is then not strict JSON (parse it with a reader that takes them, e.g. Python's json).")
 BODY_ENCODING = "May be sent gzip-compressed (`Content-Encoding: gzip`); another content encoding is a 415."
+# The application route's other dialects (gateway/intake.py), described only: listing them in the
+# body schema would make every generated client's request type a union.
+OTHER_DIALECTS = ("A TensorFlow Serving body (`instances`, or `inputs` as an object or tensor) or an Open "
+                  "Inference Protocol body (`inputs` as a list of `{name, datatype, shape, data}`) is taken "
+                  "too and answered in its own form, errors included; a body whose keys are all inputs is "
+                  "native.")
 UNKNOWN_CONTRACT = ("Its contract is not known yet (to be discovered from its backend's metadata): the schemas "
                     "below are generic, and the gateway checks requests against the contract once it knows it.")
 
@@ -184,7 +190,8 @@ class _Builder:
         statuses = (*BACKEND_CALL_STATUSES, 403)  # x-gateway-variant where not allowed (or without a token)
         post = self._predict_operation(f"app.{app.name}", app.signature, parameters, headers, _id("predict", app.name),
                                        "applications", f"Predict with application {app.name}",
-                                       f"Stages: {stages}. Also at /gateway/application/{_segment(app.name)}.",
+                                       f"Stages: {stages}. Also at /gateway/application/{_segment(app.name)}. "
+                                       f"{OTHER_DIALECTS}",
                                        statuses)
         get = self._client({
             "operationId": self._operation_id(_id("get_application", app.name)), "tags": ["listing"],

@@ -1,5 +1,10 @@
 """The native API: `POST /gateway/applications/{name}` and
-`POST /gateway/models/{name}[/versions/{v}|/labels/{label}]` with `{"input": value, ...}`."""
+`POST /gateway/models/{name}[/versions/{v}|/labels/{label}]` with `{"input": value, ...}`.
+
+The application route also takes a TensorFlow Serving REST body and an Open Inference Protocol
+(v2) body, and answers (errors included) in the dialect it was asked in; `gateway.intake` tells
+them apart by rules the native form wins.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import routing
+from gateway import answers, routing
 from gateway.answer_headers import Timing
 from gateway.auth import authorize, check_admin
 from gateway.backends import NDArray, Selector
@@ -18,11 +23,14 @@ from gateway.binary import binary_response, decode_binary, is_binary
 from gateway.body import headers_of, parse_json, read_body, read_json_body
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BadRequest, ContractViolation, PermissionDenied, Unauthenticated, codec_errors
+from gateway.intake import Dialect, dialect_of
 from gateway.observability import CONTEXT_KEY
 from gateway.registry import Application
 from gateway.settings import Settings
 from tensorcodecs import CodecError
 from tensorcodecs.json_codec import decode_inputs, encode_outputs, may_hold_bools
+from tensorcodecs.oip_json import decode_inputs as oip_decode_inputs
+from tensorcodecs.tfserving_json import Format, decode_predict, encode_predict, signature_name
 
 
 class JSONResponse(Response):
@@ -32,6 +40,9 @@ class JSONResponse(Response):
 TIMEOUT_HEADER = "x-request-timeout"
 MODEL_SPEC_HEADER = "x-model-spec"  # the model spec a backend answered with (both APIs)
 _CONTRACT_VIOLATION = codec_errors(ContractViolation)  # a body that does not fit the contract
+_BAD_REQUEST = codec_errors(BadRequest)  # a TF Serving answer its format cannot write, a bad signature_name
+_DEFAULT_SIGNATURE = "serving_default"  # TF's default signature key, which a client may name
+_TF_FORMATS = {Dialect.TF_ROW: Format.ROW, Dialect.TF_COLUMNAR: Format.COLUMNAR}
 
 
 def request_context(request: Request, settings: Settings, app: Application | None = None) -> RequestContext:
@@ -118,8 +129,12 @@ async def predict_application(request: Request) -> Response:
         return answer
     raw = await read_json_body(request, settings)
     started = time.perf_counter()
+    body = parse_json(raw)
+    dialect = dialect_of(body, app.signature.inputs)
+    if dialect is not Dialect.NATIVE:
+        return await _predict_in_dialect(request, app, body, raw, dialect, context, started)
     try:
-        inputs = decode_inputs(parse_json(raw), app.signature.inputs, bools=may_hold_bools(raw))
+        inputs = decode_inputs(body, app.signature.inputs, bools=may_hold_bools(raw))
     except CodecError as error:
         raise _CONTRACT_VIOLATION.translate(error) from None
     timings.append(Timing("decode", time.perf_counter() - started))
@@ -129,6 +144,70 @@ async def predict_application(request: Request) -> Response:
     answer = JSONResponse(encode_outputs(outputs, app.signature.outputs))
     timings.append(Timing("encode", time.perf_counter() - started))
     return answer
+
+
+async def _predict_in_dialect(request: Request, app: Application, body: dict[str, object], raw: bytes,
+                              dialect: Dialect, context: RequestContext, started: float) -> Response:
+    """An application asked in TF Serving's or the Open Inference Protocol's body, answered (and
+    refused) in the same dialect."""
+    if dialect is Dialect.V2:
+        request.scope[answers.SHAPE_KEY] = answers.OPEN_INFERENCE
+        return await _predict_v2(request, app, body, raw, context, started)
+    request.scope[answers.SHAPE_KEY] = answers.TF_SERVING
+    dataplane: DataPlane = request.app.state.dataplane
+    signature = app.signature
+    try:
+        name = signature_name(body)
+    except CodecError as error:
+        raise _BAD_REQUEST.translate(error) from None
+    if name is not None and name not in (_DEFAULT_SIGNATURE, signature.name):
+        own = f" ({signature.name!r})" if signature.name else ""
+        raise BadRequest(f"application {app.name} has one contract{own}; signature_name {name!r} names none",
+                         field="signature_name")
+    try:
+        predict = decode_predict(body, signature.inputs, bools=may_hold_bools(raw))
+    except CodecError as error:
+        raise _CONTRACT_VIOLATION.translate(error) from None
+    context.timings.append(Timing("decode", time.perf_counter() - started))
+    check_element_count(predict.inputs, request.app.state.settings)
+    outputs = await dataplane.predict(app, predict.inputs, context)
+    if signature.outputs:
+        outputs = {name: outputs[name] for name in signature.outputs if name in outputs}
+    started = time.perf_counter()
+    try:
+        answer = JSONResponse(encode_predict(outputs, _TF_FORMATS[dialect]))
+    except CodecError as error:
+        raise _BAD_REQUEST.translate(error) from None
+    context.timings.append(Timing("encode", time.perf_counter() - started))
+    return answer
+
+
+async def _predict_v2(request: Request, app: Application, body: dict[str, object], raw: bytes,
+                      context: RequestContext, started: float) -> Response:
+    """An Open Inference Protocol body, with the /v2 infer route's own reading and answering
+    (requested outputs, `binary_data_output`, `id`); no binary part (that is /v2's)."""
+    from gateway.routes import v2  # v2 imports this module (request_context)
+
+    settings: Settings = request.app.state.settings
+    request_id, items, wanted, binary_output = v2._request_fields(body)
+    signature = app.signature
+    if signature.outputs:
+        v2._check_requested(wanted, signature.outputs)
+    try:
+        inputs = oip_decode_inputs(items, signature.inputs, max_elements=settings.max_elements,
+                                   bools=may_hold_bools(raw))
+    except CodecError as error:
+        raise _CONTRACT_VIOLATION.translate(error) from None
+    context.timings.append(Timing("decode", time.perf_counter() - started))
+    outputs = await request.app.state.dataplane.predict(app, inputs, context)
+    if signature.outputs:
+        outputs = {name: outputs[name] for name in signature.outputs if name in outputs}
+    answer: dict[str, object] = {"model_name": app.name,
+                                 "id": request_id if request_id is not None else context.request_id}
+    started = time.perf_counter()
+    response = v2._answer(answer, outputs, wanted, binary_output, {})
+    context.timings.append(Timing("encode", time.perf_counter() - started))
+    return response
 
 
 async def predict_model(request: Request) -> Response:
