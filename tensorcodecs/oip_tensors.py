@@ -182,5 +182,5 @@ def _as_bytes(value: object) -> bytes:
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
-        return value.encode()
+        return value.encode("utf-8", "surrogatepass")  # as the JSON path writes a lone surrogate
     raise CodecError(f"a BYTES element must be bytes or text, not {type(value).__name__}")

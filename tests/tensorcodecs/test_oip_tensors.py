@@ -160,3 +160,7 @@ def test_writing_as_another_datatype_keeps_values_that_fit() -> None:
     contents = InferTensorContents()
     array_to_contents(np.array([0.5]), contents, "FP32")
     assert list(contents.fp32_contents) == [0.5]
+
+
+def test_a_lone_surrogate_in_raw_bytes_is_written_as_the_json_path_writes_it() -> None:
+    assert array_to_raw(np.array(["\ud800"], dtype=object)) == b"\x03\x00\x00\x00\xed\xa0\x80"
