@@ -4,10 +4,13 @@ What the document says about the model itself is read by modelfolder (the format
 reads too); this adds where it is served: `backend` (protocol, target, version or label, TLS),
 `version_labels`, `batching` and `request_log`.
 
-A TensorFlow Serving model is pinned to one version by `version` (or `backend.version`, or
-`backend.version_label`); without any of them it is *floating*: it fronts every version of
-the served model, gets registry version 0, and forwards the version or label a request names
-(TF Serving's latest version when none). `version_labels` map labels to versions.
+A remote model is pinned to one version by `version` (or `backend.version`, or, for TF
+Serving, `backend.version_label`); without any of them it is *floating*: it fronts every
+version of the served model, gets registry version 0, and forwards the version or label a
+request names (the server's latest version when none). `version_labels` map labels to
+versions. A `v2` (Open Inference Protocol) backend has neither labels nor signatures, so it
+refuses `version_label` and `signature_name`; its `contents` (`raw`, the default, or `typed`)
+says how its input tensors travel.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from gateway.backends.protocols import PROTOCOLS
+from gateway.backends.protocols import FORWARDS_LABELS, PROTOCOLS
 from gateway.manifests.request_log_kind import parse_request_log
 from gateway.manifests.types import FLOATING_VERSION, BackendSpec, BatchingSpec, ModelManifest, TLSSpec
 from modelfolder import (
@@ -30,6 +33,8 @@ from modelfolder import (
 from tensorcodecs import Signature
 
 LABEL = re.compile(r"[A-Za-z0-9_.-]+")
+# How a v2 backend's input tensors travel: raw_input_contents, or each input's typed contents.
+CONTENTS = ("raw", "typed")
 # host:port, [v6]:port, dns:[//authority/]host:port, or another gRPC scheme (unix:, ipv4:, ...).
 _TARGET = re.compile(r"(?:dns:(?://[^/]*/)?)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}"
                      r"|(?:unix|unix-abstract|ipv4|ipv6|vsock):.+")
@@ -51,6 +56,8 @@ def parse_model(doc: LineMapping, path: Path, *, folder: Path | None, version: i
                           fields.where())
     definition = parse_definition(heading, folder=folder, version=version,
                                   signature=None if backend is None else Signature(backend.signature_name))
+    if backend is not None and backend.protocol == "v2":
+        _check_v2_contract(definition.signature, backend.contents, fields)
     labels = _parse_version_labels(fields) if "version_labels" in doc else {}
     batching = _parse_batching(fields.nested("batching"), definition.signature) if "batching" in doc else None
     request_log = parse_request_log(fields) if "request_log" in doc else None
@@ -92,9 +99,23 @@ def _parse_batching(fields: Fields, signature: Signature) -> BatchingSpec:
     return spec
 
 
+def _check_v2_contract(signature: Signature, contents: str, fields: Fields) -> None:
+    """A declared contract a v2 server can take: datatypes the protocol has, and with typed
+    contents a contents field for each input (FP16 has none)."""
+    for kind, specs in (("input", signature.inputs), ("output", signature.outputs)):
+        for tensor in specs.values():
+            if not tensor.dtype.oip:
+                raise ConfigError(f"contract: {kind} {tensor.name!r} is {tensor.dtype}, which the Open Inference "
+                                  "Protocol has no datatype for", fields.where("contract"))
+            if kind == "input" and contents == "typed" and not tensor.dtype.oip_contents:
+                raise ConfigError(f"contract: input {tensor.name!r} is {tensor.dtype} ({tensor.dtype.oip}), which "
+                                  "has no typed contents field; with backend.contents: typed it cannot be sent",
+                                  fields.where("contract"))
+
+
 def _parse_backend(fields: Fields, model_name: str, model_version: int | None) -> BackendSpec:
     fields.reject_unknown({"protocol", "target", "model_name", "signature_name", "version",
-                           "version_label", "tls"})
+                           "version_label", "tls", "contents"})
     protocol = fields.required("protocol", str)
     if protocol not in PROTOCOLS:
         raise fields.error("protocol", f"unknown protocol {protocol!r} (accepted: {', '.join(PROTOCOLS)})")
@@ -106,15 +127,25 @@ def _parse_backend(fields: Fields, model_name: str, model_version: int | None) -
     if version is not None and version < 0:
         raise fields.error("version", "must be 0 or more")
     label = fields.optional("version_label", str, None)
+    if label is not None and protocol not in FORWARDS_LABELS:
+        raise fields.error("version_label", f"a {protocol} server has no version labels: pin a version, "
+                                            "and name it with version_labels")
     if label is not None and not LABEL.fullmatch(label):
         raise fields.error("version_label", f"{label!r} is not a version label (letters, digits, _ . -)")
     if version is not None and label is not None:
         raise fields.error("version_label", "give either version or version_label, not both")
     if version is None and label is None:
         version = model_version
+    if protocol == "v2" and "signature_name" in fields.mapping:
+        raise fields.error("signature_name", "a v2 model has no signatures (its metadata is one contract)")
     signature_name = fields.optional("signature_name", str, "serving_default")
     if not signature_name:
         raise fields.error("signature_name", "must not be empty")
+    contents = fields.optional("contents", str, "raw")
+    if "contents" in fields.mapping and protocol != "v2":
+        raise fields.error("contents", f"only a v2 backend takes contents (how its tensors travel), not {protocol}")
+    if contents not in CONTENTS:
+        raise fields.error("contents", f"{contents!r} is not one of {', '.join(CONTENTS)}")
     return BackendSpec(
         protocol=protocol,
         target=target,
@@ -123,6 +154,7 @@ def _parse_backend(fields: Fields, model_name: str, model_version: int | None) -
         version=version,
         version_label=label,
         tls=_parse_tls(fields.nested("tls")) if "tls" in fields.mapping else None,
+        contents=contents,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from gateway.backends.protocols import FORWARDS_LABELS
 from gateway.manifests.types import ModelManifest, ModelRef, Resolution, Selector
 from modelfolder import ConfigError
 
@@ -24,7 +25,8 @@ def resolve_ref(models: Mapping[tuple[str, int], ModelManifest], ref: ModelRef,
     """What `name`, `name:VERSION` or `name@LABEL` reaches.
 
     A label is looked up in the manifests' `version_labels`; an unknown label, or a version
-    without a manifest, is forwarded to the backend when the model has a floating manifest.
+    without a manifest, is forwarded to the backend when the model has a floating manifest
+    (a label only to a server that knows labels: `FORWARDS_LABELS`; a v2 server has none).
     Without version or label: the highest version.
     """
     versions = sorted(v for (name, v) in models if name == ref.name)
@@ -36,11 +38,13 @@ def resolve_ref(models: Mapping[tuple[str, int], ModelManifest], ref: ModelRef,
         labels = version_labels(models, ref.name)
         if label in labels:
             version = labels[label]
-        elif floating:
+        elif floating and _forwards_labels(floating[-1]):
             return Resolution(floating[-1], Selector(label=label))
         else:
             defined = ", ".join(sorted(labels)) or "none"
-            raise ConfigError(f"model {ref.name} has no version label {label!r} (defined: {defined})",
+            unlabelled = (f"; its {floating[-1].backend.protocol} backend has no version labels, so a label "
+                          "is one of its manifests' version_labels" if floating and floating[-1].backend else "")
+            raise ConfigError(f"model {ref.name} has no version label {label!r} (defined: {defined}{unlabelled})",
                               where)
     if version is None:
         return Resolution(models[(ref.name, versions[-1])])
@@ -51,6 +55,10 @@ def resolve_ref(models: Mapping[tuple[str, int], ModelManifest], ref: ModelRef,
         return Resolution(floating[-1], Selector(version))
     raise ConfigError(f"model {ref.name} has no version {version} (defined: "
                       f"{', '.join(map(str, versions))})", where)
+
+
+def _forwards_labels(model: ModelManifest) -> bool:
+    return model.backend is not None and model.backend.protocol in FORWARDS_LABELS
 
 
 def resolve_model(models: Mapping[tuple[str, int], ModelManifest], ref: ModelRef,

@@ -86,6 +86,9 @@ class BackendSpec:
     shared_calls: int | None = None
     # An embedded runtime's Unix socket: Predict and PredictMany take the local wire there.
     local_socket: str | None = None
+    # protocol v2: how input tensors travel, `raw` (raw_input_contents) or `typed` (each
+    # input's InferTensorContents, for servers that take no raw contents).
+    contents: str = "raw"
 
     @property
     def floating(self) -> bool:

@@ -266,6 +266,67 @@ def test_application_stage_with_label(config_copy: Path) -> None:
     assert config.applications["toy_app"].stages[0].variants[0].model == ModelRef("toy", Selector(label="stable"))
 
 
+V2 = "kind: Model\nname: adder\nbackend:\n  protocol: v2\n  target: '127.0.0.1:8001'\n  model_name: add\n"
+
+
+def test_a_v2_model_is_pinned_or_floating_and_sends_raw_contents_by_default(config_copy: Path) -> None:
+    _remote(config_copy, "adder", V2 + "version_labels: {stable: 1}\n")
+    _remote(config_copy, "adder_typed", V2.replace("adder", "adder_typed") + "  version: 2\n  contents: typed\n")
+    config = load_config(config_copy)
+    floating, typed = config.models[("adder", 0)], config.models[("adder_typed", 2)]
+    assert floating.backend is not None and typed.backend is not None
+    assert (floating.floating, floating.backend.protocol, floating.backend.contents) == (True, "v2", "raw")
+    assert (typed.floating, typed.backend.version, typed.backend.contents) == (False, 2, "typed")
+    assert floating.signature.name == "serving_default"  # the name its one contract is kept under
+    # A label of its manifests reaches its version; a v2 server has no labels to forward others to.
+    stable = resolve_ref(config.models, ModelRef("adder", Selector(label="stable")))
+    assert stable == Resolution(floating, Selector(1))
+    assert resolve_ref(config.models, ModelRef("adder", Selector(7))) == Resolution(floating, Selector(7))
+    with pytest.raises(ConfigError, match=r"model adder has no version label 'beta' \(defined: stable; its v2 "
+                                          r"backend has no version labels"):
+        resolve_ref(config.models, ModelRef("adder", Selector(label="beta")))
+
+
+def test_an_application_naming_a_label_a_v2_model_does_not_define_is_refused(config_copy: Path) -> None:
+    _remote(config_copy, "adder", V2)
+    app = config_copy / "applications/adder_app.yaml"
+    app.write_text("kind: Application\nname: adder_app\nsingular:\n  model: adder@canary\n")
+    with pytest.raises(ConfigError, match=r"model adder has no version label 'canary' \(defined: none; its v2 "
+                                          r"backend has no version labels") as caught:
+        load_config(config_copy)
+    assert caught.value.location is not None and str(app) in caught.value.location
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "message"),
+    [
+        ("  signature_name: serving_default\n", 7,
+         "backend.signature_name: a v2 model has no signatures"),
+        ("  version_label: stable\n", 7, "backend.version_label: a v2 server has no version labels"),
+        ("  contents: json\n", 7, "backend.contents: 'json' is not one of raw, typed"),
+        ("  contents: typed\ncontract:\n  inputs:\n    x: {type: float16, shape: [-1]}\n"
+         "  outputs:\n    y: {type: float32, shape: [-1]}\n", 8,
+         "input 'x' is float16 (FP16), which has no typed contents field"),
+        ("contract:\n  inputs:\n    x: {type: complex64, shape: [-1]}\n"
+         "  outputs:\n    y: {type: float32, shape: [-1]}\n", 7,
+         "input 'x' is complex64, which the Open Inference Protocol has no datatype for"),
+    ],
+)
+def test_v2_backend_errors_name_file_line_and_field(config_copy: Path, extra: str, line: int, message: str) -> None:
+    path = _remote(config_copy, "adder", V2 + extra)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_copy)
+    assert caught.value.location == f"{path}:{line}"
+    assert message in caught.value.message
+
+
+def test_contents_belongs_to_v2_backends(config_copy: Path) -> None:
+    path = _remote(config_copy, "toy", TOY.format(target="127.0.0.1:8500") + "  contents: raw\n")
+    with pytest.raises(ConfigError, match="backend.contents: only a v2 backend takes contents") as caught:
+        load_config(config_copy)
+    assert caught.value.location == f"{path}:7"
+
+
 def test_numbered_folders_are_versions(tmp_path: Path) -> None:
     for version in (1, 2):
         folder = tmp_path / "models" / "m" / str(version)
@@ -335,4 +396,4 @@ def test_an_unknown_protocol_names_the_line_and_the_protocols_a_backend_exists_f
     assert caught.value.location == f"{manifest}:4"
     assert caught.value.message == ("backend.protocol: unknown protocol 'open-inference' "
                                     f"(accepted: {', '.join(PROTOCOLS)})")
-    assert set(PROTOCOLS) == set(BACKENDS) == {"tensorflow-serving"}  # one list: the registry's rows
+    assert set(PROTOCOLS) == set(BACKENDS) == {"tensorflow-serving", "v2"}  # one list: the registry's rows
