@@ -35,6 +35,8 @@ class Shout(MLModel):  # type: ignore[misc]
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         tensor = payload.inputs[0]
-        words = NumpyCodec.decode_input(tensor).ravel().tolist()
+        # The elements as sent (bytes from raw contents, str from JSON): NumpyCodec reads BYTES as
+        # byte buffers to concatenate, not as one element each.
+        words = list(getattr(tensor.data, "root", tensor.data))
         loud = [(word if isinstance(word, bytes) else str(word).encode()).upper() for word in words]
         return InferenceResponse(model_name=self.name, id=payload.id, outputs=[_output(tensor, loud)])

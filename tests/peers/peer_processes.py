@@ -27,6 +27,8 @@ MODELS = {
     "increment": ("mlserver_models.Increment", [("f", "FP32", [-1]), ("i", "INT32", [-1, 2])]),
     "shout": ("mlserver_models.Shout", [("word", "BYTES", [-1])]),
 }
+# The version MLServer serves each model at: the gateway's manifests pin it (and send it in every call).
+MODEL_VERSION = "1"
 
 
 def unused_port() -> int:
@@ -49,7 +51,8 @@ def write_models(folder: Path, http_port: int, grpc_port: int) -> None:
         specs = [{"name": tensor, "datatype": datatype, "shape": shape} for tensor, datatype, shape in tensors]
         (folder / name).mkdir(exist_ok=True)
         (folder / name / "model-settings.json").write_text(json.dumps({
-            "name": name, "implementation": implementation, "inputs": specs, "outputs": specs}))
+            "name": name, "implementation": implementation, "parameters": {"version": MODEL_VERSION},
+            "inputs": specs, "outputs": specs}))
 
 
 @dataclass
@@ -134,7 +137,7 @@ def write_gateway_config(config: Path, grpc_target: str) -> None:
         "kind: Gateway\ndefaults:\n  health_interval_s: 0.5\n  health_check_timeout_s: 1\n")
     for name in MODELS:
         (config / "models" / f"{name}.yaml").write_text(
-            f"kind: Model\nname: {name}\nversion: 1\n"
+            f"kind: Model\nname: {name}\nversion: {MODEL_VERSION}\n"
             f"backend: {{protocol: v2, target: '{grpc_target}', model_name: {name}}}\n")
     (config / "applications" / "increment_app.yaml").write_text(
         "kind: Application\nname: increment_app\nsingular:\n  model: increment:1\n")
