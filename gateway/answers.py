@@ -3,6 +3,7 @@ request is on, and the one renderer of each shape.
 
     native       {"error": {"code": "...", "message": "...", "field": "..."}}   (field when known)
     TF Serving   {"error": "..."}                                               (its REST API, /v1/models)
+    v2 (OIP)     {"error": "field: ..."}                                        (KServe v2 REST, /v2)
 
 Every place that answers an error uses `error_response`: route errors, auth refusals, 404/405,
 body limits, unexpected faults (gateway.pipeline).
@@ -48,6 +49,12 @@ def tf_serving_body(code: str, message: str, field: str | None = None) -> bytes:
     return orjson.dumps({"error": message})
 
 
+def message_body(code: str, message: str, field: str | None = None) -> bytes:
+    """`{"error": "field: message"}`: one message, which names the field when one is known (the
+    Open Inference Protocol's shape has no field of its own)."""
+    return orjson.dumps({"error": f"{field}: {message}" if field else message})
+
+
 class ErrorShape:
     """One shape of error answers: its body's renderer, and the `Allow` its 405s name (when
     its API says which methods it takes)."""
@@ -65,9 +72,11 @@ class ErrorShape:
 
 NATIVE = ErrorShape("native", native_body)
 TF_SERVING = ErrorShape("tensorflow-serving", tf_serving_body, allow="GET, POST")
+# The Open Inference Protocol's REST errors: one message (its spec, Triton, MLServer).
+OPEN_INFERENCE = ErrorShape("open-inference-protocol", message_body)
 
 # The API surfaces whose errors are not native, by the path of the routes that serve them.
-SURFACES: tuple[tuple[str, ErrorShape], ...] = (("/v1/models", TF_SERVING),)
+SURFACES: tuple[tuple[str, ErrorShape], ...] = (("/v1/models", TF_SERVING), ("/v2", OPEN_INFERENCE))
 
 
 def route_path(scope: Scope) -> str:

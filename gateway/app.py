@@ -37,6 +37,7 @@ from gateway.routes import (
     models,
     native,
     tfserving,
+    v2,
 )
 from gateway.routes import openapi as openapi_routes
 from gateway.settings import Settings
@@ -101,7 +102,7 @@ def create_app(settings: Settings, config: Config | None = None,
 
     app = GatewayApp(
         meters,
-        routes=[*applications.routes, *models.routes, *native.routes, *tfserving.routes, *admin.routes,
+        routes=[*applications.routes, *models.routes, *native.routes, *tfserving.routes, *v2.routes, *admin.routes,
                 *admin_upload.routes, *admin_apply.routes,
                 *health.routes, *metrics.routes, *openapi_routes.routes, *docs.routes],
         middleware=[Middleware(UnexpectedErrors),  # outermost: a fault in any layer is answered too

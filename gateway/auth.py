@@ -21,7 +21,8 @@ from gateway.errors import PermissionDenied, Unauthenticated
 from gateway.settings import ApiKey, AuthSettings
 
 # "/gateway/applications" and "/gateway/models" alone are the lists of applications and models (GET).
-CLIENT_PREFIXES = ("/gateway/applications", "/gateway/application/", "/gateway/models", "/v1/models")
+# On /v2 the models' routes (metadata, readiness, inference); the server's (/v2, /v2/health) are open.
+CLIENT_PREFIXES = ("/gateway/applications", "/gateway/application/", "/gateway/models", "/v1/models", "/v2/models")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 

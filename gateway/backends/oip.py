@@ -15,7 +15,8 @@ the circuit breaker), how requests share calls the scheduling wrapper's (opt-in 
   the gateway names by the manifest's default signature name; another name is a 400.
 - Describe is ModelMetadata, its datatypes read through the dtype table (-1 dims kept); a
   datatype the gateway has no row for (BF16) leaves the model undescribed, the error naming
-  the tensor.
+  the tensor, and so does metadata listing no inputs (MLServer's, for a model whose settings
+  declare none: its manifest declares the contract then).
 - Health: ServerLive, then ModelReady (of the pinned version; "" when floating).
 - A model the server has not loaded (yet) answers NOT_FOUND (Triton, MLServer) or, while it
   loads, UNAVAILABLE (Triton) or MLServer's INVALID_ARGUMENT "... is not ready yet": for the
@@ -212,7 +213,11 @@ class OIPBackend:
 def signature_from_metadata(response: ModelMetadataResponse, name: str) -> Signature:
     """The contract a ModelMetadataResponse describes, as signature `name`: each tensor's
     datatype through the dtype table, its shape as given (-1: any size); CodecError naming the
-    tensor for a datatype without a row, a dim below -1 or a name given twice."""
+    tensor for a datatype without a row, a dim below -1 or a name given twice. No inputs is a
+    CodecError too: a server that lists none does not know them (MLServer, for a model whose
+    settings name none), and a contract without inputs would refuse every request."""
+    if not response.inputs:
+        raise CodecError("no inputs (the server does not know them): declare the model's contract in its manifest")
     return Signature(name, _specs(response.inputs, "input"), _specs(response.outputs, "output"))
 
 

@@ -71,7 +71,7 @@ class Application:
 
 @dataclass(frozen=True, slots=True)
 class ModelVersion:
-    """A model version: `kind` `local` or `tensorflow-serving`; `state` `ready`, `not_ready` or
+    """A model version: `kind` `local`, `tensorflow-serving` or `v2`; `state` `ready`, `not_ready` or
     `unavailable` (`error` says why); `contract` `declared`, `discovered` or `unknown` (inputs and
     outputs None)."""
 

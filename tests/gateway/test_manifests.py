@@ -274,7 +274,8 @@ def test_a_v2_model_is_pinned_or_floating_and_sends_raw_contents_by_default(conf
     _remote(config_copy, "adder_typed", V2.replace("adder", "adder_typed") + "  version: 2\n  contents: typed\n")
     config = load_config(config_copy)
     floating, typed = config.models[("adder", 0)], config.models[("adder_typed", 2)]
-    assert floating.backend is not None and typed.backend is not None
+    assert floating.backend is not None
+    assert typed.backend is not None
     assert (floating.floating, floating.backend.protocol, floating.backend.contents) == (True, "v2", "raw")
     assert (typed.floating, typed.backend.version, typed.backend.contents) == (False, 2, "typed")
     assert floating.signature.name == "serving_default"  # the name its one contract is kept under
@@ -294,7 +295,8 @@ def test_an_application_naming_a_label_a_v2_model_does_not_define_is_refused(con
     with pytest.raises(ConfigError, match=r"model adder has no version label 'canary' \(defined: none; its v2 "
                                           r"backend has no version labels") as caught:
         load_config(config_copy)
-    assert caught.value.location is not None and str(app) in caught.value.location
+    assert caught.value.location is not None
+    assert str(app) in caught.value.location
 
 
 @pytest.mark.parametrize(
@@ -322,7 +324,7 @@ def test_v2_backend_errors_name_file_line_and_field(config_copy: Path, extra: st
 
 def test_contents_belongs_to_v2_backends(config_copy: Path) -> None:
     path = _remote(config_copy, "toy", TOY.format(target="127.0.0.1:8500") + "  contents: raw\n")
-    with pytest.raises(ConfigError, match="backend.contents: only a v2 backend takes contents") as caught:
+    with pytest.raises(ConfigError, match=r"backend\.contents: only a v2 backend takes contents") as caught:
         load_config(config_copy)
     assert caught.value.location == f"{path}:7"
 

@@ -28,6 +28,7 @@ from protos.tensorflow_serving.prediction_log_pb2 import (
     PredictStreamedLog,
 )
 from tests.conftest import free_port, write_model
+from tests.oip_server import FakeOIPServer
 from tests.tfserving_server import FakeTFServing
 from tests.warmup_files import int_logs, predict_log, write_warmup
 
@@ -259,3 +260,29 @@ async def test_a_model_whose_server_was_unreachable_at_start_is_warmed_at_every_
         assert len(predictions(later)) == 2
     finally:
         await later.stop()
+
+
+async def test_a_v2_model_is_warmed_with_model_infer_calls(tmp_path: Path) -> None:
+    """A PredictLog's tensors become a v2 server's ModelInfer (raw contents, the manifest's model
+    and version); a record naming another signature than the model's one fails, named."""
+    server = FakeOIPServer()
+    await server.start()
+    try:
+        logs = [predict_log({"x": np.array([i, 2 * i], dtype=np.float32)}, "whatever") for i in range(3)]
+        write_warmup(tmp_path / "models" / "warmup.tfrecord", logs)
+        (tmp_path / "models" / "adder.yaml").write_text(
+            "kind: Model\nname: adder\nwarmup: warmup.tfrecord\n"
+            f"backend: {{protocol: v2, target: '{server.target}', model_name: add, version: 2}}\n")
+        model = load_config(tmp_path).models[("adder", 2)]
+        assert await warm_remote(model, 10, max_elements=MAX_ELEMENTS) == 3
+        sent = server.infers()
+        assert [(r.model_name, r.model_version, r.id) for r in sent] == [
+            ("add", "2", f"warmup-{n}") for n in (1, 2, 3)]
+        assert [np.frombuffer(r.raw_input_contents[0], np.float32).tolist() for r in sent] == \
+            [[0.0, 0.0], [1.0, 2.0], [2.0, 4.0]]
+        write_warmup(tmp_path / "models" / "warmup.tfrecord",
+                     [*logs[:1], predict_log({"x": np.array([1], dtype=np.float32)}, "add", "scaled")])
+        with pytest.raises(WarmupError, match=r"record 2 .*Serving signature name: \"scaled\" not found"):
+            await warm_remote(load_config(tmp_path).models[("adder", 2)], 10, max_elements=MAX_ELEMENTS)
+    finally:
+        await server.stop()

@@ -1,5 +1,6 @@
 """The contract every backend keeps, run against each of them alike: the TF Serving backend on a
-real grpc.aio server, on a real embedded runtime over the local wire (and over gRPC when its
+real grpc.aio server, the v2 (Open Inference Protocol) backend on the v2 test server, on a real
+embedded runtime over the local wire (and over gRPC when its
 socket is gone), the scheduling wrapper over each, `UnavailableBackend` and the test double.
 
 Predict answers outputs and the spec it answered with; the selector and signature are honoured;
@@ -31,6 +32,7 @@ from gateway.backends.capabilities import (
     ReportsStatus,
     offered,
 )
+from gateway.backends.oip import connect as connect_v2
 from gateway.backends.pool import ChannelPool
 from gateway.backends.resilience import CircuitState
 from gateway.backends.scheduling import ScheduledBackend, scheduled
@@ -41,7 +43,9 @@ from protos.local_wire import ATTACH_MIN
 from tensorcodecs import Signature, TensorSpec, lookup_dtype
 from tests.conftest import free_port, runtimes_for, write_model
 from tests.doubles import InMemoryBackend
+from tests.gateway.backends.test_oip import write_v2_config
 from tests.gateway.test_tfserving_api import write_config
+from tests.oip_server import FakeOIPServer
 from tests.tfserving_server import FakeTFServing
 
 TF_API: set[Any] = {Classifies, Regresses, ReportsStatus, HasMetadata, ReloadsConfig}
@@ -95,6 +99,32 @@ async def tf_serving(tmp_path: Path, batching: bool = False, guarded: bool = Tru
         yield Case(backend, TOY_CALLS, call(TOY, Selector(7)),
                    signatures={None: {"serving_default"}, Selector(2): {"serving_default", "scaled"}},
                    capabilities=TF_API)
+    finally:
+        await pool.close()
+        await server.stop()
+
+
+ADD = {"x": [1, 2]}
+V2_CALLS = [
+    (call(ADD), {"y": [2.0, 3.0]}, 1),  # pinned version 1: x + 1
+    (call(ADD, Selector(2)), {"y": [11.0, 12.0]}, 2),  # x + 10
+    (call(ADD, Selector(2), "serving_default"), {"y": [11.0, 12.0]}, 2),  # its one signature, by name
+]
+
+
+@contextlib.asynccontextmanager
+async def v2(tmp_path: Path, batching: bool = False, guarded: bool = True) -> AsyncIterator[Case]:
+    server = FakeOIPServer()
+    await server.start()
+    pool = ChannelPool()
+    manifest = write_v2_config(tmp_path / "config", server.target).models[("add_one", 1)]  # add, pinned v1
+    backend: Backend = connect_v2(manifest, pool, guarded=guarded)
+    if batching:
+        backend = _scheduled(backend, dataclasses.replace(manifest, batching=BatchingSpec(8, 1)))
+        assert isinstance(backend, ScheduledBackend)
+    try:
+        yield Case(backend, V2_CALLS, call(ADD, Selector(7)),
+                   signatures={None: {"serving_default"}, Selector(2): {"serving_default"}})
     finally:
         await pool.close()
         await server.stop()
@@ -173,6 +203,8 @@ async def in_memory(tmp_path: Path, batching: bool = False) -> AsyncIterator[Cas
 CASES: dict[str, Callable[[Path], contextlib.AbstractAsyncContextManager[Case]]] = {
     "tfserving-grpc": tf_serving,
     "tfserving-grpc-scheduled": lambda path: tf_serving(path, batching=True),
+    "v2-grpc": v2,
+    "v2-grpc-scheduled": lambda path: v2(path, batching=True),
     "runtime-local-wire": embedded_runtime,
     "runtime-local-wire-scheduled": lambda path: embedded_runtime(path, scheduling=True),
     "runtime-grpc-fallback": lambda path: embedded_runtime(path, socket_gone=True),
@@ -180,6 +212,7 @@ CASES: dict[str, Callable[[Path], contextlib.AbstractAsyncContextManager[Case]]]
     "runtime-grpc-only-scheduled": lambda path: embedded_runtime(path, local_wire=False, scheduling=True),
     # What shadow copies go through: the same backend without the target's circuit breaker.
     "tfserving-grpc-unguarded": lambda path: tf_serving(path, guarded=False),
+    "v2-grpc-unguarded": lambda path: v2(path, guarded=False),
     "runtime-local-wire-unguarded": lambda path: embedded_runtime(path, guarded=False),
     "unavailable": unavailable,
     "unavailable-scheduled": lambda path: unavailable(path, batching=True),
