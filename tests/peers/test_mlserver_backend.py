@@ -1,7 +1,7 @@
 """MLServer 1.7 as a `v2` backend of a real `gateway serve`: the contracts come from MLServer's
 ModelMetadata, and the native API, an application (one and two stages) and the /v2 front door all
 reach its models over inference.GRPCInferenceService/ModelInfer; when MLServer stops the gateway
-says not ready (503) and answers requests 503, and serves again once it is back.
+says not ready (/health/ready 503; the /v2 readiness routes 400, as Triton's) and answers requests 503, and serves again once it is back.
 
 `make test-peers` builds MLServer's venv (.venv-peers-mlserver) and runs this with
 GATEWAY_MLSERVER_BIN; without it the tests are skipped."""
@@ -122,10 +122,17 @@ def test_not_ready_while_mlserver_is_down_and_serving_again_once_back(tmp_path: 
         with running_gateway(config) as (_, url):
             first.stop()
             _wait_status(f"{url}/health/ready", 503)
-            _wait_status(f"{url}/v2/health/ready", 503)
+            # The v2 routes answer not ready as Triton does: 400, empty body.
+            _wait_status(f"{url}/v2/health/ready", 400)
             down = httpx.post(f"{url}/gateway/applications/increment_app", json={"f": [1.0], "i": [[1, 2]]})
             assert down.status_code == 503, down.text
-            assert httpx.get(f"{url}/v2/models/increment/ready").status_code != 200
+            v2_down = httpx.post(f"{url}/v2/models/increment_app/infer", json={"inputs": [
+                {"name": "f", "shape": [1], "datatype": "FP32", "data": [1.0]},
+                {"name": "i", "shape": [1, 2], "datatype": "INT32", "data": [1, 2]}]})
+            assert v2_down.status_code == 503, v2_down.text
+            assert list(v2_down.json()) == ["error"]
+            assert httpx.get(f"{url}/v2/models/increment/ready").status_code == 400
+            assert httpx.get(f"{url}/v2/models/increment_app/ready").status_code == 400
             again = start_mlserver(tmp_path / "mlserver", http_port, grpc_port)  # where the gateway calls
             try:
                 _wait_status(f"{url}/health/ready", 200, timeout=30)
