@@ -1,7 +1,8 @@
 """MLServer 1.7 as a `v2` backend of a real `gateway serve`: the contracts come from MLServer's
 ModelMetadata, and the native API, an application (one and two stages) and the /v2 front door all
 reach its models over inference.GRPCInferenceService/ModelInfer; when MLServer stops the gateway
-says not ready (/health/ready 503; the /v2 readiness routes 400, as Triton's) and answers requests 503, and serves again once it is back.
+says not ready (/health/ready 503; the /v2 readiness routes 400, as Triton's) and answers requests
+503, and serves again once it is back.
 
 `make test-peers` builds MLServer's venv (.venv-peers-mlserver) and runs this with
 GATEWAY_MLSERVER_BIN; without it the tests are skipped."""

@@ -40,7 +40,8 @@ def predict(f, i, flag, word):
 '''
 TENSORS = ("f: {shape: [-1], type: float32}\n    i: {shape: [-1, 2], type: int32}\n"
            "    flag: {shape: [-1], type: bool}\n    word: {shape: [-1], type: string}")
-ANSWER = {"f": [1.5, -0.25, 4.0], "i": [[2, 3], [4, -3]], "flag": [False, True], "word": ["HELLO", "GRÜSS"]}  # str.upper
+ANSWER = {"f": [1.5, -0.25, 4.0], "i": [[2, 3], [4, -3]], "flag": [False, True],
+          "word": ["HELLO", "GRÜSS"]}  # str.upper: ß becomes SS
 DATATYPES = {"f": "FP32", "i": "INT32", "flag": "BOOL", "word": "BYTES"}
 METADATA_INPUTS = [{"name": "f", "datatype": "FP32", "shape": [-1]},
                    {"name": "i", "datatype": "INT32", "shape": [-1, 2]},
