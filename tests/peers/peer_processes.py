@@ -31,6 +31,13 @@ MODELS = {
 MODEL_VERSION = "1"
 
 
+def unused_ports() -> tuple[int, int]:
+    """Two distinct unused loopback ports: MLServer's HTTP and gRPC ports."""
+    while (ports := (unused_port(), unused_port()))[0] == ports[1]:
+        pass
+    return ports
+
+
 def unused_port() -> int:
     """A loopback port nothing listens on now. MLServer's HTTP server (uvicorn) binds without
     SO_REUSEPORT, so the port cannot stay reserved for it (tests.conftest.free_port): a start that
@@ -119,7 +126,7 @@ def start_mlserver(folder: Path, http_port: int, grpc_port: int, timeout: float 
 @contextmanager
 def running_mlserver(folder: Path) -> Iterator[MLServer]:
     """An MLServer on fresh loopback ports for the block, stopped afterwards (nothing left running)."""
-    server = start_mlserver(folder, unused_port(), unused_port())
+    server = start_mlserver(folder, *unused_ports())
     try:
         yield server
     finally:

@@ -22,7 +22,7 @@ from tests.peers.peer_processes import (
     MLServer,
     running_mlserver,
     start_mlserver,
-    unused_port,
+    unused_ports,
     write_gateway_config,
 )
 
@@ -115,7 +115,7 @@ def _wait_status(url: str, status: int, timeout: float = 20) -> None:
 
 
 def test_not_ready_while_mlserver_is_down_and_serving_again_once_back(tmp_path: Path) -> None:
-    http_port, grpc_port = unused_port(), unused_port()
+    http_port, grpc_port = unused_ports()
     first = start_mlserver(tmp_path / "mlserver", http_port, grpc_port)
     config = tmp_path / "config"
     write_gateway_config(config, first.grpc_target)
