@@ -42,8 +42,8 @@ def resolve_ref(models: Mapping[tuple[str, int], ModelManifest], ref: ModelRef,
             return Resolution(floating[-1], Selector(label=label))
         else:
             defined = ", ".join(sorted(labels)) or "none"
-            unlabelled = (f"; its {floating[-1].backend.protocol} backend has no version labels, so a label "
-                          "is one of its manifests' version_labels" if floating and floating[-1].backend else "")
+            unlabelled = (f"; its {floating[-1].backend.protocol} backend has no labels of its own"
+                          if floating and floating[-1].backend else "")
             raise ConfigError(f"model {ref.name} has no version label {label!r} (defined: {defined}{unlabelled})",
                               where)
     if version is None:

@@ -44,6 +44,21 @@ def test_a_valid_config_passes_and_remote_models_are_named_as_applications_name_
     assert result.stdout.rstrip().endswith("configuration is valid")
 
 
+def test_v2_models_are_checked_and_a_label_no_manifest_defines_is_named(config: Path) -> None:
+    (config / "models" / "adder.yaml").write_text(
+        "kind: Model\nname: adder\nbackend: {protocol: v2, target: 127.0.0.1:1, model_name: add}\n"
+        "version_labels: {stable: 1}\n")
+    write_app(config, "adder_app", "adder@stable")
+    result = check(config)
+    assert result.returncode == 0, result.stderr
+    assert "model adder (127.0.0.1:1)" in result.stdout
+    write_app(config, "adder_app", "adder@canary")
+    result = check(config)
+    assert result.returncode == 2
+    assert ("adder_app.yaml:1: model adder has no version label 'canary' (defined: stable; its v2 backend has "
+            "no labels of its own)") in result.stderr
+
+
 @pytest.mark.parametrize(("source", "line", "complaint"), [
     ("def predict(x):\n    return (\n", 2, "syntax error"),
     ("import numpy\nimport no_such_module_anywhere\n\ndef predict(x):\n    return x\n", 2,

@@ -284,7 +284,7 @@ def test_a_v2_model_is_pinned_or_floating_and_sends_raw_contents_by_default(conf
     assert stable == Resolution(floating, Selector(1))
     assert resolve_ref(config.models, ModelRef("adder", Selector(7))) == Resolution(floating, Selector(7))
     with pytest.raises(ConfigError, match=r"model adder has no version label 'beta' \(defined: stable; its v2 "
-                                          r"backend has no version labels"):
+                                          r"backend has no labels of its own\)"):
         resolve_ref(config.models, ModelRef("adder", Selector(label="beta")))
 
 
@@ -293,7 +293,7 @@ def test_an_application_naming_a_label_a_v2_model_does_not_define_is_refused(con
     app = config_copy / "applications/adder_app.yaml"
     app.write_text("kind: Application\nname: adder_app\nsingular:\n  model: adder@canary\n")
     with pytest.raises(ConfigError, match=r"model adder has no version label 'canary' \(defined: none; its v2 "
-                                          r"backend has no version labels") as caught:
+                                          r"backend has no labels of its own\)") as caught:
         load_config(config_copy)
     assert caught.value.location is not None
     assert str(app) in caught.value.location
