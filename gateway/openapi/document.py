@@ -15,9 +15,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 import gateway
 from gateway.errors import BACKEND_ERRORS
+from gateway.openapi import oip
 from gateway.openapi import responses as parts
 from gateway.openapi.catalog import AppEntry, Catalog, ModelEntry
-from gateway.openapi.responses import BACKEND_STATUSES, Schema, error_refs, ref
+from gateway.openapi.responses import BACKEND_STATUSES, V2, Schema, error_refs, ref
 from gateway.openapi.schemas import (
     GENERIC_REQUEST,
     GENERIC_RESPONSE,
@@ -42,6 +43,7 @@ TAGS = (
     ("applications", "Predict with an application: its contract, its stages."),
     ("models", "Predict with one model version, label or its latest version."),
     ("tensorflow-serving", "TensorFlow Serving's REST API (/v1/models), its semantics and error body."),
+    oip.TAG,
     ("listing", "Applications' plans and model versions as JSON."),
     ("health", "Liveness, readiness and Prometheus metrics."),
     ("admin", "Reloading the configuration and TF Serving's model config."),
@@ -87,12 +89,13 @@ class _Builder:
             self._native_model(name, catalog.versions(name))
         for name in catalog.model_names:
             self._tfserving_model(name, catalog.versions(name))
+        self._open_inference()
         self._health()
         self._admin()
         self._documents()
         components: Schema = {
             "schemas": {**parts.error_schemas(), **parts.listing_schemas(), **parts.health_schemas(),
-                        **parts.admin_schemas(), **parts.tfserving_schemas(), **self.schemas},
+                        **parts.admin_schemas(), **parts.tfserving_schemas(), **oip.schemas(), **self.schemas},
             "responses": parts.error_responses(),
             "parameters": parts.parameters(),
             "headers": parts.headers(),
@@ -146,11 +149,12 @@ class _Builder:
         return self._schema(name, union)
 
     def _client(self, operation: Schema, statuses: tuple[int, ...], tf_serving: bool = False,
-                named: bool = True) -> Schema:
-        """`operation` with its error responses and, with API keys, security, 401 and, on a route
-        naming an application or model (`named`: the key may not call it), 403."""
+                named: bool = True, prefix: str | None = None) -> Schema:
+        """`operation` with its error responses (in the body of `prefix`'s surface, see
+        `error_refs`) and, with API keys, security, 401 and, on a route naming an application or
+        model (`named`: the key may not call it), 403."""
         keyed = ((401, 403) if named else (401,)) if self.catalog.api_keys else ()
-        operation["responses"].update(error_refs((*statuses, *keyed), tf_serving))
+        operation["responses"].update(error_refs((*statuses, *keyed), tf_serving, prefix))
         if self.catalog.api_keys:
             operation["security"] = list(SECURITY)
         return operation
@@ -343,6 +347,48 @@ class _Builder:
                 "summary": f"The metadata of {what} (TF Serving)", "parameters": params,
                 "responses": {"200": _json_answer("Its signatures.", "TFModelMetadata")},
             }, status_statuses, tf_serving=True)}
+
+    # ------------------------------------------------------------ the Open Inference Protocol
+
+    def _open_inference(self) -> None:
+        """/v2 (gateway/routes/v2.py): generic paths; a model's inputs are in its metadata."""
+        def get(operation_id: str, summary: str, responses: Schema, statuses: tuple[int, ...] | None = None,
+                parameters: tuple[Schema, ...] = ()) -> Schema:
+            operation: Schema = {"operationId": self._operation_id(operation_id), "tags": [oip.TAG[0]],
+                                 "summary": summary, "responses": responses}
+            if parameters:
+                operation["parameters"] = list(parameters)
+            if statuses is None:  # the server's routes: open, nothing named
+                return operation
+            return self._client(operation, statuses, prefix=V2)
+
+        self.paths["/v2"] = {"get": get("v2_server_metadata", "The server's name, version and extensions",
+                                        {"200": _json_answer("Them.", "V2ServerMetadata")})}
+        self.paths["/v2/health/live"] = {"get": get("v2_server_live", "Whether the process answers (200)",
+                                                    {"200": oip.empty_answer("Live.")})}
+        self.paths["/v2/health/ready"] = {"get": get(
+            "v2_server_ready", "Whether every application can serve (200), as /health/ready judges it",
+            {"200": oip.empty_answer("Ready."), "400": oip.empty_answer("Not ready, or draining.")})}
+        lookup = (400, 404, 429, 500, 502, 503, 504, *BACKEND_STATUSES)  # a contract may be asked of a backend
+        for base, parameters, what in (("/v2/models/{name}", (oip.PATH_NAME,), ""),
+                                       ("/v2/models/{name}/versions/{version}", (oip.PATH_NAME, oip.PATH_VERSION),
+                                        "_version")):
+            self.paths[base] = {"get": get(
+                f"v2_model{what}_metadata", "An application's or model's inputs and outputs",
+                {"200": _json_answer("An application's first stage's inputs and last stage's outputs, or a "
+                                     "model's contract and the versions served.", "V2ModelMetadata")},
+                lookup, parameters)}
+            self.paths[f"{base}/ready"] = {"get": get(
+                f"v2_model{what}_ready", "Whether the application or model version is ready (200)",
+                {"200": oip.empty_answer("Ready."), "400": oip.empty_answer("Not ready.")}, (404,), parameters)}
+            self.paths[f"{base}/infer"] = {"post": self._client({
+                "operationId": self._operation_id(f"v2_model{what}_infer"), "tags": [oip.TAG[0]],
+                "summary": "Inference with an application or model", "description": oip.INFER_DESCRIPTION,
+                "parameters": [*parameters, oip.HEADER_PARAMETER, ref("parameters", "RequestTimeout"),
+                               ref("parameters", "RequestId"), ref("parameters", "RouteKey")],
+                "requestBody": oip.infer_body(),
+                "responses": {"200": oip.infer_answer()},
+            }, BACKEND_CALL_STATUSES, prefix=V2)}
 
     # ------------------------------------------------------------ the gateway's own routes
 

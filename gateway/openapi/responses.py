@@ -113,7 +113,8 @@ def error_schemas() -> dict[str, Schema]:
 
 
 def error_responses() -> dict[str, Schema]:
-    """One response component per error status and body shape (`TFServing<Name>` on /v1)."""
+    """One response component per error status and body shape (`TFServing<Name>` on /v1,
+    `V2<Name>` on /v2)."""
     responses: dict[str, Schema] = {}
     for status, codes in sorted(CODES_BY_STATUS.items()):
         name = status_name(status)
@@ -123,7 +124,7 @@ def error_responses() -> dict[str, Schema]:
         if status == 401:  # an API key's refusal (an admin route's says none)
             headers["WWW-Authenticate"] = ref("headers", "WWWAuthenticate")
         why = _WHY.get(status, HTTPStatus(status).phrase + ".")
-        for prefix, schema in (("", "Error"), ("TFServing", "TFServingError")):
+        for prefix, schema in (("", "Error"), ("TFServing", "TFServingError"), (V2, "V2Error")):
             text = why + (f" Codes: {', '.join(f'`{c}`' for c in codes)}." if codes and not prefix else "")
             body: Schema = ref("schemas", schema)
             if prefix and status in NO_ROUTE_YET:
@@ -134,9 +135,14 @@ def error_responses() -> dict[str, Schema]:
     return responses
 
 
-def error_refs(statuses: Iterable[int], tf_serving: bool = False) -> dict[str, Schema]:
-    """The `responses` entries of `statuses`, each a reference to its component."""
-    prefix = "TFServing" if tf_serving else ""
+V2 = "V2"  # the prefix of the Open Inference Protocol's error responses (gateway/routes/v2.py)
+
+
+def error_refs(statuses: Iterable[int], tf_serving: bool = False, prefix: str | None = None) -> dict[str, Schema]:
+    """The `responses` entries of `statuses`, each a reference to its component (`prefix`: of
+    the API surface whose error body they carry, `TFServing` when `tf_serving`)."""
+    if prefix is None:
+        prefix = "TFServing" if tf_serving else ""
     return {str(status): ref("responses", prefix + status_name(status)) for status in sorted(set(statuses))}
 
 

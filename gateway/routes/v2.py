@@ -29,7 +29,7 @@ from gateway import __version__
 from gateway.answer_headers import Timing
 from gateway.auth import authorize
 from gateway.backends import NDArray, Selector
-from gateway.body import JSON_TYPES, headers_of, parse_json, read_body
+from gateway.body import headers_of, parse_json, read_body
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import (
     BadRequest,
@@ -37,11 +37,10 @@ from gateway.errors import (
     ContractViolation,
     ModelError,
     NotFound,
-    UnsupportedMediaType,
     codec_errors,
 )
 from gateway.health_watch import HealthWatcher
-from gateway.oip_binary import HEADER_LENGTH, binary_answer, split_body
+from gateway.oip_binary import binary_answer, split_body
 from gateway.registry import Application, Target
 from gateway.routes.health import UNCHECKED, readiness
 from gateway.routes.native import MODEL_SPEC_HEADER, request_context
@@ -54,6 +53,7 @@ SERVER_NAME = "inference-gateway"
 EXTENSIONS = ("binary_tensor_data",)  # Triton's name for the binary tensor extension
 APPLICATION_PLATFORM = "gateway-application"
 EMBEDDED_PLATFORM = "embedded"
+_MAX_VERSION_DIGITS = 19
 _CONTRACT_VIOLATION = codec_errors(ContractViolation)  # inputs that do not fit the contract
 _BAD_REQUEST = codec_errors(BadRequest)  # a request's `outputs` or `parameters` the protocol refuses
 _UNWRITABLE = CodecErrors(ModelError)  # an answer the protocol has no datatype for (complex)
@@ -101,8 +101,14 @@ def _named(request: Request) -> Application | Target:
             raise NotFound(f"{name!r} is an application: applications have no versions (name a model to "
                            "ask for one)")
         return app
-    selector = (Selector(int(version)) if version.isdigit() and version.isascii() else Selector(label=version)
-                ) if version is not None else None
+    selector = None
+    if version is not None:
+        if not (version.isdigit() and version.isascii()):
+            selector = Selector(label=version)
+        elif len(version) > _MAX_VERSION_DIGITS:  # beyond int64, as no version is (and int() refuses 4,300 digits)
+            raise NotFound(f"model {name!r} has no version {version[:24]}...")
+        else:
+            selector = Selector(int(version))
     target = dataplane.resolve(name, selector)
     authorize(request, target.model.manifest.name)  # a backend's model name may lead to another gateway model
     return target
@@ -167,9 +173,7 @@ async def infer(request: Request) -> Response:
     requested outputs checked before it runs, answered in JSON or with a binary part."""
     dataplane, settings = _state(request)
     named = _named(request)
-    headers = headers_of(request)
-    if HEADER_LENGTH not in headers:
-        _check_json_type(headers)
+    headers = headers_of(request)  # any content type, as Triton takes (`curl -d` sends a form type)
     context = request_context(request, settings, named if isinstance(named, Application) else None)
     raw = await read_body(request, settings)
     started = time.perf_counter()
@@ -207,16 +211,6 @@ async def infer(request: Request) -> Response:
     answer = _answer(body, outputs, wanted, binary_output, answer_headers)
     context.timings.append(Timing("encode", time.perf_counter() - started))
     return answer
-
-
-def _check_json_type(headers: Mapping[str, str]) -> None:
-    content_type = headers.get("content-type")
-    if content_type is None:
-        return
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media not in JSON_TYPES and not media.endswith("+json"):
-        raise UnsupportedMediaType(f"content type {media!r} is not supported; send application/json, or the "
-                                   "binary tensor extension with Inference-Header-Content-Length")
 
 
 def _request_fields(document: object) -> tuple[str | None, object, dict[str, bool | None] | None, bool]:

@@ -343,7 +343,7 @@ async def test_refusals_have_their_documented_status_and_body(example_config: Co
         for get in (path for path, _ in operations(document, "get") if "{" not in path and path != "/docs"):
             response = await client.get(get)  # every documented GET answers its 200 (/docs: gateway/routes/docs.py)
             assert response.status_code == 200, (get, response.text)
-            if response.headers["content-type"].startswith("application/json"):
+            if response.headers.get("content-type", "").startswith("application/json"):  # /v2/health: empty
                 answer_validator(document, get, "get", 200).validate(response.json())
     admin = Settings(auth=AuthSettings(admin_token_sha256=(hashlib.sha256(b"adm").hexdigest(),)))
     async with serve_app(create_app(admin, example_config)) as url, httpx.AsyncClient(base_url=url) as client:
