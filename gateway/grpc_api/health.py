@@ -23,10 +23,10 @@ from gateway.grpc_api.calls import DoorState
 from gateway.grpc_server.call import RpcHandler, ServerCall
 from gateway.grpc_server.status import RpcStatus
 from gateway.routes.health import readiness
-from protos.services import HYDRO_GATEWAY_SERVICE, TF_MODEL_SERVICE, TF_PREDICTION_SERVICE
+from protos.services import HYDRO_GATEWAY_SERVICE, OIP_SERVICE, TF_MODEL_SERVICE, TF_PREDICTION_SERVICE
 
 log = logging.getLogger("gateway.grpc")
-SERVICE_NAMES = ("", TF_PREDICTION_SERVICE, TF_MODEL_SERVICE, HYDRO_GATEWAY_SERVICE)
+SERVICE_NAMES = ("", TF_PREDICTION_SERVICE, TF_MODEL_SERVICE, HYDRO_GATEWAY_SERVICE, OIP_SERVICE)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 _UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN

@@ -14,7 +14,7 @@ import logging
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 
-from gateway.grpc_api import health, hydrosphere, tfserving
+from gateway.grpc_api import health, hydrosphere, oip, tfserving
 from gateway.grpc_api.calls import DoorState, refused_calls
 from gateway.grpc_server.call import RpcHandler
 from gateway.grpc_server.server import GrpcServer, ServerOptions, tls_context
@@ -23,7 +23,8 @@ from gateway.settings import Settings
 
 log = logging.getLogger("gateway.grpc")
 # Each service module's handlers for a door (new services: one more entry).
-SERVICES: Sequence[Callable[[DoorState], Mapping[str, RpcHandler]]] = (tfserving.services, hydrosphere.services)
+SERVICES: Sequence[Callable[[DoorState], Mapping[str, RpcHandler]]] = (
+    tfserving.services, hydrosphere.services, oip.services)
 
 
 def server_options(settings: Settings) -> ServerOptions:

@@ -29,7 +29,7 @@ from tests.tfserving_server import FakeTFServing
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService",
-            "hydrosphere.serving.gateway.GatewayService")
+            "hydrosphere.serving.gateway.GatewayService", "inference.GRPCInferenceService")
 
 
 def toy_config(directory: Path, target: str, output_type: str = "float32", app_extra: str = "") -> Config:
