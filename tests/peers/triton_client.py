@@ -44,6 +44,15 @@ def emit(**row: Any) -> None:
     print(json.dumps(row), flush=True)
 
 
+def answer_of(call: Any) -> dict[str, Any]:
+    """{"answer": what `call()` returned}, or {"error": its InferenceServerException's message}:
+    one call failing leaves the calls after it to run."""
+    try:
+        return {"answer": call()}
+    except InferenceServerException as error:
+        return {"error": str(error.message())}
+
+
 def error_of(call: Any) -> str | None:
     """None when `call()` succeeds, else the InferenceServerException's message."""
     try:
@@ -60,7 +69,7 @@ def http_calls(url: str) -> None:
     emit(door="http", call="server_metadata", answer=client.get_server_metadata())
     for name, version in [*TARGETS, ("no_such_model", "")]:
         emit(door="http", call="model_ready", name=name, version=version,
-             answer=client.is_model_ready(name, version))
+             **answer_of(lambda: client.is_model_ready(name, version)))  # noqa: B023 (called at once)
     for name, version in TARGETS:
         emit(door="http", call="model_metadata", name=name, version=version,
              answer=client.get_model_metadata(name, version))
@@ -79,9 +88,12 @@ def http_calls(url: str) -> None:
                  # Outputs sent as binary carry binary_data_size in their parameters, not data.
                  binary_outputs=sorted(out["name"] for out in response["outputs"] if "data" not in out),
                  answer={key: plain(result.as_numpy(key)) for key in TENSORS})
-    wrong = httpclient.InferInput("f", [3], "INT32")
-    wrong.set_data_from_numpy(np.array([1, 2, 3], dtype=np.int32), binary_data=True)
-    emit(door="http", call="wrong_datatype", answer=error_of(lambda: client.infer("every_app", [wrong])))
+    wrong = [httpclient.InferInput(key, list(array.shape), datatype) for key, (array, datatype) in TENSORS.items()]
+    wrong[0] = httpclient.InferInput("f", [3], "INT32")  # every input there, f of the wrong datatype
+    for tensor, array in zip(wrong, [np.array([1, 2, 3], dtype=np.int32), *(a for a, _ in list(TENSORS.values())[1:])],
+                             strict=True):
+        tensor.set_data_from_numpy(array, binary_data=True)
+    emit(door="http", call="wrong_datatype", answer=error_of(lambda: client.infer("every_app", wrong)))
     emit(door="http", call="missing_model",
          answer=error_of(lambda: client.get_model_metadata("no_such_model")))
     client.close()
@@ -94,7 +106,7 @@ def grpc_calls(url: str) -> None:
     emit(door="grpc", call="server_metadata", answer=client.get_server_metadata(as_json=True))
     for name, version in [*TARGETS, ("no_such_model", "")]:
         emit(door="grpc", call="model_ready", name=name, version=version,
-             answer=client.is_model_ready(name, version))
+             **answer_of(lambda: client.is_model_ready(name, version)))  # noqa: B023 (called at once)
     for name, version in TARGETS:
         emit(door="grpc", call="model_metadata", name=name, version=version,
              answer=client.get_model_metadata(name, version, as_json=True))
@@ -111,9 +123,12 @@ def grpc_calls(url: str) -> None:
              datatypes={out["name"]: out["datatype"] for out in response["outputs"]},
              binary_outputs=sorted(out["name"] for out in response["outputs"]),
              answer={key: plain(result.as_numpy(key)) for key in TENSORS})
-    wrong = grpcclient.InferInput("f", [3], "INT32")
-    wrong.set_data_from_numpy(np.array([1, 2, 3], dtype=np.int32))
-    emit(door="grpc", call="wrong_datatype", answer=error_of(lambda: client.infer("every_app", [wrong])))
+    wrong = [grpcclient.InferInput(key, list(array.shape), datatype) for key, (array, datatype) in TENSORS.items()]
+    wrong[0] = grpcclient.InferInput("f", [3], "INT32")  # every input there, f of the wrong datatype
+    for tensor, array in zip(wrong, [np.array([1, 2, 3], dtype=np.int32), *(a for a, _ in list(TENSORS.values())[1:])],
+                             strict=True):
+        tensor.set_data_from_numpy(array)
+    emit(door="grpc", call="wrong_datatype", answer=error_of(lambda: client.infer("every_app", wrong)))
     emit(door="grpc", call="missing_model",
          answer=error_of(lambda: client.get_model_metadata("no_such_model")))
     client.close()
