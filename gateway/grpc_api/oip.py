@@ -142,8 +142,8 @@ async def model_metadata(request: oip.ModelMetadataRequest, call: Call) -> oip.M
         target = _model_target(request.name, request.version, call)
         manifest = target.model.manifest
         signature = await call.dataplane.signature(target, None, call.context())
-        embedded = manifest.folder is not None or manifest.backend is None  # a folder: the embedded runtime's
-        response.platform = EMBEDDED_PLATFORM if embedded or manifest.backend is None else manifest.backend.protocol
+        backend = manifest.backend  # a model with a folder is the embedded runtime's, whatever it speaks
+        response.platform = backend.protocol if backend is not None and manifest.folder is None else EMBEDDED_PLATFORM
         response.versions.extend(str(version) for name, version in sorted(call.dataplane.registry.models)
                                  if name == manifest.name)
     _describe(signature.inputs, response.inputs)
