@@ -7,7 +7,7 @@ PORT   ?= 8000
 CHROMIUM := /usr/bin/chromium
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint typecheck protos check-protos unit chromium bench bench-codec test-hydro-grpc test-tf-grpc
+.PHONY: run test lint typecheck protos check-protos unit chromium bench bench-codec test-hydro-grpc test-tf-grpc test-peers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,30 @@ $(HYDRO_GRPC_VENV)/.installed:
 
 test-hydro-grpc: $(VENV)/.installed-dev $(HYDRO_GRPC_VENV)/.installed
 	HYDRO_GRPC_PYTHON=$(abspath $(HYDRO_GRPC_VENV)/bin/python) $(BIN)/pytest -q -m hydro_grpc tests/gateway/grpc_api
+
+## test-peers: real peers of the Open Inference Protocol (tests marked `peers`, tests/peers/): MLServer
+## 1.7.1 serving the tests' models as a `v2` backend, and Triton's tritonclient[http,grpc] against the
+## gateway's /v2 REST and gRPC front doors. Their pins differ from the gateway's and from each other's,
+## so each gets a venv, built on first use (~1 min each): .venv-peers-mlserver (also the benchmark's
+## MLServer) and .venv-peers-triton.
+PEERS_MLSERVER_VENV := .venv-peers-mlserver
+PEERS_TRITON_VENV   := .venv-peers-triton
+$(PEERS_MLSERVER_VENV)/.installed:
+	$(PYTHON) -m venv $(PEERS_MLSERVER_VENV)
+	$(PEERS_MLSERVER_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_MLSERVER_VENV)/bin/python -m pip install -q 'mlserver==1.7.1'
+	touch $@
+
+$(PEERS_TRITON_VENV)/.installed:
+	$(PYTHON) -m venv $(PEERS_TRITON_VENV)
+	$(PEERS_TRITON_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_TRITON_VENV)/bin/python -m pip install -q 'tritonclient[http,grpc]>=2.50,<3' 'numpy>=1.26'
+	touch $@
+
+test-peers: $(VENV)/.installed-dev $(PEERS_MLSERVER_VENV)/.installed $(PEERS_TRITON_VENV)/.installed
+	GATEWAY_MLSERVER_BIN=$(abspath $(PEERS_MLSERVER_VENV)/bin) \
+	GATEWAY_TRITON_PYTHON=$(abspath $(PEERS_TRITON_VENV)/bin/python) \
+	  $(BIN)/pytest -q -p no:cacheprovider -m peers tests/peers
 
 ## chromium: Debian's chromium for the browser tests (Playwright drives it; it cannot download its own)
 chromium:

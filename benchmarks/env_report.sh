@@ -9,6 +9,6 @@ echo "- python: $("$PYTHON" -V 2>&1 | cut -d' ' -f2); wrk: $(wrk -v 2>&1 | head 
 echo "- gateway: $(cd .. && git rev-parse --short HEAD 2>/dev/null)$(cd .. && git diff --quiet 2>/dev/null || echo ' (with local changes)')"
 pick='^(starlette|uvicorn|uvloop|httptools|h11|orjson|numpy|grpcio|protobuf|prometheus.client|fastapi|pydantic|mlserver|kserve)=='
 echo "- project venv: $("$PYTHON" -m pip list --format=freeze 2>/dev/null | grep -iE "$pick" | tr '\n' ' ')"
-for v in mlserver kserve; do
-  echo "- .venv-$v: $(.venv-$v/bin/pip list --format=freeze 2>/dev/null | grep -iE "$pick" | tr '\n' ' ')"
+for v in ../.venv-peers-mlserver .venv-kserve; do
+  echo "- ${v#../}: $("$v"/bin/pip list --format=freeze 2>/dev/null | grep -iE "$pick" | tr '\n' ' ')"
 done

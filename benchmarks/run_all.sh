@@ -25,13 +25,13 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONCS=${CONCS:-"1 8 64"}
 REPEAT=${REPEAT:-1}
-ONLY=${ONLY:-"ceil_a mlserver kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_batching grpc_front workers memory binary request_log"}
+ONLY=${ONLY:-"ceil_a mlserver gw_v2 kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_batching grpc_front workers memory binary request_log"}
 SERVER_CPU=0
 LOAD_CPU=1
 RUNTIME_CPU=${RUNTIME_CPU:-1}
 MEM_REQUESTS=${MEM_REQUESTS:-"20000 200000"}
 RESULTS=${RESULTS:-results/results.md}
-MLS=$PWD/.venv-mlserver/bin
+MLS=$ROOT/.venv-peers-mlserver/bin  # shared with `make test-peers`
 KS=$PWD/.venv-kserve/bin
 UVICORN_FLAGS="--host 127.0.0.1 --port 8900 --workers 1 --loop uvloop --http httptools --no-access-log --log-level warning"
 GW_URL=http://127.0.0.1:8900/gateway/applications
@@ -239,6 +239,15 @@ for REP in $(seq "$REPEAT"); do
       stop mlserver; }
   fi
 
+  # M: the gateway of F through its Open Inference Protocol front door, C's bodies and URL shape,
+  # right after C (the ratio the target is about is of points minutes apart).
+  if want gw_v2 && start gw $SERVER_CPU "$GW_READY" "$(gateway_cmd embedded)"; then
+    pin_children "${PID[gw]}" "$RUNTIME_CPU"
+    http_sweep "M gateway v2 REST + embedded runtime" "v2 rest, runtime on cpu$RUNTIME_CPU" \
+      "http://127.0.0.1:8900/v2/models/{size}/infer" v2
+    stop gw
+  fi
+
   if want kserve; then
     start kserve $SERVER_CPU http://127.0.0.1:8800/v1/models/increment \
       "$KS/python servers/kserve_increment.py --model_name increment --http_port 8800 \
@@ -307,7 +316,8 @@ if want memory; then
   fi
 fi
 
-# Large tensors: 100 MB of float32 through the binary path and through JSON, and the ceilings:
+# Large tensors: 100 MB of float32 through the binary path, the v2 binary tensor extension and JSON,
+# and the ceilings:
 # memcpy, a raw TCP echo on loopback (server core, no HTTP), the Starlette ceiling's binary echo.
 large() {
   timeout 600 taskset -c $LOAD_CPU "$PYTHON" load/large_tensor.py --mb "${LARGE_MB:-100}" "$@" \
@@ -316,7 +326,8 @@ large() {
 if want binary; then
   if start gw $SERVER_CPU "$GW_READY" "$(gateway_cmd embedded)"; then
     pin_children "${PID[gw]}" "$RUNTIME_CPU"
-    large --url "$GW_URL/increment_f32" --loopback --echo-cpu "$SERVER_CPU"
+    large --url "$GW_URL/increment_f32" --loopback --echo-cpu "$SERVER_CPU" \
+      --v2-url http://127.0.0.1:8900/v2/models/increment_f32/infer
     stop gw
   fi
   if start ceil_a $SERVER_CPU http://127.0.0.1:8600/health \

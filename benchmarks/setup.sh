@@ -25,7 +25,7 @@ mkvenv() {  # mkvenv DIR PACKAGE: a virtualenv with PACKAGE (pinned) installed f
     "$dir/bin/pip" install -q "$2"
   fi
 }
-want mlserver && mkvenv .venv-mlserver mlserver==1.7.1
+want mlserver && mkvenv ../.venv-peers-mlserver mlserver==1.7.1  # the one `make test-peers` uses
 want kserve && mkvenv .venv-kserve kserve==0.21.0
 
 "$PYTHON" -m grpc_tools.protoc -Iproto --python_out=proto --grpc_python_out=proto proto/tensor.proto
