@@ -117,6 +117,15 @@ async def server_metadata(request: oip.ServerMetadataRequest, call: Call) -> oip
 
 
 async def model_ready(request: oip.ModelReadyRequest, call: Call) -> oip.ModelReadyResponse:
+    """Ready or not; a name (or version) the gateway does not serve is not ready, answered OK as
+    Triton answers it (tritonclient's `is_model_ready` raises on an error), never NOT_FOUND."""
+    try:
+        return await _model_ready(request, call)
+    except NotFound:
+        return oip.ModelReadyResponse(ready=False)
+
+
+async def _model_ready(request: oip.ModelReadyRequest, call: Call) -> oip.ModelReadyResponse:
     door = call.door
     app = _application(request.name, request.version, call)
     if app is not None:
