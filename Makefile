@@ -73,13 +73,15 @@ test-peers: $(VENV)/.installed-dev $(PEERS_MLSERVER_VENV)/.installed $(PEERS_TRI
 	GATEWAY_TRITON_PYTHON=$(abspath $(PEERS_TRITON_VENV)/bin/python) \
 	  $(BIN)/pytest -q -p no:cacheprovider -m peers tests/peers
 
-## chromium: Debian's chromium for the browser tests (Playwright drives it; it cannot download its own)
+## chromium: Debian's chromium for the browser tests (Playwright drives it; it cannot download its own),
+## and h2load (nghttp2-client) for the HTTP/2 load test of the gRPC server
 chromium:
-	@test -x $(CHROMIUM) || { \
-	  echo "$(CHROMIUM) is missing: installing Debian's chromium package for the browser tests"; \
-	  { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } && test -x $(CHROMIUM) || { \
-	    echo "could not install chromium: run 'apt-get install -y chromium' as root;" \
-	         "tests/e2e/test_docs_page.py fails without it (pytest -m 'not browser' leaves it out)"; exit 1; }; }
+	@test -x $(CHROMIUM) && command -v h2load >/dev/null || { \
+	  echo "$(CHROMIUM) or h2load is missing: installing Debian's chromium and nghttp2-client packages for the tests"; \
+	  { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium nghttp2-client; } && \
+	    test -x $(CHROMIUM) && command -v h2load >/dev/null || { \
+	    echo "could not install chromium or nghttp2-client: run 'apt-get install -y chromium nghttp2-client' as root;" \
+	         "tests/e2e/test_docs_page.py and tests/gateway/grpc_server/test_http2_peers.py fail without them"; exit 1; }; }
 
 ## protos: regenerate protos/*_pb2.py(i) from protos/**/*.proto, and the TF Serving client example's
 ## stubs (examples/tfserving_client/generated/) from tests/fixtures/upstream_protos/
