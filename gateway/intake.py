@@ -12,7 +12,8 @@ The rules, in order (the native form wins where they overlap):
 
 1. a body that is not an object, or that has neither `inputs` nor `instances`, is native;
 2. a body whose keys are all input names of the application's contract is native, even if an
-   input is called `inputs` or `instances`;
+   input is called `inputs` or `instances`, and so is one that names any input besides those two
+   keys (its other keys are then the native codec's unknown inputs, named in its 400);
 3. a body with both `instances` and `inputs` is a 400;
 4. a body with `instances` is TF row format;
 5. a body whose `inputs` is a non-empty list of objects each with `name` and `datatype` (or
@@ -60,8 +61,9 @@ def dialect_of(body: object, input_names: Mapping[str, object]) -> Dialect:
     inputs (any mapping keyed by name). A body that breaks rule 3, 5 or 7 is a BadRequest."""
     if not isinstance(body, dict) or (INPUTS not in body and INSTANCES not in body):
         return Dialect.NATIVE
-    if input_names and all(key in input_names for key in body):
-        return Dialect.NATIVE
+    if input_names and (all(key in input_names for key in body)
+                        or any(key in input_names for key in body if key != INPUTS and key != INSTANCES)):
+        return Dialect.NATIVE  # a body naming an input besides these keys is native: its codec names the rest
     if INSTANCES in body:
         if INPUTS in body:
             raise BadRequest("a body holds one of 'instances' (TensorFlow Serving's row format) and "

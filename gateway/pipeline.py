@@ -159,6 +159,9 @@ class _VarySender:
         await self.send(message)
 
 
+_PLAIN_CALL = Response.__call__  # an answer whose body is its `body`, sent by the shortcut itself
+
+
 class _Sent:
     """An awaitable that is done already (a message held, nothing to wait for)."""
 
@@ -245,6 +248,9 @@ class Endpoints:
                             response: Response = await route.endpoint(Request(scope, receive))
                         except Exception as error:  # noqa: BLE001 - answered as the router's routes are
                             response = self.answer(scope, error)
+                        if type(response).__call__ is not _PLAIN_CALL:  # sent in parts (a v2 binary answer)
+                            await response(scope, receive, send)
+                            return
                         await send({"type": "http.response.start", "status": response.status_code,
                                     "headers": response.raw_headers})
                         await send({"type": "http.response.body", "body": response.body})

@@ -25,6 +25,7 @@ from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BadRequest, ContractViolation, PermissionDenied, Unauthenticated, codec_errors
 from gateway.intake import Dialect, dialect_of
 from gateway.observability import CONTEXT_KEY
+from gateway.oip_binary import HEADER_LENGTH as OIP_HEADER_LENGTH
 from gateway.registry import Application
 from gateway.settings import Settings
 from tensorcodecs import CodecError
@@ -116,6 +117,10 @@ async def predict_application(request: Request) -> Response:
         app = await dataplane.with_contract(app, context)
     timings = context.timings
     if is_binary(headers):  # a raw tensor (gateway/binary.py)
+        if OIP_HEADER_LENGTH in headers:  # never read a JSON header and its tensors as one raw tensor
+            raise BadRequest(f"the Open Inference Protocol's binary tensor extension ({OIP_HEADER_LENGTH}) is "
+                             f"served on /v2/models/{name}/infer; this route takes one raw tensor with "
+                             "x-tensor-* headers, or a JSON body")
         data = await read_body(request, settings)
         started = time.perf_counter()
         inputs = decode_binary(headers, data, app.signature.inputs)

@@ -31,10 +31,15 @@ def test_dialects(body: object, names: dict[str, object], dialect: Dialect) -> N
     assert dialect_of(body, names) is dialect
 
 
+def test_a_body_naming_an_input_besides_the_dialect_keys_is_native() -> None:
+    """Its other keys are then the native codec's unknown inputs: a typo is named, not a key it holds."""
+    assert dialect_of({"instances": [1], "x": [1]}, {"x": None}) is Dialect.NATIVE
+    assert dialect_of({"inputs": [V2_X], "id": 3, "typo": 1}, {"inputs": None, "id": None}) is Dialect.NATIVE
+
+
 @pytest.mark.parametrize(("body", "field", "words"), [
     ({"instances": [1], "inputs": [1]}, "inputs", "not both"),  # rule 3
     ({"inputs": [V2_X, 3]}, "inputs", "mixes"),  # rule 5
-    ({"instances": [1], "x": [1]}, "x", "an input of the application"),  # rule 7
     ({"inputs": [V2_X], "signature_name": "s"}, "signature_name", "Open Inference Protocol body"),
     ({"inputs": {"x": 1}, "id": "a"}, "id", "not one of its keys"),
 ])

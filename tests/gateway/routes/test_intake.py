@@ -4,9 +4,11 @@ asked, the overlap rules, a two-stage application, and the README's examples."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
+import numpy as np
 import pytest
 
 from gateway.app import create_app
@@ -108,6 +110,29 @@ async def test_v2_requested_outputs_and_request_id(client: httpx.AsyncClient) ->
                                                                      "expected 'y', 'n'"})
 
 
+async def test_v2_binary_outputs_are_sent_whole(client: httpx.AsyncClient) -> None:
+    """A v2 body asking binary outputs gets the binary extension's answer, its parts all sent."""
+    request = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}],
+               "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}
+    response = await client.post("/gateway/applications/doubler", json=request)
+    assert response.status_code == 200
+    length = int(response.headers["inference-header-content-length"])
+    header = json.loads(response.content[:length])
+    assert header["outputs"] == [{"name": "y", "datatype": "FP32", "shape": [1, 2],
+                                  "parameters": {"binary_data_size": 8}}]
+    assert np.frombuffer(response.content[length:], "<f4").tolist() == [2.0, 4.0]
+
+
+async def test_a_v2_binary_extension_request_is_refused_not_read_as_a_raw_tensor(client: httpx.AsyncClient) -> None:
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2],
+                                     "parameters": {"binary_data_size": 8}}]}).encode()
+    response = await client.post("/gateway/applications/doubler", content=header + np.array([1, 2], "<f4").tobytes(),
+                                 headers={"content-type": "application/octet-stream",
+                                          "inference-header-content-length": str(len(header))})
+    assert response.status_code == 400
+    assert "served on /v2/models/doubler/infer" in response.text
+
+
 async def test_two_stage_application_in_each_dialect(client: httpx.AsyncClient) -> None:
     assert await post(client, "twostage", {"x": [[1, 2]]}) == (200, {"total": [6.0]})
     assert await post(client, "twostage", {"instances": [[1, 2], [3, 4]]}) == (200, {"predictions": [6.0, 14.0]})
@@ -152,7 +177,7 @@ async def test_both_instances_and_inputs_is_a_400(client: httpx.AsyncClient) -> 
 async def test_keys_of_two_dialects_is_a_400(client: httpx.AsyncClient) -> None:
     status, body = await post(client, "doubler", {"instances": [[1, 2]], "x": [[1, 2]]})
     assert status == 400
-    assert "'x' is an input of the application" in body["error"]["message"]  # type: ignore[index]
+    assert body["error"]["message"] == "unknown input 'instances'; expected only 'x'"  # type: ignore[index]
     status, body = await post(client, "doubler", {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2],
                                                                "data": [1, 2]}], "signature_name": "s"})
     assert status == 400
