@@ -166,7 +166,7 @@ def request_parameters(parameters: Mapping[str, object], context: RequestContext
         unoffered = _UNOFFERED_REQUEST.get(name)
         if unoffered is not None:
             if value:  # 0, false or "": asks for nothing
-                raise ContractViolation(f"parameters: {name!r}: {unoffered} is not offered by the gateway",
+                raise ContractViolation(f"parameters: {name!r} asks for {unoffered}, which the gateway does not offer",
                                         field=f"parameters.{name}")
         elif name == TIMEOUT_PARAMETER:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
