@@ -9,8 +9,9 @@ versions: one asked of it is NOT_FOUND. Application answers follow its routing m
     ServerLive      true while the process serves
     ServerReady     the gateway's readiness (`/health/ready`), false from the drain on
     ModelReady      an application's readiness as `/health/ready` lists it; a model's: its
-                    backend is healthy and it started
-    ServerMetadata  the gateway's name and version, its extensions (none of Triton's)
+                    backend is healthy and it started; neither from the drain on
+    ServerMetadata  the gateway's name (`inference-gateway`, as GET /v2) and version, its
+                    extensions (none of Triton's)
     ModelMetadata   an application: its first stage's inputs, its last stage's outputs,
                     platform "gateway-application", no versions; a model: its contract, the
                     versions the gateway serves of it, platform its backend protocol ("embedded"
@@ -26,7 +27,9 @@ Predict's are, each error naming the input as `inputs[0] (x)`. Outputs are answe
 each with its datatype from the array's dtype (`dtypes.oip`) and its shape; requested `outputs`
 choose and order them (unknown or repeated names are INVALID_ARGUMENT before anything runs).
 Parameters of Triton extensions the gateway does not offer (`classification` on an output, the
-`shared_memory_*` ones on a tensor) are INVALID_ARGUMENT rather than ignored.
+`shared_memory_*` ones on a tensor, the sequence and priority ones on the request) are
+INVALID_ARGUMENT rather than ignored. The rules the REST door shares (names and versions,
+readiness, metadata, requested outputs, request parameters) are `gateway.oip_models`'.
 `model_name` is echoed as asked, `model_version` is the version that answered when known, `id`
 the request's (else the gateway's request id).
 

@@ -11,7 +11,9 @@ the other front doors; `{v}` is a version number or a version label of that mode
 application has no versions: 404). Inputs are checked against the contract as on the native
 API; the JSON tensor rules are `tensorcodecs.oip_json`, the binary extension `gateway.oip_binary`.
 Errors answer `{"error": "..."}` with the status of the gateway's error tree (gateway.answers
-renders them so for every request on /v2).
+renders them so for every request on /v2). The rules the gRPC door shares (names and versions,
+readiness, metadata, requested outputs, request parameters) are `gateway.oip_models`', the JSON
+request's reading and answering `gateway.oip_rest` (the application route's v2 dialect uses it too).
 """
 
 from __future__ import annotations
