@@ -46,7 +46,7 @@ def resolve(dataplane: DataPlane, name: str, version: str | None, authorize: Cal
     if app is not None:
         if version:
             raise NotFound(f"{name!r} is an application: applications have no versions (name a model to "
-                           f"ask for version {version[:24]!r})", field="model_version")
+                           f"ask for version {version[:24]!r})")
         return app
     target = dataplane.resolve(name, selector(name, version))
     authorize(target.model.manifest.name)  # a backend's model name may lead to another gateway model
@@ -60,7 +60,7 @@ def selector(name: str, version: str | None) -> Selector | None:
     if not (version.isascii() and version.isdigit()):
         return Selector(label=version)
     if len(version) > MAX_VERSION_DIGITS:
-        raise NotFound(f"model {name!r} has no version {version[:24]}...", field="model_version")
+        raise NotFound(f"model {name!r} has no version {version[:24]}...")
     return Selector(int(version))
 
 
