@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,7 +39,7 @@ from tensorcodecs.contract import TensorSpec, dims_text
 from tensorcodecs.dtypes import DType, dtype_from_oip
 from tensorcodecs.errors import CodecError
 from tensorcodecs.json_codec import decode_value, to_json_value
-from tensorcodecs.oip_tensors import array_to_raw, oip_datatype, raw_to_array
+from tensorcodecs.oip_tensors import array_to_raw, oip_datatype, raw_to_array, shape_elements
 
 NDArray = np.ndarray[Any, Any]
 Buffer = bytes | memoryview
@@ -152,20 +151,14 @@ def _headers(items: object, specs: Mapping[str, TensorSpec] | None) -> list[_Hea
 def _shape(value: object, index: int) -> tuple[int, ...]:
     if not isinstance(value, list):
         raise CodecError(f"shape must be a list of sizes, got {_kind(value)}", _at(index, "shape"))
-    if len(value) > _MAX_RANK:
-        raise CodecError(f"shape has {len(value)} dimensions, more than {_MAX_RANK}", _at(index, "shape"))
-    for dim in value:
-        if isinstance(dim, bool) or not isinstance(dim, int) or not 0 <= dim <= _MAX_DIM:
-            raise CodecError(f"shape must hold sizes (integers from 0 to 2^63-1), got {value}",
-                             _at(index, "shape"))
-    if math.prod(dim for dim in value if dim) > _MAX_SPAN:  # numpy cannot shape even an empty one
-        raise CodecError(f"shape {value} is larger than any tensor can be", _at(index, "shape"))
+    try:
+        shape_elements(value, _at(index, "shape"))
+    except CodecError as error:
+        if not error.message.endswith("negative dimension"):
+            raise
+        raise CodecError(f"shape must hold sizes (integers from 0 to 2^63-1), got {value}",
+                         _at(index, "shape")) from None
     return tuple(value)
-
-
-_MAX_SPAN = 2**58  # elements of 8 bytes, within a signed 64-bit byte count, with room
-_MAX_RANK = 64  # numpy's, as TensorFlow's TensorShape allows 254: more is no tensor either can hold
-_MAX_DIM = 2**63 - 1  # an int64 dim
 
 
 def _dtype(value: object, spec: TensorSpec | None, index: int) -> DType:

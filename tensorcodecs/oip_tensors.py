@@ -34,13 +34,26 @@ NDArray = np.ndarray[Any, Any]
 _LENGTH = struct.Struct("<I")
 
 
+MAX_RANK = 64  # numpy's, as TensorFlow's TensorShape allows 254: more is no tensor either can hold
+MAX_DIM = 2**63 - 1  # an int64 dim
+MAX_SPAN = 2**58  # elements of 8 bytes, within a signed 64-bit byte count, with room
+
+
 def shape_elements(shape: Sequence[int], field: str | None = None) -> int:
-    """The elements a tensor's shape holds; a negative dim is a CodecError (a tensor's shape is
-    concrete: -1 belongs to metadata only)."""
+    """The elements a tensor's shape holds. A shape no tensor can have is a CodecError: a negative
+    dim (a tensor's shape is concrete: -1 belongs to metadata only), more than 64 dims, a dim
+    beyond int64, or non-zero dims whose product numpy cannot hold even for an empty tensor."""
+    if len(shape) > MAX_RANK:
+        raise CodecError(f"shape has {len(shape)} dimensions, more than {MAX_RANK}", field)
     for size in shape:
+        if isinstance(size, bool) or not isinstance(size, int) or size > MAX_DIM:
+            raise CodecError(f"shape must hold sizes (integers from 0 to 2^63-1), got {list(shape)}", field)
         if size < 0:
             raise CodecError(f"shape {list(shape)} has a negative dimension", field)
-    return math.prod(shape)
+    count = math.prod(shape)
+    if count > MAX_SPAN or (not count and math.prod(size for size in shape if size) > MAX_SPAN):
+        raise CodecError(f"shape {list(shape)} is larger than any tensor can be", field)
+    return count
 
 
 def oip_datatype(array: NDArray) -> str:

@@ -22,7 +22,8 @@ def add_parser(commands: Commands) -> None:
     parser.add_argument("--host", help="listen address (default from gateway.yaml, else 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default from gateway.yaml, else 8000)")
     parser.add_argument("--grpc-port", type=int,
-                        help="also serve TF Serving's and Hydrosphere's gRPC APIs on this port (default: off)")
+                        help="also serve the gRPC APIs on this port: TF Serving's, Hydrosphere's and the Open "
+                             "Inference Protocol's (inference.GRPCInferenceService) (default: off)")
     parser.add_argument("--workers", type=int, help="gateway processes sharing the port (SO_REUSEPORT; default 1)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,

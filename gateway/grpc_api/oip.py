@@ -9,8 +9,9 @@ versions: one asked of it is NOT_FOUND. Application answers follow its routing m
     ServerLive      true while the process serves
     ServerReady     the gateway's readiness (`/health/ready`), false from the drain on
     ModelReady      an application's readiness as `/health/ready` lists it; a model's: its
-                    backend is healthy and it started
-    ServerMetadata  the gateway's name and version, its extensions (none of Triton's)
+                    backend is healthy and it started; neither from the drain on
+    ServerMetadata  the gateway's name (`inference-gateway`, as GET /v2) and version, its
+                    extensions (none of Triton's)
     ModelMetadata   an application: its first stage's inputs, its last stage's outputs,
                     platform "gateway-application", no versions; a model: its contract, the
                     versions the gateway serves of it, platform its backend protocol ("embedded"
@@ -26,7 +27,9 @@ Predict's are, each error naming the input as `inputs[0] (x)`. Outputs are answe
 each with its datatype from the array's dtype (`dtypes.oip`) and its shape; requested `outputs`
 choose and order them (unknown or repeated names are INVALID_ARGUMENT before anything runs).
 Parameters of Triton extensions the gateway does not offer (`classification` on an output, the
-`shared_memory_*` ones on a tensor) are INVALID_ARGUMENT rather than ignored.
+`shared_memory_*` ones on a tensor, the sequence and priority ones on the request) are
+INVALID_ARGUMENT rather than ignored. The rules the REST door shares (names and versions,
+readiness, metadata, requested outputs, request parameters) are `gateway.oip_models`'.
 `model_name` is echoed as asked, `model_version` is the version that answered when known, `id`
 the request's (else the gateway's request id).
 
@@ -37,19 +40,22 @@ is checked; the streaming ModelStreamInfer is the gRPC server's UNIMPLEMENTED.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 import gateway
-from gateway.backends import NDArray, Selector
+from gateway import oip_models
+from gateway.answer_headers import Timing
+from gateway.backends import NDArray
 from gateway.dataplane import RequestContext
-from gateway.errors import BackendError, ContractViolation, MethodNotAllowed, NotFound
+from gateway.errors import BackendError, ContractViolation, GatewayError, MethodNotAllowed, NotFound
 from gateway.grpc_api.calls import Call, DoorState, Handler, unary
 from gateway.grpc_server.call import RpcHandler
-from gateway.registry import Application, Target
-from gateway.routes.health import UNCHECKED, readiness
+from gateway.registry import Application
+from gateway.routes.health import readiness
 from gateway.routes.native import routing_wishes
 from protos.inference import grpc_service_pb2 as oip
 from protos.services import (
@@ -66,9 +72,6 @@ from tensorcodecs import CodecError, TensorSpec
 from tensorcodecs.contract import dims_text
 from tensorcodecs.oip_tensors import array_to_raw, contents_to_array, oip_datatype, raw_to_array, shape_elements
 
-SERVER_NAME = "gateway"
-APPLICATION_PLATFORM = "gateway-application"
-EMBEDDED_PLATFORM = "embedded"
 # Triton's methods of the service that the gateway does not offer (unary ones: the streaming
 # ModelStreamInfer is answered UNIMPLEMENTED by the gRPC server as every unknown method).
 UNOFFERED = ("ModelConfig", "ModelStatistics", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload",
@@ -113,7 +116,7 @@ async def server_ready(request: oip.ServerReadyRequest, call: Call) -> oip.Serve
 
 
 async def server_metadata(request: oip.ServerMetadataRequest, call: Call) -> oip.ServerMetadataResponse:
-    return oip.ServerMetadataResponse(name=SERVER_NAME, version=gateway.__version__, extensions=[])
+    return oip.ServerMetadataResponse(name=oip_models.SERVER_NAME, version=gateway.__version__, extensions=[])
 
 
 async def model_ready(request: oip.ModelReadyRequest, call: Call) -> oip.ModelReadyResponse:
@@ -127,70 +130,32 @@ async def model_ready(request: oip.ModelReadyRequest, call: Call) -> oip.ModelRe
 
 async def _model_ready(request: oip.ModelReadyRequest, call: Call) -> oip.ModelReadyResponse:
     door = call.door
-    app = _application(request.name, request.version, call)
-    if app is not None:
-        detail = readiness(door.dataplane, door.watcher, door.draining())[1]
-        applications = detail["applications"]
-        assert isinstance(applications, dict)
-        return oip.ModelReadyResponse(ready=bool(applications[app.name]["ready"]))
-    model = _model_target(request.name, request.version, call).model
-    healthy = door.watcher.health.get(model.label, UNCHECKED).ready
-    return oip.ModelReadyResponse(ready=healthy and model.unavailable is None and not door.draining())
+    named = _named(request.name, request.version, call)
+    return oip.ModelReadyResponse(ready=oip_models.is_ready(door.dataplane, door.watcher, door.draining(), named))
 
 
 async def model_metadata(request: oip.ModelMetadataRequest, call: Call) -> oip.ModelMetadataResponse:
-    response = oip.ModelMetadataResponse(name=request.name)
-    app = _application(request.name, request.version, call)
-    if app is not None:
-        context = call.context(app)
-        if app.from_backend:
-            app = await call.dataplane.with_contract(app, context)
-        response.platform = APPLICATION_PLATFORM
-        signature = app.signature
+    named = _named(request.name, request.version, call)
+    if isinstance(named, Application):
+        if named.from_backend:
+            named = await call.dataplane.with_contract(named, call.context(named))
+        signature = named.signature
     else:
-        target = _model_target(request.name, request.version, call)
-        manifest = target.model.manifest
-        signature = await call.dataplane.signature(target, None, call.context())
-        backend = manifest.backend  # a model with a folder is the embedded runtime's, whatever it speaks
-        response.platform = backend.protocol if backend is not None and manifest.folder is None else EMBEDDED_PLATFORM
-        response.versions.extend(str(version) for name, version in sorted(call.dataplane.registry.models)
-                                 if name == manifest.name)
+        signature = await call.dataplane.signature(named, None, call.context())
+    response = oip.ModelMetadataResponse(name=request.name, platform=oip_models.platform(named),
+                                         versions=oip_models.versions(call.dataplane, named))
     _describe(signature.inputs, response.inputs)
     _describe(signature.outputs, response.outputs)
     return response
 
 
 def _describe(specs: Mapping[str, TensorSpec], into: RepeatedCompositeFieldContainer[TensorMetadata]) -> None:
-    for name, spec in specs.items():
-        shape = [-1] if spec.shape is None else list(spec.shape)
-        into.add(name=name, datatype=spec.dtype.oip or spec.dtype.name, shape=shape)
+    for name, datatype, shape in oip_models.metadata_tensors(specs):
+        into.add(name=name, datatype=datatype, shape=shape)
 
 
-# ------------------------------------------------------------------ names
-
-def _application(name: str, version: str, call: Call) -> Application | None:
-    """The application `name` (None: no application has it); a version asked of it is NOT_FOUND."""
-    call.authorize(name)  # first: a key that may not call it learns nothing of the name
-    app = call.dataplane.registry.applications.get(name)
-    if app is not None and version:
-        raise NotFound(f"model_version: applications have no versions: {name!r} is an application "
-                       f"(name a model to ask for version {version!r})", field="model_version")
-    return app
-
-
-def _selector(version: str) -> Selector:
-    """A numeric version, else a version label ("": the model's default)."""
-    if not version:
-        return Selector()
-    if version.isascii() and version.isdigit():
-        return Selector(version=int(version))
-    return Selector(label=version)
-
-
-def _model_target(name: str, version: str, call: Call) -> Target:
-    target = call.dataplane.resolve(name, _selector(version))
-    call.authorize(target.model.manifest.name)  # a backend's model name may lead to another gateway model
-    return target
+def _named(name: str, version: str, call: Call) -> oip_models.Named:
+    return oip_models.resolve(call.dataplane, name, version, call.authorize)
 
 
 # ------------------------------------------------------------------ inference
@@ -198,44 +163,58 @@ def _model_target(name: str, version: str, call: Call) -> Target:
 async def model_infer(request: oip.ModelInferRequest, call: Call) -> oip.ModelInferResponse:
     """An application or a model on the request's tensors, answered in raw contents."""
     dataplane, settings = call.dataplane, call.settings
-    app = _application(request.model_name, request.model_version, call)
+    named = _named(request.model_name, request.model_version, call)
     version = ""
     context: RequestContext
-    if app is not None:
+    if isinstance(named, Application):
+        app = named
         context = call.context(app)
         routing_wishes(settings, app, call.metadata, context, call.check_admin)
+        if request.parameters:
+            oip_models.request_parameters(_parameter_values(request.parameters), context)
         if app.from_backend:
             app = await dataplane.with_contract(app, context)
         signature = app.signature
         wanted = requested_outputs(request, signature.outputs)
+        started = time.perf_counter()
         inputs = decode_inputs(request, signature.inputs, settings.max_elements)
+        context.timings.append(Timing("decode", time.perf_counter() - started))
         outputs = await dataplane.predict(app, inputs, context)
         who = app.name
     else:
-        target = _model_target(request.model_name, request.model_version, call)
+        target = named
         context = call.context()
+        if request.parameters:
+            oip_models.request_parameters(_parameter_values(request.parameters), context)
         signature = await dataplane.signature(target, None, context)
         wanted = requested_outputs(request, signature.outputs)
+        started = time.perf_counter()
         inputs = decode_inputs(request, signature.inputs, settings.max_elements)
+        context.timings.append(Timing("decode", time.perf_counter() - started))
         prediction = await dataplane.predict_model(target, inputs, context, None, signature.inputs)
-        outputs = prediction.outputs
-        if signature.outputs:  # the contract's outputs only, in its order
-            outputs = {name: outputs[name] for name in signature.outputs if name in outputs}
-        version = _answered_version(target, prediction.spec.version if prediction.spec is not None else None)
+        outputs = oip_models.contract_outputs(prediction.outputs, signature.outputs)
+        version = oip_models.answered_version(target, prediction.spec.version if prediction.spec is not None
+                                              else None)
         who = target.model.label
+    started = time.perf_counter()
     response = oip.ModelInferResponse(model_name=request.model_name, model_version=version,
                                       id=request.id or call.request_id)
-    encode_outputs(_chosen(outputs, wanted, who), response, who)
+    try:
+        chosen = oip_models.chosen(outputs, wanted, who, bool(signature.outputs))
+    except GatewayError as error:
+        raise error.with_prefix(f"{error.field}: ") from None
+    encode_outputs(chosen, response, who)
+    context.timings.append(Timing("encode", time.perf_counter() - started))
     return response
 
 
-def _answered_version(target: Target, answered: int | None) -> str:
-    """The version that answered: the backend's word, else the one asked, else a pinned model's own."""
-    if answered is None and target.selector is not None:
-        answered = target.selector.version
-    if answered is None and not target.model.manifest.floating:
-        answered = target.model.manifest.version
-    return "" if answered is None else str(answered)
+def _parameter_values(parameters: Mapping[str, oip.InferParameter]) -> dict[str, object]:
+    """Request parameters as plain values (one that sets no value: None)."""
+    values: dict[str, object] = {}
+    for name, parameter in parameters.items():
+        which = parameter.WhichOneof("parameter_choice")
+        values[name] = getattr(parameter, which) if which is not None else None
+    return values
 
 
 def _where(index: int, name: str, field: str = "inputs") -> str:
@@ -244,18 +223,15 @@ def _where(index: int, name: str, field: str = "inputs") -> str:
 
 
 def requested_outputs(request: oip.ModelInferRequest, known: Mapping[str, TensorSpec]) -> list[str]:
-    """The outputs asked for, in order (empty: all), checked before anything runs: each one of
-    the contract's outputs (when it declares any), none twice."""
-    names: list[str] = []
+    """The outputs asked for, in order (empty: all), checked before anything runs
+    (`oip_models.check_requested`), none asking for an extension the gateway does not offer."""
+    names = [output.name for output in request.outputs]
     for index, output in enumerate(request.outputs):
-        name = output.name
-        _refuse_extensions(output.parameters, _where(index, name, "outputs"), name)
-        if known and name not in known:
-            raise ContractViolation(f"{_where(index, name, 'outputs')}: unknown output; the outputs are "
-                                    f"{', '.join(known)}", field=name)
-        if name in names:
-            raise ContractViolation(f"{_where(index, name, 'outputs')}: requested twice", field=name)
-        names.append(name)
+        _refuse_extensions(output.parameters, _where(index, output.name, "outputs"), output.name)
+    try:
+        oip_models.check_requested(names, known)
+    except ContractViolation as error:
+        raise error.with_prefix(f"{error.field}: ") from None
     return names
 
 
@@ -274,16 +250,6 @@ def _refuse_extensions(parameters: Mapping[str, oip.InferParameter], where: str,
             if offered == "shared memory":
                 message += "; send the tensor in the request (raw_input_contents or contents)"
             raise ContractViolation(message, field=name)
-
-
-def _chosen(outputs: dict[str, NDArray], wanted: list[str], who: str) -> dict[str, NDArray]:
-    if not wanted:
-        return outputs
-    missing = [name for name in wanted if name not in outputs]
-    if missing:
-        raise ContractViolation(f"outputs: {who} answered no output {', '.join(missing)}; it answered "
-                                f"{', '.join(outputs) or 'none'}", field=missing[0])
-    return {name: outputs[name] for name in wanted}
 
 
 def decode_inputs(request: oip.ModelInferRequest, specs: Mapping[str, TensorSpec] | None,

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import answers, routing
+from gateway import answers, oip_models, routing
 from gateway.answer_headers import Timing
 from gateway.auth import authorize, check_admin
 from gateway.backends import NDArray, Selector
@@ -26,6 +26,8 @@ from gateway.errors import BadRequest, ContractViolation, PermissionDenied, Unau
 from gateway.intake import Dialect, dialect_of
 from gateway.observability import CONTEXT_KEY
 from gateway.oip_binary import HEADER_LENGTH as OIP_HEADER_LENGTH
+from gateway.oip_rest import answer as oip_answer
+from gateway.oip_rest import request_fields
 from gateway.registry import Application
 from gateway.settings import Settings
 from tensorcodecs import CodecError
@@ -191,13 +193,11 @@ async def _predict_v2(request: Request, app: Application, body: dict[str, object
                       context: RequestContext, started: float) -> Response:
     """An Open Inference Protocol body, with the /v2 infer route's own reading and answering
     (requested outputs, `binary_data_output`, `id`); no binary part (that is /v2's)."""
-    from gateway.routes import v2  # v2 imports this module (request_context)
-
     settings: Settings = request.app.state.settings
-    request_id, items, wanted, binary_output = v2._request_fields(body)
+    request_id, items, wanted, binary_output = request_fields(body, context)
     signature = app.signature
-    if signature.outputs:
-        v2._check_requested(wanted, signature.outputs)
+    if wanted:
+        oip_models.check_requested(list(wanted), signature.outputs)
     try:
         inputs = oip_decode_inputs(items, signature.inputs, max_elements=settings.max_elements,
                                    bools=may_hold_bools(raw))
@@ -205,12 +205,11 @@ async def _predict_v2(request: Request, app: Application, body: dict[str, object
         raise _CONTRACT_VIOLATION.translate(error) from None
     context.timings.append(Timing("decode", time.perf_counter() - started))
     outputs = await request.app.state.dataplane.predict(app, inputs, context)
-    if signature.outputs:
-        outputs = {name: outputs[name] for name in signature.outputs if name in outputs}
+    outputs = oip_models.contract_outputs(outputs, signature.outputs)
     answer: dict[str, object] = {"model_name": app.name,
                                  "id": request_id if request_id is not None else context.request_id}
     started = time.perf_counter()
-    response = v2._answer(answer, outputs, wanted, binary_output, {})
+    response = oip_answer(answer, outputs, wanted, binary_output, {}, app.name, bool(signature.outputs))
     context.timings.append(Timing("encode", time.perf_counter() - started))
     return response
 

@@ -69,6 +69,22 @@ def test_raw_length_must_match_shape() -> None:
         raw_to_array(b"\0" * 8, "FP32", [3])
 
 
+@pytest.mark.parametrize(("shape", "message"), [
+    ([1] * 65, "shape has 65 dimensions, more than 64"),
+    ([2**63], r"integers from 0 to 2\^63-1"),
+    ([0, 2**62], "larger than any tensor can be"),  # empty, yet beyond what numpy can shape
+    ([2**31, 2**31], "larger than any tensor can be"),
+])
+def test_shapes_no_tensor_can_have_are_codec_errors(shape: list[int], message: str) -> None:
+    with pytest.raises(CodecError, match=message) as caught:
+        shape_elements(shape, "x")
+    assert caught.value.field == "x"
+    with pytest.raises(CodecError, match=message):
+        raw_to_array(b"", "INT32", shape)
+    assert shape_elements([1] * 64) == 1
+    assert shape_elements([0, 2**40]) == 0
+
+
 def test_negative_dims_and_unknown_datatypes_refused() -> None:
     with pytest.raises(CodecError, match="negative dimension"):
         shape_elements([2, -1])

@@ -166,7 +166,7 @@ async def test_requested_outputs_choose_and_order_the_answer(port: int) -> None:
     unknown = infer_request("echo", every_input(), outputs=("y_BOOL", "nope"))
     error = await failure(port, OIP_MODEL_INFER, unknown)
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert (error.details() or "").startswith("outputs[1] (nope): unknown output; the outputs are y_FP32, ")
+    assert (error.details() or "").startswith("outputs[1].name: unknown output 'nope'; expected 'y_FP32', ")
     classes = infer_request("echo", every_input(), outputs=("y_FP32",))
     classes.outputs[0].parameters["classification"].int64_param = 2
     error = await failure(port, OIP_MODEL_INFER, classes)
@@ -179,7 +179,7 @@ async def test_requested_outputs_choose_and_order_the_answer(port: int) -> None:
     assert (error.details() or "").startswith("inputs[1] (x_FP64): parameter 'shared_memory_region': shared memory "
                                               "is not offered by the gateway")
     twice = infer_request("echo", every_input(), outputs=("y_BOOL", "y_BOOL"))
-    assert (await failure(port, OIP_MODEL_INFER, twice)).details() == "outputs[1] (y_BOOL): requested twice"
+    assert (await failure(port, OIP_MODEL_INFER, twice)).details() == "outputs[1].name: output 'y_BOOL' requested twice"
 
 
 async def test_versions_and_labels_of_a_model(port: int) -> None:
@@ -265,7 +265,7 @@ async def test_health_and_server_metadata(port: int) -> None:
     assert (await call(port, OIP_SERVER_LIVE, oip.ServerLiveRequest())).live
     assert (await call(port, OIP_SERVER_READY, oip.ServerReadyRequest())).ready
     metadata = await call(port, OIP_SERVER_METADATA, oip.ServerMetadataRequest())
-    assert (metadata.name, list(metadata.extensions)) == ("gateway", [])
+    assert (metadata.name, list(metadata.extensions)) == ("inference-gateway", [])
     assert metadata.version
     for name, version in (("echo_app", ""), ("twice", ""), ("twice", "1"), ("twice", "stable")):
         ready = await call(port, OIP_MODEL_READY, oip.ModelReadyRequest(name=name, version=version))
