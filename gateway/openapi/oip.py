@@ -80,7 +80,8 @@ def schemas() -> dict[str, Schema]:
                     "type": "object", "required": ["name", "shape", "datatype"],
                     "properties": {"name": {"type": "string"}, "shape": _SHAPE, "datatype": datatype,
                                    "parameters": _PARAMETERS,
-                                   "data": {"type": "array", "description": "The elements, flat."}}}}}},
+                                   "data": {"type": "array", "items": {},
+                                            "description": "The elements, flat (numbers, booleans or text)."}}}}}},
     }
 
 
