@@ -12,7 +12,7 @@ both` (the default) both in one run, alternating rounds so that the host's noise
 
 usage: PYTHONPATH=. .venv/bin/python benchmarks/request_path_bench.py [--payload small|medium]
        [--dialect native|v2|both] [--stub backend|local-wire] [--requests N] [--rounds N]
-       [--access-log] [--profile]
+       [--access-log] [--profile [tottime|cumulative]]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ async def wire_answers_at_once(self: object, method: Any, request: Any, timeout:
 
 
 async def main(payload: str, dialects: list[str], stub: str, requests: int, rounds: int, access_log: bool,
-               profile: bool) -> None:
+               profile: str | None) -> None:
     if stub == "backend":
         # The backend's predict, outermost (the scheduling wrapper of an embedded runtime's model).
         ScheduledBackend.predict = answer_at_once  # type: ignore[method-assign]
@@ -142,7 +142,7 @@ async def main(payload: str, dialects: list[str], stub: str, requests: int, roun
                 profiler.enable()
                 await run(requests)
                 profiler.disable()
-                pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+                pstats.Stats(profiler).sort_stats(profile).print_stats(30)
 
 
 if __name__ == "__main__":
@@ -156,7 +156,8 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=10_000, help="requests per round")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per dialect (median reported)")
     parser.add_argument("--access-log", action="store_true", help="write the access log (to stdout)")
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile", nargs="?", const="tottime", choices=("tottime", "cumulative"),
+                        help="then profile each dialect's requests (sorted by tottime, or cumulative)")
     args = parser.parse_args()
     chosen = ["native", "v2"] if args.dialect == "both" else [args.dialect]
     asyncio.run(main(args.payload, chosen, args.stub, args.requests, args.rounds, args.access_log, args.profile))
