@@ -6,8 +6,13 @@ with the backend's Predict answered at once (no gRPC), so that only the gateway'
 the embedded runtime's local-wire call (`LocalChannel.call`), so the backend (request building,
 answer decoding), the scheduling wrapper (call sharing) and the transports are timed too.
 
+`--dialect native` times `POST /gateway/applications/<app>` with the native body, `--dialect v2`
+`POST /v2/models/<app>/infer` with the v2 JSON body `make bench` sends (row M), and `--dialect
+both` (the default) both in one run, alternating rounds so that the host's noise falls on each.
+
 usage: PYTHONPATH=. .venv/bin/python benchmarks/request_path_bench.py [--payload small|medium]
-       [--stub backend|local-wire] [--requests N] [--access-log] [--profile]
+       [--dialect native|v2|both] [--stub backend|local-wire] [--requests N] [--rounds N]
+       [--access-log] [--profile [tottime|cumulative]]
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +43,18 @@ from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictRespons
 from tensorcodecs.tensor_proto import decode_tensor, fill_tensor
 
 CONFIG = Path(__file__).parent / "configs" / "embedded"
-PAYLOADS = {  # body, application: as `make bench` sends them
-    "small": (b'{"number":[1]}', "increment"),
-    "medium": (orjson.dumps({"number": np.arange(1000, dtype=np.float32) / 7}, option=orjson.OPT_SERIALIZE_NUMPY),
-               "increment_f32"),
+_MEDIUM = np.arange(1000, dtype=np.float32) / 7
+PAYLOADS = {  # (payload, dialect) -> body, application: as `make bench` sends them
+    ("small", "native"): (b'{"number":[1]}', "increment"),
+    ("medium", "native"): (orjson.dumps({"number": _MEDIUM}, option=orjson.OPT_SERIALIZE_NUMPY),
+                           "increment_f32"),
+    ("small", "v2"): (orjson.dumps({"inputs": [{"name": "number", "shape": [1], "datatype": "INT32",
+                                                "data": [1]}]}), "increment"),
+    ("medium", "v2"): (orjson.dumps({"inputs": [{"name": "number", "shape": [1000], "datatype": "FP32",
+                                                 "data": _MEDIUM}]}, option=orjson.OPT_SERIALIZE_NUMPY),
+                       "increment_f32"),
 }
+PATHS = {"native": "/gateway/applications/{}", "v2": "/v2/models/{}/infer"}
 
 
 async def answer_at_once(self: object, call: BackendCall) -> Prediction:
@@ -66,9 +79,8 @@ async def wire_answers_at_once(self: object, method: Any, request: Any, timeout:
     return response
 
 
-async def main(payload: str, stub: str, requests: int, access_log: bool, profile: bool) -> None:
-    body, application = PAYLOADS[payload]
-    path = f"/gateway/applications/{application}"
+async def main(payload: str, dialects: list[str], stub: str, requests: int, rounds: int, access_log: bool,
+               profile: str | None) -> None:
     if stub == "backend":
         # The backend's predict, outermost (the scheduling wrapper of an embedded runtime's model).
         ScheduledBackend.predict = answer_at_once  # type: ignore[method-assign]
@@ -81,51 +93,71 @@ async def main(payload: str, stub: str, requests: int, access_log: bool, profile
     config = config.with_targets({key: RuntimeAddress("127.0.0.1:1", socket)  # gRPC never dialled
                                   for key in config.models})
     app = create_app(Settings(log_level="warning", access_log=access_log), config)
-    scope: dict[str, Any] = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "headers": [(b"host", b"127.0.0.1:8900"), (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8900),
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
     statuses: set[int] = set()
 
     async def send(message: Mapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             statuses.add(message["status"])
 
-    async def run(count: int) -> None:
-        for _ in range(count):
-            await app({**scope, "state": {}}, receive, send)
+    def runner(dialect: str) -> Callable[[int], Awaitable[None]]:
+        body, application = PAYLOADS[payload, dialect]
+        path = PATHS[dialect].format(application)
+        scope: dict[str, Any] = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+            "headers": [(b"host", b"127.0.0.1:8900"), (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode())],
+            "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8900),
+        }
 
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def run(count: int) -> None:
+            for _ in range(count):
+                await app({**scope, "state": {}}, receive, send)
+
+        return run
+
+    runs = {dialect: runner(dialect) for dialect in dialects}
     async with app.router.lifespan_context(app):
-        await run(2_000)
-        assert statuses == {200}, f"the warm-up was answered {sorted(statuses)}"
-        started = time.perf_counter()
-        await run(requests)
-        elapsed = time.perf_counter() - started
-        print(f"{elapsed / requests * 1e6:.1f} µs per request (in-process, no network, no gRPC; "
-              f"stubbed at the {stub})")
+        for dialect, run in runs.items():
+            await run(2_000)
+            assert statuses == {200}, f"the {dialect} warm-up was answered {sorted(statuses)}"
+        timings: dict[str, list[float]] = {dialect: [] for dialect in dialects}
+        for _ in range(rounds):
+            for dialect, run in runs.items():
+                started = time.perf_counter()
+                await run(requests)
+                timings[dialect].append((time.perf_counter() - started) / requests * 1e6)
+        assert statuses == {200}, f"answered {sorted(statuses)}"
+        for dialect, values in timings.items():
+            print(f"{dialect:>6} {payload}: {statistics.median(values):.1f} µs per request (median of "
+                  f"{rounds} rounds of {requests}; min {min(values):.1f}; in-process, no network, no gRPC; "
+                  f"stubbed at the {stub})")
         if profile:
-            profiler = cProfile.Profile()
-            profiler.enable()
-            await run(requests)
-            profiler.disable()
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+            for dialect, run in runs.items():
+                print(f"--- profile: {dialect}")
+                profiler = cProfile.Profile()
+                profiler.enable()
+                await run(requests)
+                profiler.disable()
+                pstats.Stats(profiler).sort_stats(profile).print_stats(30)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--payload", choices=sorted(PAYLOADS), default="small")
+    parser.add_argument("--payload", choices=("small", "medium"), default="small")
+    parser.add_argument("--dialect", choices=("native", "v2", "both"), default="both",
+                        help="the native application route, the v2 infer route, or both side by side")
     parser.add_argument("--stub", choices=("backend", "local-wire"), default="backend",
                         help="where the backend's answer is made (local-wire: the backend, scheduling and "
                              "transport layers are timed too)")
-    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--requests", type=int, default=10_000, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per dialect (median reported)")
     parser.add_argument("--access-log", action="store_true", help="write the access log (to stdout)")
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile", nargs="?", const="tottime", choices=("tottime", "cumulative"),
+                        help="then profile each dialect's requests (sorted by tottime, or cumulative)")
     args = parser.parse_args()
-    asyncio.run(main(args.payload, args.stub, args.requests, args.access_log, args.profile))
+    chosen = ["native", "v2"] if args.dialect == "both" else [args.dialect]
+    asyncio.run(main(args.payload, chosen, args.stub, args.requests, args.rounds, args.access_log, args.profile))

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from tensorcodecs.contract import TensorSpec, dims_text
-from tensorcodecs.dtypes import DType, dtype_from_oip
+from tensorcodecs.dtypes import DType, JsonKind, dtype_from_oip
 from tensorcodecs.errors import CodecError
-from tensorcodecs.json_codec import decode_value, to_json_value
+from tensorcodecs.json_codec import decode_value, fast_numeric, to_json_value
 from tensorcodecs.oip_tensors import array_to_raw, oip_datatype, raw_to_array, shape_elements
 
 NDArray = np.ndarray[Any, Any]
@@ -81,7 +81,9 @@ def decode_inputs(items: object, specs: Mapping[str, TensorSpec] | None, binary:
     """
     headers = _headers(items, specs)
     if max_elements is not None:
-        count = sum(_count(header.shape) for header in headers)
+        count = 0
+        for header in headers:
+            count += _count(header.shape)
         if count > max_elements:
             raise CodecError(f"the request holds {count} tensor elements; the limit is {max_elements}",
                              "inputs")
@@ -133,8 +135,9 @@ def _headers(items: object, specs: Mapping[str, TensorSpec] | None) -> list[_Hea
         if spec is not None and not spec.accepts_shape(shape):
             raise CodecError(f"input {name!r} has shape {spec.shape_text()}, got {dims_text(shape)}",
                              _at(index, "shape"))
-        parameters = _parameters(item.get("parameters"), _at(index, "parameters"))
-        binary_size = _binary_size(parameters, index)
+        parameters = item.get("parameters")
+        binary_size = None if parameters is None else _binary_size(_parameters(parameters, _at(index, "parameters")),
+                                                                    index)
         if binary_size is not None and "data" in item:
             raise CodecError(f"an input with {BINARY_DATA_SIZE} takes its data from the binary part: "
                              "it has no data", _at(index, "data"))
@@ -162,6 +165,8 @@ def _shape(value: object, index: int) -> tuple[int, ...]:
 
 
 def _dtype(value: object, spec: TensorSpec | None, index: int) -> DType:
+    if spec is not None and spec.dtype.oip and value == spec.dtype.oip:
+        return spec.dtype  # the contract's own (valid) datatype: what the checks below would return
     field = _at(index, "datatype")
     if not isinstance(value, str):
         raise CodecError(f"datatype must be a string (FP32, INT64, BYTES, ...), got {_kind(value)}", field)
@@ -203,11 +208,24 @@ def _from_binary(header: _Header, raw: memoryview) -> NDArray:
     return raw_to_array(raw, header.dtype.oip, header.shape, field)
 
 
+_FAST_KINDS = (JsonKind.INT, JsonKind.FLOAT)  # the kinds `decode_value` reads through `fast_numeric` first
+
+
 def _from_json(header: _Header, bools: bool) -> NDArray:
     item = header.item
-    path = _at(header.index, "data")
     data = item["data"]
-    array = decode_value(data, TensorSpec(header.name, header.dtype, None), path, bools=bools)
+    dtype = header.dtype
+    if type(data) is list and dtype.json_kind in _FAST_KINDS:
+        # decode_value's own first step for these kinds (a shapeless spec checks nothing more);
+        # when it declines, the general path below decides and names the offending element.
+        fast = fast_numeric(data, dtype, bools=bools)
+        if fast is not None:
+            if fast.shape == header.shape:
+                return fast
+            if fast.ndim == 1 and fast.size == _count(header.shape):
+                return fast.reshape(header.shape)  # flat data, as the general path reshapes it
+    path = _at(header.index, "data")
+    array = decode_value(data, _shapeless(header.name, dtype), path, bools=bools)
     count = _count(header.shape)
     if array.shape != header.shape:
         if array.ndim > 1 or array.size != count:
@@ -222,6 +240,12 @@ def _from_json(header: _Header, bools: bool) -> NDArray:
         if parameters.get(CONTENT_TYPE) == BASE64:
             array = _base64_elements(array, path)
     return array
+
+
+def _shapeless(name: str, dtype: DType) -> TensorSpec:
+    """The spec `decode_value` reads one input's data with: the dtype only (the shape is the
+    request's, checked against the contract before and against the data after)."""
+    return TensorSpec(name, dtype, None)
 
 
 def _base64_elements(array: NDArray, path: str) -> NDArray:
@@ -294,7 +318,9 @@ def encode_outputs(outputs: Mapping[str, NDArray], requested: object = None,
     items: list[dict[str, Any]] = []
     buffers: list[Buffer] = []
     for name, binary in chosen.items():
-        array = np.asarray(outputs[name])
+        array = outputs[name]
+        if type(array) is not np.ndarray:
+            array = np.asarray(array)
         datatype = oip_datatype(array)
         item: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary if binary is not None else binary_output:
