@@ -140,7 +140,8 @@ class GatewayApp(Starlette):
         # The routes served ahead of the router (None: every request through the router).
         self.fast_path: list[Route] | None = [
             route for route in self.router.routes
-            if isinstance(route, Route) and route.endpoint is native.predict_application]
+            if isinstance(route, Route) and (route.endpoint is native.predict_application
+                                             or route.path == v2.INFER_PATH)]
 
     def add_exception_handler(self, exc_class_or_status_code: Any, handler: Any) -> None:
         raise TypeError("GatewayApp takes no exception handlers: errors are answered by gateway.answers")

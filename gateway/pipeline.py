@@ -212,8 +212,9 @@ class _Started:
 class Endpoints:
     """The innermost layer: the routes, and the one answer to what they raise.
 
-    The busiest route, `POST /gateway/applications/{name}` (and Hydrosphere's spelling), goes
-    straight to its endpoint: matched by prefix on the path below the root path, without
+    The busiest routes, `POST /gateway/applications/{name}` (and Hydrosphere's spelling) and
+    `POST /v2/models/{name}/infer`, go straight to their endpoint: matched by the prefix and
+    suffix around `{name}` on the path below the root path, without
     Starlette's router (a regular expression per route tried) and its per-request wrappers,
     the endpoint's Response sent as its two messages. Every other request goes to `router`,
     which serves that route the same way when `shortcut` is empty.
@@ -229,8 +230,10 @@ class Endpoints:
     def __init__(self, router: ASGIApp, metrics: Metrics, shortcut: Iterable[Route] = ()) -> None:
         self.router = router
         self.metrics = metrics
-        # The route each path prefix stands for (the route labels the request's metrics).
-        self.shortcut = tuple((route.path.removesuffix("{name}"), route) for route in shortcut)
+        # The route each path's prefix and suffix around `{name}` stand for (the route labels the
+        # request's metrics).
+        self.shortcut: tuple[tuple[str, str, Route], ...] = tuple(
+            (route.path.partition("{name}")[0], route.path.partition("{name}")[2], route) for route in shortcut)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -238,9 +241,9 @@ class Endpoints:
             return
         if scope["method"] == "POST" and self.shortcut:
             path = route_path(scope) if scope.get("root_path") else scope["path"]
-            for prefix, route in self.shortcut:
-                if path.startswith(prefix):
-                    name = path[len(prefix):]
+            for prefix, suffix, route in self.shortcut:
+                if path.startswith(prefix) and path.endswith(suffix):
+                    name = path[len(prefix):len(path) - len(suffix)]
                     if name and "/" not in name:
                         scope["route"] = route
                         scope["path_params"] = {"name": name}

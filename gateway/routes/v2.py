@@ -159,11 +159,13 @@ async def infer(request: Request) -> Response:
     return response
 
 
+INFER_PATH = "/v2/models/{name}/infer"  # served ahead of the router (gateway.pipeline.Endpoints)
+
 routes = [
     Route("/v2", server_metadata, methods=["GET"]),
     Route("/v2/health/live", server_live, methods=["GET"]),
     Route("/v2/health/ready", server_ready, methods=["GET"]),
-    Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+    Route(INFER_PATH, infer, methods=["POST"]),
     Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
     Route("/v2/models/{name}", model_metadata, methods=["GET"]),
     Route("/v2/models/{name}/versions/{version}", model_metadata, methods=["GET"]),

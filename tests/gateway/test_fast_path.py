@@ -26,6 +26,7 @@ COMPARED_HEADERS = ("content-type", "content-length", "content-encoding", "vary"
                     "www-authenticate", "retry-after")
 WIDE = 400  # values in the `wide` answer: more than the 1,024 bytes gzip starts at
 
+V2_BODY = {"id": "a", "inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [1]}]}
 REQUESTS: list[tuple[str, dict[str, Any]]] = [
     ("ok", {"json": {"x": [1, 2]}}),
     ("hydrosphere-spelling", {"url": "/gateway/application/inc", "json": {"x": [1]}}),
@@ -48,6 +49,17 @@ REQUESTS: list[tuple[str, dict[str, Any]]] = [
     ("no-key", {"json": {"x": [1]}, "auth": None}),
     ("unknown-key", {"json": {"x": [1]}, "auth": "nope"}),
     ("key-not-allowed", {"json": {"x": [1]}, "auth": "other-key"}),
+    ("v2", {"url": "/v2/models/inc/infer", "json": V2_BODY}),
+    ("v2-large-answer-gzip", {"url": "/v2/models/wide/infer", "json": V2_BODY, "headers": {"accept-encoding": "gzip"}}),
+    ("v2-binary-answer", {"url": "/v2/models/inc/infer",
+                          "json": {**V2_BODY, "parameters": {"binary_data_output": True}}}),
+    ("v2-contract-violation", {"url": "/v2/models/inc/infer",
+                               "json": {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}}),
+    ("v2-model-error", {"url": "/v2/models/inc/infer",
+                        "json": {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [-1]}]}}),
+    ("v2-no-key", {"url": "/v2/models/inc/infer", "json": V2_BODY, "auth": None}),
+    ("v2-key-not-allowed", {"url": "/v2/models/inc/infer", "json": V2_BODY, "auth": "other-key"}),
+    ("v2-version-of-an-application", {"url": "/v2/models/inc/versions/1/infer", "json": V2_BODY}),
 ]
 
 
@@ -110,6 +122,8 @@ async def test_the_fast_path_is_indistinguishable_from_the_stack(config_dir: Pat
         "small-answer-gzip": 200, "gzip-body": 200, "binary": 200, "contract-violation": 400,
         "missing-input": 400, "invalid-json": 400, "unsupported-type": 415, "unknown-application": 403,
         "model-error": 500, "bad-timeout": 400, "no-key": 401, "unknown-key": 401, "key-not-allowed": 403,
+        "v2": 200, "v2-large-answer-gzip": 200, "v2-binary-answer": 200, "v2-contract-violation": 400,
+        "v2-model-error": 500, "v2-no-key": 401, "v2-key-not-allowed": 403, "v2-version-of-an-application": 404,
     }
     large = dict(zip([n for n, _ in REQUESTS], fast, strict=True))
     assert large["large-answer"][1]["vary"] == "Accept-Encoding"
