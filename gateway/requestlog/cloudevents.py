@@ -253,8 +253,8 @@ class CloudEventsSink:
         for event in events:
             failure = self._send(event, runner, client)
             if failure is not None:
+                self._fail(failure)  # health first: whoever sees the count sees why
                 self._failed.inc()
-                self._fail(failure)
                 return
             self._bytes.inc(len(event.body))
         self._written.inc()
