@@ -1,0 +1,202 @@
+"""The channel pool's DNS refresh against real grpc.aio servers on 127.0.0.2-4 and a DNS server
+the test controls (tests/dns_server.py): a `dns:` target gets a fresh channel that reuses the
+connections still wanted, a failed resolution keeps the channel, other targets are left alone,
+and closing stops it all."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from gateway.backends.pool import ChannelPool, refreshable
+from gateway.backends.transports import GrpcTransport
+from protos.services import TF_GET_MODEL_STATUS
+from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest
+from protos.tensorflow_serving.model_pb2 import ModelSpec
+from tests.dns_server import DNSServer, dns_server, start_on_one_port
+from tests.tfserving_server import FakeTFServing
+from tests.waiting import eventually
+
+NAME = "backends.test"
+HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+STATUS = GetModelStatusRequest(model_spec=ModelSpec(name="Toy"))
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[FakeTFServing]]:
+    started = [FakeTFServing(host=host) for host in HOSTS]
+    await start_on_one_port(started)
+    try:
+        yield started
+    finally:
+        for server in started:
+            await server.stop()
+
+
+@pytest.fixture
+def dns() -> Iterator[DNSServer]:
+    with dns_server({NAME: list(HOSTS[:2])}) as server:
+        yield server
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[ChannelPool]:
+    pool = ChannelPool(retry_attempts=1, close_grace_s=5)
+    try:
+        yield pool
+    finally:
+        await pool.close(grace=1)
+
+
+async def calls(transport: GrpcTransport, count: int) -> None:
+    for _ in range(count):
+        await transport.call(TF_GET_MODEL_STATUS, STATUS, timeout=5)
+
+
+def connections(server: FakeTFServing) -> set[str]:
+    return set(server.peers)
+
+
+def test_only_dns_targets_are_refreshed() -> None:
+    assert refreshable("dns:///backends.test:8500")
+    assert refreshable("dns://10.0.0.10:53/backends.test:8500")
+    assert refreshable("dns:backends.test:8500")
+    assert not refreshable("backends.test:8500")
+    assert not refreshable("127.0.0.1:8500")
+    assert not refreshable("ipv4:127.0.0.1:8500")
+
+
+async def test_a_refresh_brings_in_added_addresses_and_keeps_the_connections_to_the_others(
+        servers: list[FakeTFServing], dns: DNSServer, pool: ChannelPool) -> None:
+    target = dns.target(NAME, servers[0].port)
+    pooled = pool.pooled(target)
+    transport = GrpcTransport(pooled, target, "toy")
+    await calls(transport, 20)
+    before = [connections(server) for server in servers]
+    assert [len(peers) for peers in before] == [1, 1, 0]  # round robin over the two resolved
+
+    dns.set(NAME, HOSTS)
+    old = pooled.channel
+    await pool.refresh()
+    assert pooled.channel is not old  # swapped under the transport, which kept its PooledChannel
+    await calls(transport, 30)
+    assert servers[2].peers, "the address added was not called"
+    assert [connections(server) for server in servers[:2]] == before[:2]  # same client ports: not reconnected
+
+    dns.set(NAME, HOSTS[1:])
+    await pool.refresh()
+    first_calls = len(servers[0].calls)
+    await calls(transport, 30)
+    assert len(servers[0].calls) == first_calls  # gone from the answer: no more calls
+    assert connections(servers[1]) == before[1]
+    assert len(connections(servers[2])) == 1
+
+
+async def test_a_call_under_way_on_a_replaced_channel_finishes(
+        servers: list[FakeTFServing], dns: DNSServer, pool: ChannelPool) -> None:
+    target = dns.target(NAME, servers[0].port)
+    transport = GrpcTransport(pool.pooled(target), target, "toy")
+    await calls(transport, 4)
+    hold = asyncio.Event()
+    for server in servers:
+        server.hold = hold
+    under_way = asyncio.create_task(transport.call(TF_GET_MODEL_STATUS, STATUS, timeout=10))
+    await eventually(lambda: _true(sum(len(s.calls) for s in servers) == 5), what="the held call arrives")
+    dns.set(NAME, HOSTS[2:])  # the held call's address is dropped
+    for server in servers:
+        server.hold = None
+    await pool.refresh()
+    hold.set()
+    answer = await asyncio.wait_for(under_way, 10)
+    assert answer.model_version_status
+
+
+async def test_a_resolution_that_fails_or_finds_nothing_keeps_the_channel_and_says_so_once(
+        servers: list[FakeTFServing], dns: DNSServer, pool: ChannelPool, caplog: pytest.LogCaptureFixture) -> None:
+    target = dns.target(NAME, servers[0].port)
+    pooled = pool.pooled(target)
+    transport = GrpcTransport(pooled, target, "toy")
+    await calls(transport, 4)
+    kept = pooled.channel
+    dns.set(NAME, [])  # NOERROR, no address
+    with caplog.at_level(logging.INFO, logger="gateway.backends"):
+        await pool.refresh()
+        await pool.refresh()
+        assert pooled.channel is kept
+        await calls(transport, 4)  # the old addresses still serve
+        unknown = dns.target("unknown.test", servers[0].port)  # NXDOMAIN
+        missing = pool.pooled(unknown)
+        missing_channel = missing.channel
+        await pool.refresh()
+        assert missing.channel is missing_channel
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if target in w]) == 1, warnings
+    assert len([w for w in warnings if unknown in w]) == 1, warnings
+
+    dns.set(NAME, HOSTS)
+    with caplog.at_level(logging.INFO, logger="gateway.backends"):
+        await pool.refresh()
+    assert pooled.channel is not kept
+    assert any("works again" in r.getMessage() and target in r.getMessage() for r in caplog.records)
+
+
+async def test_a_dns_server_that_does_not_answer_keeps_the_channel(servers: list[FakeTFServing],
+                                                                   pool: ChannelPool) -> None:
+    with dns_server({NAME: list(HOSTS)}) as dns:
+        target = dns.target(NAME, servers[0].port)
+        pooled = pool.pooled(target)
+        transport = GrpcTransport(pooled, target, "toy")
+        await calls(transport, 3)
+    kept = pooled.channel  # the DNS server is gone: its port refuses
+    await pool.refresh()
+    assert pooled.channel is kept
+    await calls(transport, 3)
+
+
+async def test_targets_that_are_not_dns_keep_their_channel(servers: list[FakeTFServing], dns: DNSServer,
+                                                           pool: ChannelPool) -> None:
+    plain = pool.pooled(servers[0].target)
+    plain_channel = plain.channel
+    named = pool.pooled(dns.target(NAME, servers[0].port))
+    named_channel = named.channel
+    await GrpcTransport(plain, servers[0].target, "toy").call(TF_GET_MODEL_STATUS, STATUS, timeout=5)
+    await pool.refresh()
+    assert plain.channel is plain_channel
+    assert named.channel is not named_channel
+
+
+async def test_the_refresh_runs_every_dns_refresh_s_once_started(servers: list[FakeTFServing],
+                                                                 dns: DNSServer) -> None:
+    pool = ChannelPool(retry_attempts=1, dns_refresh_s=0.1)
+    target = dns.target(NAME, servers[0].port)
+    transport = GrpcTransport(pool.pooled(target), target, "toy")
+    await calls(transport, 2)
+    pool.start()
+    dns.set(NAME, HOSTS)
+
+    async def third_called() -> bool:
+        await calls(transport, 3)
+        return bool(servers[2].peers)
+    await eventually(third_called, timeout=10, what="the added address is called")
+    queries = dns.a_queries(NAME)
+    await pool.close(grace=1)
+    assert pool.targets == []
+    await asyncio.sleep(0.3)  # three refresh periods: none may run after close
+    assert dns.a_queries(NAME) == queries
+
+
+async def test_a_target_a_reload_dropped_is_not_refreshed_back(servers: list[FakeTFServing],
+                                                               dns: DNSServer, pool: ChannelPool) -> None:
+    target = dns.target(NAME, servers[0].port)
+    await GrpcTransport(pool.pooled(target), target, "toy").call(TF_GET_MODEL_STATUS, STATUS, timeout=5)
+    refreshing = asyncio.create_task(pool.refresh())
+    await pool.close_except(())
+    await refreshing
+    assert pool.targets == []
+
+
+async def _true(value: bool) -> bool:
+    return value
