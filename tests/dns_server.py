@@ -2,7 +2,7 @@
 
 It answers A queries for the names in `records` with the addresses the test puts there (changed
 at run time with `set`), and an empty NOERROR answer to every other type for those names (AAAA,
-TXT: gRPC asks for `_grpc_config.<name>` too, SRV), NXDOMAIN for any other name. Handwritten
+which gRPC asks too; TXT and SRV, which it may), NXDOMAIN for any other name. Handwritten
 (RFC 1035's header, question and A record in a few structs) so that the tests need no DNS
 library; it reads only the question, and ignores the rest (an EDNS OPT record, say).
 

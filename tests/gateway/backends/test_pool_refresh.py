@@ -1,18 +1,21 @@
 """The channel pool's DNS refresh against real grpc.aio servers on 127.0.0.2-4 and a DNS server
 the test controls (tests/dns_server.py): a `dns:` target gets a fresh channel that reuses the
 connections still wanted, a failed resolution keeps the channel, other targets are left alone,
-and closing stops it all."""
+and closing stops it all; the setting `dns_refresh_s` that drives it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from gateway.backends.pool import ChannelPool, refreshable
 from gateway.backends.transports import GrpcTransport
+from gateway.errors import ConfigError
+from gateway.settings import SECTIONS, Settings
 from protos.services import TF_GET_MODEL_STATUS
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest
 from protos.tensorflow_serving.model_pb2 import ModelSpec
@@ -67,6 +70,28 @@ def test_only_dns_targets_are_refreshed() -> None:
     assert not refreshable("backends.test:8500")
     assert not refreshable("127.0.0.1:8500")
     assert not refreshable("ipv4:127.0.0.1:8500")
+
+
+def test_dns_refresh_s_is_a_resilience_setting_where_0_turns_the_refresh_off() -> None:
+    assert Settings().dns_refresh_s == 30.0
+    assert "dns_refresh_s" in SECTIONS["resilience"]
+    assert Settings.load(Path("cfg"), env={"GATEWAY_DNS_REFRESH_S": "0.5"}).dns_refresh_s == 0.5
+    assert Settings.load(Path("cfg"), {"dns_refresh_s": 0.0}, env={}).dns_refresh_s == 0.0
+    with pytest.raises(ConfigError, match=r"^dns_refresh_s must be 0 \(off\) or more, got -1.0$"):
+        Settings.load(Path("cfg"), env={"GATEWAY_DNS_REFRESH_S": "-1"})
+
+
+async def test_a_pool_without_dns_refresh_s_never_refreshes(servers: list[FakeTFServing], dns: DNSServer) -> None:
+    pool = ChannelPool(retry_attempts=1, dns_refresh_s=None)
+    target = dns.target(NAME, servers[0].port)
+    pooled = pool.pooled(target)
+    await calls(GrpcTransport(pooled, target, "toy"), 2)
+    kept, queries = pooled.channel, dns.a_queries(NAME)
+    pool.start()
+    await asyncio.sleep(0.3)  # what a refresh every 0.1 s would have done three times
+    assert pooled.channel is kept
+    assert dns.a_queries(NAME) == queries
+    await pool.close()
 
 
 async def test_a_refresh_brings_in_added_addresses_and_keeps_the_connections_to_the_others(
