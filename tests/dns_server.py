@@ -17,6 +17,8 @@ import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 
+import grpc
+
 from tests.tfserving_server import FakeTFServing
 
 TYPE_A = 1
@@ -114,19 +116,20 @@ def dns_server(records: dict[str, list[str]] | None = None) -> Iterator[DNSServe
         server.stop()
 
 
-async def start_on_one_port(servers: Sequence[FakeTFServing], attempts: int = 20) -> int:
-    """Start `servers` (each on its own loopback `host`) on one port, as the pods behind a
-    Service listen on one; returns it. A port another process holds on one of the addresses
-    is given up for another."""
+async def start_on_one_port(servers: Sequence[FakeTFServing], credentials: grpc.ServerCredentials | None = None,
+                            attempts: int = 20) -> int:
+    """Start `servers` (each on its own loopback `host`; over TLS with `credentials`) on one
+    port, as the pods behind a Service listen on one; returns it. A port another process holds
+    on one of the addresses is given up for another."""
     for _ in range(attempts):
         first, *others = servers
         first.port = 0
-        port = await first.start(reuse_port=False)
+        port = await first.start(credentials, reuse_port=False)
         started = [first]
         try:
             for server in others:
                 server.port = port
-                if await server.start(reuse_port=False) != port:
+                if await server.start(credentials, reuse_port=False) != port:
                     raise RuntimeError(f"{server.host}:{port} is taken")
                 started.append(server)
             return port

@@ -10,6 +10,10 @@ arguments: the same subchannel), so only added addresses are connected to. Once 
 is READY it replaces the old one in the target's `PooledChannel`, and the old one is closed
 gracefully: its calls finish, and the connections to addresses gone close with it. A resolution
 that fails or returns nothing leaves the channel as it was.
+
+TLS targets are not refreshed: grpcio makes new core credentials for every channel it opens
+(cygrpc's `SSLChannelCredentials.c()`), and the subchannel pool tells credentials apart by
+identity, so a fresh TLS channel would reconnect to every address each period.
 """
 
 from __future__ import annotations
@@ -58,9 +62,10 @@ def _credentials(tls: TLSSpec) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(read(tls.ca), read(tls.key), read(tls.cert))
 
 
-def refreshable(target: str) -> bool:
-    """Whether the pool re-resolves `target` (`dns:///name:port`, `dns://server/name:port`)."""
-    return target.startswith("dns:")
+def refreshable(target: str, tls: TLSSpec | None = None) -> bool:
+    """Whether the pool re-resolves `target` (`dns:///name:port`, `dns://server/name:port`,
+    without TLS)."""
+    return target.startswith("dns:") and tls is None
 
 
 class PooledChannel:
@@ -97,7 +102,6 @@ class ChannelPool:
                  clock: Callable[[], float] = time.monotonic, dns_refresh_s: float | None = None,
                  close_grace_s: float = 30.0) -> None:
         self._channels: dict[Key, PooledChannel] = {}
-        self._credentials: dict[TLSSpec, grpc.ChannelCredentials] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._locals: dict[str, LocalChannel] = {}
         self._options = (*CHANNEL_OPTIONS, ("grpc.service_config", retry_service_config(retry_attempts)))
@@ -115,6 +119,10 @@ class ChannelPool:
         pooled = self._channels.get(key)
         if pooled is None:
             pooled = self._channels[key] = PooledChannel(target, self._open(key))
+            if self.dns_refresh_s is not None and refreshable(target) and not refreshable(target, tls):
+                log.warning("backend %s: a dns: target over TLS is not re-resolved every dns_refresh_s (a fresh TLS "
+                            "channel cannot reuse the connections); gRPC re-resolves it when a connection breaks",
+                            target)
         return pooled
 
     def channel(self, target: str, tls: TLSSpec | None = None) -> grpc.aio.Channel:
@@ -129,12 +137,7 @@ class ChannelPool:
         options = self._options
         if tls.server_name:
             options = (*options, ("grpc.ssl_target_name_override", tls.server_name))
-        # One credentials object per TLS spec: a fresh channel's arguments equal the old one's,
-        # so it shares the old one's connections (gRPC's subchannel pool keys on them).
-        credentials = self._credentials.get(tls)
-        if credentials is None:
-            credentials = self._credentials[tls] = _credentials(tls)
-        return grpc.aio.secure_channel(target, credentials, options=options)
+        return grpc.aio.secure_channel(target, _credentials(tls), options=options)
 
     def local(self, target: str, path: str) -> LocalChannel:
         """The local-wire channel to the embedded runtime at `target`, on its Unix socket `path`."""
@@ -168,13 +171,16 @@ class ChannelPool:
     async def _refresh_forever(self, every: float) -> None:
         while True:
             await asyncio.sleep(every)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # a fault of one round must not end the refreshing
+                log.exception("re-resolving the dns: backend targets failed")
 
     async def refresh(self) -> None:
-        """Re-resolve every `dns:` target now: each gets a fresh channel once that is READY
+        """Re-resolve every `dns:` target (without TLS) now: each gets a fresh channel once that is READY
         (reusing the connections to addresses still resolved), else keeps its own."""
         await asyncio.gather(*(self._refresh(key, pooled) for key, pooled in list(self._channels.items())
-                               if refreshable(key[0])))
+                               if refreshable(*key)))
 
     async def _refresh(self, key: Key, pooled: PooledChannel) -> None:
         fresh = self._open(key)
@@ -189,8 +195,9 @@ class ChannelPool:
             await fresh.close(None)
             if not ready and key not in self._unresolved:
                 self._unresolved.add(key)
-                log.warning("backend %s: re-resolving found no reachable address (the name did not resolve, "
-                            "or to nothing); its channel stays as it was", key[0])
+                log.warning("backend %s: re-resolving gave no address that answers (the name did not resolve, "
+                            "resolved to nothing, or nothing there accepts connections); its channel stays as it was",
+                            key[0])
             return
         if key in self._unresolved:
             self._unresolved.discard(key)

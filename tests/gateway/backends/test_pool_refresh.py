@@ -10,15 +10,18 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from gateway.backends.pool import ChannelPool, refreshable
 from gateway.backends.transports import GrpcTransport
 from gateway.errors import ConfigError
+from gateway.manifests import TLSSpec
 from gateway.settings import SECTIONS, Settings
 from protos.services import TF_GET_MODEL_STATUS
 from protos.tensorflow_serving.get_model_status_pb2 import GetModelStatusRequest
 from protos.tensorflow_serving.model_pb2 import ModelSpec
+from tests.certs import make_certificates
 from tests.dns_server import DNSServer, dns_server, start_on_one_port
 from tests.tfserving_server import FakeTFServing
 from tests.waiting import eventually
@@ -118,6 +121,35 @@ async def test_a_refresh_brings_in_added_addresses_and_keeps_the_connections_to_
     assert len(servers[0].calls) == first_calls  # gone from the answer: no more calls
     assert connections(servers[1]) == before[1]
     assert len(connections(servers[2])) == 1
+
+
+async def test_a_tls_target_is_not_refreshed_and_keeps_its_connections(
+        tmp_path: Path, dns: DNSServer, caplog: pytest.LogCaptureFixture) -> None:
+    certificates = make_certificates(tmp_path)
+    credentials = grpc.ssl_server_credentials(
+        [(certificates.server_key.read_bytes(), certificates.server_cert.read_bytes())])
+    servers = [FakeTFServing(host=host) for host in HOSTS]
+    await start_on_one_port(servers, credentials)
+    pool = ChannelPool(retry_attempts=1, dns_refresh_s=30)
+    try:
+        target = dns.target(NAME, servers[0].port)
+        tls = TLSSpec(ca=certificates.ca, server_name="localhost")  # the certificate names 127.0.0.1 and localhost
+        assert not refreshable(target, tls)
+        with caplog.at_level(logging.WARNING, logger="gateway.backends"):
+            pooled = pool.pooled(target, tls)
+        assert any("over TLS is not re-resolved" in r.getMessage() for r in caplog.records)
+        transport = GrpcTransport(pooled, target, "toy")
+        await calls(transport, 10)
+        before, kept = [connections(server) for server in servers[:2]], pooled.channel
+        dns.set(NAME, HOSTS)
+        await pool.refresh()
+        await calls(transport, 10)
+        assert pooled.channel is kept
+        assert [connections(server) for server in servers[:2]] == before
+    finally:
+        await pool.close(grace=1)
+        for server in servers:
+            await server.stop()
 
 
 async def test_a_call_under_way_on_a_replaced_channel_finishes(
