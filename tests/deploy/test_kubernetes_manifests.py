@@ -329,13 +329,20 @@ def test_probes_wait_for_model_start_up(base: list[Document], settings: Settings
     assert budget >= settings.runtime_start_timeout_s + 10
 
 
-def test_grace_period_covers_prestop_grace_and_drain(base: list[Document], settings: Settings) -> None:
+def test_grace_period_covers_prestop_grace_and_drain(base: list[Document], settings: Settings,
+                                                     mounted: tuple[Path, Path]) -> None:
+    """The README's rule (Operations, Shutdown): the stop timeout covers shutdown_grace_s +
+    drain_timeout_s, another drain_timeout_s for the request logs' queues when any is configured,
+    and 5 s; Kubernetes counts it from the start of preStop."""
     pod = the(base, "Deployment", "gateway")["spec"]["template"]["spec"]
     command = gateway_container(base)["lifecycle"]["preStop"]["exec"]["command"]
-    assert command[0] == "/bin/sleep"
+    assert command[0] == "/bin/sleep"  # in the slim base image
     assert len(command) == 2
-    needed = float(command[1]) + settings.shutdown_grace_s + settings.drain_timeout_s
-    assert pod["terminationGracePeriodSeconds"] >= needed + 5  # and the runtimes' stop
+    config = load_config(mounted[0])
+    logged = any(item.request_log is not None for item in [*config.applications.values(), *config.models.values()])
+    assert logged, "the example records requests: the longer rule applies"
+    needed = float(command[1]) + settings.shutdown_grace_s + settings.drain_timeout_s * (2 if logged else 1) + 5
+    assert pod["terminationGracePeriodSeconds"] >= needed
 
 
 def test_pod_runs_as_the_image_user_with_a_read_only_root(base: list[Document]) -> None:
