@@ -339,7 +339,8 @@ def test_grace_period_covers_prestop_grace_and_drain(base: list[Document], setti
     assert command[0] == "/bin/sleep"  # in the slim base image
     assert len(command) == 2
     config = load_config(mounted[0])
-    logged = any(item.request_log is not None for item in [*config.applications.values(), *config.models.values()])
+    logged = any(app.request_log is not None for app in config.applications.values()) \
+        or any(model.request_log is not None for model in config.models.values())
     assert logged, "the example records requests: the longer rule applies"
     needed = float(command[1]) + settings.shutdown_grace_s + settings.drain_timeout_s * (2 if logged else 1) + 5
     assert pod["terminationGracePeriodSeconds"] >= needed
