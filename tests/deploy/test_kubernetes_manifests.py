@@ -152,6 +152,8 @@ def mount_config(docs: list[Document], root: Path) -> tuple[Path, Path]:
     config_files: dict[str, str] = {}
     for source in volumes["config"]["projected"]["sources"]:
         data = the(docs, "ConfigMap", source["configMap"]["name"])["data"]
+        # With items, a key without one is not mounted: each key of the ConfigMap is meant to be.
+        assert sorted(item["key"] for item in source["configMap"]["items"]) == sorted(data)
         for item in source["configMap"]["items"]:
             assert item["path"] not in config_files, f"{item['path']} is projected twice"
             config_files[item["path"]] = data[item["key"]]
