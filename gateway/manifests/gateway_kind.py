@@ -69,9 +69,9 @@ def with_auth_file(settings: Settings) -> Settings:
     try:
         documents = list(read_documents(path))
     except ConfigError as error:  # worded for manifests, which need a `kind`: this file has none
-        message = error.message.split(" (manifests")[0] if error.message.startswith(("invalid YAML", "not UTF-8")) \
-            else shape
-        raise ConfigError(f"the auth file: {message}", error.location) from None
+        unreadable = error.message.startswith(("invalid YAML", "not UTF-8"))
+        message = f"the auth file: {error.message.split(' (manifests')[0]}" if unreadable else shape
+        raise ConfigError(message, error.location) from None
     if len(documents) != 1:
         raise ConfigError(shape, f"{path}:{documents[1].line if len(documents) > 1 else 1}")
     auth = _parse_auth(Fields(documents[0], path))

@@ -82,7 +82,7 @@ def test_no_file_keeps_the_inline_section(tmp_path: Path) -> None:
     ("kind: Gateway\nauth: {file: ../a.yaml}\n", "api_keys: []\n", "a.yaml:1: the auth file names no api_keys"),
     ("kind: Gateway\nauth: {file: ../a.yaml}\n", "api_keys:\nadmin_token_sha256: ~\n", "names no api_keys"),
     ("kind: Gateway\nauth: {file: ../a.yaml}\n", "{}\n", "names no api_keys"),
-    ("kind: Gateway\nauth: {file: ../a.yaml}\n", "# only a comment\n", "a.yaml:1: the auth file: the auth file holds one"),
+    ("kind: Gateway\nauth: {file: ../a.yaml}\n", "# only a comment\n", "a.yaml:1: the auth file holds one"),
     ("kind: Gateway\nauth: {file: ../a.yaml}\n", "- a\n- b\n", "the auth file holds one YAML mapping"),
     ("kind: Gateway\nauth: {file: ../a.yaml}\n", "api_keys: [\n", "a.yaml:2: the auth file: invalid YAML"),
 ])
