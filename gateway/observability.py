@@ -35,8 +35,8 @@ _VALID_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0)
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
-BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-QUEUE_DELAY_BUCKETS = (0.0, 0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+QUEUE_DELAY_BUCKETS = (0.0, 0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 2.5, 5.0, 10.0)
 ABS_DIFFERENCE_BUCKETS = (0.0, 1e-9, 1e-6, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 LATENCY_DIFFERENCE_BUCKETS = (-10.0, -1.0, -0.25, -0.1, -0.05, -0.01, -0.001, 0.0, 0.001, 0.01, 0.05, 0.1,
                               0.25, 1.0, 10.0)
@@ -136,10 +136,11 @@ class Metrics:
         self.batch_rows = Histogram("gateway_batch_size", "Rows per backend call of a batching model",
                                     ("model", "version"), buckets=BATCH_SIZE_BUCKETS, registry=self.registry)
         self.batch_queue_seconds = Histogram("gateway_batch_queue_delay_seconds", "How long a request to a "
-                                             "batching model waited for its call", ("model", "version"),
+                                             "batching model waited for its call (of those that reached one)",
+                                             ("model", "version"),
                                              buckets=QUEUE_DELAY_BUCKETS, registry=self.registry)
         self.batches = Counter("gateway_batches", "Backend calls of a batching model, by what made them leave: "
-                               "immediate, call_free, full, max_delay", ("model", "version", "trigger"),
+                               "immediate, call_free, full, max_delay, split", ("model", "version", "trigger"),
                                registry=self.registry)
 
     def batch_observer(self, model: str, version: int) -> CallObserver:

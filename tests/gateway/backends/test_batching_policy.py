@@ -12,15 +12,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.app import create_app
 from gateway.backends.base import BackendCall, Prediction
 from gateway.backends.coalesce import Coalescer
-from gateway.backends.sharing import CALL_FREE, FULL, IMMEDIATE, MAX_DELAY
-from gateway.errors import BadRequest, DeadlineExceeded, ModelError
+from gateway.backends.sharing import CALL_FREE, FULL, IMMEDIATE, MAX_DELAY, SPLIT
+from gateway.errors import BadRequest, ModelError
 from gateway.manifests import load_config
 from gateway.settings import Settings
 from tests.conftest import serve_app, write_app
@@ -164,14 +163,72 @@ async def test_max_delay_waits_for_a_fuller_call_at_most_that_long() -> None:
     assert time.monotonic() - started < 0.2
 
 
-async def test_a_request_whose_deadline_is_shorter_than_the_delay_is_answered_504_in_time() -> None:
-    coalescer = Coalescer(RowModel(), "t", max_batch_size=4, max_calls=1, max_delay_s=0.5)
+async def test_a_request_never_waits_more_than_half_its_deadline() -> None:
+    """A deadline shorter than the delay is not spent waiting for others: the request leaves after
+    half of it and is answered."""
+    reports = Reports()
+    coalescer = Coalescer(RowModel(), "t", max_batch_size=4, max_calls=1, max_delay_s=0.5, observe=reports)
     started = time.monotonic()
-    with pytest.raises(DeadlineExceeded):
-        await coalescer.predict(BackendCall({"x": np.array([[1.0, 1.0]])}, 0.05))
-    assert time.monotonic() - started < 0.4
-    await asyncio.sleep(0.5)  # the delay's timer finds only a caller that has gone
+    answer = await coalescer.predict(BackendCall({"x": np.array([[1.0, 1.0]])}, 0.2))
+    waited = time.monotonic() - started
+    assert answer.outputs["y"].tolist() == [6.5]
+    assert 0.1 <= waited < 0.2
+    assert [(size, trigger) for size, trigger, _ in reports.calls] == [(1, MAX_DELAY)]
+    # ... and a short deadline arriving behind a long wait brings the call forward for both
+    reports.calls.clear()
+    started = time.monotonic()
+    slow = asyncio.ensure_future(coalescer.predict(BackendCall({"x": np.array([[2.0, 0.0]])}, 5.0)))
+    await asyncio.sleep(0.01)
+    quick = await coalescer.predict(BackendCall({"x": np.array([[3.0, 0.0]])}, 0.1))
+    assert quick.outputs["y"].tolist() == [21.5]
+    assert (await slow).outputs["y"].tolist() == [14.5]
+    assert time.monotonic() - started < 0.3  # not the 0.5 s the first would have waited
+    assert [(size, trigger) for size, trigger, _ in reports.calls] == [(2, MAX_DELAY)]
+
+
+async def test_callers_gone_from_the_queue_neither_fill_a_call_nor_set_its_time() -> None:
+    reports = Reports()
+    model = RowModel()
+    coalescer = Coalescer(model, "t", max_batch_size=4, max_calls=1, max_delay_s=0.3, observe=reports)
+    gone = [asyncio.ensure_future(coalescer.predict(BackendCall({"x": np.array([[1.0, 1.0]])}, 5.0)))
+            for _ in range(3)]
+    await asyncio.sleep(0.01)
+    for caller in gone:
+        caller.cancel()  # their clients went away
+    await asyncio.gather(*gone, return_exceptions=True)
+    started = time.monotonic()
+    answer = await coalescer.predict(BackendCall({"x": np.array([[2.0, 1.0]])}, 5.0))
+    assert answer.outputs["y"].tolist() == [13.5]
+    assert time.monotonic() - started >= 0.3  # its own delay: three gone rows did not make a full call
+    assert [(size, trigger) for size, trigger, _ in reports.calls] == [(1, MAX_DELAY)]
+    assert model.batches == [1]
     assert coalescer.idle
+
+
+async def test_a_refused_batch_is_reported_split_and_its_retries_keep_to_max_calls() -> None:
+    running = peak = 0
+
+    class Counting(RowModel):
+        async def __call__(self, call: BackendCall) -> Prediction:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            try:
+                return await super().__call__(call)
+            finally:
+                running -= 1
+
+    reports = Reports()
+    coalescer = Coalescer(Counting(pause_s=0.005), "t", max_batch_size=64, max_calls=2, max_delay_s=0.02,
+                          observe=reports)
+    inputs = [np.array([[float(i), 1.0]]) for i in range(6)]
+    inputs[2] = np.array([[-1.0, 1.0]])
+    results = await asyncio.gather(*(coalescer.predict(BackendCall({"x": x}, 2.0)) for x in inputs),
+                                   return_exceptions=True)
+    assert isinstance(results[2], BadRequest)
+    assert sum(isinstance(r, Prediction) for r in results) == 5
+    assert [(size, trigger) for size, trigger, _ in reports.calls] == [(6, MAX_DELAY)] + [(1, SPLIT)] * 6
+    assert peak <= 2
 
 
 async def test_a_batching_model_exports_its_batches(tmp_path: Path) -> None:
@@ -208,6 +265,7 @@ async def test_a_batching_model_exports_its_batches(tmp_path: Path) -> None:
     by_trigger = {trigger: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                   if line.startswith('gateway_batches_total{model="toy"')
                   for trigger in [line.split('trigger="')[1].split('"')[0]]}
-    assert set(by_trigger) == {IMMEDIATE, CALL_FREE, FULL, MAX_DELAY}
+    assert set(by_trigger) == {IMMEDIATE, CALL_FREE, FULL, MAX_DELAY, SPLIT}
     assert sum(by_trigger.values()) == predicts
+    assert by_trigger[SPLIT] == 0  # nothing refused
     assert by_trigger[IMMEDIATE] == 0  # with a delay nothing leaves at once
