@@ -16,9 +16,12 @@ manners a public server needs.
   data makes the kernel send a reset, and a client that sends its whole body before reading
   (urllib, http.client) would see that instead of the answer.
 - Draining (the shutdown grace, `shutdown_grace_s` after SIGTERM, while /health/ready is 503):
-  every answer carries `Connection: close` and its connection closes after it, the requests in
-  flight when the grace begins included, so a load balancer's kept-alive connections move to
-  other instances rather than waiting for this one to close them.
+  every answer not yet begun carries `Connection: close` and its connection closes after it, the
+  requests in flight when the grace begins included, so a load balancer's kept-alive connections
+  move to other instances rather than waiting for this one to close them. Of requests pipelined
+  on one connection the last one read carries it (those before it are answered, not cut off); an
+  answer already under way when the grace begins keeps its connection, which then closes as
+  shutdown closes idle ones.
 - Shutdown: the connections waiting in the listening sockets' queues are accepted before the
   listeners close (closing them would reset those, whose clients may have sent a request
   already), each served in a task of the server's (its TLS handshake bounded) by a protocol
@@ -237,6 +240,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.idle_since = 0.0  # when it was made, or last armed its keep-alive timer itself
         self.used = False  # a request has begun on it
         self.cycle_transport: _CycleTransport | None = None
+        self.closing_cycle: RequestResponseCycle | None = None  # the answer this server made the last
 
     # -- connection
 
@@ -254,6 +258,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             if timer is not None:
                 timer.cancel()
         self.header_timer = self.linger_timer = None
+        self.closing_cycle = None
         self._stop_body_clock()
         if self.cycle_transport is not None:  # it and the cycles refer to this protocol: freed at once
             self.cycle_transport.protocol = None
@@ -298,7 +303,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             assert self.cycle_transport is not None
             cycle.transport = self.cycle_transport  # its close() waits for the body to be read
             if self.stopping or self.draining:
-                cycle.keep_alive = False
+                self._close_after(cycle)
 
     def on_body(self, body: bytes) -> None:
         self.body_seen = True
@@ -386,11 +391,25 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     # -- shutdown
 
+    def _close_after(self, cycle: RequestResponseCycle) -> None:
+        """Make `cycle`'s answer the connection's last (it says `Connection: close`). The answer
+        the server made the last before, if it has not begun, keeps the connection again: `cycle`
+        was pipelined behind it and is answered too, rather than read and dropped. A client that
+        asked to close itself is left as it asked."""
+        if not cycle.keep_alive:
+            return
+        before = self.closing_cycle
+        if before is not None and before is not cycle and not before.response_started:
+            before.keep_alive = True
+        cycle.keep_alive = False
+        self.closing_cycle = cycle
+
     def drain(self) -> None:
-        """The shutdown grace begins: a request being answered is answered with `Connection: close`."""
+        """The shutdown grace begins: the request read last, if its answer has not begun, is
+        answered with `Connection: close` (a begun one promised a persistent connection)."""
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            cycle.keep_alive = False
+        if cycle is not None and not cycle.response_started:
+            self._close_after(cycle)
 
     def shutdown(self) -> None:
         """The server stops: answer what is in flight with `Connection: close`; close an idle
@@ -398,7 +417,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.stopping = True
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
-            cycle.keep_alive = False
+            if cycle.response_started:
+                cycle.keep_alive = False  # the server stops: closed once its answer is out
+            else:
+                self._close_after(cycle)
         elif self.in_body:  # an answered request's body is arriving: close once it is read
             self.close_when_read = True
         elif self.in_headers:  # a request is arriving: served, answered with Connection: close

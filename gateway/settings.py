@@ -112,6 +112,8 @@ class Settings:
         hints = field_types()
         for name, kind in hints.items():
             raw = env.get(ENV_PREFIX + name.upper())
+            if raw == "" and type(None) in typing.get_args(kind):  # an optional setting set empty: unset
+                continue
             if raw is not None and name not in ("config_dir", "auth"):
                 values[name] = convert(name, raw, kind, source=f"{ENV_PREFIX}{name.upper()}")
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})

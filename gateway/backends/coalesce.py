@@ -7,7 +7,9 @@ schedules calls as every `CallScheduler` does (see gateway.backends.sharing): a 
 out at once while fewer than M calls to the model are running; otherwise it waits for the
 next free call and leaves with every request that queued meanwhile (up to N rows in all),
 their inputs concatenated along the first axis. The answer is split back by each request's
-row count.
+row count. With `max_delay_ms: D` no request leaves at once: a call leaves when the waiting
+rows reach N or one has waited D ms (never more than half of its own deadline) and a call is
+free, for fuller batches at up to D ms of added latency.
 
 What it changes, beside the embedded runtime's call sharing (which keeps requests apart): the
 model sees several requests' rows in one call, so it must treat rows independently (row i of
@@ -29,7 +31,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from gateway.backends.base import BackendCall, NDArray, Prediction
-from gateway.backends.sharing import Call, CallScheduler, Waiting
+from gateway.backends.sharing import SPLIT, Call, CallObserver, CallScheduler, Waiting
 from gateway.errors import BackendError, BadRequest, GatewayError
 
 log = logging.getLogger("gateway.backends")
@@ -38,8 +40,9 @@ log = logging.getLogger("gateway.backends")
 class Coalescer(CallScheduler):
     """Runs `call(BackendCall)` for requests, sharing calls as the module docstring says."""
 
-    def __init__(self, call: Call, target: str, max_batch_size: int, max_calls: int) -> None:
-        super().__init__(target, max_calls, max_batch_size)
+    def __init__(self, call: Call, target: str, max_batch_size: int, max_calls: int,
+                 max_delay_s: float = 0.0, observe: CallObserver | None = None) -> None:
+        super().__init__(target, max_calls, max_batch_size, max_delay_s, observe)
         self._call = call
         self.max_batch_size = max_batch_size
 
@@ -56,13 +59,13 @@ class Coalescer(CallScheduler):
         try:
             joined = {name: np.concatenate([w.call.inputs[name] for w in group]) for name in first.inputs}
         except ValueError:  # inputs that do not join along a first dimension: each goes alone
-            await asyncio.gather(*(self._each(w, timeout) for w in group))
+            await self._split(group, timeout)
             return
         log.debug("backend %s: one call for requests %s", self.target, [w.call.request_id for w in group])
         try:
             prediction = await self._call(first._replace(inputs=joined, timeout=timeout))
         except BadRequest:  # maybe one request's fault, or the batch's size: each is answered alone
-            await asyncio.gather(*(self._each(w, timeout) for w in group))
+            await self._split(group, timeout)
             return
         total = sum(w.size for w in group)
         for name, array in prediction.outputs.items():
@@ -78,8 +81,19 @@ class Coalescer(CallScheduler):
                                  prediction.spec))
             start = end
 
-    async def _each(self, waiting: Waiting, timeout: float) -> None:
-        try:
-            waiting.resolve(await self._call(waiting.call._replace(timeout=timeout)))
-        except GatewayError as error:
-            waiting.fail(error)
+    async def _split(self, group: list[Waiting], timeout: float) -> None:
+        """Send each request of `group` alone, `max_calls` at a time (the group's call is one of them)."""
+        slots = asyncio.Semaphore(self.max_calls)
+
+        async def each(waiting: Waiting) -> None:
+            async with slots:
+                if waiting.future.done():  # its deadline passed meanwhile
+                    return
+                if self.observe is not None:
+                    self.observe(waiting.size, SPLIT, ())
+                try:
+                    waiting.resolve(await self._call(waiting.call._replace(timeout=timeout)))
+                except GatewayError as error:
+                    waiting.fail(error)
+
+        await asyncio.gather(*(each(w) for w in group))

@@ -84,12 +84,16 @@ def client_api_key(args: argparse.Namespace) -> str | None:
 
 
 def load(args: argparse.Namespace, overrides: dict[str, Any] | None = None,
-         prog: str = "gateway") -> tuple[Config, Settings] | int:
-    """The config directory `--config` and its settings, or 2 once the error (file:line) is said."""
+         prog: str = "gateway", read_auth: bool = False) -> tuple[Config, Settings] | int:
+    """The config directory `--config` and its settings, or 2 once the error (file:line) is said.
+    `read_auth`: read the auth file the settings name (only `serve` needs it: `check`, `build`
+    and `openapi` run where the Secret holding it is not mounted, in CI or an image build)."""
     try:
         ConfigStore(args.config).recover()  # a change an earlier gateway committed is finished first
         config = load_config(args.config)
-        settings = with_auth_file(Settings.load(args.config, config.gateway.values, overrides=overrides or {}))
+        settings = Settings.load(args.config, config.gateway.values, overrides=overrides or {})
+        if read_auth:
+            settings = with_auth_file(settings)
     except ConfigError as error:
         print(f"{prog}: invalid configuration: {error}", file=sys.stderr)
         return 2

@@ -40,7 +40,7 @@ def add_parser(commands: Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     loaded = load(args, {"host": args.host, "port": args.port, "log_level": args.log_level,
                          "access_log": args.access_log, "watch_config": args.watch, "workers": args.workers,
-                         "grpc_port": args.grpc_port, "auth_file": args.auth_file})
+                         "grpc_port": args.grpc_port, "auth_file": args.auth_file}, read_auth=True)
     if isinstance(loaded, int):
         return loaded
     config, settings = loaded

@@ -59,17 +59,26 @@ def with_auth_file(settings: Settings) -> Settings:
     if settings.auth != AuthSettings():
         raise ConfigError(f"auth keys are set both in gateway.yaml and in the auth file {path}: "
                           "keep them in one place")
+    shape = "the auth file holds one YAML mapping of api_keys and/or admin_token_sha256"
     try:
         empty = not path.read_bytes().strip()
     except OSError as error:
         raise ConfigError(f"cannot read the auth file: {error.strerror}", str(path)) from None
-    if empty:  # read as "no keys" it would open every route: a Secret that lost its data is a mistake
-        raise ConfigError("the auth file is empty: it holds api_keys and/or admin_token_sha256", str(path))
-    documents = list(read_documents(path))
+    if empty:
+        raise ConfigError(f"the auth file is empty: {shape}", str(path))
+    try:
+        documents = list(read_documents(path))
+    except ConfigError as error:  # worded for manifests, which need a `kind`: this file has none
+        unreadable = error.message.startswith(("invalid YAML", "not UTF-8"))
+        message = f"the auth file: {error.message.split(' (manifests')[0]}" if unreadable else shape
+        raise ConfigError(message, error.location) from None
     if len(documents) != 1:
-        raise ConfigError("the auth file holds one YAML mapping (api_keys, admin_token_sha256)",
-                          f"{path}:{documents[1].line}")
-    return dataclasses.replace(settings, auth=_parse_auth(Fields(documents[0], path)))
+        raise ConfigError(shape, f"{path}:{documents[1].line if len(documents) > 1 else 1}")
+    auth = _parse_auth(Fields(documents[0], path))
+    if auth == AuthSettings():  # read as "no keys" it would open every route: a Secret rendered empty
+        raise ConfigError("the auth file names no api_keys and no admin_token_sha256: it would leave every "
+                          "route open (without keys, name no auth file)", f"{path}:{documents[0].line}")
+    return dataclasses.replace(settings, auth=auth)
 
 
 def _parse_auth(fields: Fields) -> AuthSettings:

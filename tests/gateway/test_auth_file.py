@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 from gateway.errors import ConfigError
 from gateway.manifests import load_config, with_auth_file
 from gateway.settings import ApiKey, AuthSettings, Settings
-from tests.e2e.processes import running_gateway
+from tests.e2e.processes import GATEWAY, running_gateway
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "s3cret-client-key"
@@ -77,6 +78,13 @@ def test_no_file_keeps_the_inline_section(tmp_path: Path) -> None:
      "a.yaml:3: api_keys[0].sha256: must be the 64 hex digits"),
     ("kind: Gateway\nauth: {file: ../a.yaml}\n", "api_key: []\n", "a.yaml:1: api_key: unknown field"),
     ("kind: Gateway\nauth: {file: ../a.yaml}\n", AUTH_YAML + "---\n" + AUTH_YAML, "a.yaml:7: the auth file holds one"),
+    # a Secret rendered without keys: read as "no keys" it would open every route
+    ("kind: Gateway\nauth: {file: ../a.yaml}\n", "api_keys: []\n", "a.yaml:1: the auth file names no api_keys"),
+    ("kind: Gateway\nauth: {file: ../a.yaml}\n", "api_keys:\nadmin_token_sha256: ~\n", "names no api_keys"),
+    ("kind: Gateway\nauth: {file: ../a.yaml}\n", "{}\n", "names no api_keys"),
+    ("kind: Gateway\nauth: {file: ../a.yaml}\n", "# only a comment\n", "a.yaml:1: the auth file holds one"),
+    ("kind: Gateway\nauth: {file: ../a.yaml}\n", "- a\n- b\n", "the auth file holds one YAML mapping"),
+    ("kind: Gateway\nauth: {file: ../a.yaml}\n", "api_keys: [\n", "a.yaml:2: the auth file: invalid YAML"),
 ])
 def test_mistakes_are_named(tmp_path: Path, gateway_yaml: str, auth_yaml: str | None, words: str) -> None:
     config = config_with(tmp_path, gateway_yaml)
@@ -85,6 +93,23 @@ def test_mistakes_are_named(tmp_path: Path, gateway_yaml: str, auth_yaml: str | 
     with pytest.raises(ConfigError) as raised:
         settings_of(config)
     assert words in str(raised.value)
+
+
+def test_an_empty_variable_names_no_file(tmp_path: Path) -> None:
+    config = config_with(tmp_path, "kind: Gateway\n")
+    assert settings_of(config, env={"GATEWAY_AUTH_FILE": ""}).auth_file is None
+
+
+def test_only_serve_reads_the_file(tmp_path: Path) -> None:
+    """`check`, `build` and `openapi` run where the Secret is not mounted (CI, an image build)."""
+    config = config_with(tmp_path, "kind: Gateway\nauth: {file: /nonexistent/auth.yaml}\n")
+    checked = subprocess.run([str(GATEWAY), "check", "--config", str(config)], capture_output=True, text=True,
+                             timeout=120, check=False)
+    assert checked.returncode == 0, checked.stderr
+    served = subprocess.run([str(GATEWAY), "serve", "--config", str(config), "--port", "0"], capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert served.returncode == 2
+    assert "/nonexistent/auth.yaml: cannot read the auth file: No such file or directory" in served.stderr
 
 
 def test_keys_in_both_places_are_refused(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from gateway.http_protocol import _accept_queued, _refuse_new_handshakes, http_protocol
+from gateway.http_protocol import _accept_queued, _refuse_new_handshakes, begin_draining, http_protocol
 from gateway.serving.server import UvicornServer
 from gateway.settings import Settings
 from tests.certs import make_certificates
@@ -296,3 +296,32 @@ def test_a_listener_refusing_handshakes_keeps_its_connections() -> None:
         assert accepted.recv(4) == b"ping"
         for sock in (queued, late, accepted):
             sock.close()
+
+
+async def test_draining_closes_each_connection_after_its_last_request_read() -> None:
+    """The shutdown grace (`begin_draining`): a request in flight is answered with `Connection:
+    close`, unless a request pipelined behind it arrives, which is then answered too and carries the
+    close; requests pipelined before the grace are all answered, the last one closing."""
+    async with serve_paced(Settings()) as (server, port):
+        in_flight = await asyncio.open_connection("127.0.0.1", port)
+        in_flight[1].write(b"POST /sleep/400 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        alone = await asyncio.open_connection("127.0.0.1", port)
+        alone[1].write(b"POST /sleep/400 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        pipelined = await asyncio.open_connection("127.0.0.1", port)
+        pipelined[1].write(b"POST /sleep/400 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                           b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
+        await asyncio.sleep(0.1)
+        begin_draining(server)
+        in_flight[1].write(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz")  # behind it, in the grace
+        answers = [await asyncio.wait_for(reader.read(), 5) for reader, _ in (in_flight, alone, pipelined)]
+        for _, writer in (in_flight, alone, pipelined):
+            writer.close()
+    first, second = answers[0].split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200 ")
+    assert b"connection: close" not in first.lower()  # gave the connection to the one behind it
+    assert second.startswith(b"200 ")
+    assert second.lower().endswith(b"connection: close\r\n\r\nread 1")
+    assert answers[1].startswith(b"HTTP/1.1 200 ")
+    assert b"connection: close" in answers[1].lower()
+    assert answers[2].count(b"HTTP/1.1 200 ") == 2
+    assert answers[2].lower().endswith(b"connection: close\r\n\r\nread 2")
