@@ -110,7 +110,7 @@ class ChannelPool:
         self.dns_refresh_s = dns_refresh_s
         self.close_grace_s = close_grace_s
         self._refresher: asyncio.Task[None] | None = None
-        self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}  # replaced, finishing their calls
+        self._retiring: set[asyncio.Task[None]] = set()  # closing replaced channels, after their calls
         self._unresolved: set[Key] = set()  # targets whose last refresh failed (said once)
 
     def pooled(self, target: str, tls: TLSSpec | None = None) -> PooledChannel:
@@ -206,8 +206,8 @@ class ChannelPool:
 
     def _retire(self, channel: grpc.aio.Channel) -> None:
         task = asyncio.get_running_loop().create_task(channel.close(self.close_grace_s))
-        self._retiring[task] = channel
-        task.add_done_callback(self._retiring.pop)
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     # ------------------------------------------------------------ closing
 
@@ -225,7 +225,7 @@ class ChannelPool:
 
     async def close(self, grace: float | None = None) -> None:
         """Stop refreshing and close every channel; calls still running get `grace` seconds
-        (those on channels a refresh replaced: at most `grace` more)."""
+        (those on channels a refresh replaced are waited for as long, and are not cut short)."""
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -233,13 +233,9 @@ class ChannelPool:
             self._refresher = None
         await self.close_except((), grace)
         if self._retiring:
-            _, pending = await asyncio.wait(set(self._retiring), timeout=grace)
-            for task in pending:  # its calls outlived the grace: cancelled, as close(grace) does
-                channel = self._retiring[task]
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                await channel.close(None)
+            # A close under way cannot be cut short (a cancelled grpc.aio close leaves the channel
+            # open for good): one whose calls outlive `grace` ends with them, within close_grace_s.
+            await asyncio.wait(set(self._retiring), timeout=grace)
 
 
 async def _ready(channel: grpc.aio.Channel) -> bool:

@@ -110,6 +110,8 @@ async def test_a_refresh_brings_in_added_addresses_and_keeps_the_connections_to_
     old = pooled.channel
     await pool.refresh()
     assert pooled.channel is not old  # swapped under the transport, which kept its PooledChannel
+    await eventually(lambda: _true(old.get_state() is grpc.ChannelConnectivity.SHUTDOWN),
+                     what="the replaced channel, without calls, closed")
     await calls(transport, 30)
     assert servers[2].peers, "the address added was not called"
     assert [connections(server) for server in servers[:2]] == before[:2]  # same client ports: not reconnected
@@ -169,6 +171,31 @@ async def test_a_call_under_way_on_a_replaced_channel_finishes(
     hold.set()
     answer = await asyncio.wait_for(under_way, 10)
     assert answer.model_version_status
+
+
+async def test_closing_the_pool_waits_its_grace_for_calls_on_replaced_channels_and_does_not_cut_them(
+        servers: list[FakeTFServing], dns: DNSServer) -> None:
+    pool = ChannelPool(retry_attempts=1, close_grace_s=60)
+    target = dns.target(NAME, servers[0].port)
+    pooled = pool.pooled(target)
+    transport = GrpcTransport(pooled, target, "toy")
+    await calls(transport, 2)
+    hold = asyncio.Event()
+    for server in servers:
+        server.hold = hold
+    under_way = asyncio.create_task(transport.call(TF_GET_MODEL_STATUS, STATUS, timeout=30))
+    await eventually(lambda: _true(sum(len(s.calls) for s in servers) == 3), what="the held call arrives")
+    old = pooled.channel
+    await pool.refresh()
+    assert pooled.channel is not old
+    await asyncio.wait_for(pool.close(grace=0.2), 10)  # not the replaced channel's 60 s
+    assert pooled.channel.get_state() is grpc.ChannelConnectivity.SHUTDOWN
+    assert not under_way.done()
+    hold.set()
+    answer = await asyncio.wait_for(under_way, 10)  # finished on the replaced channel
+    assert answer.model_version_status
+    await eventually(lambda: _true(old.get_state() is grpc.ChannelConnectivity.SHUTDOWN),
+                     what="the replaced channel closed after its call")
 
 
 async def test_a_resolution_that_fails_or_finds_nothing_keeps_the_channel_and_says_so_once(
