@@ -62,7 +62,8 @@ def create_app(settings: Settings, config: Config | None = None,
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = ChannelPool(settings.retry_attempts, settings.circuit_failures, settings.circuit_cooldown_s,
                            on_circuit_change=lambda target, state: meters.circuit_state.labels(target).set(
-                               CIRCUIT_STATES[state.value]))
+                               CIRCUIT_STATES[state.value]),
+                           dns_refresh_s=settings.dns_refresh_s or None, close_grace_s=settings.max_request_timeout_s)
         app.state.settings = settings
         app.state.metrics = meters
         app.state.draining = False
@@ -81,6 +82,7 @@ def create_app(settings: Settings, config: Config | None = None,
         watcher.start()
         app.state.health = watcher
         app.state.reloader = Reloader(settings, config, dataplane, pool, watcher, supervisor, failed)
+        pool.start()  # dns: targets re-resolved every dns_refresh_s
         grpc_door = app.state.grpc_door = None
         try:
             if settings.grpc_port is not None:  # a port taken since serve's check fails the start, cleaned up

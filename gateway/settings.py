@@ -78,6 +78,7 @@ class Settings:
     circuit_failures: int = 5  # consecutive transport failures that open a backend's circuit
     circuit_cooldown_s: float = 5.0  # how long it stays open before one probe call
     retry_attempts: int = 3  # calls per request when the backend is UNAVAILABLE
+    dns_refresh_s: float = 30.0  # `dns:` backend targets are re-resolved this often (0: only when a connection breaks)
     # logging
     log_level: str = "info"
     access_log: bool = True
@@ -127,8 +128,10 @@ class Settings:
             if isinstance(value, float) and not math.isfinite(value):  # inf and nan compare as no bound can
                 raise ConfigError(f"{item.name} must be a finite number, got {value}")
             if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0 \
-                    and item.name not in ("port", "grpc_port", "shadow_log_sample"):
+                    and item.name not in ("port", "grpc_port", "shadow_log_sample", "dns_refresh_s"):
                 raise ConfigError(f"{item.name} must be greater than 0, got {value}")
+        if self.dns_refresh_s < 0:
+            raise ConfigError(f"dns_refresh_s must be 0 (off) or more, got {self.dns_refresh_s}")
         if not 0.0 <= self.shadow_log_sample <= 1.0:
             raise ConfigError(f"shadow_log_sample must be between 0.0 and 1.0, got {self.shadow_log_sample}")
         if not 0 <= self.port <= 65535:
@@ -151,7 +154,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
                  "health_check_timeout_s", "health_interval_s", "shutdown_grace_s", "drain_timeout_s"),
     "limits": ("max_body_bytes", "max_inflated_bytes", "max_elements", "max_concurrency",
                "header_timeout_s", "body_timeout_s", "max_upload_bytes", "upload_timeout_s"),
-    "resilience": ("circuit_failures", "circuit_cooldown_s", "retry_attempts"),
+    "resilience": ("circuit_failures", "circuit_cooldown_s", "retry_attempts", "dns_refresh_s"),
     "logging": ("log_level", "access_log"),
     "build": ("envs_dir", "build_timeout_s"),
     "reload": ("watch_config",),

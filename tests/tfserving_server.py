@@ -145,6 +145,8 @@ class FakeTFServing:
     hold: asyncio.Event | None = None  # when given, every call waits until it is set
     metadata_unavailable: bool = False  # GetModelMetadata answers UNAVAILABLE
     loose_outputs: bool = False  # answer outputs in the dtype the function gave, not the signature's
+    host: str = "127.0.0.1"  # any loopback address (Linux routes all of 127/8 to lo)
+    peers: list[str] = field(default_factory=list)  # each call's client address (ipv4:addr:port)
 
     def __post_init__(self) -> None:
         self.loaded: dict[str, dict[int, Servable]] = {name: dict(v) for name, v in self.repository.items()}
@@ -154,10 +156,11 @@ class FakeTFServing:
 
     @property
     def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
-    async def start(self, credentials: grpc.ServerCredentials | None = None) -> int:
-        server = grpc.aio.server()
+    async def start(self, credentials: grpc.ServerCredentials | None = None, reuse_port: bool = True) -> int:
+        """Listen on `port` (0: any free one); without `reuse_port` a port taken is an error, not shared."""
+        server = grpc.aio.server(options=() if reuse_port else (("grpc.so_reuseport", 0),))
         services: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
         handlers: list[tuple[Method[Any, Any], Callable[[Any], Message]]] = [
             (TF_PREDICT, self._predict), (TF_GET_MODEL_METADATA, self._metadata),
@@ -168,7 +171,7 @@ class FakeTFServing:
             services.setdefault(method.service, {})[method.name] = self._handler(method, handler)
         server.add_generic_rpc_handlers(
             tuple(grpc.method_handlers_generic_handler(name, methods) for name, methods in services.items()))
-        address = f"127.0.0.1:{self.port}"
+        address = f"{self.host}:{self.port}"
         self.port = (server.add_insecure_port(address) if credentials is None
                      else server.add_secure_port(address, credentials))
         await server.start()
@@ -183,6 +186,7 @@ class FakeTFServing:
                  handler: Callable[[Any], Message]) -> grpc.RpcMethodHandler[Any, Any]:
         async def call(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             self.calls.append((method.name, request))
+            self.peers.append(context.peer())
             self.metadata.append({key: str(value) for key, value in context.invocation_metadata() or ()})
             if self.hold is not None:
                 await self.hold.wait()

@@ -1,6 +1,7 @@
 """How a backend's calls travel, apart from what they say: one unary call per `Transport.call`.
 
-- `GrpcTransport`: a pooled grpc.aio channel (gateway.backends.pool) and a stub per method.
+- `GrpcTransport`: a pooled grpc.aio channel (gateway.backends.pool), asked for the method's
+  callable at each call, so a channel the pool replaced (a `dns:` target re-resolved) is left at once.
 - `LocalWireTransport`: an embedded runtime's Unix socket (gateway.backends.local) for the
   methods the local wire carries, falling back to gRPC when the socket is unreachable.
 - `GuardedTransport`: the target's circuit breaker around another transport.
@@ -18,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from gateway.backends.local import LocalCallError, LocalChannel, LocalUnreachable
-from gateway.backends.pool import ChannelPool
+from gateway.backends.pool import ChannelPool, PooledChannel
 from gateway.backends.resilience import CircuitBreaker, CircuitState
 from gateway.errors import GatewayError, from_grpc_status
 from gateway.manifests import BackendSpec
@@ -67,13 +68,12 @@ class Transport(Protocol):
 
 
 class GrpcTransport:
-    """Calls on a pooled channel, one stub per method (made on first use)."""
+    """Calls on a pooled channel, on the callable it has for the method (made on first use)."""
 
-    def __init__(self, channel: grpc.aio.Channel, target: str, label: str) -> None:
+    def __init__(self, channel: PooledChannel, target: str, label: str) -> None:
         self.channel = channel
         self.target = target
         self.label = label
-        self._stubs: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
 
     @property
     def carries_attachments(self) -> bool:
@@ -81,13 +81,8 @@ class GrpcTransport:
 
     async def call(self, method: Method[RequestT, ResponseT], request: RequestT, timeout: float,
                    metadata: Metadata = (), attachments: Attachments | None = None) -> ResponseT:
-        stub = self._stubs.get(method.path)
-        if stub is None:
-            stub = self.channel.unary_unary(method.path, request_serializer=method.request.SerializeToString,
-                                            response_deserializer=method.response.FromString)
-            self._stubs[method.path] = stub
         try:
-            answer: ResponseT = await stub(request, timeout=timeout, metadata=metadata)
+            answer: ResponseT = await self.channel.stub(method)(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as error:
             raise from_grpc_status(error.code(), error.details(), self.target, self.label) from None
         return answer
@@ -196,7 +191,7 @@ def connect(spec: BackendSpec, pool: ChannelPool, label: str, inline: Inline | N
     runtime's Unix socket first when it has one, behind the target's circuit breaker (which
     does not count the errors `model_level` says are one model's); calls' errors name the
     model `label`."""
-    transport: Transport = GrpcTransport(pool.channel(spec.target, spec.tls), spec.target, label)
+    transport: Transport = GrpcTransport(pool.pooled(spec.target, spec.tls), spec.target, label)
     if spec.local_socket is not None:
         transport = LocalWireTransport(pool.local(spec.target, spec.local_socket), transport, label, inline)
     return Transports(GuardedTransport(transport, pool.breaker(spec.target), label, model_level), transport)
