@@ -68,7 +68,7 @@ def create_app(settings: Settings, config: Config | None = None,
         app.state.draining = False
         shadows = ShadowTraffic.from_settings(settings, meters)
         shadows.draining = lambda: bool(app.state.draining)  # SIGTERM: copies are no longer made
-        registry = Registry.build(config, pool, failed)
+        registry = Registry.build(config, pool, failed, meters.batch_observer)
         request_logs = RequestLogs.from_settings(settings, meters)
         request_logs.for_registry(registry)
         dataplane = DataPlane(registry, settings.max_concurrency, meters, shadows, request_logs)

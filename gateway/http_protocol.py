@@ -15,6 +15,10 @@ manners a public server needs.
   `body_timeout_s` if the app never read) and `discard_limit()`: closing a socket with unread
   data makes the kernel send a reset, and a client that sends its whole body before reading
   (urllib, http.client) would see that instead of the answer.
+- Draining (the shutdown grace, `shutdown_grace_s` after SIGTERM, while /health/ready is 503):
+  every answer carries `Connection: close` and its connection closes after it, the requests in
+  flight when the grace begins included, so a load balancer's kept-alive connections move to
+  other instances rather than waiting for this one to close them.
 - Shutdown: the connections waiting in the listening sockets' queues are accepted before the
   listeners close (closing them would reset those, whose clients may have sent a request
   already), each served in a task of the server's (its TLS handshake bounded) by a protocol
@@ -94,6 +98,17 @@ def http_protocol(settings: Settings) -> type[GatewayHttpProtocol]:
         "body_timeout_s": settings.body_timeout_s,
         "discard_bytes": discard_limit(settings.max_body_bytes),
     })
+
+
+def begin_draining(server: uvicorn.Server) -> None:
+    """The shutdown grace begins: from now on every answer closes its connection (the
+    requests already in flight included)."""
+    protocol_class = server.config.http_protocol_class
+    if isinstance(protocol_class, type) and issubclass(protocol_class, GatewayHttpProtocol):
+        protocol_class.draining = True
+    for connection in server.server_state.connections:
+        if isinstance(connection, GatewayHttpProtocol):
+            connection.drain()
 
 
 async def adopt_pending_connections(server: uvicorn.Server) -> None:
@@ -203,6 +218,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     header_timeout_s: ClassVar[float] = _DEFAULTS.header_timeout_s
     body_timeout_s: ClassVar[float] = _DEFAULTS.body_timeout_s
     discard_bytes: ClassVar[int] = discard_limit(_DEFAULTS.max_body_bytes)
+    draining: ClassVar[bool] = False  # set on the server's own class by begin_draining
     flow: _FlowControl
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
@@ -281,7 +297,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if cycle is not None and cycle.scope is self.scope:
             assert self.cycle_transport is not None
             cycle.transport = self.cycle_transport  # its close() waits for the body to be read
-            if self.stopping:
+            if self.stopping or self.draining:
                 cycle.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
@@ -369,6 +385,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.close()
 
     # -- shutdown
+
+    def drain(self) -> None:
+        """The shutdown grace begins: a request being answered is answered with `Connection: close`."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
 
     def shutdown(self) -> None:
         """The server stops: answer what is in flight with `Connection: close`; close an idle

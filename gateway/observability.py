@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.answer_headers import answer_headers
+from gateway.backends.sharing import TRIGGERS, CallObserver
 
 if TYPE_CHECKING:
     from gateway.dataplane import RequestContext
@@ -34,6 +35,8 @@ _VALID_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0)
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+QUEUE_DELAY_BUCKETS = (0.0, 0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 ABS_DIFFERENCE_BUCKETS = (0.0, 1e-9, 1e-6, 1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 LATENCY_DIFFERENCE_BUCKETS = (-10.0, -1.0, -0.25, -0.1, -0.05, -0.01, -0.001, 0.0, 0.001, 0.01, 0.05, 0.1,
                               0.25, 1.0, 10.0)
@@ -130,6 +133,28 @@ class Metrics:
                                          ("sink",), registry=self.registry)
         self.after_answer_errors = Counter("gateway_after_answer_errors", "Jobs run once an answer was sent "
                                            "(queueing shadow copies) that raised (logged)", registry=self.registry)
+        self.batch_rows = Histogram("gateway_batch_size", "Rows per backend call of a batching model",
+                                    ("model", "version"), buckets=BATCH_SIZE_BUCKETS, registry=self.registry)
+        self.batch_queue_seconds = Histogram("gateway_batch_queue_delay_seconds", "How long a request to a "
+                                             "batching model waited for its call", ("model", "version"),
+                                             buckets=QUEUE_DELAY_BUCKETS, registry=self.registry)
+        self.batches = Counter("gateway_batches", "Backend calls of a batching model, by what made them leave: "
+                               "immediate, call_free, full, max_delay", ("model", "version", "trigger"),
+                               registry=self.registry)
+
+    def batch_observer(self, model: str, version: int) -> CallObserver:
+        """What a batching model's scheduler reports each call to (gateway.backends.sharing)."""
+        rows = self.batch_rows.labels(model, str(version))
+        waits = self.batch_queue_seconds.labels(model, str(version))
+        triggers = {trigger: self.batches.labels(model, str(version), trigger) for trigger in TRIGGERS}
+
+        def observe(size: int, trigger: str, delays: Sequence[float]) -> None:
+            rows.observe(size)
+            triggers[trigger].inc()
+            for delay in delays:
+                waits.observe(delay)
+
+        return observe
 
     def request_children(self, route: str, application: str, model: str, version: str,
                          status: int) -> RequestChildren:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -14,6 +14,7 @@ from gateway.backends.base import default_signature
 from gateway.backends.pool import ChannelPool
 from gateway.backends.protocols import PROTOCOLS
 from gateway.backends.scheduling import scheduled
+from gateway.backends.sharing import CallObserver
 from gateway.errors import ConfigError, NotFound
 from gateway.manifests import (
     ApplicationManifest,
@@ -30,6 +31,9 @@ from gateway.manifests import (
 )
 from gateway.routing import Router
 from tensorcodecs import Signature
+
+# (model name, version) -> where that batching model's scheduler reports its calls
+BatchObservers = Callable[[str, int], CallObserver]
 
 log = logging.getLogger("gateway.registry")
 
@@ -202,12 +206,14 @@ class Registry:
 
     @classmethod
     def build(cls, config: Config, pool: ChannelPool,
-              failed: Mapping[tuple[str, int], str] | None = None) -> Registry:
+              failed: Mapping[tuple[str, int], str] | None = None,
+              batch_observer: BatchObservers | None = None) -> Registry:
         """Bind every model to a backend on the pool; `failed` gives reasons for models that
-        are not served (a local model whose runtime did not start, a failed warmup)."""
+        are not served (a local model whose runtime did not start, a failed warmup);
+        `batch_observer(name, version)`: where a batching model reports its calls (metrics)."""
         failed = failed or {}
         shadowed = _shadow_models(config)
-        models = {key: Model(manifest, _backend_for(manifest, pool, failed.get(key)),
+        models = {key: Model(manifest, _backend_for(manifest, pool, failed.get(key), batch_observer),
                              shadow_backend=_shadow_backend_for(manifest, pool, failed.get(key))
                              if key in shadowed else None)
                   for key, manifest in config.models.items()}
@@ -279,14 +285,16 @@ BACKENDS: dict[str, Connect] = {
 }
 
 
-def _backend_for(manifest: ModelManifest, pool: ChannelPool, failure: str | None) -> Backend:
+def _backend_for(manifest: ModelManifest, pool: ChannelPool, failure: str | None,
+                 batch_observer: BatchObservers | None = None) -> Backend:
     spec = manifest.backend
     if spec is None or failure is not None:  # a local model without a runtime, or a failed warmup
         return UnavailableBackend.for_model(f"{manifest.name}:{manifest.version}",
                                             failure or "its runtime is not running", manifest.folder)
     backend = BACKENDS[spec.protocol](manifest, pool)
+    observe = batch_observer(manifest.name, manifest.version) if batch_observer and manifest.batching else None
     return scheduled(backend, default_signature(manifest), manifest.signature.inputs, manifest.batching,
-                     spec.shared_calls)
+                     spec.shared_calls, observe)
 
 
 def _shadow_backend_for(manifest: ModelManifest, pool: ChannelPool, failure: str | None) -> Backend:

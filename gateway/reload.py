@@ -342,7 +342,8 @@ class Reloader(SerialReloads):
                     retiring: Sequence[RuntimeProcess]) -> ReloadResult:
         """Swap to `config`; `retiring` are runtimes to stop once requests on the replaced
         config have drained."""
-        registry = Registry.build(config, self.pool, failed)
+        metrics = self.dataplane.metrics
+        registry = Registry.build(config, self.pool, failed, metrics.batch_observer if metrics is not None else None)
         replaced = self.dataplane.registry
         self.dataplane.registry = registry  # the swap: one assignment
         if self.dataplane.shadows is not None:

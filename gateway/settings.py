@@ -95,6 +95,7 @@ class Settings:
     request_log_queue_bytes: int = 64 << 20  # array bytes a sink's queue may hold; beyond it one is dropped
     warmup_timeout_s: float = 60.0  # the longest one model version's warmup replay may take
     auth: AuthSettings = field(default_factory=AuthSettings)
+    auth_file: Path | None = None  # `auth` read from this file instead (gateway.yaml `auth: {file: ...}`)
 
     @classmethod
     def load(

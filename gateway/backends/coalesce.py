@@ -7,7 +7,9 @@ schedules calls as every `CallScheduler` does (see gateway.backends.sharing): a 
 out at once while fewer than M calls to the model are running; otherwise it waits for the
 next free call and leaves with every request that queued meanwhile (up to N rows in all),
 their inputs concatenated along the first axis. The answer is split back by each request's
-row count.
+row count. With `max_delay_ms: D` no request leaves at once: a call leaves when the waiting
+rows reach N or the oldest has waited D ms (and a call is free), for fuller batches at up to
+D ms of added latency.
 
 What it changes, beside the embedded runtime's call sharing (which keeps requests apart): the
 model sees several requests' rows in one call, so it must treat rows independently (row i of
@@ -29,7 +31,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from gateway.backends.base import BackendCall, NDArray, Prediction
-from gateway.backends.sharing import Call, CallScheduler, Waiting
+from gateway.backends.sharing import Call, CallObserver, CallScheduler, Waiting
 from gateway.errors import BackendError, BadRequest, GatewayError
 
 log = logging.getLogger("gateway.backends")
@@ -38,8 +40,9 @@ log = logging.getLogger("gateway.backends")
 class Coalescer(CallScheduler):
     """Runs `call(BackendCall)` for requests, sharing calls as the module docstring says."""
 
-    def __init__(self, call: Call, target: str, max_batch_size: int, max_calls: int) -> None:
-        super().__init__(target, max_calls, max_batch_size)
+    def __init__(self, call: Call, target: str, max_batch_size: int, max_calls: int,
+                 max_delay_s: float = 0.0, observe: CallObserver | None = None) -> None:
+        super().__init__(target, max_calls, max_batch_size, max_delay_s, observe)
         self._call = call
         self.max_batch_size = max_batch_size
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Mapping
 from gateway.backends.base import Backend, BackendCall, Prediction, Selector
 from gateway.backends.capabilities import PredictsMany, offered
 from gateway.backends.coalesce import Coalescer
-from gateway.backends.sharing import Call, CallScheduler, Multiplexer
+from gateway.backends.sharing import Call, CallObserver, CallScheduler, Multiplexer
 from gateway.manifests import BatchingSpec
 from tensorcodecs import Signature, TensorSpec
 
@@ -113,13 +113,15 @@ class ScheduledBackend:
 
 
 def scheduled(inner: Backend, signature_name: str, specs: Mapping[str, TensorSpec],
-              batching: BatchingSpec | None, shared_calls: int | None) -> Backend:
+              batching: BatchingSpec | None, shared_calls: int | None,
+              observe: CallObserver | None = None) -> Backend:
     """`inner`, scheduled when the model batches or its backend shares calls (PredictMany): the
-    one place that decides."""
+    one place that decides. A batching model's calls are reported to `observe`."""
     if batching is not None:
-        size, calls = batching.max_batch_size, batching.max_calls
+        size, calls, delay = batching.max_batch_size, batching.max_calls, batching.max_delay_ms / 1000
         return ScheduledBackend(inner, signature_name, specs,
-                                lambda one, target: Coalescer(one, target, size, calls), batches=True)
+                                lambda one, target: Coalescer(one, target, size, calls, delay, observe),
+                                batches=True)
     many = offered(inner, PredictsMany)
     if many is None or shared_calls is None:
         return inner

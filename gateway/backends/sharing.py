@@ -20,6 +20,11 @@ answers as fast as ever.
 
 Deadlines stay per request: a shared call may run until the latest deadline among its
 requests, and each request whose own deadline passes first is answered 504 at that moment.
+
+A scheduler given `max_delay_s` (batching's `max_delay_ms`) waits on purpose: a request does not
+leave alone at once, but when `max_size` is reached or its oldest waiting request has waited that
+long (and a call is free), for fuller calls at a known latency cost. Given `observe`, each call
+that leaves reports its size, what made it leave (`TRIGGERS`) and each request's wait.
 """
 
 from __future__ import annotations
@@ -36,19 +41,29 @@ from gateway.errors import DeadlineExceeded
 Call = Callable[[BackendCall], Awaitable[Prediction]]
 CallMany = Callable[[Sequence[BackendCall], float], Awaitable[SharedAnswer]]
 
+# What made a call leave: a call was free and nobody waited (`immediate`); requests waited for a
+# busy call (`call_free`); the waiting requests filled `max_size` (`full`); the oldest had waited
+# `max_delay_s` (`max_delay`).
+IMMEDIATE, CALL_FREE, FULL, MAX_DELAY = "immediate", "call_free", "full", "max_delay"
+TRIGGERS = (IMMEDIATE, CALL_FREE, FULL, MAX_DELAY)
+# observe(size, trigger, waits): one call left, carrying `size` (rows, or requests), after each of
+# its requests waited `waits` seconds.
+CallObserver = Callable[[int, str, Sequence[float]], None]
+
 
 class Waiting:
     """A request waiting for a call: its call (inputs, request id), its deadline and how it
     will be answered."""
 
-    __slots__ = ("call", "deadline", "future", "size", "timer")
+    __slots__ = ("arrived", "call", "deadline", "future", "size", "timer")
 
     def __init__(self, call: BackendCall, size: int) -> None:
         loop = asyncio.get_running_loop()
         timeout = call.timeout
         self.call = call
         self.size = size
-        self.deadline = time.monotonic() + timeout
+        self.arrived = time.monotonic()
+        self.deadline = self.arrived + timeout
         self.future: asyncio.Future[Prediction] = loop.create_future()
         self.timer = loop.call_later(timeout, self._expire)
 
@@ -68,15 +83,21 @@ class Waiting:
 
 class CallScheduler:
     """At most `max_calls` calls at once; waiting requests leave together, up to `max_size`
-    (counted by `size_of`) per call. Subclasses say how one request and a group travel."""
+    (counted by `size_of`) per call, after at most `max_delay_s` (see the module docstring).
+    Subclasses say how one request and a group travel."""
 
-    def __init__(self, target: str, max_calls: int, max_size: int) -> None:
+    def __init__(self, target: str, max_calls: int, max_size: int, max_delay_s: float = 0.0,
+                 observe: CallObserver | None = None) -> None:
         self.target = target
         self.max_calls = max_calls
         self.max_size = max_size
+        self.max_delay_s = max_delay_s
+        self.observe = observe
         self.running = 0
         self.calls = 0  # backend calls made (for tests)
         self._waiting: deque[Waiting] = deque()
+        self._queued = 0  # the size of the requests waiting
+        self._timer: asyncio.TimerHandle | None = None  # the oldest waiting request's max_delay_s
 
     def call_limit(self) -> int:
         """How many calls may run at once now."""
@@ -88,9 +109,11 @@ class CallScheduler:
         return self.running == 0 and not self._waiting
 
     async def predict(self, call: BackendCall) -> Prediction:
-        if self.running < self.call_limit() and not self._waiting:
+        if self.running < self.call_limit() and not self._waiting and not self.max_delay_s:
             self.running += 1
             self.calls += 1
+            if self.observe is not None:
+                self.observe(self.size_of(call.inputs), IMMEDIATE, (0.0,))
             try:
                 return await self._alone(call)
             finally:
@@ -98,6 +121,7 @@ class CallScheduler:
                 self._start_next()
         waiting = Waiting(call, self.size_of(call.inputs))
         self._waiting.append(waiting)
+        self._queued += waiting.size
         self._start_next()
         return await waiting.future
 
@@ -114,24 +138,43 @@ class CallScheduler:
         raise NotImplementedError
 
     def _start_next(self) -> None:
-        """Start calls for the waiting requests while calls are free."""
+        """Start calls for the waiting requests while calls are free (with `max_delay_s`, once
+        they fill a call or the oldest has waited that long)."""
         while self._waiting and self.running < self.call_limit():
+            trigger = CALL_FREE
+            if self._queued >= self.max_size:
+                trigger = FULL
+            elif self.max_delay_s:
+                wait = self._waiting[0].arrived + self.max_delay_s - time.monotonic()
+                if wait > 0:
+                    if self._timer is None:
+                        self._timer = asyncio.get_running_loop().call_later(wait, self._delay_over)
+                    return
+                trigger = MAX_DELAY
             group = [self._waiting.popleft()]
             size = group[0].size
             while self._waiting and size + self._waiting[0].size <= self.max_size:
                 item = self._waiting.popleft()
                 size += item.size
                 group.append(item)
+            self._queued -= size
             self.running += 1
             self.calls += 1
-            asyncio.get_running_loop().create_task(self._run(group))
+            asyncio.get_running_loop().create_task(self._run(group, trigger))
 
-    async def _run(self, group: list[Waiting]) -> None:
+    def _delay_over(self) -> None:
+        self._timer = None
+        self._start_next()
+
+    async def _run(self, group: list[Waiting], trigger: str) -> None:
         try:
             live = [w for w in group if not w.future.done()]  # callers that went away or timed out
             if not live:
                 return
-            timeout = max(w.deadline for w in live) - time.monotonic()
+            now = time.monotonic()
+            if self.observe is not None:
+                self.observe(sum(w.size for w in live), trigger, [now - w.arrived for w in live])
+            timeout = max(w.deadline for w in live) - now
             if timeout <= 0:
                 raise DeadlineExceeded("the request's deadline passed before the answer was ready")
             if len(live) == 1:

@@ -15,7 +15,7 @@ from gateway.client import DEFAULT_URL
 from gateway.client.admin import DEFAULT_ADMIN_TIMEOUT_S
 from gateway.client.calls import checked_url
 from gateway.errors import ConfigError, GatewayError, InvalidManifest
-from gateway.manifests import Config, load_config
+from gateway.manifests import Config, load_config, with_auth_file
 from gateway.settings import Settings
 from gateway.store.journal import ConfigStore
 from modelfolder.arguments import seconds as seconds
@@ -89,7 +89,7 @@ def load(args: argparse.Namespace, overrides: dict[str, Any] | None = None,
     try:
         ConfigStore(args.config).recover()  # a change an earlier gateway committed is finished first
         config = load_config(args.config)
-        settings = Settings.load(args.config, config.gateway.values, overrides=overrides or {})
+        settings = with_auth_file(Settings.load(args.config, config.gateway.values, overrides=overrides or {}))
     except ConfigError as error:
         print(f"{prog}: invalid configuration: {error}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from gateway.cli.common import Commands, add_config_flag, command, load
 from gateway.serving.serve import serve
@@ -28,6 +29,9 @@ def add_parser(commands: Commands) -> None:
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
                         help="one JSON line per request on stdout (default: on, see gateway.yaml)")
+    parser.add_argument("--auth-file", type=Path,
+                        help="read the API keys and admin tokens from this YAML file (the keys of gateway.yaml's "
+                             "auth section; default: GATEWAY_AUTH_FILE, else gateway.yaml)")
     parser.add_argument("--watch", action="store_true", default=None,
                         help="reload when a file under the config directory changes")
     parser.set_defaults(run=run)
@@ -36,7 +40,7 @@ def add_parser(commands: Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     loaded = load(args, {"host": args.host, "port": args.port, "log_level": args.log_level,
                          "access_log": args.access_log, "watch_config": args.watch, "workers": args.workers,
-                         "grpc_port": args.grpc_port})
+                         "grpc_port": args.grpc_port, "auth_file": args.auth_file})
     if isinstance(loaded, int):
         return loaded
     config, settings = loaded

@@ -16,7 +16,7 @@ renderings), `plan_diff` (what a reload would change).
 from gateway.backends.protocols import PROTOCOLS
 from gateway.manifests.application_kind import parse_application, parse_model_ref
 from gateway.manifests.directory import check_config, load_config
-from gateway.manifests.gateway_kind import parse_gateway
+from gateway.manifests.gateway_kind import parse_gateway, with_auth_file
 from gateway.manifests.model_kind import load_model_manifest, parse_model
 from gateway.manifests.plan import Plan, PlannedStage, PlannedVariant, Problem, manifest_plan
 from gateway.manifests.plan_diff import Change, diff, not_compared, with_running_contracts
@@ -86,5 +86,6 @@ __all__ = [
     "resolve_ref",
     "resolved_name",
     "version_labels",
+    "with_auth_file",
     "with_running_contracts",
 ]

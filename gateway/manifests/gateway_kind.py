@@ -1,15 +1,18 @@
 """Kind Gateway (`gateway.yaml`): gateway-wide settings in the sections of
-`gateway.settings.SECTIONS`, and `auth`."""
+`gateway.settings.SECTIONS`, and `auth` — inline, or `auth: {file: PATH}` naming a separate
+file of the same keys (a Kubernetes Secret mounted as a file; also `GATEWAY_AUTH_FILE` or
+`gateway serve --auth-file`), read once at start by `with_auth_file`."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
 
 from gateway.manifests.types import GatewayManifest
 from gateway.settings import SECTIONS, ApiKey, AuthSettings, Settings, convert, field_types
-from modelfolder import ConfigError, Fields, LineMapping
+from modelfolder import ConfigError, Fields, LineMapping, read_documents
 
 
 def parse_gateway(doc: LineMapping, path: Path) -> GatewayManifest:
@@ -31,13 +34,42 @@ def parse_gateway(doc: LineMapping, path: Path) -> GatewayManifest:
                 except ConfigError as error:
                     raise ConfigError(error.message, group.where(name)) from None
     if "auth" in doc:
-        values["auth"] = _parse_auth(fields.nested("auth"))
+        auth = fields.nested("auth")
+        if "file" in auth.mapping:
+            auth.reject_unknown({"file"})  # inline keys beside a file: which would hold?
+            file = Path(auth.required("file", str))
+            values["auth_file"] = file if file.is_absolute() else path.parent / file
+        else:
+            values["auth"] = _parse_auth(auth)
     manifest = GatewayManifest(values, f"{path}:{doc.line}")
     try:
         Settings(**values).check()
     except ConfigError as error:
         raise ConfigError(error.message, manifest.source) from None
     return manifest
+
+
+def with_auth_file(settings: Settings) -> Settings:
+    """`settings` with its `auth` read from `settings.auth_file`, when one is set. The file holds
+    the keys of gateway.yaml's `auth` section (`api_keys`, `admin_token_sha256`); keys inline in
+    gateway.yaml as well is an error."""
+    path = settings.auth_file
+    if path is None:
+        return settings
+    if settings.auth != AuthSettings():
+        raise ConfigError(f"auth keys are set both in gateway.yaml and in the auth file {path}: "
+                          "keep them in one place")
+    try:
+        empty = not path.read_bytes().strip()
+    except OSError as error:
+        raise ConfigError(f"cannot read the auth file: {error.strerror}", str(path)) from None
+    if empty:  # read as "no keys" it would open every route: a Secret that lost its data is a mistake
+        raise ConfigError("the auth file is empty: it holds api_keys and/or admin_token_sha256", str(path))
+    documents = list(read_documents(path))
+    if len(documents) != 1:
+        raise ConfigError("the auth file holds one YAML mapping (api_keys, admin_token_sha256)",
+                          f"{path}:{documents[1].line}")
+    return dataclasses.replace(settings, auth=_parse_auth(Fields(documents[0], path)))
 
 
 def _parse_auth(fields: Fields) -> AuthSettings:

@@ -35,6 +35,7 @@ from tensorcodecs import Signature
 LABEL = re.compile(r"[A-Za-z0-9_.-]+")
 # How a v2 backend's input tensors travel: raw_input_contents, or each input's typed contents.
 CONTENTS = ("raw", "typed")
+MAX_BATCH_DELAY_MS = 10_000.0  # a longer wait on purpose is a mistake, not a batching policy
 # host:port, [v6]:port, dns:[//authority/]host:port, or another gRPC scheme (unix:, ipv4:, ...).
 _TARGET = re.compile(r"(?:dns:(?://[^/]*/)?)?(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}"
                      r"|(?:unix|unix-abstract|ipv4|ipv6|vsock):.+")
@@ -82,14 +83,17 @@ def _folder_model(document: LineMapping, path: Path, folder: Path, version: int)
 
 
 def _parse_batching(fields: Fields, signature: Signature) -> BatchingSpec:
-    fields.reject_unknown({"max_batch_size", "max_calls"})
+    fields.reject_unknown({"max_batch_size", "max_calls", "max_delay_ms"})
     default = BatchingSpec()
+    delay = fields.optional("max_delay_ms", float, default.max_delay_ms)
     spec = BatchingSpec(fields.optional("max_batch_size", int, default.max_batch_size),
-                        fields.optional("max_calls", int, default.max_calls))
+                        fields.optional("max_calls", int, default.max_calls), delay)
     if spec.max_batch_size < 1:
         raise fields.error("max_batch_size", "must be at least 1")
     if spec.max_calls < 1:
         raise fields.error("max_calls", "must be at least 1")
+    if not 0 <= delay <= MAX_BATCH_DELAY_MS:  # nan fails both
+        raise fields.error("max_delay_ms", f"must be between 0 and {MAX_BATCH_DELAY_MS:g} (milliseconds)")
     for kind, specs in (("input", signature.inputs), ("output", signature.outputs)):
         for tensor in specs.values():
             if tensor.shape is not None and (not tensor.shape or tensor.shape[0] != -1):

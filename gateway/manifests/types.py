@@ -55,10 +55,12 @@ class TLSSpec:
 class BatchingSpec:
     """Opt-in coalescing of concurrent requests to one model into one backend call: at most
     `max_calls` calls run at once; requests arriving meanwhile leave together with the next
-    one, concatenated along their first (batch) dimension, up to `max_batch_size` rows."""
+    one, concatenated along their first (batch) dimension, up to `max_batch_size` rows. With
+    `max_delay_ms` > 0 a request waits for a full call at most that long (0: never waits on purpose)."""
 
     max_batch_size: int = 256
     max_calls: int = 2
+    max_delay_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.applications import Starlette
 
-from gateway.http_protocol import adopt_pending_connections, http_protocol
+from gateway.http_protocol import adopt_pending_connections, begin_draining, http_protocol
 from gateway.serving.config_watch import ReloadTrigger, watch_config
 from gateway.serving.process import hold_sighup
 from gateway.settings import Settings
@@ -76,9 +76,11 @@ async def serve_app(settings: Settings, app: Starlette, applications: list[str],
         reloads.abandon()  # a reload waiting on a runtime that hangs must not hold up the drain
         if stopping.is_set() and not serving.done():
             # Load balancers see /health/ready turn 503 and stop sending; requests that still
-            # arrive during the grace period are served. Then uvicorn stops accepting and gives
-            # requests in flight up to drain_timeout_s.
+            # arrive during the grace period are served, each answered with Connection: close so
+            # kept-alive connections move. Then uvicorn stops accepting and gives requests in
+            # flight up to drain_timeout_s.
             app.state.draining = True
+            begin_draining(server)
             grpc_door = getattr(app.state, "grpc_door", None)
             if grpc_door is not None:
                 grpc_door.drain()  # its health NOT_SERVING now, not at its next readiness round

@@ -100,3 +100,56 @@ def test_sigterm_under_load_resets_no_request_in_flight(tmp_path: Path, kept_ali
     assert outcomes["refused"] == CLIENTS
     assert exit_code == 0
     assert stop_s < 10
+
+
+def _request(sock: socket.socket, body: bytes) -> bytes:
+    """One keep-alive POST to the slow application on `sock`; its whole answer (head and body)."""
+    sock.sendall(b"POST /gateway/applications/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.endswith(b"]}"):
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before the answer: {answer!r}"
+        answer += chunk
+    return answer
+
+
+def test_answers_during_the_grace_close_their_connections(tmp_path: Path) -> None:
+    """From SIGTERM on (ready 503 for shutdown_grace_s), every answer says `Connection: close` and
+    its connection closes after it: a balancer's kept-alive connections move to other instances.
+    The request in flight when the grace begins is answered so too."""
+    config = make_config(tmp_path / "config")
+    (config / "gateway.yaml").write_text(
+        "kind: Gateway\ndefaults: {shutdown_grace_s: 3, drain_timeout_s: 5}\nlogging: {access_log: false}\n")
+    with running_gateway(config) as (process, url):
+        host, port = url.removeprefix("http://").split(":")
+        kept = socket.create_connection((host, int(port)), timeout=15)
+        before = _request(kept, b'{"x": [0]}')
+        assert b"connection: close" not in before.lower()
+        in_flight = socket.create_connection((host, int(port)), timeout=15)
+        in_flight.sendall(b'POST /gateway/applications/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n'
+                          b'{"x": [800]}')  # 0.8 s in the model
+        time.sleep(0.2)  # the request has reached the model
+        os.kill(process.pid, signal.SIGTERM)
+        wait_until(lambda: httpx.get(url + "/health/ready", timeout=5).status_code == 503, timeout=5,
+                   what="ready 503 once draining")
+        during = _request(kept, b'{"x": [0]}')
+        assert during.startswith(b"HTTP/1.1 200 ")
+        assert b"connection: close\r\n" in during.lower()
+        assert kept.recv(65536) == b""  # closed after that answer, not at the end of the grace
+        answer = b""
+        while not answer.endswith(b"]}"):
+            chunk = in_flight.recv(65536)
+            assert chunk, answer
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert b"connection: close\r\n" in answer.lower()
+        assert in_flight.recv(65536) == b""
+        with httpx.Client(base_url=url, timeout=5) as fresh:  # a new connection in the grace: served, closed
+            response = fresh.post("/gateway/applications/slow", json={"x": [0]})
+        assert response.status_code == 200
+        assert response.headers["connection"] == "close"
+        assert process.poll() is None  # all of that inside the grace
+        kept.close()
+        in_flight.close()
+        assert process.wait(timeout=20) == 0

@@ -174,3 +174,20 @@ async def test_a_contract_without_a_batch_dimension_is_never_joined(tmp_path: Pa
         await server.stop()
     assert [(r.status_code, r.json()) for r in responses] == [(200, {"code": 0})] * 8
     assert sum(name == "Predict" for name, _ in server.calls) == 8
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ("2.5", None), ("0", None), ("-1", "between 0 and 10000"), ("20000", "between 0 and 10000"),
+    (".nan", "between 0 and 10000"), ("soon", "expected a number"),
+])
+def test_max_delay_ms_in_a_manifest(tmp_path: Path, value: str, error: str | None) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(REPO / "config", config)
+    serving = config / "models/increment_model/serving.yaml"
+    serving.write_text(serving.read_text() + f"batching: {{max_batch_size: 8, max_delay_ms: {value}}}\n")
+    if error is None:
+        model = load_config(config).models[("increment_model", 1)]
+        assert model.batching == BatchingSpec(max_batch_size=8, max_calls=2, max_delay_ms=float(value))
+    else:
+        with pytest.raises(ConfigError, match=error):
+            load_config(config)
