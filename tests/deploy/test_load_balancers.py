@@ -113,7 +113,7 @@ def test_a_rolling_restart_fails_no_request_and_a_killed_instance_only_those_in_
         "seconds": round(outcomes[-1].done - outcomes[0].sent, 1),
         "restarts": restarts, "kill": crash | {
             "failed": len(failed_in_crash),
-            "last_failure_after_kill_s": round(max(o.sent for o in failed_in_crash) - killed_at, 3)
+            "last_failure_after_kill_s": round(max(o.done for o in failed_in_crash) - killed_at, 3)
             if failed_in_crash else None,
             "problems": sorted({o.problem[:80] for o in failed_in_crash})},
     }
