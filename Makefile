@@ -7,7 +7,7 @@ PORT   ?= 8000
 CHROMIUM := /usr/bin/chromium
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint typecheck protos check-protos unit chromium bench bench-codec test-hydro-grpc test-tf-grpc test-peers
+.PHONY: run test lint typecheck protos check-protos unit chromium bench bench-codec test-hydro-grpc test-tf-grpc test-peers test-lb
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,24 @@ test-peers: $(VENV)/.installed-dev $(PEERS_MLSERVER_VENV)/.installed $(PEERS_TRI
 	GATEWAY_MLSERVER_BIN=$(abspath $(PEERS_MLSERVER_VENV)/bin) \
 	GATEWAY_TRITON_PYTHON=$(abspath $(PEERS_TRITON_VENV)/bin/python) \
 	  $(BIN)/pytest -q -p no:cacheprovider -m peers tests/peers
+
+## test-lb: real load balancers in front of three gateways (tests marked `lb`, tests/deploy/): Debian's
+## haproxy and nginx (installed with apt-get when missing), each running the committed example config
+## (deploy/haproxy/haproxy.cfg, deploy/nginx/nginx.conf) as the test's own foreground process, while the
+## gateways are restarted one by one and one is killed under load (~1.5 min). LB_FIGURES: where the
+## figures go (one JSON line per balancer; docs/RELIABILITY.md quotes them).
+HAPROXY     := /usr/sbin/haproxy
+NGINX       := /usr/sbin/nginx
+LB_FIGURES  ?= build/lb-figures.jsonl
+test-lb: $(VENV)/.installed-dev
+	@test -x $(HAPROXY) -a -x $(NGINX) || { \
+	  echo "$(HAPROXY) or $(NGINX) is missing: installing Debian's haproxy and nginx packages for the load balancer tests"; \
+	  { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy nginx; } && \
+	    test -x $(HAPROXY) -a -x $(NGINX) || { \
+	    echo "could not install haproxy or nginx: run 'apt-get install -y haproxy nginx' as root; make test-lb needs both"; exit 1; }; }
+	@mkdir -p $(dir $(LB_FIGURES))
+	GATEWAY_HAPROXY=$(HAPROXY) GATEWAY_NGINX=$(NGINX) GATEWAY_LB_FIGURES=$(abspath $(LB_FIGURES)) \
+	  $(BIN)/pytest -q -s -p no:cacheprovider -m lb tests/deploy
 
 ## chromium: Debian's chromium for the browser tests (Playwright drives it; it cannot download its own),
 ## and h2load (nghttp2-client) for the HTTP/2 load test of the gRPC server
