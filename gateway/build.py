@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.manifests import ModelManifest
+from modelfolder import absolute
 
 BUILT_MARKER = ".gateway-built"
 OUTPUT_TAIL_LINES = 20
@@ -57,7 +58,7 @@ class ModelEnvironment:
     @classmethod
     def of(cls, envs_dir: Path, model: ModelManifest) -> ModelEnvironment:
         assert model.folder is not None
-        folder = hashlib.sha256(str(model.folder.resolve()).encode()).hexdigest()[:12]
+        folder = hashlib.sha256(str(absolute(model.folder)).encode()).hexdigest()[:12]
         return cls(envs_dir.resolve() / f"{model.name}-{model.version}-{folder}")
 
     @property

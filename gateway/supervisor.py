@@ -277,9 +277,10 @@ class Supervisor:
                 try:
                     self.processes[key] = await self._launch(model, runtime.port, runtime.local_socket)
                     break
-                except RuntimeStartError as error:
+                except Exception as error:  # noqa: BLE001 - its folder gone, say: try again later, never give up
                     failures += 1
-                    log.error("model %s:%s did not restart: %s", model.name, model.version, error)
+                    log.error("model %s:%s did not restart: %s", model.name, model.version,
+                              error if isinstance(error, RuntimeStartError) else f"{type(error).__name__}: {error}")
 
     async def _launch(self, model: ModelManifest, port: int = 0, local_socket: str | None = None,
                       started: list[RuntimeProcess] | None = None) -> RuntimeProcess:
@@ -288,6 +289,7 @@ class Supervisor:
         `started` as soon as it is spawned (so that a cancelled caller can stop it)."""
         assert model.folder is not None
         local_socket = local_socket or self._new_socket_path()
+        files = fingerprint(model)  # before the spawn: a folder gone (OSError) leaves no process behind
         process = await asyncio.create_subprocess_exec(
             self.interpreter(model), "-m", "runtime", "serve", str(model.folder),
             "--host", "127.0.0.1", "--port", str(port), "--local-socket", local_socket,
@@ -296,7 +298,7 @@ class Supervisor:
             stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent,
             start_new_session=True,  # Ctrl-C reaches the gateway, which stops runtimes in order
         )
-        runtime = RuntimeProcess(model, process, local_socket=local_socket, fingerprint=fingerprint(model))
+        runtime = RuntimeProcess(model, process, local_socket=local_socket, fingerprint=files)
         if started is not None:
             self._starting.add(runtime)
             started.append(runtime)

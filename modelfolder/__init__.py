@@ -24,6 +24,7 @@ from modelfolder.definition import (
 )
 from modelfolder.errors import ConfigError
 from modelfolder.layout import MODEL_FILE, load_model_folder, model_folders, read_model_folder
+from modelfolder.paths import absolute
 from modelfolder.warmup import MAX_RECORDS, WarmupError, WarmupRecord, read_warmup
 from modelfolder.yaml_reader import Fields, LineMapping, read_documents, read_text_documents
 
@@ -41,6 +42,7 @@ __all__ = [
     "ModelHeading",
     "WarmupError",
     "WarmupRecord",
+    "absolute",
     "load_model_folder",
     "model_folders",
     "model_name",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from modelfolder.contract import parse_contract
 from modelfolder.errors import ConfigError
+from modelfolder.paths import absolute
 from modelfolder.warmup import ASSETS_FILE
 from modelfolder.yaml_reader import Fields, LineMapping
 from tensorcodecs import Signature
@@ -121,8 +122,8 @@ def _warmup_file(fields: Fields, folder: Path | None) -> Path | None:
     value = fields.optional("warmup", str, None)
     if value is None:
         found = None if folder is None else folder / ASSETS_FILE
-        return found.resolve() if found is not None and found.is_file() else None
-    path = ((folder if folder is not None else fields.path.parent) / value).resolve()
+        return absolute(found) if found is not None and found.is_file() else None
+    path = absolute((folder if folder is not None else fields.path.parent) / value)
     if not path.is_file():
         raise fields.error("warmup", f"{path} is not a file")
     return path

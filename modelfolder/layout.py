@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from modelfolder.definition import ModelDefinition, parse_definition, read_heading
 from modelfolder.errors import ConfigError
+from modelfolder.paths import absolute
 from modelfolder.yaml_reader import LineMapping, read_documents
 
 MODEL_FILE = "serving.yaml"
@@ -26,9 +27,9 @@ def read_model_folder(folder: Path, parse: Parse[D]) -> D:
         raise ConfigError("expected exactly one document of kind Model", f"{path}:1")
     document = documents[0]
     if not folder.name.isdigit():
-        return parse(document, path, folder.resolve(), 1)
+        return parse(document, path, absolute(folder), 1)
     version = int(folder.name)
-    model = parse(document, path, folder.resolve(), version)
+    model = parse(document, path, absolute(folder), version)
     if model.version != version:
         raise ConfigError(f"version: {model.version} contradicts the folder name {folder.name}",
                           f"{path}:{document.key_lines.get('version', document.line)}")

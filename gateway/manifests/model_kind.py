@@ -26,6 +26,7 @@ from modelfolder import (
     ConfigError,
     Fields,
     LineMapping,
+    absolute,
     parse_definition,
     read_heading,
     read_model_folder,
@@ -167,7 +168,7 @@ def _parse_tls(fields: Fields) -> TLSSpec:
     paths: dict[str, Path | None] = {}
     for key in ("ca", "cert", "key"):
         value = fields.optional(key, str, None)
-        path = None if value is None else (fields.path.parent / value).resolve()
+        path = None if value is None else absolute(fields.path.parent / value)
         if path is not None and not path.is_file():
             raise fields.error(key, f"{path} is not a file")
         paths[key] = path

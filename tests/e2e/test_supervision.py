@@ -4,6 +4,7 @@ a model that raises, and a runtime killed in the middle of traffic."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -107,3 +108,39 @@ def test_a_killed_runtime_comes_back(gateway: tuple[subprocess.Popen[bytes], str
     assert set(statuses) <= {200, 502, 503}, dict(statuses)
     assert statuses[200] > 0
     assert predict(url, "v1").json() == {"y": [2, 3]}
+
+
+def _kubelet_update(volume: Path, edit: str) -> None:
+    """What the kubelet does to a ConfigMap volume on an update: the files written to a new
+    `..<timestamp>` directory, `..data` switched to it in one rename, the old directory deleted."""
+    old = volume / os.readlink(volume / "..data")
+    new = volume / f"..{time.time_ns()}"
+    shutil.copytree(old, new, symlinks=True)
+    model = new / "models" / "counter" / "src" / "func_main.py"
+    model.write_text(model.read_text().replace("x + 1", edit))
+    os.symlink(new.name, volume / "..data_tmp")
+    os.rename(volume / "..data_tmp", volume / "..data")
+    shutil.rmtree(old)
+
+
+def test_a_runtime_restarted_after_a_configmap_update_finds_its_folder(tmp_path: Path) -> None:
+    """A ConfigMap volume is symlinks into a directory the kubelet replaces at each update; a
+    model folder known by its resolved path would be gone, and a runtime that crashed after the
+    update could never come back."""
+    source = tmp_path / "source"
+    write_model(source, "counter", "counter", "def predict(x):\n    return x + 1\n")
+    write_app(source, "inc", "counter")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    shutil.copytree(source, volume / "..2026_12_01")
+    os.symlink("..2026_12_01", volume / "..data")
+    for entry in ("models", "applications"):
+        os.symlink(f"..data/{entry}", volume / entry)
+    with running_gateway(volume) as (process, url):
+        assert predict(url, "inc").json() == {"y": [2, 3]}
+        _kubelet_update(volume, "x + 10")
+        runtime = next(pid for pid in descendants(process.pid) if "runtime" in command_line(pid))
+        os.kill(runtime, signal.SIGKILL)
+        wait_until(lambda: predict(url, "inc").status_code == 200, timeout=30,
+                   what="the runtime back after the update")
+        assert predict(url, "inc").json() == {"y": [11, 12]}  # restarted on the current files
