@@ -370,9 +370,11 @@ class Reloader(SerialReloads):
         the runtimes this reload set aside and close the channels no registry still uses."""
         await asyncio.sleep(self.settings.drain_timeout_s)
         self._draining.remove(replaced)
-        in_use = {model.backend.target for registry in (self.dataplane.registry, *self._draining)
-                  for model in registry.models.values()}
-        await self.pool.close_except(in_use)
+        models = [model for registry in (self.dataplane.registry, *self._draining)
+                  for model in registry.models.values()]
+        channels = {(model.manifest.backend.target, model.manifest.backend.tls) for model in models
+                    if model.manifest.backend is not None}
+        await self.pool.close_except({model.backend.target for model in models}, channels=channels)
         await self.stager.retire(runtimes)
 
     async def close(self) -> None:

@@ -201,7 +201,7 @@ class ChannelPool:
             return
         if key in self._unresolved:
             self._unresolved.discard(key)
-            log.info("backend %s: re-resolving works again", key[0])
+            log.info("backend %s: re-resolving finds an address that answers again", key[0])
         self._retire(pooled.swap(fresh))
 
     def _retire(self, channel: grpc.aio.Channel) -> None:
@@ -211,17 +211,20 @@ class ChannelPool:
 
     # ------------------------------------------------------------ closing
 
-    async def close_except(self, keep: Iterable[str], grace: float | None = None) -> None:
-        """Close the channels to targets not in `keep` (after a reload), letting calls finish."""
+    async def close_except(self, keep: Iterable[str], grace: float | None = None,
+                           channels: Iterable[Key] | None = None) -> None:
+        """Close the channels to targets not in `keep` (after a reload), letting calls finish;
+        given `channels` (target, TLS) in use, also those of a kept target whose TLS changed."""
         kept = set(keep)
-        dropped = [key for key in self._channels if key[0] not in kept]
-        channels = [self._channels.pop(key).channel for key in dropped]
+        in_use = None if channels is None else set(channels)
+        dropped = [key for key in self._channels if key[0] not in kept or (in_use is not None and key not in in_use)]
+        closing = [self._channels.pop(key).channel for key in dropped]
         self._unresolved.difference_update(dropped)
         for target in [t for t in self._breakers if t not in kept]:
             del self._breakers[target]
         for target in [t for t in self._locals if t not in kept]:
             self._locals.pop(target).close()
-        await asyncio.gather(*(channel.close(grace) for channel in channels))
+        await asyncio.gather(*(channel.close(grace) for channel in closing))
 
     async def close(self, grace: float | None = None) -> None:
         """Stop refreshing and close every channel; calls still running get `grace` seconds

@@ -284,3 +284,18 @@ async def test_a_target_a_reload_dropped_is_not_refreshed_back(servers: list[Fak
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_reload_that_changes_only_a_targets_tls_closes_its_old_channel(
+        tmp_path: Path, pool: ChannelPool) -> None:
+    """Channels are kept by (target, TLS): one whose target stays but whose TLS a reload changed is
+    closed, not refreshed forever for no model."""
+    certs = make_certificates(tmp_path)
+    target = "dns:///localhost:1"
+    pool.pooled(target)
+    tls = TLSSpec(ca=certs.ca)
+    pool.pooled(target, tls)
+    assert len(pool.targets) == 2
+    await pool.close_except({target}, channels={(target, tls)})
+    assert pool.targets == [target]
+    assert list(pool._channels) == [(target, tls)]
