@@ -402,9 +402,8 @@ def balanced(query: str) -> bool:
     for char in re.sub(r'"(?:[^"\\]|\\.)*"', '""', query):
         if char in "([{":
             stack.append(char)
-        elif char in pairs:
-            if not stack or stack.pop() != pairs[char]:
-                return False
+        elif char in pairs and (not stack or stack.pop() != pairs[char]):
+            return False
     return not stack
 
 
@@ -427,7 +426,8 @@ def test_scaler_query_selects_this_deployments_pods(root: str) -> None:
     assert re.search(r"\b(avg|max)_over_time\(", query), query
     assert trigger.get("metricType") in ("AverageValue", "Value")  # KEDA refuses Utilization here
     address = urllib.parse.urlsplit(trigger["metadata"]["serverAddress"])
-    assert address.scheme in ("http", "https") and address.hostname, trigger["metadata"]["serverAddress"]
+    assert address.scheme in ("http", "https"), trigger["metadata"]["serverAddress"]
+    assert address.hostname, trigger["metadata"]["serverAddress"]
 
 
 def test_query_checks_refuse_what_they_should() -> None:
