@@ -11,6 +11,7 @@ the balancer sent what."""
 from __future__ import annotations
 
 import csv
+import getpass
 import io
 import os
 import re
@@ -88,7 +89,11 @@ class Balancer:
                             "/run/nginx-gateway.pid": str(self.folder / "nginx.pid"),
                             "/var/log/nginx/gateway-error.log": str(self.folder / "error.log"),
                             "/var/log/nginx/gateway-access.log": str(self.access_log),
-                            "/var/lib/nginx/": f"{self.folder}/temp-"}
+                            "/var/lib/nginx/gateway-": f"{self.folder}/temp-",
+                            # The workers write their temporary files in the test's folder, which
+                            # only the user running the test may enter (root's pytest folders are
+                            # 0700): they run as that user (nginx ignores `user` unless root).
+                            "user www-data;": f"user {getpass.getuser()};"}
             for example, instance in zip(EXAMPLE_PORTS, self.instances, strict=True):
                 replacements[f"server 127.0.0.1:{example} "] = f"server 127.0.0.1:{instance.port} "
             config.write_text(rewrite(NGINX_CONF.read_text(), replacements))
