@@ -13,17 +13,21 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, REPO
+from tests.deploy.balancers import Attempt, Balancer
 from tests.e2e.processes import GATEWAY, alive, descendants, wait_for
 
 # The example config's application: {"number": [n]} -> {"number": [n + 1]}.
@@ -191,3 +195,69 @@ class Load:
                 with self._lock:
                     self.outcomes.append(Outcome(request_id, sent, time.time(), status, problem))
                 self._stop.wait(self.pause_s)
+
+
+# Where a failed run's logs are copied (tmp_path is rotated by pytest; CI keeps build/).
+KEPT_LOGS = REPO / "build" / "lb-logs"
+
+
+@dataclass
+class Fleet:
+    """Three instances behind one balancer, and the load that goes through it (not started)."""
+
+    instances: list[Instance]
+    balancer: Balancer
+    load: Load
+
+    def served_by(self, outcome: Outcome, attempts: dict[str, Attempt]) -> str | None:
+        attempt = attempts.get(outcome.request_id)
+        return attempt.served_by if attempt is not None else None
+
+
+@contextmanager
+def running(root: Path, kind: str, env: dict[str, str], clients: int = 6) -> Iterator[Fleet]:
+    """Three instances of the example config in `root`, ready, behind a `kind` balancer. On the
+    way out, whatever happened, the load is stopped and the balancer and every instance are
+    stopped (killed if they do not stop); when an exception comes out (a failed assertion), the
+    logs of the whole fleet are first copied to build/lb-logs/<root's name>-<time>/."""
+    ports: set[int] = set()
+    while len(ports) < 4:
+        ports.add(stable_port())
+    front, *backends = sorted(ports)
+    instances = [Instance(f"gw{number}", port, root / f"gw{number}", env)
+                 for number, port in enumerate(backends, start=1)]
+    balancer = Balancer(kind, root / kind, front, instances)
+    load = Load(balancer.url, clients=clients)
+    with ExitStack() as stack:
+        # Run last to first, each even when one before it raised.
+        for instance in instances:
+            stack.callback(instance.stop)
+        stack.callback(_terminate_all, instances)  # all draining at once, not one after the other
+        stack.callback(balancer.stop)
+        stack.callback(load.stop)
+        try:
+            for instance in instances:
+                instance.start()
+            for instance in instances:
+                instance.wait_ready()
+            balancer.start()
+            yield Fleet(instances, balancer, load)
+        except BaseException:
+            keep_logs(root)
+            raise
+
+
+def _terminate_all(instances: list[Instance]) -> None:
+    for instance in instances:
+        if instance.process is not None and instance.process.poll() is None:
+            instance.terminate()
+
+
+def keep_logs(root: Path) -> Path:
+    """Copy the logs under `root` (regular files only: no sockets) to build/lb-logs/."""
+    kept = KEPT_LOGS / f"{root.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    shutil.copytree(root, kept, dirs_exist_ok=True,
+                    ignore=lambda folder, names: [name for name in names
+                                                  if not (Path(folder, name).is_file() or Path(folder, name).is_dir())])
+    print(f"\nlogs of the failed run kept in {kept}")
+    return kept

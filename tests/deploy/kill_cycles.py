@@ -18,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.deploy import balancers
-from tests.deploy.fleet import Instance, Load, stable_port
+from tests.deploy import balancers, fleet
 
 
 def main() -> None:
@@ -47,21 +46,8 @@ def main() -> None:
 
 
 def cycles(root: Path, kind: str, kills: int, dropped: str) -> str:
-    env = dict(os.environ, GATEWAY_SHUTDOWN_GRACE_S="2")
-    ports: set[int] = set()
-    while len(ports) < 4:
-        ports.add(stable_port())
-    front, *backends = sorted(ports)
-    instances = [Instance(f"gw{number}", port, root / f"gw{number}", env)
-                 for number, port in enumerate(backends, start=1)]
-    balancer = balancers.Balancer(kind, root / kind, front, instances)
-    load = Load(balancer.url, clients=6)
-    try:
-        for instance in instances:
-            instance.start()
-        for instance in instances:
-            instance.wait_ready()
-        balancer.start()
+    with fleet.running(root, kind, dict(os.environ, GATEWAY_SHUTDOWN_GRACE_S="2")) as running:
+        instances, balancer, load = running.instances, running.balancer, running.load
         load.start()
         time.sleep(1)
         for number in range(kills):
@@ -74,11 +60,6 @@ def cycles(root: Path, kind: str, kills: int, dropped: str) -> str:
         outcomes = load.stop()
         time.sleep(0.5)  # the balancer logs the last answers a moment after sending them
         attempts = balancer.attempts()
-    finally:
-        load.stop()
-        balancer.stop()
-        for instance in instances:
-            instance.stop()
     failed = [o for o in outcomes if o.problem]
     lines = [f"{kind}{' without ' + repr(dropped) if dropped else ''}, {kills} SIGKILLs: {len(outcomes)} requests, "
              f"{len(failed)} failed ({sum(1 for o in failed if o.request_id not in attempts)} not in its log), "
