@@ -142,12 +142,14 @@ class Outcome:
 class Load:
     """`clients` threads, each with its own keep-alive httpx client, posting the example
     application through `url`, each at most one request per `pause_s` and for at most
-    `limit_s` in all (it stops by itself), checking that every answer is the right 200."""
+    `limit_s` in all (it stops by itself), checking that every answer is the right 200. Each
+    request carries `numbers` numbers (about 7 bytes each in JSON)."""
 
     url: str
     clients: int = 6
     pause_s: float = 0.02
-    limit_s: float = 150
+    limit_s: float = 300
+    numbers: int = 1
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -178,15 +180,16 @@ class Load:
             while not self._stop.is_set() and time.monotonic() < end:
                 sequence += 1
                 request_id = f"lb-{number}-{sequence}"
-                value = number * 1_000_000 + sequence
+                value = number * 10_000_000 + sequence * 100_000
+                values = list(range(value, value + self.numbers))
                 sent = time.time()
                 status: int | None = None
                 try:
-                    response = client.post(path, json={"number": [value]}, headers={"x-request-id": request_id})
+                    response = client.post(path, json={"number": values}, headers={"x-request-id": request_id})
                     status = response.status_code
                     if status != 200:
                         problem = f"{status} {response.text[:200]}"
-                    elif response.json() != {"number": [value + 1]}:
+                    elif response.json() != {"number": [v + 1 for v in values]}:
                         problem = f"wrong answer {response.text[:200]}"
                     else:
                         problem = ""
