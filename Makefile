@@ -77,17 +77,18 @@ test-peers: $(VENV)/.installed-dev $(PEERS_MLSERVER_VENV)/.installed $(PEERS_TRI
 ## haproxy and nginx (installed with apt-get when missing), each running the committed example config
 ## (deploy/haproxy/haproxy.cfg, deploy/nginx/nginx.conf) as the test's own foreground process, while the
 ## gateways are restarted one by one and one is killed under load (~1.5 min). LB_FIGURES: where the
-## figures go (one JSON line per balancer; docs/RELIABILITY.md quotes them).
+## figures go (one JSON line per balancer, the file emptied at each run; docs/RELIABILITY.md quotes them);
+## a failed run's logs are copied to build/lb-logs/.
 HAPROXY     := /usr/sbin/haproxy
 NGINX       := /usr/sbin/nginx
 LB_FIGURES  ?= build/lb-figures.jsonl
 test-lb: $(VENV)/.installed-dev
-	@test -x $(HAPROXY) -a -x $(NGINX) || { \
+	@[ -x $(HAPROXY) ] && [ -x $(NGINX) ] || { \
 	  echo "$(HAPROXY) or $(NGINX) is missing: installing Debian's haproxy and nginx packages for the load balancer tests"; \
 	  { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy nginx; } && \
-	    test -x $(HAPROXY) -a -x $(NGINX) || { \
+	    [ -x $(HAPROXY) ] && [ -x $(NGINX) ] || { \
 	    echo "could not install haproxy or nginx: run 'apt-get install -y haproxy nginx' as root; make test-lb needs both"; exit 1; }; }
-	@mkdir -p $(dir $(LB_FIGURES))
+	@mkdir -p $(dir $(LB_FIGURES)) && : > $(LB_FIGURES)
 	GATEWAY_HAPROXY=$(HAPROXY) GATEWAY_NGINX=$(NGINX) GATEWAY_LB_FIGURES=$(abspath $(LB_FIGURES)) \
 	  $(BIN)/pytest -q -s -p no:cacheprovider -m lb tests/deploy
 

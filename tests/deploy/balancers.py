@@ -11,6 +11,7 @@ the balancer sent what."""
 from __future__ import annotations
 
 import csv
+import getpass
 import io
 import os
 import re
@@ -19,10 +20,13 @@ import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.conftest import REPO
-from tests.deploy.fleet import Instance
 from tests.waiting import wait_until
+
+if TYPE_CHECKING:
+    from tests.deploy.fleet import Instance
 
 HAPROXY = os.environ.get("GATEWAY_HAPROXY", "")
 NGINX = os.environ.get("GATEWAY_NGINX", "")
@@ -44,11 +48,20 @@ def rewrite(text: str, replacements: dict[str, str]) -> str:
 @dataclass
 class Attempt:
     """What a balancer logged about one request: the instance that answered it (None when none
-    did), how many instances it had tried before, and the status it answered."""
+    did), how many instances it had tried before, the status it answered, and haproxy's
+    termination state (%tsc, "----" for a clean end; "" for nginx)."""
 
     served_by: str | None
     tried: list[str]
     status: int
+    termination: str = ""
+
+    def answer_begun(self, kind: str) -> bool:
+        """Whether the balancer had begun sending the client an answer when the request failed:
+        haproxy's "SD" (the server aborted during the data phase: the headers had gone out);
+        nginx logs the status it sent, which is an instance's 200 only once that one's answer
+        had begun (a request no instance answered is logged 502 or 504)."""
+        return self.termination.startswith("SD") if kind == "haproxy" else self.status == 200
 
 
 @dataclass
@@ -88,7 +101,11 @@ class Balancer:
                             "/run/nginx-gateway.pid": str(self.folder / "nginx.pid"),
                             "/var/log/nginx/gateway-error.log": str(self.folder / "error.log"),
                             "/var/log/nginx/gateway-access.log": str(self.access_log),
-                            "/var/lib/nginx/": f"{self.folder}/temp-"}
+                            "/var/lib/nginx/gateway-": f"{self.folder}/temp-",
+                            # The workers write their temporary files in the test's folder, which
+                            # only the user running the test may enter (root's pytest folders are
+                            # 0700): they run as that user (nginx ignores `user` unless root).
+                            "user www-data;": f"user {getpass.getuser()};"}
             for example, instance in zip(EXAMPLE_PORTS, self.instances, strict=True):
                 replacements[f"server 127.0.0.1:{example} "] = f"server 127.0.0.1:{instance.port} "
             config.write_text(rewrite(NGINX_CONF.read_text(), replacements))
@@ -156,12 +173,12 @@ class Balancer:
             if self.kind == "haproxy":
                 # "%Ts.%ms %ci:%cp %b/%s %ST %rc %tsc %Ta %hr %{+Q}r": %hr is "{<x-request-id>}",
                 # %rc (retries) "+N" when the request was redispatched to another server
-                match = re.match(r"^\d+\.\d+ \S+ gateways/(\S+) (-?\d+) \+?(\d+) \S+ \S+ \{([^}]*)\}", line)
+                match = re.match(r"^\d+\.\d+ \S+ gateways/(\S+) (-?\d+) \+?(\d+) (\S+) \S+ \{([^}]*)\}", line)
                 if match is None:
                     continue
-                server, status, retries, request_id = match.groups()
+                server, status, retries, termination, request_id = match.groups()
                 served_by = server if server in names.values() else None
-                found[request_id] = Attempt(served_by, ["?"] * int(retries), int(status))
+                found[request_id] = Attempt(served_by, ["?"] * int(retries), int(status), termination)
             else:
                 match = re.search(r'" (\d+) \S+ rid=(\S*) upstream=\[([^\]]*)\] upstream_status=\[([^\]]*)\]', line)
                 if match is None:

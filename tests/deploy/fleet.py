@@ -13,17 +13,21 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, REPO
+from tests.deploy.balancers import Attempt, Balancer
 from tests.e2e.processes import GATEWAY, alive, descendants, wait_for
 
 # The example config's application: {"number": [n]} -> {"number": [n + 1]}.
@@ -138,12 +142,14 @@ class Outcome:
 class Load:
     """`clients` threads, each with its own keep-alive httpx client, posting the example
     application through `url`, each at most one request per `pause_s` and for at most
-    `limit_s` in all (it stops by itself), checking that every answer is the right 200."""
+    `limit_s` in all (it stops by itself), checking that every answer is the right 200. Each
+    request carries `numbers` numbers (about 7 bytes each in JSON)."""
 
     url: str
     clients: int = 6
     pause_s: float = 0.02
-    limit_s: float = 150
+    limit_s: float = 300
+    numbers: int = 1
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -174,15 +180,16 @@ class Load:
             while not self._stop.is_set() and time.monotonic() < end:
                 sequence += 1
                 request_id = f"lb-{number}-{sequence}"
-                value = number * 1_000_000 + sequence
+                value = number * 10_000_000 + sequence * 100_000
+                values = list(range(value, value + self.numbers))
                 sent = time.time()
                 status: int | None = None
                 try:
-                    response = client.post(path, json={"number": [value]}, headers={"x-request-id": request_id})
+                    response = client.post(path, json={"number": values}, headers={"x-request-id": request_id})
                     status = response.status_code
                     if status != 200:
                         problem = f"{status} {response.text[:200]}"
-                    elif response.json() != {"number": [value + 1]}:
+                    elif response.json() != {"number": [v + 1 for v in values]}:
                         problem = f"wrong answer {response.text[:200]}"
                     else:
                         problem = ""
@@ -191,3 +198,69 @@ class Load:
                 with self._lock:
                     self.outcomes.append(Outcome(request_id, sent, time.time(), status, problem))
                 self._stop.wait(self.pause_s)
+
+
+# Where a failed run's logs are copied (tmp_path is rotated by pytest; CI keeps build/).
+KEPT_LOGS = REPO / "build" / "lb-logs"
+
+
+@dataclass
+class Fleet:
+    """Three instances behind one balancer, and the load that goes through it (not started)."""
+
+    instances: list[Instance]
+    balancer: Balancer
+    load: Load
+
+    def served_by(self, outcome: Outcome, attempts: dict[str, Attempt]) -> str | None:
+        attempt = attempts.get(outcome.request_id)
+        return attempt.served_by if attempt is not None else None
+
+
+@contextmanager
+def running(root: Path, kind: str, env: dict[str, str], clients: int = 6) -> Iterator[Fleet]:
+    """Three instances of the example config in `root`, ready, behind a `kind` balancer. On the
+    way out, whatever happened, the load is stopped and the balancer and every instance are
+    stopped (killed if they do not stop); when an exception comes out (a failed assertion), the
+    logs of the whole fleet are first copied to build/lb-logs/<root's name>-<time>/."""
+    ports: set[int] = set()
+    while len(ports) < 4:
+        ports.add(stable_port())
+    front, *backends = sorted(ports)
+    instances = [Instance(f"gw{number}", port, root / f"gw{number}", env)
+                 for number, port in enumerate(backends, start=1)]
+    balancer = Balancer(kind, root / kind, front, instances)
+    load = Load(balancer.url, clients=clients)
+    with ExitStack() as stack:
+        # Run last to first, each even when one before it raised.
+        for instance in instances:
+            stack.callback(instance.stop)
+        stack.callback(_terminate_all, instances)  # all draining at once, not one after the other
+        stack.callback(balancer.stop)
+        stack.callback(load.stop)
+        try:
+            for instance in instances:
+                instance.start()
+            for instance in instances:
+                instance.wait_ready()
+            balancer.start()
+            yield Fleet(instances, balancer, load)
+        except BaseException:
+            keep_logs(root)
+            raise
+
+
+def _terminate_all(instances: list[Instance]) -> None:
+    for instance in instances:
+        if instance.process is not None and instance.process.poll() is None:
+            instance.terminate()
+
+
+def keep_logs(root: Path) -> Path:
+    """Copy the logs under `root` (regular files only: no sockets) to build/lb-logs/."""
+    kept = KEPT_LOGS / f"{root.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    shutil.copytree(root, kept, dirs_exist_ok=True,
+                    ignore=lambda folder, names: [name for name in names
+                                                  if not (Path(folder, name).is_file() or Path(folder, name).is_dir())])
+    print(f"\nlogs of the failed run kept in {kept}")
+    return kept

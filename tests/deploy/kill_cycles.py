@@ -5,7 +5,8 @@ installed the balancers:
 
     .venv/bin/python -m tests.deploy.kill_cycles --balancer haproxy --kills 6 [--drop-option LINE]
 
-`--drop-option "option http-buffer-request"` runs the committed config without that line. Each
+`--drop-option "option http-buffer-request"` runs the committed config without that line;
+`--numbers 15000` sends JSON bodies of about 100 kB (more than haproxy's buffer). Each
 cycle: SIGKILL one instance (gw1, gw2, gw3 in turn), 1.5 s later start it again, wait until it is
 ready and 2.5 s more. Prints the requests sent, the failed ones (and whether the balancer logged
 them), the replayed ones."""
@@ -18,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.deploy import balancers
-from tests.deploy.fleet import Instance, Load, stable_port
+from tests.deploy import balancers, fleet
 
 
 def main() -> None:
@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--balancer", choices=["haproxy", "nginx"], default="haproxy")
     parser.add_argument("--kills", type=int, default=6)
     parser.add_argument("--drop-option", default="", help="a line of the committed config to leave out")
+    parser.add_argument("--numbers", type=int, default=1,
+                        help="numbers in each request (15,000: a JSON body of about 100 kB)")
     arguments = parser.parse_args()
     balancers.HAPROXY = balancers.HAPROXY or "/usr/sbin/haproxy"
     balancers.NGINX = balancers.NGINX or "/usr/sbin/nginx"
@@ -43,25 +45,13 @@ def main() -> None:
                 balancers.HAPROXY_CFG = changed
             else:
                 balancers.NGINX_CONF = changed
-        print(cycles(root, arguments.balancer, arguments.kills, arguments.drop_option))
+        print(cycles(root, arguments.balancer, arguments.kills, arguments.drop_option, arguments.numbers))
 
 
-def cycles(root: Path, kind: str, kills: int, dropped: str) -> str:
-    env = dict(os.environ, GATEWAY_SHUTDOWN_GRACE_S="2")
-    ports: set[int] = set()
-    while len(ports) < 4:
-        ports.add(stable_port())
-    front, *backends = sorted(ports)
-    instances = [Instance(f"gw{number}", port, root / f"gw{number}", env)
-                 for number, port in enumerate(backends, start=1)]
-    balancer = balancers.Balancer(kind, root / kind, front, instances)
-    load = Load(balancer.url, clients=6)
-    try:
-        for instance in instances:
-            instance.start()
-        for instance in instances:
-            instance.wait_ready()
-        balancer.start()
+def cycles(root: Path, kind: str, kills: int, dropped: str, numbers: int) -> str:
+    with fleet.running(root, kind, dict(os.environ, GATEWAY_SHUTDOWN_GRACE_S="2")) as running:
+        instances, balancer, load = running.instances, running.balancer, running.load
+        load.numbers = numbers
         load.start()
         time.sleep(1)
         for number in range(kills):
@@ -74,13 +64,9 @@ def cycles(root: Path, kind: str, kills: int, dropped: str) -> str:
         outcomes = load.stop()
         time.sleep(0.5)  # the balancer logs the last answers a moment after sending them
         attempts = balancer.attempts()
-    finally:
-        load.stop()
-        balancer.stop()
-        for instance in instances:
-            instance.stop()
     failed = [o for o in outcomes if o.problem]
-    lines = [f"{kind}{' without ' + repr(dropped) if dropped else ''}, {kills} SIGKILLs: {len(outcomes)} requests, "
+    lines = [f"{kind}{' without ' + repr(dropped) if dropped else ''}, {kills} SIGKILLs, {numbers} numbers a request: "
+             f"{len(outcomes)} requests, "
              f"{len(failed)} failed ({sum(1 for o in failed if o.request_id not in attempts)} not in its log), "
              f"{sum(1 for attempt in attempts.values() if attempt.tried)} replayed on another instance"]
     lines += [f"  {o.request_id}: {o.problem[:100]}" for o in failed]
