@@ -224,7 +224,7 @@ async def test_a_resolution_that_fails_or_finds_nothing_keeps_the_channel_and_sa
     with caplog.at_level(logging.INFO, logger="gateway.backends"):
         await pool.refresh()
     assert pooled.channel is not kept
-    assert any("works again" in r.getMessage() and target in r.getMessage() for r in caplog.records)
+    assert any("answers again" in r.getMessage() and target in r.getMessage() for r in caplog.records)
 
 
 async def test_a_dns_server_that_does_not_answer_keeps_the_channel(servers: list[FakeTFServing],
