@@ -25,7 +25,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONCS=${CONCS:-"1 8 64"}
 REPEAT=${REPEAT:-1}
-ONLY=${ONLY:-"ceil_a mlserver gw_v2 kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_batching grpc_front workers memory binary request_log"}
+ONLY=${ONLY:-"ceil_a mlserver gw_v2 kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_batching grpc_front workers memory binary http_servers request_log"}
 SERVER_CPU=0
 LOAD_CPU=1
 RUNTIME_CPU=${RUNTIME_CPU:-1}
@@ -336,6 +336,33 @@ if want binary; then
       --ingest-url http://127.0.0.1:8600/ingest
     stop ceil_a
   fi
+fi
+
+# HTTP servers: the gateway of F under uvicorn (`gateway serve`) and under granian
+# (servers/granian_gateway.py: the same app and runtimes in granian's embedded server), small
+# c = 64 points and the 100 MB binary round trip, alternating HTTP_ROUNDS times so that each
+# pair is minutes apart at most.
+if want http_servers; then
+  for round in $(seq "${HTTP_ROUNDS:-3}"); do
+    for server in uvicorn granian; do
+      if [ "$server" = uvicorn ]; then cmd=$(gateway_cmd embedded); ready=$GW_READY; port=8900
+      else cmd="$PYTHON servers/granian_gateway.py --config configs/embedded --port 8903"; port=8903
+        ready=http://127.0.0.1:8903/health/ready; fi
+      if start "http_$server" $SERVER_CPU "$ready" "$cmd"; then
+        pin_children "${PID[http_$server]}" "$RUNTIME_CPU"
+        url=http://127.0.0.1:$port/gateway/applications/increment
+        BODY=payloads/plain-small.json timeout 30 taskset -c $LOAD_CPU wrk -t1 -c8 -d"${WARMUP}s" -s load/post.lua "$url" >/dev/null
+        before=$(cpu_snap)
+        out=$(BODY=payloads/plain-small.json timeout $((DURATION + 20)) taskset -c $LOAD_CPU \
+              wrk -t1 -c64 -d"${DURATION}s" --timeout 10s -s load/post.lua "$url" | grep '^RESULT')
+        REP=$round row "F gateway on $server" rest small 64 "${out:+$out $(cpu_busy "$before" "$(cpu_snap)")}"
+        timeout 600 taskset -c $LOAD_CPU "$PYTHON" load/large_tensor.py --mb "${LARGE_MB:-100}" --json-repeat 0 \
+          --url "http://127.0.0.1:$port/gateway/applications/increment_f32" --prefix "${server}_r${round}_" \
+          | while IFS=$'\t' read -r k v; do extra http_servers "$k" "$v"; done
+        stop "http_$server"
+      fi
+    done
+  done
 fi
 
 # Request logs: latency with every request logged to a CloudEvents server taking 200 ms per event,

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-../.venv/bin/python}
 
-ONLY=${ONLY:-"mlserver kserve grpc_front"}  # the sections run_all.sh runs: only their tools are set up
+ONLY=${ONLY:-"mlserver kserve grpc_front http_servers"}  # the sections run_all.sh runs: only their tools are set up
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 
 apt_install() {  # apt_install COMMAND PACKAGE: PACKAGE from Debian unless COMMAND is there
@@ -27,6 +27,9 @@ mkvenv() {  # mkvenv DIR PACKAGE: a virtualenv with PACKAGE (pinned) installed f
 }
 want mlserver && mkvenv ../.venv-peers-mlserver mlserver==1.7.1  # the one `make test-peers` uses
 want kserve && mkvenv .venv-kserve kserve==0.21.0
+# granian (a Rust ASGI server) runs the gateway's own app (servers/granian_gateway.py), so it goes
+# into the project's interpreter: it pins nothing the project uses.
+if want http_servers && ! "$PYTHON" -c 'import granian' 2>/dev/null; then "$PYTHON" -m pip install -q granian==2.8.9; fi
 
 "$PYTHON" -m grpc_tools.protoc -Iproto --python_out=proto --grpc_python_out=proto proto/tensor.proto
 "$PYTHON" load/make_payloads.py >/dev/null
