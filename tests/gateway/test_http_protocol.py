@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 import uvicorn
 
-from gateway.http_protocol import _accept_queued, _refuse_new_handshakes, begin_draining, http_protocol
+from gateway.http_protocol import (
+    JOIN_LIMIT,
+    _accept_queued,
+    _CycleTransport,
+    _refuse_new_handshakes,
+    begin_draining,
+    http_protocol,
+)
 from gateway.serving.server import UvicornServer
 from gateway.settings import Settings
 from tests.certs import make_certificates
@@ -50,6 +57,11 @@ async def paced_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 await asyncio.sleep(int(path.removeprefix("/pause/")) / 1000)
     if path.startswith("/sleep/"):
         await asyncio.sleep(int(path.removeprefix("/sleep/")) / 1000)
+    if path.startswith("/late-body/"):  # the head at once, the body that long after
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+        await asyncio.sleep(int(path.removeprefix("/late-body/")) / 1000)
+        await send({"type": "http.response.body", "body": b"late"})
+        return
     body = b"early" if path == "/early" else b"read %d" % size
     await send({"type": "http.response.start", "status": 413 if path == "/early" else 200,
                 "headers": [(b"content-length", str(len(body)).encode())]})
@@ -325,3 +337,82 @@ async def test_draining_closes_each_connection_after_its_last_request_read() -> 
     assert b"connection: close" in answers[1].lower()
     assert answers[2].count(b"HTTP/1.1 200 ") == 2
     assert answers[2].lower().endswith(b"connection: close\r\n\r\nread 2")
+
+
+class _RecordingTransport(asyncio.Transport):
+    """A transport that keeps what is written, one entry per write call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[list[bytes]] = []
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.writes.append([bytes(data)])
+
+    def writelines(self, lines: Any) -> None:
+        self.writes.append([bytes(line) for line in lines])
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Protocol:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.closes = 0
+
+    def close_after_response(self) -> None:
+        self.closes += 1
+
+
+async def test_an_answers_head_leaves_with_its_body_in_one_write() -> None:
+    raw = _RecordingTransport()
+    protocol = _Protocol(asyncio.get_running_loop())
+    transport = _CycleTransport(raw, protocol)  # type: ignore[arg-type]
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n"
+    transport.write(head)
+    assert raw.writes == []
+    assert transport.holding
+    transport.write(b"body")
+    assert raw.writes == [[head + b"body"]]
+    large = b"x" * (JOIN_LIMIT + 1)
+    transport.write(head)
+    transport.write(large)
+    assert raw.writes[1] == [head, large]  # beside, not copied into one
+    transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # an interim answer goes at once
+    assert raw.writes[2] == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    await asyncio.sleep(0)
+    assert len(raw.writes) == 3  # nothing held, nothing written later
+
+
+async def test_a_held_head_is_written_at_the_end_of_the_turn_or_before_a_close() -> None:
+    raw = _RecordingTransport()
+    protocol = _Protocol(asyncio.get_running_loop())
+    transport = _CycleTransport(raw, protocol)  # type: ignore[arg-type]
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    transport.write(head)
+    await asyncio.sleep(0)
+    assert raw.writes == [[head]]
+    assert not transport.holding
+    transport.write(b"4\r\nbody\r\n")  # a body written after its head went out is not held
+    assert raw.writes[1] == [b"4\r\nbody\r\n"]
+    transport.write(head)
+    transport.close()  # a head-only answer that closes the connection is written first
+    assert raw.writes[2] == [head]
+    assert protocol.closes == 1
+
+
+async def test_a_head_whose_body_comes_later_reaches_the_client_before_it() -> None:
+    async with serve_paced(Settings()) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /late-body/1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        head = await read_answer(reader, b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert time.monotonic() - started < 1.2
+        assert await read_answer(reader, b"late") == b"late"
+        writer.close()
