@@ -326,6 +326,13 @@ large() {
 if want binary; then
   if start gw $SERVER_CPU "$GW_READY" "$(gateway_cmd embedded)"; then
     pin_children "${PID[gw]}" "$RUNTIME_CPU"
+    # The gateway's peak RSS during one binary request: the high-water mark reset first.
+    extra large mb "${LARGE_MB:-100}"
+    extra large rss_before_binary_kb "$(rss_kb "${PID[gw]}")"
+    echo 5 > /proc/"${PID[gw]}"/clear_refs
+    timeout 120 taskset -c $LOAD_CPU "$PYTHON" load/large_tensor.py --mb "${LARGE_MB:-100}" --repeat 1 --json-repeat 0 \
+      --url "$GW_URL/increment_f32" --prefix rss_run_ >/dev/null
+    extra large peak_rss_binary_kb "$(awk '/^VmHWM:/{print $2}' /proc/"${PID[gw]}"/status)"
     large --url "$GW_URL/increment_f32" --loopback --echo-cpu "$SERVER_CPU" \
       --v2-url http://127.0.0.1:8900/v2/models/increment_f32/infer
     stop gw
