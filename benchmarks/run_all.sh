@@ -25,7 +25,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONCS=${CONCS:-"1 8 64"}
 REPEAT=${REPEAT:-1}
-ONLY=${ONLY:-"ceil_a mlserver gw_v2 kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_batching grpc_front workers memory binary http_servers request_log"}
+ONLY=${ONLY:-"ceil_a mlserver gw_v2 kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_batching grpc_front workers backend_ceiling memory binary http_servers request_log"}
 SERVER_CPU=0
 LOAD_CPU=1
 RUNTIME_CPU=${RUNTIME_CPU:-1}
@@ -271,6 +271,24 @@ for REP in $(seq "$REPEAT"); do
   want gw_grpc_batching && gateway_sweep gw "I gateway + grpc.aio server, batching on" grpc_batching "$TF_SERVER"
   want grpc_front && grpc_front_sweep
 done
+
+# Backend ceilings: how many small Predicts per second each gRPC backend of E and G answers on
+# its core when the client costs next to nothing (h2load, one connection, 64 streams, on
+# SERVER_CPU). A gateway in front of one of them (batching off) cannot pass it.
+if want backend_ceiling; then
+  "$PYTHON" load/grpc_bodies.py
+  for backend in peers tf; do
+    if [ $backend = peers ]; then cmd="$PYTHON servers/ceiling_b_grpc_server.py 9500"; path=/peers.PredictionService/Predict
+    else cmd=$TF_SERVER; path=/tensorflow.serving.PredictionService/Predict; fi
+    if start "ceiling_$backend" "$RUNTIME_CPU" tcp:9500 "$cmd"; then
+      rps=$(timeout $((DURATION + WARMUP + 30)) taskset -c $SERVER_CPU h2load -c1 -m64 -t1 -D "$DURATION" \
+              --warm-up-time "$WARMUP" -d "payloads/grpc-$backend-small.bin" -H 'content-type: application/grpc' \
+              -H 'te: trailers' "http://127.0.0.1:9500$path" | awk '/^finished in/{print $4}')
+      extra backend_ceiling "${backend}_rps" "${rps:-failed}"
+      stop "ceiling_$backend"
+    fi
+  done
+fi
 
 # Workers: 1 and 2 gateway processes with the same placement. Two cores hold everything
 # here (gateway workers, embedded runtime, wrk), all unpinned (cores 0-1), so the ratio

@@ -107,6 +107,14 @@ for gw, label in (("F ", "embedded runtime"), ("H ", "embedded runtime, batching
         diff, bound = a - b, G_BOUNDS["p50"] if gw == "G " else 0.1
         met = "yes" if diff <= bound else "no"
         print(f"| {label} | {payload} c=1 p50 minus mini-gateway's (ms) | <= {bound} | {show(diff)} | {met} |")
+tf_ceiling, e_rps = extra.get(("backend_ceiling", "tf_rps")), metric("E ", "small", 64)
+if tf_ceiling and tf_ceiling != "failed" and e_rps:
+    print(f"| grpc.aio server | its TF server's own capacity (h2load) / mini-gateway small c=64: the most G "
+          f"can reach | report | {float(tf_ceiling) / e_rps:.2f} | - |")
+    peers_ceiling = extra.get(("backend_ceiling", "peers_rps"))
+    if peers_ceiling and peers_ceiling != "failed":
+        print(f"| mini-gateway | its backend's own capacity (h2load) / its small c=64 | report | "
+              f"{float(peers_ceiling) / e_rps:.2f} | - |")
 f_share = ratio(metric("F ", "small", 64), metric("A ", "small", 64))
 if f_share is not None:
     print(f"| embedded runtime | small c=64 req/s vs the Starlette ceiling (A) | >= 0.65 | {show(f_share)} | "
