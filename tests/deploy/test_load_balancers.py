@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.deploy.balancers import HAPROXY, NGINX
+from tests.deploy.balancers import HAPROXY, NGINX, Attempt, Balancer
 from tests.deploy.fleet import APPLICATION, Fleet, Instance, running
 from tests.waiting import wait_until
 
@@ -74,8 +74,9 @@ def _large_bodies_and_answers(fleet: Fleet) -> None:
             assert response.status_code == 200, response.text[:300]
             assert response.headers["content-type"] == "application/octet-stream"
             assert np.array_equal(np.frombuffer(response.content, "<i4"), tensor + 1)
-    attempts = fleet.balancer.attempts()
-    assert {attempts[f"big-{kind}-{n}"].status for kind in ("json", "tensor") for n in range(3)} == {200}
+    ids = {f"big-{kind}-{n}" for kind in ("json", "tensor") for n in range(3)}
+    attempts, _ = _logged(fleet.balancer, ids, clean=ids)  # each answered right, checked above
+    assert {attempts[request_id].status for request_id in ids if request_id in attempts} == {200}
 
 
 def _under_load(fleet: Fleet) -> None:
@@ -91,12 +92,11 @@ def _under_load(fleet: Fleet) -> None:
                what="20 requests after the restarts")
     killed_at, crash = _kill(fleet, fleet.instances[1])
     outcomes = load.stop()
-    # A balancer logs a request once it has answered it: the last ones may come a moment after.
-    sent = {o.request_id for o in outcomes}
-    wait_until(lambda: sent <= balancer.attempts().keys(), timeout=10, what=f"every request in {balancer.kind}'s log")
-    attempts = balancer.attempts()
+    attempts, unlogged = _logged(balancer, {o.request_id for o in outcomes},
+                                 clean={o.request_id for o in outcomes if not o.problem})
 
-    assert [o for o in outcomes if o.status == 500 or attempts[o.request_id].status == 500] == []
+    assert [o for o in outcomes if o.status == 500
+            or (o.request_id in attempts and attempts[o.request_id].status == 500)] == []
     failed_in_restarts = [o for o in outcomes if o.problem and o.sent < restarts_over]
     assert failed_in_restarts == []
     failed_in_crash = [o for o in outcomes if o.problem and o.sent >= restarts_over]
@@ -113,6 +113,7 @@ def _under_load(fleet: Fleet) -> None:
     figures = {
         "balancer": balancer.kind, "clients": CLIENTS, "shutdown_grace_s": GRACE_S,
         "requests": len(outcomes), "failed": len(failed_in_restarts) + len(failed_in_crash),
+        "unlogged": unlogged,
         "passed_on": sum(1 for attempt in attempts.values() if attempt.tried),
         "seconds": round(outcomes[-1].done - outcomes[0].sent, 1),
         "restarts": restarts, "kill": crash | {
@@ -122,6 +123,27 @@ def _under_load(fleet: Fleet) -> None:
             "problems": sorted({o.problem[:80] for o in failed_in_crash})},
     }
     _record(figures)
+
+
+def _logged(balancer: Balancer, sent: set[str], clean: set[str]) -> tuple[dict[str, Attempt], int]:
+    """The balancer's log of the requests `sent` (by id) once it has them all (a balancer logs a
+    request when it has answered it: the last lines may come a moment after), and how many it
+    never logged. haproxy drops a log line rather than block when two of its threads write to
+    stdout at once (its choice for `log stdout`: a few tries at the fd's lock, then the line is
+    dropped; seen here on a busy 2-core host, one line in a few thousand), so a request the client
+    saw answered right (`clean`) may be missing from its log, a few per thousand at most. A
+    request that failed must be there (the assertions read what the balancer did with it), and
+    nginx, which writes its log blocking, must have every one."""
+    try:
+        wait_until(lambda: sent <= balancer.attempts().keys(), timeout=10,
+                   what=f"every request in {balancer.kind}'s log")
+    except AssertionError as error:
+        missing = sent - balancer.attempts().keys()
+        if balancer.kind != "haproxy" or not missing <= clean or len(missing) > max(1, len(sent) // 200):
+            raise AssertionError(f"{error}: missing {sorted(missing)[:20]}, of which "
+                                 f"{len(missing - clean)} failed, of {len(sent)}") from None
+    attempts = balancer.attempts()
+    return attempts, len(sent - attempts.keys())
 
 
 def _each_served(fleet: Fleet, since: float) -> bool:
