@@ -45,7 +45,8 @@ def is_binary(headers: Mapping[str, str]) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == BINARY_TYPE
 
 
-def decode_binary(headers: Mapping[str, str], body: bytes, specs: Mapping[str, TensorSpec]) -> dict[str, NDArray]:
+def decode_binary(headers: Mapping[str, str], body: bytes | memoryview,
+                  specs: Mapping[str, TensorSpec]) -> dict[str, NDArray]:
     """The one input a binary request carries, checked against the contract."""
     name = headers.get(NAME_HEADER)
     if name is None:

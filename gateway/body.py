@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from gateway.errors import BadRequest, ClientClosed, InvalidJSON, PayloadTooLarge, UnsupportedMediaType, codec_errors
+from gateway.http_protocol import WHOLE_BODY_KEY, WholeBody
 from gateway.settings import Settings
 from tensorcodecs import CodecError
 from tensorcodecs.json_codec import loads
@@ -41,11 +42,18 @@ def check_json_content_type(request: Request) -> None:
 
 
 async def read_body(request: Request, settings: Settings) -> bytes:
+    """The body as bytes (see read_body_buffer)."""
+    body = await read_body_buffer(request, settings)
+    return body if isinstance(body, bytes) else bytes(body)
+
+
+async def read_body_buffer(request: Request, settings: Settings) -> bytes | memoryview:
     """The body, refused with 413 as soon as it is known to exceed `max_body_bytes`
     (from Content-Length, before reading; else while reading; the HTTP protocol reads and
     discards what the client still sends); the server's `receive` raises RequestTimeout (408)
     once `body_timeout_s` has passed without the whole body (gateway.http_protocol). gzip
-    bodies are inflated up to `max_inflated_bytes`."""
+    bodies are inflated up to `max_inflated_bytes`. A large raw tensor the server read into one
+    buffer (gateway.http_protocol.WholeBody) comes as a view of that buffer, not copied."""
     limit = settings.max_body_bytes
     headers = headers_of(request)
     declared = headers.get("content-length")
@@ -65,7 +73,13 @@ async def read_body(request: Request, settings: Settings) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    body: bytes | memoryview = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    whole: WholeBody | None = request.scope.get(WHOLE_BODY_KEY)
+    if whole is not None:  # every byte went there, none through `receive`
+        view = whole.view()
+        if size or view is None:
+            raise RuntimeError("the request body ended before its buffer was full")  # a bug of the server's
+        body = view
     encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding == "gzip":
         return _inflate(body, settings.max_inflated_bytes)
@@ -74,7 +88,7 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     return body
 
 
-def _inflate(body: bytes, limit: int) -> bytes:
+def _inflate(body: bytes | memoryview, limit: int) -> bytes:
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
         data = inflater.decompress(body, limit)

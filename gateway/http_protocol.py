@@ -10,6 +10,12 @@ manners a public server needs.
   the server is not reading because the app has not taken what came); once spent, `receive`
   raises RequestTimeout, which the app answers (408, counted and logged) like any other error.
   A body that came with its headers costs nothing: its `receive` is uvicorn's own.
+- Large binary bodies: a raw tensor (`application/octet-stream`) of a declared length of at least
+  `WHOLE_BODY_MIN_BYTES`, within `max_body_bytes`, that did not come with its headers, is read
+  straight into one buffer of its length (`WholeBody`, an anonymous mapping whose pages are taken
+  only as bytes come), without pausing at uvicorn's 64 kB high-water mark and without the copies
+  of its chunked path (its buffer, each `receive`'s bytes, and their join); gateway.body takes it
+  whole. Its `receive` still ends it (disconnects, the body's deadline and 100-continue alike).
 - Answered before the body came in full (413, 401, 404...): the rest of the body is read and
   discarded before the connection is closed, up to what is left of the body's time (all of
   `body_timeout_s` if the app never read) and `discard_limit()`: closing a socket with unread
@@ -42,6 +48,7 @@ import ctypes
 import errno
 import functools
 import logging
+import mmap
 import os
 import socket
 import struct
@@ -78,6 +85,31 @@ log = logging.getLogger("gateway")
 
 
 BODY_CLOCK_KEY = "gateway.body_clock"  # in a request's scope: the deadline of its body, when it has one
+WHOLE_BODY_KEY = "gateway.whole_body"  # in a request's scope: the WholeBody its body is read into, if any
+WHOLE_BODY_MIN_BYTES = 1 << 20
+BINARY_TYPE = b"application/octet-stream"
+OIP_HEADER_LENGTH = b"inference-header-content-length"  # the Open Inference Protocol's binary extension
+
+
+class WholeBody:
+    """A request body of a declared length, read into one anonymous mapping of that length (the
+    kernel gives it pages as they are written, so a client that declares a large body and sends
+    little costs little). `view()` is the whole body once every byte has come."""
+
+    __slots__ = ("buffer", "filled", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.buffer = mmap.mmap(-1, size)
+        self.filled = 0
+
+    def add(self, data: bytes | bytearray) -> None:
+        end = self.filled + len(data)
+        self.buffer[self.filled:end] = data  # the parser frames the body: never past `size`
+        self.filled = end
+
+    def view(self) -> memoryview | None:
+        return memoryview(self.buffer) if self.filled == self.size else None
 
 
 def allow_body_time(scope: Mapping[str, Any], timeout_s: float) -> None:
@@ -100,6 +132,7 @@ def http_protocol(settings: Settings) -> type[GatewayHttpProtocol]:
         "header_timeout_s": settings.header_timeout_s,
         "body_timeout_s": settings.body_timeout_s,
         "discard_bytes": discard_limit(settings.max_body_bytes),
+        "max_body_bytes": settings.max_body_bytes,
     })
 
 
@@ -221,6 +254,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     header_timeout_s: ClassVar[float] = _DEFAULTS.header_timeout_s
     body_timeout_s: ClassVar[float] = _DEFAULTS.body_timeout_s
     discard_bytes: ClassVar[int] = discard_limit(_DEFAULTS.max_body_bytes)
+    max_body_bytes: ClassVar[int] = _DEFAULTS.max_body_bytes
     draining: ClassVar[bool] = False  # set on the server's own class by begin_draining
     flow: _FlowControl
 
@@ -229,6 +263,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.header_timer: TimerHandle | None = None
         self.body_clock: _BodyClock | None = None  # the deadline of a body that did not come with its headers
+        self.whole_body: WholeBody | None = None  # where the body now arriving goes, when not chunk by chunk
         self.linger_timer: TimerHandle | None = None
         self.in_headers = False  # a request's headers are arriving
         self.in_body = False  # its body is arriving
@@ -260,6 +295,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.header_timer = self.linger_timer = None
         self.closing_cycle = None
         self._stop_body_clock()
+        self.whole_body = None
         if self.cycle_transport is not None:  # it and the cycles refer to this protocol: freed at once
             self.cycle_transport.protocol = None
             self.cycle_transport = None
@@ -284,6 +320,29 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self.body_clock = self.flow.clock = _BodyClock(cycle, self.loop, self.body_timeout_s)
                 cycle.receive = self.body_clock.receive  # type: ignore[method-assign]  # its task has not run yet
                 cycle.scope[BODY_CLOCK_KEY] = self.body_clock  # type: ignore[literal-required]  # see allow_body_time
+                self._read_whole(cycle)
+
+    def _read_whole(self, cycle: RequestResponseCycle) -> None:
+        """Read the rest of a large binary body into one buffer (see the module's docstring); the
+        part that came with the headers moves there from the cycle's (its task has not run yet)."""
+        length = binary = False
+        size = 0
+        for name, value in self.headers:
+            if name == b"content-length":
+                if not value.isdigit():
+                    return
+                size, length = int(value), True
+            elif name == b"content-type":
+                binary = value.split(b";", 1)[0].strip().lower() == BINARY_TYPE
+            elif name == OIP_HEADER_LENGTH:
+                return
+        if not (length and binary and WHOLE_BODY_MIN_BYTES <= size <= self.max_body_bytes):
+            return
+        whole = self.whole_body = WholeBody(size)
+        whole.add(cycle.body)
+        cycle.body = cycle.body[:0]
+        cycle.scope[WHOLE_BODY_KEY] = whole  # type: ignore[literal-required]  # see gateway.body
+        self.flow.resume_reading()  # paused at uvicorn's high-water mark by the first part
 
     # -- parser callbacks
 
@@ -315,11 +374,15 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             if self.discarded > self.discard_bytes:
                 self.close()
             return
+        if self.whole_body is not None:
+            self.whole_body.add(body)
+            return
         super().on_body(body)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self.in_body = False
+        self.whole_body = None
         if self.body_clock is not None:
             self._stop_body_clock()
         if self.cycle.response_complete:  # the body of an answered request has been read

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import mmap
 import os
 import socket
 import stat
@@ -23,7 +24,15 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from protos.local_wire import HEADER, LOCAL_METHODS, SMALL_FRAME, Attachments, WireError, split_attachment
+from protos.local_wire import (
+    HEADER,
+    LOCAL_METHODS,
+    SMALL_FRAME,
+    Attachments,
+    WireError,
+    frame_buffer,
+    split_attachment,
+)
 from protos.services import RUNTIME_PREDICT_MANY, Method
 from protos.tensorflow_serving.predict_pb2 import PredictRequest
 from runtime.exits import exit_runtime
@@ -141,7 +150,7 @@ class LocalListener:
         number, table_length, message_length, attachment_length = HEADER.unpack(header)
         table = reader.read(table_length)
         message = reader.read(message_length)
-        attachment = bytearray(attachment_length)  # the call's own: its arrays are writable
+        attachment = frame_buffer(attachment_length)  # the call's own: its arrays are writable
         if (len(table) < table_length or len(message) < message_length
                 or reader.readinto(attachment) < attachment_length):
             return False
@@ -163,7 +172,7 @@ class LocalListener:
         return True
 
     def _answer(self, number: int, table: bytes, message: bytes,
-                attachment: bytearray) -> tuple[grpc.StatusCode, bytes, Attachments]:
+                attachment: bytearray | mmap.mmap) -> tuple[grpc.StatusCode, bytes, Attachments]:
         """The status, the answer's message and the outputs that travel beside it."""
         entry = self._handlers.get(number)
         if entry is None:
@@ -190,7 +199,8 @@ class LocalListener:
         return grpc.StatusCode.OK, response.SerializeToString(), outputs
 
 
-def _attached_inputs(items: list[PredictRequest], table: bytes, attachment: bytearray) -> list[Attached]:
+def _attached_inputs(items: list[PredictRequest], table: bytes,
+                     attachment: bytearray | mmap.mmap) -> list[Attached]:
     """One Attached per request: the inputs whose values came in the attachment, and room for
     the large outputs of its answer."""
     attached = [Attached(outputs={}) for _ in items]

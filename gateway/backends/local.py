@@ -15,6 +15,7 @@ from a gRPC backend.
 from __future__ import annotations
 
 import asyncio
+import mmap
 from typing import NamedTuple, TypeVar, cast
 
 import grpc
@@ -28,6 +29,7 @@ from protos.local_wire import (
     SMALL_FRAME,
     Attachments,
     WireError,
+    frame_buffer,
     split_attachment,
 )
 from protos.services import Method
@@ -78,7 +80,7 @@ class LocalConnection(asyncio.BufferedProtocol):
         self._scratch = memoryview(bytearray(SCRATCH_BYTES))
         self._head = bytearray()  # the frame's first bytes, until its header is complete
         self._lengths: tuple[int, int, int, int] | None = None  # the header, once read
-        self._rest: bytearray | None = None  # table, message and attachment, once the header is read
+        self._rest: bytearray | mmap.mmap | None = None  # table, message and attachment, once the header is read
         self._start = 0  # where the table starts in `_rest`: the attachment then starts ALIGN-aligned
         self._filled = 0
         self._answer: asyncio.Future[Frame] | None = None
@@ -129,7 +131,7 @@ class LocalConnection(asyncio.BufferedProtocol):
                            else f"the runtime announced a frame of {size} bytes")
                 return
             self._start = -(table_length + message_length) % ALIGN
-            self._rest = bytearray(self._start + size)
+            self._rest = frame_buffer(self._start + size)
             self._rest[self._start:self._start + extra] = self._head[HEADER.size:]
             self._head.clear()
             self._filled = extra

@@ -20,7 +20,7 @@ from gateway.answer_headers import Timing
 from gateway.auth import authorize, check_admin
 from gateway.backends import NDArray, Selector
 from gateway.binary import binary_response, decode_binary, is_binary
-from gateway.body import headers_of, parse_json, read_body, read_json_body
+from gateway.body import headers_of, parse_json, read_body_buffer, read_json_body
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import BadRequest, ContractViolation, PermissionDenied, Unauthenticated, codec_errors
 from gateway.intake import Dialect, dialect_of
@@ -123,7 +123,7 @@ async def predict_application(request: Request) -> Response:
             raise BadRequest(f"the Open Inference Protocol's binary tensor extension ({OIP_HEADER_LENGTH}) is "
                              f"served on /v2/models/{name}/infer; this route takes one raw tensor with "
                              "x-tensor-* headers, or a JSON body")
-        data = await read_body(request, settings)
+        data = await read_body_buffer(request, settings)
         started = time.perf_counter()
         inputs = decode_binary(headers, data, app.signature.inputs)
         timings.append(Timing("decode", time.perf_counter() - started))
@@ -227,7 +227,7 @@ async def predict_model(request: Request) -> Response:
     context = request_context(request, settings)
     parsed = 0.0  # the JSON parse, timed apart: the contract lookup between may ask the backend
     if binary:
-        data = await read_body(request, settings)
+        data = await read_body_buffer(request, settings)
         signature = await dataplane.signature(target, None, context)
         started = time.perf_counter()
         inputs = decode_binary(headers, data, signature.inputs)

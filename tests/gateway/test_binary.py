@@ -40,6 +40,18 @@ async def test_raw_tensor_in_raw_tensor_out(client: httpx.AsyncClient) -> None:
     assert np.array_equal(np.frombuffer(response.content, dtype="<i4"), values + 1)
 
 
+@pytest.mark.parametrize("path", [PREDICT, "/gateway/models/increment_model/versions/1"])
+async def test_a_tensor_of_megabytes_read_into_one_buffer_is_answered_right(client: httpx.AsyncClient,
+                                                                            path: str) -> None:
+    values = np.arange(-1_000_000, 1_000_000, 3, dtype="<i4")  # 2.7 MB: read into one buffer
+    response = await client.post(path, content=values.tobytes(), headers=raw(shape=str(values.size)))
+    assert response.status_code == 200, response.text
+    assert np.array_equal(np.frombuffer(response.content, dtype="<i4"), values + 1)
+    response = await client.post(path, content=values.tobytes() + b"\0", headers=raw())
+    assert response.status_code == 400
+    assert "not a whole number of int32 values" in response.json()["error"]["message"]
+
+
 async def test_spaces_around_sizes_are_ignored(client: httpx.AsyncClient) -> None:
     response = await client.post(PREDICT, content=np.array([1, 2], "<i4").tobytes(), headers=raw(shape="1 , 2"))
     assert response.status_code == 400  # increment_app takes [-1]: the shape was read as [1, 2]

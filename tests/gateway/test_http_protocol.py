@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import errno
 import gc
+import hashlib
 import socket
 import ssl
 import sys
@@ -18,9 +19,13 @@ from typing import Any
 
 import pytest
 import uvicorn
+from starlette.requests import Request
 
+from gateway.body import read_body_buffer
+from gateway.errors import ClientClosed, PayloadTooLarge, RequestTimeout
 from gateway.http_protocol import (
     JOIN_LIMIT,
+    WHOLE_BODY_MIN_BYTES,
     _accept_queued,
     _CycleTransport,
     _refuse_new_handshakes,
@@ -44,6 +49,9 @@ async def paced_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "lifespan.shutdown.complete"})
         return
     path = scope["path"]
+    if path.startswith("/buffer/"):
+        await _buffer_app(scope, receive, send)
+        return
     size = 0
     if path != "/early":
         while True:
@@ -66,6 +74,22 @@ async def paced_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 413 if path == "/early" else 200,
                 "headers": [(b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _buffer_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """`/buffer/<max_body_bytes>`: the body read as the binary routes read it (gateway.body),
+    answered with its type, size and SHA-256; 413 over the limit, 408 past the body's time."""
+    settings = Settings(max_body_bytes=int(scope["path"].removeprefix("/buffer/")))
+    try:
+        body = await read_body_buffer(Request(scope, receive), settings)
+    except (PayloadTooLarge, RequestTimeout, ClientClosed) as error:
+        answer, status = error.message.encode(), error.status
+    else:
+        answer, status = b"%s %d %s" % (type(body).__name__.encode(), len(body),
+                                        hashlib.sha256(body).hexdigest().encode()), 200
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-length", str(len(answer)).encode())]})
+    await send({"type": "http.response.body", "body": answer})
 
 
 @contextlib.asynccontextmanager
@@ -415,4 +439,72 @@ async def test_a_head_whose_body_comes_later_reaches_the_client_before_it() -> N
         assert head.startswith(b"HTTP/1.1 200 ")
         assert time.monotonic() - started < 1.2
         assert await read_answer(reader, b"late") == b"late"
+        writer.close()
+
+
+def _tensor_request(size: int, limit: int, content_type: bytes = b"application/octet-stream",
+                    extra: bytes = b"") -> bytes:
+    return (b"POST /buffer/%d HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n"
+            % (limit, content_type, size, extra))
+
+
+def _expected(kind: bytes, body: bytes) -> bytes:
+    return b"%s %d %s" % (kind, len(body), hashlib.sha256(body).hexdigest().encode())
+
+
+async def test_a_large_raw_tensor_is_read_into_one_buffer_and_other_bodies_as_before() -> None:
+    limit = 8 * WHOLE_BODY_MIN_BYTES
+    body = bytes(range(256)) * (3 * WHOLE_BODY_MIN_BYTES // 256 + 7)  # not a multiple of any read
+    async with serve_paced(Settings(max_body_bytes=limit)) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for kind, content_type, extra in ((b"memoryview", b"application/octet-stream", b""),
+                                          (b"memoryview", b"Application/Octet-Stream; x=1", b""),
+                                          (b"bytes", b"application/json", b""),  # not a raw tensor
+                                          (b"bytes", b"application/octet-stream",  # the OIP's extension
+                                           b"Inference-Header-Content-Length: 2\r\n")):
+            writer.write(_tensor_request(len(body), limit, content_type, extra))
+            for start in range(0, len(body), 700_001):  # in parts, as a slow client sends it
+                writer.write(body[start:start + 700_001])
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            answer = await read_answer(reader, _expected(kind, body), timeout=20)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        # A small raw tensor, and a large one that came with its headers: the chunked path.
+        small = body[:1000]
+        writer.write(_tensor_request(len(small), limit) + small)
+        assert (await read_answer(reader, _expected(b"bytes", small))).startswith(b"HTTP/1.1 200 ")
+        writer.close()
+
+
+async def test_a_raw_tensor_over_the_limit_is_413_before_any_buffer_and_a_stalled_one_408() -> None:
+    limit = 2 * WHOLE_BODY_MIN_BYTES
+    async with serve_paced(Settings(max_body_bytes=limit, body_timeout_s=0.5)) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_tensor_request(limit + 1, limit) + b"a" * 300_000)
+        assert (await read_answer(reader, b"bytes")).startswith(b"HTTP/1.1 413 ")
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = time.monotonic()
+        writer.write(_tensor_request(limit, limit) + b"a" * 300_000)  # then nothing more
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert 0.45 < time.monotonic() - started < 2.0
+        writer.close()
+
+
+async def test_a_client_gone_mid_tensor_frees_its_buffer_and_the_server_goes_on() -> None:
+    limit = 4 * WHOLE_BODY_MIN_BYTES
+    async with serve_paced(Settings(max_body_bytes=limit)) as (_, port):
+        for _ in range(3):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(_tensor_request(limit, limit) + b"a" * 1_500_000)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.transport.abort()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = b"b" * (2 * WHOLE_BODY_MIN_BYTES)
+        writer.write(_tensor_request(len(body), limit))
+        await asyncio.sleep(0.02)
+        writer.write(body)
+        assert (await read_answer(reader, _expected(b"memoryview", body), timeout=20)).startswith(b"HTTP/1.1 200 ")
         writer.close()

@@ -13,7 +13,15 @@ import grpc
 import numpy as np
 import pytest
 
-from protos.local_wire import ATTACH_MIN, HEADER, METHOD_NUMBERS, Attachments, encode_table, split_attachment
+from protos.local_wire import (
+    ATTACH_MIN,
+    HEADER,
+    MAPPED_MIN,
+    METHOD_NUMBERS,
+    Attachments,
+    encode_table,
+    split_attachment,
+)
 from protos.runtime.calls_pb2 import PredictManyRequest, PredictManyResponse
 from protos.services import RUNTIME_PREDICT_MANY, TF_PREDICT
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
@@ -215,14 +223,15 @@ def float_request(name: str, values: np.ndarray, sent: Attachments, item: int = 
 
 
 @pytest.mark.parametrize("extra", ["", "workers: 2", "style: hydrosphere"])
-def test_large_tensors_travel_beside_the_message(serve: Serve, tmp_path: Path, extra: str) -> None:
+@pytest.mark.parametrize("size", [ATTACH_MIN, MAPPED_MIN])  # the latter read into anonymous mappings
+def test_large_tensors_travel_beside_the_message(serve: Serve, tmp_path: Path, extra: str, size: int) -> None:
     source, inputs, outputs = DOUBLE
     if extra == "style: hydrosphere":
         source = ("import hydro_serving_grpc as hs\nimport tensorflow as tf\n\ndef predict(x):\n"
                   "    doubled = tf.make_tensor_proto(hs.make_ndarray(x) * 2, dtype=hs.DT_FLOAT)\n"
                   "    return hs.PredictResponse(outputs={'y': doubled})\n")
     path = serve(write_model(tmp_path / "cfg", "double", "double", source, inputs, outputs, extra))
-    values = np.arange(ATTACH_MIN, dtype=np.float32)  # 4 x ATTACH_MIN bytes
+    values = np.arange(size, dtype=np.float32)  # 4 x size bytes
     sent = Attachments()
     request = float_request("double", values, sent)
     with connect(path) as connection:
