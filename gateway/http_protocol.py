@@ -12,10 +12,13 @@ manners a public server needs.
   A body that came with its headers costs nothing: its `receive` is uvicorn's own.
 - Large binary bodies: a raw tensor (`application/octet-stream`) of a declared length of at least
   `WHOLE_BODY_MIN_BYTES`, within `max_body_bytes`, that did not come with its headers, is read
-  straight into one buffer of its length (`WholeBody`, an anonymous mapping whose pages are taken
-  only as bytes come), without pausing at uvicorn's 64 kB high-water mark and without the copies
-  of its chunked path (its buffer, each `receive`'s bytes, and their join); gateway.body takes it
-  whole. Its `receive` still ends it (disconnects, the body's deadline and 100-continue alike).
+  into one buffer of its length (`WholeBody`, an anonymous mapping whose pages are taken only as
+  bytes come), without pausing at uvicorn's 64 kB high-water mark and without the copies of its
+  chunked path (its buffer, each `receive`'s bytes, and their join); gateway.body takes it whole.
+  On a plaintext connection the socket reads the rest straight into that buffer, past the parser
+  (`_BodyReader`, a buffered protocol in the connection's place until the last byte; the
+  parser, which frames nothing else meanwhile, starts afresh for the next request). Its `receive`
+  still ends it (disconnects, the body's deadline and 100-continue alike).
 - Answered before the body came in full (413, 401, 404...): the rest of the body is read and
   discarded before the connection is closed, up to what is left of the body's time (all of
   `body_timeout_s` if the app never read) and `discard_limit()`: closing a socket with unread
@@ -58,6 +61,7 @@ from collections.abc import Callable, Mapping
 from ssl import SSLContext
 from typing import Any, ClassVar
 
+import httptools
 import uvicorn
 from uvicorn._types import ASGIReceiveEvent
 from uvicorn.config import Config
@@ -342,7 +346,18 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         whole.add(cycle.body)
         cycle.body = cycle.body[:0]
         cycle.scope[WHOLE_BODY_KEY] = whole  # type: ignore[literal-required]  # see gateway.body
+        if self.transport.get_extra_info("sslcontext") is None:
+            self.transport.set_protocol(_BodyReader(self, whole))
         self.flow.resume_reading()  # paused at uvicorn's high-water mark by the first part
+
+    def whole_body_read(self) -> None:
+        """`_BodyReader` has read the body's last byte: the connection is this protocol's again,
+        with a parser that starts at the next request, and the request's message is complete."""
+        self.parser = httptools.HttpRequestParser(self)
+        with contextlib.suppress(AttributeError):  # as uvicorn sets it (httptools 0.6.3 and later)
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.transport.set_protocol(self)
+        self.on_message_complete()
 
     # -- parser callbacks
 
@@ -504,6 +519,37 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.linger_timer = None
         if not (self.in_headers or self.in_body) and (self.cycle is None or self.cycle.response_complete):
             self.close()
+
+
+class _BodyReader(asyncio.BufferedProtocol):
+    """In a connection's place while the rest of a large body is read: the socket reads straight
+    into the body's buffer, as much as is missing and never more (the next request's bytes stay
+    in the socket for the parser); the connection's own protocol gets everything else."""
+
+    def __init__(self, protocol: GatewayHttpProtocol, whole: WholeBody) -> None:
+        self.protocol = protocol
+        self.whole = whole
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self.whole.buffer)[self.whole.filled:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.protocol.body_seen = True
+        self.whole.filled += nbytes
+        if self.whole.filled == self.whole.size:
+            self.protocol.whole_body_read()
+
+    def eof_received(self) -> None:
+        self.protocol.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.protocol.resume_writing()
 
 
 class _BodyClock:

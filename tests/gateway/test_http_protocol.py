@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+import uvloop
 from starlette.requests import Request
 
 from gateway.body import read_body_buffer
@@ -507,4 +508,37 @@ async def test_a_client_gone_mid_tensor_frees_its_buffer_and_the_server_goes_on(
         await asyncio.sleep(0.02)
         writer.write(body)
         assert (await read_answer(reader, _expected(b"memoryview", body), timeout=20)).startswith(b"HTTP/1.1 200 ")
+        writer.close()
+
+
+@pytest.mark.parametrize("tls", [False, True])  # TLS: the body into its buffer through the parser
+async def test_a_large_tensor_pipelined_with_the_next_request_leaves_it_to_the_parser(tmp_path: Path,
+                                                                                     tls: bool) -> None:
+    await _large_tensor_pipelined(tmp_path, tls)
+
+
+def test_a_large_tensor_pipelined_with_the_next_request_under_uvloop(tmp_path: Path) -> None:
+    uvloop.run(_large_tensor_pipelined(tmp_path, tls=False))  # the gateway's loop: its own buffered reads
+
+
+async def _large_tensor_pipelined(tmp_path: Path, tls: bool) -> None:
+    limit = 4 * WHOLE_BODY_MIN_BYTES
+    body = bytes(range(251)) * (2 * WHOLE_BODY_MIN_BYTES // 251)
+    config: dict[str, Any] = {}
+    client_tls = None
+    if tls:
+        certificates = make_certificates(tmp_path)
+        config = {"ssl_certfile": str(certificates.server_cert), "ssl_keyfile": str(certificates.server_key)}
+        client_tls = ssl.create_default_context(cafile=str(certificates.ca))
+    async with serve_paced(Settings(max_body_bytes=limit), **config) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_tls)
+        writer.write(_tensor_request(len(body), limit) + body[:1000])
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the headers read on their own: the rest is read past the parser
+        # The body's rest and two more requests in one write: the second a tensor too.
+        writer.write(body[1000:] + _tensor_request(len(body), limit) + body
+                     + b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        assert (await read_answer(reader, _expected(b"memoryview", body), timeout=20)).startswith(b"HTTP/1.1 200 ")
+        second = await read_answer(reader, b"read 5", timeout=20)
+        assert _expected(b"bytes", body) in second or _expected(b"memoryview", body) in second
         writer.close()
