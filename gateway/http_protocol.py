@@ -51,7 +51,6 @@ import ctypes
 import errno
 import functools
 import logging
-import mmap
 import os
 import socket
 import struct
@@ -73,6 +72,7 @@ from gateway.answers import NATIVE
 from gateway.errors import RequestTimeout
 from gateway.observability import new_request_id
 from gateway.settings import Settings
+from protos.local_wire import anonymous_buffer
 
 HANDSHAKE_MAX_S = 5.0  # at shutdown, a queued TLS connection's handshake is given at most this long
 IDLE_CLOSE_S = 0.5  # at shutdown, an idle connection is closed after being idle this long
@@ -96,15 +96,15 @@ OIP_HEADER_LENGTH = b"inference-header-content-length"  # the Open Inference Pro
 
 
 class WholeBody:
-    """A request body of a declared length, read into one anonymous mapping of that length (the
-    kernel gives it pages as they are written, so a client that declares a large body and sends
-    little costs little). `view()` is the whole body once every byte has come."""
+    """A request body of a declared length, read into one anonymous mapping of that length
+    (protos.local_wire.anonymous_buffer: a client that declares a large body and sends little costs
+    little). `view()` is the whole body once every byte has come."""
 
     __slots__ = ("buffer", "filled", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.buffer = mmap.mmap(-1, size)
+        self.buffer = anonymous_buffer(size)
         self.filled = 0
 
     def add(self, data: bytes | bytearray) -> None:
