@@ -72,7 +72,7 @@ from gateway.answers import NATIVE
 from gateway.errors import RequestTimeout
 from gateway.observability import new_request_id
 from gateway.settings import Settings
-from protos.local_wire import anonymous_buffer
+from protos.buffers import large_buffer
 
 HANDSHAKE_MAX_S = 5.0  # at shutdown, a queued TLS connection's handshake is given at most this long
 IDLE_CLOSE_S = 0.5  # at shutdown, an idle connection is closed after being idle this long
@@ -96,15 +96,16 @@ OIP_HEADER_LENGTH = b"inference-header-content-length"  # the Open Inference Pro
 
 
 class WholeBody:
-    """A request body of a declared length, read into one anonymous mapping of that length
-    (protos.local_wire.anonymous_buffer: a client that declares a large body and sends little costs
-    little). `view()` is the whole body once every byte has come."""
+    """A request body of a declared length, read into one large buffer of that length
+    (protos.buffers: reused, or fresh memory whose pages come only as bytes do, so a client that
+    declares a large body and sends little costs little). `view()` is the whole body once every
+    byte has come."""
 
     __slots__ = ("buffer", "filled", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.buffer = anonymous_buffer(size)
+        self.buffer = large_buffer(size)
         self.filled = 0
 
     def add(self, data: bytes | bytearray) -> None:
@@ -113,7 +114,7 @@ class WholeBody:
         self.filled = end
 
     def view(self) -> memoryview | None:
-        return memoryview(self.buffer) if self.filled == self.size else None
+        return self.buffer if self.filled == self.size else None
 
 
 def allow_body_time(scope: Mapping[str, Any], timeout_s: float) -> None:
@@ -531,7 +532,7 @@ class _BodyReader(asyncio.BufferedProtocol):
         self.whole = whole
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return memoryview(self.whole.buffer)[self.whole.filled:]
+        return self.whole.buffer[self.whole.filled:]
 
     def buffer_updated(self, nbytes: int) -> None:
         self.protocol.body_seen = True

@@ -22,12 +22,12 @@ the runtime sees as the end of that connection once the call is done.
 
 from __future__ import annotations
 
-import mmap
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from protos.buffers import large_buffer
 from protos.services import RUNTIME_PREDICT_MANY, TF_PREDICT, Method
 
 HEADER = struct.Struct("<BIIQ")  # kind, table length, message length, attachment length
@@ -40,21 +40,10 @@ ALIGN = 8  # each tensor's bytes start at a multiple of this offset in the attac
 MAPPED_MIN = 1 << 20  # a frame's part of at least this many bytes is read into an anonymous mapping
 
 
-def frame_buffer(size: int) -> bytearray | mmap.mmap:
-    """A writable buffer of `size` bytes for a read to fill: from MAPPED_MIN bytes a private
-    anonymous mapping (`anonymous_buffer`), else a bytearray."""
-    return anonymous_buffer(size) if size >= MAPPED_MIN else bytearray(size)
-
-
-def anonymous_buffer(size: int) -> mmap.mmap:
-    """`size` bytes of private anonymous memory, in huge pages where the kernel has them: the
-    kernel gives its pages (zeroed) as they are first written, so a read fills it in one pass
-    (a bytearray writes every byte with a zero first) and costs only what it was sent; in 2 MiB
-    pages, a 100 MB buffer takes 50 page faults instead of 24,000 (4x faster to fill here)."""
-    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
-    if hasattr(mmap, "MADV_HUGEPAGE"):  # Linux; transparent huge pages "madvise" or "always"
-        buffer.madvise(mmap.MADV_HUGEPAGE)
-    return buffer
+def frame_buffer(size: int) -> bytearray | memoryview:
+    """A writable buffer of `size` bytes for a read to fill: from MAPPED_MIN bytes one of the
+    process's large buffers (protos.buffers), else a bytearray."""
+    return large_buffer(size) if size >= MAPPED_MIN else bytearray(size)
 
 
 class WireError(ValueError):
@@ -96,8 +85,7 @@ def encode_table(entries: Iterable[tuple[int, str, int]]) -> bytes:
     return b"".join(parts)
 
 
-def split_attachment(table: bytes,
-                     attachment: bytearray | bytes | memoryview | mmap.mmap) -> dict[int, dict[str, memoryview]]:
+def split_attachment(table: bytes, attachment: bytearray | bytes | memoryview) -> dict[int, dict[str, memoryview]]:
     """The attachment cut into its tensors' bytes (views, no copy), by item and name."""
     tensors: dict[int, dict[str, memoryview]] = {}
     whole = memoryview(attachment)

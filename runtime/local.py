@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import mmap
 import os
 import socket
 import stat
@@ -172,7 +171,7 @@ class LocalListener:
         return True
 
     def _answer(self, number: int, table: bytes, message: bytes,
-                attachment: bytearray | mmap.mmap) -> tuple[grpc.StatusCode, bytes, Attachments]:
+                attachment: bytearray | memoryview) -> tuple[grpc.StatusCode, bytes, Attachments]:
         """The status, the answer's message and the outputs that travel beside it."""
         entry = self._handlers.get(number)
         if entry is None:
@@ -200,7 +199,7 @@ class LocalListener:
 
 
 def _attached_inputs(items: list[PredictRequest], table: bytes,
-                     attachment: bytearray | mmap.mmap) -> list[Attached]:
+                     attachment: bytearray | memoryview) -> list[Attached]:
     """One Attached per request: the inputs whose values came in the attachment, and room for
     the large outputs of its answer."""
     attached = [Attached(outputs={}) for _ in items]

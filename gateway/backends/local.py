@@ -15,7 +15,6 @@ from a gRPC backend.
 from __future__ import annotations
 
 import asyncio
-import mmap
 from typing import NamedTuple, TypeVar, cast
 
 import grpc
@@ -80,7 +79,7 @@ class LocalConnection(asyncio.BufferedProtocol):
         self._scratch = memoryview(bytearray(SCRATCH_BYTES))
         self._head = bytearray()  # the frame's first bytes, until its header is complete
         self._lengths: tuple[int, int, int, int] | None = None  # the header, once read
-        self._rest: bytearray | mmap.mmap | None = None  # table, message and attachment, once the header is read
+        self._rest: bytearray | memoryview | None = None  # table, message and attachment, once the header is read
         self._start = 0  # where the table starts in `_rest`: the attachment then starts ALIGN-aligned
         self._filled = 0
         self._answer: asyncio.Future[Frame] | None = None
