@@ -25,7 +25,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONCS=${CONCS:-"1 8 64"}
 REPEAT=${REPEAT:-1}
-ONLY=${ONLY:-"ceil_a mlserver gw_v2 kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_batching grpc_front workers memory binary http_servers request_log"}
+ONLY=${ONLY:-"ceil_a mlserver gw_v2 kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_batching grpc_front workers backend_ceiling memory binary http_servers request_log"}
 SERVER_CPU=0
 LOAD_CPU=1
 RUNTIME_CPU=${RUNTIME_CPU:-1}
@@ -272,6 +272,24 @@ for REP in $(seq "$REPEAT"); do
   want grpc_front && grpc_front_sweep
 done
 
+# Backend ceilings: how many small Predicts per second each gRPC backend of E and G answers on
+# its core when the client costs next to nothing (h2load, one connection, 64 streams, on
+# SERVER_CPU). A gateway in front of one of them (batching off) cannot pass it.
+if want backend_ceiling; then
+  "$PYTHON" load/grpc_bodies.py
+  for backend in peers tf; do
+    if [ $backend = peers ]; then cmd="$PYTHON servers/ceiling_b_grpc_server.py 9500"; path=/peers.PredictionService/Predict
+    else cmd=$TF_SERVER; path=/tensorflow.serving.PredictionService/Predict; fi
+    if start "ceiling_$backend" "$RUNTIME_CPU" tcp:9500 "$cmd"; then
+      rps=$(timeout $((DURATION + WARMUP + 30)) taskset -c $SERVER_CPU h2load -c1 -m64 -t1 -D "$DURATION" \
+              --warm-up-time "$WARMUP" -d "payloads/grpc-$backend-small.bin" -H 'content-type: application/grpc' \
+              -H 'te: trailers' "http://127.0.0.1:9500$path" | awk '/^finished in/{print $4}')
+      extra backend_ceiling "${backend}_rps" "${rps:-failed}"
+      stop "ceiling_$backend"
+    fi
+  done
+fi
+
 # Workers: 1 and 2 gateway processes with the same placement. Two cores hold everything
 # here (gateway workers, embedded runtime, wrk), all unpinned (cores 0-1), so the ratio
 # shows what a second worker adds when the other processes compete for the same cores. With
@@ -326,6 +344,13 @@ large() {
 if want binary; then
   if start gw $SERVER_CPU "$GW_READY" "$(gateway_cmd embedded)"; then
     pin_children "${PID[gw]}" "$RUNTIME_CPU"
+    # The gateway's peak RSS during one binary request: the high-water mark reset first.
+    extra large mb "${LARGE_MB:-100}"
+    extra large rss_before_binary_kb "$(rss_kb "${PID[gw]}")"
+    echo 5 > /proc/"${PID[gw]}"/clear_refs
+    timeout 120 taskset -c $LOAD_CPU "$PYTHON" load/large_tensor.py --mb "${LARGE_MB:-100}" --repeat 1 --json-repeat 0 \
+      --url "$GW_URL/increment_f32" --prefix rss_run_ >/dev/null
+    extra large peak_rss_binary_kb "$(awk '/^VmHWM:/{print $2}' /proc/"${PID[gw]}"/status)"
     large --url "$GW_URL/increment_f32" --loopback --echo-cpu "$SERVER_CPU" \
       --v2-url http://127.0.0.1:8900/v2/models/increment_f32/infer
     stop gw

@@ -25,8 +25,9 @@ from gateway.store.journal import STATE_DIR, ConfigStore
 from tests.conftest import REPO, write_app, write_model
 from tests.e2e.processes import GATEWAY, running_gateway, served_port, spawn_gateway, wait_for
 
-APPLY_ROUNDS = 5  # SIGKILLs during an apply, each of a gateway of its own (a start: a second of imports)
-UPLOAD_ROUNDS = 2  # and during an upload
+# SIGKILLs during an apply, each of a gateway of its own (a start: a second of imports)
+APPLY_ROUNDS = int(os.environ.get("GATEWAY_CRASH_APPLY_ROUNDS", "10"))
+UPLOAD_ROUNDS = int(os.environ.get("GATEWAY_CRASH_UPLOAD_ROUNDS", "6"))  # and during an upload
 SEED = int(os.environ.get("GATEWAY_CRASH_SEED", "0")) or random.randrange(1 << 30)
 
 _GATEWAY_YAML = ("kind: Gateway\ndefaults: {runtime_start_timeout_s: 10, drain_timeout_s: 0.3, shutdown_grace_s: 0.2}\n"

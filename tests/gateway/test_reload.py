@@ -85,6 +85,23 @@ async def test_reload_is_for_loopback_or_admins(tmp_path: Path) -> None:
     assert answer.status_code == 403
 
 
+async def test_every_admin_route_is_for_loopback_or_admins(tmp_path: Path) -> None:
+    root = tmp_path / "config"
+    shutil.copytree(Path(__file__).parents[2] / "config", root)
+    before = sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+    app = create_app(Settings(config_dir=root, access_log=False), load_config(root))
+    transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 4000))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport,
+                                                                   base_url="http://gw") as client:
+        answers = [await client.post("/gateway/admin/models", content=b"\x1f\x8b",
+                                     headers={"content-type": "application/gzip"}),
+                   await client.post("/gateway/admin/apply", json={"file": "a.yaml", "text": "kind: Application\n"}),
+                   await client.delete("/gateway/admin/applications/increment_app"),
+                   await client.delete("/gateway/admin/models/increment_model/versions/1")]
+    assert [answer.status_code for answer in answers] == [403, 403, 403, 403]
+    assert sorted(str(path.relative_to(root)) for path in root.rglob("*")) == before  # nothing changed
+
+
 async def test_a_new_local_model_without_a_supervisor_is_refused_up_front(
         setup: tuple[httpx.AsyncClient, Path]) -> None:
     client, root = setup

@@ -276,3 +276,20 @@ async def test_an_upload_clears_a_stale_environment_and_cleans_up_off_the_loop(t
     assert not stale.path.exists()
     assert threads
     assert not any(threads)
+
+
+async def test_concurrent_uploads_of_one_model_get_distinct_versions(tmp_path: Path) -> None:
+    root, envs = tmp_path / "config", tmp_path / "envs"
+    write_model(root, "m/1", "m", INCREMENT)
+    write_app(root, "app", "m")
+    envs.mkdir()
+    async with running_gateway(root, envs) as client:
+        answers = await asyncio.gather(*(client.post("/gateway/admin/models", content=model_archive("m"),
+                                                     headers=ARCHIVE) for _ in range(3)))
+        assert [answer.status_code for answer in answers] == [201, 201, 201], [a.text for a in answers]
+        assert sorted(answer.json()["version"] for answer in answers) == [2, 3, 4]
+        assert {p.relative_to(root).as_posix() for p in (root / "models").glob("m/*")} == {
+            "models/m/1", "models/m/2", "models/m/3", "models/m/4"}
+        for version in (2, 3, 4):
+            answer = await client.post(f"/gateway/models/m/versions/{version}", json={"x": [1]})
+            assert answer.json() == {"y": [3]}
