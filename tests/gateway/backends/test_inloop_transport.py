@@ -85,6 +85,11 @@ class Backend:
         return PredictResponse(model_spec=ModelSpec(name=name))
 
 
+@pytest.fixture(autouse=True)
+def _backend_client() -> None:
+    """These tests pick each pool's client themselves (GATEWAY_BACKEND_CLIENT does not apply)."""
+
+
 @pytest.fixture
 async def backend() -> AsyncIterator[Backend]:
     server = Backend()
