@@ -133,8 +133,9 @@ class Settings:
             if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0 \
                     and item.name not in ("port", "grpc_port", "shadow_log_sample", "dns_refresh_s"):
                 raise ConfigError(f"{item.name} must be greater than 0, got {value}")
-        if self.backend_client not in typing.get_args(BackendClient):
-            raise ConfigError(f"backend_client must be grpcio or inloop, got {self.backend_client!r}")
+        clients = typing.get_args(BackendClient)
+        if self.backend_client not in clients:
+            raise ConfigError(f"backend_client must be {' or '.join(clients)}, got {self.backend_client!r}")
         if self.dns_refresh_s < 0:
             raise ConfigError(f"dns_refresh_s must be 0 (off) or more, got {self.dns_refresh_s}")
         if not 0.0 <= self.shadow_log_sample <= 1.0:
