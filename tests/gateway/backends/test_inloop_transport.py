@@ -14,7 +14,7 @@ import pytest
 from gateway.backends.pool import ChannelPool
 from gateway.backends.resilience import CircuitState
 from gateway.backends.transports import GrpcTransport, GuardedTransport, InloopTransport, Transport, connect
-from gateway.errors import BackendInvalidArgument, BackendUnavailable, GatewayError
+from gateway.errors import BackendInvalidArgument, BackendUnavailable, DeadlineExceeded, GatewayError
 from gateway.manifests import BackendSpec, TLSSpec
 from gateway.settings import BackendClient
 from protos.services import TF_PREDICT
@@ -163,6 +163,11 @@ async def test_an_error_answer_raises_what_grpcio_raises(backend: Backend,
     grpcio, inloop = raised["grpcio"], raised["inloop"]
     assert (inloop.message, inloop.log_detail, inloop.status) == (grpcio.message, grpcio.log_detail, grpcio.status)
     assert inloop.message == INVALID
+    for client, pool in pools.items():
+        with pytest.raises(DeadlineExceeded) as late:
+            await unguarded(pool, backend.target).call(TF_PREDICT, predict("slow"), 0.2)
+        raised[client] = late.value
+    assert raised["inloop"].message == raised["grpcio"].message
     await backend.stop()
     for client, pool in pools.items():
         with pytest.raises(BackendUnavailable) as down:
