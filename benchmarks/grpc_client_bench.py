@@ -7,10 +7,12 @@ process CPU per call for each style:
 - aio-bytes   grpc.aio channel, the serialized request built once per call as bytes, raw bytes out
 - sync-future sync grpc channel, `.future()` bridged to asyncio with call_soon_threadsafe
 - aio-2ch     two grpc.aio channels (distinct args, so two connections), calls alternate
+- inloop      the gateway's in-loop HTTP/2 client (gateway.grpc_client), bytes in and out as aio-bytes
 
 usage (from the repository root, server on another core):
   taskset -c 1 python -m runtime serve benchmarks/configs/embedded/models/increment --port 9501 &
   PYTHONPATH=$PWD taskset -c 0 python benchmarks/grpc_client_bench.py --target 127.0.0.1:9501
+  PYTHONPATH=$PWD taskset -c 0 python benchmarks/grpc_client_bench.py --styles aio-bytes inloop --rounds 3
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import uvloop
 
 from gateway.backends.resilience import retry_service_config
+from gateway.grpc_client import InloopChannel
 from protos.services import TF_PREDICT
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from tensorcodecs.tensor_proto import decode_tensor, fill_tensor
@@ -81,6 +84,7 @@ async def main(args: argparse.Namespace) -> None:
     bytes_call2 = ch2.unary_unary(path)
     sync_ch = grpc.insecure_channel(args.target)
     sync_call = sync_ch.unary_unary(path)
+    inloop_ch = InloopChannel(args.target)
     ev = asyncio.get_running_loop()
 
     async def aio_proto() -> object:
@@ -89,6 +93,11 @@ async def main(args: argparse.Namespace) -> None:
 
     async def aio_bytes() -> object:
         raw = await bytes_call(req.SerializeToString(), timeout=10, metadata=args.metadata)
+        r = PredictResponse.FromString(raw)
+        return {k: decode_tensor(t) for k, t in r.outputs.items()}
+
+    async def inloop() -> object:
+        raw = await inloop_ch.unary(path, req.SerializeToString(), 10, args.metadata or ())
         r = PredictResponse.FromString(raw)
         return {k: decode_tensor(t) for k, t in r.outputs.items()}
 
@@ -112,12 +121,14 @@ async def main(args: argparse.Namespace) -> None:
         r = PredictResponse.FromString(raw)
         return {k: decode_tensor(t) for k, t in r.outputs.items()}
 
-    styles = {"aio-proto": aio_proto, "aio-bytes": aio_bytes, "sync-future": sync_future, "aio-2ch": aio_2ch}
+    styles = {"aio-proto": aio_proto, "aio-bytes": aio_bytes, "sync-future": sync_future, "aio-2ch": aio_2ch,
+              "inloop": inloop}
     for rnd in range(args.rounds):
         for name in args.styles:
             rate, cpu_us = await loop(styles[name], args.conc, args.seconds)
             print(f"round {rnd} {name:12s} c={args.conc}: {rate:7.0f} calls/s  {cpu_us:6.1f} us CPU/call",
                   flush=True)
+    await inloop_ch.close(grace=1.0)
 
 
 def _settle(fut: asyncio.Future[bytes], call: grpc.Future) -> None:

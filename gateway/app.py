@@ -63,7 +63,8 @@ def create_app(settings: Settings, config: Config | None = None,
         pool = ChannelPool(settings.retry_attempts, settings.circuit_failures, settings.circuit_cooldown_s,
                            on_circuit_change=lambda target, state: meters.circuit_state.labels(target).set(
                                CIRCUIT_STATES[state.value]),
-                           dns_refresh_s=settings.dns_refresh_s or None, close_grace_s=settings.max_request_timeout_s)
+                           dns_refresh_s=settings.dns_refresh_s or None, close_grace_s=settings.max_request_timeout_s,
+                           client=settings.backend_client)
         app.state.settings = settings
         app.state.metrics = meters
         app.state.draining = False

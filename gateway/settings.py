@@ -15,11 +15,13 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gateway.errors import ConfigError
 
 ENV_PREFIX = "GATEWAY_"
+# The gRPC client backend calls go over: grpcio's, or the gateway's own (gateway.grpc_client).
+BackendClient = Literal["grpcio", "inloop"]
 MIB = 1024 * 1024
 
 
@@ -79,6 +81,7 @@ class Settings:
     circuit_cooldown_s: float = 5.0  # how long it stays open before one probe call
     retry_attempts: int = 3  # calls per request when the backend is UNAVAILABLE
     dns_refresh_s: float = 30.0  # `dns:` backend targets are re-resolved this often (0: only when a connection breaks)
+    backend_client: BackendClient = "grpcio"  # inloop: plaintext host:port targets over gateway.grpc_client
     # logging
     log_level: str = "info"
     access_log: bool = True
@@ -130,6 +133,9 @@ class Settings:
             if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0 \
                     and item.name not in ("port", "grpc_port", "shadow_log_sample", "dns_refresh_s"):
                 raise ConfigError(f"{item.name} must be greater than 0, got {value}")
+        clients = typing.get_args(BackendClient)
+        if self.backend_client not in clients:
+            raise ConfigError(f"backend_client must be {' or '.join(clients)}, got {self.backend_client!r}")
         if self.dns_refresh_s < 0:
             raise ConfigError(f"dns_refresh_s must be 0 (off) or more, got {self.dns_refresh_s}")
         if not 0.0 <= self.shadow_log_sample <= 1.0:
@@ -154,7 +160,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
                  "health_check_timeout_s", "health_interval_s", "shutdown_grace_s", "drain_timeout_s"),
     "limits": ("max_body_bytes", "max_inflated_bytes", "max_elements", "max_concurrency",
                "header_timeout_s", "body_timeout_s", "max_upload_bytes", "upload_timeout_s"),
-    "resilience": ("circuit_failures", "circuit_cooldown_s", "retry_attempts", "dns_refresh_s"),
+    "resilience": ("circuit_failures", "circuit_cooldown_s", "retry_attempts", "dns_refresh_s", "backend_client"),
     "logging": ("log_level", "access_log"),
     "build": ("envs_dir", "build_timeout_s"),
     "reload": ("watch_config",),
@@ -173,6 +179,8 @@ def convert(name: str, raw: Any, kind: Any, source: str) -> Any:
     """`raw` (text from the environment, or a YAML value) as a value of type `kind`."""
     options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
     target = next(option for option in options if option is not type(None))
+    if typing.get_origin(target) is Literal:
+        return _choice(name, raw, typing.get_args(target), source)
     try:
         if target is bool:
             if isinstance(raw, bool):
@@ -195,3 +203,10 @@ def convert(name: str, raw: Any, kind: Any, source: str) -> Any:
         names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
                  Path: "a path"}
         raise ConfigError(f"{source}={raw!r}: {name} must be {names.get(target, target)}") from None
+
+
+def _choice(name: str, raw: Any, choices: tuple[str, ...], source: str) -> str:
+    """`raw` when it is one of `choices`."""
+    if raw not in choices:
+        raise ConfigError(f"{source}={raw!r}: {name} must be one of {', '.join(choices)}")
+    return str(raw)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
 from starlette.applications import Starlette
 
+from gateway.backends.pool import ChannelPool
 from gateway.http_protocol import http_protocol
 from gateway.manifests import Config, RuntimeAddress, load_config
 from gateway.manifests.types import RequestLogSpec
@@ -84,6 +87,22 @@ def runtimes_for(config: Config, *, local_wire: bool = True) -> Iterator[Config]
         finally:
             for server in servers.values():
                 server.stop(0).wait()
+
+
+@pytest.fixture(autouse=True)
+def _backend_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With GATEWAY_BACKEND_CLIENT set (the parity run: `GATEWAY_BACKEND_CLIENT=inloop pytest ...`)
+    every channel pool a test makes calls its backends with that client, whatever the test's
+    settings say (gateways the tests start as processes read the variable themselves)."""
+    client = os.environ.get("GATEWAY_BACKEND_CLIENT")
+    if not client:
+        return
+    made = ChannelPool.__init__
+
+    def forced(pool: ChannelPool, *args: Any, **kwargs: Any) -> None:
+        made(pool, *args, **{**kwargs, "client": client})
+
+    monkeypatch.setattr(ChannelPool, "__init__", forced)
 
 
 @pytest.fixture

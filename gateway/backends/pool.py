@@ -14,6 +14,11 @@ that fails or returns nothing leaves the channel as it was.
 TLS targets are not refreshed: grpcio makes new core credentials for every channel it opens
 (cygrpc's `SSLChannelCredentials.c()`), and the subchannel pool tells credentials apart by
 identity, so a fresh TLS channel would reconnect to every address each period.
+
+With `client="inloop"` (the `backend_client` setting) the pool also holds one in-loop channel
+(gateway.grpc_client) per plaintext `host:port` target, which backends call instead of grpcio;
+a target it cannot reach (TLS, `dns:`, `unix:`, a list of addresses) keeps its grpcio channel,
+said once in the log.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ import grpc
 
 from gateway.backends.local import LocalChannel
 from gateway.backends.resilience import CircuitBreaker, CircuitState, retry_service_config
+from gateway.grpc_client import InloopChannel, parse_target
 from gateway.manifests import TLSSpec
+from gateway.settings import BackendClient
 from protos.services import Method
 
 log = logging.getLogger("gateway.backends")
@@ -95,13 +102,17 @@ class PooledChannel:
 class ChannelPool:
     """Opens channels on first use and closes them at shutdown (or when a reload drops them).
     Its circuit breakers run on `clock`. Once `start()`ed, every `dns_refresh_s` it re-resolves
-    its `dns:` targets (None: never); channels it replaces get `close_grace_s` for their calls."""
+    its `dns:` targets (None: never); channels it replaces get `close_grace_s` for their calls.
+    `client`: which gRPC client backends call with (`inloop()` says where the in-loop one goes)."""
 
     def __init__(self, retry_attempts: int = 3, circuit_failures: int = 5, circuit_cooldown_s: float = 5.0,
                  on_circuit_change: Callable[[str, CircuitState], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, dns_refresh_s: float | None = None,
-                 close_grace_s: float = 30.0) -> None:
+                 close_grace_s: float = 30.0, *, client: BackendClient = "grpcio") -> None:
         self._channels: dict[Key, PooledChannel] = {}
+        self._inloop: dict[str, InloopChannel] = {}
+        self._retry_attempts = retry_attempts
+        self.client = client
         self._breakers: dict[str, CircuitBreaker] = {}
         self._locals: dict[str, LocalChannel] = {}
         self._options = (*CHANNEL_OPTIONS, ("grpc.service_config", retry_service_config(retry_attempts)))
@@ -139,6 +150,23 @@ class ChannelPool:
             options = (*options, ("grpc.ssl_target_name_override", tls.server_name))
         return grpc.aio.secure_channel(target, _credentials(tls), options=options)
 
+    def inloop(self, target: str, tls: TLSSpec | None = None) -> InloopChannel | None:
+        """The in-loop channel to `target` (opened on first use) when the pool's client is the
+        in-loop one and it reaches `target`; None when calls go over grpcio (`pooled`)."""
+        if self.client != "inloop":
+            return None
+        channel = self._inloop.get(target)
+        if channel is not None and tls is None:
+            return channel
+        unreachable = _inloop_unreachable(target, tls)
+        if unreachable is not None:
+            if (target, tls) not in self._channels:  # said once: its grpcio channel is opened next
+                log.warning("backend %s: backend_client inloop %s; this target is called over grpcio",
+                            target, unreachable)
+            return None
+        channel = self._inloop[target] = InloopChannel(target, self._retry_attempts)
+        return channel
+
     def local(self, target: str, path: str) -> LocalChannel:
         """The local-wire channel to the embedded runtime at `target`, on its Unix socket `path`."""
         channel = self._locals.get(target)
@@ -158,8 +186,9 @@ class ChannelPool:
 
     @property
     def targets(self) -> list[str]:
-        """Targets with an open channel."""
-        return [target for target, _ in self._channels]
+        """Targets with an open channel (grpcio or in-loop)."""
+        grpcio = [target for target, _ in self._channels]
+        return [*grpcio, *(target for target in self._inloop if target not in grpcio)]
 
     # ------------------------------------------------------------ DNS refresh
 
@@ -219,12 +248,16 @@ class ChannelPool:
         in_use = None if channels is None else set(channels)
         dropped = [key for key in self._channels if key[0] not in kept or (in_use is not None and key not in in_use)]
         closing = [self._channels.pop(key).channel for key in dropped]
+        inloop = [target for target in self._inloop
+                  if target not in kept or (in_use is not None and (target, None) not in in_use)]
+        closing_inloop = [self._inloop.pop(target) for target in inloop]
         self._unresolved.difference_update(dropped)
         for target in [t for t in self._breakers if t not in kept]:
             del self._breakers[target]
         for target in [t for t in self._locals if t not in kept]:
             self._locals.pop(target).close()
-        await asyncio.gather(*(channel.close(grace) for channel in closing))
+        await asyncio.gather(*(channel.close(grace) for channel in closing),
+                             *(channel.close(grace) for channel in closing_inloop))
 
     async def close(self, grace: float | None = None) -> None:
         """Stop refreshing and close every channel; calls still running get `grace` seconds
@@ -239,6 +272,15 @@ class ChannelPool:
             # A close under way cannot be cut short (a cancelled grpc.aio close leaves the channel
             # open for good): one whose calls outlive `grace` ends with them, within close_grace_s.
             await asyncio.wait(set(self._retiring), timeout=grace)
+
+
+def _inloop_unreachable(target: str, tls: TLSSpec | None) -> str | None:
+    """Why the in-loop client cannot call `target` (None: it can)."""
+    if tls is not None:
+        return "has no TLS"
+    if parse_target(target) is None:
+        return "reaches one plaintext host:port only (no dns:, unix: or address lists)"
+    return None
 
 
 async def _ready(channel: grpc.aio.Channel) -> bool:

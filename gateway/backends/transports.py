@@ -2,6 +2,8 @@
 
 - `GrpcTransport`: a pooled grpc.aio channel (gateway.backends.pool), asked for the method's
   callable at each call, so a channel the pool replaced (a `dns:` target re-resolved) is left at once.
+- `InloopTransport`: the pool's in-loop channel (gateway.grpc_client) to a plaintext `host:port`
+  target, when the `backend_client` setting is `inloop`: the same calls, statuses and errors.
 - `LocalWireTransport`: an embedded runtime's Unix socket (gateway.backends.local) for the
   methods the local wire carries, falling back to gRPC when the socket is unreachable.
 - `GuardedTransport`: the target's circuit breaker around another transport.
@@ -22,12 +24,14 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol, TypeVar
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from gateway.backends.local import LocalCallError, LocalChannel, LocalUnreachable
 from gateway.backends.pool import ChannelPool, PooledChannel
 from gateway.backends.resilience import CircuitBreaker, CircuitState
 from gateway.errors import GatewayError, from_grpc_status
+from gateway.grpc_client import InloopChannel
+from gateway.grpc_server.status import RpcStatus
 from gateway.manifests import BackendSpec
 from protos.local_wire import METHOD_NUMBERS, Attachments
 from protos.services import Method
@@ -85,6 +89,37 @@ class GrpcTransport:
             answer: ResponseT = await self.channel.stub(method)(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as error:
             raise from_grpc_status(error.code(), error.details(), self.target, self.label) from None
+        return answer
+
+    def passed_health_check(self) -> None:
+        pass
+
+
+class InloopTransport:
+    """Calls on the pool's in-loop channel to the target: the serialized request to the method's
+    path, the answer parsed here. Its errors are those `GrpcTransport` raises for the same status
+    (an answer that does not parse is INTERNAL, as grpcio's deserializer failing is)."""
+
+    def __init__(self, channel: InloopChannel, target: str, label: str) -> None:
+        self.channel = channel
+        self.target = target
+        self.label = label
+
+    @property
+    def carries_attachments(self) -> bool:
+        return False
+
+    async def call(self, method: Method[RequestT, ResponseT], request: RequestT, timeout: float,
+                   metadata: Metadata = (), attachments: Attachments | None = None) -> ResponseT:
+        try:
+            raw = await self.channel.unary(method.path, request.SerializeToString(), timeout, metadata)
+        except RpcStatus as error:
+            raise from_grpc_status(error.code, error.message, self.target, self.label) from None
+        try:
+            answer: ResponseT = method.response.FromString(raw)  # type: ignore[arg-type]  # upb parses any buffer
+        except DecodeError:
+            raise from_grpc_status(grpc.StatusCode.INTERNAL, "Exception deserializing response!",
+                                   self.target, self.label) from None
         return answer
 
     def passed_health_check(self) -> None:
@@ -187,11 +222,19 @@ class Transports(NamedTuple):
 
 def connect(spec: BackendSpec, pool: ChannelPool, label: str, inline: Inline | None = None,
             model_level: Callable[[GatewayError], bool] | None = None) -> Transports:
-    """The transports of a backend `spec` on `pool`: its pooled channel, over the embedded
+    """The transports of a backend `spec` on `pool`: its pooled channel (in-loop or grpcio), over the embedded
     runtime's Unix socket first when it has one, behind the target's circuit breaker (which
     does not count the errors `model_level` says are one model's); calls' errors name the
     model `label`."""
-    transport: Transport = GrpcTransport(pool.pooled(spec.target, spec.tls), spec.target, label)
+    transport = _grpc(spec, pool, label)
     if spec.local_socket is not None:
         transport = LocalWireTransport(pool.local(spec.target, spec.local_socket), transport, label, inline)
     return Transports(GuardedTransport(transport, pool.breaker(spec.target), label, model_level), transport)
+
+
+def _grpc(spec: BackendSpec, pool: ChannelPool, label: str) -> Transport:
+    """The gRPC transport to `spec`'s target: the pool's in-loop channel where it has one, else grpcio's."""
+    inloop = pool.inloop(spec.target, spec.tls)
+    if inloop is not None:
+        return InloopTransport(inloop, spec.target, label)
+    return GrpcTransport(pool.pooled(spec.target, spec.tls), spec.target, label)

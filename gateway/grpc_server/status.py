@@ -1,5 +1,6 @@
 """gRPC's words on HTTP/2 (grpc's PROTOCOL-HTTP2.md): the status a call ends with, the
-`grpc-timeout` header and the percent-encoded `grpc-message`."""
+`grpc-timeout` header and the percent-encoded `grpc-message` (both ways: the server writes it,
+the in-loop client, gateway.grpc_client, reads it)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,27 @@ def encode_message(text: str) -> str:
     if text.isascii() and text.isprintable() and "%" not in text:
         return text
     return "".join(chr(octet) if octet in _PLAIN else f"%{octet:02X}" for octet in text.encode("utf-8"))
+
+
+def decode_message(value: str) -> str:
+    """A `grpc-message` value as text: %XX sequences are UTF-8 octets; a bad escape stays as is."""
+    if "%" not in value:
+        return value
+    out = bytearray()
+    position, size = 0, len(value)
+    while position < size:
+        char = value[position]
+        if char == "%" and position + 2 < size + 1 and _is_hex(value[position + 1:position + 3]):
+            out.append(int(value[position + 1:position + 3], 16))
+            position += 3
+            continue
+        out += char.encode("utf-8")
+        position += 1
+    return out.decode("utf-8", "replace")
+
+
+def _is_hex(pair: str) -> bool:
+    return len(pair) == 2 and all(c in "0123456789abcdefABCDEF" for c in pair)
 
 
 def code_number(code: grpc.StatusCode) -> int:

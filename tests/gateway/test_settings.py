@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.settings import Settings
+from gateway.settings import SECTIONS, Settings, convert, field_types
 
 
 def test_precedence() -> None:
@@ -47,3 +47,17 @@ def test_a_float_setting_must_be_finite(name: str, value: str) -> None:
     assert str(caught.value) == f"{name} must be a finite number, got {float(value)}"
     with pytest.raises(ConfigError, match=f"^{name} must be a finite number"):
         Settings.load(Path("cfg"), {name: float(value)})
+
+
+def test_backend_client() -> None:
+    assert Settings().backend_client == "grpcio"
+    assert Settings.load(Path("cfg"), env={"GATEWAY_BACKEND_CLIENT": "inloop"}).backend_client == "inloop"
+    assert Settings.load(Path("cfg"), {"backend_client": "inloop"}, env={}).backend_client == "inloop"
+    with pytest.raises(ConfigError) as caught:
+        Settings.load(Path("cfg"), env={"GATEWAY_BACKEND_CLIENT": "h2"})
+    assert str(caught.value) == "GATEWAY_BACKEND_CLIENT='h2': backend_client must be one of grpcio, inloop"
+    with pytest.raises(ConfigError, match=r"^backend_client must be grpcio or inloop, got 'h2'$"):
+        Settings.load(Path("cfg"), env={}, overrides={"backend_client": "h2"})
+    assert "backend_client" in SECTIONS["resilience"]
+    with pytest.raises(ConfigError, match=r"^resilience\.backend_client=1: backend_client must be one of grpcio"):
+        convert("backend_client", 1, field_types()["backend_client"], source="resilience.backend_client")
