@@ -10,7 +10,8 @@ manners a public server needs.
   the server is not reading because the app has not taken what came); once spent, `receive`
   raises RequestTimeout, which the app answers (408, counted and logged) like any other error.
   A body that came with its headers costs nothing: its `receive` is uvicorn's own.
-- Large binary bodies: a raw tensor (`application/octet-stream`) of a declared length of at least
+- Large binary bodies: raw tensors (`application/octet-stream`, or the Open Inference Protocol's
+  binary extension: a body with `Inference-Header-Content-Length`) of a declared length of at least
   `WHOLE_BODY_MIN_BYTES`, within `max_body_bytes`, that did not come with its headers, is read
   into one buffer of its length (`WholeBody`, an anonymous mapping whose pages are taken only as
   bytes come), without pausing at uvicorn's 64 kB high-water mark and without the copies of its
@@ -339,8 +340,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 size, length = int(value), True
             elif name == b"content-type":
                 binary = value.split(b";", 1)[0].strip().lower() == BINARY_TYPE
-            elif name == OIP_HEADER_LENGTH:
-                return
+            elif name == OIP_HEADER_LENGTH:  # its JSON header, then raw tensors: whatever its type says
+                binary = True
         if not (length and binary and WHOLE_BODY_MIN_BYTES <= size <= self.max_body_bytes):
             return
         whole = self.whole_body = WholeBody(size)

@@ -27,18 +27,19 @@ BINARY_TYPE = "application/octet-stream"
 _MAX_DIGITS = 19  # a longer length is beyond any body
 
 
-def split_body(headers: Mapping[str, str], body: bytes) -> tuple[bytes, memoryview | None]:
-    """The request's JSON and its binary part (None without the extension's header)."""
+def split_body(headers: Mapping[str, str], body: bytes | memoryview) -> tuple[bytes, memoryview | None]:
+    """The request's JSON and its binary part (None without the extension's header); a body
+    read into one buffer (gateway.body.read_body_buffer) is cut without copying its tensors."""
     declared = headers.get(HEADER_LENGTH)
     if declared is None:
-        return body, None
+        return bytes(body), None
     text = declared.strip()
     if not text.isdigit() or not text.isascii() or len(text) > _MAX_DIGITS:
         raise BadRequest(f"Inference-Header-Content-Length must be a number of bytes, got {declared!r}")
     length = int(text)
     if length > len(body):
         raise BadRequest(f"Inference-Header-Content-Length is {length}, but the body has only {len(body)} bytes")
-    return body[:length], memoryview(body)[length:]
+    return bytes(body[:length]), memoryview(body)[length:]
 
 
 class PartsResponse(Response):

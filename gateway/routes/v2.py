@@ -29,7 +29,7 @@ from starlette.routing import Route
 from gateway import __version__, oip_models
 from gateway.answer_headers import Timing
 from gateway.auth import authorize
-from gateway.body import headers_of, parse_json, read_body
+from gateway.body import headers_of, parse_json, read_body_buffer
 from gateway.dataplane import DataPlane, RequestContext
 from gateway.errors import ContractViolation, codec_errors
 from gateway.oip_binary import split_body
@@ -121,7 +121,7 @@ async def infer(request: Request) -> Response:
     named = _named(request)
     headers = headers_of(request)  # any content type, as Triton takes (`curl -d` sends a form type)
     context = request_context(request, settings, named if isinstance(named, Application) else None)
-    raw = await read_body(request, settings)
+    raw = await read_body_buffer(request, settings)
     started = time.perf_counter()
     text, binary = split_body(headers, raw)
     document = parse_json(text)

@@ -461,7 +461,7 @@ async def test_a_large_raw_tensor_is_read_into_one_buffer_and_other_bodies_as_be
         for kind, content_type, extra in ((b"memoryview", b"application/octet-stream", b""),
                                           (b"memoryview", b"Application/Octet-Stream; x=1", b""),
                                           (b"bytes", b"application/json", b""),  # not a raw tensor
-                                          (b"bytes", b"application/octet-stream",  # the OIP's extension
+                                          (b"memoryview", b"application/json",  # the OIP's extension
                                            b"Inference-Header-Content-Length: 2\r\n")):
             writer.write(_tensor_request(len(body), limit, content_type, extra))
             for start in range(0, len(body), 700_001):  # in parts, as a slow client sends it
