@@ -81,7 +81,7 @@ class Settings:
     circuit_cooldown_s: float = 5.0  # how long it stays open before one probe call
     retry_attempts: int = 3  # calls per request when the backend is UNAVAILABLE
     dns_refresh_s: float = 30.0  # `dns:` backend targets are re-resolved this often (0: only when a connection breaks)
-    backend_client: BackendClient = "grpcio"  # inloop: plaintext host:port targets over gateway.grpc_client
+    backend_client: BackendClient = "inloop"  # plaintext host:port targets over gateway.grpc_client; grpcio: all
     # logging
     log_level: str = "info"
     access_log: bool = True

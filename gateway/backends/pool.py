@@ -161,7 +161,7 @@ class ChannelPool:
         unreachable = _inloop_unreachable(target, tls)
         if unreachable is not None:
             if (target, tls) not in self._channels:  # said once: its grpcio channel is opened next
-                log.warning("backend %s: backend_client inloop %s; this target is called over grpcio",
+                log.info("backend %s: backend_client inloop %s; this target is called over grpcio",
                             target, unreachable)
             return None
         channel = self._inloop[target] = InloopChannel(target, self._retry_attempts)

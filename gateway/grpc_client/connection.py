@@ -7,8 +7,9 @@ server's windows allow, the rest on its WINDOW_UPDATEs. Calls beyond the server'
 MAX_CONCURRENT_STREAMS wait in a queue. Answers are reassembled as frames arrive and end the
 stream's future with the message (a memoryview of it) or an `RpcStatus`. We open large windows
 (16 MiB a stream, 64 MiB the connection) and give them back as we read, so big messages flow
-without round trips. PING is answered; a keepalive PING goes every `keepalive_s`, and one not
-acknowledged within `keepalive_timeout_s` ends the connection. GOAWAY: streams the server never
+without round trips. PING is answered; a keepalive PING goes every `keepalive_s` while calls are
+in flight (grpc servers take pings on an idle connection for abuse: GOAWAY too_many_pings), and
+one not acknowledged within `keepalive_timeout_s` ends the connection. GOAWAY: streams the server never
 took fail as `Unprocessed` (sent again elsewhere), the others finish, no new one starts.
 """
 
@@ -151,6 +152,9 @@ class ClientConnection(asyncio.Protocol):
 
     def _keepalive(self) -> None:
         if self.closed:
+            return
+        if not self.busy:  # idle: no ping (a server counts pings without calls
+            self.keepalive_timer = self.loop.call_later(self.keepalive_s, self._keepalive)  # as abuse)
             return
         self._emit([f.frame(f.PING, 0, 0, _KEEPALIVE_PING)])
         self.ping_timer = self.loop.call_later(self.keepalive_timeout_s, self.abort,

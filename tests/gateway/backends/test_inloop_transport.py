@@ -128,7 +128,7 @@ async def test_the_pool_gives_plaintext_host_port_targets_the_inloop_client_behi
     other = connect(spec("127.0.0.1:8500"), pool, "other").checks
     assert isinstance(other, InloopTransport)
     assert other.channel is checks.channel
-    caplog.set_level(logging.WARNING, "gateway.backends")
+    caplog.set_level(logging.INFO, "gateway.backends")
     for _ in range(2):
         assert isinstance(connect(spec("dns:///backend.test:8500"), pool, "toy").checks, GrpcTransport)
         assert isinstance(connect(spec("127.0.0.1:8501", TLSSpec()), pool, "toy").checks, GrpcTransport)
