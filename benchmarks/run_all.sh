@@ -25,7 +25,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONCS=${CONCS:-"1 8 64"}
 REPEAT=${REPEAT:-1}
-ONLY=${ONLY:-"ceil_a mlserver gw_v2 kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_inloop gw_grpc_batching grpc_front workers backend_ceiling memory binary http_servers request_log"}
+ONLY=${ONLY:-"ceil_a mlserver gw_v2 kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_grpcio gw_grpc_batching grpc_front workers backend_ceiling memory binary http_servers request_log"}
 SERVER_CPU=0
 LOAD_CPU=1
 RUNTIME_CPU=${RUNTIME_CPU:-1}
@@ -268,8 +268,8 @@ for REP in $(seq "$REPEAT"); do
   want gw_embedded && gateway_sweep gw "F gateway + embedded runtime" embedded
   want gw_batching && gateway_sweep gw "H gateway + embedded runtime, batching on" batching
   want gw_grpc && gateway_sweep gw "G gateway + grpc.aio server" grpc "$TF_SERVER"
-  want gw_grpc_inloop && GATEWAY_BACKEND_CLIENT=inloop \
-    gateway_sweep gw "G2 gateway + grpc.aio server, backend_client inloop" grpc "$TF_SERVER"
+  want gw_grpc_grpcio && GATEWAY_BACKEND_CLIENT=grpcio \
+    gateway_sweep gw "G2 gateway + grpc.aio server, backend_client grpcio" grpc "$TF_SERVER"
   want gw_grpc_batching && gateway_sweep gw "I gateway + grpc.aio server, batching on" grpc_batching "$TF_SERVER"
   want grpc_front && grpc_front_sweep
 done

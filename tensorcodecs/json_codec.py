@@ -478,6 +478,12 @@ def _walk_strings(value: Any, out: list[bytes]) -> Shape:
     return (len(value), *(first or ()))
 
 
+# The base64 of `{"b64": ...}`: groups of four, the last one short and padded (RFC 4648). Checked
+# before decoding: Python's decoder also takes padding after a whole group ("AAAA=", "AAAA====").
+B64_PADDED = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_B64_PADDED_TEXT = re.compile(B64_PADDED)
+
+
 def _string_bytes(value: Any) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass")
@@ -485,6 +491,8 @@ def _string_bytes(value: Any) -> bytes:
         encoded = value.get("b64")
         if len(value) != 1 or not isinstance(encoded, str):
             raise _BadElement('expected a string or {"b64": "..."}, got an object')
+        if not _B64_PADDED_TEXT.fullmatch(encoded):
+            raise _BadElement('invalid base64 in {"b64": ...}')
         try:
             return base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -315,11 +316,19 @@ def _is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
+# TF Serving's (absl's) base64: as B64_PADDED, the padding optional; never padding after a whole
+# group ("AAAA=", which Python's decoder would take).
+B64_UNPADDED = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==?)?|[A-Za-z0-9+/]{3}=?)?$"
+_B64_UNPADDED_TEXT = re.compile(B64_UNPADDED)
+
+
 def decode_b64(value: Any) -> bytes:
     """`{"b64": "..."}` as bytes (padding optional, as absl's decoder allows)."""
     if not _is_b64(value):
         raise CodecError(f"JSON Value: {value_text(value)} not formatted correctly for base64 data")
     text: str = value["b64"]
+    if not _B64_UNPADDED_TEXT.fullmatch(text):
+        raise CodecError("Unable to base64 decode")
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):

@@ -88,7 +88,7 @@ print("|---|---|---|---:|---|")
 # c=64, and c=1 p50 in ms over the mini-gateway's.
 G_BOUNDS = {"small": 1.15, "p50": 0.05}
 for gw, label in (("F ", "embedded runtime"), ("H ", "embedded runtime, batching on"),
-                  ("G ", "grpc.aio server"), ("G2 ", "grpc.aio server, in-loop client"),
+                  ("G ", "grpc.aio server"), ("G2 ", "grpc.aio server, grpcio client"),
                   ("I ", "grpc.aio server, batching on")):
     small_bound = G_BOUNDS["small"] if gw in ("G ", "G2 ") else 1.4
     for payload, peer, name, bound in (("small", "E ", "mini-gateway", small_bound),

@@ -33,18 +33,17 @@ import numpy as np
 from tensorcodecs import DType, TensorSpec
 from tensorcodecs.contract import Shape
 from tensorcodecs.dtypes import JsonKind
-from tensorcodecs.json_codec import MAX_RANK
-from tensorcodecs.tfserving_json import BYTES_SUFFIX, INPUTS_KEY, INSTANCES_KEY, SIGNATURE_KEY
+from tensorcodecs.json_codec import B64_PADDED, MAX_RANK
+from tensorcodecs.tfserving_json import B64_UNPADDED, BYTES_SUFFIX, INPUTS_KEY, INSTANCES_KEY, SIGNATURE_KEY
 
 Schema = dict[str, Any]
 
 # OpenAPI's registered formats where they apply, the dtype's own name otherwise.
 _FORMATS = {"int32": "int32", "int64": "int64", "float32": "float", "float64": "double"}
 
-# base64 as `base64.b64decode(..., validate=True)` takes it: padded, the last group may be short.
-_B64_PADDED = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
-# TF Serving's (absl's) decoder: the same, the padding optional.
-_B64_UNPADDED = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==?)?|[A-Za-z0-9+/]{3}=?)?$"
+# base64 as the decoders take it (padded; TF Serving's, the padding optional).
+_B64_PADDED = B64_PADDED
+_B64_UNPADDED = B64_UNPADDED
 
 _NOTHING_DESCRIPTION = "no JSON value is accepted here"
 

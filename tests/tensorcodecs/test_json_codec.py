@@ -289,6 +289,8 @@ ERRORS = [
     ("string", None, '[["a"], ["b", "c"]]', "x[1]", "ragged list"),
     ("string", None, '[["a"], "b"]', "x[1]", "ragged list"),
     ("bytes", None, '[{"b64": "!!"}]', "x[0]", 'invalid base64 in {"b64": ...}'),
+    ("bytes", None, '[{"b64": "AAAAAAAA="}]', "x[0]", 'invalid base64 in {"b64": ...}'),  # padding after a group
+    ("bytes", None, '[{"b64": "AAAA===="}]', "x[0]", 'invalid base64 in {"b64": ...}'),
     ("bytes", None, '[{"b64": "AA==", "x": 1}]', "x[0]",
      'expected a string or {"b64": "..."}, got an object'),
     ("complex64", None, "[1, 2, 3]", "x", "expected complex numbers as [real, imaginary] pairs"),

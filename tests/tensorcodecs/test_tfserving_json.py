@@ -139,6 +139,7 @@ def test_nan_and_infinity_are_accepted_for_floats() -> None:
         ('{"inputs": [{"b64": 1}]}', {"s": spec("s", "string")}, "not formatted correctly for base64 data"),
         ('{"inputs": [{"b": 1}]}', ONE, "Type: Object is not of expected type: float"),
         ('{"inputs": {"s": [{"b64": "!!"}]}}', {"s": spec("s", "string")}, "Unable to base64 decode"),
+        ('{"inputs": {"s": [{"b64": "AAAAAAAA="}]}}', {"s": spec("s", "string")}, "Unable to base64 decode"),
         ('{"inputs": [300]}', {"i": spec("i", "int8")}, "is not of expected type: int8"),
         ('{"inputs": [9223372036854775808]}', {"i": spec("i", "int64")}, "not of expected type: int64"),
         ('{"inputs": [[1, 2]]}', {"x": spec("x", "float32", (-1, 3))},
