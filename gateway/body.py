@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -59,6 +59,8 @@ async def read_body_buffer(request: Request, settings: Settings) -> bytes | memo
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    start_whole: Callable[[], WholeBody | None] | None = request.scope.get(WHOLE_BODY_KEY)
+    whole = start_whole() if start_whole is not None else None
     chunks: list[bytes] = []
     size = 0
     receive = request.receive  # read directly: Starlette's stream() is an async generator per request
@@ -74,7 +76,6 @@ async def read_body_buffer(request: Request, settings: Settings) -> bytes | memo
         if not message.get("more_body", False):
             break
     body: bytes | memoryview = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    whole: WholeBody | None = request.scope.get(WHOLE_BODY_KEY)
     if whole is not None:  # every byte went there, none through `receive`
         view = whole.view()
         if size or view is None:

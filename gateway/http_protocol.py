@@ -12,9 +12,10 @@ manners a public server needs.
   A body that came with its headers costs nothing: its `receive` is uvicorn's own.
 - Large binary bodies: raw tensors (`application/octet-stream`, or the Open Inference Protocol's
   binary extension: a body with `Inference-Header-Content-Length`) of a declared length of at least
-  `WHOLE_BODY_MIN_BYTES`, within `max_body_bytes`, that did not come with its headers, is read
-  into one buffer of its length (`WholeBody`, an anonymous mapping whose pages are taken only as
-  bytes come), without pausing at uvicorn's 64 kB high-water mark and without the copies of its
+  `WHOLE_BODY_MIN_BYTES`, within `max_body_bytes`, that did not come with its headers, are read,
+  once the app asks for it (gateway.body, before its first `receive`; an upload, or an answer
+  before the body, reads it as uvicorn does), into one buffer of its length (`WholeBody`, from
+  protos.buffers), without pausing at uvicorn's 64 kB high-water mark and without the copies of its
   chunked path (its buffer, each `receive`'s bytes, and their join); gateway.body takes it whole.
   On a plaintext connection the socket reads the rest straight into that buffer, past the parser
   (`_BodyReader`, a buffered protocol in the connection's place until the last byte; the
@@ -71,7 +72,7 @@ from uvicorn.server import ServerState
 
 from gateway.answers import NATIVE
 from gateway.errors import RequestTimeout
-from gateway.observability import new_request_id
+from gateway.observability import WHOLE_BODY_READ_KEY, new_request_id
 from gateway.settings import Settings
 from protos.buffers import large_buffer
 
@@ -90,7 +91,7 @@ log = logging.getLogger("gateway")
 
 
 BODY_CLOCK_KEY = "gateway.body_clock"  # in a request's scope: the deadline of its body, when it has one
-WHOLE_BODY_KEY = "gateway.whole_body"  # in a request's scope: the WholeBody its body is read into, if any
+WHOLE_BODY_KEY = "gateway.whole_body"  # in a request's scope: what starts reading its body into a WholeBody
 WHOLE_BODY_MIN_BYTES = 1 << 20
 BINARY_TYPE = b"application/octet-stream"
 OIP_HEADER_LENGTH = b"inference-header-content-length"  # the Open Inference Protocol's binary extension
@@ -329,28 +330,42 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self._read_whole(cycle)
 
     def _read_whole(self, cycle: RequestResponseCycle) -> None:
-        """Read the rest of a large binary body into one buffer (see the module's docstring); the
-        part that came with the headers moves there from the cycle's (its task has not run yet)."""
-        length = binary = False
-        size = 0
+        """Offer the app to read a large binary body into one buffer (see the module's docstring):
+        `scope[WHOLE_BODY_KEY]` starts it, called by gateway.body before its first `receive`; an
+        app that never calls it (an upload, an answer before the body) reads it as uvicorn does."""
+        size, length, binary = 0, False, False
         for name, value in self.headers:
             if name == b"content-length":
                 if not value.isdigit():
                     return
                 size, length = int(value), True
             elif name == b"content-type":
-                binary = value.split(b";", 1)[0].strip().lower() == BINARY_TYPE
+                binary = binary or value.split(b";", 1)[0].strip().lower() == BINARY_TYPE
             elif name == OIP_HEADER_LENGTH:  # its JSON header, then raw tensors: whatever its type says
                 binary = True
-        if not (length and binary and WHOLE_BODY_MIN_BYTES <= size <= self.max_body_bytes):
-            return
-        whole = self.whole_body = WholeBody(size)
+        if length and binary and WHOLE_BODY_MIN_BYTES <= size <= self.max_body_bytes:
+            start = functools.partial(self._start_whole, cycle, size)
+            cycle.scope[WHOLE_BODY_KEY] = start  # type: ignore[literal-required]  # see gateway.body
+
+    def _start_whole(self, cycle: RequestResponseCycle, size: int) -> WholeBody | None:
+        """Read the rest of `cycle`'s body into one buffer, what has come moving there from the
+        cycle's; None (the body then comes through `receive` as before) when it is no longer
+        arriving (it came whole, or was answered) or no buffer could be had."""
+        if (self.cycle is not cycle or not self.in_body or not cycle.more_body or cycle.response_complete
+                or self.whole_body is not None or self.transport.is_closing()):
+            return None
+        try:
+            whole = WholeBody(size)
+        except (OSError, ValueError):  # out of memory or address space: the chunked path
+            log.warning("no buffer of %d bytes for a request body; reading it in parts", size)
+            return None
         whole.add(cycle.body)
         cycle.body = cycle.body[:0]
-        cycle.scope[WHOLE_BODY_KEY] = whole  # type: ignore[literal-required]  # see gateway.body
+        self.whole_body = cycle.scope[WHOLE_BODY_READ_KEY] = whole  # type: ignore[literal-required]
         if self.transport.get_extra_info("sslcontext") is None:
             self.transport.set_protocol(_BodyReader(self, whole))
         self.flow.resume_reading()  # paused at uvicorn's high-water mark by the first part
+        return whole
 
     def whole_body_read(self) -> None:
         """`_BodyReader` has read the body's last byte: the connection is this protocol's again,

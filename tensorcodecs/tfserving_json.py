@@ -316,9 +316,10 @@ def _is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
-# TF Serving's (absl's) base64: as B64_PADDED, the padding optional; never padding after a whole
-# group ("AAAA=", which Python's decoder would take).
-B64_UNPADDED = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==?)?|[A-Za-z0-9+/]{3}=?)?$"
+# TF Serving's base64 (absl's Base64Unescape): as B64_PADDED, the padding optional but whole when
+# there ("AA==" or "AA", not "AA="); never padding after a whole group ("AAAA=", which Python's
+# decoder would take).
+B64_UNPADDED = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$"
 _B64_UNPADDED_TEXT = re.compile(B64_UNPADDED)
 
 

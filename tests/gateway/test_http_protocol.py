@@ -542,3 +542,22 @@ async def _large_tensor_pipelined(tmp_path: Path, tls: bool) -> None:
         second = await read_answer(reader, b"read 5", timeout=20)
         assert _expected(b"bytes", body) in second or _expected(b"memoryview", body) in second
         writer.close()
+
+
+async def test_a_large_tensor_an_app_reads_through_receive_comes_whole_that_way() -> None:
+    """An app that does not ask for the one buffer (an upload of an archive, typed as raw bytes)
+    gets every byte through `receive`, as uvicorn gives it; and one answered before reading keeps
+    its connection for the next request."""
+    size = 3 * WHOLE_BODY_MIN_BYTES
+    async with serve_paced(Settings(max_body_bytes=4 * WHOLE_BODY_MIN_BYTES)) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for path, answer in ((b"/read", b"read %d" % size), (b"/early", b"early")):
+            writer.write(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+                         b"Content-Length: %d\r\n\r\n" % (path, size))
+            for start in range(0, size, 500_000):
+                writer.write(b"z" * min(500_000, size - start))
+                await writer.drain()
+            assert (await read_answer(reader, answer, timeout=20)).startswith(b"HTTP/1.1 ")
+        writer.write(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        assert (await read_answer(reader, b"read 5")).startswith(b"HTTP/1.1 200 ")
+        writer.close()

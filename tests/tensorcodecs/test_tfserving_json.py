@@ -140,6 +140,7 @@ def test_nan_and_infinity_are_accepted_for_floats() -> None:
         ('{"inputs": [{"b": 1}]}', ONE, "Type: Object is not of expected type: float"),
         ('{"inputs": {"s": [{"b64": "!!"}]}}', {"s": spec("s", "string")}, "Unable to base64 decode"),
         ('{"inputs": {"s": [{"b64": "AAAAAAAA="}]}}', {"s": spec("s", "string")}, "Unable to base64 decode"),
+        ('{"inputs": {"s": [{"b64": "AA="}]}}', {"s": spec("s", "string")}, "Unable to base64 decode"),
         ('{"inputs": [300]}', {"i": spec("i", "int8")}, "is not of expected type: int8"),
         ('{"inputs": [9223372036854775808]}', {"i": spec("i", "int64")}, "not of expected type: int64"),
         ('{"inputs": [[1, 2]]}', {"x": spec("x", "float32", (-1, 3))},
