@@ -95,7 +95,7 @@ def _check_references(config: Config) -> None:
     for app in config.applications.values():
         for stage in app.stages:
             for variant in stage.variants:
-                resolve_model(config.models, variant.model, app.source)
+                resolve_model(config.models, variant.model, variant.source or app.source)
 
 
 def _check_variants(config: Config) -> None:

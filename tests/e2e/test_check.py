@@ -55,7 +55,7 @@ def test_v2_models_are_checked_and_a_label_no_manifest_defines_is_named(config: 
     write_app(config, "adder_app", "adder@canary")
     result = check(config)
     assert result.returncode == 2
-    assert ("adder_app.yaml:1: model adder has no version label 'canary' (defined: stable; its v2 backend has "
+    assert ("adder_app.yaml:4: model adder has no version label 'canary' (defined: stable; its v2 backend has "
             "no labels of its own)") in result.stderr
 
 

@@ -37,7 +37,7 @@ async def test_apply_serves_survives_a_restart_and_delete_removes(tmp_path: Path
                 "m:1", "m:9")})
             assert bad.status_code == 422
             assert bad.json()["error"] == {"code": "invalid_manifest",
-                                           "message": "web.yaml:1: model m has no version 9 (defined: 1)"}
+                                           "message": "web.yaml:4: model m has no version 9 (defined: 1)"}
             for body in ({"file": "web.yaml"}, {"text": APP, "files": "x"}, [APP], {"text": 1}):
                 refused = await client.post("/gateway/admin/apply", json=body)
                 assert refused.status_code == 400, body

@@ -45,7 +45,7 @@ def test_an_invalid_config_is_status_2_with_its_file_and_line(tmp_path: Path,
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "gateway openapi: invalid configuration: " in captured.err
-    assert "applications/bad.yaml:1: model nope is not defined" in captured.err
+    assert "applications/bad.yaml:4: model nope is not defined" in captured.err
 
 
 def test_a_file_that_cannot_be_written_is_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -116,8 +116,8 @@ def test_errors_name_the_clients_file_and_line_as_start_up_does(root: Path, tmp_
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    (app_doc("z", "m:7"), "app.yaml:1: model m has no version 7 (defined: 1, 2)"),
-    (app_doc("z", "nope"), "app.yaml:1: model nope is not defined"),
+    (app_doc("z", "m:7"), "app.yaml:4: model m has no version 7 (defined: 1, 2)"),
+    (app_doc("z", "nope"), "app.yaml:4: model nope is not defined"),
     ("kind: Model\nname: m\ncontract: {}\n", "app.yaml:1: backend: a model without a backend is a model folder"),
     ("kind: Gateway\n", "app.yaml:1: kind: Gateway settings apply at start-up"),
     ("kind: Pipeline\n", "app.yaml:1: kind: expected Model, Application or Gateway, got 'Pipeline'"),
