@@ -75,6 +75,8 @@ from gateway.errors import RequestTimeout
 from gateway.observability import WHOLE_BODY_READ_KEY, new_request_id
 from gateway.settings import Settings
 from protos.buffers import large_buffer
+from protos.shared_memory import AVAILABLE as SHARED_MEMORY
+from protos.shared_memory import SharedRegion
 
 HANDSHAKE_MAX_S = 5.0  # at shutdown, a queued TLS connection's handshake is given at most this long
 IDLE_CLOSE_S = 0.5  # at shutdown, an idle connection is closed after being idle this long
@@ -93,30 +95,64 @@ log = logging.getLogger("gateway")
 BODY_CLOCK_KEY = "gateway.body_clock"  # in a request's scope: the deadline of its body, when it has one
 WHOLE_BODY_KEY = "gateway.whole_body"  # in a request's scope: what starts reading its body into a WholeBody
 WHOLE_BODY_MIN_BYTES = 1 << 20
+SCRATCH_BYTES = 1 << 20  # what one read from the socket into a shared body takes at most
 BINARY_TYPE = b"application/octet-stream"
 OIP_HEADER_LENGTH = b"inference-header-content-length"  # the Open Inference Protocol's binary extension
 
 
 class WholeBody:
-    """A request body of a declared length, read into one large buffer of that length
-    (protos.buffers: reused, or fresh memory whose pages come only as bytes do, so a client that
-    declares a large body and sends little costs little). `view()` is the whole body once every
-    byte has come."""
+    """A request body of a declared length, read into one buffer of that length: memory shared
+    with the embedded runtimes where the system has it (protos.shared_memory: the gateway writes
+    it through the kernel and maps it read-only, so a tensor it only forwards to its runtime
+    never enters its resident memory, and the runtime maps it instead of reading it from a
+    socket), else one of the process's large buffers (protos.buffers). Either way a client that
+    declares a large body and sends little costs little. `view()` is the whole body once every
+    byte has come; `room(n)` is where the socket reads at most `n` of the next bytes into, and
+    `filled_in(n)` takes them."""
 
-    __slots__ = ("buffer", "filled", "size")
+    __slots__ = ("buffer", "filled", "region", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.buffer = large_buffer(size)
         self.filled = 0
+        self.region: SharedRegion | None = None
+        if SHARED_MEMORY:
+            try:
+                self.region = SharedRegion.create(size)
+            except OSError as error:  # out of descriptors, say: a buffer of its own
+                log.warning("no shared memory for a request body (%s); reading it into a buffer", error)
+        self.buffer = memoryview(self.region) if self.region is not None else large_buffer(size)
 
-    def add(self, data: bytes | bytearray) -> None:
+    def add(self, data: bytes | bytearray | memoryview) -> None:
         end = self.filled + len(data)
-        self.buffer[self.filled:end] = data  # the parser frames the body: never past `size`
+        if self.region is not None:
+            self.region.write_at(self.filled, data)
+        else:
+            self.buffer[self.filled:end] = data  # the parser frames the body: never past `size`
         self.filled = end
+
+    def room(self) -> memoryview:
+        """Where the next bytes from the socket go (never more than are missing)."""
+        if self.region is not None:  # read through one scratch buffer: taken at once by filled_in
+            return _scratch()[:self.size - self.filled]
+        return self.buffer[self.filled:]
+
+    def filled_in(self, nbytes: int) -> None:
+        """`nbytes` have been read into `room()`."""
+        if self.region is not None:
+            self.add(_scratch()[:nbytes])
+        else:
+            self.filled += nbytes
 
     def view(self) -> memoryview | None:
         return self.buffer if self.filled == self.size else None
+
+
+@functools.cache
+def _scratch() -> memoryview:
+    """The process's buffer between the socket and a shared body (one event loop reads into it
+    and empties it in the same step)."""
+    return memoryview(bytearray(SCRATCH_BYTES))
 
 
 def allow_body_time(scope: Mapping[str, Any], timeout_s: float) -> None:
@@ -548,11 +584,16 @@ class _BodyReader(asyncio.BufferedProtocol):
         self.whole = whole
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.whole.buffer[self.whole.filled:]
+        return self.whole.room()
 
     def buffer_updated(self, nbytes: int) -> None:
         self.protocol.body_seen = True
-        self.whole.filled += nbytes
+        try:
+            self.whole.filled_in(nbytes)
+        except OSError as error:  # the shared memory could not grow (out of memory)
+            log.warning("a request body could not be stored: %s; closing the connection", error)
+            self.protocol.close()
+            return
         if self.whole.filled == self.whole.size:
             self.protocol.whole_body_read()
 

@@ -16,6 +16,13 @@ of the request (or result) in a PredictMany, 0 for Predict; each starts at a mul
 ALIGN bytes, zeros in between. Both ends then read and write
 the values in place: no protobuf copy of them on either side.
 
+A request's tensor that lies in memory the gateway shares (protos.shared_memory: a large body
+it read) is not in the attachment at all: its table entry has SHARED in its item and is
+followed by a REGION (inode, offset, path length) and the path the runtime maps it from. A
+runtime that cannot map it answers kind SHARED_REFUSED (no table, no attachment, the reason as
+message) without running anything, and the gateway sends that call again with every tensor in
+the attachment.
+
 Deadlines stay with the gateway: a caller that stops waiting closes the connection, which
 the runtime sees as the end of that connection once the call is done.
 """
@@ -23,15 +30,19 @@ the runtime sees as the end of that connection once the call is done.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from protos.buffers import large_buffer
 from protos.services import RUNTIME_PREDICT_MANY, TF_PREDICT, Method
+from protos.shared_memory import RegionReference, region_of
 
 HEADER = struct.Struct("<BIIQ")  # kind, table length, message length, attachment length
 ENTRY = struct.Struct("<IHQ")  # item, name length (the UTF-8 name follows), bytes in the attachment
+REGION = struct.Struct("<QQH")  # after a SHARED entry's name: inode, offset, path length (the path follows)
+SHARED = 1 << 31  # in an entry's item: its bytes are in the gateway's shared memory, not the attachment
+SHARED_REFUSED = 255  # an answer's kind: the runtime could not map a SHARED tensor; send it inline
 LOCAL_METHODS: dict[int, Method[Any, Any]] = {1: TF_PREDICT, 2: RUNTIME_PREDICT_MANY}
 METHOD_NUMBERS: dict[str, int] = {method.path: number for number, method in LOCAL_METHODS.items()}
 SMALL_FRAME = 1 << 16  # frames up to this size are written with one copy, larger ones without
@@ -60,20 +71,52 @@ class Attachments:
 
     def table(self) -> bytes:
         """The table of `sent`, in the order their bytes are written."""
-        return encode_table((item, name, array.nbytes) for item, name, array in self.sent)
+        return self.frame(share=False)[0]
 
     def buffers(self) -> list[memoryview]:
         """The attachment: the bytes of `sent` in table order, each starting at a multiple of
         ALIGN bytes (zeros in between)."""
+        return self.frame(share=False)[1]
+
+    def frame(self, share: bool) -> tuple[bytes, list[memoryview]]:
+        """The table and the attachment of `sent`; with `share`, the tensors that lie in shared
+        memory are named in the table instead of being in the attachment."""
+        parts: list[bytes] = []
         buffers: list[memoryview] = []
         offset = 0
-        for _, _, array in self.sent:
+        for item, name, array in self.sent:
+            encoded = name.encode()
+            reference = shared_reference(array) if share else None
+            if reference is not None:
+                path = reference.path.encode()
+                parts += [ENTRY.pack(item | SHARED, len(encoded), array.nbytes), encoded,
+                          REGION.pack(reference.inode, reference.offset, len(path)), path]
+                continue
+            parts += [ENTRY.pack(item, len(encoded), array.nbytes), encoded]
             if pad := -offset % ALIGN:
                 buffers.append(memoryview(bytes(pad)))
                 offset += pad
             buffers.append(array.reshape(-1).view("u1").data)  # bytes of any dtype, no copy
             offset += array.nbytes
-        return buffers
+        return b"".join(parts), buffers
+
+    @property
+    def shares(self) -> bool:
+        """Whether a tensor of `sent` lies in shared memory."""
+        return any(shared_reference(array) is not None for _, _, array in self.sent)
+
+
+def shared_reference(array: Any) -> RegionReference | None:
+    """Where `array`'s bytes lie in the gateway's shared memory, when they do (C-contiguous, at
+    an ALIGN-aligned offset: the runtime's array over them is then as aligned as one from the
+    attachment)."""
+    region = region_of(array)
+    if region is None or not array.flags.c_contiguous:
+        return None
+    offset = region.offset_of(array.ctypes.data, array.nbytes)
+    if offset is None or offset % ALIGN:
+        return None
+    return region.reference(offset, array.nbytes)
 
 
 def encode_table(entries: Iterable[tuple[int, str, int]]) -> bytes:
@@ -85,8 +128,11 @@ def encode_table(entries: Iterable[tuple[int, str, int]]) -> bytes:
     return b"".join(parts)
 
 
-def split_attachment(table: bytes, attachment: bytearray | bytes | memoryview) -> dict[int, dict[str, memoryview]]:
-    """The attachment cut into its tensors' bytes (views, no copy), by item and name."""
+def split_attachment(table: bytes, attachment: bytearray | bytes | memoryview,
+                     map_shared: Callable[[RegionReference], memoryview] | None = None,
+                     ) -> dict[int, dict[str, memoryview]]:
+    """The attachment cut into its tensors' bytes (views, no copy), by item and name; SHARED
+    entries are mapped with `map_shared` (a WireError without it: only requests name them)."""
     tensors: dict[int, dict[str, memoryview]] = {}
     whole = memoryview(attachment)
     offset = position = 0
@@ -97,6 +143,18 @@ def split_attachment(table: bytes, attachment: bytearray | bytes | memoryview) -
         position += ENTRY.size
         name = table[position:position + name_length].decode(errors="replace")
         position += name_length
+        if item & SHARED:
+            if map_shared is None:
+                raise WireError("a tensor in shared memory where none may be")
+            if position + REGION.size > len(table):
+                raise WireError("the attachment table is cut short")
+            inode, region_offset, path_length = REGION.unpack_from(table, position)
+            position += REGION.size
+            path = table[position:position + path_length].decode(errors="replace")
+            position += path_length
+            tensors.setdefault(item & ~SHARED, {})[name] = map_shared(
+                RegionReference(path, inode, region_offset, length))
+            continue
         offset += -offset % ALIGN
         if offset + length > len(whole):
             raise WireError(f"the attachment holds {len(whole)} bytes, the table needs more")

@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 from protos.local_wire import (
     HEADER,
     LOCAL_METHODS,
+    SHARED_REFUSED,
     SMALL_FRAME,
     Attachments,
     WireError,
@@ -33,6 +34,7 @@ from protos.local_wire import (
     split_attachment,
 )
 from protos.services import RUNTIME_PREDICT_MANY, Method
+from protos.shared_memory import RegionUnavailable, map_shared
 from protos.tensorflow_serving.predict_pb2 import PredictRequest
 from runtime.exits import exit_runtime
 from runtime.styles import Attached
@@ -171,8 +173,9 @@ class LocalListener:
         return True
 
     def _answer(self, number: int, table: bytes, message: bytes,
-                attachment: bytearray | memoryview) -> tuple[grpc.StatusCode, bytes, Attachments]:
-        """The status, the answer's message and the outputs that travel beside it."""
+                attachment: bytearray | memoryview) -> tuple[grpc.StatusCode | int, bytes, Attachments]:
+        """The status (or SHARED_REFUSED), the answer's message and the outputs that travel
+        beside it."""
         entry = self._handlers.get(number)
         if entry is None:
             reason = f"the local wire has no method number {number}"
@@ -185,6 +188,8 @@ class LocalListener:
         except (DecodeError, WireError, CodecError) as error:
             reason = f"{method.path}: malformed request: {error}"
             return grpc.StatusCode.INVALID_ARGUMENT, reason.encode(), Attachments()
+        except RegionUnavailable as error:  # nothing ran: the gateway sends the tensors inline
+            return SHARED_REFUSED, str(error).encode(), Attachments()
         try:
             response = handler(request, attached)
         except Exception as error:  # noqa: BLE001 - every failure becomes a status, as over gRPC
@@ -203,7 +208,7 @@ def _attached_inputs(items: list[PredictRequest], table: bytes,
     """One Attached per request: the inputs whose values came in the attachment, and room for
     the large outputs of its answer."""
     attached = [Attached(outputs={}) for _ in items]
-    for item, tensors in split_attachment(table, attachment).items():
+    for item, tensors in split_attachment(table, attachment, map_shared).items():
         if item >= len(items):
             raise WireError(f"the attachment table names request {item} of {len(items)}")
         inputs = items[item].inputs
@@ -224,10 +229,10 @@ def _peer_gone(connection: socket.socket) -> bool:
         return True
 
 
-def _send(connection: socket.socket, code: grpc.StatusCode, message: bytes, outputs: Attachments) -> None:
-    table = outputs.table()
-    buffers = outputs.buffers()
-    header = HEADER.pack(code.value[0], len(table), len(message), sum(buffer.nbytes for buffer in buffers))
+def _send(connection: socket.socket, code: grpc.StatusCode | int, message: bytes, outputs: Attachments) -> None:
+    table, buffers = outputs.frame(share=False)
+    kind = code if isinstance(code, int) else code.value[0]
+    header = HEADER.pack(kind, len(table), len(message), sum(buffer.nbytes for buffer in buffers))
     if len(message) <= SMALL_FRAME:
         connection.sendall(header + table + message)
     else:

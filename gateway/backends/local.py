@@ -15,6 +15,7 @@ from a gRPC backend.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import NamedTuple, TypeVar, cast
 
 import grpc
@@ -25,6 +26,7 @@ from protos.local_wire import (
     ALIGN,
     HEADER,
     METHOD_NUMBERS,
+    SHARED_REFUSED,
     SMALL_FRAME,
     Attachments,
     WireError,
@@ -33,6 +35,7 @@ from protos.local_wire import (
 )
 from protos.services import Method
 
+log = logging.getLogger("gateway.backends")
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
 SCRATCH_BYTES = 1 << 16
@@ -176,6 +179,7 @@ class LocalChannel:
     def __init__(self, path: str, target: str) -> None:
         self.path = path
         self.target = target
+        self.shares_memory = True  # until the runtime refuses a tensor in shared memory
         self._idle: list[LocalConnection] = []
         self._closed = False
 
@@ -190,16 +194,19 @@ class LocalChannel:
         the answer put in `attachments.received`; raises LocalCallError with the status it
         failed with (LocalUnreachable when the socket is gone), BackendError for an answer
         that breaks the wire. A kept connection found broken before any answer came (the
-        runtime restarted meanwhile) is replaced once, within the deadline."""
+        runtime restarted meanwhile) is replaced once, within the deadline. Tensors in shared
+        memory (protos.shared_memory) are named, not sent, until the runtime refuses one: the
+        call is then sent again with them inline, and so is every later call."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        table, buffers = (attachments.table(), attachments.buffers()) if attachments and attachments.sent else (b"", [])
-        payload = (METHOD_NUMBERS[method.path], table, request.SerializeToString(), buffers)
+        number, message = METHOD_NUMBERS[method.path], request.SerializeToString()
+        share = self.shares_memory
         retried = False
         while True:
+            table, buffers = attachments.frame(share) if attachments and attachments.sent else (b"", [])
             connection, kept = await self._connection(deadline - loop.time())
             try:
-                frame = await self._exchange(connection, payload, deadline)
+                frame = await self._exchange(connection, (number, table, message, buffers), deadline)
             except LocalCallError as error:
                 if kept and not retried and error.code is grpc.StatusCode.UNAVAILABLE and not connection.heard_from:
                     retried = True  # most likely a kept connection to a runtime that restarted since;
@@ -208,6 +215,11 @@ class LocalChannel:
             except WireError as error:
                 raise BackendError(f"the backend broke the local wire: {error}",
                                    log_detail=f"backend {self.target} ({self.path})") from None
+            if frame.code == SHARED_REFUSED and share:
+                log.warning("backend %s: the runtime cannot map the gateway's shared memory (%s); large "
+                            "tensors go on the socket", self.target, bytes(frame.message).decode(errors="replace"))
+                self.shares_memory = share = False
+                continue
             break
         if frame.code:
             raise LocalCallError(grpc_code(frame.code), bytes(frame.message).decode(errors="replace"))
