@@ -380,15 +380,18 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             elif name == OIP_HEADER_LENGTH:  # its JSON header, then raw tensors: whatever its type says
                 binary = True
         if length and binary and WHOLE_BODY_MIN_BYTES <= size <= self.max_body_bytes:
-            start = functools.partial(self._start_whole, cycle, size)
+            # a weak reference: no cycle -> scope -> cycle loop, so the body's buffer goes with its
+            # request, not at some later collection
+            start = functools.partial(self._start_whole, weakref.ref(cycle), size)
             cycle.scope[WHOLE_BODY_KEY] = start  # type: ignore[literal-required]  # see gateway.body
 
-    def _start_whole(self, cycle: RequestResponseCycle, size: int) -> WholeBody | None:
+    def _start_whole(self, cycle_ref: weakref.ref[RequestResponseCycle], size: int) -> WholeBody | None:
         """Read the rest of `cycle`'s body into one buffer, what has come moving there from the
         cycle's; None (the body then comes through `receive` as before) when it is no longer
         arriving (it came whole, or was answered) or no buffer could be had."""
-        if (self.cycle is not cycle or not self.in_body or not cycle.more_body or cycle.response_complete
-                or self.whole_body is not None or self.transport.is_closing()):
+        cycle = cycle_ref()
+        if (cycle is None or self.cycle is not cycle or not self.in_body or not cycle.more_body
+                or cycle.response_complete or self.whole_body is not None or self.transport.is_closing()):
             return None
         try:
             whole = WholeBody(size)
@@ -482,6 +485,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        scope = self.cycle.scope  # kept by the connection until its next request: not its body's buffer
+        scope.pop(WHOLE_BODY_READ_KEY, None)  # type: ignore[misc]
+        scope.pop(WHOLE_BODY_KEY, None)  # type: ignore[misc]
         if self.transport.is_closing():
             return
         if self.in_body and self.cycle.response_complete:  # answered before the body came in full

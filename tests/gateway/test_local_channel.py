@@ -22,10 +22,12 @@ from gateway.manifests import load_config
 from gateway.settings import Settings
 from protos.local_wire import ALIGN, HEADER, Attachments, WireError, encode_table
 from protos.services import TF_PREDICT
+from protos.shared_memory import AVAILABLE as SHARED_MEMORY
+from protos.shared_memory import SharedRegion
 from protos.tensorflow_serving.predict_pb2 import PredictRequest
 from runtime.server import ModelServer
 from tensorcodecs import lookup_dtype
-from tensorcodecs.tensor_proto import attached_array, decode_tensor, encode_tensor
+from tensorcodecs.tensor_proto import attached_array, decode_tensor, encode_tensor, tensor_header
 from tests.conftest import runtimes_for, serve_app, write_app, write_model
 from tests.waiting import eventually
 
@@ -231,6 +233,41 @@ async def test_large_tensors_take_the_attachment_and_answer_as_over_grpc(tmp_pat
     for sent, got in zip(values, answers[0][0], strict=True):
         np.testing.assert_array_equal(np.frombuffer(got, "<f4"), sent * 2)
     assert answers[0][1] == {"y": (values[0][:20_000] * 2).tolist()}
+
+
+@pytest.mark.skipif(not SHARED_MEMORY, reason="memfd_create is Linux's")
+async def test_a_runtime_that_cannot_map_shared_memory_gets_the_tensors_inline_from_then_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = write_model(tmp_path / "cfg", "double", "double", "def predict(x):\n    return x * 2\n",
+                         "x: {shape: [-1], type: float32}", "y: {shape: [-1], type: float32}")
+    path = str(tmp_path / "double.sock")
+    server = ModelServer.for_folder(folder, chdir=False, local_socket=path)
+    server.start()
+    channel = LocalChannel(path, "t")
+    values = np.arange(300_000, dtype="<f4")
+
+    async def double(region: SharedRegion) -> np.ndarray:
+        message = PredictRequest()
+        message.model_spec.name = "double"
+        attachments = Attachments()
+        array = np.frombuffer(memoryview(region), "<f4")
+        attachments.sent.append((0, "x", tensor_header(message.inputs["x"], array, lookup_dtype("float32"))))
+        answer = await channel.call(TF_PREDICT, message, 5, attachments)
+        return attached_array(answer.outputs["y"], attachments.received[0]["y"])
+
+    try:
+        region = SharedRegion.create(values.nbytes)
+        region.write_at(0, values.tobytes())
+        np.testing.assert_array_equal(await double(region), values * 2)
+        assert channel.shares_memory
+        region.inode += 1  # what a runtime that sees other processes under /proc would find
+        np.testing.assert_array_equal(await double(region), values * 2)  # sent again, inline
+        assert not channel.shares_memory
+        assert "cannot map the gateway's shared memory" in caplog.text
+        np.testing.assert_array_equal(await double(region), values * 2)
+    finally:
+        channel.close()
+        server.stop(0).wait()
 
 
 async def test_an_answer_with_tensors_nobody_asked_for_is_a_backend_error(tmp_path: Path) -> None:

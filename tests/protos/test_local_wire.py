@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from protos.local_wire import ALIGN, ENTRY, Attachments, WireError, encode_table, split_attachment
+from protos.shared_memory import AVAILABLE as SHARED_MEMORY
+from protos.shared_memory import SharedRegion, map_shared
 
 
 def test_attachments_round_trip_by_item_and_name() -> None:
@@ -42,3 +44,30 @@ def test_every_numeric_dtype_travels_and_each_tensor_starts_aligned(dtype: str) 
     received = split_attachment(sent.table(), attachment)[0]
     assert bytes(received["odd"]) == odd.tobytes()
     np.testing.assert_array_equal(np.frombuffer(received["values"], values.dtype).reshape(2, 3), values)
+
+
+@pytest.mark.skipif(not SHARED_MEMORY, reason="memfd_create is Linux's")
+def test_tensors_in_shared_memory_are_named_not_sent_when_sharing() -> None:
+    region = SharedRegion.create(1 << 20)
+    region.write_at(0, np.arange(1000, dtype="<f4").tobytes() + np.arange(7, dtype="u1").tobytes())
+    body = memoryview(region)
+    shared = np.frombuffer(body[:4000], dtype="<f4")
+    unaligned = np.frombuffer(body[4001:4007], dtype="u1")  # not at a multiple of ALIGN: inline
+    own = np.arange(5, dtype="<i8")
+    sent = Attachments([(0, "shared", shared), (1, "unaligned", unaligned), (1, "own", own)])
+    table, buffers = sent.frame(share=True)
+    attachment = bytearray(b"".join(bytes(buffer) for buffer in buffers))
+    assert len(attachment) == ALIGN + own.nbytes  # only the two not shared travel
+    received = split_attachment(table, attachment, map_shared)
+    assert np.frombuffer(received[0]["shared"], "<f4").tolist() == list(range(1000))
+    assert bytes(received[1]["unaligned"]) == bytes(range(1, 7))
+    assert np.frombuffer(received[1]["own"], "<i8").tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(WireError, match="shared memory where none may be"):  # an answer never names one
+        split_attachment(table, attachment)
+    inline_table, inline_buffers = sent.frame(share=False)  # after a runtime refused: all inline
+    assert (inline_table, b"".join(bytes(b) for b in inline_buffers)) == (sent.table(), b"".join(
+        bytes(b) for b in sent.buffers()))
+    assert np.frombuffer(split_attachment(inline_table, bytearray(b"".join(
+        bytes(b) for b in inline_buffers)))[0]["shared"], "<f4").tolist() == list(range(1000))
+    with pytest.raises(WireError, match="cut short"):
+        split_attachment(table[:ENTRY.size + len("shared") + 3], attachment, map_shared)

@@ -18,12 +18,15 @@ from protos.local_wire import (
     HEADER,
     MAPPED_MIN,
     METHOD_NUMBERS,
+    SHARED_REFUSED,
     Attachments,
     encode_table,
     split_attachment,
 )
 from protos.runtime.calls_pb2 import PredictManyRequest, PredictManyResponse
 from protos.services import RUNTIME_PREDICT_MANY, TF_PREDICT
+from protos.shared_memory import AVAILABLE as SHARED_MEMORY
+from protos.shared_memory import SharedRegion
 from protos.tensorflow_serving.predict_pb2 import PredictRequest, PredictResponse
 from runtime.server import ModelServer
 from tensorcodecs import lookup_dtype
@@ -266,6 +269,56 @@ def test_predict_many_sends_attached_outputs_only_for_answered_requests(serve: S
     for item in (0, 2):
         answer = attached_array(results[item].response.outputs["y"], received[item]["y"])
         assert answer[0] == firsts[item] * 2
+
+
+IN_PLACE = ("def predict(x):\n    x *= 2\n    return {'y': x}\n", DOUBLE[1], DOUBLE[2])  # writes its input
+
+
+@pytest.mark.skipif(not SHARED_MEMORY, reason="memfd_create is Linux's")
+@pytest.mark.parametrize("extra", ["", "workers: 2"])
+def test_a_tensor_in_shared_memory_is_mapped_not_read_and_the_model_may_write_it(
+        serve: Serve, tmp_path: Path, extra: str) -> None:
+    path = serve(write_model(tmp_path / "cfg", "double", "double", *IN_PLACE, extra))
+    values = np.arange(MAPPED_MIN, dtype="<f4")
+    region = SharedRegion.create(values.nbytes)
+    region.write_at(0, values.tobytes())
+    sent = Attachments()
+    request = float_request("double", np.frombuffer(memoryview(region), "<f4"), sent)
+    table, buffers = sent.frame(share=True)
+    assert not buffers  # the tensor is named, not sent
+    payload = request.SerializeToString()
+    with connect(path) as connection:
+        connection.sendall(HEADER.pack(PREDICT, len(table), len(payload), 0) + table + payload)
+        code, answer_table, message, attachment = read_answer(connection)
+    assert code == 0, message
+    output = PredictResponse.FromString(message).outputs["y"]
+    answer = (attached_array(output, split_attachment(answer_table, bytearray(attachment))[0]["y"])
+              if answer_table else decode_tensor(output))
+    np.testing.assert_array_equal(answer, values * 2)
+    np.testing.assert_array_equal(np.frombuffer(memoryview(region), "<f4"), values)  # the gateway's, unchanged
+
+
+@pytest.mark.skipif(not SHARED_MEMORY, reason="memfd_create is Linux's")
+def test_a_shared_tensor_the_runtime_cannot_map_is_refused_before_anything_runs(serve: Serve, tmp_path: Path) -> None:
+    record = tmp_path / "calls.log"
+    source = f"def predict(x):\n    open({str(record)!r}, 'a').write('ran')\n    return {{'y': x}}\n"
+    path = serve(write_model(tmp_path / "cfg", "echo", "echo", source, DOUBLE[1], DOUBLE[2]))
+    region = SharedRegion.create(4 * ATTACH_MIN)
+    sent = Attachments()
+    request = float_request("echo", np.frombuffer(memoryview(region), "<f4"), sent)
+    region.inode += 1  # as a runtime in another PID namespace would find: another file
+    table = sent.frame(share=True)[0]
+    payload = request.SerializeToString()
+    with connect(path) as connection:
+        connection.sendall(HEADER.pack(PREDICT, len(table), len(payload), 0) + table + payload)
+        code, answer_table, message, attachment = read_answer(connection)
+        assert (code, answer_table, attachment) == (SHARED_REFUSED, b"", b"")
+        assert "is not the gateway's shared memory" in message.decode()
+        table, buffers = sent.frame(share=False)  # the same call, inline, on the same connection
+        inline = b"".join(bytes(buffer) for buffer in buffers)
+        connection.sendall(HEADER.pack(PREDICT, len(table), len(payload), len(inline)) + table + payload + inline)
+        assert read_answer(connection)[0] == 0
+    assert record.read_text() == "ran"  # once: the refused call did not run
 
 
 @pytest.mark.parametrize(("table_entry", "words"), [

@@ -1,0 +1,76 @@
+"""Memory shared between the gateway and its runtimes: a memfd written through the kernel,
+mapped read-only by the gateway and copy-on-write by the runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import os
+
+import numpy as np
+import pytest
+
+from protos.shared_memory import AVAILABLE, RegionUnavailable, SharedRegion, map_shared, region_of
+
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason="memfd_create is Linux's")
+
+
+def test_what_is_written_is_what_both_sides_read() -> None:
+    data = bytes(range(256)) * 8192  # 2 MiB
+    region = SharedRegion.create(len(data) + 5)
+    region.write_at(0, data[:1000])
+    region.write_at(1000, memoryview(data)[1000:])
+    assert bytes(memoryview(region)[:len(data)]) == data
+    mapped = map_shared(region.reference(4096, 100_000))
+    assert bytes(mapped) == data[4096:104_096]
+    unaligned = map_shared(region.reference(12_345, 10))  # offsets need not be page-aligned
+    assert bytes(unaligned) == data[12_345:12_355]
+
+
+def test_the_runtime_writing_its_mapping_leaves_the_gateways_bytes_alone() -> None:
+    region = SharedRegion.create(1 << 20)
+    region.write_at(0, b"\x01" * (1 << 20))
+    mapped = map_shared(region.reference(0, 1 << 20))
+    array = np.frombuffer(mapped, dtype=np.uint8)
+    array += 1  # a model changing its input in place
+    assert int(array.sum()) == 2 * (1 << 20)
+    assert bytes(memoryview(region)[:4]) == b"\x01" * 4
+    assert memoryview(region).readonly  # the gateway's own view cannot be written at all
+
+
+@pytest.mark.parametrize("change", [
+    {"inode": 1},  # another file at that path (a runtime in another PID namespace)
+    {"path": "/proc/self/fd/999999"},  # nothing there
+    {"length": 1 << 30},  # more than the file holds
+])
+def test_a_reference_the_runtime_cannot_trust_is_refused(change: dict[str, object]) -> None:
+    region = SharedRegion.create(4096)
+    reference = dataclasses.replace(region.reference(0, 4096), **change)  # type: ignore[arg-type]
+    with pytest.raises(RegionUnavailable):
+        map_shared(reference)
+
+
+def test_arrays_over_a_region_lead_back_to_it_and_others_do_not() -> None:
+    region = SharedRegion.create(1 << 20)
+    array = np.frombuffer(memoryview(region)[64:64 + 800], dtype="<f4").reshape(10, 20)
+    assert region_of(array) is region
+    assert region_of(array[2:]) is region
+    assert region.offset_of(array[2:].ctypes.data, array[2:].nbytes) == 64 + 2 * 20 * 4
+    assert region_of(np.zeros(4)) is None
+    assert region_of(memoryview(b"abc")) is None
+    assert region.offset_of(np.zeros(4).ctypes.data, 32) is None
+
+
+def test_the_file_is_closed_once_nothing_refers_to_the_region() -> None:
+    region = SharedRegion.create(4096)
+    fd = region.fd
+    view = memoryview(region)
+    del region
+    gc.collect()
+    assert "memfd:gateway-body" in os.readlink(f"/proc/self/fd/{fd}")  # a view keeps it
+    view.release()
+    del view
+    gc.collect()
+    with contextlib.suppress(FileNotFoundError):  # else the number was reused since
+        assert "memfd:gateway-body" not in os.readlink(f"/proc/self/fd/{fd}")
