@@ -90,6 +90,19 @@ def accepts_gzip(scope: Scope) -> bool:
     return False
 
 
+def _sends_raw_tensors(scope: Scope) -> bool:
+    """Whether the request carries raw tensor bytes (`application/octet-stream`, or the Open
+    Inference Protocol's binary extension): its answer is not compressed, whatever the client
+    accepts. Numeric tensors barely compress (random float32: 0.93 of their size), and gzip
+    would take seconds of the event loop for a large one (100 MB: 5 s at Starlette's level 9)."""
+    for name, value in scope["headers"]:
+        if name == b"content-type" and value.split(b";", 1)[0].strip().lower() == b"application/octet-stream":
+            return True
+        if name == b"inference-header-content-length":
+            return True
+    return False
+
+
 def _gzip_quality(coding: bytes) -> bool:
     """Whether one `Accept-Encoding` element names gzip with a quality above 0."""
     name, _, parameters = coding.partition(b";")
@@ -113,7 +126,7 @@ class GZipMiddleware(StarletteGZip):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            if accepts_gzip(scope):
+            if accepts_gzip(scope) and not _sends_raw_tensors(scope):
                 await super().__call__(scope, receive, send)
                 return
             await self.app(scope, receive, _VarySender(send, self.minimum_size))

@@ -19,8 +19,7 @@ from tests.e2e.processes import descendants, running_gateway
 pytestmark = pytest.mark.skipif(not SHARED_MEMORY, reason="memfd_create is Linux's")
 INCREMENT = "def predict(x):\n    return {'y': x + 1}\n"
 FLOATS = ("x: {shape: [-1], type: float32}", "y: {shape: [-1], type: float32}")
-# answered uncompressed: a gzip answer (httpx asks for one by default) costs its compressor's memory
-BINARY = {"content-type": "application/octet-stream", "x-tensor-dtype": "float32", "accept-encoding": "identity"}
+BINARY = {"content-type": "application/octet-stream", "x-tensor-dtype": "float32"}  # httpx accepts gzip: not used
 
 
 def status_kib(pid: int, field: str) -> int:

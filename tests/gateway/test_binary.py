@@ -52,6 +52,19 @@ async def test_a_tensor_of_megabytes_read_into_one_buffer_is_answered_right(clie
     assert "not a whole number of int32 values" in response.json()["error"]["message"]
 
 
+async def test_raw_tensors_are_answered_uncompressed_even_to_clients_accepting_gzip(
+        client: httpx.AsyncClient) -> None:
+    values = np.arange(300_000, dtype="<i4")  # compressible, and still sent as it is
+    response = await client.post(PREDICT, content=values.tobytes(),
+                                 headers={**raw(), "accept-encoding": "gzip, deflate"})
+    assert response.status_code == 200
+    assert "content-encoding" not in response.headers
+    assert int(response.headers["content-length"]) == values.nbytes
+    assert np.array_equal(np.frombuffer(response.content, dtype="<i4"), values + 1)
+    as_json = await client.post(PREDICT, json={"number": values[:2000].tolist()}, headers={"accept-encoding": "gzip"})
+    assert as_json.headers["content-encoding"] == "gzip"  # JSON answers are, as before
+
+
 async def test_spaces_around_sizes_are_ignored(client: httpx.AsyncClient) -> None:
     response = await client.post(PREDICT, content=np.array([1, 2], "<i4").tobytes(), headers=raw(shape="1 , 2"))
     assert response.status_code == 400  # increment_app takes [-1]: the shape was read as [1, 2]
