@@ -56,6 +56,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 import weakref
 from asyncio import TimerHandle
 from collections.abc import Callable, Mapping
@@ -107,10 +108,10 @@ class WholeBody:
     never enters its resident memory, and the runtime maps it instead of reading it from a
     socket), else one of the process's large buffers (protos.buffers). Either way a client that
     declares a large body and sends little costs little. `view()` is the whole body once every
-    byte has come; `room(n)` is where the socket reads at most `n` of the next bytes into, and
-    `filled_in(n)` takes them."""
+    byte has come (read-only when shared: arrays over it cannot be written); `room()` is where the
+    socket reads the next bytes into, and `filled_in(n)` takes them."""
 
-    __slots__ = ("buffer", "filled", "region", "size")
+    __slots__ = ("__weakref__", "buffer", "filled", "region", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -148,11 +149,16 @@ class WholeBody:
         return self.buffer if self.filled == self.size else None
 
 
-@functools.cache
 def _scratch() -> memoryview:
-    """The process's buffer between the socket and a shared body (one event loop reads into it
-    and empties it in the same step)."""
-    return memoryview(bytearray(SCRATCH_BYTES))
+    """This thread's buffer between the socket and a shared body (its event loop reads into it and
+    empties it in the same step)."""
+    scratch: memoryview | None = getattr(_SCRATCH, "buffer", None)
+    if scratch is None:
+        scratch = _SCRATCH.buffer = memoryview(bytearray(SCRATCH_BYTES))
+    return scratch
+
+
+_SCRATCH = threading.local()
 
 
 def allow_body_time(scope: Mapping[str, Any], timeout_s: float) -> None:
@@ -398,9 +404,15 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         except (OSError, ValueError):  # out of memory or address space: the chunked path
             log.warning("no buffer of %d bytes for a request body; reading it in parts", size)
             return None
-        whole.add(cycle.body)
+        try:
+            whole.add(cycle.body)
+        except OSError as error:  # no memory for it: read through `receive` as it came
+            log.warning("a request body could not be stored (%s); reading it in parts", error)
+            return None
         cycle.body = cycle.body[:0]
-        self.whole_body = cycle.scope[WHOLE_BODY_READ_KEY] = whole  # type: ignore[literal-required]
+        self.whole_body = whole
+        # weakly: the connection keeps the scope until its next request, the body goes with its request
+        cycle.scope[WHOLE_BODY_READ_KEY] = weakref.ref(whole)  # type: ignore[literal-required]
         if self.transport.get_extra_info("sslcontext") is None:
             self.transport.set_protocol(_BodyReader(self, whole))
         self.flow.resume_reading()  # paused at uvicorn's high-water mark by the first part
@@ -446,7 +458,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self.close()
             return
         if self.whole_body is not None:
-            self.whole_body.add(body)
+            try:
+                self.whole_body.add(body)
+            except OSError as error:  # out of memory: not the client's mistake, and not a 400
+                log.warning("a request body could not be stored: %s; closing the connection", error)
+                self.close()
             return
         super().on_body(body)
 
@@ -485,9 +501,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        scope = self.cycle.scope  # kept by the connection until its next request: not its body's buffer
-        scope.pop(WHOLE_BODY_READ_KEY, None)  # type: ignore[misc]
-        scope.pop(WHOLE_BODY_KEY, None)  # type: ignore[misc]
         if self.transport.is_closing():
             return
         if self.in_body and self.cycle.response_complete:  # answered before the body came in full

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 REQUEST_ID_HEADER = b"x-request-id"
 # In a request's scope, set by gateway.http_protocol: the buffer its body was read into whole (a
-# WholeBody: its bytes passed `receive` by).
+# weak reference to a WholeBody: its bytes passed `receive` by).
 WHOLE_BODY_READ_KEY = "gateway.whole_body_read"
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -434,7 +434,8 @@ class Exchange:
         message = await self.receive()
         if message["type"] == "http.request":
             self.bytes_in += len(message.get("body", b""))
-            if not message.get("more_body", False) and (whole := self.scope.get(WHOLE_BODY_READ_KEY)) is not None:
+            if (not message.get("more_body", False) and (read := self.scope.get(WHOLE_BODY_READ_KEY)) is not None
+                    and (whole := read()) is not None):
                 self.bytes_in += whole.filled  # read into one buffer, past `receive`
         return message
 

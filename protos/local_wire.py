@@ -17,11 +17,12 @@ ALIGN bytes, zeros in between. Both ends then read and write
 the values in place: no protobuf copy of them on either side.
 
 A request's tensor that lies in memory the gateway shares (protos.shared_memory: a large body
-it read) is not in the attachment at all: its table entry has SHARED in its item and is
-followed by a REGION (inode, offset, path length) and the path the runtime maps it from. A
-runtime that cannot map it answers kind SHARED_REFUSED (no table, no attachment, the reason as
-message) without running anything, and the gateway sends that call again with every tensor in
-the attachment.
+it read), at an ALIGN-aligned offset, is not in the attachment at all: its table entry has
+SHARED in its item and is followed by a REGION (device, inode, offset, path length) and the
+path the runtime maps it from. A runtime that cannot map it answers, without running anything,
+kind SHARED_REFUSED (it never will: the gateway sends that call again with every tensor in the
+attachment, and every later call) or SHARED_BUSY (not now: that call alone goes again inline),
+with no table, no attachment and the reason as message.
 
 Deadlines stay with the gateway: a caller that stops waiting closes the connection, which
 the runtime sees as the end of that connection once the call is done.
@@ -40,9 +41,10 @@ from protos.shared_memory import RegionReference, region_of
 
 HEADER = struct.Struct("<BIIQ")  # kind, table length, message length, attachment length
 ENTRY = struct.Struct("<IHQ")  # item, name length (the UTF-8 name follows), bytes in the attachment
-REGION = struct.Struct("<QQH")  # after a SHARED entry's name: inode, offset, path length (the path follows)
+REGION = struct.Struct("<QQQH")  # after a SHARED entry's name: device, inode, offset, path length (the path follows)
 SHARED = 1 << 31  # in an entry's item: its bytes are in the gateway's shared memory, not the attachment
-SHARED_REFUSED = 255  # an answer's kind: the runtime could not map a SHARED tensor; send it inline
+SHARED_REFUSED = 255  # an answer's kind: the runtime cannot map SHARED tensors; send them inline from now on
+SHARED_BUSY = 254  # an answer's kind: the runtime could not map a SHARED tensor this time; send this call inline
 LOCAL_METHODS: dict[int, Method[Any, Any]] = {1: TF_PREDICT, 2: RUNTIME_PREDICT_MANY}
 METHOD_NUMBERS: dict[str, int] = {method.path: number for number, method in LOCAL_METHODS.items()}
 SMALL_FRAME = 1 << 16  # frames up to this size are written with one copy, larger ones without
@@ -90,7 +92,7 @@ class Attachments:
             if reference is not None:
                 path = reference.path.encode()
                 parts += [ENTRY.pack(item | SHARED, len(encoded), array.nbytes), encoded,
-                          REGION.pack(reference.inode, reference.offset, len(path)), path]
+                          REGION.pack(reference.device, reference.inode, reference.offset, len(path)), path]
                 continue
             parts += [ENTRY.pack(item, len(encoded), array.nbytes), encoded]
             if pad := -offset % ALIGN:
@@ -99,11 +101,6 @@ class Attachments:
             buffers.append(array.reshape(-1).view("u1").data)  # bytes of any dtype, no copy
             offset += array.nbytes
         return b"".join(parts), buffers
-
-    @property
-    def shares(self) -> bool:
-        """Whether a tensor of `sent` lies in shared memory."""
-        return any(shared_reference(array) is not None for _, _, array in self.sent)
 
 
 def shared_reference(array: Any) -> RegionReference | None:
@@ -148,12 +145,14 @@ def split_attachment(table: bytes, attachment: bytearray | bytes | memoryview,
                 raise WireError("a tensor in shared memory where none may be")
             if position + REGION.size > len(table):
                 raise WireError("the attachment table is cut short")
-            inode, region_offset, path_length = REGION.unpack_from(table, position)
+            device, inode, region_offset, path_length = REGION.unpack_from(table, position)
             position += REGION.size
+            if position + path_length > len(table):
+                raise WireError("the attachment table is cut short")
             path = table[position:position + path_length].decode(errors="replace")
             position += path_length
             tensors.setdefault(item & ~SHARED, {})[name] = map_shared(
-                RegionReference(path, inode, region_offset, length))
+                RegionReference(path, device, inode, region_offset, length))
             continue
         offset += -offset % ALIGN
         if offset + length > len(whole):

@@ -9,9 +9,11 @@ resident set only where something reads them: a tensor the gateway only forwards
 resident memory. The runtime maps the same file copy-on-write (`map_shared`): its arrays are
 writable, and a model writing into one never changes what the gateway holds.
 
-The runtime finds the file through `/proc/<gateway pid>/fd/<fd>` and checks its inode, so a
-runtime that cannot see the gateway's processes (another PID namespace) refuses the reference
-instead of mapping something else, and the gateway sends the bytes on the wire instead.
+The runtime finds the file through `/proc/<gateway pid>/fd/<fd>` and checks that it is that
+memfd (device and inode, a regular file named like one), so a runtime that cannot see the
+gateway's processes (another PID namespace) refuses the reference instead of mapping something
+else, and the gateway sends the bytes on the wire instead. A region costs the gateway two file
+descriptors while it lives (its own and its mapping's).
 A region's file stays open as long as anything in the gateway refers to the region (a view, an
 array over one).
 """
@@ -19,11 +21,16 @@ array over one).
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
+import re
+import stat
 from dataclasses import dataclass
 
 AVAILABLE = hasattr(os, "memfd_create")  # Linux
+MEMFD_NAME = "gateway-body"  # what /proc/<pid>/fd/<n> of a region links to: "/memfd:gateway-body (deleted)"
+_REFERENCE_PATH = re.compile(r"/proc/[0-9]+/fd/[0-9]+")
 
 
 class SharedRegion(mmap.mmap):
@@ -31,19 +38,22 @@ class SharedRegion(mmap.mmap):
     docstring); create with `SharedRegion.create(size)`."""
 
     fd: int
+    device: int
     inode: int
     address: int  # where the mapping starts in this process
 
     @classmethod
     def create(cls, size: int) -> SharedRegion:
-        fd = os.memfd_create("gateway-body", os.MFD_CLOEXEC)
+        fd = os.memfd_create(MEMFD_NAME, os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, size)  # sparse: pages come as bytes are written
-            region = cls(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+            region = cls(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)  # (the mapping holds a dup)
         except BaseException:
             os.close(fd)
             raise
-        region.fd, region.inode = fd, os.fstat(fd).st_ino
+        region.fd = fd
+        status = os.fstat(fd)
+        region.device, region.inode = status.st_dev, status.st_ino
         region.address = _address(region)
         return region
 
@@ -57,7 +67,7 @@ class SharedRegion(mmap.mmap):
 
     def reference(self, offset: int, length: int) -> RegionReference:
         """What a runtime needs to map `length` bytes at `offset` of this region."""
-        return RegionReference(f"/proc/{os.getpid()}/fd/{self.fd}", self.inode, offset, length)
+        return RegionReference(f"/proc/{os.getpid()}/fd/{self.fd}", self.device, self.inode, offset, length)
 
     def offset_of(self, address: int, length: int) -> int | None:
         """The offset in this region of `length` bytes at `address` of this process, or None when
@@ -77,38 +87,73 @@ class RegionReference:
     """Bytes of a gateway's SharedRegion, as the local wire names them."""
 
     path: str
+    device: int
     inode: int
     offset: int
     length: int
 
 
 class RegionUnavailable(OSError):
-    """A reference that cannot be mapped here (another PID namespace, another file, cut short)."""
+    """A reference that cannot be mapped here. `lasting`: it never will be (another PID namespace,
+    another file, a malformed reference), so the gateway should stop naming regions; else only
+    this time (out of descriptors or memory)."""
+
+    def __init__(self, reason: str, lasting: bool = True) -> None:
+        super().__init__(reason)
+        self.lasting = lasting
+
+
+class SharedMappings:
+    """A runtime's mappings of the regions one frame names: each region mapped once,
+    copy-on-write (its arrays are writable; writes stay private), however many tensors lie in it."""
+
+    def __init__(self) -> None:
+        self._mapped: dict[tuple[int, int], memoryview] = {}
+
+    def view(self, reference: RegionReference) -> memoryview:
+        """The referenced bytes; raises RegionUnavailable."""
+        if reference.length == 0:
+            return memoryview(bytearray())
+        key = (reference.device, reference.inode)
+        whole = self._mapped.get(key)
+        if whole is None:
+            whole = self._mapped[key] = _map(reference)
+        end = reference.offset + reference.length
+        if end > len(whole):
+            raise RegionUnavailable(f"{reference.path} holds {len(whole)} bytes, {end} are referenced")
+        return whole[reference.offset:end]
 
 
 def map_shared(reference: RegionReference) -> memoryview:
-    """The referenced bytes, mapped copy-on-write into this process (writable; writes stay
-    private); raises RegionUnavailable."""
+    """The referenced bytes, mapped copy-on-write on their own (see SharedMappings)."""
+    return SharedMappings().view(reference)
+
+
+def _map(reference: RegionReference) -> memoryview:
+    """The whole region, mapped copy-on-write, once it is known to be the gateway's memfd."""
+    if _REFERENCE_PATH.fullmatch(reference.path) is None:
+        raise RegionUnavailable(f"{reference.path!r} does not name a process's open file")
     try:
-        fd = os.open(reference.path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(reference.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as error:
-        raise RegionUnavailable(f"cannot open {reference.path}: {error.strerror or error}") from None
+        lasting = error.errno in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENXIO)
+        raise RegionUnavailable(f"cannot open {reference.path}: {error.strerror or error}", lasting) from None
     try:
         status = os.fstat(fd)
-        end = reference.offset + reference.length
-        if status.st_ino != reference.inode:
+        if ((status.st_dev, status.st_ino) != (reference.device, reference.inode)
+                or not stat.S_ISREG(status.st_mode)
+                or not os.readlink(reference.path).startswith(f"/memfd:{MEMFD_NAME}")):
             raise RegionUnavailable(f"{reference.path} is not the gateway's shared memory")
-        if status.st_size < end:
-            raise RegionUnavailable(f"{reference.path} holds {status.st_size} bytes, {end} are referenced")
-        start = reference.offset - reference.offset % mmap.ALLOCATIONGRANULARITY
-        mapping = mmap.mmap(fd, end - start, flags=mmap.MAP_PRIVATE, offset=start)
-    except OSError as error:
-        if isinstance(error, RegionUnavailable):
-            raise
-        raise RegionUnavailable(f"cannot map {reference.path}: {error.strerror or error}") from None
+        if status.st_size == 0:
+            raise RegionUnavailable(f"{reference.path} is empty")
+        mapping = mmap.mmap(fd, status.st_size, flags=mmap.MAP_PRIVATE)
+    except RegionUnavailable:
+        raise
+    except (OSError, ValueError) as error:
+        raise RegionUnavailable(f"cannot map {reference.path}: {error}", lasting=False) from None
     finally:
         os.close(fd)  # the mapping keeps the memory
-    return memoryview(mapping)[reference.offset - start:]
+    return memoryview(mapping)
 
 
 def region_of(buffer: object) -> SharedRegion | None:

@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 from protos.local_wire import (
     HEADER,
     LOCAL_METHODS,
+    SHARED_BUSY,
     SHARED_REFUSED,
     SMALL_FRAME,
     Attachments,
@@ -34,7 +35,7 @@ from protos.local_wire import (
     split_attachment,
 )
 from protos.services import RUNTIME_PREDICT_MANY, Method
-from protos.shared_memory import RegionUnavailable, map_shared
+from protos.shared_memory import RegionUnavailable, SharedMappings
 from protos.tensorflow_serving.predict_pb2 import PredictRequest
 from runtime.exits import exit_runtime
 from runtime.styles import Attached
@@ -189,7 +190,7 @@ class LocalListener:
             reason = f"{method.path}: malformed request: {error}"
             return grpc.StatusCode.INVALID_ARGUMENT, reason.encode(), Attachments()
         except RegionUnavailable as error:  # nothing ran: the gateway sends the tensors inline
-            return SHARED_REFUSED, str(error).encode(), Attachments()
+            return SHARED_REFUSED if error.lasting else SHARED_BUSY, str(error).encode(), Attachments()
         try:
             response = handler(request, attached)
         except Exception as error:  # noqa: BLE001 - every failure becomes a status, as over gRPC
@@ -208,7 +209,7 @@ def _attached_inputs(items: list[PredictRequest], table: bytes,
     """One Attached per request: the inputs whose values came in the attachment, and room for
     the large outputs of its answer."""
     attached = [Attached(outputs={}) for _ in items]
-    for item, tensors in split_attachment(table, attachment, map_shared).items():
+    for item, tensors in split_attachment(table, attachment, SharedMappings().view).items():
         if item >= len(items):
             raise WireError(f"the attachment table names request {item} of {len(items)}")
         inputs = items[item].inputs

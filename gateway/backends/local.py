@@ -26,6 +26,7 @@ from protos.local_wire import (
     ALIGN,
     HEADER,
     METHOD_NUMBERS,
+    SHARED_BUSY,
     SHARED_REFUSED,
     SMALL_FRAME,
     Attachments,
@@ -196,7 +197,8 @@ class LocalChannel:
         that breaks the wire. A kept connection found broken before any answer came (the
         runtime restarted meanwhile) is replaced once, within the deadline. Tensors in shared
         memory (protos.shared_memory) are named, not sent, until the runtime refuses one: the
-        call is then sent again with them inline, and so is every later call."""
+        call is then sent again with them inline, and so is every later call (only this one when
+        the runtime could not map it just now)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         number, message = METHOD_NUMBERS[method.path], request.SerializeToString()
@@ -215,10 +217,13 @@ class LocalChannel:
             except WireError as error:
                 raise BackendError(f"the backend broke the local wire: {error}",
                                    log_detail=f"backend {self.target} ({self.path})") from None
-            if frame.code == SHARED_REFUSED and share:
-                log.warning("backend %s: the runtime cannot map the gateway's shared memory (%s); large "
-                            "tensors go on the socket", self.target, bytes(frame.message).decode(errors="replace"))
-                self.shares_memory = share = False
+            if frame.code in (SHARED_REFUSED, SHARED_BUSY) and share:
+                reason = bytes(frame.message).decode(errors="replace")
+                if frame.code == SHARED_REFUSED:
+                    log.warning("backend %s: the runtime cannot map the gateway's shared memory (%s); large "
+                                "tensors go on the socket", self.target, reason)
+                    self.shares_memory = False
+                share = False  # this call, again, inline
                 continue
             break
         if frame.code:

@@ -511,6 +511,24 @@ async def test_a_client_gone_mid_tensor_frees_its_buffer_and_the_server_goes_on(
         writer.close()
 
 
+async def test_a_large_tensor_queued_behind_another_request_is_still_read_into_one_buffer() -> None:
+    """The request before it completing must not take the queued one's buffer offer with it."""
+    size = 2 * WHOLE_BODY_MIN_BYTES
+    async with serve_paced(Settings()) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /sleep/300 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                     b"POST /buffer/%d HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (1 << 30, size) + b"a" * 1000)
+        await writer.drain()
+        assert (await read_answer(reader, b"read 0")).startswith(b"HTTP/1.1 200 ")
+        await asyncio.sleep(0.2)
+        writer.write(b"a" * (size - 1000))
+        await read_answer(reader, b"\r\n\r\n")
+        body = await asyncio.wait_for(reader.read(200), 5)
+        writer.close()
+    assert body == b"memoryview %d %s" % (size, hashlib.sha256(b"a" * size).hexdigest().encode())
+
+
 @pytest.mark.parametrize("tls", [False, True])  # TLS: the body into its buffer through the parser
 async def test_a_large_tensor_pipelined_with_the_next_request_leaves_it_to_the_parser(tmp_path: Path,
                                                                                      tls: bool) -> None:

@@ -20,7 +20,17 @@ from gateway.backends.transports import LocalWireTransport
 from gateway.errors import BackendError
 from gateway.manifests import load_config
 from gateway.settings import Settings
-from protos.local_wire import ALIGN, HEADER, Attachments, WireError, encode_table
+from protos.local_wire import (
+    ALIGN,
+    ATTACH_MIN,
+    ENTRY,
+    HEADER,
+    SHARED,
+    SHARED_BUSY,
+    Attachments,
+    WireError,
+    encode_table,
+)
 from protos.services import TF_PREDICT
 from protos.shared_memory import AVAILABLE as SHARED_MEMORY
 from protos.shared_memory import SharedRegion
@@ -268,6 +278,47 @@ async def test_a_runtime_that_cannot_map_shared_memory_gets_the_tensors_inline_f
     finally:
         channel.close()
         server.stop(0).wait()
+
+
+@pytest.mark.skipif(not SHARED_MEMORY, reason="memfd_create is Linux's")
+async def test_a_runtime_that_cannot_map_shared_memory_just_now_gets_that_call_inline(tmp_path: Path) -> None:
+    """SHARED_BUSY (out of descriptors, say): that call goes again inline, later ones share again."""
+    path = str(tmp_path / "fake.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen()
+    seen: list[tuple[bool, int]] = []  # per request: whether it named shared memory, its attachment's size
+
+    def runtime() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            for answer in (SHARED_BUSY, 0, 0):
+                header = connection.recv(HEADER.size, socket.MSG_WAITALL)
+                _, table_length, message_length, attachment_length = HEADER.unpack(header)
+                table = connection.recv(table_length, socket.MSG_WAITALL) if table_length else b""
+                for length in (message_length, attachment_length):
+                    while length:
+                        length -= len(connection.recv(min(length, 1 << 20)))
+                seen.append((bool(ENTRY.unpack_from(table)[0] & SHARED), attachment_length))
+                connection.sendall(frame(answer, b"", b"try again" if answer else b"", b""))
+
+    thread = threading.Thread(target=runtime, daemon=True)
+    thread.start()
+    region = SharedRegion.create(4 * ATTACH_MIN)
+    channel = LocalChannel(path, "t")
+    try:
+        for _ in range(2):
+            message = PredictRequest()
+            attachments = Attachments()
+            array = np.frombuffer(memoryview(region), "<f4")
+            attachments.sent.append((0, "x", tensor_header(message.inputs["x"], array, lookup_dtype("float32"))))
+            await channel.call(TF_PREDICT, message, 5, attachments)
+            assert channel.shares_memory
+    finally:
+        channel.close()
+        listener.close()
+    thread.join(5)
+    assert seen == [(True, 0), (False, 4 * ATTACH_MIN), (True, 0)]
 
 
 async def test_an_answer_with_tensors_nobody_asked_for_is_a_backend_error(tmp_path: Path) -> None:

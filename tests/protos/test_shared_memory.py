@@ -7,11 +7,20 @@ import contextlib
 import dataclasses
 import gc
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from protos.shared_memory import AVAILABLE, RegionUnavailable, SharedRegion, map_shared, region_of
+from protos.shared_memory import (
+    AVAILABLE,
+    RegionReference,
+    RegionUnavailable,
+    SharedMappings,
+    SharedRegion,
+    map_shared,
+    region_of,
+)
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="memfd_create is Linux's")
 
@@ -41,14 +50,38 @@ def test_the_runtime_writing_its_mapping_leaves_the_gateways_bytes_alone() -> No
 
 @pytest.mark.parametrize("change", [
     {"inode": 1},  # another file at that path (a runtime in another PID namespace)
-    {"path": "/proc/self/fd/999999"},  # nothing there
+    {"device": 0},
+    {"path": f"/proc/{os.getpid()}/fd/999999"},  # nothing there
+    {"path": "/proc/self/fd/0"},  # not the form the gateway sends
+    {"path": "/etc/hostname"},
     {"length": 1 << 30},  # more than the file holds
 ])
 def test_a_reference_the_runtime_cannot_trust_is_refused(change: dict[str, object]) -> None:
     region = SharedRegion.create(4096)
     reference = dataclasses.replace(region.reference(0, 4096), **change)  # type: ignore[arg-type]
-    with pytest.raises(RegionUnavailable):
+    with pytest.raises(RegionUnavailable) as refused:
         map_shared(reference)
+    assert refused.value.lasting
+
+
+def test_a_file_that_is_not_a_region_is_refused_even_with_its_own_inode(tmp_path: Path) -> None:
+    with open(tmp_path / "data", "wb+") as file:
+        file.write(bytes(8192))
+        file.flush()
+        status = os.fstat(file.fileno())
+        reference = RegionReference(f"/proc/{os.getpid()}/fd/{file.fileno()}", status.st_dev, status.st_ino, 0, 8192)
+        with pytest.raises(RegionUnavailable, match="not the gateway's shared memory"):
+            map_shared(reference)
+
+
+def test_one_frame_maps_a_region_once_and_an_empty_tensor_maps_nothing() -> None:
+    region = SharedRegion.create(1 << 20)
+    region.write_at(0, bytes(range(256)) * 4096)
+    mappings = SharedMappings()
+    first, second = mappings.view(region.reference(0, 256)), mappings.view(region.reference(512, 256))
+    assert first.obj is second.obj  # one mapping, two slices of it
+    assert bytes(second) == bytes(range(256))
+    assert mappings.view(region.reference(0, 0)).nbytes == 0
 
 
 def test_arrays_over_a_region_lead_back_to_it_and_others_do_not() -> None:
