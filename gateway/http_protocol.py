@@ -61,7 +61,7 @@ import weakref
 from asyncio import TimerHandle
 from collections.abc import Callable, Mapping
 from ssl import SSLContext
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import httptools
 import uvicorn
@@ -77,7 +77,7 @@ from gateway.observability import WHOLE_BODY_READ_KEY, new_request_id
 from gateway.settings import Settings
 from protos.buffers import large_buffer
 from protos.shared_memory import AVAILABLE as SHARED_MEMORY
-from protos.shared_memory import SharedRegion
+from protos.shared_memory import SharedRegion, shared_buffer
 
 HANDSHAKE_MAX_S = 5.0  # at shutdown, a queued TLS connection's handshake is given at most this long
 IDLE_CLOSE_S = 0.5  # at shutdown, an idle connection is closed after being idle this long
@@ -119,10 +119,12 @@ class WholeBody:
         self.region: SharedRegion | None = None
         if SHARED_MEMORY:
             try:
-                self.region = SharedRegion.create(size)
+                self.buffer = shared_buffer(size)
+                self.region = cast(SharedRegion, self.buffer.obj)
+                return
             except OSError as error:  # out of descriptors, say: a buffer of its own
                 log.warning("no shared memory for a request body (%s); reading it into a buffer", error)
-        self.buffer = memoryview(self.region) if self.region is not None else large_buffer(size)
+        self.buffer = large_buffer(size)
 
     def add(self, data: bytes | bytearray | memoryview) -> None:
         end = self.filled + len(data)
@@ -600,20 +602,25 @@ class _BodyReader(asyncio.BufferedProtocol):
 
     def __init__(self, protocol: GatewayHttpProtocol, whole: WholeBody) -> None:
         self.protocol = protocol
-        self.whole = whole
+        self.whole: WholeBody | None = whole  # None once read: the transport may keep this protocol a while
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        assert self.whole is not None
         return self.whole.room()
 
     def buffer_updated(self, nbytes: int) -> None:
+        whole = self.whole
+        assert whole is not None
         self.protocol.body_seen = True
         try:
-            self.whole.filled_in(nbytes)
+            whole.filled_in(nbytes)
         except OSError as error:  # the shared memory could not grow (out of memory)
             log.warning("a request body could not be stored: %s; closing the connection", error)
+            self.whole = None
             self.protocol.close()
             return
-        if self.whole.filled == self.whole.size:
+        if whole.filled == whole.size:
+            self.whole = None
             self.protocol.whole_body_read()
 
     def eof_received(self) -> None:

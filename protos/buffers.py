@@ -18,11 +18,13 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 PAGE = 2 << 20  # buffers are sized in whole huge pages
 KEEP_BYTES = 512 << 20  # at most this much memory in kept buffers (in use or free) per process
 KEEP_FOR_S = 60.0  # a free buffer not taken for this long is given back to the kernel
+MAPPED_MIN = 1 << 20  # a buffer of at least this many bytes is a large one, below a bytearray
 _UNREFERENCED = 2  # sys.getrefcount of a buffer only its pool entry refers to (and the call's argument)
 
 
@@ -47,7 +49,9 @@ class _Kept:
 class BufferPool:
     """Large buffers for reuse (see the module's docstring); safe across threads."""
 
-    def __init__(self, keep_bytes: int = KEEP_BYTES, keep_for_s: float = KEEP_FOR_S) -> None:
+    def __init__(self, keep_bytes: int = KEEP_BYTES, keep_for_s: float = KEEP_FOR_S,
+                 factory: Callable[[int], mmap.mmap] = anonymous_buffer) -> None:
+        self.factory = factory  # a fresh buffer of a capacity
         self.keep_bytes = keep_bytes
         self.keep_for_s = keep_for_s
         self._kept: list[_Kept] = []
@@ -64,7 +68,7 @@ class BufferPool:
                 if size <= kept.capacity <= 2 * capacity and _free(kept):
                     kept.taken_at = now
                     return memoryview(kept.buffer)[:size]
-            buffer = anonymous_buffer(capacity)
+            buffer = self.factory(capacity)
             if self._make_room(capacity):
                 self._kept.append(_Kept(buffer, capacity, now))
                 self._arm()
@@ -116,3 +120,9 @@ if hasattr(os, "register_at_fork"):  # a forked child (a model that forks) start
 def large_buffer(size: int) -> memoryview:
     """A writable view of `size` bytes from this process's pool (see the module's docstring)."""
     return POOL.take(size)
+
+
+def frame_buffer(size: int) -> bytearray | memoryview:
+    """A writable buffer of `size` bytes for a read to fill: from MAPPED_MIN bytes one of the
+    process's large buffers, else a bytearray."""
+    return large_buffer(size) if size >= MAPPED_MIN else bytearray(size)

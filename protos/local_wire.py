@@ -35,7 +35,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protos.buffers import large_buffer
+from protos.buffers import MAPPED_MIN as MAPPED_MIN  # the wire's buffers, for both ends
+from protos.buffers import frame_buffer as frame_buffer
 from protos.services import RUNTIME_PREDICT_MANY, TF_PREDICT, Method
 from protos.shared_memory import RegionReference, region_of
 
@@ -50,13 +51,6 @@ METHOD_NUMBERS: dict[str, int] = {method.path: number for number, method in LOCA
 SMALL_FRAME = 1 << 16  # frames up to this size are written with one copy, larger ones without
 ATTACH_MIN = 1 << 16  # numeric tensors of at least this many bytes travel in the attachment
 ALIGN = 8  # each tensor's bytes start at a multiple of this offset in the attachment
-MAPPED_MIN = 1 << 20  # a frame's part of at least this many bytes is read into an anonymous mapping
-
-
-def frame_buffer(size: int) -> bytearray | memoryview:
-    """A writable buffer of `size` bytes for a read to fill: from MAPPED_MIN bytes one of the
-    process's large buffers (protos.buffers), else a bytearray."""
-    return large_buffer(size) if size >= MAPPED_MIN else bytearray(size)
 
 
 class WireError(ValueError):
@@ -126,10 +120,10 @@ def encode_table(entries: Iterable[tuple[int, str, int]]) -> bytes:
 
 
 def split_attachment(table: bytes, attachment: bytearray | bytes | memoryview,
-                     map_shared: Callable[[RegionReference], memoryview] | None = None,
+                     read_shared: Callable[[RegionReference], bytearray | memoryview] | None = None,
                      ) -> dict[int, dict[str, memoryview]]:
     """The attachment cut into its tensors' bytes (views, no copy), by item and name; SHARED
-    entries are mapped with `map_shared` (a WireError without it: only requests name them)."""
+    entries are read with `read_shared` (a WireError without it: only requests name them)."""
     tensors: dict[int, dict[str, memoryview]] = {}
     whole = memoryview(attachment)
     offset = position = 0
@@ -141,7 +135,7 @@ def split_attachment(table: bytes, attachment: bytearray | bytes | memoryview,
         name = table[position:position + name_length].decode(errors="replace")
         position += name_length
         if item & SHARED:
-            if map_shared is None:
+            if read_shared is None:
                 raise WireError("a tensor in shared memory where none may be")
             if position + REGION.size > len(table):
                 raise WireError("the attachment table is cut short")
@@ -151,8 +145,8 @@ def split_attachment(table: bytes, attachment: bytearray | bytes | memoryview,
                 raise WireError("the attachment table is cut short")
             path = table[position:position + path_length].decode(errors="replace")
             position += path_length
-            tensors.setdefault(item & ~SHARED, {})[name] = map_shared(
-                RegionReference(path, device, inode, region_offset, length))
+            tensors.setdefault(item & ~SHARED, {})[name] = memoryview(read_shared(
+                RegionReference(path, device, inode, region_offset, length)))
             continue
         offset += -offset % ALIGN
         if offset + length > len(whole):

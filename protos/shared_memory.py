@@ -28,6 +28,8 @@ import re
 import stat
 from dataclasses import dataclass
 
+from protos.buffers import BufferPool, frame_buffer
+
 AVAILABLE = hasattr(os, "memfd_create")  # Linux
 MEMFD_NAME = "gateway-body"  # what /proc/<pid>/fd/<n> of a region links to: "/memfd:gateway-body (deleted)"
 _REFERENCE_PATH = re.compile(r"/proc/[0-9]+/fd/[0-9]+")
@@ -103,34 +105,34 @@ class RegionUnavailable(OSError):
         self.lasting = lasting
 
 
-class SharedMappings:
-    """A runtime's mappings of the regions one frame names: each region mapped once,
-    copy-on-write (its arrays are writable; writes stay private), however many tensors lie in it."""
+def read_shared(reference: RegionReference) -> bytearray | memoryview:
+    """A copy of the referenced bytes in a buffer of this process's own (protos.local_wire's
+    frame_buffer: writable, the call's), read from the gateway's memfd once it is known to be that;
+    raises RegionUnavailable. A copy, not a mapping: the gateway reuses its regions once it lets go
+    of them, and what a model keeps of its inputs must not change under it."""
+    buffer = frame_buffer(reference.length)
+    if reference.length == 0:
+        return buffer
+    fd = _open(reference)
+    try:
+        view, offset = memoryview(buffer), reference.offset
+        while view.nbytes:
+            got = os.preadv(fd, [view], offset)
+            if got == 0:
+                raise RegionUnavailable(f"{reference.path} holds {offset} bytes, "
+                                        f"{reference.offset + reference.length} are referenced")
+            view, offset = view[got:], offset + got
+    except RegionUnavailable:
+        raise
+    except OSError as error:
+        raise RegionUnavailable(f"cannot read {reference.path}: {error.strerror or error}", lasting=False) from None
+    finally:
+        os.close(fd)
+    return buffer
 
-    def __init__(self) -> None:
-        self._mapped: dict[tuple[int, int], memoryview] = {}
 
-    def view(self, reference: RegionReference) -> memoryview:
-        """The referenced bytes; raises RegionUnavailable."""
-        if reference.length == 0:
-            return memoryview(bytearray())
-        key = (reference.device, reference.inode)
-        whole = self._mapped.get(key)
-        if whole is None:
-            whole = self._mapped[key] = _map(reference)
-        end = reference.offset + reference.length
-        if end > len(whole):
-            raise RegionUnavailable(f"{reference.path} holds {len(whole)} bytes, {end} are referenced")
-        return whole[reference.offset:end]
-
-
-def map_shared(reference: RegionReference) -> memoryview:
-    """The referenced bytes, mapped copy-on-write on their own (see SharedMappings)."""
-    return SharedMappings().view(reference)
-
-
-def _map(reference: RegionReference) -> memoryview:
-    """The whole region, mapped copy-on-write, once it is known to be the gateway's memfd."""
+def _open(reference: RegionReference) -> int:
+    """A descriptor of the referenced file, once it is known to be the gateway's memfd."""
     if _REFERENCE_PATH.fullmatch(reference.path) is None:
         raise RegionUnavailable(f"{reference.path!r} does not name a process's open file")
     try:
@@ -144,16 +146,13 @@ def _map(reference: RegionReference) -> memoryview:
                 or not stat.S_ISREG(status.st_mode)
                 or not os.readlink(reference.path).startswith(f"/memfd:{MEMFD_NAME}")):
             raise RegionUnavailable(f"{reference.path} is not the gateway's shared memory")
-        if status.st_size == 0:
-            raise RegionUnavailable(f"{reference.path} is empty")
-        mapping = mmap.mmap(fd, status.st_size, flags=mmap.MAP_PRIVATE)
-    except RegionUnavailable:
+    except BaseException as error:
+        os.close(fd)
+        if isinstance(error, OSError) and not isinstance(error, RegionUnavailable):
+            raise RegionUnavailable(f"cannot read {reference.path}: {error.strerror or error}",
+                                    lasting=False) from None
         raise
-    except (OSError, ValueError) as error:
-        raise RegionUnavailable(f"cannot map {reference.path}: {error}", lasting=False) from None
-    finally:
-        os.close(fd)  # the mapping keeps the memory
-    return memoryview(mapping)
+    return fd
 
 
 def region_of(buffer: object) -> SharedRegion | None:
@@ -165,6 +164,18 @@ def region_of(buffer: object) -> SharedRegion | None:
         buffer = getattr(buffer, "base", None) if not isinstance(buffer, memoryview) else buffer.obj
         seen += 1
     return None
+
+
+REGIONS = BufferPool(factory=SharedRegion.create)
+if hasattr(os, "register_at_fork"):  # a forked child starts with a pool of its own
+    os.register_at_fork(
+        after_in_child=lambda: globals().__setitem__("REGIONS", BufferPool(factory=SharedRegion.create)))
+
+
+def shared_buffer(size: int) -> memoryview:
+    """A read-only view of `size` bytes of a SharedRegion from this process's pool (reused once
+    nothing refers to it, as protos.buffers' are; its `.obj` is the region to `write_at`)."""
+    return REGIONS.take(size)
 
 
 def _address(region: mmap.mmap) -> int:

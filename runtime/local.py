@@ -35,7 +35,7 @@ from protos.local_wire import (
     split_attachment,
 )
 from protos.services import RUNTIME_PREDICT_MANY, Method
-from protos.shared_memory import RegionUnavailable, SharedMappings
+from protos.shared_memory import RegionUnavailable, read_shared
 from protos.tensorflow_serving.predict_pb2 import PredictRequest
 from runtime.exits import exit_runtime
 from runtime.styles import Attached
@@ -209,7 +209,7 @@ def _attached_inputs(items: list[PredictRequest], table: bytes,
     """One Attached per request: the inputs whose values came in the attachment, and room for
     the large outputs of its answer."""
     attached = [Attached(outputs={}) for _ in items]
-    for item, tensors in split_attachment(table, attachment, SharedMappings().view).items():
+    for item, tensors in split_attachment(table, attachment, read_shared).items():
         if item >= len(items):
             raise WireError(f"the attachment table names request {item} of {len(items)}")
         inputs = items[item].inputs

@@ -7,7 +7,7 @@ import pytest
 
 from protos.local_wire import ALIGN, ENTRY, Attachments, WireError, encode_table, split_attachment
 from protos.shared_memory import AVAILABLE as SHARED_MEMORY
-from protos.shared_memory import SharedRegion, map_shared
+from protos.shared_memory import SharedRegion, read_shared
 
 
 def test_attachments_round_trip_by_item_and_name() -> None:
@@ -58,7 +58,7 @@ def test_tensors_in_shared_memory_are_named_not_sent_when_sharing() -> None:
     table, buffers = sent.frame(share=True)
     attachment = bytearray(b"".join(bytes(buffer) for buffer in buffers))
     assert len(attachment) == ALIGN + own.nbytes  # only the two not shared travel
-    received = split_attachment(table, attachment, map_shared)
+    received = split_attachment(table, attachment, read_shared)
     assert np.frombuffer(received[0]["shared"], "<f4").tolist() == list(range(1000))
     assert bytes(received[1]["unaligned"]) == bytes(range(1, 7))
     assert np.frombuffer(received[1]["own"], "<i8").tolist() == [0, 1, 2, 3, 4]
@@ -70,4 +70,4 @@ def test_tensors_in_shared_memory_are_named_not_sent_when_sharing() -> None:
     assert np.frombuffer(split_attachment(inline_table, bytearray(b"".join(
         bytes(b) for b in inline_buffers)))[0]["shared"], "<f4").tolist() == list(range(1000))
     with pytest.raises(WireError, match="cut short"):
-        split_attachment(table[:ENTRY.size + len("shared") + 3], attachment, map_shared)
+        split_attachment(table[:ENTRY.size + len("shared") + 3], attachment, read_shared)

@@ -1,5 +1,5 @@
 """Memory shared between the gateway and its runtimes: a memfd written through the kernel,
-mapped read-only by the gateway and copy-on-write by the runtime."""
+mapped read-only by the gateway, read into a buffer of its own by the runtime, pooled."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from protos.buffers import BufferPool
 from protos.shared_memory import (
     AVAILABLE,
     RegionReference,
     RegionUnavailable,
-    SharedMappings,
     SharedRegion,
-    map_shared,
+    read_shared,
     region_of,
+    shared_buffer,
 )
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="memfd_create is Linux's")
@@ -31,21 +32,38 @@ def test_what_is_written_is_what_both_sides_read() -> None:
     region.write_at(0, data[:1000])
     region.write_at(1000, memoryview(data)[1000:])
     assert bytes(memoryview(region)[:len(data)]) == data
-    mapped = map_shared(region.reference(4096, 100_000))
-    assert bytes(mapped) == data[4096:104_096]
-    unaligned = map_shared(region.reference(12_345, 10))  # offsets need not be page-aligned
+    copied = read_shared(region.reference(4096, 100_000))
+    assert bytes(copied) == data[4096:104_096]
+    unaligned = read_shared(region.reference(12_345, 10))  # offsets need not be page-aligned
     assert bytes(unaligned) == data[12_345:12_355]
 
 
-def test_the_runtime_writing_its_mapping_leaves_the_gateways_bytes_alone() -> None:
-    region = SharedRegion.create(1 << 20)
-    region.write_at(0, b"\x01" * (1 << 20))
-    mapped = map_shared(region.reference(0, 1 << 20))
-    array = np.frombuffer(mapped, dtype=np.uint8)
+def test_the_runtime_reads_a_copy_it_may_write_and_the_gateway_may_reuse_the_region() -> None:
+    region = SharedRegion.create(2 << 20)
+    region.write_at(0, b"\x01" * (2 << 20))
+    copy = read_shared(region.reference(0, 2 << 20))
+    array = np.frombuffer(copy, dtype=np.uint8)
     array += 1  # a model changing its input in place
-    assert int(array.sum()) == 2 * (1 << 20)
+    assert int(array.sum()) == 2 * (2 << 20)
     assert bytes(memoryview(region)[:4]) == b"\x01" * 4
     assert memoryview(region).readonly  # the gateway's own view cannot be written at all
+    region.write_at(0, b"\x07" * 4)  # the next request's body, in the same region
+    assert bytes(copy[:4]) == b"\x02" * 4  # what the model kept stays as it was
+
+
+def test_a_region_is_reused_once_nothing_refers_to_it() -> None:
+    pool = BufferPool(factory=SharedRegion.create)  # as shared_buffer's, of this test's own
+    first = pool.take(3 << 20)
+    assert isinstance(first.obj, SharedRegion)
+    assert first.readonly
+    taken = id(first.obj)
+    second = pool.take(3 << 20)
+    assert id(second.obj) != taken  # the first is still referred to
+    del first, second
+    third = pool.take(2 << 20 | 1)
+    assert id(third.obj) == taken
+    assert third.nbytes == 2 << 20 | 1
+    assert shared_buffer(4096).obj.__class__ is SharedRegion
 
 
 @pytest.mark.parametrize("change", [
@@ -60,7 +78,7 @@ def test_a_reference_the_runtime_cannot_trust_is_refused(change: dict[str, objec
     region = SharedRegion.create(4096)
     reference = dataclasses.replace(region.reference(0, 4096), **change)  # type: ignore[arg-type]
     with pytest.raises(RegionUnavailable) as refused:
-        map_shared(reference)
+        read_shared(reference)
     assert refused.value.lasting
 
 
@@ -71,17 +89,12 @@ def test_a_file_that_is_not_a_region_is_refused_even_with_its_own_inode(tmp_path
         status = os.fstat(file.fileno())
         reference = RegionReference(f"/proc/{os.getpid()}/fd/{file.fileno()}", status.st_dev, status.st_ino, 0, 8192)
         with pytest.raises(RegionUnavailable, match="not the gateway's shared memory"):
-            map_shared(reference)
+            read_shared(reference)
 
 
-def test_one_frame_maps_a_region_once_and_an_empty_tensor_maps_nothing() -> None:
-    region = SharedRegion.create(1 << 20)
-    region.write_at(0, bytes(range(256)) * 4096)
-    mappings = SharedMappings()
-    first, second = mappings.view(region.reference(0, 256)), mappings.view(region.reference(512, 256))
-    assert first.obj is second.obj  # one mapping, two slices of it
-    assert bytes(second) == bytes(range(256))
-    assert mappings.view(region.reference(0, 0)).nbytes == 0
+def test_an_empty_tensor_reads_nothing() -> None:
+    region = SharedRegion.create(4096)
+    assert len(read_shared(region.reference(0, 0))) == 0
 
 
 def test_arrays_over_a_region_lead_back_to_it_and_others_do_not() -> None:
