@@ -19,7 +19,7 @@ the values in place: no protobuf copy of them on either side.
 A request's tensor that lies in memory the gateway shares (protos.shared_memory: a large body
 it read), at an ALIGN-aligned offset, is not in the attachment at all: its table entry has
 SHARED in its item and is followed by a REGION (device, inode, offset, path length) and the
-path the runtime maps it from. A runtime that cannot map it answers, without running anything,
+path the runtime reads it from. A runtime that cannot read it answers, without running anything,
 kind SHARED_REFUSED (it never will: the gateway sends that call again with every tensor in the
 attachment, and every later call) or SHARED_BUSY (not now: that call alone goes again inline),
 with no table, no attachment and the reason as message.

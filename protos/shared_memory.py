@@ -1,21 +1,22 @@
 """Memory a gateway shares with its embedded runtimes: a large request body the gateway reads
-once and the runtime maps, instead of the body crossing the local wire's socket.
+once and the runtime reads from there, instead of the body crossing the local wire's socket.
 
 A `SharedRegion` is an anonymous memory file (memfd: no name, nothing in /dev/shm, gone with
 the last process that holds it, whichever side crashes) of a fixed size. The gateway writes it
 with `write_at` (the kernel copies into the file's pages; the gateway never maps them for
 writing) and reads it through `view()`, a read-only mapping whose pages enter the gateway's
 resident set only where something reads them: a tensor the gateway only forwards costs it no
-resident memory. The runtime maps the same file copy-on-write (`map_shared`): its arrays are
-writable, and a model writing into one never changes what the gateway holds.
+resident memory. The runtime reads the bytes it needs into a buffer of its own (`read_shared`:
+one kernel copy, where a socket takes two): its arrays are writable, and neither a model writing
+into one nor the gateway reusing the region changes what the other holds. Regions are pooled
+(`shared_buffer`, protos.buffers' pool): a region nothing in the gateway refers to any more
+takes the next large body, whose pages then need no zeroing (77 against 24 ms per 100 MB here).
 
 The runtime finds the file through `/proc/<gateway pid>/fd/<fd>` and checks that it is that
 memfd (device and inode, a regular file named like one), so a runtime that cannot see the
-gateway's processes (another PID namespace) refuses the reference instead of mapping something
+gateway's processes (another PID namespace) refuses the reference instead of reading something
 else, and the gateway sends the bytes on the wire instead. A region costs the gateway two file
-descriptors while it lives (its own and its mapping's).
-A region's file stays open as long as anything in the gateway refers to the region (a view, an
-array over one).
+descriptors while it lives (its own and its mapping's), in use or kept in the pool.
 """
 
 from __future__ import annotations
