@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 PAGE = 2 << 20  # buffers are sized in whole huge pages
-KEEP_BYTES = 512 << 20  # at most this much memory in kept buffers (in use or free) per process
+KEEP_BYTES = 512 << 20  # at most this much memory in a pool's kept buffers (in use or free)
 KEEP_FOR_S = 60.0  # a free buffer not taken for this long is given back to the kernel
 MAPPED_MIN = 1 << 20  # a buffer of at least this many bytes is a large one, below a bytearray
 _UNREFERENCED = 2  # sys.getrefcount of a buffer only its pool entry refers to (and the call's argument)
@@ -50,8 +50,9 @@ class BufferPool:
     """Large buffers for reuse (see the module's docstring); safe across threads."""
 
     def __init__(self, keep_bytes: int = KEEP_BYTES, keep_for_s: float = KEEP_FOR_S,
-                 factory: Callable[[int], mmap.mmap] = anonymous_buffer) -> None:
+                 factory: Callable[[int], mmap.mmap] = anonymous_buffer, keep_count: int | None = None) -> None:
         self.factory = factory  # a fresh buffer of a capacity
+        self.keep_count = keep_count  # at most this many kept buffers, when given
         self.keep_bytes = keep_bytes
         self.keep_for_s = keep_for_s
         self._kept: list[_Kept] = []
@@ -79,6 +80,12 @@ class BufferPool:
         with self._lock:
             return sum(kept.capacity for kept in self._kept)
 
+    def forget(self, buffer: mmap.mmap) -> None:
+        """Never hand `buffer` out again (something outside this process may still read it); it
+        is given back once nothing here refers to it."""
+        with self._lock:
+            self._kept = [kept for kept in self._kept if kept.buffer is not buffer]
+
     def prune(self) -> None:
         """Give back the free buffers not taken for `keep_for_s`."""
         with self._lock:
@@ -92,13 +99,14 @@ class BufferPool:
         if capacity > self.keep_bytes:
             return False
         total = sum(kept.capacity for kept in self._kept)
+        most = self.keep_count if self.keep_count is not None else len(self._kept) + 1
         for kept in sorted(self._kept, key=lambda kept: kept.taken_at):
-            if total + capacity <= self.keep_bytes:
+            if total + capacity <= self.keep_bytes and len(self._kept) < most:
                 break
             if _free(kept):
                 self._kept.remove(kept)
                 total -= kept.capacity
-        return total + capacity <= self.keep_bytes
+        return total + capacity <= self.keep_bytes and len(self._kept) < most
 
     def _arm(self) -> None:
         if self._kept and self._timer is None:

@@ -10,7 +10,10 @@ resident memory. The runtime reads the bytes it needs into a buffer of its own (
 one kernel copy, where a socket takes two): its arrays are writable, and neither a model writing
 into one nor the gateway reusing the region changes what the other holds. Regions are pooled
 (`shared_buffer`, protos.buffers' pool): a region nothing in the gateway refers to any more
-takes the next large body, whose pages then need no zeroing (77 against 24 ms per 100 MB here).
+takes the next large body, whose pages then need no zeroing (77 against 24 ms per 100 MB here);
+at most KEEP_COUNT regions and KEEP_BYTES are kept, in memory the container is charged for as
+shared memory, not in the gateway's RSS. A region whose call was given up before its answer
+(a deadline, a disconnect) is never reused: the runtime may still be reading it.
 
 The runtime finds the file through `/proc/<gateway pid>/fd/<fd>` and checks that it is that
 memfd (device and inode, a regular file named like one), so a runtime that cannot see the
@@ -65,6 +68,8 @@ class SharedRegion(mmap.mmap):
         view = memoryview(data)
         while view.nbytes:
             written = os.pwrite(self.fd, view, offset)
+            if written == 0:
+                raise OSError(f"nothing written at {offset} of a shared region")
             offset += written
             view = view[written:]
 
@@ -111,9 +116,12 @@ def read_shared(reference: RegionReference) -> bytearray | memoryview:
     frame_buffer: writable, the call's), read from the gateway's memfd once it is known to be that;
     raises RegionUnavailable. A copy, not a mapping: the gateway reuses its regions once it lets go
     of them, and what a model keeps of its inputs must not change under it."""
-    buffer = frame_buffer(reference.length)
     if reference.length == 0:
-        return buffer
+        return bytearray()
+    try:
+        buffer = frame_buffer(reference.length)
+    except (OSError, ValueError) as error:  # out of memory: this call only
+        raise RegionUnavailable(f"no buffer of {reference.length} bytes: {error}", lasting=False) from None
     fd = _open(reference)
     try:
         view, offset = memoryview(buffer), reference.offset
@@ -145,7 +153,7 @@ def _open(reference: RegionReference) -> int:
         status = os.fstat(fd)
         if ((status.st_dev, status.st_ino) != (reference.device, reference.inode)
                 or not stat.S_ISREG(status.st_mode)
-                or not os.readlink(reference.path).startswith(f"/memfd:{MEMFD_NAME}")):
+                or not os.readlink(f"/proc/self/fd/{fd}").startswith(f"/memfd:{MEMFD_NAME}")):
             raise RegionUnavailable(f"{reference.path} is not the gateway's shared memory")
     except BaseException as error:
         os.close(fd)
@@ -167,10 +175,22 @@ def region_of(buffer: object) -> SharedRegion | None:
     return None
 
 
-REGIONS = BufferPool(factory=SharedRegion.create)
+KEEP_BYTES = 256 << 20  # kept regions, in use or free (beside protos.buffers' pool of other buffers)
+KEEP_COUNT = 32  # and at most this many of them: each holds two file descriptors
+
+
+def _pool() -> BufferPool:
+    return BufferPool(KEEP_BYTES, factory=SharedRegion.create, keep_count=KEEP_COUNT)
+
+
+REGIONS = _pool()
 if hasattr(os, "register_at_fork"):  # a forked child starts with a pool of its own
-    os.register_at_fork(
-        after_in_child=lambda: globals().__setitem__("REGIONS", BufferPool(factory=SharedRegion.create)))
+    os.register_at_fork(after_in_child=lambda: globals().__setitem__("REGIONS", _pool()))
+
+
+def forget_region(region: SharedRegion) -> None:
+    """Never reuse `region`: a runtime may still be reading it (a call given up mid-way)."""
+    REGIONS.forget(region)
 
 
 def shared_buffer(size: int) -> memoryview:

@@ -35,6 +35,7 @@ from protos.local_wire import (
     split_attachment,
 )
 from protos.services import Method
+from protos.shared_memory import forget_region, region_of
 
 log = logging.getLogger("gateway.backends")
 RequestT = TypeVar("RequestT", bound=Message)
@@ -213,10 +214,14 @@ class LocalChannel:
                 if kept and not retried and error.code is grpc.StatusCode.UNAVAILABLE and not connection.heard_from:
                     retried = True  # most likely a kept connection to a runtime that restarted since;
                     continue  # (the request may have run: at least once, as gRPC's retry of UNAVAILABLE)
+                _forget_shared(attachments, share)
                 raise
             except WireError as error:
                 raise BackendError(f"the backend broke the local wire: {error}",
                                    log_detail=f"backend {self.target} ({self.path})") from None
+            except BaseException:  # cancelled: the runtime may be reading the shared tensors still
+                _forget_shared(attachments, share)
+                raise
             if frame.code in (SHARED_REFUSED, SHARED_BUSY) and share:
                 reason = bytes(frame.message).decode(errors="replace")
                 if frame.code == SHARED_REFUSED:
@@ -291,6 +296,16 @@ class LocalChannel:
         for connection in self._idle:
             connection.close()
         self._idle.clear()
+
+
+def _forget_shared(attachments: Attachments | None, shared: bool) -> None:
+    """A call given up before its answer: its shared tensors' regions are never reused, since the
+    runtime may still be reading them (they go once nothing here refers to them)."""
+    if attachments is None or not shared:
+        return
+    for _, _, array in attachments.sent:
+        if (region := region_of(array)) is not None:
+            forget_region(region)
 
 
 def _expire(answer: asyncio.Future[Frame]) -> None:

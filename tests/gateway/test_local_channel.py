@@ -20,6 +20,7 @@ from gateway.backends.transports import LocalWireTransport
 from gateway.errors import BackendError
 from gateway.manifests import load_config
 from gateway.settings import Settings
+from protos import shared_memory
 from protos.local_wire import (
     ALIGN,
     ATTACH_MIN,
@@ -33,7 +34,7 @@ from protos.local_wire import (
 )
 from protos.services import TF_PREDICT
 from protos.shared_memory import AVAILABLE as SHARED_MEMORY
-from protos.shared_memory import SharedRegion
+from protos.shared_memory import SharedRegion, shared_buffer
 from protos.tensorflow_serving.predict_pb2 import PredictRequest
 from runtime.server import ModelServer
 from tensorcodecs import lookup_dtype
@@ -278,6 +279,29 @@ async def test_a_runtime_that_cannot_map_shared_memory_gets_the_tensors_inline_f
     finally:
         channel.close()
         server.stop(0).wait()
+
+
+@pytest.mark.skipif(not SHARED_MEMORY, reason="memfd_create is Linux's")
+async def test_a_call_given_up_never_lets_its_shared_body_be_reused(slow_runtime: str) -> None:
+    """The runtime may still be reading it: the next body must not be written there."""
+    body = shared_buffer(4 * ATTACH_MIN)
+    region = body.obj
+    assert isinstance(region, SharedRegion)
+    region.write_at(0, np.full(ATTACH_MIN, 300, "<i4").tobytes())  # the slow model sleeps x[0] ms
+    message = PredictRequest()
+    message.model_spec.name = "slow"
+    attachments = Attachments()
+    array = np.frombuffer(body, "<i4")
+    attachments.sent.append((0, "x", tensor_header(message.inputs["x"], array, lookup_dtype("int32"))))
+    channel = LocalChannel(slow_runtime, "t")
+    try:
+        with pytest.raises(LocalCallError) as failed:
+            await channel.call(TF_PREDICT, message, 0.1, attachments)
+        assert failed.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        channel.close()
+    kept = [entry.buffer for entry in shared_memory.REGIONS._kept]
+    assert all(buffer is not region for buffer in kept)
 
 
 @pytest.mark.skipif(not SHARED_MEMORY, reason="memfd_create is Linux's")

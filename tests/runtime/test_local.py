@@ -276,7 +276,7 @@ IN_PLACE = ("def predict(x):\n    x *= 2\n    return {'y': x}\n", DOUBLE[1], DOU
 
 @pytest.mark.skipif(not SHARED_MEMORY, reason="memfd_create is Linux's")
 @pytest.mark.parametrize("extra", ["", "workers: 2"])
-def test_a_tensor_in_shared_memory_is_mapped_not_read_and_the_model_may_write_it(
+def test_a_tensor_in_shared_memory_is_read_from_there_and_the_model_may_write_its_copy(
         serve: Serve, tmp_path: Path, extra: str) -> None:
     path = serve(write_model(tmp_path / "cfg", "double", "double", *IN_PLACE, extra))
     values = np.arange(MAPPED_MIN, dtype="<f4")
