@@ -106,8 +106,8 @@ class WholeBody:
     with the embedded runtimes where the system has it (protos.shared_memory: the gateway writes
     it through the kernel and maps it read-only, so a tensor it only forwards to its runtime
     never enters its resident memory, and the runtime reads it from there instead of from a
-    socket), else one of the process's large buffers (protos.buffers); both kinds are pooled. Either way a client that
-    declares a large body and sends little costs little. `view()` is the whole body once every
+    socket), else one of the process's large buffers (protos.buffers); both kinds are pooled.
+    Either way a client that declares a large body and sends little costs little. `view()` is the whole body once every
     byte has come (read-only when shared: arrays over it cannot be written); `room()` is where the
     socket reads the next bytes into, and `filled_in(n)` takes them."""
 

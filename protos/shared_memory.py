@@ -74,7 +74,7 @@ class SharedRegion(mmap.mmap):
             view = view[written:]
 
     def reference(self, offset: int, length: int) -> RegionReference:
-        """What a runtime needs to map `length` bytes at `offset` of this region."""
+        """What a runtime needs to read `length` bytes at `offset` of this region."""
         return RegionReference(f"/proc/{os.getpid()}/fd/{self.fd}", self.device, self.inode, offset, length)
 
     def offset_of(self, address: int, length: int) -> int | None:
