@@ -35,8 +35,10 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
+## unit: every test not behind a marker of its own, on TEST_WORKERS processes (pytest-xdist; 0: in this one)
+TEST_WORKERS ?= 2
 unit: $(VENV)/.installed-dev chromium
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 ## test-hydro-grpc: Hydrosphere's own client stubs (hydro-serving-grpc 3.x) against `gateway serve
 ## --grpc-port`; they need protobuf<4, so they get a venv of their own (.venv-hydro-grpc, built on first use)

@@ -165,7 +165,7 @@ async def test_gzip_bomb_is_413(client: httpx.AsyncClient) -> None:
     ("body", "headers", "status"),
     [
         (b"not gzip", {"content-encoding": "gzip"}, 400),
-        (gzip.compress(b'{"x": [1]}')[:-6], {"content-encoding": "gzip"}, 400),
+        (gzip.compress(b'{"x": [1]}', mtime=0)[:-6], {"content-encoding": "gzip"}, 400),
         (b'{"x": [1]}', {"content-encoding": "br"}, 415),
         (b'{"x": [1]}', {"content-type": "text/plain"}, 415),
     ],

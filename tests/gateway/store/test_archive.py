@@ -115,7 +115,7 @@ def test_a_bomb_in_a_header_is_cut_off_while_decompressing(tmp_path: Path) -> No
 @pytest.mark.parametrize(("body", "says"), [
     (b"", "not a gzip-compressed tar archive"),
     (b"PK\x03\x04 a zip file", "not a gzip-compressed tar archive"),
-    (gzip.compress(b"just some text, not a tar" * 40), "not a tar archive once decompressed"),
+    (gzip.compress(b"just some text, not a tar" * 40, mtime=0), "not a tar archive once decompressed"),
     (b"\x1f\x8b\x08\x00garbage-after-the-magic" * 3, "gzip"),
 ])
 def test_a_body_that_is_not_a_gzip_tar_is_a_clear_400(tmp_path: Path, body: bytes, says: str) -> None:
