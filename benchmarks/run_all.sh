@@ -25,7 +25,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONCS=${CONCS:-"1 8 64"}
 REPEAT=${REPEAT:-1}
-ONLY=${ONLY:-"ceil_a mlserver gw_v2 kserve mini_gw gw_embedded gw_batching gw_grpc gw_grpc_grpcio gw_grpc_batching grpc_front workers backend_ceiling memory binary http_servers request_log"}
+ONLY=${ONLY:-"ceil_a mlserver gw_v2 kserve mini_gw mini_embedded gw_embedded gw_batching gw_grpc gw_grpc_grpcio gw_grpc_batching grpc_front workers backend_ceiling memory binary http_servers request_log"}
 SERVER_CPU=0
 LOAD_CPU=1
 RUNTIME_CPU=${RUNTIME_CPU:-1}
@@ -57,6 +57,7 @@ alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1
 is_ready() {
   case $1 in
     tcp:*) (exec 3<>"/dev/tcp/127.0.0.1/${1#tcp:}") 2>/dev/null ;;
+    unix:*) [ -S "${1#unix:}" ] ;;
     *) curl -sf -o /dev/null "$1" ;;
   esac
 }
@@ -263,6 +264,25 @@ for REP in $(seq "$REPEAT"); do
       { http_sweep "E mini-gateway (reference)" "rest, runtime on cpu$RUNTIME_CPU" "$GW_URL/increment" plain
         stop mini_gw; }
       stop backend; }
+  fi
+
+  # E2: the least a gateway that keeps its models in processes of their own does per request
+  # (servers/mini_embedded.py: A's front end, one local-wire Predict per request to the embedded
+  # runtime), right before F: the floor F's ratio to A is measured against.
+  if want mini_embedded; then
+    sockets=$(mktemp -d)
+    start runtime_i32 "$RUNTIME_CPU" "unix:$sockets/increment.sock" "$PYTHON -m runtime serve \
+      configs/embedded/models/increment --port 0 --local-socket $sockets/increment.sock" &&
+    { start runtime_f32 "$RUNTIME_CPU" "unix:$sockets/increment_f32.sock" "$PYTHON -m runtime serve \
+        configs/embedded/models/increment_f32 --port 0 --local-socket $sockets/increment_f32.sock" &&
+      { start mini_embedded $SERVER_CPU tcp:8900 \
+          "env RUNTIME_SOCKETS=$sockets $PYTHON -m uvicorn servers.mini_embedded:app $UVICORN_FLAGS" &&
+        { http_sweep "E2 mini-gateway, embedded runtime (reference)" "rest, runtime on cpu$RUNTIME_CPU" \
+            "$GW_URL/{size}" plain
+          stop mini_embedded; }
+        stop runtime_f32; }
+      stop runtime_i32; }
+    rm -rf "$sockets"
   fi
 
   want gw_embedded && gateway_sweep gw "F gateway + embedded runtime" embedded
