@@ -3,8 +3,10 @@ holding it (shadow copies, request-log calls) is charged."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 from numpy.typing import NDArray
 
 OBJECT_SAMPLE = 1024  # string tensors: elements measured, the rest estimated from them
@@ -24,6 +26,56 @@ def array_bytes(array: NDArray[Any]) -> int:
     sample = _first(array, OBJECT_SAMPLE)
     measured = sum(len(item) if isinstance(item, (bytes, str)) else 8 for item in sample)
     return int(array.nbytes) + measured * array.size // len(sample)
+
+
+MAX_VIEW_DEPTH = 16  # views of views: a short chain in practice
+
+
+def held_bytes(arrays: Iterable[NDArray[Any]]) -> int:
+    """What holding `arrays` keeps in memory: each one's `array_bytes`, except that an array
+    viewing a larger buffer that is not an array (a raw tensor read whole with its request body,
+    in memory shared with the embedded runtime; a tensor of a local-wire answer frame) keeps all
+    of that buffer alive, and is charged the buffer's size, once for all of `arrays` viewing it.
+    Rows of a larger array (a batch's answer, gateway.backends.coalesce) are charged their own
+    bytes: the batch is held once for all its requests."""
+    total = 0
+    buffers: set[int] = set()
+    for array in arrays:
+        buffer = _viewed_buffer(array)
+        size = _buffer_bytes(buffer) if buffer is not None else 0
+        if size <= array.nbytes:
+            total += array_bytes(array)
+        elif id(buffer) not in buffers:
+            buffers.add(id(buffer))
+            total += size
+    return total
+
+
+def _viewed_buffer(array: NDArray[Any]) -> object | None:
+    """The buffer that is not an array at the end of an array's chain of views (numpy bases,
+    memoryviews): bytes, bytearray, an mmap; None for an array owning its memory, or part of a
+    larger array (rows of a batch, whatever that array views)."""
+    buffer: object = array.base
+    for _ in range(MAX_VIEW_DEPTH):
+        if buffer is None:
+            return None
+        if isinstance(buffer, memoryview):
+            buffer = buffer.obj
+        elif isinstance(buffer, np.ndarray):
+            if buffer.nbytes > array.nbytes:
+                return None
+            buffer = buffer.base
+        else:
+            return buffer
+    return None
+
+
+def _buffer_bytes(buffer: object) -> int:
+    """The bytes of a buffer an array views (0 when they cannot be told: the array is charged its own)."""
+    try:
+        return memoryview(buffer).nbytes  # type: ignore[arg-type]
+    except TypeError:
+        return 0
 
 
 def least_string_bytes(array: NDArray[Any]) -> int:

@@ -36,7 +36,7 @@ import orjson
 
 from gateway.backends import BackendCall, NDArray, Prediction
 from gateway.errors import GatewayError
-from gateway.held_bytes import array_bytes
+from gateway.held_bytes import held_bytes
 from gateway.manifests import CompareSpec
 from gateway.observability import Metrics
 from gateway.registry import Application, Registry, Stage, Target, Variant
@@ -316,8 +316,9 @@ def _failed(lane: _Lane) -> str:
 
 
 def copy_bytes(copy: ShadowCopy) -> int:
-    """The bytes a queued copy keeps alive: its inputs and the live outputs."""
-    return sum(map(array_bytes, copy.inputs.values())) + sum(map(array_bytes, copy.live_outputs.values()))
+    """The bytes a queued copy keeps alive: its inputs and the live outputs (a view of a larger
+    buffer, such as a raw tensor of a large body, charged all of that buffer: `held_bytes`)."""
+    return held_bytes([*copy.inputs.values(), *copy.live_outputs.values()])
 
 
 def disagreement_line(copy: ShadowCopy, outputs: Mapping[str, NDArray],

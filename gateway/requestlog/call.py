@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.held_bytes import array_bytes
+from gateway.held_bytes import held_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,7 @@ class LoggedCall:
 
     @property
     def nbytes(self) -> int:
-        """The bytes the arrays hold, strings estimated from a sample (what a queue holding the
-        call is charged: cheap enough for the request path)."""
-        return sum(array_bytes(array) for arrays in (self.inputs, self.outputs or {}) for array in arrays.values())
+        """The bytes holding the call keeps alive, strings estimated from a sample, a view of a
+        larger buffer charged all of it (`held_bytes`: what a queue holding the call is charged,
+        cheap enough for the request path)."""
+        return held_bytes([*self.inputs.values(), *(self.outputs or {}).values()])

@@ -189,6 +189,13 @@ def _string_call(number: int, strings: int, size: int) -> LoggedCall:
     return LoggedCall(f"req-{number}", 1_780_000_000.0, 0.001, "toy", 1, "serving_default", inputs, None)
 
 
+def test_a_small_tensor_of_a_large_body_is_charged_the_body_it_keeps_alive() -> None:
+    body = memoryview(bytearray(8 << 20))  # a request body read whole (or a local-wire frame)
+    inputs = {"x": np.frombuffer(body[:64], dtype=np.float32), "y": np.frombuffer(body[64:128], dtype=np.int32)}
+    call = LoggedCall("r", 0.0, 0.0, "toy", 1, "s", inputs, {"z": np.zeros(4, dtype=np.int8)})
+    assert call.nbytes == (8 << 20) + 4  # the body once, for both of its tensors
+
+
 def test_string_calls_are_charged_their_bytes_and_fill_the_queue_bound(tmp_path: Path) -> None:
     call = _string_call(0, 4, 250_000)
     assert call.nbytes >= 1_000_000  # the strings, not 8 bytes of pointers each
