@@ -74,7 +74,7 @@ def _buffer_bytes(buffer: object) -> int:
     """The bytes of a buffer an array views (0 when they cannot be told: the array is charged its own)."""
     try:
         return memoryview(buffer).nbytes  # type: ignore[arg-type]
-    except TypeError:
+    except (TypeError, ValueError, BufferError):  # no buffer, a closed one, one that refuses a view
         return 0
 
 
